@@ -1,0 +1,1 @@
+//! The `#[stage]` and `pipeline!` macros of genstage. Use them through the `genstage` crate.

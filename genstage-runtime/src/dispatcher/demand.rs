@@ -1,0 +1,139 @@
+//! GenStage's `DemandDispatcher`: each event goes to one consumer, the one with the most demand.
+
+use super::{Deliveries, DispatchError, Dispatcher, SubscriptionId};
+
+/// Sends each batch to the consumer with the largest demand, splitting a batch across consumers when
+/// one cannot take it all; among equal demands, the consumer that has waited longest goes first.
+///
+/// Demand a consumer leaves unfulfilled when it cancels stays *pending*: those events were already
+/// requested upstream, so the next asks are served by them instead of asking again.
+///
+/// ```
+/// use genstage_runtime::dispatcher::{DemandDispatcher, Dispatcher};
+/// let mut dispatcher = DemandDispatcher::new();
+/// dispatcher.subscribe(1).unwrap();
+/// dispatcher.subscribe(2).unwrap();
+/// assert_eq!(dispatcher.ask(1, 3), 3);
+/// assert_eq!(dispatcher.ask(2, 2), 2);
+/// let mut deliveries = Vec::new();
+/// let leftover = dispatcher.dispatch(vec!['a', 'b', 'c', 'd', 'e', 'f'], &mut deliveries);
+/// assert_eq!(deliveries, vec![(1, vec!['a', 'b', 'c']), (2, vec!['d', 'e'])]);
+/// assert_eq!(leftover, vec!['f']);
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct DemandDispatcher {
+    /// `(demand, subscription)`, sorted by demand, largest first; FIFO among equal demands.
+    demands: Vec<(usize, SubscriptionId)>,
+    /// Demand requested upstream for consumers that have since cancelled.
+    pending: usize,
+    /// Sum of the demands in `demands`.
+    total: usize,
+    /// The largest ask expected; set from the first ask when not configured.
+    max_demand: Option<usize>,
+}
+
+impl DemandDispatcher {
+    /// A dispatcher with no consumers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A dispatcher that expects no ask above `max_demand` (it warns otherwise, as GenStage does).
+    pub fn with_max_demand(max_demand: usize) -> Self {
+        DemandDispatcher {
+            max_demand: Some(max_demand),
+            ..Self::default()
+        }
+    }
+
+    /// Demand requested upstream on behalf of consumers that have left.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// `(demand, subscription)` pairs, largest demand first.
+    pub fn demands(&self) -> &[(usize, SubscriptionId)] {
+        &self.demands
+    }
+
+    /// Inserts after every entry with a demand greater than or equal to `demand` (FIFO among equals).
+    fn insert(&mut self, demand: usize, sub: SubscriptionId) {
+        let at = self.demands.partition_point(|&(d, _)| d >= demand);
+        self.demands.insert(at, (demand, sub));
+    }
+
+    fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
+        let at = self.demands.iter().position(|&(_, s)| s == sub)?;
+        let (demand, _) = self.demands.remove(at);
+        self.total -= demand;
+        Some(demand)
+    }
+}
+
+impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
+    fn subscribe(&mut self, sub: SubscriptionId) -> Result<usize, DispatchError> {
+        if self.demands.iter().any(|&(_, s)| s == sub) {
+            return Err(DispatchError(format!(
+                "subscription {sub} is already registered"
+            )));
+        }
+        self.demands.push((0, sub));
+        Ok(0)
+    }
+
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        if let Some(demand) = self.remove(sub) {
+            self.pending += demand;
+        }
+        0
+    }
+
+    fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+        let max = *self.max_demand.get_or_insert(demand);
+        if demand > max {
+            tracing::warn!(
+                "DemandDispatcher expects a maximum demand of {max}; using different maximum \
+                 demands will overload greedy consumers; give every consumer the same max_demand"
+            );
+        }
+        let Some(current) = self.remove(sub) else {
+            return 0;
+        };
+        self.total += current + demand;
+        self.insert(current + demand, sub);
+        let absorbed = self.pending.min(demand);
+        self.pending -= absorbed;
+        demand - absorbed
+    }
+
+    fn dispatch(&mut self, mut events: Vec<T>, deliveries: &mut Deliveries<T>) -> Vec<T> {
+        while !events.is_empty() {
+            let Some(&(demand, sub)) = self.demands.first() else {
+                break;
+            };
+            if demand == 0 {
+                break;
+            }
+            let n = demand.min(events.len());
+            let rest = if n == events.len() {
+                Vec::new()
+            } else {
+                events.split_off(n)
+            };
+            deliveries.push((sub, std::mem::replace(&mut events, rest)));
+            self.demands.remove(0);
+            self.total -= n;
+            self.insert(demand - n, sub);
+        }
+        self.pending = self.pending.saturating_sub(events.len());
+        events
+    }
+
+    fn capacity(&self) -> usize {
+        self.total
+    }
+
+    fn consumers(&self) -> usize {
+        self.demands.len()
+    }
+}

@@ -1,0 +1,61 @@
+//! Dispatchers decide which consumer gets which events (GenStage's `GenStage.Dispatcher`).
+//!
+//! A dispatcher is a pure state machine owned by a producer's task: it learns of subscriptions,
+//! cancellations and asks, and turns emitted events into deliveries. It never sends anything itself;
+//! the task sends the deliveries it returns. So every dispatcher is tested without tokio, and a new one
+//! plugs into the stage loops without changing them.
+
+mod demand;
+
+pub use demand::DemandDispatcher;
+
+/// Identifies one subscription (one producer–consumer edge) within a pipeline.
+pub type SubscriptionId = u64;
+
+/// Why a dispatcher refused a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchError(pub String);
+
+impl std::fmt::Display for DispatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DispatchError {}
+
+/// The events a dispatch sends, one message per consumer, in the order they are to be sent.
+pub type Deliveries<T> = Vec<(SubscriptionId, Vec<T>)>;
+
+/// The contract between a producer's loop and its dispatcher.
+///
+/// "Upstream demand" is what the producer is asked to emit as a result: the loop serves it from its
+/// buffer first and passes the rest to `handle_demand` (for a producer_consumer it is added to the
+/// downstream demand that gates `handle_events`).
+pub trait Dispatcher<T>: Send + 'static {
+    /// A consumer subscribed; returns new upstream demand.
+    ///
+    /// # Errors
+    ///
+    /// A [`DispatchError`] refuses the subscription; the producer goes on with its other consumers.
+    fn subscribe(&mut self, sub: SubscriptionId) -> Result<usize, DispatchError>;
+
+    /// A consumer left; returns new upstream demand.
+    fn cancel(&mut self, sub: SubscriptionId) -> usize;
+
+    /// A consumer asked for `demand > 0` more events; returns new upstream demand.
+    fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize;
+
+    /// Hands `events` to consumers with demand, appending one message per consumer to `deliveries`;
+    /// returns the events no consumer could take (the loop buffers them), in order.
+    fn dispatch(&mut self, events: Vec<T>, deliveries: &mut Deliveries<T>) -> Vec<T>;
+
+    /// How many events the consumers could take right now.
+    ///
+    /// The loop drains its buffer up to this, whatever the upstream demand says, so buffered events
+    /// never get stuck behind demand the dispatcher holds for departed consumers (GenStage #311).
+    fn capacity(&self) -> usize;
+
+    /// How many consumers are subscribed.
+    fn consumers(&self) -> usize;
+}

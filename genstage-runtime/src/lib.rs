@@ -1,0 +1,42 @@
+//! The runtime of [genstage](https://docs.rs/genstage): GenStage's demand protocol on tokio.
+//!
+//! Most users depend on the `genstage` facade crate instead, which re-exports this one together with
+//! the `#[stage]` and `pipeline!` macros.
+//!
+//! The crate is two layers:
+//! - the **protocol**, as plain data structures tested without tokio: [`demand`] (per-subscription
+//!   accounting and batch splitting), [`buffer`] (the producer buffer), [`dispatcher`] (who gets which
+//!   events);
+//! - the **tasks** that drive them (`run`), wired by the typed builder [`Pipeline`].
+//!
+//! # Back-pressure
+//! A consumer asks its producer for at most `max_demand` events; a producer never sends more than was
+//! asked. Events travel in batches: one channel message carries every event of one dispatch.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+pub mod buffer;
+pub mod demand;
+pub mod dispatcher;
+mod error;
+mod options;
+mod pipeline;
+mod protocol;
+mod report;
+mod run;
+mod stage;
+mod stream;
+
+pub use error::{DemandError, PipelineError, StageError};
+pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
+pub use pipeline::{
+    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, StageId,
+};
+pub use report::{Report, StageReport, StageStatus};
+pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
+pub use stream::{from_iter, FromIter};

@@ -1,0 +1,134 @@
+//! Stage and subscription options, with GenStage's names and defaults.
+
+/// What a consumer does when one of its producers fails or goes away (GenStage's `:cancel`).
+///
+/// A producer that simply runs out of events never stops its consumers early: a consumer finishes
+/// once *all* of its producers have finished and it has handled every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CancelMode {
+    /// The consumer stops when the producer fails (the default).
+    #[default]
+    Permanent,
+    /// The consumer stops when the producer fails; a normal end does not stop it. In a finite
+    /// pipeline this behaves as `Permanent`, since normal ends never stop a consumer early.
+    Transient,
+    /// The consumer never stops because of this producer; it goes on with its other producers.
+    Temporary,
+}
+
+/// Options of one subscription (one edge of the pipeline), set on the consumer side.
+///
+/// Unset fields fall back to the consumer's own defaults, then to GenStage's: `max_demand` 1000,
+/// `min_demand` `max_demand / 2`, `cancel` permanent.
+///
+/// ```
+/// use genstage_runtime::{CancelMode, SubscribeOptions};
+/// let opts = SubscribeOptions::new().max_demand(10).min_demand(5).cancel(CancelMode::Temporary);
+/// assert_eq!(opts.max_demand, Some(10));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscribeOptions {
+    /// The most events the consumer has outstanding at once.
+    pub max_demand: Option<usize>,
+    /// When outstanding demand falls to this, the consumer asks again for `max_demand - outstanding`.
+    pub min_demand: Option<usize>,
+    /// What a failure of the producer does to the consumer.
+    pub cancel: Option<CancelMode>,
+}
+
+impl SubscribeOptions {
+    /// No option set: every value falls back to the default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `max_demand`.
+    pub fn max_demand(mut self, max_demand: usize) -> Self {
+        self.max_demand = Some(max_demand);
+        self
+    }
+
+    /// Sets `min_demand`.
+    pub fn min_demand(mut self, min_demand: usize) -> Self {
+        self.min_demand = Some(min_demand);
+        self
+    }
+
+    /// Sets the cancel mode.
+    pub fn cancel(mut self, cancel: CancelMode) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// These options, with every unset field taken from `defaults`.
+    pub fn or(self, defaults: SubscribeOptions) -> Self {
+        SubscribeOptions {
+            max_demand: self.max_demand.or(defaults.max_demand),
+            min_demand: self.min_demand.or(defaults.min_demand),
+            cancel: self.cancel.or(defaults.cancel),
+        }
+    }
+}
+
+/// Which events a full buffer keeps (GenStage's `:buffer_keep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BufferKeep {
+    /// Keep the oldest events; drop incoming ones that do not fit.
+    First,
+    /// Keep the newest events; drop the oldest (the default).
+    #[default]
+    Last,
+}
+
+/// Buffer settings of a producer or producer_consumer.
+///
+/// ```
+/// use genstage_runtime::{BufferKeep, ProducerOptions};
+/// assert_eq!(ProducerOptions::for_producer().buffer_size, Some(10_000));
+/// assert_eq!(ProducerOptions::for_producer_consumer().buffer_size, None);
+/// let opts = ProducerOptions::for_producer().buffer_size(5).buffer_keep(BufferKeep::First);
+/// assert_eq!(opts.buffer_keep, BufferKeep::First);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerOptions {
+    /// The most events the buffer holds; `None` is unbounded (GenStage's `:infinity`).
+    pub buffer_size: Option<usize>,
+    /// Which events a full buffer keeps.
+    pub buffer_keep: BufferKeep,
+}
+
+impl ProducerOptions {
+    /// GenStage's producer default: 10 000 events, keep the last.
+    pub fn for_producer() -> Self {
+        ProducerOptions {
+            buffer_size: Some(10_000),
+            buffer_keep: BufferKeep::Last,
+        }
+    }
+
+    /// GenStage's producer_consumer default: unbounded, keep the last.
+    pub fn for_producer_consumer() -> Self {
+        ProducerOptions {
+            buffer_size: None,
+            buffer_keep: BufferKeep::Last,
+        }
+    }
+
+    /// Sets the buffer size (`usize::MAX` is as good as unbounded).
+    pub fn buffer_size(mut self, size: usize) -> Self {
+        self.buffer_size = Some(size);
+        self
+    }
+
+    /// Makes the buffer unbounded.
+    pub fn unbounded(mut self) -> Self {
+        self.buffer_size = None;
+        self
+    }
+
+    /// Sets which events a full buffer keeps.
+    pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
+        self.buffer_keep = keep;
+        self
+    }
+}

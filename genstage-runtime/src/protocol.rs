@@ -1,0 +1,112 @@
+//! The messages stages exchange (GenStage's `$gen_producer` / `$gen_consumer`), and the ports through
+//! which one stage reaches another's mailbox.
+//!
+//! Every stage task owns one mailbox, a [`Mail`] channel: events and end notices from its producers,
+//! subscriptions, asks and cancels from its consumers. One channel per stage keeps a stage's loop a
+//! single `recv().await`, and FIFO order on it is what orders events before the notice that their
+//! producer ended.
+//!
+//! # Bounds
+//! The channels are unbounded, but what travels on them is bounded by the protocol: a producer sends
+//! events only against demand and every message holds at least one event, so a subscription has at
+//! most `max_demand` event messages in flight; a consumer asks only after receiving events, so asks in
+//! flight are bounded the same way. Control messages are one per subscription.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::demand::DemandLimits;
+use crate::dispatcher::SubscriptionId;
+use crate::options::CancelMode;
+
+/// Why a producer ended, as told to its consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    /// It ran out of events and delivered them all.
+    Finished,
+    /// It failed, or stopped because the named stage (the root cause) failed.
+    Failed(Arc<str>),
+}
+
+/// A message in a stage's mailbox. `In` is what it consumes, `Out` what it emits.
+pub(crate) enum Mail<In, Out> {
+    // --- as a consumer, from the pipeline and from producers ---
+    /// This stage is subscribed to a producer through `sub`; it asks for `max_demand` at once.
+    Subscribed {
+        sub: SubscriptionId,
+        producer: Arc<dyn ProducerPort>,
+        limits: DemandLimits,
+        cancel: CancelMode,
+    },
+    /// Events from the producer of `sub`; never empty.
+    Events {
+        sub: SubscriptionId,
+        events: Vec<In>,
+    },
+    /// The producer of `sub` ended; every event it sent is already in the mailbox.
+    UpstreamEnded {
+        sub: SubscriptionId,
+        reason: EndReason,
+    },
+
+    // --- as a producer, from consumers ---
+    /// A consumer subscribed through `sub`; events for it go to `consumer`.
+    Subscribe {
+        sub: SubscriptionId,
+        consumer: Box<dyn EventSink<Out>>,
+    },
+    /// The consumer of `sub` asks for `demand > 0` more events.
+    Ask { sub: SubscriptionId, demand: usize },
+    /// The consumer of `sub` is gone.
+    Cancel { sub: SubscriptionId },
+}
+
+/// A stage's mailbox, as seen by everyone else.
+pub(crate) type Mailbox<In, Out> = UnboundedSender<Mail<In, Out>>;
+
+/// What a consumer holds of its producer: a way to ask and to cancel, whatever the event types.
+pub(crate) trait ProducerPort: Send + Sync {
+    /// Sends an ask; `false` when the producer is gone.
+    fn ask(&self, sub: SubscriptionId, demand: usize) -> bool;
+}
+
+/// What a producer holds of a consumer: where its events go.
+pub(crate) trait EventSink<T>: Send {
+    /// Sends one batch; gives it back when the consumer is gone.
+    fn send(&self, sub: SubscriptionId, events: Vec<T>) -> Result<(), Vec<T>>;
+}
+
+/// What the pipeline holds of every stage: its control notices, whatever the event types.
+pub(crate) trait ControlPort: Send + Sync {
+    /// The producer of `sub` ended.
+    fn upstream_ended(&self, sub: SubscriptionId, reason: EndReason);
+    /// The consumer of `sub` is gone.
+    fn downstream_cancelled(&self, sub: SubscriptionId);
+}
+
+impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> {
+    fn ask(&self, sub: SubscriptionId, demand: usize) -> bool {
+        self.send(Mail::Ask { sub, demand }).is_ok()
+    }
+}
+
+impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out> {
+    fn send(&self, sub: SubscriptionId, events: Vec<In>) -> Result<(), Vec<In>> {
+        UnboundedSender::send(self, Mail::Events { sub, events }).map_err(|error| match error.0 {
+            Mail::Events { events, .. } => events,
+            _ => Vec::new(),
+        })
+    }
+}
+
+impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
+    fn upstream_ended(&self, sub: SubscriptionId, reason: EndReason) {
+        // A closed mailbox means the stage has ended already: nobody is left to tell.
+        let _ = self.send(Mail::UpstreamEnded { sub, reason });
+    }
+
+    fn downstream_cancelled(&self, sub: SubscriptionId) {
+        let _ = self.send(Mail::Cancel { sub });
+    }
+}

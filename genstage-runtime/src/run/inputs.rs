@@ -1,0 +1,157 @@
+//! The consumer side of a stage task: its subscriptions, their demand, and the events received but
+//! not yet handled.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::demand::{BatchDemand, Batches, ConsumerDemand, DemandLimits};
+use crate::dispatcher::SubscriptionId;
+use crate::options::CancelMode;
+use crate::protocol::{EndReason, ProducerPort};
+
+struct Subscription {
+    producer: Arc<dyn ProducerPort>,
+    demand: ConsumerDemand,
+    cancel: CancelMode,
+}
+
+/// Received input, kept in arrival order so that an end notice is acted on only after the events its
+/// producer sent before it (GenStage §1.8).
+enum Queued<T> {
+    Events(SubscriptionId, Batches<T>),
+    Ended(SubscriptionId, EndReason),
+}
+
+/// The next thing a stage loop does with its input.
+pub(super) enum Step<T> {
+    /// Hand `events` to `handle_events`, then call [`Inputs::ask`] with `demand`.
+    Handle {
+        sub: SubscriptionId,
+        events: Vec<T>,
+        demand: BatchDemand,
+    },
+    /// Stop: the producer that the named stage caused to fail was subscribed permanently.
+    Stop { cause: Arc<str> },
+}
+
+pub(super) struct Inputs<T> {
+    stage: Arc<str>,
+    subscriptions: HashMap<SubscriptionId, Subscription>,
+    queue: VecDeque<Queued<T>>,
+    /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
+    subscribed: usize,
+}
+
+impl<T> Inputs<T> {
+    pub(super) fn new(stage: Arc<str>) -> Self {
+        Inputs {
+            stage,
+            subscriptions: HashMap::new(),
+            queue: VecDeque::new(),
+            subscribed: 0,
+        }
+    }
+
+    /// Registers a subscription and sends its initial ask of `max_demand`.
+    pub(super) fn subscribed(
+        &mut self,
+        sub: SubscriptionId,
+        producer: Arc<dyn ProducerPort>,
+        limits: DemandLimits,
+        cancel: CancelMode,
+    ) {
+        let mut demand = ConsumerDemand::new(limits);
+        producer.ask(sub, demand.initial_ask());
+        self.subscriptions.insert(
+            sub,
+            Subscription {
+                producer,
+                demand,
+                cancel,
+            },
+        );
+        self.subscribed += 1;
+    }
+
+    pub(super) fn received(&mut self, sub: SubscriptionId, events: Vec<T>) {
+        self.queue
+            .push_back(Queued::Events(sub, Batches::new(events)));
+    }
+
+    pub(super) fn ended(&mut self, sub: SubscriptionId, reason: EndReason) {
+        self.queue.push_back(Queued::Ended(sub, reason));
+    }
+
+    /// Every producer has ended and every event received has been handed out.
+    pub(super) fn exhausted(&self) -> bool {
+        self.subscribed > 0 && self.subscriptions.is_empty() && self.queue.is_empty()
+    }
+
+    /// Whether the next step would hand out events (as opposed to acting on an end notice).
+    pub(super) fn has_events_next(&self) -> bool {
+        matches!(self.queue.front(), Some(Queued::Events(..)))
+    }
+
+    /// The next step, acting on end notices on the way. `None` when nothing is queued.
+    pub(super) fn next_step(&mut self) -> Option<Step<T>> {
+        loop {
+            match self.queue.front_mut()? {
+                Queued::Events(sub, batches) => {
+                    let sub = *sub;
+                    let step = match self.subscriptions.get_mut(&sub) {
+                        Some(subscription) => {
+                            let size = subscription.demand.limits().batch_size();
+                            batches.next_batch(size).map(|events| {
+                                let demand = subscription.demand.on_batch(events.len());
+                                if demand.excess > 0 {
+                                    tracing::warn!(
+                                        stage = %self.stage,
+                                        "GenStage consumer {} has received {} events in excess from subscription {sub}",
+                                        self.stage, demand.excess
+                                    );
+                                }
+                                Step::Handle { sub, events, demand }
+                            })
+                        }
+                        // Events from a producer that has since gone: one last batch, no ask.
+                        None => Some(Step::Handle {
+                            sub,
+                            events: std::mem::replace(batches, Batches::new(Vec::new()))
+                                .into_rest(),
+                            demand: BatchDemand { excess: 0, ask: 0 },
+                        }),
+                    };
+                    if batches.is_empty() {
+                        self.queue.pop_front();
+                    }
+                    match step {
+                        Some(step) => return Some(step),
+                        None => continue,
+                    }
+                }
+                Queued::Ended(..) => {
+                    let Some(Queued::Ended(sub, reason)) = self.queue.pop_front() else {
+                        continue;
+                    };
+                    let Some(subscription) = self.subscriptions.remove(&sub) else {
+                        continue;
+                    };
+                    if let EndReason::Failed(cause) = reason {
+                        if subscription.cancel != CancelMode::Temporary {
+                            return Some(Step::Stop { cause });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the ask a handled batch earned.
+    pub(super) fn ask(&self, sub: SubscriptionId, demand: BatchDemand) {
+        if demand.ask > 0 {
+            if let Some(subscription) = self.subscriptions.get(&sub) {
+                subscription.producer.ask(sub, demand.ask);
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The tokio task loops, one per role. Each owns a stage value and its mailbox, and drives the pure
+//! parts ([`Inputs`](inputs) for the consumer side, [`Outputs`](outputs) for the producer side) with
+//! the messages it receives. A loop returns when its stage is done; the pipeline then tells the
+//! stage's neighbours (see [`crate::pipeline`]).
+
+mod inputs;
+mod outputs;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::dispatcher::DemandDispatcher;
+use crate::error::StageError;
+use crate::protocol::Mail;
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+use inputs::{Inputs, Step};
+use outputs::Outputs;
+
+/// How a stage task ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// It ran to completion: its input ended and everything it emitted was delivered.
+    Finished,
+    /// It stopped because the named stage failed upstream (a permanent or transient subscription), or
+    /// because every consumer it had left.
+    Cancelled(Option<Arc<str>>),
+    /// Its callback returned an error.
+    Failed(StageError),
+}
+
+/// What a stage task reports when it ends.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) exit: Exit,
+    pub(crate) events_in: u64,
+    pub(crate) events_out: u64,
+    pub(crate) discarded: u64,
+}
+
+pub(crate) async fn run_producer<P: Producer>(
+    mut stage: P,
+    name: Arc<str>,
+    mut mailbox: UnboundedReceiver<Mail<Infallible, P::Output>>,
+) -> Outcome {
+    let options = stage.producer_options();
+    let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
+    // Demand asked of `handle_demand` and not yet met.
+    let mut owed = 0usize;
+    // An empty `handle_demand` parks `owed` until new demand arrives, so an idle producer is not polled.
+    let mut parked = false;
+    let mut exhausted = false;
+    let exit = loop {
+        if owed > 0 && !parked && !exhausted {
+            let emitted = match stage.handle_demand(owed).await {
+                Ok(emit) => emit,
+                Err(error) => break Exit::Failed(error),
+            };
+            exhausted = emitted.last;
+            parked = emitted.events.is_empty();
+            owed = owed.saturating_sub(emitted.events.len());
+            outputs.emit(emitted.events);
+        }
+        if exhausted && outputs.buffered() == 0 {
+            break Exit::Finished;
+        }
+        if outputs.abandoned() {
+            break Exit::Cancelled(None);
+        }
+        let mail = if owed > 0 && !parked && !exhausted {
+            match mailbox.try_recv() {
+                Ok(mail) => mail,
+                Err(TryRecvError::Empty) => continue,
+                Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
+            }
+        } else {
+            match mailbox.recv().await {
+                Some(mail) => mail,
+                None => break Exit::Cancelled(None),
+            }
+        };
+        let demand = match mail {
+            Mail::Subscribe { sub, consumer } => outputs.subscribe(sub, consumer),
+            Mail::Ask { sub, demand } => outputs.ask(sub, demand),
+            Mail::Cancel { sub } => outputs.cancel(sub),
+            Mail::Subscribed { .. } | Mail::Events { .. } | Mail::UpstreamEnded { .. } => 0,
+        };
+        if demand > 0 {
+            owed += demand;
+            parked = false;
+        }
+    };
+    if !matches!(exit, Exit::Finished) {
+        outputs.abandon_buffer();
+    }
+    Outcome {
+        exit,
+        events_in: 0,
+        events_out: outputs.events_out,
+        discarded: outputs.discarded,
+    }
+}
+
+pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
+    mut stage: S,
+    name: Arc<str>,
+    mut mailbox: UnboundedReceiver<Mail<S::Input, S::Output>>,
+) -> Outcome {
+    let options = stage.producer_options();
+    let mut inputs = Inputs::new(name.clone());
+    let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
+    let mut events_in = 0u64;
+    let exit = 'run: loop {
+        // Input is handled only while consumers downstream have demand (GenStage §1.8).
+        while !inputs.has_events_next() || outputs.capacity() > 0 {
+            match inputs.next_step() {
+                None => break,
+                Some(Step::Stop { cause }) => break 'run Exit::Cancelled(Some(cause)),
+                Some(Step::Handle {
+                    sub,
+                    events,
+                    demand,
+                }) => {
+                    events_in += events.len() as u64;
+                    match stage.handle_events(events).await {
+                        Ok(emitted) => outputs.emit(emitted),
+                        Err(error) => break 'run Exit::Failed(error),
+                    }
+                    inputs.ask(sub, demand);
+                }
+            }
+        }
+        if inputs.exhausted() && outputs.buffered() == 0 {
+            break Exit::Finished;
+        }
+        if outputs.abandoned() {
+            break Exit::Cancelled(None);
+        }
+        let Some(mail) = mailbox.recv().await else {
+            break Exit::Cancelled(None);
+        };
+        match mail {
+            Mail::Subscribed {
+                sub,
+                producer,
+                limits,
+                cancel,
+            } => inputs.subscribed(sub, producer, limits, cancel),
+            Mail::Events { sub, events } => inputs.received(sub, events),
+            Mail::UpstreamEnded { sub, reason } => inputs.ended(sub, reason),
+            Mail::Subscribe { sub, consumer } => {
+                outputs.subscribe(sub, consumer);
+            }
+            Mail::Ask { sub, demand } => {
+                outputs.ask(sub, demand);
+            }
+            Mail::Cancel { sub } => {
+                outputs.cancel(sub);
+            }
+        }
+    };
+    if !matches!(exit, Exit::Finished) {
+        outputs.abandon_buffer();
+    }
+    Outcome {
+        exit,
+        events_in,
+        events_out: outputs.events_out,
+        discarded: outputs.discarded,
+    }
+}
+
+pub(crate) async fn run_consumer<C: Consumer>(
+    mut stage: C,
+    name: Arc<str>,
+    mut mailbox: UnboundedReceiver<Mail<C::Input, Infallible>>,
+) -> Outcome {
+    let mut inputs = Inputs::new(name);
+    let mut events_in = 0u64;
+    let exit = 'run: loop {
+        while let Some(step) = inputs.next_step() {
+            match step {
+                Step::Stop { cause } => break 'run Exit::Cancelled(Some(cause)),
+                Step::Handle {
+                    sub,
+                    events,
+                    demand,
+                } => {
+                    events_in += events.len() as u64;
+                    if let Err(error) = stage.handle_events(events).await {
+                        break 'run Exit::Failed(error);
+                    }
+                    inputs.ask(sub, demand);
+                }
+            }
+        }
+        if inputs.exhausted() {
+            break Exit::Finished;
+        }
+        let Some(mail) = mailbox.recv().await else {
+            break Exit::Cancelled(None);
+        };
+        match mail {
+            Mail::Subscribed {
+                sub,
+                producer,
+                limits,
+                cancel,
+            } => inputs.subscribed(sub, producer, limits, cancel),
+            Mail::Events { sub, events } => inputs.received(sub, events),
+            Mail::UpstreamEnded { sub, reason } => inputs.ended(sub, reason),
+            Mail::Subscribe { .. } | Mail::Ask { .. } | Mail::Cancel { .. } => {}
+        }
+    };
+    Outcome {
+        exit,
+        events_in,
+        events_out: 0,
+        discarded: 0,
+    }
+}

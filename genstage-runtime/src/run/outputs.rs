@@ -1,0 +1,176 @@
+//! The producer side of a stage task: the dispatcher, the buffer and the consumers' mailboxes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use crate::buffer::Buffer;
+use crate::dispatcher::{Deliveries, Dispatcher, SubscriptionId};
+use crate::options::ProducerOptions;
+use crate::protocol::EventSink;
+
+pub(super) struct Outputs<T> {
+    stage: Arc<str>,
+    dispatcher: Box<dyn Dispatcher<T>>,
+    buffer: Buffer<T, Infallible>,
+    consumers: HashMap<SubscriptionId, Box<dyn EventSink<T>>>,
+    /// Reused for every dispatch.
+    deliveries: Deliveries<T>,
+    /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
+    had_consumers: bool,
+    pub(super) events_out: u64,
+    pub(super) discarded: u64,
+}
+
+impl<T: Send + 'static> Outputs<T> {
+    pub(super) fn new(
+        stage: Arc<str>,
+        dispatcher: Box<dyn Dispatcher<T>>,
+        options: ProducerOptions,
+    ) -> Self {
+        Outputs {
+            stage,
+            dispatcher,
+            buffer: Buffer::new(options),
+            consumers: HashMap::new(),
+            deliveries: Vec::new(),
+            had_consumers: false,
+            events_out: 0,
+            discarded: 0,
+        }
+    }
+
+    /// Registers a consumer; returns new upstream demand.
+    pub(super) fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        consumer: Box<dyn EventSink<T>>,
+    ) -> usize {
+        match self.dispatcher.subscribe(sub) {
+            Ok(demand) => {
+                self.consumers.insert(sub, consumer);
+                self.had_consumers = true;
+                demand
+            }
+            Err(error) => {
+                tracing::error!(stage = %self.stage, "subscription {sub} refused: {error}");
+                0
+            }
+        }
+    }
+
+    /// A consumer left; returns new upstream demand.
+    pub(super) fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        if self.consumers.remove(&sub).is_none() {
+            return 0;
+        }
+        let demand = self.dispatcher.cancel(sub);
+        demand.saturating_sub(self.drain_buffer())
+    }
+
+    /// A consumer asked; returns the upstream demand left once the buffer has served what it can.
+    pub(super) fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+        if !self.consumers.contains_key(&sub) {
+            return 0;
+        }
+        let upstream = self.dispatcher.ask(sub, demand);
+        upstream.saturating_sub(self.drain_buffer())
+    }
+
+    /// Sends `events` to consumers with demand and buffers the rest. Buffered events always go first,
+    /// so newer events never overtake older ones.
+    pub(super) fn emit(&mut self, events: Vec<T>) {
+        if events.is_empty() {
+            return;
+        }
+        let leftover = if self.buffer.is_empty() {
+            self.dispatch(events)
+        } else {
+            events
+        };
+        if !leftover.is_empty() {
+            let stored = self.buffer.store(leftover);
+            self.record_discarded(stored.discarded);
+            self.drain_buffer();
+        }
+    }
+
+    /// How many more events the consumers can take now (a producer_consumer handles input only
+    /// while this is above zero).
+    pub(super) fn capacity(&self) -> usize {
+        self.dispatcher.capacity()
+    }
+
+    pub(super) fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Whether every consumer that ever subscribed has left.
+    pub(super) fn abandoned(&self) -> bool {
+        self.had_consumers && self.consumers.is_empty()
+    }
+
+    /// Drops what is still buffered when the stage stops early, counting it as discarded.
+    pub(super) fn abandon_buffer(&mut self) {
+        let (dropped, _) = self.buffer.clear();
+        self.discarded += dropped as u64;
+    }
+
+    /// Serves buffered events up to what the consumers can take; returns how many went out.
+    fn drain_buffer(&mut self) -> usize {
+        let mut drained = 0;
+        loop {
+            let capacity = self.dispatcher.capacity();
+            if capacity == 0 || self.buffer.is_empty() {
+                return drained;
+            }
+            let taken = self.buffer.take(capacity).events;
+            drained += taken.len();
+            let leftover = self.dispatch(taken);
+            if !leftover.is_empty() {
+                // The dispatcher took less than it said it could: keep them, first in line.
+                let stored = self.buffer.store(leftover);
+                self.record_discarded(stored.discarded);
+                return drained;
+            }
+        }
+    }
+
+    /// Dispatches and sends; returns what no consumer took.
+    fn dispatch(&mut self, events: Vec<T>) -> Vec<T> {
+        let leftover = self.dispatcher.dispatch(events, &mut self.deliveries);
+        let mut gone = Vec::new();
+        for (sub, batch) in self.deliveries.drain(..) {
+            let len = batch.len() as u64;
+            match self
+                .consumers
+                .get(&sub)
+                .map(|consumer| consumer.send(sub, batch))
+            {
+                Some(Ok(())) => self.events_out += len,
+                // The consumer's task has ended: the events are lost with it, as in GenStage.
+                _ => {
+                    self.discarded += len;
+                    gone.push(sub);
+                }
+            }
+        }
+        for sub in gone {
+            self.consumers.remove(&sub);
+            self.dispatcher.cancel(sub);
+        }
+        leftover
+    }
+
+    fn record_discarded(&mut self, discarded: usize) {
+        if discarded > 0 {
+            self.discarded += discarded as u64;
+            tracing::warn!(
+                stage = %self.stage,
+                discarded,
+                "GenStage producer {} has discarded {discarded} events from buffer",
+                self.stage
+            );
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The three roles a stage can play, as in GenStage.
+//!
+//! A stage is a value that owns its state; the runtime runs each stage instance in its own tokio task
+//! and calls its callbacks with `&mut self`. Callbacks return futures, so they may be written as
+//! `fn` or `async fn`.
+//!
+//! | role | callback | GenStage |
+//! |---|---|---|
+//! | [`Producer`] | `handle_demand(demand) -> events` | `:producer` |
+//! | [`ProducerConsumer`] | `handle_events(events) -> events` | `:producer_consumer` |
+//! | [`Consumer`] | `handle_events(events)` | `:consumer` |
+
+use std::future::Future;
+
+use crate::error::StageError;
+use crate::options::{ProducerOptions, SubscribeOptions};
+
+/// What a producer's `handle_demand` returns: the events it emits now, and whether it is exhausted.
+///
+/// A producer may emit fewer events than asked (the runtime keeps asking it for the rest, see
+/// [`Producer::handle_demand`]) or more (the excess is buffered). Once it returns
+/// [`Emit::last`], `handle_demand` is not called again; its buffered events are still delivered and
+/// then its consumers see it end.
+///
+/// ```
+/// use genstage_runtime::Emit;
+/// let more: Emit<u64> = vec![1, 2, 3].into();
+/// assert!(!more.is_last());
+/// assert!(Emit::last(vec![4u64]).is_last());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emit<T> {
+    /// The events emitted by this call, in order.
+    pub events: Vec<T>,
+    /// `true` when the producer has nothing more to emit, ever.
+    pub last: bool,
+}
+
+impl<T> Emit<T> {
+    /// Events, with more to come.
+    pub fn more(events: Vec<T>) -> Self {
+        Emit {
+            events,
+            last: false,
+        }
+    }
+
+    /// The final events: the producer is exhausted after these.
+    pub fn last(events: Vec<T>) -> Self {
+        Emit { events, last: true }
+    }
+
+    /// Whether the producer is exhausted after these events.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+}
+
+impl<T> From<Vec<T>> for Emit<T> {
+    fn from(events: Vec<T>) -> Self {
+        Emit::more(events)
+    }
+}
+
+/// The result type of every stage callback.
+pub type StageResult<T> = Result<T, StageError>;
+
+/// A source of events: GenStage's `:producer`.
+///
+/// The runtime calls [`handle_demand`](Producer::handle_demand) when its consumers ask for events,
+/// after serving what it can from the producer's buffer.
+///
+/// # Examples
+///
+/// ```
+/// use genstage_runtime::{Emit, Producer, StageResult};
+///
+/// /// Emits 0, 1, 2, … up to (not including) `end`.
+/// struct Counter { next: u64, end: u64 }
+///
+/// impl Producer for Counter {
+///     type Output = u64;
+///     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+///         let stop = self.end.min(self.next + demand as u64);
+///         let events: Vec<u64> = (self.next..stop).collect();
+///         self.next = stop;
+///         Ok(if stop == self.end { Emit::last(events) } else { Emit::more(events) })
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a producer",
+    label = "this stage emits no events of its own",
+    note = "a producer implements `handle_demand`: add `#[stage(producer)]` to its impl block, or implement `genstage::Producer`"
+)]
+pub trait Producer: Send + 'static {
+    /// The type of the events this producer emits.
+    type Output: Send + 'static;
+
+    /// Emits up to `demand` events (`demand >= 1`).
+    ///
+    /// Returning fewer events than asked is allowed: the runtime remembers the shortfall and calls
+    /// again for it, once it has handled its mailbox. A producer with nothing to emit right now should
+    /// `.await` inside this method rather than return an empty batch; an empty batch parks the
+    /// shortfall until new demand arrives. Returning more events than asked is allowed too: the excess
+    /// goes to the buffer and serves the next demand first.
+    ///
+    /// # Errors
+    ///
+    /// An error stops this stage; the pipeline reports it by the stage's name.
+    fn handle_demand(
+        &mut self,
+        demand: usize,
+    ) -> impl Future<Output = StageResult<Emit<Self::Output>>> + Send;
+
+    /// Buffer settings. Defaults to GenStage's for a producer: 10 000 events, keep the last.
+    fn producer_options(&self) -> ProducerOptions {
+        ProducerOptions::for_producer()
+    }
+}
+
+/// A stage in the middle: GenStage's `:producer_consumer`.
+///
+/// It handles events only while its own consumers have demand for its output, so a stalled consumer
+/// stalls everything upstream of it.
+///
+/// # Examples
+///
+/// ```
+/// use genstage_runtime::{ProducerConsumer, StageResult};
+///
+/// struct Evens;
+///
+/// impl ProducerConsumer for Evens {
+///     type Input = u64;
+///     type Output = u64;
+///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+///         Ok(events.into_iter().filter(|n| n % 2 == 0).collect())
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a producer_consumer",
+    note = "a producer_consumer implements `handle_events` returning events: add `#[stage(producer_consumer)]` to its impl block, or implement `genstage::ProducerConsumer`"
+)]
+pub trait ProducerConsumer: Send + 'static {
+    /// The type of the events it receives.
+    type Input: Send + 'static;
+    /// The type of the events it emits.
+    type Output: Send + 'static;
+
+    /// Handles one batch of at most `max_demand - min_demand` events and returns the events to emit.
+    ///
+    /// # Errors
+    ///
+    /// An error stops this stage; the pipeline reports it by the stage's name.
+    fn handle_events(
+        &mut self,
+        events: Vec<Self::Input>,
+    ) -> impl Future<Output = StageResult<Vec<Self::Output>>> + Send;
+
+    /// Default subscription options for its upstream edges (an edge may override them).
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::default()
+    }
+
+    /// Buffer settings. Defaults to GenStage's for a producer_consumer: unbounded, keep the last.
+    fn producer_options(&self) -> ProducerOptions {
+        ProducerOptions::for_producer_consumer()
+    }
+}
+
+/// A sink: GenStage's `:consumer`.
+///
+/// # Examples
+///
+/// ```
+/// use genstage_runtime::{Consumer, StageResult};
+///
+/// #[derive(Default)]
+/// struct Sum { total: u64 }
+///
+/// impl Consumer for Sum {
+///     type Input = u64;
+///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+///         self.total += events.iter().sum::<u64>();
+///         Ok(())
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a consumer",
+    note = "a consumer implements `handle_events` returning nothing: add `#[stage(consumer)]` to its impl block, or implement `genstage::Consumer`"
+)]
+pub trait Consumer: Send + 'static {
+    /// The type of the events it receives.
+    type Input: Send + 'static;
+
+    /// Handles one batch of at most `max_demand - min_demand` events.
+    ///
+    /// # Errors
+    ///
+    /// An error stops this stage; the pipeline reports it by the stage's name.
+    fn handle_events(
+        &mut self,
+        events: Vec<Self::Input>,
+    ) -> impl Future<Output = StageResult<()>> + Send;
+
+    /// Default subscription options for its upstream edges (an edge may override them).
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::default()
+    }
+}
