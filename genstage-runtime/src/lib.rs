@@ -38,5 +38,8 @@ pub use pipeline::{
     ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, StageId,
 };
 pub use report::{Report, StageReport, StageStatus};
-pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
+pub use stage::{Consumer, Emit, Producer, ProducerConsumer, Stage, StageResult};
+
+#[doc(hidden)]
+pub mod __private;
 pub use stream::{from_iter, FromIter};

@@ -375,6 +375,16 @@ impl Pipeline {
         self.add_producer_named(short_type_name::<P>(), stage)
     }
 
+    /// Adds a producer under `name`, or under its type's name when `None`.
+    pub fn add_producer_as<P: Producer>(
+        &mut self,
+        name: Option<String>,
+        stage: P,
+    ) -> ProducerRef<P::Output> {
+        let name = name.unwrap_or_else(short_type_name::<P>);
+        self.add_producer_named(name, stage)
+    }
+
     /// Adds a producer under the given name (used in errors and the report).
     pub fn add_producer_named<P: Producer>(
         &mut self,
@@ -408,6 +418,16 @@ impl Pipeline {
         self.add_producer_consumer_named(short_type_name::<S>(), stage)
     }
 
+    /// Adds a producer_consumer under `name`, or under its type's name when `None`.
+    pub fn add_producer_consumer_as<S: ProducerConsumer>(
+        &mut self,
+        name: Option<String>,
+        stage: S,
+    ) -> ProducerConsumerRef<S::Input, S::Output> {
+        let name = name.unwrap_or_else(short_type_name::<S>);
+        self.add_producer_consumer_named(name, stage)
+    }
+
     /// Adds a producer_consumer under the given name (used in errors and the report).
     pub fn add_producer_consumer_named<S: ProducerConsumer>(
         &mut self,
@@ -439,6 +459,16 @@ impl Pipeline {
     /// Adds a consumer, named after its type.
     pub fn add_consumer<C: Consumer>(&mut self, stage: C) -> ConsumerRef<C::Input> {
         self.add_consumer_named(short_type_name::<C>(), stage)
+    }
+
+    /// Adds a consumer under `name`, or under its type's name when `None`.
+    pub fn add_consumer_as<C: Consumer>(
+        &mut self,
+        name: Option<String>,
+        stage: C,
+    ) -> ConsumerRef<C::Input> {
+        let name = name.unwrap_or_else(short_type_name::<C>);
+        self.add_consumer_named(name, stage)
     }
 
     /// Adds a consumer under the given name (used in errors and the report).

@@ -1,7 +1,8 @@
 //! Producers made from iterators (GenStage's `from_enumerable`).
 
 use crate::options::ProducerOptions;
-use crate::stage::{Emit, Producer, StageResult};
+use crate::pipeline::{Pipeline, ProducerRef};
+use crate::stage::{Emit, Producer, Stage, StageResult};
 
 /// A producer that emits the items of an iterator, in order, and ends when the iterator does.
 ///
@@ -65,5 +66,17 @@ where
 
     fn producer_options(&self) -> ProducerOptions {
         self.options
+    }
+}
+
+impl<I> Stage for FromIter<I>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    type Ref = ProducerRef<I::Item>;
+
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        pipeline.add_producer_as(Some(name.unwrap_or_else(|| "from_iter".to_owned())), self)
     }
 }

@@ -70,8 +70,13 @@ impl DemandDispatcher {
     }
 }
 
-impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
-    fn subscribe(&mut self, sub: SubscriptionId) -> Result<usize, DispatchError> {
+impl DemandDispatcher {
+    /// A consumer subscribed with no demand yet; returns new upstream demand (always 0).
+    ///
+    /// # Errors
+    ///
+    /// The subscription is already registered.
+    pub fn subscribe(&mut self, sub: SubscriptionId) -> Result<usize, DispatchError> {
         if self.demands.iter().any(|&(_, s)| s == sub) {
             return Err(DispatchError(format!(
                 "subscription {sub} is already registered"
@@ -81,14 +86,16 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         Ok(0)
     }
 
-    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+    /// A consumer left: its unmet demand becomes pending. Returns new upstream demand (always 0).
+    pub fn cancel(&mut self, sub: SubscriptionId) -> usize {
         if let Some(demand) = self.remove(sub) {
             self.pending += demand;
         }
         0
     }
 
-    fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+    /// A consumer asked for `demand` more; returns the upstream demand not covered by pending.
+    pub fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
         let max = *self.max_demand.get_or_insert(demand);
         if demand > max {
             tracing::warn!(
@@ -105,7 +112,20 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         self.pending -= absorbed;
         demand - absorbed
     }
+}
 
+impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
+    fn subscribe(&mut self, sub: SubscriptionId) -> Result<usize, DispatchError> {
+        DemandDispatcher::subscribe(self, sub)
+    }
+
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        DemandDispatcher::cancel(self, sub)
+    }
+
+    fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+        DemandDispatcher::ask(self, sub, demand)
+    }
     fn dispatch(&mut self, mut events: Vec<T>, deliveries: &mut Deliveries<T>) -> Vec<T> {
         while !events.is_empty() {
             let Some(&(demand, sub)) = self.demands.first() else {
