@@ -34,12 +34,15 @@
     unreachable_pub
 )]
 
+pub use genstage_macros::{pipeline, stage};
 pub use genstage_runtime::*;
 
 /// Everything a pipeline author needs: `use genstage::prelude::*;`.
 pub mod prelude {
+    pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
         from_iter, BufferKeep, CancelMode, Consumer, Emit, Pipeline, PipelineError, Producer,
-        ProducerConsumer, ProducerOptions, Report, StageError, StageResult, SubscribeOptions,
+        ProducerConsumer, ProducerOptions, Report, Stage, StageError, StageResult,
+        SubscribeOptions,
     };
 }

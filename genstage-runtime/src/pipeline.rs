@@ -618,6 +618,7 @@ impl Pipeline {
                     events_in,
                     events_out,
                     discarded,
+                    excess,
                 }) => {
                     let status = match exit {
                         Exit::Finished => StageStatus::Finished,
@@ -633,7 +634,7 @@ impl Pipeline {
                             StageStatus::Failed(message)
                         }
                     };
-                    (status, (events_in, events_out, discarded))
+                    (status, (events_in, events_out, discarded, excess))
                 }
                 Err(error) => {
                     let message = panic_message(error);
@@ -641,7 +642,7 @@ impl Pipeline {
                         stage: name.clone(),
                         message: message.clone(),
                     });
-                    (StageStatus::Panicked(message), (0, 0, 0))
+                    (StageStatus::Panicked(message), (0, 0, 0, 0))
                 }
             };
             // Tell the neighbours. The root cause travels downstream with a failure.
@@ -663,12 +664,13 @@ impl Pipeline {
                     controls[producer].downstream_cancelled(sub);
                 }
             }
-            let (events_in, events_out, discarded) = counts;
+            let (events_in, events_out, discarded, excess) = counts;
             reports[index] = Some(StageReport {
                 name: name.clone(),
                 events_in,
                 events_out,
                 discarded,
+                excess,
                 status,
             });
         }

@@ -29,6 +29,9 @@ pub struct StageReport {
     pub events_out: u64,
     /// Events it dropped: buffer overflow, or buffered when it stopped early.
     pub discarded: u64,
+    /// Events it received beyond what it had asked for (a producer breaking the protocol); always 0
+    /// for the stages of this crate.
+    pub excess: u64,
     /// How it ended.
     pub status: StageStatus,
 }

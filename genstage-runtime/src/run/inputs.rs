@@ -40,6 +40,8 @@ pub(super) struct Inputs<T> {
     queue: VecDeque<Queued<T>>,
     /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
     subscribed: usize,
+    /// Events received beyond outstanding demand, over all subscriptions.
+    pub(super) excess: u64,
 }
 
 impl<T> Inputs<T> {
@@ -49,6 +51,7 @@ impl<T> Inputs<T> {
             subscriptions: HashMap::new(),
             queue: VecDeque::new(),
             subscribed: 0,
+            excess: 0,
         }
     }
 
@@ -104,6 +107,7 @@ impl<T> Inputs<T> {
                             batches.next_batch(size).map(|events| {
                                 let demand = subscription.demand.on_batch(events.len());
                                 if demand.excess > 0 {
+                                    self.excess += demand.excess as u64;
                                     tracing::warn!(
                                         stage = %self.stage,
                                         "GenStage consumer {} has received {} events in excess from subscription {sub}",

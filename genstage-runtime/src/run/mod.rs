@@ -38,6 +38,7 @@ pub(crate) struct Outcome {
     pub(crate) events_in: u64,
     pub(crate) events_out: u64,
     pub(crate) discarded: u64,
+    pub(crate) excess: u64,
 }
 
 pub(crate) async fn run_producer<P: Producer>(
@@ -100,6 +101,7 @@ pub(crate) async fn run_producer<P: Producer>(
         events_in: 0,
         events_out: outputs.events_out,
         discarded: outputs.discarded,
+        excess: 0,
     }
 }
 
@@ -169,6 +171,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         events_in,
         events_out: outputs.events_out,
         discarded: outputs.discarded,
+        excess: inputs.excess,
     }
 }
 
@@ -219,5 +222,6 @@ pub(crate) async fn run_consumer<C: Consumer>(
         events_in,
         events_out: 0,
         discarded: 0,
+        excess: inputs.excess,
     }
 }
