@@ -99,8 +99,9 @@ impl DemandDispatcher {
         let max = *self.max_demand.get_or_insert(demand);
         if demand > max {
             tracing::warn!(
-                "DemandDispatcher expects a maximum demand of {max}; using different maximum \
-                 demands will overload greedy consumers; give every consumer the same max_demand"
+                "GenStage producer DemandDispatcher expects a maximum demand of {max}; using \
+                 different maximum demands will overload greedy consumers; give every consumer \
+                 the same max_demand"
             );
         }
         let Some(current) = self.remove(sub) else {
