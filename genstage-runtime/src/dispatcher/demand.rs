@@ -96,6 +96,9 @@ impl DemandDispatcher {
 
     /// A consumer asked for `demand` more; returns the upstream demand not covered by pending.
     pub fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+        let Some(current) = self.remove(sub) else {
+            return 0;
+        };
         let max = *self.max_demand.get_or_insert(demand);
         if demand > max {
             tracing::warn!(
@@ -104,9 +107,6 @@ impl DemandDispatcher {
                  the same max_demand"
             );
         }
-        let Some(current) = self.remove(sub) else {
-            return 0;
-        };
         self.total += current + demand;
         self.insert(current + demand, sub);
         let absorbed = self.pending.min(demand);

@@ -54,6 +54,7 @@ pub trait Dispatcher<T>: Send + 'static {
     ///
     /// The loop drains its buffer up to this, whatever the upstream demand says, so buffered events
     /// never get stuck behind demand the dispatcher holds for departed consumers (GenStage #311).
+    /// Contract: dispatching at most `capacity()` events leaves no leftover.
     fn capacity(&self) -> usize;
 
     /// How many consumers are subscribed.

@@ -127,8 +127,10 @@ impl<T: Send + 'static> Outputs<T> {
             let taken = self.buffer.take(capacity).events;
             drained += taken.len();
             let leftover = self.dispatch(taken);
+            // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer.
+            debug_assert!(leftover.is_empty(), "dispatcher broke its capacity contract");
             if !leftover.is_empty() {
-                // The dispatcher took less than it said it could: keep them, first in line.
+                drained -= leftover.len();
                 let stored = self.buffer.store(leftover);
                 self.record_discarded(stored.discarded);
                 return drained;
