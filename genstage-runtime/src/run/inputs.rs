@@ -90,15 +90,12 @@ impl<T> Inputs<T> {
         self.subscribed > 0 && self.subscriptions.is_empty() && self.queue.is_empty()
     }
 
-    /// Whether the next step would hand out events (as opposed to acting on an end notice).
-    pub(super) fn has_events_next(&self) -> bool {
-        matches!(self.queue.front(), Some(Queued::Events(..)))
-    }
-
-    /// The next step, acting on end notices on the way. `None` when nothing is queued.
-    pub(super) fn next_step(&mut self) -> Option<Step<T>> {
+    /// The next step, acting on end notices on the way. `None` when nothing is queued, or when events
+    /// are next and `handle_events` is false (a producer_consumer without downstream demand).
+    pub(super) fn next_step(&mut self, handle_events: bool) -> Option<Step<T>> {
         loop {
             match self.queue.front_mut()? {
+                Queued::Events(..) if !handle_events => return None,
                 Queued::Events(sub, batches) => {
                     let sub = *sub;
                     let step = match self.subscriptions.get_mut(&sub) {

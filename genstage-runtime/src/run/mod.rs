@@ -115,16 +115,16 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
     let mut events_in = 0u64;
     let exit = 'run: loop {
-        // Input is handled only while consumers downstream have demand (GenStage §1.8).
-        while !inputs.has_events_next() || outputs.capacity() > 0 {
-            match inputs.next_step() {
-                None => break,
-                Some(Step::Stop { cause }) => break 'run Exit::Cancelled(Some(cause)),
-                Some(Step::Handle {
+        // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
+        // it is queued behind an end notice.
+        while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
+            match step {
+                Step::Stop { cause } => break 'run Exit::Cancelled(Some(cause)),
+                Step::Handle {
                     sub,
                     events,
                     demand,
-                }) => {
+                } => {
                     events_in += events.len() as u64;
                     match stage.handle_events(events).await {
                         Ok(emitted) => outputs.emit(emitted),
@@ -183,7 +183,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let mut inputs = Inputs::new(name);
     let mut events_in = 0u64;
     let exit = 'run: loop {
-        while let Some(step) = inputs.next_step() {
+        while let Some(step) = inputs.next_step(true) {
             match step {
                 Step::Stop { cause } => break 'run Exit::Cancelled(Some(cause)),
                 Step::Handle {
