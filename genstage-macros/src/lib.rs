@@ -16,6 +16,209 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Wires stages into a pipeline: `pipeline! { A -> B -> [C; 2] }`.
+///
+/// The macro is an expression of type `genstage::Pipeline`, built with the typed builder; call
+/// `.run().await` on it. Each stage is any expression whose type implements `genstage::Stage`
+/// (`#[stage]` implements it, and so does `from_iter(..)`).
+///
+/// ```
+/// # use genstage::prelude::*;
+/// # use genstage::{ConsumerRef, ProducerConsumerRef};
+/// # struct Evens;
+/// # impl ProducerConsumer for Evens {
+/// #     type Input = u64;
+/// #     type Output = u64;
+/// #     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+/// #         Ok(events.into_iter().filter(|n| n % 2 == 0).collect())
+/// #     }
+/// # }
+/// # impl Stage for Evens {
+/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
+/// #         p.add_producer_consumer_as(name, self)
+/// #     }
+/// # }
+/// # struct Printer;
+/// # impl Consumer for Printer {
+/// #     type Input = u64;
+/// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+/// # }
+/// # impl Stage for Printer {
+/// #     type Ref = ConsumerRef<u64>;
+/// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
+/// #         p.add_consumer_as(name, self)
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), PipelineError> {
+/// let report = pipeline! { from_iter(0..1_000u64) -> Evens -> [Printer; 2] }.run().await?;
+///
+/// let handled: u64 = report.instances("Printer").map(|printer| printer.events_in).sum();
+/// assert_eq!(handled, 500);
+/// assert_eq!(report.stages[2].name, "Printer[0]");
+/// assert_eq!(report.stages[3].name, "Printer[1]");
+/// # Ok(()) }
+/// ```
+///
+/// # Syntax
+///
+/// ```text
+/// PIPELINE  := ( "crate" "=" PATH ";" )? STATEMENT ( ";" STATEMENT )* ";"?
+/// STATEMENT := NODE ( LINK NODE )*        a chain: each stage subscribes to the one before it
+///            | NAME "=" STAGE             a definition, wired by the chains that mention NAME
+/// NODE      := NAME "=" STAGE             a definition inside a chain
+///            | NAME                       a stage defined in this pipeline, above or below
+///            | STAGE                      a new, unnamed stage
+/// STAGE     := EXPR                       any expression whose type implements `Stage`
+///            | "[" EXPR ";" COUNT "]"     COUNT instances (a `usize` expression), EXPR evaluated once per instance
+/// LINK      := "->"                       subscribe with the consumer's own options
+///            | "-[" OPTION ( "," OPTION )* "]->"   subscribe with these options instead
+/// OPTION    := "max_demand" "=" EXPR | "min_demand" "=" EXPR
+///            | "cancel" "=" ( "permanent" | "transient" | "temporary" )
+/// ```
+///
+/// - **Chains.** `A -> B -> C`: `B` subscribes to `A`, `C` to `B`. A chain starts with a producer,
+///   ends with a consumer, and has producer_consumers in between.
+/// - **Groups.** `[expr; n]` starts `n` instances of one stage, evaluating `expr` once per instance
+///   (no `Clone` needed; `[Collect::new(tx.clone()); 4]` gives each instance its own sender).
+///   `A -> [C; 2]`: each instance of `C` subscribes to `A`. `[B; 2] -> C`: `C` subscribes to each
+///   instance of `B`. `[B; 2] -> [C; 3]`: every instance of `C` subscribes to every instance of `B`.
+///   The report calls the instances `C[0]`, `C[1]`, ….
+/// - **Names.** `name = stage` defines a stage once; chains then mention `name`, in any statement,
+///   above or below the definition, so a stage can have several producers (fan-in) and several
+///   consumers (fan-out). The name is also the stage's name in the report and in errors; an unnamed
+///   stage is named after its type (`from_iter` for `from_iter(..)`). Any other identifier is an
+///   ordinary expression (a unit struct like `Printer`, or a local variable), and each mention of it
+///   is a new stage. `sink = sink` names a stage held in a local variable `sink`.
+/// - **Fan-out splits, it does not copy.** A producer with several consumers sends each event to one
+///   of them, the one with the most demand (GenStage's `DemandDispatcher`).
+/// - **Edge options** override the consumer's defaults (those of `#[stage(consumer, max_demand =
+///   …)]`) on that edge only: `A -[max_demand = 10, min_demand = 5, cancel = temporary]-> B`.
+///   Values are any `usize` expressions; literal ones are checked here, the others by `run()`,
+///   which returns `PipelineError::InvalidSubscription` naming both stages.
+/// - **`crate = path;`**, as the first statement, names the `genstage` crate when it is renamed or
+///   re-exported.
+///
+/// ```
+/// # use genstage::prelude::*;
+/// # use genstage::{ConsumerRef, ProducerConsumerRef};
+/// # struct Merge;
+/// # impl ProducerConsumer for Merge {
+/// #     type Input = u64;
+/// #     type Output = u64;
+/// #     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> { Ok(events) }
+/// # }
+/// # impl Stage for Merge {
+/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
+/// #         p.add_producer_consumer_as(name, self)
+/// #     }
+/// # }
+/// # struct Printer;
+/// # impl Consumer for Printer {
+/// #     type Input = u64;
+/// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+/// # }
+/// # impl Stage for Printer {
+/// #     type Ref = ConsumerRef<u64>;
+/// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
+/// #         p.add_consumer_as(name, self)
+/// #     }
+/// # }
+/// # use crate::Printer as Audit;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), PipelineError> {
+/// let report = pipeline! {
+///     numbers = from_iter(0..100u64);
+///     letters = from_iter(100..200u64);
+///     merge = Merge;
+///     numbers -> merge;  letters -> merge;            // fan-in
+///     merge -[max_demand = 10]-> [Printer; 2];
+///     numbers -> audit = Audit;                       // fan-out to a different stage
+/// }
+/// .run()
+/// .await?;
+///
+/// let merged = report.stage("merge").unwrap().events_in;
+/// let audited = report.stage("audit").unwrap().events_in;
+/// assert_eq!(merged + audited, 200);
+/// # Ok(()) }
+/// ```
+///
+/// # What it expands to
+///
+/// The typed builder calls below, in this order: every stage is added in the order of its
+/// definition, then every arrow subscribes in the order written. The pipeline above is
+///
+/// ```
+/// # use genstage::prelude::*;
+/// # use genstage::{ConsumerRef, ProducerConsumerRef};
+/// # struct Merge;
+/// # impl ProducerConsumer for Merge {
+/// #     type Input = u64;
+/// #     type Output = u64;
+/// #     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> { Ok(events) }
+/// # }
+/// # impl Stage for Merge {
+/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
+/// #         p.add_producer_consumer_as(name, self)
+/// #     }
+/// # }
+/// # struct Printer;
+/// # impl Consumer for Printer {
+/// #     type Input = u64;
+/// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+/// # }
+/// # impl Stage for Printer {
+/// #     type Ref = ConsumerRef<u64>;
+/// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
+/// #         p.add_consumer_as(name, self)
+/// #     }
+/// # }
+/// # use crate::Printer as Audit;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), PipelineError> {
+/// let mut pipeline = Pipeline::new();
+/// let numbers = from_iter(0..100u64).add_to(&mut pipeline, Some("numbers".to_owned()));
+/// let letters = from_iter(100..200u64).add_to(&mut pipeline, Some("letters".to_owned()));
+/// let merge = Merge.add_to(&mut pipeline, Some("merge".to_owned()));
+/// let printers: Vec<_> = (0..2).map(|_| Printer.add_to(&mut pipeline, None)).collect();
+/// let audit = Audit.add_to(&mut pipeline, Some("audit".to_owned()));
+/// pipeline.subscribe(&numbers, &merge);
+/// pipeline.subscribe(&letters, &merge);
+/// for printer in &printers {
+///     pipeline.subscribe_with(&merge, printer, SubscribeOptions::new().max_demand(10));
+/// }
+/// pipeline.subscribe(&numbers, &audit);
+/// # let report = pipeline.run().await?;
+/// # assert_eq!(report.stages.len(), 6);
+/// # Ok(()) }
+/// ```
+///
+/// with, in addition, one check per stage and one per arrow: small traits generated inside the
+/// expansion that turn a wrongly wired pipeline into one compile error under the stage at fault.
+///
+/// # Compile-time checks
+///
+/// Each mistake is one error, underlined at the stage or arrow at fault:
+///
+/// | mistake | error |
+/// |---|---|
+/// | a consumer before `->` | `` `Printer` is a consumer, so it cannot stand before `->`: it emits no events `` |
+/// | a producer after `->` | `` `Counter` is a producer, so it cannot stand after `->`: it takes no events `` |
+/// | adjacent stages disagree on the event type (fan-in included) | `` `Shout` cannot be wired after `Double`: it consumes `String` but `Double` emits `u64` `` |
+/// | a producer_consumer starts a chain | `` `Double` is a producer_consumer, so it cannot start the pipeline: nothing would feed it `` |
+/// | a producer_consumer ends every chain it is in | `` `Double` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere `` |
+/// | not a stage | `` `NotAStage` is not a stage `` |
+/// | `[S; 0]` | `a group of 0 instances starts no stage: the number of instances must be at least 1` |
+/// | `-[max_demand = 0]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1 ``, `` `min_demand = 10` must be less than `max_demand = 10` `` |
+/// | an unknown or repeated edge option, an unknown cancel mode | `` unknown edge option `max_demnd`: the options of an edge are `max_demand`, `min_demand` and `cancel` `` |
+/// | a cycle | `` this arrow closes a cycle: `first -> second -> first` `` |
+/// | the same pair wired twice | `` `printer` is already wired after `numbers` `` |
+/// | a name defined twice, or never wired | `` the stage name `numbers` is already defined ``, `` the stage `letters` is never wired `` |
+/// | a misspelt name (an ordinary expression, see above) | rustc's `` cannot find value `nubmers` in this scope `` |
+/// | an empty pipeline, a dangling `->`, `[S;]`, stray tokens, a lone stage | `expected a stage after ->`, … |
 #[proc_macro]
 pub fn pipeline(input: TokenStream) -> TokenStream {
     pipeline::expand_pipeline(input.into()).into()

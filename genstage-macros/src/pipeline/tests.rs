@@ -1,0 +1,296 @@
+//! The parser and the checks never panic: each malformed input gives an error, placed at the
+//! offending tokens (proc-macro2's `span-locations` gives real positions in unit tests).
+
+use std::str::FromStr;
+
+use proc_macro2::{LineColumn, TokenStream};
+
+use super::try_expand;
+
+/// Expands `input`; the error, if any.
+fn error_of(input: &str) -> Option<syn::Error> {
+    let tokens = TokenStream::from_str(input).expect("test inputs tokenize");
+    let mut krate = quote::quote!(::genstage);
+    try_expand(tokens, &mut krate).err()
+}
+
+/// The position of the `nth` (0-based) occurrence of `snippet` in the single-line `input`.
+fn position(input: &str, snippet: &str, nth: usize) -> LineColumn {
+    let (offset, _) = input
+        .match_indices(snippet)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("`{snippet}` occurs {} times in `{input}`", nth + 1));
+    LineColumn {
+        line: 1,
+        column: input[..offset].chars().count(),
+    }
+}
+
+/// Each case: the input, where its error starts (snippet and which occurrence), and a piece of
+/// the message.
+const MALFORMED: &[(&str, &str, usize, &str)] = &[
+    // Arrows without stages.
+    ("->", "->", 0, "expected a stage before `->`"),
+    ("-> A", "->", 0, "expected a stage before `->`"),
+    ("A ->", "->", 0, "expected a stage after `->`"),
+    ("A -> B ->", "->", 1, "expected a stage after `->`"),
+    (
+        "A -> -> B",
+        "->",
+        0,
+        "expected a stage between these arrows",
+    ),
+    (
+        "A -[max_demand = 1]->",
+        "-[",
+        0,
+        "expected a stage after `->`",
+    ),
+    ("A -> B; -> C", "->", 1, "expected a stage before `->`"),
+    // Stray tokens and lone stages.
+    ("A -> B C", "C", 0, "unexpected tokens after this stage"),
+    ("A B -> C", "B", 0, "unexpected tokens after this stage"),
+    ("A => B", "=>", 0, "unexpected tokens after this stage"),
+    ("A", "A", 0, "expected `->` after this stage"),
+    ("A -> B; C", "C", 0, "expected `->` after this stage"),
+    ("a = A; a -> B; a", "a", 2, "`a` alone does nothing"),
+    ("A - > B", ">", 0, "expected"),
+    ("fn f() {} -> A", "fn", 0, "expected"),
+    // Groups.
+    (
+        "A -> [B;]",
+        "]",
+        0,
+        "expected the number of instances after `;`",
+    ),
+    ("A -> [B]", "[B]", 0, "expected `[stage; count]`"),
+    ("A -> []", "[]", 0, "expected `[stage; count]`"),
+    ("A -> [[[;]]]", "[[[;]]]", 0, "expected `[stage; count]`"),
+    (
+        "A -> [B; 2 3]",
+        "3",
+        0,
+        "unexpected tokens after the number of instances",
+    ),
+    ("A -> [; 2]", ";", 0, "expected"),
+    (
+        "A -> [B; 0]",
+        "0",
+        0,
+        "the number of instances must be at least 1",
+    ),
+    // Names.
+    ("x = ; A -> B", "=", 0, "expected a stage after `x =`"),
+    (
+        "x = A; x = B; x -> C",
+        "x",
+        1,
+        "the stage name `x` is already defined",
+    ),
+    ("x = A; A -> B", "x", 0, "the stage `x` is never wired"),
+    (
+        "a = A; b = a; a -> b",
+        "b = a",
+        0,
+        "`a` already names a stage",
+    ),
+    (
+        "a = A; [a; 2] -> B",
+        "[a; 2]",
+        0,
+        "names one stage and cannot be repeated",
+    ),
+    (
+        "self = A; self -> B",
+        "self",
+        0,
+        "is a keyword and cannot name a stage",
+    ),
+    // Wiring.
+    (
+        "a = A; b = B; a -> b -> a",
+        "-> a",
+        0,
+        "closes a cycle: `a -> b -> a`",
+    ),
+    ("a = A; a -> a", "-> a", 0, "closes a cycle: `a -> a`"),
+    (
+        "a = A; b = B; a -> b; a -> b",
+        "-> b",
+        1,
+        "`b` is already wired after `a`",
+    ),
+    // Edge options.
+    (
+        "A -[max_demand = 0]-> B",
+        "0",
+        0,
+        "`max_demand` must be at least 1",
+    ),
+    (
+        "A -[max_demand = 10, min_demand = 10]-> B",
+        "min_demand",
+        0,
+        "must be less than",
+    ),
+    (
+        "A -[min_demand = 20, max_demand = 10]-> B",
+        "min_demand",
+        0,
+        "must be less than",
+    ),
+    ("A -[foo = 1]-> B", "foo", 0, "unknown edge option `foo`"),
+    ("A -[]-> B", "[]", 0, "sets no option"),
+    (
+        "A -[max_demand]-> B",
+        "max_demand",
+        0,
+        "expected `=` and a value",
+    ),
+    (
+        "A -[max_demand =]-> B",
+        "=",
+        0,
+        "expected a value after `max_demand =`",
+    ),
+    (
+        "A -[max_demand = , min_demand = 1]-> B",
+        "=",
+        0,
+        "expected a value",
+    ),
+    (
+        "A -[cancel = sometimes]-> B",
+        "sometimes",
+        0,
+        "unknown cancel mode `sometimes`",
+    ),
+    ("A -[cancel = 1]-> B", "1", 0, "expected a cancel mode"),
+    (
+        "A -[max_demand = 1, max_demand = 2]-> B",
+        "max_demand",
+        1,
+        "set twice",
+    ),
+    (
+        "A -[cancel = temporary, cancel = permanent]-> B",
+        "cancel",
+        1,
+        "set twice",
+    ),
+    ("A -[, ]-> B", ",", 0, "expected an edge option"),
+    (
+        "A -[max_demand = 99999999999999999999999999]-> B",
+        "9",
+        0,
+        "number too large",
+    ),
+    // The crate override.
+    (
+        "A -> B; crate = ::genstage",
+        "crate",
+        0,
+        "must be the first statement",
+    ),
+    (
+        "crate = ; A -> B",
+        "=",
+        0,
+        "expected the path of the genstage crate",
+    ),
+    ("crate = 1; A -> B", "1", 0, "expected"),
+];
+
+#[test]
+fn each_malformed_input_gets_an_error_at_the_offending_tokens() {
+    for &(input, snippet, nth, message) in MALFORMED {
+        let error = error_of(input).unwrap_or_else(|| panic!("`{input}` was accepted"));
+        let text = error.to_string();
+        assert!(
+            text.contains(message),
+            "`{input}`: expected a message containing {message:?}, got {text:?}"
+        );
+        assert_eq!(
+            error.span().start(),
+            position(input, snippet, nth),
+            "`{input}`: the error `{text}` is not at `{snippet}` #{nth}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_pipeline_is_an_error_about_the_whole_call() {
+    for input in ["", ";", ";;"] {
+        let error = error_of(input).unwrap_or_else(|| panic!("`{input}` was accepted"));
+        assert!(error.to_string().starts_with("empty pipeline"), "{error}");
+    }
+}
+
+#[test]
+fn independent_mistakes_are_all_reported() {
+    let error = error_of("A -[foo = 1]-> [B; 0]; x = C; A -> D").unwrap();
+    let messages: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+}
+
+#[test]
+fn well_formed_inputs_expand() {
+    for input in [
+        "from_iter(0..10u64) -> Evens -> [Printer; 2]",
+        "a = A; b = B; a -> b; c = [C; n + 1]; b -> c;",
+        "A -[max_demand = 10, min_demand = 5, cancel = temporary]-> B",
+        "A -[max_demand = m, min_demand = m - 1,]-> B",
+        "evens -> C; A -> evens = Evens",
+        "printer = printer; A -> printer",
+        "crate = ::genstage; A -> B",
+        "[A { x: 1 }; 2] -> (B) -> |x| x",
+    ] {
+        assert!(
+            error_of(input).is_none(),
+            "`{input}`: {:?}",
+            error_of(input)
+        );
+    }
+}
+
+/// Every short sequence over an alphabet of pieces, valid or not: no panic, and every error has a
+/// message.
+#[test]
+fn no_input_makes_the_macro_panic() {
+    const PIECES: &[&str] = &[
+        "A",
+        "x",
+        "->",
+        "-",
+        ">",
+        ";",
+        "=",
+        "[A; 2]",
+        "[A;]",
+        "[A; 0]",
+        "-[]->",
+        "-[cancel = temporary]->",
+        "-[max_demand = 0]->",
+        "(A)",
+        "x = A",
+        "crate = ::g",
+        "self",
+    ];
+    let mut inputs: Vec<String> = vec![String::new()];
+    for _ in 0..3 {
+        let mut longer = Vec::new();
+        for input in &inputs {
+            for piece in PIECES {
+                longer.push(format!("{input} {piece}"));
+            }
+        }
+        inputs.extend(longer);
+    }
+    inputs.sort();
+    inputs.dedup();
+    for input in &inputs {
+        if let Some(error) = error_of(input) {
+            assert!(!error.to_string().is_empty(), "`{input}`");
+        }
+    }
+}
