@@ -1,0 +1,16 @@
+#[allow(dead_code)]
+mod stages {
+    include!("stages.rs.in");
+}
+use genstage::prelude::*;
+#[allow(unused_imports)]
+use stages::*;
+
+fn main() {
+    let _ = pipeline! {
+        numbers = Counter::new();
+        printer = Printer;
+        numbers -> printer;
+        numbers -> printer;
+    };
+}

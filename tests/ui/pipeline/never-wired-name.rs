@@ -1,0 +1,15 @@
+#[allow(dead_code)]
+mod stages {
+    include!("stages.rs.in");
+}
+use genstage::prelude::*;
+#[allow(unused_imports)]
+use stages::*;
+
+fn main() {
+    let _ = pipeline! {
+        numbers = from_iter(0..10u64);
+        letters = from_iter(vec![String::from("a")]);
+        numbers -> Printer;
+    };
+}
