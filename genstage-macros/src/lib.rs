@@ -10,6 +10,143 @@ mod pipeline;
 mod stage;
 
 /// Turns an inherent impl block into a stage: `#[stage(producer | producer_consumer | consumer, …)]`.
+///
+/// The impl block is kept as written (it may hold other methods); next to it the macro implements
+/// the role trait (`genstage::Producer`, `ProducerConsumer` or `Consumer`) and `genstage::Stage`, so
+/// the value can be added to a pipeline by `pipeline!` or by the typed builder.
+///
+/// ```
+/// use genstage::prelude::*;
+///
+/// /// Counts 0, 1, 2, … up to `end` (excluded).
+/// struct Counter { next: u64, end: u64 }
+///
+/// #[stage(producer)]
+/// impl Counter {
+///     fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+///         let stop = self.end.min(self.next + demand as u64);
+///         let events = (self.next..stop).collect();
+///         self.next = stop;
+///         if stop == self.end { Emit::last(events) } else { Emit::more(events) }
+///     }
+/// }
+///
+/// struct Evens;
+///
+/// #[stage(producer_consumer)]
+/// impl Evens {
+///     fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+///         events.into_iter().filter(|n| n % 2 == 0).collect()
+///     }
+/// }
+///
+/// struct Printer { printed: usize }
+///
+/// #[stage(consumer, max_demand = 10, min_demand = 5)]
+/// impl Printer {
+///     async fn handle_events(&mut self, events: Vec<u64>) {
+///         self.printed += events.len();
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), PipelineError> {
+/// let mut pipeline = Pipeline::new();
+/// let counter = Counter { next: 0, end: 100 }.add_to(&mut pipeline, None);
+/// let evens = Evens.add_to(&mut pipeline, None);
+/// let printer = Printer { printed: 0 }.add_to(&mut pipeline, None);
+/// pipeline.subscribe(&counter, &evens);
+/// pipeline.subscribe(&evens, &printer);
+/// let report = pipeline.run().await?;
+/// assert_eq!(report.stage("Printer").unwrap().events_in, 50);
+/// # Ok(()) }
+/// ```
+///
+/// # Callbacks
+///
+/// Each may be a `fn` or an `async fn` (or a `fn` returning `impl Future<Output = …>`); the future
+/// must be `Send`, since the stage runs in its own task. The event types are read from the
+/// signature, so `Vec<…>` and `Emit<…>` must be written out rather than hidden behind an alias.
+///
+/// | role | callback | returns |
+/// |---|---|---|
+/// | `producer` | `handle_demand(&mut self, demand: usize)` | `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>`, `Result<Emit<T>, E>` |
+/// | `producer_consumer` | `handle_events(&mut self, events: Vec<I>)` | `Vec<O>`, `Result<Vec<O>, E>` |
+/// | `consumer` | `handle_events(&mut self, events: Vec<I>)` | `()`, `Result<(), E>` |
+///
+/// `E` is anything that converts into `genstage::StageError` (any `std::error::Error + Send + Sync
+/// + 'static`, `String`, `&str`), and the `Result` may be an alias such as `StageResult<Vec<T>>`
+/// or `std::io::Result<()>`. A returned `Vec<T>` means "more to come"; a producer ends by returning
+/// `Emit::last(events)`.
+///
+/// # Options
+///
+/// | option | roles | value | default |
+/// |---|---|---|---|
+/// | `max_demand` | consumer, producer_consumer | a `usize` expression, at least 1 | 1000 |
+/// | `min_demand` | consumer, producer_consumer | a `usize` expression, below `max_demand` | `max_demand / 2` |
+/// | `cancel` | consumer, producer_consumer | `permanent`, `transient` or `temporary` | `permanent` |
+/// | `buffer_size` | producer, producer_consumer | a `usize` expression, or `infinity` | 10 000 for a producer, `infinity` for a producer_consumer |
+/// | `buffer_keep` | producer, producer_consumer | `first` or `last` | `last` |
+/// | `crate` | all | the path of the genstage crate, as a string: `crate = "::my::genstage"` | `"::genstage"` |
+///
+/// Literal demands are checked at compile time (`max_demand = 0`, `min_demand >= max_demand`);
+/// other expressions when the pipeline runs. Instead of options in the attribute, the impl block
+/// may define `fn subscribe_options(&self) -> SubscribeOptions` (consumer side) or
+/// `fn producer_options(&self) -> ProducerOptions` (producer side), e.g. to give each instance its
+/// own; the generated trait impl then calls it.
+///
+/// # Generic stages
+///
+/// The impl block may be generic (`impl<T> Forward<T> where …`); the generated impls carry its
+/// generics and where clause, and add `Send + 'static` bounds on the stage and each type
+/// parameter. Lifetime parameters are refused: a stage owns its state.
+///
+/// # Expansion
+///
+/// `#[stage(consumer, max_demand = 10, min_demand = 5)]` on `impl Printer { async fn
+/// handle_events(&mut self, events: Vec<u64>) { … } }` adds the equivalent of:
+///
+/// ```
+/// # use genstage::prelude::*;
+/// # use genstage::ConsumerRef;
+/// # struct Printer;
+/// # impl Printer { async fn handle_events(&mut self, events: Vec<u64>) {} }
+/// impl Consumer for Printer {
+///     type Input = u64;
+///     fn handle_events(
+///         &mut self,
+///         events: Vec<u64>,
+///     ) -> impl std::future::Future<Output = StageResult<()>> + Send {
+///         // The inherent method, not this one; its `()` becomes `Ok(())`.
+///         async move { Ok(Printer::handle_events(self, events).await) }
+///     }
+///     fn subscribe_options(&self) -> SubscribeOptions {
+///         SubscribeOptions::new().max_demand(10).min_demand(5)
+///     }
+/// }
+///
+/// impl Stage for Printer {
+///     type Ref = ConsumerRef<u64>;
+///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> ConsumerRef<u64> {
+///         pipeline.add_consumer_as(name, self)
+///     }
+/// }
+/// ```
+///
+/// A producer gets `impl Producer` (`type Output` from its return type, `producer_options` from
+/// its buffer options) and `add_producer_as`; a producer_consumer gets `impl ProducerConsumer`
+/// (both types, both kinds of options) and `add_producer_consumer_as`. The real expansion names
+/// everything by absolute paths (`::genstage::…`) and converts the callback's value through hidden
+/// helper traits, so that a wrong return type is reported at that type in a sentence.
+///
+/// # Errors
+///
+/// Mistakes are compile errors under the offending tokens: an unknown or missing role, an unknown,
+/// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
+/// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
+/// wrong arguments, a consumer returning events), `#[stage]` on something other than an inherent
+/// impl block.
 #[proc_macro_attribute]
 pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
     stage::expand_stage(attr.into(), item.into()).into()

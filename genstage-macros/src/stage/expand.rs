@@ -1,0 +1,267 @@
+//! Code generation: the role trait impl and the `Stage` impl, next to the user's impl block.
+//!
+//! The event types come from the model (read from the callback's signature by `validate.rs`). The
+//! callback's argument and value are converted through the helper traits of
+//! `genstage::__private::stage` (`DemandArg`, `IntoEmit`, `IntoEvents`, `IntoDone`), each use
+//! spanned at the user's type, so a wrong one is reported there with the helper trait's
+//! `on_unimplemented` sentence.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::Type;
+
+use super::parse::Role;
+use super::validate::{BufferSize, ProducerOpts, Settings, StageModel, SubscribeOpts};
+
+/// The trait impls for a validated stage (without the user's impl block, which is kept as written).
+pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
+    let krate = &model.krate;
+    let private = quote!(#krate::__private);
+    let self_ty = &model.item.self_ty;
+    let generics = stage_generics(model);
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+    let callback = &model.callback;
+    let name = &callback.name;
+    let output = &callback.output;
+    let output_span = first_span(output);
+    let name_span = name.span();
+    let awaited = callback.awaited.then(|| quote!(.await));
+    let arg = callback
+        .arg
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(()));
+    let arg_span = first_span(&arg);
+
+    // The events type, from the signature; the callback's value converted through a helper trait
+    // spanned at the user's return type, so a wrong one is reported there.
+    let input = model.input.iter();
+    let output_event = model.output.iter();
+
+    let (role_trait, add, stage_ref, role_items) = match model.role {
+        Role::Producer => {
+            let demand = quote_spanned! {arg_span=>
+                <#arg as #private::stage::DemandArg>::from_demand(__demand)
+            };
+            let convert = quote_spanned! {output_span=>
+                <#output as #private::stage::IntoEmit<Self::Output>>::into_emit
+            };
+            let future = quote_spanned! {name_span=>
+                async move { #convert(<#self_ty>::#name(self, #demand) #awaited) }
+            };
+            let callback_fn = quote_spanned! {name_span=>
+                // A trait method returning `impl Future + Send` (the trait's signature), whose body
+                // is one async block: what clippy would have written as an `async fn`.
+                #[allow(clippy::manual_async_fn)]
+                fn handle_demand(
+                    &mut self,
+                    __demand: usize,
+                ) -> impl #private::Future<
+                    Output = #krate::StageResult<#krate::Emit<Self::Output>>,
+                > + #private::stage::Send {
+                    #future
+                }
+            };
+            let options = producer_options(model, "for_producer");
+            let items = quote! {
+                #( type Output = #output_event; )*
+                #callback_fn
+                #options
+            };
+            (
+                quote!(#krate::Producer),
+                quote!(add_producer_as),
+                quote!(#krate::ProducerRef<<Self as #krate::Producer>::Output>),
+                items,
+            )
+        }
+        Role::ProducerConsumer => {
+            let convert = quote_spanned! {output_span=>
+                <#output as #private::stage::IntoEvents<Self::Output>>::into_events
+            };
+            let future = quote_spanned! {name_span=>
+                async move { #convert(<#self_ty>::#name(self, __events) #awaited) }
+            };
+            let subscribe = subscribe_options(model);
+            let callback_fn = quote_spanned! {name_span=>
+                // A trait method returning `impl Future + Send` (the trait's signature), whose body
+                // is one async block: what clippy would have written as an `async fn`.
+                #[allow(clippy::manual_async_fn)]
+                fn handle_events(
+                    &mut self,
+                    __events: #private::Vec<Self::Input>,
+                ) -> impl #private::Future<
+                    Output = #krate::StageResult<#private::Vec<Self::Output>>,
+                > + #private::stage::Send {
+                    #future
+                }
+            };
+            let options = producer_options(model, "for_producer_consumer");
+            let items = quote! {
+                #( type Input = #input; )*
+                #( type Output = #output_event; )*
+                #callback_fn
+                #subscribe
+                #options
+            };
+            (
+                quote!(#krate::ProducerConsumer),
+                quote!(add_producer_consumer_as),
+                quote!(#krate::ProducerConsumerRef<
+                    <Self as #krate::ProducerConsumer>::Input,
+                    <Self as #krate::ProducerConsumer>::Output,
+                >),
+                items,
+            )
+        }
+        Role::Consumer => {
+            let convert = quote_spanned! {output_span=>
+                <#output as #private::stage::IntoDone>::into_done
+            };
+            let future = quote_spanned! {name_span=>
+                async move { #convert(<#self_ty>::#name(self, __events) #awaited) }
+            };
+            let callback_fn = quote_spanned! {name_span=>
+                // A trait method returning `impl Future + Send` (the trait's signature), whose body
+                // is one async block: what clippy would have written as an `async fn`.
+                #[allow(clippy::manual_async_fn)]
+                fn handle_events(
+                    &mut self,
+                    __events: #private::Vec<Self::Input>,
+                ) -> impl #private::Future<Output = #krate::StageResult<()>> + #private::stage::Send {
+                    #future
+                }
+            };
+            let subscribe = subscribe_options(model);
+            let items = quote! {
+                #( type Input = #input; )*
+                #callback_fn
+                #subscribe
+            };
+            (
+                quote!(#krate::Consumer),
+                quote!(add_consumer_as),
+                quote!(#krate::ConsumerRef<<Self as #krate::Consumer>::Input>),
+                items,
+            )
+        }
+    };
+
+    quote! {
+        const _: () = {
+            impl #impl_generics #role_trait for #self_ty #where_clause {
+                #role_items
+            }
+
+            impl #impl_generics #krate::Stage for #self_ty #where_clause {
+                type Ref = #stage_ref;
+                fn add_to(
+                    self,
+                    __pipeline: &mut #krate::Pipeline,
+                    __name: #private::Option<#private::String>,
+                ) -> Self::Ref {
+                    __pipeline.#add(__name, self)
+                }
+            }
+        };
+    }
+}
+
+/// The impl block's generics, with `Send + 'static` required of the stage and of each type
+/// parameter: a stage runs in its own task, and its events cross tasks. Without these bounds, an
+/// `impl<T> Forward<T>` that did not spell them out would fail in many places at once; with them,
+/// the trait impls simply hold for the `T`s that can run.
+fn stage_generics(model: &StageModel) -> syn::Generics {
+    let mut generics = model.item.generics.clone();
+    if generics.type_params().next().is_none() {
+        return generics;
+    }
+    let private = {
+        let krate = &model.krate;
+        quote!(#krate::__private)
+    };
+    let self_ty = &model.item.self_ty;
+    let params: Vec<syn::Ident> = generics.type_params().map(|p| p.ident.clone()).collect();
+    let where_clause = generics.make_where_clause();
+    // Any type parses as a bounded type; should one not, the bound is left to the trait's own.
+    if let Ok(predicate) = syn::parse2(quote!(#self_ty: #private::stage::Send + 'static)) {
+        where_clause.predicates.push(predicate);
+    }
+    for param in params {
+        where_clause
+            .predicates
+            .push(syn::parse_quote!(#param: #private::stage::Send + 'static));
+    }
+    generics
+}
+
+/// `fn subscribe_options` from the attribute's options or the user's method; nothing when neither
+/// sets anything (the trait's default applies).
+fn subscribe_options(model: &StageModel) -> TokenStream {
+    let krate = &model.krate;
+    let self_ty = &model.item.self_ty;
+    let body = match &model.subscribe {
+        Settings::Method => quote!(<#self_ty>::subscribe_options(self)),
+        Settings::Attribute(opts) if opts.is_empty() => return TokenStream::new(),
+        Settings::Attribute(SubscribeOpts {
+            max_demand,
+            min_demand,
+            cancel,
+        }) => {
+            let max_demand = max_demand.iter();
+            let min_demand = min_demand.iter();
+            let cancel = cancel.iter();
+            quote! {
+                #krate::SubscribeOptions::new()
+                    #( .max_demand(#max_demand) )*
+                    #( .min_demand(#min_demand) )*
+                    #( .cancel(#krate::CancelMode::#cancel) )*
+            }
+        }
+    };
+    quote! {
+        fn subscribe_options(&self) -> #krate::SubscribeOptions {
+            #body
+        }
+    }
+}
+
+/// `fn producer_options` from the attribute's options (over the role's defaults, `constructor`) or
+/// the user's method; nothing when neither sets anything.
+fn producer_options(model: &StageModel, constructor: &str) -> TokenStream {
+    let krate = &model.krate;
+    let self_ty = &model.item.self_ty;
+    let constructor = syn::Ident::new(constructor, Span::call_site());
+    let body = match &model.producer {
+        Settings::Method => quote!(<#self_ty>::producer_options(self)),
+        Settings::Attribute(opts) if opts.is_empty() => return TokenStream::new(),
+        Settings::Attribute(ProducerOpts {
+            buffer_size,
+            buffer_keep,
+        }) => {
+            let size = match buffer_size {
+                None => None,
+                Some(BufferSize::Infinity) => Some(quote!(.unbounded())),
+                Some(BufferSize::Size(size)) => Some(quote!(.buffer_size(#size))),
+            };
+            let keep = buffer_keep
+                .iter()
+                .map(|keep| quote!(.buffer_keep(#krate::BufferKeep::#keep)));
+            quote! {
+                #krate::ProducerOptions::#constructor() #size #(#keep)*
+            }
+        }
+    };
+    quote! {
+        fn producer_options(&self) -> #krate::ProducerOptions {
+            #body
+        }
+    }
+}
+
+/// The span of a type's first token: where rustc's errors about the type are aimed.
+fn first_span(ty: &Type) -> Span {
+    ty.to_token_stream()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |token| token.span())
+}

@@ -1,0 +1,238 @@
+//! `#[stage]` never panics: each malformed attribute or item gives an error, placed at the
+//! offending tokens (proc-macro2's `span-locations` gives real positions in unit tests), and each
+//! well-formed one expands to items that parse.
+
+use std::str::FromStr;
+
+use proc_macro2::{LineColumn, TokenStream};
+
+use super::{expand_checked, expand_stage};
+
+/// Where an error should start: the `nth` (0-based) occurrence of a snippet in the attribute or
+/// in the item.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    Attr(&'static str, usize),
+    Item(&'static str, usize),
+    /// The whole call (`Span::call_site()`), for an error about the attribute as a whole.
+    CallSite,
+}
+
+fn tokens(text: &str) -> TokenStream {
+    TokenStream::from_str(text).expect("test inputs tokenize")
+}
+
+/// The position of the `nth` occurrence of `snippet` in `text` (lines 1-based, columns 0-based).
+fn position(text: &str, snippet: &str, nth: usize) -> LineColumn {
+    let (offset, _) = text
+        .match_indices(snippet)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("`{snippet}` occurs {} times in `{text}`", nth + 1));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count());
+    LineColumn { line, column }
+}
+
+/// Expands `#[stage(attr)] item` and checks that one of its errors starts at `at` and contains
+/// `message`.
+#[track_caller]
+fn assert_error(attr: &str, item: &str, at: At, message: &str) {
+    let (_, error) = expand_checked(tokens(attr), tokens(item));
+    let error = error
+        .unwrap_or_else(|| panic!("no error for `#[stage({attr})] {item}`, expected {message:?}"));
+    let errors: Vec<(String, LineColumn)> = error
+        .into_iter()
+        .map(|e| (e.to_string(), e.span().start()))
+        .collect();
+    let expected = match at {
+        At::Attr(snippet, nth) => Some(position(attr, snippet, nth)),
+        At::Item(snippet, nth) => Some(position(item, snippet, nth)),
+        At::CallSite => None,
+    };
+    let found = errors.iter().any(|(text, start)| {
+        text.contains(message) && expected.is_none_or(|expected| *start == expected)
+    });
+    assert!(
+        found,
+        "`#[stage({attr})] {item}`: expected an error containing {message:?} at {expected:?}, got {errors:?}"
+    );
+}
+
+const CONSUMER: &str = "impl S { fn handle_events(&mut self, events: Vec<u8>) {} }";
+const PRODUCER: &str =
+    "impl S { fn handle_demand(&mut self, demand: usize) -> Vec<u8> { vec![] } }";
+const PRODUCER_CONSUMER: &str =
+    "impl S { fn handle_events(&mut self, events: Vec<u8>) -> Vec<u8> { events } }";
+
+#[test]
+fn malformed_attributes_give_spanned_errors() {
+    let cases: &[(&str, At, &str)] = &[
+        ("", At::CallSite, "#[stage] needs a role"),
+        ("max_demand = 10", At::Attr("max_demand", 0), "needs a role before its options"),
+        ("consumer = 1", At::Attr("consumer", 0), "needs a role before its options"),
+        ("\"consumer\"", At::Attr("\"", 0), "needs a role"),
+        (", consumer", At::Attr(",", 0), "needs a role"),
+        ("sink", At::Attr("sink", 0), "unknown stage role `sink`; the roles are `producer`, `producer_consumer` or `consumer`"),
+        ("Consumer", At::Attr("Consumer", 0), "unknown stage role"),
+        ("consumer consumer", At::Attr("consumer", 1), "expected `,`"),
+        ("consumer(max_demand = 10)", At::Attr("(", 0), "expected `,`"),
+        ("consumer, max_demand", At::CallSite, "expected `=` after `max_demand`"),
+        ("consumer, max_demand 10", At::Attr("10", 0), "expected `=` after `max_demand`"),
+        ("consumer, max_demand =", At::CallSite, "expected"),
+        ("consumer, max_demand = 10 20", At::Attr("20", 0), "expected `,`"),
+        ("consumer, = 10", At::Attr("=", 0), "expected"),
+        ("consumer, 10", At::Attr("10", 0), "expected"),
+        ("consumer,, max_demand = 1", At::Attr(",", 1), "expected"),
+        ("consumer, max_demnd = 1", At::Attr("max_demnd", 0), "unknown option `max_demnd` for a consumer; its options are `max_demand`, `min_demand`, `cancel` and `crate`"),
+        ("producer, max_demand = 1", At::Attr("max_demand", 0), "`max_demand` is an option of consumers and producer_consumers"),
+        ("consumer, buffer_size = 1", At::Attr("buffer_size", 0), "`buffer_size` is an option of producers and producer_consumers"),
+        ("consumer, buffer_keep = first", At::Attr("buffer_keep", 0), "not of a consumer"),
+        ("producer, cancel = temporary", At::Attr("cancel", 0), "not of a producer"),
+        ("consumer, max_demand = 1, max_demand = 2", At::Attr("max_demand", 1), "duplicate option `max_demand`"),
+        ("consumer, max_demand = 0", At::Attr("0", 0), "`max_demand` must be at least 1"),
+        ("consumer, max_demand = 0x0", At::Attr("0x0", 0), "`max_demand` must be at least 1"),
+        ("consumer, max_demand = 10, min_demand = 10", At::Attr("10", 1), "`min_demand` must be less than `max_demand`, which is 10; got 10"),
+        ("consumer, min_demand = 11, max_demand = 10", At::Attr("11", 0), "must be less than `max_demand`"),
+        ("consumer, min_demand = 1000", At::Attr("1000", 0), "which is 1000 by default"),
+        ("consumer, max_demand = 99999999999999999999999999999", At::Attr("9", 0), "is too large"),
+        ("consumer, max_demand = 1.5", At::Attr("1.5", 0), "`max_demand` is a number of events (a `usize`), not this literal"),
+        ("consumer, min_demand = \"1\"", At::Attr("\"1\"", 0), "not this literal"),
+        ("producer, buffer_size = true", At::Attr("true", 0), "or `infinity`, not this literal"),
+        ("consumer, cancel = sometimes", At::Attr("sometimes", 0), "unknown cancel mode `sometimes`: `cancel` is `permanent`, `transient` or `temporary`"),
+        ("consumer, cancel = 3", At::Attr("3", 0), "`cancel` is `permanent`, `transient` or `temporary`"),
+        ("consumer, cancel = CancelMode::Temporary", At::Attr("CancelMode", 0), "`cancel` is `permanent`"),
+        ("producer, buffer_keep = middle", At::Attr("middle", 0), "unknown buffer_keep value `middle`: `buffer_keep` is `first` or `last`"),
+        ("consumer, crate = genstage", At::Attr("genstage", 0), "`crate` takes the path of the genstage crate as a string"),
+        ("consumer, crate = \"not a path\"", At::Attr("\"", 0), "is not a path"),
+        ("consumer, crate = \"\"", At::Attr("\"", 0), "is not a path"),
+    ];
+    for (attr, at, message) in cases {
+        let item = if attr.starts_with("producer,") || *attr == "producer" {
+            PRODUCER
+        } else {
+            CONSUMER
+        };
+        assert_error(attr, item, *at, message);
+    }
+}
+
+#[test]
+fn malformed_items_give_spanned_errors() {
+    let cases: &[(&str, &str, At, &str)] = &[
+        ("consumer", "", At::CallSite, "unexpected end of input"),
+        ("consumer", "impl", At::CallSite, "expected"),
+        ("consumer", "impl S", At::CallSite, "expected"),
+        ("consumer", "impl S { fn handle_events }", At::Item("}", 0), "expected"),
+        ("consumer", "struct S;", At::Item("S", 0), "#[stage] goes on an inherent impl block, as in `#[stage(producer)] impl Counter { fn handle_demand(…) }`, not on a struct"),
+        ("consumer", "enum E { A }", At::Item("E", 0), "not on an enum"),
+        ("consumer", "fn handle_events() {}", At::Item("handle_events", 0), "not on a function"),
+        ("consumer", "trait T {}", At::Item("T {", 0), "not on a trait"),
+        ("consumer", "mod m {}", At::Item("m {", 0), "not on a module"),
+        ("consumer", "use a::b;", At::Item("use", 0), "not on a use declaration"),
+        ("consumer", "extern crate a;", At::Item("extern", 0), "not on this item"),
+        ("consumer", "impl Consumer for S { type Input = u8; }", At::Item("Consumer", 0), "#[stage] goes on an inherent impl block (`impl S { … }`), not on an impl of a trait"),
+        ("producer", "impl S {}", At::Item("S", 0), "producer `S` has no `handle_demand`: add `fn handle_demand(&mut self, demand: usize) -> Vec<T>` to this impl block"),
+        ("consumer", "impl S { fn new() -> Self { S } }", At::Item("S", 0), "consumer `S` has no `handle_events`"),
+        ("producer_consumer", "impl<T> Forward<T> {}", At::Item("Forward", 0), "producer_consumer `Forward<T>` has no `handle_events`"),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } }", At::Item("handle_demand", 0), "`handle_demand` is a producer callback, but this stage is a consumer"),
+        ("consumer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } }", At::Item("handle_demand", 0), "`handle_demand` is a producer callback"),
+        ("producer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }", At::Item("handle_events", 0), "`handle_events` is not a producer callback"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn subscribe_options(&self) -> SubscribeOptions { todo!() } }", At::Item("subscribe_options", 0), "which subscribes to nothing"),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn producer_options(&self) -> ProducerOptions { todo!() } }", At::Item("producer_options", 0), "which emits no events"),
+        ("producer", "impl S { fn handle_demand(&self, d: usize) -> Vec<u8> { vec![] } }", At::Item("&self", 0), "`handle_demand` takes `&mut self` first"),
+        ("producer", "impl S { fn handle_demand(self, d: usize) -> Vec<u8> { vec![] } }", At::Item("self", 0), "takes `&mut self` first"),
+        ("producer", "impl S { fn handle_demand(self: Box<Self>, d: usize) -> Vec<u8> { vec![] } }", At::Item("self", 0), "takes `&mut self` first"),
+        ("producer", "impl S { fn handle_demand(d: usize) -> Vec<u8> { vec![] } }", At::Item("d: usize", 0), "takes `&mut self` first"),
+        ("producer", "impl S { fn handle_demand() -> Vec<u8> { vec![] } }", At::Item("(", 0), "takes `&mut self` first"),
+        ("producer", "impl S { fn handle_demand(&mut self) -> Vec<u8> { vec![] } }", At::Item("(", 0), "`handle_demand` takes `&mut self` and the demand, but this one takes 1 argument"),
+        ("consumer", "impl S { fn handle_events(&mut self, a: Vec<u8>, b: u8) {} }", At::Item("b", 0), "takes `&mut self` and the events, but this one takes 3 arguments"),
+        ("producer", "impl S { fn handle_demand<T>(&mut self, d: usize) -> Vec<T> { vec![] } }", At::Item("<", 0), "`handle_demand` cannot be generic"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> where u8: Copy { vec![] } }", At::Item("where", 0), "cannot be generic"),
+        ("producer", "impl S { unsafe fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } }", At::Item("unsafe", 0), "cannot be `unsafe`"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> impl Iterator<Item = u8> { None.into_iter() } }", At::Item("impl", 1), "cannot read the event type of `handle_demand` from `impl …`"),
+        ("producer", "impl S { async fn handle_demand(&mut self, d: usize) -> impl Send { 1 } }", At::Item("impl", 1), "cannot read the event type"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) {} }", At::Item("handle_demand", 0), "`handle_demand` returns nothing, but a producer returns the events it emits"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Option<Vec<u8>> { None } }", At::Item("Option", 0), "`handle_demand` returns `Option<Vec<u8>>`, but a producer returns"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Result<u8, E> { Ok(0) } }", At::Item("Result", 0), "returns `Result<u8, E>`"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8, A> { vec![] } }", At::Item("Vec", 0), "returns `Vec<u8, A>`"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> (Vec<u8>,) { (vec![],) } }", At::Item("(", 1), "returns `(Vec<u8>,)`"),
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }", At::Item("handle_events", 0), "a stage that emits nothing is a consumer"),
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Emit<u8> { todo!() } }", At::Item("Emit", 0), "a producer_consumer returns the events it emits: `Vec<T>` or `Result<Vec<T>, E>`"),
+        ("consumer", "impl S { fn handle_events(&mut self, e: &[u8]) {} }", At::Item("&[", 0), "`handle_events` takes its events as `Vec<T>`, not `&[u8]`"),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Batch) {} }", At::Item("Batch", 0), "not `Batch`"),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn subscribe_options(&mut self) -> SubscribeOptions { todo!() } }", At::Item("&mut self", 1), "`subscribe_options` takes `&self` first"),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} async fn subscribe_options(&self) -> SubscribeOptions { todo!() } }", At::Item("async", 0), "`subscribe_options` cannot be `async`"),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn subscribe_options(&self, x: u8) -> SubscribeOptions { todo!() } }", At::Item("x", 0), "takes only `&self`"),
+        ("consumer, max_demand = 5", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn subscribe_options(&self) -> SubscribeOptions { todo!() } }", At::Attr("max_demand", 0), "`max_demand` is set here, but this impl block also defines `subscribe_options`"),
+        ("producer, buffer_size = 5", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn producer_options(&self) -> ProducerOptions { todo!() } }", At::Attr("buffer_size", 0), "also defines `producer_options`"),
+        ("consumer", "impl<'a> S<'a> { fn handle_events(&mut self, e: Vec<u8>) {} }", At::Item("'a", 0), "a stage cannot borrow"),
+    ];
+    for (attr, item, at, message) in cases {
+        assert_error(attr, item, *at, message);
+    }
+}
+
+#[test]
+fn independent_errors_are_all_reported() {
+    // An attribute error and an item error together.
+    let (_, error) = expand_checked(tokens("sink"), tokens("struct S;"));
+    let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("unknown stage role"));
+    assert!(messages[1].contains("not on a struct"));
+
+    // Several option errors and a callback error.
+    let (generated, error) = expand_checked(
+        tokens("consumer, max_demand = 0, cancel = never, buffer_size = 1"),
+        tokens("impl S { fn handle_events(&self, e: Vec<u8>) {} }"),
+    );
+    let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+    assert_eq!(messages.len(), 4, "{messages:?}");
+    assert!(generated.is_empty(), "a broken callback expands to nothing");
+}
+
+#[test]
+fn option_errors_still_expand_the_stage() {
+    // A bad option is left out, the rest expands: using the stage gives no follow-on error.
+    let (generated, error) = expand_checked(tokens("consumer, max_demand = 0"), tokens(CONSUMER));
+    assert!(error.is_some());
+    let text = generated.to_string();
+    assert!(text.contains("Consumer"), "{text}");
+    assert!(!text.contains("max_demand"), "{text}");
+}
+
+#[test]
+fn the_item_is_kept_whatever_the_errors() {
+    let item = "impl S { fn helper(&self) -> u8 { 1 } }";
+    let out = expand_stage(tokens("sink"), tokens(item)).to_string();
+    assert!(out.starts_with(&tokens(item).to_string()), "{out}");
+    assert!(out.contains("compile_error"), "{out}");
+}
+
+#[test]
+fn well_formed_stages_expand_to_items() {
+    let cases: &[(&str, &str)] = &[
+        ("producer", PRODUCER),
+        ("producer, buffer_size = infinity, buffer_keep = first", PRODUCER),
+        ("producer, buffer_size = SIZE, crate = \"::my::genstage\"", PRODUCER),
+        ("producer", "impl S { async fn handle_demand(&mut self, d: usize) -> Result<Emit<u8>, E> { todo!() } }"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: Demand) -> StageResult<std::vec::Vec<u8>> { todo!() } }"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> impl Future<Output = Vec<u8>> + Send { async { vec![] } } }"),
+        ("producer_consumer, max_demand = 10, min_demand = 5, cancel = transient, buffer_size = 4", PRODUCER_CONSUMER),
+        ("producer_consumer,", "impl<T: Send + 'static> Forward<T> where T: Clone { async fn handle_events(&mut self, e: Vec<T>) -> anyhow::Result<Vec<T>> { Ok(e) } }"),
+        ("consumer, max_demand = N * 2, min_demand = N", CONSUMER),
+        ("consumer", "impl S { async fn handle_events(&mut self, e: Vec<u8>) -> std::io::Result<()> { Ok(()) } fn subscribe_options(&self) -> SubscribeOptions { todo!() } }"),
+        ("consumer, crate = \"gs\"", CONSUMER),
+    ];
+    for (attr, item) in cases {
+        let (generated, error) = expand_checked(tokens(attr), tokens(item));
+        assert!(error.is_none(), "`#[stage({attr})] {item}`: {error:?}");
+        let file: syn::File = syn::parse2(generated.clone())
+            .unwrap_or_else(|e| panic!("`#[stage({attr})] {item}` expands to {generated}: {e}"));
+        assert_eq!(file.items.len(), 1, "one `const _` holding the impls");
+    }
+}

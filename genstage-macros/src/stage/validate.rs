@@ -1,0 +1,591 @@
+//! The rules that relate the attribute to the impl block: which options and callbacks each role has,
+//! the option values, and the demand limits. The result is the model `expand.rs` generates from.
+
+use std::collections::HashSet;
+
+use syn::{Expr, GenericArgument, GenericParam, Ident, ItemImpl, Lit, PathArguments, Type};
+
+use super::parse::{
+    tokens_text, Callback, CallbackKind, Errors, Role, StageAttr, StageImpl, StageOption,
+};
+
+/// GenStage's default `max_demand`, which a literal `min_demand` is checked against when
+/// `max_demand` is not set.
+const DEFAULT_MAX_DEMAND: u128 = 1000;
+
+/// A stage ready to expand: its role, its callbacks and its valid options.
+pub(crate) struct StageModel {
+    pub(crate) role: Role,
+    pub(crate) item: ItemImpl,
+    /// The path of the `genstage` crate: `::genstage` unless `crate = "path"` says otherwise.
+    pub(crate) krate: syn::Path,
+    /// `handle_demand` (producer) or `handle_events` (producer_consumer, consumer).
+    pub(crate) callback: Callback,
+    /// The type of the events it receives (`T` of its `Vec<T>` parameter), unless a producer.
+    pub(crate) input: Option<Type>,
+    /// The type of the events it emits (`T` of the `Vec<T>` or `Emit<T>` it returns), unless a
+    /// consumer.
+    pub(crate) output: Option<Type>,
+    pub(crate) subscribe: Settings<SubscribeOpts>,
+    pub(crate) producer: Settings<ProducerOpts>,
+}
+
+/// Where a stage's options come from.
+pub(crate) enum Settings<T> {
+    /// The attribute (possibly setting nothing: the role's defaults apply).
+    Attribute(T),
+    /// A `subscribe_options` or `producer_options` method in the impl block.
+    Method,
+}
+
+/// The consumer-side options: `max_demand`, `min_demand`, `cancel`.
+#[derive(Default)]
+pub(crate) struct SubscribeOpts {
+    pub(crate) max_demand: Option<Expr>,
+    pub(crate) min_demand: Option<Expr>,
+    /// `Permanent`, `Transient` or `Temporary`, spanned at the user's value.
+    pub(crate) cancel: Option<Ident>,
+}
+
+impl SubscribeOpts {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.max_demand.is_none() && self.min_demand.is_none() && self.cancel.is_none()
+    }
+}
+
+/// The producer-side options: `buffer_size`, `buffer_keep`.
+#[derive(Default)]
+pub(crate) struct ProducerOpts {
+    pub(crate) buffer_size: Option<BufferSize>,
+    /// `First` or `Last`, spanned at the user's value.
+    pub(crate) buffer_keep: Option<Ident>,
+}
+
+impl ProducerOpts {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buffer_size.is_none() && self.buffer_keep.is_none()
+    }
+}
+
+/// `buffer_size = infinity | EXPR`
+pub(crate) enum BufferSize {
+    Infinity,
+    Size(Box<Expr>),
+}
+
+/// Which side of a stage an option configures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Subscription options: consumers and producer_consumers.
+    Consumer,
+    /// Buffer options: producers and producer_consumers.
+    Producer,
+    /// `crate`: every role.
+    Any,
+}
+
+const OPTIONS: &[(&str, Side)] = &[
+    ("max_demand", Side::Consumer),
+    ("min_demand", Side::Consumer),
+    ("cancel", Side::Consumer),
+    ("buffer_size", Side::Producer),
+    ("buffer_keep", Side::Producer),
+    ("crate", Side::Any),
+];
+
+fn has_side(role: Role, side: Side) -> bool {
+    match side {
+        Side::Any => true,
+        Side::Consumer => role != Role::Producer,
+        Side::Producer => role != Role::Consumer,
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`, each in backticks.
+fn list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn options_of(role: Role) -> String {
+    let names: Vec<&str> = OPTIONS
+        .iter()
+        .filter(|(_, side)| has_side(role, *side))
+        .map(|(name, _)| *name)
+        .collect();
+    list(&names)
+}
+
+/// Checks the attribute against the impl block. Returns the model when the stage can be expanded
+/// (its callbacks are sound; invalid options are left out of it) and every error found.
+pub(crate) fn validate_stage(
+    attr: StageAttr,
+    stage: StageImpl,
+) -> (Option<StageModel>, Option<syn::Error>) {
+    let mut errors = Errors::default();
+    let role = attr.role.role;
+    let has_method = |kind: CallbackKind| stage.callback_names.iter().any(|(k, _)| *k == kind);
+
+    // Options.
+    let mut krate: syn::Path = syn::parse_quote!(::genstage);
+    let mut subscribe = SubscribeOpts::default();
+    let mut producer = ProducerOpts::default();
+    let mut seen = HashSet::new();
+    let mut max_demand_literal = None;
+    let mut min_demand_option = None;
+    for option in &attr.options {
+        let key = option.key.to_string();
+        let Some(&(_, side)) = OPTIONS.iter().find(|(name, _)| *name == key) else {
+            errors.push(syn::Error::new(
+                option.key.span(),
+                format!(
+                    "unknown option `{key}` for {}; its options are {}",
+                    role.a(),
+                    options_of(role)
+                ),
+            ));
+            continue;
+        };
+        if !has_side(role, side) {
+            let (owners, what) = match side {
+                Side::Consumer => (
+                    "consumers and producer_consumers",
+                    "it configures their subscriptions",
+                ),
+                _ => (
+                    "producers and producer_consumers",
+                    "it configures their buffer",
+                ),
+            };
+            errors.push(syn::Error::new(
+                option.key.span(),
+                format!(
+                    "`{key}` is an option of {owners} ({what}), not of {}; {}'s options are {}",
+                    role.a(),
+                    role.a(),
+                    options_of(role)
+                ),
+            ));
+            continue;
+        }
+        if !seen.insert(key.clone()) {
+            errors.push(syn::Error::new(
+                option.key.span(),
+                format!("duplicate option `{key}`: it is set once already"),
+            ));
+            continue;
+        }
+        let method = match side {
+            Side::Consumer => Some(CallbackKind::SubscribeOptions),
+            Side::Producer => Some(CallbackKind::ProducerOptions),
+            Side::Any => None,
+        };
+        if let Some(method) = method.filter(|m| has_method(*m)) {
+            errors.push(syn::Error::new(
+                option.key.span(),
+                format!(
+                    "`{key}` is set here, but this impl block also defines `{}`: set the options in one place",
+                    method.name()
+                ),
+            ));
+            continue;
+        }
+        match key.as_str() {
+            "crate" => match parse_crate(option) {
+                Ok(path) => krate = path,
+                Err(error) => errors.push(error),
+            },
+            "max_demand" => match check_count(option) {
+                Ok(Some(0)) => errors.push(syn::Error::new_spanned(
+                    &option.value,
+                    "`max_demand` must be at least 1: a stage that asks for 0 events never gets any",
+                )),
+                Ok(literal) => {
+                    max_demand_literal = literal;
+                    subscribe.max_demand = Some(option.value.clone());
+                }
+                Err(error) => errors.push(error),
+            },
+            "min_demand" => match check_count(option) {
+                Ok(literal) => min_demand_option = Some((option, literal)),
+                Err(error) => errors.push(error),
+            },
+            "cancel" => match check_choice(
+                option,
+                &[
+                    ("permanent", "Permanent"),
+                    ("transient", "Transient"),
+                    ("temporary", "Temporary"),
+                ],
+                "cancel mode",
+            ) {
+                Ok(variant) => subscribe.cancel = Some(variant),
+                Err(error) => errors.push(error),
+            },
+            "buffer_size" => {
+                if is_ident(&option.value, "infinity") {
+                    producer.buffer_size = Some(BufferSize::Infinity);
+                } else {
+                    match check_count(option) {
+                        Ok(_) => producer.buffer_size = Some(BufferSize::Size(Box::new(option.value.clone()))),
+                        Err(error) => errors.push(error),
+                    }
+                }
+            }
+            "buffer_keep" => match check_choice(
+                option,
+                &[("first", "First"), ("last", "Last")],
+                "buffer_keep value",
+            ) {
+                Ok(variant) => producer.buffer_keep = Some(variant),
+                Err(error) => errors.push(error),
+            },
+            _ => {}
+        }
+    }
+    if let Some((option, literal)) = min_demand_option {
+        let max = match (&subscribe.max_demand, max_demand_literal) {
+            (None, _) if !seen.contains("max_demand") => Some((DEFAULT_MAX_DEMAND, " by default")),
+            (Some(_), Some(max)) => Some((max, "")),
+            _ => None,
+        };
+        match (literal, max) {
+            (Some(min), Some((max, how))) if min >= max => errors.push(syn::Error::new_spanned(
+                &option.value,
+                format!(
+                    "`min_demand` must be less than `max_demand`, which is {max}{how}; got {min}"
+                ),
+            )),
+            _ => subscribe.min_demand = Some(option.value.clone()),
+        }
+    }
+
+    // The impl block: no borrowed state, and the role's callbacks.
+    let mut sound = true;
+    for param in &stage.item.generics.params {
+        if let GenericParam::Lifetime(lifetime) = param {
+            sound = false;
+            errors.push(syn::Error::new_spanned(
+                &lifetime.lifetime,
+                format!(
+                    "a stage cannot borrow (it runs in its own task, so it is `'static`): remove the lifetime `{}`",
+                    lifetime.lifetime
+                ),
+            ));
+        }
+    }
+
+    let required = match role {
+        Role::Producer => CallbackKind::HandleDemand,
+        _ => CallbackKind::HandleEvents,
+    };
+    let mut misplaced = false;
+    for (kind, name) in &stage.callback_names {
+        if let Some(message) = misplaced_callback(role, *kind) {
+            misplaced = true;
+            errors.push(syn::Error::new(name.span(), message));
+        }
+    }
+    let mut seen_callbacks = HashSet::new();
+    let mut duplicated = false;
+    for (kind, _) in &stage.callback_names {
+        duplicated |= !seen_callbacks.insert(*kind);
+    }
+    let mut callback = None;
+    for parsed in stage.callbacks {
+        match parsed {
+            Ok(cb) if misplaced_callback(role, cb.kind).is_some() => {}
+            Ok(cb) => {
+                if cb.kind == required && callback.is_none() {
+                    callback = Some(cb);
+                }
+            }
+            Err(error) => {
+                sound = false;
+                errors.push(error);
+            }
+        }
+    }
+    if !has_method(required) && !misplaced {
+        let ty = &stage.item.self_ty;
+        let shape = match role {
+            Role::Producer => "fn handle_demand(&mut self, demand: usize) -> Vec<T>",
+            Role::ProducerConsumer => "fn handle_events(&mut self, events: Vec<T>) -> Vec<U>",
+            Role::Consumer => "fn handle_events(&mut self, events: Vec<T>)",
+        };
+        errors.push(syn::Error::new_spanned(
+            ty,
+            format!(
+                "{} `{}` has no `{}`: add `{shape}` to this impl block",
+                role.name(),
+                tokens_text(ty),
+                required.name()
+            ),
+        ));
+    }
+
+    // The event types, read from the callback's signature.
+    let mut input = None;
+    let mut output = None;
+    if let Some(callback) = &callback {
+        match event_types(role, callback) {
+            Ok((i, o)) => (input, output) = (i, o),
+            Err(error) => {
+                sound = false;
+                errors.push(error);
+            }
+        }
+    }
+
+    let model = match callback {
+        Some(callback) if sound && !misplaced && !duplicated => Some(StageModel {
+            role,
+            item: stage.item,
+            krate,
+            callback,
+            input,
+            output,
+            subscribe: if has_method(CallbackKind::SubscribeOptions) {
+                Settings::Method
+            } else {
+                Settings::Attribute(subscribe)
+            },
+            producer: if has_method(CallbackKind::ProducerOptions) {
+                Settings::Method
+            } else {
+                Settings::Attribute(producer)
+            },
+        }),
+        _ => None,
+    };
+    (model, errors.into_error())
+}
+
+/// The types of the events `callback` receives and emits, read from its signature: the `T` of
+/// `events: Vec<T>`, and of a returned `Vec<T>` or `Emit<T>`, maybe inside a `…Result<_, …>`.
+///
+/// The types must be spelled out (not hidden behind an alias) for the macro to see them; reading
+/// them through a trait projection instead would turn one wrong type into several rustc errors.
+fn event_types(role: Role, callback: &Callback) -> syn::Result<(Option<Type>, Option<Type>)> {
+    let mut errors = Errors::default();
+    let name = &callback.name;
+    let input = match (&callback.arg, role) {
+        (Some(arg), Role::ProducerConsumer | Role::Consumer) => {
+            match container_arg(arg, &["Vec"]) {
+                Some(event) => Some(event.clone()),
+                None => {
+                    errors.push(syn::Error::new_spanned(
+                    arg,
+                    format!(
+                        "`{name}` takes its events as `Vec<T>`, not `{}`: write it `fn {name}(&mut self, events: Vec<T>)`, with `Vec<…>` written out so that #[stage] can read the event type `T`",
+                        tokens_text(arg)
+                    ),
+                ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let (forms, containers): (&str, &[&str]) = match role {
+        Role::Producer => (
+            "`Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>` or `Result<Emit<T>, E>`",
+            &["Vec", "Emit"],
+        ),
+        Role::ProducerConsumer => ("`Vec<T>` or `Result<Vec<T>, E>`", &["Vec"]),
+        Role::Consumer => ("", &[]),
+    };
+    let output = if role == Role::Consumer {
+        None
+    } else {
+        let ty = &callback.output;
+        let event = container_arg(ty, containers)
+            .or_else(|| result_ok(ty).and_then(|ok| container_arg(ok, containers)));
+        match event {
+            Some(event) => Some(event.clone()),
+            None => {
+                let hint = if role == Role::ProducerConsumer {
+                    "; a stage that emits nothing is a consumer: `#[stage(consumer)]`"
+                } else {
+                    ""
+                };
+                let what = format!(
+                    "but {} returns the events it emits: {forms}, written out so that #[stage] can read the event type `T`{hint}",
+                    role.a()
+                );
+                errors.push(if callback.returns {
+                    syn::Error::new_spanned(
+                        ty,
+                        format!("`{name}` returns `{}`, {what}", tokens_text(ty)),
+                    )
+                } else {
+                    syn::Error::new(name.span(), format!("`{name}` returns nothing, {what}"))
+                });
+                None
+            }
+        }
+    };
+    errors.finish()?;
+    Ok((input, output))
+}
+
+/// `T` when `ty` is `C<T>` for one of `containers` (by the last path segment: `Vec`,
+/// `std::vec::Vec`, `genstage::Emit`).
+fn container_arg<'a>(ty: &'a Type, containers: &[&str]) -> Option<&'a Type> {
+    let (ident, arg) = single_type_arg(ty)?;
+    containers.iter().any(|c| ident == c).then_some(arg)
+}
+
+/// `T` when `ty` is `Result<T, E>`, or any `…Result<T>` alias (`StageResult<T>`, `io::Result<T>`).
+fn result_ok(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ungroup(ty) else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    if !last.ident.to_string().ends_with("Result") {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
+}
+
+/// The last segment's name and its one type argument, for a path type `…::Name<T>`.
+fn single_type_arg(ty: &Type) -> Option<(&Ident, &Type)> {
+    let Type::Path(path) = ungroup(ty) else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().collect::<Vec<_>>().as_slice() {
+        [GenericArgument::Type(arg)] => Some((&last.ident, arg)),
+        _ => None,
+    }
+}
+
+/// `ty` without invisible groups and parentheses.
+fn ungroup(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(group) => ungroup(&group.elem),
+        Type::Paren(paren) => ungroup(&paren.elem),
+        other => other,
+    }
+}
+
+/// Why `kind` does not belong to `role`, if it does not.
+fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
+    match (role, kind) {
+        (Role::Producer, CallbackKind::HandleDemand)
+        | (Role::ProducerConsumer | Role::Consumer, CallbackKind::HandleEvents)
+        | (Role::Producer | Role::ProducerConsumer, CallbackKind::ProducerOptions)
+        | (Role::ProducerConsumer | Role::Consumer, CallbackKind::SubscribeOptions) => None,
+        (_, CallbackKind::HandleDemand) => Some(format!(
+            "`handle_demand` is a producer callback, but this stage is {}: it receives its events in `handle_events`; use `#[stage(producer)]` for a stage that emits events on demand",
+            role.a()
+        )),
+        (_, CallbackKind::HandleEvents) => Some(
+            "`handle_events` is not a producer callback: a producer emits events from `handle_demand`; a stage that receives events is a `producer_consumer` or a `consumer`".to_owned()
+        ),
+        (_, CallbackKind::ProducerOptions) => Some(format!(
+            "`producer_options` configures the buffer of producers and producer_consumers, but this stage is {}, which emits no events",
+            role.a()
+        )),
+        (_, CallbackKind::SubscribeOptions) => Some(format!(
+            "`subscribe_options` configures the subscriptions of consumers and producer_consumers, but this stage is {}, which subscribes to nothing",
+            role.a()
+        )),
+    }
+}
+
+/// `crate = "path"`: the path the expansion names the `genstage` crate by.
+fn parse_crate(option: &StageOption) -> syn::Result<syn::Path> {
+    match &option.value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => lit.parse::<syn::Path>().map_err(|_| {
+            syn::Error::new(
+                lit.span(),
+                format!(
+                    "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `{}` is not a path",
+                    lit.value()
+                ),
+            )
+        }),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "`crate` takes the path of the genstage crate as a string, as in `crate = \"::genstage\"`",
+        )),
+    }
+}
+
+/// A count option (`max_demand`, `min_demand`, `buffer_size`): an integer literal, checked here
+/// and returned, or any other expression, which rustc checks to be a `usize`.
+fn check_count(option: &StageOption) -> syn::Result<Option<u128>> {
+    let key = &option.key;
+    let what = if key == "buffer_size" {
+        "a number of events (a `usize`) or `infinity`"
+    } else {
+        "a number of events (a `usize`)"
+    };
+    match &option.value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Int(int), ..
+        }) => match int.base10_parse::<u128>() {
+            Ok(n) if n <= usize::MAX as u128 => Ok(Some(n)),
+            _ => Err(syn::Error::new(
+                int.span(),
+                format!("`{key}` is {what}; `{int}` is too large"),
+            )),
+        },
+        Expr::Lit(lit) => Err(syn::Error::new_spanned(
+            lit,
+            format!("`{key}` is {what}, not this literal"),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// An option whose value is one of a few names; returns the matching variant's identifier,
+/// spanned at the user's value.
+fn check_choice(option: &StageOption, choices: &[(&str, &str)], what: &str) -> syn::Result<Ident> {
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let expected = list(&names).replacen(" and ", " or ", 1);
+    let key = &option.key;
+    if let Expr::Path(path) = &option.value {
+        if let Some(ident) = path.path.get_ident() {
+            if path.qself.is_none() && path.attrs.is_empty() {
+                return match choices.iter().find(|(name, _)| ident == name) {
+                    Some((_, variant)) => Ok(Ident::new(variant, ident.span())),
+                    None => Err(syn::Error::new(
+                        ident.span(),
+                        format!("unknown {what} `{ident}`: `{key}` is {expected}"),
+                    )),
+                };
+            }
+        }
+    }
+    Err(syn::Error::new_spanned(
+        &option.value,
+        format!("`{key}` is {expected}"),
+    ))
+}
+
+fn is_ident(expr: &Expr, name: &str) -> bool {
+    matches!(expr, Expr::Path(path) if path.qself.is_none() && path.path.is_ident(name))
+}
