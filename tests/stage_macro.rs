@@ -1,0 +1,593 @@
+//! Stages written with `#[stage]` run in pipelines built with the typed builder: sync and async
+//! callbacks, every accepted return form, generic stages, and the options, each checked to take
+//! effect.
+
+use std::sync::{Arc, Mutex};
+
+use genstage::prelude::*;
+use genstage::{ProducerRef, StageStatus};
+
+/// What a test's stages saw, shared with the test.
+type Log<T> = Arc<Mutex<Vec<T>>>;
+
+fn log<T>() -> Log<T> {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn taken<T: Clone>(log: &Log<T>) -> Vec<T> {
+    log.lock().unwrap().clone()
+}
+
+/// Counts from `next` up to `end` (excluded), recording every demand it is asked for.
+struct Counter {
+    next: u64,
+    end: u64,
+    demands: Log<usize>,
+}
+
+impl Counter {
+    fn new(end: u64) -> Self {
+        Counter {
+            next: 0,
+            end,
+            demands: log(),
+        }
+    }
+}
+
+#[stage(producer)]
+impl Counter {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        self.demands.lock().unwrap().push(demand);
+        let stop = self.end.min(self.next + demand as u64);
+        let events: Vec<u64> = (self.next..stop).collect();
+        self.next = stop;
+        if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        }
+    }
+}
+
+/// Keeps the even numbers.
+struct Evens;
+
+#[stage(producer_consumer)]
+impl Evens {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events.into_iter().filter(|n| n % 2 == 0).collect()
+    }
+}
+
+/// Records every event, and the size of every batch.
+struct Collect<T> {
+    events: Log<T>,
+    batches: Log<usize>,
+}
+
+impl<T> Collect<T> {
+    fn new() -> Self {
+        Collect {
+            events: log(),
+            batches: log(),
+        }
+    }
+
+    fn logs(&self) -> (Log<T>, Log<usize>) {
+        (self.events.clone(), self.batches.clone())
+    }
+}
+
+// No `Send + 'static` bounds written: the generated impls require them.
+#[stage(consumer)]
+impl<T> Collect<T> {
+    async fn handle_events(&mut self, events: Vec<T>) {
+        self.batches.lock().unwrap().push(events.len());
+        self.events.lock().unwrap().extend(events);
+    }
+}
+
+#[tokio::test]
+async fn sync_and_async_callbacks_deliver_every_event_in_order() {
+    let mut pipeline = Pipeline::new();
+    let counter = Counter::new(1_000).add_to(&mut pipeline, None);
+    let evens = Evens.add_to(&mut pipeline, None);
+    let collect = Collect::new();
+    let (events, _) = collect.logs();
+    let sink = collect.add_to(&mut pipeline, None);
+    pipeline.subscribe(&counter, &evens);
+    pipeline.subscribe(&evens, &sink);
+
+    let report = pipeline.run().await.unwrap();
+
+    assert_eq!(taken(&events), (0..1_000).step_by(2).collect::<Vec<u64>>());
+    assert_eq!(report.stage("Counter").unwrap().events_out, 1_000);
+    assert_eq!(report.stage("Evens").unwrap().events_in, 1_000);
+    assert_eq!(report.stage("Evens").unwrap().events_out, 500);
+    assert_eq!(report.stage("Collect").unwrap().events_in, 500);
+    assert!(report
+        .stages
+        .iter()
+        .all(|s| s.status == StageStatus::Finished));
+}
+
+/// `Result<Vec<T>, E>` from a producer: more events until the source runs dry.
+struct Lines {
+    lines: Vec<String>,
+}
+
+#[stage(producer)]
+impl Lines {
+    async fn handle_demand(&mut self, demand: usize) -> Result<Emit<String>, std::io::Error> {
+        let take = demand.min(self.lines.len());
+        let events: Vec<String> = self.lines.drain(..take).collect();
+        Ok(if self.lines.is_empty() {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+}
+
+/// `StageResult<Vec<T>>` from a producer_consumer, with an async callback.
+struct Lengths;
+
+#[stage(producer_consumer)]
+impl Lengths {
+    async fn handle_events(&mut self, events: Vec<String>) -> StageResult<Vec<usize>> {
+        Ok(events.iter().map(String::len).collect())
+    }
+}
+
+/// `Result<(), E>` from a consumer, with a sync callback.
+struct Sum {
+    total: Arc<Mutex<usize>>,
+}
+
+#[stage(consumer)]
+impl Sum {
+    fn handle_events(&mut self, events: Vec<usize>) -> Result<(), String> {
+        *self.total.lock().unwrap() += events.iter().sum::<usize>();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn result_returns_deliver_their_ok_values() {
+    let lines: Vec<String> = (0..300).map(|i| "x".repeat(i % 7)).collect();
+    let expected: usize = lines.iter().map(String::len).sum();
+    let total = Arc::new(Mutex::new(0));
+
+    let mut pipeline = Pipeline::new();
+    let source = Lines { lines }.add_to(&mut pipeline, None);
+    let lengths = Lengths.add_to(&mut pipeline, None);
+    let sum = Sum {
+        total: total.clone(),
+    }
+    .add_to(&mut pipeline, None);
+    pipeline.subscribe(&source, &lengths);
+    pipeline.subscribe(&lengths, &sum);
+    let report = pipeline.run().await.unwrap();
+
+    assert_eq!(*total.lock().unwrap(), expected);
+    assert_eq!(report.stage("Lines").unwrap().events_out, 300);
+    assert_eq!(report.stage("Sum").unwrap().events_in, 300);
+}
+
+/// Fails on the first event at or above `limit`.
+struct FailAt {
+    limit: u64,
+}
+
+#[derive(Debug)]
+struct TooLarge(u64);
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is too large", self.0)
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+#[stage(consumer, max_demand = 4, min_demand = 0)]
+impl FailAt {
+    fn handle_events(&mut self, events: Vec<u64>) -> Result<(), TooLarge> {
+        match events.iter().find(|&&n| n >= self.limit) {
+            Some(&n) => Err(TooLarge(n)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_error_returned_by_a_callback_fails_the_pipeline_naming_the_stage() {
+    let mut pipeline = Pipeline::new();
+    let counter = Counter::new(100).add_to(&mut pipeline, None);
+    let fail = FailAt { limit: 10 }.add_to(&mut pipeline, None);
+    pipeline.subscribe(&counter, &fail);
+
+    let error = pipeline.run().await.unwrap_err();
+
+    assert_eq!(error.stage(), "FailAt");
+    // Batches of 4 (max_demand 4, min_demand 0): 8..12 is the first holding a number >= 10.
+    assert_eq!(error.to_string(), "stage `FailAt` failed: 10 is too large");
+}
+
+/// A generic producer_consumer, with its bounds spelled out and a where clause.
+struct Tag<T> {
+    prefix: String,
+    _events: std::marker::PhantomData<fn(T)>,
+}
+
+#[stage(producer_consumer)]
+impl<T: Send + 'static> Tag<T>
+where
+    T: std::fmt::Display,
+{
+    fn handle_events(&mut self, events: Vec<T>) -> Vec<String> {
+        events
+            .into_iter()
+            .map(|e| format!("{}{e}", self.prefix))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn generic_stages_run_with_any_event_type() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(1..=3u8));
+    let tag = Tag {
+        prefix: "n".to_owned(),
+        _events: std::marker::PhantomData,
+    }
+    .add_to(&mut pipeline, Some("tag".to_owned()));
+    let collect = Collect::<String>::new();
+    let (events, _) = collect.logs();
+    let sink = pipeline.add_consumer(collect);
+    pipeline.subscribe(&numbers, &tag);
+    pipeline.subscribe(&tag, &sink);
+    let report = pipeline.run().await.unwrap();
+
+    assert_eq!(taken(&events), ["n1", "n2", "n3"]);
+    assert_eq!(report.stage("tag").unwrap().events_out, 3);
+}
+
+/// Emits one event per call from an `impl Future` returned by a sync fn.
+struct Ticks {
+    left: u32,
+}
+
+#[stage(producer)]
+impl Ticks {
+    #[allow(clippy::manual_async_fn)]
+    fn handle_demand(
+        &mut self,
+        _demand: usize,
+    ) -> impl std::future::Future<Output = Emit<u32>> + Send + '_ {
+        async move {
+            self.left -= 1;
+            if self.left == 0 {
+                Emit::last(vec![self.left])
+            } else {
+                Emit::more(vec![self.left])
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sync_callback_may_return_a_future() {
+    let mut pipeline = Pipeline::new();
+    let ticks = Ticks { left: 5 }.add_to(&mut pipeline, None);
+    let collect = Collect::<u32>::new();
+    let (events, _) = collect.logs();
+    let sink = collect.add_to(&mut pipeline, None);
+    pipeline.subscribe(&ticks, &sink);
+    pipeline.run().await.unwrap();
+
+    assert_eq!(taken(&events), [4, 3, 2, 1, 0]);
+}
+
+/// Demand options: asks for at most 10 events, and again each time 5 have been handled.
+struct Batched<T> {
+    inner: Collect<T>,
+}
+
+#[stage(consumer, max_demand = 10, min_demand = 5)]
+impl<T: Send + 'static> Batched<T> {
+    async fn handle_events(&mut self, events: Vec<T>) {
+        self.inner.handle_events(events).await;
+    }
+}
+
+#[tokio::test]
+async fn demand_options_shape_the_batches_and_the_demand() {
+    let mut pipeline = Pipeline::new();
+    let counter = Counter::new(100);
+    let demands = counter.demands.clone();
+    let counter = counter.add_to(&mut pipeline, None);
+    let inner = Collect::<u64>::new();
+    let (events, batches) = inner.logs();
+    let sink = Batched { inner }.add_to(&mut pipeline, None);
+    pipeline.subscribe(&counter, &sink);
+    pipeline.run().await.unwrap();
+
+    assert_eq!(taken(&events), (0..100).collect::<Vec<u64>>());
+    // Every batch is `max_demand - min_demand` = 5 events.
+    assert_eq!(taken(&batches), vec![5; 20]);
+    // The producer is asked for `max_demand` first, then never for more than that.
+    let demands = taken(&demands);
+    assert_eq!(demands[0], 10);
+    assert!(demands.iter().all(|&d| d <= 10), "{demands:?}");
+    assert_eq!(demands.iter().sum::<usize>(), 100);
+}
+
+const MAX: usize = 6;
+
+/// Demand options as constant expressions.
+struct ConstOptions<T> {
+    inner: Collect<T>,
+}
+
+#[stage(consumer, max_demand = MAX, min_demand = MAX / 2)]
+impl<T: Send + 'static> ConstOptions<T> {
+    async fn handle_events(&mut self, events: Vec<T>) {
+        self.inner.handle_events(events).await;
+    }
+}
+
+/// Demand options from a method: each instance has its own.
+struct PerInstance<T> {
+    inner: Collect<T>,
+    max_demand: usize,
+}
+
+#[stage(consumer)]
+impl<T: Send + 'static> PerInstance<T> {
+    async fn handle_events(&mut self, events: Vec<T>) {
+        self.inner.handle_events(events).await;
+    }
+
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::new()
+            .max_demand(self.max_demand)
+            .min_demand(0)
+    }
+}
+
+#[tokio::test]
+async fn demand_options_may_be_constants_or_come_from_a_method() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..30u64));
+    let by_const = Collect::<u64>::new();
+    let (_, const_batches) = by_const.logs();
+    let by_const = ConstOptions { inner: by_const }.add_to(&mut pipeline, None);
+    pipeline.subscribe(&numbers, &by_const);
+    let more = pipeline.add_producer(from_iter(0..30u64));
+    let by_method = Collect::<u64>::new();
+    let (_, method_batches) = by_method.logs();
+    let by_method = PerInstance {
+        inner: by_method,
+        max_demand: 7,
+    }
+    .add_to(&mut pipeline, None);
+    pipeline.subscribe(&more, &by_method);
+    pipeline.run().await.unwrap();
+
+    assert_eq!(taken(&const_batches), vec![3; 10]);
+    // max_demand 7, min_demand 0: batches of 7, the last one what is left.
+    assert_eq!(taken(&method_batches), [7, 7, 7, 7, 2]);
+}
+
+/// Emits `burst` events on its first call, whatever the demand, then ends: the excess goes to its
+/// buffer of 3 events, which keeps the first (or, for `KeepLast`, the last) that arrive.
+struct BurstKeepFirst {
+    burst: u64,
+}
+
+#[stage(producer, buffer_size = 3, buffer_keep = first)]
+impl BurstKeepFirst {
+    fn handle_demand(&mut self, _demand: usize) -> Emit<u64> {
+        Emit::last((0..self.burst).collect())
+    }
+}
+
+struct BurstKeepLast {
+    burst: u64,
+}
+
+#[stage(producer, buffer_size = 3, buffer_keep = last)]
+impl BurstKeepLast {
+    fn handle_demand(&mut self, _demand: usize) -> Emit<u64> {
+        Emit::last((0..self.burst).collect())
+    }
+}
+
+struct BurstUnbounded {
+    burst: u64,
+}
+
+#[stage(producer, buffer_size = infinity)]
+impl BurstUnbounded {
+    fn handle_demand(&mut self, _demand: usize) -> Emit<u64> {
+        Emit::last((0..self.burst).collect())
+    }
+}
+
+/// Asks for one event at a time.
+struct OneByOne<T> {
+    inner: Collect<T>,
+}
+
+#[stage(consumer, max_demand = 1, min_demand = 0)]
+impl<T: Send + 'static> OneByOne<T> {
+    async fn handle_events(&mut self, events: Vec<T>) {
+        self.inner.handle_events(events).await;
+    }
+}
+
+/// Runs `producer` into a one-by-one consumer: the events delivered and the producer's discards.
+async fn run_burst<P: Stage<Ref = ProducerRef<u64>>>(producer: P) -> (Vec<u64>, u64) {
+    let mut pipeline = Pipeline::new();
+    let source = producer.add_to(&mut pipeline, Some("burst".to_owned()));
+    let inner = Collect::<u64>::new();
+    let (events, _) = inner.logs();
+    let sink = OneByOne { inner }.add_to(&mut pipeline, None);
+    pipeline.subscribe(&source, &sink);
+    let report = pipeline.run().await.unwrap();
+    (taken(&events), report.stage("burst").unwrap().discarded)
+}
+
+#[tokio::test]
+async fn buffer_options_size_the_buffer_and_choose_what_it_keeps() {
+    // Asked for 1, emits 10: 1 delivered, 9 for a buffer of 3.
+    assert_eq!(
+        run_burst(BurstKeepFirst { burst: 10 }).await,
+        (vec![0, 1, 2, 3], 6)
+    );
+    assert_eq!(
+        run_burst(BurstKeepLast { burst: 10 }).await,
+        (vec![0, 7, 8, 9], 6)
+    );
+    assert_eq!(
+        run_burst(BurstUnbounded { burst: 10 }).await,
+        ((0..10).collect(), 0)
+    );
+}
+
+/// A producer that fails on its second call.
+struct Flaky {
+    calls: u32,
+}
+
+#[stage(producer)]
+impl Flaky {
+    fn handle_demand(&mut self, demand: usize) -> Result<Vec<u64>, &'static str> {
+        self.calls += 1;
+        if self.calls > 1 {
+            return Err("flaky failed");
+        }
+        Ok(vec![7; demand.min(2)])
+    }
+}
+
+/// Subscribes with `cancel = temporary`: a failing producer does not stop it.
+struct Tolerant<T> {
+    inner: Collect<T>,
+}
+
+#[stage(consumer, cancel = temporary)]
+impl<T: Send + 'static> Tolerant<T> {
+    async fn handle_events(&mut self, events: Vec<T>) {
+        self.inner.handle_events(events).await;
+    }
+}
+
+#[tokio::test]
+async fn cancel_temporary_keeps_a_consumer_going_when_a_producer_fails() {
+    let mut pipeline = Pipeline::new();
+    let flaky = Flaky { calls: 0 }.add_to(&mut pipeline, None);
+    let good = pipeline.add_producer(from_iter(100..200u64));
+    let inner = Collect::<u64>::new();
+    let (events, _) = inner.logs();
+    let tolerant = Tolerant { inner }.add_to(&mut pipeline, None);
+    pipeline.subscribe(&flaky, &tolerant);
+    pipeline.subscribe(&good, &tolerant);
+
+    let error = pipeline.run().await.unwrap_err();
+
+    assert_eq!(error.stage(), "Flaky");
+    let mut events = taken(&events);
+    events.sort_unstable();
+    // Everything from the good producer, and whatever the flaky one emitted before failing.
+    let from_good: Vec<u64> = events.iter().copied().filter(|&e| e >= 100).collect();
+    assert_eq!(from_good, (100..200).collect::<Vec<u64>>());
+    assert!(events.iter().filter(|&&e| e < 100).all(|&e| e == 7));
+}
+
+#[tokio::test]
+async fn without_cancel_temporary_a_failing_producer_stops_the_consumer() {
+    let mut pipeline = Pipeline::new();
+    let flaky = Flaky { calls: 0 }.add_to(&mut pipeline, None);
+    let good = pipeline.add_producer(from_iter(std::iter::repeat(1u64)));
+    let collect = Collect::<u64>::new();
+    let sink = collect.add_to(&mut pipeline, None);
+    pipeline.subscribe(&flaky, &sink);
+    pipeline.subscribe(&good, &sink);
+
+    // The endless producer only ends because the consumer stopped and it has no consumer left: were
+    // the consumer to go on, the pipeline would never end.
+    let run = tokio::time::timeout(std::time::Duration::from_secs(30), pipeline.run());
+    let error = run.await.expect("the consumer stops").unwrap_err();
+
+    assert_eq!(error.stage(), "Flaky");
+}
+
+mod renamed {
+    //! `crate = "…"` names the genstage crate by another path.
+    use ::genstage as gs;
+
+    pub(crate) struct Count {
+        pub(crate) seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[gs::stage(consumer, crate = "gs")]
+    impl Count {
+        fn handle_events(&mut self, events: Vec<u64>) {
+            self.seen
+                .fetch_add(events.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_crate_option_renames_the_genstage_path() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..42u64));
+    let count = renamed::Count { seen: seen.clone() }.add_to(&mut pipeline, None);
+    pipeline.subscribe(&numbers, &count);
+    pipeline.run().await.unwrap();
+
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 42);
+}
+
+mod shadowed {
+    //! The expansion names everything by absolute paths: shadowing prelude names breaks nothing.
+    #![allow(dead_code)]
+    use genstage::stage;
+
+    struct Vec;
+    struct Option;
+    struct String;
+    struct Result;
+    struct Send;
+
+    pub(crate) struct Shadowed;
+
+    #[stage(producer_consumer)]
+    impl Shadowed {
+        fn handle_events(&mut self, events: std::vec::Vec<u8>) -> std::vec::Vec<u8> {
+            events
+        }
+    }
+}
+
+#[tokio::test]
+async fn stages_are_named_after_their_type_unless_named() {
+    let mut pipeline = Pipeline::new();
+    let numbers = from_iter(0..4u8).add_to(&mut pipeline, None);
+    let a = shadowed::Shadowed.add_to(&mut pipeline, None);
+    let b = shadowed::Shadowed.add_to(&mut pipeline, Some("second".to_owned()));
+    let sink = pipeline.add_consumer(Collect::<u8>::new());
+    pipeline.subscribe(&numbers, &a);
+    pipeline.subscribe(&a, &b);
+    pipeline.subscribe(&b, &sink);
+    let report = pipeline.run().await.unwrap();
+
+    let names: std::vec::Vec<&str> = report.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["from_iter", "Shadowed", "second", "Collect"]);
+    assert_eq!(report.stage("second").unwrap().events_out, 4);
+}

@@ -1,0 +1,6 @@
+use genstage::prelude::*;
+
+#[stage(consumer)]
+struct Printer;
+
+fn main() {}
