@@ -93,7 +93,7 @@ pub enum PipelineError {
     },
     /// A handle from another pipeline was used.
     ForeignStage {
-        /// The stage's name in its own pipeline.
+        /// The stage's position in its own pipeline, as `#index`.
         stage: String,
     },
 }
@@ -153,7 +153,7 @@ impl std::error::Error for PipelineError {
 }
 
 impl PipelineError {
-    /// The name of the stage this error is about (the producer side, for a subscription).
+    /// The name of the stage this error is about (the consumer side, for a subscription).
     pub fn stage(&self) -> &str {
         match self {
             PipelineError::StageFailed { stage, .. }
