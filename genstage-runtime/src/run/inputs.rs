@@ -1,13 +1,15 @@
 //! The consumer side of a stage task: its subscriptions, their demand, and the events received but
 //! not yet handled.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::demand::{BatchDemand, Batches, ConsumerDemand, DemandLimits};
 use crate::dispatcher::SubscriptionId;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort};
+
+use super::sub_map::SubMap;
 
 struct Subscription {
     producer: Arc<dyn ProducerPort>,
@@ -36,7 +38,7 @@ pub(super) enum Step<T> {
 
 pub(super) struct Inputs<T> {
     stage: Arc<str>,
-    subscriptions: HashMap<SubscriptionId, Subscription>,
+    subscriptions: SubMap<Subscription>,
     queue: VecDeque<Queued<T>>,
     /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
     subscribed: usize,
@@ -48,7 +50,7 @@ impl<T> Inputs<T> {
     pub(super) fn new(stage: Arc<str>) -> Self {
         Inputs {
             stage,
-            subscriptions: HashMap::new(),
+            subscriptions: SubMap::default(),
             queue: VecDeque::new(),
             subscribed: 0,
             excess: 0,

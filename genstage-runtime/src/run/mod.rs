@@ -5,6 +5,7 @@
 
 mod inputs;
 mod outputs;
+mod sub_map;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
 //! The producer side of a stage task: the dispatcher, the buffer and the consumers' mailboxes.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -9,11 +8,13 @@ use crate::dispatcher::{Deliveries, Dispatcher, SubscriptionId};
 use crate::options::ProducerOptions;
 use crate::protocol::EventSink;
 
+use super::sub_map::SubMap;
+
 pub(super) struct Outputs<T> {
     stage: Arc<str>,
     dispatcher: Box<dyn Dispatcher<T>>,
     buffer: Buffer<T, Infallible>,
-    consumers: HashMap<SubscriptionId, Box<dyn EventSink<T>>>,
+    consumers: SubMap<Box<dyn EventSink<T>>>,
     /// Reused for every dispatch.
     deliveries: Deliveries<T>,
     /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
@@ -32,7 +33,7 @@ impl<T: Send + 'static> Outputs<T> {
             stage,
             dispatcher,
             buffer: Buffer::new(options),
-            consumers: HashMap::new(),
+            consumers: SubMap::default(),
             deliveries: Vec::new(),
             had_consumers: false,
             events_out: 0,
@@ -128,7 +129,10 @@ impl<T: Send + 'static> Outputs<T> {
             drained += taken.len();
             let leftover = self.dispatch(taken);
             // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer.
-            debug_assert!(leftover.is_empty(), "dispatcher broke its capacity contract");
+            debug_assert!(
+                leftover.is_empty(),
+                "dispatcher broke its capacity contract"
+            );
             if !leftover.is_empty() {
                 drained -= leftover.len();
                 let stored = self.buffer.store(leftover);
