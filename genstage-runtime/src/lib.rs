@@ -24,6 +24,7 @@ pub mod buffer;
 pub mod demand;
 pub mod dispatcher;
 mod error;
+mod mailbox;
 mod options;
 mod pipeline;
 mod protocol;

@@ -14,10 +14,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc::UnboundedSender;
-
 use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
+use crate::mailbox::Sender;
 use crate::options::CancelMode;
 
 /// Why a producer ended, as told to its consumers.
@@ -63,7 +62,7 @@ pub(crate) enum Mail<In, Out> {
 }
 
 /// A stage's mailbox, as seen by everyone else.
-pub(crate) type Mailbox<In, Out> = UnboundedSender<Mail<In, Out>>;
+pub(crate) type Mailbox<In, Out> = Sender<Mail<In, Out>>;
 
 /// What a consumer holds of its producer: a way to ask and to cancel, whatever the event types.
 pub(crate) trait ProducerPort: Send + Sync {
@@ -93,7 +92,7 @@ impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> 
 
 impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out> {
     fn send(&self, sub: SubscriptionId, events: Vec<In>) -> Result<(), Vec<In>> {
-        UnboundedSender::send(self, Mail::Events { sub, events }).map_err(|error| match error.0 {
+        Sender::send(self, Mail::Events { sub, events }).map_err(|mail| match mail {
             Mail::Events { events, .. } => events,
             _ => Vec::new(),
         })

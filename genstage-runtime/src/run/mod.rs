@@ -10,11 +10,9 @@ mod sub_map;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::mpsc::UnboundedReceiver;
-
 use crate::dispatcher::DemandDispatcher;
 use crate::error::StageError;
+use crate::mailbox::{Receiver, TryRecvError};
 use crate::protocol::Mail;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use inputs::{Inputs, Step};
@@ -45,7 +43,7 @@ pub(crate) struct Outcome {
 pub(crate) async fn run_producer<P: Producer>(
     mut stage: P,
     name: Arc<str>,
-    mut mailbox: UnboundedReceiver<Mail<Infallible, P::Output>>,
+    mut mailbox: Receiver<Mail<Infallible, P::Output>>,
 ) -> Outcome {
     let options = stage.producer_options();
     let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
@@ -109,7 +107,7 @@ pub(crate) async fn run_producer<P: Producer>(
 pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     mut stage: S,
     name: Arc<str>,
-    mut mailbox: UnboundedReceiver<Mail<S::Input, S::Output>>,
+    mut mailbox: Receiver<Mail<S::Input, S::Output>>,
 ) -> Outcome {
     let options = stage.producer_options();
     let mut inputs = Inputs::new(name.clone());
@@ -179,7 +177,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
 pub(crate) async fn run_consumer<C: Consumer>(
     mut stage: C,
     name: Arc<str>,
-    mut mailbox: UnboundedReceiver<Mail<C::Input, Infallible>>,
+    mut mailbox: Receiver<Mail<C::Input, Infallible>>,
 ) -> Outcome {
     let mut inputs = Inputs::new(name);
     let mut events_in = 0u64;
