@@ -20,12 +20,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc::unbounded_channel;
 use tokio::task::JoinSet;
 
 use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
 use crate::error::PipelineError;
+use crate::mailbox::mailbox;
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::protocol::{ControlPort, EndReason, EventSink, Mail, Mailbox, ProducerPort};
 use crate::report::{Report, StageReport, StageStatus};
@@ -392,7 +392,7 @@ impl Pipeline {
         stage: P,
     ) -> ProducerRef<P::Output> {
         let id = self.next_id();
-        let (mailbox, inbox) = unbounded_channel::<Mail<Infallible, P::Output>>();
+        let (mailbox, inbox) = mailbox::<Mail<Infallible, P::Output>>();
         let name = name.into();
         let task = Box::pin(run::run_producer(stage, Arc::from(name.as_str()), inbox));
         self.push(
@@ -435,7 +435,7 @@ impl Pipeline {
         stage: S,
     ) -> ProducerConsumerRef<S::Input, S::Output> {
         let id = self.next_id();
-        let (mailbox, inbox) = unbounded_channel::<Mail<S::Input, S::Output>>();
+        let (mailbox, inbox) = mailbox::<Mail<S::Input, S::Output>>();
         let name = name.into();
         let defaults = stage.subscribe_options();
         let task = Box::pin(run::run_producer_consumer(
@@ -478,7 +478,7 @@ impl Pipeline {
         stage: C,
     ) -> ConsumerRef<C::Input> {
         let id = self.next_id();
-        let (mailbox, inbox) = unbounded_channel::<Mail<C::Input, Infallible>>();
+        let (mailbox, inbox) = mailbox::<Mail<C::Input, Infallible>>();
         let name = name.into();
         let defaults = stage.subscribe_options();
         let task = Box::pin(run::run_consumer(stage, Arc::from(name.as_str()), inbox));
@@ -537,10 +537,15 @@ impl Pipeline {
                 return self;
             }
         }
-        let connect = Box::new(move |sub, limits, cancel| {
+        let connect = Box::new(move |sub, limits: DemandLimits, cancel| {
+            let producer = source.port.producer();
             source.port.subscribe(sub, sink.port.consumer());
-            sink.port
-                .subscribed(sub, source.port.producer(), limits, cancel);
+            // The consumer's initial ask, queued now rather than when its task first runs: every
+            // subscription has its demand in place before any event flows, so the first consumer to
+            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
+            // for that).
+            producer.ask(sub, limits.max());
+            sink.port.subscribed(sub, producer, limits, cancel);
         });
         self.edges.push(Edge {
             producer: source.id.index,
@@ -582,7 +587,7 @@ impl Pipeline {
         } = self;
 
         // Wire every edge before any task runs: each consumer finds its subscriptions first in its
-        // mailbox, and each producer its subscribers before their first ask.
+        // mailbox, and each producer finds all its subscribers and their initial asks.
         let mut wiring: Vec<(usize, usize, SubscriptionId)> = Vec::with_capacity(edge_list.len());
         for (sub, (edge, (limits, cancel))) in edge_list.into_iter().zip(edges).enumerate() {
             let sub = sub as SubscriptionId;

@@ -57,7 +57,7 @@ impl<T> Inputs<T> {
         }
     }
 
-    /// Registers a subscription and sends its initial ask of `max_demand`.
+    /// Registers a subscription whose initial ask of `max_demand` has been sent.
     pub(super) fn subscribed(
         &mut self,
         sub: SubscriptionId,
@@ -65,8 +65,10 @@ impl<T> Inputs<T> {
         limits: DemandLimits,
         cancel: CancelMode,
     ) {
+        // The pipeline has already queued the initial ask of `max_demand` behind the subscription,
+        // so that every consumer has demand before any event flows; only account for it here.
         let mut demand = ConsumerDemand::new(limits);
-        producer.ask(sub, demand.initial_ask());
+        demand.initial_ask();
         self.subscriptions.insert(
             sub,
             Subscription {
