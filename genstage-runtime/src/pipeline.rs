@@ -13,7 +13,6 @@
 //! their subscription is `temporary`; its producers see it cancel, and a producer left without
 //! consumers stops. `run()` then returns [`PipelineError`] naming the first stage that failed.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,9 +24,11 @@ use tokio::task::JoinSet;
 use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
 use crate::error::PipelineError;
-use crate::mailbox::mailbox;
+use crate::mailbox::{mailbox, Receiver};
 use crate::options::{CancelMode, SubscribeOptions};
-use crate::protocol::{ControlPort, EndReason, EventSink, Mail, Mailbox, ProducerPort};
+use crate::protocol::{
+    ControlPort, Downstream, EndReason, EventSink, Mail, Mailbox, ProducerPort, Upstream,
+};
 use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{self, Exit, Outcome};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
@@ -133,7 +134,7 @@ pub(crate) trait SinkPort<T>: Send + Sync {
 
 impl<In: Send + 'static, Out: Send + 'static> SourcePort<Out> for Mailbox<In, Out> {
     fn subscribe(&self, sub: SubscriptionId, consumer: Box<dyn EventSink<Out>>) {
-        let _ = self.send(Mail::Subscribe { sub, consumer });
+        let _ = self.send(Mail::Downstream(Downstream::Subscribe { sub, consumer }));
     }
     fn producer(&self) -> Arc<dyn ProducerPort> {
         Arc::new(self.clone())
@@ -151,12 +152,12 @@ impl<In: Send + 'static, Out: Send + 'static> SinkPort<In> for Mailbox<In, Out> 
         limits: DemandLimits,
         cancel: CancelMode,
     ) {
-        let _ = self.send(Mail::Subscribed {
+        let _ = self.send(Mail::Upstream(Upstream::Subscribed {
             sub,
             producer,
             limits,
             cancel,
-        });
+        }));
     }
 }
 
@@ -262,6 +263,28 @@ impl<I, O> Sink<I> for ProducerConsumerRef<I, O> {
 impl<T> Sink<T> for ConsumerRef<T> {
     fn sink_end(&self) -> SinkEnd<T> {
         self.sink.clone()
+    }
+}
+
+/// The ends of a new stage's mailbox, from which its handle is made.
+struct NewEnds<In, Out> {
+    id: StageId,
+    mailbox: Mailbox<In, Out>,
+}
+
+impl<In: Send + 'static, Out: Send + 'static> NewEnds<In, Out> {
+    fn source(&self) -> SourceEnd<Out> {
+        SourceEnd {
+            id: self.id,
+            port: Arc::new(self.mailbox.clone()),
+        }
+    }
+
+    fn sink(&self) -> SinkEnd<In> {
+        SinkEnd {
+            id: self.id,
+            port: Arc::new(self.mailbox.clone()),
+        }
     }
 }
 
@@ -391,23 +414,16 @@ impl Pipeline {
         name: impl Into<String>,
         stage: P,
     ) -> ProducerRef<P::Output> {
-        let id = self.next_id();
-        let (mailbox, inbox) = mailbox::<Mail<Infallible, P::Output>>();
-        let name = name.into();
-        let task = Box::pin(run::run_producer(stage, Arc::from(name.as_str()), inbox));
-        self.push(
-            name,
+        let defaults = SubscribeOptions::default();
+        self.add_stage(
+            name.into(),
             Role::Producer,
-            SubscribeOptions::default(),
-            &mailbox,
-            task,
-        );
-        ProducerRef {
-            source: SourceEnd {
-                id,
-                port: Arc::new(mailbox),
+            defaults,
+            |name, inbox| Box::pin(run::run_producer(stage, name, inbox)),
+            |ends| ProducerRef {
+                source: ends.source(),
             },
-        }
+        )
     }
 
     /// Adds a producer_consumer, named after its type.
@@ -434,26 +450,17 @@ impl Pipeline {
         name: impl Into<String>,
         stage: S,
     ) -> ProducerConsumerRef<S::Input, S::Output> {
-        let id = self.next_id();
-        let (mailbox, inbox) = mailbox::<Mail<S::Input, S::Output>>();
-        let name = name.into();
         let defaults = stage.subscribe_options();
-        let task = Box::pin(run::run_producer_consumer(
-            stage,
-            Arc::from(name.as_str()),
-            inbox,
-        ));
-        self.push(name, Role::ProducerConsumer, defaults, &mailbox, task);
-        ProducerConsumerRef {
-            sink: SinkEnd {
-                id,
-                port: Arc::new(mailbox.clone()),
+        self.add_stage(
+            name.into(),
+            Role::ProducerConsumer,
+            defaults,
+            |name, inbox| Box::pin(run::run_producer_consumer(stage, name, inbox)),
+            |ends| ProducerConsumerRef {
+                sink: ends.sink(),
+                source: ends.source(),
             },
-            source: SourceEnd {
-                id,
-                port: Arc::new(mailbox),
-            },
-        }
+        )
     }
 
     /// Adds a consumer, named after its type.
@@ -477,28 +484,28 @@ impl Pipeline {
         name: impl Into<String>,
         stage: C,
     ) -> ConsumerRef<C::Input> {
-        let id = self.next_id();
-        let (mailbox, inbox) = mailbox::<Mail<C::Input, Infallible>>();
-        let name = name.into();
         let defaults = stage.subscribe_options();
-        let task = Box::pin(run::run_consumer(stage, Arc::from(name.as_str()), inbox));
-        self.push(name, Role::Consumer, defaults, &mailbox, task);
-        ConsumerRef {
-            sink: SinkEnd {
-                id,
-                port: Arc::new(mailbox),
-            },
-        }
+        self.add_stage(
+            name.into(),
+            Role::Consumer,
+            defaults,
+            |name, inbox| Box::pin(run::run_consumer(stage, name, inbox)),
+            |ends| ConsumerRef { sink: ends.sink() },
+        )
     }
 
-    fn push<In: Send + 'static, Out: Send + 'static>(
+    /// Creates the stage's mailbox and task, records it, and hands its ends to `make_ref`.
+    fn add_stage<In: Send + 'static, Out: Send + 'static, R>(
         &mut self,
         name: String,
         role: Role,
         subscribe_defaults: SubscribeOptions,
-        mailbox: &Mailbox<In, Out>,
-        task: StageTask,
-    ) {
+        task: impl FnOnce(Arc<str>, Receiver<Mail<In, Out>>) -> StageTask,
+        make_ref: impl FnOnce(NewEnds<In, Out>) -> R,
+    ) -> R {
+        let id = self.next_id();
+        let (mailbox, inbox) = mailbox::<Mail<In, Out>>();
+        let task = task(Arc::from(name.as_str()), inbox);
         let control: Arc<dyn ControlPort> = Arc::new(mailbox.clone());
         self.stages.push(StageEntry {
             name,
@@ -507,6 +514,7 @@ impl Pipeline {
             control,
             task,
         });
+        make_ref(NewEnds { id, mailbox })
     }
 
     /// Subscribes `consumer` to `producer` with the consumer's default options.

@@ -30,8 +30,16 @@ pub(crate) enum EndReason {
 
 /// A message in a stage's mailbox. `In` is what it consumes, `Out` what it emits.
 pub(crate) enum Mail<In, Out> {
-    // --- as a consumer, from the pipeline and from producers ---
-    /// This stage is subscribed to a producer through `sub`; it asks for `max_demand` at once.
+    /// From the producers this stage consumes (or from the pipeline on their behalf).
+    Upstream(Upstream<In>),
+    /// From the consumers of this stage.
+    Downstream(Downstream<Out>),
+}
+
+/// What reaches a stage as a consumer.
+pub(crate) enum Upstream<In> {
+    /// This stage is subscribed to a producer through `sub`; its initial ask of `max_demand` has
+    /// been sent.
     Subscribed {
         sub: SubscriptionId,
         producer: Arc<dyn ProducerPort>,
@@ -44,12 +52,14 @@ pub(crate) enum Mail<In, Out> {
         events: Vec<In>,
     },
     /// The producer of `sub` ended; every event it sent is already in the mailbox.
-    UpstreamEnded {
+    Ended {
         sub: SubscriptionId,
         reason: EndReason,
     },
+}
 
-    // --- as a producer, from consumers ---
+/// What reaches a stage as a producer.
+pub(crate) enum Downstream<Out> {
     /// A consumer subscribed through `sub`; events for it go to `consumer`.
     Subscribe {
         sub: SubscriptionId,
@@ -86,15 +96,18 @@ pub(crate) trait ControlPort: Send + Sync {
 
 impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> {
     fn ask(&self, sub: SubscriptionId, demand: usize) -> bool {
-        self.send(Mail::Ask { sub, demand }).is_ok()
+        self.send(Mail::Downstream(Downstream::Ask { sub, demand }))
+            .is_ok()
     }
 }
 
 impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out> {
     fn send(&self, sub: SubscriptionId, events: Vec<In>) -> Result<(), Vec<In>> {
-        Sender::send(self, Mail::Events { sub, events }).map_err(|mail| match mail {
-            Mail::Events { events, .. } => events,
-            _ => Vec::new(),
+        Sender::send(self, Mail::Upstream(Upstream::Events { sub, events })).map_err(|mail| {
+            match mail {
+                Mail::Upstream(Upstream::Events { events, .. }) => events,
+                _ => Vec::new(),
+            }
         })
     }
 }
@@ -102,10 +115,10 @@ impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out>
 impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
     fn upstream_ended(&self, sub: SubscriptionId, reason: EndReason) {
         // A closed mailbox means the stage has ended already: nobody is left to tell.
-        let _ = self.send(Mail::UpstreamEnded { sub, reason });
+        let _ = self.send(Mail::Upstream(Upstream::Ended { sub, reason }));
     }
 
     fn downstream_cancelled(&self, sub: SubscriptionId) {
-        let _ = self.send(Mail::Cancel { sub });
+        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub }));
     }
 }

@@ -4,10 +4,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::demand::{BatchDemand, Batches, ConsumerDemand, DemandLimits};
+use crate::demand::{BatchDemand, Batches, ConsumerDemand};
 use crate::dispatcher::SubscriptionId;
 use crate::options::CancelMode;
-use crate::protocol::{EndReason, ProducerPort};
+use crate::protocol::{EndReason, ProducerPort, Upstream};
 
 use super::sub_map::SubMap;
 
@@ -57,36 +57,34 @@ impl<T> Inputs<T> {
         }
     }
 
-    /// Registers a subscription whose initial ask of `max_demand` has been sent.
-    pub(super) fn subscribed(
-        &mut self,
-        sub: SubscriptionId,
-        producer: Arc<dyn ProducerPort>,
-        limits: DemandLimits,
-        cancel: CancelMode,
-    ) {
-        // The pipeline has already queued the initial ask of `max_demand` behind the subscription,
-        // so that every consumer has demand before any event flows; only account for it here.
-        let mut demand = ConsumerDemand::new(limits);
-        demand.initial_ask();
-        self.subscriptions.insert(
-            sub,
-            Subscription {
+    /// Takes in a message from upstream.
+    pub(super) fn handle(&mut self, mail: Upstream<T>) {
+        match mail {
+            Upstream::Subscribed {
+                sub,
                 producer,
-                demand,
+                limits,
                 cancel,
-            },
-        );
-        self.subscribed += 1;
-    }
-
-    pub(super) fn received(&mut self, sub: SubscriptionId, events: Vec<T>) {
-        self.queue
-            .push_back(Queued::Events(sub, Batches::new(events)));
-    }
-
-    pub(super) fn ended(&mut self, sub: SubscriptionId, reason: EndReason) {
-        self.queue.push_back(Queued::Ended(sub, reason));
+            } => {
+                // The pipeline has already queued the initial ask of `max_demand` behind the
+                // subscription, so that every consumer has demand before any event flows; only
+                // account for it here.
+                let mut demand = ConsumerDemand::new(limits);
+                demand.initial_ask();
+                let subscription = Subscription {
+                    producer,
+                    demand,
+                    cancel,
+                };
+                self.subscriptions.insert(sub, subscription);
+                self.subscribed += 1;
+            }
+            Upstream::Events { sub, events } => {
+                self.queue
+                    .push_back(Queued::Events(sub, Batches::new(events)));
+            }
+            Upstream::Ended { sub, reason } => self.queue.push_back(Queued::Ended(sub, reason)),
+        }
     }
 
     /// Every producer has ended and every event received has been handed out.

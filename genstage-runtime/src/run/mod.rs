@@ -82,10 +82,9 @@ pub(crate) async fn run_producer<P: Producer>(
             }
         };
         let demand = match mail {
-            Mail::Subscribe { sub, consumer } => outputs.subscribe(sub, consumer),
-            Mail::Ask { sub, demand } => outputs.ask(sub, demand),
-            Mail::Cancel { sub } => outputs.cancel(sub),
-            Mail::Subscribed { .. } | Mail::Events { .. } | Mail::UpstreamEnded { .. } => 0,
+            Mail::Downstream(mail) => outputs.handle(mail),
+            // A producer consumes nothing: the pipeline never subscribes it.
+            Mail::Upstream(_) => 0,
         };
         if demand > 0 {
             owed += demand;
@@ -143,22 +142,11 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
             break Exit::Cancelled(None);
         };
         match mail {
-            Mail::Subscribed {
-                sub,
-                producer,
-                limits,
-                cancel,
-            } => inputs.subscribed(sub, producer, limits, cancel),
-            Mail::Events { sub, events } => inputs.received(sub, events),
-            Mail::UpstreamEnded { sub, reason } => inputs.ended(sub, reason),
-            Mail::Subscribe { sub, consumer } => {
-                outputs.subscribe(sub, consumer);
-            }
-            Mail::Ask { sub, demand } => {
-                outputs.ask(sub, demand);
-            }
-            Mail::Cancel { sub } => {
-                outputs.cancel(sub);
+            Mail::Upstream(mail) => inputs.handle(mail),
+            // Downstream demand reaches a producer_consumer as capacity, read above; the upstream
+            // demand this returns is for producers' `handle_demand`.
+            Mail::Downstream(mail) => {
+                outputs.handle(mail);
             }
         }
     };
@@ -205,15 +193,9 @@ pub(crate) async fn run_consumer<C: Consumer>(
             break Exit::Cancelled(None);
         };
         match mail {
-            Mail::Subscribed {
-                sub,
-                producer,
-                limits,
-                cancel,
-            } => inputs.subscribed(sub, producer, limits, cancel),
-            Mail::Events { sub, events } => inputs.received(sub, events),
-            Mail::UpstreamEnded { sub, reason } => inputs.ended(sub, reason),
-            Mail::Subscribe { .. } | Mail::Ask { .. } | Mail::Cancel { .. } => {}
+            Mail::Upstream(mail) => inputs.handle(mail),
+            // A consumer emits nothing: the pipeline never subscribes anything to it.
+            Mail::Downstream(_) => {}
         }
     };
     Outcome {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::buffer::Buffer;
 use crate::dispatcher::{Deliveries, Dispatcher, SubscriptionId};
 use crate::options::ProducerOptions;
-use crate::protocol::EventSink;
+use crate::protocol::{Downstream, EventSink};
 
 use super::sub_map::SubMap;
 
@@ -41,12 +41,17 @@ impl<T: Send + 'static> Outputs<T> {
         }
     }
 
+    /// Takes in a message from downstream; returns new upstream demand.
+    pub(super) fn handle(&mut self, mail: Downstream<T>) -> usize {
+        match mail {
+            Downstream::Subscribe { sub, consumer } => self.subscribe(sub, consumer),
+            Downstream::Ask { sub, demand } => self.ask(sub, demand),
+            Downstream::Cancel { sub } => self.cancel(sub),
+        }
+    }
+
     /// Registers a consumer; returns new upstream demand.
-    pub(super) fn subscribe(
-        &mut self,
-        sub: SubscriptionId,
-        consumer: Box<dyn EventSink<T>>,
-    ) -> usize {
+    fn subscribe(&mut self, sub: SubscriptionId, consumer: Box<dyn EventSink<T>>) -> usize {
         match self.dispatcher.subscribe(sub) {
             Ok(demand) => {
                 self.consumers.insert(sub, consumer);
@@ -61,7 +66,7 @@ impl<T: Send + 'static> Outputs<T> {
     }
 
     /// A consumer left; returns new upstream demand.
-    pub(super) fn cancel(&mut self, sub: SubscriptionId) -> usize {
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
         if self.consumers.remove(&sub).is_none() {
             return 0;
         }
@@ -70,7 +75,7 @@ impl<T: Send + 'static> Outputs<T> {
     }
 
     /// A consumer asked; returns the upstream demand left once the buffer has served what it can.
-    pub(super) fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+    fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
         if !self.consumers.contains_key(&sub) {
             return 0;
         }
