@@ -4,12 +4,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use crate::demand::{BatchDemand, Batches, ConsumerDemand};
 use crate::dispatcher::SubscriptionId;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Upstream};
-
-use super::sub_map::SubMap;
 
 struct Subscription {
     producer: Arc<dyn ProducerPort>,
@@ -38,7 +38,7 @@ pub(super) enum Step<T> {
 
 pub(super) struct Inputs<T> {
     stage: Arc<str>,
-    subscriptions: SubMap<Subscription>,
+    subscriptions: FxHashMap<SubscriptionId, Subscription>,
     queue: VecDeque<Queued<T>>,
     /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
     subscribed: usize,
@@ -50,7 +50,7 @@ impl<T> Inputs<T> {
     pub(super) fn new(stage: Arc<str>) -> Self {
         Inputs {
             stage,
-            subscriptions: SubMap::default(),
+            subscriptions: FxHashMap::default(),
             queue: VecDeque::new(),
             subscribed: 0,
             excess: 0,

@@ -5,7 +5,6 @@
 
 mod inputs;
 mod outputs;
-mod sub_map;
 
 use std::convert::Infallible;
 use std::sync::Arc;

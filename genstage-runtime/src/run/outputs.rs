@@ -3,18 +3,18 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use crate::buffer::Buffer;
 use crate::dispatcher::{Deliveries, Dispatcher, SubscriptionId};
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EventSink};
 
-use super::sub_map::SubMap;
-
 pub(super) struct Outputs<T> {
     stage: Arc<str>,
     dispatcher: Box<dyn Dispatcher<T>>,
     buffer: Buffer<T, Infallible>,
-    consumers: SubMap<Box<dyn EventSink<T>>>,
+    consumers: FxHashMap<SubscriptionId, Box<dyn EventSink<T>>>,
     /// Reused for every dispatch.
     deliveries: Deliveries<T>,
     /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
@@ -33,7 +33,7 @@ impl<T: Send + 'static> Outputs<T> {
             stage,
             dispatcher,
             buffer: Buffer::new(options),
-            consumers: SubMap::default(),
+            consumers: FxHashMap::default(),
             deliveries: Vec::new(),
             had_consumers: false,
             events_out: 0,
