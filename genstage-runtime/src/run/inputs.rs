@@ -42,6 +42,8 @@ pub(super) struct Inputs<T> {
     queue: VecDeque<Queued<T>>,
     /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
     subscribed: usize,
+    /// Events handed out to `handle_events`, over all subscriptions.
+    pub(super) events_in: u64,
     /// Events received beyond outstanding demand, over all subscriptions.
     pub(super) excess: u64,
 }
@@ -53,6 +55,7 @@ impl<T> Inputs<T> {
             subscriptions: FxHashMap::default(),
             queue: VecDeque::new(),
             subscribed: 0,
+            events_in: 0,
             excess: 0,
         }
     }
@@ -128,7 +131,12 @@ impl<T> Inputs<T> {
                         self.queue.pop_front();
                     }
                     match step {
-                        Some(step) => return Some(step),
+                        Some(step) => {
+                            if let Step::Handle { events, .. } = &step {
+                                self.events_in += events.len() as u64;
+                            }
+                            return Some(step);
+                        }
                         None => continue,
                     }
                 }

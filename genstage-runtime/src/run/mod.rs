@@ -110,7 +110,6 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let options = stage.producer_options();
     let mut inputs = Inputs::new(name.clone());
     let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
-    let mut events_in = 0u64;
     let exit = 'run: loop {
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
         // it is queued behind an end notice.
@@ -122,7 +121,6 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
                     events,
                     demand,
                 } => {
-                    events_in += events.len() as u64;
                     match stage.handle_events(events).await {
                         Ok(emitted) => {
                             // The ask goes before the dispatch: the producer starts refilling
@@ -158,7 +156,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     }
     Outcome {
         exit,
-        events_in,
+        events_in: inputs.events_in,
         events_out: outputs.events_out,
         discarded: outputs.discarded,
         excess: inputs.excess,
@@ -171,7 +169,6 @@ pub(crate) async fn run_consumer<C: Consumer>(
     mut mailbox: Receiver<Mail<C::Input, Infallible>>,
 ) -> Outcome {
     let mut inputs = Inputs::new(name);
-    let mut events_in = 0u64;
     let exit = 'run: loop {
         while let Some(step) = inputs.next_step(true) {
             match step {
@@ -181,7 +178,6 @@ pub(crate) async fn run_consumer<C: Consumer>(
                     events,
                     demand,
                 } => {
-                    events_in += events.len() as u64;
                     if let Err(error) = stage.handle_events(events).await {
                         break 'run Exit::Failed(error);
                     }
@@ -203,7 +199,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     };
     Outcome {
         exit,
-        events_in,
+        events_in: inputs.events_in,
         events_out: 0,
         discarded: 0,
         excess: inputs.excess,
