@@ -56,12 +56,6 @@ impl DemandDispatcher {
         &self.demands
     }
 
-    /// Inserts after every entry with a demand greater than or equal to `demand` (FIFO among equals).
-    fn insert(&mut self, demand: usize, sub: SubscriptionId) {
-        let at = self.demands.partition_point(|&(d, _)| d >= demand);
-        self.demands.insert(at, (demand, sub));
-    }
-
     fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
         let at = self.demands.iter().position(|&(_, s)| s == sub)?;
         let (demand, _) = self.demands.remove(at);
@@ -96,7 +90,7 @@ impl DemandDispatcher {
 
     /// A consumer asked for `demand` more; returns the upstream demand not covered by pending.
     pub fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
-        let Some(current) = self.remove(sub) else {
+        let Some(at) = self.demands.iter().position(|&(_, s)| s == sub) else {
             return 0;
         };
         let max = *self.max_demand.get_or_insert(demand);
@@ -107,8 +101,16 @@ impl DemandDispatcher {
                  the same max_demand"
             );
         }
-        self.total += current + demand;
-        self.insert(current + demand, sub);
+        self.total += demand;
+        // Updated in place: the entry moves up past the entries its new demand exceeds, and stays
+        // behind those it now equals (FIFO among equal demands). Every entry after it had no more
+        // than its old demand, so it never moves down.
+        let raised = self.demands[at].0 + demand;
+        let to = self.demands[..at].partition_point(|&(d, _)| d >= raised);
+        self.demands[at].0 = raised;
+        if to < at {
+            self.demands[to..=at].rotate_right(1);
+        }
         let absorbed = self.pending.min(demand);
         self.pending -= absorbed;
         demand - absorbed
@@ -142,9 +144,14 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
                 events.split_off(n)
             };
             deliveries.push((sub, std::mem::replace(&mut events, rest)));
-            self.demands.remove(0);
             self.total -= n;
-            self.insert(demand - n, sub);
+            // The served entry moves down behind every entry with at least its new demand.
+            let lowered = demand - n;
+            let to = 1 + self.demands[1..].partition_point(|&(d, _)| d >= lowered);
+            self.demands[0].0 = lowered;
+            if to > 1 {
+                self.demands[..to].rotate_left(1);
+            }
         }
         self.pending = self.pending.saturating_sub(events.len());
         events

@@ -125,9 +125,10 @@ impl<T: Send + 'static> Outputs<T> {
     /// Serves buffered events up to what the consumers can take; returns how many went out.
     fn drain_buffer(&mut self) -> usize {
         let mut drained = 0;
-        loop {
+        // The buffer is checked first: it is empty on the hot path, and `capacity` is a dynamic call.
+        while !self.buffer.is_empty() {
             let capacity = self.dispatcher.capacity();
-            if capacity == 0 || self.buffer.is_empty() {
+            if capacity == 0 {
                 return drained;
             }
             let taken = self.buffer.take(capacity).events;
@@ -145,6 +146,7 @@ impl<T: Send + 'static> Outputs<T> {
                 return drained;
             }
         }
+        drained
     }
 
     /// Dispatches and sends; returns what no consumer took.
