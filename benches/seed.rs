@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! pingpong genstage_eps=<events/s> tokio_eps=<events/s> ratio=<r>
+//! protocol genstage_eps=<events/s> mpsc_protocol_eps=<events/s> ratio=<r>
 //! seed genstage_eps=<events/s> mpsc_batch_eps=<events/s> loop_eps=<events/s> ratio_vs_mpsc_batch=<r>
 //! ```
 //!
@@ -23,6 +24,12 @@
 //!   genstage, following GenStage's protocol, moves more messages for the same events: after the
 //!   first ask of 1000, each consumer asks 500 after every 500 events handled, so the counter sends
 //!   500-event messages, each answered by an ask, and the evens stage sends 250-event messages;
+//! - `mpsc_protocol`: the same three tasks exchanging the messages genstage exchanges, written by
+//!   hand on unbounded `tokio::sync::mpsc` channels: the counter emits what it was asked for, the
+//!   evens task handles batches of at most 500 only while the sum task has demand, asks 500 after
+//!   each batch and holds back what the sum task has not asked for, and the sum task asks 500 after
+//!   every 500 events. It separates the cost of GenStage's message pattern from the cost of
+//!   genstage's implementation of it;
 //! - `loop`: one thread counting up and summing the evens, each value passed through
 //!   `black_box` so that the compiler can neither vectorize the loop nor replace it by a formula.
 //!
@@ -53,6 +60,9 @@ const RUNS: usize = 15;
 const MPSC_BATCH: u64 = 1000;
 /// Messages each bounded channel of the mpsc baseline holds: one batch of max_demand events.
 const MPSC_CAPACITY: usize = 1;
+/// GenStage's default demand, used by the hand-written protocol baseline.
+const MAX_DEMAND: usize = 1000;
+const MIN_DEMAND: usize = MAX_DEMAND / 2;
 
 /// Emits `next, next + 1, …` up to (not including) `end`, as many as asked (GenStage's tutorial
 /// `Counter`).
@@ -165,6 +175,122 @@ fn seed_mpsc_batch(rt: &Runtime, n: u64) -> (Duration, u64) {
             let mut total = 0u64;
             while let Some(batch) = evens_rx.recv().await {
                 total += batch.iter().sum::<u64>();
+            }
+            total
+        });
+        let total = sum.await.expect("sum task");
+        counter.await.expect("counter task");
+        evens.await.expect("evens task");
+        (start.elapsed(), total)
+    })
+}
+
+/// The evens task's mailbox in the protocol baseline.
+enum EvensMail {
+    Events(Vec<u64>),
+    Ask(usize),
+    End,
+}
+
+/// GenStage's consumer-side rule (§1.3): after a batch, ask for what refills `outstanding` to
+/// max_demand once it has fallen to min_demand.
+fn ask_after_batch(outstanding: &mut usize, batch: usize) -> usize {
+    *outstanding -= batch;
+    if *outstanding <= MIN_DEMAND {
+        let ask = MAX_DEMAND - *outstanding;
+        *outstanding = MAX_DEMAND;
+        ask
+    } else {
+        0
+    }
+}
+
+/// Sends what `demand` allows of `held` to the sum task; the rest stays held, in order.
+fn send_held(held: &mut Vec<u64>, demand: &mut usize, sum: &mpsc::UnboundedSender<Vec<u64>>) {
+    let n = held.len().min(*demand);
+    if n == 0 {
+        return;
+    }
+    let rest = held.split_off(n);
+    *demand -= n;
+    let _ = sum.send(std::mem::replace(held, rest));
+}
+
+fn seed_mpsc_protocol(rt: &Runtime, n: u64) -> (Duration, u64) {
+    rt.block_on(async {
+        let start = Instant::now();
+        let (ask_tx, mut ask_rx) = mpsc::unbounded_channel::<usize>();
+        let (evens_tx, mut evens_rx) = mpsc::unbounded_channel::<EvensMail>();
+        let (sum_tx, mut sum_rx) = mpsc::unbounded_channel::<Vec<u64>>();
+        let sum_asks = evens_tx.clone();
+        let counter = tokio::spawn(async move {
+            // The evens task's initial ask.
+            let mut owed = MAX_DEMAND as u64;
+            let mut next = 0;
+            loop {
+                let stop = n.min(next + owed);
+                if stop > next {
+                    let _ = evens_tx.send(EvensMail::Events((next..stop).collect()));
+                    owed -= stop - next;
+                    next = stop;
+                }
+                if next == n {
+                    let _ = evens_tx.send(EvensMail::End);
+                    break;
+                }
+                match ask_rx.recv().await {
+                    Some(demand) => owed += demand as u64,
+                    None => break,
+                }
+            }
+        });
+        let evens = tokio::spawn(async move {
+            let mut input: std::collections::VecDeque<Vec<u64>> = Default::default();
+            let mut outstanding = MAX_DEMAND;
+            // The sum task's initial ask.
+            let mut demand = MAX_DEMAND;
+            let mut held = Vec::new();
+            let mut ended = false;
+            loop {
+                // Input is handled only while the sum task has demand (GenStage §1.8).
+                while demand > 0 && held.is_empty() {
+                    let Some(mut batch) = input.pop_front() else {
+                        break;
+                    };
+                    if batch.len() > MAX_DEMAND - MIN_DEMAND {
+                        input.push_front(batch.split_off(MAX_DEMAND - MIN_DEMAND));
+                    }
+                    let ask = ask_after_batch(&mut outstanding, batch.len());
+                    batch.retain(|n| n % 2 == 0);
+                    if ask > 0 {
+                        let _ = ask_tx.send(ask);
+                    }
+                    held = batch;
+                    send_held(&mut held, &mut demand, &sum_tx);
+                }
+                if ended && input.is_empty() && held.is_empty() {
+                    break;
+                }
+                match evens_rx.recv().await {
+                    Some(EvensMail::Events(events)) => input.push_back(events),
+                    Some(EvensMail::Ask(more)) => {
+                        demand += more;
+                        send_held(&mut held, &mut demand, &sum_tx);
+                    }
+                    Some(EvensMail::End) => ended = true,
+                    None => break,
+                }
+            }
+        });
+        let sum = tokio::spawn(async move {
+            let mut total = 0u64;
+            let mut outstanding = MAX_DEMAND;
+            while let Some(batch) = sum_rx.recv().await {
+                total += batch.iter().sum::<u64>();
+                let ask = ask_after_batch(&mut outstanding, batch.len());
+                if ask > 0 {
+                    let _ = sum_asks.send(EvensMail::Ask(ask));
+                }
             }
             total
         });
@@ -289,6 +415,7 @@ fn main() {
     let ping_sum = expected_sum(PINGPONG_EVENTS);
     let mut seed_gs = Vec::new();
     let mut seed_mpsc = Vec::new();
+    let mut seed_protocol = Vec::new();
     let mut seed_lp = Vec::new();
     let mut ping_gs = Vec::new();
     let mut ping_tk = Vec::new();
@@ -300,6 +427,9 @@ fn main() {
         });
         let mp = measure(SEED_EVENTS, seed_sum, "seed mpsc_batch", || {
             seed_mpsc_batch(&rt, SEED_EVENTS)
+        });
+        let pr = measure(SEED_EVENTS, seed_sum, "seed mpsc_protocol", || {
+            seed_mpsc_protocol(&rt, SEED_EVENTS)
         });
         let lp = measure(SEED_EVENTS, seed_sum, "seed loop", || {
             seed_loop(SEED_EVENTS)
@@ -316,10 +446,11 @@ fn main() {
             format!("run {run}")
         };
         println!(
-            "{label}: seed genstage {:.1} M/s, mpsc_batch {:.1} M/s, loop {:.1} M/s (ratio {:.2}); \
-             pingpong genstage {:.0} k/s, tokio {:.0} k/s (ratio {:.2})",
+            "{label}: seed genstage {:.1} M/s, mpsc_batch {:.1} M/s, mpsc_protocol {:.1} M/s, \
+             loop {:.1} M/s (ratio {:.2}); pingpong genstage {:.0} k/s, tokio {:.0} k/s (ratio {:.2})",
             gs / 1e6,
             mp / 1e6,
+            pr / 1e6,
             lp / 1e6,
             gs / mp,
             pg / 1e3,
@@ -329,6 +460,7 @@ fn main() {
         if run > 0 {
             seed_gs.push(gs);
             seed_mpsc.push(mp);
+            seed_protocol.push(pr);
             seed_lp.push(lp);
             ping_gs.push(pg);
             ping_tk.push(pt);
@@ -341,6 +473,11 @@ fn main() {
         pg / pt
     );
     let (gs, mp, lp) = (median(&seed_gs), median(&seed_mpsc), median(&seed_lp));
+    let pr = median(&seed_protocol);
+    println!(
+        "protocol genstage_eps={gs:.0} mpsc_protocol_eps={pr:.0} ratio={:.3}",
+        gs / pr
+    );
     println!(
         "seed genstage_eps={gs:.0} mpsc_batch_eps={mp:.0} loop_eps={lp:.0} ratio_vs_mpsc_batch={:.3}",
         gs / mp
