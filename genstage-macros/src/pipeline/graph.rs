@@ -41,6 +41,15 @@ pub(crate) struct Edge {
     pub(crate) target: TokenStream,
 }
 
+impl Edge {
+    /// A compile error under this arrow and the consumer piece it points at.
+    pub(crate) fn error(&self, message: impl std::fmt::Display) -> syn::Error {
+        let link = &self.link.tokens;
+        let target = &self.target;
+        syn::Error::new_spanned(quote::quote!(#link #target), message)
+    }
+}
+
 impl StageNode {
     /// How messages call this stage: its name, or a short form of its expression.
     pub(crate) fn label(&self) -> String {

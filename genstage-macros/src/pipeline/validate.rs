@@ -85,16 +85,11 @@ fn check_duplicate_edges(graph: &Graph, errors: &mut Option<syn::Error>) {
         if earlier {
             let from = graph.nodes[edge.from].label();
             let to = graph.nodes[edge.to].label();
-            let link = &edge.link.tokens;
-            let target = &edge.target;
             combine(
                 errors,
-                syn::Error::new_spanned(
-                    quote!(#link #target),
-                    format!(
-                        "`{to}` is already wired after `{from}`: a second subscription adds nothing, so wire each pair of stages once"
-                    ),
-                ),
+                edge.error(format!(
+                    "`{to}` is already wired after `{from}`: a second subscription adds nothing, so wire each pair of stages once"
+                )),
             );
         }
     }
@@ -139,18 +134,12 @@ fn check_cycles(graph: &Graph, errors: &mut Option<syn::Error>) {
                         .map(|&(n, _)| graph.nodes[n].label())
                         .collect();
                     names.push(graph.nodes[to].label());
-                    let edge = &graph.edges[edge_index];
-                    let link = &edge.link.tokens;
-                    let target = &edge.target;
                     combine(
                         errors,
-                        syn::Error::new_spanned(
-                            quote!(#link #target),
-                            format!(
-                                "this arrow closes a cycle: `{}`; events flow from producers to consumers and never come back, so a pipeline has no cycle",
-                                names.join(" -> ")
-                            ),
-                        ),
+                        graph.edges[edge_index].error(format!(
+                            "this arrow closes a cycle: `{}`; events flow from producers to consumers and never come back, so a pipeline has no cycle",
+                            names.join(" -> ")
+                        )),
                     );
                     return;
                 }
