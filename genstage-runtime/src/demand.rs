@@ -162,39 +162,62 @@ impl ConsumerDemand {
 /// ```
 #[derive(Debug)]
 pub struct Batches<T> {
-    rest: vec::IntoIter<T>,
+    rest: Rest<T>,
+}
+
+/// A message is kept whole until it must be cut: most messages fit one batch and go on as they came.
+#[derive(Debug)]
+enum Rest<T> {
+    Whole(Vec<T>),
+    Cut(vec::IntoIter<T>),
 }
 
 impl<T> Batches<T> {
     /// The batches of one message.
     pub fn new(events: Vec<T>) -> Self {
         Batches {
-            rest: events.into_iter(),
+            rest: Rest::Whole(events),
         }
     }
 
     /// Events not yet handed out.
     pub fn len(&self) -> usize {
-        self.rest.len()
+        match &self.rest {
+            Rest::Whole(events) => events.len(),
+            Rest::Cut(events) => events.len(),
+        }
     }
 
     /// Whether every event has been handed out.
     pub fn is_empty(&self) -> bool {
-        self.rest.len() == 0
+        self.len() == 0
     }
 
     /// The next batch of at most `size` events (`size >= 1`), or `None` when none are left.
     pub fn next_batch(&mut self, size: usize) -> Option<Vec<T>> {
-        match self.rest.len() {
-            0 => None,
-            // Collecting a whole `vec::IntoIter` reuses its allocation.
-            n if n <= size => Some(std::mem::take(&mut self.rest).collect()),
-            _ => Some(self.rest.by_ref().take(size).collect()),
+        match &mut self.rest {
+            Rest::Whole(events) if events.is_empty() => None,
+            Rest::Whole(events) if events.len() <= size => Some(std::mem::take(events)),
+            Rest::Whole(events) => {
+                let mut cut = std::mem::take(events).into_iter();
+                let batch = cut.by_ref().take(size).collect();
+                self.rest = Rest::Cut(cut);
+                Some(batch)
+            }
+            Rest::Cut(events) => match events.len() {
+                0 => None,
+                // Collecting a whole `vec::IntoIter` reuses its allocation.
+                n if n <= size => Some(std::mem::take(events).collect()),
+                _ => Some(events.by_ref().take(size).collect()),
+            },
         }
     }
 
     /// Every event left, as one batch.
     pub fn into_rest(self) -> Vec<T> {
-        self.rest.collect()
+        match self.rest {
+            Rest::Whole(events) => events,
+            Rest::Cut(events) => events.collect(),
+        }
     }
 }

@@ -284,4 +284,18 @@ fn batches_cut_a_message_in_order() {
     let mut rest = Batches::new(vec!['a', 'b', 'c']);
     assert_eq!(rest.next_batch(1), Some(vec!['a']));
     assert_eq!(rest.into_rest(), vec!['b', 'c']);
+    assert_eq!(Batches::new(vec!['d', 'e']).into_rest(), vec!['d', 'e']);
+}
+
+// A message that fits one batch is handed on as it came: the same allocation, not a copy.
+#[test]
+fn a_message_that_fits_one_batch_is_not_copied() {
+    let message: Vec<u64> = (0..500).collect();
+    let address = message.as_ptr();
+    let mut batches = Batches::new(message);
+    let batch = batches.next_batch(500).expect("one batch");
+    assert_eq!(batch.as_ptr(), address);
+    assert_eq!(batch, (0..500).collect::<Vec<u64>>());
+    assert!(batches.is_empty());
+    assert_eq!(batches.next_batch(500), None);
 }

@@ -207,6 +207,61 @@ fn dispatch_splits_across_consumers_largest_demand_first() {
     assert_eq!(capacity(&dispatcher), 0);
 }
 
+/// `dispatch_whole(len)` on one dispatcher, `dispatch` of `len` events on a copy: the shortcut
+/// must name the consumer `dispatch` sends everything to, and leave the same state; or decline and
+/// change nothing when `dispatch` would split the batch or leave some over.
+fn assert_whole_agrees(dispatcher: &mut DemandDispatcher, events: &str) -> Option<SubscriptionId> {
+    let before = dispatcher.clone();
+    let mut reference = dispatcher.clone();
+    let (deliveries, leftover) = dispatch(&mut reference, events);
+    let whole = Dispatcher::<char>::dispatch_whole(dispatcher, events.len());
+    match whole {
+        Some(sub) => {
+            assert_eq!(deliveries, vec![(sub, chars(events))]);
+            assert_eq!(leftover, vec![]);
+            assert_eq!(dispatcher.demands(), reference.demands());
+            assert_eq!(capacity(dispatcher), capacity(&reference));
+            assert_eq!(dispatcher.pending(), reference.pending());
+        }
+        None => {
+            assert!(deliveries.len() != 1 || !leftover.is_empty());
+            assert_eq!(dispatcher.demands(), before.demands());
+            assert_eq!(capacity(dispatcher), capacity(&before));
+        }
+    }
+    whole
+}
+
+#[test]
+fn dispatch_whole_is_dispatch_when_one_consumer_takes_everything() {
+    let mut dispatcher = DemandDispatcher::new();
+    for sub in [R1, R2, R3] {
+        dispatcher.subscribe(sub).unwrap();
+    }
+    // No demand at all, then no empty batch.
+    assert_eq!(assert_whole_agrees(&mut dispatcher, "a"), None);
+    assert_eq!(assert_whole_agrees(&mut dispatcher, ""), None);
+
+    dispatcher.ask(R1, 4);
+    dispatcher.ask(R2, 2);
+    dispatcher.ask(R3, 3);
+    // The largest demand takes it and moves down behind those with at least its new demand.
+    assert_eq!(assert_whole_agrees(&mut dispatcher, "ab"), Some(R1));
+    assert_eq!(dispatcher.demands(), &[(3, R3), (2, R2), (2, R1)]);
+    // Exactly the first consumer's demand.
+    assert_eq!(assert_whole_agrees(&mut dispatcher, "cde"), Some(R3));
+    assert_eq!(dispatcher.demands(), &[(2, R2), (2, R1), (0, R3)]);
+    // More than any one demand: `dispatch` would split it.
+    assert_eq!(assert_whole_agrees(&mut dispatcher, "fgh"), None);
+    assert_eq!(capacity(&dispatcher), 4);
+
+    // Demand absorbed by pending is still the consumer's to receive.
+    dispatcher.cancel(R2);
+    assert_eq!(dispatcher.pending(), 2);
+    assert_eq!(assert_whole_agrees(&mut dispatcher, "ij"), Some(R1));
+    assert_eq!(dispatcher.pending(), 2);
+}
+
 // §2 DemandDispatcher: capacity is the sum of the consumers' demands, through asks, dispatches
 // and cancels.
 #[test]

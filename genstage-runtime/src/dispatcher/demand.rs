@@ -62,6 +62,18 @@ impl DemandDispatcher {
         self.total -= demand;
         Some(demand)
     }
+
+    /// The first consumer, the one with the most demand, was sent `n <= demand` events. Its entry
+    /// moves down behind every entry with at least its new demand.
+    fn serve_first(&mut self, n: usize) {
+        let lowered = self.demands[0].0 - n;
+        let to = 1 + self.demands[1..].partition_point(|&(d, _)| d >= lowered);
+        self.demands[0].0 = lowered;
+        if to > 1 {
+            self.demands[..to].rotate_left(1);
+        }
+        self.total -= n;
+    }
 }
 
 impl DemandDispatcher {
@@ -144,17 +156,19 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
                 events.split_off(n)
             };
             deliveries.push((sub, std::mem::replace(&mut events, rest)));
-            self.total -= n;
-            // The served entry moves down behind every entry with at least its new demand.
-            let lowered = demand - n;
-            let to = 1 + self.demands[1..].partition_point(|&(d, _)| d >= lowered);
-            self.demands[0].0 = lowered;
-            if to > 1 {
-                self.demands[..to].rotate_left(1);
-            }
+            self.serve_first(n);
         }
         self.pending = self.pending.saturating_sub(events.len());
         events
+    }
+
+    fn dispatch_whole(&mut self, len: usize) -> Option<SubscriptionId> {
+        let &(demand, sub) = self.demands.first()?;
+        if len == 0 || demand < len {
+            return None;
+        }
+        self.serve_first(len);
+        Some(sub)
     }
 
     fn capacity(&self) -> usize {

@@ -43,12 +43,21 @@ pub trait Dispatcher<T>: Send + 'static {
     /// A consumer left; returns new upstream demand.
     fn cancel(&mut self, sub: SubscriptionId) -> usize;
 
-    /// A consumer asked for `demand > 0` more events; returns new upstream demand.
+    /// A consumer asked for `demand > 0` more events; returns new upstream demand. An ask for a
+    /// subscription the dispatcher does not hold (refused, or cancelled) changes nothing and returns 0.
     fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize;
 
     /// Hands `events` to consumers with demand, appending one message per consumer to `deliveries`;
     /// returns the events no consumer could take (the loop buffers them), in order.
     fn dispatch(&mut self, events: Vec<T>, deliveries: &mut Deliveries<T>) -> Vec<T>;
+
+    /// The common case of `dispatch`, without building deliveries: when `dispatch` would send all
+    /// `len` events to one consumer, accounts for them as it would and names that consumer; otherwise
+    /// changes nothing and returns `None`, and the loop calls `dispatch`. The default always declines.
+    fn dispatch_whole(&mut self, len: usize) -> Option<SubscriptionId> {
+        let _ = len;
+        None
+    }
 
     /// How many events the consumers could take right now.
     ///

@@ -4,12 +4,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::demand::{BatchDemand, Batches, ConsumerDemand};
 use crate::dispatcher::SubscriptionId;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Upstream};
+
+use super::by_subscription::BySubscription;
 
 struct Subscription {
     producer: Arc<dyn ProducerPort>,
@@ -38,7 +38,7 @@ pub(super) enum Step<T> {
 
 pub(super) struct Inputs<T> {
     stage: Arc<str>,
-    subscriptions: FxHashMap<SubscriptionId, Subscription>,
+    subscriptions: BySubscription<Subscription>,
     queue: VecDeque<Queued<T>>,
     /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
     subscribed: usize,
@@ -52,7 +52,7 @@ impl<T> Inputs<T> {
     pub(super) fn new(stage: Arc<str>) -> Self {
         Inputs {
             stage,
-            subscriptions: FxHashMap::default(),
+            subscriptions: BySubscription::new(),
             queue: VecDeque::new(),
             subscribed: 0,
             events_in: 0,
@@ -61,6 +61,7 @@ impl<T> Inputs<T> {
     }
 
     /// Takes in a message from upstream.
+    #[inline]
     pub(super) fn handle(&mut self, mail: Upstream<T>) {
         match mail {
             Upstream::Subscribed {
@@ -97,26 +98,35 @@ impl<T> Inputs<T> {
 
     /// The next step, acting on end notices on the way. `None` when nothing is queued, or when events
     /// are next and `handle_events` is false (a producer_consumer without downstream demand).
+    #[inline]
     pub(super) fn next_step(&mut self, handle_events: bool) -> Option<Step<T>> {
+        // Every loop ends with this call on an empty queue: keep that one cheap.
+        if self.queue.is_empty() {
+            return None;
+        }
+        self.take_step(handle_events)
+    }
+
+    fn take_step(&mut self, handle_events: bool) -> Option<Step<T>> {
         loop {
             match self.queue.front_mut()? {
                 Queued::Events(..) if !handle_events => return None,
                 Queued::Events(sub, batches) => {
                     let sub = *sub;
-                    let step = match self.subscriptions.get_mut(&sub) {
+                    let step = match self.subscriptions.get_mut(sub) {
                         Some(subscription) => {
                             let size = subscription.demand.limits().batch_size();
                             batches.next_batch(size).map(|events| {
                                 let demand = subscription.demand.on_batch(events.len());
                                 if demand.excess > 0 {
                                     self.excess += demand.excess as u64;
-                                    tracing::warn!(
-                                        stage = %self.stage,
-                                        "GenStage consumer {} has received {} events in excess from subscription {sub}",
-                                        self.stage, demand.excess
-                                    );
+                                    warn_excess(&self.stage, sub, demand.excess);
                                 }
-                                Step::Handle { sub, events, demand }
+                                Step::Handle {
+                                    sub,
+                                    events,
+                                    demand,
+                                }
                             })
                         }
                         // Events from a producer that has since gone: one last batch, no ask.
@@ -144,7 +154,7 @@ impl<T> Inputs<T> {
                     let Some(Queued::Ended(sub, reason)) = self.queue.pop_front() else {
                         continue;
                     };
-                    let Some(subscription) = self.subscriptions.remove(&sub) else {
+                    let Some(subscription) = self.subscriptions.remove(sub) else {
                         continue;
                     };
                     if let EndReason::Failed(cause) = reason {
@@ -160,9 +170,18 @@ impl<T> Inputs<T> {
     /// Sends the ask a handled batch earned.
     pub(super) fn ask(&self, sub: SubscriptionId, demand: BatchDemand) {
         if demand.ask > 0 {
-            if let Some(subscription) = self.subscriptions.get(&sub) {
+            if let Some(subscription) = self.subscriptions.get(sub) {
                 subscription.producer.ask(sub, demand.ask);
             }
         }
     }
+}
+
+/// Logs a producer's overrun, out of the hot path.
+#[cold]
+fn warn_excess(stage: &str, sub: SubscriptionId, excess: usize) {
+    tracing::warn!(
+        stage,
+        "GenStage consumer {stage} has received {excess} events in excess from subscription {sub}"
+    );
 }

@@ -3,6 +3,7 @@
 //! the messages it receives. A loop returns when its stage is done; the pipeline then tells the
 //! stage's neighbours (see [`crate::pipeline`]).
 
+mod by_subscription;
 mod inputs;
 mod outputs;
 

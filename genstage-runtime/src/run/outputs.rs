@@ -3,18 +3,18 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::buffer::Buffer;
 use crate::dispatcher::{Deliveries, Dispatcher, SubscriptionId};
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EventSink};
 
+use super::by_subscription::BySubscription;
+
 pub(super) struct Outputs<T> {
     stage: Arc<str>,
     dispatcher: Box<dyn Dispatcher<T>>,
     buffer: Buffer<T, Infallible>,
-    consumers: FxHashMap<SubscriptionId, Box<dyn EventSink<T>>>,
+    consumers: BySubscription<Box<dyn EventSink<T>>>,
     /// Reused for every dispatch.
     deliveries: Deliveries<T>,
     /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
@@ -33,7 +33,7 @@ impl<T: Send + 'static> Outputs<T> {
             stage,
             dispatcher,
             buffer: Buffer::new(options),
-            consumers: FxHashMap::default(),
+            consumers: BySubscription::new(),
             deliveries: Vec::new(),
             had_consumers: false,
             events_out: 0,
@@ -67,7 +67,7 @@ impl<T: Send + 'static> Outputs<T> {
 
     /// A consumer left; returns new upstream demand.
     fn cancel(&mut self, sub: SubscriptionId) -> usize {
-        if self.consumers.remove(&sub).is_none() {
+        if self.consumers.remove(sub).is_none() {
             return 0;
         }
         let demand = self.dispatcher.cancel(sub);
@@ -76,10 +76,10 @@ impl<T: Send + 'static> Outputs<T> {
 
     /// A consumer asked; returns the upstream demand left once the buffer has served what it can.
     fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
-        if !self.consumers.contains_key(&sub) {
-            return 0;
-        }
         let upstream = self.dispatcher.ask(sub, demand);
+        if self.buffer.is_empty() {
+            return upstream;
+        }
         upstream.saturating_sub(self.drain_buffer())
     }
 
@@ -89,16 +89,26 @@ impl<T: Send + 'static> Outputs<T> {
         if events.is_empty() {
             return;
         }
-        let leftover = if self.buffer.is_empty() {
-            self.dispatch(events)
-        } else {
-            events
-        };
-        if !leftover.is_empty() {
-            let stored = self.buffer.store(leftover);
-            self.record_discarded(stored.discarded);
-            self.drain_buffer();
+        if !self.buffer.is_empty() {
+            self.store(events);
+            return;
         }
+        // The hot path: one consumer takes the whole batch.
+        if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
+            self.deliver(sub, events);
+            return;
+        }
+        let leftover = self.dispatch(events);
+        if !leftover.is_empty() {
+            self.store(leftover);
+        }
+    }
+
+    /// Buffers what no consumer could take, then serves what demand there is from the buffer.
+    fn store(&mut self, events: Vec<T>) {
+        let stored = self.buffer.store(events);
+        self.record_discarded(stored.discarded);
+        self.drain_buffer();
     }
 
     /// How many more events the consumers can take now (a producer_consumer handles input only
@@ -151,28 +161,31 @@ impl<T: Send + 'static> Outputs<T> {
 
     /// Dispatches and sends; returns what no consumer took.
     fn dispatch(&mut self, events: Vec<T>) -> Vec<T> {
-        let leftover = self.dispatcher.dispatch(events, &mut self.deliveries);
-        let mut gone = Vec::new();
-        for (sub, batch) in self.deliveries.drain(..) {
-            let len = batch.len() as u64;
-            match self
-                .consumers
-                .get(&sub)
-                .map(|consumer| consumer.send(sub, batch))
-            {
-                Some(Ok(())) => self.events_out += len,
-                // The consumer's task has ended: the events are lost with it, as in GenStage.
-                _ => {
-                    self.discarded += len;
-                    gone.push(sub);
-                }
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        let leftover = self.dispatcher.dispatch(events, &mut deliveries);
+        for (sub, batch) in deliveries.drain(..) {
+            self.deliver(sub, batch);
+        }
+        self.deliveries = deliveries;
+        leftover
+    }
+
+    /// Sends one batch to the consumer of `sub`.
+    fn deliver(&mut self, sub: SubscriptionId, batch: Vec<T>) {
+        let len = batch.len() as u64;
+        match self
+            .consumers
+            .get(sub)
+            .map(|consumer| consumer.send(sub, batch))
+        {
+            Some(Ok(())) => self.events_out += len,
+            // The consumer's task has ended: the events are lost with it, as in GenStage.
+            _ => {
+                self.discarded += len;
+                self.consumers.remove(sub);
+                self.dispatcher.cancel(sub);
             }
         }
-        for sub in gone {
-            self.consumers.remove(&sub);
-            self.dispatcher.cancel(sub);
-        }
-        leftover
     }
 
     fn record_discarded(&mut self, discarded: usize) {
