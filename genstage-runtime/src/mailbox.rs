@@ -11,9 +11,13 @@
 //! no lost wake-up: the receiver registers its waker in the same critical section in which it finds
 //! the queue empty, and a sender takes it in the same critical section in which it pushes.
 //!
+//! # Receiving
+//! A stage loop takes messages with `try_recv` and, when it finds none, waits with `ready`; the message
+//! itself never passes through a future's output, which on the hot path costs several copies of it.
+//!
 //! # Disconnection
-//! `send` fails, giving the message back, once the receiver is dropped. `recv` returns `None` once
-//! every sender is dropped and the queue is empty.
+//! `send` fails, giving the message back, once the receiver is dropped. `try_recv` says
+//! `Disconnected` once every sender is dropped and the queue is empty.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -131,23 +135,24 @@ impl<M> Drop for Sender<M> {
 }
 
 impl<M> Receiver<M> {
-    /// The next message, or `None` once every sender is gone and the queue is empty.
+    /// Waits until [`try_recv`](Self::try_recv) has an answer other than `Empty`: a message, or the
+    /// end of the queue.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a message is only taken when the future completes.
-    pub(crate) async fn recv(&mut self) -> Option<M> {
-        if let Some(message) = self.taken.pop_front() {
-            return Some(message);
+    /// Cancel safe: it takes nothing.
+    pub(crate) async fn ready(&mut self) {
+        if !self.taken.is_empty() {
+            return;
         }
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if !state.queue.is_empty() {
                 std::mem::swap(&mut state.queue, &mut self.taken);
-                return Poll::Ready(self.taken.pop_front());
+                return Poll::Ready(());
             }
             if state.senders == 0 {
-                return Poll::Ready(None);
+                return Poll::Ready(());
             }
             match &mut state.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -159,10 +164,16 @@ impl<M> Receiver<M> {
     }
 
     /// The next message if one is queued now.
+    #[inline]
     pub(crate) fn try_recv(&mut self) -> Result<M, TryRecvError> {
         if let Some(message) = self.taken.pop_front() {
             return Ok(message);
         }
+        self.take_queued()
+    }
+
+    /// Takes every queued message under one lock; returns the first.
+    fn take_queued(&mut self) -> Result<M, TryRecvError> {
         let mut state = self.shared.lock();
         std::mem::swap(&mut state.queue, &mut self.taken);
         match self.taken.pop_front() {
@@ -202,10 +213,21 @@ mod tests {
         }
     }
 
+    /// How a stage loop receives: `try_recv`, and `ready` while it finds the mailbox empty.
+    async fn recv<M>(receiver: &mut Receiver<M>) -> Option<M> {
+        loop {
+            match receiver.try_recv() {
+                Ok(message) => return Some(message),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => receiver.ready().await,
+            }
+        }
+    }
+
     fn poll_recv<M>(receiver: &mut Receiver<M>, waker: &Arc<CountingWaker>) -> Poll<Option<M>> {
         let waker = Waker::from(waker.clone());
         let mut cx = Context::from_waker(&waker);
-        let future = receiver.recv();
+        let future = recv(receiver);
         let mut future = std::pin::pin!(future);
         future.as_mut().poll(&mut cx)
     }
@@ -278,7 +300,7 @@ mod tests {
             .unwrap();
         let mut next = [0u64; SENDERS as usize];
         runtime.block_on(async {
-            while let Some((sender, i)) = rx.recv().await {
+            while let Some((sender, i)) = recv(&mut rx).await {
                 assert_eq!(i, next[sender as usize], "sender {sender} out of order");
                 next[sender as usize] += 1;
             }

@@ -69,17 +69,16 @@ pub(crate) async fn run_producer<P: Producer>(
         if outputs.abandoned() {
             break Exit::Cancelled(None);
         }
-        let mail = if owed > 0 && !parked && !exhausted {
-            match mailbox.try_recv() {
-                Ok(mail) => mail,
-                Err(TryRecvError::Empty) => continue,
-                Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
+        let mail = match mailbox.try_recv() {
+            Ok(mail) => mail,
+            Err(TryRecvError::Empty) => {
+                // Demand still owed goes back to `handle_demand` at once; otherwise wait.
+                if owed == 0 || parked || exhausted {
+                    mailbox.ready().await;
+                }
+                continue;
             }
-        } else {
-            match mailbox.recv().await {
-                Some(mail) => mail,
-                None => break Exit::Cancelled(None),
-            }
+            Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
         };
         let demand = match mail {
             Mail::Downstream(mail) => outputs.handle(mail),
@@ -140,8 +139,13 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if outputs.abandoned() {
             break Exit::Cancelled(None);
         }
-        let Some(mail) = mailbox.recv().await else {
-            break Exit::Cancelled(None);
+        let mail = match mailbox.try_recv() {
+            Ok(mail) => mail,
+            Err(TryRecvError::Empty) => {
+                mailbox.ready().await;
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
         };
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
@@ -189,8 +193,13 @@ pub(crate) async fn run_consumer<C: Consumer>(
         if inputs.exhausted() {
             break Exit::Finished;
         }
-        let Some(mail) = mailbox.recv().await else {
-            break Exit::Cancelled(None);
+        let mail = match mailbox.try_recv() {
+            Ok(mail) => mail,
+            Err(TryRecvError::Empty) => {
+                mailbox.ready().await;
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
         };
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
