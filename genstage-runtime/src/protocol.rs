@@ -95,6 +95,7 @@ pub(crate) trait ControlPort: Send + Sync {
 }
 
 impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> {
+    #[inline]
     fn ask(&self, sub: SubscriptionId, demand: usize) -> bool {
         self.send(Mail::Downstream(Downstream::Ask { sub, demand }))
             .is_ok()
@@ -102,6 +103,7 @@ impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> 
 }
 
 impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out> {
+    #[inline]
     fn send(&self, sub: SubscriptionId, events: Vec<In>) -> Result<(), Vec<In>> {
         Sender::send(self, Mail::Upstream(Upstream::Events { sub, events })).map_err(|mail| {
             match mail {

@@ -65,6 +65,7 @@ impl DemandDispatcher {
 
     /// The first consumer, the one with the most demand, was sent `n <= demand` events. Its entry
     /// moves down behind every entry with at least its new demand.
+    #[inline]
     fn serve_first(&mut self, n: usize) {
         let lowered = self.demands[0].0 - n;
         let to = 1 + self.demands[1..].partition_point(|&(d, _)| d >= lowered);

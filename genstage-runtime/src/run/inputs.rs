@@ -113,42 +113,36 @@ impl<T> Inputs<T> {
                 Queued::Events(..) if !handle_events => return None,
                 Queued::Events(sub, batches) => {
                     let sub = *sub;
-                    let step = match self.subscriptions.get_mut(sub) {
+                    let (events, demand) = match self.subscriptions.get_mut(sub) {
                         Some(subscription) => {
                             let size = subscription.demand.limits().batch_size();
-                            batches.next_batch(size).map(|events| {
-                                let demand = subscription.demand.on_batch(events.len());
-                                if demand.excess > 0 {
-                                    self.excess += demand.excess as u64;
-                                    warn_excess(&self.stage, sub, demand.excess);
-                                }
-                                Step::Handle {
-                                    sub,
-                                    events,
-                                    demand,
-                                }
-                            })
+                            let Some(events) = batches.next_batch(size) else {
+                                self.queue.pop_front();
+                                continue;
+                            };
+                            let demand = subscription.demand.on_batch(events.len());
+                            (events, demand)
                         }
                         // Events from a producer that has since gone: one last batch, no ask.
-                        None => Some(Step::Handle {
-                            sub,
-                            events: std::mem::replace(batches, Batches::new(Vec::new()))
-                                .into_rest(),
-                            demand: BatchDemand { excess: 0, ask: 0 },
-                        }),
+                        None => {
+                            let events = std::mem::replace(batches, Batches::new(Vec::new()));
+                            let demand = BatchDemand { excess: 0, ask: 0 };
+                            (events.into_rest(), demand)
+                        }
                     };
                     if batches.is_empty() {
                         self.queue.pop_front();
                     }
-                    match step {
-                        Some(step) => {
-                            if let Step::Handle { events, .. } = &step {
-                                self.events_in += events.len() as u64;
-                            }
-                            return Some(step);
-                        }
-                        None => continue,
+                    if demand.excess > 0 {
+                        self.excess += demand.excess as u64;
+                        warn_excess(&self.stage, sub, demand.excess);
                     }
+                    self.events_in += events.len() as u64;
+                    return Some(Step::Handle {
+                        sub,
+                        events,
+                        demand,
+                    });
                 }
                 Queued::Ended(..) => {
                     let Some(Queued::Ended(sub, reason)) = self.queue.pop_front() else {

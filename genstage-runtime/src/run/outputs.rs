@@ -171,6 +171,7 @@ impl<T: Send + 'static> Outputs<T> {
     }
 
     /// Sends one batch to the consumer of `sub`.
+    #[inline]
     fn deliver(&mut self, sub: SubscriptionId, batch: Vec<T>) {
         let len = batch.len() as u64;
         match self
