@@ -18,6 +18,23 @@ use crate::stage::{Consumer, Producer, ProducerConsumer};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
 
+/// The next message of a stage loop's mailbox. When none is queued, waits for one and `continue`s the
+/// loop, which first does whatever the wait made possible; when every sender is gone, `break`s it.
+/// A macro, not an async fn: the message must not pass through a future's output (see
+/// [`crate::mailbox`]).
+macro_rules! next_mail {
+    ($mailbox:ident) => {
+        match $mailbox.try_recv() {
+            Ok(mail) => mail,
+            Err(TryRecvError::Empty) => {
+                $mailbox.ready().await;
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
+        }
+    };
+}
+
 /// How a stage task ended.
 #[derive(Debug)]
 pub(crate) enum Exit {
@@ -139,14 +156,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if outputs.abandoned() {
             break Exit::Cancelled(None);
         }
-        let mail = match mailbox.try_recv() {
-            Ok(mail) => mail,
-            Err(TryRecvError::Empty) => {
-                mailbox.ready().await;
-                continue;
-            }
-            Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
-        };
+        let mail = next_mail!(mailbox);
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
             // Downstream demand reaches a producer_consumer as capacity, read above; the upstream
@@ -193,14 +203,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
         if inputs.exhausted() {
             break Exit::Finished;
         }
-        let mail = match mailbox.try_recv() {
-            Ok(mail) => mail,
-            Err(TryRecvError::Empty) => {
-                mailbox.ready().await;
-                continue;
-            }
-            Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
-        };
+        let mail = next_mail!(mailbox);
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
