@@ -27,7 +27,8 @@ use crate::error::PipelineError;
 use crate::mailbox::{mailbox, Receiver};
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::protocol::{
-    ControlPort, Downstream, EndReason, EventSink, Mail, Mailbox, ProducerPort, Upstream,
+    ControlPort, Downstream, EndReason, EventSink, Mail, Mailbox, ProducerPort, Subscribed,
+    Subscriber, Upstream,
 };
 use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{self, Exit, Outcome};
@@ -134,7 +135,9 @@ pub(crate) trait SinkPort<T>: Send + Sync {
 
 impl<In: Send + 'static, Out: Send + 'static> SourcePort<Out> for Mailbox<In, Out> {
     fn subscribe(&self, sub: SubscriptionId, consumer: Box<dyn EventSink<Out>>) {
-        let _ = self.send(Mail::Downstream(Downstream::Subscribe { sub, consumer }));
+        let _ = self.send(Mail::Downstream(Downstream::Subscribe(Box::new(
+            Subscriber { sub, consumer },
+        ))));
     }
     fn producer(&self) -> Arc<dyn ProducerPort> {
         Arc::new(self.clone())
@@ -152,12 +155,12 @@ impl<In: Send + 'static, Out: Send + 'static> SinkPort<In> for Mailbox<In, Out> 
         limits: DemandLimits,
         cancel: CancelMode,
     ) {
-        let _ = self.send(Mail::Upstream(Upstream::Subscribed {
+        let _ = self.send(Mail::Upstream(Upstream::Subscribed(Box::new(Subscribed {
             sub,
             producer,
             limits,
             cancel,
-        }));
+        }))));
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::demand::{BatchDemand, Batches, ConsumerDemand};
 use crate::dispatcher::SubscriptionId;
 use crate::options::CancelMode;
-use crate::protocol::{EndReason, ProducerPort, Upstream};
+use crate::protocol::{EndReason, ProducerPort, Subscribed, Upstream};
 
 use super::by_subscription::BySubscription;
 
@@ -64,12 +64,13 @@ impl<T> Inputs<T> {
     #[inline]
     pub(super) fn handle(&mut self, mail: Upstream<T>) {
         match mail {
-            Upstream::Subscribed {
-                sub,
-                producer,
-                limits,
-                cancel,
-            } => {
+            Upstream::Subscribed(subscribed) => {
+                let Subscribed {
+                    sub,
+                    producer,
+                    limits,
+                    cancel,
+                } = *subscribed;
                 // The pipeline has already queued the initial ask of `max_demand` behind the
                 // subscription, so that every consumer has demand before any event flows; only
                 // account for it here.

@@ -44,7 +44,9 @@ impl<T: Send + 'static> Outputs<T> {
     /// Takes in a message from downstream; returns new upstream demand.
     pub(super) fn handle(&mut self, mail: Downstream<T>) -> usize {
         match mail {
-            Downstream::Subscribe { sub, consumer } => self.subscribe(sub, consumer),
+            Downstream::Subscribe(subscriber) => {
+                self.subscribe(subscriber.sub, subscriber.consumer)
+            }
             Downstream::Ask { sub, demand } => self.ask(sub, demand),
             Downstream::Cancel { sub } => self.cancel(sub),
         }
