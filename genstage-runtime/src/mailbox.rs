@@ -28,12 +28,17 @@ struct State<M> {
     queue: VecDeque<M>,
     /// The receiver's waker while it waits on an empty queue.
     waker: Option<Waker>,
-    /// Live senders; when this drops to zero the receiver sees the end of the queue.
-    senders: usize,
+    /// Live senders; when this drops to zero the receiver sees the end of the queue. A `u32` keeps
+    /// `Shared` to one cache line; a pipeline holds a few senders per subscription.
+    senders: u32,
     /// Whether the receiver still exists: sends fail once it is gone.
     receiving: bool,
 }
 
+/// A sender and the receiver meet on this one cache line (a test keeps it to one): aligned, so that it
+/// shares its line with nothing else, and small, so that a send from another core misses once here,
+/// not twice (alternated runs of the seed benchmark on the multi-thread runtime: +2 to +8%).
+#[repr(align(64))]
 struct Shared<M> {
     state: Mutex<State<M>>,
 }
@@ -230,6 +235,14 @@ mod tests {
         let future = recv(receiver);
         let mut future = std::pin::pin!(future);
         future.as_mut().poll(&mut cx)
+    }
+
+    #[test]
+    fn a_mailbox_is_one_cache_line() {
+        assert_eq!(
+            std::mem::size_of::<Shared<crate::protocol::Mail<u64, u64>>>(),
+            64
+        );
     }
 
     #[test]
