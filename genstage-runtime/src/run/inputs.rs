@@ -64,32 +64,35 @@ impl<T> Inputs<T> {
     #[inline]
     pub(super) fn handle(&mut self, mail: Upstream<T>) {
         match mail {
-            Upstream::Subscribed(subscribed) => {
-                let Subscribed {
-                    sub,
-                    producer,
-                    limits,
-                    cancel,
-                } = *subscribed;
-                // The pipeline has already queued the initial ask of `max_demand` behind the
-                // subscription, so that every consumer has demand before any event flows; only
-                // account for it here.
-                let mut demand = ConsumerDemand::new(limits);
-                demand.initial_ask();
-                let subscription = Subscription {
-                    producer,
-                    demand,
-                    cancel,
-                };
-                self.subscriptions.insert(sub, subscription);
-                self.subscribed += 1;
-            }
+            Upstream::Subscribed(subscribed) => self.subscribe(*subscribed),
             Upstream::Events { sub, events } => {
                 self.queue
                     .push_back(Queued::Events(sub, Batches::new(events)));
             }
             Upstream::Ended { sub, reason } => self.queue.push_back(Queued::Ended(sub, reason)),
         }
+    }
+
+    /// Once per subscription: kept out of [`handle`](Self::handle), which runs once per batch.
+    #[cold]
+    fn subscribe(&mut self, subscribed: Subscribed) {
+        let Subscribed {
+            sub,
+            producer,
+            limits,
+            cancel,
+        } = subscribed;
+        // The pipeline has already queued the initial ask of `max_demand` behind the subscription,
+        // so that every consumer has demand before any event flows; only account for it here.
+        let mut demand = ConsumerDemand::new(limits);
+        demand.initial_ask();
+        let subscription = Subscription {
+            producer,
+            demand,
+            cancel,
+        };
+        self.subscriptions.insert(sub, subscription);
+        self.subscribed += 1;
     }
 
     /// Every producer has ended and every event received has been handed out.
