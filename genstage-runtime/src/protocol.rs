@@ -37,9 +37,10 @@ pub(crate) enum Mail<In, Out> {
 }
 
 // Events and asks are the hot messages: one per batch, copied into and out of a mailbox. The rare
-// subscription messages are boxed so that they do not set the size of every `Mail`: it is 32 bytes,
-// two to a cache line, where a subscription inline would make it 48 and cost the seed benchmark 6 to
-// 10% of its throughput on the multi-thread runtime. `a_mail_is_32_bytes` below keeps it so.
+// subscription messages are boxed so that they do not set the size of every `Mail`: on 64-bit
+// targets it is 32 bytes, two to a cache line, where a subscription inline would make it 48 and cost
+// the seed benchmark 6 to 10% of its throughput on the multi-thread runtime. `a_mail_is_32_bytes`
+// below keeps it so.
 
 /// What reaches a stage as a consumer.
 pub(crate) enum Upstream<In> {
@@ -141,6 +142,7 @@ mod tests {
 
     #[test]
     fn a_mail_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Mail<u64, String>>(), 32);
+        // At most: 32 on 64-bit targets, less on narrower ones.
+        assert!(std::mem::size_of::<Mail<u64, String>>() <= 32);
     }
 }
