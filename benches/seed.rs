@@ -28,8 +28,9 @@
 //!   hand on unbounded `tokio::sync::mpsc` channels: the counter emits what it was asked for, the
 //!   evens task handles batches of at most 500 only while the sum task has demand, asks 500 after
 //!   each batch and holds back what the sum task has not asked for, and the sum task asks 500 after
-//!   every 500 events. It separates the cost of GenStage's message pattern from the cost of
-//!   genstage's implementation of it;
+//!   every 500 events. It prices GenStage's message pattern apart from genstage's implementation
+//!   of it; an upper bound on the pattern's own price, since tokio's unbounded channel costs more
+//!   per message than genstage's mailbox;
 //! - `loop`: one thread counting up and summing the evens, each value passed through
 //!   `black_box` so that the compiler can neither vectorize the loop nor replace it by a formula.
 //!
