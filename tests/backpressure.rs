@@ -547,3 +547,50 @@ async fn producer_consumer_waits_for_demand_after_an_end_notice() {
         vec![(0..4).collect::<Vec<u64>>(), vec![4]]
     );
 }
+
+/// Records every batch it handles.
+struct Record(Arc<Mutex<Vec<Vec<u64>>>>);
+
+impl Consumer for Record {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.0.lock().unwrap().push(events);
+        Ok(())
+    }
+}
+
+/// With max_demand 1 every event waits for an ask at every hop, so each of the 2,000 events travels
+/// only if each ask reaches its stage: also an ask to a producer_consumer that waits with nothing to
+/// send, which takes it in when its next events arrive (see `mailbox`'s lazy messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_per_ask_through_a_chain_of_producer_consumers() {
+    const EVENTS: u64 = 2_000;
+    let meter = Meter::new(EVENTS);
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let producer = pipeline.add_producer_named("counter", counter(&meter, EVENTS, 0, 0));
+    let first = pipeline.add_producer_consumer_named("first", Forward);
+    let second = pipeline.add_producer_consumer_named("second", Forward);
+    let consumer = pipeline.add_consumer_named("record", Record(batches.clone()));
+    pipeline.subscribe_with(&producer, &first, demand(1, 0));
+    pipeline.subscribe_with(&first, &second, demand(1, 0));
+    pipeline.subscribe_with(&second, &consumer, demand(1, 0));
+
+    // The timeout only turns a lost ask, which would stall the pipeline, into a failure.
+    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("a lost ask stalled the pipeline")
+        .unwrap();
+
+    let batches = batches.lock().unwrap().clone();
+    let expected: Vec<Vec<u64>> = (0..EVENTS).map(|event| vec![event]).collect();
+    assert_eq!(batches, expected);
+    assert_eq!(meter.demands(), vec![1; EVENTS as usize]);
+    for stage in ["first", "second"] {
+        let stage = report.stage(stage).unwrap();
+        assert_eq!(
+            (stage.events_in, stage.events_out, stage.excess),
+            (EVENTS, EVENTS, 0)
+        );
+    }
+}

@@ -15,6 +15,15 @@
 //! A stage loop takes messages with `try_recv` and, when it finds none, waits with `ready`; the message
 //! itself never passes through a future's output, which on the hot path costs several copies of it.
 //!
+//! # Lazy messages
+//! A message sent with `send_lazy` wakes a waiting receiver only if it waits with `wake_on_lazy`;
+//! otherwise it stays queued, in order, until another message wakes the receiver. Asks are sent so:
+//! a producer_consumer with no input and no buffered output has nothing to do with an ask but count
+//! it, so it waits for events alone and takes the ask in before them. That spares it a wake-up and a
+//! round of its loop per ask; on the seed benchmark (2 cores, 20 alternated rounds of 30 runs) the
+//! workers parked 20% less, stole 45% less, and the median throughput rose 5% (393 vs 374 M
+//! events/s).
+//!
 //! # Disconnection
 //! `send` fails, giving the message back, once the receiver is dropped. `try_recv` says
 //! `Disconnected` once every sender is dropped and the queue is empty.
@@ -33,6 +42,8 @@ struct State<M> {
     senders: u32,
     /// Whether the receiver still exists: sends fail once it is gone.
     receiving: bool,
+    /// Whether lazy messages wake the receiver while it waits (see [`Sender::send_lazy`]).
+    wake_on_lazy: bool,
 }
 
 /// A sender and the receiver meet on this one cache line (a test keeps it to one): aligned, so that it
@@ -81,6 +92,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             waker: None,
             senders: 1,
             receiving: true,
+            wake_on_lazy: true,
         }),
     });
     (
@@ -97,13 +109,28 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
 impl<M> Sender<M> {
     /// Queues `message`, waking the receiver; gives it back when the receiver is gone.
     pub(crate) fn send(&self, message: M) -> Result<(), M> {
+        self.push(message, true)
+    }
+
+    /// Queues `message`, waking the receiver only if it waits with `wake_on_lazy` (see
+    /// [`Receiver::ready`]); otherwise the message waits for whatever wakes the receiver next, and is
+    /// taken in before anything queued after it. Gives it back when the receiver is gone.
+    pub(crate) fn send_lazy(&self, message: M) -> Result<(), M> {
+        self.push(message, false)
+    }
+
+    fn push(&self, message: M, wake: bool) -> Result<(), M> {
         let waker = {
             let mut state = self.shared.lock();
             if !state.receiving {
                 return Err(message);
             }
             state.queue.push_back(message);
-            state.waker.take()
+            if wake || state.wake_on_lazy {
+                state.waker.take()
+            } else {
+                None
+            }
         };
         // Woken outside the lock, so the receiver never finds it held.
         if let Some(waker) = waker {
@@ -141,12 +168,13 @@ impl<M> Drop for Sender<M> {
 
 impl<M> Receiver<M> {
     /// Waits until [`try_recv`](Self::try_recv) has an answer other than `Empty`: a message, or the
-    /// end of the queue.
+    /// end of the queue. While it waits, messages sent with [`Sender::send_lazy`] wake it only if
+    /// `wake_on_lazy`.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it takes nothing.
-    pub(crate) async fn ready(&mut self) {
+    pub(crate) async fn ready(&mut self, wake_on_lazy: bool) {
         if !self.taken.is_empty() {
             return;
         }
@@ -163,6 +191,7 @@ impl<M> Receiver<M> {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
             }
+            state.wake_on_lazy = wake_on_lazy;
             Poll::Pending
         })
         .await
@@ -224,7 +253,7 @@ mod tests {
             match receiver.try_recv() {
                 Ok(message) => return Some(message),
                 Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => receiver.ready().await,
+                Err(TryRecvError::Empty) => receiver.ready(true).await,
             }
         }
     }
@@ -235,6 +264,52 @@ mod tests {
         let future = recv(receiver);
         let mut future = std::pin::pin!(future);
         future.as_mut().poll(&mut cx)
+    }
+
+    /// Polls `ready` once.
+    fn poll_ready<M>(
+        receiver: &mut Receiver<M>,
+        waker: &Arc<CountingWaker>,
+        wake_on_lazy: bool,
+    ) -> Poll<()> {
+        let waker = Waker::from(waker.clone());
+        let mut cx = Context::from_waker(&waker);
+        let future = receiver.ready(wake_on_lazy);
+        let mut future = std::pin::pin!(future);
+        future.as_mut().poll(&mut cx)
+    }
+
+    #[test]
+    fn a_lazy_send_waits_for_the_next_eager_one_and_keeps_its_place() {
+        let (tx, mut rx) = mailbox();
+        let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        assert_eq!(poll_ready(&mut rx, &waker, false), Poll::Pending);
+        tx.send_lazy(1).unwrap();
+        tx.send_lazy(2).unwrap();
+        assert_eq!(waker.0.load(Ordering::SeqCst), 0);
+        tx.send(3).unwrap();
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_ready(&mut rx, &waker, false), Poll::Ready(()));
+        let got: Vec<i32> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
+        assert_eq!(got, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_lazy_send_wakes_a_receiver_that_waits_for_it() {
+        let (tx, mut rx) = mailbox();
+        let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        assert_eq!(poll_ready(&mut rx, &waker, true), Poll::Pending);
+        tx.send_lazy(1).unwrap();
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_ready(&mut rx, &waker, false), Poll::Ready(()));
+        assert_eq!(rx.try_recv(), Ok(1));
+    }
+
+    #[test]
+    fn a_lazy_send_fails_once_the_receiver_is_gone() {
+        let (tx, rx) = mailbox();
+        drop(rx);
+        assert_eq!(tx.send_lazy(5), Err(5));
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub(crate) type Mailbox<In, Out> = Sender<Mail<In, Out>>;
 
 /// What a consumer holds of its producer: a way to ask and to cancel, whatever the event types.
 pub(crate) trait ProducerPort: Send + Sync {
-    /// Sends an ask; `false` when the producer is gone.
+    /// Sends an ask, lazily: it wakes a producer_consumer only when that stage has input or output
+    /// waiting for demand (see [`crate::mailbox`]); `false` when the producer is gone.
     fn ask(&self, sub: SubscriptionId, demand: usize) -> bool;
 }
 
@@ -108,7 +109,7 @@ pub(crate) trait ControlPort: Send + Sync {
 impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> {
     #[inline]
     fn ask(&self, sub: SubscriptionId, demand: usize) -> bool {
-        self.send(Mail::Downstream(Downstream::Ask { sub, demand }))
+        self.send_lazy(Mail::Downstream(Downstream::Ask { sub, demand }))
             .is_ok()
     }
 }

@@ -95,6 +95,11 @@ impl<T> Inputs<T> {
         self.subscribed += 1;
     }
 
+    /// Nothing received is waiting to be handed out.
+    pub(super) fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Every producer has ended and every event received has been handed out.
     pub(super) fn exhausted(&self) -> bool {
         self.subscribed > 0 && self.subscriptions.is_empty() && self.queue.is_empty()

@@ -23,11 +23,11 @@ use outputs::Outputs;
 /// A macro, not an async fn: the message must not pass through a future's output (see
 /// [`crate::mailbox`]).
 macro_rules! next_mail {
-    ($mailbox:ident) => {
+    ($mailbox:ident, wake_on_ask: $wake_on_ask:expr) => {
         match $mailbox.try_recv() {
             Ok(mail) => mail,
             Err(TryRecvError::Empty) => {
-                $mailbox.ready().await;
+                $mailbox.ready($wake_on_ask).await;
                 continue;
             }
             Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
@@ -91,7 +91,8 @@ pub(crate) async fn run_producer<P: Producer>(
             Err(TryRecvError::Empty) => {
                 // Demand still owed goes back to `handle_demand` at once; otherwise wait.
                 if owed == 0 || parked || exhausted {
-                    mailbox.ready().await;
+                    // An ask is what sets a producer going again.
+                    mailbox.ready(true).await;
                 }
                 continue;
             }
@@ -156,7 +157,10 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if outputs.abandoned() {
             break Exit::Cancelled(None);
         }
-        let mail = next_mail!(mailbox);
+        // An ask only matters to a producer_consumer with input or output waiting for demand; one
+        // with neither takes it in when events next wake it, before them, and is spared a wake-up
+        // and a round of its loop per ask.
+        let mail = next_mail!(mailbox, wake_on_ask: !inputs.is_idle() || outputs.buffered() > 0);
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
             // Downstream demand reaches a producer_consumer as capacity, read above; the upstream
@@ -203,7 +207,8 @@ pub(crate) async fn run_consumer<C: Consumer>(
         if inputs.exhausted() {
             break Exit::Finished;
         }
-        let mail = next_mail!(mailbox);
+        // A consumer is never asked.
+        let mail = next_mail!(mailbox, wake_on_ask: true);
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
