@@ -258,12 +258,16 @@ mod tests {
         }
     }
 
-    fn poll_recv<M>(receiver: &mut Receiver<M>, waker: &Arc<CountingWaker>) -> Poll<Option<M>> {
+    /// Polls `future` once with `waker`.
+    fn poll_once<F: Future>(future: F, waker: &Arc<CountingWaker>) -> Poll<F::Output> {
         let waker = Waker::from(waker.clone());
         let mut cx = Context::from_waker(&waker);
-        let future = recv(receiver);
         let mut future = std::pin::pin!(future);
         future.as_mut().poll(&mut cx)
+    }
+
+    fn poll_recv<M>(receiver: &mut Receiver<M>, waker: &Arc<CountingWaker>) -> Poll<Option<M>> {
+        poll_once(recv(receiver), waker)
     }
 
     /// Polls `ready` once.
@@ -272,11 +276,7 @@ mod tests {
         waker: &Arc<CountingWaker>,
         wake_on_lazy: bool,
     ) -> Poll<()> {
-        let waker = Waker::from(waker.clone());
-        let mut cx = Context::from_waker(&waker);
-        let future = receiver.ready(wake_on_lazy);
-        let mut future = std::pin::pin!(future);
-        future.as_mut().poll(&mut cx)
+        poll_once(receiver.ready(wake_on_lazy), waker)
     }
 
     #[test]
