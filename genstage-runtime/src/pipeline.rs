@@ -555,7 +555,7 @@ impl Pipeline {
             // subscription has its demand in place before any event flows, so the first consumer to
             // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
             // for that).
-            producer.ask(sub, limits.max());
+            drop(producer.ask(sub, limits.max()));
             sink.port.subscribed(sub, producer, limits, cancel);
         });
         self.edges.push(Edge {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
-use crate::mailbox::Sender;
+use crate::mailbox::{DeferredWake, Sender};
 use crate::options::CancelMode;
 
 /// Why a producer ended, as told to its consumers.
@@ -87,15 +87,23 @@ pub(crate) type Mailbox<In, Out> = Sender<Mail<In, Out>>;
 
 /// What a consumer holds of its producer: a way to ask and to cancel, whatever the event types.
 pub(crate) trait ProducerPort: Send + Sync {
-    /// Sends an ask, lazily: it wakes a producer_consumer only when that stage has input or output
-    /// waiting for demand (see [`crate::mailbox`]); `false` when the producer is gone.
-    fn ask(&self, sub: SubscriptionId, demand: usize) -> bool;
+    /// Sends an ask, lazily: a producer_consumer is owed a wake-up only when it has input or output
+    /// waiting for demand (see [`crate::mailbox`]). Returns the wake-up owed, if any, for the caller
+    /// to give (by dropping it) or to hand off with the events it sends next; nothing is owed when the
+    /// producer is gone.
+    fn ask(&self, sub: SubscriptionId, demand: usize) -> DeferredWake;
 }
 
 /// What a producer holds of a consumer: where its events go.
 pub(crate) trait EventSink<T>: Send {
-    /// Sends one batch; gives it back when the consumer is gone.
-    fn send(&self, sub: SubscriptionId, events: Vec<T>) -> Result<(), Vec<T>>;
+    /// Sends one batch, handing off `hand_off` to the consumer if it takes it (see
+    /// [`crate::mailbox`]); gives the batch back when the consumer is gone.
+    fn send(
+        &self,
+        sub: SubscriptionId,
+        events: Vec<T>,
+        hand_off: &mut DeferredWake,
+    ) -> Result<(), Vec<T>>;
 }
 
 /// What the pipeline holds of every stage: its control notices, whatever the event types.
@@ -108,21 +116,25 @@ pub(crate) trait ControlPort: Send + Sync {
 
 impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> {
     #[inline]
-    fn ask(&self, sub: SubscriptionId, demand: usize) -> bool {
+    fn ask(&self, sub: SubscriptionId, demand: usize) -> DeferredWake {
         self.send_lazy(Mail::Downstream(Downstream::Ask { sub, demand }))
-            .is_ok()
+            .unwrap_or_default()
     }
 }
 
 impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out> {
     #[inline]
-    fn send(&self, sub: SubscriptionId, events: Vec<In>) -> Result<(), Vec<In>> {
-        Sender::send(self, Mail::Upstream(Upstream::Events { sub, events })).map_err(|mail| {
-            match mail {
+    fn send(
+        &self,
+        sub: SubscriptionId,
+        events: Vec<In>,
+        hand_off: &mut DeferredWake,
+    ) -> Result<(), Vec<In>> {
+        self.send_handing_off(Mail::Upstream(Upstream::Events { sub, events }), hand_off)
+            .map_err(|mail| match mail {
                 Mail::Upstream(Upstream::Events { events, .. }) => events,
                 _ => Vec::new(),
-            }
-        })
+            })
     }
 }
 

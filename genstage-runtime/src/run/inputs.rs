@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::demand::{BatchDemand, Batches, ConsumerDemand};
 use crate::dispatcher::SubscriptionId;
+use crate::mailbox::DeferredWake;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Subscribed, Upstream};
 
@@ -170,12 +171,15 @@ impl<T> Inputs<T> {
         }
     }
 
-    /// Sends the ask a handled batch earned.
-    pub(super) fn ask(&self, sub: SubscriptionId, demand: BatchDemand) {
-        if demand.ask > 0 {
-            if let Some(subscription) = self.subscriptions.get(sub) {
-                subscription.producer.ask(sub, demand.ask);
-            }
+    /// Sends the ask a handled batch earned; returns the wake-up it owes the producer, given when
+    /// dropped (see [`crate::mailbox`]).
+    pub(super) fn ask(&self, sub: SubscriptionId, demand: BatchDemand) -> DeferredWake {
+        if demand.ask == 0 {
+            return DeferredWake::default();
+        }
+        match self.subscriptions.get(sub) {
+            Some(subscription) => subscription.producer.ask(sub, demand.ask),
+            None => DeferredWake::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::buffer::Buffer;
 use crate::dispatcher::{Deliveries, Dispatcher, SubscriptionId};
+use crate::mailbox::DeferredWake;
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EventSink};
 
@@ -17,6 +18,9 @@ pub(super) struct Outputs<T> {
     consumers: BySubscription<Box<dyn EventSink<T>>>,
     /// Reused for every dispatch.
     deliveries: Deliveries<T>,
+    /// A wake-up owed to this stage's producer while [`emit_handing_off`](Self::emit_handing_off)
+    /// runs, for the first consumer it wakes to take (see [`crate::mailbox`]).
+    hand_off: DeferredWake,
     /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
     had_consumers: bool,
     pub(super) events_out: u64,
@@ -35,6 +39,7 @@ impl<T: Send + 'static> Outputs<T> {
             buffer: Buffer::new(options),
             consumers: BySubscription::new(),
             deliveries: Vec::new(),
+            hand_off: DeferredWake::default(),
             had_consumers: false,
             events_out: 0,
             discarded: 0,
@@ -83,6 +88,14 @@ impl<T: Send + 'static> Outputs<T> {
             return upstream;
         }
         upstream.saturating_sub(self.drain_buffer())
+    }
+
+    /// Like [`emit`](Self::emit), and hands `producer`, a wake-up owed to this stage's producer, to
+    /// the first consumer the events wake and that takes it; gives it when none does.
+    pub(super) fn emit_handing_off(&mut self, events: Vec<T>, producer: DeferredWake) {
+        self.hand_off = producer;
+        self.emit(events);
+        drop(std::mem::take(&mut self.hand_off));
     }
 
     /// Sends `events` to consumers with demand and buffers the rest. Buffered events always go first,
@@ -179,7 +192,7 @@ impl<T: Send + 'static> Outputs<T> {
         match self
             .consumers
             .get(sub)
-            .map(|consumer| consumer.send(sub, batch))
+            .map(|consumer| consumer.send(sub, batch, &mut self.hand_off))
         {
             Some(Ok(())) => self.events_out += len,
             // The consumer's task has ended: the events are lost with it, as in GenStage.
