@@ -303,9 +303,11 @@ impl<M> Receiver<M> {
         }
         poll_fn(|cx| {
             let mut state = self.shared.lock();
+            // A hand-off is given at the receiver's first lock after it was left, which also frees
+            // the slot for the receiver's own waker below.
+            let hand_off = state.take_hand_off();
             if !state.queue.is_empty() || state.senders == 0 {
                 std::mem::swap(&mut state.queue, &mut self.taken);
-                let hand_off = state.take_hand_off();
                 drop(state);
                 if let Some(hand_off) = hand_off {
                     hand_off.wake();
@@ -320,6 +322,10 @@ impl<M> Receiver<M> {
             state.wake_on_lazy = wake_on_lazy;
             if let Some(since) = self.busy_since.take() {
                 state.quick = since.elapsed() <= QUICK_SPELL;
+            }
+            drop(state);
+            if let Some(hand_off) = hand_off {
+                hand_off.wake();
             }
             Poll::Pending
         })
