@@ -74,9 +74,9 @@ mod stage;
 /// | `producer_consumer` | `handle_events(&mut self, events: Vec<I>)` | `Vec<O>`, `Result<Vec<O>, E>` |
 /// | `consumer` | `handle_events(&mut self, events: Vec<I>)` | `()`, `Result<(), E>` |
 ///
-/// `E` is anything that converts into `genstage::StageError` (any `std::error::Error + Send + Sync
-/// + 'static`, `String`, `&str`), and the `Result` may be an alias such as `StageResult<Vec<T>>`
-/// or `std::io::Result<()>`. A returned `Vec<T>` means "more to come"; a producer ends by returning
+/// `E` is anything that converts into `genstage::StageError` (any
+/// `std::error::Error + Send + Sync + 'static`, `String`, `&str`), and the `Result` may be an alias
+/// such as `StageResult<Vec<T>>` or `std::io::Result<()>`. A returned `Vec<T>` means "more to come"; a producer ends by returning
 /// `Emit::last(events)`.
 ///
 /// # Options

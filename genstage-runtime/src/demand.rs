@@ -5,7 +5,7 @@
 //! to `min_demand` or below, the consumer asks for enough to refill it to `max_demand`. The ask is sent
 //! *after* the batch has been handled, so a slow consumer slows its producer.
 //!
-//! Everything here is plain data: the tokio loops in [`crate::run`] call it.
+//! Everything here is plain data: the tokio loops (the runtime's private `run` module) call it.
 
 use std::vec;
 
