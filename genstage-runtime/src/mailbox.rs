@@ -218,11 +218,7 @@ impl<M> Sender<M> {
             return self.send(message);
         }
         let waker = {
-            let mut state = self.shared.lock();
-            if !state.receiving {
-                return Err(message);
-            }
-            state.queue.push_back(message);
+            let mut state = self.enqueue(message)?;
             let waker = state.take_receiver_waker();
             if waker.is_some() && state.quick {
                 state.waker = hand_off.0.take();
@@ -250,16 +246,24 @@ impl<M> Sender<M> {
     /// Queues `message`; returns the receiver's waker if the message is to wake it.
     #[inline]
     fn push(&self, message: M, eager: bool) -> Result<Option<Waker>, M> {
-        let mut state = self.shared.lock();
-        if !state.receiving {
-            return Err(message);
-        }
-        state.queue.push_back(message);
+        let mut state = self.enqueue(message)?;
         Ok(if eager || state.wake_on_lazy {
             state.take_receiver_waker()
         } else {
             None
         })
+    }
+
+    /// Queues `message` and returns the lock still held, for the caller to take what wakes the
+    /// receiver; gives the message back when the receiver is gone.
+    #[inline]
+    fn enqueue(&self, message: M) -> Result<MutexGuard<'_, State<M>>, M> {
+        let mut state = self.shared.lock();
+        if !state.receiving {
+            return Err(message);
+        }
+        state.queue.push_back(message);
+        Ok(state)
     }
 }
 
