@@ -1,0 +1,970 @@
+//! Chaos: thousands of random pipelines, each of which must end, account for every event it emitted,
+//! and deliver none twice.
+//!
+//! A seed makes a [`Topology`]: 1–3 producers, 0–2 producer_consumers and 1–4 consumers, wired with
+//! fan-in and fan-out, each edge with its own `max_demand`, `min_demand` and cancel mode. Each stage
+//! follows a plan: producers emit exactly, fewer or more events than asked, return empty batches, or
+//! take their events from a channel that a spawned task feeds late; some stall for ever on a channel
+//! nobody feeds, but only where faults make every consumer of theirs leave. Faults are an `Err` or a
+//! panic in any callback, at a random call.
+//!
+//! Every run must end within [`TIME_BOUND`]. Events are unique `(producer, seq)` ids; the stages record
+//! what they emit and handle in a [`Ledger`], and the run is checked against it: no event handled
+//! twice, the report's counts match the ledger's, the report balances (`emitted = handled + discarded
+//! + lost`), and a run in which no fault struck succeeds and delivers everything.
+//!
+//! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
+//! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
+//! - `CHAOS_SEED=1234`: only that seed, printed topology and all, `CHAOS_REPEAT` times (default 20),
+//!   since the schedule of a run is not deterministic even when its plan is;
+//! - `CHAOS_KEEP_GOING=1`: do not stop at the first failing seed, list them all.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::Duration;
+
+use genstage::{
+    BufferKeep, CancelMode, Consumer, ConsumerRef, Emit, Pipeline, PipelineError, Producer,
+    ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, StageResult,
+    StageStatus, SubscribeOptions,
+};
+use tokio::sync::mpsc;
+
+/// A run that has not ended after this long hangs. The runs take milliseconds.
+const TIME_BOUND: Duration = Duration::from_secs(5);
+
+/// An event: the index of the producer that emitted it, and its sequence number there.
+type Event = (usize, u64);
+
+/// Marks the panics this test injects, so that the panic hook keeps them quiet.
+const INJECTED: &str = "chaos: injected panic";
+
+// ---------------------------------------------------------------------------------------------
+// Seeds
+
+/// SplitMix64: a seed is all a run needs to be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// `true` with probability `percent` / 100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.range(0, items.len() - 1)]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fault {
+    Error,
+    Panic,
+}
+
+/// A fault that strikes at the `at`-th call of a stage's callback (counting from 1).
+#[derive(Debug, Clone, Copy)]
+struct Strike {
+    at: usize,
+    fault: Fault,
+}
+
+/// How many events a producer emits for one `handle_demand(demand)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Shape {
+    /// Exactly `demand`.
+    Exact,
+    /// `max(1, demand / d)`: the runtime asks again for the rest.
+    Fewer(usize),
+    /// `demand + extra`: the excess is buffered.
+    More(usize),
+    /// An empty batch every `k`-th call, `demand` otherwise.
+    EmptyEvery(usize),
+}
+
+/// Where a producer's events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    /// It has them all at once, and ends with `Emit::last`.
+    Ready,
+    /// A task spawned beside the pipeline feeds them through a channel, in chunks and with pauses; the
+    /// producer awaits the channel when it has none left, and ends when the channel closes.
+    Late,
+    /// It has them all at once, then awaits a channel that nobody ever feeds: it never ends by
+    /// itself. Only planned where every consumer of it fails.
+    Stall,
+}
+
+#[derive(Debug, Clone)]
+struct ProducerPlan {
+    events: u64,
+    source: Source,
+    shape: Shape,
+    /// Ends with an empty `Emit::last` after its final events, rather than with them.
+    last_separately: bool,
+    /// A small buffer that may overflow, instead of the default 10 000 events.
+    buffer: Option<(usize, BufferKeep)>,
+    strike: Option<Strike>,
+}
+
+#[derive(Debug, Clone)]
+struct MiddlePlan {
+    /// Drops the events whose `seq` is a multiple of this.
+    filter: Option<u64>,
+    strike: Option<Strike>,
+}
+
+#[derive(Debug, Clone)]
+struct ConsumerPlan {
+    /// Yields to the scheduler in every `n`-th batch.
+    yield_every: Option<usize>,
+    strike: Option<Strike>,
+}
+
+/// A stage of the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Node {
+    Producer(usize),
+    Middle(usize),
+    Consumer(usize),
+}
+
+#[derive(Debug, Clone)]
+struct EdgePlan {
+    from: Node,
+    to: Node,
+    max_demand: usize,
+    min_demand: usize,
+    cancel: CancelMode,
+}
+
+/// A random pipeline and what each of its stages does.
+#[derive(Debug, Clone)]
+struct Topology {
+    seed: u64,
+    producers: Vec<ProducerPlan>,
+    middles: Vec<MiddlePlan>,
+    consumers: Vec<ConsumerPlan>,
+    edges: Vec<EdgePlan>,
+}
+
+impl Topology {
+    fn generate(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let producers = (0..rng.range(1, 3))
+            .map(|_| ProducerPlan::generate(&mut rng))
+            .collect();
+        let middles = (0..rng.range(0, 2))
+            .map(|_| MiddlePlan {
+                filter: rng.chance(25).then(|| rng.range(2, 5) as u64),
+                strike: None,
+            })
+            .collect();
+        let consumers = (0..rng.range(1, 4))
+            .map(|_| ConsumerPlan {
+                yield_every: rng.chance(30).then(|| rng.range(1, 3)),
+                strike: None,
+            })
+            .collect();
+        let mut topology = Topology {
+            seed,
+            producers,
+            middles,
+            consumers,
+            edges: Vec::new(),
+        };
+        topology.wire(&mut rng);
+        topology.plan_faults(&mut rng);
+        topology
+    }
+
+    /// Every stage that consumes subscribes to 1–3 stages upstream of it (fan-in); every stage that
+    /// emits gets at least one consumer, and often several (fan-out). Producer_consumers feed only
+    /// later ones, so there is no cycle.
+    fn wire(&mut self, rng: &mut Rng) {
+        let producers: Vec<Node> = (0..self.producers.len()).map(Node::Producer).collect();
+        let middles: Vec<Node> = (0..self.middles.len()).map(Node::Middle).collect();
+        let consumers = (0..self.consumers.len()).map(Node::Consumer);
+        let sinks: Vec<Node> = middles.iter().copied().chain(consumers).collect();
+        let upstream_of = |sink: Node| -> Vec<Node> {
+            let before = match sink {
+                Node::Middle(i) => i,
+                _ => usize::MAX,
+            };
+            let earlier = middles[..before.min(middles.len())].iter();
+            producers.iter().chain(earlier).copied().collect()
+        };
+        let mut pairs: Vec<(Node, Node)> = Vec::new();
+        for &sink in &sinks {
+            let mut candidates = upstream_of(sink);
+            for _ in 0..rng.range(1, 3).min(candidates.len()) {
+                let from = candidates.remove(rng.range(0, candidates.len() - 1));
+                pairs.push((from, sink));
+            }
+        }
+        for &source in producers.iter().chain(&middles) {
+            if !pairs.iter().any(|&(from, _)| from == source) {
+                let takers: Vec<Node> = sinks
+                    .iter()
+                    .copied()
+                    .filter(|&sink| upstream_of(sink).contains(&source))
+                    .collect();
+                pairs.push((source, rng.pick(&takers)));
+            }
+        }
+        self.edges = pairs
+            .into_iter()
+            .map(|(from, to)| {
+                let max_demand = match rng.range(0, 9) {
+                    0 => rng.range(1, 4),
+                    1..=5 => rng.range(5, 50),
+                    _ => rng.range(51, 300),
+                };
+                let min_demand = match rng.range(0, 4) {
+                    0 => 0,
+                    1 => max_demand - 1,
+                    _ => rng.range(0, max_demand - 1),
+                };
+                let cancel = rng.pick(&[
+                    CancelMode::Permanent,
+                    CancelMode::Transient,
+                    CancelMode::Temporary,
+                ]);
+                EdgePlan {
+                    from,
+                    to,
+                    max_demand,
+                    min_demand,
+                    cancel,
+                }
+            })
+            .collect();
+    }
+
+    /// No fault in 40% of the runs, one or two elsewhere, on any stage. A stalling producer gets
+    /// enough events that each of its consumers reaches its fault, which strikes within 3 batches.
+    fn plan_faults(&mut self, rng: &mut Rng) {
+        let faults = match rng.range(0, 9) {
+            0..=3 => 0,
+            4..=7 => 1,
+            _ => 2,
+        };
+        let strike = |rng: &mut Rng, latest: usize| Strike {
+            at: rng.range(1, latest),
+            fault: rng.pick(&[Fault::Error, Fault::Panic]),
+        };
+        for _ in 0..faults {
+            let stages = self.producers.len() + self.middles.len() + self.consumers.len();
+            let mut target = rng.range(0, stages - 1);
+            let planned = Some(strike(rng, 8));
+            if target < self.producers.len() {
+                self.producers[target].strike = planned;
+                continue;
+            }
+            target -= self.producers.len();
+            if target < self.middles.len() {
+                self.middles[target].strike = planned;
+                continue;
+            }
+            self.consumers[target - self.middles.len()].strike = planned;
+        }
+        if faults == 0 || !rng.chance(30) {
+            return;
+        }
+        let staller = rng.range(0, self.producers.len() - 1);
+        let mut events = 0;
+        let takers: Vec<(Node, usize)> = self
+            .edges
+            .iter()
+            .filter(|e| e.from == Node::Producer(staller))
+            .map(|e| (e.to, e.max_demand))
+            .collect();
+        for (to, max_demand) in takers {
+            let planned = strike(rng, 3);
+            // A consumer that has handled `k - 1` batches has been sent at most `k * max_demand`.
+            events += planned.at * max_demand;
+            match to {
+                Node::Middle(i) => self.middles[i].strike = Some(planned),
+                Node::Consumer(i) => self.consumers[i].strike = Some(planned),
+                Node::Producer(_) => unreachable!("producers consume nothing"),
+            }
+        }
+        let plan = &mut self.producers[staller];
+        plan.source = Source::Stall;
+        plan.events = (events + rng.range(0, 50)) as u64;
+        plan.buffer = None;
+    }
+
+    fn has_stall(&self) -> bool {
+        self.producers.iter().any(|p| p.source == Source::Stall)
+    }
+
+    fn has_empty_batches(&self) -> bool {
+        self.producers
+            .iter()
+            .any(|p| matches!(p.shape, Shape::EmptyEvery(_)))
+    }
+}
+
+impl ProducerPlan {
+    fn generate(rng: &mut Rng) -> Self {
+        let events = match rng.range(0, 9) {
+            0 => 0,
+            1 => rng.range(1, 5) as u64,
+            _ => rng.range(20, 400) as u64,
+        };
+        let shape = match rng.range(0, 9) {
+            0..=2 => Shape::Exact,
+            3..=5 => Shape::Fewer(rng.range(2, 8)),
+            6 | 7 => Shape::More(rng.range(1, 40)),
+            _ => Shape::EmptyEvery(rng.range(2, 6)),
+        };
+        ProducerPlan {
+            events,
+            source: if rng.chance(20) {
+                Source::Late
+            } else {
+                Source::Ready
+            },
+            shape,
+            last_separately: rng.chance(20),
+            buffer: rng
+                .chance(8)
+                .then(|| (rng.range(1, 60), rng.pick(&[BufferKeep::First, BufferKeep::Last]))),
+            strike: None,
+        }
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {}:", self.seed)?;
+        for (i, p) in self.producers.iter().enumerate() {
+            write!(f, "  P{i}: {} events, {:?}, {:?}", p.events, p.source, p.shape)?;
+            if p.last_separately {
+                write!(f, ", empty Emit::last")?;
+            }
+            if let Some((size, keep)) = p.buffer {
+                write!(f, ", buffer {size} keep {keep:?}")?;
+            }
+            writeln!(f, "{}", StrikeText(p.strike))?;
+        }
+        for (i, m) in self.middles.iter().enumerate() {
+            write!(f, "  M{i}: producer_consumer")?;
+            if let Some(n) = m.filter {
+                write!(f, ", drops seq % {n} == 0")?;
+            }
+            writeln!(f, "{}", StrikeText(m.strike))?;
+        }
+        for (i, c) in self.consumers.iter().enumerate() {
+            write!(f, "  C{i}: consumer")?;
+            if let Some(n) = c.yield_every {
+                write!(f, ", yields every {n} batches")?;
+            }
+            writeln!(f, "{}", StrikeText(c.strike))?;
+        }
+        for e in &self.edges {
+            writeln!(
+                f,
+                "  {} -> {}: max_demand {}, min_demand {}, {:?}",
+                e.from, e.to, e.max_demand, e.min_demand, e.cancel
+            )?;
+        }
+        Ok(())
+    }
+}
+
+struct StrikeText(Option<Strike>);
+
+impl fmt::Display for StrikeText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(Strike { at, fault }) => write!(f, ", {fault:?} at call {at}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Producer(i) => write!(f, "P{i}"),
+            Node::Middle(i) => write!(f, "M{i}"),
+            Node::Consumer(i) => write!(f, "C{i}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the stages record
+
+/// What the stages did, as they saw it, by stage name.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Events each producer or producer_consumer returned from its callback.
+    emitted: HashMap<String, u64>,
+    /// Events each consumer or producer_consumer handled successfully.
+    handled: HashMap<String, u64>,
+    /// Every `(stage, event)` handled successfully: an event handled twice by one stage is a
+    /// duplicate.
+    seen: HashSet<(String, Event)>,
+    /// Events handled successfully by consumers, which are the ends of the pipeline.
+    delivered: HashSet<Event>,
+    /// Events producer_consumers filtered out.
+    dropped: HashSet<Event>,
+    duplicates: Vec<(String, Event)>,
+    /// The stages whose fault struck.
+    struck: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Ledger>>;
+
+fn lock(ledger: &Shared) -> MutexGuard<'_, Ledger> {
+    // A panicking stage never holds the lock, but a failed assertion elsewhere might.
+    ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Ledger {
+    fn handle(&mut self, stage: &str, events: &[Event]) {
+        *self.handled.entry(stage.to_owned()).or_default() += events.len() as u64;
+        for &event in events {
+            if !self.seen.insert((stage.to_owned(), event)) {
+                self.duplicates.push((stage.to_owned(), event));
+            }
+        }
+    }
+
+    fn emit(&mut self, stage: &str, count: usize) {
+        *self.emitted.entry(stage.to_owned()).or_default() += count as u64;
+    }
+}
+
+/// Counts calls and fires the planned fault at its call.
+struct Fuse {
+    stage: String,
+    calls: usize,
+    strike: Option<Strike>,
+    ledger: Shared,
+}
+
+impl Fuse {
+    fn burn(&mut self) -> StageResult<()> {
+        self.calls += 1;
+        match self.strike {
+            Some(Strike { at, fault }) if at == self.calls => {
+                lock(&self.ledger).struck.push(self.stage.clone());
+                match fault {
+                    Fault::Error => Err(format!("{} failed at call {at}", self.stage).into()),
+                    Fault::Panic => panic!("{INJECTED} in {} at call {at}", self.stage),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stages
+
+/// Where a [`Chaotic`] producer takes its events from.
+enum Supply {
+    Ready,
+    /// Events sent by the feeder and not yet emitted; `None` once the channel has closed.
+    Late(mpsc::UnboundedReceiver<u64>, u64),
+    /// Never sent anything: its sender lives until the run ends.
+    Stall(mpsc::UnboundedReceiver<()>),
+}
+
+struct Chaotic {
+    tag: usize,
+    plan: ProducerPlan,
+    supply: Supply,
+    /// The next sequence number; `0..next` have been emitted.
+    next: u64,
+    fuse: Fuse,
+}
+
+impl Producer for Chaotic {
+    type Output = Event;
+
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<Event>> {
+        self.fuse.burn()?;
+        let want = match self.plan.shape {
+            Shape::Exact => demand,
+            Shape::Fewer(d) => (demand / d).max(1),
+            Shape::More(extra) => demand + extra,
+            Shape::EmptyEvery(k) if self.fuse.calls % k == 0 => 0,
+            Shape::EmptyEvery(_) => demand,
+        };
+        let (available, closed) = match &mut self.supply {
+            Supply::Ready => (self.plan.events - self.next, true),
+            Supply::Late(feed, stock) => {
+                if *stock == 0 && want > 0 {
+                    match feed.recv().await {
+                        Some(chunk) => *stock += chunk,
+                        None => return Ok(Emit::last(Vec::new())),
+                    }
+                }
+                (*stock, false)
+            }
+            Supply::Stall(never) => {
+                if self.next == self.plan.events && want > 0 {
+                    never.recv().await;
+                    return Err("the never-fed channel closed".into());
+                }
+                (self.plan.events - self.next, false)
+            }
+        };
+        let count = (want as u64).min(available);
+        if let Supply::Late(_, stock) = &mut self.supply {
+            *stock -= count;
+        }
+        let events: Vec<Event> = (self.next..self.next + count)
+            .map(|seq| (self.tag, seq))
+            .collect();
+        self.next += count;
+        lock(&self.fuse.ledger).emit(&self.fuse.stage, events.len());
+        let at_end = closed && self.next == self.plan.events;
+        let last = at_end && (!self.plan.last_separately || events.is_empty());
+        Ok(Emit { events, last })
+    }
+
+    fn producer_options(&self) -> ProducerOptions {
+        match self.plan.buffer {
+            Some((size, keep)) => ProducerOptions::for_producer()
+                .buffer_size(size)
+                .buffer_keep(keep),
+            None => ProducerOptions::for_producer(),
+        }
+    }
+}
+
+/// Feeds a late producer its events in chunks of 1–50, with a yield or a 1 ms sleep between them.
+async fn feed(mut rng: Rng, mut events: u64, feeder: mpsc::UnboundedSender<u64>) {
+    while events > 0 {
+        if rng.chance(15) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        let chunk = (rng.range(1, 50) as u64).min(events);
+        if feeder.send(chunk).is_err() {
+            return;
+        }
+        events -= chunk;
+    }
+}
+
+/// A producer_consumer that passes events on, but for those its filter drops.
+struct Middle {
+    filter: Option<u64>,
+    fuse: Fuse,
+}
+
+impl ProducerConsumer for Middle {
+    type Input = Event;
+    type Output = Event;
+
+    async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<Vec<Event>> {
+        self.fuse.burn()?;
+        let mut ledger = lock(&self.fuse.ledger);
+        ledger.handle(&self.fuse.stage, &events);
+        let (kept, dropped): (Vec<Event>, Vec<Event>) = events
+            .into_iter()
+            .partition(|e| self.filter.is_none_or(|n| e.1 % n != 0));
+        ledger.dropped.extend(dropped);
+        ledger.emit(&self.fuse.stage, kept.len());
+        Ok(kept)
+    }
+}
+
+struct Sink {
+    yield_every: Option<usize>,
+    fuse: Fuse,
+}
+
+impl Consumer for Sink {
+    type Input = Event;
+
+    async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<()> {
+        self.fuse.burn()?;
+        if self.yield_every.is_some_and(|n| self.fuse.calls % n == 0) {
+            tokio::task::yield_now().await;
+        }
+        let mut ledger = lock(&self.fuse.ledger);
+        ledger.handle(&self.fuse.stage, &events);
+        for &event in &events {
+            if !ledger.delivered.insert(event) {
+                ledger.duplicates.push(("delivered".to_owned(), event));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a topology
+
+enum SourceRef {
+    Producer(ProducerRef<Event>),
+    Middle(ProducerConsumerRef<Event, Event>),
+}
+
+enum SinkRef {
+    Middle(ProducerConsumerRef<Event, Event>),
+    Consumer(ConsumerRef<Event>),
+}
+
+/// What the run left behind: its result, and the senders that must outlive it.
+struct Built {
+    pipeline: Pipeline,
+    /// The senders of the stalling producers' channels: kept, never used.
+    never: Vec<mpsc::UnboundedSender<()>>,
+}
+
+fn build(topology: &Topology, ledger: &Shared) -> Built {
+    let fuse = |stage: String, strike: Option<Strike>| Fuse {
+        stage,
+        calls: 0,
+        strike,
+        ledger: ledger.clone(),
+    };
+    let mut pipeline = Pipeline::new();
+    let mut never = Vec::new();
+    let mut sources: HashMap<Node, SourceRef> = HashMap::new();
+    let mut sinks: HashMap<Node, SinkRef> = HashMap::new();
+    for (tag, plan) in topology.producers.iter().enumerate() {
+        let supply = match plan.source {
+            Source::Ready => Supply::Ready,
+            Source::Late => {
+                let (feeder, feed_rx) = mpsc::unbounded_channel();
+                let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
+                tokio::spawn(feed(rng, plan.events, feeder));
+                Supply::Late(feed_rx, 0)
+            }
+            Source::Stall => {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                never.push(sender);
+                Supply::Stall(receiver)
+            }
+        };
+        let name = Node::Producer(tag).to_string();
+        let stage = Chaotic {
+            tag,
+            plan: plan.clone(),
+            supply,
+            next: 0,
+            fuse: fuse(name.clone(), plan.strike),
+        };
+        let handle = pipeline.add_producer_named(name, stage);
+        sources.insert(Node::Producer(tag), SourceRef::Producer(handle));
+    }
+    for (i, plan) in topology.middles.iter().enumerate() {
+        let name = Node::Middle(i).to_string();
+        let stage = Middle {
+            filter: plan.filter,
+            fuse: fuse(name.clone(), plan.strike),
+        };
+        let handle = pipeline.add_producer_consumer_named(name, stage);
+        sources.insert(Node::Middle(i), SourceRef::Middle(handle.clone()));
+        sinks.insert(Node::Middle(i), SinkRef::Middle(handle));
+    }
+    for (i, plan) in topology.consumers.iter().enumerate() {
+        let name = Node::Consumer(i).to_string();
+        let stage = Sink {
+            yield_every: plan.yield_every,
+            fuse: fuse(name.clone(), plan.strike),
+        };
+        let handle = pipeline.add_consumer_named(name, stage);
+        sinks.insert(Node::Consumer(i), SinkRef::Consumer(handle));
+    }
+    for edge in &topology.edges {
+        let options = SubscribeOptions::new()
+            .max_demand(edge.max_demand)
+            .min_demand(edge.min_demand)
+            .cancel(edge.cancel);
+        let p = &mut pipeline;
+        match (&sources[&edge.from], &sinks[&edge.to]) {
+            (SourceRef::Producer(from), SinkRef::Middle(to)) => p.subscribe_with(from, to, options),
+            (SourceRef::Producer(from), SinkRef::Consumer(to)) => {
+                p.subscribe_with(from, to, options)
+            }
+            (SourceRef::Middle(from), SinkRef::Middle(to)) => p.subscribe_with(from, to, options),
+            (SourceRef::Middle(from), SinkRef::Consumer(to)) => p.subscribe_with(from, to, options),
+        };
+    }
+    Built { pipeline, never }
+}
+
+/// Runs one topology within [`TIME_BOUND`] and checks what it did; the error says what went wrong.
+async fn run_one(topology: &Topology) -> Result<(), String> {
+    let ledger = Shared::default();
+    let Built { pipeline, never } = build(topology, &ledger);
+    let result = tokio::time::timeout(TIME_BOUND, pipeline.run()).await;
+    drop(never);
+    let result = result.map_err(|_| format!("hang: no end within {TIME_BOUND:?}"))?;
+    let ledger = std::mem::take(&mut *lock(&ledger));
+    check(topology, &result, &ledger)
+}
+
+/// Fails with `message` unless `condition` holds.
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+fn check(
+    topology: &Topology,
+    result: &Result<Report, PipelineError>,
+    ledger: &Ledger,
+) -> Result<(), String> {
+    ensure!(
+        ledger.duplicates.is_empty(),
+        "events handled twice: {:?}",
+        &ledger.duplicates[..ledger.duplicates.len().min(10)]
+    );
+    for &(tag, seq) in &ledger.delivered {
+        let emitted = ledger.emitted.get(&format!("P{tag}")).copied().unwrap_or(0);
+        ensure!(
+            seq < emitted,
+            "({tag}, {seq}) delivered but P{tag} emitted only {emitted}"
+        );
+    }
+    let struck = !ledger.struck.is_empty();
+    ensure!(
+        result.is_err() == struck,
+        "faults struck: {:?}, but run() returned {:?}",
+        ledger.struck,
+        result.as_ref().map(|_| "Ok").map_err(|e| e.to_string())
+    );
+    let Some(report) = report_of(result) else {
+        return Ok(());
+    };
+    let mut handled = 0;
+    let mut discarded = 0;
+    for stage in &report.stages {
+        let own = ledger.handled.get(&stage.name).copied().unwrap_or(0);
+        ensure!(
+            stage.events_in == own,
+            "{}: the report says {} events in, the stage handled {own}",
+            stage.name,
+            stage.events_in
+        );
+        if !struck {
+            ensure!(
+                stage.status == StageStatus::Finished,
+                "{} did not finish without a fault: {:?}",
+                stage.name,
+                stage.status
+            );
+        }
+        handled += stage.events_in;
+        discarded += stage.discarded;
+    }
+    let emitted: u64 = ledger.emitted.values().sum();
+    let lost = lost_of(report);
+    ensure!(
+        emitted == handled + discarded + lost,
+        "unbalanced: emitted {emitted} != handled {handled} + discarded {discarded} + lost {lost}"
+    );
+    if !struck {
+        ensure!(lost == 0, "{lost} events lost without a fault");
+        let from_producers: u64 = (0..topology.producers.len())
+            .map(|tag| ledger.emitted.get(&format!("P{tag}")).copied().unwrap_or(0))
+            .sum();
+        let ends = (ledger.delivered.len() + ledger.dropped.len()) as u64;
+        ensure!(
+            from_producers == ends + discarded,
+            "producers emitted {from_producers}, consumers got {} and producer_consumers dropped \
+             {}, {discarded} discarded",
+            ledger.delivered.len(),
+            ledger.dropped.len()
+        );
+    }
+    Ok(())
+}
+
+// Adapter until the report of issue 12 item 4 lands: a failed run carries no report yet, and a
+// stage's report has no `lost`.
+fn report_of(result: &Result<Report, PipelineError>) -> Option<&Report> {
+    result.as_ref().ok()
+}
+
+fn lost_of(_report: &Report) -> u64 {
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+fn env(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value} is not a number")),
+    )
+}
+
+/// Keeps the injected panics off stderr; any other panic is printed as usual.
+fn quiet_injected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied());
+            if !message.is_some_and(|m| m.starts_with(INJECTED)) {
+                default(info);
+            }
+        }));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_pipelines_end_and_account_for_every_event() {
+    quiet_injected_panics();
+    let seeds: Vec<u64> = match env("CHAOS_SEED") {
+        Some(seed) => {
+            println!("{}", Topology::generate(seed));
+            vec![seed; env("CHAOS_REPEAT").unwrap_or(20) as usize]
+        }
+        None => {
+            let first = env("CHAOS_FIRST").unwrap_or(0);
+            (first..first + env("CHAOS_RUNS").unwrap_or(2_000)).collect()
+        }
+    };
+    let keep_going = env("CHAOS_KEEP_GOING").is_some_and(|v| v != 0);
+    let mut failures = Vec::new();
+    for &seed in &seeds {
+        let topology = Topology::generate(seed);
+        if let Err(failure) = run_one(&topology).await {
+            println!("FAILED {failure}\n{topology}");
+            failures.push((seed, failure));
+            if !keep_going {
+                break;
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs failed (replay one with CHAOS_SEED=<seed>): {failures:?}",
+        failures.len(),
+        seeds.len()
+    );
+}
+
+/// The generator covers what the chaos test promises, in its first 2 000 seeds.
+#[test]
+fn the_first_seeds_cover_every_kind_of_chaos() {
+    let topologies: Vec<Topology> = (0..2_000).map(Topology::generate).collect();
+    let count = |what: &dyn Fn(&Topology) -> bool| topologies.iter().filter(|t| what(t)).count();
+    let mut missing = Vec::new();
+    let mut expect = |name: &str, n: usize| {
+        if n < 20 {
+            missing.push(format!("{name}: {n}"));
+        }
+    };
+    for n in 1..=3 {
+        expect(&format!("{n} producers"), count(&|t| t.producers.len() == n));
+    }
+    for n in 0..=2 {
+        expect(&format!("{n} middles"), count(&|t| t.middles.len() == n));
+    }
+    for n in 1..=4 {
+        expect(&format!("{n} consumers"), count(&|t| t.consumers.len() == n));
+    }
+    let fan_in = |t: &Topology| {
+        let mut sinks = t.edges.iter().map(|e| e.to).collect::<Vec<_>>();
+        sinks.sort_by_key(|n| n.to_string());
+        sinks.windows(2).any(|w| w[0] == w[1])
+    };
+    let fan_out = |t: &Topology| {
+        let mut sources = t.edges.iter().map(|e| e.from).collect::<Vec<_>>();
+        sources.sort_by_key(|n| n.to_string());
+        sources.windows(2).any(|w| w[0] == w[1])
+    };
+    expect("fan-in", count(&fan_in));
+    expect("fan-out", count(&fan_out));
+    expect("middle feeding a middle", count(&|t| {
+        t.edges
+            .iter()
+            .any(|e| matches!((e.from, e.to), (Node::Middle(_), Node::Middle(_))))
+    }));
+    for source in [Source::Ready, Source::Late, Source::Stall] {
+        expect(&format!("{source:?}"), count(&|t| {
+            t.producers.iter().any(|p| p.source == source)
+        }));
+    }
+    expect("stall", count(&Topology::has_stall));
+    expect("empty batches", count(&Topology::has_empty_batches));
+    for shape in ["Exact", "Fewer", "More", "EmptyEvery"] {
+        expect(shape, count(&|t| {
+            t.producers
+                .iter()
+                .any(|p| format!("{:?}", p.shape).starts_with(shape))
+        }));
+    }
+    expect("small buffer", count(&|t| t.producers.iter().any(|p| p.buffer.is_some())));
+    expect("no fault", count(&|t| {
+        t.producers.iter().all(|p| p.strike.is_none())
+            && t.middles.iter().all(|m| m.strike.is_none())
+            && t.consumers.iter().all(|c| c.strike.is_none())
+    }));
+    for fault in [Fault::Error, Fault::Panic] {
+        let struck = |s: &Option<Strike>| s.is_some_and(|s| s.fault == fault);
+        expect(&format!("{fault:?} in a producer"), count(&|t| {
+            t.producers.iter().any(|p| struck(&p.strike))
+        }));
+        expect(&format!("{fault:?} in a producer_consumer"), count(&|t| {
+            t.middles.iter().any(|m| struck(&m.strike))
+        }));
+        expect(&format!("{fault:?} in a consumer"), count(&|t| {
+            t.consumers.iter().any(|c| struck(&c.strike))
+        }));
+    }
+    for cancel in [
+        CancelMode::Permanent,
+        CancelMode::Transient,
+        CancelMode::Temporary,
+    ] {
+        expect(&format!("{cancel:?} edge out of a faulty stage"), count(&|t| {
+            t.edges.iter().any(|e| {
+                e.cancel == cancel
+                    && match e.from {
+                        Node::Producer(i) => t.producers[i].strike.is_some(),
+                        Node::Middle(i) => t.middles[i].strike.is_some(),
+                        Node::Consumer(_) => false,
+                    }
+            })
+        }));
+    }
+    assert!(missing.is_empty(), "too rare in 2 000 seeds: {missing:?}");
+}
