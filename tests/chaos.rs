@@ -8,7 +8,7 @@
 //! nobody feeds, but only where faults make every consumer of theirs leave. Faults are an `Err` or a
 //! panic in any callback, at a random call.
 //!
-//! Every run must end within [`TIME_BOUND`]. Events are unique `(producer, seq)` ids; the stages record
+//! Every run must end within [`time_bound`]. Events are unique `(producer, seq)` ids; the stages record
 //! what they emit and handle in a [`Ledger`], and the run is checked against it: no event handled
 //! twice, the report's counts match the ledger's, the report balances (`emitted = handled + discarded
 //! + lost`), and a run in which no fault struck succeeds and delivers everything.
@@ -17,7 +17,8 @@
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
 //! - `CHAOS_SEED=1234`: only that seed, printed topology and all, `CHAOS_REPEAT` times (default 20),
 //!   since the schedule of a run is not deterministic even when its plan is;
-//! - `CHAOS_KEEP_GOING=1`: do not stop at the first failing seed, list them all.
+//! - `CHAOS_KEEP_GOING=1`: do not stop at the first failing seed, list them all;
+//! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -31,8 +32,11 @@ use genstage::{
 };
 use tokio::sync::mpsc;
 
-/// A run that has not ended after this long hangs. The runs take milliseconds.
-const TIME_BOUND: Duration = Duration::from_secs(5);
+/// A run that has not ended after this long hangs (`CHAOS_TIMEOUT_MS` overrides it). The runs take
+/// milliseconds.
+fn time_bound() -> Duration {
+    Duration::from_millis(env("CHAOS_TIMEOUT_MS").unwrap_or(5_000))
+}
 
 /// An event: the index of the producer that emitted it, and its sequence number there.
 type Event = (usize, u64);
@@ -112,7 +116,7 @@ enum Source {
     /// producer awaits the channel when it has none left, and ends when the channel closes.
     Late,
     /// It has them all at once, then awaits a channel that nobody ever feeds: it never ends by
-    /// itself. Only planned where every consumer of it fails.
+    /// itself. Only planned where every consumer of it leaves (see [`Topology::plan_faults`]).
     Stall,
 }
 
@@ -235,35 +239,11 @@ impl Topology {
         }
         self.edges = pairs
             .into_iter()
-            .map(|(from, to)| {
-                let max_demand = match rng.range(0, 9) {
-                    0 => rng.range(1, 4),
-                    1..=5 => rng.range(5, 50),
-                    _ => rng.range(51, 300),
-                };
-                let min_demand = match rng.range(0, 4) {
-                    0 => 0,
-                    1 => max_demand - 1,
-                    _ => rng.range(0, max_demand - 1),
-                };
-                let cancel = rng.pick(&[
-                    CancelMode::Permanent,
-                    CancelMode::Transient,
-                    CancelMode::Temporary,
-                ]);
-                EdgePlan {
-                    from,
-                    to,
-                    max_demand,
-                    min_demand,
-                    cancel,
-                }
-            })
+            .map(|(from, to)| EdgePlan::generate(rng, from, to))
             .collect();
     }
 
-    /// No fault in 40% of the runs, one or two elsewhere, on any stage. A stalling producer gets
-    /// enough events that each of its consumers reaches its fault, which strikes within 3 batches.
+    /// No fault in 40% of the runs, one or two elsewhere, on any stage, at one of its first 8 calls.
     fn plan_faults(&mut self, rng: &mut Rng) {
         let faults = match rng.range(0, 9) {
             0..=3 => 0,
@@ -289,31 +269,34 @@ impl Topology {
             }
             self.consumers[target - self.middles.len()].strike = planned;
         }
-        if faults == 0 || !rng.chance(30) {
+        if faults == 0 || self.producers.len() < 2 || !rng.chance(35) {
             return;
         }
+        // A producer stalls after a few events, and every consumer of it leaves because another
+        // producer, which it is not subscribed to temporarily, fails at its first call.
         let staller = rng.range(0, self.producers.len() - 1);
-        let mut events = 0;
-        let takers: Vec<(Node, usize)> = self
+        let fuse = (staller + rng.range(1, self.producers.len() - 1)) % self.producers.len();
+        let plan = &mut self.producers[staller];
+        plan.source = Source::Stall;
+        plan.events = rng.range(0, 30) as u64;
+        self.producers[fuse].strike = Some(strike(rng, 1));
+        let takers: Vec<Node> = self
             .edges
             .iter()
             .filter(|e| e.from == Node::Producer(staller))
-            .map(|e| (e.to, e.max_demand))
+            .map(|e| e.to)
             .collect();
-        for (to, max_demand) in takers {
-            let planned = strike(rng, 3);
-            // A consumer that has handled `k - 1` batches has been sent at most `k * max_demand`.
-            events += planned.at * max_demand;
-            match to {
-                Node::Middle(i) => self.middles[i].strike = Some(planned),
-                Node::Consumer(i) => self.consumers[i].strike = Some(planned),
-                Node::Producer(_) => unreachable!("producers consume nothing"),
+        for to in takers {
+            let cancel = rng.pick(&[CancelMode::Permanent, CancelMode::Transient]);
+            let from = Node::Producer(fuse);
+            match self.edges.iter_mut().find(|e| e.from == from && e.to == to) {
+                Some(edge) => edge.cancel = cancel,
+                None => self.edges.push(EdgePlan {
+                    cancel,
+                    ..EdgePlan::generate(rng, from, to)
+                }),
             }
         }
-        let plan = &mut self.producers[staller];
-        plan.source = Source::Stall;
-        plan.events = (events + rng.range(0, 50)) as u64;
-        plan.buffer = None;
     }
 
     fn has_stall(&self) -> bool {
@@ -324,6 +307,162 @@ impl Topology {
         self.producers
             .iter()
             .any(|p| matches!(p.shape, Shape::EmptyEvery(_)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shrinking a failing topology
+
+impl Topology {
+    /// Every stage that emits has a consumer, every stage that consumes has a producer, and every
+    /// consumer of a stalling producer leaves: it is subscribed, not temporarily, to a producer that
+    /// fails at its first call.
+    fn is_valid(&self) -> bool {
+        let nodes = (0..self.producers.len())
+            .map(Node::Producer)
+            .chain((0..self.middles.len()).map(Node::Middle))
+            .chain((0..self.consumers.len()).map(Node::Consumer));
+        let wired = nodes.clone().all(|node| {
+            let feeds = self.edges.iter().any(|e| e.from == node);
+            let fed = self.edges.iter().any(|e| e.to == node);
+            match node {
+                Node::Producer(_) => feeds,
+                Node::Middle(_) => feeds && fed,
+                Node::Consumer(_) => fed,
+            }
+        });
+        let fuses = |to: Node| {
+            self.edges.iter().any(|e| {
+                e.to == to
+                    && e.cancel != CancelMode::Temporary
+                    && matches!(e.from, Node::Producer(i)
+                        if self.producers[i].strike.is_some_and(|s| s.at == 1))
+            })
+        };
+        let stalls_end = self.edges.iter().all(|e| match e.from {
+            Node::Producer(i) if self.producers[i].source == Source::Stall => fuses(e.to),
+            _ => true,
+        });
+        !self.producers.is_empty() && !self.consumers.is_empty() && wired && stalls_end
+    }
+
+    /// This topology without `node` and its edges.
+    fn without(&self, node: Node) -> Topology {
+        let mut t = self.clone();
+        match node {
+            Node::Producer(i) => drop(t.producers.remove(i)),
+            Node::Middle(i) => drop(t.middles.remove(i)),
+            Node::Consumer(i) => drop(t.consumers.remove(i)),
+        }
+        let renumber = |n: Node| match (n, node) {
+            (Node::Producer(i), Node::Producer(gone))
+            | (Node::Middle(i), Node::Middle(gone))
+            | (Node::Consumer(i), Node::Consumer(gone)) => match i.cmp(&gone) {
+                std::cmp::Ordering::Less => Some(n),
+                std::cmp::Ordering::Equal => None,
+                std::cmp::Ordering::Greater => Some(match n {
+                    Node::Producer(_) => Node::Producer(i - 1),
+                    Node::Middle(_) => Node::Middle(i - 1),
+                    Node::Consumer(_) => Node::Consumer(i - 1),
+                }),
+            },
+            _ => Some(n),
+        };
+        t.edges = self
+            .edges
+            .iter()
+            .filter_map(|e| {
+                Some(EdgePlan {
+                    from: renumber(e.from)?,
+                    to: renumber(e.to)?,
+                    ..e.clone()
+                })
+            })
+            .collect();
+        t
+    }
+
+    /// Valid topologies one step simpler than this one, the biggest steps first.
+    fn simplifications(&self) -> Vec<Topology> {
+        let mut out = Vec::new();
+        for i in 0..self.producers.len() {
+            out.push(self.without(Node::Producer(i)));
+        }
+        for i in 0..self.middles.len() {
+            out.push(self.without(Node::Middle(i)));
+        }
+        for i in 0..self.consumers.len() {
+            out.push(self.without(Node::Consumer(i)));
+        }
+        for i in 0..self.edges.len() {
+            let mut t = self.clone();
+            t.edges.remove(i);
+            out.push(t);
+        }
+        let mut step = |change: &dyn Fn(&mut Topology)| {
+            let mut t = self.clone();
+            change(&mut t);
+            out.push(t);
+        };
+        for i in 0..self.producers.len() {
+            step(&|t| t.producers[i].strike = None);
+            step(&|t| t.producers[i].events /= 2);
+            step(&|t| t.producers[i].events = t.producers[i].events.saturating_sub(1));
+            step(&|t| t.producers[i].shape = Shape::Exact);
+            step(&|t| t.producers[i].last_separately = false);
+            step(&|t| t.producers[i].buffer = None);
+            step(&|t| {
+                if t.producers[i].source == Source::Late {
+                    t.producers[i].source = Source::Ready;
+                }
+            });
+        }
+        for i in 0..self.middles.len() {
+            step(&|t| t.middles[i].strike = None);
+            step(&|t| t.middles[i].filter = None);
+        }
+        for i in 0..self.consumers.len() {
+            step(&|t| t.consumers[i].strike = None);
+            step(&|t| t.consumers[i].yield_every = None);
+        }
+        for i in 0..self.edges.len() {
+            step(&|t| {
+                let e = &mut t.edges[i];
+                e.max_demand = (e.max_demand / 2).max(1);
+                e.min_demand = e.min_demand.min(e.max_demand - 1);
+            });
+            step(&|t| t.edges[i].min_demand /= 2);
+            step(&|t| t.edges[i].cancel = CancelMode::Permanent);
+        }
+        out.retain(|t| t.is_valid() && t.to_string() != self.to_string());
+        out
+    }
+}
+
+impl EdgePlan {
+    fn generate(rng: &mut Rng, from: Node, to: Node) -> Self {
+        let max_demand = match rng.range(0, 9) {
+            0 => rng.range(1, 4),
+            1..=5 => rng.range(5, 50),
+            _ => rng.range(51, 300),
+        };
+        let min_demand = match rng.range(0, 4) {
+            0 => 0,
+            1 => max_demand - 1,
+            _ => rng.range(0, max_demand - 1),
+        };
+        let cancel = rng.pick(&[
+            CancelMode::Permanent,
+            CancelMode::Transient,
+            CancelMode::Temporary,
+        ]);
+        EdgePlan {
+            from,
+            to,
+            max_demand,
+            min_demand,
+            cancel,
+        }
     }
 }
 
@@ -717,13 +856,14 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     Built { pipeline, never }
 }
 
-/// Runs one topology within [`TIME_BOUND`] and checks what it did; the error says what went wrong.
+/// Runs one topology within [`time_bound`] and checks what it did; the error says what went wrong.
 async fn run_one(topology: &Topology) -> Result<(), String> {
     let ledger = Shared::default();
     let Built { pipeline, never } = build(topology, &ledger);
-    let result = tokio::time::timeout(TIME_BOUND, pipeline.run()).await;
+    let bound = time_bound();
+    let result = tokio::time::timeout(bound, pipeline.run()).await;
     drop(never);
-    let result = result.map_err(|_| format!("hang: no end within {TIME_BOUND:?}"))?;
+    let result = result.map_err(|_| format!("hang: no end within {bound:?}"))?;
     let ledger = std::mem::take(&mut *lock(&ledger));
     check(topology, &result, &ledger)
 }
@@ -879,6 +1019,44 @@ async fn random_pipelines_end_and_account_for_every_event() {
         failures.len(),
         seeds.len()
     );
+}
+
+/// A tool, not a test: `CHAOS_SEED=<seed> cargo test --test chaos shrink -- --ignored --nocapture`
+/// prints the simplest topology, one step at a time from the seed's, whose runs still fail the same
+/// way (the same first word: `hang`, `unbalanced`, …) at least once in `CHAOS_REPEAT` runs (default
+/// 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a tool: shrinks the topology of a failing CHAOS_SEED"]
+async fn shrink() {
+    quiet_injected_panics();
+    let seed = env("CHAOS_SEED").expect("set CHAOS_SEED to the seed to shrink");
+    let tries = env("CHAOS_REPEAT").unwrap_or(10);
+    let fails = |topology: Topology| async move {
+        for _ in 0..tries {
+            if let Err(failure) = run_one(&topology).await {
+                return Some(failure);
+            }
+        }
+        None
+    };
+    let mut topology = Topology::generate(seed);
+    let Some(failure) = fails(topology.clone()).await else {
+        panic!("seed {seed} did not fail in {tries} runs");
+    };
+    let kind = |failure: &str| failure.split(':').next().unwrap_or("").to_owned();
+    println!("seed {seed} fails with {failure}\n{topology}");
+    'shrinking: loop {
+        for simpler in topology.simplifications() {
+            if let Some(f) = fails(simpler.clone()).await {
+                if kind(&f) == kind(&failure) {
+                    topology = simpler;
+                    continue 'shrinking;
+                }
+            }
+        }
+        break;
+    }
+    println!("shrunk to:\n{topology}");
 }
 
 /// The generator covers what the chaos test promises, in its first 2 000 seeds.
