@@ -36,10 +36,10 @@ mod stream;
 pub use error::{DemandError, PipelineError, StageError};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
-    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, StageId,
+    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, Stage, StageId,
 };
 pub use report::{Report, StageReport, StageStatus};
-pub use stage::{Consumer, Emit, Producer, ProducerConsumer, Stage, StageResult};
+pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 
 #[doc(hidden)]
 pub mod __private;
