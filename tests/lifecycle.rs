@@ -403,7 +403,9 @@ async fn failing_stage_is_reported_by_name() {
         let error = fail_one(stage, Fault::Error).await;
         assert_eq!(error.stage(), stage);
         match &error {
-            PipelineError::StageFailed { stage: name, error } => {
+            PipelineError::StageFailed {
+                stage: name, error, ..
+            } => {
                 assert_eq!(name, stage);
                 assert_eq!(error.to_string(), format!("{what} failed"));
             }
@@ -430,6 +432,7 @@ async fn panicking_stage_is_reported_by_name() {
             PipelineError::StagePanicked {
                 stage: name,
                 message,
+                ..
             } => {
                 assert_eq!(name, stage);
                 assert_eq!(message, &format!("{what} panicked"));

@@ -24,6 +24,7 @@ pub mod buffer;
 pub mod demand;
 pub mod dispatcher;
 mod error;
+mod event_path;
 mod mailbox;
 mod options;
 mod pipeline;
@@ -38,7 +39,7 @@ pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
     ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, Stage, StageId,
 };
-pub use report::{Report, StageReport, StageStatus};
+pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 
 #[doc(hidden)]

@@ -8,25 +8,31 @@ use crate::dispatcher::SubscriptionId;
 use crate::error::PipelineError;
 use crate::protocol::EndReason;
 use crate::report::{Report, StageReport, StageStatus};
-use crate::run::{Exit, Outcome};
+use crate::run::{panic_message, Exit, Outcome};
 
 use super::Pipeline;
 
 impl Pipeline {
     /// Runs every stage to completion.
     ///
-    /// Must be called from within a tokio runtime; each stage runs as its own task.
+    /// Must be awaited within a tokio runtime with its time driver enabled (as `#[tokio::main]` and
+    /// `#[tokio::test]` make it); each stage runs as its own task.
     ///
     /// # Errors
     ///
-    /// A wiring mistake ([`PipelineError::NoConsumer`], [`PipelineError::NoProducer`],
-    /// [`PipelineError::Cycle`], [`PipelineError::InvalidSubscription`]) before anything runs; then
-    /// the first stage that failed or panicked.
+    /// [`PipelineError::NoRuntime`] outside a tokio runtime; a wiring mistake
+    /// ([`PipelineError::NoConsumer`], [`PipelineError::NoProducer`], [`PipelineError::Cycle`],
+    /// [`PipelineError::InvalidSubscription`]) before anything runs; then, once every stage has
+    /// ended, the first stage that failed or panicked, with the report of the whole run
+    /// ([`PipelineError::report`]): every stage's counts and status, and the events lost.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future aborts every stage of the pipeline.
     pub async fn run(mut self) -> Result<Report, PipelineError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(PipelineError::NoRuntime);
+        }
         if let Some(error) = self.error.take() {
             return Err(error);
         }
@@ -59,47 +65,42 @@ impl Pipeline {
         }
 
         let mut reports: Vec<Option<StageReport>> = (0..names.len()).map(|_| None).collect();
-        let mut first_error: Option<PipelineError> = None;
+        let mut first_failure: Option<(usize, Failure)> = None;
         while let Some(joined) = tasks.join_next_with_id().await {
             let (task, outcome) = match joined {
-                Ok((task, outcome)) => (task, Ok(outcome)),
-                Err(error) => (error.id(), Err(error)),
+                Ok((task, outcome)) => (task, outcome),
+                // Callbacks' panics are caught in the stage loops; this is a panic of the runtime
+                // itself, and the stage's counts are gone with its task.
+                Err(error) => (error.id(), lost_task(error)),
             };
             let Some(&index) = task_stage.get(&task) else {
                 continue;
             };
             let name = &names[index];
-            let (status, counts) = match outcome {
-                Ok(Outcome {
-                    exit,
-                    events_in,
-                    events_out,
-                    discarded,
-                    excess,
-                }) => {
-                    let status = match exit {
-                        Exit::Finished => StageStatus::Finished,
-                        Exit::Cancelled(cause) => StageStatus::Cancelled {
-                            cause: cause.map(|c| c.to_string()),
-                        },
-                        Exit::Failed(error) => {
-                            let message = error.to_string();
-                            first_error.get_or_insert(PipelineError::StageFailed {
-                                stage: name.clone(),
-                                error,
-                            });
-                            StageStatus::Failed(message)
-                        }
-                    };
-                    (status, (events_in, events_out, discarded, excess))
+            let Outcome {
+                exit,
+                events_in,
+                events_out,
+                emitted,
+                discarded,
+                excess,
+                losses,
+            } = outcome;
+            let status = match exit {
+                Exit::Finished => StageStatus::Finished,
+                Exit::Cancelled(cause) => StageStatus::Cancelled {
+                    cause: cause.map(|c| c.to_string()),
+                },
+                Exit::Failed(error) => {
+                    let message = error.to_string();
+                    tracing::error!(stage = %name, "stage {name} failed: {message}");
+                    first_failure.get_or_insert((index, Failure::Error(error)));
+                    StageStatus::Failed(message)
                 }
-                Err(error) => {
-                    let message = panic_message(error);
-                    first_error.get_or_insert(PipelineError::StagePanicked {
-                        stage: name.clone(),
-                        message: message.clone(),
-                    });
-                    (StageStatus::Panicked(message), (0, 0, 0, 0))
+                Exit::Panicked(message) => {
+                    tracing::error!(stage = %name, "stage {name} panicked: {message}");
+                    first_failure.get_or_insert((index, Failure::Panic(message.clone())));
+                    StageStatus::Panicked(message)
                 }
             };
             // Tell the neighbours. The root cause travels downstream with a failure.
@@ -121,35 +122,63 @@ impl Pipeline {
                     controls[producer].downstream_cancelled(sub);
                 }
             }
-            let (events_in, events_out, discarded, excess) = counts;
             reports[index] = Some(StageReport {
                 name: name.clone(),
                 events_in,
                 events_out,
+                emitted,
                 discarded,
+                lost: losses.iter().map(|loss| loss.count).sum(),
+                losses,
                 excess,
                 status,
             });
         }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(Report {
-                stages: reports.into_iter().flatten().collect(),
-            }),
+        let report = Report {
+            stages: reports.into_iter().flatten().collect(),
+        };
+        match first_failure {
+            None => Ok(report),
+            Some((index, failure)) => {
+                let stage = names[index].clone();
+                let report = Box::new(report);
+                Err(match failure {
+                    Failure::Error(error) => PipelineError::StageFailed {
+                        stage,
+                        error,
+                        report,
+                    },
+                    Failure::Panic(message) => PipelineError::StagePanicked {
+                        stage,
+                        message,
+                        report,
+                    },
+                })
+            }
         }
     }
 }
 
-fn panic_message(error: tokio::task::JoinError) -> String {
-    if error.is_cancelled() {
-        return "cancelled".to_owned();
-    }
-    let payload = error.into_panic();
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+/// The first failure of a run, which its error names.
+enum Failure {
+    Error(crate::error::StageError),
+    Panic(String),
+}
+
+/// The outcome of a stage whose task itself panicked or was cancelled.
+fn lost_task(error: tokio::task::JoinError) -> Outcome {
+    let message = if error.is_cancelled() {
+        "cancelled".to_owned()
     } else {
-        "non-string panic payload".to_owned()
+        panic_message(&*error.into_panic())
+    };
+    Outcome {
+        exit: Exit::Panicked(message),
+        events_in: 0,
+        events_out: 0,
+        emitted: 0,
+        discarded: 0,
+        excess: 0,
+        losses: Vec::new(),
     }
 }
