@@ -138,18 +138,18 @@ impl<In: Send + 'static, Out: Send + 'static> SinkPort<In> for Mailbox<In, Out> 
     }
 }
 
-/// A producer in a [`Pipeline`], emitting `T`.
+/// A producer in a [`Pipeline`](super::Pipeline), emitting `T`.
 pub struct ProducerRef<T> {
     pub(super) source: SourceEnd<T>,
 }
 
-/// A producer_consumer in a [`Pipeline`], consuming `I` and emitting `O`.
+/// A producer_consumer in a [`Pipeline`](super::Pipeline), consuming `I` and emitting `O`.
 pub struct ProducerConsumerRef<I, O> {
     pub(super) sink: SinkEnd<I>,
     pub(super) source: SourceEnd<O>,
 }
 
-/// A consumer in a [`Pipeline`], consuming `T`.
+/// A consumer in a [`Pipeline`](super::Pipeline), consuming `T`.
 pub struct ConsumerRef<T> {
     pub(super) sink: SinkEnd<T>,
 }

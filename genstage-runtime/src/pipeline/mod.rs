@@ -10,8 +10,17 @@
 //!
 //! # Failure
 //! A stage whose callback returns an error or panics ends at once. Its consumers stop too unless
-//! their subscription is `temporary`; its producers see it cancel, and a producer left without
-//! consumers stops. `run()` then returns [`PipelineError`] naming the first stage that failed.
+//! their subscription is `temporary` (see [`CancelMode`](crate::CancelMode)); its producers see it
+//! cancel, and a producer left without consumers stops, also while its callback waits. Each failure
+//! is logged through `tracing` when it happens. Once every stage has ended, `run()` returns
+//! [`PipelineError`] naming the first stage that failed, with the report of the whole run.
+//!
+//! # Accounting
+//! Every ending returns a [`Report`](crate::Report) in which every emitted event is handled,
+//! discarded by a buffer that overflowed, or lost with its reason: the batch a callback failed on,
+//! events received but not handled when a stage stopped, events sent to a consumer that had stopped,
+//! and a stopped stage's buffer. A stage closes its mailbox when it stops, so each event is counted
+//! once, by whichever side held it.
 
 mod graph;
 mod handles;

@@ -5,8 +5,9 @@ use super::Pipeline;
 /// A stage of any role, as `pipeline!` sees it: how to add it to a [`Pipeline`].
 ///
 /// `#[stage]` implements it alongside the role trait, and [`from_iter`](crate::from_iter)'s producer
-/// implements it too. A stage written by hand against [`Producer`], [`ProducerConsumer`] or
-/// [`Consumer`] implements it in three lines, to be usable in `pipeline!`:
+/// implements it too. A stage written by hand against [`Producer`](crate::Producer),
+/// [`ProducerConsumer`](crate::ProducerConsumer) or
+/// [`Consumer`](crate::Consumer) implements it in three lines, to be usable in `pipeline!`:
 ///
 /// ```
 /// use genstage_runtime::{Consumer, ConsumerRef, Pipeline, Stage, StageResult};
