@@ -363,7 +363,7 @@ async fn producer_consumer_stops_when_its_consumer_stops_asking() {
         let _ = wake.send(());
         let result = run.await.expect("run task panicked");
         match result {
-            Err(PipelineError::StageFailed { stage, error }) => {
+            Err(PipelineError::StageFailed { stage, error, .. }) => {
                 assert_eq!(stage, "sleeper");
                 assert_eq!(error.to_string(), "stopped by the test");
             }

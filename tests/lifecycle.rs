@@ -403,7 +403,9 @@ async fn failing_stage_is_reported_by_name() {
         let error = fail_one(stage, Fault::Error).await;
         assert_eq!(error.stage(), stage);
         match &error {
-            PipelineError::StageFailed { stage: name, error } => {
+            PipelineError::StageFailed {
+                stage: name, error, ..
+            } => {
                 assert_eq!(name, stage);
                 assert_eq!(error.to_string(), format!("{what} failed"));
             }
@@ -430,6 +432,7 @@ async fn panicking_stage_is_reported_by_name() {
             PipelineError::StagePanicked {
                 stage: name,
                 message,
+                ..
             } => {
                 assert_eq!(name, stage);
                 assert_eq!(message, &format!("{what} panicked"));
@@ -534,6 +537,50 @@ async fn temporary_consumer_goes_on_with_its_other_producer() {
     let events = taken(&events);
     assert_eq!(of(0, &events), Vec::<u64>::new());
     assert_eq!(of(1, &events), (0..200).collect::<Vec<_>>());
+}
+
+/// A producer that ends normally stops no consumer, whatever its cancel mode: the consumer goes on
+/// with its other producer (fan-in) and handles every event of both. (GenStage's `permanent` would
+/// stop it at the first producer's `:normal` exit; see `CancelMode`'s docs for why genstage differs.)
+/// The second producer emits only once the first has ended and been dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_end_stops_no_consumer_in_any_cancel_mode() {
+    for cancel in [
+        CancelMode::Permanent,
+        CancelMode::Transient,
+        CancelMode::Temporary,
+    ] {
+        let (first_dropped, first_gone) = oneshot::channel();
+        let events = log();
+        let mut pipeline = Pipeline::new();
+        let first = pipeline.add_producer_named(
+            "first",
+            Finite {
+                _dropped: OnDrop(Some(first_dropped)),
+                ..Finite::new(0, 10)
+            },
+        );
+        let second = pipeline.add_producer_named(
+            "second",
+            Finite {
+                wait: Some(first_gone),
+                ..Finite::new(1, 200)
+            },
+        );
+        let consumer = pipeline.add_consumer_named("sink", Collect::new(&events));
+        let options = demand(10, 5).cancel(cancel);
+        pipeline.subscribe_with(&first, &consumer, options);
+        pipeline.subscribe_with(&second, &consumer, options);
+        let report = guard(pipeline.run()).await.unwrap();
+        let events = taken(&events);
+        assert_eq!(of(0, &events), (0..10).collect::<Vec<_>>(), "{cancel:?}");
+        assert_eq!(of(1, &events), (0..200).collect::<Vec<_>>(), "{cancel:?}");
+        assert_eq!(
+            status(&report, "sink"),
+            &StageStatus::Finished,
+            "{cancel:?}"
+        );
+    }
 }
 
 /// A failing consumer leaves its producer without consumers, so the producer stops; through a
@@ -791,6 +838,60 @@ async fn invalid_subscription_options_are_rejected() {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 0, "a stage ran");
     }
+}
+
+/// `max_demand = usize::MAX` on two consumers of a producer_consumer used to overflow the demand
+/// summed over them (a panic in debug builds, blamed on the user's stage; a wrap in release). Demand
+/// above `MAX_DEMAND_LIMIT` is refused at subscribe time, naming both stages.
+#[tokio::test]
+async fn demand_that_could_overflow_is_rejected() {
+    let events = log();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", from_iter(tagged(0, 0..10)));
+    let middle = pipeline.add_producer_consumer_named("middle", forward());
+    let huge = SubscribeOptions::new().max_demand(usize::MAX);
+    pipeline.subscribe(&numbers, &middle);
+    for name in ["a", "b"] {
+        let sink = pipeline.add_consumer_named(name, Collect::new(&events));
+        pipeline.subscribe_with(&middle, &sink, huge);
+    }
+    let error = guard(pipeline.run()).await.unwrap_err();
+    match &error {
+        PipelineError::InvalidSubscription {
+            producer,
+            consumer,
+            error,
+        } => {
+            assert_eq!((producer.as_str(), consumer.as_str()), ("middle", "a"));
+            assert_eq!(
+                error,
+                &DemandError::MaxDemandTooLarge {
+                    max_demand: usize::MAX
+                }
+            );
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "expected max_demand to be equal to or less than 1073741824, got: {}",
+                    usize::MAX
+                )
+            );
+        }
+        other => panic!("expected InvalidSubscription, got {other:?}"),
+    }
+    // The limit itself is accepted.
+    let events = log();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", from_iter(tagged(0, 0..10)));
+    let middle = pipeline.add_producer_consumer_named("middle", forward());
+    pipeline.subscribe(&numbers, &middle);
+    for name in ["a", "b"] {
+        let sink = pipeline.add_consumer_named(name, Collect::new(&events));
+        let limit = SubscribeOptions::new().max_demand(genstage::demand::MAX_DEMAND_LIMIT);
+        pipeline.subscribe_with(&middle, &sink, limit);
+    }
+    guard(pipeline.run()).await.unwrap();
+    assert_eq!(taken(&events).len(), 10);
 }
 
 /// A handle from another pipeline is refused.

@@ -15,6 +15,11 @@ use crate::options::SubscribeOptions;
 /// GenStage's default `max_demand`.
 pub const DEFAULT_MAX_DEMAND: usize = 1000;
 
+/// The largest `max_demand` a subscription may have: 2^30 events outstanding is far beyond any useful
+/// demand, and keeps the demand of a producer's consumers summed (and a consumer's refill arithmetic)
+/// clear of overflow. GenStage has no limit; a larger value is a [`DemandError::MaxDemandTooLarge`].
+pub const MAX_DEMAND_LIMIT: usize = 1 << 30;
+
 /// Validated `max_demand` / `min_demand` of one subscription.
 ///
 /// ```
@@ -31,7 +36,7 @@ pub struct DemandLimits {
 }
 
 impl DemandLimits {
-    /// Checks `1 <= max` and `min < max`.
+    /// Checks `1 <= max <= MAX_DEMAND_LIMIT` and `min < max`.
     ///
     /// # Errors
     ///
@@ -39,6 +44,9 @@ impl DemandLimits {
     pub fn new(max: usize, min: usize) -> Result<Self, DemandError> {
         if max == 0 {
             return Err(DemandError::MaxDemandZero);
+        }
+        if max > MAX_DEMAND_LIMIT {
+            return Err(DemandError::MaxDemandTooLarge { max_demand: max });
         }
         if min >= max {
             return Err(DemandError::MinDemandTooLarge {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::report::Report;
+
 /// The error a stage callback returns. Any `std::error::Error + Send + Sync` converts into it with `?`.
 pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -10,6 +12,12 @@ pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum DemandError {
     /// `max_demand` must be at least 1.
     MaxDemandZero,
+    /// `max_demand` must be at most [`MAX_DEMAND_LIMIT`](crate::demand::MAX_DEMAND_LIMIT), so that
+    /// demand summed over consumers never overflows.
+    MaxDemandTooLarge {
+        /// The `max_demand` given.
+        max_demand: usize,
+    },
     /// `min_demand` must be less than `max_demand`.
     MinDemandTooLarge {
         /// The `min_demand` given.
@@ -28,6 +36,11 @@ impl fmt::Display for DemandError {
                     "expected max_demand to be equal to or greater than 1, got: 0"
                 )
             }
+            DemandError::MaxDemandTooLarge { max_demand } => write!(
+                f,
+                "expected max_demand to be equal to or less than {}, got: {max_demand}",
+                crate::demand::MAX_DEMAND_LIMIT
+            ),
             DemandError::MinDemandTooLarge {
                 min_demand,
                 max_demand,
@@ -43,6 +56,10 @@ impl fmt::Display for DemandError {
 impl std::error::Error for DemandError {}
 
 /// Why a pipeline did not run to a clean end. Every variant names the stage(s) involved.
+///
+/// A failure at run time ([`StageFailed`](Self::StageFailed), [`StagePanicked`](Self::StagePanicked))
+/// names the first stage that failed and carries the whole [`Report`] of the run: every stage's
+/// counts, every failure, and the events lost with their reasons ([`PipelineError::report`]).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PipelineError {
@@ -52,6 +69,8 @@ pub enum PipelineError {
         stage: String,
         /// The error it returned.
         error: StageError,
+        /// The report of the run, every stage included.
+        report: Box<Report>,
     },
     /// A stage's callback panicked.
     StagePanicked {
@@ -59,7 +78,11 @@ pub enum PipelineError {
         stage: String,
         /// The panic message, when it was a string.
         message: String,
+        /// The report of the run, every stage included.
+        report: Box<Report>,
     },
+    /// `run()` was called outside a tokio runtime.
+    NoRuntime,
     /// The options of a subscription are invalid.
     InvalidSubscription {
         /// The producer side of the edge.
@@ -68,13 +91,6 @@ pub enum PipelineError {
         consumer: String,
         /// What is wrong.
         error: DemandError,
-    },
-    /// The options of a stage are invalid.
-    InvalidOptions {
-        /// The stage's name.
-        stage: String,
-        /// What is wrong.
-        message: String,
     },
     /// A producer or producer_consumer has no consumer: its events would go nowhere.
     NoConsumer {
@@ -101,12 +117,16 @@ pub enum PipelineError {
 impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PipelineError::StageFailed { stage, error } => {
+            PipelineError::StageFailed { stage, error, .. } => {
                 write!(f, "stage `{stage}` failed: {error}")
             }
-            PipelineError::StagePanicked { stage, message } => {
+            PipelineError::StagePanicked { stage, message, .. } => {
                 write!(f, "stage `{stage}` panicked: {message}")
             }
+            PipelineError::NoRuntime => f.write_str(
+                "a pipeline runs on tokio: call `run()` from within a tokio runtime with its time \
+                 driver enabled (`#[tokio::main]`, or a runtime built with `enable_all()`)",
+            ),
             PipelineError::InvalidSubscription {
                 producer,
                 consumer,
@@ -116,9 +136,6 @@ impl fmt::Display for PipelineError {
                     f,
                     "invalid subscription of `{consumer}` to `{producer}`: {error}"
                 )
-            }
-            PipelineError::InvalidOptions { stage, message } => {
-                write!(f, "invalid options for stage `{stage}`: {message}")
             }
             PipelineError::NoConsumer { stage } => {
                 write!(
@@ -153,17 +170,28 @@ impl std::error::Error for PipelineError {
 }
 
 impl PipelineError {
-    /// The name of the stage this error is about (the consumer side, for a subscription).
+    /// The name of the stage this error is about (the consumer side, for a subscription; empty for
+    /// [`NoRuntime`](Self::NoRuntime)).
     pub fn stage(&self) -> &str {
         match self {
             PipelineError::StageFailed { stage, .. }
             | PipelineError::StagePanicked { stage, .. }
-            | PipelineError::InvalidOptions { stage, .. }
             | PipelineError::NoConsumer { stage }
             | PipelineError::NoProducer { stage }
             | PipelineError::ForeignStage { stage } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
             PipelineError::Cycle { stages } => stages.first().map(String::as_str).unwrap_or(""),
+            PipelineError::NoRuntime => "",
+        }
+    }
+
+    /// The report of the run, for a failure at run time; `None` for a mistake found before anything
+    /// ran.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            PipelineError::StageFailed { report, .. }
+            | PipelineError::StagePanicked { report, .. } => Some(report),
+            _ => None,
         }
     }
 }

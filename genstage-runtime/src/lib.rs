@@ -24,6 +24,7 @@ pub mod buffer;
 pub mod demand;
 pub mod dispatcher;
 mod error;
+mod event_path;
 mod mailbox;
 mod options;
 mod pipeline;
@@ -36,10 +37,10 @@ mod stream;
 pub use error::{DemandError, PipelineError, StageError};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
-    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, StageId,
+    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, Stage, StageId,
 };
-pub use report::{Report, StageReport, StageStatus};
-pub use stage::{Consumer, Emit, Producer, ProducerConsumer, Stage, StageResult};
+pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
+pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 
 #[doc(hidden)]
 pub mod __private;

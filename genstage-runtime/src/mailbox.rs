@@ -372,19 +372,29 @@ impl<M> Receiver<M> {
     }
 }
 
-impl<M> Drop for Receiver<M> {
-    fn drop(&mut self) {
-        let (dropped, hand_off) = {
+impl<M> Receiver<M> {
+    /// Stops receiving: every later send fails and gives its message back to its sender. Returns
+    /// every message not yet received, in order, so that the stage can account for them. Idempotent.
+    pub(crate) fn close(&mut self) -> VecDeque<M> {
+        let (queued, hand_off) = {
             let mut state = self.shared.lock();
             state.receiving = false;
             let hand_off = DeferredWake(state.take_hand_off());
             state.waker = None;
             (std::mem::take(&mut state.queue), hand_off)
         };
-        // Messages (and the senders they may hold) are dropped outside the lock; a hand-off the
-        // receiver never gave is given now.
-        drop(dropped);
+        // A hand-off the receiver never gave is given now, outside the lock.
         drop(hand_off);
+        let mut left = std::mem::take(&mut self.taken);
+        left.extend(queued);
+        left
+    }
+}
+
+impl<M> Drop for Receiver<M> {
+    fn drop(&mut self) {
+        // Messages (and the senders they may hold) are dropped outside the lock.
+        drop(self.close());
     }
 }
 

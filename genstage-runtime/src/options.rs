@@ -1,16 +1,35 @@
 //! Stage and subscription options, with GenStage's names and defaults.
 
-/// What a consumer does when one of its producers fails or goes away (GenStage's `:cancel`).
+/// What a consumer does when one of its producers ends (GenStage's `:cancel`).
 ///
-/// A producer that simply runs out of events never stops its consumers early: a consumer finishes
-/// once *all* of its producers have finished and it has handled every event.
+/// # How producers end here, and why `permanent` and `transient` act alike
+/// In GenStage a producer is a process that exits with a reason, and a consumer's cancel mode
+/// decides which reasons also stop the consumer: `permanent` any, `transient` any but `:normal` and
+/// `:shutdown`, `temporary` none. A finite GenStage pipeline shuts down by that cascade: producers
+/// exit `:normal`, and transient consumers are left to finish.
+///
+/// In genstage a producer ends in one of two ways:
+/// - **it finishes** (`Emit::last`, or its input ended): that is the end of this subscription's
+///   input, never a reason to stop. The consumer handles every event the producer sent, and finishes
+///   once *all* its producers have ended, so a consumer fed by several producers (fan-in) is never
+///   cut short by the first that ends. GenStage's `permanent` would stop it there and drop the other
+///   producers' later events; no mode here does, because every producer's events would be lost to
+///   a normal end.
+/// - **it fails** (its callback returns `Err` or panics), or stops because a stage above it failed:
+///   an abnormal reason, which stops `permanent` and `transient` consumers alike, after the events
+///   sent before the failure. `temporary` consumers go on with their other producers, and finish
+///   when those end.
+///
+/// So `transient` behaves as `permanent` today: the two differ only on reasons that a closed
+/// pipeline never gives (`:normal` is a finish, and there is no `:shutdown` yet). Both are kept with
+/// GenStage's meaning, so that a pipeline keeps its behaviour when shutdown reasons arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CancelMode {
     /// The consumer stops when the producer fails (the default).
     #[default]
     Permanent,
-    /// The consumer stops when the producer fails; a normal end does not stop it. In a finite
-    /// pipeline this behaves as `Permanent`, since normal ends never stop a consumer early.
+    /// The consumer stops when the producer fails, not when it ends normally or is shut down; see
+    /// the type's docs for why that is the same as `Permanent` in a pipeline today.
     Transient,
     /// The consumer never stops because of this producer; it goes on with its other producers.
     Temporary,

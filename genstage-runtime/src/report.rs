@@ -1,4 +1,8 @@
-//! What a finished pipeline reports.
+//! What a pipeline reports when it ends, however it ends.
+//!
+//! Every event a stage emits is accounted for exactly once: handled by a consumer, discarded by a
+//! buffer that overflowed, or lost with a reason ([`LossReason`]). [`Report::totals`] sums the counts
+//! and [`Totals::balanced`] checks `emitted = handled + discarded + lost`.
 
 /// How a stage ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,17 +22,58 @@ pub enum StageStatus {
     Panicked(String),
 }
 
+/// Why events were lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// The batch the stage's callback failed or panicked on.
+    FailedBatch,
+    /// Received by the stage (in its mailbox or queued for its callback) but not handled when it
+    /// stopped.
+    Unhandled,
+    /// Sent by the stage to a consumer that had already stopped.
+    ConsumerGone,
+    /// In the stage's buffer when it stopped early (its consumers had left, or it failed).
+    Buffered,
+}
+
+impl std::fmt::Display for LossReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossReason::FailedBatch => "in the batch its callback failed on",
+            LossReason::Unhandled => "received but not handled when it stopped",
+            LossReason::ConsumerGone => "sent to a consumer that had stopped",
+            LossReason::Buffered => "in its buffer when it stopped",
+        })
+    }
+}
+
+/// Events a stage lost, all for one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loss {
+    /// How many.
+    pub count: u64,
+    /// Why.
+    pub reason: LossReason,
+}
+
 /// Counts for one stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageReport {
     /// The stage's name (`Printer[1]` for the second of several stages with one name).
     pub name: String,
-    /// Events handed to its `handle_events`.
+    /// Events its `handle_events` handled: handed to it, and it returned.
     pub events_in: u64,
     /// Events it delivered to its consumers.
     pub events_out: u64,
-    /// Events it dropped: buffer overflow, or buffered when it stopped early.
+    /// Events its callbacks emitted (`handle_demand`, or a producer_consumer's `handle_events`).
+    pub emitted: u64,
+    /// Events its buffer dropped on overflow (`buffer_size`, `buffer_keep`).
     pub discarded: u64,
+    /// Events it lost: the sum of `losses`.
+    pub lost: u64,
+    /// Why it lost them, one entry per reason.
+    pub losses: Vec<Loss>,
     /// Events it received beyond what it had asked for (a producer breaking the protocol); always 0
     /// for the stages of this crate.
     pub excess: u64,
@@ -36,7 +81,20 @@ pub struct StageReport {
     pub status: StageStatus,
 }
 
-/// What [`Pipeline::run`](crate::Pipeline::run) returns: one entry per stage, in the order added.
+impl StageReport {
+    /// Whether it failed or panicked.
+    pub fn failed(&self) -> bool {
+        matches!(
+            self.status,
+            StageStatus::Failed(_) | StageStatus::Panicked(_)
+        )
+    }
+}
+
+/// What [`Pipeline::run`](crate::Pipeline::run) returns, and what a [`PipelineError`] raised at run
+/// time carries: one entry per stage, in the order added.
+///
+/// [`PipelineError`]: crate::PipelineError
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Every stage's counts.
@@ -49,6 +107,21 @@ impl Report {
         self.stages.iter().find(|s| s.name == name)
     }
 
+    /// The stages that failed or panicked, in the order they were added.
+    pub fn failures(&self) -> impl Iterator<Item = &StageReport> {
+        self.stages.iter().filter(|s| s.failed())
+    }
+
+    /// The counts of every stage, summed.
+    pub fn totals(&self) -> Totals {
+        self.stages.iter().fold(Totals::default(), |t, s| Totals {
+            emitted: t.emitted + s.emitted,
+            handled: t.handled + s.events_in,
+            discarded: t.discarded + s.discarded,
+            lost: t.lost + s.lost,
+        })
+    }
+
     /// Stages whose name is `name` or `name[i]`, in order.
     pub fn instances<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a StageReport> + 'a {
         self.stages.iter().filter(move |s| {
@@ -57,5 +130,31 @@ impl Report {
                     .strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with('[') && rest.ends_with(']'))
         })
+    }
+}
+
+/// A pipeline's counts, summed over its stages (see [`Report::totals`]).
+///
+/// ```
+/// use genstage_runtime::Totals;
+/// let totals = Totals { emitted: 10, handled: 7, discarded: 1, lost: 2 };
+/// assert!(totals.balanced());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Events emitted by every stage's callbacks.
+    pub emitted: u64,
+    /// Events handled by every stage's `handle_events`.
+    pub handled: u64,
+    /// Events dropped by buffers on overflow.
+    pub discarded: u64,
+    /// Events lost, whatever the reason.
+    pub lost: u64,
+}
+
+impl Totals {
+    /// Whether every event emitted is accounted for: `emitted = handled + discarded + lost`.
+    pub fn balanced(&self) -> bool {
+        self.emitted == self.handled + self.discarded + self.lost
     }
 }

@@ -14,7 +14,6 @@ use std::future::Future;
 
 use crate::error::StageError;
 use crate::options::{ProducerOptions, SubscribeOptions};
-use crate::pipeline::Pipeline;
 
 /// What a producer's `handle_demand` returns: the events it emits now, and whether it is exhausted.
 ///
@@ -100,11 +99,30 @@ pub trait Producer: Send + 'static {
 
     /// Emits up to `demand` events (`demand >= 1`).
     ///
-    /// Returning fewer events than asked is allowed: the runtime remembers the shortfall and calls
-    /// again for it, once it has handled its mailbox. A producer with nothing to emit right now should
-    /// `.await` inside this method rather than return an empty batch; an empty batch parks the
-    /// shortfall until new demand arrives. Returning more events than asked is allowed too: the excess
-    /// goes to the buffer and serves the next demand first.
+    /// `demand` is what this producer's consumers can take now, less what its buffer already holds
+    /// for them. Returning more events than asked is allowed: the excess goes to the buffer and
+    /// serves the next demand first. Returning fewer is allowed too: the runtime asks again for the
+    /// shortfall once it has taken in its mail.
+    ///
+    /// # Nothing to emit yet
+    /// A producer whose source has nothing right now may either
+    /// - `.await` inside this method until it has events (a channel, a socket, a timer): while it
+    ///   waits, the stage still takes in its consumers' asks and cancels, and stops (dropping this
+    ///   future) if they all leave; or
+    /// - return an empty batch: the shortfall is asked for again after a back-off that starts at
+    ///   1 ms and doubles up to 100 ms while the batches stay empty (a new ask ends the wait early),
+    ///   so a producer that polls its source works. The first empty batch of a run of them is
+    ///   logged through `tracing` at info level.
+    ///
+    /// An empty batch never ends the producer: return [`Emit::last`] for that.
+    ///
+    /// # Cancel safety
+    ///
+    /// The future may be dropped at any `.await` point, when the stage must stop while it waits: all
+    /// of its consumers have left, or the pipeline is dropped. Events it had not returned are never
+    /// emitted, so a producer that takes items from a source before an `.await` should keep them in
+    /// `self` rather than in the future (or use only cancel-safe awaits, as `tokio::sync::mpsc`'s
+    /// `recv` is).
     ///
     /// # Errors
     ///
@@ -151,6 +169,11 @@ pub trait ProducerConsumer: Send + 'static {
     type Output: Send + 'static;
 
     /// Handles one batch of at most `max_demand - min_demand` events and returns the events to emit.
+    ///
+    /// # Cancel safety
+    ///
+    /// While it waits, the stage takes in its mail; if all of its consumers leave, the future is
+    /// dropped at its current `.await` and the batch is reported as lost (not handled).
     ///
     /// # Errors
     ///
@@ -211,34 +234,4 @@ pub trait Consumer: Send + 'static {
     fn subscribe_options(&self) -> SubscribeOptions {
         SubscribeOptions::default()
     }
-}
-
-/// A stage of any role, as `pipeline!` sees it: how to add it to a [`Pipeline`].
-///
-/// `#[stage]` implements it alongside the role trait, and [`from_iter`](crate::from_iter)'s producer
-/// implements it too. A stage written by hand against [`Producer`], [`ProducerConsumer`] or
-/// [`Consumer`] implements it in three lines, to be usable in `pipeline!`:
-///
-/// ```
-/// use genstage_runtime::{Consumer, ConsumerRef, Pipeline, Stage, StageResult};
-///
-/// struct Discard;
-/// impl Consumer for Discard {
-///     type Input = u64;
-///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
-/// }
-/// impl Stage for Discard {
-///     type Ref = ConsumerRef<u64>;
-///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
-///         pipeline.add_consumer_as(name, self)
-///     }
-/// }
-/// ```
-pub trait Stage: Send + Sized + 'static {
-    /// The handle the pipeline gives back: [`ProducerRef`](crate::ProducerRef),
-    /// [`ProducerConsumerRef`](crate::ProducerConsumerRef) or [`ConsumerRef`](crate::ConsumerRef).
-    type Ref: Clone;
-
-    /// Adds this stage to `pipeline`, under `name` or, when `None`, under its type's name.
-    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref;
 }

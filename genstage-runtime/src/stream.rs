@@ -1,8 +1,9 @@
 //! Producers made from iterators (GenStage's `from_enumerable`).
 
 use crate::options::ProducerOptions;
+use crate::pipeline::Stage;
 use crate::pipeline::{Pipeline, ProducerRef};
-use crate::stage::{Emit, Producer, Stage, StageResult};
+use crate::stage::{Emit, Producer, StageResult};
 
 /// A producer that emits the items of an iterator, in order, and ends when the iterator does.
 ///

@@ -17,8 +17,8 @@ use std::marker::PhantomData;
 
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::pipeline::ends::{Sealed, SinkEnd, SourceEnd};
+use crate::pipeline::Stage;
 use crate::pipeline::{ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source};
-use crate::stage::Stage;
 
 /// Adds a stage expression to the pipeline; rustc's error for a non-stage names its type.
 #[diagnostic::on_unimplemented(

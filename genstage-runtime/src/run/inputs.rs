@@ -96,6 +96,17 @@ impl<T> Inputs<T> {
         self.subscribed += 1;
     }
 
+    /// Events received and not yet handed out.
+    pub(super) fn unhandled(&self) -> u64 {
+        self.queue
+            .iter()
+            .map(|queued| match queued {
+                Queued::Events(_, batches) => batches.len() as u64,
+                Queued::Ended(..) => 0,
+            })
+            .sum()
+    }
+
     /// Nothing received is waiting to be handed out.
     pub(super) fn is_idle(&self) -> bool {
         self.queue.is_empty()

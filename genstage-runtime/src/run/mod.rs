@@ -4,8 +4,10 @@
 //! stage's neighbours (see [`crate::pipeline`]).
 
 mod by_subscription;
+mod callback;
 mod inputs;
 mod outputs;
+mod retry;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,10 +15,15 @@ use std::sync::Arc;
 use crate::dispatcher::DemandDispatcher;
 use crate::error::StageError;
 use crate::mailbox::{Receiver, TryRecvError};
-use crate::protocol::Mail;
+use crate::protocol::{Mail, Upstream};
+use crate::report::{Loss, LossReason};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
+use callback::{call, call_serving, Called};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
+use retry::Retry;
+
+pub(crate) use callback::panic_message;
 
 /// The next message of a stage loop's mailbox. When none is queued, waits for one and `continue`s the
 /// loop, which first does whatever the wait made possible; when every sender is gone, `break`s it.
@@ -45,6 +52,8 @@ pub(crate) enum Exit {
     Cancelled(Option<Arc<str>>),
     /// Its callback returned an error.
     Failed(StageError),
+    /// Its callback panicked with this message.
+    Panicked(String),
 }
 
 /// What a stage task reports when it ends.
@@ -53,8 +62,56 @@ pub(crate) struct Outcome {
     pub(crate) exit: Exit,
     pub(crate) events_in: u64,
     pub(crate) events_out: u64,
+    pub(crate) emitted: u64,
     pub(crate) discarded: u64,
     pub(crate) excess: u64,
+    pub(crate) losses: Vec<Loss>,
+}
+
+/// The events a stage had in hand when it stopped, by reason.
+#[derive(Debug, Default)]
+struct InHand {
+    /// The batch its callback failed, panicked or was dropped on.
+    failed_batch: u64,
+    /// Whether that batch was dropped because the stage had to stop, rather than failed.
+    interrupted: bool,
+}
+
+impl InHand {
+    /// Closes the mailbox and counts what the stage leaves behind: `unhandled` events already taken
+    /// from the mailbox, every event still in it, what it sent to consumers that had gone, and its
+    /// buffer.
+    fn losses<In, Out>(
+        &self,
+        mailbox: &mut Receiver<Mail<In, Out>>,
+        unhandled: u64,
+        consumer_gone: u64,
+        buffered: u64,
+    ) -> Vec<Loss> {
+        let in_mailbox: u64 = mailbox
+            .close()
+            .iter()
+            .map(|mail| match mail {
+                Mail::Upstream(Upstream::Events { events, .. }) => events.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        let (failed, interrupted) = if self.interrupted {
+            (0, self.failed_batch)
+        } else {
+            (self.failed_batch, 0)
+        };
+        [
+            (failed, LossReason::FailedBatch),
+            (unhandled + in_mailbox + interrupted, LossReason::Unhandled),
+            (consumer_gone, LossReason::ConsumerGone),
+            (buffered, LossReason::Buffered),
+        ]
+        .into_iter()
+        .filter(|&(count, _)| count > 0)
+        .map(|(count, reason)| Loss { count, reason })
+        .collect()
+    }
 }
 
 pub(crate) async fn run_producer<P: Producer>(
@@ -63,22 +120,39 @@ pub(crate) async fn run_producer<P: Producer>(
     mut mailbox: Receiver<Mail<Infallible, P::Output>>,
 ) -> Outcome {
     let options = stage.producer_options();
-    let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
-    // Demand asked of `handle_demand` and not yet met.
-    let mut owed = 0usize;
-    // An empty `handle_demand` parks `owed` until new demand arrives, so an idle producer is not polled.
-    let mut parked = false;
+    let mut outputs = Outputs::new(name.clone(), Box::new(DemandDispatcher::new()), options);
+    let mut retry = Retry::default();
     let mut exhausted = false;
     let exit = loop {
-        if owed > 0 && !parked && !exhausted {
-            let emitted = match stage.handle_demand(owed).await {
-                Ok(emit) => emit,
-                Err(error) => break Exit::Failed(error),
-            };
-            exhausted = emitted.last;
-            parked = emitted.events.is_empty();
-            owed = owed.saturating_sub(emitted.events.len());
-            outputs.emit(emitted.events);
+        // One call per ask, as GenStage makes it, or more while the producer emits fewer events than
+        // its consumers can take.
+        let demand = outputs.demand();
+        if demand > 0 && !exhausted && retry.due() {
+            // While the callback waits, the stage takes in its mail, and stops if its consumers
+            // leave.
+            let called = call_serving(stage.handle_demand(demand), &mut mailbox, |mail| {
+                if let Mail::Downstream(mail) = mail {
+                    outputs.handle(mail);
+                }
+                outputs.abandoned()
+            })
+            .await;
+            match called {
+                Called::Returned(Ok(emit)) => {
+                    exhausted = emit.last;
+                    if emit.events.is_empty() {
+                        if !exhausted {
+                            retry.empty(&name, demand);
+                        }
+                    } else {
+                        retry.emitted();
+                        outputs.emit(emit.events);
+                    }
+                }
+                Called::Returned(Err(error)) => break Exit::Failed(error),
+                Called::Panicked(message) => break Exit::Panicked(message),
+                Called::Stopped => break Exit::Cancelled(None),
+            }
         }
         if exhausted && outputs.buffered() == 0 {
             break Exit::Finished;
@@ -86,37 +160,39 @@ pub(crate) async fn run_producer<P: Producer>(
         if outputs.abandoned() {
             break Exit::Cancelled(None);
         }
-        let mail = match mailbox.try_recv() {
-            Ok(mail) => mail,
+        match mailbox.try_recv() {
+            Ok(Mail::Downstream(mail)) => {
+                outputs.handle(mail);
+                // New demand is asked for at once, even during a back-off.
+                retry.reset();
+            }
+            // A producer consumes nothing: the pipeline never subscribes it.
+            Ok(Mail::Upstream(_)) => {}
             Err(TryRecvError::Empty) => {
-                // Demand still owed goes back to `handle_demand` at once; otherwise wait.
-                if owed == 0 || parked || exhausted {
+                if exhausted || outputs.demand() == 0 {
                     // An ask is what sets a producer going again.
                     mailbox.ready(true).await;
+                } else if let Some(at) = retry.at().filter(|_| !retry.due()) {
+                    tokio::select! {
+                        () = mailbox.ready(true) => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
                 }
-                continue;
             }
             Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
-        };
-        let demand = match mail {
-            Mail::Downstream(mail) => outputs.handle(mail),
-            // A producer consumes nothing: the pipeline never subscribes it.
-            Mail::Upstream(_) => 0,
-        };
-        if demand > 0 {
-            owed += demand;
-            parked = false;
         }
     };
-    if !matches!(exit, Exit::Finished) {
-        outputs.abandon_buffer();
-    }
+    let buffered = outputs.abandon_buffer();
+    let losses =
+        InHand::default().losses(&mut mailbox, 0, outputs.lost_to_gone_consumers, buffered);
     Outcome {
         exit,
         events_in: 0,
         events_out: outputs.events_out,
-        discarded: outputs.discarded,
+        emitted: outputs.emitted(),
+        discarded: outputs.discarded(),
         excess: 0,
+        losses,
     }
 }
 
@@ -128,6 +204,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let options = stage.producer_options();
     let mut inputs = Inputs::new(name.clone());
     let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
+    let mut in_hand = InHand::default();
     let exit = 'run: loop {
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
         // it is queued behind an end notice.
@@ -139,17 +216,39 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
                     events,
                     demand,
                 } => {
-                    match stage.handle_events(events).await {
-                        Ok(emitted) => {
-                            // The ask's wake-up goes with the output, to the consumer it wakes
-                            // (see `crate::mailbox`, "Hand-offs"); failing that, the producer is
-                            // woken before the consumer, so that it starts refilling while this
-                            // stage's output waits its turn (+10% on the seed benchmark).
-                            let producer = inputs.ask(sub, demand);
-                            outputs.emit_handing_off(emitted, producer);
+                    let len = events.len() as u64;
+                    // While the callback waits, the stage takes in its mail, and stops if its
+                    // consumers leave.
+                    let called = call_serving(stage.handle_events(events), &mut mailbox, |mail| {
+                        match mail {
+                            Mail::Upstream(mail) => inputs.handle(mail),
+                            Mail::Downstream(mail) => outputs.handle(mail),
                         }
-                        Err(error) => break 'run Exit::Failed(error),
-                    }
+                        outputs.abandoned()
+                    })
+                    .await;
+                    let emitted = match called {
+                        Called::Returned(Ok(emitted)) => emitted,
+                        Called::Returned(Err(error)) => {
+                            in_hand.failed_batch = len;
+                            break 'run Exit::Failed(error);
+                        }
+                        Called::Panicked(message) => {
+                            in_hand.failed_batch = len;
+                            break 'run Exit::Panicked(message);
+                        }
+                        Called::Stopped => {
+                            in_hand.failed_batch = len;
+                            in_hand.interrupted = true;
+                            break 'run Exit::Cancelled(None);
+                        }
+                    };
+                    // The ask's wake-up goes with the output, to the consumer it wakes (see
+                    // `crate::mailbox`, "Hand-offs"); failing that, the producer is woken before
+                    // the consumer, so that it starts refilling while this stage's output waits
+                    // its turn.
+                    let producer = inputs.ask(sub, demand);
+                    outputs.emit_handing_off(emitted, producer);
                 }
             }
         }
@@ -165,22 +264,25 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         let mail = next_mail!(mailbox, wake_on_ask: !inputs.is_idle() || outputs.buffered() > 0);
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
-            // Downstream demand reaches a producer_consumer as capacity, read above; the upstream
-            // demand this returns is for producers' `handle_demand`.
-            Mail::Downstream(mail) => {
-                outputs.handle(mail);
-            }
+            // Downstream demand reaches a producer_consumer as capacity, read above.
+            Mail::Downstream(mail) => outputs.handle(mail),
         }
     };
-    if !matches!(exit, Exit::Finished) {
-        outputs.abandon_buffer();
-    }
+    let buffered = outputs.abandon_buffer();
+    let losses = in_hand.losses(
+        &mut mailbox,
+        inputs.unhandled(),
+        outputs.lost_to_gone_consumers,
+        buffered,
+    );
     Outcome {
         exit,
-        events_in: inputs.events_in,
+        events_in: inputs.events_in - in_hand.failed_batch,
         events_out: outputs.events_out,
-        discarded: outputs.discarded,
+        emitted: outputs.emitted(),
+        discarded: outputs.discarded(),
         excess: inputs.excess,
+        losses,
     }
 }
 
@@ -190,6 +292,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     mut mailbox: Receiver<Mail<C::Input, Infallible>>,
 ) -> Outcome {
     let mut inputs = Inputs::new(name);
+    let mut in_hand = InHand::default();
     let exit = 'run: loop {
         while let Some(step) = inputs.next_step(true) {
             match step {
@@ -199,8 +302,18 @@ pub(crate) async fn run_consumer<C: Consumer>(
                     events,
                     demand,
                 } => {
-                    if let Err(error) = stage.handle_events(events).await {
-                        break 'run Exit::Failed(error);
+                    let len = events.len() as u64;
+                    match call(stage.handle_events(events)).await {
+                        Called::Returned(Ok(())) => {}
+                        Called::Returned(Err(error)) => {
+                            in_hand.failed_batch = len;
+                            break 'run Exit::Failed(error);
+                        }
+                        Called::Panicked(message) => {
+                            in_hand.failed_batch = len;
+                            break 'run Exit::Panicked(message);
+                        }
+                        Called::Stopped => {}
                     }
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
@@ -218,11 +331,14 @@ pub(crate) async fn run_consumer<C: Consumer>(
             Mail::Downstream(_) => {}
         }
     };
+    let losses = in_hand.losses(&mut mailbox, inputs.unhandled(), 0, 0);
     Outcome {
         exit,
-        events_in: inputs.events_in,
+        events_in: inputs.events_in - in_hand.failed_batch,
         events_out: 0,
+        emitted: 0,
         discarded: 0,
         excess: inputs.excess,
+        losses,
     }
 }

@@ -1,10 +1,9 @@
-//! The producer side of a stage task: the dispatcher, the buffer and the consumers' mailboxes.
+//! The producer side of a stage task: the [`EventPath`] and the consumers' mailboxes it sends to.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use crate::buffer::Buffer;
-use crate::dispatcher::{Deliveries, Dispatcher, SubscriptionId};
+use crate::dispatcher::{Dispatcher, SubscriptionId};
+use crate::event_path::EventPath;
 use crate::mailbox::DeferredWake;
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EventSink};
@@ -13,18 +12,17 @@ use super::by_subscription::BySubscription;
 
 pub(super) struct Outputs<T> {
     stage: Arc<str>,
-    dispatcher: Box<dyn Dispatcher<T>>,
-    buffer: Buffer<T, Infallible>,
+    path: EventPath<T>,
     consumers: BySubscription<Box<dyn EventSink<T>>>,
-    /// Reused for every dispatch.
-    deliveries: Deliveries<T>,
     /// A wake-up owed to this stage's producer while [`emit_handing_off`](Self::emit_handing_off)
     /// runs, for the first consumer it wakes to take (see [`crate::mailbox`]).
     hand_off: DeferredWake,
     /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
     had_consumers: bool,
+    /// Events delivered to consumers.
     pub(super) events_out: u64,
-    pub(super) discarded: u64,
+    /// Events sent to consumers that had stopped.
+    pub(super) lost_to_gone_consumers: u64,
 }
 
 impl<T: Send + 'static> Outputs<T> {
@@ -35,59 +33,38 @@ impl<T: Send + 'static> Outputs<T> {
     ) -> Self {
         Outputs {
             stage,
-            dispatcher,
-            buffer: Buffer::new(options),
+            path: EventPath::new(dispatcher, options),
             consumers: BySubscription::new(),
-            deliveries: Vec::new(),
             hand_off: DeferredWake::default(),
             had_consumers: false,
             events_out: 0,
-            discarded: 0,
+            lost_to_gone_consumers: 0,
         }
     }
 
-    /// Takes in a message from downstream; returns new upstream demand.
-    pub(super) fn handle(&mut self, mail: Downstream<T>) -> usize {
+    /// Takes in a message from downstream, and sends what it makes possible.
+    pub(super) fn handle(&mut self, mail: Downstream<T>) {
         match mail {
             Downstream::Subscribe(subscriber) => {
-                self.subscribe(subscriber.sub, subscriber.consumer)
+                let sub = subscriber.sub;
+                match self.path.subscribe(sub) {
+                    Ok(()) => {
+                        self.consumers.insert(sub, subscriber.consumer);
+                        self.had_consumers = true;
+                    }
+                    Err(error) => {
+                        tracing::error!(stage = %self.stage, "subscription {sub} refused: {error}");
+                    }
+                }
             }
-            Downstream::Ask { sub, demand } => self.ask(sub, demand),
-            Downstream::Cancel { sub } => self.cancel(sub),
-        }
-    }
-
-    /// Registers a consumer; returns new upstream demand.
-    fn subscribe(&mut self, sub: SubscriptionId, consumer: Box<dyn EventSink<T>>) -> usize {
-        match self.dispatcher.subscribe(sub) {
-            Ok(demand) => {
-                self.consumers.insert(sub, consumer);
-                self.had_consumers = true;
-                demand
-            }
-            Err(error) => {
-                tracing::error!(stage = %self.stage, "subscription {sub} refused: {error}");
-                0
+            Downstream::Ask { sub, demand } => self.path.ask(sub, demand),
+            Downstream::Cancel { sub } => {
+                if self.consumers.remove(sub).is_some() {
+                    self.path.cancel(sub);
+                }
             }
         }
-    }
-
-    /// A consumer left; returns new upstream demand.
-    fn cancel(&mut self, sub: SubscriptionId) -> usize {
-        if self.consumers.remove(sub).is_none() {
-            return 0;
-        }
-        let demand = self.dispatcher.cancel(sub);
-        demand.saturating_sub(self.drain_buffer())
-    }
-
-    /// A consumer asked; returns the upstream demand left once the buffer has served what it can.
-    fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
-        let upstream = self.dispatcher.ask(sub, demand);
-        if self.buffer.is_empty() {
-            return upstream;
-        }
-        upstream.saturating_sub(self.drain_buffer())
+        self.flush();
     }
 
     /// Like [`emit`](Self::emit), and hands `producer`, a wake-up owed to this stage's producer, to
@@ -98,42 +75,36 @@ impl<T: Send + 'static> Outputs<T> {
         drop(std::mem::take(&mut self.hand_off));
     }
 
-    /// Sends `events` to consumers with demand and buffers the rest. Buffered events always go first,
-    /// so newer events never overtake older ones.
+    /// Sends `events` to consumers with demand and buffers the rest.
+    #[inline]
     pub(super) fn emit(&mut self, events: Vec<T>) {
-        if events.is_empty() {
-            return;
+        let discarded = self.path.emit(events);
+        if discarded > 0 {
+            warn_discarded(&self.stage, discarded);
         }
-        if !self.buffer.is_empty() {
-            self.store(events);
-            return;
-        }
-        // The hot path: one consumer takes the whole batch.
-        if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
-            self.deliver(sub, events);
-            return;
-        }
-        let leftover = self.dispatch(events);
-        if !leftover.is_empty() {
-            self.store(leftover);
-        }
+        self.flush();
     }
 
-    /// Buffers what no consumer could take, then serves what demand there is from the buffer.
-    fn store(&mut self, events: Vec<T>) {
-        let stored = self.buffer.store(events);
-        self.record_discarded(stored.discarded);
-        self.drain_buffer();
+    /// What a producer should emit now (see [`EventPath::demand`]).
+    pub(super) fn demand(&self) -> usize {
+        self.path.demand()
     }
 
-    /// How many more events the consumers can take now (a producer_consumer handles input only
-    /// while this is above zero).
+    /// How many more events the consumers can take now.
     pub(super) fn capacity(&self) -> usize {
-        self.dispatcher.capacity()
+        self.path.capacity()
     }
 
     pub(super) fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.path.buffered()
+    }
+
+    pub(super) fn emitted(&self) -> u64 {
+        self.path.emitted
+    }
+
+    pub(super) fn discarded(&self) -> u64 {
+        self.path.discarded
     }
 
     /// Whether every consumer that ever subscribed has left.
@@ -141,48 +112,24 @@ impl<T: Send + 'static> Outputs<T> {
         self.had_consumers && self.consumers.is_empty()
     }
 
-    /// Drops what is still buffered when the stage stops early, counting it as discarded.
-    pub(super) fn abandon_buffer(&mut self) {
-        let (dropped, _) = self.buffer.clear();
-        self.discarded += dropped as u64;
+    /// Drops what is still buffered when the stage stops early; returns how many events that was.
+    pub(super) fn abandon_buffer(&mut self) -> u64 {
+        self.path.clear_buffer() as u64
     }
 
-    /// Serves buffered events up to what the consumers can take; returns how many went out.
-    fn drain_buffer(&mut self) -> usize {
-        let mut drained = 0;
-        // The buffer is checked first: it is empty on the hot path, and `capacity` is a dynamic call.
-        while !self.buffer.is_empty() {
-            let capacity = self.dispatcher.capacity();
-            if capacity == 0 {
-                return drained;
+    /// Sends every delivery the event path has ready.
+    #[inline]
+    fn flush(&mut self) {
+        loop {
+            let mut deliveries = self.path.take_deliveries();
+            if deliveries.is_empty() {
+                return;
             }
-            let taken = self.buffer.take(capacity).events;
-            drained += taken.len();
-            let leftover = self.dispatch(taken);
-            // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer.
-            debug_assert!(
-                leftover.is_empty(),
-                "dispatcher broke its capacity contract"
-            );
-            if !leftover.is_empty() {
-                drained -= leftover.len();
-                let stored = self.buffer.store(leftover);
-                self.record_discarded(stored.discarded);
-                return drained;
+            for (sub, batch) in deliveries.drain(..) {
+                self.deliver(sub, batch);
             }
+            self.path.recycle(deliveries);
         }
-        drained
-    }
-
-    /// Dispatches and sends; returns what no consumer took.
-    fn dispatch(&mut self, events: Vec<T>) -> Vec<T> {
-        let mut deliveries = std::mem::take(&mut self.deliveries);
-        let leftover = self.dispatcher.dispatch(events, &mut deliveries);
-        for (sub, batch) in deliveries.drain(..) {
-            self.deliver(sub, batch);
-        }
-        self.deliveries = deliveries;
-        leftover
     }
 
     /// Sends one batch to the consumer of `sub`.
@@ -195,24 +142,24 @@ impl<T: Send + 'static> Outputs<T> {
             .map(|consumer| consumer.send(sub, batch, &mut self.hand_off))
         {
             Some(Ok(())) => self.events_out += len,
-            // The consumer's task has ended: the events are lost with it, as in GenStage.
+            // The consumer's task has ended: the events are lost with it, as in GenStage. Its
+            // demand goes too, and what it frees is delivered by the caller's next round.
             _ => {
-                self.discarded += len;
-                self.consumers.remove(sub);
-                self.dispatcher.cancel(sub);
+                self.lost_to_gone_consumers += len;
+                if self.consumers.remove(sub).is_some() {
+                    self.path.cancel(sub);
+                }
             }
         }
     }
+}
 
-    fn record_discarded(&mut self, discarded: usize) {
-        if discarded > 0 {
-            self.discarded += discarded as u64;
-            tracing::warn!(
-                stage = %self.stage,
-                discarded,
-                "GenStage producer {} has discarded {discarded} events from buffer",
-                self.stage
-            );
-        }
-    }
+/// Logs a buffer overflow, as GenStage does, out of the hot path.
+#[cold]
+fn warn_discarded(stage: &str, discarded: usize) {
+    tracing::warn!(
+        stage,
+        discarded,
+        "GenStage producer {stage} has discarded {discarded} events from buffer"
+    );
 }

@@ -1,0 +1,263 @@
+//! The producer side of a stage as plain data: its dispatcher and its buffer, and the one place where
+//! they meet.
+//!
+//! Emitted events go to the dispatcher, what no consumer can take waits in the buffer, and demand is
+//! served from the buffer before anything newer. [`EventPath`] does all of it and returns what to send
+//! ([`EventPath::take_deliveries`]); the stage task only sends. So the whole event path is tested
+//! without tokio.
+//!
+//! # Demand
+//! What a producer is asked to emit is not kept as a running count but derived, whenever it is needed,
+//! from the dispatcher's capacity and the buffer: [`EventPath::demand`] is what the consumers can take
+//! now minus what is already buffered for them. A running count drifts as soon as one path forgets
+//! to update it (a consumer that leaves with demand unmet, events that arrive while others are
+//! buffered); a derived one cannot.
+
+use std::convert::Infallible;
+
+use crate::buffer::Buffer;
+use crate::dispatcher::{Deliveries, DispatchError, Dispatcher, SubscriptionId};
+use crate::options::ProducerOptions;
+
+/// A producer's dispatcher and buffer. Every method that can make events go out appends them to the
+/// deliveries, which the caller takes and sends.
+pub(crate) struct EventPath<T> {
+    dispatcher: Box<dyn Dispatcher<T>>,
+    buffer: Buffer<T, Infallible>,
+    /// What to send, in order; emptied by [`take_deliveries`](Self::take_deliveries).
+    deliveries: Deliveries<T>,
+    /// Events emitted so far.
+    pub(crate) emitted: u64,
+    /// Events the buffer dropped on overflow so far.
+    pub(crate) discarded: u64,
+}
+
+impl<T: Send + 'static> EventPath<T> {
+    pub(crate) fn new(dispatcher: Box<dyn Dispatcher<T>>, options: ProducerOptions) -> Self {
+        EventPath {
+            dispatcher,
+            buffer: Buffer::new(options),
+            deliveries: Vec::new(),
+            emitted: 0,
+            discarded: 0,
+        }
+    }
+
+    /// A consumer subscribed.
+    ///
+    /// # Errors
+    ///
+    /// The dispatcher refused it.
+    pub(crate) fn subscribe(&mut self, sub: SubscriptionId) -> Result<(), DispatchError> {
+        self.dispatcher.subscribe(sub).map(drop)
+    }
+
+    /// The consumer of `sub` asked for `demand` more events: served from the buffer first.
+    #[inline]
+    pub(crate) fn ask(&mut self, sub: SubscriptionId, demand: usize) {
+        self.dispatcher.ask(sub, demand);
+        if !self.buffer.is_empty() {
+            self.drain_buffer();
+        }
+    }
+
+    /// The consumer of `sub` left; its unmet demand goes with it.
+    pub(crate) fn cancel(&mut self, sub: SubscriptionId) {
+        self.dispatcher.cancel(sub);
+        self.drain_buffer();
+    }
+
+    /// Emitted events: to consumers with demand, the rest to the buffer. Buffered events always go
+    /// first, so newer events never overtake older ones. Returns how many the buffer dropped.
+    #[inline]
+    pub(crate) fn emit(&mut self, events: Vec<T>) -> usize {
+        if events.is_empty() {
+            return 0;
+        }
+        self.emitted += events.len() as u64;
+        if !self.buffer.is_empty() {
+            return self.store(events);
+        }
+        // The hot path: one consumer takes the whole batch.
+        if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
+            self.deliveries.push((sub, events));
+            return 0;
+        }
+        let leftover = self.dispatcher.dispatch(events, &mut self.deliveries);
+        if leftover.is_empty() {
+            0
+        } else {
+            self.store(leftover)
+        }
+    }
+
+    /// What a producer should emit now: what its consumers can take, less what is buffered for them.
+    #[inline]
+    pub(crate) fn demand(&self) -> usize {
+        self.dispatcher.capacity().saturating_sub(self.buffer.len())
+    }
+
+    /// How many more events the consumers can take now (a producer_consumer handles input only while
+    /// this is above zero).
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.dispatcher.capacity()
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// What to send, in order, one message per consumer and batch.
+    #[inline]
+    pub(crate) fn take_deliveries(&mut self) -> Deliveries<T> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// Gives back an emptied deliveries vector, to reuse its allocation.
+    #[inline]
+    pub(crate) fn recycle(&mut self, mut deliveries: Deliveries<T>) {
+        if self.deliveries.is_empty() {
+            deliveries.clear();
+            self.deliveries = deliveries;
+        }
+    }
+
+    /// Empties the buffer when the stage stops early; returns how many events it held.
+    pub(crate) fn clear_buffer(&mut self) -> usize {
+        self.buffer.clear().0
+    }
+
+    /// Buffers `events`, then serves what demand there is from the buffer; returns how many the
+    /// buffer dropped.
+    fn store(&mut self, events: Vec<T>) -> usize {
+        let dropped = self.buffer.store(events).discarded;
+        self.discarded += dropped as u64;
+        self.drain_buffer();
+        dropped
+    }
+
+    /// Serves buffered events up to what the consumers can take.
+    fn drain_buffer(&mut self) {
+        loop {
+            let capacity = self.dispatcher.capacity();
+            if capacity == 0 || self.buffer.is_empty() {
+                return;
+            }
+            let taken = self.buffer.take(capacity).events;
+            let leftover = self.dispatcher.dispatch(taken, &mut self.deliveries);
+            // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer. A
+            // dispatcher that breaks it gets its leftover back in the buffer.
+            debug_assert!(
+                leftover.is_empty(),
+                "dispatcher broke its capacity contract"
+            );
+            if !leftover.is_empty() {
+                self.discarded += self.buffer.store(leftover).discarded as u64;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatcher::DemandDispatcher;
+
+    fn path(buffer_size: usize) -> EventPath<u32> {
+        EventPath::new(
+            Box::new(DemandDispatcher::new()),
+            ProducerOptions::for_producer().buffer_size(buffer_size),
+        )
+    }
+
+    fn sent(path: &mut EventPath<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
+        path.take_deliveries()
+    }
+
+    #[test]
+    fn demand_is_what_consumers_can_take_less_what_is_buffered() {
+        let mut path = path(100);
+        path.subscribe(1).unwrap();
+        path.subscribe(2).unwrap();
+        path.ask(1, 10);
+        path.ask(2, 6);
+        assert_eq!(path.demand(), 16);
+        assert_eq!(path.emit((0..4).collect()), 0);
+        assert_eq!(sent(&mut path), vec![(1, vec![0, 1, 2, 3])]);
+        assert_eq!(path.demand(), 12);
+    }
+
+    /// The stall of the issue: a consumer leaves with demand unmet while the producer emits fewer
+    /// events than asked and events sit in the buffer. The demand asked of the producer must stay
+    /// exactly the remaining consumer's unmet demand, whatever the order of events.
+    #[test]
+    fn a_departed_consumers_demand_never_absorbs_anothers() {
+        let mut path = path(1000);
+        path.subscribe(0).unwrap();
+        path.subscribe(1).unwrap();
+        path.ask(0, 242);
+        path.ask(1, 286);
+        // The producer emits fewer than asked: 30.
+        path.emit((0..30).collect());
+        assert_eq!(sent(&mut path), vec![(1, (0..30).collect())]);
+        // Consumer 1 fails and leaves with 256 unmet.
+        path.cancel(1);
+        assert_eq!(path.demand(), 242);
+        // More events than consumer 0 wants arrive: the rest waits in the buffer.
+        path.emit((30..300).collect());
+        assert_eq!(sent(&mut path), vec![(0, (30..272).collect())]);
+        assert_eq!(path.buffered(), 28);
+        assert_eq!(path.demand(), 0);
+        // Events emitted while others are buffered go behind them.
+        path.emit((300..310).collect());
+        assert_eq!(path.buffered(), 38);
+        // Consumer 0 asks for 226: 38 come from the buffer, the producer is asked for the rest.
+        path.ask(0, 226);
+        assert_eq!(sent(&mut path), vec![(0, (272..310).collect())]);
+        assert_eq!(path.demand(), 226 - 38);
+    }
+
+    #[test]
+    fn buffered_events_go_out_before_newer_ones() {
+        let mut path = path(100);
+        path.subscribe(1).unwrap();
+        path.emit(vec![1, 2]);
+        path.emit(vec![3]);
+        assert!(sent(&mut path).is_empty());
+        path.ask(1, 2);
+        assert_eq!(sent(&mut path), vec![(1, vec![1, 2])]);
+        path.ask(1, 5);
+        path.emit(vec![4]);
+        assert_eq!(sent(&mut path), vec![(1, vec![3]), (1, vec![4])]);
+        assert_eq!(path.emitted, 4);
+    }
+
+    #[test]
+    fn overflow_is_counted_as_discarded() {
+        let mut path = path(3);
+        path.subscribe(1).unwrap();
+        assert_eq!(path.emit((0..5).collect()), 2);
+        assert_eq!(path.discarded, 2);
+        path.ask(1, 10);
+        // buffer_keep last: the oldest two went.
+        assert_eq!(sent(&mut path), vec![(1, vec![2, 3, 4])]);
+    }
+
+    #[test]
+    fn a_cancel_serves_the_others_from_the_buffer() {
+        let mut path = path(100);
+        path.subscribe(1).unwrap();
+        path.subscribe(2).unwrap();
+        path.ask(1, 2);
+        path.emit((0..5).collect());
+        assert_eq!(sent(&mut path), vec![(1, vec![0, 1])]);
+        path.ask(2, 2);
+        assert_eq!(sent(&mut path), vec![(2, vec![2, 3])]);
+        path.cancel(1);
+        assert_eq!(path.buffered(), 1);
+        assert_eq!(path.clear_buffer(), 1);
+        assert_eq!(path.demand(), 0);
+    }
+}

@@ -1,0 +1,111 @@
+//! Checks of a pipeline's wiring before it runs.
+
+use crate::demand::DemandLimits;
+use crate::error::PipelineError;
+use crate::options::CancelMode;
+
+use super::{Pipeline, Role};
+
+impl Pipeline {
+    /// Gives stages that share a name distinct ones: `Printer[0]`, `Printer[1]`, ….
+    pub(super) fn disambiguate_names(&mut self) {
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        for stage in &self.stages {
+            *counts.entry(stage.name.clone()).or_default() += 1;
+        }
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for stage in &mut self.stages {
+            if counts[&stage.name] > 1 {
+                let n = seen.entry(stage.name.clone()).or_default();
+                stage.name = format!("{}[{n}]", stage.name);
+                *n += 1;
+            }
+        }
+    }
+
+    /// Checks the wiring and resolves each edge's demand limits and cancel mode.
+    pub(super) fn validate(&self) -> Result<Vec<(DemandLimits, CancelMode)>, PipelineError> {
+        let name = |i: usize| self.stages[i].name.clone();
+        for (index, stage) in self.stages.iter().enumerate() {
+            let feeds = self.edges.iter().any(|e| e.producer == index);
+            let fed = self.edges.iter().any(|e| e.consumer == index);
+            if stage.role != Role::Consumer && !feeds {
+                return Err(PipelineError::NoConsumer { stage: name(index) });
+            }
+            if stage.role != Role::Producer && !fed {
+                return Err(PipelineError::NoProducer { stage: name(index) });
+            }
+        }
+        if let Some(cycle) = self.find_cycle() {
+            return Err(PipelineError::Cycle {
+                stages: cycle.into_iter().map(name).collect(),
+            });
+        }
+        self.edges
+            .iter()
+            .map(|edge| {
+                let options = edge
+                    .options
+                    .or(self.stages[edge.consumer].subscribe_defaults);
+                let limits = DemandLimits::from_options(&options).map_err(|error| {
+                    PipelineError::InvalidSubscription {
+                        producer: name(edge.producer),
+                        consumer: name(edge.consumer),
+                        error,
+                    }
+                })?;
+                Ok((limits, options.cancel.unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// A cycle of subscriptions, if any, as the stages on it.
+    fn find_cycle(&self) -> Option<Vec<usize>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        let n = self.stages.len();
+        let mut marks = vec![Mark::New; n];
+        let successors = |i: usize| {
+            self.edges
+                .iter()
+                .filter(move |e| e.producer == i)
+                .map(|e| e.consumer)
+        };
+        for root in 0..n {
+            if marks[root] != Mark::New {
+                continue;
+            }
+            // Iterative depth-first search; `path` holds the open stages.
+            let mut path = vec![root];
+            let mut iters = vec![successors(root)];
+            marks[root] = Mark::Open;
+            while let Some(iter) = iters.last_mut() {
+                match iter.next() {
+                    Some(next) if marks[next] == Mark::Open => {
+                        let start = path.iter().position(|&s| s == next).unwrap_or(0);
+                        let mut cycle = path[start..].to_vec();
+                        cycle.push(next);
+                        return Some(cycle);
+                    }
+                    Some(next) if marks[next] == Mark::New => {
+                        marks[next] = Mark::Open;
+                        path.push(next);
+                        iters.push(successors(next));
+                    }
+                    Some(_) => {}
+                    None => {
+                        iters.pop();
+                        if let Some(done) = path.pop() {
+                            marks[done] = Mark::Done;
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,338 @@
+//! The typed pipeline builder: add stages, subscribe consumers to producers, run.
+//!
+//! Types do the checking: [`Pipeline::subscribe`] takes a [`Source<T>`] and a [`Sink<T>`] with the
+//! same `T`, so wiring a consumer of `String` to a producer of `u64` does not compile.
+//!
+//! # Completion
+//! A producer ends when it returns [`Emit::last`](crate::Emit::last) and its buffer is empty. A stage
+//! with producers ends once all of them have ended and it has handled (and, for a producer_consumer,
+//! delivered) every event. `run().await` returns when every stage has ended.
+//!
+//! # Failure
+//! A stage whose callback returns an error or panics ends at once. Its consumers stop too unless
+//! their subscription is `temporary` (see [`CancelMode`](crate::CancelMode)); its producers see it
+//! cancel, and a producer left without consumers stops, also while its callback waits. Each failure
+//! is logged through `tracing` when it happens. Once every stage has ended, `run()` returns
+//! [`PipelineError`] naming the first stage that failed, with the report of the whole run.
+//!
+//! # Accounting
+//! Every ending returns a [`Report`](crate::Report) in which every emitted event is handled,
+//! discarded by a buffer that overflowed, or lost with its reason: the batch a callback failed on,
+//! events received but not handled when a stage stopped, events sent to a consumer that had stopped,
+//! and a stopped stage's buffer. A stage closes its mailbox when it stops, so each event is counted
+//! once, by whichever side held it.
+
+mod graph;
+mod handles;
+mod stage;
+mod supervise;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::demand::DemandLimits;
+use crate::dispatcher::SubscriptionId;
+use crate::error::PipelineError;
+use crate::mailbox::{mailbox, Receiver};
+use crate::options::{CancelMode, SubscribeOptions};
+use crate::protocol::{ControlPort, Mail};
+use crate::run::{self, Outcome};
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+
+use handles::NewEnds;
+pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Source, StageId};
+pub use stage::Stage;
+
+static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);
+
+type StageTask = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Producer,
+    ProducerConsumer,
+    Consumer,
+}
+
+struct StageEntry {
+    name: String,
+    role: Role,
+    /// Options its subscriptions default to (consumer side).
+    subscribe_defaults: SubscribeOptions,
+    control: Arc<dyn ControlPort>,
+    task: StageTask,
+}
+
+struct Edge {
+    producer: usize,
+    consumer: usize,
+    options: SubscribeOptions,
+    connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode) + Send>,
+}
+
+/// A pipeline of stages, built by hand or by `pipeline!`, run with [`Pipeline::run`].
+///
+/// # Examples
+///
+/// ```
+/// use genstage_runtime::{from_iter, Consumer, Pipeline, ProducerConsumer, StageResult};
+///
+/// struct Evens;
+/// impl ProducerConsumer for Evens {
+///     type Input = u64;
+///     type Output = u64;
+///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+///         Ok(events.into_iter().filter(|n| n % 2 == 0).collect())
+///     }
+/// }
+///
+/// struct Count(std::sync::Arc<std::sync::atomic::AtomicU64>);
+/// impl Consumer for Count {
+///     type Input = u64;
+///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+///         self.0.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+/// let mut pipeline = Pipeline::new();
+/// let numbers = pipeline.add_producer(from_iter(0..100u64));
+/// let evens = pipeline.add_producer_consumer(Evens);
+/// let count = pipeline.add_consumer(Count(seen.clone()));
+/// pipeline.subscribe(&numbers, &evens);
+/// pipeline.subscribe(&evens, &count);
+/// let report = pipeline.run().await?;
+/// assert_eq!(report.stage("Count").unwrap().events_in, 50);
+/// # Ok(()) }
+/// ```
+pub struct Pipeline {
+    id: u64,
+    stages: Vec<StageEntry>,
+    edges: Vec<Edge>,
+    /// The first wiring mistake, reported by `run`.
+    error: Option<PipelineError>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("Pipeline")
+            .field("stages", &names)
+            .field("edges", &self.edges.len())
+            .finish()
+    }
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new() -> Self {
+        Pipeline {
+            id: NEXT_PIPELINE.fetch_add(1, Ordering::Relaxed),
+            stages: Vec::new(),
+            edges: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn next_id(&self) -> StageId {
+        StageId {
+            pipeline: self.id,
+            index: self.stages.len(),
+        }
+    }
+
+    /// Adds a producer, named after its type.
+    pub fn add_producer<P: Producer>(&mut self, stage: P) -> ProducerRef<P::Output> {
+        self.add_producer_named(short_type_name::<P>(), stage)
+    }
+
+    /// Adds a producer under `name`, or under its type's name when `None`.
+    pub fn add_producer_as<P: Producer>(
+        &mut self,
+        name: Option<String>,
+        stage: P,
+    ) -> ProducerRef<P::Output> {
+        let name = name.unwrap_or_else(short_type_name::<P>);
+        self.add_producer_named(name, stage)
+    }
+
+    /// Adds a producer under the given name (used in errors and the report).
+    pub fn add_producer_named<P: Producer>(
+        &mut self,
+        name: impl Into<String>,
+        stage: P,
+    ) -> ProducerRef<P::Output> {
+        let defaults = SubscribeOptions::default();
+        self.add_stage(
+            name.into(),
+            Role::Producer,
+            defaults,
+            |name, inbox| Box::pin(run::run_producer(stage, name, inbox)),
+            |ends| ProducerRef {
+                source: ends.source(),
+            },
+        )
+    }
+
+    /// Adds a producer_consumer, named after its type.
+    pub fn add_producer_consumer<S: ProducerConsumer>(
+        &mut self,
+        stage: S,
+    ) -> ProducerConsumerRef<S::Input, S::Output> {
+        self.add_producer_consumer_named(short_type_name::<S>(), stage)
+    }
+
+    /// Adds a producer_consumer under `name`, or under its type's name when `None`.
+    pub fn add_producer_consumer_as<S: ProducerConsumer>(
+        &mut self,
+        name: Option<String>,
+        stage: S,
+    ) -> ProducerConsumerRef<S::Input, S::Output> {
+        let name = name.unwrap_or_else(short_type_name::<S>);
+        self.add_producer_consumer_named(name, stage)
+    }
+
+    /// Adds a producer_consumer under the given name (used in errors and the report).
+    pub fn add_producer_consumer_named<S: ProducerConsumer>(
+        &mut self,
+        name: impl Into<String>,
+        stage: S,
+    ) -> ProducerConsumerRef<S::Input, S::Output> {
+        let defaults = stage.subscribe_options();
+        self.add_stage(
+            name.into(),
+            Role::ProducerConsumer,
+            defaults,
+            |name, inbox| Box::pin(run::run_producer_consumer(stage, name, inbox)),
+            |ends| ProducerConsumerRef {
+                sink: ends.sink(),
+                source: ends.source(),
+            },
+        )
+    }
+
+    /// Adds a consumer, named after its type.
+    pub fn add_consumer<C: Consumer>(&mut self, stage: C) -> ConsumerRef<C::Input> {
+        self.add_consumer_named(short_type_name::<C>(), stage)
+    }
+
+    /// Adds a consumer under `name`, or under its type's name when `None`.
+    pub fn add_consumer_as<C: Consumer>(
+        &mut self,
+        name: Option<String>,
+        stage: C,
+    ) -> ConsumerRef<C::Input> {
+        let name = name.unwrap_or_else(short_type_name::<C>);
+        self.add_consumer_named(name, stage)
+    }
+
+    /// Adds a consumer under the given name (used in errors and the report).
+    pub fn add_consumer_named<C: Consumer>(
+        &mut self,
+        name: impl Into<String>,
+        stage: C,
+    ) -> ConsumerRef<C::Input> {
+        let defaults = stage.subscribe_options();
+        self.add_stage(
+            name.into(),
+            Role::Consumer,
+            defaults,
+            |name, inbox| Box::pin(run::run_consumer(stage, name, inbox)),
+            |ends| ConsumerRef { sink: ends.sink() },
+        )
+    }
+
+    /// Creates the stage's mailbox and task, records it, and hands its ends to `make_ref`.
+    fn add_stage<In: Send + 'static, Out: Send + 'static, R>(
+        &mut self,
+        name: String,
+        role: Role,
+        subscribe_defaults: SubscribeOptions,
+        task: impl FnOnce(Arc<str>, Receiver<Mail<In, Out>>) -> StageTask,
+        make_ref: impl FnOnce(NewEnds<In, Out>) -> R,
+    ) -> R {
+        let id = self.next_id();
+        let (mailbox, inbox) = mailbox::<Mail<In, Out>>();
+        let task = task(Arc::from(name.as_str()), inbox);
+        let control: Arc<dyn ControlPort> = Arc::new(mailbox.clone());
+        self.stages.push(StageEntry {
+            name,
+            role,
+            subscribe_defaults,
+            control,
+            task,
+        });
+        make_ref(NewEnds { id, mailbox })
+    }
+
+    /// Subscribes `consumer` to `producer` with the consumer's default options.
+    pub fn subscribe<T: Send + 'static>(
+        &mut self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+    ) -> &mut Self {
+        self.subscribe_with(producer, consumer, SubscribeOptions::default())
+    }
+
+    /// Subscribes `consumer` to `producer`; set fields of `options` override the consumer's defaults.
+    ///
+    /// Invalid options are reported by [`Pipeline::run`], naming both stages.
+    pub fn subscribe_with<T: Send + 'static>(
+        &mut self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+    ) -> &mut Self {
+        let source = producer.source_end();
+        let sink = consumer.sink_end();
+        for id in [source.id, sink.id] {
+            if id.pipeline != self.id || id.index >= self.stages.len() {
+                self.error.get_or_insert(PipelineError::ForeignStage {
+                    stage: format!("#{}", id.index),
+                });
+                return self;
+            }
+        }
+        let connect = Box::new(move |sub, limits: DemandLimits, cancel| {
+            let producer = source.port.producer();
+            source.port.subscribe(sub, sink.port.consumer());
+            // The consumer's initial ask, queued now rather than when its task first runs: every
+            // subscription has its demand in place before any event flows, so the first consumer to
+            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
+            // for that).
+            drop(producer.ask(sub, limits.max()));
+            sink.port.subscribed(sub, producer, limits, cancel);
+        });
+        self.edges.push(Edge {
+            producer: source.id.index,
+            consumer: sink.id.index,
+            options,
+            connect,
+        });
+        self
+    }
+
+    /// The stages' names, in the order they were added.
+    pub fn stage_names(&self) -> impl Iterator<Item = &str> {
+        self.stages.iter().map(|s| s.name.as_str())
+    }
+}
+
+/// `my_crate::stages::Printer<u64>` becomes `Printer`.
+fn short_type_name<T>() -> String {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base).to_owned()
+}

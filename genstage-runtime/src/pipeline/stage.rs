@@ -1,0 +1,34 @@
+//! The [`Stage`] trait: how a stage value of any role adds itself to a pipeline.
+
+use super::Pipeline;
+
+/// A stage of any role, as `pipeline!` sees it: how to add it to a [`Pipeline`].
+///
+/// `#[stage]` implements it alongside the role trait, and [`from_iter`](crate::from_iter)'s producer
+/// implements it too. A stage written by hand against [`Producer`](crate::Producer),
+/// [`ProducerConsumer`](crate::ProducerConsumer) or
+/// [`Consumer`](crate::Consumer) implements it in three lines, to be usable in `pipeline!`:
+///
+/// ```
+/// use genstage_runtime::{Consumer, ConsumerRef, Pipeline, Stage, StageResult};
+///
+/// struct Discard;
+/// impl Consumer for Discard {
+///     type Input = u64;
+///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+/// }
+/// impl Stage for Discard {
+///     type Ref = ConsumerRef<u64>;
+///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+///         pipeline.add_consumer_as(name, self)
+///     }
+/// }
+/// ```
+pub trait Stage: Send + Sized + 'static {
+    /// The handle the pipeline gives back: [`ProducerRef`](crate::ProducerRef),
+    /// [`ProducerConsumerRef`](crate::ProducerConsumerRef) or [`ConsumerRef`](crate::ConsumerRef).
+    type Ref: Clone;
+
+    /// Adds this stage to `pipeline`, under `name` or, when `None`, under its type's name.
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref;
+}

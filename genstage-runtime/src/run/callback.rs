@@ -1,0 +1,84 @@
+//! Calling a stage's callback: a panic in it is caught as the callback's outcome, so the stage ends
+//! with its counts intact, and a producer keeps serving its mailbox while the callback waits.
+
+use std::any::Any;
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::task::Poll;
+
+use crate::mailbox::{Receiver, TryRecvError};
+
+/// How a callback call ended.
+pub(super) enum Called<T> {
+    /// It returned this.
+    Returned(T),
+    /// It panicked with this message.
+    Panicked(String),
+    /// The stage had to stop while it waited, and it was dropped.
+    Stopped,
+}
+
+/// Awaits `callback`, catching a panic in it.
+#[inline]
+pub(super) async fn call<F: Future>(callback: F) -> Called<F::Output> {
+    let mut callback = pin!(callback);
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| callback.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Called::Returned(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Called::Panicked(panic_message(&*payload))),
+        },
+    )
+    .await
+}
+
+/// Awaits `callback`, catching a panic in it, and hands every message that arrives meanwhile to
+/// `take`; when `take` says the stage must stop, drops the callback and returns
+/// [`Called::Stopped`]. A callback that is ready when first polled never looks at the mailbox.
+///
+/// Only eager messages wake the stage while it waits (cancels and events, not asks: see
+/// [`crate::mailbox`]); asks are taken in with them.
+#[inline]
+pub(super) async fn call_serving<F: Future, M>(
+    callback: F,
+    mailbox: &mut Receiver<M>,
+    mut take: impl FnMut(M) -> bool,
+) -> Called<F::Output> {
+    let mut callback = pin!(callback);
+    poll_fn(|cx| {
+        match catch_unwind(AssertUnwindSafe(|| callback.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => return Poll::Ready(Called::Returned(output)),
+            Ok(Poll::Pending) => {}
+            Err(payload) => return Poll::Ready(Called::Panicked(panic_message(&*payload))),
+        }
+        loop {
+            match mailbox.try_recv() {
+                Ok(mail) => {
+                    if take(mail) {
+                        return Poll::Ready(Called::Stopped);
+                    }
+                }
+                Err(TryRecvError::Empty) => {
+                    if pin!(mailbox.ready(false)).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                // Only the pipeline being dropped closes a mailbox, and that aborts the stage.
+                Err(TryRecvError::Disconnected) => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// The message of a panic, when it was a string.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
