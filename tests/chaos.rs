@@ -573,8 +573,8 @@ struct Ledger {
     /// Events producer_consumers filtered out.
     dropped: HashSet<Event>,
     duplicates: Vec<(String, Event)>,
-    /// The stages whose fault struck.
-    struck: Vec<String>,
+    /// The stages whose fault struck, and how.
+    struck: HashMap<String, Fault>,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -612,7 +612,7 @@ impl Fuse {
         self.calls += 1;
         match self.strike {
             Some(Strike { at, fault }) if at == self.calls => {
-                lock(&self.ledger).struck.push(self.stage.clone());
+                lock(&self.ledger).struck.insert(self.stage.clone(), fault);
                 match fault {
                     Fault::Error => Err(format!("{} failed at call {at}", self.stage).into()),
                     Fault::Panic => panic!("{INJECTED} in {} at call {at}", self.stage),
@@ -887,75 +887,91 @@ fn check(
         "events handled twice: {:?}",
         &ledger.duplicates[..ledger.duplicates.len().min(10)]
     );
+    let emitted_by = |stage: &str| ledger.emitted.get(stage).copied().unwrap_or(0);
     for &(tag, seq) in &ledger.delivered {
-        let emitted = ledger.emitted.get(&format!("P{tag}")).copied().unwrap_or(0);
+        let emitted = emitted_by(&format!("P{tag}"));
         ensure!(
             seq < emitted,
             "({tag}, {seq}) delivered but P{tag} emitted only {emitted}"
         );
     }
     let struck = !ledger.struck.is_empty();
-    ensure!(
-        result.is_err() == struck,
-        "faults struck: {:?}, but run() returned {:?}",
-        ledger.struck,
-        result.as_ref().map(|_| "Ok").map_err(|e| e.to_string())
-    );
-    let Some(report) = report_of(result) else {
-        return Ok(());
+    let report = match result {
+        Ok(report) => {
+            ensure!(!struck, "faults struck in {:?}, but run() succeeded", ledger.struck);
+            report
+        }
+        Err(error) => {
+            ensure!(struck, "no fault struck, but run() failed: {error}");
+            error
+                .report()
+                .ok_or_else(|| format!("run() failed without a report: {error}"))?
+        }
     };
-    let mut handled = 0;
-    let mut discarded = 0;
     for stage in &report.stages {
-        let own = ledger.handled.get(&stage.name).copied().unwrap_or(0);
+        let name = &stage.name;
+        let handled = ledger.handled.get(name).copied().unwrap_or(0);
         ensure!(
-            stage.events_in == own,
-            "{}: the report says {} events in, the stage handled {own}",
-            stage.name,
+            stage.events_in == handled,
+            "{name}: the report says {} events in, the stage handled {handled}",
             stage.events_in
         );
-        if !struck {
-            ensure!(
-                stage.status == StageStatus::Finished,
-                "{} did not finish without a fault: {:?}",
-                stage.name,
-                stage.status
-            );
-        }
-        handled += stage.events_in;
-        discarded += stage.discarded;
+        ensure!(
+            stage.emitted == emitted_by(name),
+            "{name}: the report says {} emitted, the stage emitted {}",
+            stage.emitted,
+            emitted_by(name)
+        );
+        ensure!(
+            stage.lost == stage.losses.iter().map(|l| l.count).sum::<u64>(),
+            "{name}: lost {} is not the sum of {:?}",
+            stage.lost,
+            stage.losses
+        );
+        let expected = match ledger.struck.get(name) {
+            Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
+            Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
+            None if struck => !stage.failed(),
+            None => stage.status == StageStatus::Finished,
+        };
+        ensure!(
+            expected,
+            "{name} ended {:?}; faults struck: {:?}",
+            stage.status,
+            ledger.struck
+        );
     }
-    let emitted: u64 = ledger.emitted.values().sum();
-    let lost = lost_of(report);
+    let totals = report.totals();
+    ensure!(totals.balanced(), "unbalanced: {totals:?}");
+    let delivered: u64 = (0..topology.consumers.len())
+        .filter_map(|i| report.stage(&format!("C{i}")))
+        .map(|c| c.events_in)
+        .sum();
     ensure!(
-        emitted == handled + discarded + lost,
-        "unbalanced: emitted {emitted} != handled {handled} + discarded {discarded} + lost {lost}"
+        delivered == ledger.delivered.len() as u64,
+        "the consumers' reports say {delivered} events in, they handled {}",
+        ledger.delivered.len()
     );
     if !struck {
-        ensure!(lost == 0, "{lost} events lost without a fault");
+        ensure!(totals.lost == 0, "{} events lost without a fault", totals.lost);
+        ensure!(
+            totals.handled + totals.discarded == totals.emitted,
+            "without a fault, not everything emitted was handled: {totals:?}"
+        );
         let from_producers: u64 = (0..topology.producers.len())
-            .map(|tag| ledger.emitted.get(&format!("P{tag}")).copied().unwrap_or(0))
+            .map(|tag| emitted_by(&format!("P{tag}")))
             .sum();
         let ends = (ledger.delivered.len() + ledger.dropped.len()) as u64;
         ensure!(
-            from_producers == ends + discarded,
+            from_producers == ends + totals.discarded,
             "producers emitted {from_producers}, consumers got {} and producer_consumers dropped \
-             {}, {discarded} discarded",
+             {}, {} discarded",
             ledger.delivered.len(),
-            ledger.dropped.len()
+            ledger.dropped.len(),
+            totals.discarded
         );
     }
     Ok(())
-}
-
-// Adapter until the report of issue 12 item 4 lands: a failed run carries no report yet, and a
-// stage's report has no `lost`.
-fn report_of(result: &Result<Report, PipelineError>) -> Option<&Report> {
-    result.as_ref().ok()
-}
-
-fn lost_of(_report: &Report) -> u64 {
-    0
 }
 
 // ---------------------------------------------------------------------------------------------
