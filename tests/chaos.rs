@@ -488,9 +488,12 @@ impl ProducerPlan {
             },
             shape,
             last_separately: rng.chance(20),
-            buffer: rng
-                .chance(8)
-                .then(|| (rng.range(1, 60), rng.pick(&[BufferKeep::First, BufferKeep::Last]))),
+            buffer: rng.chance(8).then(|| {
+                (
+                    rng.range(1, 60),
+                    rng.pick(&[BufferKeep::First, BufferKeep::Last]),
+                )
+            }),
             strike: None,
         }
     }
@@ -500,7 +503,11 @@ impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "seed {}:", self.seed)?;
         for (i, p) in self.producers.iter().enumerate() {
-            write!(f, "  P{i}: {} events, {:?}, {:?}", p.events, p.source, p.shape)?;
+            write!(
+                f,
+                "  P{i}: {} events, {:?}, {:?}",
+                p.events, p.source, p.shape
+            )?;
             if p.last_separately {
                 write!(f, ", empty Emit::last")?;
             }
@@ -581,7 +588,9 @@ type Shared = Arc<Mutex<Ledger>>;
 
 fn lock(ledger: &Shared) -> MutexGuard<'_, Ledger> {
     // A panicking stage never holds the lock, but a failed assertion elsewhere might.
-    ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    ledger
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Ledger {
@@ -898,7 +907,11 @@ fn check(
     let struck = !ledger.struck.is_empty();
     let report = match result {
         Ok(report) => {
-            ensure!(!struck, "faults struck in {:?}, but run() succeeded", ledger.struck);
+            ensure!(
+                !struck,
+                "faults struck in {:?}, but run() succeeded",
+                ledger.struck
+            );
             report
         }
         Err(error) => {
@@ -953,7 +966,11 @@ fn check(
         ledger.delivered.len()
     );
     if !struck {
-        ensure!(totals.lost == 0, "{} events lost without a fault", totals.lost);
+        ensure!(
+            totals.lost == 0,
+            "{} events lost without a fault",
+            totals.lost
+        );
         ensure!(
             totals.handled + totals.discarded == totals.emitted,
             "without a fault, not everything emitted was handled: {totals:?}"
@@ -1087,13 +1104,19 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
         }
     };
     for n in 1..=3 {
-        expect(&format!("{n} producers"), count(&|t| t.producers.len() == n));
+        expect(
+            &format!("{n} producers"),
+            count(&|t| t.producers.len() == n),
+        );
     }
     for n in 0..=2 {
         expect(&format!("{n} middles"), count(&|t| t.middles.len() == n));
     }
     for n in 1..=4 {
-        expect(&format!("{n} consumers"), count(&|t| t.consumers.len() == n));
+        expect(
+            &format!("{n} consumers"),
+            count(&|t| t.consumers.len() == n),
+        );
     }
     let fan_in = |t: &Topology| {
         let mut sinks = t.edges.iter().map(|e| e.to).collect::<Vec<_>>();
@@ -1107,58 +1130,77 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     };
     expect("fan-in", count(&fan_in));
     expect("fan-out", count(&fan_out));
-    expect("middle feeding a middle", count(&|t| {
-        t.edges
-            .iter()
-            .any(|e| matches!((e.from, e.to), (Node::Middle(_), Node::Middle(_))))
-    }));
+    expect(
+        "middle feeding a middle",
+        count(&|t| {
+            t.edges
+                .iter()
+                .any(|e| matches!((e.from, e.to), (Node::Middle(_), Node::Middle(_))))
+        }),
+    );
     for source in [Source::Ready, Source::Late, Source::Stall] {
-        expect(&format!("{source:?}"), count(&|t| {
-            t.producers.iter().any(|p| p.source == source)
-        }));
+        expect(
+            &format!("{source:?}"),
+            count(&|t| t.producers.iter().any(|p| p.source == source)),
+        );
     }
     expect("stall", count(&Topology::has_stall));
     expect("empty batches", count(&Topology::has_empty_batches));
     for shape in ["Exact", "Fewer", "More", "EmptyEvery"] {
-        expect(shape, count(&|t| {
-            t.producers
-                .iter()
-                .any(|p| format!("{:?}", p.shape).starts_with(shape))
-        }));
+        expect(
+            shape,
+            count(&|t| {
+                t.producers
+                    .iter()
+                    .any(|p| format!("{:?}", p.shape).starts_with(shape))
+            }),
+        );
     }
-    expect("small buffer", count(&|t| t.producers.iter().any(|p| p.buffer.is_some())));
-    expect("no fault", count(&|t| {
-        t.producers.iter().all(|p| p.strike.is_none())
-            && t.middles.iter().all(|m| m.strike.is_none())
-            && t.consumers.iter().all(|c| c.strike.is_none())
-    }));
+    expect(
+        "small buffer",
+        count(&|t| t.producers.iter().any(|p| p.buffer.is_some())),
+    );
+    expect(
+        "no fault",
+        count(&|t| {
+            t.producers.iter().all(|p| p.strike.is_none())
+                && t.middles.iter().all(|m| m.strike.is_none())
+                && t.consumers.iter().all(|c| c.strike.is_none())
+        }),
+    );
     for fault in [Fault::Error, Fault::Panic] {
         let struck = |s: &Option<Strike>| s.is_some_and(|s| s.fault == fault);
-        expect(&format!("{fault:?} in a producer"), count(&|t| {
-            t.producers.iter().any(|p| struck(&p.strike))
-        }));
-        expect(&format!("{fault:?} in a producer_consumer"), count(&|t| {
-            t.middles.iter().any(|m| struck(&m.strike))
-        }));
-        expect(&format!("{fault:?} in a consumer"), count(&|t| {
-            t.consumers.iter().any(|c| struck(&c.strike))
-        }));
+        expect(
+            &format!("{fault:?} in a producer"),
+            count(&|t| t.producers.iter().any(|p| struck(&p.strike))),
+        );
+        expect(
+            &format!("{fault:?} in a producer_consumer"),
+            count(&|t| t.middles.iter().any(|m| struck(&m.strike))),
+        );
+        expect(
+            &format!("{fault:?} in a consumer"),
+            count(&|t| t.consumers.iter().any(|c| struck(&c.strike))),
+        );
     }
     for cancel in [
         CancelMode::Permanent,
         CancelMode::Transient,
         CancelMode::Temporary,
     ] {
-        expect(&format!("{cancel:?} edge out of a faulty stage"), count(&|t| {
-            t.edges.iter().any(|e| {
-                e.cancel == cancel
-                    && match e.from {
-                        Node::Producer(i) => t.producers[i].strike.is_some(),
-                        Node::Middle(i) => t.middles[i].strike.is_some(),
-                        Node::Consumer(_) => false,
-                    }
-            })
-        }));
+        expect(
+            &format!("{cancel:?} edge out of a faulty stage"),
+            count(&|t| {
+                t.edges.iter().any(|e| {
+                    e.cancel == cancel
+                        && match e.from {
+                            Node::Producer(i) => t.producers[i].strike.is_some(),
+                            Node::Middle(i) => t.middles[i].strike.is_some(),
+                            Node::Consumer(_) => false,
+                        }
+                })
+            }),
+        );
     }
     assert!(missing.is_empty(), "too rare in 2 000 seeds: {missing:?}");
 }
