@@ -19,6 +19,9 @@
 //!   since the schedule of a run is not deterministic even when its plan is;
 //! - `CHAOS_KEEP_GOING=1`: do not stop at the first failing seed, list them all;
 //! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000).
+//!
+//! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
+//! seed's topology step by step, as long as it still fails the same way, and prints the result.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -163,10 +166,18 @@ struct EdgePlan {
     cancel: CancelMode,
 }
 
+/// The tokio runtime a run gets: the schedules differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    CurrentThread,
+    MultiThread(usize),
+}
+
 /// A random pipeline and what each of its stages does.
 #[derive(Debug, Clone)]
 struct Topology {
     seed: u64,
+    flavor: Flavor,
     producers: Vec<ProducerPlan>,
     middles: Vec<MiddlePlan>,
     consumers: Vec<ConsumerPlan>,
@@ -193,6 +204,7 @@ impl Topology {
             .collect();
         let mut topology = Topology {
             seed,
+            flavor: Flavor::MultiThread(2),
             producers,
             middles,
             consumers,
@@ -200,6 +212,11 @@ impl Topology {
         };
         topology.wire(&mut rng);
         topology.plan_faults(&mut rng);
+        topology.flavor = rng.pick(&[
+            Flavor::CurrentThread,
+            Flavor::MultiThread(2),
+            Flavor::MultiThread(4),
+        ]);
         topology
     }
 
@@ -297,16 +314,6 @@ impl Topology {
                 }),
             }
         }
-    }
-
-    fn has_stall(&self) -> bool {
-        self.producers.iter().any(|p| p.source == Source::Stall)
-    }
-
-    fn has_empty_batches(&self) -> bool {
-        self.producers
-            .iter()
-            .any(|p| matches!(p.shape, Shape::EmptyEvery(_)))
     }
 }
 
@@ -501,7 +508,7 @@ impl ProducerPlan {
 
 impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {}:", self.seed)?;
+        writeln!(f, "seed {}, {:?}:", self.seed, self.flavor)?;
         for (i, p) in self.producers.iter().enumerate() {
             write!(
                 f,
@@ -865,8 +872,24 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     Built { pipeline, never }
 }
 
-/// Runs one topology within [`time_bound`] and checks what it did; the error says what went wrong.
-async fn run_one(topology: &Topology) -> Result<(), String> {
+/// Runs one topology on a runtime of its flavor within [`time_bound`] and checks what it did; the
+/// error says what went wrong.
+fn run_one(topology: &Topology) -> Result<(), String> {
+    let runtime = match topology.flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+    }
+    .enable_all()
+    .build()
+    .map_err(|error| format!("no runtime: {error}"))?;
+    runtime.block_on(run_within_bound(topology))
+}
+
+async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let ledger = Shared::default();
     let Built { pipeline, never } = build(topology, &ledger);
     let bound = time_bound();
@@ -1021,8 +1044,8 @@ fn quiet_injected_panics() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_pipelines_end_and_account_for_every_event() {
+#[test]
+fn random_pipelines_end_and_account_for_every_event() {
     quiet_injected_panics();
     let seeds: Vec<u64> = match env("CHAOS_SEED") {
         Some(seed) => {
@@ -1038,7 +1061,7 @@ async fn random_pipelines_end_and_account_for_every_event() {
     let mut failures = Vec::new();
     for &seed in &seeds {
         let topology = Topology::generate(seed);
-        if let Err(failure) = run_one(&topology).await {
+        if let Err(failure) = run_one(&topology) {
             println!("FAILED {failure}\n{topology}");
             failures.push((seed, failure));
             if !keep_going {
@@ -1058,29 +1081,22 @@ async fn random_pipelines_end_and_account_for_every_event() {
 /// prints the simplest topology, one step at a time from the seed's, whose runs still fail the same
 /// way (the same first word: `hang`, `unbalanced`, …) at least once in `CHAOS_REPEAT` runs (default
 /// 10).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "a tool: shrinks the topology of a failing CHAOS_SEED"]
-async fn shrink() {
+fn shrink() {
     quiet_injected_panics();
     let seed = env("CHAOS_SEED").expect("set CHAOS_SEED to the seed to shrink");
     let tries = env("CHAOS_REPEAT").unwrap_or(10);
-    let fails = |topology: Topology| async move {
-        for _ in 0..tries {
-            if let Err(failure) = run_one(&topology).await {
-                return Some(failure);
-            }
-        }
-        None
-    };
+    let fails = |topology: &Topology| (0..tries).find_map(|_| run_one(topology).err());
     let mut topology = Topology::generate(seed);
-    let Some(failure) = fails(topology.clone()).await else {
+    let Some(failure) = fails(&topology) else {
         panic!("seed {seed} did not fail in {tries} runs");
     };
     let kind = |failure: &str| failure.split(':').next().unwrap_or("").to_owned();
     println!("seed {seed} fails with {failure}\n{topology}");
     'shrinking: loop {
         for simpler in topology.simplifications() {
-            if let Some(f) = fails(simpler.clone()).await {
+            if let Some(f) = fails(&simpler) {
                 if kind(&f) == kind(&failure) {
                     topology = simpler;
                     continue 'shrinking;
@@ -1092,10 +1108,14 @@ async fn shrink() {
     println!("shrunk to:\n{topology}");
 }
 
-/// The generator covers what the chaos test promises, in its first 2 000 seeds.
+/// The generator makes valid topologies, and covers what the chaos test promises in its first 2 000
+/// seeds.
 #[test]
 fn the_first_seeds_cover_every_kind_of_chaos() {
     let topologies: Vec<Topology> = (0..2_000).map(Topology::generate).collect();
+    for topology in &topologies {
+        assert!(topology.is_valid(), "an invalid topology:\n{topology}");
+    }
     let count = |what: &dyn Fn(&Topology) -> bool| topologies.iter().filter(|t| what(t)).count();
     let mut missing = Vec::new();
     let mut expect = |name: &str, n: usize| {
@@ -1144,8 +1164,13 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
             count(&|t| t.producers.iter().any(|p| p.source == source)),
         );
     }
-    expect("stall", count(&Topology::has_stall));
-    expect("empty batches", count(&Topology::has_empty_batches));
+    for flavor in [
+        Flavor::CurrentThread,
+        Flavor::MultiThread(2),
+        Flavor::MultiThread(4),
+    ] {
+        expect(&format!("{flavor:?}"), count(&|t| t.flavor == flavor));
+    }
     for shape in ["Exact", "Fewer", "More", "EmptyEvery"] {
         expect(
             shape,
