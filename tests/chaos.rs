@@ -586,6 +586,7 @@ struct Ledger {
     delivered: HashSet<Event>,
     /// Events producer_consumers filtered out.
     dropped: HashSet<Event>,
+    /// Events handled twice by one stage (named), or by two consumers (`delivered`).
     duplicates: Vec<(String, Event)>,
     /// The stages whose fault struck, and how.
     struck: HashMap<String, Fault>,
@@ -645,7 +646,7 @@ impl Fuse {
 /// Where a [`Chaotic`] producer takes its events from.
 enum Supply {
     Ready,
-    /// Events sent by the feeder and not yet emitted; `None` once the channel has closed.
+    /// The feeder's channel, and how many of the events it announced are not emitted yet.
     Late(mpsc::UnboundedReceiver<u64>, u64),
     /// Never sent anything: its sender lives until the run ends.
     Stall(mpsc::UnboundedReceiver<()>),
