@@ -146,7 +146,13 @@ mod stage;
 /// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
 /// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
 /// wrong arguments, a consumer returning events), `#[stage]` on something other than an inherent
-/// impl block.
+/// impl block, a GenStage callback that genstage does not support yet (`handle_call`,
+/// `handle_cancel`, `handle_cast`, `handle_info`, `handle_subscribe`, `terminate`: it would never
+/// be called).
+///
+/// A rejected impl block is still emitted as written, and the stage still implements its role and
+/// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
+/// error, not a second one at each use of the stage.
 #[proc_macro_attribute]
 pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
     stage::expand_stage(attr.into(), item.into()).into()

@@ -255,6 +255,9 @@ fn node_check(
                 #[diagnostic::do_not_recommend]
                 impl #name for #krate::__private::pipeline::StageRole<#allowed> {}
             )*
+            // A stage whose `#[stage]` was rejected and named no role: reported there already.
+            #[diagnostic::do_not_recommend]
+            impl #name for #krate::__private::pipeline::StageRole<#krate::__private::fallback::AnyRole> {}
             #check;
         }
     }

@@ -12,6 +12,9 @@
 //! - An edge's check is implemented for [`Pair`]`<Yes, Out, In>` when `(): `[`SameEvents`]`<Out,
 //!   In>`, and for `Pair<No, Out, In>`: a side in the wrong role is reported by its node's check, and
 //!   the edge is skipped. [`SameEvents::subscribe`] calls [`Pipeline::subscribe_with`].
+//! - The handle of a stage whose `#[stage]` was rejected ([`RejectedRef`](super::fallback::RejectedRef))
+//!   neither emits nor accepts, so its edges are skipped too; its role is the attribute's, or
+//!   [`AnyRole`](super::fallback::AnyRole), which every node check is implemented for.
 
 use std::marker::PhantomData;
 
