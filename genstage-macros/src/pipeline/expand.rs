@@ -146,6 +146,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                     for _ in 0..#count {
                         #instances.push(#add);
                     }
+                    #krate::__private::pipeline::group(&mut #pipeline, &#instances);
                     #instances
                 };
             }
