@@ -14,7 +14,7 @@
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::quote;
-use syn::{GenericParam, ItemImpl};
+use syn::ItemImpl;
 
 use super::expand::stage_generics;
 use super::parse::Role;
@@ -29,18 +29,14 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
     let self_ty = &item.self_ty;
 
     let mut generics = stage_generics(&item, &krate);
-    // A stage cannot borrow (already reported); a bound keeps the impls from failing again.
-    if item
-        .generics
-        .params
-        .iter()
-        .any(|param| matches!(param, GenericParam::Lifetime(_)))
-    {
-        generics
-            .make_where_clause()
-            .predicates
-            .push(syn::parse_quote!(#self_ty: 'static));
-    }
+    // The role traits and `Stage` require `Send + 'static`. A stage that is neither (one that
+    // borrows, already reported) must not fail a second time here: with the bound as a where
+    // clause the impls merely do not apply. `for<'__rejected>` keeps rustc from refusing a bound
+    // that names no generic parameter and is false (trivial bounds are unstable, rust#48214).
+    generics
+        .make_where_clause()
+        .predicates
+        .push(syn::parse_quote!(for<'__rejected> #self_ty: #private::stage::Send + 'static));
     let (impl_generics, _, where_clause) = generics.split_for_impl();
 
     // On `impl Trait for Type` (rejected: `#[stage]` writes the trait impls itself) the user's
