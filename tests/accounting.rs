@@ -249,7 +249,7 @@ async fn a_failed_run_reports_every_stage_and_every_lost_event() {
         } else {
             Sink::new(seen)
         };
-        let consumer = pipeline.add_consumer_named("C", sink);
+        let consumer = pipeline.add_consumer_named(format!("C[{i}]"), sink);
         pipeline.subscribe_with(&numbers, &consumer, demand(100, 50));
     }
     let (report, error) = report_of(guard(pipeline.run()).await);
@@ -442,7 +442,7 @@ fn a_failure_is_logged_while_the_run_goes_on() {
             } else {
                 Sink::new(&seen)
             };
-            let consumer = pipeline.add_consumer_named("C", sink);
+            let consumer = pipeline.add_consumer_named(format!("C[{i}]"), sink);
             pipeline.subscribe(&numbers, &consumer);
         }
         let run = tokio::spawn(pipeline.run());

@@ -146,7 +146,13 @@ mod stage;
 /// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
 /// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
 /// wrong arguments, a consumer returning events), `#[stage]` on something other than an inherent
-/// impl block.
+/// impl block, a GenStage callback that genstage does not support yet (`handle_call`,
+/// `handle_cancel`, `handle_cast`, `handle_info`, `handle_subscribe`, `terminate`: it would never
+/// be called).
+///
+/// A rejected impl block is still emitted as written, and the stage still implements its role and
+/// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
+/// error, not a second one at each use of the stage.
 #[proc_macro_attribute]
 pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
     stage::expand_stage(attr.into(), item.into()).into()
@@ -220,11 +226,14 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   (no `Clone` needed; `[Collect::new(tx.clone()); 4]` gives each instance its own sender).
 ///   `A -> [C; 2]`: each instance of `C` subscribes to `A`. `[B; 2] -> C`: `C` subscribes to each
 ///   instance of `B`. `[B; 2] -> [C; 3]`: every instance of `C` subscribes to every instance of `B`.
-///   The report calls the instances `C[0]`, `C[1]`, ….
+///   The report calls the instances `C[0]`, `C[1]`, … (`name[0]`, … for `name = [C; n]`).
 /// - **Names.** `name = stage` defines a stage once; chains then mention `name`, in any statement,
 ///   above or below the definition, so a stage can have several producers (fan-in) and several
 ///   consumers (fan-out). The name is also the stage's name in the report and in errors; an unnamed
-///   stage is named after its type (`from_iter` for `from_iter(..)`). Any other identifier is an
+///   stage is named after its type (`from_iter` for `from_iter(..)`, as through the builder), and
+///   unnamed stages of one type in different places are told apart as `Tap`, `Tap#2`, …. A name
+///   that is also another stage's name makes `run()` return `PipelineError::DuplicateName`. Any
+///   other identifier is an
 ///   ordinary expression (a unit struct like `Printer`, or a local variable), and each mention of it
 ///   is a new stage. `sink = sink` names a stage held in a local variable `sink`.
 /// - **Fan-out splits, it does not copy.** A producer with several consumers sends each event to one
@@ -334,7 +343,9 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// with, in addition, one check per stage and one per arrow: small traits generated inside the
-/// expansion that turn a wrongly wired pipeline into one compile error under the stage at fault.
+/// expansion that turn a wrongly wired pipeline into one compile error under the stage at fault;
+/// and each group's instances are marked as one group (a hidden call), so that the report names
+/// them `Printer[0]`, `Printer[1]` where the hand-written loop above gives `Printer`, `Printer#2`.
 ///
 /// # Compile-time checks
 ///

@@ -107,6 +107,16 @@ pub enum PipelineError {
         /// The stages on the cycle, in order.
         stages: Vec<String>,
     },
+    /// Two stages would have the same name: a name given explicitly (`add_*_named`,
+    /// `name = Stage` in `pipeline!`) is also another stage's name. Names generated from types are
+    /// made unique instead (`Tap`, `Tap#2`; `Printer[0]`, `Printer[1]` for a group).
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The two stages, in the order they were added, each as its position and how it got the
+        /// name: `stage #2 (named explicitly)`.
+        stages: [String; 2],
+    },
     /// A handle from another pipeline was used.
     ForeignStage {
         /// The stage's position in its own pipeline, as `#index`.
@@ -155,6 +165,13 @@ impl fmt::Display for PipelineError {
             PipelineError::ForeignStage { stage } => {
                 write!(f, "stage `{stage}` belongs to another pipeline")
             }
+            PipelineError::DuplicateName {
+                name,
+                stages: [first, second],
+            } => write!(
+                f,
+                "two stages are named `{name}`: {first} and {second}; a name given explicitly must differ from every other stage's name"
+            ),
         }
     }
 }
@@ -178,7 +195,8 @@ impl PipelineError {
             | PipelineError::StagePanicked { stage, .. }
             | PipelineError::NoConsumer { stage }
             | PipelineError::NoProducer { stage }
-            | PipelineError::ForeignStage { stage } => stage,
+            | PipelineError::ForeignStage { stage }
+            | PipelineError::DuplicateName { name: stage, .. } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
             PipelineError::Cycle { stages } => stages.first().map(String::as_str).unwrap_or(""),
             PipelineError::NoRuntime => "",

@@ -26,6 +26,7 @@ pub mod dispatcher;
 mod error;
 mod event_path;
 mod mailbox;
+mod names;
 mod options;
 mod pipeline;
 mod protocol;

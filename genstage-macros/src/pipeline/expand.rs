@@ -146,6 +146,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                     for _ in 0..#count {
                         #instances.push(#add);
                     }
+                    #krate::__private::pipeline::group(&mut #pipeline, &#instances);
                     #instances
                 };
             }
@@ -255,6 +256,9 @@ fn node_check(
                 #[diagnostic::do_not_recommend]
                 impl #name for #krate::__private::pipeline::StageRole<#allowed> {}
             )*
+            // A stage whose `#[stage]` was rejected and named no role: reported there already.
+            #[diagnostic::do_not_recommend]
+            impl #name for #krate::__private::pipeline::StageRole<#krate::__private::fallback::AnyRole> {}
             #check;
         }
     }

@@ -18,7 +18,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let krate = &model.krate;
     let private = quote!(#krate::__private);
     let self_ty = &model.item.self_ty;
-    let generics = stage_generics(model);
+    let generics = stage_generics(&model.item, &model.krate);
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     let callback = &model.callback;
     let name = &callback.name;
@@ -170,16 +170,13 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 /// parameter: a stage runs in its own task, and its events cross tasks. Without these bounds, an
 /// `impl<T> Forward<T>` that did not spell them out would fail in many places at once; with them,
 /// the trait impls simply hold for the `T`s that can run.
-fn stage_generics(model: &StageModel) -> syn::Generics {
-    let mut generics = model.item.generics.clone();
+pub(crate) fn stage_generics(item: &syn::ItemImpl, krate: &syn::Path) -> syn::Generics {
+    let mut generics = item.generics.clone();
     if generics.type_params().next().is_none() {
         return generics;
     }
-    let private = {
-        let krate = &model.krate;
-        quote!(#krate::__private)
-    };
-    let self_ty = &model.item.self_ty;
+    let private = quote!(#krate::__private);
+    let self_ty = &item.self_ty;
     let params: Vec<syn::Ident> = generics.type_params().map(|p| p.ident.clone()).collect();
     let where_clause = generics.make_where_clause();
     // Any type parses as a bounded type; should one not, the bound is left to the trait's own.

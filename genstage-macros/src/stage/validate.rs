@@ -290,6 +290,15 @@ pub(crate) fn validate_stage(
             errors.push(syn::Error::new(name.span(), message));
         }
     }
+    // Callbacks the runtime does not call yet: an error each, the stage still expands.
+    for name in &stage.unsupported {
+        errors.push(syn::Error::new(
+            name.span(),
+            format!(
+                "`{name}` is a GenStage callback that genstage does not support yet, so #[stage] would never call it: remove it, or rename it if it is a method of your own"
+            ),
+        ));
+    }
     let mut seen_callbacks = HashSet::new();
     let mut duplicated = false;
     for (kind, _) in &stage.callback_names {

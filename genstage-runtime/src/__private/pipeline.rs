@@ -12,13 +12,18 @@
 //! - An edge's check is implemented for [`Pair`]`<Yes, Out, In>` when `(): `[`SameEvents`]`<Out,
 //!   In>`, and for `Pair<No, Out, In>`: a side in the wrong role is reported by its node's check, and
 //!   the edge is skipped. [`SameEvents::subscribe`] calls [`Pipeline::subscribe_with`].
+//! - The handle of a stage whose `#[stage]` was rejected ([`RejectedRef`](super::fallback::RejectedRef))
+//!   neither emits nor accepts, so its edges are skipped too; its role is the attribute's, or
+//!   [`AnyRole`](super::fallback::AnyRole), which every node check is implemented for.
 
 use std::marker::PhantomData;
 
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::pipeline::ends::{Sealed, SinkEnd, SourceEnd};
 use crate::pipeline::Stage;
-use crate::pipeline::{ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source};
+use crate::pipeline::{
+    ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, StageId,
+};
 
 /// Adds a stage expression to the pipeline; rustc's error for a non-stage names its type.
 #[diagnostic::on_unimplemented(
@@ -125,6 +130,19 @@ impl<T: Send + 'static> Wiring for ConsumerRef<T> {
     fn sink_end(&self) -> Option<SinkEnd<T>> {
         Some(Sink::sink_end(self))
     }
+}
+
+/// Marks the instances of a group `[C; n]` as one group, so that the report names them `C[0]`,
+/// `C[1]`, … (two unnamed stages of one type elsewhere are `C` and `C#2`).
+pub fn group<R: Wiring>(pipeline: &mut Pipeline, instances: &[R]) {
+    let ids: Vec<StageId> = instances
+        .iter()
+        .filter_map(|instance| {
+            let source = instance.source_end().map(|end| end.id);
+            source.or_else(|| instance.sink_end().map(|end| end.id))
+        })
+        .collect();
+    pipeline.mark_group(&ids);
 }
 
 /// The role of the stages of one node (all its instances share a type): what its check is

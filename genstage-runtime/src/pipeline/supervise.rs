@@ -22,7 +22,8 @@ impl Pipeline {
     ///
     /// [`PipelineError::NoRuntime`] outside a tokio runtime; a wiring mistake
     /// ([`PipelineError::NoConsumer`], [`PipelineError::NoProducer`], [`PipelineError::Cycle`],
-    /// [`PipelineError::InvalidSubscription`]) before anything runs; then, once every stage has
+    /// [`PipelineError::InvalidSubscription`]) or a name given to two stages
+    /// ([`PipelineError::DuplicateName`]) before anything runs; then, once every stage has
     /// ended, the first stage that failed or panicked, with the report of the whole run
     /// ([`PipelineError::report`]): every stage's counts and status, and the events lost.
     ///
@@ -36,7 +37,7 @@ impl Pipeline {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        self.disambiguate_names();
+        self.disambiguate_names()?;
         let edges = self.validate()?;
         let Pipeline {
             stages,
