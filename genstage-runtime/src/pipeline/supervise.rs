@@ -31,7 +31,7 @@ impl Pipeline {
     ///
     /// Dropping the future aborts every stage of the pipeline.
     pub async fn run(mut self) -> Result<Report, PipelineError> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if !tokio_with_timers() {
             return Err(PipelineError::NoRuntime);
         }
         if let Some(error) = self.error.take() {
@@ -158,6 +158,13 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Whether this runs in a tokio runtime with its time driver, which producers' back-off needs.
+/// tokio has no query for the time driver: making a timer panics without it.
+fn tokio_with_timers() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+        && std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
 }
 
 /// The first failure of a run, which its error names.
