@@ -294,3 +294,65 @@ fn no_input_makes_the_macro_panic() {
         }
     }
 }
+
+/// The stages of each statement of `input`, as text.
+fn pieces_of(input: &str) -> Vec<Vec<String>> {
+    let tokens = TokenStream::from_str(input).expect("test inputs tokenize");
+    let parsed = super::parse::parse_pipeline(tokens)
+        .unwrap_or_else(|error| panic!("`{input}` does not parse: {error}"));
+    parsed
+        .statements
+        .iter()
+        .map(|statement| {
+            std::iter::once(&statement.first)
+                .chain(statement.links.iter().map(|(_, node)| node))
+                .map(|node| node.tokens.to_string().replace(' ', ""))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn an_arrow_inside_generic_arguments_or_a_closure_signature_is_not_a_link() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "Counter::new() -> Fwd::<fn() -> u64>::new() -> Printer",
+            &["Counter::new()", "Fwd::<fn()->u64>::new()", "Printer"],
+        ),
+        (
+            "A -> Fwd::<Vec<fn(u8) -> Vec<u64>>>::new() -> B",
+            &["A", "Fwd::<Vec<fn(u8)->Vec<u64>>>::new()", "B"],
+        ),
+        (
+            "<Fwd<fn() -> u64> as Default>::default() -> B",
+            &["<Fwd<fn()->u64>asDefault>::default()", "B"],
+        ),
+        (
+            "from_iter((0..3).map(|n| -> u64 { n })) -> B",
+            &["from_iter((0..3).map(|n|->u64{n}))", "B"],
+        ),
+        (
+            "A -> f = |n| -> u64 { n } -> B",
+            &["A", "f=|n|->u64{n}", "B"],
+        ),
+        (
+            "A -> f = move || -> u64 { 1 } -> B",
+            &["A", "f=move||->u64{1}", "B"],
+        ),
+        // A comparison is not a generic argument: the arrow after it is a link.
+        ("A -> [B; x < y] -> C", &["A", "[B;x<y]", "C"]),
+        ("A -> B::new(a < b) -> C", &["A", "B::new(a<b)", "C"]),
+        (
+            "A -[max_demand = 2]-> Fwd::<fn() -> u64>::new() -[min_demand = 1]-> B",
+            &["A", "Fwd::<fn()->u64>::new()", "B"],
+        ),
+    ];
+    for &(input, expected) in cases {
+        assert_eq!(pieces_of(input), vec![expected.to_vec()], "`{input}`");
+        assert!(
+            error_of(input).is_none(),
+            "`{input}`: {:?}",
+            error_of(input)
+        );
+    }
+}
