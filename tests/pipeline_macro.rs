@@ -491,3 +491,30 @@ async fn an_arrow_inside_a_stage_expression_is_part_of_it() {
     assert_eq!(seen.events(), vec![0, 10, 20, 30, 40, 50]);
     assert_eq!(report.stage("Collect").unwrap().events_in, 6);
 }
+
+#[tokio::test]
+async fn a_group_of_no_instance_at_run_time_fails_run_naming_the_group() {
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let workers = std::hint::black_box(0);
+    let error = pipeline! {
+        from_iter(0..5u64) -> sinks = [Collect::new(&seen, &ids); workers]
+    }
+    .run()
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, PipelineError::EmptyGroup { group } if group == "sinks"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the group `sinks` has 0 instances and starts no stage: the number of instances must be at least 1"
+    );
+    // Unnamed, the group is called by its stage expression.
+    let error = pipeline! { from_iter(0..5u64) -> [Collect::new(&seen, &ids); workers] }
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(error.stage(), "Collect::new(&seen, &ids)");
+}

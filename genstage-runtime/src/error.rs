@@ -117,6 +117,12 @@ pub enum PipelineError {
         /// name: `stage #2 (named explicitly)`.
         stages: [String; 2],
     },
+    /// A group `[S; n]` of `pipeline!` has no instance (`n` is 0 at run time): it would start no
+    /// stage.
+    EmptyGroup {
+        /// The group's name: its name in the pipeline, or its stage expression.
+        group: String,
+    },
     /// A handle from another pipeline was used.
     ForeignStage {
         /// The stage's position in its own pipeline, as `#index`.
@@ -162,6 +168,12 @@ impl fmt::Display for PipelineError {
             PipelineError::Cycle { stages } => {
                 write!(f, "the subscriptions form a cycle: {}", stages.join(" -> "))
             }
+            PipelineError::EmptyGroup { group } => {
+                write!(
+                    f,
+                    "the group `{group}` has 0 instances and starts no stage: the number of instances must be at least 1"
+                )
+            }
             PipelineError::ForeignStage { stage } => {
                 write!(f, "stage `{stage}` belongs to another pipeline")
             }
@@ -196,7 +208,8 @@ impl PipelineError {
             | PipelineError::NoConsumer { stage }
             | PipelineError::NoProducer { stage }
             | PipelineError::ForeignStage { stage }
-            | PipelineError::DuplicateName { name: stage, .. } => stage,
+            | PipelineError::DuplicateName { name: stage, .. }
+            | PipelineError::EmptyGroup { group: stage } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
             PipelineError::Cycle { stages } => stages.first().map(String::as_str).unwrap_or(""),
             PipelineError::NoRuntime => "",

@@ -22,6 +22,7 @@ pub(crate) struct EdgeSettings {
 pub(crate) fn validate_graph(graph: &Graph) -> syn::Result<Vec<EdgeSettings>> {
     let mut errors: Option<syn::Error> = None;
     check_wired(graph, &mut errors);
+    check_variables_used_once(graph, &mut errors);
     check_groups(graph, &mut errors);
     check_duplicate_edges(graph, &mut errors);
     check_cycles(graph, &mut errors);
@@ -59,18 +60,48 @@ fn check_wired(graph: &Graph, errors: &mut Option<syn::Error>) {
     }
 }
 
+/// A variable used as a stage twice: it holds one stage, which can be added once, so the second
+/// use would be a move error. A variable is told from a unit struct (`Printer`, which makes a new
+/// stage at each use) by its lower-case first letter, as Rust's naming conventions have it.
+fn check_variables_used_once(graph: &Graph, errors: &mut Option<syn::Error>) {
+    let mut seen: Vec<&Ident> = Vec::new();
+    for node in &graph.nodes {
+        if node.name.is_some() {
+            continue;
+        }
+        let Some(ident) = node.stage.as_ident() else {
+            continue;
+        };
+        let text = ident.to_string();
+        if !text.starts_with(|c: char| c.is_lowercase() || c == '_') {
+            continue;
+        }
+        if seen.iter().any(|earlier| **earlier == *ident) {
+            combine(
+                errors,
+                syn::Error::new(
+                    ident.span(),
+                    format!(
+                        "`{text}` is used as a stage a second time: a variable holds one stage, which can be added to a pipeline once; to wire it in several chains, name it, e.g. `{text} = {text};`, then use `{text}` in each chain"
+                    ),
+                ),
+            );
+        } else {
+            seen.push(ident);
+        }
+    }
+}
+
+/// The error of a group of no instance, at compile time.
+pub(crate) const EMPTY_GROUP: &str =
+    "a group of 0 instances starts no stage: the number of instances must be at least 1";
+
 /// `[S; 0]` with a literal `0`.
 fn check_groups(graph: &Graph, errors: &mut Option<syn::Error>) {
     for node in &graph.nodes {
         if let StageSyntax::Group(group) = &node.stage {
             if let Some(Ok(0)) = literal_usize(&group.count) {
-                combine(
-                    errors,
-                    syn::Error::new_spanned(
-                        &group.count,
-                        "a group of 0 instances starts no stage: the number of instances must be at least 1",
-                    ),
-                );
+                combine(errors, syn::Error::new_spanned(&group.count, EMPTY_GROUP));
             }
         }
     }

@@ -438,8 +438,31 @@ fn event_types(role: Role, callback: &Callback) -> syn::Result<(Option<Type>, Op
             }
         }
     };
+    for event in input.iter().chain(&output) {
+        if let Some(keyword) = impl_trait_in(event) {
+            errors.push(syn::Error::new(
+                keyword.span(),
+                format!(
+                    "`{}` cannot be an event type: the stage's trait impl must name its events' type, so write the type out (e.g. `Vec<u64>`), or make the stage generic over it",
+                    tokens_text(event)
+                ),
+            ));
+        }
+    }
     errors.finish()?;
     Ok((input, output))
+}
+
+/// The `impl` keyword of an `impl Trait` inside `ty`, if any: an event type must be nameable.
+fn impl_trait_in(ty: &Type) -> Option<proc_macro2::Ident> {
+    fn find(tokens: proc_macro2::TokenStream) -> Option<proc_macro2::Ident> {
+        tokens.into_iter().find_map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) if ident == "impl" => Some(ident),
+            proc_macro2::TokenTree::Group(group) => find(group.stream()),
+            _ => None,
+        })
+    }
+    find(quote::ToTokens::to_token_stream(ty))
 }
 
 /// `T` when `ty` is `C<T>` for one of `containers` (by the last path segment: `Vec`,

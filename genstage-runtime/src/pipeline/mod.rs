@@ -149,6 +149,12 @@ impl Pipeline {
         }
     }
 
+    /// Records a wiring mistake found while building (`pipeline!`'s empty group); `run` returns
+    /// the first one recorded.
+    pub(crate) fn record_error(&mut self, error: PipelineError) {
+        self.error.get_or_insert(error);
+    }
+
     fn next_id(&self) -> StageId {
         StageId {
             pipeline: self.id,
