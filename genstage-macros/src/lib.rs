@@ -6,6 +6,8 @@
 
 use proc_macro::TokenStream;
 
+mod errors;
+mod options;
 mod pipeline;
 mod stage;
 

@@ -12,6 +12,8 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, Token};
 
+use crate::errors::Errors;
+
 /// The whole input.
 ///
 /// `PIPELINE := ( "crate" "=" PATH ";" )? STATEMENT ( ";" STATEMENT )* ";"?`
@@ -119,7 +121,7 @@ impl ToTokens for StageSyntax {
 /// Parses the macro input.
 pub(crate) fn parse_pipeline(input: TokenStream) -> syn::Result<PipelineInput> {
     let mut statements = Vec::new();
-    let mut errors: Option<syn::Error> = None;
+    let mut errors = Errors::default();
     let mut krate = None;
     let mut first = true;
     for tokens in split_statements(input) {
@@ -135,12 +137,10 @@ pub(crate) fn parse_pipeline(input: TokenStream) -> syn::Result<PipelineInput> {
         }
         match parse_statement(tokens) {
             Ok(statement) => statements.push(statement),
-            Err(error) => combine(&mut errors, error),
+            Err(error) => errors.push(error),
         }
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.check()?;
     if statements.is_empty() {
         return Err(syn::Error::new(
             Span::call_site(),
@@ -148,14 +148,6 @@ pub(crate) fn parse_pipeline(input: TokenStream) -> syn::Result<PipelineInput> {
         ));
     }
     Ok(PipelineInput { krate, statements })
-}
-
-/// Adds `error` to the errors collected so far.
-pub(crate) fn combine(errors: &mut Option<syn::Error>, error: syn::Error) {
-    match errors {
-        Some(errors) => errors.combine(error),
-        None => *errors = Some(error),
-    }
 }
 
 /// `crate = path`, when the statement is one.
@@ -226,14 +218,12 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
     }
 
     // Every link needs a stage on both sides.
-    let mut errors: Option<syn::Error> = None;
+    let mut errors = Errors::default();
     for (index, (link, _)) in links.iter().enumerate() {
         let before = &pieces[index];
         let after = &pieces[index + 1];
         if before.tokens.is_empty() && index == 0 {
-            combine(
-                &mut errors,
-                syn::Error::new_spanned(
+            errors.push(syn::Error::new_spanned(
                     link,
                     "expected a stage before `->`: a chain starts with a stage, e.g. `from_iter(0..10u64) -> Printer`",
                 ),
@@ -244,18 +234,16 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
             } else {
                 "expected a stage between these arrows"
             };
-            combine(&mut errors, syn::Error::new_spanned(link, message));
+            errors.push(syn::Error::new_spanned(link, message));
         }
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.take()?;
 
     let mut nodes = Vec::with_capacity(pieces.len());
     for piece in pieces {
         match parse_node(piece) {
             Ok(node) => nodes.push(node),
-            Err(error) => combine(&mut errors, error),
+            Err(error) => errors.push(error),
         }
     }
     let mut parsed_links = Vec::with_capacity(links.len());
@@ -264,7 +252,7 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
             Some(group) => match parse_edge_options(group) {
                 Ok(options) => Some(options),
                 Err(error) => {
-                    combine(&mut errors, error);
+                    errors.push(error);
                     None
                 }
             },
@@ -272,9 +260,7 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
         };
         parsed_links.push(Link { tokens, options });
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.check()?;
     let mut nodes = nodes.into_iter();
     let Some(first) = nodes.next() else {
         return Err(syn::Error::new_spanned(all, "expected a stage"));

@@ -424,7 +424,7 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
         (_, asyncness) => (declared.clone(), asyncness.is_some()),
     };
 
-    errors.finish()?;
+    errors.check()?;
     Ok(Callback {
         kind,
         name,
@@ -489,31 +489,4 @@ pub(crate) fn tokens_text(tokens: &impl quote::ToTokens) -> String {
     text
 }
 
-/// Independent errors, collected to be reported together (serde's `Ctxt`).
-#[derive(Default)]
-pub(crate) struct Errors {
-    error: Option<syn::Error>,
-}
-
-impl Errors {
-    /// Adds an error.
-    pub(crate) fn push(&mut self, error: syn::Error) {
-        match &mut self.error {
-            Some(existing) => existing.combine(error),
-            None => self.error = Some(error),
-        }
-    }
-
-    /// `Err` with every error added, if any.
-    pub(crate) fn finish(self) -> syn::Result<()> {
-        match self.error {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
-    }
-
-    /// The errors added, if any.
-    pub(crate) fn into_error(self) -> Option<syn::Error> {
-        self.error
-    }
-}
+pub(crate) use crate::errors::Errors;
