@@ -356,6 +356,64 @@ fn node_check(
     }
 }
 
+/// A literal `min_demand` on an edge that sets no `max_demand` is checked against the consumer's
+/// own `max_demand` when `#[stage]` knows it (`Stage::__MAX_DEMAND`), by a `const` assertion spanned
+/// at the literal, so that `cargo check` reports it in `#[stage]`'s words.
+///
+/// The `const` item names the consumer's type, so this is done only when the consumer is written
+/// as its type: a unit struct `Printer` or a struct literal `Printer { .. }` (one identifier in
+/// upper camel case). Constructor calls, paths (`stages::Printer`, which may be an enum variant),
+/// local variables and the other forms are checked by `run()` instead. A generic stage written
+/// as a bare unit struct or struct literal, its parameters inferred, cannot be named so: such an
+/// edge gets rustc's "missing generics" error and needs a `-[max_demand = …]` or a constructor.
+fn min_demand_check(
+    graph: &Graph,
+    consumer: usize,
+    settings: &EdgeSettings,
+) -> Option<TokenStream> {
+    let krate = &graph.krate;
+    if settings.max_demand.is_some() {
+        return None;
+    }
+    let value = settings.min_demand.as_ref()?;
+    let syn::Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Int(int),
+        ..
+    }) = value
+    else {
+        return None;
+    };
+    let min: usize = int.base10_parse().ok()?;
+    let path = match graph.nodes[consumer].stage.expr() {
+        syn::Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => &path.path,
+        syn::Expr::Struct(literal) if literal.qself.is_none() => &literal.path,
+        _ => return None,
+    };
+    let ident = path.get_ident()?;
+    let name = ident.to_string();
+    let camel = name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.contains('_')
+        && name != "Self";
+    if !camel {
+        return None;
+    }
+    let span = int.span();
+    let min = Literal::usize_unsuffixed(min);
+    Some(quote_spanned! {span=>
+        const _: () = if let #krate::__private::Some((__max, __default)) =
+            <#ident as #krate::Stage>::__MAX_DEMAND
+        {
+            if #min >= __max {
+                ::core::panic!(
+                    "{}",
+                    #krate::__private::pipeline::MinDemandMessage::new(#min, __max, __default).as_str()
+                )
+            }
+        };
+    })
+}
+
 /// One edge: its event-type check, which also subscribes every consumer instance to every producer
 /// instance.
 ///
@@ -452,11 +510,13 @@ fn expand_edge(
     let trait_signature = signature(quote!(Out), quote!(In));
     let consumer_signature = signature(quote!(__O), quote!(__In));
     let skipped_signature = signature(quote!(__T), quote!(__In));
+    let min_demand_check = min_demand_check(graph, edge.to, settings);
     // The options are evaluated outside the block that defines the check, so that the user's
     // expressions cannot see its local names. The events come first in `wire`, so that rustc
     // knows the trait's parameter before it looks at the impls.
     quote! {
         {
+            #min_demand_check
             let #options = #private::edge_options(#max_demand, #min_demand, #cancel);
             {
                 #[diagnostic::on_unimplemented(message = #message, label = #label #note)]

@@ -146,6 +146,10 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
         }
     };
 
+    let max_demand = known_max_demand(model).map(|(max, default)| {
+        quote!(const __MAX_DEMAND: #private::Option<(::core::primitive::usize, ::core::primitive::bool)> = #private::Some((#max, #default));)
+    });
+
     quote! {
         const _: () = {
             impl #impl_generics #role_trait for #self_ty #where_clause {
@@ -154,6 +158,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 
             impl #impl_generics #krate::Stage for #self_ty #where_clause {
                 type Ref = #stage_ref;
+                #max_demand
                 fn add_to(
                     self,
                     __pipeline: &mut #krate::Pipeline,
@@ -163,6 +168,29 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 }
             }
         };
+    }
+}
+
+/// The `max_demand` a consumer or producer_consumer subscribes with, when known here (a literal
+/// or the default), and whether it is the default: `pipeline!` checks a literal edge
+/// `min_demand` against it.
+fn known_max_demand(model: &StageModel) -> Option<(usize, bool)> {
+    if model.role == Role::Producer {
+        return None;
+    }
+    match &model.subscribe {
+        Settings::Attribute(SubscribeOpts {
+            max_demand: None, ..
+        }) => Some((crate::options::DEFAULT_MAX_DEMAND, true)),
+        Settings::Attribute(SubscribeOpts {
+            max_demand:
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(int),
+                    ..
+                })),
+            ..
+        }) => int.base10_parse().ok().map(|max| (max, false)),
+        _ => None,
     }
 }
 

@@ -265,6 +265,66 @@ pub fn empty_group(pipeline: &mut Pipeline, group: &str) {
     });
 }
 
+/// The error of an edge's literal `min_demand` that is not below its consumer's `max_demand`,
+/// written at compile time by a `const` assertion of `pipeline!`, in `#[stage]`'s words.
+#[derive(Debug)]
+pub struct MinDemandMessage {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl MinDemandMessage {
+    /// The message for `min` against `max` (GenStage's default when `default`).
+    pub const fn new(min: usize, max: usize, default: bool) -> Self {
+        let mut message = MinDemandMessage {
+            bytes: [0; 128],
+            len: 0,
+        };
+        message.push(b"`min_demand` must be less than `max_demand`, which is ");
+        message.number(max);
+        if default {
+            message.push(b" by default");
+        }
+        message.push(b"; got ");
+        message.number(min);
+        message
+    }
+
+    /// The message as text.
+    pub const fn as_str(&self) -> &str {
+        match core::str::from_utf8(self.bytes.split_at(self.len).0) {
+            Ok(text) => text,
+            Err(_) => "`min_demand` must be less than `max_demand`",
+        }
+    }
+
+    const fn push(&mut self, text: &[u8]) {
+        let mut i = 0;
+        while i < text.len() && self.len < self.bytes.len() {
+            self.bytes[self.len] = text[i];
+            self.len += 1;
+            i += 1;
+        }
+    }
+
+    const fn number(&mut self, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        while count > 0 {
+            count -= 1;
+            self.push(&[digits[count]]);
+        }
+    }
+}
+
 /// Subscription options of one edge, from its `-[…]->` settings.
 #[inline]
 pub fn edge_options(
