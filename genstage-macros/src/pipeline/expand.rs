@@ -2,16 +2,22 @@
 //!
 //! The macro cannot see a stage's type, so it leaves role and event-type checks to rustc. Each
 //! check is a trait generated inside the expansion, whose `#[diagnostic::on_unimplemented]` message
-//! names the stages in the user's words, implemented only for what is allowed there, and called
-//! with tokens spanned at the user's stage, so rustc's error is one sentence under that stage:
+//! names the stages in the user's words, implemented only for the stage handles allowed there
+//! (`ProducerRef`, `ProducerConsumerRef`, `ConsumerRef`), and called with tokens spanned at the
+//! user's stage, so rustc's error is one sentence under that stage. rustc adds a `help:` line
+//! naming the trait and the type it was asked of; both are user-facing (the local trait's name,
+//! a public handle type), never an item of `__private` (`tests/ui.rs` checks it).
 //!
-//! - per node, from the arrows around it: `__CanFeed` (it stands before `->`: not a consumer),
-//!   `__CanBeFed` (it stands after `->`: not a producer), `__CanStart` (nothing feeds it: not a
-//!   producer_consumer), `__CanEnd` (it feeds nothing: not a producer_consumer). A stage of any role
+//! - per node, from the arrows around it: `Source` (it stands before `->`: not a consumer),
+//!   `Sink` (it stands after `->`: not a producer), `Start` (nothing feeds it: not a
+//!   producer_consumer), `End` (it feeds nothing: not a producer_consumer). A stage of any role
 //!   fails at most one of them.
-//! - per edge, `__CanWire<Out, In>`: the producer's `Out` is the consumer's `In`. Its method does
-//!   the subscribing, so a failed check leaves no second error in the builder call; an edge whose
-//!   side already failed its node check is implemented (and skipped) instead of reported again.
+//! - per edge, `Sink<Out, In>` on the consumer's handle: it consumes the producer's `Out`. Its
+//!   method does the subscribing, so a failed check leaves no second error in the builder call;
+//!   an edge whose side already failed its node check is checked on `Skipped`, which passes.
+//! - per stage expression, a local `Stage` trait over `genstage::Stage`, for a non-stage.
+//! - constant checks: a constant group count, and an edge's literal `min_demand` against the
+//!   consumer's known `max_demand` (`const` items, which `cargo check` evaluates).
 
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
