@@ -120,6 +120,19 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         1,
         "`b` is already wired after `a`",
     ),
+    // A variable holds one stage.
+    (
+        "A -> sink; B -> sink",
+        "sink",
+        1,
+        "`sink` is used as a stage a second time",
+    ),
+    (
+        "a = sink; b = sink; A -> a; B -> b",
+        "sink",
+        1,
+        "name it, e.g. `sink = sink;`",
+    ),
     // Edge options.
     (
         "A -[max_demand = 0]-> B",
@@ -254,6 +267,7 @@ fn well_formed_inputs_expand() {
         "A -[max_demand = m, min_demand = m - 1,]-> B",
         "evens -> C; A -> evens = Evens",
         "printer = printer; A -> printer",
+        "A -> Printer; B -> Printer; C -> [Printer; 2]",
         "crate = ::genstage; A -> B",
         "[A { x: 1 }; 2] -> (B) -> |x| x",
     ] {
@@ -366,5 +380,64 @@ fn an_arrow_inside_generic_arguments_or_a_closure_signature_is_not_a_link() {
             "`{input}`: {:?}",
             error_of(input)
         );
+    }
+}
+
+/// The expansion of a well-formed `input`, as text.
+fn expansion_of(input: &str) -> String {
+    let tokens = TokenStream::from_str(input).expect("test inputs tokenize");
+    let mut krate = quote::quote!(::genstage);
+    try_expand(tokens, &mut krate)
+        .unwrap_or_else(|error| panic!("`{input}`: {error}"))
+        .to_string()
+}
+
+#[test]
+fn a_constant_group_count_gets_a_const_assertion_and_any_other_a_run_time_check() {
+    for input in [
+        "A -> [B; WORKERS]",
+        "A -> [B; config::MAX_2]",
+        "A -> [B; Z]",
+    ] {
+        let expansion = expansion_of(input);
+        assert!(
+            expansion.contains("const _ : () = :: core :: assert !"),
+            "`{input}`"
+        );
+        assert!(expansion.contains("empty_group"), "`{input}`");
+    }
+    for input in [
+        "A -> [B; n]",
+        "A -> [B; Self::N]",
+        "A -> [B; { N }]",
+        "A -> [B; n + 1]",
+    ] {
+        let expansion = expansion_of(input);
+        assert!(!expansion.contains(":: core :: assert !"), "`{input}`");
+        assert!(expansion.contains("empty_group"), "`{input}`");
+    }
+}
+
+#[test]
+fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
+    for input in [
+        "A -[min_demand = 1000]-> Printer",
+        "A -[min_demand = 10]-> Printer { id: 1 }",
+        "A -[min_demand = 10]-> p; p = [Printer; 2]",
+    ] {
+        let expansion = expansion_of(input);
+        assert!(expansion.contains("__MAX_DEMAND"), "`{input}`");
+        assert!(expansion.contains("MinDemandMessage"), "`{input}`");
+    }
+    for input in [
+        "A -[min_demand = 10]-> Printer::new()",
+        "A -[min_demand = 10]-> stages::Printer",
+        "A -[min_demand = 10]-> printer",
+        "A -[min_demand = 10]-> PRINTER",
+        "A -[min_demand = m]-> Printer",
+        "A -[max_demand = 20, min_demand = 10]-> Printer",
+        "A -> Printer",
+    ] {
+        assert!(!expansion_of(input).contains("__MAX_DEMAND"), "`{input}`");
     }
 }

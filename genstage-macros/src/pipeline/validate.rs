@@ -64,9 +64,6 @@ fn check_wired(graph: &Graph, errors: &mut Errors) {
 fn check_variables_used_once(graph: &Graph, errors: &mut Errors) {
     let mut seen: Vec<&Ident> = Vec::new();
     for node in &graph.nodes {
-        if node.name.is_some() {
-            continue;
-        }
         let Some(ident) = node.stage.as_ident() else {
             continue;
         };
