@@ -38,7 +38,8 @@ mod stream;
 pub use error::{DemandError, PipelineError, StageError};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
-    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, Stage, StageId,
+    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Run, Sink, Source, Stage,
+    StageId,
 };
 pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
