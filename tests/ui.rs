@@ -14,7 +14,9 @@ fn ui() {
     // test runs; cargo sets them to this package, `tests/`. Pointing both at the facade's folder
     // compiles the cases with the facade's dependencies only, and keeps the paths in the `.stderr`
     // files relative to the repository's root (`tests/ui/...`), as a user's paths are relative to
-    // their crate. This is the only test in this binary, so nothing else reads either concurrently.
+    // their crate. Both are process-wide: another test in this file must not read the current folder
+    // or `CARGO_MANIFEST_DIR` at run time (`env!("CARGO_MANIFEST_DIR")`, fixed at compile time, is
+    // this package's folder whatever this test does).
     let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
     let Some(facade) = tests.parent() else {
         panic!("{} has no parent folder", tests.display());
