@@ -40,6 +40,7 @@ mod run;
 mod stage;
 mod stream;
 
+pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use error::{DemandError, PipelineError, StageError};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
