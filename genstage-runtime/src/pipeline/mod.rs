@@ -24,6 +24,7 @@
 
 mod graph;
 mod handles;
+mod run_future;
 mod stage;
 mod supervise;
 
@@ -45,6 +46,7 @@ use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 use handles::NewEnds;
 pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Source, StageId};
+pub use run_future::Run;
 pub use stage::Stage;
 
 static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);

@@ -10,7 +10,7 @@ use crate::protocol::EndReason;
 use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Exit, Outcome};
 
-use super::Pipeline;
+use super::{Pipeline, Run};
 
 impl Pipeline {
     /// Runs every stage to completion.
@@ -30,7 +30,11 @@ impl Pipeline {
     /// # Cancel safety
     ///
     /// Dropping the future aborts every stage of the pipeline.
-    pub async fn run(mut self) -> Result<Report, PipelineError> {
+    pub fn run(self) -> Run {
+        Run::new(self.run_to_end())
+    }
+
+    async fn run_to_end(mut self) -> Result<Report, PipelineError> {
         if !tokio_with_timers() {
             return Err(PipelineError::NoRuntime);
         }
