@@ -1041,3 +1041,34 @@ async fn from_iter_delivers_every_item_then_ends() {
     assert_eq!(report.stage("items").unwrap().events_out, 1234);
     assert_eq!(status(&report, "items"), &StageStatus::Finished);
 }
+
+/// `run()` outside a tokio runtime, or in one without timers, is a clear error rather than tokio's
+/// panic.
+#[test]
+fn run_needs_a_tokio_runtime_with_timers() {
+    let pipeline = || {
+        let events = log();
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_named("numbers", from_iter(tagged(0, 0..10)));
+        let sink = pipeline.add_consumer_named("sink", Collect::new(&events));
+        pipeline.subscribe(&numbers, &sink);
+        pipeline
+    };
+    let error = futures::executor::block_on(pipeline().run()).unwrap_err();
+    assert!(matches!(error, PipelineError::NoRuntime), "{error:?}");
+    assert!(
+        error.to_string().contains("within a tokio runtime"),
+        "{error}"
+    );
+    let without_timers = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let error = without_timers.block_on(pipeline().run()).unwrap_err();
+    assert!(matches!(error, PipelineError::NoRuntime), "{error:?}");
+    let with_timers = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let report = with_timers.block_on(pipeline().run()).unwrap();
+    assert_eq!(report.stage("sink").unwrap().events_in, 10);
+}

@@ -53,6 +53,30 @@ impl<T: Send + 'static> Stage for Forward<T> {
     }
 }
 
+/// Passes `u64` events on; `F` is only a tag, so a test can write a type with an arrow in it.
+struct Tagged<F>(std::marker::PhantomData<F>);
+
+impl<F> Tagged<F> {
+    fn new() -> Self {
+        Tagged(std::marker::PhantomData)
+    }
+}
+
+impl<F: Send + 'static> ProducerConsumer for Tagged<F> {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+}
+
+impl<F: Send + 'static> Stage for Tagged<F> {
+    type Ref = ProducerConsumerRef<u64, u64>;
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        pipeline.add_producer_consumer_as(name, self)
+    }
+}
+
 /// Batches as their consumers got them: (instance id, batch).
 type Batches = Vec<(usize, Vec<u64>)>;
 
@@ -448,4 +472,49 @@ async fn the_crate_path_can_be_overridden() {
     .await
     .unwrap();
     assert_eq!(report.stage("Collect").unwrap().events_in, 5);
+}
+
+#[tokio::test]
+async fn an_arrow_inside_a_stage_expression_is_part_of_it() {
+    // `fn() -> u64` in a turbofish, and a closure with a return type: neither arrow is a link.
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let report = pipeline! {
+        from_iter((0..6u64).map(|n| -> u64 { n * 10 }))
+            -> Forward::<u64>::new()
+            -> Tagged::<fn() -> u64>::new()
+            -> Collect::new(&seen, &ids)
+    }
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(seen.events(), vec![0, 10, 20, 30, 40, 50]);
+    assert_eq!(report.stage("Collect").unwrap().events_in, 6);
+}
+
+#[tokio::test]
+async fn a_group_of_no_instance_at_run_time_fails_run_naming_the_group() {
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let workers = std::hint::black_box(0);
+    let error = pipeline! {
+        from_iter(0..5u64) -> sinks = [Collect::new(&seen, &ids); workers]
+    }
+    .run()
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, PipelineError::EmptyGroup { group } if group == "sinks"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the group `sinks` has 0 instances and starts no stage: the number of instances must be at least 1"
+    );
+    // Unnamed, the group is called by its stage expression.
+    let error = pipeline! { from_iter(0..5u64) -> [Collect::new(&seen, &ids); workers] }
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(error.stage(), "Collect::new(&seen, &ids)");
 }

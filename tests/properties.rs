@@ -22,6 +22,15 @@ use genstage::{
 };
 use proptest::prelude::*;
 
+/// Buffer options: `size` events (`None`: unbounded), keeping `keep` on overflow.
+fn buffer(size: Option<usize>, keep: BufferKeep) -> ProducerOptions {
+    let options = ProducerOptions::for_producer().buffer_keep(keep);
+    match size {
+        Some(size) => options.buffer_size(size),
+        None => options.unbounded(),
+    }
+}
+
 /// An event: the index of the producer that emitted it, and its sequence number there.
 type Event = (usize, u64);
 
@@ -290,10 +299,7 @@ fn run_case(case: &Case) -> Result<Outcome, PipelineError> {
         .iter()
         .enumerate()
         .map(|(tag, p)| {
-            let options = ProducerOptions {
-                buffer_size: p.buffer_size,
-                buffer_keep: p.keep,
-            };
+            let options = buffer(p.buffer_size, p.keep);
             pipeline.add_producer_named(
                 format!("producer{tag}"),
                 Shaped {
@@ -343,10 +349,7 @@ fn run_case(case: &Case) -> Result<Outcome, PipelineError> {
                     .collect(),
                 by_tag: true,
             };
-            let options = ProducerOptions {
-                buffer_size,
-                buffer_keep: BufferKeep::Last,
-            };
+            let options = buffer(buffer_size, BufferKeep::Last);
             let middle =
                 pipeline.add_producer_consumer_named("middle", Forward { checker, options });
             for producer in &producers {

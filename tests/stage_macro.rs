@@ -591,3 +591,48 @@ async fn stages_are_named_after_their_type_unless_named() {
     assert_eq!(names, ["from_iter", "Shadowed", "second", "Collect"]);
     assert_eq!(report.stage("second").unwrap().events_out, 4);
 }
+
+/// A consumer whose `max_demand` `#[stage]` knows: 10.
+struct Tally {
+    seen: Log<usize>,
+}
+
+#[stage(consumer, max_demand = 10)]
+impl Tally {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.seen.lock().unwrap().push(events.len());
+    }
+}
+
+/// A producer_consumer with GenStage's default `max_demand`.
+struct PassOn;
+
+#[stage(producer_consumer)]
+impl PassOn {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events
+    }
+}
+
+#[test]
+fn stage_tells_pipeline_the_max_demand_it_knows() {
+    assert_eq!(<Tally as Stage>::__MAX_DEMAND, Some((10, false)));
+    assert_eq!(<PassOn as Stage>::__MAX_DEMAND, Some((1000, true)));
+    assert_eq!(<Counter as Stage>::__MAX_DEMAND, None);
+}
+
+#[tokio::test]
+async fn an_edge_min_demand_below_the_consumer_max_demand_compiles_and_applies() {
+    let seen = log();
+    let report = pipeline! {
+        from_iter(0..100u64) -[min_demand = 999]-> PassOn -[min_demand = 6]-> Tally { seen: seen.clone() }
+    }
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(report.stage("Tally").unwrap().events_in, 100);
+    // Batches hold at most max_demand - min_demand = 4 events.
+    let batches = taken(&seen);
+    assert_eq!(batches.iter().sum::<usize>(), 100);
+    assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
+}

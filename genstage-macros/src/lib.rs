@@ -6,6 +6,8 @@
 
 use proc_macro::TokenStream;
 
+mod errors;
+mod options;
 mod pipeline;
 mod stage;
 
@@ -146,7 +148,13 @@ mod stage;
 /// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
 /// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
 /// wrong arguments, a consumer returning events), `#[stage]` on something other than an inherent
-/// impl block.
+/// impl block, a GenStage callback that genstage does not support yet (`handle_call`,
+/// `handle_cancel`, `handle_cast`, `handle_info`, `handle_subscribe`, `terminate`: it would never
+/// be called).
+///
+/// A rejected impl block is still emitted as written, and the stage still implements its role and
+/// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
+/// error, not a second one at each use of the stage.
 #[proc_macro_attribute]
 pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
     stage::expand_stage(attr.into(), item.into()).into()
@@ -220,19 +228,33 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   (no `Clone` needed; `[Collect::new(tx.clone()); 4]` gives each instance its own sender).
 ///   `A -> [C; 2]`: each instance of `C` subscribes to `A`. `[B; 2] -> C`: `C` subscribes to each
 ///   instance of `B`. `[B; 2] -> [C; 3]`: every instance of `C` subscribes to every instance of `B`.
-///   The report calls the instances `C[0]`, `C[1]`, ….
+///   The report calls the instances `C[0]`, `C[1]`, … (`name[0]`, … for `name = [C; n]`). A count of 0 is a compile error when it
+///   is a literal or names a constant (a path in upper case, `WORKERS` or `config::WORKERS`,
+///   checked by a `const` assertion); any other count that is 0 makes `run()` fail with
+///   `PipelineError::EmptyGroup` naming the group. A const generic parameter `N` cannot be used
+///   by a `const` item, so write it `{ N }` to have it checked by `run()`.
 /// - **Names.** `name = stage` defines a stage once; chains then mention `name`, in any statement,
 ///   above or below the definition, so a stage can have several producers (fan-in) and several
 ///   consumers (fan-out). The name is also the stage's name in the report and in errors; an unnamed
-///   stage is named after its type (`from_iter` for `from_iter(..)`). Any other identifier is an
+///   stage is named after its type (`from_iter` for `from_iter(..)`, as through the builder), and
+///   unnamed stages of one type in different places are told apart as `Tap`, `Tap#2`, …. A name
+///   that is also another stage's name makes `run()` return `PipelineError::DuplicateName`. Any
+///   other identifier is an
 ///   ordinary expression (a unit struct like `Printer`, or a local variable), and each mention of it
-///   is a new stage. `sink = sink` names a stage held in a local variable `sink`.
+///   is a new stage. `sink = sink` names a stage held in a local variable `sink`; a variable
+///   (an identifier in lower case) used as a stage twice is an error that says so.
 /// - **Fan-out splits, it does not copy.** A producer with several consumers sends each event to one
 ///   of them, the one with the most demand (GenStage's `DemandDispatcher`).
 /// - **Edge options** override the consumer's defaults (those of `#[stage(consumer, max_demand =
 ///   …)]`) on that edge only: `A -[max_demand = 10, min_demand = 5, cancel = temporary]-> B`.
-///   Values are any `usize` expressions; literal ones are checked here, the others by `run()`,
-///   which returns `PipelineError::InvalidSubscription` naming both stages.
+///   Values are any `usize` expressions; literal ones are checked here by the rules and in the
+///   words of `#[stage]`, the others by `run()`, which returns
+///   `PipelineError::InvalidSubscription` naming both stages. A literal `min_demand` on an edge
+///   that sets no `max_demand` is checked against the consumer's own `max_demand` (GenStage's
+///   1000, or a literal in its `#[stage]`) at compile time when the consumer is written as its
+///   type, `-[min_demand = 5]-> Printer` or `-> Printer { id: 1 }`; otherwise by `run()`.
+/// - **Arrows inside a stage.** Only a `->` between stages is a link: one in a path's generic
+///   arguments (`Fwd::<fn() -> u64>::new()`) or in a closure's signature belongs to the stage.
 /// - **`crate = path;`**, as the first statement, names the `genstage` crate when it is renamed or
 ///   re-exported.
 ///
@@ -334,7 +356,12 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// with, in addition, one check per stage and one per arrow: small traits generated inside the
-/// expansion that turn a wrongly wired pipeline into one compile error under the stage at fault.
+/// expansion, implemented for the stage handles allowed there, that turn a wrongly wired pipeline
+/// into one compile error under the stage at fault (rustc adds a `help:` line that states the
+/// failed check in terms of those handles, e.g. "the trait `Sink<u64, String>` is not
+/// implemented for `ConsumerRef<String>`"); and each group's instances are marked as one group (a
+/// hidden call), so that the report names them `Printer[0]`, `Printer[1]` where the hand-written
+/// loop above gives `Printer`, `Printer#2`.
 ///
 /// # Compile-time checks
 ///
@@ -348,8 +375,10 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | a producer_consumer starts a chain | `` `Double` is a producer_consumer, so it cannot start the pipeline: nothing would feed it `` |
 /// | a producer_consumer ends every chain it is in | `` `Double` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere `` |
 /// | not a stage | `` `NotAStage` is not a stage `` |
-/// | `[S; 0]` | `a group of 0 instances starts no stage: the number of instances must be at least 1` |
-/// | `-[max_demand = 0]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1 ``, `` `min_demand = 10` must be less than `max_demand = 10` `` |
+/// | `[S; 0]`, `[S; N]` with `const N: usize = 0` | `a group of 0 instances starts no stage: the number of instances must be at least 1` |
+/// | `-[max_demand = 0]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1: a stage that asks for 0 events never gets any ``, `` `min_demand` must be less than `max_demand`, which is 10; got 10 `` |
+/// | `-[min_demand = 1000]-> Printer` where `Printer`'s `max_demand` is the default | `` `min_demand` must be less than `max_demand`, which is 1000 by default; got 1000 `` |
+/// | a variable used as a stage twice | `` `sink` is used as a stage a second time: a variable holds one stage, … name it, e.g. `sink = sink;` `` |
 /// | an unknown or repeated edge option, an unknown cancel mode | `` unknown edge option `max_demnd`: the options of an edge are `max_demand`, `min_demand` and `cancel` `` |
 /// | a cycle | `` this arrow closes a cycle: `first -> second -> first` `` |
 /// | the same pair wired twice | `` `printer` is already wired after `numbers` `` |

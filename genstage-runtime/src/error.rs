@@ -107,6 +107,22 @@ pub enum PipelineError {
         /// The stages on the cycle, in order.
         stages: Vec<String>,
     },
+    /// Two stages would have the same name: a name given explicitly (`add_*_named`,
+    /// `name = Stage` in `pipeline!`) is also another stage's name. Names generated from types are
+    /// made unique instead (`Tap`, `Tap#2`; `Printer[0]`, `Printer[1]` for a group).
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The two stages, in the order they were added, each as its position and how it got the
+        /// name: `stage #2 (named explicitly)`.
+        stages: [String; 2],
+    },
+    /// A group `[S; n]` of `pipeline!` has no instance (`n` is 0 at run time): it would start no
+    /// stage.
+    EmptyGroup {
+        /// The group's name: its name in the pipeline, or its stage expression.
+        group: String,
+    },
     /// A handle from another pipeline was used.
     ForeignStage {
         /// The stage's position in its own pipeline, as `#index`.
@@ -152,9 +168,22 @@ impl fmt::Display for PipelineError {
             PipelineError::Cycle { stages } => {
                 write!(f, "the subscriptions form a cycle: {}", stages.join(" -> "))
             }
+            PipelineError::EmptyGroup { group } => {
+                write!(
+                    f,
+                    "the group `{group}` has 0 instances and starts no stage: the number of instances must be at least 1"
+                )
+            }
             PipelineError::ForeignStage { stage } => {
                 write!(f, "stage `{stage}` belongs to another pipeline")
             }
+            PipelineError::DuplicateName {
+                name,
+                stages: [first, second],
+            } => write!(
+                f,
+                "two stages are named `{name}`: {first} and {second}; a name given explicitly must differ from every other stage's name"
+            ),
         }
     }
 }
@@ -178,7 +207,9 @@ impl PipelineError {
             | PipelineError::StagePanicked { stage, .. }
             | PipelineError::NoConsumer { stage }
             | PipelineError::NoProducer { stage }
-            | PipelineError::ForeignStage { stage } => stage,
+            | PipelineError::ForeignStage { stage }
+            | PipelineError::DuplicateName { name: stage, .. }
+            | PipelineError::EmptyGroup { group: stage } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
             PipelineError::Cycle { stages } => stages.first().map(String::as_str).unwrap_or(""),
             PipelineError::NoRuntime => "",

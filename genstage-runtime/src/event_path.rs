@@ -19,6 +19,15 @@ use crate::buffer::Buffer;
 use crate::dispatcher::{Deliveries, DispatchError, Dispatcher, SubscriptionId};
 use crate::options::ProducerOptions;
 
+/// Where emitted events go.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Emitted<T> {
+    /// All of them to this consumer: send them.
+    Whole(SubscriptionId, Vec<T>),
+    /// Dispatched to the deliveries and the buffer, which dropped `discarded` on overflow.
+    Dispatched { discarded: usize },
+}
+
 /// A producer's dispatcher and buffer. Every method that can make events go out appends them to the
 /// deliveries, which the caller takes and sends.
 pub(crate) struct EventPath<T> {
@@ -68,27 +77,29 @@ impl<T: Send + 'static> EventPath<T> {
     }
 
     /// Emitted events: to consumers with demand, the rest to the buffer. Buffered events always go
-    /// first, so newer events never overtake older ones. Returns how many the buffer dropped.
+    /// first, so newer events never overtake older ones.
     #[inline]
-    pub(crate) fn emit(&mut self, events: Vec<T>) -> usize {
+    pub(crate) fn emit(&mut self, events: Vec<T>) -> Emitted<T> {
         if events.is_empty() {
-            return 0;
+            return Emitted::Dispatched { discarded: 0 };
         }
         self.emitted += events.len() as u64;
         if !self.buffer.is_empty() {
-            return self.store(events);
+            return Emitted::Dispatched {
+                discarded: self.store(events),
+            };
         }
-        // The hot path: one consumer takes the whole batch.
+        // The hot path: one consumer takes the whole batch, sent without building deliveries.
         if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
-            self.deliveries.push((sub, events));
-            return 0;
+            return Emitted::Whole(sub, events);
         }
         let leftover = self.dispatcher.dispatch(events, &mut self.deliveries);
-        if leftover.is_empty() {
+        let discarded = if leftover.is_empty() {
             0
         } else {
             self.store(leftover)
-        }
+        };
+        Emitted::Dispatched { discarded }
     }
 
     /// What a producer should emit now: what its consumers can take, less what is buffered for them.
@@ -106,6 +117,12 @@ impl<T: Send + 'static> EventPath<T> {
 
     pub(crate) fn buffered(&self) -> usize {
         self.buffer.len()
+    }
+
+    /// Whether anything is ready to send.
+    #[inline]
+    pub(crate) fn has_deliveries(&self) -> bool {
+        !self.deliveries.is_empty()
     }
 
     /// What to send, in order, one message per consumer and batch.
@@ -172,6 +189,17 @@ mod tests {
         )
     }
 
+    /// Emits `events` as a stage does: what one consumer takes whole is sent at once.
+    fn emit(path: &mut EventPath<u32>, events: Vec<u32>) -> usize {
+        match path.emit(events) {
+            Emitted::Whole(sub, events) => {
+                path.deliveries.push((sub, events));
+                0
+            }
+            Emitted::Dispatched { discarded } => discarded,
+        }
+    }
+
     fn sent(path: &mut EventPath<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
         path.take_deliveries()
     }
@@ -184,7 +212,7 @@ mod tests {
         path.ask(1, 10);
         path.ask(2, 6);
         assert_eq!(path.demand(), 16);
-        assert_eq!(path.emit((0..4).collect()), 0);
+        assert_eq!(emit(&mut path, (0..4).collect()), 0);
         assert_eq!(sent(&mut path), vec![(1, vec![0, 1, 2, 3])]);
         assert_eq!(path.demand(), 12);
     }
@@ -200,18 +228,18 @@ mod tests {
         path.ask(0, 242);
         path.ask(1, 286);
         // The producer emits fewer than asked: 30.
-        path.emit((0..30).collect());
+        emit(&mut path, (0..30).collect());
         assert_eq!(sent(&mut path), vec![(1, (0..30).collect())]);
         // Consumer 1 fails and leaves with 256 unmet.
         path.cancel(1);
         assert_eq!(path.demand(), 242);
         // More events than consumer 0 wants arrive: the rest waits in the buffer.
-        path.emit((30..300).collect());
+        emit(&mut path, (30..300).collect());
         assert_eq!(sent(&mut path), vec![(0, (30..272).collect())]);
         assert_eq!(path.buffered(), 28);
         assert_eq!(path.demand(), 0);
         // Events emitted while others are buffered go behind them.
-        path.emit((300..310).collect());
+        emit(&mut path, (300..310).collect());
         assert_eq!(path.buffered(), 38);
         // Consumer 0 asks for 226: 38 come from the buffer, the producer is asked for the rest.
         path.ask(0, 226);
@@ -223,13 +251,13 @@ mod tests {
     fn buffered_events_go_out_before_newer_ones() {
         let mut path = path(100);
         path.subscribe(1).unwrap();
-        path.emit(vec![1, 2]);
-        path.emit(vec![3]);
+        emit(&mut path, vec![1, 2]);
+        emit(&mut path, vec![3]);
         assert!(sent(&mut path).is_empty());
         path.ask(1, 2);
         assert_eq!(sent(&mut path), vec![(1, vec![1, 2])]);
         path.ask(1, 5);
-        path.emit(vec![4]);
+        emit(&mut path, vec![4]);
         assert_eq!(sent(&mut path), vec![(1, vec![3]), (1, vec![4])]);
         assert_eq!(path.emitted, 4);
     }
@@ -238,7 +266,7 @@ mod tests {
     fn overflow_is_counted_as_discarded() {
         let mut path = path(3);
         path.subscribe(1).unwrap();
-        assert_eq!(path.emit((0..5).collect()), 2);
+        assert_eq!(emit(&mut path, (0..5).collect()), 2);
         assert_eq!(path.discarded, 2);
         path.ask(1, 10);
         // buffer_keep last: the oldest two went.
@@ -251,7 +279,7 @@ mod tests {
         path.subscribe(1).unwrap();
         path.subscribe(2).unwrap();
         path.ask(1, 2);
-        path.emit((0..5).collect());
+        emit(&mut path, (0..5).collect());
         assert_eq!(sent(&mut path), vec![(1, vec![0, 1])]);
         path.ask(2, 2);
         assert_eq!(sent(&mut path), vec![(2, vec![2, 3])]);

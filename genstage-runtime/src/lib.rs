@@ -4,9 +4,10 @@
 //! the `#[stage]` and `pipeline!` macros.
 //!
 //! The crate is two layers:
-//! - the **protocol**, as plain data structures tested without tokio: [`demand`] (per-subscription
-//!   accounting and batch splitting), [`buffer`] (the producer buffer), [`dispatcher`] (who gets which
-//!   events);
+//! - the **protocol**, as plain data structures tested without tokio: `demand` (per-subscription
+//!   accounting and batch splitting), `buffer` (the producer buffer), `dispatcher` (who gets which
+//!   events). These modules are public only for the runtime's own tests (`genstage-runtime/tests/`)
+//!   and hidden from the documentation: they are not part of the API and may change in any release;
 //! - the **tasks** that drive them (`run`), wired by the typed builder [`Pipeline`].
 //!
 //! # Back-pressure
@@ -20,12 +21,17 @@
     unreachable_pub
 )]
 
+// Public for the runtime's tests only; not part of the API.
+#[doc(hidden)]
 pub mod buffer;
+#[doc(hidden)]
 pub mod demand;
+#[doc(hidden)]
 pub mod dispatcher;
 mod error;
 mod event_path;
 mod mailbox;
+mod names;
 mod options;
 mod pipeline;
 mod protocol;
@@ -34,10 +40,12 @@ mod run;
 mod stage;
 mod stream;
 
+pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use error::{DemandError, PipelineError, StageError};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
-    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, Stage, StageId,
+    ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Run, Sink, Source, Stage,
+    StageId,
 };
 pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};

@@ -45,7 +45,11 @@ pub enum CancelMode {
 /// let opts = SubscribeOptions::new().max_demand(10).min_demand(5).cancel(CancelMode::Temporary);
 /// assert_eq!(opts.max_demand, Some(10));
 /// ```
+///
+/// Built with [`SubscribeOptions::new`] and the setters: the struct is `#[non_exhaustive]`, so that
+/// options can be added without breaking code that builds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct SubscribeOptions {
     /// The most events the consumer has outstanding at once.
     pub max_demand: Option<usize>,
@@ -108,7 +112,12 @@ pub enum BufferKeep {
 /// let opts = ProducerOptions::for_producer().buffer_size(5).buffer_keep(BufferKeep::First);
 /// assert_eq!(opts.buffer_keep, BufferKeep::First);
 /// ```
+///
+/// Built from [`ProducerOptions::for_producer`] or [`ProducerOptions::for_producer_consumer`] and
+/// the setters: the struct is `#[non_exhaustive]`, so that options can be added without breaking
+/// code that builds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProducerOptions {
     /// The most events the buffer holds; `None` is unbounded (GenStage's `:infinity`).
     pub buffer_size: Option<usize>,

@@ -60,7 +60,9 @@ pub struct Loss {
 /// Counts for one stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageReport {
-    /// The stage's name (`Printer[1]` for the second of several stages with one name).
+    /// The stage's name, unique in the report: the one given, or its type's (`Printer`), with
+    /// `[i]` for the instances of a group of `pipeline!` (`Printer[1]`) and `#k` for the k-th stage
+    /// named after one type elsewhere (`Printer#2`).
     pub name: String,
     /// Events its `handle_events` handled: handed to it, and it returned.
     pub events_in: u64,

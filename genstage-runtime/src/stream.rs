@@ -78,6 +78,7 @@ where
     type Ref = ProducerRef<I::Item>;
 
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
-        pipeline.add_producer_as(Some(name.unwrap_or_else(|| "from_iter".to_owned())), self)
+        // Unnamed, it is `from_iter`, through the builder as well (see `names::type_name`).
+        pipeline.add_producer_as(name, self)
     }
 }

@@ -2,19 +2,25 @@
 //!
 //! The macro cannot see a stage's type, so it leaves role and event-type checks to rustc. Each
 //! check is a trait generated inside the expansion, whose `#[diagnostic::on_unimplemented]` message
-//! names the stages in the user's words, implemented only for what is allowed there, and called
-//! with tokens spanned at the user's stage, so rustc's error is one sentence under that stage:
+//! names the stages in the user's words, implemented only for the stage handles allowed there
+//! (`ProducerRef`, `ProducerConsumerRef`, `ConsumerRef`), and called with tokens spanned at the
+//! user's stage, so rustc's error is one sentence under that stage. rustc adds a `help:` line
+//! naming the trait and the type it was asked of; both are user-facing (the local trait's name,
+//! a public handle type), never an item of `__private` (`tests/ui.rs` checks it).
 //!
-//! - per node, from the arrows around it: `__CanFeed` (it stands before `->`: not a consumer),
-//!   `__CanBeFed` (it stands after `->`: not a producer), `__CanStart` (nothing feeds it: not a
-//!   producer_consumer), `__CanEnd` (it feeds nothing: not a producer_consumer). A stage of any role
+//! - per node, from the arrows around it: `Source` (it stands before `->`: not a consumer),
+//!   `Sink` (it stands after `->`: not a producer), `Start` (nothing feeds it: not a
+//!   producer_consumer), `End` (it feeds nothing: not a producer_consumer). A stage of any role
 //!   fails at most one of them.
-//! - per edge, `__CanWire<Out, In>`: the producer's `Out` is the consumer's `In`. Its method does
-//!   the subscribing, so a failed check leaves no second error in the builder call; an edge whose
-//!   side already failed its node check is implemented (and skipped) instead of reported again.
+//! - per edge, `Sink<Out, In>` on the consumer's handle: it consumes the producer's `Out`. Its
+//!   method does the subscribing, so a failed check leaves no second error in the builder call;
+//!   an edge whose side already failed its node check is checked on `Skipped`, which passes.
+//! - per stage expression, a local `Stage` trait over `genstage::Stage`, for a non-stage.
+//! - constant checks: a constant group count, and an edge's literal `min_demand` against the
+//!   consumer's known `max_demand` (`const` items, which `cargo check` evaluates).
 
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 
 use super::graph::Graph;
 use super::parse::StageSyntax;
@@ -113,21 +119,62 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
     let name = match &node.name {
         Some(name) => {
             let text = Literal::string(&name.to_string());
-            quote!(#krate::__private::Some(#text))
+            quote!(#krate::__private::Some(#krate::__private::String::from(#text)))
         }
         None => quote!(#krate::__private::None),
     };
     let expr = node.stage.expr();
     let range = SpanRange::of(&quote!(#expr));
-    let add = call_at(
-        quote!(#krate::__private::pipeline::AddStage::add_stage),
-        quote!(#expr, &mut #pipeline, #name),
+    // The value is bound first, so a local moved twice is a plain move error under the user's
+    // tokens; `Stage::add_to` then reports a non-stage with `Stage`'s own message.
+    let value = local("__value", range.first);
+    let value_arg = call_at(
+        quote!(#krate::__private::pipeline::identity),
+        quote!(#value),
         range,
     );
+    let add_call = call_at(
+        quote!(Stage::add_stage),
+        quote!(#value_arg, &mut #pipeline, #name),
+        range,
+    );
+    // A trait local to the call, so that rustc's `help:` line for a non-stage reads "the trait
+    // `Stage` is not implemented for `NotAStage`" without listing every stage of the crate.
+    let add = quote! {
+        {
+            #[diagnostic::on_unimplemented(
+                message = "`{Self}` is not a stage",
+                label = "not a producer, producer_consumer or consumer",
+                note = "a stage in `pipeline!` implements `genstage::Stage`: add `#[stage(producer)]`, `#[stage(producer_consumer)]` or `#[stage(consumer)]` to its impl block, or implement `Stage` by hand"
+            )]
+            trait Stage: ::core::marker::Sized {
+                type Ref;
+                fn add_stage(
+                    stage: Self,
+                    pipeline: &mut #krate::Pipeline,
+                    name: #krate::__private::Option<#krate::__private::String>,
+                ) -> Self::Ref;
+            }
+            #[diagnostic::do_not_recommend]
+            impl<__S: #krate::Stage> Stage for __S {
+                type Ref = <__S as #krate::Stage>::Ref;
+                fn add_stage(
+                    stage: Self,
+                    pipeline: &mut #krate::Pipeline,
+                    name: #krate::__private::Option<#krate::__private::String>,
+                ) -> Self::Ref {
+                    #krate::Stage::add_to(stage, pipeline, name)
+                }
+            }
+            #add_call
+        }
+    };
+    let bind = quote_spanned! {range.first=> let #value = #expr; };
     match &node.stage {
         StageSyntax::One(_) => quote! {
             let #stage = {
                 let mut #instances = #krate::__private::Vec::with_capacity(1);
+                #bind
                 #instances.push(#add);
                 #instances
             };
@@ -139,13 +186,28 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
             let count_let = quote_spanned! {count_span=>
                 let #count: ::core::primitive::usize = #count_expr;
             };
+            let label = Literal::string(&node.label());
+            // A constant count is checked at compile time (a literal was checked by the macro);
+            // any other count by `run()`.
+            let const_check = is_constant(count_expr).then(|| {
+                let message = Literal::string(super::validate::EMPTY_GROUP);
+                quote_spanned! {count_span=>
+                    const _: () = ::core::assert!(#count_expr != 0, #message);
+                }
+            });
             quote! {
                 let #stage = {
+                    #const_check
                     #count_let
+                    if #count == 0 {
+                        #krate::__private::pipeline::empty_group(&mut #pipeline, #label);
+                    }
                     let mut #instances = #krate::__private::Vec::with_capacity(#count);
                     for _ in 0..#count {
+                        #bind
                         #instances.push(#add);
                     }
+                    #krate::__private::pipeline::group(&mut #pipeline, &#instances);
                     #instances
                 };
             }
@@ -153,40 +215,65 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
     }
 }
 
+/// Whether a group's count names a constant: a path whose last segment is in upper case
+/// (`WORKERS`, `config::WORKERS`), as Rust's naming conventions have it. Such a count is checked
+/// by a `const` assertion, which cannot see the generic parameters of the function around the
+/// pipeline: a const generic parameter `N` is written `{ N }` to be checked by `run()` instead.
+fn is_constant(count: &syn::Expr) -> bool {
+    let syn::Expr::Path(path) = count else {
+        return false;
+    };
+    if path.qself.is_some() || !path.attrs.is_empty() {
+        return false;
+    }
+    let segments = &path.path.segments;
+    let Some(last) = segments.last() else {
+        return false;
+    };
+    let first_is_self = segments.first().is_some_and(|s| s.ident == "Self");
+    let name = last.ident.to_string();
+    !first_is_self
+        && segments.iter().all(|s| s.arguments.is_none())
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// What a node's position allows, checked against its role.
 fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
-    let krate = &graph.krate;
     let node = &graph.nodes[index];
     let label = escape(&node.label());
     let as_source = graph.edges.iter().find(|e| e.from == index);
     let as_target = graph.edges.iter().find(|e| e.to == index);
     let mut out = TokenStream::new();
-    let role = |name: &str| -> TokenStream {
-        let ident = format_ident!("{}", name);
-        quote!(#krate::__private::pipeline::#ident)
-    };
+    let (producer, producer_consumer, consumer) = (
+        quote!(<__T> ProducerRef<__T>),
+        quote!(<__I, __T> ProducerConsumerRef<__I, __T>),
+        quote!(<__T> ConsumerRef<__T>),
+    );
     if let Some(edge) = as_source {
         out.extend(node_check(
             graph,
             index,
-            &format!("__CanFeed{index}"),
+            "Source",
             &format!("`{label}` is a consumer, so it cannot stand before `->`: it emits no events"),
             "a consumer emits no events",
             "only a producer or a producer_consumer can feed other stages",
-            &[role("IsProducer"), role("IsProducerConsumer")],
+            &[&producer, &producer_consumer],
             SpanRange::of(&edge.source),
         ));
         if as_target.is_none() {
             out.extend(node_check(
                 graph,
                 index,
-                &format!("__CanStart{index}"),
+                "Start",
                 &format!(
                     "`{label}` is a producer_consumer, so it cannot start the pipeline: nothing would feed it"
                 ),
                 "nothing feeds this producer_consumer",
                 &format!("a pipeline starts with a producer: put one before `{label}` with `->`"),
-                &[role("IsProducer"), role("IsConsumer")],
+                &[&producer, &consumer],
                 SpanRange::of(&edge.source),
             ));
         }
@@ -195,24 +282,24 @@ fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
         out.extend(node_check(
             graph,
             index,
-            &format!("__CanBeFed{index}"),
+            "Sink",
             &format!("`{label}` is a producer, so it cannot stand after `->`: it takes no events"),
             "a producer takes no events",
             "only a producer_consumer or a consumer can subscribe to other stages",
-            &[role("IsProducerConsumer"), role("IsConsumer")],
+            &[&producer_consumer, &consumer],
             SpanRange::of(&edge.target),
         ));
         if as_source.is_none() {
             out.extend(node_check(
                 graph,
                 index,
-                &format!("__CanEnd{index}"),
+                "End",
                 &format!(
                     "`{label}` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere"
                 ),
                 "nothing consumes the events of this producer_consumer",
                 &format!("a pipeline ends with a consumer: put one after `{label}` with `->`"),
-                &[role("IsProducer"), role("IsConsumer")],
+                &[&producer, &consumer],
                 SpanRange::of(&edge.target),
             ));
         }
@@ -220,7 +307,10 @@ fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
     out
 }
 
-/// One node check: a trait implemented for the allowed roles, called on the node's role.
+/// One node check: a trait implemented for the stage handles allowed there, called on the node's
+/// handles. rustc's `help:` line then reads "the trait `Source` is not implemented for
+/// `genstage::ConsumerRef<u64>`": the trait is local to the check, named after what it checks,
+/// and the handle is the public type the builder returns.
 #[allow(clippy::too_many_arguments)]
 fn node_check(
     graph: &Graph,
@@ -229,23 +319,32 @@ fn node_check(
     message: &str,
     label: &str,
     note: &str,
-    allowed: &[TokenStream],
+    allowed: &[&TokenStream], // `<generics> Handle<…>`
     range: SpanRange,
 ) -> TokenStream {
     let krate = &graph.krate;
     let name = Ident::new(trait_name, Span::call_site());
     let stage = local(&format!("__stage{index}"), range.first);
-    let role_of = call_at(
-        quote!(#krate::__private::pipeline::role),
+    let instances = call_at(
+        quote!(#krate::__private::pipeline::identity),
         quote!(&#stage),
         range,
     );
-    let check = call_at(quote!(#name::check), role_of, range);
+    let check = call_at(quote!(#name::check), instances, range);
+    let impls = allowed.iter().map(|handle| {
+        let mut tokens = (*handle).clone().into_iter();
+        let generics: TokenStream = tokens
+            .by_ref()
+            .take_while(|t| !matches!(t, TokenTree::Punct(p) if p.as_char() == '>'))
+            .collect();
+        let ty: TokenStream = tokens.collect();
+        quote!(impl #generics> #name for #krate::#ty {})
+    });
     quote! {
         {
             #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
             trait #name {
-                fn check(self)
+                fn check(_: &[Self])
                 where
                     Self: ::core::marker::Sized,
                 {
@@ -253,15 +352,84 @@ fn node_check(
             }
             #(
                 #[diagnostic::do_not_recommend]
-                impl #name for #krate::__private::pipeline::StageRole<#allowed> {}
+                #impls
             )*
+            // A stage whose `#[stage]` was rejected: its one error is there already.
+            #[diagnostic::do_not_recommend]
+            impl<__R> #name for #krate::__private::fallback::RejectedRef<__R> {}
             #check;
         }
     }
 }
 
+/// A literal `min_demand` on an edge that sets no `max_demand` is checked against the consumer's
+/// own `max_demand` when `#[stage]` knows it (`Stage::__MAX_DEMAND`), by a `const` assertion spanned
+/// at the literal, so that `cargo check` reports it in `#[stage]`'s words.
+///
+/// The `const` item names the consumer's type, so this is done only when the consumer is written
+/// as its type: a unit struct `Printer` or a struct literal `Printer { .. }` (one identifier in
+/// upper camel case). Constructor calls, paths (`stages::Printer`, which may be an enum variant),
+/// local variables and the other forms are checked by `run()` instead. A generic stage written
+/// as a bare unit struct or struct literal, its parameters inferred, cannot be named so: such an
+/// edge gets rustc's "missing generics" error and needs a `-[max_demand = …]` or a constructor.
+fn min_demand_check(
+    graph: &Graph,
+    consumer: usize,
+    settings: &EdgeSettings,
+) -> Option<TokenStream> {
+    let krate = &graph.krate;
+    if settings.max_demand.is_some() {
+        return None;
+    }
+    let value = settings.min_demand.as_ref()?;
+    let syn::Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Int(int),
+        ..
+    }) = value
+    else {
+        return None;
+    };
+    let min: usize = int.base10_parse().ok()?;
+    let path = match graph.nodes[consumer].stage.expr() {
+        syn::Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => &path.path,
+        syn::Expr::Struct(literal) if literal.qself.is_none() => &literal.path,
+        _ => return None,
+    };
+    let ident = path.get_ident()?;
+    let name = ident.to_string();
+    let camel = name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.contains('_')
+        && name != "Self";
+    if !camel {
+        return None;
+    }
+    let span = int.span();
+    let min = Literal::usize_unsuffixed(min);
+    Some(quote_spanned! {span=>
+        const _: () = if let #krate::__private::Some((__max, __default)) =
+            <#ident as #krate::Stage>::__MAX_DEMAND
+        {
+            if #min >= __max {
+                ::core::panic!(
+                    "{}",
+                    #krate::__private::pipeline::MinDemandMessage::new(#min, __max, __default).as_str()
+                )
+            }
+        };
+    })
+}
+
 /// One edge: its event-type check, which also subscribes every consumer instance to every producer
 /// instance.
+///
+/// The check is a trait `Sink<Out>` local to the edge, implemented for the consumer handles that
+/// take `Out` and, for any handle, for the [`Skipped`] parameter of an edge with a side in the
+/// wrong role (its node check reported it). The trait's parameter is fixed by an argument's type
+/// before rustc looks at the impls, so a mismatch is reported as `ConsumerRef<String>: Sink<u64>`
+/// with this edge's message, never as a type mismatch of the argument.
+///
+/// [`Skipped`]: ../../genstage_runtime/__private/pipeline/enum.Skipped.html
 fn expand_edge(
     graph: &Graph,
     index: usize,
@@ -294,7 +462,6 @@ fn expand_edge(
     };
 
     let range = SpanRange::of(&edge.target);
-    let name = format_ident!("__CanWire{}", index);
     let producer_stage = local(&format!("__stage{}", edge.from), Span::call_site());
     let consumer_stage = local(&format!("__stage{}", edge.to), Span::call_site());
     let producer = local("__producer", range.first);
@@ -323,50 +490,79 @@ fn expand_edge(
         None => quote!(#krate::__private::None),
     };
 
-    let pair = call_at(quote!(#private::pair), quote!(#producer, #consumer), range);
-    let wire = call_at(
-        quote!(#name::wire),
-        quote!(#pair, &mut #pipeline_at, #producer, #consumer, #options),
+    let events = call_at(quote!(#private::events_of), quote!(#producer), range);
+    let side = call_at(
+        quote!(#private::consumer_side),
+        quote!(#producer, #consumer),
         range,
     );
-    let signature = quote! {
-        fn wire<__A, __B>(
-            self,
-            pipeline: &mut #krate::Pipeline,
-            producer: &__A,
-            consumer: &__B,
-            options: #krate::SubscribeOptions,
-        )
-        where
-            __A: #private::Wiring<Out = Out>,
-            __B: #private::Wiring<In = In>
+    let accepted = call_at(quote!(#private::events_into), quote!(#consumer), range);
+    let wire = call_at(
+        quote!(Sink::wire),
+        quote!(#events, #accepted, #side, &mut #pipeline_at, #options),
+        range,
+    );
+    let signature = |out: TokenStream, accepts: TokenStream| {
+        quote! {
+            fn wire(
+                events: #private::Events<#out>,
+                accepted: ::core::marker::PhantomData<#accepts>,
+                consumer: &Self,
+                pipeline: &mut #krate::Pipeline,
+                options: #krate::SubscribeOptions,
+            )
+        }
     };
+    let trait_signature = signature(quote!(Out), quote!(In));
+    let consumer_signature = signature(quote!(__O), quote!(__In));
+    let skipped_signature = signature(quote!(__T), quote!(__In));
+    let min_demand_check = min_demand_check(graph, edge.to, settings);
+    // The options are evaluated outside the block that defines the check, so that the user's
+    // expressions cannot see its local names. The events come first in `wire`, so that rustc
+    // knows the trait's parameter before it looks at the impls.
     quote! {
         {
-            #[diagnostic::on_unimplemented(message = #message, label = #label #note)]
-            trait #name<Out, In> {
-                #signature;
-            }
-            #[diagnostic::do_not_recommend]
-            impl<Out, In> #name<Out, In> for #private::Pair<#private::Yes, Out, In>
-            where
-                (): #private::SameEvents<Out, In>,
-            {
-                #signature {
-                    <() as #private::SameEvents<Out, In>>::subscribe(pipeline, producer, consumer, options)
-                }
-            }
-            // A side in the wrong role was reported by its node check: skip the edge.
-            #[diagnostic::do_not_recommend]
-            impl<Out, In> #name<Out, In> for #private::Pair<#private::No, Out, In> {
-                #signature {
-                    let _ = (pipeline, producer, consumer, options);
-                }
-            }
+            #min_demand_check
             let #options = #private::edge_options(#max_demand, #min_demand, #cancel);
-            for #producer in &#producer_stage {
-                for #consumer in &#consumer_stage {
-                    #wire;
+            {
+                #[diagnostic::on_unimplemented(message = #message, label = #label #note)]
+                trait Sink<Out, In> {
+                    #trait_signature;
+                }
+                #[diagnostic::do_not_recommend]
+                impl<__O, __In, __T> Sink<__O, __In> for #krate::ConsumerRef<__T>
+                where
+                    __O: #private::SameEvents<__T>,
+                    __T: ::core::marker::Send + 'static,
+                {
+                    #consumer_signature {
+                        let _ = accepted;
+                        #private::subscribe(pipeline, #private::SameEvents::cast(events), consumer, options)
+                    }
+                }
+                #[diagnostic::do_not_recommend]
+                impl<__O, __In, __I, __T> Sink<__O, __In> for #krate::ProducerConsumerRef<__I, __T>
+                where
+                    __O: #private::SameEvents<__I>,
+                    __I: ::core::marker::Send + 'static,
+                    __T: ::core::marker::Send + 'static,
+                {
+                    #consumer_signature {
+                        let _ = accepted;
+                        #private::subscribe(pipeline, #private::SameEvents::cast(events), consumer, options)
+                    }
+                }
+                // A side in the wrong role was reported by its node check: skip the edge.
+                #[diagnostic::do_not_recommend]
+                impl<__T, __In> Sink<__T, __In> for #private::Skipped {
+                    #skipped_signature {
+                        let _ = (events, accepted, consumer, pipeline, options);
+                    }
+                }
+                for #producer in &#producer_stage {
+                    for #consumer in &#consumer_stage {
+                        #wire;
+                    }
                 }
             }
         }

@@ -11,7 +11,8 @@ use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::{Expr, Ident};
 
-use super::parse::{combine, Link, Node, PipelineInput, StageSyntax};
+use super::parse::{Link, Node, PipelineInput, StageSyntax};
+use crate::errors::Errors;
 
 /// The pipeline as a graph.
 pub(crate) struct Graph {
@@ -85,7 +86,7 @@ pub(crate) fn build_graph(input: PipelineInput) -> syn::Result<Graph> {
         Some(path) => path.to_token_stream(),
         None => quote::quote!(::genstage),
     };
-    let mut errors: Option<syn::Error> = None;
+    let mut errors = Errors::default();
 
     // Every name first: a chain may use a name defined further down.
     let mut defined: HashMap<String, Ident> = HashMap::new();
@@ -95,9 +96,7 @@ pub(crate) fn build_graph(input: PipelineInput) -> syn::Result<Graph> {
             if let Some(binding) = &node.binding {
                 let key = binding.name.to_string();
                 match defined.entry(key) {
-                    Entry::Occupied(entry) => combine(
-                        &mut errors,
-                        syn::Error::new(
+                    Entry::Occupied(entry) => errors.push(syn::Error::new(
                             binding.name.span(),
                             format!(
                                 "the stage name `{0}` is already defined: define each name once with `{0} = stage`, then use `{0}` in chains",
@@ -125,10 +124,7 @@ pub(crate) fn build_graph(input: PipelineInput) -> syn::Result<Graph> {
                 ),
                 _ => "expected `->` after this stage: a statement is a chain `a -> b -> c` or a definition `name = stage`".to_owned(),
             };
-            combine(
-                &mut errors,
-                syn::Error::new_spanned(&statement.tokens, message),
-            );
+            errors.push(syn::Error::new_spanned(&statement.tokens, message));
             continue;
         }
         let (chain_links, rest): (Vec<Link>, Vec<Node>) = statement.links.into_iter().unzip();
@@ -136,15 +132,13 @@ pub(crate) fn build_graph(input: PipelineInput) -> syn::Result<Graph> {
         for node in std::iter::once(statement.first).chain(rest) {
             match resolve_node(node, &defined, &mut nodes, &mut index_of_name) {
                 Ok(slot) => chain.push(slot),
-                Err(error) => combine(&mut errors, error),
+                Err(error) => errors.push(error),
             }
         }
         chains.push(chain);
         links.push(chain_links);
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.take()?;
 
     let mut edges = Vec::new();
     for (chain, chain_links) in chains.into_iter().zip(links) {
@@ -156,10 +150,10 @@ pub(crate) fn build_graph(input: PipelineInput) -> syn::Result<Graph> {
                     Some(&index) => index,
                     None => {
                         // Defined names all have nodes; this is unreachable, but stay total.
-                        combine(
-                            &mut errors,
-                            syn::Error::new(name.span(), format!("no stage is named `{name}`")),
-                        );
+                        errors.push(syn::Error::new(
+                            name.span(),
+                            format!("no stage is named `{name}`"),
+                        ));
                         continue;
                     }
                 },
@@ -179,9 +173,7 @@ pub(crate) fn build_graph(input: PipelineInput) -> syn::Result<Graph> {
             });
         }
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.check()?;
     Ok(Graph {
         krate,
         nodes,

@@ -2,13 +2,17 @@
 //!
 //! syn's expression parser would take the `-` of `->` for a minus sign, so the input is first split
 //! at top-level `;` (statements) and at top-level arrows (links); only the pieces in between are
-//! parsed as expressions. A missing piece is reported at the arrow or `;` next to it.
+//! parsed as expressions. An arrow inside a group, inside the angle brackets of a path
+//! (`Fwd::<fn() -> u64>::new()`) or in a closure's signature (`|n| -> u64 { n }`) belongs to its
+//! expression (see [`Nesting`]). A missing piece is reported at the arrow or `;` next to it.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, Token};
+
+use crate::errors::Errors;
 
 /// The whole input.
 ///
@@ -117,7 +121,7 @@ impl ToTokens for StageSyntax {
 /// Parses the macro input.
 pub(crate) fn parse_pipeline(input: TokenStream) -> syn::Result<PipelineInput> {
     let mut statements = Vec::new();
-    let mut errors: Option<syn::Error> = None;
+    let mut errors = Errors::default();
     let mut krate = None;
     let mut first = true;
     for tokens in split_statements(input) {
@@ -133,12 +137,10 @@ pub(crate) fn parse_pipeline(input: TokenStream) -> syn::Result<PipelineInput> {
         }
         match parse_statement(tokens) {
             Ok(statement) => statements.push(statement),
-            Err(error) => combine(&mut errors, error),
+            Err(error) => errors.push(error),
         }
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.check()?;
     if statements.is_empty() {
         return Err(syn::Error::new(
             Span::call_site(),
@@ -146,14 +148,6 @@ pub(crate) fn parse_pipeline(input: TokenStream) -> syn::Result<PipelineInput> {
         ));
     }
     Ok(PipelineInput { krate, statements })
-}
-
-/// Adds `error` to the errors collected so far.
-pub(crate) fn combine(errors: &mut Option<syn::Error>, error: syn::Error) {
-    match errors {
-        Some(errors) => errors.combine(error),
-        None => *errors = Some(error),
-    }
 }
 
 /// `crate = path`, when the statement is one.
@@ -201,29 +195,35 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
     let all: TokenStream = tokens.iter().cloned().collect();
     let mut pieces = vec![Piece { tokens: Vec::new() }];
     let mut links: Vec<(TokenStream, Option<Group>)> = Vec::new();
+    let mut nesting = Nesting::default();
     let mut i = 0;
     while i < tokens.len() {
-        if let Some((len, options)) = link_at(&tokens[i..]) {
+        let link = if nesting.is_top_level() {
+            link_at(&tokens[i..])
+        } else {
+            None
+        };
+        if let Some((len, options)) = link {
             links.push((tokens[i..i + len].iter().cloned().collect(), options));
             pieces.push(Piece { tokens: Vec::new() });
+            nesting = Nesting::default();
             i += len;
         } else {
+            let consumed = nesting.step(&tokens[i..]);
             if let Some(piece) = pieces.last_mut() {
-                piece.tokens.push(tokens[i].clone());
+                piece.tokens.extend(tokens[i..i + consumed].iter().cloned());
             }
-            i += 1;
+            i += consumed;
         }
     }
 
     // Every link needs a stage on both sides.
-    let mut errors: Option<syn::Error> = None;
+    let mut errors = Errors::default();
     for (index, (link, _)) in links.iter().enumerate() {
         let before = &pieces[index];
         let after = &pieces[index + 1];
         if before.tokens.is_empty() && index == 0 {
-            combine(
-                &mut errors,
-                syn::Error::new_spanned(
+            errors.push(syn::Error::new_spanned(
                     link,
                     "expected a stage before `->`: a chain starts with a stage, e.g. `from_iter(0..10u64) -> Printer`",
                 ),
@@ -234,18 +234,16 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
             } else {
                 "expected a stage between these arrows"
             };
-            combine(&mut errors, syn::Error::new_spanned(link, message));
+            errors.push(syn::Error::new_spanned(link, message));
         }
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.take()?;
 
     let mut nodes = Vec::with_capacity(pieces.len());
     for piece in pieces {
         match parse_node(piece) {
             Ok(node) => nodes.push(node),
-            Err(error) => combine(&mut errors, error),
+            Err(error) => errors.push(error),
         }
     }
     let mut parsed_links = Vec::with_capacity(links.len());
@@ -254,7 +252,7 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
             Some(group) => match parse_edge_options(group) {
                 Ok(options) => Some(options),
                 Err(error) => {
-                    combine(&mut errors, error);
+                    errors.push(error);
                     None
                 }
             },
@@ -262,9 +260,7 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
         };
         parsed_links.push(Link { tokens, options });
     }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    errors.check()?;
     let mut nodes = nodes.into_iter();
     let Some(first) = nodes.next() else {
         return Err(syn::Error::new_spanned(all, "expected a stage"));
@@ -274,6 +270,101 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
         links: parsed_links.into_iter().zip(nodes).collect(),
         tokens: all,
     })
+}
+
+/// Where the splitter stands inside one piece of a statement: an arrow there is a link only at
+/// the top level, not inside the angle brackets of a path (`Fwd::<fn() -> u64>::new()`) nor in a
+/// closure's signature (`|n| -> u64 { n }`). Parentheses, brackets and braces are token groups
+/// already, so only these two need tracking.
+#[derive(Default)]
+struct Nesting {
+    /// Open `<` of generic arguments or of a qualified path.
+    angles: usize,
+    /// Inside a closure's return type: from its `->` to the block that is its body.
+    closure_return: bool,
+    /// The previous token, to tell a generic `<` from a comparison and a closure's `|` from an
+    /// or: `None` at the start of the piece.
+    prev: Option<TokenTree>,
+}
+
+impl Nesting {
+    fn is_top_level(&self) -> bool {
+        self.angles == 0 && !self.closure_return
+    }
+
+    /// Takes in the tokens at the start of `tokens` (at least one), returning how many.
+    fn step(&mut self, tokens: &[TokenTree]) -> usize {
+        let punct = |at: usize| match tokens.get(at) {
+            Some(TokenTree::Punct(p)) => Some(p.as_char()),
+            _ => None,
+        };
+        let is_arrow_at = |at: usize| {
+            matches!(tokens.get(at), Some(TokenTree::Punct(p))
+                if p.as_char() == '-' && p.spacing() == proc_macro2::Spacing::Joint)
+                && punct(at + 1) == Some('>')
+        };
+        let mut consumed = 1;
+        match &tokens[0] {
+            // `fn() -> T` inside generic arguments: the arrow's `>` closes nothing.
+            TokenTree::Punct(_) if is_arrow_at(0) => consumed = 2,
+            TokenTree::Punct(p) if p.as_char() == '<' && self.opens_angle() => self.angles += 1,
+            TokenTree::Punct(p) if p.as_char() == '>' && self.angles > 0 => self.angles -= 1,
+            TokenTree::Punct(p)
+                if p.as_char() == '|' && self.angles == 0 && self.starts_closure() =>
+            {
+                // The closure's parameters: `||`, or `|` … `|` (patterns hold no bare `|` at the
+                // top level of a parameter list in practice; a nested one is in a group).
+                let close = if p.spacing() == proc_macro2::Spacing::Joint && punct(1) == Some('|') {
+                    1
+                } else {
+                    tokens[1..]
+                        .iter()
+                        .position(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == '|'))
+                        .map_or(tokens.len() - 1, |offset| offset + 1)
+                };
+                consumed = close + 1;
+                if is_arrow_at(consumed) {
+                    self.closure_return = true;
+                    consumed += 2;
+                }
+            }
+            TokenTree::Group(group)
+                if self.closure_return
+                    && self.angles == 0
+                    && group.delimiter() == Delimiter::Brace =>
+            {
+                self.closure_return = false;
+            }
+            _ => {}
+        }
+        self.prev = tokens.get(consumed - 1).cloned();
+        consumed.min(tokens.len())
+    }
+
+    /// A `<` opens generic arguments after `::` (a turbofish), inside other generic arguments
+    /// (`Vec<Vec<u64>>`), in a closure's return type, or where an expression starts (a qualified
+    /// path `<T as Trait>::f()`); elsewhere it is a comparison.
+    fn opens_angle(&self) -> bool {
+        if self.angles > 0 || self.closure_return {
+            return true;
+        }
+        match &self.prev {
+            None => true,
+            Some(TokenTree::Punct(p)) => p.as_char() == ':' || p.as_char() == '=',
+            _ => false,
+        }
+    }
+
+    /// A `|` starts a closure where an expression starts: at the start of the piece, after `=`
+    /// (`name = |…|`) or after `move`.
+    fn starts_closure(&self) -> bool {
+        match &self.prev {
+            None => true,
+            Some(TokenTree::Punct(p)) => p.as_char() == '=',
+            Some(TokenTree::Ident(ident)) => ident == "move",
+            _ => false,
+        }
+    }
 }
 
 /// The link starting at `tokens[0]`, as (number of tokens, options group): `->` or `-[…]->`.

@@ -120,6 +120,19 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         1,
         "`b` is already wired after `a`",
     ),
+    // A variable holds one stage.
+    (
+        "A -> sink; B -> sink",
+        "sink",
+        1,
+        "`sink` is used as a stage a second time",
+    ),
+    (
+        "a = sink; b = sink; A -> a; B -> b",
+        "sink",
+        1,
+        "name it, e.g. `sink = sink;`",
+    ),
     // Edge options.
     (
         "A -[max_demand = 0]-> B",
@@ -127,17 +140,24 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         0,
         "`max_demand` must be at least 1",
     ),
+    // The same rules and words as `#[stage]`'s (`options.rs`).
     (
         "A -[max_demand = 10, min_demand = 10]-> B",
-        "min_demand",
-        0,
-        "must be less than",
+        "10",
+        1,
+        "`min_demand` must be less than `max_demand`, which is 10; got 10",
     ),
     (
         "A -[min_demand = 20, max_demand = 10]-> B",
-        "min_demand",
+        "20",
         0,
-        "must be less than",
+        "`min_demand` must be less than `max_demand`, which is 10; got 20",
+    ),
+    (
+        "A -[max_demand = \"ten\"]-> B",
+        "\"ten\"",
+        0,
+        "`max_demand` is a number of events (a `usize`), not this literal",
     ),
     ("A -[foo = 1]-> B", "foo", 0, "unknown edge option `foo`"),
     ("A -[]-> B", "[]", 0, "sets no option"),
@@ -165,25 +185,30 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         0,
         "unknown cancel mode `sometimes`",
     ),
-    ("A -[cancel = 1]-> B", "1", 0, "expected a cancel mode"),
+    (
+        "A -[cancel = 1]-> B",
+        "1",
+        0,
+        "`cancel` is `permanent`, `transient` or `temporary`",
+    ),
     (
         "A -[max_demand = 1, max_demand = 2]-> B",
         "max_demand",
         1,
-        "set twice",
+        "duplicate option",
     ),
     (
         "A -[cancel = temporary, cancel = permanent]-> B",
         "cancel",
         1,
-        "set twice",
+        "duplicate option",
     ),
     ("A -[, ]-> B", ",", 0, "expected an edge option"),
     (
         "A -[max_demand = 99999999999999999999999999]-> B",
         "9",
         0,
-        "number too large",
+        "`max_demand` is a number of events (a `usize`); `99999999999999999999999999` is too large",
     ),
     // The crate override.
     (
@@ -242,6 +267,7 @@ fn well_formed_inputs_expand() {
         "A -[max_demand = m, min_demand = m - 1,]-> B",
         "evens -> C; A -> evens = Evens",
         "printer = printer; A -> printer",
+        "A -> Printer; B -> Printer; C -> [Printer; 2]",
         "crate = ::genstage; A -> B",
         "[A { x: 1 }; 2] -> (B) -> |x| x",
     ] {
@@ -292,5 +318,126 @@ fn no_input_makes_the_macro_panic() {
         if let Some(error) = error_of(input) {
             assert!(!error.to_string().is_empty(), "`{input}`");
         }
+    }
+}
+
+/// The stages of each statement of `input`, as text.
+fn pieces_of(input: &str) -> Vec<Vec<String>> {
+    let tokens = TokenStream::from_str(input).expect("test inputs tokenize");
+    let parsed = super::parse::parse_pipeline(tokens)
+        .unwrap_or_else(|error| panic!("`{input}` does not parse: {error}"));
+    parsed
+        .statements
+        .iter()
+        .map(|statement| {
+            std::iter::once(&statement.first)
+                .chain(statement.links.iter().map(|(_, node)| node))
+                .map(|node| node.tokens.to_string().replace(' ', ""))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn an_arrow_inside_generic_arguments_or_a_closure_signature_is_not_a_link() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "Counter::new() -> Fwd::<fn() -> u64>::new() -> Printer",
+            &["Counter::new()", "Fwd::<fn()->u64>::new()", "Printer"],
+        ),
+        (
+            "A -> Fwd::<Vec<fn(u8) -> Vec<u64>>>::new() -> B",
+            &["A", "Fwd::<Vec<fn(u8)->Vec<u64>>>::new()", "B"],
+        ),
+        (
+            "<Fwd<fn() -> u64> as Default>::default() -> B",
+            &["<Fwd<fn()->u64>asDefault>::default()", "B"],
+        ),
+        (
+            "from_iter((0..3).map(|n| -> u64 { n })) -> B",
+            &["from_iter((0..3).map(|n|->u64{n}))", "B"],
+        ),
+        (
+            "A -> f = |n| -> u64 { n } -> B",
+            &["A", "f=|n|->u64{n}", "B"],
+        ),
+        (
+            "A -> f = move || -> u64 { 1 } -> B",
+            &["A", "f=move||->u64{1}", "B"],
+        ),
+        // A comparison is not a generic argument: the arrow after it is a link.
+        ("A -> [B; x < y] -> C", &["A", "[B;x<y]", "C"]),
+        ("A -> B::new(a < b) -> C", &["A", "B::new(a<b)", "C"]),
+        (
+            "A -[max_demand = 2]-> Fwd::<fn() -> u64>::new() -[min_demand = 1]-> B",
+            &["A", "Fwd::<fn()->u64>::new()", "B"],
+        ),
+    ];
+    for &(input, expected) in cases {
+        assert_eq!(pieces_of(input), vec![expected.to_vec()], "`{input}`");
+        assert!(
+            error_of(input).is_none(),
+            "`{input}`: {:?}",
+            error_of(input)
+        );
+    }
+}
+
+/// The expansion of a well-formed `input`, as text.
+fn expansion_of(input: &str) -> String {
+    let tokens = TokenStream::from_str(input).expect("test inputs tokenize");
+    let mut krate = quote::quote!(::genstage);
+    try_expand(tokens, &mut krate)
+        .unwrap_or_else(|error| panic!("`{input}`: {error}"))
+        .to_string()
+}
+
+#[test]
+fn a_constant_group_count_gets_a_const_assertion_and_any_other_a_run_time_check() {
+    for input in [
+        "A -> [B; WORKERS]",
+        "A -> [B; config::MAX_2]",
+        "A -> [B; Z]",
+    ] {
+        let expansion = expansion_of(input);
+        assert!(
+            expansion.contains("const _ : () = :: core :: assert !"),
+            "`{input}`"
+        );
+        assert!(expansion.contains("empty_group"), "`{input}`");
+    }
+    for input in [
+        "A -> [B; n]",
+        "A -> [B; Self::N]",
+        "A -> [B; { N }]",
+        "A -> [B; n + 1]",
+    ] {
+        let expansion = expansion_of(input);
+        assert!(!expansion.contains(":: core :: assert !"), "`{input}`");
+        assert!(expansion.contains("empty_group"), "`{input}`");
+    }
+}
+
+#[test]
+fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
+    for input in [
+        "A -[min_demand = 1000]-> Printer",
+        "A -[min_demand = 10]-> Printer { id: 1 }",
+        "A -[min_demand = 10]-> p; p = [Printer; 2]",
+    ] {
+        let expansion = expansion_of(input);
+        assert!(expansion.contains("__MAX_DEMAND"), "`{input}`");
+        assert!(expansion.contains("MinDemandMessage"), "`{input}`");
+    }
+    for input in [
+        "A -[min_demand = 10]-> Printer::new()",
+        "A -[min_demand = 10]-> stages::Printer",
+        "A -[min_demand = 10]-> printer",
+        "A -[min_demand = 10]-> PRINTER",
+        "A -[min_demand = m]-> Printer",
+        "A -[max_demand = 20, min_demand = 10]-> Printer",
+        "A -> Printer",
+    ] {
+        assert!(!expansion_of(input).contains("__MAX_DEMAND"), "`{input}`");
     }
 }

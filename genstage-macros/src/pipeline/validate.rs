@@ -2,12 +2,14 @@
 //! sizes and edge options that make sense. Roles and event types are left to rustc (see
 //! `expand.rs`): the macro cannot see a stage's type.
 
-use proc_macro2::{Span, TokenStream};
-use quote::quote;
 use syn::{Expr, ExprLit, Ident, Lit};
 
 use super::graph::Graph;
-use super::parse::{combine, EdgeOptions, StageSyntax};
+use super::parse::{EdgeOptions, StageSyntax};
+use crate::errors::Errors;
+use crate::options::{
+    self, list, MaxDemand, CANCEL, CANCEL_MODES, MAX_DEMAND, MIN_DEMAND, SUBSCRIPTION_OPTIONS,
+};
 
 /// The subscription options one edge sets, checked.
 #[derive(Default)]
@@ -20,8 +22,9 @@ pub(crate) struct EdgeSettings {
 
 /// Checks the graph and each edge's options.
 pub(crate) fn validate_graph(graph: &Graph) -> syn::Result<Vec<EdgeSettings>> {
-    let mut errors: Option<syn::Error> = None;
+    let mut errors = Errors::default();
     check_wired(graph, &mut errors);
+    check_variables_used_once(graph, &mut errors);
     check_groups(graph, &mut errors);
     check_duplicate_edges(graph, &mut errors);
     check_cycles(graph, &mut errors);
@@ -30,25 +33,21 @@ pub(crate) fn validate_graph(graph: &Graph) -> syn::Result<Vec<EdgeSettings>> {
         match &edge.link.options {
             Some(options) => match check_edge_options(options) {
                 Ok(checked) => settings.push(checked),
-                Err(error) => combine(&mut errors, error),
+                Err(error) => errors.push(error),
             },
             None => settings.push(EdgeSettings::default()),
         }
     }
-    match errors {
-        Some(errors) => Err(errors),
-        None => Ok(settings),
-    }
+    errors.check()?;
+    Ok(settings)
 }
 
 /// A defined name that no chain uses.
-fn check_wired(graph: &Graph, errors: &mut Option<syn::Error>) {
+fn check_wired(graph: &Graph, errors: &mut Errors) {
     for (index, node) in graph.nodes.iter().enumerate() {
         let wired = graph.edges.iter().any(|e| e.from == index || e.to == index);
         if let (false, Some(name)) = (wired, &node.name) {
-            combine(
-                errors,
-                syn::Error::new(
+            errors.push(syn::Error::new(
                     name.span(),
                     format!(
                         "the stage `{name}` is never wired: use `{name}` in a chain, before or after `->`"
@@ -59,25 +58,50 @@ fn check_wired(graph: &Graph, errors: &mut Option<syn::Error>) {
     }
 }
 
+/// A variable used as a stage twice: it holds one stage, which can be added once, so the second
+/// use would be a move error. A variable is told from a unit struct (`Printer`, which makes a new
+/// stage at each use) by its lower-case first letter, as Rust's naming conventions have it.
+fn check_variables_used_once(graph: &Graph, errors: &mut Errors) {
+    let mut seen: Vec<&Ident> = Vec::new();
+    for node in &graph.nodes {
+        let Some(ident) = node.stage.as_ident() else {
+            continue;
+        };
+        let text = ident.to_string();
+        if !text.starts_with(|c: char| c.is_lowercase() || c == '_') {
+            continue;
+        }
+        if seen.iter().any(|earlier| **earlier == *ident) {
+            errors.push(syn::Error::new(
+                    ident.span(),
+                    format!(
+                        "`{text}` is used as a stage a second time: a variable holds one stage, which can be added to a pipeline once; to wire it in several chains, name it, e.g. `{text} = {text};`, then use `{text}` in each chain"
+                    ),
+                ),
+            );
+        } else {
+            seen.push(ident);
+        }
+    }
+}
+
+/// The error of a group of no instance, at compile time.
+pub(crate) const EMPTY_GROUP: &str =
+    "a group of 0 instances starts no stage: the number of instances must be at least 1";
+
 /// `[S; 0]` with a literal `0`.
-fn check_groups(graph: &Graph, errors: &mut Option<syn::Error>) {
+fn check_groups(graph: &Graph, errors: &mut Errors) {
     for node in &graph.nodes {
         if let StageSyntax::Group(group) = &node.stage {
-            if let Some(Ok(0)) = literal_usize(&group.count) {
-                combine(
-                    errors,
-                    syn::Error::new_spanned(
-                        &group.count,
-                        "a group of 0 instances starts no stage: the number of instances must be at least 1",
-                    ),
-                );
+            if let Ok(Some(0)) = literal_usize(&group.count) {
+                errors.push(syn::Error::new_spanned(&group.count, EMPTY_GROUP));
             }
         }
     }
 }
 
 /// The same producer and consumer wired twice.
-fn check_duplicate_edges(graph: &Graph, errors: &mut Option<syn::Error>) {
+fn check_duplicate_edges(graph: &Graph, errors: &mut Errors) {
     for (index, edge) in graph.edges.iter().enumerate() {
         let earlier = graph.edges[..index]
             .iter()
@@ -85,9 +109,7 @@ fn check_duplicate_edges(graph: &Graph, errors: &mut Option<syn::Error>) {
         if earlier {
             let from = graph.nodes[edge.from].label();
             let to = graph.nodes[edge.to].label();
-            combine(
-                errors,
-                edge.error(format!(
+            errors.push(edge.error(format!(
                     "`{to}` is already wired after `{from}`: a second subscription adds nothing, so wire each pair of stages once"
                 )),
             );
@@ -96,7 +118,7 @@ fn check_duplicate_edges(graph: &Graph, errors: &mut Option<syn::Error>) {
 }
 
 /// A cycle of arrows, reported once, at the arrow that closes it.
-fn check_cycles(graph: &Graph, errors: &mut Option<syn::Error>) {
+fn check_cycles(graph: &Graph, errors: &mut Errors) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -134,9 +156,7 @@ fn check_cycles(graph: &Graph, errors: &mut Option<syn::Error>) {
                         .map(|&(n, _)| graph.nodes[n].label())
                         .collect();
                     names.push(graph.nodes[to].label());
-                    combine(
-                        errors,
-                        graph.edges[edge_index].error(format!(
+                    errors.push(graph.edges[edge_index].error(format!(
                             "this arrow closes a cycle: `{}`; events flow from producers to consumers and never come back, so a pipeline has no cycle",
                             names.join(" -> ")
                         )),
@@ -154,129 +174,77 @@ fn check_cycles(graph: &Graph, errors: &mut Option<syn::Error>) {
     }
 }
 
-const EDGE_OPTIONS: &str = "`max_demand`, `min_demand` and `cancel`";
-
-/// Known, single, sensible options.
+/// Known, single, sensible options, by the rules `#[stage]` applies to the same options.
 fn check_edge_options(options: &EdgeOptions) -> syn::Result<EdgeSettings> {
-    let mut errors: Option<syn::Error> = None;
+    let mut errors = Errors::default();
     let mut settings = EdgeSettings::default();
-    let mut max_literal: Option<(usize, Span)> = None;
-    let mut min_literal: Option<(usize, TokenStream)> = None;
+    let mut max_literal: Option<usize> = None;
+    let mut min_literal: Option<(usize, &Expr)> = None;
     for option in &options.options {
-        let name = option.name.to_string();
-        let duplicate = || {
-            syn::Error::new(
-                option.name.span(),
-                format!("`{name}` is set twice for this edge: set each option once"),
-            )
+        let key = &option.name;
+        let slot = if *key == MAX_DEMAND {
+            &mut settings.max_demand
+        } else if *key == MIN_DEMAND {
+            &mut settings.min_demand
+        } else if *key == CANCEL {
+            if settings.cancel.is_some() {
+                errors.push(options::duplicate(key));
+                continue;
+            }
+            match options::choice(key, &option.value, CANCEL_MODES, "cancel mode") {
+                Ok(mode) => settings.cancel = Some(mode),
+                Err(error) => errors.push(error),
+            }
+            continue;
+        } else {
+            let names: Vec<&str> = SUBSCRIPTION_OPTIONS.iter().map(|s| s.name()).collect();
+            errors.push(syn::Error::new(
+                key.span(),
+                format!(
+                    "unknown edge option `{key}`: the options of an edge are {}",
+                    list(&names)
+                ),
+            ));
+            continue;
         };
-        match name.as_str() {
-            "max_demand" | "min_demand" => {
-                let slot = if name == "max_demand" {
-                    &mut settings.max_demand
-                } else {
-                    &mut settings.min_demand
-                };
-                if slot.is_some() {
-                    combine(&mut errors, duplicate());
-                    continue;
-                }
-                *slot = Some(option.value.clone());
-                match literal_usize(&option.value) {
-                    Some(Ok(value)) if name == "max_demand" => {
-                        if value == 0 {
-                            combine(
-                                &mut errors,
-                                syn::Error::new_spanned(
-                                    &option.value,
-                                    "`max_demand = 0` would never ask for an event: `max_demand` must be at least 1",
-                                ),
-                            );
-                        }
-                        max_literal = Some((value, option.name.span()));
-                    }
-                    Some(Ok(value)) => {
-                        let value_tokens = &option.value;
-                        let name_tokens = &option.name;
-                        min_literal = Some((value, quote!(#name_tokens = #value_tokens)));
-                    }
-                    Some(Err(error)) => combine(&mut errors, error),
-                    None => {}
-                }
+        if slot.is_some() {
+            errors.push(options::duplicate(key));
+            continue;
+        }
+        *slot = Some(option.value.clone());
+        let literal = match options::count(key, &option.value) {
+            Ok(literal) => literal,
+            Err(error) => {
+                errors.push(error);
+                continue;
             }
-            "cancel" => {
-                if settings.cancel.is_some() {
-                    combine(&mut errors, duplicate());
-                    continue;
-                }
-                match cancel_mode(&option.value) {
-                    Ok(mode) => settings.cancel = Some(mode),
-                    Err(error) => combine(&mut errors, error),
-                }
+        };
+        if *key == MAX_DEMAND {
+            match options::check_max_demand(&option.value, literal) {
+                Ok(()) => max_literal = literal,
+                Err(error) => errors.push(error),
             }
-            _ => combine(
-                &mut errors,
-                syn::Error::new(
-                    option.name.span(),
-                    format!(
-                        "unknown edge option `{name}`: the options of an edge are {EDGE_OPTIONS}"
-                    ),
-                ),
-            ),
+        } else if let Some(min) = literal {
+            min_literal = Some((min, &option.value));
         }
     }
-    if let (Some((max, _)), Some((min, min_tokens))) = (&max_literal, &min_literal) {
-        if max > &0 && min >= max {
-            combine(
-                &mut errors,
-                syn::Error::new_spanned(
-                    min_tokens,
-                    format!(
-                        "`min_demand = {min}` must be less than `max_demand = {max}`: a consumer asks for more events once its outstanding demand falls to `min_demand`"
-                    ),
-                ),
-            );
+    // Against the edge's own `max_demand`; one set by an expression is checked by `run()`, and
+    // so is the consumer's when the edge sets none.
+    if let (Some(max), Some((min, value))) = (max_literal, min_literal) {
+        if let Err(error) = options::check_min_demand(value, min, MaxDemand::Set(max)) {
+            errors.push(error);
         }
     }
-    match errors {
-        Some(errors) => Err(errors),
-        None => Ok(settings),
-    }
+    errors.check()?;
+    Ok(settings)
 }
 
-/// `permanent`, `transient` or `temporary`, as the variant's name spanned at the value.
-fn cancel_mode(value: &Expr) -> syn::Result<Ident> {
-    const MODES: &str = "`permanent`, `transient` and `temporary`";
-    let ident = match value {
-        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => path.path.get_ident(),
-        _ => None,
-    };
-    let Some(ident) = ident else {
-        return Err(syn::Error::new_spanned(
-            value,
-            format!("expected a cancel mode: the modes are {MODES}"),
-        ));
-    };
-    let variant = match ident.to_string().as_str() {
-        "permanent" => "Permanent",
-        "transient" => "Transient",
-        "temporary" => "Temporary",
-        other => {
-            return Err(syn::Error::new(
-                ident.span(),
-                format!("unknown cancel mode `{other}`: the modes are {MODES}"),
-            ))
-        }
-    };
-    Ok(Ident::new(variant, ident.span()))
-}
-
-/// The value of an integer literal that must fit a `usize`; `None` when `expr` is not one.
-fn literal_usize(expr: &Expr) -> Option<syn::Result<usize>> {
+/// The value of an integer literal that must fit a `usize`; `Ok(None)` when `expr` is not one.
+fn literal_usize(expr: &Expr) -> syn::Result<Option<usize>> {
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
-        }) => Some(int.base10_parse::<usize>()),
-        _ => None,
+        }) => int.base10_parse::<usize>().map(Some),
+        _ => Ok(None),
     }
 }

@@ -1,10 +1,11 @@
 //! Code generation: the role trait impl and the `Stage` impl, next to the user's impl block.
 //!
 //! The event types come from the model (read from the callback's signature by `validate.rs`). The
-//! callback's argument and value are converted through the helper traits of
-//! `genstage::__private::stage` (`DemandArg`, `IntoEmit`, `IntoEvents`, `IntoDone`), each use
-//! spanned at the user's type, so a wrong one is reported there with the helper trait's
-//! `on_unimplemented` sentence.
+//! callback's argument and value are converted through helper traits (`DemandArg`, `IntoEmit`,
+//! `IntoEvents`, `IntoDone`), each use spanned at the user's type, so a wrong one is reported
+//! there with the helper trait's `on_unimplemented` sentence. The traits are defined inside the
+//! expansion's `const _` block, so rustc's `help:` line names them plainly ("the trait `IntoDone`
+//! is not implemented for `Vec<u64>`"), never through `genstage::__private`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
@@ -18,7 +19,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let krate = &model.krate;
     let private = quote!(#krate::__private);
     let self_ty = &model.item.self_ty;
-    let generics = stage_generics(model);
+    let generics = stage_generics(&model.item, &model.krate);
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     let callback = &model.callback;
     let name = &callback.name;
@@ -40,10 +41,10 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let (role_trait, add, stage_ref, role_items) = match model.role {
         Role::Producer => {
             let demand = quote_spanned! {arg_span=>
-                <#arg as #private::stage::DemandArg>::from_demand(__demand)
+                <#arg as DemandArg>::from_demand(__demand)
             };
             let convert = quote_spanned! {output_span=>
-                <#output as #private::stage::IntoEmit<Self::Output>>::into_emit
+                <#output as IntoEmit<Self::Output>>::into_emit
             };
             let future = quote_spanned! {name_span=>
                 async move { #convert(<#self_ty>::#name(self, #demand) #awaited) }
@@ -76,7 +77,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
         }
         Role::ProducerConsumer => {
             let convert = quote_spanned! {output_span=>
-                <#output as #private::stage::IntoEvents<Self::Output>>::into_events
+                <#output as IntoEvents<Self::Output>>::into_events
             };
             let future = quote_spanned! {name_span=>
                 async move { #convert(<#self_ty>::#name(self, __events) #awaited) }
@@ -115,7 +116,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
         }
         Role::Consumer => {
             let convert = quote_spanned! {output_span=>
-                <#output as #private::stage::IntoDone>::into_done
+                <#output as IntoDone>::into_done
             };
             let future = quote_spanned! {name_span=>
                 async move { #convert(<#self_ty>::#name(self, __events) #awaited) }
@@ -146,14 +147,23 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
         }
     };
 
+    let max_demand = known_max_demand(model).map(|(max, default)| {
+        quote!(const __MAX_DEMAND: #private::Option<(::core::primitive::usize, ::core::primitive::bool)> = #private::Some((#max, #default));)
+    });
+
+    let helpers = helper_traits(model.role, krate);
+
     quote! {
         const _: () = {
+            #helpers
+
             impl #impl_generics #role_trait for #self_ty #where_clause {
                 #role_items
             }
 
             impl #impl_generics #krate::Stage for #self_ty #where_clause {
                 type Ref = #stage_ref;
+                #max_demand
                 fn add_to(
                     self,
                     __pipeline: &mut #krate::Pipeline,
@@ -166,20 +176,166 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     }
 }
 
+/// The helper traits the role's callback goes through: what the callback may take and return,
+/// each with the sentence rustc prints when a type is not one of them.
+///
+/// | callback | parameter | returns |
+/// |---|---|---|
+/// | producer `handle_demand` | `usize` (`DemandArg`) | `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>`, `Result<Emit<T>, E>` (`IntoEmit`) |
+/// | producer_consumer `handle_events` | `Vec<I>` | `Vec<O>`, `Result<Vec<O>, E>` (`IntoEvents`) |
+/// | consumer `handle_events` | `Vec<I>` | `()`, `Result<(), E>` (`IntoDone`) |
+///
+/// `E` is any error that converts into `StageError`. Every impl is `do_not_recommend`, so the
+/// error is the trait's sentence rather than a list of impls.
+fn helper_traits(role: Role, krate: &syn::Path) -> TokenStream {
+    let private = quote!(#krate::__private);
+    let result = quote!(#krate::StageResult);
+    let emit = quote!(#krate::Emit);
+    let vec = quote!(#private::Vec);
+    let error = quote!(#krate::StageError);
+    const ERROR_NOTE: &str = "`E` converts into `genstage::StageError` when it is a `std::error::Error + Send + Sync + 'static`, a `String` or a `&str`";
+    match role {
+        Role::Producer => quote! {
+            #[diagnostic::on_unimplemented(
+                message = "a producer's `handle_demand` takes the demand as a `usize`, not `{Self}`",
+                label = "expected `usize`",
+                note = "write it `fn handle_demand(&mut self, demand: usize) -> Vec<T>`"
+            )]
+            trait DemandArg {
+                fn from_demand(demand: ::core::primitive::usize) -> Self;
+            }
+            #[diagnostic::do_not_recommend]
+            impl DemandArg for ::core::primitive::usize {
+                #[inline]
+                fn from_demand(demand: ::core::primitive::usize) -> Self {
+                    demand
+                }
+            }
+            #[diagnostic::on_unimplemented(
+                message = "a producer's `handle_demand` cannot return `{Self}`",
+                label = "expected `Vec<T>`, `Emit<T>`, or a `Result` of either whose error converts into `genstage::StageError`",
+                note = "`handle_demand` returns `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>` or `Result<Emit<T>, E>`, where `T` is the event type",
+                note = #ERROR_NOTE
+            )]
+            trait IntoEmit<T> {
+                fn into_emit(self) -> #result<#emit<T>>;
+            }
+            #[diagnostic::do_not_recommend]
+            impl<T> IntoEmit<T> for #vec<T> {
+                #[inline]
+                fn into_emit(self) -> #result<#emit<T>> {
+                    #private::Ok(#emit::more(self))
+                }
+            }
+            #[diagnostic::do_not_recommend]
+            impl<T> IntoEmit<T> for #emit<T> {
+                #[inline]
+                fn into_emit(self) -> #result<#emit<T>> {
+                    #private::Ok(self)
+                }
+            }
+            #[diagnostic::do_not_recommend]
+            impl<T, E: ::core::convert::Into<#error>> IntoEmit<T> for #private::Result<#vec<T>, E> {
+                #[inline]
+                fn into_emit(self) -> #result<#emit<T>> {
+                    self.map(#emit::more).map_err(::core::convert::Into::into)
+                }
+            }
+            #[diagnostic::do_not_recommend]
+            impl<T, E: ::core::convert::Into<#error>> IntoEmit<T> for #private::Result<#emit<T>, E> {
+                #[inline]
+                fn into_emit(self) -> #result<#emit<T>> {
+                    self.map_err(::core::convert::Into::into)
+                }
+            }
+        },
+        Role::ProducerConsumer => quote! {
+            #[diagnostic::on_unimplemented(
+                message = "a producer_consumer's `handle_events` cannot return `{Self}`",
+                label = "expected `Vec<T>` or a `Result<Vec<T>, E>` whose error converts into `genstage::StageError`",
+                note = "a producer_consumer's `handle_events` returns `Vec<T>` or `Result<Vec<T>, E>`, where `T` is the event type it emits",
+                note = #ERROR_NOTE
+            )]
+            trait IntoEvents<T> {
+                fn into_events(self) -> #result<#vec<T>>;
+            }
+            #[diagnostic::do_not_recommend]
+            impl<T> IntoEvents<T> for #vec<T> {
+                #[inline]
+                fn into_events(self) -> #result<#vec<T>> {
+                    #private::Ok(self)
+                }
+            }
+            #[diagnostic::do_not_recommend]
+            impl<T, E: ::core::convert::Into<#error>> IntoEvents<T> for #private::Result<#vec<T>, E> {
+                #[inline]
+                fn into_events(self) -> #result<#vec<T>> {
+                    self.map_err(::core::convert::Into::into)
+                }
+            }
+        },
+        Role::Consumer => quote! {
+            #[diagnostic::on_unimplemented(
+                message = "a consumer's `handle_events` returns `()` or `Result<(), E>`, not `{Self}`",
+                label = "expected `()` or a `Result<(), E>` whose error converts into `genstage::StageError`",
+                note = #ERROR_NOTE,
+                note = "a consumer emits no events; a stage that does is a producer_consumer: `#[stage(producer_consumer)]`"
+            )]
+            trait IntoDone {
+                fn into_done(self) -> #result<()>;
+            }
+            #[diagnostic::do_not_recommend]
+            impl IntoDone for () {
+                #[inline]
+                fn into_done(self) -> #result<()> {
+                    #private::Ok(())
+                }
+            }
+            #[diagnostic::do_not_recommend]
+            impl<E: ::core::convert::Into<#error>> IntoDone for #private::Result<(), E> {
+                #[inline]
+                fn into_done(self) -> #result<()> {
+                    self.map_err(::core::convert::Into::into)
+                }
+            }
+        },
+    }
+}
+
+/// The `max_demand` a consumer or producer_consumer subscribes with, when known here (a literal
+/// or the default), and whether it is the default: `pipeline!` checks a literal edge
+/// `min_demand` against it.
+fn known_max_demand(model: &StageModel) -> Option<(usize, bool)> {
+    if model.role == Role::Producer {
+        return None;
+    }
+    match &model.subscribe {
+        Settings::Attribute(SubscribeOpts {
+            max_demand: None, ..
+        }) => Some((crate::options::DEFAULT_MAX_DEMAND, true)),
+        Settings::Attribute(SubscribeOpts {
+            max_demand:
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(int),
+                    ..
+                })),
+            ..
+        }) => int.base10_parse().ok().map(|max| (max, false)),
+        _ => None,
+    }
+}
+
 /// The impl block's generics, with `Send + 'static` required of the stage and of each type
 /// parameter: a stage runs in its own task, and its events cross tasks. Without these bounds, an
 /// `impl<T> Forward<T>` that did not spell them out would fail in many places at once; with them,
 /// the trait impls simply hold for the `T`s that can run.
-fn stage_generics(model: &StageModel) -> syn::Generics {
-    let mut generics = model.item.generics.clone();
+pub(crate) fn stage_generics(item: &syn::ItemImpl, krate: &syn::Path) -> syn::Generics {
+    let mut generics = item.generics.clone();
     if generics.type_params().next().is_none() {
         return generics;
     }
-    let private = {
-        let krate = &model.krate;
-        quote!(#krate::__private)
-    };
-    let self_ty = &model.item.self_ty;
+    let private = quote!(#krate::__private);
+    let self_ty = &item.self_ty;
     let params: Vec<syn::Ident> = generics.type_params().map(|p| p.ident.clone()).collect();
     let where_clause = generics.make_where_clause();
     // Any type parses as a bounded type; should one not, the bound is left to the trait's own.

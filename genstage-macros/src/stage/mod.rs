@@ -5,11 +5,15 @@
 //! - `validate.rs` checks them against each other (which options and callbacks the role has, option
 //!   values, demand limits) and builds a [`validate::StageModel`].
 //! - `expand.rs` writes the role trait impl and the `Stage` impl.
+//! - `fallback.rs` writes them instead when the stage is rejected, with a placeholder event type
+//!   that `pipeline!` accepts silently.
 //!
-//! The user's impl block is always emitted as written, errors or not, so that one mistake gives one
-//! error and the rest of the crate still type-checks against the block's methods.
+//! The user's impl block is always emitted as written, errors or not, and next to it the generated
+//! impls or their fallback, so that one mistake gives one error and the rest of the crate still
+//! type-checks against the block's methods and uses the stage.
 
 mod expand;
+mod fallback;
 mod parse;
 mod validate;
 
@@ -20,7 +24,8 @@ use proc_macro2::TokenStream;
 
 /// Expands `#[stage(attr)] item`; errors become `compile_error!`s next to the unchanged item.
 pub(crate) fn expand_stage(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let (generated, error) = expand_checked(attr, item.clone());
+    let (generated, error) = expand_checked(attr.clone(), item.clone());
+    let generated = generated.unwrap_or_else(|| fallback::expand_fallback(&attr, &item));
     let mut out = item;
     out.extend(generated);
     if let Some(error) = error {
@@ -30,18 +35,20 @@ pub(crate) fn expand_stage(attr: TokenStream, item: TokenStream) -> TokenStream 
 }
 
 /// The generated impls (when the stage is sound enough to expand) and every error found.
-fn expand_checked(attr: TokenStream, item: TokenStream) -> (TokenStream, Option<syn::Error>) {
+fn expand_checked(
+    attr: TokenStream,
+    item: TokenStream,
+) -> (Option<TokenStream>, Option<syn::Error>) {
     let attr = parse::parse_attr(attr);
     let stage = parse::parse_impl(item);
     let (attr, stage) = match (attr, stage) {
         (Ok(attr), Ok(stage)) => (attr, stage),
         (Err(mut error), Err(other)) => {
             error.combine(other);
-            return (TokenStream::new(), Some(error));
+            return (None, Some(error));
         }
-        (Err(error), Ok(_)) | (Ok(_), Err(error)) => return (TokenStream::new(), Some(error)),
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) => return (None, Some(error)),
     };
     let (model, error) = validate::validate_stage(attr, stage);
-    let generated = model.as_ref().map(expand::expand_model).unwrap_or_default();
-    (generated, error)
+    (model.as_ref().map(expand::expand_model), error)
 }

@@ -40,7 +40,7 @@ impl Role {
         }
     }
 
-    fn from_ident(ident: &Ident) -> Option<Role> {
+    pub(crate) fn from_ident(ident: &Ident) -> Option<Role> {
         match ident.to_string().as_str() {
             "producer" => Some(Role::Producer),
             "producer_consumer" => Some(Role::ProducerConsumer),
@@ -188,6 +188,18 @@ impl CallbackKind {
     }
 }
 
+/// GenStage callbacks that genstage does not support yet. A method of a stage with one of these
+/// names would never be called, so `#[stage]` rejects it rather than ignore it. When the runtime
+/// gains one of them, its name moves from here to [`CallbackKind`].
+pub(crate) const UNSUPPORTED_CALLBACKS: &[&str] = &[
+    "handle_call",
+    "handle_cancel",
+    "handle_cast",
+    "handle_info",
+    "handle_subscribe",
+    "terminate",
+];
+
 /// `async? fn NAME(&mut self, ARG: TYPE) -> OUTPUT` for an event callback, or
 /// `fn NAME(&self) -> OUTPUT` for an options method.
 pub(crate) struct Callback {
@@ -211,6 +223,9 @@ pub(crate) struct StageImpl {
     pub(crate) callbacks: Vec<syn::Result<Callback>>,
     /// The recognised callbacks' names, including those that failed to parse.
     pub(crate) callback_names: Vec<(CallbackKind, Ident)>,
+    /// The methods named after a GenStage callback that genstage does not support yet
+    /// ([`UNSUPPORTED_CALLBACKS`]).
+    pub(crate) unsupported: Vec<Ident>,
 }
 
 /// Parses the item `#[stage]` is on, which must be an inherent impl block.
@@ -240,11 +255,18 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
     }
     let mut callbacks = Vec::new();
     let mut callback_names = Vec::new();
+    let mut unsupported = Vec::new();
     for impl_item in &item.items {
         if let ImplItem::Fn(method) = impl_item {
-            if let Some(kind) = CallbackKind::from_ident(&method.sig.ident) {
-                callback_names.push((kind, method.sig.ident.clone()));
+            let name = &method.sig.ident;
+            if let Some(kind) = CallbackKind::from_ident(name) {
+                callback_names.push((kind, name.clone()));
                 callbacks.push(parse_callback(kind, method));
+            } else if UNSUPPORTED_CALLBACKS
+                .iter()
+                .any(|unsupported| name == unsupported)
+            {
+                unsupported.push(name.clone());
             }
         }
     }
@@ -252,6 +274,7 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
         item,
         callbacks,
         callback_names,
+        unsupported,
     })
 }
 
@@ -401,7 +424,7 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
         (_, asyncness) => (declared.clone(), asyncness.is_some()),
     };
 
-    errors.finish()?;
+    errors.check()?;
     Ok(Callback {
         kind,
         name,
@@ -466,31 +489,4 @@ pub(crate) fn tokens_text(tokens: &impl quote::ToTokens) -> String {
     text
 }
 
-/// Independent errors, collected to be reported together (serde's `Ctxt`).
-#[derive(Default)]
-pub(crate) struct Errors {
-    error: Option<syn::Error>,
-}
-
-impl Errors {
-    /// Adds an error.
-    pub(crate) fn push(&mut self, error: syn::Error) {
-        match &mut self.error {
-            Some(existing) => existing.combine(error),
-            None => self.error = Some(error),
-        }
-    }
-
-    /// `Err` with every error added, if any.
-    pub(crate) fn finish(self) -> syn::Result<()> {
-        match self.error {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
-    }
-
-    /// The errors added, if any.
-    pub(crate) fn into_error(self) -> Option<syn::Error> {
-        self.error
-    }
-}
+pub(crate) use crate::errors::Errors;

@@ -192,7 +192,10 @@ fn independent_errors_are_all_reported() {
     );
     let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
     assert_eq!(messages.len(), 4, "{messages:?}");
-    assert!(generated.is_empty(), "a broken callback expands to nothing");
+    assert!(
+        generated.is_none(),
+        "a broken callback is not expanded (the fallback is)"
+    );
 }
 
 #[test]
@@ -200,7 +203,7 @@ fn option_errors_still_expand_the_stage() {
     // A bad option is left out, the rest expands: using the stage gives no follow-on error.
     let (generated, error) = expand_checked(tokens("consumer, max_demand = 0"), tokens(CONSUMER));
     assert!(error.is_some());
-    let text = generated.to_string();
+    let text = generated.expect("the stage expands").to_string();
     assert!(text.contains("Consumer"), "{text}");
     assert!(!text.contains("max_demand"), "{text}");
 }
@@ -231,8 +234,134 @@ fn well_formed_stages_expand_to_items() {
     for (attr, item) in cases {
         let (generated, error) = expand_checked(tokens(attr), tokens(item));
         assert!(error.is_none(), "`#[stage({attr})] {item}`: {error:?}");
+        let generated = generated.expect("a well-formed stage expands");
         let file: syn::File = syn::parse2(generated.clone())
             .unwrap_or_else(|e| panic!("`#[stage({attr})] {item}` expands to {generated}: {e}"));
         assert_eq!(file.items.len(), 1, "one `const _` holding the impls");
     }
+}
+
+/// The items `#[stage(attr)] item` expands to after the user's block, as text.
+fn expanded_after_item(attr: &str, item: &str) -> (String, Vec<String>) {
+    let out = expand_stage(tokens(attr), tokens(item));
+    let file: syn::File = syn::parse2(out.clone()).unwrap_or_else(|e| panic!("{out}: {e}"));
+    let texts: Vec<String> = file
+        .items
+        .iter()
+        .skip(1)
+        .map(|item| quote::ToTokens::to_token_stream(item).to_string())
+        .collect();
+    (out.to_string(), texts)
+}
+
+#[test]
+fn a_rejected_stage_falls_back_to_its_role_with_placeholder_events() {
+    let (_, items) = expanded_after_item(
+        "consumer, max_demand = 0",
+        "impl S { fn handle_events(&self, e: Vec<u8>) {} }",
+    );
+    // The fallback's `const _` (role and `Stage` impls), then the two errors.
+    assert_eq!(items.len(), 3, "{items:?}");
+    let fallback = &items[0];
+    assert!(
+        fallback.contains("impl :: genstage :: Consumer for S"),
+        "{fallback}"
+    );
+    assert!(
+        fallback.contains("type Input = :: genstage :: __private :: fallback :: Rejected"),
+        "{fallback}"
+    );
+    assert!(
+        fallback.contains("RejectedRef < :: genstage :: __private :: pipeline :: IsConsumer >"),
+        "{fallback}"
+    );
+    assert!(
+        items[1..].iter().all(|item| item.contains("compile_error")),
+        "{items:?}"
+    );
+
+    for (attr, marker) in [
+        ("producer, buffer_size = ", "IsProducer"),
+        ("producer_consumer, crate = \"::gs\"", "IsProducerConsumer"),
+        ("sink", "AnyRole"),
+        ("max_demand = 10", "AnyRole"),
+    ] {
+        let (_, items) = expanded_after_item(attr, "impl S { fn helper(&self) {} }");
+        assert_eq!(items.len(), 2, "`{attr}`: {items:?}");
+        assert!(items[0].contains(marker), "`{attr}`: {}", items[0]);
+    }
+    let (_, items) = expanded_after_item(
+        "producer_consumer, crate = \"::gs\"",
+        "impl S { fn helper(&self) {} }",
+    );
+    assert!(
+        items[0].contains("impl :: gs :: ProducerConsumer for S"),
+        "{}",
+        items[0]
+    );
+    assert!(!items[0].contains("genstage"), "{}", items[0]);
+}
+
+#[test]
+fn the_fallback_keeps_the_generics_and_bounds_a_borrowing_stage() {
+    let (_, items) = expanded_after_item(
+        "consumer",
+        "impl<'a, T> S<'a, T> { fn handle_events(&mut self, e: Vec<&'a T>) {} }",
+    );
+    let fallback = &items[0];
+    assert!(
+        fallback.contains("impl < 'a , T > :: genstage :: Stage for S < 'a , T >"),
+        "{fallback}"
+    );
+    assert!(
+        fallback.contains("for < '__rejected > S < 'a , T > : :: genstage :: __private :: stage :: Send + 'static"),
+        "{fallback}"
+    );
+    assert!(
+        fallback.contains("T : :: genstage :: __private :: stage :: Send + 'static"),
+        "{fallback}"
+    );
+}
+
+#[test]
+fn the_fallback_never_duplicates_a_users_trait_impl() {
+    // On `impl Consumer for S`, only `Stage` is added; on `impl Stage for S`, nothing.
+    let (_, items) = expanded_after_item("consumer", "impl Consumer for S { type Input = u8; }");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(!items[0].contains("Consumer for S"), "{}", items[0]);
+    assert!(
+        items[0].contains(":: genstage :: Stage for S"),
+        "{}",
+        items[0]
+    );
+    let (_, items) = expanded_after_item("consumer", "impl genstage::Stage for S { }");
+    assert_eq!(items.len(), 1, "only the error: {items:?}");
+    // Not an impl block: nothing to fall back to.
+    let (_, items) = expanded_after_item("consumer", "struct S;");
+    assert_eq!(items.len(), 1, "only the error: {items:?}");
+}
+
+#[test]
+fn unsupported_genstage_callbacks_are_errors_at_their_name() {
+    for name in super::parse::UNSUPPORTED_CALLBACKS {
+        let item = format!(
+            "impl S {{ fn handle_events(&mut self, e: Vec<u8>) {{}} fn {name}(&mut self) {{}} }}"
+        );
+        assert_error(
+            "consumer",
+            &item,
+            At::Item(name, 0),
+            &format!("`{name}` is a GenStage callback that genstage does not support yet, so #[stage] would never call it"),
+        );
+        // One error, and the stage still expands: nothing else is reported at its uses.
+        let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
+        assert_eq!(error.map(|e| e.into_iter().count()), Some(1), "{item}");
+        assert!(generated.is_some(), "{item}");
+    }
+    // A method whose name merely resembles one is the user's own.
+    let (_, error) = expand_checked(
+        tokens("consumer"),
+        tokens("impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn handle_info_later(&self) {} fn terminate_all() {} }"),
+    );
+    assert!(error.is_none(), "{error:?}");
 }

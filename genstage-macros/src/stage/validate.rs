@@ -5,13 +5,14 @@ use std::collections::HashSet;
 
 use syn::{Expr, GenericArgument, GenericParam, Ident, ItemImpl, Lit, PathArguments, Type};
 
+use crate::options::{
+    self, list, MaxDemand, BUFFER_KEEP, BUFFER_KEEPS, BUFFER_SIZE, CANCEL, CANCEL_MODES, CRATE,
+    MAX_DEMAND, MIN_DEMAND,
+};
+
 use super::parse::{
     tokens_text, Callback, CallbackKind, Errors, Role, StageAttr, StageImpl, StageOption,
 };
-
-/// GenStage's default `max_demand`, which a literal `min_demand` is checked against when
-/// `max_demand` is not set.
-const DEFAULT_MAX_DEMAND: u128 = 1000;
 
 /// A stage ready to expand: its role, its callbacks and its valid options.
 pub(crate) struct StageModel {
@@ -84,13 +85,13 @@ enum Side {
     Any,
 }
 
-const OPTIONS: &[(&str, Side)] = &[
-    ("max_demand", Side::Consumer),
-    ("min_demand", Side::Consumer),
-    ("cancel", Side::Consumer),
-    ("buffer_size", Side::Producer),
-    ("buffer_keep", Side::Producer),
-    ("crate", Side::Any),
+const OPTIONS: &[(options::Symbol, Side)] = &[
+    (MAX_DEMAND, Side::Consumer),
+    (MIN_DEMAND, Side::Consumer),
+    (CANCEL, Side::Consumer),
+    (BUFFER_SIZE, Side::Producer),
+    (BUFFER_KEEP, Side::Producer),
+    (CRATE, Side::Any),
 ];
 
 fn has_side(role: Role, side: Side) -> bool {
@@ -101,21 +102,11 @@ fn has_side(role: Role, side: Side) -> bool {
     }
 }
 
-/// `a`, `a and b`, `a, b and c`, each in backticks.
-fn list(names: &[&str]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-    match quoted.split_last() {
-        None => String::new(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
-    }
-}
-
 fn options_of(role: Role) -> String {
     let names: Vec<&str> = OPTIONS
         .iter()
         .filter(|(_, side)| has_side(role, *side))
-        .map(|(name, _)| *name)
+        .map(|(name, _)| name.name())
         .collect();
     list(&names)
 }
@@ -139,7 +130,7 @@ pub(crate) fn validate_stage(
     let mut min_demand_option = None;
     for option in &attr.options {
         let key = option.key.to_string();
-        let Some(&(_, side)) = OPTIONS.iter().find(|(name, _)| *name == key) else {
+        let Some(&(_, side)) = OPTIONS.iter().find(|(name, _)| *key == *name) else {
             errors.push(syn::Error::new(
                 option.key.span(),
                 format!(
@@ -173,10 +164,7 @@ pub(crate) fn validate_stage(
             continue;
         }
         if !seen.insert(key.clone()) {
-            errors.push(syn::Error::new(
-                option.key.span(),
-                format!("duplicate option `{key}`: it is set once already"),
-            ));
+            errors.push(options::duplicate(&option.key));
             continue;
         }
         let method = match side {
@@ -199,46 +187,42 @@ pub(crate) fn validate_stage(
                 Ok(path) => krate = path,
                 Err(error) => errors.push(error),
             },
-            "max_demand" => match check_count(option) {
-                Ok(Some(0)) => errors.push(syn::Error::new_spanned(
-                    &option.value,
-                    "`max_demand` must be at least 1: a stage that asks for 0 events never gets any",
-                )),
+            "max_demand" => match options::count(&option.key, &option.value).and_then(|literal| {
+                options::check_max_demand(&option.value, literal).map(|()| literal)
+            }) {
                 Ok(literal) => {
                     max_demand_literal = literal;
                     subscribe.max_demand = Some(option.value.clone());
                 }
                 Err(error) => errors.push(error),
             },
-            "min_demand" => match check_count(option) {
+            "min_demand" => match options::count(&option.key, &option.value) {
                 Ok(literal) => min_demand_option = Some((option, literal)),
                 Err(error) => errors.push(error),
             },
-            "cancel" => match check_choice(
-                option,
-                &[
-                    ("permanent", "Permanent"),
-                    ("transient", "Transient"),
-                    ("temporary", "Temporary"),
-                ],
-                "cancel mode",
-            ) {
-                Ok(variant) => subscribe.cancel = Some(variant),
-                Err(error) => errors.push(error),
-            },
+            "cancel" => {
+                match options::choice(&option.key, &option.value, CANCEL_MODES, "cancel mode") {
+                    Ok(variant) => subscribe.cancel = Some(variant),
+                    Err(error) => errors.push(error),
+                }
+            }
             "buffer_size" => {
                 if is_ident(&option.value, "infinity") {
                     producer.buffer_size = Some(BufferSize::Infinity);
                 } else {
-                    match check_count(option) {
-                        Ok(_) => producer.buffer_size = Some(BufferSize::Size(Box::new(option.value.clone()))),
+                    match options::count(&option.key, &option.value) {
+                        Ok(_) => {
+                            producer.buffer_size =
+                                Some(BufferSize::Size(Box::new(option.value.clone())))
+                        }
                         Err(error) => errors.push(error),
                     }
                 }
             }
-            "buffer_keep" => match check_choice(
-                option,
-                &[("first", "First"), ("last", "Last")],
+            "buffer_keep" => match options::choice(
+                &option.key,
+                &option.value,
+                BUFFER_KEEPS,
                 "buffer_keep value",
             ) {
                 Ok(variant) => producer.buffer_keep = Some(variant),
@@ -249,17 +233,15 @@ pub(crate) fn validate_stage(
     }
     if let Some((option, literal)) = min_demand_option {
         let max = match (&subscribe.max_demand, max_demand_literal) {
-            (None, _) if !seen.contains("max_demand") => Some((DEFAULT_MAX_DEMAND, " by default")),
-            (Some(_), Some(max)) => Some((max, "")),
+            (None, _) if !seen.contains("max_demand") => Some(MaxDemand::Default),
+            (Some(_), Some(max)) => Some(MaxDemand::Set(max)),
             _ => None,
         };
         match (literal, max) {
-            (Some(min), Some((max, how))) if min >= max => errors.push(syn::Error::new_spanned(
-                &option.value,
-                format!(
-                    "`min_demand` must be less than `max_demand`, which is {max}{how}; got {min}"
-                ),
-            )),
+            (Some(min), Some(max)) => match options::check_min_demand(&option.value, min, max) {
+                Ok(()) => subscribe.min_demand = Some(option.value.clone()),
+                Err(error) => errors.push(error),
+            },
             _ => subscribe.min_demand = Some(option.value.clone()),
         }
     }
@@ -289,6 +271,15 @@ pub(crate) fn validate_stage(
             misplaced = true;
             errors.push(syn::Error::new(name.span(), message));
         }
+    }
+    // Callbacks the runtime does not call yet: an error each, the stage still expands.
+    for name in &stage.unsupported {
+        errors.push(syn::Error::new(
+            name.span(),
+            format!(
+                "`{name}` is a GenStage callback that genstage does not support yet, so #[stage] would never call it: remove it, or rename it if it is a method of your own"
+            ),
+        ));
     }
     let mut seen_callbacks = HashSet::new();
     let mut duplicated = false;
@@ -429,8 +420,31 @@ fn event_types(role: Role, callback: &Callback) -> syn::Result<(Option<Type>, Op
             }
         }
     };
-    errors.finish()?;
+    for event in input.iter().chain(&output) {
+        if let Some(keyword) = impl_trait_in(event) {
+            errors.push(syn::Error::new(
+                keyword.span(),
+                format!(
+                    "`{}` cannot be an event type: the stage's trait impl must name its events' type, so write the type out (e.g. `Vec<u64>`), or make the stage generic over it",
+                    tokens_text(event)
+                ),
+            ));
+        }
+    }
+    errors.check()?;
     Ok((input, output))
+}
+
+/// The `impl` keyword of an `impl Trait` inside `ty`, if any: an event type must be nameable.
+fn impl_trait_in(ty: &Type) -> Option<proc_macro2::Ident> {
+    fn find(tokens: proc_macro2::TokenStream) -> Option<proc_macro2::Ident> {
+        tokens.into_iter().find_map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) if ident == "impl" => Some(ident),
+            proc_macro2::TokenTree::Group(group) => find(group.stream()),
+            _ => None,
+        })
+    }
+    find(quote::ToTokens::to_token_stream(ty))
 }
 
 /// `T` when `ty` is `C<T>` for one of `containers` (by the last path segment: `Vec`,
@@ -532,58 +546,6 @@ fn parse_crate(option: &StageOption) -> syn::Result<syn::Path> {
             "`crate` takes the path of the genstage crate as a string, as in `crate = \"::genstage\"`",
         )),
     }
-}
-
-/// A count option (`max_demand`, `min_demand`, `buffer_size`): an integer literal, checked here
-/// and returned, or any other expression, which rustc checks to be a `usize`.
-fn check_count(option: &StageOption) -> syn::Result<Option<u128>> {
-    let key = &option.key;
-    let what = if key == "buffer_size" {
-        "a number of events (a `usize`) or `infinity`"
-    } else {
-        "a number of events (a `usize`)"
-    };
-    match &option.value {
-        Expr::Lit(syn::ExprLit {
-            lit: Lit::Int(int), ..
-        }) => match int.base10_parse::<u128>() {
-            Ok(n) if n <= usize::MAX as u128 => Ok(Some(n)),
-            _ => Err(syn::Error::new(
-                int.span(),
-                format!("`{key}` is {what}; `{int}` is too large"),
-            )),
-        },
-        Expr::Lit(lit) => Err(syn::Error::new_spanned(
-            lit,
-            format!("`{key}` is {what}, not this literal"),
-        )),
-        _ => Ok(None),
-    }
-}
-
-/// An option whose value is one of a few names; returns the matching variant's identifier,
-/// spanned at the user's value.
-fn check_choice(option: &StageOption, choices: &[(&str, &str)], what: &str) -> syn::Result<Ident> {
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    let expected = list(&names).replacen(" and ", " or ", 1);
-    let key = &option.key;
-    if let Expr::Path(path) = &option.value {
-        if let Some(ident) = path.path.get_ident() {
-            if path.qself.is_none() && path.attrs.is_empty() {
-                return match choices.iter().find(|(name, _)| ident == name) {
-                    Some((_, variant)) => Ok(Ident::new(variant, ident.span())),
-                    None => Err(syn::Error::new(
-                        ident.span(),
-                        format!("unknown {what} `{ident}`: `{key}` is {expected}"),
-                    )),
-                };
-            }
-        }
-    }
-    Err(syn::Error::new_spanned(
-        &option.value,
-        format!("`{key}` is {expected}"),
-    ))
 }
 
 fn is_ident(expr: &Expr, name: &str) -> bool {

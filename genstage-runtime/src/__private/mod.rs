@@ -3,6 +3,7 @@
 //! Generated code names everything through `::genstage::__private::…`, so a user who shadows `Vec`,
 //! `Result` or `Option` cannot break an expansion.
 
+pub mod fallback;
 pub mod pipeline;
 pub mod stage;
 

@@ -1,46 +1,31 @@
 //! Support for `pipeline!` expansions.
 //!
 //! `pipeline!` cannot see a stage's type, so it leaves the checks to rustc: every stage expression
-//! goes through [`AddStage::add_stage`], and each node and edge of the pipeline gets a small trait,
+//! goes through `Stage::add_to`, and each node and edge of the pipeline gets a small trait,
 //! generated inside the expansion with the names of its stages in its `on_unimplemented` message,
-//! implemented for what is allowed there. Those traits are written against the types below:
+//! implemented for the stage handles allowed there (`ProducerRef`, `ProducerConsumerRef`,
+//! `ConsumerRef`). rustc prints the trait and the handle type in a `help:` line, so both read as
+//! the user's own API: "the trait `Sink<u64>` is not implemented for `genstage::ConsumerRef<String>`".
+//! Nothing of this module may appear in an error. The checks use:
 //!
-//! - [`Wiring`] tells a stage handle's role ([`IsProducer`], [`IsProducerConsumer`],
-//!   [`IsConsumer`]), whether it emits and accepts events ([`Yes`]/[`No`]), and its event types.
-//!   It is implemented for all three handles, so a stage in the wrong place still has event types
-//!   (the uninhabited [`Nothing`]) and its edges are skipped rather than reported a second time.
-//! - An edge's check is implemented for [`Pair`]`<Yes, Out, In>` when `(): `[`SameEvents`]`<Out,
-//!   In>`, and for `Pair<No, Out, In>`: a side in the wrong role is reported by its node's check, and
-//!   the edge is skipped. [`SameEvents::subscribe`] calls [`Pipeline::subscribe_with`].
+//! - [`Wiring`]: a stage handle's role ([`IsProducer`], [`IsProducerConsumer`], [`IsConsumer`]),
+//!   whether it emits and accepts events ([`Yes`]/[`No`]), and its event types. It is
+//!   implemented for all three handles, so a stage in the wrong place still has event types (the
+//!   uninhabited [`Nothing`]) and its edges are skipped rather than reported a second time.
+//! - [`events_of`] and [`consumer_side`]: an edge's check is `Sink<Out>`, implemented for the
+//!   consumer handles of `Out` and for [`Skipped`], the consumer side of an edge with a side in
+//!   the wrong role (its node's check reported it). [`subscribe`] calls
+//!   [`Pipeline::subscribe_with`].
+//! - The handle of a stage whose `#[stage]` was rejected ([`RejectedRef`](super::fallback::RejectedRef))
+//!   neither emits nor accepts, so its edges are skipped too, and every node check is implemented
+//!   for it: its one error is the one under its `#[stage]`.
 
-use std::marker::PhantomData;
-
+use crate::error::PipelineError;
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::pipeline::ends::{Sealed, SinkEnd, SourceEnd};
-use crate::pipeline::Stage;
-use crate::pipeline::{ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source};
-
-/// Adds a stage expression to the pipeline; rustc's error for a non-stage names its type.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a stage",
-    label = "not a producer, producer_consumer or consumer",
-    note = "a stage in `pipeline!` implements `genstage::Stage`: add `#[stage(producer)]`, `#[stage(producer_consumer)]` or `#[stage(consumer)]` to its impl block, or implement `Stage` by hand"
-)]
-pub trait AddStage: Sized {
-    /// The handle the pipeline gives back.
-    type Ref;
-    /// Adds `self` to `pipeline` under `name` (its type's name when `None`).
-    fn add_stage(self, pipeline: &mut Pipeline, name: Option<&str>) -> Self::Ref;
-}
-
-#[diagnostic::do_not_recommend]
-impl<S: Stage> AddStage for S {
-    type Ref = S::Ref;
-    #[inline]
-    fn add_stage(self, pipeline: &mut Pipeline, name: Option<&str>) -> S::Ref {
-        self.add_to(pipeline, name.map(str::to_owned))
-    }
-}
+use crate::pipeline::{
+    ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, StageId,
+};
 
 /// The role of a producer.
 #[derive(Debug)]
@@ -127,21 +112,18 @@ impl<T: Send + 'static> Wiring for ConsumerRef<T> {
     }
 }
 
-/// The role of the stages of one node (all its instances share a type): what its check is
-/// implemented for.
-#[derive(Debug)]
-pub struct StageRole<R>(PhantomData<R>);
-
-/// The role of a node's stages.
-#[inline]
-pub fn role<R: Wiring>(_instances: &[R]) -> StageRole<R::Role> {
-    StageRole(PhantomData)
+/// Marks the instances of a group `[C; n]` as one group, so that the report names them `C[0]`,
+/// `C[1]`, … (two unnamed stages of one type elsewhere are `C` and `C#2`).
+pub fn group<R: Wiring>(pipeline: &mut Pipeline, instances: &[R]) {
+    let ids: Vec<StageId> = instances
+        .iter()
+        .filter_map(|instance| {
+            let source = instance.source_end().map(|end| end.id);
+            source.or_else(|| instance.sink_end().map(|end| end.id))
+        })
+        .collect();
+    pipeline.mark_group(&ids);
 }
-
-/// One edge as its check sees it: whether both sides can be wired ([`Yes`] when the producer side
-/// emits and the consumer side accepts events), and their event types.
-#[derive(Debug)]
-pub struct Pair<Wired, Out, In>(PhantomData<(Wired, Out, In)>);
 
 /// [`Yes`] when both are [`Yes`].
 pub trait Both<Other> {
@@ -164,40 +146,96 @@ impl<Other> Both<Other> for No {
 /// Whether an edge from `A` to `B` can be wired: [`Yes`] or [`No`].
 pub type Wired<A, B> = <<A as Wiring>::Emits as Both<<B as Wiring>::Accepts>>::Output;
 
-/// The pair of an edge from `producer` to `consumer`.
+/// The consumer side of an edge that is skipped: a side in the wrong role was reported by its
+/// node's check, and every edge check is implemented for this.
+#[derive(Debug)]
+pub struct Skipped;
+
+/// The events of an edge, as its check's parameter: the producer's end (`None` for a skipped
+/// edge).
+#[derive(Debug)]
+pub struct Events<T>(Option<SourceEnd<T>>);
+
+/// The consumer side of an edge as its check sees it: the consumer's handle when the edge can be
+/// wired ([`Yes`]), [`Skipped`] otherwise ([`No`]).
+pub trait Select<B> {
+    /// `B` or [`Skipped`].
+    type Consumer;
+    /// The consumer side.
+    fn select(consumer: &B) -> &Self::Consumer;
+}
+
+impl<B> Select<B> for Yes {
+    type Consumer = B;
+    #[inline]
+    fn select(consumer: &B) -> &B {
+        consumer
+    }
+}
+
+impl<B> Select<B> for No {
+    type Consumer = Skipped;
+    #[inline]
+    fn select(_consumer: &B) -> &Skipped {
+        &Skipped
+    }
+}
+
+/// The events an edge from `producer` carries: its check's parameter.
 #[inline]
-pub fn pair<A: Wiring, B: Wiring>(_producer: &A, _consumer: &B) -> Pair<Wired<A, B>, A::Out, B::In>
+pub fn events_of<A: Wiring>(producer: &A) -> Events<A::Out> {
+    Events(producer.source_end())
+}
+
+/// The events `consumer` accepts: its edge check's second parameter, for the message.
+#[inline]
+pub fn events_into<B: Wiring>(_consumer: &B) -> std::marker::PhantomData<B::In> {
+    std::marker::PhantomData
+}
+
+/// The consumer side of an edge from `producer` to `consumer`: its check's `Self`.
+#[inline]
+pub fn consumer_side<'a, A: Wiring, B: Wiring>(
+    _producer: &A,
+    consumer: &'a B,
+) -> &'a <Wired<A, B> as Select<B>>::Consumer
 where
     A::Emits: Both<B::Accepts>,
+    Wired<A, B>: Select<B>,
 {
-    Pair(PhantomData)
+    <Wired<A, B> as Select<B>>::select(consumer)
 }
 
-/// `Out` and `In` are the same event type: an edge whose producer emits `Out` may feed a consumer
-/// of `In`. Implemented for `(): SameEvents<T, T>` only.
-pub trait SameEvents<Out, In> {
-    /// Subscribes `consumer` to `producer` with `options`.
-    fn subscribe<A: Wiring<Out = Out>, B: Wiring<In = In>>(
-        pipeline: &mut Pipeline,
-        producer: &A,
-        consumer: &B,
-        options: SubscribeOptions,
-    );
+/// `Self` and `T` are the same event type: implemented for `T: SameEvents<T>` only. An edge's
+/// check requires it of the producer's and the consumer's event types.
+pub trait SameEvents<T>: Sized {
+    /// The events, typed as the consumer's.
+    fn cast(events: Events<Self>) -> Events<T>;
 }
 
-impl<T: Send + 'static> SameEvents<T, T> for () {
+impl<T> SameEvents<T> for T {
     #[inline]
-    fn subscribe<A: Wiring<Out = T>, B: Wiring<In = T>>(
-        pipeline: &mut Pipeline,
-        producer: &A,
-        consumer: &B,
-        options: SubscribeOptions,
-    ) {
-        // Both ends exist: the edge's check implements this only for a producer side that emits
-        // and a consumer side that accepts.
-        if let (Some(source), Some(sink)) = (producer.source_end(), consumer.sink_end()) {
-            pipeline.subscribe_with(&End(source), &End(sink), options);
-        }
+    fn cast(events: Events<T>) -> Events<T> {
+        events
+    }
+}
+
+/// Returns its argument: gives a value bound by the expansion the span of the user's tokens.
+#[inline]
+pub fn identity<T>(value: T) -> T {
+    value
+}
+
+/// Subscribes `consumer` to the producer of `events` with `options`: the body of an edge's check.
+#[inline]
+pub fn subscribe<B: Wiring>(
+    pipeline: &mut Pipeline,
+    events: Events<B::In>,
+    consumer: &B,
+    options: SubscribeOptions,
+) {
+    if let (Some(source), Some(sink)) = (events.0, consumer.sink_end()) {
+        pipeline.subscribe_with(&End(source), &End(sink), options);
     }
 }
 
@@ -215,6 +253,75 @@ impl<T> Source<T> for End<SourceEnd<T>> {
 impl<T> Sink<T> for End<SinkEnd<T>> {
     fn sink_end(&self) -> SinkEnd<T> {
         self.0.clone()
+    }
+}
+
+/// Records that the group `[S; n]` named `group` has no instance: `run()` then fails with
+/// [`PipelineError::EmptyGroup`] naming it (a literal or constant 0 is a compile error instead).
+#[inline]
+pub fn empty_group(pipeline: &mut Pipeline, group: &str) {
+    pipeline.record_error(PipelineError::EmptyGroup {
+        group: group.to_owned(),
+    });
+}
+
+/// The error of an edge's literal `min_demand` that is not below its consumer's `max_demand`,
+/// written at compile time by a `const` assertion of `pipeline!`, in `#[stage]`'s words.
+#[derive(Debug)]
+pub struct MinDemandMessage {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl MinDemandMessage {
+    /// The message for `min` against `max` (GenStage's default when `default`).
+    pub const fn new(min: usize, max: usize, default: bool) -> Self {
+        let mut message = MinDemandMessage {
+            bytes: [0; 128],
+            len: 0,
+        };
+        message.push(b"`min_demand` must be less than `max_demand`, which is ");
+        message.number(max);
+        if default {
+            message.push(b" by default");
+        }
+        message.push(b"; got ");
+        message.number(min);
+        message
+    }
+
+    /// The message as text.
+    pub const fn as_str(&self) -> &str {
+        match core::str::from_utf8(self.bytes.split_at(self.len).0) {
+            Ok(text) => text,
+            Err(_) => "`min_demand` must be less than `max_demand`",
+        }
+    }
+
+    const fn push(&mut self, text: &[u8]) {
+        let mut i = 0;
+        while i < text.len() && self.len < self.bytes.len() {
+            self.bytes[self.len] = text[i];
+            self.len += 1;
+            i += 1;
+        }
+    }
+
+    const fn number(&mut self, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        while count > 0 {
+            count -= 1;
+            self.push(&[digits[count]]);
+        }
     }
 }
 

@@ -29,9 +29,11 @@ pub type Deliveries<T> = Vec<(SubscriptionId, Vec<T>)>;
 
 /// The contract between a producer's loop and its dispatcher.
 ///
-/// "Upstream demand" is what the producer is asked to emit as a result: the loop serves it from its
-/// buffer first and passes the rest to `handle_demand` (for a producer_consumer it is added to the
-/// downstream demand that gates `handle_events`).
+/// "Upstream demand" is GenStage's name for what the producer is asked to emit as a result of a
+/// subscribe, ask or cancel, and the values these methods return follow GenStage's dispatchers
+/// exactly (their tests are GenStage's scenarios). The stage loops do not add them up: they derive
+/// what a producer is asked for from [`capacity`](Dispatcher::capacity) less what the buffer holds,
+/// which cannot drift when consumers leave with demand unmet (see the runtime's `event_path`).
 pub trait Dispatcher<T>: Send + 'static {
     /// A consumer subscribed; returns new upstream demand.
     ///

@@ -2,23 +2,34 @@
 
 use crate::demand::DemandLimits;
 use crate::error::PipelineError;
+use crate::names::{self, Naming};
 use crate::options::CancelMode;
 
-use super::{Pipeline, Role};
+use super::{Pipeline, Role, StageId};
 
 impl Pipeline {
-    /// Gives stages that share a name distinct ones: `Printer[0]`, `Printer[1]`, ….
-    pub(super) fn disambiguate_names(&mut self) {
-        let mut counts = std::collections::HashMap::<String, usize>::new();
-        for stage in &self.stages {
-            *counts.entry(stage.name.clone()).or_default() += 1;
+    /// Makes the stages' names unique (see `names.rs`).
+    pub(super) fn disambiguate_names(&mut self) -> Result<(), PipelineError> {
+        let requested: Vec<(&str, Naming)> = self
+            .stages
+            .iter()
+            .map(|stage| (stage.name.as_str(), stage.naming))
+            .collect();
+        let unique = names::unique_names(&requested)?;
+        for (stage, name) in self.stages.iter_mut().zip(unique) {
+            stage.name = name;
         }
-        let mut seen = std::collections::HashMap::<String, usize>::new();
-        for stage in &mut self.stages {
-            if counts[&stage.name] > 1 {
-                let n = seen.entry(stage.name.clone()).or_default();
-                stage.name = format!("{}[{n}]", stage.name);
-                *n += 1;
+        Ok(())
+    }
+
+    /// Marks these stages as the instances of one group of `pipeline!`, named `C[0]`, `C[1]`, ….
+    pub(crate) fn mark_group(&mut self, stages: &[StageId]) {
+        let Some(first) = stages.first() else {
+            return;
+        };
+        for id in stages {
+            if let (true, Some(stage)) = (id.pipeline == self.id, self.stages.get_mut(id.index)) {
+                stage.naming.group = Some(first.index);
             }
         }
     }

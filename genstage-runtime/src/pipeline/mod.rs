@@ -24,6 +24,7 @@
 
 mod graph;
 mod handles;
+mod run_future;
 mod stage;
 mod supervise;
 
@@ -37,6 +38,7 @@ use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
 use crate::error::PipelineError;
 use crate::mailbox::{mailbox, Receiver};
+use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::protocol::{ControlPort, Mail};
 use crate::run::{self, Outcome};
@@ -44,6 +46,7 @@ use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 use handles::NewEnds;
 pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Source, StageId};
+pub use run_future::Run;
 pub use stage::Stage;
 
 static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);
@@ -58,7 +61,9 @@ enum Role {
 }
 
 struct StageEntry {
+    /// Its name as given or generated; made unique by `run` (see `names.rs`).
     name: String,
+    naming: Naming,
     role: Role,
     /// Options its subscriptions default to (consumer side).
     subscribe_defaults: SubscribeOptions,
@@ -146,6 +151,12 @@ impl Pipeline {
         }
     }
 
+    /// Records a wiring mistake found while building (`pipeline!`'s empty group); `run` returns
+    /// the first one recorded.
+    pub(crate) fn record_error(&mut self, error: PipelineError) {
+        self.error.get_or_insert(error);
+    }
+
     fn next_id(&self) -> StageId {
         StageId {
             pipeline: self.id,
@@ -155,7 +166,7 @@ impl Pipeline {
 
     /// Adds a producer, named after its type.
     pub fn add_producer<P: Producer>(&mut self, stage: P) -> ProducerRef<P::Output> {
-        self.add_producer_named(short_type_name::<P>(), stage)
+        self.add_producer_as(None, stage)
     }
 
     /// Adds a producer under `name`, or under its type's name when `None`.
@@ -164,19 +175,9 @@ impl Pipeline {
         name: Option<String>,
         stage: P,
     ) -> ProducerRef<P::Output> {
-        let name = name.unwrap_or_else(short_type_name::<P>);
-        self.add_producer_named(name, stage)
-    }
-
-    /// Adds a producer under the given name (used in errors and the report).
-    pub fn add_producer_named<P: Producer>(
-        &mut self,
-        name: impl Into<String>,
-        stage: P,
-    ) -> ProducerRef<P::Output> {
         let defaults = SubscribeOptions::default();
         self.add_stage(
-            name.into(),
+            names::stage_name::<P>(name),
             Role::Producer,
             defaults,
             |name, inbox| Box::pin(run::run_producer(stage, name, inbox)),
@@ -186,12 +187,21 @@ impl Pipeline {
         )
     }
 
+    /// Adds a producer under the given name (used in errors and the report).
+    pub fn add_producer_named<P: Producer>(
+        &mut self,
+        name: impl Into<String>,
+        stage: P,
+    ) -> ProducerRef<P::Output> {
+        self.add_producer_as(Some(name.into()), stage)
+    }
+
     /// Adds a producer_consumer, named after its type.
     pub fn add_producer_consumer<S: ProducerConsumer>(
         &mut self,
         stage: S,
     ) -> ProducerConsumerRef<S::Input, S::Output> {
-        self.add_producer_consumer_named(short_type_name::<S>(), stage)
+        self.add_producer_consumer_as(None, stage)
     }
 
     /// Adds a producer_consumer under `name`, or under its type's name when `None`.
@@ -200,19 +210,9 @@ impl Pipeline {
         name: Option<String>,
         stage: S,
     ) -> ProducerConsumerRef<S::Input, S::Output> {
-        let name = name.unwrap_or_else(short_type_name::<S>);
-        self.add_producer_consumer_named(name, stage)
-    }
-
-    /// Adds a producer_consumer under the given name (used in errors and the report).
-    pub fn add_producer_consumer_named<S: ProducerConsumer>(
-        &mut self,
-        name: impl Into<String>,
-        stage: S,
-    ) -> ProducerConsumerRef<S::Input, S::Output> {
         let defaults = stage.subscribe_options();
         self.add_stage(
-            name.into(),
+            names::stage_name::<S>(name),
             Role::ProducerConsumer,
             defaults,
             |name, inbox| Box::pin(run::run_producer_consumer(stage, name, inbox)),
@@ -223,9 +223,18 @@ impl Pipeline {
         )
     }
 
+    /// Adds a producer_consumer under the given name (used in errors and the report).
+    pub fn add_producer_consumer_named<S: ProducerConsumer>(
+        &mut self,
+        name: impl Into<String>,
+        stage: S,
+    ) -> ProducerConsumerRef<S::Input, S::Output> {
+        self.add_producer_consumer_as(Some(name.into()), stage)
+    }
+
     /// Adds a consumer, named after its type.
     pub fn add_consumer<C: Consumer>(&mut self, stage: C) -> ConsumerRef<C::Input> {
-        self.add_consumer_named(short_type_name::<C>(), stage)
+        self.add_consumer_as(None, stage)
     }
 
     /// Adds a consumer under `name`, or under its type's name when `None`.
@@ -234,8 +243,14 @@ impl Pipeline {
         name: Option<String>,
         stage: C,
     ) -> ConsumerRef<C::Input> {
-        let name = name.unwrap_or_else(short_type_name::<C>);
-        self.add_consumer_named(name, stage)
+        let defaults = stage.subscribe_options();
+        self.add_stage(
+            names::stage_name::<C>(name),
+            Role::Consumer,
+            defaults,
+            |name, inbox| Box::pin(run::run_consumer(stage, name, inbox)),
+            |ends| ConsumerRef { sink: ends.sink() },
+        )
     }
 
     /// Adds a consumer under the given name (used in errors and the report).
@@ -244,20 +259,13 @@ impl Pipeline {
         name: impl Into<String>,
         stage: C,
     ) -> ConsumerRef<C::Input> {
-        let defaults = stage.subscribe_options();
-        self.add_stage(
-            name.into(),
-            Role::Consumer,
-            defaults,
-            |name, inbox| Box::pin(run::run_consumer(stage, name, inbox)),
-            |ends| ConsumerRef { sink: ends.sink() },
-        )
+        self.add_consumer_as(Some(name.into()), stage)
     }
 
     /// Creates the stage's mailbox and task, records it, and hands its ends to `make_ref`.
     fn add_stage<In: Send + 'static, Out: Send + 'static, R>(
         &mut self,
-        name: String,
+        (name, naming): (String, Naming),
         role: Role,
         subscribe_defaults: SubscribeOptions,
         task: impl FnOnce(Arc<str>, Receiver<Mail<In, Out>>) -> StageTask,
@@ -269,6 +277,7 @@ impl Pipeline {
         let control: Arc<dyn ControlPort> = Arc::new(mailbox.clone());
         self.stages.push(StageEntry {
             name,
+            naming,
             role,
             subscribe_defaults,
             control,
@@ -324,15 +333,9 @@ impl Pipeline {
         self
     }
 
-    /// The stages' names, in the order they were added.
+    /// The stages' names, in the order they were added, as given or generated (`run` makes them
+    /// unique: see [`StageReport::name`](crate::StageReport::name)).
     pub fn stage_names(&self) -> impl Iterator<Item = &str> {
         self.stages.iter().map(|s| s.name.as_str())
     }
-}
-
-/// `my_crate::stages::Printer<u64>` becomes `Printer`.
-fn short_type_name<T>() -> String {
-    let full = std::any::type_name::<T>();
-    let base = full.split('<').next().unwrap_or(full);
-    base.rsplit("::").next().unwrap_or(base).to_owned()
 }

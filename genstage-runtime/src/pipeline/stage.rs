@@ -31,4 +31,10 @@ pub trait Stage: Send + Sized + 'static {
 
     /// Adds this stage to `pipeline`, under `name` or, when `None`, under its type's name.
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref;
+
+    /// Not part of the API: the `max_demand` this stage subscribes with, when `#[stage]` knows it
+    /// at compile time, and whether it is GenStage's default. `pipeline!` checks a literal
+    /// `-[min_demand = n]->` against it.
+    #[doc(hidden)]
+    const __MAX_DEMAND: Option<(usize, bool)> = None;
 }

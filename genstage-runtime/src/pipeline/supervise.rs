@@ -10,7 +10,7 @@ use crate::protocol::EndReason;
 use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Exit, Outcome};
 
-use super::Pipeline;
+use super::{Pipeline, Run};
 
 impl Pipeline {
     /// Runs every stage to completion.
@@ -22,21 +22,26 @@ impl Pipeline {
     ///
     /// [`PipelineError::NoRuntime`] outside a tokio runtime; a wiring mistake
     /// ([`PipelineError::NoConsumer`], [`PipelineError::NoProducer`], [`PipelineError::Cycle`],
-    /// [`PipelineError::InvalidSubscription`]) before anything runs; then, once every stage has
+    /// [`PipelineError::InvalidSubscription`]) or a name given to two stages
+    /// ([`PipelineError::DuplicateName`]) before anything runs; then, once every stage has
     /// ended, the first stage that failed or panicked, with the report of the whole run
     /// ([`PipelineError::report`]): every stage's counts and status, and the events lost.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future aborts every stage of the pipeline.
-    pub async fn run(mut self) -> Result<Report, PipelineError> {
-        if tokio::runtime::Handle::try_current().is_err() {
+    pub fn run(self) -> Run {
+        Run::new(self.run_to_end())
+    }
+
+    async fn run_to_end(mut self) -> Result<Report, PipelineError> {
+        if !tokio_with_timers() {
             return Err(PipelineError::NoRuntime);
         }
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        self.disambiguate_names();
+        self.disambiguate_names()?;
         let edges = self.validate()?;
         let Pipeline {
             stages,
@@ -157,6 +162,13 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Whether this runs in a tokio runtime with its time driver, which producers' back-off needs.
+/// tokio has no query for the time driver: making a timer panics without it.
+fn tokio_with_timers() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+        && std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
 }
 
 /// The first failure of a run, which its error names.

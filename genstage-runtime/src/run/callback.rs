@@ -1,5 +1,5 @@
-//! Calling a stage's callback: a panic in it is caught as the callback's outcome, so the stage ends
-//! with its counts intact, and a producer keeps serving its mailbox while the callback waits.
+//! Calling a stage's callbacks: a panic in one is caught as the stage's exit, so the stage ends with
+//! its counts intact, and a producer keeps serving its mailbox while its callback waits.
 
 use std::any::Any;
 use std::future::{poll_fn, Future};
@@ -9,33 +9,35 @@ use std::task::Poll;
 
 use crate::mailbox::{Receiver, TryRecvError};
 
-/// How a callback call ended.
-pub(super) enum Called<T> {
-    /// It returned this.
-    Returned(T),
-    /// It panicked with this message.
-    Panicked(String),
-    /// The stage had to stop while it waited, and it was dropped.
-    Stopped,
-}
+use super::Exit;
 
-/// Awaits `callback`, catching a panic in it.
-#[inline]
-pub(super) async fn call<F: Future>(callback: F) -> Called<F::Output> {
-    let mut callback = pin!(callback);
+/// Runs a stage loop to its exit, catching a panic in it: only a user's callback panics, so the
+/// stage's state outside the loop (its counts, its queues) is consistent when one does.
+///
+/// The catch wraps each poll of the whole loop, not each callback, so that callbacks are inlined
+/// into the loop as they would be without it.
+pub(super) async fn catch_panic(stage_loop: impl Future<Output = Exit>) -> Exit {
+    let mut stage_loop = pin!(stage_loop);
     poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| callback.as_mut().poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Called::Returned(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Called::Panicked(panic_message(&*payload))),
+        |cx| match catch_unwind(AssertUnwindSafe(|| stage_loop.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => Poll::Ready(Exit::Panicked(panic_message(&*payload))),
         },
     )
     .await
 }
 
-/// Awaits `callback`, catching a panic in it, and hands every message that arrives meanwhile to
-/// `take`; when `take` says the stage must stop, drops the callback and returns
-/// [`Called::Stopped`]. A callback that is ready when first polled never looks at the mailbox.
+/// How a callback call ended.
+pub(super) enum Called<T> {
+    /// It returned this.
+    Returned(T),
+    /// The stage had to stop while it waited, and it was dropped.
+    Stopped,
+}
+
+/// Awaits `callback` and hands every message that arrives meanwhile to `take`; when `take` says the
+/// stage must stop, drops the callback and returns [`Called::Stopped`]. A callback that is ready when
+/// first polled never looks at the mailbox.
 ///
 /// Only eager messages wake the stage while it waits (cancels and events, not asks: see
 /// [`crate::mailbox`]); asks are taken in with them.
@@ -47,10 +49,8 @@ pub(super) async fn call_serving<F: Future, M>(
 ) -> Called<F::Output> {
     let mut callback = pin!(callback);
     poll_fn(|cx| {
-        match catch_unwind(AssertUnwindSafe(|| callback.as_mut().poll(cx))) {
-            Ok(Poll::Ready(output)) => return Poll::Ready(Called::Returned(output)),
-            Ok(Poll::Pending) => {}
-            Err(payload) => return Poll::Ready(Called::Panicked(panic_message(&*payload))),
+        if let Poll::Ready(output) = callback.as_mut().poll(cx) {
+            return Poll::Ready(Called::Returned(output));
         }
         loop {
             match mailbox.try_recv() {

@@ -203,3 +203,117 @@ fn warn_excess(stage: &str, sub: SubscriptionId, excess: usize) {
         "GenStage consumer {stage} has received {excess} events in excess from subscription {sub}"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::demand::DemandLimits;
+
+    /// A producer that records the asks it is sent.
+    #[derive(Default)]
+    struct Asks(Mutex<Vec<(SubscriptionId, usize)>>);
+
+    impl ProducerPort for Asks {
+        fn ask(&self, sub: SubscriptionId, demand: usize) -> DeferredWake {
+            self.0.lock().unwrap().push((sub, demand));
+            DeferredWake::default()
+        }
+    }
+
+    fn subscribed(sub: SubscriptionId, producer: &Arc<Asks>, cancel: CancelMode) -> Upstream<u32> {
+        Upstream::Subscribed(Box::new(Subscribed {
+            sub,
+            producer: producer.clone(),
+            limits: DemandLimits::new(10, 5).unwrap(),
+            cancel,
+        }))
+    }
+
+    fn events(sub: SubscriptionId, events: std::ops::Range<u32>) -> Upstream<u32> {
+        Upstream::Events {
+            sub,
+            events: events.collect(),
+        }
+    }
+
+    /// Hands out the next batch and sends its ask, as a stage loop does.
+    fn handle(inputs: &mut Inputs<u32>) -> Option<(SubscriptionId, Vec<u32>)> {
+        match inputs.next_step(true)? {
+            Step::Handle {
+                sub,
+                events,
+                demand,
+            } => {
+                drop(inputs.ask(sub, demand));
+                Some((sub, events))
+            }
+            Step::Stop { cause } => panic!("unexpected stop caused by {cause}"),
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_and_asked_for_as_genstage_does() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        inputs.handle(events(1, 0..10));
+        assert_eq!(inputs.unhandled(), 10);
+        assert_eq!(handle(&mut inputs), Some((1, (0..5).collect())));
+        assert_eq!(handle(&mut inputs), Some((1, (5..10).collect())));
+        assert_eq!(handle(&mut inputs), None);
+        // max 10 / min 5: each batch of 5 brings outstanding to 5, which asks for 5.
+        assert_eq!(*producer.0.lock().unwrap(), [(1, 5), (1, 5)]);
+        assert_eq!((inputs.events_in, inputs.unhandled()), (10, 0));
+    }
+
+    #[test]
+    fn an_end_notice_is_acted_on_after_the_events_sent_before_it() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        inputs.handle(events(1, 0..3));
+        inputs.handle(Upstream::Ended {
+            sub: 1,
+            reason: EndReason::Failed(Arc::from("p")),
+        });
+        assert_eq!(handle(&mut inputs), Some((1, vec![0, 1, 2])));
+        match inputs.next_step(true) {
+            Some(Step::Stop { cause }) => assert_eq!(&*cause, "p"),
+            _ => panic!("a permanent subscription stops the stage"),
+        }
+    }
+
+    #[test]
+    fn a_temporary_subscription_outlives_its_failed_producer() {
+        let (failed, healthy) = (Arc::new(Asks::default()), Arc::new(Asks::default()));
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &failed, CancelMode::Temporary));
+        inputs.handle(subscribed(2, &healthy, CancelMode::Temporary));
+        inputs.handle(Upstream::Ended {
+            sub: 1,
+            reason: EndReason::Failed(Arc::from("p")),
+        });
+        inputs.handle(events(2, 0..2));
+        assert_eq!(handle(&mut inputs), Some((2, vec![0, 1])));
+        assert!(!inputs.exhausted());
+        inputs.handle(Upstream::Ended {
+            sub: 2,
+            reason: EndReason::Finished,
+        });
+        assert_eq!(handle(&mut inputs), None);
+        assert!(inputs.exhausted());
+    }
+
+    #[test]
+    fn a_producer_consumer_without_downstream_demand_holds_its_input() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("pc"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        inputs.handle(events(1, 0..4));
+        assert!(inputs.next_step(false).is_none());
+        assert_eq!(inputs.unhandled(), 4);
+        assert!(producer.0.lock().unwrap().is_empty());
+    }
+}

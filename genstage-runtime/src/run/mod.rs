@@ -18,7 +18,7 @@ use crate::mailbox::{Receiver, TryRecvError};
 use crate::protocol::{Mail, Upstream};
 use crate::report::{Loss, LossReason};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
-use callback::{call, call_serving, Called};
+use callback::{call_serving, catch_panic, Called};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
 use retry::Retry;
@@ -68,12 +68,13 @@ pub(crate) struct Outcome {
     pub(crate) losses: Vec<Loss>,
 }
 
-/// The events a stage had in hand when it stopped, by reason.
+/// The batch a stage's callback holds, while it holds one.
 #[derive(Debug, Default)]
 struct InHand {
-    /// The batch its callback failed, panicked or was dropped on.
-    failed_batch: u64,
-    /// Whether that batch was dropped because the stage had to stop, rather than failed.
+    /// Events handed to the callback that has not returned them yet: when the stage stops, the
+    /// batch its callback failed or panicked on.
+    batch: u64,
+    /// Whether that callback was dropped because the stage had to stop, rather than failed.
     interrupted: bool,
 }
 
@@ -97,9 +98,9 @@ impl InHand {
             })
             .sum();
         let (failed, interrupted) = if self.interrupted {
-            (0, self.failed_batch)
+            (0, self.batch)
         } else {
-            (self.failed_batch, 0)
+            (self.batch, 0)
         };
         [
             (failed, LossReason::FailedBatch),
@@ -121,16 +122,37 @@ pub(crate) async fn run_producer<P: Producer>(
 ) -> Outcome {
     let options = stage.producer_options();
     let mut outputs = Outputs::new(name.clone(), Box::new(DemandDispatcher::new()), options);
+    let exit = catch_panic(produce(&mut stage, &name, &mut mailbox, &mut outputs)).await;
+    let buffered = outputs.abandon_buffer();
+    let losses =
+        InHand::default().losses(&mut mailbox, 0, outputs.lost_to_gone_consumers, buffered);
+    Outcome {
+        exit,
+        events_in: 0,
+        events_out: outputs.events_out,
+        emitted: outputs.emitted(),
+        discarded: outputs.discarded(),
+        excess: 0,
+        losses,
+    }
+}
+
+async fn produce<P: Producer>(
+    stage: &mut P,
+    name: &str,
+    mailbox: &mut Receiver<Mail<Infallible, P::Output>>,
+    outputs: &mut Outputs<P::Output>,
+) -> Exit {
     let mut retry = Retry::default();
     let mut exhausted = false;
-    let exit = loop {
+    loop {
         // One call per ask, as GenStage makes it, or more while the producer emits fewer events than
         // its consumers can take.
         let demand = outputs.demand();
         if demand > 0 && !exhausted && retry.due() {
             // While the callback waits, the stage takes in its mail, and stops if its consumers
             // leave.
-            let called = call_serving(stage.handle_demand(demand), &mut mailbox, |mail| {
+            let called = call_serving(stage.handle_demand(demand), mailbox, |mail| {
                 if let Mail::Downstream(mail) = mail {
                     outputs.handle(mail);
                 }
@@ -142,23 +164,22 @@ pub(crate) async fn run_producer<P: Producer>(
                     exhausted = emit.last;
                     if emit.events.is_empty() {
                         if !exhausted {
-                            retry.empty(&name, demand);
+                            retry.empty(name, demand);
                         }
                     } else {
                         retry.emitted();
                         outputs.emit(emit.events);
                     }
                 }
-                Called::Returned(Err(error)) => break Exit::Failed(error),
-                Called::Panicked(message) => break Exit::Panicked(message),
-                Called::Stopped => break Exit::Cancelled(None),
+                Called::Returned(Err(error)) => return Exit::Failed(error),
+                Called::Stopped => return Exit::Cancelled(None),
             }
         }
         if exhausted && outputs.buffered() == 0 {
-            break Exit::Finished;
+            return Exit::Finished;
         }
         if outputs.abandoned() {
-            break Exit::Cancelled(None);
+            return Exit::Cancelled(None);
         }
         match mailbox.try_recv() {
             Ok(Mail::Downstream(mail)) => {
@@ -179,20 +200,8 @@ pub(crate) async fn run_producer<P: Producer>(
                     }
                 }
             }
-            Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
+            Err(TryRecvError::Disconnected) => return Exit::Cancelled(None),
         }
-    };
-    let buffered = outputs.abandon_buffer();
-    let losses =
-        InHand::default().losses(&mut mailbox, 0, outputs.lost_to_gone_consumers, buffered);
-    Outcome {
-        exit,
-        events_in: 0,
-        events_out: outputs.events_out,
-        emitted: outputs.emitted(),
-        discarded: outputs.discarded(),
-        excess: 0,
-        losses,
     }
 }
 
@@ -205,7 +214,40 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let mut inputs = Inputs::new(name.clone());
     let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
     let mut in_hand = InHand::default();
-    let exit = 'run: loop {
+    let exit = catch_panic(transform(
+        &mut stage,
+        &mut mailbox,
+        &mut inputs,
+        &mut outputs,
+        &mut in_hand,
+    ))
+    .await;
+    let buffered = outputs.abandon_buffer();
+    let losses = in_hand.losses(
+        &mut mailbox,
+        inputs.unhandled(),
+        outputs.lost_to_gone_consumers,
+        buffered,
+    );
+    Outcome {
+        exit,
+        events_in: inputs.events_in - in_hand.batch,
+        events_out: outputs.events_out,
+        emitted: outputs.emitted(),
+        discarded: outputs.discarded(),
+        excess: inputs.excess,
+        losses,
+    }
+}
+
+async fn transform<S: ProducerConsumer>(
+    stage: &mut S,
+    mailbox: &mut Receiver<Mail<S::Input, S::Output>>,
+    inputs: &mut Inputs<S::Input>,
+    outputs: &mut Outputs<S::Output>,
+    in_hand: &mut InHand,
+) -> Exit {
+    'run: loop {
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
         // it is queued behind an end notice.
         while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
@@ -216,10 +258,10 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
                     events,
                     demand,
                 } => {
-                    let len = events.len() as u64;
+                    in_hand.batch = events.len() as u64;
                     // While the callback waits, the stage takes in its mail, and stops if its
                     // consumers leave.
-                    let called = call_serving(stage.handle_events(events), &mut mailbox, |mail| {
+                    let called = call_serving(stage.handle_events(events), mailbox, |mail| {
                         match mail {
                             Mail::Upstream(mail) => inputs.handle(mail),
                             Mail::Downstream(mail) => outputs.handle(mail),
@@ -229,20 +271,13 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
                     .await;
                     let emitted = match called {
                         Called::Returned(Ok(emitted)) => emitted,
-                        Called::Returned(Err(error)) => {
-                            in_hand.failed_batch = len;
-                            break 'run Exit::Failed(error);
-                        }
-                        Called::Panicked(message) => {
-                            in_hand.failed_batch = len;
-                            break 'run Exit::Panicked(message);
-                        }
+                        Called::Returned(Err(error)) => break 'run Exit::Failed(error),
                         Called::Stopped => {
-                            in_hand.failed_batch = len;
                             in_hand.interrupted = true;
                             break 'run Exit::Cancelled(None);
                         }
                     };
+                    in_hand.batch = 0;
                     // The ask's wake-up goes with the output, to the consumer it wakes (see
                     // `crate::mailbox`, "Hand-offs"); failing that, the producer is woken before
                     // the consumer, so that it starts refilling while this stage's output waits
@@ -267,22 +302,6 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
             // Downstream demand reaches a producer_consumer as capacity, read above.
             Mail::Downstream(mail) => outputs.handle(mail),
         }
-    };
-    let buffered = outputs.abandon_buffer();
-    let losses = in_hand.losses(
-        &mut mailbox,
-        inputs.unhandled(),
-        outputs.lost_to_gone_consumers,
-        buffered,
-    );
-    Outcome {
-        exit,
-        events_in: inputs.events_in - in_hand.failed_batch,
-        events_out: outputs.events_out,
-        emitted: outputs.emitted(),
-        discarded: outputs.discarded(),
-        excess: inputs.excess,
-        losses,
     }
 }
 
@@ -293,7 +312,26 @@ pub(crate) async fn run_consumer<C: Consumer>(
 ) -> Outcome {
     let mut inputs = Inputs::new(name);
     let mut in_hand = InHand::default();
-    let exit = 'run: loop {
+    let exit = catch_panic(consume(&mut stage, &mut mailbox, &mut inputs, &mut in_hand)).await;
+    let losses = in_hand.losses(&mut mailbox, inputs.unhandled(), 0, 0);
+    Outcome {
+        exit,
+        events_in: inputs.events_in - in_hand.batch,
+        events_out: 0,
+        emitted: 0,
+        discarded: 0,
+        excess: inputs.excess,
+        losses,
+    }
+}
+
+async fn consume<C: Consumer>(
+    stage: &mut C,
+    mailbox: &mut Receiver<Mail<C::Input, Infallible>>,
+    inputs: &mut Inputs<C::Input>,
+    in_hand: &mut InHand,
+) -> Exit {
+    'run: loop {
         while let Some(step) = inputs.next_step(true) {
             match step {
                 Step::Stop { cause } => break 'run Exit::Cancelled(Some(cause)),
@@ -302,19 +340,11 @@ pub(crate) async fn run_consumer<C: Consumer>(
                     events,
                     demand,
                 } => {
-                    let len = events.len() as u64;
-                    match call(stage.handle_events(events)).await {
-                        Called::Returned(Ok(())) => {}
-                        Called::Returned(Err(error)) => {
-                            in_hand.failed_batch = len;
-                            break 'run Exit::Failed(error);
-                        }
-                        Called::Panicked(message) => {
-                            in_hand.failed_batch = len;
-                            break 'run Exit::Panicked(message);
-                        }
-                        Called::Stopped => {}
+                    in_hand.batch = events.len() as u64;
+                    if let Err(error) = stage.handle_events(events).await {
+                        break 'run Exit::Failed(error);
                     }
+                    in_hand.batch = 0;
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
                 }
@@ -330,15 +360,5 @@ pub(crate) async fn run_consumer<C: Consumer>(
             // A consumer emits nothing: the pipeline never subscribes anything to it.
             Mail::Downstream(_) => {}
         }
-    };
-    let losses = in_hand.losses(&mut mailbox, inputs.unhandled(), 0, 0);
-    Outcome {
-        exit,
-        events_in: inputs.events_in - in_hand.failed_batch,
-        events_out: 0,
-        emitted: 0,
-        discarded: 0,
-        excess: inputs.excess,
-        losses,
     }
 }

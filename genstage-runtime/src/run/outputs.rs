@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::dispatcher::{Dispatcher, SubscriptionId};
-use crate::event_path::EventPath;
+use crate::event_path::{Emitted, EventPath};
 use crate::mailbox::DeferredWake;
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EventSink};
@@ -78,9 +78,13 @@ impl<T: Send + 'static> Outputs<T> {
     /// Sends `events` to consumers with demand and buffers the rest.
     #[inline]
     pub(super) fn emit(&mut self, events: Vec<T>) {
-        let discarded = self.path.emit(events);
-        if discarded > 0 {
-            warn_discarded(&self.stage, discarded);
+        match self.path.emit(events) {
+            Emitted::Whole(sub, events) => self.deliver(sub, events),
+            Emitted::Dispatched { discarded } => {
+                if discarded > 0 {
+                    warn_discarded(&self.stage, discarded);
+                }
+            }
         }
         self.flush();
     }
@@ -120,14 +124,13 @@ impl<T: Send + 'static> Outputs<T> {
     /// Sends every delivery the event path has ready.
     #[inline]
     fn flush(&mut self) {
-        loop {
+        // A failed send cancels its consumer, which may make more deliveries ready.
+        while self.path.has_deliveries() {
             let mut deliveries = self.path.take_deliveries();
-            if deliveries.is_empty() {
-                return;
-            }
             for (sub, batch) in deliveries.drain(..) {
                 self.deliver(sub, batch);
             }
+            // The allocation goes back for the next round.
             self.path.recycle(deliveries);
         }
     }

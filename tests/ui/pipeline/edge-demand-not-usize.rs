@@ -7,5 +7,6 @@ use genstage::prelude::*;
 use stages::*;
 
 fn main() {
-    let _ = pipeline! { Counter::new() -[max_demand = "ten"]-> Printer };
+    let ten = 10u32;
+    let _ = pipeline! { Counter::new() -[max_demand = ten]-> Printer };
 }

@@ -1,0 +1,264 @@
+//! The options both macros read, written once: their keywords (as serde's `internals/symbol.rs`
+//! keeps its attribute names) and the rules of their values, each with one wording, so that
+//! `#[stage(consumer, max_demand = 0)]` and `-[max_demand = 0]->` give the same error.
+
+use std::fmt;
+
+use proc_macro2::Ident;
+use syn::{Expr, ExprLit, Lit};
+
+/// An option's keyword.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Symbol(&'static str);
+
+/// `max_demand = n`: most events outstanding per subscription.
+pub(crate) const MAX_DEMAND: Symbol = Symbol("max_demand");
+/// `min_demand = n`: the outstanding demand at which a consumer asks again.
+pub(crate) const MIN_DEMAND: Symbol = Symbol("min_demand");
+/// `cancel = permanent | transient | temporary`.
+pub(crate) const CANCEL: Symbol = Symbol("cancel");
+/// `buffer_size = n | infinity`.
+pub(crate) const BUFFER_SIZE: Symbol = Symbol("buffer_size");
+/// `buffer_keep = first | last`.
+pub(crate) const BUFFER_KEEP: Symbol = Symbol("buffer_keep");
+/// `crate = "path"` (`#[stage]`) or `crate = path;` (`pipeline!`).
+pub(crate) const CRATE: Symbol = Symbol("crate");
+
+/// The options of a subscription, which an edge may set too.
+pub(crate) const SUBSCRIPTION_OPTIONS: &[Symbol] = &[MAX_DEMAND, MIN_DEMAND, CANCEL];
+
+/// GenStage's default `max_demand`.
+pub(crate) const DEFAULT_MAX_DEMAND: usize = 1000;
+
+/// `cancel`'s values, with the `CancelMode` variant each names.
+pub(crate) const CANCEL_MODES: &[(&str, &str)] = &[
+    ("permanent", "Permanent"),
+    ("transient", "Transient"),
+    ("temporary", "Temporary"),
+];
+
+/// `buffer_keep`'s values, with the `BufferKeep` variant each names.
+pub(crate) const BUFFER_KEEPS: &[(&str, &str)] = &[("first", "First"), ("last", "Last")];
+
+impl Symbol {
+    /// The keyword as written.
+    pub(crate) fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl PartialEq<Symbol> for Ident {
+    fn eq(&self, word: &Symbol) -> bool {
+        self == word.0
+    }
+}
+
+impl PartialEq<Symbol> for &Ident {
+    fn eq(&self, word: &Symbol) -> bool {
+        *self == word.0
+    }
+}
+
+impl PartialEq<Symbol> for str {
+    fn eq(&self, word: &Symbol) -> bool {
+        self == word.0
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`, each in backticks.
+pub(crate) fn list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// A count option (`max_demand`, `min_demand`, `buffer_size`): the value of an integer literal,
+/// checked here, or `None` for any other expression, which rustc checks to be a `usize`.
+pub(crate) fn count(key: &Ident, value: &Expr) -> syn::Result<Option<usize>> {
+    let what = if *key == BUFFER_SIZE {
+        "a number of events (a `usize`) or `infinity`"
+    } else {
+        "a number of events (a `usize`)"
+    };
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => int.base10_parse::<usize>().map(Some).map_err(|_| {
+            syn::Error::new(
+                int.span(),
+                format!("`{key}` is {what}; `{int}` is too large"),
+            )
+        }),
+        Expr::Lit(lit) => Err(syn::Error::new_spanned(
+            lit,
+            format!("`{key}` is {what}, not this literal"),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// `max_demand`'s rule: at least 1, checked for a literal.
+pub(crate) fn check_max_demand(value: &Expr, literal: Option<usize>) -> syn::Result<()> {
+    match literal {
+        Some(0) => Err(syn::Error::new_spanned(
+            value,
+            "`max_demand` must be at least 1: a stage that asks for 0 events never gets any",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where the `max_demand` a `min_demand` is checked against comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum MaxDemand {
+    /// Set next to it, to this value.
+    Set(usize),
+    /// Not set: GenStage's default.
+    Default,
+}
+
+/// `min_demand`'s rule: less than `max_demand`, checked for literals. The error is under
+/// `value`, the `min_demand` value.
+pub(crate) fn check_min_demand(value: &Expr, min: usize, max: MaxDemand) -> syn::Result<()> {
+    let (max, how) = match max {
+        MaxDemand::Set(max) => (max, ""),
+        MaxDemand::Default => (DEFAULT_MAX_DEMAND, " by default"),
+    };
+    if min < max || max == 0 {
+        return Ok(());
+    }
+    Err(syn::Error::new_spanned(
+        value,
+        min_demand_message(min, max, how),
+    ))
+}
+
+/// The error of a `min_demand` that is not below `max_demand` (`how`: `""` or `" by default"`).
+pub(crate) fn min_demand_message(min: usize, max: usize, how: &str) -> String {
+    format!("`min_demand` must be less than `max_demand`, which is {max}{how}; got {min}")
+}
+
+/// An option whose value is one of a few names (`cancel`, `buffer_keep`): the matching variant's
+/// identifier, spanned at the user's value.
+pub(crate) fn choice(
+    key: &Ident,
+    value: &Expr,
+    choices: &[(&str, &str)],
+    what: &str,
+) -> syn::Result<Ident> {
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let expected = list(&names).replacen(" and ", " or ", 1);
+    if let Expr::Path(path) = value {
+        if let Some(ident) = path.path.get_ident() {
+            if path.qself.is_none() && path.attrs.is_empty() {
+                return match choices.iter().find(|(name, _)| ident == name) {
+                    Some((_, variant)) => Ok(Ident::new(variant, ident.span())),
+                    None => Err(syn::Error::new(
+                        ident.span(),
+                        format!("unknown {what} `{ident}`: `{key}` is {expected}"),
+                    )),
+                };
+            }
+        }
+    }
+    Err(syn::Error::new_spanned(
+        value,
+        format!("`{key}` is {expected}"),
+    ))
+}
+
+/// The error of an option set twice, under its second key.
+pub(crate) fn duplicate(key: &Ident) -> syn::Error {
+    syn::Error::new(
+        key.span(),
+        format!("duplicate option `{key}`: it is set once already"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expr(text: &str) -> Expr {
+        syn::parse_str(text).expect("test expressions parse")
+    }
+
+    fn key(name: &str) -> Ident {
+        Ident::new(name, proc_macro2::Span::call_site())
+    }
+
+    #[test]
+    fn counts_are_literals_in_range_or_expressions() {
+        assert_eq!(count(&key("max_demand"), &expr("10")).unwrap(), Some(10));
+        assert_eq!(count(&key("max_demand"), &expr("n + 1")).unwrap(), None);
+        let error = count(&key("max_demand"), &expr("\"10\"")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`max_demand` is a number of events (a `usize`), not this literal"
+        );
+        let error = count(&key("min_demand"), &expr("1000000000000000000000")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`min_demand` is a number of events (a `usize`); `1000000000000000000000` is too large"
+        );
+    }
+
+    #[test]
+    fn demand_rules_have_one_wording() {
+        assert!(check_max_demand(&expr("0"), Some(0)).is_err());
+        assert!(check_max_demand(&expr("1"), Some(1)).is_ok());
+        let error = check_min_demand(&expr("10"), 10, MaxDemand::Set(10)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`min_demand` must be less than `max_demand`, which is 10; got 10"
+        );
+        let error = check_min_demand(&expr("1000"), 1000, MaxDemand::Default).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`min_demand` must be less than `max_demand`, which is 1000 by default; got 1000"
+        );
+        assert!(check_min_demand(&expr("999"), 999, MaxDemand::Default).is_ok());
+        // A `max_demand` of 0 has its own error.
+        assert!(check_min_demand(&expr("5"), 5, MaxDemand::Set(0)).is_ok());
+    }
+
+    #[test]
+    fn choices_name_the_allowed_values() {
+        let mode = choice(
+            &key("cancel"),
+            &expr("temporary"),
+            CANCEL_MODES,
+            "cancel mode",
+        );
+        assert_eq!(mode.unwrap().to_string(), "Temporary");
+        let error = choice(
+            &key("cancel"),
+            &expr("sometimes"),
+            CANCEL_MODES,
+            "cancel mode",
+        );
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "unknown cancel mode `sometimes`: `cancel` is `permanent`, `transient` or `temporary`"
+        );
+        let error = choice(
+            &key("buffer_keep"),
+            &expr("1"),
+            BUFFER_KEEPS,
+            "buffer_keep value",
+        );
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "`buffer_keep` is `first` or `last`"
+        );
+    }
+}

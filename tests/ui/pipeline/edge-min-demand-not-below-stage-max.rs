@@ -1,0 +1,16 @@
+use genstage::prelude::*;
+
+struct Printer {
+    printed: usize,
+}
+
+#[stage(consumer, max_demand = 10)]
+impl Printer {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.printed += events.len();
+    }
+}
+
+fn main() {
+    let _ = pipeline! { from_iter(0..10u64) -[min_demand = 10]-> Printer { printed: 0 } };
+}

@@ -1,0 +1,18 @@
+use genstage::prelude::*;
+
+struct Printer;
+
+#[stage(consumer)]
+impl Printer {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        let _ = events;
+    }
+
+    fn handle_info(&mut self, message: String) {
+        let _ = message;
+    }
+}
+
+fn main() {
+    let _ = pipeline! { from_iter(0..10u64) -> Printer };
+}
