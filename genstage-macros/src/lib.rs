@@ -11,6 +11,27 @@ mod options;
 mod pipeline;
 mod stage;
 
+/// The name genstage-runtime exports its hidden module under for this release (its build script
+/// computes the same name from its own version): `__private_<major>_<minor>_<patch>`. The workspace
+/// gives every crate one version and the facade pins the runtime and the macros exactly, so the
+/// two names agree; a macro crate of another release fails to resolve the module instead of
+/// expanding to items that may have changed.
+const PRIVATE_MODULE: &str = concat!(
+    "__private_",
+    env!("CARGO_PKG_VERSION_MAJOR"),
+    "_",
+    env!("CARGO_PKG_VERSION_MINOR"),
+    "_",
+    env!("CARGO_PKG_VERSION_PATCH"),
+);
+
+/// The path of the runtime's hidden module through `krate` (`::genstage` unless the user set
+/// `crate = …`): every generated item that is not public API is named through it.
+fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
+    let module = proc_macro2::Ident::new(PRIVATE_MODULE, proc_macro2::Span::call_site());
+    quote::quote!(#krate::#module)
+}
+
 /// Turns an inherent impl block into a stage: `#[stage(producer | producer_consumer | consumer, …)]`.
 ///
 /// The impl block is kept as written (it may hold other methods); next to it the macro implements

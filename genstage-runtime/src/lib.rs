@@ -50,6 +50,9 @@ pub use pipeline::{
 pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 
-#[doc(hidden)]
-pub mod __private;
+// What the macros expand to, exported only under a name that carries this release's version,
+// `__private_<major>_<minor>_<patch>` (written by build.rs), so that the macros of another release
+// cannot use it by accident.
+mod __private;
+include!(concat!(env!("OUT_DIR"), "/private.rs"));
 pub use stream::{from_iter, FromIter};

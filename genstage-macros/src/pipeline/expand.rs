@@ -6,7 +6,7 @@
 //! (`ProducerRef`, `ProducerConsumerRef`, `ConsumerRef`), and called with tokens spanned at the
 //! user's stage, so rustc's error is one sentence under that stage. rustc adds a `help:` line
 //! naming the trait and the type it was asked of; both are user-facing (the local trait's name,
-//! a public handle type), never an item of `__private` (`tests/ui.rs` checks it).
+//! a public handle type), never an item of the hidden module (`tests/ui.rs` checks it).
 //!
 //! - per node, from the arrows around it: `Source` (it stands before `->`: not a consumer),
 //!   `Sink` (it stands after `->`: not a producer), `Start` (nothing feeds it: not a
@@ -113,26 +113,23 @@ pub(crate) fn expand_graph(graph: &Graph, settings: &[EdgeSettings]) -> TokenStr
 /// `let __stageN = vec![instances…];`, evaluating the expression once per instance.
 fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
     let krate = &graph.krate;
+    let private = crate::private_path(krate);
     let node = &graph.nodes[index];
     let stage = local(&format!("__stage{index}"), Span::call_site());
     let instances = local("__instances", Span::call_site());
     let name = match &node.name {
         Some(name) => {
             let text = Literal::string(&name.to_string());
-            quote!(#krate::__private::Some(#krate::__private::String::from(#text)))
+            quote!(#private::Some(#private::String::from(#text)))
         }
-        None => quote!(#krate::__private::None),
+        None => quote!(#private::None),
     };
     let expr = node.stage.expr();
     let range = SpanRange::of(&quote!(#expr));
     // The value is bound first, so a local moved twice is a plain move error under the user's
     // tokens; `Stage::add_to` then reports a non-stage with `Stage`'s own message.
     let value = local("__value", range.first);
-    let value_arg = call_at(
-        quote!(#krate::__private::pipeline::identity),
-        quote!(#value),
-        range,
-    );
+    let value_arg = call_at(quote!(#private::pipeline::identity), quote!(#value), range);
     let add_call = call_at(
         quote!(Stage::add_stage),
         quote!(#value_arg, &mut #pipeline, #name),
@@ -152,7 +149,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                 fn add_stage(
                     stage: Self,
                     pipeline: &mut #krate::Pipeline,
-                    name: #krate::__private::Option<#krate::__private::String>,
+                    name: #private::Option<#private::String>,
                 ) -> Self::Ref;
             }
             #[diagnostic::do_not_recommend]
@@ -161,7 +158,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                 fn add_stage(
                     stage: Self,
                     pipeline: &mut #krate::Pipeline,
-                    name: #krate::__private::Option<#krate::__private::String>,
+                    name: #private::Option<#private::String>,
                 ) -> Self::Ref {
                     #krate::Stage::add_to(stage, pipeline, name)
                 }
@@ -173,7 +170,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
     match &node.stage {
         StageSyntax::One(_) => quote! {
             let #stage = {
-                let mut #instances = #krate::__private::Vec::with_capacity(1);
+                let mut #instances = #private::Vec::with_capacity(1);
                 #bind
                 #instances.push(#add);
                 #instances
@@ -200,14 +197,14 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                     #const_check
                     #count_let
                     if #count == 0 {
-                        #krate::__private::pipeline::empty_group(&mut #pipeline, #label);
+                        #private::pipeline::empty_group(&mut #pipeline, #label);
                     }
-                    let mut #instances = #krate::__private::Vec::with_capacity(#count);
+                    let mut #instances = #private::Vec::with_capacity(#count);
                     for _ in 0..#count {
                         #bind
                         #instances.push(#add);
                     }
-                    #krate::__private::pipeline::group(&mut #pipeline, &#instances);
+                    #private::pipeline::group(&mut #pipeline, &#instances);
                     #instances
                 };
             }
@@ -323,13 +320,10 @@ fn node_check(
     range: SpanRange,
 ) -> TokenStream {
     let krate = &graph.krate;
+    let private = crate::private_path(krate);
     let name = Ident::new(trait_name, Span::call_site());
     let stage = local(&format!("__stage{index}"), range.first);
-    let instances = call_at(
-        quote!(#krate::__private::pipeline::identity),
-        quote!(&#stage),
-        range,
-    );
+    let instances = call_at(quote!(#private::pipeline::identity), quote!(&#stage), range);
     let check = call_at(quote!(#name::check), instances, range);
     let impls = allowed.iter().map(|handle| {
         let mut tokens = (*handle).clone().into_iter();
@@ -356,7 +350,7 @@ fn node_check(
             )*
             // A stage whose `#[stage]` was rejected: its one error is there already.
             #[diagnostic::do_not_recommend]
-            impl<__R> #name for #krate::__private::fallback::RejectedRef<__R> {}
+            impl<__R> #name for #private::fallback::RejectedRef<__R> {}
             #check;
         }
     }
@@ -378,6 +372,7 @@ fn min_demand_check(
     settings: &EdgeSettings,
 ) -> Option<TokenStream> {
     let krate = &graph.krate;
+    let private = crate::private_path(krate);
     if settings.max_demand.is_some() {
         return None;
     }
@@ -407,13 +402,13 @@ fn min_demand_check(
     let span = int.span();
     let min = Literal::usize_unsuffixed(min);
     Some(quote_spanned! {span=>
-        const _: () = if let #krate::__private::Some((__max, __default)) =
+        const _: () = if let #private::Some((__max, __default)) =
             <#ident as #krate::Stage>::__MAX_DEMAND
         {
             if #min >= __max {
                 ::core::panic!(
                     "{}",
-                    #krate::__private::pipeline::MinDemandMessage::new(#min, __max, __default).as_str()
+                    #private::pipeline::MinDemandMessage::new(#min, __max, __default).as_str()
                 )
             }
         };
@@ -424,12 +419,11 @@ fn min_demand_check(
 /// instance.
 ///
 /// The check is a trait `Sink<Out>` local to the edge, implemented for the consumer handles that
-/// take `Out` and, for any handle, for the [`Skipped`] parameter of an edge with a side in the
-/// wrong role (its node check reported it). The trait's parameter is fixed by an argument's type
-/// before rustc looks at the impls, so a mismatch is reported as `ConsumerRef<String>: Sink<u64>`
-/// with this edge's message, never as a type mismatch of the argument.
-///
-/// [`Skipped`]: ../../genstage_runtime/__private/pipeline/enum.Skipped.html
+/// take `Out` and, for any handle, for the `Skipped` parameter (genstage-runtime's
+/// `src/__private/pipeline.rs`) of an edge with a side in the wrong role (its node check reported
+/// it). The trait's parameter is fixed by an argument's type before rustc looks at the impls, so a
+/// mismatch is reported as `ConsumerRef<String>: Sink<u64>` with this edge's message, never as a
+/// type mismatch of the argument.
 fn expand_edge(
     graph: &Graph,
     index: usize,
@@ -437,7 +431,8 @@ fn expand_edge(
     pipeline: &Ident,
 ) -> TokenStream {
     let krate = &graph.krate;
-    let private = quote!(#krate::__private::pipeline);
+    let hidden = crate::private_path(krate);
+    let private = quote!(#hidden::pipeline);
     let edge = &graph.edges[index];
     let from = escape(&graph.nodes[edge.from].label());
     let to = escape(&graph.nodes[edge.to].label());
@@ -477,17 +472,17 @@ fn expand_edge(
             quote_spanned! {span=>
                 {
                     let #local: ::core::primitive::usize = #value;
-                    #krate::__private::Some(#local)
+                    #hidden::Some(#local)
                 }
             }
         }
-        None => quote!(#krate::__private::None),
+        None => quote!(#hidden::None),
     };
     let max_demand = demand(settings.max_demand.as_ref());
     let min_demand = demand(settings.min_demand.as_ref());
     let cancel = match &settings.cancel {
-        Some(mode) => quote!(#krate::__private::Some(#private::#mode)),
-        None => quote!(#krate::__private::None),
+        Some(mode) => quote!(#hidden::Some(#private::#mode)),
+        None => quote!(#hidden::None),
     };
 
     let events = call_at(quote!(#private::events_of), quote!(#producer), range);

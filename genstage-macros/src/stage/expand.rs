@@ -5,7 +5,7 @@
 //! `IntoEvents`, `IntoDone`), each use spanned at the user's type, so a wrong one is reported
 //! there with the helper trait's `on_unimplemented` sentence. The traits are defined inside the
 //! expansion's `const _` block, so rustc's `help:` line names them plainly ("the trait `IntoDone`
-//! is not implemented for `Vec<u64>`"), never through `genstage::__private`.
+//! is not implemented for `Vec<u64>`"), never through genstage's hidden module.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
@@ -17,7 +17,7 @@ use super::validate::{BufferSize, ProducerOpts, Settings, StageModel, SubscribeO
 /// The trait impls for a validated stage (without the user's impl block, which is kept as written).
 pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let krate = &model.krate;
-    let private = quote!(#krate::__private);
+    let private = crate::private_path(krate);
     let self_ty = &model.item.self_ty;
     let generics = stage_generics(&model.item, &model.krate);
     let (impl_generics, _, where_clause) = generics.split_for_impl();
@@ -188,7 +188,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 /// `E` is any error that converts into `StageError`. Every impl is `do_not_recommend`, so the
 /// error is the trait's sentence rather than a list of impls.
 fn helper_traits(role: Role, krate: &syn::Path) -> TokenStream {
-    let private = quote!(#krate::__private);
+    let private = crate::private_path(krate);
     let result = quote!(#krate::StageResult);
     let emit = quote!(#krate::Emit);
     let vec = quote!(#private::Vec);
@@ -334,7 +334,7 @@ pub(crate) fn stage_generics(item: &syn::ItemImpl, krate: &syn::Path) -> syn::Ge
     if generics.type_params().next().is_none() {
         return generics;
     }
-    let private = quote!(#krate::__private);
+    let private = crate::private_path(krate);
     let self_ty = &item.self_ty;
     let params: Vec<syn::Ident> = generics.type_params().map(|p| p.ident.clone()).collect();
     let where_clause = generics.make_where_clause();

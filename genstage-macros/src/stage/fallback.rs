@@ -1,5 +1,5 @@
 //! What `#[stage]` emits when it rejects the impl block: the role impl and the `Stage` impl of a
-//! stage whose events are the placeholder `genstage::__private::fallback::Rejected`, next to the
+//! stage whose events are the placeholder `fallback::Rejected` of genstage's hidden module, next to the
 //! user's block (kept as written) and the errors.
 //!
 //! Without them, one mistake in a stage gives a second error at each use of it ("`Printer` is not
@@ -25,7 +25,7 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
         return TokenStream::new();
     };
     let (role, krate) = read_attr(attr);
-    let private = quote!(#krate::__private);
+    let private = crate::private_path(&krate);
     let self_ty = &item.self_ty;
 
     let mut generics = stage_generics(&item, &krate);
@@ -91,7 +91,7 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
 
 /// The role trait's items, with the placeholder event type; the callback is never called.
 fn role_items(role: Role, krate: &syn::Path) -> TokenStream {
-    let private = quote!(#krate::__private);
+    let private = crate::private_path(krate);
     let rejected = quote!(#private::fallback::Rejected);
     match role {
         Role::Producer => quote! {

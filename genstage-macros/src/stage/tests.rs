@@ -7,6 +7,7 @@ use std::str::FromStr;
 use proc_macro2::{LineColumn, TokenStream};
 
 use super::{expand_checked, expand_stage};
+use crate::PRIVATE_MODULE;
 
 /// Where an error should start: the `nth` (0-based) occurrence of a snippet in the attribute or
 /// in the item.
@@ -255,6 +256,24 @@ fn expanded_after_item(attr: &str, item: &str) -> (String, Vec<String>) {
 }
 
 #[test]
+fn the_hidden_module_is_named_after_the_release() {
+    // genstage-runtime/build.rs exports the module under the same name, from the same version.
+    assert_eq!(
+        PRIVATE_MODULE,
+        format!("__private_{}", env!("CARGO_PKG_VERSION").replace('.', "_"))
+    );
+    let (out, _) = expanded_after_item(
+        "consumer",
+        "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }",
+    );
+    assert!(
+        out.contains(&format!(":: genstage :: {PRIVATE_MODULE} ::")),
+        "{out}"
+    );
+    assert!(!out.contains("__private ::"), "{out}");
+}
+
+#[test]
 fn a_rejected_stage_falls_back_to_its_role_with_placeholder_events() {
     let (_, items) = expanded_after_item(
         "consumer, max_demand = 0",
@@ -268,11 +287,15 @@ fn a_rejected_stage_falls_back_to_its_role_with_placeholder_events() {
         "{fallback}"
     );
     assert!(
-        fallback.contains("type Input = :: genstage :: __private :: fallback :: Rejected"),
+        fallback.contains(&format!(
+            "type Input = :: genstage :: {PRIVATE_MODULE} :: fallback :: Rejected"
+        )),
         "{fallback}"
     );
     assert!(
-        fallback.contains("RejectedRef < :: genstage :: __private :: pipeline :: IsConsumer >"),
+        fallback.contains(&format!(
+            "RejectedRef < :: genstage :: {PRIVATE_MODULE} :: pipeline :: IsConsumer >"
+        )),
         "{fallback}"
     );
     assert!(
@@ -314,11 +337,15 @@ fn the_fallback_keeps_the_generics_and_bounds_a_borrowing_stage() {
         "{fallback}"
     );
     assert!(
-        fallback.contains("for < '__rejected > S < 'a , T > : :: genstage :: __private :: stage :: Send + 'static"),
+        fallback.contains(&format!(
+            "for < '__rejected > S < 'a , T > : :: genstage :: {PRIVATE_MODULE} :: stage :: Send + 'static"
+        )),
         "{fallback}"
     );
     assert!(
-        fallback.contains("T : :: genstage :: __private :: stage :: Send + 'static"),
+        fallback.contains(&format!(
+            "T : :: genstage :: {PRIVATE_MODULE} :: stage :: Send + 'static"
+        )),
         "{fallback}"
     );
 }

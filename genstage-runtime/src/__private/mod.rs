@@ -1,7 +1,9 @@
 //! What the `#[stage]` and `pipeline!` macros expand to. Not public API: no stability promise.
 //!
-//! Generated code names everything through `::genstage::__private::…`, so a user who shadows `Vec`,
-//! `Result` or `Option` cannot break an expansion.
+//! The module is private; the crate exports it as `__private_<major>_<minor>_<patch>` (see build.rs),
+//! and generated code names everything through `::genstage::__private_0_1_0::…` (for 0.1.0), so a
+//! user who shadows `Vec`, `Result` or `Option` cannot break an expansion, and the macros of another
+//! release cannot reach this one's items.
 
 pub mod fallback;
 pub mod pipeline;
