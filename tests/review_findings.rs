@@ -396,3 +396,16 @@ fn a_runtime_without_timers_is_an_error_not_a_panic() {
         ),
     }
 }
+
+/// `DemandError` is public with public fields: formatting any value of it must not panic.
+#[test]
+fn every_demand_error_formats_without_panicking() {
+    let error = genstage::DemandError::MinDemandTooLarge {
+        min_demand: 0,
+        max_demand: 0,
+    };
+    assert_eq!(
+        error.to_string(),
+        "expected min_demand to be equal to or less than 0, got: 0"
+    );
+}
