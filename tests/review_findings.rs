@@ -409,3 +409,24 @@ fn every_demand_error_formats_without_panicking() {
         "expected min_demand to be equal to or less than 0, got: 0"
     );
 }
+
+/// The public `DemandDispatcher` takes any `usize` demand: its sums saturate instead of
+/// overflowing (a debug panic, a wrap in release).
+#[test]
+fn the_demand_dispatcher_never_overflows() {
+    use genstage::dispatcher::{DemandDispatcher, Dispatcher};
+    let mut dispatcher = DemandDispatcher::new();
+    dispatcher.subscribe(1).unwrap();
+    dispatcher.subscribe(2).unwrap();
+    dispatcher.ask(1, usize::MAX);
+    dispatcher.ask(2, usize::MAX);
+    dispatcher.ask(1, 1);
+    assert_eq!(Dispatcher::<u8>::capacity(&dispatcher), usize::MAX);
+    let mut deliveries = Vec::new();
+    let leftover = dispatcher.dispatch(vec![1u8, 2, 3], &mut deliveries);
+    assert!(leftover.is_empty());
+    assert_eq!(deliveries, vec![(1, vec![1, 2, 3])]);
+    dispatcher.cancel(1);
+    dispatcher.cancel(2);
+    assert_eq!(Dispatcher::<u8>::capacity(&dispatcher), 0);
+}
