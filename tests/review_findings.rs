@@ -430,3 +430,63 @@ fn the_demand_dispatcher_never_overflows() {
     dispatcher.cancel(2);
     assert_eq!(Dispatcher::<u8>::capacity(&dispatcher), 0);
 }
+
+/// Panics when dropped: a guard held across an `.await` in a callback.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("guard dropped");
+        }
+    }
+}
+
+/// Emits `0..10` on its first call, then waits for ever holding a [`PanicOnDrop`].
+struct GuardedWait {
+    calls: usize,
+}
+
+impl Producer for GuardedWait {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        self.calls += 1;
+        if self.calls == 1 {
+            return Ok(Emit::more((0..10).collect()));
+        }
+        let _guard = PanicOnDrop;
+        std::future::pending::<()>().await;
+        Ok(Emit::more(Vec::new()))
+    }
+}
+
+/// A callback dropped because its stage must stop (its consumer failed) panics in its drop: the
+/// panic escapes `call_serving` (the future is dropped outside `catch_unwind`), the stage's task
+/// panics, and the runtime reports it with every count zeroed (`lost_task`), so the report no
+/// longer balances: 10 emitted events, 5 handled, 5 in the failed batch, but 0 emitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "review finding, not fixed: a panic outside a callback's poll (a dropped callback, an event's or a stage's Drop) loses the stage's counts with its task"]
+async fn a_panic_in_a_dropped_callback_keeps_the_stage_counts() {
+    let seen = Seen::default();
+    let mut pipeline = Pipeline::new();
+    let producer = pipeline.add_producer_named("p", GuardedWait { calls: 0 });
+    let sink = pipeline.add_consumer_named(
+        "c",
+        Sink {
+            calls: 0,
+            fault: Fault::Err(2),
+            seen: seen.clone(),
+        },
+    );
+    pipeline.subscribe_with(
+        &producer,
+        &sink,
+        SubscribeOptions::new().max_demand(10).min_demand(5),
+    );
+    let result = tokio::time::timeout(Duration::from_secs(20), pipeline.run())
+        .await
+        .expect("the run ends");
+    let (report, _) = report_of(result);
+    assert_eq!(report.stage("p").unwrap().emitted, 10, "{report:#?}");
+    assert!(report.totals().balanced(), "{report:#?}");
+}
