@@ -101,7 +101,9 @@ impl Producer for Source {
             _ => demand as u64,
         };
         let stop = self.end.min(self.next + n);
-        let events = (self.next..stop).map(|i| self.tag * 1_000_000 + i).collect();
+        let events = (self.next..stop)
+            .map(|i| self.tag * 1_000_000 + i)
+            .collect();
         self.next = stop;
         Ok(if stop == self.end {
             Emit::last(events)
