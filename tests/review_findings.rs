@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    CancelMode, Consumer, Emit, Pipeline, PipelineError, Producer, ProducerConsumer,
+    BufferKeep, CancelMode, Consumer, Emit, Pipeline, PipelineError, Producer, ProducerConsumer,
     ProducerOptions, Report, StageResult, SubscribeOptions,
 };
 
@@ -84,6 +84,7 @@ struct Source {
     calls: usize,
     fault: Fault,
     yield_sometimes: bool,
+    options: ProducerOptions,
 }
 
 impl Producer for Source {
@@ -113,16 +114,32 @@ impl Producer for Source {
     }
 
     fn producer_options(&self) -> ProducerOptions {
-        // Large enough never to discard: every event is then handled or lost.
-        ProducerOptions::for_producer().unbounded()
+        self.options
     }
 }
 
-/// Passes on every event, or every second one.
+/// Unbounded, or small enough to overflow, keeping the first or the last events.
+fn random_buffer(r: &mut Rng, default: ProducerOptions) -> ProducerOptions {
+    let keep = if r.below(2) == 0 {
+        BufferKeep::First
+    } else {
+        BufferKeep::Last
+    };
+    match r.below(3) {
+        0 => default,
+        1 => default.unbounded().buffer_keep(keep),
+        _ => default.buffer_size(r.below(40) as usize).buffer_keep(keep),
+    }
+}
+
+/// Passes on every event, or every second one, or every event and a copy of it (`event + copy`,
+/// distinct from every other event of the run).
 struct Middle {
     calls: usize,
     fault: Fault,
     filter: bool,
+    copy: Option<u64>,
+    options: ProducerOptions,
 }
 
 impl ProducerConsumer for Middle {
@@ -133,9 +150,15 @@ impl ProducerConsumer for Middle {
         self.fault.strike(self.calls).await?;
         Ok(if self.filter {
             events.into_iter().filter(|e| e % 2 == 0).collect()
+        } else if let Some(copy) = self.copy {
+            events.into_iter().flat_map(|e| [e, e + copy]).collect()
         } else {
             events
         })
+    }
+
+    fn producer_options(&self) -> ProducerOptions {
+        self.options
     }
 }
 
@@ -192,6 +215,7 @@ async fn random_run(seed: u64) -> Result<(), String> {
                     calls: 0,
                     fault,
                     yield_sometimes: r.below(2) == 0,
+                    options: random_buffer(&mut r, ProducerOptions::for_producer()),
                 },
             )
         })
@@ -205,7 +229,9 @@ async fn random_run(seed: u64) -> Result<(), String> {
                 Middle {
                     calls: 0,
                     fault,
-                    filter: r.below(2) == 0,
+                    filter: r.below(3) == 0,
+                    copy: (r.below(2) == 0).then_some((i + 1) * 1_000_000_000_000),
+                    options: random_buffer(&mut r, ProducerOptions::for_producer_consumer()),
                 },
             )
         })
