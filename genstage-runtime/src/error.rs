@@ -47,7 +47,7 @@ impl fmt::Display for DemandError {
             } => write!(
                 f,
                 "expected min_demand to be equal to or less than {}, got: {min_demand}",
-                max_demand - 1
+                max_demand.saturating_sub(1)
             ),
         }
     }

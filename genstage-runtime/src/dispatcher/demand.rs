@@ -26,7 +26,8 @@ pub struct DemandDispatcher {
     demands: Vec<(usize, SubscriptionId)>,
     /// Demand requested upstream for consumers that have since cancelled.
     pending: usize,
-    /// Sum of the demands in `demands`.
+    /// Sum of the demands in `demands`, saturating at `usize::MAX` (as every sum here does: the
+    /// runtime keeps demand far below it, but the type takes any `usize`).
     total: usize,
     /// The largest ask expected; set from the first ask when not configured.
     max_demand: Option<usize>,
@@ -59,7 +60,7 @@ impl DemandDispatcher {
     fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
         let at = self.demands.iter().position(|&(_, s)| s == sub)?;
         let (demand, _) = self.demands.remove(at);
-        self.total -= demand;
+        self.total = self.total.saturating_sub(demand);
         Some(demand)
     }
 
@@ -73,7 +74,7 @@ impl DemandDispatcher {
         if to > 1 {
             self.demands[..to].rotate_left(1);
         }
-        self.total -= n;
+        self.total = self.total.saturating_sub(n);
     }
 }
 
@@ -96,7 +97,7 @@ impl DemandDispatcher {
     /// A consumer left: its unmet demand becomes pending. Returns new upstream demand (always 0).
     pub fn cancel(&mut self, sub: SubscriptionId) -> usize {
         if let Some(demand) = self.remove(sub) {
-            self.pending += demand;
+            self.pending = self.pending.saturating_add(demand);
         }
         0
     }
@@ -114,11 +115,11 @@ impl DemandDispatcher {
                  the same max_demand"
             );
         }
-        self.total += demand;
+        self.total = self.total.saturating_add(demand);
         // Updated in place: the entry moves up past the entries its new demand exceeds, and stays
         // behind those it now equals (FIFO among equal demands). Every entry after it had no more
         // than its old demand, so it never moves down.
-        let raised = self.demands[at].0 + demand;
+        let raised = self.demands[at].0.saturating_add(demand);
         let to = self.demands[..at].partition_point(|&(d, _)| d >= raised);
         self.demands[at].0 = raised;
         if to < at {
