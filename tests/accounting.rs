@@ -466,3 +466,51 @@ fn a_failure_is_logged_while_the_run_goes_on() {
         run.abort();
     });
 }
+
+/// Panics when dropped: a guard held across an `.await` in a callback.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("guard dropped");
+        }
+    }
+}
+
+/// Emits `0..10` on its first call, then waits for ever holding a [`PanicOnDrop`].
+struct GuardedWait {
+    calls: usize,
+}
+
+impl Producer for GuardedWait {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        self.calls += 1;
+        if self.calls == 1 {
+            return Ok(Emit::more((0..10).collect()));
+        }
+        let _guard = PanicOnDrop;
+        std::future::pending::<()>().await;
+        Ok(Emit::more(Vec::new()))
+    }
+}
+
+/// A callback dropped because its stage must stop (its consumer failed) panics as it is dropped:
+/// the stage is reported as panicked with its counts, and the report still balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_a_callback_is_dropped_keeps_the_stage_counts() {
+    let seen = Seen::default();
+    let mut pipeline = Pipeline::new();
+    let producer = pipeline.add_producer_named("p", GuardedWait { calls: 0 });
+    let sink = pipeline.add_consumer_named("c", Sink::failing_at(&seen, 2));
+    pipeline.subscribe_with(&producer, &sink, demand(10, 5));
+    let (report, error) = report_of(guard(pipeline.run()).await);
+    assert_eq!(error.expect("c failed").stage(), "c");
+    let p = stage(&report, "p");
+    assert_eq!(p.status, StageStatus::Panicked("guard dropped".into()));
+    assert_eq!((p.emitted, p.events_out), (10, 10));
+    let c = stage(&report, "c");
+    assert_eq!((c.events_in, lost(c, LossReason::FailedBatch)), (5, 5));
+    assert_accounted(&report, &[("c", &seen)]);
+}

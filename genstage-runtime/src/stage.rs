@@ -102,7 +102,8 @@ pub trait Producer: Send + 'static {
     /// `demand` is what this producer's consumers can take now, less what its buffer already holds
     /// for them. Returning more events than asked is allowed: the excess goes to the buffer and
     /// serves the next demand first. Returning fewer is allowed too: the runtime asks again for the
-    /// shortfall once it has taken in its mail.
+    /// shortfall once it has taken in its mail. So, unlike a GenStage producer, a producer here
+    /// does not keep count of the demand it owes: the runtime asks for it again.
     ///
     /// # Nothing to emit yet
     /// A producer whose source has nothing right now may either
@@ -111,8 +112,8 @@ pub trait Producer: Send + 'static {
     ///   future) if they all leave; or
     /// - return an empty batch: the shortfall is asked for again after a back-off that starts at
     ///   1 ms and doubles up to 100 ms while the batches stay empty (a new ask ends the wait early),
-    ///   so a producer that polls its source works. The first empty batch of a run of them is
-    ///   logged through `tracing` at info level.
+    ///   so a producer that polls its source works. The stage's first empty batch is logged
+    ///   through `tracing` at info level, later ones at debug level.
     ///
     /// An empty batch never ends the producer: return [`Emit::last`] for that.
     ///
@@ -221,6 +222,9 @@ pub trait Consumer: Send + 'static {
     type Input: Send + 'static;
 
     /// Handles one batch of at most `max_demand - min_demand` events.
+    ///
+    /// The stage takes in no message while this runs (as a GenStage process, which is busy): a
+    /// producer that fails meanwhile stops this consumer only once the call has returned.
     ///
     /// # Errors
     ///

@@ -299,3 +299,16 @@ fn a_message_that_fits_one_batch_is_not_copied() {
     assert!(batches.is_empty());
     assert_eq!(batches.next_batch(500), None);
 }
+
+/// `DemandError` has public fields: formatting any value of it must not panic.
+#[test]
+fn every_demand_error_formats() {
+    let error = DemandError::MinDemandTooLarge {
+        min_demand: 0,
+        max_demand: 0,
+    };
+    assert_eq!(
+        error.to_string(),
+        "expected min_demand to be equal to or less than 0, got: 0"
+    );
+}

@@ -410,3 +410,22 @@ fn first_ask_sets_the_expected_max_demand() {
     assert_eq!(upstream, vec![10, 1, 10]);
     assert_eq!(logs, vec![]);
 }
+
+/// The dispatcher takes any `usize` demand: its sums saturate instead of overflowing (a debug panic,
+/// a wrap in release).
+#[test]
+fn demand_sums_saturate() {
+    let mut dispatcher = DemandDispatcher::new();
+    dispatcher.subscribe(1).unwrap();
+    dispatcher.subscribe(2).unwrap();
+    dispatcher.ask(1, usize::MAX);
+    dispatcher.ask(2, usize::MAX);
+    dispatcher.ask(1, 1);
+    assert_eq!(capacity(&dispatcher), usize::MAX);
+    let (deliveries, leftover) = dispatch(&mut dispatcher, "abc");
+    assert!(leftover.is_empty());
+    assert_eq!(deliveries, vec![(1, chars("abc"))]);
+    dispatcher.cancel(1);
+    dispatcher.cancel(2);
+    assert_eq!(capacity(&dispatcher), 0);
+}

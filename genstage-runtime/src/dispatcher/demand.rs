@@ -5,8 +5,10 @@ use super::{Deliveries, DispatchError, Dispatcher, SubscriptionId};
 /// Sends each batch to the consumer with the largest demand, splitting a batch across consumers when
 /// one cannot take it all; among equal demands, the consumer that has waited longest goes first.
 ///
-/// Demand a consumer leaves unfulfilled when it cancels stays *pending*: those events were already
-/// requested upstream, so the next asks are served by them instead of asking again.
+/// Demand a consumer leaves unfulfilled when it cancels stays *pending*, as in GenStage: those events
+/// were already requested upstream, so the upstream demand the next asks return is reduced by them.
+/// (The stage loops derive a producer's demand from [`Dispatcher::capacity`] instead; see
+/// [`Dispatcher`].)
 ///
 /// ```
 /// use genstage_runtime::dispatcher::{DemandDispatcher, Dispatcher};

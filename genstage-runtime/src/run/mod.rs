@@ -79,10 +79,10 @@ struct InHand {
 }
 
 impl InHand {
-    /// Closes the mailbox and counts what the stage leaves behind: `unhandled` events already taken
+    /// Closes the mailbox and counts what the stopped stage leaves behind: `unhandled` events already taken
     /// from the mailbox, every event still in it, what it sent to consumers that had gone, and its
     /// buffer.
-    fn losses<In, Out>(
+    fn close_and_count<In, Out>(
         &self,
         mailbox: &mut Receiver<Mail<In, Out>>,
         unhandled: u64,
@@ -124,8 +124,12 @@ pub(crate) async fn run_producer<P: Producer>(
     let mut outputs = Outputs::new(name.clone(), Box::new(DemandDispatcher::new()), options);
     let exit = catch_panic(produce(&mut stage, &name, &mut mailbox, &mut outputs)).await;
     let buffered = outputs.abandon_buffer();
-    let losses =
-        InHand::default().losses(&mut mailbox, 0, outputs.lost_to_gone_consumers, buffered);
+    let losses = InHand::default().close_and_count(
+        &mut mailbox,
+        0,
+        outputs.lost_to_gone_consumers,
+        buffered,
+    );
     Outcome {
         exit,
         events_in: 0,
@@ -146,8 +150,9 @@ async fn produce<P: Producer>(
     let mut retry = Retry::default();
     let mut exhausted = false;
     loop {
-        // One call per ask, as GenStage makes it, or more while the producer emits fewer events than
-        // its consumers can take.
+        // Called after each message taken in (so once per ask while asks come one at a time, as
+        // GenStage calls it), and again while the producer emits fewer events than its consumers
+        // can take.
         let demand = outputs.demand();
         if demand > 0 && !exhausted && retry.due() {
             // While the callback waits, the stage takes in its mail, and stops if its consumers
@@ -223,7 +228,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     ))
     .await;
     let buffered = outputs.abandon_buffer();
-    let losses = in_hand.losses(
+    let losses = in_hand.close_and_count(
         &mut mailbox,
         inputs.unhandled(),
         outputs.lost_to_gone_consumers,
@@ -313,7 +318,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let mut inputs = Inputs::new(name);
     let mut in_hand = InHand::default();
     let exit = catch_panic(consume(&mut stage, &mut mailbox, &mut inputs, &mut in_hand)).await;
-    let losses = in_hand.losses(&mut mailbox, inputs.unhandled(), 0, 0);
+    let losses = in_hand.close_and_count(&mut mailbox, inputs.unhandled(), 0, 0);
     Outcome {
         exit,
         events_in: inputs.events_in - in_hand.batch,

@@ -19,6 +19,9 @@ pub(super) struct Retry {
     at: Option<Instant>,
     /// The last wait; zero after a non-empty batch.
     wait: Duration,
+    /// Whether an empty batch was logged at info level already: only the first of a stage's life
+    /// is, so that a producer polling a sporadic source does not flood the log.
+    logged: bool,
 }
 
 impl Retry {
@@ -51,7 +54,8 @@ impl Retry {
             (self.wait * 2).min(LONGEST)
         };
         self.at = Some(Instant::now() + self.wait);
-        if self.wait == FIRST {
+        if !self.logged {
+            self.logged = true;
             tracing::info!(
                 stage,
                 demand,
