@@ -845,17 +845,24 @@ async fn invalid_subscription_options_are_rejected() {
 /// above `MAX_DEMAND_LIMIT` is refused at subscribe time, naming both stages.
 #[tokio::test]
 async fn demand_that_could_overflow_is_rejected() {
-    let events = log();
-    let mut pipeline = Pipeline::new();
-    let numbers = pipeline.add_producer_named("numbers", from_iter(tagged(0, 0..10)));
-    let middle = pipeline.add_producer_consumer_named("middle", forward());
-    let huge = SubscribeOptions::new().max_demand(usize::MAX);
-    pipeline.subscribe(&numbers, &middle);
-    for name in ["a", "b"] {
-        let sink = pipeline.add_consumer_named(name, Collect::new(&events));
-        pipeline.subscribe_with(&middle, &sink, huge);
+    /// A producer_consumer feeding two consumers subscribed with `max_demand`.
+    fn fan_out(max_demand: usize, events: &Log<Event>) -> Pipeline {
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_named("numbers", from_iter(tagged(0, 0..10)));
+        let middle = pipeline.add_producer_consumer_named("middle", forward());
+        pipeline.subscribe(&numbers, &middle);
+        for name in ["a", "b"] {
+            let sink = pipeline.add_consumer_named(name, Collect::new(events));
+            pipeline.subscribe_with(
+                &middle,
+                &sink,
+                SubscribeOptions::new().max_demand(max_demand),
+            );
+        }
+        pipeline
     }
-    let error = guard(pipeline.run()).await.unwrap_err();
+    let events = log();
+    let error = guard(fan_out(usize::MAX, &events).run()).await.unwrap_err();
     match &error {
         PipelineError::InvalidSubscription {
             producer,
@@ -880,17 +887,9 @@ async fn demand_that_could_overflow_is_rejected() {
         other => panic!("expected InvalidSubscription, got {other:?}"),
     }
     // The limit itself is accepted.
-    let events = log();
-    let mut pipeline = Pipeline::new();
-    let numbers = pipeline.add_producer_named("numbers", from_iter(tagged(0, 0..10)));
-    let middle = pipeline.add_producer_consumer_named("middle", forward());
-    pipeline.subscribe(&numbers, &middle);
-    for name in ["a", "b"] {
-        let sink = pipeline.add_consumer_named(name, Collect::new(&events));
-        let limit = SubscribeOptions::new().max_demand(genstage::demand::MAX_DEMAND_LIMIT);
-        pipeline.subscribe_with(&middle, &sink, limit);
-    }
-    guard(pipeline.run()).await.unwrap();
+    guard(fan_out(genstage::MAX_DEMAND_LIMIT, &events).run())
+        .await
+        .unwrap();
     assert_eq!(taken(&events).len(), 10);
 }
 
