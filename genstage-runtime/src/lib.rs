@@ -30,6 +30,7 @@ pub mod demand;
 pub mod dispatcher;
 mod error;
 mod event_path;
+mod loom;
 mod mailbox;
 mod names;
 mod options;

@@ -1,15 +1,16 @@
 //! A stage's mailbox: an unbounded multi-producer, single-consumer FIFO that wakes one task.
 //!
 //! tokio's `mpsc` would do, but a mailbox needs less than a general channel: one receiver, which
-//! drains it from one task. A mutex around a `VecDeque` plus the receiver's waker costs one
-//! uncontended lock per send, and the receiver takes every queued message under one lock. Every
-//! message costs a stage one mailbox round, so this is the runtime's hot path: on the seed benchmark
-//! (`benches/seed.rs`, 2 cores) it raised genstage's median throughput by 16% over
-//! `tokio::sync::mpsc::unbounded_channel` (48 alternated runs each: 370 vs 320 M events/s).
+//! drains it from one task. A mutex around a queue plus the receiver's waker costs one uncontended
+//! lock per send, and the receiver takes every queued message under one lock. Every message costs a
+//! stage one mailbox round, so this is the runtime's hot path, and the mailbox is measured against
+//! `tokio::sync::mpsc::unbounded_channel` on the seed benchmark (see `benches/seed.rs`).
 //!
-//! All state sits under the one mutex and the waker is called after the lock is released, so there is
-//! no lost wake-up: the receiver registers its waker in the same critical section in which it finds
-//! the queue empty, and a sender takes it in the same critical section in which it pushes.
+//! All state sits under the one mutex and wakers are called after the lock is released, so there is
+//! no lost wake-up: the receiver parks (leaves its waker in the mailbox's [`Slot`]) in the same
+//! critical section in which it finds the queue empty, and a sender takes that waker in the same
+//! critical section in which it pushes. The slot says who is owed a wake-up; the rule it rests on is
+//! written on [`Receiver::ready`], and `mailbox/loom_tests.rs` model-checks it with loom.
 //!
 //! # Receiving
 //! A stage loop takes messages with `try_recv` and, when it finds none, waits with `ready`; the message
@@ -20,10 +21,8 @@
 //! otherwise it stays queued, in order, until another message wakes the receiver. Asks are sent so:
 //! a producer_consumer with no input and no buffered output has nothing to do with an ask but count
 //! it, so it waits for events alone and takes the ask in before them. That spares it a wake-up and a
-//! round of its loop per ask; on the seed benchmark (2 cores, 20 alternated rounds of 30 runs) the
-//! workers parked 20% less, stole 45% less, and the median throughput rose 5% (393 vs 374 M
-//! events/s). The wake-up owed comes back to the sender as a [`DeferredWake`], given when dropped,
-//! so that it can be handed off.
+//! round of its loop per ask, and spares the runtime the work of scheduling it. The wake-up owed
+//! comes back to the sender as a [`DeferredWake`], given when dropped, so that it can be handed off.
 //!
 //! # Hand-offs
 //! A producer_consumer's turn usually wakes two stages: its ask wakes its producer, its events its
@@ -33,82 +32,111 @@
 //! parallel work worth having. So the ask's wake-up goes with the events instead:
 //! [`Sender::send_handing_off`] leaves it with the consumer it wakes, and the consumer gives it as
 //! soon as it runs, before it looks at its messages. Each stage is then woken by the one before it,
-//! on the same worker. On the seed benchmark (2 cores, 20 alternated runs of `cargo bench --bench
-//! seed`) genstage's median throughput rose 24% (432 vs 347 M events/s; ratio to `mpsc_batch` 0.87
-//! vs 0.75; faster in all 20 runs), and the ping-pong, which never hands off but pays for the
-//! timing below, lost 7% (ratio to tokio 0.88 vs 0.94).
+//! on the same worker.
 //!
 //! A hand-off holds the owed task back for the consumer's whole turn, in tokio's unstealable slot:
 //! a producer that could run alongside a busy consumer would wait for it. So only a consumer whose
 //! last timed busy spell (from being woken to waiting again) lasted at most [`QUICK_SPELL`] takes a
 //! hand-off; the owed task of any other is woken at once and first, as without hand-offs, and
-//! another worker can take it. On `cargo bench --bench heavy`, whose stages spend tens of
-//! microseconds per batch, genstage kept its ratio to `mpsc_batch` (median 1.15 vs 1.18 without
-//! hand-offs, 6 alternated runs); handing off to every consumer dropped it to 0.98.
+//! another worker can take it. `benches/heavy.rs`, whose stages spend tens of microseconds per
+//! batch, is the benchmark that checks this.
 //!
 //! # Disconnection
 //! `send` fails, giving the message back, once the receiver is dropped. `try_recv` says
 //! `Disconnected` once every sender is dropped and the queue is empty.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Poll, Waker};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::PoisonError;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::loom::sync::{Arc, Mutex, MutexGuard};
+
 /// The longest busy spell after which a receiver still takes a hand-off (see the module docs), and so
-/// about the longest a hand-off holds back the task it is owed to. The seed benchmark's stages stay
-/// far below it: its three stages are woken about 10,000 times each in a run of about 25 ms. The
-/// heavy benchmark's spend tens of microseconds per batch, and gain more from running alongside
-/// their producers.
+/// about the longest a hand-off holds back the task it is owed to. A quick stage (a filter, a sum)
+/// spends far less per wake-up; a stage whose batches take longer gains more from running alongside
+/// its producer than from sharing its worker with it.
 pub(crate) const QUICK_SPELL: Duration = Duration::from_micros(10);
 
-/// A receiver times one busy spell in this many: reading the clock costs about 35 ns, twice per
-/// spell would be a few percent of a quick pipeline's time, and a stage's spells change slowly
-/// enough for one in sixteen to tell.
+/// A receiver times one busy spell in this many: reading the clock twice per spell would cost a
+/// quick pipeline a noticeable part of its time, and a stage's spells change slowly enough for a
+/// sample to tell.
 const TIMED_SPELL_EVERY: u32 = 16;
 
+/// Who the mailbox owes a wake-up to. Senders and the receiver pass it between them under the lock;
+/// the rule it encodes is written on [`Receiver::ready`].
+enum Slot {
+    /// Nobody: the receiver is not parked, and no hand-off waits for it.
+    Idle,
+    /// The receiver parked in [`Receiver::ready`] and has not locked the mailbox since: it has seen
+    /// nothing sent since then, and it locks the mailbox before it sees anything. The sender whose
+    /// message is to wake it takes `waker` and wakes it, leaving `Idle`, or a `HandOff` when
+    /// `takes_hand_off`.
+    Parked {
+        /// The receiver's task.
+        waker: Waker,
+        /// Whether messages sent with [`Sender::send_lazy`] wake it.
+        wake_on_lazy: bool,
+        /// Whether its last timed busy spell was short enough for it to take a hand-off.
+        takes_hand_off: bool,
+    },
+    /// A hand-off: another task's waker, left by the sender that took the receiver's `Parked` waker
+    /// and woke it, for the receiver to wake at its next lock (before it looks at its messages), or
+    /// when it closes. At most one at a time: it replaces only `Parked`.
+    HandOff(Waker),
+}
+
+impl Slot {
+    /// The receiver's waker and whether it takes a hand-off, if it is parked and `message` (eager, or
+    /// lazy) is to wake it; the slot is left `Idle` then, untouched otherwise.
+    #[inline]
+    fn unpark(&mut self, eager: bool) -> Option<(Waker, bool)> {
+        match self {
+            Slot::Parked { wake_on_lazy, .. } if eager || *wake_on_lazy => {
+                match std::mem::replace(self, Slot::Idle) {
+                    Slot::Parked {
+                        waker,
+                        takes_hand_off,
+                        ..
+                    } => Some((waker, takes_hand_off)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Empties the slot as the receiver, running, finds it, and returns what it held: a hand-off to
+    /// give, or a stale `Parked` waker (the receiver runs again) to drop, outside the lock.
+    #[inline]
+    fn clear(&mut self) -> Slot {
+        std::mem::replace(self, Slot::Idle)
+    }
+}
+
+/// Gives the hand-off in `slot`, the value a receiver found and cleared: what it must do outside the
+/// lock.
+#[inline]
+fn give_hand_off(slot: Slot) {
+    if let Slot::HandOff(waker) = slot {
+        waker.wake();
+    }
+}
+
 struct State<M> {
-    queue: VecDeque<M>,
-    /// The receiver's waker while it waits on an empty queue or, when `handing_off`, a hand-off:
-    /// the waker of another task, for the receiver to wake as soon as it runs. The two never meet:
-    /// a hand-off comes with a send that takes the receiver's waker, and goes before the receiver
-    /// waits again.
-    waker: Option<Waker>,
+    /// Messages sent and not yet taken, oldest first. A `Vec` rather than a `VecDeque`, to keep
+    /// `Shared` to one cache line: the receiver takes the whole of it at once, giving the buffer of
+    /// its drained `VecDeque` in exchange (both conversions are O(1)).
+    queue: Vec<M>,
+    /// Who is owed a wake-up.
+    slot: Slot,
     /// Live senders; when this drops to zero the receiver sees the end of the queue. A `u32` keeps
     /// `Shared` to one cache line; a pipeline holds a few senders per subscription.
     senders: u32,
     /// Whether the receiver still exists: sends fail once it is gone.
     receiving: bool,
-    /// Whether lazy messages wake the receiver while it waits (see [`Sender::send_lazy`]).
-    wake_on_lazy: bool,
-    /// Whether the receiver's last busy spell was short enough for it to take a hand-off.
-    quick: bool,
-    /// Whether `waker` holds a hand-off rather than the receiver's waker.
-    handing_off: bool,
-}
-
-impl<M> State<M> {
-    /// The receiver's waker, if it is waiting.
-    #[inline]
-    fn take_receiver_waker(&mut self) -> Option<Waker> {
-        if self.handing_off {
-            None
-        } else {
-            self.waker.take()
-        }
-    }
-
-    /// The hand-off left for the receiver, if any.
-    #[inline]
-    fn take_hand_off(&mut self) -> Option<Waker> {
-        if self.handing_off {
-            self.handing_off = false;
-            self.waker.take()
-        } else {
-            None
-        }
-    }
 }
 
 /// A wake-up owed to a waiting receiver, taken from its mailbox by [`Sender::send_lazy`]. Dropping it
@@ -129,7 +157,7 @@ impl Drop for DeferredWake {
 
 /// A sender and the receiver meet on this one cache line (a test keeps it to one): aligned, so that it
 /// shares its line with nothing else, and small, so that a send from another core misses once here,
-/// not twice (alternated runs of the seed benchmark on the multi-thread runtime: +2 to +8%).
+/// not twice.
 #[repr(align(64))]
 struct Shared<M> {
     state: Mutex<State<M>>,
@@ -151,13 +179,16 @@ pub(crate) struct Sender<M> {
 /// The receiving end, owned by the stage's task.
 pub(crate) struct Receiver<M> {
     shared: Arc<Shared<M>>,
-    /// Messages already taken from the shared queue, in order: the receiver swaps the whole queue
-    /// out under one lock, so a burst of messages costs one lock, not one each.
+    /// Messages already taken from the shared queue, in order: the receiver takes the whole queue
+    /// under one lock, so a burst of messages costs one lock, not one each.
     taken: VecDeque<M>,
     /// Busy spells so far, counted to time one in [`TIMED_SPELL_EVERY`].
     spells: u32,
     /// When the current busy spell began, if it is timed.
     busy_since: Option<Instant>,
+    /// Whether the last timed busy spell lasted at most [`QUICK_SPELL`]; published in the slot each
+    /// time the receiver parks.
+    quick: bool,
 }
 
 /// Why `try_recv` returned no message.
@@ -173,13 +204,10 @@ pub(crate) enum TryRecvError {
 pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            queue: VecDeque::new(),
-            waker: None,
+            queue: Vec::new(),
+            slot: Slot::Idle,
             senders: 1,
             receiving: true,
-            wake_on_lazy: true,
-            quick: false,
-            handing_off: false,
         }),
     });
     (
@@ -191,6 +219,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             taken: VecDeque::new(),
             spells: 0,
             busy_since: None,
+            quick: false,
         },
     )
 }
@@ -207,7 +236,7 @@ impl<M> Sender<M> {
 
     /// Queues `message`, waking the receiver; when that wakes a quick receiver, leaves `hand_off`
     /// with it, to be given as soon as the receiver runs (see the module docs). When the receiver is
-    /// woken but not quick, `hand_off` is given first; when it is not woken (it is not waiting),
+    /// woken but not quick, `hand_off` is given first; when it is not woken (it is not parked),
     /// `hand_off` stays with the caller. Gives the message back when the receiver is gone.
     pub(crate) fn send_handing_off(
         &self,
@@ -219,12 +248,17 @@ impl<M> Sender<M> {
         }
         let waker = {
             let mut state = self.enqueue(message)?;
-            let waker = state.take_receiver_waker();
-            if waker.is_some() && state.quick {
-                state.waker = hand_off.0.take();
-                state.handing_off = true;
+            match state.slot.unpark(true) {
+                Some((waker, takes_hand_off)) => {
+                    if takes_hand_off {
+                        if let Some(owed) = hand_off.0.take() {
+                            state.slot = Slot::HandOff(owed);
+                        }
+                    }
+                    Some(waker)
+                }
+                None => None,
             }
-            waker
         };
         if let Some(waker) = waker {
             // A hand-off still held here was refused: the owed task goes first, so that tokio's
@@ -247,11 +281,7 @@ impl<M> Sender<M> {
     #[inline]
     fn push(&self, message: M, eager: bool) -> Result<Option<Waker>, M> {
         let mut state = self.enqueue(message)?;
-        Ok(if eager || state.wake_on_lazy {
-            state.take_receiver_waker()
-        } else {
-            None
-        })
+        Ok(state.slot.unpark(eager).map(|(waker, _)| waker))
     }
 
     /// Queues `message` and returns the lock still held, for the caller to take what wakes the
@@ -262,7 +292,7 @@ impl<M> Sender<M> {
         if !state.receiving {
             return Err(message);
         }
-        state.queue.push_back(message);
+        state.queue.push(message);
         Ok(state)
     }
 }
@@ -282,7 +312,8 @@ impl<M> Drop for Sender<M> {
             let mut state = self.shared.lock();
             state.senders -= 1;
             if state.senders == 0 {
-                state.take_receiver_waker()
+                // The end of the queue wakes the receiver like a message would.
+                state.slot.unpark(true).map(|(waker, _)| waker)
             } else {
                 None
             }
@@ -298,49 +329,76 @@ impl<M> Receiver<M> {
     /// end of the queue. While it waits, messages sent with [`Sender::send_lazy`] wake it only if
     /// `wake_on_lazy`.
     ///
+    /// # The slot's rule
+    ///
+    /// The mailbox's [`Slot`] is `Parked` only from a poll of this future that returns `Pending` (and
+    /// so finds the queue empty) until the first of: a sender takes the waker to wake the receiver's
+    /// task, or the receiver locks the mailbox again (this future polled again, or a new one,
+    /// `try_recv`, `close`). Each of those locks clears the slot, giving a hand-off found there. So a
+    /// sender that finds `Parked` knows that
+    /// - the receiver has seen nothing sent since it parked, and will not before it locks again:
+    ///   waking its task is owed (if the task dropped this future and runs on, the wake-up is spurious
+    ///   and costs one poll);
+    /// - whatever the task does next with its mailbox begins with a lock: a hand-off left in the slot
+    ///   is given then, before the receiver sees the message that came with it, and only then.
+    ///
+    /// A stage loop that waits on this future alone is parked exactly while the slot says so; one
+    /// that polls it beside a callback and drops it (see `run/callback.rs`) may run on with the slot
+    /// still `Parked` until its next `try_recv`, which the rule allows for.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it takes nothing.
-    pub(crate) async fn ready(&mut self, wake_on_lazy: bool) {
-        if !self.taken.is_empty() {
-            return;
+    #[inline]
+    pub(crate) fn ready(&mut self, wake_on_lazy: bool) -> Ready<'_, M> {
+        Ready {
+            receiver: self,
+            wake_on_lazy,
         }
-        poll_fn(|cx| {
-            let mut state = self.shared.lock();
-            // A hand-off is given at the receiver's first lock after it was left, which also frees
-            // the slot for the receiver's own waker below.
-            let hand_off = state.take_hand_off();
-            if !state.queue.is_empty() || state.senders == 0 {
-                std::mem::swap(&mut state.queue, &mut self.taken);
-                drop(state);
-                if let Some(hand_off) = hand_off {
-                    hand_off.wake();
-                }
-                self.start_spell();
-                return Poll::Ready(());
-            }
-            match &mut state.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            state.wake_on_lazy = wake_on_lazy;
-            if let Some(since) = self.busy_since.take() {
-                state.quick = since.elapsed() <= QUICK_SPELL;
-            }
+    }
+
+    /// One poll of [`ready`](Self::ready).
+    fn poll_ready(&mut self, cx: &mut Context<'_>, wake_on_lazy: bool) -> Poll<()> {
+        if !self.taken.is_empty() {
+            return Poll::Ready(());
+        }
+        if let Some(since) = self.busy_since.take() {
+            self.quick = since.elapsed() <= QUICK_SPELL;
+        }
+        let spare = Vec::from(std::mem::take(&mut self.taken));
+        let mut state = self.shared.lock();
+        // A hand-off is given at the receiver's first lock after it was left.
+        let found = state.slot.clear();
+        if !state.queue.is_empty() || state.senders == 0 {
+            let queue = std::mem::replace(&mut state.queue, spare);
             drop(state);
-            if let Some(hand_off) = hand_off {
-                hand_off.wake();
-            }
-            Poll::Pending
-        })
-        .await
+            self.taken = VecDeque::from(queue);
+            give_hand_off(found);
+            self.start_spell();
+            return Poll::Ready(());
+        }
+        let (waker, found) = match found {
+            // Polled again while parked (woken by something else): the same task, most likely.
+            Slot::Parked { waker, .. } if waker.will_wake(cx.waker()) => (waker, Slot::Idle),
+            found => (cx.waker().clone(), found),
+        };
+        state.slot = Slot::Parked {
+            waker,
+            wake_on_lazy,
+            takes_hand_off: self.quick,
+        };
+        drop(state);
+        // Gives a hand-off, or drops a stale waker, outside the lock.
+        give_hand_off(found);
+        self.taken = VecDeque::from(spare);
+        Poll::Pending
     }
 
     /// Counts a busy spell beginning now, and times one in [`TIMED_SPELL_EVERY`].
     #[inline]
     fn start_spell(&mut self) {
         if self.spells % TIMED_SPELL_EVERY == 0 {
-            self.busy_since = Some(Instant::now());
+            self.busy_since = crate::loom::spell_clock();
         }
         self.spells = self.spells.wrapping_add(1);
     }
@@ -356,14 +414,15 @@ impl<M> Receiver<M> {
 
     /// Takes every queued message under one lock; returns the first.
     fn take_queued(&mut self) -> Result<M, TryRecvError> {
+        let spare = Vec::from(std::mem::take(&mut self.taken));
         let mut state = self.shared.lock();
-        std::mem::swap(&mut state.queue, &mut self.taken);
-        let hand_off = state.take_hand_off();
+        let queue = std::mem::replace(&mut state.queue, spare);
+        // A `Parked` found here was left by a `ready` that was dropped: the receiver runs on.
+        let found = state.slot.clear();
         let disconnected = state.senders == 0;
         drop(state);
-        if let Some(hand_off) = hand_off {
-            hand_off.wake();
-        }
+        self.taken = VecDeque::from(queue);
+        give_hand_off(found);
         match self.taken.pop_front() {
             Some(message) => Ok(message),
             None if disconnected => Err(TryRecvError::Disconnected),
@@ -376,18 +435,32 @@ impl<M> Receiver<M> {
     /// Stops receiving: every later send fails and gives its message back to its sender. Returns
     /// every message not yet received, in order, so that the stage can account for them. Idempotent.
     pub(crate) fn close(&mut self) -> VecDeque<M> {
-        let (queued, hand_off) = {
+        let (queued, found) = {
             let mut state = self.shared.lock();
             state.receiving = false;
-            let hand_off = DeferredWake(state.take_hand_off());
-            state.waker = None;
-            (std::mem::take(&mut state.queue), hand_off)
+            (std::mem::take(&mut state.queue), state.slot.clear())
         };
         // A hand-off the receiver never gave is given now, outside the lock.
-        drop(hand_off);
+        give_hand_off(found);
         let mut left = std::mem::take(&mut self.taken);
         left.extend(queued);
         left
+    }
+}
+
+/// The future of [`Receiver::ready`].
+pub(crate) struct Ready<'a, M> {
+    receiver: &'a mut Receiver<M>,
+    wake_on_lazy: bool,
+}
+
+impl<M> Future for Ready<'_, M> {
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.receiver.poll_ready(cx, this.wake_on_lazy)
     }
 }
 
@@ -398,13 +471,16 @@ impl<M> Drop for Receiver<M> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+// Under loom these would run outside a loom model, which loom's primitives refuse.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    use std::task::{Context, Wake};
+    use std::sync::{Arc, Mutex};
+    use std::task::Wake;
 
     /// Counts its wake-ups.
     struct CountingWaker(AtomicUsize);
@@ -427,15 +503,13 @@ mod tests {
     }
 
     /// Polls `future` once with `waker`.
-    fn poll_once<F: Future>(future: F, waker: &Arc<CountingWaker>) -> Poll<F::Output> {
-        let waker = Waker::from(waker.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut future = std::pin::pin!(future);
-        future.as_mut().poll(&mut cx)
+    fn poll_once<F: Future>(future: F, waker: &Waker) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(waker);
+        std::pin::pin!(future).as_mut().poll(&mut cx)
     }
 
     fn poll_recv<M>(receiver: &mut Receiver<M>, waker: &Arc<CountingWaker>) -> Poll<Option<M>> {
-        poll_once(recv(receiver), waker)
+        poll_once(recv(receiver), &Waker::from(waker.clone()))
     }
 
     /// Polls `ready` once.
@@ -444,7 +518,7 @@ mod tests {
         waker: &Arc<CountingWaker>,
         wake_on_lazy: bool,
     ) -> Poll<()> {
-        poll_once(receiver.ready(wake_on_lazy), waker)
+        poll_once(receiver.ready(wake_on_lazy), &Waker::from(waker.clone()))
     }
 
     #[test]
@@ -517,13 +591,15 @@ mod tests {
         let (consumer_tx, mut consumer_rx) = mailbox();
         let consumer_waker = waker("consumer");
         let producer_waker = waker("producer");
-        let waits = |rx: &mut Receiver<&'static str>, waker: &Waker| {
-            let mut cx = Context::from_waker(waker);
-            std::pin::pin!(rx.ready(true)).as_mut().poll(&mut cx)
-        };
-        assert_eq!(waits(&mut producer_rx, &producer_waker), Poll::Pending);
-        assert_eq!(waits(&mut consumer_rx, &consumer_waker), Poll::Pending);
-        consumer_rx.shared.lock().quick = consumer_quick;
+        consumer_rx.quick = consumer_quick;
+        assert_eq!(
+            poll_once(producer_rx.ready(true), &producer_waker),
+            Poll::Pending
+        );
+        assert_eq!(
+            poll_once(consumer_rx.ready(true), &consumer_waker),
+            Poll::Pending
+        );
         let owed = producer_tx.send_lazy("ask").unwrap();
         assert!(
             log.lock().unwrap().is_empty(),
@@ -603,7 +679,7 @@ mod tests {
     fn a_long_busy_spell_makes_a_receiver_not_quick() {
         let (tx, mut rx) = mailbox();
         let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        rx.shared.lock().quick = true;
+        rx.quick = true;
         tx.send(1).unwrap();
         // The first spell is timed: it starts when `ready` finds the message and ends when the
         // receiver next waits.
@@ -611,7 +687,53 @@ mod tests {
         assert_eq!(rx.try_recv(), Ok(1));
         std::thread::sleep(QUICK_SPELL * 100);
         assert_eq!(poll_ready(&mut rx, &waker, true), Poll::Pending);
-        assert!(!rx.shared.lock().quick);
+        assert!(!rx.quick);
+        assert!(matches!(
+            rx.shared.lock().slot,
+            Slot::Parked {
+                takes_hand_off: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_receiver_that_stopped_waiting_is_unparked_at_its_next_lock() {
+        let (tx, mut rx) = mailbox();
+        let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        // Polled once and dropped, as a stage waiting on a callback does.
+        assert_eq!(poll_ready(&mut rx, &waker, true), Poll::Pending);
+        assert!(matches!(rx.shared.lock().slot, Slot::Parked { .. }));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        assert!(matches!(rx.shared.lock().slot, Slot::Idle));
+        tx.send(1).unwrap();
+        assert_eq!(
+            waker.0.load(Ordering::SeqCst),
+            0,
+            "a receiver that no longer waits is not woken"
+        );
+        assert_eq!(rx.try_recv(), Ok(1));
+    }
+
+    #[test]
+    fn a_hand_off_left_with_a_receiver_that_stopped_waiting_is_given_at_its_next_try_recv() {
+        let mut scene = hand_off_scene(true);
+        // The consumer's task was polled and dropped its wait, as a stage waiting on a callback
+        // does; the hand-off comes with events, and the consumer's next look at its mailbox gives
+        // it before returning them.
+        scene
+            .consumer_tx
+            .send_handing_off("events", &mut scene.owed)
+            .unwrap();
+        assert_eq!(*scene.log.lock().unwrap(), ["consumer"]);
+        assert_eq!(scene.consumer_rx.try_recv(), Ok("events"));
+        assert_eq!(*scene.log.lock().unwrap(), ["consumer", "producer"]);
+        drop(scene.owed);
+        assert_eq!(
+            scene.log.lock().unwrap().len(),
+            2,
+            "each wake-up is given once"
+        );
     }
 
     #[test]

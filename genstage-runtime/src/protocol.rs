@@ -38,8 +38,8 @@ pub(crate) enum Mail<In, Out> {
 
 // Events and asks are the hot messages: one per batch, copied into and out of a mailbox. The rare
 // subscription messages are boxed so that they do not set the size of every `Mail`: on 64-bit
-// targets it is 32 bytes, two to a cache line, where a subscription inline would make it 48 and cost
-// the seed benchmark 6 to 10% of its throughput on the multi-thread runtime. `a_mail_is_32_bytes`
+// targets it is 32 bytes, two to a cache line, where a subscription inline would make it 48, and
+// every message copied would cost more (`benches/seed.rs` has the figure). `a_mail_is_32_bytes`
 // below keeps it so.
 
 /// What reaches a stage as a consumer.

@@ -1,0 +1,171 @@
+//! The mailbox's synchronisation, model-checked with loom: each test runs its threads in every
+//! interleaving of the mailbox's lock operations and of the wake-ups it gives (up to
+//! `LOOM_MAX_PREEMPTIONS` preemptions when set), and asserts in each what the mailbox promises: every
+//! message accepted arrives once, the wake-up owed by a hand-off is given exactly once, and a receiver
+//! that parks is woken. A receiver that is never woken shows as a deadlock: loom's `block_on` parks
+//! its thread until the waker is called.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p genstage-runtime --release --lib mailbox::loom_tests`
+//! (`.ci/run` does, in its own target directory).
+
+use super::*;
+use loom::future::block_on;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+use std::task::Wake;
+
+/// Counts its wake-ups in a loom atomic, so that loom orders them with everything else.
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl CountingWaker {
+    /// A waker and its count.
+    fn new() -> (std::sync::Arc<Self>, Waker) {
+        let counter = std::sync::Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        (counter, waker)
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How a stage loop receives: `try_recv`, and `ready` while it finds the mailbox empty.
+async fn recv<M>(receiver: &mut Receiver<M>, wake_on_lazy: bool) -> Option<M> {
+    loop {
+        match receiver.try_recv() {
+            Ok(message) => return Some(message),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => receiver.ready(wake_on_lazy).await,
+        }
+    }
+}
+
+/// A message that counts how many times it is dropped, in `drops[id]`.
+struct Token {
+    id: usize,
+    drops: std::sync::Arc<[AtomicUsize; 2]>,
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.drops[self.id].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A producer_consumer hands the wake-up its ask owes its producer to its consumer, while the
+/// consumer parks or finds the events first. Quick or not, the owed wake-up is given exactly once,
+/// and never stays in the slot once the consumer has seen the events; the consumer is woken.
+#[test]
+fn a_hand_off_racing_ready_is_given_once_and_the_receiver_wakes() {
+    for quick in [true, false] {
+        loom::model(move || {
+            let (tx, mut rx) = mailbox::<u32>();
+            rx.quick = quick;
+            let (owed_to, owed_waker) = CountingWaker::new();
+            let sender = thread::spawn(move || {
+                let mut owed = DeferredWake(Some(owed_waker));
+                tx.send_handing_off(7, &mut owed).unwrap();
+                // A hand-off the consumer did not take is given here.
+                drop(owed);
+            });
+            assert_eq!(block_on(recv(&mut rx, true)), Some(7));
+            // Running, the receiver is not `Parked`, and a hand-off left with it was given before it
+            // looked at its messages.
+            assert!(matches!(rx.shared.lock().slot, Slot::Idle));
+            sender.join().unwrap();
+            assert_eq!(owed_to.count(), 1, "the owed wake-up is given exactly once");
+            // The sender is gone: the end of the queue wakes the receiver too.
+            assert_eq!(block_on(recv(&mut rx, true)), None);
+            assert_eq!(owed_to.count(), 1);
+        });
+    }
+}
+
+/// The receiver parks, drops its wait, looks once more and is dropped while two senders send, one
+/// handing off. A message accepted is received or dropped with the receiver, never stranded in the
+/// queue; one refused comes back to its sender; the owed wake-up is given exactly once.
+#[test]
+fn a_receiver_dropped_while_senders_send_strands_no_message_and_no_wake_up() {
+    loom::model(|| {
+        let (tx, mut rx) = mailbox::<Token>();
+        rx.quick = true;
+        let tx2 = tx.clone();
+        let drops = std::sync::Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let (owed_to, owed_waker) = CountingWaker::new();
+        let token = |id| Token {
+            id,
+            drops: drops.clone(),
+        };
+        let (first, second) = (token(0), token(1));
+        let handing_off = thread::spawn(move || {
+            let mut owed = DeferredWake(Some(owed_waker));
+            let accepted = tx.send_handing_off(first, &mut owed).is_ok();
+            drop(owed);
+            // The sender is returned, so that the queue outlives the thread.
+            (accepted, tx)
+        });
+        let plain = thread::spawn(move || (tx2.send(second).is_ok(), tx2));
+
+        let (_, receiver_waker) = CountingWaker::new();
+        {
+            let mut cx = Context::from_waker(&receiver_waker);
+            let _ = std::pin::pin!(rx.ready(true)).as_mut().poll(&mut cx);
+        }
+        // Its wait dropped, as a stage waiting on a callback does, the receiver looks once more: that
+        // lock leaves nobody parked and no hand-off behind, whatever the senders did meanwhile.
+        let received = rx.try_recv().ok().map(|token| token.id);
+        assert!(matches!(rx.shared.lock().slot, Slot::Idle));
+        drop(rx);
+
+        let (first_accepted, _tx) = handing_off.join().unwrap();
+        let (second_accepted, _tx2) = plain.join().unwrap();
+        // Both senders still live, so the shared queue does too: a token accepted after the
+        // receiver was gone would still sit in it, undropped.
+        for id in 0..2 {
+            assert_eq!(
+                drops[id].load(Ordering::SeqCst),
+                1,
+                "token {id} was dropped other than once"
+            );
+        }
+        if let Some(id) = received {
+            assert!(
+                [first_accepted, second_accepted][id],
+                "token {id} received but refused"
+            );
+        }
+        assert_eq!(owed_to.count(), 1, "the owed wake-up is given exactly once");
+    });
+}
+
+/// Two senders send, one lazily, and are dropped while the receiver parks, waiting for lazy messages
+/// or not: the end of the queue wakes it like a message, and it receives both messages, once each.
+#[test]
+fn the_last_sender_dropped_while_the_receiver_parks_wakes_it() {
+    for wake_on_lazy in [true, false] {
+        loom::model(move || {
+            let (tx, mut rx) = mailbox::<u32>();
+            let tx2 = tx.clone();
+            let eager = thread::spawn(move || tx.send(1).unwrap());
+            let lazy = thread::spawn(move || drop(tx2.send_lazy(2).unwrap()));
+            let mut got = block_on(async {
+                let mut got = Vec::new();
+                while let Some(message) = recv(&mut rx, wake_on_lazy).await {
+                    got.push(message);
+                }
+                got
+            });
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+            eager.join().unwrap();
+            lazy.join().unwrap();
+        });
+    }
+}
