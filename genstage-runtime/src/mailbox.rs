@@ -16,6 +16,11 @@
 //! A stage loop takes messages with `try_recv` and, when it finds none, waits with `ready`; the message
 //! itself never passes through a future's output, which on the hot path costs several copies of it.
 //!
+//! A stage in steady flow always finds a message, so it would never return `Pending` and could
+//! starve the other tasks of its worker. So before each `try_recv` it awaits
+//! [`Receiver::consume_budget`], which spends one unit of tokio's cooperative budget per message, as
+//! tokio's own channels do per receive, and yields to the runtime once the budget is spent.
+//!
 //! # Lazy messages
 //! A message sent with `send_lazy` is owed a wake-up only if its receiver waits with `wake_on_lazy`;
 //! otherwise it stays queued, in order, until another message wakes the receiver. Asks are sent so:
@@ -401,6 +406,23 @@ impl<M> Receiver<M> {
             self.busy_since = crate::loom::spell_clock();
         }
         self.spells = self.spells.wrapping_add(1);
+    }
+
+    /// Spends one unit of the task's cooperative budget (tokio's `task::coop`) on the message the
+    /// caller is about to take with [`try_recv`](Self::try_recv); once the budget is spent, first
+    /// yields to the runtime, which runs the worker's other tasks and then this one with a fresh
+    /// budget. tokio grants a task 128 units each time it is scheduled, and its channels spend one
+    /// per receive: a stage costs the same per message, so that one whose mailbox never runs dry
+    /// still lets the tasks beside it run. Outside a tokio task the budget is unlimited.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes nothing.
+    #[inline]
+    pub(crate) fn consume_budget(&self) -> impl Future<Output = ()> {
+        std::future::poll_fn(|cx| {
+            tokio::task::coop::poll_proceed(cx).map(|restore| restore.made_progress())
+        })
     }
 
     /// The next message if one is queued now.

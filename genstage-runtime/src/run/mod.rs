@@ -30,7 +30,9 @@ pub(crate) use callback::panic_message;
 /// A macro, not an async fn: the message must not pass through a future's output (see
 /// [`crate::mailbox`]).
 macro_rules! next_mail {
-    ($mailbox:ident, wake_on_ask: $wake_on_ask:expr) => {
+    ($mailbox:ident, wake_on_ask: $wake_on_ask:expr) => {{
+        // A stage whose mailbox never runs dry still lets its worker's other tasks run.
+        $mailbox.consume_budget().await;
         match $mailbox.try_recv() {
             Ok(mail) => mail,
             Err(TryRecvError::Empty) => {
@@ -39,7 +41,7 @@ macro_rules! next_mail {
             }
             Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
         }
-    };
+    }};
 }
 
 /// How a stage task ended.
@@ -186,6 +188,9 @@ async fn produce<P: Producer>(
         if outputs.abandoned() {
             return Exit::Cancelled(None);
         }
+        // A round of this loop is a message or a call: either way one unit of the task's budget, so
+        // that a producer asked for more than it emits per call still lets other tasks run.
+        mailbox.consume_budget().await;
         match mailbox.try_recv() {
             Ok(Mail::Downstream(mail)) => {
                 outputs.handle(mail);

@@ -1,0 +1,142 @@
+//! Cooperative scheduling: a stage in steady flow lets the other tasks of its worker run.
+//!
+//! tokio grants a task a budget of 128 units each time it schedules it, and its channels spend one
+//! per receive; a stage spends one per message it takes and per round of its producer loop, and
+//! yields to the runtime once the budget is spent. Each test runs on a current-thread runtime, where
+//! nothing else runs while a stage is being polled: the stage spawns a task that sets a flag, and
+//! counts how much work it does before it sees the flag set. Without the budget, the stage would do
+//! all the work it has (100,000 calls, 2,000 batches) before the task could run.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use genstage::{from_iter, Consumer, Emit, Pipeline, Producer, StageResult, SubscribeOptions};
+
+/// How much work a stage may do before another task runs: tokio's budget of 128 units per poll,
+/// with a wide margin, and far below what the stages below would do in one poll without a budget.
+const WITHIN: u64 = 1_000;
+
+/// A flag set by a task of its own, spawned the first time the flag is looked at.
+#[derive(Default)]
+struct Flag {
+    spawned: bool,
+    set: Arc<AtomicBool>,
+}
+
+impl Flag {
+    /// Whether the task has run; spawns it on the first look.
+    fn is_set(&mut self) -> bool {
+        if !self.spawned {
+            self.spawned = true;
+            let set = self.set.clone();
+            tokio::spawn(async move { set.store(true, Ordering::SeqCst) });
+        }
+        self.set.load(Ordering::SeqCst)
+    }
+}
+
+/// Emits one event per call, however many are asked, until it sees its flag set; then ends.
+struct Trickle {
+    flag: Flag,
+    calls: Arc<AtomicU64>,
+}
+
+impl Producer for Trickle {
+    type Output = u64;
+
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        let calls = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(if self.flag.is_set() {
+            Emit::last(vec![calls])
+        } else {
+            Emit::more(vec![calls])
+        })
+    }
+}
+
+/// Counts its events.
+struct Count(Arc<AtomicU64>);
+
+impl Consumer for Count {
+    type Input = u64;
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.0.fetch_add(events.len() as u64, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_producer_asked_for_more_than_it_emits_per_call_lets_other_tasks_run() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut pipeline = Pipeline::new();
+    let producer = pipeline.add_producer(Trickle {
+        flag: Flag::default(),
+        calls: calls.clone(),
+    });
+    let consumer = pipeline.add_consumer(Count(received.clone()));
+    // Asked for 100,000 events at once and emitting one per call, the producer has 100,000 calls to
+    // make before its demand runs out.
+    pipeline.subscribe_with(
+        &producer,
+        &consumer,
+        SubscribeOptions::new().max_demand(100_000),
+    );
+    pipeline.run().await.expect("the pipeline runs");
+    let calls = calls.load(Ordering::SeqCst);
+    assert!(
+        calls <= WITHIN,
+        "the producer made {calls} calls before another task could run"
+    );
+    assert_eq!(received.load(Ordering::SeqCst), calls);
+}
+
+/// Counts its batches, and notes the first in which it sees its flag set.
+struct Tally {
+    flag: Flag,
+    batches: u64,
+    seen_at: Arc<AtomicU64>,
+}
+
+impl Consumer for Tally {
+    type Input = u64;
+
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        self.batches += 1;
+        if self.flag.is_set() {
+            self.seen_at.fetch_min(self.batches, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_consumer_whose_mailbox_is_full_lets_other_tasks_run() {
+    const PRODUCERS: u64 = 2_000;
+    let seen_at = Arc::new(AtomicU64::new(u64::MAX));
+    let mut pipeline = Pipeline::new();
+    let consumer = pipeline.add_consumer(Tally {
+        flag: Flag::default(),
+        batches: 0,
+        seen_at: seen_at.clone(),
+    });
+    // Each producer runs once, sending its one event before the consumer is next scheduled, so the
+    // consumer finds 2,000 batches in its mailbox.
+    for n in 0..PRODUCERS {
+        let producer = pipeline.add_producer(from_iter([n]));
+        pipeline.subscribe(&producer, &consumer);
+    }
+    let report = pipeline.run().await.expect("the pipeline runs");
+    assert_eq!(report.stage("Tally").map(|s| s.events_in), Some(PRODUCERS));
+    let seen_at = seen_at.load(Ordering::SeqCst);
+    assert!(
+        seen_at <= WITHIN,
+        "the consumer handled {} batches before another task could run",
+        if seen_at == u64::MAX {
+            PRODUCERS
+        } else {
+            seen_at
+        }
+    );
+}
