@@ -1,20 +1,21 @@
 //! Cooperative scheduling: a stage in steady flow lets the other tasks of its worker run.
 //!
 //! tokio grants a task a budget of 128 units each time it schedules it, and its channels spend one
-//! per receive; a stage spends one per message it takes and per round of its producer loop, and
-//! yields to the runtime once the budget is spent. Each test runs on a current-thread runtime, where
-//! nothing else runs while a stage is being polled: the stage spawns a task that sets a flag, and
-//! counts how much work it does before it sees the flag set. Without the budget, the stage would do
-//! all the work it has (100,000 calls, 2,000 batches) before the task could run.
+//! per receive; a stage spends one per 8 messages it takes or rounds of its producer loop, and yields
+//! to the runtime once the budget is spent. Each test runs on a current-thread runtime, where nothing
+//! else runs while a stage is being polled: the stage spawns a task that sets a flag, and counts how
+//! much work it does before it sees the flag set. Without the budget, the stage would do all the work
+//! it has (100,000 calls, 3,000 batches) before the task could run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use genstage::{from_iter, Consumer, Emit, Pipeline, Producer, StageResult, SubscribeOptions};
 
-/// How much work a stage may do before another task runs: tokio's budget of 128 units per poll,
-/// with a wide margin, and far below what the stages below would do in one poll without a budget.
-const WITHIN: u64 = 1_000;
+/// How much work a stage may do before another task runs: tokio's budget of 128 units per poll, a
+/// unit per 8 messages, with a margin, and far below what the stages below would do in one poll
+/// without a budget.
+const WITHIN: u64 = 2_000;
 
 /// A flag set by a task of its own, spawned the first time the flag is looked at.
 #[derive(Default)]
@@ -113,7 +114,7 @@ impl Consumer for Tally {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_consumer_whose_mailbox_is_full_lets_other_tasks_run() {
-    const PRODUCERS: u64 = 2_000;
+    const PRODUCERS: u64 = 3_000;
     let seen_at = Arc::new(AtomicU64::new(u64::MAX));
     let mut pipeline = Pipeline::new();
     let consumer = pipeline.add_consumer(Tally {
@@ -122,7 +123,7 @@ async fn a_consumer_whose_mailbox_is_full_lets_other_tasks_run() {
         seen_at: seen_at.clone(),
     });
     // Each producer runs once, sending its one event before the consumer is next scheduled, so the
-    // consumer finds 2,000 batches in its mailbox.
+    // consumer finds 3,000 batches in its mailbox.
     for n in 0..PRODUCERS {
         let producer = pipeline.add_producer(from_iter([n]));
         pipeline.subscribe(&producer, &consumer);

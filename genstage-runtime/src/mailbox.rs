@@ -18,8 +18,8 @@
 //!
 //! A stage in steady flow always finds a message, so it would never return `Pending` and could
 //! starve the other tasks of its worker. So before each `try_recv` it awaits
-//! [`Receiver::consume_budget`], which spends one unit of tokio's cooperative budget per message, as
-//! tokio's own channels do per receive, and yields to the runtime once the budget is spent.
+//! [`Receiver::consume_budget`], which spends tokio's cooperative budget, as tokio's own channels do
+//! per receive, and yields to the runtime once the budget is spent.
 //!
 //! # Lazy messages
 //! A message sent with `send_lazy` is owed a wake-up only if its receiver waits with `wake_on_lazy`;
@@ -65,76 +65,65 @@ use crate::loom::sync::{Arc, Mutex, MutexGuard};
 /// its producer than from sharing its worker with it.
 pub(crate) const QUICK_SPELL: Duration = Duration::from_micros(10);
 
+/// A stage spends one unit of tokio's cooperative budget per this many messages (see
+/// [`Receiver::consume_budget`]): a unit per message cost the seed benchmark a few percent, for the
+/// thread-local access and the await point it takes each time, and a stage's messages are batches,
+/// heavier than what a unit stands for in tokio's channels. A stage in steady flow still yields
+/// after at most 128 × this many messages.
+const MESSAGES_PER_BUDGET_UNIT: u32 = 8;
+
 /// A receiver times one busy spell in this many: reading the clock twice per spell would cost a
 /// quick pipeline a noticeable part of its time, and a stage's spells change slowly enough for a
 /// sample to tell.
 const TIMED_SPELL_EVERY: u32 = 16;
 
-/// Who the mailbox owes a wake-up to. Senders and the receiver pass it between them under the lock;
-/// the rule it encodes is written on [`Receiver::ready`].
+/// Who the mailbox owes a wake-up to, with [`State::waker`]. Senders and the receiver pass it between
+/// them under the lock; the rule it encodes is written on [`Receiver::ready`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
-    /// Nobody: the receiver is not parked, and no hand-off waits for it.
+    /// Nobody: the receiver is not parked, and no hand-off waits for it. No waker.
     Idle,
     /// The receiver parked in [`Receiver::ready`] and has not locked the mailbox since: it has seen
-    /// nothing sent since then, and it locks the mailbox before it sees anything. The sender whose
-    /// message is to wake it takes `waker` and wakes it, leaving `Idle`, or a `HandOff` when
-    /// `takes_hand_off`.
+    /// nothing sent since then, and it locks the mailbox before it sees anything. The waker is the
+    /// receiver's task: the sender whose message is to wake it takes it and wakes it, leaving `Idle`,
+    /// or a `HandOff` when `takes_hand_off`.
     Parked {
-        /// The receiver's task.
-        waker: Waker,
         /// Whether messages sent with [`Sender::send_lazy`] wake it.
         wake_on_lazy: bool,
         /// Whether its last timed busy spell was short enough for it to take a hand-off.
         takes_hand_off: bool,
     },
-    /// A hand-off: another task's waker, left by the sender that took the receiver's `Parked` waker
-    /// and woke it, for the receiver to wake at its next lock (before it looks at its messages), or
-    /// when it closes. At most one at a time: it replaces only `Parked`.
-    HandOff(Waker),
+    /// A hand-off: the waker is another task's, left by the sender that took the receiver's `Parked`
+    /// waker and woke it, for the receiver to wake at its next lock (before it looks at its
+    /// messages), or when it closes. At most one at a time: it replaces only `Parked`.
+    HandOff,
 }
 
-impl Slot {
-    /// The receiver's waker and whether it takes a hand-off, if it is parked and `message` (eager, or
-    /// lazy) is to wake it; the slot is left `Idle` then, untouched otherwise.
+/// What a receiver found in the slot as it cleared it: a hand-off to give, or a stale waker of its own
+/// (it runs again) to drop, both outside the lock.
+#[must_use = "a hand-off found must be given"]
+struct Found {
+    slot: Slot,
+    waker: Option<Waker>,
+}
+
+impl Found {
+    /// Gives the hand-off found, if any; drops a stale waker.
     #[inline]
-    fn unpark(&mut self, eager: bool) -> Option<(Waker, bool)> {
-        match self {
-            Slot::Parked { wake_on_lazy, .. } if eager || *wake_on_lazy => {
-                match std::mem::replace(self, Slot::Idle) {
-                    Slot::Parked {
-                        waker,
-                        takes_hand_off,
-                        ..
-                    } => Some((waker, takes_hand_off)),
-                    _ => None,
-                }
-            }
-            _ => None,
+    fn give(self) {
+        if let (Slot::HandOff, Some(waker)) = (self.slot, self.waker) {
+            waker.wake();
         }
-    }
-
-    /// Empties the slot as the receiver, running, finds it, and returns what it held: a hand-off to
-    /// give, or a stale `Parked` waker (the receiver runs again) to drop, outside the lock.
-    #[inline]
-    fn clear(&mut self) -> Slot {
-        std::mem::replace(self, Slot::Idle)
-    }
-}
-
-/// Gives the hand-off in `slot`, the value a receiver found and cleared: what it must do outside the
-/// lock.
-#[inline]
-fn give_hand_off(slot: Slot) {
-    if let Slot::HandOff(waker) = slot {
-        waker.wake();
     }
 }
 
 struct State<M> {
-    /// Messages sent and not yet taken, oldest first. A `Vec` rather than a `VecDeque`, to keep
-    /// `Shared` to one cache line: the receiver takes the whole of it at once, giving the buffer of
-    /// its drained `VecDeque` in exchange (both conversions are O(1)).
-    queue: Vec<M>,
+    /// Messages sent and not yet taken, oldest first.
+    queue: VecDeque<M>,
+    /// The waker `slot` speaks of: `Some` exactly while the slot is not `Idle`. Only the slot's methods
+    /// below change either. It sits beside the slot rather than in it because an enum carrying a
+    /// waker is 8 bytes larger, and `Shared` would no longer fit one cache line.
+    waker: Option<Waker>,
     /// Who is owed a wake-up.
     slot: Slot,
     /// Live senders; when this drops to zero the receiver sees the end of the queue. A `u32` keeps
@@ -142,6 +131,65 @@ struct State<M> {
     senders: u32,
     /// Whether the receiver still exists: sends fail once it is gone.
     receiving: bool,
+}
+
+impl<M> State<M> {
+    /// The receiver's waker and whether it takes a hand-off, if it is parked and the message (eager,
+    /// or lazy) is to wake it; the slot is left `Idle` then, untouched otherwise.
+    #[inline]
+    fn unpark(&mut self, eager: bool) -> Option<(Waker, bool)> {
+        match self.slot {
+            Slot::Parked {
+                wake_on_lazy,
+                takes_hand_off,
+            } if eager || wake_on_lazy => {
+                self.slot = Slot::Idle;
+                self.waker.take().map(|waker| (waker, takes_hand_off))
+            }
+            _ => None,
+        }
+    }
+
+    /// Leaves `owed` with the receiver just unparked, for it to give at its next lock.
+    #[inline]
+    fn leave_hand_off(&mut self, owed: Waker) {
+        debug_assert_eq!(self.slot, Slot::Idle);
+        self.slot = Slot::HandOff;
+        self.waker = Some(owed);
+    }
+
+    /// Empties the slot as the receiver, running, finds it.
+    #[inline]
+    fn clear(&mut self) -> Found {
+        Found {
+            slot: std::mem::replace(&mut self.slot, Slot::Idle),
+            waker: self.waker.take(),
+        }
+    }
+
+    /// Parks the receiver with `waker`, clearing what the slot held.
+    #[inline]
+    fn park(&mut self, waker: &Waker, wake_on_lazy: bool, takes_hand_off: bool) -> Found {
+        let found = match (self.slot, self.waker.take()) {
+            // Polled again while parked (woken by something else): the same task, most likely.
+            (Slot::Parked { .. }, Some(same)) if same.will_wake(waker) => {
+                self.waker = Some(same);
+                Found {
+                    slot: Slot::Idle,
+                    waker: None,
+                }
+            }
+            (slot, old) => {
+                self.waker = Some(waker.clone());
+                Found { slot, waker: old }
+            }
+        };
+        self.slot = Slot::Parked {
+            wake_on_lazy,
+            takes_hand_off,
+        };
+        found
+    }
 }
 
 /// A wake-up owed to a waiting receiver, taken from its mailbox by [`Sender::send_lazy`]. Dropping it
@@ -194,6 +242,8 @@ pub(crate) struct Receiver<M> {
     /// Whether the last timed busy spell lasted at most [`QUICK_SPELL`]; published in the slot each
     /// time the receiver parks.
     quick: bool,
+    /// Messages taken since the task's budget was last spent, below [`MESSAGES_PER_BUDGET_UNIT`].
+    unbudgeted: u32,
 }
 
 /// Why `try_recv` returned no message.
@@ -209,7 +259,8 @@ pub(crate) enum TryRecvError {
 pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            queue: Vec::new(),
+            queue: VecDeque::new(),
+            waker: None,
             slot: Slot::Idle,
             senders: 1,
             receiving: true,
@@ -225,6 +276,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             spells: 0,
             busy_since: None,
             quick: false,
+            unbudgeted: 0,
         },
     )
 }
@@ -253,11 +305,11 @@ impl<M> Sender<M> {
         }
         let waker = {
             let mut state = self.enqueue(message)?;
-            match state.slot.unpark(true) {
+            match state.unpark(true) {
                 Some((waker, takes_hand_off)) => {
                     if takes_hand_off {
                         if let Some(owed) = hand_off.0.take() {
-                            state.slot = Slot::HandOff(owed);
+                            state.leave_hand_off(owed);
                         }
                     }
                     Some(waker)
@@ -286,7 +338,7 @@ impl<M> Sender<M> {
     #[inline]
     fn push(&self, message: M, eager: bool) -> Result<Option<Waker>, M> {
         let mut state = self.enqueue(message)?;
-        Ok(state.slot.unpark(eager).map(|(waker, _)| waker))
+        Ok(state.unpark(eager).map(|(waker, _)| waker))
     }
 
     /// Queues `message` and returns the lock still held, for the caller to take what wakes the
@@ -297,7 +349,7 @@ impl<M> Sender<M> {
         if !state.receiving {
             return Err(message);
         }
-        state.queue.push(message);
+        state.queue.push_back(message);
         Ok(state)
     }
 }
@@ -318,7 +370,7 @@ impl<M> Drop for Sender<M> {
             state.senders -= 1;
             if state.senders == 0 {
                 // The end of the queue wakes the receiver like a message would.
-                state.slot.unpark(true).map(|(waker, _)| waker)
+                state.unpark(true).map(|(waker, _)| waker)
             } else {
                 None
             }
@@ -367,35 +419,24 @@ impl<M> Receiver<M> {
         if !self.taken.is_empty() {
             return Poll::Ready(());
         }
-        if let Some(since) = self.busy_since.take() {
-            self.quick = since.elapsed() <= QUICK_SPELL;
-        }
-        let spare = Vec::from(std::mem::take(&mut self.taken));
         let mut state = self.shared.lock();
-        // A hand-off is given at the receiver's first lock after it was left.
-        let found = state.slot.clear();
         if !state.queue.is_empty() || state.senders == 0 {
-            let queue = std::mem::replace(&mut state.queue, spare);
+            std::mem::swap(&mut state.queue, &mut self.taken);
+            // A hand-off is given at the receiver's first lock after it was left.
+            let found = state.clear();
             drop(state);
-            self.taken = VecDeque::from(queue);
-            give_hand_off(found);
+            found.give();
             self.start_spell();
             return Poll::Ready(());
         }
-        let (waker, found) = match found {
-            // Polled again while parked (woken by something else): the same task, most likely.
-            Slot::Parked { waker, .. } if waker.will_wake(cx.waker()) => (waker, Slot::Idle),
-            found => (cx.waker().clone(), found),
-        };
-        state.slot = Slot::Parked {
-            waker,
-            wake_on_lazy,
-            takes_hand_off: self.quick,
-        };
+        // The busy spell ends as the receiver parks (a timed one: see `start_spell`).
+        if let Some(since) = self.busy_since.take() {
+            self.quick = since.elapsed() <= QUICK_SPELL;
+        }
+        let found = state.park(cx.waker(), wake_on_lazy, self.quick);
         drop(state);
         // Gives a hand-off, or drops a stale waker, outside the lock.
-        give_hand_off(found);
-        self.taken = VecDeque::from(spare);
+        found.give();
         Poll::Pending
     }
 
@@ -408,20 +449,28 @@ impl<M> Receiver<M> {
         self.spells = self.spells.wrapping_add(1);
     }
 
-    /// Spends one unit of the task's cooperative budget (tokio's `task::coop`) on the message the
-    /// caller is about to take with [`try_recv`](Self::try_recv); once the budget is spent, first
-    /// yields to the runtime, which runs the worker's other tasks and then this one with a fresh
-    /// budget. tokio grants a task 128 units each time it is scheduled, and its channels spend one
-    /// per receive: a stage costs the same per message, so that one whose mailbox never runs dry
-    /// still lets the tasks beside it run. Outside a tokio task the budget is unlimited.
+    /// Spends the task's cooperative budget (tokio's `task::coop`) on the message the caller is about
+    /// to take with [`try_recv`](Self::try_recv): one unit per [`MESSAGES_PER_BUDGET_UNIT`]
+    /// messages. Once the budget is spent, first yields to the runtime, which runs the worker's other
+    /// tasks and then this one with a fresh budget. tokio grants a task 128 units each time it is
+    /// scheduled, and its channels spend one per receive; a stage spends them a little more slowly,
+    /// since each of its messages is a batch, so that one whose mailbox never runs dry still lets the
+    /// tasks beside it run. Outside a tokio task the budget is unlimited.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it takes nothing.
     #[inline]
-    pub(crate) fn consume_budget(&self) -> impl Future<Output = ()> {
-        std::future::poll_fn(|cx| {
-            tokio::task::coop::poll_proceed(cx).map(|restore| restore.made_progress())
+    pub(crate) fn consume_budget(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.unbudgeted + 1 < MESSAGES_PER_BUDGET_UNIT {
+                self.unbudgeted += 1;
+                return Poll::Ready(());
+            }
+            let restore = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            restore.made_progress();
+            self.unbudgeted = 0;
+            Poll::Ready(())
         })
     }
 
@@ -436,15 +485,13 @@ impl<M> Receiver<M> {
 
     /// Takes every queued message under one lock; returns the first.
     fn take_queued(&mut self) -> Result<M, TryRecvError> {
-        let spare = Vec::from(std::mem::take(&mut self.taken));
         let mut state = self.shared.lock();
-        let queue = std::mem::replace(&mut state.queue, spare);
+        std::mem::swap(&mut state.queue, &mut self.taken);
         // A `Parked` found here was left by a `ready` that was dropped: the receiver runs on.
-        let found = state.slot.clear();
+        let found = state.clear();
         let disconnected = state.senders == 0;
         drop(state);
-        self.taken = VecDeque::from(queue);
-        give_hand_off(found);
+        found.give();
         match self.taken.pop_front() {
             Some(message) => Ok(message),
             None if disconnected => Err(TryRecvError::Disconnected),
@@ -460,10 +507,10 @@ impl<M> Receiver<M> {
         let (queued, found) = {
             let mut state = self.shared.lock();
             state.receiving = false;
-            (std::mem::take(&mut state.queue), state.slot.clear())
+            (std::mem::take(&mut state.queue), state.clear())
         };
         // A hand-off the receiver never gave is given now, outside the lock.
-        give_hand_off(found);
+        found.give();
         let mut left = std::mem::take(&mut self.taken);
         left.extend(queued);
         left

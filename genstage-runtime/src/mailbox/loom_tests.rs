@@ -47,6 +47,13 @@ async fn recv<M>(receiver: &mut Receiver<M>, wake_on_lazy: bool) -> Option<M> {
     }
 }
 
+/// Asserts that nobody is parked and no hand-off waits: the slot is `Idle`, with no waker.
+fn assert_idle<M>(receiver: &Receiver<M>) {
+    let state = receiver.shared.lock();
+    assert_eq!(state.slot, Slot::Idle);
+    assert!(state.waker.is_none(), "an idle slot holds a waker");
+}
+
 /// A message that counts how many times it is dropped, in `drops[id]`.
 struct Token {
     id: usize,
@@ -78,7 +85,7 @@ fn a_hand_off_racing_ready_is_given_once_and_the_receiver_wakes() {
             assert_eq!(block_on(recv(&mut rx, true)), Some(7));
             // Running, the receiver is not `Parked`, and a hand-off left with it was given before it
             // looked at its messages.
-            assert!(matches!(rx.shared.lock().slot, Slot::Idle));
+            assert_idle(&rx);
             sender.join().unwrap();
             assert_eq!(owed_to.count(), 1, "the owed wake-up is given exactly once");
             // The sender is gone: the end of the queue wakes the receiver too.
@@ -121,7 +128,7 @@ fn a_receiver_dropped_while_senders_send_strands_no_message_and_no_wake_up() {
         // Its wait dropped, as a stage waiting on a callback does, the receiver looks once more: that
         // lock leaves nobody parked and no hand-off behind, whatever the senders did meanwhile.
         let received = rx.try_recv().ok().map(|token| token.id);
-        assert!(matches!(rx.shared.lock().slot, Slot::Idle));
+        assert_idle(&rx);
         drop(rx);
 
         let (first_accepted, _tx) = handing_off.join().unwrap();

@@ -188,8 +188,9 @@ async fn produce<P: Producer>(
         if outputs.abandoned() {
             return Exit::Cancelled(None);
         }
-        // A round of this loop is a message or a call: either way one unit of the task's budget, so
-        // that a producer asked for more than it emits per call still lets other tasks run.
+        // A round of this loop is a message or a call: either way it spends the task's budget like a
+        // message, so that a producer asked for more than it emits per call still lets other tasks
+        // run.
         mailbox.consume_budget().await;
         match mailbox.try_recv() {
             Ok(Mail::Downstream(mail)) => {
