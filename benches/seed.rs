@@ -63,6 +63,14 @@
 //!   about 35 ns, so a receiver times one busy spell in 16; the seed's three stages are woken about
 //!   10,000 times each in a run of about 25 ms, far below the 10 µs spell that refuses a hand-off.
 //!   `benches/heavy.rs` gives the other side of hand-offs.
+//! - The mailbox's slot kept as a small enum beside the waker, with the shared queue a `VecDeque`
+//!   swapped whole: a waker-carrying enum needed a `Vec` queue, converted to the receiver's
+//!   `VecDeque` at each take, to stay on one cache line, and that cost the ping-pong about 18%
+//!   (alternated runs: ratio 0.47 vs 0.57).
+//! - The cooperative budget (`Receiver::consume_budget`): one unit of tokio's budget per message
+//!   cost about 8% of genstage's seed throughput (ratio 0.56 vs 0.58 in 9 alternated runs on a
+//!   loaded machine); one unit per 8 messages is within the noise (12 alternated runs: 688 vs 694 M
+//!   events/s, ratio 0.750 vs 0.723, ping-pong 0.735 vs 0.722).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};

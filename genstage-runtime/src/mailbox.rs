@@ -66,10 +66,10 @@ use crate::loom::sync::{Arc, Mutex, MutexGuard};
 pub(crate) const QUICK_SPELL: Duration = Duration::from_micros(10);
 
 /// A stage spends one unit of tokio's cooperative budget per this many messages (see
-/// [`Receiver::consume_budget`]): a unit per message cost the seed benchmark a few percent, for the
-/// thread-local access and the await point it takes each time, and a stage's messages are batches,
-/// heavier than what a unit stands for in tokio's channels. A stage in steady flow still yields
-/// after at most 128 × this many messages.
+/// [`Receiver::consume_budget`]): a unit per message cost the seed benchmark measurably (see
+/// `benches/seed.rs`), for the thread-local access and the await it takes each time, and a stage's
+/// messages are batches, heavier than what a unit stands for in tokio's channels. A stage in steady
+/// flow still yields after at most 128 × this many messages.
 const MESSAGES_PER_BUDGET_UNIT: u32 = 8;
 
 /// A receiver times one busy spell in this many: reading the clock twice per spell would cost a
