@@ -361,11 +361,10 @@ fn node_check(
 /// at the literal, so that `cargo check` reports it in `#[stage]`'s words.
 ///
 /// The `const` item names the consumer's type, so this is done only when the consumer is written
-/// as its type: a unit struct `Printer` or a struct literal `Printer { .. }` (one identifier in
-/// upper camel case). Constructor calls, paths (`stages::Printer`, which may be an enum variant),
-/// local variables and the other forms are checked by `run()` instead. A generic stage written
-/// as a bare unit struct or struct literal, its parameters inferred, cannot be named so: such an
-/// edge gets rustc's "missing generics" error and needs a `-[max_demand = …]` or a constructor.
+/// as its type, a unit struct `Printer` (one identifier in upper camel case), which has no type
+/// parameters to infer. Struct literals (whose type may be generic, its parameters inferred),
+/// constructor calls, paths (`stages::Printer`, which may be an enum variant), local variables and
+/// the other forms are checked by `run()` instead.
 fn min_demand_check(
     graph: &Graph,
     consumer: usize,
@@ -387,7 +386,6 @@ fn min_demand_check(
     let min: usize = int.base10_parse().ok()?;
     let path = match graph.nodes[consumer].stage.expr() {
         syn::Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => &path.path,
-        syn::Expr::Struct(literal) if literal.qself.is_none() => &literal.path,
         _ => return None,
     };
     let ident = path.get_ident()?;

@@ -422,7 +422,6 @@ fn a_constant_group_count_gets_a_const_assertion_and_any_other_a_run_time_check(
 fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
     for input in [
         "A -[min_demand = 1000]-> Printer",
-        "A -[min_demand = 10]-> Printer { id: 1 }",
         "A -[min_demand = 10]-> p; p = [Printer; 2]",
     ] {
         let expansion = expansion_of(input);
@@ -431,6 +430,8 @@ fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
     }
     for input in [
         "A -[min_demand = 10]-> Printer::new()",
+        // A struct literal's type may be generic, its parameters inferred: it cannot be named.
+        "A -[min_demand = 10]-> Printer { id: 1 }",
         "A -[min_demand = 10]-> stages::Printer",
         "A -[min_demand = 10]-> printer",
         "A -[min_demand = 10]-> PRINTER",
