@@ -106,12 +106,23 @@ pub(crate) fn count(key: &Ident, value: &Expr) -> syn::Result<Option<usize>> {
     }
 }
 
-/// `max_demand`'s rule: at least 1, checked for a literal.
+/// The largest `max_demand`: the runtime's `MAX_DEMAND_LIMIT` (2^30), which a test below keeps
+/// equal.
+pub(crate) const MAX_DEMAND_LIMIT: usize = 1 << 30;
+
+/// `max_demand`'s rule: at least 1 and at most [`MAX_DEMAND_LIMIT`], checked for a literal.
 pub(crate) fn check_max_demand(value: &Expr, literal: Option<usize>) -> syn::Result<()> {
     match literal {
         Some(0) => Err(syn::Error::new_spanned(
             value,
             "`max_demand` must be at least 1: a stage that asks for 0 events never gets any",
+        )),
+        Some(max) if max > MAX_DEMAND_LIMIT => Err(syn::Error::new_spanned(
+            value,
+            format!(
+                "`max_demand` must be at most 1073741824 (2^30), so that demand summed over \
+                 consumers cannot overflow; got {max}"
+            ),
         )),
         _ => Ok(()),
     }
@@ -187,6 +198,13 @@ pub(crate) fn duplicate(key: &Ident) -> syn::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The macros check literals against the runtime's own constants.
+    #[test]
+    fn the_demand_constants_are_the_runtimes() {
+        assert_eq!(super::DEFAULT_MAX_DEMAND, genstage::DEFAULT_MAX_DEMAND);
+        assert_eq!(super::MAX_DEMAND_LIMIT, genstage::MAX_DEMAND_LIMIT);
+    }
 
     fn expr(text: &str) -> Expr {
         syn::parse_str(text).expect("test expressions parse")
