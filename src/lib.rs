@@ -49,7 +49,7 @@
 //! ```toml
 //! [dependencies]
 //! genstage = "0.1"
-//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "time"] }
 //! ```
 //!
 //! [`#[stage]`](macro@stage) describes the roles, callbacks and options; [`pipeline!`] the wiring

@@ -29,10 +29,11 @@ fn ui() {
     t.compile_fail("tests/ui/*/*.rs");
 }
 
-/// No expected error names an item of the expansion: every `.stderr` under `tests/ui` is free of
-/// `__private`, `__CanWire`, `Pair<` and `opaque`.
+/// Each case shows one mistake's one error, and no expected error names an item of the expansion:
+/// every `.stderr` under `tests/ui` holds exactly one `error` and is free of `__private`,
+/// `__CanWire`, `Pair<` and `opaque`.
 #[test]
-fn no_diagnostic_names_an_internal_item() {
+fn one_error_per_case_naming_no_internal_item() {
     const INTERNAL: &[&str] = &["__private", "__CanWire", "Pair<", "opaque"];
     let mut checked = 0;
     // Not relative to the current folder, which the `ui` test changes.
@@ -49,6 +50,11 @@ fn no_diagnostic_names_an_internal_item() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("a .stderr is text");
+            let errors = text
+                .lines()
+                .filter(|line| line.starts_with("error"))
+                .count();
+            assert_eq!(errors, 1, "{} holds {errors} errors", path.display());
             for internal in INTERNAL {
                 assert!(
                     !text.contains(internal),

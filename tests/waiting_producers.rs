@@ -257,15 +257,26 @@ async fn a_polling_producer_works() {
     );
     pipeline.subscribe(&producer, &sink);
     let run = tokio::spawn(pipeline.run());
-    // Set the flag once the producer has been polled a few times.
+    // Set the flag once the producer has been polled a few times and 50 ms have passed.
+    let start = tokio::time::Instant::now();
     guard(async {
         while polls.load(Ordering::SeqCst) < 3 {
             tokio::task::yield_now().await;
         }
     })
     .await;
+    tokio::time::sleep_until(start + Duration::from_millis(50)).await;
     ready.store(true, Ordering::SeqCst);
+    let waited = start.elapsed();
     let report = guard(run).await.unwrap().unwrap();
     assert_eq!(handled.load(Ordering::SeqCst), 1000);
     assert_eq!(report.stage("poller").unwrap().emitted, 1000);
+    // Back-off waits of 1, 2, 4, … ms: within `waited` at most log2(waited in ms) + 2 polls, and
+    // one more for the events. A busy loop would have polled thousands of times.
+    let bound = (waited.as_millis() as f64).log2().ceil() as usize + 4;
+    assert!(
+        polls.load(Ordering::SeqCst) <= bound,
+        "{} polls in {waited:?}",
+        polls.load(Ordering::SeqCst)
+    );
 }

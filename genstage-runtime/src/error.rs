@@ -81,7 +81,9 @@ pub enum PipelineError {
         /// The report of the run, every stage included.
         report: Box<Report>,
     },
-    /// `run()` was called outside a tokio runtime.
+    /// `run()` was awaited outside a tokio runtime, or in one without its time driver (which
+    /// producers' back-off needs). The check makes a timer: in a runtime without timers, tokio's
+    /// panic message for it is printed (and a build with `panic = "abort"` aborts there).
     NoRuntime,
     /// The options of a subscription are invalid.
     InvalidSubscription {

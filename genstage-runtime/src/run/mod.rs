@@ -269,6 +269,8 @@ async fn transform<S: ProducerConsumer>(
                     events,
                     demand,
                 } => {
+                    // One message may hold many batches: each spends budget as a message does.
+                    mailbox.consume_budget().await;
                     in_hand.batch = events.len() as u64;
                     // While the callback waits, the stage takes in its mail, and stops if its
                     // consumers leave.
@@ -351,6 +353,8 @@ async fn consume<C: Consumer>(
                     events,
                     demand,
                 } => {
+                    // One message may hold many batches: each spends budget as a message does.
+                    mailbox.consume_budget().await;
                     in_hand.batch = events.len() as u64;
                     if let Err(error) = stage.handle_events(events).await {
                         break 'run Exit::Failed(error);
