@@ -18,7 +18,6 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::PipelineError;
-use crate::stream::FromIter;
 
 /// How a stage got its name (its base name lives beside it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,25 +28,21 @@ pub(crate) struct Naming {
     pub(crate) group: Option<usize>,
 }
 
-/// A new stage's name, the one given or else its type's, and how it got it.
-pub(crate) fn stage_name<S>(given: Option<String>) -> (String, Naming) {
+/// A new stage's name, the one given or else `default` or its type's, and how it got it.
+pub(crate) fn stage_name<S>(given: Option<String>, default: Option<&str>) -> (String, Naming) {
     let naming = Naming {
         given: given.is_some(),
         group: None,
     };
-    (given.unwrap_or_else(type_name::<S>), naming)
+    let name = given.unwrap_or_else(|| default.map_or_else(type_name::<S>, str::to_owned));
+    (name, naming)
 }
 
 /// The name a stage of type `T` gets when none is given: the type's name without its path and
-/// generic arguments, except `from_iter` for [`FromIter`], which users write as the function.
+/// generic arguments.
 pub(crate) fn type_name<T>() -> String {
-    fn path(full: &str) -> &str {
-        full.split('<').next().unwrap_or(full)
-    }
-    let base = path(std::any::type_name::<T>());
-    if base == path(std::any::type_name::<FromIter<()>>()) {
-        return "from_iter".to_owned();
-    }
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
     base.rsplit("::").next().unwrap_or(base).to_owned()
 }
 
@@ -306,19 +301,22 @@ mod tests {
     }
 
     #[test]
-    fn the_default_name_is_the_type_name_and_from_iter_for_from_iter() {
+    fn the_default_name_is_the_type_name_unless_the_stage_gives_one() {
         struct Printer<T>(T);
         let _ = Printer(());
         assert_eq!(type_name::<Printer<u64>>(), "Printer");
-        assert_eq!(type_name::<FromIter<std::ops::Range<u64>>>(), "from_iter");
         assert_eq!(type_name::<u64>(), "u64");
         assert_eq!(
-            stage_name::<Printer<u8>>(Some("p".to_owned())),
+            stage_name::<Printer<u8>>(Some("p".to_owned()), Some("from_iter")),
             ("p".to_owned(), GIVEN)
         );
         assert_eq!(
-            stage_name::<Printer<u8>>(None),
+            stage_name::<Printer<u8>>(None, None),
             ("Printer".to_owned(), TYPE)
+        );
+        assert_eq!(
+            stage_name::<Printer<u8>>(None, Some("from_iter")),
+            ("from_iter".to_owned(), TYPE)
         );
     }
 }

@@ -137,6 +137,11 @@ pub trait Producer: Send + 'static {
     fn producer_options(&self) -> ProducerOptions {
         ProducerOptions::for_producer()
     }
+
+    /// The name a stage of this type gets in a pipeline when none is given; `None`, the default,
+    /// means its type's name (`from_iter`'s producer gives `"from_iter"`, as users write it).
+    #[doc(hidden)]
+    const DEFAULT_NAME: Option<&'static str> = None;
 }
 
 /// A stage in the middle: GenStage's `:producer_consumer`.

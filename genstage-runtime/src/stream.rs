@@ -68,6 +68,8 @@ where
     fn producer_options(&self) -> ProducerOptions {
         self.options
     }
+
+    const DEFAULT_NAME: Option<&'static str> = Some("from_iter");
 }
 
 impl<I> Stage for FromIter<I>
@@ -78,7 +80,7 @@ where
     type Ref = ProducerRef<I::Item>;
 
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
-        // Unnamed, it is `from_iter`, through the builder as well (see `names::type_name`).
+        // Unnamed, it is `from_iter`, through the builder as well (see `Producer::DEFAULT_NAME`).
         pipeline.add_producer_as(name, self)
     }
 }

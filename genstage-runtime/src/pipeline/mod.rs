@@ -177,7 +177,7 @@ impl Pipeline {
     ) -> ProducerRef<P::Output> {
         let defaults = SubscribeOptions::default();
         self.add_stage(
-            names::stage_name::<P>(name),
+            names::stage_name::<P>(name, P::DEFAULT_NAME),
             Role::Producer,
             defaults,
             |name, inbox| Box::pin(run::run_producer(stage, name, inbox)),
@@ -212,7 +212,7 @@ impl Pipeline {
     ) -> ProducerConsumerRef<S::Input, S::Output> {
         let defaults = stage.subscribe_options();
         self.add_stage(
-            names::stage_name::<S>(name),
+            names::stage_name::<S>(name, None),
             Role::ProducerConsumer,
             defaults,
             |name, inbox| Box::pin(run::run_producer_consumer(stage, name, inbox)),
@@ -245,7 +245,7 @@ impl Pipeline {
     ) -> ConsumerRef<C::Input> {
         let defaults = stage.subscribe_options();
         self.add_stage(
-            names::stage_name::<C>(name),
+            names::stage_name::<C>(name, None),
             Role::Consumer,
             defaults,
             |name, inbox| Box::pin(run::run_consumer(stage, name, inbox)),
