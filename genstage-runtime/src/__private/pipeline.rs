@@ -5,7 +5,9 @@
 //! generated inside the expansion with the names of its stages in its `on_unimplemented` message,
 //! implemented for the stage handles allowed there (`ProducerRef`, `ProducerConsumerRef`,
 //! `ConsumerRef`). rustc prints the trait and the handle type in a `help:` line, so both read as
-//! the user's own API: "the trait `Sink<u64>` is not implemented for `genstage::ConsumerRef<String>`".
+//! the user's own code: "the trait `main::Sink<u64, String>` is not implemented for
+//! `ConsumerRef<String>`" (the trait is local to the expansion, so rustc prefixes the enclosing
+//! function's path).
 //! Nothing of this module may appear in an error. The checks use:
 //!
 //! - [`Wiring`]: a stage handle's role ([`IsProducer`], [`IsProducerConsumer`], [`IsConsumer`]),
