@@ -23,10 +23,7 @@ impl Errors {
 
     /// `Err` with every error pushed, if any.
     pub(crate) fn check(mut self) -> syn::Result<()> {
-        match self.error.take() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        self.take()
     }
 
     /// `Err` with every error pushed so far, if any, leaving the accumulator empty: for a step
@@ -40,7 +37,7 @@ impl Errors {
 
     /// The errors pushed, if any.
     pub(crate) fn into_error(mut self) -> Option<syn::Error> {
-        self.error.take()
+        self.take().err()
     }
 }
 
