@@ -80,41 +80,39 @@ struct InHand {
     interrupted: bool,
 }
 
-impl InHand {
-    /// Closes the mailbox and counts what the stopped stage leaves behind: `unhandled` events already taken
-    /// from the mailbox, every event still in it, what it sent to consumers that had gone, and its
-    /// buffer.
-    fn close_and_count<In, Out>(
-        &self,
-        mailbox: &mut Receiver<Mail<In, Out>>,
-        unhandled: u64,
-        consumer_gone: u64,
-        buffered: u64,
-    ) -> Vec<Loss> {
-        let in_mailbox: u64 = mailbox
-            .close()
-            .iter()
-            .map(|mail| match mail {
-                Mail::Upstream(Upstream::Events { events, .. }) => events.len() as u64,
-                _ => 0,
-            })
-            .sum();
-        let (failed, interrupted) = if self.interrupted {
-            (0, self.batch)
-        } else {
-            (self.batch, 0)
-        };
-        [
-            (failed, LossReason::FailedBatch),
-            (unhandled + in_mailbox + interrupted, LossReason::Unhandled),
-            (consumer_gone, LossReason::ConsumerGone),
-            (buffered, LossReason::Buffered),
-        ]
-        .into_iter()
-        .filter(|&(count, _)| count > 0)
-        .map(|(count, reason)| Loss { count, reason })
-        .collect()
-    }
+/// Closes a stopped stage's mailbox and counts what the stage leaves behind: the batch `in_hand`,
+/// `unhandled` events already taken from the mailbox, every event still in it, what it sent to
+/// consumers that had gone, and its `buffered` events.
+fn close_and_count<In, Out>(
+    mailbox: &mut Receiver<Mail<In, Out>>,
+    in_hand: &InHand,
+    unhandled: u64,
+    consumer_gone: u64,
+    buffered: u64,
+) -> Vec<Loss> {
+    let in_mailbox: u64 = mailbox
+        .close()
+        .iter()
+        .map(|mail| match mail {
+            Mail::Upstream(Upstream::Events { events, .. }) => events.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    let (failed, interrupted) = if in_hand.interrupted {
+        (0, in_hand.batch)
+    } else {
+        (in_hand.batch, 0)
+    };
+    [
+        (failed, LossReason::FailedBatch),
+        (unhandled + in_mailbox + interrupted, LossReason::Unhandled),
+        (consumer_gone, LossReason::ConsumerGone),
+        (buffered, LossReason::Buffered),
+    ]
+    .into_iter()
+    .filter(|&(count, _)| count > 0)
+    .map(|(count, reason)| Loss { count, reason })
+    .collect()
 }
 
 pub(crate) async fn run_producer<P: Producer>(
@@ -126,8 +124,9 @@ pub(crate) async fn run_producer<P: Producer>(
     let mut outputs = Outputs::new(name.clone(), Box::new(DemandDispatcher::new()), options);
     let exit = catch_panic(produce(&mut stage, &name, &mut mailbox, &mut outputs)).await;
     let buffered = outputs.abandon_buffer();
-    let losses = InHand::default().close_and_count(
+    let losses = close_and_count(
         &mut mailbox,
+        &InHand::default(),
         0,
         outputs.lost_to_gone_consumers,
         buffered,
@@ -204,7 +203,7 @@ async fn produce<P: Producer>(
                 if exhausted || outputs.demand() == 0 {
                     // An ask is what sets a producer going again.
                     mailbox.ready(true).await;
-                } else if let Some(at) = retry.at().filter(|_| !retry.due()) {
+                } else if let Some(at) = retry.waiting_until() {
                     tokio::select! {
                         () = mailbox.ready(true) => {}
                         () = tokio::time::sleep_until(at) => {}
@@ -234,8 +233,9 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     ))
     .await;
     let buffered = outputs.abandon_buffer();
-    let losses = in_hand.close_and_count(
+    let losses = close_and_count(
         &mut mailbox,
+        &in_hand,
         inputs.unhandled(),
         outputs.lost_to_gone_consumers,
         buffered,
@@ -326,7 +326,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let mut inputs = Inputs::new(name);
     let mut in_hand = InHand::default();
     let exit = catch_panic(consume(&mut stage, &mut mailbox, &mut inputs, &mut in_hand)).await;
-    let losses = in_hand.close_and_count(&mut mailbox, inputs.unhandled(), 0, 0);
+    let losses = close_and_count(&mut mailbox, &in_hand, inputs.unhandled(), 0, 0);
     Outcome {
         exit,
         events_in: inputs.events_in - in_hand.batch,

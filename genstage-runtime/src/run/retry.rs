@@ -27,12 +27,12 @@ pub(super) struct Retry {
 impl Retry {
     /// Whether `handle_demand` may be called now.
     pub(super) fn due(&self) -> bool {
-        self.at.is_none_or(|at| Instant::now() >= at)
+        self.waiting_until().is_none()
     }
 
-    /// When `handle_demand` may be called again, if it must wait.
-    pub(super) fn at(&self) -> Option<Instant> {
-        self.at
+    /// When `handle_demand` may be called again, while it must wait.
+    pub(super) fn waiting_until(&self) -> Option<Instant> {
+        self.at.filter(|&at| Instant::now() < at)
     }
 
     /// A call returned events, or the stage was asked for more: call again when there is demand.
