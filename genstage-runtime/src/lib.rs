@@ -32,6 +32,7 @@ mod error;
 mod event_path;
 mod loom;
 mod mailbox;
+mod messages;
 mod names;
 mod options;
 mod pipeline;
@@ -43,6 +44,7 @@ mod stream;
 
 pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use error::{DemandError, PipelineError, StageError};
+pub use messages::{CallError, Context, Emission, HandleCall, HandleCast, HandleInfo, ReplyTo};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
     ends, ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Run, Sink, Source, Stage,

@@ -20,6 +20,12 @@ pub enum StageStatus {
     Failed(String),
     /// Its callback panicked with this message.
     Panicked(String),
+    /// A producer stopped by a graceful shutdown, once it had delivered every event it emitted
+    /// ([`PipelineHandle::shutdown`](crate::PipelineHandle::shutdown)).
+    ShutDown,
+    /// It was stopped where it stood: the pipeline was aborted, or a graceful shutdown ran out of
+    /// time while this stage was busy. What it held is counted as lost.
+    Aborted,
 }
 
 /// Why events were lost.

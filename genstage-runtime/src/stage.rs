@@ -14,6 +14,7 @@ use std::future::Future;
 
 use crate::error::StageError;
 use crate::options::{ProducerOptions, SubscribeOptions};
+use crate::report::StageStatus;
 
 /// What a producer's `handle_demand` returns: the events it emits now, and whether it is exhausted.
 ///
@@ -138,6 +139,19 @@ pub trait Producer: Send + 'static {
         ProducerOptions::for_producer()
     }
 
+    /// Called once when the stage ends, with how it ended, unless it panicked or was aborted
+    /// (GenStage's `terminate/2`): the place to flush or close what the stage holds. The default
+    /// does nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// The future is dropped at an `.await` if the pipeline is aborted meanwhile, or a graceful
+    /// shutdown's timeout passes.
+    fn terminate(&mut self, status: &StageStatus) -> impl Future<Output = ()> + Send {
+        let _ = status;
+        std::future::ready(())
+    }
+
     /// The name a stage of this type gets in a pipeline when none is given; `None`, the default,
     /// means its type's name (`from_iter`'s producer gives `"from_iter"`, as users write it).
     #[doc(hidden)]
@@ -198,6 +212,19 @@ pub trait ProducerConsumer: Send + 'static {
     fn producer_options(&self) -> ProducerOptions {
         ProducerOptions::for_producer_consumer()
     }
+
+    /// Called once when the stage ends, with how it ended, unless it panicked or was aborted
+    /// (GenStage's `terminate/2`): the place to flush or close what the stage holds. The default
+    /// does nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// The future is dropped at an `.await` if the pipeline is aborted meanwhile, or a graceful
+    /// shutdown's timeout passes.
+    fn terminate(&mut self, status: &StageStatus) -> impl Future<Output = ()> + Send {
+        let _ = status;
+        std::future::ready(())
+    }
 }
 
 /// A sink: GenStage's `:consumer`.
@@ -242,5 +269,18 @@ pub trait Consumer: Send + 'static {
     /// Default subscription options for its upstream edges (an edge may override them).
     fn subscribe_options(&self) -> SubscribeOptions {
         SubscribeOptions::default()
+    }
+
+    /// Called once when the stage ends, with how it ended, unless it panicked or was aborted
+    /// (GenStage's `terminate/2`): the place to flush or close what the stage holds. The default
+    /// does nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// The future is dropped at an `.await` if the pipeline is aborted meanwhile, or a graceful
+    /// shutdown's timeout passes.
+    fn terminate(&mut self, status: &StageStatus) -> impl Future<Output = ()> + Send {
+        let _ = status;
+        std::future::ready(())
     }
 }

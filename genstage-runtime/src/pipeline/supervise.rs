@@ -110,7 +110,9 @@ impl Pipeline {
             };
             // Tell the neighbours. The root cause travels downstream with a failure.
             let reason = match &status {
-                StageStatus::Finished => EndReason::Finished,
+                StageStatus::Finished | StageStatus::ShutDown | StageStatus::Aborted => {
+                    EndReason::Finished
+                }
                 StageStatus::Cancelled { cause: Some(cause) } => {
                     EndReason::Failed(Arc::from(cause.as_str()))
                 }
