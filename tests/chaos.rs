@@ -786,13 +786,13 @@ impl Consumer for Sink {
 // Running a topology
 
 enum SourceRef {
-    Producer(ProducerRef<Event>),
-    Middle(ProducerConsumerRef<Event, Event>),
+    Producer(ProducerRef<Chaotic>),
+    Middle(ProducerConsumerRef<Middle>),
 }
 
 enum SinkRef {
-    Middle(ProducerConsumerRef<Event, Event>),
-    Consumer(ConsumerRef<Event>),
+    Middle(ProducerConsumerRef<Middle>),
+    Consumer(ConsumerRef<Sink>),
 }
 
 /// What the run left behind: its result, and the senders that must outlive it.

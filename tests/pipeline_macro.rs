@@ -23,7 +23,7 @@ impl ProducerConsumer for Evens {
 }
 
 impl Stage for Evens {
-    type Ref = ProducerConsumerRef<u64, u64>;
+    type Ref = ProducerConsumerRef<Self>;
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         pipeline.add_producer_consumer_as(name, self)
     }
@@ -47,7 +47,7 @@ impl<T: Send + 'static> ProducerConsumer for Forward<T> {
 }
 
 impl<T: Send + 'static> Stage for Forward<T> {
-    type Ref = ProducerConsumerRef<T, T>;
+    type Ref = ProducerConsumerRef<Self>;
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         pipeline.add_producer_consumer_as(name, self)
     }
@@ -71,7 +71,7 @@ impl<F: Send + 'static> ProducerConsumer for Tagged<F> {
 }
 
 impl<F: Send + 'static> Stage for Tagged<F> {
-    type Ref = ProducerConsumerRef<u64, u64>;
+    type Ref = ProducerConsumerRef<Self>;
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         pipeline.add_producer_consumer_as(name, self)
     }
@@ -134,7 +134,7 @@ impl Consumer for Collect {
 }
 
 impl Stage for Collect {
-    type Ref = ConsumerRef<u64>;
+    type Ref = ConsumerRef<Self>;
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         pipeline.add_consumer_as(name, self)
     }
@@ -161,7 +161,7 @@ impl Consumer for Rendezvous {
 }
 
 impl Stage for Rendezvous {
-    type Ref = ConsumerRef<u64>;
+    type Ref = ConsumerRef<Self>;
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         pipeline.add_consumer_as(name, self)
     }
@@ -178,7 +178,7 @@ impl Producer for Failing {
 }
 
 impl Stage for Failing {
-    type Ref = ProducerRef<u64>;
+    type Ref = ProducerRef<Self>;
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         pipeline.add_producer_as(name, self)
     }

@@ -130,6 +130,21 @@ pub enum PipelineError {
         /// The stage's position in its own pipeline, as `#index`.
         stage: String,
     },
+    /// A graceful shutdown with a time limit
+    /// ([`PipelineHandle::shutdown_within`](crate::PipelineHandle::shutdown_within)) ran out of time:
+    /// these stages were still busy, and were aborted.
+    ShutdownTimeout {
+        /// The stages still running when the time ran out, in the order they were added.
+        busy: Vec<String>,
+        /// The report of the run: what the busy stages held is counted as lost.
+        report: Box<Report>,
+    },
+    /// The task running a started pipeline was lost: its tokio runtime shut down, or genstage
+    /// itself panicked (a bug: please report it).
+    Internal {
+        /// What happened.
+        message: String,
+    },
 }
 
 impl fmt::Display for PipelineError {
@@ -186,6 +201,12 @@ impl fmt::Display for PipelineError {
                 f,
                 "two stages are named `{name}`: {first} and {second}; a name given explicitly must differ from every other stage's name"
             ),
+            PipelineError::ShutdownTimeout { busy, .. } => write!(
+                f,
+                "the shutdown ran out of time; still busy, and aborted: {}",
+                busy.join(", ")
+            ),
+            PipelineError::Internal { message } => f.write_str(message),
         }
     }
 }
@@ -201,8 +222,9 @@ impl std::error::Error for PipelineError {
 }
 
 impl PipelineError {
-    /// The name of the stage this error is about (the consumer side, for a subscription; empty for
-    /// [`NoRuntime`](Self::NoRuntime)).
+    /// The name of the stage this error is about (the consumer side, for a subscription; the first
+    /// busy stage, for a shutdown timeout; empty for [`NoRuntime`](Self::NoRuntime) and
+    /// [`Internal`](Self::Internal)).
     pub fn stage(&self) -> &str {
         match self {
             PipelineError::StageFailed { stage, .. }
@@ -213,8 +235,11 @@ impl PipelineError {
             | PipelineError::DuplicateName { name: stage, .. }
             | PipelineError::EmptyGroup { group: stage } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
-            PipelineError::Cycle { stages } => stages.first().map(String::as_str).unwrap_or(""),
-            PipelineError::NoRuntime => "",
+            PipelineError::Cycle { stages }
+            | PipelineError::ShutdownTimeout { busy: stages, .. } => {
+                stages.first().map(String::as_str).unwrap_or("")
+            }
+            PipelineError::NoRuntime | PipelineError::Internal { .. } => "",
         }
     }
 
@@ -223,7 +248,8 @@ impl PipelineError {
     pub fn report(&self) -> Option<&Report> {
         match self {
             PipelineError::StageFailed { report, .. }
-            | PipelineError::StagePanicked { report, .. } => Some(report),
+            | PipelineError::StagePanicked { report, .. }
+            | PipelineError::ShutdownTimeout { report, .. } => Some(report),
             _ => None,
         }
     }

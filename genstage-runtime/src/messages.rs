@@ -278,7 +278,7 @@ impl<'a, S: Send + 'static> Context<'a, S> {
         S: HandleInfo<M>,
     {
         // A stage that is stopping takes no more messages: nothing to do.
-        let _ = self.me.post(info_letter::<S, M>(message));
+        self.me.post(info_letter::<S, M>(message));
     }
 
     /// Sends `message` to this stage's own `handle_info` once `delay` has passed (GenStage's
@@ -291,7 +291,7 @@ impl<'a, S: Send + 'static> Context<'a, S> {
         let me = self.me.clone_port();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = me.post(info_letter::<S, M>(message));
+            me.post(info_letter::<S, M>(message));
         });
     }
 }
@@ -391,14 +391,14 @@ pub(crate) struct Opened<'a> {
 
 /// Where a stage posts letters to itself.
 pub(crate) trait PostLetter: Send + Sync {
-    /// Posts `letter`; gives it back when the stage has ended.
-    fn post(&self, letter: Letter) -> Result<(), Letter>;
+    /// Posts `letter`; false when the stage has ended.
+    fn post(&self, letter: Letter) -> bool;
     /// An owned port, for a timer task.
     fn clone_port(&self) -> Box<dyn PostLetter>;
 }
 
 impl<T: PostLetter + ?Sized> PostLetter for Box<T> {
-    fn post(&self, letter: Letter) -> Result<(), Letter> {
+    fn post(&self, letter: Letter) -> bool {
         (**self).post(letter)
     }
     fn clone_port(&self) -> Box<dyn PostLetter> {

@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
+use tokio::sync::oneshot;
+
 use crate::mailbox::{DeferredWake, Sender};
+use crate::messages::{Letter, PostLetter};
 use crate::options::CancelMode;
 
 /// Why a producer ended, as told to its consumers.
@@ -34,6 +37,18 @@ pub(crate) enum Mail<In, Out> {
     Upstream(Upstream<In>),
     /// From the consumers of this stage.
     Downstream(Downstream<Out>),
+    /// From the stage's handles and its pipeline; boxed, as subscriptions are (rare, and larger).
+    Control(Box<Control>),
+}
+
+/// What a stage's handles and its pipeline send it.
+pub(crate) enum Control {
+    /// A call, cast or info, with the callback that handles it.
+    Letter(Letter),
+    /// A graceful shutdown: a producer emits nothing more, delivers what it has emitted, and ends.
+    Shutdown,
+    /// Asks how many events the stage's buffer holds.
+    BufferedCount(oneshot::Sender<usize>),
 }
 
 // Events and asks are the hot messages: one per batch, copied into and out of a mailbox. The rare
@@ -106,12 +121,15 @@ pub(crate) trait EventSink<T>: Send {
     ) -> Result<(), Vec<T>>;
 }
 
-/// What the pipeline holds of every stage: its control notices, whatever the event types.
-pub(crate) trait ControlPort: Send + Sync {
+/// What the pipeline and the stage's handles hold of a stage: its control path, whatever the event
+/// types.
+pub(crate) trait ControlPort: PostLetter {
     /// The producer of `sub` ended.
     fn upstream_ended(&self, sub: SubscriptionId, reason: EndReason);
     /// The consumer of `sub` is gone.
     fn downstream_cancelled(&self, sub: SubscriptionId);
+    /// Sends `control`; false when the stage has ended.
+    fn control(&self, control: Control) -> bool;
 }
 
 impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> {
@@ -146,6 +164,20 @@ impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
 
     fn downstream_cancelled(&self, sub: SubscriptionId) {
         let _ = self.send(Mail::Downstream(Downstream::Cancel { sub }));
+    }
+
+    fn control(&self, control: Control) -> bool {
+        self.send(Mail::Control(Box::new(control))).is_ok()
+    }
+}
+
+impl<In: Send + 'static, Out: Send + 'static> PostLetter for Mailbox<In, Out> {
+    fn post(&self, letter: Letter) -> bool {
+        self.control(Control::Letter(letter))
+    }
+
+    fn clone_port(&self) -> Box<dyn PostLetter> {
+        Box::new(self.clone())
     }
 }
 

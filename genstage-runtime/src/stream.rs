@@ -77,7 +77,7 @@ where
     I: Iterator + Send + 'static,
     I::Item: Send + 'static,
 {
-    type Ref = ProducerRef<I::Item>;
+    type Ref = ProducerRef<Self>;
 
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         // Unnamed, it is `from_iter`, through the builder as well (see `Producer::DEFAULT_NAME`).

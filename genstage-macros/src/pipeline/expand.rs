@@ -244,10 +244,11 @@ fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
     let as_source = graph.edges.iter().find(|e| e.from == index);
     let as_target = graph.edges.iter().find(|e| e.to == index);
     let mut out = TokenStream::new();
+    let krate = &graph.krate;
     let (producer, producer_consumer, consumer) = (
-        quote!(<__T> ProducerRef<__T>),
-        quote!(<__I, __T> ProducerConsumerRef<__I, __T>),
-        quote!(<__T> ConsumerRef<__T>),
+        quote!(<__S: #krate::Producer> ProducerRef<__S>),
+        quote!(<__S: #krate::ProducerConsumer> ProducerConsumerRef<__S>),
+        quote!(<__S: #krate::Consumer> ConsumerRef<__S>),
     );
     if let Some(edge) = as_source {
         out.extend(node_check(
@@ -523,10 +524,10 @@ fn expand_edge(
                     #trait_signature;
                 }
                 #[diagnostic::do_not_recommend]
-                impl<__O, __In, __T> Sink<__O, __In> for #krate::ConsumerRef<__T>
+                impl<__O, __In, __S> Sink<__O, __In> for #krate::ConsumerRef<__S>
                 where
-                    __O: #private::SameEvents<__T>,
-                    __T: ::core::marker::Send + 'static,
+                    __S: #krate::Consumer,
+                    __O: #private::SameEvents<<__S as #krate::Consumer>::Input>,
                 {
                     #consumer_signature {
                         let _ = accepted;
@@ -534,11 +535,10 @@ fn expand_edge(
                     }
                 }
                 #[diagnostic::do_not_recommend]
-                impl<__O, __In, __I, __T> Sink<__O, __In> for #krate::ProducerConsumerRef<__I, __T>
+                impl<__O, __In, __S> Sink<__O, __In> for #krate::ProducerConsumerRef<__S>
                 where
-                    __O: #private::SameEvents<__I>,
-                    __I: ::core::marker::Send + 'static,
-                    __T: ::core::marker::Send + 'static,
+                    __S: #krate::ProducerConsumer,
+                    __O: #private::SameEvents<<__S as #krate::ProducerConsumer>::Input>,
                 {
                     #consumer_signature {
                         let _ = accepted;

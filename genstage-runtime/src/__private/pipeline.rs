@@ -28,6 +28,7 @@ use crate::pipeline::ends::{Sealed, SinkEnd, SourceEnd};
 use crate::pipeline::{
     ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, Sink, Source, StageId,
 };
+use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 /// The role of a producer.
 #[derive(Debug)]
@@ -72,13 +73,13 @@ pub trait Wiring {
     fn sink_end(&self) -> Option<SinkEnd<Self::In>>;
 }
 
-impl<T: Send + 'static> Wiring for ProducerRef<T> {
+impl<S: Producer> Wiring for ProducerRef<S> {
     type Role = IsProducer;
     type Emits = Yes;
     type Accepts = No;
-    type Out = T;
+    type Out = S::Output;
     type In = Nothing;
-    fn source_end(&self) -> Option<SourceEnd<T>> {
+    fn source_end(&self) -> Option<SourceEnd<S::Output>> {
         Some(Source::source_end(self))
     }
     fn sink_end(&self) -> Option<SinkEnd<Nothing>> {
@@ -86,30 +87,30 @@ impl<T: Send + 'static> Wiring for ProducerRef<T> {
     }
 }
 
-impl<I: Send + 'static, O: Send + 'static> Wiring for ProducerConsumerRef<I, O> {
+impl<S: ProducerConsumer> Wiring for ProducerConsumerRef<S> {
     type Role = IsProducerConsumer;
     type Emits = Yes;
     type Accepts = Yes;
-    type Out = O;
-    type In = I;
-    fn source_end(&self) -> Option<SourceEnd<O>> {
+    type Out = S::Output;
+    type In = S::Input;
+    fn source_end(&self) -> Option<SourceEnd<S::Output>> {
         Some(Source::source_end(self))
     }
-    fn sink_end(&self) -> Option<SinkEnd<I>> {
+    fn sink_end(&self) -> Option<SinkEnd<S::Input>> {
         Some(Sink::sink_end(self))
     }
 }
 
-impl<T: Send + 'static> Wiring for ConsumerRef<T> {
+impl<S: Consumer> Wiring for ConsumerRef<S> {
     type Role = IsConsumer;
     type Emits = No;
     type Accepts = Yes;
     type Out = Nothing;
-    type In = T;
+    type In = S::Input;
     fn source_end(&self) -> Option<SourceEnd<Nothing>> {
         None
     }
-    fn sink_end(&self) -> Option<SinkEnd<T>> {
+    fn sink_end(&self) -> Option<SinkEnd<S::Input>> {
         Some(Sink::sink_end(self))
     }
 }

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
 use crate::options::CancelMode;
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+
+use super::stage_ref::StagePort;
 use crate::protocol::{
     Downstream, EventSink, Mail, Mailbox, ProducerPort, Subscribed, Subscriber, Upstream,
 };
@@ -43,6 +46,8 @@ pub mod ends {
     use super::*;
 
     pub trait Sealed {}
+
+    pub use super::super::stage_ref::StagePort;
 
     /// Where consumers subscribe to a stage emitting `T`.
     pub struct SourceEnd<T> {
@@ -138,118 +143,110 @@ impl<In: Send + 'static, Out: Send + 'static> SinkPort<In> for Mailbox<In, Out> 
     }
 }
 
-/// A producer in a [`Pipeline`](super::Pipeline), emitting `T`.
-pub struct ProducerRef<T> {
-    pub(super) source: SourceEnd<T>,
+/// A producer of type `S` in a [`Pipeline`](super::Pipeline), emitting `S::Output`: what wires it
+/// (as a [`Source`]) and what reaches it while it runs (through [`StageRef`](crate::StageRef)).
+pub struct ProducerRef<S: Producer> {
+    pub(super) source: SourceEnd<S::Output>,
+    pub(super) stage: StagePort<S>,
 }
 
-/// A producer_consumer in a [`Pipeline`](super::Pipeline), consuming `I` and emitting `O`.
-pub struct ProducerConsumerRef<I, O> {
-    pub(super) sink: SinkEnd<I>,
-    pub(super) source: SourceEnd<O>,
+/// A producer_consumer of type `S` in a [`Pipeline`](super::Pipeline), consuming `S::Input` and
+/// emitting `S::Output`: what wires it (as a [`Sink`] and a [`Source`]) and what reaches it while it
+/// runs (through [`StageRef`](crate::StageRef)).
+pub struct ProducerConsumerRef<S: ProducerConsumer> {
+    pub(super) sink: SinkEnd<S::Input>,
+    pub(super) source: SourceEnd<S::Output>,
+    pub(super) stage: StagePort<S>,
 }
 
-/// A consumer in a [`Pipeline`](super::Pipeline), consuming `T`.
-pub struct ConsumerRef<T> {
-    pub(super) sink: SinkEnd<T>,
+/// A consumer of type `S` in a [`Pipeline`](super::Pipeline), consuming `S::Input`: what wires it (as
+/// a [`Sink`]) and what reaches it while it runs (through [`StageRef`](crate::StageRef)).
+pub struct ConsumerRef<S: Consumer> {
+    pub(super) sink: SinkEnd<S::Input>,
+    pub(super) stage: StagePort<S>,
 }
 
-impl<T> ProducerRef<T> {
-    /// This stage's id in its pipeline.
-    pub fn id(&self) -> StageId {
-        self.source.id
-    }
-}
-impl<I, O> ProducerConsumerRef<I, O> {
-    /// This stage's id in its pipeline.
-    pub fn id(&self) -> StageId {
-        self.source.id
-    }
-}
-impl<T> ConsumerRef<T> {
-    /// This stage's id in its pipeline.
-    pub fn id(&self) -> StageId {
-        self.sink.id
-    }
-}
-
-impl<T> Clone for ProducerRef<T> {
+impl<S: Producer> Clone for ProducerRef<S> {
     fn clone(&self) -> Self {
         ProducerRef {
             source: self.source.clone(),
+            stage: self.stage.clone(),
         }
     }
 }
-impl<I, O> Clone for ProducerConsumerRef<I, O> {
+impl<S: ProducerConsumer> Clone for ProducerConsumerRef<S> {
     fn clone(&self) -> Self {
         ProducerConsumerRef {
             sink: self.sink.clone(),
             source: self.source.clone(),
+            stage: self.stage.clone(),
         }
     }
 }
-impl<T> Clone for ConsumerRef<T> {
+impl<S: Consumer> Clone for ConsumerRef<S> {
     fn clone(&self) -> Self {
         ConsumerRef {
             sink: self.sink.clone(),
+            stage: self.stage.clone(),
         }
     }
 }
 
-impl<T> fmt::Debug for ProducerRef<T> {
+impl<S: Producer> fmt::Debug for ProducerRef<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProducerRef")
-            .field("id", &self.id())
+            .field("stage", &self.stage)
             .finish()
     }
 }
-impl<I, O> fmt::Debug for ProducerConsumerRef<I, O> {
+impl<S: ProducerConsumer> fmt::Debug for ProducerConsumerRef<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProducerConsumerRef")
-            .field("id", &self.id())
+            .field("stage", &self.stage)
             .finish()
     }
 }
-impl<T> fmt::Debug for ConsumerRef<T> {
+impl<S: Consumer> fmt::Debug for ConsumerRef<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerRef")
-            .field("id", &self.id())
+            .field("stage", &self.stage)
             .finish()
     }
 }
 
-impl<T> ends::Sealed for ProducerRef<T> {}
-impl<I, O> ends::Sealed for ProducerConsumerRef<I, O> {}
-impl<T> ends::Sealed for ConsumerRef<T> {}
+impl<S: Producer> ends::Sealed for ProducerRef<S> {}
+impl<S: ProducerConsumer> ends::Sealed for ProducerConsumerRef<S> {}
+impl<S: Consumer> ends::Sealed for ConsumerRef<S> {}
 
-impl<T> Source<T> for ProducerRef<T> {
-    fn source_end(&self) -> SourceEnd<T> {
+impl<S: Producer> Source<S::Output> for ProducerRef<S> {
+    fn source_end(&self) -> SourceEnd<S::Output> {
         self.source.clone()
     }
 }
-impl<I, O> Source<O> for ProducerConsumerRef<I, O> {
-    fn source_end(&self) -> SourceEnd<O> {
+impl<S: ProducerConsumer> Source<S::Output> for ProducerConsumerRef<S> {
+    fn source_end(&self) -> SourceEnd<S::Output> {
         self.source.clone()
     }
 }
-impl<I, O> Sink<I> for ProducerConsumerRef<I, O> {
-    fn sink_end(&self) -> SinkEnd<I> {
+impl<S: ProducerConsumer> Sink<S::Input> for ProducerConsumerRef<S> {
+    fn sink_end(&self) -> SinkEnd<S::Input> {
         self.sink.clone()
     }
 }
-impl<T> Sink<T> for ConsumerRef<T> {
-    fn sink_end(&self) -> SinkEnd<T> {
+impl<S: Consumer> Sink<S::Input> for ConsumerRef<S> {
+    fn sink_end(&self) -> SinkEnd<S::Input> {
         self.sink.clone()
     }
 }
 
-/// The ends of a new stage's mailbox, from which its handle is made.
-pub(super) struct NewEnds<In, Out> {
+/// The ends of a new stage's mailbox, from which its reference is made.
+pub(super) struct NewEnds<S, In, Out> {
     pub(super) id: StageId,
     pub(super) mailbox: Mailbox<In, Out>,
+    pub(super) stage: StagePort<S>,
 }
 
-impl<In: Send + 'static, Out: Send + 'static> NewEnds<In, Out> {
+impl<S, In: Send + 'static, Out: Send + 'static> NewEnds<S, In, Out> {
     pub(super) fn source(&self) -> SourceEnd<Out> {
         SourceEnd {
             id: self.id,

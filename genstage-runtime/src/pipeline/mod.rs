@@ -25,7 +25,9 @@
 mod graph;
 mod handles;
 mod run_future;
+mod running;
 mod stage;
+mod stage_ref;
 mod supervise;
 
 use std::fmt;
@@ -41,17 +43,24 @@ use crate::mailbox::{mailbox, Receiver};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::protocol::{ControlPort, Mail};
-use crate::run::{self, Outcome};
+use crate::run::{self, Abort, Outcome, StageEnv};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 use handles::NewEnds;
 pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Source, StageId};
 pub use run_future::Run;
+pub use running::PipelineHandle;
 pub use stage::Stage;
+use stage_ref::{StageLabel, StagePort};
+pub use stage_ref::{StageRef, DEFAULT_CALL_TIMEOUT};
 
 static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);
 
 type StageTask = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Makes a stage's task once the pipeline starts, when its name is final: from that name and the
+/// pipeline's abort signal.
+type StartStage = Box<dyn FnOnce(Arc<str>, Arc<Abort>) -> StageTask + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -63,12 +72,14 @@ enum Role {
 struct StageEntry {
     /// Its name as given or generated; made unique by `run` (see `names.rs`).
     name: String,
+    /// Its name as its references see it.
+    label: Arc<StageLabel>,
     naming: Naming,
     role: Role,
     /// Options its subscriptions default to (consumer side).
     subscribe_defaults: SubscribeOptions,
     control: Arc<dyn ControlPort>,
-    task: StageTask,
+    start: StartStage,
 }
 
 struct Edge {
@@ -165,7 +176,7 @@ impl Pipeline {
     }
 
     /// Adds a producer, named after its type.
-    pub fn add_producer<P: Producer>(&mut self, stage: P) -> ProducerRef<P::Output> {
+    pub fn add_producer<P: Producer>(&mut self, stage: P) -> ProducerRef<P> {
         self.add_producer_as(None, stage)
     }
 
@@ -174,15 +185,16 @@ impl Pipeline {
         &mut self,
         name: Option<String>,
         stage: P,
-    ) -> ProducerRef<P::Output> {
+    ) -> ProducerRef<P> {
         let defaults = SubscribeOptions::default();
         self.add_stage(
             names::stage_name::<P>(name, P::DEFAULT_NAME),
             Role::Producer,
             defaults,
-            |name, inbox| Box::pin(run::run_producer(stage, name, inbox)),
+            |env, inbox| Box::pin(run::run_producer(stage, env, inbox)),
             |ends| ProducerRef {
                 source: ends.source(),
+                stage: ends.stage,
             },
         )
     }
@@ -192,7 +204,7 @@ impl Pipeline {
         &mut self,
         name: impl Into<String>,
         stage: P,
-    ) -> ProducerRef<P::Output> {
+    ) -> ProducerRef<P> {
         self.add_producer_as(Some(name.into()), stage)
     }
 
@@ -200,7 +212,7 @@ impl Pipeline {
     pub fn add_producer_consumer<S: ProducerConsumer>(
         &mut self,
         stage: S,
-    ) -> ProducerConsumerRef<S::Input, S::Output> {
+    ) -> ProducerConsumerRef<S> {
         self.add_producer_consumer_as(None, stage)
     }
 
@@ -209,16 +221,17 @@ impl Pipeline {
         &mut self,
         name: Option<String>,
         stage: S,
-    ) -> ProducerConsumerRef<S::Input, S::Output> {
+    ) -> ProducerConsumerRef<S> {
         let defaults = stage.subscribe_options();
         self.add_stage(
             names::stage_name::<S>(name, None),
             Role::ProducerConsumer,
             defaults,
-            |name, inbox| Box::pin(run::run_producer_consumer(stage, name, inbox)),
+            |env, inbox| Box::pin(run::run_producer_consumer(stage, env, inbox)),
             |ends| ProducerConsumerRef {
                 sink: ends.sink(),
                 source: ends.source(),
+                stage: ends.stage,
             },
         )
     }
@@ -228,12 +241,12 @@ impl Pipeline {
         &mut self,
         name: impl Into<String>,
         stage: S,
-    ) -> ProducerConsumerRef<S::Input, S::Output> {
+    ) -> ProducerConsumerRef<S> {
         self.add_producer_consumer_as(Some(name.into()), stage)
     }
 
     /// Adds a consumer, named after its type.
-    pub fn add_consumer<C: Consumer>(&mut self, stage: C) -> ConsumerRef<C::Input> {
+    pub fn add_consumer<C: Consumer>(&mut self, stage: C) -> ConsumerRef<C> {
         self.add_consumer_as(None, stage)
     }
 
@@ -242,14 +255,17 @@ impl Pipeline {
         &mut self,
         name: Option<String>,
         stage: C,
-    ) -> ConsumerRef<C::Input> {
+    ) -> ConsumerRef<C> {
         let defaults = stage.subscribe_options();
         self.add_stage(
             names::stage_name::<C>(name, None),
             Role::Consumer,
             defaults,
-            |name, inbox| Box::pin(run::run_consumer(stage, name, inbox)),
-            |ends| ConsumerRef { sink: ends.sink() },
+            |env, inbox| Box::pin(run::run_consumer(stage, env, inbox)),
+            |ends| ConsumerRef {
+                sink: ends.sink(),
+                stage: ends.stage,
+            },
         )
     }
 
@@ -258,32 +274,41 @@ impl Pipeline {
         &mut self,
         name: impl Into<String>,
         stage: C,
-    ) -> ConsumerRef<C::Input> {
+    ) -> ConsumerRef<C> {
         self.add_consumer_as(Some(name.into()), stage)
     }
 
-    /// Creates the stage's mailbox and task, records it, and hands its ends to `make_ref`.
-    fn add_stage<In: Send + 'static, Out: Send + 'static, R>(
+    /// Creates the stage's mailbox, records the stage with how to start its task, and hands its ends
+    /// to `make_ref`.
+    fn add_stage<S: Send + 'static, In: Send + 'static, Out: Send + 'static, R>(
         &mut self,
         (name, naming): (String, Naming),
         role: Role,
         subscribe_defaults: SubscribeOptions,
-        task: impl FnOnce(Arc<str>, Receiver<Mail<In, Out>>) -> StageTask,
-        make_ref: impl FnOnce(NewEnds<In, Out>) -> R,
+        task: impl FnOnce(StageEnv, Receiver<Mail<In, Out>>) -> StageTask + Send + 'static,
+        make_ref: impl FnOnce(NewEnds<S, In, Out>) -> R,
     ) -> R {
         let id = self.next_id();
         let (mailbox, inbox) = mailbox::<Mail<In, Out>>();
-        let task = task(Arc::from(name.as_str()), inbox);
         let control: Arc<dyn ControlPort> = Arc::new(mailbox.clone());
+        let label = Arc::new(StageLabel::new(name.clone()));
+        let me = mailbox.clone();
         self.stages.push(StageEntry {
             name,
+            label: label.clone(),
             naming,
             role,
             subscribe_defaults,
-            control,
-            task,
+            control: control.clone(),
+            start: Box::new(move |name, abort| {
+                task(StageEnv::new(name, Box::new(me), abort), inbox)
+            }),
         });
-        make_ref(NewEnds { id, mailbox })
+        make_ref(NewEnds {
+            id,
+            mailbox,
+            stage: StagePort::new(id, label, control),
+        })
     }
 
     /// Subscribes `consumer` to `producer` with the consumer's default options.

@@ -18,7 +18,7 @@ use super::Pipeline;
 ///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// }
 /// impl Stage for Discard {
-///     type Ref = ConsumerRef<u64>;
+///     type Ref = ConsumerRef<Self>;
 ///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
 ///         pipeline.add_consumer_as(name, self)
 ///     }

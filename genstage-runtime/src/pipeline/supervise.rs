@@ -2,21 +2,34 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::dispatcher::SubscriptionId;
 use crate::error::PipelineError;
-use crate::protocol::EndReason;
+use crate::protocol::{Control, EndReason};
 use crate::report::{Report, StageReport, StageStatus};
-use crate::run::{panic_message, Exit, Outcome};
+use crate::run::{panic_message, Abort, Exit, Outcome};
 
-use super::{Pipeline, Run};
+use super::{Pipeline, Role, Run};
+
+/// What a [`PipelineHandle`](super::PipelineHandle) asks of its running pipeline.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// Stop the producers, let every event already emitted be handled, and end; abort whatever is
+    /// still running at `deadline`, if any.
+    Shutdown { deadline: Option<Instant> },
+    /// Stop every stage where it stands.
+    Abort,
+}
 
 impl Pipeline {
     /// Runs every stage to completion.
     ///
     /// Must be awaited within a tokio runtime with its time driver enabled (as `#[tokio::main]` and
-    /// `#[tokio::test]` make it); each stage runs as its own task.
+    /// `#[tokio::test]` make it); each stage runs as its own task. To run a pipeline in the
+    /// background, and shut it down, use [`start`](Self::start).
     ///
     /// # Errors
     ///
@@ -29,12 +42,16 @@ impl Pipeline {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future aborts every stage of the pipeline.
+    /// Dropping the future aborts every stage of the pipeline, without a report: to stop a pipeline
+    /// and still get its report, [`start`](Self::start) it and use its handle.
     pub fn run(self) -> Run {
-        Run::new(self.run_to_end())
+        Run::new(self.run_to_end(None))
     }
 
-    async fn run_to_end(mut self) -> Result<Report, PipelineError> {
+    pub(super) async fn run_to_end(
+        mut self,
+        mut requests: Option<mpsc::UnboundedReceiver<Request>>,
+    ) -> Result<Report, PipelineError> {
         if !tokio_with_timers() {
             return Err(PipelineError::NoRuntime);
         }
@@ -58,20 +75,64 @@ impl Pipeline {
             wiring.push((edge.producer, edge.consumer, sub));
         }
 
+        let abort = Arc::new(Abort::default());
         let mut tasks = JoinSet::new();
         let mut task_stage = std::collections::HashMap::new();
         let mut names = Vec::with_capacity(stages.len());
         let mut controls = Vec::with_capacity(stages.len());
+        let mut producers = Vec::new();
         for (index, stage) in stages.into_iter().enumerate() {
-            let handle = tasks.spawn(stage.task);
+            stage.label.set_unique(&stage.name);
+            let task = (stage.start)(Arc::from(stage.name.as_str()), abort.clone());
+            let handle = tasks.spawn(task);
             task_stage.insert(handle.id(), index);
+            if stage.role == Role::Producer {
+                producers.push(index);
+            }
             names.push(stage.name);
             controls.push(stage.control);
         }
 
         let mut reports: Vec<Option<StageReport>> = (0..names.len()).map(|_| None).collect();
         let mut first_failure: Option<(usize, Failure)> = None;
-        while let Some(joined) = tasks.join_next_with_id().await {
+        // When a graceful shutdown gives up, and the stages still busy then.
+        let mut deadline: Option<Instant> = None;
+        let mut busy_at_deadline: Option<Vec<String>> = None;
+        loop {
+            let joined = tokio::select! {
+                joined = tasks.join_next_with_id() => match joined {
+                    Some(joined) => joined,
+                    None => break,
+                },
+                request = next_request(&mut requests) => {
+                    match request {
+                        Some(Request::Shutdown { deadline: at }) => {
+                            // Producers stop emitting; the rest follows as their input ends.
+                            for &index in &producers {
+                                if reports[index].is_none() {
+                                    controls[index].control(Control::Shutdown);
+                                }
+                            }
+                            deadline = at;
+                        }
+                        Some(Request::Abort) => abort.abort(),
+                        // The handle is gone: the pipeline runs on, detached.
+                        None => requests = None,
+                    }
+                    continue;
+                }
+                () = sleep_until_some(deadline) => {
+                    busy_at_deadline = Some(
+                        (0..names.len())
+                            .filter(|&index| reports[index].is_none())
+                            .map(|index| names[index].clone())
+                            .collect(),
+                    );
+                    deadline = None;
+                    abort.abort();
+                    continue;
+                }
+            };
             let (task, outcome) = match joined {
                 Ok((task, outcome)) => (task, outcome),
                 // Callbacks' panics are caught in the stage loops; this is a panic of the runtime
@@ -91,35 +152,27 @@ impl Pipeline {
                 excess,
                 losses,
             } = outcome;
-            let status = match exit {
-                Exit::Finished => StageStatus::Finished,
-                Exit::Cancelled(cause) => StageStatus::Cancelled {
-                    cause: cause.map(|c| c.to_string()),
-                },
+            let status = exit.status();
+            match exit {
                 Exit::Failed(error) => {
-                    let message = error.to_string();
-                    tracing::error!(stage = %name, "stage {name} failed: {message}");
+                    tracing::error!(stage = %name, "stage {name} failed: {error}");
                     first_failure.get_or_insert((index, Failure::Error(error)));
-                    StageStatus::Failed(message)
                 }
                 Exit::Panicked(message) => {
                     tracing::error!(stage = %name, "stage {name} panicked: {message}");
-                    first_failure.get_or_insert((index, Failure::Panic(message.clone())));
-                    StageStatus::Panicked(message)
+                    first_failure.get_or_insert((index, Failure::Panic(message)));
                 }
-            };
+                _ => {}
+            }
             // Tell the neighbours. The root cause travels downstream with a failure.
             let reason = match &status {
-                StageStatus::Finished | StageStatus::ShutDown | StageStatus::Aborted => {
-                    EndReason::Finished
-                }
                 StageStatus::Cancelled { cause: Some(cause) } => {
                     EndReason::Failed(Arc::from(cause.as_str()))
                 }
-                StageStatus::Cancelled { cause: None } => EndReason::Finished,
                 StageStatus::Failed(_) | StageStatus::Panicked(_) => {
                     EndReason::Failed(Arc::from(name.as_str()))
                 }
+                _ => EndReason::Finished,
             };
             for &(producer, consumer, sub) in &wiring {
                 if producer == index {
@@ -144,6 +197,12 @@ impl Pipeline {
         let report = Report {
             stages: reports.into_iter().flatten().collect(),
         };
+        if let Some(busy) = busy_at_deadline {
+            return Err(PipelineError::ShutdownTimeout {
+                busy,
+                report: Box::new(report),
+            });
+        }
         match first_failure {
             None => Ok(report),
             Some((index, failure)) => {
@@ -163,6 +222,22 @@ impl Pipeline {
                 })
             }
         }
+    }
+}
+
+/// The next request from the pipeline's handle; never, for a pipeline without one.
+async fn next_request(requests: &mut Option<mpsc::UnboundedReceiver<Request>>) -> Option<Request> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `deadline`; never, without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,19 +9,17 @@ use std::task::Poll;
 
 use crate::mailbox::{Receiver, TryRecvError};
 
-use super::Exit;
-
-/// Runs a stage loop to its exit, catching a panic in it: only a user's callback panics, so the
+/// Runs a stage loop (or its `terminate`) to its end, catching a panic in it, as its message: only a user's callback panics, so the
 /// stage's state outside the loop (its counts, its queues) is consistent when one does.
 ///
 /// The catch wraps each poll of the whole loop, not each callback, so that callbacks are inlined
 /// into the loop as they would be without it.
-pub(super) async fn catch_panic(stage_loop: impl Future<Output = Exit>) -> Exit {
+pub(super) async fn catch_panic<F: Future>(stage_loop: F) -> Result<F::Output, String> {
     let mut stage_loop = pin!(stage_loop);
     poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| stage_loop.as_mut().poll(cx))) {
-            Ok(poll) => poll,
-            Err(payload) => Poll::Ready(Exit::Panicked(panic_message(&*payload))),
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => Poll::Ready(Err(panic_message(&*payload))),
         },
     )
     .await

@@ -3,26 +3,31 @@
 //! the messages it receives. A loop returns when its stage is done; the pipeline then tells the
 //! stage's neighbours (see [`crate::pipeline`]).
 
+mod abort;
 mod by_subscription;
 mod callback;
 mod inputs;
 mod outputs;
 mod retry;
 
+use std::any::Any;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use crate::dispatcher::DemandDispatcher;
 use crate::error::StageError;
 use crate::mailbox::{Receiver, TryRecvError};
-use crate::protocol::{Mail, Upstream};
-use crate::report::{Loss, LossReason};
-use crate::stage::{Consumer, Producer, ProducerConsumer};
+use crate::messages::{events_of, HeldReplies, Letter, Opened, PostLetter};
+use crate::protocol::{Control, Mail, Upstream};
+use crate::report::{Loss, LossReason, StageStatus};
+use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use callback::{call_serving, catch_panic, Called};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
 use retry::Retry;
 
+pub(crate) use abort::Abort;
 pub(crate) use callback::panic_message;
 
 /// The next message of a stage loop's mailbox. When none is queued, waits for one and `continue`s the
@@ -49,6 +54,8 @@ macro_rules! next_mail {
 pub(crate) enum Exit {
     /// It ran to completion: its input ended and everything it emitted was delivered.
     Finished,
+    /// A producer stopped by a graceful shutdown, after delivering everything it emitted.
+    ShutDown,
     /// It stopped because the named stage failed upstream (a permanent or transient subscription), or
     /// because every consumer it had left.
     Cancelled(Option<Arc<str>>),
@@ -56,6 +63,24 @@ pub(crate) enum Exit {
     Failed(StageError),
     /// Its callback panicked with this message.
     Panicked(String),
+    /// The pipeline aborted it where it stood.
+    Aborted,
+}
+
+impl Exit {
+    /// The status a stage's `terminate` is told, and the report shows.
+    pub(crate) fn status(&self) -> StageStatus {
+        match self {
+            Exit::Finished => StageStatus::Finished,
+            Exit::ShutDown => StageStatus::ShutDown,
+            Exit::Cancelled(cause) => StageStatus::Cancelled {
+                cause: cause.as_ref().map(|cause| cause.to_string()),
+            },
+            Exit::Failed(error) => StageStatus::Failed(error.to_string()),
+            Exit::Panicked(message) => StageStatus::Panicked(message.clone()),
+            Exit::Aborted => StageStatus::Aborted,
+        }
+    }
 }
 
 /// What a stage task reports when it ends.
@@ -68,6 +93,48 @@ pub(crate) struct Outcome {
     pub(crate) discarded: u64,
     pub(crate) excess: u64,
     pub(crate) losses: Vec<Loss>,
+}
+
+/// What a stage task has besides its stage and its mailbox: its name, a port to its own mailbox (for
+/// the messages it sends itself), its pipeline's abort signal, and the replies its callbacks hold.
+pub(crate) struct StageEnv {
+    pub(crate) name: Arc<str>,
+    pub(crate) me: Box<dyn PostLetter>,
+    pub(crate) abort: Arc<Abort>,
+    held: Arc<HeldReplies>,
+}
+
+impl StageEnv {
+    pub(crate) fn new(name: Arc<str>, me: Box<dyn PostLetter>, abort: Arc<Abort>) -> Self {
+        StageEnv {
+            name,
+            me,
+            abort,
+            held: Arc::default(),
+        }
+    }
+
+    /// Opens a call, cast or info with the stage, holding the replies it makes until
+    /// [`replies_sent`](Self::send_replies) (after its events are dispatched).
+    async fn open<S: Send + 'static, T: Send + 'static>(
+        &self,
+        stage: &mut S,
+        letter: Letter,
+    ) -> Result<Emit<T>, StageError> {
+        self.held.hold();
+        let opened = Opened {
+            name: &self.name,
+            me: &*self.me,
+            held: &self.held,
+        };
+        let emitted = letter.open(stage as &mut (dyn Any + Send), opened).await?;
+        events_of::<T>(emitted).map_err(StageError::from)
+    }
+
+    /// Sends the replies held since the last letter was opened.
+    fn send_replies(&self) {
+        self.held.release();
+    }
 }
 
 /// The batch a stage's callback holds, while it holds one.
@@ -115,14 +182,46 @@ fn close_and_count<In, Out>(
     .collect()
 }
 
+/// Runs a stage's loop to its exit, catching a panic and racing the abort signal; also says whether
+/// it was aborted (its loop dropped where it stood).
+async fn drive(
+    env: &StageEnv,
+    stage_loop: impl std::future::Future<Output = Exit>,
+) -> (Exit, bool) {
+    match env.abort.race(catch_panic(stage_loop)).await {
+        None => (Exit::Aborted, true),
+        Some(Err(message)) => (Exit::Panicked(message), false),
+        Some(Ok(exit)) => (exit, false),
+    }
+}
+
+/// Runs a stage's `terminate` (called with `exit`'s status), unless the stage panicked or was
+/// aborted; a panic in it or an abort during it is the stage's exit instead.
+async fn terminated(
+    env: &StageEnv,
+    exit: Exit,
+    terminate: impl std::future::Future<Output = ()>,
+) -> Exit {
+    if matches!(exit, Exit::Panicked(_) | Exit::Aborted) {
+        return exit;
+    }
+    match env.abort.race(catch_panic(terminate)).await {
+        None => Exit::Aborted,
+        Some(Err(message)) => Exit::Panicked(message),
+        Some(Ok(())) => exit,
+    }
+}
+
 pub(crate) async fn run_producer<P: Producer>(
     mut stage: P,
-    name: Arc<str>,
+    env: StageEnv,
     mut mailbox: Receiver<Mail<Infallible, P::Output>>,
 ) -> Outcome {
     let options = stage.producer_options();
-    let mut outputs = Outputs::new(name.clone(), Box::new(DemandDispatcher::new()), options);
-    let exit = catch_panic(produce(&mut stage, &name, &mut mailbox, &mut outputs)).await;
+    let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
+    let (exit, _) = drive(&env, produce(&mut stage, &env, &mut mailbox, &mut outputs)).await;
+    let status = exit.status();
+    let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
     let losses = close_and_count(
         &mut mailbox,
@@ -142,35 +241,87 @@ pub(crate) async fn run_producer<P: Producer>(
     }
 }
 
+/// A producer's state besides its event path.
+#[derive(Default)]
+struct ProducerState {
+    /// `handle_demand` is not called again: it returned `Emit::last`, a message's callback did, or
+    /// the pipeline is shutting down.
+    exhausted: bool,
+    /// The pipeline is shutting down.
+    shut_down: bool,
+    /// Calls, casts and infos that arrived while a callback ran, to open next, in order.
+    letters: VecDeque<Letter>,
+}
+
+impl ProducerState {
+    /// Takes in a control message; says whether the running callback must stop (a shutdown).
+    fn control(&mut self, control: Control, buffered: usize) -> bool {
+        match control {
+            Control::Letter(letter) => {
+                self.letters.push_back(letter);
+                false
+            }
+            Control::Shutdown => {
+                self.exhausted = true;
+                self.shut_down = true;
+                true
+            }
+            Control::BufferedCount(reply) => {
+                let _ = reply.send(buffered);
+                false
+            }
+        }
+    }
+}
+
 async fn produce<P: Producer>(
     stage: &mut P,
-    name: &str,
+    env: &StageEnv,
     mailbox: &mut Receiver<Mail<Infallible, P::Output>>,
     outputs: &mut Outputs<P::Output>,
 ) -> Exit {
     let mut retry = Retry::default();
-    let mut exhausted = false;
+    let mut state = ProducerState::default();
     loop {
+        // Messages first, in the order they came: each may emit, or give the producer work.
+        while let Some(letter) = state.letters.pop_front() {
+            let emit = env.open::<P, P::Output>(stage, letter).await;
+            match emit {
+                Ok(emit) => {
+                    state.exhausted |= emit.last;
+                    outputs.emit(emit.events);
+                    env.send_replies();
+                    // It may have given the producer something to emit: ask at once.
+                    retry.reset();
+                }
+                Err(error) => {
+                    env.send_replies();
+                    return Exit::Failed(error);
+                }
+            }
+        }
         // Called after each message taken in (so once per ask while asks come one at a time, as
         // GenStage calls it), and again while the producer emits fewer events than its consumers
         // can take.
         let demand = outputs.demand();
-        if demand > 0 && !exhausted && retry.due() {
-            // While the callback waits, the stage takes in its mail, and stops if its consumers
-            // leave.
-            let called = call_serving(stage.handle_demand(demand), mailbox, |mail| {
-                if let Mail::Downstream(mail) = mail {
+        if demand > 0 && !state.exhausted && retry.due() {
+            // While the callback waits, the stage takes in its mail, and stops waiting if its
+            // consumers leave or the pipeline shuts down.
+            let called = call_serving(stage.handle_demand(demand), mailbox, |mail| match mail {
+                Mail::Downstream(mail) => {
                     outputs.handle(mail);
+                    outputs.abandoned()
                 }
-                outputs.abandoned()
+                Mail::Control(control) => state.control(*control, outputs.buffered()),
+                Mail::Upstream(_) => false,
             })
             .await;
             match called {
                 Called::Returned(Ok(emit)) => {
-                    exhausted = emit.last;
+                    state.exhausted |= emit.last;
                     if emit.events.is_empty() {
-                        if !exhausted {
-                            retry.empty(name, demand);
+                        if !emit.last {
+                            retry.empty(&env.name, demand);
                         }
                     } else {
                         retry.emitted();
@@ -178,14 +329,22 @@ async fn produce<P: Producer>(
                     }
                 }
                 Called::Returned(Err(error)) => return Exit::Failed(error),
-                Called::Stopped => return Exit::Cancelled(None),
+                // Abandoned or shut down: both are read below.
+                Called::Stopped => {}
             }
         }
-        if exhausted && outputs.buffered() == 0 {
-            return Exit::Finished;
+        if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
+            return if state.shut_down {
+                Exit::ShutDown
+            } else {
+                Exit::Finished
+            };
         }
         if outputs.abandoned() {
             return Exit::Cancelled(None);
+        }
+        if !state.letters.is_empty() {
+            continue;
         }
         // A round of this loop is a message or a call: either way it spends the task's budget like a
         // message, so that a producer asked for more than it emits per call still lets other tasks
@@ -197,11 +356,14 @@ async fn produce<P: Producer>(
                 // New demand is asked for at once, even during a back-off.
                 retry.reset();
             }
+            Ok(Mail::Control(control)) => {
+                state.control(*control, outputs.buffered());
+            }
             // A producer consumes nothing: the pipeline never subscribes it.
             Ok(Mail::Upstream(_)) => {}
             Err(TryRecvError::Empty) => {
-                if exhausted || outputs.demand() == 0 {
-                    // An ask is what sets a producer going again.
+                if state.exhausted || outputs.demand() == 0 {
+                    // An ask (or a message) is what sets a producer going again.
                     mailbox.ready(true).await;
                 } else if let Some(at) = retry.waiting_until() {
                     tokio::select! {
@@ -217,21 +379,28 @@ async fn produce<P: Producer>(
 
 pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     mut stage: S,
-    name: Arc<str>,
+    env: StageEnv,
     mut mailbox: Receiver<Mail<S::Input, S::Output>>,
 ) -> Outcome {
     let options = stage.producer_options();
-    let mut inputs = Inputs::new(name.clone());
-    let mut outputs = Outputs::new(name, Box::new(DemandDispatcher::new()), options);
+    let mut inputs = Inputs::new(env.name.clone());
+    let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
     let mut in_hand = InHand::default();
-    let exit = catch_panic(transform(
-        &mut stage,
-        &mut mailbox,
-        &mut inputs,
-        &mut outputs,
-        &mut in_hand,
-    ))
+    let (exit, aborted) = drive(
+        &env,
+        transform(
+            &mut stage,
+            &env,
+            &mut mailbox,
+            &mut inputs,
+            &mut outputs,
+            &mut in_hand,
+        ),
+    )
     .await;
+    in_hand.interrupted |= aborted;
+    let status = exit.status();
+    let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
     let losses = close_and_count(
         &mut mailbox,
@@ -251,14 +420,44 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     }
 }
 
+/// Takes in a control message for a stage that is not a producer: letters wait in `letters`; a
+/// shutdown is for producers only (a stage in the middle ends when its input does).
+fn queue_control(control: Control, letters: &mut VecDeque<Letter>, buffered: usize) {
+    match control {
+        Control::Letter(letter) => letters.push_back(letter),
+        Control::Shutdown => {}
+        Control::BufferedCount(reply) => {
+            let _ = reply.send(buffered);
+        }
+    }
+}
+
 async fn transform<S: ProducerConsumer>(
     stage: &mut S,
+    env: &StageEnv,
     mailbox: &mut Receiver<Mail<S::Input, S::Output>>,
     inputs: &mut Inputs<S::Input>,
     outputs: &mut Outputs<S::Output>,
     in_hand: &mut InHand,
 ) -> Exit {
+    let mut letters = VecDeque::new();
     'run: loop {
+        while let Some(letter) = letters.pop_front() {
+            let emit = env.open::<S, S::Output>(stage, letter).await;
+            match emit {
+                Ok(emit) => {
+                    if emit.last {
+                        tracing::warn!(stage = %env.name, "a producer_consumer's message callback returned `Emit::last`: a producer_consumer ends when its input does, so only its events are taken");
+                    }
+                    outputs.emit(emit.events);
+                    env.send_replies();
+                }
+                Err(error) => {
+                    env.send_replies();
+                    break 'run Exit::Failed(error);
+                }
+            }
+        }
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
         // it is queued behind an end notice.
         while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
@@ -278,6 +477,9 @@ async fn transform<S: ProducerConsumer>(
                         match mail {
                             Mail::Upstream(mail) => inputs.handle(mail),
                             Mail::Downstream(mail) => outputs.handle(mail),
+                            Mail::Control(control) => {
+                                queue_control(*control, &mut letters, outputs.buffered())
+                            }
                         }
                         outputs.abandoned()
                     })
@@ -297,6 +499,9 @@ async fn transform<S: ProducerConsumer>(
                     // its turn.
                     let producer = inputs.ask(sub, demand);
                     outputs.emit_handing_off(emitted, producer);
+                    if !letters.is_empty() {
+                        continue 'run;
+                    }
                 }
             }
         }
@@ -314,18 +519,26 @@ async fn transform<S: ProducerConsumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // Downstream demand reaches a producer_consumer as capacity, read above.
             Mail::Downstream(mail) => outputs.handle(mail),
+            Mail::Control(control) => queue_control(*control, &mut letters, outputs.buffered()),
         }
     }
 }
 
 pub(crate) async fn run_consumer<C: Consumer>(
     mut stage: C,
-    name: Arc<str>,
+    env: StageEnv,
     mut mailbox: Receiver<Mail<C::Input, Infallible>>,
 ) -> Outcome {
-    let mut inputs = Inputs::new(name);
+    let mut inputs = Inputs::new(env.name.clone());
     let mut in_hand = InHand::default();
-    let exit = catch_panic(consume(&mut stage, &mut mailbox, &mut inputs, &mut in_hand)).await;
+    let (exit, aborted) = drive(
+        &env,
+        consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut in_hand),
+    )
+    .await;
+    in_hand.interrupted |= aborted;
+    let status = exit.status();
+    let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let losses = close_and_count(&mut mailbox, &in_hand, inputs.unhandled(), 0, 0);
     Outcome {
         exit,
@@ -340,11 +553,20 @@ pub(crate) async fn run_consumer<C: Consumer>(
 
 async fn consume<C: Consumer>(
     stage: &mut C,
+    env: &StageEnv,
     mailbox: &mut Receiver<Mail<C::Input, Infallible>>,
     inputs: &mut Inputs<C::Input>,
     in_hand: &mut InHand,
 ) -> Exit {
+    let mut letters = VecDeque::new();
     'run: loop {
+        while let Some(letter) = letters.pop_front() {
+            let opened = env.open::<C, Infallible>(stage, letter).await;
+            env.send_replies();
+            if let Err(error) = opened {
+                break 'run Exit::Failed(error);
+            }
+        }
         while let Some(step) = inputs.next_step(true) {
             match step {
                 Step::Stop { cause } => break 'run Exit::Cancelled(Some(cause)),
@@ -374,6 +596,7 @@ async fn consume<C: Consumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
             Mail::Downstream(_) => {}
+            Mail::Control(control) => queue_control(*control, &mut letters, 0),
         }
     }
 }

@@ -1,0 +1,340 @@
+//! Reaching a running stage through its reference: calls, casts, infos and its buffer's size.
+//!
+//! A stage reference ([`ProducerRef`](super::ProducerRef), [`ProducerConsumerRef`](super::ProducerConsumerRef),
+//! [`ConsumerRef`](super::ConsumerRef)) is what wires the stage into its pipeline before it runs, and
+//! what reaches it while it runs: the [`StageRef`] trait gives every reference the same messaging
+//! methods, checked against the stage's type.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::messages::{
+    call_letter, cast_letter, typed_info_letter, CallError, Emission, HandleCall, HandleCast,
+    HandleInfo,
+};
+use crate::protocol::{Control, ControlPort};
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+
+use super::handles::{ConsumerRef, ProducerConsumerRef, ProducerRef, StageId};
+
+/// How long [`StageRef::call`] waits for an answer: GenStage's default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A stage's name, as its references see it: the name it was added under, until the pipeline starts
+/// and makes it unique (`Tap#2`).
+#[derive(Debug)]
+pub(crate) struct StageLabel {
+    added_as: String,
+    unique: OnceLock<String>,
+}
+
+impl StageLabel {
+    pub(crate) fn new(added_as: String) -> Self {
+        StageLabel {
+            added_as,
+            unique: OnceLock::new(),
+        }
+    }
+
+    /// Records the name the pipeline gave the stage when it started.
+    pub(crate) fn set_unique(&self, name: &str) {
+        let _ = self.unique.set(name.to_owned());
+    }
+
+    pub(crate) fn get(&self) -> &str {
+        self.unique.get().unwrap_or(&self.added_as)
+    }
+}
+
+/// The control path of a stage of type `S`, as its references hold it. Not part of the API.
+#[doc(hidden)]
+pub struct StagePort<S> {
+    pub(crate) id: StageId,
+    pub(crate) label: Arc<StageLabel>,
+    pub(crate) control: Arc<dyn ControlPort>,
+    _stage: PhantomData<fn() -> S>,
+}
+
+impl<S> StagePort<S> {
+    pub(crate) fn new(id: StageId, label: Arc<StageLabel>, control: Arc<dyn ControlPort>) -> Self {
+        StagePort {
+            id,
+            label,
+            control,
+            _stage: PhantomData,
+        }
+    }
+
+    fn ended(&self) -> CallError {
+        CallError::Ended {
+            stage: self.label.get().to_owned(),
+        }
+    }
+
+    fn send(&self, control: Control) -> Result<(), CallError> {
+        if self.control.control(control) {
+            Ok(())
+        } else {
+            Err(self.ended())
+        }
+    }
+
+    async fn request<R>(
+        &self,
+        control: Control,
+        answer: oneshot::Receiver<R>,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.send(control)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            // The stage dropped the reply: it did not reply, or it ended first.
+            Ok(Err(_)) => Err(CallError::NoReply {
+                stage: self.label.get().to_owned(),
+            }),
+            Err(_) => Err(CallError::Timeout {
+                stage: self.label.get().to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for StagePort<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagePort")
+            .field("id", &self.id)
+            .field("name", &self.label.get())
+            .finish()
+    }
+}
+
+impl<S> Clone for StagePort<S> {
+    fn clone(&self) -> Self {
+        StagePort::new(self.id, self.label.clone(), self.control.clone())
+    }
+}
+
+/// What every stage reference offers: the stage's name, and GenStage's messages (`call`, `cast`,
+/// `info`), each checked against the stage's type: a message the stage does not handle does not
+/// compile.
+///
+/// References work before the pipeline starts (messages wait in the stage's mailbox until it runs)
+/// and after it has ended (they return [`CallError::Ended`] naming the stage).
+///
+/// # Examples
+///
+/// ```
+/// use genstage_runtime::{
+///     Consumer, Context, HandleCall, Pipeline, Producer, ReplyTo, StageRef, StageResult, Emit,
+/// };
+///
+/// /// Counts up; answers how far it got.
+/// struct Counter(u64);
+/// impl Producer for Counter {
+///     type Output = u64;
+///     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+///         let events: Vec<u64> = (self.0..self.0 + demand as u64).collect();
+///         self.0 += demand as u64;
+///         Ok(events.into())
+///     }
+/// }
+/// struct HowFar;
+/// impl HandleCall<HowFar> for Counter {
+///     type Reply = u64;
+///     type Emitted = Vec<u64>;
+///     async fn handle_call(&mut self, _: HowFar, reply: ReplyTo<u64>, _: &mut Context<'_, Self>)
+///         -> StageResult<Vec<u64>>
+///     {
+///         reply.reply(self.0);
+///         Ok(Vec::new())
+///     }
+/// }
+/// struct Drop;
+/// impl Consumer for Drop {
+///     type Input = u64;
+///     async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> { Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut pipeline = Pipeline::new();
+/// let counter = pipeline.add_producer(Counter(0));
+/// let sink = pipeline.add_consumer(Drop);
+/// pipeline.subscribe(&counter, &sink);
+/// let running = pipeline.start();
+/// let far = counter.call(HowFar).await?;
+/// assert!(far > 0);
+/// running.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub trait StageRef: Clone + Send + Sync + 'static {
+    /// The stage's type.
+    type Stage: Send + 'static;
+    /// The type of the events it emits (`Infallible` for a consumer, which emits none).
+    type Emits: Send + 'static;
+
+    #[doc(hidden)]
+    fn port(&self) -> &StagePort<Self::Stage>;
+
+    /// The stage's id in its pipeline.
+    fn id(&self) -> StageId {
+        self.port().id
+    }
+
+    /// The stage's name: the one it was added under, made unique once its pipeline has started.
+    fn name(&self) -> String {
+        self.port().label.get().to_owned()
+    }
+
+    /// Sends `request` to the stage's [`HandleCall`] and waits for its answer, at most
+    /// [`DEFAULT_CALL_TIMEOUT`] (5 s, as in GenStage); [`call_timeout`](Self::call_timeout) sets
+    /// another limit.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Ended`] if the stage has ended, [`CallError::Timeout`] if it did not answer in
+    /// time, [`CallError::NoReply`] if it dropped the request's [`ReplyTo`](crate::ReplyTo) or
+    /// stopped first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up waiting; the stage may still handle the request (its
+    /// [`ReplyTo::is_closed`](crate::ReplyTo::is_closed) then says so).
+    fn call<M: Send + 'static>(
+        &self,
+        request: M,
+    ) -> impl Future<Output = Result<<Self::Stage as HandleCall<M>>::Reply, CallError>> + Send
+    where
+        Self::Stage: HandleCall<M>,
+        <Self::Stage as HandleCall<M>>::Emitted: Emission<Self::Emits>,
+    {
+        self.call_timeout(request, DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// [`call`](Self::call), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    fn call_timeout<M: Send + 'static>(
+        &self,
+        request: M,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<<Self::Stage as HandleCall<M>>::Reply, CallError>> + Send
+    where
+        Self::Stage: HandleCall<M>,
+        <Self::Stage as HandleCall<M>>::Emitted: Emission<Self::Emits>,
+    {
+        let (reply, answer) = oneshot::channel();
+        let letter = call_letter::<Self::Stage, M, Self::Emits>(request, reply);
+        let port = self.port().clone();
+        async move { port.request(Control::Letter(letter), answer, timeout).await }
+    }
+
+    /// Sends `message` to the stage's [`HandleCast`], without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Ended`] if the stage has ended.
+    fn cast<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    where
+        Self::Stage: HandleCast<M>,
+        <Self::Stage as HandleCast<M>>::Emitted: Emission<Self::Emits>,
+    {
+        let letter = cast_letter::<Self::Stage, M, Self::Emits>(message);
+        self.port().send(Control::Letter(letter))
+    }
+
+    /// Sends `message` to the stage's [`HandleInfo`], without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Ended`] if the stage has ended.
+    fn info<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
+    where
+        Self::Stage: HandleInfo<M>,
+        <Self::Stage as HandleInfo<M>>::Emitted: Emission<Self::Emits>,
+    {
+        let letter = typed_info_letter::<Self::Stage, M, Self::Emits>(message);
+        self.port().send(Control::Letter(letter))
+    }
+}
+
+/// How many events a producer's or producer_consumer's buffer holds (GenStage's
+/// `estimate_buffered_count`).
+///
+/// # Errors
+///
+/// As [`StageRef::call`].
+pub(crate) async fn buffered_count<S>(
+    port: &StagePort<S>,
+    timeout: Duration,
+) -> Result<usize, CallError> {
+    let (reply, answer) = oneshot::channel();
+    port.request(Control::BufferedCount(reply), answer, timeout)
+        .await
+}
+
+impl<S: Producer> StageRef for ProducerRef<S> {
+    type Stage = S;
+    type Emits = S::Output;
+    fn port(&self) -> &StagePort<S> {
+        &self.stage
+    }
+}
+
+impl<S: ProducerConsumer> StageRef for ProducerConsumerRef<S> {
+    type Stage = S;
+    type Emits = S::Output;
+    fn port(&self) -> &StagePort<S> {
+        &self.stage
+    }
+}
+
+impl<S: Consumer> StageRef for ConsumerRef<S> {
+    type Stage = S;
+    type Emits = Infallible;
+    fn port(&self) -> &StagePort<S> {
+        &self.stage
+    }
+}
+
+impl<S: Producer> ProducerRef<S> {
+    /// How many events the producer's buffer holds now (GenStage's `estimate_buffered_count`).
+    ///
+    /// # Errors
+    ///
+    /// As [`StageRef::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up waiting, with no other effect.
+    pub async fn estimate_buffered_count(&self) -> Result<usize, CallError> {
+        buffered_count(&self.stage, DEFAULT_CALL_TIMEOUT).await
+    }
+}
+
+impl<S: ProducerConsumer> ProducerConsumerRef<S> {
+    /// How many events the stage's buffer holds now (GenStage's `estimate_buffered_count`).
+    ///
+    /// # Errors
+    ///
+    /// As [`StageRef::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up waiting, with no other effect.
+    pub async fn estimate_buffered_count(&self) -> Result<usize, CallError> {
+        buffered_count(&self.stage, DEFAULT_CALL_TIMEOUT).await
+    }
+}
