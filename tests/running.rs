@@ -1,0 +1,470 @@
+//! Pipelines run in the background (`Pipeline::start`): graceful shutdown with events in flight,
+//! a shutdown's time limit, abort, `terminate`, and messages (call, cast, info) to running stages.
+//! GenStage's scenario numbers (genstage-semantics.md §4) are given where a test rewrites one.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genstage::{
+    CallError, Consumer, Context, Emit, HandleCall, HandleCast, HandleInfo, Pipeline,
+    PipelineError, Producer, ProducerConsumer, ReplyTo, StageRef, StageResult, StageStatus,
+};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Counts up forever, emitting 1000 more than it is asked for the first time, so that its buffer
+/// holds events.
+struct Greedy {
+    next: u64,
+}
+
+impl Producer for Greedy {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let extra = if self.next == 0 { 1000 } else { 0 };
+        let end = self.next + demand as u64 + extra;
+        let events = (self.next..end).collect::<Vec<_>>();
+        self.next = end;
+        Ok(events.into())
+    }
+}
+
+/// Passes events on, yielding first, so that its input queues up.
+struct Slow;
+
+impl ProducerConsumer for Slow {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        tokio::task::yield_now().await;
+        Ok(events)
+    }
+}
+
+/// Records every event, tells the test when it has some (and then waits for the gate, if any), and
+/// records how it ended.
+struct Record {
+    seen: Arc<Mutex<Vec<u64>>>,
+    first: Option<mpsc::UnboundedSender<()>>,
+    gate: Option<Arc<Semaphore>>,
+    ended: Arc<Mutex<Option<StageStatus>>>,
+}
+
+impl Record {
+    fn new() -> (Self, Arc<Mutex<Vec<u64>>>, mpsc::UnboundedReceiver<()>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (first, started) = mpsc::unbounded_channel();
+        let record = Record {
+            seen: seen.clone(),
+            first: Some(first),
+            gate: None,
+            ended: Arc::default(),
+        };
+        (record, seen, started)
+    }
+}
+
+impl Consumer for Record {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        tokio::task::yield_now().await;
+        self.seen.lock().unwrap().extend(events);
+        if let Some(first) = self.first.take() {
+            let _ = first.send(());
+            if let Some(gate) = self.gate.take() {
+                gate.acquire().await?.forget();
+            }
+        }
+        Ok(())
+    }
+
+    async fn terminate(&mut self, status: &StageStatus) {
+        *self.ended.lock().unwrap() = Some(status.clone());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_handles_every_event_in_flight_in_every_stage() {
+    let (mut record, seen, mut started) = Record::new();
+    let ended = record.ended.clone();
+    let gate = Arc::new(Semaphore::new(0));
+    record.gate = Some(gate.clone());
+    let mut pipeline = Pipeline::new();
+    let greedy = pipeline.add_producer(Greedy { next: 0 });
+    let slow = pipeline.add_producer_consumer(Slow);
+    let sink = pipeline.add_consumer(record);
+    pipeline.subscribe_with(
+        &greedy,
+        &slow,
+        genstage::SubscribeOptions::new().max_demand(10),
+    );
+    pipeline.subscribe_with(
+        &slow,
+        &sink,
+        genstage::SubscribeOptions::new().max_demand(10),
+    );
+    let running = pipeline.start();
+    started.recv().await.expect("the consumer starts");
+    // The consumer holds its first batch, and waits: its mailbox, the producer_consumer's input and
+    // buffer, and the producer's buffer fill up to their demand. The producer's buffer holds at
+    // least the 1000 extra events less two stages' demand (10 each).
+    assert!(greedy.estimate_buffered_count().await.unwrap() >= 980);
+
+    let shutdown = tokio::spawn(running.shutdown());
+    gate.add_permits(1);
+    let report = shutdown.await.unwrap().expect("a clean shutdown");
+
+    let totals = report.totals();
+    assert!(totals.balanced(), "{report:?}");
+    assert_eq!(totals.lost, 0, "{report:?}");
+    let emitted = report.stage("Greedy").unwrap().emitted;
+    assert_eq!(report.stage("Slow").unwrap().events_in, emitted);
+    assert_eq!(report.stage("Record").unwrap().events_in, emitted);
+    // Every event, once, in order.
+    assert_eq!(*seen.lock().unwrap(), (0..emitted).collect::<Vec<_>>());
+    assert_eq!(
+        report.stage("Greedy").unwrap().status,
+        StageStatus::ShutDown
+    );
+    assert_eq!(report.stage("Slow").unwrap().status, StageStatus::Finished);
+    assert_eq!(
+        report.stage("Record").unwrap().status,
+        StageStatus::Finished
+    );
+    assert_eq!(*ended.lock().unwrap(), Some(StageStatus::Finished));
+}
+
+/// Takes one batch, says so, and never returns from it.
+struct Stuck {
+    entered: mpsc::UnboundedSender<()>,
+}
+
+impl Stuck {
+    fn new() -> (Self, mpsc::UnboundedReceiver<()>) {
+        let (entered, inside) = mpsc::unbounded_channel();
+        (Stuck { entered }, inside)
+    }
+}
+
+impl Consumer for Stuck {
+    type Input = u64;
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        let _ = self.entered.send(());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_that_runs_out_of_time_names_the_busy_stages_and_counts_what_they_held() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(genstage::from_iter(0..1000u64));
+    let (stuck, mut inside) = Stuck::new();
+    let stuck = pipeline.add_consumer_named("stuck", stuck);
+    pipeline.subscribe_with(
+        &numbers,
+        &stuck,
+        genstage::SubscribeOptions::new().max_demand(10),
+    );
+    let running = pipeline.start();
+    inside.recv().await.unwrap();
+
+    let error = running
+        .shutdown_within(Duration::from_millis(50))
+        .await
+        .expect_err("the consumer never finishes its batch");
+
+    let PipelineError::ShutdownTimeout { busy, report } = error else {
+        panic!("expected a shutdown timeout, got {error}");
+    };
+    assert_eq!(busy, ["stuck"]);
+    assert!(report.totals().balanced(), "{report:?}");
+    let stuck = report.stage("stuck").unwrap();
+    assert_eq!(stuck.status, StageStatus::Aborted);
+    // It held one batch of 5 (max 10, min 5) in its callback, and 5 more in its queue.
+    assert_eq!((stuck.events_in, stuck.lost), (0, 10));
+    assert_eq!(report.stage("from_iter").unwrap().emitted, 10);
+}
+
+#[tokio::test]
+async fn an_abort_stops_every_stage_and_counts_what_each_held() {
+    let mut pipeline = Pipeline::new();
+    let greedy = pipeline.add_producer(Greedy { next: 0 });
+    let (stuck, mut inside) = Stuck::new();
+    let stuck = pipeline.add_consumer(stuck);
+    pipeline.subscribe_with(
+        &greedy,
+        &stuck,
+        genstage::SubscribeOptions::new().max_demand(4),
+    );
+    let running = pipeline.start();
+    inside.recv().await.unwrap();
+    assert_eq!(greedy.estimate_buffered_count().await, Ok(1000));
+
+    let report = running.abort().await.expect("an abort is not a failure");
+
+    assert!(report.totals().balanced(), "{report:?}");
+    for stage in &report.stages {
+        assert_eq!(stage.status, StageStatus::Aborted, "{report:?}");
+    }
+    // Greedy emitted 1004 for the first ask of 4: 4 sent (2 in the consumer's callback, 2 in its
+    // queue), 1000 buffered, all lost.
+    assert_eq!(report.stage("Greedy").unwrap().emitted, 1004);
+    assert_eq!(report.stage("Greedy").unwrap().lost, 1000);
+    assert_eq!(report.stage("Stuck").unwrap().lost, 4);
+}
+
+/// A queue fed by calls (GenStage's QueueBroadcaster): a push is answered once its job is emitted,
+/// so pushes wait while the workers have no demand.
+#[derive(Default)]
+struct Queue {
+    waiting: std::collections::VecDeque<(u64, ReplyTo<()>)>,
+}
+
+struct Push(u64);
+struct Waiting;
+
+impl Producer for Queue {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let take = demand.min(self.waiting.len());
+        let jobs = self
+            .waiting
+            .drain(..take)
+            .map(|(job, reply)| {
+                reply.reply(());
+                job
+            })
+            .collect::<Vec<_>>();
+        Ok(jobs.into())
+    }
+}
+
+impl HandleCall<Push> for Queue {
+    type Reply = ();
+    type Emitted = Vec<u64>;
+    async fn handle_call(
+        &mut self,
+        Push(job): Push,
+        reply: ReplyTo<()>,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        self.waiting.push_back((job, reply));
+        Ok(Vec::new())
+    }
+}
+
+impl HandleCall<Waiting> for Queue {
+    type Reply = usize;
+    type Emitted = ();
+    async fn handle_call(
+        &mut self,
+        _: Waiting,
+        reply: ReplyTo<usize>,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        reply.reply(self.waiting.len());
+        Ok(())
+    }
+}
+
+/// Handles one job at a time, each once the test lets it.
+struct Worker {
+    gate: Arc<Semaphore>,
+    handled: mpsc::UnboundedSender<u64>,
+}
+
+impl Consumer for Worker {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        for job in events {
+            self.handled.send(job)?;
+            self.gate.acquire().await?.forget();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn pushes_to_a_queue_wait_while_the_workers_are_busy_and_every_job_is_handled_once() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (handled, mut jobs) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let queue = pipeline.add_producer(Queue::default());
+    for _ in 0..4 {
+        let worker = pipeline.add_consumer(Worker {
+            gate: gate.clone(),
+            handled: handled.clone(),
+        });
+        pipeline.subscribe_with(
+            &queue,
+            &worker,
+            genstage::SubscribeOptions::new()
+                .max_demand(1)
+                .min_demand(0),
+        );
+    }
+    drop(handled);
+    let running = pipeline.start();
+
+    let pushes: Vec<_> = (0..5)
+        .map(|job| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.call(Push(job)).await })
+        })
+        .collect();
+    // Four workers with a demand of one each take four jobs, and block on the gate.
+    let mut taken: Vec<u64> = Vec::new();
+    for _ in 0..4 {
+        taken.push(jobs.recv().await.unwrap());
+    }
+    // The fifth job waits in the queue, and so does its push.
+    while queue.call(Waiting).await.unwrap() != 1 {
+        tokio::task::yield_now().await;
+    }
+    let unanswered = pushes.iter().filter(|push| !push.is_finished()).count();
+    assert_eq!(unanswered, 1);
+
+    gate.add_permits(5);
+    for push in pushes {
+        push.await.unwrap().expect("every push is answered");
+    }
+    taken.push(jobs.recv().await.unwrap());
+    taken.sort_unstable();
+    assert_eq!(taken, [0, 1, 2, 3, 4]);
+
+    let report = running.shutdown().await.unwrap();
+    assert_eq!(report.stage("Queue").unwrap().emitted, 5);
+    assert_eq!(report.totals().handled, 5);
+    assert!(report.totals().balanced());
+}
+
+#[tokio::test]
+async fn a_call_to_a_stage_that_has_ended_is_an_error_naming_it() {
+    let mut pipeline = Pipeline::new();
+    let queue = pipeline.add_producer_named("jobs", Queue::default());
+    let worker_log = mpsc::unbounded_channel();
+    let worker = pipeline.add_consumer(Worker {
+        gate: Arc::new(Semaphore::new(10)),
+        handled: worker_log.0,
+    });
+    pipeline.subscribe(&queue, &worker);
+    let running = pipeline.start();
+    queue.call(Push(7)).await.unwrap();
+    running.shutdown().await.unwrap();
+
+    assert_eq!(
+        queue.call(Waiting).await,
+        Err(CallError::Ended {
+            stage: "jobs".to_owned()
+        })
+    );
+    assert_eq!(
+        queue.cast(Tick),
+        Err(CallError::Ended {
+            stage: "jobs".to_owned()
+        })
+    );
+}
+
+/// Emits what it is cast, and ticks by itself: GenStage's Counter fed by cast and info.
+#[derive(Default)]
+struct Ticker {
+    ticks: u64,
+}
+
+struct Tick;
+struct Say(Vec<u64>);
+struct StartTicking(u32);
+
+impl Producer for Ticker {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        // Everything comes from messages.
+        Ok(Vec::new().into())
+    }
+}
+
+impl HandleCast<Say> for Ticker {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(
+        &mut self,
+        Say(events): Say,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+}
+
+impl HandleCast<Tick> for Queue {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Tick, _: &mut Context<'_, Self>) -> StageResult<()> {
+        Ok(())
+    }
+}
+
+impl HandleInfo<StartTicking> for Ticker {
+    type Emitted = ();
+    async fn handle_info(
+        &mut self,
+        StartTicking(n): StartTicking,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        for _ in 0..n {
+            ctx.info(Tick);
+        }
+        Ok(())
+    }
+}
+
+impl HandleInfo<Tick> for Ticker {
+    type Emitted = Emit<u64>;
+    async fn handle_info(
+        &mut self,
+        _: Tick,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Emit<u64>> {
+        self.ticks += 1;
+        let event = 1000 + self.ticks;
+        if self.ticks == 3 {
+            // The last tick ends the producer; one more after a delay would find it gone.
+            ctx.info_after(Duration::from_millis(1), Tick);
+            return Ok(Emit::last(vec![event]));
+        }
+        Ok(Emit::more(vec![event]))
+    }
+}
+
+#[tokio::test]
+async fn casts_and_infos_emit_events_and_an_info_can_end_a_producer() {
+    let (record, seen, _started) = Record::new();
+    let mut pipeline = Pipeline::new();
+    let ticker = pipeline.add_producer(Ticker::default());
+    let sink = pipeline.add_consumer(record);
+    pipeline.subscribe(&ticker, &sink);
+    let running = pipeline.start();
+
+    ticker.cast(Say(vec![1, 2, 3])).unwrap();
+    ticker.info(StartTicking(3)).unwrap();
+    let report = running.await.expect("the third tick ends the pipeline");
+
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 1001, 1002, 1003]);
+    assert_eq!(
+        report.stage("Ticker").unwrap().status,
+        StageStatus::Finished
+    );
+    assert!(report.totals().balanced());
+}
+
+#[tokio::test]
+async fn a_pipeline_started_outside_a_runtime_says_so() {
+    let handle = std::thread::spawn(|| {
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer(genstage::from_iter(0..3u64));
+        let (record, _, _) = Record::new();
+        let sink = pipeline.add_consumer(record);
+        pipeline.subscribe(&numbers, &sink);
+        pipeline.start()
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(handle.await, Err(PipelineError::NoRuntime)));
+}
