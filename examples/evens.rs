@@ -6,8 +6,11 @@
 //! ```text
 //! cargo run --release --example evens             # 100 numbers, then stop
 //! cargo run --release --example evens -- 5000     # 5000 numbers
-//! cargo run --release --example evens -- --forever
+//! cargo run --release --example evens -- --forever   # until Ctrl-C, then a graceful shutdown
 //! ```
+//!
+//! The pipeline runs in the background (`start()`); Ctrl-C shuts it down gracefully: the counter
+//! stops, every number it has emitted is printed, and the report shows none lost.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,14 +87,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     };
 
-    let report = pipeline! { Counter { next: 0, end } -> Evens -> [Printer::next(); 2] }
-        .run()
-        .await?;
+    let mut running =
+        pipeline! { Counter { next: 0, end } -> Evens -> [Printer::next(); 2] }.start();
+    let report = tokio::select! {
+        report = &mut running => report?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("Ctrl-C: shutting down; every number already emitted is still printed");
+            running.shutdown().await?
+        }
+    };
 
     for stage in &report.stages {
         eprintln!(
-            "{:<10} in {:>6}  out {:>6}  {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.status
+            "{:<10} in {:>6}  out {:>6}  lost {}  {:?}",
+            stage.name, stage.events_in, stage.events_out, stage.lost, stage.status
         );
     }
     Ok(())
