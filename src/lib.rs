@@ -100,8 +100,9 @@ pub use genstage_runtime::*;
 pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
-        from_iter, BufferKeep, CancelMode, Consumer, Emit, Pipeline, PipelineError, Producer,
-        ProducerConsumer, ProducerOptions, Report, Stage, StageError, StageResult,
-        SubscribeOptions,
+        from_iter, BufferKeep, CallError, CancelMode, Consumer, Context, Emit, HandleCall,
+        HandleCast, HandleInfo, Pipeline, PipelineError, PipelineHandle, Producer,
+        ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
+        StageResult, StageStatus, SubscribeOptions,
     };
 }

@@ -529,3 +529,43 @@ where
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_made_in_a_callback_waits_for_its_release_and_one_made_later_goes_at_once() {
+        let held = Arc::new(HeldReplies::default());
+        let (sender, mut answer) = oneshot::channel();
+        held.hold();
+        ReplyTo::new(sender, held.clone()).reply(1);
+        // Held: the callback's events have not been dispatched yet.
+        assert!(answer.try_recv().is_err());
+        held.release();
+        assert_eq!(answer.try_recv(), Ok(1));
+
+        let (sender, mut answer) = oneshot::channel();
+        ReplyTo::new(sender, held.clone()).reply(2);
+        assert_eq!(answer.try_recv(), Ok(2));
+    }
+
+    #[test]
+    fn reply_now_goes_before_the_callback_ends() {
+        let held = Arc::new(HeldReplies::default());
+        let (sender, mut answer) = oneshot::channel();
+        held.hold();
+        ReplyTo::new(sender, held.clone()).reply_now(3);
+        assert_eq!(answer.try_recv(), Ok(3));
+        held.release();
+    }
+
+    #[test]
+    fn what_a_callback_returns_becomes_the_stages_events() {
+        let emit = |emitted: Emitted| events_of::<u64>(emitted).map(|e| (e.events, e.last));
+        assert_eq!(emit(Box::new(vec![1u64, 2])), Ok((vec![1, 2], false)));
+        assert_eq!(emit(Box::new(Emit::last(vec![3u64]))), Ok((vec![3], true)));
+        assert_eq!(emit(Box::new(())), Ok((vec![], false)));
+        assert!(emit(Box::new(vec!["not a u64"])).is_err());
+    }
+}

@@ -131,46 +131,43 @@ impl<S> Clone for StagePort<S> {
 ///
 /// ```
 /// use genstage_runtime::{
-///     Consumer, Context, HandleCall, Pipeline, Producer, ReplyTo, StageRef, StageResult, Emit,
+///     from_iter, Consumer, Context, HandleCall, Pipeline, ReplyTo, StageRef, StageResult,
 /// };
 ///
-/// /// Counts up; answers how far it got.
-/// struct Counter(u64);
-/// impl Producer for Counter {
-///     type Output = u64;
-///     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
-///         let events: Vec<u64> = (self.0..self.0 + demand as u64).collect();
-///         self.0 += demand as u64;
-///         Ok(events.into())
+/// /// Adds up what it receives; answers `Total` calls with the sum so far.
+/// #[derive(Default)]
+/// struct Sum(u64);
+/// impl Consumer for Sum {
+///     type Input = u64;
+///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+///         self.0 += events.iter().sum::<u64>();
+///         Ok(())
 ///     }
 /// }
-/// struct HowFar;
-/// impl HandleCall<HowFar> for Counter {
+/// struct Total;
+/// impl HandleCall<Total> for Sum {
 ///     type Reply = u64;
-///     type Emitted = Vec<u64>;
-///     async fn handle_call(&mut self, _: HowFar, reply: ReplyTo<u64>, _: &mut Context<'_, Self>)
-///         -> StageResult<Vec<u64>>
+///     type Emitted = ();
+///     async fn handle_call(&mut self, _: Total, reply: ReplyTo<u64>, _: &mut Context<'_, Self>)
+///         -> StageResult<()>
 ///     {
 ///         reply.reply(self.0);
-///         Ok(Vec::new())
+///         Ok(())
 ///     }
-/// }
-/// struct Drop;
-/// impl Consumer for Drop {
-///     type Input = u64;
-///     async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut pipeline = Pipeline::new();
-/// let counter = pipeline.add_producer(Counter(0));
-/// let sink = pipeline.add_consumer(Drop);
-/// pipeline.subscribe(&counter, &sink);
+/// let numbers = pipeline.add_producer(from_iter(1..=100u64));
+/// let sum = pipeline.add_consumer(Sum::default());
+/// pipeline.subscribe(&numbers, &sum);
 /// let running = pipeline.start();
-/// let far = counter.call(HowFar).await?;
-/// assert!(far > 0);
-/// running.shutdown().await?;
+/// let so_far = sum.call(Total).await?; // while it runs: somewhere from 0 to 5050
+/// assert!(so_far <= 5050);
+/// running.await?;
+/// // Once it has ended, the stage says so, by name.
+/// assert_eq!(sum.call(Total).await.unwrap_err().to_string(), "stage Sum has ended");
 /// # Ok(()) }
 /// ```
 pub trait StageRef: Clone + Send + Sync + 'static {
