@@ -4,10 +4,13 @@
 //! A seed makes a [`Topology`]: 1–3 producers, 0–2 producer_consumers and 1–4 consumers, wired with
 //! fan-in and fan-out, each edge with its own `max_demand`, `min_demand` and cancel mode. Each stage
 //! follows a plan: producers emit exactly, fewer or more events than asked, return empty batches, or
-//! take their events from a channel that a spawned task feeds late; some stall for ever on a channel
-//! nobody feeds, but only where every consumer of theirs is also subscribed, permanently or
-//! transiently, to a producer that fails at once, so that the run must still end. Faults are an
-//! `Err` or a panic in any callback, at a random call.
+//! take their events from a channel that a spawned task feeds late, or emit them from `handle_cast`,
+//! cast to them by a task through the producer's reference (and `handle_demand` emits nothing); some
+//! stall for ever on a channel nobody feeds, but only where every consumer of theirs is also
+//! subscribed, permanently or transiently, to a producer that fails at once, so that the run must
+//! still end. Faults are an `Err` or a panic in any callback, at a random call. Some runs are started
+//! in the background and shut down gracefully at a random moment: nothing already emitted may be
+//! lost then.
 //!
 //! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and must
 //! end within [`time_bound`]. Events are unique `(producer, seq)` ids; the stages record what they
@@ -32,9 +35,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use genstage::{
-    BufferKeep, CancelMode, Consumer, ConsumerRef, Emit, Pipeline, PipelineError, Producer,
-    ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, StageResult,
-    StageStatus, SubscribeOptions,
+    BufferKeep, CancelMode, Consumer, ConsumerRef, Context, Emit, HandleCast, Pipeline,
+    PipelineError, Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef,
+    Report, StageRef, StageResult, StageStatus, SubscribeOptions,
 };
 use tokio::sync::mpsc;
 
@@ -121,6 +124,10 @@ enum Source {
     /// A task spawned beside the pipeline feeds them through a channel, in chunks and with pauses; the
     /// producer awaits the channel when it has none left, and ends when the channel closes.
     Late,
+    /// A task spawned beside the pipeline casts them to the producer in chunks and with pauses, the
+    /// last chunk marked last; the producer emits them from `handle_cast`, against demand or not
+    /// (the excess is buffered), and its `handle_demand` emits nothing.
+    Messages,
     /// It has them all at once, then awaits a channel that nobody ever feeds: it never ends by
     /// itself. Only planned where every consumer of it leaves (see [`Topology::plan_faults`]).
     Stall,
@@ -181,6 +188,8 @@ enum Flavor {
 struct Topology {
     seed: u64,
     flavor: Flavor,
+    /// Started in the background and shut down gracefully after this many yields of the caller.
+    shutdown_after: Option<usize>,
     producers: Vec<ProducerPlan>,
     middles: Vec<MiddlePlan>,
     consumers: Vec<ConsumerPlan>,
@@ -208,6 +217,7 @@ impl Topology {
         let mut topology = Topology {
             seed,
             flavor: Flavor::MultiThread(2),
+            shutdown_after: None,
             producers,
             middles,
             consumers,
@@ -220,6 +230,7 @@ impl Topology {
             Flavor::MultiThread(2),
             Flavor::MultiThread(4),
         ]);
+        topology.shutdown_after = rng.chance(25).then(|| rng.range(0, 40));
         topology
     }
 
@@ -491,10 +502,10 @@ impl ProducerPlan {
         };
         ProducerPlan {
             events,
-            source: if rng.chance(20) {
-                Source::Late
-            } else {
-                Source::Ready
+            source: match rng.range(0, 19) {
+                0..=2 => Source::Late,
+                3..=5 => Source::Messages,
+                _ => Source::Ready,
             },
             shape,
             last_separately: rng.chance(20),
@@ -511,7 +522,11 @@ impl ProducerPlan {
 
 impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {}, {:?}:", self.seed, self.flavor)?;
+        write!(f, "seed {}, {:?}", self.seed, self.flavor)?;
+        if let Some(yields) = self.shutdown_after {
+            write!(f, ", shut down after {yields} yields")?;
+        }
+        writeln!(f, ":")?;
         for (i, p) in self.producers.iter().enumerate() {
             write!(
                 f,
@@ -653,6 +668,8 @@ enum Supply {
     Late(mpsc::UnboundedReceiver<u64>, u64),
     /// Never sent anything: its sender lives until the run ends.
     Stall(mpsc::UnboundedReceiver<()>),
+    /// Cast its events: see [`Source::Messages`].
+    Messages,
 }
 
 struct Chaotic {
@@ -694,6 +711,7 @@ impl Producer for Chaotic {
                 }
                 (self.plan.events - self.next, false)
             }
+            Supply::Messages => return Ok(Emit::more(Vec::new())),
         };
         let count = (want as u64).min(available);
         if let Supply::Late(_, stock) = &mut self.supply {
@@ -715,6 +733,48 @@ impl Producer for Chaotic {
                 .buffer_size(size)
                 .buffer_keep(keep),
             None => ProducerOptions::for_producer(),
+        }
+    }
+}
+
+/// Events cast to a [`Source::Messages`] producer: `count` more, and whether they are the last.
+struct Chunk {
+    count: u64,
+    last: bool,
+}
+
+impl HandleCast<Chunk> for Chaotic {
+    type Emitted = Emit<Event>;
+
+    async fn handle_cast(
+        &mut self,
+        Chunk { count, last }: Chunk,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Emit<Event>> {
+        self.fuse.burn()?;
+        let events: Vec<Event> = (self.next..self.next + count)
+            .map(|seq| (self.tag, seq))
+            .collect();
+        self.next += count;
+        lock(&self.fuse.ledger).emit(&self.fuse.stage, events.len());
+        Ok(Emit { events, last })
+    }
+}
+
+/// Casts a [`Source::Messages`] producer its events in chunks of 1–50, with a yield or a 1 ms sleep
+/// between them; stops when the producer has ended.
+async fn cast_feed(mut rng: Rng, mut events: u64, producer: ProducerRef<Chaotic>) {
+    loop {
+        if rng.chance(15) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        let count = (rng.range(1, 50) as u64).min(events);
+        events -= count;
+        let last = events == 0;
+        if producer.cast(Chunk { count, last }).is_err() || last {
+            return;
         }
     }
 }
@@ -827,6 +887,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 never.push(sender);
                 Supply::Stall(receiver)
             }
+            Source::Messages => Supply::Messages,
         };
         let name = Node::Producer(tag).to_string();
         let stage = Chaotic {
@@ -837,6 +898,10 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             fuse: fuse(name.clone(), plan.strike),
         };
         let handle = pipeline.add_producer_named(name, stage);
+        if plan.source == Source::Messages {
+            let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
+            tokio::spawn(cast_feed(rng, plan.events, handle.clone()));
+        }
         sources.insert(Node::Producer(tag), SourceRef::Producer(handle));
     }
     for (i, plan) in topology.middles.iter().enumerate() {
@@ -897,7 +962,19 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let ledger = Shared::default();
     let Built { pipeline, never } = build(topology, &ledger);
     let bound = time_bound();
-    let result = tokio::time::timeout(bound, pipeline.run()).await;
+    let result = match topology.shutdown_after {
+        None => tokio::time::timeout(bound, pipeline.run()).await,
+        Some(yields) => {
+            let shut_down = async {
+                let running = pipeline.start();
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+                running.shutdown().await
+            };
+            tokio::time::timeout(bound, shut_down).await
+        }
+    };
     drop(never);
     let result = result.map_err(|_| format!("hang: no end within {bound:?}"))?;
     let ledger = std::mem::take(&mut *lock(&ledger));
@@ -972,6 +1049,10 @@ fn check(
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
             None if struck => !stage.failed(),
+            // A shutdown ends producers that had not finished by themselves.
+            None if topology.shutdown_after.is_some() && name.starts_with('P') => {
+                matches!(stage.status, StageStatus::Finished | StageStatus::ShutDown)
+            }
             None => stage.status == StageStatus::Finished,
         };
         ensure!(
@@ -1163,7 +1244,14 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
                 .any(|e| matches!((e.from, e.to), (Node::Middle(_), Node::Middle(_))))
         }),
     );
-    for source in [Source::Ready, Source::Late, Source::Stall] {
+    expect("graceful shutdown", count(&|t| t.shutdown_after.is_some()));
+    expect(
+        "graceful shutdown of a message-fed producer",
+        count(&|t| {
+            t.shutdown_after.is_some() && t.producers.iter().any(|p| p.source == Source::Messages)
+        }),
+    );
+    for source in [Source::Ready, Source::Late, Source::Messages, Source::Stall] {
         expect(
             &format!("{source:?}"),
             count(&|t| t.producers.iter().any(|p| p.source == source)),
