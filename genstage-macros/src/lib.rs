@@ -102,6 +102,22 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// such as `StageResult<Vec<T>>` or `std::io::Result<()>`. A returned `Vec<T>` means "more to come"; a producer ends by returning
 /// `Emit::last(events)`.
 ///
+/// Every role may also define these, each optional:
+///
+/// | callback | becomes |
+/// |---|---|
+/// | `handle_call(&mut self, request: M, reply: ReplyTo<R>)` | `impl HandleCall<M>` with `type Reply = R` |
+/// | `handle_cast(&mut self, message: M)` | `impl HandleCast<M>` |
+/// | `handle_info(&mut self, message: M)` | `impl HandleInfo<M>` |
+/// | `terminate(&mut self, status: &StageStatus)` | the role trait's `terminate` |
+///
+/// The message callbacks may take `ctx: &mut Context<Self>` last, and return the events they emit
+/// as the role's event callback does (`Vec<T>` or `Emit<T>` for a producer, `Vec<T>` for a
+/// producer_consumer), or `()` for none (always, for a consumer), each maybe in a `Result<_, E>`.
+/// `M` and `R` are read from the signature, so a stage answers one type of each; they are owned
+/// (`'static`), since they cross tasks. `terminate` returns nothing. `ReplyTo`, `Context` and
+/// `StageStatus` are `genstage::ReplyTo`, `genstage::Context` and `genstage::StageStatus`.
+///
 /// # Options
 ///
 /// | option | roles | value | default |
@@ -168,10 +184,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// Mistakes are compile errors under the offending tokens: an unknown or missing role, an unknown,
 /// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
 /// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
-/// wrong arguments, a consumer returning events), `#[stage]` on something other than an inherent
-/// impl block, a GenStage callback that genstage does not support yet (`handle_call`,
-/// `handle_cancel`, `handle_cast`, `handle_info`, `handle_subscribe`, `terminate`: it would never
-/// be called).
+/// wrong arguments, a `handle_call` without its `ReplyTo`, a borrowed message, a consumer returning
+/// events; the message lists the allowed shapes), `#[stage]` on something other than an inherent
+/// impl block, a GenStage callback that genstage does not support yet (`handle_cancel`,
+/// `handle_subscribe`: it would never be called).
 ///
 /// A rejected impl block is still emitted as written, and the stage still implements its role and
 /// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
