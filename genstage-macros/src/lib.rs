@@ -173,6 +173,11 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// }
 /// ```
 ///
+/// A `handle_cast(&mut self, message: M)` in the block adds `impl HandleCast<M> for Printer`
+/// (`type Emitted = ()` for a consumer, `Vec<T>` for a producer_consumer, `Emit<T>` for a
+/// producer), whose `handle_cast` calls the block's; `handle_call` and `handle_info` likewise, and
+/// `terminate` becomes the role trait's `terminate`.
+///
 /// A producer gets `impl Producer` (`type Output` from its return type, `producer_options` from
 /// its buffer options) and `add_producer_as`; a producer_consumer gets `impl ProducerConsumer`
 /// (both types, both kinds of options) and `add_producer_consumer_as`. The real expansion names
