@@ -429,7 +429,9 @@ impl<T: Send + 'static> OneByOne<T> {
 }
 
 /// Runs `producer` into a one-by-one consumer: the events delivered and the producer's discards.
-async fn run_burst<P: Stage<Ref = ProducerRef<u64>>>(producer: P) -> (Vec<u64>, u64) {
+async fn run_burst<P: Producer<Output = u64> + Stage<Ref = ProducerRef<P>>>(
+    producer: P,
+) -> (Vec<u64>, u64) {
     let mut pipeline = Pipeline::new();
     let source = producer.add_to(&mut pipeline, Some("burst".to_owned()));
     let inner = Collect::<u64>::new();

@@ -166,8 +166,9 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// }
 ///
 /// impl Stage for Printer {
-///     type Ref = ConsumerRef<u64>;
-///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> ConsumerRef<u64> {
+///     // A handle typed by the stage: it carries `Printer`'s events and takes `Printer`'s messages.
+///     type Ref = ConsumerRef<Printer>;
+///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> ConsumerRef<Printer> {
 ///         pipeline.add_consumer_as(name, self)
 ///     }
 /// }
@@ -220,7 +221,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     }
 /// # }
 /// # impl Stage for Evens {
-/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     type Ref = ProducerConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_producer_consumer_as(name, self)
 /// #     }
@@ -231,7 +232,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// # }
 /// # impl Stage for Printer {
-/// #     type Ref = ConsumerRef<u64>;
+/// #     type Ref = ConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_consumer_as(name, self)
 /// #     }
@@ -310,7 +311,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> { Ok(events) }
 /// # }
 /// # impl Stage for Merge {
-/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     type Ref = ProducerConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_producer_consumer_as(name, self)
 /// #     }
@@ -321,7 +322,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// # }
 /// # impl Stage for Printer {
-/// #     type Ref = ConsumerRef<u64>;
+/// #     type Ref = ConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_consumer_as(name, self)
 /// #     }
@@ -361,7 +362,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> { Ok(events) }
 /// # }
 /// # impl Stage for Merge {
-/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     type Ref = ProducerConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_producer_consumer_as(name, self)
 /// #     }
@@ -372,7 +373,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// # }
 /// # impl Stage for Printer {
-/// #     type Ref = ConsumerRef<u64>;
+/// #     type Ref = ConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_consumer_as(name, self)
 /// #     }

@@ -75,7 +75,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             (
                 quote!(#krate::Producer),
                 quote!(add_producer_as),
-                quote!(#krate::ProducerRef<<Self as #krate::Producer>::Output>),
+                quote!(#krate::ProducerRef<Self>),
                 items,
             )
         }
@@ -110,10 +110,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             (
                 quote!(#krate::ProducerConsumer),
                 quote!(add_producer_consumer_as),
-                quote!(#krate::ProducerConsumerRef<
-                    <Self as #krate::ProducerConsumer>::Input,
-                    <Self as #krate::ProducerConsumer>::Output,
-                >),
+                quote!(#krate::ProducerConsumerRef<Self>),
                 items,
             )
         }
@@ -143,7 +140,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             (
                 quote!(#krate::Consumer),
                 quote!(add_consumer_as),
-                quote!(#krate::ConsumerRef<<Self as #krate::Consumer>::Input>),
+                quote!(#krate::ConsumerRef<Self>),
                 items,
             )
         }
