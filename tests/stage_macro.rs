@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use genstage::prelude::*;
-use genstage::{ProducerRef, StageStatus};
+use genstage::{Context, HandleCall, HandleCast, HandleInfo, ProducerRef, ReplyTo, StageStatus};
 
 /// What a test's stages saw, shared with the test.
 type Log<T> = Arc<Mutex<Vec<T>>>;
@@ -637,4 +637,227 @@ async fn an_edge_min_demand_below_the_consumer_max_demand_compiles_and_applies()
     let batches = taken(&seen);
     assert_eq!(batches.iter().sum::<usize>(), 100);
     assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
+}
+
+// Message callbacks and `terminate`. A `Context` and a `ReplyTo` come only from a running stage, so
+// these tests check the generated impls' types and call `terminate` directly; messages_macro.rs
+// sends messages to running stages.
+
+/// A request, a cast and an info.
+struct Push(u64);
+struct Len;
+struct Tick;
+
+/// That `S` answers calls of `M` with `R`, emitting `E`.
+fn answers_calls<S, M, R, E>()
+where
+    S: HandleCall<M, Reply = R, Emitted = E>,
+{
+}
+
+/// That `S` takes casts of `M`, emitting `E`.
+fn takes_casts<S, M, E>()
+where
+    S: HandleCast<M, Emitted = E>,
+{
+}
+
+/// That `S` takes infos of `M`, emitting `E`.
+fn takes_infos<S, M, E>()
+where
+    S: HandleInfo<M, Emitted = E>,
+{
+}
+
+/// A producer with every message callback, in every form: sync with the context, async, a
+/// `Result`, `impl Future`, emitting `Emit<T>`, `Vec<T>` or nothing.
+struct Queue {
+    jobs: Vec<u64>,
+    ended: Log<String>,
+}
+
+#[stage(producer)]
+impl Queue {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let take = demand.min(self.jobs.len());
+        self.jobs.drain(..take).collect()
+    }
+
+    fn handle_call(
+        &mut self,
+        request: Push,
+        reply: ReplyTo<usize>,
+        ctx: &mut Context<Self>,
+    ) -> Emit<u64> {
+        let _ = ctx.name();
+        reply.reply(self.jobs.len());
+        Emit::more(vec![request.0])
+    }
+
+    async fn handle_cast(&mut self, message: Push) -> Result<Vec<u64>, String> {
+        Ok(vec![message.0])
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    fn handle_info(
+        &mut self,
+        _tick: Tick,
+        ctx: &mut Context<'_, Self>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let _ = ctx.name();
+        async {}
+    }
+
+    async fn terminate(&mut self, status: &StageStatus) {
+        self.ended
+            .lock()
+            .unwrap()
+            .push(format!("Queue: {status:?}"));
+    }
+}
+
+/// A producer_consumer whose message callbacks emit `Vec<T>`, a `StageResult` or nothing.
+struct Scale {
+    factor: u64,
+    ended: Log<String>,
+}
+
+#[stage(producer_consumer)]
+impl Scale {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events.into_iter().map(|n| n * self.factor).collect()
+    }
+
+    async fn handle_call(
+        &mut self,
+        factor: u64,
+        reply: genstage::ReplyTo<u64>,
+        _ctx: &mut genstage::Context<'_, Self>,
+    ) -> Vec<u64> {
+        reply.reply(std::mem::replace(&mut self.factor, factor));
+        Vec::new()
+    }
+
+    fn handle_cast(&mut self, _tick: Tick) {}
+
+    fn handle_info(&mut self, message: Push) -> StageResult<Vec<u64>> {
+        Ok(vec![message.0 * self.factor])
+    }
+
+    // `-> ()` written out is accepted too.
+    #[allow(clippy::unused_unit)]
+    fn terminate(&mut self, status: &genstage::StageStatus) -> () {
+        self.ended
+            .lock()
+            .unwrap()
+            .push(format!("Scale: {status:?}"));
+    }
+}
+
+/// A consumer whose message callbacks return `()` or `Result<(), E>`.
+struct Tape {
+    seen: Vec<u64>,
+    ended: Log<String>,
+}
+
+#[stage(consumer)]
+impl Tape {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.seen.extend(events);
+    }
+
+    fn handle_call(&mut self, _request: Len, reply: ReplyTo<usize>) -> Result<(), std::io::Error> {
+        reply.reply(self.seen.len());
+        Ok(())
+    }
+
+    async fn handle_cast(&mut self, message: Push, ctx: &mut Context<'_, Self>) {
+        let _ = ctx.name();
+        self.seen.push(message.0);
+    }
+
+    #[allow(clippy::unused_unit)]
+    fn handle_info(&mut self, _tick: Tick) -> () {}
+
+    #[allow(clippy::manual_async_fn)]
+    fn terminate(
+        &mut self,
+        status: &StageStatus,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let line = format!("Tape: {status:?}");
+        async move { self.ended.lock().unwrap().push(line) }
+    }
+}
+
+/// A generic stage: the message type is the stage's parameter.
+struct Relay<T> {
+    held: Vec<T>,
+}
+
+#[stage(producer_consumer)]
+impl<T> Relay<T> {
+    fn handle_events(&mut self, events: Vec<T>) -> Vec<T> {
+        events
+    }
+
+    fn handle_cast(&mut self, event: T) -> Vec<T> {
+        self.held.push(event);
+        std::mem::take(&mut self.held)
+    }
+
+    fn handle_call(&mut self, request: Vec<T>, reply: ReplyTo<usize>) -> Vec<T> {
+        reply.reply(request.len());
+        request
+    }
+}
+
+#[test]
+fn message_callbacks_implement_the_message_traits_with_the_roles_events() {
+    // A producer's callbacks emit an `Emit<T>`, whatever form they return it in.
+    answers_calls::<Queue, Push, usize, Emit<u64>>();
+    takes_casts::<Queue, Push, Emit<u64>>();
+    takes_infos::<Queue, Tick, Emit<u64>>();
+    // A producer_consumer's a `Vec<T>`.
+    answers_calls::<Scale, u64, u64, Vec<u64>>();
+    takes_casts::<Scale, Tick, Vec<u64>>();
+    takes_infos::<Scale, Push, Vec<u64>>();
+    // A consumer's nothing.
+    answers_calls::<Tape, Len, usize, ()>();
+    takes_casts::<Tape, Push, ()>();
+    takes_infos::<Tape, Tick, ()>();
+    // A generic stage's, for each of its event types.
+    takes_casts::<Relay<String>, String, Vec<String>>();
+    answers_calls::<Relay<u8>, Vec<u8>, usize, Vec<u8>>();
+}
+
+#[tokio::test]
+async fn terminate_is_the_role_traits_terminate() {
+    let ended = log();
+    let mut queue = Queue {
+        jobs: Vec::new(),
+        ended: ended.clone(),
+    };
+    let mut scale = Scale {
+        factor: 2,
+        ended: ended.clone(),
+    };
+    let mut tape = Tape {
+        seen: Vec::new(),
+        ended: ended.clone(),
+    };
+
+    Producer::terminate(&mut queue, &StageStatus::ShutDown).await;
+    ProducerConsumer::terminate(&mut scale, &StageStatus::Finished).await;
+    Consumer::terminate(&mut tape, &StageStatus::Failed("boom".to_owned())).await;
+    // A stage without `terminate` has the trait's, which does nothing.
+    Producer::terminate(&mut Counter::new(1), &StageStatus::Aborted).await;
+
+    assert_eq!(
+        taken(&ended),
+        [
+            "Queue: ShutDown",
+            "Scale: Finished",
+            "Tape: Failed(\"boom\")"
+        ]
+    );
 }

@@ -102,6 +102,22 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// such as `StageResult<Vec<T>>` or `std::io::Result<()>`. A returned `Vec<T>` means "more to come"; a producer ends by returning
 /// `Emit::last(events)`.
 ///
+/// Every role may also define these, each optional:
+///
+/// | callback | becomes |
+/// |---|---|
+/// | `handle_call(&mut self, request: M, reply: ReplyTo<R>)` | `impl HandleCall<M>` with `type Reply = R` |
+/// | `handle_cast(&mut self, message: M)` | `impl HandleCast<M>` |
+/// | `handle_info(&mut self, message: M)` | `impl HandleInfo<M>` |
+/// | `terminate(&mut self, status: &StageStatus)` | the role trait's `terminate` |
+///
+/// The message callbacks may take `ctx: &mut Context<Self>` last, and return the events they emit
+/// as the role's event callback does (`Vec<T>` or `Emit<T>` for a producer, `Vec<T>` for a
+/// producer_consumer), or `()` for none (always, for a consumer), each maybe in a `Result<_, E>`.
+/// `M` and `R` are read from the signature, so a stage answers one type of each; they are owned
+/// (`'static`), since they cross tasks. `terminate` returns nothing. `ReplyTo`, `Context` and
+/// `StageStatus` are `genstage::ReplyTo`, `genstage::Context` and `genstage::StageStatus`.
+///
 /// # Options
 ///
 /// | option | roles | value | default |
@@ -150,12 +166,18 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// }
 ///
 /// impl Stage for Printer {
-///     type Ref = ConsumerRef<u64>;
-///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> ConsumerRef<u64> {
+///     // A handle typed by the stage: it carries `Printer`'s events and takes `Printer`'s messages.
+///     type Ref = ConsumerRef<Printer>;
+///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> ConsumerRef<Printer> {
 ///         pipeline.add_consumer_as(name, self)
 ///     }
 /// }
 /// ```
+///
+/// A `handle_cast(&mut self, message: M)` in the block adds `impl HandleCast<M> for Printer`
+/// (`type Emitted = ()` for a consumer, `Vec<T>` for a producer_consumer, `Emit<T>` for a
+/// producer), whose `handle_cast` calls the block's; `handle_call` and `handle_info` likewise, and
+/// `terminate` becomes the role trait's `terminate`.
 ///
 /// A producer gets `impl Producer` (`type Output` from its return type, `producer_options` from
 /// its buffer options) and `add_producer_as`; a producer_consumer gets `impl ProducerConsumer`
@@ -168,10 +190,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// Mistakes are compile errors under the offending tokens: an unknown or missing role, an unknown,
 /// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
 /// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
-/// wrong arguments, a consumer returning events), `#[stage]` on something other than an inherent
-/// impl block, a GenStage callback that genstage does not support yet (`handle_call`,
-/// `handle_cancel`, `handle_cast`, `handle_info`, `handle_subscribe`, `terminate`: it would never
-/// be called).
+/// wrong arguments, a `handle_call` without its `ReplyTo`, a borrowed message, a consumer returning
+/// events; the message lists the allowed shapes), `#[stage]` on something other than an inherent
+/// impl block, a GenStage callback that genstage does not support yet (`handle_cancel`,
+/// `handle_subscribe`: it would never be called).
 ///
 /// A rejected impl block is still emitted as written, and the stage still implements its role and
 /// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
@@ -199,7 +221,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     }
 /// # }
 /// # impl Stage for Evens {
-/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     type Ref = ProducerConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_producer_consumer_as(name, self)
 /// #     }
@@ -210,7 +232,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// # }
 /// # impl Stage for Printer {
-/// #     type Ref = ConsumerRef<u64>;
+/// #     type Ref = ConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_consumer_as(name, self)
 /// #     }
@@ -289,7 +311,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> { Ok(events) }
 /// # }
 /// # impl Stage for Merge {
-/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     type Ref = ProducerConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_producer_consumer_as(name, self)
 /// #     }
@@ -300,7 +322,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// # }
 /// # impl Stage for Printer {
-/// #     type Ref = ConsumerRef<u64>;
+/// #     type Ref = ConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_consumer_as(name, self)
 /// #     }
@@ -340,7 +362,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> { Ok(events) }
 /// # }
 /// # impl Stage for Merge {
-/// #     type Ref = ProducerConsumerRef<u64, u64>;
+/// #     type Ref = ProducerConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_producer_consumer_as(name, self)
 /// #     }
@@ -351,7 +373,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// #     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
 /// # }
 /// # impl Stage for Printer {
-/// #     type Ref = ConsumerRef<u64>;
+/// #     type Ref = ConsumerRef<Self>;
 /// #     fn add_to(self, p: &mut Pipeline, name: Option<String>) -> Self::Ref {
 /// #         p.add_consumer_as(name, self)
 /// #     }

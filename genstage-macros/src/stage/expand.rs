@@ -1,8 +1,11 @@
-//! Code generation: the role trait impl and the `Stage` impl, next to the user's impl block.
+//! Code generation: the role trait impl (with `terminate` when the block has one), an impl of
+//! `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for each message callback, and the `Stage`
+//! impl, next to the user's impl block.
 //!
-//! The event types come from the model (read from the callback's signature by `validate.rs`). The
-//! callback's argument and value are converted through helper traits (`DemandArg`, `IntoEmit`,
-//! `IntoEvents`, `IntoDone`), each use spanned at the user's type, so a wrong one is reported
+//! The event and message types come from the model (read from the callbacks' signatures by
+//! `parse.rs` and `validate.rs`). The callbacks' arguments and values are converted through helper
+//! traits (`DemandArg`, and the [`Conversion`]s `IntoEmit`, `IntoEvents`, `IntoDone`, `CallReturn`,
+//! `CastReturn`, `InfoReturn`), each use spanned at the user's type, so a wrong one is reported
 //! there with the helper trait's `on_unimplemented` sentence. The traits are defined inside the
 //! expansion's `const _` block, so rustc's `help:` line names them plainly ("the trait `IntoDone`
 //! is not implemented for `Vec<u64>`"), never through genstage's hidden module.
@@ -11,7 +14,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::Type;
 
-use super::parse::Role;
+use super::parse::{Callback, CallbackKind, Role};
 use super::validate::{BufferSize, ProducerOpts, Settings, StageModel, SubscribeOpts};
 
 /// The trait impls for a validated stage (without the user's impl block, which is kept as written).
@@ -37,15 +40,15 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     // spanned at the user's return type, so a wrong one is reported there.
     let input = model.input.iter();
     let output_event = model.output.iter();
+    let conversion = Conversion::of_event_callback(model.role);
+    let terminate = terminate_fn(model);
 
     let (role_trait, add, stage_ref, role_items) = match model.role {
         Role::Producer => {
             let demand = quote_spanned! {arg_span=>
                 <#arg as DemandArg>::from_demand(__demand)
             };
-            let convert = quote_spanned! {output_span=>
-                <#output as IntoEmit<Self::Output>>::into_emit
-            };
+            let convert = conversion.convert(output, output_span, krate);
             let future = quote_spanned! {name_span=>
                 async move { #convert(<#self_ty>::#name(self, #demand) #awaited) }
             };
@@ -67,6 +70,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #( type Output = #output_event; )*
                 #callback_fn
                 #options
+                #terminate
             };
             (
                 quote!(#krate::Producer),
@@ -76,9 +80,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             )
         }
         Role::ProducerConsumer => {
-            let convert = quote_spanned! {output_span=>
-                <#output as IntoEvents<Self::Output>>::into_events
-            };
+            let convert = conversion.convert(output, output_span, krate);
             let future = quote_spanned! {name_span=>
                 async move { #convert(<#self_ty>::#name(self, __events) #awaited) }
             };
@@ -103,6 +105,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #callback_fn
                 #subscribe
                 #options
+                #terminate
             };
             (
                 quote!(#krate::ProducerConsumer),
@@ -112,9 +115,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             )
         }
         Role::Consumer => {
-            let convert = quote_spanned! {output_span=>
-                <#output as IntoDone>::into_done
-            };
+            let convert = conversion.convert(output, output_span, krate);
             let future = quote_spanned! {name_span=>
                 async move { #convert(<#self_ty>::#name(self, __events) #awaited) }
             };
@@ -134,6 +135,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #( type Input = #input; )*
                 #callback_fn
                 #subscribe
+                #terminate
             };
             (
                 quote!(#krate::Consumer),
@@ -148,7 +150,16 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
         quote!(const __MAX_DEMAND: #private::Option<(::core::primitive::usize, ::core::primitive::bool)> = #private::Some((#max, #default));)
     });
 
-    let helpers = helper_traits(model.role, krate);
+    let mut helpers = conversion.define(krate);
+    if model.role == Role::Producer {
+        helpers.extend(demand_arg());
+    }
+    let mut messages = TokenStream::new();
+    for callback in &model.messages {
+        let conversion = Conversion::of_message_callback(model.role, callback.kind);
+        helpers.extend(conversion.define(krate));
+        messages.extend(message_impl(model, callback, &conversion, &generics));
+    }
 
     quote! {
         const _: () = {
@@ -157,6 +168,8 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             impl #impl_generics #role_trait for #self_ty #where_clause {
                 #role_items
             }
+
+            #messages
 
             impl #impl_generics #krate::Stage for #self_ty #where_clause {
                 type Ref = #stage_ref;
@@ -173,129 +186,339 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     }
 }
 
-/// The helper traits the role's callback goes through: what the callback may take and return,
-/// each with the sentence rustc prints when a type is not one of them.
+/// A conversion trait: the values one callback may return, each turned into what the role trait's
+/// or message trait's method gives, with the sentence rustc prints when a type is not one of them.
 ///
-/// | callback | parameter | returns |
+/// | callback | returns | trait |
 /// |---|---|---|
-/// | producer `handle_demand` | `usize` (`DemandArg`) | `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>`, `Result<Emit<T>, E>` (`IntoEmit`) |
-/// | producer_consumer `handle_events` | `Vec<I>` | `Vec<O>`, `Result<Vec<O>, E>` (`IntoEvents`) |
-/// | consumer `handle_events` | `Vec<I>` | `()`, `Result<(), E>` (`IntoDone`) |
+/// | producer `handle_demand` | `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>`, `Result<Emit<T>, E>` | `IntoEmit<T>` |
+/// | producer_consumer `handle_events` | `Vec<O>`, `Result<Vec<O>, E>` | `IntoEvents<O>` |
+/// | consumer `handle_events` | `()`, `Result<(), E>` | `IntoDone` |
+/// | a producer's message callback | as `handle_demand`, and `()`, `Result<(), E>` | `CallReturn<T>`, `CastReturn<T>`, `InfoReturn<T>` |
+/// | a producer_consumer's message callback | as `handle_events`, and `()`, `Result<(), E>` | the same |
+/// | a consumer's message callback | as `handle_events` | `CallReturn`, `CastReturn`, `InfoReturn` |
 ///
-/// `E` is any error that converts into `StageError`. Every impl is `do_not_recommend`, so the
-/// error is the trait's sentence rather than a list of impls.
-fn helper_traits(role: Role, krate: &syn::Path) -> TokenStream {
+/// `E` is any error that converts into `StageError`. A producer's value becomes an `Emit<T>`, a
+/// producer_consumer's a `Vec<O>`, a consumer's `()`: `()` from a message callback emits nothing.
+/// Every impl is `do_not_recommend`, so the error is the trait's sentence rather than a list of
+/// impls.
+struct Conversion {
+    /// The trait's name, which rustc's `help:` line shows.
+    name: &'static str,
+    /// Its method's name.
+    method: &'static str,
+    role: Role,
+    /// The callback, for the messages.
+    callback: &'static str,
+    /// Whether `()` means "no events" (message callbacks) rather than a mistake (`handle_demand`,
+    /// a producer_consumer's `handle_events`).
+    unit_emits_nothing: bool,
+}
+
+impl Conversion {
+    /// The conversion of the role's event callback: `handle_demand` or `handle_events`.
+    fn of_event_callback(role: Role) -> Conversion {
+        let (name, method, callback) = match role {
+            Role::Producer => ("IntoEmit", "into_emit", "handle_demand"),
+            Role::ProducerConsumer => ("IntoEvents", "into_events", "handle_events"),
+            Role::Consumer => ("IntoDone", "into_done", "handle_events"),
+        };
+        Conversion {
+            name,
+            method,
+            role,
+            callback,
+            unit_emits_nothing: false,
+        }
+    }
+
+    /// The conversion of a message callback: `handle_call`, `handle_cast` or `handle_info`.
+    fn of_message_callback(role: Role, kind: CallbackKind) -> Conversion {
+        let (name, callback) = match kind {
+            CallbackKind::HandleCall => ("CallReturn", "handle_call"),
+            CallbackKind::HandleCast => ("CastReturn", "handle_cast"),
+            _ => ("InfoReturn", "handle_info"),
+        };
+        Conversion {
+            name,
+            method: "into_emitted",
+            role,
+            callback,
+            unit_emits_nothing: true,
+        }
+    }
+
+    fn ident(&self) -> syn::Ident {
+        syn::Ident::new(self.name, Span::call_site())
+    }
+
+    /// `<#value as Trait<T>>::method`, spanned at `span` (the user's return type), so that a type
+    /// that is not one of the trait's is reported there.
+    fn convert(&self, value: &Type, span: Span, krate: &syn::Path) -> TokenStream {
+        let name = self.ident();
+        let method = syn::Ident::new(self.method, Span::call_site());
+        let event = match self.role {
+            Role::Producer => Some(quote!(<Self as #krate::Producer>::Output)),
+            Role::ProducerConsumer => Some(quote!(<Self as #krate::ProducerConsumer>::Output)),
+            Role::Consumer => None,
+        };
+        let event = event.map(|event| quote!(<#event>));
+        quote_spanned! {span=> <#value as #name #event>::#method }
+    }
+
+    /// The trait and its impls.
+    fn define(&self, krate: &syn::Path) -> TokenStream {
+        let private = crate::private_path(krate);
+        let result = quote!(#krate::StageResult);
+        let emit = quote!(#krate::Emit);
+        let vec = quote!(#private::Vec);
+        let error = quote!(#krate::StageError);
+        let into = quote!(::core::convert::Into);
+        let name = self.ident();
+        let method = syn::Ident::new(self.method, Span::call_site());
+        const ERROR_NOTE: &str = "`E` converts into `genstage::StageError` when it is a `std::error::Error + Send + Sync + 'static`, a `String` or a `&str`";
+        let callback = self.callback;
+        let (message, label, note) = match (self.role, self.unit_emits_nothing) {
+            (Role::Producer, false) => (
+                format!("a producer's `{callback}` cannot return `{{Self}}`"),
+                "expected `Vec<T>`, `Emit<T>`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
+                format!("`{callback}` returns `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>` or `Result<Emit<T>, E>`, where `T` is the event type"),
+            ),
+            (Role::Producer, true) => (
+                format!("a producer's `{callback}` cannot return `{{Self}}`"),
+                "expected `Vec<T>`, `Emit<T>`, `()`, or a `Result` of one of them whose error converts into `genstage::StageError`".to_owned(),
+                format!("`{callback}` returns the events it emits, `Vec<T>` or `Emit<T>`, or `()` for none, maybe in a `Result<_, E>`, where `T` is the event type"),
+            ),
+            (Role::ProducerConsumer, false) => (
+                format!("a producer_consumer's `{callback}` cannot return `{{Self}}`"),
+                "expected `Vec<T>` or a `Result<Vec<T>, E>` whose error converts into `genstage::StageError`".to_owned(),
+                format!("a producer_consumer's `{callback}` returns `Vec<T>` or `Result<Vec<T>, E>`, where `T` is the event type it emits"),
+            ),
+            (Role::ProducerConsumer, true) => (
+                format!("a producer_consumer's `{callback}` cannot return `{{Self}}`"),
+                "expected `Vec<T>`, `()`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
+                format!("a producer_consumer's `{callback}` returns the events it emits, `Vec<T>`, or `()` for none, maybe in a `Result<_, E>`, where `T` is the event type it emits"),
+            ),
+            (Role::Consumer, _) => (
+                format!("a consumer's `{callback}` returns `()` or `Result<(), E>`, not `{{Self}}`"),
+                "expected `()` or a `Result<(), E>` whose error converts into `genstage::StageError`".to_owned(),
+                ERROR_NOTE.to_owned(),
+            ),
+        };
+        let second_note = match self.role {
+            Role::Consumer => "a consumer emits no events; a stage that does is a producer_consumer: `#[stage(producer_consumer)]`".to_owned(),
+            _ => ERROR_NOTE.to_owned(),
+        };
+        let attribute = quote! {
+            #[diagnostic::on_unimplemented(
+                message = #message,
+                label = #label,
+                note = #note,
+                note = #second_note
+            )]
+        };
+        // What the events become, and the containers of events the role accepts.
+        let (generics, args, target, containers) = match self.role {
+            Role::Producer => (
+                quote!(<T>),
+                quote!(<T>),
+                quote!(#emit<T>),
+                vec![
+                    (quote!(#vec<T>), quote!(#emit::more)),
+                    (quote!(#emit<T>), quote!(::core::convert::identity)),
+                ],
+            ),
+            Role::ProducerConsumer => (
+                quote!(<T>),
+                quote!(<T>),
+                quote!(#vec<T>),
+                vec![(quote!(#vec<T>), quote!(::core::convert::identity))],
+            ),
+            Role::Consumer => (
+                TokenStream::new(),
+                TokenStream::new(),
+                quote!(()),
+                vec![(quote!(()), quote!(::core::convert::identity))],
+            ),
+        };
+        let mut containers = containers;
+        if self.unit_emits_nothing && self.role != Role::Consumer {
+            let empty = match self.role {
+                Role::Producer => quote!(|()| #emit::more(#vec::new())),
+                _ => quote!(|()| #vec::new()),
+            };
+            containers.push((quote!(()), empty));
+        }
+        let impls = containers.iter().map(|(ty, wrap)| {
+            let params = match self.role {
+                Role::Consumer => TokenStream::new(),
+                _ => quote!(T,),
+            };
+            quote! {
+                #[diagnostic::do_not_recommend]
+                impl<#params> #name #args for #ty {
+                    #[inline]
+                    fn #method(self) -> #result<#target> {
+                        #private::Ok((#wrap)(self))
+                    }
+                }
+                #[diagnostic::do_not_recommend]
+                impl<#params E: #into<#error>> #name #args for #private::Result<#ty, E> {
+                    #[inline]
+                    fn #method(self) -> #result<#target> {
+                        self.map(#wrap).map_err(#into::into)
+                    }
+                }
+            }
+        });
+        quote! {
+            #attribute
+            trait #name #generics {
+                fn #method(self) -> #result<#target>;
+            }
+            #(#impls)*
+        }
+    }
+}
+
+/// The impl of `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for a message callback: `M`
+/// (and the call's `Reply`) read from its signature, its value converted by `conversion` into the
+/// role's events (`Emitted`: `Emit<T>` for a producer, `Vec<T>` for a producer_consumer, `()` for
+/// a consumer).
+fn message_impl(
+    model: &StageModel,
+    callback: &Callback,
+    conversion: &Conversion,
+    generics: &syn::Generics,
+) -> TokenStream {
+    let Some(message) = &callback.arg else {
+        return TokenStream::new();
+    };
+    let krate = &model.krate;
     let private = crate::private_path(krate);
-    let result = quote!(#krate::StageResult);
-    let emit = quote!(#krate::Emit);
-    let vec = quote!(#private::Vec);
-    let error = quote!(#krate::StageError);
-    const ERROR_NOTE: &str = "`E` converts into `genstage::StageError` when it is a `std::error::Error + Send + Sync + 'static`, a `String` or a `&str`";
-    match role {
-        Role::Producer => quote! {
-            #[diagnostic::on_unimplemented(
-                message = "a producer's `handle_demand` takes the demand as a `usize`, not `{Self}`",
-                label = "expected `usize`",
-                note = "write it `fn handle_demand(&mut self, demand: usize) -> Vec<T>`"
-            )]
-            trait DemandArg {
-                fn from_demand(demand: ::core::primitive::usize) -> Self;
-            }
-            #[diagnostic::do_not_recommend]
-            impl DemandArg for ::core::primitive::usize {
-                #[inline]
-                fn from_demand(demand: ::core::primitive::usize) -> Self {
-                    demand
+    let self_ty = &model.item.self_ty;
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+    let name = &callback.name;
+    let name_span = name.span();
+    let output = &callback.output;
+    let convert = conversion.convert(output, first_span(output), krate);
+    let awaited = callback.awaited.then(|| quote!(.await));
+    let emitted = match model.role {
+        Role::Producer => quote!(#krate::Emit<<Self as #krate::Producer>::Output>),
+        Role::ProducerConsumer => {
+            quote!(#private::Vec<<Self as #krate::ProducerConsumer>::Output>)
+        }
+        Role::Consumer => quote!(()),
+    };
+    // The context is passed on when the callback takes it.
+    let (ctx_param, ctx_arg) = if callback.ctx {
+        (quote!(__ctx), Some(quote!(__ctx)))
+    } else {
+        (quote!(_), None)
+    };
+    let ctx_arg = ctx_arg.iter();
+    let result = quote!(
+        impl #private::Future<Output = #krate::StageResult<Self::Emitted>> + #private::stage::Send
+    );
+    let (message_trait, reply_type, method) = match callback.kind {
+        CallbackKind::HandleCall => {
+            let reply = callback.reply.iter();
+            let method = quote_spanned! {name_span=>
+                // A trait method returning `impl Future + Send` (the trait's signature), whose
+                // body is one async block: what clippy would have written as an `async fn`.
+                #[allow(clippy::manual_async_fn)]
+                fn handle_call(
+                    &mut self,
+                    __request: #message,
+                    __reply: #krate::ReplyTo<Self::Reply>,
+                    #ctx_param: &mut #krate::Context<'_, Self>,
+                ) -> #result {
+                    async move {
+                        #convert(<#self_ty>::#name(self, __request, __reply #(, #ctx_arg)*) #awaited)
+                    }
                 }
-            }
-            #[diagnostic::on_unimplemented(
-                message = "a producer's `handle_demand` cannot return `{Self}`",
-                label = "expected `Vec<T>`, `Emit<T>`, or a `Result` of either whose error converts into `genstage::StageError`",
-                note = "`handle_demand` returns `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>` or `Result<Emit<T>, E>`, where `T` is the event type",
-                note = #ERROR_NOTE
-            )]
-            trait IntoEmit<T> {
-                fn into_emit(self) -> #result<#emit<T>>;
-            }
-            #[diagnostic::do_not_recommend]
-            impl<T> IntoEmit<T> for #vec<T> {
-                #[inline]
-                fn into_emit(self) -> #result<#emit<T>> {
-                    #private::Ok(#emit::more(self))
+            };
+            (
+                quote!(#krate::HandleCall<#message>),
+                quote!(#( type Reply = #reply; )*),
+                method,
+            )
+        }
+        kind => {
+            let (message_trait, method_name) = if kind == CallbackKind::HandleCast {
+                (quote!(#krate::HandleCast<#message>), quote!(handle_cast))
+            } else {
+                (quote!(#krate::HandleInfo<#message>), quote!(handle_info))
+            };
+            let method = quote_spanned! {name_span=>
+                // A trait method returning `impl Future + Send` (the trait's signature), whose
+                // body is one async block: what clippy would have written as an `async fn`.
+                #[allow(clippy::manual_async_fn)]
+                fn #method_name(
+                    &mut self,
+                    __message: #message,
+                    #ctx_param: &mut #krate::Context<'_, Self>,
+                ) -> #result {
+                    async move {
+                        #convert(<#self_ty>::#name(self, __message #(, #ctx_arg)*) #awaited)
+                    }
                 }
+            };
+            (message_trait, TokenStream::new(), method)
+        }
+    };
+    quote! {
+        impl #impl_generics #message_trait for #self_ty #where_clause {
+            #reply_type
+            type Emitted = #emitted;
+            #method
+        }
+    }
+}
+
+/// The role trait's `terminate`, calling the impl block's; nothing when it has none (the trait's
+/// default does nothing).
+fn terminate_fn(model: &StageModel) -> TokenStream {
+    let Some(callback) = &model.terminate else {
+        return TokenStream::new();
+    };
+    let krate = &model.krate;
+    let private = crate::private_path(krate);
+    let self_ty = &model.item.self_ty;
+    let name = &callback.name;
+    let awaited = callback.awaited.then(|| quote!(.await));
+    quote_spanned! {name.span()=>
+        // A trait method returning `impl Future + Send` (the trait's signature), whose body is one
+        // async block: what clippy would have written as an `async fn`.
+        #[allow(clippy::manual_async_fn)]
+        fn terminate(
+            &mut self,
+            __status: &#krate::StageStatus,
+        ) -> impl #private::Future<Output = ()> + #private::stage::Send {
+            async move { <#self_ty>::#name(self, __status) #awaited }
+        }
+    }
+}
+
+/// `DemandArg`: what a producer's `handle_demand` may take (`usize`), with the sentence rustc
+/// prints when it takes something else.
+fn demand_arg() -> TokenStream {
+    quote! {
+        #[diagnostic::on_unimplemented(
+            message = "a producer's `handle_demand` takes the demand as a `usize`, not `{Self}`",
+            label = "expected `usize`",
+            note = "write it `fn handle_demand(&mut self, demand: usize) -> Vec<T>`"
+        )]
+        trait DemandArg {
+            fn from_demand(demand: ::core::primitive::usize) -> Self;
+        }
+        #[diagnostic::do_not_recommend]
+        impl DemandArg for ::core::primitive::usize {
+            #[inline]
+            fn from_demand(demand: ::core::primitive::usize) -> Self {
+                demand
             }
-            #[diagnostic::do_not_recommend]
-            impl<T> IntoEmit<T> for #emit<T> {
-                #[inline]
-                fn into_emit(self) -> #result<#emit<T>> {
-                    #private::Ok(self)
-                }
-            }
-            #[diagnostic::do_not_recommend]
-            impl<T, E: ::core::convert::Into<#error>> IntoEmit<T> for #private::Result<#vec<T>, E> {
-                #[inline]
-                fn into_emit(self) -> #result<#emit<T>> {
-                    self.map(#emit::more).map_err(::core::convert::Into::into)
-                }
-            }
-            #[diagnostic::do_not_recommend]
-            impl<T, E: ::core::convert::Into<#error>> IntoEmit<T> for #private::Result<#emit<T>, E> {
-                #[inline]
-                fn into_emit(self) -> #result<#emit<T>> {
-                    self.map_err(::core::convert::Into::into)
-                }
-            }
-        },
-        Role::ProducerConsumer => quote! {
-            #[diagnostic::on_unimplemented(
-                message = "a producer_consumer's `handle_events` cannot return `{Self}`",
-                label = "expected `Vec<T>` or a `Result<Vec<T>, E>` whose error converts into `genstage::StageError`",
-                note = "a producer_consumer's `handle_events` returns `Vec<T>` or `Result<Vec<T>, E>`, where `T` is the event type it emits",
-                note = #ERROR_NOTE
-            )]
-            trait IntoEvents<T> {
-                fn into_events(self) -> #result<#vec<T>>;
-            }
-            #[diagnostic::do_not_recommend]
-            impl<T> IntoEvents<T> for #vec<T> {
-                #[inline]
-                fn into_events(self) -> #result<#vec<T>> {
-                    #private::Ok(self)
-                }
-            }
-            #[diagnostic::do_not_recommend]
-            impl<T, E: ::core::convert::Into<#error>> IntoEvents<T> for #private::Result<#vec<T>, E> {
-                #[inline]
-                fn into_events(self) -> #result<#vec<T>> {
-                    self.map_err(::core::convert::Into::into)
-                }
-            }
-        },
-        Role::Consumer => quote! {
-            #[diagnostic::on_unimplemented(
-                message = "a consumer's `handle_events` returns `()` or `Result<(), E>`, not `{Self}`",
-                label = "expected `()` or a `Result<(), E>` whose error converts into `genstage::StageError`",
-                note = #ERROR_NOTE,
-                note = "a consumer emits no events; a stage that does is a producer_consumer: `#[stage(producer_consumer)]`"
-            )]
-            trait IntoDone {
-                fn into_done(self) -> #result<()>;
-            }
-            #[diagnostic::do_not_recommend]
-            impl IntoDone for () {
-                #[inline]
-                fn into_done(self) -> #result<()> {
-                    #private::Ok(())
-                }
-            }
-            #[diagnostic::do_not_recommend]
-            impl<E: ::core::convert::Into<#error>> IntoDone for #private::Result<(), E> {
-                #[inline]
-                fn into_done(self) -> #result<()> {
-                    self.map_err(::core::convert::Into::into)
-                }
-            }
-        },
+        }
     }
 }
 

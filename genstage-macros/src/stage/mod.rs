@@ -4,7 +4,8 @@
 //!   [`parse::StageImpl`] (the inherent impl block and the callbacks it defines).
 //! - `validate.rs` checks them against each other (which options and callbacks the role has, option
 //!   values, demand limits) and builds a [`validate::StageModel`].
-//! - `expand.rs` writes the role trait impl and the `Stage` impl.
+//! - `expand.rs` writes the role trait impl, the message trait impls (`handle_call`, `handle_cast`,
+//!   `handle_info`) and the `Stage` impl.
 //! - `fallback.rs` writes them instead when the stage is rejected, with a placeholder event type
 //!   that `pipeline!` accepts silently.
 //!

@@ -141,6 +141,14 @@ pub(crate) enum CallbackKind {
     SubscribeOptions,
     /// `producer_options(&self) -> ProducerOptions`
     ProducerOptions,
+    /// `handle_call(&mut self, request: M, reply: ReplyTo<R>, ctx?) -> EMITTED`
+    HandleCall,
+    /// `handle_cast(&mut self, message: M, ctx?) -> EMITTED`
+    HandleCast,
+    /// `handle_info(&mut self, message: M, ctx?) -> EMITTED`
+    HandleInfo,
+    /// `terminate(&mut self, status: &StageStatus)`
+    Terminate,
 }
 
 impl CallbackKind {
@@ -150,6 +158,10 @@ impl CallbackKind {
             "handle_events" => Some(CallbackKind::HandleEvents),
             "subscribe_options" => Some(CallbackKind::SubscribeOptions),
             "producer_options" => Some(CallbackKind::ProducerOptions),
+            "handle_call" => Some(CallbackKind::HandleCall),
+            "handle_cast" => Some(CallbackKind::HandleCast),
+            "handle_info" => Some(CallbackKind::HandleInfo),
+            "terminate" => Some(CallbackKind::Terminate),
             _ => None,
         }
     }
@@ -161,29 +173,52 @@ impl CallbackKind {
             CallbackKind::HandleEvents => "handle_events",
             CallbackKind::SubscribeOptions => "subscribe_options",
             CallbackKind::ProducerOptions => "producer_options",
+            CallbackKind::HandleCall => "handle_call",
+            CallbackKind::HandleCast => "handle_cast",
+            CallbackKind::HandleInfo => "handle_info",
+            CallbackKind::Terminate => "terminate",
         }
     }
 
-    /// How the callback is written, for messages.
-    fn shape(self) -> &'static str {
+    /// How the callback is written, for messages: each allowed form, in backticks.
+    fn shapes(self) -> &'static str {
         match self {
-            CallbackKind::HandleDemand => "fn handle_demand(&mut self, demand: usize) -> Vec<T>",
-            CallbackKind::HandleEvents => "fn handle_events(&mut self, events: Vec<T>)",
+            CallbackKind::HandleDemand => "`fn handle_demand(&mut self, demand: usize) -> Vec<T>`",
+            CallbackKind::HandleEvents => "`fn handle_events(&mut self, events: Vec<T>)`",
             CallbackKind::SubscribeOptions => {
-                "fn subscribe_options(&self) -> genstage::SubscribeOptions"
+                "`fn subscribe_options(&self) -> genstage::SubscribeOptions`"
             }
             CallbackKind::ProducerOptions => {
-                "fn producer_options(&self) -> genstage::ProducerOptions"
+                "`fn producer_options(&self) -> genstage::ProducerOptions`"
             }
+            CallbackKind::HandleCall => {
+                "`fn handle_call(&mut self, request: M, reply: ReplyTo<R>)` or `fn handle_call(&mut self, request: M, reply: ReplyTo<R>, ctx: &mut Context<Self>)`, returning the events it emits if any"
+            }
+            CallbackKind::HandleCast => {
+                "`fn handle_cast(&mut self, message: M)` or `fn handle_cast(&mut self, message: M, ctx: &mut Context<Self>)`, returning the events it emits if any"
+            }
+            CallbackKind::HandleInfo => {
+                "`fn handle_info(&mut self, message: M)` or `fn handle_info(&mut self, message: M, ctx: &mut Context<Self>)`, returning the events it emits if any"
+            }
+            CallbackKind::Terminate => "`fn terminate(&mut self, status: &StageStatus)`",
         }
     }
 
-    /// Whether the callback takes `&mut self` and one argument (an event callback) rather than just
-    /// `&self` (an options method).
-    fn is_event_callback(self) -> bool {
+    /// Whether the callback takes `&mut self` and may be `async` (a callback the runtime runs),
+    /// rather than just `&self` (an options method).
+    fn is_runtime_callback(self) -> bool {
+        !matches!(
+            self,
+            CallbackKind::SubscribeOptions | CallbackKind::ProducerOptions
+        )
+    }
+
+    /// Whether the callback handles a message sent to the stage (`handle_call`, `handle_cast`,
+    /// `handle_info`).
+    pub(crate) fn is_message_callback(self) -> bool {
         matches!(
             self,
-            CallbackKind::HandleDemand | CallbackKind::HandleEvents
+            CallbackKind::HandleCall | CallbackKind::HandleCast | CallbackKind::HandleInfo
         )
     }
 }
@@ -191,22 +226,20 @@ impl CallbackKind {
 /// GenStage callbacks that genstage does not support yet. A method of a stage with one of these
 /// names would never be called, so `#[stage]` rejects it rather than ignore it. When the runtime
 /// gains one of them, its name moves from here to [`CallbackKind`].
-pub(crate) const UNSUPPORTED_CALLBACKS: &[&str] = &[
-    "handle_call",
-    "handle_cancel",
-    "handle_cast",
-    "handle_info",
-    "handle_subscribe",
-    "terminate",
-];
+pub(crate) const UNSUPPORTED_CALLBACKS: &[&str] = &["handle_cancel", "handle_subscribe"];
 
-/// `async? fn NAME(&mut self, ARG: TYPE) -> OUTPUT` for an event callback, or
+/// `async? fn NAME(&mut self, ARGS…) -> OUTPUT` for a callback the runtime runs, or
 /// `fn NAME(&self) -> OUTPUT` for an options method.
 pub(crate) struct Callback {
     pub(crate) kind: CallbackKind,
     pub(crate) name: Ident,
-    /// The argument's type, for an event callback.
+    /// The first argument's type, for an event callback (the demand, the events) or a message
+    /// callback (the message); the status's, for `terminate`.
     pub(crate) arg: Option<Type>,
+    /// The `R` of `reply: ReplyTo<R>`, for `handle_call`.
+    pub(crate) reply: Option<Type>,
+    /// Whether a message callback takes the context (`ctx: &mut Context<Self>`) last.
+    pub(crate) ctx: bool,
     /// What the call gives once awaited (when `awaited`): the declared return type, or the `Output`
     /// of a returned `impl Future<Output = …>`; `()` when there is no return type.
     pub(crate) output: Type,
@@ -220,7 +253,7 @@ pub(crate) struct Callback {
 pub(crate) struct StageImpl {
     pub(crate) item: ItemImpl,
     /// The recognised callbacks, each parsed or with the error that its signature caused.
-    pub(crate) callbacks: Vec<syn::Result<Callback>>,
+    pub(crate) callbacks: Vec<(CallbackKind, syn::Result<Callback>)>,
     /// The recognised callbacks' names, including those that failed to parse.
     pub(crate) callback_names: Vec<(CallbackKind, Ident)>,
     /// The methods named after a GenStage callback that genstage does not support yet
@@ -261,7 +294,7 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
             let name = &method.sig.ident;
             if let Some(kind) = CallbackKind::from_ident(name) {
                 callback_names.push((kind, name.clone()));
-                callbacks.push(parse_callback(kind, method));
+                callbacks.push((kind, parse_callback(kind, method)));
             } else if UNSUPPORTED_CALLBACKS
                 .iter()
                 .any(|unsupported| name == unsupported)
@@ -307,7 +340,7 @@ fn first_span(tokens: &impl quote::ToTokens) -> Span {
 fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callback> {
     let sig = &method.sig;
     let name = sig.ident.clone();
-    let shape = kind.shape();
+    let shapes = kind.shapes();
     let mut errors = Errors::default();
 
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
@@ -315,7 +348,7 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
         let where_clause = &generics.where_clause;
         errors.push(syn::Error::new_spanned(
             quote::quote!(#generics #where_clause),
-            format!("`{name}` cannot be generic: write it `{shape}`"),
+            format!("`{name}` cannot be generic: write it {shapes}"),
         ));
     }
     if let Some(unsafety) = &sig.unsafety {
@@ -327,26 +360,26 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
     if let Some(variadic) = &sig.variadic {
         errors.push(syn::Error::new(
             variadic.span(),
-            format!("`{name}` cannot be variadic: write it `{shape}`"),
+            format!("`{name}` cannot be variadic: write it {shapes}"),
         ));
     }
 
-    // The receiver: `&mut self` for an event callback, `&self` for an options method.
-    let wants_mut = kind.is_event_callback();
+    // The receiver: `&mut self` for a callback the runtime runs, `&self` for an options method.
+    let wants_mut = kind.is_runtime_callback();
     let receiver = match sig.inputs.first() {
         Some(FnArg::Receiver(receiver)) => {
             if !is_self_reference(&receiver.ty, wants_mut) {
                 let wanted = if wants_mut { "&mut self" } else { "&self" };
                 errors.push(syn::Error::new_spanned(
                     receiver,
-                    format!("`{name}` takes `{wanted}` first: write it `{shape}`"),
+                    format!("`{name}` takes `{wanted}` first: write it {shapes}"),
                 ));
             }
             true
         }
         _ => {
             let wanted = if wants_mut { "&mut self" } else { "&self" };
-            let message = format!("`{name}` takes `{wanted}` first: write it `{shape}`");
+            let message = format!("`{name}` takes `{wanted}` first: write it {shapes}");
             errors.push(match sig.inputs.first() {
                 Some(arg) => syn::Error::new_spanned(arg, message),
                 None => syn::Error::new(sig.paren_token.span.join(), message),
@@ -357,37 +390,22 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
 
     // The arguments after the receiver.
     let args: Vec<&FnArg> = sig.inputs.iter().skip(usize::from(receiver)).collect();
-    let wanted_args = usize::from(wants_mut);
-    let arg = if args.len() == wanted_args {
-        args.first().and_then(|arg| match arg {
-            FnArg::Typed(typed) => Some((*typed.ty).clone()),
-            FnArg::Receiver(_) => None,
-        })
+    let count = args.len() + usize::from(receiver);
+    let (arg, reply, ctx) = if kind.is_message_callback() {
+        message_args(kind, sig, &args, count, &mut errors)
     } else {
-        let what = match kind {
-            CallbackKind::HandleDemand => "`&mut self` and the demand",
-            CallbackKind::HandleEvents => "`&mut self` and the events",
-            _ => "only `&self`",
-        };
-        let count = args.len() + usize::from(receiver);
-        let message = format!(
-            "`{name}` takes {what}, but this one takes {count} argument{}: write it `{shape}`",
-            if count == 1 { "" } else { "s" },
-        );
-        errors.push(if args.len() > wanted_args {
-            let extra = &args[wanted_args..];
-            syn::Error::new_spanned(quote::quote!(#(#extra),*), message)
-        } else {
-            syn::Error::new(sig.paren_token.span.join(), message)
-        });
-        None
+        (
+            fixed_args(kind, sig, &args, count, &mut errors),
+            None,
+            false,
+        )
     };
 
-    if !kind.is_event_callback() {
+    if !kind.is_runtime_callback() {
         if let Some(asyncness) = &sig.asyncness {
             errors.push(syn::Error::new(
                 asyncness.span,
-                format!("`{name}` cannot be `async`: write it `{shape}`"),
+                format!("`{name}` cannot be `async`: write it {shapes}"),
             ));
         }
     }
@@ -397,15 +415,23 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
+    let what = if matches!(
+        kind,
+        CallbackKind::HandleDemand | CallbackKind::HandleEvents
+    ) {
+        format!("the event type of `{name}`")
+    } else {
+        format!("what `{name}` returns")
+    };
     let (output, awaited) = match (&declared, &sig.asyncness) {
-        (Type::ImplTrait(bounds), None) if kind.is_event_callback() => {
+        (Type::ImplTrait(bounds), None) if kind.is_runtime_callback() => {
             match future_output(&bounds.bounds) {
                 Some(output) => (output, true),
                 None => {
                     errors.push(syn::Error::new_spanned(
                         &declared,
                         format!(
-                            "#[stage] cannot read the event type of `{name}` from `impl …`: return the type itself (`Vec<T>`, …) or `impl Future<Output = …>`"
+                            "#[stage] cannot read {what} from `impl …`: return the type itself (`Vec<T>`, …) or `impl Future<Output = …>`"
                         ),
                     ));
                     (declared.clone(), false)
@@ -416,23 +442,240 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
             errors.push(syn::Error::new_spanned(
                 &declared,
                 format!(
-                    "#[stage] cannot read the event type of `{name}` from `impl …`: return the type itself (`Vec<T>`, …)"
+                    "#[stage] cannot read {what} from `impl …`: return the type itself (`Vec<T>`, …)"
                 ),
             ));
             (declared.clone(), true)
         }
         (_, asyncness) => (declared.clone(), asyncness.is_some()),
     };
+    // `terminate` returns nothing: the role trait's `terminate` gives `()`.
+    if kind == CallbackKind::Terminate && !is_unit(&output) {
+        errors.push(syn::Error::new_spanned(
+            &declared,
+            format!(
+                "`terminate` returns nothing, not `{}`: write it {shapes}",
+                tokens_text(&output)
+            ),
+        ));
+    }
 
     errors.check()?;
     Ok(Callback {
         kind,
         name,
         arg,
+        reply,
+        ctx,
         output,
         awaited,
         returns: !matches!(sig.output, ReturnType::Default),
     })
+}
+
+/// The one argument of an event callback or of `terminate` (its type), or none for an options
+/// method; a wrong count is an error.
+fn fixed_args(
+    kind: CallbackKind,
+    sig: &syn::Signature,
+    args: &[&FnArg],
+    count: usize,
+    errors: &mut Errors,
+) -> Option<Type> {
+    let name = &sig.ident;
+    let shapes = kind.shapes();
+    let wanted_args = usize::from(kind.is_runtime_callback());
+    if args.len() != wanted_args {
+        let what = match kind {
+            CallbackKind::HandleDemand => "`&mut self` and the demand",
+            CallbackKind::HandleEvents => "`&mut self` and the events",
+            CallbackKind::Terminate => "`&mut self` and the status",
+            _ => "only `&self`",
+        };
+        let message = format!(
+            "`{name}` takes {what}, but this one takes {count} argument{}: write it {shapes}",
+            if count == 1 { "" } else { "s" },
+        );
+        errors.push(if args.len() > wanted_args {
+            let extra = &args[wanted_args..];
+            syn::Error::new_spanned(quote::quote!(#(#extra),*), message)
+        } else {
+            syn::Error::new(sig.paren_token.span.join(), message)
+        });
+        return None;
+    }
+    let ty = args.first().and_then(|arg| typed(arg))?;
+    if kind == CallbackKind::Terminate && !is_status(ty) {
+        errors.push(syn::Error::new_spanned(
+            ty,
+            format!(
+                "`terminate` takes the stage's status by reference, `status: &StageStatus`, not `{}`: write it {shapes}",
+                tokens_text(ty)
+            ),
+        ));
+        return None;
+    }
+    Some(ty.clone())
+}
+
+/// The message's type, the reply's (`handle_call`) and whether the context comes last, read from a
+/// message callback's arguments; each misplaced or missing argument is an error.
+fn message_args(
+    kind: CallbackKind,
+    sig: &syn::Signature,
+    args: &[&FnArg],
+    count: usize,
+    errors: &mut Errors,
+) -> (Option<Type>, Option<Type>, bool) {
+    let name = &sig.ident;
+    let shapes = kind.shapes();
+    let calls = kind == CallbackKind::HandleCall;
+    // The message, and the `ReplyTo` of a call.
+    let fixed = 1 + usize::from(calls);
+    let what = if calls {
+        "the request, a `ReplyTo` and optionally the context"
+    } else {
+        "the message and optionally the context"
+    };
+    let message = format!(
+        "`{name}` takes `&mut self`, {what}, but this one takes {count} argument{}: write it {shapes}",
+        if count == 1 { "" } else { "s" },
+    );
+    if args.len() > fixed + 1 {
+        let extra = &args[fixed + 1..];
+        errors.push(syn::Error::new_spanned(quote::quote!(#(#extra),*), message));
+        return (None, None, false);
+    }
+    let Some(first) = args.first() else {
+        errors.push(syn::Error::new(sig.paren_token.span.join(), message));
+        return (None, None, false);
+    };
+    let mut sound = true;
+    let arg = typed(first).cloned();
+    let mut reply = None;
+    if calls {
+        match args.get(1) {
+            Some(second) => match typed(second).and_then(reply_type) {
+                Some(ty) => reply = Some(ty.clone()),
+                None => {
+                    sound = false;
+                    let ty = typed(second);
+                    let text = if ty.is_some_and(is_context) {
+                        "`handle_call` answers through a `reply: ReplyTo<R>` argument after the request, before the context".to_owned()
+                    } else {
+                        format!(
+                            "`handle_call`'s second argument is where the answer goes, `reply: ReplyTo<R>` (`R` is the answer's type), not `{}`",
+                            ty.map_or_else(|| tokens_text(second), tokens_text)
+                        )
+                    };
+                    errors.push(syn::Error::new_spanned(
+                        second,
+                        format!("{text}: write it {shapes}"),
+                    ));
+                }
+            },
+            None => {
+                sound = false;
+                errors.push(syn::Error::new(
+                    sig.paren_token.span.join(),
+                    format!(
+                        "`handle_call` answers through a `reply: ReplyTo<R>` argument after the request, and this one has none: write it {shapes}"
+                    ),
+                ));
+            }
+        }
+    }
+    let ctx = match args.get(fixed) {
+        Some(last) if typed(last).is_some_and(is_context) => true,
+        Some(last) => {
+            sound = false;
+            let after = if calls {
+                "the `ReplyTo`"
+            } else {
+                "the message"
+            };
+            errors.push(syn::Error::new_spanned(
+                last,
+                format!(
+                    "`{name}` takes one {}: after {after} comes only the context, `ctx: &mut Context<Self>`: write it {shapes}",
+                    if calls { "request" } else { "message" }
+                ),
+            ));
+            false
+        }
+        None => false,
+    };
+    if !sound {
+        return (None, None, false);
+    }
+    (arg, reply, ctx)
+}
+
+/// The type of a typed argument (`pattern: Type`).
+fn typed(arg: &FnArg) -> Option<&Type> {
+    match arg {
+        FnArg::Typed(typed) => Some(&typed.ty),
+        FnArg::Receiver(_) => None,
+    }
+}
+
+/// `R` when `ty` is `ReplyTo<R>` (by the last path segment: `genstage::ReplyTo<R>` too).
+fn reply_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ungroup(ty) else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if path.qself.is_some() || last.ident != "ReplyTo" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().collect::<Vec<_>>().as_slice() {
+        [GenericArgument::Type(reply)] => Some(reply),
+        _ => None,
+    }
+}
+
+/// Whether `ty` is `&mut Context<…>` (by the last path segment: `&mut genstage::Context<'_, Self>`
+/// too). Its arguments are rustc's to check, against the `Context<'_, Self>` the trait passes.
+fn is_context(ty: &Type) -> bool {
+    match ungroup(ty) {
+        Type::Reference(reference) if reference.mutability.is_some() => matches!(
+            ungroup(&reference.elem),
+            Type::Path(path) if path.qself.is_none()
+                && path.path.segments.last().is_some_and(|last| last.ident == "Context")
+        ),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is `&StageStatus` (by the last path segment: `&genstage::StageStatus` too).
+fn is_status(ty: &Type) -> bool {
+    match ungroup(ty) {
+        Type::Reference(reference) if reference.mutability.is_none() => matches!(
+            ungroup(&reference.elem),
+            Type::Path(path) if path.qself.is_none()
+                && path.path.segments.last().is_some_and(|last| {
+                    last.ident == "StageStatus" && last.arguments.is_none()
+                })
+        ),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is `()`.
+fn is_unit(ty: &Type) -> bool {
+    matches!(ungroup(ty), Type::Tuple(tuple) if tuple.elems.is_empty())
+}
+
+/// `ty` without invisible groups and parentheses.
+pub(crate) fn ungroup(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(group) => ungroup(&group.elem),
+        Type::Paren(paren) => ungroup(&paren.elem),
+        other => other,
+    }
 }
 
 /// Whether `ty` is `&mut Self` (or `&Self` when `!mutable`).

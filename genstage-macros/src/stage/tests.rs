@@ -177,6 +177,127 @@ fn malformed_items_give_spanned_errors() {
     }
 }
 
+/// `#[stage(consumer)]` on a consumer with `methods` beside its `handle_events`.
+fn consumer_with(methods: &str) -> String {
+    format!("impl S {{ fn handle_events(&mut self, e: Vec<u8>) {{}} {methods} }}")
+}
+
+#[test]
+fn message_callbacks_and_terminate_of_the_wrong_shape_give_spanned_errors() {
+    const CALL: &str = "write it `fn handle_call(&mut self, request: M, reply: ReplyTo<R>)` or `fn handle_call(&mut self, request: M, reply: ReplyTo<R>, ctx: &mut Context<Self>)`, returning the events it emits if any";
+    const CAST: &str = "write it `fn handle_cast(&mut self, message: M)` or `fn handle_cast(&mut self, message: M, ctx: &mut Context<Self>)`, returning the events it emits if any";
+    const INFO: &str = "write it `fn handle_info(&mut self, message: M)` or `fn handle_info(&mut self, message: M, ctx: &mut Context<Self>)`";
+    const TERMINATE: &str = "write it `fn terminate(&mut self, status: &StageStatus)`";
+    let cases: &[(&str, &str, &str)] = &[
+        // handle_call
+        ("fn handle_call(&mut self, r: u8) {}", "(&mut", "`handle_call` answers through a `reply: ReplyTo<R>` argument after the request, and this one has none"),
+        ("fn handle_call(&mut self, r: u8, ctx: &mut Context<Self>) {}", "ctx", "`handle_call` answers through a `reply: ReplyTo<R>` argument after the request, before the context"),
+        ("fn handle_call(&mut self, r: u8, reply: Sender<u8>) {}", "reply", "`handle_call`'s second argument is where the answer goes, `reply: ReplyTo<R>` (`R` is the answer's type), not `Sender<u8>`"),
+        ("fn handle_call(&mut self, r: u8, reply: ReplyTo<u8>, n: usize) {}", "n: usize", "`handle_call` takes one request: after the `ReplyTo` comes only the context, `ctx: &mut Context<Self>`"),
+        ("fn handle_call(&mut self, r: u8, reply: ReplyTo<u8>, ctx: &mut Context<Self>, n: usize) {}", "n: usize", "`handle_call` takes `&mut self`, the request, a `ReplyTo` and optionally the context, but this one takes 5 arguments"),
+        ("fn handle_call(&mut self) {}", "(&mut", "`handle_call` takes `&mut self`, the request, a `ReplyTo` and optionally the context, but this one takes 1 argument"),
+        ("fn handle_call(&self, r: u8, reply: ReplyTo<u8>) {}", "&self", "`handle_call` takes `&mut self` first"),
+        ("fn handle_call<M>(&mut self, r: M, reply: ReplyTo<u8>) {}", "<M>", "`handle_call` cannot be generic"),
+        ("unsafe fn handle_call(&mut self, r: u8, reply: ReplyTo<u8>) {}", "unsafe", "`handle_call` cannot be `unsafe`"),
+        ("fn handle_call(&mut self, r: impl Into<u8>, reply: ReplyTo<u8>) {}", "impl", "`handle_call` cannot be generic: its request type is named in the impl of the message trait"),
+        ("fn handle_call(&mut self, r: u8, reply: ReplyTo<&str>) {}", "&str", "`handle_call`'s reply cannot borrow, but `&str` does"),
+        // handle_cast
+        ("fn handle_cast(&mut self, a: u8, b: u8) {}", "b: u8", "`handle_cast` takes one message: after the message comes only the context, `ctx: &mut Context<Self>`"),
+        ("fn handle_cast(&mut self, a: u8, ctx: Context<Self>) {}", "ctx", "after the message comes only the context"),
+        ("fn handle_cast(&mut self) {}", "(&mut", "`handle_cast` takes `&mut self`, the message and optionally the context, but this one takes 1 argument"),
+        ("fn handle_cast(a: u8) {}", "a: u8", "`handle_cast` takes `&mut self` first"),
+        ("fn handle_cast(&mut self, m: &str) {}", "&str", "`handle_cast`'s message cannot borrow, but `&str` does: a message is sent to the stage's task, so it is `'static`"),
+        ("fn handle_cast(&mut self, m: Cow<'a, str>) {}", "'a", "`handle_cast`'s message cannot borrow"),
+        ("fn handle_cast(&mut self, m: Vec<&'a [u8]>) {}", "&'a", "`handle_cast`'s message cannot borrow, but `Vec<&'a [u8]>` does"),
+        ("fn handle_cast(&mut self, m: u8) -> impl Iterator<Item = u8> { None.into_iter() }", "impl", "#[stage] cannot read what `handle_cast` returns from `impl …`"),
+        // handle_info
+        ("fn handle_info(&self, m: u8) {}", "&self", "`handle_info` takes `&mut self` first"),
+        ("fn handle_info(&mut self, a: u8, b: u8, c: u8) {}", "c: u8", "but this one takes 4 arguments"),
+        // terminate
+        ("fn terminate(&mut self, status: StageStatus) {}", "StageStatus", "`terminate` takes the stage's status by reference, `status: &StageStatus`, not `StageStatus`"),
+        ("fn terminate(&mut self, status: &mut StageStatus) {}", "&mut StageStatus", "not `&mut StageStatus`"),
+        ("fn terminate(&mut self) {}", "(&mut", "`terminate` takes `&mut self` and the status, but this one takes 1 argument"),
+        ("fn terminate(&mut self, status: &StageStatus, n: u8) {}", "n: u8", "but this one takes 3 arguments"),
+        ("fn terminate(&self, status: &StageStatus) {}", "&self", "`terminate` takes `&mut self` first"),
+        ("fn terminate(&mut self, status: &StageStatus) -> bool { true }", "bool", "`terminate` returns nothing, not `bool`"),
+        ("async fn terminate(&mut self, status: &StageStatus) -> Result<(), E> { Ok(()) }", "Result", "`terminate` returns nothing, not `Result<(), E>`"),
+        ("fn terminate(&mut self, status: &StageStatus) -> impl Future<Output = u8> { async { 1 } }", "impl", "`terminate` returns nothing, not `u8`"),
+    ];
+    for (method, at, message) in cases {
+        let item = consumer_with(method);
+        // The snippet is found in the method, after the stage's own `handle_events`.
+        let nth = item.matches(at).count() - method.matches(at).count();
+        assert_error("consumer", &item, At::Item(at, nth), message);
+        // One error, with the allowed shapes when it is about the signature.
+        let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
+        let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 1, "{method}: {messages:?}");
+        let shapes = [CALL, CAST, INFO, TERMINATE];
+        let lists_shapes = shapes.iter().any(|shape| messages[0].contains(shape));
+        let about_types = [
+            "cannot borrow",
+            "is named in the impl",
+            "cannot be `unsafe`",
+            "cannot read what",
+        ];
+        assert!(
+            lists_shapes || about_types.iter().any(|t| messages[0].contains(t)),
+            "{method}: {messages:?}"
+        );
+        // The stage still expands, without the broken callback: its role and events do not
+        // depend on it, so its uses give no follow-on error.
+        let text = generated.expect("the stage expands").to_string();
+        assert!(text.contains("Consumer"), "{text}");
+        for message_trait in ["HandleCall", "HandleCast", "HandleInfo", "fn terminate"] {
+            assert!(!text.contains(message_trait), "{method}: {text}");
+        }
+    }
+}
+
+#[test]
+fn message_callbacks_expand_to_the_message_traits() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn handle_call(&mut self, r: Push, reply: ReplyTo<usize>, ctx: &mut Context<Self>) -> Emit<u8> { todo!() } }",
+            &["HandleCall < Push >", "type Reply = usize", "type Emitted = :: genstage :: Emit << Self as :: genstage :: Producer > :: Output >", "CallReturn", "(self , __request , __reply , __ctx)"]),
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } async fn handle_cast(&mut self, m: String) {} }",
+            &["HandleCast < String >", "type Emitted = :: genstage :: __private", "CastReturn", "(self , __message) . await", "_ : & mut :: genstage :: Context"]),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn handle_info(&mut self, m: Tick, ctx: &mut genstage::Context<'_, Self>) -> Result<(), E> { Ok(()) } }",
+            &["HandleInfo < Tick >", "type Emitted = ()", "InfoReturn", "(self , __message , __ctx)"]),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} async fn terminate(&mut self, status: &StageStatus) {} }",
+            &["fn terminate (& mut self , __status : & :: genstage :: StageStatus", "(self , __status) . await"]),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn terminate(&mut self, _: &genstage::StageStatus) -> impl Future<Output = ()> + Send { async {} } }",
+            &["fn terminate", "(self , __status) . await"]),
+        // What does not borrow: `'static` references, and the arguments of function types.
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn handle_call(&mut self, r: Box<dyn FnOnce(&mut Vec<u8>) + Send>, reply: ReplyTo<&'static str>) {} }",
+            &["HandleCall < Box < dyn FnOnce (& mut Vec < u8 >) + Send > >", "type Reply = & 'static str"]),
+        ("producer_consumer", "impl<T> Relay<T> { fn handle_events(&mut self, e: Vec<T>) -> Vec<T> { e } fn handle_cast(&mut self, m: T) -> Vec<T> { vec![m] } }",
+            &["impl < T > :: genstage :: HandleCast < T > for Relay < T > where"]),
+    ];
+    for (attr, item, expected) in cases {
+        let (generated, error) = expand_checked(tokens(attr), tokens(item));
+        assert!(error.is_none(), "`#[stage({attr})] {item}`: {error:?}");
+        let generated = generated.expect("a well-formed stage expands");
+        let file: syn::File = syn::parse2(generated.clone())
+            .unwrap_or_else(|e| panic!("`#[stage({attr})] {item}` expands to {generated}: {e}"));
+        assert_eq!(file.items.len(), 1, "one `const _` holding the impls");
+        let text = generated.to_string();
+        for snippet in *expected {
+            assert!(
+                text.contains(snippet),
+                "`#[stage({attr})] {item}`: no `{snippet}` in {text}"
+            );
+        }
+    }
+    // Without them, none of it.
+    let text = expand_checked(tokens("consumer"), tokens(CONSUMER))
+        .0
+        .unwrap()
+        .to_string();
+    for absent in ["HandleCall", "HandleCast", "HandleInfo", "fn terminate"] {
+        assert!(!text.contains(absent), "{text}");
+    }
+}
+
 #[test]
 fn independent_errors_are_all_reported() {
     // An attribute error and an item error together.

@@ -11,7 +11,7 @@ use crate::options::{
 };
 
 use super::parse::{
-    tokens_text, Callback, CallbackKind, Errors, Role, StageAttr, StageImpl, StageOption,
+    tokens_text, ungroup, Callback, CallbackKind, Errors, Role, StageAttr, StageImpl, StageOption,
 };
 
 /// A stage ready to expand: its role, its callbacks and its valid options.
@@ -29,6 +29,11 @@ pub(crate) struct StageModel {
     pub(crate) output: Option<Type>,
     pub(crate) subscribe: Settings<SubscribeOpts>,
     pub(crate) producer: Settings<ProducerOpts>,
+    /// `handle_call`, `handle_cast` and `handle_info`, those the impl block defines soundly: each
+    /// becomes an impl of the runtime's `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>`.
+    pub(crate) messages: Vec<Callback>,
+    /// `terminate`, when the impl block defines it soundly: the role trait's `terminate` calls it.
+    pub(crate) terminate: Option<Callback>,
 }
 
 /// Where a stage's options come from.
@@ -287,13 +292,25 @@ pub(crate) fn validate_stage(
         duplicated |= !seen_callbacks.insert(*kind);
     }
     let mut callback = None;
-    for parsed in stage.callbacks {
+    let mut messages = Vec::new();
+    let mut terminate = None;
+    for (kind, parsed) in stage.callbacks {
         match parsed {
             Ok(cb) if misplaced_callback(role, cb.kind).is_some() => {}
+            Ok(cb) if cb.kind.is_message_callback() => match message_types(&cb) {
+                Ok(()) => messages.push(cb),
+                Err(error) => errors.push(error),
+            },
+            Ok(cb) if cb.kind == CallbackKind::Terminate => terminate = Some(cb),
             Ok(cb) => {
                 if cb.kind == required && callback.is_none() {
                     callback = Some(cb);
                 }
+            }
+            // A message callback or `terminate` of the wrong shape is left out of the expansion;
+            // the stage's events and role do not depend on it, so the rest still expands.
+            Err(error) if kind.is_message_callback() || kind == CallbackKind::Terminate => {
+                errors.push(error)
             }
             Err(error) => {
                 sound = false;
@@ -350,6 +367,8 @@ pub(crate) fn validate_stage(
             } else {
                 Settings::Attribute(producer)
             },
+            messages,
+            terminate,
         }),
         _ => None,
     };
@@ -447,6 +466,86 @@ fn impl_trait_in(ty: &Type) -> Option<proc_macro2::Ident> {
     find(quote::ToTokens::to_token_stream(ty))
 }
 
+/// Checks the message type (and the reply type, for `handle_call`) read from a message callback:
+/// a trait impl names them (`impl HandleCast<M> for Stage`), and they cross tasks, so they must be
+/// written out and own their data.
+fn message_types(callback: &Callback) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    let name = &callback.name;
+    let what = if callback.kind == CallbackKind::HandleCall {
+        "request"
+    } else {
+        "message"
+    };
+    let types = callback
+        .arg
+        .iter()
+        .map(|ty| (ty, what))
+        .chain(callback.reply.iter().map(|ty| (ty, "reply")));
+    for (ty, what) in types {
+        if let Some(keyword) = impl_trait_in(ty) {
+            errors.push(syn::Error::new(
+                keyword.span(),
+                format!(
+                    "`{name}` cannot be generic: its {what} type is named in the impl of the message trait, so write it out instead of `{}`",
+                    tokens_text(ty)
+                ),
+            ));
+        } else if let Some(borrow) = borrow_in(ty) {
+            errors.push(syn::Error::new_spanned(
+                borrow,
+                format!(
+                    "`{name}`'s {what} cannot borrow, but `{}` does: a {what} is sent to the stage's task, so it is `'static`; take an owned type instead (`String` rather than `&str`, `Vec<T>` rather than `&[T]`)",
+                    tokens_text(ty)
+                ),
+            ));
+        }
+    }
+    errors.check()
+}
+
+/// Where `ty` borrows, if it does: the first reference or lifetime other than `'static` in it,
+/// outside the signatures of function types (`Box<dyn Fn(&str) + Send>` owns its data).
+fn borrow_in(ty: &Type) -> Option<proc_macro2::TokenStream> {
+    use quote::ToTokens;
+    use syn::visit_mut::{self, VisitMut};
+
+    struct FindBorrow(Option<proc_macro2::TokenStream>);
+    impl VisitMut for FindBorrow {
+        fn visit_type_reference_mut(&mut self, reference: &mut syn::TypeReference) {
+            match &reference.lifetime {
+                Some(lifetime) if lifetime.ident == "static" => {
+                    visit_mut::visit_type_mut(self, &mut reference.elem)
+                }
+                _ => {
+                    self.0.get_or_insert_with(|| reference.to_token_stream());
+                }
+            }
+        }
+        fn visit_lifetime_mut(&mut self, lifetime: &mut syn::Lifetime) {
+            if lifetime.ident != "static" {
+                self.0.get_or_insert_with(|| lifetime.to_token_stream());
+            }
+        }
+        fn visit_type_mut(&mut self, ty: &mut Type) {
+            if self.0.is_none() {
+                visit_mut::visit_type_mut(self, ty);
+            }
+        }
+        // A function's own arguments and result may borrow: the function type is still owned.
+        fn visit_parenthesized_generic_arguments_mut(
+            &mut self,
+            _: &mut syn::ParenthesizedGenericArguments,
+        ) {
+        }
+        fn visit_type_bare_fn_mut(&mut self, _: &mut syn::TypeBareFn) {}
+        fn visit_bound_lifetimes_mut(&mut self, _: &mut syn::BoundLifetimes) {}
+    }
+    let mut finder = FindBorrow(None);
+    finder.visit_type_mut(&mut ty.clone());
+    finder.0
+}
+
 /// `T` when `ty` is `C<T>` for one of `containers` (by the last path segment: `Vec`,
 /// `std::vec::Vec`, `genstage::Emit`).
 fn container_arg<'a>(ty: &'a Type, containers: &[&str]) -> Option<&'a Type> {
@@ -493,15 +592,6 @@ fn single_type_arg(ty: &Type) -> Option<(&Ident, &Type)> {
     }
 }
 
-/// `ty` without invisible groups and parentheses.
-fn ungroup(ty: &Type) -> &Type {
-    match ty {
-        Type::Group(group) => ungroup(&group.elem),
-        Type::Paren(paren) => ungroup(&paren.elem),
-        other => other,
-    }
-}
-
 /// Why `kind` does not belong to `role`, if it does not.
 fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
     match (role, kind) {
@@ -509,6 +599,13 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
         | (Role::ProducerConsumer | Role::Consumer, CallbackKind::HandleEvents)
         | (Role::Producer | Role::ProducerConsumer, CallbackKind::ProducerOptions)
         | (Role::ProducerConsumer | Role::Consumer, CallbackKind::SubscribeOptions) => None,
+        (
+            _,
+            CallbackKind::HandleCall
+            | CallbackKind::HandleCast
+            | CallbackKind::HandleInfo
+            | CallbackKind::Terminate,
+        ) => None,
         (_, CallbackKind::HandleDemand) => Some(format!(
             "`handle_demand` is a producer callback, but this stage is {}: it receives its events in `handle_events`; use `#[stage(producer)]` for a stage that emits events on demand",
             role.a()

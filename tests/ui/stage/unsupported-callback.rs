@@ -8,8 +8,8 @@ impl Printer {
         let _ = events;
     }
 
-    fn handle_info(&mut self, message: String) {
-        let _ = message;
+    fn handle_subscribe(&mut self, producer: String) {
+        let _ = producer;
     }
 }
 

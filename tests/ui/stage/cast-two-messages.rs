@@ -1,0 +1,18 @@
+use genstage::prelude::*;
+
+struct Scale {
+    factor: u64,
+}
+
+#[stage(producer_consumer)]
+impl Scale {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events.into_iter().map(|n| n * self.factor).collect()
+    }
+
+    fn handle_cast(&mut self, numerator: u64, denominator: u64) {
+        self.factor = numerator / denominator;
+    }
+}
+
+fn main() {}

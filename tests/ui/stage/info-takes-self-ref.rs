@@ -1,0 +1,18 @@
+use genstage::prelude::*;
+
+struct Ticker;
+
+struct Tick;
+
+#[stage(consumer)]
+impl Ticker {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        let _ = events;
+    }
+
+    fn handle_info(&self, tick: Tick) {
+        let _ = tick;
+    }
+}
+
+fn main() {}
