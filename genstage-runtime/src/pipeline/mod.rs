@@ -245,7 +245,7 @@ impl Pipeline {
     ) -> ConsumerRef<C::Input> {
         let defaults = stage.subscribe_options();
         self.add_stage(
-            names::stage_name::<C>(name, None),
+            names::stage_name::<C>(name, C::DEFAULT_NAME),
             Role::Consumer,
             defaults,
             |name, inbox| Box::pin(run::run_consumer(stage, name, inbox)),
