@@ -13,7 +13,17 @@ use crate::stage::{Emit, Producer, StageResult};
 
 /// A producer that emits the items of a [`Stream`], in order, and ends when the stream does.
 ///
-/// Made by [`from_stream`], whose documentation describes how it pulls items.
+/// Made by [`from_stream`], whose documentation describes how it pulls items. Unnamed, it is
+/// `from_stream` in a pipeline's report:
+///
+/// ```
+/// use genstage_runtime::{from_stream, FromStream, Pipeline};
+///
+/// let numbers: FromStream<_> = from_stream(futures::stream::iter(0..10u64));
+/// let mut pipeline = Pipeline::new();
+/// let _numbers = pipeline.add_producer(numbers);
+/// assert_eq!(pipeline.stage_names().collect::<Vec<_>>(), ["from_stream"]);
+/// ```
 pub struct FromStream<S> {
     /// Pinned on the heap once, so that any stream works, `Unpin` or not.
     stream: Pin<Box<S>>,
@@ -48,8 +58,9 @@ pub struct FromStream<S> {
 /// # Examples
 ///
 /// A pipeline fed by another task through a bounded [`tokio::sync::mpsc`] channel (wrapped as a
-/// `Stream` here with [`futures::stream::poll_fn`]; `tokio-stream`'s `ReceiverStream` does the
-/// same):
+/// `Stream` here with
+/// [`futures::stream::poll_fn`](https://docs.rs/futures/0.3/futures/stream/fn.poll_fn.html);
+/// `tokio-stream`'s `ReceiverStream` does the same):
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};

@@ -30,7 +30,17 @@ struct Handoff<T> {
 /// A consumer that passes its events to an [`EventStream`], at the pace the stream is read.
 ///
 /// Made, with its stream, by [`to_stream`], whose documentation describes how the two work
-/// together. Unnamed, the stage is called `to_stream` in the report.
+/// together. Unnamed, the stage is called `to_stream` in the report:
+///
+/// ```
+/// use genstage_runtime::{to_stream, Pipeline, StreamSink};
+///
+/// let (sink, _stream) = to_stream::<u64>();
+/// let sink: StreamSink<u64> = sink;
+/// let mut pipeline = Pipeline::new();
+/// let _sink = pipeline.add_consumer(sink);
+/// assert_eq!(pipeline.stage_names().collect::<Vec<_>>(), ["to_stream"]);
+/// ```
 pub struct StreamSink<T> {
     batches: mpsc::Sender<Handoff<T>>,
     options: SubscribeOptions,
@@ -40,7 +50,18 @@ pub struct StreamSink<T> {
 ///
 /// Made, with its sink, by [`to_stream`]. It yields the events in the order the sink received them
 /// and ends (`None`) when the sink's stage has ended. Dropping it stops the sink (see
-/// [`to_stream`]).
+/// [`to_stream`]). A sink that never runs (its pipeline is dropped, or refused by `run()`) ends the
+/// stream at once:
+///
+/// ```
+/// use genstage_runtime::{to_stream, EventStream};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (sink, mut stream): (_, EventStream<u64>) = to_stream();
+/// drop(sink);
+/// assert_eq!(stream.next().await, None);
+/// # }
+/// ```
 pub struct EventStream<T> {
     batches: mpsc::Receiver<Handoff<T>>,
     /// The batch being yielded, with how many events it had.
@@ -74,15 +95,16 @@ impl<T> Current<T> {
 /// [`next`](EventStream::next), so reading it needs no extension trait).
 ///
 /// - **Back-pressure**: the sink's `handle_events` returns only once the stream has yielded the
-///   last event of its batch, so the sink asks its producers for more only as the caller reads: a
-///   producer runs at most `max_demand` events ahead of the reader. The sink's subscriptions take
+///   last event of its batch, so the sink asks its producers for more only as the caller reads:
+///   the stage that feeds it runs at most `max_demand` events ahead of the reader (each stage
+///   further up adds its own demand and buffer, as in any pipeline). The sink's subscriptions take
 ///   their `max_demand`/`min_demand` from [`StreamSink::with_options`] (GenStage's stream options;
 ///   1000 and 500 by default, batches of `max - min` events), or from the edge.
 /// - **End**: the stream returns `None` once the sink's stage has ended: its producers have all
 ///   ended and it has passed on every event, or it stopped early (a failure upstream, the pipeline
 ///   dropped). The pipeline's report tells which: the stream cannot.
 /// - **Cancel**: dropping the stream stops the sink, normally (not as a failure), when it next has
-///   events for the stream (at once if it is waiting for the stream to take a batch): its status is
+///   events for the stream (at once if it is waiting for the stream to finish a batch): its status is
 ///   [`Cancelled`](crate::StageStatus::Cancelled), its subscriptions are cancelled, and producers
 ///   left without consumers stop, as when any consumer leaves. The events of the sink's batch that
 ///   the stream had not yielded are reported as lost
