@@ -56,6 +56,41 @@
 //! syntax (named stages for fan-in and fan-out, groups `[S; n]`, per-edge options) and the mistakes
 //! it rejects.
 //!
+//! # Streams in and out
+//!
+//! [`from_stream`] makes a producer of any `Stream` (a channel's receiver, a socket's messages): it
+//! pulls items only as its consumers ask, and ends when the stream does. [`to_stream`] makes a
+//! consumer and the `Stream` of what it receives, for the calling code to read at its own pace
+//! (GenStage's `stream/2`): the consumer asks for more only as the stream is read, and dropping the
+//! stream stops the pipeline, without an error. Run the pipeline in its own task while reading.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use genstage::prelude::*;
+//!
+//! struct Double;
+//!
+//! #[stage(producer_consumer)]
+//! impl Double {
+//!     fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+//!         events.into_iter().map(|n| 2 * n).collect()
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), PipelineError> {
+//! let numbers = futures::stream::iter(1..=3u64);
+//! let (sink, doubled) = to_stream::<u64>();
+//! let run = tokio::spawn(pipeline! { from_stream(numbers) -> Double -> sink }.run());
+//! assert_eq!(doubled.collect::<Vec<u64>>().await, [2, 4, 6]);
+//! let report = run.await.expect("the pipeline's task")?;
+//! assert_eq!(report.stage("to_stream").map(|s| s.events_in), Some(3));
+//! # Ok(()) }
+//! ```
+//!
+//! `examples/stream_in.rs` feeds a pipeline from a `tokio::sync::mpsc` channel that another task
+//! sends into; `examples/stream_out.rs` collects a pipeline's results from a stream.
+//!
 //! # Without the macros
 //!
 //! The macros expand to the role traits [`Producer`], [`ProducerConsumer`] and [`Consumer`] and the
@@ -100,9 +135,9 @@ pub use genstage_runtime::*;
 pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
-        from_iter, BufferKeep, CallError, CancelMode, Consumer, Context, Emit, HandleCall,
-        HandleCast, HandleInfo, Pipeline, PipelineError, PipelineHandle, Producer,
-        ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
+        from_iter, from_stream, to_stream, BufferKeep, CallError, CancelMode, Consumer, Context,
+        Emit, HandleCall, HandleCast, HandleInfo, Pipeline, PipelineError, PipelineHandle,
+        Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
         StageResult, StageStatus, SubscribeOptions,
     };
 }

@@ -55,6 +55,37 @@ impl fmt::Display for DemandError {
 
 impl std::error::Error for DemandError {}
 
+/// What a [`to_stream`](crate::to_stream) sink's `handle_events` fails with when its
+/// [`EventStream`](crate::EventStream) was dropped: the consumer loop recognises it and stops the
+/// sink as cancelled, not failed, counting the events the stream had not yielded as lost
+/// (`LossReason::Unhandled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamDropped {
+    /// The events of the batch that the stream yielded before it was dropped: handled.
+    pub(crate) delivered: u64,
+}
+
+impl StreamDropped {
+    /// The stream was dropped after yielding `delivered` events of the sink's batch.
+    pub(crate) fn after(delivered: usize) -> Self {
+        StreamDropped {
+            delivered: delivered as u64,
+        }
+    }
+}
+
+impl fmt::Display for StreamDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the stream was dropped after yielding {} events of the batch",
+            self.delivered
+        )
+    }
+}
+
+impl std::error::Error for StreamDropped {}
+
 /// Why a pipeline did not run to a clean end. Every variant names the stage(s) involved.
 ///
 /// A failure at run time ([`StageFailed`](Self::StageFailed), [`StagePanicked`](Self::StagePanicked))

@@ -58,4 +58,6 @@ pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 // cannot use it by accident.
 mod __private;
 include!(concat!(env!("OUT_DIR"), "/private.rs"));
-pub use stream::{from_iter, FromIter};
+pub use stream::{
+    from_iter, from_stream, to_stream, EventStream, FromIter, FromStream, StreamSink,
+};

@@ -11,7 +11,8 @@ pub enum StageStatus {
     /// Its input ended and it handled and delivered every event.
     Finished,
     /// It stopped early: `cause` names the stage whose failure stopped it, or is `None` when every
-    /// consumer it had went away.
+    /// consumer it had went away (or, for a [`to_stream`](crate::to_stream) sink, when its stream
+    /// was dropped).
     Cancelled {
         /// The stage that failed first.
         cause: Option<String>,

@@ -283,4 +283,9 @@ pub trait Consumer: Send + 'static {
         let _ = status;
         std::future::ready(())
     }
+
+    /// The name a stage of this type gets in a pipeline when none is given; `None`, the default,
+    /// means its type's name (`to_stream`'s sink gives `"to_stream"`, as users write it).
+    #[doc(hidden)]
+    const DEFAULT_NAME: Option<&'static str> = None;
 }

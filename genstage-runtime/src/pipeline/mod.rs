@@ -258,7 +258,7 @@ impl Pipeline {
     ) -> ConsumerRef<C> {
         let defaults = stage.subscribe_options();
         self.add_stage(
-            names::stage_name::<C>(name, None),
+            names::stage_name::<C>(name, C::DEFAULT_NAME),
             Role::Consumer,
             defaults,
             |env, inbox| Box::pin(run::run_consumer(stage, env, inbox)),

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use crate::dispatcher::DemandDispatcher;
-use crate::error::StageError;
+use crate::error::{StageError, StreamDropped};
 use crate::mailbox::{Receiver, TryRecvError};
 use crate::messages::{events_of, HeldReplies, Letter, Opened, PostLetter};
 use crate::protocol::{Control, Mail, Upstream};
@@ -579,6 +579,13 @@ async fn consume<C: Consumer>(
                     mailbox.consume_budget().await;
                     in_hand.batch = events.len() as u64;
                     if let Err(error) = stage.handle_events(events).await {
+                        // A `to_stream` sink whose stream was dropped stops normally; the events
+                        // the stream yielded are handled, the rest of the batch is lost.
+                        if let Some(dropped) = error.downcast_ref::<StreamDropped>() {
+                            in_hand.batch = in_hand.batch.saturating_sub(dropped.delivered);
+                            in_hand.interrupted = true;
+                            break 'run Exit::Cancelled(None);
+                        }
                         break 'run Exit::Failed(error);
                     }
                     in_hand.batch = 0;

@@ -1,0 +1,208 @@
+//! A producer made from a [`Stream`]: a pipeline fed by a channel, a socket, another pipeline.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_core::Stream;
+
+use crate::options::ProducerOptions;
+use crate::pipeline::{Pipeline, ProducerRef, Stage};
+use crate::stage::{Emit, Producer, StageResult};
+
+/// A producer that emits the items of a [`Stream`], in order, and ends when the stream does.
+///
+/// Made by [`from_stream`], whose documentation describes how it pulls items. Unnamed, it is
+/// `from_stream` in a pipeline's report:
+///
+/// ```
+/// use genstage_runtime::{from_stream, FromStream, Pipeline};
+///
+/// let numbers: FromStream<_> = from_stream(futures::stream::iter(0..10u64));
+/// let mut pipeline = Pipeline::new();
+/// let _numbers = pipeline.add_producer(numbers);
+/// assert_eq!(pipeline.stage_names().collect::<Vec<_>>(), ["from_stream"]);
+/// ```
+pub struct FromStream<S> {
+    /// Pinned on the heap once, so that any stream works, `Unpin` or not.
+    stream: Pin<Box<S>>,
+    /// The stream has returned `None`: it must not be polled again.
+    ended: bool,
+    options: ProducerOptions,
+}
+
+/// A producer of the items of `stream`: its consumers' demand is the number of items it pulls.
+///
+/// Asked for `n` events, it waits for the stream's next item, then takes the items that are ready
+/// without waiting, up to `n` in all, and emits them: a stream that trickles is not held back until
+/// `n` items have come, and a burst goes downstream as one batch. It pulls nothing while its
+/// consumers ask for nothing, so a bounded source behind the stream (a
+/// [`tokio::sync::mpsc`] channel) fills up and makes its senders wait: back-pressure reaches
+/// whoever feeds the pipeline. It ends, once its events are delivered, when the stream returns
+/// `None`. Unnamed, the stage is called `from_stream` in the report.
+///
+/// While it waits for an item, the stage still takes in its consumers' asks and cancels, and stops
+/// if they all leave (see [`Producer::handle_demand`]); the stream is then dropped with the stage.
+///
+/// # Cancel safety
+///
+/// The stage may drop the future of [`handle_demand`](Producer::handle_demand) while it waits for
+/// the stream's next item: when its consumers have all left, or the pipeline is dropped. Nothing is
+/// lost then. The future only waits while it has taken no item (an item taken is returned in the
+/// same poll, with those ready after it), and a `Stream`'s `poll_next` keeps its state in the
+/// stream, which stays in this producer, not in the future: the item being waited for is returned
+/// by a later call of `poll_next`, as if the first had not happened. (The stream itself is dropped
+/// with the stage when the stage stops, like any stage's state.)
+///
+/// # Examples
+///
+/// A pipeline fed by another task through a bounded [`tokio::sync::mpsc`] channel (wrapped as a
+/// `Stream` here with
+/// [`futures::stream::poll_fn`](https://docs.rs/futures/0.3/futures/stream/fn.poll_fn.html);
+/// `tokio-stream`'s `ReceiverStream` does the same):
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// use genstage_runtime::{from_stream, Consumer, Pipeline, StageResult};
+///
+/// struct Sum(Arc<AtomicU64>);
+/// impl Consumer for Sum {
+///     type Input = u64;
+///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+///         self.0.fetch_add(events.iter().sum(), Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// let (jobs, mut received) = tokio::sync::mpsc::channel::<u64>(4);
+/// tokio::spawn(async move {
+///     for job in 1..=20 {
+///         // Waits while the channel is full: the pipeline pulls only what it can handle.
+///         if jobs.send(job).await.is_err() {
+///             break;
+///         }
+///     }
+///     // `jobs` is dropped here: the stream ends, and so does the pipeline.
+/// });
+///
+/// let total = Arc::new(AtomicU64::new(0));
+/// let mut pipeline = Pipeline::new();
+/// let source = pipeline.add_producer(from_stream(futures::stream::poll_fn(move |cx| {
+///     received.poll_recv(cx)
+/// })));
+/// let sum = pipeline.add_consumer(Sum(total.clone()));
+/// pipeline.subscribe(&source, &sum);
+/// let report = pipeline.run().await?;
+///
+/// assert_eq!(total.load(Ordering::Relaxed), 210);
+/// assert_eq!(report.stage("from_stream").unwrap().emitted, 20);
+/// # Ok(()) }
+/// ```
+///
+/// Called by hand, it returns what is ready, at most what is asked:
+///
+/// ```
+/// use genstage_runtime::{from_stream, Producer};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut numbers = from_stream(futures::stream::iter(0..3u32));
+/// let emitted = numbers.handle_demand(2).await.unwrap();
+/// assert_eq!((emitted.events, emitted.last), (vec![0, 1], false));
+/// let emitted = numbers.handle_demand(2).await.unwrap();
+/// assert_eq!((emitted.events, emitted.last), (vec![2], true));
+/// # }
+/// ```
+pub fn from_stream<S>(stream: S) -> FromStream<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    FromStream {
+        stream: Box::pin(stream),
+        ended: false,
+        options: ProducerOptions::for_producer(),
+    }
+}
+
+impl<S> FromStream<S> {
+    /// The same producer with other buffer settings.
+    ///
+    /// ```
+    /// use genstage_runtime::{from_stream, ProducerOptions};
+    /// let producer = from_stream(futures::stream::iter(0..10u64))
+    ///     .with_options(ProducerOptions::for_producer().buffer_size(100));
+    /// # let _ = producer;
+    /// ```
+    pub fn with_options(mut self, options: ProducerOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+impl<S> fmt::Debug for FromStream<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FromStream")
+            .field("ended", &self.ended)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Producer for FromStream<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    type Output = S::Item;
+
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<S::Item>> {
+        if self.ended {
+            return Ok(Emit::last(Vec::new()));
+        }
+        let stream = &mut self.stream;
+        let mut events = Vec::new();
+        // Pending only while nothing is taken (see the cancel safety above): the items a poll takes
+        // leave in that poll's result.
+        let ended = poll_fn(|cx| loop {
+            if events.len() >= demand {
+                return Poll::Ready(false);
+            }
+            match stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(item)) => events.push(item),
+                Poll::Ready(None) => return Poll::Ready(true),
+                Poll::Pending if events.is_empty() => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(false),
+            }
+        })
+        .await;
+        self.ended = ended;
+        Ok(if ended {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+
+    fn producer_options(&self) -> ProducerOptions {
+        self.options
+    }
+
+    const DEFAULT_NAME: Option<&'static str> = Some("from_stream");
+}
+
+impl<S> Stage for FromStream<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    type Ref = ProducerRef<Self>;
+
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        // Unnamed, it is `from_stream`, through the builder as well (see `Producer::DEFAULT_NAME`).
+        pipeline.add_producer_as(name, self)
+    }
+}

@@ -1,0 +1,378 @@
+//! A consumer whose events the calling code reads as a [`Stream`] (GenStage's `stream/2`).
+//!
+//! The sink's `handle_events` hands its batch to the stream through a channel of capacity one and
+//! waits until the stream has yielded the batch's last event (or was dropped): the consumer asks
+//! its producers for more only as the caller reads, exactly as a consumer whose `handle_events`
+//! took that long. The stream tells the sink how many events of the batch it yielded, so that the
+//! report counts as handled exactly the events the caller received.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_core::stream::FusedStream;
+use futures_core::Stream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StreamDropped;
+use crate::options::SubscribeOptions;
+use crate::pipeline::{ConsumerRef, Pipeline, Stage};
+use crate::stage::{Consumer, StageResult};
+
+/// A batch on its way from the sink to the stream, and where the stream says how many of its events
+/// it yielded.
+struct Handoff<T> {
+    events: Vec<T>,
+    delivered: oneshot::Sender<usize>,
+}
+
+/// A consumer that passes its events to an [`EventStream`], at the pace the stream is read.
+///
+/// Made, with its stream, by [`to_stream`], whose documentation describes how the two work
+/// together. Unnamed, the stage is called `to_stream` in the report:
+///
+/// ```
+/// use genstage_runtime::{to_stream, Pipeline, StreamSink};
+///
+/// let (sink, _stream) = to_stream::<u64>();
+/// let sink: StreamSink<u64> = sink;
+/// let mut pipeline = Pipeline::new();
+/// let _sink = pipeline.add_consumer(sink);
+/// assert_eq!(pipeline.stage_names().collect::<Vec<_>>(), ["to_stream"]);
+/// ```
+pub struct StreamSink<T> {
+    batches: mpsc::Sender<Handoff<T>>,
+    options: SubscribeOptions,
+}
+
+/// The events a [`StreamSink`] consumes, as a [`Stream`] for the calling code.
+///
+/// Made, with its sink, by [`to_stream`]. It yields the events in the order the sink received them
+/// and ends (`None`) when the sink's stage has ended. Dropping it stops the sink (see
+/// [`to_stream`]). A sink that never runs (its pipeline is dropped, or refused by `run()`) ends the
+/// stream at once:
+///
+/// ```
+/// use genstage_runtime::{to_stream, EventStream};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (sink, mut stream): (_, EventStream<u64>) = to_stream();
+/// drop(sink);
+/// assert_eq!(stream.next().await, None);
+/// # }
+/// ```
+pub struct EventStream<T> {
+    batches: mpsc::Receiver<Handoff<T>>,
+    /// The batch being yielded, with how many events it had.
+    current: Option<Current<T>>,
+    /// The sink is gone: `None` from now on.
+    ended: bool,
+}
+
+/// The batch an [`EventStream`] is yielding.
+struct Current<T> {
+    events: std::vec::IntoIter<T>,
+    len: usize,
+    delivered: oneshot::Sender<usize>,
+}
+
+impl<T> Current<T> {
+    /// Tells the sink how many events of the batch were yielded: all of them, or those before the
+    /// stream was dropped.
+    fn finish(self) {
+        let delivered = self.len - self.events.len();
+        // The sink may be gone already (its pipeline was dropped): then no one needs the count.
+        let _ = self.delivered.send(delivered);
+    }
+}
+
+/// A consumer and the stream of the events it consumes: the calling code reads a pipeline's output
+/// as a [`Stream`] (GenStage's `stream/2`).
+///
+/// The [`StreamSink`] is a consumer of `T`, used in `pipeline!` or the builder like any other; the
+/// [`EventStream`] implements [`Stream<Item = T>`](Stream) (and has an inherent
+/// [`next`](EventStream::next), so reading it needs no extension trait).
+///
+/// - **Back-pressure**: the sink's `handle_events` returns only once the stream has yielded the
+///   last event of its batch, so the sink asks its producers for more only as the caller reads:
+///   the stage that feeds it runs at most `max_demand` events ahead of the reader (each stage
+///   further up adds its own demand and buffer, as in any pipeline). The sink's subscriptions take
+///   their `max_demand`/`min_demand` from [`StreamSink::with_options`] (GenStage's stream options;
+///   1000 and 500 by default, batches of `max - min` events), or from the edge.
+/// - **End**: the stream returns `None` once the sink's stage has ended: its producers have all
+///   ended and it has passed on every event, or it stopped early (a failure upstream, the pipeline
+///   dropped). The pipeline's report tells which: the stream cannot.
+/// - **Cancel**: dropping the stream stops the sink, normally (not as a failure), when it next has
+///   events for the stream (at once if it is waiting for the stream to finish a batch): its status is
+///   [`Cancelled`](crate::StageStatus::Cancelled), its subscriptions are cancelled, and producers
+///   left without consumers stop, as when any consumer leaves. The events of the sink's batch that
+///   the stream had not yielded are reported as lost
+///   ([`Unhandled`](crate::LossReason::Unhandled)), those it yielded as handled. A sink that
+///   receives nothing more never learns that its stream is gone: its pipeline runs on until its
+///   producers end.
+///
+/// The pipeline must run while the stream is read: spawn it (`tokio::spawn(pipeline.run())`) or
+/// join the two futures. Awaiting `run()` first, before reading, would wait forever once the sink
+/// holds a batch that nobody reads.
+///
+/// # Examples
+///
+/// ```
+/// use genstage_runtime::{from_iter, to_stream, Pipeline, ProducerConsumer, StageResult};
+///
+/// struct Evens;
+/// impl ProducerConsumer for Evens {
+///     type Input = u64;
+///     type Output = u64;
+///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+///         Ok(events.into_iter().filter(|n| n % 2 == 0).collect())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// let (sink, mut evens) = to_stream::<u64>();
+/// let mut pipeline = Pipeline::new();
+/// let numbers = pipeline.add_producer(from_iter(0..10u64));
+/// let filter = pipeline.add_producer_consumer(Evens);
+/// let sink = pipeline.add_consumer(sink);
+/// pipeline.subscribe(&numbers, &filter).subscribe(&filter, &sink);
+///
+/// let run = tokio::spawn(pipeline.run());
+/// let mut seen = Vec::new();
+/// while let Some(n) = evens.next().await {
+///     seen.push(n);
+/// }
+/// assert_eq!(seen, [0, 2, 4, 6, 8]);
+/// let report = run.await.expect("the pipeline's task")?;
+/// assert_eq!(report.stage("to_stream").unwrap().events_in, 5);
+/// # Ok(()) }
+/// ```
+///
+/// Taking the first events of an endless producer, then dropping the stream (GenStage's
+/// `Enum.take`): the pipeline stops, and nothing is left unaccounted for.
+///
+/// ```
+/// use futures::StreamExt;
+/// use genstage_runtime::{from_iter, to_stream, Pipeline, StageStatus};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// let (sink, stream) = to_stream::<u64>();
+/// let mut pipeline = Pipeline::new();
+/// let numbers = pipeline.add_producer(from_iter(0u64..));
+/// let sink = pipeline.add_consumer(sink);
+/// pipeline.subscribe(&numbers, &sink);
+///
+/// let run = tokio::spawn(pipeline.run());
+/// let first: Vec<u64> = stream.take(3).collect().await; // drops the stream
+/// assert_eq!(first, [0, 1, 2]);
+/// let report = run.await.expect("the pipeline's task")?;
+/// assert!(matches!(report.stage("to_stream").unwrap().status, StageStatus::Cancelled { .. }));
+/// assert!(report.totals().balanced());
+/// # Ok(()) }
+/// ```
+pub fn to_stream<T: Send + 'static>() -> (StreamSink<T>, EventStream<T>) {
+    let (sender, receiver) = mpsc::channel(1);
+    (
+        StreamSink {
+            batches: sender,
+            options: SubscribeOptions::default(),
+        },
+        EventStream {
+            batches: receiver,
+            current: None,
+            ended: false,
+        },
+    )
+}
+
+impl<T> StreamSink<T> {
+    /// The same sink, subscribing with these options (GenStage's stream options `max_demand`,
+    /// `min_demand`, `cancel`); an edge's own options override them. Invalid values make
+    /// [`Pipeline::run`] return [`PipelineError::InvalidSubscription`](crate::PipelineError::InvalidSubscription).
+    ///
+    /// ```
+    /// use genstage_runtime::{to_stream, Consumer, SubscribeOptions};
+    /// let (sink, _stream) = to_stream::<u64>();
+    /// let sink = sink.with_options(SubscribeOptions::new().max_demand(100));
+    /// assert_eq!(sink.subscribe_options().max_demand, Some(100));
+    /// ```
+    pub fn with_options(mut self, options: SubscribeOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+impl<T> fmt::Debug for StreamSink<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSink")
+            .field("options", &self.options)
+            .field("stream_dropped", &self.batches.is_closed())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Consumer for StreamSink<T> {
+    type Input = T;
+
+    /// Hands `events` to the stream and returns once it has yielded them all. Fails with a private
+    /// error, which the consumer loop turns into a normal stop, when the stream was dropped first.
+    async fn handle_events(&mut self, events: Vec<T>) -> StageResult<()> {
+        let len = events.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let (delivered, yielded) = oneshot::channel();
+        // The channel is empty here (the stream took the last batch, and said it yielded it), so
+        // this waits for nothing: it fails only if the stream is gone.
+        if self
+            .batches
+            .send(Handoff { events, delivered })
+            .await
+            .is_err()
+        {
+            return Err(StreamDropped::after(0).into());
+        }
+        match yielded.await {
+            Ok(delivered) if delivered == len => Ok(()),
+            Ok(delivered) => Err(StreamDropped::after(delivered).into()),
+            // Dropped with the batch still in the channel: the stream took none of it.
+            Err(_) => Err(StreamDropped::after(0).into()),
+        }
+    }
+
+    fn subscribe_options(&self) -> SubscribeOptions {
+        self.options
+    }
+
+    const DEFAULT_NAME: Option<&'static str> = Some("to_stream");
+}
+
+impl<T: Send + 'static> Stage for StreamSink<T> {
+    type Ref = ConsumerRef<Self>;
+
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        // Unnamed, it is `to_stream`, through the builder as well (see `Consumer::DEFAULT_NAME`).
+        pipeline.add_consumer_as(name, self)
+    }
+}
+
+impl<T> EventStream<T> {
+    /// The next event, or `None` once the sink's stage has ended: the same as
+    /// [`StreamExt::next`](https://docs.rs/futures/0.3/futures/stream/trait.StreamExt.html#method.next),
+    /// without importing it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is taken only in the poll that returns it, so dropping the future
+    /// before it completes loses nothing.
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, to_stream, Pipeline};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let (sink, mut stream) = to_stream::<u32>();
+    /// let mut pipeline = Pipeline::new();
+    /// let numbers = pipeline.add_producer(from_iter(0..2u32));
+    /// let sink = pipeline.add_consumer(sink);
+    /// pipeline.subscribe(&numbers, &sink);
+    ///
+    /// let run = tokio::spawn(pipeline.run());
+    /// assert_eq!(stream.next().await, Some(0));
+    /// assert_eq!(stream.next().await, Some(1));
+    /// assert_eq!(stream.next().await, None);
+    /// run.await.expect("the pipeline's task")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn next(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        loop {
+            if let Some(current) = &mut self.current {
+                if let Some(event) = current.events.next() {
+                    if current.events.as_slice().is_empty() {
+                        // The batch's last event: the sink may ask for more while the caller
+                        // handles it.
+                        if let Some(current) = self.current.take() {
+                            current.finish();
+                        }
+                    }
+                    return Poll::Ready(Some(event));
+                }
+                // An empty batch (the sink sends none, but nothing is lost if one comes).
+                if let Some(current) = self.current.take() {
+                    current.finish();
+                }
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match ready!(self.batches.poll_recv(cx)) {
+                Some(Handoff { events, delivered }) => {
+                    self.current = Some(Current {
+                        len: events.len(),
+                        events: events.into_iter(),
+                        delivered,
+                    });
+                }
+                None => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl<T> Stream for EventStream<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.get_mut().poll_event(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let in_hand = self.current.as_ref().map_or(0, |c| c.events.len());
+        if self.ended {
+            (in_hand, Some(in_hand))
+        } else {
+            (in_hand, None)
+        }
+    }
+}
+
+impl<T> FusedStream for EventStream<T> {
+    fn is_terminated(&self) -> bool {
+        self.ended && self.current.is_none()
+    }
+}
+
+// Nothing in it is pinned: the batch is a plain `Vec`'s iterator, the channel's receiver is `Unpin`.
+impl<T> Unpin for EventStream<T> {}
+
+impl<T> Drop for EventStream<T> {
+    fn drop(&mut self) {
+        // The sink waits for this count: the events the caller received count as handled, the rest
+        // of the batch as lost.
+        if let Some(current) = self.current.take() {
+            current.finish();
+        }
+    }
+}
+
+impl<T> fmt::Debug for EventStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field(
+                "in_hand",
+                &self.current.as_ref().map_or(0, |c| c.events.len()),
+            )
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
