@@ -135,9 +135,9 @@ pub use genstage_runtime::*;
 pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
-        from_iter, from_stream, to_stream, BufferKeep, CallError, CancelMode, Consumer, Context,
-        Emit, HandleCall, HandleCast, HandleInfo, Pipeline, PipelineError, PipelineHandle,
-        Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
-        StageResult, StageStatus, SubscribeOptions,
+        from_channel, from_iter, from_stream, to_stream, BufferKeep, CallError, CancelMode,
+        Consumer, Context, Emit, HandleCall, HandleCast, HandleInfo, Pipeline, PipelineError,
+        PipelineHandle, Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage,
+        StageError, StageRef, StageResult, StageStatus, SubscribeOptions,
     };
 }

@@ -59,5 +59,6 @@ pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 mod __private;
 include!(concat!(env!("OUT_DIR"), "/private.rs"));
 pub use stream::{
-    from_iter, from_stream, to_stream, EventStream, FromIter, FromStream, StreamSink,
+    from_channel, from_iter, from_stream, to_stream, ChannelStream, EventStream, FromIter,
+    FromStream, StreamSink,
 };

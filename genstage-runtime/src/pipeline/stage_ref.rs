@@ -124,8 +124,9 @@ impl<S> Clone for StagePort<S> {
 /// `info`), each checked against the stage's type: a message the stage does not handle does not
 /// compile.
 ///
-/// References work before the pipeline starts (messages wait in the stage's mailbox until it runs)
-/// and after it has ended (they return [`CallError::Ended`] naming the stage).
+/// References work before the pipeline starts (messages wait in the stage's mailbox until it runs,
+/// and reach the stage before its subscriptions, which the pipeline makes as it starts) and after
+/// it has ended (they return [`CallError::Ended`] naming the stage).
 ///
 /// # Examples
 ///
