@@ -55,6 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(jobs);
 
+    // One Ctrl-C listener for the whole loop: a new one per round would miss a signal that came
+    // between rounds.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let mut read = 0;
     loop {
         tokio::select! {
@@ -69,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 eprintln!("Ctrl-C: shutting down");
                 break;
             }
