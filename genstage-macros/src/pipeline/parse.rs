@@ -252,7 +252,6 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
 
 /// Splits a statement at its links: the pieces (one more than the links) and each link's tokens
 /// and options group.
-#[allow(clippy::type_complexity)]
 fn split_pieces(tokens: &[TokenTree]) -> (Vec<Piece>, Vec<(TokenStream, Option<Group>)>) {
     let mut pieces = vec![Piece { tokens: Vec::new() }];
     let mut links: Vec<(TokenStream, Option<Group>)> = Vec::new();
