@@ -223,7 +223,7 @@ pub trait StageRef: Clone + Send + Sync + 'static {
         request: M,
         timeout: Duration,
     ) -> Call<M::Reply> {
-        request.call(self.port().clone(), timeout)
+        request.__call(self.port().clone(), timeout)
     }
 
     /// Sends `message` to the stage's [`HandleCast`], without waiting.
@@ -265,7 +265,7 @@ pub trait CallFor<S, E>: Send + Sized + 'static {
     type Reply: Send + 'static;
 
     #[doc(hidden)]
-    fn call(self, port: StagePort<S>, timeout: Duration) -> Call<Self::Reply>;
+    fn __call(self, port: StagePort<S>, timeout: Duration) -> Call<Self::Reply>;
 }
 
 impl<M, S, E> CallFor<S, E> for M
@@ -277,7 +277,7 @@ where
 {
     type Reply = S::Reply;
 
-    fn call(self, port: StagePort<S>, timeout: Duration) -> Call<S::Reply> {
+    fn __call(self, port: StagePort<S>, timeout: Duration) -> Call<S::Reply> {
         let (reply, answer) = oneshot::channel();
         let letter = call_letter::<S, M, E>(self, reply);
         Call {
