@@ -475,6 +475,14 @@ async fn the_crate_path_can_be_overridden() {
     .await
     .unwrap();
     assert_eq!(report.stage("Collect").unwrap().events_in, 5);
+    // With names, the value's type is made with the path too.
+    let p = pipeline! {
+        crate = renamed::gs;
+        numbers = from_iter(0..5u64) -> Collect::new(&seen, &ids)
+    };
+    assert_eq!(p.numbers.name(), "numbers");
+    let report = p.start().await.unwrap();
+    assert_eq!(report.stage("numbers").unwrap().emitted, 5);
 }
 
 #[tokio::test]
