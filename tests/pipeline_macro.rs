@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::prelude::*;
-use genstage::{ConsumerRef, ProducerConsumerRef, ProducerRef};
+use genstage::{
+    CallError, ConsumerRef, Context, HandleCall, ProducerConsumerRef, ProducerRef, ReplyTo,
+    StageRef,
+};
 
 /// Keeps the even numbers.
 struct Evens;
@@ -472,6 +475,14 @@ async fn the_crate_path_can_be_overridden() {
     .await
     .unwrap();
     assert_eq!(report.stage("Collect").unwrap().events_in, 5);
+    // With names, the value's type is made with the path too.
+    let p = pipeline! {
+        crate = renamed::gs;
+        numbers = from_iter(0..5u64) -> Collect::new(&seen, &ids)
+    };
+    assert_eq!(p.numbers.name(), "numbers");
+    let report = p.start().await.unwrap();
+    assert_eq!(report.stage("numbers").unwrap().emitted, 5);
 }
 
 #[tokio::test]
@@ -517,4 +528,187 @@ async fn a_group_of_no_instance_at_run_time_fails_run_naming_the_group() {
         .await
         .unwrap_err();
     assert_eq!(error.stage(), "Collect::new(&seen, &ids)");
+}
+
+/// A queue fed by calls: each `Push` is kept until a consumer asks, and answered once its job is
+/// emitted; `Waiting` answers how many jobs wait.
+#[derive(Default)]
+struct Queue {
+    waiting: std::collections::VecDeque<(u64, ReplyTo<()>)>,
+}
+
+struct Push(u64);
+struct Waiting;
+
+impl Producer for Queue {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let take = demand.min(self.waiting.len());
+        let jobs: Vec<u64> = self
+            .waiting
+            .drain(..take)
+            .map(|(job, reply)| {
+                reply.reply(());
+                job
+            })
+            .collect();
+        Ok(jobs.into())
+    }
+}
+
+impl Stage for Queue {
+    type Ref = ProducerRef<Self>;
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        pipeline.add_producer_as(name, self)
+    }
+}
+
+impl HandleCall<Push> for Queue {
+    type Reply = ();
+    type Emitted = Vec<u64>;
+    async fn handle_call(
+        &mut self,
+        Push(job): Push,
+        reply: ReplyTo<()>,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        self.waiting.push_back((job, reply));
+        Ok(Vec::new())
+    }
+}
+
+impl HandleCall<Waiting> for Queue {
+    type Reply = usize;
+    type Emitted = Vec<u64>;
+    async fn handle_call(
+        &mut self,
+        _: Waiting,
+        reply: ReplyTo<usize>,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        reply.reply(self.waiting.len());
+        Ok(Vec::new())
+    }
+}
+
+/// Named stages are fields of `pipeline!`'s value, holding their references: the queue is reached
+/// through its field while the pipeline runs, with no type or name repeated.
+#[tokio::test]
+async fn a_named_stage_is_a_field_that_reaches_the_running_stage() {
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let p = pipeline! {
+        queue = Queue::default() -> [Collect::new(&seen, &ids); 4]
+    };
+    let queue = p.queue.clone();
+    assert_eq!(queue.name(), "queue");
+    let running = p.start();
+    for job in 0..10 {
+        // Answered once the job is emitted.
+        queue.call(Push(job)).await.unwrap();
+    }
+    assert_eq!(queue.call(Waiting).await.unwrap(), 0);
+    let report = running.shutdown().await.unwrap();
+    assert_eq!(seen.events(), (0..10).collect::<Vec<u64>>());
+    assert_eq!(report.stage("queue").unwrap().emitted, 10);
+    assert_eq!(report.totals().handled, 10);
+    assert!(report.totals().balanced());
+    // The stage has ended: a call is an error naming it.
+    assert_eq!(
+        queue.call(Waiting).await.unwrap_err(),
+        CallError::Ended {
+            stage: "queue".to_owned()
+        }
+    );
+}
+
+/// A named group is a `Vec` of its instances' references, in order; unnamed stages have no field.
+#[tokio::test]
+async fn a_named_group_is_a_vec_of_its_references() {
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let p = pipeline! {
+        numbers = from_iter(0..100u64);
+        numbers -> Evens -> workers = [Collect::new(&seen, &ids); 3];
+    };
+    assert_eq!(p.workers.len(), 3);
+    assert_eq!(p.numbers.name(), "numbers");
+    let workers = p.workers.clone();
+    let report = p.run().await.unwrap();
+    assert_eq!(seen.events(), evens_below(100));
+    // The references carry the names the pipeline gave the instances when it started.
+    let names: Vec<String> = workers.iter().map(|w| w.name()).collect();
+    assert_eq!(names, ["workers[0]", "workers[1]", "workers[2]"]);
+    let handled: Vec<u64> = workers
+        .iter()
+        .map(|w| report.stage(&w.name()).unwrap().events_in)
+        .collect();
+    assert_eq!(handled.iter().sum::<u64>(), 50);
+}
+
+/// The value of a pipeline with names dereferences to its `Pipeline`: the builder's methods work
+/// on it, and `into_pipeline` gives the `Pipeline` itself.
+#[tokio::test]
+async fn a_pipeline_with_names_dereferences_to_its_pipeline() {
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let mut p = pipeline! {
+        numbers = from_iter(0..10u64) -> sink = Collect::new(&seen, &ids)
+    };
+    let names: Vec<&str> = p.stage_names().collect();
+    assert_eq!(names, ["numbers", "sink"]);
+    // `DerefMut`: a stage added with the builder, and fed by a named stage.
+    let extra = p.add_consumer_named("extra", Collect::new(&seen, &ids));
+    let numbers = p.numbers.clone();
+    p.subscribe(&numbers, &extra);
+    let pipeline: Pipeline = p.into_pipeline();
+    assert_eq!(pipeline.stage_names().count(), 3);
+    let report = pipeline.run().await.unwrap();
+    assert_eq!(seen.events(), (0..10).collect::<Vec<u64>>());
+    let handled =
+        report.stage("sink").unwrap().events_in + report.stage("extra").unwrap().events_in;
+    assert_eq!(handled, 10);
+}
+
+/// `run()` and `start()` work the same on a pipeline with names as on one without, which is a
+/// `Pipeline`.
+#[tokio::test]
+async fn run_and_start_work_with_and_without_names() {
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let unnamed: Pipeline = pipeline! { from_iter(0..10u64) -> Collect::new(&seen, &ids) };
+    let report = unnamed.run().await.unwrap();
+    assert_eq!(report.totals().handled, 10);
+    let report = pipeline! { from_iter(0..10u64) -> Collect::new(&seen, &ids) }
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(report.totals().handled, 10);
+
+    let report = pipeline! { numbers = from_iter(0..10u64) -> Collect::new(&seen, &ids) }
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stage("numbers").unwrap().emitted, 10);
+    let report = pipeline! { numbers = from_iter(0..10u64) -> Collect::new(&seen, &ids) }
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(report.stage("numbers").unwrap().emitted, 10);
+    assert_eq!(seen.events().len(), 40);
+}
+
+/// A stage may be named `__pipeline`, the name of the field that holds the pipeline (that field
+/// then takes another name), or with a raw identifier, which names the stage without its `r#`.
+#[tokio::test]
+async fn a_stage_may_have_any_name() {
+    let seen = Seen::default();
+    let ids = AtomicUsize::new(0);
+    let p = pipeline! {
+        __pipeline = from_iter(0..3u64) -> r#type = Collect::new(&seen, &ids)
+    };
+    assert_eq!(p.__pipeline.name(), "__pipeline");
+    assert_eq!(p.r#type.name(), "type");
+    p.run().await.unwrap();
+    assert_eq!(seen.events(), [0, 1, 2]);
 }

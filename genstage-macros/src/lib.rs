@@ -205,9 +205,11 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Wires stages into a pipeline: `pipeline! { A -> B -> [C; 2] }`.
 ///
-/// The macro is an expression of type `genstage::Pipeline`, built with the typed builder; call
-/// `.run().await` on it. Each stage is any expression whose type implements `genstage::Stage`
-/// (`#[stage]` implements it, and so does `from_iter(..)`).
+/// The macro is an expression built with the typed builder: a `genstage::Pipeline`, or, when it
+/// names stages, a pipeline with a field per named stage (see [below](#what-it-evaluates-to));
+/// call `.run().await` on it, or `.start()` to run it in the background. Each stage is any
+/// expression whose type implements `genstage::Stage` (`#[stage]` implements it, and so does
+/// `from_iter(..)`).
 ///
 /// ```
 /// # use genstage::prelude::*;
@@ -245,6 +247,71 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// assert_eq!(handled, 500);
 /// assert_eq!(report.stages[2].name, "Printer[0]");
 /// assert_eq!(report.stages[3].name, "Printer[1]");
+/// # Ok(()) }
+/// ```
+///
+/// # What it evaluates to
+///
+/// A pipeline without names is a `genstage::Pipeline`. A pipeline that names stages
+/// (`name = stage`) is a value of a struct the macro makes, which has no name to write (bind it
+/// with `let`), with:
+///
+/// - one public field per named stage, named as the stage, holding its reference, the
+///   `Stage::Ref` the builder returns for it: a `ProducerRef<S>`, `ProducerConsumerRef<S>` or
+///   `ConsumerRef<S>` for a stage of type `S`, and for a named group `name = [S; n]` a `Vec` of
+///   its instances' references, in order. A reference reaches the running stage (`call`, `cast`,
+///   `info` of `genstage::StageRef`, each checked against the stage's type: a message the stage
+///   does not handle does not compile), with no type or name repeated;
+/// - `run()`, `start()` and `into_pipeline()`, which consume it (take the references first:
+///   `p.queue.clone()`), and `Deref`/`DerefMut` to its `Pipeline` for the rest of the builder
+///   (`stage_names()`, `add_consumer`, `subscribe`, …).
+///
+/// So `pipeline! { … }.run().await` and `pipeline! { … }.start()` read the same with or without
+/// names. Unnamed stages have no field: name a stage to reach it. (A pipeline without names stays
+/// a `Pipeline`, which code can name as a type; with names, `into_pipeline()` gives one.)
+///
+/// ```
+/// use genstage::prelude::*;
+///
+/// /// Jobs pushed by other tasks, emitted as the workers ask.
+/// #[derive(Default)]
+/// struct Queue;
+///
+/// struct Push(u64);
+///
+/// #[stage(producer)]
+/// impl Queue {
+///     fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+///         Vec::new() // nothing of its own: every job comes from a push
+///     }
+///
+///     fn handle_call(&mut self, push: Push, reply: ReplyTo<()>) -> Vec<u64> {
+///         reply.reply(()); // answered once the job is dispatched
+///         vec![push.0]
+///     }
+/// }
+///
+/// struct Worker;
+///
+/// #[stage(consumer)]
+/// impl Worker {
+///     fn handle_events(&mut self, jobs: Vec<u64>) {
+///         for job in jobs {
+///             println!("job {job}");
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let p = pipeline! { queue = Queue::default() -> [Worker; 4] };
+/// let queue = p.queue.clone(); // a `ProducerRef<Queue>`
+/// let running = p.start();
+/// queue.call(Push(1)).await?;
+/// queue.call(Push(2)).await?;
+/// let report = running.shutdown().await?;
+/// assert_eq!(report.stage("queue").map(|s| s.emitted), Some(2));
+/// assert_eq!(report.totals().handled, 2);
 /// # Ok(()) }
 /// ```
 ///
@@ -398,6 +465,8 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # Ok(()) }
 /// ```
 ///
+/// (its value being the struct of [named stages](#what-it-evaluates-to) whose fields are
+/// `numbers`, `letters`, `merge` and `audit`, holding the references above, and `pipeline`),
 /// with, in addition, one check per stage and one per arrow: small traits generated inside the
 /// expansion, implemented for the stage handles allowed there, that turn a wrongly wired pipeline
 /// into one compile error under the stage at fault (rustc adds a `help:` line that states the

@@ -47,8 +47,8 @@ pub use error::{DemandError, PipelineError, StageError};
 pub use messages::{CallError, Context, Emission, HandleCall, HandleCast, HandleInfo, ReplyTo};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
-    ends, ConsumerRef, Pipeline, PipelineHandle, ProducerConsumerRef, ProducerRef, Run, Sink,
-    Source, Stage, StageId, StageRef, DEFAULT_CALL_TIMEOUT,
+    ends, Call, CallFor, ConsumerRef, Pipeline, PipelineHandle, ProducerConsumerRef, ProducerRef,
+    Run, Sink, Source, Stage, StageId, StageRef, DEFAULT_CALL_TIMEOUT,
 };
 pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};

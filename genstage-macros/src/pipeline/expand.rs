@@ -101,11 +101,97 @@ pub(crate) fn expand_graph(graph: &Graph, settings: &[EdgeSettings]) -> TokenStr
         body.extend(expand_edge(graph, index, edge_settings, &pipeline));
     }
 
+    // A named stage's references become a field of the value: a group's `Vec`, or the one
+    // reference of a single stage, taken out of its array once every check has used it.
+    let mut fields = Vec::new();
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let Some(name) = &node.name else {
+            continue;
+        };
+        let stage = local(&format!("__stage{index}"), Span::call_site());
+        match &node.stage {
+            StageSyntax::One(_) => {
+                let reference = local(&format!("__ref{index}"), Span::call_site());
+                body.extend(quote!(let [#reference] = #stage;));
+                fields.push((name.clone(), quote!(#reference)));
+            }
+            StageSyntax::Group(_) => fields.push((name.clone(), quote!(#stage))),
+        }
+    }
+    let value = with_names(krate, &fields, quote!(#pipeline));
+
     quote! {
         {
             let mut #pipeline = #krate::Pipeline::new();
             #body
-            #pipeline
+            #value
+        }
+    }
+}
+
+/// The value of `pipeline!`: the pipeline itself when no stage is named; otherwise a struct made
+/// here, with one public field per named stage (its `Stage::Ref`, or a `Vec` of them for a
+/// group), the methods that end a `Pipeline`'s building (`run`, `start`, `into_pipeline`), and
+/// `Deref<Target = Pipeline>` for the others.
+///
+/// The struct is defined in a block of its own, which holds no user tokens, so that its name and
+/// its type parameters cannot clash with the user's items; only the field names are the user's.
+/// The pipeline's own field takes a name no stage has.
+pub(crate) fn with_names(
+    krate: &TokenStream,
+    fields: &[(Ident, TokenStream)],
+    pipeline: TokenStream,
+) -> TokenStream {
+    if fields.is_empty() {
+        return pipeline;
+    }
+    let mut hidden = String::from("__pipeline");
+    while fields.iter().any(|(name, _)| name == hidden.as_str()) {
+        hidden.push('_');
+    }
+    let hidden = Ident::new(&hidden, Span::call_site());
+    let names: Vec<&Ident> = fields.iter().map(|(name, _)| name).collect();
+    let values = fields.iter().map(|(_, value)| value);
+    let params: Vec<Ident> = (0..fields.len())
+        .map(|i| Ident::new(&format!("__T{i}"), Span::call_site()))
+        .collect();
+    let ty = quote!(__NamedPipeline<#(#params),*>);
+    quote! {
+        {
+            /// A pipeline with a reference to each of its named stages.
+            #[derive(Debug)]
+            #[allow(dead_code, non_snake_case, unreachable_pub)]
+            struct __NamedPipeline<#(#params),*> {
+                #( pub #names: #params, )*
+                #hidden: #krate::Pipeline,
+            }
+            #[allow(dead_code, unreachable_pub)]
+            impl<#(#params),*> #ty {
+                /// Runs the pipeline: `Pipeline::run`.
+                pub fn run(self) -> #krate::Run {
+                    self.#hidden.run()
+                }
+                /// Starts the pipeline in the background: `Pipeline::start`.
+                pub fn start(self) -> #krate::PipelineHandle {
+                    self.#hidden.start()
+                }
+                /// The pipeline, without the references.
+                pub fn into_pipeline(self) -> #krate::Pipeline {
+                    self.#hidden
+                }
+            }
+            impl<#(#params),*> ::core::ops::Deref for #ty {
+                type Target = #krate::Pipeline;
+                fn deref(&self) -> &#krate::Pipeline {
+                    &self.#hidden
+                }
+            }
+            impl<#(#params),*> ::core::ops::DerefMut for #ty {
+                fn deref_mut(&mut self) -> &mut #krate::Pipeline {
+                    &mut self.#hidden
+                }
+            }
+            __NamedPipeline { #( #names: #values, )* #hidden: #pipeline }
         }
     }
 }
@@ -118,8 +204,8 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
     let stage = local(&format!("__stage{index}"), Span::call_site());
     let instances = local("__instances", Span::call_site());
     let name = match &node.name {
-        Some(name) => {
-            let text = Literal::string(&name.to_string());
+        Some(_) => {
+            let text = Literal::string(&node.run_name());
             quote!(#private::Some(#private::String::from(#text)))
         }
         None => quote!(#private::None),
@@ -168,12 +254,11 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
     };
     let bind = quote_spanned! {range.first=> let #value = #expr; };
     match &node.stage {
+        // An array, so that a named stage's one reference can be taken out of it.
         StageSyntax::One(_) => quote! {
             let #stage = {
-                let mut #instances = #private::Vec::with_capacity(1);
                 #bind
-                #instances.push(#add);
-                #instances
+                [#add]
             };
         },
         StageSyntax::Group(group) => {
@@ -183,7 +268,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
             let count_let = quote_spanned! {count_span=>
                 let #count: ::core::primitive::usize = #count_expr;
             };
-            let label = Literal::string(&node.label());
+            let label = Literal::string(&node.run_name());
             // A constant count is checked at compile time (a literal was checked by the macro);
             // any other count by `run()`.
             let const_check = is_constant(count_expr).then(|| {

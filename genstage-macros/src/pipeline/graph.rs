@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::{Expr, Ident};
 
 use super::parse::{Link, Node, PipelineInput, StageSyntax};
@@ -57,6 +58,15 @@ impl StageNode {
         match &self.name {
             Some(name) => name.to_string(),
             None => describe(self.stage.expr()),
+        }
+    }
+
+    /// How the pipeline calls this stage when it runs: its name, a raw identifier without its
+    /// `r#` (`r#type = …` is the stage `type`), or a short form of its expression.
+    pub(crate) fn run_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.unraw().to_string(),
+            None => self.label(),
         }
     }
 }

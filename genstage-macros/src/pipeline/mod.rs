@@ -5,7 +5,7 @@
 //! - `validate.rs` checks what the macro can see: wiring, cycles, group sizes, edge options;
 //! - `expand.rs` writes the typed builder calls, with rustc doing the role and event-type checks.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
 mod expand;
@@ -18,17 +18,47 @@ mod validate;
 /// Expands `pipeline! { … }`; errors become `compile_error!`s.
 pub(crate) fn expand_pipeline(input: TokenStream) -> TokenStream {
     let mut krate = quote!(::genstage);
-    match try_expand(input, &mut krate) {
+    match try_expand(input.clone(), &mut krate) {
         Ok(tokens) => tokens,
-        // Still an expression of the right type, so one mistake gives one error.
-        Err(error) => {
-            let error = error.into_compile_error();
-            quote! {
+        Err(error) => fallback(&krate, error, input),
+    }
+}
+
+/// The value of a `pipeline!` that failed: still a value of the shape it would have had, so that
+/// one mistake gives one error. A pipeline without names is an empty `Pipeline`; one with names
+/// also has their fields, read from the tokens, each holding the value of the first
+/// `compile_error!`, whose type is rustc's error type: code that uses a field (`p.queue.call(…)`)
+/// then gives no error of its own.
+fn fallback(krate: &TokenStream, error: syn::Error, input: TokenStream) -> TokenStream {
+    let names = parse::defined_names(input);
+    let mut errors = error.into_iter();
+    let first = match (names.is_empty(), errors.next()) {
+        (false, Some(first)) => first.into_compile_error(),
+        (_, first) => {
+            let errors = first
+                .into_iter()
+                .chain(errors)
+                .map(|e| e.into_compile_error());
+            return quote! {
                 {
-                    #error
+                    #( #errors )*
                     #krate::Pipeline::new()
                 }
-            }
+            };
+        }
+    };
+    let rest = errors.map(|e| e.into_compile_error());
+    let value = Ident::new("__error", Span::mixed_site());
+    let fields: Vec<(Ident, TokenStream)> = names
+        .into_iter()
+        .map(|name| (name, quote!(#value)))
+        .collect();
+    let named = expand::with_names(krate, &fields, quote!(#krate::Pipeline::new()));
+    quote! {
+        {
+            let #value = #first;
+            #( #rest )*
+            #named
         }
     }
 }

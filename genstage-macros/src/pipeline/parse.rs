@@ -193,29 +193,7 @@ struct Piece {
 /// Splits a statement at its links, then parses each piece as a node.
 fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
     let all: TokenStream = tokens.iter().cloned().collect();
-    let mut pieces = vec![Piece { tokens: Vec::new() }];
-    let mut links: Vec<(TokenStream, Option<Group>)> = Vec::new();
-    let mut nesting = Nesting::default();
-    let mut i = 0;
-    while i < tokens.len() {
-        let link = if nesting.is_top_level() {
-            link_at(&tokens[i..])
-        } else {
-            None
-        };
-        if let Some((len, options)) = link {
-            links.push((tokens[i..i + len].iter().cloned().collect(), options));
-            pieces.push(Piece { tokens: Vec::new() });
-            nesting = Nesting::default();
-            i += len;
-        } else {
-            let consumed = nesting.step(&tokens[i..]);
-            if let Some(piece) = pieces.last_mut() {
-                piece.tokens.extend(tokens[i..i + consumed].iter().cloned());
-            }
-            i += consumed;
-        }
-    }
+    let (pieces, links) = split_pieces(&tokens);
 
     // Every link needs a stage on both sides.
     let mut errors = Errors::default();
@@ -270,6 +248,56 @@ fn parse_statement(tokens: Vec<TokenTree>) -> syn::Result<Statement> {
         links: parsed_links.into_iter().zip(nodes).collect(),
         tokens: all,
     })
+}
+
+/// Splits a statement at its links: the pieces (one more than the links) and each link's tokens
+/// and options group.
+fn split_pieces(tokens: &[TokenTree]) -> (Vec<Piece>, Vec<(TokenStream, Option<Group>)>) {
+    let mut pieces = vec![Piece { tokens: Vec::new() }];
+    let mut links: Vec<(TokenStream, Option<Group>)> = Vec::new();
+    let mut nesting = Nesting::default();
+    let mut i = 0;
+    while i < tokens.len() {
+        let link = if nesting.is_top_level() {
+            link_at(&tokens[i..])
+        } else {
+            None
+        };
+        if let Some((len, options)) = link {
+            links.push((tokens[i..i + len].iter().cloned().collect(), options));
+            pieces.push(Piece { tokens: Vec::new() });
+            nesting = Nesting::default();
+            i += len;
+        } else {
+            let consumed = nesting.step(&tokens[i..]);
+            if let Some(piece) = pieces.last_mut() {
+                piece.tokens.extend(tokens[i..i + consumed].iter().cloned());
+            }
+            i += consumed;
+        }
+    }
+    (pieces, links)
+}
+
+/// The names the input defines (`name = stage`), each once, in order, read from its tokens alone:
+/// for the value of a `pipeline!` that failed, so that its fields are still there and code that
+/// uses them gives no second error. A statement that does not parse still gives its names.
+pub(crate) fn defined_names(input: TokenStream) -> Vec<Ident> {
+    let mut names: Vec<Ident> = Vec::new();
+    for statement in split_statements(input) {
+        let (pieces, _) = split_pieces(&statement);
+        for piece in pieces {
+            if let [TokenTree::Ident(name), TokenTree::Punct(eq), ..] = piece.tokens.as_slice() {
+                let is_name = eq.as_char() == '='
+                    && eq.spacing() == proc_macro2::Spacing::Alone
+                    && syn::parse2::<Ident>(name.to_token_stream()).is_ok();
+                if is_name && !names.iter().any(|known| known == name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    names
 }
 
 /// Where the splitter stands inside one piece of a statement: an arrow there is a link only at

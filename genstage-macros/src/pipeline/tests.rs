@@ -318,7 +318,91 @@ fn no_input_makes_the_macro_panic() {
         if let Some(error) = error_of(input) {
             assert!(!error.to_string().is_empty(), "`{input}`");
         }
+        // The whole macro, its value on a mistake included.
+        let tokens = TokenStream::from_str(input).expect("test inputs tokenize");
+        assert!(!super::expand_pipeline(tokens).is_empty(), "`{input}`");
     }
+}
+
+/// The names `input` defines, read from its tokens, as for the value of a failed `pipeline!`.
+fn names_in(input: &str) -> Vec<String> {
+    let tokens = TokenStream::from_str(input).expect("test inputs tokenize");
+    super::parse::defined_names(tokens)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn the_names_of_a_pipeline_are_read_from_its_tokens_even_when_it_does_not_parse() {
+    let cases: &[(&str, &[&str])] = &[
+        ("a = A -> b = [B; 2]; a -> c = C", &["a", "b", "c"]),
+        // Every statement, the malformed ones included.
+        ("a = A -> B B; b = C -> ; c = ", &["a", "b", "c"]),
+        ("a = A; a = B; a -> C", &["a"]),
+        ("r#type = A -> B", &["r#type"]),
+        // Not names: the crate path, a keyword, comparisons, options, what is inside a stage.
+        ("crate = ::g; A -> B", &[]),
+        ("type = A -> B", &[]),
+        ("x == y -> A; x <= y -> B; x >= y -> C", &[]),
+        ("A -[max_demand = 1]-> B", &[]),
+        ("A -> B { x = 1 } -> f(y = 2)", &[]),
+        (
+            "A -> Fwd::<fn() -> u64>::new() -> f = |n| -> u64 { n } -> B",
+            &["f"],
+        ),
+    ];
+    for &(input, expected) in cases {
+        assert_eq!(names_in(input), expected, "`{input}`");
+    }
+}
+
+/// A failed `pipeline!` with names is still a value with their fields: each holds the value of the
+/// first error's `compile_error!`, and the errors are there once each.
+#[test]
+fn a_failed_pipeline_with_names_keeps_its_fields() {
+    // Two mistakes, two errors.
+    let tokens = TokenStream::from_str("a = A -> B B; b = [C; 0] D -> E").expect("tokenizes");
+    let expansion = super::expand_pipeline(tokens).to_string();
+    assert_eq!(expansion.matches("compile_error").count(), 2, "{expansion}");
+    assert_eq!(expansion.matches("let __error").count(), 1, "{expansion}");
+    assert!(
+        expansion.contains("let __error = :: core :: compile_error !"),
+        "{expansion}"
+    );
+    assert!(expansion.contains("pub a : __T0"), "{expansion}");
+    assert!(expansion.contains("pub b : __T1"), "{expansion}");
+    assert!(expansion.contains("a : __error"), "{expansion}");
+
+    // Without names, an empty `Pipeline`, as before.
+    let tokens = TokenStream::from_str("A -> B B").expect("tokenizes");
+    let expansion = super::expand_pipeline(tokens).to_string();
+    assert!(!expansion.contains("__NamedPipeline"), "{expansion}");
+    assert!(
+        expansion.contains(":: genstage :: Pipeline :: new ()"),
+        "{expansion}"
+    );
+}
+
+/// The value of a well-formed pipeline: a `Pipeline` without names; with names, the struct with a
+/// field per name, and the pipeline's own field named apart from them.
+#[test]
+fn named_stages_become_fields_of_the_value() {
+    let expansion = expansion_of("A -> B");
+    assert!(!expansion.contains("__NamedPipeline"), "{expansion}");
+    let expansion = expansion_of("queue = Queue::default() -> workers = [Worker; 4]");
+    assert!(expansion.contains("pub queue : __T0"), "{expansion}");
+    assert!(expansion.contains("pub workers : __T1"), "{expansion}");
+    assert!(
+        expansion.contains("__pipeline : :: genstage :: Pipeline"),
+        "{expansion}"
+    );
+    let expansion = expansion_of("__pipeline = A -> B");
+    assert!(expansion.contains("pub __pipeline : __T0"), "{expansion}");
+    assert!(
+        expansion.contains("__pipeline_ : :: genstage :: Pipeline"),
+        "{expansion}"
+    );
 }
 
 /// The stages of each statement of `input`, as text.

@@ -8,7 +8,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -204,14 +206,7 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// Dropping the future gives up waiting; the stage may still handle the request (its
     /// [`ReplyTo::is_closed`](crate::ReplyTo::is_closed) then says so).
-    fn call<M: Send + 'static>(
-        &self,
-        request: M,
-    ) -> impl Future<Output = Result<<Self::Stage as HandleCall<M>>::Reply, CallError>> + Send
-    where
-        Self::Stage: HandleCall<M>,
-        <Self::Stage as HandleCall<M>>::Emitted: Emission<Self::Emits>,
-    {
+    fn call<M: CallFor<Self::Stage, Self::Emits>>(&self, request: M) -> Call<M::Reply> {
         self.call_timeout(request, DEFAULT_CALL_TIMEOUT)
     }
 
@@ -224,19 +219,12 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     /// # Cancel safety
     ///
     /// As [`call`](Self::call).
-    fn call_timeout<M: Send + 'static>(
+    fn call_timeout<M: CallFor<Self::Stage, Self::Emits>>(
         &self,
         request: M,
         timeout: Duration,
-    ) -> impl Future<Output = Result<<Self::Stage as HandleCall<M>>::Reply, CallError>> + Send
-    where
-        Self::Stage: HandleCall<M>,
-        <Self::Stage as HandleCall<M>>::Emitted: Emission<Self::Emits>,
-    {
-        let (reply, answer) = oneshot::channel();
-        let letter = call_letter::<Self::Stage, M, Self::Emits>(request, reply);
-        let port = self.port().clone();
-        async move { port.request(Control::Letter(letter), answer, timeout).await }
+    ) -> Call<M::Reply> {
+        request.__call(self.port().clone(), timeout)
     }
 
     /// Sends `message` to the stage's [`HandleCast`], without waiting.
@@ -265,6 +253,64 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     {
         let letter = typed_info_letter::<Self::Stage, M, Self::Emits>(message);
         self.port().send(Control::Letter(letter))
+    }
+}
+
+/// A request that a stage of type `S`, whose events are `E`, answers: every `M` for which `S`
+/// implements [`HandleCall<M>`](HandleCall) with an [`Emission`] of `E`. Implemented for all of
+/// them; [`StageRef::call`] bounds its request by it, so that a request the stage does not answer
+/// is one compile error, under the call, in [`HandleCall`]'s words ("`Queue` does not answer calls
+/// of `Foo`").
+pub trait CallFor<S, E>: Send + Sized + 'static {
+    /// The stage's answer.
+    type Reply: Send + 'static;
+
+    #[doc(hidden)]
+    fn __call(self, port: StagePort<S>, timeout: Duration) -> Call<Self::Reply>;
+}
+
+impl<M, S, E> CallFor<S, E> for M
+where
+    M: Send + 'static,
+    S: HandleCall<M>,
+    S::Emitted: Emission<E>,
+    E: Send + 'static,
+{
+    type Reply = S::Reply;
+
+    fn __call(self, port: StagePort<S>, timeout: Duration) -> Call<S::Reply> {
+        let (reply, answer) = oneshot::channel();
+        let letter = call_letter::<S, M, E>(self, reply);
+        Call {
+            answer: Box::pin(async move {
+                port.request(Control::Letter(letter), answer, timeout).await
+            }),
+        }
+    }
+}
+
+/// The answer of a [`StageRef::call`]: a future of the stage's reply, which sends the request
+/// when first polled.
+///
+/// # Cancel safety
+///
+/// As [`StageRef::call`].
+#[must_use = "a call sends nothing until it is `.await`ed"]
+pub struct Call<R> {
+    answer: Pin<Box<dyn Future<Output = Result<R, CallError>> + Send>>,
+}
+
+impl<R> Future for Call<R> {
+    type Output = Result<R, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.answer.as_mut().poll(cx)
+    }
+}
+
+impl<R> std::fmt::Debug for Call<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Call")
     }
 }
 
