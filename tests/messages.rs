@@ -103,15 +103,15 @@ impl HandleCast<Say> for Told {
     }
 }
 
-fn told_to_log(
-    gate: Option<Arc<Semaphore>>,
-    options: SubscribeOptions,
-) -> (
-    Pipeline,
-    genstage::ProducerRef<Told>,
-    genstage::ConsumerRef<Log>,
-    Arc<Mutex<Vec<Seen>>>,
-) {
+/// A `Told` producer feeding a `Log` consumer, and what the consumer saw.
+struct ToldToLog {
+    pipeline: Pipeline,
+    told: genstage::ProducerRef<Told>,
+    log: genstage::ConsumerRef<Log>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn told_to_log(gate: Option<Arc<Semaphore>>, options: SubscribeOptions) -> ToldToLog {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut pipeline = Pipeline::new();
     let told = pipeline.add_producer(Told);
@@ -120,7 +120,12 @@ fn told_to_log(
         gate,
     });
     pipeline.subscribe_with(&told, &log, options);
-    (pipeline, told, log, seen)
+    ToldToLog {
+        pipeline,
+        told,
+        log,
+        seen,
+    }
 }
 
 /// Returns once the pipeline is wired: a message sent before `start()` has wired it reaches its
@@ -133,7 +138,12 @@ async fn wired(told: &genstage::ProducerRef<Told>) {
 /// is cast once the reply is in, so the consumer's mailbox holds the events before it.
 #[tokio::test]
 async fn scenario_63_a_reply_goes_after_the_events_the_call_emitted() {
-    let (pipeline, told, log, seen) = told_to_log(None, SubscribeOptions::new());
+    let ToldToLog {
+        pipeline,
+        told,
+        log,
+        seen,
+    } = told_to_log(None, SubscribeOptions::new());
     let running = pipeline.start();
     wired(&told).await;
 
@@ -155,7 +165,12 @@ async fn scenario_63_a_reply_goes_after_the_events_the_call_emitted() {
 /// is in.
 #[tokio::test]
 async fn scenario_64_reply_now_goes_before_the_events_the_call_emits() {
-    let (pipeline, told, log, seen) = told_to_log(None, SubscribeOptions::new());
+    let ToldToLog {
+        pipeline,
+        told,
+        log,
+        seen,
+    } = told_to_log(None, SubscribeOptions::new());
     let running = pipeline.start();
     wired(&told).await;
 
@@ -181,7 +196,12 @@ async fn scenario_64_reply_now_goes_before_the_events_the_call_emits() {
 async fn scenario_31_the_buffered_count_follows_the_buffer() {
     let gate = Arc::new(Semaphore::new(0));
     let options = SubscribeOptions::new().max_demand(1).min_demand(0);
-    let (pipeline, told, _log, seen) = told_to_log(Some(gate.clone()), options);
+    let ToldToLog {
+        pipeline,
+        told,
+        seen,
+        ..
+    } = told_to_log(Some(gate.clone()), options);
     let running = pipeline.start();
     wired(&told).await;
 
