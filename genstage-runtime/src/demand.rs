@@ -113,8 +113,11 @@ pub struct BatchDemand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerDemand {
     limits: DemandLimits,
-    /// Events asked for and not yet received. Never above `limits.max`.
+    /// Events asked for and not yet received. Never above `limits.max`, unless a manual consumer
+    /// asks for more.
     outstanding: usize,
+    /// The consumer asks for itself (GenStage's manual mode).
+    manual: bool,
 }
 
 impl ConsumerDemand {
@@ -123,6 +126,7 @@ impl ConsumerDemand {
         ConsumerDemand {
             limits,
             outstanding: 0,
+            manual: false,
         }
     }
 
@@ -142,12 +146,30 @@ impl ConsumerDemand {
         self.outstanding
     }
 
-    /// Accounts a batch of `len` events (at most [`DemandLimits::batch_size`]) and says what to ask
-    /// for once it has been handled.
+    /// The consumer asks for itself from now on (GenStage's manual mode): [`on_batch`](Self::on_batch)
+    /// asks for nothing, and [`ask`](Self::ask) records what the consumer asks.
+    pub fn set_manual(&mut self) {
+        self.manual = true;
+    }
+
+    /// Whether the consumer asks for itself.
+    pub fn is_manual(&self) -> bool {
+        self.manual
+    }
+
+    /// A manual consumer asks for `demand` more events.
+    pub fn ask(&mut self, demand: usize) {
+        self.outstanding = self.outstanding.saturating_add(demand);
+    }
+
+    /// Accounts a batch of `len` events (at most [`DemandLimits::batch_size`], unless manual) and
+    /// says what to ask for once it has been handled.
     pub fn on_batch(&mut self, len: usize) -> BatchDemand {
         let excess = len.saturating_sub(self.outstanding);
         self.outstanding -= len - excess;
-        let ask = if self.outstanding <= self.limits.min {
+        let ask = if self.manual {
+            0
+        } else if self.outstanding <= self.limits.min {
             let ask = self.limits.max - self.outstanding;
             self.outstanding = self.limits.max;
             ask

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::stage::{Emit, StageResult};
+use crate::subscription::{AskError, ManualAsks, SubscriptionTag};
 
 /// Requests of type `M` that a stage answers with a [`Reply`](Self::Reply): GenStage's
 /// `handle_call`. Callers use `call` on the stage's handle.
@@ -250,19 +251,26 @@ impl HeldReplies {
     }
 }
 
-/// What a message callback gets besides the message: the stage's name and a way to send itself
-/// messages.
+/// What a stage's message and subscription callbacks get besides their arguments: the stage's name,
+/// a way to send itself messages, and, for a consumer, a way to ask on its manual subscriptions.
 pub struct Context<'a, S> {
     name: &'a str,
     me: &'a dyn PostLetter,
+    /// The stage's subscriptions to producers; `None` for a producer.
+    asks: Option<&'a mut dyn ManualAsks>,
     _stage: PhantomData<fn(&mut S)>,
 }
 
 impl<'a, S: Send + 'static> Context<'a, S> {
-    pub(crate) fn new(name: &'a str, me: &'a dyn PostLetter) -> Self {
+    pub(crate) fn new(
+        name: &'a str,
+        me: &'a dyn PostLetter,
+        asks: Option<&'a mut dyn ManualAsks>,
+    ) -> Self {
         Context {
             name,
             me,
+            asks,
             _stage: PhantomData,
         }
     }
@@ -270,6 +278,20 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// The stage's name in its pipeline.
     pub fn name(&self) -> &str {
         self.name
+    }
+
+    /// Asks the producer of a manual subscription for `demand` more events (GenStage's `ask/2`;
+    /// see [`Demand::Manual`](crate::Demand::Manual)); `ask(_, 0)` asks for nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`AskError`] when the subscription is not a manual one of this stage, or has ended, or this
+    /// stage is a producer.
+    pub fn ask(&mut self, subscription: SubscriptionTag, demand: usize) -> Result<(), AskError> {
+        match self.asks.as_mut() {
+            Some(asks) => asks.ask_manual(subscription, demand),
+            None => Err(AskError::NotAConsumer),
+        }
     }
 
     /// Sends `message` to this stage's own `handle_info`, after what its mailbox holds now.
@@ -387,6 +409,7 @@ pub(crate) struct Opened<'a> {
     pub(crate) name: &'a str,
     pub(crate) me: &'a dyn PostLetter,
     pub(crate) held: &'a Arc<HeldReplies>,
+    pub(crate) asks: Option<&'a mut dyn ManualAsks>,
 }
 
 /// Where a stage posts letters to itself.
@@ -471,7 +494,7 @@ where
 pub(crate) fn info_letter<S: HandleInfo<M>, M: Send + 'static>(message: M) -> Letter {
     letter::<S, M, _>(message, |stage, message, opened| {
         Box::pin(async move {
-            let mut ctx = Context::new(opened.name, opened.me);
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
             let emitted = stage.handle_info(message, &mut ctx).await?;
             Ok(Box::new(emitted) as Emitted)
         })
@@ -488,7 +511,7 @@ where
 {
     letter::<S, M, _>(message, |stage, message, opened| {
         Box::pin(async move {
-            let mut ctx = Context::new(opened.name, opened.me);
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
             let emitted = stage.handle_info(message, &mut ctx).await?;
             Ok(Box::new(emitted.into_emit()) as Emitted)
         })
@@ -505,7 +528,7 @@ where
 {
     letter::<S, M, _>(message, |stage, message, opened| {
         Box::pin(async move {
-            let mut ctx = Context::new(opened.name, opened.me);
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
             let emitted = stage.handle_cast(message, &mut ctx).await?;
             Ok(Box::new(emitted.into_emit()) as Emitted)
         })
@@ -523,7 +546,7 @@ where
     letter::<S, M, _>(message, move |stage, message, opened| {
         Box::pin(async move {
             let reply = ReplyTo::new(sender, opened.held.clone());
-            let mut ctx = Context::new(opened.name, opened.me);
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
             let emitted = stage.handle_call(message, reply, &mut ctx).await?;
             Ok(Box::new(emitted.into_emit()) as Emitted)
         })

@@ -13,8 +13,10 @@
 use std::future::Future;
 
 use crate::error::StageError;
+use crate::messages::Context;
 use crate::options::{ProducerOptions, SubscribeOptions};
 use crate::report::StageStatus;
+use crate::subscription::{CancelReason, Demand, Subscription};
 
 /// What a producer's `handle_demand` returns: the events it emits now, and whether it is exhausted.
 ///
@@ -208,6 +210,42 @@ pub trait ProducerConsumer: Send + 'static {
         SubscribeOptions::default()
     }
 
+    /// Called when this stage is subscribed to a producer, before any of its events arrive
+    /// (GenStage's `handle_subscribe(:producer, …)`): returns who asks for the subscription's events,
+    /// the runtime ([`Demand::Automatic`], the default) or the stage itself ([`Demand::Manual`],
+    /// asking with [`Context::ask`]).
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand
+    where
+        Self: Sized,
+    {
+        let _ = (subscription, ctx);
+        Demand::Automatic
+    }
+
+    /// Called when a subscription to a producer has ended, after every event the producer sent has
+    /// been handled (GenStage's `handle_cancel`); then, if the producer failed and the subscription
+    /// is not `temporary`, the stage stops. It may emit events. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// An error stops the stage, as an error of `handle_events` does.
+    fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        reason: &CancelReason,
+        ctx: &mut Context<'_, Self>,
+    ) -> impl Future<Output = StageResult<Vec<Self::Output>>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = (subscription, reason, ctx);
+        std::future::ready(Ok(Vec::new()))
+    }
+
     /// Buffer settings. Defaults to GenStage's for a producer_consumer: unbounded, keep the last.
     fn producer_options(&self) -> ProducerOptions {
         ProducerOptions::for_producer_consumer()
@@ -269,6 +307,42 @@ pub trait Consumer: Send + 'static {
     /// Default subscription options for its upstream edges (an edge may override them).
     fn subscribe_options(&self) -> SubscribeOptions {
         SubscribeOptions::default()
+    }
+
+    /// Called when this stage is subscribed to a producer, before any of its events arrive
+    /// (GenStage's `handle_subscribe(:producer, …)`): returns who asks for the subscription's events,
+    /// the runtime ([`Demand::Automatic`], the default) or the stage itself ([`Demand::Manual`],
+    /// asking with [`Context::ask`]).
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand
+    where
+        Self: Sized,
+    {
+        let _ = (subscription, ctx);
+        Demand::Automatic
+    }
+
+    /// Called when a subscription to a producer has ended, after every event the producer sent has
+    /// been handled (GenStage's `handle_cancel`); then, if the producer failed and the subscription
+    /// is not `temporary`, the stage stops. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// An error stops the stage, as an error of `handle_events` does.
+    fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        reason: &CancelReason,
+        ctx: &mut Context<'_, Self>,
+    ) -> impl Future<Output = StageResult<()>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = (subscription, reason, ctx);
+        std::future::ready(Ok(()))
     }
 
     /// Called once when the stage ends, with how it ended, unless it panicked or was aborted

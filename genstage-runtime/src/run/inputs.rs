@@ -9,6 +9,7 @@ use crate::dispatcher::SubscriptionId;
 use crate::mailbox::DeferredWake;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Subscribed, Upstream};
+use crate::subscription::{AskError, ManualAsks, SubscriptionTag};
 
 use super::by_subscription::BySubscription;
 
@@ -315,5 +316,21 @@ mod tests {
         assert!(inputs.next_step(false).is_none());
         assert_eq!(inputs.unhandled(), 4);
         assert!(producer.0.lock().unwrap().is_empty());
+    }
+}
+
+impl<T: Send> ManualAsks for Inputs<T> {
+    fn ask_manual(&mut self, tag: SubscriptionTag, demand: usize) -> Result<(), AskError> {
+        let Some(subscription) = self.subscriptions.get_mut(tag.0) else {
+            return Err(AskError::Unknown(tag));
+        };
+        if !subscription.demand.is_manual() {
+            return Err(AskError::Automatic(tag));
+        }
+        if demand > 0 {
+            subscription.demand.ask(demand);
+            drop(subscription.producer.ask(tag.0, demand));
+        }
+        Ok(())
     }
 }

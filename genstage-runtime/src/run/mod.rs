@@ -22,6 +22,7 @@ use crate::messages::{events_of, HeldReplies, Letter, Opened, PostLetter};
 use crate::protocol::{Control, Mail, Upstream};
 use crate::report::{Loss, LossReason, StageStatus};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
+use crate::subscription::ManualAsks;
 use callback::{call_serving, catch_panic, Called};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
@@ -116,16 +117,18 @@ impl StageEnv {
 
     /// Opens a call, cast or info with the stage, holding the replies it makes until
     /// [`replies_sent`](Self::send_replies) (after its events are dispatched).
-    async fn open<S: Send + 'static, T: Send + 'static>(
-        &self,
-        stage: &mut S,
+    async fn open<'a, S: Send + 'static, T: Send + 'static>(
+        &'a self,
+        stage: &'a mut S,
         letter: Letter,
+        asks: Option<&'a mut dyn ManualAsks>,
     ) -> Result<Emit<T>, StageError> {
         self.held.hold();
         let opened = Opened {
             name: &self.name,
             me: &*self.me,
             held: &self.held,
+            asks,
         };
         let emitted = letter.open(stage as &mut (dyn Any + Send), opened).await?;
         events_of::<T>(emitted).map_err(StageError::from)
@@ -285,7 +288,7 @@ async fn produce<P: Producer>(
     loop {
         // Messages first, in the order they came: each may emit, or give the producer work.
         while let Some(letter) = state.letters.pop_front() {
-            let emit = env.open::<P, P::Output>(stage, letter).await;
+            let emit = env.open::<P, P::Output>(stage, letter, None).await;
             match emit {
                 Ok(emit) => {
                     state.exhausted |= emit.last;
@@ -443,7 +446,7 @@ async fn transform<S: ProducerConsumer>(
     let mut letters = VecDeque::new();
     'run: loop {
         while let Some(letter) = letters.pop_front() {
-            let emit = env.open::<S, S::Output>(stage, letter).await;
+            let emit = env.open::<S, S::Output>(stage, letter, Some(inputs)).await;
             match emit {
                 Ok(emit) => {
                     if emit.last {
@@ -561,7 +564,7 @@ async fn consume<C: Consumer>(
     let mut letters = VecDeque::new();
     'run: loop {
         while let Some(letter) = letters.pop_front() {
-            let opened = env.open::<C, Infallible>(stage, letter).await;
+            let opened = env.open::<C, Infallible>(stage, letter, Some(inputs)).await;
             env.send_replies();
             if let Err(error) = opened {
                 break 'run Exit::Failed(error);
