@@ -77,6 +77,8 @@ pub(crate) enum Upstream<In> {
 pub(crate) struct Subscribed {
     pub(crate) sub: SubscriptionId,
     pub(crate) producer: Arc<dyn ProducerPort>,
+    /// The producer's name, for the consumer's `handle_subscribe` and `handle_cancel`.
+    pub(crate) producer_name: Arc<str>,
     pub(crate) limits: DemandLimits,
     pub(crate) cancel: CancelMode,
 }

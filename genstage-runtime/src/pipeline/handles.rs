@@ -3,9 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::demand::DemandLimits;
 use crate::dispatcher::SubscriptionId;
-use crate::options::CancelMode;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 use super::stage_ref::StagePort;
@@ -103,13 +101,7 @@ pub(crate) trait SourcePort<T>: Send + Sync {
 /// The typed consumer side of a stage's mailbox.
 pub(crate) trait SinkPort<T>: Send + Sync {
     fn consumer(&self) -> Box<dyn EventSink<T>>;
-    fn subscribed(
-        &self,
-        sub: SubscriptionId,
-        producer: Arc<dyn ProducerPort>,
-        limits: DemandLimits,
-        cancel: CancelMode,
-    );
+    fn subscribed(&self, subscribed: Subscribed);
 }
 
 impl<In: Send + 'static, Out: Send + 'static> SourcePort<Out> for Mailbox<In, Out> {
@@ -127,19 +119,8 @@ impl<In: Send + 'static, Out: Send + 'static> SinkPort<In> for Mailbox<In, Out> 
     fn consumer(&self) -> Box<dyn EventSink<In>> {
         Box::new(self.clone())
     }
-    fn subscribed(
-        &self,
-        sub: SubscriptionId,
-        producer: Arc<dyn ProducerPort>,
-        limits: DemandLimits,
-        cancel: CancelMode,
-    ) {
-        let _ = self.send(Mail::Upstream(Upstream::Subscribed(Box::new(Subscribed {
-            sub,
-            producer,
-            limits,
-            cancel,
-        }))));
+    fn subscribed(&self, subscribed: Subscribed) {
+        let _ = self.send(Mail::Upstream(Upstream::Subscribed(Box::new(subscribed))));
     }
 }
 

@@ -42,7 +42,7 @@ use crate::error::PipelineError;
 use crate::mailbox::{mailbox, Receiver};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
-use crate::protocol::{ControlPort, Mail};
+use crate::protocol::{ControlPort, Mail, Subscribed};
 use crate::run::{self, Abort, Outcome, StageEnv};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
@@ -86,7 +86,9 @@ struct Edge {
     producer: usize,
     consumer: usize,
     options: SubscribeOptions,
-    connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode) + Send>,
+    /// Wires the edge, given its subscription id, its resolved limits and cancel mode, and the
+    /// producer's final name.
+    connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode, Arc<str>) + Send>,
 }
 
 /// A pipeline of stages, built by hand or by `pipeline!`, run with [`Pipeline::run`].
@@ -339,7 +341,7 @@ impl Pipeline {
                 return self;
             }
         }
-        let connect = Box::new(move |sub, limits: DemandLimits, cancel| {
+        let connect = Box::new(move |sub, limits: DemandLimits, cancel, producer_name| {
             let producer = source.port.producer();
             source.port.subscribe(sub, sink.port.consumer());
             // The consumer's initial ask, queued now rather than when its task first runs: every
@@ -347,7 +349,13 @@ impl Pipeline {
             // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
             // for that).
             drop(producer.ask(sub, limits.max()));
-            sink.port.subscribed(sub, producer, limits, cancel);
+            sink.port.subscribed(Subscribed {
+                sub,
+                producer,
+                producer_name,
+                limits,
+                cancel,
+            });
         });
         self.edges.push(Edge {
             producer: source.id.index,

@@ -71,7 +71,8 @@ impl Pipeline {
         let mut wiring: Vec<(usize, usize, SubscriptionId)> = Vec::with_capacity(edge_list.len());
         for (sub, (edge, (limits, cancel))) in edge_list.into_iter().zip(edges).enumerate() {
             let sub = sub as SubscriptionId;
-            (edge.connect)(sub, limits, cancel);
+            let producer_name = Arc::from(stages[edge.producer].name.as_str());
+            (edge.connect)(sub, limits, cancel, producer_name);
             wiring.push((edge.producer, edge.consumer, sub));
         }
 

@@ -9,33 +9,55 @@ use crate::dispatcher::SubscriptionId;
 use crate::mailbox::DeferredWake;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Subscribed, Upstream};
-use crate::subscription::{AskError, ManualAsks, SubscriptionTag};
+use crate::subscription::{AskError, CancelReason, ManualAsks, SubscriptionTag};
 
 use super::by_subscription::BySubscription;
 
 struct Subscription {
     producer: Arc<dyn ProducerPort>,
+    producer_name: Arc<str>,
     demand: ConsumerDemand,
     cancel: CancelMode,
 }
 
-/// Received input, kept in arrival order so that an end notice is acted on only after the events its
-/// producer sent before it (GenStage §1.8).
+impl Subscription {
+    /// The subscription as the stage's callbacks see it.
+    fn seen_as(&self, sub: SubscriptionId) -> crate::subscription::Subscription {
+        let limits = self.demand.limits();
+        crate::subscription::Subscription {
+            tag: SubscriptionTag(sub),
+            producer: self.producer_name.to_string(),
+            max_demand: limits.max(),
+            min_demand: limits.min(),
+        }
+    }
+}
+
+/// Received input, kept in arrival order so that a subscription is announced before its events, and
+/// an end notice is acted on only after the events its producer sent before it (GenStage §1.8).
 enum Queued<T> {
+    Subscribed(SubscriptionId),
     Events(SubscriptionId, Batches<T>),
     Ended(SubscriptionId, EndReason),
 }
 
 /// The next thing a stage loop does with its input.
 pub(super) enum Step<T> {
+    /// Tell the stage's `handle_subscribe`, and make the subscription manual if it says so.
+    Subscribed(crate::subscription::Subscription),
     /// Hand `events` to `handle_events`, then call [`Inputs::ask`] with `demand`.
     Handle {
         sub: SubscriptionId,
         events: Vec<T>,
         demand: BatchDemand,
     },
-    /// Stop: the producer that the named stage caused to fail was subscribed permanently.
-    Stop { cause: Arc<str> },
+    /// Tell the stage's `handle_cancel`; then stop, if `stop` names the stage whose failure ended a
+    /// subscription that was not temporary.
+    Cancelled {
+        subscription: crate::subscription::Subscription,
+        reason: CancelReason,
+        stop: Option<Arc<str>>,
+    },
 }
 
 pub(super) struct Inputs<T> {
@@ -81,6 +103,7 @@ impl<T> Inputs<T> {
         let Subscribed {
             sub,
             producer,
+            producer_name,
             limits,
             cancel,
         } = subscribed;
@@ -90,11 +113,13 @@ impl<T> Inputs<T> {
         demand.initial_ask();
         let subscription = Subscription {
             producer,
+            producer_name,
             demand,
             cancel,
         };
         self.subscriptions.insert(sub, subscription);
         self.subscribed += 1;
+        self.queue.push_back(Queued::Subscribed(sub));
     }
 
     /// Events received and not yet handed out.
@@ -103,7 +128,7 @@ impl<T> Inputs<T> {
             .iter()
             .map(|queued| match queued {
                 Queued::Events(_, batches) => batches.len() as u64,
-                Queued::Ended(..) => 0,
+                Queued::Subscribed(_) | Queued::Ended(..) => 0,
             })
             .sum()
     }
@@ -133,11 +158,24 @@ impl<T> Inputs<T> {
         loop {
             match self.queue.front_mut()? {
                 Queued::Events(..) if !handle_events => return None,
+                Queued::Subscribed(sub) => {
+                    let sub = *sub;
+                    self.queue.pop_front();
+                    if let Some(subscription) = self.subscriptions.get(sub) {
+                        return Some(Step::Subscribed(subscription.seen_as(sub)));
+                    }
+                }
                 Queued::Events(sub, batches) => {
                     let sub = *sub;
                     let (events, demand) = match self.subscriptions.get_mut(sub) {
                         Some(subscription) => {
-                            let size = subscription.demand.limits().batch_size();
+                            // A manual subscription's events come in the batches the producer
+                            // sent (GenStage does not split them).
+                            let size = if subscription.demand.is_manual() {
+                                usize::MAX
+                            } else {
+                                subscription.demand.limits().batch_size()
+                            };
                             let Some(events) = batches.next_batch(size) else {
                                 self.queue.pop_front();
                                 continue;
@@ -173,13 +211,29 @@ impl<T> Inputs<T> {
                     let Some(subscription) = self.subscriptions.remove(sub) else {
                         continue;
                     };
-                    if let EndReason::Failed(cause) = reason {
-                        if subscription.cancel != CancelMode::Temporary {
-                            return Some(Step::Stop { cause });
-                        }
-                    }
+                    let (reason, stop) = match reason {
+                        EndReason::Finished => (CancelReason::Finished, None),
+                        EndReason::Failed(cause) => (
+                            CancelReason::Failed {
+                                cause: cause.to_string(),
+                            },
+                            (subscription.cancel != CancelMode::Temporary).then_some(cause),
+                        ),
+                    };
+                    return Some(Step::Cancelled {
+                        subscription: subscription.seen_as(sub),
+                        reason,
+                        stop,
+                    });
                 }
             }
+        }
+    }
+
+    /// Makes the subscription manual: the stage asks for its events itself.
+    pub(super) fn set_manual(&mut self, tag: SubscriptionTag) {
+        if let Some(subscription) = self.subscriptions.get_mut(tag.0) {
+            subscription.demand.set_manual();
         }
     }
 
@@ -205,6 +259,22 @@ fn warn_excess(stage: &str, sub: SubscriptionId, excess: usize) {
     );
 }
 
+impl<T: Send> ManualAsks for Inputs<T> {
+    fn ask_manual(&mut self, tag: SubscriptionTag, demand: usize) -> Result<(), AskError> {
+        let Some(subscription) = self.subscriptions.get_mut(tag.0) else {
+            return Err(AskError::Unknown(tag));
+        };
+        if !subscription.demand.is_manual() {
+            return Err(AskError::Automatic(tag));
+        }
+        if demand > 0 {
+            subscription.demand.ask(demand);
+            drop(subscription.producer.ask(tag.0, demand));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -227,6 +297,7 @@ mod tests {
         Upstream::Subscribed(Box::new(Subscribed {
             sub,
             producer: producer.clone(),
+            producer_name: Arc::from("p"),
             limits: DemandLimits::new(10, 5).unwrap(),
             cancel,
         }))
@@ -239,18 +310,42 @@ mod tests {
         }
     }
 
-    /// Hands out the next batch and sends its ask, as a stage loop does.
+    /// Hands out the next batch and sends its ask, as a stage loop does, past subscriptions
+    /// announced.
     fn handle(inputs: &mut Inputs<u32>) -> Option<(SubscriptionId, Vec<u32>)> {
-        match inputs.next_step(true)? {
-            Step::Handle {
-                sub,
-                events,
-                demand,
-            } => {
-                drop(inputs.ask(sub, demand));
-                Some((sub, events))
+        loop {
+            match inputs.next_step(true)? {
+                Step::Subscribed(_) => {}
+                Step::Handle {
+                    sub,
+                    events,
+                    demand,
+                } => {
+                    drop(inputs.ask(sub, demand));
+                    return Some((sub, events));
+                }
+                Step::Cancelled { subscription, .. } => {
+                    panic!("unexpected end of {subscription:?}")
+                }
             }
-            Step::Stop { cause } => panic!("unexpected stop caused by {cause}"),
+        }
+    }
+
+    /// The next end of a subscription: its tag, why, and whether the stage must stop.
+    fn cancelled(
+        inputs: &mut Inputs<u32>,
+    ) -> Option<(SubscriptionId, CancelReason, Option<String>)> {
+        match inputs.next_step(true)? {
+            Step::Cancelled {
+                subscription,
+                reason,
+                stop,
+            } => Some((
+                subscription.tag().0,
+                reason,
+                stop.map(|cause| cause.to_string()),
+            )),
+            _ => panic!("expected the end of a subscription"),
         }
     }
 
@@ -280,10 +375,14 @@ mod tests {
             reason: EndReason::Failed(Arc::from("p")),
         });
         assert_eq!(handle(&mut inputs), Some((1, vec![0, 1, 2])));
-        match inputs.next_step(true) {
-            Some(Step::Stop { cause }) => assert_eq!(&*cause, "p"),
-            _ => panic!("a permanent subscription stops the stage"),
-        }
+        let failed = CancelReason::Failed {
+            cause: "p".to_owned(),
+        };
+        assert_eq!(
+            cancelled(&mut inputs),
+            Some((1, failed, Some("p".to_owned()))),
+            "a permanent subscription stops the stage"
+        );
     }
 
     #[test]
@@ -297,13 +396,23 @@ mod tests {
             reason: EndReason::Failed(Arc::from("p")),
         });
         inputs.handle(events(2, 0..2));
+        // The two subscriptions are announced first.
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        let failed = CancelReason::Failed {
+            cause: "p".to_owned(),
+        };
+        assert_eq!(cancelled(&mut inputs), Some((1, failed, None)));
         assert_eq!(handle(&mut inputs), Some((2, vec![0, 1])));
         assert!(!inputs.exhausted());
         inputs.handle(Upstream::Ended {
             sub: 2,
             reason: EndReason::Finished,
         });
-        assert_eq!(handle(&mut inputs), None);
+        assert_eq!(
+            cancelled(&mut inputs),
+            Some((2, CancelReason::Finished, None))
+        );
         assert!(inputs.exhausted());
     }
 
@@ -313,24 +422,50 @@ mod tests {
         let mut inputs = Inputs::new(Arc::from("pc"));
         inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
         inputs.handle(events(1, 0..4));
+        // The subscription is announced whatever the demand; its events wait for demand.
+        assert!(matches!(inputs.next_step(false), Some(Step::Subscribed(_))));
         assert!(inputs.next_step(false).is_none());
         assert_eq!(inputs.unhandled(), 4);
         assert!(producer.0.lock().unwrap().is_empty());
     }
-}
 
-impl<T: Send> ManualAsks for Inputs<T> {
-    fn ask_manual(&mut self, tag: SubscriptionTag, demand: usize) -> Result<(), AskError> {
-        let Some(subscription) = self.subscriptions.get_mut(tag.0) else {
-            return Err(AskError::Unknown(tag));
-        };
-        if !subscription.demand.is_manual() {
-            return Err(AskError::Automatic(tag));
+    #[test]
+    fn a_manual_subscription_gets_whole_messages_and_asks_only_when_told() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        match inputs.next_step(true) {
+            Some(Step::Subscribed(subscription)) => {
+                assert_eq!(subscription.producer(), "p");
+                assert_eq!(
+                    (subscription.max_demand(), subscription.min_demand()),
+                    (10, 5)
+                );
+                inputs.set_manual(subscription.tag());
+            }
+            _ => panic!("the subscription is announced first"),
         }
-        if demand > 0 {
-            subscription.demand.ask(demand);
-            drop(subscription.producer.ask(tag.0, demand));
-        }
-        Ok(())
+        inputs.handle(events(1, 0..8));
+        // GenStage does not cut a manual subscription's events into batches, nor ask after them.
+        assert_eq!(handle(&mut inputs), Some((1, (0..8).collect())));
+        assert!(producer.0.lock().unwrap().is_empty());
+        assert_eq!(inputs.ask_manual(SubscriptionTag(1), 6), Ok(()));
+        assert_eq!(inputs.ask_manual(SubscriptionTag(1), 0), Ok(()));
+        assert_eq!(*producer.0.lock().unwrap(), [(1, 6)]);
+        assert_eq!(
+            inputs.ask_manual(SubscriptionTag(9), 1),
+            Err(AskError::Unknown(SubscriptionTag(9)))
+        );
+    }
+
+    #[test]
+    fn an_automatic_subscription_cannot_be_asked_on() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        assert_eq!(
+            inputs.ask_manual(SubscriptionTag(1), 1),
+            Err(AskError::Automatic(SubscriptionTag(1)))
+        );
     }
 }

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use crate::dispatcher::DemandDispatcher;
 use crate::error::{StageError, StreamDropped};
 use crate::mailbox::{Receiver, TryRecvError};
-use crate::messages::{events_of, HeldReplies, Letter, Opened, PostLetter};
+use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLetter};
 use crate::protocol::{Control, Mail, Upstream};
 use crate::report::{Loss, LossReason, StageStatus};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
-use crate::subscription::ManualAsks;
+use crate::subscription::{Demand, ManualAsks};
 use callback::{call_serving, catch_panic, Called};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
@@ -465,7 +465,26 @@ async fn transform<S: ProducerConsumer>(
         // it is queued behind an end notice.
         while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
             match step {
-                Step::Stop { cause } => break 'run Exit::Cancelled(Some(cause)),
+                Step::Subscribed(subscription) => {
+                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
+                        inputs.set_manual(subscription.tag());
+                    }
+                }
+                Step::Cancelled {
+                    subscription,
+                    reason,
+                    stop,
+                } => {
+                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    match stage.handle_cancel(&subscription, &reason, &mut ctx).await {
+                        Ok(emitted) => outputs.emit(emitted),
+                        Err(error) => break 'run Exit::Failed(error),
+                    }
+                    if let Some(cause) = stop {
+                        break 'run Exit::Cancelled(Some(cause));
+                    }
+                }
                 Step::Handle {
                     sub,
                     events,
@@ -572,7 +591,26 @@ async fn consume<C: Consumer>(
         }
         while let Some(step) = inputs.next_step(true) {
             match step {
-                Step::Stop { cause } => break 'run Exit::Cancelled(Some(cause)),
+                Step::Subscribed(subscription) => {
+                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
+                        inputs.set_manual(subscription.tag());
+                    }
+                }
+                Step::Cancelled {
+                    subscription,
+                    reason,
+                    stop,
+                } => {
+                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    if let Err(error) = stage.handle_cancel(&subscription, &reason, &mut ctx).await
+                    {
+                        break 'run Exit::Failed(error);
+                    }
+                    if let Some(cause) = stop {
+                        break 'run Exit::Cancelled(Some(cause));
+                    }
+                }
                 Step::Handle {
                     sub,
                     events,
