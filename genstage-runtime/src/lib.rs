@@ -48,8 +48,9 @@ pub use error::{DemandError, PipelineError, StageError};
 pub use messages::{CallError, Context, Emission, HandleCall, HandleCast, HandleInfo, ReplyTo};
 pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
-    ends, Call, CallFor, ConsumerRef, Pipeline, PipelineHandle, ProducerConsumerRef, ProducerRef,
-    Run, Sink, Source, Stage, StageId, StageRef, DEFAULT_CALL_TIMEOUT,
+    ends, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
+    ProducerConsumerRef, ProducerRef, Run, Sink, Source, Stage, StageId, StageRef,
+    DEFAULT_CALL_TIMEOUT,
 };
 pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};

@@ -51,7 +51,7 @@ pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Sou
 pub use run_future::Run;
 pub use running::PipelineHandle;
 pub use stage::Stage;
-pub use stage_ref::{Call, CallFor, StageRef, DEFAULT_CALL_TIMEOUT};
+pub use stage_ref::{Call, CallFor, CastFor, InfoFor, StageRef, DEFAULT_CALL_TIMEOUT};
 use stage_ref::{StageLabel, StagePort};
 
 static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);

@@ -232,13 +232,8 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     /// # Errors
     ///
     /// [`CallError::Ended`] if the stage has ended.
-    fn cast<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
-    where
-        Self::Stage: HandleCast<M>,
-        <Self::Stage as HandleCast<M>>::Emitted: Emission<Self::Emits>,
-    {
-        let letter = cast_letter::<Self::Stage, M, Self::Emits>(message);
-        self.port().send(Control::Letter(letter))
+    fn cast<M: CastFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
+        message.__cast(self.port())
     }
 
     /// Sends `message` to the stage's [`HandleInfo`], without waiting.
@@ -246,13 +241,48 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     /// # Errors
     ///
     /// [`CallError::Ended`] if the stage has ended.
-    fn info<M: Send + 'static>(&self, message: M) -> Result<(), CallError>
-    where
-        Self::Stage: HandleInfo<M>,
-        <Self::Stage as HandleInfo<M>>::Emitted: Emission<Self::Emits>,
-    {
-        let letter = typed_info_letter::<Self::Stage, M, Self::Emits>(message);
-        self.port().send(Control::Letter(letter))
+    fn info<M: InfoFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
+        message.__info(self.port())
+    }
+}
+
+/// A message that a stage of type `S`, whose events are `E`, takes as a cast: every `M` for which
+/// `S` implements [`HandleCast<M>`](HandleCast) with an [`Emission`] of `E`. As [`CallFor`], it
+/// makes a message the stage does not take one compile error in [`HandleCast`]'s words.
+pub trait CastFor<S, E>: Send + Sized + 'static {
+    #[doc(hidden)]
+    fn __cast(self, port: &StagePort<S>) -> Result<(), CallError>;
+}
+
+impl<M, S, E> CastFor<S, E> for M
+where
+    M: Send + 'static,
+    S: HandleCast<M>,
+    S::Emitted: Emission<E>,
+    E: Send + 'static,
+{
+    fn __cast(self, port: &StagePort<S>) -> Result<(), CallError> {
+        port.send(Control::Letter(cast_letter::<S, M, E>(self)))
+    }
+}
+
+/// A message that a stage of type `S`, whose events are `E`, takes as an info: every `M` for which
+/// `S` implements [`HandleInfo<M>`](HandleInfo) with an [`Emission`] of `E`. As [`CallFor`], it
+/// makes a message the stage does not take one compile error in [`HandleInfo`]'s words.
+pub trait InfoFor<S, E>: Send + Sized + 'static {
+    #[doc(hidden)]
+    fn __info(self, port: &StagePort<S>) -> Result<(), CallError>;
+}
+
+impl<M, S, E> InfoFor<S, E> for M
+where
+    M: Send + 'static,
+    S: HandleInfo<M>,
+    S::Emitted: Emission<E>,
+    E: Send + 'static,
+{
+    fn __info(self, port: &StagePort<S>) -> Result<(), CallError> {
+        port.send(Control::Letter(typed_info_letter::<S, M, E>(self)))
     }
 }
 
