@@ -170,6 +170,15 @@ pub enum PipelineError {
         /// The report of the run: what the busy stages held is counted as lost.
         report: Box<Report>,
     },
+    /// A stage to subscribe, through a running pipeline's handle, has ended.
+    StageEnded {
+        /// The stage's name.
+        stage: String,
+    },
+    /// The subscription to cancel is not one of the pipeline's, or has ended already.
+    UnknownSubscription,
+    /// The pipeline has ended: its handle can add and wire nothing more.
+    NotRunning,
     /// The task running a started pipeline was lost: its tokio runtime shut down, or genstage
     /// itself panicked (a bug: please report it).
     Internal {
@@ -238,6 +247,11 @@ impl fmt::Display for PipelineError {
                 busy.join(", ")
             ),
             PipelineError::Internal { message } => f.write_str(message),
+            PipelineError::StageEnded { stage } => write!(f, "stage `{stage}` has ended"),
+            PipelineError::UnknownSubscription => {
+                f.write_str("no such subscription in the pipeline: it has ended, or is another's")
+            }
+            PipelineError::NotRunning => f.write_str("the pipeline has ended"),
         }
     }
 }
@@ -264,13 +278,17 @@ impl PipelineError {
             | PipelineError::NoProducer { stage }
             | PipelineError::ForeignStage { stage }
             | PipelineError::DuplicateName { name: stage, .. }
-            | PipelineError::EmptyGroup { group: stage } => stage,
+            | PipelineError::EmptyGroup { group: stage }
+            | PipelineError::StageEnded { stage } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
             PipelineError::Cycle { stages }
             | PipelineError::ShutdownTimeout { busy: stages, .. } => {
                 stages.first().map(String::as_str).unwrap_or("")
             }
-            PipelineError::NoRuntime | PipelineError::Internal { .. } => "",
+            PipelineError::NoRuntime
+            | PipelineError::Internal { .. }
+            | PipelineError::UnknownSubscription
+            | PipelineError::NotRunning => "",
         }
     }
 

@@ -95,8 +95,10 @@ pub(crate) enum Downstream<Out> {
     Subscribe(Box<Subscriber<Out>>),
     /// The consumer of `sub` asks for `demand > 0` more events.
     Ask { sub: SubscriptionId, demand: usize },
-    /// The consumer of `sub` is gone.
-    Cancel { sub: SubscriptionId },
+    /// The consumer of `sub` is gone, or (`notify`) its subscription is cancelled: then the producer
+    /// tells the consumer, after the events it sent it (GenStage's cancel reply), so that the consumer
+    /// ends the subscription only once it has them all.
+    Cancel { sub: SubscriptionId, notify: bool },
 }
 
 /// A stage's mailbox, as seen by everyone else.
@@ -121,6 +123,9 @@ pub(crate) trait EventSink<T>: Send {
         events: Vec<T>,
         hand_off: &mut DeferredWake,
     ) -> Result<(), Vec<T>>;
+
+    /// Tells the consumer that `sub` has ended normally, after every event sent on it.
+    fn ended(&self, sub: SubscriptionId);
 }
 
 /// What the pipeline and the stage's handles hold of a stage: its control path, whatever the event
@@ -130,6 +135,8 @@ pub(crate) trait ControlPort: PostLetter {
     fn upstream_ended(&self, sub: SubscriptionId, reason: EndReason);
     /// The consumer of `sub` is gone.
     fn downstream_cancelled(&self, sub: SubscriptionId);
+    /// `sub` is cancelled: the producer stops sending on it and tells its consumer.
+    fn cancel_subscription(&self, sub: SubscriptionId);
     /// Sends `control`; false when the stage has ended.
     fn control(&self, control: Control) -> bool;
 }
@@ -156,6 +163,10 @@ impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out>
                 _ => Vec::new(),
             })
     }
+
+    fn ended(&self, sub: SubscriptionId) {
+        self.upstream_ended(sub, EndReason::Finished);
+    }
 }
 
 impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
@@ -165,7 +176,11 @@ impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
     }
 
     fn downstream_cancelled(&self, sub: SubscriptionId) {
-        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub }));
+        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub, notify: false }));
+    }
+
+    fn cancel_subscription(&self, sub: SubscriptionId) {
+        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub, notify: true }));
     }
 
     fn control(&self, control: Control) -> bool {

@@ -131,6 +131,9 @@ struct Edge {
 /// ```
 pub struct Pipeline {
     id: u64,
+    /// The index of this builder's first stage in its pipeline: 0, but for the stages a running
+    /// pipeline's handle adds (see `running.rs`).
+    first_index: usize,
     stages: Vec<StageEntry>,
     edges: Vec<Edge>,
     /// The first wiring mistake, reported by `run`.
@@ -156,8 +159,13 @@ impl Default for Pipeline {
 impl Pipeline {
     /// An empty pipeline.
     pub fn new() -> Self {
+        Self::with_id(NEXT_PIPELINE.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn with_id(id: u64) -> Self {
         Pipeline {
-            id: NEXT_PIPELINE.fetch_add(1, Ordering::Relaxed),
+            id,
+            first_index: 0,
             stages: Vec::new(),
             edges: Vec::new(),
             error: None,
@@ -173,7 +181,7 @@ impl Pipeline {
     fn next_id(&self) -> StageId {
         StageId {
             pipeline: self.id,
-            index: self.stages.len(),
+            index: self.first_index + self.stages.len(),
         }
     }
 
@@ -334,7 +342,7 @@ impl Pipeline {
         let source = producer.source_end();
         let sink = consumer.sink_end();
         for id in [source.id, sink.id] {
-            if id.pipeline != self.id || id.index >= self.stages.len() {
+            if id.pipeline != self.id || id.index >= self.first_index + self.stages.len() {
                 self.error.get_or_insert(PipelineError::ForeignStage {
                     stage: format!("#{}", id.index),
                 });

@@ -6,15 +6,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::PipelineError;
+use crate::options::SubscribeOptions;
 use crate::report::Report;
+use crate::stage::Consumer;
+use crate::subscription::SubscriptionTag;
 
 use super::supervise::Request;
-use super::Pipeline;
+use super::{ConsumerRef, Pipeline, Sink, Source};
 
 impl Pipeline {
     /// Starts the pipeline in the background, as a tokio task, and returns its handle: await the
@@ -53,10 +58,16 @@ impl Pipeline {
     /// # Ok(()) }
     /// ```
     pub fn start(self) -> PipelineHandle {
+        // Stages added while it runs are built here, indexed after this pipeline's.
+        let staging = Mutex::new(Pipeline {
+            first_index: self.stages.len(),
+            ..Pipeline::with_id(self.id)
+        });
         if tokio::runtime::Handle::try_current().is_err() {
             return PipelineHandle {
                 state: State::Ended(Some(Err(PipelineError::NoRuntime))),
                 requests: None,
+                staging,
             };
         }
         let (requests, receiver) = mpsc::unbounded_channel();
@@ -64,6 +75,7 @@ impl Pipeline {
         PipelineHandle {
             state: State::Running(task),
             requests: Some(requests),
+            staging,
         }
     }
 }
@@ -86,6 +98,9 @@ pub struct PipelineHandle {
     state: State,
     /// `None` once the pipeline has been asked to end, or when it never started.
     requests: Option<mpsc::UnboundedSender<Request>>,
+    /// Where the stages and subscriptions added while it runs are built, one at a time, so that
+    /// they reach the pipeline in the order of their indexes.
+    staging: Mutex<Pipeline>,
 }
 
 enum State {
@@ -147,6 +162,150 @@ impl PipelineHandle {
     /// Dropping the future leaves the abort going, detached.
     pub async fn abort(self) -> Result<Report, PipelineError> {
         self.request(Request::Abort).await
+    }
+
+    /// Adds a consumer to the running pipeline and starts it, named after its type (made unique, as
+    /// `Tap#2`); it has no producer until [`subscribe`](Self::subscribe) gives it one.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the consumer added, without its reference.
+    pub async fn add_consumer<C: Consumer>(
+        &self,
+        stage: C,
+    ) -> Result<ConsumerRef<C>, PipelineError> {
+        self.add_consumer_as(None, stage).await
+    }
+
+    /// [`add_consumer`](Self::add_consumer) under the given name.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_consumer`](Self::add_consumer).
+    pub async fn add_consumer_named<C: Consumer>(
+        &self,
+        name: impl Into<String>,
+        stage: C,
+    ) -> Result<ConsumerRef<C>, PipelineError> {
+        self.add_consumer_as(Some(name.into()), stage).await
+    }
+
+    async fn add_consumer_as<C: Consumer>(
+        &self,
+        name: Option<String>,
+        stage: C,
+    ) -> Result<ConsumerRef<C>, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        let consumer = {
+            let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+            let consumer = staging.add_consumer_as(name, stage);
+            let Some(stage) = staging.stages.pop() else {
+                return Err(PipelineError::NotRunning);
+            };
+            staging.first_index += 1;
+            self.send(Request::AddStage {
+                stage: Box::new(stage),
+                reply,
+            })?;
+            consumer
+        };
+        answer.await.map_err(|_| PipelineError::NotRunning)??;
+        Ok(consumer)
+    }
+
+    /// Subscribes `consumer` to `producer` in the running pipeline, with the consumer's default
+    /// options; returns the subscription's tag, for [`cancel`](Self::cancel). As with
+    /// [`Pipeline::subscribe`], the event types must agree, or it does not compile.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_with`](Self::subscribe_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the subscription made, without its tag.
+    pub async fn subscribe<T: Send + 'static>(
+        &self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        self.subscribe_with(producer, consumer, SubscribeOptions::default())
+            .await
+    }
+
+    /// Subscribes `consumer` to `producer` in the running pipeline; set fields of `options`
+    /// override the consumer's defaults. The consumer's initial ask is made at once, and its
+    /// `handle_subscribe` runs before the producer's first events reach it.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::InvalidSubscription`] for bad options, [`PipelineError::StageEnded`] when
+    /// either stage has ended, [`PipelineError::Cycle`] when the consumer feeds the producer,
+    /// [`PipelineError::ForeignStage`] for a stage of another pipeline,
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn subscribe_with<T: Send + 'static>(
+        &self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+            staging.subscribe_with(producer, consumer, options);
+            if let Some(error) = staging.error.take() {
+                return Err(error);
+            }
+            let Some(edge) = staging.edges.pop() else {
+                return Err(PipelineError::NotRunning);
+            };
+            self.send(Request::Subscribe { edge, reply })?;
+        }
+        answer.await.map_err(|_| PipelineError::NotRunning)?
+    }
+
+    /// Ends a subscription made by [`subscribe`](Self::subscribe) or when the pipeline was built
+    /// (GenStage's `cancel/2`): its producer sends nothing more to it, and its consumer handles what
+    /// was sent, then sees it end normally (`handle_cancel` with
+    /// [`CancelReason::Finished`](crate::CancelReason::Finished)). As for a producer that finishes,
+    /// the consumer goes on with its other producers whatever its cancel mode, and finishes when it
+    /// has none left; a producer left without consumers stops.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::UnknownSubscription`] if the subscription has ended or is not this
+    /// pipeline's; [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the subscription cancelled.
+    pub async fn cancel(&self, subscription: SubscriptionTag) -> Result<(), PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Cancel {
+            tag: subscription,
+            reply,
+        })?;
+        answer.await.map_err(|_| PipelineError::NotRunning)?
+    }
+
+    fn send(&self, request: Request) -> Result<(), PipelineError> {
+        match &self.requests {
+            Some(requests) if requests.send(request).is_ok() => Ok(()),
+            _ => Err(PipelineError::NotRunning),
+        }
     }
 
     async fn request(mut self, request: Request) -> Result<Report, PipelineError> {

@@ -1,27 +1,51 @@
-//! Running a pipeline: one task per stage, and the notices each stage's end sends its neighbours.
+//! Running a pipeline: one task per stage, the notices each stage's end sends its neighbours, and
+//! what the pipeline's handle asks of it while it runs (shutdown, abort, new stages and
+//! subscriptions).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use crate::dispatcher::SubscriptionId;
 use crate::error::PipelineError;
-use crate::protocol::{Control, EndReason};
+use crate::options::SubscribeOptions;
+use crate::protocol::{Control, ControlPort, EndReason};
 use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, Outcome};
+use crate::subscription::SubscriptionTag;
 
-use super::{Pipeline, Role, Run};
+use super::{Edge, Pipeline, Role, Run, StageEntry};
+
+/// The next subscription's id.
+static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(0);
 
 /// What a [`PipelineHandle`](super::PipelineHandle) asks of its running pipeline.
-#[derive(Debug)]
 pub(super) enum Request {
     /// Stop the producers, let every event already emitted be handled, and end; abort whatever is
     /// still running at `deadline`, if any.
     Shutdown { deadline: Option<Instant> },
     /// Stop every stage where it stands.
     Abort,
+    /// Start this stage now.
+    AddStage {
+        stage: Box<StageEntry>,
+        reply: oneshot::Sender<Result<(), PipelineError>>,
+    },
+    /// Wire this edge now.
+    Subscribe {
+        edge: Edge,
+        reply: oneshot::Sender<Result<SubscriptionTag, PipelineError>>,
+    },
+    /// End this subscription: its producer sends nothing more to it, and its consumer handles what
+    /// it was sent, then sees it end normally.
+    Cancel {
+        tag: SubscriptionTag,
+        reply: oneshot::Sender<Result<(), PipelineError>>,
+    },
 }
 
 impl Pipeline {
@@ -50,7 +74,7 @@ impl Pipeline {
 
     pub(super) async fn run_to_end(
         mut self,
-        mut requests: Option<mpsc::UnboundedReceiver<Request>>,
+        requests: Option<mpsc::UnboundedReceiver<Request>>,
     ) -> Result<Report, PipelineError> {
         if !tokio_with_timers() {
             return Err(PipelineError::NoRuntime);
@@ -59,155 +83,319 @@ impl Pipeline {
             return Err(error);
         }
         self.disambiguate_names()?;
-        let edges = self.validate()?;
-        let Pipeline {
-            stages,
-            edges: edge_list,
-            ..
-        } = self;
+        let limits = self.validate()?;
+        let Pipeline { stages, edges, .. } = self;
 
+        let mut supervisor = Supervisor::new(requests);
         // Wire every edge before any task runs: each consumer finds its subscriptions first in its
         // mailbox, and each producer finds all its subscribers and their initial asks.
-        let mut wiring: Vec<(usize, usize, SubscriptionId)> = Vec::with_capacity(edge_list.len());
-        for (sub, (edge, (limits, cancel))) in edge_list.into_iter().zip(edges).enumerate() {
-            let sub = sub as SubscriptionId;
-            let producer_name = Arc::from(stages[edge.producer].name.as_str());
-            (edge.connect)(sub, limits, cancel, producer_name);
-            wiring.push((edge.producer, edge.consumer, sub));
+        for (edge, (limits, cancel)) in edges.into_iter().zip(limits) {
+            let producer = Arc::from(stages[edge.producer].name.as_str());
+            supervisor.wire(edge, limits, cancel, producer);
         }
-
-        let abort = Arc::new(Abort::default());
-        let mut tasks = JoinSet::new();
-        let mut task_stage = std::collections::HashMap::new();
-        let mut names = Vec::with_capacity(stages.len());
-        let mut controls = Vec::with_capacity(stages.len());
-        let mut producers = Vec::new();
-        for (index, stage) in stages.into_iter().enumerate() {
-            stage.label.set_unique(&stage.name);
-            let task = (stage.start)(Arc::from(stage.name.as_str()), abort.clone());
-            let handle = tasks.spawn(task);
-            task_stage.insert(handle.id(), index);
-            if stage.role == Role::Producer {
-                producers.push(index);
-            }
-            names.push(stage.name);
-            controls.push(stage.control);
+        for stage in stages {
+            supervisor.spawn(stage);
         }
+        supervisor.run().await
+    }
+}
 
-        let mut reports: Vec<Option<StageReport>> = (0..names.len()).map(|_| None).collect();
-        let mut first_failure: Option<(usize, Failure)> = None;
-        // When a graceful shutdown gives up, and the stages still busy then.
-        let mut deadline: Option<Instant> = None;
-        let mut busy_at_deadline: Option<Vec<String>> = None;
+/// A running pipeline's stages, by index (the order they were added), and its subscriptions.
+struct Supervisor {
+    tasks: JoinSet<Outcome>,
+    task_stage: HashMap<Id, usize>,
+    names: Vec<String>,
+    roles: Vec<Role>,
+    /// The options each stage's subscriptions default to.
+    defaults: Vec<SubscribeOptions>,
+    controls: Vec<Arc<dyn ControlPort>>,
+    /// Each stage's report, once it has ended.
+    reports: Vec<Option<StageReport>>,
+    /// Every subscription: its id, producer and consumer.
+    wiring: Vec<(SubscriptionId, usize, usize)>,
+    /// The subscriptions cancelled through the handle.
+    cancelled: std::collections::HashSet<SubscriptionId>,
+    abort: Arc<Abort>,
+    requests: Option<mpsc::UnboundedReceiver<Request>>,
+    first_failure: Option<(usize, Failure)>,
+    /// When a graceful shutdown gives up.
+    deadline: Option<Instant>,
+    /// The stages still busy when it gave up.
+    busy_at_deadline: Option<Vec<String>>,
+}
+
+impl Supervisor {
+    fn new(requests: Option<mpsc::UnboundedReceiver<Request>>) -> Self {
+        Supervisor {
+            tasks: JoinSet::new(),
+            task_stage: HashMap::new(),
+            names: Vec::new(),
+            roles: Vec::new(),
+            defaults: Vec::new(),
+            controls: Vec::new(),
+            reports: Vec::new(),
+            wiring: Vec::new(),
+            cancelled: std::collections::HashSet::new(),
+            abort: Arc::new(Abort::default()),
+            requests,
+            first_failure: None,
+            deadline: None,
+            busy_at_deadline: None,
+        }
+    }
+
+    /// Sends the subscription's messages to both stages; returns its tag.
+    fn wire(
+        &mut self,
+        edge: Edge,
+        limits: crate::demand::DemandLimits,
+        cancel: crate::options::CancelMode,
+        producer: Arc<str>,
+    ) -> SubscriptionTag {
+        // Unique over every pipeline of the process, so that a tag of one pipeline never names a
+        // subscription of another.
+        let sub = NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed);
+        (edge.connect)(sub, limits, cancel, producer);
+        self.wiring.push((sub, edge.producer, edge.consumer));
+        SubscriptionTag(sub)
+    }
+
+    /// Starts a stage's task.
+    fn spawn(&mut self, stage: StageEntry) {
+        let index = self.names.len();
+        stage.label.set_unique(&stage.name);
+        let task = (stage.start)(Arc::from(stage.name.as_str()), self.abort.clone());
+        let handle = self.tasks.spawn(task);
+        self.task_stage.insert(handle.id(), index);
+        self.names.push(stage.name);
+        self.roles.push(stage.role);
+        self.defaults.push(stage.subscribe_defaults);
+        self.controls.push(stage.control);
+        self.reports.push(None);
+    }
+
+    fn running(&self, index: usize) -> bool {
+        self.reports.get(index).is_some_and(Option::is_none)
+    }
+
+    async fn run(mut self) -> Result<Report, PipelineError> {
         loop {
-            let joined = tokio::select! {
-                joined = tasks.join_next_with_id() => match joined {
-                    Some(joined) => joined,
+            tokio::select! {
+                joined = self.tasks.join_next_with_id() => match joined {
+                    Some(Ok((task, outcome))) => self.ended(task, outcome),
+                    // Callbacks' panics are caught in the stage loops; this is a panic of the
+                    // runtime itself, and the stage's counts are gone with its task.
+                    Some(Err(error)) => self.ended(error.id(), lost_task(error)),
                     None => break,
                 },
-                request = next_request(&mut requests) => {
-                    match request {
-                        Some(Request::Shutdown { deadline: at }) => {
-                            // Producers stop emitting; the rest follows as their input ends.
-                            for &index in &producers {
-                                if reports[index].is_none() {
-                                    controls[index].control(Control::Shutdown);
-                                }
-                            }
-                            deadline = at;
-                        }
-                        Some(Request::Abort) => abort.abort(),
-                        // The handle is gone: the pipeline runs on, detached.
-                        None => requests = None,
-                    }
-                    continue;
-                }
-                () = sleep_until_some(deadline) => {
-                    busy_at_deadline = Some(
-                        (0..names.len())
-                            .filter(|&index| reports[index].is_none())
-                            .map(|index| names[index].clone())
+                request = next_request(&mut self.requests) => match request {
+                    Some(request) => self.handle(request),
+                    // The handle is gone: the pipeline runs on, detached.
+                    None => self.requests = None,
+                },
+                () = sleep_until_some(self.deadline) => {
+                    self.busy_at_deadline = Some(
+                        (0..self.names.len())
+                            .filter(|&index| self.running(index))
+                            .map(|index| self.names[index].clone())
                             .collect(),
                     );
-                    deadline = None;
-                    abort.abort();
-                    continue;
-                }
-            };
-            let (task, outcome) = match joined {
-                Ok((task, outcome)) => (task, outcome),
-                // Callbacks' panics are caught in the stage loops; this is a panic of the runtime
-                // itself, and the stage's counts are gone with its task.
-                Err(error) => (error.id(), lost_task(error)),
-            };
-            let Some(&index) = task_stage.get(&task) else {
-                continue;
-            };
-            let name = &names[index];
-            let Outcome {
-                exit,
-                events_in,
-                events_out,
-                emitted,
-                discarded,
-                excess,
-                losses,
-            } = outcome;
-            let status = exit.status();
-            match exit {
-                Exit::Failed(error) => {
-                    tracing::error!(stage = %name, "stage {name} failed: {error}");
-                    first_failure.get_or_insert((index, Failure::Error(error)));
-                }
-                Exit::Panicked(message) => {
-                    tracing::error!(stage = %name, "stage {name} panicked: {message}");
-                    first_failure.get_or_insert((index, Failure::Panic(message)));
-                }
-                _ => {}
-            }
-            // Tell the neighbours. The root cause travels downstream with a failure.
-            let reason = match &status {
-                StageStatus::Cancelled { cause: Some(cause) } => {
-                    EndReason::Failed(Arc::from(cause.as_str()))
-                }
-                StageStatus::Failed(_) | StageStatus::Panicked(_) => {
-                    EndReason::Failed(Arc::from(name.as_str()))
-                }
-                _ => EndReason::Finished,
-            };
-            for &(producer, consumer, sub) in &wiring {
-                if producer == index {
-                    controls[consumer].upstream_ended(sub, reason.clone());
-                }
-                if consumer == index {
-                    controls[producer].downstream_cancelled(sub);
+                    self.deadline = None;
+                    self.abort.abort();
                 }
             }
-            reports[index] = Some(StageReport {
-                name: name.clone(),
-                events_in,
-                events_out,
-                emitted,
-                discarded,
-                lost: losses.iter().map(|loss| loss.count).sum(),
-                losses,
-                excess,
-                status,
-            });
         }
-        let report = Report {
-            stages: reports.into_iter().flatten().collect(),
+        self.finish()
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Shutdown { deadline } => {
+                // Producers stop emitting; the rest follows as their input ends.
+                for index in 0..self.names.len() {
+                    if self.roles[index] == Role::Producer && self.running(index) {
+                        self.controls[index].control(Control::Shutdown);
+                    }
+                }
+                self.deadline = deadline;
+            }
+            Request::Abort => self.abort.abort(),
+            Request::AddStage { stage, reply } => {
+                let result = self.add(*stage);
+                let _ = reply.send(result);
+            }
+            Request::Subscribe { edge, reply } => {
+                let result = self.subscribe(edge);
+                let _ = reply.send(result);
+            }
+            Request::Cancel { tag, reply } => {
+                let result = self.cancel(tag);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Starts a stage added to the running pipeline, under a name no other stage has.
+    fn add(&mut self, mut stage: StageEntry) -> Result<(), PipelineError> {
+        if self.names.contains(&stage.name) {
+            if stage.naming.given {
+                return Err(PipelineError::DuplicateName {
+                    name: stage.name.clone(),
+                    stages: [
+                        "a stage of the running pipeline".to_owned(),
+                        "the stage added (named explicitly)".to_owned(),
+                    ],
+                });
+            }
+            let base = stage.name.clone();
+            stage.name = (2..)
+                .map(|n| format!("{base}#{n}"))
+                .find(|name| !self.names.contains(name))
+                .unwrap_or(base);
+        }
+        self.spawn(stage);
+        Ok(())
+    }
+
+    /// Wires a subscription made while the pipeline runs.
+    fn subscribe(&mut self, edge: Edge) -> Result<SubscriptionTag, PipelineError> {
+        let (producer, consumer) = (edge.producer, edge.consumer);
+        for index in [producer, consumer] {
+            if !self.running(index) {
+                return Err(PipelineError::StageEnded {
+                    stage: self.names.get(index).cloned().unwrap_or_default(),
+                });
+            }
+        }
+        if self.reaches(consumer, producer) {
+            let mut stages = vec![self.names[producer].clone(), self.names[consumer].clone()];
+            stages.push(self.names[producer].clone());
+            return Err(PipelineError::Cycle { stages });
+        }
+        let options = edge.options.or(self.defaults[consumer]);
+        let limits = crate::demand::DemandLimits::from_options(&options).map_err(|error| {
+            PipelineError::InvalidSubscription {
+                producer: self.names[producer].clone(),
+                consumer: self.names[consumer].clone(),
+                error,
+            }
+        })?;
+        let cancel = options.cancel.unwrap_or_default();
+        let name = Arc::from(self.names[producer].as_str());
+        Ok(self.wire(edge, limits, cancel, name))
+    }
+
+    /// Whether `to` is `from` or downstream of it.
+    fn reaches(&self, from: usize, to: usize) -> bool {
+        let mut seen = vec![false; self.names.len()];
+        let mut stack = vec![from];
+        while let Some(stage) = stack.pop() {
+            if stage == to {
+                return true;
+            }
+            if std::mem::replace(&mut seen[stage], true) {
+                continue;
+            }
+            stack.extend(
+                self.wiring
+                    .iter()
+                    .filter(|&&(_, p, _)| p == stage)
+                    .map(|&(_, _, c)| c),
+            );
+        }
+        false
+    }
+
+    /// Ends a subscription: its producer forgets it and tells its consumer, which sees it end
+    /// normally after what the producer sent it. The subscription stays in the wiring: should the
+    /// producer end before it takes the cancel in, its end still reaches the consumer.
+    fn cancel(&mut self, tag: SubscriptionTag) -> Result<(), PipelineError> {
+        let wired = self.wiring.iter().find(|&&(sub, ..)| sub == tag.0).copied();
+        let Some((_, producer, consumer)) = wired else {
+            return Err(PipelineError::UnknownSubscription);
         };
-        if let Some(busy) = busy_at_deadline {
+        if !self.running(producer) || !self.running(consumer) || !self.cancelled.insert(tag.0) {
+            return Err(PipelineError::UnknownSubscription);
+        }
+        self.controls[producer].cancel_subscription(tag.0);
+        Ok(())
+    }
+
+    /// Records how a stage ended, and tells its neighbours.
+    fn ended(&mut self, task: Id, outcome: Outcome) {
+        let Some(&index) = self.task_stage.get(&task) else {
+            return;
+        };
+        let name = self.names[index].clone();
+        let Outcome {
+            exit,
+            events_in,
+            events_out,
+            emitted,
+            discarded,
+            excess,
+            losses,
+        } = outcome;
+        let status = exit.status();
+        match exit {
+            Exit::Failed(error) => {
+                tracing::error!(stage = %name, "stage {name} failed: {error}");
+                self.first_failure
+                    .get_or_insert((index, Failure::Error(error)));
+            }
+            Exit::Panicked(message) => {
+                tracing::error!(stage = %name, "stage {name} panicked: {message}");
+                self.first_failure
+                    .get_or_insert((index, Failure::Panic(message)));
+            }
+            _ => {}
+        }
+        // Tell the neighbours. The root cause travels downstream with a failure.
+        let reason = match &status {
+            StageStatus::Cancelled { cause: Some(cause) } => {
+                EndReason::Failed(Arc::from(cause.as_str()))
+            }
+            StageStatus::Failed(_) | StageStatus::Panicked(_) => {
+                EndReason::Failed(Arc::from(name.as_str()))
+            }
+            _ => EndReason::Finished,
+        };
+        for &(sub, producer, consumer) in &self.wiring {
+            if producer == index {
+                self.controls[consumer].upstream_ended(sub, reason.clone());
+            }
+            if consumer == index {
+                self.controls[producer].downstream_cancelled(sub);
+            }
+        }
+        self.reports[index] = Some(StageReport {
+            name,
+            events_in,
+            events_out,
+            emitted,
+            discarded,
+            lost: losses.iter().map(|loss| loss.count).sum(),
+            losses,
+            excess,
+            status,
+        });
+    }
+
+    /// The report, or the error that carries it.
+    fn finish(self) -> Result<Report, PipelineError> {
+        let report = Report {
+            stages: self.reports.into_iter().flatten().collect(),
+        };
+        if let Some(busy) = self.busy_at_deadline {
             return Err(PipelineError::ShutdownTimeout {
                 busy,
                 report: Box::new(report),
             });
         }
-        match first_failure {
+        match self.first_failure {
             None => Ok(report),
             Some((index, failure)) => {
-                let stage = names[index].clone();
+                let stage = self.names[index].clone();
                 let report = Box::new(report);
                 Err(match failure {
                     Failure::Error(error) => PipelineError::StageFailed {

@@ -58,9 +58,12 @@ impl<T: Send + 'static> Outputs<T> {
                 }
             }
             Downstream::Ask { sub, demand } => self.path.ask(sub, demand),
-            Downstream::Cancel { sub } => {
-                if self.consumers.remove(sub).is_some() {
+            Downstream::Cancel { sub, notify } => {
+                if let Some(consumer) = self.consumers.remove(sub) {
                     self.path.cancel(sub);
+                    if notify {
+                        consumer.ended(sub);
+                    }
                 }
             }
         }

@@ -1,0 +1,207 @@
+//! Stages and subscriptions added to a running pipeline through its handle, and subscriptions
+//! cancelled (GenStage's `sync_subscribe` to a running producer and `cancel/2`).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use genstage::{
+    from_iter, CancelMode, CancelReason, Consumer, Context, Emit, Pipeline, PipelineError,
+    Producer, StageResult, StageStatus, SubscribeOptions, Subscription,
+};
+
+/// Counts up from 0 for ever, emitting exactly what it is asked.
+struct Counter(u64);
+
+impl Producer for Counter {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let events = (self.0..self.0 + demand as u64).collect::<Vec<_>>();
+        self.0 += demand as u64;
+        Ok(events.into())
+    }
+}
+
+/// Collects what it handles, and the ends of its subscriptions.
+#[derive(Default)]
+struct Collect {
+    events: Arc<Mutex<Vec<u64>>>,
+    cancelled: Arc<Mutex<Vec<(String, CancelReason)>>>,
+}
+
+impl Collect {
+    fn events(&self) -> Arc<Mutex<Vec<u64>>> {
+        self.events.clone()
+    }
+}
+
+impl Consumer for Collect {
+    type Input = u64;
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.events.lock().unwrap().extend(events);
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        reason: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        self.cancelled
+            .lock()
+            .unwrap()
+            .push((subscription.producer().to_owned(), reason.clone()));
+        Ok(())
+    }
+}
+
+async fn until(condition: impl Fn() -> bool) {
+    while !condition() {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_added_to_a_running_pipeline_shares_a_running_producer() {
+    let first = Collect::default();
+    let first_events = first.events();
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer(Counter(0));
+    let first = pipeline.add_consumer_named("first", first);
+    pipeline.subscribe_with(&counter, &first, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    until(|| !first_events.lock().unwrap().is_empty()).await;
+
+    let second = Collect::default();
+    let second_events = second.events();
+    let second = running.add_consumer_named("second", second).await.unwrap();
+    running
+        .subscribe_with(&counter, &second, SubscribeOptions::new().max_demand(10))
+        .await
+        .unwrap();
+    until(|| !second_events.lock().unwrap().is_empty()).await;
+
+    let report = running.shutdown().await.unwrap();
+    assert!(report.totals().balanced(), "{report:?}");
+    assert_eq!(report.totals().lost, 0);
+    let emitted = report.stage("Counter").unwrap().emitted;
+    let first: Vec<u64> = first_events.lock().unwrap().clone();
+    let second: Vec<u64> = second_events.lock().unwrap().clone();
+    // Every event once, to one of the two; each sees its share in order.
+    let all: BTreeSet<u64> = first.iter().chain(&second).copied().collect();
+    assert_eq!(all.len() as u64, emitted);
+    assert_eq!(all, (0..emitted).collect());
+    assert!(first.windows(2).all(|w| w[0] < w[1]));
+    assert!(second.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        report.stage("second").unwrap().events_in,
+        second.len() as u64
+    );
+    assert_eq!(
+        report.stage("second").unwrap().status,
+        StageStatus::Finished
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_subscription_ends_normally_whatever_the_cancel_mode() {
+    for cancel in [
+        CancelMode::Temporary,
+        CancelMode::Transient,
+        CancelMode::Permanent,
+    ] {
+        let watcher = Collect::default();
+        let events = watcher.events();
+        let cancelled = watcher.cancelled.clone();
+        let keeper = Collect::default();
+        let mut pipeline = Pipeline::new();
+        let counter = pipeline.add_producer(Counter(0));
+        let few = pipeline.add_producer_named("few", from_iter(100..105u64));
+        let keeper = pipeline.add_consumer_named("keeper", keeper);
+        pipeline.subscribe_with(&counter, &keeper, SubscribeOptions::new().max_demand(4));
+        let watcher = pipeline.add_consumer_named("watcher", watcher);
+        pipeline.subscribe(&few, &watcher);
+        let running = pipeline.start();
+
+        let options = SubscribeOptions::new().max_demand(4).cancel(cancel);
+        let tag = running
+            .subscribe_with(&counter, &watcher, options)
+            .await
+            .unwrap();
+        until(|| events.lock().unwrap().iter().any(|&e| e < 100)).await;
+        running.cancel(tag).await.unwrap();
+        assert!(
+            matches!(
+                running.cancel(tag).await,
+                Err(PipelineError::UnknownSubscription)
+            ),
+            "{cancel:?}: a subscription is cancelled once"
+        );
+        until(|| cancelled.lock().unwrap().len() == 2).await;
+
+        let report = running.shutdown().await.unwrap();
+        let ends = cancelled.lock().unwrap().clone();
+        assert!(
+            ends.contains(&("Counter".to_owned(), CancelReason::Finished)),
+            "{cancel:?}: {ends:?}"
+        );
+        assert!(ends.contains(&("few".to_owned(), CancelReason::Finished)));
+        // The watcher went on with `few`, then finished; the counter kept its other consumer.
+        let watcher = report.stage("watcher").unwrap();
+        assert_eq!(watcher.status, StageStatus::Finished, "{cancel:?}");
+        let seen = events.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter()
+                .filter(|&&e| e >= 100)
+                .copied()
+                .collect::<Vec<_>>(),
+            [100, 101, 102, 103, 104]
+        );
+        assert_eq!(watcher.events_in, seen.len() as u64);
+        assert_eq!(
+            report.stage("Counter").unwrap().status,
+            StageStatus::ShutDown
+        );
+        assert!(report.totals().balanced(), "{cancel:?}: {report:?}");
+        assert_eq!(report.totals().lost, 0, "{cancel:?}: {report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer(Counter(0));
+    let few = pipeline.add_producer_named("few", from_iter(0..3u64));
+    let first = pipeline.add_consumer_named("first", Collect::default());
+    let other = pipeline.add_consumer_named("other", Collect::default());
+    pipeline.subscribe(&counter, &first);
+    pipeline.subscribe(&few, &other);
+    let running = pipeline.start();
+
+    let late = running.add_consumer(Collect::default()).await.unwrap();
+    // Named after its type, made unique.
+    assert_eq!(genstage::StageRef::name(&late), "Collect");
+    assert!(matches!(
+        running.add_consumer_named("first", Collect::default()).await,
+        Err(PipelineError::DuplicateName { name, .. }) if name == "first"
+    ));
+    assert!(matches!(
+        running
+            .subscribe_with(&counter, &late, SubscribeOptions::new().max_demand(0))
+            .await,
+        Err(PipelineError::InvalidSubscription { producer, consumer, .. })
+            if producer == "Counter" && consumer == "Collect"
+    ));
+    // `few` ends once `other` has its three events: a message to it then says so.
+    while few.estimate_buffered_count().await.is_ok() {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(
+        running.subscribe(&few, &late).await,
+        Err(PipelineError::StageEnded { stage }) if stage == "few"
+    ));
+
+    running.shutdown().await.unwrap();
+}
