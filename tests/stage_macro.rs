@@ -5,7 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use genstage::prelude::*;
-use genstage::{Context, HandleCall, HandleCast, HandleInfo, ProducerRef, ReplyTo, StageStatus};
+use genstage::{
+    CancelReason, Context, Demand, HandleCall, HandleCast, HandleInfo, ProducerRef, ReplyTo,
+    StageStatus, Subscription,
+};
 
 /// What a test's stages saw, shared with the test.
 type Log<T> = Arc<Mutex<Vec<T>>>;
@@ -860,4 +863,193 @@ async fn terminate_is_the_role_traits_terminate() {
             "Tape: Failed(\"boom\")"
         ]
     );
+}
+
+// `handle_subscribe` and `handle_cancel`. A `Subscription` and a `Context` come only from a running
+// stage, so these tests check that every accepted form compiles into the role trait's methods, with
+// the role's types; the runtime's tests run them.
+
+/// That `S`'s `handle_subscribe` is the consumer trait's: it gives a `Demand`.
+fn consumer_subscribes<S: Consumer>() {
+    let _: fn(&mut S, &Subscription, &mut Context<'_, S>) -> Demand =
+        <S as Consumer>::handle_subscribe;
+}
+
+/// That `S`'s `handle_subscribe` is the producer_consumer trait's, with these events.
+fn producer_consumer_subscribes<S, I, O>()
+where
+    S: ProducerConsumer<Input = I, Output = O>,
+{
+    let _: fn(&mut S, &Subscription, &mut Context<'_, S>) -> Demand =
+        <S as ProducerConsumer>::handle_subscribe;
+}
+
+/// A consumer taking control of its demand (`Demand::Manual`, with the context), whose
+/// `handle_cancel` is `async` and returns a `Result<(), E>`.
+struct Metered {
+    seen: Vec<u64>,
+    subscriptions: Vec<String>,
+    cancels: Vec<String>,
+}
+
+#[stage(consumer)]
+impl Metered {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.seen.extend(events);
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        let _ = ctx.ask(subscription.tag(), subscription.max_demand());
+        self.subscriptions.push(subscription.producer().to_owned());
+        Demand::Manual
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        reason: &CancelReason,
+    ) -> Result<(), String> {
+        match reason {
+            CancelReason::Failed { cause } => Err(format!("{cause} failed")),
+            _ => {
+                self.cancels.push(subscription.producer().to_owned());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A consumer whose `handle_subscribe` returns nothing (`Demand::Automatic`), with paths written
+/// out, and whose `handle_cancel` takes the context and returns `()`.
+struct Quiet;
+
+#[stage(consumer)]
+impl Quiet {
+    fn handle_events(&mut self, _events: Vec<String>) {}
+
+    fn handle_subscribe(&mut self, _subscription: &genstage::Subscription) {}
+
+    fn handle_cancel(
+        &mut self,
+        _subscription: &genstage::Subscription,
+        _reason: &genstage::CancelReason,
+        ctx: &mut genstage::Context<Self>,
+    ) {
+        let _ = ctx.name();
+    }
+}
+
+/// A producer_consumer that flushes what it holds when a subscription ends: `handle_cancel`
+/// returns `Vec<T>`; `handle_subscribe` returns `genstage::Demand`.
+struct Batcher {
+    held: Vec<u64>,
+}
+
+#[stage(producer_consumer)]
+impl Batcher {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        self.held.extend(events);
+        if self.held.len() >= 10 {
+            std::mem::take(&mut self.held)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn handle_subscribe(&mut self, _subscription: &Subscription) -> genstage::Demand {
+        genstage::Demand::Automatic
+    }
+
+    fn handle_cancel(&mut self, _subscription: &Subscription, _reason: &CancelReason) -> Vec<u64> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// A producer_consumer whose `handle_cancel` returns `impl Future` of a `StageResult<Vec<T>>`,
+/// with the context.
+struct Flush {
+    held: Vec<String>,
+}
+
+#[stage(producer_consumer)]
+impl Flush {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<String> {
+        events.iter().map(u64::to_string).collect()
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    fn handle_cancel(
+        &mut self,
+        _subscription: &Subscription,
+        _reason: &CancelReason,
+        ctx: &mut Context<'_, Self>,
+    ) -> impl std::future::Future<Output = StageResult<Vec<String>>> + Send + '_ {
+        let _ = ctx.name();
+        async move { Ok(std::mem::take(&mut self.held)) }
+    }
+}
+
+/// A producer_consumer whose `handle_cancel` emits nothing (`()`), and a generic one whose
+/// `handle_cancel` is `async` and returns `Result<Vec<T>, E>`.
+struct Pass;
+
+#[stage(producer_consumer)]
+impl Pass {
+    fn handle_events(&mut self, events: Vec<u8>) -> Vec<u8> {
+        events
+    }
+
+    fn handle_cancel(&mut self, _subscription: &Subscription, _reason: &CancelReason) {}
+}
+
+struct Hold<T> {
+    held: Vec<T>,
+}
+
+#[stage(producer_consumer)]
+impl<T> Hold<T> {
+    fn handle_events(&mut self, events: Vec<T>) -> Vec<T> {
+        self.held.extend(events);
+        Vec::new()
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        _subscription: &Subscription,
+        _ctx: &mut Context<Self>,
+    ) -> Demand {
+        Demand::default()
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        _subscription: &Subscription,
+        _reason: &CancelReason,
+    ) -> Result<Vec<T>, std::io::Error> {
+        Ok(std::mem::take(&mut self.held))
+    }
+}
+
+#[test]
+fn subscription_callbacks_are_the_role_traits_methods() {
+    consumer_subscribes::<Metered>();
+    consumer_subscribes::<Quiet>();
+    producer_consumer_subscribes::<Batcher, u64, u64>();
+    producer_consumer_subscribes::<Flush, u64, String>();
+    producer_consumer_subscribes::<Pass, u8, u8>();
+    producer_consumer_subscribes::<Hold<String>, String, String>();
+    // The impl blocks are kept as written: their methods stay the stages' own.
+    let mut batcher = Batcher { held: vec![1, 2] };
+    assert_eq!(batcher.handle_events(vec![3]), Vec::<u64>::new());
+    assert_eq!(batcher.held, [1, 2, 3]);
+    let metered = Metered {
+        seen: Vec::new(),
+        subscriptions: Vec::new(),
+        cancels: Vec::new(),
+    };
+    assert!(metered.subscriptions.is_empty() && metered.cancels.is_empty());
 }

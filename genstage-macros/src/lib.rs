@@ -118,6 +118,48 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// (`'static`), since they cross tasks. `terminate` returns nothing. `ReplyTo`, `Context` and
 /// `StageStatus` are `genstage::ReplyTo`, `genstage::Context` and `genstage::StageStatus`.
 ///
+/// A consumer or a producer_consumer may also define these, each optional, each maybe with
+/// `ctx: &mut Context<Self>` last (a producer has no subscriptions to producers: on one, each is an
+/// error):
+///
+/// | callback | returns | becomes |
+/// |---|---|---|
+/// | `handle_subscribe(&mut self, subscription: &Subscription)` | `Demand`, or nothing for `Demand::Automatic`; not `async` | the role trait's `handle_subscribe` |
+/// | `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` | as a message callback: `Vec<O>` or `()` for a producer_consumer, `()` for a consumer, maybe in a `Result<_, E>` | the role trait's `handle_cancel` |
+///
+/// `handle_subscribe` runs when the stage is subscribed to a producer, before its first events, and
+/// chooses who asks for them: the runtime (`Demand::Automatic`) or the stage itself
+/// (`Demand::Manual`, with `ctx.ask(subscription.tag(), n)`). `handle_cancel` runs when the
+/// subscription has ended, with its `CancelReason`. `Subscription`, `Demand` and `CancelReason` are
+/// `genstage::Subscription`, `genstage::Demand` and `genstage::CancelReason`.
+///
+/// ```
+/// use genstage::prelude::*;
+/// use genstage::{CancelReason, Demand, Subscription};
+///
+/// /// Emits its events in tens, and what is left when its producer is done.
+/// struct Tens { held: Vec<u64> }
+///
+/// #[stage(producer_consumer)]
+/// impl Tens {
+///     fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+///         self.held.extend(events);
+///         let whole = self.held.len() / 10 * 10;
+///         self.held.drain(..whole).collect()
+///     }
+///
+///     fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand {
+///         println!("subscribed to {}", subscription.producer());
+///         Demand::Automatic
+///     }
+///
+///     fn handle_cancel(&mut self, _: &Subscription, reason: &CancelReason) -> Vec<u64> {
+///         println!("unsubscribed: {reason:?}");
+///         std::mem::take(&mut self.held)
+///     }
+/// }
+/// ```
+///
 /// # Options
 ///
 /// | option | roles | value | default |
@@ -177,7 +219,8 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// A `handle_cast(&mut self, message: M)` in the block adds `impl HandleCast<M> for Printer`
 /// (`type Emitted = ()` for a consumer, `Vec<T>` for a producer_consumer, `Emit<T>` for a
 /// producer), whose `handle_cast` calls the block's; `handle_call` and `handle_info` likewise, and
-/// `terminate` becomes the role trait's `terminate`.
+/// `terminate`, `handle_subscribe` and `handle_cancel` become the role trait's methods of those
+/// names.
 ///
 /// A producer gets `impl Producer` (`type Output` from its return type, `producer_options` from
 /// its buffer options) and `add_producer_as`; a producer_consumer gets `impl ProducerConsumer`
@@ -192,8 +235,9 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
 /// wrong arguments, a `handle_call` without its `ReplyTo`, a borrowed message, a consumer returning
 /// events; the message lists the allowed shapes), `#[stage]` on something other than an inherent
-/// impl block, a GenStage callback that genstage does not support yet (`handle_cancel`,
-/// `handle_subscribe`: it would never be called).
+/// impl block, a GenStage callback that genstage does not support yet (`format_discarded`: it would
+/// never be called), `handle_subscribe` or `handle_cancel` on a producer, a `handle_subscribe`
+/// that is `async` or returns something other than a `Demand`.
 ///
 /// A rejected impl block is still emitted as written, and the stage still implements its role and
 /// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one

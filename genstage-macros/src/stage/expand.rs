@@ -1,11 +1,12 @@
-//! Code generation: the role trait impl (with `terminate` when the block has one), an impl of
+//! Code generation: the role trait impl (with `terminate`, `handle_subscribe` and `handle_cancel`
+//! when the block has them), an impl of
 //! `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for each message callback, and the `Stage`
 //! impl, next to the user's impl block.
 //!
 //! The event and message types come from the model (read from the callbacks' signatures by
 //! `parse.rs` and `validate.rs`). The callbacks' arguments and values are converted through helper
-//! traits (`DemandArg`, and the [`Conversion`]s `IntoEmit`, `IntoEvents`, `IntoDone`, `CallReturn`,
-//! `CastReturn`, `InfoReturn`), each use spanned at the user's type, so a wrong one is reported
+//! traits (`DemandArg`, `SubscribeReturn`, and the [`Conversion`]s `IntoEmit`, `IntoEvents`,
+//! `IntoDone`, `CallReturn`, `CastReturn`, `InfoReturn`, `CancelReturn`), each use spanned at the user's type, so a wrong one is reported
 //! there with the helper trait's `on_unimplemented` sentence. The traits are defined inside the
 //! expansion's `const _` block, so rustc's `help:` line names them plainly ("the trait `IntoDone`
 //! is not implemented for `Vec<u64>`"), never through genstage's hidden module.
@@ -42,6 +43,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let output_event = model.output.iter();
     let conversion = Conversion::of_event_callback(model.role);
     let terminate = terminate_fn(model);
+    let subscription_fns = subscription_fns(model);
 
     let (role_trait, add, stage_ref, role_items) = match model.role {
         Role::Producer => {
@@ -106,6 +108,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #subscribe
                 #options
                 #terminate
+                #subscription_fns
             };
             (
                 quote!(#krate::ProducerConsumer),
@@ -136,6 +139,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #callback_fn
                 #subscribe
                 #terminate
+                #subscription_fns
             };
             (
                 quote!(#krate::Consumer),
@@ -153,6 +157,12 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let mut helpers = conversion.define(krate);
     if model.role == Role::Producer {
         helpers.extend(demand_arg());
+    }
+    if model.handle_subscribe.is_some() {
+        helpers.extend(subscribe_return(krate));
+    }
+    if let Some(callback) = &model.handle_cancel {
+        helpers.extend(Conversion::of_message_callback(model.role, callback.kind).define(krate));
     }
     let mut messages = TokenStream::new();
     for callback in &model.messages {
@@ -197,6 +207,8 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 /// | a producer's message callback | as `handle_demand`, and `()`, `Result<(), E>` | `CallReturn<T>`, `CastReturn<T>`, `InfoReturn<T>` |
 /// | a producer_consumer's message callback | as `handle_events`, and `()`, `Result<(), E>` | the same |
 /// | a consumer's message callback | as `handle_events` | `CallReturn`, `CastReturn`, `InfoReturn` |
+/// | a producer_consumer's `handle_cancel` | as its message callbacks | `CancelReturn<T>` |
+/// | a consumer's `handle_cancel` | as its message callbacks | `CancelReturn` |
 ///
 /// `E` is any error that converts into `StageError`. A producer's value becomes an `Emit<T>`, a
 /// producer_consumer's a `Vec<O>`, a consumer's `()`: `()` from a message callback emits nothing.
@@ -232,11 +244,13 @@ impl Conversion {
         }
     }
 
-    /// The conversion of a message callback: `handle_call`, `handle_cast` or `handle_info`.
+    /// The conversion of a message callback (`handle_call`, `handle_cast` or `handle_info`) or of
+    /// `handle_cancel`, which may emit events as they do.
     fn of_message_callback(role: Role, kind: CallbackKind) -> Conversion {
         let (name, callback) = match kind {
             CallbackKind::HandleCall => ("CallReturn", "handle_call"),
             CallbackKind::HandleCast => ("CastReturn", "handle_cast"),
+            CallbackKind::HandleCancel => ("CancelReturn", "handle_cancel"),
             _ => ("InfoReturn", "handle_info"),
         };
         Conversion {
@@ -496,6 +510,104 @@ fn terminate_fn(model: &StageModel) -> TokenStream {
             __status: &#krate::StageStatus,
         ) -> impl #private::Future<Output = ()> + #private::stage::Send {
             async move { <#self_ty>::#name(self, __status) #awaited }
+        }
+    }
+}
+
+/// The role trait's `handle_subscribe` and `handle_cancel`, calling the impl block's; nothing for
+/// those it has not (the trait's defaults: `Demand::Automatic`, and no events). Only a consumer or
+/// a producer_consumer has them (`validate.rs` rejects them on a producer).
+fn subscription_fns(model: &StageModel) -> TokenStream {
+    let krate = &model.krate;
+    let private = crate::private_path(krate);
+    let self_ty = &model.item.self_ty;
+    // The context is passed on when the callback takes it.
+    let ctx = |callback: &Callback| {
+        if callback.ctx {
+            (quote!(__ctx), Some(quote!(__ctx)))
+        } else {
+            (quote!(_), None)
+        }
+    };
+    let mut fns = TokenStream::new();
+    if let Some(callback) = &model.handle_subscribe {
+        let name = &callback.name;
+        let output = &callback.output;
+        let output_span = first_span(output);
+        let (ctx_param, ctx_arg) = ctx(callback);
+        let ctx_arg = ctx_arg.iter();
+        // Spanned at the user's return type, so that one that is not a `Demand` is reported there.
+        let convert = quote_spanned! {output_span=> <#output as SubscribeReturn>::into_demand };
+        fns.extend(quote_spanned! {name.span()=>
+            fn handle_subscribe(
+                &mut self,
+                __subscription: &#krate::Subscription,
+                #ctx_param: &mut #krate::Context<'_, Self>,
+            ) -> #krate::Demand {
+                #convert(<#self_ty>::#name(self, __subscription #(, #ctx_arg)*))
+            }
+        });
+    }
+    if let Some(callback) = &model.handle_cancel {
+        let name = &callback.name;
+        let output = &callback.output;
+        let conversion = Conversion::of_message_callback(model.role, callback.kind);
+        let convert = conversion.convert(output, first_span(output), krate);
+        let awaited = callback.awaited.then(|| quote!(.await));
+        let (ctx_param, ctx_arg) = ctx(callback);
+        let ctx_arg = ctx_arg.iter();
+        let emitted = match model.role {
+            Role::ProducerConsumer => {
+                quote!(#private::Vec<<Self as #krate::ProducerConsumer>::Output>)
+            }
+            _ => quote!(()),
+        };
+        fns.extend(quote_spanned! {name.span()=>
+            // A trait method returning `impl Future + Send` (the trait's signature), whose body is
+            // one async block: what clippy would have written as an `async fn`.
+            #[allow(clippy::manual_async_fn)]
+            fn handle_cancel(
+                &mut self,
+                __subscription: &#krate::Subscription,
+                __reason: &#krate::CancelReason,
+                #ctx_param: &mut #krate::Context<'_, Self>,
+            ) -> impl #private::Future<Output = #krate::StageResult<#emitted>> + #private::stage::Send {
+                async move {
+                    #convert(<#self_ty>::#name(self, __subscription, __reason #(, #ctx_arg)*) #awaited)
+                }
+            }
+        });
+    }
+    fns
+}
+
+/// `SubscribeReturn`: what `handle_subscribe` may return (a `Demand`, or nothing for
+/// `Demand::Automatic`), with the sentence rustc prints when it returns something else.
+fn subscribe_return(krate: &syn::Path) -> TokenStream {
+    let demand = quote!(#krate::Demand);
+    quote! {
+        #[diagnostic::on_unimplemented(
+            message = "`handle_subscribe` returns a `genstage::Demand`, not `{Self}`",
+            label = "expected `Demand`",
+            note = "`Demand::Automatic`: the runtime asks for the subscription's events; `Demand::Manual`: the stage asks, with `ctx.ask(subscription.tag(), n)`",
+            note = "write it `fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand`, maybe with `ctx: &mut Context<Self>` last; without a return type it keeps `Demand::Automatic`"
+        )]
+        trait SubscribeReturn {
+            fn into_demand(self) -> #demand;
+        }
+        #[diagnostic::do_not_recommend]
+        impl SubscribeReturn for #demand {
+            #[inline]
+            fn into_demand(self) -> #demand {
+                self
+            }
+        }
+        #[diagnostic::do_not_recommend]
+        impl SubscribeReturn for () {
+            #[inline]
+            fn into_demand(self) -> #demand {
+                #demand::Automatic
+            }
         }
     }
 }

@@ -149,6 +149,10 @@ pub(crate) enum CallbackKind {
     HandleInfo,
     /// `terminate(&mut self, status: &StageStatus)`
     Terminate,
+    /// `handle_subscribe(&mut self, subscription: &Subscription, ctx?) -> Demand`
+    HandleSubscribe,
+    /// `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx?) -> EMITTED`
+    HandleCancel,
 }
 
 impl CallbackKind {
@@ -162,6 +166,8 @@ impl CallbackKind {
             "handle_cast" => Some(CallbackKind::HandleCast),
             "handle_info" => Some(CallbackKind::HandleInfo),
             "terminate" => Some(CallbackKind::Terminate),
+            "handle_subscribe" => Some(CallbackKind::HandleSubscribe),
+            "handle_cancel" => Some(CallbackKind::HandleCancel),
             _ => None,
         }
     }
@@ -177,6 +183,8 @@ impl CallbackKind {
             CallbackKind::HandleCast => "handle_cast",
             CallbackKind::HandleInfo => "handle_info",
             CallbackKind::Terminate => "terminate",
+            CallbackKind::HandleSubscribe => "handle_subscribe",
+            CallbackKind::HandleCancel => "handle_cancel",
         }
     }
 
@@ -201,6 +209,12 @@ impl CallbackKind {
                 "`fn handle_info(&mut self, message: M)` or `fn handle_info(&mut self, message: M, ctx: &mut Context<Self>)`, returning the events it emits if any"
             }
             CallbackKind::Terminate => "`fn terminate(&mut self, status: &StageStatus)`",
+            CallbackKind::HandleSubscribe => {
+                "`fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand` or `fn handle_subscribe(&mut self, subscription: &Subscription, ctx: &mut Context<Self>) -> Demand`, not `async` (without a return type the runtime asks: `Demand::Automatic`)"
+            }
+            CallbackKind::HandleCancel => {
+                "`fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` or `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any"
+            }
         }
     }
 
@@ -221,12 +235,27 @@ impl CallbackKind {
             CallbackKind::HandleCall | CallbackKind::HandleCast | CallbackKind::HandleInfo
         )
     }
+
+    /// Whether the callback is told of the stage's subscriptions to producers (`handle_subscribe`,
+    /// `handle_cancel`).
+    pub(crate) fn is_subscription_callback(self) -> bool {
+        matches!(
+            self,
+            CallbackKind::HandleSubscribe | CallbackKind::HandleCancel
+        )
+    }
 }
 
 /// GenStage callbacks that genstage does not support yet. A method of a stage with one of these
 /// names would never be called, so `#[stage]` rejects it rather than ignore it. When the runtime
 /// gains one of them, its name moves from here to [`CallbackKind`].
-pub(crate) const UNSUPPORTED_CALLBACKS: &[&str] = &["handle_cancel", "handle_subscribe"];
+///
+/// `format_discarded` is GenStage's hook for the events a full buffer discards: genstage counts
+/// them in the report but calls nothing. GenServer's `code_change` and `format_status` are not
+/// listed: they have no counterpart a Rust user would expect to be called (no hot code upgrade,
+/// no `:sys.get_status`), so a method by those names is taken as the user's own, as is `init`
+/// (a stage is a value built before it is added).
+pub(crate) const UNSUPPORTED_CALLBACKS: &[&str] = &["format_discarded"];
 
 /// `async? fn NAME(&mut self, ARGS…) -> OUTPUT` for a callback the runtime runs, or
 /// `fn NAME(&self) -> OUTPUT` for an options method.
@@ -234,11 +263,13 @@ pub(crate) struct Callback {
     pub(crate) kind: CallbackKind,
     pub(crate) name: Ident,
     /// The first argument's type, for an event callback (the demand, the events) or a message
-    /// callback (the message); the status's, for `terminate`.
+    /// callback (the message); the status's, for `terminate`; the subscription's, for
+    /// `handle_subscribe` and `handle_cancel`.
     pub(crate) arg: Option<Type>,
     /// The `R` of `reply: ReplyTo<R>`, for `handle_call`.
     pub(crate) reply: Option<Type>,
-    /// Whether a message callback takes the context (`ctx: &mut Context<Self>`) last.
+    /// Whether a message or subscription callback takes the context (`ctx: &mut Context<Self>`)
+    /// last.
     pub(crate) ctx: bool,
     /// What the call gives once awaited (when `awaited`): the declared return type, or the `Output`
     /// of a returned `impl Future<Output = …>`; `()` when there is no return type.
@@ -393,6 +424,9 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
     let count = args.len() + usize::from(receiver);
     let (arg, reply, ctx) = if kind.is_message_callback() {
         message_args(kind, sig, &args, count, &mut errors)
+    } else if kind.is_subscription_callback() {
+        let (arg, ctx) = subscription_args(kind, sig, &args, count, &mut errors);
+        (arg, None, ctx)
     } else {
         (
             fixed_args(kind, sig, &args, count, &mut errors),
@@ -406,6 +440,18 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
             errors.push(syn::Error::new(
                 asyncness.span,
                 format!("`{name}` cannot be `async`: write it {shapes}"),
+            ));
+        }
+    }
+    // `handle_subscribe` answers at once: the runtime reads its `Demand` before the subscription's
+    // first events, and its trait method is not `async`.
+    if kind == CallbackKind::HandleSubscribe {
+        if let Some(asyncness) = &sig.asyncness {
+            errors.push(syn::Error::new(
+                asyncness.span,
+                format!(
+                    "`handle_subscribe` cannot be `async`: the runtime takes its `Demand` at once, before the subscription's first events: write it {shapes}"
+                ),
             ));
         }
     }
@@ -424,6 +470,15 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
         format!("what `{name}` returns")
     };
     let (output, awaited) = match (&declared, &sig.asyncness) {
+        (Type::ImplTrait(_), None) if kind == CallbackKind::HandleSubscribe => {
+            errors.push(syn::Error::new_spanned(
+                &declared,
+                format!(
+                    "`handle_subscribe` returns a `Demand`, not a future or an `impl …`: the runtime takes it at once, before the subscription's first events: write it {shapes}"
+                ),
+            ));
+            (declared.clone(), false)
+        }
         (Type::ImplTrait(bounds), None) if kind.is_runtime_callback() => {
             match future_output(&bounds.bounds) {
                 Some(output) => (output, true),
@@ -611,6 +666,78 @@ fn message_args(
     (arg, reply, ctx)
 }
 
+/// The subscription's type and whether the context comes last, read from the arguments of
+/// `handle_subscribe` (`subscription: &Subscription`) or `handle_cancel` (`subscription:
+/// &Subscription, reason: &CancelReason`); each misplaced or missing argument is an error.
+fn subscription_args(
+    kind: CallbackKind,
+    sig: &syn::Signature,
+    args: &[&FnArg],
+    count: usize,
+    errors: &mut Errors,
+) -> (Option<Type>, bool) {
+    let name = &sig.ident;
+    let shapes = kind.shapes();
+    let cancels = kind == CallbackKind::HandleCancel;
+    // The subscription, and the reason of a cancel.
+    let fixed = 1 + usize::from(cancels);
+    let what = if cancels {
+        "the subscription, the reason and optionally the context"
+    } else {
+        "the subscription and optionally the context"
+    };
+    let message = format!(
+        "`{name}` takes `&mut self`, {what}, but this one takes {count} argument{}: write it {shapes}",
+        if count == 1 { "" } else { "s" },
+    );
+    if args.len() > fixed + 1 {
+        let extra = &args[fixed + 1..];
+        errors.push(syn::Error::new_spanned(quote::quote!(#(#extra),*), message));
+        return (None, false);
+    }
+    if args.len() < fixed {
+        errors.push(syn::Error::new(sig.paren_token.span.join(), message));
+        return (None, false);
+    }
+    let expected = [
+        ("Subscription", "the subscription", "subscription"),
+        ("CancelReason", "why it ended", "reason"),
+    ];
+    for (arg, (ty_name, what, pattern)) in args.iter().zip(&expected).take(fixed) {
+        let ty = typed(arg);
+        if !ty.is_some_and(|ty| is_reference_to(ty, ty_name)) {
+            errors.push(syn::Error::new_spanned(
+                arg,
+                format!(
+                    "`{name}` takes {what} by reference, `{pattern}: &{ty_name}`, not `{}`: write it {shapes}",
+                    ty.map_or_else(|| tokens_text(arg), tokens_text)
+                ),
+            ));
+            // One error for the arguments: two swapped ones are one mistake.
+            return (None, false);
+        }
+    }
+    let ctx = match args.get(fixed) {
+        Some(last) if typed(last).is_some_and(is_context) => true,
+        Some(last) => {
+            let after = if cancels {
+                "the reason"
+            } else {
+                "the subscription"
+            };
+            errors.push(syn::Error::new_spanned(
+                last,
+                format!(
+                    "after {after}, `{name}` takes only the context, `ctx: &mut Context<Self>`: write it {shapes}"
+                ),
+            ));
+            return (None, false);
+        }
+        None => false,
+    };
+    (args.first().and_then(|arg| typed(arg)).cloned(), ctx)
+}
+
 /// The type of a typed argument (`pattern: Type`).
 fn typed(arg: &FnArg) -> Option<&Type> {
     match arg {
@@ -652,12 +779,18 @@ fn is_context(ty: &Type) -> bool {
 
 /// Whether `ty` is `&StageStatus` (by the last path segment: `&genstage::StageStatus` too).
 fn is_status(ty: &Type) -> bool {
+    is_reference_to(ty, "StageStatus")
+}
+
+/// Whether `ty` is a shared reference to the type `name`, without arguments (by the last path
+/// segment: `&genstage::Subscription` too).
+fn is_reference_to(ty: &Type, name: &str) -> bool {
     match ungroup(ty) {
         Type::Reference(reference) if reference.mutability.is_none() => matches!(
             ungroup(&reference.elem),
             Type::Path(path) if path.qself.is_none()
                 && path.path.segments.last().is_some_and(|last| {
-                    last.ident == "StageStatus" && last.arguments.is_none()
+                    last.ident == name && last.arguments.is_none()
                 })
         ),
         _ => false,

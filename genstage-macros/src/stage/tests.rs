@@ -299,6 +299,139 @@ fn message_callbacks_expand_to_the_message_traits() {
 }
 
 #[test]
+fn subscription_callbacks_of_the_wrong_shape_give_spanned_errors() {
+    const SUBSCRIBE: &str = "write it `fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand` or `fn handle_subscribe(&mut self, subscription: &Subscription, ctx: &mut Context<Self>) -> Demand`, not `async` (without a return type the runtime asks: `Demand::Automatic`)";
+    const CANCEL: &str = "write it `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` or `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any";
+    let cases: &[(&str, &str, &str)] = &[
+        // handle_subscribe
+        ("fn handle_subscribe(&mut self) -> Demand { todo!() }", "(&mut", "`handle_subscribe` takes `&mut self`, the subscription and optionally the context, but this one takes 1 argument"),
+        ("fn handle_subscribe(&mut self, s: &Subscription, ctx: &mut Context<Self>, n: u8) -> Demand { todo!() }", "n: u8", "but this one takes 4 arguments"),
+        ("fn handle_subscribe(&mut self, s: Subscription) -> Demand { todo!() }", "s: Subscription", "`handle_subscribe` takes the subscription by reference, `subscription: &Subscription`, not `Subscription`"),
+        ("fn handle_subscribe(&mut self, s: &mut genstage::Subscription) -> Demand { todo!() }", "s: &mut", "not `&mut genstage::Subscription`"),
+        ("fn handle_subscribe(&mut self, ctx: &mut Context<Self>) -> Demand { todo!() }", "ctx", "`handle_subscribe` takes the subscription by reference"),
+        ("fn handle_subscribe(&mut self, s: &Subscription, n: u8) -> Demand { todo!() }", "n: u8", "after the subscription, `handle_subscribe` takes only the context, `ctx: &mut Context<Self>`"),
+        ("fn handle_subscribe(&self, s: &Subscription) -> Demand { todo!() }", "&self", "`handle_subscribe` takes `&mut self` first"),
+        ("fn handle_subscribe<T>(&mut self, s: &Subscription) -> Demand { todo!() }", "<T>", "`handle_subscribe` cannot be generic"),
+        ("async fn handle_subscribe(&mut self, s: &Subscription) -> Demand { todo!() }", "async", "`handle_subscribe` cannot be `async`: the runtime takes its `Demand` at once"),
+        ("fn handle_subscribe(&mut self, s: &Subscription) -> impl Future<Output = Demand> { async { todo!() } }", "impl", "`handle_subscribe` returns a `Demand`, not a future or an `impl …`"),
+        // handle_cancel
+        ("fn handle_cancel(&mut self, s: &Subscription) {}", "(&mut", "`handle_cancel` takes `&mut self`, the subscription, the reason and optionally the context, but this one takes 2 arguments"),
+        ("fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason, ctx: &mut Context<Self>, n: u8) {}", "n: u8", "but this one takes 5 arguments"),
+        ("fn handle_cancel(&mut self, r: &CancelReason, s: &Subscription) {}", "r: &", "`handle_cancel` takes the subscription by reference, `subscription: &Subscription`, not `&CancelReason`"),
+        ("fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason, ctx: Context<Self>) {}", "ctx", "after the reason, `handle_cancel` takes only the context"),
+        ("fn handle_cancel(&mut self, s: &Subscription, r: CancelReason) {}", "r: CancelReason", "`handle_cancel` takes why it ended by reference, `reason: &CancelReason`, not `CancelReason`"),
+        ("fn handle_cancel(&mut self, s: &Subscription, ctx: &mut Context<Self>) {}", "ctx", "not `&mut Context<Self>`"),
+        ("fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason, n: u8) {}", "n: u8", "after the reason, `handle_cancel` takes only the context"),
+        ("fn handle_cancel(s: &Subscription, r: &CancelReason) {}", "s: &", "`handle_cancel` takes `&mut self` first"),
+        ("fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> impl Iterator<Item = u8> { None.into_iter() }", "impl", "#[stage] cannot read what `handle_cancel` returns from `impl …`"),
+    ];
+    for (method, at, message) in cases {
+        for (attr, item) in [
+            ("consumer", consumer_with(method)),
+            ("producer_consumer", format!("impl S {{ fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> {{ e }} {method} }}")),
+        ] {
+            // The snippet is found in the method, after the stage's own `handle_events`.
+            let nth = item.matches(at).count() - method.matches(at).count();
+            assert_error(attr, &item, At::Item(at, nth), message);
+            // One error, with the allowed shapes when it is about the signature.
+            let (generated, error) = expand_checked(tokens(attr), tokens(&item));
+            let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+            assert_eq!(messages.len(), 1, "{method}: {messages:?}");
+            assert!(
+                [SUBSCRIBE, CANCEL].iter().any(|shape| messages[0].contains(shape))
+                    || messages[0].contains("cannot read what"),
+                "{method}: {messages:?}"
+            );
+            // The stage still expands, without the broken callback.
+            let text = generated.expect("the stage expands").to_string();
+            assert!(text.contains("Consumer"), "{text}");
+            for absent in ["fn handle_subscribe", "fn handle_cancel"] {
+                assert!(!text.contains(absent), "{method}: {text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_producer_has_no_subscription_callbacks() {
+    for method in [
+        "fn handle_subscribe(&mut self, s: &Subscription) -> Demand { Demand::Manual }",
+        "fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) {}",
+        // Of the wrong shape too: reported once, as not the producer's.
+        "async fn handle_subscribe(&mut self) -> bool { true }",
+        "fn handle_cancel(&mut self) -> Vec<u8> { vec![] }",
+    ] {
+        let name = if method.contains("handle_subscribe") {
+            "handle_subscribe"
+        } else {
+            "handle_cancel"
+        };
+        let item = format!(
+            "impl S {{ fn handle_demand(&mut self, d: usize) -> Vec<u8> {{ vec![] }} {method} }}"
+        );
+        assert_error(
+            "producer",
+            &item,
+            At::Item(name, 0),
+            &format!("`{name}` is told of a subscription to a producer, but this stage is a producer, which has no subscriptions to producers"),
+        );
+        let (generated, error) = expand_checked(tokens("producer"), tokens(&item));
+        let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 1, "{method}: {messages:?}");
+        assert!(generated.is_none(), "the fallback expands instead");
+    }
+}
+
+#[test]
+fn subscription_callbacks_expand_to_the_role_traits_methods() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn handle_subscribe(&mut self, s: &Subscription, ctx: &mut Context<'_, Self>) -> Demand { Demand::Manual } }",
+            &["fn handle_subscribe (& mut self , __subscription : & :: genstage :: Subscription , __ctx : & mut :: genstage :: Context < '_ , Self > ,) -> :: genstage :: Demand", "< Demand as SubscribeReturn > :: into_demand (< S > :: handle_subscribe (self , __subscription , __ctx))", "impl SubscribeReturn for ()"]),
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } fn handle_subscribe(&mut self, s: &genstage::Subscription) {} }",
+            &["fn handle_subscribe (& mut self , __subscription : & :: genstage :: Subscription , _ : & mut", "< () as SubscribeReturn > :: into_demand (< S > :: handle_subscribe (self , __subscription))"]),
+        ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} async fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> Result<(), E> { Ok(()) } }",
+            &["fn handle_cancel (& mut self , __subscription : & :: genstage :: Subscription , __reason : & :: genstage :: CancelReason , _ : & mut :: genstage :: Context < '_ , Self > ,)", "StageResult < () >", "< Result < () , E > as CancelReturn > :: into_emitted (< S > :: handle_cancel (self , __subscription , __reason) . await)", "trait CancelReturn"]),
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason, ctx: &mut Context<Self>) -> Vec<u8> { vec![] } }",
+            &["fn handle_cancel", "StageResult < :: genstage :: __private", "Vec << Self as :: genstage :: ProducerConsumer > :: Output >", "< Vec < u8 > as CancelReturn < < Self as :: genstage :: ProducerConsumer > :: Output > > :: into_emitted (< S > :: handle_cancel (self , __subscription , __reason , __ctx))"]),
+        ("producer_consumer", "impl<T> Hold<T> { fn handle_events(&mut self, e: Vec<T>) -> Vec<T> { e } fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> impl Future<Output = StageResult<Vec<T>>> + Send { async { Ok(vec![]) } } }",
+            &["impl < T > :: genstage :: ProducerConsumer for Hold < T > where", "fn handle_cancel", "(self , __subscription , __reason) . await"]),
+    ];
+    for (attr, item, expected) in cases {
+        let (generated, error) = expand_checked(tokens(attr), tokens(item));
+        assert!(error.is_none(), "`#[stage({attr})] {item}`: {error:?}");
+        let generated = generated.expect("a well-formed stage expands");
+        let file: syn::File = syn::parse2(generated.clone())
+            .unwrap_or_else(|e| panic!("`#[stage({attr})] {item}` expands to {generated}: {e}"));
+        assert_eq!(file.items.len(), 1, "one `const _` holding the impls");
+        let text = generated.to_string();
+        for snippet in *expected {
+            assert!(
+                text.contains(snippet),
+                "`#[stage({attr})] {item}`: no `{snippet}` in {text}"
+            );
+        }
+    }
+    // Without them, the trait's defaults.
+    for (attr, item) in [
+        ("consumer", CONSUMER),
+        ("producer_consumer", PRODUCER_CONSUMER),
+    ] {
+        let text = expand_checked(tokens(attr), tokens(item))
+            .0
+            .unwrap()
+            .to_string();
+        for absent in [
+            "handle_subscribe",
+            "handle_cancel",
+            "SubscribeReturn",
+            "CancelReturn",
+        ] {
+            assert!(!text.contains(absent), "{text}");
+        }
+    }
+}
+
+#[test]
 fn independent_errors_are_all_reported() {
     // An attribute error and an item error together.
     let (_, error) = expand_checked(tokens("sink"), tokens("struct S;"));

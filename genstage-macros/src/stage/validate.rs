@@ -34,6 +34,11 @@ pub(crate) struct StageModel {
     pub(crate) messages: Vec<Callback>,
     /// `terminate`, when the impl block defines it soundly: the role trait's `terminate` calls it.
     pub(crate) terminate: Option<Callback>,
+    /// `handle_subscribe`, when a consumer's or producer_consumer's impl block defines it soundly:
+    /// the role trait's `handle_subscribe` calls it.
+    pub(crate) handle_subscribe: Option<Callback>,
+    /// `handle_cancel`, likewise.
+    pub(crate) handle_cancel: Option<Callback>,
 }
 
 /// Where a stage's options come from.
@@ -294,22 +299,32 @@ pub(crate) fn validate_stage(
     let mut callback = None;
     let mut messages = Vec::new();
     let mut terminate = None;
+    let mut handle_subscribe = None;
+    let mut handle_cancel = None;
     for (kind, parsed) in stage.callbacks {
         match parsed {
-            Ok(cb) if misplaced_callback(role, cb.kind).is_some() => {}
+            // A callback the role does not have is reported once, as such, whatever its shape.
+            _ if misplaced_callback(role, kind).is_some() => {}
             Ok(cb) if cb.kind.is_message_callback() => match message_types(&cb) {
                 Ok(()) => messages.push(cb),
                 Err(error) => errors.push(error),
             },
             Ok(cb) if cb.kind == CallbackKind::Terminate => terminate = Some(cb),
+            Ok(cb) if cb.kind == CallbackKind::HandleSubscribe => handle_subscribe = Some(cb),
+            Ok(cb) if cb.kind == CallbackKind::HandleCancel => handle_cancel = Some(cb),
             Ok(cb) => {
                 if cb.kind == required && callback.is_none() {
                     callback = Some(cb);
                 }
             }
-            // A message callback or `terminate` of the wrong shape is left out of the expansion;
-            // the stage's events and role do not depend on it, so the rest still expands.
-            Err(error) if kind.is_message_callback() || kind == CallbackKind::Terminate => {
+            // A message, subscription or `terminate` callback of the wrong shape is left out of
+            // the expansion; the stage's events and role do not depend on it, so the rest still
+            // expands.
+            Err(error)
+                if kind.is_message_callback()
+                    || kind.is_subscription_callback()
+                    || kind == CallbackKind::Terminate =>
+            {
                 errors.push(error)
             }
             Err(error) => {
@@ -369,6 +384,8 @@ pub(crate) fn validate_stage(
             },
             messages,
             terminate,
+            handle_subscribe,
+            handle_cancel,
         }),
         _ => None,
     };
@@ -605,6 +622,10 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
             | CallbackKind::HandleCast
             | CallbackKind::HandleInfo
             | CallbackKind::Terminate,
+        )
+        | (
+            Role::ProducerConsumer | Role::Consumer,
+            CallbackKind::HandleSubscribe | CallbackKind::HandleCancel,
         ) => None,
         (_, CallbackKind::HandleDemand) => Some(format!(
             "`handle_demand` is a producer callback, but this stage is {}: it receives its events in `handle_events`; use `#[stage(producer)]` for a stage that emits events on demand",
@@ -615,6 +636,11 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
         ),
         (_, CallbackKind::ProducerOptions) => Some(format!(
             "`producer_options` configures the buffer of producers and producer_consumers, but this stage is {}, which emits no events",
+            role.a()
+        )),
+        (_, CallbackKind::HandleSubscribe | CallbackKind::HandleCancel) => Some(format!(
+            "`{}` is told of a subscription to a producer, but this stage is {}, which has no subscriptions to producers: only consumers and producer_consumers have it (a producer is not told of its consumers' subscriptions: genstage does not support that yet)",
+            kind.name(),
             role.a()
         )),
         (_, CallbackKind::SubscribeOptions) => Some(format!(

@@ -1,5 +1,23 @@
 use genstage::prelude::*;
 
+struct Numbers {
+    next: u64,
+}
+
+#[stage(producer, buffer_size = 10)]
+impl Numbers {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let start = self.next;
+        self.next += demand as u64;
+        (start..self.next).collect()
+    }
+
+    fn format_discarded(&mut self, discarded: usize) -> bool {
+        eprintln!("discarded {discarded}");
+        false
+    }
+}
+
 struct Printer;
 
 #[stage(consumer)]
@@ -7,12 +25,8 @@ impl Printer {
     fn handle_events(&mut self, events: Vec<u64>) {
         let _ = events;
     }
-
-    fn handle_subscribe(&mut self, producer: String) {
-        let _ = producer;
-    }
 }
 
 fn main() {
-    let _ = pipeline! { from_iter(0..10u64) -> Printer };
+    let _ = pipeline! { Numbers { next: 0 } -> Printer };
 }
