@@ -340,3 +340,46 @@ async fn a_shutdown_delivers_what_an_accumulating_producer_holds() {
     assert_eq!(report.stage("Fed").unwrap().status, StageStatus::ShutDown);
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
+
+/// A `#[stage]` counter that starts accumulating, and records its `handle_demand` calls.
+struct Accumulating {
+    next: u64,
+    calls: Shared<usize>,
+}
+
+#[stage(producer, demand = accumulate)]
+impl Accumulating {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        self.calls.lock().unwrap().push(demand);
+        let events: Vec<u64> = (self.next..self.next + demand as u64).collect();
+        self.next += demand as u64;
+        Emit::last(events)
+    }
+}
+
+/// 18: `demand = accumulate` from the start: `demand_mode` says `Accumulate`, and nothing is
+/// consumed (max 4, min 0) until the producer is switched to forward; then the consumer gets
+/// `[0, 1, 2, 3]` from one `handle_demand(4)`.
+#[tokio::test]
+async fn scenario_18_a_producer_started_accumulating_emits_only_once_forwarded() {
+    let calls = Shared::default();
+    let (log, seen) = Log::new(None);
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer(Accumulating {
+        next: 0,
+        calls: calls.clone(),
+    });
+    let log = pipeline.add_consumer_named("log", log);
+    pipeline.subscribe_with(&counter, &log, max_4());
+    let running = pipeline.start();
+    wired(&counter).await;
+    assert_eq!(counter.demand_mode().await, Ok(DemandMode::Accumulate));
+    assert_eq!(*calls.lock().unwrap(), [] as [usize; 0]);
+    assert_eq!(*seen.lock().unwrap(), [] as [Vec<u64>; 0]);
+
+    counter.demand(DemandMode::Forward).unwrap();
+    let report = running.await.unwrap();
+    assert_eq!(*calls.lock().unwrap(), [4]);
+    assert_eq!(*seen.lock().unwrap(), [vec![0, 1, 2, 3]]);
+    assert_eq!(report.stage("log").unwrap().events_in, 4);
+}
