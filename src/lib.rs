@@ -136,8 +136,8 @@ pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
         from_channel, from_iter, from_stream, to_stream, BufferKeep, CallError, CancelMode,
-        Consumer, Context, Emit, HandleCall, HandleCast, HandleInfo, Pipeline, PipelineError,
-        PipelineHandle, Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage,
-        StageError, StageRef, StageResult, StageStatus, SubscribeOptions,
+        Consumer, Context, DemandMode, Emit, HandleCall, HandleCast, HandleInfo, Pipeline,
+        PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerOptions, ReplyTo,
+        Report, Stage, StageError, StageRef, StageResult, StageStatus, SubscribeOptions,
     };
 }

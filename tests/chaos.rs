@@ -6,6 +6,8 @@
 //! follows a plan: producers emit exactly, fewer or more events than asked, return empty batches, or
 //! take their events from a channel that a spawned task feeds late, or emit them from `handle_cast`,
 //! cast to them by a task through the producer's reference (and `handle_demand` emits nothing); some
+//! start in `DemandMode::Accumulate` and are switched to forward by a task after a random number of
+//! yields (what they are asked meanwhile is replayed then, and what they are cast waits); some
 //! stall for ever on a channel nobody feeds, but only where every consumer of theirs is also
 //! subscribed, permanently or transiently, to a producer that fails at once, so that the run must
 //! still end. Faults are an `Err` or a panic in any callback, at a random call. Some runs are started
@@ -35,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use genstage::{
-    BufferKeep, CancelMode, Consumer, ConsumerRef, Context, Emit, HandleCast, Pipeline,
+    BufferKeep, CancelMode, Consumer, ConsumerRef, Context, DemandMode, Emit, HandleCast, Pipeline,
     PipelineError, Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef,
     Report, StageRef, StageResult, StageStatus, SubscribeOptions,
 };
@@ -142,6 +144,8 @@ struct ProducerPlan {
     last_separately: bool,
     /// A small buffer that may overflow, instead of the default 10 000 events.
     buffer: Option<(usize, BufferKeep)>,
+    /// Starts in `DemandMode::Accumulate`; a task switches it to forward after this many yields.
+    accumulate: Option<usize>,
     strike: Option<Strike>,
 }
 
@@ -231,6 +235,10 @@ impl Topology {
             Flavor::MultiThread(4),
         ]);
         topology.shutdown_after = rng.chance(25).then(|| rng.range(0, 40));
+        // Drawn last, so that the rest of a seed's topology is what it was before demand modes.
+        for producer in &mut topology.producers {
+            producer.accumulate = rng.chance(15).then(|| rng.range(0, 30));
+        }
         topology
     }
 
@@ -432,6 +440,7 @@ impl Topology {
             step(&|t| t.producers[i].shape = Shape::Exact);
             step(&|t| t.producers[i].last_separately = false);
             step(&|t| t.producers[i].buffer = None);
+            step(&|t| t.producers[i].accumulate = None);
             step(&|t| {
                 if t.producers[i].source == Source::Late {
                     t.producers[i].source = Source::Ready;
@@ -515,6 +524,7 @@ impl ProducerPlan {
                     rng.pick(&[BufferKeep::First, BufferKeep::Last]),
                 )
             }),
+            accumulate: None,
             strike: None,
         }
     }
@@ -538,6 +548,9 @@ impl fmt::Display for Topology {
             }
             if let Some((size, keep)) = p.buffer {
                 write!(f, ", buffer {size} keep {keep:?}")?;
+            }
+            if let Some(yields) = p.accumulate {
+                write!(f, ", accumulates for {yields} yields")?;
             }
             writeln!(f, "{}", StrikeText(p.strike))?;
         }
@@ -728,11 +741,15 @@ impl Producer for Chaotic {
     }
 
     fn producer_options(&self) -> ProducerOptions {
-        match self.plan.buffer {
+        let options = match self.plan.buffer {
             Some((size, keep)) => ProducerOptions::for_producer()
                 .buffer_size(size)
                 .buffer_keep(keep),
             None => ProducerOptions::for_producer(),
+        };
+        match self.plan.accumulate {
+            Some(_) => options.demand(DemandMode::Accumulate),
+            None => options,
         }
     }
 }
@@ -777,6 +794,15 @@ async fn cast_feed(mut rng: Rng, mut events: u64, producer: ProducerRef<Chaotic>
             return;
         }
     }
+}
+
+/// Switches an accumulating producer to forward after `yields` yields.
+async fn forward_after(yields: usize, producer: ProducerRef<Chaotic>) {
+    for _ in 0..yields {
+        tokio::task::yield_now().await;
+    }
+    // It may have ended already (its consumers failed, or left).
+    let _ = producer.demand(DemandMode::Forward);
 }
 
 /// Feeds a late producer its events in chunks of 1–50, with a yield or a 1 ms sleep between them.
@@ -901,6 +927,9 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         if plan.source == Source::Messages {
             let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
             tokio::spawn(cast_feed(rng, plan.events, handle.clone()));
+        }
+        if let Some(yields) = plan.accumulate {
+            tokio::spawn(forward_after(yields, handle.clone()));
         }
         sources.insert(Node::Producer(tag), SourceRef::Producer(handle));
     }
@@ -1249,6 +1278,25 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
         "graceful shutdown of a message-fed producer",
         count(&|t| {
             t.shutdown_after.is_some() && t.producers.iter().any(|p| p.source == Source::Messages)
+        }),
+    );
+    let accumulating = |t: &Topology, source: Source| {
+        t.producers
+            .iter()
+            .any(|p| p.accumulate.is_some() && p.source == source)
+    };
+    expect(
+        "accumulating producer",
+        count(&|t| t.producers.iter().any(|p| p.accumulate.is_some())),
+    );
+    expect(
+        "accumulating producer fed by casts",
+        count(&|t| accumulating(t, Source::Messages)),
+    );
+    expect(
+        "graceful shutdown of an accumulating producer",
+        count(&|t| {
+            t.shutdown_after.is_some() && t.producers.iter().any(|p| p.accumulate.is_some())
         }),
     );
     for source in [Source::Ready, Source::Late, Source::Messages, Source::Stall] {

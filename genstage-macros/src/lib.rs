@@ -169,6 +169,7 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// | `cancel` | consumer, producer_consumer | `permanent`, `transient` or `temporary` | `permanent` |
 /// | `buffer_size` | producer, producer_consumer | a `usize` expression, or `infinity` | 10 000 for a producer, `infinity` for a producer_consumer |
 /// | `buffer_keep` | producer, producer_consumer | `first` or `last` | `last` |
+/// | `demand` | producer | `forward` or `accumulate`: whether it serves demand from the start, or records it until switched to forward through its reference (`ProducerRef::demand`) | `forward` |
 /// | `crate` | all | the path of the genstage crate, as a string: `crate = "::my::genstage"` | `"::genstage"` |
 ///
 /// Literal demands are checked at compile time (`max_demand = 0`, `min_demand >= max_demand`);

@@ -21,6 +21,8 @@ pub(crate) const CANCEL: Symbol = Symbol("cancel");
 pub(crate) const BUFFER_SIZE: Symbol = Symbol("buffer_size");
 /// `buffer_keep = first | last`.
 pub(crate) const BUFFER_KEEP: Symbol = Symbol("buffer_keep");
+/// `demand = forward | accumulate`: a producer's demand mode.
+pub(crate) const DEMAND: Symbol = Symbol("demand");
 /// `crate = "path"` (`#[stage]`) or `crate = path;` (`pipeline!`).
 pub(crate) const CRATE: Symbol = Symbol("crate");
 
@@ -39,6 +41,10 @@ pub(crate) const CANCEL_MODES: &[(&str, &str)] = &[
 
 /// `buffer_keep`'s values, with the `BufferKeep` variant each names.
 pub(crate) const BUFFER_KEEPS: &[(&str, &str)] = &[("first", "First"), ("last", "Last")];
+
+/// `demand`'s values, with the `DemandMode` variant each names.
+pub(crate) const DEMAND_MODES: &[(&str, &str)] =
+    &[("forward", "Forward"), ("accumulate", "Accumulate")];
 
 impl Symbol {
     /// The keyword as written.
@@ -277,6 +283,18 @@ mod tests {
         assert_eq!(
             error.unwrap_err().to_string(),
             "`buffer_keep` is `first` or `last`"
+        );
+        let mode = choice(
+            &key("demand"),
+            &expr("accumulate"),
+            DEMAND_MODES,
+            "demand mode",
+        );
+        assert_eq!(mode.unwrap().to_string(), "Accumulate");
+        let error = choice(&key("demand"), &expr("manual"), DEMAND_MODES, "demand mode");
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "unknown demand mode `manual`: `demand` is `forward` or `accumulate`"
         );
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct EventPath<T> {
     pub(crate) emitted: u64,
     /// Events the buffer dropped on overflow so far.
     pub(crate) discarded: u64,
+    /// Nothing is dispatched: a producer accumulating demand (see [`set_held`](Self::set_held)).
+    held: bool,
 }
 
 impl<T: Send + 'static> EventPath<T> {
@@ -49,6 +51,7 @@ impl<T: Send + 'static> EventPath<T> {
             deliveries: Vec::new(),
             emitted: 0,
             discarded: 0,
+            held: false,
         }
     }
 
@@ -77,9 +80,10 @@ impl<T: Send + 'static> EventPath<T> {
     }
 
     /// Emitted events: to consumers with demand, the rest to the buffer. Buffered events always go
-    /// first, so newer events never overtake older ones.
+    /// first, so newer events never overtake older ones. Not while held: [`hold`](Self::hold) then.
     #[inline]
     pub(crate) fn emit(&mut self, events: Vec<T>) -> Emitted<T> {
+        debug_assert!(!self.held, "events emitted through a held event path");
         if events.is_empty() {
             return Emitted::Dispatched { discarded: 0 };
         }
@@ -100,6 +104,23 @@ impl<T: Send + 'static> EventPath<T> {
             self.store(leftover)
         };
         Emitted::Dispatched { discarded }
+    }
+
+    /// Holds the path (a producer that accumulates demand) or releases it. While held, nothing is
+    /// dispatched: emitted events go to the buffer ([`hold`](Self::hold)), and neither a cancel nor
+    /// an ask drains it (the producer gives no ask to the dispatcher meanwhile). Releasing serves
+    /// what the consumers can take now from the buffer.
+    pub(crate) fn set_held(&mut self, held: bool) {
+        self.held = held;
+        if !held {
+            self.drain_buffer();
+        }
+    }
+
+    /// Emitted events, while held: all to the buffer; returns how many it dropped.
+    pub(crate) fn hold(&mut self, events: Vec<T>) -> usize {
+        self.emitted += events.len() as u64;
+        self.store(events)
     }
 
     /// What a producer should emit now: what its consumers can take, less what is buffered for them.
@@ -154,8 +175,11 @@ impl<T: Send + 'static> EventPath<T> {
         dropped
     }
 
-    /// Serves buffered events up to what the consumers can take.
+    /// Serves buffered events up to what the consumers can take; nothing while held.
     fn drain_buffer(&mut self) {
+        if self.held {
+            return;
+        }
         loop {
             let capacity = self.dispatcher.capacity();
             if capacity == 0 || self.buffer.is_empty() {
@@ -271,6 +295,32 @@ mod tests {
         path.ask(1, 10);
         // buffer_keep last: the oldest two went.
         assert_eq!(sent(&mut path), vec![(1, vec![2, 3, 4])]);
+    }
+
+    #[test]
+    fn a_held_path_dispatches_nothing_until_released() {
+        let mut path = path(3);
+        path.subscribe(1).unwrap();
+        path.subscribe(2).unwrap();
+        // Demand from before the hold.
+        path.ask(1, 2);
+        path.ask(2, 1);
+        path.set_held(true);
+        assert_eq!(path.hold(vec![0, 1]), 0);
+        assert_eq!(
+            path.hold(vec![2, 3]),
+            1,
+            "the buffer keeps its size while held"
+        );
+        path.cancel(2);
+        assert!(sent(&mut path).is_empty());
+        assert_eq!(path.buffered(), 3);
+        assert_eq!(path.emitted, 4);
+        // Released: the demand from before the hold is served first.
+        path.set_held(false);
+        assert_eq!(sent(&mut path), vec![(1, vec![1, 2])]);
+        path.ask(1, 5);
+        assert_eq!(sent(&mut path), vec![(1, vec![3])]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ mod subscription;
 pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use error::{DemandError, PipelineError, StageError};
 pub use messages::{CallError, Context, Emission, HandleCall, HandleCast, HandleInfo, ReplyTo};
-pub use options::{BufferKeep, CancelMode, ProducerOptions, SubscribeOptions};
+pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
     ends, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
     ProducerConsumerRef, ProducerRef, Run, Sink, Source, Stage, StageId, StageRef,

@@ -103,14 +103,51 @@ pub enum BufferKeep {
     Last,
 }
 
-/// Buffer settings of a producer or producer_consumer.
+/// How a producer treats the demand of its consumers (GenStage's `:demand` option, a producer's
+/// only).
+///
+/// A producer that starts in [`Accumulate`](DemandMode::Accumulate) lets its consumers subscribe
+/// and ask without emitting anything; switching it to [`Forward`](DemandMode::Forward) (through
+/// [`ProducerRef::demand`](crate::ProducerRef::demand)) replays what they asked, in order. GenStage's
+/// intended use: start the producer accumulating, subscribe every consumer, then forward, so that
+/// the first consumer to subscribe does not get everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemandMode {
+    /// Demand goes to the dispatcher and to `handle_demand` as it comes (the default).
+    #[default]
+    Forward,
+    /// Demand is recorded, not served:
+    /// - `handle_demand` is not called, and nothing is dispatched: each ask of a consumer is recorded,
+    ///   in order, with its subscription;
+    /// - events the producer emits meanwhile (from `handle_call`, `handle_cast`, `handle_info`) wait
+    ///   in its buffer, which keeps its `buffer_size` and `buffer_keep` (GenStage keeps them in a list
+    ///   of its own that nothing bounds);
+    /// - subscriptions and cancels are taken in as usual; a cancelled subscription's recorded asks are
+    ///   dropped.
+    ///
+    /// Switching to [`Forward`](DemandMode::Forward) first serves what consumers had asked before the
+    /// producer accumulated, from the buffer, then replays the recorded asks in order, one at a time,
+    /// as GenStage does: each goes to the dispatcher, which serves it from the buffer first, then
+    /// `handle_demand` is called once with what the buffer did not serve (not at all when it served
+    /// the whole ask). Asks are not combined: two consumers that asked for 2 each give two calls of
+    /// `handle_demand(2)`, not one of 4. After the replay, demand is forwarded as usual (and a
+    /// producer that emitted fewer events than a replayed ask is asked again for the rest, as always).
+    /// Setting `Accumulate` again while accumulating keeps what was recorded; a graceful shutdown
+    /// forwards, so that what the producer holds is delivered.
+    Accumulate,
+}
+
+/// Buffer settings of a producer or producer_consumer, and a producer's [`DemandMode`].
 ///
 /// ```
-/// use genstage_runtime::{BufferKeep, ProducerOptions};
+/// use genstage_runtime::{BufferKeep, DemandMode, ProducerOptions};
 /// assert_eq!(ProducerOptions::for_producer().buffer_size, Some(10_000));
 /// assert_eq!(ProducerOptions::for_producer_consumer().buffer_size, None);
 /// let opts = ProducerOptions::for_producer().buffer_size(5).buffer_keep(BufferKeep::First);
 /// assert_eq!(opts.buffer_keep, BufferKeep::First);
+/// assert_eq!(opts.demand, DemandMode::Forward);
+/// let opts = ProducerOptions::for_producer().demand(DemandMode::Accumulate);
+/// assert_eq!(opts.demand, DemandMode::Accumulate);
 /// ```
 ///
 /// Built from [`ProducerOptions::for_producer`] or [`ProducerOptions::for_producer_consumer`] and
@@ -123,6 +160,9 @@ pub struct ProducerOptions {
     pub buffer_size: Option<usize>,
     /// Which events a full buffer keeps.
     pub buffer_keep: BufferKeep,
+    /// The demand mode the stage starts in, if it is a producer: a producer_consumer has none
+    /// (GenStage logs an error for one), and ignores it with a warning.
+    pub demand: DemandMode,
 }
 
 impl ProducerOptions {
@@ -131,6 +171,7 @@ impl ProducerOptions {
         ProducerOptions {
             buffer_size: Some(10_000),
             buffer_keep: BufferKeep::Last,
+            demand: DemandMode::Forward,
         }
     }
 
@@ -139,6 +180,7 @@ impl ProducerOptions {
         ProducerOptions {
             buffer_size: None,
             buffer_keep: BufferKeep::Last,
+            demand: DemandMode::Forward,
         }
     }
 
@@ -157,6 +199,12 @@ impl ProducerOptions {
     /// Sets which events a full buffer keeps.
     pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
         self.buffer_keep = keep;
+        self
+    }
+
+    /// Sets the demand mode a producer starts in (GenStage's `:demand`); see [`DemandMode`].
+    pub fn demand(mut self, mode: DemandMode) -> Self {
+        self.demand = mode;
         self
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::mailbox::{DeferredWake, Sender};
 use crate::messages::{Letter, PostLetter};
-use crate::options::CancelMode;
+use crate::options::{CancelMode, DemandMode};
 
 /// Why a producer ended, as told to its consumers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,10 @@ pub(crate) enum Control {
     Shutdown,
     /// Asks how many events the stage's buffer holds.
     BufferedCount(oneshot::Sender<usize>),
+    /// Sets a producer's demand mode (GenStage's `demand/2`).
+    SetDemand(DemandMode),
+    /// Asks a producer's demand mode (GenStage's `demand/1`).
+    GetDemand(oneshot::Sender<DemandMode>),
 }
 
 // Events and asks are the hot messages: one per batch, copied into and out of a mailbox. The rare

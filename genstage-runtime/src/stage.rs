@@ -136,7 +136,8 @@ pub trait Producer: Send + 'static {
         demand: usize,
     ) -> impl Future<Output = StageResult<Emit<Self::Output>>> + Send;
 
-    /// Buffer settings. Defaults to GenStage's for a producer: 10 000 events, keep the last.
+    /// Buffer settings and the demand mode it starts in. Defaults to GenStage's for a producer:
+    /// 10 000 events, keep the last, forward demand ([`DemandMode`](crate::DemandMode)).
     fn producer_options(&self) -> ProducerOptions {
         ProducerOptions::for_producer()
     }

@@ -725,6 +725,7 @@ fn producer_options(model: &StageModel, constructor: &str) -> TokenStream {
         Settings::Attribute(ProducerOpts {
             buffer_size,
             buffer_keep,
+            demand,
         }) => {
             let size = match buffer_size {
                 None => None,
@@ -734,8 +735,11 @@ fn producer_options(model: &StageModel, constructor: &str) -> TokenStream {
             let keep = buffer_keep
                 .iter()
                 .map(|keep| quote!(.buffer_keep(#krate::BufferKeep::#keep)));
+            let demand = demand
+                .iter()
+                .map(|mode| quote!(.demand(#krate::DemandMode::#mode)));
             quote! {
-                #krate::ProducerOptions::#constructor() #size #(#keep)*
+                #krate::ProducerOptions::#constructor() #size #(#keep)* #(#demand)*
             }
         }
     };

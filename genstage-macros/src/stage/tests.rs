@@ -107,6 +107,12 @@ fn malformed_attributes_give_spanned_errors() {
         ("consumer, cancel = 3", At::Attr("3", 0), "`cancel` is `permanent`, `transient` or `temporary`"),
         ("consumer, cancel = CancelMode::Temporary", At::Attr("CancelMode", 0), "`cancel` is `permanent`"),
         ("producer, buffer_keep = middle", At::Attr("middle", 0), "unknown buffer_keep value `middle`: `buffer_keep` is `first` or `last`"),
+        ("consumer, demand = accumulate", At::Attr("demand", 0), "`demand` is an option of producers only (it sets their demand mode), not of a consumer; a consumer's options are `max_demand`, `min_demand`, `cancel` and `crate`"),
+        ("producer_consumer, demand = forward", At::Attr("demand", 0), "`demand` is an option of producers only (it sets their demand mode), not of a producer_consumer"),
+        ("producer, demand = manual", At::Attr("manual", 0), "unknown demand mode `manual`: `demand` is `forward` or `accumulate`"),
+        ("producer, demand = 1", At::Attr("1", 0), "`demand` is `forward` or `accumulate`"),
+        ("producer, demand = forward, demand = accumulate", At::Attr("demand", 1), "duplicate option `demand`"),
+        ("producer, buffer = 1", At::Attr("buffer", 0), "unknown option `buffer` for a producer; its options are `buffer_size`, `buffer_keep`, `demand` and `crate`"),
         ("consumer, crate = genstage", At::Attr("genstage", 0), "`crate` takes the path of the genstage crate as a string"),
         ("consumer, crate = \"not a path\"", At::Attr("\"", 0), "is not a path"),
         ("consumer, crate = \"\"", At::Attr("\"", 0), "is not a path"),
@@ -170,6 +176,7 @@ fn malformed_items_give_spanned_errors() {
         ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn subscribe_options(&self, x: u8) -> SubscribeOptions { todo!() } }", At::Item("x", 0), "takes only `&self`"),
         ("consumer, max_demand = 5", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn subscribe_options(&self) -> SubscribeOptions { todo!() } }", At::Attr("max_demand", 0), "`max_demand` is set here, but this impl block also defines `subscribe_options`"),
         ("producer, buffer_size = 5", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn producer_options(&self) -> ProducerOptions { todo!() } }", At::Attr("buffer_size", 0), "also defines `producer_options`"),
+        ("producer, demand = accumulate", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn producer_options(&self) -> ProducerOptions { todo!() } }", At::Attr("demand", 0), "`demand` is set here, but this impl block also defines `producer_options`"),
         ("consumer", "impl<'a> S<'a> { fn handle_events(&mut self, e: Vec<u8>) {} }", At::Item("'a", 0), "a stage cannot borrow"),
     ];
     for (attr, item, at, message) in cases {
@@ -477,6 +484,8 @@ fn well_formed_stages_expand_to_items() {
         ("producer", PRODUCER),
         ("producer, buffer_size = infinity, buffer_keep = first", PRODUCER),
         ("producer, buffer_size = SIZE, crate = \"::my::genstage\"", PRODUCER),
+        ("producer, demand = accumulate", PRODUCER),
+        ("producer, buffer_size = 5, demand = forward", PRODUCER),
         ("producer", "impl S { async fn handle_demand(&mut self, d: usize) -> Result<Emit<u8>, E> { todo!() } }"),
         ("producer", "impl S { fn handle_demand(&mut self, d: Demand) -> StageResult<std::vec::Vec<u8>> { todo!() } }"),
         ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> impl Future<Output = Vec<u8>> + Send { async { vec![] } } }"),
@@ -645,4 +654,18 @@ fn unsupported_genstage_callbacks_are_errors_at_their_name() {
         tokens("impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn handle_info_later(&self) {} fn terminate_all() {} }"),
     );
     assert!(error.is_none(), "{error:?}");
+}
+
+#[test]
+fn the_demand_option_sets_the_producers_demand_mode() {
+    let (generated, error) =
+        expand_checked(tokens("producer, demand = accumulate"), tokens(PRODUCER));
+    assert!(error.is_none(), "{error:?}");
+    let text = generated.expect("the stage expands").to_string();
+    assert!(
+        text.contains(
+            "ProducerOptions :: for_producer () . demand (:: genstage :: DemandMode :: Accumulate)"
+        ),
+        "{text}"
+    );
 }

@@ -7,7 +7,7 @@ use syn::{Expr, GenericArgument, GenericParam, Ident, ItemImpl, Lit, PathArgumen
 
 use crate::options::{
     self, list, MaxDemand, BUFFER_KEEP, BUFFER_KEEPS, BUFFER_SIZE, CANCEL, CANCEL_MODES, CRATE,
-    MAX_DEMAND, MIN_DEMAND,
+    DEMAND, DEMAND_MODES, MAX_DEMAND, MIN_DEMAND,
 };
 
 use super::parse::{
@@ -64,17 +64,19 @@ impl SubscribeOpts {
     }
 }
 
-/// The producer-side options: `buffer_size`, `buffer_keep`.
+/// The producer-side options: `buffer_size`, `buffer_keep`, and a producer's `demand`.
 #[derive(Default)]
 pub(crate) struct ProducerOpts {
     pub(crate) buffer_size: Option<BufferSize>,
     /// `First` or `Last`, spanned at the user's value.
     pub(crate) buffer_keep: Option<Ident>,
+    /// `Forward` or `Accumulate`, spanned at the user's value.
+    pub(crate) demand: Option<Ident>,
 }
 
 impl ProducerOpts {
     pub(crate) fn is_empty(&self) -> bool {
-        self.buffer_size.is_none() && self.buffer_keep.is_none()
+        self.buffer_size.is_none() && self.buffer_keep.is_none() && self.demand.is_none()
     }
 }
 
@@ -91,6 +93,8 @@ enum Side {
     Consumer,
     /// Buffer options: producers and producer_consumers.
     Producer,
+    /// `demand`: producers only (a producer_consumer forwards the demand of its consumers).
+    ProducerOnly,
     /// `crate`: every role.
     Any,
 }
@@ -101,6 +105,7 @@ const OPTIONS: &[(options::Symbol, Side)] = &[
     (CANCEL, Side::Consumer),
     (BUFFER_SIZE, Side::Producer),
     (BUFFER_KEEP, Side::Producer),
+    (DEMAND, Side::ProducerOnly),
     (CRATE, Side::Any),
 ];
 
@@ -109,6 +114,7 @@ fn has_side(role: Role, side: Side) -> bool {
         Side::Any => true,
         Side::Consumer => role != Role::Producer,
         Side::Producer => role != Role::Consumer,
+        Side::ProducerOnly => role == Role::Producer,
     }
 }
 
@@ -157,6 +163,7 @@ pub(crate) fn validate_stage(
                     "consumers and producer_consumers",
                     "it configures their subscriptions",
                 ),
+                Side::ProducerOnly => ("producers only", "it sets their demand mode"),
                 _ => (
                     "producers and producer_consumers",
                     "it configures their buffer",
@@ -179,7 +186,7 @@ pub(crate) fn validate_stage(
         }
         let method = match side {
             Side::Consumer => Some(CallbackKind::SubscribeOptions),
-            Side::Producer => Some(CallbackKind::ProducerOptions),
+            Side::Producer | Side::ProducerOnly => Some(CallbackKind::ProducerOptions),
             Side::Any => None,
         };
         if let Some(method) = method.filter(|m| has_method(*m)) {
@@ -238,6 +245,12 @@ pub(crate) fn validate_stage(
                 Ok(variant) => producer.buffer_keep = Some(variant),
                 Err(error) => errors.push(error),
             },
+            "demand" => {
+                match options::choice(&option.key, &option.value, DEMAND_MODES, "demand mode") {
+                    Ok(variant) => producer.demand = Some(variant),
+                    Err(error) => errors.push(error),
+                }
+            }
             _ => {}
         }
     }

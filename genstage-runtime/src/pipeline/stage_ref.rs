@@ -19,6 +19,7 @@ use crate::messages::{
     call_letter, cast_letter, typed_info_letter, CallError, Emission, HandleCall, HandleCast,
     HandleInfo,
 };
+use crate::options::DemandMode;
 use crate::protocol::{Control, ControlPort};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
@@ -395,6 +396,82 @@ impl<S: Producer> ProducerRef<S> {
     /// Dropping the future gives up waiting, with no other effect.
     pub async fn estimate_buffered_count(&self) -> Result<usize, CallError> {
         buffered_count(&self.stage, DEFAULT_CALL_TIMEOUT).await
+    }
+
+    /// Switches the producer's [`DemandMode`] (GenStage's `demand/2`), without waiting: the
+    /// producer takes the switch in its mailbox's order, after the messages sent before it.
+    /// Switching to [`DemandMode::Forward`] replays the demand recorded while it accumulated, one
+    /// `handle_demand` per recorded ask, in order (see [`DemandMode::Accumulate`]). Only producers
+    /// have a demand mode: producer_consumer and consumer references have no such method.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Ended`] if the producer has ended.
+    ///
+    /// # Examples
+    ///
+    /// Start a producer accumulating, let its consumers subscribe, then let the events flow:
+    ///
+    /// ```
+    /// use genstage_runtime::{
+    ///     to_stream, DemandMode, Emit, Pipeline, Producer, ProducerOptions, StageResult,
+    /// };
+    /// use futures::StreamExt;
+    ///
+    /// /// Counts up from 0.
+    /// struct Counter(u64);
+    /// impl Producer for Counter {
+    ///     type Output = u64;
+    ///     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+    ///         let events: Vec<u64> = (self.0..self.0 + demand as u64).collect();
+    ///         self.0 += demand as u64;
+    ///         Ok(Emit::more(events))
+    ///     }
+    ///     fn producer_options(&self) -> ProducerOptions {
+    ///         ProducerOptions::for_producer().demand(DemandMode::Accumulate)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut pipeline = Pipeline::new();
+    /// let counter = pipeline.add_producer(Counter(0));
+    /// let (sink, events) = to_stream::<u64>();
+    /// let sink = pipeline.add_consumer(sink);
+    /// pipeline.subscribe(&counter, &sink);
+    /// let running = pipeline.start();
+    /// assert_eq!(counter.demand_mode().await?, DemandMode::Accumulate);
+    ///
+    /// counter.demand(DemandMode::Forward)?;
+    /// let first: Vec<u64> = events.take(3).collect().await;
+    /// assert_eq!(first, [0, 1, 2]);
+    /// assert_eq!(counter.demand_mode().await?, DemandMode::Forward);
+    /// running.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn demand(&self, mode: DemandMode) -> Result<(), CallError> {
+        self.stage.send(Control::SetDemand(mode))
+    }
+
+    /// The producer's [`DemandMode`] (GenStage's `demand/1`), as it stands once the producer has
+    /// taken in the messages sent before this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`StageRef::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up waiting, with no other effect.
+    ///
+    /// # Examples
+    ///
+    /// See [`demand`](Self::demand).
+    pub async fn demand_mode(&self) -> Result<DemandMode, CallError> {
+        let (reply, answer) = oneshot::channel();
+        self.stage
+            .request(Control::GetDemand(reply), answer, DEFAULT_CALL_TIMEOUT)
+            .await
     }
 }
 

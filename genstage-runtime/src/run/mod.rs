@@ -6,6 +6,7 @@
 mod abort;
 mod by_subscription;
 mod callback;
+mod demand_mode;
 mod inputs;
 mod outputs;
 mod retry;
@@ -19,11 +20,13 @@ use crate::dispatcher::DemandDispatcher;
 use crate::error::{StageError, StreamDropped};
 use crate::mailbox::{Receiver, TryRecvError};
 use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLetter};
-use crate::protocol::{Control, Mail, Upstream};
+use crate::options::DemandMode;
+use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Loss, LossReason, StageStatus};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use crate::subscription::{Demand, ManualAsks};
 use callback::{call_serving, catch_panic, Called};
+use demand_mode::{DemandModes, Switch};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
 use retry::Retry;
@@ -222,7 +225,13 @@ pub(crate) async fn run_producer<P: Producer>(
 ) -> Outcome {
     let options = stage.producer_options();
     let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
-    let (exit, _) = drive(&env, produce(&mut stage, &env, &mut mailbox, &mut outputs)).await;
+    let mut state = ProducerState::default();
+    state.set_demand(options.demand, &mut outputs);
+    let (exit, _) = drive(
+        &env,
+        produce(&mut stage, &env, &mut mailbox, &mut outputs, state),
+    )
+    .await;
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
@@ -254,11 +263,13 @@ struct ProducerState {
     shut_down: bool,
     /// Calls, casts and infos that arrived while a callback ran, to open next, in order.
     letters: VecDeque<Letter>,
+    /// Its demand mode, and the asks recorded while it accumulates.
+    modes: DemandModes,
 }
 
 impl ProducerState {
     /// Takes in a control message; says whether the running callback must stop (a shutdown).
-    fn control(&mut self, control: Control, buffered: usize) -> bool {
+    fn control<T: Send + 'static>(&mut self, control: Control, outputs: &mut Outputs<T>) -> bool {
         match control {
             Control::Letter(letter) => {
                 self.letters.push_back(letter);
@@ -267,12 +278,69 @@ impl ProducerState {
             Control::Shutdown => {
                 self.exhausted = true;
                 self.shut_down = true;
+                // What the producer holds is delivered: an accumulating producer forwards.
+                self.set_demand(DemandMode::Forward, outputs);
                 true
             }
             Control::BufferedCount(reply) => {
-                let _ = reply.send(buffered);
+                let _ = reply.send(outputs.buffered());
                 false
             }
+            Control::SetDemand(mode) => {
+                // Once shut down, a producer forwards until it ends.
+                if !self.shut_down {
+                    self.set_demand(mode, outputs);
+                }
+                false
+            }
+            Control::GetDemand(reply) => {
+                let _ = reply.send(self.modes.mode());
+                false
+            }
+        }
+    }
+
+    /// Switches the demand mode, holding or releasing the event path to match.
+    fn set_demand<T: Send + 'static>(&mut self, mode: DemandMode, outputs: &mut Outputs<T>) {
+        match self.modes.set(mode) {
+            Switch::None => {}
+            Switch::Hold => outputs.set_held(true),
+            Switch::Release => outputs.set_held(false),
+        }
+    }
+
+    /// Takes in a message from downstream; while the producer accumulates, an ask is recorded
+    /// instead of given to the dispatcher.
+    #[inline]
+    fn downstream<T: Send + 'static>(&mut self, mail: Downstream<T>, outputs: &mut Outputs<T>) {
+        if !self.modes.forwarding() {
+            match mail {
+                Downstream::Ask { sub, demand } if self.modes.record(sub, demand) => return,
+                Downstream::Cancel { sub, .. } => self.modes.cancel(sub),
+                _ => {}
+            }
+        }
+        outputs.handle(mail);
+    }
+
+    /// Events the producer emitted: dispatched, or all buffered while it accumulates.
+    #[inline]
+    fn emit<T: Send + 'static>(&self, events: Vec<T>, outputs: &mut Outputs<T>) {
+        if self.modes.accumulating() {
+            outputs.hold(events);
+        } else {
+            outputs.emit(events);
+        }
+    }
+
+    /// The demand to call `handle_demand` with when the producer does not simply forward: none
+    /// while it accumulates; after a switch to forward, the next recorded ask, given to the
+    /// dispatcher now, less what the buffer served of it.
+    #[cold]
+    fn replay<T: Send + 'static>(&mut self, outputs: &mut Outputs<T>) -> usize {
+        match self.modes.next_replay() {
+            Some((sub, demand)) => outputs.replay(sub, demand),
+            None => 0,
         }
     }
 }
@@ -282,9 +350,9 @@ async fn produce<P: Producer>(
     env: &StageEnv,
     mailbox: &mut Receiver<Mail<Infallible, P::Output>>,
     outputs: &mut Outputs<P::Output>,
+    mut state: ProducerState,
 ) -> Exit {
     let mut retry = Retry::default();
-    let mut state = ProducerState::default();
     loop {
         // Messages first, in the order they came: each may emit, or give the producer work.
         while let Some(letter) = state.letters.pop_front() {
@@ -292,7 +360,7 @@ async fn produce<P: Producer>(
             match emit {
                 Ok(emit) => {
                     state.exhausted |= emit.last;
-                    outputs.emit(emit.events);
+                    state.emit(emit.events, outputs);
                     env.send_replies();
                     // It may have given the producer something to emit: ask at once.
                     retry.reset();
@@ -305,17 +373,23 @@ async fn produce<P: Producer>(
         }
         // Called after each message taken in (so once per ask while asks come one at a time, as
         // GenStage calls it), and again while the producer emits fewer events than its consumers
-        // can take.
-        let demand = outputs.demand();
+        // can take. After a switch from accumulate to forward, once per recorded ask first.
+        let demand = if state.modes.forwarding() {
+            outputs.demand()
+        } else {
+            // A replayed ask is new demand: asked for at once, even during a back-off.
+            retry.reset();
+            state.replay(outputs)
+        };
         if demand > 0 && !state.exhausted && retry.due() {
             // While the callback waits, the stage takes in its mail, and stops waiting if its
             // consumers leave or the pipeline shuts down.
             let called = call_serving(stage.handle_demand(demand), mailbox, |mail| match mail {
                 Mail::Downstream(mail) => {
-                    outputs.handle(mail);
+                    state.downstream(mail, outputs);
                     outputs.abandoned()
                 }
-                Mail::Control(control) => state.control(*control, outputs.buffered()),
+                Mail::Control(control) => state.control(*control, outputs),
                 Mail::Upstream(_) => false,
             })
             .await;
@@ -328,7 +402,7 @@ async fn produce<P: Producer>(
                         }
                     } else {
                         retry.emitted();
-                        outputs.emit(emit.events);
+                        state.emit(emit.events, outputs);
                     }
                 }
                 Called::Returned(Err(error)) => return Exit::Failed(error),
@@ -355,17 +429,23 @@ async fn produce<P: Producer>(
         mailbox.consume_budget().await;
         match mailbox.try_recv() {
             Ok(Mail::Downstream(mail)) => {
-                outputs.handle(mail);
+                state.downstream(mail, outputs);
                 // New demand is asked for at once, even during a back-off.
                 retry.reset();
             }
             Ok(Mail::Control(control)) => {
-                state.control(*control, outputs.buffered());
+                state.control(*control, outputs);
             }
             // A producer consumes nothing: the pipeline never subscribes it.
             Ok(Mail::Upstream(_)) => {}
             Err(TryRecvError::Empty) => {
-                if state.exhausted || outputs.demand() == 0 {
+                if !state.modes.forwarding() {
+                    // Accumulating, only mail changes anything; replaying, the next round replays
+                    // the next recorded ask.
+                    if state.modes.accumulating() {
+                        mailbox.ready(true).await;
+                    }
+                } else if state.exhausted || outputs.demand() == 0 {
                     // An ask (or a message) is what sets a producer going again.
                     mailbox.ready(true).await;
                 } else if let Some(at) = retry.waiting_until() {
@@ -386,6 +466,9 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     mut mailbox: Receiver<Mail<S::Input, S::Output>>,
 ) -> Outcome {
     let options = stage.producer_options();
+    if options.demand != DemandMode::Forward {
+        tracing::warn!(stage = %env.name, "a producer_consumer has no demand mode (only producers do): its `ProducerOptions::demand` is ignored");
+    }
     let mut inputs = Inputs::new(env.name.clone());
     let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
     let mut in_hand = InHand::default();
@@ -432,6 +515,9 @@ fn queue_control(control: Control, letters: &mut VecDeque<Letter>, buffered: usi
         Control::BufferedCount(reply) => {
             let _ = reply.send(buffered);
         }
+        // Only producers have a demand mode, and only their references offer it; a dropped reply
+        // is answered `NoReply`.
+        Control::SetDemand(_) | Control::GetDemand(_) => {}
     }
 }
 

@@ -92,6 +92,34 @@ impl<T: Send + 'static> Outputs<T> {
         self.flush();
     }
 
+    /// Emitted events while the producer accumulates demand: all to the buffer, none dispatched.
+    pub(super) fn hold(&mut self, events: Vec<T>) {
+        let discarded = self.path.hold(events);
+        if discarded > 0 {
+            warn_discarded(&self.stage, discarded);
+        }
+    }
+
+    /// Holds the event path (nothing is dispatched) or releases it, sending what the consumers can
+    /// take now (see [`EventPath::set_held`]).
+    pub(super) fn set_held(&mut self, held: bool) {
+        self.path.set_held(held);
+        self.flush();
+    }
+
+    /// Replays an ask the consumer of `sub` made while the producer accumulated: gives it to the
+    /// dispatcher, which serves it from the buffer first, and returns what is left of it for
+    /// `handle_demand`; 0 when the consumer has left.
+    pub(super) fn replay(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+        if self.consumers.get(sub).is_none() {
+            return 0;
+        }
+        let buffered = self.path.buffered();
+        self.handle(Downstream::Ask { sub, demand });
+        let served = buffered.saturating_sub(self.path.buffered());
+        demand.saturating_sub(served)
+    }
+
     /// What a producer should emit now (see [`EventPath::demand`]).
     pub(super) fn demand(&self) -> usize {
         self.path.demand()
