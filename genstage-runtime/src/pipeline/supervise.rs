@@ -211,9 +211,10 @@ impl Supervisor {
     fn handle(&mut self, request: Request) {
         match request {
             Request::Shutdown { deadline } => {
-                // Producers stop emitting; the rest follows as their input ends.
+                // Producers stop emitting; the rest follows as their input ends (a stage without
+                // producers ends at once).
                 for index in 0..self.names.len() {
-                    if self.roles[index] == Role::Producer && self.running(index) {
+                    if self.running(index) {
                         self.controls[index].control(Control::Shutdown);
                     }
                 }

@@ -66,6 +66,8 @@ pub(super) struct Inputs<T> {
     queue: VecDeque<Queued<T>>,
     /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
     subscribed: usize,
+    /// The pipeline is shutting down (see [`close`](Self::close)).
+    closed: bool,
     /// Events handed out to `handle_events`, over all subscriptions.
     pub(super) events_in: u64,
     /// Events received beyond outstanding demand, over all subscriptions.
@@ -79,6 +81,7 @@ impl<T> Inputs<T> {
             subscriptions: BySubscription::new(),
             queue: VecDeque::new(),
             subscribed: 0,
+            closed: false,
             events_in: 0,
             excess: 0,
         }
@@ -138,9 +141,18 @@ impl<T> Inputs<T> {
         self.queue.is_empty()
     }
 
-    /// Every producer has ended and every event received has been handed out.
+    /// Every producer has ended and every event received has been handed out; a stage never
+    /// subscribed is exhausted only once closed.
     pub(super) fn exhausted(&self) -> bool {
-        self.subscribed > 0 && self.subscriptions.is_empty() && self.queue.is_empty()
+        (self.subscribed > 0 || self.closed)
+            && self.subscriptions.is_empty()
+            && self.queue.is_empty()
+    }
+
+    /// The pipeline is shutting down: once its subscriptions have ended, or at once if it has none,
+    /// the stage is done.
+    pub(super) fn close(&mut self) {
+        self.closed = true;
     }
 
     /// The next step, acting on end notices on the way. `None` when nothing is queued, or when events

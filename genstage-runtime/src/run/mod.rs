@@ -271,8 +271,12 @@ impl ProducerState {
     /// Takes in a control message; says whether the running callback must stop (a shutdown).
     fn control<T: Send + 'static>(&mut self, control: Control, outputs: &mut Outputs<T>) -> bool {
         match control {
+            // A producer shutting down takes no more messages, so that senders that keep sending
+            // cannot keep it going: the letter is dropped (a call is answered `NoReply`).
             Control::Letter(letter) => {
-                self.letters.push_back(letter);
+                if !self.shut_down {
+                    self.letters.push_back(letter);
+                }
                 false
             }
             Control::Shutdown => {
@@ -506,12 +510,18 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     }
 }
 
-/// Takes in a control message for a stage that is not a producer: letters wait in `letters`; a
-/// shutdown is for producers only (a stage in the middle ends when its input does).
-fn queue_control(control: Control, letters: &mut VecDeque<Letter>, buffered: usize) {
+/// Takes in a control message for a stage that is not a producer: letters wait in `letters`. A
+/// shutdown closes `inputs`: a stage in the middle ends when its input does, and one that has no
+/// producer (added to a running pipeline, never subscribed) ends then.
+fn queue_control<T>(
+    control: Control,
+    letters: &mut VecDeque<Letter>,
+    inputs: &mut Inputs<T>,
+    buffered: usize,
+) {
     match control {
         Control::Letter(letter) => letters.push_back(letter),
-        Control::Shutdown => {}
+        Control::Shutdown => inputs.close(),
         Control::BufferedCount(reply) => {
             let _ = reply.send(buffered);
         }
@@ -531,6 +541,11 @@ async fn transform<S: ProducerConsumer>(
 ) -> Exit {
     let mut letters = VecDeque::new();
     'run: loop {
+        // Once its input has ended, a producer_consumer takes no more messages, so that senders
+        // that keep sending cannot keep it going: they are dropped (a call is answered `NoReply`).
+        if inputs.exhausted() {
+            letters.clear();
+        }
         while let Some(letter) = letters.pop_front() {
             let emit = env.open::<S, S::Output>(stage, letter, Some(inputs)).await;
             match emit {
@@ -586,7 +601,7 @@ async fn transform<S: ProducerConsumer>(
                             Mail::Upstream(mail) => inputs.handle(mail),
                             Mail::Downstream(mail) => outputs.handle(mail),
                             Mail::Control(control) => {
-                                queue_control(*control, &mut letters, outputs.buffered())
+                                queue_control(*control, &mut letters, inputs, outputs.buffered())
                             }
                         }
                         outputs.abandoned()
@@ -627,7 +642,9 @@ async fn transform<S: ProducerConsumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // Downstream demand reaches a producer_consumer as capacity, read above.
             Mail::Downstream(mail) => outputs.handle(mail),
-            Mail::Control(control) => queue_control(*control, &mut letters, outputs.buffered()),
+            Mail::Control(control) => {
+                queue_control(*control, &mut letters, inputs, outputs.buffered())
+            }
         }
     }
 }
@@ -730,7 +747,7 @@ async fn consume<C: Consumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
             Mail::Downstream(_) => {}
-            Mail::Control(control) => queue_control(*control, &mut letters, 0),
+            Mail::Control(control) => queue_control(*control, &mut letters, inputs, 0),
         }
     }
 }
