@@ -1005,3 +1005,35 @@ async fn a_timer_armed_by_a_stage_that_ends_meanwhile_is_harmless() {
         })
     );
 }
+
+// DEFECT (probe13 #3): dropping a `to_stream` stream does not cancel its sink's subscriptions while
+// the sink waits for events, as issue 13 item 5 asks ("dropping the stream cancels its
+// subscriptions", GenStage §1.12): the sink learns of the drop only in `handle_events`, when it
+// next has a batch (stream/to_stream.rs, `impl Consumer for StreamSink`, and its docs: "A sink that
+// receives nothing more never learns that its stream is gone: its pipeline runs on until its
+// producers end"). A service whose reader drops the stream while the source is idle (a channel
+// nobody feeds now) keeps its pipeline running forever.
+#[tokio::test]
+async fn defect_dropping_a_stream_while_its_source_is_idle_does_not_end_the_pipeline() {
+    let (feed, source) = from_channel::<u64>(4);
+    let (sink, mut stream) = to_stream::<u64>();
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer(source);
+    let sink = pipeline.add_consumer(sink);
+    pipeline.subscribe(&source, &sink);
+    let running = pipeline.start();
+    feed.send(1).await.unwrap();
+    assert_eq!(stream.next().await, Some(1));
+    // The reader stops; the feeder is idle but still there.
+    drop(stream);
+    let report = no_hang("the pipeline after its stream was dropped", running)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.stage("to_stream").unwrap().status,
+        StageStatus::Cancelled { cause: None }
+    );
+    assert_eq!(report.stage("to_stream").unwrap().events_in, 1);
+    assert!(report.totals().balanced(), "{report:?}");
+    drop(feed);
+}
