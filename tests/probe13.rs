@@ -1037,3 +1037,29 @@ async fn defect_dropping_a_stream_while_its_source_is_idle_does_not_end_the_pipe
     assert!(report.totals().balanced(), "{report:?}");
     drop(feed);
 }
+
+// DEFECT (probe13 #4): `PipelineHandle::shutdown`'s docs say "Dropping the future leaves the
+// shutdown going, detached", but `shutdown` is an `async fn` (pipeline/running.rs): nothing is
+// sent until the future is first polled, so a future dropped unpolled (a `select!` branch not
+// taken, a `let _ = running.shutdown();`) sends no shutdown and, having taken the handle, leaves
+// the pipeline running detached for ever. Same for `shutdown_within` and `abort`.
+#[tokio::test]
+async fn defect_a_shutdown_future_dropped_before_it_is_polled_shuts_nothing_down() {
+    let (count, mut started) = Count::new();
+    let ended = count.ended.clone();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let sink = pipeline.add_consumer(count);
+    pipeline.subscribe(&numbers, &sink);
+    let running = pipeline.start();
+    started.recv().await.unwrap();
+    drop(running.shutdown());
+    // The shutdown is going, detached: the endless producer stops, and so does the sink.
+    no_hang("the detached shutdown", async {
+        while sink.call(Seen).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(*ended.lock().unwrap(), Some(StageStatus::Finished));
+}
