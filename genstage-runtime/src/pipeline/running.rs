@@ -111,9 +111,10 @@ impl PipelineHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future leaves the shutdown going, detached.
-    pub async fn shutdown(self) -> Result<Report, PipelineError> {
-        self.request(Request::Shutdown { deadline: None }).await
+    /// The shutdown is asked for when `shutdown` is called, not when the future is first polled:
+    /// dropping the future, polled or not, leaves the shutdown going, detached.
+    pub fn shutdown(self) -> impl Future<Output = Result<Report, PipelineError>> + Send {
+        self.request(Request::Shutdown { deadline: None })
     }
 
     /// Shuts the pipeline down gracefully, but aborts the stages still busy after `timeout`.
@@ -125,13 +126,16 @@ impl PipelineHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future leaves the shutdown going, detached, and its time limit with it.
-    pub async fn shutdown_within(self, timeout: Duration) -> Result<Report, PipelineError> {
+    /// As [`shutdown`](Self::shutdown): the shutdown, and its time limit (counted from the call),
+    /// go on if the future is dropped.
+    pub fn shutdown_within(
+        self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Report, PipelineError>> + Send {
         let deadline = Instant::now() + timeout;
         self.request(Request::Shutdown {
             deadline: Some(deadline),
         })
-        .await
     }
 
     /// Stops every stage where it stands and returns the report: what the stages held (a batch in a
@@ -144,17 +148,19 @@ impl PipelineHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future leaves the abort going, detached.
-    pub async fn abort(self) -> Result<Report, PipelineError> {
-        self.request(Request::Abort).await
+    /// As [`shutdown`](Self::shutdown): the abort is asked for when `abort` is called, and goes on
+    /// if the future is dropped.
+    pub fn abort(self) -> impl Future<Output = Result<Report, PipelineError>> + Send {
+        self.request(Request::Abort)
     }
 
-    async fn request(mut self, request: Request) -> Result<Report, PipelineError> {
+    /// Sends `request` now, and gives back the handle to await the pipeline's result.
+    fn request(mut self, request: Request) -> Self {
         if let Some(requests) = self.requests.take() {
             // The pipeline may have ended already: its result is what awaiting gives.
             let _ = requests.send(request);
         }
-        self.await
+        self
     }
 }
 
