@@ -1064,3 +1064,52 @@ async fn defect_a_shutdown_future_dropped_before_it_is_polled_shuts_nothing_down
     .await;
     assert_eq!(*ended.lock().unwrap(), Some(StageStatus::Finished));
 }
+
+impl HandleCast<Fail> for Count {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Fail, _: &mut Context<'_, Self>) -> StageResult<()> {
+        Err("cast failed".into())
+    }
+}
+
+#[tokio::test]
+async fn a_call_queued_behind_a_failing_cast_gets_no_reply_at_once() {
+    let (_feed, source) = from_channel::<u64>(4);
+    let (count, _) = Count::new();
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer(source);
+    let sink = pipeline.add_consumer(count);
+    pipeline.subscribe(&source, &sink);
+    sink.cast(Fail).unwrap();
+    let call = sink.call_timeout(Seen, Duration::from_secs(60));
+    let running = pipeline.start();
+    assert_eq!(
+        no_hang("the queued call", call).await,
+        Err(CallError::NoReply {
+            stage: "Count".to_owned()
+        })
+    );
+    let error = no_hang("the pipeline", running).await.unwrap_err();
+    assert_eq!(error.stage(), "Count");
+    assert_eq!(error.to_string(), "stage `Count` failed: cast failed");
+}
+
+#[tokio::test]
+async fn calls_queued_at_an_abort_get_no_reply_at_once() {
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..100u64));
+    let stuck = pipeline.add_consumer(Stuck { entered });
+    pipeline.subscribe(&numbers, &stuck);
+    let running = pipeline.start();
+    inside.recv().await.unwrap();
+    let call = tokio::spawn(stuck.call_timeout(Seen, Duration::from_secs(60)));
+    tokio::task::yield_now().await;
+    no_hang("abort", running.abort()).await.unwrap();
+    assert_eq!(
+        no_hang("the queued call", call).await.unwrap(),
+        Err(CallError::NoReply {
+            stage: "Stuck".to_owned()
+        })
+    );
+}
