@@ -1113,3 +1113,24 @@ async fn calls_queued_at_an_abort_get_no_reply_at_once() {
         })
     );
 }
+
+// DEFECT (probe13 #5): `shutdown_within(Duration::MAX)` (a user's "no limit") panics in genstage:
+// `Instant::now() + timeout` overflows (pipeline/running.rs, `shutdown_within`). tokio's own
+// `timeout`/`sleep` take such durations (they saturate to a far future).
+#[tokio::test]
+async fn defect_shutdown_within_a_huge_duration_panics() {
+    let (count, mut started) = Count::new();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let sink = pipeline.add_consumer(count);
+    pipeline.subscribe(&numbers, &sink);
+    let running = pipeline.start();
+    started.recv().await.unwrap();
+    let shutdown = tokio::spawn(async move { running.shutdown_within(Duration::MAX).await });
+    let report = no_hang("shutdown_within(MAX)", shutdown)
+        .await
+        .expect("shutdown_within does not panic")
+        .expect("a clean shutdown");
+    assert!(report.totals().balanced(), "{report:?}");
+    assert_eq!(report.totals().lost, 0);
+}
