@@ -132,10 +132,9 @@ impl PipelineHandle {
         self,
         timeout: Duration,
     ) -> impl Future<Output = Result<Report, PipelineError>> + Send {
-        let deadline = Instant::now() + timeout;
-        self.request(Request::Shutdown {
-            deadline: Some(deadline),
-        })
+        // A limit too far to count (`Duration::MAX`) is no limit.
+        let deadline = Instant::now().checked_add(timeout);
+        self.request(Request::Shutdown { deadline })
     }
 
     /// Stops every stage where it stands and returns the report: what the stages held (a batch in a
