@@ -1166,3 +1166,34 @@ async fn a_shutdown_within_zero_of_an_ended_pipeline_is_clean() {
     }
     assert_eq!(timeouts, [], "rounds whose ended stages were called busy");
 }
+
+// DEFECT (probe13 #7): after an abort (or a `shutdown_within` that runs out of time), a
+// `to_stream` stream still yields the rest of the batch its sink held, although the report counts
+// those events as lost: the sink's `handle_events` future is dropped, but the batch already
+// handed to the stream (stream/to_stream.rs, `Current`) stays there and is yielded. The caller
+// receives events that the report says were never handled.
+#[tokio::test]
+async fn defect_a_stream_yields_events_that_an_abort_counted_as_lost() {
+    let (sink, mut stream) = to_stream::<u64>();
+    let sink = sink.with_options(SubscribeOptions::new().max_demand(10).min_demand(0));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let sink = pipeline.add_consumer(sink);
+    pipeline.subscribe(&numbers, &sink);
+    let running = pipeline.start();
+    // The sink's first batch is 0..10; the caller reads one event of it.
+    assert_eq!(stream.next().await, Some(0));
+    let report = no_hang("abort", running.abort()).await.unwrap();
+    let sink_report = report.stage("to_stream").unwrap();
+    assert_eq!(sink_report.status, StageStatus::Aborted);
+    let mut after_abort = Vec::new();
+    while let Some(event) = no_hang("the stream", stream.next()).await {
+        after_abort.push(event);
+    }
+    // What the caller received in all is what the report says the sink handled.
+    assert_eq!(
+        1 + after_abort.len() as u64,
+        sink_report.events_in,
+        "received after the abort: {after_abort:?}; report: {sink_report:?}"
+    );
+}
