@@ -1197,3 +1197,110 @@ async fn defect_a_stream_yields_events_that_an_abort_counted_as_lost() {
         "received after the abort: {after_abort:?}; report: {sink_report:?}"
     );
 }
+
+/// A manual consumer that asks what it is cast.
+#[derive(Default)]
+struct Asker {
+    tag: Option<genstage::SubscriptionTag>,
+    seen: Arc<Mutex<u64>>,
+}
+struct AskFor(usize);
+
+impl Consumer for Asker {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        subscription: &genstage::Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> genstage::Demand {
+        self.tag = Some(subscription.tag());
+        genstage::Demand::Manual
+    }
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        *self.seen.lock().unwrap() += events.len() as u64;
+        Ok(())
+    }
+}
+
+/// `None` when the stage has not been told of its subscription yet.
+impl HandleCall<AskFor> for Asker {
+    type Reply = Option<Result<(), genstage::AskError>>;
+    type Emitted = ();
+    async fn handle_call(
+        &mut self,
+        AskFor(n): AskFor,
+        reply: ReplyTo<Option<Result<(), genstage::AskError>>>,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        reply.reply(self.tag.map(|tag| ctx.ask(tag, n)));
+        Ok(())
+    }
+}
+
+impl HandleCall<Seen> for Asker {
+    type Reply = u64;
+    type Emitted = ();
+    async fn handle_call(
+        &mut self,
+        _: Seen,
+        reply: ReplyTo<u64>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        reply.reply(*self.seen.lock().unwrap());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_manual_consumer_asking_beyond_max_demand_then_shut_down() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let asker = pipeline.add_consumer(Asker::default());
+    pipeline.subscribe_with(&numbers, &asker, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    // (A call right after `start` may come before `handle_subscribe`: see the defect below.)
+    no_hang("ask", async {
+        while asker.call(AskFor(1000)).await.unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // The initial ask (10) and this one (1000): 1010 events, once they have all come.
+    no_hang("1010 events", async {
+        while asker.call(Seen).await.unwrap() < 1010 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let report = no_hang("shutdown", running.shutdown()).await.unwrap();
+    let sink = report.stage("Asker").unwrap();
+    assert_eq!(
+        (sink.events_in, sink.excess, sink.lost),
+        (1010, 0, 0),
+        "{report:?}"
+    );
+    assert!(report.totals().balanced(), "{report:?}");
+}
+
+// DEFECT (probe13 #8): a message sent right after `start()` returns reaches the stage before its
+// `handle_subscribe`: `start` only spawns the pipeline's task (pipeline/running.rs, `start`), and
+// the subscriptions are queued into the stages' mailboxes when that task first runs
+// (pipeline/supervise.rs, `run_to_end`, "Wire every edge before any task runs"). In GenStage a
+// consumer's `handle_subscribe` runs in its `init`, before `start_link` returns, so a manual
+// consumer always knows its subscription when its first message comes. Here the first call finds
+// no subscription (and a manual consumer cannot ask).
+#[tokio::test]
+async fn defect_a_call_right_after_start_comes_before_handle_subscribe() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let asker = pipeline.add_consumer(Asker::default());
+    pipeline.subscribe_with(&numbers, &asker, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    let answer = no_hang("ask", asker.call(AskFor(5))).await.unwrap();
+    assert_eq!(
+        answer,
+        Some(Ok(())),
+        "the call came before handle_subscribe"
+    );
+    no_hang("abort", running.abort()).await.unwrap();
+}
