@@ -1039,7 +1039,8 @@ async fn defect_dropping_a_stream_while_its_source_is_idle_does_not_end_the_pipe
     drop(feed);
 }
 
-// DEFECT (probe13 #4): `PipelineHandle::shutdown`'s docs say "Dropping the future leaves the
+// DEFECT (probe13 #4, fixed by this branch's commit "PipelineHandle: shutdown, shutdown_within and
+// abort send their request when called"): `PipelineHandle::shutdown`'s docs say "Dropping the future leaves the
 // shutdown going, detached", but `shutdown` is an `async fn` (pipeline/running.rs): nothing is
 // sent until the future is first polled, so a future dropped unpolled (a `select!` branch not
 // taken, a `let _ = running.shutdown();`) sends no shutdown and, having taken the handle, leaves
@@ -1114,7 +1115,8 @@ async fn calls_queued_at_an_abort_get_no_reply_at_once() {
     );
 }
 
-// DEFECT (probe13 #5): `shutdown_within(Duration::MAX)` (a user's "no limit") panics in genstage:
+// DEFECT (probe13 #5, fixed by this branch's commit "PipelineHandle::shutdown_within: a limit too
+// far ... is no limit"): `shutdown_within(Duration::MAX)` (a user's "no limit") panics in genstage:
 // `Instant::now() + timeout` overflows (pipeline/running.rs, `shutdown_within`). tokio's own
 // `timeout`/`sleep` take such durations (they saturate to a far future).
 #[tokio::test]
@@ -1303,4 +1305,78 @@ async fn defect_a_call_right_after_start_comes_before_handle_subscribe() {
         "the call came before handle_subscribe"
     );
     no_hang("abort", running.abort()).await.unwrap();
+}
+
+/// A producer_consumer that emits a trailer when its input ends.
+struct Trailer;
+
+impl ProducerConsumer for Trailer {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    async fn handle_cancel(
+        &mut self,
+        _: &genstage::Subscription,
+        _: &genstage::CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        Ok(vec![999; 20])
+    }
+}
+
+#[tokio::test]
+async fn events_emitted_by_handle_cancel_reach_the_consumer_even_without_demand_at_once() {
+    let (count, _) = Count::new();
+    let seen = count.seen.clone();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..7u64));
+    let trailer = pipeline.add_producer_consumer(Trailer);
+    let sink = pipeline.add_consumer(count);
+    pipeline.subscribe(&numbers, &trailer);
+    pipeline.subscribe_with(&trailer, &sink, SubscribeOptions::new().max_demand(4));
+    let report = no_hang("run", pipeline.run()).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), 27);
+    assert_eq!(report.stage("Trailer").unwrap().emitted, 27);
+    assert!(report.totals().balanced(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_delivers_what_handle_cancel_emits() {
+    let (count, mut started) = Count::new();
+    let seen = count.seen.clone();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let trailer = pipeline.add_producer_consumer(Trailer);
+    let sink = pipeline.add_consumer(count);
+    pipeline.subscribe(&numbers, &trailer);
+    pipeline.subscribe_with(&trailer, &sink, SubscribeOptions::new().max_demand(4));
+    let running = pipeline.start();
+    started.recv().await.unwrap();
+    let report = no_hang("shutdown", running.shutdown()).await.unwrap();
+    let emitted = report.stage("from_iter").unwrap().emitted;
+    assert_eq!(*seen.lock().unwrap(), emitted + 20);
+    assert_eq!(report.totals().lost, 0, "{report:?}");
+    assert!(report.totals().balanced(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_handle_polled_by_ref_in_a_select_can_then_be_shut_down() {
+    let (count, mut started) = Count::new();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let sink = pipeline.add_consumer(count);
+    pipeline.subscribe(&numbers, &sink);
+    let mut running = pipeline.start();
+    tokio::select! {
+        _ = &mut running => panic!("an endless pipeline ended"),
+        _ = started.recv() => {}
+    }
+    let report = no_hang("shutdown", running.shutdown()).await.unwrap();
+    assert_eq!(
+        report.stage("from_iter").unwrap().status,
+        StageStatus::ShutDown
+    );
+    assert!(report.totals().balanced(), "{report:?}");
 }
