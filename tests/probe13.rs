@@ -1380,3 +1380,20 @@ async fn a_handle_polled_by_ref_in_a_select_can_then_be_shut_down() {
     );
     assert!(report.totals().balanced(), "{report:?}");
 }
+
+#[tokio::test]
+async fn a_stream_dropped_before_its_pipeline_runs_ends_an_endless_pipeline() {
+    let (sink, stream) = to_stream::<u64>();
+    drop(stream);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let sink = pipeline.add_consumer(sink);
+    pipeline.subscribe(&numbers, &sink);
+    let report = no_hang("run", pipeline.run()).await.unwrap();
+    assert_eq!(
+        report.stage("to_stream").unwrap().status,
+        StageStatus::Cancelled { cause: None }
+    );
+    assert_eq!(report.stage("to_stream").unwrap().events_in, 0);
+    assert!(report.totals().balanced(), "{report:?}");
+}
