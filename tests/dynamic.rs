@@ -118,7 +118,10 @@ async fn a_cancelled_subscription_ends_normally_whatever_the_cancel_mode() {
         let keeper = Collect::default();
         let mut pipeline = Pipeline::new();
         let counter = pipeline.add_producer(Counter(0));
-        let few = pipeline.add_producer_named("few", from_iter(100..105u64));
+        // `few` ends when the test drops its sender, after the cancel: the watcher has a producer
+        // until then.
+        let (few_sender, few) = genstage::from_channel::<u64>(8);
+        let few = pipeline.add_producer_named("few", few);
         let keeper = pipeline.add_consumer_named("keeper", keeper);
         pipeline.subscribe_with(&counter, &keeper, SubscribeOptions::new().max_demand(4));
         let watcher = pipeline.add_consumer_named("watcher", watcher);
@@ -132,6 +135,11 @@ async fn a_cancelled_subscription_ends_normally_whatever_the_cancel_mode() {
             .unwrap();
         until(|| events.lock().unwrap().iter().any(|&e| e < 100)).await;
         running.cancel(tag).await.unwrap();
+        until(|| cancelled.lock().unwrap().len() == 1).await;
+        for event in 100..105 {
+            few_sender.send(event).await.unwrap();
+        }
+        drop(few_sender);
         assert!(
             matches!(
                 running.cancel(tag).await,

@@ -318,6 +318,13 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     }
 }
 
+impl<S> Context<'_, S> {
+    /// An owned port to the stage's own mailbox, for a task of the runtime's that messages it later.
+    pub(crate) fn port(&self) -> Box<dyn PostLetter> {
+        self.me.clone_port()
+    }
+}
+
 impl<S> std::fmt::Debug for Context<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")

@@ -63,19 +63,18 @@ impl Pipeline {
             first_index: self.stages.len(),
             ..Pipeline::with_id(self.id)
         });
-        if tokio::runtime::Handle::try_current().is_err() {
-            return PipelineHandle {
-                state: State::Ended(Some(Err(PipelineError::NoRuntime))),
+        let (requests, receiver) = mpsc::unbounded_channel();
+        match self.prepare(Some(receiver)) {
+            Ok(supervisor) => PipelineHandle {
+                state: State::Running(tokio::spawn(supervisor.run())),
+                requests: Some(requests),
+                staging,
+            },
+            Err(error) => PipelineHandle {
+                state: State::Ended(Some(Err(error))),
                 requests: None,
                 staging,
-            };
-        }
-        let (requests, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(self.run_to_end(Some(receiver)));
-        PipelineHandle {
-            state: State::Running(task),
-            requests: Some(requests),
-            staging,
+            },
         }
     }
 }
@@ -126,9 +125,10 @@ impl PipelineHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future leaves the shutdown going, detached.
-    pub async fn shutdown(self) -> Result<Report, PipelineError> {
-        self.request(Request::Shutdown { deadline: None }).await
+    /// The shutdown is asked for when `shutdown` is called, not when the future is first polled:
+    /// dropping the future, polled or not, leaves the shutdown going, detached.
+    pub fn shutdown(self) -> impl Future<Output = Result<Report, PipelineError>> + Send {
+        self.request(Request::Shutdown { deadline: None })
     }
 
     /// Shuts the pipeline down gracefully, but aborts the stages still busy after `timeout`.
@@ -140,13 +140,15 @@ impl PipelineHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future leaves the shutdown going, detached, and its time limit with it.
-    pub async fn shutdown_within(self, timeout: Duration) -> Result<Report, PipelineError> {
-        let deadline = Instant::now() + timeout;
-        self.request(Request::Shutdown {
-            deadline: Some(deadline),
-        })
-        .await
+    /// As [`shutdown`](Self::shutdown): the shutdown, and its time limit (counted from the call),
+    /// go on if the future is dropped.
+    pub fn shutdown_within(
+        self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Report, PipelineError>> + Send {
+        // A limit too far to count (`Duration::MAX`) is no limit.
+        let deadline = Instant::now().checked_add(timeout);
+        self.request(Request::Shutdown { deadline })
     }
 
     /// Stops every stage where it stands and returns the report: what the stages held (a batch in a
@@ -159,9 +161,10 @@ impl PipelineHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future leaves the abort going, detached.
-    pub async fn abort(self) -> Result<Report, PipelineError> {
-        self.request(Request::Abort).await
+    /// As [`shutdown`](Self::shutdown): the abort is asked for when `abort` is called, and goes on
+    /// if the future is dropped.
+    pub fn abort(self) -> impl Future<Output = Result<Report, PipelineError>> + Send {
+        self.request(Request::Abort)
     }
 
     /// Adds a consumer to the running pipeline and starts it, named after its type (made unique, as
@@ -308,12 +311,13 @@ impl PipelineHandle {
         }
     }
 
-    async fn request(mut self, request: Request) -> Result<Report, PipelineError> {
+    /// Sends `request` now, and gives back the handle to await the pipeline's result.
+    fn request(mut self, request: Request) -> Self {
         if let Some(requests) = self.requests.take() {
             // The pipeline may have ended already: its result is what awaiting gives.
             let _ = requests.send(request);
         }
-        self.await
+        self
     }
 }
 

@@ -69,13 +69,16 @@ impl Pipeline {
     /// Dropping the future aborts every stage of the pipeline, without a report: to stop a pipeline
     /// and still get its report, [`start`](Self::start) it and use its handle.
     pub fn run(self) -> Run {
-        Run::new(self.run_to_end(None))
+        Run::new(async move { self.prepare(None)?.run().await })
     }
 
-    pub(super) async fn run_to_end(
+    /// Checks the pipeline, wires every subscription and starts every stage's task: what `run()`
+    /// does when first polled, and `start()` before it returns, so that a message sent to a stage
+    /// after `start()` reaches it after its subscriptions.
+    pub(super) fn prepare(
         mut self,
         requests: Option<mpsc::UnboundedReceiver<Request>>,
-    ) -> Result<Report, PipelineError> {
+    ) -> Result<Supervisor, PipelineError> {
         if !tokio_with_timers() {
             return Err(PipelineError::NoRuntime);
         }
@@ -96,12 +99,12 @@ impl Pipeline {
         for stage in stages {
             supervisor.spawn(stage);
         }
-        supervisor.run().await
+        Ok(supervisor)
     }
 }
 
 /// A running pipeline's stages, by index (the order they were added), and its subscriptions.
-struct Supervisor {
+pub(super) struct Supervisor {
     tasks: JoinSet<Outcome>,
     task_stage: HashMap<Id, usize>,
     names: Vec<String>,
@@ -178,7 +181,8 @@ impl Supervisor {
         self.reports.get(index).is_some_and(Option::is_none)
     }
 
-    async fn run(mut self) -> Result<Report, PipelineError> {
+    /// Supervises the stages until every one has ended; returns the report.
+    pub(super) async fn run(mut self) -> Result<Report, PipelineError> {
         loop {
             tokio::select! {
                 joined = self.tasks.join_next_with_id() => match joined {

@@ -689,6 +689,10 @@ async fn consume<C: Consumer>(
             let opened = env.open::<C, Infallible>(stage, letter, Some(inputs)).await;
             env.send_replies();
             if let Err(error) = opened {
+                // A `to_stream` sink told that its stream was dropped stops normally.
+                if error.is::<StreamDropped>() {
+                    break 'run Exit::Cancelled(None);
+                }
                 break 'run Exit::Failed(error);
             }
         }

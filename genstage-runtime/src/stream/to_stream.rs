@@ -16,9 +16,11 @@ use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StreamDropped;
+use crate::messages::{info_letter, Context as StageContext, HandleInfo};
 use crate::options::SubscribeOptions;
 use crate::pipeline::{ConsumerRef, Pipeline, Stage};
 use crate::stage::{Consumer, StageResult};
+use crate::subscription::{Demand, Subscription};
 
 /// A batch on its way from the sink to the stream, and where the stream says how many of its events
 /// it yielded.
@@ -44,6 +46,20 @@ struct Handoff<T> {
 pub struct StreamSink<T> {
     batches: mpsc::Sender<Handoff<T>>,
     options: SubscribeOptions,
+    /// Tells the sink's stage when the stream is dropped, so that a sink that receives nothing more
+    /// still stops; aborted when the sink is dropped, since it holds a sender of the batches.
+    watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The stream of a [`StreamSink`] was dropped: the info its watcher sends the sink's stage.
+struct StreamGone;
+
+impl<T> Drop for StreamSink<T> {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
+    }
 }
 
 /// The events a [`StreamSink`] consumes, as a [`Stream`] for the calling code.
@@ -179,6 +195,7 @@ pub fn to_stream<T: Send + 'static>() -> (StreamSink<T>, EventStream<T>) {
         StreamSink {
             batches: sender,
             options: SubscribeOptions::default(),
+            watch: None,
         },
         EventStream {
             batches: receiver,
@@ -247,7 +264,35 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
         self.options
     }
 
+    /// Starts watching the stream, once: a stream dropped while no batch is on its way is noticed
+    /// too, by a message to the sink's own stage.
+    fn handle_subscribe(&mut self, _: &Subscription, ctx: &mut StageContext<'_, Self>) -> Demand {
+        if self.watch.is_none() {
+            let batches = self.batches.clone();
+            let me = ctx.port();
+            self.watch = Some(tokio::spawn(async move {
+                batches.closed().await;
+                drop(batches);
+                me.post(info_letter::<Self, StreamGone>(StreamGone));
+            }));
+        }
+        Demand::Automatic
+    }
+
     const DEFAULT_NAME: Option<&'static str> = Some("to_stream");
+}
+
+impl<T: Send + 'static> HandleInfo<StreamGone> for StreamSink<T> {
+    type Emitted = ();
+
+    /// Stops the sink normally (the consumer loop turns this error into a stop).
+    async fn handle_info(
+        &mut self,
+        _: StreamGone,
+        _: &mut StageContext<'_, Self>,
+    ) -> StageResult<()> {
+        Err(StreamDropped::after(0).into())
+    }
 }
 
 impl<T: Send + 'static> Stage for StreamSink<T> {
