@@ -135,9 +135,10 @@ pub use genstage_runtime::*;
 pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
-        from_channel, from_iter, from_stream, to_stream, BufferKeep, CallError, CancelMode,
-        Consumer, Context, DemandMode, Emit, HandleCall, HandleCast, HandleInfo, Pipeline,
-        PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerOptions, ReplyTo,
-        Report, Stage, StageError, StageRef, StageResult, StageStatus, SubscribeOptions,
+        from_channel, from_iter, from_stream, to_stream, AskError, BufferKeep, CallError,
+        CancelMode, CancelReason, Consumer, Context, Demand, DemandMode, Emit, HandleCall,
+        HandleCast, HandleInfo, Pipeline, PipelineError, PipelineHandle, Producer,
+        ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
+        StageResult, StageStatus, SubscribeOptions, Subscription, SubscriptionTag,
     };
 }
