@@ -363,4 +363,12 @@ pub trait Consumer: Send + 'static {
     /// means its type's name (`to_stream`'s sink gives `"to_stream"`, as users write it).
     #[doc(hidden)]
     const DEFAULT_NAME: Option<&'static str> = None;
+
+    /// Not part of the API: how many events of the batch its `handle_events` held when the stage
+    /// was aborted had already been handed on (`to_stream`'s sink, whose caller may have read
+    /// some), so that the report counts them handled, not lost. 0 by default.
+    #[doc(hidden)]
+    fn __handled_of_interrupted_batch(&self) -> u64 {
+        0
+    }
 }

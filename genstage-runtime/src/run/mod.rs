@@ -662,6 +662,10 @@ pub(crate) async fn run_consumer<C: Consumer>(
     )
     .await;
     in_hand.interrupted |= aborted;
+    if aborted {
+        let handled = stage.__handled_of_interrupted_batch().min(in_hand.batch);
+        in_hand.batch -= handled;
+    }
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let losses = close_and_count(&mut mailbox, &in_hand, inputs.unhandled(), 0, 0);

@@ -15,6 +15,9 @@ use futures_core::stream::FusedStream;
 use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use crate::error::StreamDropped;
 use crate::messages::{info_letter, Context as StageContext, HandleInfo};
 use crate::options::SubscribeOptions;
@@ -45,6 +48,8 @@ struct Handoff<T> {
 /// ```
 pub struct StreamSink<T> {
     batches: mpsc::Sender<Handoff<T>>,
+    /// How many events of the batch handed over last the stream has yielded.
+    yielded: Arc<AtomicUsize>,
     options: SubscribeOptions,
     /// Tells the sink's stage when the stream is dropped, so that a sink that receives nothing more
     /// still stops; aborted when the sink is dropped, since it holds a sender of the batches.
@@ -80,6 +85,9 @@ impl<T> Drop for StreamSink<T> {
 /// ```
 pub struct EventStream<T> {
     batches: mpsc::Receiver<Handoff<T>>,
+    /// How many events of the current batch it has yielded, for the sink's report if its stage is
+    /// aborted meanwhile.
+    yielded: Arc<AtomicUsize>,
     /// The batch being yielded, with how many events it had.
     current: Option<Current<T>>,
     /// The sink is gone: `None` from now on.
@@ -191,14 +199,17 @@ impl<T> Current<T> {
 /// ```
 pub fn to_stream<T: Send + 'static>() -> (StreamSink<T>, EventStream<T>) {
     let (sender, receiver) = mpsc::channel(1);
+    let yielded = Arc::new(AtomicUsize::new(0));
     (
         StreamSink {
             batches: sender,
+            yielded: yielded.clone(),
             options: SubscribeOptions::default(),
             watch: None,
         },
         EventStream {
             batches: receiver,
+            yielded,
             current: None,
             ended: false,
         },
@@ -241,6 +252,7 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
         if len == 0 {
             return Ok(());
         }
+        self.yielded.store(0, Ordering::Release);
         let (delivered, yielded) = oneshot::channel();
         // The channel is empty here (the stream took the last batch, and said it yielded it), so
         // this waits for nothing: it fails only if the stream is gone.
@@ -280,6 +292,10 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
     }
 
     const DEFAULT_NAME: Option<&'static str> = Some("to_stream");
+
+    fn __handled_of_interrupted_batch(&self) -> u64 {
+        self.yielded.load(Ordering::Acquire) as u64
+    }
 }
 
 impl<T: Send + 'static> HandleInfo<StreamGone> for StreamSink<T> {
@@ -339,7 +355,15 @@ impl<T> EventStream<T> {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         loop {
             if let Some(current) = &mut self.current {
+                // The sink's stage gave up waiting (aborted): the report counts the rest of the
+                // batch lost, so the caller does not get it either.
+                if current.delivered.is_closed() {
+                    self.current = None;
+                    continue;
+                }
                 if let Some(event) = current.events.next() {
+                    self.yielded
+                        .store(current.len - current.events.len(), Ordering::Release);
                     if current.events.as_slice().is_empty() {
                         // The batch's last event: the sink may ask for more while the caller
                         // handles it.
