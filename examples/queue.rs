@@ -1,6 +1,6 @@
 //! A job queue fed by other tasks, after GenStage's QueueBroadcaster: producers outside the
-//! pipeline `call` the queue to push a job, and the call is answered once the job has gone out to a
-//! worker. So while the four workers are busy, pushes wait: back-pressure reaches the pushers, and
+//! pipeline `call` the queue to push a job, and the call is answered once a worker has asked for the
+//! job (it goes out as `handle_demand` returns). So while the four workers are busy, pushes wait: back-pressure reaches the pushers, and
 //! no job is held in an unbounded queue.
 //!
 //! ```text

@@ -184,7 +184,8 @@ impl<R: Send + 'static> ReplyTo<R> {
 
     /// Replies with `reply`. Called inside the `handle_call` that received this `ReplyTo`, the
     /// reply goes once the events that callback returns have been dispatched, as GenStage's
-    /// `{:reply, …}` does; called later (the `ReplyTo` kept in the stage), it goes at once.
+    /// `{:reply, …}` does; called later (the `ReplyTo` kept in the stage), it goes at once, or, from
+    /// another call, cast or info, once that callback's events are dispatched.
     pub fn reply(self, reply: R) {
         let ReplyTo { sender, held } = self;
         held.send_or_hold(move || {

@@ -20,9 +20,11 @@
 ///   sent before the failure. `temporary` consumers go on with their other producers, and finish
 ///   when those end.
 ///
-/// So `transient` behaves as `permanent` today: the two differ only on reasons that a closed
-/// pipeline never gives (`:normal` is a finish, and there is no `:shutdown` yet). Both are kept with
-/// GenStage's meaning, so that a pipeline keeps its behaviour when shutdown reasons arrive.
+/// A graceful shutdown and a cancelled subscription end a subscription as a finish does.
+///
+/// So `transient` behaves as `permanent` here: the two differ only on reasons that never stop a
+/// consumer in genstage (`:normal` and `:shutdown` are finishes). Both are kept with GenStage's
+/// meaning, so that a pipeline keeps its behaviour should such reasons ever be told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CancelMode {
     /// The consumer stops when the producer fails (the default).

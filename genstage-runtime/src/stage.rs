@@ -123,7 +123,8 @@ pub trait Producer: Send + 'static {
     /// # Cancel safety
     ///
     /// The future may be dropped at any `.await` point, when the stage must stop while it waits: all
-    /// of its consumers have left, or the pipeline is dropped. Events it had not returned are never
+    /// of its consumers have left, the pipeline is shut down or aborted, or it is dropped. Events it
+    /// had not returned are never
     /// emitted, so a producer that takes items from a source before an `.await` should keep them in
     /// `self` rather than in the future (or use only cancel-safe awaits, as `tokio::sync::mpsc`'s
     /// `recv` is).

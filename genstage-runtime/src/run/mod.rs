@@ -119,7 +119,7 @@ impl StageEnv {
     }
 
     /// Opens a call, cast or info with the stage, holding the replies it makes until
-    /// [`replies_sent`](Self::send_replies) (after its events are dispatched).
+    /// [`send_replies`](Self::send_replies) (after its events are dispatched).
     async fn open<'a, S: Send + 'static, T: Send + 'static>(
         &'a self,
         stage: &'a mut S,

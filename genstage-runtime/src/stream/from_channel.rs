@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use super::from_stream::{from_stream, FromStream};
 
 /// A producer fed by other tasks, and the sender that feeds it: a bounded
-/// [`tokio::sync::mpsc`] channel of `capacity` events whose receiving end is a
-/// [`from_stream`] producer.
+/// [`tokio::sync::mpsc`] channel of `capacity` events (at least 1: 0 means 1) whose receiving end
+/// is a [`from_stream`] producer.
 ///
 /// The producer takes events from the channel only as its consumers ask for them, so when the
 /// pipeline is busy the channel fills up and `send(event).await` waits: back-pressure reaches
