@@ -195,6 +195,12 @@ async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
         running.add_consumer_named("first", Collect::default()).await,
         Err(PipelineError::DuplicateName { name, .. }) if name == "first"
     ));
+    // A stage added after a refused one is wired by its own reference.
+    let later = Collect::default();
+    let later_events = later.events();
+    let later = running.add_consumer_named("later", later).await.unwrap();
+    running.subscribe(&counter, &later).await.unwrap();
+    until(|| !later_events.lock().unwrap().is_empty()).await;
     assert!(matches!(
         running
             .subscribe_with(&counter, &late, SubscribeOptions::new().max_demand(0))

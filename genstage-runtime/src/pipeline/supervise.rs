@@ -118,6 +118,8 @@ pub(super) struct Supervisor {
     wiring: Vec<(SubscriptionId, usize, usize)>,
     /// The subscriptions cancelled through the handle.
     cancelled: std::collections::HashSet<SubscriptionId>,
+    /// The indexes of stages added while running and refused (see [`add`](Self::add)).
+    never_started: std::collections::HashSet<usize>,
     abort: Arc<Abort>,
     requests: Option<mpsc::UnboundedReceiver<Request>>,
     first_failure: Option<(usize, Failure)>,
@@ -139,6 +141,7 @@ impl Supervisor {
             reports: Vec::new(),
             wiring: Vec::new(),
             cancelled: std::collections::HashSet::new(),
+            never_started: std::collections::HashSet::new(),
             abort: Arc::new(Abort::default()),
             requests,
             first_failure: None,
@@ -178,7 +181,7 @@ impl Supervisor {
     }
 
     fn running(&self, index: usize) -> bool {
-        self.reports.get(index).is_some_and(Option::is_none)
+        self.reports.get(index).is_some_and(Option::is_none) && !self.never_started.contains(&index)
     }
 
     /// Supervises the stages until every one has ended; returns the report.
@@ -244,13 +247,22 @@ impl Supervisor {
     fn add(&mut self, mut stage: StageEntry) -> Result<(), PipelineError> {
         if self.names.contains(&stage.name) {
             if stage.naming.given {
-                return Err(PipelineError::DuplicateName {
+                // Its index stays taken, never started, so that the stages added after it keep
+                // the indexes their references were given.
+                let error = PipelineError::DuplicateName {
                     name: stage.name.clone(),
                     stages: [
                         "a stage of the running pipeline".to_owned(),
                         "the stage added (named explicitly)".to_owned(),
                     ],
-                });
+                };
+                self.never_started.insert(self.names.len());
+                self.names.push(stage.name);
+                self.roles.push(stage.role);
+                self.defaults.push(stage.subscribe_defaults);
+                self.controls.push(stage.control);
+                self.reports.push(None);
+                return Err(error);
             }
             let base = stage.name.clone();
             stage.name = (2..)

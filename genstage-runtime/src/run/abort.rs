@@ -7,10 +7,13 @@
 //! only when it changes, so the check costs the event path nothing measurable.
 
 use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
+
+use super::callback::panic_message;
 
 /// One pipeline's abort signal, shared by its stages.
 #[derive(Default)]
@@ -31,12 +34,21 @@ impl Abort {
         }
     }
 
+    #[inline]
     pub(crate) fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
     }
 
-    /// Runs `work` to its end, or until the signal is raised; `None` when aborted.
-    pub(crate) async fn race<T>(self: &Arc<Self>, work: impl Future<Output = T>) -> Option<T> {
+    /// Runs `work` to its end, or until the signal is raised (`None`), catching a panic in it
+    /// (`Some(Err(message))`): only a user's callback panics, so the stage's state outside `work`
+    /// (its counts, its queues) is consistent when one does.
+    ///
+    /// One `poll_fn` does both, around each poll of the whole stage loop, not each callback, so
+    /// that callbacks are inlined into the loop as they would be without it.
+    pub(crate) async fn guard<T>(
+        self: &Arc<Self>,
+        work: impl Future<Output = T>,
+    ) -> Option<Result<T, String>> {
         let mut work = pin!(work);
         let mut slot: Option<usize> = None;
         let mut registered: Option<Waker> = None;
@@ -44,8 +56,10 @@ impl Abort {
             if self.is_aborted() {
                 return Poll::Ready(None);
             }
-            if let Poll::Ready(output) = work.as_mut().poll(cx) {
-                return Poll::Ready(Some(output));
+            match catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+                Ok(Poll::Ready(output)) => return Poll::Ready(Some(Ok(output))),
+                Err(payload) => return Poll::Ready(Some(Err(panic_message(&*payload)))),
+                Ok(Poll::Pending) => {}
             }
             // Register (again) only when the task's waker changed since the last registration.
             if registered
@@ -80,14 +94,14 @@ mod tests {
     #[tokio::test]
     async fn work_that_ends_is_not_aborted() {
         let abort = Arc::new(Abort::default());
-        assert_eq!(abort.race(async { 7 }).await, Some(7));
+        assert_eq!(abort.guard(async { 7 }).await, Some(Ok(7)));
     }
 
     #[tokio::test]
     async fn a_waiting_race_ends_when_aborted() {
         let abort = Arc::new(Abort::default());
         let racer = abort.clone();
-        let task = tokio::spawn(async move { racer.race(std::future::pending::<()>()).await });
+        let task = tokio::spawn(async move { racer.guard(std::future::pending::<()>()).await });
         // Let the task register its waker, then abort.
         tokio::task::yield_now().await;
         abort.abort();
@@ -95,9 +109,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panic_in_the_work_is_its_message() {
+        let abort = Arc::new(Abort::default());
+        let panicked = abort.guard(async { panic!("boom") }).await;
+        assert_eq!(
+            panicked.map(|result: Result<(), String>| result),
+            Some(Err("boom".to_owned()))
+        );
+    }
+
+    #[tokio::test]
     async fn a_race_started_after_the_abort_ends_at_once() {
         let abort = Arc::new(Abort::default());
         abort.abort();
-        assert_eq!(abort.race(async { 7 }).await, None);
+        assert_eq!(abort.guard(async { 7 }).await, None);
     }
 }

@@ -1,29 +1,12 @@
-//! Calling a stage's callbacks: a panic in one is caught as the stage's exit, so the stage ends with
-//! its counts intact, and a producer keeps serving its mailbox while its callback waits.
+//! Calling a stage's callbacks: a producer keeps serving its mailbox while its callback waits. (A
+//! panic in one is caught as the stage's exit by [`Abort::guard`](super::abort::Abort::guard).)
 
 use std::any::Any;
 use std::future::{poll_fn, Future};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::task::Poll;
 
 use crate::mailbox::{Receiver, TryRecvError};
-
-/// Runs a stage loop (or its `terminate`) to its end, catching a panic in it, as its message: only a user's callback panics, so the
-/// stage's state outside the loop (its counts, its queues) is consistent when one does.
-///
-/// The catch wraps each poll of the whole loop, not each callback, so that callbacks are inlined
-/// into the loop as they would be without it.
-pub(super) async fn catch_panic<F: Future>(stage_loop: F) -> Result<F::Output, String> {
-    let mut stage_loop = pin!(stage_loop);
-    poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| stage_loop.as_mut().poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(payload) => Poll::Ready(Err(panic_message(&*payload))),
-        },
-    )
-    .await
-}
 
 /// How a callback call ended.
 pub(super) enum Called<T> {

@@ -25,7 +25,7 @@ use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Loss, LossReason, StageStatus};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use crate::subscription::{Demand, ManualAsks};
-use callback::{call_serving, catch_panic, Called};
+use callback::{call_serving, Called};
 use demand_mode::{DemandModes, Switch};
 use inputs::{Inputs, Step};
 use outputs::Outputs;
@@ -194,7 +194,7 @@ async fn drive(
     env: &StageEnv,
     stage_loop: impl std::future::Future<Output = Exit>,
 ) -> (Exit, bool) {
-    match env.abort.race(catch_panic(stage_loop)).await {
+    match env.abort.guard(stage_loop).await {
         None => (Exit::Aborted, true),
         Some(Err(message)) => (Exit::Panicked(message), false),
         Some(Ok(exit)) => (exit, false),
@@ -211,7 +211,7 @@ async fn terminated(
     if matches!(exit, Exit::Panicked(_) | Exit::Aborted) {
         return exit;
     }
-    match env.abort.race(catch_panic(terminate)).await {
+    match env.abort.guard(terminate).await {
         None => Exit::Aborted,
         Some(Err(message)) => Exit::Panicked(message),
         Some(Ok(())) => exit,
