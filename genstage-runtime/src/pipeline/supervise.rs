@@ -188,6 +188,8 @@ impl Supervisor {
     pub(super) async fn run(mut self) -> Result<Report, PipelineError> {
         loop {
             tokio::select! {
+                // Ends first: a stage that ended is never counted busy at a deadline.
+                biased;
                 joined = self.tasks.join_next_with_id() => match joined {
                     Some(Ok((task, outcome))) => self.ended(task, outcome),
                     // Callbacks' panics are caught in the stage loops; this is a panic of the
@@ -201,6 +203,13 @@ impl Supervisor {
                     None => self.requests = None,
                 },
                 () = sleep_until_some(self.deadline) => {
+                    // Stages that ended by now are not busy, though not joined yet.
+                    while let Some(joined) = self.tasks.try_join_next_with_id() {
+                        match joined {
+                            Ok((task, outcome)) => self.ended(task, outcome),
+                            Err(error) => self.ended(error.id(), lost_task(error)),
+                        }
+                    }
                     self.busy_at_deadline = Some(
                         (0..self.names.len())
                             .filter(|&index| self.running(index))
