@@ -1,0 +1,220 @@
+//! Letters: a message for a stage together with the callback that handles it.
+
+use std::any::Any;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::reply::{HeldReplies, ReplyTo};
+use super::{Context, Emission, HandleCall, HandleCast, HandleInfo};
+use crate::stage::{Emit, StageResult};
+use crate::subscription::ManualAsks;
+
+/// What a message callback returned, before the stage loop turns it into its role's events: an
+/// [`Emit`] of the stage's event type when the letter was written by a typed handle, or the
+/// callback's own [`Emission`] type when written by [`Context`] (which does not know the role).
+pub(crate) type Emitted = Box<dyn Any + Send>;
+
+/// Turns what a message callback returned into the events of a stage emitting `T`.
+///
+/// # Errors
+///
+/// The callback returned events of another type, which only a hand-written `HandleInfo` whose
+/// `Emitted` disagrees with its stage's event type can do.
+pub(crate) fn events_of<T: Send + 'static>(emitted: Emitted) -> Result<Emit<T>, String> {
+    let emitted = match emitted.downcast::<Emit<T>>() {
+        Ok(emit) => return Ok(*emit),
+        Err(other) => other,
+    };
+    let emitted = match emitted.downcast::<Vec<T>>() {
+        Ok(events) => return Ok(Emit::more(*events)),
+        Err(other) => other,
+    };
+    if emitted.is::<()>() {
+        return Ok(Emit::more(Vec::new()));
+    }
+    Err(format!(
+        "a message callback returned events of another type than the stage's `{}`",
+        std::any::type_name::<T>()
+    ))
+}
+
+/// A message for a stage, with the callback that handles it: the stage's type is known where the
+/// letter is written (a typed handle, or [`Context`]), not in the stage's mailbox, which carries
+/// letters for any stage type.
+pub(crate) type Letter = Box<dyn OpenLetter>;
+
+/// A letter's callback, run by the stage loop with the stage (downcast to the letter's stage type).
+pub(crate) trait OpenLetter: Send {
+    fn open<'a>(
+        self: Box<Self>,
+        stage: &'a mut (dyn Any + Send),
+        opened: Opened<'a>,
+    ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>>;
+}
+
+/// What a stage loop lends a letter it opens.
+pub(crate) struct Opened<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) me: &'a dyn PostLetter,
+    pub(crate) held: &'a Arc<HeldReplies>,
+    pub(crate) asks: Option<&'a mut dyn ManualAsks>,
+}
+
+/// Where a stage posts letters to itself.
+pub(crate) trait PostLetter: Send + Sync {
+    /// Posts `letter`; false when the stage has ended.
+    fn post(&self, letter: Letter) -> bool;
+    /// An owned port, for a timer task.
+    fn clone_port(&self) -> Box<dyn PostLetter>;
+}
+
+impl<T: PostLetter + ?Sized> PostLetter for Box<T> {
+    fn post(&self, letter: Letter) -> bool {
+        (**self).post(letter)
+    }
+    fn clone_port(&self) -> Box<dyn PostLetter> {
+        (**self).clone_port()
+    }
+}
+
+/// The error of a letter opened on a stage of another type, which the handles' types rule out.
+fn wrong_stage<S>() -> crate::error::StageError {
+    format!(
+        "a message for a `{}` reached another stage",
+        std::any::type_name::<S>()
+    )
+    .into()
+}
+
+struct Letter1<S, M, F> {
+    message: M,
+    handle: F,
+    _stage: PhantomData<fn(&mut S)>,
+}
+
+/// A letter that hands `message` to `handle` with the stage.
+fn letter<S, M, F>(message: M, handle: F) -> Letter
+where
+    S: Send + 'static,
+    M: Send + 'static,
+    F: for<'a> FnOnce(
+            &'a mut S,
+            M,
+            Opened<'a>,
+        ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>>
+        + Send
+        + 'static,
+{
+    Box::new(Letter1 {
+        message,
+        handle,
+        _stage: PhantomData,
+    })
+}
+
+impl<S, M, F> OpenLetter for Letter1<S, M, F>
+where
+    S: Send + 'static,
+    M: Send + 'static,
+    F: for<'a> FnOnce(
+            &'a mut S,
+            M,
+            Opened<'a>,
+        ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>>
+        + Send
+        + 'static,
+{
+    fn open<'a>(
+        self: Box<Self>,
+        stage: &'a mut (dyn Any + Send),
+        opened: Opened<'a>,
+    ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>> {
+        let Letter1 {
+            message, handle, ..
+        } = *self;
+        match stage.downcast_mut::<S>() {
+            Some(stage) => handle(stage, message, opened),
+            None => Box::pin(std::future::ready(Err(wrong_stage::<S>()))),
+        }
+    }
+}
+
+pub(crate) fn info_letter<S: HandleInfo<M>, M: Send + 'static>(message: M) -> Letter {
+    letter::<S, M, _>(message, |stage, message, opened| {
+        Box::pin(async move {
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
+            let emitted = stage.handle_info(message, &mut ctx).await?;
+            Ok(Box::new(emitted) as Emitted)
+        })
+    })
+}
+
+/// An info from a typed handle of a stage emitting `T`.
+pub(crate) fn typed_info_letter<S, M, T>(message: M) -> Letter
+where
+    S: HandleInfo<M>,
+    S::Emitted: Emission<T>,
+    M: Send + 'static,
+    T: Send + 'static,
+{
+    letter::<S, M, _>(message, |stage, message, opened| {
+        Box::pin(async move {
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
+            let emitted = stage.handle_info(message, &mut ctx).await?;
+            Ok(Box::new(emitted.into_emit()) as Emitted)
+        })
+    })
+}
+
+/// A cast from a typed handle of a stage emitting `T`.
+pub(crate) fn cast_letter<S, M, T>(message: M) -> Letter
+where
+    S: HandleCast<M>,
+    S::Emitted: Emission<T>,
+    M: Send + 'static,
+    T: Send + 'static,
+{
+    letter::<S, M, _>(message, |stage, message, opened| {
+        Box::pin(async move {
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
+            let emitted = stage.handle_cast(message, &mut ctx).await?;
+            Ok(Box::new(emitted.into_emit()) as Emitted)
+        })
+    })
+}
+
+/// A call from a typed handle of a stage emitting `T`.
+pub(crate) fn call_letter<S, M, T>(message: M, sender: oneshot::Sender<S::Reply>) -> Letter
+where
+    S: HandleCall<M>,
+    S::Emitted: Emission<T>,
+    M: Send + 'static,
+    T: Send + 'static,
+{
+    letter::<S, M, _>(message, move |stage, message, opened| {
+        Box::pin(async move {
+            let reply = ReplyTo::new(sender, opened.held.clone());
+            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
+            let emitted = stage.handle_call(message, reply, &mut ctx).await?;
+            Ok(Box::new(emitted.into_emit()) as Emitted)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_callback_returns_becomes_the_stages_events() {
+        let emit = |emitted: Emitted| events_of::<u64>(emitted).map(|e| (e.events, e.last));
+        assert_eq!(emit(Box::new(vec![1u64, 2])), Ok((vec![1, 2], false)));
+        assert_eq!(emit(Box::new(Emit::last(vec![3u64]))), Ok((vec![3], true)));
+        assert_eq!(emit(Box::new(())), Ok((vec![], false)));
+        assert!(emit(Box::new(vec!["not a u64"])).is_err());
+    }
+}
