@@ -168,16 +168,32 @@ impl Supervisor {
 
     /// Starts a stage's task.
     fn spawn(&mut self, stage: StageEntry) {
-        let index = self.names.len();
         stage.label.set_unique(&stage.name);
         let task = (stage.start)(Arc::from(stage.name.as_str()), self.abort.clone());
         let handle = self.tasks.spawn(task);
+        let index = self.record(
+            stage.name,
+            stage.role,
+            stage.subscribe_defaults,
+            stage.control,
+        );
         self.task_stage.insert(handle.id(), index);
-        self.names.push(stage.name);
-        self.roles.push(stage.role);
-        self.defaults.push(stage.subscribe_defaults);
-        self.controls.push(stage.control);
+    }
+
+    /// Gives a stage the next index, started or not; returns the index.
+    fn record(
+        &mut self,
+        name: String,
+        role: Role,
+        defaults: SubscribeOptions,
+        control: Arc<dyn ControlPort>,
+    ) -> usize {
+        self.names.push(name);
+        self.roles.push(role);
+        self.defaults.push(defaults);
+        self.controls.push(control);
         self.reports.push(None);
+        self.names.len() - 1
     }
 
     fn running(&self, index: usize) -> bool {
@@ -265,12 +281,13 @@ impl Supervisor {
                         "the stage added (named explicitly)".to_owned(),
                     ],
                 };
-                self.never_started.insert(self.names.len());
-                self.names.push(stage.name);
-                self.roles.push(stage.role);
-                self.defaults.push(stage.subscribe_defaults);
-                self.controls.push(stage.control);
-                self.reports.push(None);
+                let index = self.record(
+                    stage.name,
+                    stage.role,
+                    stage.subscribe_defaults,
+                    stage.control,
+                );
+                self.never_started.insert(index);
                 return Err(error);
             }
             let base = stage.name.clone();

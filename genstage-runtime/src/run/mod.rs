@@ -141,6 +141,11 @@ impl StageEnv {
     fn send_replies(&self) {
         self.held.release();
     }
+
+    /// The context of a subscription callback of a stage that consumes through `inputs`.
+    fn context<'a, S: Send + 'static>(&'a self, inputs: &'a mut dyn ManualAsks) -> Context<'a, S> {
+        Context::new(&self.name, &*self.me, Some(inputs))
+    }
 }
 
 /// The batch a stage's callback holds, while it holds one.
@@ -543,7 +548,7 @@ async fn transform<S: ProducerConsumer>(
     'run: loop {
         // Once its input has ended, a producer_consumer takes no more messages, so that senders
         // that keep sending cannot keep it going: they are dropped (a call is answered `NoReply`).
-        if inputs.exhausted() {
+        if !letters.is_empty() && inputs.exhausted() {
             letters.clear();
         }
         while let Some(letter) = letters.pop_front() {
@@ -567,7 +572,7 @@ async fn transform<S: ProducerConsumer>(
         while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
             match step {
                 Step::Subscribed(subscription) => {
-                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    let mut ctx = env.context(&mut *inputs);
                     if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
                         inputs.set_manual(subscription.tag());
                     }
@@ -577,7 +582,7 @@ async fn transform<S: ProducerConsumer>(
                     reason,
                     stop,
                 } => {
-                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    let mut ctx = env.context(&mut *inputs);
                     match stage.handle_cancel(&subscription, &reason, &mut ctx).await {
                         Ok(emitted) => outputs.emit(emitted),
                         Err(error) => break 'run Exit::Failed(error),
@@ -703,7 +708,7 @@ async fn consume<C: Consumer>(
         while let Some(step) = inputs.next_step(true) {
             match step {
                 Step::Subscribed(subscription) => {
-                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    let mut ctx = env.context(&mut *inputs);
                     if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
                         inputs.set_manual(subscription.tag());
                     }
@@ -713,7 +718,7 @@ async fn consume<C: Consumer>(
                     reason,
                     stop,
                 } => {
-                    let mut ctx = Context::new(&env.name, &*env.me, Some(&mut *inputs));
+                    let mut ctx = env.context(&mut *inputs);
                     if let Err(error) = stage.handle_cancel(&subscription, &reason, &mut ctx).await
                     {
                         break 'run Exit::Failed(error);
