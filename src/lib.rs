@@ -139,6 +139,6 @@ pub mod prelude {
         CancelMode, CancelReason, Consumer, Context, Demand, DemandMode, Emit, HandleCall,
         HandleCast, HandleInfo, Pipeline, PipelineError, PipelineHandle, Producer,
         ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
-        StageResult, StageStatus, SubscribeOptions, Subscription, SubscriptionTag,
+        StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
     };
 }

@@ -54,7 +54,7 @@ pub use pipeline::{
 };
 pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
-pub use subscription::{AskError, CancelReason, Demand, Subscription, SubscriptionTag};
+pub use subscription::{AskError, CancelReason, Demand, Subscriber, Subscription, SubscriptionTag};
 
 // What the macros expand to, exported only under a name that carries this release's version,
 // `__private_<major>_<minor>_<patch>` (written by build.rs), so that the macros of another release

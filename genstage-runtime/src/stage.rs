@@ -16,7 +16,7 @@ use crate::error::StageError;
 use crate::messages::Context;
 use crate::options::{ProducerOptions, SubscribeOptions};
 use crate::report::StageStatus;
-use crate::subscription::{CancelReason, Demand, Subscription};
+use crate::subscription::{CancelReason, Demand, Subscriber, Subscription};
 
 /// What a producer's `handle_demand` returns: the events it emits now, and whether it is exhausted.
 ///
@@ -137,6 +137,40 @@ pub trait Producer: Send + 'static {
         demand: usize,
     ) -> impl Future<Output = StageResult<Emit<Self::Output>>> + Send;
 
+    /// Called when a consumer has subscribed to this stage (GenStage's
+    /// `handle_subscribe(:consumer, …)`), between this stage's callbacks: once the consumer is
+    /// subscribed, so events may already be on their way to it. A producer never takes control of a
+    /// consumer's demand (GenStage stops a producer that tries; here there is nothing to return).
+    /// The default does nothing.
+    fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx: &mut Context<'_, Self>)
+    where
+        Self: Sized,
+    {
+        let _ = (subscriber, ctx);
+    }
+
+    /// Called when a consumer's subscription to this stage has ended (GenStage's `handle_cancel`
+    /// on the producer side): the consumer ended ([`CancelReason::Finished`]), failed
+    /// ([`CancelReason::Failed`]), or the subscription was cancelled ([`CancelReason::Cancelled`]).
+    /// Nothing more is sent to it. The stage keeps running (it stops once every consumer it had has
+    /// left); it may emit events, for its other consumers. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// An error stops the stage, as an error of its event callback does.
+    fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &Subscriber,
+        reason: &CancelReason,
+        ctx: &mut Context<'_, Self>,
+    ) -> impl Future<Output = StageResult<Vec<Self::Output>>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = (subscriber, reason, ctx);
+        std::future::ready(Ok(Vec::new()))
+    }
+
     /// Buffer settings and the demand mode it starts in. Defaults to GenStage's for a producer:
     /// 10 000 events, keep the last, forward demand ([`DemandMode`](crate::DemandMode)).
     fn producer_options(&self) -> ProducerOptions {
@@ -245,6 +279,40 @@ pub trait ProducerConsumer: Send + 'static {
         Self: Sized,
     {
         let _ = (subscription, reason, ctx);
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// Called when a consumer has subscribed to this stage (GenStage's
+    /// `handle_subscribe(:consumer, …)`), between this stage's callbacks: once the consumer is
+    /// subscribed, so events may already be on their way to it. A producer never takes control of a
+    /// consumer's demand (GenStage stops a producer that tries; here there is nothing to return).
+    /// The default does nothing.
+    fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx: &mut Context<'_, Self>)
+    where
+        Self: Sized,
+    {
+        let _ = (subscriber, ctx);
+    }
+
+    /// Called when a consumer's subscription to this stage has ended (GenStage's `handle_cancel`
+    /// on the producer side): the consumer ended ([`CancelReason::Finished`]), failed
+    /// ([`CancelReason::Failed`]), or the subscription was cancelled ([`CancelReason::Cancelled`]).
+    /// Nothing more is sent to it. The stage keeps running (it stops once every consumer it had has
+    /// left); it may emit events, for its other consumers. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// An error stops the stage, as an error of its event callback does.
+    fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &Subscriber,
+        reason: &CancelReason,
+        ctx: &mut Context<'_, Self>,
+    ) -> impl Future<Output = StageResult<Vec<Self::Output>>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = (subscriber, reason, ctx);
         std::future::ready(Ok(Vec::new()))
     }
 

@@ -1,5 +1,7 @@
-//! A consumer's subscriptions to its producers, as its callbacks see them: GenStage's
-//! `handle_subscribe` (which may take control of the demand: manual mode) and `handle_cancel`.
+//! Subscriptions as a stage's callbacks see them. On the consumer side, a [`Subscription`] to a
+//! producer: GenStage's `handle_subscribe(:producer, …)` (which may take control of the demand: manual
+//! mode) and `handle_cancel`. On the producer side, a [`Subscriber`]: GenStage's
+//! `handle_subscribe(:consumer, …)` and the producer's `handle_cancel`.
 
 use std::fmt;
 
@@ -41,6 +43,38 @@ impl Subscription {
     }
 }
 
+/// A consumer subscribed to this stage, as a producer's (or producer_consumer's)
+/// `handle_consumer_subscribe` and `handle_consumer_cancel` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub(crate) tag: SubscriptionTag,
+    pub(crate) consumer: String,
+    pub(crate) max_demand: usize,
+    pub(crate) min_demand: usize,
+}
+
+impl Subscriber {
+    /// The subscription's tag: the consumer's [`Subscription::tag`] for the same subscription.
+    pub fn tag(&self) -> SubscriptionTag {
+        self.tag
+    }
+
+    /// The consumer's name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// The subscription's `max_demand`: at most this many events are asked at once.
+    pub fn max_demand(&self) -> usize {
+        self.max_demand
+    }
+
+    /// The subscription's `min_demand`.
+    pub fn min_demand(&self) -> usize {
+        self.min_demand
+    }
+}
+
 /// Who asks a producer for events on a subscription, as `handle_subscribe` chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Demand {
@@ -55,18 +89,25 @@ pub enum Demand {
     Manual,
 }
 
-/// Why a subscription ended, as `handle_cancel` is told.
+/// Why a subscription ended, as `handle_cancel` (the consumer's side) and `handle_consumer_cancel`
+/// (the producer's side) are told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CancelReason {
-    /// The producer ended normally, after sending its last events: they are all handled already.
+    /// The other side ended normally. To a consumer: its producer, after sending its last events,
+    /// which are all handled already. To a producer: its consumer, which handled what it took.
     Finished,
-    /// The producer failed, or stopped because the named stage failed; a `permanent` or `transient`
-    /// subscription stops this stage after `handle_cancel` returns.
+    /// The other side failed, or stopped because the named stage failed. To a consumer, a
+    /// `permanent` or `transient` subscription then stops it, after `handle_cancel` returns; a
+    /// producer keeps running (GenStage's `{:down, reason}`).
     Failed {
         /// The stage whose failure ended the subscription.
         cause: String,
     },
+    /// The subscription was cancelled through
+    /// [`PipelineHandle::cancel`](crate::PipelineHandle::cancel) (GenStage's `{:cancel, reason}`);
+    /// the consumer had every event the producer sent it. Neither side stops for it.
+    Cancelled,
 }
 
 /// Why [`Context::ask`](crate::Context::ask) asked for nothing.
