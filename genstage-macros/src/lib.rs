@@ -118,24 +118,33 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// (`'static`), since they cross tasks. `terminate` returns nothing. `ReplyTo`, `Context` and
 /// `StageStatus` are `genstage::ReplyTo`, `genstage::Context` and `genstage::StageStatus`.
 ///
-/// A consumer or a producer_consumer may also define these, each optional, each maybe with
-/// `ctx: &mut Context<Self>` last (a producer has no subscriptions to producers: on one, each is an
-/// error):
+/// A stage may also be told of its subscriptions, each callback optional, each maybe with
+/// `ctx: &mut Context<Self>` last. A consumer or a producer_consumer is told of its subscriptions to
+/// producers, a producer or a producer_consumer of its consumers' subscriptions to it (a producer
+/// has no producers and a consumer no consumers: on one, the other side's callbacks are an error):
 ///
-/// | callback | returns | becomes |
-/// |---|---|---|
-/// | `handle_subscribe(&mut self, subscription: &Subscription)` | `Demand`, or nothing for `Demand::Automatic`; not `async` | the role trait's `handle_subscribe` |
-/// | `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` | as a message callback: `Vec<O>` or `()` for a producer_consumer, `()` for a consumer, maybe in a `Result<_, E>` | the role trait's `handle_cancel` |
+/// | roles | callback | returns | becomes |
+/// |---|---|---|---|
+/// | consumer, producer_consumer | `handle_subscribe(&mut self, subscription: &Subscription)` | `Demand`, or nothing for `Demand::Automatic`; not `async` | the role trait's `handle_subscribe` |
+/// | consumer, producer_consumer | `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` | as a message callback: `Vec<O>` or `()` for a producer_consumer, `()` for a consumer, maybe in a `Result<_, E>` | the role trait's `handle_cancel` |
+/// | producer, producer_consumer | `handle_consumer_subscribe(&mut self, subscriber: &Subscriber)` | nothing; not `async` | the role trait's `handle_consumer_subscribe` |
+/// | producer, producer_consumer | `handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason)` | as a producer_consumer's message callback: `Vec<O>` or `()`, maybe in a `Result<_, E>` (not `Emit<O>`, even for a producer) | the role trait's `handle_consumer_cancel` |
 ///
 /// `handle_subscribe` runs when the stage is subscribed to a producer, before its first events, and
 /// chooses who asks for them: the runtime (`Demand::Automatic`) or the stage itself
 /// (`Demand::Manual`, with `ctx.ask(subscription.tag(), n)`). `handle_cancel` runs when the
-/// subscription has ended, with its `CancelReason`. `Subscription`, `Demand` and `CancelReason` are
-/// `genstage::Subscription`, `genstage::Demand` and `genstage::CancelReason`.
+/// subscription has ended, with its `CancelReason`. On the producer side (GenStage's
+/// `handle_subscribe(:consumer, …)` and `handle_cancel` of a producer), `handle_consumer_subscribe`
+/// runs when a consumer has subscribed to the stage, and `handle_consumer_cancel` when that
+/// subscription has ended: the events it returns go to the stage's other consumers. A producer never
+/// takes control of a consumer's demand, so `handle_consumer_subscribe` returns nothing (GenStage
+/// stops a producer whose `handle_subscribe` returns `:manual`; here it does not compile).
+/// `Subscription`, `Subscriber`, `Demand` and `CancelReason` are `genstage::Subscription`,
+/// `genstage::Subscriber`, `genstage::Demand` and `genstage::CancelReason`.
 ///
 /// ```
 /// use genstage::prelude::*;
-/// use genstage::{CancelReason, Demand, Subscription};
+/// use genstage::{CancelReason, Demand, Subscriber, Subscription};
 ///
 /// /// Emits its events in tens, and what is left when its producer is done.
 /// struct Tens { held: Vec<u64> }
@@ -156,6 +165,14 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 ///     fn handle_cancel(&mut self, _: &Subscription, reason: &CancelReason) -> Vec<u64> {
 ///         println!("unsubscribed: {reason:?}");
 ///         std::mem::take(&mut self.held)
+///     }
+///
+///     fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber) {
+///         println!("{} subscribed", subscriber.consumer());
+///     }
+///
+///     fn handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason) {
+///         println!("{} left: {reason:?}", subscriber.consumer());
 ///     }
 /// }
 /// ```
@@ -220,8 +237,7 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// A `handle_cast(&mut self, message: M)` in the block adds `impl HandleCast<M> for Printer`
 /// (`type Emitted = ()` for a consumer, `Vec<T>` for a producer_consumer, `Emit<T>` for a
 /// producer), whose `handle_cast` calls the block's; `handle_call` and `handle_info` likewise, and
-/// `terminate`, `handle_subscribe` and `handle_cancel` become the role trait's methods of those
-/// names.
+/// `terminate` and the subscription callbacks become the role trait's methods of those names.
 ///
 /// A producer gets `impl Producer` (`type Output` from its return type, `producer_options` from
 /// its buffer options) and `add_producer_as`; a producer_consumer gets `impl ProducerConsumer`
@@ -237,8 +253,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// wrong arguments, a `handle_call` without its `ReplyTo`, a borrowed message, a consumer returning
 /// events; the message lists the allowed shapes), `#[stage]` on something other than an inherent
 /// impl block, a GenStage callback that genstage does not support yet (`format_discarded`: it would
-/// never be called), `handle_subscribe` or `handle_cancel` on a producer, a `handle_subscribe`
-/// that is `async` or returns something other than a `Demand`.
+/// never be called), `handle_subscribe` or `handle_cancel` on a producer, `handle_consumer_subscribe`
+/// or `handle_consumer_cancel` on a consumer, a `handle_subscribe` that is `async` or returns
+/// something other than a `Demand`, a `handle_consumer_subscribe` that is `async` or returns
+/// something.
 ///
 /// A rejected impl block is still emitted as written, and the stage still implements its role and
 /// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one

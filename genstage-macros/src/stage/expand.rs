@@ -1,13 +1,14 @@
-//! Code generation: the role trait impl (with `terminate`, `handle_subscribe` and `handle_cancel`
-//! when the block has them), an impl of
-//! `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for each message callback, and the `Stage`
-//! impl, next to the user's impl block.
+//! Code generation: the role trait impl (with `terminate` and the subscription callbacks,
+//! `handle_subscribe`, `handle_cancel`, `handle_consumer_subscribe` and `handle_consumer_cancel`,
+//! when the block has them), an impl of `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for
+//! each message callback, and the `Stage` impl, next to the user's impl block.
 //!
 //! The event and message types come from the model (read from the callbacks' signatures by
 //! `parse.rs` and `validate.rs`). The callbacks' arguments and values are converted through helper
 //! traits (`DemandArg`, `SubscribeReturn`, and the [`Conversion`]s `IntoEmit`, `IntoEvents`,
-//! `IntoDone`, `CallReturn`, `CastReturn`, `InfoReturn`, `CancelReturn`), each use spanned at the user's type, so a wrong one is reported
-//! there with the helper trait's `on_unimplemented` sentence. The traits are defined inside the
+//! `IntoDone`, `CallReturn`, `CastReturn`, `InfoReturn`, `CancelReturn`, `ConsumerCancelReturn`),
+//! each use spanned at the user's type, so a wrong one is reported there with the helper trait's
+//! `on_unimplemented` sentence. The traits are defined inside the
 //! expansion's `const _` block, so rustc's `help:` line names them plainly ("the trait `IntoDone`
 //! is not implemented for `Vec<u64>`"), never through genstage's hidden module.
 
@@ -15,7 +16,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::Type;
 
-use super::parse::{Callback, CallbackKind, Role};
+use super::parse::{Callback, CallbackKind, Role, SubscriptionSide};
 use super::validate::{BufferSize, ProducerOpts, Settings, StageModel, SubscribeOpts};
 
 /// The trait impls for a validated stage (without the user's impl block, which is kept as written).
@@ -73,6 +74,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #callback_fn
                 #options
                 #terminate
+                #subscription_fns
             };
             (
                 quote!(#krate::Producer),
@@ -158,11 +160,13 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     if model.role == Role::Producer {
         helpers.extend(demand_arg());
     }
-    if model.handle_subscribe.is_some() {
-        helpers.extend(subscribe_return(krate));
-    }
-    if let Some(callback) = &model.handle_cancel {
-        helpers.extend(Conversion::of_message_callback(model.role, callback.kind).define(krate));
+    for callback in &model.subscriptions {
+        match callback.kind {
+            CallbackKind::HandleSubscribe => helpers.extend(subscribe_return(krate)),
+            CallbackKind::HandleCancel | CallbackKind::HandleConsumerCancel => helpers
+                .extend(Conversion::of_message_callback(model.role, callback.kind).define(krate)),
+            _ => {}
+        }
     }
     let mut messages = TokenStream::new();
     for callback in &model.messages {
@@ -209,9 +213,12 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 /// | a consumer's message callback | as `handle_events` | `CallReturn`, `CastReturn`, `InfoReturn` |
 /// | a producer_consumer's `handle_cancel` | as its message callbacks | `CancelReturn<T>` |
 /// | a consumer's `handle_cancel` | as its message callbacks | `CancelReturn` |
+/// | a producer's or producer_consumer's `handle_consumer_cancel` | as a producer_consumer's message callbacks | `ConsumerCancelReturn<T>` |
 ///
 /// `E` is any error that converts into `StageError`. A producer's value becomes an `Emit<T>`, a
 /// producer_consumer's a `Vec<O>`, a consumer's `()`: `()` from a message callback emits nothing.
+/// `handle_consumer_cancel`'s becomes a `Vec<T>` of the stage's events, whatever its role: the role
+/// traits' method gives that (a producer does not end from it).
 /// Every impl is `do_not_recommend`, so the error is the trait's sentence rather than a list of
 /// impls.
 struct Conversion {
@@ -219,12 +226,35 @@ struct Conversion {
     name: &'static str,
     /// Its method's name.
     method: &'static str,
+    /// The stage's role: the messages name it, and the events are its `Output`.
     role: Role,
+    /// What the value becomes.
+    events: Events,
     /// The callback, for the messages.
     callback: &'static str,
     /// Whether `()` means "no events" (message callbacks) rather than a mistake (`handle_demand`,
     /// a producer_consumer's `handle_events`).
     unit_emits_nothing: bool,
+}
+
+/// What a callback's value becomes: the events of a producer's callbacks (`Emit<T>`), of a
+/// producer_consumer's and of any `handle_consumer_cancel` (`Vec<T>`), or a consumer's `()`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Events {
+    Emit,
+    Vec,
+    Nothing,
+}
+
+impl Events {
+    /// What the role's event and message callbacks emit.
+    fn of(role: Role) -> Events {
+        match role {
+            Role::Producer => Events::Emit,
+            Role::ProducerConsumer => Events::Vec,
+            Role::Consumer => Events::Nothing,
+        }
+    }
 }
 
 impl Conversion {
@@ -239,24 +269,34 @@ impl Conversion {
             name,
             method,
             role,
+            events: Events::of(role),
             callback,
             unit_emits_nothing: false,
         }
     }
 
     /// The conversion of a message callback (`handle_call`, `handle_cast` or `handle_info`) or of
-    /// `handle_cancel`, which may emit events as they do.
+    /// `handle_cancel` or `handle_consumer_cancel`, which may emit events as they do.
     fn of_message_callback(role: Role, kind: CallbackKind) -> Conversion {
         let (name, callback) = match kind {
             CallbackKind::HandleCall => ("CallReturn", "handle_call"),
             CallbackKind::HandleCast => ("CastReturn", "handle_cast"),
             CallbackKind::HandleCancel => ("CancelReturn", "handle_cancel"),
+            CallbackKind::HandleConsumerCancel => {
+                ("ConsumerCancelReturn", "handle_consumer_cancel")
+            }
             _ => ("InfoReturn", "handle_info"),
+        };
+        let events = if kind == CallbackKind::HandleConsumerCancel {
+            Events::Vec
+        } else {
+            Events::of(role)
         };
         Conversion {
             name,
             method: "into_emitted",
             role,
+            events,
             callback,
             unit_emits_nothing: true,
         }
@@ -292,35 +332,37 @@ impl Conversion {
         let method = syn::Ident::new(self.method, Span::call_site());
         const ERROR_NOTE: &str = "`E` converts into `genstage::StageError` when it is a `std::error::Error + Send + Sync + 'static`, a `String` or a `&str`";
         let callback = self.callback;
-        let (message, label, note) = match (self.role, self.unit_emits_nothing) {
-            (Role::Producer, false) => (
+        // "a producer_consumer's `handle_cancel`"
+        let whose = format!("{}'s `{callback}`", self.role.a());
+        let (message, label, note) = match (self.events, self.unit_emits_nothing) {
+            (Events::Emit, false) => (
                 format!("a producer's `{callback}` cannot return `{{Self}}`"),
                 "expected `Vec<T>`, `Emit<T>`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
                 format!("`{callback}` returns `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>` or `Result<Emit<T>, E>`, where `T` is the event type"),
             ),
-            (Role::Producer, true) => (
+            (Events::Emit, true) => (
                 format!("a producer's `{callback}` cannot return `{{Self}}`"),
                 "expected `Vec<T>`, `Emit<T>`, `()`, or a `Result` of one of them whose error converts into `genstage::StageError`".to_owned(),
                 format!("`{callback}` returns the events it emits, `Vec<T>` or `Emit<T>`, or `()` for none, maybe in a `Result<_, E>`, where `T` is the event type"),
             ),
-            (Role::ProducerConsumer, false) => (
-                format!("a producer_consumer's `{callback}` cannot return `{{Self}}`"),
+            (Events::Vec, false) => (
+                format!("{whose} cannot return `{{Self}}`"),
                 "expected `Vec<T>` or a `Result<Vec<T>, E>` whose error converts into `genstage::StageError`".to_owned(),
-                format!("a producer_consumer's `{callback}` returns `Vec<T>` or `Result<Vec<T>, E>`, where `T` is the event type it emits"),
+                format!("{whose} returns `Vec<T>` or `Result<Vec<T>, E>`, where `T` is the event type it emits"),
             ),
-            (Role::ProducerConsumer, true) => (
-                format!("a producer_consumer's `{callback}` cannot return `{{Self}}`"),
+            (Events::Vec, true) => (
+                format!("{whose} cannot return `{{Self}}`"),
                 "expected `Vec<T>`, `()`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
-                format!("a producer_consumer's `{callback}` returns the events it emits, `Vec<T>`, or `()` for none, maybe in a `Result<_, E>`, where `T` is the event type it emits"),
+                format!("{whose} returns the events it emits, `Vec<T>`, or `()` for none, maybe in a `Result<_, E>`, where `T` is the event type it emits"),
             ),
-            (Role::Consumer, _) => (
+            (Events::Nothing, _) => (
                 format!("a consumer's `{callback}` returns `()` or `Result<(), E>`, not `{{Self}}`"),
                 "expected `()` or a `Result<(), E>` whose error converts into `genstage::StageError`".to_owned(),
                 ERROR_NOTE.to_owned(),
             ),
         };
-        let second_note = match self.role {
-            Role::Consumer => "a consumer emits no events; a stage that does is a producer_consumer: `#[stage(producer_consumer)]`".to_owned(),
+        let second_note = match self.events {
+            Events::Nothing => "a consumer emits no events; a stage that does is a producer_consumer: `#[stage(producer_consumer)]`".to_owned(),
             _ => ERROR_NOTE.to_owned(),
         };
         let attribute = quote! {
@@ -331,9 +373,9 @@ impl Conversion {
                 note = #second_note
             )]
         };
-        // What the events become, and the containers of events the role accepts.
-        let (generics, args, target, containers) = match self.role {
-            Role::Producer => (
+        // What the events become, and the containers of events the callback may return.
+        let (generics, args, target, containers) = match self.events {
+            Events::Emit => (
                 quote!(<T>),
                 quote!(<T>),
                 quote!(#emit<T>),
@@ -342,13 +384,13 @@ impl Conversion {
                     (quote!(#emit<T>), quote!(::core::convert::identity)),
                 ],
             ),
-            Role::ProducerConsumer => (
+            Events::Vec => (
                 quote!(<T>),
                 quote!(<T>),
                 quote!(#vec<T>),
                 vec![(quote!(#vec<T>), quote!(::core::convert::identity))],
             ),
-            Role::Consumer => (
+            Events::Nothing => (
                 TokenStream::new(),
                 TokenStream::new(),
                 quote!(()),
@@ -356,16 +398,16 @@ impl Conversion {
             ),
         };
         let mut containers = containers;
-        if self.unit_emits_nothing && self.role != Role::Consumer {
-            let empty = match self.role {
-                Role::Producer => quote!(|()| #emit::more(#vec::new())),
+        if self.unit_emits_nothing && self.events != Events::Nothing {
+            let empty = match self.events {
+                Events::Emit => quote!(|()| #emit::more(#vec::new())),
                 _ => quote!(|()| #vec::new()),
             };
             containers.push((quote!(()), empty));
         }
         let impls = containers.iter().map(|(ty, wrap)| {
-            let params = match self.role {
-                Role::Consumer => TokenStream::new(),
+            let params = match self.events {
+                Events::Nothing => TokenStream::new(),
                 _ => quote!(T,),
             };
             quote! {
@@ -514,66 +556,90 @@ fn terminate_fn(model: &StageModel) -> TokenStream {
     }
 }
 
-/// The role trait's `handle_subscribe` and `handle_cancel`, calling the impl block's; nothing for
-/// those it has not (the trait's defaults: `Demand::Automatic`, and no events). Only a consumer or
-/// a producer_consumer has them (`validate.rs` rejects them on a producer).
+/// The role trait's subscription callbacks (`handle_subscribe`, `handle_cancel`,
+/// `handle_consumer_subscribe`, `handle_consumer_cancel`), calling the impl block's; nothing for
+/// those it has not (the trait's defaults: `Demand::Automatic`, and no events). `validate.rs` keeps
+/// only those of the stage's role.
 fn subscription_fns(model: &StageModel) -> TokenStream {
     let krate = &model.krate;
     let private = crate::private_path(krate);
     let self_ty = &model.item.self_ty;
-    // The context is passed on when the callback takes it.
-    let ctx = |callback: &Callback| {
-        if callback.ctx {
+    let mut fns = TokenStream::new();
+    for callback in &model.subscriptions {
+        let Some((side, cancels)) = callback.kind.subscription_side() else {
+            continue;
+        };
+        let name = &callback.name;
+        let output = &callback.output;
+        // What the stage is told of: its subscription to a producer, or a consumer's to it.
+        let (subject, subject_ty) = match side {
+            SubscriptionSide::Consumer => (quote!(__subscription), quote!(#krate::Subscription)),
+            SubscriptionSide::Producer => (quote!(__subscriber), quote!(#krate::Subscriber)),
+        };
+        let (reason_param, reason_arg) = if cancels {
+            (
+                Some(quote!(__reason: &#krate::CancelReason,)),
+                Some(quote!(__reason)),
+            )
+        } else {
+            (None, None)
+        };
+        let reason_arg = reason_arg.iter();
+        // The context is passed on when the callback takes it.
+        let (ctx_param, ctx_arg) = if callback.ctx {
             (quote!(__ctx), Some(quote!(__ctx)))
         } else {
             (quote!(_), None)
-        }
-    };
-    let mut fns = TokenStream::new();
-    if let Some(callback) = &model.handle_subscribe {
-        let name = &callback.name;
-        let output = &callback.output;
-        let output_span = first_span(output);
-        let (ctx_param, ctx_arg) = ctx(callback);
-        let ctx_arg = ctx_arg.iter();
-        // Spanned at the user's return type, so that one that is not a `Demand` is reported there.
-        let convert = quote_spanned! {output_span=> <#output as SubscribeReturn>::into_demand };
-        fns.extend(quote_spanned! {name.span()=>
-            fn handle_subscribe(
-                &mut self,
-                __subscription: &#krate::Subscription,
-                #ctx_param: &mut #krate::Context<'_, Self>,
-            ) -> #krate::Demand {
-                #convert(<#self_ty>::#name(self, __subscription #(, #ctx_arg)*))
-            }
-        });
-    }
-    if let Some(callback) = &model.handle_cancel {
-        let name = &callback.name;
-        let output = &callback.output;
-        let conversion = Conversion::of_message_callback(model.role, callback.kind);
-        let convert = conversion.convert(output, first_span(output), krate);
-        let awaited = callback.awaited.then(|| quote!(.await));
-        let (ctx_param, ctx_arg) = ctx(callback);
-        let ctx_arg = ctx_arg.iter();
-        let emitted = match model.role {
-            Role::ProducerConsumer => {
-                quote!(#private::Vec<<Self as #krate::ProducerConsumer>::Output>)
-            }
-            _ => quote!(()),
         };
-        fns.extend(quote_spanned! {name.span()=>
-            // A trait method returning `impl Future + Send` (the trait's signature), whose body is
-            // one async block: what clippy would have written as an `async fn`.
-            #[allow(clippy::manual_async_fn)]
-            fn handle_cancel(
-                &mut self,
-                __subscription: &#krate::Subscription,
-                __reason: &#krate::CancelReason,
-                #ctx_param: &mut #krate::Context<'_, Self>,
-            ) -> impl #private::Future<Output = #krate::StageResult<#emitted>> + #private::stage::Send {
-                async move {
-                    #convert(<#self_ty>::#name(self, __subscription, __reason #(, #ctx_arg)*) #awaited)
+        let ctx_arg = ctx_arg.iter();
+        let call = quote!(<#self_ty>::#name(self, #subject #(, #reason_arg)* #(, #ctx_arg)*));
+        let params = quote! {
+            &mut self,
+            #subject: &#subject_ty,
+            #reason_param
+            #ctx_param: &mut #krate::Context<'_, Self>,
+        };
+        fns.extend(match callback.kind {
+            CallbackKind::HandleSubscribe => {
+                // Spanned at the user's return type, so that one that is not a `Demand` is
+                // reported there.
+                let convert = quote_spanned! {first_span(output)=>
+                    <#output as SubscribeReturn>::into_demand
+                };
+                quote_spanned! {name.span()=>
+                    fn #name(#params) -> #krate::Demand {
+                        #convert(#call)
+                    }
+                }
+            }
+            // It returns nothing (`parse.rs` checks it).
+            CallbackKind::HandleConsumerSubscribe => quote_spanned! {name.span()=>
+                fn #name(#params) {
+                    #call
+                }
+            },
+            kind => {
+                let conversion = Conversion::of_message_callback(model.role, kind);
+                let convert = conversion.convert(output, first_span(output), krate);
+                let awaited = callback.awaited.then(|| quote!(.await));
+                let emitted = match (conversion.events, model.role) {
+                    (Events::Vec, Role::Producer) => {
+                        quote!(#private::Vec<<Self as #krate::Producer>::Output>)
+                    }
+                    (Events::Vec, _) => {
+                        quote!(#private::Vec<<Self as #krate::ProducerConsumer>::Output>)
+                    }
+                    _ => quote!(()),
+                };
+                quote_spanned! {name.span()=>
+                    // A trait method returning `impl Future + Send` (the trait's signature), whose
+                    // body is one async block: what clippy would have written as an `async fn`.
+                    #[allow(clippy::manual_async_fn)]
+                    fn #name(#params) -> impl #private::Future<
+                        Output = #krate::StageResult<#emitted>,
+                    > + #private::stage::Send {
+                        async move { #convert(#call #awaited) }
+                    }
                 }
             }
         });

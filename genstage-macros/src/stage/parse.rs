@@ -153,6 +153,10 @@ pub(crate) enum CallbackKind {
     HandleSubscribe,
     /// `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx?) -> EMITTED`
     HandleCancel,
+    /// `handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx?)`
+    HandleConsumerSubscribe,
+    /// `handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason, ctx?) -> EMITTED`
+    HandleConsumerCancel,
 }
 
 impl CallbackKind {
@@ -168,6 +172,8 @@ impl CallbackKind {
             "terminate" => Some(CallbackKind::Terminate),
             "handle_subscribe" => Some(CallbackKind::HandleSubscribe),
             "handle_cancel" => Some(CallbackKind::HandleCancel),
+            "handle_consumer_subscribe" => Some(CallbackKind::HandleConsumerSubscribe),
+            "handle_consumer_cancel" => Some(CallbackKind::HandleConsumerCancel),
             _ => None,
         }
     }
@@ -185,6 +191,8 @@ impl CallbackKind {
             CallbackKind::Terminate => "terminate",
             CallbackKind::HandleSubscribe => "handle_subscribe",
             CallbackKind::HandleCancel => "handle_cancel",
+            CallbackKind::HandleConsumerSubscribe => "handle_consumer_subscribe",
+            CallbackKind::HandleConsumerCancel => "handle_consumer_cancel",
         }
     }
 
@@ -215,6 +223,12 @@ impl CallbackKind {
             CallbackKind::HandleCancel => {
                 "`fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` or `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any"
             }
+            CallbackKind::HandleConsumerSubscribe => {
+                "`fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber)` or `fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx: &mut Context<Self>)`, returning nothing, not `async`"
+            }
+            CallbackKind::HandleConsumerCancel => {
+                "`fn handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason)` or `fn handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any (`Vec<T>`)"
+            }
         }
     }
 
@@ -236,13 +250,71 @@ impl CallbackKind {
         )
     }
 
-    /// Whether the callback is told of the stage's subscriptions to producers (`handle_subscribe`,
-    /// `handle_cancel`).
+    /// Whether the callback is told of a subscription: one of the stage's to a producer
+    /// (`handle_subscribe`, `handle_cancel`) or one of a consumer's to the stage
+    /// (`handle_consumer_subscribe`, `handle_consumer_cancel`).
     pub(crate) fn is_subscription_callback(self) -> bool {
-        matches!(
-            self,
-            CallbackKind::HandleSubscribe | CallbackKind::HandleCancel
-        )
+        self.subscription_side().is_some()
+    }
+
+    /// For a subscription callback: the side of the subscription it is on, and whether it is told
+    /// that the subscription ended (and why, by a `reason: &CancelReason` after the first argument).
+    pub(crate) fn subscription_side(self) -> Option<(SubscriptionSide, bool)> {
+        match self {
+            CallbackKind::HandleSubscribe => Some((SubscriptionSide::Consumer, false)),
+            CallbackKind::HandleCancel => Some((SubscriptionSide::Consumer, true)),
+            CallbackKind::HandleConsumerSubscribe => Some((SubscriptionSide::Producer, false)),
+            CallbackKind::HandleConsumerCancel => Some((SubscriptionSide::Producer, true)),
+            _ => None,
+        }
+    }
+
+    /// For a callback that the runtime calls without awaiting it: what it returns, and why it
+    /// answers at once (so it cannot be `async` or return a future).
+    fn answers_at_once(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            CallbackKind::HandleSubscribe => Some((
+                "a `Demand`",
+                "the runtime takes its `Demand` at once, before the subscription's first events",
+            )),
+            CallbackKind::HandleConsumerSubscribe => Some((
+                "nothing",
+                "the runtime calls it at once, as the consumer subscribes",
+            )),
+            _ => None,
+        }
+    }
+
+    /// For a callback that returns nothing (the role trait's method gives `()`): why, when there
+    /// is more to say than its shapes.
+    fn returns_nothing(self) -> Option<&'static str> {
+        match self {
+            CallbackKind::Terminate => Some(""),
+            CallbackKind::HandleConsumerSubscribe => Some(
+                "; a producer never takes control of its consumers' demand (a consumer does, from its own `handle_subscribe`)",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The two sides of a subscription, as the subscription callbacks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubscriptionSide {
+    /// The consumer's: told of its producer by a `subscription: &Subscription`.
+    Consumer,
+    /// The producer's: told of its consumer by a `subscriber: &Subscriber`.
+    Producer,
+}
+
+impl SubscriptionSide {
+    /// The type the callback is told of the subscription by, the argument's usual name, and what
+    /// it is, for messages.
+    fn argument(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SubscriptionSide::Consumer => ("Subscription", "subscription", "the subscription"),
+            SubscriptionSide::Producer => ("Subscriber", "subscriber", "the subscriber"),
+        }
     }
 }
 
@@ -263,8 +335,8 @@ pub(crate) struct Callback {
     pub(crate) kind: CallbackKind,
     pub(crate) name: Ident,
     /// The first argument's type, for an event callback (the demand, the events) or a message
-    /// callback (the message); the status's, for `terminate`; the subscription's, for
-    /// `handle_subscribe` and `handle_cancel`.
+    /// callback (the message); the status's, for `terminate`; the subscription's or the
+    /// subscriber's, for a subscription callback.
     pub(crate) arg: Option<Type>,
     /// The `R` of `reply: ReplyTo<R>`, for `handle_call`.
     pub(crate) reply: Option<Type>,
@@ -443,17 +515,14 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
             ));
         }
     }
-    // `handle_subscribe` answers at once: the runtime reads its `Demand` before the subscription's
-    // first events, and its trait method is not `async`.
-    if kind == CallbackKind::HandleSubscribe {
-        if let Some(asyncness) = &sig.asyncness {
-            errors.push(syn::Error::new(
-                asyncness.span,
-                format!(
-                    "`handle_subscribe` cannot be `async`: the runtime takes its `Demand` at once, before the subscription's first events: write it {shapes}"
-                ),
-            ));
-        }
+    // `handle_subscribe` and `handle_consumer_subscribe` answer at once: their trait methods are
+    // not `async`.
+    let at_once = kind.answers_at_once();
+    if let (Some((_, why)), Some(asyncness)) = (at_once, &sig.asyncness) {
+        errors.push(syn::Error::new(
+            asyncness.span,
+            format!("`{name}` cannot be `async`: {why}: write it {shapes}"),
+        ));
     }
 
     // What the call gives.
@@ -469,20 +538,23 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
     } else {
         format!("what `{name}` returns")
     };
-    let (output, awaited) = match (&declared, &sig.asyncness) {
-        (Type::ImplTrait(_), None) if kind == CallbackKind::HandleSubscribe => {
+    let mut read = true;
+    let (output, awaited) = match (&declared, &sig.asyncness, at_once) {
+        (Type::ImplTrait(_), None, Some((returns, why))) => {
+            read = false;
             errors.push(syn::Error::new_spanned(
                 &declared,
                 format!(
-                    "`handle_subscribe` returns a `Demand`, not a future or an `impl …`: the runtime takes it at once, before the subscription's first events: write it {shapes}"
+                    "`{name}` returns {returns}, not a future or an `impl …`: {why}: write it {shapes}"
                 ),
             ));
             (declared.clone(), false)
         }
-        (Type::ImplTrait(bounds), None) if kind.is_runtime_callback() => {
+        (Type::ImplTrait(bounds), None, _) if kind.is_runtime_callback() => {
             match future_output(&bounds.bounds) {
                 Some(output) => (output, true),
                 None => {
+                    read = false;
                     errors.push(syn::Error::new_spanned(
                         &declared,
                         format!(
@@ -493,7 +565,8 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
                 }
             }
         }
-        (Type::ImplTrait(_), Some(_)) => {
+        (Type::ImplTrait(_), Some(_), _) => {
+            read = false;
             errors.push(syn::Error::new_spanned(
                 &declared,
                 format!(
@@ -502,17 +575,20 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
             ));
             (declared.clone(), true)
         }
-        (_, asyncness) => (declared.clone(), asyncness.is_some()),
+        (_, asyncness, _) => (declared.clone(), asyncness.is_some()),
     };
-    // `terminate` returns nothing: the role trait's `terminate` gives `()`.
-    if kind == CallbackKind::Terminate && !is_unit(&output) {
-        errors.push(syn::Error::new_spanned(
-            &declared,
-            format!(
-                "`terminate` returns nothing, not `{}`: write it {shapes}",
-                tokens_text(&output)
-            ),
-        ));
+    // `terminate` and `handle_consumer_subscribe` return nothing: the role trait's method gives
+    // `()`. (An `impl …` that could not be read is reported once, above.)
+    if let Some(why) = kind.returns_nothing() {
+        if read && !is_unit(&output) {
+            errors.push(syn::Error::new_spanned(
+                &declared,
+                format!(
+                    "`{name}` returns nothing, not `{}`{why}: write it {shapes}",
+                    tokens_text(&output)
+                ),
+            ));
+        }
     }
 
     errors.check()?;
@@ -666,9 +742,11 @@ fn message_args(
     (arg, reply, ctx)
 }
 
-/// The subscription's type and whether the context comes last, read from the arguments of
-/// `handle_subscribe` (`subscription: &Subscription`) or `handle_cancel` (`subscription:
-/// &Subscription, reason: &CancelReason`); each misplaced or missing argument is an error.
+/// The subscription's (or subscriber's) type and whether the context comes last, read from the
+/// arguments of a subscription callback: `subscription: &Subscription` (`handle_subscribe`) or
+/// `subscriber: &Subscriber` (`handle_consumer_subscribe`), followed by `reason: &CancelReason`
+/// when it is told that the subscription ended (`handle_cancel`, `handle_consumer_cancel`); each
+/// misplaced or missing argument is an error.
 fn subscription_args(
     kind: CallbackKind,
     sig: &syn::Signature,
@@ -678,13 +756,16 @@ fn subscription_args(
 ) -> (Option<Type>, bool) {
     let name = &sig.ident;
     let shapes = kind.shapes();
-    let cancels = kind == CallbackKind::HandleCancel;
+    let Some((side, cancels)) = kind.subscription_side() else {
+        return (None, false);
+    };
+    let (subject_ty, subject_pattern, subject) = side.argument();
     // The subscription, and the reason of a cancel.
     let fixed = 1 + usize::from(cancels);
     let what = if cancels {
-        "the subscription, the reason and optionally the context"
+        format!("{subject}, the reason and optionally the context")
     } else {
-        "the subscription and optionally the context"
+        format!("{subject} and optionally the context")
     };
     let message = format!(
         "`{name}` takes `&mut self`, {what}, but this one takes {count} argument{}: write it {shapes}",
@@ -700,7 +781,7 @@ fn subscription_args(
         return (None, false);
     }
     let expected = [
-        ("Subscription", "the subscription", "subscription"),
+        (subject_ty, subject, subject_pattern),
         ("CancelReason", "why it ended", "reason"),
     ];
     for (arg, (ty_name, what, pattern)) in args.iter().zip(&expected).take(fixed) {
@@ -720,11 +801,7 @@ fn subscription_args(
     let ctx = match args.get(fixed) {
         Some(last) if typed(last).is_some_and(is_context) => true,
         Some(last) => {
-            let after = if cancels {
-                "the reason"
-            } else {
-                "the subscription"
-            };
+            let after = if cancels { "the reason" } else { subject };
             errors.push(syn::Error::new_spanned(
                 last,
                 format!(

@@ -309,6 +309,8 @@ fn message_callbacks_expand_to_the_message_traits() {
 fn subscription_callbacks_of_the_wrong_shape_give_spanned_errors() {
     const SUBSCRIBE: &str = "write it `fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand` or `fn handle_subscribe(&mut self, subscription: &Subscription, ctx: &mut Context<Self>) -> Demand`, not `async` (without a return type the runtime asks: `Demand::Automatic`)";
     const CANCEL: &str = "write it `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` or `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any";
+    const CONSUMER_SUBSCRIBE: &str = "write it `fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber)` or `fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx: &mut Context<Self>)`, returning nothing, not `async`";
+    const CONSUMER_CANCEL: &str = "write it `fn handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason)` or `fn handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any (`Vec<T>`)";
     let cases: &[(&str, &str, &str)] = &[
         // handle_subscribe
         ("fn handle_subscribe(&mut self) -> Demand { todo!() }", "(&mut", "`handle_subscribe` takes `&mut self`, the subscription and optionally the context, but this one takes 1 argument"),
@@ -331,10 +333,43 @@ fn subscription_callbacks_of_the_wrong_shape_give_spanned_errors() {
         ("fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason, n: u8) {}", "n: u8", "after the reason, `handle_cancel` takes only the context"),
         ("fn handle_cancel(s: &Subscription, r: &CancelReason) {}", "s: &", "`handle_cancel` takes `&mut self` first"),
         ("fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> impl Iterator<Item = u8> { None.into_iter() }", "impl", "#[stage] cannot read what `handle_cancel` returns from `impl …`"),
+        // handle_consumer_subscribe
+        ("fn handle_consumer_subscribe(&mut self) {}", "(&mut", "`handle_consumer_subscribe` takes `&mut self`, the subscriber and optionally the context, but this one takes 1 argument"),
+        ("fn handle_consumer_subscribe(&mut self, s: &Subscriber, ctx: &mut Context<Self>, n: u8) {}", "n: u8", "but this one takes 4 arguments"),
+        ("fn handle_consumer_subscribe(&mut self, s: Subscriber) {}", "s: Subscriber", "`handle_consumer_subscribe` takes the subscriber by reference, `subscriber: &Subscriber`, not `Subscriber`"),
+        // The consumer side's type, on the producer side.
+        ("fn handle_consumer_subscribe(&mut self, s: &Subscription) {}", "s: &", "`handle_consumer_subscribe` takes the subscriber by reference, `subscriber: &Subscriber`, not `&Subscription`"),
+        ("fn handle_consumer_subscribe(&mut self, ctx: &mut Context<Self>) {}", "ctx", "not `&mut Context<Self>`"),
+        ("fn handle_consumer_subscribe(&mut self, s: &genstage::Subscriber, n: u8) {}", "n: u8", "after the subscriber, `handle_consumer_subscribe` takes only the context, `ctx: &mut Context<Self>`"),
+        ("fn handle_consumer_subscribe(&self, s: &Subscriber) {}", "&self", "`handle_consumer_subscribe` takes `&mut self` first"),
+        ("fn handle_consumer_subscribe<T>(&mut self, s: &Subscriber) {}", "<T>", "`handle_consumer_subscribe` cannot be generic"),
+        ("async fn handle_consumer_subscribe(&mut self, s: &Subscriber) {}", "async", "`handle_consumer_subscribe` cannot be `async`: the runtime calls it at once, as the consumer subscribes"),
+        ("fn handle_consumer_subscribe(&mut self, s: &Subscriber) -> impl Future<Output = ()> { async {} }", "impl", "`handle_consumer_subscribe` returns nothing, not a future or an `impl …`"),
+        ("fn handle_consumer_subscribe(&mut self, s: &Subscriber) -> Demand { Demand::Manual }", "Demand {", "`handle_consumer_subscribe` returns nothing, not `Demand`; a producer never takes control of its consumers' demand"),
+        ("fn handle_consumer_subscribe(&mut self, s: &Subscriber) -> Vec<u8> { vec![] }", "Vec<u8> {", "`handle_consumer_subscribe` returns nothing, not `Vec<u8>`"),
+        // handle_consumer_cancel
+        ("fn handle_consumer_cancel(&mut self, s: &Subscriber) {}", "(&mut", "`handle_consumer_cancel` takes `&mut self`, the subscriber, the reason and optionally the context, but this one takes 2 arguments"),
+        ("fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason, ctx: &mut Context<Self>, n: u8) {}", "n: u8", "but this one takes 5 arguments"),
+        ("fn handle_consumer_cancel(&mut self, r: &CancelReason, s: &Subscriber) {}", "r: &", "`handle_consumer_cancel` takes the subscriber by reference, `subscriber: &Subscriber`, not `&CancelReason`"),
+        ("fn handle_consumer_cancel(&mut self, s: &Subscription, r: &CancelReason) {}", "s: &", "`handle_consumer_cancel` takes the subscriber by reference, `subscriber: &Subscriber`, not `&Subscription`"),
+        ("fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason, ctx: Context<Self>) {}", "ctx", "after the reason, `handle_consumer_cancel` takes only the context"),
+        ("fn handle_consumer_cancel(&mut self, s: &Subscriber, r: CancelReason) {}", "r: CancelReason", "`handle_consumer_cancel` takes why it ended by reference, `reason: &CancelReason`, not `CancelReason`"),
+        ("fn handle_consumer_cancel(&mut self, s: &Subscriber, ctx: &mut Context<Self>) {}", "ctx", "not `&mut Context<Self>`"),
+        ("fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason, n: u8) {}", "n: u8", "after the reason, `handle_consumer_cancel` takes only the context"),
+        ("fn handle_consumer_cancel(s: &Subscriber, r: &CancelReason) {}", "s: &", "`handle_consumer_cancel` takes `&mut self` first"),
+        ("fn handle_consumer_cancel<T>(&mut self, s: &Subscriber, r: &CancelReason) {}", "<T>", "`handle_consumer_cancel` cannot be generic"),
+        ("fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason) -> impl Iterator<Item = u8> { None.into_iter() }", "impl", "#[stage] cannot read what `handle_consumer_cancel` returns from `impl …`"),
     ];
     for (method, at, message) in cases {
+        // The consumer side's callbacks on a consumer and a producer_consumer, the producer side's
+        // on a producer and a producer_consumer.
+        let first = if method.contains("handle_consumer_") {
+            ("producer", format!("impl S {{ fn handle_demand(&mut self, d: usize) -> Vec<u8> {{ vec![] }} {method} }}"))
+        } else {
+            ("consumer", consumer_with(method))
+        };
         for (attr, item) in [
-            ("consumer", consumer_with(method)),
+            first,
             ("producer_consumer", format!("impl S {{ fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> {{ e }} {method} }}")),
         ] {
             // The snippet is found in the method, after the stage's own `handle_events`.
@@ -345,14 +380,21 @@ fn subscription_callbacks_of_the_wrong_shape_give_spanned_errors() {
             let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
             assert_eq!(messages.len(), 1, "{method}: {messages:?}");
             assert!(
-                [SUBSCRIBE, CANCEL].iter().any(|shape| messages[0].contains(shape))
+                [SUBSCRIBE, CANCEL, CONSUMER_SUBSCRIBE, CONSUMER_CANCEL]
+                    .iter()
+                    .any(|shape| messages[0].contains(shape))
                     || messages[0].contains("cannot read what"),
                 "{method}: {messages:?}"
             );
             // The stage still expands, without the broken callback.
             let text = generated.expect("the stage expands").to_string();
-            assert!(text.contains("Consumer"), "{text}");
-            for absent in ["fn handle_subscribe", "fn handle_cancel"] {
+            assert!(text.contains("Stage for S"), "{text}");
+            for absent in [
+                "fn handle_subscribe",
+                "fn handle_cancel",
+                "fn handle_consumer_subscribe",
+                "fn handle_consumer_cancel",
+            ] {
                 assert!(!text.contains(absent), "{method}: {text}");
             }
         }
@@ -360,29 +402,66 @@ fn subscription_callbacks_of_the_wrong_shape_give_spanned_errors() {
 }
 
 #[test]
-fn a_producer_has_no_subscription_callbacks() {
-    for method in [
-        "fn handle_subscribe(&mut self, s: &Subscription) -> Demand { Demand::Manual }",
-        "fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) {}",
-        // Of the wrong shape too: reported once, as not the producer's.
-        "async fn handle_subscribe(&mut self) -> bool { true }",
-        "fn handle_cancel(&mut self) -> Vec<u8> { vec![] }",
-    ] {
-        let name = if method.contains("handle_subscribe") {
-            "handle_subscribe"
-        } else {
-            "handle_cancel"
-        };
-        let item = format!(
-            "impl S {{ fn handle_demand(&mut self, d: usize) -> Vec<u8> {{ vec![] }} {method} }}"
-        );
-        assert_error(
+fn a_subscription_callback_of_the_other_side_is_one_error_at_its_name() {
+    let cases: &[(&str, &str, &str)] = &[
+        // A producer has no subscriptions to producers.
+        (
             "producer",
-            &item,
-            At::Item(name, 0),
-            &format!("`{name}` is told of a subscription to a producer, but this stage is a producer, which has no subscriptions to producers"),
-        );
-        let (generated, error) = expand_checked(tokens("producer"), tokens(&item));
+            "handle_subscribe",
+            "fn handle_subscribe(&mut self, s: &Subscription) -> Demand { Demand::Manual }",
+        ),
+        (
+            "producer",
+            "handle_cancel",
+            "fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) {}",
+        ),
+        // Of the wrong shape too: reported once, as not the producer's.
+        (
+            "producer",
+            "handle_subscribe",
+            "async fn handle_subscribe(&mut self) -> bool { true }",
+        ),
+        (
+            "producer",
+            "handle_cancel",
+            "fn handle_cancel(&mut self) -> Vec<u8> { vec![] }",
+        ),
+        // A consumer has no consumers.
+        (
+            "consumer",
+            "handle_consumer_subscribe",
+            "fn handle_consumer_subscribe(&mut self, s: &Subscriber) {}",
+        ),
+        (
+            "consumer",
+            "handle_consumer_cancel",
+            "fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason) {}",
+        ),
+        (
+            "consumer",
+            "handle_consumer_subscribe",
+            "fn handle_consumer_subscribe(&mut self, s: &Subscriber) -> Demand { Demand::Manual }",
+        ),
+        (
+            "consumer",
+            "handle_consumer_cancel",
+            "async fn handle_consumer_cancel(&mut self) -> Vec<u8> { vec![] }",
+        ),
+    ];
+    for (role, name, method) in cases {
+        let (item, message) = if *role == "producer" {
+            (
+                format!("impl S {{ fn handle_demand(&mut self, d: usize) -> Vec<u8> {{ vec![] }} {method} }}"),
+                format!("`{name}` is told of a subscription to a producer, but this stage is a producer, which has no subscriptions to producers: a producer is told of its consumers by `handle_consumer_subscribe` and `handle_consumer_cancel`"),
+            )
+        } else {
+            (
+                consumer_with(method),
+                format!("`{name}` is told of a consumer's subscription to this stage, but this stage is a consumer, which has no consumers: a consumer is told of its subscriptions to producers by `handle_subscribe` and `handle_cancel`"),
+            )
+        };
+        assert_error(role, &item, At::Item(name, 0), &message);
+        let (generated, error) = expand_checked(tokens(role), tokens(&item));
         let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
         assert_eq!(messages.len(), 1, "{method}: {messages:?}");
         assert!(generated.is_none(), "the fallback expands instead");
@@ -402,6 +481,16 @@ fn subscription_callbacks_expand_to_the_role_traits_methods() {
             &["fn handle_cancel", "StageResult < :: genstage :: __private", "Vec << Self as :: genstage :: ProducerConsumer > :: Output >", "< Vec < u8 > as CancelReturn < < Self as :: genstage :: ProducerConsumer > :: Output > > :: into_emitted (< S > :: handle_cancel (self , __subscription , __reason , __ctx))"]),
         ("producer_consumer", "impl<T> Hold<T> { fn handle_events(&mut self, e: Vec<T>) -> Vec<T> { e } fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> impl Future<Output = StageResult<Vec<T>>> + Send { async { Ok(vec![]) } } }",
             &["impl < T > :: genstage :: ProducerConsumer for Hold < T > where", "fn handle_cancel", "(self , __subscription , __reason) . await"]),
+        // The producer side's.
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn handle_consumer_subscribe(&mut self, s: &Subscriber) {} }",
+            &["fn handle_consumer_subscribe (& mut self , __subscriber : & :: genstage :: Subscriber , _ : & mut :: genstage :: Context < '_ , Self > ,) { < S > :: handle_consumer_subscribe (self , __subscriber) }"]),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn handle_consumer_subscribe(&mut self, s: &genstage::Subscriber, ctx: &mut Context<'_, Self>) -> () {} }",
+            &["fn handle_consumer_subscribe (& mut self , __subscriber : & :: genstage :: Subscriber , __ctx : & mut :: genstage :: Context < '_ , Self > ,) { < S > :: handle_consumer_subscribe (self , __subscriber , __ctx) }"]),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } async fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason) -> Result<Vec<u8>, E> { Ok(vec![]) } }",
+            &["fn handle_consumer_cancel (& mut self , __subscriber : & :: genstage :: Subscriber , __reason : & :: genstage :: CancelReason , _ : & mut :: genstage :: Context < '_ , Self > ,)", "Vec << Self as :: genstage :: Producer > :: Output >", "< Result < Vec < u8 > , E > as ConsumerCancelReturn < < Self as :: genstage :: Producer > :: Output > > :: into_emitted (< S > :: handle_consumer_cancel (self , __subscriber , __reason) . await)", "trait ConsumerCancelReturn < T >", "impl < T , > ConsumerCancelReturn < T > for :: genstage :: __private"]),
+        // Both sides' on a producer_consumer, each with its own conversion.
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } fn handle_subscribe(&mut self, s: &Subscription) {} fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) {} fn handle_consumer_subscribe(&mut self, s: &Subscriber) {} fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason, ctx: &mut Context<Self>) -> Vec<u8> { vec![] } }",
+            &["fn handle_subscribe (", "fn handle_cancel (", "fn handle_consumer_subscribe (", "trait CancelReturn < T >", "trait ConsumerCancelReturn < T >", "< Vec < u8 > as ConsumerCancelReturn < < Self as :: genstage :: ProducerConsumer > :: Output > > :: into_emitted (< S > :: handle_consumer_cancel (self , __subscriber , __reason , __ctx))"]),
     ];
     for (attr, item, expected) in cases {
         let (generated, error) = expand_checked(tokens(attr), tokens(item));
@@ -420,6 +509,7 @@ fn subscription_callbacks_expand_to_the_role_traits_methods() {
     }
     // Without them, the trait's defaults.
     for (attr, item) in [
+        ("producer", PRODUCER),
         ("consumer", CONSUMER),
         ("producer_consumer", PRODUCER_CONSUMER),
     ] {
@@ -430,6 +520,8 @@ fn subscription_callbacks_expand_to_the_role_traits_methods() {
         for absent in [
             "handle_subscribe",
             "handle_cancel",
+            "handle_consumer_subscribe",
+            "handle_consumer_cancel",
             "SubscribeReturn",
             "CancelReturn",
         ] {

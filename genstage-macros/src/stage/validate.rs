@@ -34,11 +34,11 @@ pub(crate) struct StageModel {
     pub(crate) messages: Vec<Callback>,
     /// `terminate`, when the impl block defines it soundly: the role trait's `terminate` calls it.
     pub(crate) terminate: Option<Callback>,
-    /// `handle_subscribe`, when a consumer's or producer_consumer's impl block defines it soundly:
-    /// the role trait's `handle_subscribe` calls it.
-    pub(crate) handle_subscribe: Option<Callback>,
-    /// `handle_cancel`, likewise.
-    pub(crate) handle_cancel: Option<Callback>,
+    /// The subscription callbacks the impl block defines soundly, those of its role
+    /// (`handle_subscribe` and `handle_cancel` for a consumer or a producer_consumer,
+    /// `handle_consumer_subscribe` and `handle_consumer_cancel` for a producer or a
+    /// producer_consumer): the role trait's methods of those names call them.
+    pub(crate) subscriptions: Vec<Callback>,
 }
 
 /// Where a stage's options come from.
@@ -312,8 +312,7 @@ pub(crate) fn validate_stage(
     let mut callback = None;
     let mut messages = Vec::new();
     let mut terminate = None;
-    let mut handle_subscribe = None;
-    let mut handle_cancel = None;
+    let mut subscriptions = Vec::new();
     for (kind, parsed) in stage.callbacks {
         match parsed {
             // A callback the role does not have is reported once, as such, whatever its shape.
@@ -323,8 +322,7 @@ pub(crate) fn validate_stage(
                 Err(error) => errors.push(error),
             },
             Ok(cb) if cb.kind == CallbackKind::Terminate => terminate = Some(cb),
-            Ok(cb) if cb.kind == CallbackKind::HandleSubscribe => handle_subscribe = Some(cb),
-            Ok(cb) if cb.kind == CallbackKind::HandleCancel => handle_cancel = Some(cb),
+            Ok(cb) if cb.kind.is_subscription_callback() => subscriptions.push(cb),
             Ok(cb) => {
                 if cb.kind == required && callback.is_none() {
                     callback = Some(cb);
@@ -397,8 +395,7 @@ pub(crate) fn validate_stage(
             },
             messages,
             terminate,
-            handle_subscribe,
-            handle_cancel,
+            subscriptions,
         }),
         _ => None,
     };
@@ -639,6 +636,10 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
         | (
             Role::ProducerConsumer | Role::Consumer,
             CallbackKind::HandleSubscribe | CallbackKind::HandleCancel,
+        )
+        | (
+            Role::Producer | Role::ProducerConsumer,
+            CallbackKind::HandleConsumerSubscribe | CallbackKind::HandleConsumerCancel,
         ) => None,
         (_, CallbackKind::HandleDemand) => Some(format!(
             "`handle_demand` is a producer callback, but this stage is {}: it receives its events in `handle_events`; use `#[stage(producer)]` for a stage that emits events on demand",
@@ -652,10 +653,17 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
             role.a()
         )),
         (_, CallbackKind::HandleSubscribe | CallbackKind::HandleCancel) => Some(format!(
-            "`{}` is told of a subscription to a producer, but this stage is {}, which has no subscriptions to producers: only consumers and producer_consumers have it (a producer is not told of its consumers' subscriptions: genstage does not support that yet)",
+            "`{}` is told of a subscription to a producer, but this stage is {}, which has no subscriptions to producers: a producer is told of its consumers by `handle_consumer_subscribe` and `handle_consumer_cancel`",
             kind.name(),
             role.a()
         )),
+        (_, CallbackKind::HandleConsumerSubscribe | CallbackKind::HandleConsumerCancel) => {
+            Some(format!(
+                "`{}` is told of a consumer's subscription to this stage, but this stage is {}, which has no consumers: a consumer is told of its subscriptions to producers by `handle_subscribe` and `handle_cancel`",
+                kind.name(),
+                role.a()
+            ))
+        }
         (_, CallbackKind::SubscribeOptions) => Some(format!(
             "`subscribe_options` configures the subscriptions of consumers and producer_consumers, but this stage is {}, which subscribes to nothing",
             role.a()
