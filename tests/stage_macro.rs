@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use genstage::prelude::*;
 use genstage::{
     CancelReason, Context, Demand, HandleCall, HandleCast, HandleInfo, ProducerRef, ReplyTo,
-    StageStatus, Subscription,
+    StageStatus, Subscriber, Subscription, SubscriptionTag,
 };
 
 /// What a test's stages saw, shared with the test.
@@ -1052,4 +1052,471 @@ fn subscription_callbacks_are_the_role_traits_methods() {
         cancels: Vec::new(),
     };
     assert!(metered.subscriptions.is_empty() && metered.cancels.is_empty());
+}
+
+// `handle_consumer_subscribe` and `handle_consumer_cancel`: a producer, or a producer_consumer as a
+// producer, told of its consumers (GenStage's `handle_subscribe(:consumer, …)` and a producer's
+// `handle_cancel`), with GenStage's scenario numbers (genstage-semantics.md §4). Scenarios 60 and
+// 85 (a producer that returns `:manual` is stopped) do not compile here:
+// tests/ui/stage/consumer-subscribe-returns-demand.rs.
+
+/// What a stage was told of its consumers, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Told {
+    Subscribed {
+        consumer: String,
+        tag: SubscriptionTag,
+        max_demand: usize,
+        min_demand: usize,
+    },
+    Cancelled {
+        consumer: String,
+        tag: SubscriptionTag,
+        reason: CancelReason,
+    },
+}
+
+impl Told {
+    fn subscribed(subscriber: &Subscriber) -> Told {
+        Told::Subscribed {
+            consumer: subscriber.consumer().to_owned(),
+            tag: subscriber.tag(),
+            max_demand: subscriber.max_demand(),
+            min_demand: subscriber.min_demand(),
+        }
+    }
+
+    fn cancelled(subscriber: &Subscriber, reason: &CancelReason) -> Told {
+        Told::Cancelled {
+            consumer: subscriber.consumer().to_owned(),
+            tag: subscriber.tag(),
+            reason: reason.clone(),
+        }
+    }
+}
+
+/// What a stage emits to the consumers it has left when one leaves.
+const GONE: u64 = u64::MAX;
+
+/// Counts up from 0 for ever, emitting what it is asked; records what it is told of its consumers
+/// (`handle_consumer_subscribe` with the context, `handle_consumer_cancel` async), and emits
+/// [`GONE`] when one leaves.
+struct Endless {
+    next: u64,
+    told: Log<Told>,
+}
+
+#[stage(producer)]
+impl Endless {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let start = self.next;
+        self.next += demand as u64;
+        (start..self.next).collect()
+    }
+
+    fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx: &mut Context<Self>) {
+        let _ = ctx.name();
+        self.told.lock().unwrap().push(Told::subscribed(subscriber));
+    }
+
+    async fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &Subscriber,
+        reason: &CancelReason,
+    ) -> Vec<u64> {
+        self.told
+            .lock()
+            .unwrap()
+            .push(Told::cancelled(subscriber, reason));
+        vec![GONE]
+    }
+}
+
+/// Passes its events on; records what it is told of its consumers (`handle_consumer_subscribe`
+/// without the context, paths written out; `handle_consumer_cancel` with it, returning a
+/// `StageResult`), and emits [`GONE`] when one leaves.
+struct Herald {
+    told: Log<Told>,
+}
+
+#[stage(producer_consumer)]
+impl Herald {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events
+    }
+
+    fn handle_consumer_subscribe(&mut self, subscriber: &genstage::Subscriber) {
+        self.told.lock().unwrap().push(Told::subscribed(subscriber));
+    }
+
+    fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &genstage::Subscriber,
+        reason: &genstage::CancelReason,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        self.told
+            .lock()
+            .unwrap()
+            .push(Told::cancelled(subscriber, reason));
+        Ok(vec![GONE])
+    }
+}
+
+/// A producer whose producer-side callbacks return nothing, one with `-> ()` written out.
+struct Mute;
+
+#[stage(producer)]
+impl Mute {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u8> {
+        vec![0; demand]
+    }
+
+    #[allow(clippy::unused_unit)]
+    fn handle_consumer_subscribe(&mut self, _subscriber: &Subscriber) -> () {}
+
+    fn handle_consumer_cancel(&mut self, _subscriber: &Subscriber, _reason: &CancelReason) {}
+}
+
+/// A generic producer_consumer told of both sides of its subscriptions: its own to producers and
+/// its consumers' to it, each `handle_…cancel` with its own return form.
+struct Both<T> {
+    held: Vec<T>,
+}
+
+#[stage(producer_consumer)]
+impl<T: Send> Both<T> {
+    fn handle_events(&mut self, events: Vec<T>) -> Vec<T> {
+        self.held.extend(events);
+        Vec::new()
+    }
+
+    fn handle_subscribe(&mut self, _subscription: &Subscription) -> Demand {
+        Demand::Automatic
+    }
+
+    fn handle_cancel(&mut self, _subscription: &Subscription, _reason: &CancelReason) -> Vec<T> {
+        std::mem::take(&mut self.held)
+    }
+
+    fn handle_consumer_subscribe(&mut self, _subscriber: &Subscriber, _ctx: &mut Context<Self>) {}
+
+    #[allow(clippy::manual_async_fn)]
+    fn handle_consumer_cancel(
+        &mut self,
+        _subscriber: &Subscriber,
+        _reason: &CancelReason,
+    ) -> impl std::future::Future<Output = Result<Vec<T>, std::io::Error>> + Send + '_ {
+        async move { Ok(std::mem::take(&mut self.held)) }
+    }
+}
+
+/// That `S`'s `handle_consumer_subscribe` is the producer trait's.
+fn producer_is_told_of_consumers<S: Producer>() {
+    let _: fn(&mut S, &Subscriber, &mut Context<'_, S>) =
+        <S as Producer>::handle_consumer_subscribe;
+}
+
+/// That `S`'s `handle_consumer_subscribe` is the producer_consumer trait's, with these events.
+fn producer_consumer_is_told_of_consumers<S, I, O>()
+where
+    S: ProducerConsumer<Input = I, Output = O>,
+{
+    let _: fn(&mut S, &Subscriber, &mut Context<'_, S>) =
+        <S as ProducerConsumer>::handle_consumer_subscribe;
+}
+
+#[test]
+fn producer_side_subscription_callbacks_are_the_role_traits_methods() {
+    producer_is_told_of_consumers::<Endless>();
+    producer_is_told_of_consumers::<Mute>();
+    producer_consumer_is_told_of_consumers::<Herald, u64, u64>();
+    producer_consumer_is_told_of_consumers::<Both<String>, String, String>();
+    producer_consumer_subscribes::<Both<u8>, u8, u8>();
+    // The impl blocks are kept as written: their methods stay the stages' own.
+    let mut both = Both { held: vec![1, 2] };
+    assert_eq!(both.handle_events(vec![3]), Vec::<u8>::new());
+    assert_eq!(both.held, [1, 2, 3]);
+}
+
+/// The stage told of its consumers in a scenario.
+#[derive(Debug, Clone, Copy)]
+enum Teller {
+    /// A [`Endless`].
+    Producer,
+    /// A [`Herald`] fed by an endless source.
+    ProducerConsumer,
+}
+
+/// Records the tag of its subscription and its events; fails on its first events when `fails`.
+struct Watch {
+    tags: Log<SubscriptionTag>,
+    events: Log<u64>,
+    fails: bool,
+}
+
+#[stage(consumer, max_demand = 10, min_demand = 5)]
+impl Watch {
+    fn handle_subscribe(&mut self, subscription: &Subscription) {
+        self.tags.lock().unwrap().push(subscription.tag());
+    }
+
+    fn handle_events(&mut self, events: Vec<u64>) -> Result<(), String> {
+        if self.fails {
+            return Err("gave up".to_owned());
+        }
+        self.events.lock().unwrap().extend(events);
+        Ok(())
+    }
+}
+
+/// A running scenario: the teller, named `teller`, and its consumers, each a [`Watch`].
+struct Scene {
+    running: PipelineHandle,
+    told: Log<Told>,
+    /// Each consumer's subscription tags and events, in the order given to [`Scene::start`].
+    watches: Vec<(Log<SubscriptionTag>, Log<u64>)>,
+}
+
+impl Scene {
+    /// Starts `teller` with consumers named and failing as `consumers` say, each subscribed to it.
+    fn start(teller: Teller, consumers: &[(&str, bool)]) -> Scene {
+        let told = log();
+        let mut pipeline = Pipeline::new();
+        let watches = match teller {
+            Teller::Producer => {
+                let endless = Endless {
+                    next: 0,
+                    told: told.clone(),
+                };
+                let endless = pipeline.add_producer_named("teller", endless);
+                Scene::subscribe(&mut pipeline, &endless, consumers)
+            }
+            Teller::ProducerConsumer => {
+                let source = pipeline.add_producer(from_iter(0u64..));
+                let herald = Herald { told: told.clone() };
+                let herald = pipeline.add_producer_consumer_named("teller", herald);
+                pipeline.subscribe(&source, &herald);
+                Scene::subscribe(&mut pipeline, &herald, consumers)
+            }
+        };
+        Scene {
+            running: pipeline.start(),
+            told,
+            watches,
+        }
+    }
+
+    fn subscribe(
+        pipeline: &mut Pipeline,
+        teller: &impl genstage::Source<u64>,
+        consumers: &[(&str, bool)],
+    ) -> Vec<(Log<SubscriptionTag>, Log<u64>)> {
+        let mut watches = Vec::new();
+        for &(name, fails) in consumers {
+            let (tags, events) = (log(), log());
+            let watch = Watch {
+                tags: tags.clone(),
+                events: events.clone(),
+                fails,
+            };
+            let watch = pipeline.add_consumer_named(name, watch);
+            pipeline.subscribe(teller, &watch);
+            watches.push((tags, events));
+        }
+        watches
+    }
+
+    fn told(&self) -> Vec<Told> {
+        taken(&self.told)
+    }
+
+    /// The tag of consumer `n`'s subscription, once it has one.
+    fn tag(&self, n: usize) -> Option<SubscriptionTag> {
+        taken(&self.watches[n].0).first().copied()
+    }
+
+    fn events(&self, n: usize) -> Vec<u64> {
+        taken(&self.watches[n].1)
+    }
+
+    /// What the teller says when consumer `n` subscribes: `max_demand` and `min_demand` are
+    /// [`Watch`]'s.
+    fn subscribed(&self, n: usize, consumer: &str) -> Told {
+        Told::Subscribed {
+            consumer: consumer.to_owned(),
+            tag: self.tag(n).expect("subscribed"),
+            max_demand: 10,
+            min_demand: 5,
+        }
+    }
+}
+
+/// Yields until `condition` holds. It holds within a few rounds of the stages when the runtime
+/// works; the time limit only turns a runtime that never gets there into a failure saying `what`
+/// was awaited (in the scenario of `teller`), instead of a test that hangs.
+async fn until(teller: Teller, what: &str, condition: impl Fn() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .is_err()
+    {
+        panic!("{teller:?}: still waiting, after 10 s, for {what}");
+    }
+}
+
+/// Scenarios 59 and 84: the teller is told of each consumer that subscribes, by its name and the
+/// tag of its subscription (the consumer's own `Subscription::tag`), with its demand limits.
+#[tokio::test]
+#[ignore = "waits for the runtime"]
+async fn scenario_59_84_a_producer_is_told_of_each_consumer_by_name_and_tag() {
+    for teller in [Teller::Producer, Teller::ProducerConsumer] {
+        let scene = Scene::start(teller, &[("first", false), ("second", false)]);
+        until(teller, "the teller to be told of both consumers", || {
+            scene.told().len() == 2 && scene.tag(0).is_some() && scene.tag(1).is_some()
+        })
+        .await;
+        until(teller, "events for both consumers", || {
+            !scene.events(0).is_empty() && !scene.events(1).is_empty()
+        })
+        .await;
+
+        let mut told = scene.told();
+        told.sort_by_key(|told| format!("{told:?}"));
+        assert_eq!(
+            told,
+            [scene.subscribed(0, "first"), scene.subscribed(1, "second")],
+            "{teller:?}"
+        );
+        assert_ne!(scene.tag(0), scene.tag(1));
+        let report = scene.running.shutdown().await.unwrap();
+        assert_eq!(
+            report.stage("teller").unwrap().status,
+            StageStatus::ShutDown,
+            "{teller:?}"
+        );
+    }
+}
+
+/// Scenarios 61 and 86: a subscription cancelled through the pipeline's handle is told to the
+/// teller as `CancelReason::Cancelled`; the teller goes on for its other consumer, and what its
+/// `handle_consumer_cancel` returns reaches that consumer.
+#[tokio::test]
+#[ignore = "waits for the runtime"]
+async fn scenario_61_86_a_producer_is_told_of_a_cancelled_subscription() {
+    for teller in [Teller::Producer, Teller::ProducerConsumer] {
+        let scene = Scene::start(teller, &[("keeper", false), ("leaver", false)]);
+        until(
+            teller,
+            "the teller to be told of both consumers, and events for the leaver",
+            || scene.told().len() == 2 && !scene.events(1).is_empty(),
+        )
+        .await;
+        let tag = scene.tag(1).expect("subscribed");
+
+        scene.running.cancel(tag).await.unwrap();
+        until(teller, "the teller to be told that a consumer left", || {
+            scene.told().len() == 3
+        })
+        .await;
+        until(teller, "the keeper to receive GONE", || {
+            scene.events(0).contains(&GONE)
+        })
+        .await;
+        let kept = scene.events(0).len();
+        until(teller, "more events for the keeper", || {
+            scene.events(0).len() > kept
+        })
+        .await;
+
+        let told = scene.told();
+        assert_eq!(
+            told[2],
+            Told::Cancelled {
+                consumer: "leaver".to_owned(),
+                tag,
+                reason: CancelReason::Cancelled,
+            },
+            "{teller:?}: {told:?}"
+        );
+        let keeper = scene.events(0);
+        assert_eq!(
+            keeper.iter().filter(|&&e| e == GONE).count(),
+            1,
+            "{teller:?}"
+        );
+        assert!(!scene.events(1).contains(&GONE), "{teller:?}");
+        let report = scene.running.shutdown().await.unwrap();
+        assert_eq!(
+            report.stage("teller").unwrap().status,
+            StageStatus::ShutDown,
+            "{teller:?}"
+        );
+        assert_eq!(
+            report.stage("leaver").unwrap().status,
+            StageStatus::Finished,
+            "{teller:?}"
+        );
+    }
+}
+
+/// Scenarios 62 and 87: a consumer that fails is told to the teller as `CancelReason::Failed`,
+/// naming it; the teller keeps running for its other consumer.
+#[tokio::test]
+#[ignore = "waits for the runtime"]
+async fn scenario_62_87_a_producer_is_told_of_a_failed_consumer_and_keeps_running() {
+    for teller in [Teller::Producer, Teller::ProducerConsumer] {
+        let scene = Scene::start(teller, &[("keeper", false), ("failing", true)]);
+        until(teller, "the teller to be told that a consumer left", || {
+            scene.told().len() == 3
+        })
+        .await;
+        until(teller, "the keeper to receive GONE", || {
+            scene.events(0).contains(&GONE)
+        })
+        .await;
+        let kept = scene.events(0).len();
+        until(teller, "more events for the keeper", || {
+            scene.events(0).len() > kept
+        })
+        .await;
+
+        let (mut told, cancelled): (Vec<Told>, Vec<Told>) = scene
+            .told()
+            .into_iter()
+            .partition(|told| matches!(told, Told::Subscribed { .. }));
+        told.sort_by_key(|told| format!("{told:?}"));
+        assert_eq!(
+            told,
+            [
+                scene.subscribed(1, "failing"),
+                scene.subscribed(0, "keeper")
+            ],
+            "{teller:?}"
+        );
+        assert_eq!(
+            cancelled,
+            [Told::Cancelled {
+                consumer: "failing".to_owned(),
+                tag: scene.tag(1).expect("subscribed"),
+                reason: CancelReason::Failed {
+                    cause: "failing".to_owned()
+                },
+            }],
+            "{teller:?}"
+        );
+        assert!(scene.events(1).is_empty(), "{teller:?}");
+        let error = scene.running.shutdown().await.unwrap_err();
+        assert_eq!(error.stage(), "failing", "{teller:?}");
+        let report = error.report().expect("a failed run's report");
+        assert_eq!(
+            report.stage("teller").unwrap().status,
+            StageStatus::ShutDown,
+            "{teller:?}"
+        );
+    }
 }
