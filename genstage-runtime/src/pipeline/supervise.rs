@@ -18,7 +18,7 @@ use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, Outcome};
 use crate::subscription::SubscriptionTag;
 
-use super::{Edge, Pipeline, Role, Run, StageEntry};
+use super::{Edge, Names, Pipeline, Role, Run, StageEntry};
 
 /// The next subscription's id.
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(0);
@@ -93,8 +93,11 @@ impl Pipeline {
         // Wire every edge before any task runs: each consumer finds its subscriptions first in its
         // mailbox, and each producer finds all its subscribers and their initial asks.
         for (edge, (limits, cancel)) in edges.into_iter().zip(limits) {
-            let producer = Arc::from(stages[edge.producer].name.as_str());
-            supervisor.wire(edge, limits, cancel, producer);
+            let names = Names {
+                producer: Arc::from(stages[edge.producer].name.as_str()),
+                consumer: Arc::from(stages[edge.consumer].name.as_str()),
+            };
+            supervisor.wire(edge, limits, cancel, names);
         }
         for stage in stages {
             supervisor.spawn(stage);
@@ -156,12 +159,12 @@ impl Supervisor {
         edge: Edge,
         limits: crate::demand::DemandLimits,
         cancel: crate::options::CancelMode,
-        producer: Arc<str>,
+        names: Names,
     ) -> SubscriptionTag {
         // Unique over every pipeline of the process, so that a tag of one pipeline never names a
         // subscription of another.
         let sub = NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed);
-        (edge.connect)(sub, limits, cancel, producer);
+        (edge.connect)(sub, limits, cancel, names);
         self.wiring.push((sub, edge.producer, edge.consumer));
         SubscriptionTag(sub)
     }
@@ -324,8 +327,11 @@ impl Supervisor {
             }
         })?;
         let cancel = options.cancel.unwrap_or_default();
-        let name = Arc::from(self.names[producer].as_str());
-        Ok(self.wire(edge, limits, cancel, name))
+        let names = Names {
+            producer: Arc::from(self.names[producer].as_str()),
+            consumer: Arc::from(self.names[consumer].as_str()),
+        };
+        Ok(self.wire(edge, limits, cancel, names))
     }
 
     /// Whether `to` is `from` or downstream of it.
@@ -408,7 +414,7 @@ impl Supervisor {
                 self.controls[consumer].upstream_ended(sub, reason.clone());
             }
             if consumer == index {
-                self.controls[producer].downstream_cancelled(sub);
+                self.controls[producer].downstream_ended(sub, reason.clone());
             }
         }
         self.reports[index] = Some(StageReport {

@@ -38,7 +38,8 @@ impl Subscription {
 enum Queued<T> {
     Subscribed(SubscriptionId),
     Events(SubscriptionId, Batches<T>),
-    Ended(SubscriptionId, EndReason),
+    /// The producer ended, for this reason; or (`None`) the subscription was cancelled.
+    Ended(SubscriptionId, Option<EndReason>),
 }
 
 /// The next thing a stage loop does with its input.
@@ -96,7 +97,10 @@ impl<T> Inputs<T> {
                 self.queue
                     .push_back(Queued::Events(sub, Batches::new(events)));
             }
-            Upstream::Ended { sub, reason } => self.queue.push_back(Queued::Ended(sub, reason)),
+            Upstream::Ended { sub, reason } => {
+                self.queue.push_back(Queued::Ended(sub, Some(reason)));
+            }
+            Upstream::Cancelled { sub } => self.queue.push_back(Queued::Ended(sub, None)),
         }
     }
 
@@ -153,6 +157,11 @@ impl<T> Inputs<T> {
     /// the stage is done.
     pub(super) fn close(&mut self) {
         self.closed = true;
+    }
+
+    /// Whether the pipeline is shutting down.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// The next step, acting on end notices on the way. `None` when nothing is queued, or when events
@@ -224,8 +233,9 @@ impl<T> Inputs<T> {
                         continue;
                     };
                     let (reason, stop) = match reason {
-                        EndReason::Finished => (CancelReason::Finished, None),
-                        EndReason::Failed(cause) => (
+                        None => (CancelReason::Cancelled, None),
+                        Some(EndReason::Finished) => (CancelReason::Finished, None),
+                        Some(EndReason::Failed(cause)) => (
                             CancelReason::Failed {
                                 cause: cause.to_string(),
                             },
