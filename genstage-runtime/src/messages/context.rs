@@ -3,8 +3,8 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::letter::{info_letter, PostLetter};
-use super::HandleInfo;
+use super::events::InfoToSelf;
+use super::letter::PostLetter;
 use crate::subscription::{AskError, ManualAsks, SubscriptionTag};
 
 /// What a stage's message and subscription callbacks get besides their arguments: the stage's name,
@@ -51,25 +51,54 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     }
 
     /// Sends `message` to this stage's own `handle_info`, after what its mailbox holds now.
-    pub fn info<M: Send + 'static>(&self, message: M)
-    where
-        S: HandleInfo<M>,
-    {
+    ///
+    /// Checked as the stage's handles check it ([`InfoToSelf`]): the stage must handle infos of
+    /// `M`, and its `handle_info` for `M` must return the stage's events, or this does not compile.
+    /// `Role` is the stage's role ([`StageEvents`](super::StageEvents)), which the compiler infers.
+    ///
+    /// # Examples
+    ///
+    /// A producer that emits a tick's number and sends itself the next tick:
+    ///
+    /// ```
+    /// use genstage_runtime::{Context, Emit, HandleInfo, Producer, StageResult};
+    ///
+    /// struct Ticker(u64);
+    /// struct Tick;
+    ///
+    /// impl Producer for Ticker {
+    ///     type Output = u64;
+    ///     async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+    ///         Ok(Emit::more(Vec::new()))
+    ///     }
+    /// }
+    ///
+    /// impl HandleInfo<Tick> for Ticker {
+    ///     type Emitted = Vec<u64>;
+    ///     async fn handle_info(&mut self, _: Tick, ctx: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+    ///         self.0 += 1;
+    ///         ctx.info(Tick);
+    ///         Ok(vec![self.0])
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// Had `handle_info` returned `Vec<String>`, `ctx.info(Tick)` would not compile:
+    /// "`Vec<String>` is not what `Ticker` emits: its `handle_info` for `Tick` must return the
+    /// stage's events (`u64`)".
+    pub fn info<M: InfoToSelf<S, Role>, Role>(&self, message: M) {
         // A stage that is stopping takes no more messages: nothing to do.
-        self.me.post(info_letter::<S, M>(message));
+        self.me.post(message.__letter().0);
     }
 
     /// Sends `message` to this stage's own `handle_info` once `delay` has passed (GenStage's
     /// `Process.send_after(self(), …)`): a timer task holds it meanwhile. It is dropped if the stage
-    /// has ended by then.
-    pub fn info_after<M: Send + 'static>(&self, delay: Duration, message: M)
-    where
-        S: HandleInfo<M>,
-    {
+    /// has ended by then. Checked as [`info`](Self::info) is.
+    pub fn info_after<M: InfoToSelf<S, Role>, Role>(&self, delay: Duration, message: M) {
         let me = self.me.clone_port();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            me.post(info_letter::<S, M>(message));
+            me.post(message.__letter().0);
         });
     }
 }
