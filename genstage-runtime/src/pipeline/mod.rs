@@ -352,18 +352,20 @@ impl Pipeline {
         let connect = Box::new(move |sub, limits: DemandLimits, cancel, producer_name| {
             let producer = source.port.producer();
             source.port.subscribe(sub, sink.port.consumer());
-            // The consumer's initial ask, queued now rather than when its task first runs: every
-            // subscription has its demand in place before any event flows, so the first consumer to
-            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
-            // for that).
-            drop(producer.ask(sub, limits.max()));
             sink.port.subscribed(Subscribed {
                 sub,
-                producer,
+                producer: producer.clone(),
                 producer_name,
                 limits,
                 cancel,
             });
+            // The consumer's initial ask, queued now rather than when its task first runs: every
+            // subscription has its demand in place before any event flows, so the first consumer to
+            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
+            // for that). Sent last: in a running pipeline the producer may answer it at once, and
+            // its events must find the subscription already in the consumer's mailbox (else the
+            // consumer would handle them as a gone producer's, and its demand would go astray).
+            drop(producer.ask(sub, limits.max()));
         });
         self.edges.push(Edge {
             producer: source.id.index,
