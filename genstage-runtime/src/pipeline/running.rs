@@ -277,10 +277,10 @@ impl PipelineHandle {
     /// [`cancel`](Self::cancel), in one step of the pipeline; returns the new subscription's tag.
     ///
     /// The consumer's `handle_subscribe` sees the new subscription, and its `handle_cancel` sees
-    /// `old` end normally ([`CancelReason::Finished`](crate::CancelReason::Finished)) once it has
-    /// handled every event sent on it: nothing is lost or handled twice across the switch, and the
-    /// consumer, having a producer throughout, does not finish in between. `producer` may be
-    /// `old`'s producer (to change the options) or another.
+    /// `old` end as [`cancel`](Self::cancel) ends it, once it has handled every event sent on it:
+    /// nothing is lost or handled twice across the switch, and the consumer, having a producer
+    /// throughout, does not finish in between. `producer` may be `old`'s producer (to change the
+    /// options) or another.
     ///
     /// An `old` that is not a running subscription of `consumer` (it has ended or been cancelled,
     /// or is another consumer's or another pipeline's) is left alone, and the new subscription made
