@@ -363,18 +363,20 @@ impl Pipeline {
                 consumer_name: names.consumer,
                 limits,
             });
-            // The consumer's initial ask, queued now rather than when its task first runs: every
-            // subscription has its demand in place before any event flows, so the first consumer to
-            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
-            // for that).
-            drop(producer.ask(sub, limits.max()));
             sink.port.subscribed(Subscribed {
                 sub,
-                producer,
+                producer: producer.clone(),
                 producer_name: names.producer,
                 limits,
                 cancel,
             });
+            // The consumer's initial ask, queued now rather than when its task first runs: every
+            // subscription has its demand in place before any event flows, so the first consumer to
+            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
+            // for that). Sent last: in a running pipeline the producer may answer it at once, and
+            // its events must find the subscription already in the consumer's mailbox (else the
+            // consumer would handle them as a gone producer's, and its demand would go astray).
+            drop(producer.ask(sub, limits.max()));
         });
         self.edges.push(Edge {
             producer: source.id.index,

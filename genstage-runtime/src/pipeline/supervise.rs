@@ -35,9 +35,11 @@ pub(super) enum Request {
         stage: Box<StageEntry>,
         reply: oneshot::Sender<Result<(), PipelineError>>,
     },
-    /// Wire this edge now.
+    /// Wire this edge now; then cancel `replacing`, if it is a subscription of the edge's consumer
+    /// still running (a resubscribe).
     Subscribe {
         edge: Edge,
+        replacing: Option<SubscriptionTag>,
         reply: oneshot::Sender<Result<SubscriptionTag, PipelineError>>,
     },
     /// End this subscription: its producer sends nothing more to it, and its consumer handles what
@@ -223,12 +225,7 @@ impl Supervisor {
                 },
                 () = sleep_until_some(self.deadline) => {
                     // Stages that ended by now are not busy, though not joined yet.
-                    while let Some(joined) = self.tasks.try_join_next_with_id() {
-                        match joined {
-                            Ok((task, outcome)) => self.ended(task, outcome),
-                            Err(error) => self.ended(error.id(), lost_task(error)),
-                        }
-                    }
+                    self.reap();
                     self.busy_at_deadline = Some(
                         (0..self.names.len())
                             .filter(|&index| self.running(index))
@@ -260,8 +257,12 @@ impl Supervisor {
                 let result = self.add(*stage);
                 let _ = reply.send(result);
             }
-            Request::Subscribe { edge, reply } => {
-                let result = self.subscribe(edge);
+            Request::Subscribe {
+                edge,
+                replacing,
+                reply,
+            } => {
+                let result = self.subscribe(edge, replacing);
                 let _ = reply.send(result);
             }
             Request::Cancel { tag, reply } => {
@@ -303,8 +304,21 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Wires a subscription made while the pipeline runs.
-    fn subscribe(&mut self, edge: Edge) -> Result<SubscriptionTag, PipelineError> {
+    /// Wires a subscription made while the pipeline runs; then, for a resubscribe, cancels the
+    /// subscription it replaces, if that is one of the consumer's and still running (any other tag
+    /// is ignored, as GenStage's `sync_resubscribe` ignores an unknown reference). Nothing changes
+    /// when the new subscription is refused.
+    ///
+    /// The new subscription is wired first: its consumer finds it in its mailbox before the end of
+    /// the old one, so a consumer whose only producer that was does not finish in between, and a
+    /// producer resubscribed to keeps a consumer throughout.
+    fn subscribe(
+        &mut self,
+        edge: Edge,
+        replacing: Option<SubscriptionTag>,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        // A stage whose task has finished has ended, though its end is not yet taken in.
+        self.reap();
         let (producer, consumer) = (edge.producer, edge.consumer);
         for index in [producer, consumer] {
             if !self.running(index) {
@@ -313,6 +327,11 @@ impl Supervisor {
                 });
             }
         }
+        let replacing = replacing.filter(|tag| {
+            self.wiring
+                .iter()
+                .any(|&(sub, _, wired)| sub == tag.0 && wired == consumer)
+        });
         if self.reaches(consumer, producer) {
             let mut stages = vec![self.names[producer].clone(), self.names[consumer].clone()];
             stages.push(self.names[producer].clone());
@@ -331,10 +350,27 @@ impl Supervisor {
             producer: Arc::from(self.names[producer].as_str()),
             consumer: Arc::from(self.names[consumer].as_str()),
         };
-        Ok(self.wire(edge, limits, cancel, names))
+        let tag = self.wire(edge, limits, cancel, names);
+        if let Some(old) = replacing {
+            // Ended or cancelled already: nothing to cancel.
+            let _ = self.cancel(old);
+        }
+        Ok(tag)
     }
 
-    /// Whether `to` is `from` or downstream of it.
+    /// Takes in the ends of the stages whose tasks have finished.
+    fn reap(&mut self) {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            match joined {
+                Ok((task, outcome)) => self.ended(task, outcome),
+                Err(error) => self.ended(error.id(), lost_task(error)),
+            }
+        }
+    }
+
+    /// Whether `to` is `from` or downstream of it, through the subscriptions that can still carry
+    /// events: not cancelled, and not to a stage that has ended. A consumer once subscribed to a
+    /// stage, then cancelled, may feed it.
     fn reaches(&self, from: usize, to: usize) -> bool {
         let mut seen = vec![false; self.names.len()];
         let mut stack = vec![from];
@@ -348,8 +384,12 @@ impl Supervisor {
             stack.extend(
                 self.wiring
                     .iter()
-                    .filter(|&&(_, p, _)| p == stage)
-                    .map(|&(_, _, c)| c),
+                    .filter(|&&(sub, producer, consumer)| {
+                        producer == stage
+                            && !self.cancelled.contains(&sub)
+                            && self.running(consumer)
+                    })
+                    .map(|&(_, _, consumer)| consumer),
             );
         }
         false
