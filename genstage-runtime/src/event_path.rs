@@ -473,9 +473,15 @@ mod tests {
         path.info("sync2");
         assert_eq!(out(&mut path), []);
         path.ask(1, 1);
-        assert_eq!(out(&mut path), [Out::Events(1, vec![3]), Out::Info("sync1")]);
+        assert_eq!(
+            out(&mut path),
+            [Out::Events(1, vec![3]), Out::Info("sync1")]
+        );
         path.ask(1, 2);
-        assert_eq!(out(&mut path), [Out::Events(1, vec![4, 5]), Out::Info("sync2")]);
+        assert_eq!(
+            out(&mut path),
+            [Out::Events(1, vec![4, 5]), Out::Info("sync2")]
+        );
         assert_eq!(path.buffered(), 0);
     }
 
@@ -552,7 +558,10 @@ mod tests {
         path.info("sync");
         assert_eq!(out(&mut path), []);
         path.set_held(false);
-        assert_eq!(out(&mut path), [Out::Events(1, vec![1, 2]), Out::Info("sync")]);
+        assert_eq!(
+            out(&mut path),
+            [Out::Events(1, vec![1, 2]), Out::Info("sync")]
+        );
     }
 
     // A stopping stage's buffer goes with it, and so do its infos.

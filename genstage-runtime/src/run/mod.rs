@@ -365,6 +365,10 @@ async fn produce<P: Producer>(
     loop {
         // Messages first, in the order they came: each may emit, or give the producer work.
         while let Some(letter) = state.letters.pop_front() {
+            // An `info_after_buffered` waits behind the buffer (released below).
+            let Some(letter) = outputs.place_info(letter) else {
+                continue;
+            };
             let emit = env.open::<P, P::Output>(stage, letter, None).await;
             match emit {
                 Ok(emit) => {
@@ -419,6 +423,8 @@ async fn produce<P: Producer>(
                 Called::Stopped => {}
             }
         }
+        // Infos whose events have gone out are opened as letters, before the producer may end.
+        outputs.move_released(&mut state.letters);
         if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
             return if state.shut_down {
                 Exit::ShutDown
@@ -525,6 +531,11 @@ fn queue_control<T>(
     buffered: usize,
 ) {
     match control {
+        // A producer_consumer's `info_after_buffered` waits behind the input it has received (a
+        // consumer's input is never queued when it takes its mail).
+        Control::Letter(letter) if letter.is_after_buffered() && !inputs.is_idle() => {
+            inputs.queue_info(letter)
+        }
         Control::Letter(letter) => letters.push_back(letter),
         Control::Shutdown => inputs.close(),
         Control::BufferedCount(reply) => {
@@ -551,7 +562,13 @@ async fn transform<S: ProducerConsumer>(
         if !letters.is_empty() && inputs.exhausted() {
             letters.clear();
         }
+        // Infos whose events have gone out were taken in before: opened whatever the input.
+        outputs.move_released(&mut letters);
         while let Some(letter) = letters.pop_front() {
+            // An `info_after_buffered` waits behind the buffer (released above).
+            let Some(letter) = outputs.place_info(letter) else {
+                continue;
+            };
             let emit = env.open::<S, S::Output>(stage, letter, Some(inputs)).await;
             match emit {
                 Ok(emit) => {
@@ -631,7 +648,16 @@ async fn transform<S: ProducerConsumer>(
                         continue 'run;
                     }
                 }
+                // The input in front of it handled: behind the buffer now.
+                Step::Info(info) => {
+                    if let Some(letter) = outputs.place_info(info) {
+                        letters.push_back(letter);
+                    }
+                }
             }
+        }
+        if outputs.has_released() {
+            continue 'run;
         }
         if inputs.exhausted() && outputs.buffered() == 0 {
             break Exit::Finished;
@@ -749,6 +775,8 @@ async fn consume<C: Consumer>(
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
                 }
+                // Only a producer_consumer queues infos behind its input.
+                Step::Info(letter) => letters.push_back(letter),
             }
         }
         if inputs.exhausted() {
