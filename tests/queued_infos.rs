@@ -1,7 +1,7 @@
 //! Infos delivered after the events a stage buffers (GenStage's `sync_info`/`async_info`), end to
-//! end: scenarios 32–35, 40 and 42 of genstage-semantics.md §4, rewritten for
-//! `StageRef::info_after_buffered` and `Context::info_after_buffered`. (Scenarios 36–41 are also
-//! replayed without tokio on the event path, in the runtime's `event_path` tests.)
+//! end: scenarios 32–35, 36 (on a producer_consumer), 40 and 42 of genstage-semantics.md §4,
+//! rewritten for `StageRef::info_after_buffered` and `Context::info_after_buffered`. (Scenarios
+//! 35–42 are also replayed without tokio on the event path, in the runtime's `event_path` tests.)
 //!
 //! Every test observes one consumer, [`Log`], through a channel fed in the order its callbacks run.
 //! A producer or producer_consumer told an info [`Forward`]s it to the `Log` as a cast, from the
@@ -348,6 +348,25 @@ async fn scenario_34_a_producer_consumers_info_waits_behind_its_queued_input() {
     assert_eq!(next(&mut rx).await, Seen::Note("sync"));
     assert_eq!(next(&mut rx).await, Seen::Note("async"));
     assert_eq!(pass.call(Forwarded).await.unwrap(), ["sync", "async"]);
+    shut_down(running, rx).await;
+}
+
+/// 36 on a producer_consumer: it emits more than its consumer asked for, and buffers the rest; an
+/// info is delivered once those buffered events have gone out.
+#[tokio::test]
+async fn scenario_36_a_producer_consumers_info_follows_its_buffered_events() {
+    let (running, told, pass, log, mut rx) = through_pass().await;
+    told.cast(Push((0..10).collect())).unwrap();
+    // Demand for 2: Pass handles all 10, sends 2 and buffers 8.
+    log.cast(AskMore(2)).unwrap();
+    assert_eq!(next(&mut rx).await, events(0..2));
+    assert_eq!(pass.estimate_buffered_count().await.unwrap(), 8);
+    pass.info_after_buffered(forward("sync", &log)).unwrap();
+    assert_eq!(pass.estimate_buffered_count().await.unwrap(), 8);
+    assert_eq!(pass.call(Forwarded).await.unwrap(), Vec::<&str>::new());
+    log.cast(AskMore(8)).unwrap();
+    assert_eq!(next(&mut rx).await, events(2..10));
+    assert_eq!(next(&mut rx).await, Seen::Note("sync"));
     shut_down(running, rx).await;
 }
 
