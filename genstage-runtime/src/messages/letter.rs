@@ -55,6 +55,50 @@ pub(crate) trait OpenLetter: Send {
         stage: &'a mut (dyn Any + Send),
         opened: Opened<'a>,
     ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>>;
+
+    /// Whether this is an info sent with `info_after_buffered` (see [`after_buffered`]), which a
+    /// producer or producer_consumer places behind its buffered events rather than opens.
+    fn is_after_buffered(&self) -> bool {
+        false
+    }
+
+    /// The info inside an [`after_buffered`] envelope, to place behind the buffered events; any
+    /// other letter is given back, to open.
+    ///
+    /// # Errors
+    ///
+    /// Gives the letter back when it is not an envelope.
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter>;
+}
+
+/// An info to be delivered after the events its stage buffers when it takes the info in (GenStage's
+/// `sync_info`/`async_info`). Opened as it stands (a consumer's, or one that reached a stage loop
+/// that does not place it), it opens the info.
+struct AfterBuffered(Letter);
+
+/// Wraps an info letter to be delivered after the events its stage has buffered when it takes the
+/// letter in: a producer or producer_consumer places it behind them (and behind its queued input,
+/// for a producer_consumer); a consumer opens it as any letter.
+pub(crate) fn after_buffered(info: Letter) -> Letter {
+    Box::new(AfterBuffered(info))
+}
+
+impl OpenLetter for AfterBuffered {
+    fn open<'a>(
+        self: Box<Self>,
+        stage: &'a mut (dyn Any + Send),
+        opened: Opened<'a>,
+    ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>> {
+        self.0.open(stage, opened)
+    }
+
+    fn is_after_buffered(&self) -> bool {
+        true
+    }
+
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter> {
+        Ok(self.0)
+    }
 }
 
 /// What a stage loop lends a letter it opens.
@@ -141,6 +185,10 @@ where
             Some(stage) => handle(stage, message, opened),
             None => Box::pin(std::future::ready(Err(wrong_stage::<S>()))),
         }
+    }
+
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter> {
+        Err(self)
     }
 }
 

@@ -16,6 +16,10 @@
 //! Messages reach a stage in its mailbox, in the order they were sent by one sender, interleaved with
 //! the events and demand it receives.
 //!
+//! An info sent with `info_after_buffered` (GenStage's `sync_info`/`async_info`) waits, once the
+//! stage takes it in, behind the events the stage has buffered then (and a producer_consumer's
+//! queued input): its `handle_info` runs once those have been dispatched.
+//!
 //! Here: the message traits, [`CallError`] and [`Emission`]; [`ReplyTo`] in `reply.rs`,
 //! [`Context`] in `context.rs`, the compile-time check of the infos a stage sends itself through
 //! it ([`InfoToSelf`], [`StageEvents`]) in `events.rs`, and in `letter.rs` the letters that carry a
@@ -36,7 +40,8 @@ pub use events::{
     AsConsumer, AsProducer, AsProducerConsumer, InfoEmission, InfoToSelf, StageEvents,
 };
 pub(crate) use letter::{
-    call_letter, cast_letter, events_of, info_letter, typed_info_letter, Letter, Opened, PostLetter,
+    after_buffered, call_letter, cast_letter, events_of, info_letter, typed_info_letter, Letter,
+    Opened, PostLetter,
 };
 pub(crate) use reply::HeldReplies;
 pub use reply::ReplyTo;

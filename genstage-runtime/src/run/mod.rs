@@ -373,6 +373,10 @@ async fn produce<P: Producer>(
             return Exit::Failed(error);
         }
         while let Some(letter) = state.letters.pop_front() {
+            // An `info_after_buffered` waits behind the buffer (released below).
+            let Some(letter) = outputs.place_info(letter) else {
+                continue;
+            };
             let emit = env.open::<P, P::Output>(stage, letter, None).await;
             match emit {
                 Ok(emit) => {
@@ -431,6 +435,8 @@ async fn produce<P: Producer>(
         if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
             return Exit::Failed(error);
         }
+        // Infos whose events have gone out are opened as letters, before the producer may end.
+        outputs.move_released(&mut state.letters);
         if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
             return if state.shut_down {
                 Exit::ShutDown
@@ -591,11 +597,14 @@ fn queue_control<T>(
     buffered: Option<usize>,
 ) {
     match control {
-        Control::Letter(letter) => {
-            if buffered.is_none() || !inputs.is_closed() {
-                letters.push_back(letter);
-            }
+        // Once a producer_consumer is shutting down, dropped (see above).
+        Control::Letter(_) if buffered.is_some() && inputs.is_closed() => {}
+        // A producer_consumer's `info_after_buffered` waits behind the input it has received (a
+        // consumer's input is never queued when it takes its mail).
+        Control::Letter(letter) if letter.is_after_buffered() && !inputs.is_idle() => {
+            inputs.queue_info(letter)
         }
+        Control::Letter(letter) => letters.push_back(letter),
         Control::Shutdown => inputs.close(),
         Control::BufferedCount(reply) => {
             let _ = reply.send(buffered.unwrap_or(0));
@@ -624,7 +633,13 @@ async fn transform<S: ProducerConsumer>(
         if !letters.is_empty() && inputs.exhausted() {
             letters.clear();
         }
+        // Infos whose events have gone out were taken in before: opened whatever the input.
+        outputs.move_released(&mut letters);
         while let Some(letter) = letters.pop_front() {
+            // An `info_after_buffered` waits behind the buffer (released above).
+            let Some(letter) = outputs.place_info(letter) else {
+                continue;
+            };
             let emit = env.open::<S, S::Output>(stage, letter, Some(inputs)).await;
             match emit {
                 Ok(emit) => {
@@ -713,10 +728,16 @@ async fn transform<S: ProducerConsumer>(
                         continue 'run;
                     }
                 }
+                // The input in front of it handled: behind the buffer now.
+                Step::Info(info) => {
+                    if let Some(letter) = outputs.place_info(info) {
+                        letters.push_back(letter);
+                    }
+                }
             }
         }
-        if outputs.has_notices() {
-            continue;
+        if outputs.has_notices() || outputs.has_released() {
+            continue 'run;
         }
         if inputs.exhausted() && outputs.buffered() == 0 {
             break Exit::Finished;
@@ -834,6 +855,8 @@ async fn consume<C: Consumer>(
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
                 }
+                // Only a producer_consumer queues infos behind its input.
+                Step::Info(letter) => letters.push_back(letter),
             }
         }
         if inputs.exhausted() {

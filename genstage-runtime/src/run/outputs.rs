@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::dispatcher::{Dispatcher, SubscriptionId};
 use crate::event_path::{Emitted, EventPath};
 use crate::mailbox::DeferredWake;
+use crate::messages::Letter;
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EndReason, EventSink, NewConsumer};
 use crate::subscription::{CancelReason, Subscriber, SubscriptionTag};
@@ -31,7 +32,8 @@ pub(super) enum ConsumerNotice {
 
 pub(super) struct Outputs<T> {
     stage: Arc<str>,
-    path: EventPath<T>,
+    /// Its infos are `info_after_buffered` letters (see [`place_info`](Self::place_info)).
+    path: EventPath<T, Letter>,
     consumers: BySubscription<Outlet<T>>,
     /// Subscriptions begun and ended since the stage's loop last told its callbacks.
     notices: VecDeque<ConsumerNotice>,
@@ -221,6 +223,32 @@ impl<T: Send + 'static> Outputs<T> {
     /// Whether every consumer that ever subscribed has left.
     pub(super) fn abandoned(&self) -> bool {
         self.had_consumers && self.consumers.is_empty()
+    }
+
+    /// Places an `info_after_buffered` letter behind the events buffered now, and gives back any
+    /// other letter, to open now. The info is released once those events have been dispatched
+    /// (see [`move_released`](Self::move_released)).
+    pub(super) fn place_info(&mut self, letter: Letter) -> Option<Letter> {
+        match letter.into_after_buffered() {
+            Ok(info) => {
+                self.path.info(info);
+                None
+            }
+            Err(letter) => Some(letter),
+        }
+    }
+
+    /// Whether infos placed behind the buffer have been released and wait to be moved.
+    pub(super) fn has_released(&self) -> bool {
+        self.path.has_released()
+    }
+
+    /// Moves the infos released (the events in front of them are sent) to the back of `letters`,
+    /// in order, to be opened as any letter.
+    pub(super) fn move_released(&mut self, letters: &mut VecDeque<Letter>) {
+        if self.path.has_released() {
+            letters.extend(self.path.take_released());
+        }
     }
 
     /// Drops what is still buffered when the stage stops early; returns how many events that was.
