@@ -369,8 +369,11 @@ async fn produce<P: Producer>(
     loop {
         // Its consumers' comings and goings first, then messages, in the order they came: each may
         // emit, or give the producer work.
-        if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
-            return Exit::Failed(error);
+        // Checked here, not in the callee: an async call costs, on the hot path, even when idle.
+        if outputs.has_notices() {
+            if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
+                return Exit::Failed(error);
+            }
         }
         while let Some(letter) = state.letters.pop_front() {
             // An `info_after_buffered` waits behind the buffer (released below).
@@ -432,8 +435,10 @@ async fn produce<P: Producer>(
             }
         }
         // A consumer that left is told of before the producer stops for want of consumers.
-        if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
-            return Exit::Failed(error);
+        if outputs.has_notices() {
+            if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
+                return Exit::Failed(error);
+            }
         }
         // Infos whose events have gone out are opened as letters, before the producer may end.
         outputs.move_released(&mut state.letters);
@@ -625,8 +630,10 @@ async fn transform<S: ProducerConsumer>(
 ) -> Exit {
     let mut letters = VecDeque::new();
     'run: loop {
-        if let Err(error) = tell_producer_consumer(stage, env, inputs, outputs).await {
-            break Exit::Failed(error);
+        if outputs.has_notices() {
+            if let Err(error) = tell_producer_consumer(stage, env, inputs, outputs).await {
+                break Exit::Failed(error);
+            }
         }
         // Once its input has ended, a producer_consumer takes no more messages, so that senders
         // that keep sending cannot keep it going: they are dropped (a call is answered `NoReply`).
