@@ -43,7 +43,7 @@ pub(super) enum Request {
         reply: oneshot::Sender<Result<SubscriptionTag, PipelineError>>,
     },
     /// End this subscription: its producer sends nothing more to it, and its consumer handles what
-    /// it was sent, then sees it end normally.
+    /// it was sent, then sees it end (`CancelReason::Cancelled`).
     Cancel {
         tag: SubscriptionTag,
         reply: oneshot::Sender<Result<(), PipelineError>>,
@@ -395,8 +395,8 @@ impl Supervisor {
         false
     }
 
-    /// Ends a subscription: its producer forgets it and tells its consumer, which sees it end
-    /// normally after what the producer sent it. The subscription stays in the wiring: should the
+    /// Ends a subscription: its producer forgets it and tells its consumer, which sees it cancelled
+    /// after what the producer sent it. The subscription stays in the wiring: should the
     /// producer end before it takes the cancel in, its end still reaches the consumer.
     fn cancel(&mut self, tag: SubscriptionTag) -> Result<(), PipelineError> {
         let wired = self.wiring.iter().find(|&&(sub, ..)| sub == tag.0).copied();
