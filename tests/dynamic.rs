@@ -152,7 +152,7 @@ async fn a_cancelled_subscription_ends_normally_whatever_the_cancel_mode() {
         let report = running.shutdown().await.unwrap();
         let ends = cancelled.lock().unwrap().clone();
         assert!(
-            ends.contains(&("Counter".to_owned(), CancelReason::Finished)),
+            ends.contains(&("Counter".to_owned(), CancelReason::Cancelled)),
             "{cancel:?}: {ends:?}"
         );
         assert!(ends.contains(&("few".to_owned(), CancelReason::Finished)));

@@ -12,7 +12,17 @@
 //! now minus what is already buffered for them. A running count drifts as soon as one path forgets
 //! to update it (a consumer that leaves with demand unmet, events that arrive while others are
 //! buffered); a derived one cannot.
+//!
+//! # Infos behind the buffer
+//! An info sent with `info_after_buffered` (GenStage's `sync_info`/`async_info`) is `I` here, any
+//! payload: [`info`](EventPath::info) places it behind the events buffered now, and it is released
+//! once they have all gone, dispatched or dropped on overflow, or at once when nothing is buffered.
+//! Released infos wait, in order, until the stage takes them
+//! ([`take_released`](EventPath::take_released)) and delivers them to itself. An info is never
+//! counted as an event. Infos exist only while events are buffered, so the path of a batch that
+//! finds the buffer empty never looks at them.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use crate::buffer::Buffer;
@@ -29,12 +39,16 @@ pub(crate) enum Emitted<T> {
 }
 
 /// A producer's dispatcher and buffer. Every method that can make events go out appends them to the
-/// deliveries, which the caller takes and sends.
-pub(crate) struct EventPath<T> {
+/// deliveries, which the caller takes and sends; infos `I` placed behind buffered events are
+/// released, after the events in front of them, to [`take_released`](Self::take_released).
+pub(crate) struct EventPath<T, I = Infallible> {
     dispatcher: Box<dyn Dispatcher<T>>,
-    buffer: Buffer<T, Infallible>,
+    buffer: Buffer<T, I>,
     /// What to send, in order; emptied by [`take_deliveries`](Self::take_deliveries).
     deliveries: Deliveries<T>,
+    /// Infos whose events have all left the buffer, in order; emptied by
+    /// [`take_released`](Self::take_released).
+    released: VecDeque<I>,
     /// Events emitted so far.
     pub(crate) emitted: u64,
     /// Events the buffer dropped on overflow so far.
@@ -43,12 +57,13 @@ pub(crate) struct EventPath<T> {
     held: bool,
 }
 
-impl<T: Send + 'static> EventPath<T> {
+impl<T: Send + 'static, I> EventPath<T, I> {
     pub(crate) fn new(dispatcher: Box<dyn Dispatcher<T>>, options: ProducerOptions) -> Self {
         EventPath {
             dispatcher,
             buffer: Buffer::new(options),
             deliveries: Vec::new(),
+            released: VecDeque::new(),
             emitted: 0,
             discarded: 0,
             held: false,
@@ -161,18 +176,43 @@ impl<T: Send + 'static> EventPath<T> {
         }
     }
 
-    /// Empties the buffer when the stage stops early; returns how many events it held.
+    /// Places `info` behind the events buffered now (GenStage's `sync_info`/`async_info`): it is
+    /// released once they have all left the buffer, or at once when none is buffered.
+    pub(crate) fn info(&mut self, info: I) {
+        if let Err(info) = self.buffer.store_info(info) {
+            self.released.push_back(info);
+        }
+    }
+
+    /// Whether infos are released and not yet taken.
+    #[inline]
+    pub(crate) fn has_released(&self) -> bool {
+        !self.released.is_empty()
+    }
+
+    /// The infos released since the last call, in order: each after the events that were buffered
+    /// in front of it have been dispatched (in the deliveries taken before it) or dropped.
+    pub(crate) fn take_released(&mut self) -> impl Iterator<Item = I> + '_ {
+        self.released.drain(..)
+    }
+
+    /// Empties the buffer when the stage stops early; returns how many events it held. The infos
+    /// behind them, and those released and not yet taken, go with the stage.
     pub(crate) fn clear_buffer(&mut self) -> usize {
-        self.buffer.clear().0
+        let (count, _infos) = self.buffer.clear();
+        self.released.clear();
+        count
     }
 
     /// Buffers `events`, then serves what demand there is from the buffer; returns how many the
     /// buffer dropped.
     fn store(&mut self, events: Vec<T>) -> usize {
-        let dropped = self.buffer.store(events).discarded;
-        self.discarded += dropped as u64;
+        let stored = self.buffer.store(events);
+        self.discarded += stored.discarded as u64;
+        // Infos whose events were all dropped on overflow are released now (GenStage §1.6).
+        self.released.extend(stored.released);
         self.drain_buffer();
-        dropped
+        stored.discarded
     }
 
     /// Serves buffered events up to what the consumers can take; nothing while held.
@@ -185,8 +225,13 @@ impl<T: Send + 'static> EventPath<T> {
             if capacity == 0 || self.buffer.is_empty() {
                 return;
             }
-            let taken = self.buffer.take(capacity).events;
-            let leftover = self.dispatcher.dispatch(taken, &mut self.deliveries);
+            // A take stops at the next info, which it releases: the loop goes on past it.
+            let taken = self.buffer.take(capacity);
+            let leftover = self.dispatcher.dispatch(taken.events, &mut self.deliveries);
+            // Released after the deliveries of the events in front of them.
+            if !taken.infos.is_empty() {
+                self.released.extend(taken.infos);
+            }
             // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer. A
             // dispatcher that breaks it gets its leftover back in the buffer.
             debug_assert!(
@@ -194,7 +239,9 @@ impl<T: Send + 'static> EventPath<T> {
                 "dispatcher broke its capacity contract"
             );
             if !leftover.is_empty() {
-                self.discarded += self.buffer.store(leftover).discarded as u64;
+                let stored = self.buffer.store(leftover);
+                self.discarded += stored.discarded as u64;
+                self.released.extend(stored.released);
                 return;
             }
         }
@@ -205,6 +252,7 @@ impl<T: Send + 'static> EventPath<T> {
 mod tests {
     use super::*;
     use crate::dispatcher::DemandDispatcher;
+    use crate::options::BufferKeep;
 
     fn path(buffer_size: usize) -> EventPath<u32> {
         EventPath::new(
@@ -214,7 +262,7 @@ mod tests {
     }
 
     /// Emits `events` as a stage does: what one consumer takes whole is sent at once.
-    fn emit(path: &mut EventPath<u32>, events: Vec<u32>) -> usize {
+    fn emit<I>(path: &mut EventPath<u32, I>, events: Vec<u32>) -> usize {
         match path.emit(events) {
             Emitted::Whole(sub, events) => {
                 path.deliveries.push((sub, events));
@@ -224,7 +272,7 @@ mod tests {
         }
     }
 
-    fn sent(path: &mut EventPath<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
+    fn sent<I>(path: &mut EventPath<u32, I>) -> Vec<(SubscriptionId, Vec<u32>)> {
         path.take_deliveries()
     }
 
@@ -337,5 +385,193 @@ mod tests {
         assert_eq!(path.buffered(), 1);
         assert_eq!(path.clear_buffer(), 1);
         assert_eq!(path.demand(), 0);
+    }
+
+    /// What a stage with infos sends, in order: batches to consumers and infos to itself.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Out {
+        Events(SubscriptionId, Vec<u32>),
+        Info(&'static str),
+    }
+
+    /// A path whose infos are names, with a `buffer_size` (`None`: unbounded) and `buffer_keep`.
+    fn infos_path(buffer_size: Option<usize>, keep: BufferKeep) -> EventPath<u32, &'static str> {
+        let options = ProducerOptions::for_producer().buffer_keep(keep);
+        let options = match buffer_size {
+            Some(size) => options.buffer_size(size),
+            None => options.unbounded(),
+        };
+        EventPath::new(Box::new(DemandDispatcher::new()), options)
+    }
+
+    /// What the path has ready, as a stage takes it: the deliveries, then the infos released.
+    fn out(path: &mut EventPath<u32, &'static str>) -> Vec<Out> {
+        let mut out: Vec<Out> = sent(path)
+            .into_iter()
+            .map(|(sub, events)| Out::Events(sub, events))
+            .collect();
+        out.extend(path.take_released().map(Out::Info));
+        out
+    }
+
+    // Scenario 35: nothing buffered, an info is released at once.
+    #[test]
+    fn an_info_with_nothing_buffered_is_released_at_once() {
+        let mut path = infos_path(None, BufferKeep::Last);
+        assert!(!path.has_released());
+        path.info("sync");
+        path.info("async");
+        assert!(path.has_released());
+        assert_eq!(out(&mut path), [Out::Info("sync"), Out::Info("async")]);
+        assert!(!path.has_released());
+    }
+
+    /// Scenarios 36–39: `events` buffered (no consumer yet), an info, then a consumer with demand.
+    fn info_after(buffer_size: Option<usize>, events: &[u32]) -> Vec<Out> {
+        let mut path = infos_path(buffer_size, BufferKeep::Last);
+        emit(&mut path, events.to_vec());
+        path.info("sync");
+        assert_eq!(out(&mut path), [], "the info waits for the events");
+        assert_eq!(path.buffered(), events.len(), "an info is not an event");
+        path.subscribe(1).unwrap();
+        path.ask(1, 1000);
+        out(&mut path)
+    }
+
+    // Scenario 36: unbounded buffer.
+    #[test]
+    fn an_info_follows_the_buffered_events() {
+        assert_eq!(
+            info_after(None, &[1, 2, 3]),
+            [Out::Events(1, vec![1, 2, 3]), Out::Info("sync")]
+        );
+    }
+
+    // Scenarios 37, 38 and 39: buffer_size 3 holding one, two and three events.
+    #[test]
+    fn an_info_follows_the_events_of_a_bounded_buffer() {
+        for events in [&[1][..], &[1, 2], &[1, 2, 3]] {
+            assert_eq!(
+                info_after(Some(3), events),
+                [Out::Events(1, events.to_vec()), Out::Info("sync")],
+                "{events:?} buffered"
+            );
+        }
+    }
+
+    // Scenario 40: the info moves with the buffer's front, whatever is buffered after it.
+    #[test]
+    fn an_info_is_released_when_the_front_passes_it() {
+        let mut path = infos_path(Some(3), BufferKeep::Last);
+        path.subscribe(1).unwrap();
+        emit(&mut path, vec![1, 2, 3]);
+        path.info("sync1");
+        path.ask(1, 2);
+        assert_eq!(out(&mut path), [Out::Events(1, vec![1, 2])]);
+
+        emit(&mut path, vec![4, 5]);
+        path.info("sync2");
+        assert_eq!(out(&mut path), []);
+        path.ask(1, 1);
+        assert_eq!(
+            out(&mut path),
+            [Out::Events(1, vec![3]), Out::Info("sync1")]
+        );
+        path.ask(1, 2);
+        assert_eq!(
+            out(&mut path),
+            [Out::Events(1, vec![4, 5]), Out::Info("sync2")]
+        );
+        assert_eq!(path.buffered(), 0);
+    }
+
+    // Scenario 41: keep last drops the events in front of the info, which is released then.
+    #[test]
+    fn an_info_is_released_when_its_events_are_dropped() {
+        let mut path = infos_path(Some(3), BufferKeep::Last);
+        emit(&mut path, vec![1, 2]);
+        path.info("sync");
+        path.subscribe(1).unwrap(); // no demand
+        assert_eq!(emit(&mut path, vec![3, 4, 5]), 2);
+        assert_eq!(out(&mut path), [Out::Info("sync")]);
+        assert_eq!((path.buffered(), path.discarded), (3, 2));
+        path.ask(1, 10);
+        assert_eq!(out(&mut path), [Out::Events(1, vec![3, 4, 5])]);
+    }
+
+    // Scenario 41's counterpart: keep first drops the incoming events, and the info stays.
+    #[test]
+    fn keep_first_overflow_keeps_an_info_in_place() {
+        let mut path = infos_path(Some(3), BufferKeep::First);
+        emit(&mut path, vec![1, 2]);
+        path.info("sync");
+        assert_eq!(emit(&mut path, vec![3, 4, 5]), 2);
+        assert_eq!(out(&mut path), []);
+        path.subscribe(1).unwrap();
+        path.ask(1, 10);
+        // A take stops at an info: the events on either side of it go in two batches.
+        assert_eq!(
+            out(&mut path),
+            [
+                Out::Events(1, vec![1, 2]),
+                Out::Events(1, vec![3]),
+                Out::Info("sync")
+            ]
+        );
+    }
+
+    // Scenario 42: infos keep FIFO order among themselves and with events; an ask that spans two
+    // of them releases both, in order, once the batches in front of them are ready to send.
+    #[test]
+    fn infos_keep_fifo_order_with_events() {
+        let mut path = infos_path(None, BufferKeep::Last);
+        path.subscribe(1).unwrap(); // a manual consumer: no ask yet
+        emit(&mut path, vec![1, 2, 3]);
+        for info in ["d", "e", "f"] {
+            path.info(info);
+        }
+        emit(&mut path, vec![7, 8]);
+        path.info("i");
+        assert_eq!(out(&mut path), []);
+        path.ask(1, 5);
+        assert_eq!(
+            out(&mut path),
+            [
+                Out::Events(1, vec![1, 2, 3]),
+                Out::Events(1, vec![7, 8]),
+                Out::Info("d"),
+                Out::Info("e"),
+                Out::Info("f"),
+                Out::Info("i"),
+            ]
+        );
+    }
+
+    // An info behind a held path (a producer accumulating demand) waits for the release.
+    #[test]
+    fn an_info_waits_while_the_path_is_held() {
+        let mut path = infos_path(None, BufferKeep::Last);
+        path.subscribe(1).unwrap();
+        path.ask(1, 5);
+        path.set_held(true);
+        path.hold(vec![1, 2]);
+        path.info("sync");
+        assert_eq!(out(&mut path), []);
+        path.set_held(false);
+        assert_eq!(
+            out(&mut path),
+            [Out::Events(1, vec![1, 2]), Out::Info("sync")]
+        );
+    }
+
+    // A stopping stage's buffer goes with it, and so do its infos.
+    #[test]
+    fn clearing_the_buffer_drops_its_infos() {
+        let mut path = infos_path(None, BufferKeep::Last);
+        emit(&mut path, vec![1]);
+        path.info("behind");
+        assert_eq!(path.clear_buffer(), 1);
+        assert!(!path.has_released());
+        assert_eq!(out(&mut path), []);
     }
 }

@@ -45,7 +45,10 @@ mod subscription;
 
 pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use error::{DemandError, PipelineError, StageError};
-pub use messages::{CallError, Context, Emission, HandleCall, HandleCast, HandleInfo, ReplyTo};
+pub use messages::{
+    AsConsumer, AsProducer, AsProducerConsumer, CallError, Context, Emission, HandleCall,
+    HandleCast, HandleInfo, InfoEmission, InfoToSelf, ReplyTo, StageEvents,
+};
 pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
     ends, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,

@@ -22,10 +22,10 @@ use crate::mailbox::{DeferredWake, Sender};
 use crate::messages::{Letter, PostLetter};
 use crate::options::{CancelMode, DemandMode};
 
-/// Why a producer ended, as told to its consumers.
+/// Why a stage ended, as told to the other side of its subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndReason {
-    /// It ran out of events and delivered them all.
+    /// It ended normally: a producer ran out of events and delivered them all.
     Finished,
     /// It failed, or stopped because the named stage (the root cause) failed.
     Failed(Arc<str>),
@@ -75,6 +75,8 @@ pub(crate) enum Upstream<In> {
         sub: SubscriptionId,
         reason: EndReason,
     },
+    /// `sub` is cancelled, and every event its producer sent on it is already in the mailbox.
+    Cancelled { sub: SubscriptionId },
 }
 
 /// A subscription as its consumer learns of it.
@@ -88,21 +90,30 @@ pub(crate) struct Subscribed {
 }
 
 /// A subscription as its producer learns of it: events for `sub` go to `consumer`.
-pub(crate) struct Subscriber<Out> {
+pub(crate) struct NewConsumer<Out> {
     pub(crate) sub: SubscriptionId,
     pub(crate) consumer: Box<dyn EventSink<Out>>,
+    /// The consumer's name, for the producer's `handle_consumer_subscribe` and
+    /// `handle_consumer_cancel`.
+    pub(crate) consumer_name: Arc<str>,
+    pub(crate) limits: DemandLimits,
 }
 
 /// What reaches a stage as a producer.
 pub(crate) enum Downstream<Out> {
     /// A consumer subscribed.
-    Subscribe(Box<Subscriber<Out>>),
+    Subscribe(Box<NewConsumer<Out>>),
     /// The consumer of `sub` asks for `demand > 0` more events.
     Ask { sub: SubscriptionId, demand: usize },
-    /// The consumer of `sub` is gone, or (`notify`) its subscription is cancelled: then the producer
-    /// tells the consumer, after the events it sent it (GenStage's cancel reply), so that the consumer
-    /// ends the subscription only once it has them all.
-    Cancel { sub: SubscriptionId, notify: bool },
+    /// The consumer of `sub` has ended, for `reason` (boxed, as a subscription is: it is rare, and
+    /// inline it would make every `Mail` larger).
+    Ended {
+        sub: SubscriptionId,
+        reason: Box<EndReason>,
+    },
+    /// `sub` is cancelled: the producer tells the consumer, after the events it sent it (GenStage's
+    /// cancel reply), so that the consumer ends the subscription only once it has them all.
+    Cancel { sub: SubscriptionId },
 }
 
 /// A stage's mailbox, as seen by everyone else.
@@ -128,8 +139,8 @@ pub(crate) trait EventSink<T>: Send {
         hand_off: &mut DeferredWake,
     ) -> Result<(), Vec<T>>;
 
-    /// Tells the consumer that `sub` has ended normally, after every event sent on it.
-    fn ended(&self, sub: SubscriptionId);
+    /// Tells the consumer that `sub` is cancelled, after every event sent on it.
+    fn cancelled(&self, sub: SubscriptionId);
 }
 
 /// What the pipeline and the stage's handles hold of a stage: its control path, whatever the event
@@ -137,8 +148,8 @@ pub(crate) trait EventSink<T>: Send {
 pub(crate) trait ControlPort: PostLetter {
     /// The producer of `sub` ended.
     fn upstream_ended(&self, sub: SubscriptionId, reason: EndReason);
-    /// The consumer of `sub` is gone.
-    fn downstream_cancelled(&self, sub: SubscriptionId);
+    /// The consumer of `sub` has ended, for `reason`.
+    fn downstream_ended(&self, sub: SubscriptionId, reason: EndReason);
     /// `sub` is cancelled: the producer stops sending on it and tells its consumer.
     fn cancel_subscription(&self, sub: SubscriptionId);
     /// Sends `control`; false when the stage has ended.
@@ -168,8 +179,8 @@ impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out>
             })
     }
 
-    fn ended(&self, sub: SubscriptionId) {
-        self.upstream_ended(sub, EndReason::Finished);
+    fn cancelled(&self, sub: SubscriptionId) {
+        let _ = self.send(Mail::Upstream(Upstream::Cancelled { sub }));
     }
 }
 
@@ -179,12 +190,15 @@ impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
         let _ = self.send(Mail::Upstream(Upstream::Ended { sub, reason }));
     }
 
-    fn downstream_cancelled(&self, sub: SubscriptionId) {
-        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub, notify: false }));
+    fn downstream_ended(&self, sub: SubscriptionId, reason: EndReason) {
+        let _ = self.send(Mail::Downstream(Downstream::Ended {
+            sub,
+            reason: Box::new(reason),
+        }));
     }
 
     fn cancel_subscription(&self, sub: SubscriptionId) {
-        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub, notify: true }));
+        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub }));
     }
 
     fn control(&self, control: Control) -> bool {

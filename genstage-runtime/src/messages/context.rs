@@ -3,8 +3,8 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::letter::{info_letter, PostLetter};
-use super::HandleInfo;
+use super::events::InfoToSelf;
+use super::letter::{after_buffered, PostLetter};
 use crate::subscription::{AskError, ManualAsks, SubscriptionTag};
 
 /// What a stage's message and subscription callbacks get besides their arguments: the stage's name,
@@ -51,25 +51,136 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     }
 
     /// Sends `message` to this stage's own `handle_info`, after what its mailbox holds now.
-    pub fn info<M: Send + 'static>(&self, message: M)
-    where
-        S: HandleInfo<M>,
-    {
+    ///
+    /// Checked as the stage's handles check it ([`InfoToSelf`]): the stage must handle infos of
+    /// `M`, and its `handle_info` for `M` must return the stage's events, or this does not compile.
+    /// `Role` is the stage's role ([`StageEvents`](super::StageEvents)), which the compiler infers.
+    ///
+    /// # Examples
+    ///
+    /// A producer that emits a tick's number and sends itself the next tick:
+    ///
+    /// ```
+    /// use genstage_runtime::{Context, Emit, HandleInfo, Producer, StageResult};
+    ///
+    /// struct Ticker(u64);
+    /// struct Tick;
+    ///
+    /// impl Producer for Ticker {
+    ///     type Output = u64;
+    ///     async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+    ///         Ok(Emit::more(Vec::new()))
+    ///     }
+    /// }
+    ///
+    /// impl HandleInfo<Tick> for Ticker {
+    ///     type Emitted = Vec<u64>;
+    ///     async fn handle_info(&mut self, _: Tick, ctx: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+    ///         self.0 += 1;
+    ///         ctx.info(Tick);
+    ///         Ok(vec![self.0])
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// Had `handle_info` returned `Vec<String>`, `ctx.info(Tick)` would not compile:
+    /// "`Vec<String>` is not what `Ticker` emits: its `handle_info` for `Tick` must return the
+    /// stage's events (`u64`)".
+    pub fn info<M: InfoToSelf<S, Role>, Role>(&self, message: M) {
         // A stage that is stopping takes no more messages: nothing to do.
-        self.me.post(info_letter::<S, M>(message));
+        self.me.post(message.__letter().0);
+    }
+
+    /// Sends `message` to this stage's own `handle_info` after the events the stage holds when it
+    /// takes the message in (GenStage's `async_info(self(), message)`). On a producer or
+    /// producer_consumer whose buffer holds events then, it is delivered right after they have all
+    /// been dispatched to consumers (or dropped by a full `BufferKeep::Last` buffer); with nothing
+    /// buffered, at once, as [`info`](Self::info). A producer_consumer first lets the input it has
+    /// received and not yet handled go ahead of it. On a consumer it is [`info`](Self::info).
+    ///
+    /// Checked as [`info`](Self::info) is.
+    ///
+    /// Infos keep their order among themselves and relative to events, are never counted as
+    /// buffered events (`estimate_buffered_count`), and are never lost while the stage runs; when
+    /// the stage stops first, they go with it.
+    ///
+    /// A typical use: a producer that confirms events once they have gone out to its consumers
+    /// (GenStage's `async_info(self(), ...)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use genstage_runtime::{
+    ///     to_stream, Context, Emit, HandleCast, HandleInfo, Pipeline, Producer, StageRef,
+    ///     StageResult, SubscribeOptions,
+    /// };
+    /// use futures::StreamExt;
+    /// use tokio::sync::oneshot;
+    ///
+    /// /// Emits what it is cast.
+    /// struct Feed;
+    /// impl Producer for Feed {
+    ///     type Output = u64;
+    ///     async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+    ///         Ok(Emit::more(Vec::new()))
+    ///     }
+    /// }
+    ///
+    /// /// Events to emit, and whom to tell once they have gone out.
+    /// struct Publish(Vec<u64>, oneshot::Sender<()>);
+    /// impl HandleCast<Publish> for Feed {
+    ///     type Emitted = Vec<u64>;
+    ///     async fn handle_cast(&mut self, Publish(events, sent): Publish, ctx: &mut Context<'_, Self>)
+    ///         -> StageResult<Vec<u64>>
+    ///     {
+    ///         // Delivered behind these events, which the consumer takes 10 at a time.
+    ///         ctx.info_after_buffered(Sent(sent));
+    ///         Ok(events)
+    ///     }
+    /// }
+    ///
+    /// struct Sent(oneshot::Sender<()>);
+    /// impl HandleInfo<Sent> for Feed {
+    ///     type Emitted = ();
+    ///     async fn handle_info(&mut self, Sent(sent): Sent, _: &mut Context<'_, Self>)
+    ///         -> StageResult<()>
+    ///     {
+    ///         let _ = sent.send(());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut pipeline = Pipeline::new();
+    /// let feed = pipeline.add_producer(Feed);
+    /// let (sink, events) = to_stream::<u64>();
+    /// let sink = pipeline.add_consumer(sink);
+    /// pipeline.subscribe_with(&feed, &sink, SubscribeOptions::new().max_demand(10));
+    /// let running = pipeline.start();
+    /// let (sent, confirmed) = oneshot::channel();
+    /// feed.cast(Publish((0..100).collect(), sent))?;
+    /// let received = tokio::spawn(events.collect::<Vec<u64>>());
+    /// confirmed.await?;
+    /// // All 100 have been sent to the consumer: none is left in the producer's buffer.
+    /// assert_eq!(feed.estimate_buffered_count().await?, 0);
+    /// running.shutdown().await?;
+    /// assert_eq!(received.await?, (0..100).collect::<Vec<u64>>());
+    /// # Ok(()) }
+    /// ```
+    pub fn info_after_buffered<M: InfoToSelf<S, Role>, Role>(&self, message: M) {
+        // A stage that is stopping takes no more messages: nothing to do.
+        self.me.post(after_buffered(message.__letter().0));
     }
 
     /// Sends `message` to this stage's own `handle_info` once `delay` has passed (GenStage's
     /// `Process.send_after(self(), …)`): a timer task holds it meanwhile. It is dropped if the stage
-    /// has ended by then.
-    pub fn info_after<M: Send + 'static>(&self, delay: Duration, message: M)
-    where
-        S: HandleInfo<M>,
-    {
+    /// has ended by then. Checked as [`info`](Self::info) is.
+    pub fn info_after<M: InfoToSelf<S, Role>, Role>(&self, delay: Duration, message: M) {
         let me = self.me.clone_port();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            me.post(info_letter::<S, M>(message));
+            me.post(message.__letter().0);
         });
     }
 }

@@ -14,16 +14,17 @@ use crate::stage::{Emit, StageResult};
 use crate::subscription::ManualAsks;
 
 /// What a message callback returned, before the stage loop turns it into its role's events: an
-/// [`Emit`] of the stage's event type when the letter was written by a typed handle, or the
-/// callback's own [`Emission`] type when written by [`Context`] (which does not know the role).
+/// [`Emit`] of the stage's event type, as the typed handles and [`Context`] write their letters, or
+/// the callback's own [`Emission`] type in a letter of the runtime's own ([`info_letter`]).
 pub(crate) type Emitted = Box<dyn Any + Send>;
 
 /// Turns what a message callback returned into the events of a stage emitting `T`.
 ///
 /// # Errors
 ///
-/// The callback returned events of another type, which only a hand-written `HandleInfo` whose
-/// `Emitted` disagrees with its stage's event type can do.
+/// The callback returned events of another type. The types of the handles and of [`Context`] rule
+/// this out (a `HandleInfo` whose `Emitted` is not the stage's events does not compile where it
+/// is sent): only a letter posted to a stage of another type than its own could.
 pub(crate) fn events_of<T: Send + 'static>(emitted: Emitted) -> Result<Emit<T>, String> {
     let emitted = match emitted.downcast::<Emit<T>>() {
         Ok(emit) => return Ok(*emit),
@@ -54,6 +55,50 @@ pub(crate) trait OpenLetter: Send {
         stage: &'a mut (dyn Any + Send),
         opened: Opened<'a>,
     ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>>;
+
+    /// Whether this is an info sent with `info_after_buffered` (see [`after_buffered`]), which a
+    /// producer or producer_consumer places behind its buffered events rather than opens.
+    fn is_after_buffered(&self) -> bool {
+        false
+    }
+
+    /// The info inside an [`after_buffered`] envelope, to place behind the buffered events; any
+    /// other letter is given back, to open.
+    ///
+    /// # Errors
+    ///
+    /// Gives the letter back when it is not an envelope.
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter>;
+}
+
+/// An info to be delivered after the events its stage buffers when it takes the info in (GenStage's
+/// `sync_info`/`async_info`). Opened as it stands (a consumer's, or one that reached a stage loop
+/// that does not place it), it opens the info.
+struct AfterBuffered(Letter);
+
+/// Wraps an info letter to be delivered after the events its stage has buffered when it takes the
+/// letter in: a producer or producer_consumer places it behind them (and behind its queued input,
+/// for a producer_consumer); a consumer opens it as any letter.
+pub(crate) fn after_buffered(info: Letter) -> Letter {
+    Box::new(AfterBuffered(info))
+}
+
+impl OpenLetter for AfterBuffered {
+    fn open<'a>(
+        self: Box<Self>,
+        stage: &'a mut (dyn Any + Send),
+        opened: Opened<'a>,
+    ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>> {
+        self.0.open(stage, opened)
+    }
+
+    fn is_after_buffered(&self) -> bool {
+        true
+    }
+
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter> {
+        Ok(self.0)
+    }
 }
 
 /// What a stage loop lends a letter it opens.
@@ -141,8 +186,16 @@ where
             None => Box::pin(std::future::ready(Err(wrong_stage::<S>()))),
         }
     }
+
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter> {
+        Err(self)
+    }
 }
 
+/// An info that the runtime sends a stage of its own (a `to_stream` sink, whose `handle_info`
+/// returns `()`), written where the stage's events are not known: its callback's return is boxed
+/// as it is, and [`events_of`] reads it. [`Context`] and the typed handles write
+/// [`typed_info_letter`]s instead, checked at compile time.
 pub(crate) fn info_letter<S: HandleInfo<M>, M: Send + 'static>(message: M) -> Letter {
     letter::<S, M, _>(message, |stage, message, opened| {
         Box::pin(async move {
@@ -153,7 +206,7 @@ pub(crate) fn info_letter<S: HandleInfo<M>, M: Send + 'static>(message: M) -> Le
     })
 }
 
-/// An info from a typed handle of a stage emitting `T`.
+/// An info from a typed handle of a stage emitting `T`, or from the stage's own [`Context`].
 pub(crate) fn typed_info_letter<S, M, T>(message: M) -> Letter
 where
     S: HandleInfo<M>,

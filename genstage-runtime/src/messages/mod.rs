@@ -3,8 +3,9 @@
 //! A stage answers a message type `M` by implementing [`HandleCall<M>`], [`HandleCast<M>`] or
 //! [`HandleInfo<M>`] (or, in a `#[stage]` impl block, by a `handle_call`, `handle_cast` or
 //! `handle_info` method). Its handles ([`ProducerRef`](crate::ProducerRef) and its siblings) then
-//! offer `call`, `cast` and `info` for exactly those types: sending a message a stage does not
-//! handle does not compile.
+//! offer `call`, `cast` and `info` for exactly those types, and its [`Context`] offers `info` for
+//! the stage to message itself: sending a message a stage does not handle, or one whose callback
+//! returns other events than the stage's, does not compile.
 //!
 //! Each callback runs in the stage's task, between batches, with `&mut self`, and may emit events
 //! where the stage's role emits: a producer's or producer_consumer's callback returns them as its
@@ -15,11 +16,17 @@
 //! Messages reach a stage in its mailbox, in the order they were sent by one sender, interleaved with
 //! the events and demand it receives.
 //!
+//! An info sent with `info_after_buffered` (GenStage's `sync_info`/`async_info`) waits, once the
+//! stage takes it in, behind the events the stage has buffered then (and a producer_consumer's
+//! queued input): its `handle_info` runs once those have been dispatched.
+//!
 //! Here: the message traits, [`CallError`] and [`Emission`]; [`ReplyTo`] in `reply.rs`,
-//! [`Context`] in `context.rs`, and in `letter.rs` the letters that carry a message and its
-//! callback to a stage's mailbox.
+//! [`Context`] in `context.rs`, the compile-time check of the infos a stage sends itself through
+//! it ([`InfoToSelf`], [`StageEvents`]) in `events.rs`, and in `letter.rs` the letters that carry a
+//! message and its callback to a stage's mailbox.
 
 mod context;
+mod events;
 mod letter;
 mod reply;
 
@@ -29,8 +36,12 @@ use std::time::Duration;
 use crate::stage::{Emit, StageResult};
 
 pub use context::Context;
+pub use events::{
+    AsConsumer, AsProducer, AsProducerConsumer, InfoEmission, InfoToSelf, StageEvents,
+};
 pub(crate) use letter::{
-    call_letter, cast_letter, events_of, info_letter, typed_info_letter, Letter, Opened, PostLetter,
+    after_buffered, call_letter, cast_letter, events_of, info_letter, typed_info_letter, Letter,
+    Opened, PostLetter,
 };
 pub(crate) use reply::HeldReplies;
 pub use reply::ReplyTo;

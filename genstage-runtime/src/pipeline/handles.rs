@@ -3,12 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::dispatcher::SubscriptionId;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 use super::stage_ref::StagePort;
 use crate::protocol::{
-    Downstream, EventSink, Mail, Mailbox, ProducerPort, Subscribed, Subscriber, Upstream,
+    Downstream, EventSink, Mail, Mailbox, NewConsumer, ProducerPort, Subscribed, Upstream,
 };
 
 /// Identifies a stage within its pipeline.
@@ -94,7 +93,7 @@ use ends::{SinkEnd, SourceEnd};
 
 /// The typed producer side of a stage's mailbox.
 pub(crate) trait SourcePort<T>: Send + Sync {
-    fn subscribe(&self, sub: SubscriptionId, consumer: Box<dyn EventSink<T>>);
+    fn subscribe(&self, consumer: NewConsumer<T>);
     fn producer(&self) -> Arc<dyn ProducerPort>;
 }
 
@@ -105,10 +104,8 @@ pub(crate) trait SinkPort<T>: Send + Sync {
 }
 
 impl<In: Send + 'static, Out: Send + 'static> SourcePort<Out> for Mailbox<In, Out> {
-    fn subscribe(&self, sub: SubscriptionId, consumer: Box<dyn EventSink<Out>>) {
-        let _ = self.send(Mail::Downstream(Downstream::Subscribe(Box::new(
-            Subscriber { sub, consumer },
-        ))));
+    fn subscribe(&self, consumer: NewConsumer<Out>) {
+        let _ = self.send(Mail::Downstream(Downstream::Subscribe(Box::new(consumer))));
     }
     fn producer(&self) -> Arc<dyn ProducerPort> {
         Arc::new(self.clone())

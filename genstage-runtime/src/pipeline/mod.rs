@@ -42,7 +42,7 @@ use crate::error::PipelineError;
 use crate::mailbox::{mailbox, Receiver};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
-use crate::protocol::{ControlPort, Mail, Subscribed};
+use crate::protocol::{ControlPort, Mail, NewConsumer, Subscribed};
 use crate::run::{self, Abort, Outcome, StageEnv};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
@@ -87,8 +87,14 @@ struct Edge {
     consumer: usize,
     options: SubscribeOptions,
     /// Wires the edge, given its subscription id, its resolved limits and cancel mode, and the
-    /// producer's final name.
-    connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode, Arc<str>) + Send>,
+    /// stages' final names.
+    connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode, Names) + Send>,
+}
+
+/// The final names of an edge's two stages, for the callbacks that are told of its subscription.
+struct Names {
+    producer: Arc<str>,
+    consumer: Arc<str>,
 }
 
 /// A pipeline of stages, built by hand or by `pipeline!`, run with [`Pipeline::run`].
@@ -349,21 +355,28 @@ impl Pipeline {
                 return self;
             }
         }
-        let connect = Box::new(move |sub, limits: DemandLimits, cancel, producer_name| {
+        let connect = Box::new(move |sub, limits: DemandLimits, cancel, names: Names| {
             let producer = source.port.producer();
-            source.port.subscribe(sub, sink.port.consumer());
-            // The consumer's initial ask, queued now rather than when its task first runs: every
-            // subscription has its demand in place before any event flows, so the first consumer to
-            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
-            // for that).
-            drop(producer.ask(sub, limits.max()));
+            source.port.subscribe(NewConsumer {
+                sub,
+                consumer: sink.port.consumer(),
+                consumer_name: names.consumer,
+                limits,
+            });
             sink.port.subscribed(Subscribed {
                 sub,
-                producer,
-                producer_name,
+                producer: producer.clone(),
+                producer_name: names.producer,
                 limits,
                 cancel,
             });
+            // The consumer's initial ask, queued now rather than when its task first runs: every
+            // subscription has its demand in place before any event flows, so the first consumer to
+            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
+            // for that). Sent last: in a running pipeline the producer may answer it at once, and
+            // its events must find the subscription already in the consumer's mailbox (else the
+            // consumer would handle them as a gone producer's, and its demand would go astray).
+            drop(producer.ask(sub, limits.max()));
         });
         self.edges.push(Edge {
             producer: source.id.index,

@@ -251,8 +251,11 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
-    /// [`PipelineError::InvalidSubscription`] for bad options, [`PipelineError::StageEnded`] when
-    /// either stage has ended, [`PipelineError::Cycle`] when the consumer feeds the producer,
+    /// [`PipelineError::InvalidSubscription`] for bad options (naming both stages, with GenStage's
+    /// message), [`PipelineError::StageEnded`] when either stage has ended (a stage still ending,
+    /// its `terminate` running, takes the subscription, which ends when the stage does),
+    /// [`PipelineError::Cycle`] when the consumer feeds the producer (through subscriptions not
+    /// cancelled),
     /// [`PipelineError::ForeignStage`] for a stage of another pipeline,
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
@@ -261,6 +264,85 @@ impl PipelineHandle {
     /// As [`subscribe`](Self::subscribe).
     pub async fn subscribe_with<T: Send + 'static>(
         &self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        self.wire(None, producer, consumer, options).await
+    }
+
+    /// Replaces the subscription `old` of `consumer` by a new one to `producer`, with `options`
+    /// (GenStage's `sync_resubscribe`): the new subscription is made as by
+    /// [`subscribe_with`](Self::subscribe_with), then `old` is cancelled as by
+    /// [`cancel`](Self::cancel), in one step of the pipeline; returns the new subscription's tag.
+    ///
+    /// The consumer's `handle_subscribe` sees the new subscription, and its `handle_cancel` sees
+    /// `old` end as [`cancel`](Self::cancel) ends it, once it has handled every event sent on it:
+    /// nothing is lost or handled twice across the switch, and the consumer, having a producer
+    /// throughout, does not finish in between. `producer` may be `old`'s producer (to change the
+    /// options) or another.
+    ///
+    /// An `old` that is not a running subscription of `consumer` (it has ended or been cancelled,
+    /// or is another consumer's or another pipeline's) is left alone, and the new subscription made
+    /// all the same, as GenStage's `sync_resubscribe` does with an unknown reference.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_with`](Self::subscribe_with); a refused subscription leaves `old` as it was.
+    ///
+    /// # Cancel safety
+    ///
+    /// The request is sent when the future is first polled, and the pipeline makes the switch
+    /// whole: dropping the future after that may leave the new subscription made and `old`
+    /// cancelled, without the new tag.
+    ///
+    /// # Examples
+    ///
+    /// A consumer moves to smaller batches while the pipeline runs:
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, SubscribeOptions};
+    ///
+    /// struct Sink;
+    /// impl Consumer for Sink {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let mut pipeline = Pipeline::new();
+    /// let numbers = pipeline.add_producer(from_iter(0u64..)); // endless
+    /// let first_sink = pipeline.add_consumer(Sink);
+    /// pipeline.subscribe(&numbers, &first_sink);
+    /// let running = pipeline.start();
+    /// let sink = running.add_consumer(Sink).await?;
+    /// let first = running.subscribe(&numbers, &sink).await?;
+    /// let options = SubscribeOptions::new().max_demand(10);
+    /// let second = running.resubscribe(first, &numbers, &sink, options).await?;
+    /// assert_ne!(first, second);
+    /// // `first` is over; `second` is the sink's subscription now.
+    /// assert!(running.cancel(first).await.is_err());
+    /// let report = running.shutdown().await?;
+    /// assert!(report.totals().balanced()); // every event emitted was handled
+    /// assert_eq!(report.totals().lost, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn resubscribe<T: Send + 'static>(
+        &self,
+        old: SubscriptionTag,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        self.wire(Some(old), producer, consumer, options).await
+    }
+
+    /// Subscribes `consumer` to `producer`, replacing `replacing` (see
+    /// [`resubscribe`](Self::resubscribe)).
+    async fn wire<T: Send + 'static>(
+        &self,
+        replacing: Option<SubscriptionTag>,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
@@ -275,17 +357,22 @@ impl PipelineHandle {
             let Some(edge) = staging.edges.pop() else {
                 return Err(PipelineError::NotRunning);
             };
-            self.send(Request::Subscribe { edge, reply })?;
+            self.send(Request::Subscribe {
+                edge,
+                replacing,
+                reply,
+            })?;
         }
         answer.await.map_err(|_| PipelineError::NotRunning)?
     }
 
     /// Ends a subscription made by [`subscribe`](Self::subscribe) or when the pipeline was built
     /// (GenStage's `cancel/2`): its producer sends nothing more to it, and its consumer handles what
-    /// was sent, then sees it end normally (`handle_cancel` with
-    /// [`CancelReason::Finished`](crate::CancelReason::Finished)). As for a producer that finishes,
-    /// the consumer goes on with its other producers whatever its cancel mode, and finishes when it
-    /// has none left; a producer left without consumers stops.
+    /// was sent, then sees it end (`handle_cancel` with
+    /// [`CancelReason::Cancelled`](crate::CancelReason::Cancelled); the producer's
+    /// `handle_consumer_cancel` is told the same). As for a producer that finishes, the consumer goes
+    /// on with its other producers whatever its cancel mode, and finishes when it has none left; a
+    /// producer left without consumers stops.
     ///
     /// # Errors
     ///

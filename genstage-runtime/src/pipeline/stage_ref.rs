@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::messages::{
-    call_letter, cast_letter, typed_info_letter, CallError, Emission, HandleCall, HandleCast,
-    HandleInfo,
+    after_buffered, call_letter, cast_letter, typed_info_letter, CallError, Emission, HandleCall,
+    HandleCast, HandleInfo,
 };
 use crate::options::DemandMode;
 use crate::protocol::{Control, ControlPort};
@@ -245,6 +245,99 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     fn info<M: InfoFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
         message.__info(self.port())
     }
+
+    /// Sends `message` to the stage's [`HandleInfo`], without waiting, to be delivered after the
+    /// events the stage holds when it takes the message in (GenStage's `async_info`): on a producer
+    /// or producer_consumer whose buffer holds events then, right after they have all been
+    /// dispatched to consumers (or dropped by a full [`BufferKeep::Last`](crate::BufferKeep::Last)
+    /// buffer); with nothing buffered, at once, as [`info`](Self::info). A producer_consumer first
+    /// lets the input it has received and not yet handled go ahead of it. On a consumer it is
+    /// [`info`](Self::info).
+    ///
+    /// Infos keep their order among themselves and relative to events, are never counted by
+    /// `estimate_buffered_count`, and are never lost while the stage runs; when the stage stops
+    /// first, they go with it. [`Context::info_after_buffered`](crate::Context::info_after_buffered)
+    /// is the same, for a stage's own callbacks.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Ended`] if the stage has ended.
+    ///
+    /// # Examples
+    ///
+    /// Learn when the events a producer holds now have gone out:
+    ///
+    /// ```
+    /// use genstage_runtime::{
+    ///     Consumer, Context, Emit, HandleCast, HandleInfo, Pipeline, Producer, StageRef,
+    ///     StageResult, SubscribeOptions,
+    /// };
+    /// use tokio::sync::oneshot;
+    ///
+    /// /// Emits what it is cast.
+    /// struct Feed;
+    /// impl Producer for Feed {
+    ///     type Output = u64;
+    ///     async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+    ///         Ok(Emit::more(Vec::new()))
+    ///     }
+    /// }
+    /// struct Push(Vec<u64>);
+    /// impl HandleCast<Push> for Feed {
+    ///     type Emitted = Vec<u64>;
+    ///     async fn handle_cast(&mut self, Push(events): Push, _: &mut Context<'_, Self>)
+    ///         -> StageResult<Vec<u64>>
+    ///     {
+    ///         Ok(events)
+    ///     }
+    /// }
+    /// /// Tells the sender that what was buffered before it has gone out.
+    /// struct Flushed(oneshot::Sender<()>);
+    /// impl HandleInfo<Flushed> for Feed {
+    ///     type Emitted = ();
+    ///     async fn handle_info(&mut self, Flushed(tell): Flushed, _: &mut Context<'_, Self>)
+    ///         -> StageResult<()>
+    ///     {
+    ///         let _ = tell.send(());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// /// Counts what it receives.
+    /// struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    /// impl Consumer for Count {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+    ///         self.0.fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let count = std::sync::Arc::default();
+    /// let mut pipeline = Pipeline::new();
+    /// let feed = pipeline.add_producer(Feed);
+    /// let sink = pipeline.add_consumer(Count(std::sync::Arc::clone(&count)));
+    /// pipeline.subscribe_with(&feed, &sink, SubscribeOptions::new().max_demand(10));
+    /// let running = pipeline.start();
+    /// feed.cast(Push((0..100).collect()))?;
+    /// let (tell, flushed) = oneshot::channel();
+    /// feed.info_after_buffered(Flushed(tell))?;
+    /// flushed.await?;
+    /// // All 100 were sent to the consumer, 10 at a time; the last batches may still be in its
+    /// // mailbox.
+    /// assert_eq!(feed.estimate_buffered_count().await?, 0);
+    /// running.shutdown().await?;
+    /// assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 100);
+    /// # Ok(()) }
+    /// ```
+    fn info_after_buffered<M: InfoFor<Self::Stage, Self::Emits>>(
+        &self,
+        message: M,
+    ) -> Result<(), CallError> {
+        message.__info_after_buffered(self.port())
+    }
 }
 
 /// A message that a stage of type `S`, whose events are `E`, takes as a cast: every `M` for which
@@ -273,6 +366,9 @@ where
 pub trait InfoFor<S, E>: Send + Sized + 'static {
     #[doc(hidden)]
     fn __info(self, port: &StagePort<S>) -> Result<(), CallError>;
+
+    #[doc(hidden)]
+    fn __info_after_buffered(self, port: &StagePort<S>) -> Result<(), CallError>;
 }
 
 impl<M, S, E> InfoFor<S, E> for M
@@ -284,6 +380,11 @@ where
 {
     fn __info(self, port: &StagePort<S>) -> Result<(), CallError> {
         port.send(Control::Letter(typed_info_letter::<S, M, E>(self)))
+    }
+
+    fn __info_after_buffered(self, port: &StagePort<S>) -> Result<(), CallError> {
+        let letter = after_buffered(typed_info_letter::<S, M, E>(self));
+        port.send(Control::Letter(letter))
     }
 }
 

@@ -18,7 +18,7 @@ use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, Outcome};
 use crate::subscription::SubscriptionTag;
 
-use super::{Edge, Pipeline, Role, Run, StageEntry};
+use super::{Edge, Names, Pipeline, Role, Run, StageEntry};
 
 /// The next subscription's id.
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(0);
@@ -35,13 +35,15 @@ pub(super) enum Request {
         stage: Box<StageEntry>,
         reply: oneshot::Sender<Result<(), PipelineError>>,
     },
-    /// Wire this edge now.
+    /// Wire this edge now; then cancel `replacing`, if it is a subscription of the edge's consumer
+    /// still running (a resubscribe).
     Subscribe {
         edge: Edge,
+        replacing: Option<SubscriptionTag>,
         reply: oneshot::Sender<Result<SubscriptionTag, PipelineError>>,
     },
     /// End this subscription: its producer sends nothing more to it, and its consumer handles what
-    /// it was sent, then sees it end normally.
+    /// it was sent, then sees it end (`CancelReason::Cancelled`).
     Cancel {
         tag: SubscriptionTag,
         reply: oneshot::Sender<Result<(), PipelineError>>,
@@ -93,8 +95,11 @@ impl Pipeline {
         // Wire every edge before any task runs: each consumer finds its subscriptions first in its
         // mailbox, and each producer finds all its subscribers and their initial asks.
         for (edge, (limits, cancel)) in edges.into_iter().zip(limits) {
-            let producer = Arc::from(stages[edge.producer].name.as_str());
-            supervisor.wire(edge, limits, cancel, producer);
+            let names = Names {
+                producer: Arc::from(stages[edge.producer].name.as_str()),
+                consumer: Arc::from(stages[edge.consumer].name.as_str()),
+            };
+            supervisor.wire(edge, limits, cancel, names);
         }
         for stage in stages {
             supervisor.spawn(stage);
@@ -156,12 +161,12 @@ impl Supervisor {
         edge: Edge,
         limits: crate::demand::DemandLimits,
         cancel: crate::options::CancelMode,
-        producer: Arc<str>,
+        names: Names,
     ) -> SubscriptionTag {
         // Unique over every pipeline of the process, so that a tag of one pipeline never names a
         // subscription of another.
         let sub = NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed);
-        (edge.connect)(sub, limits, cancel, producer);
+        (edge.connect)(sub, limits, cancel, names);
         self.wiring.push((sub, edge.producer, edge.consumer));
         SubscriptionTag(sub)
     }
@@ -220,12 +225,7 @@ impl Supervisor {
                 },
                 () = sleep_until_some(self.deadline) => {
                     // Stages that ended by now are not busy, though not joined yet.
-                    while let Some(joined) = self.tasks.try_join_next_with_id() {
-                        match joined {
-                            Ok((task, outcome)) => self.ended(task, outcome),
-                            Err(error) => self.ended(error.id(), lost_task(error)),
-                        }
-                    }
+                    self.reap();
                     self.busy_at_deadline = Some(
                         (0..self.names.len())
                             .filter(|&index| self.running(index))
@@ -257,8 +257,12 @@ impl Supervisor {
                 let result = self.add(*stage);
                 let _ = reply.send(result);
             }
-            Request::Subscribe { edge, reply } => {
-                let result = self.subscribe(edge);
+            Request::Subscribe {
+                edge,
+                replacing,
+                reply,
+            } => {
+                let result = self.subscribe(edge, replacing);
                 let _ = reply.send(result);
             }
             Request::Cancel { tag, reply } => {
@@ -300,8 +304,21 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Wires a subscription made while the pipeline runs.
-    fn subscribe(&mut self, edge: Edge) -> Result<SubscriptionTag, PipelineError> {
+    /// Wires a subscription made while the pipeline runs; then, for a resubscribe, cancels the
+    /// subscription it replaces, if that is one of the consumer's and still running (any other tag
+    /// is ignored, as GenStage's `sync_resubscribe` ignores an unknown reference). Nothing changes
+    /// when the new subscription is refused.
+    ///
+    /// The new subscription is wired first: its consumer finds it in its mailbox before the end of
+    /// the old one, so a consumer whose only producer that was does not finish in between, and a
+    /// producer resubscribed to keeps a consumer throughout.
+    fn subscribe(
+        &mut self,
+        edge: Edge,
+        replacing: Option<SubscriptionTag>,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        // A stage whose task has finished has ended, though its end is not yet taken in.
+        self.reap();
         let (producer, consumer) = (edge.producer, edge.consumer);
         for index in [producer, consumer] {
             if !self.running(index) {
@@ -310,6 +327,11 @@ impl Supervisor {
                 });
             }
         }
+        let replacing = replacing.filter(|tag| {
+            self.wiring
+                .iter()
+                .any(|&(sub, _, wired)| sub == tag.0 && wired == consumer)
+        });
         if self.reaches(consumer, producer) {
             let mut stages = vec![self.names[producer].clone(), self.names[consumer].clone()];
             stages.push(self.names[producer].clone());
@@ -324,11 +346,31 @@ impl Supervisor {
             }
         })?;
         let cancel = options.cancel.unwrap_or_default();
-        let name = Arc::from(self.names[producer].as_str());
-        Ok(self.wire(edge, limits, cancel, name))
+        let names = Names {
+            producer: Arc::from(self.names[producer].as_str()),
+            consumer: Arc::from(self.names[consumer].as_str()),
+        };
+        let tag = self.wire(edge, limits, cancel, names);
+        if let Some(old) = replacing {
+            // Ended or cancelled already: nothing to cancel.
+            let _ = self.cancel(old);
+        }
+        Ok(tag)
     }
 
-    /// Whether `to` is `from` or downstream of it.
+    /// Takes in the ends of the stages whose tasks have finished.
+    fn reap(&mut self) {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            match joined {
+                Ok((task, outcome)) => self.ended(task, outcome),
+                Err(error) => self.ended(error.id(), lost_task(error)),
+            }
+        }
+    }
+
+    /// Whether `to` is `from` or downstream of it, through the subscriptions that can still carry
+    /// events: not cancelled, and not to a stage that has ended. A consumer once subscribed to a
+    /// stage, then cancelled, may feed it.
     fn reaches(&self, from: usize, to: usize) -> bool {
         let mut seen = vec![false; self.names.len()];
         let mut stack = vec![from];
@@ -342,15 +384,19 @@ impl Supervisor {
             stack.extend(
                 self.wiring
                     .iter()
-                    .filter(|&&(_, p, _)| p == stage)
-                    .map(|&(_, _, c)| c),
+                    .filter(|&&(sub, producer, consumer)| {
+                        producer == stage
+                            && !self.cancelled.contains(&sub)
+                            && self.running(consumer)
+                    })
+                    .map(|&(_, _, consumer)| consumer),
             );
         }
         false
     }
 
-    /// Ends a subscription: its producer forgets it and tells its consumer, which sees it end
-    /// normally after what the producer sent it. The subscription stays in the wiring: should the
+    /// Ends a subscription: its producer forgets it and tells its consumer, which sees it cancelled
+    /// after what the producer sent it. The subscription stays in the wiring: should the
     /// producer end before it takes the cancel in, its end still reaches the consumer.
     fn cancel(&mut self, tag: SubscriptionTag) -> Result<(), PipelineError> {
         let wired = self.wiring.iter().find(|&&(sub, ..)| sub == tag.0).copied();
@@ -408,7 +454,7 @@ impl Supervisor {
                 self.controls[consumer].upstream_ended(sub, reason.clone());
             }
             if consumer == index {
-                self.controls[producer].downstream_cancelled(sub);
+                self.controls[producer].downstream_ended(sub, reason.clone());
             }
         }
         self.reports[index] = Some(StageReport {

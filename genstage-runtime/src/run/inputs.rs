@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::demand::{BatchDemand, Batches, ConsumerDemand};
 use crate::dispatcher::SubscriptionId;
 use crate::mailbox::DeferredWake;
+use crate::messages::Letter;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Subscribed, Upstream};
 use crate::subscription::{AskError, CancelReason, ManualAsks, SubscriptionTag};
@@ -34,11 +35,14 @@ impl Subscription {
 }
 
 /// Received input, kept in arrival order so that a subscription is announced before its events, and
-/// an end notice is acted on only after the events its producer sent before it (GenStage §1.8).
+/// an end notice is acted on only after the events its producer sent before it (GenStage §1.8); so
+/// is an `info_after_buffered` letter that reached a producer_consumer with input queued.
 enum Queued<T> {
     Subscribed(SubscriptionId),
     Events(SubscriptionId, Batches<T>),
-    Ended(SubscriptionId, EndReason),
+    /// The producer ended, for this reason; or (`None`) the subscription was cancelled.
+    Ended(SubscriptionId, Option<EndReason>),
+    Info(Letter),
 }
 
 /// The next thing a stage loop does with its input.
@@ -58,6 +62,9 @@ pub(super) enum Step<T> {
         reason: CancelReason,
         stop: Option<Arc<str>>,
     },
+    /// An `info_after_buffered` letter whose input in front of it has been handled: place it behind
+    /// the stage's buffer.
+    Info(Letter),
 }
 
 pub(super) struct Inputs<T> {
@@ -96,8 +103,17 @@ impl<T> Inputs<T> {
                 self.queue
                     .push_back(Queued::Events(sub, Batches::new(events)));
             }
-            Upstream::Ended { sub, reason } => self.queue.push_back(Queued::Ended(sub, reason)),
+            Upstream::Ended { sub, reason } => {
+                self.queue.push_back(Queued::Ended(sub, Some(reason)));
+            }
+            Upstream::Cancelled { sub } => self.queue.push_back(Queued::Ended(sub, None)),
         }
+    }
+
+    /// Queues an `info_after_buffered` letter behind the input received so far (GenStage §1.8):
+    /// [`next_step`](Self::next_step) gives it back once that input has been handled.
+    pub(super) fn queue_info(&mut self, letter: Letter) {
+        self.queue.push_back(Queued::Info(letter));
     }
 
     /// Once per subscription: kept out of [`handle`](Self::handle), which runs once per batch.
@@ -131,7 +147,7 @@ impl<T> Inputs<T> {
             .iter()
             .map(|queued| match queued {
                 Queued::Events(_, batches) => batches.len() as u64,
-                Queued::Subscribed(_) | Queued::Ended(..) => 0,
+                Queued::Subscribed(_) | Queued::Ended(..) | Queued::Info(_) => 0,
             })
             .sum()
     }
@@ -153,6 +169,11 @@ impl<T> Inputs<T> {
     /// the stage is done.
     pub(super) fn close(&mut self) {
         self.closed = true;
+    }
+
+    /// Whether the pipeline is shutting down.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// The next step, acting on end notices on the way. `None` when nothing is queued, or when events
@@ -216,6 +237,11 @@ impl<T> Inputs<T> {
                         demand,
                     });
                 }
+                Queued::Info(_) => {
+                    if let Some(Queued::Info(letter)) = self.queue.pop_front() {
+                        return Some(Step::Info(letter));
+                    }
+                }
                 Queued::Ended(..) => {
                     let Some(Queued::Ended(sub, reason)) = self.queue.pop_front() else {
                         continue;
@@ -224,8 +250,9 @@ impl<T> Inputs<T> {
                         continue;
                     };
                     let (reason, stop) = match reason {
-                        EndReason::Finished => (CancelReason::Finished, None),
-                        EndReason::Failed(cause) => (
+                        None => (CancelReason::Cancelled, None),
+                        Some(EndReason::Finished) => (CancelReason::Finished, None),
+                        Some(EndReason::Failed(cause)) => (
                             CancelReason::Failed {
                                 cause: cause.to_string(),
                             },
@@ -339,6 +366,7 @@ mod tests {
                 Step::Cancelled { subscription, .. } => {
                     panic!("unexpected end of {subscription:?}")
                 }
+                Step::Info(_) => panic!("unexpected info"),
             }
         }
     }
@@ -479,5 +507,52 @@ mod tests {
             inputs.ask_manual(SubscriptionTag(1), 1),
             Err(AskError::Automatic(SubscriptionTag(1)))
         );
+    }
+
+    /// A stage that takes infos of `u8`, for letters.
+    struct Infos;
+
+    impl crate::messages::HandleInfo<u8> for Infos {
+        type Emitted = ();
+        async fn handle_info(
+            &mut self,
+            _: u8,
+            _: &mut crate::messages::Context<'_, Self>,
+        ) -> crate::stage::StageResult<()> {
+            Ok(())
+        }
+    }
+
+    fn info() -> Letter {
+        crate::messages::after_buffered(crate::messages::info_letter::<Infos, u8>(0))
+    }
+
+    // Scenario 34 (§1.8): an info that reached a producer_consumer with input queued waits behind
+    // that input, also while the input waits for downstream demand.
+    #[test]
+    fn an_info_waits_behind_the_input_queued_before_it() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("pc"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        inputs.handle(events(1, 0..10));
+        inputs.queue_info(info());
+        inputs.handle(events(1, 10..12));
+        assert!(matches!(inputs.next_step(false), Some(Step::Subscribed(_))));
+        assert!(inputs.next_step(false).is_none(), "no downstream demand");
+        assert!(!inputs.exhausted());
+        assert_eq!(inputs.unhandled(), 12, "an info is not an event");
+        // Demand: the events in front of the info go first, in batches of 5, then the info.
+        for batch in [0..5, 5..10] {
+            assert!(matches!(
+                inputs.next_step(true),
+                Some(Step::Handle { events, .. }) if events == batch.collect::<Vec<_>>()
+            ));
+        }
+        match inputs.next_step(true) {
+            Some(Step::Info(letter)) => assert!(letter.is_after_buffered()),
+            _ => panic!("the info is next"),
+        }
+        assert_eq!(handle(&mut inputs), Some((1, vec![10, 11])));
+        assert!(inputs.is_idle());
     }
 }

@@ -28,7 +28,7 @@ use crate::subscription::{Demand, ManualAsks};
 use callback::{call_serving, Called};
 use demand_mode::{DemandModes, Switch};
 use inputs::{Inputs, Step};
-use outputs::Outputs;
+use outputs::{ConsumerNotice, Outputs};
 use retry::Retry;
 
 pub(crate) use abort::Abort;
@@ -142,9 +142,13 @@ impl StageEnv {
         self.held.release();
     }
 
-    /// The context of a subscription callback of a stage that consumes through `inputs`.
-    fn context<'a, S: Send + 'static>(&'a self, inputs: &'a mut dyn ManualAsks) -> Context<'a, S> {
-        Context::new(&self.name, &*self.me, Some(inputs))
+    /// The context of a subscription callback of a stage; `inputs`, where it consumes (none for a
+    /// producer).
+    fn context<'a, S: Send + 'static>(
+        &'a self,
+        inputs: Option<&'a mut dyn ManualAsks>,
+    ) -> Context<'a, S> {
+        Context::new(&self.name, &*self.me, inputs)
     }
 }
 
@@ -363,8 +367,19 @@ async fn produce<P: Producer>(
 ) -> Exit {
     let mut retry = Retry::default();
     loop {
-        // Messages first, in the order they came: each may emit, or give the producer work.
+        // Its consumers' comings and goings first, then messages, in the order they came: each may
+        // emit, or give the producer work.
+        // Checked here, not in the callee: an async call costs, on the hot path, even when idle.
+        if outputs.has_notices() {
+            if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
+                return Exit::Failed(error);
+            }
+        }
         while let Some(letter) = state.letters.pop_front() {
+            // An `info_after_buffered` waits behind the buffer (released below).
+            let Some(letter) = outputs.place_info(letter) else {
+                continue;
+            };
             let emit = env.open::<P, P::Output>(stage, letter, None).await;
             match emit {
                 Ok(emit) => {
@@ -419,6 +434,14 @@ async fn produce<P: Producer>(
                 Called::Stopped => {}
             }
         }
+        // A consumer that left is told of before the producer stops for want of consumers.
+        if outputs.has_notices() {
+            if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
+                return Exit::Failed(error);
+            }
+        }
+        // Infos whose events have gone out are opened as letters, before the producer may end.
+        outputs.move_released(&mut state.letters);
         if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
             return if state.shut_down {
                 Exit::ShutDown
@@ -469,6 +492,56 @@ async fn produce<P: Producer>(
     }
 }
 
+/// Tells a producer's `handle_consumer_subscribe` and `handle_consumer_cancel` of the consumers that
+/// subscribed or left since it last did.
+async fn tell_producer<P: Producer>(
+    stage: &mut P,
+    env: &StageEnv,
+    outputs: &mut Outputs<P::Output>,
+    // `&mut`: a shared reference held across an `.await` would need the state to be `Sync`.
+    state: &mut ProducerState,
+) -> Result<(), StageError> {
+    while let Some(notice) = outputs.next_notice() {
+        let mut ctx = env.context(None);
+        match notice {
+            ConsumerNotice::Subscribed(subscriber) => {
+                stage.handle_consumer_subscribe(&subscriber, &mut ctx);
+            }
+            ConsumerNotice::Cancelled(subscriber, reason) => {
+                let events = stage
+                    .handle_consumer_cancel(&subscriber, &reason, &mut ctx)
+                    .await?;
+                state.emit(events, outputs);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`tell_producer`] for a producer_consumer, whose callbacks may also ask on its subscriptions.
+async fn tell_producer_consumer<S: ProducerConsumer>(
+    stage: &mut S,
+    env: &StageEnv,
+    inputs: &mut Inputs<S::Input>,
+    outputs: &mut Outputs<S::Output>,
+) -> Result<(), StageError> {
+    while let Some(notice) = outputs.next_notice() {
+        let mut ctx = env.context(Some(&mut *inputs));
+        match notice {
+            ConsumerNotice::Subscribed(subscriber) => {
+                stage.handle_consumer_subscribe(&subscriber, &mut ctx);
+            }
+            ConsumerNotice::Cancelled(subscriber, reason) => {
+                let events = stage
+                    .handle_consumer_cancel(&subscriber, &reason, &mut ctx)
+                    .await?;
+                outputs.emit(events);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     mut stage: S,
     env: StageEnv,
@@ -517,18 +590,29 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
 
 /// Takes in a control message for a stage that is not a producer: letters wait in `letters`. A
 /// shutdown closes `inputs`: a stage in the middle ends when its input does, and one that has no
-/// producer (added to a running pipeline, never subscribed) ends then.
+/// producer (added to a running pipeline, never subscribed) ends then. From then on, a
+/// producer_consumer takes no more messages, as a producer does, so that senders that keep sending
+/// cannot keep its buffer full and its input from ending: they are dropped (a call is answered
+/// `NoReply`). `buffered` is the stage's buffered count; `None` for a consumer, which has no buffer
+/// and keeps taking messages (they emit nothing, so they cannot keep it going).
 fn queue_control<T>(
     control: Control,
     letters: &mut VecDeque<Letter>,
     inputs: &mut Inputs<T>,
-    buffered: usize,
+    buffered: Option<usize>,
 ) {
     match control {
+        // Once a producer_consumer is shutting down, dropped (see above).
+        Control::Letter(_) if buffered.is_some() && inputs.is_closed() => {}
+        // A producer_consumer's `info_after_buffered` waits behind the input it has received (a
+        // consumer's input is never queued when it takes its mail).
+        Control::Letter(letter) if letter.is_after_buffered() && !inputs.is_idle() => {
+            inputs.queue_info(letter)
+        }
         Control::Letter(letter) => letters.push_back(letter),
         Control::Shutdown => inputs.close(),
         Control::BufferedCount(reply) => {
-            let _ = reply.send(buffered);
+            let _ = reply.send(buffered.unwrap_or(0));
         }
         // Only producers have a demand mode, and only their references offer it; a dropped reply
         // is answered `NoReply`.
@@ -546,12 +630,23 @@ async fn transform<S: ProducerConsumer>(
 ) -> Exit {
     let mut letters = VecDeque::new();
     'run: loop {
+        if outputs.has_notices() {
+            if let Err(error) = tell_producer_consumer(stage, env, inputs, outputs).await {
+                break Exit::Failed(error);
+            }
+        }
         // Once its input has ended, a producer_consumer takes no more messages, so that senders
         // that keep sending cannot keep it going: they are dropped (a call is answered `NoReply`).
         if !letters.is_empty() && inputs.exhausted() {
             letters.clear();
         }
+        // Infos whose events have gone out were taken in before: opened whatever the input.
+        outputs.move_released(&mut letters);
         while let Some(letter) = letters.pop_front() {
+            // An `info_after_buffered` waits behind the buffer (released above).
+            let Some(letter) = outputs.place_info(letter) else {
+                continue;
+            };
             let emit = env.open::<S, S::Output>(stage, letter, Some(inputs)).await;
             match emit {
                 Ok(emit) => {
@@ -572,7 +667,7 @@ async fn transform<S: ProducerConsumer>(
         while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
             match step {
                 Step::Subscribed(subscription) => {
-                    let mut ctx = env.context(&mut *inputs);
+                    let mut ctx = env.context(Some(&mut *inputs));
                     if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
                         inputs.set_manual(subscription.tag());
                     }
@@ -582,7 +677,7 @@ async fn transform<S: ProducerConsumer>(
                     reason,
                     stop,
                 } => {
-                    let mut ctx = env.context(&mut *inputs);
+                    let mut ctx = env.context(Some(&mut *inputs));
                     match stage.handle_cancel(&subscription, &reason, &mut ctx).await {
                         Ok(emitted) => outputs.emit(emitted),
                         Err(error) => break 'run Exit::Failed(error),
@@ -605,9 +700,12 @@ async fn transform<S: ProducerConsumer>(
                         match mail {
                             Mail::Upstream(mail) => inputs.handle(mail),
                             Mail::Downstream(mail) => outputs.handle(mail),
-                            Mail::Control(control) => {
-                                queue_control(*control, &mut letters, inputs, outputs.buffered())
-                            }
+                            Mail::Control(control) => queue_control(
+                                *control,
+                                &mut letters,
+                                inputs,
+                                Some(outputs.buffered()),
+                            ),
                         }
                         outputs.abandoned()
                     })
@@ -617,6 +715,12 @@ async fn transform<S: ProducerConsumer>(
                         Called::Returned(Err(error)) => break 'run Exit::Failed(error),
                         Called::Stopped => {
                             in_hand.interrupted = true;
+                            // Its consumers have all left: it is told of them before it stops.
+                            if let Err(error) =
+                                tell_producer_consumer(stage, env, inputs, outputs).await
+                            {
+                                break 'run Exit::Failed(error);
+                            }
                             break 'run Exit::Cancelled(None);
                         }
                     };
@@ -627,11 +731,20 @@ async fn transform<S: ProducerConsumer>(
                     // its turn.
                     let producer = inputs.ask(sub, demand);
                     outputs.emit_handing_off(emitted, producer);
-                    if !letters.is_empty() {
+                    if !letters.is_empty() || outputs.has_notices() {
                         continue 'run;
                     }
                 }
+                // The input in front of it handled: behind the buffer now.
+                Step::Info(info) => {
+                    if let Some(letter) = outputs.place_info(info) {
+                        letters.push_back(letter);
+                    }
+                }
             }
+        }
+        if outputs.has_notices() || outputs.has_released() {
+            continue 'run;
         }
         if inputs.exhausted() && outputs.buffered() == 0 {
             break Exit::Finished;
@@ -648,7 +761,7 @@ async fn transform<S: ProducerConsumer>(
             // Downstream demand reaches a producer_consumer as capacity, read above.
             Mail::Downstream(mail) => outputs.handle(mail),
             Mail::Control(control) => {
-                queue_control(*control, &mut letters, inputs, outputs.buffered())
+                queue_control(*control, &mut letters, inputs, Some(outputs.buffered()))
             }
         }
     }
@@ -708,7 +821,7 @@ async fn consume<C: Consumer>(
         while let Some(step) = inputs.next_step(true) {
             match step {
                 Step::Subscribed(subscription) => {
-                    let mut ctx = env.context(&mut *inputs);
+                    let mut ctx = env.context(Some(&mut *inputs));
                     if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
                         inputs.set_manual(subscription.tag());
                     }
@@ -718,7 +831,7 @@ async fn consume<C: Consumer>(
                     reason,
                     stop,
                 } => {
-                    let mut ctx = env.context(&mut *inputs);
+                    let mut ctx = env.context(Some(&mut *inputs));
                     if let Err(error) = stage.handle_cancel(&subscription, &reason, &mut ctx).await
                     {
                         break 'run Exit::Failed(error);
@@ -749,6 +862,8 @@ async fn consume<C: Consumer>(
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
                 }
+                // Only a producer_consumer queues infos behind its input.
+                Step::Info(letter) => letters.push_back(letter),
             }
         }
         if inputs.exhausted() {
@@ -760,7 +875,7 @@ async fn consume<C: Consumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
             Mail::Downstream(_) => {}
-            Mail::Control(control) => queue_control(*control, &mut letters, inputs, 0),
+            Mail::Control(control) => queue_control(*control, &mut letters, inputs, None),
         }
     }
 }

@@ -1,19 +1,42 @@
 //! The producer side of a stage task: the [`EventPath`] and the consumers' mailboxes it sends to.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::dispatcher::{Dispatcher, SubscriptionId};
 use crate::event_path::{Emitted, EventPath};
 use crate::mailbox::DeferredWake;
+use crate::messages::Letter;
 use crate::options::ProducerOptions;
-use crate::protocol::{Downstream, EventSink};
+use crate::protocol::{Downstream, EndReason, EventSink, NewConsumer};
+use crate::subscription::{CancelReason, Subscriber, SubscriptionTag};
 
 use super::by_subscription::BySubscription;
 
+/// A consumer of this stage: where its events go, and how the stage's callbacks see it.
+struct Outlet<T> {
+    sink: Box<dyn EventSink<T>>,
+    seen_as: Subscriber,
+    /// Its task has ended (a send failed): nothing more goes to it, and it is forgotten once the
+    /// pipeline says why it ended.
+    gone: bool,
+}
+
+/// What the stage's producer-side callbacks are to be told, in the order it happened.
+pub(super) enum ConsumerNotice {
+    /// `handle_consumer_subscribe`.
+    Subscribed(Subscriber),
+    /// `handle_consumer_cancel`.
+    Cancelled(Subscriber, CancelReason),
+}
+
 pub(super) struct Outputs<T> {
     stage: Arc<str>,
-    path: EventPath<T>,
-    consumers: BySubscription<Box<dyn EventSink<T>>>,
+    /// Its infos are `info_after_buffered` letters (see [`place_info`](Self::place_info)).
+    path: EventPath<T, Letter>,
+    consumers: BySubscription<Outlet<T>>,
+    /// Subscriptions begun and ended since the stage's loop last told its callbacks.
+    notices: VecDeque<ConsumerNotice>,
     /// A wake-up owed to this stage's producer while [`emit_handing_off`](Self::emit_handing_off)
     /// runs, for the first consumer it wakes to take (see [`crate::mailbox`]).
     hand_off: DeferredWake,
@@ -35,6 +58,7 @@ impl<T: Send + 'static> Outputs<T> {
             stage,
             path: EventPath::new(dispatcher, options),
             consumers: BySubscription::new(),
+            notices: VecDeque::new(),
             hand_off: DeferredWake::default(),
             had_consumers: false,
             events_out: 0,
@@ -45,29 +69,83 @@ impl<T: Send + 'static> Outputs<T> {
     /// Takes in a message from downstream, and sends what it makes possible.
     pub(super) fn handle(&mut self, mail: Downstream<T>) {
         match mail {
-            Downstream::Subscribe(subscriber) => {
-                let sub = subscriber.sub;
-                match self.path.subscribe(sub) {
-                    Ok(()) => {
-                        self.consumers.insert(sub, subscriber.consumer);
-                        self.had_consumers = true;
-                    }
-                    Err(error) => {
-                        tracing::error!(stage = %self.stage, "subscription {sub} refused: {error}");
-                    }
-                }
-            }
+            Downstream::Subscribe(consumer) => self.subscribe(*consumer),
             Downstream::Ask { sub, demand } => self.path.ask(sub, demand),
-            Downstream::Cancel { sub, notify } => {
-                if let Some(consumer) = self.consumers.remove(sub) {
-                    self.path.cancel(sub);
-                    if notify {
-                        consumer.ended(sub);
-                    }
-                }
+            Downstream::Ended { sub, reason } => {
+                let reason = match *reason {
+                    EndReason::Finished => CancelReason::Finished,
+                    EndReason::Failed(cause) => CancelReason::Failed {
+                        cause: cause.to_string(),
+                    },
+                };
+                self.cancel(sub, reason);
             }
+            Downstream::Cancel { sub } => self.cancel(sub, CancelReason::Cancelled),
         }
         self.flush();
+    }
+
+    #[cold]
+    fn subscribe(&mut self, consumer: NewConsumer<T>) {
+        let NewConsumer {
+            sub,
+            consumer,
+            consumer_name,
+            limits,
+        } = consumer;
+        if let Err(error) = self.path.subscribe(sub) {
+            tracing::error!(stage = %self.stage, "subscription {sub} refused: {error}");
+            return;
+        }
+        let seen_as = Subscriber {
+            tag: SubscriptionTag(sub),
+            consumer: consumer_name.to_string(),
+            max_demand: limits.max(),
+            min_demand: limits.min(),
+        };
+        self.notices
+            .push_back(ConsumerNotice::Subscribed(seen_as.clone()));
+        self.consumers.insert(
+            sub,
+            Outlet {
+                sink: consumer,
+                seen_as,
+                gone: false,
+            },
+        );
+        self.had_consumers = true;
+    }
+
+    /// Ends the subscription `sub`: its consumer has ended, or (`CancelReason::Cancelled`) the
+    /// subscription is cancelled, which the consumer is told of.
+    #[cold]
+    fn cancel(&mut self, sub: SubscriptionId, reason: CancelReason) {
+        let Some(outlet) = self.consumers.remove(sub) else {
+            return;
+        };
+        if !outlet.gone {
+            self.path.cancel(sub);
+        }
+        if reason == CancelReason::Cancelled {
+            outlet.sink.cancelled(sub);
+        }
+        self.notices
+            .push_back(ConsumerNotice::Cancelled(outlet.seen_as, reason));
+    }
+
+    /// Whether a subscription has begun or ended that the stage's callbacks have not been told of.
+    #[inline]
+    pub(super) fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
+    /// The next subscription begun or ended that the stage's callbacks have not been told of.
+    #[inline]
+    pub(super) fn next_notice(&mut self) -> Option<ConsumerNotice> {
+        if self.notices.is_empty() {
+            return None;
+        }
+        self.notices.pop_front()
     }
 
     /// Like [`emit`](Self::emit), and hands `producer`, a wake-up owed to this stage's producer, to
@@ -111,7 +189,7 @@ impl<T: Send + 'static> Outputs<T> {
     /// dispatcher, which serves it from the buffer first, and returns what is left of it for
     /// `handle_demand`; 0 when the consumer has left.
     pub(super) fn replay(&mut self, sub: SubscriptionId, demand: usize) -> usize {
-        if self.consumers.get(sub).is_none() {
+        if self.consumers.get(sub).is_none_or(|outlet| outlet.gone) {
             return 0;
         }
         let buffered = self.path.buffered();
@@ -147,6 +225,32 @@ impl<T: Send + 'static> Outputs<T> {
         self.had_consumers && self.consumers.is_empty()
     }
 
+    /// Places an `info_after_buffered` letter behind the events buffered now, and gives back any
+    /// other letter, to open now. The info is released once those events have been dispatched
+    /// (see [`move_released`](Self::move_released)).
+    pub(super) fn place_info(&mut self, letter: Letter) -> Option<Letter> {
+        match letter.into_after_buffered() {
+            Ok(info) => {
+                self.path.info(info);
+                None
+            }
+            Err(letter) => Some(letter),
+        }
+    }
+
+    /// Whether infos placed behind the buffer have been released and wait to be moved.
+    pub(super) fn has_released(&self) -> bool {
+        self.path.has_released()
+    }
+
+    /// Moves the infos released (the events in front of them are sent) to the back of `letters`,
+    /// in order, to be opened as any letter.
+    pub(super) fn move_released(&mut self, letters: &mut VecDeque<Letter>) {
+        if self.path.has_released() {
+            letters.extend(self.path.take_released());
+        }
+    }
+
     /// Drops what is still buffered when the stage stops early; returns how many events that was.
     pub(super) fn abandon_buffer(&mut self) -> u64 {
         self.path.clear_buffer() as u64
@@ -170,20 +274,21 @@ impl<T: Send + 'static> Outputs<T> {
     #[inline]
     fn deliver(&mut self, sub: SubscriptionId, batch: Vec<T>) {
         let len = batch.len() as u64;
-        match self
-            .consumers
-            .get(sub)
-            .map(|consumer| consumer.send(sub, batch, &mut self.hand_off))
-        {
-            Some(Ok(())) => self.events_out += len,
-            // The consumer's task has ended: the events are lost with it, as in GenStage. Its
-            // demand goes too, and what it frees is delivered by the caller's next round.
-            _ => {
-                self.lost_to_gone_consumers += len;
-                if self.consumers.remove(sub).is_some() {
-                    self.path.cancel(sub);
+        match self.consumers.get_mut(sub) {
+            Some(outlet) if !outlet.gone => {
+                match outlet.sink.send(sub, batch, &mut self.hand_off) {
+                    Ok(()) => self.events_out += len,
+                    // The consumer's task has ended: the events are lost with it, as in GenStage. Its
+                    // demand goes too, and what it frees is delivered by the caller's next round; the
+                    // stage's callback hears of it when the pipeline says why it ended.
+                    Err(_) => {
+                        self.lost_to_gone_consumers += len;
+                        outlet.gone = true;
+                        self.path.cancel(sub);
+                    }
                 }
             }
+            _ => self.lost_to_gone_consumers += len,
         }
     }
 }
