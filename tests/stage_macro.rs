@@ -1383,7 +1383,6 @@ async fn until(teller: Teller, what: &str, condition: impl Fn() -> bool) {
 /// Scenarios 59 and 84: the teller is told of each consumer that subscribes, by its name and the
 /// tag of its subscription (the consumer's own `Subscription::tag`), with its demand limits.
 #[tokio::test]
-#[ignore = "waits for the runtime"]
 async fn scenario_59_84_a_producer_is_told_of_each_consumer_by_name_and_tag() {
     for teller in [Teller::Producer, Teller::ProducerConsumer] {
         let scene = Scene::start(teller, &[("first", false), ("second", false)]);
@@ -1417,7 +1416,6 @@ async fn scenario_59_84_a_producer_is_told_of_each_consumer_by_name_and_tag() {
 /// teller as `CancelReason::Cancelled`; the teller goes on for its other consumer, and what its
 /// `handle_consumer_cancel` returns reaches that consumer.
 #[tokio::test]
-#[ignore = "waits for the runtime"]
 async fn scenario_61_86_a_producer_is_told_of_a_cancelled_subscription() {
     for teller in [Teller::Producer, Teller::ProducerConsumer] {
         let scene = Scene::start(teller, &[("keeper", false), ("leaver", false)]);
@@ -1478,7 +1476,6 @@ async fn scenario_61_86_a_producer_is_told_of_a_cancelled_subscription() {
 /// Scenarios 62 and 87: a consumer that fails is told to the teller as `CancelReason::Failed`,
 /// naming it; the teller keeps running for its other consumer.
 #[tokio::test]
-#[ignore = "waits for the runtime"]
 async fn scenario_62_87_a_producer_is_told_of_a_failed_consumer_and_keeps_running() {
     for teller in [Teller::Producer, Teller::ProducerConsumer] {
         let scene = Scene::start(teller, &[("keeper", false), ("failing", true)]);
