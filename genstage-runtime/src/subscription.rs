@@ -45,6 +45,41 @@ impl Subscription {
 
 /// A consumer subscribed to this stage, as a producer's (or producer_consumer's)
 /// `handle_consumer_subscribe` and `handle_consumer_cancel` see it.
+///
+/// # Examples
+///
+/// A producer that keeps count of its consumers, and tells the others when one fails:
+///
+/// ```
+/// use genstage_runtime::{CancelReason, Context, Emit, Producer, StageResult, Subscriber};
+///
+/// struct Announcer { consumers: usize }
+///
+/// impl Producer for Announcer {
+///     type Output = String;
+///
+///     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<String>> {
+///         Ok(Emit::more(vec![format!("{} consumers", self.consumers); demand]))
+///     }
+///
+///     fn handle_consumer_subscribe(&mut self, _: &Subscriber, _: &mut Context<'_, Self>) {
+///         self.consumers += 1;
+///     }
+///
+///     async fn handle_consumer_cancel(
+///         &mut self,
+///         subscriber: &Subscriber,
+///         reason: &CancelReason,
+///         _: &mut Context<'_, Self>,
+///     ) -> StageResult<Vec<String>> {
+///         self.consumers -= 1;
+///         Ok(match reason {
+///             CancelReason::Failed { .. } => vec![format!("{} failed", subscriber.consumer())],
+///             _ => Vec::new(),
+///         })
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscriber {
     pub(crate) tag: SubscriptionTag,
