@@ -197,13 +197,11 @@ fn close_and_count<In, Out>(
     .collect()
 }
 
-/// Runs a stage's loop to its exit, catching a panic and racing the abort signal; also says whether
-/// it was aborted (its loop dropped where it stood).
-async fn drive(
-    env: &StageEnv,
-    stage_loop: impl std::future::Future<Output = Exit>,
-) -> (Exit, bool) {
-    match env.abort.guard(stage_loop).await {
+/// How a stage's loop run by [`Abort::guard`] (which catches a panic and races the abort signal)
+/// ended; also whether it was aborted (its loop dropped where it stood). A function of the guard's
+/// output, not an `async fn` around it: every poll of a stage would go through one more layer.
+fn exit_of(guarded: Option<Result<Exit, String>>) -> (Exit, bool) {
+    match guarded {
         None => (Exit::Aborted, true),
         Some(Err(message)) => (Exit::Panicked(message), false),
         Some(Ok(exit)) => (exit, false),
@@ -236,11 +234,8 @@ pub(crate) async fn run_producer<P: Producer>(
     let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
     let mut state = ProducerState::default();
     state.set_demand(options.demand, &mut outputs);
-    let (exit, _) = drive(
-        &env,
-        produce(&mut stage, &env, &mut mailbox, &mut outputs, state),
-    )
-    .await;
+    let stage_loop = produce(&mut stage, &env, &mut mailbox, &mut outputs, state);
+    let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
@@ -554,18 +549,15 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let mut inputs = Inputs::new(env.name.clone());
     let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
     let mut in_hand = InHand::default();
-    let (exit, aborted) = drive(
+    let stage_loop = transform(
+        &mut stage,
         &env,
-        transform(
-            &mut stage,
-            &env,
-            &mut mailbox,
-            &mut inputs,
-            &mut outputs,
-            &mut in_hand,
-        ),
-    )
-    .await;
+        &mut mailbox,
+        &mut inputs,
+        &mut outputs,
+        &mut in_hand,
+    );
+    let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
     in_hand.interrupted |= aborted;
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
@@ -774,11 +766,8 @@ pub(crate) async fn run_consumer<C: Consumer>(
 ) -> Outcome {
     let mut inputs = Inputs::new(env.name.clone());
     let mut in_hand = InHand::default();
-    let (exit, aborted) = drive(
-        &env,
-        consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut in_hand),
-    )
-    .await;
+    let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut in_hand);
+    let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
     in_hand.interrupted |= aborted;
     if aborted {
         let handled = stage.__handled_of_interrupted_batch().min(in_hand.batch);
