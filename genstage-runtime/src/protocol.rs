@@ -63,7 +63,7 @@ pub(crate) enum Control {
 
 /// What reaches a stage as a consumer.
 pub(crate) enum Upstream<In> {
-    /// This stage is subscribed to a producer; its initial ask of `max_demand` has been sent.
+    /// This stage is subscribed to a producer (see [`Subscribed::asked`] for its initial ask).
     Subscribed(Box<Subscribed>),
     /// Events from the producer of `sub`; never empty.
     Events {
@@ -87,6 +87,9 @@ pub(crate) struct Subscribed {
     pub(crate) producer_name: Arc<str>,
     pub(crate) limits: DemandLimits,
     pub(crate) cancel: CancelMode,
+    /// Whether the initial ask of `limits.max()` has been sent on the consumer's behalf (when the
+    /// pipeline was wired); if not, the consumer sends it when it takes the subscription in.
+    pub(crate) asked: bool,
 }
 
 /// A subscription as its producer learns of it: events for `sub` go to `consumer`.

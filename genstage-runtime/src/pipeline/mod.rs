@@ -87,14 +87,16 @@ struct Edge {
     consumer: usize,
     options: SubscribeOptions,
     /// Wires the edge, given its subscription id, its resolved limits and cancel mode, and the
-    /// stages' final names.
-    connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode, Names) + Send>,
+    /// stages' final names (see [`Wiring`]).
+    connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode, Wiring) + Send>,
 }
 
-/// The final names of an edge's two stages, for the callbacks that are told of its subscription.
-struct Names {
+/// What wiring an edge needs besides its subscription's settings: the final names of its two stages,
+/// for the callbacks that are told of the subscription, and whether the pipeline runs already.
+struct Wiring {
     producer: Arc<str>,
     consumer: Arc<str>,
+    running: bool,
 }
 
 /// A pipeline of stages, built by hand or by `pipeline!`, run with [`Pipeline::run`].
@@ -355,28 +357,32 @@ impl Pipeline {
                 return self;
             }
         }
-        let connect = Box::new(move |sub, limits: DemandLimits, cancel, names: Names| {
+        let connect = Box::new(move |sub, limits: DemandLimits, cancel, wiring: Wiring| {
             let producer = source.port.producer();
             source.port.subscribe(NewConsumer {
                 sub,
                 consumer: sink.port.consumer(),
-                consumer_name: names.consumer,
+                consumer_name: wiring.consumer,
                 limits,
             });
+            // The consumer's initial ask. Before the pipeline runs, it is queued now, on the
+            // consumer's behalf: every subscription has its demand in place before any event flows,
+            // so the first consumer to be scheduled does not take all the first events (GenStage
+            // needs `demand: :accumulate` for that). In a running pipeline, the consumer sends it
+            // itself when it takes the subscription in: a consumer that has finished meanwhile
+            // never asks, so no event is sent to it to be lost.
+            let asked = !wiring.running;
             sink.port.subscribed(Subscribed {
                 sub,
                 producer: producer.clone(),
-                producer_name: names.producer,
+                producer_name: wiring.producer,
                 limits,
                 cancel,
+                asked,
             });
-            // The consumer's initial ask, queued now rather than when its task first runs: every
-            // subscription has its demand in place before any event flows, so the first consumer to
-            // be scheduled does not take all the first events (GenStage needs `demand: :accumulate`
-            // for that). Sent last: in a running pipeline the producer may answer it at once, and
-            // its events must find the subscription already in the consumer's mailbox (else the
-            // consumer would handle them as a gone producer's, and its demand would go astray).
-            drop(producer.ask(sub, limits.max()));
+            if asked {
+                drop(producer.ask(sub, limits.max()));
+            }
         });
         self.edges.push(Edge {
             producer: source.id.index,

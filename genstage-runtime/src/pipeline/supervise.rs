@@ -18,7 +18,7 @@ use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, Outcome};
 use crate::subscription::SubscriptionTag;
 
-use super::{Edge, Names, Pipeline, Role, Run, StageEntry};
+use super::{Edge, Pipeline, Role, Run, StageEntry, Wiring};
 
 /// The next subscription's id.
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(0);
@@ -95,11 +95,12 @@ impl Pipeline {
         // Wire every edge before any task runs: each consumer finds its subscriptions first in its
         // mailbox, and each producer finds all its subscribers and their initial asks.
         for (edge, (limits, cancel)) in edges.into_iter().zip(limits) {
-            let names = Names {
+            let wiring = Wiring {
                 producer: Arc::from(stages[edge.producer].name.as_str()),
                 consumer: Arc::from(stages[edge.consumer].name.as_str()),
+                running: false,
             };
-            supervisor.wire(edge, limits, cancel, names);
+            supervisor.wire(edge, limits, cancel, wiring);
         }
         for stage in stages {
             supervisor.spawn(stage);
@@ -161,12 +162,12 @@ impl Supervisor {
         edge: Edge,
         limits: crate::demand::DemandLimits,
         cancel: crate::options::CancelMode,
-        names: Names,
+        wiring: Wiring,
     ) -> SubscriptionTag {
         // Unique over every pipeline of the process, so that a tag of one pipeline never names a
         // subscription of another.
         let sub = NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed);
-        (edge.connect)(sub, limits, cancel, names);
+        (edge.connect)(sub, limits, cancel, wiring);
         self.wiring.push((sub, edge.producer, edge.consumer));
         SubscriptionTag(sub)
     }
@@ -346,11 +347,12 @@ impl Supervisor {
             }
         })?;
         let cancel = options.cancel.unwrap_or_default();
-        let names = Names {
+        let wiring = Wiring {
             producer: Arc::from(self.names[producer].as_str()),
             consumer: Arc::from(self.names[consumer].as_str()),
+            running: true,
         };
-        let tag = self.wire(edge, limits, cancel, names);
+        let tag = self.wire(edge, limits, cancel, wiring);
         if let Some(old) = replacing {
             // Ended or cancelled already: nothing to cancel.
             let _ = self.cancel(old);

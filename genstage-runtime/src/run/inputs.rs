@@ -142,11 +142,16 @@ impl<T> Inputs<T> {
             producer_name,
             limits,
             cancel,
+            asked,
         } = subscribed;
-        // The pipeline has already queued the initial ask of `max_demand` behind the subscription,
-        // so that every consumer has demand before any event flows; only account for it here.
+        // The initial ask of `max_demand`: queued by the pipeline when it wired the stage, so that
+        // every consumer has demand before any event flows; or, for a subscription made while the
+        // pipeline runs, sent now.
         let mut demand = ConsumerDemand::new(limits);
         demand.initial_ask();
+        if !asked {
+            drop(producer.ask(sub, limits.max()));
+        }
         let subscription = Subscription {
             producer,
             producer_name,
@@ -376,6 +381,7 @@ mod tests {
             producer_name: Arc::from("p"),
             limits: DemandLimits::new(10, 5).unwrap(),
             cancel,
+            asked: true,
         }))
     }
 
@@ -558,6 +564,23 @@ mod tests {
         ) -> crate::stage::StageResult<()> {
             Ok(())
         }
+    }
+
+    // A subscription made while the pipeline runs: the consumer sends its initial ask itself, when it
+    // takes the subscription in (one that has finished never does).
+    #[test]
+    fn a_subscription_not_asked_for_sends_its_initial_ask() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs: Inputs<u32> = Inputs::new(Arc::from("c"));
+        let Upstream::Subscribed(mut running) = subscribed(1, &producer, CancelMode::Permanent)
+        else {
+            unreachable!()
+        };
+        running.asked = false;
+        inputs.handle(Upstream::Subscribed(running));
+        // Asked for when the pipeline was wired: nothing to send.
+        inputs.handle(subscribed(2, &producer, CancelMode::Permanent));
+        assert_eq!(*producer.0.lock().unwrap(), [(1, 10)]);
     }
 
     // A batch that arrives with nothing queued skips the queue (the front slot): it is handed out
