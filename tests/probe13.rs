@@ -1411,3 +1411,87 @@ async fn a_stream_dropped_before_its_pipeline_runs_ends_an_endless_pipeline() {
     assert_eq!(report.stage("to_stream").unwrap().events_in, 0);
     assert!(report.totals().balanced(), "{report:?}");
 }
+
+/// A consumer that finishes (its only producer ends) and then waits in `terminate` until told.
+struct Lingering {
+    ending: Option<tokio::sync::oneshot::Sender<()>>,
+    release: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Consumer for Lingering {
+    type Input = u64;
+
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+
+    async fn terminate(&mut self, _status: &StageStatus) {
+        if let Some(ending) = self.ending.take() {
+            let _ = ending.send(());
+        }
+        if let Some(release) = self.release.take() {
+            let _ = release.await;
+        }
+    }
+}
+
+/// An endless producer that tells the test each demand it is asked for.
+struct Asked(mpsc::UnboundedSender<usize>, u64);
+
+impl Producer for Asked {
+    type Output = u64;
+
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let _ = self.0.send(demand);
+        let events = (self.1..self.1 + demand as u64).collect();
+        self.1 += demand as u64;
+        Ok(Emit::more(events))
+    }
+}
+
+/// Found by tests/chaos.rs (seed 527: a resubscribe through the handle racing a consumer's end).
+/// A subscription made through the handle to a consumer that has finished but whose task has not
+/// ended yet (its `terminate` runs, or the supervisor has not reaped it) is accepted, as
+/// `subscribe_with` documents; but the consumer's initial ask is sent to the producer on its behalf
+/// at once, so the producer sends it `max_demand` events that it never handles: lost, in a run
+/// without any fault, and a graceful shutdown.
+#[tokio::test]
+#[ignore = "known defect: a consumer that has finished is given demand by a new subscription"]
+async fn a_subscription_to_a_consumer_that_has_finished_asks_for_nothing() {
+    let (ending, ended) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel();
+    let (asks, mut asked) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let nothing = pipeline.add_producer(from_iter(0u64..0));
+    let lingering = pipeline.add_consumer(Lingering {
+        ending: Some(ending),
+        release: Some(released),
+    });
+    pipeline.subscribe(&nothing, &lingering);
+    let numbers = pipeline.add_producer(Asked(asks, 0));
+    let sink = pipeline.add_consumer(Lingering {
+        ending: None,
+        release: None,
+    });
+    pipeline.subscribe_with(&numbers, &sink, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    // The consumer has finished: it is in `terminate`.
+    no_hang("the consumer's end", ended).await.unwrap();
+    let options = SubscribeOptions::new().max_demand(500);
+    let accepted = running.subscribe_with(&numbers, &lingering, options).await;
+    if accepted.is_ok() {
+        // Wait until the producer has been asked on the new subscription, if it is.
+        let _ = no_hang("the ask", async {
+            while let Some(demand) = asked.recv().await {
+                if demand >= 500 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let _ = release.send(());
+    let report = no_hang("shutdown", running.shutdown()).await.unwrap();
+    assert!(report.totals().balanced(), "{report:?}");
+    assert_eq!(report.totals().lost, 0, "{report:#?}");
+}
