@@ -744,6 +744,8 @@ struct Ledger {
     /// What the producers and producer_consumers were told of their consumers, in the order each
     /// was told.
     told: Vec<Told>,
+    /// Where the test's own task stands, for a hang's message.
+    phase: String,
     /// The subscriptions that the test cancelled through the handle (`cancel` answered `Ok`).
     cancelled: HashSet<SubscriptionTag>,
     /// The subscriptions that the test replaced through the handle (`resubscribe` answered `Ok`):
@@ -1369,8 +1371,8 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let result = match topology.shutdown_after {
         None => tokio::time::timeout(bound, pipeline.run()).await,
         Some(yields) => {
-            let shut_down = async {
-                let running = pipeline.start();
+            let running = pipeline.start();
+            let acted = async {
                 if let Some(action) = topology.action {
                     let refs = (&sources, &sinks);
                     act(topology, action, &running, refs, &ledger).await?;
@@ -1378,17 +1380,46 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                 for _ in 0..yields {
                     tokio::task::yield_now().await;
                 }
-                Ok(running.shutdown().await)
+                Ok(())
             };
-            match tokio::time::timeout(bound, shut_down).await {
+            match tokio::time::timeout(bound, acted).await {
                 Ok(Err(failure)) => return Err(failure),
-                Ok(Ok(result)) => Ok(result),
-                Err(elapsed) => Err(elapsed),
+                Ok(Ok(())) => {}
+                Err(_) => {
+                    // Which stages were still running, if the pipeline answers at all.
+                    let finished = running.is_finished();
+                    let aborted = tokio::time::timeout(Duration::from_secs(1), running.abort());
+                    let report = match aborted.await {
+                        Ok(Ok(report)) => format!("{report:?}"),
+                        Ok(Err(error)) => format!("{error:?}"),
+                        Err(_) => "no answer to an abort either".to_owned(),
+                    };
+                    let ledger = lock(&ledger);
+                    return Err(format!(
+                        "hang: no end within {bound:?}, {}; told {:?}; cancelled {:?}, \
+                         replaced {:?}, made {:?}; faults struck: {:?}; ended by then: \
+                         {finished}, aborted: {report}",
+                        ledger.phase,
+                        ledger.told,
+                        ledger.cancelled,
+                        ledger.replaced,
+                        ledger.made,
+                        ledger.struck
+                    ));
+                }
             }
+            lock(&ledger).phase = "shutting down".to_owned();
+            tokio::time::timeout(bound, running.shutdown()).await
         }
     };
     drop(never);
-    let result = result.map_err(|_| format!("hang: no end within {bound:?}"))?;
+    let result = result.map_err(|_| {
+        let ledger = lock(&ledger);
+        format!(
+            "hang: no end within {bound:?}, {}; told {:?}; faults struck: {:?}",
+            ledger.phase, ledger.told, ledger.struck
+        )
+    })?;
     let ledger = std::mem::take(&mut *lock(&ledger));
     check(topology, &result, &ledger)
 }
@@ -1415,6 +1446,7 @@ async fn act(
             .collect()
     };
     // The producers are told of their subscriptions once their tasks run: wait for the first.
+    lock(ledger).phase = "waiting for a subscription".to_owned();
     while subscribed().is_empty() && !running.is_finished() {
         tokio::task::yield_now().await;
     }
@@ -1426,6 +1458,7 @@ async fn act(
         return Ok(());
     }
     let chosen = &known[rng.range(0, known.len() - 1)];
+    lock(ledger).phase = format!("acting on {chosen:?}");
     let node = |name: &str| {
         let index = name[1..].parse().ok()?;
         match &name[..1] {
@@ -1449,10 +1482,15 @@ async fn act(
     if !action.resubscribe {
         return match running.cancel(chosen.tag).await {
             Ok(()) => {
-                lock(ledger).cancelled.insert(chosen.tag);
+                let mut ledger = lock(ledger);
+                ledger.phase = "cancelled".to_owned();
+                ledger.cancelled.insert(chosen.tag);
                 Ok(())
             }
-            Err(error) if lost_race(&error) => Ok(()),
+            Err(error) if lost_race(&error) => {
+                lock(ledger).phase = format!("cancelling {chosen:?}: {error}");
+                Ok(())
+            }
             Err(error) => Err(format!("act: cancel of {chosen:?} failed: {error}")),
         };
     }
@@ -1478,6 +1516,7 @@ async fn act(
         .min_demand(edge.min_demand)
         .cancel(edge.cancel);
     let old = chosen.tag;
+    lock(ledger).phase = format!("resubscribing {chosen:?} to {target}");
     let r = running;
     let made = match (&sources[&target], &sinks[&to]) {
         (SourceRef::Producer(p), SinkRef::Middle(c)) => r.resubscribe(old, p, c, options).await,
@@ -1488,12 +1527,16 @@ async fn act(
     match made {
         Ok(new) => {
             let mut ledger = lock(ledger);
+            ledger.phase = "resubscribed".to_owned();
             ledger.replaced.insert(old);
             let names = (target.to_string(), to.to_string());
             ledger.made.insert(new, names);
             Ok(())
         }
-        Err(error) if lost_race(&error) => Ok(()),
+        Err(error) if lost_race(&error) => {
+            lock(ledger).phase = format!("resubscribing {chosen:?} to {target}: {error}");
+            Ok(())
+        }
         Err(error) => Err(format!(
             "act: resubscribing {chosen:?} to {target} failed: {error}"
         )),
