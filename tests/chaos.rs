@@ -14,12 +14,26 @@
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
 //! lost then.
 //!
+//! Every producer and producer_consumer records what its `handle_consumer_subscribe` and
+//! `handle_consumer_cancel` are told; some emit a few events of their own in `handle_consumer_cancel`
+//! (counted as a callback call, so a planned fault may strike there), and some fail there at the
+//! first cancel. Some of the runs started in the background cancel a subscription, or resubscribe its
+//! consumer to another stage upstream of it, through the handle at a random moment (a race lost with
+//! the run's end is no failure). Some message-fed producers send themselves an `info_after_buffered`
+//! after each chunk and, told it, cast a mark to the consumers they feed directly (and only so); the
+//! mark follows their events in each consumer's mailbox.
+//!
 //! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and must
 //! end within [`time_bound`]. Events are unique `(producer, seq)` ids; the stages record what they
 //! emit and handle in a [`Ledger`], and the run is checked against it: no event handled twice, the
 //! report's counts match the ledger's, the report balances (`emitted = handled + discarded + lost`),
 //! every stage ends as its faults say, and a run in which no fault struck succeeds and delivers
-//! everything.
+//! everything (but for what a producer left without consumers by a cancel through the handle held:
+//! lost, and counted). A stage is told of each subscription at most once (never of one it ended
+//! before taking in), of its cancel at most once and after it, and with the reason the test knows:
+//! `Cancelled` only for a subscription cancelled or replaced through the handle, `Failed` naming its
+//! consumer when that consumer's fault struck, `Finished` never then. The infos behind the buffer
+//! come in order, and a consumer handles no event of a mark's producer below the mark after it.
 //!
 //! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
@@ -37,9 +51,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use genstage::{
-    BufferKeep, CancelMode, Consumer, ConsumerRef, Context, DemandMode, Emit, HandleCast, Pipeline,
-    PipelineError, Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef,
-    Report, StageRef, StageResult, StageStatus, SubscribeOptions,
+    BufferKeep, CancelMode, CancelReason, Consumer, ConsumerRef, Context, DemandMode, Emit,
+    HandleCast, HandleInfo, LossReason, Pipeline, PipelineError, PipelineHandle, Producer,
+    ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, StageRef,
+    StageResult, StageStatus, SubscribeOptions, Subscriber, SubscriptionTag,
 };
 use tokio::sync::mpsc;
 
@@ -147,6 +162,30 @@ struct ProducerPlan {
     /// Starts in `DemandMode::Accumulate`; a task switches it to forward after this many yields.
     accumulate: Option<usize>,
     strike: Option<Strike>,
+    /// What its `handle_consumer_cancel` does besides recording the call.
+    on_cancel: Option<OnCancel>,
+    /// A [`Source::Messages`] producer that, after each chunk it is cast, sends itself an
+    /// `info_after_buffered` ([`Confirm`]) and, told it, casts a [`Mark`] to its consumers.
+    confirm: bool,
+}
+
+/// A stage's `handle_consumer_cancel`: it emits `events` more events each time (unique ids, as any
+/// of the stage's), and fails with `fault` the first time, after counting the call as a callback
+/// call (so that a [`Strike`] may also fall on it).
+#[derive(Debug, Clone, Copy)]
+struct OnCancel {
+    events: u64,
+    fault: Option<Fault>,
+}
+
+/// Through the handle of a run started in the background, `after` yields after the first
+/// subscription a producer was told of: cancel one of the subscriptions the producers were told of
+/// so far, or resubscribe its consumer to another stage
+/// (the choice is made by a generator seeded from the topology's seed).
+#[derive(Debug, Clone, Copy)]
+struct Action {
+    after: usize,
+    resubscribe: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +193,8 @@ struct MiddlePlan {
     /// Drops the events whose `seq` is a multiple of this.
     filter: Option<u64>,
     strike: Option<Strike>,
+    /// Its own events, `(MIDDLE_TAG + i, seq)`, come from here.
+    on_cancel: Option<OnCancel>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +235,8 @@ struct Topology {
     flavor: Flavor,
     /// Started in the background and shut down gracefully after this many yields of the caller.
     shutdown_after: Option<usize>,
+    /// Only with `shutdown_after`: done before its yields (which count from the action's end).
+    action: Option<Action>,
     producers: Vec<ProducerPlan>,
     middles: Vec<MiddlePlan>,
     consumers: Vec<ConsumerPlan>,
@@ -210,6 +253,7 @@ impl Topology {
             .map(|_| MiddlePlan {
                 filter: rng.chance(25).then(|| rng.range(2, 5) as u64),
                 strike: None,
+                on_cancel: None,
             })
             .collect();
         let consumers = (0..rng.range(1, 4))
@@ -222,6 +266,7 @@ impl Topology {
             seed,
             flavor: Flavor::MultiThread(2),
             shutdown_after: None,
+            action: None,
             producers,
             middles,
             consumers,
@@ -238,6 +283,20 @@ impl Topology {
         // Drawn last, so that the rest of a seed's topology is what it was before demand modes.
         for producer in &mut topology.producers {
             producer.accumulate = rng.chance(15).then(|| rng.range(0, 30));
+        }
+        // And the producer-side callbacks, infos behind the buffer and handle actions after that.
+        for producer in &mut topology.producers {
+            producer.on_cancel = OnCancel::generate(&mut rng);
+            producer.confirm = producer.source == Source::Messages && rng.chance(50);
+        }
+        for middle in &mut topology.middles {
+            middle.on_cancel = OnCancel::generate(&mut rng);
+        }
+        if topology.shutdown_after.is_some() && rng.chance(60) {
+            topology.action = Some(Action {
+                after: rng.range(0, 20),
+                resubscribe: rng.chance(50),
+            });
         }
         topology
     }
@@ -372,7 +431,12 @@ impl Topology {
             Node::Producer(i) if self.producers[i].source == Source::Stall => fuses(e.to),
             _ => true,
         });
-        !self.producers.is_empty() && !self.consumers.is_empty() && wired && stalls_end
+        let acts_while_running = self.action.is_none() || self.shutdown_after.is_some();
+        !self.producers.is_empty()
+            && !self.consumers.is_empty()
+            && wired
+            && stalls_end
+            && acts_while_running
     }
 
     /// This topology without `node` and its edges.
@@ -441,6 +505,13 @@ impl Topology {
             step(&|t| t.producers[i].last_separately = false);
             step(&|t| t.producers[i].buffer = None);
             step(&|t| t.producers[i].accumulate = None);
+            step(&|t| t.producers[i].on_cancel = None);
+            step(&|t| {
+                if let Some(on_cancel) = &mut t.producers[i].on_cancel {
+                    on_cancel.fault = None;
+                }
+            });
+            step(&|t| t.producers[i].confirm = false);
             step(&|t| {
                 if t.producers[i].source == Source::Late {
                     t.producers[i].source = Source::Ready;
@@ -450,11 +521,18 @@ impl Topology {
         for i in 0..self.middles.len() {
             step(&|t| t.middles[i].strike = None);
             step(&|t| t.middles[i].filter = None);
+            step(&|t| t.middles[i].on_cancel = None);
+            step(&|t| {
+                if let Some(on_cancel) = &mut t.middles[i].on_cancel {
+                    on_cancel.fault = None;
+                }
+            });
         }
         for i in 0..self.consumers.len() {
             step(&|t| t.consumers[i].strike = None);
             step(&|t| t.consumers[i].yield_every = None);
         }
+        step(&|t| t.action = None);
         for i in 0..self.edges.len() {
             step(&|t| {
                 let e = &mut t.edges[i];
@@ -496,6 +574,18 @@ impl EdgePlan {
     }
 }
 
+impl OnCancel {
+    /// In a quarter of the stages; a fifth of those fail there.
+    fn generate(rng: &mut Rng) -> Option<Self> {
+        rng.chance(25).then(|| OnCancel {
+            events: rng.range(0, 5) as u64,
+            fault: rng
+                .chance(20)
+                .then(|| rng.pick(&[Fault::Error, Fault::Panic])),
+        })
+    }
+}
+
 impl ProducerPlan {
     fn generate(rng: &mut Rng) -> Self {
         let events = match rng.range(0, 9) {
@@ -526,6 +616,8 @@ impl ProducerPlan {
             }),
             accumulate: None,
             strike: None,
+            on_cancel: None,
+            confirm: false,
         }
     }
 }
@@ -535,6 +627,14 @@ impl fmt::Display for Topology {
         write!(f, "seed {}, {:?}", self.seed, self.flavor)?;
         if let Some(yields) = self.shutdown_after {
             write!(f, ", shut down after {yields} yields")?;
+        }
+        if let Some(Action { after, resubscribe }) = self.action {
+            let what = if resubscribe {
+                "resubscribes"
+            } else {
+                "cancels"
+            };
+            write!(f, ", {what} a subscription after {after} yields")?;
         }
         writeln!(f, ":")?;
         for (i, p) in self.producers.iter().enumerate() {
@@ -552,6 +652,10 @@ impl fmt::Display for Topology {
             if let Some(yields) = p.accumulate {
                 write!(f, ", accumulates for {yields} yields")?;
             }
+            if p.confirm {
+                write!(f, ", confirms its chunks")?;
+            }
+            write!(f, "{}", OnCancelText(p.on_cancel))?;
             writeln!(f, "{}", StrikeText(p.strike))?;
         }
         for (i, m) in self.middles.iter().enumerate() {
@@ -559,6 +663,7 @@ impl fmt::Display for Topology {
             if let Some(n) = m.filter {
                 write!(f, ", drops seq % {n} == 0")?;
             }
+            write!(f, "{}", OnCancelText(m.on_cancel))?;
             writeln!(f, "{}", StrikeText(m.strike))?;
         }
         for (i, c) in self.consumers.iter().enumerate() {
@@ -580,6 +685,21 @@ impl fmt::Display for Topology {
 }
 
 struct StrikeText(Option<Strike>);
+
+struct OnCancelText(Option<OnCancel>);
+
+impl fmt::Display for OnCancelText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(OnCancel { events, fault }) = self.0 else {
+            return Ok(());
+        };
+        write!(f, ", emits {events} on a cancel")?;
+        match fault {
+            Some(fault) => write!(f, " and fails with {fault:?} at the first"),
+            None => Ok(()),
+        }
+    }
+}
 
 impl fmt::Display for StrikeText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -621,6 +741,35 @@ struct Ledger {
     duplicates: Vec<(String, Event)>,
     /// The stages whose fault struck, and how.
     struck: HashMap<String, Fault>,
+    /// What the producers and producer_consumers were told of their consumers, in the order each
+    /// was told.
+    told: Vec<Told>,
+    /// Where the test's own task stands, for a hang's message.
+    phase: String,
+    /// The subscriptions that the test cancelled through the handle (`cancel` answered `Ok`).
+    cancelled: HashSet<SubscriptionTag>,
+    /// The subscriptions that the test replaced through the handle (`resubscribe` answered `Ok`):
+    /// they end as cancelled if they were still running.
+    replaced: HashSet<SubscriptionTag>,
+    /// The subscriptions that the test made through the handle, by producer and consumer.
+    made: HashMap<SubscriptionTag, (String, String)>,
+    /// The events each consumer handled, in order.
+    order: HashMap<String, Vec<Event>>,
+    /// Each [`Confirm`] a producer was told, in order: `(producer, emitted when it was sent)`.
+    confirmed: Vec<(usize, u64)>,
+    /// Each [`Mark`] a consumer was cast: `(consumer, producer, emitted when the producer sent
+    /// itself the confirmation, how many events the consumer had handled then)`.
+    marks: Vec<(String, usize, u64, usize)>,
+}
+
+/// What a stage was told of one of its consumers.
+#[derive(Debug, Clone)]
+struct Told {
+    producer: String,
+    consumer: String,
+    tag: SubscriptionTag,
+    /// `None` for `handle_consumer_subscribe`.
+    cancel: Option<CancelReason>,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -644,6 +793,15 @@ impl Ledger {
 
     fn emit(&mut self, stage: &str, count: usize) {
         *self.emitted.entry(stage.to_owned()).or_default() += count as u64;
+    }
+
+    fn tell(&mut self, stage: &str, subscriber: &Subscriber, cancel: Option<&CancelReason>) {
+        self.told.push(Told {
+            producer: stage.to_owned(),
+            consumer: subscriber.consumer().to_owned(),
+            tag: subscriber.tag(),
+            cancel: cancel.cloned(),
+        });
     }
 }
 
@@ -669,7 +827,27 @@ impl Fuse {
             _ => Ok(()),
         }
     }
+
+    /// Counts a call to `handle_consumer_cancel` (as a callback call: a [`Strike`] may fall on it)
+    /// and fails it as `on_cancel` says, the first time.
+    fn burn_on_cancel(&mut self, on_cancel: OnCancel, cancels: &mut u64) -> StageResult<()> {
+        self.burn()?;
+        *cancels += 1;
+        match on_cancel.fault {
+            Some(fault) if *cancels == 1 => {
+                lock(&self.ledger).struck.insert(self.stage.clone(), fault);
+                match fault {
+                    Fault::Error => Err(format!("{} failed in a cancel", self.stage).into()),
+                    Fault::Panic => panic!("{INJECTED} in {} in a cancel", self.stage),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
 }
+
+/// The tag of the events a producer_consumer emits itself: `MIDDLE_TAG + i` for `M{i}`.
+const MIDDLE_TAG: usize = 1_000;
 
 // ---------------------------------------------------------------------------------------------
 // The stages
@@ -691,7 +869,20 @@ struct Chaotic {
     supply: Supply,
     /// The next sequence number; `0..next` have been emitted.
     next: u64,
+    /// How many of them `handle_consumer_cancel` emitted, beyond the planned events.
+    bonus: u64,
+    /// Calls of `handle_consumer_cancel`.
+    cancels: u64,
+    /// The consumers to cast a [`Mark`] to when told a [`Confirm`] (filled once they are added).
+    marks_to: Arc<Mutex<Vec<ConsumerRef<Sink>>>>,
     fuse: Fuse,
+}
+
+impl Chaotic {
+    /// How many of the planned events it has emitted.
+    fn planned(&self) -> u64 {
+        self.next - self.bonus
+    }
 }
 
 impl Producer for Chaotic {
@@ -706,8 +897,9 @@ impl Producer for Chaotic {
             Shape::EmptyEvery(k) if self.fuse.calls % k == 0 => 0,
             Shape::EmptyEvery(_) => demand,
         };
+        let planned = self.planned();
         let (available, closed) = match &mut self.supply {
-            Supply::Ready => (self.plan.events - self.next, true),
+            Supply::Ready => (self.plan.events - planned, true),
             Supply::Late(feed, stock) => {
                 if *stock == 0 && want > 0 {
                     match feed.recv().await {
@@ -718,11 +910,11 @@ impl Producer for Chaotic {
                 (*stock, false)
             }
             Supply::Stall(never) => {
-                if self.next == self.plan.events && want > 0 {
+                if planned == self.plan.events && want > 0 {
                     never.recv().await;
                     return Err("the never-fed channel closed".into());
                 }
-                (self.plan.events - self.next, false)
+                (self.plan.events - planned, false)
             }
             Supply::Messages => return Ok(Emit::more(Vec::new())),
         };
@@ -735,7 +927,7 @@ impl Producer for Chaotic {
             .collect();
         self.next += count;
         lock(&self.fuse.ledger).emit(&self.fuse.stage, events.len());
-        let at_end = closed && self.next == self.plan.events;
+        let at_end = closed && self.planned() == self.plan.events;
         let last = at_end && (!self.plan.last_separately || events.is_empty());
         Ok(Emit { events, last })
     }
@@ -752,6 +944,68 @@ impl Producer for Chaotic {
             None => options,
         }
     }
+
+    fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
+        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, None);
+    }
+
+    async fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &Subscriber,
+        reason: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<Event>> {
+        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, Some(reason));
+        let Some(on_cancel) = self.plan.on_cancel else {
+            return Ok(Vec::new());
+        };
+        self.fuse.burn_on_cancel(on_cancel, &mut self.cancels)?;
+        let events: Vec<Event> = (self.next..self.next + on_cancel.events)
+            .map(|seq| (self.tag, seq))
+            .collect();
+        self.next += on_cancel.events;
+        self.bonus += on_cancel.events;
+        lock(&self.fuse.ledger).emit(&self.fuse.stage, events.len());
+        Ok(events)
+    }
+}
+
+/// Sent by a producer that [`confirm`](ProducerPlan::confirm)s to itself with
+/// `info_after_buffered`: how many events it had emitted then. Delivered once they have all been
+/// dispatched (or dropped by its buffer).
+struct Confirm(u64);
+
+impl HandleInfo<Confirm> for Chaotic {
+    type Emitted = ();
+
+    async fn handle_info(
+        &mut self,
+        Confirm(emitted): Confirm,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        lock(&self.fuse.ledger).confirmed.push((self.tag, emitted));
+        let marks_to = self
+            .marks_to
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for consumer in marks_to {
+            // It may have ended.
+            let _ = consumer.cast(Mark {
+                producer: self.tag,
+                emitted,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Cast by a producer, from its own task, to a consumer it feeds directly (and only directly) when
+/// told a [`Confirm`]: it reaches the consumer's mailbox behind every event the producer sent it
+/// before, and those were all of `(producer, seq < emitted)` that it will ever get.
+struct Mark {
+    producer: usize,
+    emitted: u64,
 }
 
 /// Events cast to a [`Source::Messages`] producer: `count` more, and whether they are the last.
@@ -766,7 +1020,7 @@ impl HandleCast<Chunk> for Chaotic {
     async fn handle_cast(
         &mut self,
         Chunk { count, last }: Chunk,
-        _ctx: &mut Context<'_, Self>,
+        ctx: &mut Context<'_, Self>,
     ) -> StageResult<Emit<Event>> {
         self.fuse.burn()?;
         let events: Vec<Event> = (self.next..self.next + count)
@@ -774,6 +1028,9 @@ impl HandleCast<Chunk> for Chaotic {
             .collect();
         self.next += count;
         lock(&self.fuse.ledger).emit(&self.fuse.stage, events.len());
+        if self.plan.confirm {
+            ctx.info_after_buffered(Confirm(self.next));
+        }
         Ok(Emit { events, last })
     }
 }
@@ -823,7 +1080,14 @@ async fn feed(mut rng: Rng, mut events: u64, feeder: mpsc::UnboundedSender<u64>)
 
 /// A producer_consumer that passes events on, but for those its filter drops.
 struct Middle {
+    /// `i` of `M{i}`.
+    index: usize,
     filter: Option<u64>,
+    on_cancel: Option<OnCancel>,
+    /// The events it emitted of its own, `(MIDDLE_TAG + index, 0..own)`.
+    own: u64,
+    /// Calls of `handle_consumer_cancel`.
+    cancels: u64,
     fuse: Fuse,
 }
 
@@ -842,6 +1106,36 @@ impl ProducerConsumer for Middle {
         ledger.emit(&self.fuse.stage, kept.len());
         Ok(kept)
     }
+
+    fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
+        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, None);
+    }
+
+    async fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &Subscriber,
+        reason: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<Event>> {
+        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, Some(reason));
+        let Some(on_cancel) = self.on_cancel else {
+            return Ok(Vec::new());
+        };
+        self.fuse.burn_on_cancel(on_cancel, &mut self.cancels)?;
+        let events: Vec<Event> = (self.own..self.own + on_cancel.events)
+            .map(|seq| (MIDDLE_TAG + self.index, seq))
+            .collect();
+        self.own += on_cancel.events;
+        let mut ledger = lock(&self.fuse.ledger);
+        ledger.emit(&self.fuse.stage, events.len());
+        *ledger.emitted.entry(own_events(self.index)).or_default() += on_cancel.events;
+        Ok(events)
+    }
+}
+
+/// The ledger's key for the events `M{i}` emitted of its own.
+fn own_events(middle: usize) -> String {
+    format!("M{middle} own")
 }
 
 struct Sink {
@@ -864,6 +1158,24 @@ impl Consumer for Sink {
                 ledger.duplicates.push(("delivered".to_owned(), event));
             }
         }
+        let order = ledger.order.entry(self.fuse.stage.clone()).or_default();
+        order.extend_from_slice(&events);
+        Ok(())
+    }
+}
+
+impl HandleCast<Mark> for Sink {
+    type Emitted = ();
+
+    async fn handle_cast(
+        &mut self,
+        Mark { producer, emitted }: Mark,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        let mut ledger = lock(&self.fuse.ledger);
+        let handled = ledger.order.get(&self.fuse.stage).map_or(0, Vec::len);
+        let consumer = self.fuse.stage.clone();
+        ledger.marks.push((consumer, producer, emitted, handled));
         Ok(())
     }
 }
@@ -886,6 +1198,41 @@ struct Built {
     pipeline: Pipeline,
     /// The senders of the stalling producers' channels: kept, never used.
     never: Vec<mpsc::UnboundedSender<()>>,
+    /// The stages' references, for the [`Action`].
+    sources: HashMap<Node, SourceRef>,
+    sinks: HashMap<Node, SinkRef>,
+}
+
+impl Topology {
+    /// The consumers that `producer` feeds directly and only directly (through no
+    /// producer_consumer), and always will: none when the run may resubscribe.
+    fn marked_by(&self, producer: usize) -> Vec<usize> {
+        if self.action.is_some_and(|a| a.resubscribe) {
+            return Vec::new();
+        }
+        let mut reached: Vec<Node> = vec![Node::Producer(producer)];
+        let mut through_middles: HashSet<Node> = HashSet::new();
+        while let Some(node) = reached.pop() {
+            for edge in self.edges.iter().filter(|e| e.from == node) {
+                let via_middle = matches!(node, Node::Middle(_));
+                if via_middle {
+                    through_middles.insert(edge.to);
+                }
+                if matches!(edge.to, Node::Middle(_)) {
+                    reached.push(edge.to);
+                }
+            }
+        }
+        (0..self.consumers.len())
+            .filter(|&i| {
+                let direct = self
+                    .edges
+                    .iter()
+                    .any(|e| e.from == Node::Producer(producer) && e.to == Node::Consumer(i));
+                direct && !through_middles.contains(&Node::Consumer(i))
+            })
+            .collect()
+    }
 }
 
 fn build(topology: &Topology, ledger: &Shared) -> Built {
@@ -899,6 +1246,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     let mut never = Vec::new();
     let mut sources: HashMap<Node, SourceRef> = HashMap::new();
     let mut sinks: HashMap<Node, SinkRef> = HashMap::new();
+    let mut marks_to = Vec::new();
     for (tag, plan) in topology.producers.iter().enumerate() {
         let supply = match plan.source {
             Source::Ready => Supply::Ready,
@@ -916,11 +1264,16 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             Source::Messages => Supply::Messages,
         };
         let name = Node::Producer(tag).to_string();
+        let marks = Arc::new(Mutex::new(Vec::new()));
+        marks_to.push(marks.clone());
         let stage = Chaotic {
             tag,
             plan: plan.clone(),
             supply,
             next: 0,
+            bonus: 0,
+            cancels: 0,
+            marks_to: marks,
             fuse: fuse(name.clone(), plan.strike),
         };
         let handle = pipeline.add_producer_named(name, stage);
@@ -936,7 +1289,11 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     for (i, plan) in topology.middles.iter().enumerate() {
         let name = Node::Middle(i).to_string();
         let stage = Middle {
+            index: i,
             filter: plan.filter,
+            on_cancel: plan.on_cancel,
+            own: 0,
+            cancels: 0,
             fuse: fuse(name.clone(), plan.strike),
         };
         let handle = pipeline.add_producer_consumer_named(name, stage);
@@ -967,7 +1324,22 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             (SourceRef::Middle(from), SinkRef::Consumer(to)) => p.subscribe_with(from, to, options),
         };
     }
-    Built { pipeline, never }
+    for (tag, marks) in marks_to.iter().enumerate() {
+        let mut marks = marks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for i in topology.marked_by(tag) {
+            if let Some(SinkRef::Consumer(consumer)) = sinks.get(&Node::Consumer(i)) {
+                marks.push(consumer.clone());
+            }
+        }
+    }
+    Built {
+        pipeline,
+        never,
+        sources,
+        sinks,
+    }
 }
 
 /// Runs one topology on a runtime of its flavor within [`time_bound`] and checks what it did; the
@@ -989,25 +1361,186 @@ fn run_one(topology: &Topology) -> Result<(), String> {
 
 async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let ledger = Shared::default();
-    let Built { pipeline, never } = build(topology, &ledger);
+    let Built {
+        pipeline,
+        never,
+        sources,
+        sinks,
+    } = build(topology, &ledger);
     let bound = time_bound();
     let result = match topology.shutdown_after {
         None => tokio::time::timeout(bound, pipeline.run()).await,
         Some(yields) => {
-            let shut_down = async {
-                let running = pipeline.start();
+            let running = pipeline.start();
+            let acted = async {
+                if let Some(action) = topology.action {
+                    let refs = (&sources, &sinks);
+                    act(topology, action, &running, refs, &ledger).await?;
+                }
                 for _ in 0..yields {
                     tokio::task::yield_now().await;
                 }
-                running.shutdown().await
+                Ok(())
             };
-            tokio::time::timeout(bound, shut_down).await
+            match tokio::time::timeout(bound, acted).await {
+                Ok(Err(failure)) => return Err(failure),
+                Ok(Ok(())) => {}
+                Err(_) => {
+                    // Which stages were still running, if the pipeline answers at all.
+                    let finished = running.is_finished();
+                    let aborted = tokio::time::timeout(Duration::from_secs(1), running.abort());
+                    let report = match aborted.await {
+                        Ok(Ok(report)) => format!("{report:?}"),
+                        Ok(Err(error)) => format!("{error:?}"),
+                        Err(_) => "no answer to an abort either".to_owned(),
+                    };
+                    let ledger = lock(&ledger);
+                    return Err(format!(
+                        "hang: no end within {bound:?}, {}; told {:?}; cancelled {:?}, \
+                         replaced {:?}, made {:?}; faults struck: {:?}; ended by then: \
+                         {finished}, aborted: {report}",
+                        ledger.phase,
+                        ledger.told,
+                        ledger.cancelled,
+                        ledger.replaced,
+                        ledger.made,
+                        ledger.struck
+                    ));
+                }
+            }
+            lock(&ledger).phase = "shutting down".to_owned();
+            tokio::time::timeout(bound, running.shutdown()).await
         }
     };
     drop(never);
-    let result = result.map_err(|_| format!("hang: no end within {bound:?}"))?;
+    let result = result.map_err(|_| {
+        let ledger = lock(&ledger);
+        format!(
+            "hang: no end within {bound:?}, {}; told {:?}; faults struck: {:?}",
+            ledger.phase, ledger.told, ledger.struck
+        )
+    })?;
     let ledger = std::mem::take(&mut *lock(&ledger));
     check(topology, &result, &ledger)
+}
+
+/// Does `action` through the handle of the running pipeline: cancels a subscription that a
+/// producer was told of, or resubscribes its consumer to another stage upstream of it. The run may
+/// be ending meanwhile: the subscription or a stage may have ended, or the pipeline; those answers
+/// are a race lost, not a failure.
+async fn act(
+    topology: &Topology,
+    action: Action,
+    running: &PipelineHandle,
+    (sources, sinks): (&HashMap<Node, SourceRef>, &HashMap<Node, SinkRef>),
+    ledger: &Shared,
+) -> Result<(), String> {
+    let mut rng = Rng::new(topology.seed ^ 0xAC71_0000_0000);
+    let subscribed = || -> Vec<Told> {
+        let ledger = lock(ledger);
+        ledger
+            .told
+            .iter()
+            .filter(|t| t.cancel.is_none())
+            .cloned()
+            .collect()
+    };
+    // The producers are told of their subscriptions once their tasks run: wait for the first.
+    lock(ledger).phase = "waiting for a subscription".to_owned();
+    while subscribed().is_empty() && !running.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..action.after {
+        tokio::task::yield_now().await;
+    }
+    let known = subscribed();
+    if known.is_empty() {
+        return Ok(());
+    }
+    let chosen = &known[rng.range(0, known.len() - 1)];
+    lock(ledger).phase = format!("acting on {chosen:?}");
+    let node = |name: &str| {
+        let index = name[1..].parse().ok()?;
+        match &name[..1] {
+            "P" => Some(Node::Producer(index)),
+            "M" => Some(Node::Middle(index)),
+            "C" => Some(Node::Consumer(index)),
+            _ => None,
+        }
+    };
+    let (Some(from), Some(to)) = (node(&chosen.producer), node(&chosen.consumer)) else {
+        return Err(format!("act: unknown stages in {chosen:?}"));
+    };
+    let lost_race = |error: &PipelineError| {
+        matches!(
+            error,
+            PipelineError::UnknownSubscription
+                | PipelineError::StageEnded { .. }
+                | PipelineError::NotRunning
+        )
+    };
+    if !action.resubscribe {
+        return match running.cancel(chosen.tag).await {
+            Ok(()) => {
+                let mut ledger = lock(ledger);
+                ledger.phase = "cancelled".to_owned();
+                ledger.cancelled.insert(chosen.tag);
+                Ok(())
+            }
+            Err(error) if lost_race(&error) => {
+                lock(ledger).phase = format!("cancelling {chosen:?}: {error}");
+                Ok(())
+            }
+            Err(error) => Err(format!("act: cancel of {chosen:?} failed: {error}")),
+        };
+    }
+    // Another stage upstream of the consumer, if there is one: a producer, or an earlier
+    // producer_consumer (a later one could make a cycle).
+    let before = match to {
+        Node::Middle(i) => i,
+        _ => topology.middles.len(),
+    };
+    let upstream: Vec<Node> = (0..topology.producers.len())
+        .map(Node::Producer)
+        .chain((0..before).map(Node::Middle))
+        .filter(|&n| n != from)
+        .collect();
+    let target = if upstream.is_empty() {
+        from
+    } else {
+        upstream[rng.range(0, upstream.len() - 1)]
+    };
+    let edge = EdgePlan::generate(&mut rng, target, to);
+    let options = SubscribeOptions::new()
+        .max_demand(edge.max_demand)
+        .min_demand(edge.min_demand)
+        .cancel(edge.cancel);
+    let old = chosen.tag;
+    lock(ledger).phase = format!("resubscribing {chosen:?} to {target}");
+    let r = running;
+    let made = match (&sources[&target], &sinks[&to]) {
+        (SourceRef::Producer(p), SinkRef::Middle(c)) => r.resubscribe(old, p, c, options).await,
+        (SourceRef::Producer(p), SinkRef::Consumer(c)) => r.resubscribe(old, p, c, options).await,
+        (SourceRef::Middle(p), SinkRef::Middle(c)) => r.resubscribe(old, p, c, options).await,
+        (SourceRef::Middle(p), SinkRef::Consumer(c)) => r.resubscribe(old, p, c, options).await,
+    };
+    match made {
+        Ok(new) => {
+            let mut ledger = lock(ledger);
+            ledger.phase = "resubscribed".to_owned();
+            ledger.replaced.insert(old);
+            let names = (target.to_string(), to.to_string());
+            ledger.made.insert(new, names);
+            Ok(())
+        }
+        Err(error) if lost_race(&error) => {
+            lock(ledger).phase = format!("resubscribing {chosen:?} to {target}: {error}");
+            Ok(())
+        }
+        Err(error) => Err(format!(
+            "act: resubscribing {chosen:?} to {target} failed: {error}"
+        )),
+    }
 }
 
 /// Fails with `message` unless `condition` holds.
@@ -1031,13 +1564,20 @@ fn check(
     );
     let emitted_by = |stage: &str| ledger.emitted.get(stage).copied().unwrap_or(0);
     for &(tag, seq) in &ledger.delivered {
-        let emitted = emitted_by(&format!("P{tag}"));
+        let emitter = match tag.checked_sub(MIDDLE_TAG) {
+            Some(middle) => own_events(middle),
+            None => format!("P{tag}"),
+        };
+        let emitted = emitted_by(&emitter);
         ensure!(
             seq < emitted,
-            "({tag}, {seq}) delivered but P{tag} emitted only {emitted}"
+            "({tag}, {seq}) delivered but {emitter} emitted only {emitted}"
         );
     }
     let struck = !ledger.struck.is_empty();
+    // A subscription cancelled through the handle may leave a producer without consumers, which
+    // stops with what it buffered: lost, without a fault.
+    let acted = !ledger.cancelled.is_empty() || !ledger.replaced.is_empty();
     let report = match result {
         Ok(report) => {
             ensure!(
@@ -1078,6 +1618,13 @@ fn check(
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
             None if struck => !stage.failed(),
+            // A stage left without consumers by a cancel through the handle stops.
+            None if acted && !name.starts_with('C') => matches!(
+                stage.status,
+                StageStatus::Finished
+                    | StageStatus::ShutDown
+                    | StageStatus::Cancelled { cause: None }
+            ),
             // A shutdown ends producers that had not finished by themselves.
             None if topology.shutdown_after.is_some() && name.starts_with('P') => {
                 matches!(stage.status, StageStatus::Finished | StageStatus::ShutDown)
@@ -1102,27 +1649,205 @@ fn check(
         "the consumers' reports say {delivered} events in, they handled {}",
         ledger.delivered.len()
     );
+    if !struck && acted {
+        // Only what a stage left without consumers held when it stopped (its buffer, its input),
+        // or what was sent to it after: the events sent on a cancelled subscription are handled.
+        let left = |name: &str| {
+            report
+                .stage(name)
+                .is_some_and(|s| s.status == StageStatus::Cancelled { cause: None })
+        };
+        for stage in &report.stages {
+            let name = stage.name.as_str();
+            for loss in &stage.losses {
+                let allowed = match loss.reason {
+                    LossReason::Buffered => left(name),
+                    LossReason::Unhandled => left(name),
+                    LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
+                    _ => false,
+                };
+                ensure!(
+                    allowed,
+                    "{} lost {loss:?} without a fault ({:?})",
+                    stage.name,
+                    stage.status
+                );
+            }
+        }
+    }
     if !struck {
-        ensure!(
-            totals.lost == 0,
-            "{} events lost without a fault",
-            totals.lost
-        );
-        ensure!(
-            totals.handled + totals.discarded == totals.emitted,
-            "without a fault, not everything emitted was handled: {totals:?}"
-        );
+        if !acted {
+            ensure!(
+                totals.lost == 0,
+                "{} events lost without a fault",
+                totals.lost
+            );
+            ensure!(
+                totals.handled + totals.discarded == totals.emitted,
+                "without a fault, not everything emitted was handled: {totals:?}"
+            );
+        }
         let from_producers: u64 = (0..topology.producers.len())
             .map(|tag| emitted_by(&format!("P{tag}")))
+            .chain((0..topology.middles.len()).map(|i| emitted_by(&own_events(i))))
             .sum();
         let ends = (ledger.delivered.len() + ledger.dropped.len()) as u64;
         ensure!(
-            from_producers == ends + totals.discarded,
-            "producers emitted {from_producers}, consumers got {} and producer_consumers dropped \
-             {}, {} discarded",
+            from_producers == ends + totals.discarded + totals.lost,
+            "producers (and producer_consumers, of their own) emitted {from_producers}, consumers \
+             got {} and producer_consumers dropped {}, {} discarded, {} lost",
             ledger.delivered.len(),
             ledger.dropped.len(),
-            totals.discarded
+            totals.discarded,
+            totals.lost
+        );
+    }
+    check_told(topology, ledger)?;
+    check_confirms(ledger)
+}
+
+/// What the producers and producer_consumers were told of their consumers: each subscription once,
+/// its cancel at most once and after it, with the reason the test knows.
+fn check_told(topology: &Topology, ledger: &Ledger) -> Result<(), String> {
+    let mut subscribed: HashMap<(&str, SubscriptionTag), &Told> = HashMap::new();
+    let mut ended: HashSet<(&str, SubscriptionTag)> = HashSet::new();
+    for told in &ledger.told {
+        let key = (told.producer.as_str(), told.tag);
+        let Some(reason) = &told.cancel else {
+            ensure!(
+                subscribed.insert(key, told).is_none(),
+                "{} told twice of the subscription {:?} of {}",
+                told.producer,
+                told.tag,
+                told.consumer
+            );
+            continue;
+        };
+        let Some(subscription) = subscribed.get(&key) else {
+            return Err(format!(
+                "{} told of the cancel of {:?} ({}, {reason:?}) before, or without, its subscribe",
+                told.producer, told.tag, told.consumer
+            ));
+        };
+        ensure!(
+            subscription.consumer == told.consumer,
+            "{}: the subscription {:?} was {}'s, its cancel names {}",
+            told.producer,
+            told.tag,
+            subscription.consumer,
+            told.consumer
+        );
+        ensure!(
+            ended.insert(key),
+            "{} told twice of the cancel of {:?} ({})",
+            told.producer,
+            told.tag,
+            told.consumer
+        );
+        let by_handle = ledger.cancelled.contains(&told.tag) || ledger.replaced.contains(&told.tag);
+        let consumer = told.consumer.as_str();
+        let consumer_failed = ledger.struck.contains_key(consumer);
+        let failed_itself = matches!(reason, CancelReason::Failed { cause } if cause == consumer);
+        let right = match reason {
+            CancelReason::Cancelled => by_handle,
+            CancelReason::Finished => !consumer_failed,
+            CancelReason::Failed { cause } => ledger.struck.contains_key(cause),
+            _ => false,
+        } && (!ledger.cancelled.contains(&told.tag)
+            || *reason == CancelReason::Cancelled
+            || consumer_failed && failed_itself)
+            && (!consumer_failed || by_handle || failed_itself);
+        ensure!(
+            right,
+            "{} told that {consumer}'s subscription {:?} ended with {reason:?}; faults struck: \
+             {:?}, cancelled through the handle: {}",
+            told.producer,
+            told.tag,
+            ledger.struck,
+            by_handle
+        );
+    }
+    // Each subscription made when the pipeline was built, and each made through the handle, once.
+    let mut expected: HashMap<(String, String), usize> = HashMap::new();
+    for edge in &topology.edges {
+        *expected
+            .entry((edge.from.to_string(), edge.to.to_string()))
+            .or_default() += 1;
+    }
+    let mut told_of: HashMap<(String, String), usize> = HashMap::new();
+    for (&(producer, tag), told) in &subscribed {
+        match ledger.made.get(&tag) {
+            Some((from, to)) => ensure!(
+                from == producer && *to == told.consumer,
+                "{producer} told of {}'s subscription {tag:?}, made for {to} to {from}",
+                told.consumer
+            ),
+            None => {
+                *told_of
+                    .entry((producer.to_owned(), told.consumer.clone()))
+                    .or_default() += 1
+            }
+        }
+    }
+    // At most once: a stage that ends (it emitted its last events, or failed) before it has taken
+    // in a consumer's subscription is never told of it (the consumer sees it end).
+    for (pair, &told) in &told_of {
+        let edges = expected.get(pair).copied().unwrap_or(0);
+        ensure!(
+            told <= edges,
+            "{} was told of {told} subscriptions of {}, the pipeline has {edges}",
+            pair.0,
+            pair.1
+        );
+    }
+    // Exactly once where the producer surely took the subscription in: it sent events on it (a
+    // consumer that it feeds only directly handled some of its events), and it did not fail (in a
+    // callback, it may fail before it tells the consumers it took in meanwhile).
+    for producer in 0..topology.producers.len() {
+        if ledger.struck.contains_key(&format!("P{producer}")) {
+            continue;
+        }
+        for consumer in topology.marked_by(producer) {
+            let pair = (format!("P{producer}"), format!("C{consumer}"));
+            let got_some = ledger
+                .order
+                .get(&pair.1)
+                .is_some_and(|events| events.iter().any(|&(tag, _)| tag == producer));
+            let told = told_of.get(&pair).copied().unwrap_or(0);
+            let edges = expected.get(&pair).copied().unwrap_or(0);
+            ensure!(
+                !got_some || told == edges,
+                "{} handled events of {}, which was told of {told} of its {edges} subscriptions",
+                pair.1,
+                pair.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The infos a producer sent itself behind its buffer came in order, each once every event it had
+/// emitted before had gone out: a consumer fed by it directly (and only so), cast a [`Mark`] then,
+/// had been sent, before the mark, every event of the producer's below the mark that it ever
+/// handled.
+fn check_confirms(ledger: &Ledger) -> Result<(), String> {
+    let mut last: HashMap<usize, u64> = HashMap::new();
+    for &(producer, emitted) in &ledger.confirmed {
+        let before = last.insert(producer, emitted).unwrap_or(0);
+        ensure!(
+            before <= emitted,
+            "P{producer} was told that {emitted} were out after it was told {before}"
+        );
+    }
+    for (consumer, producer, emitted, handled) in &ledger.marks {
+        let order = ledger.order.get(consumer).map_or(&[][..], Vec::as_slice);
+        let late = order[(*handled).min(order.len())..]
+            .iter()
+            .find(|&&(tag, seq)| tag == *producer && seq < *emitted);
+        ensure!(
+            late.is_none(),
+            "{consumer} got P{producer}'s mark that {emitted} were out after {handled} events, \
+             then handled {late:?}"
         );
     }
     Ok(())
@@ -1366,6 +2091,31 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
                         }
                 })
             }),
+        );
+    }
+    let on_cancel = |o: &Option<OnCancel>, fault: Option<Fault>| {
+        o.is_some_and(|o| o.events > 0 && o.fault == fault)
+    };
+    for fault in [None, Some(Fault::Error), Some(Fault::Panic)] {
+        expect(
+            &format!("producer emitting on a cancel, {fault:?}"),
+            count(&|t| t.producers.iter().any(|p| on_cancel(&p.on_cancel, fault))),
+        );
+        expect(
+            &format!("producer_consumer emitting on a cancel, {fault:?}"),
+            count(&|t| t.middles.iter().any(|m| on_cancel(&m.on_cancel, fault))),
+        );
+    }
+    expect(
+        "producer confirming its chunks to consumers it feeds directly",
+        count(&|t| {
+            (0..t.producers.len()).any(|i| t.producers[i].confirm && !t.marked_by(i).is_empty())
+        }),
+    );
+    for resubscribe in [false, true] {
+        expect(
+            &format!("action, resubscribe {resubscribe}"),
+            count(&|t| t.action.is_some_and(|a| a.resubscribe == resubscribe)),
         );
     }
     assert!(missing.is_empty(), "too rare in 2 000 seeds: {missing:?}");

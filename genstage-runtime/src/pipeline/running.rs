@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::{Mutex, PoisonError};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -64,15 +64,21 @@ impl Pipeline {
             ..Pipeline::with_id(self.id)
         });
         let (requests, receiver) = mpsc::unbounded_channel();
+        let (alive, supervisor_alive) = watch::channel(());
         match self.prepare(Some(receiver)) {
-            Ok(supervisor) => PipelineHandle {
-                state: State::Running(tokio::spawn(supervisor.run())),
-                requests: Some(requests),
-                staging,
-            },
+            Ok(mut supervisor) => {
+                supervisor.alive = Some(alive);
+                PipelineHandle {
+                    state: State::Running(tokio::spawn(supervisor.run())),
+                    requests: Some(requests),
+                    supervisor_alive,
+                    staging,
+                }
+            }
             Err(error) => PipelineHandle {
                 state: State::Ended(Some(Err(error))),
                 requests: None,
+                supervisor_alive,
                 staging,
             },
         }
@@ -100,6 +106,9 @@ pub struct PipelineHandle {
     /// Where the stages and subscriptions added while it runs are built, one at a time, so that
     /// they reach the pipeline in the order of their indexes.
     staging: Mutex<Pipeline>,
+    /// Closed once the supervisor has ended (it holds the sender): a request sent as it ended may
+    /// stay in the channel, unanswered, so the answer is awaited against this too.
+    supervisor_alive: watch::Receiver<()>,
 }
 
 enum State {
@@ -221,7 +230,7 @@ impl PipelineHandle {
             })?;
             consumer
         };
-        answer.await.map_err(|_| PipelineError::NotRunning)??;
+        self.answer(answer).await??;
         Ok(consumer)
     }
 
@@ -363,7 +372,7 @@ impl PipelineHandle {
                 reply,
             })?;
         }
-        answer.await.map_err(|_| PipelineError::NotRunning)?
+        self.answer(answer).await?
     }
 
     /// Ends a subscription made by [`subscribe`](Self::subscribe) or when the pipeline was built
@@ -388,7 +397,19 @@ impl PipelineHandle {
             tag: subscription,
             reply,
         })?;
-        answer.await.map_err(|_| PipelineError::NotRunning)?
+        self.answer(answer).await?
+    }
+
+    /// The supervisor's answer to a request; [`PipelineError::NotRunning`] if it ended without
+    /// giving one.
+    async fn answer<T>(&self, answer: oneshot::Receiver<T>) -> Result<T, PipelineError> {
+        let mut alive = self.supervisor_alive.clone();
+        tokio::pin!(answer);
+        tokio::select! {
+            biased;
+            answered = &mut answer => answered.map_err(|_| PipelineError::NotRunning),
+            _ = alive.changed() => answer.try_recv().map_err(|_| PipelineError::NotRunning),
+        }
     }
 
     fn send(&self, request: Request) -> Result<(), PipelineError> {
@@ -441,5 +462,39 @@ impl fmt::Debug for PipelineHandle {
         f.debug_struct("PipelineHandle")
             .field("finished", &self.is_finished())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request sent while the supervisor ends may be pushed into the channel after the
+    /// supervisor's receiver has drained it (tokio's mpsc keeps such a message until every sender
+    /// is dropped, and the handle holds one): its reply is never sent nor dropped. Found by
+    /// tests/chaos.rs (seed 1304: a resubscribe racing the pipeline's end waited for ever). The
+    /// handle then answers `NotRunning` once the supervisor has ended.
+    #[tokio::test]
+    async fn a_request_stuck_in_the_channel_is_answered_once_the_supervisor_has_ended() {
+        let (requests, stuck) = mpsc::unbounded_channel();
+        let (alive, supervisor_alive) = watch::channel(());
+        let handle = PipelineHandle {
+            state: State::Ended(None),
+            requests: Some(requests),
+            supervisor_alive,
+            staging: Mutex::new(Pipeline::new()),
+        };
+        // The supervisor has ended; the request stays in the channel, unread.
+        drop(alive);
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            handle.cancel(SubscriptionTag(7)),
+        )
+        .await;
+        assert!(
+            matches!(answered, Ok(Err(PipelineError::NotRunning))),
+            "{answered:?}"
+        );
+        drop(stuck);
     }
 }

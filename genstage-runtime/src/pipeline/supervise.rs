@@ -128,6 +128,8 @@ pub(super) struct Supervisor {
     never_started: std::collections::HashSet<usize>,
     abort: Arc<Abort>,
     requests: Option<mpsc::UnboundedReceiver<Request>>,
+    /// Dropped with the supervisor: tells the handle it has ended (see `PipelineHandle::answer`).
+    pub(super) alive: Option<tokio::sync::watch::Sender<()>>,
     first_failure: Option<(usize, Failure)>,
     /// When a graceful shutdown gives up.
     deadline: Option<Instant>,
@@ -150,6 +152,7 @@ impl Supervisor {
             never_started: std::collections::HashSet::new(),
             abort: Arc::new(Abort::default()),
             requests,
+            alive: None,
             first_failure: None,
             deadline: None,
             busy_at_deadline: None,
