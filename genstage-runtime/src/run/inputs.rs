@@ -70,9 +70,6 @@ pub(super) enum Step<T> {
 pub(super) struct Inputs<T> {
     stage: Arc<str>,
     subscriptions: BySubscription<Subscription>,
-    /// One batch of an automatic subscription, received when nothing was queued: handed out before
-    /// the queue, without a round through it (the common case: a producer sends what was asked).
-    front: Option<(SubscriptionId, Vec<T>)>,
     queue: VecDeque<Queued<T>>,
     /// Subscriptions seen, ended or not: 0 means the stage has not been wired yet.
     subscribed: usize,
@@ -89,7 +86,6 @@ impl<T> Inputs<T> {
         Inputs {
             stage,
             subscriptions: BySubscription::new(),
-            front: None,
             queue: VecDeque::new(),
             subscribed: 0,
             closed: false,
@@ -104,27 +100,14 @@ impl<T> Inputs<T> {
         match mail {
             Upstream::Subscribed(subscribed) => self.subscribe(*subscribed),
             Upstream::Events { sub, events } => {
-                if self.front.is_none() && self.queue.is_empty() && self.one_batch(sub, &events) {
-                    self.front = Some((sub, events));
-                } else {
-                    self.queue
-                        .push_back(Queued::Events(sub, Batches::new(events)));
-                }
+                self.queue
+                    .push_back(Queued::Events(sub, Batches::new(events)));
             }
             Upstream::Ended { sub, reason } => {
                 self.queue.push_back(Queued::Ended(sub, Some(reason)));
             }
             Upstream::Cancelled { sub } => self.queue.push_back(Queued::Ended(sub, None)),
         }
-    }
-
-    /// Whether `events` make one batch of `sub`, an automatic subscription.
-    #[inline]
-    fn one_batch(&self, sub: SubscriptionId, events: &[T]) -> bool {
-        self.subscriptions.get(sub).is_some_and(|subscription| {
-            !subscription.demand.is_manual()
-                && events.len() <= subscription.demand.limits().batch_size()
-        })
     }
 
     /// Queues an `info_after_buffered` letter behind the input received so far (GenStage §1.8):
@@ -165,30 +148,26 @@ impl<T> Inputs<T> {
 
     /// Events received and not yet handed out.
     pub(super) fn unhandled(&self) -> u64 {
-        let front = self
-            .front
-            .as_ref()
-            .map_or(0, |(_, events)| events.len() as u64);
-        front
-            + self
-                .queue
-                .iter()
-                .map(|queued| match queued {
-                    Queued::Events(_, batches) => batches.len() as u64,
-                    Queued::Subscribed(_) | Queued::Ended(..) | Queued::Info(_) => 0,
-                })
-                .sum::<u64>()
+        self.queue
+            .iter()
+            .map(|queued| match queued {
+                Queued::Events(_, batches) => batches.len() as u64,
+                Queued::Subscribed(_) | Queued::Ended(..) | Queued::Info(_) => 0,
+            })
+            .sum()
     }
 
     /// Nothing received is waiting to be handed out.
     pub(super) fn is_idle(&self) -> bool {
-        self.front.is_none() && self.queue.is_empty()
+        self.queue.is_empty()
     }
 
     /// Every producer has ended and every event received has been handed out; a stage never
     /// subscribed is exhausted only once closed.
     pub(super) fn exhausted(&self) -> bool {
-        (self.subscribed > 0 || self.closed) && self.subscriptions.is_empty() && self.is_idle()
+        (self.subscribed > 0 || self.closed)
+            && self.subscriptions.is_empty()
+            && self.queue.is_empty()
     }
 
     /// The pipeline is shutting down: once its subscriptions have ended, or at once if it has none,
@@ -206,36 +185,11 @@ impl<T> Inputs<T> {
     /// are next and `handle_events` is false (a producer_consumer without downstream demand).
     #[inline]
     pub(super) fn next_step(&mut self, handle_events: bool) -> Option<Step<T>> {
-        // The front batch comes before anything queued behind it.
-        if self.front.is_some() {
-            let (sub, events) = self.front.take_if(|_| handle_events)?;
-            // Its subscription is there: it ends only behind it, in the queue.
-            let demand = match self.subscriptions.get_mut(sub) {
-                Some(subscription) => subscription.demand.on_batch(events.len()),
-                None => BatchDemand { excess: 0, ask: 0 },
-            };
-            return Some(self.hand_out(sub, events, demand));
-        }
         // Every loop ends with this call on an empty queue: keep that one cheap.
         if self.queue.is_empty() {
             return None;
         }
         self.take_step(handle_events)
-    }
-
-    /// The step of a batch taken from the input: counts it, and its excess.
-    #[inline]
-    fn hand_out(&mut self, sub: SubscriptionId, events: Vec<T>, demand: BatchDemand) -> Step<T> {
-        if demand.excess > 0 {
-            self.excess += demand.excess as u64;
-            warn_excess(&self.stage, sub, demand.excess);
-        }
-        self.events_in += events.len() as u64;
-        Step::Handle {
-            sub,
-            events,
-            demand,
-        }
     }
 
     fn take_step(&mut self, handle_events: bool) -> Option<Step<T>> {
@@ -277,7 +231,16 @@ impl<T> Inputs<T> {
                     if batches.is_empty() {
                         self.queue.pop_front();
                     }
-                    return Some(self.hand_out(sub, events, demand));
+                    if demand.excess > 0 {
+                        self.excess += demand.excess as u64;
+                        warn_excess(&self.stage, sub, demand.excess);
+                    }
+                    self.events_in += events.len() as u64;
+                    return Some(Step::Handle {
+                        sub,
+                        events,
+                        demand,
+                    });
                 }
                 Queued::Info(_) => {
                     if let Some(Queued::Info(letter)) = self.queue.pop_front() {
@@ -581,40 +544,6 @@ mod tests {
         // Asked for when the pipeline was wired: nothing to send.
         inputs.handle(subscribed(2, &producer, CancelMode::Permanent));
         assert_eq!(*producer.0.lock().unwrap(), [(1, 10)]);
-    }
-
-    // A batch that arrives with nothing queued skips the queue (the front slot): it is handed out
-    // with the same ask, counted as unhandled until then, held without downstream demand, and goes
-    // before what is queued behind it.
-    #[test]
-    fn a_batch_received_with_nothing_queued_goes_first_with_its_ask() {
-        let producer = Arc::new(Asks::default());
-        let mut inputs = Inputs::new(Arc::from("pc"));
-        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
-        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
-        inputs.handle(events(1, 0..5));
-        assert_eq!(inputs.unhandled(), 5);
-        assert!(!inputs.is_idle());
-        inputs.queue_info(info());
-        inputs.handle(events(1, 5..7));
-        assert!(inputs.next_step(false).is_none(), "no downstream demand");
-        match inputs.next_step(true) {
-            Some(Step::Handle {
-                sub,
-                events,
-                demand,
-            }) => {
-                assert_eq!((sub, events), (1, (0..5).collect()));
-                drop(inputs.ask(sub, demand));
-            }
-            _ => panic!("the first batch is next"),
-        }
-        assert!(matches!(inputs.next_step(true), Some(Step::Info(_))));
-        assert_eq!(handle(&mut inputs), Some((1, vec![5, 6])));
-        // max 10 / min 5: the first batch of 5 asks for 5; the next 2 leave 8 outstanding.
-        assert_eq!(*producer.0.lock().unwrap(), [(1, 5)]);
-        assert_eq!((inputs.events_in, inputs.unhandled()), (7, 0));
-        assert!(inputs.is_idle());
     }
 
     fn info() -> Letter {
