@@ -142,9 +142,6 @@ impl<T: Send + 'static> Outputs<T> {
     /// The next subscription begun or ended that the stage's callbacks have not been told of.
     #[inline]
     pub(super) fn next_notice(&mut self) -> Option<ConsumerNotice> {
-        if self.notices.is_empty() {
-            return None;
-        }
         self.notices.pop_front()
     }
 
