@@ -825,20 +825,7 @@ fn typed(arg: &FnArg) -> Option<&Type> {
 
 /// `R` when `ty` is `ReplyTo<R>` (by the last path segment: `genstage::ReplyTo<R>` too).
 fn reply_type(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = ungroup(ty) else {
-        return None;
-    };
-    let last = path.path.segments.last()?;
-    if path.qself.is_some() || last.ident != "ReplyTo" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.iter().collect::<Vec<_>>().as_slice() {
-        [GenericArgument::Type(reply)] => Some(reply),
-        _ => None,
-    }
+    container_arg(ty, &["ReplyTo"])
 }
 
 /// Whether `ty` is `&mut Context<…>` (by the last path segment: `&mut genstage::Context<'_, Self>`
@@ -877,6 +864,31 @@ fn is_reference_to(ty: &Type, name: &str) -> bool {
 /// Whether `ty` is `()`.
 fn is_unit(ty: &Type) -> bool {
     matches!(ungroup(ty), Type::Tuple(tuple) if tuple.elems.is_empty())
+}
+
+/// `T` when `ty` is `C<T>` for one of `containers` (by the last path segment: `Vec`,
+/// `std::vec::Vec`, `genstage::Emit`).
+pub(crate) fn container_arg<'a>(ty: &'a Type, containers: &[&str]) -> Option<&'a Type> {
+    let (ident, arg) = single_type_arg(ty)?;
+    containers.iter().any(|c| ident == c).then_some(arg)
+}
+
+/// The last segment's name and its one type argument, for a path type `…::Name<T>`.
+fn single_type_arg(ty: &Type) -> Option<(&Ident, &Type)> {
+    let Type::Path(path) = ungroup(ty) else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().collect::<Vec<_>>().as_slice() {
+        [GenericArgument::Type(arg)] => Some((&last.ident, arg)),
+        _ => None,
+    }
 }
 
 /// `ty` without invisible groups and parentheses.

@@ -11,7 +11,8 @@ use crate::options::{
 };
 
 use super::parse::{
-    tokens_text, ungroup, Callback, CallbackKind, Errors, Role, StageAttr, StageImpl, StageOption,
+    container_arg, tokens_text, ungroup, Callback, CallbackKind, Errors, Role, StageAttr,
+    StageImpl, StageOption,
 };
 
 /// A stage ready to expand: its role, its callbacks and its valid options.
@@ -573,13 +574,6 @@ fn borrow_in(ty: &Type) -> Option<proc_macro2::TokenStream> {
     finder.0
 }
 
-/// `T` when `ty` is `C<T>` for one of `containers` (by the last path segment: `Vec`,
-/// `std::vec::Vec`, `genstage::Emit`).
-fn container_arg<'a>(ty: &'a Type, containers: &[&str]) -> Option<&'a Type> {
-    let (ident, arg) = single_type_arg(ty)?;
-    containers.iter().any(|c| ident == c).then_some(arg)
-}
-
 /// `T` when `ty` is `Result<T, E>`, or any `…Result<T>` alias (`StageResult<T>`, `io::Result<T>`).
 fn result_ok(ty: &Type) -> Option<&Type> {
     let Type::Path(path) = ungroup(ty) else {
@@ -599,24 +593,6 @@ fn result_ok(ty: &Type) -> Option<&Type> {
         GenericArgument::Type(ty) => Some(ty),
         _ => None,
     })
-}
-
-/// The last segment's name and its one type argument, for a path type `…::Name<T>`.
-fn single_type_arg(ty: &Type) -> Option<(&Ident, &Type)> {
-    let Type::Path(path) = ungroup(ty) else {
-        return None;
-    };
-    if path.qself.is_some() {
-        return None;
-    }
-    let last = path.path.segments.last()?;
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.iter().collect::<Vec<_>>().as_slice() {
-        [GenericArgument::Type(arg)] => Some((&last.ident, arg)),
-        _ => None,
-    }
 }
 
 /// Why `kind` does not belong to `role`, if it does not.
