@@ -231,10 +231,7 @@ struct Conversion {
     /// What the value becomes.
     events: Events,
     /// The callback, for the messages.
-    callback: &'static str,
-    /// Whether `()` means "no events" (message callbacks) rather than a mistake (`handle_demand`,
-    /// a producer_consumer's `handle_events`).
-    unit_emits_nothing: bool,
+    kind: CallbackKind,
 }
 
 /// What a callback's value becomes: the events of a producer's callbacks (`Emit<T>`), of a
@@ -260,32 +257,29 @@ impl Events {
 impl Conversion {
     /// The conversion of the role's event callback: `handle_demand` or `handle_events`.
     fn of_event_callback(role: Role) -> Conversion {
-        let (name, method, callback) = match role {
-            Role::Producer => ("IntoEmit", "into_emit", "handle_demand"),
-            Role::ProducerConsumer => ("IntoEvents", "into_events", "handle_events"),
-            Role::Consumer => ("IntoDone", "into_done", "handle_events"),
+        let (name, method, kind) = match role {
+            Role::Producer => ("IntoEmit", "into_emit", CallbackKind::HandleDemand),
+            Role::ProducerConsumer => ("IntoEvents", "into_events", CallbackKind::HandleEvents),
+            Role::Consumer => ("IntoDone", "into_done", CallbackKind::HandleEvents),
         };
         Conversion {
             name,
             method,
             role,
             events: Events::of(role),
-            callback,
-            unit_emits_nothing: false,
+            kind,
         }
     }
 
     /// The conversion of a message callback (`handle_call`, `handle_cast` or `handle_info`) or of
     /// `handle_cancel` or `handle_consumer_cancel`, which may emit events as they do.
     fn of_message_callback(role: Role, kind: CallbackKind) -> Conversion {
-        let (name, callback) = match kind {
-            CallbackKind::HandleCall => ("CallReturn", "handle_call"),
-            CallbackKind::HandleCast => ("CastReturn", "handle_cast"),
-            CallbackKind::HandleCancel => ("CancelReturn", "handle_cancel"),
-            CallbackKind::HandleConsumerCancel => {
-                ("ConsumerCancelReturn", "handle_consumer_cancel")
-            }
-            _ => ("InfoReturn", "handle_info"),
+        let name = match kind {
+            CallbackKind::HandleCall => "CallReturn",
+            CallbackKind::HandleCast => "CastReturn",
+            CallbackKind::HandleCancel => "CancelReturn",
+            CallbackKind::HandleConsumerCancel => "ConsumerCancelReturn",
+            _ => "InfoReturn",
         };
         let events = if kind == CallbackKind::HandleConsumerCancel {
             Events::Vec
@@ -297,9 +291,17 @@ impl Conversion {
             method: "into_emitted",
             role,
             events,
-            callback,
-            unit_emits_nothing: true,
+            kind,
         }
+    }
+
+    /// Whether `()` means "no events" (message callbacks) rather than a mistake (`handle_demand`,
+    /// a producer_consumer's `handle_events`).
+    fn unit_emits_nothing(&self) -> bool {
+        !matches!(
+            self.kind,
+            CallbackKind::HandleDemand | CallbackKind::HandleEvents
+        )
     }
 
     fn ident(&self) -> syn::Ident {
@@ -331,10 +333,10 @@ impl Conversion {
         let name = self.ident();
         let method = syn::Ident::new(self.method, Span::call_site());
         const ERROR_NOTE: &str = "`E` converts into `genstage::StageError` when it is a `std::error::Error + Send + Sync + 'static`, a `String` or a `&str`";
-        let callback = self.callback;
+        let callback = self.kind.name();
         // "a producer_consumer's `handle_cancel`"
         let whose = format!("{}'s `{callback}`", self.role.a());
-        let (message, label, note) = match (self.events, self.unit_emits_nothing) {
+        let (message, label, note) = match (self.events, self.unit_emits_nothing()) {
             (Events::Emit, false) => (
                 format!("a producer's `{callback}` cannot return `{{Self}}`"),
                 "expected `Vec<T>`, `Emit<T>`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
@@ -398,7 +400,7 @@ impl Conversion {
             ),
         };
         let mut containers = containers;
-        if self.unit_emits_nothing && self.events != Events::Nothing {
+        if self.unit_emits_nothing() && self.events != Events::Nothing {
             let empty = match self.events {
                 Events::Emit => quote!(|()| #emit::more(#vec::new())),
                 _ => quote!(|()| #vec::new()),
