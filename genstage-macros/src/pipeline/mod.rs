@@ -31,23 +31,18 @@ pub(crate) fn expand_pipeline(input: TokenStream) -> TokenStream {
 /// then gives no error of its own.
 fn fallback(krate: &TokenStream, error: syn::Error, input: TokenStream) -> TokenStream {
     let names = parse::defined_names(input);
-    let mut errors = error.into_iter();
-    let first = match (names.is_empty(), errors.next()) {
-        (false, Some(first)) => first.into_compile_error(),
-        (_, first) => {
-            let errors = first
-                .into_iter()
-                .chain(errors)
-                .map(|e| e.into_compile_error());
-            return quote! {
-                {
-                    #( #errors )*
-                    #krate::Pipeline::new()
-                }
-            };
-        }
-    };
-    let rest = errors.map(|e| e.into_compile_error());
+    let mut errors = error.into_iter().map(|e| e.into_compile_error());
+    if names.is_empty() {
+        return quote! {
+            {
+                #( #errors )*
+                #krate::Pipeline::new()
+            }
+        };
+    }
+    // A `syn::Error` holds at least one error.
+    let first = errors.next();
+    let rest = errors;
     let value = Ident::new("__error", Span::mixed_site());
     let fields: Vec<(Ident, TokenStream)> = names
         .into_iter()
