@@ -18,7 +18,7 @@ use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, Outcome};
 use crate::subscription::SubscriptionTag;
 
-use super::{Edge, Pipeline, Role, Run, StageEntry, Wiring};
+use super::{Edge, Pipeline, Run, StageEntry, Wiring};
 
 /// The next subscription's id.
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(0);
@@ -114,7 +114,6 @@ pub(super) struct Supervisor {
     tasks: JoinSet<Outcome>,
     task_stage: HashMap<Id, usize>,
     names: Vec<String>,
-    roles: Vec<Role>,
     /// The options each stage's subscriptions default to.
     defaults: Vec<SubscribeOptions>,
     controls: Vec<Arc<dyn ControlPort>>,
@@ -143,7 +142,6 @@ impl Supervisor {
             tasks: JoinSet::new(),
             task_stage: HashMap::new(),
             names: Vec::new(),
-            roles: Vec::new(),
             defaults: Vec::new(),
             controls: Vec::new(),
             reports: Vec::new(),
@@ -180,12 +178,7 @@ impl Supervisor {
         stage.label.set_unique(&stage.name);
         let task = (stage.start)(Arc::from(stage.name.as_str()), self.abort.clone());
         let handle = self.tasks.spawn(task);
-        let index = self.record(
-            stage.name,
-            stage.role,
-            stage.subscribe_defaults,
-            stage.control,
-        );
+        let index = self.record(stage.name, stage.subscribe_defaults, stage.control);
         self.task_stage.insert(handle.id(), index);
     }
 
@@ -193,12 +186,10 @@ impl Supervisor {
     fn record(
         &mut self,
         name: String,
-        role: Role,
         defaults: SubscribeOptions,
         control: Arc<dyn ControlPort>,
     ) -> usize {
         self.names.push(name);
-        self.roles.push(role);
         self.defaults.push(defaults);
         self.controls.push(control);
         self.reports.push(None);
@@ -289,12 +280,7 @@ impl Supervisor {
                         "the stage added (named explicitly)".to_owned(),
                     ],
                 };
-                let index = self.record(
-                    stage.name,
-                    stage.role,
-                    stage.subscribe_defaults,
-                    stage.control,
-                );
+                let index = self.record(stage.name, stage.subscribe_defaults, stage.control);
                 self.never_started.insert(index);
                 return Err(error);
             }
