@@ -14,8 +14,7 @@ use crate::stage::{Emit, StageResult};
 use crate::subscription::ManualAsks;
 
 /// What a message callback returned, before the stage loop turns it into its role's events: an
-/// [`Emit`] of the stage's event type, as the typed handles and [`Context`] write their letters, or
-/// the callback's own [`Emission`] type in a letter of the runtime's own ([`info_letter`]).
+/// [`Emit`] of the stage's event type, as every letter is written.
 pub(crate) type Emitted = Box<dyn Any + Send>;
 
 /// Turns what a message callback returned into the events of a stage emitting `T`.
@@ -192,21 +191,8 @@ where
     }
 }
 
-/// An info that the runtime sends a stage of its own (a `to_stream` sink, whose `handle_info`
-/// returns `()`), written where the stage's events are not known: its callback's return is boxed
-/// as it is, and [`events_of`] reads it. [`Context`] and the typed handles write
-/// [`typed_info_letter`]s instead, checked at compile time.
-pub(crate) fn info_letter<S: HandleInfo<M>, M: Send + 'static>(message: M) -> Letter {
-    letter::<S, M, _>(message, |stage, message, opened| {
-        Box::pin(async move {
-            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
-            let emitted = stage.handle_info(message, &mut ctx).await?;
-            Ok(Box::new(emitted) as Emitted)
-        })
-    })
-}
-
-/// An info from a typed handle of a stage emitting `T`, or from the stage's own [`Context`].
+/// An info from a typed handle of a stage emitting `T`, from the stage's own [`Context`], or from
+/// the runtime to a stage of its own (a `to_stream` sink, emitting `Infallible`).
 pub(crate) fn typed_info_letter<S, M, T>(message: M) -> Letter
 where
     S: HandleInfo<M>,

@@ -547,7 +547,11 @@ mod tests {
     }
 
     fn info() -> Letter {
-        crate::messages::after_buffered(crate::messages::info_letter::<Infos, u8>(0))
+        crate::messages::after_buffered(crate::messages::typed_info_letter::<
+            Infos,
+            u8,
+            std::convert::Infallible,
+        >(0))
     }
 
     // Scenario 34 (§1.8): an info that reached a producer_consumer with input queued waits behind

@@ -6,6 +6,7 @@
 //! took that long. The stream tells the sink how many events of the batch it yielded, so that the
 //! report counts as handled exactly the events the caller received.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::StreamDropped;
-use crate::messages::{info_letter, Context as StageContext, HandleInfo};
+use crate::messages::{typed_info_letter, Context as StageContext, HandleInfo};
 use crate::options::SubscribeOptions;
 use crate::pipeline::{ConsumerRef, Pipeline, Stage};
 use crate::stage::{Consumer, StageResult};
@@ -285,7 +286,9 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
             self.watch = Some(tokio::spawn(async move {
                 batches.closed().await;
                 drop(batches);
-                me.post(info_letter::<Self, StreamGone>(StreamGone));
+                me.post(typed_info_letter::<Self, StreamGone, Infallible>(
+                    StreamGone,
+                ));
             }));
         }
         Demand::Automatic
