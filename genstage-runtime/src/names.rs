@@ -83,6 +83,18 @@ impl Node<'_> {
     }
 }
 
+/// The first of `base`, `base#2`, `base#3`, … that is `free`: how a stage whose name is taken is
+/// told apart (`Tap`, `Tap#2`).
+pub(crate) fn first_free(base: &str, free: impl Fn(&str) -> bool) -> String {
+    let mut name = base.to_owned();
+    let mut suffix = 2;
+    while !free(&name) {
+        name = format!("{base}#{suffix}");
+        suffix += 1;
+    }
+    name
+}
+
 /// The final name of each stage, given each one's base name and how it got it, in the order the
 /// stages were added; see the module docs for the scheme.
 ///
@@ -158,12 +170,7 @@ pub(crate) fn unique_names(stages: &[(&str, Naming)]) -> Result<Vec<String>, Pip
                     .iter()
                     .all(|name| !taken.contains_key(name))
         };
-        let mut base = node.base.to_owned();
-        let mut suffix = 2;
-        while !free(&base) {
-            base = format!("{}#{suffix}", node.base);
-            suffix += 1;
-        }
+        let base = first_free(node.base, free);
         for (i, name) in node.names(&base).into_iter().enumerate() {
             names[node.members[i]] = name.clone();
             taken.insert(name, (n, i));

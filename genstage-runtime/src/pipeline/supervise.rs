@@ -284,11 +284,9 @@ impl Supervisor {
                 self.never_started.insert(index);
                 return Err(error);
             }
-            let base = stage.name.clone();
-            stage.name = (2..)
-                .map(|n| format!("{base}#{n}"))
-                .find(|name| !self.names.contains(name))
-                .unwrap_or(base);
+            stage.name = crate::names::first_free(&stage.name, |name| {
+                !self.names.iter().any(|taken| taken == name)
+            });
         }
         self.spawn(stage);
         Ok(())
