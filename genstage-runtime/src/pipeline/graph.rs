@@ -3,9 +3,26 @@
 use crate::demand::DemandLimits;
 use crate::error::PipelineError;
 use crate::names::{self, Naming};
-use crate::options::CancelMode;
+use crate::options::{CancelMode, SubscribeOptions};
 
 use super::{Pipeline, Role, StageId};
+
+/// An edge's demand limits and cancel mode, from its `options` (already over its consumer's
+/// defaults); `names` gives its producer's and consumer's names for the error.
+pub(super) fn edge_terms(
+    options: SubscribeOptions,
+    names: impl FnOnce() -> (String, String),
+) -> Result<(DemandLimits, CancelMode), PipelineError> {
+    let limits = DemandLimits::from_options(&options).map_err(|error| {
+        let (producer, consumer) = names();
+        PipelineError::InvalidSubscription {
+            producer,
+            consumer,
+            error,
+        }
+    })?;
+    Ok((limits, options.cancel.unwrap_or_default()))
+}
 
 impl Pipeline {
     /// Makes the stages' names unique (see `names.rs`).
@@ -55,17 +72,11 @@ impl Pipeline {
         self.edges
             .iter()
             .map(|edge| {
-                let options = edge
-                    .options
-                    .or(self.stages[edge.consumer].subscribe_defaults);
-                let limits = DemandLimits::from_options(&options).map_err(|error| {
-                    PipelineError::InvalidSubscription {
-                        producer: name(edge.producer),
-                        consumer: name(edge.consumer),
-                        error,
-                    }
-                })?;
-                Ok((limits, options.cancel.unwrap_or_default()))
+                edge_terms(
+                    edge.options
+                        .or(self.stages[edge.consumer].subscribe_defaults),
+                    || (name(edge.producer), name(edge.consumer)),
+                )
             })
             .collect()
     }

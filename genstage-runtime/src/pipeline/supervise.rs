@@ -18,6 +18,7 @@ use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, Outcome};
 use crate::subscription::SubscriptionTag;
 
+use super::graph::edge_terms;
 use super::{Edge, Pipeline, Run, StageEntry, Wiring};
 
 /// The next subscription's id.
@@ -325,15 +326,9 @@ impl Supervisor {
             stages.push(self.names[producer].clone());
             return Err(PipelineError::Cycle { stages });
         }
-        let options = edge.options.or(self.defaults[consumer]);
-        let limits = crate::demand::DemandLimits::from_options(&options).map_err(|error| {
-            PipelineError::InvalidSubscription {
-                producer: self.names[producer].clone(),
-                consumer: self.names[consumer].clone(),
-                error,
-            }
+        let (limits, cancel) = edge_terms(edge.options.or(self.defaults[consumer]), || {
+            (self.names[producer].clone(), self.names[consumer].clone())
         })?;
-        let cancel = options.cancel.unwrap_or_default();
         let wiring = Wiring {
             producer: Arc::from(self.names[producer].as_str()),
             consumer: Arc::from(self.names[consumer].as_str()),
