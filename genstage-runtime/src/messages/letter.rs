@@ -116,15 +116,6 @@ pub(crate) trait PostLetter: Send + Sync {
     fn clone_port(&self) -> Box<dyn PostLetter>;
 }
 
-impl<T: PostLetter + ?Sized> PostLetter for Box<T> {
-    fn post(&self, letter: Letter) -> bool {
-        (**self).post(letter)
-    }
-    fn clone_port(&self) -> Box<dyn PostLetter> {
-        (**self).clone_port()
-    }
-}
-
 /// The error of a letter opened on a stage of another type, which the handles' types rule out.
 fn wrong_stage<S>() -> crate::error::StageError {
     format!(
