@@ -287,11 +287,8 @@ pub(crate) fn defined_names(input: TokenStream) -> Vec<Ident> {
     for statement in split_statements(input) {
         let (pieces, _) = split_pieces(&statement);
         for piece in pieces {
-            if let [TokenTree::Ident(name), TokenTree::Punct(eq), ..] = piece.tokens.as_slice() {
-                let is_name = eq.as_char() == '='
-                    && eq.spacing() == proc_macro2::Spacing::Alone
-                    && syn::parse2::<Ident>(name.to_token_stream()).is_ok();
-                if is_name && !names.iter().any(|known| known == name) {
+            if let Some((name, _, _)) = binding_of(&piece.tokens) {
+                if is_plain_ident(name) && !names.iter().any(|known| known == name) {
                     names.push(name.clone());
                 }
             }
@@ -416,20 +413,35 @@ fn link_at(tokens: &[TokenTree]) -> Option<(usize, Option<Group>)> {
     None
 }
 
-/// Parses one piece: `name = stage` or `stage`.
-fn parse_node(piece: Piece) -> syn::Result<Node> {
-    let tokens: TokenStream = piece.tokens.iter().cloned().collect();
-    let (binding, rest) = match piece.tokens.as_slice() {
+/// The `name`, `=` and the rest of a piece that starts `name = …` (a lone `=`, not `==`).
+fn binding_of(tokens: &[TokenTree]) -> Option<(&Ident, &proc_macro2::Punct, &[TokenTree])> {
+    match tokens {
         [TokenTree::Ident(name), TokenTree::Punct(eq), rest @ ..]
             if eq.as_char() == '=' && eq.spacing() == proc_macro2::Spacing::Alone =>
         {
+            Some((name, eq, rest))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `ident` is an identifier that can name a stage (not a keyword).
+fn is_plain_ident(ident: &Ident) -> bool {
+    syn::parse2::<Ident>(ident.to_token_stream()).is_ok()
+}
+
+/// Parses one piece: `name = stage` or `stage`.
+fn parse_node(piece: Piece) -> syn::Result<Node> {
+    let tokens: TokenStream = piece.tokens.iter().cloned().collect();
+    let (binding, rest) = match binding_of(&piece.tokens) {
+        Some((name, eq, rest)) => {
             if name == "crate" {
                 return Err(syn::Error::new(
                     name.span(),
                     "`crate = path` must be the first statement of the pipeline",
                 ));
             }
-            if syn::parse2::<Ident>(name.to_token_stream()).is_err() {
+            if !is_plain_ident(name) {
                 return Err(syn::Error::new(
                     name.span(),
                     format!("`{name}` is a keyword and cannot name a stage"),
@@ -444,7 +456,7 @@ fn parse_node(piece: Piece) -> syn::Result<Node> {
             let binding = Binding { name: name.clone() };
             (Some(binding), rest)
         }
-        _ => (None, piece.tokens.as_slice()),
+        None => (None, piece.tokens.as_slice()),
     };
     let stage = parse_stage(rest)?;
     Ok(Node {
