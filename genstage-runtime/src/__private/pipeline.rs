@@ -339,6 +339,7 @@ pub fn edge_options(
         max_demand,
         min_demand,
         cancel,
+        partition: None,
     }
 }
 
