@@ -698,7 +698,33 @@ impl Topology {
                 })
             })
             .collect();
+        t.renumber_partitions();
         t
+    }
+
+    /// Gives the edges of each partitioned stage the partitions `0..n` again, in the order of
+    /// those they take, after some of them went.
+    fn renumber_partitions(&mut self) {
+        let sources = (0..self.producers.len())
+            .map(Node::Producer)
+            .chain((0..self.middles.len()).map(Node::Middle));
+        for source in sources {
+            let mut taken: Vec<usize> = self
+                .edges
+                .iter()
+                .filter(|e| e.from == source)
+                .filter_map(|e| e.partition)
+                .collect();
+            taken.sort_unstable();
+            for edge in self.edges.iter_mut().filter(|e| e.from == source) {
+                edge.partition = edge
+                    .partition
+                    .and_then(|p| taken.iter().position(|&q| q == p));
+            }
+            if let Some(Fan::Partition { partitions, .. }) = self.fan_mut(source) {
+                *partitions = taken.len();
+            }
+        }
     }
 
     /// Valid topologies one step simpler than this one, the biggest steps first.
@@ -716,6 +742,7 @@ impl Topology {
         for i in 0..self.edges.len() {
             let mut t = self.clone();
             t.edges.remove(i);
+            t.renumber_partitions();
             out.push(t);
         }
         let mut step = |change: &dyn Fn(&mut Topology)| {
@@ -770,17 +797,6 @@ impl Topology {
                 for edge in t.edges.iter_mut().filter(|e| e.from == source) {
                     edge.selector = None;
                     edge.partition = None;
-                }
-            });
-            // One partition fewer: the last one's edge goes.
-            step(&|t| {
-                if let Some(Fan::Partition { partitions, .. }) = t.fan_mut(source) {
-                    if *partitions > 1 {
-                        *partitions -= 1;
-                        let last = Some(*partitions);
-                        t.edges
-                            .retain(|e| !(e.from == source && e.partition == last));
-                    }
                 }
             });
             step(&|t| {
@@ -1563,7 +1579,7 @@ impl Topology {
         // backlog (tests/dispatchers.rs,
         // `an_info_waits_for_the_partition_backlog_in_front_of_it`, ignored).
         let partitions = matches!(self.producers[producer].fan, Fan::Partition { .. });
-        if partitions && !env("CHAOS_PARTITION_INFOS").is_some_and(|v| v != 0) {
+        if partitions && env("CHAOS_PARTITION_INFOS").is_none_or(|v| v == 0) {
             return Vec::new();
         }
         let mut reached: Vec<Node> = vec![Node::Producer(producer)];
@@ -2156,6 +2172,10 @@ fn check_order(ledger: &Ledger) -> Result<(), String> {
     Ok(())
 }
 
+/// A subscription as [`check_fans`] sees it: its consumer's [`Node::bit`], its selector and its
+/// partition.
+type Taker = (u32, Option<Selector>, Option<usize>);
+
 /// Who handled each event, against the dispatcher of the stage that emitted it last: one stage at
 /// most, subscribed to it, for the demand dispatcher; the consumer of its partition only, and none
 /// for a `None`, for a partition; any consumer whose selector accepts it, once, for a broadcast.
@@ -2171,7 +2191,7 @@ fn check_fans(
     let (bit, names) = (Node::bit, Node::named);
     // The subscriptions of each stage: `(consumer, selector, partition)`, those made through the
     // handle with the partition of the consumer's edge, which they take again.
-    let mut consumers: HashMap<Node, Vec<(u32, Option<Selector>, Option<usize>)>> = HashMap::new();
+    let mut consumers: HashMap<Node, Vec<Taker>> = HashMap::new();
     for edge in &topology.edges {
         let subs = consumers.entry(edge.from).or_default();
         subs.push((bit(edge.to), edge.selector, edge.partition));
