@@ -41,8 +41,8 @@
 //! report's counts match the ledger's, the report balances (`emitted + copies = handled + discarded
 //! + lost`), every stage ends as its faults say, and a run in which no fault struck succeeds and
 //! delivers everything (but for what a producer left without consumers by a cancel through the
-//! handle held, and what a partition whose consumer was cancelled through the handle kept for no
-//! one: lost, and counted). In a run with no fault and no action through the handle, every consumer
+//! handle held, and what a partition whose consumer was cancelled through the handle, or left,
+//! kept for no one: lost, and counted). In a run with no fault and no action through the handle, every consumer
 //! of a broadcast (that its selector lets) and of a partition gets each of the stage's events, and
 //! the stage's report counts as copies and as discarded exactly what the consumers say. A stage is
 //! told of each subscription at most once (never of one it ended before taking in), of its cancel
@@ -2093,14 +2093,22 @@ fn check(
                 .stage(name)
                 .is_some_and(|s| s.status == StageStatus::Cancelled { cause: None })
         };
-        // A partition whose consumer was cancelled through the handle keeps its events for no
-        // one: lost when the producer ends, unless a consumer takes the partition again.
+        // A partition whose consumer was cancelled through the handle, or left (it stopped, left
+        // without consumers by such a cancel), keeps its events for no one: lost when the producer
+        // ends, unless a consumer takes the partition again.
         let stranded = |name: &str| {
-            parse_node(name).is_some_and(|node| matches!(topology.fan(node), Fan::Partition { .. }))
-                && ledger
-                    .told
-                    .iter()
-                    .any(|t| t.producer == name && ledger.cancelled.contains(&t.tag))
+            let Some(node) = parse_node(name) else {
+                return false;
+            };
+            let consumer_left = topology
+                .edges
+                .iter()
+                .any(|e| e.from == node && left(&e.to.to_string()));
+            let cancelled = ledger
+                .told
+                .iter()
+                .any(|t| t.producer == name && ledger.cancelled.contains(&t.tag));
+            matches!(topology.fan(node), Fan::Partition { .. }) && (consumer_left || cancelled)
         };
         for stage in &report.stages {
             let name = stage.name.as_str();
@@ -2111,11 +2119,20 @@ fn check(
                     LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
                     _ => false,
                 };
+                let acts: Vec<&Told> = ledger
+                    .told
+                    .iter()
+                    .filter(|t| {
+                        ledger.cancelled.contains(&t.tag) || ledger.replaced.contains(&t.tag)
+                    })
+                    .collect();
                 ensure!(
                     allowed,
-                    "{} lost {loss:?} without a fault ({:?})",
+                    "{} lost {loss:?} without a fault ({:?}); acted on {acts:?}, made {:?}; {}",
                     stage.name,
-                    stage.status
+                    stage.status,
+                    ledger.made,
+                    ledger.phase
                 );
             }
         }
