@@ -655,4 +655,101 @@ mod tests {
         assert!(!path.has_released());
         assert_eq!(out(&mut path), []);
     }
+
+    /// A path partitioned by parity, with consumer 10 on partition 0 and 11 on partition 1.
+    fn partitioned(buffer_size: usize) -> EventPath<u32> {
+        let mut path = EventPath::new(
+            Box::new(crate::dispatcher::PartitionDispatcher::new(2)),
+            ProducerOptions::for_producer().buffer_size(buffer_size),
+        );
+        path.subscribe(10, &DispatchOptions::partition(0)).unwrap();
+        path.subscribe(11, &DispatchOptions::partition(1)).unwrap();
+        path
+    }
+
+    fn parity(event: &u32) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+
+    // A partition function is called only between callbacks: an ask that comes while one runs
+    // leaves the buffered events for `settle`, which dispatches them in order.
+    #[test]
+    fn buffered_events_wait_for_the_partition_function() {
+        let mut path = partitioned(100);
+        path.ask(10, 1);
+        path.ask(11, 1);
+        assert!(matches!(
+            path.emit(vec![1, 2, 3, 4], Some(&parity)),
+            Emitted::Dispatched { discarded: 0 }
+        ));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+        // 3 and 4 wait in the buffer: the shared demand is spent.
+        assert_eq!(path.buffered(), 2);
+        path.ask(10, 5);
+        assert!(path.unsettled());
+        assert_eq!(sent(&mut path), vec![]);
+        path.settle(Some(&parity));
+        assert!(!path.unsettled());
+        assert_eq!(sent(&mut path), vec![(10, vec![4])]);
+        // 3 went to partition 1, whose consumer has no demand: the dispatcher keeps it.
+        assert_eq!((path.buffered(), path.held_by_dispatcher()), (0, 1));
+        path.ask(11, 1);
+        assert_eq!(sent(&mut path), vec![(11, vec![3])]);
+    }
+
+    // Emitted without the partition function (never by the stage loops, which always give it),
+    // events wait in the buffer rather than go to the wrong consumer.
+    #[test]
+    fn events_emitted_without_the_partition_function_are_settled_later() {
+        let mut path = partitioned(100);
+        path.ask(10, 2);
+        path.ask(11, 2);
+        emit(&mut path, vec![1, 2]);
+        assert_eq!(sent(&mut path), vec![]);
+        path.settle(Some(&parity));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+    }
+
+    // A partition out of range fails the stage: its batch is not dispatched, nothing after it
+    // is, and the stage counts the batch among what it leaves behind.
+    #[test]
+    fn a_partition_out_of_range_stops_dispatching() {
+        let mut path = partitioned(100);
+        path.ask(10, 5);
+        path.ask(11, 5);
+        let wild = |event: &u32| Some(*event as usize);
+        path.emit(vec![0, 1, 2], Some(&wild));
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(
+            path.failure().map(ToString::to_string).as_deref(),
+            Some("its partition function returned partition 2, but it has 2 partitions (0..2)")
+        );
+        path.emit(vec![4], Some(&parity));
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(path.clear_buffer(), 4);
+    }
+
+    // What a broadcast copies and what a partition discards is counted for the report.
+    #[test]
+    fn copies_and_discards_are_counted() {
+        let mut path: EventPath<u32> = EventPath::new(
+            Box::new(crate::dispatcher::BroadcastDispatcher::new()),
+            ProducerOptions::for_producer(),
+        );
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.subscribe(2, &DispatchOptions::selector(|n: &u32| *n > 1))
+            .unwrap();
+        path.ask(1, 3);
+        path.ask(2, 3);
+        emit(&mut path, vec![0, 1, 2]);
+        assert_eq!(sent(&mut path), vec![(1, vec![0, 1, 2]), (2, vec![2])]);
+        assert_eq!((path.emitted, path.copies, path.discarded), (3, 1, 0));
+
+        let mut path = partitioned(100);
+        path.ask(10, 5);
+        let none_for_odd = |event: &u32| (event % 2 == 0).then_some(0);
+        path.emit(vec![1, 2, 3], Some(&none_for_odd));
+        assert_eq!(sent(&mut path), vec![(10, vec![2])]);
+        assert_eq!((path.emitted, path.copies, path.discarded), (3, 0, 2));
+    }
 }
