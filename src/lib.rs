@@ -136,9 +136,9 @@ pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
         from_channel, from_iter, from_stream, to_stream, AskError, BufferKeep, CallError,
-        CancelMode, CancelReason, Consumer, Context, Demand, DemandMode, Emit, HandleCall,
-        HandleCast, HandleInfo, Pipeline, PipelineError, PipelineHandle, Producer,
-        ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
+        CancelMode, CancelReason, Consumer, Context, Demand, DemandMode, Dispatch, Emit,
+        HandleCall, HandleCast, HandleInfo, Partition, Pipeline, PipelineError, PipelineHandle,
+        Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
         StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
     };
 }

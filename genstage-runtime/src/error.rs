@@ -156,6 +156,14 @@ pub enum PipelineError {
         /// The group's name: its name in the pipeline, or its stage expression.
         group: String,
     },
+    /// The subscriptions to a stage do not fit its dispatcher: a partition missing, out of range,
+    /// taken twice or left without a consumer, or a selector on a stage that does not broadcast.
+    InvalidDispatch {
+        /// The producer side: the stage whose dispatcher it is.
+        stage: String,
+        /// What is wrong.
+        error: DispatchSetupError,
+    },
     /// A handle from another pipeline was used.
     ForeignStage {
         /// The stage's position in its own pipeline, as `#index`.
@@ -234,6 +242,9 @@ impl fmt::Display for PipelineError {
             PipelineError::ForeignStage { stage } => {
                 write!(f, "stage `{stage}` belongs to another pipeline")
             }
+            PipelineError::InvalidDispatch { stage, error } => {
+                write!(f, "the subscriptions to `{stage}` do not fit its dispatcher: {error}")
+            }
             PipelineError::DuplicateName {
                 name,
                 stages: [first, second],
@@ -261,6 +272,7 @@ impl std::error::Error for PipelineError {
         match self {
             PipelineError::StageFailed { error, .. } => Some(error.as_ref()),
             PipelineError::InvalidSubscription { error, .. } => Some(error),
+            PipelineError::InvalidDispatch { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -279,6 +291,7 @@ impl PipelineError {
             | PipelineError::ForeignStage { stage }
             | PipelineError::DuplicateName { name: stage, .. }
             | PipelineError::EmptyGroup { group: stage }
+            | PipelineError::InvalidDispatch { stage, .. }
             | PipelineError::StageEnded { stage } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
             PipelineError::Cycle { stages }
@@ -303,3 +316,112 @@ impl PipelineError {
         }
     }
 }
+
+/// How the subscriptions to a stage do not fit its dispatcher
+/// ([`PipelineError::InvalidDispatch`]), found before the pipeline runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DispatchSetupError {
+    /// `partition(0)`: a partitioned stage needs at least one partition.
+    NoPartitions,
+    /// The dispatcher partitions, but the stage gives it no partition function
+    /// ([`Dispatch::custom`](crate::Dispatch::custom) instead of
+    /// [`Dispatch::custom_partitioned`](crate::Dispatch::custom_partitioned)).
+    NoPartitionFunction,
+    /// A subscription to a partitioned stage does not name its partition.
+    PartitionMissing {
+        /// The consumer.
+        consumer: String,
+    },
+    /// A subscription names a partition that does not exist.
+    PartitionOutOfRange {
+        /// The consumer.
+        consumer: String,
+        /// The partition it names.
+        partition: usize,
+        /// How many partitions the stage has.
+        partitions: usize,
+    },
+    /// Two subscriptions name the same partition.
+    PartitionTaken {
+        /// The second consumer.
+        consumer: String,
+        /// The partition.
+        partition: usize,
+        /// The consumer that took it first.
+        taken_by: String,
+    },
+    /// A partition has no consumer: its events would go nowhere.
+    PartitionVacant {
+        /// The partition.
+        partition: usize,
+        /// How many partitions the stage has.
+        partitions: usize,
+    },
+    /// A subscription names a partition of a stage that does not partition its events.
+    NotPartitioned {
+        /// The consumer.
+        consumer: String,
+    },
+    /// A subscription has a selector, but the stage does not broadcast its events.
+    NotBroadcast {
+        /// The consumer.
+        consumer: String,
+    },
+}
+
+impl fmt::Display for DispatchSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DispatchSetupError::NoPartitions => {
+                f.write_str("it has 0 partitions: `partition(n)` needs n >= 1")
+            }
+            DispatchSetupError::NoPartitionFunction => f.write_str(
+                "its dispatcher partitions events but has no partition function: use \
+                 `Dispatch::partition` or `Dispatch::custom_partitioned`",
+            ),
+            DispatchSetupError::PartitionMissing { consumer } => write!(
+                f,
+                "`{consumer}` subscribes without a partition: a subscription to a partitioned \
+                 stage names its partition (`partition = i`)"
+            ),
+            DispatchSetupError::PartitionOutOfRange {
+                consumer,
+                partition,
+                partitions,
+            } => write!(
+                f,
+                "`{consumer}` takes partition {partition}, but there are {partitions} \
+                 (0..{partitions})"
+            ),
+            DispatchSetupError::PartitionTaken {
+                consumer,
+                partition,
+                taken_by,
+            } => write!(
+                f,
+                "`{consumer}` takes partition {partition}, already taken by `{taken_by}`: each \
+                 partition has exactly one consumer"
+            ),
+            DispatchSetupError::PartitionVacant {
+                partition,
+                partitions,
+            } => write!(
+                f,
+                "partition {partition} of {partitions} has no consumer: each partition has \
+                 exactly one"
+            ),
+            DispatchSetupError::NotPartitioned { consumer } => write!(
+                f,
+                "`{consumer}` names a partition, but the stage does not partition its events"
+            ),
+            DispatchSetupError::NotBroadcast { consumer } => write!(
+                f,
+                "`{consumer}` has a selector, but the stage does not broadcast its events \
+                 (only a broadcast dispatcher filters by selector)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DispatchSetupError {}

@@ -26,8 +26,16 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use crate::buffer::Buffer;
-use crate::dispatcher::{Deliveries, DispatchError, Dispatcher, SubscriptionId};
+use crate::dispatcher::{
+    Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, PartitionOf, SubscriptionId,
+};
 use crate::options::ProducerOptions;
+
+/// The stage's partition function, when the event path may call it: only between the stage's
+/// callbacks (a running callback borrows the stage). A dispatcher that
+/// [`partitions`](Dispatcher::partitions) is handed events only with it; without it, they wait in
+/// the buffer until [`EventPath::settle`].
+pub(crate) type Route<'a, T> = Option<PartitionOf<'a, T>>;
 
 /// Where emitted events go.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,15 +59,30 @@ pub(crate) struct EventPath<T, I = Infallible> {
     released: VecDeque<I>,
     /// Events emitted so far.
     pub(crate) emitted: u64,
-    /// Events the buffer dropped on overflow so far.
+    /// Events the buffer dropped on overflow, and the dispatcher sent to no consumer, so far.
     pub(crate) discarded: u64,
+    /// Copies of events the dispatcher sent to more than one consumer, beyond the first, so far.
+    pub(crate) copies: u64,
     /// Nothing is dispatched: a producer accumulating demand (see [`set_held`](Self::set_held)).
     held: bool,
+    /// The dispatcher routes by the stage's partition function.
+    routed: bool,
+    /// The buffer was not drained for want of the partition function (see [`settle`](Self::settle)).
+    unsettled: bool,
+    /// Why the dispatcher could not dispatch; nothing is dispatched after it.
+    failure: Option<DispatchError>,
+    /// The events of the dispatch that failed.
+    undispatched: u64,
 }
 
 impl<T: Send + 'static, I> EventPath<T, I> {
     pub(crate) fn new(dispatcher: Box<dyn Dispatcher<T>>, options: ProducerOptions) -> Self {
         EventPath {
+            routed: dispatcher.partitions().is_some(),
+            unsettled: false,
+            failure: None,
+            undispatched: 0,
+            copies: 0,
             dispatcher,
             buffer: Buffer::new(options),
             deliveries: Vec::new(),
@@ -75,50 +98,101 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// # Errors
     ///
     /// The dispatcher refused it.
-    pub(crate) fn subscribe(&mut self, sub: SubscriptionId) -> Result<(), DispatchError> {
-        self.dispatcher.subscribe(sub).map(drop)
+    pub(crate) fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<T>,
+    ) -> Result<(), DispatchError> {
+        self.dispatcher.subscribe(sub, options).map(drop)
     }
 
-    /// The consumer of `sub` asked for `demand` more events: served from the buffer first.
+    /// The consumer of `sub` asked for `demand` more events: served from what the dispatcher holds
+    /// for it, then from the buffer.
     #[inline]
     pub(crate) fn ask(&mut self, sub: SubscriptionId, demand: usize) {
-        self.dispatcher.ask(sub, demand);
+        let mut out = Outbox::new(&mut self.deliveries);
+        self.dispatcher.ask(sub, demand, &mut out);
         if !self.buffer.is_empty() {
-            self.drain_buffer();
+            self.drain_buffer(None);
         }
     }
 
     /// The consumer of `sub` left; its unmet demand goes with it.
     pub(crate) fn cancel(&mut self, sub: SubscriptionId) {
         self.dispatcher.cancel(sub);
-        self.drain_buffer();
+        self.drain_buffer(None);
     }
 
     /// Emitted events: to consumers with demand, the rest to the buffer. Buffered events always go
     /// first, so newer events never overtake older ones. Not while held: [`hold`](Self::hold) then.
     #[inline]
-    pub(crate) fn emit(&mut self, events: Vec<T>) -> Emitted<T> {
+    pub(crate) fn emit(&mut self, events: Vec<T>, route: Route<'_, T>) -> Emitted<T> {
         debug_assert!(!self.held, "events emitted through a held event path");
         if events.is_empty() {
             return Emitted::Dispatched { discarded: 0 };
         }
         self.emitted += events.len() as u64;
-        if !self.buffer.is_empty() {
+        if !self.buffer.is_empty() || self.failure.is_some() || (self.routed && route.is_none()) {
             return Emitted::Dispatched {
-                discarded: self.store(events),
+                discarded: self.store(events, route),
             };
         }
         // The hot path: one consumer takes the whole batch, sent without building deliveries.
         if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
             return Emitted::Whole(sub, events);
         }
-        let leftover = self.dispatcher.dispatch(events, &mut self.deliveries);
+        let leftover = self.dispatch(events, route);
         let discarded = if leftover.is_empty() {
             0
         } else {
-            self.store(leftover)
+            self.store(leftover, route)
         };
         Emitted::Dispatched { discarded }
+    }
+
+    /// Hands `events` to the dispatcher; returns what it left. On a dispatch error, the events are
+    /// not dispatched: the stage fails, and counts them with its buffer.
+    fn dispatch(&mut self, events: Vec<T>, route: Route<'_, T>) -> Vec<T> {
+        let count = events.len();
+        let mut out = Outbox::new(&mut self.deliveries);
+        if let Some(route) = route {
+            out = out.with_partition(route);
+        }
+        let (events, result) = match self.dispatcher.dispatch(events, &mut out) {
+            Ok(leftover) => (leftover, None),
+            Err(error) => {
+                self.undispatched += count as u64;
+                (Vec::new(), Some(error))
+            }
+        };
+        self.discarded += out.discarded() as u64;
+        self.copies += out.copies() as u64;
+        if let Some(error) = result {
+            self.failure.get_or_insert(error);
+        }
+        events
+    }
+
+    /// Whether buffered events wait for the partition function (see [`settle`](Self::settle)).
+    #[inline]
+    pub(crate) fn unsettled(&self) -> bool {
+        self.unsettled
+    }
+
+    /// Dispatches what waited in the buffer for the partition function, now given.
+    pub(crate) fn settle(&mut self, route: Route<'_, T>) {
+        self.unsettled = false;
+        self.drain_buffer(route);
+    }
+
+    /// Why the dispatcher could not dispatch, once it could not: the stage must fail.
+    pub(crate) fn failure(&self) -> Option<&DispatchError> {
+        self.failure.as_ref()
+    }
+
+    /// Events the dispatcher keeps for its consumers, to send when they ask.
+    pub(crate) fn held_by_dispatcher(&self) -> usize {
+        self.dispatcher.held()
     }
 
     /// Holds the path (a producer that accumulates demand) or releases it. While held, nothing is
@@ -128,14 +202,14 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     pub(crate) fn set_held(&mut self, held: bool) {
         self.held = held;
         if !held {
-            self.drain_buffer();
+            self.drain_buffer(None);
         }
     }
 
     /// Emitted events, while held: all to the buffer; returns how many it dropped.
     pub(crate) fn hold(&mut self, events: Vec<T>) -> usize {
         self.emitted += events.len() as u64;
-        self.store(events)
+        self.store(events, None)
     }
 
     /// What a producer should emit now: what its consumers can take, less what is buffered for them.
@@ -196,38 +270,45 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         self.released.drain(..)
     }
 
-    /// Empties the buffer when the stage stops early; returns how many events it held. The infos
-    /// behind them, and those released and not yet taken, go with the stage.
+    /// Empties the buffer when the stage stops early; returns how many events it held, with those
+    /// its dispatcher kept. The infos behind them, and those released and not yet taken, go with the
+    /// stage.
     pub(crate) fn clear_buffer(&mut self) -> usize {
         let (count, _infos) = self.buffer.clear();
         self.released.clear();
-        count
+        count + self.dispatcher.held() + self.dispatcher.stranded() + self.undispatched as usize
     }
 
     /// Buffers `events`, then serves what demand there is from the buffer; returns how many the
     /// buffer dropped.
-    fn store(&mut self, events: Vec<T>) -> usize {
+    fn store(&mut self, events: Vec<T>, route: Route<'_, T>) -> usize {
         let stored = self.buffer.store(events);
         self.discarded += stored.discarded as u64;
         // Infos whose events were all dropped on overflow are released now (GenStage §1.6).
         self.released.extend(stored.released);
-        self.drain_buffer();
+        self.drain_buffer(route);
         stored.discarded
     }
 
-    /// Serves buffered events up to what the consumers can take; nothing while held.
-    fn drain_buffer(&mut self) {
-        if self.held {
+    /// Serves buffered events up to what the consumers can take; nothing while held, nor after a
+    /// dispatch error, nor for a routed dispatcher without the partition function (then it is owed:
+    /// see [`settle`](Self::settle)).
+    fn drain_buffer(&mut self, route: Route<'_, T>) {
+        if self.held || self.failure.is_some() || self.buffer.is_empty() {
+            return;
+        }
+        if self.routed && route.is_none() {
+            self.unsettled = true;
             return;
         }
         loop {
             let capacity = self.dispatcher.capacity();
-            if capacity == 0 || self.buffer.is_empty() {
+            if capacity == 0 || self.buffer.is_empty() || self.failure.is_some() {
                 return;
             }
             // A take stops at the next info, which it releases: the loop goes on past it.
             let taken = self.buffer.take(capacity);
-            let leftover = self.dispatcher.dispatch(taken.events, &mut self.deliveries);
+            let leftover = self.dispatch(taken.events, route);
             // Released after the deliveries of the events in front of them.
             if !taken.infos.is_empty() {
                 self.released.extend(taken.infos);
@@ -263,7 +344,7 @@ mod tests {
 
     /// Emits `events` as a stage does: what one consumer takes whole is sent at once.
     fn emit<I>(path: &mut EventPath<u32, I>, events: Vec<u32>) -> usize {
-        match path.emit(events) {
+        match path.emit(events, None) {
             Emitted::Whole(sub, events) => {
                 path.deliveries.push((sub, events));
                 0
@@ -279,8 +360,8 @@ mod tests {
     #[test]
     fn demand_is_what_consumers_can_take_less_what_is_buffered() {
         let mut path = path(100);
-        path.subscribe(1).unwrap();
-        path.subscribe(2).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.subscribe(2, &DispatchOptions::none()).unwrap();
         path.ask(1, 10);
         path.ask(2, 6);
         assert_eq!(path.demand(), 16);
@@ -295,8 +376,8 @@ mod tests {
     #[test]
     fn a_departed_consumers_demand_never_absorbs_anothers() {
         let mut path = path(1000);
-        path.subscribe(0).unwrap();
-        path.subscribe(1).unwrap();
+        path.subscribe(0, &DispatchOptions::none()).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
         path.ask(0, 242);
         path.ask(1, 286);
         // The producer emits fewer than asked: 30.
@@ -322,7 +403,7 @@ mod tests {
     #[test]
     fn buffered_events_go_out_before_newer_ones() {
         let mut path = path(100);
-        path.subscribe(1).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
         emit(&mut path, vec![1, 2]);
         emit(&mut path, vec![3]);
         assert!(sent(&mut path).is_empty());
@@ -337,7 +418,7 @@ mod tests {
     #[test]
     fn overflow_is_counted_as_discarded() {
         let mut path = path(3);
-        path.subscribe(1).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
         assert_eq!(emit(&mut path, (0..5).collect()), 2);
         assert_eq!(path.discarded, 2);
         path.ask(1, 10);
@@ -348,8 +429,8 @@ mod tests {
     #[test]
     fn a_held_path_dispatches_nothing_until_released() {
         let mut path = path(3);
-        path.subscribe(1).unwrap();
-        path.subscribe(2).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.subscribe(2, &DispatchOptions::none()).unwrap();
         // Demand from before the hold.
         path.ask(1, 2);
         path.ask(2, 1);
@@ -374,8 +455,8 @@ mod tests {
     #[test]
     fn a_cancel_serves_the_others_from_the_buffer() {
         let mut path = path(100);
-        path.subscribe(1).unwrap();
-        path.subscribe(2).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.subscribe(2, &DispatchOptions::none()).unwrap();
         path.ask(1, 2);
         emit(&mut path, (0..5).collect());
         assert_eq!(sent(&mut path), vec![(1, vec![0, 1])]);
@@ -433,7 +514,7 @@ mod tests {
         path.info("sync");
         assert_eq!(out(&mut path), [], "the info waits for the events");
         assert_eq!(path.buffered(), events.len(), "an info is not an event");
-        path.subscribe(1).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
         path.ask(1, 1000);
         out(&mut path)
     }
@@ -463,7 +544,7 @@ mod tests {
     #[test]
     fn an_info_is_released_when_the_front_passes_it() {
         let mut path = infos_path(Some(3), BufferKeep::Last);
-        path.subscribe(1).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
         emit(&mut path, vec![1, 2, 3]);
         path.info("sync1");
         path.ask(1, 2);
@@ -491,7 +572,7 @@ mod tests {
         let mut path = infos_path(Some(3), BufferKeep::Last);
         emit(&mut path, vec![1, 2]);
         path.info("sync");
-        path.subscribe(1).unwrap(); // no demand
+        path.subscribe(1, &DispatchOptions::none()).unwrap(); // no demand
         assert_eq!(emit(&mut path, vec![3, 4, 5]), 2);
         assert_eq!(out(&mut path), [Out::Info("sync")]);
         assert_eq!((path.buffered(), path.discarded), (3, 2));
@@ -507,7 +588,7 @@ mod tests {
         path.info("sync");
         assert_eq!(emit(&mut path, vec![3, 4, 5]), 2);
         assert_eq!(out(&mut path), []);
-        path.subscribe(1).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
         path.ask(1, 10);
         // A take stops at an info: the events on either side of it go in two batches.
         assert_eq!(
@@ -525,7 +606,7 @@ mod tests {
     #[test]
     fn infos_keep_fifo_order_with_events() {
         let mut path = infos_path(None, BufferKeep::Last);
-        path.subscribe(1).unwrap(); // a manual consumer: no ask yet
+        path.subscribe(1, &DispatchOptions::none()).unwrap(); // a manual consumer: no ask yet
         emit(&mut path, vec![1, 2, 3]);
         for info in ["d", "e", "f"] {
             path.info(info);
@@ -551,7 +632,7 @@ mod tests {
     #[test]
     fn an_info_waits_while_the_path_is_held() {
         let mut path = infos_path(None, BufferKeep::Last);
-        path.subscribe(1).unwrap();
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
         path.ask(1, 5);
         path.set_held(true);
         path.hold(vec![1, 2]);
@@ -573,5 +654,102 @@ mod tests {
         assert_eq!(path.clear_buffer(), 1);
         assert!(!path.has_released());
         assert_eq!(out(&mut path), []);
+    }
+
+    /// A path partitioned by parity, with consumer 10 on partition 0 and 11 on partition 1.
+    fn partitioned(buffer_size: usize) -> EventPath<u32> {
+        let mut path = EventPath::new(
+            Box::new(crate::dispatcher::PartitionDispatcher::new(2)),
+            ProducerOptions::for_producer().buffer_size(buffer_size),
+        );
+        path.subscribe(10, &DispatchOptions::partition(0)).unwrap();
+        path.subscribe(11, &DispatchOptions::partition(1)).unwrap();
+        path
+    }
+
+    fn parity(event: &u32) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+
+    // A partition function is called only between callbacks: an ask that comes while one runs
+    // leaves the buffered events for `settle`, which dispatches them in order.
+    #[test]
+    fn buffered_events_wait_for_the_partition_function() {
+        let mut path = partitioned(100);
+        path.ask(10, 1);
+        path.ask(11, 1);
+        assert!(matches!(
+            path.emit(vec![1, 2, 3, 4], Some(&parity)),
+            Emitted::Dispatched { discarded: 0 }
+        ));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+        // 3 and 4 wait in the buffer: the shared demand is spent.
+        assert_eq!(path.buffered(), 2);
+        path.ask(10, 5);
+        assert!(path.unsettled());
+        assert_eq!(sent(&mut path), vec![]);
+        path.settle(Some(&parity));
+        assert!(!path.unsettled());
+        assert_eq!(sent(&mut path), vec![(10, vec![4])]);
+        // 3 went to partition 1, whose consumer has no demand: the dispatcher keeps it.
+        assert_eq!((path.buffered(), path.held_by_dispatcher()), (0, 1));
+        path.ask(11, 1);
+        assert_eq!(sent(&mut path), vec![(11, vec![3])]);
+    }
+
+    // Emitted without the partition function (never by the stage loops, which always give it),
+    // events wait in the buffer rather than go to the wrong consumer.
+    #[test]
+    fn events_emitted_without_the_partition_function_are_settled_later() {
+        let mut path = partitioned(100);
+        path.ask(10, 2);
+        path.ask(11, 2);
+        emit(&mut path, vec![1, 2]);
+        assert_eq!(sent(&mut path), vec![]);
+        path.settle(Some(&parity));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+    }
+
+    // A partition out of range fails the stage: its batch is not dispatched, nothing after it
+    // is, and the stage counts the batch among what it leaves behind.
+    #[test]
+    fn a_partition_out_of_range_stops_dispatching() {
+        let mut path = partitioned(100);
+        path.ask(10, 5);
+        path.ask(11, 5);
+        let wild = |event: &u32| Some(*event as usize);
+        path.emit(vec![0, 1, 2], Some(&wild));
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(
+            path.failure().map(ToString::to_string).as_deref(),
+            Some("its partition function returned partition 2, but it has 2 partitions (0..2)")
+        );
+        path.emit(vec![4], Some(&parity));
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(path.clear_buffer(), 4);
+    }
+
+    // What a broadcast copies and what a partition discards is counted for the report.
+    #[test]
+    fn copies_and_discards_are_counted() {
+        let mut path: EventPath<u32> = EventPath::new(
+            Box::new(crate::dispatcher::BroadcastDispatcher::new()),
+            ProducerOptions::for_producer(),
+        );
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.subscribe(2, &DispatchOptions::selector(|n: &u32| *n > 1))
+            .unwrap();
+        path.ask(1, 3);
+        path.ask(2, 3);
+        emit(&mut path, vec![0, 1, 2]);
+        assert_eq!(sent(&mut path), vec![(1, vec![0, 1, 2]), (2, vec![2])]);
+        assert_eq!((path.emitted, path.copies, path.discarded), (3, 1, 0));
+
+        let mut path = partitioned(100);
+        path.ask(10, 5);
+        let none_for_odd = |event: &u32| (event % 2 == 0).then_some(0);
+        path.emit(vec![1, 2, 3], Some(&none_for_odd));
+        assert_eq!(sent(&mut path), vec![(10, vec![2])]);
+        assert_eq!((path.emitted, path.copies, path.discarded), (3, 0, 2));
     }
 }

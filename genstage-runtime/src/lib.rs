@@ -5,9 +5,11 @@
 //!
 //! The crate is two layers:
 //! - the **protocol**, as plain data structures tested without tokio: `demand` (per-subscription
-//!   accounting and batch splitting), `buffer` (the producer buffer), `dispatcher` (who gets which
-//!   events). These modules are public only for the runtime's own tests (`genstage-runtime/tests/`)
-//!   and hidden from the documentation: they are not part of the API and may change in any release;
+//!   accounting and batch splitting), `buffer` (the producer buffer), [`dispatcher`] (who gets which
+//!   events). `demand` and `buffer` are public only for the runtime's own tests
+//!   (`genstage-runtime/tests/`) and hidden from the documentation: they are not part of the API
+//!   and may change in any release. [`dispatcher`] is public: a stage may dispatch with a
+//!   dispatcher of its own;
 //! - the **tasks** that drive them (`run`), wired by the typed builder [`Pipeline`].
 //!
 //! # Back-pressure
@@ -26,7 +28,6 @@
 pub mod buffer;
 #[doc(hidden)]
 pub mod demand;
-#[doc(hidden)]
 pub mod dispatcher;
 mod error;
 mod event_path;
@@ -44,7 +45,8 @@ mod stream;
 mod subscription;
 
 pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
-pub use error::{DemandError, PipelineError, StageError};
+pub use dispatcher::{Dispatch, Partition};
+pub use error::{DemandError, DispatchSetupError, PipelineError, StageError};
 pub use messages::{
     AsConsumer, AsProducer, AsProducerConsumer, CallError, Context, Emission, HandleCall,
     HandleCast, HandleInfo, InfoEmission, InfoToSelf, ReplyTo, StageEvents,

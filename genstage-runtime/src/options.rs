@@ -59,6 +59,9 @@ pub struct SubscribeOptions {
     pub min_demand: Option<usize>,
     /// What a failure of the producer does to the consumer.
     pub cancel: Option<CancelMode>,
+    /// The partition the consumer takes, of a producer that partitions its events
+    /// ([`Dispatch::partition`](crate::Dispatch::partition)).
+    pub partition: Option<usize>,
 }
 
 impl SubscribeOptions {
@@ -85,12 +88,19 @@ impl SubscribeOptions {
         self
     }
 
+    /// Takes partition `partition` of a producer that partitions its events.
+    pub fn partition(mut self, partition: usize) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
     /// These options, with every unset field taken from `defaults`.
     pub fn or(self, defaults: SubscribeOptions) -> Self {
         SubscribeOptions {
             max_demand: self.max_demand.or(defaults.max_demand),
             min_demand: self.min_demand.or(defaults.min_demand),
             cancel: self.cancel.or(defaults.cancel),
+            partition: self.partition.or(defaults.partition),
         }
     }
 }

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use crate::demand::DemandLimits;
-use crate::dispatcher::SubscriptionId;
+use crate::dispatcher::{DispatchOptions, SubscriptionId};
 use tokio::sync::oneshot;
 
 use crate::mailbox::{DeferredWake, Sender};
@@ -100,6 +100,8 @@ pub(crate) struct NewConsumer<Out> {
     /// `handle_consumer_cancel`.
     pub(crate) consumer_name: Arc<str>,
     pub(crate) limits: DemandLimits,
+    /// What it asks of the producer's dispatcher: its partition, its selector.
+    pub(crate) options: DispatchOptions<Out>,
 }
 
 /// What reaches a stage as a producer.

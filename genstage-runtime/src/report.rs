@@ -77,7 +77,11 @@ pub struct StageReport {
     pub events_out: u64,
     /// Events its callbacks emitted (`handle_demand`, or a producer_consumer's `handle_events`).
     pub emitted: u64,
-    /// Events its buffer dropped on overflow (`buffer_size`, `buffer_keep`).
+    /// Copies of its events that a broadcast sent, beyond the first: an event sent to three
+    /// consumers is emitted once and copied twice, and handled three times.
+    pub copies: u64,
+    /// Events it dropped: on buffer overflow (`buffer_size`, `buffer_keep`), partitioned to `None`,
+    /// or rejected by every selector of a broadcast.
     pub discarded: u64,
     /// Events it lost: the sum of `losses`.
     pub lost: u64,
@@ -124,7 +128,7 @@ impl Report {
     /// The counts of every stage, summed.
     pub fn totals(&self) -> Totals {
         self.stages.iter().fold(Totals::default(), |t, s| Totals {
-            emitted: t.emitted + s.emitted,
+            emitted: t.emitted + s.emitted + s.copies,
             handled: t.handled + s.events_in,
             discarded: t.discarded + s.discarded,
             lost: t.lost + s.lost,
@@ -151,11 +155,11 @@ impl Report {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Events emitted by every stage's callbacks.
+    /// Events emitted by every stage's callbacks, with the copies broadcasts made of them.
     pub emitted: u64,
     /// Events handled by every stage's `handle_events`.
     pub handled: u64,
-    /// Events dropped by buffers on overflow.
+    /// Events dropped: by buffers on overflow, partitioned to `None`, or rejected by every selector.
     pub discarded: u64,
     /// Events lost, whatever the reason.
     pub lost: u64,

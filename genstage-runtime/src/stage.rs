@@ -12,6 +12,7 @@
 
 use std::future::Future;
 
+use crate::dispatcher::Dispatch;
 use crate::error::StageError;
 use crate::messages::Context;
 use crate::options::{ProducerOptions, SubscribeOptions};
@@ -177,6 +178,18 @@ pub trait Producer: Send + 'static {
         ProducerOptions::for_producer()
     }
 
+    /// Who gets which events: [`Dispatch::demand`] (the default: each event to one consumer, the
+    /// one with the most demand), [`Dispatch::broadcast`] (every event to every consumer),
+    /// [`Dispatch::partition`] (each event to the consumer of its partition, by the stage's
+    /// [`Partition`](crate::Partition) function), or a dispatcher of your own. Called once, when the
+    /// stage is added to a pipeline. `#[stage(…, dispatcher = …)]` writes it.
+    fn dispatcher(&self) -> Dispatch<Self, Self::Output>
+    where
+        Self: Sized,
+    {
+        Dispatch::demand()
+    }
+
     /// Called once when the stage ends, with how it ended, unless it panicked or was aborted
     /// (GenStage's `terminate/2`): the place to flush or close what the stage holds. The default
     /// does nothing.
@@ -319,6 +332,18 @@ pub trait ProducerConsumer: Send + 'static {
     /// Buffer settings. Defaults to GenStage's for a producer_consumer: unbounded, keep the last.
     fn producer_options(&self) -> ProducerOptions {
         ProducerOptions::for_producer_consumer()
+    }
+
+    /// Who gets which events: [`Dispatch::demand`] (the default: each event to one consumer, the
+    /// one with the most demand), [`Dispatch::broadcast`] (every event to every consumer),
+    /// [`Dispatch::partition`] (each event to the consumer of its partition, by the stage's
+    /// [`Partition`](crate::Partition) function), or a dispatcher of your own. Called once, when the
+    /// stage is added to a pipeline. `#[stage(…, dispatcher = …)]` writes it.
+    fn dispatcher(&self) -> Dispatch<Self, Self::Output>
+    where
+        Self: Sized,
+    {
+        Dispatch::demand()
     }
 
     /// Called once when the stage ends, with how it ended, unless it panicked or was aborted

@@ -16,7 +16,7 @@
 
 use genstage_runtime::buffer::{Buffer, Stored, Taken};
 use genstage_runtime::demand::{Batches, ConsumerDemand, DemandLimits};
-use genstage_runtime::dispatcher::{DemandDispatcher, Dispatcher, SubscriptionId};
+use genstage_runtime::dispatcher::{DemandDispatcher, Dispatcher, Outbox, SubscriptionId};
 use genstage_runtime::{BufferKeep, ProducerOptions};
 
 fn sized(size: usize, keep: BufferKeep) -> ProducerOptions {
@@ -349,7 +349,12 @@ impl ProducerSide {
 
     fn dispatch(&mut self, events: Vec<String>) -> Vec<String> {
         let mut deliveries = Vec::new();
-        let leftover = self.dispatcher.dispatch(events, &mut deliveries);
+        let leftover = Dispatcher::dispatch(
+            &mut self.dispatcher,
+            events,
+            &mut Outbox::new(&mut deliveries),
+        )
+        .expect("a demand dispatcher always dispatches");
         self.out.extend(
             deliveries
                 .into_iter()

@@ -13,7 +13,9 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use genstage_runtime::dispatcher::{Deliveries, DemandDispatcher, Dispatcher, SubscriptionId};
+use genstage_runtime::dispatcher::{
+    Deliveries, DemandDispatcher, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
+};
 
 /// The trait's `capacity`, which is generic over the event type; these tests use `char` events.
 fn capacity(dispatcher: &DemandDispatcher) -> usize {
@@ -27,8 +29,15 @@ fn consumers(dispatcher: &DemandDispatcher) -> usize {
 /// Dispatches `events`; returns the deliveries and the leftover.
 fn dispatch(dispatcher: &mut DemandDispatcher, events: &str) -> (Deliveries<char>, Vec<char>) {
     let mut deliveries = Vec::new();
-    let leftover = dispatcher.dispatch(events.chars().collect(), &mut deliveries);
-    (deliveries, leftover)
+    let leftover = Dispatcher::dispatch(
+        dispatcher,
+        events.chars().collect(),
+        &mut Outbox::new(&mut deliveries),
+    );
+    (
+        deliveries,
+        leftover.expect("a demand dispatcher always dispatches"),
+    )
 }
 
 fn chars(events: &str) -> Vec<char> {
@@ -428,4 +437,25 @@ fn demand_sums_saturate() {
     dispatcher.cancel(1);
     dispatcher.cancel(2);
     assert_eq!(capacity(&dispatcher), 0);
+}
+
+// Not a GenStage item: options the demand dispatcher does not use are refused, not ignored.
+#[test]
+fn a_partition_or_a_selector_is_refused() {
+    let mut dispatcher = DemandDispatcher::new();
+    let partition =
+        Dispatcher::<char>::subscribe(&mut dispatcher, R1, &DispatchOptions::partition(0));
+    let selector = Dispatcher::subscribe(
+        &mut dispatcher,
+        R2,
+        &DispatchOptions::selector(|c: &char| *c == 'a'),
+    );
+    for refused in [partition, selector] {
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "a demand dispatcher takes neither a partition nor a selector: partitions need \
+             `Dispatch::partition`, selectors `Dispatch::broadcast`"
+        );
+    }
+    assert_eq!(consumers(&dispatcher), 0);
 }

@@ -1,6 +1,6 @@
 //! GenStage's `DemandDispatcher`: each event goes to one consumer, the one with the most demand.
 
-use super::{Deliveries, DispatchError, Dispatcher, SubscriptionId};
+use super::{DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
 
 /// Sends each batch to the consumer with the largest demand, splitting a batch across consumers when
 /// one cannot take it all; among equal demands, the consumer that has waited longest goes first.
@@ -11,16 +11,17 @@ use super::{Deliveries, DispatchError, Dispatcher, SubscriptionId};
 /// [`Dispatcher`].)
 ///
 /// ```
-/// use genstage_runtime::dispatcher::{DemandDispatcher, Dispatcher};
+/// use genstage_runtime::dispatcher::{DemandDispatcher, Dispatcher, Outbox};
 /// let mut dispatcher = DemandDispatcher::new();
 /// dispatcher.subscribe(1).unwrap();
 /// dispatcher.subscribe(2).unwrap();
 /// assert_eq!(dispatcher.ask(1, 3), 3);
 /// assert_eq!(dispatcher.ask(2, 2), 2);
 /// let mut deliveries = Vec::new();
-/// let leftover = dispatcher.dispatch(vec!['a', 'b', 'c', 'd', 'e', 'f'], &mut deliveries);
+/// let events = vec!['a', 'b', 'c', 'd', 'e', 'f'];
+/// let leftover = dispatcher.dispatch(events, &mut Outbox::new(&mut deliveries));
 /// assert_eq!(deliveries, vec![(1, vec!['a', 'b', 'c']), (2, vec!['d', 'e'])]);
-/// assert_eq!(leftover, vec!['f']);
+/// assert_eq!(leftover, Ok(vec!['f']));
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct DemandDispatcher {
@@ -134,7 +135,18 @@ impl DemandDispatcher {
 }
 
 impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
-    fn subscribe(&mut self, sub: SubscriptionId) -> Result<usize, DispatchError> {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<T>,
+    ) -> Result<usize, DispatchError> {
+        if options.partition.is_some() || options.selector.is_some() {
+            return Err(DispatchError(
+                "a demand dispatcher takes neither a partition nor a selector: partitions need \
+                 `Dispatch::partition`, selectors `Dispatch::broadcast`"
+                    .to_owned(),
+            ));
+        }
         DemandDispatcher::subscribe(self, sub)
     }
 
@@ -142,10 +154,15 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         DemandDispatcher::cancel(self, sub)
     }
 
-    fn ask(&mut self, sub: SubscriptionId, demand: usize) -> usize {
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, _out: &mut Outbox<'_, T>) -> usize {
         DemandDispatcher::ask(self, sub, demand)
     }
-    fn dispatch(&mut self, mut events: Vec<T>, deliveries: &mut Deliveries<T>) -> Vec<T> {
+
+    fn dispatch(
+        &mut self,
+        mut events: Vec<T>,
+        out: &mut Outbox<'_, T>,
+    ) -> Result<Vec<T>, DispatchError> {
         while !events.is_empty() {
             let Some(&(demand, sub)) = self.demands.first() else {
                 break;
@@ -159,11 +176,11 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
             } else {
                 events.split_off(n)
             };
-            deliveries.push((sub, std::mem::replace(&mut events, rest)));
+            out.send(sub, std::mem::replace(&mut events, rest));
             self.serve_first(n);
         }
         self.pending = self.pending.saturating_sub(events.len());
-        events
+        Ok(events)
     }
 
     fn dispatch_whole(&mut self, len: usize) -> Option<SubscriptionId> {

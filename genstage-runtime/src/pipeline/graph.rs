@@ -1,7 +1,7 @@
 //! Checks of a pipeline's wiring before it runs.
 
 use crate::demand::DemandLimits;
-use crate::error::PipelineError;
+use crate::error::{DispatchSetupError, PipelineError};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
 
@@ -69,6 +69,7 @@ impl Pipeline {
                 stages: cycle.into_iter().map(name).collect(),
             });
         }
+        self.check_dispatch()?;
         self.edges
             .iter()
             .map(|edge| {
@@ -79,6 +80,67 @@ impl Pipeline {
                 )
             })
             .collect()
+    }
+
+    /// Checks the subscriptions to each stage against its dispatcher: a partitioned stage has one
+    /// consumer per partition, and only a broadcast has selectors.
+    fn check_dispatch(&self) -> Result<(), PipelineError> {
+        for (index, stage) in self.stages.iter().enumerate() {
+            let name = |i: usize| self.stages[i].name.clone();
+            let fail = |error| PipelineError::InvalidDispatch {
+                stage: name(index),
+                error,
+            };
+            let info = stage.dispatch;
+            if info.partitions == Some(0) {
+                return Err(fail(DispatchSetupError::NoPartitions));
+            }
+            if info.partitions.is_some() && !info.routes {
+                return Err(fail(DispatchSetupError::NoPartitionFunction));
+            }
+            let mut takers: Vec<Option<usize>> = vec![None; info.partitions.unwrap_or(0)];
+            for edge in self.edges.iter().filter(|edge| edge.producer == index) {
+                let consumer = name(edge.consumer);
+                if edge.selected && !info.selects {
+                    return Err(fail(DispatchSetupError::NotBroadcast { consumer }));
+                }
+                let partitions = match (info.partitions, edge.options.partition) {
+                    (None, None) => continue,
+                    (None, Some(_)) => {
+                        return Err(fail(DispatchSetupError::NotPartitioned { consumer }))
+                    }
+                    (Some(_), None) => {
+                        return Err(fail(DispatchSetupError::PartitionMissing { consumer }))
+                    }
+                    (Some(partitions), Some(partition)) => (partitions, partition),
+                };
+                let (partitions, partition) = partitions;
+                match takers.get(partition) {
+                    None => {
+                        return Err(fail(DispatchSetupError::PartitionOutOfRange {
+                            consumer,
+                            partition,
+                            partitions,
+                        }))
+                    }
+                    Some(Some(first)) => {
+                        return Err(fail(DispatchSetupError::PartitionTaken {
+                            consumer,
+                            partition,
+                            taken_by: name(*first),
+                        }))
+                    }
+                    Some(None) => takers[partition] = Some(edge.consumer),
+                }
+            }
+            if let Some(partition) = takers.iter().position(Option::is_none) {
+                return Err(fail(DispatchSetupError::PartitionVacant {
+                    partition,
+                    partitions: takers.len(),
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// A cycle of subscriptions, if any, as the stages on it.

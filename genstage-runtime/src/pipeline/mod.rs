@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::demand::DemandLimits;
-use crate::dispatcher::SubscriptionId;
+use crate::dispatcher::{Dispatch, DispatchOptions, Selector, SubscriptionId};
 use crate::error::PipelineError;
 use crate::mailbox::{mailbox, Receiver};
 use crate::names::{self, Naming};
@@ -78,6 +78,8 @@ struct StageEntry {
     role: Role,
     /// Options its subscriptions default to (consumer side).
     subscribe_defaults: SubscribeOptions,
+    /// What its dispatcher allows of the subscriptions to it (producer side).
+    dispatch: DispatchInfo,
     control: Arc<dyn ControlPort>,
     start: StartStage,
 }
@@ -86,9 +88,32 @@ struct Edge {
     producer: usize,
     consumer: usize,
     options: SubscribeOptions,
+    /// It has a selector (see [`Pipeline::subscribe_selected`]).
+    selected: bool,
     /// Wires the edge, given its subscription id, its resolved limits and cancel mode, and the
     /// stages' final names (see [`Wiring`]).
     connect: Box<dyn FnOnce(SubscriptionId, DemandLimits, CancelMode, Wiring) + Send>,
+}
+
+/// What a stage's dispatcher allows of the subscriptions to it, for the checks before it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DispatchInfo {
+    /// It routes events into this many partitions, each taken by one subscription.
+    partitions: Option<usize>,
+    /// It has the stage's partition function, which routing needs.
+    routes: bool,
+    /// Its subscriptions may have a selector.
+    selects: bool,
+}
+
+impl DispatchInfo {
+    fn of<S, T: 'static>(dispatch: &Dispatch<S, T>) -> Self {
+        DispatchInfo {
+            partitions: dispatch.dispatcher.partitions(),
+            routes: dispatch.partition.is_some(),
+            selects: dispatch.dispatcher.selects(),
+        }
+    }
 }
 
 /// What wiring an edge needs besides its subscription's settings: the final names of its two stages,
@@ -205,11 +230,12 @@ impl Pipeline {
         stage: P,
     ) -> ProducerRef<P> {
         let defaults = SubscribeOptions::default();
+        let dispatch = stage.dispatcher();
         self.add_stage(
             names::stage_name::<P>(name, P::DEFAULT_NAME),
             Role::Producer,
-            defaults,
-            |env, inbox| Box::pin(run::run_producer(stage, env, inbox)),
+            (defaults, DispatchInfo::of(&dispatch)),
+            |env, inbox| Box::pin(run::run_producer(stage, dispatch, env, inbox)),
             |ends| ProducerRef {
                 source: ends.source(),
                 stage: ends.stage,
@@ -241,11 +267,12 @@ impl Pipeline {
         stage: S,
     ) -> ProducerConsumerRef<S> {
         let defaults = stage.subscribe_options();
+        let dispatch = stage.dispatcher();
         self.add_stage(
             names::stage_name::<S>(name, None),
             Role::ProducerConsumer,
-            defaults,
-            |env, inbox| Box::pin(run::run_producer_consumer(stage, env, inbox)),
+            (defaults, DispatchInfo::of(&dispatch)),
+            |env, inbox| Box::pin(run::run_producer_consumer(stage, dispatch, env, inbox)),
             |ends| ProducerConsumerRef {
                 sink: ends.sink(),
                 source: ends.source(),
@@ -278,7 +305,7 @@ impl Pipeline {
         self.add_stage(
             names::stage_name::<C>(name, C::DEFAULT_NAME),
             Role::Consumer,
-            defaults,
+            (defaults, DispatchInfo::default()),
             |env, inbox| Box::pin(run::run_consumer(stage, env, inbox)),
             |ends| ConsumerRef {
                 sink: ends.sink(),
@@ -302,7 +329,7 @@ impl Pipeline {
         &mut self,
         (name, naming): (String, Naming),
         role: Role,
-        subscribe_defaults: SubscribeOptions,
+        (subscribe_defaults, dispatch): (SubscribeOptions, DispatchInfo),
         task: impl FnOnce(StageEnv, Receiver<Mail<In, Out>>) -> StageTask + Send + 'static,
         make_ref: impl FnOnce(NewEnds<S, In, Out>) -> R,
     ) -> R {
@@ -317,6 +344,7 @@ impl Pipeline {
             naming,
             role,
             subscribe_defaults,
+            dispatch,
             control: control.clone(),
             start: Box::new(move |name, abort| {
                 task(StageEnv::new(name, Box::new(me), abort), inbox)
@@ -339,6 +367,8 @@ impl Pipeline {
     }
 
     /// Subscribes `consumer` to `producer`; set fields of `options` override the consumer's defaults.
+    /// A subscription to a stage that partitions its events names its partition
+    /// ([`SubscribeOptions::partition`]).
     ///
     /// Invalid options are reported by [`Pipeline::run`], naming both stages.
     pub fn subscribe_with<T: Send + 'static>(
@@ -346,6 +376,44 @@ impl Pipeline {
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
+    ) -> &mut Self {
+        self.subscribe_edge(producer, consumer, options, None)
+    }
+
+    /// Subscribes `consumer` to `producer`, a stage that broadcasts its events
+    /// ([`Dispatch::broadcast`]), for only the events `selector` accepts: the others are not sent to
+    /// it and do not use up its demand (GenStage's `:selector`).
+    ///
+    /// A selector on a subscription to a stage that does not broadcast is reported by
+    /// [`Pipeline::run`] ([`PipelineError::InvalidDispatch`]).
+    pub fn subscribe_selected<T: Send + 'static>(
+        &mut self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+        selector: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> &mut Self {
+        let selector: Selector<T> = Arc::new(selector);
+        self.subscribe_edge(producer, consumer, options, Some(selector))
+    }
+
+    /// How many partitions `producer`'s dispatcher routes its events to, if it partitions them
+    /// ([`Dispatch::partition`]); `None` for a stage of another pipeline.
+    pub fn partitions<T: Send + 'static>(&self, producer: &impl Source<T>) -> Option<usize> {
+        let id = producer.source_end().id;
+        if id.pipeline != self.id {
+            return None;
+        }
+        let index = id.index.checked_sub(self.first_index)?;
+        self.stages.get(index)?.dispatch.partitions
+    }
+
+    pub(super) fn subscribe_edge<T: Send + 'static>(
+        &mut self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+        selector: Option<Selector<T>>,
     ) -> &mut Self {
         let source = producer.source_end();
         let sink = consumer.sink_end();
@@ -357,6 +425,11 @@ impl Pipeline {
                 return self;
             }
         }
+        let selected = selector.is_some();
+        let dispatch_options = DispatchOptions {
+            partition: options.partition,
+            selector,
+        };
         let connect = Box::new(move |sub, limits: DemandLimits, cancel, wiring: Wiring| {
             let producer = source.port.producer();
             source.port.subscribe(NewConsumer {
@@ -364,6 +437,7 @@ impl Pipeline {
                 consumer: sink.port.consumer(),
                 consumer_name: wiring.consumer,
                 limits,
+                options: dispatch_options,
             });
             // The consumer's initial ask. Before the pipeline runs, it is queued now, on the
             // consumer's behalf: every subscription has its demand in place before any event flows,
@@ -388,6 +462,7 @@ impl Pipeline {
             producer: source.id.index,
             consumer: sink.id.index,
             options,
+            selected,
             connect,
         });
         self

@@ -11,7 +11,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use crate::dispatcher::SubscriptionId;
-use crate::error::PipelineError;
+use crate::error::{DispatchSetupError, PipelineError};
 use crate::options::SubscribeOptions;
 use crate::protocol::{Control, ControlPort, EndReason};
 use crate::report::{Report, StageReport, StageStatus};
@@ -19,7 +19,7 @@ use crate::run::{panic_message, Abort, Exit, Outcome};
 use crate::subscription::SubscriptionTag;
 
 use super::graph::edge_terms;
-use super::{Edge, Pipeline, Run, StageEntry, Wiring};
+use super::{DispatchInfo, Edge, Pipeline, Run, StageEntry, Wiring};
 
 /// The next subscription's id.
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(0);
@@ -117,6 +117,10 @@ pub(super) struct Supervisor {
     names: Vec<String>,
     /// The options each stage's subscriptions default to.
     defaults: Vec<SubscribeOptions>,
+    /// What each stage's dispatcher allows of the subscriptions to it.
+    dispatch: Vec<DispatchInfo>,
+    /// The partition each subscription to a partitioned stage takes.
+    partition_of: HashMap<SubscriptionId, usize>,
     controls: Vec<Arc<dyn ControlPort>>,
     /// Each stage's report, once it has ended.
     reports: Vec<Option<StageReport>>,
@@ -144,6 +148,8 @@ impl Supervisor {
             task_stage: HashMap::new(),
             names: Vec::new(),
             defaults: Vec::new(),
+            dispatch: Vec::new(),
+            partition_of: HashMap::new(),
             controls: Vec::new(),
             reports: Vec::new(),
             wiring: Vec::new(),
@@ -169,6 +175,9 @@ impl Supervisor {
         // Unique over every pipeline of the process, so that a tag of one pipeline never names a
         // subscription of another.
         let sub = NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed);
+        if let Some(partition) = edge.options.partition {
+            self.partition_of.insert(sub, partition);
+        }
         (edge.connect)(sub, limits, cancel, wiring);
         self.wiring.push((sub, edge.producer, edge.consumer));
         SubscriptionTag(sub)
@@ -177,22 +186,18 @@ impl Supervisor {
     /// Starts a stage's task.
     fn spawn(&mut self, stage: StageEntry) {
         stage.label.set_unique(&stage.name);
+        let index = self.record(&stage);
         let task = (stage.start)(Arc::from(stage.name.as_str()), self.abort.clone());
         let handle = self.tasks.spawn(task);
-        let index = self.record(stage.name, stage.subscribe_defaults, stage.control);
         self.task_stage.insert(handle.id(), index);
     }
 
     /// Gives a stage the next index, started or not; returns the index.
-    fn record(
-        &mut self,
-        name: String,
-        defaults: SubscribeOptions,
-        control: Arc<dyn ControlPort>,
-    ) -> usize {
-        self.names.push(name);
-        self.defaults.push(defaults);
-        self.controls.push(control);
+    fn record(&mut self, stage: &StageEntry) -> usize {
+        self.names.push(stage.name.clone());
+        self.defaults.push(stage.subscribe_defaults);
+        self.dispatch.push(stage.dispatch);
+        self.controls.push(stage.control.clone());
         self.reports.push(None);
         self.names.len() - 1
     }
@@ -281,7 +286,7 @@ impl Supervisor {
                         "the stage added (named explicitly)".to_owned(),
                     ],
                 };
-                let index = self.record(stage.name, stage.subscribe_defaults, stage.control);
+                let index = self.record(&stage);
                 self.never_started.insert(index);
                 return Err(error);
             }
@@ -329,6 +334,7 @@ impl Supervisor {
         let (limits, cancel) = edge_terms(edge.options.or(self.defaults[consumer]), || {
             (self.names[producer].clone(), self.names[consumer].clone())
         })?;
+        self.check_dispatch(&edge)?;
         let wiring = Wiring {
             producer: Arc::from(self.names[producer].as_str()),
             consumer: Arc::from(self.names[consumer].as_str()),
@@ -340,6 +346,56 @@ impl Supervisor {
             let _ = self.cancel(old);
         }
         Ok(tag)
+    }
+
+    /// Checks a subscription made while the pipeline runs against its producer's dispatcher, as
+    /// `run` checks the pipeline's (see `graph.rs`); a partition is taken while the subscription
+    /// that took it runs.
+    fn check_dispatch(&self, edge: &Edge) -> Result<(), PipelineError> {
+        let (producer, consumer) = (edge.producer, edge.consumer);
+        let info = self.dispatch[producer];
+        let fail = |error| PipelineError::InvalidDispatch {
+            stage: self.names[producer].clone(),
+            error,
+        };
+        let consumer_name = self.names[consumer].clone();
+        if edge.selected && !info.selects {
+            return Err(fail(DispatchSetupError::NotBroadcast {
+                consumer: consumer_name,
+            }));
+        }
+        match (info.partitions, edge.options.partition) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(fail(DispatchSetupError::NotPartitioned {
+                consumer: consumer_name,
+            })),
+            (Some(_), None) => Err(fail(DispatchSetupError::PartitionMissing {
+                consumer: consumer_name,
+            })),
+            (Some(partitions), Some(partition)) if partition >= partitions => {
+                Err(fail(DispatchSetupError::PartitionOutOfRange {
+                    consumer: consumer_name,
+                    partition,
+                    partitions,
+                }))
+            }
+            (Some(_), Some(partition)) => {
+                let taken = self.wiring.iter().find(|&&(sub, from, to)| {
+                    from == producer
+                        && self.partition_of.get(&sub) == Some(&partition)
+                        && !self.cancelled.contains(&sub)
+                        && self.running(to)
+                });
+                match taken {
+                    Some(&(_, _, to)) => Err(fail(DispatchSetupError::PartitionTaken {
+                        consumer: consumer_name,
+                        partition,
+                        taken_by: self.names[to].clone(),
+                    })),
+                    None => Ok(()),
+                }
+            }
+        }
     }
 
     /// Takes in the ends of the stages whose tasks have finished.
@@ -405,6 +461,7 @@ impl Supervisor {
             events_in,
             events_out,
             emitted,
+            copies,
             discarded,
             excess,
             losses,
@@ -446,6 +503,7 @@ impl Supervisor {
             events_in,
             events_out,
             emitted,
+            copies,
             discarded,
             lost: losses.iter().map(|loss| loss.count).sum(),
             losses,
@@ -528,6 +586,7 @@ fn lost_task(error: tokio::task::JoinError) -> Outcome {
         events_in: 0,
         events_out: 0,
         emitted: 0,
+        copies: 0,
         discarded: 0,
         excess: 0,
         losses: Vec::new(),

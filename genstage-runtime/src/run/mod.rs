@@ -16,8 +16,9 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use crate::dispatcher::DemandDispatcher;
+use crate::dispatcher::Dispatch;
 use crate::error::{StageError, StreamDropped};
+use crate::event_path::Route;
 use crate::mailbox::{Receiver, TryRecvError};
 use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLetter};
 use crate::options::DemandMode;
@@ -94,6 +95,7 @@ pub(crate) struct Outcome {
     pub(crate) events_in: u64,
     pub(crate) events_out: u64,
     pub(crate) emitted: u64,
+    pub(crate) copies: u64,
     pub(crate) discarded: u64,
     pub(crate) excess: u64,
     pub(crate) losses: Vec<Loss>,
@@ -225,16 +227,62 @@ async fn terminated(
     }
 }
 
+/// A stage's partition function, when its dispatcher partitions.
+type PartitionFn<S, T> = Option<fn(&S, &T) -> Option<usize>>;
+
+/// Runs `then` with the stage's partition function bound to the stage, as the event path takes it
+/// (see [`Route`]).
+#[inline]
+fn routed<S, T, R>(
+    stage: &S,
+    partition: PartitionFn<S, T>,
+    then: impl FnOnce(Route<'_, T>) -> R,
+) -> R {
+    match partition {
+        Some(partition) => then(Some(&|event: &T| partition(stage, event))),
+        None => then(None),
+    }
+}
+
+/// Dispatches the events that waited for the partition function while a callback ran; the exit of
+/// a stage whose dispatcher could not dispatch (a partition out of range).
+#[inline]
+fn settle<S, T: Send + 'static>(
+    stage: &S,
+    partition: PartitionFn<S, T>,
+    outputs: &mut Outputs<T>,
+) -> Result<(), Exit> {
+    if outputs.unsettled() {
+        routed(stage, partition, |route| outputs.settle(route));
+    }
+    match outputs.failure() {
+        Some(error) => Err(Exit::Failed(error)),
+        None => Ok(()),
+    }
+}
+
 pub(crate) async fn run_producer<P: Producer>(
     mut stage: P,
+    dispatch: Dispatch<P, P::Output>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<Infallible, P::Output>>,
 ) -> Outcome {
     let options = stage.producer_options();
-    let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
+    let Dispatch {
+        dispatcher,
+        partition,
+    } = dispatch;
+    let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
     let mut state = ProducerState::default();
     state.set_demand(options.demand, &mut outputs);
-    let stage_loop = produce(&mut stage, &env, &mut mailbox, &mut outputs, state);
+    let stage_loop = produce(
+        &mut stage,
+        partition,
+        &env,
+        &mut mailbox,
+        &mut outputs,
+        state,
+    );
     let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
@@ -251,6 +299,7 @@ pub(crate) async fn run_producer<P: Producer>(
         events_in: 0,
         events_out: outputs.events_out,
         emitted: outputs.emitted(),
+        copies: outputs.copies(),
         discarded: outputs.discarded(),
         excess: 0,
         losses,
@@ -333,11 +382,16 @@ impl ProducerState {
 
     /// Events the producer emitted: dispatched, or all buffered while it accumulates.
     #[inline]
-    fn emit<T: Send + 'static>(&self, events: Vec<T>, outputs: &mut Outputs<T>) {
+    fn emit<T: Send + 'static>(
+        &self,
+        events: Vec<T>,
+        outputs: &mut Outputs<T>,
+        route: Route<'_, T>,
+    ) {
         if self.modes.accumulating() {
             outputs.hold(events);
         } else {
-            outputs.emit(events);
+            outputs.emit(events, route);
         }
     }
 
@@ -355,18 +409,35 @@ impl ProducerState {
 
 async fn produce<P: Producer>(
     stage: &mut P,
+    partition: PartitionFn<P, P::Output>,
     env: &StageEnv,
     mailbox: &mut Receiver<Mail<Infallible, P::Output>>,
     outputs: &mut Outputs<P::Output>,
     mut state: ProducerState,
 ) -> Exit {
     let mut retry = Retry::default();
+    // The pipeline wires its subscriptions before its stages start: the producer takes them all in,
+    // with their first asks, before it first emits, so that no consumer gets the first events
+    // only for having subscribed first (a broadcast starts with every consumer, a partition with
+    // its consumer).
+    while let Ok(mail) = mailbox.try_recv() {
+        match mail {
+            Mail::Downstream(mail) => state.downstream(mail, outputs),
+            Mail::Control(control) => {
+                state.control(*control, outputs);
+            }
+            Mail::Upstream(_) => {}
+        }
+    }
     loop {
+        if let Err(exit) = settle(&*stage, partition, outputs) {
+            return exit;
+        }
         // Its consumers' comings and goings first, then messages, in the order they came: each may
         // emit, or give the producer work.
         // Checked here, not in the callee: an async call costs, on the hot path, even when idle.
         if outputs.has_notices() {
-            if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
+            if let Err(error) = tell_producer(stage, partition, env, outputs, &mut state).await {
                 return Exit::Failed(error);
             }
         }
@@ -379,7 +450,9 @@ async fn produce<P: Producer>(
             match emit {
                 Ok(emit) => {
                     state.exhausted |= emit.last;
-                    state.emit(emit.events, outputs);
+                    routed(&*stage, partition, |route| {
+                        state.emit(emit.events, outputs, route)
+                    });
                     env.send_replies();
                     // It may have given the producer something to emit: ask at once.
                     retry.reset();
@@ -421,7 +494,9 @@ async fn produce<P: Producer>(
                         }
                     } else {
                         retry.emitted();
-                        state.emit(emit.events, outputs);
+                        routed(&*stage, partition, |route| {
+                            state.emit(emit.events, outputs, route)
+                        });
                     }
                 }
                 Called::Returned(Err(error)) => return Exit::Failed(error),
@@ -431,9 +506,12 @@ async fn produce<P: Producer>(
         }
         // A consumer that left is told of before the producer stops for want of consumers.
         if outputs.has_notices() {
-            if let Err(error) = tell_producer(stage, env, outputs, &mut state).await {
+            if let Err(error) = tell_producer(stage, partition, env, outputs, &mut state).await {
                 return Exit::Failed(error);
             }
+        }
+        if let Err(exit) = settle(&*stage, partition, outputs) {
+            return exit;
         }
         // Infos whose events have gone out are opened as letters, before the producer may end.
         outputs.move_released(&mut state.letters);
@@ -491,6 +569,7 @@ async fn produce<P: Producer>(
 /// subscribed or left since it last did.
 async fn tell_producer<P: Producer>(
     stage: &mut P,
+    partition: PartitionFn<P, P::Output>,
     env: &StageEnv,
     outputs: &mut Outputs<P::Output>,
     // `&mut`: a shared reference held across an `.await` would need the state to be `Sync`.
@@ -506,7 +585,9 @@ async fn tell_producer<P: Producer>(
                 let events = stage
                     .handle_consumer_cancel(&subscriber, &reason, &mut ctx)
                     .await?;
-                state.emit(events, outputs);
+                routed(&*stage, partition, |route| {
+                    state.emit(events, outputs, route)
+                });
             }
         }
     }
@@ -516,6 +597,7 @@ async fn tell_producer<P: Producer>(
 /// [`tell_producer`] for a producer_consumer, whose callbacks may also ask on its subscriptions.
 async fn tell_producer_consumer<S: ProducerConsumer>(
     stage: &mut S,
+    partition: PartitionFn<S, S::Output>,
     env: &StageEnv,
     inputs: &mut Inputs<S::Input>,
     outputs: &mut Outputs<S::Output>,
@@ -530,7 +612,7 @@ async fn tell_producer_consumer<S: ProducerConsumer>(
                 let events = stage
                     .handle_consumer_cancel(&subscriber, &reason, &mut ctx)
                     .await?;
-                outputs.emit(events);
+                routed(&*stage, partition, |route| outputs.emit(events, route));
             }
         }
     }
@@ -539,6 +621,7 @@ async fn tell_producer_consumer<S: ProducerConsumer>(
 
 pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     mut stage: S,
+    dispatch: Dispatch<S, S::Output>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<S::Input, S::Output>>,
 ) -> Outcome {
@@ -547,10 +630,15 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         tracing::warn!(stage = %env.name, "a producer_consumer has no demand mode (only producers do): its `ProducerOptions::demand` is ignored");
     }
     let mut inputs = Inputs::new(env.name.clone());
-    let mut outputs = Outputs::new(env.name.clone(), Box::new(DemandDispatcher::new()), options);
+    let Dispatch {
+        dispatcher,
+        partition,
+    } = dispatch;
+    let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
     let mut in_hand = InHand::default();
     let stage_loop = transform(
         &mut stage,
+        partition,
         &env,
         &mut mailbox,
         &mut inputs,
@@ -574,6 +662,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         events_in: inputs.events_in - in_hand.batch,
         events_out: outputs.events_out,
         emitted: outputs.emitted(),
+        copies: outputs.copies(),
         discarded: outputs.discarded(),
         excess: inputs.excess,
         losses,
@@ -614,6 +703,7 @@ fn queue_control<T>(
 
 async fn transform<S: ProducerConsumer>(
     stage: &mut S,
+    partition: PartitionFn<S, S::Output>,
     env: &StageEnv,
     mailbox: &mut Receiver<Mail<S::Input, S::Output>>,
     inputs: &mut Inputs<S::Input>,
@@ -622,8 +712,12 @@ async fn transform<S: ProducerConsumer>(
 ) -> Exit {
     let mut letters = VecDeque::new();
     'run: loop {
+        if let Err(exit) = settle(&*stage, partition, outputs) {
+            break exit;
+        }
         if outputs.has_notices() {
-            if let Err(error) = tell_producer_consumer(stage, env, inputs, outputs).await {
+            if let Err(error) = tell_producer_consumer(stage, partition, env, inputs, outputs).await
+            {
                 break Exit::Failed(error);
             }
         }
@@ -645,7 +739,7 @@ async fn transform<S: ProducerConsumer>(
                     if emit.last {
                         tracing::warn!(stage = %env.name, "a producer_consumer's message callback returned `Emit::last`: a producer_consumer ends when its input does, so only its events are taken");
                     }
-                    outputs.emit(emit.events);
+                    routed(&*stage, partition, |route| outputs.emit(emit.events, route));
                     env.send_replies();
                 }
                 Err(error) => {
@@ -671,7 +765,9 @@ async fn transform<S: ProducerConsumer>(
                 } => {
                     let mut ctx = env.context(Some(&mut *inputs));
                     match stage.handle_cancel(&subscription, &reason, &mut ctx).await {
-                        Ok(emitted) => outputs.emit(emitted),
+                        Ok(emitted) => {
+                            routed(&*stage, partition, |route| outputs.emit(emitted, route))
+                        }
                         Err(error) => break 'run Exit::Failed(error),
                     }
                     if let Some(cause) = stop {
@@ -709,7 +805,7 @@ async fn transform<S: ProducerConsumer>(
                             in_hand.interrupted = true;
                             // Its consumers have all left: it is told of them before it stops.
                             if let Err(error) =
-                                tell_producer_consumer(stage, env, inputs, outputs).await
+                                tell_producer_consumer(stage, partition, env, inputs, outputs).await
                             {
                                 break 'run Exit::Failed(error);
                             }
@@ -722,7 +818,9 @@ async fn transform<S: ProducerConsumer>(
                     // the consumer, so that it starts refilling while this stage's output waits
                     // its turn.
                     let producer = inputs.ask(sub, demand);
-                    outputs.emit_handing_off(emitted, producer);
+                    routed(&*stage, partition, |route| {
+                        outputs.emit_handing_off(emitted, producer, route)
+                    });
                     if !letters.is_empty() || outputs.has_notices() {
                         continue 'run;
                     }
@@ -735,8 +833,11 @@ async fn transform<S: ProducerConsumer>(
                 }
             }
         }
-        if outputs.has_notices() || outputs.has_released() {
+        if outputs.has_notices() || outputs.has_released() || outputs.unsettled() {
             continue 'run;
+        }
+        if let Some(error) = outputs.failure() {
+            break Exit::Failed(error);
         }
         if inputs.exhausted() && outputs.buffered() == 0 {
             break Exit::Finished;
@@ -781,6 +882,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
         events_in: inputs.events_in - in_hand.batch,
         events_out: 0,
         emitted: 0,
+        copies: 0,
         discarded: 0,
         excess: inputs.excess,
         losses,

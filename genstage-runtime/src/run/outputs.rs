@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::dispatcher::{Dispatcher, SubscriptionId};
-use crate::event_path::{Emitted, EventPath};
+use crate::error::StageError;
+use crate::event_path::{Emitted, EventPath, Route};
 use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
 use crate::options::ProducerOptions;
@@ -92,9 +93,16 @@ impl<T: Send + 'static> Outputs<T> {
             consumer,
             consumer_name,
             limits,
+            options,
         } = consumer;
-        if let Err(error) = self.path.subscribe(sub) {
-            tracing::error!(stage = %self.stage, "subscription {sub} refused: {error}");
+        if let Err(error) = self.path.subscribe(sub, &options) {
+            // The consumer is told, so that it does not wait for events that will never come.
+            tracing::error!(
+                stage = %self.stage,
+                consumer = %consumer_name,
+                "subscription {sub} refused: {error}"
+            );
+            consumer.cancelled(sub);
             return;
         }
         let seen_as = Subscriber {
@@ -147,16 +155,22 @@ impl<T: Send + 'static> Outputs<T> {
 
     /// Like [`emit`](Self::emit), and hands `producer`, a wake-up owed to this stage's producer, to
     /// the first consumer the events wake and that takes it; gives it when none does.
-    pub(super) fn emit_handing_off(&mut self, events: Vec<T>, producer: DeferredWake) {
+    pub(super) fn emit_handing_off(
+        &mut self,
+        events: Vec<T>,
+        producer: DeferredWake,
+        route: Route<'_, T>,
+    ) {
         self.hand_off = producer;
-        self.emit(events);
+        self.emit(events, route);
         drop(std::mem::take(&mut self.hand_off));
     }
 
-    /// Sends `events` to consumers with demand and buffers the rest.
+    /// Sends `events` to consumers with demand and buffers the rest; `route` is the stage's
+    /// partition function, if its dispatcher partitions.
     #[inline]
-    pub(super) fn emit(&mut self, events: Vec<T>) {
-        match self.path.emit(events) {
+    pub(super) fn emit(&mut self, events: Vec<T>, route: Route<'_, T>) {
+        match self.path.emit(events, route) {
             Emitted::Whole(sub, events) => self.deliver(sub, events),
             Emitted::Dispatched { discarded } => {
                 if discarded > 0 {
@@ -195,6 +209,26 @@ impl<T: Send + 'static> Outputs<T> {
         demand.saturating_sub(served)
     }
 
+    /// Whether buffered events wait for the stage's partition function (an ask came while a
+    /// callback ran): [`settle`](Self::settle) them between callbacks.
+    #[inline]
+    pub(super) fn unsettled(&self) -> bool {
+        self.path.unsettled()
+    }
+
+    /// Dispatches and sends the events that waited for the partition function.
+    pub(super) fn settle(&mut self, route: Route<'_, T>) {
+        self.path.settle(route);
+        self.flush();
+    }
+
+    /// Why the dispatcher could not dispatch, if it could not: the stage fails with it.
+    pub(super) fn failure(&self) -> Option<StageError> {
+        self.path
+            .failure()
+            .map(|error| StageError::from(error.clone()))
+    }
+
     /// What a producer should emit now (see [`EventPath::demand`]).
     pub(super) fn demand(&self) -> usize {
         self.path.demand()
@@ -205,8 +239,9 @@ impl<T: Send + 'static> Outputs<T> {
         self.path.capacity()
     }
 
+    /// Events emitted and not yet sent: in the buffer, or kept by the dispatcher for a consumer.
     pub(super) fn buffered(&self) -> usize {
-        self.path.buffered()
+        self.path.buffered() + self.path.held_by_dispatcher()
     }
 
     pub(super) fn emitted(&self) -> u64 {
@@ -215,6 +250,11 @@ impl<T: Send + 'static> Outputs<T> {
 
     pub(super) fn discarded(&self) -> u64 {
         self.path.discarded
+    }
+
+    /// Copies of events sent to more than one consumer, beyond the first.
+    pub(super) fn copies(&self) -> u64 {
+        self.path.copies
     }
 
     /// Whether every consumer that ever subscribed has left.

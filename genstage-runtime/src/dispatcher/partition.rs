@@ -1,0 +1,308 @@
+//! GenStage's `PartitionDispatcher`: each event to the one consumer of its partition.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use super::{DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
+
+/// GenStage's default bound for a producer's buffer, used for the events kept for partitions that
+/// have no consumer.
+const DEFAULT_STRANDED_LIMIT: usize = 10_000;
+
+/// One partition.
+struct Slot<T> {
+    /// The subscription that takes it, if any.
+    sub: Option<SubscriptionId>,
+    /// What its consumer has asked for and not been sent.
+    demand: usize,
+    /// Events for it beyond its demand, or while it has no consumer, in order.
+    queue: VecDeque<T>,
+    /// How many events at the front of `queue` no longer count against the shared demand: those
+    /// kept while the partition had no consumer. Serving them adds nothing upstream.
+    prepaid: usize,
+}
+
+/// Sends each event to the consumer of its partition, as the stage's
+/// [`Partition`](super::Partition) function gives it; order is kept within a partition. Each
+/// partition has exactly one consumer: a subscription names the partition it takes, and one that
+/// names none, one out of range or one already taken is refused (the pipeline checks its wiring for
+/// this before it runs, rather than crash the producer as GenStage does).
+///
+/// Demand is shared, as in GenStage: the producer is asked for what all consumers asked, and the
+/// events go where the partition function sends them, so a partition that gets more than its share
+/// keeps a backlog, which its consumer is served from first. This assumes an even spread: a hot
+/// partition holds back the producer once the others' demand is spent on its events.
+///
+/// A `None` partition discards the event (counted as discarded) without using up demand. A partition
+/// out of range is an error that fails the stage, naming the index and the count.
+///
+/// Events for a partition with no consumer (its consumer left) are kept for the next consumer that
+/// takes it, up to 10 000 in all (beyond that the oldest are discarded), and do not count against the
+/// other consumers' demand. The events its consumer had not taken when it left are kept the same way.
+///
+/// ```
+/// use genstage_runtime::dispatcher::{DispatchOptions, Dispatcher, Outbox, PartitionDispatcher};
+/// let mut dispatcher = PartitionDispatcher::new(2);
+/// dispatcher.subscribe(10, &DispatchOptions::partition(0)).unwrap();
+/// dispatcher.subscribe(11, &DispatchOptions::partition(1)).unwrap();
+/// let parity = |n: &u32| Some((n % 2) as usize);
+/// let mut deliveries = Vec::new();
+/// let mut out = Outbox::new(&mut deliveries).with_partition(&parity);
+/// assert_eq!(dispatcher.ask(10, 3, &mut out), 3);
+/// assert_eq!(dispatcher.ask(11, 3, &mut out), 3);
+/// assert_eq!(dispatcher.dispatch(vec![1, 2, 3, 4, 5, 6, 7], &mut out), Ok(vec![7]));
+/// drop(out);
+/// assert_eq!(deliveries, vec![(10, vec![2, 4, 6]), (11, vec![1, 3, 5])]);
+/// ```
+pub struct PartitionDispatcher<T> {
+    slots: Vec<Slot<T>>,
+    /// Events the producer may send: what consumers asked, less what was dispatched to them.
+    waiting: usize,
+    /// Demand asked upstream for consumers that have since left.
+    pending: usize,
+    /// The most events kept for partitions with no consumer.
+    stranded_limit: usize,
+}
+
+impl<T> PartitionDispatcher<T> {
+    /// A dispatcher with partitions `0..partitions`, none taken yet.
+    pub fn new(partitions: usize) -> Self {
+        PartitionDispatcher {
+            slots: (0..partitions)
+                .map(|_| Slot {
+                    sub: None,
+                    demand: 0,
+                    queue: VecDeque::new(),
+                    prepaid: 0,
+                })
+                .collect(),
+            waiting: 0,
+            pending: 0,
+            stranded_limit: DEFAULT_STRANDED_LIMIT,
+        }
+    }
+
+    /// Keeps at most `limit` events for partitions with no consumer (10 000 by default).
+    pub fn with_stranded_limit(mut self, limit: usize) -> Self {
+        self.stranded_limit = limit;
+        self
+    }
+
+    /// Events the producer may send (GenStage's `waiting`).
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Demand asked upstream for consumers that have left (GenStage's `pending`).
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// The demand of partition `partition`'s consumer, and how many events it keeps for it.
+    pub fn partition_state(&self, partition: usize) -> Option<(usize, usize)> {
+        self.slots
+            .get(partition)
+            .map(|slot| (slot.demand, slot.queue.len()))
+    }
+
+    fn slot_of(&mut self, sub: SubscriptionId) -> Option<&mut Slot<T>> {
+        self.slots.iter_mut().find(|slot| slot.sub == Some(sub))
+    }
+
+    fn stranded_count(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.sub.is_none())
+            .map(|slot| slot.queue.len())
+            .sum()
+    }
+
+    /// Routes the events the producer may send now: their partitions, the number taken (those
+    /// after go back as leftover), or the error of the first partition out of range.
+    fn route(
+        &self,
+        events: &[T],
+        out: &Outbox<'_, T>,
+    ) -> Result<(Vec<Option<usize>>, usize), DispatchError> {
+        let partitions = self.slots.len();
+        let mut routes = Vec::with_capacity(events.len());
+        let mut counted = 0;
+        for event in events {
+            if counted == self.waiting {
+                break;
+            }
+            let Some(route) = out.partition_of(event) else {
+                return Err(DispatchError(
+                    "a partition dispatcher needs the stage's partition function".to_owned(),
+                ));
+            };
+            match route {
+                Some(index) if index >= partitions => {
+                    return Err(DispatchError(format!(
+                        "its partition function returned partition {index}, but it has \
+                         {partitions} partitions (0..{partitions})"
+                    )));
+                }
+                // Events for a partition with no consumer do not count against the demand.
+                Some(index) if self.slots[index].sub.is_some() => counted += 1,
+                _ => {}
+            }
+            routes.push(route);
+        }
+        let taken = routes.len();
+        Ok((routes, taken))
+    }
+}
+
+impl<T> fmt::Debug for PartitionDispatcher<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionDispatcher")
+            .field("partitions", &self.slots.len())
+            .field("waiting", &self.waiting)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<T>,
+    ) -> Result<usize, DispatchError> {
+        let partitions = self.slots.len();
+        if options.selector.is_some() {
+            return Err(DispatchError(
+                "a partition dispatcher takes no selector: its partition function chooses each \
+                 event's consumer"
+                    .to_owned(),
+            ));
+        }
+        let Some(partition) = options.partition else {
+            return Err(DispatchError(format!(
+                "a subscription to a partitioned stage must name its partition (0..{partitions})"
+            )));
+        };
+        if self.slots.iter().any(|slot| slot.sub == Some(sub)) {
+            return Err(DispatchError(format!(
+                "subscription {sub} is already registered"
+            )));
+        }
+        let Some(slot) = self.slots.get_mut(partition) else {
+            return Err(DispatchError(format!(
+                "partition {partition} does not exist: there are {partitions} (0..{partitions})"
+            )));
+        };
+        if let Some(taken_by) = slot.sub {
+            return Err(DispatchError(format!(
+                "partition {partition} is already taken by subscription {taken_by}"
+            )));
+        }
+        slot.sub = Some(sub);
+        slot.demand = 0;
+        Ok(0)
+    }
+
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        let Some(slot) = self.slot_of(sub) else {
+            return 0;
+        };
+        slot.sub = None;
+        let unmet = std::mem::take(&mut slot.demand);
+        // Its backlog took the place of other partitions' events: they are asked for again, and the
+        // backlog is kept, prepaid, for the partition's next consumer.
+        let repaid = slot.queue.len() - slot.prepaid;
+        slot.prepaid = slot.queue.len();
+        self.pending = self.pending.saturating_add(unmet);
+        self.waiting = self.waiting.saturating_add(repaid);
+        repaid
+    }
+
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, out: &mut Outbox<'_, T>) -> usize {
+        let Some(slot) = self.slot_of(sub) else {
+            return 0;
+        };
+        let served = demand.min(slot.queue.len());
+        let batch: Vec<T> = slot.queue.drain(..served).collect();
+        let prepaid = served.min(slot.prepaid);
+        slot.prepaid -= prepaid;
+        slot.demand += demand - served;
+        out.send(sub, batch);
+        let fresh = demand - prepaid;
+        let absorbed = self.pending.min(fresh);
+        self.pending -= absorbed;
+        let upstream = fresh - absorbed;
+        self.waiting = self.waiting.saturating_add(upstream);
+        upstream
+    }
+
+    fn dispatch(
+        &mut self,
+        mut events: Vec<T>,
+        out: &mut Outbox<'_, T>,
+    ) -> Result<Vec<T>, DispatchError> {
+        let (routes, taken) = self.route(&events, out)?;
+        let leftover = events.split_off(taken);
+        let mut batches: Vec<Vec<T>> = (0..self.slots.len()).map(|_| Vec::new()).collect();
+        let mut discarded = 0;
+        for (event, route) in events.into_iter().zip(routes) {
+            let Some(index) = route else {
+                discarded += 1;
+                continue;
+            };
+            let slot = &mut self.slots[index];
+            if slot.sub.is_none() {
+                slot.queue.push_back(event);
+                slot.prepaid += 1;
+                continue;
+            }
+            self.waiting -= 1;
+            if slot.demand > 0 && slot.queue.is_empty() {
+                slot.demand -= 1;
+                batches[index].push(event);
+            } else {
+                slot.queue.push_back(event);
+            }
+        }
+        for (slot, batch) in self.slots.iter().zip(batches) {
+            if let Some(sub) = slot.sub {
+                out.send(sub, batch);
+            }
+        }
+        // Beyond the limit, the oldest events kept for no consumer go.
+        let mut excess = self.stranded_count().saturating_sub(self.stranded_limit);
+        for slot in self.slots.iter_mut().filter(|slot| slot.sub.is_none()) {
+            let dropped = excess.min(slot.queue.len());
+            slot.queue.drain(..dropped);
+            slot.prepaid -= dropped;
+            excess -= dropped;
+            discarded += dropped;
+        }
+        out.discard(discarded);
+        Ok(leftover)
+    }
+
+    fn capacity(&self) -> usize {
+        self.waiting.saturating_sub(self.pending)
+    }
+
+    fn consumers(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.sub.is_some()).count()
+    }
+
+    fn held(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.sub.is_some())
+            .map(|slot| slot.queue.len())
+            .sum()
+    }
+
+    fn stranded(&self) -> usize {
+        self.stranded_count()
+    }
+
+    fn partitions(&self) -> Option<usize> {
+        Some(self.slots.len())
+    }
+}
