@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use genstage::prelude::*;
-use genstage::ProducerRef;
+use genstage::{DispatchSetupError, ProducerRef};
 
 /// Emits `0..end`, then ends.
 struct Numbers {
@@ -198,7 +198,7 @@ async fn an_edge_takes_one_partition_for_a_single_consumer() {
     let report = pipeline! {
         split = Parity(Numbers::upto(100));
         split -[partition = 1]-> odd = received.collector();
-        split -[partition = 0, max_demand = 3]-> even = received.collector();
+        split -[partition = 0, max_demand = 4]-> even = received.collector();
     }
     .run()
     .await
@@ -283,18 +283,39 @@ async fn sizes_and_indexes_that_are_not_literals_are_checked_by_run() {
         .await
         .expect_err("a third instance has no partition");
     assert_eq!(CREATED.load(Ordering::Relaxed), 3);
-    assert!(
-        matches!(&error, PipelineError::InvalidDispatch { stage, .. } if stage == "split"),
-        "{error}"
-    );
+    match error {
+        PipelineError::InvalidDispatch {
+            stage,
+            error:
+                DispatchSetupError::PartitionOutOfRange {
+                    consumer,
+                    partition,
+                    partitions,
+                },
+        } => {
+            assert_eq!(
+                (stage.as_str(), consumer.as_str(), partition, partitions),
+                ("split", "Collect[2]", 2, 2)
+            );
+        }
+        other => panic!("{other}"),
+    }
 
     let index = 2;
     let error = pipeline! { split = Parity(Numbers::upto(10)) -[partition = index]-> received.collector() }
         .run()
         .await
         .expect_err("partition 2 of 2 does not exist");
-    assert!(
-        matches!(&error, PipelineError::InvalidDispatch { stage, .. } if stage == "split"),
-        "{error}"
-    );
+    match error {
+        PipelineError::InvalidDispatch {
+            stage,
+            error:
+                DispatchSetupError::PartitionOutOfRange {
+                    partition,
+                    partitions,
+                    ..
+                },
+        } => assert_eq!((stage.as_str(), partition, partitions), ("split", 2, 2)),
+        other => panic!("{other}"),
+    }
 }
