@@ -70,6 +70,44 @@ impl Repeat {
     }
 }
 
+/// Passes events of any type on, to every consumer, or into two partitions by a key function.
+struct Fan<T> {
+    key: fn(&T) -> Option<usize>,
+}
+
+impl<T> Fan<T> {
+    fn by(key: fn(&T) -> Option<usize>) -> Self {
+        Fan { key }
+    }
+}
+
+#[stage(producer_consumer, dispatcher = partition(2))]
+impl<T: Send + 'static> Fan<T> {
+    fn handle_events(&mut self, events: Vec<T>) -> Vec<T> {
+        events
+    }
+
+    fn partition(&self, event: &T) -> Option<usize> {
+        (self.key)(event)
+    }
+}
+
+/// Passes events of any cloneable type on, to every consumer.
+struct Copies<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Copies<T> {
+    fn new() -> Self {
+        Copies(std::marker::PhantomData)
+    }
+}
+
+#[stage(producer_consumer, dispatcher = broadcast)]
+impl<T: Clone + Send + 'static> Copies<T> {
+    fn handle_events(&mut self, events: Vec<T>) -> Vec<T> {
+        events
+    }
+}
+
 fn count(numbers: &mut Numbers, demand: usize) -> Emit<u64> {
     let stop = numbers.end.min(numbers.next + demand as u64);
     let events = (numbers.next..stop).collect();
@@ -302,10 +340,11 @@ async fn sizes_and_indexes_that_are_not_literals_are_checked_by_run() {
     }
 
     let index = 2;
-    let error = pipeline! { split = Parity(Numbers::upto(10)) -[partition = index]-> received.collector() }
-        .run()
-        .await
-        .expect_err("partition 2 of 2 does not exist");
+    let error =
+        pipeline! { split = Parity(Numbers::upto(10)) -[partition = index]-> received.collector() }
+            .run()
+            .await
+            .expect_err("partition 2 of 2 does not exist");
     match error {
         PipelineError::InvalidDispatch {
             stage,
@@ -318,4 +357,24 @@ async fn sizes_and_indexes_that_are_not_literals_are_checked_by_run() {
         } => assert_eq!((stage.as_str(), partition, partitions), ("split", 2, 2)),
         other => panic!("{other}"),
     }
+}
+
+#[tokio::test]
+async fn generic_stages_broadcast_and_partition_once_their_events_are_inferred() {
+    let received = Received::default();
+    let report = pipeline! {
+        copies = Copies::new();
+        from_iter(0..100u64) -> copies;
+        // The selector's argument is `&u64`, inferred through `Copies<T>`.
+        copies -[selector = |n| *n < 10]-> low = received.collector();
+        copies -> Fan::by(|n: &u64| Some((n % 2) as usize)) -> [received.collector(); 2];
+    }
+    .run()
+    .await
+    .expect("the pipeline runs");
+    let low: Vec<u64> = (0..10).collect();
+    let evens: Vec<u64> = (0..100).filter(|n| n % 2 == 0).collect();
+    let odds: Vec<u64> = (0..100).filter(|n| n % 2 == 1).collect();
+    assert_eq!(received.take(), [low, evens, odds]);
+    assert!(report.totals().balanced(), "{report:?}");
 }

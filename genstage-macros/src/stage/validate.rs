@@ -52,7 +52,10 @@ pub(crate) enum DispatchModel {
     /// reported.
     Broadcast(proc_macro2::Span),
     /// `dispatcher = partition(count)`, with the impl block's `partition` method.
-    Partition { count: usize, method: PartitionFn },
+    Partition {
+        count: usize,
+        method: Box<PartitionFn>,
+    },
     /// A `dispatcher` option that was rejected (or a partitioned stage without a sound `partition`
     /// method): the role trait's default, and nothing that `pipeline!` could check against, so
     /// that the mistake gives its one error only.
@@ -438,7 +441,10 @@ pub(crate) fn validate_stage(
                     DispatchModel::Rejected
                 }
                 Some(method) => match parse_partition(method, &stage_name, &shape) {
-                    Ok(method) => DispatchModel::Partition { count, method },
+                    Ok(method) => DispatchModel::Partition {
+                        count,
+                        method: Box::new(method),
+                    },
                     Err(error) => {
                         errors.push(error);
                         DispatchModel::Rejected
