@@ -668,10 +668,11 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// hidden call), so that the report names them `Printer[0]`, `Printer[1]` where the hand-written
 /// loop above gives `Printer`, `Printer#2`.
 ///
-/// Likewise, an edge with a `selector` subscribes with `pipeline.subscribe_selected(&producer, &consumer,
-/// options, selector)`, one with a `partition = i` with `SubscribeOptions::partition(i)`, and
-/// instance `i` of a group after a partitioned stage (one for which `pipeline.partitions(&producer)`
-/// is `Some`) with `.partition(i)`.
+/// An edge with a `selector` subscribes through
+/// `pipeline.subscribe_selected(&producer, &consumer, options, selector)`, one with a
+/// `partition = i` with `SubscribeOptions::partition(i)`, and instance `i` of a group after a
+/// partitioned stage (one for which `pipeline.partitions(&producer)` is `Some`) with
+/// `.partition(i)`.
 ///
 /// # Compile-time checks
 ///
