@@ -27,7 +27,8 @@ use std::convert::Infallible;
 
 use crate::buffer::Buffer;
 use crate::dispatcher::{
-    Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, PartitionOf, SubscriptionId,
+    BacklogMark, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, PartitionOf,
+    SubscriptionId,
 };
 use crate::options::ProducerOptions;
 
@@ -57,6 +58,9 @@ pub(crate) struct EventPath<T, I = Infallible> {
     /// Infos whose events have all left the buffer, in order; emptied by
     /// [`take_released`](Self::take_released).
     released: VecDeque<I>,
+    /// Infos whose events have left the buffer but are held by the dispatcher (a partition's
+    /// backlog), each with where that backlog ended; released, in order, once it has gone.
+    behind_backlog: VecDeque<(BacklogMark, I)>,
     /// Events emitted so far.
     pub(crate) emitted: u64,
     /// Events the buffer dropped on overflow, and the dispatcher sent to no consumer, so far.
@@ -87,6 +91,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             buffer: Buffer::new(options),
             deliveries: Vec::new(),
             released: VecDeque::new(),
+            behind_backlog: VecDeque::new(),
             emitted: 0,
             discarded: 0,
             held: false,
@@ -115,12 +120,16 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         if !self.buffer.is_empty() {
             self.drain_buffer(None);
         }
+        if !self.behind_backlog.is_empty() {
+            self.release_passed();
+        }
     }
 
     /// The consumer of `sub` left; its unmet demand goes with it.
     pub(crate) fn cancel(&mut self, sub: SubscriptionId) {
         self.dispatcher.cancel(sub);
         self.drain_buffer(None);
+        self.release_passed();
     }
 
     /// Emitted events: to consumers with demand, the rest to the buffer. Buffered events always go
@@ -254,7 +263,33 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// released once they have all left the buffer, or at once when none is buffered.
     pub(crate) fn info(&mut self, info: I) {
         if let Err(info) = self.buffer.store_info(info) {
-            self.released.push_back(info);
+            self.release(info);
+        }
+    }
+
+    /// Releases `info`, whose events have left the buffer: behind what the dispatcher holds of
+    /// them, if anything, and behind the infos that wait there.
+    fn release(&mut self, info: I) {
+        if self.behind_backlog.is_empty() {
+            match self.dispatcher.mark() {
+                None => self.released.push_back(info),
+                Some(mark) => self.behind_backlog.push_back((mark, info)),
+            }
+        } else {
+            let mark = self.dispatcher.mark().unwrap_or(BacklogMark(Vec::new()));
+            self.behind_backlog.push_back((mark, info));
+        }
+    }
+
+    /// Releases the infos whose backlog the dispatcher has sent.
+    fn release_passed(&mut self) {
+        while let Some((mark, _)) = self.behind_backlog.front() {
+            if !self.dispatcher.passed(mark) {
+                return;
+            }
+            if let Some((_, info)) = self.behind_backlog.pop_front() {
+                self.released.push_back(info);
+            }
         }
     }
 
@@ -276,6 +311,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     pub(crate) fn clear_buffer(&mut self) -> usize {
         let (count, _infos) = self.buffer.clear();
         self.released.clear();
+        self.behind_backlog.clear();
         count + self.dispatcher.held() + self.dispatcher.stranded() + self.undispatched as usize
     }
 
@@ -285,7 +321,9 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         let stored = self.buffer.store(events);
         self.discarded += stored.discarded as u64;
         // Infos whose events were all dropped on overflow are released now (GenStage §1.6).
-        self.released.extend(stored.released);
+        for info in stored.released {
+            self.release(info);
+        }
         self.drain_buffer(route);
         stored.discarded
     }
@@ -310,8 +348,8 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             let taken = self.buffer.take(capacity);
             let leftover = self.dispatch(taken.events, route);
             // Released after the deliveries of the events in front of them.
-            if !taken.infos.is_empty() {
-                self.released.extend(taken.infos);
+            for info in taken.infos {
+                self.release(info);
             }
             // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer. A
             // dispatcher that breaks it gets its leftover back in the buffer.
@@ -322,7 +360,9 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             if !leftover.is_empty() {
                 let stored = self.buffer.store(leftover);
                 self.discarded += stored.discarded as u64;
-                self.released.extend(stored.released);
+                for info in stored.released {
+                    self.release(info);
+                }
                 return;
             }
         }
@@ -751,5 +791,36 @@ mod tests {
         path.emit(vec![1, 2, 3], Some(&none_for_odd));
         assert_eq!(sent(&mut path), vec![(10, vec![2])]);
         assert_eq!((path.emitted, path.copies, path.discarded), (3, 0, 2));
+    }
+
+    // Scenario 146: an info waits behind a partition's backlog, and is released once that
+    // partition's consumer has been sent it. Scenario 143: a partition whose consumer leaves is
+    // not waited for.
+    #[test]
+    fn an_info_waits_behind_a_partitions_backlog() {
+        let mut path: EventPath<u32, &'static str> = EventPath::new(
+            Box::new(crate::dispatcher::PartitionDispatcher::new(2)),
+            ProducerOptions::for_producer(),
+        );
+        path.subscribe(10, &DispatchOptions::partition(0)).unwrap();
+        path.subscribe(11, &DispatchOptions::partition(1)).unwrap();
+        path.ask(10, 1);
+        path.ask(11, 3);
+        // 2 and 4 go to partition 0, which asked for one: 4 is held.
+        path.emit(vec![1, 2, 4], Some(&parity));
+        assert_eq!(path.take_deliveries(), vec![(10, vec![2]), (11, vec![1])]);
+        path.info("after 4");
+        assert!(!path.has_released());
+        // Partition 1 asking does not release it; partition 0 being sent 4 does.
+        path.ask(11, 1);
+        assert!(!path.has_released());
+        path.ask(10, 1);
+        assert_eq!(path.take_deliveries(), vec![(10, vec![4])]);
+        assert_eq!(path.take_released().collect::<Vec<_>>(), ["after 4"]);
+
+        path.emit(vec![6, 8], Some(&parity));
+        path.info("after 8");
+        path.cancel(10);
+        assert_eq!(path.take_released().collect::<Vec<_>>(), ["after 8"]);
     }
 }
