@@ -378,3 +378,49 @@ async fn generic_stages_broadcast_and_partition_once_their_events_are_inferred()
     assert_eq!(received.take(), [low, evens, odds]);
     assert!(report.totals().balanced(), "{report:?}");
 }
+
+/// `Numbers` to every consumer, through a dispatcher given by the impl block's own `dispatcher`
+/// method (a custom one would be given the same way).
+struct OwnDispatcher(Numbers);
+
+#[stage(producer)]
+impl OwnDispatcher {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        count(&mut self.0, demand)
+    }
+
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::custom(genstage::dispatcher::BroadcastDispatcher::new())
+    }
+}
+
+#[tokio::test]
+async fn a_stage_may_give_its_dispatcher_by_a_method_and_run_checks_its_edges() {
+    let received = Received::default();
+    let report = pipeline! {
+        numbers = OwnDispatcher(Numbers::upto(50));
+        numbers -> all = received.collector();
+        numbers -[selector = |n: &u64| *n >= 40]-> high = received.collector();
+    }
+    .run()
+    .await
+    .expect("the pipeline runs");
+    assert_eq!(
+        received.take(),
+        [(0..50).collect::<Vec<u64>>(), (40..50).collect()]
+    );
+    assert!(report.totals().balanced(), "{report:?}");
+
+    // `pipeline!` cannot see this dispatcher: a partition on an edge from it is `run()`'s to refuse.
+    let error = pipeline! { numbers = OwnDispatcher(Numbers::upto(5)) -[partition = 0]-> received.collector() }
+        .run()
+        .await
+        .expect_err("the stage is not partitioned");
+    match error {
+        PipelineError::InvalidDispatch {
+            stage,
+            error: DispatchSetupError::NotPartitioned { consumer },
+        } => assert_eq!((stage.as_str(), consumer.as_str()), ("numbers", "Collect")),
+        other => panic!("{other}"),
+    }
+}

@@ -236,8 +236,12 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// }
 /// ```
 ///
-/// `pipeline!` reads the dispatcher from the stage to check the edges after it (see its
-/// documentation).
+/// Instead of the attribute's `dispatcher`, the impl block may define
+/// `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of your own, `Dispatch::custom(…)`),
+/// which the role trait's `dispatcher` then calls.
+///
+/// `pipeline!` reads the attribute's dispatcher from the stage to check the edges after it (see
+/// its documentation); those after a stage whose dispatcher is a method are checked by `run()`.
 ///
 /// # Generic stages
 ///

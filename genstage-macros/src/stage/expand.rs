@@ -668,6 +668,10 @@ fn dispatcher_fn(model: &StageModel) -> TokenStream {
     };
     let dispatch = match &model.dispatcher {
         DispatchModel::Demand | DispatchModel::Rejected => return TokenStream::new(),
+        DispatchModel::Method => {
+            let self_ty = &model.item.self_ty;
+            quote!(<#self_ty>::dispatcher(self))
+        }
         // Every token at `broadcast`: an event type that is not `Clone` is reported there.
         DispatchModel::Broadcast(span) => respan(
             quote!(#krate::Dispatch::broadcast()),
@@ -703,7 +707,8 @@ fn dispatch_items(model: &StageModel, generics: &syn::Generics) -> TokenStream {
         return TokenStream::new();
     };
     let kind = match &model.dispatcher {
-        DispatchModel::Rejected => return TokenStream::new(),
+        // What the block's own `dispatcher` returns is known only when the stage is added.
+        DispatchModel::Rejected | DispatchModel::Method => return TokenStream::new(),
         DispatchModel::Demand => quote!(#dispatch::DemandDispatch),
         DispatchModel::Broadcast(_) => quote!(#dispatch::BroadcastDispatch),
         DispatchModel::Partition { count, .. } => {

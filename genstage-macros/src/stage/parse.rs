@@ -826,12 +826,60 @@ pub(crate) struct PartitionFn {
     pub(crate) output: Type,
 }
 
-/// The `partition` method of the impl block, if it has one.
-pub(crate) fn find_partition(item: &ItemImpl) -> Option<&ImplItemFn> {
+/// The method of the impl block named `name` (`partition`, `dispatcher`), if it has one.
+pub(crate) fn find_method<'a>(item: &'a ItemImpl, name: &str) -> Option<&'a ImplItemFn> {
     item.items.iter().find_map(|impl_item| match impl_item {
-        ImplItem::Fn(method) if method.sig.ident == "partition" => Some(method),
+        ImplItem::Fn(method) if method.sig.ident == name => Some(method),
         _ => None,
     })
+}
+
+/// Checks the signature of a producer's or producer_consumer's own `dispatcher` method, which the
+/// role trait's `dispatcher` then calls: `fn dispatcher(&self) -> Dispatch<Self, T>` (the return
+/// type is rustc's to check). `shape` is the signature to write, for the messages.
+pub(crate) fn check_dispatcher_method(
+    method: &ImplItemFn,
+    stage: &str,
+    shape: &str,
+) -> syn::Result<()> {
+    let sig = &method.sig;
+    let wrong = |tokens: &dyn quote::ToTokens, what: &str| {
+        syn::Error::new_spanned(
+            tokens,
+            format!("`{stage}`'s `dispatcher` {what}: write it `{shape}`"),
+        )
+    };
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(wrong(&sig.generics, "cannot be generic"));
+    }
+    if let Some(asyncness) = &sig.asyncness {
+        return Err(wrong(
+            asyncness,
+            "cannot be `async`: the runtime asks for it once, as the stage is added",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver)) if is_self_reference(&receiver.ty, false) => {}
+        Some(other) => return Err(wrong(other, "takes `&self` first")),
+        None => {
+            return Err(syn::Error::new(
+                sig.paren_token.span.join(),
+                format!("`{stage}`'s `dispatcher` takes `&self` first: write it `{shape}`"),
+            ))
+        }
+    }
+    let rest: Vec<&FnArg> = inputs.collect();
+    if !rest.is_empty() {
+        return Err(wrong(&quote::quote!(#(#rest),*), "takes only `&self`"));
+    }
+    if matches!(sig.output, ReturnType::Default) {
+        return Err(syn::Error::new(
+            sig.ident.span(),
+            format!("`{stage}`'s `dispatcher` returns the stage's dispatcher: write it `{shape}`"),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the signature of a partitioned stage's `partition` method. `stage` names the stage and

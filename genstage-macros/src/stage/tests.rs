@@ -948,3 +948,55 @@ fn a_rejected_dispatcher_leaves_nothing_for_pipeline_to_check() {
         assert!(!text.contains("Dispatched"), "{text}");
     }
 }
+
+#[test]
+fn a_dispatcher_method_is_called_by_the_role_trait_and_checked_by_run() {
+    let item =
+        partitioned_with("fn dispatcher(&self) -> Dispatch<Self, u8> { Dispatch::demand() }");
+    let text = generated("producer", &item);
+    assert!(text.contains("fn dispatcher (& self) -> :: genstage :: Dispatch < Self , < Self as :: genstage :: Producer > :: Output > { < S > :: dispatcher (self) }"), "{text}");
+    // `pipeline!` cannot know what it returns.
+    assert!(!text.contains("Dispatched"), "{text}");
+    // A consumer's method of that name is its own.
+    generated(
+        "consumer",
+        "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn dispatcher(&mut self, x: u8) {} }",
+    );
+
+    let shape = "write it `fn dispatcher(&self) -> Dispatch<Self, u8>`";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "fn dispatcher(&mut self) -> Dispatch<Self, u8> { todo!() }",
+            "&mut self)",
+            "`S`'s `dispatcher` takes `&self` first",
+        ),
+        (
+            "fn dispatcher(&self, n: usize) -> Dispatch<Self, u8> { todo!() }",
+            "n: usize",
+            "`S`'s `dispatcher` takes only `&self`",
+        ),
+        (
+            "fn dispatcher(&self) {}",
+            "dispatcher",
+            "`S`'s `dispatcher` returns the stage's dispatcher",
+        ),
+        (
+            "async fn dispatcher(&self) -> Dispatch<Self, u8> { todo!() }",
+            "async",
+            "`S`'s `dispatcher` cannot be `async`",
+        ),
+    ];
+    for (method, snippet, message) in cases {
+        let item = partitioned_with(method);
+        assert_error("producer", &item, At::Item(snippet, 0), message);
+        assert_error("producer", &item, At::Item(snippet, 0), shape);
+    }
+    let item =
+        partitioned_with("fn dispatcher(&self) -> Dispatch<Self, u8> { Dispatch::demand() }");
+    assert_error(
+        "producer, dispatcher = broadcast",
+        &item,
+        At::Attr("dispatcher", 0),
+        "`dispatcher` is set here, but this impl block also defines `dispatcher`: set the dispatcher in one place",
+    );
+}

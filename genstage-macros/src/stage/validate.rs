@@ -11,8 +11,8 @@ use crate::options::{
 };
 
 use super::parse::{
-    container_arg, find_partition, parse_partition, tokens_text, ungroup, Callback, CallbackKind,
-    Errors, PartitionFn, Role, StageAttr, StageImpl, StageOption,
+    check_dispatcher_method, container_arg, find_method, parse_partition, tokens_text, ungroup,
+    Callback, CallbackKind, Errors, PartitionFn, Role, StageAttr, StageImpl, StageOption,
 };
 
 /// A stage ready to expand: its role, its callbacks and its valid options.
@@ -56,6 +56,10 @@ pub(crate) enum DispatchModel {
         count: usize,
         method: Box<PartitionFn>,
     },
+    /// The impl block's own `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of the user's,
+    /// `Dispatch::custom`), which the role trait's calls; `pipeline!` cannot see what it returns,
+    /// so `run()` checks the edges after the stage.
+    Method,
     /// A `dispatcher` option that was rejected (or a partitioned stage without a sound `partition`
     /// method): the role trait's default, and nothing that `pipeline!` could check against, so
     /// that the mistake gives its one error only.
@@ -420,17 +424,42 @@ pub(crate) fn validate_stage(
         }
     }
 
-    // The dispatcher; a partitioned stage's `partition` method, written for its output events.
+    // The dispatcher: the attribute's, or the impl block's own `dispatcher` method (not both); a
+    // partitioned stage's `partition` method, written for its output events.
+    let event = output.as_ref().map_or_else(|| "T".to_owned(), tokens_text);
+    let own_dispatcher = match role {
+        Role::Consumer => None,
+        _ => find_method(&stage.item, "dispatcher"),
+    };
+    if let (Some(Ok((_, option))), Some(_)) = (&dispatcher, own_dispatcher) {
+        errors.push(syn::Error::new(
+            option.key.span(),
+            "`dispatcher` is set here, but this impl block also defines `dispatcher`: set the dispatcher in one place",
+        ));
+        dispatcher = Some(Err(()));
+    }
     let dispatcher = match dispatcher {
-        None | Some(Ok((Dispatcher::Demand, _))) => DispatchModel::Demand,
+        None => match own_dispatcher {
+            None => DispatchModel::Demand,
+            Some(method) => {
+                let shape = format!("fn dispatcher(&self) -> Dispatch<Self, {event}>");
+                match check_dispatcher_method(method, &stage_name, &shape) {
+                    Ok(()) => DispatchModel::Method,
+                    Err(error) => {
+                        errors.push(error);
+                        DispatchModel::Rejected
+                    }
+                }
+            }
+        },
+        Some(Ok((Dispatcher::Demand, _))) => DispatchModel::Demand,
         Some(Err(())) => DispatchModel::Rejected,
         Some(Ok((Dispatcher::Broadcast, option))) => {
             DispatchModel::Broadcast(first_span(&option.value))
         }
         Some(Ok((Dispatcher::Partition(count), option))) => {
-            let event = output.as_ref().map_or_else(|| "T".to_owned(), tokens_text);
             let shape = format!("fn partition(&self, event: &{event}) -> Option<usize>");
-            match find_partition(&stage.item) {
+            match find_method(&stage.item, "partition") {
                 None => {
                     errors.push(syn::Error::new_spanned(
                         &option.value,
