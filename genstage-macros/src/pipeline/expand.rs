@@ -583,7 +583,7 @@ fn expand_edge(
         let span = SpanRange::of(&quote!(#value));
         let make = call_at(
             quote!(#private::selector),
-            quote!(&#producer_stage, #value),
+            quote!(&#producer_stage, &#consumer_stage, #value),
             span,
         );
         quote!(let #selector = #make;)
@@ -591,7 +591,7 @@ fn expand_edge(
     let events = match &selector_let {
         Some(_) => call_at(
             quote!(#private::events_selected),
-            quote!(#producer, &#selector),
+            quote!(#producer, #consumer, &#selector),
             range,
         ),
         None => call_at(quote!(#private::events_of), quote!(#producer), range),

@@ -175,14 +175,51 @@ impl<T> std::fmt::Debug for Events<T> {
 /// An edge's `selector = …`, evaluated once and shared by the edge's subscriptions.
 pub type Selector<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 
-/// The selector of an edge from the stages `_producers`: typed by their events, so that a closure
-/// needs no annotation.
+/// The selector of an edge from the stages `_producers` to the stages `_consumers`: typed by the
+/// producers' events (so that a closure needs no annotation), or by the consumers' when the
+/// producers emit none (a stage in the wrong role, or one whose `#[stage]` was rejected: reported
+/// once, by its own check, not again by the closure).
 #[inline]
-pub fn selector<A: Wiring, F>(_producers: &[A], selector: F) -> Selector<A::Out>
+pub fn selector<A: Wiring, B: Wiring, F>(
+    _producers: &[A],
+    _consumers: &[B],
+    selector: F,
+) -> Selector<SelectedEvent<A, B>>
 where
-    F: Fn(&A::Out) -> bool + Send + Sync + 'static,
+    A::Emits: SelectorEvent<A::Out, B::In>,
+    F: Fn(&SelectedEvent<A, B>) -> bool + Send + Sync + 'static,
 {
     Arc::new(selector)
+}
+
+/// The events an edge's selector takes: see [`selector`].
+pub type SelectedEvent<A, B> =
+    <<A as Wiring>::Emits as SelectorEvent<<A as Wiring>::Out, <B as Wiring>::In>>::Event;
+
+/// The events an edge's selector takes, by whether its producer emits (`Out`) or not (`In`, the
+/// consumer's, so that the closure still type-checks).
+pub trait SelectorEvent<Out, In> {
+    /// `Out` or `In`.
+    type Event;
+    /// The selector, for the producer's events: `None` when the producer emits none (the edge is
+    /// skipped).
+    fn selector_of(selector: &Selector<Self::Event>) -> Option<Selector<Out>>;
+}
+
+impl<Out, In> SelectorEvent<Out, In> for Yes {
+    type Event = Out;
+    #[inline]
+    fn selector_of(selector: &Selector<Out>) -> Option<Selector<Out>> {
+        Some(Arc::clone(selector))
+    }
+}
+
+impl<Out, In> SelectorEvent<Out, In> for No {
+    type Event = In;
+    #[inline]
+    fn selector_of(_selector: &Selector<In>) -> Option<Selector<Out>> {
+        None
+    }
 }
 
 /// The consumer side of an edge as its check sees it: the consumer's handle when the edge can be
@@ -219,12 +256,19 @@ pub fn events_of<A: Wiring>(producer: &A) -> Events<A::Out> {
     }
 }
 
-/// The events an edge from `producer` carries, through `selector`.
+/// The events an edge from `producer` to `_consumer` carries, through `selector`.
 #[inline]
-pub fn events_selected<A: Wiring>(producer: &A, selector: &Selector<A::Out>) -> Events<A::Out> {
+pub fn events_selected<A: Wiring, B: Wiring>(
+    producer: &A,
+    _consumer: &B,
+    selector: &Selector<SelectedEvent<A, B>>,
+) -> Events<A::Out>
+where
+    A::Emits: SelectorEvent<A::Out, B::In>,
+{
     Events {
         source: producer.source_end(),
-        selector: Some(Arc::clone(selector)),
+        selector: <A::Emits as SelectorEvent<A::Out, B::In>>::selector_of(selector),
     }
 }
 
