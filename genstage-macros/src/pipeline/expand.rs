@@ -18,6 +18,11 @@
 //! - per stage expression, a local `Stage` trait over `genstage::Stage`, for a non-stage.
 //! - constant checks: a constant group count, and an edge's literal `min_demand` against the
 //!   consumer's known `max_demand` (`const` items, which `cargo check` evaluates).
+//! - per edge, after every subscription, checks against the producer's dispatcher as its
+//!   `#[stage]` declared it (read from its handle, see [`dispatch_checks`]): a `selector` needs a
+//!   stage that broadcasts, a `partition` a partitioned stage and a literal one of its partitions,
+//!   and a partitioned stage feeds a single consumer through `partition = i` and a group of a
+//!   literal size one instance per partition.
 
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
@@ -576,7 +581,8 @@ fn expand_edge(
     };
 
     // A selector is evaluated once per edge, typed by the producer's events (so that a closure
-    // needs no annotation), and shared by the edge's subscriptions.
+    // needs no annotation; by the consumer's when the producer emits none: its own check reports
+    // it), and shared by the edge's subscriptions.
     let selector = local("__selector", range.first);
     let selector_let = settings.selector.as_ref().map(|option| {
         let value = &option.value;
