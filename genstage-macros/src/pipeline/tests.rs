@@ -346,6 +346,8 @@ fn no_input_makes_the_macro_panic() {
         "-[]->",
         "-[cancel = temporary]->",
         "-[max_demand = 0]->",
+        "-[partition = 1]->",
+        "-[selector = f, partition = 0]->",
         "(A)",
         "x = A",
         "crate = ::g",
