@@ -45,7 +45,6 @@ fn dispatch<T: Clone + Send + 'static>(
         .dispatch(events.to_vec(), &mut out)
         .expect("a broadcast dispatcher always dispatches");
     let (copies, discarded) = (out.copies(), out.discarded());
-    drop(out);
     Dispatched {
         sent,
         leftover,
@@ -558,7 +557,6 @@ impl Model {
             .dispatch(events.clone(), &mut out)
             .expect("a broadcast dispatcher always dispatches");
         let (copies, discarded) = (out.copies(), out.discarded());
-        drop(out);
         // The leftover is the tail, in order; the head went to every consumer that accepts it.
         let taken = events.len() - leftover.len();
         assert_eq!(

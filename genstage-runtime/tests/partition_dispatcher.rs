@@ -55,7 +55,6 @@ fn dispatch(
     let mut out = Outbox::new(&mut sent).with_partition(&route);
     let leftover = dispatcher.dispatch(events.to_vec(), &mut out);
     let discarded = out.discarded();
-    drop(out);
     Dispatched {
         sent,
         leftover,
@@ -586,7 +585,6 @@ impl Model {
             .dispatch(events.clone(), &mut out)
             .expect("every route is in range");
         self.discarded += out.discarded();
-        drop(out);
         let taken = events.len() - leftover.len();
         assert_eq!(
             leftover,
