@@ -1024,3 +1024,38 @@ async fn replayed_broadcast_asks_ask_the_producer_once_for_the_shared_demand() {
     no_hang("the shutdown", running.shutdown()).await.unwrap();
     assert_eq!((calls, buffered), (vec![10], Ok(0)));
 }
+
+// A partition whose consumer leaves: its events are kept for a next consumer, which never comes,
+// so they are lost when the producer ends, and the report counts them; the other partition's
+// consumer gets all of its own. (GenStage drops a cancelled partition's backlog, and keeps the
+// events that come for it after, uncounted.)
+#[tokio::test]
+async fn a_partition_left_by_its_consumer_keeps_its_events_and_counts_them_lost_at_the_end() {
+    let (odd, odd_tag, odd_batches) = Synchronizer::new();
+    let (even, even_batches) = Collect::new();
+    let mut pipeline = Pipeline::new();
+    let split =
+        pipeline.add_producer_named("split", Split::new(100, 2, |n| Some((n % 2) as usize)));
+    let even = pipeline.add_consumer_named("even", even);
+    let odd = pipeline.add_consumer_named("odd", odd);
+    pipeline.subscribe_with(&split, &even, max_min(10, 5).partition(0));
+    // Manual: its initial ask of 5, and nothing after.
+    pipeline.subscribe_with(&split, &odd, max_min(5, 0).partition(1));
+    let running = pipeline.start();
+    until("odd's first five", || flat(&odd_batches).len() == 5).await;
+    let tag = odd_tag.lock().unwrap().expect("subscribed");
+    no_hang("the cancel", running.cancel(tag)).await.unwrap();
+    let report = no_hang("the end", running).await.unwrap();
+    assert_eq!(flat(&odd_batches), vec![1, 3, 5, 7, 9]);
+    assert_eq!(
+        flat(&even_batches),
+        (0..100).step_by(2).collect::<Vec<u64>>()
+    );
+    let split = report.stage("split").unwrap();
+    assert_eq!(
+        (split.emitted, split.events_out, split.discarded, split.lost),
+        (100, 55, 0, 45),
+        "{report:#?}"
+    );
+    balanced(&report);
+}
