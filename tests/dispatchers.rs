@@ -401,6 +401,108 @@ async fn run_refuses_a_partition_or_a_selector_the_dispatcher_does_not_take() {
     );
 }
 
+/// Counts up forever, broadcasting.
+struct Endless(u64);
+
+impl Producer for Endless {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let start = self.0;
+        self.0 += demand as u64;
+        Ok(Emit::more((start..self.0).collect()))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_added_to_a_running_broadcast_gets_what_its_selector_accepts() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(Endless(0));
+    let (all, _) = Collect::new();
+    let all = pipeline.add_consumer(all);
+    pipeline.subscribe_with(&numbers, &all, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    let (evens, even_batches) = Collect::new();
+    let evens = running.add_consumer(evens).await.unwrap();
+    running
+        .subscribe_selected(
+            &numbers,
+            &evens,
+            SubscribeOptions::new().max_demand(10),
+            |n| n % 2 == 0,
+        )
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while flat(&even_batches).len() < 100 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the added consumer got no events in 10 s");
+    let report = running.shutdown().await.unwrap();
+    let seen = flat(&even_batches);
+    let first = seen[0];
+    let expected: Vec<u64> = (0..seen.len() as u64).map(|i| first + 2 * i).collect();
+    assert_eq!(seen, expected, "every even number from its first, in order");
+    balanced(&report);
+}
+
+#[tokio::test]
+async fn a_running_partitioned_stage_refuses_a_taken_missing_or_wrong_partition() {
+    let mut pipeline = Pipeline::new();
+    let split =
+        pipeline.add_producer_named("split", Split::new(u64::MAX, 2, |n| Some((n % 2) as usize)));
+    for partition in 0..2 {
+        let consumer = pipeline.add_consumer_named(format!("c{partition}"), Collect::new().0);
+        pipeline.subscribe_with(
+            &split,
+            &consumer,
+            SubscribeOptions::new().partition(partition),
+        );
+    }
+    let running = pipeline.start();
+    let late = running
+        .add_consumer_named("late", Collect::new().0)
+        .await
+        .unwrap();
+    let refused = |options| running.subscribe_with(&split, &late, options);
+    let taken = refused(SubscribeOptions::new().partition(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        setup_error(taken),
+        DispatchSetupError::PartitionTaken {
+            consumer: "late".into(),
+            partition: 1,
+            taken_by: "c1".into()
+        }
+    );
+    let missing = refused(SubscribeOptions::new()).await.unwrap_err();
+    assert_eq!(
+        setup_error(missing),
+        DispatchSetupError::PartitionMissing {
+            consumer: "late".into()
+        }
+    );
+    let wrong = refused(SubscribeOptions::new().partition(2))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        setup_error(wrong),
+        DispatchSetupError::PartitionOutOfRange {
+            consumer: "late".into(),
+            partition: 2,
+            partitions: 2
+        }
+    );
+    let report = running.shutdown().await.unwrap();
+    assert_eq!(report.stage("late").unwrap().events_in, 0);
+    balanced(&report);
+}
+
 /// A producer whose dispatcher partitions but that gives it no partition function.
 struct Unrouted;
 

@@ -350,7 +350,27 @@ pub trait Dispatcher<T>: Send + 'static {
     fn selects(&self) -> bool {
         false
     }
+
+    /// Where its backlog ends now, for an info that must follow the events held now (GenStage's
+    /// `info` callback: `info_after_buffered`); `None` when it holds nothing a consumer will be
+    /// sent, and the info may go at once. The default is `None`: nothing is held.
+    fn mark(&self) -> Option<BacklogMark> {
+        None
+    }
+
+    /// Whether every event held when `mark` was taken has been sent, or will not be (its consumer
+    /// left). The default is `true`.
+    fn passed(&self, mark: &BacklogMark) -> bool {
+        let _ = mark;
+        true
+    }
 }
+
+/// A place in a dispatcher's backlog ([`Dispatcher::mark`]); only the dispatcher that made it
+/// reads it. A [`PartitionDispatcher`]'s is, for each partition, how many events will have left its
+/// backlog once those held now have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogMark(pub Vec<u64>);
 
 /// How a stage maps its events to partitions, for a [`PartitionDispatcher`]: `Some(i)` sends the
 /// event to partition `i`, `None` discards it (counted in the report as discarded, and without using

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::{DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
+use super::{BacklogMark, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
 
 /// GenStage's default bound for a producer's buffer, used for the events kept for partitions that
 /// have no consumer.
@@ -20,6 +20,8 @@ struct Slot<T> {
     /// How many events at the front of `queue` no longer count against the shared demand: those
     /// kept while the partition had no consumer. Serving them adds nothing upstream.
     prepaid: usize,
+    /// How many events have ever left `queue`: what a [`BacklogMark`] counts.
+    dequeued: u64,
 }
 
 /// Sends each event to the consumer of its partition, as the stage's
@@ -74,6 +76,7 @@ impl<T> PartitionDispatcher<T> {
                     demand: 0,
                     queue: VecDeque::new(),
                     prepaid: 0,
+                    dequeued: 0,
                 })
                 .collect(),
             waiting: 0,
@@ -224,6 +227,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         };
         let served = demand.min(slot.queue.len());
         let batch: Vec<T> = slot.queue.drain(..served).collect();
+        slot.dequeued += served as u64;
         let prepaid = served.min(slot.prepaid);
         slot.prepaid -= prepaid;
         slot.demand += demand - served;
@@ -274,6 +278,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         for slot in self.slots.iter_mut().filter(|slot| slot.sub.is_none()) {
             let dropped = excess.min(slot.queue.len());
             slot.queue.drain(..dropped);
+            slot.dequeued += dropped as u64;
             slot.prepaid -= dropped;
             excess -= dropped;
             discarded += dropped;
@@ -304,5 +309,29 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
 
     fn partitions(&self) -> Option<usize> {
         Some(self.slots.len())
+    }
+
+    /// An info follows the backlog of every partition that has a consumer (as GenStage's); one
+    /// whose consumer leaves is not waited for.
+    fn mark(&self) -> Option<BacklogMark> {
+        if self.held() == 0 {
+            return None;
+        }
+        Some(BacklogMark(
+            self.slots
+                .iter()
+                .map(|slot| match slot.sub {
+                    Some(_) => slot.dequeued + slot.queue.len() as u64,
+                    None => 0,
+                })
+                .collect(),
+        ))
+    }
+
+    fn passed(&self, mark: &BacklogMark) -> bool {
+        self.slots
+            .iter()
+            .zip(&mark.0)
+            .all(|(slot, &until)| slot.sub.is_none() || slot.dequeued >= until)
     }
 }
