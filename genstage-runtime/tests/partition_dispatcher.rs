@@ -18,9 +18,13 @@
 //! - an out-of-range partition from the function is a `DispatchError` (the stage fails), and a bad
 //!   subscription is refused, where GenStage raises inside the producer.
 //!
-//! Not ported: items 144 to 146 and the info part of 143 (infos held behind a partition's backlog),
-//! since the port's dispatcher has no `info` callback: the producer's buffer orders infos (see
-//! `tests/buffer.rs`), and a partition's backlog is not part of it.
+//! Infos (items 143 to 146): the port's dispatcher sends no info itself. The producer's buffer
+//! orders infos behind buffered events (see `tests/buffer.rs`), and an info whose events have left
+//! the buffer for a partition's backlog waits behind that backlog through the dispatcher's
+//! `mark()` (where the backlogs of the partitions with a consumer end now; `None`: the info may go at
+//! once) and `passed(mark)` (they have all been sent, or their consumer left). Items 143 to 146 are
+//! ported as those two answers; the event path that releases the infos is tested in
+//! `src/event_path.rs`.
 //!
 //! Then a property: random subscribes, asks, cancels and dispatches, through a model of the loop that
 //! drives a dispatcher (`EventPath`: leftover is buffered and served first, by `capacity()`).
@@ -287,9 +291,8 @@ fn events_beyond_a_partitions_demand_are_kept_for_its_next_ask() {
 }
 
 // Item 143: cancelling a partition with a backlog returns its length as upstream demand, for the
-// other partitions, as in GenStage; but the backlog is kept (prepaid) for the partition's next
-// consumer, where GenStage drops it. (The queued info of GenStage's test is not the dispatcher's
-// business here: see the module's docs.)
+// other partitions, as in GenStage, and an info behind the backlog no longer waits for it; but the
+// backlog is kept (prepaid) for the partition's next consumer, where GenStage drops it.
 #[test]
 fn cancelling_a_partition_with_a_backlog_keeps_it_and_asks_again_for_the_others() {
     let route = |_: &u64| Some(0);
@@ -302,10 +305,15 @@ fn cancelling_a_partition_with_a_backlog_keeps_it_and_asks_again_for_the_others(
     assert_eq!((dispatched.sent, dispatched.leftover), (vec![], Ok(vec![])));
     assert_eq!(waiting_and_pending(&dispatcher), (0, 0));
     assert_eq!(kept(&dispatcher), (5, 0));
+    // An info now waits behind partition 0's backlog.
+    let mark = Dispatcher::<u64>::mark(&dispatcher).expect("a backlog to wait behind");
+    assert!(!dispatcher.passed(&mark));
 
     assert_eq!(dispatcher.cancel(R0), 5);
     assert_eq!(waiting_and_pending(&dispatcher), (5, 0));
     assert_eq!(kept(&dispatcher), (0, 5)); // GenStage: dropped
+    assert!(dispatcher.passed(&mark), "the info is released");
+    assert_eq!(Dispatcher::<u64>::mark(&dispatcher), None);
     assert_eq!(dispatcher.capacity(), 5);
 
     // The next consumer of partition 0 is served the backlog, which asks nothing upstream.
@@ -316,6 +324,77 @@ fn cancelling_a_partition_with_a_backlog_keeps_it_and_asks_again_for_the_others(
     );
     assert_eq!(waiting_and_pending(&dispatcher), (5, 0));
     assert_eq!(kept(&dispatcher), (0, 0));
+}
+
+// Item 144: with no backlog, an info goes at once (the events the consumers asked for are all
+// sent).
+#[test]
+fn an_info_goes_at_once_without_a_backlog() {
+    let mut dispatcher = PartitionDispatcher::<u64>::new(2);
+    assert_eq!(subscribe(&mut dispatcher, R0, 0), Ok(0));
+    assert_eq!(subscribe(&mut dispatcher, R1, 1), Ok(0));
+    assert_eq!(ask(&mut dispatcher, R1, 3), (3, vec![]));
+    assert_eq!(Dispatcher::<u64>::mark(&dispatcher), None);
+    let dispatched = dispatch(&mut dispatcher, parity, &[1, 3]);
+    assert_eq!(dispatched.sent, vec![(R1, vec![1, 3])]);
+    assert_eq!(Dispatcher::<u64>::mark(&dispatcher), None);
+}
+
+// Item 145: with no consumers, an info goes at once; here also when events are kept for partitions
+// with no consumer (they may never be sent).
+#[test]
+fn an_info_does_not_wait_for_partitions_without_a_consumer() {
+    let mut dispatcher = PartitionDispatcher::<u64>::new(2);
+    assert_eq!(Dispatcher::<u64>::mark(&dispatcher), None);
+    // No demand at all: as in GenStage, nothing is taken.
+    let dispatched = dispatch(&mut dispatcher, parity, &[0, 1, 2]);
+    assert_eq!(
+        (dispatched.sent, dispatched.leftover),
+        (vec![], Ok(vec![0, 1, 2]))
+    );
+    // Demand asked for a consumer that left (item 137): events are kept for no consumer.
+    assert_eq!(subscribe(&mut dispatcher, R0, 0), Ok(0));
+    assert_eq!(ask(&mut dispatcher, R0, 4), (4, vec![]));
+    assert_eq!(dispatcher.cancel(R0), 0);
+    let dispatched = dispatch(&mut dispatcher, parity, &[0, 1, 2]);
+    assert_eq!((dispatched.sent, dispatched.leftover), (vec![], Ok(vec![])));
+    assert_eq!(kept(&dispatcher), (0, 3));
+    assert_eq!(Dispatcher::<u64>::mark(&dispatcher), None);
+}
+
+// Item 146: an info behind a partition's backlog waits until that partition's consumer asks and is
+// sent the backlog; another partition's ask does not release it.
+#[test]
+fn an_info_waits_behind_a_backlog_until_its_consumer_asks() {
+    let route = |_: &u64| Some(0);
+    let mut dispatcher = PartitionDispatcher::<u64>::new(2);
+    assert_eq!(subscribe(&mut dispatcher, R0, 0), Ok(0));
+    assert_eq!(subscribe(&mut dispatcher, R1, 1), Ok(0));
+    assert_eq!(ask(&mut dispatcher, R1, 3), (3, vec![]));
+    let dispatched = dispatch(&mut dispatcher, route, &[1, 2, 5]);
+    assert_eq!((dispatched.sent, dispatched.leftover), (vec![], Ok(vec![])));
+    assert_eq!(kept(&dispatcher), (3, 0));
+
+    let mark = Dispatcher::<u64>::mark(&dispatcher).expect("a backlog to wait behind");
+    assert!(!dispatcher.passed(&mark));
+    assert_eq!(ask(&mut dispatcher, R1, 2), (2, vec![]));
+    assert!(
+        !dispatcher.passed(&mark),
+        "partition 1's ask does not release it"
+    );
+    // Partially sent: still waiting.
+    assert_eq!(ask(&mut dispatcher, R0, 2), (2, vec![(R0, vec![1, 2])]));
+    assert!(!dispatcher.passed(&mark));
+    assert_eq!(ask(&mut dispatcher, R0, 3), (3, vec![(R0, vec![5])]));
+    assert!(
+        dispatcher.passed(&mark),
+        "released once its backlog is sent"
+    );
+    // Events that come after the mark do not hold it back.
+    let dispatched = dispatch(&mut dispatcher, route, &[6, 7, 8]);
+    assert_eq!(dispatched.sent, vec![(R0, vec![6, 7])]);
+    assert_eq!(kept(&dispatcher), (1, 0));
+    assert!(dispatcher.passed(&mark));
 }
 
 // Not a GenStage item: at most `with_stranded_limit` events are kept for partitions with no
@@ -743,6 +822,14 @@ impl Model {
             backlog += queued;
         }
         assert_eq!(backlog, dispatcher.held());
+        // An info waits exactly while a consumer has a backlog, and not yet past it.
+        match Dispatcher::<u64>::mark(dispatcher) {
+            None => assert_eq!(backlog, 0, "a backlog, yet an info would not wait"),
+            Some(mark) => {
+                assert!(backlog > 0, "no backlog, yet an info would wait");
+                assert!(!dispatcher.passed(&mark), "a fresh mark is passed");
+            }
+        }
         // The producer is never asked for more than the consumers want; and their demand is never
         // lost: only a backlog (the shared demand it used up) holds it back.
         let capacity = dispatcher.capacity();
