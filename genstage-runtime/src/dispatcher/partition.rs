@@ -39,8 +39,10 @@ struct Slot<T> {
 /// out of range is an error that fails the stage, naming the index and the count.
 ///
 /// Events for a partition with no consumer (its consumer left) are kept for the next consumer that
-/// takes it, up to 10 000 in all (beyond that the oldest are discarded), and do not count against the
-/// other consumers' demand. The events its consumer had not taken when it left are kept the same way.
+/// takes it, up to 10 000 in all, and do not count against the other consumers' demand; the events
+/// its consumer had not taken when it left are kept the same way. Beyond that limit, events are
+/// discarded (and counted so) from the front of the partitions with no consumer, the
+/// lowest-numbered partition first: its oldest events go, and the newest are kept.
 ///
 /// ```
 /// use genstage_runtime::dispatcher::{DispatchOptions, Dispatcher, Outbox, PartitionDispatcher};
@@ -273,7 +275,8 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                 out.send(sub, batch);
             }
         }
-        // Beyond the limit, the oldest events kept for no consumer go.
+        // Beyond the limit, events kept for no consumer go: the oldest first, the lowest-numbered
+        // partition first.
         let mut excess = self.stranded_count().saturating_sub(self.stranded_limit);
         for slot in self.slots.iter_mut().filter(|slot| slot.sub.is_none()) {
             let dropped = excess.min(slot.queue.len());
