@@ -421,12 +421,13 @@ async fn produce<P: Producer>(
     // The pipeline wires its subscriptions before its stages start: the producer takes them all in,
     // with their first asks, before it first emits, so that no consumer gets the first events
     // only for having subscribed first (a broadcast starts with every consumer, a partition with
-    // its consumer).
+    // its consumer). It stops at the first other message, which a sender may follow with more.
     while let Ok(mail) = mailbox.try_recv() {
         match mail {
             Mail::Downstream(mail) => state.downstream(mail, outputs),
             Mail::Control(control) => {
                 state.control(*control, outputs);
+                break;
             }
             Mail::Upstream(_) => {}
         }
