@@ -2,13 +2,17 @@
 //! in which order, the report's accounting (copies, discards), and the wiring errors `run()` returns.
 //! GenStage's scenario numbers (genstage-semantics.md §4) where a test ports one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use genstage::dispatcher::PartitionDispatcher;
 use genstage::{
-    from_iter, Consumer, Dispatch, DispatchSetupError, Emit, FromIter, Partition, Pipeline,
-    PipelineError, Producer, ProducerConsumer, Report, StageResult, SubscribeOptions,
+    from_iter, Consumer, Context, Demand, DemandMode, Dispatch, DispatchSetupError, Emit, FromIter,
+    HandleCast, Partition, Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions,
+    ProducerRef, Report, StageRef, StageResult, SubscribeOptions, Subscription, SubscriptionTag,
 };
+use tokio::sync::Semaphore;
 
 /// Keeps every batch it receives.
 struct Collect {
@@ -397,6 +401,108 @@ async fn run_refuses_a_partition_or_a_selector_the_dispatcher_does_not_take() {
     );
 }
 
+/// Counts up forever, broadcasting.
+struct Endless(u64);
+
+impl Producer for Endless {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let start = self.0;
+        self.0 += demand as u64;
+        Ok(Emit::more((start..self.0).collect()))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_added_to_a_running_broadcast_gets_what_its_selector_accepts() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(Endless(0));
+    let (all, _) = Collect::new();
+    let all = pipeline.add_consumer(all);
+    pipeline.subscribe_with(&numbers, &all, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    let (evens, even_batches) = Collect::new();
+    let evens = running.add_consumer(evens).await.unwrap();
+    running
+        .subscribe_selected(
+            &numbers,
+            &evens,
+            SubscribeOptions::new().max_demand(10),
+            |n| n % 2 == 0,
+        )
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while flat(&even_batches).len() < 100 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the added consumer got no events in 10 s");
+    let report = running.shutdown().await.unwrap();
+    let seen = flat(&even_batches);
+    let first = seen[0];
+    let expected: Vec<u64> = (0..seen.len() as u64).map(|i| first + 2 * i).collect();
+    assert_eq!(seen, expected, "every even number from its first, in order");
+    balanced(&report);
+}
+
+#[tokio::test]
+async fn a_running_partitioned_stage_refuses_a_taken_missing_or_wrong_partition() {
+    let mut pipeline = Pipeline::new();
+    let split =
+        pipeline.add_producer_named("split", Split::new(u64::MAX, 2, |n| Some((n % 2) as usize)));
+    for partition in 0..2 {
+        let consumer = pipeline.add_consumer_named(format!("c{partition}"), Collect::new().0);
+        pipeline.subscribe_with(
+            &split,
+            &consumer,
+            SubscribeOptions::new().partition(partition),
+        );
+    }
+    let running = pipeline.start();
+    let late = running
+        .add_consumer_named("late", Collect::new().0)
+        .await
+        .unwrap();
+    let refused = |options| running.subscribe_with(&split, &late, options);
+    let taken = refused(SubscribeOptions::new().partition(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        setup_error(taken),
+        DispatchSetupError::PartitionTaken {
+            consumer: "late".into(),
+            partition: 1,
+            taken_by: "c1".into()
+        }
+    );
+    let missing = refused(SubscribeOptions::new()).await.unwrap_err();
+    assert_eq!(
+        setup_error(missing),
+        DispatchSetupError::PartitionMissing {
+            consumer: "late".into()
+        }
+    );
+    let wrong = refused(SubscribeOptions::new().partition(2))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        setup_error(wrong),
+        DispatchSetupError::PartitionOutOfRange {
+            consumer: "late".into(),
+            partition: 2,
+            partitions: 2
+        }
+    );
+    let report = running.shutdown().await.unwrap();
+    assert_eq!(report.stage("late").unwrap().events_in, 0);
+    balanced(&report);
+}
+
 /// A producer whose dispatcher partitions but that gives it no partition function.
 struct Unrouted;
 
@@ -462,6 +568,593 @@ async fn a_producer_consumer_partitions_its_output() {
             .collect();
         assert_eq!(flat(batches), expected);
     }
+    balanced(&report);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GenStage's broadcast scenarios 7, 8, 15, 16 and 19, and a slow broadcast consumer.
+
+type Shared<T> = Arc<Mutex<Vec<T>>>;
+
+/// `future`'s output; fails the test if it takes more than 10 s.
+async fn no_hang<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(10), future).await {
+        Ok(output) => output,
+        Err(_) => panic!("waited 10 s for {what}"),
+    }
+}
+
+/// Waits until `condition` holds; fails the test if it does not within 10 s.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    no_hang(what, async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// Returns once the producer has taken in what was sent to it before: two calls, as
+/// `tests/demand_modes.rs` does (the first may be answered before the pipeline wired it).
+async fn settled<S: Producer>(producer: &ProducerRef<S>) {
+    for _ in 0..2 {
+        no_hang("the producer", producer.estimate_buffered_count())
+            .await
+            .unwrap();
+    }
+}
+
+/// Counts from `next` to `end`, emitting exactly what it is asked, broadcasting, and records every
+/// `handle_demand` call (GenStage's `Counter`).
+struct Counted {
+    next: u64,
+    end: u64,
+    calls: Shared<usize>,
+}
+
+impl Counted {
+    fn new(start: u64, end: u64) -> (Self, Shared<usize>) {
+        let calls = Shared::default();
+        let counted = Counted {
+            next: start,
+            end,
+            calls: calls.clone(),
+        };
+        (counted, calls)
+    }
+}
+
+impl Producer for Counted {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        self.calls.lock().unwrap().push(demand);
+        let stop = self.end.min(self.next + demand as u64);
+        let events: Vec<u64> = (self.next..stop).collect();
+        self.next = stop;
+        Ok(if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+/// Where a consumer keeps the tag of its subscription.
+type Tag = Arc<Mutex<Option<SubscriptionTag>>>;
+
+/// GenStage's "synchronizer": a subscription that asks for nothing itself. Its demand is manual, so
+/// it never asks after the initial ask the pipeline makes for it (`max_demand`, here 1: the port
+/// has no subscription without an initial ask). Keeps its tag, for the test to cancel it.
+struct Synchronizer {
+    tag: Tag,
+    batches: Shared<Vec<u64>>,
+}
+
+impl Synchronizer {
+    fn new() -> (Self, Tag, Shared<Vec<u64>>) {
+        let tag = Arc::new(Mutex::new(None));
+        let batches = Shared::default();
+        let synchronizer = Synchronizer {
+            tag: tag.clone(),
+            batches: batches.clone(),
+        };
+        (synchronizer, tag, batches)
+    }
+}
+
+impl Consumer for Synchronizer {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> Demand {
+        *self.tag.lock().unwrap() = Some(subscription.tag());
+        Demand::Manual
+    }
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.batches.lock().unwrap().push(events);
+        Ok(())
+    }
+}
+
+/// The synchronizer's options: its initial ask is 1.
+fn synchronizer_options() -> SubscribeOptions {
+    SubscribeOptions::new().max_demand(1).min_demand(0)
+}
+
+/// Keeps every batch it receives, then waits for a permit of `gate` before it counts the batch as
+/// handled (and so before it asks again). A closed gate lets every batch through.
+struct Gated {
+    batches: Shared<Vec<u64>>,
+    handled: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+}
+
+impl Gated {
+    fn new(gate: &Arc<Semaphore>) -> (Self, Shared<Vec<u64>>, Arc<AtomicUsize>) {
+        let batches = Shared::default();
+        let handled = Arc::new(AtomicUsize::new(0));
+        let gated = Gated {
+            batches: batches.clone(),
+            handled: handled.clone(),
+            gate: gate.clone(),
+        };
+        (gated, batches, handled)
+    }
+}
+
+impl Consumer for Gated {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let len = events.len();
+        self.batches.lock().unwrap().push(events);
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        self.handled.fetch_add(len, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn max_min(max: usize, min: usize) -> SubscribeOptions {
+    SubscribeOptions::new().max_demand(max).min_demand(min)
+}
+
+fn batches_of(batches: &Shared<Vec<u64>>) -> Vec<Vec<u64>> {
+    batches.lock().unwrap().clone()
+}
+
+fn calls_of(calls: &Shared<usize>) -> Vec<usize> {
+    calls.lock().unwrap().clone()
+}
+
+// Scenario 7: a subscriber that does not ask stalls a broadcast, until it is cancelled; then both
+// consumers receive the same events. Here the synchronizer's initial ask of 1 lets the first event,
+// 1000, through to all three (GenStage's raw subscriber asks nothing, and both consumers then
+// receive 1000..=1009 in one batch; here 1001..=1009, the rest of their first ask).
+#[tokio::test]
+async fn scenario_7_a_broadcast_subscriber_that_never_asks_stalls_the_others_until_cancelled() {
+    let (counted, calls) = Counted::new(1000, 1100);
+    let (synchronizer, tag, synchronizer_batches) = Synchronizer::new();
+    let (small, small_batches) = Collect::new();
+    let (large, large_batches) = Collect::new();
+    let mut pipeline = Pipeline::new();
+    let counted = pipeline.add_producer(counted);
+    let synchronizer = pipeline.add_consumer_named("synchronizer", synchronizer);
+    let small = pipeline.add_consumer_named("small", small);
+    let large = pipeline.add_consumer_named("large", large);
+    pipeline.subscribe_with(&counted, &synchronizer, synchronizer_options());
+    pipeline.subscribe_with(&counted, &small, max_min(10, 0));
+    pipeline.subscribe_with(&counted, &large, max_min(20, 0));
+    let running = pipeline.start();
+
+    until("the first event, to all three", || {
+        [&synchronizer_batches, &small_batches, &large_batches]
+            .iter()
+            .all(|batches| !batches.lock().unwrap().is_empty())
+    })
+    .await;
+    settled(&counted).await;
+    // Stalled: the producer was asked for the one event all three wanted, and nothing since.
+    assert_eq!(calls_of(&calls), [1]);
+    assert_eq!(batches_of(&synchronizer_batches), [vec![1000]]);
+    assert_eq!(batches_of(&small_batches), [vec![1000]]);
+    assert_eq!(batches_of(&large_batches), [vec![1000]]);
+
+    let tag = tag.lock().unwrap().expect("subscribed");
+    no_hang("the cancel", running.cancel(tag)).await.unwrap();
+    let report = no_hang("the end", running).await.unwrap();
+    assert_eq!(calls_of(&calls)[..2], [1, 9]);
+    let released: Vec<u64> = (1001..1010).collect();
+    assert_eq!(
+        batches_of(&small_batches)[..2],
+        [vec![1000], released.clone()]
+    );
+    assert_eq!(batches_of(&large_batches)[..2], [vec![1000], released]);
+    let all: Vec<u64> = (1000..1100).collect();
+    assert_eq!(flat(&small_batches), all);
+    assert_eq!(flat(&large_batches), all);
+    assert_eq!(batches_of(&synchronizer_batches), [vec![1000]]);
+    assert_eq!(report.stage("synchronizer").unwrap().events_in, 1);
+    balanced(&report);
+}
+
+// Scenario 8: no duplicated upstream demand (GenStage #318). Two consumers (max 10 and max 20, min
+// 0) that never ask again, holding their first batch: the producer is asked exactly once, for the
+// 10 both want.
+#[tokio::test]
+async fn scenario_8_a_broadcast_asks_its_producer_once_for_the_shared_demand() {
+    let (counted, calls) = Counted::new(0, 100);
+    let gate = Arc::new(Semaphore::new(0));
+    let (small, small_batches, _) = Gated::new(&gate);
+    let (large, large_batches, _) = Gated::new(&gate);
+    let mut pipeline = Pipeline::new();
+    let counted = pipeline.add_producer(counted);
+    let small = pipeline.add_consumer_named("small", small);
+    let large = pipeline.add_consumer_named("large", large);
+    pipeline.subscribe_with(&counted, &small, max_min(10, 0));
+    pipeline.subscribe_with(&counted, &large, max_min(20, 0));
+    let running = pipeline.start();
+
+    until("the first batch, to both", || {
+        !small_batches.lock().unwrap().is_empty() && !large_batches.lock().unwrap().is_empty()
+    })
+    .await;
+    settled(&counted).await;
+    assert_eq!(calls_of(&calls), [10]);
+    let first: Vec<u64> = (0..10).collect();
+    assert_eq!(batches_of(&small_batches), std::slice::from_ref(&first));
+    assert_eq!(batches_of(&large_batches), std::slice::from_ref(&first));
+    assert_eq!(counted.estimate_buffered_count().await, Ok(0));
+
+    gate.close();
+    let report = no_hang("the end", running).await.unwrap();
+    let all: Vec<u64> = (0..100).collect();
+    assert_eq!(flat(&small_batches), all);
+    assert_eq!(flat(&large_batches), all);
+    balanced(&report);
+}
+
+/// Emits each event twice, broadcasting (GenStage's `Doubler`).
+struct Doubler;
+
+impl ProducerConsumer for Doubler {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events.into_iter().flat_map(|n| [n, n]).collect())
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+fn doubled(events: std::ops::Range<u64>) -> Vec<u64> {
+    events.flat_map(|n| [n, n]).collect()
+}
+
+// Scenario 15: a broadcast on a producer_consumer (its upstream max 10: batches of 5) with
+// consumers of max 10 and max 20: both receive the first 5 events doubled. (GenStage's test sees
+// 200..=204, its producer_consumer having run ahead before the consumers subscribed, a race it
+// mentions; here every subscription is made before the first event.)
+#[tokio::test]
+async fn scenario_15_a_producer_consumer_broadcasts() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..50u64));
+    let doubler = pipeline.add_producer_consumer(Doubler);
+    let (small, small_batches) = Collect::new();
+    let (large, large_batches) = Collect::new();
+    let small = pipeline.add_consumer_named("small", small);
+    let large = pipeline.add_consumer_named("large", large);
+    pipeline.subscribe_with(&numbers, &doubler, SubscribeOptions::new().max_demand(10));
+    pipeline.subscribe_with(&doubler, &small, max_min(10, 0));
+    pipeline.subscribe_with(&doubler, &large, max_min(20, 0));
+    let report = no_hang("the end", pipeline.run()).await.unwrap();
+    assert_eq!(batches_of(&small_batches)[0], doubled(0..5));
+    assert_eq!(batches_of(&large_batches)[0], doubled(0..5));
+    assert_eq!(flat(&small_batches), doubled(0..50));
+    assert_eq!(flat(&large_batches), doubled(0..50));
+    let doubler = report.stage("Doubler").unwrap();
+    assert_eq!((doubler.emitted, doubler.copies), (100, 100));
+    balanced(&report);
+}
+
+// Scenario 16: the same with a synchronizer on the producer_consumer. Its initial ask of 1 lets one
+// event of the first doubled batch through to all three; the other 9 wait in the
+// producer_consumer's buffer until the synchronizer is cancelled, then go to both consumers.
+#[tokio::test]
+async fn scenario_16_a_producer_consumer_broadcast_waits_for_a_synchronizer() {
+    let (synchronizer, tag, synchronizer_batches) = Synchronizer::new();
+    let (small, small_batches) = Collect::new();
+    let (large, large_batches) = Collect::new();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..50u64));
+    let doubler = pipeline.add_producer_consumer(Doubler);
+    let synchronizer = pipeline.add_consumer_named("synchronizer", synchronizer);
+    let small = pipeline.add_consumer_named("small", small);
+    let large = pipeline.add_consumer_named("large", large);
+    pipeline.subscribe_with(&numbers, &doubler, SubscribeOptions::new().max_demand(10));
+    pipeline.subscribe_with(&doubler, &synchronizer, synchronizer_options());
+    pipeline.subscribe_with(&doubler, &small, max_min(10, 0));
+    pipeline.subscribe_with(&doubler, &large, max_min(20, 0));
+    let running = pipeline.start();
+
+    until("the first event, to all three", || {
+        [&synchronizer_batches, &small_batches, &large_batches]
+            .iter()
+            .all(|batches| !batches.lock().unwrap().is_empty())
+    })
+    .await;
+    let buffered = no_hang("the doubler", doubler.estimate_buffered_count()).await;
+    assert_eq!(buffered, Ok(9));
+    assert_eq!(batches_of(&small_batches), [vec![0]]);
+    assert_eq!(batches_of(&large_batches), [vec![0]]);
+
+    let tag = tag.lock().unwrap().expect("subscribed");
+    no_hang("the cancel", running.cancel(tag)).await.unwrap();
+    let report = no_hang("the end", running).await.unwrap();
+    let rest = doubled(0..5)[1..].to_vec();
+    assert_eq!(batches_of(&small_batches)[..2], [vec![0], rest.clone()]);
+    assert_eq!(batches_of(&large_batches)[..2], [vec![0], rest]);
+    assert_eq!(flat(&small_batches), doubled(0..50));
+    assert_eq!(flat(&large_batches), doubled(0..50));
+    assert_eq!(batches_of(&synchronizer_batches), [vec![0]]);
+    balanced(&report);
+}
+
+/// Emits only what it is cast, broadcasting; starts accumulating demand; `handle_demand` records
+/// its demand and ends the producer.
+struct Fed {
+    calls: Shared<usize>,
+}
+
+/// Emit these now.
+struct Say(Vec<u64>);
+
+impl Producer for Fed {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        self.calls.lock().unwrap().push(demand);
+        Ok(Emit::last(Vec::new()))
+    }
+    fn producer_options(&self) -> ProducerOptions {
+        ProducerOptions::for_producer().demand(DemandMode::Accumulate)
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+impl HandleCast<Say> for Fed {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(
+        &mut self,
+        Say(events): Say,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+}
+
+// Scenario 19: accumulating with a broadcast. Events cast while the producer accumulates wait in its
+// buffer, and a consumer subscribing meanwhile sees nothing flow; on forward, the buffer empties and
+// every consumer receives the four events. GenStage stops its first consumers before casting (here a
+// producer left without consumers stops, so one stays), and its consumers receive `[1]`, `[2]`, `[3]`,
+// `[4]` as four messages; here the buffer is served in one dispatch, so one batch `[1, 2, 3, 4]`.
+#[tokio::test]
+async fn scenario_19_accumulated_broadcast_events_go_to_every_consumer_on_forward() {
+    let calls = Shared::default();
+    let (first, first_batches) = Collect::new();
+    let (late, late_batches) = Collect::new();
+    let mut pipeline = Pipeline::new();
+    let fed = pipeline.add_producer(Fed {
+        calls: calls.clone(),
+    });
+    let first = pipeline.add_consumer_named("first", first);
+    pipeline.subscribe_with(&fed, &first, max_min(10, 0));
+    let running = pipeline.start();
+    settled(&fed).await;
+
+    for n in 1..=4 {
+        fed.cast(Say(vec![n])).unwrap();
+    }
+    let late = no_hang("a consumer", running.add_consumer_named("late", late))
+        .await
+        .unwrap();
+    no_hang(
+        "a subscription",
+        running.subscribe_with(&fed, &late, max_min(10, 0)),
+    )
+    .await
+    .unwrap();
+    // Answered after the casts and the subscription: nothing went out.
+    assert_eq!(fed.estimate_buffered_count().await, Ok(4));
+    assert_eq!(fed.demand_mode().await, Ok(DemandMode::Accumulate));
+    assert_eq!(calls_of(&calls), [] as [usize; 0]);
+    assert!(first_batches.lock().unwrap().is_empty());
+    assert!(late_batches.lock().unwrap().is_empty());
+
+    fed.demand(DemandMode::Forward).unwrap();
+    let report = no_hang("the end", running).await.unwrap();
+    assert_eq!(batches_of(&first_batches), [vec![1, 2, 3, 4]]);
+    assert_eq!(batches_of(&late_batches), [vec![1, 2, 3, 4]]);
+    // GenStage calls `handle_demand(6)`: the 10 both asked, less the 4 the buffer served; so does
+    // the port, with the second consumer's replayed ask (the first's, alone, is what the broadcast
+    // cannot take yet).
+    assert_eq!(calls_of(&calls), [6]);
+    let fed = report.stage("Fed").unwrap();
+    assert_eq!((fed.emitted, fed.copies), (4, 4));
+    balanced(&report);
+}
+
+/// Receives events and records, at each batch, how far ahead of the slow consumer's handled events
+/// it is.
+struct Fast {
+    received: usize,
+    slow_handled: Arc<AtomicUsize>,
+    lead: Arc<AtomicUsize>,
+    batches: Shared<Vec<u64>>,
+}
+
+impl Consumer for Fast {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.received += events.len();
+        self.batches.lock().unwrap().push(events);
+        // Read after its own count: a lead never larger than the true one.
+        let lead = self
+            .received
+            .saturating_sub(self.slow_handled.load(Ordering::SeqCst));
+        self.lead.fetch_max(lead, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+// A slow broadcast consumer paces the others, and memory stays bounded: the slow consumer handles a
+// batch only when the test lets it, one at a time. At every step the producer's buffer holds at most
+// `max_demand` events (none, in fact: it emits exactly what the consumers can take), and the fast
+// consumer is never more than `max_demand` events ahead of what the slow one has handled.
+#[tokio::test]
+async fn a_slow_broadcast_consumer_paces_the_fast_one_and_nothing_piles_up() {
+    const EVENTS: u64 = 200;
+    const MAX_DEMAND: usize = 10;
+    let gate = Arc::new(Semaphore::new(0));
+    let (slow, slow_batches, slow_handled) = Gated::new(&gate);
+    let lead = Arc::new(AtomicUsize::new(0));
+    let fast_batches = Shared::default();
+    let fast = Fast {
+        received: 0,
+        slow_handled: slow_handled.clone(),
+        lead: lead.clone(),
+        batches: fast_batches.clone(),
+    };
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(Broadcast(from_iter(0..EVENTS)));
+    let slow = pipeline.add_consumer_named("slow", slow);
+    let fast = pipeline.add_consumer_named("fast", fast);
+    let options = max_min(MAX_DEMAND, MAX_DEMAND / 2);
+    pipeline.subscribe_with(&numbers, &slow, options);
+    pipeline.subscribe_with(&numbers, &fast, options);
+    let running = pipeline.start();
+
+    let mut steps = 0;
+    let mut buffered = Vec::new();
+    while slow_handled.load(Ordering::SeqCst) < EVENTS as usize {
+        // The slow consumer holds a batch (or will): let it finish that one.
+        steps += 1;
+        gate.add_permits(1);
+        until("the slow consumer's next batch", || {
+            slow_batches.lock().unwrap().len() >= steps
+                && slow_handled.load(Ordering::SeqCst)
+                    == slow_batches.lock().unwrap()[..steps]
+                        .iter()
+                        .map(Vec::len)
+                        .sum::<usize>()
+        })
+        .await;
+        // The producer answers until it has ended (after its last events went out).
+        if let Ok(count) = numbers.estimate_buffered_count().await {
+            buffered.push(count);
+        }
+        assert!(
+            lead.load(Ordering::SeqCst) <= MAX_DEMAND,
+            "the fast consumer ran {} events ahead",
+            lead.load(Ordering::SeqCst)
+        );
+    }
+    let report = no_hang("the end", running).await.unwrap();
+
+    let all: Vec<u64> = (0..EVENTS).collect();
+    assert_eq!(flat(&slow_batches), all);
+    assert_eq!(flat(&fast_batches), all);
+    // Batches of at most max_demand - min_demand, in the same cuts for both.
+    assert!(batches_of(&slow_batches)
+        .iter()
+        .all(|b| b.len() <= MAX_DEMAND / 2));
+    assert!(lead.load(Ordering::SeqCst) <= MAX_DEMAND);
+    // Most steps saw the producer still running, and its buffer never held anything.
+    assert!(buffered.len() >= steps / 2, "{} of {steps}", buffered.len());
+    assert!(buffered.iter().all(|&count| count == 0), "{buffered:?}");
+    let producer = report.stage("Broadcast").unwrap();
+    assert_eq!((producer.emitted, producer.copies), (EVENTS, EVENTS));
+    balanced(&report);
+}
+
+// Scenario 8 for a producer that accumulated demand: on forward, three broadcast consumers'
+// recorded asks (10 each, and none after: they hold their first batch) must ask the producer once
+// for the 10 they share, as GenStage does (it records the dispatcher's upstream demand, not the
+// consumers' asks), and leave nothing in its buffer.
+#[tokio::test]
+async fn replayed_broadcast_asks_ask_the_producer_once_for_the_shared_demand() {
+    let (counted, calls) = Counted::new(0, 1000);
+    let gate = Arc::new(Semaphore::new(0));
+    let mut pipeline = Pipeline::new();
+    let counted = pipeline.add_producer(counted);
+    let mut seen = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (gated, batches, _) = Gated::new(&gate);
+        let consumer = pipeline.add_consumer_named(name, gated);
+        pipeline.subscribe_with(&counted, &consumer, max_min(10, 0));
+        seen.push(batches);
+    }
+    counted.demand(DemandMode::Accumulate).unwrap();
+    let running = pipeline.start();
+    settled(&counted).await;
+    assert_eq!(calls_of(&calls), [] as [usize; 0]);
+
+    counted.demand(DemandMode::Forward).unwrap();
+    until("the first batch, to all three", || {
+        seen.iter()
+            .all(|batches| !batches.lock().unwrap().is_empty())
+    })
+    .await;
+    settled(&counted).await;
+    for batches in &seen {
+        assert_eq!(batches_of(batches), [(0..10).collect::<Vec<u64>>()]);
+    }
+    let buffered = counted.estimate_buffered_count().await;
+    let calls = calls_of(&calls);
+    gate.close();
+    no_hang("the shutdown", running.shutdown()).await.unwrap();
+    assert_eq!((calls, buffered), (vec![10], Ok(0)));
+}
+
+// A partition whose consumer leaves: its events are kept for a next consumer, which never comes,
+// so they are lost when the producer ends, and the report counts them; the other partition's
+// consumer gets all of its own. (GenStage drops a cancelled partition's backlog, and keeps the
+// events that come for it after, uncounted.)
+#[tokio::test]
+async fn a_partition_left_by_its_consumer_keeps_its_events_and_counts_them_lost_at_the_end() {
+    let (odd, odd_tag, odd_batches) = Synchronizer::new();
+    let (even, even_batches) = Collect::new();
+    let mut pipeline = Pipeline::new();
+    let split =
+        pipeline.add_producer_named("split", Split::new(100, 2, |n| Some((n % 2) as usize)));
+    let even = pipeline.add_consumer_named("even", even);
+    let odd = pipeline.add_consumer_named("odd", odd);
+    pipeline.subscribe_with(&split, &even, max_min(10, 5).partition(0));
+    // Manual: its initial ask of 5, and nothing after.
+    pipeline.subscribe_with(&split, &odd, max_min(5, 0).partition(1));
+    let running = pipeline.start();
+    until("odd's first five", || flat(&odd_batches).len() == 5).await;
+    let tag = odd_tag.lock().unwrap().expect("subscribed");
+    no_hang("the cancel", running.cancel(tag)).await.unwrap();
+    let report = no_hang("the end", running).await.unwrap();
+    assert_eq!(flat(&odd_batches), vec![1, 3, 5, 7, 9]);
+    assert_eq!(
+        flat(&even_batches),
+        (0..100).step_by(2).collect::<Vec<u64>>()
+    );
+    let split = report.stage("split").unwrap();
+    assert_eq!(
+        (split.emitted, split.events_out, split.discarded, split.lost),
+        (100, 55, 0, 45),
+        "{report:#?}"
+    );
     balanced(&report);
 }
 

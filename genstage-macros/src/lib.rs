@@ -186,6 +186,7 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// | `cancel` | consumer, producer_consumer | `permanent`, `transient` or `temporary` | `permanent` |
 /// | `buffer_size` | producer, producer_consumer | a `usize` expression, or `infinity` | 10 000 for a producer, `infinity` for a producer_consumer |
 /// | `buffer_keep` | producer, producer_consumer | `first` or `last` | `last` |
+/// | `dispatcher` | producer, producer_consumer | `demand` (to the consumer with the most demand), `broadcast` (every event to every consumer; the events must be `Clone`) or `partition(n)` (each event to the one consumer of its partition, `0..n`, `n` an integer literal of at least 1, by the block's `partition` method) | `demand` |
 /// | `demand` | producer | `forward` or `accumulate`: whether it serves demand from the start, or records it until switched to forward through its reference (`ProducerRef::demand`) | `forward` |
 /// | `crate` | all | the path of the genstage crate, as a string: `crate = "::my::genstage"` | `"::genstage"` |
 ///
@@ -194,6 +195,53 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// may define `fn subscribe_options(&self) -> SubscribeOptions` (consumer side) or
 /// `fn producer_options(&self) -> ProducerOptions` (producer side), e.g. to give each instance its
 /// own; the generated trait impl then calls it.
+///
+/// # Dispatchers
+///
+/// `dispatcher = broadcast` and `dispatcher = partition(n)` become the role trait's `dispatcher`
+/// (`genstage::Dispatch::broadcast()`, `Dispatch::partition(n)`). A partitioned stage defines, in
+/// the same impl block, `fn partition(&self, event: &T) -> Option<usize>` for its output events
+/// `T`: `Some(i)` sends the event to the consumer of partition `i` (an index not below `n` fails
+/// the stage), `None` discards it (the report counts it as `discarded`). The runtime calls it as it
+/// dispatches each event, between the stage's callbacks; the macro implements
+/// `genstage::Partition<T>` with it.
+///
+/// ```
+/// use genstage::prelude::*;
+///
+/// /// Every number to every consumer.
+/// struct Numbers { next: u64 }
+///
+/// #[stage(producer, dispatcher = broadcast)]
+/// impl Numbers {
+///     fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+///         let events = (self.next..self.next + demand as u64).collect();
+///         self.next += demand as u64;
+///         events
+///     }
+/// }
+///
+/// /// Words by their first letter: a to m into partition 0, the rest into 1, none for an empty one.
+/// struct ByLetter;
+///
+/// #[stage(producer_consumer, dispatcher = partition(2))]
+/// impl ByLetter {
+///     fn handle_events(&mut self, words: Vec<String>) -> Vec<String> {
+///         words
+///     }
+///
+///     fn partition(&self, word: &String) -> Option<usize> {
+///         word.chars().next().map(|first| usize::from(first > 'm'))
+///     }
+/// }
+/// ```
+///
+/// Instead of the attribute's `dispatcher`, the impl block may define
+/// `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of your own, `Dispatch::custom(…)`),
+/// which the role trait's `dispatcher` then calls.
+///
+/// `pipeline!` reads the attribute's dispatcher from the stage to check the edges after it (see
+/// its documentation); those after a stage whose dispatcher is a method are checked by `run()`.
 ///
 /// # Generic stages
 ///
@@ -256,7 +304,13 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// never be called), `handle_subscribe` or `handle_cancel` on a producer, `handle_consumer_subscribe`
 /// or `handle_consumer_cancel` on a consumer, a `handle_subscribe` that is `async` or returns
 /// something other than a `Demand`, a `handle_consumer_subscribe` that is `async` or returns
-/// something.
+/// something, an unknown dispatcher (``unknown dispatcher `round_robin` for `Numbers`: `dispatcher`
+/// is `demand`, `broadcast` or `partition(n)` ``), `partition(0)`, a `dispatcher` on a consumer,
+/// `dispatcher = partition(n)` without a `partition` method (`` `Split` has `dispatcher =
+/// partition(2)` but no `partition` method: add `fn partition(&self, event: &u64) ->
+/// Option<usize>` to this impl block, … ``) or with one of another shape (its event by value or of
+/// another type, a result other than `Option<usize>`), `dispatcher = broadcast` with events that
+/// are not `Clone` (reported under `broadcast`, naming the event type).
 ///
 /// A rejected impl block is still emitted as written, and the stage still implements its role and
 /// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
@@ -393,6 +447,8 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///            | "-[" OPTION ( "," OPTION )* "]->"   subscribe with these options instead
 /// OPTION    := "max_demand" "=" EXPR | "min_demand" "=" EXPR
 ///            | "cancel" "=" ( "permanent" | "transient" | "temporary" )
+///            | "partition" "=" EXPR       the partition this consumer takes (a `usize`, from 0)
+///            | "selector" "=" EXPR        the events this consumer takes: a `Fn(&T) -> bool`
 /// ```
 ///
 /// - **Chains.** `A -> B -> C`: `B` subscribes to `A`, `C` to `B`. A chain starts with a producer,
@@ -417,7 +473,21 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   is a new stage. `sink = sink` names a stage held in a local variable `sink`; a variable
 ///   (an identifier in lower case) used as a stage twice is an error that says so.
 /// - **Fan-out splits, it does not copy.** A producer with several consumers sends each event to one
-///   of them, the one with the most demand (GenStage's `DemandDispatcher`).
+///   of them, the one with the most demand (GenStage's `DemandDispatcher`), unless its `#[stage]`
+///   names another dispatcher:
+///   - `dispatcher = broadcast`: every event to every consumer, in order. An edge from it may take
+///     a **selector**, `numbers -[selector = |n: &u64| n % 3 == 0]-> threes`: the events it
+///     rejects are not sent to that consumer and do not use up its demand. The selector is any
+///     `Fn(&T) -> bool + Send + Sync + 'static` (a closure's argument type may be left out: it
+///     is the producer's event type), evaluated once per edge and shared by its subscriptions.
+///   - `dispatcher = partition(n)`: each event to the one consumer of its partition. A **group**
+///     after it, `split -> [Tap; 2]`, gives instance `i` partition `i` (the instances are made in
+///     order, `0..n`); a single consumer names its partition, `split -[partition = 1]-> odd`.
+///
+///   The edges after a stage whose `#[stage]` names its dispatcher are checked at compile time
+///   (see below); those after a stage written by hand (its role trait's `dispatcher`) by `run()`,
+///   which returns `PipelineError::InvalidDispatch`, as it does for a `partition` or a group size
+///   that is not a literal.
 /// - **Edge options** override the consumer's defaults (those of `#[stage(consumer, max_demand =
 ///   …)]`) on that edge only: `A -[max_demand = 10, min_demand = 5, cancel = temporary]-> B`.
 ///   Values are any `usize` expressions; literal ones are checked here by the rules and in the
@@ -474,6 +544,70 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// let merged = report.stage("merge").unwrap().events_in;
 /// let audited = report.stage("audit").unwrap().events_in;
 /// assert_eq!(merged + audited, 200);
+/// # Ok(()) }
+/// ```
+///
+/// Broadcast with selectors, and partitions:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use genstage::prelude::*;
+///
+/// /// 0, 1, …, 99 to every consumer.
+/// struct Numbers { next: u64 }
+///
+/// #[stage(producer, dispatcher = broadcast)]
+/// impl Numbers {
+///     fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+///         let stop = 100.min(self.next + demand as u64);
+///         let events = (self.next..stop).collect();
+///         self.next = stop;
+///         if stop == 100 { Emit::last(events) } else { Emit::more(events) }
+///     }
+/// }
+///
+/// /// Multiples of 3 discarded, the others by remainder into partitions 0 and 1.
+/// struct Thirds;
+///
+/// #[stage(producer_consumer, dispatcher = partition(2))]
+/// impl Thirds {
+///     fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+///         events
+///     }
+///
+///     fn partition(&self, n: &u64) -> Option<usize> {
+///         (n % 3).checked_sub(1).map(|i| i as usize)
+///     }
+/// }
+///
+/// /// Adds up what it receives.
+/// struct Sum(Arc<Mutex<u64>>);
+///
+/// #[stage(consumer)]
+/// impl Sum {
+///     fn handle_events(&mut self, events: Vec<u64>) {
+///         *self.0.lock().unwrap() += events.iter().sum::<u64>();
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), PipelineError> {
+/// let (evens, ones, twos) = <[Arc<Mutex<u64>>; 3]>::default().into();
+/// let sums = [ones.clone(), twos.clone()];
+/// let mut next = sums.iter();
+/// let report = pipeline! {
+///     numbers = Numbers { next: 0 };
+///     numbers -[selector = |n| n % 2 == 0]-> Sum(evens.clone());        // the evens only
+///     numbers -> thirds = Thirds -> [Sum(next.next().unwrap().clone()); 2]; // instance i, partition i
+/// }
+/// .run()
+/// .await?;
+///
+/// assert_eq!(*evens.lock().unwrap(), (0..100).filter(|n| n % 2 == 0).sum::<u64>());
+/// assert_eq!(*ones.lock().unwrap(), (0..100).filter(|n| n % 3 == 1).sum::<u64>());
+/// assert_eq!(*twos.lock().unwrap(), (0..100).filter(|n| n % 3 == 2).sum::<u64>());
+/// assert_eq!(report.stage("thirds").unwrap().discarded, 34);
 /// # Ok(()) }
 /// ```
 ///
@@ -538,6 +672,12 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// hidden call), so that the report names them `Printer[0]`, `Printer[1]` where the hand-written
 /// loop above gives `Printer`, `Printer#2`.
 ///
+/// An edge with a `selector` subscribes through
+/// `pipeline.subscribe_selected(&producer, &consumer, options, selector)`, one with a
+/// `partition = i` with `SubscribeOptions::partition(i)`, and instance `i` of a group after a
+/// partitioned stage (one for which `pipeline.partitions(&producer)` is `Some`) with
+/// `.partition(i)`.
+///
 /// # Compile-time checks
 ///
 /// Each mistake is one error, underlined at the stage or arrow at fault:
@@ -554,7 +694,13 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | `-[max_demand = 0]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1: a stage that asks for 0 events never gets any ``, `` `min_demand` must be less than `max_demand`, which is 10; got 10 `` |
 /// | `-[min_demand = 1000]-> Printer` where `Printer`'s `max_demand` is the default | `` `min_demand` must be less than `max_demand`, which is 1000 by default; got 1000 `` |
 /// | a variable used as a stage twice | `` `sink` is used as a stage a second time: a variable holds one stage, … name it, e.g. `sink = sink;` `` |
-/// | an unknown or repeated edge option, an unknown cancel mode | `` unknown edge option `max_demnd`: the options of an edge are `max_demand`, `min_demand` and `cancel` `` |
+/// | a `selector` on an edge from a stage that does not broadcast | `` `numbers` does not broadcast, so the edge to `Tap` cannot take a `selector` `` |
+/// | a `partition` on an edge from a stage that is not partitioned | `` `numbers` is not partitioned, so the edge to `Tap` cannot take a `partition` `` |
+/// | a literal `partition` that is not below the number of partitions | `` `split` has 2 partitions, numbered from 0, so it has no partition 2 `` |
+/// | a partitioned stage wired by `->` to a single consumer | `` `split` sends each event to one of its 2 partitions, so `Tap` must take one of them `` |
+/// | a partitioned stage wired to a group of another literal size | `` `split` has 2 partitions, so the group after it has 2 instances, one per partition, not 3 `` |
+/// | a `partition` on an edge to a group, or with a `selector` | `` `partition` gives one partition of `split` to one consumer, but `Tap` is a group: … ``, `` an edge takes a `selector` (from a stage that broadcasts) or a `partition` (from a partitioned stage), not both: … `` |
+/// | an unknown or repeated edge option, an unknown cancel mode | `` unknown edge option `max_demnd`: the options of an edge are `max_demand`, `min_demand`, `cancel`, `partition` and `selector` `` |
 /// | a cycle | `` this arrow closes a cycle: `first -> second -> first` `` |
 /// | the same pair wired twice | `` `printer` is already wired after `numbers` `` |
 /// | a name defined twice, or never wired | `` the stage name `numbers` is already defined ``, `` the stage `letters` is never wired `` |

@@ -23,11 +23,17 @@ pub(crate) const BUFFER_SIZE: Symbol = Symbol("buffer_size");
 pub(crate) const BUFFER_KEEP: Symbol = Symbol("buffer_keep");
 /// `demand = forward | accumulate`: a producer's demand mode.
 pub(crate) const DEMAND: Symbol = Symbol("demand");
+/// `dispatcher = demand | broadcast | partition(n)`: which consumers get a stage's events.
+pub(crate) const DISPATCHER: Symbol = Symbol("dispatcher");
+/// `partition = i` (an edge): the partition of a partitioned stage that the edge takes.
+pub(crate) const PARTITION: Symbol = Symbol("partition");
+/// `selector = |event: &T| …` (an edge): the events of a broadcasting stage that the edge takes.
+pub(crate) const SELECTOR: Symbol = Symbol("selector");
 /// `crate = "path"` (`#[stage]`) or `crate = path;` (`pipeline!`).
 pub(crate) const CRATE: Symbol = Symbol("crate");
 
-/// The options of a subscription, which an edge may set too.
-pub(crate) const SUBSCRIPTION_OPTIONS: &[Symbol] = &[MAX_DEMAND, MIN_DEMAND, CANCEL];
+/// The options of an edge: those of a subscription, and the dispatcher's.
+pub(crate) const EDGE_OPTIONS: &[Symbol] = &[MAX_DEMAND, MIN_DEMAND, CANCEL, PARTITION, SELECTOR];
 
 /// GenStage's default `max_demand`.
 pub(crate) const DEFAULT_MAX_DEMAND: usize = 1000;
@@ -107,6 +113,26 @@ pub(crate) fn count(key: &Ident, value: &Expr) -> syn::Result<Option<usize>> {
         Expr::Lit(lit) => Err(syn::Error::new_spanned(
             lit,
             format!("`{key}` is {what}, not this literal"),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// An edge's `partition = i`: the value of an integer literal, checked here, or `None` for any
+/// other expression, which rustc checks to be a `usize` and `run()` to be below the stage's
+/// number of partitions.
+pub(crate) fn partition_index(value: &Expr) -> syn::Result<Option<usize>> {
+    const WHAT: &str = "`partition` is the index of a partition (a `usize`, from 0)";
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => int
+            .base10_parse::<usize>()
+            .map(Some)
+            .map_err(|_| syn::Error::new(int.span(), format!("{WHAT}; `{int}` is too large"))),
+        Expr::Lit(lit) => Err(syn::Error::new_spanned(
+            lit,
+            format!("{WHAT}, not this literal"),
         )),
         _ => Ok(None),
     }
@@ -193,6 +219,98 @@ pub(crate) fn choice(
     ))
 }
 
+/// The dispatchers, as messages list them.
+pub(crate) const DISPATCHERS: &str = "`demand`, `broadcast` or `partition(n)`";
+
+/// The dispatcher a `dispatcher = …` option names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Dispatcher {
+    /// `demand`: GenStage's DemandDispatcher, the default.
+    Demand,
+    /// `broadcast`: every event to every consumer.
+    Broadcast,
+    /// `partition(n)`: each event to the consumer of its partition, `n` of them.
+    Partition(usize),
+}
+
+/// `dispatcher`'s rule: `demand`, `broadcast` or `partition(n)` with `n` an integer literal of at
+/// least 1. `stage` names the stage in the messages.
+pub(crate) fn dispatcher(stage: &str, value: &Expr) -> syn::Result<Dispatcher> {
+    let named = |expr: &Expr| match expr {
+        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+            path.path.get_ident().cloned()
+        }
+        _ => None,
+    };
+    let unknown = |ident: &Ident| {
+        syn::Error::new(
+            ident.span(),
+            format!("unknown dispatcher `{ident}` for `{stage}`: `dispatcher` is {DISPATCHERS}"),
+        )
+    };
+    if let Some(ident) = named(value) {
+        return match ident.to_string().as_str() {
+            "demand" => Ok(Dispatcher::Demand),
+            "broadcast" => Ok(Dispatcher::Broadcast),
+            "partition" => Err(syn::Error::new(
+                ident.span(),
+                format!(
+                    "`partition` needs the number of partitions of `{stage}`: write `dispatcher = partition(n)`, with `n` an integer literal of at least 1"
+                ),
+            )),
+            _ => Err(unknown(&ident)),
+        };
+    }
+    if let Expr::Call(call) = value {
+        if let Some(ident) = named(&call.func) {
+            if ident != "partition" {
+                return Err(match ident.to_string().as_str() {
+                    "demand" | "broadcast" => syn::Error::new_spanned(
+                        value,
+                        format!("`{ident}` takes no arguments: `dispatcher` of `{stage}` is {DISPATCHERS}"),
+                    ),
+                    _ => unknown(&ident),
+                });
+            }
+            let args: Vec<&Expr> = call.args.iter().collect();
+            let what = format!(
+                "the number of partitions of `{stage}` is an integer literal of at least 1, as in `partition(2)`"
+            );
+            let [count] = args.as_slice() else {
+                return Err(syn::Error::new(
+                    call.paren_token.span.join(),
+                    format!("`partition(n)` takes one argument: {what}"),
+                ));
+            };
+            return match count {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(int), ..
+                }) => match int.base10_parse::<usize>() {
+                    Ok(0) => Err(syn::Error::new(
+                        int.span(),
+                        format!(
+                            "`partition(0)` gives `{stage}` no partition to send its events to: {what}"
+                        ),
+                    )),
+                    Ok(count) => Ok(Dispatcher::Partition(count)),
+                    Err(_) => Err(syn::Error::new(
+                        int.span(),
+                        format!("`{int}` is too large: {what}"),
+                    )),
+                },
+                other => Err(syn::Error::new_spanned(
+                    other,
+                    format!("{what}, so that `pipeline!` can check the wiring; this is not one"),
+                )),
+            };
+        }
+    }
+    Err(syn::Error::new_spanned(
+        value,
+        format!("`dispatcher` of `{stage}` is {DISPATCHERS}"),
+    ))
+}
+
 /// The error of an option set twice, under its second key.
 pub(crate) fn duplicate(key: &Ident) -> syn::Error {
     syn::Error::new(
@@ -253,6 +371,36 @@ mod tests {
         assert!(check_min_demand(&expr("999"), 999, MaxDemand::Default).is_ok());
         // A `max_demand` of 0 has its own error.
         assert!(check_min_demand(&expr("5"), 5, MaxDemand::Set(0)).is_ok());
+    }
+
+    #[test]
+    fn dispatchers_are_demand_broadcast_or_a_literal_partition_count() {
+        let ok = |text: &str| dispatcher("Split", &expr(text)).unwrap();
+        assert_eq!(ok("demand"), Dispatcher::Demand);
+        assert_eq!(ok("broadcast"), Dispatcher::Broadcast);
+        assert_eq!(ok("partition(2)"), Dispatcher::Partition(2));
+        let error = |text: &str| dispatcher("Split", &expr(text)).unwrap_err().to_string();
+        assert_eq!(
+            error("brodcast"),
+            "unknown dispatcher `brodcast` for `Split`: `dispatcher` is `demand`, `broadcast` or `partition(n)`"
+        );
+        assert_eq!(
+            error("round_robin(2)"),
+            "unknown dispatcher `round_robin` for `Split`: `dispatcher` is `demand`, `broadcast` or `partition(n)`"
+        );
+        assert_eq!(
+            error("partition(0)"),
+            "`partition(0)` gives `Split` no partition to send its events to: the number of partitions of `Split` is an integer literal of at least 1, as in `partition(2)`"
+        );
+        assert!(error("partition").starts_with("`partition` needs the number of partitions"));
+        assert!(error("partition(n)").contains("so that `pipeline!` can check the wiring"));
+        assert!(error("partition(1, 2)").starts_with("`partition(n)` takes one argument"));
+        assert!(error("partition()").starts_with("`partition(n)` takes one argument"));
+        assert!(error("broadcast(2)").starts_with("`broadcast` takes no arguments"));
+        assert_eq!(
+            error("\"broadcast\""),
+            "`dispatcher` of `Split` is `demand`, `broadcast` or `partition(n)`"
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ use std::convert::Infallible;
 
 use crate::buffer::Buffer;
 use crate::dispatcher::{
-    Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, PartitionOf, SubscriptionId,
+    BacklogMark, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, PartitionsOf,
+    SubscriptionId,
 };
 use crate::options::ProducerOptions;
 
@@ -35,7 +36,7 @@ use crate::options::ProducerOptions;
 /// callbacks (a running callback borrows the stage). A dispatcher that
 /// [`partitions`](Dispatcher::partitions) is handed events only with it; without it, they wait in
 /// the buffer until [`EventPath::settle`].
-pub(crate) type Route<'a, T> = Option<PartitionOf<'a, T>>;
+pub(crate) type Route<'a, T> = Option<PartitionsOf<'a, T>>;
 
 /// Where emitted events go.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,6 +58,9 @@ pub(crate) struct EventPath<T, I = Infallible> {
     /// Infos whose events have all left the buffer, in order; emptied by
     /// [`take_released`](Self::take_released).
     released: VecDeque<I>,
+    /// Infos whose events have left the buffer but are held by the dispatcher (a partition's
+    /// backlog), each with where that backlog ended; released, in order, once it has gone.
+    behind_backlog: VecDeque<(BacklogMark, I)>,
     /// Events emitted so far.
     pub(crate) emitted: u64,
     /// Events the buffer dropped on overflow, and the dispatcher sent to no consumer, so far.
@@ -87,6 +91,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             buffer: Buffer::new(options),
             deliveries: Vec::new(),
             released: VecDeque::new(),
+            behind_backlog: VecDeque::new(),
             emitted: 0,
             discarded: 0,
             held: false,
@@ -115,12 +120,16 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         if !self.buffer.is_empty() {
             self.drain_buffer(None);
         }
+        if !self.behind_backlog.is_empty() {
+            self.release_passed();
+        }
     }
 
     /// The consumer of `sub` left; its unmet demand goes with it.
     pub(crate) fn cancel(&mut self, sub: SubscriptionId) {
         self.dispatcher.cancel(sub);
         self.drain_buffer(None);
+        self.release_passed();
     }
 
     /// Emitted events: to consumers with demand, the rest to the buffer. Buffered events always go
@@ -156,7 +165,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         let count = events.len();
         let mut out = Outbox::new(&mut self.deliveries);
         if let Some(route) = route {
-            out = out.with_partition(route);
+            out = out.with_partitions(route);
         }
         let (events, result) = match self.dispatcher.dispatch(events, &mut out) {
             Ok(leftover) => (leftover, None),
@@ -254,7 +263,33 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// released once they have all left the buffer, or at once when none is buffered.
     pub(crate) fn info(&mut self, info: I) {
         if let Err(info) = self.buffer.store_info(info) {
-            self.released.push_back(info);
+            self.release(info);
+        }
+    }
+
+    /// Releases `info`, whose events have left the buffer: behind what the dispatcher holds of
+    /// them, if anything, and behind the infos that wait there.
+    fn release(&mut self, info: I) {
+        if self.behind_backlog.is_empty() {
+            match self.dispatcher.mark() {
+                None => self.released.push_back(info),
+                Some(mark) => self.behind_backlog.push_back((mark, info)),
+            }
+        } else {
+            let mark = self.dispatcher.mark().unwrap_or(BacklogMark(Vec::new()));
+            self.behind_backlog.push_back((mark, info));
+        }
+    }
+
+    /// Releases the infos whose backlog the dispatcher has sent.
+    fn release_passed(&mut self) {
+        while let Some((mark, _)) = self.behind_backlog.front() {
+            if !self.dispatcher.passed(mark) {
+                return;
+            }
+            if let Some((_, info)) = self.behind_backlog.pop_front() {
+                self.released.push_back(info);
+            }
         }
     }
 
@@ -276,6 +311,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     pub(crate) fn clear_buffer(&mut self) -> usize {
         let (count, _infos) = self.buffer.clear();
         self.released.clear();
+        self.behind_backlog.clear();
         count + self.dispatcher.held() + self.dispatcher.stranded() + self.undispatched as usize
     }
 
@@ -285,7 +321,9 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         let stored = self.buffer.store(events);
         self.discarded += stored.discarded as u64;
         // Infos whose events were all dropped on overflow are released now (GenStage §1.6).
-        self.released.extend(stored.released);
+        for info in stored.released {
+            self.release(info);
+        }
         self.drain_buffer(route);
         stored.discarded
     }
@@ -310,8 +348,8 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             let taken = self.buffer.take(capacity);
             let leftover = self.dispatch(taken.events, route);
             // Released after the deliveries of the events in front of them.
-            if !taken.infos.is_empty() {
-                self.released.extend(taken.infos);
+            for info in taken.infos {
+                self.release(info);
             }
             // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer. A
             // dispatcher that breaks it gets its leftover back in the buffer.
@@ -322,7 +360,9 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             if !leftover.is_empty() {
                 let stored = self.buffer.store(leftover);
                 self.discarded += stored.discarded as u64;
-                self.released.extend(stored.released);
+                for info in stored.released {
+                    self.release(info);
+                }
                 return;
             }
         }
@@ -654,5 +694,137 @@ mod tests {
         assert_eq!(path.clear_buffer(), 1);
         assert!(!path.has_released());
         assert_eq!(out(&mut path), []);
+    }
+
+    /// A path partitioned by parity, with consumer 10 on partition 0 and 11 on partition 1.
+    fn partitioned(buffer_size: usize) -> EventPath<u32> {
+        let mut path = EventPath::new(
+            Box::new(crate::dispatcher::PartitionDispatcher::new(2)),
+            ProducerOptions::for_producer().buffer_size(buffer_size),
+        );
+        path.subscribe(10, &DispatchOptions::partition(0)).unwrap();
+        path.subscribe(11, &DispatchOptions::partition(1)).unwrap();
+        path
+    }
+
+    fn parity(events: &[u32], routes: &mut Vec<Option<usize>>) {
+        routes.extend(events.iter().map(|event| Some((event % 2) as usize)));
+    }
+
+    // A partition function is called only between callbacks: an ask that comes while one runs
+    // leaves the buffered events for `settle`, which dispatches them in order.
+    #[test]
+    fn buffered_events_wait_for_the_partition_function() {
+        let mut path = partitioned(100);
+        path.ask(10, 1);
+        path.ask(11, 1);
+        assert!(matches!(
+            path.emit(vec![1, 2, 3, 4], Some(&parity)),
+            Emitted::Dispatched { discarded: 0 }
+        ));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+        // 3 and 4 wait in the buffer: the shared demand is spent.
+        assert_eq!(path.buffered(), 2);
+        path.ask(10, 5);
+        assert!(path.unsettled());
+        assert_eq!(sent(&mut path), vec![]);
+        path.settle(Some(&parity));
+        assert!(!path.unsettled());
+        assert_eq!(sent(&mut path), vec![(10, vec![4])]);
+        // 3 went to partition 1, whose consumer has no demand: the dispatcher keeps it.
+        assert_eq!((path.buffered(), path.held_by_dispatcher()), (0, 1));
+        path.ask(11, 1);
+        assert_eq!(sent(&mut path), vec![(11, vec![3])]);
+    }
+
+    // Emitted without the partition function (never by the stage loops, which always give it),
+    // events wait in the buffer rather than go to the wrong consumer.
+    #[test]
+    fn events_emitted_without_the_partition_function_are_settled_later() {
+        let mut path = partitioned(100);
+        path.ask(10, 2);
+        path.ask(11, 2);
+        emit(&mut path, vec![1, 2]);
+        assert_eq!(sent(&mut path), vec![]);
+        path.settle(Some(&parity));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+    }
+
+    // A partition out of range fails the stage: its batch is not dispatched, nothing after it
+    // is, and the stage counts the batch among what it leaves behind.
+    #[test]
+    fn a_partition_out_of_range_stops_dispatching() {
+        let mut path = partitioned(100);
+        path.ask(10, 5);
+        path.ask(11, 5);
+        let wild = |events: &[u32], routes: &mut Vec<Option<usize>>| {
+            routes.extend(events.iter().map(|&event| Some(event as usize)))
+        };
+        path.emit(vec![0, 1, 2], Some(&wild));
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(
+            path.failure().map(ToString::to_string).as_deref(),
+            Some("its partition function returned partition 2, but it has 2 partitions (0..2)")
+        );
+        path.emit(vec![4], Some(&parity));
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(path.clear_buffer(), 4);
+    }
+
+    // What a broadcast copies and what a partition discards is counted for the report.
+    #[test]
+    fn copies_and_discards_are_counted() {
+        let mut path: EventPath<u32> = EventPath::new(
+            Box::new(crate::dispatcher::BroadcastDispatcher::new()),
+            ProducerOptions::for_producer(),
+        );
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.subscribe(2, &DispatchOptions::selector(|n: &u32| *n > 1))
+            .unwrap();
+        path.ask(1, 3);
+        path.ask(2, 3);
+        emit(&mut path, vec![0, 1, 2]);
+        assert_eq!(sent(&mut path), vec![(1, vec![0, 1, 2]), (2, vec![2])]);
+        assert_eq!((path.emitted, path.copies, path.discarded), (3, 1, 0));
+
+        let mut path = partitioned(100);
+        path.ask(10, 5);
+        let none_for_odd = |events: &[u32], routes: &mut Vec<Option<usize>>| {
+            routes.extend(events.iter().map(|event| (event % 2 == 0).then_some(0)))
+        };
+        path.emit(vec![1, 2, 3], Some(&none_for_odd));
+        assert_eq!(sent(&mut path), vec![(10, vec![2])]);
+        assert_eq!((path.emitted, path.copies, path.discarded), (3, 0, 2));
+    }
+
+    // Scenario 146: an info waits behind a partition's backlog, and is released once that
+    // partition's consumer has been sent it. Scenario 143: a partition whose consumer leaves is
+    // not waited for.
+    #[test]
+    fn an_info_waits_behind_a_partitions_backlog() {
+        let mut path: EventPath<u32, &'static str> = EventPath::new(
+            Box::new(crate::dispatcher::PartitionDispatcher::new(2)),
+            ProducerOptions::for_producer(),
+        );
+        path.subscribe(10, &DispatchOptions::partition(0)).unwrap();
+        path.subscribe(11, &DispatchOptions::partition(1)).unwrap();
+        path.ask(10, 1);
+        path.ask(11, 3);
+        // 2 and 4 go to partition 0, which asked for one: 4 is held.
+        path.emit(vec![1, 2, 4], Some(&parity));
+        assert_eq!(path.take_deliveries(), vec![(10, vec![2]), (11, vec![1])]);
+        path.info("after 4");
+        assert!(!path.has_released());
+        // Partition 1 asking does not release it; partition 0 being sent 4 does.
+        path.ask(11, 1);
+        assert!(!path.has_released());
+        path.ask(10, 1);
+        assert_eq!(path.take_deliveries(), vec![(10, vec![4])]);
+        assert_eq!(path.take_released().collect::<Vec<_>>(), ["after 4"]);
+
+        path.emit(vec![6, 8], Some(&parity));
+        path.info("after 8");
+        path.cancel(10);
+        assert_eq!(path.take_released().collect::<Vec<_>>(), ["after 8"]);
     }
 }

@@ -18,6 +18,11 @@
 //! - per stage expression, a local `Stage` trait over `genstage::Stage`, for a non-stage.
 //! - constant checks: a constant group count, and an edge's literal `min_demand` against the
 //!   consumer's known `max_demand` (`const` items, which `cargo check` evaluates).
+//! - per edge, after every subscription, checks against the producer's dispatcher as its
+//!   `#[stage]` declared it (read from its handle, see [`dispatch_checks`]): a `selector` needs a
+//!   stage that broadcasts, a `partition` a partitioned stage and a literal one of its partitions,
+//!   and a partitioned stage feeds a single consumer through `partition = i` and a group of a
+//!   literal size one instance per partition.
 
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
@@ -99,6 +104,11 @@ pub(crate) fn expand_graph(graph: &Graph, settings: &[EdgeSettings]) -> TokenStr
     }
     for (index, edge_settings) in settings.iter().enumerate() {
         body.extend(expand_edge(graph, index, edge_settings, &pipeline));
+    }
+    // After every subscription, so that rustc knows each stage's type when it reads the
+    // dispatcher from it.
+    for (index, edge_settings) in settings.iter().enumerate() {
+        body.extend(dispatch_checks(graph, index, edge_settings));
     }
 
     // A named stage's references become a field of the value: a group's `Vec`, or the one
@@ -564,12 +574,48 @@ fn expand_edge(
     };
     let max_demand = demand(settings.max_demand.as_ref());
     let min_demand = demand(settings.min_demand.as_ref());
+    let partition = demand(settings.partition.as_ref().map(|p| &p.value));
     let cancel = match &settings.cancel {
         Some(mode) => quote!(#hidden::Some(#private::#mode)),
         None => quote!(#hidden::None),
     };
 
-    let events = call_at(quote!(#private::events_of), quote!(#producer), range);
+    // A selector is evaluated once per edge, typed by the producer's events (so that a closure
+    // needs no annotation; by the consumer's when the producer emits none: its own check reports
+    // it), and shared by the edge's subscriptions.
+    let selector = local("__selector", range.first);
+    let selector_let = settings.selector.as_ref().map(|option| {
+        let value = &option.value;
+        let span = SpanRange::of(&quote!(#value));
+        let make = call_at(
+            quote!(#private::selector),
+            quote!(&#producer_stage, &#consumer_stage, #value),
+            span,
+        );
+        quote!(let #selector = #make;)
+    });
+    let events = match &selector_let {
+        Some(_) => call_at(
+            quote!(#private::events_selected),
+            quote!(#producer, #consumer, &#selector),
+            range,
+        ),
+        None => call_at(quote!(#private::events_of), quote!(#producer), range),
+    };
+    // Instance `i` of a group takes partition `i` of a partitioned producer, when the edge names
+    // no partition itself (`run()` reports a group whose size differs).
+    let to_group = matches!(graph.nodes[edge.to].stage, StageSyntax::Group(_));
+    let instance = local("__instance", range.first);
+    let (consumers, instance_options) = if to_group && settings.partition.is_none() {
+        (
+            quote!((#instance, #consumer) in ::core::iter::Iterator::enumerate(#consumer_stage.iter())),
+            Some(quote! {
+                let #options = #private::instance_options(&#pipeline_at, #producer, #options, #instance);
+            }),
+        )
+    } else {
+        (quote!(#consumer in &#consumer_stage), None)
+    };
     let side = call_at(
         quote!(#private::consumer_side),
         quote!(#producer, #consumer),
@@ -602,7 +648,8 @@ fn expand_edge(
     quote! {
         {
             #min_demand_check
-            let #options = #private::edge_options(#max_demand, #min_demand, #cancel);
+            let #options = #private::edge_options(#max_demand, #min_demand, #cancel, #partition);
+            #selector_let
             {
                 #[diagnostic::on_unimplemented(message = #message, label = #label #note)]
                 trait Sink<Out, In> {
@@ -638,11 +685,215 @@ fn expand_edge(
                     }
                 }
                 for #producer in &#producer_stage {
-                    for #consumer in &#consumer_stage {
+                    for #consumers {
+                        #instance_options
                         #wire;
                     }
                 }
             }
+        }
+    }
+}
+
+/// The checks of an edge against its producer's dispatcher, as far as `#[stage]` declared it (a
+/// stage written by hand passes them all, and `run()` checks the wiring): a `selector` needs a
+/// stage that broadcasts; a `partition = i` needs a partitioned stage, and a literal `i` one of its
+/// partitions; a partitioned stage feeds a single consumer through `partition = i` only, and a
+/// group of a literal size only when it has one instance per partition.
+///
+/// Each check is a trait local to the edge, with the edge's stages named in its message,
+/// implemented for `Unchecked` and, where the check can pass for a partitioned stage, for the
+/// stage handles. It is called on the check's subject, which `genstage-runtime`'s
+/// `src/__private/dispatch.rs` gives from the producer's dispatcher kind: the producer's handle
+/// when the check applies, `Unchecked` when it does not. The number of partitions comes first, so
+/// that rustc prints it in the message.
+fn dispatch_checks(graph: &Graph, index: usize, settings: &EdgeSettings) -> TokenStream {
+    let krate = &graph.krate;
+    let hidden = crate::private_path(krate);
+    let dispatch = quote!(#hidden::dispatch);
+    let edge = &graph.edges[index];
+    let from = escape(&graph.nodes[edge.from].label());
+    let to = escape(&graph.nodes[edge.to].label());
+    let producer_stage = local(&format!("__stage{}", edge.from), Span::call_site());
+    let kind = local("__kind", Span::call_site());
+    let phantom = quote!(::core::marker::PhantomData);
+    let unchecked = quote!(#dispatch::Unchecked);
+    // The arguments are spanned at the user's tokens too: rustc points at the argument that
+    // gives the check its `Self`.
+    let count = |range: SpanRange| call_at(quote!(#dispatch::count), quote!(&#kind), range);
+    let subject = |which: &str, range: SpanRange| {
+        let which = Ident::new(which, Span::call_site());
+        call_at(
+            quote!(#dispatch::#which),
+            quote!(&#kind, &#producer_stage),
+            range,
+        )
+    };
+    // `impl<__S: …> Trait<N> for ProducerRef<__S> {}` and for `ProducerConsumerRef<__S>`.
+    let handle_impls = |check: &TokenStream, bound: &TokenStream, condition: &TokenStream| {
+        let generics = quote!(__S, const __N: ::core::primitive::usize);
+        quote! {
+            #[diagnostic::do_not_recommend]
+            impl<#generics> #check for #krate::ProducerRef<__S>
+            where
+                __S: #krate::Producer #bound,
+                #condition
+            {}
+            #[diagnostic::do_not_recommend]
+            impl<#generics> #check for #krate::ProducerConsumerRef<__S>
+            where
+                __S: #krate::ProducerConsumer #bound,
+                #condition
+            {}
+        }
+    };
+    let mut checks = TokenStream::new();
+
+    if let Some(selector) = &settings.selector {
+        let message =
+            format!("`{from}` does not broadcast, so the edge to `{to}` cannot take a `selector`");
+        let note = format!(
+            "a selector picks, for one consumer, among the events of a stage that sends every event to every consumer: give `{from}` `dispatcher = broadcast` in its `#[stage]`, or filter the events in `{to}`"
+        );
+        let range = SpanRange::of(&selector.tokens);
+        let call = call_at(quote!(Selector::check), subject("selects", range), range);
+        checks.extend(quote! {
+            {
+                #[diagnostic::on_unimplemented(
+                    message = #message,
+                    label = "a selector needs a stage that broadcasts",
+                    note = #note
+                )]
+                trait Selector {
+                    fn check(_: #phantom<Self>) {}
+                }
+                #[diagnostic::do_not_recommend]
+                impl Selector for #unchecked {}
+                #call;
+            }
+        });
+    }
+
+    if let Some(partition) = &settings.partition {
+        let range = SpanRange::of(&partition.tokens);
+        let message =
+            format!("`{from}` is not partitioned, so the edge to `{to}` cannot take a `partition`");
+        let label = format!("`{from}` has no partitions");
+        let note = "a partitioned stage has `dispatcher = partition(n)` in its `#[stage]`, and a `partition` method that gives each event's partition";
+        let call = call_at(
+            quote!(Partitioned::check),
+            subject("partitioned", range),
+            range,
+        );
+        checks.extend(quote! {
+            {
+                #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+                trait Partitioned {
+                    fn check(_: #phantom<Self>) {}
+                }
+                #[diagnostic::do_not_recommend]
+                impl Partitioned for #unchecked {}
+                #call;
+            }
+        });
+        if let Some(literal) = partition.literal {
+            let message = format!(
+                "`{from}` has {{N}} partitions, numbered from 0, so it has no partition {literal}"
+            );
+            let label = "the partition must be below {N}";
+            let index = Literal::usize_unsuffixed(literal);
+            let impls = handle_impls(
+                &quote!(PartitionIndex<__N>),
+                &quote!(+ #dispatch::HasPartition<#index>),
+                &TokenStream::new(),
+            );
+            let args = [count(range), subject("partitions", range)];
+            let call = call_at(quote!(PartitionIndex::check), quote!(#(#args),*), range);
+            checks.extend(quote! {
+                {
+                    #[diagnostic::on_unimplemented(message = #message, label = #label)]
+                    trait PartitionIndex<const N: ::core::primitive::usize> {
+                        fn check(_: #phantom<#dispatch::Count<N>>, _: #phantom<Self>) {}
+                    }
+                    #[diagnostic::do_not_recommend]
+                    impl<const __N: ::core::primitive::usize> PartitionIndex<__N> for #unchecked {}
+                    #impls
+                    #call;
+                }
+            });
+        }
+    } else if settings.selector.is_none() {
+        // (A selector on an edge from a partitioned stage is reported as such, above.)
+        match &graph.nodes[edge.to].stage {
+            StageSyntax::One(_) => {
+                let message = format!(
+                    "`{from}` sends each event to one of its {{N}} partitions, so `{to}` must take one of them"
+                );
+                let label = format!("takes no partition of `{from}`");
+                let note = format!(
+                    "write `-[partition = i]->` with `i` below {{N}} to give `{to}` partition `i`, or wire `{from}` to a group of {{N}}, `[…; {{N}}]`, one instance per partition"
+                );
+                let link = &edge.link.tokens;
+                let target = &edge.target;
+                let range = SpanRange::of(&quote!(#link #target));
+                let args = [count(range), subject("partitions", range)];
+                let call = call_at(quote!(OnePartition::check), quote!(#(#args),*), range);
+                checks.extend(quote! {
+                    {
+                        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+                        trait OnePartition<const N: ::core::primitive::usize> {
+                            fn check(_: #phantom<#dispatch::Count<N>>, _: #phantom<Self>) {}
+                        }
+                        #[diagnostic::do_not_recommend]
+                        impl<const __N: ::core::primitive::usize> OnePartition<__N> for #unchecked {}
+                        #call;
+                    }
+                });
+            }
+            StageSyntax::Group(group) => {
+                // A group of a literal size; any other size is checked by `run()`.
+                if let Ok(Some(size)) = super::validate::literal_usize(&group.count) {
+                    let message = format!(
+                        "`{from}` has {{N}} partitions, so the group after it has {{N}} instances, one per partition, not {size}"
+                    );
+                    let label = format!("{size} instances for {{N}} partitions");
+                    let size = Literal::usize_unsuffixed(size);
+                    // Generic over the count, rather than `Group<size>`, so that rustc does not
+                    // point at an impl for the other count.
+                    let impls = handle_impls(
+                        &quote!(Group<__N>),
+                        &TokenStream::new(),
+                        &quote!(#dispatch::Count<__N>: #dispatch::Is<#size>,),
+                    );
+                    let range = SpanRange::of(&edge.target);
+                    let args = [count(range), subject("partitions", range)];
+                    let call = call_at(quote!(Group::check), quote!(#(#args),*), range);
+                    checks.extend(quote! {
+                        {
+                            #[diagnostic::on_unimplemented(message = #message, label = #label)]
+                            trait Group<const N: ::core::primitive::usize> {
+                                fn check(_: #phantom<#dispatch::Count<N>>, _: #phantom<Self>) {}
+                            }
+                            #[diagnostic::do_not_recommend]
+                            impl<const __N: ::core::primitive::usize> Group<__N> for #unchecked {}
+                            #impls
+                            #call;
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    if checks.is_empty() {
+        return checks;
+    }
+    quote! {
+        {
+            #[allow(unused_imports)]
+            use #dispatch::{ProbeKnown as _, ProbeUnknown as _};
+            let #kind = (&#dispatch::probe(&#producer_stage)).dispatch_kind();
+            #checks
         }
     }
 }

@@ -544,7 +544,7 @@ fn parse_edge_options(group: Group) -> syn::Result<EdgeOptions> {
     if group.stream().is_empty() {
         return Err(syn::Error::new(
             group.span(),
-            "`-[]->` sets no option: write `->`, or set `max_demand`, `min_demand` or `cancel`, e.g. `-[max_demand = 10]->`",
+            "`-[]->` sets no option: write `->`, or set `max_demand`, `min_demand`, `cancel`, `partition` or `selector`, e.g. `-[max_demand = 10]->`",
         ));
     }
     let options = Parser::parse2(
@@ -561,7 +561,7 @@ impl Parse for EdgeOption {
         let name: Ident = syn::ext::IdentExt::parse_any(input).map_err(|error| {
             syn::Error::new(
                 error.span(),
-                "expected an edge option: `max_demand = …`, `min_demand = …` or `cancel = …`",
+                "expected an edge option: `max_demand = …`, `min_demand = …`, `cancel = …`, `partition = …` or `selector = …`",
             )
         })?;
         let eq: Token![=] = input.parse().map_err(|_| {

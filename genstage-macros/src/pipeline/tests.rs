@@ -210,6 +210,55 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         0,
         "`max_demand` is a number of events (a `usize`); `99999999999999999999999999` is too large",
     ),
+    // Dispatcher options.
+    (
+        "A -[partition = 0]-> [B; 2]",
+        "partition",
+        0,
+        "`partition` gives one partition of `A` to one consumer, but `B` is a group: wire it with `->` to give instance `i` partition `i`",
+    ),
+    (
+        "A -[partition = 0]-> bs; bs = [B; n]",
+        "partition",
+        0,
+        "but `bs` is a group",
+    ),
+    (
+        "A -[selector = |e: &u64| *e > 1, partition = 0]-> B",
+        "partition",
+        0,
+        "an edge takes a `selector` (from a stage that broadcasts) or a `partition` (from a partitioned stage), not both",
+    ),
+    (
+        "A -[partition = 0, selector = f]-> B",
+        "selector",
+        0,
+        "not both",
+    ),
+    (
+        "A -[partition = 0, partition = 1]-> B",
+        "partition",
+        1,
+        "duplicate option `partition`",
+    ),
+    (
+        "A -[selector = f, selector = g]-> B",
+        "selector",
+        1,
+        "duplicate option `selector`",
+    ),
+    (
+        "A -[partition = \"1\"]-> B",
+        "\"1\"",
+        0,
+        "`partition` is the index of a partition (a `usize`, from 0), not this literal",
+    ),
+    (
+        "A -[partition = 99999999999999999999999999]-> B",
+        "9",
+        0,
+        "`99999999999999999999999999` is too large",
+    ),
     // The crate override.
     (
         "A -> B; crate = ::genstage",
@@ -297,6 +346,8 @@ fn no_input_makes_the_macro_panic() {
         "-[]->",
         "-[cancel = temporary]->",
         "-[max_demand = 0]->",
+        "-[partition = 1]->",
+        "-[selector = f, partition = 0]->",
         "(A)",
         "x = A",
         "crate = ::g",
@@ -525,4 +576,54 @@ fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
     ] {
         assert!(!expansion_of(input).contains("__MAX_DEMAND"), "`{input}`");
     }
+}
+
+#[test]
+fn every_edge_is_checked_against_its_producers_dispatcher() {
+    let checks = |input: &str| {
+        let expansion = expansion_of(input);
+        [
+            "Selector",
+            "Partitioned",
+            "PartitionIndex",
+            "OnePartition",
+            "Group",
+        ]
+        .into_iter()
+        .filter(|check| expansion.contains(&format!("trait {check}")))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(checks("A -> B"), ["OnePartition"]);
+    assert_eq!(checks("A -> [B; 2]"), ["Group"]);
+    // A group of a size that is not a literal is checked by `run()`.
+    assert!(checks("A -> [B; n]").is_empty());
+    assert_eq!(checks("A -[selector = |e: &u64| *e > 1]-> B"), ["Selector"]);
+    assert_eq!(checks("A -[selector = f]-> [B; 2]"), ["Selector"]);
+    assert_eq!(
+        checks("A -[partition = 1]-> B"),
+        ["Partitioned", "PartitionIndex"]
+    );
+    assert_eq!(checks("A -[partition = i]-> B"), ["Partitioned"]);
+    let expansion = expansion_of("A -[partition = 1]-> B");
+    assert!(expansion.contains("HasPartition < 1 >"), "{expansion}");
+    let expansion = expansion_of("A -> [B; 3]");
+    assert!(expansion.contains("Is < 3 >"), "{expansion}");
+}
+
+#[test]
+fn a_group_takes_one_partition_per_instance_and_a_selector_is_evaluated_once_per_edge() {
+    let expansion = expansion_of("A -> [B; 2]");
+    assert!(expansion.contains("instance_options"), "{expansion}");
+    assert!(expansion.contains("enumerate"), "{expansion}");
+    // A single consumer, or a group whose edge names its partition (an error), takes the edge's.
+    assert!(!expansion_of("A -> B").contains("instance_options"));
+    assert!(!expansion_of("A -[partition = 1]-> B").contains("instance_options"));
+    let expansion = expansion_of("[A; 2] -[selector = |e: &u64| *e > 1]-> [B; 3]");
+    assert_eq!(
+        expansion.matches("selector (& __stage0").count(),
+        1,
+        "{expansion}"
+    );
+    assert!(expansion.contains("events_selected"), "{expansion}");
+    assert!(!expansion.contains("events_of"), "{expansion}");
 }

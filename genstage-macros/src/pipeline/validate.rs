@@ -2,22 +2,38 @@
 //! sizes and edge options that make sense. Roles and event types are left to rustc (see
 //! `expand.rs`): the macro cannot see a stage's type.
 
+use proc_macro2::TokenStream;
+use quote::quote;
 use syn::{Expr, ExprLit, Ident, Lit};
 
 use super::graph::Graph;
 use super::parse::{EdgeOptions, StageSyntax};
 use crate::errors::Errors;
 use crate::options::{
-    self, list, MaxDemand, CANCEL, CANCEL_MODES, MAX_DEMAND, MIN_DEMAND, SUBSCRIPTION_OPTIONS,
+    self, list, MaxDemand, CANCEL, CANCEL_MODES, EDGE_OPTIONS, MAX_DEMAND, MIN_DEMAND, PARTITION,
+    SELECTOR,
 };
 
-/// The subscription options one edge sets, checked.
+/// The options one edge sets, checked.
 #[derive(Default)]
 pub(crate) struct EdgeSettings {
     pub(crate) max_demand: Option<Expr>,
     pub(crate) min_demand: Option<Expr>,
     /// `Permanent`, `Transient` or `Temporary`, spanned at the user's value.
     pub(crate) cancel: Option<Ident>,
+    /// `partition = i`: the partition of a partitioned producer this edge takes.
+    pub(crate) partition: Option<EdgeValue>,
+    /// `selector = |event: &T| …`: the events of a broadcasting producer this edge takes.
+    pub(crate) selector: Option<EdgeValue>,
+}
+
+/// The value of an edge option, with its tokens (`key = value`) for the checks' spans.
+pub(crate) struct EdgeValue {
+    pub(crate) value: Expr,
+    /// `key value`: where a check of the option is reported.
+    pub(crate) tokens: TokenStream,
+    /// The value of an integer literal (`partition = 1`).
+    pub(crate) literal: Option<usize>,
 }
 
 /// Checks the graph and each edge's options.
@@ -32,7 +48,20 @@ pub(crate) fn validate_graph(graph: &Graph) -> syn::Result<Vec<EdgeSettings>> {
     for edge in &graph.edges {
         match &edge.link.options {
             Some(options) => match check_edge_options(options) {
-                Ok(checked) => settings.push(checked),
+                Ok(checked) => {
+                    let to_group = matches!(graph.nodes[edge.to].stage, StageSyntax::Group(_));
+                    if let (Some(partition), true) = (&checked.partition, to_group) {
+                        let from = graph.nodes[edge.from].label();
+                        let to = graph.nodes[edge.to].label();
+                        errors.push(syn::Error::new_spanned(
+                            &partition.tokens,
+                            format!(
+                                "`partition` gives one partition of `{from}` to one consumer, but `{to}` is a group: wire it with `->` to give instance `i` partition `i`, or take this partition with a single stage"
+                            ),
+                        ));
+                    }
+                    settings.push(checked);
+                }
                 Err(error) => errors.push(error),
             },
             None => settings.push(EdgeSettings::default()),
@@ -196,8 +225,45 @@ fn check_edge_options(options: &EdgeOptions) -> syn::Result<EdgeSettings> {
                 Err(error) => errors.push(error),
             }
             continue;
+        } else if *key == PARTITION || *key == SELECTOR {
+            let value = &option.value;
+            let (slot, other, other_name) = if *key == PARTITION {
+                (&mut settings.partition, &settings.selector, SELECTOR)
+            } else {
+                (&mut settings.selector, &settings.partition, PARTITION)
+            };
+            if slot.is_some() {
+                errors.push(options::duplicate(key));
+                continue;
+            }
+            if other.is_some() {
+                errors.push(syn::Error::new(
+                    key.span(),
+                    format!(
+                        "an edge takes a `selector` (from a stage that broadcasts) or a `partition` (from a partitioned stage), not both: remove `{key}` or `{other_name}`"
+                    ),
+                ));
+                continue;
+            }
+            let literal = if *key == PARTITION {
+                match options::partition_index(value) {
+                    Ok(literal) => literal,
+                    Err(error) => {
+                        errors.push(error);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            *slot = Some(EdgeValue {
+                value: value.clone(),
+                tokens: quote!(#key #value),
+                literal,
+            });
+            continue;
         } else {
-            let names: Vec<&str> = SUBSCRIPTION_OPTIONS.iter().map(|s| s.name()).collect();
+            let names: Vec<&str> = EDGE_OPTIONS.iter().map(|s| s.name()).collect();
             errors.push(syn::Error::new(
                 key.span(),
                 format!(
@@ -240,7 +306,7 @@ fn check_edge_options(options: &EdgeOptions) -> syn::Result<EdgeSettings> {
 }
 
 /// The value of an integer literal that must fit a `usize`; `Ok(None)` when `expr` is not one.
-fn literal_usize(expr: &Expr) -> syn::Result<Option<usize>> {
+pub(crate) fn literal_usize(expr: &Expr) -> syn::Result<Option<usize>> {
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..

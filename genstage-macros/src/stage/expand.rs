@@ -17,7 +17,9 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::Type;
 
 use super::parse::{Callback, CallbackKind, Role, SubscriptionSide};
-use super::validate::{BufferSize, ProducerOpts, Settings, StageModel, SubscribeOpts};
+use super::validate::{
+    BufferSize, DispatchModel, ProducerOpts, Settings, StageModel, SubscribeOpts,
+};
 
 /// The trait impls for a validated stage (without the user's impl block, which is kept as written).
 pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
@@ -45,6 +47,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let conversion = Conversion::of_event_callback(model.role);
     let terminate = terminate_fn(model);
     let subscription_fns = subscription_fns(model);
+    let dispatcher_fn = dispatcher_fn(model);
 
     let (role_trait, add, stage_ref, role_items) = match model.role {
         Role::Producer => {
@@ -73,6 +76,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #( type Output = #output_event; )*
                 #callback_fn
                 #options
+                #dispatcher_fn
                 #terminate
                 #subscription_fns
             };
@@ -109,6 +113,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #callback_fn
                 #subscribe
                 #options
+                #dispatcher_fn
                 #terminate
                 #subscription_fns
             };
@@ -168,6 +173,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             _ => {}
         }
     }
+    let dispatch = dispatch_items(model, &generics);
     let mut messages = TokenStream::new();
     for callback in &model.messages {
         let conversion = Conversion::of_message_callback(model.role, callback.kind);
@@ -184,6 +190,8 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             }
 
             #messages
+
+            #dispatch
 
             impl #impl_generics #krate::Stage for #self_ty #where_clause {
                 type Ref = #stage_ref;
@@ -647,6 +655,168 @@ fn subscription_fns(model: &StageModel) -> TokenStream {
         });
     }
     fns
+}
+
+/// The role trait's `dispatcher`, for `dispatcher = broadcast` or `partition(n)`; nothing for the
+/// default (`demand`), or for a consumer.
+fn dispatcher_fn(model: &StageModel) -> TokenStream {
+    let krate = &model.krate;
+    let role_trait = match model.role {
+        Role::Producer => quote!(#krate::Producer),
+        Role::ProducerConsumer => quote!(#krate::ProducerConsumer),
+        Role::Consumer => return TokenStream::new(),
+    };
+    let dispatch = match &model.dispatcher {
+        DispatchModel::Demand | DispatchModel::Rejected => return TokenStream::new(),
+        DispatchModel::Method => {
+            let self_ty = &model.item.self_ty;
+            quote!(<#self_ty>::dispatcher(self))
+        }
+        // Every token at `broadcast`: an event type that is not `Clone` is reported there.
+        DispatchModel::Broadcast(span) => respan(
+            quote!(#krate::Dispatch::broadcast()),
+            Span::mixed_site().located_at(*span),
+        ),
+        DispatchModel::Partition { count, .. } => {
+            let count = proc_macro2::Literal::usize_unsuffixed(*count);
+            quote!(#krate::Dispatch::partition(#count))
+        }
+    };
+    quote! {
+        fn dispatcher(&self) -> #krate::Dispatch<Self, <Self as #role_trait>::Output> {
+            #dispatch
+        }
+    }
+}
+
+/// Partitions listed one by one for `pipeline!`'s check of a literal `partition = i`; a stage
+/// with more has every index (`run()` checks them).
+const LISTED_PARTITIONS: usize = 256;
+
+/// What the dispatcher adds next to the role trait impl: the `Partition` impl of a partitioned
+/// stage, calling the block's `partition` through helper traits spanned at its types, and what
+/// `pipeline!` checks an edge against (`Dispatched`, and `HasPartition<i>` for each partition);
+/// nothing for a consumer or a rejected `dispatcher` option.
+fn dispatch_items(model: &StageModel, generics: &syn::Generics) -> TokenStream {
+    let krate = &model.krate;
+    let private = crate::private_path(krate);
+    let dispatch = quote!(#private::dispatch);
+    let self_ty = &model.item.self_ty;
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+    let Some(output) = &model.output else {
+        return TokenStream::new();
+    };
+    let kind = match &model.dispatcher {
+        // What the block's own `dispatcher` returns is known only when the stage is added.
+        DispatchModel::Rejected | DispatchModel::Method => return TokenStream::new(),
+        DispatchModel::Demand => quote!(#dispatch::DemandDispatch),
+        DispatchModel::Broadcast(_) => quote!(#dispatch::BroadcastDispatch),
+        DispatchModel::Partition { count, .. } => {
+            let count = proc_macro2::Literal::usize_unsuffixed(*count);
+            quote!(#dispatch::PartitionDispatch<#count>)
+        }
+    };
+    let mut out = quote! {
+        impl #impl_generics #dispatch::Dispatched for #self_ty #where_clause {
+            type Kind = #kind;
+        }
+    };
+    let DispatchModel::Partition { count, method } = &model.dispatcher else {
+        return out;
+    };
+    if *count <= LISTED_PARTITIONS {
+        for index in 0..*count {
+            let index = proc_macro2::Literal::usize_unsuffixed(index);
+            out.extend(quote! {
+                impl #impl_generics #dispatch::HasPartition<#index> for #self_ty #where_clause {}
+            });
+        }
+    } else {
+        let mut every = generics.clone();
+        every
+            .params
+            .push(syn::parse_quote!(const __I: ::core::primitive::usize));
+        let (impl_generics, _, where_clause) = every.split_for_impl();
+        out.extend(quote! {
+            impl #impl_generics #dispatch::HasPartition<__I> for #self_ty #where_clause {}
+        });
+    }
+
+    let stage = escape(&super::parse::tokens_text(self_ty));
+    let name = &method.name;
+    let event = &method.event;
+    let returned = &method.output;
+    let usize = quote!(::core::primitive::usize);
+    let event_message =
+        format!("`{stage}`'s `partition` takes the events it emits, `&{{Out}}`, not `&{{Self}}`");
+    let return_message =
+        format!("`{stage}`'s `partition` returns the event's partition as an `Option<usize>`, not `{{Self}}`");
+    let return_note =
+        format!("`Some(i)` sends the event to partition `i`, below {count}; `None` discards it");
+    let from_event = quote_spanned! {first_span(event)=>
+        <#event as PartitionEvent<#output>>::from_event
+    };
+    let into_partition = quote_spanned! {first_span(returned)=>
+        <#returned as PartitionReturn>::into_partition
+    };
+    out.extend(quote! {
+        #[diagnostic::on_unimplemented(message = #event_message, label = "expected `&{Out}`")]
+        trait PartitionEvent<Out> {
+            fn from_event(event: &Out) -> &Self;
+        }
+        #[diagnostic::do_not_recommend]
+        impl<__T> PartitionEvent<__T> for __T {
+            #[inline]
+            fn from_event(event: &__T) -> &__T {
+                event
+            }
+        }
+        #[diagnostic::on_unimplemented(
+            message = #return_message,
+            label = "expected `Option<usize>`",
+            note = #return_note
+        )]
+        trait PartitionReturn {
+            fn into_partition(self) -> #private::Option<#usize>;
+        }
+        #[diagnostic::do_not_recommend]
+        impl PartitionReturn for #private::Option<#usize> {
+            #[inline]
+            fn into_partition(self) -> #private::Option<#usize> {
+                self
+            }
+        }
+        impl #impl_generics #krate::Partition<#output> for #self_ty #where_clause {
+            #[inline]
+            fn partition(&self, __event: &#output) -> #private::Option<#usize> {
+                #into_partition(<#self_ty>::#name(self, #from_event(__event)))
+            }
+        }
+    });
+    out
+}
+
+/// Every token of `tokens` at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = proc_macro2::TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
+/// Text for an `on_unimplemented` format string: braces doubled.
+fn escape(text: &str) -> String {
+    text.replace('{', "{{").replace('}', "}}")
 }
 
 /// `SubscribeReturn`: what `handle_subscribe` may return (a `Demand`, or nothing for

@@ -815,6 +815,170 @@ fn subscription_args(
     (args.first().and_then(|arg| typed(arg)).cloned(), ctx)
 }
 
+/// `fn partition(&self, event: &T) -> R`: the method a stage with `dispatcher = partition(n)`
+/// defines in its impl block. rustc checks `T` (the stage's output events) and `R`
+/// (`Option<usize>`) through the expansion's helper traits.
+pub(crate) struct PartitionFn {
+    pub(crate) name: Ident,
+    /// The `T` of `event: &T`.
+    pub(crate) event: Type,
+    /// The return type.
+    pub(crate) output: Type,
+}
+
+/// The method of the impl block named `name` (`partition`, `dispatcher`), if it has one.
+pub(crate) fn find_method<'a>(item: &'a ItemImpl, name: &str) -> Option<&'a ImplItemFn> {
+    item.items.iter().find_map(|impl_item| match impl_item {
+        ImplItem::Fn(method) if method.sig.ident == name => Some(method),
+        _ => None,
+    })
+}
+
+/// Checks the signature of a producer's or producer_consumer's own `dispatcher` method, which the
+/// role trait's `dispatcher` then calls: `fn dispatcher(&self) -> Dispatch<Self, T>` (the return
+/// type is rustc's to check). `shape` is the signature to write, for the messages.
+pub(crate) fn check_dispatcher_method(
+    method: &ImplItemFn,
+    stage: &str,
+    shape: &str,
+) -> syn::Result<()> {
+    let sig = &method.sig;
+    let wrong = |tokens: &dyn quote::ToTokens, what: &str| {
+        syn::Error::new_spanned(
+            tokens,
+            format!("`{stage}`'s `dispatcher` {what}: write it `{shape}`"),
+        )
+    };
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(wrong(&sig.generics, "cannot be generic"));
+    }
+    if let Some(asyncness) = &sig.asyncness {
+        return Err(wrong(
+            asyncness,
+            "cannot be `async`: the runtime asks for it once, as the stage is added",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver)) if is_self_reference(&receiver.ty, false) => {}
+        Some(other) => return Err(wrong(other, "takes `&self` first")),
+        None => {
+            return Err(syn::Error::new(
+                sig.paren_token.span.join(),
+                format!("`{stage}`'s `dispatcher` takes `&self` first: write it `{shape}`"),
+            ))
+        }
+    }
+    let rest: Vec<&FnArg> = inputs.collect();
+    if !rest.is_empty() {
+        return Err(wrong(&quote::quote!(#(#rest),*), "takes only `&self`"));
+    }
+    if matches!(sig.output, ReturnType::Default) {
+        return Err(syn::Error::new(
+            sig.ident.span(),
+            format!("`{stage}`'s `dispatcher` returns the stage's dispatcher: write it `{shape}`"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the signature of a partitioned stage's `partition` method. `stage` names the stage and
+/// `shape` is the signature to write, for the messages.
+pub(crate) fn parse_partition(
+    method: &ImplItemFn,
+    stage: &str,
+    shape: &str,
+) -> syn::Result<PartitionFn> {
+    let sig = &method.sig;
+    let name = sig.ident.clone();
+    let write = format!("write it `{shape}`");
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        let generics = &sig.generics;
+        let where_clause = &generics.where_clause;
+        return Err(syn::Error::new_spanned(
+            quote::quote!(#generics #where_clause),
+            format!("`{stage}`'s `partition` cannot be generic: {write}"),
+        ));
+    }
+    let at_once = "the runtime calls it as it dispatches each event";
+    if let Some(asyncness) = &sig.asyncness {
+        return Err(syn::Error::new(
+            asyncness.span,
+            format!("`{stage}`'s `partition` cannot be `async`: {at_once}: {write}"),
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        return Err(syn::Error::new(
+            unsafety.span,
+            format!("`{stage}`'s `partition` cannot be `unsafe`: {at_once}: {write}"),
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new(
+            variadic.span(),
+            format!("`{stage}`'s `partition` cannot be variadic: {write}"),
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver)) if is_self_reference(&receiver.ty, false) => {}
+        first => {
+            let message = format!(
+                "`{stage}`'s `partition` takes `&self` first: it reads the stage between its callbacks, without changing it: {write}"
+            );
+            return Err(match first {
+                Some(arg) => syn::Error::new_spanned(arg, message),
+                None => syn::Error::new(sig.paren_token.span.join(), message),
+            });
+        }
+    }
+    let rest: Vec<&FnArg> = inputs.collect();
+    let event = match rest.as_slice() {
+        [arg] => match typed(arg).map(ungroup) {
+            Some(Type::Reference(reference)) if reference.mutability.is_none() => {
+                (*reference.elem).clone()
+            }
+            ty => {
+                return Err(syn::Error::new_spanned(
+                    arg,
+                    format!(
+                        "`{stage}`'s `partition` takes the event by reference, not `{}`: {write}",
+                        ty.map_or_else(|| tokens_text(arg), tokens_text)
+                    ),
+                ))
+            }
+        },
+        _ => {
+            let message = format!(
+                "`{stage}`'s `partition` takes `&self` and one event by reference, but this one takes {} argument{}: {write}",
+                rest.len() + 1,
+                if rest.is_empty() { "" } else { "s" }
+            );
+            return Err(if rest.is_empty() {
+                syn::Error::new(sig.paren_token.span.join(), message)
+            } else {
+                syn::Error::new_spanned(quote::quote!(#(#rest),*), message)
+            });
+        }
+    };
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) => (**ty).clone(),
+        ReturnType::Default => {
+            return Err(syn::Error::new(
+                name.span(),
+                format!(
+                    "`{stage}`'s `partition` returns the event's partition, `Some(i)`, or `None` to discard the event: {write}"
+                ),
+            ))
+        }
+    };
+    Ok(PartitionFn {
+        name,
+        event,
+        output,
+    })
+}
+
 /// The type of a typed argument (`pattern: Type`).
 fn typed(arg: &FnArg) -> Option<&Type> {
     match arg {

@@ -112,7 +112,14 @@ fn malformed_attributes_give_spanned_errors() {
         ("producer, demand = manual", At::Attr("manual", 0), "unknown demand mode `manual`: `demand` is `forward` or `accumulate`"),
         ("producer, demand = 1", At::Attr("1", 0), "`demand` is `forward` or `accumulate`"),
         ("producer, demand = forward, demand = accumulate", At::Attr("demand", 1), "duplicate option `demand`"),
-        ("producer, buffer = 1", At::Attr("buffer", 0), "unknown option `buffer` for a producer; its options are `buffer_size`, `buffer_keep`, `demand` and `crate`"),
+        ("producer, buffer = 1", At::Attr("buffer", 0), "unknown option `buffer` for a producer; its options are `buffer_size`, `buffer_keep`, `demand`, `dispatcher` and `crate`"),
+        ("producer, dispatcher = round_robin", At::Attr("round_robin", 0), "unknown dispatcher `round_robin` for `S`: `dispatcher` is `demand`, `broadcast` or `partition(n)`"),
+        ("producer, dispatcher = partition(0)", At::Attr("0", 0), "`partition(0)` gives `S` no partition to send its events to"),
+        ("producer, dispatcher = partition", At::Attr("partition", 0), "`partition` needs the number of partitions of `S`"),
+        ("producer, dispatcher = partition(N)", At::Attr("N", 0), "the number of partitions of `S` is an integer literal of at least 1"),
+        ("producer, dispatcher = broadcast, dispatcher = demand", At::Attr("dispatcher", 1), "duplicate option `dispatcher`"),
+        ("producer, dispatcher = partition(2)", At::Attr("partition(2)", 0), "`S` has `dispatcher = partition(2)` but no `partition` method: add `fn partition(&self, event: &u8) -> Option<usize>` to this impl block"),
+        ("consumer, dispatcher = broadcast", At::Attr("dispatcher", 0), "`dispatcher` chooses which consumers get the events of a producer or a producer_consumer, but `S` is a consumer, which emits no events; a consumer's options are `max_demand`, `min_demand`, `cancel` and `crate`"),
         ("consumer, crate = genstage", At::Attr("genstage", 0), "`crate` takes the path of the genstage crate as a string"),
         ("consumer, crate = \"not a path\"", At::Attr("\"", 0), "is not a path"),
         ("consumer, crate = \"\"", At::Attr("\"", 0), "is not a path"),
@@ -759,5 +766,237 @@ fn the_demand_option_sets_the_producers_demand_mode() {
             "ProducerOptions :: for_producer () . demand (:: genstage :: DemandMode :: Accumulate)"
         ),
         "{text}"
+    );
+}
+
+/// A partitioned producer of `u8` with these extra methods.
+fn partitioned_with(methods: &str) -> String {
+    format!("impl S {{ fn handle_demand(&mut self, d: usize) -> Vec<u8> {{ vec![] }} {methods} }}")
+}
+
+#[test]
+fn a_partition_method_of_the_wrong_shape_gives_a_spanned_error() {
+    let shape = "write it `fn partition(&self, event: &u8) -> Option<usize>`";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "fn partition(&self, event: u8) -> Option<usize> { None }",
+            "event",
+            "`S`'s `partition` takes the event by reference, not `u8`",
+        ),
+        (
+            "fn partition(&self, event: &mut u8) -> Option<usize> { None }",
+            "event",
+            "takes the event by reference, not `&mut u8`",
+        ),
+        (
+            "fn partition(&mut self, event: &u8) -> Option<usize> { None }",
+            "&mut self, event",
+            "`S`'s `partition` takes `&self` first",
+        ),
+        (
+            "fn partition(event: &u8) -> Option<usize> { None }",
+            "event",
+            "takes `&self` first",
+        ),
+        (
+            "fn partition(&self) -> Option<usize> { None }",
+            "(&self)",
+            "takes `&self` and one event by reference, but this one takes 1 argument",
+        ),
+        (
+            "fn partition(&self, a: &u8, b: &u8) -> Option<usize> { None }",
+            "a:",
+            "but this one takes 3 arguments",
+        ),
+        (
+            "fn partition(&self, event: &u8) { }",
+            "partition",
+            "`S`'s `partition` returns the event's partition",
+        ),
+        (
+            "async fn partition(&self, event: &u8) -> Option<usize> { None }",
+            "async",
+            "`S`'s `partition` cannot be `async`",
+        ),
+        (
+            "fn partition<T>(&self, event: &T) -> Option<usize> { None }",
+            "<T>",
+            "`S`'s `partition` cannot be generic",
+        ),
+    ];
+    for (method, snippet, message) in cases {
+        let item = partitioned_with(method);
+        assert_error(
+            "producer, dispatcher = partition(2)",
+            &item,
+            At::Item(snippet, 0),
+            message,
+        );
+        assert_error(
+            "producer, dispatcher = partition(2)",
+            &item,
+            At::Item(snippet, 0),
+            shape,
+        );
+    }
+}
+
+#[test]
+fn a_partition_method_is_read_only_for_a_partitioned_stage() {
+    // Another stage may have a method of its own by that name.
+    let item =
+        partitioned_with("fn partition(&mut self, all: Vec<u8>) -> (Vec<u8>, Vec<u8>) { todo!() }");
+    for attr in [
+        "producer",
+        "producer, dispatcher = broadcast",
+        "producer, dispatcher = demand",
+    ] {
+        let (generated, error) = expand_checked(tokens(attr), tokens(&item));
+        assert!(error.is_none(), "`#[stage({attr})]`: {error:?}");
+        assert!(generated.is_some());
+    }
+}
+
+/// The generated items of a stage that must expand without error, as text.
+fn generated(attr: &str, item: &str) -> String {
+    let (generated, error) = expand_checked(tokens(attr), tokens(item));
+    assert!(error.is_none(), "`#[stage({attr})] {item}`: {error:?}");
+    let generated = generated.expect("a well-formed stage expands");
+    syn::parse2::<syn::File>(generated.clone())
+        .unwrap_or_else(|e| panic!("`#[stage({attr})] {item}` expands to {generated}: {e}"));
+    generated.to_string()
+}
+
+#[test]
+fn the_dispatcher_option_expands_to_the_role_traits_dispatcher_and_what_pipeline_checks() {
+    let private = format!(":: genstage :: {PRIVATE_MODULE} :: dispatch");
+    let demand = generated("producer", PRODUCER);
+    assert!(!demand.contains("fn dispatcher"), "{demand}");
+    assert!(
+        demand.contains(&format!(
+            "Dispatched for S {{ type Kind = {private} :: DemandDispatch ; }}"
+        )),
+        "{demand}"
+    );
+    assert_eq!(generated("producer, dispatcher = demand", PRODUCER), demand);
+
+    let broadcast = generated(
+        "producer_consumer, dispatcher = broadcast",
+        PRODUCER_CONSUMER,
+    );
+    assert!(broadcast.contains("fn dispatcher (& self) -> :: genstage :: Dispatch < Self , < Self as :: genstage :: ProducerConsumer > :: Output > { :: genstage :: Dispatch :: broadcast () }"), "{broadcast}");
+    assert!(
+        broadcast.contains(&format!("type Kind = {private} :: BroadcastDispatch")),
+        "{broadcast}"
+    );
+
+    let item = partitioned_with("fn partition(&self, event: &u8) -> Option<usize> { Some(0) }");
+    let partition = generated("producer, dispatcher = partition(3)", &item);
+    assert!(
+        partition.contains("{ :: genstage :: Dispatch :: partition (3) }"),
+        "{partition}"
+    );
+    assert!(
+        partition.contains(&format!("type Kind = {private} :: PartitionDispatch < 3 >")),
+        "{partition}"
+    );
+    for index in 0..3 {
+        assert!(
+            partition.contains(&format!("HasPartition < {index} > for S")),
+            "{partition}"
+        );
+    }
+    assert!(!partition.contains("HasPartition < 3 >"), "{partition}");
+    assert!(
+        partition.contains("impl :: genstage :: Partition < u8 > for S"),
+        "{partition}"
+    );
+    assert!(
+        partition.contains(
+            "< S > :: partition (self , < u8 as PartitionEvent < u8 >> :: from_event (__event))"
+        ),
+        "{partition}"
+    );
+
+    // Too many partitions to list: every index passes, `run()` checks.
+    let many = generated("producer, dispatcher = partition(1000)", &item);
+    assert!(
+        many.contains("impl < const __I : :: core :: primitive :: usize > "),
+        "{many}"
+    );
+    assert!(many.contains("HasPartition < __I > for S"), "{many}");
+    assert!(!many.contains("HasPartition < 0 >"), "{many}");
+}
+
+#[test]
+fn a_rejected_dispatcher_leaves_nothing_for_pipeline_to_check() {
+    // The stage still expands, with the default dispatcher, but `pipeline!` knows nothing of it:
+    // an edge with a selector or a partition gives no second error.
+    for (attr, item) in [
+        ("producer, dispatcher = brodcast", PRODUCER.to_owned()),
+        ("producer, dispatcher = partition(2)", PRODUCER.to_owned()),
+        (
+            "producer, dispatcher = partition(2)",
+            partitioned_with("fn partition(&self, e: u8) -> Option<usize> { None }"),
+        ),
+    ] {
+        let (generated, error) = expand_checked(tokens(attr), tokens(&item));
+        assert!(error.is_some(), "`#[stage({attr})]`");
+        let text = generated.expect("the stage expands").to_string();
+        assert!(text.contains("Producer for S"), "{text}");
+        assert!(!text.contains("fn dispatcher"), "{text}");
+        assert!(!text.contains("Dispatched"), "{text}");
+    }
+}
+
+#[test]
+fn a_dispatcher_method_is_called_by_the_role_trait_and_checked_by_run() {
+    let item =
+        partitioned_with("fn dispatcher(&self) -> Dispatch<Self, u8> { Dispatch::demand() }");
+    let text = generated("producer", &item);
+    assert!(text.contains("fn dispatcher (& self) -> :: genstage :: Dispatch < Self , < Self as :: genstage :: Producer > :: Output > { < S > :: dispatcher (self) }"), "{text}");
+    // `pipeline!` cannot know what it returns.
+    assert!(!text.contains("Dispatched"), "{text}");
+    // A consumer's method of that name is its own.
+    generated(
+        "consumer",
+        "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn dispatcher(&mut self, x: u8) {} }",
+    );
+
+    let shape = "write it `fn dispatcher(&self) -> Dispatch<Self, u8>`";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "fn dispatcher(&mut self) -> Dispatch<Self, u8> { todo!() }",
+            "&mut self)",
+            "`S`'s `dispatcher` takes `&self` first",
+        ),
+        (
+            "fn dispatcher(&self, n: usize) -> Dispatch<Self, u8> { todo!() }",
+            "n: usize",
+            "`S`'s `dispatcher` takes only `&self`",
+        ),
+        (
+            "fn dispatcher(&self) {}",
+            "dispatcher",
+            "`S`'s `dispatcher` returns the stage's dispatcher",
+        ),
+        (
+            "async fn dispatcher(&self) -> Dispatch<Self, u8> { todo!() }",
+            "async",
+            "`S`'s `dispatcher` cannot be `async`",
+        ),
+    ];
+    for (method, snippet, message) in cases {
+        let item = partitioned_with(method);
+        assert_error("producer", &item, At::Item(snippet, 0), message);
+        assert_error("producer", &item, At::Item(snippet, 0), shape);
+    }
+    let item =
+        partitioned_with("fn dispatcher(&self) -> Dispatch<Self, u8> { Dispatch::demand() }");
+    assert_error(
+        "producer, dispatcher = broadcast",
+        &item,
+        At::Attr("dispatcher", 0),
+        "`dispatcher` is set here, but this impl block also defines `dispatcher`: set the dispatcher in one place",
     );
 }

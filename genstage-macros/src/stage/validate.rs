@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use syn::{Expr, GenericArgument, GenericParam, Ident, ItemImpl, Lit, PathArguments, Type};
 
 use crate::options::{
-    self, list, MaxDemand, BUFFER_KEEP, BUFFER_KEEPS, BUFFER_SIZE, CANCEL, CANCEL_MODES, CRATE,
-    DEMAND, DEMAND_MODES, MAX_DEMAND, MIN_DEMAND,
+    self, list, Dispatcher, MaxDemand, BUFFER_KEEP, BUFFER_KEEPS, BUFFER_SIZE, CANCEL,
+    CANCEL_MODES, CRATE, DEMAND, DEMAND_MODES, DISPATCHER, MAX_DEMAND, MIN_DEMAND,
 };
 
 use super::parse::{
-    container_arg, tokens_text, ungroup, Callback, CallbackKind, Errors, Role, StageAttr,
-    StageImpl, StageOption,
+    check_dispatcher_method, container_arg, find_method, parse_partition, tokens_text, ungroup,
+    Callback, CallbackKind, Errors, PartitionFn, Role, StageAttr, StageImpl, StageOption,
 };
 
 /// A stage ready to expand: its role, its callbacks and its valid options.
@@ -40,6 +40,30 @@ pub(crate) struct StageModel {
     /// `handle_consumer_subscribe` and `handle_consumer_cancel` for a producer or a
     /// producer_consumer): the role trait's methods of those names call them.
     pub(crate) subscriptions: Vec<Callback>,
+    /// The dispatcher of a producer or producer_consumer.
+    pub(crate) dispatcher: DispatchModel,
+}
+
+/// A stage's dispatcher, as the expansion writes it.
+pub(crate) enum DispatchModel {
+    /// No `dispatcher` option, or `dispatcher = demand`: the role trait's default.
+    Demand,
+    /// `dispatcher = broadcast`; the span of `broadcast`, where a non-`Clone` event type is
+    /// reported.
+    Broadcast(proc_macro2::Span),
+    /// `dispatcher = partition(count)`, with the impl block's `partition` method.
+    Partition {
+        count: usize,
+        method: Box<PartitionFn>,
+    },
+    /// The impl block's own `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of the user's,
+    /// `Dispatch::custom`), which the role trait's calls; `pipeline!` cannot see what it returns,
+    /// so `run()` checks the edges after the stage.
+    Method,
+    /// A `dispatcher` option that was rejected (or a partitioned stage without a sound `partition`
+    /// method): the role trait's default, and nothing that `pipeline!` could check against, so
+    /// that the mistake gives its one error only.
+    Rejected,
 }
 
 /// Where a stage's options come from.
@@ -96,6 +120,8 @@ enum Side {
     Producer,
     /// `demand`: producers only (a producer_consumer forwards the demand of its consumers).
     ProducerOnly,
+    /// `dispatcher`: producers and producer_consumers, which have consumers.
+    Dispatch,
     /// `crate`: every role.
     Any,
 }
@@ -107,6 +133,7 @@ const OPTIONS: &[(options::Symbol, Side)] = &[
     (BUFFER_SIZE, Side::Producer),
     (BUFFER_KEEP, Side::Producer),
     (DEMAND, Side::ProducerOnly),
+    (DISPATCHER, Side::Dispatch),
     (CRATE, Side::Any),
 ];
 
@@ -114,7 +141,7 @@ fn has_side(role: Role, side: Side) -> bool {
     match side {
         Side::Any => true,
         Side::Consumer => role != Role::Producer,
-        Side::Producer => role != Role::Consumer,
+        Side::Producer | Side::Dispatch => role != Role::Consumer,
         Side::ProducerOnly => role == Role::Producer,
     }
 }
@@ -145,6 +172,8 @@ pub(crate) fn validate_stage(
     let mut seen = HashSet::new();
     let mut max_demand_literal = None;
     let mut min_demand_option = None;
+    let stage_name = tokens_text(&stage.item.self_ty);
+    let mut dispatcher = None;
     for option in &attr.options {
         let key = option.key.to_string();
         let Some(&(_, side)) = OPTIONS.iter().find(|(name, _)| *key == *name) else {
@@ -158,6 +187,18 @@ pub(crate) fn validate_stage(
             ));
             continue;
         };
+        if !has_side(role, side) && side == Side::Dispatch {
+            errors.push(syn::Error::new(
+                option.key.span(),
+                format!(
+                    "`dispatcher` chooses which consumers get the events of a producer or a producer_consumer, but `{stage_name}` is {}, which emits no events; {}'s options are {}",
+                    role.a(),
+                    role.a(),
+                    options_of(role)
+                ),
+            ));
+            continue;
+        }
         if !has_side(role, side) {
             let (owners, what) = match side {
                 Side::Consumer => (
@@ -188,7 +229,7 @@ pub(crate) fn validate_stage(
         let method = match side {
             Side::Consumer => Some(CallbackKind::SubscribeOptions),
             Side::Producer | Side::ProducerOnly => Some(CallbackKind::ProducerOptions),
-            Side::Any => None,
+            Side::Dispatch | Side::Any => None,
         };
         if let Some(method) = method.filter(|m| has_method(*m)) {
             errors.push(syn::Error::new(
@@ -252,6 +293,13 @@ pub(crate) fn validate_stage(
                     Err(error) => errors.push(error),
                 }
             }
+            "dispatcher" => match options::dispatcher(&stage_name, &option.value) {
+                Ok(choice) => dispatcher = Some(Ok((choice, option))),
+                Err(error) => {
+                    dispatcher = Some(Err(()));
+                    errors.push(error);
+                }
+            },
             _ => {}
         }
     }
@@ -376,6 +424,65 @@ pub(crate) fn validate_stage(
         }
     }
 
+    // The dispatcher: the attribute's, or the impl block's own `dispatcher` method (not both); a
+    // partitioned stage's `partition` method, written for its output events.
+    let event = output.as_ref().map_or_else(|| "T".to_owned(), tokens_text);
+    let own_dispatcher = match role {
+        Role::Consumer => None,
+        _ => find_method(&stage.item, "dispatcher"),
+    };
+    if let (Some(Ok((_, option))), Some(_)) = (&dispatcher, own_dispatcher) {
+        errors.push(syn::Error::new(
+            option.key.span(),
+            "`dispatcher` is set here, but this impl block also defines `dispatcher`: set the dispatcher in one place",
+        ));
+        dispatcher = Some(Err(()));
+    }
+    let dispatcher = match dispatcher {
+        None => match own_dispatcher {
+            None => DispatchModel::Demand,
+            Some(method) => {
+                let shape = format!("fn dispatcher(&self) -> Dispatch<Self, {event}>");
+                match check_dispatcher_method(method, &stage_name, &shape) {
+                    Ok(()) => DispatchModel::Method,
+                    Err(error) => {
+                        errors.push(error);
+                        DispatchModel::Rejected
+                    }
+                }
+            }
+        },
+        Some(Ok((Dispatcher::Demand, _))) => DispatchModel::Demand,
+        Some(Err(())) => DispatchModel::Rejected,
+        Some(Ok((Dispatcher::Broadcast, option))) => {
+            DispatchModel::Broadcast(first_span(&option.value))
+        }
+        Some(Ok((Dispatcher::Partition(count), option))) => {
+            let shape = format!("fn partition(&self, event: &{event}) -> Option<usize>");
+            match find_method(&stage.item, "partition") {
+                None => {
+                    errors.push(syn::Error::new_spanned(
+                        &option.value,
+                        format!(
+                            "`{stage_name}` has `dispatcher = partition({count})` but no `partition` method: add `{shape}` to this impl block, giving each event's partition, below {count} (`None` discards the event)"
+                        ),
+                    ));
+                    DispatchModel::Rejected
+                }
+                Some(method) => match parse_partition(method, &stage_name, &shape) {
+                    Ok(method) => DispatchModel::Partition {
+                        count,
+                        method: Box::new(method),
+                    },
+                    Err(error) => {
+                        errors.push(error);
+                        DispatchModel::Rejected
+                    }
+                },
+            }
+        }
+    };
+
     let model = match callback {
         Some(callback) if sound && !misplaced && !duplicated => Some(StageModel {
             role,
@@ -397,6 +504,7 @@ pub(crate) fn validate_stage(
             messages,
             terminate,
             subscriptions,
+            dispatcher,
         }),
         _ => None,
     };
@@ -666,6 +774,14 @@ fn parse_crate(option: &StageOption) -> syn::Result<syn::Path> {
             "`crate` takes the path of the genstage crate as a string, as in `crate = \"::genstage\"`",
         )),
     }
+}
+
+/// The span of the first token of `tokens`.
+fn first_span(tokens: &impl quote::ToTokens) -> proc_macro2::Span {
+    quote::ToTokens::to_token_stream(tokens)
+        .into_iter()
+        .next()
+        .map_or_else(proc_macro2::Span::call_site, |token| token.span())
 }
 
 fn is_ident(expr: &Expr, name: &str) -> bool {

@@ -22,6 +22,8 @@
 //!   neither emits nor accepts, so its edges are skipped too, and every node check is implemented
 //!   for it: its one error is the one under its `#[stage]`.
 
+use std::sync::Arc;
+
 use crate::error::PipelineError;
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::pipeline::ends::{Sealed, SinkEnd, SourceEnd};
@@ -155,9 +157,70 @@ pub type Wired<A, B> = <<A as Wiring>::Emits as Both<<B as Wiring>::Accepts>>::O
 pub struct Skipped;
 
 /// The events of an edge, as its check's parameter: the producer's end (`None` for a skipped
-/// edge).
-#[derive(Debug)]
-pub struct Events<T>(Option<SourceEnd<T>>);
+/// edge), and the edge's selector, if it has one.
+pub struct Events<T> {
+    source: Option<SourceEnd<T>>,
+    selector: Option<Selector<T>>,
+}
+
+impl<T> std::fmt::Debug for Events<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("source", &self.source.as_ref().map(|end| end.id))
+            .field("selected", &self.selector.is_some())
+            .finish()
+    }
+}
+
+/// An edge's `selector = …`, evaluated once and shared by the edge's subscriptions.
+pub type Selector<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
+
+/// The selector of an edge from the stages `_producers` to the stages `_consumers`: typed by the
+/// producers' events (so that a closure needs no annotation), or by the consumers' when the
+/// producers emit none (a stage in the wrong role, or one whose `#[stage]` was rejected: reported
+/// once, by its own check, not again by the closure).
+#[inline]
+pub fn selector<A: Wiring, B: Wiring, F>(
+    _producers: &[A],
+    _consumers: &[B],
+    selector: F,
+) -> Selector<SelectedEvent<A, B>>
+where
+    A::Emits: SelectorEvent<A::Out, B::In>,
+    F: Fn(&SelectedEvent<A, B>) -> bool + Send + Sync + 'static,
+{
+    Arc::new(selector)
+}
+
+/// The events an edge's selector takes: see [`selector`].
+pub type SelectedEvent<A, B> =
+    <<A as Wiring>::Emits as SelectorEvent<<A as Wiring>::Out, <B as Wiring>::In>>::Event;
+
+/// The events an edge's selector takes, by whether its producer emits (`Out`) or not (`In`, the
+/// consumer's, so that the closure still type-checks).
+pub trait SelectorEvent<Out, In> {
+    /// `Out` or `In`.
+    type Event;
+    /// The selector, for the producer's events: `None` when the producer emits none (the edge is
+    /// skipped).
+    fn selector_of(selector: &Selector<Self::Event>) -> Option<Selector<Out>>;
+}
+
+impl<Out, In> SelectorEvent<Out, In> for Yes {
+    type Event = Out;
+    #[inline]
+    fn selector_of(selector: &Selector<Out>) -> Option<Selector<Out>> {
+        Some(Arc::clone(selector))
+    }
+}
+
+impl<Out, In> SelectorEvent<Out, In> for No {
+    type Event = In;
+    #[inline]
+    fn selector_of(_selector: &Selector<In>) -> Option<Selector<Out>> {
+        None
+    }
+}
 
 /// The consumer side of an edge as its check sees it: the consumer's handle when the edge can be
 /// wired ([`Yes`]), [`Skipped`] otherwise ([`No`]).
@@ -187,7 +250,26 @@ impl<B> Select<B> for No {
 /// The events an edge from `producer` carries: its check's parameter.
 #[inline]
 pub fn events_of<A: Wiring>(producer: &A) -> Events<A::Out> {
-    Events(producer.source_end())
+    Events {
+        source: producer.source_end(),
+        selector: None,
+    }
+}
+
+/// The events an edge from `producer` to `_consumer` carries, through `selector`.
+#[inline]
+pub fn events_selected<A: Wiring, B: Wiring>(
+    producer: &A,
+    _consumer: &B,
+    selector: &Selector<SelectedEvent<A, B>>,
+) -> Events<A::Out>
+where
+    A::Emits: SelectorEvent<A::Out, B::In>,
+{
+    Events {
+        source: producer.source_end(),
+        selector: <A::Emits as SelectorEvent<A::Out, B::In>>::selector_of(selector),
+    }
 }
 
 /// The events `consumer` accepts: its edge check's second parameter, for the message.
@@ -229,7 +311,8 @@ pub fn identity<T>(value: T) -> T {
     value
 }
 
-/// Subscribes `consumer` to the producer of `events` with `options`: the body of an edge's check.
+/// Subscribes `consumer` to the producer of `events` with `options`, through the edge's selector
+/// if it has one: the body of an edge's check.
 #[inline]
 pub fn subscribe<B: Wiring>(
     pipeline: &mut Pipeline,
@@ -237,8 +320,37 @@ pub fn subscribe<B: Wiring>(
     consumer: &B,
     options: SubscribeOptions,
 ) {
-    if let (Some(source), Some(sink)) = (events.0, consumer.sink_end()) {
-        pipeline.subscribe_with(&End(source), &End(sink), options);
+    if let (Some(source), Some(sink)) = (events.source, consumer.sink_end()) {
+        match events.selector {
+            Some(selector) => {
+                pipeline.subscribe_selected(&End(source), &End(sink), options, move |event| {
+                    selector(event)
+                });
+            }
+            None => {
+                pipeline.subscribe_with(&End(source), &End(sink), options);
+            }
+        }
+    }
+}
+
+/// The options of instance `instance` of a group wired after `producer` by an edge that names no
+/// partition: partition `instance` when `producer` is partitioned (`run()` reports a group whose
+/// size differs from the number of partitions), `options` as they are otherwise.
+#[inline]
+pub fn instance_options<A: Wiring>(
+    pipeline: &Pipeline,
+    producer: &A,
+    options: SubscribeOptions,
+    instance: usize,
+) -> SubscribeOptions {
+    let partitioned = producer
+        .source_end()
+        .is_some_and(|source| pipeline.partitions(&End(source)).is_some());
+    if partitioned {
+        options.partition(instance)
+    } else {
+        options
     }
 }
 
@@ -334,12 +446,13 @@ pub fn edge_options(
     max_demand: Option<usize>,
     min_demand: Option<usize>,
     cancel: Option<CancelMode>,
+    partition: Option<usize>,
 ) -> SubscribeOptions {
     SubscribeOptions {
         max_demand,
         min_demand,
         cancel,
-        partition: None,
+        partition,
     }
 }
 

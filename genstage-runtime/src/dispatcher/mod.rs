@@ -111,8 +111,19 @@ impl<T> fmt::Debug for DispatchOptions<T> {
     }
 }
 
-/// The stage's partition function, as an [`Outbox`] lends it to a dispatcher.
+/// The stage's partition function, one event at a time.
 pub type PartitionOf<'a, T> = &'a (dyn Fn(&T) -> Option<usize> + 'a);
+
+/// The stage's partition function over a batch: appends each event's partition to `routes`, in
+/// order (one call per batch, so that the stage's function is inlined in the loop).
+pub type PartitionsOf<'a, T> = &'a (dyn Fn(&[T], &mut Vec<Option<usize>>) + 'a);
+
+/// How an [`Outbox`] gives a dispatcher the stage's partition function.
+enum Router<'a, T> {
+    None,
+    Each(PartitionOf<'a, T>),
+    All(PartitionsOf<'a, T>),
+}
 
 /// Where a dispatcher puts what it decides: the batches to send, and the events it accounts for
 /// otherwise (discarded, or copied to several consumers), so that the stage's report balances. It
@@ -123,7 +134,9 @@ pub type PartitionOf<'a, T> = &'a (dyn Fn(&T) -> Option<usize> + 'a);
 /// let mut deliveries: Deliveries<u32> = Vec::new();
 /// let parity = |n: &u32| Some((n % 2) as usize);
 /// let mut out = Outbox::new(&mut deliveries).with_partition(&parity);
-/// assert_eq!(out.partition_of(&3), Some(Some(1)));
+/// let mut routes = Vec::new();
+/// assert!(out.partitions_of(&[3, 4], &mut routes));
+/// assert_eq!(routes, [Some(1), Some(0)]);
 /// out.send(7, vec![1, 3]);
 /// out.discard(2);
 /// assert_eq!(out.discarded(), 2);
@@ -132,7 +145,7 @@ pub type PartitionOf<'a, T> = &'a (dyn Fn(&T) -> Option<usize> + 'a);
 /// ```
 pub struct Outbox<'a, T> {
     deliveries: &'a mut Deliveries<T>,
-    partition: Option<PartitionOf<'a, T>>,
+    router: Router<'a, T>,
     discarded: usize,
     copies: usize,
 }
@@ -142,7 +155,7 @@ impl<'a, T> Outbox<'a, T> {
     pub fn new(deliveries: &'a mut Deliveries<T>) -> Self {
         Outbox {
             deliveries,
-            partition: None,
+            router: Router::None,
             discarded: 0,
             copies: 0,
         }
@@ -150,7 +163,13 @@ impl<'a, T> Outbox<'a, T> {
 
     /// Gives the dispatcher the stage's partition function.
     pub fn with_partition(mut self, partition: PartitionOf<'a, T>) -> Self {
-        self.partition = Some(partition);
+        self.router = Router::Each(partition);
+        self
+    }
+
+    /// Gives the dispatcher the stage's partition function, over a batch.
+    pub fn with_partitions(mut self, partitions: PartitionsOf<'a, T>) -> Self {
+        self.router = Router::All(partitions);
         self
     }
 
@@ -173,11 +192,21 @@ impl<'a, T> Outbox<'a, T> {
         self.copies += count;
     }
 
-    /// The partition the stage's function gives `event`; `None` when the outbox has no partition
-    /// function (a dispatcher that [`partitions`](Dispatcher::partitions) is only ever given events
-    /// with one).
-    pub fn partition_of(&self, event: &T) -> Option<Option<usize>> {
-        self.partition.map(|partition| partition(event))
+    /// Appends the partition the stage's function gives each of `events` to `routes`, in order;
+    /// `false` (and nothing appended) when the outbox has no partition function (a dispatcher that
+    /// [`partitions`](Dispatcher::partitions) is only ever given events with one).
+    pub fn partitions_of(&self, events: &[T], routes: &mut Vec<Option<usize>>) -> bool {
+        match &self.router {
+            Router::None => false,
+            Router::Each(partition) => {
+                routes.extend(events.iter().map(partition));
+                true
+            }
+            Router::All(partitions) => {
+                partitions(events, routes);
+                true
+            }
+        }
     }
 
     /// Events discarded so far.
@@ -350,7 +379,27 @@ pub trait Dispatcher<T>: Send + 'static {
     fn selects(&self) -> bool {
         false
     }
+
+    /// Where its backlog ends now, for an info that must follow the events held now (GenStage's
+    /// `info` callback: `info_after_buffered`); `None` when it holds nothing a consumer will be
+    /// sent, and the info may go at once. The default is `None`: nothing is held.
+    fn mark(&self) -> Option<BacklogMark> {
+        None
+    }
+
+    /// Whether every event held when `mark` was taken has been sent, or will not be (its consumer
+    /// left). The default is `true`.
+    fn passed(&self, mark: &BacklogMark) -> bool {
+        let _ = mark;
+        true
+    }
 }
+
+/// A place in a dispatcher's backlog ([`Dispatcher::mark`]); only the dispatcher that made it
+/// reads it. A [`PartitionDispatcher`]'s is, for each partition, how many events will have left its
+/// backlog once those held now have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogMark(pub Vec<u64>);
 
 /// How a stage maps its events to partitions, for a [`PartitionDispatcher`]: `Some(i)` sends the
 /// event to partition `i`, `None` discards it (counted in the report as discarded, and without using
@@ -394,7 +443,15 @@ pub trait Partition<T> {
 /// ```
 pub struct Dispatch<S, T> {
     pub(crate) dispatcher: Box<dyn Dispatcher<T>>,
-    pub(crate) partition: Option<fn(&S, &T) -> Option<usize>>,
+    pub(crate) partition: Option<RouteAll<S, T>>,
+}
+
+/// A stage's partition function over a batch (see [`PartitionsOf`]).
+pub(crate) type RouteAll<S, T> = fn(&S, &[T], &mut Vec<Option<usize>>);
+
+/// [`Partition::partition`] over a batch, with the stage's function inlined.
+fn route_all<S: Partition<T>, T>(stage: &S, events: &[T], routes: &mut Vec<Option<usize>>) {
+    routes.extend(events.iter().map(|event| stage.partition(event)));
 }
 
 impl<S, T: Send + 'static> Dispatch<S, T> {
@@ -422,7 +479,7 @@ impl<S, T: Send + 'static> Dispatch<S, T> {
     {
         Dispatch {
             dispatcher: Box::new(PartitionDispatcher::new(partitions)),
-            partition: Some(<S as Partition<T>>::partition),
+            partition: Some(route_all::<S, T>),
         }
     }
 
@@ -442,7 +499,7 @@ impl<S, T: Send + 'static> Dispatch<S, T> {
     {
         Dispatch {
             dispatcher: Box::new(dispatcher),
-            partition: Some(<S as Partition<T>>::partition),
+            partition: Some(route_all::<S, T>),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::{DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
+use super::{BacklogMark, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
 
 /// GenStage's default bound for a producer's buffer, used for the events kept for partitions that
 /// have no consumer.
@@ -16,10 +16,12 @@ struct Slot<T> {
     /// What its consumer has asked for and not been sent.
     demand: usize,
     /// Events for it beyond its demand, or while it has no consumer, in order.
-    queue: VecDeque<T>,
+    queue: Backlog<T>,
     /// How many events at the front of `queue` no longer count against the shared demand: those
     /// kept while the partition had no consumer. Serving them adds nothing upstream.
     prepaid: usize,
+    /// How many events have ever left `queue`: what a [`BacklogMark`] counts.
+    dequeued: u64,
 }
 
 /// Sends each event to the consumer of its partition, as the stage's
@@ -37,8 +39,10 @@ struct Slot<T> {
 /// out of range is an error that fails the stage, naming the index and the count.
 ///
 /// Events for a partition with no consumer (its consumer left) are kept for the next consumer that
-/// takes it, up to 10 000 in all (beyond that the oldest are discarded), and do not count against the
-/// other consumers' demand. The events its consumer had not taken when it left are kept the same way.
+/// takes it, up to 10 000 in all, and do not count against the other consumers' demand; the events
+/// its consumer had not taken when it left are kept the same way. Beyond that limit, events are
+/// discarded (and counted so) from the front of the partitions with no consumer, the
+/// lowest-numbered partition first: its oldest events go, and the newest are kept.
 ///
 /// ```
 /// use genstage_runtime::dispatcher::{DispatchOptions, Dispatcher, Outbox, PartitionDispatcher};
@@ -62,6 +66,17 @@ pub struct PartitionDispatcher<T> {
     pending: usize,
     /// The most events kept for partitions with no consumer.
     stranded_limit: usize,
+    /// The partitions of the batch being dispatched (kept to reuse its allocation).
+    routes: Vec<Option<usize>>,
+}
+
+/// One partition's events in a dispatch.
+struct Lane<T> {
+    /// How many of them go straight to its consumer; the rest it keeps.
+    straight: usize,
+    /// Whether its events count against the shared demand (it has a consumer).
+    counts: bool,
+    events: Vec<T>,
 }
 
 impl<T> PartitionDispatcher<T> {
@@ -72,13 +87,15 @@ impl<T> PartitionDispatcher<T> {
                 .map(|_| Slot {
                     sub: None,
                     demand: 0,
-                    queue: VecDeque::new(),
+                    queue: Backlog::default(),
                     prepaid: 0,
+                    dequeued: 0,
                 })
                 .collect(),
             waiting: 0,
             pending: 0,
             stranded_limit: DEFAULT_STRANDED_LIMIT,
+            routes: Vec::new(),
         }
     }
 
@@ -115,42 +132,6 @@ impl<T> PartitionDispatcher<T> {
             .filter(|slot| slot.sub.is_none())
             .map(|slot| slot.queue.len())
             .sum()
-    }
-
-    /// Routes the events the producer may send now: their partitions, the number taken (those
-    /// after go back as leftover), or the error of the first partition out of range.
-    fn route(
-        &self,
-        events: &[T],
-        out: &Outbox<'_, T>,
-    ) -> Result<(Vec<Option<usize>>, usize), DispatchError> {
-        let partitions = self.slots.len();
-        let mut routes = Vec::with_capacity(events.len());
-        let mut counted = 0;
-        for event in events {
-            if counted == self.waiting {
-                break;
-            }
-            let Some(route) = out.partition_of(event) else {
-                return Err(DispatchError(
-                    "a partition dispatcher needs the stage's partition function".to_owned(),
-                ));
-            };
-            match route {
-                Some(index) if index >= partitions => {
-                    return Err(DispatchError(format!(
-                        "its partition function returned partition {index}, but it has \
-                         {partitions} partitions (0..{partitions})"
-                    )));
-                }
-                // Events for a partition with no consumer do not count against the demand.
-                Some(index) if self.slots[index].sub.is_some() => counted += 1,
-                _ => {}
-            }
-            routes.push(route);
-        }
-        let taken = routes.len();
-        Ok((routes, taken))
     }
 }
 
@@ -222,8 +203,9 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         let Some(slot) = self.slot_of(sub) else {
             return 0;
         };
-        let served = demand.min(slot.queue.len());
-        let batch: Vec<T> = slot.queue.drain(..served).collect();
+        let batch = slot.queue.take(demand);
+        let served = batch.len();
+        slot.dequeued += served as u64;
         let prepaid = served.min(slot.prepaid);
         slot.prepaid -= prepaid;
         slot.demand += demand - served;
@@ -238,42 +220,94 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
 
     fn dispatch(
         &mut self,
-        mut events: Vec<T>,
+        events: Vec<T>,
         out: &mut Outbox<'_, T>,
     ) -> Result<Vec<T>, DispatchError> {
-        let (routes, taken) = self.route(&events, out)?;
-        let leftover = events.split_off(taken);
-        let mut batches: Vec<Vec<T>> = (0..self.slots.len()).map(|_| Vec::new()).collect();
+        let partitions = self.slots.len();
+        self.routes.clear();
+        if !out.partitions_of(&events, &mut self.routes) {
+            return Err(DispatchError(
+                "a partition dispatcher needs the stage's partition function".to_owned(),
+            ));
+        }
+        // Each partition's events, in order: the first go straight to its consumer (as many as it
+        // asked for, when it has no backlog to go first), the others it keeps. Nothing changes in
+        // `self` before every route is known to be in range.
+        let share = events.len() / partitions.max(1) + 1;
+        let mut lanes: Vec<Lane<T>> = self
+            .slots
+            .iter()
+            .map(|slot| Lane {
+                straight: match slot.sub {
+                    Some(_) if slot.queue.is_empty() => slot.demand,
+                    _ => 0,
+                },
+                counts: slot.sub.is_some(),
+                events: Vec::with_capacity(share),
+            })
+            .collect();
+        let out_of_range = |index: usize| {
+            DispatchError(format!(
+                "its partition function returned partition {index}, but it has {partitions} \
+                 partitions (0..{partitions})"
+            ))
+        };
         let mut discarded = 0;
-        for (event, route) in events.into_iter().zip(routes) {
-            let Some(index) = route else {
-                discarded += 1;
-                continue;
-            };
-            let slot = &mut self.slots[index];
-            if slot.sub.is_none() {
-                slot.queue.push_back(event);
-                slot.prepaid += 1;
-                continue;
+        let leftover = if self.waiting >= events.len() {
+            // The common case: the producer emitted no more than its consumers asked for, so
+            // every event is taken.
+            for (event, &route) in events.into_iter().zip(&self.routes) {
+                match route {
+                    Some(index) => lanes
+                        .get_mut(index)
+                        .ok_or_else(|| out_of_range(index))?
+                        .events
+                        .push(event),
+                    None => discarded += 1,
+                }
             }
-            self.waiting -= 1;
-            if slot.demand > 0 && slot.queue.is_empty() {
-                slot.demand -= 1;
-                batches[index].push(event);
-            } else {
-                slot.queue.push_back(event);
+            Vec::new()
+        } else {
+            // Only as many events as the consumers asked for are taken; events for a partition
+            // with no consumer, and those discarded, do not count.
+            let mut counted = 0;
+            let mut events = events.into_iter();
+            for &route in &self.routes {
+                if counted == self.waiting {
+                    break;
+                }
+                let Some(event) = events.next() else {
+                    break;
+                };
+                let Some(index) = route else {
+                    discarded += 1;
+                    continue;
+                };
+                let lane = lanes.get_mut(index).ok_or_else(|| out_of_range(index))?;
+                counted += usize::from(lane.counts);
+                lane.events.push(event);
             }
+            events.collect()
+        };
+        for (slot, mut lane) in self.slots.iter_mut().zip(lanes) {
+            let kept = lane.events.split_off(lane.straight.min(lane.events.len()));
+            match slot.sub {
+                Some(sub) => {
+                    // Both count against the shared demand; only those sent against its own.
+                    self.waiting -= lane.events.len() + kept.len();
+                    slot.demand -= lane.events.len();
+                    out.send(sub, lane.events);
+                }
+                None => slot.prepaid += kept.len(),
+            }
+            slot.queue.push(kept);
         }
-        for (slot, batch) in self.slots.iter().zip(batches) {
-            if let Some(sub) = slot.sub {
-                out.send(sub, batch);
-            }
-        }
-        // Beyond the limit, the oldest events kept for no consumer go.
+        // Beyond the limit, events kept for no consumer go: the oldest first, the lowest-numbered
+        // partition first.
         let mut excess = self.stranded_count().saturating_sub(self.stranded_limit);
         for slot in self.slots.iter_mut().filter(|slot| slot.sub.is_none()) {
-            let dropped = excess.min(slot.queue.len());
-            slot.queue.drain(..dropped);
+            let dropped = slot.queue.drop_front(excess);
+            slot.dequeued += dropped as u64;
             slot.prepaid -= dropped;
             excess -= dropped;
             discarded += dropped;
@@ -304,5 +338,101 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
 
     fn partitions(&self) -> Option<usize> {
         Some(self.slots.len())
+    }
+
+    /// An info follows the backlog of every partition that has a consumer (as GenStage's); one
+    /// whose consumer leaves is not waited for.
+    fn mark(&self) -> Option<BacklogMark> {
+        if self.held() == 0 {
+            return None;
+        }
+        Some(BacklogMark(
+            self.slots
+                .iter()
+                .map(|slot| match slot.sub {
+                    Some(_) => slot.dequeued + slot.queue.len() as u64,
+                    None => 0,
+                })
+                .collect(),
+        ))
+    }
+
+    fn passed(&self, mark: &BacklogMark) -> bool {
+        self.slots
+            .iter()
+            .zip(&mark.0)
+            .all(|(slot, &until)| slot.sub.is_none() || slot.dequeued >= until)
+    }
+}
+
+/// A partition's backlog: its events in order, kept as the batches they came in, so that a batch
+/// served whole moves without a copy.
+struct Backlog<T> {
+    batches: VecDeque<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Backlog<T> {
+    fn default() -> Self {
+        Backlog {
+            batches: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Backlog<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `events`, after those kept.
+    fn push(&mut self, events: Vec<T>) {
+        if !events.is_empty() {
+            self.len += events.len();
+            self.batches.push_back(events);
+        }
+    }
+
+    /// Takes up to `count` events from the front, in order.
+    fn take(&mut self, count: usize) -> Vec<T> {
+        let Some(front) = self.batches.front_mut() else {
+            return Vec::new();
+        };
+        if front.len() >= count {
+            // Within the first batch: all of it moves, or its front is split off.
+            let taken = if front.len() == count {
+                self.batches.pop_front().unwrap_or_default()
+            } else {
+                let rest = front.split_off(count);
+                std::mem::replace(front, rest)
+            };
+            self.len -= taken.len();
+            return taken;
+        }
+        let mut taken = Vec::with_capacity(count.min(self.len));
+        while taken.len() < count {
+            let Some(front) = self.batches.front_mut() else {
+                break;
+            };
+            let wanted = count - taken.len();
+            if front.len() <= wanted {
+                taken.append(front);
+                self.batches.pop_front();
+            } else {
+                taken.extend(front.drain(..wanted));
+            }
+        }
+        self.len -= taken.len();
+        taken
+    }
+
+    /// Drops up to `count` events from the front; returns how many it dropped.
+    fn drop_front(&mut self, count: usize) -> usize {
+        self.take(count).len()
     }
 }

@@ -408,7 +408,7 @@ impl Pipeline {
         self.stages.get(index)?.dispatch.partitions
     }
 
-    fn subscribe_edge<T: Send + 'static>(
+    pub(super) fn subscribe_edge<T: Send + 'static>(
         &mut self,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,

@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::dispatcher::Selector;
 use crate::error::PipelineError;
 use crate::options::SubscribeOptions;
 use crate::report::Report;
@@ -277,7 +278,31 @@ impl PipelineHandle {
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
     ) -> Result<SubscriptionTag, PipelineError> {
-        self.wire(None, producer, consumer, options).await
+        self.wire(None, producer, consumer, options, None).await
+    }
+
+    /// Subscribes `consumer` to `producer`, a stage that broadcasts its events, in the running
+    /// pipeline, for only the events `selector` accepts (as
+    /// [`Pipeline::subscribe_selected`](crate::Pipeline::subscribe_selected)).
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_with`](Self::subscribe_with), and [`PipelineError::InvalidDispatch`] when
+    /// `producer` does not broadcast.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn subscribe_selected<T: Send + 'static>(
+        &self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+        selector: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        let selector: Selector<T> = Arc::new(selector);
+        self.wire(None, producer, consumer, options, Some(selector))
+            .await
     }
 
     /// Replaces the subscription `old` of `consumer` by a new one to `producer`, with `options`
@@ -344,7 +369,8 @@ impl PipelineHandle {
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
     ) -> Result<SubscriptionTag, PipelineError> {
-        self.wire(Some(old), producer, consumer, options).await
+        self.wire(Some(old), producer, consumer, options, None)
+            .await
     }
 
     /// Subscribes `consumer` to `producer`, replacing `replacing` (see
@@ -355,11 +381,12 @@ impl PipelineHandle {
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
+        selector: Option<Selector<T>>,
     ) -> Result<SubscriptionTag, PipelineError> {
         let (reply, answer) = oneshot::channel();
         {
             let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
-            staging.subscribe_with(producer, consumer, options);
+            staging.subscribe_edge(producer, consumer, options, selector);
             if let Some(error) = staging.error.take() {
                 return Err(error);
             }

@@ -517,7 +517,19 @@ impl Supervisor {
         let report = Report {
             stages: self.reports.into_iter().flatten().collect(),
         };
-        if let Some(busy) = self.busy_at_deadline {
+        // Busy are the stages the abort stopped where they stood: one that was finishing its last
+        // steps at the deadline (its `terminate` run, its task not yet joined) ended on its own.
+        let busy: Vec<String> = self
+            .busy_at_deadline
+            .into_iter()
+            .flatten()
+            .filter(|name| {
+                report
+                    .stage(name)
+                    .is_none_or(|stage| stage.status == StageStatus::Aborted)
+            })
+            .collect();
+        if !busy.is_empty() {
             return Err(PipelineError::ShutdownTimeout {
                 busy,
                 report: Box::new(report),

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use crate::dispatcher::Dispatch;
+use crate::dispatcher::{Dispatch, RouteAll};
 use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
 use crate::mailbox::{Receiver, TryRecvError};
@@ -227,8 +227,8 @@ async fn terminated(
     }
 }
 
-/// A stage's partition function, when its dispatcher partitions.
-type PartitionFn<S, T> = Option<fn(&S, &T) -> Option<usize>>;
+/// A stage's partition function (over a batch), when its dispatcher partitions.
+type PartitionFn<S, T> = Option<RouteAll<S, T>>;
 
 /// Runs `then` with the stage's partition function bound to the stage, as the event path takes it
 /// (see [`Route`]).
@@ -239,7 +239,9 @@ fn routed<S, T, R>(
     then: impl FnOnce(Route<'_, T>) -> R,
 ) -> R {
     match partition {
-        Some(partition) => then(Some(&|event: &T| partition(stage, event))),
+        Some(partition) => then(Some(&|events: &[T], routes: &mut Vec<Option<usize>>| {
+            partition(stage, events, routes)
+        })),
         None => then(None),
     }
 }
@@ -419,12 +421,13 @@ async fn produce<P: Producer>(
     // The pipeline wires its subscriptions before its stages start: the producer takes them all in,
     // with their first asks, before it first emits, so that no consumer gets the first events
     // only for having subscribed first (a broadcast starts with every consumer, a partition with
-    // its consumer).
+    // its consumer). It stops at the first other message, which a sender may follow with more.
     while let Ok(mail) = mailbox.try_recv() {
         match mail {
             Mail::Downstream(mail) => state.downstream(mail, outputs),
             Mail::Control(control) => {
                 state.control(*control, outputs);
+                break;
             }
             Mail::Upstream(_) => {}
         }

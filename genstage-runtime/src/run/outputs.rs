@@ -198,7 +198,8 @@ impl<T: Send + 'static> Outputs<T> {
 
     /// Replays an ask the consumer of `sub` made while the producer accumulated: gives it to the
     /// dispatcher, which serves it from the buffer first, and returns what is left of it for
-    /// `handle_demand`; 0 when the consumer has left.
+    /// `handle_demand`, but no more than the consumers can take now (a broadcast's consumer asks
+    /// for what all of them must ask for); 0 when the consumer has left.
     pub(super) fn replay(&mut self, sub: SubscriptionId, demand: usize) -> usize {
         if self.consumers.get(sub).is_none_or(|outlet| outlet.gone) {
             return 0;
@@ -206,7 +207,7 @@ impl<T: Send + 'static> Outputs<T> {
         let buffered = self.path.buffered();
         self.handle(Downstream::Ask { sub, demand });
         let served = buffered.saturating_sub(self.path.buffered());
-        demand.saturating_sub(served)
+        demand.saturating_sub(served).min(self.path.demand())
     }
 
     /// Whether buffered events wait for the stage's partition function (an ask came while a
