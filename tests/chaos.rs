@@ -49,17 +49,15 @@
 //! at most once and after it, and with the reason the test knows: `Cancelled` only for a
 //! subscription cancelled or replaced through the handle, `Failed` naming its consumer when that
 //! consumer's fault struck, `Finished` never then. The infos behind the buffer come in order, and a
-//! consumer handles no event of a mark's producer below the mark after it (not checked for a
-//! partitioned producer but with `CHAOS_PARTITION_INFOS=1`: a known runtime bug, see
-//! [`Topology::marked_by`]).
+//! consumer handles no event of a mark's producer below the mark after it (for a partitioned
+//! producer too: its infos wait behind the partitions' backlogs).
 //!
 //! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
 //! - `CHAOS_SEED=1234`: only that seed, printed topology and all, `CHAOS_REPEAT` times (default 20),
 //!   since the schedule of a run is not deterministic even when its plan is;
 //! - `CHAOS_KEEP_GOING=1`: do not stop at the first failing seed, list them all;
-//! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000);
-//! - `CHAOS_PARTITION_INFOS=1`: check the marks of partitioned producers too.
+//! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
@@ -1572,14 +1570,6 @@ impl Topology {
     /// producer_consumer), and always will: none when the run may resubscribe.
     fn marked_by(&self, producer: usize) -> Vec<usize> {
         if self.action.is_some_and(|a| a.resubscribe) {
-            return Vec::new();
-        }
-        // Known bug, left out unless `CHAOS_PARTITION_INFOS=1`: a partitioned producer releases
-        // an info once its events have left the buffer, though some wait in a partition's
-        // backlog (tests/dispatchers.rs,
-        // `an_info_waits_for_the_partition_backlog_in_front_of_it`, ignored).
-        let partitions = matches!(self.producers[producer].fan, Fan::Partition { .. });
-        if partitions && env("CHAOS_PARTITION_INFOS").is_none_or(|v| v == 0) {
             return Vec::new();
         }
         let mut reached: Vec<Node> = vec![Node::Producer(producer)];
