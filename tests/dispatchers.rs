@@ -1410,7 +1410,6 @@ impl genstage::HandleCast<Burst> for Announcer {
 // consumer's: the cast's events went to the consumers taken in by then, and the others never got
 // them (seeds 213, 280, 283, 287, 417 of the first 2 000).
 #[tokio::test]
-#[ignore = "runtime bug: a producer cast to before it runs stops taking in its wiring at the cast"]
 async fn a_broadcast_cast_to_before_it_runs_starts_with_every_consumer() {
     let mut pipeline = Pipeline::new();
     let announcer = pipeline.add_producer(Announcer);

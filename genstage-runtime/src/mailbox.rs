@@ -474,6 +474,12 @@ impl<M> Receiver<M> {
         })
     }
 
+    /// How many messages are queued now: the next `queued()` calls of
+    /// [`try_recv`](Self::try_recv) return them, in order.
+    pub(crate) fn queued(&self) -> usize {
+        self.taken.len() + self.shared.lock().queue.len()
+    }
+
     /// The next message if one is queued now.
     #[inline]
     pub(crate) fn try_recv(&mut self) -> Result<M, TryRecvError> {

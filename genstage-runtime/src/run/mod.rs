@@ -421,13 +421,17 @@ async fn produce<P: Producer>(
     // The pipeline wires its subscriptions before its stages start: the producer takes them all in,
     // with their first asks, before it first emits, so that no consumer gets the first events
     // only for having subscribed first (a broadcast starts with every consumer, a partition with
-    // its consumer). It stops at the first other message, which a sender may follow with more.
-    while let Ok(mail) = mailbox.try_recv() {
+    // its consumer). It takes in what its mailbox held when it started, all of it: a message sent
+    // before the pipeline ran (a cast) may be in front of the wiring, and only queues a letter
+    // here. What comes later waits for the loop, so a sender that keeps casting cannot hold it.
+    for _ in 0..mailbox.queued() {
+        let Ok(mail) = mailbox.try_recv() else {
+            break;
+        };
         match mail {
             Mail::Downstream(mail) => state.downstream(mail, outputs),
             Mail::Control(control) => {
                 state.control(*control, outputs);
-                break;
             }
             Mail::Upstream(_) => {}
         }
