@@ -38,19 +38,19 @@
 //! by a stage, nor by two stages unless the stage that emitted it last broadcasts, and then only by
 //! consumers whose selector accepts it; a partition's events only by the consumer of their
 //! partition, and a `None`'s by none; each stage handles the events of a route in order; the
-//! report's counts match the ledger's, the report balances (`emitted + copies = handled + discarded
-//! + lost`), every stage ends as its faults say, and a run in which no fault struck succeeds and
-//! delivers everything (but for what a producer left without consumers by a cancel through the
-//! handle held, and what a partition whose consumer was cancelled through the handle, or left,
-//! kept for no one: lost, and counted). In a run with no fault and no action through the handle, every consumer
-//! of a broadcast (that its selector lets) and of a partition gets each of the stage's events, and
-//! the stage's report counts as copies and as discarded exactly what the consumers say. A stage is
-//! told of each subscription at most once (never of one it ended before taking in), of its cancel
-//! at most once and after it, and with the reason the test knows: `Cancelled` only for a
-//! subscription cancelled or replaced through the handle, `Failed` naming its consumer when that
-//! consumer's fault struck, `Finished` never then. The infos behind the buffer come in order, and a
-//! consumer handles no event of a mark's producer below the mark after it (for a partitioned
-//! producer too: its infos wait behind the partitions' backlogs).
+//! report's counts match the ledger's, and the report balances (`emitted + copies = handled +
+//! discarded + lost`); every stage ends as its faults say, and a run in which no fault struck
+//! succeeds and delivers everything (but for what a producer left without consumers by a cancel
+//! through the handle held, and what a partition whose consumer was cancelled through the handle,
+//! or left, kept for no one: lost, and counted). In a run with no fault and no action through the
+//! handle, every consumer of a broadcast (that its selector lets) and of a partition gets each of
+//! the stage's events, and the stage's report counts as copies and as discarded exactly what the
+//! consumers say. A stage is told of each subscription at most once (never of one it ended before
+//! taking in), of its cancel at most once and after it, and with the reason the test knows:
+//! `Cancelled` only for a subscription cancelled or replaced through the handle, `Failed` naming its
+//! consumer when that consumer's fault struck, `Finished` never then. The infos behind the buffer
+//! come in order, and a consumer handles no event of a mark's producer below the mark after it (a
+//! partitioned producer's too: its infos wait behind the partitions' backlogs).
 //!
 //! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
