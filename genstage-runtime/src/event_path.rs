@@ -27,7 +27,7 @@ use std::convert::Infallible;
 
 use crate::buffer::Buffer;
 use crate::dispatcher::{
-    BacklogMark, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, PartitionsOf,
+    BacklogMark, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, Partitioner,
     SubscriptionId,
 };
 use crate::options::ProducerOptions;
@@ -36,7 +36,7 @@ use crate::options::ProducerOptions;
 /// callbacks (a running callback borrows the stage). A dispatcher that
 /// [`partitions`](Dispatcher::partitions) is handed events only with it; without it, they wait in
 /// the buffer until [`EventPath::settle`].
-pub(crate) type Route<'a, T> = Option<PartitionsOf<'a, T>>;
+pub(crate) type Route<'a, T> = Option<&'a dyn Partitioner<T>>;
 
 /// Where emitted events go.
 #[derive(Debug, PartialEq, Eq)]
@@ -165,7 +165,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         let count = events.len();
         let mut out = Outbox::new(&mut self.deliveries);
         if let Some(route) = route {
-            out = out.with_partitions(route);
+            out = out.with_partition(route);
         }
         let (events, result) = match self.dispatcher.dispatch(events, &mut out) {
             Ok(leftover) => (leftover, None),
@@ -707,8 +707,8 @@ mod tests {
         path
     }
 
-    fn parity(events: &[u32], routes: &mut Vec<Option<usize>>) {
-        routes.extend(events.iter().map(|event| Some((event % 2) as usize)));
+    fn parity(event: &u32) -> Option<usize> {
+        Some((event % 2) as usize)
     }
 
     // A partition function is called only between callbacks: an ask that comes while one runs
@@ -757,9 +757,7 @@ mod tests {
         let mut path = partitioned(100);
         path.ask(10, 5);
         path.ask(11, 5);
-        let wild = |events: &[u32], routes: &mut Vec<Option<usize>>| {
-            routes.extend(events.iter().map(|&event| Some(event as usize)))
-        };
+        let wild = |event: &u32| Some(*event as usize);
         path.emit(vec![0, 1, 2], Some(&wild));
         assert_eq!(sent(&mut path), vec![]);
         assert_eq!(
@@ -789,9 +787,7 @@ mod tests {
 
         let mut path = partitioned(100);
         path.ask(10, 5);
-        let none_for_odd = |events: &[u32], routes: &mut Vec<Option<usize>>| {
-            routes.extend(events.iter().map(|event| (event % 2 == 0).then_some(0)))
-        };
+        let none_for_odd = |event: &u32| (event % 2 == 0).then_some(0);
         path.emit(vec![1, 2, 3], Some(&none_for_odd));
         assert_eq!(sent(&mut path), vec![(10, vec![2])]);
         assert_eq!((path.emitted, path.copies, path.discarded), (3, 0, 2));

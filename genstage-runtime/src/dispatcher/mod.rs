@@ -111,18 +111,99 @@ impl<T> fmt::Debug for DispatchOptions<T> {
     }
 }
 
-/// The stage's partition function, one event at a time.
-pub type PartitionOf<'a, T> = &'a (dyn Fn(&T) -> Option<usize> + 'a);
+/// The stage's [`Partition`] function, as an [`Outbox`] lends it to a dispatcher: over a batch, so
+/// that the stage's function is inlined in the loop. A closure `Fn(&T) -> Option<usize>` is one.
+pub trait Partitioner<T> {
+    /// Appends the partition of each of `events` to `routes`, in order.
+    fn partitions_of(&self, events: &[T], routes: &mut Vec<Option<usize>>);
 
-/// The stage's partition function over a batch: appends each event's partition to `routes`, in
-/// order (one call per batch, so that the stage's function is inlined in the loop).
-pub type PartitionsOf<'a, T> = &'a (dyn Fn(&[T], &mut Vec<Option<usize>>) + 'a);
+    /// Moves each of `events`, in order, to the end of `lanes[i]`, `i` its partition; returns how
+    /// many had none (`None`), or the first partition not below `lanes.len()` (then the events
+    /// are dropped, some of them maybe already moved).
+    ///
+    /// # Errors
+    ///
+    /// The partition out of range.
+    fn split(&self, events: Vec<T>, lanes: &mut [Vec<T>]) -> Result<usize, usize>;
+}
 
-/// How an [`Outbox`] gives a dispatcher the stage's partition function.
-enum Router<'a, T> {
-    None,
-    Each(PartitionOf<'a, T>),
-    All(PartitionsOf<'a, T>),
+impl<T, F: Fn(&T) -> Option<usize>> Partitioner<T> for F {
+    fn partitions_of(&self, events: &[T], routes: &mut Vec<Option<usize>>) {
+        routes.extend(events.iter().map(self));
+    }
+
+    fn split(&self, events: Vec<T>, lanes: &mut [Vec<T>]) -> Result<usize, usize> {
+        split_by(events, lanes, self)
+    }
+}
+
+/// [`Partitioner::split`] by `partition`.
+#[inline]
+fn split_by<T>(
+    events: Vec<T>,
+    lanes: &mut [Vec<T>],
+    partition: impl Fn(&T) -> Option<usize>,
+) -> Result<usize, usize> {
+    let mut none = 0;
+    for event in events {
+        match partition(&event) {
+            Some(index) => match lanes.get_mut(index) {
+                Some(lane) => lane.push(event),
+                None => return Err(index),
+            },
+            None => none += 1,
+        }
+    }
+    Ok(none)
+}
+
+/// A stage's [`Partition`] function over a batch, for a stage whose type the runtime's loops do not
+/// know to implement it: plain functions, made where it is known ([`Dispatch::partition`]).
+pub(crate) struct PartitionFns<S, T> {
+    route: fn(&S, &[T], &mut Vec<Option<usize>>),
+    split: fn(&S, Vec<T>, &mut [Vec<T>]) -> Result<usize, usize>,
+}
+
+impl<S, T> Clone for PartitionFns<S, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, T> Copy for PartitionFns<S, T> {}
+
+impl<S: Partition<T>, T> PartitionFns<S, T> {
+    fn of() -> Self {
+        PartitionFns {
+            route: |stage, events, routes| {
+                routes.extend(events.iter().map(|event| stage.partition(event)));
+            },
+            split: |stage, events, lanes| split_by(events, lanes, |event| stage.partition(event)),
+        }
+    }
+}
+
+impl<S, T> PartitionFns<S, T> {
+    /// The functions bound to `stage`, as an [`Outbox`] takes them.
+    pub(crate) fn bind(self, stage: &S) -> BoundPartition<'_, S, T> {
+        BoundPartition { stage, fns: self }
+    }
+}
+
+/// [`PartitionFns`] bound to their stage.
+pub(crate) struct BoundPartition<'a, S, T> {
+    stage: &'a S,
+    fns: PartitionFns<S, T>,
+}
+
+impl<S, T> Partitioner<T> for BoundPartition<'_, S, T> {
+    fn partitions_of(&self, events: &[T], routes: &mut Vec<Option<usize>>) {
+        (self.fns.route)(self.stage, events, routes)
+    }
+
+    fn split(&self, events: Vec<T>, lanes: &mut [Vec<T>]) -> Result<usize, usize> {
+        (self.fns.split)(self.stage, events, lanes)
+    }
 }
 
 /// Where a dispatcher puts what it decides: the batches to send, and the events it accounts for
@@ -145,7 +226,7 @@ enum Router<'a, T> {
 /// ```
 pub struct Outbox<'a, T> {
     deliveries: &'a mut Deliveries<T>,
-    router: Router<'a, T>,
+    partitioner: Option<&'a dyn Partitioner<T>>,
     discarded: usize,
     copies: usize,
 }
@@ -155,21 +236,15 @@ impl<'a, T> Outbox<'a, T> {
     pub fn new(deliveries: &'a mut Deliveries<T>) -> Self {
         Outbox {
             deliveries,
-            router: Router::None,
+            partitioner: None,
             discarded: 0,
             copies: 0,
         }
     }
 
     /// Gives the dispatcher the stage's partition function.
-    pub fn with_partition(mut self, partition: PartitionOf<'a, T>) -> Self {
-        self.router = Router::Each(partition);
-        self
-    }
-
-    /// Gives the dispatcher the stage's partition function, over a batch.
-    pub fn with_partitions(mut self, partitions: PartitionsOf<'a, T>) -> Self {
-        self.router = Router::All(partitions);
+    pub fn with_partition(mut self, partitioner: &'a dyn Partitioner<T>) -> Self {
+        self.partitioner = Some(partitioner);
         self
     }
 
@@ -196,17 +271,20 @@ impl<'a, T> Outbox<'a, T> {
     /// `false` (and nothing appended) when the outbox has no partition function (a dispatcher that
     /// [`partitions`](Dispatcher::partitions) is only ever given events with one).
     pub fn partitions_of(&self, events: &[T], routes: &mut Vec<Option<usize>>) -> bool {
-        match &self.router {
-            Router::None => false,
-            Router::Each(partition) => {
-                routes.extend(events.iter().map(partition));
+        match self.partitioner {
+            Some(partitioner) => {
+                partitioner.partitions_of(events, routes);
                 true
             }
-            Router::All(partitions) => {
-                partitions(events, routes);
-                true
-            }
+            None => false,
         }
+    }
+
+    /// Moves `events` to the lanes of their partitions, as [`Partitioner::split`] does; `None`
+    /// when the outbox has no partition function.
+    pub fn split(&self, events: Vec<T>, lanes: &mut [Vec<T>]) -> Option<Result<usize, usize>> {
+        self.partitioner
+            .map(|partitioner| partitioner.split(events, lanes))
     }
 
     /// Events discarded so far.
@@ -443,15 +521,7 @@ pub trait Partition<T> {
 /// ```
 pub struct Dispatch<S, T> {
     pub(crate) dispatcher: Box<dyn Dispatcher<T>>,
-    pub(crate) partition: Option<RouteAll<S, T>>,
-}
-
-/// A stage's partition function over a batch (see [`PartitionsOf`]).
-pub(crate) type RouteAll<S, T> = fn(&S, &[T], &mut Vec<Option<usize>>);
-
-/// [`Partition::partition`] over a batch, with the stage's function inlined.
-fn route_all<S: Partition<T>, T>(stage: &S, events: &[T], routes: &mut Vec<Option<usize>>) {
-    routes.extend(events.iter().map(|event| stage.partition(event)));
+    pub(crate) partition: Option<PartitionFns<S, T>>,
 }
 
 impl<S, T: Send + 'static> Dispatch<S, T> {
@@ -479,7 +549,7 @@ impl<S, T: Send + 'static> Dispatch<S, T> {
     {
         Dispatch {
             dispatcher: Box::new(PartitionDispatcher::new(partitions)),
-            partition: Some(route_all::<S, T>),
+            partition: Some(PartitionFns::of()),
         }
     }
 
@@ -499,7 +569,7 @@ impl<S, T: Send + 'static> Dispatch<S, T> {
     {
         Dispatch {
             dispatcher: Box::new(dispatcher),
-            partition: Some(route_all::<S, T>),
+            partition: Some(PartitionFns::of()),
         }
     }
 

@@ -70,15 +70,6 @@ pub struct PartitionDispatcher<T> {
     routes: Vec<Option<usize>>,
 }
 
-/// One partition's events in a dispatch.
-struct Lane<T> {
-    /// How many of them go straight to its consumer; the rest it keeps.
-    straight: usize,
-    /// Whether its events count against the shared demand (it has a consumer).
-    counts: bool,
-    events: Vec<T>,
-}
-
 impl<T> PartitionDispatcher<T> {
     /// A dispatcher with partitions `0..partitions`, none taken yet.
     pub fn new(partitions: usize) -> Self {
@@ -224,53 +215,36 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         out: &mut Outbox<'_, T>,
     ) -> Result<Vec<T>, DispatchError> {
         let partitions = self.slots.len();
-        self.routes.clear();
-        if !out.partitions_of(&events, &mut self.routes) {
-            return Err(DispatchError(
-                "a partition dispatcher needs the stage's partition function".to_owned(),
-            ));
-        }
-        // Each partition's events, in order: the first go straight to its consumer (as many as it
-        // asked for, when it has no backlog to go first), the others it keeps. Nothing changes in
-        // `self` before every route is known to be in range.
-        let share = events.len() / partitions.max(1) + 1;
-        let mut lanes: Vec<Lane<T>> = self
-            .slots
-            .iter()
-            .map(|slot| Lane {
-                straight: match slot.sub {
-                    Some(_) if slot.queue.is_empty() => slot.demand,
-                    _ => 0,
-                },
-                counts: slot.sub.is_some(),
-                events: Vec::with_capacity(share),
-            })
-            .collect();
+        let no_function = || {
+            DispatchError("a partition dispatcher needs the stage's partition function".to_owned())
+        };
         let out_of_range = |index: usize| {
             DispatchError(format!(
                 "its partition function returned partition {index}, but it has {partitions} \
                  partitions (0..{partitions})"
             ))
         };
-        let mut discarded = 0;
-        let leftover = if self.waiting >= events.len() {
+        // Each partition's events, in order: the first go straight to its consumer (as many as it
+        // asked for, when it has no backlog to go first), the others it keeps. Nothing changes in
+        // `self` before every route is known to be in range.
+        let share = events.len() / partitions.max(1) + 1;
+        let mut lanes: Vec<Vec<T>> = (0..partitions).map(|_| Vec::with_capacity(share)).collect();
+        let (leftover, mut discarded) = if self.waiting >= events.len() {
             // The common case: the producer emitted no more than its consumers asked for, so
-            // every event is taken.
-            for (event, &route) in events.into_iter().zip(&self.routes) {
-                match route {
-                    Some(index) => lanes
-                        .get_mut(index)
-                        .ok_or_else(|| out_of_range(index))?
-                        .events
-                        .push(event),
-                    None => discarded += 1,
-                }
+            // every event is taken, and the stage's function moves each to its lane.
+            match out.split(events, &mut lanes) {
+                None => return Err(no_function()),
+                Some(Err(index)) => return Err(out_of_range(index)),
+                Some(Ok(none)) => (Vec::new(), none),
             }
-            Vec::new()
         } else {
             // Only as many events as the consumers asked for are taken; events for a partition
             // with no consumer, and those discarded, do not count.
-            let mut counted = 0;
+            self.routes.clear();
+            if !out.partitions_of(&events, &mut self.routes) {
+                return Err(no_function());
+            }
+            let (mut counted, mut none) = (0, 0);
             let mut events = events.into_iter();
             for &route in &self.routes {
                 if counted == self.waiting {
@@ -280,23 +254,27 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                     break;
                 };
                 let Some(index) = route else {
-                    discarded += 1;
+                    none += 1;
                     continue;
                 };
                 let lane = lanes.get_mut(index).ok_or_else(|| out_of_range(index))?;
-                counted += usize::from(lane.counts);
-                lane.events.push(event);
+                counted += usize::from(self.slots[index].sub.is_some());
+                lane.push(event);
             }
-            events.collect()
+            (events.collect(), none)
         };
-        for (slot, mut lane) in self.slots.iter_mut().zip(lanes) {
-            let kept = lane.events.split_off(lane.straight.min(lane.events.len()));
+        for (slot, mut sent) in self.slots.iter_mut().zip(lanes) {
+            let straight = match slot.sub {
+                Some(_) if slot.queue.is_empty() => slot.demand.min(sent.len()),
+                _ => 0,
+            };
+            let kept = sent.split_off(straight);
             match slot.sub {
                 Some(sub) => {
                     // Both count against the shared demand; only those sent against its own.
-                    self.waiting -= lane.events.len() + kept.len();
-                    slot.demand -= lane.events.len();
-                    out.send(sub, lane.events);
+                    self.waiting -= sent.len() + kept.len();
+                    slot.demand -= sent.len();
+                    out.send(sub, sent);
                 }
                 None => slot.prepaid += kept.len(),
             }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use crate::dispatcher::{Dispatch, RouteAll};
+use crate::dispatcher::{Dispatch, PartitionFns};
 use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
 use crate::mailbox::{Receiver, TryRecvError};
@@ -227,8 +227,8 @@ async fn terminated(
     }
 }
 
-/// A stage's partition function (over a batch), when its dispatcher partitions.
-type PartitionFn<S, T> = Option<RouteAll<S, T>>;
+/// A stage's partition function, when its dispatcher partitions.
+type PartitionFn<S, T> = Option<PartitionFns<S, T>>;
 
 /// Runs `then` with the stage's partition function bound to the stage, as the event path takes it
 /// (see [`Route`]).
@@ -239,9 +239,7 @@ fn routed<S, T, R>(
     then: impl FnOnce(Route<'_, T>) -> R,
 ) -> R {
     match partition {
-        Some(partition) => then(Some(&|events: &[T], routes: &mut Vec<Option<usize>>| {
-            partition(stage, events, routes)
-        })),
+        Some(partition) => then(Some(&partition.bind(stage))),
         None => then(None),
     }
 }
