@@ -161,8 +161,11 @@ fn split_by<T>(
 /// know to implement it: plain functions, made where it is known ([`Dispatch::partition`]).
 pub(crate) struct PartitionFns<S, T> {
     route: fn(&S, &[T], &mut Vec<Option<usize>>),
-    split: fn(&S, Vec<T>, &mut [Vec<T>]) -> Result<usize, usize>,
+    split: SplitFn<S, T>,
 }
+
+/// [`Partitioner::split`] for a stage `S`.
+type SplitFn<S, T> = fn(&S, Vec<T>, &mut [Vec<T>]) -> Result<usize, usize>;
 
 impl<S, T> Clone for PartitionFns<S, T> {
     fn clone(&self) -> Self {
