@@ -16,7 +16,9 @@
 //! # Infos behind the buffer
 //! An info sent with `info_after_buffered` (GenStage's `sync_info`/`async_info`) is `I` here, any
 //! payload: [`info`](EventPath::info) places it behind the events buffered now, and it is released
-//! once they have all gone, dispatched or dropped on overflow, or at once when nothing is buffered.
+//! once they have all gone, dispatched or dropped on overflow, or at once when nothing is buffered;
+//! a dispatcher that keeps events of its own (a partition's backlog) holds it further, until those
+//! in front of it are sent ([`Dispatcher::mark`]).
 //! Released infos wait, in order, until the stage takes them
 //! ([`take_released`](EventPath::take_released)) and delivers them to itself. An info is never
 //! counted as an event. Infos exist only while events are buffered, so the path of a batch that
