@@ -32,6 +32,9 @@ use genstage::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
+mod common;
+use common::{label, measure, median};
+
 /// Events per run.
 const EVENTS: u64 = 5_000_000;
 /// Measured runs per variant (after one warm-up run of each).
@@ -194,54 +197,26 @@ fn partition_baseline(rt: &Runtime, n: u64) -> (Duration, u64) {
     })
 }
 
-fn eps(events: u64, elapsed: Duration) -> f64 {
-    events as f64 / elapsed.as_secs_f64()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
-/// Runs `f`, checks its result, and returns events per second.
-fn measure(expected: u64, what: &str, f: impl FnOnce() -> (Duration, u64)) -> f64 {
-    let (elapsed, result) = f();
-    assert_eq!(result, expected, "{what} computed a wrong sum");
-    eps(EVENTS, elapsed)
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = common::runtime();
 
     let sum = expected_sum(EVENTS);
     let (mut bc_gs, mut bc_base, mut pt_gs, mut pt_base) = (vec![], vec![], vec![], vec![]);
     // Run 0 is the warm-up and is not counted.
     for run in 0..=RUNS {
-        let bg = measure(2 * sum, "broadcast genstage", || {
+        let bg = measure(EVENTS, 2 * sum, "broadcast genstage", || {
             genstage(&rt, EVENTS, false)
         });
-        let bb = measure(2 * sum, "broadcast baseline", || {
+        let bb = measure(EVENTS, 2 * sum, "broadcast baseline", || {
             broadcast_baseline(&rt, EVENTS)
         });
-        let pg = measure(sum, "partition genstage", || genstage(&rt, EVENTS, true));
-        let pb = measure(sum, "partition baseline", || {
+        let pg = measure(EVENTS, sum, "partition genstage", || {
+            genstage(&rt, EVENTS, true)
+        });
+        let pb = measure(EVENTS, sum, "partition baseline", || {
             partition_baseline(&rt, EVENTS)
         });
-        let label = if run == 0 {
-            "warm-up".to_owned()
-        } else {
-            format!("run {run}")
-        };
+        let label = label(run);
         println!(
             "{label}: broadcast genstage {:.1} M/s, baseline {:.1} M/s (ratio {:.2}); partition \
              genstage {:.1} M/s, baseline {:.1} M/s (ratio {:.2})",

@@ -31,6 +31,9 @@ use genstage::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
+mod common;
+use common::{label, measure, median};
+
 /// Events through the pipeline per run.
 const HEAVY_EVENTS: u64 = 200_000;
 /// Measured runs per variant (after one warm-up run of each).
@@ -162,39 +165,20 @@ fn heavy_mpsc_batch(rt: &Runtime, n: u64) -> (Duration, u64) {
     })
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = common::runtime();
     let evens = HEAVY_EVENTS.div_ceil(2);
     let expected = evens * evens.saturating_sub(1);
-    let eps = |(elapsed, total): (Duration, u64), what: &str| {
-        assert_eq!(total, expected, "{what} computed a wrong sum");
-        HEAVY_EVENTS as f64 / elapsed.as_secs_f64()
-    };
     let (mut genstage, mut batch) = (Vec::new(), Vec::new());
     // Run 0 is the warm-up and is not counted.
     for run in 0..=RUNS {
-        let gs = eps(heavy_genstage(&rt, HEAVY_EVENTS), "genstage");
-        let mp = eps(heavy_mpsc_batch(&rt, HEAVY_EVENTS), "mpsc_batch");
-        let label = if run == 0 {
-            "warm-up".to_owned()
-        } else {
-            format!("run {run}")
-        };
+        let gs = measure(HEAVY_EVENTS, expected, "genstage", || {
+            heavy_genstage(&rt, HEAVY_EVENTS)
+        });
+        let mp = measure(HEAVY_EVENTS, expected, "mpsc_batch", || {
+            heavy_mpsc_batch(&rt, HEAVY_EVENTS)
+        });
+        let label = label(run);
         println!(
             "{label}: heavy genstage {:.2} M/s, mpsc_batch {:.2} M/s (ratio {:.2})",
             gs / 1e6,

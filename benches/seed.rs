@@ -81,6 +81,9 @@ use genstage::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
+mod common;
+use common::{label, measure, median};
+
 /// Events through the seed pipeline per run.
 const SEED_EVENTS: u64 = 10_000_000;
 /// Events exchanged by the ping-pong per run.
@@ -413,34 +416,8 @@ fn pingpong_tokio(rt: &Runtime, n: u64) -> (Duration, u64) {
     })
 }
 
-fn eps(events: u64, elapsed: Duration) -> f64 {
-    events as f64 / elapsed.as_secs_f64()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
-/// Runs `f`, checks its result, and returns events per second.
-fn measure(events: u64, expected: u64, what: &str, f: impl FnOnce() -> (Duration, u64)) -> f64 {
-    let (elapsed, result) = f();
-    assert_eq!(result, expected, "{what} computed a wrong sum");
-    eps(events, elapsed)
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = common::runtime();
 
     let seed_sum = expected_evens_sum(SEED_EVENTS);
     let ping_sum = expected_sum(PINGPONG_EVENTS);
@@ -471,11 +448,7 @@ fn main() {
         let pt = measure(PINGPONG_EVENTS, ping_sum, "pingpong tokio", || {
             pingpong_tokio(&rt, PINGPONG_EVENTS)
         });
-        let label = if run == 0 {
-            "warm-up".to_owned()
-        } else {
-            format!("run {run}")
-        };
+        let label = label(run);
         println!(
             "{label}: seed genstage {:.1} M/s, mpsc_batch {:.1} M/s, mpsc_protocol {:.1} M/s, \
              loop {:.1} M/s (ratio {:.2}); pingpong genstage {:.0} k/s, tokio {:.0} k/s (ratio {:.2})",
