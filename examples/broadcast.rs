@@ -108,22 +108,7 @@ async fn main() -> Result<(), PipelineError> {
     .await?;
 
     println!();
-    for stage in &report.stages {
-        println!(
-            "{:<8} in {:>5}  out {:>5}  emitted {:>5}  copies {:>5}  discarded {}",
-            stage.name,
-            stage.events_in,
-            stage.events_out,
-            stage.emitted,
-            stage.copies,
-            stage.discarded
-        );
-    }
-    let totals = report.totals();
-    println!(
-        "emitted with copies {} = handled {} + discarded {} + lost {}",
-        totals.emitted, totals.handled, totals.discarded, totals.lost
-    );
-    assert!(totals.balanced());
+    println!("{report}");
+    assert!(report.totals().balanced());
     Ok(())
 }

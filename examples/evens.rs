@@ -97,11 +97,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    for stage in &report.stages {
-        eprintln!(
-            "{:<10} in {:>6}  out {:>6}  lost {}  {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.lost, stage.status
-        );
-    }
+    eprintln!("{report}");
     Ok(())
 }

@@ -69,11 +69,6 @@ async fn main() -> Result<(), PipelineError> {
     .run()
     .await?;
 
-    for stage in &report.stages {
-        println!(
-            "{:<11} in {:>3}  out {:>3}  {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.status
-        );
-    }
+    println!("{report}");
     Ok(())
 }

@@ -107,12 +107,7 @@ async fn main() -> Result<(), PipelineError> {
     .await?;
 
     println!();
-    for stage in &report.stages {
-        println!(
-            "{:<12} in {:>5}  out {:>5}  discarded {}",
-            stage.name, stage.events_in, stage.events_out, stage.discarded
-        );
-    }
+    println!("{report}");
     assert!(report.totals().balanced());
     Ok(())
 }

@@ -110,12 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Every job has gone out; the shutdown lets the workers finish them.
     let report = running.shutdown().await?;
-    for stage in &report.stages {
-        println!(
-            "{:<10} in {:>2}  out {:>2}  lost {}  {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.lost, stage.status
-        );
-    }
+    println!("{report}");
     assert_eq!(report.totals().handled, 24);
     Ok(())
 }

@@ -85,11 +85,6 @@ async fn main() -> Result<(), PipelineError> {
         started: Instant::now(),
     };
     let report = pipeline! { Counter { next: 0 } -> limiter }.run().await?;
-    for stage in &report.stages {
-        println!(
-            "{:<12} in {:>2}  out {:>2}  {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.status
-        );
-    }
+    println!("{report}");
     Ok(())
 }

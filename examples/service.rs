@@ -89,12 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = shutdown.await??;
 
     eprintln!("read {read} results");
-    for stage in &report.stages {
-        eprintln!(
-            "{:<12} in {:>4}  out {:>4}  lost {}  {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.lost, stage.status
-        );
-    }
+    eprintln!("{report}");
     assert!(report.totals().balanced() && report.totals().lost == 0);
     Ok(())
 }

@@ -56,11 +56,6 @@ async fn main() -> Result<(), PipelineError> {
     sender.await.expect("the sender's task");
 
     println!("report:");
-    for stage in &report.stages {
-        println!(
-            "  {:<11} {:>2} in, {:>2} out, {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.status
-        );
-    }
+    println!("{report}");
     Ok(())
 }

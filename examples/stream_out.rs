@@ -47,12 +47,7 @@ impl Square {
 }
 
 fn print_report(report: &Report) {
-    for stage in &report.stages {
-        println!(
-            "  {:<9} {:>4} in, {:>4} out, {:>4} lost, {:?}",
-            stage.name, stage.events_in, stage.events_out, stage.lost, stage.status
-        );
-    }
+    println!("{report}");
     println!("  balanced: {}", report.totals().balanced());
 }
 

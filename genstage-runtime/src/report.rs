@@ -29,6 +29,22 @@ pub enum StageStatus {
     Aborted,
 }
 
+impl std::fmt::Display for StageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StageStatus::Finished => f.write_str("finished"),
+            StageStatus::Cancelled { cause: Some(cause) } => {
+                write!(f, "cancelled (`{cause}` failed)")
+            }
+            StageStatus::Cancelled { cause: None } => f.write_str("cancelled"),
+            StageStatus::Failed(error) => write!(f, "failed: {error}"),
+            StageStatus::Panicked(message) => write!(f, "panicked: {message}"),
+            StageStatus::ShutDown => f.write_str("shut down"),
+            StageStatus::Aborted => f.write_str("aborted"),
+        }
+    }
+}
+
 /// Why events were lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -143,6 +159,116 @@ impl Report {
                     .strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with('[') && rest.ends_with(']'))
         })
+    }
+}
+
+/// A table, one row per stage (events in, out, emitted, copied by a broadcast, discarded, lost, and
+/// how it ended), a row of totals, each loss with its reason, and whether the counts balance.
+///
+/// ```
+/// use genstage_runtime::{Loss, LossReason, Report, StageReport, StageStatus};
+/// let stage = |name: &str, events_in, events_out, emitted, lost, status| StageReport {
+///     name: name.into(),
+///     events_in,
+///     events_out,
+///     emitted,
+///     copies: 0,
+///     discarded: 0,
+///     lost,
+///     losses: (lost > 0)
+///         .then_some(Loss { count: lost, reason: LossReason::Unhandled })
+///         .into_iter()
+///         .collect(),
+///     excess: 0,
+///     status,
+/// };
+/// let report = Report {
+///     stages: vec![
+///         stage("Counter", 0, 1000, 1000, 0, StageStatus::ShutDown),
+///         stage("Sum", 990, 0, 0, 10, StageStatus::Aborted),
+///     ],
+/// };
+/// assert_eq!(
+///     report.to_string(),
+///     "stage     in   out  emitted  copies  discarded  lost  status\n\
+///      Counter    0  1000     1000       0          0     0  shut down\n\
+///      Sum      990     0        0       0          0    10  aborted\n\
+///      total    990  1000     1000       0          0    10\n\
+///      lost by Sum: 10, received but not handled when it stopped\n\
+///      emitted 1000 (copies included) = handled 990 + discarded 0 + lost 10: balanced"
+/// );
+/// ```
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HEADER: [&str; 8] = [
+            "stage",
+            "in",
+            "out",
+            "emitted",
+            "copies",
+            "discarded",
+            "lost",
+            "status",
+        ];
+        let totals = self.totals();
+        let sum = |count: fn(&StageReport) -> u64| self.stages.iter().map(count).sum::<u64>();
+        let mut rows: Vec<[String; 8]> = vec![HEADER.map(str::to_owned)];
+        for stage in &self.stages {
+            rows.push([
+                stage.name.clone(),
+                stage.events_in.to_string(),
+                stage.events_out.to_string(),
+                stage.emitted.to_string(),
+                stage.copies.to_string(),
+                stage.discarded.to_string(),
+                stage.lost.to_string(),
+                stage.status.to_string(),
+            ]);
+        }
+        rows.push([
+            "total".to_owned(),
+            totals.handled.to_string(),
+            sum(|stage| stage.events_out).to_string(),
+            sum(|stage| stage.emitted).to_string(),
+            sum(|stage| stage.copies).to_string(),
+            totals.discarded.to_string(),
+            totals.lost.to_string(),
+            String::new(),
+        ]);
+        let mut widths = [0; 8];
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in &rows {
+            // The name left-aligned, the counts right-aligned, the status last, as it comes.
+            let mut line = format!("{:<w$}", row[0], w = widths[0]);
+            for (cell, &width) in row[1..7].iter().zip(&widths[1..7]) {
+                line.push_str(&format!("  {cell:>width$}"));
+            }
+            line.push_str("  ");
+            line.push_str(&row[7]);
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        for stage in &self.stages {
+            for loss in &stage.losses {
+                writeln!(f, "lost by {}: {}, {}", stage.name, loss.count, loss.reason)?;
+            }
+        }
+        write!(
+            f,
+            "emitted {} (copies included) = handled {} + discarded {} + lost {}: {}",
+            totals.emitted,
+            totals.handled,
+            totals.discarded,
+            totals.lost,
+            if totals.balanced() {
+                "balanced"
+            } else {
+                "NOT balanced"
+            }
+        )
     }
 }
 
