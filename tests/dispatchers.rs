@@ -401,6 +401,67 @@ async fn run_refuses_a_partition_or_a_selector_the_dispatcher_does_not_take() {
     );
 }
 
+// A user's selector that panics runs in the producer's task: the producer panics, naming the
+// message, its consumers stop, and the batch it was dispatching is counted as lost with it.
+#[tokio::test]
+async fn a_panicking_selector_fails_its_producer_and_the_report_balances() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Broadcast(from_iter(0..1000)));
+    let (all, _) = Collect::new();
+    let (picky, _) = Collect::new();
+    let all = pipeline.add_consumer(all);
+    let picky = pipeline.add_consumer(picky);
+    let options = SubscribeOptions::new().max_demand(10);
+    pipeline.subscribe_with(&numbers, &all, options);
+    pipeline.subscribe_selected(&numbers, &picky, options, |n| {
+        assert!(*n < 25, "no number of 25 or more");
+        true
+    });
+    let error = tokio::time::timeout(std::time::Duration::from_secs(10), pipeline.run())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(error.stage(), "numbers");
+    assert!(
+        error.to_string().contains("no number of 25 or more"),
+        "{error}"
+    );
+    balanced(error.report().expect("a run-time error carries the report"));
+}
+
+// A partition function that panics, the same.
+#[tokio::test]
+async fn a_panicking_partition_function_fails_its_producer_and_the_report_balances() {
+    let mut pipeline = Pipeline::new();
+    let split = pipeline.add_producer_named(
+        "split",
+        Split::new(1000, 2, |n| {
+            assert!(n < 500, "no number of 500 or more");
+            Some((n % 2) as usize)
+        }),
+    );
+    for partition in 0..2 {
+        let consumer = pipeline.add_consumer(Collect::new().0);
+        pipeline.subscribe_with(
+            &split,
+            &consumer,
+            SubscribeOptions::new().partition(partition),
+        );
+    }
+    let error = tokio::time::timeout(std::time::Duration::from_secs(10), pipeline.run())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(error.stage(), "split");
+    assert!(
+        error.to_string().contains("no number of 500 or more"),
+        "{error}"
+    );
+    let report = error.report().expect("a run-time error carries the report");
+    assert_eq!(report.stage("split").map(|s| s.emitted), Some(1000));
+    balanced(report);
+}
+
 /// Counts up forever, broadcasting.
 struct Endless(u64);
 

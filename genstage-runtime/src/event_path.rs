@@ -164,17 +164,21 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// Hands `events` to the dispatcher; returns what it left. On a dispatch error, the events are
     /// not dispatched: the stage fails, and counts them with its buffer.
     fn dispatch(&mut self, events: Vec<T>, route: Route<'_, T>) -> Vec<T> {
-        let count = events.len();
+        // Counted as not dispatched until the dispatcher returns: a user's selector or partition
+        // function that panics stops the stage with the batch in hand, and it is counted with the
+        // stage's buffer (its deliveries so far are never sent).
+        let count = events.len() as u64;
+        self.undispatched += count;
         let mut out = Outbox::new(&mut self.deliveries);
         if let Some(route) = route {
             out = out.with_partition(route);
         }
         let (events, result) = match self.dispatcher.dispatch(events, &mut out) {
-            Ok(leftover) => (leftover, None),
-            Err(error) => {
-                self.undispatched += count as u64;
-                (Vec::new(), Some(error))
+            Ok(leftover) => {
+                self.undispatched -= count;
+                (leftover, None)
             }
+            Err(error) => (Vec::new(), Some(error)),
         };
         self.discarded += out.discarded() as u64;
         self.copies += out.copies() as u64;
