@@ -1563,3 +1563,255 @@ async fn a_shutdown_with_a_vacant_partition_ends_and_counts_its_events() {
     assert!(split.lost > 0, "{report:#?}");
     balanced(&report);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Seeded stress: random partition counts, routes (with `None`), demands, failing consumers and
+// broadcast consumers, on a multi-threaded runtime.
+// ---------------------------------------------------------------------------------------------
+
+/// A small deterministic generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `0..end`, by a seeded hash into `0..partitions`, or `None` for the value `partitions`; emits
+/// at most `cap` events per call.
+struct Routed {
+    next: u64,
+    end: u64,
+    cap: u64,
+    partitions: usize,
+    seed: u64,
+}
+
+fn route_of(seed: u64, partitions: usize, event: u64) -> Option<usize> {
+    let key =
+        Rng(seed ^ event.wrapping_mul(0x2545_f491_4f6c_dd1d)).next() % (partitions as u64 + 1);
+    (key < partitions as u64).then_some(key as usize)
+}
+
+impl Partition<u64> for Routed {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        route_of(self.seed, self.partitions, *event)
+    }
+}
+
+impl Producer for Routed {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let stop = self.end.min(self.next + (demand as u64).min(self.cap));
+        let events: Vec<u64> = (self.next..stop).collect();
+        self.next = stop;
+        Ok(if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::partition(self.partitions)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_partitions_with_failing_consumers_never_hang_and_balance() {
+    for seed in 0..60u64 {
+        let mut rng = Rng(seed);
+        let partitions = 1 + rng.below(5) as usize;
+        let end = 3000;
+        let failing = rng.below(partitions as u64 + 1) as usize; // == partitions: none fails
+        let mut pipeline = Pipeline::new();
+        let split = pipeline.add_producer_named(
+            "split",
+            Routed {
+                next: 0,
+                end,
+                cap: 1 + rng.below(40),
+                partitions,
+                seed,
+            },
+        );
+        let mut seen = Vec::new();
+        for partition in 0..partitions {
+            let (collect, batches) = if partition == failing {
+                Collect::failing_at(rng.below(20) as usize)
+            } else {
+                Collect::new()
+            };
+            let consumer = pipeline.add_consumer_named(format!("c{partition}"), collect);
+            let max = 1 + rng.below(50) as usize;
+            let min = rng.below(max as u64) as usize;
+            pipeline.subscribe_with(&split, &consumer, demand(max, min).partition(partition));
+            seen.push(batches);
+        }
+        let run = tokio::time::timeout(LIMIT, pipeline.run()).await;
+        let Ok(result) = run else {
+            panic!("seed {seed} hung ({partitions} partitions, c{failing} failing)");
+        };
+        let report = match result {
+            Ok(report) => {
+                assert_eq!(failing, partitions, "seed {seed}: no failure reported");
+                report
+            }
+            Err(error) => {
+                assert_eq!(error.stage(), format!("c{failing}"), "seed {seed}");
+                report_of(error)
+            }
+        };
+        for (partition, batches) in seen.iter().enumerate() {
+            let expected: Vec<u64> = (0..end)
+                .filter(|&n| route_of(seed, partitions, n) == Some(partition))
+                .collect();
+            let got = flat(batches);
+            if partition == failing {
+                assert_eq!(
+                    got,
+                    expected[..got.len()],
+                    "seed {seed} partition {partition}"
+                );
+            } else {
+                assert_eq!(got, expected, "seed {seed} partition {partition}");
+            }
+        }
+        // The `None`s among the events emitted: all discarded once the producer has finished
+        // (it stops early when its last consumer fails).
+        let producer = report.stage("split").unwrap();
+        let nones = (0..producer.emitted)
+            .filter(|&n| route_of(seed, partitions, n).is_none())
+            .count() as u64;
+        if producer.status == StageStatus::Finished {
+            assert_eq!(producer.discarded, nones, "seed {seed}: {producer:#?}");
+        } else {
+            assert!(producer.discarded <= nones, "seed {seed}: {producer:#?}");
+        }
+        let totals = report.totals();
+        assert!(totals.balanced(), "seed {seed}: {totals:?} in {report:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_broadcasts_with_failing_consumers_and_selectors_never_hang_and_balance() {
+    for seed in 0..60u64 {
+        let mut rng = Rng(seed ^ 0xabcdef);
+        let consumers = 1 + rng.below(4) as usize;
+        let end = 2000u64;
+        let failing = rng.below(consumers as u64 + 1) as usize;
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_named("numbers", Broadcast(from_iter(0..end)));
+        let mut seen = Vec::new();
+        for i in 0..consumers {
+            let (collect, batches) = if i == failing {
+                Collect::failing_at(rng.below(20) as usize)
+            } else {
+                Collect::new()
+            };
+            let consumer = pipeline.add_consumer_named(format!("c{i}"), collect);
+            let max = 1 + rng.below(50) as usize;
+            let min = rng.below(max as u64) as usize;
+            let modulus = 1 + rng.below(3);
+            if modulus == 1 {
+                pipeline.subscribe_with(&numbers, &consumer, demand(max, min));
+            } else {
+                pipeline.subscribe_selected(&numbers, &consumer, demand(max, min), move |n| {
+                    n % modulus == 0
+                });
+            }
+            seen.push((batches, modulus));
+        }
+        let Ok(result) = tokio::time::timeout(LIMIT, pipeline.run()).await else {
+            panic!("seed {seed} hung ({consumers} consumers, c{failing} failing)");
+        };
+        let report = match result {
+            Ok(report) => {
+                assert_eq!(failing, consumers, "seed {seed}: no failure reported");
+                report
+            }
+            Err(error) => {
+                assert_eq!(error.stage(), format!("c{failing}"), "seed {seed}");
+                report_of(error)
+            }
+        };
+        for (i, (batches, modulus)) in seen.iter().enumerate() {
+            let expected: Vec<u64> = (0..end).filter(|n| n % modulus == 0).collect();
+            let got = flat(batches);
+            if i == failing {
+                assert_eq!(got, expected[..got.len()], "seed {seed} consumer {i}");
+            } else {
+                assert_eq!(got, expected, "seed {seed} consumer {i}");
+            }
+        }
+        let totals = report.totals();
+        assert!(totals.balanced(), "seed {seed}: {totals:?} in {report:#?}");
+    }
+}
+
+/// A selector given at run time to a partitioned stage is refused with the setup error, and the
+/// pipeline goes on to the end.
+#[tokio::test]
+async fn a_selector_on_a_running_partitioned_stage_is_refused_and_the_run_goes_on() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut pipeline = Pipeline::new();
+    let split = pipeline.add_producer_named("split", Split::new(1000, 2, evens_odds));
+    let (even, even_batches) = Collect::gated(&gate);
+    let (odd, odd_batches) = Collect::new();
+    let even = pipeline.add_consumer_named("even", even);
+    let odd = pipeline.add_consumer_named("odd", odd);
+    pipeline.subscribe_with(&split, &even, demand(10, 5).partition(0));
+    pipeline.subscribe_with(&split, &odd, demand(10, 5).partition(1));
+    let running = pipeline.start();
+    let (late, late_batches) = Collect::new();
+    let late = within(running.add_consumer_named("late", late))
+        .await
+        .unwrap();
+    let refused =
+        within(running.subscribe_selected(&split, &late, SubscribeOptions::new(), |_: &u64| true))
+            .await
+            .unwrap_err();
+    match refused {
+        PipelineError::InvalidDispatch { stage, error } => {
+            assert_eq!(stage, "split");
+            assert_eq!(
+                error,
+                genstage::DispatchSetupError::NotBroadcast {
+                    consumer: "late".into()
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    gate.add_permits(10_000);
+    let report = match within(running.shutdown()).await {
+        Ok(report) => report,
+        Err(other) => panic!("{other:?}"),
+    };
+    assert!(late_batches.lock().unwrap().is_empty());
+    let evens = flat(&even_batches);
+    let odds = flat(&odd_batches);
+    assert_eq!(
+        evens,
+        (0..1000)
+            .filter(|n| n % 2 == 0)
+            .take(evens.len())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        odds,
+        (0..1000)
+            .filter(|n| n % 2 == 1)
+            .take(odds.len())
+            .collect::<Vec<_>>()
+    );
+    balanced(&report);
+}
