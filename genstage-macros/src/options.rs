@@ -222,6 +222,10 @@ pub(crate) fn choice(
 /// The dispatchers, as messages list them.
 pub(crate) const DISPATCHERS: &str = "`demand`, `broadcast` or `partition(n)`";
 
+/// The most partitions a stage has (the runtime's `dispatcher::MAX_PARTITIONS`, which this crate
+/// cannot name).
+pub(crate) const MAX_PARTITIONS: usize = 1 << 16;
+
 /// The dispatcher a `dispatcher = …` option names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Dispatcher {
@@ -292,10 +296,13 @@ pub(crate) fn dispatcher(stage: &str, value: &Expr) -> syn::Result<Dispatcher> {
                             "`partition(0)` gives `{stage}` no partition to send its events to: {what}"
                         ),
                     )),
-                    Ok(count) => Ok(Dispatcher::Partition(count)),
-                    Err(_) => Err(syn::Error::new(
+                    Ok(count) if count <= MAX_PARTITIONS => Ok(Dispatcher::Partition(count)),
+                    _ => Err(syn::Error::new(
                         int.span(),
-                        format!("`{int}` is too large: {what}"),
+                        format!(
+                            "`{int}` partitions are too many for `{stage}`: a stage has at most \
+                             {MAX_PARTITIONS} partitions"
+                        ),
                     )),
                 },
                 other => Err(syn::Error::new_spanned(
@@ -393,6 +400,11 @@ mod tests {
             "`partition(0)` gives `Split` no partition to send its events to: the number of partitions of `Split` is an integer literal of at least 1, as in `partition(2)`"
         );
         assert!(error("partition").starts_with("`partition` needs the number of partitions"));
+        assert_eq!(
+            error("partition(65537)"),
+            "`65537` partitions are too many for `Split`: a stage has at most 65536 partitions"
+        );
+        assert_eq!(ok("partition(65536)"), Dispatcher::Partition(65536));
         assert!(error("partition(n)").contains("so that `pipeline!` can check the wiring"));
         assert!(error("partition(1, 2)").starts_with("`partition(n)` takes one argument"));
         assert!(error("partition()").starts_with("`partition(n)` takes one argument"));

@@ -324,6 +324,12 @@ impl PipelineError {
 pub enum DispatchSetupError {
     /// `partition(0)`: a partitioned stage needs at least one partition.
     NoPartitions,
+    /// More partitions than a stage may have
+    /// ([`MAX_PARTITIONS`](crate::dispatcher::MAX_PARTITIONS)).
+    TooManyPartitions {
+        /// How many the stage asked for.
+        partitions: usize,
+    },
     /// The dispatcher partitions, but the stage gives it no partition function
     /// ([`Dispatch::custom`](crate::Dispatch::custom) instead of
     /// [`Dispatch::custom_partitioned`](crate::Dispatch::custom_partitioned)).
@@ -376,6 +382,11 @@ impl fmt::Display for DispatchSetupError {
             DispatchSetupError::NoPartitions => {
                 f.write_str("it has 0 partitions: `partition(n)` needs n >= 1")
             }
+            DispatchSetupError::TooManyPartitions { partitions } => write!(
+                f,
+                "it has {partitions} partitions: a stage has at most {}",
+                crate::dispatcher::MAX_PARTITIONS
+            ),
             DispatchSetupError::NoPartitionFunction => f.write_str(
                 "its dispatcher partitions events but has no partition function: use \
                  `Dispatch::partition` or `Dispatch::custom_partitioned`",

@@ -30,7 +30,7 @@ pub use demand::DemandDispatcher;
 pub use dispatch::Dispatch;
 pub use options::{DispatchOptions, Selector};
 pub use outbox::{Deliveries, Outbox};
-pub use partition::PartitionDispatcher;
+pub use partition::{PartitionDispatcher, MAX_PARTITIONS};
 pub(crate) use partitioner::PartitionFns;
 pub use partitioner::{Partition, Partitioner};
 

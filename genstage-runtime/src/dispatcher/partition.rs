@@ -9,6 +9,11 @@ use super::{BacklogMark, DispatchError, DispatchOptions, Dispatcher, Outbox, Sub
 /// have no consumer.
 const DEFAULT_STRANDED_LIMIT: usize = 10_000;
 
+/// The most partitions a [`PartitionDispatcher`] has: a pipeline refuses a stage with more
+/// ([`DispatchSetupError::TooManyPartitions`](crate::DispatchSetupError::TooManyPartitions)), and
+/// `#[stage]` a literal above it.
+pub const MAX_PARTITIONS: usize = 1 << 16;
+
 /// One partition.
 struct Slot<T> {
     /// The subscription that takes it, if any.
@@ -59,6 +64,8 @@ struct Slot<T> {
 /// assert_eq!(deliveries, vec![(10, vec![2, 4, 6]), (11, vec![1, 3, 5])]);
 /// ```
 pub struct PartitionDispatcher<T> {
+    /// How many partitions it was made with (no slot is made for more than [`MAX_PARTITIONS`]).
+    partitions: usize,
     slots: Vec<Slot<T>>,
     /// Events the producer may send: what consumers asked, less what was dispatched to them.
     waiting: usize,
@@ -71,10 +78,17 @@ pub struct PartitionDispatcher<T> {
 }
 
 impl<T> PartitionDispatcher<T> {
-    /// A dispatcher with partitions `0..partitions`, none taken yet.
+    /// A dispatcher with partitions `0..partitions`, none taken yet. With more than
+    /// [`MAX_PARTITIONS`], it takes no subscription, and a pipeline refuses the stage.
     pub fn new(partitions: usize) -> Self {
+        let made = if partitions > MAX_PARTITIONS {
+            0
+        } else {
+            partitions
+        };
         PartitionDispatcher {
-            slots: (0..partitions)
+            partitions,
+            slots: (0..made)
                 .map(|_| Slot {
                     sub: None,
                     demand: 0,
@@ -315,7 +329,7 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
     }
 
     fn partitions(&self) -> Option<usize> {
-        Some(self.slots.len())
+        Some(self.partitions)
     }
 
     /// An info follows the backlog of every partition that has a consumer (as GenStage's); one

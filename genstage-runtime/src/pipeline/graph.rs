@@ -1,6 +1,7 @@
 //! Checks of a pipeline's wiring before it runs.
 
 use crate::demand::DemandLimits;
+use crate::dispatcher::MAX_PARTITIONS;
 use crate::error::{DispatchSetupError, PipelineError};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
@@ -92,8 +93,12 @@ impl Pipeline {
                 error,
             };
             let info = stage.dispatch;
-            if info.partitions == Some(0) {
-                return Err(fail(DispatchSetupError::NoPartitions));
+            match info.partitions {
+                Some(0) => return Err(fail(DispatchSetupError::NoPartitions)),
+                Some(partitions) if partitions > MAX_PARTITIONS => {
+                    return Err(fail(DispatchSetupError::TooManyPartitions { partitions }))
+                }
+                _ => {}
             }
             if info.partitions.is_some() && !info.routes {
                 return Err(fail(DispatchSetupError::NoPartitionFunction));
