@@ -511,6 +511,53 @@ async fn a_consumer_added_to_a_running_broadcast_gets_what_its_selector_accepts(
     balanced(&report);
 }
 
+/// Waits until `batches` hold `count` events; fails the test after 10 s.
+async fn until_received(batches: &Arc<Mutex<Vec<Vec<u64>>>>, count: usize) {
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while flat(batches).len() < count {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "fewer than {count} events in 10 s");
+}
+
+#[tokio::test]
+async fn a_broadcast_consumer_resubscribes_with_another_selector() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(Endless(0));
+    let all = pipeline.add_consumer(Collect::new().0);
+    pipeline.subscribe_with(&numbers, &all, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    let (picky, batches) = Collect::new();
+    let picky = running.add_consumer(picky).await.unwrap();
+    let options = SubscribeOptions::new().max_demand(10);
+    let evens = running
+        .subscribe_selected(&numbers, &picky, options, |n| n % 2 == 0)
+        .await
+        .unwrap();
+    until_received(&batches, 50).await;
+    running
+        .resubscribe_selected(evens, &numbers, &picky, options, |n| n % 3 == 0)
+        .await
+        .unwrap();
+    let before = flat(&batches).len();
+    until_received(&batches, before + 50).await;
+    let report = running.shutdown().await.unwrap();
+    let seen = flat(&batches);
+    // In order, each once: the old selector's events up to the switch (consecutive evens), then
+    // the new one's (consecutive multiples of 3).
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    let switch = (1..seen.len())
+        .find(|&at| seen[at] != seen[at - 1] + 2)
+        .unwrap_or(seen.len());
+    let (old, new) = seen.split_at(switch);
+    assert!(old.iter().all(|n| n % 2 == 0) && old.len() >= 50, "{old:?}");
+    assert!(new.iter().all(|n| n % 3 == 0) && new.len() >= 40, "{new:?}");
+    assert!(new.windows(2).all(|w| w[1] == w[0] + 3), "{new:?}");
+    balanced(&report);
+}
+
 #[tokio::test]
 async fn a_running_partitioned_stage_refuses_a_taken_missing_or_wrong_partition() {
     let mut pipeline = Pipeline::new();

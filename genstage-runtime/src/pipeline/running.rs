@@ -373,6 +373,31 @@ impl PipelineHandle {
             .await
     }
 
+    /// [`resubscribe`](Self::resubscribe) to a producer that broadcasts, for only the events
+    /// `selector` accepts (as [`subscribe_selected`](Self::subscribe_selected)): a consumer's
+    /// selector does not carry over from `old`, so a resubscription that keeps one gives it again.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_selected`](Self::subscribe_selected); a refused subscription leaves `old` as
+    /// it was.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`resubscribe`](Self::resubscribe).
+    pub async fn resubscribe_selected<T: Send + 'static>(
+        &self,
+        old: SubscriptionTag,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+        options: SubscribeOptions,
+        selector: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> Result<SubscriptionTag, PipelineError> {
+        let selector: Selector<T> = Arc::new(selector);
+        self.wire(Some(old), producer, consumer, options, Some(selector))
+            .await
+    }
+
     /// Subscribes `consumer` to `producer`, replacing `replacing` (see
     /// [`resubscribe`](Self::resubscribe)).
     async fn wire<T: Send + 'static>(
