@@ -8,100 +8,14 @@ use std::time::Duration;
 
 use genstage::dispatcher::PartitionDispatcher;
 use genstage::{
-    from_iter, Consumer, Context, Demand, DemandMode, Dispatch, DispatchSetupError, Emit, FromIter,
+    from_iter, Consumer, Context, Demand, DemandMode, Dispatch, DispatchSetupError, Emit,
     HandleCast, Partition, Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions,
-    ProducerRef, Report, StageRef, StageResult, SubscribeOptions, Subscription, SubscriptionTag,
+    ProducerRef, StageRef, StageResult, SubscribeOptions, Subscription, SubscriptionTag,
 };
 use tokio::sync::Semaphore;
 
-/// Keeps every batch it receives.
-struct Collect {
-    batches: Arc<Mutex<Vec<Vec<u64>>>>,
-}
-
-impl Collect {
-    fn new() -> (Self, Arc<Mutex<Vec<Vec<u64>>>>) {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        (
-            Collect {
-                batches: batches.clone(),
-            },
-            batches,
-        )
-    }
-}
-
-impl Consumer for Collect {
-    type Input = u64;
-    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        self.batches.lock().unwrap().push(events);
-        Ok(())
-    }
-}
-
-fn flat(batches: &Arc<Mutex<Vec<Vec<u64>>>>) -> Vec<u64> {
-    batches.lock().unwrap().concat()
-}
-
-/// `from_iter`, broadcasting.
-struct Broadcast(FromIter<std::ops::Range<u64>>);
-
-impl Producer for Broadcast {
-    type Output = u64;
-    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
-        self.0.handle_demand(demand).await
-    }
-    fn dispatcher(&self) -> Dispatch<Self, u64> {
-        Dispatch::broadcast()
-    }
-}
-
-/// `0..end`, partitioned by `route`.
-struct Split {
-    next: u64,
-    end: u64,
-    partitions: usize,
-    route: fn(u64) -> Option<usize>,
-}
-
-impl Split {
-    fn new(end: u64, partitions: usize, route: fn(u64) -> Option<usize>) -> Self {
-        Split {
-            next: 0,
-            end,
-            partitions,
-            route,
-        }
-    }
-}
-
-impl Partition<u64> for Split {
-    fn partition(&self, event: &u64) -> Option<usize> {
-        (self.route)(*event)
-    }
-}
-
-impl Producer for Split {
-    type Output = u64;
-    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
-        let stop = self.end.min(self.next + demand as u64);
-        let events: Vec<u64> = (self.next..stop).collect();
-        self.next = stop;
-        Ok(if stop == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
-    }
-    fn dispatcher(&self) -> Dispatch<Self, u64> {
-        Dispatch::partition(self.partitions)
-    }
-}
-
-fn balanced(report: &Report) {
-    let totals = report.totals();
-    assert!(totals.balanced(), "{totals:?} in {report:#?}");
-}
+mod dispatch_stages;
+use dispatch_stages::*;
 
 #[tokio::test]
 async fn a_broadcast_sends_every_event_to_every_consumer_in_order() {
