@@ -6,7 +6,7 @@ use crate::error::{DispatchSetupError, PipelineError};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
 
-use super::{Pipeline, Role, StageId};
+use super::{DispatchInfo, Edge, Pipeline, Role, StageId};
 
 /// An edge's demand limits and cancel mode, from its `options` (already over its consumer's
 /// defaults); `names` gives its producer's and consumer's names for the error.
@@ -23,6 +23,39 @@ pub(super) fn edge_terms(
         }
     })?;
     Ok((limits, options.cancel.unwrap_or_default()))
+}
+
+/// The partition `edge` takes of its producer, whose dispatcher is `info`, once its options fit
+/// that dispatcher: a selector only if it broadcasts, a partition, in range, if and only if it
+/// partitions. `consumer` names the edge's consumer for the error. Whether another edge has taken
+/// the partition is the caller's to check.
+pub(super) fn edge_partition(
+    info: DispatchInfo,
+    edge: &Edge,
+    consumer: impl FnOnce() -> String,
+) -> Result<Option<usize>, DispatchSetupError> {
+    if edge.selected && !info.selects {
+        return Err(DispatchSetupError::NotBroadcast {
+            consumer: consumer(),
+        });
+    }
+    match (info.partitions, edge.options.partition) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(DispatchSetupError::NotPartitioned {
+            consumer: consumer(),
+        }),
+        (Some(_), None) => Err(DispatchSetupError::PartitionMissing {
+            consumer: consumer(),
+        }),
+        (Some(partitions), Some(partition)) if partition >= partitions => {
+            Err(DispatchSetupError::PartitionOutOfRange {
+                consumer: consumer(),
+                partition,
+                partitions,
+            })
+        }
+        (Some(_), Some(partition)) => Ok(Some(partition)),
+    }
 }
 
 impl Pipeline {
@@ -105,38 +138,18 @@ impl Pipeline {
             }
             let mut takers: Vec<Option<usize>> = vec![None; info.partitions.unwrap_or(0)];
             for edge in self.edges.iter().filter(|edge| edge.producer == index) {
-                let consumer = name(edge.consumer);
-                if edge.selected && !info.selects {
-                    return Err(fail(DispatchSetupError::NotBroadcast { consumer }));
-                }
-                let partitions = match (info.partitions, edge.options.partition) {
-                    (None, None) => continue,
-                    (None, Some(_)) => {
-                        return Err(fail(DispatchSetupError::NotPartitioned { consumer }))
-                    }
-                    (Some(_), None) => {
-                        return Err(fail(DispatchSetupError::PartitionMissing { consumer }))
-                    }
-                    (Some(partitions), Some(partition)) => (partitions, partition),
+                let taken = edge_partition(info, edge, || name(edge.consumer)).map_err(fail)?;
+                let Some(partition) = taken else {
+                    continue;
                 };
-                let (partitions, partition) = partitions;
-                match takers.get(partition) {
-                    None => {
-                        return Err(fail(DispatchSetupError::PartitionOutOfRange {
-                            consumer,
-                            partition,
-                            partitions,
-                        }))
-                    }
-                    Some(Some(first)) => {
-                        return Err(fail(DispatchSetupError::PartitionTaken {
-                            consumer,
-                            partition,
-                            taken_by: name(*first),
-                        }))
-                    }
-                    Some(None) => takers[partition] = Some(edge.consumer),
+                if let Some(first) = takers[partition] {
+                    return Err(fail(DispatchSetupError::PartitionTaken {
+                        consumer: name(edge.consumer),
+                        partition,
+                        taken_by: name(first),
+                    }));
                 }
+                takers[partition] = Some(edge.consumer);
             }
             if let Some(partition) = takers.iter().position(Option::is_none) {
                 return Err(fail(DispatchSetupError::PartitionVacant {

@@ -18,7 +18,7 @@ use crate::report::{Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, Outcome};
 use crate::subscription::SubscriptionTag;
 
-use super::graph::edge_terms;
+use super::graph::{edge_partition, edge_terms};
 use super::{DispatchInfo, Edge, Pipeline, Run, StageEntry, Wiring};
 
 /// The next subscription's id.
@@ -353,48 +353,30 @@ impl Supervisor {
     /// that took it runs.
     fn check_dispatch(&self, edge: &Edge) -> Result<(), PipelineError> {
         let (producer, consumer) = (edge.producer, edge.consumer);
-        let info = self.dispatch[producer];
         let fail = |error| PipelineError::InvalidDispatch {
             stage: self.names[producer].clone(),
             error,
         };
-        let consumer_name = self.names[consumer].clone();
-        if edge.selected && !info.selects {
-            return Err(fail(DispatchSetupError::NotBroadcast {
-                consumer: consumer_name,
-            }));
-        }
-        match (info.partitions, edge.options.partition) {
-            (None, None) => Ok(()),
-            (None, Some(_)) => Err(fail(DispatchSetupError::NotPartitioned {
-                consumer: consumer_name,
+        let taken = edge_partition(self.dispatch[producer], edge, || {
+            self.names[consumer].clone()
+        })
+        .map_err(fail)?;
+        let Some(partition) = taken else {
+            return Ok(());
+        };
+        let holder = self.wiring.iter().find(|&&(sub, from, to)| {
+            from == producer
+                && self.partition_of.get(&sub) == Some(&partition)
+                && !self.cancelled.contains(&sub)
+                && self.running(to)
+        });
+        match holder {
+            Some(&(_, _, to)) => Err(fail(DispatchSetupError::PartitionTaken {
+                consumer: self.names[consumer].clone(),
+                partition,
+                taken_by: self.names[to].clone(),
             })),
-            (Some(_), None) => Err(fail(DispatchSetupError::PartitionMissing {
-                consumer: consumer_name,
-            })),
-            (Some(partitions), Some(partition)) if partition >= partitions => {
-                Err(fail(DispatchSetupError::PartitionOutOfRange {
-                    consumer: consumer_name,
-                    partition,
-                    partitions,
-                }))
-            }
-            (Some(_), Some(partition)) => {
-                let taken = self.wiring.iter().find(|&&(sub, from, to)| {
-                    from == producer
-                        && self.partition_of.get(&sub) == Some(&partition)
-                        && !self.cancelled.contains(&sub)
-                        && self.running(to)
-                });
-                match taken {
-                    Some(&(_, _, to)) => Err(fail(DispatchSetupError::PartitionTaken {
-                        consumer: consumer_name,
-                        partition,
-                        taken_by: self.names[to].clone(),
-                    })),
-                    None => Ok(()),
-                }
-            }
+            None => Ok(()),
         }
     }
 
