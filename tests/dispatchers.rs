@@ -1186,9 +1186,6 @@ struct Burst(u64);
 /// The info [`Backlog`] sends itself behind a burst.
 struct Sent;
 
-/// Cast by [`Backlog`] to the consumer of partition 0 when told [`Sent`].
-struct Mark;
-
 /// A producer of two partitions whose events all go to partition 0, emitted from casts.
 struct Backlog {
     mark: Arc<Mutex<Option<genstage::ConsumerRef<Marked>>>>,
@@ -1238,31 +1235,6 @@ impl genstage::HandleInfo<Sent> for Backlog {
     }
 }
 
-/// Records its events and, as `u64::MAX`, the [`Mark`] cast to it, in the order it gets them.
-struct Marked {
-    log: Arc<Mutex<Vec<u64>>>,
-}
-
-impl Consumer for Marked {
-    type Input = u64;
-    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        self.log.lock().unwrap().extend(events);
-        Ok(())
-    }
-}
-
-impl genstage::HandleCast<Mark> for Marked {
-    type Emitted = ();
-    async fn handle_cast(
-        &mut self,
-        _: Mark,
-        _: &mut genstage::Context<'_, Self>,
-    ) -> StageResult<()> {
-        self.log.lock().unwrap().push(u64::MAX);
-        Ok(())
-    }
-}
-
 // Scenario 146 (genstage-semantics.md §2, Partition `info`), end to end: an info is held while a
 // partition has a backlog in front of it, and released once that partition has been sent its
 // backlog; the consumer finds the mark cast then behind all 10 events. The chaos test found this
@@ -1273,8 +1245,8 @@ async fn an_info_waits_for_the_partition_backlog_in_front_of_it() {
     let mut pipeline = Pipeline::new();
     let mark = Arc::new(Mutex::new(None));
     let backlog = pipeline.add_producer(Backlog { mark: mark.clone() });
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let hot = pipeline.add_consumer(Marked { log: log.clone() });
+    let (hot, log) = Marked::new(None);
+    let hot = pipeline.add_consumer(hot);
     let (cold, _) = Collect::new();
     let cold = pipeline.add_consumer(cold);
     // Partition 0 takes 2 events at a time: most of the burst waits in its backlog.

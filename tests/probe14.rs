@@ -1203,9 +1203,6 @@ struct Burst(u64);
 /// The info a [`Bursts`] sends itself behind a burst.
 struct Sent;
 
-/// Cast by a [`Bursts`] to the [`Marked`] consumers when told [`Sent`].
-struct Mark;
-
 type Marks = Arc<Mutex<Vec<genstage::ConsumerRef<Marked>>>>;
 
 /// Emits only bursts cast to it, broadcasting (`partitions == 0`) or all into partition 0 of
@@ -1258,51 +1255,6 @@ impl genstage::HandleInfo<Sent> for Bursts {
         for consumer in marks {
             let _ = consumer.cast(Mark);
         }
-        Ok(())
-    }
-}
-
-/// Records its events and, as `u64::MAX`, the [`Mark`] cast to it; fails on batch `fail_at`.
-struct Marked {
-    log: Arc<Mutex<Vec<u64>>>,
-    fail_at: Option<usize>,
-    batches: usize,
-}
-
-impl Marked {
-    fn new(fail_at: Option<usize>) -> (Self, Arc<Mutex<Vec<u64>>>) {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        (
-            Marked {
-                log: log.clone(),
-                fail_at,
-                batches: 0,
-            },
-            log,
-        )
-    }
-}
-
-impl Consumer for Marked {
-    type Input = u64;
-    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        if self.fail_at == Some(self.batches) {
-            return Err("marked failed".into());
-        }
-        self.batches += 1;
-        self.log.lock().unwrap().extend(events);
-        Ok(())
-    }
-}
-
-impl genstage::HandleCast<Mark> for Marked {
-    type Emitted = ();
-    async fn handle_cast(
-        &mut self,
-        _: Mark,
-        _: &mut genstage::Context<'_, Self>,
-    ) -> StageResult<()> {
-        self.log.lock().unwrap().push(u64::MAX);
         Ok(())
     }
 }

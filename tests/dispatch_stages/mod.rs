@@ -1,5 +1,6 @@
 //! The stages the dispatcher tests share (`dispatchers.rs`, `probe14.rs`): a consumer that keeps
-//! its batches, a broadcasting `from_iter`, and a counter partitioned by a function.
+//! its batches, a broadcasting `from_iter`, a counter partitioned by a function, and a consumer
+//! that records the marks cast to it among its events.
 // Each test file uses a part of it.
 #![allow(dead_code)]
 
@@ -122,5 +123,54 @@ impl Producer for Split {
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
         Dispatch::partition(self.partitions)
+    }
+}
+
+/// Cast to a [`Marked`] consumer, which records it.
+pub struct Mark;
+
+/// Records its events and, as `u64::MAX`, the [`Mark`] cast to it, in the order it gets them;
+/// fails on batch `fail_at`, if any.
+pub struct Marked {
+    log: Arc<Mutex<Vec<u64>>>,
+    fail_at: Option<usize>,
+    batches: usize,
+}
+
+impl Marked {
+    pub fn new(fail_at: Option<usize>) -> (Self, Arc<Mutex<Vec<u64>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        (
+            Marked {
+                log: log.clone(),
+                fail_at,
+                batches: 0,
+            },
+            log,
+        )
+    }
+}
+
+impl Consumer for Marked {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if self.fail_at == Some(self.batches) {
+            return Err("marked failed".into());
+        }
+        self.batches += 1;
+        self.log.lock().unwrap().extend(events);
+        Ok(())
+    }
+}
+
+impl genstage::HandleCast<Mark> for Marked {
+    type Emitted = ();
+    async fn handle_cast(
+        &mut self,
+        _: Mark,
+        _: &mut genstage::Context<'_, Self>,
+    ) -> StageResult<()> {
+        self.log.lock().unwrap().push(u64::MAX);
+        Ok(())
     }
 }
