@@ -138,7 +138,8 @@ pub mod prelude {
         from_channel, from_iter, from_stream, to_stream, AskError, BufferKeep, CallError,
         CancelMode, CancelReason, Consumer, Context, Demand, DemandMode, Dispatch, Emit,
         HandleCall, HandleCast, HandleInfo, Partition, Pipeline, PipelineError, PipelineHandle,
-        Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Stage, StageError, StageRef,
-        StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
+        Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Restart, RestartPolicy,
+        Stage, StageError, StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber,
+        Subscription, SubscriptionTag,
     };
 }

@@ -1,8 +1,10 @@
 //! Errors: what a stage callback may fail with, and what a pipeline reports.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::report::Report;
+use crate::restart::Restart;
 
 /// The error a stage callback returns. Any `std::error::Error + Send + Sync` converts into it with `?`.
 pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -164,6 +166,32 @@ pub enum PipelineError {
         /// What is wrong.
         error: DispatchSetupError,
     },
+    /// A stage whose restart policy restarts it (`permanent` or `transient`) was added as a value,
+    /// which cannot be made again: add it with a constructor (`add_consumer_with` and its
+    /// siblings), or, in `pipeline!`, write it as an expression that can be evaluated again.
+    NotRebuildable {
+        /// The stage's name.
+        stage: String,
+        /// Its restart policy.
+        restart: Restart,
+    },
+    /// A stage failed once more than its restart policy allows within its window
+    /// ([`RestartPolicy::max_restarts`](crate::RestartPolicy::max_restarts)): it was stopped for good.
+    RestartLimit {
+        /// The stage's name.
+        stage: String,
+        /// The restarts its policy allows within `within`.
+        max_restarts: u32,
+        /// The window.
+        within: Duration,
+        /// Its last failures, oldest first, the one that stopped it last.
+        failures: Vec<String>,
+        /// With redelivery, the event of the batch that failed the stage each time it was handed
+        /// again: its index in the batch.
+        poison: Option<usize>,
+        /// The report of the run, every stage included.
+        report: Box<Report>,
+    },
     /// A handle from another pipeline was used.
     ForeignStage {
         /// The stage's position in its own pipeline, as `#index`.
@@ -242,6 +270,30 @@ impl fmt::Display for PipelineError {
             PipelineError::ForeignStage { stage } => {
                 write!(f, "stage `{stage}` belongs to another pipeline")
             }
+            PipelineError::NotRebuildable { stage, restart } => write!(
+                f,
+                "stage `{stage}` is restarted ({restart}), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that uses no local variable"
+            ),
+            PipelineError::RestartLimit {
+                stage,
+                max_restarts,
+                within,
+                failures,
+                poison,
+                ..
+            } => {
+                write!(
+                    f,
+                    "stage `{stage}` failed more often than its restart policy allows ({max_restarts} restarts in {within:?}), and was stopped"
+                )?;
+                if let Some(index) = poison {
+                    write!(f, "; the event at index {index} of its batch failed it each time")?;
+                }
+                if let Some(last) = failures.last() {
+                    write!(f, "; last failure: {last}")?;
+                }
+                Ok(())
+            }
             PipelineError::InvalidDispatch { stage, error } => {
                 write!(f, "the subscriptions to `{stage}` do not fit its dispatcher: {error}")
             }
@@ -292,6 +344,8 @@ impl PipelineError {
             | PipelineError::DuplicateName { name: stage, .. }
             | PipelineError::EmptyGroup { group: stage }
             | PipelineError::InvalidDispatch { stage, .. }
+            | PipelineError::NotRebuildable { stage, .. }
+            | PipelineError::RestartLimit { stage, .. }
             | PipelineError::StageEnded { stage } => stage,
             PipelineError::InvalidSubscription { consumer, .. } => consumer,
             PipelineError::Cycle { stages }
@@ -311,6 +365,7 @@ impl PipelineError {
         match self {
             PipelineError::StageFailed { report, .. }
             | PipelineError::StagePanicked { report, .. }
+            | PipelineError::RestartLimit { report, .. }
             | PipelineError::ShutdownTimeout { report, .. } => Some(report),
             _ => None,
         }

@@ -39,6 +39,7 @@ mod options;
 mod pipeline;
 mod protocol;
 mod report;
+mod restart;
 mod run;
 mod stage;
 mod stream;
@@ -58,6 +59,7 @@ pub use pipeline::{
     DEFAULT_CALL_TIMEOUT,
 };
 pub use report::{Loss, LossReason, Report, StageReport, StageStatus, Totals};
+pub use restart::{NoInput, Restart, RestartPolicy, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 pub use subscription::{AskError, CancelReason, Demand, Subscriber, Subscription, SubscriptionTag};
 

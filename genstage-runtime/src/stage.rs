@@ -17,6 +17,7 @@ use crate::error::StageError;
 use crate::messages::Context;
 use crate::options::{ProducerOptions, SubscribeOptions};
 use crate::report::StageStatus;
+use crate::restart::{NoInput, RestartPolicy};
 use crate::subscription::{CancelReason, Demand, Subscriber, Subscription};
 
 /// What a producer's `handle_demand` returns: the events it emits now, and whether it is exhausted.
@@ -190,6 +191,15 @@ pub trait Producer: Send + 'static {
         Dispatch::demand()
     }
 
+    /// When the stage is restarted, how often, and (for a stage with input) whether the batch it
+    /// failed on is handed again: [`RestartPolicy`]. The default is
+    /// [`temporary`](crate::Restart::Temporary): a failure stops it. Called once, when the stage is
+    /// added to a pipeline. `#[stage(…, restart = …)]` writes it; the builder may set another
+    /// policy for one stage ([`Pipeline::set_restart`](crate::Pipeline::set_restart)).
+    fn restart_policy(&self) -> RestartPolicy<NoInput> {
+        RestartPolicy::temporary()
+    }
+
     /// Called once when the stage ends, with how it ended, unless it panicked or was aborted
     /// (GenStage's `terminate/2`): the place to flush or close what the stage holds. The default
     /// does nothing.
@@ -346,6 +356,15 @@ pub trait ProducerConsumer: Send + 'static {
         Dispatch::demand()
     }
 
+    /// When the stage is restarted, how often, and (for a stage with input) whether the batch it
+    /// failed on is handed again: [`RestartPolicy`]. The default is
+    /// [`temporary`](crate::Restart::Temporary): a failure stops it. Called once, when the stage is
+    /// added to a pipeline. `#[stage(…, restart = …)]` writes it; the builder may set another
+    /// policy for one stage ([`Pipeline::set_restart`](crate::Pipeline::set_restart)).
+    fn restart_policy(&self) -> RestartPolicy<Self::Input> {
+        RestartPolicy::temporary()
+    }
+
     /// Called once when the stage ends, with how it ended, unless it panicked or was aborted
     /// (GenStage's `terminate/2`): the place to flush or close what the stage holds. The default
     /// does nothing.
@@ -438,6 +457,15 @@ pub trait Consumer: Send + 'static {
     {
         let _ = (subscription, reason, ctx);
         std::future::ready(Ok(()))
+    }
+
+    /// When the stage is restarted, how often, and (for a stage with input) whether the batch it
+    /// failed on is handed again: [`RestartPolicy`]. The default is
+    /// [`temporary`](crate::Restart::Temporary): a failure stops it. Called once, when the stage is
+    /// added to a pipeline. `#[stage(…, restart = …)]` writes it; the builder may set another
+    /// policy for one stage ([`Pipeline::set_restart`](crate::Pipeline::set_restart)).
+    fn restart_policy(&self) -> RestartPolicy<Self::Input> {
+        RestartPolicy::temporary()
     }
 
     /// Called once when the stage ends, with how it ended, unless it panicked or was aborted

@@ -5,6 +5,7 @@ use crate::dispatcher::MAX_PARTITIONS;
 use crate::error::{DispatchSetupError, PipelineError};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
+use crate::restart::Restart;
 
 use super::{DispatchInfo, Edge, Pipeline, Role, StageId};
 
@@ -97,6 +98,16 @@ impl Pipeline {
             if stage.role != Role::Producer && !fed {
                 return Err(PipelineError::NoProducer { stage: name(index) });
             }
+        }
+        if let Some(stage) = self
+            .stages
+            .iter()
+            .find(|stage| stage.restart != Restart::Temporary && !stage.rebuildable)
+        {
+            return Err(PipelineError::NotRebuildable {
+                stage: stage.name.clone(),
+                restart: stage.restart,
+            });
         }
         if let Some(cycle) = self.find_cycle() {
             return Err(PipelineError::Cycle {

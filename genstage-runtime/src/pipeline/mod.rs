@@ -30,6 +30,7 @@ mod stage;
 mod stage_ref;
 mod supervise;
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -43,7 +44,8 @@ use crate::mailbox::{mailbox, Receiver};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::protocol::{ControlPort, Mail, NewConsumer, Subscribed};
-use crate::run::{self, Abort, Outcome, StageEnv};
+use crate::restart::{NoInput, Restart, RestartPolicy};
+use crate::run::{self, Abort, Build, Outcome, StageEnv};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 use handles::NewEnds;
@@ -58,9 +60,11 @@ static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);
 
 type StageTask = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-/// Makes a stage's task once the pipeline starts, when its name is final: from that name and the
-/// pipeline's abort signal.
-type StartStage = Box<dyn FnOnce(Arc<str>, Arc<Abort>) -> StageTask + Send>;
+/// Makes a stage's task once the pipeline starts, when its name is final: from that name, the
+/// pipeline's abort signal, and the restart policy the builder set for it, if any (a
+/// `RestartPolicy` of the stage's input type, see [`Pipeline::set_restart`]).
+type StartStage =
+    Box<dyn FnOnce(Arc<str>, Arc<Abort>, Option<Box<dyn Any + Send>>) -> StageTask + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -81,6 +85,12 @@ struct StageEntry {
     /// What its dispatcher allows of the subscriptions to it (producer side).
     dispatch: DispatchInfo,
     control: Arc<dyn ControlPort>,
+    /// When it is restarted, by its type's policy or the one the builder set.
+    restart: Restart,
+    /// It can be built again for a restart: added with a constructor.
+    rebuildable: bool,
+    /// The restart policy the builder set for it ([`Pipeline::set_restart`]).
+    policy: Option<Box<dyn Any + Send>>,
     start: StartStage,
 }
 
@@ -229,13 +239,78 @@ impl Pipeline {
         name: Option<String>,
         stage: P,
     ) -> ProducerRef<P> {
+        self.add_producer_built(name, Build::once(stage))
+    }
+
+    /// Adds a producer built by `build`, named after its type: `build` makes it now, and again each
+    /// time it is restarted (see [`RestartPolicy`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use genstage_runtime::{Emit, Pipeline, Producer, RestartPolicy, StageResult, NoInput};
+    /// # use genstage_runtime::{Consumer};
+    ///
+    /// struct Numbers { next: u64 }
+    /// impl Producer for Numbers {
+    ///     type Output = u64;
+    ///     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+    ///         let events: Vec<u64> = (self.next..self.next + demand as u64).collect();
+    ///         self.next += demand as u64;
+    ///         Ok(Emit::more(events))
+    ///     }
+    ///     fn restart_policy(&self) -> RestartPolicy<NoInput> {
+    ///         RestartPolicy::transient()
+    ///     }
+    /// }
+    /// # struct Drop1;
+    /// # impl Consumer for Drop1 { type Input = u64;
+    /// #   async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> { Ok(()) } }
+    ///
+    /// let mut pipeline = Pipeline::new();
+    /// let numbers = pipeline.add_producer_with(|| Numbers { next: 0 });
+    /// # let sink = pipeline.add_consumer(Drop1);
+    /// # pipeline.subscribe(&numbers, &sink);
+    /// ```
+    pub fn add_producer_with<P: Producer>(
+        &mut self,
+        build: impl FnMut() -> P + Send + 'static,
+    ) -> ProducerRef<P> {
+        self.add_producer_with_as(None, build)
+    }
+
+    /// [`add_producer_with`](Self::add_producer_with), under `name` or, when `None`, under its
+    /// type's name.
+    pub fn add_producer_with_as<P: Producer>(
+        &mut self,
+        name: Option<String>,
+        build: impl FnMut() -> P + Send + 'static,
+    ) -> ProducerRef<P> {
+        self.add_producer_built(name, Build::by(build))
+    }
+
+    fn add_producer_built<P: Producer>(
+        &mut self,
+        name: Option<String>,
+        build: Build<P>,
+    ) -> ProducerRef<P> {
         let defaults = SubscribeOptions::default();
-        let dispatch = stage.dispatcher();
+        let dispatch = build.first.dispatcher();
+        let policy = build.first.restart_policy();
         self.add_stage(
             names::stage_name::<P>(name, P::DEFAULT_NAME),
             Role::Producer,
             (defaults, DispatchInfo::of(&dispatch)),
-            |env, inbox| Box::pin(run::run_producer(stage, dispatch, env, inbox)),
+            (policy.restart(), build.rebuildable()),
+            move |env, inbox, set: Option<RestartPolicy<NoInput>>| {
+                Box::pin(run::run_producer(
+                    build,
+                    dispatch,
+                    set.unwrap_or(policy),
+                    env,
+                    inbox,
+                ))
+            },
             |ends| ProducerRef {
                 source: ends.source(),
                 stage: ends.stage,
@@ -266,13 +341,50 @@ impl Pipeline {
         name: Option<String>,
         stage: S,
     ) -> ProducerConsumerRef<S> {
-        let defaults = stage.subscribe_options();
-        let dispatch = stage.dispatcher();
+        self.add_producer_consumer_built(name, Build::once(stage))
+    }
+
+    /// Adds a producer_consumer built by `build`, named after its type: `build` makes it now, and
+    /// again each time it is restarted (see [`RestartPolicy`]).
+    pub fn add_producer_consumer_with<S: ProducerConsumer>(
+        &mut self,
+        build: impl FnMut() -> S + Send + 'static,
+    ) -> ProducerConsumerRef<S> {
+        self.add_producer_consumer_with_as(None, build)
+    }
+
+    /// [`add_producer_consumer_with`](Self::add_producer_consumer_with), under `name` or, when
+    /// `None`, under its type's name.
+    pub fn add_producer_consumer_with_as<S: ProducerConsumer>(
+        &mut self,
+        name: Option<String>,
+        build: impl FnMut() -> S + Send + 'static,
+    ) -> ProducerConsumerRef<S> {
+        self.add_producer_consumer_built(name, Build::by(build))
+    }
+
+    fn add_producer_consumer_built<S: ProducerConsumer>(
+        &mut self,
+        name: Option<String>,
+        build: Build<S>,
+    ) -> ProducerConsumerRef<S> {
+        let defaults = build.first.subscribe_options();
+        let dispatch = build.first.dispatcher();
+        let policy = build.first.restart_policy();
         self.add_stage(
             names::stage_name::<S>(name, None),
             Role::ProducerConsumer,
             (defaults, DispatchInfo::of(&dispatch)),
-            |env, inbox| Box::pin(run::run_producer_consumer(stage, dispatch, env, inbox)),
+            (policy.restart(), build.rebuildable()),
+            move |env, inbox, set: Option<RestartPolicy<S::Input>>| {
+                Box::pin(run::run_producer_consumer(
+                    build,
+                    dispatch,
+                    set.unwrap_or(policy),
+                    env,
+                    inbox,
+                ))
+            },
             |ends| ProducerConsumerRef {
                 sink: ends.sink(),
                 source: ends.source(),
@@ -301,17 +413,94 @@ impl Pipeline {
         name: Option<String>,
         stage: C,
     ) -> ConsumerRef<C> {
-        let defaults = stage.subscribe_options();
+        self.add_consumer_built(name, Build::once(stage))
+    }
+
+    /// Adds a consumer built by `build`, named after its type: `build` makes it now, and again each
+    /// time it is restarted (see [`RestartPolicy`]).
+    pub fn add_consumer_with<C: Consumer>(
+        &mut self,
+        build: impl FnMut() -> C + Send + 'static,
+    ) -> ConsumerRef<C> {
+        self.add_consumer_with_as(None, build)
+    }
+
+    /// [`add_consumer_with`](Self::add_consumer_with), under `name` or, when `None`, under its
+    /// type's name.
+    pub fn add_consumer_with_as<C: Consumer>(
+        &mut self,
+        name: Option<String>,
+        build: impl FnMut() -> C + Send + 'static,
+    ) -> ConsumerRef<C> {
+        self.add_consumer_built(name, Build::by(build))
+    }
+
+    fn add_consumer_built<C: Consumer>(
+        &mut self,
+        name: Option<String>,
+        build: Build<C>,
+    ) -> ConsumerRef<C> {
+        let defaults = build.first.subscribe_options();
+        let policy = build.first.restart_policy();
         self.add_stage(
             names::stage_name::<C>(name, C::DEFAULT_NAME),
             Role::Consumer,
             (defaults, DispatchInfo::default()),
-            |env, inbox| Box::pin(run::run_consumer(stage, env, inbox)),
+            (policy.restart(), build.rebuildable()),
+            move |env, inbox, set: Option<RestartPolicy<C::Input>>| {
+                Box::pin(run::run_consumer(build, set.unwrap_or(policy), env, inbox))
+            },
             |ends| ConsumerRef {
                 sink: ends.sink(),
                 stage: ends.stage,
             },
         )
+    }
+
+    /// Sets the restart policy of `stage`, one of this pipeline's, in place of the one its type
+    /// declares (`#[stage(…, restart = …)]`, or its role trait's `restart_policy`).
+    ///
+    /// A stage restarted other than `temporary` must have been added with a constructor
+    /// (`add_consumer_with` and its siblings): [`run`](Self::run) refuses one added as a value
+    /// ([`PipelineError::NotRebuildable`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use genstage_runtime::{Consumer, StageResult, from_iter};
+    /// use genstage_runtime::{Pipeline, RestartPolicy};
+    /// # struct Store;
+    /// # impl Consumer for Store { type Input = u64;
+    /// #   async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> { Ok(()) } }
+    ///
+    /// let mut pipeline = Pipeline::new();
+    /// let numbers = pipeline.add_producer(from_iter(0..10u64));
+    /// let store = pipeline.add_consumer_with(|| Store);
+    /// pipeline.subscribe(&numbers, &store);
+    /// pipeline.set_restart(&store, RestartPolicy::transient().redeliver());
+    /// ```
+    pub fn set_restart<R: StageRef>(
+        &mut self,
+        stage: &R,
+        policy: RestartPolicy<R::Receives>,
+    ) -> &mut Self {
+        let id = stage.id();
+        let entry = (id.pipeline == self.id)
+            .then(|| id.index.checked_sub(self.first_index))
+            .flatten()
+            .and_then(|index| self.stages.get_mut(index));
+        match entry {
+            Some(entry) => {
+                entry.restart = policy.restart();
+                entry.policy = Some(Box::new(policy));
+            }
+            None => {
+                self.error.get_or_insert(PipelineError::ForeignStage {
+                    stage: format!("#{}", id.index),
+                });
+            }
+        }
+        self
     }
 
     /// Adds a consumer under the given name (used in errors and the report).
@@ -330,7 +519,10 @@ impl Pipeline {
         (name, naming): (String, Naming),
         role: Role,
         (subscribe_defaults, dispatch): (SubscribeOptions, DispatchInfo),
-        task: impl FnOnce(StageEnv, Receiver<Mail<In, Out>>) -> StageTask + Send + 'static,
+        (restart, rebuildable): (Restart, bool),
+        task: impl FnOnce(StageEnv, Receiver<Mail<In, Out>>, Option<RestartPolicy<In>>) -> StageTask
+            + Send
+            + 'static,
         make_ref: impl FnOnce(NewEnds<S, In, Out>) -> R,
     ) -> R {
         let id = self.next_id();
@@ -346,8 +538,15 @@ impl Pipeline {
             subscribe_defaults,
             dispatch,
             control: control.clone(),
-            start: Box::new(move |name, abort| {
-                task(StageEnv::new(name, Box::new(me), abort), inbox)
+            restart,
+            rebuildable,
+            policy: None,
+            start: Box::new(move |name, abort, policy| {
+                // `set_restart` typed it by the stage's reference: it is the stage's input type.
+                let policy = policy
+                    .and_then(|policy| policy.downcast::<RestartPolicy<In>>().ok())
+                    .map(|policy| *policy);
+                task(StageEnv::new(name, Box::new(me), abort), inbox, policy)
             }),
         });
         make_ref(NewEnds {

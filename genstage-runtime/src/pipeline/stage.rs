@@ -22,6 +22,14 @@ use super::Pipeline;
 ///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
 ///         pipeline.add_consumer_as(name, self)
 ///     }
+///     // Only for a stage that may be restarted (see `RestartPolicy`).
+///     fn add_with(
+///         build: impl FnMut() -> Self + Send + 'static,
+///         pipeline: &mut Pipeline,
+///         name: Option<String>,
+///     ) -> Self::Ref {
+///         pipeline.add_consumer_with_as(name, build)
+///     }
 /// }
 /// ```
 pub trait Stage: Send + Sized + 'static {
@@ -31,6 +39,22 @@ pub trait Stage: Send + Sized + 'static {
 
     /// Adds this stage to `pipeline`, under `name` or, when `None`, under its type's name.
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref;
+
+    /// Adds the stage `build` makes to `pipeline`, under `name` or, when `None`, under its type's
+    /// name; `build` makes it again each time it is restarted (see
+    /// [`RestartPolicy`](crate::RestartPolicy)). `pipeline!` adds a stage this way when it can
+    /// evaluate the stage's expression again.
+    ///
+    /// The default adds the value `build` makes once, which cannot be restarted: `#[stage]`
+    /// implements it with the builder's `add_producer_with_as` and its siblings, and so should a
+    /// stage written by hand that may be restarted.
+    fn add_with(
+        mut build: impl FnMut() -> Self + Send + 'static,
+        pipeline: &mut Pipeline,
+        name: Option<String>,
+    ) -> Self::Ref {
+        build().add_to(pipeline, name)
+    }
 
     /// Not part of the API: the `max_demand` this stage subscribes with, when `#[stage]` knows it
     /// at compile time, and whether it is GenStage's default. `pipeline!` checks a literal

@@ -179,6 +179,9 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     type Stage: Send + 'static;
     /// The type of the events it emits (`Infallible` for a consumer, which emits none).
     type Emits: Send + 'static;
+    /// The type of the events it receives ([`NoInput`](crate::NoInput) for a producer, which
+    /// receives none).
+    type Receives: Send + 'static;
 
     #[doc(hidden)]
     fn port(&self) -> &StagePort<Self::Stage>;
@@ -464,6 +467,7 @@ pub(crate) async fn buffered_count<S>(
 impl<S: Producer> StageRef for ProducerRef<S> {
     type Stage = S;
     type Emits = S::Output;
+    type Receives = crate::NoInput;
     fn port(&self) -> &StagePort<S> {
         &self.stage
     }
@@ -472,6 +476,7 @@ impl<S: Producer> StageRef for ProducerRef<S> {
 impl<S: ProducerConsumer> StageRef for ProducerConsumerRef<S> {
     type Stage = S;
     type Emits = S::Output;
+    type Receives = S::Input;
     fn port(&self) -> &StagePort<S> {
         &self.stage
     }
@@ -480,6 +485,7 @@ impl<S: ProducerConsumer> StageRef for ProducerConsumerRef<S> {
 impl<S: Consumer> StageRef for ConsumerRef<S> {
     type Stage = S;
     type Emits = Infallible;
+    type Receives = S::Input;
     fn port(&self) -> &StagePort<S> {
         &self.stage
     }

@@ -187,7 +187,11 @@ impl Supervisor {
     fn spawn(&mut self, stage: StageEntry) {
         stage.label.set_unique(&stage.name);
         let index = self.record(&stage);
-        let task = (stage.start)(Arc::from(stage.name.as_str()), self.abort.clone());
+        let task = (stage.start)(
+            Arc::from(stage.name.as_str()),
+            self.abort.clone(),
+            stage.policy,
+        );
         let handle = self.tasks.spawn(task);
         self.task_stage.insert(handle.id(), index);
     }

@@ -9,6 +9,7 @@ mod callback;
 mod demand_mode;
 mod inputs;
 mod outputs;
+mod restarts;
 mod retry;
 
 use std::any::Any;
@@ -24,6 +25,7 @@ use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLette
 use crate::options::DemandMode;
 use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Loss, LossReason, StageStatus};
+use crate::restart::{NoInput, RestartPolicy};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use crate::subscription::{Demand, ManualAsks};
 use callback::{call_serving, Called};
@@ -34,6 +36,7 @@ use retry::Retry;
 
 pub(crate) use abort::Abort;
 pub(crate) use callback::panic_message;
+pub(crate) use restarts::Build;
 
 /// The next message of a stage loop's mailbox. When none is queued, waits for one and `continue`s the
 /// loop, which first does whatever the wait made possible; when every sender is gone, `break`s it.
@@ -262,11 +265,13 @@ fn settle<S, T: Send + 'static>(
 }
 
 pub(crate) async fn run_producer<P: Producer>(
-    mut stage: P,
+    build: Build<P>,
     dispatch: Dispatch<P, P::Output>,
+    _policy: RestartPolicy<NoInput>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<Infallible, P::Output>>,
 ) -> Outcome {
+    let mut stage = build.first;
     let options = stage.producer_options();
     let Dispatch {
         dispatcher,
@@ -625,11 +630,13 @@ async fn tell_producer_consumer<S: ProducerConsumer>(
 }
 
 pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
-    mut stage: S,
+    build: Build<S>,
     dispatch: Dispatch<S, S::Output>,
+    _policy: RestartPolicy<S::Input>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<S::Input, S::Output>>,
 ) -> Outcome {
+    let mut stage = build.first;
     let options = stage.producer_options();
     if options.demand != DemandMode::Forward {
         tracing::warn!(stage = %env.name, "a producer_consumer has no demand mode (only producers do): its `ProducerOptions::demand` is ignored");
@@ -866,10 +873,12 @@ async fn transform<S: ProducerConsumer>(
 }
 
 pub(crate) async fn run_consumer<C: Consumer>(
-    mut stage: C,
+    build: Build<C>,
+    _policy: RestartPolicy<C::Input>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<C::Input, Infallible>>,
 ) -> Outcome {
+    let mut stage = build.first;
     let mut inputs = Inputs::new(env.name.clone());
     let mut in_hand = InHand::default();
     let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut in_hand);
