@@ -106,6 +106,14 @@ pub struct StageReport {
     /// Events it received beyond what it had asked for (a producer breaking the protocol); always 0
     /// for the stages of this crate.
     pub excess: u64,
+    /// Times it was restarted (see [`RestartPolicy`](crate::RestartPolicy)).
+    pub restarts: u64,
+    /// Events handed again to it after a restart (an event handed again twice counts twice);
+    /// handled, they count once in `events_in`.
+    pub redelivered: u64,
+    /// Its last failures (at most 10), oldest first: those it was restarted after, and the one it
+    /// stopped on.
+    pub failures: Vec<String>,
     /// How it ended.
     pub status: StageStatus,
 }
@@ -180,6 +188,9 @@ impl Report {
 ///         .into_iter()
 ///         .collect(),
 ///     excess: 0,
+///     restarts: 0,
+///     redelivered: 0,
+///     failures: Vec::new(),
 ///     status,
 /// };
 /// let report = Report {
@@ -200,61 +211,78 @@ impl Report {
 /// ```
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const HEADER: [&str; 8] = [
-            "stage",
-            "in",
-            "out",
-            "emitted",
-            "copies",
-            "discarded",
-            "lost",
-            "status",
+        // The restart columns only for a run in which a stage was restarted.
+        let restarted = self
+            .stages
+            .iter()
+            .any(|stage| stage.restarts > 0 || stage.redelivered > 0);
+        let columns: &[(&str, fn(&StageReport) -> u64)] = &[
+            ("in", |stage| stage.events_in),
+            ("out", |stage| stage.events_out),
+            ("emitted", |stage| stage.emitted),
+            ("copies", |stage| stage.copies),
+            ("discarded", |stage| stage.discarded),
+            ("lost", |stage| stage.lost),
+            ("restarts", |stage| stage.restarts),
+            ("redelivered", |stage| stage.redelivered),
         ];
+        let columns = &columns[..if restarted { 8 } else { 6 }];
         let totals = self.totals();
-        let sum = |count: fn(&StageReport) -> u64| self.stages.iter().map(count).sum::<u64>();
-        let mut rows: Vec<[String; 8]> = vec![HEADER.map(str::to_owned)];
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut header = vec!["stage".to_owned()];
+        header.extend(columns.iter().map(|(name, _)| (*name).to_owned()));
+        header.push("status".to_owned());
+        rows.push(header);
         for stage in &self.stages {
-            rows.push([
-                stage.name.clone(),
-                stage.events_in.to_string(),
-                stage.events_out.to_string(),
-                stage.emitted.to_string(),
-                stage.copies.to_string(),
-                stage.discarded.to_string(),
-                stage.lost.to_string(),
-                stage.status.to_string(),
-            ]);
+            let mut row = vec![stage.name.clone()];
+            row.extend(columns.iter().map(|(_, count)| count(stage).to_string()));
+            row.push(stage.status.to_string());
+            rows.push(row);
         }
-        rows.push([
-            "total".to_owned(),
-            totals.handled.to_string(),
-            sum(|stage| stage.events_out).to_string(),
-            sum(|stage| stage.emitted).to_string(),
-            sum(|stage| stage.copies).to_string(),
-            totals.discarded.to_string(),
-            totals.lost.to_string(),
-            String::new(),
-        ]);
-        let mut widths = [0; 8];
+        let mut total = vec!["total".to_owned()];
+        total.extend(columns.iter().map(|&(name, count)| {
+            match name {
+                // What the identity sums: handled is every stage's `in`.
+                "in" => totals.handled,
+                "discarded" => totals.discarded,
+                "lost" => totals.lost,
+                _ => self.stages.iter().map(count).sum::<u64>(),
+            }
+            .to_string()
+        }));
+        total.push(String::new());
+        rows.push(total);
+        let mut widths = vec![0; columns.len() + 2];
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
             }
         }
+        let last = columns.len() + 1;
         for row in &rows {
             // The name left-aligned, the counts right-aligned, the status last, as it comes.
             let mut line = format!("{:<w$}", row[0], w = widths[0]);
-            for (cell, &width) in row[1..7].iter().zip(&widths[1..7]) {
+            for (cell, &width) in row[1..last].iter().zip(&widths[1..last]) {
                 line.push_str(&format!("  {cell:>width$}"));
             }
             line.push_str("  ");
-            line.push_str(&row[7]);
+            line.push_str(&row[last]);
             writeln!(f, "{}", line.trim_end())?;
         }
         for stage in &self.stages {
             for loss in &stage.losses {
                 writeln!(f, "lost by {}: {}, {}", stage.name, loss.count, loss.reason)?;
             }
+        }
+        for stage in self.stages.iter().filter(|stage| stage.restarts > 0) {
+            writeln!(
+                f,
+                "restarted {} {} time{}, after: {}",
+                stage.name,
+                stage.restarts,
+                if stage.restarts == 1 { "" } else { "s" },
+                stage.failures.join("; ")
+            )?;
         }
         write!(
             f,

@@ -15,7 +15,7 @@ use crate::error::{DispatchSetupError, PipelineError};
 use crate::options::SubscribeOptions;
 use crate::protocol::{Control, ControlPort, EndReason};
 use crate::report::{Report, StageReport, StageStatus};
-use crate::run::{panic_message, Abort, Exit, Outcome};
+use crate::run::{panic_message, Abort, Exit, GaveUp, Outcome};
 use crate::subscription::SubscriptionTag;
 
 use super::graph::{edge_partition, edge_terms};
@@ -279,6 +279,15 @@ impl Supervisor {
 
     /// Starts a stage added to the running pipeline, under a name no other stage has.
     fn add(&mut self, mut stage: StageEntry) -> Result<(), PipelineError> {
+        if stage.restart != crate::restart::Restart::Temporary && !stage.rebuildable {
+            let error = PipelineError::NotRebuildable {
+                stage: stage.name.clone(),
+                restart: stage.restart,
+            };
+            let index = self.record(&stage);
+            self.never_started.insert(index);
+            return Err(error);
+        }
         if self.names.contains(&stage.name) {
             if stage.naming.given {
                 // Its index stays taken, never started, so that the stages added after it keep
@@ -451,8 +460,21 @@ impl Supervisor {
             discarded,
             excess,
             losses,
+            restarts,
+            redelivered,
+            failures,
+            gave_up,
         } = outcome;
         let status = exit.status();
+        if let Some(gave_up) = gave_up {
+            self.first_failure.get_or_insert((
+                index,
+                Failure::RestartLimit {
+                    gave_up,
+                    failures: failures.clone(),
+                },
+            ));
+        }
         match exit {
             Exit::Failed(error) => {
                 tracing::error!(stage = %name, "stage {name} failed: {error}");
@@ -494,6 +516,9 @@ impl Supervisor {
             lost: losses.iter().map(|loss| loss.count).sum(),
             losses,
             excess,
+            restarts,
+            redelivered,
+            failures,
             status,
         });
     }
@@ -537,6 +562,14 @@ impl Supervisor {
                         message,
                         report,
                     },
+                    Failure::RestartLimit { gave_up, failures } => PipelineError::RestartLimit {
+                        stage,
+                        max_restarts: gave_up.max_restarts,
+                        within: gave_up.within,
+                        failures,
+                        poison: gave_up.poison,
+                        report,
+                    },
                 })
             }
         }
@@ -570,6 +603,11 @@ fn tokio_with_timers() -> bool {
 enum Failure {
     Error(crate::error::StageError),
     Panic(String),
+    /// It failed once more than its restart policy allows.
+    RestartLimit {
+        gave_up: GaveUp,
+        failures: Vec<String>,
+    },
 }
 
 /// The outcome of a stage whose task itself panicked or was cancelled.
@@ -588,5 +626,9 @@ fn lost_task(error: tokio::task::JoinError) -> Outcome {
         discarded: 0,
         excess: 0,
         losses: Vec::new(),
+        restarts: 0,
+        redelivered: 0,
+        failures: Vec::new(),
+        gave_up: None,
     }
 }

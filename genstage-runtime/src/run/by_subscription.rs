@@ -41,6 +41,11 @@ impl<V> BySubscription<V> {
             .map(|(_, value)| value)
     }
 
+    /// Every entry, in insertion order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (SubscriptionId, &V)> {
+        self.entries.iter().map(|(key, value)| (*key, value))
+    }
+
     pub(super) fn remove(&mut self, sub: SubscriptionId) -> Option<V> {
         let at = self.entries.iter().position(|(key, _)| *key == sub)?;
         Some(self.entries.remove(at).1)

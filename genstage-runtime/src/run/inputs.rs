@@ -274,6 +274,21 @@ impl<T> Inputs<T> {
         }
     }
 
+    /// The subscriptions the stage's callbacks have been told of, as they see them: a restarted
+    /// stage's new value is told of them again.
+    pub(super) fn announced(&self) -> Vec<crate::subscription::Subscription> {
+        let pending = |sub| {
+            self.queue
+                .iter()
+                .any(|queued| matches!(queued, Queued::Subscribed(waiting) if *waiting == sub))
+        };
+        self.subscriptions
+            .iter()
+            .filter(|&(sub, _)| !pending(sub))
+            .map(|(sub, subscription)| subscription.seen_as(sub))
+            .collect()
+    }
+
     /// Makes the subscription manual: the stage asks for its events itself.
     pub(super) fn set_manual(&mut self, tag: SubscriptionTag) {
         if let Some(subscription) = self.subscriptions.get_mut(tag.0) {

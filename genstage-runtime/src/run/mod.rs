@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use crate::dispatcher::{Dispatch, PartitionFns};
+use crate::demand::BatchDemand;
+use crate::dispatcher::{Dispatch, PartitionFns, SubscriptionId};
 use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
 use crate::mailbox::{Receiver, TryRecvError};
@@ -32,11 +33,12 @@ use callback::{call_serving, Called};
 use demand_mode::{DemandModes, Switch};
 use inputs::{Inputs, Step};
 use outputs::{ConsumerNotice, Outputs};
+use restarts::{Redelivery, Restarts};
 use retry::Retry;
 
 pub(crate) use abort::Abort;
 pub(crate) use callback::panic_message;
-pub(crate) use restarts::Build;
+pub(crate) use restarts::{Build, GaveUp};
 
 /// The next message of a stage loop's mailbox. When none is queued, waits for one and `continue`s the
 /// loop, which first does whatever the wait made possible; when every sender is gone, `break`s it.
@@ -102,6 +104,14 @@ pub(crate) struct Outcome {
     pub(crate) discarded: u64,
     pub(crate) excess: u64,
     pub(crate) losses: Vec<Loss>,
+    /// Times its stage was restarted.
+    pub(crate) restarts: u64,
+    /// Events handed again to a restarted stage.
+    pub(crate) redelivered: u64,
+    /// Its last failures, oldest first.
+    pub(crate) failures: Vec<String>,
+    /// Set when it stopped for having reached its restart limit.
+    pub(crate) gave_up: Option<GaveUp>,
 }
 
 /// What a stage task has besides its stage and its mailbox: its name, a port to its own mailbox (for
@@ -158,21 +168,109 @@ impl StageEnv {
 }
 
 /// The batch a stage's callback holds, while it holds one.
-#[derive(Debug, Default)]
-struct InHand {
+struct InHand<T> {
     /// Events handed to the callback that has not returned them yet: when the stage stops, the
     /// batch its callback failed or panicked on.
     batch: u64,
     /// Whether that callback was dropped because the stage had to stop, rather than failed.
     interrupted: bool,
+    /// The ask the batch earns once handled: a restart makes it for the failed value.
+    ask: Option<(SubscriptionId, BatchDemand)>,
+    /// A copy of the batch, when the stage redelivers.
+    copy: Option<Vec<T>>,
+    /// The index of the event, when the batch is one event handed again.
+    redelivered: Option<usize>,
 }
 
-/// Closes a stopped stage's mailbox and counts what the stage leaves behind: the batch `in_hand`,
-/// `unhandled` events already taken from the mailbox, every event still in it, what it sent to
-/// consumers that had gone, and its `buffered` events.
-fn close_and_count<In, Out>(
+impl<T> Default for InHand<T> {
+    fn default() -> Self {
+        InHand {
+            batch: 0,
+            interrupted: false,
+            ask: None,
+            copy: None,
+            redelivered: None,
+        }
+    }
+}
+
+impl<T> InHand<T> {
+    /// The callback takes `events`, a batch that earns `ask`, or (`redelivered`) one event handed
+    /// again; `copy` keeps it for redelivery.
+    #[inline]
+    fn take(
+        &mut self,
+        events: &[T],
+        ask: Option<(SubscriptionId, BatchDemand)>,
+        redelivered: Option<usize>,
+        copy: Option<fn(&[T]) -> Vec<T>>,
+    ) {
+        self.batch = events.len() as u64;
+        self.ask = ask;
+        self.redelivered = redelivered;
+        if let Some(copy) = copy {
+            self.copy = Some(copy(events));
+        }
+    }
+
+    /// The callback returned the batch: nothing is in hand.
+    #[inline]
+    fn done(&mut self) {
+        self.batch = 0;
+        self.ask = None;
+        self.copy = None;
+        self.redelivered = None;
+    }
+}
+
+/// What a consumer's or producer_consumer's loop keeps across restarts of its stage.
+struct Kept<T> {
+    /// Calls, casts and infos taken in and not yet opened.
+    letters: VecDeque<Letter>,
+    /// Events to hand again to the restarted stage.
+    redelivery: Redelivery<T>,
+    /// Events of batches its failed values held, lost.
+    failed: u64,
+    /// A restarted value is to be told of the stage's subscriptions.
+    announce: bool,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            letters: VecDeque::new(),
+            redelivery: Redelivery::default(),
+            failed: 0,
+            announce: false,
+        }
+    }
+}
+
+impl<T> Kept<T> {
+    /// After a restart: the batch the failed value held is lost, or queued to be handed again;
+    /// the ask it earned is made; the new value is to be told of its subscriptions.
+    fn restarted(&mut self, in_hand: &mut InHand<T>, inputs: &Inputs<T>) {
+        if let Some((sub, demand)) = in_hand.ask.take() {
+            drop(inputs.ask(sub, demand));
+        }
+        match in_hand.copy.take() {
+            Some(events) => self.redelivery.again(in_hand.redelivered, events),
+            None => self.failed += in_hand.batch,
+        }
+        in_hand.done();
+        in_hand.interrupted = false;
+        self.announce = true;
+    }
+}
+
+/// Closes a stopped stage's mailbox and counts what the stage leaves behind: the batch `in_hand`
+/// and those its earlier values `failed_before` on, `unhandled` events already taken from the
+/// mailbox, every event still in it, what it sent to consumers that had gone, and its `buffered`
+/// events.
+fn close_and_count<In, Out, T>(
     mailbox: &mut Receiver<Mail<In, Out>>,
-    in_hand: &InHand,
+    in_hand: &InHand<T>,
+    failed_before: u64,
     unhandled: u64,
     consumer_gone: u64,
     buffered: u64,
@@ -191,7 +289,7 @@ fn close_and_count<In, Out>(
         (in_hand.batch, 0)
     };
     [
-        (failed, LossReason::FailedBatch),
+        (failed_before + failed, LossReason::FailedBatch),
         (unhandled + in_mailbox + interrupted, LossReason::Unhandled),
         (consumer_gone, LossReason::ConsumerGone),
         (buffered, LossReason::Buffered),
@@ -267,11 +365,11 @@ fn settle<S, T: Send + 'static>(
 pub(crate) async fn run_producer<P: Producer>(
     build: Build<P>,
     dispatch: Dispatch<P, P::Output>,
-    _policy: RestartPolicy<NoInput>,
+    policy: RestartPolicy<NoInput>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<Infallible, P::Output>>,
 ) -> Outcome {
-    let mut stage = build.first;
+    let (mut stage, mut restarts) = Restarts::new(build, policy);
     let options = stage.producer_options();
     let Dispatch {
         dispatcher,
@@ -280,21 +378,40 @@ pub(crate) async fn run_producer<P: Producer>(
     let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
     let mut state = ProducerState::default();
     state.set_demand(options.demand, &mut outputs);
-    let stage_loop = produce(
-        &mut stage,
-        partition,
-        &env,
-        &mut mailbox,
-        &mut outputs,
-        state,
-    );
-    let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
+    let exit = loop {
+        let stage_loop = produce(
+            &mut stage,
+            partition,
+            &env,
+            &mut mailbox,
+            &mut outputs,
+            &mut state,
+        );
+        let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
+        // A dispatcher that cannot dispatch (a partition function out of range) stays so.
+        if outputs.failure().is_some() {
+            break exit;
+        }
+        // A producer ends on its own when it has delivered its last events, unless the pipeline is
+        // shutting down.
+        let on_its_own = !state.shut_down;
+        match restarts.restart(&env.name, &exit, on_its_own, None) {
+            Ok(Some(restarted)) => {
+                stage = restarted;
+                state.exhausted = state.shut_down;
+                outputs.announce_again();
+            }
+            Ok(None) => break exit,
+            Err(exit) => break exit,
+        }
+    };
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
     let losses = close_and_count(
         &mut mailbox,
-        &InHand::default(),
+        &InHand::<NoInput>::default(),
+        0,
         0,
         outputs.lost_to_gone_consumers,
         buffered,
@@ -308,6 +425,10 @@ pub(crate) async fn run_producer<P: Producer>(
         discarded: outputs.discarded(),
         excess: 0,
         losses,
+        restarts: restarts.count,
+        redelivered: 0,
+        failures: restarts.failures.into(),
+        gave_up: restarts.gave_up,
     }
 }
 
@@ -418,7 +539,8 @@ async fn produce<P: Producer>(
     env: &StageEnv,
     mailbox: &mut Receiver<Mail<Infallible, P::Output>>,
     outputs: &mut Outputs<P::Output>,
-    mut state: ProducerState,
+    // `&mut`, not owned: it outlives a restart of the stage.
+    state: &mut ProducerState,
 ) -> Exit {
     let mut retry = Retry::default();
     // The pipeline wires its subscriptions before its stages start: the producer takes them all in,
@@ -447,7 +569,7 @@ async fn produce<P: Producer>(
         // emit, or give the producer work.
         // Checked here, not in the callee: an async call costs, on the hot path, even when idle.
         if outputs.has_notices() {
-            if let Err(error) = tell_producer(stage, partition, env, outputs, &mut state).await {
+            if let Err(error) = tell_producer(stage, partition, env, outputs, state).await {
                 return Exit::Failed(error);
             }
         }
@@ -516,7 +638,7 @@ async fn produce<P: Producer>(
         }
         // A consumer that left is told of before the producer stops for want of consumers.
         if outputs.has_notices() {
-            if let Err(error) = tell_producer(stage, partition, env, outputs, &mut state).await {
+            if let Err(error) = tell_producer(stage, partition, env, outputs, state).await {
                 return Exit::Failed(error);
             }
         }
@@ -632,11 +754,11 @@ async fn tell_producer_consumer<S: ProducerConsumer>(
 pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     build: Build<S>,
     dispatch: Dispatch<S, S::Output>,
-    _policy: RestartPolicy<S::Input>,
+    policy: RestartPolicy<S::Input>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<S::Input, S::Output>>,
 ) -> Outcome {
-    let mut stage = build.first;
+    let (mut stage, mut restarts) = Restarts::new(build, policy);
     let options = stage.producer_options();
     if options.demand != DemandMode::Forward {
         tracing::warn!(stage = %env.name, "a producer_consumer has no demand mode (only producers do): its `ProducerOptions::demand` is ignored");
@@ -648,36 +770,60 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     } = dispatch;
     let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
     let mut in_hand = InHand::default();
-    let stage_loop = transform(
-        &mut stage,
-        partition,
-        &env,
-        &mut mailbox,
-        &mut inputs,
-        &mut outputs,
-        &mut in_hand,
-    );
-    let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
+    let mut kept = Kept::default();
+    let (exit, aborted) = loop {
+        let stage_loop = transform(
+            &mut stage,
+            partition,
+            &env,
+            &mut mailbox,
+            &mut inputs,
+            &mut outputs,
+            &mut in_hand,
+            &mut kept,
+            restarts.redelivery(),
+        );
+        let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
+        // A dispatcher that cannot dispatch (a partition function out of range) stays so.
+        if outputs.failure().is_some() {
+            break (exit, aborted);
+        }
+        match restarts.restart(&env.name, &exit, false, in_hand.redelivered) {
+            Ok(Some(restarted)) => {
+                stage = restarted;
+                kept.restarted(&mut in_hand, &inputs);
+                outputs.announce_again();
+            }
+            Ok(None) => break (exit, aborted),
+            Err(exit) => break (exit, aborted),
+        }
+    };
     in_hand.interrupted |= aborted;
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
+    let waiting = kept.redelivery.len();
     let losses = close_and_count(
         &mut mailbox,
         &in_hand,
-        inputs.unhandled(),
+        kept.failed,
+        inputs.unhandled() + waiting,
         outputs.lost_to_gone_consumers,
         buffered,
     );
     Outcome {
         exit,
-        events_in: inputs.events_in - in_hand.batch,
+        events_in: inputs.events_in - in_hand.batch - kept.failed - waiting,
         events_out: outputs.events_out,
         emitted: outputs.emitted(),
         copies: outputs.copies(),
         discarded: outputs.discarded(),
         excess: inputs.excess,
         losses,
+        restarts: restarts.count,
+        redelivered: kept.redelivery.count,
+        failures: restarts.failures.into(),
+        gave_up: restarts.gave_up,
     }
 }
 
@@ -720,9 +866,16 @@ async fn transform<S: ProducerConsumer>(
     mailbox: &mut Receiver<Mail<S::Input, S::Output>>,
     inputs: &mut Inputs<S::Input>,
     outputs: &mut Outputs<S::Output>,
-    in_hand: &mut InHand,
+    in_hand: &mut InHand<S::Input>,
+    kept: &mut Kept<S::Input>,
+    copy: Option<fn(&[S::Input]) -> Vec<S::Input>>,
 ) -> Exit {
-    let mut letters = VecDeque::new();
+    if std::mem::take(&mut kept.announce) {
+        announce_again(env, inputs, |subscription, ctx| {
+            stage.handle_subscribe(subscription, ctx)
+        });
+    }
+    let letters = &mut kept.letters;
     'run: loop {
         if let Err(exit) = settle(&*stage, partition, outputs) {
             break exit;
@@ -739,7 +892,7 @@ async fn transform<S: ProducerConsumer>(
             letters.clear();
         }
         // Infos whose events have gone out were taken in before: opened whatever the input.
-        outputs.move_released(&mut letters);
+        outputs.move_released(letters);
         while let Some(letter) = letters.pop_front() {
             // An `info_after_buffered` waits behind the buffer (released above).
             let Some(letter) = outputs.place_info(letter) else {
@@ -759,6 +912,21 @@ async fn transform<S: ProducerConsumer>(
                     break 'run Exit::Failed(error);
                 }
             }
+        }
+        // A restarted stage first handles again, one at a time, what its failed value held, while
+        // consumers downstream have demand.
+        while outputs.capacity() > 0 {
+            let Some((index, event)) = kept.redelivery.next() else {
+                break;
+            };
+            let events = vec![event];
+            in_hand.take(&events, None, Some(index), copy);
+            let emitted = match stage.handle_events(events).await {
+                Ok(emitted) => emitted,
+                Err(error) => break 'run Exit::Failed(error),
+            };
+            in_hand.done();
+            routed(&*stage, partition, |route| outputs.emit(emitted, route));
         }
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
         // it is queued behind an end notice.
@@ -793,19 +961,16 @@ async fn transform<S: ProducerConsumer>(
                 } => {
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
-                    in_hand.batch = events.len() as u64;
+                    in_hand.take(&events, Some((sub, demand)), None, copy);
                     // While the callback waits, the stage takes in its mail, and stops if its
                     // consumers leave.
                     let called = call_serving(stage.handle_events(events), mailbox, |mail| {
                         match mail {
                             Mail::Upstream(mail) => inputs.handle(mail),
                             Mail::Downstream(mail) => outputs.handle(mail),
-                            Mail::Control(control) => queue_control(
-                                *control,
-                                &mut letters,
-                                inputs,
-                                Some(outputs.buffered()),
-                            ),
+                            Mail::Control(control) => {
+                                queue_control(*control, letters, inputs, Some(outputs.buffered()))
+                            }
                         }
                         outputs.abandoned()
                     })
@@ -824,7 +989,7 @@ async fn transform<S: ProducerConsumer>(
                             break 'run Exit::Cancelled(None);
                         }
                     };
-                    in_hand.batch = 0;
+                    in_hand.done();
                     // The ask's wake-up goes with the output, to the consumer it wakes (see
                     // `crate::mailbox`, "Hand-offs"); failing that, the producer is woken before
                     // the consumer, so that it starts refilling while this stage's output waits
@@ -866,7 +1031,7 @@ async fn transform<S: ProducerConsumer>(
             // Downstream demand reaches a producer_consumer as capacity, read above.
             Mail::Downstream(mail) => outputs.handle(mail),
             Mail::Control(control) => {
-                queue_control(*control, &mut letters, inputs, Some(outputs.buffered()))
+                queue_control(*control, letters, inputs, Some(outputs.buffered()))
             }
         }
     }
@@ -874,15 +1039,34 @@ async fn transform<S: ProducerConsumer>(
 
 pub(crate) async fn run_consumer<C: Consumer>(
     build: Build<C>,
-    _policy: RestartPolicy<C::Input>,
+    policy: RestartPolicy<C::Input>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<C::Input, Infallible>>,
 ) -> Outcome {
-    let mut stage = build.first;
+    let (mut stage, mut restarts) = Restarts::new(build, policy);
     let mut inputs = Inputs::new(env.name.clone());
     let mut in_hand = InHand::default();
-    let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut in_hand);
-    let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
+    let mut kept = Kept::default();
+    let (exit, aborted) = loop {
+        let stage_loop = consume(
+            &mut stage,
+            &env,
+            &mut mailbox,
+            &mut inputs,
+            &mut in_hand,
+            &mut kept,
+            restarts.redelivery(),
+        );
+        let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
+        match restarts.restart(&env.name, &exit, false, in_hand.redelivered) {
+            Ok(Some(restarted)) => {
+                stage = restarted;
+                kept.restarted(&mut in_hand, &inputs);
+            }
+            Ok(None) => break (exit, aborted),
+            Err(exit) => break (exit, aborted),
+        }
+    };
     in_hand.interrupted |= aborted;
     if aborted {
         let handled = stage.__handled_of_interrupted_batch().min(in_hand.batch);
@@ -890,16 +1074,45 @@ pub(crate) async fn run_consumer<C: Consumer>(
     }
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
-    let losses = close_and_count(&mut mailbox, &in_hand, inputs.unhandled(), 0, 0);
+    let waiting = kept.redelivery.len();
+    let losses = close_and_count(
+        &mut mailbox,
+        &in_hand,
+        kept.failed,
+        inputs.unhandled() + waiting,
+        0,
+        0,
+    );
     Outcome {
         exit,
-        events_in: inputs.events_in - in_hand.batch,
+        events_in: inputs.events_in - in_hand.batch - kept.failed - waiting,
         events_out: 0,
         emitted: 0,
         copies: 0,
         discarded: 0,
         excess: inputs.excess,
         losses,
+        restarts: restarts.count,
+        redelivered: kept.redelivery.count,
+        failures: restarts.failures.into(),
+        gave_up: restarts.gave_up,
+    }
+}
+
+/// Tells a restarted stage's new value of its subscriptions to producers, as `handle_subscribe`
+/// tells of a new one; a subscription stays manual once made so.
+fn announce_again<S: Send + 'static, T>(
+    env: &StageEnv,
+    inputs: &mut Inputs<T>,
+    mut handle_subscribe: impl FnMut(&crate::subscription::Subscription, &mut Context<'_, S>) -> Demand,
+) where
+    Inputs<T>: ManualAsks,
+{
+    for subscription in inputs.announced() {
+        let mut ctx = env.context(Some(&mut *inputs));
+        if handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
+            inputs.set_manual(subscription.tag());
+        }
     }
 }
 
@@ -908,11 +1121,17 @@ async fn consume<C: Consumer>(
     env: &StageEnv,
     mailbox: &mut Receiver<Mail<C::Input, Infallible>>,
     inputs: &mut Inputs<C::Input>,
-    in_hand: &mut InHand,
+    in_hand: &mut InHand<C::Input>,
+    kept: &mut Kept<C::Input>,
+    copy: Option<fn(&[C::Input]) -> Vec<C::Input>>,
 ) -> Exit {
-    let mut letters = VecDeque::new();
+    if std::mem::take(&mut kept.announce) {
+        announce_again(env, inputs, |subscription, ctx| {
+            stage.handle_subscribe(subscription, ctx)
+        });
+    }
     'run: loop {
-        while let Some(letter) = letters.pop_front() {
+        while let Some(letter) = kept.letters.pop_front() {
             let opened = env.open::<C, Infallible>(stage, letter, Some(inputs)).await;
             env.send_replies();
             if let Err(error) = opened {
@@ -922,6 +1141,15 @@ async fn consume<C: Consumer>(
                 }
                 break 'run Exit::Failed(error);
             }
+        }
+        // A restarted stage first handles again, one at a time, what its failed value held.
+        while let Some((index, event)) = kept.redelivery.next() {
+            let events = vec![event];
+            in_hand.take(&events, None, Some(index), copy);
+            if let Err(error) = stage.handle_events(events).await {
+                break 'run Exit::Failed(error);
+            }
+            in_hand.done();
         }
         while let Some(step) = inputs.next_step(true) {
             match step {
@@ -952,7 +1180,7 @@ async fn consume<C: Consumer>(
                 } => {
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
-                    in_hand.batch = events.len() as u64;
+                    in_hand.take(&events, Some((sub, demand)), None, copy);
                     if let Err(error) = stage.handle_events(events).await {
                         // A `to_stream` sink whose stream was dropped stops normally; the events
                         // the stream yielded are handled, the rest of the batch is lost.
@@ -963,12 +1191,12 @@ async fn consume<C: Consumer>(
                         }
                         break 'run Exit::Failed(error);
                     }
-                    in_hand.batch = 0;
+                    in_hand.done();
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
                 }
                 // Only a producer_consumer queues infos behind its input.
-                Step::Info(letter) => letters.push_back(letter),
+                Step::Info(letter) => kept.letters.push_back(letter),
             }
         }
         if inputs.exhausted() {
@@ -980,7 +1208,7 @@ async fn consume<C: Consumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
             Mail::Downstream(_) => {}
-            Mail::Control(control) => queue_control(*control, &mut letters, inputs, None),
+            Mail::Control(control) => queue_control(*control, &mut kept.letters, inputs, None),
         }
     }
 }

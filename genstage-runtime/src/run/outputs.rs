@@ -141,6 +141,17 @@ impl<T: Send + 'static> Outputs<T> {
             .push_back(ConsumerNotice::Cancelled(outlet.seen_as, reason));
     }
 
+    /// Tells a restarted stage's new value of every consumer it has: what the old value was to be
+    /// told is forgotten (it knew consumers the new one never will, and the new one is told of
+    /// every consumer there is).
+    pub(super) fn announce_again(&mut self) {
+        self.notices.clear();
+        for (_, outlet) in self.consumers.iter() {
+            self.notices
+                .push_back(ConsumerNotice::Subscribed(outlet.seen_as.clone()));
+        }
+    }
+
     /// Whether a subscription has begun or ended that the stage's callbacks have not been told of.
     #[inline]
     pub(super) fn has_notices(&self) -> bool {

@@ -1,4 +1,16 @@
-//! A stage task's restarts: how it makes its stage value again, and when it may.
+//! A stage task's restarts: how it makes its stage value again, when it may, and what a restart
+//! does with the batch the failed value held.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use crate::restart::{Intensity, Restart, RestartPolicy};
+
+use super::{panic_message, Exit};
+
+/// How many of a stage's last failures its report keeps.
+const FAILURES_KEPT: usize = 10;
 
 /// A stage's value, and how to make it again for a restart (`None`: it cannot be).
 pub(crate) struct Build<S> {
@@ -26,5 +38,163 @@ impl<S> Build<S> {
     /// Whether it can be made again.
     pub(crate) fn rebuildable(&self) -> bool {
         self.again.is_some()
+    }
+}
+
+/// Why a stage gave up restarting: its policy's limit, reached.
+#[derive(Debug)]
+pub(crate) struct GaveUp {
+    pub(crate) max_restarts: u32,
+    pub(crate) within: Duration,
+    /// With redelivery, the index in its batch of the event it failed on each time.
+    pub(crate) poison: Option<usize>,
+}
+
+/// A stage's restarts so far, and whether it may restart again.
+pub(crate) struct Restarts<S, T> {
+    again: Option<Box<dyn FnMut() -> S + Send>>,
+    policy: RestartPolicy<T>,
+    intensity: Intensity,
+    /// Restarts made.
+    pub(crate) count: u64,
+    /// Its last failures, oldest first.
+    pub(crate) failures: VecDeque<String>,
+    /// Set when it stopped for having reached its limit.
+    pub(crate) gave_up: Option<GaveUp>,
+}
+
+impl<S, T> Restarts<S, T> {
+    /// The restarts of the stage `build` makes, by `policy`; returns its first value.
+    pub(crate) fn new(build: Build<S>, policy: RestartPolicy<T>) -> (S, Self) {
+        let (max_restarts, within) = policy.limit();
+        let restarts = Restarts {
+            again: build.again,
+            policy,
+            intensity: Intensity::new(max_restarts, within),
+            count: 0,
+            failures: VecDeque::new(),
+            gave_up: None,
+        };
+        (build.first, restarts)
+    }
+
+    /// The copy of a batch to keep for redelivery, when the stage redelivers.
+    pub(crate) fn redelivery(&self) -> Option<fn(&[T]) -> Vec<T>> {
+        self.policy.redelivery()
+    }
+
+    /// The stage's next value, after its loop ended with `exit`, if its policy restarts it:
+    /// after a failure (not `temporary`), or after it ended on its own (`finished_on_its_own`, a
+    /// producer's last events delivered; `permanent` only). `Err` when it may not restart: the
+    /// restart limit reached (recorded in [`gave_up`](Self::gave_up)), or its constructor
+    /// panicked, whose exit it then is.
+    pub(crate) fn restart(
+        &mut self,
+        stage: &str,
+        exit: &Exit,
+        finished_on_its_own: bool,
+        poison: Option<usize>,
+    ) -> Result<Option<S>, Exit> {
+        let restart = self.policy.restart();
+        let wanted = match exit {
+            Exit::Failed(_) | Exit::Panicked(_) => restart != Restart::Temporary,
+            Exit::Finished => finished_on_its_own && restart == Restart::Permanent,
+            _ => false,
+        };
+        let Some(again) = self.again.as_mut().filter(|_| wanted) else {
+            return Ok(None);
+        };
+        let status = exit.status().to_string();
+        if self.failures.len() == FAILURES_KEPT {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(status.clone());
+        if !self.intensity.allow(tokio::time::Instant::now().into_std()) {
+            let (max_restarts, within) = self.policy.limit();
+            tracing::error!(
+                stage,
+                max_restarts,
+                "stage {stage} reached its restart limit ({max_restarts} in {within:?}) and stops: {status}"
+            );
+            self.gave_up = Some(GaveUp {
+                max_restarts,
+                within,
+                poison,
+            });
+            return Ok(None);
+        }
+        match catch_unwind(AssertUnwindSafe(again)) {
+            Ok(stage_value) => {
+                self.count += 1;
+                tracing::warn!(
+                    stage,
+                    restart = self.count,
+                    "stage {stage} restarts ({restart}) after: {status}"
+                );
+                Ok(Some(stage_value))
+            }
+            Err(panic) => Err(Exit::Panicked(format!(
+                "its constructor panicked on restart: {}",
+                panic_message(&*panic)
+            ))),
+        }
+    }
+}
+
+/// Events to hand again, one at a time, to a restarted stage that redelivers: each with its index
+/// in the batch it first came in.
+pub(crate) struct Redelivery<T> {
+    queue: VecDeque<(usize, T)>,
+    /// Events handed again, over every restart.
+    pub(crate) count: u64,
+}
+
+impl<T> Default for Redelivery<T> {
+    fn default() -> Self {
+        Redelivery {
+            queue: VecDeque::new(),
+            count: 0,
+        }
+    }
+}
+
+impl<T> Redelivery<T> {
+    /// Queues the batch a failed callback held, in front of what waits: a whole batch, or
+    /// (`index`) the one redelivered event it failed on again.
+    pub(crate) fn again(&mut self, index: Option<usize>, events: Vec<T>) {
+        self.count += events.len() as u64;
+        let first = index.unwrap_or(0);
+        for (offset, event) in events.into_iter().enumerate().rev() {
+            self.queue.push_front((first + offset, event));
+        }
+    }
+
+    /// The next event to hand again, with its index.
+    pub(crate) fn next(&mut self) -> Option<(usize, T)> {
+        self.queue.pop_front()
+    }
+
+    /// Events waiting to be handed again.
+    pub(crate) fn len(&self) -> u64 {
+        self.queue.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_is_handed_again_one_event_at_a_time_in_order() {
+        let mut redelivery = Redelivery::default();
+        redelivery.again(None, vec!['a', 'b', 'c']);
+        assert_eq!(redelivery.next(), Some((0, 'a')));
+        // 'b' fails the restarted stage: it is handed again first, with its index.
+        assert_eq!(redelivery.next(), Some((1, 'b')));
+        redelivery.again(Some(1), vec!['b']);
+        assert_eq!(redelivery.next(), Some((1, 'b')));
+        assert_eq!(redelivery.next(), Some((2, 'c')));
+        assert_eq!(redelivery.next(), None);
+        assert_eq!(redelivery.count, 4);
     }
 }

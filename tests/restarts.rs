@@ -1,0 +1,623 @@
+//! Restart policies (OTP's permanent, transient, temporary), the restart intensity limit,
+//! redelivery and the poison event, through the builder: which stages restart, which stop, which
+//! go on, and the report's exact counts.
+//!
+//! Runs are wrapped in a timeout that guards against hangs; it is not a timing assertion.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genstage::{
+    from_iter, CancelReason, Consumer, Context, Demand, Emit, LossReason, NoInput, Pipeline,
+    PipelineError, Producer, ProducerConsumer, Report, RestartPolicy, StageReport, StageResult,
+    StageStatus, SubscribeOptions, Subscriber, Subscription,
+};
+
+async fn guard<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .expect("the pipeline hung (no end within 60 s)")
+}
+
+/// The report a run returned, or the one its error carries.
+fn report_of(result: Result<Report, PipelineError>) -> (Report, Option<PipelineError>) {
+    match result {
+        Ok(report) => (report, None),
+        Err(error) => {
+            let report = error
+                .report()
+                .cloned()
+                .unwrap_or_else(|| panic!("a run-time failure carries its report: {error}"));
+            (report, Some(error))
+        }
+    }
+}
+
+fn stage<'a>(report: &'a Report, name: &str) -> &'a StageReport {
+    report
+        .stage(name)
+        .unwrap_or_else(|| panic!("no stage {name} in {report:?}"))
+}
+
+fn lost(stage: &StageReport, reason: LossReason) -> u64 {
+    stage
+        .losses
+        .iter()
+        .filter(|loss| loss.reason == reason)
+        .map(|loss| loss.count)
+        .sum()
+}
+
+/// How a fault shows: an error returned, or a panic.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Error,
+    Panic,
+}
+
+/// Which events fail their stage, and how many more times each does (`u32::MAX`: always).
+#[derive(Clone, Default)]
+struct Faults(Arc<Mutex<HashMap<u64, u32>>>);
+
+impl Faults {
+    fn on(events: &[(u64, u32)]) -> Self {
+        Faults(Arc::new(Mutex::new(events.iter().copied().collect())))
+    }
+
+    /// Whether `event` fails now (and one time fewer from now on).
+    fn strikes(&self, event: u64) -> bool {
+        let mut faults = self.0.lock().unwrap();
+        match faults.get_mut(&event) {
+            Some(left) if *left > 0 => {
+                if *left != u32::MAX {
+                    *left -= 1;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn fail(fault: Fault, stage: &str, event: u64) -> StageResult<()> {
+    match fault {
+        Fault::Error => Err(format!("{stage} failed on {event}").into()),
+        Fault::Panic => panic!("{stage} panicked on {event}"),
+    }
+}
+
+/// Records every event it handles, in order; fails on the events of `faults`, after recording
+/// the events of the batch before it.
+struct Flaky {
+    faults: Faults,
+    fault: Fault,
+    seen: Arc<Mutex<Vec<u64>>>,
+    policy: RestartPolicy<u64>,
+    /// `handle_subscribe` calls, over every value.
+    subscribed: Arc<AtomicUsize>,
+}
+
+impl Consumer for Flaky {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        for event in events {
+            if self.faults.strikes(event) {
+                return fail(self.fault, "Flaky", event);
+            }
+            self.seen.lock().unwrap().push(event);
+        }
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::new().max_demand(10).min_demand(5)
+    }
+    fn handle_subscribe(&mut self, _: &Subscription, _: &mut Context<'_, Self>) -> Demand {
+        self.subscribed.fetch_add(1, Ordering::Relaxed);
+        Demand::Automatic
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+/// A `Flaky` consumer of `0..count`, built by a constructor; what it saw, and its
+/// `handle_subscribe` calls.
+struct FlakyRun {
+    pipeline: Pipeline,
+    seen: Arc<Mutex<Vec<u64>>>,
+    subscribed: Arc<AtomicUsize>,
+}
+
+fn flaky_run(count: u64, faults: Faults, fault: Fault, policy: RestartPolicy<u64>) -> FlakyRun {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..count));
+    let (s, sub) = (seen.clone(), subscribed.clone());
+    let flaky = pipeline.add_consumer_with(move || Flaky {
+        faults: faults.clone(),
+        fault,
+        seen: s.clone(),
+        policy,
+        subscribed: sub.clone(),
+    });
+    pipeline.subscribe(&numbers, &flaky);
+    FlakyRun {
+        pipeline,
+        seen,
+        subscribed,
+    }
+}
+
+#[tokio::test]
+async fn a_transient_consumer_restarts_and_loses_the_batch_it_failed_on() {
+    for fault in [Fault::Error, Fault::Panic] {
+        let run = flaky_run(
+            100,
+            Faults::on(&[(7, 1)]),
+            fault,
+            RestartPolicy::transient(),
+        );
+        let report = guard(run.pipeline.run())
+            .await
+            .expect("one restart is allowed");
+        let flaky = stage(&report, "Flaky");
+        // Batches of 5 (max 10, min 5): 5..10 held 7; 5 and 6 were handled before it failed, but
+        // the batch is counted as lost, as the stage did not return it.
+        assert_eq!(flaky.restarts, 1, "{fault:?}");
+        assert_eq!(flaky.events_in, 95);
+        assert_eq!(lost(flaky, LossReason::FailedBatch), 5);
+        assert_eq!(flaky.lost, 5);
+        assert_eq!(flaky.redelivered, 0);
+        assert_eq!(flaky.status, StageStatus::Finished);
+        assert_eq!(flaky.failures.len(), 1);
+        assert!(flaky.failures[0].contains("on 7"), "{:?}", flaky.failures);
+        let expected: Vec<u64> = (0..7).chain(10..100).collect();
+        assert_eq!(*run.seen.lock().unwrap(), expected);
+        // The new value was told of its subscription, as the first one was.
+        assert_eq!(run.subscribed.load(Ordering::Relaxed), 2);
+        assert!(report.totals().balanced(), "{report}");
+        assert_eq!(stage(&report, "from_iter").status, StageStatus::Finished);
+    }
+}
+
+#[tokio::test]
+async fn a_temporary_consumer_is_not_restarted() {
+    let run = flaky_run(
+        100,
+        Faults::on(&[(7, 1)]),
+        Fault::Error,
+        RestartPolicy::temporary(),
+    );
+    let (report, error) = report_of(guard(run.pipeline.run()).await);
+    assert!(
+        matches!(error, Some(PipelineError::StageFailed { ref stage, .. }) if stage == "Flaky")
+    );
+    let flaky = stage(&report, "Flaky");
+    assert_eq!(flaky.restarts, 0);
+    assert_eq!(
+        flaky.status,
+        StageStatus::Failed("Flaky failed on 7".into())
+    );
+    assert_eq!(flaky.failures, Vec::<String>::new());
+    assert!(report.totals().balanced(), "{report}");
+}
+
+#[tokio::test]
+async fn redelivery_hands_the_failed_batch_again_so_every_event_is_handled() {
+    for fault in [Fault::Error, Fault::Panic] {
+        let run = flaky_run(
+            100,
+            Faults::on(&[(7, 1), (42, 1)]),
+            fault,
+            RestartPolicy::transient().redeliver(),
+        );
+        let report = guard(run.pipeline.run())
+            .await
+            .expect("two restarts are allowed");
+        let flaky = stage(&report, "Flaky");
+        assert_eq!(flaky.restarts, 2, "{fault:?}");
+        // Every event handled, counted once.
+        assert_eq!(flaky.events_in, 100);
+        assert_eq!(flaky.lost, 0);
+        // The batches 5..10 and 40..45, handed again.
+        assert_eq!(flaky.redelivered, 10);
+        // At least once: 5, 6, 40 and 41 were handled by the failed values too.
+        let mut seen = run.seen.lock().unwrap().clone();
+        let mut expected: Vec<u64> = (0..100).chain([5, 6, 40, 41]).collect();
+        seen.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+        assert!(report.totals().balanced(), "{report}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_fails_every_time_is_reported_as_the_poison_event() {
+    let run = flaky_run(
+        100,
+        Faults::on(&[(7, u32::MAX)]),
+        Fault::Error,
+        RestartPolicy::transient().redeliver(),
+    );
+    let (report, error) = report_of(guard(run.pipeline.run()).await);
+    let Some(PipelineError::RestartLimit {
+        stage: name,
+        max_restarts,
+        within,
+        failures,
+        poison,
+        ..
+    }) = error
+    else {
+        panic!("the restart limit is reached: {error:?}");
+    };
+    assert_eq!(name, "Flaky");
+    assert_eq!((max_restarts, within), (3, Duration::from_secs(5)));
+    // 7 is the third event of its batch 5..10.
+    assert_eq!(poison, Some(2));
+    assert_eq!(failures, vec!["failed: Flaky failed on 7".to_owned(); 4]);
+    let flaky = stage(&report, "Flaky");
+    assert_eq!(flaky.restarts, 3);
+    // The batch after the first failure, then 7 alone after the second and the third.
+    assert_eq!(flaky.redelivered, 5 + 2);
+    assert_eq!(
+        flaky.status,
+        StageStatus::Failed("Flaky failed on 7".into())
+    );
+    // 0..7 handled; 7 lost as the batch it failed on; 8 and 9 waited for redelivery.
+    assert_eq!(flaky.events_in, 7);
+    assert_eq!(lost(flaky, LossReason::FailedBatch), 1);
+    assert!(lost(flaky, LossReason::Unhandled) >= 2);
+    assert!(report.totals().balanced(), "{report}");
+    assert_eq!(
+        error_text(&run_poison_message()),
+        "stage `Flaky` failed more often than its restart policy allows (3 restarts in 5s), and was stopped; the event at index 2 of its batch failed it each time; last failure: failed: Flaky failed on 7"
+    );
+}
+
+fn run_poison_message() -> PipelineError {
+    PipelineError::RestartLimit {
+        stage: "Flaky".into(),
+        max_restarts: 3,
+        within: Duration::from_secs(5),
+        failures: vec!["failed: Flaky failed on 7".into()],
+        poison: Some(2),
+        report: Box::new(Report { stages: Vec::new() }),
+    }
+}
+
+fn error_text(error: &PipelineError) -> String {
+    error.to_string()
+}
+
+#[tokio::test]
+async fn without_redelivery_a_failing_event_is_lost_once_and_never_loops() {
+    let run = flaky_run(
+        100,
+        Faults::on(&[(7, u32::MAX)]),
+        Fault::Panic,
+        RestartPolicy::transient(),
+    );
+    let report = guard(run.pipeline.run()).await.expect("one restart");
+    let flaky = stage(&report, "Flaky");
+    assert_eq!((flaky.restarts, flaky.events_in, flaky.lost), (1, 95, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_spread_wider_than_the_window_never_reach_the_limit() {
+    // One batch a second; failures on the batches of 10, 30, 50 and 70: 2 s apart, so never more
+    // than 3 in a window of 5 s.
+    let faults = Faults::on(&[(10, 1), (30, 1), (50, 1), (70, 1)]);
+    let slow = |policy: RestartPolicy<u64>| {
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer(from_iter(0..100u64));
+        let faults = faults.clone();
+        let slow = pipeline.add_consumer_with(move || Slow {
+            faults: faults.clone(),
+            policy,
+        });
+        pipeline.subscribe_with(
+            &numbers,
+            &slow,
+            SubscribeOptions::new().max_demand(20).min_demand(10),
+        );
+        pipeline
+    };
+    let report = guard(slow(RestartPolicy::transient()).run())
+        .await
+        .expect("never 4 restarts within 5 s");
+    assert_eq!(stage(&report, "Slow").restarts, 4);
+    assert_eq!(stage(&report, "Slow").events_in, 60);
+
+    // The same with a window of 10 s: the fourth failure is one too many.
+    let faults = Faults::on(&[(10, 1), (30, 1), (50, 1), (70, 1)]);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..100u64));
+    let slow = pipeline.add_consumer_with(move || Slow {
+        faults: faults.clone(),
+        policy: RestartPolicy::transient().max_restarts(3, Duration::from_secs(10)),
+    });
+    pipeline.subscribe_with(
+        &numbers,
+        &slow,
+        SubscribeOptions::new().max_demand(20).min_demand(10),
+    );
+    let (report, error) = report_of(guard(pipeline.run()).await);
+    assert!(matches!(
+        error,
+        Some(PipelineError::RestartLimit { poison: None, .. })
+    ));
+    assert_eq!(stage(&report, "Slow").restarts, 3);
+    assert!(report.totals().balanced(), "{report}");
+}
+
+/// Takes a second per batch; fails on the events of `faults`.
+struct Slow {
+    faults: Faults,
+    policy: RestartPolicy<u64>,
+}
+
+impl Consumer for Slow {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match events.iter().find(|&&event| self.faults.strikes(event)) {
+            Some(&event) => fail(Fault::Error, "Slow", event),
+            None => Ok(()),
+        }
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+/// Doubles; panics on the events of `faults`.
+struct Doubler {
+    faults: Faults,
+}
+
+impl ProducerConsumer for Doubler {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        if let Some(&event) = events.iter().find(|&&event| self.faults.strikes(event)) {
+            panic!("Doubler panicked on {event}");
+        }
+        Ok(events.into_iter().map(|n| 2 * n).collect())
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+/// Collects what it receives, and how its subscriptions ended.
+struct Collect {
+    seen: Arc<Mutex<Vec<u64>>>,
+    cancels: Arc<Mutex<Vec<CancelReason>>>,
+}
+
+impl Consumer for Collect {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    async fn handle_cancel(
+        &mut self,
+        _: &Subscription,
+        reason: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        self.cancels.lock().unwrap().push(reason.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_producer_consumer_keeps_its_consumers_who_see_no_cancellation() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let cancels = Arc::new(Mutex::new(Vec::new()));
+    let faults = Faults::on(&[(33, 1)]);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..100u64));
+    let doubler = pipeline.add_producer_consumer_with(move || Doubler {
+        faults: faults.clone(),
+    });
+    let collect = pipeline.add_consumer(Collect {
+        seen: seen.clone(),
+        cancels: cancels.clone(),
+    });
+    pipeline
+        .subscribe_with(
+            &numbers,
+            &doubler,
+            SubscribeOptions::new().max_demand(10).min_demand(5),
+        )
+        .subscribe(&doubler, &collect);
+    let report = guard(pipeline.run()).await.expect("one restart");
+    let doubler = stage(&report, "Doubler");
+    assert_eq!(
+        (doubler.restarts, doubler.events_in, doubler.lost),
+        (1, 95, 5)
+    );
+    assert!(matches!(doubler.status, StageStatus::Finished));
+    // Everything but the batch 30..35, doubled, in order.
+    let expected: Vec<u64> = (0..30).chain(35..100).map(|n| 2 * n).collect();
+    assert_eq!(*seen.lock().unwrap(), expected);
+    // Its consumer saw its subscription end once, when it finished: not at the restart.
+    assert_eq!(*cancels.lock().unwrap(), vec![CancelReason::Finished]);
+    assert!(report.totals().balanced(), "{report}");
+}
+
+/// Counts on from a shared counter, so that a rebuilt value goes on where the failed one was;
+/// fails on its `fail_on`-th call, once; ends at `end`.
+struct Counter {
+    next: Arc<AtomicU64>,
+    end: u64,
+    calls: Arc<AtomicU64>,
+    fail_on: u64,
+    policy: RestartPolicy<NoInput>,
+    told: Arc<AtomicUsize>,
+}
+
+impl Producer for Counter {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) + 1 == self.fail_on {
+            return Err("Counter failed".into());
+        }
+        let start = self.next.load(Ordering::Relaxed);
+        let stop = (start + demand as u64).min(self.end);
+        self.next.store(stop, Ordering::Relaxed);
+        let events = (start..stop).collect();
+        Ok(if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+    fn handle_consumer_subscribe(&mut self, _: &Subscriber, _: &mut Context<'_, Self>) {
+        self.told.fetch_add(1, Ordering::Relaxed);
+    }
+    fn restart_policy(&self) -> RestartPolicy<NoInput> {
+        self.policy
+    }
+}
+
+struct CounterRun {
+    pipeline: Pipeline,
+    seen: Arc<Mutex<Vec<u64>>>,
+    cancels: Arc<Mutex<Vec<CancelReason>>>,
+    told: Arc<AtomicUsize>,
+}
+
+fn counter_run(end: u64, fail_on: u64, policy: RestartPolicy<NoInput>, shared: bool) -> CounterRun {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let cancels = Arc::new(Mutex::new(Vec::new()));
+    let told = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let t = told.clone();
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer_with(move || Counter {
+        // A value that does not share the counter starts again from 0.
+        next: if shared {
+            next.clone()
+        } else {
+            Arc::new(AtomicU64::new(0))
+        },
+        end,
+        calls: calls.clone(),
+        fail_on,
+        policy,
+        told: t.clone(),
+    });
+    let collect = pipeline.add_consumer(Collect {
+        seen: seen.clone(),
+        cancels: cancels.clone(),
+    });
+    pipeline.subscribe_with(
+        &counter,
+        &collect,
+        SubscribeOptions::new().max_demand(10).min_demand(5),
+    );
+    CounterRun {
+        pipeline,
+        seen,
+        cancels,
+        told,
+    }
+}
+
+#[tokio::test]
+async fn a_transient_producer_restarts_with_its_consumers_demand_and_buffer_kept() {
+    let run = counter_run(100, 3, RestartPolicy::transient(), true);
+    let report = guard(run.pipeline.run()).await.expect("one restart");
+    let counter = stage(&report, "Counter");
+    assert_eq!(
+        (counter.restarts, counter.emitted, counter.lost),
+        (1, 100, 0)
+    );
+    assert_eq!(*run.seen.lock().unwrap(), (0..100).collect::<Vec<_>>());
+    assert_eq!(*run.cancels.lock().unwrap(), vec![CancelReason::Finished]);
+    // The new value was told of its consumer, as the first one was.
+    assert_eq!(run.told.load(Ordering::Relaxed), 2);
+    assert!(report.totals().balanced(), "{report}");
+}
+
+#[tokio::test]
+async fn a_permanent_producer_is_restarted_when_it_finishes_until_the_limit() {
+    // Each value emits 0..10 and ends: restarted three times, the fourth end is one too many.
+    let run = counter_run(10, 0, RestartPolicy::permanent(), false);
+    let (report, error) = report_of(guard(run.pipeline.run()).await);
+    assert!(
+        matches!(error, Some(PipelineError::RestartLimit { ref stage, poison: None, .. }) if stage == "Counter"),
+        "{error:?}"
+    );
+    let counter = stage(&report, "Counter");
+    assert_eq!((counter.restarts, counter.emitted), (3, 40));
+    assert_eq!(counter.failures, vec!["finished".to_owned(); 4]);
+    let expected: Vec<u64> = (0..4).flat_map(|_| 0..10).collect();
+    assert_eq!(*run.seen.lock().unwrap(), expected);
+    assert!(report.totals().balanced(), "{report}");
+}
+
+#[tokio::test]
+async fn a_transient_producer_that_finishes_is_not_restarted() {
+    let run = counter_run(10, 0, RestartPolicy::transient(), false);
+    let report = guard(run.pipeline.run()).await.expect("it finishes");
+    assert_eq!(stage(&report, "Counter").restarts, 0);
+    assert_eq!(*run.seen.lock().unwrap(), (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_stage_restarted_but_added_as_a_value_is_refused_by_run() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..10u64));
+    let collect = pipeline.add_consumer(Collect {
+        seen: Arc::default(),
+        cancels: Arc::default(),
+    });
+    pipeline.subscribe(&numbers, &collect);
+    pipeline.set_restart(&collect, RestartPolicy::transient());
+    let error = guard(pipeline.run())
+        .await
+        .expect_err("it cannot be built again");
+    assert!(matches!(error, PipelineError::NotRebuildable { ref stage, .. } if stage == "Collect"));
+    assert_eq!(
+        error.to_string(),
+        "stage `Collect` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that uses no local variable"
+    );
+}
+
+#[tokio::test]
+async fn set_restart_overrides_the_policy_the_type_declares() {
+    // Flaky declares temporary; the builder makes it transient with redelivery.
+    let faults = Faults::on(&[(7, 1)]);
+    let seen2 = Arc::new(Mutex::new(Vec::new()));
+    let s = seen2.clone();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..50u64));
+    let flaky = pipeline.add_consumer_with(move || Flaky {
+        faults: faults.clone(),
+        fault: Fault::Error,
+        seen: s.clone(),
+        policy: RestartPolicy::temporary(),
+        subscribed: Arc::default(),
+    });
+    pipeline.subscribe(&numbers, &flaky);
+    pipeline.set_restart(&flaky, RestartPolicy::transient().redeliver());
+    let report = guard(pipeline.run())
+        .await
+        .expect("restarted by the builder's policy");
+    let flaky = stage(&report, "Flaky");
+    assert_eq!(
+        (flaky.restarts, flaky.events_in, flaky.redelivered),
+        (1, 50, 5)
+    );
+    assert_eq!(seen2.lock().unwrap().len(), 52);
+}
