@@ -111,8 +111,9 @@ pub struct StageReport {
     /// Events handed again to it after a restart (an event handed again twice counts twice);
     /// handled, they count once in `events_in`.
     pub redelivered: u64,
-    /// Its last failures (at most 10), oldest first: those it was restarted after, and the one it
-    /// stopped on.
+    /// The last ends (at most 10, oldest first) its restart policy acted on, as statuses: those it
+    /// was restarted after, and the one that reached its restart limit. Empty for a stage never
+    /// restarted: its `status` says how it ended.
     pub failures: Vec<String>,
     /// How it ended.
     pub status: StageStatus,

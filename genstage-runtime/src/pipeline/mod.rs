@@ -9,7 +9,9 @@
 //! delivered) every event. `run().await` returns when every stage has ended.
 //!
 //! # Failure
-//! A stage whose callback returns an error or panics ends at once. Its consumers stop too unless
+//! A stage whose callback returns an error or panics is restarted if its restart policy says so
+//! (see [`RestartPolicy`](crate::RestartPolicy): rebuilt in its own task, its subscriptions kept,
+//! its neighbours unaware); otherwise it ends at once. Its consumers stop too unless
 //! their subscription is `temporary` (see [`CancelMode`](crate::CancelMode)); its producers see it
 //! cancel, and a producer left without consumers stops, also while its callback waits. Each failure
 //! is logged through `tracing` when it happens. Once every stage has ended, `run()` returns
