@@ -124,6 +124,9 @@ impl Consumer for Sink {
 fn assert_accounted(report: &Report, consumers: &[(&str, &Seen)]) {
     let totals = report.totals();
     assert!(totals.balanced(), "unbalanced {totals:?} in {report:#?}");
+    // Every subscription too: what its producer sent is handled or lost by its consumer.
+    assert!(!report.edges.is_empty());
+    assert_eq!(report.unbalanced_edges().count(), 0, "{report}");
     let mut all = HashSet::new();
     for &(name, seen) in consumers {
         let seen = seen.lock().unwrap();

@@ -166,7 +166,7 @@ async fn broadcast_sends_every_event_to_every_instance_in_order() {
     assert_eq!(producer.emitted, 1000);
     let handled: Vec<u64> = report.instances("Collect").map(|c| c.events_in).collect();
     assert_eq!(handled, [1000, 1000, 1000]);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -179,7 +179,7 @@ async fn a_broadcasting_producer_consumer_copies_what_it_emits() {
     let all: Vec<u64> = (0..500).collect();
     assert_eq!(received.take(), [all.clone(), all]);
     assert_eq!(report.stage("Repeat").map(|s| s.events_in), Some(500));
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -199,7 +199,7 @@ async fn selectors_split_a_broadcast_into_evens_and_odds() {
     assert_eq!(received.take(), [evens, odds]);
     assert_eq!(report.stage("evens").map(|s| s.events_in), Some(500));
     assert_eq!(report.stage("odds").map(|s| s.events_in), Some(500));
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -213,7 +213,7 @@ async fn a_selector_on_an_edge_to_a_group_applies_to_every_instance() {
     .expect("the pipeline runs");
     let threes: Vec<u64> = (0..300).filter(|n| n % 3 == 0).collect();
     assert_eq!(received.take(), [threes.clone(), threes]);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -227,7 +227,7 @@ async fn a_partitioned_stage_gives_instance_i_of_a_group_partition_i() {
     let odds: Vec<u64> = (0..1000).filter(|n| n % 2 == 1).collect();
     assert_eq!(received.take(), [evens, odds]);
     assert_eq!(report.stage("split").map(|s| s.emitted), Some(1000));
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -246,7 +246,7 @@ async fn an_edge_takes_one_partition_for_a_single_consumer() {
     assert_eq!(received.take(), [odds, evens]);
     assert_eq!(report.stage("odd").map(|s| s.events_in), Some(50));
     assert_eq!(report.stage("even").map(|s| s.events_in), Some(50));
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -264,7 +264,7 @@ async fn events_partitioned_to_none_are_discarded_and_counted() {
     assert_eq!(thirds.discarded, 100);
     let handled: u64 = report.instances("Collect").map(|c| c.events_in).sum();
     assert_eq!(handled, 200);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// A partitioned producer written by hand: `pipeline!` cannot see its partitions, so its wiring is
@@ -308,7 +308,7 @@ async fn a_stage_written_by_hand_is_wired_by_partition_too() {
     let evens: Vec<u64> = (0..100).filter(|n| n % 2 == 0).collect();
     let odds: Vec<u64> = (0..100).filter(|n| n % 2 == 1).collect();
     assert_eq!(received.take(), [evens, odds]);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -376,7 +376,7 @@ async fn generic_stages_broadcast_and_partition_once_their_events_are_inferred()
     let evens: Vec<u64> = (0..100).filter(|n| n % 2 == 0).collect();
     let odds: Vec<u64> = (0..100).filter(|n| n % 2 == 1).collect();
     assert_eq!(received.take(), [low, evens, odds]);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// `Numbers` to every consumer, through a dispatcher given by the impl block's own `dispatcher`
@@ -409,7 +409,7 @@ async fn a_stage_may_give_its_dispatcher_by_a_method_and_run_checks_its_edges() 
         received.take(),
         [(0..50).collect::<Vec<u64>>(), (40..50).collect()]
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 
     // `pipeline!` cannot see this dispatcher: a partition on an edge from it is `run()`'s to refuse.
     let error = pipeline! { numbers = OwnDispatcher(Numbers::upto(5)) -[partition = 0]-> received.collector() }

@@ -612,7 +612,7 @@ async fn a_named_stage_is_a_field_that_reaches_the_running_stage() {
     assert_eq!(seen.events(), (0..10).collect::<Vec<u64>>());
     assert_eq!(report.stage("queue").unwrap().emitted, 10);
     assert_eq!(report.totals().handled, 10);
-    assert!(report.totals().balanced());
+    assert!(report.balanced());
     // The stage has ended: a call is an error naming it.
     assert_eq!(
         queue.call(Waiting).await.unwrap_err(),

@@ -110,7 +110,7 @@ async fn shutdown_of_a_producer_blocked_in_handle_demand_on_a_channel() {
         StageStatus::ShutDown
     );
     assert_eq!(report.stage("Count").unwrap().status, StageStatus::Finished);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -156,7 +156,7 @@ async fn shutdown_within_zero_ends_and_accounts_for_everything() {
         Err(PipelineError::ShutdownTimeout { report, .. }) => *report,
         Err(other) => panic!("unexpected: {other}"),
     };
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// Takes one batch, says so, and never returns from it; answers `Seen` calls.
@@ -341,7 +341,7 @@ async fn a_terminate_that_panics_is_the_stages_panic() {
     );
     // Its events were handled before terminate: nothing lost.
     assert_eq!(report.stage("BadEnd").unwrap().events_in, 10);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -375,7 +375,7 @@ async fn a_terminate_that_never_returns_is_named_by_shutdown_within() {
     );
     // It had handled every event before terminate.
     assert_eq!(report.stage("bad_end").unwrap().lost, 0);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -393,7 +393,7 @@ async fn an_abort_during_terminate_ends_the_pipeline() {
     let report = no_hang("abort", running.abort()).await.unwrap();
     assert_eq!(report.stage("BadEnd").unwrap().status, StageStatus::Aborted);
     assert_eq!(report.stage("BadEnd").unwrap().events_in, 10);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// A producer_consumer that passes events on and emits what it is cast.
@@ -460,7 +460,7 @@ async fn a_cast_to_a_producer_consumer_without_downstream_demand_is_buffered_the
     assert_eq!(*seen.lock().unwrap(), 52);
     assert_eq!(report.stage("Relay").unwrap().emitted, 52);
     assert_eq!(report.stage("Gated").unwrap().events_in, 52);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// A consumer that waits for a permit per batch.
@@ -580,7 +580,7 @@ async fn to_stream_dropped_while_its_pipeline_shuts_down() {
     tokio::task::yield_now().await;
     drop(stream);
     let report = no_hang("shutdown", shutdown).await.unwrap().unwrap();
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(
         report.stage("from_iter").unwrap().status,
         StageStatus::ShutDown
@@ -621,7 +621,7 @@ async fn a_graceful_shutdown_ends_a_producer_that_ticks_itself() {
     ticker.info(Tick).unwrap();
     started.recv().await.unwrap();
     let report = no_hang("shutdown", running.shutdown()).await.unwrap();
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -699,7 +699,7 @@ async fn shutdown_within_names_a_producer_waiting_in_a_message_callback() {
         panic!("expected ShutdownTimeout, got {error}");
     };
     assert_eq!(busy, ["waiting", "Count"]);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -959,7 +959,7 @@ async fn a_shutdown_ends_while_a_task_keeps_casting_into_a_producer_consumer() {
     started.recv().await.unwrap();
     let report = no_hang("shutdown", running.shutdown()).await.unwrap();
     let cast = no_hang("the caster", caster).await.unwrap();
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
     let relay = report.stage("Relay").unwrap();
     assert_eq!(relay.status, StageStatus::Finished);
@@ -981,7 +981,7 @@ async fn a_shutdown_ends_while_a_task_keeps_casting_into_a_producer() {
     started.recv().await.unwrap();
     let report = no_hang("shutdown", running.shutdown()).await.unwrap();
     no_hang("the caster", caster).await.unwrap();
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.stage("Fed").unwrap().status, StageStatus::ShutDown);
 }
 
@@ -1049,7 +1049,7 @@ async fn defect_dropping_a_stream_while_its_source_is_idle_does_not_end_the_pipe
         StageStatus::Cancelled { cause: None }
     );
     assert_eq!(report.stage("to_stream").unwrap().events_in, 1);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     drop(feed);
 }
 
@@ -1147,7 +1147,7 @@ async fn defect_shutdown_within_a_huge_duration_panics() {
         .await
         .expect("shutdown_within does not panic")
         .expect("a clean shutdown");
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0);
 }
 
@@ -1295,7 +1295,7 @@ async fn a_manual_consumer_asking_beyond_max_demand_then_shut_down() {
         (1010, 0, 0),
         "{report:?}"
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 // DEFECT (probe13 #8), fixed: this test guards it.: a message sent right after `start()` returns reaches the stage before its
@@ -1353,7 +1353,7 @@ async fn events_emitted_by_handle_cancel_reach_the_consumer_even_without_demand_
     let report = no_hang("run", pipeline.run()).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), 27);
     assert_eq!(report.stage("Trailer").unwrap().emitted, 27);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -1372,7 +1372,7 @@ async fn a_graceful_shutdown_delivers_what_handle_cancel_emits() {
     let emitted = report.stage("from_iter").unwrap().emitted;
     assert_eq!(*seen.lock().unwrap(), emitted + 20);
     assert_eq!(report.totals().lost, 0, "{report:?}");
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -1392,7 +1392,7 @@ async fn a_handle_polled_by_ref_in_a_select_can_then_be_shut_down() {
         report.stage("from_iter").unwrap().status,
         StageStatus::ShutDown
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test]
@@ -1409,7 +1409,7 @@ async fn a_stream_dropped_before_its_pipeline_runs_ends_an_endless_pipeline() {
         StageStatus::Cancelled { cause: None }
     );
     assert_eq!(report.stage("to_stream").unwrap().events_in, 0);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// A consumer that finishes (its only producer ends) and then waits in `terminate` until told.
@@ -1491,6 +1491,6 @@ async fn a_subscription_to_a_consumer_that_has_finished_asks_for_nothing() {
     }
     let _ = release.send(());
     let report = no_hang("shutdown", running.shutdown()).await.unwrap();
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:#?}");
 }

@@ -1059,7 +1059,7 @@ mod dsl {
         let evens: Vec<u64> = (0..100).filter(|n| n % 2 == 0).collect();
         let odds: Vec<u64> = (0..100).filter(|n| n % 2 == 1).collect();
         assert_eq!(keeps(&all), [evens, odds]);
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 
     #[tokio::test]
@@ -1078,7 +1078,7 @@ mod dsl {
         let odds: Vec<u64> = (0..50).filter(|n| n % 2 == 1).collect();
         let evens: Vec<u64> = (0..50).filter(|n| n % 2 == 0).collect();
         assert_eq!(keeps(&all), [odds, evens]);
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 
     #[tokio::test]
@@ -1094,7 +1094,7 @@ mod dsl {
             let expected: Vec<u64> = (0..6400).filter(|n| n % 64 == i as u64).collect();
             assert_eq!(events, &expected, "partition {i}");
         }
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 
     #[tokio::test]
@@ -1104,14 +1104,14 @@ mod dsl {
             .await
             .unwrap();
         assert_eq!(keeps(&all), [(0..30).collect::<Vec<u64>>()]);
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
         let all = std::sync::Mutex::new(Vec::new());
         let report =
             within(pipeline! { One { next: 0, end: 30 } -[partition = 0]-> Keep::new(&all) }.run())
                 .await
                 .unwrap();
         assert_eq!(keeps(&all), [(0..30).collect::<Vec<u64>>()]);
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 
     #[tokio::test]
@@ -1125,7 +1125,7 @@ mod dsl {
         got.sort_unstable();
         assert_eq!(got, (0..500).collect::<Vec<_>>());
         assert_eq!(report.stage("Plain").unwrap().copies, 0);
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 
     #[tokio::test]
@@ -1145,7 +1145,7 @@ mod dsl {
         let zero: Vec<u64> = (0..200).filter(|e| (e / 10) % 2 == 0).collect();
         let one: Vec<u64> = (0..200).filter(|e| (e / 10) % 2 == 1).collect();
         assert_eq!(keeps(&all), [zero, one]);
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 
     #[tokio::test]
@@ -1170,7 +1170,7 @@ mod dsl {
         let echo = report.stage("echo").unwrap();
         // 30 events: 10 + 3 deliveries, 0, 3, 6, 9... taken by one each; the rest by none.
         assert_eq!((echo.emitted, echo.copies, echo.discarded), (30, 0, 17));
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 
     #[tokio::test]
@@ -1189,7 +1189,7 @@ mod dsl {
         assert_eq!(keeps(&all), [high.clone(), high.clone(), high]);
         let echo = report.stage("Echo").unwrap();
         assert_eq!((echo.emitted, echo.copies, echo.discarded), (40, 40, 20));
-        assert!(report.totals().balanced());
+        assert!(report.balanced());
     }
 }
 

@@ -284,7 +284,7 @@ async fn scenario_61_a_cancelled_subscription_is_told_to_the_producer_and_the_co
         report.stage("leaves").unwrap().status,
         StageStatus::Finished
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -335,7 +335,7 @@ async fn scenario_62_a_consumer_that_fails_is_told_to_the_producer_which_goes_on
         report.stage("Source").unwrap().status,
         StageStatus::ShutDown
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,7 +416,7 @@ async fn scenarios_84_86_87_a_producer_consumer_is_told_of_its_consumers_and_may
     );
     let report = error.report().unwrap();
     assert_eq!(report.stage("Relay").unwrap().status, StageStatus::Finished);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// Fails when told that a consumer left.
@@ -462,5 +462,5 @@ async fn an_error_from_handle_consumer_cancel_fails_the_producer() {
         report.stage("fails").unwrap().status,
         StageStatus::Failed("this consumer fails".to_owned())
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }

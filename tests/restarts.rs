@@ -179,7 +179,7 @@ async fn a_transient_consumer_restarts_and_loses_the_batch_it_failed_on() {
         assert_eq!(*run.seen.lock().unwrap(), expected);
         // The new value was told of its subscription, as the first one was.
         assert_eq!(run.subscribed.load(Ordering::Relaxed), 2);
-        assert!(report.totals().balanced(), "{report}");
+        assert!(report.balanced(), "{report}");
         assert_eq!(stage(&report, "from_iter").status, StageStatus::Finished);
     }
 }
@@ -203,7 +203,7 @@ async fn a_temporary_consumer_is_not_restarted() {
         StageStatus::Failed("Flaky failed on 7".into())
     );
     assert_eq!(flaky.failures, Vec::<String>::new());
-    assert!(report.totals().balanced(), "{report}");
+    assert!(report.balanced(), "{report}");
 }
 
 #[tokio::test]
@@ -231,7 +231,7 @@ async fn redelivery_hands_the_failed_batch_again_so_every_event_is_handled() {
         seen.sort_unstable();
         expected.sort_unstable();
         assert_eq!(seen, expected);
-        assert!(report.totals().balanced(), "{report}");
+        assert!(report.balanced(), "{report}");
     }
 }
 
@@ -272,7 +272,7 @@ async fn an_event_that_fails_every_time_is_reported_as_the_poison_event() {
     assert_eq!(flaky.events_in, 7);
     assert_eq!(lost(flaky, LossReason::FailedBatch), 1);
     assert!(lost(flaky, LossReason::Unhandled) >= 2);
-    assert!(report.totals().balanced(), "{report}");
+    assert!(report.balanced(), "{report}");
     assert_eq!(
         error_text(&run_poison_message()),
         "stage `Flaky` failed more often than its restart policy allows (3 restarts in 5s), and was stopped; the event at index 2 of its batch failed it each time; last failure: failed: Flaky failed on 7"
@@ -286,7 +286,7 @@ fn run_poison_message() -> PipelineError {
         within: Duration::from_secs(5),
         failures: vec!["failed: Flaky failed on 7".into()],
         poison: Some(2),
-        report: Box::new(Report { stages: Vec::new() }),
+        report: Box::default(),
     }
 }
 
@@ -352,7 +352,7 @@ async fn restarts_spread_wider_than_the_window_never_reach_the_limit() {
         Some(PipelineError::RestartLimit { poison: None, .. })
     ));
     assert_eq!(stage(&report, "Slow").restarts, 3);
-    assert!(report.totals().balanced(), "{report}");
+    assert!(report.balanced(), "{report}");
 }
 
 /// Takes a second per batch; fails on the events of `faults`.
@@ -450,7 +450,7 @@ async fn a_restarted_producer_consumer_keeps_its_consumers_who_see_no_cancellati
     assert_eq!(*seen.lock().unwrap(), expected);
     // Its consumer saw its subscription end once, when it finished: not at the restart.
     assert_eq!(*cancels.lock().unwrap(), vec![CancelReason::Finished]);
-    assert!(report.totals().balanced(), "{report}");
+    assert!(report.balanced(), "{report}");
 }
 
 /// Counts on from a shared counter, so that a rebuilt value goes on where the failed one was;
@@ -546,7 +546,7 @@ async fn a_transient_producer_restarts_with_its_consumers_demand_and_buffer_kept
     assert_eq!(*run.cancels.lock().unwrap(), vec![CancelReason::Finished]);
     // The new value was told of its consumer, as the first one was.
     assert_eq!(run.told.load(Ordering::Relaxed), 2);
-    assert!(report.totals().balanced(), "{report}");
+    assert!(report.balanced(), "{report}");
 }
 
 #[tokio::test]
@@ -563,7 +563,7 @@ async fn a_permanent_producer_is_restarted_when_it_finishes_until_the_limit() {
     assert_eq!(counter.failures, vec!["finished".to_owned(); 4]);
     let expected: Vec<u64> = (0..4).flat_map(|_| 0..10).collect();
     assert_eq!(*run.seen.lock().unwrap(), expected);
-    assert!(report.totals().balanced(), "{report}");
+    assert!(report.balanced(), "{report}");
 }
 
 #[tokio::test]

@@ -176,7 +176,7 @@ async fn a_shutdown_that_runs_out_of_time_names_the_busy_stages_and_counts_what_
         panic!("expected a shutdown timeout, got {error}");
     };
     assert_eq!(busy, ["stuck"]);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     let stuck = report.stage("stuck").unwrap();
     assert_eq!(stuck.status, StageStatus::Aborted);
     // It held one batch of 5 (max 10, min 5) in its callback, and 5 more in its queue.
@@ -201,7 +201,7 @@ async fn an_abort_stops_every_stage_and_counts_what_each_held() {
 
     let report = running.abort().await.expect("an abort is not a failure");
 
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     for stage in &report.stages {
         assert_eq!(stage.status, StageStatus::Aborted, "{report:?}");
     }
@@ -334,7 +334,7 @@ async fn pushes_to_a_queue_wait_while_the_workers_are_busy_and_every_job_is_hand
     let report = running.shutdown().await.unwrap();
     assert_eq!(report.stage("Queue").unwrap().emitted, 5);
     assert_eq!(report.totals().handled, 5);
-    assert!(report.totals().balanced());
+    assert!(report.balanced());
 }
 
 #[tokio::test]
@@ -451,7 +451,7 @@ async fn casts_and_infos_emit_events_and_an_info_can_end_a_producer() {
         report.stage("Ticker").unwrap().status,
         StageStatus::Finished
     );
-    assert!(report.totals().balanced());
+    assert!(report.balanced());
 }
 
 #[tokio::test]

@@ -234,7 +234,7 @@ async fn scenario_43_subscribe_returns_the_subscriptions_tag() {
         ]
     );
     let report = running.shutdown().await.unwrap();
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -286,7 +286,7 @@ async fn scenario_43_handle_subscribe_comes_before_the_first_events() {
             log.events().len() as u64
         );
     }
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
     assert_eq!(excess(&report), 0, "{report:?}");
 }
@@ -338,7 +338,7 @@ async fn scenario_44_subscribing_a_consumer_that_has_ended_names_it() {
         keeper_log.events(),
         (0..keeper.events_in).collect::<Vec<_>>()
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -417,7 +417,7 @@ async fn scenario_45_bad_options_are_refused_with_genstages_messages() {
     // The refused subscriptions never reached the consumer.
     assert_eq!(log.subscribed(), [tag]);
     let report = running.shutdown().await.unwrap();
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -444,7 +444,7 @@ async fn a_stage_of_another_pipeline_is_refused_46_48() {
     let report = running.shutdown().await.unwrap();
     assert!(log.seen().is_empty());
     assert_eq!(report.stages.len(), 2);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// 47 and 49: subscribing to a producer that has ended is refused with an error naming it, whatever
@@ -493,7 +493,7 @@ async fn scenarios_47_49_subscribing_to_a_producer_that_has_ended_names_it() {
     let report = running.shutdown().await.unwrap();
     assert_eq!(report.stage("watch").unwrap().status, StageStatus::Finished);
     assert_eq!(report.stage("few").unwrap().status, StageStatus::Finished);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -559,7 +559,7 @@ async fn scenarios_47_49_a_producer_ending_meanwhile_ends_the_subscription() {
         report.stage("ending").unwrap().status,
         StageStatus::Finished
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -623,7 +623,7 @@ async fn scenarios_51_54_resubscribe_switches_subscriptions_without_losing_an_ev
     let emitted = report.stage("Counter").unwrap().emitted;
     assert_eq!(log.events(), (0..emitted).collect::<Vec<_>>());
     assert_eq!(report.stage("watch").unwrap().events_in, emitted);
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
     assert_eq!(excess(&report), 0, "{report:?}");
 }
@@ -697,7 +697,7 @@ async fn scenario_51_resubscribe_to_another_producer() {
         watch.events_in + report.stage("keeper").unwrap().events_in,
         report.stage("first").unwrap().emitted + report.stage("second").unwrap().emitted
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -779,7 +779,7 @@ async fn scenarios_52_55_resubscribe_with_an_unknown_old_tag_still_subscribes() 
         (log.events().len() + other_log.events().len()) as u64,
         emitted
     );
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -811,7 +811,7 @@ async fn scenario_53_resubscribe_with_bad_options_changes_nothing() {
     assert_eq!(log.cancelled(), [(old, BY_HANDLE)]);
     let emitted = report.stage("Counter").unwrap().emitted;
     assert_eq!(log.events(), (0..emitted).collect::<Vec<_>>());
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }
 
@@ -864,6 +864,6 @@ async fn a_cancelled_subscription_closes_no_cycle() {
             "{stage}"
         );
     }
-    assert!(report.totals().balanced(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
 }

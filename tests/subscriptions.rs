@@ -233,7 +233,7 @@ async fn scenario_56_a_manual_consumer_gets_what_it_asks_for_and_no_more() {
     );
     // Nothing was asked for but the two asks of 50.
     assert_eq!(report.stage("Counter").unwrap().emitted, 100);
-    assert!(report.totals().balanced());
+    assert!(report.balanced());
 }
 
 /// Takes at most `per_tick` events per tick: GenStage's RateLimiter. Its subscription is manual;
@@ -303,5 +303,5 @@ async fn a_rate_limiter_takes_at_most_max_demand_events_per_interval() {
     assert_eq!(&ticks[..10], [10; 10]);
     let handled = report.stage("RateLimited").unwrap().events_in;
     assert!((100..=110).contains(&handled), "{handled}");
-    assert!(report.totals().balanced());
+    assert!(report.balanced());
 }

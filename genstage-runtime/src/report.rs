@@ -133,10 +133,38 @@ impl StageReport {
 /// time carries: one entry per stage, in the order added.
 ///
 /// [`PipelineError`]: crate::PipelineError
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
     /// Every stage's counts.
     pub stages: Vec<StageReport>,
+    /// Every subscription's counts, in the order they were made.
+    pub edges: Vec<EdgeReport>,
+}
+
+/// Counts for one subscription (an edge of the pipeline): what its producer sent on it, and what
+/// became of it. `sent = handled + lost` for every edge ([`balanced`](Self::balanced)); a
+/// producer's discards happen before its events go to any subscription, and a broadcast's copies
+/// are sent on each edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeReport {
+    /// The producer's name.
+    pub producer: String,
+    /// The consumer's name.
+    pub consumer: String,
+    /// Events its producer's dispatcher gave it.
+    pub sent: u64,
+    /// Events of it its consumer handled.
+    pub handled: u64,
+    /// Events of it lost: sent to its consumer once stopped, or lost by its consumer (see
+    /// [`LossReason`]).
+    pub lost: u64,
+}
+
+impl EdgeReport {
+    /// Whether every event sent on it is accounted for: `sent = handled + lost`.
+    pub fn balanced(&self) -> bool {
+        self.sent == self.handled + self.lost
+    }
 }
 
 impl Report {
@@ -148,6 +176,17 @@ impl Report {
     /// The stages that failed or panicked, in the order they were added.
     pub fn failures(&self) -> impl Iterator<Item = &StageReport> {
         self.stages.iter().filter(|s| s.failed())
+    }
+
+    /// Whether the counts balance in total ([`Totals::balanced`]) and on every edge
+    /// ([`EdgeReport::balanced`]).
+    pub fn balanced(&self) -> bool {
+        self.totals().balanced() && self.edges.iter().all(EdgeReport::balanced)
+    }
+
+    /// The edges whose counts do not balance: none, when every event is accounted for.
+    pub fn unbalanced_edges(&self) -> impl Iterator<Item = &EdgeReport> {
+        self.edges.iter().filter(|edge| !edge.balanced())
     }
 
     /// The counts of every stage, summed.
@@ -199,6 +238,7 @@ impl Report {
 ///         stage("Counter", 0, 1000, 1000, 0, StageStatus::ShutDown),
 ///         stage("Sum", 990, 0, 0, 10, StageStatus::Aborted),
 ///     ],
+///     edges: Vec::new(),
 /// };
 /// assert_eq!(
 ///     report.to_string(),
@@ -283,6 +323,13 @@ impl std::fmt::Display for Report {
                 stage.restarts,
                 if stage.restarts == 1 { "" } else { "s" },
                 stage.failures.join("; ")
+            )?;
+        }
+        for edge in self.unbalanced_edges() {
+            writeln!(
+                f,
+                "edge {} -> {} NOT balanced: sent {} = handled {} + lost {}",
+                edge.producer, edge.consumer, edge.sent, edge.handled, edge.lost
             )?;
         }
         write!(

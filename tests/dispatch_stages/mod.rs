@@ -18,6 +18,7 @@ pub fn flat(batches: &Batches) -> Vec<u64> {
 pub fn balanced(report: &Report) {
     let totals = report.totals();
     assert!(totals.balanced(), "{totals:?} in {report:#?}");
+    assert_eq!(report.unbalanced_edges().count(), 0, "{report}");
 }
 
 /// Keeps every batch; fails (`Err`) on batch number `fail_at` (0-based), if any; waits for a

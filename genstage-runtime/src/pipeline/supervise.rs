@@ -14,8 +14,8 @@ use crate::dispatcher::SubscriptionId;
 use crate::error::{DispatchSetupError, PipelineError};
 use crate::options::SubscribeOptions;
 use crate::protocol::{Control, ControlPort, EndReason};
-use crate::report::{Report, StageReport, StageStatus};
-use crate::run::{panic_message, Abort, Exit, GaveUp, Outcome};
+use crate::report::{EdgeReport, Report, StageReport, StageStatus};
+use crate::run::{panic_message, Abort, Exit, GaveUp, Outcome, ReceivedCounts, SentCounts};
 use crate::subscription::SubscriptionTag;
 
 use super::graph::{edge_partition, edge_terms};
@@ -126,6 +126,9 @@ pub(super) struct Supervisor {
     reports: Vec<Option<StageReport>>,
     /// Every subscription: its id, producer and consumer.
     wiring: Vec<(SubscriptionId, usize, usize)>,
+    /// What the stages that ended sent on each subscription, and received and handled.
+    sent: HashMap<SubscriptionId, SentCounts>,
+    received: HashMap<SubscriptionId, ReceivedCounts>,
     /// The subscriptions cancelled through the handle.
     cancelled: std::collections::HashSet<SubscriptionId>,
     /// The indexes of stages added while running and refused (see [`add`](Self::add)).
@@ -153,6 +156,8 @@ impl Supervisor {
             controls: Vec::new(),
             reports: Vec::new(),
             wiring: Vec::new(),
+            sent: HashMap::new(),
+            received: HashMap::new(),
             cancelled: std::collections::HashSet::new(),
             never_started: std::collections::HashSet::new(),
             abort: Arc::new(Abort::default()),
@@ -464,7 +469,11 @@ impl Supervisor {
             redelivered,
             failures,
             gave_up,
+            sent,
+            received,
         } = outcome;
+        self.sent.extend(sent);
+        self.received.extend(received);
         let status = exit.status();
         if let Some(gave_up) = gave_up {
             self.first_failure.get_or_insert((
@@ -525,8 +534,24 @@ impl Supervisor {
 
     /// The report, or the error that carries it.
     fn finish(self) -> Result<Report, PipelineError> {
+        let edges = self
+            .wiring
+            .iter()
+            .map(|&(sub, producer, consumer)| {
+                let sent = self.sent.get(&sub).copied().unwrap_or_default();
+                let received = self.received.get(&sub).copied().unwrap_or_default();
+                EdgeReport {
+                    producer: self.names[producer].clone(),
+                    consumer: self.names[consumer].clone(),
+                    sent: sent.sent + sent.lost,
+                    handled: received.handled,
+                    lost: sent.lost + received.received.saturating_sub(received.handled),
+                }
+            })
+            .collect();
         let report = Report {
             stages: self.reports.into_iter().flatten().collect(),
+            edges,
         };
         // Busy are the stages the abort stopped where they stood: one that was finishing its last
         // steps at the deadline (its `terminate` run, its task not yet joined) ended on its own.
@@ -630,5 +655,7 @@ fn lost_task(error: tokio::task::JoinError) -> Outcome {
         redelivered: 0,
         failures: Vec::new(),
         gave_up: None,
+        sent: Vec::new(),
+        received: Vec::new(),
     }
 }

@@ -79,6 +79,16 @@ pub(super) struct Inputs<T> {
     pub(super) events_in: u64,
     /// Events received beyond outstanding demand, over all subscriptions.
     pub(super) excess: u64,
+    /// What each subscription, ended or not, brought and what of it was handled, for the
+    /// report's edges.
+    edges: BySubscription<ReceivedCounts>,
+}
+
+/// What a stage received on one subscription, and handled of it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReceivedCounts {
+    pub(crate) received: u64,
+    pub(crate) handled: u64,
 }
 
 impl<T> Inputs<T> {
@@ -91,6 +101,7 @@ impl<T> Inputs<T> {
             closed: false,
             events_in: 0,
             excess: 0,
+            edges: BySubscription::new(),
         }
     }
 
@@ -100,6 +111,7 @@ impl<T> Inputs<T> {
         match mail {
             Upstream::Subscribed(subscribed) => self.subscribe(*subscribed),
             Upstream::Events { sub, events } => {
+                self.received(sub, events.len() as u64);
                 self.queue
                     .push_back(Queued::Events(sub, Batches::new(events)));
             }
@@ -108,6 +120,38 @@ impl<T> Inputs<T> {
             }
             Upstream::Cancelled { sub } => self.queue.push_back(Queued::Ended(sub, None)),
         }
+    }
+
+    /// Counts `count` events received on `sub`: taken in, or (for the report) left in the
+    /// mailbox of a stage that stopped.
+    #[inline]
+    pub(super) fn received(&mut self, sub: SubscriptionId, count: u64) {
+        match self.edges.get_mut(sub) {
+            Some(counts) => counts.received += count,
+            None => self.edges.insert(
+                sub,
+                ReceivedCounts {
+                    received: count,
+                    handled: 0,
+                },
+            ),
+        }
+    }
+
+    /// Counts `count` events of `sub` handled: handed to the stage's callback, which returned.
+    #[inline]
+    pub(super) fn handled(&mut self, sub: SubscriptionId, count: u64) {
+        if let Some(counts) = self.edges.get_mut(sub) {
+            counts.handled += count;
+        }
+    }
+
+    /// What each subscription brought and what of it was handled, for the report's edges.
+    pub(super) fn edges(&self) -> Vec<(SubscriptionId, ReceivedCounts)> {
+        self.edges
+            .iter()
+            .map(|(sub, counts)| (sub, *counts))
+            .collect()
     }
 
     /// Queues an `info_after_buffered` letter behind the input received so far (GenStage §1.8):

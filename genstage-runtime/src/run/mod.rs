@@ -31,7 +31,9 @@ use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use crate::subscription::{Demand, ManualAsks};
 use callback::{call_serving, Called};
 use demand_mode::{DemandModes, Switch};
+pub(crate) use inputs::ReceivedCounts;
 use inputs::{Inputs, Step};
+pub(crate) use outputs::SentCounts;
 use outputs::{ConsumerNotice, Outputs};
 use restarts::{Redelivery, Restarts};
 use retry::Retry;
@@ -112,6 +114,10 @@ pub(crate) struct Outcome {
     pub(crate) failures: Vec<String>,
     /// Set when it stopped for having reached its restart limit.
     pub(crate) gave_up: Option<GaveUp>,
+    /// What it sent each subscription to it.
+    pub(crate) sent: Vec<(SubscriptionId, SentCounts)>,
+    /// What it received on each of its subscriptions, and handled.
+    pub(crate) received: Vec<(SubscriptionId, ReceivedCounts)>,
 }
 
 /// What a stage task has besides its stage and its mailbox: its name, a port to its own mailbox (for
@@ -174,8 +180,10 @@ struct InHand<T> {
     batch: u64,
     /// Whether that callback was dropped because the stage had to stop, rather than failed.
     interrupted: bool,
+    /// The subscription the batch came on.
+    sub: Option<SubscriptionId>,
     /// The ask the batch earns once handled: a restart makes it for the failed value.
-    ask: Option<(SubscriptionId, BatchDemand)>,
+    ask: Option<BatchDemand>,
     /// A copy of the batch, when the stage redelivers.
     copy: Option<Vec<T>>,
     /// The index of the event, when the batch is one event handed again.
@@ -187,6 +195,7 @@ impl<T> Default for InHand<T> {
         InHand {
             batch: 0,
             interrupted: false,
+            sub: None,
             ask: None,
             copy: None,
             redelivered: None,
@@ -195,17 +204,19 @@ impl<T> Default for InHand<T> {
 }
 
 impl<T> InHand<T> {
-    /// The callback takes `events`, a batch that earns `ask`, or (`redelivered`) one event handed
-    /// again; `copy` keeps it for redelivery.
+    /// The callback takes `events`, which came on `sub`: a batch that earns `ask`, or
+    /// (`redelivered`) one event handed again; `copy` keeps it for redelivery.
     #[inline]
     fn take(
         &mut self,
         events: &[T],
-        ask: Option<(SubscriptionId, BatchDemand)>,
+        sub: SubscriptionId,
+        ask: Option<BatchDemand>,
         redelivered: Option<usize>,
         copy: Option<fn(&[T]) -> Vec<T>>,
     ) {
         self.batch = events.len() as u64;
+        self.sub = Some(sub);
         self.ask = ask;
         self.redelivered = redelivered;
         if let Some(copy) = copy {
@@ -213,9 +224,12 @@ impl<T> InHand<T> {
         }
     }
 
-    /// The callback returned the batch: nothing is in hand.
+    /// The callback returned the batch: it is handled, and nothing is in hand.
     #[inline]
-    fn done(&mut self) {
+    fn done(&mut self, inputs: &mut Inputs<T>) {
+        if let Some(sub) = self.sub.take() {
+            inputs.handled(sub, self.batch);
+        }
         self.batch = 0;
         self.ask = None;
         self.copy = None;
@@ -250,15 +264,14 @@ impl<T> Kept<T> {
     /// After a restart: the batch the failed value held is lost, or queued to be handed again;
     /// the ask it earned is made; the new value is to be told of its subscriptions.
     fn restarted(&mut self, in_hand: &mut InHand<T>, inputs: &Inputs<T>) {
-        if let Some((sub, demand)) = in_hand.ask.take() {
+        if let (Some(sub), Some(demand)) = (in_hand.sub, in_hand.ask) {
             drop(inputs.ask(sub, demand));
         }
-        match in_hand.copy.take() {
-            Some(events) => self.redelivery.again(in_hand.redelivered, events),
-            None => self.failed += in_hand.batch,
+        match (in_hand.sub, in_hand.copy.take()) {
+            (Some(sub), Some(events)) => self.redelivery.again(in_hand.redelivered, sub, events),
+            _ => self.failed += in_hand.batch,
         }
-        in_hand.done();
-        in_hand.interrupted = false;
+        *in_hand = InHand::default();
         self.announce = true;
     }
 }
@@ -274,15 +287,15 @@ fn close_and_count<In, Out, T>(
     unhandled: u64,
     consumer_gone: u64,
     buffered: u64,
+    mut left: impl FnMut(SubscriptionId, u64),
 ) -> Vec<Loss> {
-    let in_mailbox: u64 = mailbox
-        .close()
-        .iter()
-        .map(|mail| match mail {
-            Mail::Upstream(Upstream::Events { events, .. }) => events.len() as u64,
-            _ => 0,
-        })
-        .sum();
+    let mut in_mailbox = 0;
+    for mail in mailbox.close() {
+        if let Mail::Upstream(Upstream::Events { sub, events }) = mail {
+            in_mailbox += events.len() as u64;
+            left(sub, events.len() as u64);
+        }
+    }
     let (failed, interrupted) = if in_hand.interrupted {
         (0, in_hand.batch)
     } else {
@@ -415,6 +428,7 @@ pub(crate) async fn run_producer<P: Producer>(
         0,
         outputs.lost_to_gone_consumers,
         buffered,
+        |_, _| {},
     );
     Outcome {
         exit,
@@ -429,6 +443,8 @@ pub(crate) async fn run_producer<P: Producer>(
         redelivered: 0,
         failures: restarts.failures.into(),
         gave_up: restarts.gave_up,
+        sent: outputs.edges(),
+        received: Vec::new(),
     }
 }
 
@@ -810,6 +826,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         inputs.unhandled() + waiting,
         outputs.lost_to_gone_consumers,
         buffered,
+        |sub, count| inputs.received(sub, count),
     );
     Outcome {
         exit,
@@ -824,6 +841,8 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         redelivered: kept.redelivery.count,
         failures: restarts.failures.into(),
         gave_up: restarts.gave_up,
+        sent: outputs.edges(),
+        received: inputs.edges(),
     }
 }
 
@@ -916,16 +935,16 @@ async fn transform<S: ProducerConsumer>(
         // A restarted stage first handles again, one at a time, what its failed value held, while
         // consumers downstream have demand.
         while outputs.capacity() > 0 {
-            let Some((index, event)) = kept.redelivery.next() else {
+            let Some((index, sub, event)) = kept.redelivery.next() else {
                 break;
             };
             let events = vec![event];
-            in_hand.take(&events, None, Some(index), copy);
+            in_hand.take(&events, sub, None, Some(index), copy);
             let emitted = match stage.handle_events(events).await {
                 Ok(emitted) => emitted,
                 Err(error) => break 'run Exit::Failed(error),
             };
-            in_hand.done();
+            in_hand.done(inputs);
             routed(&*stage, partition, |route| outputs.emit(emitted, route));
         }
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
@@ -961,7 +980,7 @@ async fn transform<S: ProducerConsumer>(
                 } => {
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
-                    in_hand.take(&events, Some((sub, demand)), None, copy);
+                    in_hand.take(&events, sub, Some(demand), None, copy);
                     // While the callback waits, the stage takes in its mail, and stops if its
                     // consumers leave.
                     let called = call_serving(stage.handle_events(events), mailbox, |mail| {
@@ -989,7 +1008,7 @@ async fn transform<S: ProducerConsumer>(
                             break 'run Exit::Cancelled(None);
                         }
                     };
-                    in_hand.done();
+                    in_hand.done(inputs);
                     // The ask's wake-up goes with the output, to the consumer it wakes (see
                     // `crate::mailbox`, "Hand-offs"); failing that, the producer is woken before
                     // the consumer, so that it starts refilling while this stage's output waits
@@ -1071,6 +1090,9 @@ pub(crate) async fn run_consumer<C: Consumer>(
     if aborted {
         let handled = stage.__handled_of_interrupted_batch().min(in_hand.batch);
         in_hand.batch -= handled;
+        if let Some(sub) = in_hand.sub {
+            inputs.handled(sub, handled);
+        }
     }
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
@@ -1082,6 +1104,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
         inputs.unhandled() + waiting,
         0,
         0,
+        |sub, count| inputs.received(sub, count),
     );
     Outcome {
         exit,
@@ -1096,6 +1119,8 @@ pub(crate) async fn run_consumer<C: Consumer>(
         redelivered: kept.redelivery.count,
         failures: restarts.failures.into(),
         gave_up: restarts.gave_up,
+        sent: Vec::new(),
+        received: inputs.edges(),
     }
 }
 
@@ -1143,13 +1168,13 @@ async fn consume<C: Consumer>(
             }
         }
         // A restarted stage first handles again, one at a time, what its failed value held.
-        while let Some((index, event)) = kept.redelivery.next() {
+        while let Some((index, sub, event)) = kept.redelivery.next() {
             let events = vec![event];
-            in_hand.take(&events, None, Some(index), copy);
+            in_hand.take(&events, sub, None, Some(index), copy);
             if let Err(error) = stage.handle_events(events).await {
                 break 'run Exit::Failed(error);
             }
-            in_hand.done();
+            in_hand.done(inputs);
         }
         while let Some(step) = inputs.next_step(true) {
             match step {
@@ -1180,18 +1205,20 @@ async fn consume<C: Consumer>(
                 } => {
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
-                    in_hand.take(&events, Some((sub, demand)), None, copy);
+                    in_hand.take(&events, sub, Some(demand), None, copy);
                     if let Err(error) = stage.handle_events(events).await {
                         // A `to_stream` sink whose stream was dropped stops normally; the events
                         // the stream yielded are handled, the rest of the batch is lost.
                         if let Some(dropped) = error.downcast_ref::<StreamDropped>() {
-                            in_hand.batch = in_hand.batch.saturating_sub(dropped.delivered);
+                            let delivered = dropped.delivered.min(in_hand.batch);
+                            inputs.handled(sub, delivered);
+                            in_hand.batch -= delivered;
                             in_hand.interrupted = true;
                             break 'run Exit::Cancelled(None);
                         }
                         break 'run Exit::Failed(error);
                     }
-                    in_hand.done();
+                    in_hand.done(inputs);
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
                 }

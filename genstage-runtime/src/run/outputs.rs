@@ -21,6 +21,15 @@ struct Outlet<T> {
     /// Its task has ended (a send failed): nothing more goes to it, and it is forgotten once the
     /// pipeline says why it ended.
     gone: bool,
+    /// What went to it, for the report's edge.
+    counts: SentCounts,
+}
+
+/// What a producer sent one subscription: delivered, and lost (sent to its consumer once gone).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SentCounts {
+    pub(crate) sent: u64,
+    pub(crate) lost: u64,
 }
 
 /// What the stage's producer-side callbacks are to be told, in the order it happened.
@@ -47,6 +56,8 @@ pub(super) struct Outputs<T> {
     pub(super) events_out: u64,
     /// Events sent to consumers that had stopped.
     pub(super) lost_to_gone_consumers: u64,
+    /// What went to the subscriptions that have ended, for the report's edges.
+    ended: Vec<(SubscriptionId, SentCounts)>,
 }
 
 impl<T: Send + 'static> Outputs<T> {
@@ -64,6 +75,7 @@ impl<T: Send + 'static> Outputs<T> {
             had_consumers: false,
             events_out: 0,
             lost_to_gone_consumers: 0,
+            ended: Vec::new(),
         }
     }
 
@@ -119,6 +131,7 @@ impl<T: Send + 'static> Outputs<T> {
                 sink: consumer,
                 seen_as,
                 gone: false,
+                counts: SentCounts::default(),
             },
         );
         self.had_consumers = true;
@@ -131,6 +144,7 @@ impl<T: Send + 'static> Outputs<T> {
         let Some(outlet) = self.consumers.remove(sub) else {
             return;
         };
+        self.ended.push((sub, outlet.counts));
         if !outlet.gone {
             self.path.cancel(sub);
         }
@@ -326,19 +340,48 @@ impl<T: Send + 'static> Outputs<T> {
         match self.consumers.get_mut(sub) {
             Some(outlet) if !outlet.gone => {
                 match outlet.sink.send(sub, batch, &mut self.hand_off) {
-                    Ok(()) => self.events_out += len,
+                    Ok(()) => {
+                        self.events_out += len;
+                        outlet.counts.sent += len;
+                    }
                     // The consumer's task has ended: the events are lost with it, as in GenStage. Its
                     // demand goes too, and what it frees is delivered by the caller's next round; the
                     // stage's callback hears of it when the pipeline says why it ended.
                     Err(_) => {
                         self.lost_to_gone_consumers += len;
+                        outlet.counts.lost += len;
                         outlet.gone = true;
                         self.path.cancel(sub);
                     }
                 }
             }
-            _ => self.lost_to_gone_consumers += len,
+            Some(outlet) => {
+                self.lost_to_gone_consumers += len;
+                outlet.counts.lost += len;
+            }
+            None => self.lost_to_gone(sub, len),
         }
+    }
+
+    /// Counts events for a subscription that has ended as lost.
+    #[cold]
+    fn lost_to_gone(&mut self, sub: SubscriptionId, len: u64) {
+        self.lost_to_gone_consumers += len;
+        match self.ended.iter_mut().find(|(ended, _)| *ended == sub) {
+            Some((_, counts)) => counts.lost += len,
+            None => self.ended.push((sub, SentCounts { sent: 0, lost: len })),
+        }
+    }
+
+    /// What went to each subscription, ended or not, for the report's edges.
+    pub(super) fn edges(&self) -> Vec<(SubscriptionId, SentCounts)> {
+        let mut edges = self.ended.clone();
+        edges.extend(
+            self.consumers
+                .iter()
+                .map(|(sub, outlet)| (sub, outlet.counts)),
+        );
+        edges
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+use crate::dispatcher::SubscriptionId;
 use crate::restart::{Intensity, Restart, RestartPolicy};
 
 use super::{panic_message, Exit};
@@ -142,9 +143,9 @@ impl<S, T> Restarts<S, T> {
 }
 
 /// Events to hand again, one at a time, to a restarted stage that redelivers: each with its index
-/// in the batch it first came in.
+/// in the batch it first came in, and the subscription it came on.
 pub(crate) struct Redelivery<T> {
-    queue: VecDeque<(usize, T)>,
+    queue: VecDeque<(usize, SubscriptionId, T)>,
     /// Events handed again, over every restart.
     pub(crate) count: u64,
 }
@@ -161,16 +162,16 @@ impl<T> Default for Redelivery<T> {
 impl<T> Redelivery<T> {
     /// Queues the batch a failed callback held, in front of what waits: a whole batch, or
     /// (`index`) the one redelivered event it failed on again.
-    pub(crate) fn again(&mut self, index: Option<usize>, events: Vec<T>) {
+    pub(crate) fn again(&mut self, index: Option<usize>, sub: SubscriptionId, events: Vec<T>) {
         self.count += events.len() as u64;
         let first = index.unwrap_or(0);
         for (offset, event) in events.into_iter().enumerate().rev() {
-            self.queue.push_front((first + offset, event));
+            self.queue.push_front((first + offset, sub, event));
         }
     }
 
-    /// The next event to hand again, with its index.
-    pub(crate) fn next(&mut self) -> Option<(usize, T)> {
+    /// The next event to hand again, with its index and subscription.
+    pub(crate) fn next(&mut self) -> Option<(usize, SubscriptionId, T)> {
         self.queue.pop_front()
     }
 
@@ -187,13 +188,14 @@ mod tests {
     #[test]
     fn a_failed_batch_is_handed_again_one_event_at_a_time_in_order() {
         let mut redelivery = Redelivery::default();
-        redelivery.again(None, vec!['a', 'b', 'c']);
-        assert_eq!(redelivery.next(), Some((0, 'a')));
+        redelivery.again(None, 7, vec!['a', 'b', 'c']);
+        assert_eq!(redelivery.next(), Some((0, 7, 'a')));
         // 'b' fails the restarted stage: it is handed again first, with its index.
-        assert_eq!(redelivery.next(), Some((1, 'b')));
-        redelivery.again(Some(1), vec!['b']);
-        assert_eq!(redelivery.next(), Some((1, 'b')));
-        assert_eq!(redelivery.next(), Some((2, 'c')));
+        assert_eq!(redelivery.next(), Some((1, 7, 'b')));
+        redelivery.again(Some(1), 7, vec!['b']);
+        assert_eq!(redelivery.next(), Some((1, 7, 'b')));
+        assert_eq!(redelivery.len(), 1);
+        assert_eq!(redelivery.next(), Some((2, 7, 'c')));
         assert_eq!(redelivery.next(), None);
         assert_eq!(redelivery.count, 4);
     }
