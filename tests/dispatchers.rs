@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use genstage::dispatcher::PartitionDispatcher;
 use genstage::{
-    from_iter, Consumer, Context, Demand, DemandMode, Dispatch, DispatchSetupError, Emit,
-    HandleCast, Partition, Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions,
-    ProducerRef, StageRef, StageResult, SubscribeOptions, Subscription, SubscriptionTag,
+    from_iter, Consumer, Context, Demand, DemandMode, Discard, DiscardReason, Dispatch,
+    DispatchSetupError, Emit, HandleCast, Partition, Pipeline, PipelineError, Producer,
+    ProducerConsumer, ProducerOptions, ProducerRef, StageRef, StageResult, SubscribeOptions,
+    Subscription, SubscriptionTag,
 };
 use tokio::sync::Semaphore;
 
@@ -157,6 +158,16 @@ async fn a_none_partition_discards_the_event_and_is_counted() {
     assert_eq!(flat(&odd_batches), vec![1, 5, 7, 11]);
     let producer = report.stage("Split").unwrap();
     assert_eq!((producer.emitted, producer.discarded), (13, 5));
+    assert_eq!(
+        producer.discards,
+        vec![Discard {
+            count: 5,
+            reason: DiscardReason::Unrouted
+        }]
+    );
+    assert!(report
+        .to_string()
+        .contains("discarded by Split: 5, its dispatcher sent them to no consumer\n"));
     balanced(&report);
 }
 

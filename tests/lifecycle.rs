@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    from_iter, BufferKeep, CancelMode, Consumer, DemandError, Emit, Pipeline, PipelineError,
-    Producer, ProducerConsumer, ProducerOptions, Report, StageResult, StageStatus,
-    SubscribeOptions,
+    from_iter, BufferKeep, CancelMode, Consumer, DemandError, Discard, DiscardReason, Emit,
+    Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions, Report, StageResult,
+    StageStatus, SubscribeOptions,
 };
 use tokio::sync::oneshot;
 
@@ -1017,6 +1017,15 @@ async fn buffer_overflow_is_reported_as_discarded() {
         assert_eq!(taken(&events), expected, "{what}");
         let burst = report.stage("burst").unwrap();
         assert_eq!(burst.discarded, discarded, "{what}");
+        // The reason: the buffer.
+        let discards: Vec<Discard> = (discarded > 0)
+            .then_some(Discard {
+                count: discarded,
+                reason: DiscardReason::BufferFull,
+            })
+            .into_iter()
+            .collect();
+        assert_eq!(burst.discards, discards, "{what}");
         assert_eq!(burst.events_out, 40 - discarded, "{what}");
         assert_eq!(burst.status, StageStatus::Finished, "{what}");
         assert_eq!(

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    from_iter, CancelReason, Consumer, Context, Demand, Emit, LossReason, NoInput, Pipeline,
-    PipelineError, Producer, ProducerConsumer, Report, RestartPolicy, StageReport, StageResult,
-    StageStatus, SubscribeOptions, Subscriber, Subscription,
+    from_iter, CancelReason, Consumer, Context, Demand, EdgeReport, Emit, LossReason, NoInput,
+    Pipeline, PipelineError, Producer, ProducerConsumer, Report, RestartPolicy, StageReport,
+    StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription,
 };
 
 async fn guard<T>(future: impl Future<Output = T>) -> T {
@@ -49,6 +49,16 @@ fn lost(stage: &StageReport, reason: LossReason) -> u64 {
         .filter(|loss| loss.reason == reason)
         .map(|loss| loss.count)
         .sum()
+}
+
+fn edge(producer: &str, consumer: &str, sent: u64, handled: u64, lost: u64) -> EdgeReport {
+    EdgeReport {
+        producer: producer.into(),
+        consumer: consumer.into(),
+        sent,
+        handled,
+        lost,
+    }
 }
 
 /// How a fault shows: an error returned, or a panic.
@@ -179,6 +189,7 @@ async fn a_transient_consumer_restarts_and_loses_the_batch_it_failed_on() {
         assert_eq!(*run.seen.lock().unwrap(), expected);
         // The new value was told of its subscription, as the first one was.
         assert_eq!(run.subscribed.load(Ordering::Relaxed), 2);
+        assert_eq!(report.edges, vec![edge("from_iter", "Flaky", 100, 95, 5)]);
         assert!(report.balanced(), "{report}");
         assert_eq!(stage(&report, "from_iter").status, StageStatus::Finished);
     }
@@ -231,6 +242,7 @@ async fn redelivery_hands_the_failed_batch_again_so_every_event_is_handled() {
         seen.sort_unstable();
         expected.sort_unstable();
         assert_eq!(seen, expected);
+        assert_eq!(report.edges, vec![edge("from_iter", "Flaky", 100, 100, 0)]);
         assert!(report.balanced(), "{report}");
     }
 }

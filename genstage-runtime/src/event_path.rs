@@ -67,6 +67,8 @@ pub(crate) struct EventPath<T, I = Infallible> {
     pub(crate) emitted: u64,
     /// Events the buffer dropped on overflow, and the dispatcher sent to no consumer, so far.
     pub(crate) discarded: u64,
+    /// Of `discarded`, those the dispatcher sent to no consumer.
+    pub(crate) unrouted: u64,
     /// Copies of events the dispatcher sent to more than one consumer, beyond the first, so far.
     pub(crate) copies: u64,
     /// Nothing is dispatched: a producer accumulating demand (see [`set_held`](Self::set_held)).
@@ -96,6 +98,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             behind_backlog: VecDeque::new(),
             emitted: 0,
             discarded: 0,
+            unrouted: 0,
             held: false,
         }
     }
@@ -181,6 +184,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             Err(error) => (Vec::new(), Some(error)),
         };
         self.discarded += out.discarded() as u64;
+        self.unrouted += out.discarded() as u64;
         self.copies += out.copies() as u64;
         if let Some(error) = result {
             self.failure.get_or_insert(error);

@@ -58,7 +58,9 @@ pub use pipeline::{
     ProducerConsumerRef, ProducerRef, Run, Sink, Source, Stage, StageId, StageRef,
     DEFAULT_CALL_TIMEOUT,
 };
-pub use report::{EdgeReport, Loss, LossReason, Report, StageReport, StageStatus, Totals};
+pub use report::{
+    Discard, DiscardReason, EdgeReport, Loss, LossReason, Report, StageReport, StageStatus, Totals,
+};
 pub use restart::{NoInput, Restart, RestartPolicy, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW};
 pub use stage::{Consumer, Emit, Producer, ProducerConsumer, StageResult};
 pub use subscription::{AskError, CancelReason, Demand, Subscriber, Subscription, SubscriptionTag};

@@ -71,6 +71,35 @@ impl std::fmt::Display for LossReason {
     }
 }
 
+/// Why events were discarded: dropped by design, as the stage's options say, not lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DiscardReason {
+    /// Its buffer was full (`buffer_size`, and `buffer_keep` chose which to drop).
+    BufferFull,
+    /// Its dispatcher sent them to no consumer: partitioned to `None`, rejected by every selector
+    /// of a broadcast, or beyond the backlog a partition without a consumer keeps.
+    Unrouted,
+}
+
+impl std::fmt::Display for DiscardReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiscardReason::BufferFull => "its buffer was full",
+            DiscardReason::Unrouted => "its dispatcher sent them to no consumer",
+        })
+    }
+}
+
+/// Events a stage discarded, all for one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discard {
+    /// How many.
+    pub count: u64,
+    /// Why.
+    pub reason: DiscardReason,
+}
+
 /// Events a stage lost, all for one reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Loss {
@@ -97,8 +126,10 @@ pub struct StageReport {
     /// consumers is emitted once and copied twice, and handled three times.
     pub copies: u64,
     /// Events it dropped: on buffer overflow (`buffer_size`, `buffer_keep`), partitioned to `None`,
-    /// or rejected by every selector of a broadcast.
+    /// or rejected by every selector of a broadcast. The sum of `discards`.
     pub discarded: u64,
+    /// Why it discarded them, one entry per reason.
+    pub discards: Vec<Discard>,
     /// Events it lost: the sum of `losses`.
     pub lost: u64,
     /// Why it lost them, one entry per reason.
@@ -222,6 +253,7 @@ impl Report {
 ///     emitted,
 ///     copies: 0,
 ///     discarded: 0,
+///     discards: Vec::new(),
 ///     lost,
 ///     losses: (lost > 0)
 ///         .then_some(Loss { count: lost, reason: LossReason::Unhandled })
@@ -311,6 +343,13 @@ impl std::fmt::Display for Report {
             writeln!(f, "{}", line.trim_end())?;
         }
         for stage in &self.stages {
+            for discard in &stage.discards {
+                writeln!(
+                    f,
+                    "discarded by {}: {}, {}",
+                    stage.name, discard.count, discard.reason
+                )?;
+            }
             for loss in &stage.losses {
                 writeln!(f, "lost by {}: {}, {}", stage.name, loss.count, loss.reason)?;
             }

@@ -25,7 +25,7 @@ use crate::mailbox::{Receiver, TryRecvError};
 use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLetter};
 use crate::options::DemandMode;
 use crate::protocol::{Control, Downstream, Mail, Upstream};
-use crate::report::{Loss, LossReason, StageStatus};
+use crate::report::{Discard, Loss, LossReason, StageStatus};
 use crate::restart::{NoInput, RestartPolicy};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use crate::subscription::{Demand, ManualAsks};
@@ -104,6 +104,7 @@ pub(crate) struct Outcome {
     pub(crate) emitted: u64,
     pub(crate) copies: u64,
     pub(crate) discarded: u64,
+    pub(crate) discards: Vec<Discard>,
     pub(crate) excess: u64,
     pub(crate) losses: Vec<Loss>,
     /// Times its stage was restarted.
@@ -437,6 +438,7 @@ pub(crate) async fn run_producer<P: Producer>(
         emitted: outputs.emitted(),
         copies: outputs.copies(),
         discarded: outputs.discarded(),
+        discards: outputs.discards(),
         excess: 0,
         losses,
         restarts: restarts.count,
@@ -835,6 +837,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         emitted: outputs.emitted(),
         copies: outputs.copies(),
         discarded: outputs.discarded(),
+        discards: outputs.discards(),
         excess: inputs.excess,
         losses,
         restarts: restarts.count,
@@ -1113,6 +1116,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
         emitted: 0,
         copies: 0,
         discarded: 0,
+        discards: Vec::new(),
         excess: inputs.excess,
         losses,
         restarts: restarts.count,

@@ -10,6 +10,7 @@ use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EndReason, EventSink, NewConsumer};
+use crate::report::{Discard, DiscardReason};
 use crate::subscription::{CancelReason, Subscriber, SubscriptionTag};
 
 use super::by_subscription::BySubscription;
@@ -276,6 +277,21 @@ impl<T: Send + 'static> Outputs<T> {
 
     pub(super) fn discarded(&self) -> u64 {
         self.path.discarded
+    }
+
+    /// Why it discarded what it did, one entry per reason.
+    pub(super) fn discards(&self) -> Vec<Discard> {
+        [
+            (
+                self.path.discarded - self.path.unrouted,
+                DiscardReason::BufferFull,
+            ),
+            (self.path.unrouted, DiscardReason::Unrouted),
+        ]
+        .into_iter()
+        .filter(|&(count, _)| count > 0)
+        .map(|(count, reason)| Discard { count, reason })
+        .collect()
     }
 
     /// Copies of events sent to more than one consumer, beyond the first.
