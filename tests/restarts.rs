@@ -633,3 +633,255 @@ async fn set_restart_overrides_the_policy_the_type_declares() {
     );
     assert_eq!(seen2.lock().unwrap().len(), 52);
 }
+
+/// Where the fault of [`fault_matrix`] strikes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Failing {
+    Producer,
+    Middle,
+    Consumer,
+}
+
+/// Emits `0..60` from a counter its rebuilt values share, broadcast; fails on its second call if
+/// `fault`, once.
+struct Source {
+    next: Arc<AtomicU64>,
+    calls: Arc<AtomicU64>,
+    fault: Option<Fault>,
+    policy: RestartPolicy<NoInput>,
+}
+
+impl Producer for Source {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) == 1 {
+            if let Some(fault) = self.fault {
+                fail(fault, "P", 0)?;
+            }
+        }
+        let start = self.next.load(Ordering::Relaxed);
+        let stop = (start + demand as u64).min(60);
+        self.next.store(stop, Ordering::Relaxed);
+        let events = (start..stop).collect();
+        Ok(if stop == 60 {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+    fn dispatcher(&self) -> genstage::Dispatch<Self, u64> {
+        genstage::Dispatch::broadcast()
+    }
+    fn restart_policy(&self) -> RestartPolicy<NoInput> {
+        self.policy
+    }
+}
+
+/// Passes events on; fails on 23 if `fault`, once.
+struct Middle {
+    faults: Faults,
+    fault: Fault,
+    policy: RestartPolicy<u64>,
+}
+
+impl ProducerConsumer for Middle {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        if events.iter().any(|&event| self.faults.strikes(event)) {
+            fail(self.fault, "M", 23)?;
+        }
+        Ok(events)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+/// Records what it handles; fails on 37 if `fault`, once.
+struct Recorder {
+    faults: Faults,
+    fault: Fault,
+    seen: Arc<Mutex<Vec<u64>>>,
+    policy: RestartPolicy<u64>,
+}
+
+impl Consumer for Recorder {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.iter().any(|&event| self.faults.strikes(event)) {
+            fail(self.fault, "C1", 37)?;
+        }
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+/// Every role, every fault, every restart policy, every cancel mode: `P` broadcasts `0..60` to
+/// `M -> C1` and to `C2`, every edge with the cancel mode; one stage fails once, under the policy.
+/// Asserts which stages restart, which stop and how, which go on, what each consumer got, and that
+/// every total and every edge balances.
+#[tokio::test]
+async fn fault_matrix() {
+    use genstage::{CancelMode, Restart};
+    for failing in [Failing::Producer, Failing::Middle, Failing::Consumer] {
+        for fault in [Fault::Error, Fault::Panic] {
+            for restart in [Restart::Temporary, Restart::Transient, Restart::Permanent] {
+                for cancel in [
+                    CancelMode::Permanent,
+                    CancelMode::Transient,
+                    CancelMode::Temporary,
+                ] {
+                    let case = format!("{failing:?} {fault:?} {restart} cancel {cancel:?}");
+                    let c1 = Arc::new(Mutex::new(Vec::new()));
+                    let c2 = Arc::new(Mutex::new(Vec::new()));
+                    let mut pipeline = Pipeline::new();
+                    let (next, calls) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+                    let p_fault = (failing == Failing::Producer).then_some(fault);
+                    let p_policy = if failing == Failing::Producer {
+                        RestartPolicy::new(restart)
+                    } else {
+                        RestartPolicy::temporary()
+                    };
+                    let p = pipeline.add_producer_with_as(Some("P".into()), move || Source {
+                        next: next.clone(),
+                        calls: calls.clone(),
+                        fault: p_fault,
+                        policy: p_policy,
+                    });
+                    let policy = |role| {
+                        if failing == role {
+                            RestartPolicy::new(restart)
+                        } else {
+                            RestartPolicy::temporary()
+                        }
+                    };
+                    let faults = |role, event| Faults::on(&[(event, u32::from(failing == role))]);
+                    let (m_faults, m_policy) =
+                        (faults(Failing::Middle, 23), policy(Failing::Middle));
+                    let m =
+                        pipeline.add_producer_consumer_with_as(Some("M".into()), move || Middle {
+                            faults: m_faults.clone(),
+                            fault,
+                            policy: m_policy,
+                        });
+                    let (c1_faults, c1_policy, seen) = (
+                        faults(Failing::Consumer, 37),
+                        policy(Failing::Consumer),
+                        c1.clone(),
+                    );
+                    let consumer1 =
+                        pipeline.add_consumer_with_as(Some("C1".into()), move || Recorder {
+                            faults: c1_faults.clone(),
+                            fault,
+                            seen: seen.clone(),
+                            policy: c1_policy,
+                        });
+                    let seen = c2.clone();
+                    let consumer2 =
+                        pipeline.add_consumer_with_as(Some("C2".into()), move || Recorder {
+                            faults: Faults::default(),
+                            fault,
+                            seen: seen.clone(),
+                            policy: RestartPolicy::temporary(),
+                        });
+                    let options = SubscribeOptions::new()
+                        .max_demand(10)
+                        .min_demand(5)
+                        .cancel(cancel);
+                    pipeline
+                        .subscribe_with(&p, &m, options)
+                        .subscribe_with(&m, &consumer1, options)
+                        .subscribe_with(&p, &consumer2, options);
+                    let (report, error) = report_of(guard(pipeline.run()).await);
+                    assert!(report.balanced(), "{case}\n{report}");
+                    assert_eq!(report.edges.len(), 3, "{case}");
+                    let name = match failing {
+                        Failing::Producer => "P",
+                        Failing::Middle => "M",
+                        Failing::Consumer => "C1",
+                    };
+                    let status = |stage_name: &str| stage(&report, stage_name).status.clone();
+                    let all: Vec<u64> = (0..60).collect();
+                    if restart == Restart::Temporary {
+                        // It stops; the run fails naming it.
+                        assert_eq!(
+                            error.as_ref().map(PipelineError::stage),
+                            Some(name),
+                            "{case}"
+                        );
+                        assert_eq!(stage(&report, name).restarts, 0, "{case}");
+                        assert!(stage(&report, name).failed(), "{case}");
+                        // Downstream of it, consumers stop unless subscribed temporary.
+                        let downstream: &[&str] = match failing {
+                            Failing::Producer => &["M", "C1", "C2"],
+                            Failing::Middle => &["C1"],
+                            Failing::Consumer => &[],
+                        };
+                        for &below in downstream {
+                            let expected = if cancel == CancelMode::Temporary {
+                                StageStatus::Finished
+                            } else {
+                                StageStatus::Cancelled {
+                                    cause: Some(name.into()),
+                                }
+                            };
+                            assert_eq!(status(below), expected, "{case}: {below}");
+                        }
+                        // Upstream: `M` left without its consumer stops; `P` keeps `C2`.
+                        if failing == Failing::Consumer {
+                            assert_eq!(
+                                status("M"),
+                                StageStatus::Cancelled { cause: None },
+                                "{case}"
+                            );
+                        }
+                        if failing != Failing::Producer {
+                            assert_eq!(status("P"), StageStatus::Finished, "{case}");
+                            assert_eq!(*c2.lock().unwrap(), all, "{case}");
+                        }
+                        continue;
+                    }
+                    // Restarted: nobody else notices; the batch it held is lost (a producer holds
+                    // none).
+                    for other in ["P", "M", "C1", "C2"] {
+                        assert_eq!(status(other), StageStatus::Finished, "{case}: {other}");
+                    }
+                    assert_eq!(*c2.lock().unwrap(), all, "{case}");
+                    let c1_expected: Vec<u64> = match failing {
+                        Failing::Producer => all.clone(),
+                        Failing::Middle => (0..20).chain(25..60).collect(),
+                        Failing::Consumer => (0..35).chain(40..60).collect(),
+                    };
+                    assert_eq!(*c1.lock().unwrap(), c1_expected, "{case}");
+                    assert_eq!(
+                        stage(&report, name).lost,
+                        5 * u64::from(failing != Failing::Producer),
+                        "{case}"
+                    );
+                    if failing == Failing::Producer && restart == Restart::Permanent {
+                        // A permanent producer is restarted when it ends, too: restarted after its
+                        // failure, then after each end, until one end too many.
+                        assert!(
+                            matches!(error, Some(PipelineError::RestartLimit { ref stage, .. }) if stage == "P"),
+                            "{case}: {error:?}"
+                        );
+                        let p = stage(&report, "P");
+                        assert_eq!(p.restarts, 3, "{case}");
+                        assert_eq!(
+                            p.failures[1..],
+                            ["finished", "finished", "finished"],
+                            "{case}"
+                        );
+                    } else {
+                        assert!(error.is_none(), "{case}: {error:?}");
+                        assert_eq!(stage(&report, name).restarts, 1, "{case}");
+                    }
+                }
+            }
+        }
+    }
+}
