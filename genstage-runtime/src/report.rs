@@ -289,7 +289,8 @@ impl std::fmt::Display for Report {
             .stages
             .iter()
             .any(|stage| stage.restarts > 0 || stage.redelivered > 0);
-        let columns: &[(&str, fn(&StageReport) -> u64)] = &[
+        type Column = (&'static str, fn(&StageReport) -> u64);
+        let columns: &[Column] = &[
             ("in", |stage| stage.events_in),
             ("out", |stage| stage.events_out),
             ("emitted", |stage| stage.emitted),

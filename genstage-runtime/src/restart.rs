@@ -81,8 +81,11 @@ pub struct RestartPolicy<T> {
     restart: Restart,
     max_restarts: u32,
     within: Duration,
-    redeliver: Option<fn(&[T]) -> Vec<T>>,
+    redeliver: Option<CopyBatch<T>>,
 }
+
+/// Copies a batch for redelivery.
+pub(crate) type CopyBatch<T> = fn(&[T]) -> Vec<T>;
 
 /// OTP's `max_restarts` default.
 pub const DEFAULT_MAX_RESTARTS: u32 = 3;
@@ -139,7 +142,7 @@ impl<T> RestartPolicy<T> {
     }
 
     /// The copy of a batch to keep for redelivery, when it redelivers.
-    pub(crate) fn redelivery(&self) -> Option<fn(&[T]) -> Vec<T>> {
+    pub(crate) fn redelivery(&self) -> Option<CopyBatch<T>> {
         self.redeliver
     }
 }

@@ -26,7 +26,7 @@ use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLette
 use crate::options::DemandMode;
 use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Discard, Loss, LossReason, StageStatus};
-use crate::restart::{NoInput, RestartPolicy};
+use crate::restart::{CopyBatch, NoInput, RestartPolicy};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use crate::subscription::{Demand, ManualAsks};
 use callback::{call_serving, Called};
@@ -187,26 +187,28 @@ struct InHand<T> {
     ask: Option<BatchDemand>,
     /// A copy of the batch, when the stage redelivers.
     copy: Option<Vec<T>>,
+    /// How to copy a batch, when the stage redelivers.
+    copier: Option<CopyBatch<T>>,
     /// The index of the event, when the batch is one event handed again.
     redelivered: Option<usize>,
 }
 
-impl<T> Default for InHand<T> {
-    fn default() -> Self {
+impl<T> InHand<T> {
+    /// Nothing in hand; each batch copied by `copier`, when the stage redelivers.
+    fn new(copier: Option<CopyBatch<T>>) -> Self {
         InHand {
             batch: 0,
             interrupted: false,
             sub: None,
             ask: None,
             copy: None,
+            copier,
             redelivered: None,
         }
     }
-}
 
-impl<T> InHand<T> {
     /// The callback takes `events`, which came on `sub`: a batch that earns `ask`, or
-    /// (`redelivered`) one event handed again; `copy` keeps it for redelivery.
+    /// (`redelivered`) one event handed again; kept for redelivery, when the stage redelivers.
     #[inline]
     fn take(
         &mut self,
@@ -214,32 +216,35 @@ impl<T> InHand<T> {
         sub: SubscriptionId,
         ask: Option<BatchDemand>,
         redelivered: Option<usize>,
-        copy: Option<fn(&[T]) -> Vec<T>>,
     ) {
         self.batch = events.len() as u64;
         self.sub = Some(sub);
         self.ask = ask;
         self.redelivered = redelivered;
-        if let Some(copy) = copy {
-            self.copy = Some(copy(events));
+        if let Some(copier) = self.copier {
+            self.copy = Some(copier(events));
         }
     }
 
     /// The callback returned the batch: it is handled, and nothing is in hand.
     #[inline]
     fn done(&mut self, inputs: &mut Inputs<T>) {
-        if let Some(sub) = self.sub.take() {
+        if let Some(sub) = self.sub {
             inputs.handled(sub, self.batch);
         }
-        self.batch = 0;
-        self.ask = None;
-        self.copy = None;
-        self.redelivered = None;
+        self.clear();
+    }
+
+    /// Nothing is in hand.
+    fn clear(&mut self) {
+        *self = InHand::new(self.copier);
     }
 }
 
 /// What a consumer's or producer_consumer's loop keeps across restarts of its stage.
 struct Kept<T> {
+    /// The batch its callback holds.
+    in_hand: InHand<T>,
     /// Calls, casts and infos taken in and not yet opened.
     letters: VecDeque<Letter>,
     /// Events to hand again to the restarted stage.
@@ -250,21 +255,22 @@ struct Kept<T> {
     announce: bool,
 }
 
-impl<T> Default for Kept<T> {
-    fn default() -> Self {
+impl<T> Kept<T> {
+    /// Nothing yet; each batch copied by `copier`, when the stage redelivers.
+    fn new(copier: Option<CopyBatch<T>>) -> Self {
         Kept {
+            in_hand: InHand::new(copier),
             letters: VecDeque::new(),
             redelivery: Redelivery::default(),
             failed: 0,
             announce: false,
         }
     }
-}
 
-impl<T> Kept<T> {
     /// After a restart: the batch the failed value held is lost, or queued to be handed again;
     /// the ask it earned is made; the new value is to be told of its subscriptions.
-    fn restarted(&mut self, in_hand: &mut InHand<T>, inputs: &Inputs<T>) {
+    fn restarted(&mut self, inputs: &Inputs<T>) {
+        let in_hand = &mut self.in_hand;
         if let (Some(sub), Some(demand)) = (in_hand.sub, in_hand.ask) {
             drop(inputs.ask(sub, demand));
         }
@@ -272,7 +278,7 @@ impl<T> Kept<T> {
             (Some(sub), Some(events)) => self.redelivery.again(in_hand.redelivered, sub, events),
             _ => self.failed += in_hand.batch,
         }
-        *in_hand = InHand::default();
+        in_hand.clear();
         self.announce = true;
     }
 }
@@ -424,7 +430,7 @@ pub(crate) async fn run_producer<P: Producer>(
     let buffered = outputs.abandon_buffer();
     let losses = close_and_count(
         &mut mailbox,
-        &InHand::<NoInput>::default(),
+        &InHand::<NoInput>::new(None),
         0,
         0,
         outputs.lost_to_gone_consumers,
@@ -787,8 +793,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         partition,
     } = dispatch;
     let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
-    let mut in_hand = InHand::default();
-    let mut kept = Kept::default();
+    let mut kept = Kept::new(restarts.redelivery());
     let (exit, aborted) = loop {
         let stage_loop = transform(
             &mut stage,
@@ -797,33 +802,31 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
             &mut mailbox,
             &mut inputs,
             &mut outputs,
-            &mut in_hand,
             &mut kept,
-            restarts.redelivery(),
         );
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {
             break (exit, aborted);
         }
-        match restarts.restart(&env.name, &exit, false, in_hand.redelivered) {
+        match restarts.restart(&env.name, &exit, false, kept.in_hand.redelivered) {
             Ok(Some(restarted)) => {
                 stage = restarted;
-                kept.restarted(&mut in_hand, &inputs);
+                kept.restarted(&inputs);
                 outputs.announce_again();
             }
             Ok(None) => break (exit, aborted),
             Err(exit) => break (exit, aborted),
         }
     };
-    in_hand.interrupted |= aborted;
+    kept.in_hand.interrupted |= aborted;
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
     let waiting = kept.redelivery.len();
     let losses = close_and_count(
         &mut mailbox,
-        &in_hand,
+        &kept.in_hand,
         kept.failed,
         inputs.unhandled() + waiting,
         outputs.lost_to_gone_consumers,
@@ -832,7 +835,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     );
     Outcome {
         exit,
-        events_in: inputs.events_in - in_hand.batch - kept.failed - waiting,
+        events_in: inputs.events_in - kept.in_hand.batch - kept.failed - waiting,
         events_out: outputs.events_out,
         emitted: outputs.emitted(),
         copies: outputs.copies(),
@@ -888,16 +891,19 @@ async fn transform<S: ProducerConsumer>(
     mailbox: &mut Receiver<Mail<S::Input, S::Output>>,
     inputs: &mut Inputs<S::Input>,
     outputs: &mut Outputs<S::Output>,
-    in_hand: &mut InHand<S::Input>,
     kept: &mut Kept<S::Input>,
-    copy: Option<fn(&[S::Input]) -> Vec<S::Input>>,
 ) -> Exit {
     if std::mem::take(&mut kept.announce) {
         announce_again(env, inputs, |subscription, ctx| {
             stage.handle_subscribe(subscription, ctx)
         });
     }
-    let letters = &mut kept.letters;
+    let Kept {
+        in_hand,
+        letters,
+        redelivery,
+        ..
+    } = kept;
     'run: loop {
         if let Err(exit) = settle(&*stage, partition, outputs) {
             break exit;
@@ -938,11 +944,11 @@ async fn transform<S: ProducerConsumer>(
         // A restarted stage first handles again, one at a time, what its failed value held, while
         // consumers downstream have demand.
         while outputs.capacity() > 0 {
-            let Some((index, sub, event)) = kept.redelivery.next() else {
+            let Some((index, sub, event)) = redelivery.next() else {
                 break;
             };
             let events = vec![event];
-            in_hand.take(&events, sub, None, Some(index), copy);
+            in_hand.take(&events, sub, None, Some(index));
             let emitted = match stage.handle_events(events).await {
                 Ok(emitted) => emitted,
                 Err(error) => break 'run Exit::Failed(error),
@@ -983,7 +989,7 @@ async fn transform<S: ProducerConsumer>(
                 } => {
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
-                    in_hand.take(&events, sub, Some(demand), None, copy);
+                    in_hand.take(&events, sub, Some(demand), None);
                     // While the callback waits, the stage takes in its mail, and stops if its
                     // consumers leave.
                     let called = call_serving(stage.handle_events(events), mailbox, |mail| {
@@ -1067,33 +1073,26 @@ pub(crate) async fn run_consumer<C: Consumer>(
 ) -> Outcome {
     let (mut stage, mut restarts) = Restarts::new(build, policy);
     let mut inputs = Inputs::new(env.name.clone());
-    let mut in_hand = InHand::default();
-    let mut kept = Kept::default();
+    let mut kept = Kept::new(restarts.redelivery());
     let (exit, aborted) = loop {
-        let stage_loop = consume(
-            &mut stage,
-            &env,
-            &mut mailbox,
-            &mut inputs,
-            &mut in_hand,
-            &mut kept,
-            restarts.redelivery(),
-        );
+        let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut kept);
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
-        match restarts.restart(&env.name, &exit, false, in_hand.redelivered) {
+        match restarts.restart(&env.name, &exit, false, kept.in_hand.redelivered) {
             Ok(Some(restarted)) => {
                 stage = restarted;
-                kept.restarted(&mut in_hand, &inputs);
+                kept.restarted(&inputs);
             }
             Ok(None) => break (exit, aborted),
             Err(exit) => break (exit, aborted),
         }
     };
-    in_hand.interrupted |= aborted;
+    kept.in_hand.interrupted |= aborted;
     if aborted {
-        let handled = stage.__handled_of_interrupted_batch().min(in_hand.batch);
-        in_hand.batch -= handled;
-        if let Some(sub) = in_hand.sub {
+        let handled = stage
+            .__handled_of_interrupted_batch()
+            .min(kept.in_hand.batch);
+        kept.in_hand.batch -= handled;
+        if let Some(sub) = kept.in_hand.sub {
             inputs.handled(sub, handled);
         }
     }
@@ -1102,7 +1101,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let waiting = kept.redelivery.len();
     let losses = close_and_count(
         &mut mailbox,
-        &in_hand,
+        &kept.in_hand,
         kept.failed,
         inputs.unhandled() + waiting,
         0,
@@ -1111,7 +1110,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     );
     Outcome {
         exit,
-        events_in: inputs.events_in - in_hand.batch - kept.failed - waiting,
+        events_in: inputs.events_in - kept.in_hand.batch - kept.failed - waiting,
         events_out: 0,
         emitted: 0,
         copies: 0,
@@ -1150,17 +1149,21 @@ async fn consume<C: Consumer>(
     env: &StageEnv,
     mailbox: &mut Receiver<Mail<C::Input, Infallible>>,
     inputs: &mut Inputs<C::Input>,
-    in_hand: &mut InHand<C::Input>,
     kept: &mut Kept<C::Input>,
-    copy: Option<fn(&[C::Input]) -> Vec<C::Input>>,
 ) -> Exit {
     if std::mem::take(&mut kept.announce) {
         announce_again(env, inputs, |subscription, ctx| {
             stage.handle_subscribe(subscription, ctx)
         });
     }
+    let Kept {
+        in_hand,
+        letters,
+        redelivery,
+        ..
+    } = kept;
     'run: loop {
-        while let Some(letter) = kept.letters.pop_front() {
+        while let Some(letter) = letters.pop_front() {
             let opened = env.open::<C, Infallible>(stage, letter, Some(inputs)).await;
             env.send_replies();
             if let Err(error) = opened {
@@ -1172,9 +1175,9 @@ async fn consume<C: Consumer>(
             }
         }
         // A restarted stage first handles again, one at a time, what its failed value held.
-        while let Some((index, sub, event)) = kept.redelivery.next() {
+        while let Some((index, sub, event)) = redelivery.next() {
             let events = vec![event];
-            in_hand.take(&events, sub, None, Some(index), copy);
+            in_hand.take(&events, sub, None, Some(index));
             if let Err(error) = stage.handle_events(events).await {
                 break 'run Exit::Failed(error);
             }
@@ -1209,7 +1212,7 @@ async fn consume<C: Consumer>(
                 } => {
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
-                    in_hand.take(&events, sub, Some(demand), None, copy);
+                    in_hand.take(&events, sub, Some(demand), None);
                     if let Err(error) = stage.handle_events(events).await {
                         // A `to_stream` sink whose stream was dropped stops normally; the events
                         // the stream yielded are handled, the rest of the batch is lost.
@@ -1227,7 +1230,7 @@ async fn consume<C: Consumer>(
                     drop(inputs.ask(sub, demand));
                 }
                 // Only a producer_consumer queues infos behind its input.
-                Step::Info(letter) => kept.letters.push_back(letter),
+                Step::Info(letter) => letters.push_back(letter),
             }
         }
         if inputs.exhausted() {
@@ -1239,7 +1242,7 @@ async fn consume<C: Consumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
             Mail::Downstream(_) => {}
-            Mail::Control(control) => queue_control(*control, &mut kept.letters, inputs, None),
+            Mail::Control(control) => queue_control(*control, letters, inputs, None),
         }
     }
 }

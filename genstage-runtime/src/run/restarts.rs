@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::dispatcher::SubscriptionId;
-use crate::restart::{Intensity, Restart, RestartPolicy};
+use crate::restart::{CopyBatch, Intensity, Restart, RestartPolicy};
 
 use super::{panic_message, Exit};
 
@@ -80,7 +80,7 @@ impl<S, T> Restarts<S, T> {
     }
 
     /// The copy of a batch to keep for redelivery, when the stage redelivers.
-    pub(crate) fn redelivery(&self) -> Option<fn(&[T]) -> Vec<T>> {
+    pub(crate) fn redelivery(&self) -> Option<CopyBatch<T>> {
         self.policy.redelivery()
     }
 
