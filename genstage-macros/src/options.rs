@@ -255,10 +255,7 @@ pub(crate) fn max_restarts(value: &Expr) -> syn::Result<u32> {
         }) => int
             .base10_parse::<u32>()
             .map_err(|_| syn::Error::new(int.span(), format!("{WHAT}; `{int}` is too large"))),
-        other => Err(syn::Error::new_spanned(
-            other,
-            format!("{WHAT}, not this"),
-        )),
+        other => Err(syn::Error::new_spanned(other, format!("{WHAT}, not this"))),
     }
 }
 

@@ -169,8 +169,12 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     });
 
     let mut helpers = conversion.define(krate);
-    if model.restart.as_ref().is_some_and(|r| r.redeliver.is_some()) {
-        helpers.extend(redeliver_event(krate));
+    if let Some(span) = model.restart.as_ref().and_then(|r| r.redeliver) {
+        // At `redeliver` too, so that rustc's notes about the bound point there.
+        helpers.extend(respan(
+            redeliver_event(krate),
+            Span::call_site().located_at(span),
+        ));
     }
     if model.role == Role::Producer {
         helpers.extend(demand_arg());
@@ -727,9 +731,11 @@ fn restart_fn(model: &StageModel) -> TokenStream {
         policy = quote!(#policy.max_restarts(#max, ::core::time::Duration::from_secs(#seconds)));
     }
     if let Some(span) = restart.redeliver {
-        // Spanned at `redeliver`: an event type that is not `Clone` is reported there.
-        let call = respan(quote!(redeliver), Span::mixed_site().located_at(span));
-        policy = quote!(#call(#policy));
+        // Every token at `redeliver`: an event type that is not `Clone` is reported there.
+        policy = respan(
+            quote!(redeliver(#policy)),
+            Span::mixed_site().located_at(span),
+        );
     }
     quote! {
         fn restart_policy(&self) -> #krate::RestartPolicy<#input> {

@@ -1081,7 +1081,10 @@ fn restart_options_expand_to_the_role_traits_restart_policy() {
     );
     // `redeliver` brings the helper trait whose message names a non-`Clone` event type.
     let text = generated("consumer, restart = transient, redeliver", CONSUMER);
-    assert!(text.contains("cannot be redelivered: it does not implement `Clone`"), "{text}");
+    assert!(
+        text.contains("cannot be redelivered: it does not implement `Clone`"),
+        "{text}"
+    );
     assert!(!generated("consumer, restart = transient", CONSUMER).contains("RedeliverEvent"));
 }
 
@@ -1089,11 +1092,21 @@ fn restart_options_expand_to_the_role_traits_restart_policy() {
 fn every_stage_is_added_rebuildable_by_add_with() {
     for (attr, item, add) in [
         ("producer", PRODUCER, "add_producer_with_as"),
-        ("producer_consumer", PRODUCER_CONSUMER, "add_producer_consumer_with_as"),
+        (
+            "producer_consumer",
+            PRODUCER_CONSUMER,
+            "add_producer_consumer_with_as",
+        ),
         ("consumer", CONSUMER, "add_consumer_with_as"),
     ] {
         let text = generated(attr, item);
-        assert!(text.contains("fn add_with (__build : impl :: core :: ops :: FnMut () -> Self"), "{text}");
-        assert!(text.contains(&format!("__pipeline . {add} (__name , __build)")), "{text}");
+        assert!(
+            text.contains("fn add_with (__build : impl :: core :: ops :: FnMut () -> Self"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("__pipeline . {add} (__name , __build)")),
+            "{text}"
+        );
     }
 }

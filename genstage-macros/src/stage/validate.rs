@@ -339,13 +339,15 @@ pub(crate) fn validate_stage(
                     Err(error) => errors.push(error),
                 }
             }
-            "restart" => match options::choice(&option.key, &option.value, RESTARTS, "restart value") {
-                Ok(variant) => restart = Some(Ok(variant)),
-                Err(error) => {
-                    restart = Some(Err(()));
-                    errors.push(error);
+            "restart" => {
+                match options::choice(&option.key, &option.value, RESTARTS, "restart value") {
+                    Ok(variant) => restart = Some(Ok(variant)),
+                    Err(error) => {
+                        restart = Some(Err(()));
+                        errors.push(error);
+                    }
                 }
-            },
+            }
             "max_restarts" => {
                 restart_dependents.push(option);
                 match options::max_restarts(&option.value) {
@@ -396,7 +398,11 @@ pub(crate) fn validate_stage(
             let temporary = variant == "Temporary";
             match restart_dependents.first() {
                 Some(option) if temporary => {
-                    errors.push(never_restarted(option, &stage_name, "`restart = temporary`"));
+                    errors.push(never_restarted(
+                        option,
+                        &stage_name,
+                        "`restart = temporary`",
+                    ));
                     None
                 }
                 _ => Some(RestartOpts {
