@@ -188,6 +188,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// | `buffer_keep` | producer, producer_consumer | `first` or `last` | `last` |
 /// | `dispatcher` | producer, producer_consumer | `demand` (to the consumer with the most demand), `broadcast` (every event to every consumer; the events must be `Clone`) or `partition(n)` (each event to the one consumer of its partition, `0..n`, `n` an integer literal of at least 1, by the block's `partition` method) | `demand` |
 /// | `demand` | producer | `forward` or `accumulate`: whether it serves demand from the start, or records it until switched to forward through its reference (`ProducerRef::demand`) | `forward` |
+/// | `restart` | all | `permanent` (always restarted, also when it ends on its own), `transient` (restarted after a failure) or `temporary` (never restarted), OTP's values | `temporary` |
+/// | `max_restarts` | all, with `restart` | at most this many restarts within `max_seconds`, an integer literal (a `u32`; `0` stops it at its first failure) | 3 |
+/// | `max_seconds` | all, with `restart` | the window, in seconds, an integer literal of at least 1 | 5 |
+/// | `redeliver` | consumer, producer_consumer, with `restart` | a flag, written alone: the batch a failed stage was handling is handed again to the stage restarted in its place (at least once delivery); its events must be `Clone` | off: the batch is lost |
 /// | `crate` | all | the path of the genstage crate, as a string: `crate = "::my::genstage"` | `"::genstage"` |
 ///
 /// Literal demands are checked at compile time (`max_demand = 0`, `min_demand >= max_demand`);
@@ -195,6 +199,37 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// may define `fn subscribe_options(&self) -> SubscribeOptions` (consumer side) or
 /// `fn producer_options(&self) -> ProducerOptions` (producer side), e.g. to give each instance its
 /// own; the generated trait impl then calls it.
+///
+/// # Restarts
+///
+/// `restart`, `max_restarts`, `max_seconds` and `redeliver` become the role trait's
+/// `restart_policy` (`genstage::RestartPolicy::new(Restart::Transient).max_restarts(n,
+/// Duration::from_secs(s)).redeliver()`); setting one of `max_restarts` and `max_seconds` keeps
+/// OTP's default for the other. A restarted stage is made again by its constructor: `#[stage]`
+/// implements `Stage::add_with` with the builder's `add_producer_with_as` (and its siblings), and
+/// `pipeline!` evaluates a stage's expression again when it stands on its own (see its
+/// documentation); a restarted stage added as a value makes `run()` fail with
+/// `PipelineError::NotRebuildable`.
+///
+/// ```
+/// use genstage::prelude::*;
+///
+/// struct Store;
+///
+/// /// Restarted after a failure, at most 10 times a minute, with the batch it failed on.
+/// #[stage(consumer, restart = transient, max_restarts = 10, max_seconds = 60, redeliver)]
+/// impl Store {
+///     fn handle_events(&mut self, events: Vec<u64>) -> Result<(), String> {
+///         let _ = events;
+///         Ok(())
+///     }
+/// }
+///
+/// let policy = Consumer::restart_policy(&Store);
+/// assert_eq!(policy.restart(), Restart::Transient);
+/// assert_eq!(policy.limit(), (10, std::time::Duration::from_secs(60)));
+/// assert!(policy.redelivers());
+/// ```
 ///
 /// # Dispatchers
 ///
@@ -279,6 +314,14 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 ///     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> ConsumerRef<Printer> {
 ///         pipeline.add_consumer_as(name, self)
 ///     }
+///     // The stage `build` makes, made again by it at each restart.
+///     fn add_with(
+///         build: impl FnMut() -> Self + Send + 'static,
+///         pipeline: &mut Pipeline,
+///         name: Option<String>,
+///     ) -> ConsumerRef<Printer> {
+///         pipeline.add_consumer_with_as(name, build)
+///     }
 /// }
 /// ```
 ///
@@ -288,8 +331,9 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// `terminate` and the subscription callbacks become the role trait's methods of those names.
 ///
 /// A producer gets `impl Producer` (`type Output` from its return type, `producer_options` from
-/// its buffer options) and `add_producer_as`; a producer_consumer gets `impl ProducerConsumer`
-/// (both types, both kinds of options) and `add_producer_consumer_as`. The real expansion names
+/// its buffer options) and `add_producer_as` (`add_producer_with_as`); a producer_consumer gets
+/// `impl ProducerConsumer` (both types, both kinds of options) and `add_producer_consumer_as`
+/// (`add_producer_consumer_with_as`). With `restart = …`, the role trait gets `restart_policy`. The real expansion names
 /// everything by absolute paths (`::genstage::…`) and converts the callback's value through hidden
 /// helper traits, so that a wrong return type is reported at that type in a sentence.
 ///
@@ -310,7 +354,12 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// partition(2)` but no `partition` method: add `fn partition(&self, event: &u64) ->
 /// Option<usize>` to this impl block, … ``) or with one of another shape (its event by value or of
 /// another type, a result other than `Option<usize>`), `dispatcher = broadcast` with events that
-/// are not `Clone` (reported under `broadcast`, naming the event type).
+/// are not `Clone` (reported under `broadcast`, naming the event type), an unknown restart value
+/// (``unknown restart value `always`: `restart` is `permanent`, `transient` or `temporary` ``),
+/// `max_seconds = 0`, `redeliver` on a producer (it receives no events), `max_restarts`,
+/// `max_seconds` or `redeliver` on a stage that is never restarted (no `restart`, or `restart =
+/// temporary`), `redeliver` with events that are not `Clone` (reported under `redeliver`: `` `Job`
+/// cannot be redelivered: it does not implement `Clone` ``).
 ///
 /// A rejected impl block is still emitted as written, and the stage still implements its role and
 /// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
@@ -432,6 +481,32 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # Ok(()) }
 /// ```
 ///
+/// # What is evaluated again for a restart
+///
+/// A stage whose restart policy restarts it (`#[stage(…, restart = transient)]`) is made again by
+/// evaluating its expression again, when the expression **stands on its own**: it uses no local
+/// variable and no `self`, and contains no `?`, `.await`, `return`, `break`, `continue` or macro
+/// call (those inside a closure or loop of the expression itself are its own). `Counter::new(0)`,
+/// `Flaky { fail_on: 3 }`, `Worker`, `from_iter(0..10)`, `from_iter((0..20u64).map(|n| 2 * n))`
+/// and `Worker::new(LIMIT)` stand on their own; `Worker::new(cfg.clone())`, `Queue::new(rx)`,
+/// `Counter { next: 0, end }` (`end` is a local), `load()?`, `self.worker()` and
+/// `from_iter(vec![1, 2])` do not.
+///
+/// The test is syntactic and errs on the safe side: every single-segment path the expression
+/// uses as a value (not a called function's name such as `from_iter`, a method name, or a struct
+/// name) must be bound inside the expression (a closure's parameter, a `let` of one of its
+/// blocks, a `match` arm's pattern) or start with an upper-case letter (a constant, a unit
+/// struct); anything else counts as a local. Such an expression becomes the body of a closure,
+/// `move || expr`, called once as the stage is added (so it is evaluated once per instance, as
+/// before) and at each restart, and given to `Stage::add_with`; each instance of a group has its
+/// own. Every other expression is evaluated once and added as a value (`Stage::add_to`): a stage
+/// added so whose policy restarts it makes `run()` fail with `PipelineError::NotRebuildable`
+/// naming it. To restart such a stage, write its expression without the local (a constant, a
+/// function that builds it), or add it with the builder's `add_consumer_with(move || …)` (and its
+/// siblings). A stage that is never restarted may be written either way. A closure stored in a
+/// local and called as the stage's expression (`make()`) counts as a function: it is moved into
+/// the constructor.
+///
 /// # Syntax
 ///
 /// ```text
@@ -443,6 +518,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///            | STAGE                      a new, unnamed stage
 /// STAGE     := EXPR                       any expression whose type implements `Stage`
 ///            | "[" EXPR ";" COUNT "]"     COUNT instances (a `usize` expression), EXPR evaluated once per instance
+///                                         (and again at each restart, when EXPR stands on its own: see below)
 /// LINK      := "->"                       subscribe with the consumer's own options
 ///            | "-[" OPTION ( "," OPTION )* "]->"   subscribe with these options instead
 /// OPTION    := "max_demand" "=" EXPR | "min_demand" "=" EXPR
@@ -614,7 +690,9 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # What it expands to
 ///
 /// The typed builder calls below, in this order: every stage is added in the order of its
-/// definition, then every arrow subscribes in the order written. The pipeline above is
+/// definition, then every arrow subscribes in the order written; each stage here stands on its
+/// own, so it is added with a constructor (`Stage::add_with`; one that does not is added as a
+/// value, `expr.add_to(&mut pipeline, name)`). The pipeline above is
 ///
 /// ```
 /// # use genstage::prelude::*;
@@ -646,11 +724,14 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), PipelineError> {
 /// let mut pipeline = Pipeline::new();
-/// let numbers = from_iter(0..100u64).add_to(&mut pipeline, Some("numbers".to_owned()));
-/// let letters = from_iter(100..200u64).add_to(&mut pipeline, Some("letters".to_owned()));
-/// let merge = Merge.add_to(&mut pipeline, Some("merge".to_owned()));
-/// let printers: Vec<_> = (0..2).map(|_| Printer.add_to(&mut pipeline, None)).collect();
-/// let audit = Audit.add_to(&mut pipeline, Some("audit".to_owned()));
+/// let name = |name: &str| Some(name.to_owned());
+/// let numbers = Stage::add_with(move || from_iter(0..100u64), &mut pipeline, name("numbers"));
+/// let letters = Stage::add_with(move || from_iter(100..200u64), &mut pipeline, name("letters"));
+/// let merge = Stage::add_with(move || Merge, &mut pipeline, name("merge"));
+/// let printers: Vec<_> = (0..2)
+///     .map(|_| Stage::add_with(move || Printer, &mut pipeline, None))
+///     .collect();
+/// let audit = Stage::add_with(move || Audit, &mut pipeline, name("audit"));
 /// pipeline.subscribe(&numbers, &merge);
 /// pipeline.subscribe(&letters, &merge);
 /// for printer in &printers {

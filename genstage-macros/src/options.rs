@@ -31,6 +31,17 @@ pub(crate) const PARTITION: Symbol = Symbol("partition");
 pub(crate) const SELECTOR: Symbol = Symbol("selector");
 /// `crate = "path"` (`#[stage]`) or `crate = path;` (`pipeline!`).
 pub(crate) const CRATE: Symbol = Symbol("crate");
+/// `restart = permanent | transient | temporary`: when a failed or ended stage is restarted.
+pub(crate) const RESTART: Symbol = Symbol("restart");
+/// `max_restarts = n`: at most `n` restarts within `max_seconds` (OTP's `max_restarts`).
+pub(crate) const MAX_RESTARTS: Symbol = Symbol("max_restarts");
+/// `max_seconds = s`: the window `max_restarts` counts restarts in (OTP's `max_seconds`).
+pub(crate) const MAX_SECONDS: Symbol = Symbol("max_seconds");
+/// `redeliver` (a flag): the batch a failed stage held is handed again to the restarted stage.
+pub(crate) const REDELIVER: Symbol = Symbol("redeliver");
+
+/// The options written without a value: `#[stage(consumer, redeliver)]`.
+pub(crate) const FLAGS: &[Symbol] = &[REDELIVER];
 
 /// The options of an edge: those of a subscription, and the dispatcher's.
 pub(crate) const EDGE_OPTIONS: &[Symbol] = &[MAX_DEMAND, MIN_DEMAND, CANCEL, PARTITION, SELECTOR];
@@ -44,6 +55,21 @@ pub(crate) const CANCEL_MODES: &[(&str, &str)] = &[
     ("transient", "Transient"),
     ("temporary", "Temporary"),
 ];
+
+/// `restart`'s values, with the `Restart` variant each names (OTP's child restart values).
+pub(crate) const RESTARTS: &[(&str, &str)] = &[
+    ("permanent", "Permanent"),
+    ("transient", "Transient"),
+    ("temporary", "Temporary"),
+];
+
+/// OTP's `max_restarts` default (the runtime's `DEFAULT_MAX_RESTARTS`, which a test below keeps
+/// equal).
+pub(crate) const DEFAULT_MAX_RESTARTS: u32 = 3;
+
+/// OTP's `max_seconds` default (the runtime's `DEFAULT_RESTART_WINDOW`, which a test below keeps
+/// equal).
+pub(crate) const DEFAULT_MAX_SECONDS: u64 = 5;
 
 /// `buffer_keep`'s values, with the `BufferKeep` variant each names.
 pub(crate) const BUFFER_KEEPS: &[(&str, &str)] = &[("first", "First"), ("last", "Last")];
@@ -219,6 +245,46 @@ pub(crate) fn choice(
     ))
 }
 
+/// `max_restarts = n`: the value of an integer literal (a `u32`; 0 stops the stage at its first
+/// failure).
+pub(crate) fn max_restarts(value: &Expr) -> syn::Result<u32> {
+    const WHAT: &str = "`max_restarts` is the number of restarts allowed within `max_seconds`, an integer literal (a `u32`)";
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => int
+            .base10_parse::<u32>()
+            .map_err(|_| syn::Error::new(int.span(), format!("{WHAT}; `{int}` is too large"))),
+        other => Err(syn::Error::new_spanned(other, format!("{WHAT}, not this"))),
+    }
+}
+
+/// `max_seconds = s`: the value of an integer literal of at least 1 (a `u64`), as OTP's
+/// `max_seconds` is a positive integer.
+pub(crate) fn max_seconds(value: &Expr) -> syn::Result<u64> {
+    const WHAT: &str =
+        "`max_seconds` is the window, in seconds, in which at most `max_restarts` restarts are allowed";
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => match int.base10_parse::<u64>() {
+            Ok(0) => Err(syn::Error::new(
+                int.span(),
+                "`max_seconds` must be at least 1: a window of 0 seconds would hold no restart, so a failing stage would be restarted forever",
+            )),
+            Ok(seconds) => Ok(seconds),
+            Err(_) => Err(syn::Error::new(
+                int.span(),
+                format!("{WHAT}; `{int}` is too large"),
+            )),
+        },
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("{WHAT}: an integer literal of at least 1, not this"),
+        )),
+    }
+}
+
 /// The dispatchers, as messages list them.
 pub(crate) const DISPATCHERS: &str = "`demand`, `broadcast` or `partition(n)`";
 
@@ -335,6 +401,53 @@ mod tests {
     fn the_demand_constants_are_the_runtimes() {
         assert_eq!(super::DEFAULT_MAX_DEMAND, genstage::DEFAULT_MAX_DEMAND);
         assert_eq!(super::MAX_DEMAND_LIMIT, genstage::MAX_DEMAND_LIMIT);
+    }
+
+    /// The restart defaults are OTP's, as the runtime has them.
+    #[test]
+    fn the_restart_defaults_are_the_runtimes() {
+        assert_eq!(super::DEFAULT_MAX_RESTARTS, genstage::DEFAULT_MAX_RESTARTS);
+        assert_eq!(
+            std::time::Duration::from_secs(super::DEFAULT_MAX_SECONDS),
+            genstage::DEFAULT_RESTART_WINDOW
+        );
+    }
+
+    #[test]
+    fn restart_limits_are_integer_literals() {
+        assert_eq!(max_restarts(&expr("0")).unwrap(), 0);
+        assert_eq!(max_restarts(&expr("10")).unwrap(), 10);
+        assert_eq!(
+            max_restarts(&expr("4294967296")).unwrap_err().to_string(),
+            "`max_restarts` is the number of restarts allowed within `max_seconds`, an integer literal (a `u32`); `4294967296` is too large"
+        );
+        assert_eq!(
+            max_restarts(&expr("n")).unwrap_err().to_string(),
+            "`max_restarts` is the number of restarts allowed within `max_seconds`, an integer literal (a `u32`), not this"
+        );
+        assert_eq!(max_seconds(&expr("1")).unwrap(), 1);
+        assert_eq!(max_seconds(&expr("60")).unwrap(), 60);
+        assert_eq!(
+            max_seconds(&expr("0")).unwrap_err().to_string(),
+            "`max_seconds` must be at least 1: a window of 0 seconds would hold no restart, so a failing stage would be restarted forever"
+        );
+        assert_eq!(
+            max_seconds(&expr("five")).unwrap_err().to_string(),
+            "`max_seconds` is the window, in seconds, in which at most `max_restarts` restarts are allowed: an integer literal of at least 1, not this"
+        );
+        assert!(max_seconds(&expr("\"5\"")).is_err());
+    }
+
+    #[test]
+    fn restart_values_are_otps() {
+        let restart = |text: &str| choice(&key("restart"), &expr(text), RESTARTS, "restart value");
+        assert_eq!(restart("transient").unwrap().to_string(), "Transient");
+        assert_eq!(restart("permanent").unwrap().to_string(), "Permanent");
+        assert_eq!(restart("temporary").unwrap().to_string(), "Temporary");
+        assert_eq!(
+            restart("always").unwrap_err().to_string(),
+            "unknown restart value `always`: `restart` is `permanent`, `transient` or `temporary`"
+        );
     }
 
     fn expr(text: &str) -> Expr {

@@ -226,11 +226,24 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
     // tokens; `Stage::add_to` then reports a non-stage with `Stage`'s own message.
     let value = local("__value", range.first);
     let value_arg = call_at(quote!(#private::pipeline::identity), quote!(#value), range);
-    let add_call = call_at(
-        quote!(Stage::add_stage),
-        quote!(#value_arg, &mut #pipeline, #name),
-        range,
-    );
+    // An expression that stands on its own is evaluated again to restart its stage: it is the
+    // body of a closure, called once now for the value (so the expression's tokens are in the
+    // expansion once, and its mistakes are reported once), and given to `Stage::add_with`.
+    let rebuild = super::rebuild::stands_alone(expr);
+    let build = local("__build", range.first);
+    let add_call = if rebuild {
+        call_at(
+            quote!(Stage::add_rebuilt),
+            quote!(#value_arg, #build, &mut #pipeline, #name),
+            range,
+        )
+    } else {
+        call_at(
+            quote!(Stage::add_stage),
+            quote!(#value_arg, &mut #pipeline, #name),
+            range,
+        )
+    };
     // A trait local to the call, so that rustc's `help:` line for a non-stage reads "the trait
     // `Stage` is not implemented for `NotAStage`" without listing every stage of the crate.
     let add = quote! {
@@ -247,6 +260,12 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                     pipeline: &mut #krate::Pipeline,
                     name: #private::Option<#private::String>,
                 ) -> Self::Ref;
+                fn add_rebuilt(
+                    stage: Self,
+                    build: impl ::core::ops::FnMut() -> Self + #private::stage::Send + 'static,
+                    pipeline: &mut #krate::Pipeline,
+                    name: #private::Option<#private::String>,
+                ) -> Self::Ref;
             }
             #[diagnostic::do_not_recommend]
             impl<__S: #krate::Stage> Stage for __S {
@@ -258,11 +277,35 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                 ) -> Self::Ref {
                     #krate::Stage::add_to(stage, pipeline, name)
                 }
+                // `stage` first, then what `build` makes at each restart.
+                fn add_rebuilt(
+                    stage: Self,
+                    mut build: impl ::core::ops::FnMut() -> Self + #private::stage::Send + 'static,
+                    pipeline: &mut #krate::Pipeline,
+                    name: #private::Option<#private::String>,
+                ) -> Self::Ref {
+                    let mut first = #private::Some(stage);
+                    #krate::Stage::add_with(
+                        move || match first.take() {
+                            #private::Some(stage) => stage,
+                            #private::None => build(),
+                        },
+                        pipeline,
+                        name,
+                    )
+                }
             }
             #add_call
         }
     };
-    let bind = quote_spanned! {range.first=> let #value = #expr; };
+    let bind = if rebuild {
+        quote_spanned! {range.first=>
+            let #build = move || #expr;
+            let #value = #build();
+        }
+    } else {
+        quote_spanned! {range.first=> let #value = #expr; }
+    };
     match &node.stage {
         // An array, so that a named stage's one reference can be taken out of it.
         StageSyntax::One(_) => quote! {

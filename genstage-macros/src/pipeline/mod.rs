@@ -3,7 +3,8 @@
 //! - `parse.rs` splits the input at `;` and arrows and parses each piece (the macro's AST);
 //! - `graph.rs` resolves stage names into one node per stage and one edge per arrow;
 //! - `validate.rs` checks what the macro can see: wiring, cycles, group sizes, edge options;
-//! - `expand.rs` writes the typed builder calls, with rustc doing the role and event-type checks.
+//! - `expand.rs` writes the typed builder calls, with rustc doing the role and event-type checks;
+//! - `rebuild.rs` tells the stage expressions that can be evaluated again for a restart.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
@@ -11,6 +12,7 @@ use quote::quote;
 mod expand;
 mod graph;
 mod parse;
+mod rebuild;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -627,3 +627,49 @@ fn a_group_takes_one_partition_per_instance_and_a_selector_is_evaluated_once_per
     assert!(expansion.contains("events_selected"), "{expansion}");
     assert!(!expansion.contains("events_of"), "{expansion}");
 }
+
+#[test]
+fn a_stage_expression_that_stands_alone_is_added_with_a_constructor() {
+    // Each call of `add_rebuilt` (a constructor) or `add_stage` (a value), in node order.
+    let adds = |input: &str| -> Vec<&'static str> {
+        let expansion = expansion_of(input);
+        let mut adds: Vec<(usize, &'static str)> = Vec::new();
+        for (call, kind) in [
+            ("Stage :: add_rebuilt (", "rebuilt"),
+            ("Stage :: add_stage (", "value"),
+        ] {
+            adds.extend(expansion.match_indices(call).map(|(at, _)| (at, kind)));
+        }
+        adds.sort_unstable();
+        adds.into_iter().map(|(_, kind)| kind).collect()
+    };
+    assert_eq!(
+        adds("from_iter(0..10) -> Counter::new(0) -> Worker"),
+        ["rebuilt", "rebuilt", "rebuilt"]
+    );
+    assert_eq!(
+        adds("Queue::new(rx) -> Worker::new(cfg.clone()) -> Counter { next: 0, end }"),
+        ["value", "value", "value"]
+    );
+    assert_eq!(
+        adds("q = Queue::new(rx); q -> [Flaky { fail_on: 3 }; 2]"),
+        ["value", "rebuilt"]
+    );
+    // A rebuilt stage's expression is the body of a closure, evaluated once for the first value.
+    let expansion = expansion_of("from_iter(0..10) -> Worker");
+    assert!(
+        expansion
+            .contains("let __build = move || from_iter (0 .. 10) ; let __value = __build () ;"),
+        "{expansion}"
+    );
+    assert_eq!(
+        expansion.matches("from_iter (0 .. 10)").count(),
+        1,
+        "{expansion}"
+    );
+    let expansion = expansion_of("Queue::new(rx) -> Worker");
+    assert!(
+        expansion.contains("let __value = Queue :: new (rx) ;"),
+        "{expansion}"
+    );
+}

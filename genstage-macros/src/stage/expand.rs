@@ -48,8 +48,9 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let terminate = terminate_fn(model);
     let subscription_fns = subscription_fns(model);
     let dispatcher_fn = dispatcher_fn(model);
+    let restart_fn = restart_fn(model);
 
-    let (role_trait, add, stage_ref, role_items) = match model.role {
+    let (role_trait, (add, add_with), stage_ref, role_items) = match model.role {
         Role::Producer => {
             let demand = quote_spanned! {arg_span=>
                 <#arg as DemandArg>::from_demand(__demand)
@@ -77,12 +78,13 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #callback_fn
                 #options
                 #dispatcher_fn
+                #restart_fn
                 #terminate
                 #subscription_fns
             };
             (
                 quote!(#krate::Producer),
-                quote!(add_producer_as),
+                (quote!(add_producer_as), quote!(add_producer_with_as)),
                 quote!(#krate::ProducerRef<Self>),
                 items,
             )
@@ -114,12 +116,16 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #subscribe
                 #options
                 #dispatcher_fn
+                #restart_fn
                 #terminate
                 #subscription_fns
             };
             (
                 quote!(#krate::ProducerConsumer),
-                quote!(add_producer_consumer_as),
+                (
+                    quote!(add_producer_consumer_as),
+                    quote!(add_producer_consumer_with_as),
+                ),
                 quote!(#krate::ProducerConsumerRef<Self>),
                 items,
             )
@@ -145,12 +151,13 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #( type Input = #input; )*
                 #callback_fn
                 #subscribe
+                #restart_fn
                 #terminate
                 #subscription_fns
             };
             (
                 quote!(#krate::Consumer),
-                quote!(add_consumer_as),
+                (quote!(add_consumer_as), quote!(add_consumer_with_as)),
                 quote!(#krate::ConsumerRef<Self>),
                 items,
             )
@@ -162,6 +169,13 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     });
 
     let mut helpers = conversion.define(krate);
+    if let Some(span) = model.restart.as_ref().and_then(|r| r.redeliver) {
+        // At `redeliver` too, so that rustc's notes about the bound point there.
+        helpers.extend(respan(
+            redeliver_event(krate),
+            Span::call_site().located_at(span),
+        ));
+    }
     if model.role == Role::Producer {
         helpers.extend(demand_arg());
     }
@@ -202,6 +216,13 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                     __name: #private::Option<#private::String>,
                 ) -> Self::Ref {
                     __pipeline.#add(__name, self)
+                }
+                fn add_with(
+                    __build: impl ::core::ops::FnMut() -> Self + #private::stage::Send + 'static,
+                    __pipeline: &mut #krate::Pipeline,
+                    __name: #private::Option<#private::String>,
+                ) -> Self::Ref {
+                    __pipeline.#add_with(__name, __build)
                 }
             }
         };
@@ -685,6 +706,59 @@ fn dispatcher_fn(model: &StageModel) -> TokenStream {
     quote! {
         fn dispatcher(&self) -> #krate::Dispatch<Self, <Self as #role_trait>::Output> {
             #dispatch
+        }
+    }
+}
+
+/// The role trait's `restart_policy`, for `restart = …` (with `max_restarts`, `max_seconds` and
+/// `redeliver`); nothing when the attribute sets no restart policy (the trait's default,
+/// `temporary`).
+fn restart_fn(model: &StageModel) -> TokenStream {
+    let krate = &model.krate;
+    let Some(restart) = &model.restart else {
+        return TokenStream::new();
+    };
+    let input = match model.role {
+        Role::Producer => quote!(#krate::NoInput),
+        Role::ProducerConsumer => quote!(<Self as #krate::ProducerConsumer>::Input),
+        Role::Consumer => quote!(<Self as #krate::Consumer>::Input),
+    };
+    let variant = &restart.restart;
+    let mut policy = quote!(#krate::RestartPolicy::new(#krate::Restart::#variant));
+    if let Some((max, seconds)) = restart.limit {
+        let max = proc_macro2::Literal::u32_unsuffixed(max);
+        let seconds = proc_macro2::Literal::u64_unsuffixed(seconds);
+        policy = quote!(#policy.max_restarts(#max, ::core::time::Duration::from_secs(#seconds)));
+    }
+    if let Some(span) = restart.redeliver {
+        // Every token at `redeliver`: an event type that is not `Clone` is reported there.
+        policy = respan(
+            quote!(redeliver(#policy)),
+            Span::mixed_site().located_at(span),
+        );
+    }
+    quote! {
+        fn restart_policy(&self) -> #krate::RestartPolicy<#input> {
+            #policy
+        }
+    }
+}
+
+/// `RedeliverEvent`: the events of a stage that redelivers are copied while its callback runs, so
+/// they are `Clone`; with the sentence rustc prints, under `redeliver`, when they are not.
+fn redeliver_event(krate: &syn::Path) -> TokenStream {
+    quote! {
+        #[diagnostic::on_unimplemented(
+            message = "`{Self}` cannot be redelivered: it does not implement `Clone`",
+            label = "redelivery needs `Clone` events",
+            note = "`redeliver` keeps a copy of each batch while the stage handles it, to hand it again to the stage restarted after a failure: derive or implement `Clone` for `{Self}`"
+        )]
+        trait RedeliverEvent: ::core::clone::Clone {}
+        impl<__T: ::core::clone::Clone> RedeliverEvent for __T {}
+        fn redeliver<__T: RedeliverEvent>(
+            policy: #krate::RestartPolicy<__T>,
+        ) -> #krate::RestartPolicy<__T> {
+            policy.redeliver()
         }
     }
 }

@@ -66,17 +66,40 @@ pub(crate) struct RoleArg {
     pub(crate) role: Role,
 }
 
-/// `KEY = VALUE`, where `KEY` is an identifier or `crate` and `VALUE` an expression.
+/// `KEY = VALUE`, where `KEY` is an identifier or `crate` and `VALUE` an expression; or `KEY`
+/// alone for a flag (`redeliver`, see `options::FLAGS`).
 pub(crate) struct StageOption {
     pub(crate) key: Ident,
-    #[allow(dead_code)] // kept with its tokens, as every node is
-    pub(crate) eq: Token![=],
+    /// `None` for a flag written alone.
+    pub(crate) eq: Option<Token![=]>,
+    /// The value; empty tokens (`Expr::Verbatim`) for a flag written alone.
     pub(crate) value: Expr,
+}
+
+impl StageOption {
+    /// Whether it is written without `= VALUE`.
+    pub(crate) fn is_bare(&self) -> bool {
+        self.eq.is_none()
+    }
 }
 
 impl Parse for StageOption {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let key = Ident::parse_any(input)?;
+        let is_flag = crate::options::FLAGS.iter().any(|flag| key == *flag);
+        if is_flag && !input.peek(Token![=]) {
+            if !input.is_empty() && !input.peek(Token![,]) {
+                return Err(syn::Error::new(
+                    input.span(),
+                    format!("expected `,` after `{key}`: it is a flag, written alone"),
+                ));
+            }
+            return Ok(StageOption {
+                key,
+                eq: None,
+                value: Expr::Verbatim(TokenStream::new()),
+            });
+        }
         let eq = input.parse().map_err(|_| {
             syn::Error::new(
                 input.span(),
@@ -84,7 +107,11 @@ impl Parse for StageOption {
             )
         })?;
         let value = input.parse()?;
-        Ok(StageOption { key, eq, value })
+        Ok(StageOption {
+            key,
+            eq: Some(eq),
+            value,
+        })
     }
 }
 

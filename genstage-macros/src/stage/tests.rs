@@ -88,7 +88,7 @@ fn malformed_attributes_give_spanned_errors() {
         ("consumer, = 10", At::Attr("=", 0), "expected"),
         ("consumer, 10", At::Attr("10", 0), "expected"),
         ("consumer,, max_demand = 1", At::Attr(",", 1), "expected"),
-        ("consumer, max_demnd = 1", At::Attr("max_demnd", 0), "unknown option `max_demnd` for a consumer; its options are `max_demand`, `min_demand`, `cancel` and `crate`"),
+        ("consumer, max_demnd = 1", At::Attr("max_demnd", 0), "unknown option `max_demnd` for a consumer; its options are `max_demand`, `min_demand`, `cancel`, `restart`, `max_restarts`, `max_seconds`, `redeliver` and `crate`"),
         ("producer, max_demand = 1", At::Attr("max_demand", 0), "`max_demand` is an option of consumers and producer_consumers"),
         ("consumer, buffer_size = 1", At::Attr("buffer_size", 0), "`buffer_size` is an option of producers and producer_consumers"),
         ("consumer, buffer_keep = first", At::Attr("buffer_keep", 0), "not of a consumer"),
@@ -107,19 +107,19 @@ fn malformed_attributes_give_spanned_errors() {
         ("consumer, cancel = 3", At::Attr("3", 0), "`cancel` is `permanent`, `transient` or `temporary`"),
         ("consumer, cancel = CancelMode::Temporary", At::Attr("CancelMode", 0), "`cancel` is `permanent`"),
         ("producer, buffer_keep = middle", At::Attr("middle", 0), "unknown buffer_keep value `middle`: `buffer_keep` is `first` or `last`"),
-        ("consumer, demand = accumulate", At::Attr("demand", 0), "`demand` is an option of producers only (it sets their demand mode), not of a consumer; a consumer's options are `max_demand`, `min_demand`, `cancel` and `crate`"),
+        ("consumer, demand = accumulate", At::Attr("demand", 0), "`demand` is an option of producers only (it sets their demand mode), not of a consumer; a consumer's options are `max_demand`, `min_demand`, `cancel`, `restart`, `max_restarts`, `max_seconds`, `redeliver` and `crate`"),
         ("producer_consumer, demand = forward", At::Attr("demand", 0), "`demand` is an option of producers only (it sets their demand mode), not of a producer_consumer"),
         ("producer, demand = manual", At::Attr("manual", 0), "unknown demand mode `manual`: `demand` is `forward` or `accumulate`"),
         ("producer, demand = 1", At::Attr("1", 0), "`demand` is `forward` or `accumulate`"),
         ("producer, demand = forward, demand = accumulate", At::Attr("demand", 1), "duplicate option `demand`"),
-        ("producer, buffer = 1", At::Attr("buffer", 0), "unknown option `buffer` for a producer; its options are `buffer_size`, `buffer_keep`, `demand`, `dispatcher` and `crate`"),
+        ("producer, buffer = 1", At::Attr("buffer", 0), "unknown option `buffer` for a producer; its options are `buffer_size`, `buffer_keep`, `demand`, `dispatcher`, `restart`, `max_restarts`, `max_seconds` and `crate`"),
         ("producer, dispatcher = round_robin", At::Attr("round_robin", 0), "unknown dispatcher `round_robin` for `S`: `dispatcher` is `demand`, `broadcast` or `partition(n)`"),
         ("producer, dispatcher = partition(0)", At::Attr("0", 0), "`partition(0)` gives `S` no partition to send its events to"),
         ("producer, dispatcher = partition", At::Attr("partition", 0), "`partition` needs the number of partitions of `S`"),
         ("producer, dispatcher = partition(N)", At::Attr("N", 0), "the number of partitions of `S` is an integer literal of at least 1"),
         ("producer, dispatcher = broadcast, dispatcher = demand", At::Attr("dispatcher", 1), "duplicate option `dispatcher`"),
         ("producer, dispatcher = partition(2)", At::Attr("partition(2)", 0), "`S` has `dispatcher = partition(2)` but no `partition` method: add `fn partition(&self, event: &u8) -> Option<usize>` to this impl block"),
-        ("consumer, dispatcher = broadcast", At::Attr("dispatcher", 0), "`dispatcher` chooses which consumers get the events of a producer or a producer_consumer, but `S` is a consumer, which emits no events; a consumer's options are `max_demand`, `min_demand`, `cancel` and `crate`"),
+        ("consumer, dispatcher = broadcast", At::Attr("dispatcher", 0), "`dispatcher` chooses which consumers get the events of a producer or a producer_consumer, but `S` is a consumer, which emits no events; a consumer's options are `max_demand`, `min_demand`, `cancel`, `restart`, `max_restarts`, `max_seconds`, `redeliver` and `crate`"),
         ("consumer, crate = genstage", At::Attr("genstage", 0), "`crate` takes the path of the genstage crate as a string"),
         ("consumer, crate = \"not a path\"", At::Attr("\"", 0), "is not a path"),
         ("consumer, crate = \"\"", At::Attr("\"", 0), "is not a path"),
@@ -999,4 +999,114 @@ fn a_dispatcher_method_is_called_by_the_role_trait_and_checked_by_run() {
         At::Attr("dispatcher", 0),
         "`dispatcher` is set here, but this impl block also defines `dispatcher`: set the dispatcher in one place",
     );
+}
+
+#[test]
+fn restart_options_give_spanned_errors() {
+    let never = "is never restarted";
+    let fix = "add `restart = transient` (restarted after a failure) or `restart = permanent` (always restarted)";
+    let cases: &[(&str, At, &str)] = &[
+        ("consumer, restart = sometimes", At::Attr("sometimes", 0), "unknown restart value `sometimes`: `restart` is `permanent`, `transient` or `temporary`"),
+        ("consumer, restart = 1", At::Attr("1", 0), "`restart` is `permanent`, `transient` or `temporary`"),
+        ("consumer, restart = Restart::Transient", At::Attr("Restart", 0), "`restart` is `permanent`, `transient` or `temporary`"),
+        ("consumer, restart = transient, restart = permanent", At::Attr("restart", 1), "duplicate option `restart`"),
+        ("producer, redeliver, restart = transient", At::Attr("redeliver", 0), "`redeliver` hands the events a failed stage was handling to the stage restarted in its place, but `S` is a producer, which receives no events, so it has none to redeliver; a producer's options are `buffer_size`, `buffer_keep`, `demand`, `dispatcher`, `restart`, `max_restarts`, `max_seconds` and `crate`"),
+        ("consumer, redeliver", At::Attr("redeliver", 0), "`redeliver` hands the events a failed stage was handling to the stage restarted in its place, but `S` is never restarted: it has no `restart` option, so it is `temporary`; add `restart = transient`"),
+        ("consumer, restart = temporary, redeliver", At::Attr("redeliver", 0), "but `S` is never restarted: `restart = temporary`; add"),
+        ("consumer, max_restarts = 5", At::Attr("max_restarts", 0), "`max_restarts` limits how often a failed stage is restarted, but `S` is never restarted: it has no `restart` option"),
+        ("consumer, max_seconds = 5, restart = temporary", At::Attr("max_seconds", 0), "`max_seconds` limits how often a failed stage is restarted, but `S` is never restarted: `restart = temporary`"),
+        ("consumer, max_seconds = 5, redeliver", At::Attr("max_seconds", 0), fix),
+        ("consumer, restart = transient, max_seconds = 0", At::Attr("0", 0), "`max_seconds` must be at least 1"),
+        ("consumer, restart = transient, max_seconds = window", At::Attr("window", 0), "`max_seconds` is the window, in seconds"),
+        ("consumer, restart = transient, max_restarts = limit", At::Attr("limit", 0), "`max_restarts` is the number of restarts allowed within `max_seconds`, an integer literal (a `u32`), not this"),
+        ("consumer, restart = transient, max_restarts = -1", At::Attr("-", 0), "an integer literal (a `u32`), not this"),
+        ("consumer, restart = transient, max_restarts = 4294967296", At::Attr("4294967296", 0), "is too large"),
+        ("consumer, restart = transient, redeliver, redeliver", At::Attr("redeliver", 1), "duplicate option `redeliver`"),
+        ("consumer, restart = transient, redeliver = true", At::Attr("true", 0), "`redeliver` is a flag and takes no value: write `redeliver` alone"),
+        ("consumer, restart = transient, redeliver true", At::Attr("true", 0), "expected `,` after `redeliver`: it is a flag, written alone"),
+        ("consumer, restart", At::CallSite, "expected `=` after `restart`"),
+        ("consumer, max_restarts", At::CallSite, "expected `=` after `max_restarts`"),
+    ];
+    for (attr, at, message) in cases {
+        let item = if attr.starts_with("producer,") {
+            PRODUCER
+        } else {
+            CONSUMER
+        };
+        assert_error(attr, item, *at, message);
+    }
+    // One error for a stage that is never restarted, however many options say how.
+    let (_, error) = expand_checked(
+        tokens("consumer, max_restarts = 1, max_seconds = 2, redeliver"),
+        tokens(CONSUMER),
+    );
+    let errors: Vec<String> = error.into_iter().flatten().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains(never), "{errors:?}");
+    // A rejected `restart` value is the only error: the options after it are not blamed on it.
+    let (generated, error) = expand_checked(
+        tokens("consumer, restart = sometimes, redeliver"),
+        tokens(CONSUMER),
+    );
+    let errors: Vec<String> = error.into_iter().flatten().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    // The stage still expands, without a restart policy.
+    let text = generated.expect("the stage expands").to_string();
+    assert!(!text.contains("fn restart_policy"), "{text}");
+}
+
+#[test]
+fn restart_options_expand_to_the_role_traits_restart_policy() {
+    let policy = |attr: &str, item: &str| {
+        let text = generated(attr, item);
+        let start = text.find("fn restart_policy").map(|start| &text[start..]);
+        start.map(|rest| rest[..rest.find('}').map_or(rest.len(), |end| end + 1)].to_owned())
+    };
+    assert_eq!(policy("consumer", CONSUMER), None);
+    assert_eq!(
+        policy("consumer, restart = transient", CONSUMER).as_deref(),
+        Some("fn restart_policy (& self) -> :: genstage :: RestartPolicy < < Self as :: genstage :: Consumer > :: Input > { :: genstage :: RestartPolicy :: new (:: genstage :: Restart :: Transient) }")
+    );
+    assert_eq!(
+        policy("producer, restart = permanent, max_restarts = 10", PRODUCER).as_deref(),
+        Some("fn restart_policy (& self) -> :: genstage :: RestartPolicy < :: genstage :: NoInput > { :: genstage :: RestartPolicy :: new (:: genstage :: Restart :: Permanent) . max_restarts (10 , :: core :: time :: Duration :: from_secs (5)) }")
+    );
+    assert_eq!(
+        policy("producer_consumer, max_seconds = 60, restart = transient, redeliver", PRODUCER_CONSUMER).as_deref(),
+        Some("fn restart_policy (& self) -> :: genstage :: RestartPolicy < < Self as :: genstage :: ProducerConsumer > :: Input > { redeliver (:: genstage :: RestartPolicy :: new (:: genstage :: Restart :: Transient) . max_restarts (3 , :: core :: time :: Duration :: from_secs (60))) }")
+    );
+    assert_eq!(
+        policy("consumer, restart = temporary", CONSUMER).as_deref(),
+        Some("fn restart_policy (& self) -> :: genstage :: RestartPolicy < < Self as :: genstage :: Consumer > :: Input > { :: genstage :: RestartPolicy :: new (:: genstage :: Restart :: Temporary) }")
+    );
+    // `redeliver` brings the helper trait whose message names a non-`Clone` event type.
+    let text = generated("consumer, restart = transient, redeliver", CONSUMER);
+    assert!(
+        text.contains("cannot be redelivered: it does not implement `Clone`"),
+        "{text}"
+    );
+    assert!(!generated("consumer, restart = transient", CONSUMER).contains("RedeliverEvent"));
+}
+
+#[test]
+fn every_stage_is_added_rebuildable_by_add_with() {
+    for (attr, item, add) in [
+        ("producer", PRODUCER, "add_producer_with_as"),
+        (
+            "producer_consumer",
+            PRODUCER_CONSUMER,
+            "add_producer_consumer_with_as",
+        ),
+        ("consumer", CONSUMER, "add_consumer_with_as"),
+    ] {
+        let text = generated(attr, item);
+        assert!(
+            text.contains("fn add_with (__build : impl :: core :: ops :: FnMut () -> Self"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("__pipeline . {add} (__name , __build)")),
+            "{text}"
+        );
+    }
 }

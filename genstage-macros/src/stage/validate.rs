@@ -7,7 +7,8 @@ use syn::{Expr, GenericArgument, GenericParam, Ident, ItemImpl, Lit, PathArgumen
 
 use crate::options::{
     self, list, Dispatcher, MaxDemand, BUFFER_KEEP, BUFFER_KEEPS, BUFFER_SIZE, CANCEL,
-    CANCEL_MODES, CRATE, DEMAND, DEMAND_MODES, DISPATCHER, MAX_DEMAND, MIN_DEMAND,
+    CANCEL_MODES, CRATE, DEMAND, DEMAND_MODES, DISPATCHER, MAX_DEMAND, MAX_RESTARTS, MAX_SECONDS,
+    MIN_DEMAND, REDELIVER, RESTART, RESTARTS,
 };
 
 use super::parse::{
@@ -42,6 +43,21 @@ pub(crate) struct StageModel {
     pub(crate) subscriptions: Vec<Callback>,
     /// The dispatcher of a producer or producer_consumer.
     pub(crate) dispatcher: DispatchModel,
+    /// The restart policy the attribute sets (`restart`, `max_restarts`, `max_seconds`,
+    /// `redeliver`), if it sets one: the role trait's `restart_policy`.
+    pub(crate) restart: Option<RestartOpts>,
+}
+
+/// `restart = …`, with the options that only mean something for a stage that is restarted.
+pub(crate) struct RestartOpts {
+    /// `Permanent`, `Transient` or `Temporary`, spanned at the user's value.
+    pub(crate) restart: Ident,
+    /// `max_restarts` and `max_seconds`, when either is set (the other one then has OTP's
+    /// default).
+    pub(crate) limit: Option<(u32, u64)>,
+    /// The `redeliver` flag, where the attribute has it: a non-`Clone` event type is reported
+    /// there.
+    pub(crate) redeliver: Option<proc_macro2::Span>,
 }
 
 /// A stage's dispatcher, as the expansion writes it.
@@ -122,6 +138,8 @@ enum Side {
     ProducerOnly,
     /// `dispatcher`: producers and producer_consumers, which have consumers.
     Dispatch,
+    /// `redeliver`: consumers and producer_consumers, which receive events.
+    Input,
     /// `crate`: every role.
     Any,
 }
@@ -134,13 +152,17 @@ const OPTIONS: &[(options::Symbol, Side)] = &[
     (BUFFER_KEEP, Side::Producer),
     (DEMAND, Side::ProducerOnly),
     (DISPATCHER, Side::Dispatch),
+    (RESTART, Side::Any),
+    (MAX_RESTARTS, Side::Any),
+    (MAX_SECONDS, Side::Any),
+    (REDELIVER, Side::Input),
     (CRATE, Side::Any),
 ];
 
 fn has_side(role: Role, side: Side) -> bool {
     match side {
         Side::Any => true,
-        Side::Consumer => role != Role::Producer,
+        Side::Consumer | Side::Input => role != Role::Producer,
         Side::Producer | Side::Dispatch => role != Role::Consumer,
         Side::ProducerOnly => role == Role::Producer,
     }
@@ -174,6 +196,11 @@ pub(crate) fn validate_stage(
     let mut min_demand_option = None;
     let stage_name = tokens_text(&stage.item.self_ty);
     let mut dispatcher = None;
+    let mut restart: Option<Result<Ident, ()>> = None;
+    let mut restart_dependents: Vec<&StageOption> = Vec::new();
+    let mut max_restarts = None;
+    let mut max_seconds = None;
+    let mut redeliver = None;
     for option in &attr.options {
         let key = option.key.to_string();
         let Some(&(_, side)) = OPTIONS.iter().find(|(name, _)| *key == *name) else {
@@ -192,6 +219,18 @@ pub(crate) fn validate_stage(
                 option.key.span(),
                 format!(
                     "`dispatcher` chooses which consumers get the events of a producer or a producer_consumer, but `{stage_name}` is {}, which emits no events; {}'s options are {}",
+                    role.a(),
+                    role.a(),
+                    options_of(role)
+                ),
+            ));
+            continue;
+        }
+        if !has_side(role, side) && side == Side::Input {
+            errors.push(syn::Error::new(
+                option.key.span(),
+                format!(
+                    "`redeliver` hands the events a failed stage was handling to the stage restarted in its place, but `{stage_name}` is {}, which receives no events, so it has none to redeliver; {}'s options are {}",
                     role.a(),
                     role.a(),
                     options_of(role)
@@ -229,7 +268,7 @@ pub(crate) fn validate_stage(
         let method = match side {
             Side::Consumer => Some(CallbackKind::SubscribeOptions),
             Side::Producer | Side::ProducerOnly => Some(CallbackKind::ProducerOptions),
-            Side::Dispatch | Side::Any => None,
+            Side::Dispatch | Side::Input | Side::Any => None,
         };
         if let Some(method) = method.filter(|m| has_method(*m)) {
             errors.push(syn::Error::new(
@@ -238,6 +277,13 @@ pub(crate) fn validate_stage(
                     "`{key}` is set here, but this impl block also defines `{}`: set the options in one place",
                     method.name()
                 ),
+            ));
+            continue;
+        }
+        if options::FLAGS.iter().any(|flag| option.key == *flag) && !option.is_bare() {
+            errors.push(syn::Error::new_spanned(
+                &option.value,
+                format!("`{key}` is a flag and takes no value: write `{key}` alone"),
             ));
             continue;
         }
@@ -293,6 +339,33 @@ pub(crate) fn validate_stage(
                     Err(error) => errors.push(error),
                 }
             }
+            "restart" => {
+                match options::choice(&option.key, &option.value, RESTARTS, "restart value") {
+                    Ok(variant) => restart = Some(Ok(variant)),
+                    Err(error) => {
+                        restart = Some(Err(()));
+                        errors.push(error);
+                    }
+                }
+            }
+            "max_restarts" => {
+                restart_dependents.push(option);
+                match options::max_restarts(&option.value) {
+                    Ok(max) => max_restarts = Some(max),
+                    Err(error) => errors.push(error),
+                }
+            }
+            "max_seconds" => {
+                restart_dependents.push(option);
+                match options::max_seconds(&option.value) {
+                    Ok(seconds) => max_seconds = Some(seconds),
+                    Err(error) => errors.push(error),
+                }
+            }
+            "redeliver" => {
+                restart_dependents.push(option);
+                redeliver = Some(option.key.span());
+            }
             "dispatcher" => match options::dispatcher(&stage_name, &option.value) {
                 Ok(choice) => dispatcher = Some(Ok((choice, option))),
                 Err(error) => {
@@ -317,6 +390,46 @@ pub(crate) fn validate_stage(
             _ => subscribe.min_demand = Some(option.value.clone()),
         }
     }
+
+    // `max_restarts`, `max_seconds` and `redeliver` mean something only for a stage that is
+    // restarted: one error, at the first of them, for a stage that is not.
+    let restart = match restart {
+        Some(Ok(variant)) => {
+            let temporary = variant == "Temporary";
+            match restart_dependents.first() {
+                Some(option) if temporary => {
+                    errors.push(never_restarted(
+                        option,
+                        &stage_name,
+                        "`restart = temporary`",
+                    ));
+                    None
+                }
+                _ => Some(RestartOpts {
+                    restart: variant,
+                    limit: match (max_restarts, max_seconds) {
+                        (None, None) => None,
+                        (max, seconds) => Some((
+                            max.unwrap_or(options::DEFAULT_MAX_RESTARTS),
+                            seconds.unwrap_or(options::DEFAULT_MAX_SECONDS),
+                        )),
+                    },
+                    redeliver,
+                }),
+            }
+        }
+        Some(Err(())) => None,
+        None => {
+            if let Some(option) = restart_dependents.first() {
+                errors.push(never_restarted(
+                    option,
+                    &stage_name,
+                    "it has no `restart` option, so it is `temporary`",
+                ));
+            }
+            None
+        }
+    };
 
     // The impl block: no borrowed state, and the role's callbacks.
     let mut sound = true;
@@ -505,6 +618,7 @@ pub(crate) fn validate_stage(
             terminate,
             subscriptions,
             dispatcher,
+            restart,
         }),
         _ => None,
     };
@@ -753,6 +867,23 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
             role.a()
         )),
     }
+}
+
+/// The error of `max_restarts`, `max_seconds` or `redeliver` (`option`) on a stage that is never
+/// restarted (`why`).
+fn never_restarted(option: &StageOption, stage: &str, why: &str) -> syn::Error {
+    let key = &option.key;
+    let what = if *key == REDELIVER {
+        "hands the events a failed stage was handling to the stage restarted in its place"
+    } else {
+        "limits how often a failed stage is restarted"
+    };
+    syn::Error::new(
+        key.span(),
+        format!(
+            "`{key}` {what}, but `{stage}` is never restarted: {why}; add `restart = transient` (restarted after a failure) or `restart = permanent` (always restarted)"
+        ),
+    )
 }
 
 /// `crate = "path"`: the path the expansion names the `genstage` crate by.
