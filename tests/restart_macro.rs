@@ -4,7 +4,7 @@
 //! constructor (which `run()` accepts for a restarted stage) and any other as a value (which
 //! `run()` refuses with `PipelineError::NotRebuildable`).
 //!
-//! The tests marked `#[ignore = "needs the restart loop"]` need a failed stage to be restarted
+//! The tests marked `` need a failed stage to be restarted
 //! for real.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -323,7 +323,7 @@ impl FailOnce {
 }
 
 #[tokio::test]
-#[ignore = "needs the restart loop"]
+
 async fn a_failed_stage_is_rebuilt_by_evaluating_its_expression_again() {
     pipeline! { from_iter(0..10u64) -> FailOnce::new() }
         .run()
