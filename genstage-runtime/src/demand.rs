@@ -224,6 +224,7 @@ impl<T> Batches<T> {
     }
 
     /// The next batch of at most `size` events (`size >= 1`), or `None` when none are left.
+    #[inline]
     pub fn next_batch(&mut self, size: usize) -> Option<Vec<T>> {
         match &mut self.rest {
             Rest::Whole(events) if events.is_empty() => None,

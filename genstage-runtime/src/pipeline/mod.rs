@@ -60,7 +60,7 @@ use stage_ref::{StageLabel, StagePort};
 
 static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);
 
-type StageTask = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+type StageTask = Pin<Box<dyn Future<Output = Box<Outcome>> + Send>>;
 
 /// Makes a stage's task once the pipeline starts, when its name is final: from that name, the
 /// pipeline's abort signal, and the restart policy the builder set for it, if any (a

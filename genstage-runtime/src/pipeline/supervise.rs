@@ -112,7 +112,7 @@ impl Pipeline {
 
 /// A running pipeline's stages, by index (the order they were added), and its subscriptions.
 pub(super) struct Supervisor {
-    tasks: JoinSet<Outcome>,
+    tasks: JoinSet<Box<Outcome>>,
     task_stage: HashMap<Id, usize>,
     names: Vec<String>,
     /// The options each stage's subscriptions default to.
@@ -451,7 +451,7 @@ impl Supervisor {
     }
 
     /// Records how a stage ended, and tells its neighbours.
-    fn ended(&mut self, task: Id, outcome: Outcome) {
+    fn ended(&mut self, task: Id, outcome: Box<Outcome>) {
         let Some(&index) = self.task_stage.get(&task) else {
             return;
         };
@@ -472,7 +472,7 @@ impl Supervisor {
             gave_up,
             sent,
             received,
-        } = outcome;
+        } = *outcome;
         self.sent.extend(sent);
         self.received.extend(received);
         let status = exit.status();
@@ -638,13 +638,13 @@ enum Failure {
 }
 
 /// The outcome of a stage whose task itself panicked or was cancelled.
-fn lost_task(error: tokio::task::JoinError) -> Outcome {
+fn lost_task(error: tokio::task::JoinError) -> Box<Outcome> {
     let message = if error.is_cancelled() {
         "cancelled".to_owned()
     } else {
         panic_message(&*error.into_panic())
     };
-    Outcome {
+    Box::new(Outcome {
         exit: Exit::Panicked(message),
         events_in: 0,
         events_out: 0,
@@ -660,5 +660,5 @@ fn lost_task(error: tokio::task::JoinError) -> Outcome {
         gave_up: None,
         sent: Vec::new(),
         received: Vec::new(),
-    }
+    })
 }

@@ -19,6 +19,8 @@ struct Subscription {
     producer_name: Arc<str>,
     demand: ConsumerDemand,
     cancel: CancelMode,
+    /// Events handed out to `handle_events`, for the report's edge.
+    handed: u64,
 }
 
 impl Subscription {
@@ -79,9 +81,10 @@ pub(super) struct Inputs<T> {
     pub(super) events_in: u64,
     /// Events received beyond outstanding demand, over all subscriptions.
     pub(super) excess: u64,
-    /// What each subscription, ended or not, brought and what of it was handled, for the
-    /// report's edges.
-    edges: BySubscription<ReceivedCounts>,
+    /// Events handed out to `handle_events` on each subscription that has ended, and left in the
+    /// stage's mailbox when it stopped, for the report's edges.
+    ended: Vec<(SubscriptionId, u64)>,
+    left: Vec<(SubscriptionId, u64)>,
 }
 
 /// What a stage received on one subscription, and handled of it.
@@ -101,7 +104,8 @@ impl<T> Inputs<T> {
             closed: false,
             events_in: 0,
             excess: 0,
-            edges: BySubscription::new(),
+            ended: Vec::new(),
+            left: Vec::new(),
         }
     }
 
@@ -111,7 +115,6 @@ impl<T> Inputs<T> {
         match mail {
             Upstream::Subscribed(subscribed) => self.subscribe(*subscribed),
             Upstream::Events { sub, events } => {
-                self.received(sub, events.len() as u64);
                 self.queue
                     .push_back(Queued::Events(sub, Batches::new(events)));
             }
@@ -122,36 +125,52 @@ impl<T> Inputs<T> {
         }
     }
 
-    /// Counts `count` events received on `sub`: taken in, or (for the report) left in the
-    /// mailbox of a stage that stopped.
-    #[inline]
-    pub(super) fn received(&mut self, sub: SubscriptionId, count: u64) {
-        match self.edges.get_mut(sub) {
-            Some(counts) => counts.received += count,
-            None => self.edges.insert(
-                sub,
-                ReceivedCounts {
-                    received: count,
-                    handled: 0,
-                },
-            ),
-        }
+    /// Counts `count` events of `sub` left in the stage's mailbox when it stopped.
+    pub(super) fn left(&mut self, sub: SubscriptionId, count: u64) {
+        self.left.push((sub, count));
     }
 
-    /// Counts `count` events of `sub` handled: handed to the stage's callback, which returned.
-    #[inline]
-    pub(super) fn handled(&mut self, sub: SubscriptionId, count: u64) {
-        if let Some(counts) = self.edges.get_mut(sub) {
-            counts.handled += count;
+    /// What each subscription, ended or not, brought, and what of it was handled: all it handed
+    /// out but what `not_handled` says of each subscription (the batches its callbacks failed on,
+    /// and those waiting to be handed again).
+    pub(super) fn edges(
+        &self,
+        not_handled: impl Fn(SubscriptionId) -> u64,
+    ) -> Vec<(SubscriptionId, ReceivedCounts)> {
+        let mut edges: Vec<(SubscriptionId, ReceivedCounts)> = Vec::new();
+        let mut add =
+            |sub, received: u64, handed: u64| match edges.iter_mut().find(|(edge, _)| *edge == sub)
+            {
+                Some((_, counts)) => {
+                    counts.received += received;
+                    counts.handled += handed;
+                }
+                None => edges.push((
+                    sub,
+                    ReceivedCounts {
+                        received,
+                        handled: handed,
+                    },
+                )),
+            };
+        for &(sub, handed) in &self.ended {
+            add(sub, handed, handed);
         }
-    }
-
-    /// What each subscription brought and what of it was handled, for the report's edges.
-    pub(super) fn edges(&self) -> Vec<(SubscriptionId, ReceivedCounts)> {
-        self.edges
-            .iter()
-            .map(|(sub, counts)| (sub, *counts))
-            .collect()
+        for (sub, subscription) in self.subscriptions.iter() {
+            add(sub, subscription.handed, subscription.handed);
+        }
+        for queued in &self.queue {
+            if let Queued::Events(sub, batches) = queued {
+                add(*sub, batches.len() as u64, 0);
+            }
+        }
+        for &(sub, count) in &self.left {
+            add(sub, count, 0);
+        }
+        for (sub, counts) in &mut edges {
+            counts.handled = counts.handled.saturating_sub(not_handled(*sub));
+        }
+        edges
     }
 
     /// Queues an `info_after_buffered` letter behind the input received so far (GenStage §1.8):
@@ -184,6 +203,7 @@ impl<T> Inputs<T> {
             producer_name,
             demand,
             cancel,
+            handed: 0,
         };
         self.subscriptions.insert(sub, subscription);
         self.subscribed += 1;
@@ -263,13 +283,16 @@ impl<T> Inputs<T> {
                                 continue;
                             };
                             let demand = subscription.demand.on_batch(events.len());
+                            subscription.handed += events.len() as u64;
                             (events, demand)
                         }
                         // Events from a producer that has since gone: one last batch, no ask.
                         None => {
-                            let events = std::mem::replace(batches, Batches::new(Vec::new()));
+                            let events =
+                                std::mem::replace(batches, Batches::new(Vec::new())).into_rest();
                             let demand = BatchDemand { excess: 0, ask: 0 };
-                            (events.into_rest(), demand)
+                            handed_after_end(&mut self.ended, sub, events.len() as u64);
+                            (events, demand)
                         }
                     };
                     if batches.is_empty() {
@@ -298,6 +321,7 @@ impl<T> Inputs<T> {
                     let Some(subscription) = self.subscriptions.remove(sub) else {
                         continue;
                     };
+                    self.ended.push((sub, subscription.handed));
                     let (reason, stop) = match reason {
                         None => (CancelReason::Cancelled, None),
                         Some(EndReason::Finished) => (CancelReason::Finished, None),
@@ -350,6 +374,15 @@ impl<T> Inputs<T> {
             Some(subscription) => subscription.producer.ask(sub, demand.ask),
             None => DeferredWake::default(),
         }
+    }
+}
+
+/// Counts `count` events handed out on `sub`, which has ended, in `ended`.
+#[cold]
+fn handed_after_end(ended: &mut Vec<(SubscriptionId, u64)>, sub: SubscriptionId, count: u64) {
+    match ended.iter_mut().find(|(done, _)| *done == sub) {
+        Some((_, handed)) => *handed += count,
+        None => ended.push((sub, count)),
     }
 }
 

@@ -95,7 +95,8 @@ impl Exit {
     }
 }
 
-/// What a stage task reports when it ends.
+/// What a stage task reports when it ends: boxed, since the future's output moves through every
+/// poll of its task.
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) exit: Exit,
@@ -226,13 +227,25 @@ impl<T> InHand<T> {
         }
     }
 
-    /// The callback returned the batch: it is handled, and nothing is in hand.
+    /// The callback returned the batch: nothing is in hand. (What else `take` set is read only
+    /// while a batch is.)
     #[inline]
-    fn done(&mut self, inputs: &mut Inputs<T>) {
-        if let Some(sub) = self.sub {
-            inputs.handled(sub, self.batch);
-        }
-        self.clear();
+    fn done(&mut self) {
+        self.batch = 0;
+        self.copy = None;
+    }
+
+    /// The subscription of the batch in hand, and its size.
+    fn held(&self) -> Option<(SubscriptionId, u64)> {
+        self.sub
+            .filter(|_| self.batch > 0)
+            .map(|sub| (sub, self.batch))
+    }
+
+    /// The index of the event in hand, when it is one event handed again: the poison event, if
+    /// the stage gives up on it.
+    fn poison(&self) -> Option<usize> {
+        self.redelivered.filter(|_| self.batch > 0)
     }
 
     /// Nothing is in hand.
@@ -249,8 +262,8 @@ struct Kept<T> {
     letters: VecDeque<Letter>,
     /// Events to hand again to the restarted stage.
     redelivery: Redelivery<T>,
-    /// Events of batches its failed values held, lost.
-    failed: u64,
+    /// Events of batches its failed values held, lost, by subscription.
+    failed: Vec<(SubscriptionId, u64)>,
     /// A restarted value is to be told of the stage's subscriptions.
     announce: bool,
 }
@@ -262,7 +275,7 @@ impl<T> Kept<T> {
             in_hand: InHand::new(copier),
             letters: VecDeque::new(),
             redelivery: Redelivery::default(),
-            failed: 0,
+            failed: Vec::new(),
             announce: false,
         }
     }
@@ -271,15 +284,38 @@ impl<T> Kept<T> {
     /// the ask it earned is made; the new value is to be told of its subscriptions.
     fn restarted(&mut self, inputs: &Inputs<T>) {
         let in_hand = &mut self.in_hand;
-        if let (Some(sub), Some(demand)) = (in_hand.sub, in_hand.ask) {
-            drop(inputs.ask(sub, demand));
-        }
-        match (in_hand.sub, in_hand.copy.take()) {
-            (Some(sub), Some(events)) => self.redelivery.again(in_hand.redelivered, sub, events),
-            _ => self.failed += in_hand.batch,
+        if let Some((sub, batch)) = in_hand.held() {
+            if let Some(demand) = in_hand.ask {
+                drop(inputs.ask(sub, demand));
+            }
+            match in_hand.copy.take() {
+                Some(events) => self.redelivery.again(in_hand.redelivered, sub, events),
+                None => self.failed.push((sub, batch)),
+            }
         }
         in_hand.clear();
         self.announce = true;
+    }
+
+    /// Events of batches its failed values held, lost.
+    fn failed(&self) -> u64 {
+        self.failed.iter().map(|&(_, count)| count).sum()
+    }
+
+    /// Events of `sub` handed out and not handled: lost with the batches the stage's values failed
+    /// on, in hand when it stopped, or waiting to be handed again.
+    fn not_handled(&self, sub: SubscriptionId) -> u64 {
+        let failed: u64 = self
+            .failed
+            .iter()
+            .filter(|&&(failed, _)| failed == sub)
+            .map(|&(_, count)| count)
+            .sum();
+        let in_hand = match self.in_hand.held() {
+            Some((held, batch)) if held == sub => batch,
+            _ => 0,
+        };
+        failed + in_hand + self.redelivery.waiting_on(sub)
     }
 }
 
@@ -388,7 +424,7 @@ pub(crate) async fn run_producer<P: Producer>(
     policy: RestartPolicy<NoInput>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<Infallible, P::Output>>,
-) -> Outcome {
+) -> Box<Outcome> {
     let (mut stage, mut restarts) = Restarts::new(build, policy);
     let options = stage.producer_options();
     let Dispatch {
@@ -433,14 +469,14 @@ pub(crate) async fn run_producer<P: Producer>(
         &InHand::<NoInput>::new(None),
         0,
         0,
-        outputs.lost_to_gone_consumers,
+        outputs.lost_to_gone_consumers(),
         buffered,
         |_, _| {},
     );
-    Outcome {
+    Box::new(Outcome {
         exit,
         events_in: 0,
-        events_out: outputs.events_out,
+        events_out: outputs.events_out(),
         emitted: outputs.emitted(),
         copies: outputs.copies(),
         discarded: outputs.discarded(),
@@ -453,7 +489,7 @@ pub(crate) async fn run_producer<P: Producer>(
         gave_up: restarts.gave_up,
         sent: outputs.edges(),
         received: Vec::new(),
-    }
+    })
 }
 
 /// A producer's state besides its event path.
@@ -781,7 +817,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     policy: RestartPolicy<S::Input>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<S::Input, S::Output>>,
-) -> Outcome {
+) -> Box<Outcome> {
     let (mut stage, mut restarts) = Restarts::new(build, policy);
     let options = stage.producer_options();
     if options.demand != DemandMode::Forward {
@@ -809,7 +845,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if outputs.failure().is_some() {
             break (exit, aborted);
         }
-        match restarts.restart(&env.name, &exit, false, kept.in_hand.redelivered) {
+        match restarts.restart(&env.name, &exit, false, kept.in_hand.poison()) {
             Ok(Some(restarted)) => {
                 stage = restarted;
                 kept.restarted(&inputs);
@@ -827,16 +863,16 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let losses = close_and_count(
         &mut mailbox,
         &kept.in_hand,
-        kept.failed,
+        kept.failed(),
         inputs.unhandled() + waiting,
-        outputs.lost_to_gone_consumers,
+        outputs.lost_to_gone_consumers(),
         buffered,
-        |sub, count| inputs.received(sub, count),
+        |sub, count| inputs.left(sub, count),
     );
-    Outcome {
+    Box::new(Outcome {
         exit,
-        events_in: inputs.events_in - kept.in_hand.batch - kept.failed - waiting,
-        events_out: outputs.events_out,
+        events_in: inputs.events_in - kept.in_hand.batch - kept.failed() - waiting,
+        events_out: outputs.events_out(),
         emitted: outputs.emitted(),
         copies: outputs.copies(),
         discarded: outputs.discarded(),
@@ -848,8 +884,8 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         failures: restarts.failures.into(),
         gave_up: restarts.gave_up,
         sent: outputs.edges(),
-        received: inputs.edges(),
-    }
+        received: inputs.edges(|sub| kept.not_handled(sub)),
+    })
 }
 
 /// Takes in a control message for a stage that is not a producer: letters wait in `letters`. A
@@ -953,7 +989,7 @@ async fn transform<S: ProducerConsumer>(
                 Ok(emitted) => emitted,
                 Err(error) => break 'run Exit::Failed(error),
             };
-            in_hand.done(inputs);
+            in_hand.done();
             routed(&*stage, partition, |route| outputs.emit(emitted, route));
         }
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
@@ -1017,7 +1053,7 @@ async fn transform<S: ProducerConsumer>(
                             break 'run Exit::Cancelled(None);
                         }
                     };
-                    in_hand.done(inputs);
+                    in_hand.done();
                     // The ask's wake-up goes with the output, to the consumer it wakes (see
                     // `crate::mailbox`, "Hand-offs"); failing that, the producer is woken before
                     // the consumer, so that it starts refilling while this stage's output waits
@@ -1070,14 +1106,14 @@ pub(crate) async fn run_consumer<C: Consumer>(
     policy: RestartPolicy<C::Input>,
     env: StageEnv,
     mut mailbox: Receiver<Mail<C::Input, Infallible>>,
-) -> Outcome {
+) -> Box<Outcome> {
     let (mut stage, mut restarts) = Restarts::new(build, policy);
     let mut inputs = Inputs::new(env.name.clone());
     let mut kept = Kept::new(restarts.redelivery());
     let (exit, aborted) = loop {
         let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut kept);
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
-        match restarts.restart(&env.name, &exit, false, kept.in_hand.redelivered) {
+        match restarts.restart(&env.name, &exit, false, kept.in_hand.poison()) {
             Ok(Some(restarted)) => {
                 stage = restarted;
                 kept.restarted(&inputs);
@@ -1092,9 +1128,6 @@ pub(crate) async fn run_consumer<C: Consumer>(
             .__handled_of_interrupted_batch()
             .min(kept.in_hand.batch);
         kept.in_hand.batch -= handled;
-        if let Some(sub) = kept.in_hand.sub {
-            inputs.handled(sub, handled);
-        }
     }
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
@@ -1102,15 +1135,15 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let losses = close_and_count(
         &mut mailbox,
         &kept.in_hand,
-        kept.failed,
+        kept.failed(),
         inputs.unhandled() + waiting,
         0,
         0,
-        |sub, count| inputs.received(sub, count),
+        |sub, count| inputs.left(sub, count),
     );
-    Outcome {
+    Box::new(Outcome {
         exit,
-        events_in: inputs.events_in - kept.in_hand.batch - kept.failed - waiting,
+        events_in: inputs.events_in - kept.in_hand.batch - kept.failed() - waiting,
         events_out: 0,
         emitted: 0,
         copies: 0,
@@ -1123,8 +1156,8 @@ pub(crate) async fn run_consumer<C: Consumer>(
         failures: restarts.failures.into(),
         gave_up: restarts.gave_up,
         sent: Vec::new(),
-        received: inputs.edges(),
-    }
+        received: inputs.edges(|sub| kept.not_handled(sub)),
+    })
 }
 
 /// Tells a restarted stage's new value of its subscriptions to producers, as `handle_subscribe`
@@ -1181,7 +1214,7 @@ async fn consume<C: Consumer>(
             if let Err(error) = stage.handle_events(events).await {
                 break 'run Exit::Failed(error);
             }
-            in_hand.done(inputs);
+            in_hand.done();
         }
         while let Some(step) = inputs.next_step(true) {
             match step {
@@ -1217,15 +1250,13 @@ async fn consume<C: Consumer>(
                         // A `to_stream` sink whose stream was dropped stops normally; the events
                         // the stream yielded are handled, the rest of the batch is lost.
                         if let Some(dropped) = error.downcast_ref::<StreamDropped>() {
-                            let delivered = dropped.delivered.min(in_hand.batch);
-                            inputs.handled(sub, delivered);
-                            in_hand.batch -= delivered;
+                            in_hand.batch = in_hand.batch.saturating_sub(dropped.delivered);
                             in_hand.interrupted = true;
                             break 'run Exit::Cancelled(None);
                         }
                         break 'run Exit::Failed(error);
                     }
-                    in_hand.done(inputs);
+                    in_hand.done();
                     // Dropped at once: the producer is woken if it waits for this ask.
                     drop(inputs.ask(sub, demand));
                 }

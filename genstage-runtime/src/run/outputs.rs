@@ -53,10 +53,6 @@ pub(super) struct Outputs<T> {
     hand_off: DeferredWake,
     /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
     had_consumers: bool,
-    /// Events delivered to consumers.
-    pub(super) events_out: u64,
-    /// Events sent to consumers that had stopped.
-    pub(super) lost_to_gone_consumers: u64,
     /// What went to the subscriptions that have ended, for the report's edges.
     ended: Vec<(SubscriptionId, SentCounts)>,
 }
@@ -74,8 +70,6 @@ impl<T: Send + 'static> Outputs<T> {
             notices: VecDeque::new(),
             hand_off: DeferredWake::default(),
             had_consumers: false,
-            events_out: 0,
-            lost_to_gone_consumers: 0,
             ended: Vec::new(),
         }
     }
@@ -353,40 +347,60 @@ impl<T: Send + 'static> Outputs<T> {
     #[inline]
     fn deliver(&mut self, sub: SubscriptionId, batch: Vec<T>) {
         let len = batch.len() as u64;
-        match self.consumers.get_mut(sub) {
-            Some(outlet) if !outlet.gone => {
+        if let Some(outlet) = self.consumers.get_mut(sub) {
+            if !outlet.gone {
                 match outlet.sink.send(sub, batch, &mut self.hand_off) {
-                    Ok(()) => {
-                        self.events_out += len;
-                        outlet.counts.sent += len;
-                    }
+                    Ok(()) => outlet.counts.sent += len,
                     // The consumer's task has ended: the events are lost with it, as in GenStage. Its
                     // demand goes too, and what it frees is delivered by the caller's next round; the
                     // stage's callback hears of it when the pipeline says why it ended.
-                    Err(_) => {
-                        self.lost_to_gone_consumers += len;
-                        outlet.counts.lost += len;
-                        outlet.gone = true;
-                        self.path.cancel(sub);
-                    }
+                    Err(_) => self.consumer_gone(sub, len),
                 }
+                return;
             }
-            Some(outlet) => {
-                self.lost_to_gone_consumers += len;
-                outlet.counts.lost += len;
-            }
-            None => self.lost_to_gone(sub, len),
         }
+        self.lost_to_gone(sub, len);
     }
 
-    /// Counts events for a subscription that has ended as lost.
+    /// The consumer of `sub` has stopped: the `len` events just sent are lost, and so is its demand.
+    #[cold]
+    fn consumer_gone(&mut self, sub: SubscriptionId, len: u64) {
+        if let Some(outlet) = self.consumers.get_mut(sub) {
+            outlet.gone = true;
+        }
+        self.path.cancel(sub);
+        self.lost_to_gone(sub, len);
+    }
+
+    /// Counts `len` events sent to the consumer of `sub`, stopped, as lost.
     #[cold]
     fn lost_to_gone(&mut self, sub: SubscriptionId, len: u64) {
-        self.lost_to_gone_consumers += len;
+        if let Some(outlet) = self.consumers.get_mut(sub) {
+            outlet.counts.lost += len;
+            return;
+        }
         match self.ended.iter_mut().find(|(ended, _)| *ended == sub) {
             Some((_, counts)) => counts.lost += len,
             None => self.ended.push((sub, SentCounts { sent: 0, lost: len })),
         }
+    }
+
+    /// The counts of every subscription, ended or not.
+    fn all_counts(&self) -> impl Iterator<Item = &SentCounts> {
+        self.ended
+            .iter()
+            .map(|(_, counts)| counts)
+            .chain(self.consumers.iter().map(|(_, outlet)| &outlet.counts))
+    }
+
+    /// Events delivered to consumers.
+    pub(super) fn events_out(&self) -> u64 {
+        self.all_counts().map(|counts| counts.sent).sum()
+    }
+
+    /// Events sent to consumers that had stopped.
+    pub(super) fn lost_to_gone_consumers(&self) -> u64 {
+        self.all_counts().map(|counts| counts.lost).sum()
     }
 
     /// What went to each subscription, ended or not, for the report's edges.

@@ -175,6 +175,14 @@ impl<T> Redelivery<T> {
         self.queue.pop_front()
     }
 
+    /// Events of `sub` waiting to be handed again.
+    pub(crate) fn waiting_on(&self, sub: SubscriptionId) -> u64 {
+        self.queue
+            .iter()
+            .filter(|&&(_, waiting, _)| waiting == sub)
+            .count() as u64
+    }
+
     /// Events waiting to be handed again.
     pub(crate) fn len(&self) -> u64 {
         self.queue.len() as u64
