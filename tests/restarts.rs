@@ -885,3 +885,55 @@ async fn fault_matrix() {
         }
     }
 }
+
+/// Fails on 7, once; records the statuses its values' `terminate` is told.
+struct Closing {
+    faults: Faults,
+    fault: Fault,
+    closed: Arc<Mutex<Vec<StageStatus>>>,
+}
+
+impl Consumer for Closing {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        match events.iter().find(|&&event| self.faults.strikes(event)) {
+            Some(&event) => fail(self.fault, "Closing", event),
+            None => Ok(()),
+        }
+    }
+    async fn terminate(&mut self, status: &StageStatus) {
+        self.closed.lock().unwrap().push(status.clone());
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+#[tokio::test]
+async fn a_value_that_returned_an_error_terminates_before_it_is_replaced() {
+    for (fault, expected) in [
+        (
+            Fault::Error,
+            vec![
+                StageStatus::Failed("Closing failed on 7".into()),
+                StageStatus::Finished,
+            ],
+        ),
+        // A value that panicked is not told, as a stage that panics never is.
+        (Fault::Panic, vec![StageStatus::Finished]),
+    ] {
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let (faults, c) = (Faults::on(&[(7, 1)]), closed.clone());
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer(from_iter(0..20u64));
+        let closing = pipeline.add_consumer_with(move || Closing {
+            faults: faults.clone(),
+            fault,
+            closed: c.clone(),
+        });
+        pipeline.subscribe(&numbers, &closing);
+        let report = guard(pipeline.run()).await.expect("one restart");
+        assert_eq!(stage(&report, "Closing").restarts, 1);
+        assert_eq!(*closed.lock().unwrap(), expected, "{fault:?}");
+    }
+}

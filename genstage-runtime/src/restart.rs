@@ -1,9 +1,10 @@
 //! Restart policies: what happens to a stage when its callback fails (OTP's child restart
 //! values), how often it may happen, and what becomes of the batch it failed on.
 //!
-//! A restarted stage is rebuilt, not repaired: its value is made again by its constructor (the
-//! builder's `add_*_with` closure, or `pipeline!` evaluating its expression again), and the
-//! runtime keeps everything around it. Its subscriptions stay (the new value's
+//! A restarted stage is rebuilt, not repaired: the failed value's `terminate` runs (unless it
+//! panicked, as for any stage), its value is made again by its constructor (the builder's
+//! `add_*_with` closure, or `pipeline!` evaluating its expression again), and the runtime keeps
+//! everything around it. Its subscriptions stay (the new value's
 //! `handle_subscribe` and `handle_consumer_subscribe` are called for each, as for a new
 //! subscription), its producers keep their buffers and the demand it had asked for, its
 //! consumers keep theirs and see no cancellation, and what waits in its mailbox goes to the new

@@ -35,7 +35,7 @@ pub(crate) use inputs::ReceivedCounts;
 use inputs::{Inputs, Step};
 pub(crate) use outputs::SentCounts;
 use outputs::{ConsumerNotice, Outputs};
-use restarts::{Redelivery, Restarts};
+use restarts::{farewell, Redelivery, Restarts};
 use retry::Retry;
 
 pub(crate) use abort::Abort;
@@ -451,15 +451,18 @@ pub(crate) async fn run_producer<P: Producer>(
         // A producer ends on its own when it has delivered its last events, unless the pipeline is
         // shutting down.
         let on_its_own = !state.shut_down;
-        match restarts.restart(&env.name, &exit, on_its_own, None) {
-            Ok(Some(restarted)) => {
-                stage = restarted;
-                state.exhausted = state.shut_down;
-                outputs.announce_again();
-            }
-            Ok(None) => break exit,
+        if !restarts.wanted(&env.name, &exit, on_its_own, None) {
+            break exit;
+        }
+        if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
+            break Exit::Aborted;
+        }
+        match restarts.rebuild() {
+            Ok(restarted) => stage = restarted,
             Err(exit) => break exit,
         }
+        state.exhausted = state.shut_down;
+        outputs.announce_again();
     };
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
@@ -845,15 +848,18 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if outputs.failure().is_some() {
             break (exit, aborted);
         }
-        match restarts.restart(&env.name, &exit, false, kept.in_hand.poison()) {
-            Ok(Some(restarted)) => {
-                stage = restarted;
-                kept.restarted(&inputs);
-                outputs.announce_again();
-            }
-            Ok(None) => break (exit, aborted),
-            Err(exit) => break (exit, aborted),
+        if !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
+            break (exit, aborted);
         }
+        if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
+            break (Exit::Aborted, true);
+        }
+        match restarts.rebuild() {
+            Ok(restarted) => stage = restarted,
+            Err(exit) => break (exit, false),
+        }
+        kept.restarted(&inputs);
+        outputs.announce_again();
     };
     kept.in_hand.interrupted |= aborted;
     let status = exit.status();
@@ -1113,14 +1119,17 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let (exit, aborted) = loop {
         let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut kept);
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
-        match restarts.restart(&env.name, &exit, false, kept.in_hand.poison()) {
-            Ok(Some(restarted)) => {
-                stage = restarted;
-                kept.restarted(&inputs);
-            }
-            Ok(None) => break (exit, aborted),
-            Err(exit) => break (exit, aborted),
+        if !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
+            break (exit, aborted);
         }
+        if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
+            break (Exit::Aborted, true);
+        }
+        match restarts.rebuild() {
+            Ok(restarted) => stage = restarted,
+            Err(exit) => break (exit, false),
+        }
+        kept.restarted(&inputs);
     };
     kept.in_hand.interrupted |= aborted;
     if aborted {

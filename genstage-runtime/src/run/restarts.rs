@@ -3,12 +3,13 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dispatcher::SubscriptionId;
 use crate::restart::{CopyBatch, Intensity, Restart, RestartPolicy};
 
-use super::{panic_message, Exit};
+use super::{panic_message, Abort, Exit};
 
 /// How many of a stage's last failures its report keeps.
 const FAILURES_KEPT: usize = 10;
@@ -84,27 +85,26 @@ impl<S, T> Restarts<S, T> {
         self.policy.redelivery()
     }
 
-    /// The stage's next value, after its loop ended with `exit`, if its policy restarts it:
+    /// Whether the stage is to be restarted, after its loop ended with `exit`: by its policy,
     /// after a failure (not `temporary`), or after it ended on its own (`finished_on_its_own`, a
-    /// producer's last events delivered; `permanent` only). `Err` when it may not restart: the
-    /// restart limit reached (recorded in [`gave_up`](Self::gave_up)), or its constructor
-    /// panicked, whose exit it then is.
-    pub(crate) fn restart(
+    /// producer's last events delivered; `permanent` only), and within its restart limit (once
+    /// past it, recorded in [`gave_up`](Self::gave_up), with the `poison` event if known).
+    pub(crate) fn wanted(
         &mut self,
         stage: &str,
         exit: &Exit,
         finished_on_its_own: bool,
         poison: Option<usize>,
-    ) -> Result<Option<S>, Exit> {
+    ) -> bool {
         let restart = self.policy.restart();
         let wanted = match exit {
             Exit::Failed(_) | Exit::Panicked(_) => restart != Restart::Temporary,
             Exit::Finished => finished_on_its_own && restart == Restart::Permanent,
             _ => false,
         };
-        let Some(again) = self.again.as_mut().filter(|_| wanted) else {
-            return Ok(None);
-        };
+        if !wanted || self.again.is_none() {
+            return false;
+        }
         let status = exit.status().to_string();
         if self.failures.len() == FAILURES_KEPT {
             self.failures.pop_front();
@@ -122,17 +122,26 @@ impl<S, T> Restarts<S, T> {
                 within,
                 poison,
             });
-            return Ok(None);
+            return false;
         }
+        tracing::warn!(
+            stage,
+            restart = self.count + 1,
+            "stage {stage} restarts ({restart}) after: {status}"
+        );
+        true
+    }
+
+    /// The stage's new value, made by its constructor; the exit of the stage when the constructor
+    /// panicked.
+    pub(crate) fn rebuild(&mut self) -> Result<S, Exit> {
+        let Some(again) = self.again.as_mut() else {
+            return Err(Exit::Panicked("it cannot be made again".to_owned()));
+        };
         match catch_unwind(AssertUnwindSafe(again)) {
-            Ok(stage_value) => {
+            Ok(stage) => {
                 self.count += 1;
-                tracing::warn!(
-                    stage,
-                    restart = self.count,
-                    "stage {stage} restarts ({restart}) after: {status}"
-                );
-                Ok(Some(stage_value))
+                Ok(stage)
             }
             Err(panic) => Err(Exit::Panicked(format!(
                 "its constructor panicked on restart: {}",
@@ -140,6 +149,21 @@ impl<S, T> Restarts<S, T> {
             ))),
         }
     }
+}
+
+/// Runs the `terminate` of a stage's value that is about to be replaced, told `exit`'s status,
+/// when it ended as a stage whose `terminate` runs (it returned an error, or a producer's last
+/// events went out; not after a panic); false when the pipeline aborted the stage meanwhile.
+pub(crate) async fn farewell(
+    abort: &Arc<Abort>,
+    exit: &Exit,
+    terminate: impl std::future::Future<Output = ()>,
+) -> bool {
+    if !matches!(exit, Exit::Failed(_) | Exit::Finished) {
+        return true;
+    }
+    // A panic in it is the old value's: the new one starts all the same.
+    abort.guard(terminate).await.is_some()
 }
 
 /// Events to hand again, one at a time, to a restarted stage that redelivers: each with its index
