@@ -28,7 +28,7 @@ use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Discard, Loss, LossReason, StageStatus};
 use crate::restart::{CopyBatch, NoInput, RestartPolicy};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
-use crate::subscription::{Demand, ManualAsks};
+use crate::subscription::{Demand, ManualAsks, SubscriptionTag};
 use callback::{call_serving, Called};
 use demand_mode::{DemandModes, Switch};
 pub(crate) use inputs::ReceivedCounts;
@@ -1099,7 +1099,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let waiting = kept.redelivery.len();
-    let losses = close_and_count(
+    let mut losses = close_and_count(
         &mut mailbox,
         &kept.in_hand,
         kept.failed,
@@ -1108,9 +1108,18 @@ pub(crate) async fn run_consumer<C: Consumer>(
         0,
         |sub, count| inputs.received(sub, count),
     );
+    // A ConsumerSupervisor's events whose children failed, or were aborted: lost, not handled.
+    let (child_failed, child_unfinished) = stage.__child_losses();
+    Loss::add(&mut losses, child_failed, LossReason::ChildFailed);
+    Loss::add(&mut losses, child_unfinished, LossReason::Unhandled);
     Outcome {
         exit,
-        events_in: inputs.events_in - kept.in_hand.batch - kept.failed - waiting,
+        events_in: inputs.events_in
+            - kept.in_hand.batch
+            - kept.failed
+            - waiting
+            - child_failed
+            - child_unfinished,
         events_out: 0,
         emitted: 0,
         copies: 0,
@@ -1178,6 +1187,7 @@ async fn consume<C: Consumer>(
         while let Some((index, sub, event)) = redelivery.next() {
             let events = vec![event];
             in_hand.take(&events, sub, None, Some(index));
+            stage.__batch_from(SubscriptionTag(sub));
             if let Err(error) = stage.handle_events(events).await {
                 break 'run Exit::Failed(error);
             }
@@ -1213,6 +1223,7 @@ async fn consume<C: Consumer>(
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
                     in_hand.take(&events, sub, Some(demand), None);
+                    stage.__batch_from(SubscriptionTag(sub));
                     if let Err(error) = stage.handle_events(events).await {
                         // A `to_stream` sink whose stream was dropped stops normally; the events
                         // the stream yielded are handled, the rest of the batch is lost.
@@ -1233,7 +1244,8 @@ async fn consume<C: Consumer>(
                 Step::Info(letter) => letters.push_back(letter),
             }
         }
-        if inputs.exhausted() {
+        // A ConsumerSupervisor finishes once its children have too (they message it as they end).
+        if inputs.exhausted() && !stage.__busy() {
             break Exit::Finished;
         }
         // A consumer is never asked.
