@@ -61,13 +61,13 @@ impl Concurrency {
     }
 }
 
+/// What a gated child's run returns.
+type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
 /// A child that tells the test it started and waits for the test to end it; the concurrency it
 /// measures, and the channel of started children.
 fn gated() -> (
-    impl Fn(u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-        + Send
-        + Sync
-        + 'static,
+    impl Fn(u32) -> Run + Send + Sync + 'static,
     Arc<Concurrency>,
     mpsc::UnboundedReceiver<Started>,
 ) {

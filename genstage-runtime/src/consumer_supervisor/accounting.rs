@@ -71,7 +71,6 @@ struct Slots {
     /// Children that ended since the last ask.
     pending: usize,
     min_demand: usize,
-    max_demand: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,15 +133,14 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
         self.intensity = intensity;
     }
 
-    /// A producer subscribed, and was asked for `max_demand` events.
-    pub(crate) fn subscribed(&mut self, producer: K, max_demand: usize, min_demand: usize) {
+    /// A producer subscribed, and was asked for `max_demand` events (all its slots).
+    pub(crate) fn subscribed(&mut self, producer: K, min_demand: usize) {
         self.producers.insert(
             producer,
             Slots {
                 count: 0,
                 pending: 0,
                 min_demand,
-                max_demand,
             },
         );
     }
@@ -158,15 +156,13 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
     }
 
     /// An event arrived from `producer` (`None`: from no producer it knows): the child to start
-    /// for it. Says, in the second place, whether it is beyond the producer's `max_demand`.
-    pub(crate) fn start(&mut self, producer: Option<K>) -> (ChildId, bool) {
+    /// for it.
+    pub(crate) fn start(&mut self, producer: Option<K>) -> ChildId {
         let id = self.next_id;
         self.next_id += 1;
         let producer = producer.filter(|p| self.producers.contains_key(p));
-        let mut excess = false;
         if let Some(slots) = producer.and_then(|p| self.producers.get_mut(&p)) {
             slots.count += 1;
-            excess = slots.count > slots.max_demand;
         }
         self.children.insert(
             id,
@@ -175,7 +171,7 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
                 state: ChildState::Running,
             },
         );
-        (id, excess)
+        id
     }
 
     /// A restarting child runs again.
@@ -283,7 +279,7 @@ mod tests {
     }
 
     fn start(sup: &mut Supervision<u8>, producer: u8, n: usize) -> Vec<ChildId> {
-        (0..n).map(|_| sup.start(Some(producer)).0).collect()
+        (0..n).map(|_| sup.start(Some(producer))).collect()
     }
 
     #[test]
@@ -291,7 +287,7 @@ mod tests {
         // Scenario 188: max 3, min 2.
         let now = Instant::now();
         let mut sup = supervision(Restart::Temporary);
-        sup.subscribed(1, 3, 2);
+        sup.subscribed(1, 2);
         let ids = start(&mut sup, 1, 3);
         assert_eq!(sup.counts().active, 3);
         assert_eq!(
@@ -312,7 +308,7 @@ mod tests {
     fn min_demand_zero_asks_after_every_child() {
         let now = Instant::now();
         let mut sup = supervision(Restart::Temporary);
-        sup.subscribed(1, 3, 0);
+        sup.subscribed(1, 0);
         let ids = start(&mut sup, 1, 2);
         for id in ids {
             assert_eq!(
@@ -326,7 +322,7 @@ mod tests {
     fn a_failed_temporary_child_gives_its_slot_back_and_is_counted_failed() {
         let now = Instant::now();
         let mut sup = supervision(Restart::Temporary);
-        sup.subscribed(1, 1, 0);
+        sup.subscribed(1, 0);
         let [id] = start(&mut sup, 1, 1)[..] else {
             unreachable!()
         };
@@ -344,7 +340,7 @@ mod tests {
         // Scenario 186: max 1 / min 0, transient.
         let now = Instant::now();
         let mut sup = supervision(Restart::Transient);
-        sup.subscribed(1, 1, 0);
+        sup.subscribed(1, 0);
         let [id] = start(&mut sup, 1, 1)[..] else {
             unreachable!()
         };
@@ -372,7 +368,7 @@ mod tests {
         let now = Instant::now();
         let mut sup = supervision(Restart::Transient);
         sup.set_intensity(Intensity::new(1, Duration::from_secs(5)));
-        sup.subscribed(1, 2, 1);
+        sup.subscribed(1, 1);
         let [id] = start(&mut sup, 1, 1)[..] else {
             unreachable!()
         };
@@ -395,7 +391,7 @@ mod tests {
         // Scenario 187.
         let now = Instant::now();
         let mut sup = supervision(Restart::Temporary);
-        sup.subscribed(1, 2, 0);
+        sup.subscribed(1, 0);
         let ids = start(&mut sup, 1, 2);
         sup.cancelled(1);
         assert_eq!(sup.counts().active, 2);
@@ -412,8 +408,8 @@ mod tests {
     fn each_producer_has_its_own_slots() {
         let now = Instant::now();
         let mut sup = supervision(Restart::Temporary);
-        sup.subscribed(1, 2, 1);
-        sup.subscribed(2, 4, 2);
+        sup.subscribed(1, 1);
+        sup.subscribed(2, 2);
         let a = start(&mut sup, 1, 2);
         let b = start(&mut sup, 2, 4);
         assert_eq!(sup.counts().active, 6);
@@ -432,18 +428,10 @@ mod tests {
     }
 
     #[test]
-    fn events_beyond_max_demand_are_told_as_excess() {
-        let mut sup = supervision(Restart::Temporary);
-        sup.subscribed(1, 1, 0);
-        assert!(!sup.start(Some(1)).1);
-        assert!(sup.start(Some(1)).1);
-    }
-
-    #[test]
     fn abandoning_counts_the_children_alive() {
         let now = Instant::now();
         let mut sup = supervision(Restart::Transient);
-        sup.subscribed(1, 4, 2);
+        sup.subscribed(1, 2);
         let ids = start(&mut sup, 1, 3);
         assert_eq!(
             sup.exited(ids[0], ChildExit::Failed("x".into()), now),
@@ -451,5 +439,59 @@ mod tests {
         );
         assert_eq!(sup.abandon(), 3);
         assert!(sup.is_idle());
+    }
+
+    proptest::proptest! {
+        /// For any limits and any order of deliveries and child ends, with a producer that sends
+        /// at most what it was asked: children alive + slots pending + demand owed = `max_demand`,
+        /// so never more than `max_demand` children, and `pending` stays below `min_demand` (or 1).
+        #[test]
+        fn slots_are_conserved(
+            max in 1usize..12,
+            min_fraction in 0usize..100,
+            transient in proptest::bool::ANY,
+            steps in proptest::collection::vec((0u8..4, 0usize..64), 1..200),
+        ) {
+            let min = (max * min_fraction / 100).min(max - 1);
+            let restart = if transient { Restart::Transient } else { Restart::Temporary };
+            let mut sup = Supervision::new(restart, Intensity::new(u32::MAX, Duration::from_secs(5)));
+            let now = Instant::now();
+            sup.subscribed(7u8, min);
+            let mut owed = max;
+            let mut alive: Vec<ChildId> = Vec::new();
+            for (op, n) in steps {
+                match op {
+                    // The producer sends some of what it owes.
+                    0 => {
+                        let k = n % (owed + 1);
+                        owed -= k;
+                        alive.extend((0..k).map(|_| sup.start(Some(7))));
+                    }
+                    // A child ends: succeeds, fails, or (transient) fails and restarts.
+                    _ if !alive.is_empty() => {
+                        let id = alive[n % alive.len()];
+                        let exit = if op == 1 { ChildExit::Succeeded } else { ChildExit::Failed("x".into()) };
+                        match sup.exited(id, exit, now) {
+                            AfterExit::Done(ask) => {
+                                alive.retain(|&a| a != id);
+                                if let Some((7, ask)) = ask {
+                                    owed += ask;
+                                }
+                            }
+                            AfterExit::Restart(restarted) => {
+                                proptest::prop_assert_eq!(restarted, id);
+                                sup.running(id);
+                            }
+                            AfterExit::GiveUp { .. } => proptest::prop_assert!(false, "no limit"),
+                        }
+                    }
+                    _ => {}
+                }
+                let pending = sup.producers[&7].pending;
+                proptest::prop_assert_eq!(alive.len() + pending + owed, max);
+                proptest::prop_assert_eq!(sup.counts().children(), alive.len());
+                proptest::prop_assert!(pending < min.max(1));
+            }
+        }
     }
 }

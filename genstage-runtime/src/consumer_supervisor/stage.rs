@@ -126,13 +126,8 @@ where
 
     /// Starts a child for `event`, from the subscription of the batch in hand.
     fn start(&mut self, event: T) {
-        let (id, excess) = self.supervision.start(self.from);
-        if excess {
-            tracing::warn!(
-                "ConsumerSupervisor has received an event in excess of max_demand from subscription {:?}",
-                self.from
-            );
-        }
+        // Events beyond `max_demand` are the runtime's to log (it tracks the manual demand).
+        let id = self.supervision.start(self.from);
         if let Some(clone) = self.clone_event {
             self.events.insert(id, clone(&event));
         }
@@ -243,11 +238,8 @@ where
         if self.wake.port.get().is_none() {
             let _ = self.wake.port.set(ctx.port());
         }
-        self.supervision.subscribed(
-            subscription.tag(),
-            subscription.max_demand(),
-            subscription.min_demand(),
-        );
+        self.supervision
+            .subscribed(subscription.tag(), subscription.min_demand());
         Demand::Manual
     }
 
