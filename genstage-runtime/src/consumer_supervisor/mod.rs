@@ -142,6 +142,8 @@ pub struct ConsumerSupervisor<T, C> {
     wake: Arc<Wake>,
     /// The subscription the batch in hand comes from.
     from: Option<SubscriptionTag>,
+    /// The stage's name, for its logs; known from its first subscription.
+    name: String,
     counts: watch::Sender<ChildCounts>,
 }
 
@@ -180,6 +182,7 @@ where
             notes_to,
             wake: Arc::new(Wake::new::<T, C>()),
             from: None,
+            name: String::new(),
             counts: watch::Sender::new(ChildCounts::default()),
         }
     }

@@ -149,7 +149,7 @@ where
         };
         self.tasks.remove(&id);
         if let ChildExit::Failed(failure) = &exit {
-            tracing::warn!(child = id, "a ConsumerSupervisor's child failed: {failure}");
+            tracing::warn!(stage = %self.name, child = id, "a ConsumerSupervisor's child failed: {failure}");
         }
         let now = tokio::time::Instant::now().into_std();
         match self.supervision.exited(id, exit, now) {
@@ -237,6 +237,7 @@ where
     ) -> Demand {
         if self.wake.port.get().is_none() {
             let _ = self.wake.port.set(ctx.port());
+            self.name = ctx.name().to_owned();
         }
         self.supervision
             .subscribed(subscription.tag(), subscription.min_demand());
