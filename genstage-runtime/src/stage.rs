@@ -16,7 +16,7 @@ use crate::dispatcher::Dispatch;
 use crate::error::StageError;
 use crate::messages::Context;
 use crate::options::{ProducerOptions, SubscribeOptions};
-use crate::report::StageStatus;
+use crate::report::{LossReason, StageStatus};
 use crate::restart::{NoInput, RestartPolicy};
 use crate::subscription::{CancelReason, Demand, Subscriber, Subscription, SubscriptionTag};
 
@@ -511,14 +511,14 @@ pub trait Consumer: Send + 'static {
         false
     }
 
-    /// Not part of the API: called once the stage has ended (after `terminate`, if it ran), how
-    /// many of the events its `handle_events` took were then lost, `(failed, unfinished)`: a
-    /// [`ConsumerSupervisor`](crate::ConsumerSupervisor)'s children that failed for good, and those
-    /// still alive, which it aborts now. The report counts them lost
-    /// ([`LossReason::ChildFailed`](crate::LossReason::ChildFailed),
-    /// [`LossReason::Unhandled`](crate::LossReason::Unhandled)), not handled. `(0, 0)` by default.
+    /// Not part of the API: called once the stage has ended (after `terminate`, if it ran), and
+    /// before its value is replaced by a restart: the events its `handle_events` took that were
+    /// lost after all, by the subscription they came on and the reason, since the last call. A
+    /// [`ConsumerSupervisor`](crate::ConsumerSupervisor)'s children that failed for good
+    /// ([`LossReason::ChildFailed`]), and those still alive, which it aborts now
+    /// ([`LossReason::Unhandled`]). The report counts them lost, not handled. None by default.
     #[doc(hidden)]
-    fn __child_losses(&mut self) -> (u64, u64) {
-        (0, 0)
+    fn __child_losses(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
+        Vec::new()
     }
 }

@@ -82,7 +82,9 @@ enum ChildState {
 
 #[derive(Debug)]
 struct ChildEntry<K> {
-    /// The producer whose event it runs; `None` once that producer's subscription has ended.
+    /// The subscription its event came on, for the report's edges.
+    from: Option<K>,
+    /// The producer whose slot it holds; `None` once that producer's subscription has ended.
     producer: Option<K>,
     state: ChildState,
 }
@@ -100,6 +102,8 @@ pub(crate) struct Supervision<K> {
     handled: u64,
     /// Children given up: failed and not restarted (their events are lost).
     failed: u64,
+    /// The same, by the subscription their events came on.
+    failed_from: HashMap<Option<K>, u64>,
     restarts: u64,
 }
 
@@ -113,6 +117,7 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
             intensity,
             handled: 0,
             failed: 0,
+            failed_from: HashMap::new(),
             restarts: 0,
         }
     }
@@ -160,6 +165,7 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
     pub(crate) fn start(&mut self, producer: Option<K>) -> ChildId {
         let id = self.next_id;
         self.next_id += 1;
+        let from = producer;
         let producer = producer.filter(|p| self.producers.contains_key(p));
         if let Some(slots) = producer.and_then(|p| self.producers.get_mut(&p)) {
             slots.count += 1;
@@ -167,6 +173,7 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
         self.children.insert(
             id,
             ChildEntry {
+                from,
                 producer,
                 state: ChildState::Running,
             },
@@ -192,7 +199,7 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
                 AfterExit::Done(self.end(id))
             }
             ChildExit::Failed(_) if self.restart == Restart::Temporary => {
-                self.failed += 1;
+                self.count_failed(id);
                 AfterExit::Done(self.end(id))
             }
             ChildExit::Failed(failure) => {
@@ -201,7 +208,7 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
                     self.restarts += 1;
                     AfterExit::Restart(id)
                 } else {
-                    self.failed += 1;
+                    self.count_failed(id);
                     self.end(id);
                     AfterExit::GiveUp {
                         last_failure: failure,
@@ -216,8 +223,15 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
         if !self.children.contains_key(&id) {
             return None;
         }
-        self.failed += 1;
+        self.count_failed(id);
         self.end(id)
+    }
+
+    /// Counts child `id` (alive) as failed for good.
+    fn count_failed(&mut self, id: ChildId) {
+        let from = self.children.get(&id).and_then(|child| child.from);
+        self.failed += 1;
+        *self.failed_from.entry(from).or_default() += 1;
     }
 
     /// Removes child `id` for good; the ask its slot earns, if any.
@@ -235,11 +249,19 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
     }
 
     /// Gives up every child still alive (the supervisor stops without waiting for them): how many
-    /// there were.
-    pub(crate) fn abandon(&mut self) -> u64 {
-        let left = self.children.len() as u64;
-        self.children.clear();
+    /// there were, by the subscription their events came on.
+    pub(crate) fn abandon(&mut self) -> HashMap<Option<K>, u64> {
+        let mut left = HashMap::new();
+        for (_, child) in self.children.drain() {
+            *left.entry(child.from).or_default() += 1;
+        }
         left
+    }
+
+    /// Takes the counts of children given up after a failure since the last call, by the
+    /// subscription their events came on.
+    pub(crate) fn take_failed_from(&mut self) -> HashMap<Option<K>, u64> {
+        std::mem::take(&mut self.failed_from)
     }
 
     /// No child is alive.
@@ -248,7 +270,8 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
     }
 
     /// Children given up after a failure.
-    pub(crate) fn failed(&self) -> u64 {
+    #[cfg(test)]
+    fn failed(&self) -> u64 {
         self.failed
     }
 
@@ -383,6 +406,7 @@ mod tests {
             }
         );
         assert_eq!(sup.failed(), 1);
+        assert_eq!(sup.take_failed_from(), HashMap::from([(Some(1), 1)]));
         assert!(sup.is_idle());
     }
 
@@ -437,7 +461,7 @@ mod tests {
             sup.exited(ids[0], ChildExit::Failed("x".into()), now),
             AfterExit::Restart(ids[0])
         );
-        assert_eq!(sup.abandon(), 3);
+        assert_eq!(sup.abandon(), HashMap::from([(Some(1), 3)]));
         assert!(sup.is_idle());
     }
 

@@ -91,8 +91,12 @@ const DEFAULT_MAX_SECONDS: u64 = 5;
 ///   where they stand. Their events are reported lost, as
 ///   [`LossReason::Unhandled`](crate::LossReason::Unhandled).
 ///
-/// So the report accounts for every event it received: `events_in` (handled) are the children that
-/// succeeded, and the others are lost with a reason.
+/// So the report accounts for every event it received, per stage and per edge: `events_in`
+/// (handled) are the children that succeeded, and the others are lost with a reason.
+///
+/// A stage restart policy ([`RestartPolicy`](crate::RestartPolicy)) on the supervisor itself
+/// rebuilds it afresh when it fails: the failed value's children are aborted (their events lost)
+/// and the new value has its own counts (and its own [`watch_counts`](Self::watch_counts)).
 ///
 /// # Introspection
 ///

@@ -22,6 +22,7 @@ use crate::messages::{
 };
 use crate::options::SubscribeOptions;
 use crate::pipeline::{ConsumerRef, Pipeline, Stage};
+use crate::report::LossReason;
 use crate::stage::{Consumer, StageResult};
 use crate::subscription::{CancelReason, Demand, Subscription, SubscriptionTag};
 
@@ -192,19 +193,29 @@ where
         });
     }
 
-    /// Aborts every child left, and takes in the ends that came first (no restart now).
-    fn abandon(&mut self) -> u64 {
+    /// Aborts every child left, and takes in the ends that came first (no restart now): the
+    /// events lost since the last call, by subscription and reason.
+    fn abandon(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
         for (_, task) in self.tasks.drain() {
             task.abort();
         }
+        let restart = self.supervision.restart();
         self.supervision.set_restart(Restart::Temporary);
         while let Ok(note) = self.notes.try_recv() {
             let _ = self.take(note);
         }
+        self.supervision.set_restart(restart);
         self.events.clear();
-        let left = self.supervision.abandon();
+        let unfinished = self.supervision.abandon();
         self.publish();
-        left
+        let failed = self.supervision.take_failed_from();
+        let failed = failed
+            .into_iter()
+            .map(|(from, count)| (from, LossReason::ChildFailed, count));
+        let unfinished = unfinished
+            .into_iter()
+            .map(|(from, count)| (from, LossReason::Unhandled, count));
+        failed.chain(unfinished).collect()
     }
 }
 
@@ -241,6 +252,16 @@ where
         }
         self.supervision
             .subscribed(subscription.tag(), subscription.min_demand());
+        // A new subscription has its initial ask of `max_demand` in place. One this value is told
+        // of after a restart of its stage may have free slots, its old value's children being
+        // gone: asked for now.
+        let free = subscription
+            .max_demand()
+            .saturating_sub(subscription.outstanding);
+        if free > 0 {
+            // Only a subscription already manual (a restart keeps it so) is told again.
+            let _ = ctx.ask(subscription.tag(), free);
+        }
         Demand::Manual
     }
 
@@ -267,9 +288,8 @@ where
         self.from = Some(subscription);
     }
 
-    fn __child_losses(&mut self) -> (u64, u64) {
-        let unfinished = self.abandon();
-        (self.supervision.failed(), unfinished)
+    fn __child_losses(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
+        self.abandon()
     }
 }
 

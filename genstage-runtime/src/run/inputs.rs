@@ -30,6 +30,7 @@ impl Subscription {
             producer: self.producer_name.to_string(),
             max_demand: limits.max(),
             min_demand: limits.min(),
+            outstanding: self.demand.outstanding(),
         }
     }
 }
@@ -143,6 +144,14 @@ impl<T> Inputs<T> {
     pub(super) fn handled(&mut self, sub: SubscriptionId, count: u64) {
         if let Some(counts) = self.edges.get_mut(sub) {
             counts.handled += count;
+        }
+    }
+
+    /// Takes back `count` events of `sub` counted handled: a ConsumerSupervisor's, whose children
+    /// then failed or were aborted.
+    pub(super) fn not_handled(&mut self, sub: SubscriptionId, count: u64) {
+        if let Some(counts) = self.edges.get_mut(sub) {
+            counts.handled = counts.handled.saturating_sub(count);
         }
     }
 

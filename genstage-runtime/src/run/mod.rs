@@ -1074,11 +1074,14 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let (mut stage, mut restarts) = Restarts::new(build, policy);
     let mut inputs = Inputs::new(env.name.clone());
     let mut kept = Kept::new(restarts.redelivery());
+    let mut children_lost = Vec::new();
     let (exit, aborted) = loop {
         let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut kept);
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
         match restarts.restart(&env.name, &exit, false, kept.in_hand.redelivered) {
             Ok(Some(restarted)) => {
+                // A ConsumerSupervisor's children go with its value.
+                children_lost.extend(stage.__child_losses());
                 stage = restarted;
                 kept.restarted(&inputs);
             }
@@ -1109,17 +1112,18 @@ pub(crate) async fn run_consumer<C: Consumer>(
         |sub, count| inputs.received(sub, count),
     );
     // A ConsumerSupervisor's events whose children failed, or were aborted: lost, not handled.
-    let (child_failed, child_unfinished) = stage.__child_losses();
-    Loss::add(&mut losses, child_failed, LossReason::ChildFailed);
-    Loss::add(&mut losses, child_unfinished, LossReason::Unhandled);
+    children_lost.extend(stage.__child_losses());
+    let mut child_losses = 0;
+    for (sub, reason, count) in children_lost {
+        if let Some(sub) = sub {
+            inputs.not_handled(sub.0, count);
+        }
+        Loss::add(&mut losses, count, reason);
+        child_losses += count;
+    }
     Outcome {
         exit,
-        events_in: inputs.events_in
-            - kept.in_hand.batch
-            - kept.failed
-            - waiting
-            - child_failed
-            - child_unfinished,
+        events_in: inputs.events_in - kept.in_hand.batch - kept.failed - waiting - child_losses,
         events_out: 0,
         emitted: 0,
         copies: 0,
