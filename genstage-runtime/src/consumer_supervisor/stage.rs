@@ -356,4 +356,13 @@ where
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
         pipeline.add_consumer_as(name, self)
     }
+
+    /// Rebuildable: a restart of the supervisor stage builds a fresh one.
+    fn add_with(
+        build: impl FnMut() -> Self + Send + 'static,
+        pipeline: &mut Pipeline,
+        name: Option<String>,
+    ) -> Self::Ref {
+        pipeline.add_consumer_with_as(name, build)
+    }
 }
