@@ -136,10 +136,10 @@ pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
         from_channel, from_iter, from_stream, to_stream, AskError, BufferKeep, CallError,
-        CancelMode, CancelReason, Consumer, Context, Demand, DemandMode, Dispatch, Emit,
-        HandleCall, HandleCast, HandleInfo, Partition, Pipeline, PipelineError, PipelineHandle,
-        Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, Restart, RestartPolicy,
-        Stage, StageError, StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber,
-        Subscription, SubscriptionTag,
+        CancelMode, CancelReason, Child, ChildCounts, Consumer, ConsumerSupervisor, Context,
+        CountChildren, Demand, DemandMode, Dispatch, Emit, HandleCall, HandleCast, HandleInfo,
+        Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
+        ProducerOptions, ReplyTo, Report, Restart, RestartPolicy, Stage, StageError, StageRef,
+        StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
     };
 }

@@ -26,6 +26,7 @@
 // Public for the runtime's tests only; not part of the API.
 #[doc(hidden)]
 pub mod buffer;
+mod consumer_supervisor;
 #[doc(hidden)]
 pub mod demand;
 pub mod dispatcher;
@@ -45,6 +46,7 @@ mod stage;
 mod stream;
 mod subscription;
 
+pub use consumer_supervisor::{Child, ChildCounts, ChildOutput, ConsumerSupervisor, CountChildren};
 pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use dispatcher::{Dispatch, Partition};
 pub use error::{DemandError, DispatchSetupError, PipelineError, StageError};

@@ -58,6 +58,9 @@ pub enum LossReason {
     ConsumerGone,
     /// In the stage's buffer when it stopped early (its consumers had left, or it failed).
     Buffered,
+    /// Its [`ConsumerSupervisor`](crate::ConsumerSupervisor) child failed (returned `Err` or
+    /// panicked) and was not restarted: `temporary`, or out of restarts.
+    ChildFailed,
 }
 
 impl std::fmt::Display for LossReason {
@@ -67,6 +70,7 @@ impl std::fmt::Display for LossReason {
             LossReason::Unhandled => "received but not handled when it stopped",
             LossReason::ConsumerGone => "sent to a consumer that had stopped",
             LossReason::Buffered => "in its buffer when it stopped",
+            LossReason::ChildFailed => "its child failed and was not restarted",
         })
     }
 }
@@ -107,6 +111,19 @@ pub struct Loss {
     pub count: u64,
     /// Why.
     pub reason: LossReason,
+}
+
+impl Loss {
+    /// Adds `count` events lost for `reason` to `losses`, one entry per reason (none for 0).
+    pub(crate) fn add(losses: &mut Vec<Loss>, count: u64, reason: LossReason) {
+        if count == 0 {
+            return;
+        }
+        match losses.iter_mut().find(|loss| loss.reason == reason) {
+            Some(loss) => loss.count += count,
+            None => losses.push(Loss { count, reason }),
+        }
+    }
 }
 
 /// Counts for one stage.

@@ -16,9 +16,9 @@ use crate::dispatcher::Dispatch;
 use crate::error::StageError;
 use crate::messages::Context;
 use crate::options::{ProducerOptions, SubscribeOptions};
-use crate::report::StageStatus;
+use crate::report::{LossReason, StageStatus};
 use crate::restart::{NoInput, RestartPolicy};
-use crate::subscription::{CancelReason, Demand, Subscriber, Subscription};
+use crate::subscription::{CancelReason, Demand, Subscriber, Subscription, SubscriptionTag};
 
 /// What a producer's `handle_demand` returns: the events it emits now, and whether it is exhausted.
 ///
@@ -492,5 +492,33 @@ pub trait Consumer: Send + 'static {
     #[doc(hidden)]
     fn __handled_of_interrupted_batch(&self) -> u64 {
         0
+    }
+
+    /// Not part of the API: the subscription the batch about to be handed to `handle_events` comes
+    /// from (a [`ConsumerSupervisor`](crate::ConsumerSupervisor) keeps its children's demand per
+    /// producer). Does nothing by default.
+    #[doc(hidden)]
+    fn __batch_from(&mut self, subscription: SubscriptionTag) {
+        let _ = subscription;
+    }
+
+    /// Not part of the API: whether the stage still has work of its own in flight (a
+    /// [`ConsumerSupervisor`](crate::ConsumerSupervisor)'s children), which messages it as it ends:
+    /// once its input has ended, the stage finishes only when this is false, taking in its mail
+    /// meanwhile. False by default.
+    #[doc(hidden)]
+    fn __busy(&self) -> bool {
+        false
+    }
+
+    /// Not part of the API: called once the stage has ended (after `terminate`, if it ran), and
+    /// before its value is replaced by a restart: the events its `handle_events` took that were
+    /// lost after all, by the subscription they came on and the reason, since the last call. A
+    /// [`ConsumerSupervisor`](crate::ConsumerSupervisor)'s children that failed for good
+    /// ([`LossReason::ChildFailed`]), and those still alive, which it aborts now
+    /// ([`LossReason::Unhandled`]). The report counts them lost, not handled. None by default.
+    #[doc(hidden)]
+    fn __child_losses(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
+        Vec::new()
     }
 }

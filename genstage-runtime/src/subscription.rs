@@ -19,6 +19,10 @@ pub struct Subscription {
     pub(crate) producer: String,
     pub(crate) max_demand: usize,
     pub(crate) min_demand: usize,
+    /// Events asked for on it and not yet handed to the stage (its initial ask, at first): what a
+    /// [`ConsumerSupervisor`](crate::ConsumerSupervisor) rebuilt by a restart, told of the
+    /// subscription again, tops up to `max_demand`.
+    pub(crate) outstanding: usize,
 }
 
 impl Subscription {

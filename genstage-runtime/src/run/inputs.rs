@@ -32,6 +32,7 @@ impl Subscription {
             producer: self.producer_name.to_string(),
             max_demand: limits.max(),
             min_demand: limits.min(),
+            outstanding: self.demand.outstanding(),
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Discard, Loss, LossReason, StageStatus};
 use crate::restart::{CopyBatch, NoInput, RestartPolicy};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
-use crate::subscription::{Demand, ManualAsks};
+use crate::subscription::{Demand, ManualAsks, SubscriptionTag};
 use callback::{call_serving, Called};
 use demand_mode::{DemandModes, Switch};
 pub(crate) use inputs::ReceivedCounts;
@@ -1116,6 +1116,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let (mut stage, mut restarts) = Restarts::new(build, policy);
     let mut inputs = Inputs::new(env.name.clone());
     let mut kept = Kept::new(restarts.redelivery());
+    let mut children_lost = Vec::new();
     let (exit, aborted) = loop {
         let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut kept);
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
@@ -1125,6 +1126,8 @@ pub(crate) async fn run_consumer<C: Consumer>(
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
             break (Exit::Aborted, true);
         }
+        // A ConsumerSupervisor's children go with its value.
+        children_lost.extend(stage.__child_losses());
         match restarts.rebuild() {
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),
@@ -1141,7 +1144,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let waiting = kept.redelivery.len();
-    let losses = close_and_count(
+    let mut losses = close_and_count(
         &mut mailbox,
         &kept.in_hand,
         kept.failed(),
@@ -1150,9 +1153,23 @@ pub(crate) async fn run_consumer<C: Consumer>(
         0,
         |sub, count| inputs.left(sub, count),
     );
+    // A ConsumerSupervisor's events whose children failed, or were aborted: lost, not handled.
+    children_lost.extend(stage.__child_losses());
+    let mut child_losses = 0;
+    for &(_, reason, count) in &children_lost {
+        Loss::add(&mut losses, count, reason);
+        child_losses += count;
+    }
+    let children_lost_on = |sub: SubscriptionId| -> u64 {
+        children_lost
+            .iter()
+            .filter(|(tag, _, _)| *tag == Some(SubscriptionTag(sub)))
+            .map(|&(_, _, count)| count)
+            .sum()
+    };
     Box::new(Outcome {
         exit,
-        events_in: inputs.events_in - kept.in_hand.batch - kept.failed() - waiting,
+        events_in: inputs.events_in - kept.in_hand.batch - kept.failed() - waiting - child_losses,
         events_out: 0,
         emitted: 0,
         copies: 0,
@@ -1165,7 +1182,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
         failures: restarts.failures.into(),
         gave_up: restarts.gave_up,
         sent: Vec::new(),
-        received: inputs.edges(|sub| kept.not_handled(sub)),
+        received: inputs.edges(|sub| kept.not_handled(sub) + children_lost_on(sub)),
     })
 }
 
@@ -1220,6 +1237,7 @@ async fn consume<C: Consumer>(
         while let Some((index, sub, event)) = redelivery.next() {
             let events = vec![event];
             in_hand.take(&events, sub, None, Some(index));
+            stage.__batch_from(SubscriptionTag(sub));
             if let Err(error) = stage.handle_events(events).await {
                 break 'run Exit::Failed(error);
             }
@@ -1255,6 +1273,7 @@ async fn consume<C: Consumer>(
                     // One message may hold many batches: each spends budget as a message does.
                     mailbox.consume_budget().await;
                     in_hand.take(&events, sub, Some(demand), None);
+                    stage.__batch_from(SubscriptionTag(sub));
                     if let Err(error) = stage.handle_events(events).await {
                         // A `to_stream` sink whose stream was dropped stops normally; the events
                         // the stream yielded are handled, the rest of the batch is lost.
@@ -1273,7 +1292,8 @@ async fn consume<C: Consumer>(
                 Step::Info(letter) => letters.push_back(letter),
             }
         }
-        if inputs.exhausted() {
+        // A ConsumerSupervisor finishes once its children have too (they message it as they end).
+        if inputs.exhausted() && !stage.__busy() {
             break Exit::Finished;
         }
         // A consumer is never asked.
