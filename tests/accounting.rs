@@ -363,11 +363,12 @@ async fn events_in_flight_in_a_failed_branch_are_counted() {
     let numbers = pipeline.add_producer_named("numbers", from_iter(0..100_000u64));
     let middle = pipeline.add_producer_consumer_named(
         "middle",
-        // Early: the dispatcher splits the numbers by demand, and under load the healthy branch
-        // may take most of them, leaving the middle stage few batches.
+        // At its second batch: the dispatcher splits the numbers by demand, and under load the
+        // healthy branch may take all but the 1000 of the middle stage's first ask (two batches
+        // of 500), which it is sure to get since both first asks are in before any event flows.
         Middle {
             batches: 0,
-            fail_at: 5,
+            fail_at: 1,
         },
     );
     let behind_sink = pipeline.add_consumer_named("behind", Sink::new(&behind));
