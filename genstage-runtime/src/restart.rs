@@ -198,7 +198,8 @@ impl<T> fmt::Debug for RestartPolicy<T> {
     }
 }
 
-/// The restarts of one stage within the sliding window of its policy: OTP's restart intensity.
+/// The restarts of one stage (or of a ConsumerSupervisor's children) within the sliding window of
+/// its policy: OTP's restart intensity.
 ///
 /// Plain data: the caller says when each restart is wanted.
 #[derive(Debug, Clone)]
@@ -219,11 +220,22 @@ impl Intensity {
         }
     }
 
+    /// At most how many restarts.
+    pub(crate) fn max_restarts(&self) -> u32 {
+        self.max_restarts
+    }
+
+    /// Within how long.
+    pub(crate) fn within(&self) -> Duration {
+        self.within
+    }
+
     /// Records a restart wanted at `now`; says whether it is allowed: false when it would be one
-    /// more than `max_restarts` within the window ending at `now`.
+    /// more than `max_restarts` within the window ending at `now`. OTP's rule: the restarts made at
+    /// `now - within` or later count.
     pub(crate) fn allow(&mut self, now: Instant) -> bool {
         while let Some(&oldest) = self.recent.front() {
-            if now.saturating_duration_since(oldest) >= self.within {
+            if now.saturating_duration_since(oldest) > self.within {
                 self.recent.pop_front();
             } else {
                 break;
@@ -271,10 +283,12 @@ mod tests {
         for ms in [0, 1000, 2000] {
             assert!(intensity.allow(at(ms)));
         }
-        // The restart at 0 left the window at 5000; the one at 1000 is still in it.
-        assert!(intensity.allow(at(5000)));
-        assert!(!intensity.allow(at(5999)));
-        assert!(intensity.allow(at(6000)));
+        // The restart at 0 is still in the window at 5000 (OTP counts a restart `within` old),
+        // and leaves it after; the one at 1000 is still in it at 6000.
+        assert!(!intensity.allow(at(5000)));
+        assert!(intensity.allow(at(5001)));
+        assert!(!intensity.allow(at(6000)));
+        assert!(intensity.allow(at(6001)));
     }
 
     #[test]

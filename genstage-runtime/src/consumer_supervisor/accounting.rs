@@ -25,7 +25,7 @@ use std::hash::Hash;
 use std::time::Instant;
 
 use super::counts::ChildCounts;
-use super::intensity::Intensity;
+use crate::restart::Intensity;
 
 /// A child's number in its supervisor, from 0.
 pub(crate) type ChildId = u64;
@@ -203,7 +203,7 @@ impl<K: Copy + Eq + Hash> Supervision<K> {
                 AfterExit::Done(self.end(id))
             }
             ChildExit::Failed(failure) => {
-                if self.intensity.restart(now) {
+                if self.intensity.allow(now) {
                     child.state = ChildState::Restarting;
                     self.restarts += 1;
                     AfterExit::Restart(id)

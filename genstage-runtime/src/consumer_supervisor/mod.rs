@@ -3,13 +3,12 @@
 //!
 //! Here: the public type and its builder; [`Child`] (what runs per event) in `child.rs`;
 //! [`ChildCounts`] and [`CountChildren`] in `counts.rs`; the demand and child accounting, a plain
-//! state machine tested without tokio, in `accounting.rs`, with the restart intensity in
-//! `intensity.rs`; the stage itself (the tokio side: spawning, completions, the end) in `stage.rs`.
+//! state machine tested without tokio, in `accounting.rs`, with the restart intensity of
+//! `crate::restart`; the stage itself (the tokio side: spawning, completions, the end) in `stage.rs`.
 
 mod accounting;
 mod child;
 mod counts;
-mod intensity;
 mod stage;
 
 use std::collections::HashMap;
@@ -20,18 +19,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::options::SubscribeOptions;
+use crate::restart::{Intensity, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW};
 use crate::subscription::SubscriptionTag;
 use accounting::{ChildId, Restart, Supervision};
-use intensity::Intensity;
 use stage::{Note, Wake};
 
 pub use child::{Child, ChildOutput};
 pub use counts::{ChildCounts, CountChildren};
-
-/// GenStage's default restart intensity: at most 3 restarts…
-const DEFAULT_MAX_RESTARTS: u32 = 3;
-/// …in 5 seconds.
-const DEFAULT_MAX_SECONDS: u64 = 5;
 
 /// A consumer that starts one task per event, a [`Child`], and asks its producers for more events
 /// only as its children end: at most `max_demand` of them run at once (GenStage's
@@ -175,10 +169,7 @@ where
             clone_event: None,
             supervision: Supervision::new(
                 Restart::Temporary,
-                Intensity::new(
-                    DEFAULT_MAX_RESTARTS,
-                    Duration::from_secs(DEFAULT_MAX_SECONDS),
-                ),
+                Intensity::new(DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW),
             ),
             events: HashMap::new(),
             tasks: HashMap::new(),
@@ -246,7 +237,7 @@ impl<T, C> ConsumerSupervisor<T, C> {
     /// children; one more fails the supervisor (OTP's `max_restarts`; 3 by default; 0 allows
     /// none).
     pub fn max_restarts(mut self, max_restarts: u32) -> Self {
-        let period = self.supervision.intensity().period();
+        let period = self.supervision.intensity().within();
         self.supervision
             .set_intensity(Intensity::new(max_restarts, period));
         self

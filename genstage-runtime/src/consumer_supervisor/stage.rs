@@ -176,7 +176,7 @@ where
                 let intensity = self.supervision.intensity();
                 Err(IntensityReached {
                     max_restarts: intensity.max_restarts(),
-                    period: intensity.period(),
+                    period: intensity.within(),
                     last_failure,
                 })
             }
