@@ -13,7 +13,7 @@ use std::time::Duration;
 use genstage::{
     from_iter, CancelReason, Consumer, Context, Demand, EdgeReport, Emit, LossReason, NoInput,
     Pipeline, PipelineError, Producer, ProducerConsumer, Report, RestartPolicy, StageReport,
-    StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription,
+    StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
 };
 
 async fn guard<T>(future: impl Future<Output = T>) -> T {
@@ -936,4 +936,91 @@ async fn a_value_that_returned_an_error_terminates_before_it_is_replaced() {
         assert_eq!(stage(&report, "Closing").restarts, 1);
         assert_eq!(*closed.lock().unwrap(), expected, "{fault:?}");
     }
+}
+
+/// Tells its subscription's tag, to be cancelled.
+struct Idle(tokio::sync::mpsc::UnboundedSender<SubscriptionTag>);
+
+impl Consumer for Idle {
+    type Input = u64;
+    async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> Demand {
+        let _ = self.0.send(subscription.tag());
+        Demand::Automatic
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_added_to_a_running_pipeline_restarts_when_built_by_a_constructor() {
+    let (sender, source) = genstage::from_channel::<u64>(100);
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer(source);
+    let (tags, mut tag) = tokio::sync::mpsc::unbounded_channel();
+    let idle = pipeline.add_consumer(Idle(tags));
+    pipeline.subscribe(&source, &idle);
+    let running = pipeline.start();
+
+    // Added as a value, a stage its type restarts cannot be made again: refused.
+    let refused = running
+        .add_consumer(Flaky {
+            faults: Faults::default(),
+            fault: Fault::Error,
+            seen: Arc::default(),
+            policy: RestartPolicy::transient(),
+            subscribed: Arc::default(),
+        })
+        .await
+        .expect_err("not rebuildable");
+    assert!(
+        matches!(refused, PipelineError::NotRebuildable { ref stage, .. } if stage == "Flaky"),
+        "{refused:?}"
+    );
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (faults, s) = (Faults::on(&[(7, 1)]), seen.clone());
+    let flaky = running
+        .add_consumer_with(move || Flaky {
+            faults: faults.clone(),
+            fault: Fault::Panic,
+            seen: s.clone(),
+            policy: RestartPolicy::transient().redeliver(),
+            subscribed: Arc::default(),
+        })
+        .await
+        .expect("added");
+    running
+        .subscribe(&source, &flaky)
+        .await
+        .expect("subscribed");
+    // Every event to the new consumer: the first one's subscription ends before any is sent.
+    let idle_tag = tag.recv().await.expect("told");
+    running.cancel(idle_tag).await.expect("cancelled");
+    for n in 0..200 {
+        sender.send(n).await.expect("running");
+    }
+    drop(sender);
+    let report = guard(running).await.expect("one restart");
+    // The refused stage kept its name; this one is the second `Flaky`.
+    let flaky = stage(&report, "Flaky#2");
+    assert_eq!(
+        (
+            flaky.restarts,
+            flaky.events_in,
+            flaky.redelivered,
+            flaky.lost
+        ),
+        (1, 200, 5, 0)
+    );
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    let mut expected: Vec<u64> = (0..200).chain([5, 6]).collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+    assert!(report.balanced(), "{report}");
 }

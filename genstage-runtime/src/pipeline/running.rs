@@ -212,15 +212,44 @@ impl PipelineHandle {
         self.add_consumer_as(Some(name.into()), stage).await
     }
 
+    /// [`add_consumer`](Self::add_consumer) for a consumer built by `build`, which builds it again
+    /// each time it is restarted (see [`RestartPolicy`](crate::RestartPolicy)), as
+    /// [`Pipeline::add_consumer_with`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_consumer`](Self::add_consumer).
+    pub async fn add_consumer_with<C: Consumer>(
+        &self,
+        build: impl FnMut() -> C + Send + 'static,
+    ) -> Result<ConsumerRef<C>, PipelineError> {
+        self.add_staged(|staging| staging.add_consumer_with(build))
+            .await
+    }
+
     async fn add_consumer_as<C: Consumer>(
         &self,
         name: Option<String>,
         stage: C,
     ) -> Result<ConsumerRef<C>, PipelineError> {
+        self.add_staged(|staging| staging.add_consumer_as(name, stage))
+            .await
+    }
+
+    /// Adds a stage with `add` to the pipeline that stages what the handle adds, and starts it in
+    /// the running pipeline.
+    async fn add_staged<R>(
+        &self,
+        add: impl FnOnce(&mut Pipeline) -> R,
+    ) -> Result<R, PipelineError> {
         let (reply, answer) = oneshot::channel();
-        let consumer = {
+        let added = {
             let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
-            let consumer = staging.add_consumer_as(name, stage);
+            let added = add(&mut staging);
             let Some(stage) = staging.stages.pop() else {
                 return Err(PipelineError::NotRunning);
             };
@@ -229,10 +258,10 @@ impl PipelineHandle {
                 stage: Box::new(stage),
                 reply,
             })?;
-            consumer
+            added
         };
         self.answer(answer).await??;
-        Ok(consumer)
+        Ok(added)
     }
 
     /// Subscribes `consumer` to `producer` in the running pipeline, with the consumer's default
