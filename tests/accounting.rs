@@ -4,54 +4,22 @@
 //! Runs are wrapped in a timeout that guards against hangs; it is not a timing assertion.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
     from_iter, Consumer, Emit, LossReason, Pipeline, PipelineError, Producer, ProducerConsumer,
-    Report, StageReport, StageResult, StageStatus, SubscribeOptions,
+    Report, StageResult, StageStatus, SubscribeOptions,
 };
+
+mod run_reports;
+
+use run_reports::{guard, lost, report_of, stage};
 
 type Seen = Arc<Mutex<Vec<u64>>>;
 
-async fn guard<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .expect("the pipeline hung (no end within 60 s)")
-}
-
 fn demand(max: usize, min: usize) -> SubscribeOptions {
     SubscribeOptions::new().max_demand(max).min_demand(min)
-}
-
-/// The report a run returned, or the one its error carries.
-fn report_of(result: Result<Report, PipelineError>) -> (Report, Option<PipelineError>) {
-    match result {
-        Ok(report) => (report, None),
-        Err(error) => {
-            let report = error
-                .report()
-                .cloned()
-                .unwrap_or_else(|| panic!("a run-time failure carries its report: {error}"));
-            (report, Some(error))
-        }
-    }
-}
-
-fn stage<'a>(report: &'a Report, name: &str) -> &'a StageReport {
-    report
-        .stage(name)
-        .unwrap_or_else(|| panic!("no stage {name} in {report:?}"))
-}
-
-fn lost(stage: &StageReport, reason: LossReason) -> u64 {
-    stage
-        .losses
-        .iter()
-        .filter(|loss| loss.reason == reason)
-        .map(|loss| loss.count)
-        .sum()
 }
 
 /// Emits `0..end`, between 1 and `cap` events per call (at random): fewer than asked, which the

@@ -5,51 +5,19 @@
 //! Runs are wrapped in a timeout that guards against hangs; it is not a timing assertion.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
     from_iter, CancelReason, Consumer, Context, Demand, EdgeReport, Emit, LossReason, NoInput,
-    Pipeline, PipelineError, Producer, ProducerConsumer, Report, RestartPolicy, StageReport,
-    StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
+    Pipeline, PipelineError, Producer, ProducerConsumer, RestartPolicy, StageResult, StageStatus,
+    SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
 };
 
-async fn guard<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .expect("the pipeline hung (no end within 60 s)")
-}
+mod run_reports;
 
-/// The report a run returned, or the one its error carries.
-fn report_of(result: Result<Report, PipelineError>) -> (Report, Option<PipelineError>) {
-    match result {
-        Ok(report) => (report, None),
-        Err(error) => {
-            let report = error
-                .report()
-                .cloned()
-                .unwrap_or_else(|| panic!("a run-time failure carries its report: {error}"));
-            (report, Some(error))
-        }
-    }
-}
-
-fn stage<'a>(report: &'a Report, name: &str) -> &'a StageReport {
-    report
-        .stage(name)
-        .unwrap_or_else(|| panic!("no stage {name} in {report:?}"))
-}
-
-fn lost(stage: &StageReport, reason: LossReason) -> u64 {
-    stage
-        .losses
-        .iter()
-        .filter(|loss| loss.reason == reason)
-        .map(|loss| loss.count)
-        .sum()
-}
+use run_reports::{guard, lost, report_of, stage};
 
 fn edge(producer: &str, consumer: &str, sent: u64, handled: u64, lost: u64) -> EdgeReport {
     EdgeReport {

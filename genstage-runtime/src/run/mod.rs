@@ -935,11 +935,9 @@ async fn transform<S: ProducerConsumer>(
     outputs: &mut Outputs<S::Output>,
     kept: &mut Kept<S::Input>,
 ) -> Exit {
-    if std::mem::take(&mut kept.announce) {
-        announce_again(env, inputs, |subscription, ctx| {
-            stage.handle_subscribe(subscription, ctx)
-        });
-    }
+    announce_again(env, inputs, kept, |subscription, ctx| {
+        stage.handle_subscribe(subscription, ctx)
+    });
     let Kept {
         in_hand,
         letters,
@@ -1187,14 +1185,18 @@ pub(crate) async fn run_consumer<C: Consumer>(
 }
 
 /// Tells a restarted stage's new value of its subscriptions to producers, as `handle_subscribe`
-/// tells of a new one; a subscription stays manual once made so.
+/// tells of a new one, if `kept` says it is new; a subscription stays manual once made so.
 fn announce_again<S: Send + 'static, T>(
     env: &StageEnv,
     inputs: &mut Inputs<T>,
+    kept: &mut Kept<T>,
     mut handle_subscribe: impl FnMut(&crate::subscription::Subscription, &mut Context<'_, S>) -> Demand,
 ) where
     Inputs<T>: ManualAsks,
 {
+    if !std::mem::take(&mut kept.announce) {
+        return;
+    }
     for subscription in inputs.announced() {
         let mut ctx = env.context(Some(&mut *inputs));
         if handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
@@ -1210,11 +1212,9 @@ async fn consume<C: Consumer>(
     inputs: &mut Inputs<C::Input>,
     kept: &mut Kept<C::Input>,
 ) -> Exit {
-    if std::mem::take(&mut kept.announce) {
-        announce_again(env, inputs, |subscription, ctx| {
-            stage.handle_subscribe(subscription, ctx)
-        });
-    }
+    announce_again(env, inputs, kept, |subscription, ctx| {
+        stage.handle_subscribe(subscription, ctx)
+    });
     let Kept {
         in_hand,
         letters,
