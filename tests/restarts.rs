@@ -992,3 +992,56 @@ async fn a_consumer_added_to_a_running_pipeline_restarts_when_built_by_a_constru
     assert_eq!(seen, expected);
     assert!(report.balanced(), "{report}");
 }
+
+/// Passes events on; fails once on the batch that holds 9.
+struct FailsOnce(Arc<Mutex<bool>>);
+
+impl ProducerConsumer for FailsOnce {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        if events.contains(&9) && !std::mem::replace(&mut *self.0.lock().unwrap(), true) {
+            return Err("fails once, on the last batch".into());
+        }
+        Ok(events)
+    }
+}
+
+/// Found by the chaos test (seed 1536): a producer_consumer hands a failed batch again only while
+/// its consumers have demand, and ended as soon as its input had, with events still waiting to be
+/// handed again (counted as unhandled, never handled). Here the last batch (5..10) fails once, and
+/// the consumer takes one event at a time.
+#[tokio::test]
+async fn a_redelivering_producer_consumer_hands_everything_again_before_it_finishes() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..10u64));
+    let failed = Arc::new(Mutex::new(false));
+    let middle = pipeline.add_producer_consumer_with(move || FailsOnce(failed.clone()));
+    pipeline.set_restart(&middle, RestartPolicy::transient().redeliver());
+    let collect = pipeline.add_consumer(Collect {
+        seen: seen.clone(),
+        cancels: Arc::default(),
+    });
+    pipeline
+        .subscribe_with(&numbers, &middle, SubscribeOptions::new().max_demand(10))
+        .subscribe_with(
+            &middle,
+            &collect,
+            SubscribeOptions::new().max_demand(1).min_demand(0),
+        );
+    let report = guard(pipeline.run()).await.expect("one restart is allowed");
+    let middle = stage(&report, "FailsOnce");
+    assert_eq!(
+        (
+            middle.restarts,
+            middle.redelivered,
+            middle.events_in,
+            middle.lost
+        ),
+        (1, 5, 10, 0),
+        "{report}"
+    );
+    assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    assert!(report.balanced(), "{report}");
+}

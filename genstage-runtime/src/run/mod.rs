@@ -1084,7 +1084,9 @@ async fn transform<S: ProducerConsumer>(
         if let Some(error) = outputs.failure() {
             break Exit::Failed(error);
         }
-        if inputs.exhausted() && outputs.buffered() == 0 {
+        // Events waiting to be handed again are input too: they wait for demand as the rest does.
+        let waiting = redelivery.len() > 0;
+        if inputs.exhausted() && !waiting && outputs.buffered() == 0 {
             break Exit::Finished;
         }
         if outputs.abandoned() {
@@ -1093,7 +1095,10 @@ async fn transform<S: ProducerConsumer>(
         // An ask only matters to a producer_consumer with input or output waiting for demand; one
         // with neither takes it in when events next wake it, before them, and is spared a wake-up
         // and a round of its loop per ask.
-        let mail = next_mail!(mailbox, wake_on_ask: !inputs.is_idle() || outputs.buffered() > 0);
+        let mail = next_mail!(
+            mailbox,
+            wake_on_ask: !inputs.is_idle() || waiting || outputs.buffered() > 0
+        );
         match mail {
             Mail::Upstream(mail) => inputs.handle(mail),
             // Downstream demand reaches a producer_consumer as capacity, read above.
