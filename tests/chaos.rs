@@ -595,6 +595,15 @@ impl Topology {
             .collect()
     }
 
+    /// The planned fault of the stage named `name`, if it has one.
+    fn strike_of(&self, name: &str) -> Option<Strike> {
+        match parse_node(name)? {
+            Node::Producer(i) => self.producers.get(i)?.strike,
+            Node::Middle(i) => self.middles.get(i)?.strike,
+            Node::Consumer(i) => self.consumers.get(i)?.strike,
+        }
+    }
+
     /// The restart policy of the stage named `name`, if it has one.
     fn policy_of(&self, name: &str) -> Option<PolicyPlan> {
         match parse_node(name)? {
@@ -2510,6 +2519,15 @@ fn check(
             stage.losses
         );
         check_restarts(topology, ledger, stage, fell.contains_key(name))?;
+        // A stage restarted after its failure stops none of its neighbours.
+        if let StageStatus::Cancelled { cause: Some(cause) } = &stage.status {
+            ensure!(
+                fell.contains_key(cause),
+                "{name} ended {:?}, but {cause} did not stop for good; faults struck: {:?}",
+                stage.status,
+                ledger.struck()
+            );
+        }
         let expected = match fell.get(name) {
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
@@ -2757,6 +2775,36 @@ fn check_restarts(
         stage.redelivered,
         blows.len(),
         stage.failures
+    );
+    // Its last failures (10 at most), as they struck.
+    if PolicyPlan::restarts(policy) {
+        let struck = blows[blows.len() - failures..].iter();
+        for (failure, blow) in stage.failures.iter().zip(struck) {
+            let kind = match blow.fault {
+                Fault::Error => "failed: ",
+                Fault::Panic => "panicked: chaos: injected panic",
+            };
+            ensure!(
+                failure.starts_with(kind) && failure.contains(name.as_str()),
+                "{name}: its failures {:?} are not the faults that struck it, {:?}",
+                stage.failures,
+                blows.iter().map(|b| b.fault).collect::<Vec<_>>()
+            );
+        }
+    }
+    // A sticky fault in `handle_events` with redelivery strikes again on its event each time the
+    // event is handed again: the stage stops for good (unless it was stopped before, by a
+    // producer's failure or its consumers leaving).
+    let poisoned = redelivers
+        && blows.iter().any(|b| b.in_events && !b.batch.is_empty())
+        && topology.strike_of(name).is_some_and(|s| s.sticky);
+    ensure!(
+        !poisoned || fell || matches!(stage.status, StageStatus::Cancelled { .. }),
+        "{name} ({}): a sticky fault struck it in handle_events, yet it did not stop ({:?}); \
+         {} faults struck",
+        PolicyText(policy),
+        stage.status,
+        blows.len()
     );
     Ok(())
 }
