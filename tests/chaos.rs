@@ -549,7 +549,7 @@ impl Topology {
             // they are never handled (see `redelivering_producer_consumer_finishes_with_events_
             // waiting`). Kept out of the random mix until fixed; `CHAOS_MIDDLE_REDELIVERY=1`
             // brings it back.
-            if !env("CHAOS_MIDDLE_REDELIVERY").is_some_and(|v| v != 0) {
+            if env("CHAOS_MIDDLE_REDELIVERY").is_none_or(|v| v == 0) {
                 if let Some(policy) = &mut middle.policy {
                     policy.redeliver = false;
                 }
