@@ -14,17 +14,19 @@
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
 //! lost then.
 //!
-//! Restarts: some stages get a restart policy (temporary, transient, or for a stage that takes
-//! events permanent, which is transient there; 0 to 5 restarts in a window longer than any run;
-//! redelivery for half of the consumers that have one) and are added with a constructor
-//! (`add_*_with_as`), whose values share the stage's progress (calls counted, sequence numbers,
-//! the producer's supply, what a failed `handle_cast` was cast), so that a value made again goes on
-//! where the failed one was and a fault that struck does not strike again, unless it is sticky: in
-//! `handle_events`, a sticky fault strikes again whenever the stage is handed the event it struck
-//! on (with redelivery, until the restart limit names it the poison event; without, the batch is
-//! lost and the event never comes back); in a producer, at every call after its own. A fault in
-//! `handle_events` may strike after the callback has handled a few events of its batch. A producer
-//! whose failure must make a stalling producer's consumers leave stops at its first failure.
+//! Restarts: some stages get a restart policy (temporary, transient or permanent, which for a stage
+//! that takes events is transient, and restarts a producer also after it finishes on its own, each
+//! value made after that saying at its first call that it has nothing more; 0 to 5 restarts in a
+//! window longer than any run; redelivery for half of the consumers that have one) and are added
+//! with a constructor (`add_*_with_as`), whose values share the stage's progress (calls counted,
+//! sequence numbers, the producer's supply, what a failed `handle_cast` was cast), so that a value
+//! made again goes on where the failed one was and a fault that struck does not strike again,
+//! unless it is sticky: in `handle_events`, a sticky fault strikes again whenever the stage is
+//! handed the event it struck on (with redelivery, until the restart limit names it the poison
+//! event; without, the batch is lost and the event never comes back); in a producer, at every call
+//! after its own. A fault in `handle_events` may strike after the callback has handled a few events
+//! of its batch. A producer whose failure must make a stalling producer's consumers leave stops at
+//! its first failure.
 //! (Producer_consumers do not redeliver in the random mix: see
 //! [`redelivering_producer_consumer_finishes_with_events_waiting`], a runtime bug;
 //! `CHAOS_MIDDLE_REDELIVERY=1` brings them back.)
@@ -61,7 +63,9 @@
 //! its report counts those restarts and failures, the events handed again (the batches its failed
 //! callbacks held, but the one it stopped on) and those lost in failed batches (the others), and
 //! the run's error names a stage that stopped for good, by its policy (`StageFailed`,
-//! `StagePanicked`, or `RestartLimit` with its limit, failures and poison event); every stage ends
+//! `StagePanicked`, or `RestartLimit` with its limit, failures and poison event; a permanent
+//! producer's failures are its faults and its ends, in order, each end one of the times it said
+//! its events were the last); every stage ends
 //! as its faults say (a stage restarted after its faults, as if none had struck), and a run in
 //! which no stage stopped for good succeeds and delivers everything but the failed batches that
 //! were not handed again (and but for what a producer left without consumers by a cancel
@@ -222,13 +226,15 @@ struct PolicyPlan {
 impl PolicyPlan {
     /// In 60% of the stages: temporary (but rebuildable) in a sixth of those, permanent in a
     /// twelfth (for a stage that handles events, where it means transient: it never finishes on
-    /// its own) and transient in the rest, with 0–5 restarts allowed and, for a stage that handles
-    /// events, redelivery in half.
+    /// its own; for a producer, it is restarted also after it finishes, until its limit) and
+    /// transient in the rest, with 0–5 restarts allowed and, for a stage that handles events,
+    /// redelivery in half.
     fn generate(rng: &mut Rng, handles_events: bool) -> Option<Self> {
         let restart = match rng.range(0, 19) {
             0..=7 => return None,
             8 | 9 => Restart::Temporary,
             10 if handles_events => Restart::Permanent,
+            11 if !handles_events => Restart::Permanent,
             _ => Restart::Transient,
         };
         Some(PolicyPlan {
@@ -1302,6 +1308,8 @@ struct Ledger {
     duplicates: Vec<(String, Event)>,
     /// The faults that struck each stage, in order.
     blows: HashMap<String, Vec<Blow>>,
+    /// Times each producer's callbacks said its events were the last (`Emit::last`).
+    ends: HashMap<String, usize>,
     /// Events that a stage's `handle_events` handled before it failed on the same batch:
     /// `(stage, event)`. Not in `handled`, `handlers` nor `order`: the report does not count them,
     /// and with redelivery the stage handles them again.
@@ -1432,6 +1440,9 @@ struct Progress {
     /// failed on them), and whether the last were among them: the next value emits them.
     owed: u64,
     owed_last: bool,
+    /// A producer emitted its last events: a value made again after that (a permanent producer's)
+    /// has nothing more to emit, and says so at its first call.
+    ended: bool,
     /// The events `M{i}` emitted of its own, `(MIDDLE_TAG + i, 0..own)`.
     own: u64,
 }
@@ -1623,6 +1634,16 @@ struct Chaotic {
 }
 
 impl Chaotic {
+    /// Records an emit that says the producer's events are the last.
+    fn ending(&self, emit: Emit<Event>) -> Emit<Event> {
+        if emit.last {
+            self.fuse.progress().ended = true;
+            let mut ledger = lock(&self.fuse.ledger);
+            *ledger.ends.entry(self.fuse.stage.clone()).or_default() += 1;
+        }
+        emit
+    }
+
     /// Emits what a failed `handle_cast` was cast (and any chunk cast now, added to it first).
     fn emit_owed(&self) -> Emit<Event> {
         let mut progress = self.fuse.progress();
@@ -1662,10 +1683,17 @@ impl Producer for Chaotic {
 
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<Event>> {
         self.fuse.burn()?;
-        let (calls, planned) = {
+        let (calls, planned, ended) = {
             let progress = self.fuse.progress();
-            (progress.calls, progress.next - progress.bonus)
+            (
+                progress.calls,
+                progress.next - progress.bonus,
+                progress.ended,
+            )
         };
+        if ended {
+            return Ok(self.ending(Emit::last(Vec::new())));
+        }
         let want = match self.plan.shape {
             Shape::Exact => demand,
             Shape::Fewer(d) => (demand / d).max(1),
@@ -1680,7 +1708,7 @@ impl Producer for Chaotic {
                 if *stock == 0 && want > 0 {
                     match feed.recv().await {
                         Some(chunk) => *stock += chunk,
-                        None => return Ok(Emit::last(Vec::new())),
+                        None => return Ok(self.ending(Emit::last(Vec::new()))),
                     }
                 }
                 (*stock, false)
@@ -1693,7 +1721,7 @@ impl Producer for Chaotic {
                 (self.plan.events - planned, false)
             }
             // What a failed `handle_cast` was cast, if anything.
-            Supply::Messages => return Ok(self.emit_owed()),
+            Supply::Messages => return Ok(self.ending(self.emit_owed())),
         };
         let count = (want as u64).min(available);
         if let Supply::Late(_, stock) = &mut *supply {
@@ -1710,7 +1738,7 @@ impl Producer for Chaotic {
         lock(&self.fuse.ledger).emit(&self.fuse.stage, &events);
         let at_end = closed && planned == self.plan.events;
         let last = at_end && (!self.plan.last_separately || events.is_empty());
-        Ok(Emit { events, last })
+        Ok(self.ending(Emit { events, last }))
     }
 
     fn producer_options(&self) -> ProducerOptions {
@@ -1816,7 +1844,7 @@ impl HandleCast<Chunk> for Chaotic {
         if self.plan.confirm {
             ctx.info_after_buffered(Confirm(self.fuse.progress().next));
         }
-        Ok(emit)
+        Ok(self.ending(emit))
     }
 }
 
@@ -2455,11 +2483,29 @@ fn check(
             Node::named(handlers)
         );
     }
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => error
+            .report()
+            .ok_or_else(|| format!("run() failed without a report: {error}"))?,
+    };
     // The stages that stopped for good: their fault struck once more than their policy restarts
-    // them after.
+    // them after (a permanent producer's ends count too: see `check_permanent`).
     let mut fell: HashMap<String, Fault> = HashMap::new();
+    let mut ended_for_good: HashSet<String> = HashSet::new();
+    for i in 0..topology.producers.len() {
+        let name = Node::Producer(i).to_string();
+        match check_permanent(topology, ledger, report, &name)? {
+            Some(Some(fault)) => drop(fell.insert(name, fault)),
+            Some(None) => drop(ended_for_good.insert(name)),
+            None => {}
+        }
+    }
     for (name, blows) in &ledger.blows {
         let policy = topology.policy_of(name);
+        if is_permanent_producer(name, policy) {
+            continue;
+        }
         let allowed = PolicyPlan::allowed(policy);
         ensure!(
             blows.len() <= allowed + 1,
@@ -2476,28 +2522,22 @@ fn check(
     // A subscription cancelled through the handle may leave a producer without consumers, which
     // stops with what it buffered: lost, without a fault.
     let acted = !ledger.cancelled.is_empty() || !ledger.replaced.is_empty();
-    let report = match result {
-        Ok(report) => {
-            ensure!(
-                !fell_any,
-                "{:?} stopped for their faults (struck: {:?}), but run() succeeded",
-                fell,
-                ledger.struck()
-            );
-            report
-        }
+    match result {
+        Ok(_) => ensure!(
+            !fell_any && ended_for_good.is_empty(),
+            "{fell:?} stopped for their faults and {ended_for_good:?} at their restart limit \
+             (struck: {:?}), but run() succeeded",
+            ledger.struck()
+        ),
         Err(error) => {
             ensure!(
-                fell_any,
-                "no stage stopped for a fault (struck: {:?}), but run() failed: {error}",
+                fell_any || !ended_for_good.is_empty(),
+                "no stage stopped for good (struck: {:?}), but run() failed: {error}",
                 ledger.struck()
             );
-            check_error(topology, ledger, &fell, error)?;
-            error
-                .report()
-                .ok_or_else(|| format!("run() failed without a report: {error}"))?
+            check_error(topology, ledger, report, &fell, &ended_for_good, error)?;
         }
-    };
+    }
     for stage in &report.stages {
         let name = &stage.name;
         let handled = ledger.handled.get(name).copied().unwrap_or(0);
@@ -2694,7 +2734,9 @@ fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
 fn check_error(
     topology: &Topology,
     ledger: &Ledger,
+    report: &Report,
     fell: &HashMap<String, Fault>,
+    ended_for_good: &HashSet<String>,
     error: &PipelineError,
 ) -> Result<(), String> {
     let named = |stage: &str| fell.get(stage).copied();
@@ -2714,11 +2756,14 @@ fn check_error(
         } => {
             let blows = ledger.blows(stage);
             let policy = topology.policy_of(stage);
-            let again = blows.last().and_then(|b| b.again);
-            named(stage).is_some()
+            let again = match named(stage) {
+                Some(_) => blows.last().and_then(|b| b.again),
+                None => None,
+            };
+            (named(stage).is_some() || ended_for_good.contains(stage.as_str()))
                 && PolicyPlan::restarts(policy)
                 && policy.is_some_and(|p| p.max_restarts == *max_restarts)
-                && failures.len() == blows.len().min(10)
+                && report.stage(stage).is_some_and(|s| s.failures == *failures)
                 && *poison == again
         }
         _ => false,
@@ -2729,6 +2774,76 @@ fn check_error(
         ledger.struck()
     );
     Ok(())
+}
+
+/// The events `stage` lost for `reason`.
+fn lost_in(stage: &genstage::StageReport, reason: LossReason) -> u64 {
+    stage
+        .losses
+        .iter()
+        .filter(|l| l.reason == reason)
+        .map(|l| l.count)
+        .sum()
+}
+
+fn is_permanent_producer(name: &str, policy: Option<PolicyPlan>) -> bool {
+    name.starts_with('P') && policy.is_some_and(|p| p.restart == Restart::Permanent)
+}
+
+/// A permanent producer is restarted after it finishes on its own too, within the same limit: its
+/// report's failures are, in order, the faults that struck it and its ends (`finished`), each end
+/// one of the times it said its events were the last (once it has, each value made again says so
+/// at its first call); it was restarted after each but the one it stopped on, if it stopped. Says
+/// whether `name` is such a producer and stopped for good: on a fault (with it), or on an end.
+fn check_permanent(
+    topology: &Topology,
+    ledger: &Ledger,
+    report: &Report,
+    name: &str,
+) -> Result<Option<Option<Fault>>, String> {
+    let policy = topology.policy_of(name);
+    let Some(policy) = policy.filter(|_| is_permanent_producer(name, policy)) else {
+        return Ok(None);
+    };
+    let Some(stage) = report.stage(name) else {
+        return Err(format!("{name} is not in the report"));
+    };
+    let blows = ledger.blows(name);
+    let ends = ledger.ends.get(name).copied().unwrap_or(0);
+    let faults: Vec<&String> = stage
+        .failures
+        .iter()
+        .filter(|f| f.as_str() != "finished")
+        .collect();
+    let finishes = stage.failures.len() - faults.len();
+    let kinds_match = faults.len() == blows.len()
+        && faults
+            .iter()
+            .zip(blows)
+            .all(|(failure, blow)| match blow.fault {
+                Fault::Error => failure.starts_with("failed: "),
+                Fault::Panic => failure.starts_with("panicked: chaos: injected panic"),
+            });
+    let stopped = stage.failures.len() as u64 == stage.restarts + 1;
+    let right = kinds_match
+        && finishes <= ends
+        && (stopped || stage.failures.len() as u64 == stage.restarts)
+        && stage.restarts <= u64::from(policy.max_restarts)
+        && (stage.redelivered, lost_in(stage, LossReason::FailedBatch)) == (0, 0);
+    ensure!(
+        right,
+        "{name} ({}): the report says {} restarts and the failures {:?}; faults struck: {:?}, it \
+         said {ends} times that its events were the last",
+        PolicyText(Some(policy)),
+        stage.restarts,
+        stage.failures,
+        blows.iter().map(|b| b.fault).collect::<Vec<_>>()
+    );
+    Ok(Some(match stage.failures.last() {
+        Some(last) if stopped && last == "finished" => None,
+        _ if stopped => blows.last().map(|b| b.fault),
+        _ => return Ok(None),
+    }))
 }
 
 /// A stage's restarts, failures and redelivered events, against the faults that struck it and
@@ -2742,6 +2857,10 @@ fn check_restarts(
 ) -> Result<(), String> {
     let name = &stage.name;
     let policy = topology.policy_of(name);
+    if is_permanent_producer(name, policy) {
+        // See `check_permanent`.
+        return Ok(());
+    }
     let blows = ledger.blows(name);
     let restarts = blows.len().min(PolicyPlan::allowed(policy)) as u64;
     let failures = match PolicyPlan::restarts(policy) {
@@ -2757,12 +2876,7 @@ fn check_restarts(
             false => failed += blow.batch.len() as u64,
         }
     }
-    let failed_batch: u64 = stage
-        .losses
-        .iter()
-        .filter(|l| l.reason == LossReason::FailedBatch)
-        .map(|l| l.count)
-        .sum();
+    let failed_batch = lost_in(stage, LossReason::FailedBatch);
     ensure!(
         (stage.restarts, stage.failures.len(), stage.redelivered, failed_batch)
             == (restarts, failures, again, failed),
@@ -3644,6 +3758,17 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
                 && s.after > 0
         }),
     );
+    for sources in [&[Source::Ready][..], &[Source::Late, Source::Messages]] {
+        expect(
+            &format!("permanent producer, {sources:?}"),
+            count(&|t| {
+                t.producers.iter().any(|p| {
+                    sources.contains(&p.source)
+                        && p.policy.is_some_and(|p| p.restart == Restart::Permanent)
+                })
+            }),
+        );
+    }
     expect(
         "restarting message-fed producer with a fault",
         count(&|t| {
