@@ -26,8 +26,7 @@
 //! event; without, the batch is lost and the event never comes back); in a producer, at every call
 //! after its own. A fault in `handle_events` may strike after the callback has handled a few events
 //! of its batch. A producer whose failure must make a stalling producer's consumers leave stops at
-//! its first failure.
-//! (Producer_consumers do not redeliver in the random mix: see
+//! its first failure. (Producer_consumers do not redeliver in the random mix: see
 //! [`redelivering_producer_consumer_finishes_with_events_waiting`], a runtime bug;
 //! `CHAOS_MIDDLE_REDELIVERY=1` brings them back.)
 //!
@@ -49,38 +48,38 @@
 //! its consumer subscribes anew to the same partition; no other subscription made through the
 //! handle goes to a partitioned stage, nor to a broadcast that already feeds its consumer.
 //!
-//! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and must
-//! end within [`time_bound`]. Events are unique `(producer, seq, route)` ids; the stages record what
-//! they emit and handle in a [`Ledger`], and the run is checked against it: no event handled twice
-//! by a stage (but for those a failed callback handled before it failed, handed again by
-//! redelivery: the events of a failed batch are never handled again without redelivery, and with
+//! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and
+//! must end within [`time_bound`]. Events are unique `(producer, seq, route)` ids; the stages
+//! record what they emit and handle in a [`Ledger`], and the run is checked against it: no event
+//! handled twice by a stage (but for those a failed callback handled before it failed, handed again
+//! by redelivery: the events of a failed batch are never handled again without redelivery, and with
 //! it all are by the time the stage finishes), nor by two stages unless the stage that emitted it
-//! last broadcasts, and then only by consumers whose selector accepts it; a partition's events
-//! only by the consumer of their partition, and a `None`'s by none; each stage handles the events
-//! of a route in order; the report's counts match the ledger's, and the report balances
-//! (`emitted + copies = handled + discarded + lost`); each stage was restarted after each fault that struck it but the one that
-//! stopped it for good (the first, for a temporary stage; the one past `max_restarts` for another),
-//! its report counts those restarts and failures, the events handed again (the batches its failed
-//! callbacks held, but the one it stopped on) and those lost in failed batches (the others), and
-//! the run's error names a stage that stopped for good, by its policy (`StageFailed`,
-//! `StagePanicked`, or `RestartLimit` with its limit, failures and poison event; a permanent
-//! producer's failures are its faults and its ends, in order, each end one of the times it said
-//! its events were the last); every stage ends
-//! as its faults say (a stage restarted after its faults, as if none had struck), and a run in
-//! which no stage stopped for good succeeds and delivers everything but the failed batches that
-//! were not handed again (and but for what a producer left without consumers by a cancel
-//! through the handle held, and what a partition whose consumer was cancelled through the handle,
-//! or left, kept for no one: lost, and counted). In a run with no fault and no action through the
-//! handle, every consumer of a broadcast (that its selector lets) and of a partition gets each of
-//! the stage's events, and the stage's report counts as copies and as discarded exactly what the
-//! consumers say. Each value of a stage is told of each subscription at most once (never of one it
-//! ended before taking in; a value made again after a failure, of those still running, never of
-//! one whose cancel was told), of its cancel at most once and after it, and with the reason the
-//! test knows: `Cancelled` only for a subscription cancelled or replaced through the handle,
-//! `Failed` naming its consumer when that consumer stopped for good for its fault, `Finished` never
-//! then (a consumer restarted after its fault ends its subscriptions as if none had struck). The infos behind the buffer
-//! come in order, and a consumer handles no event of a mark's producer below the mark after it (a
-//! partitioned producer's too: its infos wait behind the partitions' backlogs).
+//! last broadcasts, and then only by consumers whose selector accepts it; a partition's events only
+//! by the consumer of their partition, and a `None`'s by none; each stage handles the events of a
+//! route in order; the report's counts match the ledger's, and the report balances (`emitted +
+//! copies = handled + discarded + lost`); each stage was restarted after each fault that struck it
+//! but the one that stopped it for good (the first, for a temporary stage; the one past
+//! `max_restarts` for another), its report counts those restarts and failures, the events handed
+//! again (the batches its failed callbacks held, but the one it stopped on) and those lost in
+//! failed batches (the others), and the run's error names a stage that stopped for good, by its
+//! policy (`StageFailed`, `StagePanicked`, or `RestartLimit` with its limit, failures and poison
+//! event; a permanent producer's failures are its faults and its ends, in order, each end one of
+//! the times it said its events were the last); every stage ends as its faults say (a stage
+//! restarted after its faults, as if none had struck), and a run in which no stage stopped for good
+//! succeeds and delivers everything but the failed batches that were not handed again (and but for
+//! what a producer left without consumers by a cancel through the handle held, and what a partition
+//! whose consumer was cancelled through the handle, or left, kept for no one: lost, and counted).
+//! In a run with no fault and no action through the handle, every consumer of a broadcast (that its
+//! selector lets) and of a partition gets each of the stage's events, and the stage's report counts
+//! as copies and as discarded exactly what the consumers say. Each value of a stage is told of each
+//! subscription at most once (never of one it ended before taking in; a value made again after a
+//! failure, of those still running, never of one whose cancel was told), of its cancel at most once
+//! and after it, and with the reason the test knows: `Cancelled` only for a subscription cancelled
+//! or replaced through the handle, `Failed` naming its consumer when that consumer stopped for good
+//! for its fault, `Finished` never then (a consumer restarted after its fault ends its
+//! subscriptions as if none had struck). The infos behind the buffer come in order, and a consumer
+//! handles no event of a mark's producer below the mark after it (a partitioned producer's too: its
+//! infos wait behind the partitions' backlogs).
 //!
 //! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
