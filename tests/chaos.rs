@@ -545,6 +545,10 @@ impl Topology {
         for producer in &mut self.producers {
             producer.policy = PolicyPlan::generate(rng, false);
             strike(rng, &mut producer.strike);
+            // A producer's callbacks take no batch.
+            if let Some(strike) = &mut producer.strike {
+                strike.after = 0;
+            }
         }
         for middle in &mut self.middles {
             middle.policy = PolicyPlan::generate(rng, true);
@@ -2508,9 +2512,9 @@ fn check(
         let allowed = PolicyPlan::allowed(policy);
         ensure!(
             blows.len() <= allowed + 1,
-            "{name} failed {} times, though its policy ({}) stops it at failure {}",
-            blows.len(),
+            "{name}{} failed {} times, though it stops for good at failure {}",
             PolicyText(policy),
+            blows.len(),
             allowed + 1
         );
         if let Some(last) = blows.last().filter(|_| blows.len() > allowed) {
@@ -2831,7 +2835,7 @@ fn check_permanent(
         && (stage.redelivered, lost_in(stage, LossReason::FailedBatch)) == (0, 0);
     ensure!(
         right,
-        "{name} ({}): the report says {} restarts and the failures {:?}; faults struck: {:?}, it \
+        "{name}{}: the report says {} restarts and the failures {:?}; faults struck: {:?}, it \
          said {ends} times that its events were the last",
         PolicyText(Some(policy)),
         stage.restarts,
@@ -2877,9 +2881,13 @@ fn check_restarts(
     }
     let failed_batch = lost_in(stage, LossReason::FailedBatch);
     ensure!(
-        (stage.restarts, stage.failures.len(), stage.redelivered, failed_batch)
-            == (restarts, failures, again, failed),
-        "{name} ({}): the report says {} restarts, {} failures, {} redelivered, {failed_batch} lost \
+        (
+            stage.restarts,
+            stage.failures.len(),
+            stage.redelivered,
+            failed_batch
+        ) == (restarts, failures, again, failed),
+        "{name}{}: the report says {} restarts, {} failures, {} redelivered, {failed_batch} lost \
          in failed batches; {} faults struck it, which make {restarts}, {failures}, {again} and \
          {failed}; its failures: {:?}",
         PolicyText(policy),
@@ -2913,7 +2921,7 @@ fn check_restarts(
         && topology.strike_of(name).is_some_and(|s| s.sticky);
     ensure!(
         !poisoned || fell || matches!(stage.status, StageStatus::Cancelled { .. }),
-        "{name} ({}): a sticky fault struck it in handle_events, yet it did not stop ({:?}); \
+        "{name}{}: a sticky fault struck it in handle_events, yet it did not stop ({:?}); \
          {} faults struck",
         PolicyText(policy),
         stage.status,
