@@ -14,6 +14,22 @@
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
 //! lost then.
 //!
+//! Restarts: some stages get a restart policy (temporary, transient or permanent, which for a stage
+//! that takes events is transient, and restarts a producer also after it finishes on its own, each
+//! value made after that saying at its first call that it has nothing more; 0 to 5 restarts in a
+//! window longer than any run; redelivery for half of the consumers that have one) and are added
+//! with a constructor (`add_*_with_as`), whose values share the stage's progress (calls counted,
+//! sequence numbers, the producer's supply, what a failed `handle_cast` was cast), so that a value
+//! made again goes on where the failed one was and a fault that struck does not strike again,
+//! unless it is sticky: in `handle_events`, a sticky fault strikes again whenever the stage is
+//! handed the event it struck on (with redelivery, until the restart limit names it the poison
+//! event; without, the batch is lost and the event never comes back); in a producer, at every call
+//! after its own. A fault in `handle_events` may strike after the callback has handled a few events
+//! of its batch. A producer whose failure must make a stalling producer's consumers leave stops at
+//! its first failure. (Producer_consumers do not redeliver in the random mix: see
+//! [`redelivering_producer_consumer_finishes_with_events_waiting`], a runtime bug;
+//! `CHAOS_MIDDLE_REDELIVERY=1` brings them back.)
+//!
 //! Every producer and producer_consumer records what its `handle_consumer_subscribe` and
 //! `handle_consumer_cancel` are told; some emit a few events of their own in `handle_consumer_cancel`
 //! (counted as a callback call, so a planned fault may strike there), and some fail there at the
@@ -32,32 +48,49 @@
 //! its consumer subscribes anew to the same partition; no other subscription made through the
 //! handle goes to a partitioned stage, nor to a broadcast that already feeds its consumer.
 //!
-//! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and must
-//! end within [`time_bound`]. Events are unique `(producer, seq, route)` ids; the stages record what
-//! they emit and handle in a [`Ledger`], and the run is checked against it: no event handled twice
-//! by a stage, nor by two stages unless the stage that emitted it last broadcasts, and then only by
-//! consumers whose selector accepts it; a partition's events only by the consumer of their
-//! partition, and a `None`'s by none; each stage handles the events of a route in order; the
-//! report's counts match the ledger's, and the report balances (`emitted + copies = handled +
-//! discarded + lost`); every stage ends as its faults say, and a run in which no fault struck
-//! succeeds and delivers everything (but for what a producer left without consumers by a cancel
-//! through the handle held, and what a partition whose consumer was cancelled through the handle,
-//! or left, kept for no one: lost, and counted). In a run with no fault and no action through the
-//! handle, every consumer of a broadcast (that its selector lets) and of a partition gets each of
-//! the stage's events, and the stage's report counts as copies and as discarded exactly what the
-//! consumers say. A stage is told of each subscription at most once (never of one it ended before
-//! taking in), of its cancel at most once and after it, and with the reason the test knows:
-//! `Cancelled` only for a subscription cancelled or replaced through the handle, `Failed` naming its
-//! consumer when that consumer's fault struck, `Finished` never then. The infos behind the buffer
-//! come in order, and a consumer handles no event of a mark's producer below the mark after it (a
-//! partitioned producer's too: its infos wait behind the partitions' backlogs).
+//! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and
+//! must end within [`time_bound`]. Events are unique `(producer, seq, route)` ids; the stages
+//! record what they emit and handle in a [`Ledger`], and the run is checked against it: no event
+//! handled twice by a stage (but for those a failed callback handled before it failed, handed again
+//! by redelivery: the events of a failed batch are never handled again without redelivery, and with
+//! it all are by the time the stage finishes), nor by two stages unless the stage that emitted it
+//! last broadcasts, and then only by consumers whose selector accepts it; a partition's events only
+//! by the consumer of their partition, and a `None`'s by none; each stage handles the events of a
+//! route in order; the report's counts match the ledger's, and the report balances (`emitted +
+//! copies = handled + discarded + lost`); each stage was restarted after each fault that struck it
+//! but the one that stopped it for good (the first, for a temporary stage; the one past
+//! `max_restarts` for another), its report counts those restarts and failures, the events handed
+//! again (the batches its failed callbacks held, but the one it stopped on) and those lost in
+//! failed batches (the others), and the run's error names a stage that stopped for good, by its
+//! policy (`StageFailed`, `StagePanicked`, or `RestartLimit` with its limit, failures and poison
+//! event; a permanent producer's failures are its faults and its ends, in order, each end one of
+//! the times it said its events were the last); every stage ends as its faults say (a stage
+//! restarted after its faults, as if none had struck), and a run in which no stage stopped for good
+//! succeeds and delivers everything but the failed batches that were not handed again (and but for
+//! what a producer left without consumers by a cancel through the handle held, and what a partition
+//! whose consumer was cancelled through the handle, or left, kept for no one: lost, and counted).
+//! In a run with no fault and no action through the handle, every consumer of a broadcast (that its
+//! selector lets) and of a partition gets each of the stage's events, and the stage's report counts
+//! as copies and as discarded exactly what the consumers say. Each value of a stage is told of each
+//! subscription at most once (never of one it ended before taking in; a value made again after a
+//! failure, of those still running, never of one whose cancel was told), of its cancel at most once
+//! and after it, and with the reason the test knows: `Cancelled` only for a subscription cancelled
+//! or replaced through the handle, `Failed` naming its consumer when that consumer stopped for good
+//! for its fault, `Finished` never then (a consumer restarted after its fault ends its
+//! subscriptions as if none had struck). The infos behind the buffer come in order, and a consumer
+//! handles no event of a mark's producer below the mark after it (a partitioned producer's too: its
+//! infos wait behind the partitions' backlogs).
 //!
 //! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
 //! - `CHAOS_SEED=1234`: only that seed, printed topology and all, `CHAOS_REPEAT` times (default 20),
 //!   since the schedule of a run is not deterministic even when its plan is;
 //! - `CHAOS_KEEP_GOING=1`: do not stop at the first failing seed, list them all;
-//! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000).
+//! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000);
+//! - `CHAOS_MIDDLE_REDELIVERY=1`: producer_consumers may redeliver (see above).
+//!
+//! The test prints how many runs restarted a stage, redelivered, reached a restart limit and named
+//! a poison event (`-- --nocapture` shows it).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
@@ -70,8 +103,9 @@ use std::time::Duration;
 use genstage::{
     BufferKeep, CancelMode, CancelReason, Consumer, ConsumerRef, Context, DemandMode, Dispatch,
     Emit, HandleCast, HandleInfo, LossReason, Partition, Pipeline, PipelineError, PipelineHandle,
-    Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report,
-    StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber, SubscriptionTag,
+    Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, Restart,
+    RestartPolicy, StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber,
+    SubscriptionTag,
 };
 use tokio::sync::mpsc;
 
@@ -168,6 +202,73 @@ enum Fault {
 struct Strike {
     at: usize,
     fault: Fault,
+    /// In `handle_events`, the callback handles this many events of its batch (all but one at
+    /// most) before it fails.
+    after: usize,
+    /// Strikes again: in a stage that handles events, whenever it is handed again the event it
+    /// struck on (with redelivery: until the restart limit makes it the poison event); in a
+    /// producer, at every call after `at`. Otherwise it strikes once, whatever the restarts.
+    sticky: bool,
+}
+
+/// A stage's restart policy ([`RestartPolicy`]), drawn from the seed; a stage without one keeps
+/// its type's default (temporary) and is added as a value, one with one is added with a
+/// constructor that makes each value share the stage's [`Progress`] and ledger with the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PolicyPlan {
+    restart: Restart,
+    max_restarts: u32,
+    /// Only for stages that handle events.
+    redeliver: bool,
+}
+
+impl PolicyPlan {
+    /// In 60% of the stages: temporary (but rebuildable) in a sixth of those, permanent in a
+    /// twelfth (for a stage that handles events, where it means transient: it never finishes on
+    /// its own; for a producer, it is restarted also after it finishes, until its limit) and
+    /// transient in the rest, with 0–5 restarts allowed and, for a stage that handles events,
+    /// redelivery in half.
+    fn generate(rng: &mut Rng, handles_events: bool) -> Option<Self> {
+        let restart = match rng.range(0, 19) {
+            0..=7 => return None,
+            8 | 9 => Restart::Temporary,
+            10 if handles_events => Restart::Permanent,
+            11 if !handles_events => Restart::Permanent,
+            _ => Restart::Transient,
+        };
+        Some(PolicyPlan {
+            restart,
+            max_restarts: rng.pick(&[0, 1, 1, 2, 3, 5]),
+            redeliver: handles_events && rng.chance(50),
+        })
+    }
+
+    /// The policy itself; a window of an hour, so that every restart of a run counts.
+    fn policy<T: Clone>(self) -> RestartPolicy<T> {
+        let policy = RestartPolicy::new(self.restart)
+            .max_restarts(self.max_restarts, Duration::from_secs(3_600));
+        match self.redeliver {
+            true => policy.redeliver(),
+            false => policy,
+        }
+    }
+
+    /// How many failures a stage with `policy` is restarted after: one more stops it for good.
+    fn allowed(policy: Option<Self>) -> usize {
+        match policy {
+            Some(p) if p.restart != Restart::Temporary => p.max_restarts as usize,
+            _ => 0,
+        }
+    }
+
+    /// Whether a stage with `policy` restarts after a failure (and so reports its failures).
+    fn restarts(policy: Option<Self>) -> bool {
+        policy.is_some_and(|p| p.restart != Restart::Temporary)
+    }
+
+    fn redelivers(policy: Option<Self>) -> bool {
+        policy.is_some_and(|p| p.redeliver)
+    }
 }
 
 /// How many events a producer emits for one `handle_demand(demand)`.
@@ -212,6 +313,7 @@ struct ProducerPlan {
     /// Starts in `DemandMode::Accumulate`; a task switches it to forward after this many yields.
     accumulate: Option<usize>,
     strike: Option<Strike>,
+    policy: Option<PolicyPlan>,
     /// What its `handle_consumer_cancel` does besides recording the call.
     on_cancel: Option<OnCancel>,
     /// A [`Source::Messages`] producer that, after each chunk it is cast, sends itself an
@@ -304,6 +406,7 @@ struct MiddlePlan {
     /// Drops the events whose `seq` is a multiple of this.
     filter: Option<u64>,
     strike: Option<Strike>,
+    policy: Option<PolicyPlan>,
     /// Its own events, `(MIDDLE_TAG + i, seq)`, come from here.
     on_cancel: Option<OnCancel>,
     fan: Fan,
@@ -314,6 +417,7 @@ struct ConsumerPlan {
     /// Yields to the scheduler in every `n`-th batch.
     yield_every: Option<usize>,
     strike: Option<Strike>,
+    policy: Option<PolicyPlan>,
 }
 
 /// A stage of the topology.
@@ -369,6 +473,7 @@ impl Topology {
             .map(|_| MiddlePlan {
                 filter: rng.chance(25).then(|| rng.range(2, 5) as u64),
                 strike: None,
+                policy: None,
                 on_cancel: None,
                 fan: Fan::Demand,
             })
@@ -377,6 +482,7 @@ impl Topology {
             .map(|_| ConsumerPlan {
                 yield_every: rng.chance(30).then(|| rng.range(1, 3)),
                 strike: None,
+                policy: None,
             })
             .collect();
         let mut topology = Topology {
@@ -415,9 +521,75 @@ impl Topology {
                 resubscribe: rng.chance(50),
             });
         }
-        // And the dispatchers, last of all.
+        // And the dispatchers.
         topology.fan_out(&mut rng);
+        // And the restart policies, last of all.
+        topology.plan_restarts(&mut rng);
         topology
+    }
+
+    /// Restart policies for some stages, and how each planned fault strikes: once, or again; in
+    /// `handle_events`, after handling a few events of its batch or none. A producer whose failure
+    /// must make a stalling producer's consumers leave (see [`Topology::plan_faults`]) stops for
+    /// good at its first failure.
+    fn plan_restarts(&mut self, rng: &mut Rng) {
+        let strike = |rng: &mut Rng, strike: &mut Option<Strike>| {
+            if let Some(strike) = strike {
+                strike.sticky = rng.chance(35);
+                strike.after = match rng.range(0, 3) {
+                    0 | 1 => 0,
+                    _ => rng.range(1, 4),
+                };
+            }
+        };
+        for producer in &mut self.producers {
+            producer.policy = PolicyPlan::generate(rng, false);
+            strike(rng, &mut producer.strike);
+            // A producer's callbacks take no batch.
+            if let Some(strike) = &mut producer.strike {
+                strike.after = 0;
+            }
+        }
+        for middle in &mut self.middles {
+            middle.policy = PolicyPlan::generate(rng, true);
+            // RUNTIME BUG (found by this test, left to the runtime's owner): a producer_consumer
+            // that redelivers ends `Finished` when its input ends while its consumers have no
+            // demand, with the events still waiting to be handed again counted as `Unhandled`:
+            // they are never handled (see `redelivering_producer_consumer_finishes_with_events_
+            // waiting`). Kept out of the random mix until fixed; `CHAOS_MIDDLE_REDELIVERY=1`
+            // brings it back.
+            if env("CHAOS_MIDDLE_REDELIVERY").is_none_or(|v| v == 0) {
+                if let Some(policy) = &mut middle.policy {
+                    policy.redeliver = false;
+                }
+            }
+            strike(rng, &mut middle.strike);
+        }
+        for consumer in &mut self.consumers {
+            consumer.policy = PolicyPlan::generate(rng, true);
+            strike(rng, &mut consumer.strike);
+        }
+        for i in 0..self.producers.len() {
+            if self.is_fuse(i) && PolicyPlan::allowed(self.producers[i].policy) > 0 {
+                self.producers[i].policy = None;
+            }
+        }
+    }
+
+    /// Whether `P{producer}` is what makes a stalling producer's consumers leave: it fails at its
+    /// first call, and a consumer of a stalling producer is subscribed to it, not temporarily.
+    fn is_fuse(&self, producer: usize) -> bool {
+        let first = self.producers[producer].strike.is_some_and(|s| s.at == 1);
+        first
+            && self.edges.iter().any(|e| {
+                e.from == Node::Producer(producer)
+                    && e.cancel != CancelMode::Temporary
+                    && self.edges.iter().any(|s| {
+                        s.to == e.to
+                            && matches!(s.from, Node::Producer(i)
+                                if self.producers[i].source == Source::Stall)
+                    })
+            })
     }
 
     /// The stages that `source` may feed: any later one.
@@ -430,6 +602,24 @@ impl Topology {
             .map(Node::Middle)
             .chain((0..self.consumers.len()).map(Node::Consumer))
             .collect()
+    }
+
+    /// The planned fault of the stage named `name`, if it has one.
+    fn strike_of(&self, name: &str) -> Option<Strike> {
+        match parse_node(name)? {
+            Node::Producer(i) => self.producers.get(i)?.strike,
+            Node::Middle(i) => self.middles.get(i)?.strike,
+            Node::Consumer(i) => self.consumers.get(i)?.strike,
+        }
+    }
+
+    /// The restart policy of the stage named `name`, if it has one.
+    fn policy_of(&self, name: &str) -> Option<PolicyPlan> {
+        match parse_node(name)? {
+            Node::Producer(i) => self.producers.get(i)?.policy,
+            Node::Middle(i) => self.middles.get(i)?.policy,
+            Node::Consumer(i) => self.consumers.get(i)?.policy,
+        }
     }
 
     /// The dispatcher of a stage that emits.
@@ -556,6 +746,8 @@ impl Topology {
         let strike = |rng: &mut Rng, latest: usize| Strike {
             at: rng.range(1, latest),
             fault: rng.pick(&[Fault::Error, Fault::Panic]),
+            after: 0,
+            sticky: false,
         };
         for _ in 0..faults {
             let stages = self.producers.len() + self.middles.len() + self.consumers.len();
@@ -629,7 +821,8 @@ impl Topology {
                 e.to == to
                     && e.cancel != CancelMode::Temporary
                     && matches!(e.from, Node::Producer(i)
-                        if self.producers[i].strike.is_some_and(|s| s.at == 1))
+                        if self.producers[i].strike.is_some_and(|s| s.at == 1)
+                            && PolicyPlan::allowed(self.producers[i].policy) == 0)
             })
         };
         let stalls_end = self.edges.iter().all(|e| match e.from {
@@ -748,8 +941,16 @@ impl Topology {
             change(&mut t);
             out.push(t);
         };
+        let calmer = |strike: &mut Option<Strike>| {
+            if let Some(strike) = strike {
+                strike.sticky = false;
+                strike.after = 0;
+            }
+        };
         for i in 0..self.producers.len() {
             step(&|t| t.producers[i].strike = None);
+            step(&|t| t.producers[i].policy = None);
+            step(&|t| calmer(&mut t.producers[i].strike));
             step(&|t| t.producers[i].events /= 2);
             step(&|t| t.producers[i].events = t.producers[i].events.saturating_sub(1));
             step(&|t| t.producers[i].shape = Shape::Exact);
@@ -771,6 +972,8 @@ impl Topology {
         }
         for i in 0..self.middles.len() {
             step(&|t| t.middles[i].strike = None);
+            step(&|t| t.middles[i].policy = None);
+            step(&|t| calmer(&mut t.middles[i].strike));
             step(&|t| t.middles[i].filter = None);
             step(&|t| t.middles[i].on_cancel = None);
             step(&|t| {
@@ -781,6 +984,8 @@ impl Topology {
         }
         for i in 0..self.consumers.len() {
             step(&|t| t.consumers[i].strike = None);
+            step(&|t| t.consumers[i].policy = None);
+            step(&|t| calmer(&mut t.consumers[i].strike));
             step(&|t| t.consumers[i].yield_every = None);
         }
         step(&|t| t.action = None);
@@ -889,6 +1094,7 @@ impl ProducerPlan {
             }),
             accumulate: None,
             strike: None,
+            policy: None,
             on_cancel: None,
             confirm: false,
             fan: Fan::Demand,
@@ -931,7 +1137,8 @@ impl fmt::Display for Topology {
             }
             write!(f, "{}", p.fan)?;
             write!(f, "{}", OnCancelText(p.on_cancel))?;
-            writeln!(f, "{}", StrikeText(p.strike))?;
+            write!(f, "{}", StrikeText(p.strike))?;
+            writeln!(f, "{}", PolicyText(p.policy))?;
         }
         for (i, m) in self.middles.iter().enumerate() {
             write!(f, "  M{i}: producer_consumer{}", m.fan)?;
@@ -939,14 +1146,16 @@ impl fmt::Display for Topology {
                 write!(f, ", drops seq % {n} == 0")?;
             }
             write!(f, "{}", OnCancelText(m.on_cancel))?;
-            writeln!(f, "{}", StrikeText(m.strike))?;
+            write!(f, "{}", StrikeText(m.strike))?;
+            writeln!(f, "{}", PolicyText(m.policy))?;
         }
         for (i, c) in self.consumers.iter().enumerate() {
             write!(f, "  C{i}: consumer")?;
             if let Some(n) = c.yield_every {
                 write!(f, ", yields every {n} batches")?;
             }
-            writeln!(f, "{}", StrikeText(c.strike))?;
+            write!(f, "{}", StrikeText(c.strike))?;
+            writeln!(f, "{}", PolicyText(c.policy))?;
         }
         for e in &self.edges {
             write!(
@@ -1006,10 +1215,43 @@ impl fmt::Display for OnCancelText {
 
 impl fmt::Display for StrikeText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(Strike { at, fault }) => write!(f, ", {fault:?} at call {at}"),
-            None => Ok(()),
+        let Some(Strike {
+            at,
+            fault,
+            after,
+            sticky,
+        }) = self.0
+        else {
+            return Ok(());
+        };
+        write!(f, ", {fault:?} at call {at}")?;
+        if after > 0 {
+            write!(f, " after {after} events")?;
         }
+        if sticky {
+            write!(f, " and again")?;
+        }
+        Ok(())
+    }
+}
+
+struct PolicyText(Option<PolicyPlan>);
+
+impl fmt::Display for PolicyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(PolicyPlan {
+            restart,
+            max_restarts,
+            redeliver,
+        }) = self.0
+        else {
+            return Ok(());
+        };
+        write!(f, ", restart {restart} (max {max_restarts}")?;
+        if redeliver {
+            write!(f, ", redelivers")?;
+        }
+        write!(f, ")")
     }
 }
 
@@ -1067,8 +1309,14 @@ struct Ledger {
     dropped: Vec<Event>,
     /// Events handled twice by one stage.
     duplicates: Vec<(String, Event)>,
-    /// The stages whose fault struck, and how.
-    struck: HashMap<String, Fault>,
+    /// The faults that struck each stage, in order.
+    blows: HashMap<String, Vec<Blow>>,
+    /// Times each producer's callbacks said its events were the last (`Emit::last`).
+    ends: HashMap<String, usize>,
+    /// Events that a stage's `handle_events` handled before it failed on the same batch:
+    /// `(stage, event)`. Not in `handled`, `handlers` nor `order`: the report does not count them,
+    /// and with redelivery the stage handles them again.
+    partial: Vec<(String, Event)>,
     /// What the producers and producer_consumers were told of their consumers, in the order each
     /// was told.
     told: Vec<Told>,
@@ -1090,19 +1338,34 @@ struct Ledger {
     marks: Vec<(String, usize, u64, usize)>,
 }
 
+/// A fault that struck a stage.
+#[derive(Debug, Clone)]
+struct Blow {
+    fault: Fault,
+    /// Whether it struck in `handle_events`.
+    in_events: bool,
+    /// The batch `handle_events` held then.
+    batch: Vec<Event>,
+    /// When a sticky strike struck again on its event: the event's index in the batch it first
+    /// came in.
+    again: Option<usize>,
+}
+
 /// What a stage was told of one of its consumers.
 #[derive(Debug, Clone)]
 struct Told {
     producer: String,
     consumer: String,
     tag: SubscriptionTag,
+    /// The value of the stage that was told: 0 for the first, 1 after a restart, …
+    generation: usize,
     /// `None` for `handle_consumer_subscribe`.
     cancel: Option<CancelReason>,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
 
-fn lock(ledger: &Shared) -> MutexGuard<'_, Ledger> {
+fn lock<T>(ledger: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking stage never holds the lock, but a failed assertion elsewhere might.
     ledger
         .lock()
@@ -1132,47 +1395,210 @@ impl Ledger {
             .extend_from_slice(events);
     }
 
-    fn tell(&mut self, stage: &str, subscriber: &Subscriber, cancel: Option<&CancelReason>) {
+    fn tell(&mut self, fuse: &Fuse, subscriber: &Subscriber, cancel: Option<&CancelReason>) {
         self.told.push(Told {
-            producer: stage.to_owned(),
+            producer: fuse.stage.clone(),
             consumer: subscriber.consumer().to_owned(),
             tag: subscriber.tag(),
+            generation: fuse.generation,
             cancel: cancel.cloned(),
         });
     }
+
+    /// The faults that struck, by stage, for a failure's message.
+    fn struck(&self) -> Vec<(String, Vec<Fault>)> {
+        let mut struck: Vec<(String, Vec<Fault>)> = self
+            .blows
+            .iter()
+            .map(|(stage, blows)| (stage.clone(), blows.iter().map(|b| b.fault).collect()))
+            .collect();
+        struck.sort_by(|a, b| a.0.cmp(&b.0));
+        struck
+    }
+
+    /// The faults that struck `stage`.
+    fn blows(&self, stage: &str) -> &[Blow] {
+        self.blows.get(stage).map_or(&[], Vec::as_slice)
+    }
 }
 
-/// Counts calls and fires the planned fault at its call.
+/// What a stage has done so far, shared by every value of it: a value made again after a
+/// failure goes on where the failed one was, and a fault that struck once does not strike again
+/// (unless it is sticky).
+#[derive(Debug, Default)]
+struct Progress {
+    /// Values made.
+    values: usize,
+    /// Calls of its callbacks that count (see [`Fuse`]).
+    calls: usize,
+    /// Calls of `handle_consumer_cancel`.
+    cancels: u64,
+    /// The event a sticky strike in `handle_events` struck on, and its index in its batch.
+    poison: Option<(Event, usize)>,
+    /// A producer's next sequence number: `0..next` have been emitted.
+    next: u64,
+    /// How many of them its `handle_consumer_cancel` emitted, beyond the planned events.
+    bonus: u64,
+    /// Events cast to a [`Source::Messages`] producer and not emitted yet (its `handle_cast`
+    /// failed on them), and whether the last were among them: the next value emits them.
+    owed: u64,
+    owed_last: bool,
+    /// A producer emitted its last events: a value made again after that (a permanent producer's)
+    /// has nothing more to emit, and says so at its first call.
+    ended: bool,
+    /// The events `M{i}` emitted of its own, `(MIDDLE_TAG + i, 0..own)`.
+    own: u64,
+}
+
+/// Counts calls and fires the planned fault at its call, for one value of a stage.
 struct Fuse {
     stage: String,
-    calls: usize,
     strike: Option<Strike>,
     ledger: Shared,
+    progress: Arc<Mutex<Progress>>,
+    /// Which value of the stage this is: 0 for the first, 1 after its first restart, …
+    generation: usize,
+    /// A sticky strike fires at every call after its own (a producer's); otherwise on its event.
+    sticks_to_calls: bool,
+}
+
+/// How a call of `handle_events` fails: after handling `handled` events of its batch; `again`
+/// when a sticky strike strikes again (see [`Blow::again`]).
+struct Fail {
+    handled: usize,
+    again: Option<usize>,
 }
 
 impl Fuse {
-    fn burn(&mut self) -> StageResult<()> {
-        self.calls += 1;
+    /// The value of the stage whose progress is `progress`: counts it.
+    fn new(
+        stage: String,
+        strike: Option<Strike>,
+        ledger: &Shared,
+        progress: &Arc<Mutex<Progress>>,
+        sticks_to_calls: bool,
+    ) -> Self {
+        let generation = {
+            let mut p = lock(progress);
+            p.values += 1;
+            p.values - 1
+        };
+        Fuse {
+            stage,
+            strike,
+            ledger: ledger.clone(),
+            progress: progress.clone(),
+            generation,
+            sticks_to_calls,
+        }
+    }
+
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        lock(&self.progress)
+    }
+
+    /// Counts a call of a callback that handles no events, and fails it at the planned call (and,
+    /// sticky in a producer, at every call after it).
+    fn burn(&self) -> StageResult<()> {
+        let calls = {
+            let mut progress = self.progress();
+            progress.calls += 1;
+            progress.calls
+        };
         match self.strike {
-            Some(Strike { at, fault }) if at == self.calls => {
-                lock(&self.ledger).struck.insert(self.stage.clone(), fault);
-                match fault {
-                    Fault::Error => Err(format!("{} failed at call {at}", self.stage).into()),
-                    Fault::Panic => panic!("{INJECTED} in {} at call {at}", self.stage),
-                }
+            Some(s) if s.at == calls || s.sticky && self.sticks_to_calls && calls > s.at => {
+                self.blow(s.fault, false, Vec::new(), None)
             }
             _ => Ok(()),
         }
     }
 
+    /// Counts a call of `handle_events` with `events`: whether it fails, and after how many.
+    fn burn_events(&self, events: &[Event]) -> Option<Fail> {
+        let mut progress = self.progress();
+        progress.calls += 1;
+        let strike = self.strike?;
+        if progress.calls == strike.at {
+            let handled = strike.after.min(events.len().saturating_sub(1));
+            if strike.sticky {
+                progress.poison = events.get(handled).map(|&event| (event, handled));
+            }
+            return Some(Fail {
+                handled,
+                again: None,
+            });
+        }
+        let (poison, index) = progress.poison?;
+        let handled = events.iter().position(|&event| event == poison)?;
+        Some(Fail {
+            handled,
+            again: Some(index),
+        })
+    }
+
+    /// Records the fault and strikes.
+    fn blow<T>(
+        &self,
+        fault: Fault,
+        in_events: bool,
+        batch: Vec<Event>,
+        again: Option<usize>,
+    ) -> StageResult<T> {
+        let calls = self.progress().calls;
+        let blow = Blow {
+            fault,
+            in_events,
+            batch,
+            again,
+        };
+        let mut ledger = lock(&self.ledger);
+        ledger
+            .blows
+            .entry(self.stage.clone())
+            .or_default()
+            .push(blow);
+        drop(ledger);
+        match fault {
+            Fault::Error => Err(format!("{} failed at call {calls}", self.stage).into()),
+            Fault::Panic => panic!("{INJECTED} in {} at call {calls}", self.stage),
+        }
+    }
+
+    /// `handle_events` with `events` fails as `fail` says, after handling the first events.
+    fn fail_events<T>(&self, events: Vec<Event>, fail: Fail) -> StageResult<T> {
+        let fault = self.strike.map_or(Fault::Error, |s| s.fault);
+        let mut ledger = lock(&self.ledger);
+        for &event in &events[..fail.handled] {
+            ledger.partial.push((self.stage.clone(), event));
+        }
+        drop(ledger);
+        self.blow(fault, true, events, fail.again)
+    }
+
     /// Counts a call to `handle_consumer_cancel` (as a callback call: a [`Strike`] may fall on it)
-    /// and fails it as `on_cancel` says, the first time.
-    fn burn_on_cancel(&mut self, on_cancel: OnCancel, cancels: &mut u64) -> StageResult<()> {
+    /// and fails it as `on_cancel` says, the first time (over every value of the stage).
+    fn burn_on_cancel(&self, on_cancel: OnCancel) -> StageResult<()> {
         self.burn()?;
-        *cancels += 1;
+        let cancels = {
+            let mut progress = self.progress();
+            progress.cancels += 1;
+            progress.cancels
+        };
         match on_cancel.fault {
-            Some(fault) if *cancels == 1 => {
-                lock(&self.ledger).struck.insert(self.stage.clone(), fault);
+            Some(fault) if cancels == 1 => {
+                let blow = Blow {
+                    fault,
+                    in_events: false,
+                    batch: Vec::new(),
+                    again: None,
+                };
+                let mut ledger = lock(&self.ledger);
+                ledger
+                    .blows
+                    .entry(self.stage.clone())
+                    .or_default()
+                    .push(blow);
+                drop(ledger);
                 match fault {
                     Fault::Error => Err(format!("{} failed in a cancel", self.stage).into()),
                     Fault::Panic => panic!("{INJECTED} in {} in a cancel", self.stage),
@@ -1203,22 +1629,36 @@ enum Supply {
 struct Chaotic {
     tag: usize,
     plan: ProducerPlan,
-    supply: Supply,
-    /// The next sequence number; `0..next` have been emitted.
-    next: u64,
-    /// How many of them `handle_consumer_cancel` emitted, beyond the planned events.
-    bonus: u64,
-    /// Calls of `handle_consumer_cancel`.
-    cancels: u64,
+    /// Shared by every value of the producer, as its [`Progress`] is.
+    supply: Arc<tokio::sync::Mutex<Supply>>,
     /// The consumers to cast a [`Mark`] to when told a [`Confirm`] (filled once they are added).
     marks_to: Arc<Mutex<Vec<ConsumerRef<Sink>>>>,
     fuse: Fuse,
 }
 
 impl Chaotic {
-    /// How many of the planned events it has emitted.
-    fn planned(&self) -> u64 {
-        self.next - self.bonus
+    /// Records an emit that says the producer's events are the last.
+    fn ending(&self, emit: Emit<Event>) -> Emit<Event> {
+        if emit.last {
+            self.fuse.progress().ended = true;
+            let mut ledger = lock(&self.fuse.ledger);
+            *ledger.ends.entry(self.fuse.stage.clone()).or_default() += 1;
+        }
+        emit
+    }
+
+    /// Emits what a failed `handle_cast` was cast (and any chunk cast now, added to it first).
+    fn emit_owed(&self) -> Emit<Event> {
+        let mut progress = self.fuse.progress();
+        let count = std::mem::take(&mut progress.owed);
+        let last = std::mem::take(&mut progress.owed_last);
+        let events: Vec<Event> = (progress.next..progress.next + count)
+            .map(|seq| Event::new(self.tag, seq))
+            .collect();
+        progress.next += count;
+        drop(progress);
+        lock(&self.fuse.ledger).emit(&self.fuse.stage, &events);
+        Emit { events, last }
     }
 }
 
@@ -1246,21 +1686,32 @@ impl Producer for Chaotic {
 
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<Event>> {
         self.fuse.burn()?;
+        let (calls, planned, ended) = {
+            let progress = self.fuse.progress();
+            (
+                progress.calls,
+                progress.next - progress.bonus,
+                progress.ended,
+            )
+        };
+        if ended {
+            return Ok(self.ending(Emit::last(Vec::new())));
+        }
         let want = match self.plan.shape {
             Shape::Exact => demand,
             Shape::Fewer(d) => (demand / d).max(1),
             Shape::More(extra) => demand + extra,
-            Shape::EmptyEvery(k) if self.fuse.calls % k == 0 => 0,
+            Shape::EmptyEvery(k) if calls % k == 0 => 0,
             Shape::EmptyEvery(_) => demand,
         };
-        let planned = self.planned();
-        let (available, closed) = match &mut self.supply {
+        let mut supply = self.supply.lock().await;
+        let (available, closed) = match &mut *supply {
             Supply::Ready => (self.plan.events - planned, true),
             Supply::Late(feed, stock) => {
                 if *stock == 0 && want > 0 {
                     match feed.recv().await {
                         Some(chunk) => *stock += chunk,
-                        None => return Ok(Emit::last(Vec::new())),
+                        None => return Ok(self.ending(Emit::last(Vec::new()))),
                     }
                 }
                 (*stock, false)
@@ -1272,20 +1723,25 @@ impl Producer for Chaotic {
                 }
                 (self.plan.events - planned, false)
             }
-            Supply::Messages => return Ok(Emit::more(Vec::new())),
+            // What a failed `handle_cast` was cast, if anything.
+            Supply::Messages => return Ok(self.ending(self.emit_owed())),
         };
         let count = (want as u64).min(available);
-        if let Supply::Late(_, stock) = &mut self.supply {
+        if let Supply::Late(_, stock) = &mut *supply {
             *stock -= count;
         }
-        let events: Vec<Event> = (self.next..self.next + count)
+        drop(supply);
+        let mut progress = self.fuse.progress();
+        let events: Vec<Event> = (progress.next..progress.next + count)
             .map(|seq| Event::new(self.tag, seq))
             .collect();
-        self.next += count;
+        progress.next += count;
+        let planned = progress.next - progress.bonus;
+        drop(progress);
         lock(&self.fuse.ledger).emit(&self.fuse.stage, &events);
-        let at_end = closed && self.planned() == self.plan.events;
+        let at_end = closed && planned == self.plan.events;
         let last = at_end && (!self.plan.last_separately || events.is_empty());
-        Ok(Emit { events, last })
+        Ok(self.ending(Emit { events, last }))
     }
 
     fn producer_options(&self) -> ProducerOptions {
@@ -1302,7 +1758,7 @@ impl Producer for Chaotic {
     }
 
     fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
-        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, None);
+        lock(&self.fuse.ledger).tell(&self.fuse, subscriber, None);
     }
 
     async fn handle_consumer_cancel(
@@ -1311,16 +1767,18 @@ impl Producer for Chaotic {
         reason: &CancelReason,
         _: &mut Context<'_, Self>,
     ) -> StageResult<Vec<Event>> {
-        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, Some(reason));
+        lock(&self.fuse.ledger).tell(&self.fuse, subscriber, Some(reason));
         let Some(on_cancel) = self.plan.on_cancel else {
             return Ok(Vec::new());
         };
-        self.fuse.burn_on_cancel(on_cancel, &mut self.cancels)?;
-        let events: Vec<Event> = (self.next..self.next + on_cancel.events)
+        self.fuse.burn_on_cancel(on_cancel)?;
+        let mut progress = self.fuse.progress();
+        let events: Vec<Event> = (progress.next..progress.next + on_cancel.events)
             .map(|seq| Event::new(self.tag, seq))
             .collect();
-        self.next += on_cancel.events;
-        self.bonus += on_cancel.events;
+        progress.next += on_cancel.events;
+        progress.bonus += on_cancel.events;
+        drop(progress);
         lock(&self.fuse.ledger).emit(&self.fuse.stage, &events);
         Ok(events)
     }
@@ -1378,16 +1836,18 @@ impl HandleCast<Chunk> for Chaotic {
         Chunk { count, last }: Chunk,
         ctx: &mut Context<'_, Self>,
     ) -> StageResult<Emit<Event>> {
-        self.fuse.burn()?;
-        let events: Vec<Event> = (self.next..self.next + count)
-            .map(|seq| Event::new(self.tag, seq))
-            .collect();
-        self.next += count;
-        lock(&self.fuse.ledger).emit(&self.fuse.stage, &events);
-        if self.plan.confirm {
-            ctx.info_after_buffered(Confirm(self.next));
+        // Owed until emitted: if the call fails, the producer's next value emits them.
+        {
+            let mut progress = self.fuse.progress();
+            progress.owed += count;
+            progress.owed_last |= last;
         }
-        Ok(Emit { events, last })
+        self.fuse.burn()?;
+        let emit = self.emit_owed();
+        if self.plan.confirm {
+            ctx.info_after_buffered(Confirm(self.fuse.progress().next));
+        }
+        Ok(self.ending(emit))
     }
 }
 
@@ -1440,10 +1900,6 @@ struct Middle {
     index: usize,
     filter: Option<u64>,
     on_cancel: Option<OnCancel>,
-    /// The events it emitted of its own, `(MIDDLE_TAG + index, 0..own)`.
-    own: u64,
-    /// Calls of `handle_consumer_cancel`.
-    cancels: u64,
     fan: Fan,
     fuse: Fuse,
 }
@@ -1463,7 +1919,9 @@ impl ProducerConsumer for Middle {
     }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<Vec<Event>> {
-        self.fuse.burn()?;
+        if let Some(fail) = self.fuse.burn_events(&events) {
+            return self.fuse.fail_events(events, fail);
+        }
         let mut ledger = lock(&self.fuse.ledger);
         ledger.handle(&self.fuse.stage, &events);
         let (kept, dropped): (Vec<Event>, Vec<Event>) = events
@@ -1476,7 +1934,7 @@ impl ProducerConsumer for Middle {
     }
 
     fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
-        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, None);
+        lock(&self.fuse.ledger).tell(&self.fuse, subscriber, None);
     }
 
     async fn handle_consumer_cancel(
@@ -1485,15 +1943,17 @@ impl ProducerConsumer for Middle {
         reason: &CancelReason,
         _: &mut Context<'_, Self>,
     ) -> StageResult<Vec<Event>> {
-        lock(&self.fuse.ledger).tell(&self.fuse.stage, subscriber, Some(reason));
+        lock(&self.fuse.ledger).tell(&self.fuse, subscriber, Some(reason));
         let Some(on_cancel) = self.on_cancel else {
             return Ok(Vec::new());
         };
-        self.fuse.burn_on_cancel(on_cancel, &mut self.cancels)?;
-        let events: Vec<Event> = (self.own..self.own + on_cancel.events)
+        self.fuse.burn_on_cancel(on_cancel)?;
+        let mut progress = self.fuse.progress();
+        let events: Vec<Event> = (progress.own..progress.own + on_cancel.events)
             .map(|seq| Event::new(MIDDLE_TAG + self.index, seq))
             .collect();
-        self.own += on_cancel.events;
+        progress.own += on_cancel.events;
+        drop(progress);
         let mut ledger = lock(&self.fuse.ledger);
         ledger.emit(&self.fuse.stage, &events);
         *ledger.emitted.entry(own_events(self.index)).or_default() += on_cancel.events;
@@ -1515,8 +1975,11 @@ impl Consumer for Sink {
     type Input = Event;
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<()> {
-        self.fuse.burn()?;
-        if self.yield_every.is_some_and(|n| self.fuse.calls % n == 0) {
+        if let Some(fail) = self.fuse.burn_events(&events) {
+            return self.fuse.fail_events(events, fail);
+        }
+        let calls = self.fuse.progress().calls;
+        if self.yield_every.is_some_and(|n| calls % n == 0) {
             tokio::task::yield_now().await;
         }
         let mut ledger = lock(&self.fuse.ledger);
@@ -1613,13 +2076,10 @@ fn wire(
     };
 }
 
+/// Builds the pipeline of `topology`. A stage with a restart policy is added with a constructor,
+/// whose values share the stage's [`Progress`] (and a producer's [`Supply`]); one without is added
+/// as a value.
 fn build(topology: &Topology, ledger: &Shared) -> Built {
-    let fuse = |stage: String, strike: Option<Strike>| Fuse {
-        stage,
-        calls: 0,
-        strike,
-        ledger: ledger.clone(),
-    };
     let mut pipeline = Pipeline::new();
     let mut never = Vec::new();
     let mut sources: HashMap<Node, SourceRef> = HashMap::new();
@@ -1644,17 +2104,25 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         let name = Node::Producer(tag).to_string();
         let marks = Arc::new(Mutex::new(Vec::new()));
         marks_to.push(marks.clone());
-        let stage = Chaotic {
+        let supply = Arc::new(tokio::sync::Mutex::new(supply));
+        let progress = Arc::default();
+        let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
+        let make = move || Chaotic {
             tag,
             plan: plan.clone(),
-            supply,
-            next: 0,
-            bonus: 0,
-            cancels: 0,
-            marks_to: marks,
-            fuse: fuse(name.clone(), plan.strike),
+            supply: supply.clone(),
+            marks_to: marks.clone(),
+            fuse: Fuse::new(stage.clone(), plan.strike, &ledger, &progress, true),
         };
-        let handle = pipeline.add_producer_named(name, stage);
+        let plan = &topology.producers[tag];
+        let handle = match plan.policy {
+            Some(policy) => {
+                let handle = pipeline.add_producer_with_as(Some(name), make);
+                pipeline.set_restart(&handle, policy.policy());
+                handle
+            }
+            None => pipeline.add_producer_named(name, make()),
+        };
         if plan.source == Source::Messages {
             let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
             tokio::spawn(cast_feed(rng, plan.events, handle.clone()));
@@ -1666,26 +2134,42 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     }
     for (i, plan) in topology.middles.iter().enumerate() {
         let name = Node::Middle(i).to_string();
-        let stage = Middle {
+        let progress = Arc::default();
+        let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
+        let make = move || Middle {
             index: i,
             filter: plan.filter,
             on_cancel: plan.on_cancel,
-            own: 0,
-            cancels: 0,
             fan: plan.fan,
-            fuse: fuse(name.clone(), plan.strike),
+            fuse: Fuse::new(stage.clone(), plan.strike, &ledger, &progress, false),
         };
-        let handle = pipeline.add_producer_consumer_named(name, stage);
+        let handle = match topology.middles[i].policy {
+            Some(policy) => {
+                let handle = pipeline.add_producer_consumer_with_as(Some(name), make);
+                pipeline.set_restart(&handle, policy.policy());
+                handle
+            }
+            None => pipeline.add_producer_consumer_named(name, make()),
+        };
         sources.insert(Node::Middle(i), SourceRef::Middle(handle.clone()));
         sinks.insert(Node::Middle(i), SinkRef::Middle(handle));
     }
     for (i, plan) in topology.consumers.iter().enumerate() {
         let name = Node::Consumer(i).to_string();
-        let stage = Sink {
+        let progress = Arc::default();
+        let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
+        let make = move || Sink {
             yield_every: plan.yield_every,
-            fuse: fuse(name.clone(), plan.strike),
+            fuse: Fuse::new(stage.clone(), plan.strike, &ledger, &progress, false),
         };
-        let handle = pipeline.add_consumer_named(name, stage);
+        let handle = match topology.consumers[i].policy {
+            Some(policy) => {
+                let handle = pipeline.add_consumer_with_as(Some(name), make);
+                pipeline.set_restart(&handle, policy.policy());
+                handle
+            }
+            None => pipeline.add_consumer_named(name, make()),
+        };
         sinks.insert(Node::Consumer(i), SinkRef::Consumer(handle));
     }
     for edge in &topology.edges {
@@ -1791,7 +2275,7 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                         ledger.cancelled,
                         ledger.replaced,
                         ledger.made,
-                        ledger.struck
+                        ledger.struck()
                     ));
                 }
             }
@@ -1804,7 +2288,9 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
         let ledger = lock(&ledger);
         format!(
             "hang: no end within {bound:?}, {}; told {:?}; faults struck: {:?}",
-            ledger.phase, ledger.told, ledger.struck
+            ledger.phase,
+            ledger.told,
+            ledger.struck()
         )
     })?;
     let ledger = std::mem::take(&mut *lock(&ledger));
@@ -2000,26 +2486,61 @@ fn check(
             Node::named(handlers)
         );
     }
-    let struck = !ledger.struck.is_empty();
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => error
+            .report()
+            .ok_or_else(|| format!("run() failed without a report: {error}"))?,
+    };
+    // The stages that stopped for good: their fault struck once more than their policy restarts
+    // them after (a permanent producer's ends count too: see `check_permanent`).
+    let mut fell: HashMap<String, Fault> = HashMap::new();
+    let mut ended_for_good: HashSet<String> = HashSet::new();
+    for i in 0..topology.producers.len() {
+        let name = Node::Producer(i).to_string();
+        match check_permanent(topology, ledger, report, &name)? {
+            Some(Some(fault)) => drop(fell.insert(name, fault)),
+            Some(None) => drop(ended_for_good.insert(name)),
+            None => {}
+        }
+    }
+    for (name, blows) in &ledger.blows {
+        let policy = topology.policy_of(name);
+        if is_permanent_producer(name, policy) {
+            continue;
+        }
+        let allowed = PolicyPlan::allowed(policy);
+        ensure!(
+            blows.len() <= allowed + 1,
+            "{name}{} failed {} times, though it stops for good at failure {}",
+            PolicyText(policy),
+            blows.len(),
+            allowed + 1
+        );
+        if let Some(last) = blows.last().filter(|_| blows.len() > allowed) {
+            fell.insert(name.clone(), last.fault);
+        }
+    }
+    let fell_any = !fell.is_empty();
     // A subscription cancelled through the handle may leave a producer without consumers, which
     // stops with what it buffered: lost, without a fault.
     let acted = !ledger.cancelled.is_empty() || !ledger.replaced.is_empty();
-    let report = match result {
-        Ok(report) => {
-            ensure!(
-                !struck,
-                "faults struck in {:?}, but run() succeeded",
-                ledger.struck
-            );
-            report
-        }
+    match result {
+        Ok(_) => ensure!(
+            !fell_any && ended_for_good.is_empty(),
+            "{fell:?} stopped for their faults and {ended_for_good:?} at their restart limit \
+             (struck: {:?}), but run() succeeded",
+            ledger.struck()
+        ),
         Err(error) => {
-            ensure!(struck, "no fault struck, but run() failed: {error}");
-            error
-                .report()
-                .ok_or_else(|| format!("run() failed without a report: {error}"))?
+            ensure!(
+                fell_any || !ended_for_good.is_empty(),
+                "no stage stopped for good (struck: {:?}), but run() failed: {error}",
+                ledger.struck()
+            );
+            check_error(topology, ledger, report, &fell, &ended_for_good, error)?;
         }
-    };
+    }
     for stage in &report.stages {
         let name = &stage.name;
         let handled = ledger.handled.get(name).copied().unwrap_or(0);
@@ -2040,10 +2561,20 @@ fn check(
             stage.lost,
             stage.losses
         );
-        let expected = match ledger.struck.get(name) {
+        check_restarts(topology, ledger, stage, fell.contains_key(name))?;
+        // A stage restarted after its failure stops none of its neighbours.
+        if let StageStatus::Cancelled { cause: Some(cause) } = &stage.status {
+            ensure!(
+                fell.contains_key(cause),
+                "{name} ended {:?}, but {cause} did not stop for good; faults struck: {:?}",
+                stage.status,
+                ledger.struck()
+            );
+        }
+        let expected = match fell.get(name) {
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
-            None if struck => !stage.failed(),
+            None if fell_any => !stage.failed(),
             // A stage left without consumers by a cancel through the handle stops.
             None if acted && !name.starts_with('C') => matches!(
                 stage.status,
@@ -2059,11 +2590,21 @@ fn check(
         };
         ensure!(
             expected,
-            "{name} ended {:?}; faults struck: {:?}",
+            "{name} ended {:?}; faults struck: {:?}, stopped for good: {fell:?}",
             stage.status,
-            ledger.struck
+            ledger.struck()
         );
     }
+    check_failed_batches(topology, report, ledger, &fell)?;
+    count_restarts(report, result);
+    // The batches that failed callbacks held, and were not handed again.
+    let failed_batches: u64 = report
+        .stages
+        .iter()
+        .flat_map(|s| &s.losses)
+        .filter(|l| l.reason == LossReason::FailedBatch)
+        .map(|l| l.count)
+        .sum();
     let totals = report.totals();
     ensure!(totals.balanced(), "unbalanced: {totals:?}");
     let delivered: u64 = (0..topology.consumers.len())
@@ -2075,7 +2616,7 @@ fn check(
         "the consumers' reports say {delivered} events in, they handled {}",
         ledger.delivered
     );
-    if !struck && acted {
+    if !fell_any && acted {
         // Only what a stage left without consumers held when it stopped (its buffer, its input),
         // or what was sent to it after: the events sent on a cancelled subscription are handled.
         let left = |name: &str| {
@@ -2107,6 +2648,8 @@ fn check(
                     LossReason::Buffered => left(name) || stranded(name),
                     LossReason::Unhandled => left(name),
                     LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
+                    // Counted exactly by `check_restarts`.
+                    LossReason::FailedBatch => true,
                     _ => false,
                 };
                 let acts: Vec<&Told> = ledger
@@ -2127,16 +2670,19 @@ fn check(
             }
         }
     }
-    if !struck {
+    if !fell_any {
+        // Nothing lost but the batches of failed callbacks that were not handed again.
         if !acted {
             ensure!(
-                totals.lost == 0,
-                "{} events lost without a fault",
+                totals.lost == failed_batches,
+                "{} events lost, {failed_batches} of them in failed batches, and no stage stopped \
+                 for a fault",
                 totals.lost
             );
             ensure!(
-                totals.handled + totals.discarded == totals.emitted,
-                "without a fault, not everything emitted was handled: {totals:?}"
+                totals.handled + totals.discarded + failed_batches == totals.emitted,
+                "no stage stopped for a fault, yet not everything emitted was handled but the \
+                 failed batches ({failed_batches}): {totals:?}"
             );
         }
         let from_producers: u64 = (0..topology.producers.len())
@@ -2158,9 +2704,275 @@ fn check(
         );
     }
     check_order(ledger)?;
-    check_fans(topology, report, ledger, !struck && !acted)?;
-    check_told(topology, ledger)?;
+    let exact = !fell_any && !acted && failed_batches == 0;
+    check_fans(topology, report, ledger, exact)?;
+    check_told(topology, ledger, &fell)?;
     check_confirms(ledger)
+}
+
+/// How many of the runs so far restarted a stage, redelivered events, reached a restart limit, and
+/// named a poison event: printed at the end, so that a change that makes them rare shows.
+static RESTARTS: [std::sync::atomic::AtomicU64; 4] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+
+fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
+    let limit = |poison: bool| matches!(result, Err(PipelineError::RestartLimit { poison: p, .. }) if !poison || p.is_some());
+    let seen = [
+        report.stages.iter().any(|s| s.restarts > 0),
+        report.stages.iter().any(|s| s.redelivered > 0),
+        limit(false),
+        limit(true),
+    ];
+    for (counter, seen) in RESTARTS.iter().zip(seen) {
+        if seen {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The error names a stage that stopped for good, as its policy says: `StageFailed` or
+/// `StagePanicked` for a temporary stage, `RestartLimit` for one that restarts, with its limit,
+/// its failures and, where it redelivers and failed on the same event again, the poison event's
+/// index.
+fn check_error(
+    topology: &Topology,
+    ledger: &Ledger,
+    report: &Report,
+    fell: &HashMap<String, Fault>,
+    ended_for_good: &HashSet<String>,
+    error: &PipelineError,
+) -> Result<(), String> {
+    let named = |stage: &str| fell.get(stage).copied();
+    let right = match error {
+        PipelineError::StageFailed { stage, .. } => {
+            named(stage) == Some(Fault::Error) && !PolicyPlan::restarts(topology.policy_of(stage))
+        }
+        PipelineError::StagePanicked { stage, .. } => {
+            named(stage) == Some(Fault::Panic) && !PolicyPlan::restarts(topology.policy_of(stage))
+        }
+        PipelineError::RestartLimit {
+            stage,
+            max_restarts,
+            failures,
+            poison,
+            ..
+        } => {
+            let blows = ledger.blows(stage);
+            let policy = topology.policy_of(stage);
+            let again = match named(stage) {
+                Some(_) => blows.last().and_then(|b| b.again),
+                None => None,
+            };
+            (named(stage).is_some() || ended_for_good.contains(stage.as_str()))
+                && PolicyPlan::restarts(policy)
+                && policy.is_some_and(|p| p.max_restarts == *max_restarts)
+                && report.stage(stage).is_some_and(|s| s.failures == *failures)
+                && *poison == again
+        }
+        _ => false,
+    };
+    ensure!(
+        right,
+        "run() failed with {error:?}; stopped for good: {fell:?}, faults struck: {:?}",
+        ledger.struck()
+    );
+    Ok(())
+}
+
+/// The events `stage` lost for `reason`.
+fn lost_in(stage: &genstage::StageReport, reason: LossReason) -> u64 {
+    stage
+        .losses
+        .iter()
+        .filter(|l| l.reason == reason)
+        .map(|l| l.count)
+        .sum()
+}
+
+fn is_permanent_producer(name: &str, policy: Option<PolicyPlan>) -> bool {
+    name.starts_with('P') && policy.is_some_and(|p| p.restart == Restart::Permanent)
+}
+
+/// A permanent producer is restarted after it finishes on its own too, within the same limit: its
+/// report's failures are, in order, the faults that struck it and its ends (`finished`), each end
+/// one of the times it said its events were the last (once it has, each value made again says so
+/// at its first call); it was restarted after each but the one it stopped on, if it stopped. Says
+/// whether `name` is such a producer and stopped for good: on a fault (with it), or on an end.
+fn check_permanent(
+    topology: &Topology,
+    ledger: &Ledger,
+    report: &Report,
+    name: &str,
+) -> Result<Option<Option<Fault>>, String> {
+    let policy = topology.policy_of(name);
+    let Some(policy) = policy.filter(|_| is_permanent_producer(name, policy)) else {
+        return Ok(None);
+    };
+    let Some(stage) = report.stage(name) else {
+        return Err(format!("{name} is not in the report"));
+    };
+    let blows = ledger.blows(name);
+    let ends = ledger.ends.get(name).copied().unwrap_or(0);
+    let faults: Vec<&String> = stage
+        .failures
+        .iter()
+        .filter(|f| f.as_str() != "finished")
+        .collect();
+    let finishes = stage.failures.len() - faults.len();
+    let kinds_match = faults.len() == blows.len()
+        && faults
+            .iter()
+            .zip(blows)
+            .all(|(failure, blow)| match blow.fault {
+                Fault::Error => failure.starts_with("failed: "),
+                Fault::Panic => failure.starts_with("panicked: chaos: injected panic"),
+            });
+    let stopped = stage.failures.len() as u64 == stage.restarts + 1;
+    let right = kinds_match
+        && finishes <= ends
+        && (stopped || stage.failures.len() as u64 == stage.restarts)
+        && stage.restarts <= u64::from(policy.max_restarts)
+        && (stage.redelivered, lost_in(stage, LossReason::FailedBatch)) == (0, 0);
+    ensure!(
+        right,
+        "{name}{}: the report says {} restarts and the failures {:?}; faults struck: {:?}, it \
+         said {ends} times that its events were the last",
+        PolicyText(Some(policy)),
+        stage.restarts,
+        stage.failures,
+        blows.iter().map(|b| b.fault).collect::<Vec<_>>()
+    );
+    Ok(Some(match stage.failures.last() {
+        Some(last) if stopped && last == "finished" => None,
+        _ if stopped => blows.last().map(|b| b.fault),
+        _ => return Ok(None),
+    }))
+}
+
+/// A stage's restarts, failures and redelivered events, against the faults that struck it and
+/// its policy: restarted after each but the one that stopped it for good; the batches its
+/// `handle_events` failed on handed again (with redelivery, but the last if it stopped) or lost.
+fn check_restarts(
+    topology: &Topology,
+    ledger: &Ledger,
+    stage: &genstage::StageReport,
+    fell: bool,
+) -> Result<(), String> {
+    let name = &stage.name;
+    let policy = topology.policy_of(name);
+    if is_permanent_producer(name, policy) {
+        // See `check_permanent`.
+        return Ok(());
+    }
+    let blows = ledger.blows(name);
+    let restarts = blows.len().min(PolicyPlan::allowed(policy)) as u64;
+    let failures = match PolicyPlan::restarts(policy) {
+        true => blows.len().min(10),
+        false => 0,
+    };
+    let redelivers = PolicyPlan::redelivers(policy);
+    let (mut again, mut failed) = (0, 0);
+    for (i, blow) in blows.iter().enumerate().filter(|(_, b)| b.in_events) {
+        let stopped_on_it = fell && i + 1 == blows.len();
+        match redelivers && !stopped_on_it {
+            true => again += blow.batch.len() as u64,
+            false => failed += blow.batch.len() as u64,
+        }
+    }
+    let failed_batch = lost_in(stage, LossReason::FailedBatch);
+    ensure!(
+        (
+            stage.restarts,
+            stage.failures.len(),
+            stage.redelivered,
+            failed_batch
+        ) == (restarts, failures, again, failed),
+        "{name}{}: the report says {} restarts, {} failures, {} redelivered, {failed_batch} lost \
+         in failed batches; {} faults struck it, which make {restarts}, {failures}, {again} and \
+         {failed}; its failures: {:?}",
+        PolicyText(policy),
+        stage.restarts,
+        stage.failures.len(),
+        stage.redelivered,
+        blows.len(),
+        stage.failures
+    );
+    // Its last failures (10 at most), as they struck.
+    if PolicyPlan::restarts(policy) {
+        let struck = blows[blows.len() - failures..].iter();
+        for (failure, blow) in stage.failures.iter().zip(struck) {
+            let kind = match blow.fault {
+                Fault::Error => "failed: ",
+                Fault::Panic => "panicked: chaos: injected panic",
+            };
+            ensure!(
+                failure.starts_with(kind) && failure.contains(name.as_str()),
+                "{name}: its failures {:?} are not the faults that struck it, {:?}",
+                stage.failures,
+                blows.iter().map(|b| b.fault).collect::<Vec<_>>()
+            );
+        }
+    }
+    // A sticky fault in `handle_events` with redelivery strikes again on its event each time the
+    // event is handed again: the stage stops for good (unless it was stopped before, by a
+    // producer's failure or its consumers leaving).
+    let poisoned = redelivers
+        && blows.iter().any(|b| b.in_events && !b.batch.is_empty())
+        && topology.strike_of(name).is_some_and(|s| s.sticky);
+    ensure!(
+        !poisoned || fell || matches!(stage.status, StageStatus::Cancelled { .. }),
+        "{name}{}: a sticky fault struck it in handle_events, yet it did not stop ({:?}); \
+         {} faults struck",
+        PolicyText(policy),
+        stage.status,
+        blows.len()
+    );
+    Ok(())
+}
+
+/// The events of the batches a stage's `handle_events` failed on: without redelivery, never
+/// handled again (those the failed callback handled are in [`Ledger::partial`], not
+/// [`Ledger::handlers`]); with it, each handled (once: the duplicates check sees to that) by the
+/// time the stage finished, unless it stopped for good. So only the events a failed callback
+/// handled before it failed are ever handled twice.
+fn check_failed_batches(
+    topology: &Topology,
+    report: &Report,
+    ledger: &Ledger,
+    fell: &HashMap<String, Fault>,
+) -> Result<(), String> {
+    for (name, blows) in &ledger.blows {
+        let bit = parse_node(name).map_or(0, Node::bit);
+        let redelivers = PolicyPlan::redelivers(topology.policy_of(name));
+        let finished = report
+            .stage(name)
+            .is_some_and(|s| s.status == StageStatus::Finished);
+        let covered = redelivers && finished && !fell.contains_key(name);
+        for blow in blows.iter().filter(|b| b.in_events) {
+            for event in &blow.batch {
+                let handled = ledger.handlers.get(event).is_some_and(|h| h & bit != 0);
+                ensure!(
+                    redelivers || !handled,
+                    "{name} handled {event:?}, of a batch it failed on, without redelivery"
+                );
+                ensure!(
+                    !covered || handled,
+                    "{name} redelivers and finished, but never handled {event:?}, of a batch it \
+                     failed on"
+                );
+            }
+        }
+    }
+    for (name, event) in &ledger.partial {
+        ensure!(
+            ledger
+                .blows(name)
+                .iter()
+                .any(|b| b.in_events && b.batch.contains(event)),
+            "{name} handled {event:?} partially, in no batch it failed on"
+        );
+    }
+    Ok(())
 }
 
 /// Each stage handled the events of one route (one producer, through the same producer_consumers)
@@ -2303,17 +3115,42 @@ fn parse_node(name: &str) -> Option<Node> {
 
 /// What the producers and producer_consumers were told of their consumers: each subscription once,
 /// its cancel at most once and after it, with the reason the test knows.
-fn check_told(topology: &Topology, ledger: &Ledger) -> Result<(), String> {
+fn check_told(
+    topology: &Topology,
+    ledger: &Ledger,
+    fell: &HashMap<String, Fault>,
+) -> Result<(), String> {
     let mut subscribed: HashMap<(&str, SubscriptionTag), &Told> = HashMap::new();
     let mut ended: HashSet<(&str, SubscriptionTag)> = HashSet::new();
+    // Each value of a stage is told of each subscription once: the first when it is made, a value
+    // made again after a failure of those still running then.
+    let mut told_values: HashSet<(&str, SubscriptionTag, usize)> = HashSet::new();
     for told in &ledger.told {
         let key = (told.producer.as_str(), told.tag);
         let Some(reason) = &told.cancel else {
             ensure!(
-                subscribed.insert(key, told).is_none(),
-                "{} told twice of the subscription {:?} of {}",
+                told_values.insert((key.0, key.1, told.generation)),
+                "{} (value {}) told twice of the subscription {:?} of {}",
+                told.producer,
+                told.generation,
+                told.tag,
+                told.consumer
+            );
+            ensure!(
+                !ended.contains(&key),
+                "{} (value {}) told of the subscription {:?} of {} after its cancel",
+                told.producer,
+                told.generation,
+                told.tag,
+                told.consumer
+            );
+            let first = *subscribed.entry(key).or_insert(told);
+            ensure!(
+                first.consumer == told.consumer,
+                "{}: the subscription {:?} was {}'s, then {}'s",
                 told.producer,
                 told.tag,
+                first.consumer,
                 told.consumer
             );
             continue;
@@ -2341,12 +3178,13 @@ fn check_told(topology: &Topology, ledger: &Ledger) -> Result<(), String> {
         );
         let by_handle = ledger.cancelled.contains(&told.tag) || ledger.replaced.contains(&told.tag);
         let consumer = told.consumer.as_str();
-        let consumer_failed = ledger.struck.contains_key(consumer);
+        // A consumer that failed but was restarted ends its subscriptions as if it had not.
+        let consumer_failed = fell.contains_key(consumer);
         let failed_itself = matches!(reason, CancelReason::Failed { cause } if cause == consumer);
         let right = match reason {
             CancelReason::Cancelled => by_handle,
             CancelReason::Finished => !consumer_failed,
-            CancelReason::Failed { cause } => ledger.struck.contains_key(cause),
+            CancelReason::Failed { cause } => fell.contains_key(cause),
             _ => false,
         } && (!ledger.cancelled.contains(&told.tag)
             || *reason == CancelReason::Cancelled
@@ -2355,10 +3193,10 @@ fn check_told(topology: &Topology, ledger: &Ledger) -> Result<(), String> {
         ensure!(
             right,
             "{} told that {consumer}'s subscription {:?} ended with {reason:?}; faults struck: \
-             {:?}, cancelled through the handle: {}",
+             {:?}, stopped for good: {fell:?}, cancelled through the handle: {}",
             told.producer,
             told.tag,
-            ledger.struck,
+            ledger.struck(),
             by_handle
         );
     }
@@ -2399,7 +3237,7 @@ fn check_told(topology: &Topology, ledger: &Ledger) -> Result<(), String> {
     // consumer that it feeds only directly handled some of its events), and it did not fail (in a
     // callback, it may fail before it tells the consumers it took in meanwhile).
     for producer in 0..topology.producers.len() {
-        if ledger.struck.contains_key(&format!("P{producer}")) {
+        if fell.contains_key(&format!("P{producer}")) {
             continue;
         }
         for consumer in topology.marked_by(producer) {
@@ -2505,6 +3343,13 @@ fn random_pipelines_end_and_account_for_every_event() {
             }
         }
     }
+    let [restarted, redelivered, limit, poison] = RESTARTS
+        .each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
+         reached a restart limit, {poison} of them on a poison event"
+    );
     assert!(
         failures.is_empty(),
         "{} of {ran} runs failed (replay one with CHAOS_SEED=<seed>): {failures:?}",
@@ -2541,6 +3386,71 @@ fn shrink() {
         break;
     }
     println!("shrunk to:\n{topology}");
+}
+
+/// RUNTIME BUG, found by the chaos test (seed 1536 with `CHAOS_MIDDLE_REDELIVERY=1`), left to the
+/// runtime's owner: a producer_consumer that redelivers hands the failed batch again only while
+/// its consumers have demand, but ends `Finished` as soon as its input has ended, even with events
+/// still waiting to be handed again; they are counted as `Unhandled` and never handled. Here the
+/// last batch (`5..10`) fails once, and the consumer takes one event at a time.
+#[test]
+#[ignore = "runtime bug: a redelivering producer_consumer finishes with events waiting"]
+fn redelivering_producer_consumer_finishes_with_events_waiting() {
+    struct FailsOnce(Arc<Mutex<bool>>);
+    impl ProducerConsumer for FailsOnce {
+        type Input = u64;
+        type Output = u64;
+        async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+            if events.contains(&9) && !std::mem::replace(&mut *lock(&self.0), true) {
+                return Err("fails once, on the last batch".into());
+            }
+            Ok(events)
+        }
+    }
+    struct Collect(Arc<Mutex<Vec<u64>>>);
+    impl Consumer for Collect {
+        type Input = u64;
+        async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+            lock(&self.0).extend(events);
+            Ok(())
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let report = runtime.block_on(async {
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer(genstage::from_iter(0..10u64));
+        let failed = Arc::new(Mutex::new(false));
+        let middle = pipeline.add_producer_consumer_with(move || FailsOnce(failed.clone()));
+        pipeline.set_restart(&middle, RestartPolicy::transient().redeliver());
+        let collect = pipeline.add_consumer(Collect(seen.clone()));
+        pipeline
+            .subscribe_with(&numbers, &middle, SubscribeOptions::new().max_demand(10))
+            .subscribe_with(
+                &middle,
+                &collect,
+                SubscribeOptions::new().max_demand(1).min_demand(0),
+            );
+        tokio::time::timeout(Duration::from_secs(10), pipeline.run())
+            .await
+            .expect("no hang")
+            .expect("one restart is allowed")
+    });
+    let middle = report.stage("FailsOnce").expect("in the report");
+    assert_eq!(
+        (
+            middle.restarts,
+            middle.redelivered,
+            middle.events_in,
+            middle.lost
+        ),
+        (1, 5, 10, 0),
+        "{report}"
+    );
+    assert_eq!(*lock(&seen), (0..10).collect::<Vec<_>>());
 }
 
 /// The generator makes valid topologies, and covers what the chaos test promises in its first 2 000
@@ -2784,6 +3694,104 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
             }),
         );
     }
+    // Restart policies on stages whose fault may strike.
+    let policies = |t: &Topology| -> Vec<(Node, Option<PolicyPlan>, Option<Strike>)> {
+        let producers = t.producers.iter().enumerate();
+        let middles = t.middles.iter().enumerate();
+        let consumers = t.consumers.iter().enumerate();
+        producers
+            .map(|(i, p)| (Node::Producer(i), p.policy, p.strike))
+            .chain(middles.map(|(i, m)| (Node::Middle(i), m.policy, m.strike)))
+            .chain(consumers.map(|(i, c)| (Node::Consumer(i), c.policy, c.strike)))
+            .collect()
+    };
+    let faulty = |what: &dyn Fn(Node, PolicyPlan, Strike) -> bool| {
+        count(&|t| {
+            policies(t)
+                .into_iter()
+                .any(|(node, policy, strike)| match (policy, strike) {
+                    (Some(policy), Some(strike)) => what(node, policy, strike),
+                    _ => false,
+                })
+        })
+    };
+    let role = |node: Node| match node {
+        Node::Producer(_) => "producer",
+        Node::Middle(_) => "producer_consumer",
+        Node::Consumer(_) => "consumer",
+    };
+    for name in ["producer", "producer_consumer", "consumer"] {
+        for restart in [Restart::Temporary, Restart::Transient] {
+            expect(
+                &format!("{restart} {name} with a fault"),
+                faulty(&|n, p, _| role(n) == name && p.restart == restart),
+            );
+        }
+        expect(
+            &format!("restarting {name} with a sticky fault"),
+            faulty(&|n, p, s| role(n) == name && p.restart != Restart::Temporary && s.sticky),
+        );
+        expect(
+            &format!("{name} restarted at most once, with a fault"),
+            faulty(&|n, p, _| {
+                role(n) == name && p.restart == Restart::Transient && p.max_restarts <= 1
+            }),
+        );
+    }
+    for max in [0, 1] {
+        expect(
+            &format!("transient with max_restarts {max} and a fault"),
+            faulty(&|_, p, _| p.restart == Restart::Transient && p.max_restarts == max),
+        );
+    }
+    expect(
+        "permanent stage that takes events, with a fault",
+        faulty(&|_, p, _| p.restart == Restart::Permanent),
+    );
+    expect(
+        "redelivering consumer with a fault after part of its batch",
+        faulty(&|n, p, s| role(n) == "consumer" && p.redeliver && s.after > 0),
+    );
+    expect(
+        "redelivering consumer with a poison event",
+        faulty(&|n, p, s| role(n) == "consumer" && p.redeliver && s.sticky && p.max_restarts > 0),
+    );
+    expect(
+        "restarting producer_consumer without redelivery, a fault after part of its batch",
+        faulty(&|n, p, s| {
+            role(n) == "producer_consumer"
+                && p.restart != Restart::Temporary
+                && !p.redeliver
+                && s.after > 0
+        }),
+    );
+    for sources in [&[Source::Ready][..], &[Source::Late, Source::Messages]] {
+        expect(
+            &format!("permanent producer, {sources:?}"),
+            count(&|t| {
+                t.producers.iter().any(|p| {
+                    sources.contains(&p.source)
+                        && p.policy.is_some_and(|p| p.restart == Restart::Permanent)
+                })
+            }),
+        );
+    }
+    expect(
+        "restarting message-fed producer with a fault",
+        count(&|t| {
+            t.producers.iter().any(|p| {
+                p.source == Source::Messages && p.strike.is_some() && PolicyPlan::restarts(p.policy)
+            })
+        }),
+    );
+    expect(
+        "restarting producer_consumer emitting on a cancel, failing there",
+        count(&|t| {
+            t.middles.iter().any(|m| {
+                PolicyPlan::restarts(m.policy) && m.on_cancel.is_some_and(|o| o.fault.is_some())
+            })
+        }),
+    );
     expect(
         "broadcast edge with a selector",
         count(&|t| t.edges.iter().any(|e| e.selector.is_some())),
