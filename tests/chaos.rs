@@ -26,9 +26,7 @@
 //! event; without, the batch is lost and the event never comes back); in a producer, at every call
 //! after its own. A fault in `handle_events` may strike after the callback has handled a few events
 //! of its batch. A producer whose failure must make a stalling producer's consumers leave stops at
-//! its first failure. (Producer_consumers do not redeliver in the random mix: see
-//! [`redelivering_producer_consumer_finishes_with_events_waiting`], a runtime bug;
-//! `CHAOS_MIDDLE_REDELIVERY=1` brings them back.)
+//! its first failure.
 //!
 //! Every producer and producer_consumer records what its `handle_consumer_subscribe` and
 //! `handle_consumer_cancel` are told; some emit a few events of their own in `handle_consumer_cancel`
@@ -86,8 +84,7 @@
 //! - `CHAOS_SEED=1234`: only that seed, printed topology and all, `CHAOS_REPEAT` times (default 20),
 //!   since the schedule of a run is not deterministic even when its plan is;
 //! - `CHAOS_KEEP_GOING=1`: do not stop at the first failing seed, list them all;
-//! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000);
-//! - `CHAOS_MIDDLE_REDELIVERY=1`: producer_consumers may redeliver (see above).
+//! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000).
 //!
 //! The test prints how many runs restarted a stage, redelivered, reached a restart limit and named
 //! a poison event (`-- --nocapture` shows it).
@@ -552,17 +549,6 @@ impl Topology {
         }
         for middle in &mut self.middles {
             middle.policy = PolicyPlan::generate(rng, true);
-            // RUNTIME BUG (found by this test, left to the runtime's owner): a producer_consumer
-            // that redelivers ends `Finished` when its input ends while its consumers have no
-            // demand, with the events still waiting to be handed again counted as `Unhandled`:
-            // they are never handled (see `redelivering_producer_consumer_finishes_with_events_
-            // waiting`). Kept out of the random mix until fixed; `CHAOS_MIDDLE_REDELIVERY=1`
-            // brings it back.
-            if env("CHAOS_MIDDLE_REDELIVERY").is_none_or(|v| v == 0) {
-                if let Some(policy) = &mut middle.policy {
-                    policy.redeliver = false;
-                }
-            }
             strike(rng, &mut middle.strike);
         }
         for consumer in &mut self.consumers {
@@ -3386,71 +3372,6 @@ fn shrink() {
         break;
     }
     println!("shrunk to:\n{topology}");
-}
-
-/// RUNTIME BUG, found by the chaos test (seed 1536 with `CHAOS_MIDDLE_REDELIVERY=1`), left to the
-/// runtime's owner: a producer_consumer that redelivers hands the failed batch again only while
-/// its consumers have demand, but ends `Finished` as soon as its input has ended, even with events
-/// still waiting to be handed again; they are counted as `Unhandled` and never handled. Here the
-/// last batch (`5..10`) fails once, and the consumer takes one event at a time.
-#[test]
-#[ignore = "runtime bug: a redelivering producer_consumer finishes with events waiting"]
-fn redelivering_producer_consumer_finishes_with_events_waiting() {
-    struct FailsOnce(Arc<Mutex<bool>>);
-    impl ProducerConsumer for FailsOnce {
-        type Input = u64;
-        type Output = u64;
-        async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
-            if events.contains(&9) && !std::mem::replace(&mut *lock(&self.0), true) {
-                return Err("fails once, on the last batch".into());
-            }
-            Ok(events)
-        }
-    }
-    struct Collect(Arc<Mutex<Vec<u64>>>);
-    impl Consumer for Collect {
-        type Input = u64;
-        async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-            lock(&self.0).extend(events);
-            Ok(())
-        }
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let report = runtime.block_on(async {
-        let mut pipeline = Pipeline::new();
-        let numbers = pipeline.add_producer(genstage::from_iter(0..10u64));
-        let failed = Arc::new(Mutex::new(false));
-        let middle = pipeline.add_producer_consumer_with(move || FailsOnce(failed.clone()));
-        pipeline.set_restart(&middle, RestartPolicy::transient().redeliver());
-        let collect = pipeline.add_consumer(Collect(seen.clone()));
-        pipeline
-            .subscribe_with(&numbers, &middle, SubscribeOptions::new().max_demand(10))
-            .subscribe_with(
-                &middle,
-                &collect,
-                SubscribeOptions::new().max_demand(1).min_demand(0),
-            );
-        tokio::time::timeout(Duration::from_secs(10), pipeline.run())
-            .await
-            .expect("no hang")
-            .expect("one restart is allowed")
-    });
-    let middle = report.stage("FailsOnce").expect("in the report");
-    assert_eq!(
-        (
-            middle.restarts,
-            middle.redelivered,
-            middle.events_in,
-            middle.lost
-        ),
-        (1, 5, 10, 0),
-        "{report}"
-    );
-    assert_eq!(*lock(&seen), (0..10).collect::<Vec<_>>());
 }
 
 /// The generator makes valid topologies, and covers what the chaos test promises in its first 2 000
