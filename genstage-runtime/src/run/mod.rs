@@ -8,6 +8,7 @@ mod by_subscription;
 mod callback;
 mod demand_mode;
 mod inputs;
+mod kept;
 mod outputs;
 mod restarts;
 mod retry;
@@ -17,7 +18,6 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use crate::demand::BatchDemand;
 use crate::dispatcher::{Dispatch, PartitionFns, SubscriptionId};
 use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
@@ -26,16 +26,17 @@ use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLette
 use crate::options::DemandMode;
 use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Discard, Loss, LossReason, StageStatus};
-use crate::restart::{CopyBatch, NoInput, RestartPolicy};
+use crate::restart::{NoInput, RestartPolicy};
 use crate::stage::{Consumer, Emit, Producer, ProducerConsumer};
 use crate::subscription::{Demand, ManualAsks, SubscriptionTag};
 use callback::{call_serving, Called};
 use demand_mode::{DemandModes, Switch};
 pub(crate) use inputs::ReceivedCounts;
 use inputs::{Inputs, Step};
+use kept::{InHand, Kept};
 pub(crate) use outputs::SentCounts;
 use outputs::{ConsumerNotice, Outputs};
-use restarts::{farewell, Redelivery, Restarts};
+use restarts::{farewell, Restarts};
 use retry::Retry;
 
 pub(crate) use abort::Abort;
@@ -172,150 +173,6 @@ impl StageEnv {
         inputs: Option<&'a mut dyn ManualAsks>,
     ) -> Context<'a, S> {
         Context::new(&self.name, &*self.me, inputs)
-    }
-}
-
-/// The batch a stage's callback holds, while it holds one.
-struct InHand<T> {
-    /// Events handed to the callback that has not returned them yet: when the stage stops, the
-    /// batch its callback failed or panicked on.
-    batch: u64,
-    /// Whether that callback was dropped because the stage had to stop, rather than failed.
-    interrupted: bool,
-    /// The subscription the batch came on.
-    sub: Option<SubscriptionId>,
-    /// The ask the batch earns once handled: a restart makes it for the failed value.
-    ask: Option<BatchDemand>,
-    /// A copy of the batch, when the stage redelivers.
-    copy: Option<Vec<T>>,
-    /// How to copy a batch, when the stage redelivers.
-    copier: Option<CopyBatch<T>>,
-    /// The index of the event, when the batch is one event handed again.
-    redelivered: Option<usize>,
-}
-
-impl<T> InHand<T> {
-    /// Nothing in hand; each batch copied by `copier`, when the stage redelivers.
-    fn new(copier: Option<CopyBatch<T>>) -> Self {
-        InHand {
-            batch: 0,
-            interrupted: false,
-            sub: None,
-            ask: None,
-            copy: None,
-            copier,
-            redelivered: None,
-        }
-    }
-
-    /// The callback takes `events`, which came on `sub`: a batch that earns `ask`, or
-    /// (`redelivered`) one event handed again; kept for redelivery, when the stage redelivers.
-    #[inline]
-    fn take(
-        &mut self,
-        events: &[T],
-        sub: SubscriptionId,
-        ask: Option<BatchDemand>,
-        redelivered: Option<usize>,
-    ) {
-        self.batch = events.len() as u64;
-        self.sub = Some(sub);
-        self.ask = ask;
-        self.redelivered = redelivered;
-        if let Some(copier) = self.copier {
-            self.copy = Some(copier(events));
-        }
-    }
-
-    /// The callback returned the batch: nothing is in hand. (What else `take` set is read only
-    /// while a batch is.)
-    #[inline]
-    fn done(&mut self) {
-        self.batch = 0;
-        self.copy = None;
-    }
-
-    /// The subscription of the batch in hand, and its size.
-    fn held(&self) -> Option<(SubscriptionId, u64)> {
-        self.sub
-            .filter(|_| self.batch > 0)
-            .map(|sub| (sub, self.batch))
-    }
-
-    /// The index of the event in hand, when it is one event handed again: the poison event, if
-    /// the stage gives up on it.
-    fn poison(&self) -> Option<usize> {
-        self.redelivered.filter(|_| self.batch > 0)
-    }
-
-    /// Nothing is in hand.
-    fn clear(&mut self) {
-        *self = InHand::new(self.copier);
-    }
-}
-
-/// What a consumer's or producer_consumer's loop keeps across restarts of its stage.
-struct Kept<T> {
-    /// The batch its callback holds.
-    in_hand: InHand<T>,
-    /// Calls, casts and infos taken in and not yet opened.
-    letters: VecDeque<Letter>,
-    /// Events to hand again to the restarted stage.
-    redelivery: Redelivery<T>,
-    /// Events of batches its failed values held, lost, by subscription.
-    failed: Vec<(SubscriptionId, u64)>,
-    /// A restarted value is to be told of the stage's subscriptions.
-    announce: bool,
-}
-
-impl<T> Kept<T> {
-    /// Nothing yet; each batch copied by `copier`, when the stage redelivers.
-    fn new(copier: Option<CopyBatch<T>>) -> Self {
-        Kept {
-            in_hand: InHand::new(copier),
-            letters: VecDeque::new(),
-            redelivery: Redelivery::default(),
-            failed: Vec::new(),
-            announce: false,
-        }
-    }
-
-    /// After a restart: the batch the failed value held is lost, or queued to be handed again;
-    /// the ask it earned is made; the new value is to be told of its subscriptions.
-    fn restarted(&mut self, inputs: &Inputs<T>) {
-        let in_hand = &mut self.in_hand;
-        if let Some((sub, batch)) = in_hand.held() {
-            if let Some(demand) = in_hand.ask {
-                drop(inputs.ask(sub, demand));
-            }
-            match in_hand.copy.take() {
-                Some(events) => self.redelivery.again(in_hand.redelivered, sub, events),
-                None => self.failed.push((sub, batch)),
-            }
-        }
-        in_hand.clear();
-        self.announce = true;
-    }
-
-    /// Events of batches its failed values held, lost.
-    fn failed(&self) -> u64 {
-        self.failed.iter().map(|&(_, count)| count).sum()
-    }
-
-    /// Events of `sub` handed out and not handled: lost with the batches the stage's values failed
-    /// on, in hand when it stopped, or waiting to be handed again.
-    fn not_handled(&self, sub: SubscriptionId) -> u64 {
-        let failed: u64 = self
-            .failed
-            .iter()
-            .filter(|&&(failed, _)| failed == sub)
-            .map(|&(_, count)| count)
-            .sum();
-        let in_hand = match self.in_hand.held() {
-            Some((held, batch)) if held == sub => batch,
-            _ => 0,
-        };
-        failed + in_hand + self.redelivery.waiting_on(sub)
     }
 }
 
