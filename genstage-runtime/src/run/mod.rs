@@ -1,7 +1,9 @@
 //! The tokio task loops, one per role. Each owns a stage value and its mailbox, and drives the pure
 //! parts ([`Inputs`](inputs) for the consumer side, [`Outputs`](outputs) for the producer side) with
-//! the messages it receives. A loop returns when its stage is done; the pipeline then tells the
-//! stage's neighbours (see [`crate::pipeline`]).
+//! the messages it receives. A loop returns when its stage is done, or failed: then, if the stage's
+//! restart policy says so ([`restarts`]), the task makes a new value and runs the loop again with
+//! all it kept ([`kept`]); otherwise the pipeline tells the stage's neighbours (see
+//! [`crate::pipeline`]).
 
 mod abort;
 mod by_subscription;
