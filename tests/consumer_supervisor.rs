@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::prelude::*;
-use genstage::{CountChildren, DemandError, LossReason, ProducerRef, Report, StageReport};
+use genstage::{
+    ConsumerRef, CountChildren, DemandError, LossReason, ProducerRef, Report, StageReport,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// How a gated child ends.
@@ -196,6 +198,18 @@ fn losses(stage: &StageReport) -> Vec<(u64, LossReason)> {
         .collect()
 }
 
+/// Starts `producer -> jobs = supervisor`: the running pipeline and the supervisor's reference.
+fn start_jobs<P: Producer<Output = u32>, C: Child<u32>>(
+    producer: P,
+    supervisor: ConsumerSupervisor<u32, C>,
+) -> (PipelineHandle, ConsumerRef<ConsumerSupervisor<u32, C>>) {
+    let mut pipeline = Pipeline::new();
+    let queue = pipeline.add_producer(producer);
+    let jobs = pipeline.add_consumer_named("jobs", supervisor);
+    pipeline.subscribe(&queue, &jobs);
+    (pipeline.start(), jobs)
+}
+
 /// 181: the supervisor's subscription options are checked as any consumer's.
 #[tokio::test]
 async fn s181_bad_subscription_options_are_refused_by_run() {
@@ -349,14 +363,10 @@ async fn s184_children_failing_at_once_leave_no_child() {
 async fn s185_max_demand_one_runs_one_child_at_a_time() {
     let (child, concurrency, mut children) = gated();
     let (listed, demands) = Listed::new(6);
-    let mut pipeline = Pipeline::new();
-    let queue = pipeline.add_producer(listed);
-    let jobs = pipeline.add_consumer_named(
-        "jobs",
+    let (running, jobs) = start_jobs(
+        listed,
         ConsumerSupervisor::new(child).max_demand(1).min_demand(0),
     );
-    pipeline.subscribe(&queue, &jobs);
-    let running = pipeline.start();
     // GenStage's queue [:ok2, :error, :ignore, :ok2, :ok2, :ok2].
     let ends = [
         End::Succeed,
@@ -389,17 +399,13 @@ async fn s185_max_demand_one_runs_one_child_at_a_time() {
 async fn s186_restarting_children_count_against_max_demand() {
     let (child, concurrency, mut children) = gated();
     let (listed, demands) = Listed::new(3);
-    let mut pipeline = Pipeline::new();
-    let queue = pipeline.add_producer(listed);
-    let jobs = pipeline.add_consumer_named(
-        "jobs",
+    let (running, _) = start_jobs(
+        listed,
         ConsumerSupervisor::new(child)
             .transient()
             .max_demand(1)
             .min_demand(0),
     );
-    pipeline.subscribe(&queue, &jobs);
-    let running = pipeline.start();
     let script = [
         (0, End::Fail),
         (0, End::Panic),
@@ -543,14 +549,10 @@ async fn s187_a_failed_producer_on_a_permanent_subscription_stops_the_children()
 async fn s188_a_high_min_demand_asks_once_two_children_have_ended() {
     let (child, concurrency, mut children) = gated();
     let (listed, demands) = Listed::new(10);
-    let mut pipeline = Pipeline::new();
-    let queue = pipeline.add_producer(listed);
-    let jobs = pipeline.add_consumer_named(
-        "jobs",
+    let (running, jobs) = start_jobs(
+        listed,
         ConsumerSupervisor::new(child).max_demand(3).min_demand(2),
     );
-    pipeline.subscribe(&queue, &jobs);
-    let running = pipeline.start();
     let mut started: VecDeque<Started> = VecDeque::new();
     for _ in 0..3 {
         started.push_back(next_start(&mut children).await);
@@ -593,14 +595,10 @@ async fn s189_a_low_min_demand_asks_only_for_children_that_ended() {
     let (child, concurrency, mut children) = gated();
     let (mut listed, demands) = Listed::new(4);
     listed.short = Some(2);
-    let mut pipeline = Pipeline::new();
-    let queue = pipeline.add_producer(listed);
-    let jobs = pipeline.add_consumer_named(
-        "jobs",
+    let (running, _) = start_jobs(
+        listed,
         ConsumerSupervisor::new(child).max_demand(3).min_demand(0),
     );
-    pipeline.subscribe(&queue, &jobs);
-    let running = pipeline.start();
     let mut started = Vec::new();
     for _ in 0..3 {
         started.push(next_start(&mut children).await);
