@@ -1493,7 +1493,7 @@ impl Fuse {
         };
         match self.strike {
             Some(s) if s.at == calls || s.sticky && self.sticks_to_calls && calls > s.at => {
-                self.blow(s.fault, false, Vec::new(), None)
+                self.blow(s.fault, false, Vec::new(), None, &self.at_call())
             }
             _ => Ok(()),
         }
@@ -1522,15 +1522,15 @@ impl Fuse {
         })
     }
 
-    /// Records the fault and strikes.
+    /// Records the fault and strikes, saying where (`at call 3`, `in a cancel`).
     fn blow<T>(
         &self,
         fault: Fault,
         in_events: bool,
         batch: Vec<Event>,
         again: Option<usize>,
+        place: &str,
     ) -> StageResult<T> {
-        let calls = self.progress().calls;
         let blow = Blow {
             fault,
             in_events,
@@ -1545,9 +1545,14 @@ impl Fuse {
             .push(blow);
         drop(ledger);
         match fault {
-            Fault::Error => Err(format!("{} failed at call {calls}", self.stage).into()),
-            Fault::Panic => panic!("{INJECTED} in {} at call {calls}", self.stage),
+            Fault::Error => Err(format!("{} failed {place}", self.stage).into()),
+            Fault::Panic => panic!("{INJECTED} in {} {place}", self.stage),
         }
+    }
+
+    /// Where the stage's last call was, for a fault's message.
+    fn at_call(&self) -> String {
+        format!("at call {}", self.progress().calls)
     }
 
     /// `handle_events` with `events` fails as `fail` says, after handling the first events.
@@ -1558,7 +1563,7 @@ impl Fuse {
             ledger.partial.push((self.stage.clone(), event));
         }
         drop(ledger);
-        self.blow(fault, true, events, fail.again)
+        self.blow(fault, true, events, fail.again, &self.at_call())
     }
 
     /// Counts a call to `handle_consumer_cancel` (as a callback call: a [`Strike`] may fall on it)
@@ -1571,25 +1576,7 @@ impl Fuse {
             progress.cancels
         };
         match on_cancel.fault {
-            Some(fault) if cancels == 1 => {
-                let blow = Blow {
-                    fault,
-                    in_events: false,
-                    batch: Vec::new(),
-                    again: None,
-                };
-                let mut ledger = lock(&self.ledger);
-                ledger
-                    .blows
-                    .entry(self.stage.clone())
-                    .or_default()
-                    .push(blow);
-                drop(ledger);
-                match fault {
-                    Fault::Error => Err(format!("{} failed in a cancel", self.stage).into()),
-                    Fault::Panic => panic!("{INJECTED} in {} in a cancel", self.stage),
-                }
-            }
+            Some(fault) if cancels == 1 => self.blow(fault, false, Vec::new(), None, "in a cancel"),
             _ => Ok(()),
         }
     }
