@@ -2,14 +2,15 @@
 //! through a channel, and is woken for them by an info to its own mailbox.
 //!
 //! A child's task sends its [`Note`] on the supervisor's channel, then posts a [`ChildNotes`] info
-//! to the stage unless one is on its way already ([`Wake::pending`]): the stage's `handle_info`
-//! takes every note in the channel, so one info serves all the notes sent before it is handled.
+//! to the stage: the stage's `handle_info` takes every note in the channel, so one info serves all
+//! the notes sent before it is handled, and the infos behind it find the channel empty. (One info
+//! per note, rather than a flag saying one is on its way: a child is a task, whose cost dwarfs a
+//! letter's, and no synchronisation of our own is needed.)
 //! Once the stage's input has ended, the runtime keeps it running while it has children
 //! (`Consumer::__busy`), so their notes still reach it this way until the last one has ended.
 
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -42,10 +43,6 @@ pub(super) struct ChildNotes;
 pub(super) struct Wake {
     /// The stage's mailbox; set when its first subscription is made, before any event arrives.
     port: OnceLock<Box<dyn PostLetter>>,
-    /// A [`ChildNotes`] info has been posted and not yet handled: a note sent now will be read by
-    /// it. Cleared by the stage (a swap, so that a task's swap is ordered with it) before it reads
-    /// the channel.
-    pending: AtomicBool,
     /// Writes the info, for the supervisor's type.
     letter: fn() -> Letter,
 }
@@ -58,7 +55,6 @@ impl Wake {
     {
         Wake {
             port: OnceLock::new(),
-            pending: AtomicBool::new(false),
             letter: || {
                 typed_info_letter::<ConsumerSupervisor<T, C>, ChildNotes, Infallible>(ChildNotes)
             },
@@ -67,11 +63,9 @@ impl Wake {
 
     /// Called by a child's task once its note is sent.
     fn wake(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            if let Some(port) = self.port.get() {
-                // A stage that has stopped takes no more mail, and needs none.
-                port.post((self.letter)());
-            }
+        if let Some(port) = self.port.get() {
+            // A stage that has stopped takes no more mail, and needs none.
+            port.post((self.letter)());
         }
     }
 }
@@ -303,7 +297,6 @@ where
     /// Takes in every note sent so far: asks for the slots freed, restarts the failed `transient`
     /// children, or fails when the restart intensity is exceeded.
     async fn handle_info(&mut self, _: ChildNotes, ctx: &mut Context<'_, Self>) -> StageResult<()> {
-        self.wake.pending.swap(false, Ordering::AcqRel);
         let mut failure = None;
         while let Ok(note) = self.notes.try_recv() {
             match self.take(note) {
