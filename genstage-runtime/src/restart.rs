@@ -120,7 +120,8 @@ impl<T> RestartPolicy<T> {
     }
 
     /// At most `max` restarts within any `within` (OTP's `max_restarts` and `max_seconds`); one
-    /// more stops the stage for good. `max = 0` stops it at its first failure.
+    /// more stops the stage for good. `max = 0` stops it at its first failure; a `within` of zero
+    /// holds no earlier restart, so the stage is restarted without limit.
     pub const fn max_restarts(mut self, max: u32, within: Duration) -> Self {
         self.max_restarts = max;
         self.within = within;
