@@ -1045,3 +1045,79 @@ async fn a_redelivering_producer_consumer_hands_everything_again_before_it_finis
     assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<_>>());
     assert!(report.balanced(), "{report}");
 }
+
+/// Emits 0..5, then fails.
+struct FailsAfterFive(bool);
+
+impl Producer for FailsAfterFive {
+    type Output = u64;
+    async fn handle_demand(&mut self, _: usize) -> StageResult<Emit<u64>> {
+        if std::mem::replace(&mut self.0, true) {
+            return Err("a failed".into());
+        }
+        Ok(Emit::more((0..5).collect()))
+    }
+}
+
+/// Transient; its `handle_cancel` fails the first `fails` times.
+struct CancelFails(Arc<AtomicUsize>);
+
+impl Consumer for CancelFails {
+    type Input = u64;
+    async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+    async fn handle_cancel(
+        &mut self,
+        _: &Subscription,
+        _: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        match self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        {
+            Ok(_) => Err("handle_cancel failed".into()),
+            Err(_) => Ok(()),
+        }
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+/// Found by a probe: a transient consumer subscribed permanently to `a` and `b` must stop when `a`
+/// fails, also when its `handle_cancel` fails on being told: it was restarted instead, and went on
+/// with `b`, which never ends, so the run never did.
+#[tokio::test]
+async fn a_failing_handle_cancel_does_not_rescue_a_consumer_from_its_permanent_subscription() {
+    for cancel_fails in [0, 1] {
+        // `b` stays open: the test holds its sender to the end.
+        let (_sender, b) = genstage::from_channel::<u64>(10);
+        let mut pipeline = Pipeline::new();
+        let a = pipeline.add_producer_as(Some("a".into()), FailsAfterFive(false));
+        let b = pipeline.add_producer_as(Some("b".into()), b);
+        let fails = Arc::new(AtomicUsize::new(cancel_fails));
+        let consumer = pipeline.add_consumer_with(move || CancelFails(fails.clone()));
+        let permanent = SubscribeOptions::new().cancel(genstage::CancelMode::Permanent);
+        pipeline
+            .subscribe_with(&a, &consumer, permanent)
+            .subscribe_with(&b, &consumer, permanent);
+        let (report, error) = report_of(guard(pipeline.run()).await);
+        assert!(
+            matches!(error, Some(PipelineError::StageFailed { ref stage, .. }) if stage == "a"),
+            "{error:?}"
+        );
+        let consumer = stage(&report, "CancelFails");
+        assert_eq!(consumer.restarts, 0, "{report}");
+        let expected = if cancel_fails == 0 {
+            StageStatus::Cancelled {
+                cause: Some("a".into()),
+            }
+        } else {
+            StageStatus::Failed("handle_cancel failed".into())
+        };
+        assert_eq!(consumer.status, expected, "{report}");
+        assert!(report.balanced(), "{report}");
+    }
+}

@@ -103,6 +103,9 @@ pub(super) struct Kept<T> {
     failed: Vec<(SubscriptionId, u64)>,
     /// A restarted value is to be told of the stage's subscriptions.
     pub(super) announce: bool,
+    /// The stage is told that a producer whose failure stops it ended: it is not restarted, even
+    /// if that callback fails.
+    pub(super) stopping: bool,
 }
 
 impl<T> Kept<T> {
@@ -114,6 +117,7 @@ impl<T> Kept<T> {
             redelivery: Redelivery::default(),
             failed: Vec::new(),
             announce: false,
+            stopping: false,
         }
     }
 

@@ -707,7 +707,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if outputs.failure().is_some() {
             break (exit, aborted);
         }
-        if !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
+        if kept.stopping || !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
             break (exit, aborted);
         }
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
@@ -801,6 +801,7 @@ async fn transform<S: ProducerConsumer>(
         in_hand,
         letters,
         redelivery,
+        stopping,
         ..
     } = kept;
     'run: loop {
@@ -870,6 +871,9 @@ async fn transform<S: ProducerConsumer>(
                     reason,
                     stop,
                 } => {
+                    // A stage stopping for its producer's failure stops, whatever its callback
+                    // does: a failure there must not restart it.
+                    *stopping = stop.is_some();
                     let mut ctx = env.context(Some(&mut *inputs));
                     match stage.handle_cancel(&subscription, &reason, &mut ctx).await {
                         Ok(emitted) => {
@@ -982,7 +986,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
     let (exit, aborted) = loop {
         let stage_loop = consume(&mut stage, &env, &mut mailbox, &mut inputs, &mut kept);
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
-        if !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
+        if kept.stopping || !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
             break (exit, aborted);
         }
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
@@ -1083,6 +1087,7 @@ async fn consume<C: Consumer>(
         in_hand,
         letters,
         redelivery,
+        stopping,
         ..
     } = kept;
     'run: loop {
@@ -1120,6 +1125,8 @@ async fn consume<C: Consumer>(
                     reason,
                     stop,
                 } => {
+                    // As for a producer_consumer (see `transform`).
+                    *stopping = stop.is_some();
                     let mut ctx = env.context(Some(&mut *inputs));
                     if let Err(error) = stage.handle_cancel(&subscription, &reason, &mut ctx).await
                     {
