@@ -2,10 +2,8 @@
 //! the restart policy each option combination gives the role trait, that `#[stage]` stages are
 //! rebuildable, that `pipeline!` adds a stage whose expression stands on its own with a
 //! constructor (which `run()` accepts for a restarted stage) and any other as a value (which
-//! `run()` refuses with `PipelineError::NotRebuildable`).
-//!
-//! The tests marked `` need a failed stage to be restarted
-//! for real.
+//! `run()` refuses with `PipelineError::NotRebuildable`), and that a stage rebuilt by evaluating
+//! its expression again is restarted for real.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -193,7 +191,7 @@ async fn a_restarted_stage_whose_expression_uses_a_local_is_not_rebuildable() {
     );
     assert_eq!(
         error.to_string(),
-        "stage `sink` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that uses no local variable"
+        "stage `sink` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
     );
     // Refused before it ran.
     assert!(store.lock().unwrap().is_empty());
@@ -336,4 +334,38 @@ async fn a_failed_stage_is_rebuilt_by_evaluating_its_expression_again() {
     handled.sort_unstable();
     handled.dedup();
     assert_eq!(handled, (0..10).collect::<Vec<u64>>());
+}
+
+/// Records what it handles; never restarted.
+struct Kept(Arc<Mutex<Vec<u64>>>);
+
+#[stage(consumer)]
+impl Kept {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.0.lock().unwrap().extend(events);
+    }
+}
+
+/// Found by a probe: a stage expression that calls a local closure compiled before restarts came,
+/// and must still: a bare-named call may be of a local closure, so `pipeline!` evaluates it once,
+/// as a value, whether the closure borrows a local or is `FnOnce`.
+#[tokio::test]
+async fn a_stage_made_by_a_local_closure_is_added_as_a_value() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // Borrows `seen`.
+    let make = || Kept(seen.clone());
+    let report = pipeline! { from_iter(0..10u64) -> make() }
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stage("Kept").unwrap().events_in, 10);
+    // Moves its capture out: `FnOnce`.
+    let s = seen.clone();
+    let once = move || Kept(s);
+    let report = pipeline! { from_iter(0..10u64) -> once() }
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stage("Kept").unwrap().events_in, 10);
+    assert_eq!(seen.lock().unwrap().len(), 20);
 }

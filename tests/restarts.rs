@@ -570,7 +570,7 @@ async fn a_stage_restarted_but_added_as_a_value_is_refused_by_run() {
     assert!(matches!(error, PipelineError::NotRebuildable { ref stage, .. } if stage == "Collect"));
     assert_eq!(
         error.to_string(),
-        "stage `Collect` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that uses no local variable"
+        "stage `Collect` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
     );
 }
 

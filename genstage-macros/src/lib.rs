@@ -487,16 +487,17 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// evaluating its expression again, when the expression **stands on its own**: it uses no local
 /// variable and no `self`, and contains no `?`, `.await`, `return`, `break`, `continue` or macro
 /// call (those inside a closure or loop of the expression itself are its own). `Counter::new(0)`,
-/// `Flaky { fail_on: 3 }`, `Worker`, `from_iter(0..10)`, `from_iter((0..20u64).map(|n| 2 * n))`
-/// and `Worker::new(LIMIT)` stand on their own; `Worker::new(cfg.clone())`, `Queue::new(rx)`,
-/// `Counter { next: 0, end }` (`end` is a local), `load()?`, `self.worker()` and
-/// `from_iter(vec![1, 2])` do not.
+/// `Flaky { fail_on: 3 }`, `Worker`, `genstage::from_iter((0..20u64).map(|n| 2 * n))` and
+/// `Worker::new(LIMIT)` stand on their own; `Worker::new(cfg.clone())`, `Queue::new(rx)`,
+/// `Counter { next: 0, end }` (`end` is a local), `make()` and `from_iter(0..10)` (a bare-named
+/// call may be of a local closure), `load()?` and `self.worker()` do not.
 ///
 /// The test is syntactic and errs on the safe side: every single-segment path the expression
-/// uses as a value (not a called function's name such as `from_iter`, a method name, or a struct
-/// name) must be bound inside the expression (a closure's parameter, a `let` of one of its
-/// blocks, a `match` arm's pattern) or start with an upper-case letter (a constant, a unit
-/// struct); anything else counts as a local. Such an expression becomes the body of a closure,
+/// uses (not a method name or a struct name), a called one included, must be bound inside the
+/// expression (a closure's parameter, a `let` of one of its blocks, a `match` arm's pattern) or
+/// start with an upper-case letter (a constant, a unit or tuple struct); anything else counts as
+/// a local. A function is called by its path (`genstage::from_iter(…)`, `self::make()`) to be
+/// evaluated again. Such an expression becomes the body of a closure,
 /// `move || expr`, called once as the stage is added (so it is evaluated once per instance, as
 /// before) and at each restart, and given to `Stage::add_with`; each instance of a group has its
 /// own. Every other expression is evaluated once and added as a value (`Stage::add_to`): a stage

@@ -272,7 +272,7 @@ impl fmt::Display for PipelineError {
             }
             PipelineError::NotRebuildable { stage, restart } => write!(
                 f,
-                "stage `{stage}` is restarted ({restart}), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that uses no local variable"
+                "stage `{stage}` is restarted ({restart}), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
             ),
             PipelineError::RestartLimit {
                 stage,

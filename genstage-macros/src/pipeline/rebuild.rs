@@ -6,11 +6,14 @@
 //! call would find them gone), and it contains nothing whose meaning depends on the function
 //! around it (`?`, `.await`, `return`, `break`, `continue`), nor a macro call, whose tokens the
 //! macro cannot read. The test is syntactic and conservative: every single-segment path in
-//! expression position (other than a call's callee, such as `from_iter` in `from_iter(0..10)`)
-//! must be bound inside the expression (a closure's parameter, a `let` of one of its blocks, a
-//! `match` arm's pattern) or start with an upper-case letter (a constant, a unit struct, a const
-//! parameter); anything the visitor does not know (an item inside the expression, `let` in a
-//! condition chain, a labelled `break`) counts as using a local.
+//! expression position must be bound inside the expression (a closure's parameter, a `let` of one
+//! of its blocks, a `match` arm's pattern) or start with an upper-case letter (a constant, a unit
+//! or tuple struct, a const parameter); anything the visitor does not know (an item inside the
+//! expression, `let` in a condition chain, a labelled `break`) counts as using a local. So does a
+//! call of a bare lower-case name (`make()`, `from_iter(0..10)`): it may be a local closure, which
+//! the constructor would take (and one that is `FnOnce`, or borrows, would no longer compile); a
+//! function is called by its path (`genstage::from_iter(…)`, `self::make()`) to be evaluated
+//! again.
 
 use std::collections::HashSet;
 
@@ -93,15 +96,9 @@ impl<'ast> Visit<'ast> for Check {
                 // Its generic arguments: types, which may hold a macro.
                 visit::visit_expr_path(self, path);
             }
+            // A bare callee is a path like any other: a local closure, perhaps.
             Expr::Call(call) => {
-                match &*call.func {
-                    // A function's name (`from_iter`), taken for an item: only its generic
-                    // arguments are walked.
-                    Expr::Path(path) if path.qself.is_none() && path.path.segments.len() == 1 => {
-                        visit::visit_expr_path(self, path)
-                    }
-                    callee => self.visit_expr(callee),
-                }
+                self.visit_expr(&call.func);
                 for arg in &call.args {
                     self.visit_expr(arg);
                 }
@@ -263,8 +260,12 @@ mod tests {
             ("Counter::new(0)", true),
             ("Flaky { fail_on: 3 }", true),
             ("Worker", true),
-            ("from_iter(0..10)", true),
-            ("from_iter((0..20u64).map(|n| 2 * n))", true),
+            ("genstage::from_iter(0..10)", true),
+            ("from_iter(0..10)", false),
+            ("make()", false),
+            ("self::make()", true),
+            ("Store(3)", true),
+            ("genstage::from_iter((0..20u64).map(|n| 2 * n))", true),
             ("Counter { next: 0, end: Some(100) }", true),
             ("Printer::next()", true),
             ("Worker::new(LIMIT)", true),
@@ -272,12 +273,12 @@ mod tests {
             ("Forward::<fn() -> u64>::new()", true),
             ("Worker::new(<u64 as Default>::default())", true),
             ("Label::new(String::from(\"a\"))", true),
-            ("from_iter(0..N as u64)", true),
+            ("genstage::from_iter(0..N as u64)", true),
             ("{ let n = 3; Worker::new(n) }", true),
-            ("from_iter((0..10).map(|n| match n { 0 => 1, m => m * 2 }))", true),
-            ("from_iter((0..10).filter_map(|s: u64| Some(s.checked_add(1)?)))", true),
-            ("from_iter((0..10).map(|n| { if let Some(m) = n.checked_sub(1) { m } else { 0 } }))", true),
-            ("from_iter({ let mut v = Vec::new(); for i in 0..3 { if i == 2 { break; } v.push(i); } v })", true),
+            ("genstage::from_iter((0..10).map(|n| match n { 0 => 1, m => m * 2 }))", true),
+            ("genstage::from_iter((0..10).filter_map(|s: u64| Some(s.checked_add(1)?)))", true),
+            ("genstage::from_iter((0..10).map(|n| { if let Some(m) = n.checked_sub(1) { m } else { 0 } }))", true),
+            ("genstage::from_iter({ let mut v = Vec::new(); for i in 0..3 { if i == 2 { break; } v.push(i); } v })", true),
             ("Worker::new(cfg.clone())", false),
             ("Counter { next: 0, end }", false),
             ("Counter { next: 0, end: end }", false),
@@ -285,7 +286,7 @@ mod tests {
             ("x?", false),
             ("Worker::new(load()?)", false),
             ("Worker::new(format!(\"{}\", 1))", false),
-            ("from_iter(vec![1, 2, 3])", false),
+            ("genstage::from_iter(vec![1, 2, 3])", false),
             ("self.x", false),
             ("Worker::new(self)", false),
             ("worker", false),
@@ -295,13 +296,13 @@ mod tests {
             ("Worker::new(if ready { 1 } else { 2 })", false),
             ("{ let n = m; Worker::new(n) }", false),
             ("{ Worker::new(n); let n = 1; }", false),
-            ("from_iter((0..10).map(|n| n + offset))", false),
+            ("genstage::from_iter((0..10).map(|n| n + offset))", false),
             ("Worker::new(&data)", false),
-            ("from_iter(items.into_iter())", false),
+            ("genstage::from_iter(items.into_iter())", false),
             ("Worker::new(Config { ..base })", false),
             ("{ fn helper() -> u64 { 1 } Worker::new(helper()) }", false),
             ("Worker::new(Vec::<ty!()>::new())", false),
-            ("from_iter((0..3).map(|n| match n { id!() => 1, _ => 0 }))", false),
+            ("genstage::from_iter((0..3).map(|n| match n { id!() => 1, _ => 0 }))", false),
             ("Worker::new(if let Some(x) = y { x } else { 0 })", false),
             ("Worker::new(if let Some(x) = Some(1) { x } else { x })", false),
         ];

@@ -644,8 +644,13 @@ fn a_stage_expression_that_stands_alone_is_added_with_a_constructor() {
         adds.into_iter().map(|(_, kind)| kind).collect()
     };
     assert_eq!(
-        adds("from_iter(0..10) -> Counter::new(0) -> Worker"),
+        adds("genstage::from_iter(0..10) -> Counter::new(0) -> Worker"),
         ["rebuilt", "rebuilt", "rebuilt"]
+    );
+    // A bare-named call may be of a local closure: evaluated once.
+    assert_eq!(
+        adds("from_iter(0..10) -> make() -> Worker"),
+        ["value", "value", "rebuilt"]
     );
     assert_eq!(
         adds("Queue::new(rx) -> Worker::new(cfg.clone()) -> Counter { next: 0, end }"),
@@ -656,10 +661,11 @@ fn a_stage_expression_that_stands_alone_is_added_with_a_constructor() {
         ["value", "rebuilt"]
     );
     // A rebuilt stage's expression is the body of a closure, evaluated once for the first value.
-    let expansion = expansion_of("from_iter(0..10) -> Worker");
+    let expansion = expansion_of("genstage::from_iter(0..10) -> Worker");
     assert!(
-        expansion
-            .contains("let __build = move || from_iter (0 .. 10) ; let __value = __build () ;"),
+        expansion.contains(
+            "let __build = move || genstage :: from_iter (0 .. 10) ; let __value = __build () ;"
+        ),
         "{expansion}"
     );
     assert_eq!(
