@@ -1121,3 +1121,47 @@ async fn a_failing_handle_cancel_does_not_rescue_a_consumer_from_its_permanent_s
         assert!(report.balanced(), "{report}");
     }
 }
+
+/// Fails on 7; its `terminate` after that failure waits until aborted (telling `closing`).
+struct SlowFarewell(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Consumer for SlowFarewell {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.contains(&7) {
+            return Err("SlowFarewell failed on 7".into());
+        }
+        Ok(())
+    }
+    async fn terminate(&mut self, status: &StageStatus) {
+        if matches!(status, StageStatus::Failed(_)) {
+            let _ = self.0.send(());
+            std::future::pending::<()>().await;
+        }
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::new().max_demand(10).min_demand(5)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+/// Found by a probe: aborted while its failed value's `terminate` runs, a stage lost the batch that
+/// value failed on to its failure (`FailedBatch`), not to the abort.
+#[tokio::test]
+async fn an_abort_during_the_failed_values_terminate_reports_the_failed_batch_as_failed() {
+    let (tx, mut closing) = tokio::sync::mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..100u64));
+    let consumer = pipeline.add_consumer_with(move || SlowFarewell(tx.clone()));
+    pipeline.subscribe(&numbers, &consumer);
+    let running = pipeline.start();
+    guard(closing.recv()).await.expect("terminating");
+    let (report, _) = report_of(guard(running.abort()).await);
+    let farewell = stage(&report, "SlowFarewell");
+    assert_eq!((farewell.restarts, farewell.events_in), (0, 5), "{report}");
+    assert_eq!(farewell.status, StageStatus::Aborted);
+    assert_eq!(lost(farewell, LossReason::FailedBatch), 5, "{report}");
+    assert!(report.balanced(), "{report}");
+}

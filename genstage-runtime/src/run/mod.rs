@@ -710,8 +710,10 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if kept.stopping || !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
             break (exit, aborted);
         }
+        // Aborted while the failed value says farewell: its batch was lost to its failure, not to
+        // the abort.
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
-            break (Exit::Aborted, true);
+            break (Exit::Aborted, false);
         }
         match restarts.rebuild() {
             Ok(restarted) => stage = restarted,
@@ -989,8 +991,10 @@ pub(crate) async fn run_consumer<C: Consumer>(
         if kept.stopping || !restarts.wanted(&env.name, &exit, false, kept.in_hand.poison()) {
             break (exit, aborted);
         }
+        // Aborted while the failed value says farewell: its batch was lost to its failure, not to
+        // the abort.
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
-            break (Exit::Aborted, true);
+            break (Exit::Aborted, false);
         }
         // A ConsumerSupervisor's children go with its value.
         children_lost.extend(stage.__child_losses());
