@@ -516,9 +516,12 @@ pub trait Consumer: Send + 'static {
     /// lost after all, by the subscription they came on and the reason, since the last call. A
     /// [`ConsumerSupervisor`](crate::ConsumerSupervisor)'s children that failed for good
     /// ([`LossReason::ChildFailed`]), and those still alive, which it aborts now
-    /// ([`LossReason::Unhandled`]). The report counts them lost, not handled. None by default.
+    /// ([`LossReason::Unhandled`]), once they have stopped. The report counts them lost, not
+    /// handled. None by default.
     #[doc(hidden)]
-    fn __child_losses(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
-        Vec::new()
+    fn __child_losses(
+        &mut self,
+    ) -> impl Future<Output = Vec<(Option<SubscriptionTag>, LossReason, u64)>> + Send {
+        std::future::ready(Vec::new())
     }
 }

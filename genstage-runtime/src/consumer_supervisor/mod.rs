@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use crate::options::SubscribeOptions;
 use crate::restart::{Intensity, DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW};
@@ -132,7 +132,7 @@ pub struct ConsumerSupervisor<T, C> {
     /// A copy of the event of each `transient` child alive, for its restarts; empty otherwise.
     events: HashMap<ChildId, T>,
     /// The task of each child alive, running or waiting to restart.
-    tasks: HashMap<ChildId, AbortHandle>,
+    tasks: HashMap<ChildId, JoinHandle<()>>,
     /// Where children's tasks tell how they ended (and when a delayed restart runs).
     notes: mpsc::UnboundedReceiver<Note>,
     notes_to: mpsc::UnboundedSender<Note>,

@@ -116,7 +116,7 @@ where
             let _ = notes.send(Note::Exited(id, exit));
             wake.wake();
         });
-        self.tasks.insert(id, task.abort_handle());
+        self.tasks.insert(id, task);
     }
 
     /// Starts a child for `event`, from the subscription of the batch in hand.
@@ -187,11 +187,19 @@ where
         });
     }
 
-    /// Aborts every child left, and takes in the ends that came first (no restart now): the
-    /// events lost since the last call, by subscription and reason.
-    fn abandon(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
-        for (_, task) in self.tasks.drain() {
+    /// Aborts every child left and waits until none runs (a child's task polled on another worker
+    /// when aborted ends that poll first), so that a value built to replace this one never has
+    /// more than `max_demand` children alive beside them, and every end that came first is in the
+    /// channel; takes those in (no restart now). Returns the events lost since the last call, by
+    /// subscription and reason.
+    async fn abandon(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
+        let tasks: Vec<_> = self.tasks.drain().map(|(_, task)| task).collect();
+        for task in &tasks {
             task.abort();
+        }
+        for task in tasks {
+            // Cancelled, or ended first: either way it runs no more.
+            let _ = task.await;
         }
         let restart = self.supervision.restart();
         self.supervision.set_restart(Restart::Temporary);
@@ -282,8 +290,8 @@ where
         self.from = Some(subscription);
     }
 
-    fn __child_losses(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
-        self.abandon()
+    async fn __child_losses(&mut self) -> Vec<(Option<SubscriptionTag>, LossReason, u64)> {
+        self.abandon().await
     }
 }
 

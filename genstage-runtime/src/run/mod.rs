@@ -997,7 +997,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
             break (Exit::Aborted, false);
         }
         // A ConsumerSupervisor's children go with its value.
-        children_lost.extend(stage.__child_losses());
+        children_lost.extend(stage.__child_losses().await);
         match restarts.rebuild() {
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),
@@ -1024,7 +1024,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
         |sub, count| inputs.left(sub, count),
     );
     // A ConsumerSupervisor's events whose children failed, or were aborted: lost, not handled.
-    children_lost.extend(stage.__child_losses());
+    children_lost.extend(stage.__child_losses().await);
     let mut child_losses = 0;
     for &(_, reason, count) in &children_lost {
         Loss::add(&mut losses, count, reason);
