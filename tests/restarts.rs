@@ -1165,3 +1165,86 @@ async fn an_abort_during_the_failed_values_terminate_reports_the_failed_batch_as
     assert_eq!(lost(farewell, LossReason::FailedBatch), 5, "{report}");
     assert!(report.balanced(), "{report}");
 }
+
+/// A GenStage RateLimiter: manual, asks `ALLOWANCE` per tick; each tick carries the value that
+/// set it. Its first value fails on 3.
+struct Limiter {
+    value: usize,
+    tag: Option<SubscriptionTag>,
+    foreign: Arc<AtomicUsize>,
+}
+
+/// A tick, set by the value it names.
+struct Allow(usize);
+
+const ALLOWANCE: usize = 2;
+
+impl Consumer for Limiter {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.tag = Some(subscription.tag());
+        let _ = ctx.ask(subscription.tag(), ALLOWANCE);
+        ctx.info_after(Duration::from_millis(10), Allow(self.value));
+        Demand::Manual
+    }
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if self.value == 0 && events.contains(&3) {
+            return Err("Limiter failed on 3".into());
+        }
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::new().max_demand(ALLOWANCE).min_demand(0)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+impl genstage::HandleInfo<Allow> for Limiter {
+    type Emitted = ();
+    async fn handle_info(
+        &mut self,
+        Allow(set_by): Allow,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        if set_by != self.value {
+            self.foreign.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(tag) = self.tag {
+            let _ = ctx.ask(tag, ALLOWANCE);
+        }
+        ctx.info_after(Duration::from_millis(10), Allow(self.value));
+        Ok(())
+    }
+}
+
+/// Found by a probe: in GenStage a restarted stage is a new process, and the timers of the old one
+/// die with it. Here the failed value's tick went on in the new value, which then had two tick
+/// chains and asked its allowance twice per interval.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_value_gets_nothing_its_failed_value_sent_itself() {
+    let foreign = Arc::new(AtomicUsize::new(0));
+    let values = Arc::new(AtomicUsize::new(0));
+    let f = foreign.clone();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..40u64));
+    let limiter = pipeline.add_consumer_with(move || Limiter {
+        value: values.fetch_add(1, Ordering::Relaxed),
+        tag: None,
+        foreign: f.clone(),
+    });
+    pipeline.subscribe(&numbers, &limiter);
+    let report = guard(pipeline.run()).await.expect("one restart");
+    assert_eq!(stage(&report, "Limiter").restarts, 1);
+    assert_eq!(
+        foreign.load(Ordering::Relaxed),
+        0,
+        "ticks set by the failed value"
+    );
+    assert!(report.balanced(), "{report}");
+}

@@ -8,7 +8,8 @@
 //! `handle_subscribe` and `handle_consumer_subscribe` are called for each, as for a new
 //! subscription), its producers keep their buffers and the demand it had asked for, its
 //! consumers keep theirs and see no cancellation, and what waits in its mailbox goes to the new
-//! value.
+//! value, but for what the failed values sent themselves (a timer's info, from `info_after`),
+//! which dies with them, as a GenStage process's does.
 //!
 //! Here: the policy ([`Restart`], [`RestartPolicy`]) and the restart intensity window
 //! ([`Intensity`], plain data).

@@ -68,6 +68,12 @@ pub(crate) trait OpenLetter: Send {
     ///
     /// Gives the letter back when it is not an envelope.
     fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter>;
+
+    /// The generation of the stage's value that sent it to its own stage (see
+    /// [`OwnPort`](super::OwnPort)); `None` for a letter from outside.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An info to be delivered after the events its stage buffers when it takes the info in (GenStage's

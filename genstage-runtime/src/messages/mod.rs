@@ -28,6 +28,7 @@
 mod context;
 mod events;
 mod letter;
+mod own_port;
 mod reply;
 
 use std::future::Future;
@@ -43,6 +44,7 @@ pub(crate) use letter::{
     after_buffered, call_letter, cast_letter, events_of, typed_info_letter, Letter, Opened,
     PostLetter,
 };
+pub(crate) use own_port::OwnPort;
 pub(crate) use reply::HeldReplies;
 pub use reply::ReplyTo;
 

@@ -24,7 +24,7 @@ use crate::dispatcher::{Dispatch, PartitionFns, SubscriptionId};
 use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
 use crate::mailbox::{Receiver, TryRecvError};
-use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, PostLetter};
+use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, OwnPort, PostLetter};
 use crate::options::DemandMode;
 use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Discard, Loss, LossReason, StageStatus};
@@ -129,7 +129,7 @@ pub(crate) struct Outcome {
 /// the messages it sends itself), its pipeline's abort signal, and the replies its callbacks hold.
 pub(crate) struct StageEnv {
     pub(crate) name: Arc<str>,
-    pub(crate) me: Box<dyn PostLetter>,
+    pub(crate) me: OwnPort,
     pub(crate) abort: Arc<Abort>,
     held: Arc<HeldReplies>,
 }
@@ -138,7 +138,7 @@ impl StageEnv {
     pub(crate) fn new(name: Arc<str>, me: Box<dyn PostLetter>, abort: Arc<Abort>) -> Self {
         StageEnv {
             name,
-            me,
+            me: OwnPort::new(me),
             abort,
             held: Arc::default(),
         }
@@ -152,10 +152,14 @@ impl StageEnv {
         letter: Letter,
         asks: Option<&'a mut dyn ManualAsks>,
     ) -> Result<Emit<T>, StageError> {
+        // What a failed value sent itself dies with it (see `OwnPort`).
+        if self.me.is_stale(&letter) {
+            return Ok(Emit::more(Vec::new()));
+        }
         self.held.hold();
         let opened = Opened {
             name: &self.name,
-            me: &*self.me,
+            me: &self.me,
             held: &self.held,
             asks,
         };
@@ -174,7 +178,7 @@ impl StageEnv {
         &'a self,
         inputs: Option<&'a mut dyn ManualAsks>,
     ) -> Context<'a, S> {
-        Context::new(&self.name, &*self.me, inputs)
+        Context::new(&self.name, &self.me, inputs)
     }
 }
 
@@ -320,6 +324,7 @@ pub(crate) async fn run_producer<P: Producer>(
             Ok(restarted) => stage = restarted,
             Err(exit) => break exit,
         }
+        env.me.next_generation();
         state.exhausted = state.shut_down;
         outputs.announce_again();
     };
@@ -719,6 +724,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),
         }
+        env.me.next_generation();
         kept.restarted(&inputs);
         outputs.announce_again();
     };
@@ -1002,6 +1008,7 @@ pub(crate) async fn run_consumer<C: Consumer>(
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),
         }
+        env.me.next_generation();
         kept.restarted(&inputs);
     };
     kept.in_hand.interrupted |= aborted;
