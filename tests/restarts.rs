@@ -1248,3 +1248,53 @@ async fn a_restarted_value_gets_nothing_its_failed_value_sent_itself() {
     );
     assert!(report.balanced(), "{report}");
 }
+
+/// Yields from a counter its rebuilt streams share, up to 10; panics once, at 5.
+fn shared_stream(
+    next: Arc<AtomicU64>,
+    panicked: Arc<AtomicUsize>,
+) -> impl futures::Stream<Item = u64> + Send + 'static {
+    futures::stream::iter(std::iter::from_fn(move || {
+        let n = next.load(Ordering::Relaxed);
+        if n == 5 && panicked.fetch_add(1, Ordering::Relaxed) == 0 {
+            panic!("the stream panicked at 5");
+        }
+        if n == 10 {
+            return None;
+        }
+        next.store(n + 1, Ordering::Relaxed);
+        Some(n)
+    }))
+}
+
+/// Found by a probe: a stream that panics after yielding 0..5 within one `handle_demand` lost
+/// those items with the failed value (neither emitted nor reported lost); they are emitted, and
+/// the panic goes on at the next call, which the restart policy restarts.
+#[tokio::test]
+async fn a_from_stream_producer_whose_stream_panics_emits_what_it_yielded_first() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (next, panicked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer_with(move || {
+        genstage::from_stream(shared_stream(next.clone(), panicked.clone()))
+    });
+    pipeline.set_restart(&source, RestartPolicy::transient());
+    let collect = pipeline.add_consumer(Collect {
+        seen: seen.clone(),
+        cancels: Arc::default(),
+    });
+    pipeline.subscribe(&source, &collect);
+    let report = guard(pipeline.run()).await.expect("one restart");
+    let source = stage(&report, "from_stream");
+    assert_eq!((source.restarts, source.emitted), (1, 10), "{report}");
+    assert_eq!(
+        source.failures,
+        vec!["panicked: the stream panicked at 5".to_owned()]
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        (0..10).collect::<Vec<_>>(),
+        "{report}"
+    );
+    assert!(report.balanced(), "{report}");
+}

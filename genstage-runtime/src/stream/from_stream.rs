@@ -1,7 +1,9 @@
 //! A producer made from a [`Stream`]: a pipeline fed by a channel, a socket, another pipeline.
 
+use std::any::Any;
 use std::fmt;
 use std::future::poll_fn;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -29,6 +31,9 @@ pub struct FromStream<S> {
     stream: Pin<Box<S>>,
     /// The stream has returned `None`: it must not be polled again.
     ended: bool,
+    /// The stream panicked after yielding the items of the last batch, which were emitted: the
+    /// panic goes on at the next call.
+    panic: Option<Box<dyn Any + Send>>,
     options: ProducerOptions,
 }
 
@@ -124,6 +129,7 @@ where
     FromStream {
         stream: Box::pin(stream),
         ended: false,
+        panic: None,
         options: ProducerOptions::for_producer(),
     }
 }
@@ -160,25 +166,40 @@ where
     type Output = S::Item;
 
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<S::Item>> {
+        if let Some(panic) = self.panic.take() {
+            resume_unwind(panic);
+        }
         if self.ended {
             return Ok(Emit::last(Vec::new()));
         }
         let stream = &mut self.stream;
         let mut events = Vec::new();
+        let mut panic = None;
         // Pending only while nothing is taken (see the cancel safety above): the items a poll takes
-        // leave in that poll's result.
+        // leave in that poll's result. A panic in the stream after some items leaves with them
+        // too, and goes on at the next call: the items it yielded are not lost with it.
         let ended = poll_fn(|cx| loop {
             if events.len() >= demand {
                 return Poll::Ready(false);
             }
-            match stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => events.push(item),
-                Poll::Ready(None) => return Poll::Ready(true),
-                Poll::Pending if events.is_empty() => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(false),
+            match catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx))) {
+                Ok(Poll::Ready(Some(item))) => events.push(item),
+                Ok(Poll::Ready(None)) => return Poll::Ready(true),
+                Ok(Poll::Pending) if events.is_empty() => return Poll::Pending,
+                Ok(Poll::Pending) => return Poll::Ready(false),
+                Err(payload) => {
+                    panic = Some(payload);
+                    return Poll::Ready(false);
+                }
             }
         })
         .await;
+        if let Some(payload) = panic {
+            if events.is_empty() {
+                resume_unwind(payload);
+            }
+            self.panic = Some(payload);
+        }
         self.ended = ended;
         Ok(if ended {
             Emit::last(events)
