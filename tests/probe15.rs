@@ -931,3 +931,173 @@ async fn a_constructor_that_panics_on_restart_ends_the_stage_with_its_message() 
 fn pipeline_macro_accepts_a_stage_made_by_a_local_closure() {
     trybuild::TestCases::new().pass("probe15/local_constructor.rs");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `abort()` while a failed value's `terminate` runs, before its restart.
+
+/// Fails on 7; its `terminate` after that failure waits until aborted (telling `closing`).
+struct SlowFarewell {
+    closing: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Consumer for SlowFarewell {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.contains(&7) {
+            return Err("SlowFarewell failed on 7".into());
+        }
+        Ok(())
+    }
+    async fn terminate(&mut self, status: &StageStatus) {
+        if matches!(status, StageStatus::Failed(_)) {
+            let _ = self.closing.send(());
+            std::future::pending::<()>().await;
+        }
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::new().max_demand(10).min_demand(5)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+/// The batch the value failed on is lost because it failed (`FailedBatch`), not as if the abort
+/// had interrupted it.
+#[tokio::test]
+async fn an_abort_during_the_failed_values_terminate_reports_the_failed_batch_as_failed() {
+    let (tx, mut closing) = tokio::sync::mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..100u64));
+    let consumer = pipeline.add_consumer_with(move || SlowFarewell {
+        closing: tx.clone(),
+    });
+    pipeline.subscribe(&numbers, &consumer);
+    let running = pipeline.start();
+    within(closing.recv()).await.expect("terminating");
+    let (report, _) = report_of(within(running.abort()).await);
+    let row = row(&report, "SlowFarewell");
+    assert_eq!((row.restarts, row.events_in), (0, 5), "{report}");
+    assert_eq!(
+        lost(&report, "SlowFarewell", LossReason::FailedBatch),
+        5,
+        "{report}"
+    );
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A ConsumerSupervisor that fails while one of its children waits for a delayed restart.
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_failing_with_a_child_waiting_to_restart_accounts_for_it() {
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let child = job(Faults::on(&[(3, 1), (6, 1)]), done.clone());
+    let mut pipeline = Pipeline::new();
+    let queue = pipeline.add_producer(from_iter(0..10u64));
+    let jobs = pipeline.add_consumer_with_as(Some("jobs".to_owned()), move || {
+        genstage::ConsumerSupervisor::new(child.clone())
+            .transient()
+            .max_restarts(1)
+            .restart_delay(Duration::from_secs(1))
+            .max_demand(10)
+    });
+    pipeline.subscribe(&queue, &jobs);
+    pipeline.set_restart(&jobs, RestartPolicy::transient());
+    let report = within(pipeline.run())
+        .await
+        .expect("one restart of the supervisor");
+    let jobs = row(&report, "jobs");
+    let done = sorted(done.lock().unwrap().clone());
+    assert_eq!(done, vec![0, 1, 2, 4, 5, 7, 8, 9], "{report}");
+    assert_eq!(
+        (jobs.restarts, jobs.events_in, jobs.lost),
+        (1, 8, 2),
+        "{report}"
+    );
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers a failed value set.
+
+/// A GenStage RateLimiter: manual, asks `ALLOWANCE` per tick; its timers carry the value that set
+/// them. Its first value fails on 3.
+struct Limiter {
+    value: usize,
+    tag: Option<SubscriptionTag>,
+    foreign: Arc<AtomicUsize>,
+}
+
+struct Allow(usize);
+
+const ALLOWANCE: usize = 2;
+
+impl Consumer for Limiter {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.tag = Some(subscription.tag());
+        let _ = ctx.ask(subscription.tag(), ALLOWANCE);
+        ctx.info_after(Duration::from_millis(10), Allow(self.value));
+        Demand::Manual
+    }
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if self.value == 0 && events.contains(&3) {
+            return Err("Limiter failed on 3".into());
+        }
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::new().max_demand(ALLOWANCE).min_demand(0)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+impl HandleInfo<Allow> for Limiter {
+    type Emitted = ();
+    async fn handle_info(
+        &mut self,
+        Allow(set_by): Allow,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        if set_by != self.value {
+            self.foreign.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(tag) = self.tag {
+            let _ = ctx.ask(tag, ALLOWANCE);
+        }
+        ctx.info_after(Duration::from_millis(10), Allow(self.value));
+        Ok(())
+    }
+}
+
+/// In GenStage a restarted stage is a new process: the timers of the old one die with it, and a
+/// RateLimiter restarted still asks its allowance once per interval. Here the failed value's timer
+/// chain goes on in the new value, which then asks twice per interval.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_value_gets_no_timer_its_failed_value_set() {
+    let foreign = Arc::new(AtomicUsize::new(0));
+    let values = Arc::new(AtomicUsize::new(0));
+    let f = foreign.clone();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..40u64));
+    let limiter = pipeline.add_consumer_with(move || Limiter {
+        value: values.fetch_add(1, Ordering::Relaxed),
+        tag: None,
+        foreign: f.clone(),
+    });
+    pipeline.subscribe(&numbers, &limiter);
+    let report = within(pipeline.run()).await.expect("one restart");
+    assert_eq!(row(&report, "Limiter").restarts, 1);
+    assert_eq!(
+        foreign.load(Ordering::Relaxed),
+        0,
+        "ticks set by the failed value"
+    );
+}
