@@ -1101,3 +1101,111 @@ async fn a_restarted_value_gets_no_timer_its_failed_value_set() {
         "ticks set by the failed value"
     );
 }
+
+/// Stage expressions `pipeline!` now wraps in a closure still have their types inferred from the
+/// rest of the pipeline (untyped integer literals).
+#[test]
+fn pipeline_macro_still_infers_the_types_of_rebuilt_stage_expressions() {
+    trybuild::TestCases::new().pass("probe15/inference.rs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A permanent subscription's producer fails: the consumer stops, even when its `handle_cancel`
+// fails and its policy restarts it.
+
+/// Emits 0..5, then fails.
+struct FailsAfterFive(bool);
+
+impl Producer for FailsAfterFive {
+    type Output = u64;
+    async fn handle_demand(&mut self, _: usize) -> StageResult<Emit<u64>> {
+        if std::mem::replace(&mut self.0, true) {
+            return Err("a failed".into());
+        }
+        Ok(Emit::more((0..5).collect()))
+    }
+}
+
+/// Records; its `handle_cancel` fails the first `fails` times.
+struct CancelFailsN {
+    fails: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Consumer for CancelFailsN {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    async fn handle_cancel(
+        &mut self,
+        _: &Subscription,
+        _: &genstage::CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        if self.fails.load(Ordering::Relaxed) > 0 {
+            self.fails.fetch_sub(1, Ordering::Relaxed);
+            return Err("handle_cancel failed".into());
+        }
+        Ok(())
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+async fn permanent_cancel_run(cancel_fails: usize) -> (Report, Option<PipelineError>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fails = Arc::new(AtomicUsize::new(cancel_fails));
+    // `b` stays open: the test holds its sender to the end.
+    let (_sender, rx) = genstage::from_channel::<u64>(10);
+    let mut pipeline = Pipeline::new();
+    let a = pipeline.add_producer_as(Some("a".into()), FailsAfterFive(false));
+    let b = pipeline.add_producer_as(Some("b".into()), rx);
+    let s = seen.clone();
+    let consumer = pipeline.add_consumer_with(move || CancelFailsN {
+        fails: fails.clone(),
+        seen: s.clone(),
+    });
+    let permanent = SubscribeOptions::new().cancel(genstage::CancelMode::Permanent);
+    pipeline
+        .subscribe_with(&a, &consumer, permanent)
+        .subscribe_with(&b, &consumer, permanent);
+    report_of(within(pipeline.run()).await)
+}
+
+#[tokio::test]
+async fn a_permanent_subscriptions_failed_producer_stops_its_consumer() {
+    let (report, error) = permanent_cancel_run(0).await;
+    assert!(
+        matches!(error, Some(PipelineError::StageFailed { ref stage, .. }) if stage == "a"),
+        "{error:?}"
+    );
+    assert!(
+        matches!(
+            row(&report, "CancelFailsN").status,
+            StageStatus::Cancelled { .. }
+        ),
+        "{report}"
+    );
+}
+
+/// A failure in the `handle_cancel` that tells of it must not rescue the consumer from its
+/// permanent subscription: restarted or not, it stops (and the run ends, `b` having no consumer
+/// left). Here the restarted value goes on with `b`, and the run never ends.
+#[tokio::test]
+async fn a_failing_handle_cancel_does_not_rescue_a_consumer_from_its_permanent_subscription() {
+    let (report, error) = permanent_cancel_run(1).await;
+    assert!(
+        matches!(error, Some(PipelineError::StageFailed { ref stage, .. }) if stage == "a"),
+        "{error:?}"
+    );
+    assert!(
+        matches!(
+            row(&report, "CancelFailsN").status,
+            StageStatus::Cancelled { .. } | StageStatus::Failed(_)
+        ),
+        "{report}"
+    );
+}
