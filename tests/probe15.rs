@@ -1209,3 +1209,159 @@ async fn a_failing_handle_cancel_does_not_rescue_a_consumer_from_its_permanent_s
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_with_two_producers_restarted_as_a_stage_accounts_per_edge() {
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let child = job(Faults::on(&[(10, 1), (120, 1)]), done.clone());
+    let mut pipeline = Pipeline::new();
+    let a = pipeline.add_producer_as(Some("a".into()), from_iter(0..50u64));
+    let b = pipeline.add_producer_as(Some("b".into()), from_iter(100..150u64));
+    let jobs = pipeline.add_consumer_with_as(Some("jobs".to_owned()), move || {
+        genstage::ConsumerSupervisor::new(child.clone())
+            .transient()
+            .max_restarts(0)
+            .max_demand(3)
+    });
+    pipeline.subscribe(&a, &jobs).subscribe(&b, &jobs);
+    pipeline.set_restart(&jobs, RestartPolicy::transient());
+    let report = within(pipeline.run()).await.expect("two restarts");
+    let jobs = row(&report, "jobs");
+    let done = sorted(done.lock().unwrap().clone());
+    let mut unique = done.clone();
+    unique.dedup();
+    assert_eq!(unique, done, "no job handled twice");
+    assert_eq!(jobs.restarts, 2, "{report}");
+    assert_eq!(jobs.events_in, done.len() as u64, "{report}");
+    assert_eq!(jobs.events_in + jobs.lost, 100, "{report}");
+    for edge in &report.edges {
+        assert_eq!(edge.sent, 50, "{report}");
+    }
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls across a restart.
+
+struct Keeper {
+    value: usize,
+}
+
+struct Ping {
+    fail: bool,
+}
+
+impl Consumer for Keeper {
+    type Input = u64;
+    async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+    }
+}
+
+impl genstage::HandleCall<Ping> for Keeper {
+    type Reply = usize;
+    type Emitted = ();
+    async fn handle_call(
+        &mut self,
+        ping: Ping,
+        reply: genstage::ReplyTo<usize>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        if ping.fail {
+            return Err("Keeper failed on a call".into());
+        }
+        reply.reply(self.value);
+        Ok(())
+    }
+}
+
+/// The call a value fails on gets `NoReply`; the next one is answered by the new value.
+#[tokio::test]
+async fn a_call_the_stage_fails_on_gets_no_reply_and_the_next_is_answered_by_the_new_value() {
+    use genstage::StageRef;
+    let values = Arc::new(AtomicUsize::new(0));
+    let (sender, rx) = genstage::from_channel::<u64>(10);
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer(rx);
+    let keeper = pipeline.add_consumer_with(move || Keeper {
+        value: values.fetch_add(1, Ordering::Relaxed),
+    });
+    pipeline.subscribe(&source, &keeper);
+    let running = pipeline.start();
+    assert_eq!(within(keeper.call(Ping { fail: false })).await, Ok(0));
+    assert!(matches!(
+        within(keeper.call(Ping { fail: true })).await,
+        Err(genstage::CallError::NoReply { .. })
+    ));
+    assert_eq!(within(keeper.call(Ping { fail: false })).await, Ok(1));
+    sender.send(1).await.expect("running");
+    drop(sender);
+    let report = within(running).await.expect("one restart");
+    let keeper = row(&report, "Keeper");
+    assert_eq!((keeper.restarts, keeper.events_in), (1, 1), "{report}");
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `from_stream` and `to_stream` with a restart policy.
+
+/// Yields from a counter its rebuilt streams share, up to 10; panics once, at 5.
+fn shared_stream(
+    next: Arc<AtomicU64>,
+    panicked: Arc<AtomicUsize>,
+) -> impl futures::Stream<Item = u64> + Send + 'static {
+    futures::stream::iter(std::iter::from_fn(move || {
+        let n = next.load(Ordering::Relaxed);
+        if n == 5 && panicked.fetch_add(1, Ordering::Relaxed) == 0 {
+            panic!("the stream panicked at 5");
+        }
+        if n == 10 {
+            return None;
+        }
+        next.store(n + 1, Ordering::Relaxed);
+        Some(n)
+    }))
+}
+
+/// The stream panics after yielding 0..5 within one `handle_demand`: `from_stream` had pulled
+/// them into the batch it was making, and they vanish with the failed value, neither emitted nor
+/// reported lost.
+#[tokio::test]
+async fn a_from_stream_producer_built_by_a_constructor_restarts_on_a_panic() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (next, panicked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer_with(move || {
+        genstage::from_stream(shared_stream(next.clone(), panicked.clone()))
+    });
+    pipeline.set_restart(&source, RestartPolicy::transient());
+    let collect = pipeline.add_consumer(Collect(seen.clone()));
+    pipeline.subscribe(&source, &collect);
+    let report = within(pipeline.run()).await.expect("one restart");
+    assert_eq!(row(&report, "from_stream").restarts, 1, "{report}");
+    // The items the failed value had pulled from the stream are delivered, or reported lost.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        (0..10).collect::<Vec<_>>(),
+        "{report}"
+    );
+    assert!(report.balanced(), "{report}");
+}
+
+#[tokio::test]
+async fn a_to_stream_sink_given_a_restart_policy_is_refused_by_run() {
+    let (sink, _stream) = genstage::to_stream::<u64>();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..10u64));
+    let sink = pipeline.add_consumer(sink);
+    pipeline.subscribe(&numbers, &sink);
+    pipeline.set_restart(&sink, RestartPolicy::transient());
+    let error = within(pipeline.run()).await.expect_err("not rebuildable");
+    assert!(
+        matches!(error, PipelineError::NotRebuildable { ref stage, .. } if stage == "to_stream"),
+        "{error:?}"
+    );
+}
