@@ -1365,3 +1365,70 @@ async fn a_to_stream_sink_given_a_restart_policy_is_refused_by_run() {
         "{error:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bounded concurrency across a restart of the supervisor stage.
+
+/// Counts the children alive at once (a child is alive until its future is dropped).
+#[derive(Default)]
+struct Alive {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+struct AliveGuard(Arc<Alive>);
+
+impl AliveGuard {
+    fn enter(alive: &Arc<Alive>) -> Self {
+        let now = alive.now.fetch_add(1, Ordering::SeqCst) + 1;
+        alive.max.fetch_max(now, Ordering::SeqCst);
+        AliveGuard(alive.clone())
+    }
+}
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The old value's children are aborted, but `abort()` does not wait for them to go: on a
+/// multi-threaded runtime the new value starts `max_demand` children while some of the old ones
+/// still run (5 or 6 alive at once with `max_demand(4)`, most runs; 4 without the stage restart,
+/// or with the same child failures and no stage restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_supervisor_never_runs_more_than_max_demand_children_at_once() {
+    let alive = Arc::new(Alive::default());
+    let faults = Faults::on(&[(50, 1), (120, 1)]);
+    let a = alive.clone();
+    let child = move |n: u64| {
+        let (alive, faults) = (a.clone(), faults.clone());
+        Box::pin(async move {
+            let _guard = AliveGuard::enter(&alive);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if faults.strikes(n) {
+                return Err(format!("job {n} failed"));
+            }
+            Ok(())
+        })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    };
+    let mut pipeline = Pipeline::new();
+    let queue = pipeline.add_producer(from_iter(0..200u64));
+    let jobs = pipeline.add_consumer_with_as(Some("jobs".to_owned()), move || {
+        genstage::ConsumerSupervisor::new(child.clone())
+            .transient()
+            .max_restarts(0)
+            .max_demand(4)
+    });
+    pipeline.subscribe(&queue, &jobs);
+    pipeline.set_restart(&jobs, RestartPolicy::transient());
+    let report = within(pipeline.run()).await.expect("two restarts");
+    assert_eq!(row(&report, "jobs").restarts, 2, "{report}");
+    assert!(report.balanced(), "{report}");
+    assert!(
+        alive.max.load(Ordering::SeqCst) <= 4,
+        "{} children alive at once",
+        alive.max.load(Ordering::SeqCst)
+    );
+}
