@@ -1432,3 +1432,59 @@ async fn a_restarted_supervisor_never_runs_more_than_max_demand_children_at_once
         alive.max.load(Ordering::SeqCst)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two failures: a redelivering producer_consumer, and its consumer, which is not restarted.
+
+/// Records; fails (for good: temporary) on the event `on`.
+struct DiesOn(u64, Arc<Mutex<Vec<u64>>>);
+
+impl Consumer for DiesOn {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.contains(&self.0) {
+            return Err(format!("DiesOn failed on {}", self.0).into());
+        }
+        self.1.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions::new().max_demand(3).min_demand(0)
+    }
+}
+
+#[tokio::test]
+async fn a_redelivering_middle_whose_consumer_dies_accounts_for_every_event() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let faults = Faults::on(&[(33, 1), (40, 1)]);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..100u64));
+    let doubler = pipeline.add_producer_consumer_with(move || Doubler {
+        faults: faults.clone(),
+        redeliver: true,
+    });
+    let dies = pipeline.add_consumer(DiesOn(2 * 60, seen.clone()));
+    pipeline
+        .subscribe_with(
+            &numbers,
+            &doubler,
+            SubscribeOptions::new().max_demand(10).min_demand(5),
+        )
+        .subscribe(&doubler, &dies);
+    let (report, error) = report_of(within(pipeline.run()).await);
+    assert!(
+        matches!(error, Some(PipelineError::StageFailed { ref stage, .. }) if stage == "DiesOn"),
+        "{error:?}"
+    );
+    let doubler = row(&report, "Doubler");
+    assert_eq!(doubler.restarts, 2, "{report}");
+    // What the consumer handled: every event below the batch it died on, once each.
+    let seen = seen.lock().unwrap().clone();
+    let handled = row(&report, "DiesOn").events_in;
+    assert_eq!(seen.len() as u64, handled, "{report}");
+    assert_eq!(
+        sorted(seen),
+        (0..handled).map(|n| 2 * n).collect::<Vec<_>>()
+    );
+    assert!(report.balanced(), "{report}");
+}
