@@ -12,7 +12,6 @@
 //! (`tests/consumer_supervisor.rs`); a stage made by a local closure that no longer compiled
 //! (`tests/restart_macro.rs`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,68 +19,15 @@ use std::time::Duration;
 use genstage::{
     from_iter, Consumer, Context, Demand, DemandMode, Dispatch, Emit, HandleInfo, LossReason,
     NoInput, Partition, Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions,
-    Report, RestartPolicy, StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription,
+    RestartPolicy, StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription,
     SubscriptionTag,
 };
 
-const LIMIT: Duration = Duration::from_secs(30);
+mod faults;
+mod run_reports;
 
-/// Awaits `future`, failing the test if it takes more than 30 s (a hang).
-async fn within<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .expect("hung: no result within 30 s")
-}
-
-fn report_of(result: Result<Report, PipelineError>) -> (Report, Option<PipelineError>) {
-    match result {
-        Ok(report) => (report, None),
-        Err(error) => {
-            let report = error
-                .report()
-                .cloned()
-                .unwrap_or_else(|| panic!("a run-time failure carries its report: {error}"));
-            (report, Some(error))
-        }
-    }
-}
-
-fn row<'a>(report: &'a Report, name: &str) -> &'a genstage::StageReport {
-    report
-        .stage(name)
-        .unwrap_or_else(|| panic!("no stage {name} in {report}"))
-}
-
-fn lost(report: &Report, name: &str, reason: LossReason) -> u64 {
-    row(report, name)
-        .losses
-        .iter()
-        .filter(|loss| loss.reason == reason)
-        .map(|loss| loss.count)
-        .sum()
-}
-
-/// Which events fail, and how many more times each does (`u32::MAX`: always).
-#[derive(Clone, Default)]
-struct Faults(Arc<Mutex<HashMap<u64, u32>>>);
-
-impl Faults {
-    fn on(events: &[(u64, u32)]) -> Self {
-        Faults(Arc::new(Mutex::new(events.iter().copied().collect())))
-    }
-    fn strikes(&self, event: u64) -> bool {
-        let mut faults = self.0.lock().unwrap();
-        match faults.get_mut(&event) {
-            Some(left) if *left > 0 => {
-                if *left != u32::MAX {
-                    *left -= 1;
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-}
+use faults::Faults;
+use run_reports::{guard, lost, report_of, stage};
 
 fn sorted(mut events: Vec<u64>) -> Vec<u64> {
     events.sort_unstable();
@@ -177,8 +123,8 @@ async fn a_restarted_manual_consumer_asks_again_and_finishes() {
         subscribed: sub.clone(),
     });
     pipeline.subscribe(&numbers, &manual);
-    let report = within(pipeline.run()).await.expect("one restart");
-    let flaky = row(&report, "ManualFlaky");
+    let report = guard(pipeline.run()).await.expect("one restart");
+    let flaky = stage(&report, "ManualFlaky");
     assert_eq!(
         (flaky.restarts, flaky.events_in, flaky.lost),
         (1, 90, 10),
@@ -260,8 +206,8 @@ fn doubler_run(redeliver: bool, faults: &[(u64, u32)]) -> (Pipeline, Arc<Mutex<V
 #[tokio::test]
 async fn a_producer_consumer_restarted_with_output_buffered_keeps_it() {
     let (pipeline, seen) = doubler_run(false, &[(33, 1)]);
-    let report = within(pipeline.run()).await.expect("one restart");
-    let doubler = row(&report, "Doubler");
+    let report = guard(pipeline.run()).await.expect("one restart");
+    let doubler = stage(&report, "Doubler");
     assert_eq!(
         (
             doubler.restarts,
@@ -280,8 +226,8 @@ async fn a_producer_consumer_restarted_with_output_buffered_keeps_it() {
 #[tokio::test]
 async fn a_redelivering_producer_consumer_with_output_buffered_emits_every_event_once() {
     let (pipeline, seen) = doubler_run(true, &[(33, 1), (34, 1), (80, 1)]);
-    let report = within(pipeline.run()).await.expect("three restarts");
-    let doubler = row(&report, "Doubler");
+    let report = guard(pipeline.run()).await.expect("three restarts");
+    let doubler = stage(&report, "Doubler");
     assert_eq!(
         (
             doubler.restarts,
@@ -336,7 +282,7 @@ async fn terminate_is_called_once_per_failed_value_up_to_the_limit_and_the_poiso
         statuses: s.clone(),
     });
     pipeline.subscribe(&numbers, &failing);
-    let (report, error) = report_of(within(pipeline.run()).await);
+    let (report, error) = report_of(guard(pipeline.run()).await);
     match &error {
         Some(PipelineError::RestartLimit { stage, poison, .. }) => {
             assert_eq!(stage, "AlwaysFails");
@@ -344,7 +290,7 @@ async fn terminate_is_called_once_per_failed_value_up_to_the_limit_and_the_poiso
         }
         other => panic!("expected the restart limit, got {other:?}"),
     }
-    let failing = row(&report, "AlwaysFails");
+    let failing = stage(&report, "AlwaysFails");
     assert_eq!(failing.restarts, 3);
     let failed = StageStatus::Failed("fails on 3".into());
     assert_eq!(*statuses.lock().unwrap(), vec![failed; 4]);
@@ -411,8 +357,8 @@ async fn an_accumulating_producer_restarted_keeps_its_recorded_asks() {
     }
     assert_eq!(producer.demand_mode().await, Ok(DemandMode::Accumulate));
     producer.demand(DemandMode::Forward).unwrap();
-    let report = within(running).await.expect("one restart");
-    assert_eq!(row(&report, "Accumulating").restarts, 1);
+    let report = guard(running).await.expect("one restart");
+    assert_eq!(stage(&report, "Accumulating").restarts, 1);
     assert_eq!(*seen.lock().unwrap(), (0..20).collect::<Vec<_>>());
     assert!(report.balanced(), "{report}");
 }
@@ -500,16 +446,16 @@ async fn a_partitioning_producer_and_a_redelivering_partition_consumer_restart()
     pipeline
         .subscribe_with(&parity, &e, options.partition(0))
         .subscribe_with(&parity, &o, options.partition(1));
-    let report = within(pipeline.run()).await.expect("two restarts");
-    assert_eq!(row(&report, "Parity").restarts, 1);
-    assert_eq!(row(&report, "odd").restarts, 1);
+    let report = guard(pipeline.run()).await.expect("two restarts");
+    assert_eq!(stage(&report, "Parity").restarts, 1);
+    assert_eq!(stage(&report, "odd").restarts, 1);
     assert_eq!(
         *even.lock().unwrap(),
         (0..100).step_by(2).collect::<Vec<_>>()
     );
     let odd = sorted(odd.lock().unwrap().clone());
     assert_eq!(odd, (1..100).step_by(2).collect::<Vec<_>>());
-    assert_eq!(row(&report, "odd").events_in, 50);
+    assert_eq!(stage(&report, "odd").events_in, 50);
     assert!(report.balanced(), "{report}");
 }
 
@@ -580,9 +526,9 @@ fn gated_run() -> GatedRun {
 #[tokio::test]
 async fn an_abort_during_a_redelivery_accounts_for_every_event() {
     let mut run = gated_run();
-    within(run.blocked.recv()).await.expect("blocked on 5");
-    let (report, _) = report_of(within(run.running.abort()).await);
-    let gated = row(&report, "Gated");
+    guard(run.blocked.recv()).await.expect("blocked on 5");
+    let (report, _) = report_of(guard(run.running.abort()).await);
+    let gated = stage(&report, "Gated");
     assert_eq!((gated.restarts, gated.redelivered), (1, 5), "{report}");
     // Handled: 0..5 (the batch before). 5 is in hand, 6..10 wait to be handed again.
     assert_eq!(gated.events_in, 5, "{report}");
@@ -593,7 +539,7 @@ async fn an_abort_during_a_redelivery_accounts_for_every_event() {
 #[tokio::test]
 async fn a_graceful_shutdown_during_a_redelivery_hands_everything_again() {
     let mut run = gated_run();
-    within(run.blocked.recv()).await.expect("blocked on 5");
+    guard(run.blocked.recv()).await.expect("blocked on 5");
     let gate = run.gate.clone();
     let shutdown = tokio::spawn(run.running.shutdown());
     // Let the shutdown reach the stages, then let the redelivery go on.
@@ -601,9 +547,9 @@ async fn a_graceful_shutdown_during_a_redelivery_hands_everything_again() {
         tokio::task::yield_now().await;
     }
     gate.notify_one();
-    let report = within(shutdown).await.unwrap().expect("a graceful end");
-    let gated = row(&report, "Gated");
-    let emitted = row(&report, "from_iter").emitted;
+    let report = guard(shutdown).await.unwrap().expect("a graceful end");
+    let gated = stage(&report, "Gated");
+    let emitted = stage(&report, "from_iter").emitted;
     assert_eq!(
         (gated.restarts, gated.redelivered, gated.lost),
         (1, 5, 0),
@@ -627,11 +573,11 @@ async fn a_permanent_consumer_whose_input_ends_finishes_without_a_restart() {
     let collect = pipeline.add_consumer_with(move || Collect(s.clone()));
     pipeline.subscribe(&numbers, &collect);
     pipeline.set_restart(&collect, RestartPolicy::permanent());
-    let report = within(pipeline.run()).await.expect("finishes");
-    let collect = row(&report, "Collect");
+    let report = guard(pipeline.run()).await.expect("finishes");
+    let collect = stage(&report, "Collect");
     assert_eq!((collect.restarts, collect.events_in), (0, 10));
     assert_eq!(collect.status, StageStatus::Finished);
-    assert_eq!(lost(&report, "Collect", LossReason::FailedBatch), 0);
+    assert_eq!(lost(stage(&report, "Collect"), LossReason::FailedBatch), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -673,8 +619,8 @@ async fn a_supervisor_restarted_as_a_stage_under_load_accounts_for_every_event()
     });
     pipeline.subscribe(&queue, &jobs);
     pipeline.set_restart(&jobs, RestartPolicy::transient());
-    let report = within(pipeline.run()).await.expect("two restarts");
-    let jobs = row(&report, "jobs");
+    let report = guard(pipeline.run()).await.expect("two restarts");
+    let jobs = stage(&report, "jobs");
     let done = sorted(done.lock().unwrap().clone());
     let mut unique = done.clone();
     unique.dedup();
@@ -715,8 +661,8 @@ async fn the_lost_batch_is_charged_to_its_own_edge() {
     let b = pipeline.add_producer_as(Some("b".into()), from_iter(100..200u64));
     let consumer = pipeline.add_consumer_with(move || FailsOn(7, failed.clone()));
     pipeline.subscribe(&a, &consumer).subscribe(&b, &consumer);
-    let report = within(pipeline.run()).await.expect("one restart");
-    let row = row(&report, "FailsOn");
+    let report = guard(pipeline.run()).await.expect("one restart");
+    let row = stage(&report, "FailsOn");
     assert_eq!(
         (row.restarts, row.events_in, row.lost),
         (1, 105, 5),
@@ -795,8 +741,8 @@ async fn a_consumer_whose_handle_cancel_fails_restarts_and_finishes() {
         tx.send(n).await.expect("b runs");
     }
     drop(tx);
-    let report = within(running).await.expect("one restart");
-    let consumer = row(&report, "CancelFails");
+    let report = guard(running).await.expect("one restart");
+    let consumer = stage(&report, "CancelFails");
     assert_eq!(
         (consumer.restarts, consumer.events_in, consumer.lost),
         (1, 20, 0),
@@ -842,9 +788,9 @@ async fn a_graceful_shutdown_stops_a_permanent_producer_without_one_more_restart
     while counted.load(Ordering::Relaxed) < 35 {
         tokio::task::yield_now().await;
     }
-    let report = within(running.shutdown()).await.expect("a graceful end");
-    let producer = row(&report, "from_iter");
-    let consumer = row(&report, "Counting");
+    let report = guard(running.shutdown()).await.expect("a graceful end");
+    let producer = stage(&report, "from_iter");
+    let consumer = stage(&report, "Counting");
     assert!(producer.restarts >= 3, "{report}");
     // Every value but the last emitted its 10 events: the last one was stopped by the shutdown.
     assert!(producer.emitted > producer.restarts * 10 - 1, "{report}");
@@ -868,13 +814,13 @@ async fn max_restarts_zero_fails_at_the_first_failure_without_a_restart() {
         &consumer,
         RestartPolicy::transient().max_restarts(0, Duration::from_secs(5)),
     );
-    let (report, error) = report_of(within(pipeline.run()).await);
+    let (report, error) = report_of(guard(pipeline.run()).await);
     assert!(
         matches!(error, Some(PipelineError::RestartLimit { ref stage, max_restarts: 0, ref failures, .. })
             if stage == "FailsOn" && failures.len() == 1),
         "{error:?}"
     );
-    let row = row(&report, "FailsOn");
+    let row = stage(&report, "FailsOn");
     assert_eq!((row.restarts, row.events_in), (0, 5), "{report}");
     assert!(report.balanced(), "{report}");
 }
@@ -914,12 +860,12 @@ async fn a_constructor_that_panics_on_restart_ends_the_stage_with_its_message() 
         Built(s.clone())
     });
     pipeline.subscribe(&numbers, &built);
-    let (report, error) = report_of(within(pipeline.run()).await);
+    let (report, error) = report_of(guard(pipeline.run()).await);
     assert!(
         matches!(error, Some(PipelineError::StagePanicked { ref stage, .. }) if stage == "Built"),
         "{error:?}"
     );
-    let row = row(&report, "Built");
+    let row = stage(&report, "Built");
     assert_eq!(row.restarts, 0, "{report}");
     match &row.status {
         StageStatus::Panicked(message) => assert!(message.contains("no second value"), "{message}"),
@@ -947,10 +893,10 @@ async fn a_supervisor_failing_with_a_child_waiting_to_restart_accounts_for_it() 
     });
     pipeline.subscribe(&queue, &jobs);
     pipeline.set_restart(&jobs, RestartPolicy::transient());
-    let report = within(pipeline.run())
+    let report = guard(pipeline.run())
         .await
         .expect("one restart of the supervisor");
-    let jobs = row(&report, "jobs");
+    let jobs = stage(&report, "jobs");
     let done = sorted(done.lock().unwrap().clone());
     assert_eq!(done, vec![0, 1, 2, 4, 5, 7, 8, 9], "{report}");
     assert_eq!(
@@ -983,8 +929,8 @@ async fn a_supervisor_with_two_producers_restarted_as_a_stage_accounts_per_edge(
     });
     pipeline.subscribe(&a, &jobs).subscribe(&b, &jobs);
     pipeline.set_restart(&jobs, RestartPolicy::transient());
-    let report = within(pipeline.run()).await.expect("two restarts");
-    let jobs = row(&report, "jobs");
+    let report = guard(pipeline.run()).await.expect("two restarts");
+    let jobs = stage(&report, "jobs");
     let done = sorted(done.lock().unwrap().clone());
     let mut unique = done.clone();
     unique.dedup();
@@ -1049,16 +995,16 @@ async fn a_call_the_stage_fails_on_gets_no_reply_and_the_next_is_answered_by_the
     });
     pipeline.subscribe(&source, &keeper);
     let running = pipeline.start();
-    assert_eq!(within(keeper.call(Ping { fail: false })).await, Ok(0));
+    assert_eq!(guard(keeper.call(Ping { fail: false })).await, Ok(0));
     assert!(matches!(
-        within(keeper.call(Ping { fail: true })).await,
+        guard(keeper.call(Ping { fail: true })).await,
         Err(genstage::CallError::NoReply { .. })
     ));
-    assert_eq!(within(keeper.call(Ping { fail: false })).await, Ok(1));
+    assert_eq!(guard(keeper.call(Ping { fail: false })).await, Ok(1));
     sender.send(1).await.expect("running");
     drop(sender);
-    let report = within(running).await.expect("one restart");
-    let keeper = row(&report, "Keeper");
+    let report = guard(running).await.expect("one restart");
+    let keeper = stage(&report, "Keeper");
     assert_eq!((keeper.restarts, keeper.events_in), (1, 1), "{report}");
     assert!(report.balanced(), "{report}");
 }
@@ -1071,7 +1017,7 @@ async fn a_to_stream_sink_given_a_restart_policy_is_refused_by_run() {
     let sink = pipeline.add_consumer(sink);
     pipeline.subscribe(&numbers, &sink);
     pipeline.set_restart(&sink, RestartPolicy::transient());
-    let error = within(pipeline.run()).await.expect_err("not rebuildable");
+    let error = guard(pipeline.run()).await.expect_err("not rebuildable");
     assert!(
         matches!(error, PipelineError::NotRebuildable { ref stage, .. } if stage == "to_stream"),
         "{error:?}"
@@ -1116,16 +1062,16 @@ async fn a_redelivering_middle_whose_consumer_dies_accounts_for_every_event() {
             SubscribeOptions::new().max_demand(10).min_demand(5),
         )
         .subscribe(&doubler, &dies);
-    let (report, error) = report_of(within(pipeline.run()).await);
+    let (report, error) = report_of(guard(pipeline.run()).await);
     assert!(
         matches!(error, Some(PipelineError::StageFailed { ref stage, .. }) if stage == "DiesOn"),
         "{error:?}"
     );
-    let doubler = row(&report, "Doubler");
+    let doubler = stage(&report, "Doubler");
     assert_eq!(doubler.restarts, 2, "{report}");
     // What the consumer handled: every event below the batch it died on, once each.
     let seen = seen.lock().unwrap().clone();
-    let handled = row(&report, "DiesOn").events_in;
+    let handled = stage(&report, "DiesOn").events_in;
     assert_eq!(seen.len() as u64, handled, "{report}");
     assert_eq!(
         sorted(seen),

@@ -4,7 +4,6 @@
 //!
 //! Runs are wrapped in a timeout that guards against hangs; it is not a timing assertion.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +14,10 @@ use genstage::{
     SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
 };
 
+mod faults;
 mod run_reports;
 
+use faults::{fail, Fault, Faults};
 use run_reports::{guard, lost, report_of, stage};
 
 fn edge(producer: &str, consumer: &str, sent: u64, handled: u64, lost: u64) -> EdgeReport {
@@ -26,44 +27,6 @@ fn edge(producer: &str, consumer: &str, sent: u64, handled: u64, lost: u64) -> E
         sent,
         handled,
         lost,
-    }
-}
-
-/// How a fault shows: an error returned, or a panic.
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    Error,
-    Panic,
-}
-
-/// Which events fail their stage, and how many more times each does (`u32::MAX`: always).
-#[derive(Clone, Default)]
-struct Faults(Arc<Mutex<HashMap<u64, u32>>>);
-
-impl Faults {
-    fn on(events: &[(u64, u32)]) -> Self {
-        Faults(Arc::new(Mutex::new(events.iter().copied().collect())))
-    }
-
-    /// Whether `event` fails now (and one time fewer from now on).
-    fn strikes(&self, event: u64) -> bool {
-        let mut faults = self.0.lock().unwrap();
-        match faults.get_mut(&event) {
-            Some(left) if *left > 0 => {
-                if *left != u32::MAX {
-                    *left -= 1;
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-fn fail(fault: Fault, stage: &str, event: u64) -> StageResult<()> {
-    match fault {
-        Fault::Error => Err(format!("{stage} failed on {event}").into()),
-        Fault::Panic => panic!("{stage} panicked on {event}"),
     }
 }
 

@@ -1,0 +1,48 @@
+//! Faults injected into stages by the tests that `mod faults;` it: which events fail a stage, how
+//! many times each, and how the failure shows (an error returned, or a panic).
+
+// Each test file uses what it needs of it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use genstage::StageResult;
+
+/// How a fault shows: an error returned, or a panic.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    Error,
+    Panic,
+}
+
+/// Which events fail their stage, and how many more times each does (`u32::MAX`: always).
+#[derive(Clone, Default)]
+pub struct Faults(Arc<Mutex<HashMap<u64, u32>>>);
+
+impl Faults {
+    pub fn on(events: &[(u64, u32)]) -> Self {
+        Faults(Arc::new(Mutex::new(events.iter().copied().collect())))
+    }
+
+    /// Whether `event` fails now (and one time fewer from now on).
+    pub fn strikes(&self, event: u64) -> bool {
+        let mut faults = self.0.lock().unwrap();
+        match faults.get_mut(&event) {
+            Some(left) if *left > 0 => {
+                if *left != u32::MAX {
+                    *left -= 1;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+pub fn fail(fault: Fault, stage: &str, event: u64) -> StageResult<()> {
+    match fault {
+        Fault::Error => Err(format!("{stage} failed on {event}").into()),
+        Fault::Panic => panic!("{stage} panicked on {event}"),
+    }
+}
