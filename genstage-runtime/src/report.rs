@@ -331,16 +331,12 @@ impl std::fmt::Display for Report {
             rows.push(row);
         }
         let mut total = vec!["total".to_owned()];
-        total.extend(columns.iter().map(|&(name, count)| {
-            match name {
-                // What the identity sums: handled is every stage's `in`.
-                "in" => totals.handled,
-                "discarded" => totals.discarded,
-                "lost" => totals.lost,
-                _ => self.stages.iter().map(count).sum::<u64>(),
-            }
-            .to_string()
-        }));
+        // Each column's sum; those of `in`, `discarded` and `lost` are the identity's terms.
+        total.extend(
+            columns
+                .iter()
+                .map(|&(_, count)| self.stages.iter().map(count).sum::<u64>().to_string()),
+        );
         total.push(String::new());
         rows.push(total);
         let mut widths = vec![0; columns.len() + 2];
