@@ -5,9 +5,8 @@ use crate::dispatcher::MAX_PARTITIONS;
 use crate::error::{DispatchSetupError, PipelineError};
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
-use crate::restart::Restart;
 
-use super::{DispatchInfo, Edge, Pipeline, Role, StageId};
+use super::{DispatchInfo, Edge, Pipeline, Role, StageEntry, StageId};
 
 /// An edge's demand limits and cancel mode, from its `options` (already over its consumer's
 /// defaults); `names` gives its producer's and consumer's names for the error.
@@ -99,15 +98,8 @@ impl Pipeline {
                 return Err(PipelineError::NoProducer { stage: name(index) });
             }
         }
-        if let Some(stage) = self
-            .stages
-            .iter()
-            .find(|stage| stage.restart != Restart::Temporary && !stage.rebuildable)
-        {
-            return Err(PipelineError::NotRebuildable {
-                stage: stage.name.clone(),
-                restart: stage.restart,
-            });
+        if let Some(error) = self.stages.iter().find_map(StageEntry::unrebuildable) {
+            return Err(error);
         }
         if let Some(cycle) = self.find_cycle() {
             return Err(PipelineError::Cycle {

@@ -96,6 +96,19 @@ struct StageEntry {
     start: StartStage,
 }
 
+impl StageEntry {
+    /// The error of a stage that its policy restarts but that was added as a value, which cannot
+    /// be made again.
+    fn unrebuildable(&self) -> Option<PipelineError> {
+        (self.restart != Restart::Temporary && !self.rebuildable).then(|| {
+            PipelineError::NotRebuildable {
+                stage: self.name.clone(),
+                restart: self.restart,
+            }
+        })
+    }
+}
+
 struct Edge {
     producer: usize,
     consumer: usize,

@@ -284,19 +284,11 @@ impl Supervisor {
 
     /// Starts a stage added to the running pipeline, under a name no other stage has.
     fn add(&mut self, mut stage: StageEntry) -> Result<(), PipelineError> {
-        if stage.restart != crate::restart::Restart::Temporary && !stage.rebuildable {
-            let error = PipelineError::NotRebuildable {
-                stage: stage.name.clone(),
-                restart: stage.restart,
-            };
-            let index = self.record(&stage);
-            self.never_started.insert(index);
-            return Err(error);
+        if let Some(error) = stage.unrebuildable() {
+            return Err(self.refuse(&stage, error));
         }
         if self.names.contains(&stage.name) {
             if stage.naming.given {
-                // Its index stays taken, never started, so that the stages added after it keep
-                // the indexes their references were given.
                 let error = PipelineError::DuplicateName {
                     name: stage.name.clone(),
                     stages: [
@@ -304,9 +296,7 @@ impl Supervisor {
                         "the stage added (named explicitly)".to_owned(),
                     ],
                 };
-                let index = self.record(&stage);
-                self.never_started.insert(index);
-                return Err(error);
+                return Err(self.refuse(&stage, error));
             }
             stage.name = crate::names::first_free(&stage.name, |name| {
                 !self.names.iter().any(|taken| taken == name)
@@ -314,6 +304,14 @@ impl Supervisor {
         }
         self.spawn(stage);
         Ok(())
+    }
+
+    /// Refuses a stage added while the pipeline runs, for `error`: its index stays taken, never
+    /// started, so that the stages added after it keep the indexes their references were given.
+    fn refuse(&mut self, stage: &StageEntry, error: PipelineError) -> PipelineError {
+        let index = self.record(stage);
+        self.never_started.insert(index);
+        error
     }
 
     /// Wires a subscription made while the pipeline runs; then, for a resubscribe, cancels the
