@@ -295,13 +295,19 @@ where
     S: genstage::HandleCall<CountChildren, Reply = genstage::ChildCounts, Emitted = ()>,
 {
     end.send(how).unwrap();
-    loop {
-        let counts = jobs.call(CountChildren).await.unwrap();
-        if done(&counts) {
-            return counts;
+    let counts = async {
+        loop {
+            let counts = jobs.call(CountChildren).await.unwrap();
+            if done(&counts) {
+                return counts;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
-    }
+    };
+    // A guard against a hang, not a timing assertion.
+    tokio::time::timeout(Duration::from_secs(60), counts)
+        .await
+        .expect("the counts never got there within 60 s")
 }
 
 /// 183: a supervisor fed three events starts three children.

@@ -17,7 +17,7 @@ use genstage::{
 mod faults;
 mod run_reports;
 
-use faults::{fail, Fault, Faults};
+use faults::{count_on, fail, Fault, Faults};
 use run_reports::{guard, lost, report_of, stage};
 
 fn edge(producer: &str, consumer: &str, sent: u64, handled: u64, lost: u64) -> EdgeReport {
@@ -413,15 +413,7 @@ impl Producer for Counter {
         if self.calls.fetch_add(1, Ordering::Relaxed) + 1 == self.fail_on {
             return Err("Counter failed".into());
         }
-        let start = self.next.load(Ordering::Relaxed);
-        let stop = (start + demand as u64).min(self.end);
-        self.next.store(stop, Ordering::Relaxed);
-        let events = (start..stop).collect();
-        Ok(if stop == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
+        Ok(count_on(&self.next, demand, self.end))
     }
     fn handle_consumer_subscribe(&mut self, _: &Subscriber, _: &mut Context<'_, Self>) {
         self.told.fetch_add(1, Ordering::Relaxed);
@@ -590,15 +582,7 @@ impl Producer for Source {
                 fail(fault, "P", 0)?;
             }
         }
-        let start = self.next.load(Ordering::Relaxed);
-        let stop = (start + demand as u64).min(60);
-        self.next.store(stop, Ordering::Relaxed);
-        let events = (start..stop).collect();
-        Ok(if stop == 60 {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
+        Ok(count_on(&self.next, demand, 60))
     }
     fn dispatcher(&self) -> genstage::Dispatch<Self, u64> {
         genstage::Dispatch::broadcast()
