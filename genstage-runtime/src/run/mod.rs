@@ -320,11 +320,10 @@ pub(crate) async fn run_producer<P: Producer>(
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
             break Exit::Aborted;
         }
-        match restarts.rebuild() {
+        match restarts.rebuild(&env.me) {
             Ok(restarted) => stage = restarted,
             Err(exit) => break exit,
         }
-        env.me.next_generation();
         state.exhausted = state.shut_down;
         outputs.announce_again();
     };
@@ -720,11 +719,10 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
             break (Exit::Aborted, false);
         }
-        match restarts.rebuild() {
+        match restarts.rebuild(&env.me) {
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),
         }
-        env.me.next_generation();
         kept.restarted(&inputs);
         outputs.announce_again();
     };
@@ -1004,11 +1002,10 @@ pub(crate) async fn run_consumer<C: Consumer>(
         }
         // A ConsumerSupervisor's children go with its value.
         children_lost.extend(stage.__child_losses().await);
-        match restarts.rebuild() {
+        match restarts.rebuild(&env.me) {
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),
         }
-        env.me.next_generation();
         kept.restarted(&inputs);
     };
     kept.in_hand.interrupted |= aborted;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dispatcher::SubscriptionId;
+use crate::messages::OwnPort;
 use crate::restart::{CopyBatch, Intensity, Restart, RestartPolicy};
 
 use super::{panic_message, Abort, Exit};
@@ -132,15 +133,16 @@ impl<S, T> Restarts<S, T> {
         true
     }
 
-    /// The stage's new value, made by its constructor; the exit of the stage when the constructor
-    /// panicked.
-    pub(crate) fn rebuild(&mut self) -> Result<S, Exit> {
+    /// The stage's new value, made by its constructor, from which on what the failed values sent
+    /// themselves through `me` is stale; the exit of the stage when the constructor panicked.
+    pub(crate) fn rebuild(&mut self, me: &OwnPort) -> Result<S, Exit> {
         let Some(again) = self.again.as_mut() else {
             return Err(Exit::Panicked("it cannot be made again".to_owned()));
         };
         match catch_unwind(AssertUnwindSafe(again)) {
             Ok(stage) => {
                 self.count += 1;
+                me.next_generation();
                 Ok(stage)
             }
             Err(panic) => Err(Exit::Panicked(format!(
