@@ -33,7 +33,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 mod common;
-use common::{label, measure, median};
+use common::{label, measure, median, Sum};
 
 /// Events per run.
 const EVENTS: u64 = 5_000_000;
@@ -76,21 +76,6 @@ impl Producer for Counter {
         } else {
             Dispatch::broadcast()
         }
-    }
-}
-
-/// Sums what it receives into a shared total (one atomic add per batch).
-struct Sum {
-    total: Arc<AtomicU64>,
-}
-
-impl Consumer for Sum {
-    type Input = u64;
-
-    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        self.total
-            .fetch_add(events.iter().sum::<u64>(), Ordering::Relaxed);
-        Ok(())
     }
 }
 

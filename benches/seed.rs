@@ -82,7 +82,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 mod common;
-use common::{label, measure, median};
+use common::{label, measure, median, Sum};
 
 /// Events through the seed pipeline per run.
 const SEED_EVENTS: u64 = 10_000_000;
@@ -130,21 +130,6 @@ impl ProducerConsumer for Evens {
     async fn handle_events(&mut self, mut events: Vec<u64>) -> StageResult<Vec<u64>> {
         events.retain(|n| n % 2 == 0);
         Ok(events)
-    }
-}
-
-/// Sums what it receives into a shared total (one atomic add per batch).
-struct Sum {
-    total: Arc<AtomicU64>,
-}
-
-impl Consumer for Sum {
-    type Input = u64;
-
-    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        self.total
-            .fetch_add(events.iter().sum::<u64>(), Ordering::Relaxed);
-        Ok(())
     }
 }
 

@@ -1,6 +1,11 @@
-//! What the benchmarks share: the runtime they run on, and how a run is measured and summed up.
+//! What the benchmarks share: the runtime they run on, how a run is measured and summed up, and the
+//! consumer that sums what it receives.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use genstage::{Consumer, StageResult};
 
 use tokio::runtime::Runtime;
 
@@ -38,5 +43,22 @@ pub fn label(run: usize) -> String {
         "warm-up".to_owned()
     } else {
         format!("run {run}")
+    }
+}
+
+/// Sums what it receives into a shared total (one atomic add per batch).
+// `heavy.rs` sums its own way, churning each event.
+#[allow(dead_code)]
+pub struct Sum {
+    pub total: Arc<AtomicU64>,
+}
+
+impl Consumer for Sum {
+    type Input = u64;
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.total
+            .fetch_add(events.iter().sum::<u64>(), Ordering::Relaxed);
+        Ok(())
     }
 }
