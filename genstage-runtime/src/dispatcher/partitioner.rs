@@ -1,5 +1,7 @@
 //! A stage's partition function, and how a dispatcher is lent it.
 
+use std::cell::Cell;
+
 /// How a stage maps its events to partitions, for a [`PartitionDispatcher`](super::PartitionDispatcher): `Some(i)` sends the
 /// event to partition `i`, `None` discards it (counted in the report as discarded, and without using
 /// up any consumer's demand).
@@ -21,7 +23,8 @@ pub trait Partitioner<T> {
 
     /// Moves each of `events`, in order, to the end of `lanes[i]`, `i` its partition; returns how
     /// many had none (`None`), or the first partition not below `lanes.len()` (then the events
-    /// are dropped, some of them maybe already moved).
+    /// are dropped, some of them maybe already moved). An empty `lanes[0]` may be replaced by the
+    /// batch's own buffer: leave it without capacity, rather than reserve for it.
     ///
     /// # Errors
     ///
@@ -40,15 +43,39 @@ impl<T, F: Fn(&T) -> Option<usize>> Partitioner<T> for F {
 }
 
 /// [`Partitioner::split`] by `partition`.
+///
+/// When the first lane is empty, the batch's own buffer becomes it: the first partition's events stay
+/// where they are and only the others move. The batch was just written on this core, so its memory
+/// is in this core's cache, where a fresh buffer mostly is not: the allocator hands back what a
+/// consumer freed after reading it on another core, and writing there costs a transfer per cache
+/// line.
 #[inline]
 fn split_by<T>(
-    events: Vec<T>,
+    mut events: Vec<T>,
     lanes: &mut [Vec<T>],
     partition: impl Fn(&T) -> Option<usize>,
 ) -> Result<usize, usize> {
     let mut none = 0;
-    for event in events {
-        match partition(&event) {
+    if !lanes.first().is_some_and(Vec::is_empty) {
+        for event in events {
+            match partition(&event) {
+                Some(index) => match lanes.get_mut(index) {
+                    Some(lane) => lane.push(event),
+                    None => return Err(index),
+                },
+                None => none += 1,
+            }
+        }
+        return Ok(none);
+    }
+    // The partition of the event being looked at, which the loop reads as the event comes out.
+    let route = Cell::new(None);
+    let moved = events.extract_if(.., |event| {
+        route.set(partition(event));
+        route.get() != Some(0)
+    });
+    for event in moved {
+        match route.get() {
             Some(index) => match lanes.get_mut(index) {
                 Some(lane) => lane.push(event),
                 None => return Err(index),
@@ -56,6 +83,11 @@ fn split_by<T>(
             None => none += 1,
         }
     }
+    // A lane that keeps a mostly empty buffer would hold on to its memory while it waits in a backlog.
+    if events.capacity() / 2 > events.len() {
+        events.shrink_to_fit();
+    }
+    lanes[0] = events;
     Ok(none)
 }
 
@@ -108,5 +140,49 @@ impl<S, T> Partitioner<T> for BoundPartition<'_, S, T> {
 
     fn split(&self, events: Vec<T>, lanes: &mut [Vec<T>]) -> Result<usize, usize> {
         (self.fns.split)(self.stage, events, lanes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Partitioner;
+
+    fn by_remainder(n: &u32) -> Option<usize> {
+        (n % 5 != 4).then_some((n % 5) as usize % 4)
+    }
+
+    #[test]
+    fn a_split_keeps_each_partitions_order_whether_or_not_the_batch_becomes_the_first_lane() {
+        let expected = [
+            vec![0, 5, 10, 15],
+            vec![1, 6, 11, 16],
+            vec![2, 7, 12, 17],
+            vec![3, 8, 13, 18],
+        ];
+        for reserved in [0, 8] {
+            let mut lanes: Vec<Vec<u32>> = (0..4).map(|_| Vec::with_capacity(reserved)).collect();
+            let split = by_remainder.split((0..20).collect(), &mut lanes);
+            assert_eq!(split, Ok(4), "4, 9, 14 and 19 have no partition");
+            assert_eq!(lanes, expected);
+        }
+    }
+
+    #[test]
+    fn a_first_lane_that_takes_the_batch_does_not_keep_much_more_room_than_its_events() {
+        let mut lanes: Vec<Vec<u32>> = vec![Vec::new(), Vec::new()];
+        let first_of_ten = |n: &u32| Some(usize::from(n % 10 != 0));
+        assert_eq!(first_of_ten.split((0..1000).collect(), &mut lanes), Ok(0));
+        assert_eq!(lanes[0], (0..100).map(|n| n * 10).collect::<Vec<_>>());
+        assert!(lanes[0].capacity() <= 200, "{}", lanes[0].capacity());
+        assert_eq!(lanes[1].len(), 900);
+    }
+
+    #[test]
+    fn a_partition_out_of_range_is_reported_whichever_way_the_batch_is_split() {
+        for reserved in [0, 8] {
+            let mut lanes: Vec<Vec<u32>> = (0..2).map(|_| Vec::with_capacity(reserved)).collect();
+            let split = (|n: &u32| Some(*n as usize)).split(vec![0, 1, 2, 3], &mut lanes);
+            assert_eq!(split, Err(2));
+        }
     }
 }
