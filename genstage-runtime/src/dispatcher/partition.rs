@@ -285,7 +285,13 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                 Some(_) if slot.queue.is_empty() => slot.demand.min(sent.len()),
                 _ => 0,
             };
-            let kept = sent.split_off(straight);
+            // Moved whole when nothing goes straight (`split_off(0)` would allocate a buffer of the
+            // same size for what stays).
+            let kept = if straight == 0 {
+                std::mem::take(&mut sent)
+            } else {
+                sent.split_off(straight)
+            };
             match slot.sub {
                 Some(sub) => {
                     // Both count against the shared demand; only those sent against its own.
@@ -395,12 +401,13 @@ impl<T> Backlog<T> {
 
     /// Takes up to `count` events from the front, in order.
     fn take(&mut self, count: usize) -> Vec<T> {
+        let single = self.batches.len() == 1;
         let Some(front) = self.batches.front_mut() else {
             return Vec::new();
         };
-        if front.len() >= count {
-            // Within the first batch: all of it moves, or its front is split off.
-            let taken = if front.len() == count {
+        if front.len() >= count || single {
+            // The first batch is enough, or all there is: all of it moves, or its front is split off.
+            let taken = if front.len() <= count {
                 self.batches.pop_front().unwrap_or_default()
             } else {
                 let rest = front.split_off(count);
