@@ -1952,7 +1952,7 @@ impl Consumer for Sink {
             return self.fuse.fail_events(events, fail);
         }
         let calls = self.fuse.progress().calls;
-        if self.yield_every.is_some_and(|n| calls % n == 0) {
+        if self.yield_every.is_some_and(|n| calls.is_multiple_of(n)) {
             tokio::task::yield_now().await;
         }
         let mut ledger = lock(&self.fuse.ledger);

@@ -187,7 +187,7 @@ async fn selectors_split_a_broadcast_into_evens_and_odds() {
     let received = Received::default();
     let report = pipeline! {
         numbers = Broadcast(Numbers::upto(1000));
-        numbers -[selector = |n: &u64| n % 2 == 0]-> evens = received.collector();
+        numbers -[selector = |n: &u64| n.is_multiple_of(2)]-> evens = received.collector();
         // The closure's argument type is the producer's event type: no annotation needed.
         numbers -[selector = |n| n % 2 == 1, max_demand = 5]-> odds = received.collector();
     }
@@ -206,7 +206,7 @@ async fn selectors_split_a_broadcast_into_evens_and_odds() {
 async fn a_selector_on_an_edge_to_a_group_applies_to_every_instance() {
     let received = Received::default();
     let report = pipeline! {
-        Broadcast(Numbers::upto(300)) -[selector = |n: &u64| n % 3 == 0]-> [received.collector(); 2]
+        Broadcast(Numbers::upto(300)) -[selector = |n: &u64| n.is_multiple_of(3)]-> [received.collector(); 2]
     }
     .run()
     .await

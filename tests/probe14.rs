@@ -1157,7 +1157,7 @@ mod dsl {
             pipeline! {
                 echo = Echo;
                 from_iter(0..30u64) -> echo;
-                echo -[selector = move |e: &u64| e % k == 0]-> Keep::new(&all);
+                echo -[selector = move |e: &u64| e.is_multiple_of(k)]-> Keep::new(&all);
                 echo -[selector = move |e| wanted.contains(e), max_demand = 2, min_demand = 0]-> Keep::new(&all);
                 echo -[selector = |_| false]-> Keep::new(&all);
             }

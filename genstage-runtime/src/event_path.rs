@@ -797,7 +797,7 @@ mod tests {
 
         let mut path = partitioned(100);
         path.ask(10, 5);
-        let none_for_odd = |event: &u32| (event % 2 == 0).then_some(0);
+        let none_for_odd = |event: &u32| event.is_multiple_of(2).then_some(0);
         path.emit(vec![1, 2, 3], Some(&none_for_odd));
         assert_eq!(sent(&mut path), vec![(10, vec![2])]);
         assert_eq!((path.emitted, path.copies, path.discarded), (3, 0, 2));

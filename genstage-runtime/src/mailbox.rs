@@ -443,7 +443,7 @@ impl<M> Receiver<M> {
     /// Counts a busy spell beginning now, and times one in [`TIMED_SPELL_EVERY`].
     #[inline]
     fn start_spell(&mut self) {
-        if self.spells % TIMED_SPELL_EVERY == 0 {
+        if self.spells.is_multiple_of(TIMED_SPELL_EVERY) {
             self.busy_since = crate::loom::spell_clock();
         }
         self.spells = self.spells.wrapping_add(1);

@@ -392,7 +392,7 @@ fn a_consumer_whose_selector_rejects_everything_is_sent_nothing() {
 #[test]
 fn an_event_no_selector_accepts_is_discarded() {
     let mut dispatcher = BroadcastDispatcher::new();
-    let fives = DispatchOptions::selector(|n: &u32| n % 5 == 0);
+    let fives = DispatchOptions::selector(|n: &u32| n.is_multiple_of(5));
     assert_eq!(dispatcher.subscribe(R1, &fives), Ok(0));
     assert_eq!(ask(&mut dispatcher, R1, 4), 4);
     let dispatched = dispatch(&mut dispatcher, &[3, 4, 5, 6, 7]);

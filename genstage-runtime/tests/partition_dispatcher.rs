@@ -179,7 +179,7 @@ fn subscribes_asks_and_dispatches() {
 // 1 (even) of a partition function: the same numbers as item 138, with odd events.
 #[test]
 fn subscribes_asks_and_dispatches_to_the_partitions_of_a_function() {
-    let odd_or_even = |n: &u64| Some(usize::from(n % 2 == 0));
+    let odd_or_even = |n: &u64| Some(usize::from(n.is_multiple_of(2)));
     asks_and_dispatches(2, 0, odd_or_even, 1, [5, 7, 9, 11, 13, 15, 17]);
 }
 
@@ -187,7 +187,7 @@ fn subscribes_asks_and_dispatches_to_the_partitions_of_a_function() {
 #[test]
 fn subscribes_asks_and_dispatches_to_partitions_or_none() {
     // 0: odd, 1: even.
-    let route = |n: &u64| (n % 3 != 0).then_some(usize::from(n % 2 == 0));
+    let route = |n: &u64| (!n.is_multiple_of(3)).then_some(usize::from(n.is_multiple_of(2)));
     let mut dispatcher = PartitionDispatcher::new(2);
     assert_eq!(subscribe(&mut dispatcher, R1, 1), Ok(0));
     assert_eq!(subscribe(&mut dispatcher, R0, 0), Ok(0));

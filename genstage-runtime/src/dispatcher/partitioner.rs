@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn a_first_lane_that_takes_the_batch_does_not_keep_much_more_room_than_its_events() {
         let mut lanes: Vec<Vec<u32>> = vec![Vec::new(), Vec::new()];
-        let first_of_ten = |n: &u32| Some(usize::from(n % 10 != 0));
+        let first_of_ten = |n: &u32| Some(usize::from(!n.is_multiple_of(10)));
         assert_eq!(first_of_ten.split((0..1000).collect(), &mut lanes), Ok(0));
         assert_eq!(lanes[0], (0..100).map(|n| n * 10).collect::<Vec<_>>());
         assert!(lanes[0].capacity() <= 200, "{}", lanes[0].capacity());
