@@ -7,22 +7,41 @@
 //! ```text
 //! broadcast genstage_eps=<events/s> baseline_eps=<events/s> ratio=<r>
 //! partition genstage_eps=<events/s> baseline_eps=<events/s> ratio=<r>
+//! broadcast_same_batches genstage_eps=<events/s> baseline_eps=<events/s> ratio=<r>
+//! partition_same_batches genstage_eps=<events/s> baseline_eps=<events/s> ratio=<r>
 //! ```
 //!
-//! Both run [`EVENTS`] events, counted once each (not once per delivery), on tokio's multi-thread
-//! runtime with 2 worker threads, with default demand (max_demand 1000, min_demand 500).
+//! All run [`EVENTS`] events, counted once each (not once per delivery), on tokio's multi-thread
+//! runtime with 2 worker threads. The broadcast runs come first, then the partition runs: each
+//! comparison's runs are interleaved, but the two comparisons are not, since the allocator's state
+//! that one leaves moved the other's figures by up to 15% (in alternated builds).
+//!
+//! # Demand
+//! The first two lines give genstage's consumers GenStage's default demand, `max_demand` 1000 and
+//! `min_demand` 500. A consumer then asks for 500 after every 500 events, so a broadcast sends
+//! batches of 500 to each consumer; a partition's demand is shared, so each ask of 500 makes the
+//! counter emit 500, of which each partition takes half: batches of 250. That is two to four times
+//! the messages the baselines move for the same events, with at most 1000 events sent and not yet
+//! handled per consumer.
+//!
+//! The last two (`_same_batches`) give them the baselines' batches, to price genstage's own work
+//! apart from the protocol's: `max_demand` 2000 and `min_demand` 1000 ([`SAME_BATCHES`]), so that
+//! a consumer is sent batches of 1000 (a partition's, of 500) and asks for 1000 after each, as a
+//! baseline task receives batches from a channel of one. Each consumer then has at most 2000 events
+//! sent and not yet handled, as in the baselines (one batch the task sums, one in the channel; the
+//! counter has the next made and waiting to be sent).
 //!
 //! # Broadcast
 //! A counter producer broadcasting `0..EVENTS` to two consumers that each sum what they receive.
 //! The baseline: a counter task sends each batch of 1000 as an `Arc<Vec<u64>>` into two bounded
-//! `tokio::sync::mpsc` channels (one batch each, the bound max_demand puts on a subscription), and
+//! `tokio::sync::mpsc` channels (room for one batch each), and
 //! two tasks sum what they receive. genstage hands each consumer its own `Vec` (one copy of every
 //! batch; the API gives consumers owned events), where the baseline shares one.
 //!
 //! # Partition
 //! The counter partitioned by `n % 2` into two consumers that each sum their partition. The
 //! baseline: the counter task splits each batch of 1000 into two `Vec`s by parity and sends them to
-//! two bounded channels (one batch each), and two tasks sum them.
+//! two bounded channels (room for one batch each), and two tasks sum them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,9 +57,18 @@ use common::{label, measure, median, Sum};
 /// Events per run.
 const EVENTS: u64 = 5_000_000;
 /// Measured runs per variant (after one warm-up run of each).
-const RUNS: usize = 9;
+const RUNS: usize = 15;
 /// Events per message of the baselines: GenStage's default max_demand.
 const BATCH: u64 = 1000;
+
+/// A consumer's `(max_demand, min_demand)`.
+type Demand = (usize, usize);
+
+/// GenStage's default demand.
+const DEFAULT_DEMAND: Demand = (1000, 500);
+
+/// Demand that gives genstage's consumers the baselines' batches (see the module docs).
+const SAME_BATCHES: Demand = (2000, 1000);
 
 /// Emits `next, next + 1, …` up to (not including) `end`, as many as asked, to every consumer or
 /// by parity.
@@ -84,9 +112,9 @@ fn expected_sum(n: u64) -> u64 {
     n * n.saturating_sub(1) / 2
 }
 
-/// The counter, broadcast or partitioned, into two summing consumers; returns the time and the
-/// sum of both consumers' totals.
-fn genstage(rt: &Runtime, n: u64, partitioned: bool) -> (Duration, u64) {
+/// The counter, broadcast or partitioned, into two summing consumers subscribed with `demand`;
+/// returns the time and the sum of both consumers' totals.
+fn genstage(rt: &Runtime, n: u64, partitioned: bool, demand: Demand) -> (Duration, u64) {
     rt.block_on(async {
         let total = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
@@ -100,10 +128,14 @@ fn genstage(rt: &Runtime, n: u64, partitioned: bool) -> (Duration, u64) {
             let sum = pipeline.add_consumer(Sum {
                 total: total.clone(),
             });
+            let (max_demand, min_demand) = demand;
+            let options = SubscribeOptions::new()
+                .max_demand(max_demand)
+                .min_demand(min_demand);
             let options = if partitioned {
-                SubscribeOptions::new().partition(partition)
+                options.partition(partition)
             } else {
-                SubscribeOptions::new()
+                options
             };
             pipeline.subscribe_with(&counter, &sum, options);
         }
@@ -182,51 +214,75 @@ fn partition_baseline(rt: &Runtime, n: u64) -> (Duration, u64) {
     })
 }
 
-fn main() {
-    let rt = common::runtime();
+/// Medians of one comparison's runs.
+#[derive(Default)]
+struct Runs {
+    genstage: Vec<f64>,
+    baseline: Vec<f64>,
+}
 
-    let sum = expected_sum(EVENTS);
-    let (mut bc_gs, mut bc_base, mut pt_gs, mut pt_base) = (vec![], vec![], vec![], vec![]);
+impl Runs {
+    fn push(&mut self, genstage: f64, baseline: f64) {
+        self.genstage.push(genstage);
+        self.baseline.push(baseline);
+    }
+
+    /// The summary line: medians, and the ratio of the medians.
+    fn print(&self, name: &str) {
+        let (genstage, baseline) = (median(&self.genstage), median(&self.baseline));
+        println!(
+            "{name} genstage_eps={genstage:.0} baseline_eps={baseline:.0} ratio={:.3}",
+            genstage / baseline
+        );
+    }
+}
+
+/// One dispatcher's comparison: genstage with default demand, the baseline, and genstage with the
+/// baselines' batches, run in turn; returns the runs with default demand and those with the
+/// baselines' batches.
+fn compare(
+    rt: &Runtime,
+    name: &str,
+    partitioned: bool,
+    baseline: fn(&Runtime, u64) -> (Duration, u64),
+) -> (Runs, Runs) {
+    // Each event is summed once per consumer it goes to.
+    let sum = expected_sum(EVENTS) * if partitioned { 1 } else { 2 };
+    let (mut default_demand, mut same_batches) = (Runs::default(), Runs::default());
     // Run 0 is the warm-up and is not counted.
     for run in 0..=RUNS {
-        let bg = measure(EVENTS, 2 * sum, "broadcast genstage", || {
-            genstage(&rt, EVENTS, false)
+        let default_eps = measure(EVENTS, sum, name, || {
+            genstage(rt, EVENTS, partitioned, DEFAULT_DEMAND)
         });
-        let bb = measure(EVENTS, 2 * sum, "broadcast baseline", || {
-            broadcast_baseline(&rt, EVENTS)
+        let baseline_eps = measure(EVENTS, sum, name, || baseline(rt, EVENTS));
+        let same_eps = measure(EVENTS, sum, name, || {
+            genstage(rt, EVENTS, partitioned, SAME_BATCHES)
         });
-        let pg = measure(EVENTS, sum, "partition genstage", || {
-            genstage(&rt, EVENTS, true)
-        });
-        let pb = measure(EVENTS, sum, "partition baseline", || {
-            partition_baseline(&rt, EVENTS)
-        });
-        let label = label(run);
         println!(
-            "{label}: broadcast genstage {:.1} M/s, baseline {:.1} M/s (ratio {:.2}); partition \
-             genstage {:.1} M/s, baseline {:.1} M/s (ratio {:.2})",
-            bg / 1e6,
-            bb / 1e6,
-            bg / bb,
-            pg / 1e6,
-            pb / 1e6,
-            pg / pb
+            "{}: {name} genstage {:.1} M/s (same batches {:.1}), baseline {:.1} M/s (ratio {:.2}, \
+             same batches {:.2})",
+            label(run),
+            default_eps / 1e6,
+            same_eps / 1e6,
+            baseline_eps / 1e6,
+            default_eps / baseline_eps,
+            same_eps / baseline_eps
         );
         if run > 0 {
-            bc_gs.push(bg);
-            bc_base.push(bb);
-            pt_gs.push(pg);
-            pt_base.push(pb);
+            default_demand.push(default_eps, baseline_eps);
+            same_batches.push(same_eps, baseline_eps);
         }
     }
-    let (bg, bb) = (median(&bc_gs), median(&bc_base));
-    println!(
-        "broadcast genstage_eps={bg:.0} baseline_eps={bb:.0} ratio={:.3}",
-        bg / bb
-    );
-    let (pg, pb) = (median(&pt_gs), median(&pt_base));
-    println!(
-        "partition genstage_eps={pg:.0} baseline_eps={pb:.0} ratio={:.3}",
-        pg / pb
-    );
+    (default_demand, same_batches)
+}
+
+fn main() {
+    let rt = common::runtime();
+    // One dispatcher after the other (see the module docs).
+    let (broadcast, broadcast_same) = compare(&rt, "broadcast", false, broadcast_baseline);
+    let (partition, partition_same) = compare(&rt, "partition", true, partition_baseline);
+    broadcast.print("broadcast");
+    partition.print("partition");
+    broadcast_same.print("broadcast_same_batches");
+    partition_same.print("partition_same_batches");
 }
