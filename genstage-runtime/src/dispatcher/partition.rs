@@ -240,8 +240,8 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         };
         // Each partition's events, in order: the first go straight to its consumer (as many as it
         // asked for, when it has no backlog to go first), the others it keeps. Nothing changes in
-        // `self` before every route is known to be in range.
-        // The first lane reuses the batch's buffer (see `Partitioner::split`).
+        // `self` before every route is known to be in range. The first lane is left without room:
+        // the batch's own buffer becomes it (see `Partitioner::split`).
         let share = events.len() / partitions.max(1) + 1;
         let mut lanes: Vec<Vec<T>> = (0..partitions)
             .map(|i| Vec::with_capacity(if i == 0 { 0 } else { share }))
