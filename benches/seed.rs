@@ -71,6 +71,11 @@
 //!   cost about 8% of genstage's seed throughput (ratio 0.56 vs 0.58 in 9 alternated runs on a
 //!   loaded machine); one unit per 8 messages is within the noise (12 alternated runs: 688 vs 694 M
 //!   events/s, ratio 0.750 vs 0.723, ping-pong 0.735 vs 0.722).
+//! - The upstream message handler inlined into the stage loops, a handed-out batch dropped without
+//!   the input queue's whole drop code, and two per-round checks made cheaper: the seed pipeline
+//!   measured alone (one pipeline per process, median of 9 runs of 10M events, 20 alternated
+//!   builds) went from 533 to 562 M events/s, against 594 for the hardening issue's code; callgrind
+//!   counts 32.27M instructions for 2M seed events, from 32.64M.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
