@@ -74,7 +74,7 @@
 //! - The upstream message handler inlined into the stage loops, a handed-out batch dropped without
 //!   the input queue's whole drop code, and two per-round checks made cheaper: the seed pipeline
 //!   measured alone (one pipeline per process, median of 9 runs of 10M events, 20 alternated
-//!   builds) went from 533 to 562 M events/s, against 594 for the hardening issue's code; callgrind
+//!   builds) went from 542 to 562 M events/s, against 595 for the hardening issue's code; callgrind
 //!   counts 32.27M instructions for 2M seed events, from 32.64M.
 
 use std::hint::black_box;
