@@ -111,9 +111,7 @@ impl<T> Inputs<T> {
     }
 
     /// Takes in a message from upstream.
-    // Always: called once per batch from each stage loop, which had grown too large for the
-    // compiler to inline it by itself (`benches/seed.rs` gives what that cost).
-    #[inline(always)]
+    #[inline]
     pub(super) fn handle(&mut self, mail: Upstream<T>) {
         match mail {
             Upstream::Subscribed(subscribed) => self.subscribe(*subscribed),
@@ -259,15 +257,6 @@ impl<T> Inputs<T> {
         self.take_step(handle_events)
     }
 
-    /// Drops the front of the queue, events all handed out: matched as such, so that the hot path
-    /// does not call the drop code of every kind of entry.
-    #[inline]
-    fn pop_handed_out(&mut self) {
-        if let Some(Queued::Events(_, batches)) = self.queue.pop_front() {
-            drop(batches);
-        }
-    }
-
     fn take_step(&mut self, handle_events: bool) -> Option<Step<T>> {
         loop {
             match self.queue.front_mut()? {
@@ -291,7 +280,7 @@ impl<T> Inputs<T> {
                                 subscription.demand.limits().batch_size()
                             };
                             let Some(events) = batches.next_batch(size) else {
-                                self.pop_handed_out();
+                                self.queue.pop_front();
                                 continue;
                             };
                             let demand = subscription.demand.on_batch(events.len());
@@ -308,7 +297,7 @@ impl<T> Inputs<T> {
                         }
                     };
                     if batches.is_empty() {
-                        self.pop_handed_out();
+                        self.queue.pop_front();
                     }
                     if demand.excess > 0 {
                         self.excess += demand.excess as u64;

@@ -849,7 +849,7 @@ async fn transform<S: ProducerConsumer>(
         }
         // A restarted stage first handles again, one at a time, what its failed value held, while
         // consumers downstream have demand.
-        while redelivery.len() > 0 && outputs.capacity() > 0 {
+        while outputs.capacity() > 0 {
             let Some((index, sub, event)) = redelivery.next() else {
                 break;
             };

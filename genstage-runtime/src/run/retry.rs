@@ -26,13 +26,11 @@ pub(super) struct Retry {
 
 impl Retry {
     /// Whether `handle_demand` may be called now.
-    #[inline]
     pub(super) fn due(&self) -> bool {
         self.waiting_until().is_none()
     }
 
     /// When `handle_demand` may be called again, while it must wait.
-    #[inline]
     pub(super) fn waiting_until(&self) -> Option<Instant> {
         self.at.filter(|&at| Instant::now() < at)
     }
