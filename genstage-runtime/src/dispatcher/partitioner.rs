@@ -58,13 +58,8 @@ fn split_by<T>(
     let mut none = 0;
     if !lanes.first().is_some_and(Vec::is_empty) {
         for event in events {
-            match partition(&event) {
-                Some(index) => match lanes.get_mut(index) {
-                    Some(lane) => lane.push(event),
-                    None => return Err(index),
-                },
-                None => none += 1,
-            }
+            let route = partition(&event);
+            place(event, route, lanes, &mut none)?;
         }
         return Ok(none);
     }
@@ -75,13 +70,7 @@ fn split_by<T>(
         route.get() != Some(0)
     });
     for event in moved {
-        match route.get() {
-            Some(index) => match lanes.get_mut(index) {
-                Some(lane) => lane.push(event),
-                None => return Err(index),
-            },
-            None => none += 1,
-        }
+        place(event, route.get(), lanes, &mut none)?;
     }
     // A lane that keeps a mostly empty buffer would hold on to its memory while it waits in a backlog.
     if events.capacity() / 2 > events.len() {
@@ -89,6 +78,25 @@ fn split_by<T>(
     }
     lanes[0] = events;
     Ok(none)
+}
+
+/// Appends `event` to the lane of `route`, or counts it in `none` when it has no partition; the
+/// route when its lane does not exist.
+#[inline]
+fn place<T>(
+    event: T,
+    route: Option<usize>,
+    lanes: &mut [Vec<T>],
+    none: &mut usize,
+) -> Result<(), usize> {
+    match route {
+        Some(index) => match lanes.get_mut(index) {
+            Some(lane) => lane.push(event),
+            None => return Err(index),
+        },
+        None => *none += 1,
+    }
+    Ok(())
 }
 
 /// A stage's [`Partition`] function over a batch, for a stage whose type the runtime's loops do not
