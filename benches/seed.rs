@@ -77,10 +77,10 @@
 //!   loaded machine); one unit per 8 messages is within the noise (12 alternated runs: 688 vs 694 M
 //!   events/s, ratio 0.750 vs 0.723, ping-pong 0.735 vs 0.722).
 //! - Four small changes to the stage loops (the upstream message handler always inlined, a
-//!   handed-out input entry dropped as what it is, two checks made cheaper) took 1% off callgrind's
-//!   instructions for the seed and made a probe of the pipeline 4 to 7% faster, but `-- alone`
-//!   2 to 5% slower (15 alternated builds each, three sets), so they were not kept: inlining
-//!   decisions move the loops' code layout, and that moves these figures as much.
+//!   handed-out input entry dropped as what it is, two checks made cheaper) took instructions off
+//!   each round but made `-- alone` 2 to 5% slower (15 alternated builds each, three sets), so they
+//!   were not kept: inlining decisions move the loops' code layout, and that moves these figures as
+//!   much.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
