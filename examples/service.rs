@@ -8,8 +8,9 @@
 //! Three "web handler" tasks push jobs into the pipeline through `from_channel`'s sender, waiting
 //! when the pipeline is busy (back-pressure); the pipeline squares them; `main` reads the results
 //! from a `to_stream` sink. On Ctrl-C (or after the given number of results), `main` shuts the
-//! pipeline down gracefully: the channel's producer stops taking jobs, every job it has already
-//! emitted is squared and read, and the report shows nothing lost.
+//! pipeline down gracefully: the channel closes, so the handlers' next `send` fails, and every job
+//! a `send` accepted is squared and read: the results read are the jobs accepted, and the report
+//! shows nothing lost.
 
 use std::time::Duration;
 
@@ -42,17 +43,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (sink, mut results) = to_stream::<String>();
     let running = pipeline! { source -> Square -> sink }.start();
 
-    // Other tasks feed the pipeline; `send` waits while it is busy, and fails once it has stopped.
-    for handler in 0..3u64 {
-        let jobs = jobs.clone();
-        tokio::spawn(async move {
-            for n in 0.. {
-                if jobs.send(handler * 1000 + n).await.is_err() {
-                    break;
+    // Other tasks feed the pipeline; `send` waits while it is busy, and fails once it is shutting
+    // down. Each counts the jobs it got accepted.
+    let handlers: Vec<_> = (0..3u64)
+        .map(|handler| {
+            let jobs = jobs.clone();
+            tokio::spawn(async move {
+                let mut accepted = 0;
+                while jobs.send(handler * 1000 + accepted).await.is_ok() {
+                    accepted += 1;
                 }
-            }
-        });
-    }
+                accepted
+            })
+        })
+        .collect();
     drop(jobs);
 
     // One Ctrl-C listener for the whole loop: a new one per round would miss a signal that came
@@ -87,9 +91,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{result} (drained)");
     }
     let report = shutdown.await??;
+    let mut accepted = 0;
+    for handler in handlers {
+        accepted += handler.await?;
+    }
 
-    eprintln!("read {read} results");
+    eprintln!("accepted {accepted} jobs, read {read} results");
     eprintln!("{report}");
+    assert_eq!(read as u64, accepted, "every accepted job is read");
     assert!(report.totals().balanced() && report.totals().lost == 0);
     Ok(())
 }

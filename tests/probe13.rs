@@ -561,7 +561,7 @@ async fn from_channel_whose_senders_are_dropped_before_start_ends_at_once() {
     pipeline.subscribe(&source, &sink);
     let report = no_hang("the pipeline", pipeline.start()).await.unwrap();
     assert_eq!(
-        report.stage("from_stream").unwrap().status,
+        report.stage("from_channel").unwrap().status,
         StageStatus::Finished
     );
     assert_eq!(report.stage("Count").unwrap().events_in, 0);

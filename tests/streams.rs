@@ -228,6 +228,90 @@ async fn from_stream_loses_nothing_when_its_wait_is_dropped() {
     assert_eq!((emit.events, emit.last), (vec![], true));
 }
 
+// ---- from_channel -----------------------------------------------------------------------------
+
+/// Takes batches of at most 2 (`max_demand` 2, `min_demand` 1), each only once the test opens its
+/// gate, and records them.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    batches: Arc<Mutex<Vec<Vec<u64>>>>,
+}
+
+#[stage(consumer, max_demand = 2, min_demand = 1)]
+impl Gated {
+    async fn handle_events(&mut self, events: Vec<u64>) {
+        self.gate
+            .acquire()
+            .await
+            .expect("the gate stays open")
+            .forget();
+        self.batches.lock().unwrap().push(events);
+    }
+}
+
+/// A `from_channel` producer into a gated consumer, started, with 10 events sent without waiting
+/// into its channel of 8: 8 accepted. Once settled, the consumer holds its first batch, [0, 1],
+/// at its closed gate, and 6 events wait in the channel.
+async fn eight_accepted() -> (
+    mpsc::Sender<u64>,
+    genstage::PipelineHandle,
+    Arc<tokio::sync::Semaphore>,
+    Arc<Mutex<Vec<Vec<u64>>>>,
+) {
+    let (jobs, source) = from_channel::<u64>(8);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let gated = Gated {
+        gate: gate.clone(),
+        batches: batches.clone(),
+    };
+    let running = pipeline! { source -> gated }.start();
+    let accepted = (0..10).filter(|&job| jobs.try_send(job).is_ok()).count();
+    assert_eq!(accepted, 8);
+    settle().await;
+    assert_eq!(jobs.capacity(), 2, "6 events wait in the channel");
+    (jobs, running, gate, batches)
+}
+
+/// Every event a sender handed over is delivered by a graceful shutdown, which closes the channel.
+#[tokio::test(start_paused = true)]
+async fn a_graceful_shutdown_delivers_what_from_channel_accepted() {
+    let (jobs, running, gate, batches) = eight_accepted().await;
+    let shutdown = tokio::spawn(running.shutdown());
+    settle().await;
+    // Closed: a send fails, giving its event back.
+    assert_eq!(jobs.try_send(10).map_err(|e| e.into_inner()), Err(10));
+    gate.add_permits(100);
+    let report = guard(shutdown).await.unwrap().unwrap();
+    let handled: Vec<u64> = batches.lock().unwrap().concat();
+    assert_eq!(handled, (0..8).collect::<Vec<_>>());
+    let source = stage(&report, "from_channel");
+    assert_eq!((source.emitted, source.lost), (8, 0));
+    assert_eq!(source.status, StageStatus::ShutDown);
+    assert_eq!(stage(&report, "Gated").events_in, 8);
+    assert!(report.balanced(), "{report:?}");
+}
+
+/// An abort stops the producer with 6 events in its channel: they are counted emitted and lost,
+/// for the reason that they were never emitted, so that the report accounts for all 8 accepted.
+#[tokio::test(start_paused = true)]
+async fn an_abort_counts_what_from_channel_held_as_lost() {
+    let (_jobs, running, _gate, batches) = eight_accepted().await;
+    let report = guard(running.abort()).await.unwrap();
+    assert!(batches.lock().unwrap().is_empty());
+    let source = stage(&report, "from_channel");
+    assert_eq!(source.emitted, 8);
+    assert_eq!(
+        source.losses,
+        [genstage::Loss {
+            count: 6,
+            reason: LossReason::NotEmitted
+        }]
+    );
+    assert_eq!(stage(&report, "Gated").lost, 2);
+    assert!(report.balanced(), "{report:?}");
+}
+
 // ---- to_stream --------------------------------------------------------------------------------
 
 #[tokio::test]

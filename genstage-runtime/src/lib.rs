@@ -73,6 +73,6 @@ pub use subscription::{AskError, CancelReason, Demand, Subscriber, Subscription,
 mod __private;
 include!(concat!(env!("OUT_DIR"), "/private.rs"));
 pub use stream::{
-    from_channel, from_iter, from_stream, to_stream, ChannelStream, EventStream, FromIter,
+    from_channel, from_iter, from_stream, to_stream, EventStream, FromChannel, FromIter,
     FromStream, StreamSink,
 };

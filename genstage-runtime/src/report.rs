@@ -61,6 +61,11 @@ pub enum LossReason {
     /// Its [`ConsumerSupervisor`](crate::ConsumerSupervisor) child failed (returned `Err` or
     /// panicked) and was not restarted: `temporary`, or out of restarts.
     ChildFailed,
+    /// Taken in by a producer but not emitted when it stopped: sent into a
+    /// [`from_channel`](crate::from_channel) producer's channel, which a graceful shutdown delivers
+    /// but an abort, a shutdown's timeout or its consumers leaving do not. Counted as emitted too,
+    /// so that the report accounts for every event a sender handed over.
+    NotEmitted,
 }
 
 impl std::fmt::Display for LossReason {
@@ -71,6 +76,7 @@ impl std::fmt::Display for LossReason {
             LossReason::ConsumerGone => "sent to a consumer that had stopped",
             LossReason::Buffered => "in its buffer when it stopped",
             LossReason::ChildFailed => "its child failed and was not restarted",
+            LossReason::NotEmitted => "taken in but not emitted when it stopped",
         })
     }
 }

@@ -217,6 +217,24 @@ pub trait Producer: Send + 'static {
     /// means its type's name (`from_iter`'s producer gives `"from_iter"`, as users write it).
     #[doc(hidden)]
     const DEFAULT_NAME: Option<&'static str> = None;
+
+    /// Not part of the API: told once of a graceful shutdown that came while the producer could
+    /// still emit; `true` if it has taken in events that it delivers before it ends
+    /// ([`from_channel`](crate::from_channel), which closes its channel here): it is then asked
+    /// until it returns [`Emit::last`], where any other producer is not asked again. `false` by
+    /// default.
+    #[doc(hidden)]
+    fn __drain_on_shutdown(&mut self) -> bool {
+        false
+    }
+
+    /// Not part of the API: called once the stage has stopped (and before a restart replaces its
+    /// value), the events it had taken in but not emitted, dropped now: the report counts them
+    /// emitted and lost ([`LossReason::NotEmitted`]). 0 by default.
+    #[doc(hidden)]
+    fn __unemitted(&mut self) -> u64 {
+        0
+    }
 }
 
 /// A stage in the middle: GenStage's `:producer_consumer`.

@@ -99,7 +99,15 @@ impl Pipeline {
 /// [`Producer::handle_demand`](crate::Producer::handle_demand)), delivers every event already
 /// emitted, buffered ones included, lets every stage downstream handle them and end, and runs each
 /// stage's `terminate`. Producers end with [`StageStatus::ShutDown`](crate::StageStatus::ShutDown),
-/// the stages after them as when their input ends. Nothing already emitted is lost.
+/// the stages after them as when their input ends. Nothing already emitted is lost, and nothing a
+/// [`from_channel`](crate::from_channel) sender got accepted: that producer closes its channel and
+/// delivers what is in it before it ends.
+///
+/// A shutdown waits for the stages to handle what was emitted, however long that takes:
+/// [`shutdown_within`](Self::shutdown_within) bounds the wait. In particular, a
+/// [`to_stream`](crate::to_stream) sink hands its events on only as its stream is read, so read the
+/// stream while the shutdown runs (spawn the shutdown, or `select!` on both), not after it; and a
+/// consumer with manual demand that never asks again holds its producer's buffer undelivered.
 pub struct PipelineHandle {
     state: State,
     /// `None` once the pipeline has been asked to end, or when it never started.

@@ -297,6 +297,8 @@ pub(crate) async fn run_producer<P: Producer>(
     let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
     let mut state = ProducerState::default();
     state.set_demand(options.demand, &mut outputs);
+    // Events the stage took in and dropped unemitted (see `Producer::__unemitted`).
+    let mut unemitted = 0;
     let exit = loop {
         let stage_loop = produce(
             &mut stage,
@@ -320,6 +322,7 @@ pub(crate) async fn run_producer<P: Producer>(
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
             break Exit::Aborted;
         }
+        unemitted += stage.__unemitted();
         match restarts.rebuild(&env.me) {
             Ok(restarted) => stage = restarted,
             Err(exit) => break exit,
@@ -329,8 +332,9 @@ pub(crate) async fn run_producer<P: Producer>(
     };
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
+    unemitted += stage.__unemitted();
     let buffered = outputs.abandon_buffer();
-    let losses = close_and_count(
+    let mut losses = close_and_count(
         &mut mailbox,
         &InHand::<NoInput>::new(None),
         0,
@@ -339,11 +343,17 @@ pub(crate) async fn run_producer<P: Producer>(
         buffered,
         |_, _| {},
     );
+    if unemitted > 0 {
+        losses.push(Loss {
+            count: unemitted,
+            reason: LossReason::NotEmitted,
+        });
+    }
     Box::new(Outcome {
         exit,
         events_in: 0,
         events_out: outputs.events_out(),
-        emitted: outputs.emitted(),
+        emitted: outputs.emitted() + unemitted,
         copies: outputs.copies(),
         discarded: outputs.discarded(),
         discards: outputs.discards(),
@@ -366,6 +376,9 @@ struct ProducerState {
     exhausted: bool,
     /// The pipeline is shutting down.
     shut_down: bool,
+    /// A shutdown came while the producer could still emit, and it has not been told yet (see
+    /// [`heed_shutdown`](Self::heed_shutdown)).
+    shutdown_untold: bool,
     /// Calls, casts and infos that arrived while a callback ran, to open next, in order.
     letters: VecDeque<Letter>,
     /// Its demand mode, and the asks recorded while it accumulates.
@@ -385,6 +398,10 @@ impl ProducerState {
                 false
             }
             Control::Shutdown => {
+                if self.shut_down {
+                    return false;
+                }
+                self.shutdown_untold = !self.exhausted;
                 self.exhausted = true;
                 self.shut_down = true;
                 // What the producer holds is delivered: an accumulating producer forwards.
@@ -406,6 +423,15 @@ impl ProducerState {
                 let _ = reply.send(self.modes.mode());
                 false
             }
+        }
+    }
+
+    /// Tells the producer of a shutdown that came while it could still emit, once its callback has
+    /// stopped: one that delivers what it has taken in (`from_channel`) is asked again until it
+    /// emits its last events.
+    fn heed_shutdown<P: Producer>(&mut self, stage: &mut P) {
+        if std::mem::take(&mut self.shutdown_untold) && stage.__drain_on_shutdown() {
+            self.exhausted = false;
         }
     }
 
@@ -573,6 +599,7 @@ async fn produce<P: Producer>(
         }
         // Infos whose events have gone out are opened as letters, before the producer may end.
         outputs.move_released(&mut state.letters);
+        state.heed_shutdown(stage);
         if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
             return if state.shut_down {
                 Exit::ShutDown

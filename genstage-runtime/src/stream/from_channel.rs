@@ -1,23 +1,28 @@
 //! A producer fed through a bounded channel: the entry through which other tasks push events into
 //! a running pipeline, with back-pressure.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::fmt;
 
 use tokio::sync::mpsc;
 
-use super::from_stream::{from_stream, FromStream};
+use crate::options::ProducerOptions;
+use crate::pipeline::{Pipeline, ProducerRef, Stage};
+use crate::stage::{Emit, Producer, StageResult};
 
 /// A producer fed by other tasks, and the sender that feeds it: a bounded
-/// [`tokio::sync::mpsc`] channel of `capacity` events (at least 1: 0 means 1) whose receiving end
-/// is a [`from_stream`] producer.
+/// [`tokio::sync::mpsc`] channel of `capacity` events (at least 1: 0 means 1).
 ///
 /// The producer takes events from the channel only as its consumers ask for them, so when the
 /// pipeline is busy the channel fills up and `send(event).await` waits: back-pressure reaches
 /// whoever feeds the pipeline. The producer ends, once it has delivered everything, when every
-/// sender has been dropped; a graceful shutdown ends it too, and then `send` fails (the events
-/// still in the channel were never emitted, and are given back by nobody: stop the senders first
-/// when they matter).
+/// sender has been dropped.
+///
+/// An event that `send` accepted is never dropped unaccounted for:
+/// - a graceful shutdown closes the channel, so that `send` fails from then on (giving its event
+///   back), and delivers the events already in it before the producer ends;
+/// - if the producer stops before it has emitted them (the pipeline is aborted, a shutdown's
+///   timeout passes, its consumers all leave), the events left in the channel are counted as
+///   emitted and lost, with [`LossReason::NotEmitted`](crate::LossReason::NotEmitted).
 ///
 /// # Examples
 ///
@@ -50,23 +55,94 @@ use super::from_stream::{from_stream, FromStream};
 /// });
 /// let report = running.await?;
 /// assert_eq!(report.stage("Print").unwrap().events_in, 3);
+/// assert_eq!(report.stage("from_channel").unwrap().emitted, 3);
 /// # Ok(()) }
 /// ```
-pub fn from_channel<T: Send + 'static>(
-    capacity: usize,
-) -> (mpsc::Sender<T>, FromStream<ChannelStream<T>>) {
+pub fn from_channel<T: Send + 'static>(capacity: usize) -> (mpsc::Sender<T>, FromChannel<T>) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
-    (sender, from_stream(ChannelStream(receiver)))
+    let producer = FromChannel {
+        receiver,
+        options: ProducerOptions::for_producer(),
+    };
+    (sender, producer)
 }
 
-/// The receiving end of [`from_channel`]'s channel, as a stream.
-#[derive(Debug)]
-pub struct ChannelStream<T>(mpsc::Receiver<T>);
+/// The producer of [`from_channel`]: it emits what the channel's senders send, in order. Unnamed,
+/// it is `from_channel` in a pipeline's report.
+pub struct FromChannel<T> {
+    receiver: mpsc::Receiver<T>,
+    options: ProducerOptions,
+}
 
-impl<T> futures_core::Stream for ChannelStream<T> {
-    type Item = T;
+impl<T> FromChannel<T> {
+    /// The same producer with other buffer settings.
+    ///
+    /// ```
+    /// use genstage_runtime::{from_channel, ProducerOptions};
+    /// let (_jobs, producer) = from_channel::<u64>(8);
+    /// let producer = producer.with_options(ProducerOptions::for_producer().buffer_size(100));
+    /// # let _ = producer;
+    /// ```
+    pub fn with_options(mut self, options: ProducerOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.0.poll_recv(cx)
+impl<T> fmt::Debug for FromChannel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FromChannel")
+            .field("queued", &self.receiver.len())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Producer for FromChannel<T> {
+    type Output = T;
+
+    /// Waits for at least one event, then takes what the channel holds, up to `demand`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it waits only in `recv_many`, which takes nothing from the channel when it is
+    /// dropped.
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<T>> {
+        let mut events = Vec::new();
+        // 0 only once the channel is closed (every sender dropped, or a shutdown) and empty.
+        Ok(if self.receiver.recv_many(&mut events, demand).await == 0 {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+
+    fn producer_options(&self) -> ProducerOptions {
+        self.options
+    }
+
+    const DEFAULT_NAME: Option<&'static str> = Some("from_channel");
+
+    fn __drain_on_shutdown(&mut self) -> bool {
+        self.receiver.close();
+        true
+    }
+
+    fn __unemitted(&mut self) -> u64 {
+        self.receiver.close();
+        let mut left = 0;
+        while self.receiver.try_recv().is_ok() {
+            left += 1;
+        }
+        left
+    }
+}
+
+impl<T: Send + 'static> Stage for FromChannel<T> {
+    type Ref = ProducerRef<Self>;
+
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        // Unnamed, it is `from_channel`, through the builder as well (see `Producer::DEFAULT_NAME`).
+        pipeline.add_producer_as(name, self)
     }
 }

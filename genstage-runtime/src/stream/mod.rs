@@ -13,7 +13,7 @@ mod from_iter;
 mod from_stream;
 mod to_stream;
 
-pub use from_channel::{from_channel, ChannelStream};
+pub use from_channel::{from_channel, FromChannel};
 pub use from_iter::{from_iter, FromIter};
 pub use from_stream::{from_stream, FromStream};
 pub use to_stream::{to_stream, EventStream, StreamSink};
