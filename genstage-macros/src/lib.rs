@@ -114,7 +114,9 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// The message callbacks may take `ctx: &mut Context<Self>` last, and return the events they emit
 /// as the role's event callback does (`Vec<T>` or `Emit<T>` for a producer, `Vec<T>` for a
 /// producer_consumer), or `()` for none (always, for a consumer), each maybe in a `Result<_, E>`.
-/// `M` and `R` are read from the signature, so a stage answers one type of each; they are owned
+/// `M` and `R` are read from the signature, so a stage answers one type of each (GenStage's several
+/// `handle_call` clauses become one `handle_call` taking an enum of requests; a second definition
+/// is an error that says so); they are owned
 /// (`'static`), since they cross tasks. `terminate` returns nothing. `ReplyTo`, `Context` and
 /// `StageStatus` are `genstage::ReplyTo`, `genstage::Context` and `genstage::StageStatus`.
 ///
@@ -341,7 +343,8 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 ///
 /// Mistakes are compile errors under the offending tokens: an unknown or missing role, an unknown,
 /// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
-/// callback or one that does not belong to the role, a callback of the wrong shape (no `&mut self`,
+/// callback or one that does not belong to the role, a callback defined twice, a callback of the
+/// wrong shape (no `&mut self`,
 /// wrong arguments, a `handle_call` without its `ReplyTo`, a borrowed message, a consumer returning
 /// events; the message lists the allowed shapes), `#[stage]` on something other than an inherent
 /// impl block, a GenStage callback that genstage does not support yet (`format_discarded`: it would

@@ -9,9 +9,10 @@
 //! - `fallback.rs` writes them instead when the stage is rejected, with a placeholder event type
 //!   that `pipeline!` accepts silently.
 //!
-//! The user's impl block is always emitted as written, errors or not, and next to it the generated
-//! impls or their fallback, so that one mistake gives one error and the rest of the crate still
-//! type-checks against the block's methods and uses the stage.
+//! The user's impl block is always emitted as written, errors or not (but for a callback defined a
+//! second time, reported and left out), and next to it the generated impls or their fallback, so
+//! that one mistake gives one error and the rest of the crate still type-checks against the
+//! block's methods and uses the stage.
 
 mod expand;
 mod fallback;
@@ -22,12 +23,20 @@ mod validate;
 mod tests;
 
 use proc_macro2::TokenStream;
+use quote::ToTokens;
 
-/// Expands `#[stage(attr)] item`; errors become `compile_error!`s next to the unchanged item.
+/// Expands `#[stage(attr)] item`; errors become `compile_error!`s next to the item, unchanged but
+/// for a callback defined a second time.
 pub(crate) fn expand_stage(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let (generated, error) = expand_checked(attr.clone(), item.clone());
-    let generated = generated.unwrap_or_else(|| fallback::expand_fallback(&attr, &item));
-    let mut out = item;
+    let (expanded, error) = expand_checked(attr.clone(), item.clone());
+    let (block, generated) = match expanded {
+        Some((rewritten, generated)) => (rewritten.unwrap_or(item), generated),
+        None => {
+            let generated = fallback::expand_fallback(&attr, &item);
+            (item, generated)
+        }
+    };
+    let mut out = block;
     out.extend(generated);
     if let Some(error) = error {
         out.extend(error.into_compile_error());
@@ -35,11 +44,15 @@ pub(crate) fn expand_stage(attr: TokenStream, item: TokenStream) -> TokenStream 
     out
 }
 
-/// The generated impls (when the stage is sound enough to expand) and every error found.
+/// When the stage is sound enough to expand, the generated impls, with the impl block to emit in
+/// place of the one written if it differs; and every error found.
 fn expand_checked(
     attr: TokenStream,
     item: TokenStream,
-) -> (Option<TokenStream>, Option<syn::Error>) {
+) -> (
+    Option<(Option<TokenStream>, TokenStream)>,
+    Option<syn::Error>,
+) {
     let attr = parse::parse_attr(attr);
     let stage = parse::parse_impl(item);
     let (attr, stage) = match (attr, stage) {
@@ -51,5 +64,10 @@ fn expand_checked(
         (Err(error), Ok(_)) | (Ok(_), Err(error)) => return (None, Some(error)),
     };
     let (model, error) = validate::validate_stage(attr, stage);
-    (model.as_ref().map(expand::expand_model), error)
+    let expanded = model.map(|model| {
+        let generated = expand::expand_model(&model);
+        let rewritten = model.rewritten.then(|| model.item.into_token_stream());
+        (rewritten, generated)
+    });
+    (expanded, error)
 }

@@ -187,7 +187,7 @@ pub(crate) enum CallbackKind {
 }
 
 impl CallbackKind {
-    fn from_ident(ident: &Ident) -> Option<CallbackKind> {
+    pub(crate) fn from_ident(ident: &Ident) -> Option<CallbackKind> {
         match ident.to_string().as_str() {
             "handle_demand" => Some(CallbackKind::HandleDemand),
             "handle_events" => Some(CallbackKind::HandleEvents),

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use proc_macro2::{LineColumn, TokenStream};
 
-use super::{expand_checked, expand_stage};
+use super::expand_stage;
 use crate::PRIVATE_MODULE;
 
 /// Where an error should start: the `nth` (0-based) occurrence of a snippet in the attribute or
@@ -17,6 +17,15 @@ enum At {
     Item(&'static str, usize),
     /// The whole call (`Span::call_site()`), for an error about the attribute as a whole.
     CallSite,
+}
+
+/// The impls generated for `#[stage(attr)] item` (when it expands), and its errors.
+fn expand_checked(
+    attr: TokenStream,
+    item: TokenStream,
+) -> (Option<TokenStream>, Option<syn::Error>) {
+    let (expanded, error) = super::expand_checked(attr, item);
+    (expanded.map(|(_, generated)| generated), error)
 }
 
 fn tokens(text: &str) -> TokenStream {
@@ -575,6 +584,43 @@ fn the_item_is_kept_whatever_the_errors() {
     let out = expand_stage(tokens("sink"), tokens(item)).to_string();
     assert!(out.starts_with(&tokens(item).to_string()), "{out}");
     assert!(out.contains("compile_error"), "{out}");
+}
+
+#[test]
+fn a_callback_defined_a_second_time_is_one_error_and_left_out() {
+    let item = "impl S {
+        fn handle_events(&mut self, events: Vec<u8>) {}
+        fn handle_call(&mut self, request: A, reply: ReplyTo<u8>) {}
+        fn handle_call(&mut self, request: B, reply: ReplyTo<u8>) {}
+        fn handle_events(&mut self, events: Vec<u8>) {}
+    }";
+    assert_error(
+        "consumer",
+        item,
+        At::Item("handle_call", 1),
+        "`handle_call` is defined a second time in this impl block: a stage has one `handle_call`, for one request type and one reply type: to answer several requests, make them one enum (and their replies another)",
+    );
+    assert_error(
+        "consumer",
+        item,
+        At::Item("handle_events", 1),
+        "`handle_events` is defined a second time in this impl block: a stage has one: remove this one",
+    );
+    let (expanded, error) = super::expand_checked(tokens("consumer"), tokens(item));
+    assert_eq!(error.map(|e| e.into_iter().count()), Some(2));
+    // The stage expands with the first of each; the block it emits has only those.
+    let (block, generated) = expanded.expect("the stage expands");
+    let block = block.expect("the block is rewritten").to_string();
+    assert_eq!(block.matches("fn handle_call").count(), 1, "{block}");
+    assert_eq!(block.matches("fn handle_events").count(), 1, "{block}");
+    assert!(block.contains("request : A"), "{block}");
+    assert!(
+        generated.to_string().contains("HandleCall < A"),
+        "{generated}"
+    );
+    // A block with no second definition is emitted as written.
+    let (expanded, _) = super::expand_checked(tokens("consumer"), tokens(CONSUMER));
+    assert!(expanded.expect("the stage expands").0.is_none());
 }
 
 #[test]

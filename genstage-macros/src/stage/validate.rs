@@ -20,6 +20,9 @@ use super::parse::{
 pub(crate) struct StageModel {
     pub(crate) role: Role,
     pub(crate) item: ItemImpl,
+    /// Whether `item` differs from the impl block as written (a callback defined a second time was
+    /// left out of it), and so is what must be emitted.
+    pub(crate) rewritten: bool,
     /// The path of the `genstage` crate: `::genstage` unless `crate = "path"` says otherwise.
     pub(crate) krate: syn::Path,
     /// `handle_demand` (producer) or `handle_events` (producer_consumer, consumer).
@@ -181,9 +184,10 @@ fn options_of(role: Role) -> String {
 /// (its callbacks are sound; invalid options are left out of it) and every error found.
 pub(crate) fn validate_stage(
     attr: StageAttr,
-    stage: StageImpl,
+    mut stage: StageImpl,
 ) -> (Option<StageModel>, Option<syn::Error>) {
     let mut errors = Errors::default();
+    let rewritten = remove_second_definitions(&mut stage, &mut errors);
     let role = attr.role.role;
     let has_method = |kind: CallbackKind| stage.callback_names.iter().any(|(k, _)| *k == kind);
 
@@ -466,11 +470,6 @@ pub(crate) fn validate_stage(
             ),
         ));
     }
-    let mut seen_callbacks = HashSet::new();
-    let mut duplicated = false;
-    for (kind, _) in &stage.callback_names {
-        duplicated |= !seen_callbacks.insert(*kind);
-    }
     let mut callback = None;
     let mut messages = Vec::new();
     let mut terminate = None;
@@ -597,9 +596,10 @@ pub(crate) fn validate_stage(
     };
 
     let model = match callback {
-        Some(callback) if sound && !misplaced && !duplicated => Some(StageModel {
+        Some(callback) if sound && !misplaced => Some(StageModel {
             role,
             item: stage.item,
+            rewritten,
             krate,
             callback,
             input,
@@ -623,6 +623,59 @@ pub(crate) fn validate_stage(
         _ => None,
     };
     (model, errors.into_error())
+}
+
+/// A callback defined a second time in the impl block is reported, and left out of the block and
+/// of its callbacks: the stage then expands with the first, so that this is the one error (rustc
+/// would report the duplicate definition, and every use of the stage would fail to type-check).
+/// Says whether it left any out.
+fn remove_second_definitions(stage: &mut StageImpl, errors: &mut Errors) -> bool {
+    let mut seen = HashSet::new();
+    let firsts: Vec<bool> = stage
+        .callback_names
+        .iter()
+        .map(|&(kind, ref name)| {
+            let first = seen.insert(kind);
+            if !first {
+                errors.push(second_definition(kind, name));
+            }
+            first
+        })
+        .collect();
+    if firsts.iter().all(|&first| first) {
+        return false;
+    }
+    let mut first = firsts.iter().copied();
+    stage
+        .callback_names
+        .retain(|_| first.next().unwrap_or(true));
+    let mut first = firsts.iter().copied();
+    stage.callbacks.retain(|_| first.next().unwrap_or(true));
+    let mut seen = HashSet::new();
+    stage.item.items.retain(|item| match item {
+        syn::ImplItem::Fn(method) => {
+            CallbackKind::from_ident(&method.sig.ident).is_none_or(|kind| seen.insert(kind))
+        }
+        _ => true,
+    });
+    true
+}
+
+/// The error of a callback defined a second time, at its name.
+fn second_definition(kind: CallbackKind, name: &Ident) -> syn::Error {
+    let what = match kind {
+        CallbackKind::HandleCall => {
+            "a stage has one `handle_call`, for one request type and one reply type: to answer several requests, make them one enum (and their replies another)"
+        }
+        CallbackKind::HandleCast | CallbackKind::HandleInfo => {
+            "a stage has one, for one message type: to take several messages, make them one enum"
+        }
+        _ => "a stage has one: remove this one",
+    };
+    syn::Error::new(
+        name.span(),
+        format!("`{name}` is defined a second time in this impl block: {what}"),
+    )
 }
 
 /// The types of the events `callback` receives and emits, read from its signature: the `T` of
