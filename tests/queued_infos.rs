@@ -490,6 +490,6 @@ async fn an_info_behind_the_buffer_of_an_aborted_stage_goes_with_it() {
         told.info_after_buffered(forward("late", &log))
             .unwrap_err()
             .to_string(),
-        "stage Told has ended"
+        "stage `Told` has ended"
     );
 }

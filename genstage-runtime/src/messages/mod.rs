@@ -168,7 +168,9 @@ pub enum CallError {
         /// How long the caller waited.
         after: Duration,
     },
-    /// The stage dropped the [`ReplyTo`] without replying, or stopped before it replied.
+    /// The stage dropped the [`ReplyTo`] without replying, or stopped before it replied; a
+    /// producer or producer_consumer shutting down takes no more messages, and a call it has not
+    /// opened gets this.
     NoReply {
         /// The stage's name.
         stage: String,
@@ -178,11 +180,15 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Ended { stage } => write!(f, "stage {stage} has ended"),
+            CallError::Ended { stage } => write!(f, "stage `{stage}` has ended"),
             CallError::Timeout { stage, after } => {
-                write!(f, "stage {stage} did not answer within {after:?}")
+                write!(f, "stage `{stage}` did not answer within {after:?}")
             }
-            CallError::NoReply { stage } => write!(f, "stage {stage} did not reply"),
+            CallError::NoReply { stage } => write!(
+                f,
+                "stage `{stage}` did not reply: it dropped the reply, or stopped or began shutting \
+                 down before it replied"
+            ),
         }
     }
 }

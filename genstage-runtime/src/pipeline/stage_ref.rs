@@ -171,7 +171,7 @@ impl<S> Clone for StagePort<S> {
 /// assert!(so_far <= 5050);
 /// running.await?;
 /// // Once it has ended, the stage says so, by name.
-/// assert_eq!(sum.call(Total).await.unwrap_err().to_string(), "stage Sum has ended");
+/// assert_eq!(sum.call(Total).await.unwrap_err().to_string(), "stage `Sum` has ended");
 /// # Ok(()) }
 /// ```
 pub trait StageRef: Clone + Send + Sync + 'static {
