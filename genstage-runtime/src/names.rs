@@ -86,13 +86,25 @@ impl Node<'_> {
 /// The first of `base`, `base#2`, `base#3`, … that is `free`: how a stage whose name is taken is
 /// told apart (`Tap`, `Tap#2`).
 pub(crate) fn first_free(base: &str, free: impl Fn(&str) -> bool) -> String {
-    let mut name = base.to_owned();
-    let mut suffix = 2;
-    while !free(&name) {
-        name = format!("{base}#{suffix}");
+    first_free_from(base, 1, free).0
+}
+
+/// [`first_free`], trying from the suffix `from` on (1 is `base` alone); also returns the suffix
+/// found. A caller whose taken names only grow resumes past the last suffix found for a base, so
+/// that naming n stages after one type takes n tries, not n²/2.
+fn first_free_from(base: &str, from: usize, free: impl Fn(&str) -> bool) -> (String, usize) {
+    let mut suffix = from;
+    loop {
+        let name = if suffix == 1 {
+            base.to_owned()
+        } else {
+            format!("{base}#{suffix}")
+        };
+        if free(&name) {
+            return (name, suffix);
+        }
         suffix += 1;
     }
-    name
 }
 
 /// The final name of each stage, given each one's base name and how it got it, in the order the
@@ -155,6 +167,9 @@ pub(crate) fn unique_names(stages: &[(&str, Naming)]) -> Result<Vec<String>, Pip
 
     // Then generated ones: a given name in the way is an error, a generated one a suffix.
     let mut bases: HashSet<String> = HashSet::new();
+    // The suffix to try first for each type's name and number of instances (see
+    // `first_free_from`): whether a suffix is free depends on both.
+    let mut next_suffix: HashMap<(&str, usize), usize> = HashMap::new();
     for (n, node) in nodes.iter().enumerate().filter(|(_, node)| !node.given) {
         for (i, name) in node.names(node.base).iter().enumerate() {
             if let Some(&owner) = taken.get(name) {
@@ -170,7 +185,10 @@ pub(crate) fn unique_names(stages: &[(&str, Naming)]) -> Result<Vec<String>, Pip
                     .iter()
                     .all(|name| !taken.contains_key(name))
         };
-        let base = first_free(node.base, free);
+        let key = (node.base, node.members.len());
+        let from = next_suffix.get(&key).copied().unwrap_or(1);
+        let (base, suffix) = first_free_from(node.base, from, free);
+        next_suffix.insert(key, suffix + 1);
         for (i, name) in node.names(&base).into_iter().enumerate() {
             names[node.members[i]] = name.clone();
             taken.insert(name, (n, i));
@@ -270,6 +288,25 @@ mod tests {
         assert_eq!(
             names(&[("Tap", TYPE), ("Tap#2", GIVEN), ("Tap", TYPE)]),
             ["Tap", "Tap#2", "Tap#3"]
+        );
+    }
+
+    #[test]
+    fn suffixes_resume_past_the_last_one_found_for_a_type() {
+        // `Tap#3` is taken by a single stage, not by a group of two: `Tap#3[0]` and `Tap#3[1]` are
+        // free, and the group, searching from the start, takes them.
+        let group = in_group(TYPE, 5);
+        assert_eq!(
+            names(&[
+                ("Tap", TYPE),
+                ("Tap#3", GIVEN),
+                ("Tap", TYPE),
+                ("Tap", TYPE),
+                ("Tap", group),
+                ("Tap", group),
+                ("Tap", TYPE),
+            ]),
+            ["Tap", "Tap#3", "Tap#2", "Tap#4", "Tap#3[0]", "Tap#3[1]", "Tap#5"]
         );
     }
 

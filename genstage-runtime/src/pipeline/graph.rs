@@ -88,9 +88,14 @@ impl Pipeline {
     /// Checks the wiring and resolves each edge's demand limits and cancel mode.
     pub(super) fn validate(&self) -> Result<Vec<(DemandLimits, CancelMode)>, PipelineError> {
         let name = |i: usize| self.stages[i].name.clone();
+        let out = self.edges_out();
+        let mut fed = vec![false; self.stages.len()];
+        for edge in &self.edges {
+            fed[edge.consumer] = true;
+        }
         for (index, stage) in self.stages.iter().enumerate() {
-            let feeds = self.edges.iter().any(|e| e.producer == index);
-            let fed = self.edges.iter().any(|e| e.consumer == index);
+            let feeds = !out[index].is_empty();
+            let fed = fed[index];
             if stage.role != Role::Consumer && !feeds {
                 return Err(PipelineError::NoConsumer { stage: name(index) });
             }
@@ -101,12 +106,12 @@ impl Pipeline {
         if let Some(error) = self.stages.iter().find_map(StageEntry::unrebuildable) {
             return Err(error);
         }
-        if let Some(cycle) = self.find_cycle() {
+        if let Some(cycle) = self.find_cycle(&out) {
             return Err(PipelineError::Cycle {
                 stages: cycle.into_iter().map(name).collect(),
             });
         }
-        self.check_dispatch()?;
+        self.check_dispatch(&out)?;
         self.edges
             .iter()
             .map(|edge| {
@@ -121,7 +126,7 @@ impl Pipeline {
 
     /// Checks the subscriptions to each stage against its dispatcher: a partitioned stage has one
     /// consumer per partition, and only a broadcast has selectors.
-    fn check_dispatch(&self) -> Result<(), PipelineError> {
+    fn check_dispatch(&self, out: &[Vec<usize>]) -> Result<(), PipelineError> {
         for (index, stage) in self.stages.iter().enumerate() {
             let name = |i: usize| self.stages[i].name.clone();
             let fail = |error| PipelineError::InvalidDispatch {
@@ -140,7 +145,7 @@ impl Pipeline {
                 return Err(fail(DispatchSetupError::NoPartitionFunction));
             }
             let mut takers: Vec<Option<usize>> = vec![None; info.partitions.unwrap_or(0)];
-            for edge in self.edges.iter().filter(|edge| edge.producer == index) {
+            for edge in out[index].iter().map(|&edge| &self.edges[edge]) {
                 let taken = edge_partition(info, edge, || name(edge.consumer)).map_err(fail)?;
                 let Some(partition) = taken else {
                     continue;
@@ -164,8 +169,19 @@ impl Pipeline {
         Ok(())
     }
 
-    /// A cycle of subscriptions, if any, as the stages on it.
-    fn find_cycle(&self) -> Option<Vec<usize>> {
+    /// The edges out of each stage, by index, in the order they were added: looked up once, so
+    /// that checking a pipeline takes time in proportion to its stages and edges (a group of
+    /// thousands of consumers), not to their product.
+    fn edges_out(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.stages.len()];
+        for (index, edge) in self.edges.iter().enumerate() {
+            out[edge.producer].push(index);
+        }
+        out
+    }
+
+    /// A cycle of subscriptions, if any, as the stages on it; `out` is [`edges_out`](Self::edges_out).
+    fn find_cycle(&self, out: &[Vec<usize>]) -> Option<Vec<usize>> {
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             New,
@@ -174,12 +190,7 @@ impl Pipeline {
         }
         let n = self.stages.len();
         let mut marks = vec![Mark::New; n];
-        let successors = |i: usize| {
-            self.edges
-                .iter()
-                .filter(move |e| e.producer == i)
-                .map(|e| e.consumer)
-        };
+        let successors = |i: usize| out[i].iter().map(|&edge| self.edges[edge].consumer);
         for root in 0..n {
             if marks[root] != Mark::New {
                 continue;

@@ -126,6 +126,9 @@ pub(super) struct Supervisor {
     reports: Vec<Option<StageReport>>,
     /// Every subscription: its id, producer and consumer.
     wiring: Vec<(SubscriptionId, usize, usize)>,
+    /// Each stage's subscriptions, either side, as indexes into `wiring`: a stage's end is told
+    /// to its neighbours in time proportional to its own subscriptions, not to the pipeline's.
+    wiring_of: HashMap<usize, Vec<usize>>,
     /// What the stages that ended sent on each subscription, and received and handled.
     sent: HashMap<SubscriptionId, SentCounts>,
     received: HashMap<SubscriptionId, ReceivedCounts>,
@@ -156,6 +159,7 @@ impl Supervisor {
             controls: Vec::new(),
             reports: Vec::new(),
             wiring: Vec::new(),
+            wiring_of: HashMap::new(),
             sent: HashMap::new(),
             received: HashMap::new(),
             cancelled: std::collections::HashSet::new(),
@@ -184,6 +188,12 @@ impl Supervisor {
             self.partition_of.insert(sub, partition);
         }
         (edge.connect)(sub, limits, cancel, wiring);
+        for stage in [edge.producer, edge.consumer] {
+            self.wiring_of
+                .entry(stage)
+                .or_default()
+                .push(self.wiring.len());
+        }
         self.wiring.push((sub, edge.producer, edge.consumer));
         SubscriptionTag(sub)
     }
@@ -506,7 +516,8 @@ impl Supervisor {
             }
             _ => EndReason::Finished,
         };
-        for &(sub, producer, consumer) in &self.wiring {
+        let subscriptions = self.wiring_of.get(&index).map_or(&[][..], Vec::as_slice);
+        for &(sub, producer, consumer) in subscriptions.iter().map(|&at| &self.wiring[at]) {
             if producer == index {
                 self.controls[consumer].upstream_ended(sub, reason.clone());
             }
