@@ -1437,3 +1437,69 @@ async fn a_broadcast_cast_to_before_it_runs_starts_with_every_consumer() {
     assert_eq!((announcer.emitted, announcer.copies), (10, 20));
     balanced(&report);
 }
+
+/// Emits the events it is called with, partitioned by parity, and replies once they are
+/// dispatched; asked for more, it has none.
+struct Routed;
+
+/// Emit these.
+struct Route(Vec<u64>);
+
+impl Producer for Routed {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::more(Vec::new()))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::partition(2)
+    }
+}
+
+impl Partition<u64> for Routed {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+}
+
+impl genstage::HandleCall<Route> for Routed {
+    type Reply = ();
+    type Emitted = Vec<u64>;
+    async fn handle_call(
+        &mut self,
+        Route(events): Route,
+        reply: genstage::ReplyTo<()>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        reply.reply(());
+        Ok(events)
+    }
+}
+
+// Events kept for a partition whose consumer left count in `estimate_buffered_count`: they are held
+// by the producer (sent to the partition's next consumer, or lost with the stage if it stops
+// first, as the report says), though they do not keep it from ending.
+#[tokio::test]
+async fn events_kept_for_a_partition_without_consumer_count_as_buffered() {
+    let (even, even_batches) = Collect::new();
+    let (odd, odd_tag, _) = Synchronizer::new();
+    let mut pipeline = Pipeline::new();
+    let routed = pipeline.add_producer(Routed);
+    let even = pipeline.add_consumer(even);
+    let odd = pipeline.add_consumer(odd);
+    pipeline.subscribe_with(&routed, &even, SubscribeOptions::new().partition(0));
+    pipeline.subscribe_with(&routed, &odd, synchronizer_options().partition(1));
+    let running = pipeline.start();
+    settled(&routed).await;
+    let tag = odd_tag.lock().unwrap().expect("subscribed");
+    no_hang("the cancel", running.cancel(tag)).await.unwrap();
+    no_hang("the call", routed.call(Route((0..10).collect())))
+        .await
+        .unwrap();
+    // Partition 0's five went out; partition 1's five are kept for a consumer that may come.
+    assert_eq!(routed.estimate_buffered_count().await, Ok(5));
+    assert_eq!(batches_of(&even_batches), [vec![0, 2, 4, 6, 8]]);
+    let report = no_hang("the shutdown", running.shutdown()).await.unwrap();
+    let routed = report.stage("Routed").unwrap();
+    assert_eq!((routed.emitted, routed.lost), (10, 5));
+    balanced(&report);
+}

@@ -214,6 +214,11 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         self.dispatcher.held()
     }
 
+    /// Events the dispatcher keeps for no consumer (a partition with none), in case one comes.
+    pub(crate) fn stranded_by_dispatcher(&self) -> usize {
+        self.dispatcher.stranded()
+    }
+
     /// Holds the path (a producer that accumulates demand) or releases it. While held, nothing is
     /// dispatched: emitted events go to the buffer ([`hold`](Self::hold)), and neither a cancel nor
     /// an ask drains it (the producer gives no ask to the dispatcher meanwhile). Releasing serves

@@ -492,7 +492,9 @@ impl<S: Consumer> StageRef for ConsumerRef<S> {
 }
 
 impl<S: Producer> ProducerRef<S> {
-    /// How many events the producer's buffer holds now (GenStage's `estimate_buffered_count`).
+    /// How many events the producer holds now, emitted and not yet sent (GenStage's
+    /// `estimate_buffered_count`): its buffer's, and those its dispatcher keeps (a partition's
+    /// backlog, and the events kept for a partition that has no consumer).
     ///
     /// # Errors
     ///
@@ -583,7 +585,9 @@ impl<S: Producer> ProducerRef<S> {
 }
 
 impl<S: ProducerConsumer> ProducerConsumerRef<S> {
-    /// How many events the stage's buffer holds now (GenStage's `estimate_buffered_count`).
+    /// How many events the stage holds now, emitted and not yet sent (GenStage's
+    /// `estimate_buffered_count`): its buffer's, and those its dispatcher keeps (a partition's
+    /// backlog, and the events kept for a partition that has no consumer).
     ///
     /// # Errors
     ///

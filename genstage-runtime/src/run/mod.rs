@@ -409,7 +409,7 @@ impl ProducerState {
                 true
             }
             Control::BufferedCount(reply) => {
-                let _ = reply.send(outputs.buffered());
+                let _ = reply.send(outputs.buffered_count());
                 false
             }
             Control::SetDemand(mode) => {
@@ -932,9 +932,12 @@ async fn transform<S: ProducerConsumer>(
                         match mail {
                             Mail::Upstream(mail) => inputs.handle(mail),
                             Mail::Downstream(mail) => outputs.handle(mail),
-                            Mail::Control(control) => {
-                                queue_control(*control, letters, inputs, Some(outputs.buffered()))
-                            }
+                            Mail::Control(control) => queue_control(
+                                *control,
+                                letters,
+                                inputs,
+                                Some(outputs.buffered_count()),
+                            ),
                         }
                         outputs.abandoned()
                     })
@@ -1000,7 +1003,7 @@ async fn transform<S: ProducerConsumer>(
             // Downstream demand reaches a producer_consumer as capacity, read above.
             Mail::Downstream(mail) => outputs.handle(mail),
             Mail::Control(control) => {
-                queue_control(*control, letters, inputs, Some(outputs.buffered()))
+                queue_control(*control, letters, inputs, Some(outputs.buffered_count()))
             }
         }
     }

@@ -265,6 +265,13 @@ impl<T: Send + 'static> Outputs<T> {
         self.path.buffered() + self.path.held_by_dispatcher()
     }
 
+    /// What `estimate_buffered_count` answers: [`buffered`](Self::buffered), and the events kept for
+    /// partitions that have no consumer, which a stage that stops now loses with its buffer (they
+    /// do not hold it back from ending, as `buffered` does).
+    pub(super) fn buffered_count(&self) -> usize {
+        self.buffered() + self.path.stranded_by_dispatcher()
+    }
+
     pub(super) fn emitted(&self) -> u64 {
         self.path.emitted
     }
