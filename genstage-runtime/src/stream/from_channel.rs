@@ -108,7 +108,7 @@ impl<T: Send + 'static> Producer for FromChannel<T> {
     /// Cancel safe: it waits only in `recv_many`, which takes nothing from the channel when it is
     /// dropped.
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<T>> {
-        let mut events = Vec::new();
+        let mut events = Vec::with_capacity(self.receiver.len().min(demand));
         // 0 only once the channel is closed (every sender dropped, or a shutdown) and empty.
         Ok(if self.receiver.recv_many(&mut events, demand).await == 0 {
             Emit::last(events)
