@@ -295,6 +295,8 @@ where
     }
 }
 
+// Internal: a user's info of the wrong type is not told of this impl.
+#[diagnostic::do_not_recommend]
 impl<T, C> HandleInfo<ChildNotes> for ConsumerSupervisor<T, C>
 where
     T: Send + 'static,

@@ -301,6 +301,8 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
     }
 }
 
+// Internal: a user's info of the wrong type is not told of this impl.
+#[diagnostic::do_not_recommend]
 impl<T: Send + 'static> HandleInfo<StreamGone> for StreamSink<T> {
     type Emitted = ();
 
