@@ -429,9 +429,12 @@ impl ProducerState {
     /// Tells the producer of a shutdown that came while it could still emit, once its callback has
     /// stopped: one that delivers what it has taken in (`from_channel`) is asked again until it
     /// emits its last events.
+    #[inline]
     fn heed_shutdown<P: Producer>(&mut self, stage: &mut P) {
-        if std::mem::take(&mut self.shutdown_untold) && stage.__drain_on_shutdown() {
-            self.exhausted = false;
+        // Read before written: this runs once per round of the producer's loop.
+        if self.shutdown_untold {
+            self.shutdown_untold = false;
+            self.exhausted = !stage.__drain_on_shutdown();
         }
     }
 
