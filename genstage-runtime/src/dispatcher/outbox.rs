@@ -59,13 +59,13 @@ impl<'a, T> Outbox<'a, T> {
     /// Accounts for `count` events that go to no consumer (a partition function's `None`, or
     /// rejected by every selector): the report counts them as discarded.
     pub fn discard(&mut self, count: usize) {
-        self.discarded += count;
+        self.discarded = self.discarded.saturating_add(count);
     }
 
     /// Accounts for `count` copies of events, beyond the first, sent to more consumers (a
     /// broadcast): the report counts every copy a consumer handles.
     pub fn copied(&mut self, count: usize) {
-        self.copies += count;
+        self.copies = self.copies.saturating_add(count);
     }
 
     /// Appends the partition the stage's function gives each of `events` to `routes`, in order;
