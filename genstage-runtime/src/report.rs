@@ -61,6 +61,11 @@ pub enum LossReason {
     /// Its [`ConsumerSupervisor`](crate::ConsumerSupervisor) child failed (returned `Err` or
     /// panicked) and was not restarted: `temporary`, or out of restarts.
     ChildFailed,
+    /// Taken by a [`Dispatcher`](crate::dispatcher::Dispatcher) of the user's that broke its
+    /// contract ([`ContractBreach`](crate::dispatcher::ContractBreach)): the events of the call that
+    /// broke it, those it sent to a subscription that does not exist, and those it held then. The
+    /// stage fails with the breach.
+    BrokenDispatcher,
 }
 
 impl std::fmt::Display for LossReason {
@@ -71,6 +76,7 @@ impl std::fmt::Display for LossReason {
             LossReason::ConsumerGone => "sent to a consumer that had stopped",
             LossReason::Buffered => "in its buffer when it stopped",
             LossReason::ChildFailed => "its child failed and was not restarted",
+            LossReason::BrokenDispatcher => "taken by its dispatcher, which broke its contract",
         })
     }
 }

@@ -778,7 +778,7 @@ fn asking_usize_max_twice_saturates() {
 fn a_selectors_rejected_events_saturate_its_demand() {
     const MAX: usize = usize::MAX;
     let mut dispatcher = BroadcastDispatcher::<u32>::new();
-    let evens = DispatchOptions::selector(|n: &u32| n % 2 == 0);
+    let evens = DispatchOptions::selector(|n: &u32| n.is_multiple_of(2));
     assert_eq!(dispatcher.subscribe(R1, &evens), Ok(0));
     assert_eq!(dispatcher.subscribe(R2, &DispatchOptions::none()), Ok(0));
     assert_eq!(ask(&mut dispatcher, R1, MAX), 0);

@@ -330,7 +330,7 @@ pub(crate) async fn run_producer<P: Producer>(
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
-    let losses = close_and_count(
+    let mut losses = close_and_count(
         &mut mailbox,
         &InHand::<NoInput>::new(None),
         0,
@@ -339,6 +339,7 @@ pub(crate) async fn run_producer<P: Producer>(
         buffered,
         |_, _| {},
     );
+    losses.extend(outputs.broken());
     Box::new(Outcome {
         exit,
         events_in: 0,
@@ -731,7 +732,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
     let waiting = kept.redelivery.len();
-    let losses = close_and_count(
+    let mut losses = close_and_count(
         &mut mailbox,
         &kept.in_hand,
         kept.failed(),
@@ -740,6 +741,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         buffered,
         |sub, count| inputs.left(sub, count),
     );
+    losses.extend(outputs.broken());
     Box::new(Outcome {
         exit,
         events_in: inputs.events_in - kept.in_hand.batch - kept.failed() - waiting,
