@@ -154,7 +154,8 @@ impl std::error::Error for ContractBreach {}
 /// it was handed or held before must be sent once (a further copy to another consumer is counted with
 /// [`Outbox::copied`]), discarded ([`Outbox::discard`]), handed back (`dispatch`'s leftover), or still
 /// held; `dispatch` handed at most [`capacity`](Dispatcher::capacity) events must hand none back; and
-/// every batch must go to a subscription the dispatcher was told of and not told has been cancelled.
+/// every batch must go to a subscription it was told of (a batch for one whose consumer has since
+/// ended is counted as lost to that consumer).
 /// A dispatcher that breaks this (drops events, or keeps them without reporting them through
 /// [`held`](Dispatcher::held) or [`stranded`](Dispatcher::stranded), or sends to an unknown
 /// subscription) fails its stage with a [`ContractBreach`] that says which rule it broke, and the
@@ -270,7 +271,8 @@ pub trait Dispatcher<T>: Send + 'static {
     ///
     /// The loop drains its buffer up to this, whatever the upstream demand says, so buffered events
     /// never get stuck behind demand the dispatcher holds for departed consumers (GenStage #311).
-    /// Contract: dispatching at most `capacity()` events leaves no leftover.
+    /// Contract: dispatching at most `capacity()` events leaves no leftover (a dispatcher that
+    /// leaves some fails its stage with [`ContractBreach::Capacity`]).
     fn capacity(&self) -> usize;
 
     /// How many consumers are subscribed.
