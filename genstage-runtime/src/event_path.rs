@@ -23,15 +23,25 @@
 //! ([`take_released`](EventPath::take_released)) and delivers them to itself. An info is never
 //! counted as an event. Infos exist only while events are buffered, so the path of a batch that
 //! finds the buffer empty never looks at them.
+//!
+//! # A dispatcher's contract
+//! A dispatcher may be the user's, so the path checks what each call did with events against what
+//! went in ([`ContractBreach`]): what it sent, discarded and handed back must be what it was handed,
+//! unless what it holds changed by the difference, which is read then (only then: the built-in
+//! dispatchers' common case costs a few integer comparisons). It keeps its own count of what the
+//! dispatcher holds, which is what a stopping stage reports. A call that breaks the contract sends
+//! nothing; its events, and those the dispatcher held, are counted as lost to it
+//! ([`broken`](EventPath::broken)), and the stage fails.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use crate::buffer::Buffer;
 use crate::dispatcher::{
-    BacklogMark, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, Partitioner,
-    SubscriptionId,
+    BacklogMark, ContractBreach, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox,
+    Partitioner, SubscriptionId,
 };
+use crate::error::StageError;
 use crate::options::ProducerOptions;
 
 /// The stage's partition function, when the event path may call it: only between the stage's
@@ -47,6 +57,63 @@ pub(crate) enum Emitted<T> {
     Whole(SubscriptionId, Vec<T>),
     /// Dispatched to the deliveries and the buffer, which dropped `discarded` on overflow.
     Dispatched { discarded: usize },
+}
+
+/// Why a stage's event path stopped dispatching: the stage fails with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The dispatcher could not dispatch (a partition function out of range).
+    Refused(DispatchError),
+    /// The dispatcher broke its contract.
+    Broke(ContractBreach),
+}
+
+impl Failure {
+    /// The stage's error.
+    pub(crate) fn to_stage_error(&self) -> StageError {
+        match self {
+            Failure::Refused(error) => StageError::from(error.clone()),
+            Failure::Broke(breach) => StageError::from(breach.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(error) => error.fmt(f),
+            Failure::Broke(breach) => breach.fmt(f),
+        }
+    }
+}
+
+/// What one call of a dispatcher put in its outbox.
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    sent: u64,
+    discarded: u64,
+    copies: u64,
+}
+
+impl Moved {
+    fn of<T>(out: &Outbox<'_, T>) -> Self {
+        Moved {
+            sent: out.sent() as u64,
+            discarded: out.discarded() as u64,
+            copies: out.copies() as u64,
+        }
+    }
+
+    /// The events it accounts for, with `back` handed back: each sent once, discarded, or handed
+    /// back; `None` when it claims more copies than it sent.
+    #[inline]
+    fn out(&self, back: usize) -> Option<u64> {
+        let once = self.sent.checked_sub(self.copies)?;
+        Some(
+            once.saturating_add(self.discarded)
+                .saturating_add(back as u64),
+        )
+    }
 }
 
 /// A producer's dispatcher and buffer. Every method that can make events go out appends them to the
@@ -77,10 +144,15 @@ pub(crate) struct EventPath<T, I = Infallible> {
     routed: bool,
     /// The buffer was not drained for want of the partition function (see [`settle`](Self::settle)).
     unsettled: bool,
-    /// Why the dispatcher could not dispatch; nothing is dispatched after it.
-    failure: Option<DispatchError>,
+    /// Why the dispatcher could not dispatch, or how it broke its contract; nothing is dispatched
+    /// after it.
+    failure: Option<Failure>,
     /// The events of the dispatch that failed.
     undispatched: u64,
+    /// What the dispatcher holds (its `held` and `stranded`), as this path counts it.
+    kept: usize,
+    /// Events lost to a dispatcher that broke its contract (see [`broke`](Self::broke)).
+    pub(crate) broken: u64,
 }
 
 impl<T: Send + 'static, I> EventPath<T, I> {
@@ -90,6 +162,8 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             unsettled: false,
             failure: None,
             undispatched: 0,
+            kept: 0,
+            broken: 0,
             copies: 0,
             dispatcher,
             buffer: Buffer::new(options),
@@ -120,8 +194,17 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// for it, then from the buffer.
     #[inline]
     pub(crate) fn ask(&mut self, sub: SubscriptionId, demand: usize) {
+        if self.failure.is_some() {
+            return;
+        }
+        let before = self.deliveries.len();
         let mut out = Outbox::new(&mut self.deliveries);
         self.dispatcher.ask(sub, demand, &mut out);
+        let moved = Moved::of(&out);
+        // An ask usually sends nothing; one that does serves what the dispatcher held.
+        if moved.sent != 0 || moved.discarded != 0 {
+            self.served(before, moved);
+        }
         if !self.buffer.is_empty() {
             self.drain_buffer(None);
         }
@@ -155,7 +238,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
             return Emitted::Whole(sub, events);
         }
-        let leftover = self.dispatch(events, route);
+        let leftover = self.dispatch(events, route, None);
         let discarded = if leftover.is_empty() {
             0
         } else {
@@ -164,32 +247,120 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         Emitted::Dispatched { discarded }
     }
 
-    /// Hands `events` to the dispatcher; returns what it left. On a dispatch error, the events are
-    /// not dispatched: the stage fails, and counts them with its buffer.
-    fn dispatch(&mut self, events: Vec<T>, route: Route<'_, T>) -> Vec<T> {
+    /// Accounts for what an ask sent or discarded (see [`ask`](Self::ask)): events the dispatcher
+    /// held, which it must hold no longer.
+    #[cold]
+    fn served(&mut self, before: usize, moved: Moved) {
+        match self.balances("ask", 0, 0, moved) {
+            Ok(()) => self.count(moved),
+            Err(breach) => {
+                self.deliveries.truncate(before);
+                self.broke(breach, 0);
+            }
+        }
+    }
+
+    /// Hands `events` to the dispatcher; returns what it left. `capacity`: what the dispatcher said
+    /// its consumers could take, when `events` are no more than that (then it must leave nothing).
+    ///
+    /// On a dispatch error, nothing of the batch is sent: the stage fails, and counts it with its
+    /// buffer. On a breach of the dispatcher's contract, nothing of it is sent either: the stage
+    /// fails, and counts it as lost to the breach.
+    fn dispatch(&mut self, events: Vec<T>, route: Route<'_, T>, capacity: Option<usize>) -> Vec<T> {
         // Counted as not dispatched until the dispatcher returns: a user's selector or partition
         // function that panics stops the stage with the batch in hand, and it is counted with the
         // stage's buffer (its deliveries so far are never sent).
-        let count = events.len() as u64;
-        self.undispatched += count;
+        let count = events.len();
+        self.undispatched += count as u64;
+        let before = self.deliveries.len();
         let mut out = Outbox::new(&mut self.deliveries);
         if let Some(route) = route {
             out = out.with_partition(route);
         }
-        let (events, result) = match self.dispatcher.dispatch(events, &mut out) {
-            Ok(leftover) => {
-                self.undispatched -= count;
-                (leftover, None)
+        let result = self.dispatcher.dispatch(events, &mut out);
+        let moved = Moved::of(&out);
+        let leftover = match result {
+            Ok(leftover) => leftover,
+            Err(error) => {
+                self.deliveries.truncate(before);
+                self.failure.get_or_insert(Failure::Refused(error));
+                return Vec::new();
             }
-            Err(error) => (Vec::new(), Some(error)),
         };
-        self.discarded += out.discarded() as u64;
-        self.unrouted += out.discarded() as u64;
-        self.copies += out.copies() as u64;
-        if let Some(error) = result {
-            self.failure.get_or_insert(error);
+        self.undispatched -= count as u64;
+        let checked = match capacity {
+            Some(capacity) if !leftover.is_empty() => Err(ContractBreach::Capacity {
+                capacity,
+                handed: count,
+                leftover: leftover.len(),
+            }),
+            _ => self.balances("dispatch", count, leftover.len(), moved),
+        };
+        if let Err(breach) = checked {
+            self.deliveries.truncate(before);
+            self.broke(breach, count as u64);
+            return Vec::new();
         }
-        events
+        self.count(moved);
+        leftover
+    }
+
+    /// Counts what a call of the dispatcher discarded and copied.
+    #[inline]
+    fn count(&mut self, moved: Moved) {
+        self.discarded += moved.discarded;
+        self.unrouted += moved.discarded;
+        self.copies += moved.copies;
+    }
+
+    /// Whether a call of the dispatcher, handed `handed` events, accounted for all of them and for
+    /// those it held, with `back` handed back and what it `moved`; updates what it holds.
+    #[inline]
+    fn balances(
+        &mut self,
+        call: &'static str,
+        handed: usize,
+        back: usize,
+        moved: Moved,
+    ) -> Result<(), ContractBreach> {
+        let out = moved.out(back);
+        // The common case: it took nothing for itself and sent nothing of what it held.
+        if out == Some(handed as u64) {
+            return Ok(());
+        }
+        let held = self
+            .dispatcher
+            .held()
+            .saturating_add(self.dispatcher.stranded());
+        let accounted = out.map(|out| out.saturating_add(held as u64));
+        if accounted == Some((handed as u64).saturating_add(self.kept as u64)) {
+            self.kept = held;
+            return Ok(());
+        }
+        Err(ContractBreach::Unaccounted {
+            call,
+            handed: handed as u64,
+            held: self.kept as u64,
+            accounted: accounted.unwrap_or(0),
+        })
+    }
+
+    /// The dispatcher broke its contract: the stage fails, `lost` events and those it held are
+    /// counted as lost to it, and nothing more is dispatched.
+    #[cold]
+    fn broke(&mut self, breach: ContractBreach, lost: u64) {
+        self.broken += lost + std::mem::take(&mut self.kept) as u64;
+        self.failure.get_or_insert(Failure::Broke(breach));
+    }
+
+    /// The stage was to send `events` events to `sub`, which is not one of its subscriptions: the
+    /// dispatcher broke its contract.
+    #[cold]
+    pub(crate) fn unknown_subscription(&mut self, sub: SubscriptionId, events: usize) {
+        self.broke(
+            ContractBreach::UnknownSubscription { sub, events },
+            events as u64,
+        );
     }
 
     /// Whether buffered events wait for the partition function (see [`settle`](Self::settle)).
@@ -204,8 +375,9 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         self.drain_buffer(route);
     }
 
-    /// Why the dispatcher could not dispatch, once it could not: the stage must fail.
-    pub(crate) fn failure(&self) -> Option<&DispatchError> {
+    /// Why the dispatcher could not dispatch, once it could not, or how it broke its contract: the
+    /// stage must fail.
+    pub(crate) fn failure(&self) -> Option<&Failure> {
         self.failure.as_ref()
     }
 
@@ -321,13 +493,13 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     }
 
     /// Empties the buffer when the stage stops early; returns how many events it held, with those
-    /// its dispatcher kept. The infos behind them, and those released and not yet taken, go with the
-    /// stage.
+    /// its dispatcher kept (as this path counts them). The infos behind them, and those released
+    /// and not yet taken, go with the stage.
     pub(crate) fn clear_buffer(&mut self) -> usize {
         let (count, _infos) = self.buffer.clear();
         self.released.clear();
         self.behind_backlog.clear();
-        count + self.dispatcher.held() + self.dispatcher.stranded() + self.undispatched as usize
+        count + std::mem::take(&mut self.kept) + self.undispatched as usize
     }
 
     /// Buffers `events`, then serves what demand there is from the buffer; returns how many the
@@ -361,17 +533,13 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             }
             // A take stops at the next info, which it releases: the loop goes on past it.
             let taken = self.buffer.take(capacity);
-            let leftover = self.dispatch(taken.events, route);
+            // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer. A
+            // dispatcher that hands some back fails the stage (see `dispatch`), which leaves none.
+            let leftover = self.dispatch(taken.events, route, Some(capacity));
             // Released after the deliveries of the events in front of them.
             for info in taken.infos {
                 self.release(info);
             }
-            // `Dispatcher::capacity`'s contract: at most `capacity` events all find a consumer. A
-            // dispatcher that breaks it gets its leftover back in the buffer.
-            debug_assert!(
-                leftover.is_empty(),
-                "dispatcher broke its capacity contract"
-            );
             if !leftover.is_empty() {
                 let stored = self.buffer.store(leftover);
                 self.discarded += stored.discarded as u64;
@@ -837,5 +1005,192 @@ mod tests {
         path.info("after 8");
         path.cancel(10);
         assert_eq!(path.take_released().collect::<Vec<_>>(), ["after 8"]);
+    }
+
+    /// What a partition keeps is counted by the path as the dispatcher holds it: served on an
+    /// ask, and left with a stopping stage.
+    #[test]
+    fn the_path_counts_what_a_partition_keeps() {
+        let mut path = partitioned(100);
+        path.ask(10, 1);
+        path.ask(11, 3);
+        path.emit(vec![1, 2, 4, 6], Some(&parity));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+        assert_eq!((path.kept, path.held_by_dispatcher()), (2, 2));
+        path.ask(10, 1);
+        assert_eq!(sent(&mut path), vec![(10, vec![4])]);
+        assert_eq!((path.kept, path.held_by_dispatcher()), (1, 1));
+        // Its consumer leaves: the event is kept for no one, and still counted.
+        path.cancel(10);
+        assert_eq!(path.kept, 1);
+        assert!(path.failure().is_none());
+        assert_eq!((path.clear_buffer(), path.broken), (1, 0));
+    }
+
+    /// How [`Breaking`] breaks the [`Dispatcher`] contract.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Breaks {
+        /// Its capacity is 5 more than it takes.
+        Capacity,
+        /// It sends half of what it takes, and drops the rest.
+        Swallow,
+        /// An ask sends an event it never held.
+        AskInvents,
+    }
+
+    /// Sends what it takes to subscription 1, as much as it asked for, and breaks its contract as
+    /// `breaks` says.
+    struct Breaking {
+        breaks: Breaks,
+        demand: usize,
+    }
+
+    impl Dispatcher<u32> for Breaking {
+        fn subscribe(
+            &mut self,
+            _sub: SubscriptionId,
+            _options: &DispatchOptions<u32>,
+        ) -> Result<usize, DispatchError> {
+            Ok(0)
+        }
+        fn cancel(&mut self, _sub: SubscriptionId) -> usize {
+            0
+        }
+        fn ask(&mut self, _sub: SubscriptionId, demand: usize, out: &mut Outbox<'_, u32>) -> usize {
+            self.demand += demand;
+            if self.breaks == Breaks::AskInvents {
+                out.send(1, vec![99]);
+            }
+            demand
+        }
+        fn dispatch(
+            &mut self,
+            mut events: Vec<u32>,
+            out: &mut Outbox<'_, u32>,
+        ) -> Result<Vec<u32>, DispatchError> {
+            let rest = events.split_off(self.demand.min(events.len()));
+            self.demand -= events.len();
+            if self.breaks == Breaks::Swallow {
+                events.truncate(events.len() / 2);
+            }
+            out.send(1, events);
+            Ok(rest)
+        }
+        fn capacity(&self) -> usize {
+            self.demand
+                + if self.breaks == Breaks::Capacity {
+                    5
+                } else {
+                    0
+                }
+        }
+        fn consumers(&self) -> usize {
+            1
+        }
+    }
+
+    fn breaking(breaks: Breaks) -> EventPath<u32> {
+        let mut path = EventPath::new(
+            Box::new(Breaking { breaks, demand: 0 }),
+            ProducerOptions::for_producer(),
+        );
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path
+    }
+
+    fn breach(path: &EventPath<u32>) -> Option<String> {
+        path.failure().map(ToString::to_string)
+    }
+
+    // F5: `capacity()` says 5 more than it takes. Its leftover from the buffer is not put back (a
+    // debug assertion fired, after the events had left the buffer): the stage fails, and the event
+    // is counted as lost to the breach.
+    #[test]
+    fn a_dispatcher_that_overstates_its_capacity_fails_the_stage() {
+        let mut path = breaking(Breaks::Capacity);
+        path.ask(1, 2);
+        assert_eq!(emit(&mut path, vec![0, 1, 2]), 0);
+        assert_eq!(sent(&mut path), vec![(1, vec![0, 1])]);
+        assert_eq!(
+            breach(&path).as_deref(),
+            Some(
+                "its dispatcher broke its contract: `capacity()` said its consumers could take 5 \
+                 events, but `dispatch`, handed 1, handed 1 back"
+            )
+        );
+        assert_eq!(
+            path.failure(),
+            Some(&Failure::Broke(ContractBreach::Capacity {
+                capacity: 5,
+                handed: 1,
+                leftover: 1
+            }))
+        );
+        // 3 emitted: 2 sent, 1 lost to the breach.
+        assert_eq!((path.emitted, path.broken, path.clear_buffer()), (3, 1, 0));
+    }
+
+    // F6: events that vanish in `dispatch` fail the stage; nothing of that call is sent, and
+    // nothing is dispatched after it.
+    #[test]
+    fn a_dispatcher_that_drops_events_fails_the_stage() {
+        let mut path = breaking(Breaks::Swallow);
+        path.ask(1, 4);
+        assert_eq!(emit(&mut path, vec![0, 1, 2, 3]), 0);
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(
+            breach(&path).as_deref(),
+            Some(
+                "its dispatcher broke its contract: `dispatch` was handed 4 events while it held \
+                 0, and accounted for 2 (sent, discarded, handed back or held): each must be one \
+                 of these"
+            )
+        );
+        assert_eq!(path.broken, 4);
+        // Afterwards, events wait in the buffer, and asks go nowhere.
+        assert_eq!(emit(&mut path, vec![4]), 0);
+        path.ask(1, 5);
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!((path.emitted, path.clear_buffer()), (5, 1));
+    }
+
+    // An ask that sends an event the dispatcher never held breaks the contract too: nothing of
+    // it is sent.
+    #[test]
+    fn an_ask_that_sends_what_was_never_held_fails_the_stage() {
+        let mut path = breaking(Breaks::AskInvents);
+        path.ask(1, 1);
+        assert_eq!(sent(&mut path), vec![]);
+        assert_eq!(
+            path.failure(),
+            Some(&Failure::Broke(ContractBreach::Unaccounted {
+                call: "ask",
+                handed: 0,
+                held: 0,
+                accounted: 1
+            }))
+        );
+        assert_eq!(path.broken, 0);
+    }
+
+    // A batch for a subscription the stage does not have (found when it is sent): lost to the
+    // breach, with what the dispatcher held then.
+    #[test]
+    fn a_send_to_an_unknown_subscription_fails_the_stage() {
+        let mut path = partitioned(100);
+        path.ask(10, 1);
+        path.ask(11, 2);
+        path.emit(vec![1, 2, 4], Some(&parity));
+        assert_eq!(sent(&mut path), vec![(10, vec![2]), (11, vec![1])]);
+        path.unknown_subscription(12, 3);
+        assert_eq!(
+            breach(&path).as_deref(),
+            Some(
+                "its dispatcher broke its contract: it sent 3 events to subscription 12, which is \
+                 not one of the stage's"
+            )
+        );
+        // 3 sent there, and 4, which partition 0 held.
+        assert_eq!((path.broken, path.clear_buffer()), (4, 0));
     }
 }

@@ -66,6 +66,11 @@ pub enum LossReason {
     /// but an abort, a shutdown's timeout or its consumers leaving do not. Counted as emitted too,
     /// so that the report accounts for every event a sender handed over.
     NotEmitted,
+    /// Taken by a [`Dispatcher`](crate::dispatcher::Dispatcher) of the user's that broke its
+    /// contract ([`ContractBreach`](crate::dispatcher::ContractBreach)): the events of the call that
+    /// broke it, those it sent to a subscription that does not exist, and those it held then. The
+    /// stage fails with the breach.
+    BrokenDispatcher,
 }
 
 impl std::fmt::Display for LossReason {
@@ -77,6 +82,7 @@ impl std::fmt::Display for LossReason {
             LossReason::Buffered => "in its buffer when it stopped",
             LossReason::ChildFailed => "its child failed and was not restarted",
             LossReason::NotEmitted => "taken in but not emitted when it stopped",
+            LossReason::BrokenDispatcher => "taken by its dispatcher, which broke its contract",
         })
     }
 }

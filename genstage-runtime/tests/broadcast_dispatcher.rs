@@ -741,6 +741,68 @@ impl Model {
     }
 }
 
+/// A consumer may ask for any `usize`, however many times: every demand saturates at `usize::MAX`
+/// (an overflow panicked in a debug build), and what `waiting` cannot take stays in the consumers'
+/// own demands.
+#[test]
+fn asking_usize_max_twice_saturates() {
+    const MAX: usize = usize::MAX;
+    let mut dispatcher = BroadcastDispatcher::<char>::new();
+    subscribe(&mut dispatcher, R1);
+    assert_eq!(ask(&mut dispatcher, R1, MAX), MAX);
+    assert_eq!(state(&dispatcher), (vec![(R1, 0)], MAX, MAX));
+    assert_eq!(ask(&mut dispatcher, R1, MAX), 0);
+    assert_eq!(state(&dispatcher), (vec![(R1, MAX)], MAX, MAX));
+    assert_eq!(dispatcher.capacity(), MAX);
+
+    let dispatched = dispatch(&mut dispatcher, &chars("abc"));
+    assert_eq!(dispatched.sent, vec![(R1, chars("abc"))]);
+    assert!(dispatched.leftover.is_empty());
+    assert_eq!(state(&dispatcher), (vec![(R1, MAX)], MAX - 3, MAX - 3));
+    // The next ask moves what now fits from its own demand into `waiting`.
+    assert_eq!(ask(&mut dispatcher, R1, 1), 3);
+    assert_eq!(state(&dispatcher), (vec![(R1, MAX - 3)], MAX, MAX));
+
+    // A newcomer: what everyone could take goes back to the consumers' own demands, saturating.
+    subscribe(&mut dispatcher, R2);
+    assert_eq!(state(&dispatcher), (vec![(R1, MAX), (R2, 0)], 0, MAX));
+    assert_eq!(ask(&mut dispatcher, R2, MAX), 0);
+    assert_eq!(state(&dispatcher), (vec![(R1, 0), (R2, 0)], MAX, MAX));
+    assert_eq!(ask(&mut dispatcher, R2, MAX), 0);
+    assert_eq!(state(&dispatcher), (vec![(R1, 0), (R2, MAX)], MAX, MAX));
+    assert_eq!(dispatcher.capacity(), MAX);
+}
+
+/// The demand a selector gives back for the events it rejects saturates too.
+#[test]
+fn a_selectors_rejected_events_saturate_its_demand() {
+    const MAX: usize = usize::MAX;
+    let mut dispatcher = BroadcastDispatcher::<u32>::new();
+    let evens = DispatchOptions::selector(|n: &u32| n.is_multiple_of(2));
+    assert_eq!(dispatcher.subscribe(R1, &evens), Ok(0));
+    assert_eq!(dispatcher.subscribe(R2, &DispatchOptions::none()), Ok(0));
+    assert_eq!(ask(&mut dispatcher, R1, MAX), 0);
+    assert_eq!(ask(&mut dispatcher, R2, MAX), MAX);
+    assert_eq!(ask(&mut dispatcher, R1, MAX), 0);
+    assert_eq!(ask(&mut dispatcher, R2, MAX), 0);
+    assert_eq!(state(&dispatcher), (vec![(R1, MAX), (R2, MAX)], MAX, MAX));
+
+    let dispatched = dispatch(&mut dispatcher, &[1, 2, 3, 4]);
+    assert_eq!(
+        dispatched,
+        Dispatched {
+            sent: vec![(R1, vec![2, 4]), (R2, vec![1, 2, 3, 4])],
+            leftover: vec![],
+            copies: 2,
+            discarded: 0,
+        }
+    );
+    assert_eq!(
+        state(&dispatcher),
+        (vec![(R1, MAX - 4), (R2, MAX - 4)], MAX, MAX)
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,

@@ -852,6 +852,38 @@ impl Model {
     }
 }
 
+/// A consumer may ask for any `usize`, however many times: its partition's demand and the shared
+/// demand saturate at `usize::MAX` (an overflow panicked in a debug build).
+#[test]
+fn asking_usize_max_twice_saturates() {
+    const MAX: usize = usize::MAX;
+    let mut dispatcher = PartitionDispatcher::new(2);
+    assert_eq!(subscribe(&mut dispatcher, R0, 0), Ok(0));
+    assert_eq!(subscribe(&mut dispatcher, R1, 1), Ok(0));
+    assert_eq!(ask(&mut dispatcher, R0, MAX), (MAX, vec![]));
+    assert_eq!(ask(&mut dispatcher, R0, MAX), (MAX, vec![]));
+    assert_eq!(dispatcher.partition_state(0), Some((MAX, 0)));
+    assert_eq!(waiting_and_pending(&dispatcher), (MAX, 0));
+    assert_eq!(dispatcher.capacity(), MAX);
+    assert_eq!(ask(&mut dispatcher, R1, MAX), (MAX, vec![]));
+    assert_eq!(dispatcher.partition_state(1), Some((MAX, 0)));
+
+    assert_eq!(
+        dispatch(&mut dispatcher, parity, &[1, 2, 3, 4]),
+        Dispatched {
+            sent: vec![(R0, vec![2, 4]), (R1, vec![1, 3])],
+            leftover: Ok(vec![]),
+            discarded: 0,
+        }
+    );
+    assert_eq!(dispatcher.partition_state(0), Some((MAX - 2, 0)));
+    assert_eq!(dispatcher.partition_state(1), Some((MAX - 2, 0)));
+    assert_eq!(waiting_and_pending(&dispatcher), (MAX - 4, 0));
+    assert_eq!(ask(&mut dispatcher, R1, MAX), (MAX, vec![]));
+    assert_eq!(dispatcher.partition_state(1), Some((MAX, 0)));
+    assert_eq!(waiting_and_pending(&dispatcher), (MAX, 0));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,

@@ -84,11 +84,13 @@ impl<T> BroadcastDispatcher<T> {
     }
 
     /// Moves the demand every consumer shares into `waiting`; returns the part of it not yet asked
-    /// upstream, which it now is.
+    /// upstream, which it now is. `waiting` stops at `usize::MAX`: what does not fit stays in each
+    /// consumer's own demand, to move once events have gone out.
     fn sync_demands(&mut self) -> usize {
         let Some(shared) = self.subscribers.iter().map(|s| s.demand).min() else {
             return 0;
         };
+        let shared = shared.min(usize::MAX - self.waiting);
         for subscriber in &mut self.subscribers {
             subscriber.demand -= shared;
         }
@@ -134,9 +136,10 @@ impl<T: BroadcastEvent + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T
             )));
         }
         // What everyone could take so far goes back to each consumer's own demand: nothing is sent
-        // until the newcomer asks too.
+        // until the newcomer asks too. Every demand here saturates: a consumer may ask for any
+        // `usize`, however many times.
         for subscriber in &mut self.subscribers {
-            subscriber.demand += self.waiting;
+            subscriber.demand = subscriber.demand.saturating_add(self.waiting);
         }
         self.waiting = 0;
         self.subscribers.push(Subscriber {
@@ -211,14 +214,14 @@ impl<T: BroadcastEvent + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T
                         }
                     }
                     // Rejected events do not use up its demand (GenStage asks them again).
-                    subscriber.demand += count - batch.len();
+                    subscriber.demand = subscriber.demand.saturating_add(count - batch.len());
                     batch
                 }
             };
             out.send(subscriber.sub, batch);
         }
         if takers.is_empty() {
-            out.copied(count * last);
+            out.copied(count.saturating_mul(last));
         } else {
             let nobody = takers.iter().filter(|&&n| n == 0).count();
             out.discard(nobody);

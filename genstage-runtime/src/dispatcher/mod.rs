@@ -49,6 +49,90 @@ impl fmt::Display for DispatchError {
 
 impl std::error::Error for DispatchError {}
 
+/// How a [`Dispatcher`] broke its contract; the stage fails with it.
+///
+/// The stage checks what each call of its dispatcher did with events against what went in, at the
+/// cost of a few integer comparisons per call: every event handed to
+/// [`dispatch`](Dispatcher::dispatch), and every event the dispatcher held, must be sent (once, or
+/// again as a [`copied`](Outbox::copied) copy), [`discard`](Outbox::discard)ed, handed back, or
+/// still held ([`held`](Dispatcher::held), [`stranded`](Dispatcher::stranded)) when it returns; and
+/// it may send only to the subscriptions it was told of. The dispatchers of this crate never break
+/// it: a breach is a bug in a dispatcher of the user's ([`Dispatch::custom`]).
+///
+/// On a breach, the stage fails with this error (a [`StageError`](crate::StageError): the
+/// [`PipelineError::StageFailed`](crate::PipelineError::StageFailed) of the run names the stage, and
+/// its `error` downcasts to `ContractBreach`). Nothing of the call that broke the contract is sent,
+/// nothing more is dispatched, and the report counts the events of that call, those sent to a
+/// subscription that does not exist and those the dispatcher held then as lost
+/// ([`LossReason::BrokenDispatcher`](crate::LossReason::BrokenDispatcher)), so that it balances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContractBreach {
+    /// `dispatch`, handed no more events than [`capacity`](Dispatcher::capacity) said the consumers
+    /// could take, handed some back.
+    Capacity {
+        /// What `capacity()` returned.
+        capacity: usize,
+        /// The events `dispatch` was handed.
+        handed: usize,
+        /// The events it handed back.
+        leftover: usize,
+    },
+    /// A call did not account for every event it took: some vanished, or more came out than went
+    /// in.
+    Unaccounted {
+        /// The method: `"dispatch"` or `"ask"`.
+        call: &'static str,
+        /// The events it was handed (none for `ask`).
+        handed: u64,
+        /// The events it held before the call.
+        held: u64,
+        /// The events it accounted for: sent (copies aside), discarded, handed back, and held after
+        /// the call.
+        accounted: u64,
+    },
+    /// It sent events to a subscription that is not one of the stage's.
+    UnknownSubscription {
+        /// The subscription it sent to.
+        sub: SubscriptionId,
+        /// How many events it sent there.
+        events: usize,
+    },
+}
+
+impl fmt::Display for ContractBreach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("its dispatcher broke its contract: ")?;
+        match self {
+            ContractBreach::Capacity {
+                capacity,
+                handed,
+                leftover,
+            } => write!(
+                f,
+                "`capacity()` said its consumers could take {capacity} events, but `dispatch`, \
+                 handed {handed}, handed {leftover} back"
+            ),
+            ContractBreach::Unaccounted {
+                call,
+                handed,
+                held,
+                accounted,
+            } => write!(
+                f,
+                "`{call}` was handed {handed} events while it held {held}, and accounted for \
+                 {accounted} (sent, discarded, handed back or held): each must be one of these"
+            ),
+            ContractBreach::UnknownSubscription { sub, events } => write!(
+                f,
+                "it sent {events} events to subscription {sub}, which is not one of the stage's"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ContractBreach {}
+
 /// The contract between a producer's loop and its dispatcher (GenStage's `GenStage.Dispatcher`).
 ///
 /// "Upstream demand" is GenStage's name for what the producer is asked to emit as a result of a
@@ -64,6 +148,23 @@ impl std::error::Error for DispatchError {}
 /// now, which the loop buffers and hands back, first, once [`capacity`](Dispatcher::capacity) says
 /// there is room. Events it keeps itself (a partition's backlog) it reports through
 /// [`held`](Dispatcher::held), so that the producer does not end before they are sent.
+///
+/// # Breaking the contract
+/// The stage checks every call that hands events in or out: after `dispatch` or `ask`, each event
+/// it was handed or held before must be sent once (a further copy to another consumer is counted with
+/// [`Outbox::copied`]), discarded ([`Outbox::discard`]), handed back (`dispatch`'s leftover), or still
+/// held; `dispatch` handed at most [`capacity`](Dispatcher::capacity) events must hand none back; and
+/// every batch must go to a subscription it was told of (a batch for one whose consumer has since
+/// ended is counted as lost to that consumer).
+/// A dispatcher that breaks this (drops events, or keeps them without reporting them through
+/// [`held`](Dispatcher::held) or [`stranded`](Dispatcher::stranded), or sends to an unknown
+/// subscription) fails its stage with a [`ContractBreach`] that says which rule it broke, and the
+/// events it took are counted as lost
+/// ([`LossReason::BrokenDispatcher`](crate::LossReason::BrokenDispatcher)): never a panic, a hang or
+/// a report that does not balance. A panic in one of its methods is the stage's panic.
+///
+/// Every demand it adds up should saturate (`saturating_add`): a consumer may ask for any `usize`,
+/// more than once.
 ///
 /// ```
 /// use genstage_runtime::dispatcher::{
@@ -96,7 +197,10 @@ impl std::error::Error for DispatchError {}
 ///     }
 ///     fn ask(&mut self, sub: SubscriptionId, demand: usize, _out: &mut Outbox<'_, T>) -> usize {
 ///         match &mut self.first {
-///             Some((first, wants)) if *first == sub => { *wants += demand; demand }
+///             Some((first, wants)) if *first == sub => {
+///                 *wants = wants.saturating_add(demand);
+///                 demand
+///             }
 ///             _ => 0,
 ///         }
 ///     }
@@ -167,7 +271,8 @@ pub trait Dispatcher<T>: Send + 'static {
     ///
     /// The loop drains its buffer up to this, whatever the upstream demand says, so buffered events
     /// never get stuck behind demand the dispatcher holds for departed consumers (GenStage #311).
-    /// Contract: dispatching at most `capacity()` events leaves no leftover.
+    /// Contract: dispatching at most `capacity()` events leaves no leftover (a dispatcher that
+    /// leaves some fails its stage with [`ContractBreach::Capacity`]).
     fn capacity(&self) -> usize;
 
     /// How many consumers are subscribed.

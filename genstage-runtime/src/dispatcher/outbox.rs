@@ -21,13 +21,14 @@ pub type Deliveries<T> = Vec<(SubscriptionId, Vec<T>)>;
 /// assert_eq!(routes, [Some(1), Some(0)]);
 /// out.send(7, vec![1, 3]);
 /// out.discard(2);
-/// assert_eq!(out.discarded(), 2);
+/// assert_eq!((out.sent(), out.discarded()), (2, 2));
 /// drop(out);
 /// assert_eq!(deliveries, vec![(7, vec![1, 3])]);
 /// ```
 pub struct Outbox<'a, T> {
     deliveries: &'a mut Deliveries<T>,
     partitioner: Option<&'a dyn Partitioner<T>>,
+    sent: usize,
     discarded: usize,
     copies: usize,
 }
@@ -38,6 +39,7 @@ impl<'a, T> Outbox<'a, T> {
         Outbox {
             deliveries,
             partitioner: None,
+            sent: 0,
             discarded: 0,
             copies: 0,
         }
@@ -52,6 +54,7 @@ impl<'a, T> Outbox<'a, T> {
     /// Sends `events` to the consumer of `sub`, as one message; nothing when `events` is empty.
     pub fn send(&mut self, sub: SubscriptionId, events: Vec<T>) {
         if !events.is_empty() {
+            self.sent = self.sent.saturating_add(events.len());
             self.deliveries.push((sub, events));
         }
     }
@@ -59,13 +62,13 @@ impl<'a, T> Outbox<'a, T> {
     /// Accounts for `count` events that go to no consumer (a partition function's `None`, or
     /// rejected by every selector): the report counts them as discarded.
     pub fn discard(&mut self, count: usize) {
-        self.discarded += count;
+        self.discarded = self.discarded.saturating_add(count);
     }
 
     /// Accounts for `count` copies of events, beyond the first, sent to more consumers (a
     /// broadcast): the report counts every copy a consumer handles.
     pub fn copied(&mut self, count: usize) {
-        self.copies += count;
+        self.copies = self.copies.saturating_add(count);
     }
 
     /// Appends the partition the stage's function gives each of `events` to `routes`, in order;
@@ -88,6 +91,11 @@ impl<'a, T> Outbox<'a, T> {
             .map(|partitioner| partitioner.split(events, lanes))
     }
 
+    /// Events sent so far, every copy counted.
+    pub fn sent(&self) -> usize {
+        self.sent
+    }
+
     /// Events discarded so far.
     pub fn discarded(&self) -> usize {
         self.discarded
@@ -103,6 +111,7 @@ impl<T> fmt::Debug for Outbox<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
             .field("batches", &self.deliveries.len())
+            .field("sent", &self.sent)
             .field("discarded", &self.discarded)
             .field("copies", &self.copies)
             .finish_non_exhaustive()

@@ -213,7 +213,8 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         slot.dequeued += served as u64;
         let prepaid = served.min(slot.prepaid);
         slot.prepaid -= prepaid;
-        slot.demand += demand - served;
+        // Saturating, as every demand: a consumer may ask for any `usize`, however many times.
+        slot.demand = slot.demand.saturating_add(demand - served);
         out.send(sub, batch);
         let fresh = demand - prepaid;
         let absorbed = self.pending.min(fresh);

@@ -349,6 +349,7 @@ pub(crate) async fn run_producer<P: Producer>(
             reason: LossReason::NotEmitted,
         });
     }
+    losses.extend(outputs.broken());
     Box::new(Outcome {
         exit,
         events_in: 0,
@@ -761,7 +762,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     let buffered = outputs.abandon_buffer();
     let waiting = kept.redelivery.len();
-    let losses = close_and_count(
+    let mut losses = close_and_count(
         &mut mailbox,
         &kept.in_hand,
         kept.failed(),
@@ -770,6 +771,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         buffered,
         |sub, count| inputs.left(sub, count),
     );
+    losses.extend(outputs.broken());
     Box::new(Outcome {
         exit,
         events_in: inputs.events_in - kept.in_hand.batch - kept.failed() - waiting,

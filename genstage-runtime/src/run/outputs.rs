@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use crate::dispatcher::{Dispatcher, SubscriptionId};
 use crate::error::StageError;
-use crate::event_path::{Emitted, EventPath, Route};
+use crate::event_path::{Emitted, EventPath, Failure, Route};
 use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
 use crate::options::ProducerOptions;
 use crate::protocol::{Downstream, EndReason, EventSink, NewConsumer};
-use crate::report::{Discard, DiscardReason};
+use crate::report::{Discard, DiscardReason, Loss, LossReason};
 use crate::subscription::{CancelReason, Subscriber, SubscriptionTag};
 
 use super::by_subscription::BySubscription;
@@ -243,11 +243,18 @@ impl<T: Send + 'static> Outputs<T> {
         self.flush();
     }
 
-    /// Why the dispatcher could not dispatch, if it could not: the stage fails with it.
+    /// Why the dispatcher could not dispatch, if it could not, or how it broke its contract: the
+    /// stage fails with it.
     pub(super) fn failure(&self) -> Option<StageError> {
-        self.path
-            .failure()
-            .map(|error| StageError::from(error.clone()))
+        self.path.failure().map(Failure::to_stage_error)
+    }
+
+    /// The events lost to a dispatcher that broke its contract, if any.
+    pub(super) fn broken(&self) -> Option<Loss> {
+        (self.path.broken > 0).then_some(Loss {
+            count: self.path.broken,
+            reason: LossReason::BrokenDispatcher,
+        })
     }
 
     /// What a producer should emit now (see [`EventPath::demand`]).
@@ -379,7 +386,8 @@ impl<T: Send + 'static> Outputs<T> {
         self.lost_to_gone(sub, len);
     }
 
-    /// Counts `len` events sent to the consumer of `sub`, stopped, as lost.
+    /// Counts `len` events sent to the consumer of `sub`, stopped, as lost. A subscription the
+    /// stage never had is the dispatcher's breach of its contract, and fails the stage.
     #[cold]
     fn lost_to_gone(&mut self, sub: SubscriptionId, len: u64) {
         if let Some(outlet) = self.consumers.get_mut(sub) {
@@ -388,7 +396,7 @@ impl<T: Send + 'static> Outputs<T> {
         }
         match self.ended.iter_mut().find(|(ended, _)| *ended == sub) {
             Some((_, counts)) => counts.lost += len,
-            None => self.ended.push((sub, SentCounts { sent: 0, lost: len })),
+            None => self.path.unknown_subscription(sub, len as usize),
         }
     }
 
