@@ -19,7 +19,8 @@
 //! - 185, 186, 187: `terminate_child` and killing a child from outside have no API here; a child
 //!   ends by returning (or panicking), so they are children told to end.
 //! - 161–180 (child_spec, init validation, `start_child`, shutdown modes, `code_change`) concern
-//!   OTP's process model and have no counterpart.
+//!   OTP's process model and have no counterpart, but for 177 (`max_seconds: 0`), tested with
+//!   children that fail at once instead of a child killed from outside.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -960,4 +961,75 @@ async fn a_restarted_supervisor_never_runs_more_than_max_demand_children_at_once
         4,
         "children alive at once"
     );
+}
+
+/// 177 (`max_seconds: 0`: shutdown): a window of 0 holds the restarts less than a second old (OTP
+/// counts whole seconds, and its window of 0 holds the restarts of the same second), so a child
+/// that fails at once each time reaches the restart intensity after 3 restarts, and the supervisor
+/// fails; the run ends, whether it ends by itself (`run`) or is shut down gracefully meanwhile.
+/// Found by a probe: each earlier restart was dropped from the window, the child was restarted
+/// about 60 000 times a second for ever, and neither `run()` nor `shutdown()` returned. Not on the
+/// paused clock, on which every restart would be at the same instant: the restarts are apart in
+/// time, as in use. The timeout makes a regression fail instead of hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s177_max_seconds_zero_fails_the_supervisor_instead_of_restarting_for_ever() {
+    async fn always_fail(_event: u64) -> Result<(), String> {
+        Err("nope".into())
+    }
+    for graceful in [false, true] {
+        let jobs = ConsumerSupervisor::new(always_fail)
+            .transient()
+            .max_seconds(0);
+        let mut counts = jobs.watch_counts();
+        let mut pipeline = Pipeline::new();
+        let queue = pipeline.add_producer(genstage::from_iter(0..1u64));
+        let jobs = pipeline.add_consumer_named("jobs", jobs);
+        pipeline.subscribe(&queue, &jobs);
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            if graceful {
+                let running = pipeline.start();
+                // The child has failed at least once: then the pipeline is shut down.
+                counts
+                    .wait_for(|counts| counts.restarts > 0)
+                    .await
+                    .expect("the supervisor's counts");
+                running.shutdown().await
+            } else {
+                pipeline.run().await
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "graceful {graceful}: the supervisor restarted its child for ever ({:?})",
+                *counts.borrow()
+            )
+        });
+        let error = ended.expect_err("the restart intensity is reached");
+        assert_eq!(
+            error.to_string(),
+            "stage `jobs` failed: restart intensity reached: more than 3 restarts of its children \
+             within a second (max_restarts = 3, max_seconds = 0); last failure: nope",
+            "graceful {graceful}"
+        );
+        let last = *counts.borrow();
+        assert_eq!(
+            (
+                last.active,
+                last.restarting,
+                last.handled,
+                last.failed,
+                last.restarts
+            ),
+            (0, 0, 0, 1, 3),
+            "graceful {graceful}"
+        );
+        let report = error.report().expect("a report");
+        let jobs = jobs_row(report);
+        assert!(jobs.failed(), "graceful {graceful}");
+        assert_eq!((jobs.events_in, jobs.lost), (0, 1));
+        assert_eq!(losses(jobs), [(1, LossReason::ChildFailed)]);
+        assert_eq!(edge_into_jobs(report), (1, 0, 1));
+        assert!(report.balanced(), "{report}");
+    }
 }

@@ -237,6 +237,73 @@ fn error_text(error: &PipelineError) -> String {
     error.to_string()
 }
 
+/// A window of zero (`RestartPolicy::max_restarts(3, Duration::ZERO)`, set through the builder;
+/// `#[stage]` refuses `max_seconds = 0`) holds the restarts less than a second old, as GenStage's
+/// `max_seconds: 0` holds those of the same second: a poison event redelivered at once each time
+/// reaches the limit, as with the default window. It used to hold no earlier restart, so the stage
+/// was restarted on the poison event for ever, and the run never ended. Not on the paused clock,
+/// on which every restart would be at the same instant.
+///
+/// The loop of restarts never yielded to its runtime, so no timer of that runtime fired: the run is
+/// on a runtime and a thread of its own, and the test waits for it at most 10 s, so that a
+/// regression fails instead of hanging (leaving that thread to spin until the tests end).
+#[test]
+fn a_zero_window_counts_the_restarts_of_the_last_second_and_stops_a_poison_loop() {
+    let run = flaky_run(
+        100,
+        Faults::on(&[(7, u32::MAX)]),
+        Fault::Error,
+        RestartPolicy::transient()
+            .max_restarts(3, Duration::ZERO)
+            .redeliver(),
+    );
+    let (done, ended) = std::sync::mpsc::channel();
+    let pipeline = run.pipeline;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let _ = done.send(runtime.block_on(pipeline.run()));
+    });
+    let ended = ended
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stage was restarted on its poison event for ever");
+    let (report, error) = report_of(ended);
+    let error = error.expect("the restart limit is reached");
+    assert_eq!(
+        error.to_string(),
+        "stage `Flaky` failed more often than its restart policy allows (3 restarts within a second: a window of 0), and was stopped; the event at index 2 of its batch failed it each time; last failure: failed: Flaky failed on 7"
+    );
+    let PipelineError::RestartLimit {
+        stage: name,
+        max_restarts,
+        within,
+        failures,
+        poison,
+        ..
+    } = &error
+    else {
+        panic!("the restart limit is reached: {error:?}");
+    };
+    assert_eq!(name, "Flaky");
+    assert_eq!(
+        (*max_restarts, *within, *poison),
+        (3, Duration::ZERO, Some(2))
+    );
+    assert_eq!(*failures, vec!["failed: Flaky failed on 7".to_owned(); 4]);
+    let flaky = stage(&report, "Flaky");
+    assert_eq!(flaky.restarts, 3);
+    assert_eq!(flaky.redelivered, 5 + 2);
+    assert_eq!(
+        flaky.status,
+        StageStatus::Failed("Flaky failed on 7".into())
+    );
+    assert_eq!(flaky.events_in, 7);
+    assert_eq!(lost(flaky, LossReason::FailedBatch), 1);
+    assert!(report.balanced(), "{report}");
+}
+
 #[tokio::test]
 async fn without_redelivery_a_failing_event_is_lost_once_and_never_loops() {
     let run = flaky_run(

@@ -22,13 +22,15 @@
 //!   unknown old tag still subscribes) is that of 51 and 52, tested together with them.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
     from_channel, from_iter, CallError, CancelMode, CancelReason, Consumer, Context, Demand,
-    DemandError, Emit, HandleInfo, Pipeline, PipelineError, Producer, ProducerConsumer, StageRef,
-    StageResult, StageStatus, SubscribeOptions, Subscription, SubscriptionTag,
+    DemandError, Dispatch, Emit, HandleInfo, Partition, Pipeline, PipelineError, Producer,
+    ProducerConsumer, StageRef, StageResult, StageStatus, SubscribeOptions, Subscription,
+    SubscriptionTag,
 };
 
 /// Counts up from its start for ever, emitting exactly what it is asked.
@@ -699,6 +701,124 @@ async fn scenario_51_resubscribe_to_another_producer() {
     );
     assert!(report.balanced(), "{report:?}");
     assert_eq!(report.totals().lost, 0, "{report:?}");
+}
+
+/// `0..END`, even numbers to partition 0 and odd ones to partition 1, emitted only below the
+/// limit the test opens (`open`), so that it cannot finish before the test is done with it.
+struct GatedSplit {
+    next: u64,
+    open: Arc<AtomicU64>,
+}
+
+/// What [`GatedSplit`] emits in all.
+const END: u64 = 1_000;
+
+impl Partition<u64> for GatedSplit {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+}
+
+impl Producer for GatedSplit {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let stop = (self.next + demand as u64).min(self.open.load(Ordering::Acquire));
+        let events: Vec<u64> = (self.next..stop).collect();
+        self.next = stop;
+        Ok(if stop == END {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::partition(2)
+    }
+}
+
+/// 51 on a partitioned producer, to change the options (the use `resubscribe` documents): the
+/// consumer of partition 1 resubscribes to the same partition with a new `max_demand` and
+/// `min_demand` while events flow. As GenStage cancels the old reference first, the partition is
+/// free for the new subscription: the switch succeeds, and every event of the partition is handled
+/// once, in order, the ones the old subscription was sent before its end, then those it had not
+/// taken (kept by the dispatcher for the partition) and the rest, on the new one. Found by a probe:
+/// the new subscription was made while the old one still held the partition, and refused with
+/// `PartitionTaken { consumer: "odd", partition: 1, taken_by: "odd" }`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_51_resubscribe_to_the_same_partition_with_new_demand() {
+    let open = Arc::new(AtomicU64::new(200));
+    let (even, even_log) = Watch::new();
+    let (odd, log) = Watch::new();
+    let mut pipeline = Pipeline::new();
+    let split = pipeline.add_producer_named(
+        "Split",
+        GatedSplit {
+            next: 0,
+            open: open.clone(),
+        },
+    );
+    let even = pipeline.add_consumer_named("even", even);
+    let odd = pipeline.add_consumer_named("odd", odd);
+    let options = SubscribeOptions::new().max_demand(10).min_demand(5);
+    pipeline.subscribe_with(&split, &even, options.partition(0));
+    pipeline.subscribe_with(&split, &odd, options.partition(1));
+    let running = pipeline.start();
+
+    // Half of the 100 odd events below 200 handled: the rest are on their way, or kept for the
+    // partition, or not yet emitted.
+    until(|| log.events().len() >= 50).await;
+    let [old] = log.subscribed()[..] else {
+        panic!("{:?}", log.seen());
+    };
+    let options = SubscribeOptions::new()
+        .partition(1)
+        .max_demand(4)
+        .min_demand(2);
+    let new = running
+        .resubscribe(old, &split, &odd, options)
+        .await
+        .expect("the partition is free once the old subscription is cancelled");
+    assert_ne!(new, old);
+    open.store(END, Ordering::Release);
+    let report = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the pipeline ends once its events are handled")
+        .unwrap();
+
+    // Every event of each partition, once each, in order.
+    let odds: Vec<u64> = (0..END).filter(|n| n % 2 == 1).collect();
+    let evens: Vec<u64> = (0..END).filter(|n| n % 2 == 0).collect();
+    assert_eq!(log.events(), odds);
+    assert_eq!(even_log.events(), evens);
+    assert_eq!(log.subscribed(), [old, new]);
+    assert_eq!(
+        log.cancelled(),
+        [(old, BY_HANDLE), (new, CancelReason::Finished)]
+    );
+    let seen = log.seen();
+    assert!(seen.contains(&Seen::Subscribed {
+        tag: new,
+        producer: "Split".to_owned(),
+        max_demand: 4,
+    }));
+    // After the old subscription's end, every batch is the new one's (at most 4 events).
+    let end = seen
+        .iter()
+        .position(|seen| matches!(seen, Seen::Cancelled { .. }))
+        .unwrap();
+    assert!(seen[end..].iter().all(|seen| match seen {
+        Seen::Events(events) => events.len() <= 4,
+        _ => true,
+    }));
+    assert_eq!(report.stage("Split").unwrap().emitted, END);
+    assert_eq!(report.stage("odd").unwrap().events_in, END / 2);
+    assert_eq!(report.stage("even").unwrap().events_in, END / 2);
+    for name in ["odd", "even"] {
+        assert_eq!(report.stage(name).unwrap().status, StageStatus::Finished);
+    }
+    assert!(report.balanced(), "{report:?}");
+    assert_eq!(report.totals().lost, 0, "{report:?}");
+    assert_eq!(excess(&report), 0, "{report:?}");
 }
 
 /// 52 and 55: `resubscribe` with an old tag that is not a running subscription of the consumer

@@ -270,7 +270,7 @@ pub(crate) fn max_seconds(value: &Expr) -> syn::Result<u64> {
         }) => match int.base10_parse::<u64>() {
             Ok(0) => Err(syn::Error::new(
                 int.span(),
-                "`max_seconds` must be at least 1: a window of 0 seconds would hold no restart, so a failing stage would be restarted forever",
+                "`max_seconds` must be at least 1, as OTP's supervisors require a period of at least 1 second: it is the window in which at most `max_restarts` restarts are allowed",
             )),
             Ok(seconds) => Ok(seconds),
             Err(_) => Err(syn::Error::new(
@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(max_seconds(&expr("60")).unwrap(), 60);
         assert_eq!(
             max_seconds(&expr("0")).unwrap_err().to_string(),
-            "`max_seconds` must be at least 1: a window of 0 seconds would hold no restart, so a failing stage would be restarted forever"
+            "`max_seconds` must be at least 1, as OTP's supervisors require a period of at least 1 second: it is the window in which at most `max_restarts` restarts are allowed"
         );
         assert_eq!(
             max_seconds(&expr("five")).unwrap_err().to_string(),

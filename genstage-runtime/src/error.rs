@@ -282,10 +282,19 @@ impl fmt::Display for PipelineError {
                 poison,
                 ..
             } => {
-                write!(
-                    f,
-                    "stage `{stage}` failed more often than its restart policy allows ({max_restarts} restarts in {within:?}), and was stopped"
-                )?;
+                if within.is_zero() {
+                    // A window of 0 holds the restarts less than a second old (see
+                    // `RestartPolicy::max_restarts`).
+                    write!(
+                        f,
+                        "stage `{stage}` failed more often than its restart policy allows ({max_restarts} restarts within a second: a window of 0), and was stopped"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "stage `{stage}` failed more often than its restart policy allows ({max_restarts} restarts in {within:?}), and was stopped"
+                    )?;
+                }
                 if let Some(index) = poison {
                     write!(f, "; the event at index {index} of its batch failed it each time")?;
                 }

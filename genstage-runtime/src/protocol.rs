@@ -102,6 +102,10 @@ pub(crate) struct NewConsumer<Out> {
     pub(crate) limits: DemandLimits,
     /// What it asks of the producer's dispatcher: its partition, its selector.
     pub(crate) options: DispatchOptions<Out>,
+    /// The subscription of the same consumer to this producer that it replaces (a resubscribe to
+    /// the same producer): the producer cancels it first, in the same step, so that what the old
+    /// one held (a partition) is free for the new one, and the producer has a consumer throughout.
+    pub(crate) replacing: Option<SubscriptionId>,
 }
 
 /// What reaches a stage as a producer.

@@ -121,8 +121,13 @@ impl<T> RestartPolicy<T> {
     }
 
     /// At most `max` restarts within any `within` (OTP's `max_restarts` and `max_seconds`); one
-    /// more stops the stage for good. `max = 0` stops it at its first failure; a `within` of zero
-    /// holds no earlier restart, so the stage is restarted without limit.
+    /// more stops the stage for good. `max = 0` stops it at its first failure.
+    ///
+    /// A `within` of zero counts the restarts less than a second old, as GenStage's
+    /// `ConsumerSupervisor` does with `max_seconds: 0` (OTP counts time in whole seconds, so its
+    /// window of 0 holds the restarts of the same second): a stage that fails at once each time it
+    /// is restarted is stopped after `max` restarts, not restarted for ever. (`#[stage]` refuses
+    /// `max_seconds = 0`, as OTP's supervisors refuse a period of 0.)
     pub const fn max_restarts(mut self, max: u32, within: Duration) -> Self {
         self.max_restarts = max;
         self.within = within;
@@ -200,6 +205,9 @@ impl<T> fmt::Debug for RestartPolicy<T> {
     }
 }
 
+/// OTP's unit of time for restart windows: a window of 0 holds the restarts of less than this.
+const ONE_SECOND: Duration = Duration::from_secs(1);
+
 /// The restarts of one stage (or of a ConsumerSupervisor's children) within the sliding window of
 /// its policy: OTP's restart intensity.
 ///
@@ -232,12 +240,24 @@ impl Intensity {
         self.within
     }
 
+    /// Whether a restart `age` old has left the window: OTP's rule, the restarts made at
+    /// `now - within` or later count. A window of zero counts those less than a second old: OTP's
+    /// clock has whole seconds, and there a window of 0 holds the restarts of the same second (a
+    /// window of no time at all would hold no earlier restart, and a child or stage that fails at
+    /// once would be restarted for ever).
+    fn expired(&self, age: Duration) -> bool {
+        if self.within.is_zero() {
+            age >= ONE_SECOND
+        } else {
+            age > self.within
+        }
+    }
+
     /// Records a restart wanted at `now`; says whether it is allowed: false when it would be one
-    /// more than `max_restarts` within the window ending at `now`. OTP's rule: the restarts made at
-    /// `now - within` or later count.
+    /// more than `max_restarts` within the window ending at `now` (see [`expired`](Self::expired)).
     pub(crate) fn allow(&mut self, now: Instant) -> bool {
         while let Some(&oldest) = self.recent.front() {
-            if now.saturating_duration_since(oldest) > self.within {
+            if self.expired(now.saturating_duration_since(oldest)) {
                 self.recent.pop_front();
             } else {
                 break;
@@ -291,6 +311,24 @@ mod tests {
         assert!(intensity.allow(at(5001)));
         assert!(!intensity.allow(at(6000)));
         assert!(intensity.allow(at(6001)));
+    }
+
+    /// GenStage's scenario 177 (`max_seconds: 0`): the restarts less than a second old count, so
+    /// restarts in quick succession reach the limit; a restart a second old or more has left.
+    #[test]
+    fn a_zero_window_counts_the_restarts_of_the_last_second() {
+        let start = Instant::now();
+        let mut intensity = Intensity::new(3, Duration::ZERO);
+        let at = |ms| start + Duration::from_millis(ms);
+        for ms in [0, 1, 2] {
+            assert!(intensity.allow(at(ms)));
+        }
+        assert!(!intensity.allow(at(3)));
+        assert!(!intensity.allow(at(999)));
+        // The restart at 0 leaves at 1000, the one at 1 at 1001.
+        assert!(intensity.allow(at(1000)));
+        assert!(!intensity.allow(at(1000)));
+        assert!(intensity.allow(at(1001)));
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub use counts::{ChildCounts, CountChildren};
 ///   - [`transient`](Self::transient) children are restarted with (a clone of) the same event,
 ///     after [`restart_delay`](Self::restart_delay) (none by default), still holding their slot.
 ///     More than [`max_restarts`](Self::max_restarts) restarts (3) within
-///     [`max_seconds`](Self::max_seconds) (5), over all children, is the restart intensity
+///     [`max_seconds`](Self::max_seconds) (5; 0 is a window of under a second, as in GenStage),
+///     over all children, is the restart intensity
 ///     exceeded: the child's event is lost, and the supervisor **fails** with an error that says
 ///     "restart intensity reached" and gives the last failure;
 ///   - `permanent` children (restarted even after succeeding) are not offered: a child per event
@@ -245,6 +246,34 @@ impl<T, C> ConsumerSupervisor<T, C> {
 
     /// The window of [`max_restarts`](Self::max_restarts), in seconds (OTP's `max_seconds`; 5 by
     /// default).
+    ///
+    /// `0` is accepted, as GenStage's `ConsumerSupervisor` accepts it (its scenario 177,
+    /// "`max_seconds: 0`: shutdown"): the window then holds the restarts less than a second old
+    /// (OTP counts time in whole seconds, and its window of 0 holds the restarts of the same
+    /// second). So children that fail at once, again and again, reach the restart intensity within
+    /// moments, and the supervisor fails as it does past any limit, with the error "restart
+    /// intensity reached: more than `max_restarts` restarts of its children within a second";
+    /// they are not restarted for ever.
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, ConsumerSupervisor, Pipeline};
+    /// async fn always_fail(_: u64) -> Result<(), String> { Err("nope".into()) }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut pipeline = Pipeline::new();
+    /// let queue = pipeline.add_producer(from_iter(0..1u64));
+    /// let jobs = ConsumerSupervisor::new(always_fail).transient().max_seconds(0);
+    /// let jobs = pipeline.add_consumer_named("jobs", jobs);
+    /// pipeline.subscribe(&queue, &jobs);
+    /// let error = pipeline.run().await.unwrap_err();
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "stage `jobs` failed: restart intensity reached: more than 3 restarts of its children \
+    ///      within a second (max_restarts = 3, max_seconds = 0); last failure: nope"
+    /// );
+    /// assert!(error.report().unwrap().balanced());
+    /// # }
+    /// ```
     pub fn max_seconds(mut self, max_seconds: u64) -> Self {
         let max_restarts = self.supervision.intensity().max_restarts();
         self.supervision.set_intensity(Intensity::new(

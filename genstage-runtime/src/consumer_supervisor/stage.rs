@@ -80,15 +80,22 @@ struct IntensityReached {
 
 impl fmt::Display for IntensityReached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.period.as_secs();
         write!(
             f,
-            "restart intensity reached: more than {} restarts of its children in {} s \
-             (max_restarts = {}, max_seconds = {}); last failure: {}",
-            self.max_restarts,
-            self.period.as_secs(),
-            self.max_restarts,
-            self.period.as_secs(),
-            self.last_failure
+            "restart intensity reached: more than {} restarts of its children ",
+            self.max_restarts
+        )?;
+        // A window of 0 holds the restarts less than a second old (see `Intensity`).
+        if self.period.is_zero() {
+            f.write_str("within a second")?;
+        } else {
+            write!(f, "in {seconds} s")?;
+        }
+        write!(
+            f,
+            " (max_restarts = {}, max_seconds = {seconds}); last failure: {}",
+            self.max_restarts, self.last_failure
         )
     }
 }

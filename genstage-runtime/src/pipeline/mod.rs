@@ -142,11 +142,13 @@ impl DispatchInfo {
 }
 
 /// What wiring an edge needs besides its subscription's settings: the final names of its two stages,
-/// for the callbacks that are told of the subscription, and whether the pipeline runs already.
+/// for the callbacks that are told of the subscription, whether the pipeline runs already, and the
+/// subscription to the same producer that it replaces, if any (see `NewConsumer::replacing`).
 struct Wiring {
     producer: Arc<str>,
     consumer: Arc<str>,
     running: bool,
+    replacing: Option<SubscriptionId>,
 }
 
 /// A pipeline of stages, built by hand or by `pipeline!`, run with [`Pipeline::run`].
@@ -652,6 +654,7 @@ impl Pipeline {
                 consumer_name: wiring.consumer,
                 limits,
                 options: dispatch_options,
+                replacing: wiring.replacing,
             });
             // The consumer's initial ask. Before the pipeline runs, it is queued now, on the
             // consumer's behalf: every subscription has its demand in place before any event flows,

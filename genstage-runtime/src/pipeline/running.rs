@@ -344,7 +344,7 @@ impl PipelineHandle {
 
     /// Replaces the subscription `old` of `consumer` by a new one to `producer`, with `options`
     /// (GenStage's `sync_resubscribe`): the new subscription is made as by
-    /// [`subscribe_with`](Self::subscribe_with), then `old` is cancelled as by
+    /// [`subscribe_with`](Self::subscribe_with), and `old` is cancelled as by
     /// [`cancel`](Self::cancel), in one step of the pipeline; returns the new subscription's tag.
     ///
     /// The consumer's `handle_subscribe` sees the new subscription, and its `handle_cancel` sees
@@ -352,6 +352,12 @@ impl PipelineHandle {
     /// nothing is lost or handled twice across the switch, and the consumer, having a producer
     /// throughout, does not finish in between. `producer` may be `old`'s producer (to change the
     /// options) or another.
+    ///
+    /// To `old`'s producer, `old` is cancelled first, as GenStage cancels the old reference
+    /// first, and the producer takes the new subscription in the same step (so it is never left
+    /// without a consumer in between): a partition that `old` took is free for the new
+    /// subscription to take again, and the events the partition kept that `old` had not been sent
+    /// go to the new one, in order, after those sent on `old`.
     ///
     /// An `old` that is not a running subscription of `consumer` (it has ended or been cancelled,
     /// or is another consumer's or another pipeline's) is left alone, and the new subscription made

@@ -36,8 +36,8 @@ pub(super) enum Request {
         stage: Box<StageEntry>,
         reply: oneshot::Sender<Result<(), PipelineError>>,
     },
-    /// Wire this edge now; then cancel `replacing`, if it is a subscription of the edge's consumer
-    /// still running (a resubscribe).
+    /// Wire this edge now, and cancel `replacing`, if it is a subscription of the edge's consumer
+    /// still running (a resubscribe): see `Supervisor::subscribe`.
     Subscribe {
         edge: Edge,
         replacing: Option<SubscriptionTag>,
@@ -100,6 +100,7 @@ impl Pipeline {
                 producer: Arc::from(stages[edge.producer].name.as_str()),
                 consumer: Arc::from(stages[edge.consumer].name.as_str()),
                 running: false,
+                replacing: None,
             };
             supervisor.wire(edge, limits, cancel, wiring);
         }
@@ -324,14 +325,17 @@ impl Supervisor {
         error
     }
 
-    /// Wires a subscription made while the pipeline runs; then, for a resubscribe, cancels the
+    /// Wires a subscription made while the pipeline runs; for a resubscribe, also cancels the
     /// subscription it replaces, if that is one of the consumer's and still running (any other tag
     /// is ignored, as GenStage's `sync_resubscribe` ignores an unknown reference). Nothing changes
     /// when the new subscription is refused.
     ///
-    /// The new subscription is wired first: its consumer finds it in its mailbox before the end of
-    /// the old one, so a consumer whose only producer that was does not finish in between, and a
-    /// producer resubscribed to keeps a consumer throughout.
+    /// The consumer is told of the new subscription before the end of the old one reaches it, so a
+    /// consumer whose only producer that was does not finish in between. When the old subscription
+    /// is to the same producer, the producer is sent one message that cancels it and then takes
+    /// the new one, in one step, as GenStage cancels the old reference first: what the old one held
+    /// (its partition) is free for the new one, and the producer keeps a consumer throughout. To
+    /// another producer, the new subscription is wired first, then the old one cancelled.
     fn subscribe(
         &mut self,
         edge: Edge,
@@ -352,6 +356,14 @@ impl Supervisor {
                 .iter()
                 .any(|&(sub, _, wired)| sub == tag.0 && wired == consumer)
         });
+        // Replaced in the producer's step (see above): still running, and to the same producer.
+        let replaced_here = replacing.filter(|tag| {
+            !self.cancelled.contains(&tag.0)
+                && self
+                    .wiring
+                    .iter()
+                    .any(|&(sub, from, _)| sub == tag.0 && from == producer)
+        });
         if self.reaches(consumer, producer) {
             let mut stages = vec![self.names[producer].clone(), self.names[consumer].clone()];
             stages.push(self.names[producer].clone());
@@ -360,14 +372,19 @@ impl Supervisor {
         let (limits, cancel) = edge_terms(edge.options.or(self.defaults[consumer]), || {
             (self.names[producer].clone(), self.names[consumer].clone())
         })?;
-        self.check_dispatch(&edge)?;
+        self.check_dispatch(&edge, replaced_here.map(|tag| tag.0))?;
         let wiring = Wiring {
             producer: Arc::from(self.names[producer].as_str()),
             consumer: Arc::from(self.names[consumer].as_str()),
             running: true,
+            replacing: replaced_here.map(|tag| tag.0),
         };
+        if let Some(old) = replaced_here {
+            // Cancelled by the producer as it takes the new subscription in.
+            self.cancelled.insert(old.0);
+        }
         let tag = self.wire(edge, limits, cancel, wiring);
-        if let Some(old) = replacing {
+        if let Some(old) = replacing.filter(|_| replaced_here.is_none()) {
             // Ended or cancelled already: nothing to cancel.
             let _ = self.cancel(old);
         }
@@ -376,8 +393,13 @@ impl Supervisor {
 
     /// Checks a subscription made while the pipeline runs against its producer's dispatcher, as
     /// `run` checks the pipeline's (see `graph.rs`); a partition is taken while the subscription
-    /// that took it runs.
-    fn check_dispatch(&self, edge: &Edge) -> Result<(), PipelineError> {
+    /// that took it runs, but for `replaced`, which the producer cancels before it takes the new
+    /// one in.
+    fn check_dispatch(
+        &self,
+        edge: &Edge,
+        replaced: Option<SubscriptionId>,
+    ) -> Result<(), PipelineError> {
         let (producer, consumer) = (edge.producer, edge.consumer);
         let fail = |error| PipelineError::InvalidDispatch {
             stage: self.names[producer].clone(),
@@ -392,6 +414,7 @@ impl Supervisor {
         };
         let holder = self.wiring.iter().find(|&&(sub, from, to)| {
             from == producer
+                && Some(sub) != replaced
                 && self.partition_of.get(&sub) == Some(&partition)
                 && !self.cancelled.contains(&sub)
                 && self.running(to)

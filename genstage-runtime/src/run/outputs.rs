@@ -101,7 +101,14 @@ impl<T: Send + 'static> Outputs<T> {
             consumer_name,
             limits,
             options,
+            replacing,
         } = consumer;
+        // A resubscribe to this producer: the old subscription ends first, as GenStage cancels the
+        // old reference first, so that the partition it took is free for the new one. Both in this
+        // one step: the producer is never left without a consumer in between.
+        if let Some(old) = replacing {
+            self.cancel(old, CancelReason::Cancelled);
+        }
         if let Err(error) = self.path.subscribe(sub, &options) {
             // The consumer is told, so that it does not wait for events that will never come.
             tracing::error!(
