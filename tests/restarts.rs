@@ -304,6 +304,70 @@ fn a_zero_window_counts_the_restarts_of_the_last_second_and_stops_a_poison_loop(
     assert!(report.balanced(), "{report}");
 }
 
+/// Fails on every batch, recording each time how far the ticker task has counted.
+struct Poisoned {
+    ticks: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Consumer for Poisoned {
+    type Input = u64;
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(self.ticks.load(Ordering::SeqCst));
+        Err("poisoned".into())
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+            .max_restarts(100, Duration::from_secs(3600))
+            .redeliver()
+    }
+}
+
+/// A stage restarted on its poison event, which fails at once each time, yields to the runtime
+/// between restarts: on this current-thread runtime, the ticker task counts at least once every
+/// two of its 101 failures (tokio runs the tasks that yielded in turns). Without the yield, the
+/// restarts ran back to back, the ticker never ran until the limit, and every failure saw the
+/// same count.
+#[tokio::test]
+async fn a_poison_loop_lets_the_other_tasks_run_between_restarts() {
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..1u64));
+    let poisoned = pipeline.add_consumer_with({
+        let (ticks, seen) = (ticks.clone(), seen.clone());
+        move || Poisoned {
+            ticks: ticks.clone(),
+            seen: seen.clone(),
+        }
+    });
+    pipeline.subscribe(&numbers, &poisoned);
+    let error = guard(pipeline.run()).await.unwrap_err();
+    ticker.abort();
+    assert!(
+        matches!(error, PipelineError::RestartLimit { poison: Some(0), .. }),
+        "{error:?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 101);
+    assert!(
+        seen.windows(3).all(|three| three[2] > three[0]),
+        "the ticker did not run between restarts: {seen:?}"
+    );
+}
+
 #[tokio::test]
 async fn without_redelivery_a_failing_event_is_lost_once_and_never_loops() {
     let run = flaky_run(

@@ -323,6 +323,8 @@ pub(crate) async fn run_producer<P: Producer>(
             break Exit::Aborted;
         }
         unemitted += stage.__unemitted();
+        // The runtime gets its thread back before each restart (see `Restarts::rebuild`).
+        tokio::task::yield_now().await;
         match restarts.rebuild(&env.me) {
             Ok(restarted) => stage = restarted,
             Err(exit) => break exit,
@@ -750,6 +752,8 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
             break (Exit::Aborted, false);
         }
+        // The runtime gets its thread back before each restart (see `Restarts::rebuild`).
+        tokio::task::yield_now().await;
         match restarts.rebuild(&env.me) {
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),
@@ -1037,6 +1041,8 @@ pub(crate) async fn run_consumer<C: Consumer>(
         }
         // A ConsumerSupervisor's children go with its value.
         children_lost.extend(stage.__child_losses().await);
+        // The runtime gets its thread back before each restart (see `Restarts::rebuild`).
+        tokio::task::yield_now().await;
         match restarts.rebuild(&env.me) {
             Ok(restarted) => stage = restarted,
             Err(exit) => break (exit, false),

@@ -135,6 +135,10 @@ impl<S, T> Restarts<S, T> {
 
     /// The stage's new value, made by its constructor, from which on what the failed values sent
     /// themselves through `me` is stale; the exit of the stage when the constructor panicked.
+    ///
+    /// The stage loops yield to the runtime before each call: a stage whose callback fails at once
+    /// on each redelivery of a poison event would otherwise restart without an `.await` that
+    /// waits, holding its worker thread (or a current-thread runtime) until its restart limit.
     pub(crate) fn rebuild(&mut self, me: &OwnPort) -> Result<S, Exit> {
         let Some(again) = self.again.as_mut() else {
             return Err(Exit::Panicked("it cannot be made again".to_owned()));
