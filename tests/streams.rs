@@ -312,6 +312,59 @@ async fn an_abort_counts_what_from_channel_held_as_lost() {
     assert!(report.balanced(), "{report:?}");
 }
 
+/// Takes control of its demand and never asks: it gets only the initial ask of `max_demand` (1).
+struct NeverAsks {
+    batches: Arc<Mutex<Vec<Vec<u64>>>>,
+}
+
+#[stage(consumer, max_demand = 1, min_demand = 0)]
+impl NeverAsks {
+    fn handle_subscribe(&mut self, _subscription: &genstage::Subscription) -> genstage::Demand {
+        genstage::Demand::Manual
+    }
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.batches.lock().unwrap().push(events);
+    }
+}
+
+/// A shutdown that finds the channel empty ends at once, though the consumer will never ask again
+/// (found in review: the drain waited for an ask that never came).
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_with_an_empty_channel_and_no_demand_ends() {
+    let (jobs, source) = from_channel::<u64>(4);
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let sink = NeverAsks {
+        batches: batches.clone(),
+    };
+    let running = pipeline! { source -> sink }.start();
+    jobs.send(7).await.unwrap();
+    settle().await;
+    let report = guard(running.shutdown()).await.unwrap();
+    assert_eq!(*batches.lock().unwrap(), [vec![7]]);
+    assert_eq!(stage(&report, "from_channel").status, StageStatus::ShutDown);
+    assert!(report.balanced(), "{report:?}");
+}
+
+/// A sender holding a permit may still send through it after a shutdown closed the channel: the
+/// shutdown waits for it, and the event is delivered.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_waits_for_a_permit_and_delivers_its_event() {
+    let (jobs, source) = from_channel::<u64>(4);
+    let (collect, batches) = Collect::new();
+    let running = pipeline! { source -> collect }.start();
+    let permit = jobs.reserve().await.unwrap();
+    let shutdown = tokio::spawn(running.shutdown());
+    settle().await;
+    assert!(!shutdown.is_finished(), "the shutdown waits for the permit");
+    // Closed: a new send fails.
+    assert_eq!(jobs.try_send(8).map_err(|e| e.into_inner()), Err(8));
+    permit.send(7);
+    let report = guard(shutdown).await.unwrap().unwrap();
+    assert_eq!(batches.lock().unwrap().concat(), [7]);
+    assert_eq!(stage(&report, "from_channel").emitted, 1);
+    assert!(report.balanced(), "{report:?}");
+}
+
 // ---- to_stream --------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -19,10 +19,14 @@ use crate::stage::{Emit, Producer, StageResult};
 ///
 /// An event that `send` accepted is never dropped unaccounted for:
 /// - a graceful shutdown closes the channel, so that `send` fails from then on (giving its event
-///   back), and delivers the events already in it before the producer ends;
+///   back), and delivers the events already in it before the producer ends (a sender holding a
+///   permit from `reserve` may still send through it: the shutdown waits for the permit to be used
+///   or dropped, and [`shutdown_within`](crate::PipelineHandle::shutdown_within) bounds the wait);
 /// - if the producer stops before it has emitted them (the pipeline is aborted, a shutdown's
 ///   timeout passes, its consumers all leave), the events left in the channel are counted as
-///   emitted and lost, with [`LossReason::NotEmitted`](crate::LossReason::NotEmitted).
+///   emitted and lost, with [`LossReason::NotEmitted`](crate::LossReason::NotEmitted). A permit
+///   reserved before then and used after sends into a channel that nobody reads any more: that
+///   event is not counted.
 ///
 /// # Examples
 ///
@@ -125,7 +129,11 @@ impl<T: Send + 'static> Producer for FromChannel<T> {
 
     fn __drain_on_shutdown(&mut self) -> bool {
         self.receiver.close();
-        true
+        // Drained only if the channel holds events, or a sender holds a permit it may still send
+        // through (each takes one of the channel's places). An empty channel has nothing to
+        // deliver: the producer might never be asked again (its consumers may have no demand
+        // left), and the shutdown would wait for it.
+        self.receiver.capacity() < self.receiver.max_capacity()
     }
 
     fn __unemitted(&mut self) -> u64 {
