@@ -187,7 +187,9 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         sub: SubscriptionId,
         options: &DispatchOptions<T>,
     ) -> Result<(), DispatchError> {
-        self.dispatcher.subscribe(sub, options).map(drop)
+        let subscribed = self.dispatcher.subscribe(sub, options).map(drop);
+        self.still_held("subscribe");
+        subscribed
     }
 
     /// The consumer of `sub` asked for `demand` more events: served from what the dispatcher holds
@@ -216,8 +218,32 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// The consumer of `sub` left; its unmet demand goes with it.
     pub(crate) fn cancel(&mut self, sub: SubscriptionId) {
         self.dispatcher.cancel(sub);
+        self.still_held("cancel");
         self.drain_buffer(None);
         self.release_passed();
+    }
+
+    /// After a call with no outbox (`subscribe`, `cancel`), which may move what the dispatcher
+    /// holds between its consumers and no one, but not drop it nor make more.
+    #[cold]
+    fn still_held(&mut self, call: &'static str) {
+        if self.failure.is_some() {
+            return;
+        }
+        let held = self
+            .dispatcher
+            .held()
+            .saturating_add(self.dispatcher.stranded());
+        if held != self.kept {
+            let breach = ContractBreach::Unaccounted {
+                call,
+                handed: 0,
+                held: self.kept as u64,
+                accounted: held as u64,
+            };
+            // What it held, all emitted, is lost with the stage; what it claims now is not counted.
+            self.broke(breach, 0);
+        }
     }
 
     /// Emitted events: to consumers with demand, the rest to the buffer. Buffered events always go
@@ -1025,6 +1051,70 @@ mod tests {
         assert_eq!(path.kept, 1);
         assert!(path.failure().is_none());
         assert_eq!((path.clear_buffer(), path.broken), (1, 0));
+    }
+
+    /// Keeps every event it is handed (its consumer never gets any), and forgets them when its
+    /// consumer leaves: `cancel` has no outbox to discard them through.
+    struct Forgetful {
+        kept: usize,
+    }
+
+    impl Dispatcher<u32> for Forgetful {
+        fn subscribe(
+            &mut self,
+            _sub: SubscriptionId,
+            _options: &DispatchOptions<u32>,
+        ) -> Result<usize, DispatchError> {
+            Ok(0)
+        }
+        fn cancel(&mut self, _sub: SubscriptionId) -> usize {
+            self.kept = 0;
+            0
+        }
+        fn ask(&mut self, _sub: SubscriptionId, demand: usize, _: &mut Outbox<'_, u32>) -> usize {
+            demand
+        }
+        fn dispatch(
+            &mut self,
+            events: Vec<u32>,
+            _out: &mut Outbox<'_, u32>,
+        ) -> Result<Vec<u32>, DispatchError> {
+            self.kept += events.len();
+            Ok(Vec::new())
+        }
+        fn capacity(&self) -> usize {
+            usize::MAX
+        }
+        fn consumers(&self) -> usize {
+            1
+        }
+        fn held(&self) -> usize {
+            self.kept
+        }
+    }
+
+    // Found in review: events a dispatcher dropped in `cancel` were noticed only at its next
+    // `dispatch`, which was blamed (and its correct batch lost), or, with none, counted as
+    // buffered by a stage that ended normally.
+    #[test]
+    fn a_dispatcher_that_drops_what_it_held_on_cancel_fails_the_stage_there() {
+        let mut path = EventPath::new(
+            Box::new(Forgetful { kept: 0 }),
+            ProducerOptions::for_producer(),
+        );
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.emit(vec![1, 2], None);
+        assert_eq!((path.kept, breach(&path)), (2, None));
+        path.cancel(1);
+        assert_eq!(
+            breach(&path).as_deref(),
+            Some(
+                "its dispatcher broke its contract: `cancel` was handed 0 events while it held 2, \
+                 and accounted for 0 (sent, discarded, handed back or held): each must be one of \
+                 these"
+            )
+        );
+        assert_eq!((path.broken, path.clear_buffer()), (2, 0));
     }
 
     /// How [`Breaking`] breaks the [`Dispatcher`] contract.

@@ -81,7 +81,7 @@ pub enum ContractBreach {
     /// A call did not account for every event it took: some vanished, or more came out than went
     /// in.
     Unaccounted {
-        /// The method: `"dispatch"` or `"ask"`.
+        /// The method: `"dispatch"`, `"ask"`, `"subscribe"` or `"cancel"`.
         call: &'static str,
         /// The events it was handed (none for `ask`).
         handed: u64,
@@ -238,7 +238,9 @@ pub trait Dispatcher<T>: Send + 'static {
         options: &DispatchOptions<T>,
     ) -> Result<usize, DispatchError>;
 
-    /// A consumer left; returns new upstream demand.
+    /// A consumer left; returns new upstream demand. What the dispatcher holds (see
+    /// [`held`](Self::held) and [`stranded`](Self::stranded)) stays held, kept for no consumer if
+    /// it was this one's: with no [`Outbox`] here, dropping it breaks the contract.
     fn cancel(&mut self, sub: SubscriptionId) -> usize;
 
     /// A consumer asked for `demand > 0` more events, which the dispatcher may serve at once from
