@@ -149,7 +149,9 @@ pub struct StageReport {
     pub events_in: u64,
     /// Events it delivered to its consumers.
     pub events_out: u64,
-    /// Events its callbacks emitted (`handle_demand`, or a producer_consumer's `handle_events`).
+    /// Events its callbacks emitted (`handle_demand`, or a producer_consumer's `handle_events`);
+    /// for a [`from_channel`](crate::from_channel) producer, also the events its channel had
+    /// accepted and it never emitted ([`LossReason::NotEmitted`]), so that they are accounted for.
     pub emitted: u64,
     /// Copies of its events that a broadcast sent, beyond the first: an event sent to three
     /// consumers is emitted once and copied twice, and handled three times.
@@ -422,7 +424,8 @@ impl std::fmt::Display for Report {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Events emitted by every stage's callbacks, with the copies broadcasts made of them.
+    /// Events emitted by every stage's callbacks, with the copies broadcasts made of them (and
+    /// those a `from_channel` producer accepted and never emitted: see [`StageReport::emitted`]).
     pub emitted: u64,
     /// Events handled by every stage's `handle_events`.
     pub handled: u64,
