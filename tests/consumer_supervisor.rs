@@ -969,8 +969,9 @@ async fn a_restarted_supervisor_never_runs_more_than_max_demand_children_at_once
 /// fails; the run ends, whether it ends by itself (`run`) or is shut down gracefully meanwhile.
 /// Found by a probe: each earlier restart was dropped from the window, the child was restarted
 /// about 60 000 times a second for ever, and neither `run()` nor `shutdown()` returned. Not on the
-/// paused clock, on which every restart would be at the same instant: the restarts are apart in
-/// time, as in use. The timeout makes a regression fail instead of hang.
+/// paused clock, on which every restart would be at the same instant and the old rule would have
+/// counted them too: the restarts are apart in time, as in use (the test assumes four take less
+/// than a second; they take microseconds). The timeout makes a regression fail instead of hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s177_max_seconds_zero_fails_the_supervisor_instead_of_restarting_for_ever() {
     async fn always_fail(_event: u64) -> Result<(), String> {

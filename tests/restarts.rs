@@ -247,7 +247,9 @@ fn error_text(error: &PipelineError) -> String {
 /// `max_seconds: 0` holds those of the same second: a poison event redelivered at once each time
 /// reaches the limit, as with the default window. It used to hold no earlier restart, so the stage
 /// was restarted on the poison event for ever, and the run never ended. Not on the paused clock,
-/// on which every restart would be at the same instant.
+/// on which every restart would be at the same instant, and the old rule would have counted them
+/// too; on the real clock, the test assumes four restarts of a stage that fails at once take less
+/// than a second (they take microseconds).
 ///
 /// The loop of restarts never yielded to its runtime, so no timer of that runtime fired: the run is
 /// on a runtime and a thread of its own, and the test waits for it at most 10 s, so that a
