@@ -223,6 +223,13 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         self.release_passed();
     }
 
+    /// What the dispatcher says it holds: for its consumers, and for no one.
+    fn dispatcher_holds(&self) -> usize {
+        self.dispatcher
+            .held()
+            .saturating_add(self.dispatcher.stranded())
+    }
+
     /// After a call with no outbox (`subscribe`, `cancel`), which may move what the dispatcher
     /// holds between its consumers and no one, but not drop it nor make more.
     #[cold]
@@ -230,10 +237,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         if self.failure.is_some() {
             return;
         }
-        let held = self
-            .dispatcher
-            .held()
-            .saturating_add(self.dispatcher.stranded());
+        let held = self.dispatcher_holds();
         if held != self.kept {
             let breach = ContractBreach::Unaccounted {
                 call,
@@ -354,10 +358,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         if out == Some(handed as u64) {
             return Ok(());
         }
-        let held = self
-            .dispatcher
-            .held()
-            .saturating_add(self.dispatcher.stranded());
+        let held = self.dispatcher_holds();
         let accounted = out.map(|out| out.saturating_add(held as u64));
         if accounted == Some((handed as u64).saturating_add(self.kept as u64)) {
             self.kept = held;
