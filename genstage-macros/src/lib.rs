@@ -90,6 +90,8 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// Each may be a `fn` or an `async fn` (or a `fn` returning `impl Future<Output = …>`); the future
 /// must be `Send`, since the stage runs in its own task. The event types are read from the
 /// signature, so `Vec<…>` and `Emit<…>` must be written out rather than hidden behind an alias.
+/// `#[stage]` reads the callbacks before `#[cfg]` is applied, so a callback cannot be under
+/// `#[cfg]`: put the `cfg` on statements inside it, or on the whole impl block.
 ///
 /// | role | callback | returns |
 /// |---|---|---|
@@ -343,7 +345,8 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 ///
 /// Mistakes are compile errors under the offending tokens: an unknown or missing role, an unknown,
 /// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
-/// callback or one that does not belong to the role, a callback defined twice, a callback of the
+/// callback or one that does not belong to the role, a callback defined twice or under `#[cfg]`, a
+/// callback of the
 /// wrong shape (no `&mut self`,
 /// wrong arguments, a `handle_call` without its `ReplyTo`, a borrowed message, a consumer returning
 /// events; the message lists the allowed shapes), `#[stage]` on something other than an inherent

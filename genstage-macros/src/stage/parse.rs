@@ -386,6 +386,8 @@ pub(crate) struct StageImpl {
     pub(crate) callbacks: Vec<(CallbackKind, syn::Result<Callback>)>,
     /// The recognised callbacks' names, including those that failed to parse.
     pub(crate) callback_names: Vec<(CallbackKind, Ident)>,
+    /// For each of `callback_names`, whether it carries a `#[cfg]` (and is refused for it).
+    pub(crate) configured: Vec<bool>,
     /// The methods named after a GenStage callback that genstage does not support yet
     /// ([`UNSUPPORTED_CALLBACKS`]).
     pub(crate) unsupported: Vec<Ident>,
@@ -418,13 +420,20 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
     }
     let mut callbacks = Vec::new();
     let mut callback_names = Vec::new();
+    let mut configured = Vec::new();
     let mut unsupported = Vec::new();
     for impl_item in &item.items {
         if let ImplItem::Fn(method) = impl_item {
             let name = &method.sig.ident;
             if let Some(kind) = CallbackKind::from_ident(name) {
                 callback_names.push((kind, name.clone()));
-                callbacks.push((kind, parse_callback(kind, method)));
+                let cfg = method.attrs.iter().find(|attr| attr.path().is_ident("cfg"));
+                configured.push(cfg.is_some());
+                let callback = match cfg {
+                    Some(cfg) => Err(compiled_out(name, cfg)),
+                    None => parse_callback(kind, method),
+                };
+                callbacks.push((kind, callback));
             } else if UNSUPPORTED_CALLBACKS
                 .iter()
                 .any(|unsupported| name == unsupported)
@@ -437,8 +446,20 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
         item,
         callbacks,
         callback_names,
+        configured,
         unsupported,
     })
+}
+
+/// The error of a callback under `#[cfg]`: the stage is written from the callbacks as they read
+/// before `cfg` is applied, so one compiled out would leave it calling a method that is not there.
+fn compiled_out(name: &Ident, cfg: &syn::Attribute) -> syn::Error {
+    syn::Error::new_spanned(
+        cfg,
+        format!(
+            "`{name}` cannot be under `#[cfg]`: #[stage] reads its callbacks before `cfg` removes any; put the `#[cfg]` on statements inside `{name}`, or on the whole impl block"
+        ),
+    )
 }
 
 /// What kind of item this is, and where to point at it.

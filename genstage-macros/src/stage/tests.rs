@@ -624,6 +624,28 @@ fn a_callback_defined_a_second_time_is_one_error_and_left_out() {
 }
 
 #[test]
+fn a_callback_under_cfg_is_one_error_at_the_cfg() {
+    let message = "`handle_events` cannot be under `#[cfg]`: #[stage] reads its callbacks before `cfg` removes any; put the `#[cfg]` on statements inside `handle_events`, or on the whole impl block";
+    let once = "impl S { #[cfg(test)] fn handle_events(&mut self, events: Vec<u8>) {} }";
+    assert_error("consumer", once, At::Item("#", 0), message);
+    // Two definitions under exclusive `cfg`s: the first `cfg` is the one error (the second
+    // definition is left out, as any second definition is), and no duplicate is reported.
+    let twice = "impl S {
+        #[cfg(test)] fn handle_events(&mut self, events: Vec<u8>) {}
+        #[cfg(not(test))] fn handle_events(&mut self, events: Vec<u8>) {}
+    }";
+    assert_error("consumer", twice, At::Item("#", 0), message);
+    let (_, error) = super::expand_checked(tokens("consumer"), tokens(twice));
+    assert_eq!(error.map(|e| e.into_iter().count()), Some(1));
+    // Other attributes on a callback are the user's own.
+    let (_, error) = expand_checked(
+        tokens("consumer"),
+        tokens("impl S { #[inline] #[cfg_attr(test, allow(unused))] fn handle_events(&mut self, events: Vec<u8>) {} }"),
+    );
+    assert!(error.is_none(), "{error:?}");
+}
+
+#[test]
 fn well_formed_stages_expand_to_items() {
     let cases: &[(&str, &str)] = &[
         ("producer", PRODUCER),

@@ -630,13 +630,21 @@ pub(crate) fn validate_stage(
 /// would report the duplicate definition, and every use of the stage would fail to type-check).
 /// Says whether it left any out.
 fn remove_second_definitions(stage: &mut StageImpl, errors: &mut Errors) -> bool {
+    // A callback defined under `#[cfg]` is refused for that, which says all there is.
+    let configured: HashSet<CallbackKind> = stage
+        .callback_names
+        .iter()
+        .zip(&stage.configured)
+        .filter(|(_, &configured)| configured)
+        .map(|(&(kind, _), _)| kind)
+        .collect();
     let mut seen = HashSet::new();
     let firsts: Vec<bool> = stage
         .callback_names
         .iter()
         .map(|&(kind, ref name)| {
             let first = seen.insert(kind);
-            if !first {
+            if !first && !configured.contains(&kind) {
                 errors.push(second_definition(kind, name));
             }
             first
