@@ -351,8 +351,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// wrong arguments, a `handle_call` without its `ReplyTo`, a borrowed message, a consumer returning
 /// events; the message lists the allowed shapes), `#[stage]` on something other than an inherent
 /// impl block, a GenStage callback that genstage does not support yet (`format_discarded`: it would
-/// never be called), `handle_subscribe` or `handle_cancel` on a producer, `handle_consumer_subscribe`
-/// or `handle_consumer_cancel` on a consumer, a `handle_subscribe` that is `async` or returns
+/// never be called), a `restart_policy` method (written from the `restart` options, so it would
+/// never be called either; `Pipeline::set_restart` sets a policy at run time), `handle_subscribe`
+/// or `handle_cancel` on a producer, `handle_consumer_subscribe` or `handle_consumer_cancel` on a
+/// consumer, a `handle_subscribe` that is `async` or returns
 /// something other than a `Demand`, a `handle_consumer_subscribe` that is `async` or returns
 /// something, an unknown dispatcher (``unknown dispatcher `round_robin` for `Numbers`: `dispatcher`
 /// is `demand`, `broadcast` or `partition(n)` ``), `partition(0)` or more than 65 536 partitions, a `dispatcher` on a consumer,

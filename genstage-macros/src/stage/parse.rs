@@ -356,6 +356,13 @@ impl SubscriptionSide {
 /// (a stage is a value built before it is added).
 pub(crate) const UNSUPPORTED_CALLBACKS: &[&str] = &["format_discarded"];
 
+/// Role trait methods that `#[stage]` writes from its options and does not take from the impl
+/// block (as it takes `subscribe_options`, `producer_options` and `dispatcher`): a method of the
+/// block by one of these names would never be called by the runtime, so `#[stage]` rejects it
+/// rather than ignore it. `restart_policy` comes from `restart`, `max_restarts`, `max_seconds`
+/// and `redeliver`; a policy known only at run time is `Pipeline::set_restart`'s.
+pub(crate) const GENERATED_METHODS: &[&str] = &["restart_policy"];
+
 /// `async? fn NAME(&mut self, ARGS…) -> OUTPUT` for a callback the runtime runs, or
 /// `fn NAME(&self) -> OUTPUT` for an options method.
 pub(crate) struct Callback {
@@ -391,6 +398,9 @@ pub(crate) struct StageImpl {
     /// The methods named after a GenStage callback that genstage does not support yet
     /// ([`UNSUPPORTED_CALLBACKS`]).
     pub(crate) unsupported: Vec<Ident>,
+    /// The methods named after a role trait method that `#[stage]` writes from its options
+    /// ([`GENERATED_METHODS`]).
+    pub(crate) generated: Vec<Ident>,
 }
 
 /// Parses the item `#[stage]` is on, which must be an inherent impl block.
@@ -422,6 +432,7 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
     let mut callback_names = Vec::new();
     let mut configured = Vec::new();
     let mut unsupported = Vec::new();
+    let mut generated = Vec::new();
     for impl_item in &item.items {
         if let ImplItem::Fn(method) = impl_item {
             let name = &method.sig.ident;
@@ -439,6 +450,8 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
                 .any(|unsupported| name == unsupported)
             {
                 unsupported.push(name.clone());
+            } else if GENERATED_METHODS.iter().any(|method| name == method) {
+                generated.push(name.clone());
             }
         }
     }
@@ -448,6 +461,7 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
         callback_names,
         configured,
         unsupported,
+        generated,
     })
 }
 

@@ -824,6 +824,45 @@ fn unsupported_genstage_callbacks_are_errors_at_their_name() {
 }
 
 #[test]
+fn a_restart_policy_method_is_an_error_at_its_name() {
+    // `#[stage]` writes the role trait's `restart_policy` from its options: a method of the block by
+    // that name would never be called, and the stage would silently keep the default policy.
+    for (role, item) in [
+        (
+            "consumer",
+            "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn restart_policy(&self) -> RestartPolicy<u8> { todo!() } }",
+        ),
+        (
+            "producer_consumer, restart = transient",
+            "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } pub fn restart_policy(&self) -> RestartPolicy<u8> { todo!() } }",
+        ),
+        (
+            "producer",
+            "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn restart_policy(&self) -> RestartPolicy<std::convert::Infallible> { todo!() } }",
+        ),
+    ] {
+        assert_error(
+            role,
+            item,
+            At::Item("restart_policy", 0),
+            "#[stage] writes `restart_policy` from its `restart`, `max_restarts`, `max_seconds` and `redeliver` options, so this method would never be called",
+        );
+        // One error, and the stage still expands: nothing else is reported at its uses.
+        let (generated, error) = expand_checked(tokens(role), tokens(item));
+        assert_eq!(error.map(|e| e.into_iter().count()), Some(1), "{item}");
+        assert!(generated.is_some(), "{item}");
+    }
+    // A method whose name merely resembles it is the user's own.
+    let (_, error) = expand_checked(
+        tokens("consumer"),
+        tokens(
+            "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn restart_policy_for(&self) {} }",
+        ),
+    );
+    assert!(error.is_none(), "{error:?}");
+}
+
+#[test]
 fn the_demand_option_sets_the_producers_demand_mode() {
     let (generated, error) =
         expand_checked(tokens("producer, demand = accumulate"), tokens(PRODUCER));

@@ -470,6 +470,15 @@ pub(crate) fn validate_stage(
             ),
         ));
     }
+    // Role trait methods #[stage] writes from its options: an error each, the stage still expands.
+    for name in &stage.generated {
+        errors.push(syn::Error::new(
+            name.span(),
+            format!(
+                "#[stage] writes `{name}` from its `restart`, `max_restarts`, `max_seconds` and `redeliver` options, so this method would never be called: set the policy with those options (or, for one known only at run time, with `Pipeline::set_restart`), or rename it if it is a method of your own"
+            ),
+        ));
+    }
     let mut callback = None;
     let mut messages = Vec::new();
     let mut terminate = None;
