@@ -10,8 +10,8 @@ use genstage::dispatcher::PartitionDispatcher;
 use genstage::{
     from_iter, Consumer, Context, Demand, DemandMode, Discard, DiscardReason, Dispatch,
     DispatchSetupError, Emit, HandleCast, Partition, Pipeline, PipelineError, Producer,
-    ProducerConsumer, ProducerOptions, ProducerRef, StageRef, StageResult, SubscribeOptions,
-    Subscription, SubscriptionTag,
+    ProducerConsumer, ProducerOptions, ProducerRef, RestartPolicy, StageRef, StageResult,
+    SubscribeOptions, Subscription, SubscriptionTag,
 };
 use tokio::sync::Semaphore;
 
@@ -227,6 +227,86 @@ async fn a_partition_out_of_range_fails_the_stage_naming_index_and_count() {
     };
     let split = report.stage("split").unwrap();
     assert_eq!((split.emitted, split.events_out, split.lost), (10, 0, 10));
+    balanced(&report);
+}
+
+/// Passes its events on, partitioned in 2 by its route function.
+struct Router(fn(u64) -> Option<usize>);
+
+impl ProducerConsumer for Router {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::partition(2)
+    }
+}
+
+impl Partition<u64> for Router {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        (self.0)(*event)
+    }
+}
+
+/// `numbers (0..10) -> route -> [Collect; 2]`, `route` built by `build` and restarted after a
+/// failure, up to 10 times: the run's result, and what the consumers got.
+async fn routed_with_restarts(
+    build: fn() -> Router,
+) -> (Result<genstage::Report, PipelineError>, Vec<u64>) {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..10u64));
+    let route = pipeline.add_producer_consumer_with_as(Some("route".to_owned()), build);
+    pipeline.set_restart(
+        &route,
+        RestartPolicy::transient().max_restarts(10, Duration::from_secs(5)),
+    );
+    let (a, a_batches) = Collect::new();
+    let (b, b_batches) = Collect::new();
+    let a = pipeline.add_consumer(a);
+    let b = pipeline.add_consumer(b);
+    let options = SubscribeOptions::new().max_demand(2).min_demand(1);
+    pipeline.subscribe_with(&numbers, &route, options);
+    pipeline.subscribe_with(&route, &a, SubscribeOptions::new().partition(0));
+    pipeline.subscribe_with(&route, &b, SubscribeOptions::new().partition(1));
+    let result = pipeline.run().await;
+    let mut got = flat(&a_batches);
+    got.extend(flat(&b_batches));
+    got.sort_unstable();
+    (result, got)
+}
+
+#[tokio::test]
+async fn a_partition_out_of_range_is_not_restarted_whatever_the_policy_but_a_panic_is() {
+    // Out of range at 0: the dispatcher, which a restart would keep, cannot dispatch it, so the
+    // stage fails for good although its policy restarts it.
+    let (result, got) = routed_with_restarts(|| Router(|n| Some(if n == 0 { 2 } else { 0 }))).await;
+    let error = result.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `route` failed: its partition function returned partition 2, but it has 2 \
+         partitions (0..2)"
+    );
+    let report = error.report().unwrap();
+    assert_eq!(report.stage("route").unwrap().restarts, 0);
+    // The batch with the bad event, the first, is not dispatched at all.
+    assert_eq!(got, []);
+    balanced(report);
+
+    // A panic in the partition function at 3 is a failure of the stage: restarted once, the batch
+    // it was dispatching (3 alone: batches of max - min = 1) lost, the rest delivered.
+    let (result, got) = routed_with_restarts(|| {
+        Router(|n| {
+            assert_ne!(n, 3, "no route for 3");
+            Some(0)
+        })
+    })
+    .await;
+    let report = result.unwrap();
+    let route = report.stage("route").unwrap();
+    assert_eq!((route.restarts, route.lost), (1, 1));
+    assert_eq!(got, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
     balanced(&report);
 }
 

@@ -8,8 +8,11 @@ use std::cell::Cell;
 ///
 /// The runtime calls it once per event, when the event is dispatched, with the stage between its
 /// callbacks. An index not below the number of partitions fails the stage with an error naming the
-/// index and the count: it is a bug, never a silent drop. `#[stage(…, dispatcher = partition(N))]`
-/// implements it from the impl block's `fn partition(&self, event: &T) -> Option<usize>`.
+/// index and the count: it is a bug, never a silent drop. The stage is not restarted then, whatever
+/// its [`RestartPolicy`](crate::RestartPolicy): the dispatcher, which a restart keeps, cannot
+/// dispatch the event, so the run fails (a panic in `partition` is a failure of the stage like a
+/// callback's, and its policy restarts it). `#[stage(…, dispatcher = partition(N))]` implements it
+/// from the impl block's `fn partition(&self, event: &T) -> Option<usize>`.
 pub trait Partition<T> {
     /// The partition of `event`, or `None` to discard it.
     fn partition(&self, event: &T) -> Option<usize>;
