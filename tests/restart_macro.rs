@@ -185,13 +185,13 @@ async fn a_restarted_stage_whose_expression_uses_a_local_is_not_rebuildable() {
     assert!(
         matches!(
             &error,
-            PipelineError::NotRebuildable { stage, restart: Restart::Transient } if stage == "sink"
+            PipelineError::NotRebuildable { stage, restart: Restart::Transient, constructor: "add_consumer_with" } if stage == "sink"
         ),
         "{error:?}"
     );
     assert_eq!(
         error.to_string(),
-        "stage `sink` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
+        "stage `sink` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)`), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
     );
     // Refused before it ran.
     assert!(store.lock().unwrap().is_empty());

@@ -642,7 +642,61 @@ async fn a_stage_restarted_but_added_as_a_value_is_refused_by_run() {
     assert!(matches!(error, PipelineError::NotRebuildable { ref stage, .. } if stage == "Collect"));
     assert_eq!(
         error.to_string(),
-        "stage `Collect` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
+        "stage `Collect` is restarted (transient), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)`), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
+    );
+}
+
+#[tokio::test]
+async fn the_refusal_names_the_constructor_of_the_stages_role() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..10u64));
+    let doubler = pipeline.add_producer_consumer(Doubler {
+        faults: Faults::on(&[]),
+    });
+    let collect = pipeline.add_consumer_with(|| Collect {
+        seen: Arc::default(),
+        cancels: Arc::default(),
+    });
+    pipeline.subscribe(&numbers, &doubler);
+    pipeline.subscribe(&doubler, &collect);
+    let error = guard(pipeline.run())
+        .await
+        .expect_err("its type's policy restarts it");
+    assert!(
+        matches!(
+            error,
+            PipelineError::NotRebuildable { ref stage, constructor: "add_producer_consumer_with", .. }
+                if stage == "Doubler"
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("add it with a constructor (`add_producer_consumer_with(|| …)`)"),
+        "{error}"
+    );
+
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..10u64));
+    let collect = pipeline.add_consumer_with(|| Collect {
+        seen: Arc::default(),
+        cancels: Arc::default(),
+    });
+    pipeline.subscribe(&numbers, &collect);
+    pipeline.set_restart(&numbers, RestartPolicy::permanent());
+    let error = guard(pipeline.run())
+        .await
+        .expect_err("its policy restarts it");
+    assert!(
+        matches!(
+            error,
+            PipelineError::NotRebuildable {
+                constructor: "add_producer_with",
+                ..
+            }
+        ),
+        "{error:?}"
     );
 }
 

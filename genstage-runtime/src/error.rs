@@ -174,6 +174,9 @@ pub enum PipelineError {
         stage: String,
         /// Its restart policy.
         restart: Restart,
+        /// The builder method that adds a stage of its role with a constructor:
+        /// `add_producer_with`, `add_producer_consumer_with` or `add_consumer_with`.
+        constructor: &'static str,
     },
     /// A stage failed once more than its restart policy allows within its window
     /// ([`RestartPolicy::max_restarts`](crate::RestartPolicy::max_restarts)): it was stopped for good.
@@ -270,9 +273,13 @@ impl fmt::Display for PipelineError {
             PipelineError::ForeignStage { stage } => {
                 write!(f, "stage `{stage}` belongs to another pipeline")
             }
-            PipelineError::NotRebuildable { stage, restart } => write!(
+            PipelineError::NotRebuildable {
+                stage,
+                restart,
+                constructor,
+            } => write!(
                 f,
-                "stage `{stage}` is restarted ({restart}), but it was added as a value, which cannot be made again: add it with a constructor (`add_consumer_with(|| …)` and its siblings), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
+                "stage `{stage}` is restarted ({restart}), but it was added as a value, which cannot be made again: add it with a constructor (`{constructor}(|| …)`), or, in `pipeline!`, write it as an expression that stands on its own (no local variable, no call by a bare name)"
             ),
             PipelineError::RestartLimit {
                 stage,

@@ -104,6 +104,11 @@ impl StageEntry {
             PipelineError::NotRebuildable {
                 stage: self.name.clone(),
                 restart: self.restart,
+                constructor: match self.role {
+                    Role::Producer => "add_producer_with",
+                    Role::ProducerConsumer => "add_producer_consumer_with",
+                    Role::Consumer => "add_consumer_with",
+                },
             }
         })
     }
