@@ -139,7 +139,8 @@ pub mod prelude {
         CancelMode, CancelReason, Child, ChildCounts, Consumer, ConsumerSupervisor, Context,
         CountChildren, Demand, DemandMode, Dispatch, Emit, HandleCall, HandleCast, HandleInfo,
         Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
-        ProducerOptions, ReplyTo, Report, Restart, RestartPolicy, Stage, StageError, StageRef,
-        StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
+        ProducerOptions, ReplyTo, Report, Restart, RestartPolicy, ShutdownHandle, Stage,
+        StageError, StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription,
+        SubscriptionTag,
     };
 }

@@ -212,6 +212,119 @@ async fn an_abort_stops_every_stage_and_counts_what_each_held() {
     assert_eq!(report.stage("Stuck").unwrap().lost, 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_handle_drains_the_pipeline_from_another_task_while_the_handle_is_awaited() {
+    let (mut record, seen, mut started) = Record::new();
+    let gate = Arc::new(Semaphore::new(0));
+    record.gate = Some(gate.clone());
+    let mut pipeline = Pipeline::new();
+    let greedy = pipeline.add_producer(Greedy { next: 0 });
+    let sink = pipeline.add_consumer(record);
+    pipeline.subscribe_with(
+        &greedy,
+        &sink,
+        genstage::SubscribeOptions::new().max_demand(10),
+    );
+    let running = pipeline.start();
+    let shutdown = running.shutdown_handle();
+    // Another task (a signal handler, say) ends the service once the consumer holds a batch, with
+    // the producer's buffer full.
+    tokio::spawn(async move {
+        started.recv().await.expect("the consumer starts");
+        shutdown.shutdown().expect("the pipeline runs");
+        gate.add_permits(1);
+    });
+    let report = running.await.expect("a clean shutdown");
+
+    assert!(report.balanced(), "{report:?}");
+    assert_eq!(report.totals().lost, 0, "{report:?}");
+    let emitted = report.stage("Greedy").unwrap().emitted;
+    assert!(emitted >= 1000, "{report:?}");
+    assert_eq!(*seen.lock().unwrap(), (0..emitted).collect::<Vec<_>>());
+    assert_eq!(
+        report.stage("Greedy").unwrap().status,
+        StageStatus::ShutDown
+    );
+}
+
+/// `from_iter(0..1000) -> stuck` (max_demand 10), started, with `stuck` inside its first batch.
+async fn stuck_pipeline() -> genstage::PipelineHandle {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(genstage::from_iter(0..1000u64));
+    let (stuck, mut inside) = Stuck::new();
+    let stuck = pipeline.add_consumer_named("stuck", stuck);
+    pipeline.subscribe_with(
+        &numbers,
+        &stuck,
+        genstage::SubscribeOptions::new().max_demand(10),
+    );
+    let running = pipeline.start();
+    inside.recv().await.unwrap();
+    running
+}
+
+#[tokio::test]
+async fn a_second_shutdown_only_brings_the_time_limit_closer() {
+    let running = stuck_pipeline().await;
+    let handle = running.shutdown_handle();
+    handle
+        .shutdown_within(Duration::from_millis(50))
+        .expect("the pipeline runs");
+    // Asked again without a limit, from elsewhere: the first limit stands.
+    handle.clone().shutdown().expect("the pipeline runs");
+    let error = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the limit still ends the shutdown")
+        .expect_err("the consumer never finishes its batch");
+    let PipelineError::ShutdownTimeout { busy, report } = error else {
+        panic!("expected a shutdown timeout, got {error}");
+    };
+    assert_eq!(busy, ["stuck"]);
+    assert!(report.balanced(), "{report:?}");
+
+    // A limit asked for later, while a shutdown without one is under way, ends it.
+    let running = stuck_pipeline().await;
+    let handle = running.shutdown_handle();
+    handle.shutdown().expect("the pipeline runs");
+    handle
+        .shutdown_within(Duration::from_millis(50))
+        .expect("the pipeline runs");
+    let error = running.await.expect_err("the consumer never finishes");
+    assert!(
+        matches!(&error, PipelineError::ShutdownTimeout { busy, .. } if busy == &["stuck"]),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_abort_through_a_shutdown_handle_stops_a_shutdown_under_way() {
+    let running = stuck_pipeline().await;
+    let handle = running.shutdown_handle();
+    handle.shutdown().expect("the pipeline runs");
+    handle.abort().expect("the pipeline runs");
+    // A limit asked for after the abort changes nothing: the abort's report, not a timeout.
+    handle
+        .shutdown_within(Duration::ZERO)
+        .expect("the pipeline runs until its stages have stopped");
+    let report = running.await.expect("an abort is not a failure");
+    assert!(report.balanced(), "{report:?}");
+    let stuck = report.stage("stuck").unwrap();
+    assert_eq!(stuck.status, StageStatus::Aborted);
+    assert_eq!((stuck.events_in, stuck.lost), (0, 10));
+    // Once the pipeline has ended, there is nothing to ask.
+    assert!(matches!(handle.shutdown(), Err(PipelineError::NotRunning)));
+    assert!(matches!(handle.abort(), Err(PipelineError::NotRunning)));
+
+    // Nor for a pipeline that never started (a producer without consumers).
+    let mut pipeline = Pipeline::new();
+    pipeline.add_producer(Greedy { next: 0 });
+    let never = pipeline.start();
+    assert!(matches!(
+        never.shutdown_handle().shutdown(),
+        Err(PipelineError::NotRunning)
+    ));
+}
+
 /// A queue fed by calls (GenStage's QueueBroadcaster): a push is answered once its job is emitted,
 /// so pushes wait while the workers have no demand.
 #[derive(Default)]

@@ -57,7 +57,7 @@ pub use messages::{
 pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
     ends, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
-    ProducerConsumerRef, ProducerRef, Run, Sink, Source, Stage, StageId, StageRef,
+    ProducerConsumerRef, ProducerRef, Run, ShutdownHandle, Sink, Source, Stage, StageId, StageRef,
     DEFAULT_CALL_TIMEOUT,
 };
 pub use report::{

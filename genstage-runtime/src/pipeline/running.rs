@@ -20,7 +20,7 @@ use crate::stage::Consumer;
 use crate::subscription::SubscriptionTag;
 
 use super::supervise::Request;
-use super::{ConsumerRef, Pipeline, Sink, Source};
+use super::{ConsumerRef, Pipeline, ShutdownHandle, Sink, Source};
 
 impl Pipeline {
     /// Starts the pipeline in the background, as a tokio task, and returns its handle: await the
@@ -94,7 +94,8 @@ impl Pipeline {
 /// does.
 ///
 /// # Shutting down
-/// A graceful [`shutdown`](Self::shutdown) stops the producers (a producer's `handle_demand` is not
+/// A graceful [`shutdown`](Self::shutdown) (or a [`ShutdownHandle`]'s, from another task) stops
+/// the producers (a producer's `handle_demand` is not
 /// called again, and one that is waiting in it is dropped at its `.await`, see
 /// [`Producer::handle_demand`](crate::Producer::handle_demand)), delivers every event already
 /// emitted, buffered ones included, lets every stage downstream handle them and end, and runs each
@@ -133,6 +134,12 @@ impl PipelineHandle {
             State::Running(task) => task.is_finished(),
             State::Ended(_) => true,
         }
+    }
+
+    /// A handle that shuts the pipeline down, or aborts it, from another task, while this one is
+    /// awaited for the report (see [`ShutdownHandle`]).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle::of(self)
     }
 
     /// Shuts the pipeline down gracefully (see the type's docs) and returns its report.
@@ -505,6 +512,11 @@ impl PipelineHandle {
             answered = &mut answer => answered.map_err(|_| PipelineError::NotRunning),
             _ = alive.changed() => answer.try_recv().map_err(|_| PipelineError::NotRunning),
         }
+    }
+
+    /// Where requests go, while the pipeline may take them.
+    pub(super) fn requests(&self) -> Option<&mpsc::UnboundedSender<Request>> {
+        self.requests.as_ref()
     }
 
     fn send(&self, request: Request) -> Result<(), PipelineError> {

@@ -142,6 +142,8 @@ pub(super) struct Supervisor {
     /// Dropped with the supervisor: tells the handle it has ended (see `PipelineHandle::answer`).
     pub(super) alive: Option<tokio::sync::watch::Sender<()>>,
     first_failure: Option<(usize, Failure)>,
+    /// A graceful shutdown was asked for.
+    shutting_down: bool,
     /// When a graceful shutdown gives up.
     deadline: Option<Instant>,
     /// The stages still busy when it gave up.
@@ -169,6 +171,7 @@ impl Supervisor {
             requests,
             alive: None,
             first_failure: None,
+            shutting_down: false,
             deadline: None,
             busy_at_deadline: None,
         }
@@ -263,7 +266,8 @@ impl Supervisor {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Shutdown { deadline } => {
+            Request::Shutdown { deadline } if !self.shutting_down && !self.abort.is_aborted() => {
+                self.shutting_down = true;
                 // Producers stop emitting; the rest follows as their input ends (a stage without
                 // producers ends at once).
                 for index in 0..self.names.len() {
@@ -272,6 +276,14 @@ impl Supervisor {
                     }
                 }
                 self.deadline = deadline;
+            }
+            // Asked again (a `ShutdownHandle` and the handle): the limit may only come closer, and
+            // none is set once the one given has passed, nor once aborted.
+            Request::Shutdown { deadline } => {
+                let aborted = self.abort.is_aborted() || self.busy_at_deadline.is_some();
+                if let (Some(deadline), false) = (deadline, aborted) {
+                    self.deadline = Some(self.deadline.map_or(deadline, |at| at.min(deadline)));
+                }
             }
             Request::Abort => self.abort.abort(),
             Request::AddStage { stage, reply } => {
