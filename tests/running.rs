@@ -9,7 +9,7 @@ use genstage::{
     CallError, Consumer, Context, Emit, HandleCall, HandleCast, HandleInfo, Pipeline,
     PipelineError, Producer, ProducerConsumer, ReplyTo, StageRef, StageResult, StageStatus,
 };
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Counts up forever, emitting 1000 more than it is asked for the first time, so that its buffer
 /// holds events.
@@ -323,6 +323,84 @@ async fn an_abort_through_a_shutdown_handle_stops_a_shutdown_under_way() {
         never.shutdown_handle().shutdown(),
         Err(PipelineError::NotRunning)
     ));
+}
+
+/// Sets two timers when subscribed (`Ring(1)` in 100 ms, `Ring(2)` in 200 ms), records the rings,
+/// and takes the first timer back when asked to snooze.
+struct Alarm {
+    first: Option<genstage::Timer>,
+    rang: Arc<Mutex<Vec<u32>>>,
+    subscribed: Option<oneshot::Sender<()>>,
+}
+
+struct Ring(u32);
+struct Snooze;
+
+impl Consumer for Alarm {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        _: &genstage::Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> genstage::Demand {
+        self.first = Some(ctx.info_after(Duration::from_millis(100), Ring(1)));
+        ctx.info_after(Duration::from_millis(200), Ring(2));
+        if let Some(subscribed) = self.subscribed.take() {
+            let _ = subscribed.send(());
+        }
+        genstage::Demand::Automatic
+    }
+    async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+}
+
+impl HandleInfo<Ring> for Alarm {
+    type Emitted = ();
+    async fn handle_info(&mut self, Ring(n): Ring, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.rang.lock().unwrap().push(n);
+        Ok(())
+    }
+}
+
+impl HandleCall<Snooze> for Alarm {
+    type Reply = Option<bool>;
+    type Emitted = ();
+    async fn handle_call(
+        &mut self,
+        _: Snooze,
+        reply: ReplyTo<Option<bool>>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        reply.reply(self.first.as_ref().map(genstage::Timer::cancel));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_taken_back_before_it_is_due_never_reaches_handle_info() {
+    let rang = Arc::new(Mutex::new(Vec::new()));
+    let (jobs, source) = genstage::from_channel::<u64>(1);
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer(source);
+    let (subscribed, timers_set) = oneshot::channel();
+    let alarm = pipeline.add_consumer(Alarm {
+        first: None,
+        rang: rang.clone(),
+        subscribed: Some(subscribed),
+    });
+    pipeline.subscribe(&source, &alarm);
+    let running = pipeline.start();
+    timers_set.await.expect("subscribed");
+    // The first timer taken back before it is due.
+    assert_eq!(alarm.call(Snooze).await, Ok(Some(true)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*rang.lock().unwrap(), [2]);
+    // Taken back once; the second is sent and handled, and cannot be taken back.
+    assert_eq!(alarm.call(Snooze).await, Ok(Some(false)));
+    drop(jobs);
+    let report = running.await.expect("the channel closed");
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// A queue fed by calls (GenStage's QueueBroadcaster): a push is answered once its job is emitted,

@@ -52,7 +52,7 @@ pub use dispatcher::{Dispatch, Partition};
 pub use error::{DemandError, DispatchSetupError, PipelineError, StageError};
 pub use messages::{
     AsConsumer, AsProducer, AsProducerConsumer, CallError, Context, Emission, HandleCall,
-    HandleCast, HandleInfo, InfoEmission, InfoToSelf, ReplyTo, StageEvents,
+    HandleCast, HandleInfo, InfoEmission, InfoToSelf, ReplyTo, StageEvents, Timer,
 };
 pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{

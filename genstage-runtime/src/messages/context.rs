@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::events::InfoToSelf;
 use super::letter::{after_buffered, PostLetter};
+use super::timer::Timer;
 use crate::subscription::{AskError, ManualAsks, SubscriptionTag};
 
 /// What a stage's message and subscription callbacks get besides their arguments: the stage's name,
@@ -175,13 +176,15 @@ impl<'a, S: Send + 'static> Context<'a, S> {
 
     /// Sends `message` to this stage's own `handle_info` once `delay` has passed (GenStage's
     /// `Process.send_after(self(), …)`): a timer task holds it meanwhile. It is dropped if the stage
-    /// has ended by then. Checked as [`info`](Self::info) is.
-    pub fn info_after<M: InfoToSelf<S, Role>, Role>(&self, delay: Duration, message: M) {
+    /// has ended by then. Checked as [`info`](Self::info) is. The [`Timer`] it returns takes the
+    /// message back while it is not sent yet (GenStage's `Process.cancel_timer`); dropping it
+    /// leaves the timer running.
+    pub fn info_after<M: InfoToSelf<S, Role>, Role>(&self, delay: Duration, message: M) -> Timer {
         let me = self.me.clone_port();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+        Timer::start(delay, move || {
+            // A stage that has ended takes nothing: the message is dropped.
             me.post(message.__letter().0);
-        });
+        })
     }
 }
 

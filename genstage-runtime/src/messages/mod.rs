@@ -30,6 +30,7 @@ mod events;
 mod letter;
 mod own_port;
 mod reply;
+mod timer;
 
 use std::future::Future;
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub(crate) use letter::{
 pub(crate) use own_port::OwnPort;
 pub(crate) use reply::HeldReplies;
 pub use reply::ReplyTo;
+pub use timer::Timer;
 
 /// Requests of type `M` that a stage answers with a [`Reply`](Self::Reply): GenStage's
 /// `handle_call`. Callers use `call` on the stage's handle.
