@@ -141,6 +141,6 @@ pub mod prelude {
         Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
         ProducerOptions, ReplyTo, Report, Restart, RestartPolicy, ShutdownHandle, Stage,
         StageError, StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription,
-        SubscriptionTag,
+        SubscriptionTag, Timer,
     };
 }
