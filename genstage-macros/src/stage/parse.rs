@@ -416,6 +416,15 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
             ),
         ));
     }
+    if let Some(what) = not_a_stage_type(&item.self_ty) {
+        return Err(syn::Error::new_spanned(
+            &item.self_ty,
+            format!(
+                "#[stage] goes on the impl block of a struct or an enum, as in `impl Counter {{ … }}`, not of {what} `{}`: a stage is a value of a known size, which the pipeline owns",
+                tokens_text(&item.self_ty)
+            ),
+        ));
+    }
     let mut callbacks = Vec::new();
     let mut callback_names = Vec::new();
     let mut unsupported = Vec::new();
@@ -439,6 +448,20 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
         callback_names,
         unsupported,
     })
+}
+
+/// What the self type of an impl block is, when it is a type no stage can be: a trait object
+/// (`dyn Sink`, or `Sink +` without `dyn`) or an `impl Trait`, whose size is unknown. Such a type
+/// is not written into the generated impls either: printed back before `where`, a trailing `+`
+/// (`impl<T> Sink + { … }`) would not parse.
+pub(crate) fn not_a_stage_type(ty: &Type) -> Option<&'static str> {
+    match ty {
+        Type::Group(group) => not_a_stage_type(&group.elem),
+        Type::Paren(paren) => not_a_stage_type(&paren.elem),
+        Type::TraitObject(_) => Some("the trait object"),
+        Type::ImplTrait(_) => Some("the opaque type"),
+        _ => None,
+    }
 }
 
 /// What kind of item this is, and where to point at it.
