@@ -112,3 +112,19 @@ fn the_corpus_is_accepted() {
         }
     }
 }
+
+/// Inputs the property once failed on, each with what was wrong.
+const REGRESSIONS: &[&str] = &[
+    // `crate = Self::gs;` gave `use Self::gs::…`, which does not parse: now an error at `Self`.
+    "crate = Self::gs; from_iter(0..3u64) -> Collect(total.clone())",
+];
+
+#[test]
+fn regressions() {
+    for text in REGRESSIONS {
+        let input = Input(fuzz::toks(text));
+        if let Err(error) = check(&input) {
+            panic!("{input:?}: {error}");
+        }
+    }
+}

@@ -273,6 +273,14 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         "expected the path of the genstage crate",
     ),
     ("crate = 1; A -> B", "1", 0, "expected"),
+    // Found by the fuzzer: the expansion's `use` cannot go through `Self`.
+    (
+        "crate = Self::gs; A -> B",
+        "Self",
+        0,
+        "`Self` names a type, not a crate: `crate =` takes the path of the genstage crate, e.g. `crate = ::genstage;`",
+    ),
+    ("crate = gs::<u8>; A -> B", "<", 0, "expected path segment after `::`"),
 ];
 
 #[test]

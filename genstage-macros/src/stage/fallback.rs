@@ -131,8 +131,9 @@ fn role_items(role: Role, krate: &syn::Path) -> TokenStream {
     }
 }
 
-/// The role (when the attribute's first argument is one) and the crate path (`crate = "path"`, or
-/// `::genstage`), read from the attribute's arguments whether or not they parse.
+/// The role (when the attribute's first argument is one) and the crate path (`crate = "path"` when
+/// `validate.rs` would accept it, or `::genstage`), read from the attribute's arguments whether or
+/// not they parse.
 fn read_attr(attr: &TokenStream) -> (Option<Role>, syn::Path) {
     let mut arguments: Vec<Vec<TokenTree>> = vec![Vec::new()];
     for tree in attr.clone() {
@@ -157,7 +158,8 @@ fn read_attr(attr: &TokenStream) -> (Option<Role>, syn::Path) {
             {
                 syn::parse2::<syn::LitStr>(TokenStream::from(TokenTree::Literal(value.clone())))
                     .ok()
-                    .and_then(|lit| lit.parse::<syn::Path>().ok())
+                    .and_then(|lit| lit.parse_with(syn::Path::parse_mod_style).ok())
+                    .filter(|path| crate::options::self_in_crate_path(path).is_none())
             }
             _ => None,
         })

@@ -302,6 +302,27 @@ const REGRESSIONS: &[(&str, &str)] = &[
         "consumer, max_demand = 3",
         "impl<T> Sink + { fn handle_events(&mut self, events: Vec<T>) {} }",
     ),
+    // A trailing `+` in a callback's type: written back before `as` (`<StageResult<()> + as
+    // IntoDone>`), it did not parse. The block's types are now read without it.
+    (
+        "consumer",
+        "impl Printer { async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> + { Ok(()) } }",
+    ),
+    // A crate path with generic arguments came out in expressions as comparisons (`Vec < u8 > ::
+    // …`), accepted or in the fallback; one through `Self` gave `use Self::…`, which does not
+    // parse. Both are now errors, and the fallback names `::genstage` instead.
+    (
+        "consumer, crate = \"Vec<u8>\"",
+        "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }",
+    ),
+    (
+        "producer, crate = \"Vec<u8>\"",
+        "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }",
+    ),
+    (
+        "consumer, crate = \"Self::gs\"",
+        "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }",
+    ),
 ];
 
 #[test]

@@ -8,6 +8,7 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
+use syn::visit_mut::{self, VisitMut};
 use syn::{
     Expr, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, Item, ItemImpl, PathArguments,
     ReturnType, Token, Type, TypeParamBound,
@@ -394,7 +395,7 @@ pub(crate) struct StageImpl {
 /// Parses the item `#[stage]` is on, which must be an inherent impl block.
 pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
     let item: Item = syn::parse2(item)?;
-    let item = match item {
+    let mut item = match item {
         Item::Impl(item) => item,
         other => {
             let (what, span) = describe_item(&other);
@@ -425,6 +426,7 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
             ),
         ));
     }
+    TrailingPlus.visit_item_impl_mut(&mut item);
     let mut callbacks = Vec::new();
     let mut callback_names = Vec::new();
     let mut unsupported = Vec::new();
@@ -448,6 +450,25 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
         callback_names,
         unsupported,
     })
+}
+
+/// Drops the trailing `+` of every trait object and `impl Trait` type of the block (`-> Box<dyn
+/// Error +>`, `-> StageResult<()> +`): the expansion writes the block's types before `as`,
+/// `where` or `{`, where a trailing `+` would read as the start of another bound and the
+/// expansion would not parse. The type is the same without it; the block itself is emitted as
+/// written.
+struct TrailingPlus;
+
+impl VisitMut for TrailingPlus {
+    fn visit_type_trait_object_mut(&mut self, ty: &mut syn::TypeTraitObject) {
+        visit_mut::visit_type_trait_object_mut(self, ty);
+        ty.bounds.pop_punct();
+    }
+
+    fn visit_type_impl_trait_mut(&mut self, ty: &mut syn::TypeImplTrait) {
+        visit_mut::visit_type_impl_trait_mut(self, ty);
+        ty.bounds.pop_punct();
+    }
 }
 
 /// What the self type of an impl block is, when it is a type no stage can be: a trait object

@@ -132,6 +132,10 @@ fn malformed_attributes_give_spanned_errors() {
         ("consumer, crate = genstage", At::Attr("genstage", 0), "`crate` takes the path of the genstage crate as a string"),
         ("consumer, crate = \"not a path\"", At::Attr("\"", 0), "is not a path"),
         ("consumer, crate = \"\"", At::Attr("\"", 0), "is not a path"),
+        // Found by the fuzzer: generic arguments came out in expressions as comparisons
+        // (`Vec < u8 > :: …`), and a `use` cannot go through `Self`.
+        ("consumer, crate = \"Vec<u8>\"", At::Attr("\"", 0), "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `Vec<u8>` is not a path of modules"),
+        ("consumer, crate = \"Self::gs\"", At::Attr("\"", 0), "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `Self::gs` goes through `Self`, which names a type"),
     ];
     for (attr, at, message) in cases {
         let item = if attr.starts_with("producer,") || *attr == "producer" {
@@ -643,6 +647,10 @@ fn well_formed_stages_expand_to_items() {
         ("consumer, max_demand = N * 2, min_demand = N", CONSUMER),
         ("consumer", "impl S { async fn handle_events(&mut self, e: Vec<u8>) -> std::io::Result<()> { Ok(()) } fn subscribe_options(&self) -> SubscribeOptions { todo!() } }"),
         ("consumer, crate = \"gs\"", CONSUMER),
+        // Found by the fuzzer: a trailing `+` (`StageResult<()> +`), written back before `as`,
+        // did not parse.
+        ("consumer", "impl S { async fn handle_events(&mut self, e: Vec<u8>) -> StageResult<()> + { Ok(()) } }"),
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<Box<dyn Send +>>) -> Result<Vec<u8>, Box<dyn Error + Send +>> { todo!() } }"),
     ];
     for (attr, item) in cases {
         let (generated, error) = expand_checked(tokens(attr), tokens(item));
