@@ -687,3 +687,38 @@ fn a_stage_expression_that_stands_alone_is_added_with_a_constructor() {
         "{expansion}"
     );
 }
+
+/// Every edge into a stage fed by several producers carries the note that names them, so the note
+/// names at most eight: with all of them, a fan-in's expansion would grow with its square.
+#[test]
+fn the_fan_in_note_names_at_most_eight_producers() {
+    let note = |producers: usize| {
+        let input: String = (0..producers).map(|i| format!("P{i} -> c; ")).collect();
+        let tokens = TokenStream::from_str(&format!("c = C; {input}")).expect("tokenizes");
+        let expansion = super::expand_pipeline(tokens).to_string();
+        let start = expansion.find("`c` is fed by").expect("a note");
+        let end = start + expansion[start..].find('"').expect("the note's end");
+        (
+            expansion[start..end].to_owned(),
+            expansion.matches("`c` is fed by").count(),
+        )
+    };
+    assert_eq!(
+        note(2),
+        (
+            "`c` is fed by `P0` and `P1`: each of them must emit `{In}`".to_owned(),
+            2
+        )
+    );
+    assert_eq!(
+        note(8).0,
+        "`c` is fed by `P0`, `P1`, `P2`, `P3`, `P4`, `P5`, `P6` and `P7`: each of them must emit `{In}`"
+    );
+    assert_eq!(
+        note(11),
+        (
+            "`c` is fed by `P0`, `P1`, `P2`, `P3`, `P4`, `P5`, `P6`, `P7`, and 3 more: each of them must emit `{In}`".to_owned(),
+            11
+        )
+    );
+}
