@@ -17,7 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, Literal, Span, TokenStream, TokenTree};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 
@@ -82,7 +82,8 @@ fn to_stream(toks: &[Tok]) -> TokenStream {
 }
 
 /// Source text for the tokens: it tokenizes back to them (up to a punctuation's spacing before a
-/// group) unless it holds an invisible group, written `⟦…⟧`.
+/// group) unless it holds an invisible group, written `⟦…⟧`, or a negative literal (one token,
+/// `-1`, which source text makes two).
 fn render(toks: &[Tok], out: &mut String) {
     for tok in toks {
         match tok {
@@ -232,7 +233,16 @@ impl Material {
         for text in corpus {
             collect_trees(&toks(text), &mut donors);
         }
-        let vocabulary: Vec<Vec<Tok>> = VOCABULARY.iter().map(|text| toks(text)).collect();
+        let mut vocabulary: Vec<Vec<Tok>> = VOCABULARY.iter().map(|text| toks(text)).collect();
+        // Literals no source text makes, which another macro can hand on: negative ones.
+        vocabulary.extend(
+            [
+                Literal::i64_unsuffixed(-1),
+                Literal::i128_suffixed(i128::MIN),
+                Literal::f64_unsuffixed(-1.5),
+            ]
+            .map(|literal| vec![Tok::Leaf(TokenTree::Literal(literal))]),
+        );
         let single = |kind: fn(&TokenTree) -> bool| -> Vec<Tok> {
             vocabulary
                 .iter()

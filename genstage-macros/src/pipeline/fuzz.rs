@@ -128,3 +128,88 @@ fn regressions() {
         }
     }
 }
+
+/// A stage: a definition or use of a name from a small pool (so that names repeat, fan in, fan
+/// out and close cycles), or an anonymous stage or group of some size.
+fn stage() -> impl Strategy<Value = String> {
+    let name = prop::sample::select(vec!["a", "b", "c", "d"]);
+    let expr = prop::sample::select(vec![
+        "A",
+        "B::new()",
+        "from_iter(0..3u64)",
+        "Keep::new(&all)",
+        "|e: u64| e",
+        "{ n += 1; C(n) }",
+    ]);
+    let count = prop::sample::select(vec![
+        "0",
+        "1",
+        "2",
+        "3",
+        "n",
+        "0x2",
+        "2usize",
+        "18446744073709551616",
+    ]);
+    let single = prop_oneof![
+        expr.clone().prop_map(str::to_owned),
+        (expr, count).prop_map(|(expr, count)| format!("[{expr}; {count}]")),
+    ];
+    prop_oneof![
+        2 => single.clone(),
+        2 => name.clone().prop_map(str::to_owned),
+        1 => (name, single).prop_map(|(name, stage)| format!("{name} = {stage}")),
+    ]
+}
+
+/// An arrow, maybe with options (known or not, sensible or not, repeated or not).
+fn link() -> impl Strategy<Value = String> {
+    let option = prop::sample::select(vec![
+        "max_demand = 10",
+        "max_demand = 0",
+        "max_demand = 18446744073709551615",
+        "min_demand = 5",
+        "min_demand = 10",
+        "min_demand = m",
+        "partition = 0",
+        "partition = 1",
+        "partition = 7",
+        "partition = i",
+        "selector = |e: &u64| *e > 2",
+        "cancel = temporary",
+        "cancel = sometimes",
+        "max_demnd = 1",
+    ]);
+    prop_oneof![
+        3 => Just("->".to_owned()),
+        2 => prop::collection::vec(option, 1..=3)
+            .prop_map(|options| format!("-[{}]->", options.join(", "))),
+    ]
+}
+
+/// Statements of stages joined by arrows, maybe after `crate = …;`.
+fn generated_pipeline() -> impl Strategy<Value = String> {
+    let statement =
+        (stage(), prop::collection::vec((link(), stage()), 1..=3)).prop_map(|(first, links)| {
+            let mut text = first;
+            for (link, stage) in links {
+                text.push_str(&format!(" {link} {stage}"));
+            }
+            text
+        });
+    (any::<bool>(), prop::collection::vec(statement, 1..=4)).prop_map(|(krate, statements)| {
+        let prefix = if krate { "crate = ::gs; " } else { "" };
+        format!("{prefix}{}", statements.join("; "))
+    })
+}
+
+proptest! {
+    #![proptest_config(fuzz::config())]
+
+    /// Pipelines of the grammar, with shapes and options at random: what the checks after the
+    /// parser see (names, cycles, duplicate edges, groups, partitions, selectors, demands).
+    #[test]
+    fn pipeline_never_panics_on_generated_pipelines(text in generated_pipeline()) {
+        check(&Input(fuzz::toks(&text)))?;
+    }
+}
