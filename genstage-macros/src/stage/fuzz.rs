@@ -337,3 +337,104 @@ fn regressions() {
         }
     }
 }
+
+/// An attribute: a role, then options (known or not, of every value kind, repeated or not).
+fn generated_attr() -> impl Strategy<Value = String> {
+    let role = prop_oneof![
+        6 => prop::sample::select(vec!["producer", "producer_consumer", "consumer"]),
+        1 => Just("sink"),
+    ];
+    let option = prop::sample::select(vec![
+        "max_demand = 10",
+        "max_demand = 0",
+        "max_demand = 18446744073709551616",
+        "max_demand = N",
+        "min_demand = 5",
+        "min_demand = 10",
+        "cancel = temporary",
+        "cancel = sometimes",
+        "dispatcher = broadcast",
+        "dispatcher = demand",
+        "dispatcher = partition(2)",
+        "dispatcher = partition(0)",
+        "dispatcher = partition(n)",
+        "dispatcher = partition",
+        "buffer_size = 10",
+        "buffer_size = infinity",
+        "buffer_keep = last",
+        "demand = accumulate",
+        "demand = manual",
+        "restart = transient",
+        "restart = temporary",
+        "restart = always",
+        "redeliver",
+        "redeliver = true",
+        "max_restarts = 3",
+        "max_seconds = 0",
+        "max_seconds = 5",
+        "crate = \"gs\"",
+        "crate = gs",
+        "max_demnd = 1",
+    ]);
+    (role, prop::collection::vec(option, 0..=4)).prop_map(|(role, options)| {
+        std::iter::once(role)
+            .chain(options)
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// An impl block: callbacks of every kind, of right and wrong shapes, some twice, and other
+/// methods.
+fn generated_item() -> impl Strategy<Value = String> {
+    let method = prop::sample::select(vec![
+        "fn handle_demand(&mut self, demand: usize) -> Vec<u64> { vec![] }",
+        "async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> { todo!() }",
+        "fn handle_demand(&self, demand: usize) -> Option<u64> { None }",
+        "fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> { events }",
+        "async fn handle_events(&mut self, events: Vec<u64>) {}",
+        "fn handle_events(&mut self, events: Vec<T>) -> Result<(), String> { Ok(()) }",
+        "fn handle_events(&mut self, events: &[u64]) {}",
+        "fn partition(&self, event: &u64) -> Option<usize> { None }",
+        "fn partition(&self, event: u64) -> usize { 0 }",
+        "fn dispatcher(&self) -> Dispatch<Self, u64> { Dispatch::demand() }",
+        "fn subscribe_options(&self) -> SubscribeOptions { todo!() }",
+        "fn producer_options(&self) -> ProducerOptions { todo!() }",
+        "fn handle_call(&mut self, r: Ask, reply: ReplyTo<u64>) -> Vec<u64> { vec![] }",
+        "fn handle_call(&mut self, r: Ask) {}",
+        "fn handle_cast(&mut self, m: Push, ctx: &mut Context<Self>) {}",
+        "fn handle_info(&mut self, m: Tick) -> StageResult<Vec<u64>> { Ok(vec![]) }",
+        "async fn terminate(&mut self, status: &StageStatus) {}",
+        "fn handle_subscribe(&mut self, s: &Subscription) -> Demand { Demand::Manual }",
+        "fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> Vec<u64> { vec![] }",
+        "fn handle_consumer_subscribe(&mut self, s: &Subscriber) {}",
+        "fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason) {}",
+        "fn init(&mut self) {}",
+        "fn helper(&self) -> u64 { 1 }",
+    ]);
+    let header = prop_oneof![
+        8 => prop::sample::select(vec!["impl S", "impl<T: Send + 'static> S<T>"]),
+        1 => prop::sample::select(vec!["impl<'a> S<'a>", "impl Consumer for S", "impl dyn S"]),
+    ];
+    // The role's own callback, most of the time, so that most stages get past "has no …".
+    let main = prop::sample::select(vec![
+        "fn handle_demand(&mut self, demand: usize) -> Vec<u64> { vec![] }",
+        "fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> { events }",
+        "async fn handle_events(&mut self, events: Vec<u64>) {}",
+        "",
+    ]);
+    (header, main, prop::collection::vec(method, 0..=3))
+        .prop_map(|(header, main, methods)| format!("{header} {{ {main} {} }}", methods.join(" ")))
+}
+
+proptest! {
+    #![proptest_config(fuzz::config())]
+
+    /// Stages of the grammar, options and callbacks at random: what the checks after the
+    /// parser see (options for the role, options against callbacks, callback shapes, demand
+    /// limits, restarts, dispatchers).
+    #[test]
+    fn stage_never_panics_on_generated_stages(attr in generated_attr(), item in generated_item()) {
+        check(&StageCase { attr: Input(fuzz::toks(&attr)), item: Input(fuzz::toks(&item)) })?;
+    }
+}
