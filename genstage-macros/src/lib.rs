@@ -7,6 +7,8 @@
 use proc_macro::TokenStream;
 
 mod errors;
+#[cfg(test)]
+mod fuzz;
 mod options;
 mod pipeline;
 mod stage;

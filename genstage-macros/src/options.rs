@@ -7,6 +7,17 @@ use std::fmt;
 use proc_macro2::Ident;
 use syn::{Expr, ExprLit, Lit};
 
+/// The `Self` in the path `crate = …` names the genstage crate by, if there is one: `Self` names a
+/// type, not a module, and the expansions' `use` declarations cannot go through it. (The path is
+/// parsed as a path of modules, `syn::Path::parse_mod_style`: generic arguments, which the
+/// expansions would write into expressions as comparisons, are already refused there.)
+pub(crate) fn self_in_crate_path(path: &syn::Path) -> Option<&Ident> {
+    path.segments
+        .iter()
+        .map(|segment| &segment.ident)
+        .find(|ident| *ident == "Self")
+}
+
 /// An option's keyword.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Symbol(&'static str);

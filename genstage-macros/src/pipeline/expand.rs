@@ -102,8 +102,10 @@ pub(crate) fn expand_graph(graph: &Graph, settings: &[EdgeSettings]) -> TokenStr
     for index in 0..graph.nodes.len() {
         body.extend(expand_node_checks(graph, index));
     }
+    let producers = graph.producers();
     for (index, edge_settings) in settings.iter().enumerate() {
-        body.extend(expand_edge(graph, index, edge_settings, &pipeline));
+        let fed_by = &producers[graph.edges[index].to];
+        body.extend(expand_edge(graph, index, edge_settings, fed_by, &pipeline));
     }
     // After every subscription, so that rustc knows each stage's type when it reads the
     // dispatcher from it.
@@ -552,6 +554,9 @@ fn min_demand_check(
     })
 }
 
+/// How many of the producers feeding a stage the note of a mismatched event type names.
+const FED_BY_NAMES: usize = 8;
+
 /// One edge: its event-type check, which also subscribes every consumer instance to every producer
 /// instance.
 ///
@@ -561,10 +566,13 @@ fn min_demand_check(
 /// it). The trait's parameter is fixed by an argument's type before rustc looks at the impls, so a
 /// mismatch is reported as `ConsumerRef<String>: Sink<u64>` with this edge's message, never as a
 /// type mismatch of the argument.
+///
+/// `fed_by`: the producers feeding the edge's consumer (`Graph::producers`).
 fn expand_edge(
     graph: &Graph,
     index: usize,
     settings: &EdgeSettings,
+    fed_by: &[usize],
     pipeline: &Ident,
 ) -> TokenStream {
     let krate = &graph.krate;
@@ -577,13 +585,17 @@ fn expand_edge(
         "`{to}` cannot be wired after `{from}`: it consumes `{{In}}` but `{from}` emits `{{Out}}`"
     );
     let label = "expects `{In}`, not `{Out}`";
-    let producers = graph.producers_of(edge.to);
-    let note = if producers.len() > 1 {
-        let names: Vec<String> = producers
+    let note = if fed_by.len() > 1 {
+        // Every edge into the stage carries the note: with all the names in it, the expansion
+        // of a fan-in would grow with the square of its size.
+        let names: Vec<String> = fed_by
             .iter()
+            .take(FED_BY_NAMES)
             .map(|&p| format!("`{}`", escape(&graph.nodes[p].label())))
             .collect();
+        let more = fed_by.len() - names.len();
         let list = match names.split_last() {
+            _ if more > 0 => format!("{}, and {more} more", names.join(", ")),
             Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
             _ => names.join(""),
         };

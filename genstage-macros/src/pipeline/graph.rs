@@ -5,7 +5,7 @@
 //! expression, a bare identifier included (a unit struct, a local variable), is a new stage.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::ToTokens;
@@ -72,12 +72,13 @@ impl StageNode {
 }
 
 impl Graph {
-    /// The nodes feeding `node`, each once, in the order of their first arrow into it.
-    pub(crate) fn producers_of(&self, node: usize) -> Vec<usize> {
-        let mut producers = Vec::new();
+    /// For each node, the nodes feeding it, each once, in the order of their first arrow into it.
+    pub(crate) fn producers(&self) -> Vec<Vec<usize>> {
+        let mut producers = vec![Vec::new(); self.nodes.len()];
+        let mut seen = HashSet::new();
         for edge in &self.edges {
-            if edge.to == node && !producers.contains(&edge.from) {
-                producers.push(edge.from);
+            if seen.insert((edge.from, edge.to)) {
+                producers[edge.to].push(edge.from);
             }
         }
         producers

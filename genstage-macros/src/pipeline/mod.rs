@@ -10,6 +10,8 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod graph;
 mod parse;
 mod rebuild;

@@ -163,7 +163,14 @@ fn parse_crate_override(tokens: &[TokenTree]) -> syn::Result<Option<syn::Path>> 
                     "expected the path of the genstage crate after `crate =`, e.g. `crate = ::genstage;`",
                 ));
             }
-            syn::Path::parse_mod_style.parse2(rest).map(Some)
+            let path = syn::Path::parse_mod_style.parse2(rest)?;
+            if let Some(ident) = crate::options::self_in_crate_path(&path) {
+                return Err(syn::Error::new(
+                    ident.span(),
+                    "`Self` names a type, not a crate: `crate =` takes the path of the genstage crate, e.g. `crate = ::genstage;`",
+                ));
+            }
+            Ok(Some(path))
         }
         _ => Ok(None),
     }

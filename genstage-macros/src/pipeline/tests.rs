@@ -273,6 +273,14 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         "expected the path of the genstage crate",
     ),
     ("crate = 1; A -> B", "1", 0, "expected"),
+    // Found by the fuzzer: the expansion's `use` cannot go through `Self`.
+    (
+        "crate = Self::gs; A -> B",
+        "Self",
+        0,
+        "`Self` names a type, not a crate: `crate =` takes the path of the genstage crate, e.g. `crate = ::genstage;`",
+    ),
+    ("crate = gs::<u8>; A -> B", "<", 0, "expected path segment after `::`"),
 ];
 
 #[test]
@@ -677,5 +685,40 @@ fn a_stage_expression_that_stands_alone_is_added_with_a_constructor() {
     assert!(
         expansion.contains("let __value = Queue :: new (rx) ;"),
         "{expansion}"
+    );
+}
+
+/// Every edge into a stage fed by several producers carries the note that names them, so the note
+/// names at most eight: with all of them, a fan-in's expansion would grow with its square.
+#[test]
+fn the_fan_in_note_names_at_most_eight_producers() {
+    let note = |producers: usize| {
+        let input: String = (0..producers).map(|i| format!("P{i} -> c; ")).collect();
+        let tokens = TokenStream::from_str(&format!("c = C; {input}")).expect("tokenizes");
+        let expansion = super::expand_pipeline(tokens).to_string();
+        let start = expansion.find("`c` is fed by").expect("a note");
+        let end = start + expansion[start..].find('"').expect("the note's end");
+        (
+            expansion[start..end].to_owned(),
+            expansion.matches("`c` is fed by").count(),
+        )
+    };
+    assert_eq!(
+        note(2),
+        (
+            "`c` is fed by `P0` and `P1`: each of them must emit `{In}`".to_owned(),
+            2
+        )
+    );
+    assert_eq!(
+        note(8).0,
+        "`c` is fed by `P0`, `P1`, `P2`, `P3`, `P4`, `P5`, `P6` and `P7`: each of them must emit `{In}`"
+    );
+    assert_eq!(
+        note(11),
+        (
+            "`c` is fed by `P0`, `P1`, `P2`, `P3`, `P4`, `P5`, `P6`, `P7`, and 3 more: each of them must emit `{In}`".to_owned(),
+            11
+        )
     );
 }

@@ -2,6 +2,8 @@
 //! sizes and edge options that make sense. Roles and event types are left to rustc (see
 //! `expand.rs`): the macro cannot see a stage's type.
 
+use std::collections::HashSet;
+
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Expr, ExprLit, Ident, Lit};
@@ -131,11 +133,9 @@ fn check_groups(graph: &Graph, errors: &mut Errors) {
 
 /// The same producer and consumer wired twice.
 fn check_duplicate_edges(graph: &Graph, errors: &mut Errors) {
-    for (index, edge) in graph.edges.iter().enumerate() {
-        let earlier = graph.edges[..index]
-            .iter()
-            .any(|e| e.from == edge.from && e.to == edge.to);
-        if earlier {
+    let mut wired = HashSet::new();
+    for edge in &graph.edges {
+        if !wired.insert((edge.from, edge.to)) {
             let from = graph.nodes[edge.from].label();
             let to = graph.nodes[edge.to].label();
             errors.push(edge.error(format!(

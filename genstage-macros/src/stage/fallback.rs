@@ -17,13 +17,17 @@ use quote::quote;
 use syn::ItemImpl;
 
 use super::expand::stage_generics;
-use super::parse::Role;
+use super::parse::{not_a_stage_type, Role};
 
-/// The role and `Stage` impls of a rejected stage, or nothing when the item is not an impl block.
+/// The role and `Stage` impls of a rejected stage, or nothing when the item is not an impl block
+/// of a type that can be a stage (not of a trait object, see `parse::not_a_stage_type`).
 pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenStream {
     let Ok(item) = syn::parse2::<ItemImpl>(item.clone()) else {
         return TokenStream::new();
     };
+    if not_a_stage_type(&item.self_ty).is_some() {
+        return TokenStream::new();
+    }
     let (role, krate) = read_attr(attr);
     let private = crate::private_path(&krate);
     let self_ty = &item.self_ty;
@@ -33,10 +37,12 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
     // borrows, already reported) must not fail a second time here: with the bound as a where
     // clause the impls merely do not apply. `for<'__rejected>` keeps rustc from refusing a bound
     // that names no generic parameter and is false (trivial bounds are unstable, rust#48214).
-    generics
-        .make_where_clause()
-        .predicates
-        .push(syn::parse_quote!(for<'__rejected> #self_ty: #private::stage::Send + 'static));
+    // Any type parses as a bounded type; should one not, the bound is left out.
+    if let Ok(bound) =
+        syn::parse2(quote!(for<'__rejected> #self_ty: #private::stage::Send + 'static))
+    {
+        generics.make_where_clause().predicates.push(bound);
+    }
     let (impl_generics, _, where_clause) = generics.split_for_impl();
 
     // On `impl Trait for Type` (rejected: `#[stage]` writes the trait impls itself) the user's
@@ -125,8 +131,9 @@ fn role_items(role: Role, krate: &syn::Path) -> TokenStream {
     }
 }
 
-/// The role (when the attribute's first argument is one) and the crate path (`crate = "path"`, or
-/// `::genstage`), read from the attribute's arguments whether or not they parse.
+/// The role (when the attribute's first argument is one) and the crate path (`crate = "path"` when
+/// `validate.rs` would accept it, or `::genstage`), read from the attribute's arguments whether or
+/// not they parse.
 fn read_attr(attr: &TokenStream) -> (Option<Role>, syn::Path) {
     let mut arguments: Vec<Vec<TokenTree>> = vec![Vec::new()];
     for tree in attr.clone() {
@@ -151,7 +158,8 @@ fn read_attr(attr: &TokenStream) -> (Option<Role>, syn::Path) {
             {
                 syn::parse2::<syn::LitStr>(TokenStream::from(TokenTree::Literal(value.clone())))
                     .ok()
-                    .and_then(|lit| lit.parse::<syn::Path>().ok())
+                    .and_then(|lit| lit.parse_with(syn::Path::parse_mod_style).ok())
+                    .filter(|path| crate::options::self_in_crate_path(path).is_none())
             }
             _ => None,
         })

@@ -20,6 +20,8 @@ mod parse;
 mod validate;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use proc_macro2::TokenStream;

@@ -8,6 +8,7 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
+use syn::visit_mut::{self, VisitMut};
 use syn::{
     Expr, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, Item, ItemImpl, PathArguments,
     ReturnType, Token, Type, TypeParamBound,
@@ -406,7 +407,7 @@ pub(crate) struct StageImpl {
 /// Parses the item `#[stage]` is on, which must be an inherent impl block.
 pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
     let item: Item = syn::parse2(item)?;
-    let item = match item {
+    let mut item = match item {
         Item::Impl(item) => item,
         other => {
             let (what, span) = describe_item(&other);
@@ -428,6 +429,16 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
             ),
         ));
     }
+    if let Some(what) = not_a_stage_type(&item.self_ty) {
+        return Err(syn::Error::new_spanned(
+            &item.self_ty,
+            format!(
+                "#[stage] goes on the impl block of a struct or an enum, as in `impl Counter {{ … }}`, not of {what} `{}`: a stage is a value of a known size, which the pipeline owns",
+                tokens_text(&item.self_ty)
+            ),
+        ));
+    }
+    TrailingPlus.visit_item_impl_mut(&mut item);
     let mut callbacks = Vec::new();
     let mut callback_names = Vec::new();
     let mut configured = Vec::new();
@@ -474,6 +485,39 @@ fn compiled_out(name: &Ident, cfg: &syn::Attribute) -> syn::Error {
             "`{name}` cannot be under `#[cfg]`: #[stage] reads its callbacks before `cfg` removes any; put the `#[cfg]` on statements inside `{name}`, or on the whole impl block"
         ),
     )
+}
+
+/// Drops the trailing `+` of every trait object and `impl Trait` type of the block (`-> Box<dyn
+/// Error +>`, `-> StageResult<()> +`): the expansion writes the block's types before `as`,
+/// `where` or `{`, where a trailing `+` would read as the start of another bound and the
+/// expansion would not parse. The type is the same without it; the block itself is emitted as
+/// written.
+struct TrailingPlus;
+
+impl VisitMut for TrailingPlus {
+    fn visit_type_trait_object_mut(&mut self, ty: &mut syn::TypeTraitObject) {
+        visit_mut::visit_type_trait_object_mut(self, ty);
+        ty.bounds.pop_punct();
+    }
+
+    fn visit_type_impl_trait_mut(&mut self, ty: &mut syn::TypeImplTrait) {
+        visit_mut::visit_type_impl_trait_mut(self, ty);
+        ty.bounds.pop_punct();
+    }
+}
+
+/// What the self type of an impl block is, when it is a type no stage can be: a trait object
+/// (`dyn Sink`, or `Sink +` without `dyn`) or an `impl Trait`, whose size is unknown. Such a type
+/// is not written into the generated impls either: printed back before `where`, a trailing `+`
+/// (`impl<T> Sink + { … }`) would not parse.
+pub(crate) fn not_a_stage_type(ty: &Type) -> Option<&'static str> {
+    match ty {
+        Type::Group(group) => not_a_stage_type(&group.elem),
+        Type::Paren(paren) => not_a_stage_type(&paren.elem),
+        Type::TraitObject(_) => Some("the trait object"),
+        Type::ImplTrait(_) => Some("the opaque type"),
+        _ => None,
+    }
 }
 
 /// What kind of item this is, and where to point at it.

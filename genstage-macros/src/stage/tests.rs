@@ -132,6 +132,10 @@ fn malformed_attributes_give_spanned_errors() {
         ("consumer, crate = genstage", At::Attr("genstage", 0), "`crate` takes the path of the genstage crate as a string"),
         ("consumer, crate = \"not a path\"", At::Attr("\"", 0), "is not a path"),
         ("consumer, crate = \"\"", At::Attr("\"", 0), "is not a path"),
+        // Found by the fuzzer: generic arguments came out in expressions as comparisons
+        // (`Vec < u8 > :: …`), and a `use` cannot go through `Self`.
+        ("consumer, crate = \"Vec<u8>\"", At::Attr("\"", 0), "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `Vec<u8>` is not a path of modules"),
+        ("consumer, crate = \"Self::gs\"", At::Attr("\"", 0), "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `Self::gs` goes through `Self`, which names a type"),
     ];
     for (attr, at, message) in cases {
         let item = if attr.starts_with("producer,") || *attr == "producer" {
@@ -194,6 +198,10 @@ fn malformed_items_give_spanned_errors() {
         ("producer, buffer_size = 5", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn producer_options(&self) -> ProducerOptions { todo!() } }", At::Attr("buffer_size", 0), "also defines `producer_options`"),
         ("producer, demand = accumulate", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn producer_options(&self) -> ProducerOptions { todo!() } }", At::Attr("demand", 0), "`demand` is set here, but this impl block also defines `producer_options`"),
         ("consumer", "impl<'a> S<'a> { fn handle_events(&mut self, e: Vec<u8>) {} }", At::Item("'a", 0), "a stage cannot borrow"),
+        // Found by the fuzzer: the generated impls wrote `for Sink + where …`, which does not parse.
+        ("consumer", "impl dyn Sink { fn handle_events(&mut self, e: Vec<u8>) {} }", At::Item("dyn", 0), "#[stage] goes on the impl block of a struct or an enum, as in `impl Counter { … }`, not of the trait object `dyn Sink`: a stage is a value of a known size, which the pipeline owns"),
+        ("consumer", "impl<T> Sink + { fn handle_events(&mut self, e: Vec<T>) {} }", At::Item("Sink", 0), "not of the trait object `Sink +`"),
+        ("consumer", "impl (dyn Sink + Send) { fn handle_events(&mut self, e: Vec<u8>) {} }", At::Item("(", 0), "not of the trait object `(dyn Sink + Send)`"),
     ];
     for (attr, item, at, message) in cases {
         assert_error(attr, item, *at, message);
@@ -661,6 +669,10 @@ fn well_formed_stages_expand_to_items() {
         ("consumer, max_demand = N * 2, min_demand = N", CONSUMER),
         ("consumer", "impl S { async fn handle_events(&mut self, e: Vec<u8>) -> std::io::Result<()> { Ok(()) } fn subscribe_options(&self) -> SubscribeOptions { todo!() } }"),
         ("consumer, crate = \"gs\"", CONSUMER),
+        // Found by the fuzzer: a trailing `+` (`StageResult<()> +`), written back before `as`,
+        // did not parse.
+        ("consumer", "impl S { async fn handle_events(&mut self, e: Vec<u8>) -> StageResult<()> + { Ok(()) } }"),
+        ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<Box<dyn Send +>>) -> Result<Vec<u8>, Box<dyn Error + Send +>> { todo!() } }"),
     ];
     for (attr, item) in cases {
         let (generated, error) = expand_checked(tokens(attr), tokens(item));
@@ -796,6 +808,15 @@ fn the_fallback_never_duplicates_a_users_trait_impl() {
     // Not an impl block: nothing to fall back to.
     let (_, items) = expanded_after_item("consumer", "struct S;");
     assert_eq!(items.len(), 1, "only the error: {items:?}");
+    // An impl block of a trait object: no stage impls for it (`for Sink + where` would not
+    // parse), only the error.
+    for item in [
+        "impl dyn Sink { fn handle_events(&mut self, e: Vec<u8>) {} }",
+        "impl<T> Sink + { fn handle_events(&mut self, e: Vec<T>) {} }",
+    ] {
+        let (_, items) = expanded_after_item("consumer", item);
+        assert_eq!(items.len(), 1, "only the error: {items:?}");
+    }
 }
 
 #[test]

@@ -961,15 +961,29 @@ fn parse_crate(option: &StageOption) -> syn::Result<syn::Path> {
     match &option.value {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Str(lit), ..
-        }) => lit.parse::<syn::Path>().map_err(|_| {
-            syn::Error::new(
-                lit.span(),
-                format!(
-                    "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `{}` is not a path",
-                    lit.value()
-                ),
-            )
-        }),
+        }) => {
+            let path = lit
+                .parse_with(syn::Path::parse_mod_style)
+                .map_err(|_| {
+                    syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `{}` is not a path of modules",
+                            lit.value()
+                        ),
+                    )
+                })?;
+            if crate::options::self_in_crate_path(&path).is_some() {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    format!(
+                        "`crate` takes the path of the genstage crate, as in `crate = \"::genstage\"`; `{}` goes through `Self`, which names a type",
+                        lit.value()
+                    ),
+                ));
+            }
+            Ok(path)
+        }
         other => Err(syn::Error::new_spanned(
             other,
             "`crate` takes the path of the genstage crate as a string, as in `crate = \"::genstage\"`",
