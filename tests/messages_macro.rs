@@ -1,4 +1,4 @@
-//! `#[stage]` message callbacks and `terminate`, end to end: messages sent through the typed
+//! `#[stage]` message callbacks, `init` and `terminate`, end to end: messages sent through the typed
 //! handles (`call`, `cast`, `info`) of running stages, and `Context::info` from a stage to itself,
 //! reach the callbacks the macro wired, with what they emit dispatched downstream and `terminate`
 //! run once as the stage ends.
@@ -274,4 +274,59 @@ async fn an_error_returned_by_a_message_callback_fails_the_stage() {
 
     assert_eq!(error.stage(), "Fragile");
     assert_eq!(error.to_string(), "stage `Fragile` failed: told to fail");
+}
+
+/// A producer that emits only on ticks, started by its `init`: `ticks` ticks of `per_tick` events.
+struct Ticking {
+    ticks: u64,
+    per_tick: u64,
+    next: u64,
+    log: Log<&'static str>,
+}
+
+/// Emits a `Ticking`'s next events.
+struct Tick;
+
+#[stage(producer)]
+impl Ticking {
+    fn init(&mut self, ctx: &mut Context<Self>) {
+        self.log.lock().unwrap().push("init");
+        ctx.info(Tick);
+    }
+
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        self.log.lock().unwrap().push("demand");
+        Vec::new()
+    }
+
+    fn handle_info(&mut self, _tick: Tick, ctx: &mut Context<Self>) -> Emit<u64> {
+        self.log.lock().unwrap().push("tick");
+        let events: Vec<u64> = (self.next..self.next + self.per_tick).collect();
+        self.next += self.per_tick;
+        self.ticks -= 1;
+        if self.ticks == 0 {
+            return Emit::last(events);
+        }
+        ctx.info(Tick);
+        Emit::more(events)
+    }
+}
+
+#[tokio::test]
+async fn init_starts_a_producer_that_emits_from_its_own_messages() {
+    let log = log();
+    let sink = Collect::new();
+    let seen = sink.events.clone();
+    let report = pipeline! {
+        Ticking { ticks: 3, per_tick: 2, next: 0, log: log.clone() } -> sink
+    }
+    .run()
+    .await
+    .expect("it ends after its last tick");
+
+    assert_eq!(taken(&seen), [0, 1, 2, 3, 4, 5]);
+    let calls = taken(&log);
+    assert_eq!(calls[0], "init", "{calls:?}");
+    assert_eq!(calls.iter().filter(|&&c| c == "tick").count(), 3);
+    assert!(report.balanced(), "{report:?}");
 }

@@ -403,6 +403,122 @@ async fn a_timer_taken_back_before_it_is_due_never_reaches_handle_info() {
     assert!(report.balanced(), "{report:?}");
 }
 
+/// Logs its callbacks; its first value fails on its first batch.
+struct Logged {
+    log: Arc<Mutex<Vec<&'static str>>>,
+    fail: bool,
+}
+
+/// Sent by `Logged::init` to itself.
+struct Hello;
+
+impl Consumer for Logged {
+    type Input = u64;
+    fn init(&mut self, ctx: &mut Context<'_, Self>) {
+        self.log.lock().unwrap().push("init");
+        ctx.info(Hello);
+    }
+    fn handle_subscribe(
+        &mut self,
+        _: &genstage::Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> genstage::Demand {
+        self.log.lock().unwrap().push("subscribe");
+        genstage::Demand::Automatic
+    }
+    async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+        self.log.lock().unwrap().push("events");
+        if std::mem::take(&mut self.fail) {
+            return Err("the first value fails".into());
+        }
+        Ok(())
+    }
+}
+
+impl HandleInfo<Hello> for Logged {
+    type Emitted = ();
+    async fn handle_info(&mut self, _: Hello, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.log.lock().unwrap().push("hello");
+        Ok(())
+    }
+}
+
+/// Logs `init` and its first `handle_demand`, which emits two events; then it has no more for now.
+struct Opening {
+    log: Arc<Mutex<Vec<&'static str>>>,
+    opened: bool,
+}
+
+impl Producer for Opening {
+    type Output = u64;
+    fn init(&mut self, _: &mut Context<'_, Self>) {
+        self.log.lock().unwrap().push("producer init");
+    }
+    async fn handle_demand(&mut self, _: usize) -> StageResult<Emit<u64>> {
+        if std::mem::replace(&mut self.opened, true) {
+            return Ok(Emit::more(Vec::new()));
+        }
+        self.log.lock().unwrap().push("producer demand");
+        Ok(Emit::more(vec![1, 2]))
+    }
+}
+
+#[tokio::test]
+async fn init_runs_before_every_other_callback_and_again_in_a_restarted_value() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let consumer_log = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let opening = pipeline.add_producer(Opening {
+        log: log.clone(),
+        opened: false,
+    });
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let values_log = consumer_log.clone();
+    let logged = pipeline.add_consumer_with(move || Logged {
+        log: values_log.clone(),
+        fail: first.swap(false, std::sync::atomic::Ordering::SeqCst),
+    });
+    pipeline.set_restart(&logged, genstage::RestartPolicy::transient());
+    pipeline.subscribe_with(
+        &opening,
+        &logged,
+        genstage::SubscribeOptions::new()
+            .max_demand(2)
+            .min_demand(1),
+    );
+    let running = pipeline.start();
+    // Until the restarted value has handled the other event and its own `Hello`.
+    let second_value = |log: &[&str]| {
+        let restart = log.iter().rposition(|&call| call == "init").unwrap_or(0);
+        restart > 0 && log[restart..].contains(&"hello") && log[restart..].contains(&"events")
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !second_value(&consumer_log.lock().unwrap()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the restarted value runs");
+    let report = running.shutdown().await.expect("the restart recovered");
+
+    assert_eq!(*log.lock().unwrap(), ["producer init", "producer demand"]);
+    // Each value starts with `init`; the first fails on its batch of one, the second is told of
+    // the subscription again and takes the other event. (Where a `Hello` falls among the others
+    // depends on what was queued first; the failed value's is dropped with it if still queued.)
+    let calls = consumer_log.lock().unwrap().clone();
+    let values: Vec<&[&str]> = calls.split(|&call| call == "init").skip(1).collect();
+    assert_eq!(calls[0], "init", "{calls:?}");
+    assert_eq!(values.len(), 2, "{calls:?}");
+    for value in &values {
+        let mut rest: Vec<&str> = value.iter().copied().filter(|&c| c != "hello").collect();
+        rest.dedup();
+        assert_eq!(rest, ["subscribe", "events"], "{calls:?}");
+    }
+    assert!(values[1].contains(&"hello"), "{calls:?}");
+    assert_eq!(report.stage("Logged").unwrap().restarts, 1);
+    assert!(report.balanced(), "{report:?}");
+}
+
 /// A queue fed by calls (GenStage's QueueBroadcaster): a push is answered once its job is emitted,
 /// so pushes wait while the workers have no demand.
 #[derive(Default)]

@@ -114,6 +114,7 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// | `handle_cast(&mut self, message: M)` | `impl HandleCast<M>` |
 /// | `handle_info(&mut self, message: M)` | `impl HandleInfo<M>` |
 /// | `terminate(&mut self, status: &StageStatus)` | the role trait's `terminate` |
+/// | `init(&mut self)`, or with `ctx: &mut Context<Self>`; not `async` | the role trait's `init`, run as the stage starts (and in each restarted value), before any other callback |
 ///
 /// The message callbacks may take `ctx: &mut Context<Self>` last, and return the events they emit
 /// as the role's event callback does (`Vec<T>` or `Emit<T>` for a producer, `Vec<T>` for a

@@ -139,6 +139,17 @@ pub trait Producer: Send + 'static {
         demand: usize,
     ) -> impl Future<Output = StageResult<Emit<Self::Output>>> + Send;
 
+    /// Called when the stage starts, before any other callback, and in each value a restart makes
+    /// (GenStage's `init`, once the stage runs): the place to start a timer (`ctx.info_after`) or
+    /// send the stage its first message (`ctx.info`). Not `async`: work that waits belongs in a
+    /// message callback, reached with `ctx.info(…)`. The default does nothing.
+    fn init(&mut self, ctx: &mut Context<'_, Self>)
+    where
+        Self: Sized,
+    {
+        let _ = ctx;
+    }
+
     /// Called when a consumer has subscribed to this stage (GenStage's
     /// `handle_subscribe(:consumer, …)`), between this stage's callbacks: once the consumer is
     /// subscribed, so events may already be on their way to it. A producer never takes control of a
@@ -285,6 +296,17 @@ pub trait ProducerConsumer: Send + 'static {
     /// Default subscription options for its upstream edges (an edge may override them).
     fn subscribe_options(&self) -> SubscribeOptions {
         SubscribeOptions::default()
+    }
+
+    /// Called when the stage starts, before any other callback, and in each value a restart makes
+    /// (GenStage's `init`, once the stage runs): the place to start a timer (`ctx.info_after`) or
+    /// send the stage its first message (`ctx.info`). Not `async`: work that waits belongs in a
+    /// message callback, reached with `ctx.info(…)`. The default does nothing.
+    fn init(&mut self, ctx: &mut Context<'_, Self>)
+    where
+        Self: Sized,
+    {
+        let _ = ctx;
     }
 
     /// Called when this stage is subscribed to a producer, before any of its events arrive
@@ -439,6 +461,17 @@ pub trait Consumer: Send + 'static {
     /// Default subscription options for its upstream edges (an edge may override them).
     fn subscribe_options(&self) -> SubscribeOptions {
         SubscribeOptions::default()
+    }
+
+    /// Called when the stage starts, before any other callback, and in each value a restart makes
+    /// (GenStage's `init`, once the stage runs): the place to start a timer (`ctx.info_after`) or
+    /// send the stage its first message (`ctx.info`). Not `async`: work that waits belongs in a
+    /// message callback, reached with `ctx.info(…)`. The default does nothing.
+    fn init(&mut self, ctx: &mut Context<'_, Self>)
+    where
+        Self: Sized,
+    {
+        let _ = ctx;
     }
 
     /// Called when this stage is subscribed to a producer, before any of its events arrive

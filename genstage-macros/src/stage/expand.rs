@@ -46,6 +46,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let output_event = model.output.iter();
     let conversion = Conversion::of_event_callback(model.role);
     let terminate = terminate_fn(model);
+    let init = init_fn(model);
     let subscription_fns = subscription_fns(model);
     let dispatcher_fn = dispatcher_fn(model);
     let restart_fn = restart_fn(model);
@@ -80,6 +81,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #dispatcher_fn
                 #restart_fn
                 #terminate
+                #init
                 #subscription_fns
             };
             (
@@ -118,6 +120,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #dispatcher_fn
                 #restart_fn
                 #terminate
+                #init
                 #subscription_fns
             };
             (
@@ -153,6 +156,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #subscribe
                 #restart_fn
                 #terminate
+                #init
                 #subscription_fns
             };
             (
@@ -559,6 +563,28 @@ fn message_impl(
             #reply_type
             type Emitted = #emitted;
             #method
+        }
+    }
+}
+
+/// The role trait's `init`, calling the impl block's; nothing when it has none (the trait's default
+/// does nothing).
+fn init_fn(model: &StageModel) -> TokenStream {
+    let Some(callback) = &model.init else {
+        return TokenStream::new();
+    };
+    let krate = &model.krate;
+    let self_ty = &model.item.self_ty;
+    let name = &callback.name;
+    let (ctx_param, ctx_arg) = if callback.ctx {
+        (quote!(__ctx), Some(quote!(__ctx)))
+    } else {
+        (quote!(_), None)
+    };
+    let ctx_arg = ctx_arg.iter();
+    quote_spanned! {name.span()=>
+        fn init(&mut self, #ctx_param: &mut #krate::Context<'_, Self>) {
+            <#self_ty>::#name(self #(, #ctx_arg)*)
         }
     }
 }

@@ -177,6 +177,8 @@ pub(crate) enum CallbackKind {
     HandleInfo,
     /// `terminate(&mut self, status: &StageStatus)`
     Terminate,
+    /// `init(&mut self, ctx?)`
+    Init,
     /// `handle_subscribe(&mut self, subscription: &Subscription, ctx?) -> Demand`
     HandleSubscribe,
     /// `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx?) -> EMITTED`
@@ -198,6 +200,7 @@ impl CallbackKind {
             "handle_cast" => Some(CallbackKind::HandleCast),
             "handle_info" => Some(CallbackKind::HandleInfo),
             "terminate" => Some(CallbackKind::Terminate),
+            "init" => Some(CallbackKind::Init),
             "handle_subscribe" => Some(CallbackKind::HandleSubscribe),
             "handle_cancel" => Some(CallbackKind::HandleCancel),
             "handle_consumer_subscribe" => Some(CallbackKind::HandleConsumerSubscribe),
@@ -217,6 +220,7 @@ impl CallbackKind {
             CallbackKind::HandleCast => "handle_cast",
             CallbackKind::HandleInfo => "handle_info",
             CallbackKind::Terminate => "terminate",
+            CallbackKind::Init => "init",
             CallbackKind::HandleSubscribe => "handle_subscribe",
             CallbackKind::HandleCancel => "handle_cancel",
             CallbackKind::HandleConsumerSubscribe => "handle_consumer_subscribe",
@@ -245,6 +249,9 @@ impl CallbackKind {
                 "`fn handle_info(&mut self, message: M)` or `fn handle_info(&mut self, message: M, ctx: &mut Context<Self>)`, returning the events it emits if any"
             }
             CallbackKind::Terminate => "`fn terminate(&mut self, status: &StageStatus)`",
+            CallbackKind::Init => {
+                "`fn init(&mut self)` or `fn init(&mut self, ctx: &mut Context<Self>)`, returning nothing, not `async`"
+            }
             CallbackKind::HandleSubscribe => {
                 "`fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand` or `fn handle_subscribe(&mut self, subscription: &Subscription, ctx: &mut Context<Self>) -> Demand`, not `async` (without a return type the runtime asks: `Demand::Automatic`)"
             }
@@ -309,6 +316,10 @@ impl CallbackKind {
                 "nothing",
                 "the runtime calls it at once, as the consumer subscribes",
             )),
+            CallbackKind::Init => Some((
+                "nothing",
+                "the runtime calls it at once, as the stage starts (work that waits goes in a message to the stage, `ctx.info(…)`)",
+            )),
             _ => None,
         }
     }
@@ -317,7 +328,7 @@ impl CallbackKind {
     /// is more to say than its shapes.
     fn returns_nothing(self) -> Option<&'static str> {
         match self {
-            CallbackKind::Terminate => Some(""),
+            CallbackKind::Terminate | CallbackKind::Init => Some(""),
             CallbackKind::HandleConsumerSubscribe => Some(
                 "; a producer never takes control of its consumers' demand (a consumer does, from its own `handle_subscribe`)",
             ),
@@ -353,8 +364,8 @@ impl SubscriptionSide {
 /// `format_discarded` is GenStage's hook for the events a full buffer discards: genstage counts
 /// them in the report but calls nothing. GenServer's `code_change` and `format_status` are not
 /// listed: they have no counterpart a Rust user would expect to be called (no hot code upgrade,
-/// no `:sys.get_status`), so a method by those names is taken as the user's own, as is `init`
-/// (a stage is a value built before it is added).
+/// no `:sys.get_status`), so a method by those names is taken as the user's own. (`init` is a
+/// callback, run as the stage starts; an `init` without `self`, a constructor, is the user's own.)
 pub(crate) const UNSUPPORTED_CALLBACKS: &[&str] = &["format_discarded"];
 
 /// Role trait methods that `#[stage]` writes from its options and does not take from the impl
@@ -447,7 +458,9 @@ pub(crate) fn parse_impl(item: TokenStream) -> syn::Result<StageImpl> {
     for impl_item in &item.items {
         if let ImplItem::Fn(method) = impl_item {
             let name = &method.sig.ident;
-            if let Some(kind) = CallbackKind::from_ident(name) {
+            // An `init` without `self` is a constructor, not the callback.
+            let constructor = name == "init" && method.sig.receiver().is_none();
+            if let Some(kind) = CallbackKind::from_ident(name).filter(|_| !constructor) {
                 callback_names.push((kind, name.clone()));
                 let cfg = method.attrs.iter().find(|attr| attr.path().is_ident("cfg"));
                 configured.push(cfg.is_some());
@@ -605,6 +618,8 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
     } else if kind.is_subscription_callback() {
         let (arg, ctx) = subscription_args(kind, sig, &args, count, &mut errors);
         (arg, None, ctx)
+    } else if kind == CallbackKind::Init {
+        (None, None, init_args(&args, count, &mut errors))
     } else {
         (
             fixed_args(kind, sig, &args, count, &mut errors),
@@ -753,6 +768,28 @@ fn fixed_args(
         return None;
     }
     Some(ty.clone())
+}
+
+/// Whether `init` takes the context, its only argument besides `&mut self`; anything else is an
+/// error.
+fn init_args(args: &[&FnArg], count: usize, errors: &mut Errors) -> bool {
+    let shapes = CallbackKind::Init.shapes();
+    match args {
+        [] => false,
+        [ctx] if typed(ctx).is_some_and(is_context) => true,
+        [first, ..] => {
+            let message = format!(
+                "`init` takes `&mut self` and optionally the context, but this one takes {count} arguments: write it {shapes}"
+            );
+            let wrong: Vec<&FnArg> = if typed(first).is_some_and(is_context) {
+                args[1..].to_vec()
+            } else {
+                args.to_vec()
+            };
+            errors.push(syn::Error::new_spanned(quote::quote!(#(#wrong),*), message));
+            false
+        }
+    }
 }
 
 /// The message's type, the reply's (`handle_call`) and whether the context comes last, read from a

@@ -330,6 +330,62 @@ fn message_callbacks_expand_to_the_message_traits() {
 }
 
 #[test]
+fn init_becomes_the_role_traits_init_on_every_role() {
+    for method in [
+        "fn init(&mut self) {}",
+        "fn init(&mut self, ctx: &mut Context<Self>) {}",
+        "fn init(&mut self, ctx: &mut genstage::Context<'_, Self>) {}",
+    ] {
+        for (attr, item) in [
+            ("consumer", consumer_with(method)),
+            ("producer_consumer", format!("impl S {{ fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> {{ e }} {method} }}")),
+            ("producer", format!("impl S {{ fn handle_demand(&mut self, d: usize) -> Vec<u8> {{ vec![] }} {method} }}")),
+        ] {
+            let (generated, error) = expand_checked(tokens(attr), tokens(&item));
+            assert!(error.is_none(), "{item}: {error:?}");
+            let text = generated.expect("it expands").to_string();
+            assert!(text.contains("fn init (& mut self"), "{text}");
+            // The context is passed on when the callback takes it.
+            let passes_ctx = text.contains(":: init (self , __ctx)");
+            assert_eq!(passes_ctx, method.contains("ctx"), "{text}");
+        }
+    }
+    // An `init` without `self` is a constructor, the user's own.
+    let (generated, error) = expand_checked(
+        tokens("consumer"),
+        tokens(&consumer_with("fn init() -> Self { S }")),
+    );
+    assert!(error.is_none(), "{error:?}");
+    assert!(!generated.unwrap().to_string().contains("fn init"));
+}
+
+#[test]
+fn init_of_the_wrong_shape_gives_one_spanned_error() {
+    const SHAPES: &str = "write it `fn init(&mut self)` or `fn init(&mut self, ctx: &mut Context<Self>)`, returning nothing, not `async`";
+    let cases: &[(&str, &str, &str)] = &[
+        ("async fn init(&mut self) {}", "async", "`init` cannot be `async`: the runtime calls it at once, as the stage starts (work that waits goes in a message to the stage, `ctx.info(…)`)"),
+        ("fn init(&mut self) -> impl Future<Output = ()> { async {} }", "impl", "`init` returns nothing, not a future or an `impl …`"),
+        ("fn init(&mut self) -> StageResult<()> { Ok(()) }", "StageResult", "`init` returns nothing, not `StageResult<()>`"),
+        ("fn init(&mut self, n: u8) {}", "n: u8", "`init` takes `&mut self` and optionally the context, but this one takes 2 arguments"),
+        ("fn init(&mut self, ctx: &mut Context<Self>, n: u8) {}", "n: u8", "but this one takes 3 arguments"),
+        ("fn init(&self) {}", "&self", "`init` takes `&mut self` first"),
+        ("fn init<T>(&mut self) {}", "<T>", "`init` cannot be generic"),
+    ];
+    for (method, at, message) in cases {
+        let item = consumer_with(method);
+        let nth = item.matches(at).count() - method.matches(at).count();
+        assert_error("consumer", &item, At::Item(at, nth), message);
+        let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
+        let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 1, "{method}: {messages:?}");
+        assert!(messages[0].contains(SHAPES), "{method}: {messages:?}");
+        // The stage still expands, without it.
+        let text = generated.expect("the stage expands").to_string();
+        assert!(!text.contains("fn init"), "{text}");
+    }
+}
+
+#[test]
 fn subscription_callbacks_of_the_wrong_shape_give_spanned_errors() {
     const SUBSCRIBE: &str = "write it `fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand` or `fn handle_subscribe(&mut self, subscription: &Subscription, ctx: &mut Context<Self>) -> Demand`, not `async` (without a return type the runtime asks: `Demand::Automatic`)";
     const CANCEL: &str = "write it `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` or `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any";

@@ -39,6 +39,8 @@ pub(crate) struct StageModel {
     pub(crate) messages: Vec<Callback>,
     /// `terminate`, when the impl block defines it soundly: the role trait's `terminate` calls it.
     pub(crate) terminate: Option<Callback>,
+    /// `init`, when the impl block defines it soundly: the role trait's `init` calls it.
+    pub(crate) init: Option<Callback>,
     /// The subscription callbacks the impl block defines soundly, those of its role
     /// (`handle_subscribe` and `handle_cancel` for a consumer or a producer_consumer,
     /// `handle_consumer_subscribe` and `handle_consumer_cancel` for a producer or a
@@ -482,6 +484,7 @@ pub(crate) fn validate_stage(
     let mut callback = None;
     let mut messages = Vec::new();
     let mut terminate = None;
+    let mut init = None;
     let mut subscriptions = Vec::new();
     for (kind, parsed) in stage.callbacks {
         match parsed {
@@ -492,19 +495,20 @@ pub(crate) fn validate_stage(
                 Err(error) => errors.push(error),
             },
             Ok(cb) if cb.kind == CallbackKind::Terminate => terminate = Some(cb),
+            Ok(cb) if cb.kind == CallbackKind::Init => init = Some(cb),
             Ok(cb) if cb.kind.is_subscription_callback() => subscriptions.push(cb),
             Ok(cb) => {
                 if cb.kind == required && callback.is_none() {
                     callback = Some(cb);
                 }
             }
-            // A message, subscription or `terminate` callback of the wrong shape is left out of
-            // the expansion; the stage's events and role do not depend on it, so the rest still
-            // expands.
+            // A message, subscription, `init` or `terminate` callback of the wrong shape is left
+            // out of the expansion; the stage's events and role do not depend on it, so the rest
+            // still expands.
             Err(error)
                 if kind.is_message_callback()
                     || kind.is_subscription_callback()
-                    || kind == CallbackKind::Terminate =>
+                    || matches!(kind, CallbackKind::Terminate | CallbackKind::Init) =>
             {
                 errors.push(error)
             }
@@ -625,6 +629,7 @@ pub(crate) fn validate_stage(
             },
             messages,
             terminate,
+            init,
             subscriptions,
             dispatcher,
             restart,
@@ -899,7 +904,8 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
             CallbackKind::HandleCall
             | CallbackKind::HandleCast
             | CallbackKind::HandleInfo
-            | CallbackKind::Terminate,
+            | CallbackKind::Terminate
+            | CallbackKind::Init,
         )
         | (
             Role::ProducerConsumer | Role::Consumer,

@@ -500,6 +500,7 @@ async fn produce<P: Producer>(
     // `&mut`, not owned: it outlives a restart of the stage.
     state: &mut ProducerState,
 ) -> Exit {
+    stage.init(&mut env.context(None));
     let mut retry = Retry::default();
     // The pipeline wires its subscriptions before its stages start: the producer takes them all in,
     // with their first asks, before it first emits, so that no consumer gets the first events
@@ -836,6 +837,7 @@ async fn transform<S: ProducerConsumer>(
     outputs: &mut Outputs<S::Output>,
     kept: &mut Kept<S::Input>,
 ) -> Exit {
+    stage.init(&mut env.context(Some(&mut *inputs)));
     announce_again(env, inputs, kept, |subscription, ctx| {
         stage.handle_subscribe(subscription, ctx)
     });
@@ -1129,6 +1131,7 @@ async fn consume<C: Consumer>(
     inputs: &mut Inputs<C::Input>,
     kept: &mut Kept<C::Input>,
 ) -> Exit {
+    stage.init(&mut env.context(Some(&mut *inputs)));
     announce_again(env, inputs, kept, |subscription, ctx| {
         stage.handle_subscribe(subscription, ctx)
     });
