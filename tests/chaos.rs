@@ -14,6 +14,15 @@
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
 //! lost then.
 //!
+//! Some producers are `from_channel` producers, fed their events one at a time, with pauses, by a
+//! spawned task that then drops its sender (the producer ends) or, in a run shut down gracefully,
+//! sends until a send fails. Each event a `send` accepted is in the report as emitted, and lost (as
+//! `NotEmitted`, the channel's tail, which no stage got) only if the producer stopped early (a fault,
+//! its consumers leaving), never in a graceful shutdown; the event a failed `send` gave back is
+//! neither emitted nor handled. They have no fault, no callback of the test's, the demand
+//! dispatcher and no restart policy: a `FromChannel` is given by value, and a value made again
+//! would have no sender.
+//!
 //! Restarts: some stages get a restart policy (temporary, transient or permanent, which for a stage
 //! that takes events is transient, and restarts a producer also after it finishes on its own, each
 //! value made after that saying at its first call that it has nothing more; 0 to 5 restarts in a
@@ -98,11 +107,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use genstage::{
-    BufferKeep, CancelMode, CancelReason, Consumer, ConsumerRef, Context, DemandMode, Dispatch,
-    Emit, HandleCast, HandleInfo, LossReason, Partition, Pipeline, PipelineError, PipelineHandle,
-    Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, Restart,
-    RestartPolicy, StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber,
-    SubscriptionTag,
+    from_channel, BufferKeep, CancelMode, CancelReason, Consumer, ConsumerRef, Context, DemandMode,
+    Dispatch, Emit, FromChannel, HandleCast, HandleInfo, LossReason, Partition, Pipeline,
+    PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerConsumerRef,
+    ProducerOptions, ProducerRef, Report, Restart, RestartPolicy, StageRef, StageResult,
+    StageStatus, SubscribeOptions, Subscriber, SubscriptionTag,
 };
 use tokio::sync::mpsc;
 
@@ -296,6 +305,17 @@ enum Source {
     /// It has them all at once, then awaits a channel that nobody ever feeds: it never ends by
     /// itself. Only planned where every consumer of it leaves (see [`Topology::plan_faults`]).
     Stall,
+    /// Not a [`Chaotic`] producer: a [`from_channel`] producer whose channel holds `capacity`
+    /// events, fed one event at a time, with pauses, by a task spawned beside the pipeline (see
+    /// [`channel_feed`]), which then drops its sender or, if `endless` (only in a run shut down
+    /// gracefully), sends until a send fails. See [`Topology::plan_channels`].
+    Channel { capacity: usize, endless: bool },
+}
+
+impl Source {
+    fn is_channel(self) -> bool {
+        matches!(self, Source::Channel { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -520,9 +540,39 @@ impl Topology {
         }
         // And the dispatchers.
         topology.fan_out(&mut rng);
-        // And the restart policies, last of all.
+        // And the restart policies.
         topology.plan_restarts(&mut rng);
+        // And the channel producers, last of all.
+        topology.plan_channels(&mut rng);
         topology
+    }
+
+    /// A quarter of the producers that need nothing a [`from_channel`] producer lacks (no planned
+    /// fault, the demand dispatcher; not stalling) become one ([`Source::Channel`]), fed until it
+    /// fails in half of the runs shut down gracefully. It loses its restart policy (a
+    /// `FromChannel` is given by value, and could not be made again with its sender: it is
+    /// temporary, and never fails), its `handle_consumer_cancel`'s events and its confirmations;
+    /// it keeps its events (what its feeder sends before it drops its sender), its buffer and its
+    /// demand mode. Drawn last, so that the rest of a seed's topology is what it was before.
+    fn plan_channels(&mut self, rng: &mut Rng) {
+        let shut_down = self.shutdown_after.is_some();
+        for producer in &mut self.producers {
+            // Drawn for every producer, fit or not.
+            let chosen = rng.chance(25);
+            let capacity = rng.pick(&[1, 1, 3, 16, 100]);
+            let endless = shut_down && rng.chance(50);
+            let fits = producer.strike.is_none()
+                && producer.fan == Fan::Demand
+                && producer.source != Source::Stall;
+            if chosen && fits {
+                producer.source = Source::Channel { capacity, endless };
+                producer.shape = Shape::Exact;
+                producer.last_separately = false;
+                producer.policy = None;
+                producer.on_cancel = None;
+                producer.confirm = false;
+            }
+        }
     }
 
     /// Restart policies for some stages, and how each planned fault strikes: once, or again; in
@@ -816,6 +866,19 @@ impl Topology {
             _ => true,
         });
         let acts_while_running = self.action.is_none() || self.shutdown_after.is_some();
+        // A channel producer has nothing a `FromChannel` lacks, and is fed for ever only in a run
+        // that is shut down.
+        let channels_fit = self.producers.iter().all(|p| match p.source {
+            Source::Channel { endless, .. } => {
+                p.strike.is_none()
+                    && p.policy.is_none()
+                    && p.on_cancel.is_none()
+                    && !p.confirm
+                    && p.fan == Fan::Demand
+                    && (!endless || self.shutdown_after.is_some())
+            }
+            _ => true,
+        });
         // Each partition taken by one edge; selectors only from a broadcast.
         let fans_fit = self.edges.iter().all(|e| {
             let fan = self.fan(e.from);
@@ -840,6 +903,7 @@ impl Topology {
             && stalls_end
             && acts_while_running
             && fans_fit
+            && channels_fit
     }
 
     /// This topology without `node` and its edges.
@@ -951,8 +1015,13 @@ impl Topology {
             });
             step(&|t| t.producers[i].confirm = false);
             step(&|t| {
-                if t.producers[i].source == Source::Late {
+                if matches!(t.producers[i].source, Source::Late | Source::Channel { .. }) {
                     t.producers[i].source = Source::Ready;
+                }
+            });
+            step(&|t| {
+                if let Source::Channel { endless, .. } = &mut t.producers[i].source {
+                    *endless = false;
                 }
             });
         }
@@ -1051,6 +1120,20 @@ impl OnCancel {
 }
 
 impl ProducerPlan {
+    /// Its buffer and demand mode.
+    fn options(&self) -> ProducerOptions {
+        let options = match self.buffer {
+            Some((size, keep)) => ProducerOptions::for_producer()
+                .buffer_size(size)
+                .buffer_keep(keep),
+            None => ProducerOptions::for_producer(),
+        };
+        match self.accumulate {
+            Some(_) => options.demand(DemandMode::Accumulate),
+            None => options,
+        }
+    }
+
     fn generate(rng: &mut Rng) -> Self {
         let events = match rng.range(0, 9) {
             0 => 0,
@@ -1104,11 +1187,20 @@ impl fmt::Display for Topology {
         }
         writeln!(f, ":")?;
         for (i, p) in self.producers.iter().enumerate() {
-            write!(
-                f,
-                "  P{i}: {} events, {:?}, {:?}",
-                p.events, p.source, p.shape
-            )?;
+            match p.source {
+                Source::Channel { capacity, endless } => {
+                    write!(f, "  P{i}: from_channel({capacity}), fed ")?;
+                    match endless {
+                        true => write!(f, "until a send fails")?,
+                        false => write!(f, "{} events", p.events)?,
+                    }
+                }
+                _ => write!(
+                    f,
+                    "  P{i}: {} events, {:?}, {:?}",
+                    p.events, p.source, p.shape
+                )?,
+            }
             if p.last_separately {
                 write!(f, ", empty Emit::last")?;
             }
@@ -1322,6 +1414,20 @@ struct Ledger {
     /// Each [`Mark`] a consumer was cast: `(consumer, producer, emitted when the producer sent
     /// itself the confirmation, how many events the consumer had handled then)`.
     marks: Vec<(String, usize, u64, usize)>,
+    /// What the feeder of each [`Source::Channel`] producer saw, by the producer's tag.
+    fed: HashMap<usize, Fed>,
+}
+
+/// What the task feeding a [`Source::Channel`] producer saw.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fed {
+    /// The events whose `send` returned `Ok`: `(tag, 0..accepted)`, in order (also in
+    /// [`Ledger::emitted`] and [`Ledger::out`]).
+    accepted: u64,
+    /// The event a failed `send` gave back: the feeder stopped there.
+    refused: Option<Event>,
+    /// It dropped its sender, having sent what it planned.
+    dropped: bool,
 }
 
 /// A fault that struck a stage.
@@ -1718,16 +1824,7 @@ impl Producer for Chaotic {
     }
 
     fn producer_options(&self) -> ProducerOptions {
-        let options = match self.plan.buffer {
-            Some((size, keep)) => ProducerOptions::for_producer()
-                .buffer_size(size)
-                .buffer_keep(keep),
-            None => ProducerOptions::for_producer(),
-        };
-        match self.plan.accumulate {
-            Some(_) => options.demand(DemandMode::Accumulate),
-            None => options,
-        }
+        self.plan.options()
     }
 
     fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
@@ -1843,7 +1940,7 @@ async fn cast_feed(mut rng: Rng, mut events: u64, producer: ProducerRef<Chaotic>
 }
 
 /// Switches an accumulating producer to forward after `yields` yields.
-async fn forward_after(yields: usize, producer: ProducerRef<Chaotic>) {
+async fn forward_after<P: Producer>(yields: usize, producer: ProducerRef<P>) {
     for _ in 0..yields {
         tokio::task::yield_now().await;
     }
@@ -1865,6 +1962,45 @@ async fn feed(mut rng: Rng, mut events: u64, feeder: mpsc::UnboundedSender<u64>)
         }
         events -= chunk;
     }
+}
+
+/// How many events an endless feeder sends at most before it drops its sender anyway.
+const ENDLESS: u64 = 200_000;
+
+/// Feeds a [`Source::Channel`] producer its events, `(tag, 0..)`, one `send` at a time, pausing
+/// before some (a yield, or now and then a 1 ms sleep): `events` of them, then drops its sender;
+/// or, if `endless`, until a send fails. A send that fails gives its event back, and the feeder
+/// stops there. Records what it saw in the ledger, each event once `send` has accepted it.
+async fn channel_feed(
+    mut rng: Rng,
+    tag: usize,
+    events: Option<u64>,
+    sender: mpsc::Sender<Event>,
+    ledger: Shared,
+) {
+    let stage = Node::Producer(tag).to_string();
+    let planned = events.unwrap_or(ENDLESS);
+    for seq in 0..planned {
+        match rng.range(0, 99) {
+            0..=1 => tokio::time::sleep(Duration::from_millis(1)).await,
+            2..=39 => tokio::task::yield_now().await,
+            _ => {}
+        }
+        let event = Event::new(tag, seq);
+        let sent = sender.send(event).await;
+        let mut ledger = lock(&ledger);
+        match sent {
+            Ok(()) => {
+                ledger.emit(&stage, &[event]);
+                ledger.fed.entry(tag).or_default().accepted += 1;
+            }
+            Err(mpsc::error::SendError(back)) => {
+                ledger.fed.entry(tag).or_default().refused = Some(back);
+                return;
+            }
+        }
+    }
+    lock(&ledger).fed.entry(tag).or_default().dropped = true;
 }
 
 /// A producer_consumer that passes events on, but for those its filter drops.
@@ -1983,6 +2119,7 @@ impl HandleCast<Mark> for Sink {
 
 enum SourceRef {
     Producer(ProducerRef<Chaotic>),
+    Channel(ProducerRef<FromChannel<Event>>),
     Middle(ProducerConsumerRef<Middle>),
 }
 
@@ -1991,11 +2128,29 @@ enum SinkRef {
     Consumer(ConsumerRef<Sink>),
 }
 
+/// `$body` with `$p` the reference of `$source` (a [`SourceRef`]) and `$c` that of `$sink` (a
+/// [`SinkRef`]), whatever their types.
+macro_rules! with_refs {
+    ($source:expr, $sink:expr, |$p:ident, $c:ident| $body:expr) => {
+        match ($source, $sink) {
+            (SourceRef::Producer($p), SinkRef::Middle($c)) => $body,
+            (SourceRef::Producer($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Channel($p), SinkRef::Middle($c)) => $body,
+            (SourceRef::Channel($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Middle($p), SinkRef::Middle($c)) => $body,
+            (SourceRef::Middle($p), SinkRef::Consumer($c)) => $body,
+        }
+    };
+}
+
 /// What the run left behind: its result, and the senders that must outlive it.
 struct Built {
     pipeline: Pipeline,
     /// The senders of the stalling producers' channels: kept, never used.
     never: Vec<mpsc::UnboundedSender<()>>,
+    /// The tasks feeding the channel producers: each ends once its producer has (its channel is
+    /// closed), if not before.
+    feeders: Vec<tokio::task::JoinHandle<()>>,
     /// The stages' references, for the [`Action`].
     sources: HashMap<Node, SourceRef>,
     sinks: HashMap<Node, SinkRef>,
@@ -2003,9 +2158,12 @@ struct Built {
 
 impl Topology {
     /// The consumers that `producer` feeds directly and only directly (through no
-    /// producer_consumer), and always will: none when the run may resubscribe.
+    /// producer_consumer), and always will: none when the run may resubscribe. None for a channel
+    /// producer either, which casts no marks and is told of nothing.
     fn marked_by(&self, producer: usize) -> Vec<usize> {
-        if self.action.is_some_and(|a| a.resubscribe) {
+        if self.action.is_some_and(|a| a.resubscribe)
+            || self.producers[producer].source.is_channel()
+        {
             return Vec::new();
         }
         let mut reached: Vec<Node> = vec![Node::Producer(producer)];
@@ -2058,7 +2216,25 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     let mut sources: HashMap<Node, SourceRef> = HashMap::new();
     let mut sinks: HashMap<Node, SinkRef> = HashMap::new();
     let mut marks_to = Vec::new();
+    let mut feeders = Vec::new();
     for (tag, plan) in topology.producers.iter().enumerate() {
+        if let Source::Channel { capacity, endless } = plan.source {
+            // Added as a value, with no restart policy (see `Topology::plan_channels`).
+            let (sender, producer) = from_channel::<Event>(capacity);
+            let name = Node::Producer(tag).to_string();
+            let handle = pipeline.add_producer_named(name, producer.with_options(plan.options()));
+            let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
+            let events = (!endless).then_some(plan.events);
+            let feeder = channel_feed(rng, tag, events, sender, ledger.clone());
+            feeders.push(tokio::spawn(feeder));
+            if let Some(yields) = plan.accumulate {
+                tokio::spawn(forward_after(yields, handle.clone()));
+            }
+            // It casts no marks.
+            marks_to.push(Arc::default());
+            sources.insert(Node::Producer(tag), SourceRef::Channel(handle));
+            continue;
+        }
         let supply = match plan.source {
             Source::Ready => Supply::Ready,
             Source::Late => {
@@ -2073,6 +2249,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 Supply::Stall(receiver)
             }
             Source::Messages => Supply::Messages,
+            Source::Channel { .. } => unreachable!("added above"),
         };
         let name = Node::Producer(tag).to_string();
         let marks = Arc::new(Mutex::new(Vec::new()));
@@ -2155,18 +2332,9 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         }
         let p = &mut pipeline;
         let selector = edge.selector;
-        match (&sources[&edge.from], &sinks[&edge.to]) {
-            (SourceRef::Producer(from), SinkRef::Middle(to)) => {
-                wire(p, from, to, options, selector)
-            }
-            (SourceRef::Producer(from), SinkRef::Consumer(to)) => {
-                wire(p, from, to, options, selector)
-            }
-            (SourceRef::Middle(from), SinkRef::Middle(to)) => wire(p, from, to, options, selector),
-            (SourceRef::Middle(from), SinkRef::Consumer(to)) => {
-                wire(p, from, to, options, selector)
-            }
-        };
+        with_refs!(&sources[&edge.from], &sinks[&edge.to], |from, to| {
+            wire(p, from, to, options, selector)
+        });
     }
     for (tag, marks) in marks_to.iter().enumerate() {
         let mut marks = marks
@@ -2181,6 +2349,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     Built {
         pipeline,
         never,
+        feeders,
         sources,
         sinks,
     }
@@ -2208,6 +2377,7 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let Built {
         pipeline,
         never,
+        feeders,
         sources,
         sinks,
     } = build(topology, &ledger);
@@ -2266,6 +2436,18 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
             ledger.struck()
         )
     })?;
+    // The pipeline has ended, and dropped the channels' receivers: the feeders end.
+    for feeder in feeders {
+        match tokio::time::timeout(bound, feeder).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(format!("a channel feeder failed: {error}")),
+            Err(_) => {
+                return Err(format!(
+                    "hang: a channel feeder still runs {bound:?} after the run ended"
+                ))
+            }
+        }
+    }
     let ledger = std::mem::take(&mut *lock(&ledger));
     check(topology, &result, &ledger)
 }
@@ -2292,8 +2474,17 @@ async fn act(
             .collect()
     };
     // The producers are told of their subscriptions once their tasks run: wait for the first.
+    // Channel producers are told nothing (they are not the test's), and one fed until a send fails
+    // keeps the pipeline running: then the wait is bounded, and the action skipped if it ends
+    // without one.
     lock(ledger).phase = "waiting for a subscription".to_owned();
-    while subscribed().is_empty() && !running.is_finished() {
+    let endless = topology
+        .producers
+        .iter()
+        .any(|p| matches!(p.source, Source::Channel { endless: true, .. }));
+    let mut waited = 0;
+    while subscribed().is_empty() && !running.is_finished() && (!endless || waited < 10_000) {
+        waited += 1;
         tokio::task::yield_now().await;
     }
     for _ in 0..action.after {
@@ -2387,22 +2578,14 @@ async fn act(
         }
         lock(ledger).phase = format!("taking partition {partition} of {from} again for {to}");
         options = options.partition(partition);
-        match (&sources[&target], &sinks[&to]) {
-            (SourceRef::Producer(p), SinkRef::Middle(c)) => r.subscribe_with(p, c, options).await,
-            (SourceRef::Producer(p), SinkRef::Consumer(c)) => r.subscribe_with(p, c, options).await,
-            (SourceRef::Middle(p), SinkRef::Middle(c)) => r.subscribe_with(p, c, options).await,
-            (SourceRef::Middle(p), SinkRef::Consumer(c)) => r.subscribe_with(p, c, options).await,
-        }
+        with_refs!(&sources[&target], &sinks[&to], |p, c| {
+            r.subscribe_with(p, c, options).await
+        })
     } else {
         lock(ledger).phase = format!("resubscribing {chosen:?} to {target}");
-        match (&sources[&target], &sinks[&to]) {
-            (SourceRef::Producer(p), SinkRef::Middle(c)) => r.resubscribe(old, p, c, options).await,
-            (SourceRef::Producer(p), SinkRef::Consumer(c)) => {
-                r.resubscribe(old, p, c, options).await
-            }
-            (SourceRef::Middle(p), SinkRef::Middle(c)) => r.resubscribe(old, p, c, options).await,
-            (SourceRef::Middle(p), SinkRef::Consumer(c)) => r.resubscribe(old, p, c, options).await,
-        }
+        with_refs!(&sources[&target], &sinks[&to], |p, c| {
+            r.resubscribe(old, p, c, options).await
+        })
     };
     match made {
         Ok(new) => {
@@ -2621,6 +2804,8 @@ fn check(
                     LossReason::Buffered => left(name) || stranded(name),
                     LossReason::Unhandled => left(name),
                     LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
+                    // What a channel producer left without consumers held in its channel.
+                    LossReason::NotEmitted => left(name),
                     // Counted exactly by `check_restarts`.
                     LossReason::FailedBatch => true,
                     _ => false,
@@ -2676,6 +2861,7 @@ fn check(
             totals.lost
         );
     }
+    check_channels(topology, report, ledger, fell_any, acted)?;
     check_order(ledger)?;
     let exact = !fell_any && !acted && failed_batches == 0;
     check_fans(topology, report, ledger, exact)?;
@@ -2701,6 +2887,129 @@ fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// How many of the runs so far had a channel producer, had one whose feeder was refused (a send
+/// failed), and had one that lost events it never emitted (`NotEmitted`).
+static CHANNELS: [std::sync::atomic::AtomicU64; 3] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
+/// The [`Source::Channel`] producers against what their feeders saw: each feeder ended (it dropped
+/// its sender, or a send failed and gave back the next event); the report counts as emitted each
+/// event a `send` accepted, and none other; a producer loses only what a producer may (its buffer,
+/// sends to consumers gone, and as `NotEmitted` the tail of its channel, which no stage got), and
+/// nothing unless it stopped early, for a fault or its consumers leaving: a graceful shutdown
+/// delivers what its channel held. A run that is not shut down and where no stage stopped for good
+/// ends only once the feeders have sent all their events. Where no stage stopped for good and
+/// nothing was done through the handle, each accepted event reached a stage the producer feeds,
+/// but for those in a batch that stage failed on and those its buffer discarded.
+fn check_channels(
+    topology: &Topology,
+    report: &Report,
+    ledger: &Ledger,
+    fell_any: bool,
+    acted: bool,
+) -> Result<(), String> {
+    let mut seen = [false; 3];
+    for (tag, plan) in topology.producers.iter().enumerate() {
+        let Source::Channel { endless, .. } = plan.source else {
+            continue;
+        };
+        seen[0] = true;
+        let name = Node::Producer(tag).to_string();
+        let Some(stage) = report.stage(&name) else {
+            return Err(format!("{name} is not in the report"));
+        };
+        let fed = ledger.fed.get(&tag).copied().unwrap_or_default();
+        seen[1] |= fed.refused.is_some();
+        ensure!(
+            fed.dropped != fed.refused.is_some()
+                && fed.refused.is_none_or(|back| back == Event::new(tag, fed.accepted)),
+            "{name}'s feeder ended as {fed:?}: it drops its sender or is refused the event after              those accepted"
+        );
+        ensure!(
+            stage.emitted == fed.accepted,
+            "{name}: the report says {} emitted, its channel accepted {} ({fed:?})",
+            stage.emitted,
+            fed.accepted
+        );
+        let unemitted = lost_in(stage, LossReason::NotEmitted);
+        seen[2] |= unemitted > 0;
+        ensure!(
+            stage.losses.iter().all(|l| matches!(
+                l.reason,
+                LossReason::NotEmitted | LossReason::Buffered | LossReason::ConsumerGone
+            )) && unemitted <= fed.accepted,
+            "{name} lost {:?}, its channel accepted {}",
+            stage.losses,
+            fed.accepted
+        );
+        // What it never emitted is what its channel held last: the tail of what it accepted.
+        let emitted = fed.accepted - unemitted;
+        let got = ledger
+            .handlers
+            .keys()
+            .chain(ledger.partial.iter().map(|(_, event)| event))
+            .find(|e| e.tag == tag && e.seq >= emitted);
+        ensure!(
+            got.is_none(),
+            "{name} emitted {emitted} of the {} events its channel accepted ({unemitted} never),              yet a stage got {got:?}",
+            fed.accepted
+        );
+        let early = fell_any || matches!(stage.status, StageStatus::Cancelled { .. });
+        if early {
+            continue;
+        }
+        ensure!(
+            stage.lost == 0,
+            "{name} ended {:?} and lost {:?}, though no stage stopped for good and its consumers              stayed ({fed:?})",
+            stage.status,
+            stage.losses
+        );
+        if topology.shutdown_after.is_none() {
+            ensure!(
+                !endless && fed.dropped && fed.accepted == plan.events,
+                "{name} ended {:?} before its feeder was done ({fed:?}, {} planned), and the run                  was not shut down",
+                stage.status,
+                plan.events
+            );
+        }
+        if fell_any || acted {
+            continue;
+        }
+        let node = Node::Producer(tag);
+        let first_hop = topology
+            .edges
+            .iter()
+            .filter(|e| e.from == node)
+            .fold(0, |mask, e| mask | e.to.bit());
+        let failed: HashSet<Event> = topology
+            .edges
+            .iter()
+            .filter(|e| e.from == node)
+            .flat_map(|e| ledger.blows(&e.to.to_string()))
+            .filter(|b| b.in_events)
+            .flat_map(|b| b.batch.iter().copied())
+            .collect();
+        let missing: Vec<Event> = (0..fed.accepted)
+            .map(|seq| Event::new(tag, seq))
+            .filter(|e| ledger.handlers.get(e).copied().unwrap_or(0) & first_hop == 0)
+            .filter(|e| !failed.contains(e))
+            .collect();
+        ensure!(
+            missing.len() as u64 == stage.discarded,
+            "{name} discarded {} events, yet {} of those its channel accepted reached none of its              consumers, nor a batch one failed on: {:?}",
+            stage.discarded,
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    for (counter, seen) in CHANNELS.iter().zip(seen) {
+        if seen {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
 /// The error names a stage that stopped for good, as its policy says: `StageFailed` or
@@ -3319,9 +3628,13 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [restarted, redelivered, limit, poison] = RESTARTS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let [channels, refused, unemitted] = CHANNELS
+        .each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
-         reached a restart limit, {poison} of them on a poison event"
+         reached a restart limit, {poison} of them on a poison event; {channels} had a \
+         from_channel producer, {refused} refused a send, {unemitted} lost events never emitted"
     );
     assert!(
         failures.is_empty(),
@@ -3443,6 +3756,52 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
             count(&|t| t.producers.iter().any(|p| p.source == source)),
         );
     }
+    let channel = |t: &Topology, what: &dyn Fn(&ProducerPlan) -> bool| {
+        t.producers.iter().any(|p| p.source.is_channel() && what(p))
+    };
+    let endless = |p: &ProducerPlan| matches!(p.source, Source::Channel { endless: true, .. });
+    expect("channel producer", count(&|t| channel(t, &|_| true)));
+    expect(
+        "channel producer fed until a send fails",
+        count(&|t| channel(t, &endless)),
+    );
+    expect(
+        "channel producer fed a number of events, shut down",
+        count(&|t| t.shutdown_after.is_some() && channel(t, &|p| !endless(p))),
+    );
+    expect(
+        "channel producer with room for one event",
+        count(&|t| {
+            channel(t, &|p| {
+                matches!(p.source, Source::Channel { capacity: 1, .. })
+            })
+        }),
+    );
+    expect(
+        "accumulating channel producer",
+        count(&|t| channel(t, &|p| p.accumulate.is_some())),
+    );
+    expect(
+        "channel producer with a small buffer",
+        count(&|t| channel(t, &|p| p.buffer.is_some())),
+    );
+    expect(
+        "channel producer with an action",
+        count(&|t| t.action.is_some() && channel(t, &|_| true)),
+    );
+    expect(
+        "channel producer feeding a faulty stage",
+        count(&|t| {
+            t.edges.iter().any(|e| {
+                matches!(e.from, Node::Producer(i) if t.producers[i].source.is_channel())
+                    && match e.to {
+                        Node::Middle(i) => t.middles[i].strike.is_some(),
+                        Node::Consumer(i) => t.consumers[i].strike.is_some(),
+                        Node::Producer(_) => false,
+                    }
+            })
+        }),
+    );
     for flavor in [
         Flavor::CurrentThread,
         Flavor::MultiThread(2),
