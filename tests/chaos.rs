@@ -12,7 +12,8 @@
 //! subscribed, permanently or transiently, to a producer that fails at once, so that the run must
 //! still end. Faults are an `Err` or a panic in any callback, at a random call. Some runs are started
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
-//! lost then.
+//! lost then. Some of those, if they have no fault, are aborted instead: what the stages held then
+//! is lost, and must be accounted for all the same.
 //!
 //! Some producers are `from_channel` producers, fed their events one at a time, with pauses, by a
 //! spawned task that then drops its sender (the producer ends) or, in a run shut down gracefully,
@@ -472,6 +473,8 @@ struct Topology {
     flavor: Flavor,
     /// Started in the background and shut down gracefully after this many yields of the caller.
     shutdown_after: Option<usize>,
+    /// Only with `shutdown_after`, and in a run without faults: aborted then, not shut down.
+    abort: bool,
     /// Only with `shutdown_after`: done before its yields (which count from the action's end).
     action: Option<Action>,
     producers: Vec<ProducerPlan>,
@@ -506,6 +509,7 @@ impl Topology {
             seed,
             flavor: Flavor::MultiThread(2),
             shutdown_after: None,
+            abort: false,
             action: None,
             producers,
             middles,
@@ -542,9 +546,30 @@ impl Topology {
         topology.fan_out(&mut rng);
         // And the restart policies.
         topology.plan_restarts(&mut rng);
-        // And the channel producers, last of all.
+        // And the channel producers.
         topology.plan_channels(&mut rng);
+        // And the aborts, last of all: half of the runs without a fault that are shut down, and a
+        // fifth of the others, started in the background for that.
+        let shut_down = topology.shutdown_after.is_some();
+        if topology.faultless() && rng.chance(if shut_down { 50 } else { 20 }) {
+            topology.abort = true;
+            let yields = rng.range(0, 40);
+            topology.shutdown_after.get_or_insert(yields);
+        }
         topology
+    }
+
+    /// No fault is planned: no stage has a [`Strike`], nor fails in a cancel.
+    fn faultless(&self) -> bool {
+        let producers = self.producers.iter();
+        let middles = self.middles.iter();
+        producers
+            .map(|p| (p.strike, p.on_cancel))
+            .chain(middles.map(|m| (m.strike, m.on_cancel)))
+            .chain(self.consumers.iter().map(|c| (c.strike, None)))
+            .all(|(strike, on_cancel)| {
+                strike.is_none() && on_cancel.is_none_or(|o| o.fault.is_none())
+            })
     }
 
     /// A quarter of the producers that need nothing a [`from_channel`] producer lacks (no planned
@@ -866,6 +891,7 @@ impl Topology {
             _ => true,
         });
         let acts_while_running = self.action.is_none() || self.shutdown_after.is_some();
+        let aborts_fit = !self.abort || self.shutdown_after.is_some() && self.faultless();
         // A channel producer has nothing a `FromChannel` lacks, and is fed for ever only in a run
         // that is shut down.
         let channels_fit = self.producers.iter().all(|p| match p.source {
@@ -904,6 +930,7 @@ impl Topology {
             && acts_while_running
             && fans_fit
             && channels_fit
+            && aborts_fit
     }
 
     /// This topology without `node` and its edges.
@@ -1044,6 +1071,7 @@ impl Topology {
             step(&|t| t.consumers[i].yield_every = None);
         }
         step(&|t| t.action = None);
+        step(&|t| t.abort = false);
         let sources = (0..self.producers.len())
             .map(Node::Producer)
             .chain((0..self.middles.len()).map(Node::Middle));
@@ -1175,7 +1203,8 @@ impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "seed {}, {:?}", self.seed, self.flavor)?;
         if let Some(yields) = self.shutdown_after {
-            write!(f, ", shut down after {yields} yields")?;
+            let ending = if self.abort { "aborted" } else { "shut down" };
+            write!(f, ", {ending} after {yields} yields")?;
         }
         if let Some(Action { after, resubscribe }) = self.action {
             let what = if resubscribe {
@@ -2422,8 +2451,13 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                     ));
                 }
             }
-            lock(&ledger).phase = "shutting down".to_owned();
-            tokio::time::timeout(bound, running.shutdown()).await
+            if topology.abort {
+                lock(&ledger).phase = "aborting".to_owned();
+                tokio::time::timeout(bound, running.abort()).await
+            } else {
+                lock(&ledger).phase = "shutting down".to_owned();
+                tokio::time::timeout(bound, running.shutdown()).await
+            }
         }
     };
     drop(never);
@@ -2731,6 +2765,11 @@ fn check(
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
             None if fell_any => !stage.failed(),
+            // An abort stops the stages that had not finished, where they stand.
+            None if topology.abort => {
+                matches!(stage.status, StageStatus::Finished | StageStatus::Aborted)
+                    || acted && stage.status == StageStatus::Cancelled { cause: None }
+            }
             // A stage left without consumers by a cancel through the handle stops.
             None if acted && !name.starts_with('C') => matches!(
                 stage.status,
@@ -2763,6 +2802,11 @@ fn check(
         .sum();
     let totals = report.totals();
     ensure!(totals.balanced(), "unbalanced: {totals:?}");
+    ensure!(
+        report.balanced(),
+        "unbalanced edges: {:?}",
+        report.unbalanced_edges().collect::<Vec<_>>()
+    );
     let delivered: u64 = (0..topology.consumers.len())
         .filter_map(|i| report.stage(&format!("C{i}")))
         .map(|c| c.events_in)
@@ -2772,7 +2816,9 @@ fn check(
         "the consumers' reports say {delivered} events in, they handled {}",
         ledger.delivered
     );
-    if !fell_any && acted {
+    // An abort stops the stages where they stand: what they held is lost, for any reason.
+    let aborted = topology.abort;
+    if !fell_any && acted && !aborted {
         // Only what a stage left without consumers held when it stopped (its buffer, its input),
         // or what was sent to it after: the events sent on a cancelled subscription are handled.
         let left = |name: &str| {
@@ -2830,7 +2876,7 @@ fn check(
     }
     if !fell_any {
         // Nothing lost but the batches of failed callbacks that were not handed again.
-        if !acted {
+        if !acted && !aborted {
             ensure!(
                 totals.lost == failed_batches,
                 "{} events lost, {failed_batches} of them in failed batches, and no stage stopped \
@@ -2863,7 +2909,7 @@ fn check(
     }
     check_channels(topology, report, ledger, fell_any, acted)?;
     check_order(ledger)?;
-    let exact = !fell_any && !acted && failed_batches == 0;
+    let exact = !fell_any && !acted && !aborted && failed_batches == 0;
     check_fans(topology, report, ledger, exact)?;
     check_told(topology, ledger, &fell)?;
     check_confirms(ledger)
@@ -2890,15 +2936,15 @@ fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
 }
 
 /// How many of the runs so far had a channel producer, had one whose feeder was refused (a send
-/// failed), and had one that lost events it never emitted (`NotEmitted`).
-static CHANNELS: [std::sync::atomic::AtomicU64; 3] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+/// failed), had one that lost events it never emitted (`NotEmitted`), and were aborted.
+static CHANNELS: [std::sync::atomic::AtomicU64; 4] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
 
 /// The [`Source::Channel`] producers against what their feeders saw: each feeder ended (it dropped
 /// its sender, or a send failed and gave back the next event); the report counts as emitted each
 /// event a `send` accepted, and none other; a producer loses only what a producer may (its buffer,
 /// sends to consumers gone, and as `NotEmitted` the tail of its channel, which no stage got), and
-/// nothing of its channel unless it stopped early, for a fault or its consumers leaving: a graceful
+/// nothing of its channel unless it stopped early, for a fault, an abort or its consumers leaving: a graceful
 /// shutdown delivers what its channel held (nothing at all unless it stopped early or a consumer
 /// of its left, after a cancel through the handle). A run that is not shut down and where no stage stopped for good
 /// ends only once the feeders have sent all their events. Where no stage stopped for good and
@@ -2911,7 +2957,7 @@ fn check_channels(
     fell_any: bool,
     acted: bool,
 ) -> Result<(), String> {
-    let mut seen = [false; 3];
+    let mut seen = [false, false, false, topology.abort];
     for (tag, plan) in topology.producers.iter().enumerate() {
         let Source::Channel { endless, .. } = plan.source else {
             continue;
@@ -2961,9 +3007,9 @@ fn check_channels(
              yet a stage got {got:?}",
             fed.accepted
         );
-        // It stopped early: a stage stopped for good, or its consumers left (a cancel through the
-        // handle).
-        if fell_any || matches!(stage.status, StageStatus::Cancelled { .. }) {
+        // It stopped early: a stage stopped for good, the run was aborted, or its consumers left
+        // (a cancel through the handle).
+        if fell_any || topology.abort || matches!(stage.status, StageStatus::Cancelled { .. }) {
             continue;
         }
         // A consumer of its may have left, after a cancel through the handle: then what it sent
@@ -3120,10 +3166,14 @@ fn check_permanent(
                 Fault::Error => failure.starts_with("failed: "),
                 Fault::Panic => failure.starts_with("panicked: chaos: injected panic"),
             });
-    let stopped = stage.failures.len() as u64 == stage.restarts + 1;
+    // An abort may come between an end and the restart after it.
+    let aborted = stage.status == StageStatus::Aborted;
+    let stopped = stage.failures.len() as u64 == stage.restarts + 1 && !aborted;
     let right = kinds_match
         && finishes <= ends
-        && (stopped || stage.failures.len() as u64 == stage.restarts)
+        && (stopped
+            || stage.failures.len() as u64 == stage.restarts
+            || aborted && stage.failures.len() as u64 == stage.restarts + 1)
         && stage.restarts <= u64::from(policy.max_restarts)
         && (stage.redelivered, lost_in(stage, LossReason::FailedBatch)) == (0, 0);
     ensure!(
@@ -3639,13 +3689,14 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [restarted, redelivered, limit, poison] = RESTARTS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
-    let [channels, refused, unemitted] = CHANNELS
+    let [channels, refused, unemitted, aborted] = CHANNELS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
-         from_channel producer, {refused} refused a send, {unemitted} lost events never emitted"
+         from_channel producer, {refused} refused a send, {unemitted} lost events never emitted; \
+         {aborted} were aborted"
     );
     assert!(
         failures.is_empty(),
@@ -3735,7 +3786,17 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
                 .any(|e| matches!((e.from, e.to), (Node::Middle(_), Node::Middle(_))))
         }),
     );
-    expect("graceful shutdown", count(&|t| t.shutdown_after.is_some()));
+    expect(
+        "graceful shutdown",
+        count(&|t| t.shutdown_after.is_some() && !t.abort),
+    );
+    expect("abort", count(&|t| t.abort));
+    for resubscribe in [false, true] {
+        expect(
+            &format!("abort after an action, resubscribe {resubscribe}"),
+            count(&|t| t.abort && t.action.is_some_and(|a| a.resubscribe == resubscribe)),
+        );
+    }
     expect(
         "graceful shutdown of a message-fed producer",
         count(&|t| {
@@ -3778,7 +3839,15 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     );
     expect(
         "channel producer fed a number of events, shut down",
-        count(&|t| t.shutdown_after.is_some() && channel(t, &|p| !endless(p))),
+        count(&|t| t.shutdown_after.is_some() && !t.abort && channel(t, &|p| !endless(p))),
+    );
+    expect(
+        "channel producer fed until a send fails, shut down",
+        count(&|t| !t.abort && channel(t, &endless)),
+    );
+    expect(
+        "channel producer, aborted",
+        count(&|t| t.abort && channel(t, &|_| true)),
     );
     expect(
         "channel producer with room for one event",
