@@ -3166,9 +3166,12 @@ fn check_permanent(
                 Fault::Error => failure.starts_with("failed: "),
                 Fault::Panic => failure.starts_with("panicked: chaos: injected panic"),
             });
-    // An abort may come between an end and the restart after it.
+    // An abort may come between an end and the restart after it, or, once it stopped at its
+    // limit, while it ends (then its status is `Aborted` too): only the second leaves it with as
+    // many restarts as its limit allows.
     let aborted = stage.status == StageStatus::Aborted;
-    let stopped = stage.failures.len() as u64 == stage.restarts + 1 && !aborted;
+    let stopped = stage.failures.len() as u64 == stage.restarts + 1
+        && (!aborted || stage.restarts == u64::from(policy.max_restarts));
     let right = kinds_match
         && finishes <= ends
         && (stopped
