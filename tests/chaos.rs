@@ -12,8 +12,8 @@
 //! subscribed, permanently or transiently, to a producer that fails at once, so that the run must
 //! still end. Faults are an `Err` or a panic in any callback, at a random call. Some runs are started
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
-//! lost then. Some of those, if they have no fault, are aborted instead: what the stages held then
-//! is lost, and must be accounted for all the same.
+//! lost then. Some runs without a fault are started in the background and aborted at a random
+//! moment instead: what the stages held then is lost, and must be accounted for all the same.
 //!
 //! Some producers are `from_channel` producers, fed their events one at a time, with pauses, by a
 //! spawned task that then drops its sender (the producer ends) or, in a run shut down gracefully,
