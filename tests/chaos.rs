@@ -12,7 +12,18 @@
 //! subscribed, permanently or transiently, to a producer that fails at once, so that the run must
 //! still end. Faults are an `Err` or a panic in any callback, at a random call. Some runs are started
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
-//! lost then.
+//! lost then. Some runs without a fault are started in the background and aborted at a random
+//! moment instead: what the stages held then is lost, and must be accounted for all the same.
+//!
+//! Some producers are `from_channel` producers, fed their events one at a time, with pauses, by a
+//! spawned task that then drops its sender (the producer ends) or, in a run shut down gracefully,
+//! sends until a send fails. Each event a `send` accepted is in the report as emitted, and lost (as
+//! `NotEmitted`, the channel's tail, which no stage got) only if the producer stopped early (a fault,
+//! an abort, its consumers leaving), never in a graceful shutdown; the event a failed `send` gave
+//! back is neither emitted nor handled (nor, as `from_channel`'s docs allow, that of a `send`
+//! completing on another thread as the producer stopped early: counted apart). They have no fault,
+//! no callback of the test's, the demand dispatcher and no restart policy: a `FromChannel` is given
+//! by value, and a value made again would have no sender.
 //!
 //! Restarts: some stages get a restart policy (temporary, transient or permanent, which for a stage
 //! that takes events is transient, and restarts a producer also after it finishes on its own, each
@@ -98,11 +109,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use genstage::{
-    BufferKeep, CancelMode, CancelReason, Consumer, ConsumerRef, Context, DemandMode, Dispatch,
-    Emit, HandleCast, HandleInfo, LossReason, Partition, Pipeline, PipelineError, PipelineHandle,
-    Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, Restart,
-    RestartPolicy, StageRef, StageResult, StageStatus, SubscribeOptions, Subscriber,
-    SubscriptionTag,
+    from_channel, BufferKeep, CancelMode, CancelReason, Consumer, ConsumerRef, Context, DemandMode,
+    Dispatch, Emit, FromChannel, HandleCast, HandleInfo, LossReason, Partition, Pipeline,
+    PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerConsumerRef,
+    ProducerOptions, ProducerRef, Report, Restart, RestartPolicy, StageRef, StageResult,
+    StageStatus, SubscribeOptions, Subscriber, SubscriptionTag,
 };
 use tokio::sync::mpsc;
 
@@ -296,6 +307,17 @@ enum Source {
     /// It has them all at once, then awaits a channel that nobody ever feeds: it never ends by
     /// itself. Only planned where every consumer of it leaves (see [`Topology::plan_faults`]).
     Stall,
+    /// Not a [`Chaotic`] producer: a [`from_channel`] producer whose channel holds `capacity`
+    /// events, fed one event at a time, with pauses, by a task spawned beside the pipeline (see
+    /// [`channel_feed`]), which then drops its sender or, if `endless` (only in a run shut down
+    /// gracefully), sends until a send fails. See [`Topology::plan_channels`].
+    Channel { capacity: usize, endless: bool },
+}
+
+impl Source {
+    fn is_channel(self) -> bool {
+        matches!(self, Source::Channel { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +474,8 @@ struct Topology {
     flavor: Flavor,
     /// Started in the background and shut down gracefully after this many yields of the caller.
     shutdown_after: Option<usize>,
+    /// Only with `shutdown_after`, and in a run without faults: aborted then, not shut down.
+    abort: bool,
     /// Only with `shutdown_after`: done before its yields (which count from the action's end).
     action: Option<Action>,
     producers: Vec<ProducerPlan>,
@@ -486,6 +510,7 @@ impl Topology {
             seed,
             flavor: Flavor::MultiThread(2),
             shutdown_after: None,
+            abort: false,
             action: None,
             producers,
             middles,
@@ -520,9 +545,60 @@ impl Topology {
         }
         // And the dispatchers.
         topology.fan_out(&mut rng);
-        // And the restart policies, last of all.
+        // And the restart policies.
         topology.plan_restarts(&mut rng);
+        // And the channel producers.
+        topology.plan_channels(&mut rng);
+        // And the aborts, last of all: half of the runs without a fault that are shut down, and a
+        // fifth of the others, started in the background for that.
+        let shut_down = topology.shutdown_after.is_some();
+        if topology.faultless() && rng.chance(if shut_down { 50 } else { 20 }) {
+            topology.abort = true;
+            let yields = rng.range(0, 40);
+            topology.shutdown_after.get_or_insert(yields);
+        }
         topology
+    }
+
+    /// No fault is planned: no stage has a [`Strike`], nor fails in a cancel.
+    fn faultless(&self) -> bool {
+        let producers = self.producers.iter();
+        let middles = self.middles.iter();
+        producers
+            .map(|p| (p.strike, p.on_cancel))
+            .chain(middles.map(|m| (m.strike, m.on_cancel)))
+            .chain(self.consumers.iter().map(|c| (c.strike, None)))
+            .all(|(strike, on_cancel)| {
+                strike.is_none() && on_cancel.is_none_or(|o| o.fault.is_none())
+            })
+    }
+
+    /// A quarter of the producers that need nothing a [`from_channel`] producer lacks (no planned
+    /// fault, the demand dispatcher; not stalling) become one ([`Source::Channel`]), fed until it
+    /// fails in half of the runs shut down gracefully. It loses its restart policy (a
+    /// `FromChannel` is given by value, and could not be made again with its sender: it is
+    /// temporary, and never fails), its `handle_consumer_cancel`'s events and its confirmations;
+    /// it keeps its events (what its feeder sends before it drops its sender), its buffer and its
+    /// demand mode. Drawn last, so that the rest of a seed's topology is what it was before.
+    fn plan_channels(&mut self, rng: &mut Rng) {
+        let shut_down = self.shutdown_after.is_some();
+        for producer in &mut self.producers {
+            // Drawn for every producer, fit or not.
+            let chosen = rng.chance(25);
+            let capacity = rng.pick(&[1, 1, 3, 16, 100]);
+            let endless = shut_down && rng.chance(50);
+            let fits = producer.strike.is_none()
+                && producer.fan == Fan::Demand
+                && producer.source != Source::Stall;
+            if chosen && fits {
+                producer.source = Source::Channel { capacity, endless };
+                producer.shape = Shape::Exact;
+                producer.last_separately = false;
+                producer.policy = None;
+                producer.on_cancel = None;
+                producer.confirm = false;
+            }
+        }
     }
 
     /// Restart policies for some stages, and how each planned fault strikes: once, or again; in
@@ -816,6 +892,20 @@ impl Topology {
             _ => true,
         });
         let acts_while_running = self.action.is_none() || self.shutdown_after.is_some();
+        let aborts_fit = !self.abort || self.shutdown_after.is_some() && self.faultless();
+        // A channel producer has nothing a `FromChannel` lacks, and is fed for ever only in a run
+        // that is shut down.
+        let channels_fit = self.producers.iter().all(|p| match p.source {
+            Source::Channel { endless, .. } => {
+                p.strike.is_none()
+                    && p.policy.is_none()
+                    && p.on_cancel.is_none()
+                    && !p.confirm
+                    && p.fan == Fan::Demand
+                    && (!endless || self.shutdown_after.is_some())
+            }
+            _ => true,
+        });
         // Each partition taken by one edge; selectors only from a broadcast.
         let fans_fit = self.edges.iter().all(|e| {
             let fan = self.fan(e.from);
@@ -840,6 +930,8 @@ impl Topology {
             && stalls_end
             && acts_while_running
             && fans_fit
+            && channels_fit
+            && aborts_fit
     }
 
     /// This topology without `node` and its edges.
@@ -951,8 +1043,13 @@ impl Topology {
             });
             step(&|t| t.producers[i].confirm = false);
             step(&|t| {
-                if t.producers[i].source == Source::Late {
+                if matches!(t.producers[i].source, Source::Late | Source::Channel { .. }) {
                     t.producers[i].source = Source::Ready;
+                }
+            });
+            step(&|t| {
+                if let Source::Channel { endless, .. } = &mut t.producers[i].source {
+                    *endless = false;
                 }
             });
         }
@@ -975,6 +1072,7 @@ impl Topology {
             step(&|t| t.consumers[i].yield_every = None);
         }
         step(&|t| t.action = None);
+        step(&|t| t.abort = false);
         let sources = (0..self.producers.len())
             .map(Node::Producer)
             .chain((0..self.middles.len()).map(Node::Middle));
@@ -1051,6 +1149,20 @@ impl OnCancel {
 }
 
 impl ProducerPlan {
+    /// Its buffer and demand mode.
+    fn options(&self) -> ProducerOptions {
+        let options = match self.buffer {
+            Some((size, keep)) => ProducerOptions::for_producer()
+                .buffer_size(size)
+                .buffer_keep(keep),
+            None => ProducerOptions::for_producer(),
+        };
+        match self.accumulate {
+            Some(_) => options.demand(DemandMode::Accumulate),
+            None => options,
+        }
+    }
+
     fn generate(rng: &mut Rng) -> Self {
         let events = match rng.range(0, 9) {
             0 => 0,
@@ -1092,7 +1204,8 @@ impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "seed {}, {:?}", self.seed, self.flavor)?;
         if let Some(yields) = self.shutdown_after {
-            write!(f, ", shut down after {yields} yields")?;
+            let ending = if self.abort { "aborted" } else { "shut down" };
+            write!(f, ", {ending} after {yields} yields")?;
         }
         if let Some(Action { after, resubscribe }) = self.action {
             let what = if resubscribe {
@@ -1104,11 +1217,20 @@ impl fmt::Display for Topology {
         }
         writeln!(f, ":")?;
         for (i, p) in self.producers.iter().enumerate() {
-            write!(
-                f,
-                "  P{i}: {} events, {:?}, {:?}",
-                p.events, p.source, p.shape
-            )?;
+            match p.source {
+                Source::Channel { capacity, endless } => {
+                    write!(f, "  P{i}: from_channel({capacity}), fed ")?;
+                    match endless {
+                        true => write!(f, "until a send fails")?,
+                        false => write!(f, "{} events", p.events)?,
+                    }
+                }
+                _ => write!(
+                    f,
+                    "  P{i}: {} events, {:?}, {:?}",
+                    p.events, p.source, p.shape
+                )?,
+            }
             if p.last_separately {
                 write!(f, ", empty Emit::last")?;
             }
@@ -1322,6 +1444,20 @@ struct Ledger {
     /// Each [`Mark`] a consumer was cast: `(consumer, producer, emitted when the producer sent
     /// itself the confirmation, how many events the consumer had handled then)`.
     marks: Vec<(String, usize, u64, usize)>,
+    /// What the feeder of each [`Source::Channel`] producer saw, by the producer's tag.
+    fed: HashMap<usize, Fed>,
+}
+
+/// What the task feeding a [`Source::Channel`] producer saw.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fed {
+    /// The events whose `send` returned `Ok`: `(tag, 0..accepted)`, in order (also in
+    /// [`Ledger::emitted`] and [`Ledger::out`]).
+    accepted: u64,
+    /// The event a failed `send` gave back: the feeder stopped there.
+    refused: Option<Event>,
+    /// It dropped its sender, having sent what it planned.
+    dropped: bool,
 }
 
 /// A fault that struck a stage.
@@ -1718,16 +1854,7 @@ impl Producer for Chaotic {
     }
 
     fn producer_options(&self) -> ProducerOptions {
-        let options = match self.plan.buffer {
-            Some((size, keep)) => ProducerOptions::for_producer()
-                .buffer_size(size)
-                .buffer_keep(keep),
-            None => ProducerOptions::for_producer(),
-        };
-        match self.plan.accumulate {
-            Some(_) => options.demand(DemandMode::Accumulate),
-            None => options,
-        }
+        self.plan.options()
     }
 
     fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
@@ -1843,7 +1970,7 @@ async fn cast_feed(mut rng: Rng, mut events: u64, producer: ProducerRef<Chaotic>
 }
 
 /// Switches an accumulating producer to forward after `yields` yields.
-async fn forward_after(yields: usize, producer: ProducerRef<Chaotic>) {
+async fn forward_after<P: Producer>(yields: usize, producer: ProducerRef<P>) {
     for _ in 0..yields {
         tokio::task::yield_now().await;
     }
@@ -1865,6 +1992,45 @@ async fn feed(mut rng: Rng, mut events: u64, feeder: mpsc::UnboundedSender<u64>)
         }
         events -= chunk;
     }
+}
+
+/// How many events an endless feeder sends at most before it drops its sender anyway.
+const ENDLESS: u64 = 200_000;
+
+/// Feeds a [`Source::Channel`] producer its events, `(tag, 0..)`, one `send` at a time, pausing
+/// before some (a yield, or now and then a 1 ms sleep): `events` of them, then drops its sender;
+/// or, if `endless`, until a send fails. A send that fails gives its event back, and the feeder
+/// stops there. Records what it saw in the ledger, each event once `send` has accepted it.
+async fn channel_feed(
+    mut rng: Rng,
+    tag: usize,
+    events: Option<u64>,
+    sender: mpsc::Sender<Event>,
+    ledger: Shared,
+) {
+    let stage = Node::Producer(tag).to_string();
+    let planned = events.unwrap_or(ENDLESS);
+    for seq in 0..planned {
+        match rng.range(0, 99) {
+            0..=1 => tokio::time::sleep(Duration::from_millis(1)).await,
+            2..=39 => tokio::task::yield_now().await,
+            _ => {}
+        }
+        let event = Event::new(tag, seq);
+        let sent = sender.send(event).await;
+        let mut ledger = lock(&ledger);
+        match sent {
+            Ok(()) => {
+                ledger.emit(&stage, &[event]);
+                ledger.fed.entry(tag).or_default().accepted += 1;
+            }
+            Err(mpsc::error::SendError(back)) => {
+                ledger.fed.entry(tag).or_default().refused = Some(back);
+                return;
+            }
+        }
+    }
+    lock(&ledger).fed.entry(tag).or_default().dropped = true;
 }
 
 /// A producer_consumer that passes events on, but for those its filter drops.
@@ -1983,6 +2149,7 @@ impl HandleCast<Mark> for Sink {
 
 enum SourceRef {
     Producer(ProducerRef<Chaotic>),
+    Channel(ProducerRef<FromChannel<Event>>),
     Middle(ProducerConsumerRef<Middle>),
 }
 
@@ -1991,11 +2158,29 @@ enum SinkRef {
     Consumer(ConsumerRef<Sink>),
 }
 
+/// `$body` with `$p` the reference of `$source` (a [`SourceRef`]) and `$c` that of `$sink` (a
+/// [`SinkRef`]), whatever their types.
+macro_rules! with_refs {
+    ($source:expr, $sink:expr, |$p:ident, $c:ident| $body:expr) => {
+        match ($source, $sink) {
+            (SourceRef::Producer($p), SinkRef::Middle($c)) => $body,
+            (SourceRef::Producer($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Channel($p), SinkRef::Middle($c)) => $body,
+            (SourceRef::Channel($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Middle($p), SinkRef::Middle($c)) => $body,
+            (SourceRef::Middle($p), SinkRef::Consumer($c)) => $body,
+        }
+    };
+}
+
 /// What the run left behind: its result, and the senders that must outlive it.
 struct Built {
     pipeline: Pipeline,
     /// The senders of the stalling producers' channels: kept, never used.
     never: Vec<mpsc::UnboundedSender<()>>,
+    /// The tasks feeding the channel producers: each ends once its producer has (its channel is
+    /// closed), if not before.
+    feeders: Vec<tokio::task::JoinHandle<()>>,
     /// The stages' references, for the [`Action`].
     sources: HashMap<Node, SourceRef>,
     sinks: HashMap<Node, SinkRef>,
@@ -2003,9 +2188,12 @@ struct Built {
 
 impl Topology {
     /// The consumers that `producer` feeds directly and only directly (through no
-    /// producer_consumer), and always will: none when the run may resubscribe.
+    /// producer_consumer), and always will: none when the run may resubscribe. None for a channel
+    /// producer either, which casts no marks and is told of nothing.
     fn marked_by(&self, producer: usize) -> Vec<usize> {
-        if self.action.is_some_and(|a| a.resubscribe) {
+        if self.action.is_some_and(|a| a.resubscribe)
+            || self.producers[producer].source.is_channel()
+        {
             return Vec::new();
         }
         let mut reached: Vec<Node> = vec![Node::Producer(producer)];
@@ -2058,7 +2246,25 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     let mut sources: HashMap<Node, SourceRef> = HashMap::new();
     let mut sinks: HashMap<Node, SinkRef> = HashMap::new();
     let mut marks_to = Vec::new();
+    let mut feeders = Vec::new();
     for (tag, plan) in topology.producers.iter().enumerate() {
+        if let Source::Channel { capacity, endless } = plan.source {
+            // Added as a value, with no restart policy (see `Topology::plan_channels`).
+            let (sender, producer) = from_channel::<Event>(capacity);
+            let name = Node::Producer(tag).to_string();
+            let handle = pipeline.add_producer_named(name, producer.with_options(plan.options()));
+            let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
+            let events = (!endless).then_some(plan.events);
+            let feeder = channel_feed(rng, tag, events, sender, ledger.clone());
+            feeders.push(tokio::spawn(feeder));
+            if let Some(yields) = plan.accumulate {
+                tokio::spawn(forward_after(yields, handle.clone()));
+            }
+            // It casts no marks.
+            marks_to.push(Arc::default());
+            sources.insert(Node::Producer(tag), SourceRef::Channel(handle));
+            continue;
+        }
         let supply = match plan.source {
             Source::Ready => Supply::Ready,
             Source::Late => {
@@ -2073,6 +2279,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 Supply::Stall(receiver)
             }
             Source::Messages => Supply::Messages,
+            Source::Channel { .. } => unreachable!("added above"),
         };
         let name = Node::Producer(tag).to_string();
         let marks = Arc::new(Mutex::new(Vec::new()));
@@ -2155,18 +2362,9 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         }
         let p = &mut pipeline;
         let selector = edge.selector;
-        match (&sources[&edge.from], &sinks[&edge.to]) {
-            (SourceRef::Producer(from), SinkRef::Middle(to)) => {
-                wire(p, from, to, options, selector)
-            }
-            (SourceRef::Producer(from), SinkRef::Consumer(to)) => {
-                wire(p, from, to, options, selector)
-            }
-            (SourceRef::Middle(from), SinkRef::Middle(to)) => wire(p, from, to, options, selector),
-            (SourceRef::Middle(from), SinkRef::Consumer(to)) => {
-                wire(p, from, to, options, selector)
-            }
-        };
+        with_refs!(&sources[&edge.from], &sinks[&edge.to], |from, to| {
+            wire(p, from, to, options, selector)
+        });
     }
     for (tag, marks) in marks_to.iter().enumerate() {
         let mut marks = marks
@@ -2181,6 +2379,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     Built {
         pipeline,
         never,
+        feeders,
         sources,
         sinks,
     }
@@ -2208,6 +2407,7 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let Built {
         pipeline,
         never,
+        feeders,
         sources,
         sinks,
     } = build(topology, &ledger);
@@ -2252,8 +2452,13 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                     ));
                 }
             }
-            lock(&ledger).phase = "shutting down".to_owned();
-            tokio::time::timeout(bound, running.shutdown()).await
+            if topology.abort {
+                lock(&ledger).phase = "aborting".to_owned();
+                tokio::time::timeout(bound, running.abort()).await
+            } else {
+                lock(&ledger).phase = "shutting down".to_owned();
+                tokio::time::timeout(bound, running.shutdown()).await
+            }
         }
     };
     drop(never);
@@ -2266,6 +2471,18 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
             ledger.struck()
         )
     })?;
+    // The pipeline has ended, and dropped the channels' receivers: the feeders end.
+    for feeder in feeders {
+        match tokio::time::timeout(bound, feeder).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(format!("a channel feeder failed: {error}")),
+            Err(_) => {
+                return Err(format!(
+                    "hang: a channel feeder still runs {bound:?} after the run ended"
+                ))
+            }
+        }
+    }
     let ledger = std::mem::take(&mut *lock(&ledger));
     check(topology, &result, &ledger)
 }
@@ -2292,8 +2509,17 @@ async fn act(
             .collect()
     };
     // The producers are told of their subscriptions once their tasks run: wait for the first.
+    // Channel producers are told nothing (they are not the test's), and one fed until a send fails
+    // keeps the pipeline running: then the wait is bounded, and the action skipped if it ends
+    // without one.
     lock(ledger).phase = "waiting for a subscription".to_owned();
-    while subscribed().is_empty() && !running.is_finished() {
+    let endless = topology
+        .producers
+        .iter()
+        .any(|p| matches!(p.source, Source::Channel { endless: true, .. }));
+    let mut waited = 0;
+    while subscribed().is_empty() && !running.is_finished() && (!endless || waited < 10_000) {
+        waited += 1;
         tokio::task::yield_now().await;
     }
     for _ in 0..action.after {
@@ -2387,22 +2613,14 @@ async fn act(
         }
         lock(ledger).phase = format!("taking partition {partition} of {from} again for {to}");
         options = options.partition(partition);
-        match (&sources[&target], &sinks[&to]) {
-            (SourceRef::Producer(p), SinkRef::Middle(c)) => r.subscribe_with(p, c, options).await,
-            (SourceRef::Producer(p), SinkRef::Consumer(c)) => r.subscribe_with(p, c, options).await,
-            (SourceRef::Middle(p), SinkRef::Middle(c)) => r.subscribe_with(p, c, options).await,
-            (SourceRef::Middle(p), SinkRef::Consumer(c)) => r.subscribe_with(p, c, options).await,
-        }
+        with_refs!(&sources[&target], &sinks[&to], |p, c| {
+            r.subscribe_with(p, c, options).await
+        })
     } else {
         lock(ledger).phase = format!("resubscribing {chosen:?} to {target}");
-        match (&sources[&target], &sinks[&to]) {
-            (SourceRef::Producer(p), SinkRef::Middle(c)) => r.resubscribe(old, p, c, options).await,
-            (SourceRef::Producer(p), SinkRef::Consumer(c)) => {
-                r.resubscribe(old, p, c, options).await
-            }
-            (SourceRef::Middle(p), SinkRef::Middle(c)) => r.resubscribe(old, p, c, options).await,
-            (SourceRef::Middle(p), SinkRef::Consumer(c)) => r.resubscribe(old, p, c, options).await,
-        }
+        with_refs!(&sources[&target], &sinks[&to], |p, c| {
+            r.resubscribe(old, p, c, options).await
+        })
     };
     match made {
         Ok(new) => {
@@ -2444,7 +2662,19 @@ fn check(
         "events handled twice: {:?}",
         &ledger.duplicates[..ledger.duplicates.len().min(10)]
     );
-    let emitted_by = |stage: &str| ledger.emitted.get(stage).copied().unwrap_or(0);
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => error
+            .report()
+            .ok_or_else(|| format!("run() failed without a report: {error}"))?,
+    };
+    // What each stage emitted; for a channel producer, what its channel accepted, but for the
+    // event of a `send` that completed as the producer stopped early, which it does not count.
+    let uncounted = in_flight_sends(topology, report, ledger);
+    let emitted_by = |stage: &str| {
+        let emitted = ledger.emitted.get(stage).copied().unwrap_or(0);
+        emitted - uncounted.get(stage).copied().unwrap_or(0)
+    };
     let mut emitted: HashMap<usize, u64> = HashMap::new();
     for (event, &handlers) in &ledger.handlers {
         let emitted = *emitted.entry(event.tag).or_insert_with(|| {
@@ -2459,12 +2689,6 @@ fn check(
             Node::named(handlers)
         );
     }
-    let report = match result {
-        Ok(report) => report,
-        Err(error) => error
-            .report()
-            .ok_or_else(|| format!("run() failed without a report: {error}"))?,
-    };
     // The stages that stopped for good: their fault struck once more than their policy restarts
     // them after (a permanent producer's ends count too: see `check_permanent`).
     let mut fell: HashMap<String, Fault> = HashMap::new();
@@ -2548,6 +2772,11 @@ fn check(
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
             None if fell_any => !stage.failed(),
+            // An abort stops the stages that had not finished, where they stand.
+            None if topology.abort => {
+                matches!(stage.status, StageStatus::Finished | StageStatus::Aborted)
+                    || acted && stage.status == StageStatus::Cancelled { cause: None }
+            }
             // A stage left without consumers by a cancel through the handle stops.
             None if acted && !name.starts_with('C') => matches!(
                 stage.status,
@@ -2580,6 +2809,11 @@ fn check(
         .sum();
     let totals = report.totals();
     ensure!(totals.balanced(), "unbalanced: {totals:?}");
+    ensure!(
+        report.balanced(),
+        "unbalanced edges: {:?}",
+        report.unbalanced_edges().collect::<Vec<_>>()
+    );
     let delivered: u64 = (0..topology.consumers.len())
         .filter_map(|i| report.stage(&format!("C{i}")))
         .map(|c| c.events_in)
@@ -2589,7 +2823,9 @@ fn check(
         "the consumers' reports say {delivered} events in, they handled {}",
         ledger.delivered
     );
-    if !fell_any && acted {
+    // An abort stops the stages where they stand: what they held is lost, for any reason.
+    let aborted = topology.abort;
+    if !fell_any && acted && !aborted {
         // Only what a stage left without consumers held when it stopped (its buffer, its input),
         // or what was sent to it after: the events sent on a cancelled subscription are handled.
         let left = |name: &str| {
@@ -2621,6 +2857,8 @@ fn check(
                     LossReason::Buffered => left(name) || stranded(name),
                     LossReason::Unhandled => left(name),
                     LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
+                    // What a channel producer left without consumers held in its channel.
+                    LossReason::NotEmitted => left(name),
                     // Counted exactly by `check_restarts`.
                     LossReason::FailedBatch => true,
                     _ => false,
@@ -2645,7 +2883,7 @@ fn check(
     }
     if !fell_any {
         // Nothing lost but the batches of failed callbacks that were not handed again.
-        if !acted {
+        if !acted && !aborted {
             ensure!(
                 totals.lost == failed_batches,
                 "{} events lost, {failed_batches} of them in failed batches, and no stage stopped \
@@ -2676,8 +2914,9 @@ fn check(
             totals.lost
         );
     }
+    check_channels(topology, report, ledger, &uncounted, fell_any, acted)?;
     check_order(ledger)?;
-    let exact = !fell_any && !acted && failed_batches == 0;
+    let exact = !fell_any && !acted && !aborted && failed_batches == 0;
     check_fans(topology, report, ledger, exact)?;
     check_told(topology, ledger, &fell)?;
     check_confirms(ledger)
@@ -2701,6 +2940,169 @@ fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// How many of the runs so far had a channel producer, had one whose feeder was refused (a send
+/// failed), had one that lost events it never emitted (`NotEmitted`), were aborted, and had a
+/// `send` accepted that its producer did not count (see [`in_flight_sends`]).
+static CHANNELS: [std::sync::atomic::AtomicU64; 5] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 5];
+
+/// The channel producers that stopped early (aborted, or cancelled: a fault, or their consumers
+/// leaving) while their feeder's last accepted `send` was completing on another thread: it held a
+/// permit of the channel between taking its place and filling it, so the producer, draining its
+/// closed channel, did not find the event, and does not count it (`from_channel`'s docs say so of
+/// a permit; a `send` is one for that instant). Then the report counts one event fewer than the
+/// feeder was told were accepted, and no stage got that event ([`check_channels`] sees to that).
+fn in_flight_sends(topology: &Topology, report: &Report, ledger: &Ledger) -> HashMap<String, u64> {
+    let mut uncounted = HashMap::new();
+    for (tag, plan) in topology.producers.iter().enumerate() {
+        let name = Node::Producer(tag).to_string();
+        let (Some(stage), Some(fed)) = (report.stage(&name), ledger.fed.get(&tag)) else {
+            continue;
+        };
+        let early = matches!(
+            stage.status,
+            StageStatus::Aborted | StageStatus::Cancelled { .. }
+        );
+        if plan.source.is_channel() && early && stage.emitted + 1 == fed.accepted {
+            uncounted.insert(name, 1);
+        }
+    }
+    uncounted
+}
+
+/// The [`Source::Channel`] producers against what their feeders saw: each feeder ended (it dropped
+/// its sender, or a send failed and gave back the next event); the report counts as emitted each
+/// event a `send` accepted, and none other; a producer loses only what a producer may (its buffer,
+/// sends to consumers gone, and as `NotEmitted` the tail of its channel, which no stage got), and
+/// nothing of its channel unless it stopped early, for a fault, an abort or its consumers leaving: a graceful
+/// shutdown delivers what its channel held (nothing at all unless it stopped early or a consumer
+/// of its left, after a cancel through the handle). A run that is not shut down and where no stage stopped for good
+/// ends only once the feeders have sent all their events. Where no stage stopped for good and
+/// nothing was done through the handle, each accepted event reached a stage the producer feeds,
+/// but for those in a batch that stage failed on and those its buffer discarded.
+fn check_channels(
+    topology: &Topology,
+    report: &Report,
+    ledger: &Ledger,
+    uncounted: &HashMap<String, u64>,
+    fell_any: bool,
+    acted: bool,
+) -> Result<(), String> {
+    let mut seen = [false, false, false, topology.abort, !uncounted.is_empty()];
+    for (tag, plan) in topology.producers.iter().enumerate() {
+        let Source::Channel { endless, .. } = plan.source else {
+            continue;
+        };
+        seen[0] = true;
+        let name = Node::Producer(tag).to_string();
+        let Some(stage) = report.stage(&name) else {
+            return Err(format!("{name} is not in the report"));
+        };
+        let fed = ledger.fed.get(&tag).copied().unwrap_or_default();
+        seen[1] |= fed.refused.is_some();
+        ensure!(
+            fed.dropped != fed.refused.is_some()
+                && fed
+                    .refused
+                    .is_none_or(|back| back == Event::new(tag, fed.accepted)),
+            "{name}'s feeder ended as {fed:?}: it drops its sender or is refused the event after \
+             those accepted"
+        );
+        let uncounted = uncounted.get(&name).copied().unwrap_or(0);
+        ensure!(
+            stage.emitted + uncounted == fed.accepted,
+            "{name}: the report says {} emitted, its channel accepted {} ({fed:?}, {uncounted} \
+             in flight as it stopped)",
+            stage.emitted,
+            fed.accepted
+        );
+        let unemitted = lost_in(stage, LossReason::NotEmitted);
+        seen[2] |= unemitted > 0;
+        ensure!(
+            stage.losses.iter().all(|l| matches!(
+                l.reason,
+                LossReason::NotEmitted | LossReason::Buffered | LossReason::ConsumerGone
+            )) && unemitted <= fed.accepted,
+            "{name} lost {:?}, its channel accepted {}",
+            stage.losses,
+            fed.accepted
+        );
+        // What it never emitted is what its channel held last: the tail of what it accepted (and
+        // the event in flight).
+        let emitted = stage.emitted - unemitted;
+        let got = ledger
+            .handlers
+            .keys()
+            .chain(ledger.partial.iter().map(|(_, event)| event))
+            .find(|e| e.tag == tag && e.seq >= emitted);
+        ensure!(
+            got.is_none(),
+            "{name} emitted {emitted} of the {} events its channel accepted ({unemitted} never), \
+             yet a stage got {got:?}",
+            fed.accepted
+        );
+        // It stopped early: a stage stopped for good, the run was aborted, or its consumers left
+        // (a cancel through the handle).
+        if fell_any || topology.abort || matches!(stage.status, StageStatus::Cancelled { .. }) {
+            continue;
+        }
+        // A consumer of its may have left, after a cancel through the handle: then what it sent
+        // there is lost (see `check`), but never what its channel held.
+        ensure!(
+            unemitted == 0 && (acted || stage.lost == 0),
+            "{name} ended {:?} and lost {:?}, though no stage stopped for good and its consumers \
+             stayed ({fed:?})",
+            stage.status,
+            stage.losses
+        );
+        if topology.shutdown_after.is_none() {
+            ensure!(
+                !endless && fed.dropped && fed.accepted == plan.events,
+                "{name} ended {:?} before its feeder was done ({fed:?}, {} planned), and the run \
+                 was not shut down",
+                stage.status,
+                plan.events
+            );
+        }
+        if fell_any || acted {
+            continue;
+        }
+        let node = Node::Producer(tag);
+        let first_hop = topology
+            .edges
+            .iter()
+            .filter(|e| e.from == node)
+            .fold(0, |mask, e| mask | e.to.bit());
+        let failed: HashSet<Event> = topology
+            .edges
+            .iter()
+            .filter(|e| e.from == node)
+            .flat_map(|e| ledger.blows(&e.to.to_string()))
+            .filter(|b| b.in_events)
+            .flat_map(|b| b.batch.iter().copied())
+            .collect();
+        let missing: Vec<Event> = (0..fed.accepted)
+            .map(|seq| Event::new(tag, seq))
+            .filter(|e| ledger.handlers.get(e).copied().unwrap_or(0) & first_hop == 0)
+            .filter(|e| !failed.contains(e))
+            .collect();
+        ensure!(
+            missing.len() as u64 == stage.discarded,
+            "{name} discarded {} events, yet {} of those its channel accepted reached none of its \
+             consumers, nor a batch one failed on: {:?}",
+            stage.discarded,
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    for (counter, seen) in CHANNELS.iter().zip(seen) {
+        if seen {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
 /// The error names a stage that stopped for good, as its policy says: `StageFailed` or
@@ -2800,10 +3202,17 @@ fn check_permanent(
                 Fault::Error => failure.starts_with("failed: "),
                 Fault::Panic => failure.starts_with("panicked: chaos: injected panic"),
             });
-    let stopped = stage.failures.len() as u64 == stage.restarts + 1;
+    // An abort may come between an end and the restart after it, or, once it stopped at its
+    // limit, while it ends (then its status is `Aborted` too): only the second leaves it with as
+    // many restarts as its limit allows.
+    let aborted = stage.status == StageStatus::Aborted;
+    let stopped = stage.failures.len() as u64 == stage.restarts + 1
+        && (!aborted || stage.restarts == u64::from(policy.max_restarts));
     let right = kinds_match
         && finishes <= ends
-        && (stopped || stage.failures.len() as u64 == stage.restarts)
+        && (stopped
+            || stage.failures.len() as u64 == stage.restarts
+            || aborted && stage.failures.len() as u64 == stage.restarts + 1)
         && stage.restarts <= u64::from(policy.max_restarts)
         && (stage.redelivered, lost_in(stage, LossReason::FailedBatch)) == (0, 0);
     ensure!(
@@ -3319,9 +3728,14 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [restarted, redelivered, limit, poison] = RESTARTS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let [channels, refused, unemitted, aborted, in_flight] = CHANNELS
+        .each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
-         reached a restart limit, {poison} of them on a poison event"
+         reached a restart limit, {poison} of them on a poison event; {channels} had a \
+         from_channel producer, {refused} refused a send, {unemitted} lost events never emitted; \
+         {aborted} were aborted, {in_flight} had a send accepted while its producer stopped"
     );
     assert!(
         failures.is_empty(),
@@ -3411,7 +3825,17 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
                 .any(|e| matches!((e.from, e.to), (Node::Middle(_), Node::Middle(_))))
         }),
     );
-    expect("graceful shutdown", count(&|t| t.shutdown_after.is_some()));
+    expect(
+        "graceful shutdown",
+        count(&|t| t.shutdown_after.is_some() && !t.abort),
+    );
+    expect("abort", count(&|t| t.abort));
+    for resubscribe in [false, true] {
+        expect(
+            &format!("abort after an action, resubscribe {resubscribe}"),
+            count(&|t| t.abort && t.action.is_some_and(|a| a.resubscribe == resubscribe)),
+        );
+    }
     expect(
         "graceful shutdown of a message-fed producer",
         count(&|t| {
@@ -3443,6 +3867,60 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
             count(&|t| t.producers.iter().any(|p| p.source == source)),
         );
     }
+    let channel = |t: &Topology, what: &dyn Fn(&ProducerPlan) -> bool| {
+        t.producers.iter().any(|p| p.source.is_channel() && what(p))
+    };
+    let endless = |p: &ProducerPlan| matches!(p.source, Source::Channel { endless: true, .. });
+    expect("channel producer", count(&|t| channel(t, &|_| true)));
+    expect(
+        "channel producer fed until a send fails",
+        count(&|t| channel(t, &endless)),
+    );
+    expect(
+        "channel producer fed a number of events, shut down",
+        count(&|t| t.shutdown_after.is_some() && !t.abort && channel(t, &|p| !endless(p))),
+    );
+    expect(
+        "channel producer fed until a send fails, shut down",
+        count(&|t| !t.abort && channel(t, &endless)),
+    );
+    expect(
+        "channel producer, aborted",
+        count(&|t| t.abort && channel(t, &|_| true)),
+    );
+    expect(
+        "channel producer with room for one event",
+        count(&|t| {
+            channel(t, &|p| {
+                matches!(p.source, Source::Channel { capacity: 1, .. })
+            })
+        }),
+    );
+    expect(
+        "accumulating channel producer",
+        count(&|t| channel(t, &|p| p.accumulate.is_some())),
+    );
+    expect(
+        "channel producer with a small buffer",
+        count(&|t| channel(t, &|p| p.buffer.is_some())),
+    );
+    expect(
+        "channel producer with an action",
+        count(&|t| t.action.is_some() && channel(t, &|_| true)),
+    );
+    expect(
+        "channel producer feeding a faulty stage",
+        count(&|t| {
+            t.edges.iter().any(|e| {
+                matches!(e.from, Node::Producer(i) if t.producers[i].source.is_channel())
+                    && match e.to {
+                        Node::Middle(i) => t.middles[i].strike.is_some(),
+                        Node::Consumer(i) => t.consumers[i].strike.is_some(),
+                        Node::Producer(_) => false,
+                    }
+            })
+        }),
+    );
     for flavor in [
         Flavor::CurrentThread,
         Flavor::MultiThread(2),

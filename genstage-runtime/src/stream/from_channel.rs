@@ -26,7 +26,9 @@ use crate::stage::{Emit, Producer, StageResult};
 ///   timeout passes, its consumers all leave), the events left in the channel are counted as
 ///   emitted and lost, with [`LossReason::NotEmitted`](crate::LossReason::NotEmitted). A permit
 ///   reserved before then and used after sends into a channel that nobody reads any more: that
-///   event is not counted.
+///   event is not counted. Nor, rarely, is the event of a `send` that another thread is completing
+///   at that very moment: it holds a permit for the instant between taking its place and filling
+///   it, and returns `Ok`.
 ///
 /// # Examples
 ///
