@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use genstage::{
     from_iter, Consumer, Emit, LossReason, Pipeline, PipelineError, Producer, ProducerConsumer,
     Report, StageResult, StageStatus, SubscribeOptions,
@@ -52,6 +54,10 @@ struct Sink {
     fail_at: Option<usize>,
     panic: bool,
     batches: usize,
+    /// Given a permit just before it fails.
+    failing: Option<Arc<Semaphore>>,
+    /// Its first batch waits for this many permits of this semaphore.
+    waits_for: Option<(Arc<Semaphore>, u32)>,
 }
 
 impl Sink {
@@ -61,6 +67,8 @@ impl Sink {
             fail_at: None,
             panic: false,
             batches: 0,
+            failing: None,
+            waits_for: None,
         }
     }
 
@@ -76,7 +84,13 @@ impl Consumer for Sink {
     type Input = u64;
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
         self.batches += 1;
+        if let Some((gate, permits)) = self.waits_for.take() {
+            gate.acquire_many(permits).await?.forget();
+        }
         if Some(self.batches) == self.fail_at {
+            if let Some(failing) = &self.failing {
+                failing.add_permits(1);
+            }
             if self.panic {
                 panic!("sink panicked at batch {}", self.batches);
             }
@@ -270,16 +284,26 @@ async fn a_failed_run_reports_every_stage_and_every_lost_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicked_stages_keep_their_counts_and_every_failure_is_reported() {
     let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    // c2 holds its first batch until c0 and c1 have failed, so that they, not c2, take the events
+    // they fail on, however the three are scheduled.
+    let failed = Arc::new(Semaphore::new(0));
     let mut pipeline = Pipeline::new();
     let numbers = pipeline.add_producer_named("numbers", from_iter(0..10_000u64));
     for (i, seen) in seen.iter().enumerate() {
         let sink = match i {
             0 => Sink {
                 panic: true,
+                failing: Some(failed.clone()),
                 ..Sink::failing_at(seen, 4)
             },
-            1 => Sink::failing_at(seen, 2),
-            _ => Sink::new(seen),
+            1 => Sink {
+                failing: Some(failed.clone()),
+                ..Sink::failing_at(seen, 2)
+            },
+            _ => Sink {
+                waits_for: Some((failed.clone(), 2)),
+                ..Sink::new(seen)
+            },
         };
         let consumer = pipeline.add_consumer_named(format!("c{i}"), sink);
         pipeline.subscribe_with(&numbers, &consumer, demand(10, 0));
