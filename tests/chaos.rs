@@ -20,8 +20,7 @@
 //! sends until a send fails. Each event a `send` accepted is in the report as emitted, and lost (as
 //! `NotEmitted`, the channel's tail, which no stage got) only if the producer stopped early (a fault,
 //! an abort, its consumers leaving), never in a graceful shutdown; the event a failed `send` gave
-//! back is neither emitted nor handled (nor, as `from_channel`'s docs allow, that of a `send`
-//! completing on another thread as the producer stopped early: counted apart). They have no fault,
+//! back is neither emitted nor handled. They have no fault,
 //! no callback of the test's, the demand dispatcher and no restart policy: a `FromChannel` is given
 //! by value, and a value made again would have no sender.
 //!
@@ -2668,13 +2667,8 @@ fn check(
             .report()
             .ok_or_else(|| format!("run() failed without a report: {error}"))?,
     };
-    // What each stage emitted; for a channel producer, what its channel accepted, but for the
-    // event of a `send` that completed as the producer stopped early, which it does not count.
-    let uncounted = in_flight_sends(topology, report, ledger);
-    let emitted_by = |stage: &str| {
-        let emitted = ledger.emitted.get(stage).copied().unwrap_or(0);
-        emitted - uncounted.get(stage).copied().unwrap_or(0)
-    };
+    // What each stage emitted; for a channel producer, what its channel accepted.
+    let emitted_by = |stage: &str| ledger.emitted.get(stage).copied().unwrap_or(0);
     let mut emitted: HashMap<usize, u64> = HashMap::new();
     for (event, &handlers) in &ledger.handlers {
         let emitted = *emitted.entry(event.tag).or_insert_with(|| {
@@ -2914,7 +2908,7 @@ fn check(
             totals.lost
         );
     }
-    check_channels(topology, report, ledger, &uncounted, fell_any, acted)?;
+    check_channels(topology, report, ledger, fell_any, acted)?;
     check_order(ledger)?;
     let exact = !fell_any && !acted && !aborted && failed_batches == 0;
     check_fans(topology, report, ledger, exact)?;
@@ -2943,34 +2937,9 @@ fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
 }
 
 /// How many of the runs so far had a channel producer, had one whose feeder was refused (a send
-/// failed), had one that lost events it never emitted (`NotEmitted`), were aborted, and had a
-/// `send` accepted that its producer did not count (see [`in_flight_sends`]).
-static CHANNELS: [std::sync::atomic::AtomicU64; 5] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 5];
-
-/// The channel producers that stopped early (aborted, or cancelled: a fault, or their consumers
-/// leaving) while their feeder's last accepted `send` was completing on another thread: it held a
-/// permit of the channel between taking its place and filling it, so the producer, draining its
-/// closed channel, did not find the event, and does not count it (`from_channel`'s docs say so of
-/// a permit; a `send` is one for that instant). Then the report counts one event fewer than the
-/// feeder was told were accepted, and no stage got that event ([`check_channels`] sees to that).
-fn in_flight_sends(topology: &Topology, report: &Report, ledger: &Ledger) -> HashMap<String, u64> {
-    let mut uncounted = HashMap::new();
-    for (tag, plan) in topology.producers.iter().enumerate() {
-        let name = Node::Producer(tag).to_string();
-        let (Some(stage), Some(fed)) = (report.stage(&name), ledger.fed.get(&tag)) else {
-            continue;
-        };
-        let early = matches!(
-            stage.status,
-            StageStatus::Aborted | StageStatus::Cancelled { .. }
-        );
-        if plan.source.is_channel() && early && stage.emitted + 1 == fed.accepted {
-            uncounted.insert(name, 1);
-        }
-    }
-    uncounted
-}
+/// failed), had one that lost events it never emitted (`NotEmitted`), and were aborted.
+static CHANNELS: [std::sync::atomic::AtomicU64; 4] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
 
 /// The [`Source::Channel`] producers against what their feeders saw: each feeder ended (it dropped
 /// its sender, or a send failed and gave back the next event); the report counts as emitted each
@@ -2986,11 +2955,10 @@ fn check_channels(
     topology: &Topology,
     report: &Report,
     ledger: &Ledger,
-    uncounted: &HashMap<String, u64>,
     fell_any: bool,
     acted: bool,
 ) -> Result<(), String> {
-    let mut seen = [false, false, false, topology.abort, !uncounted.is_empty()];
+    let mut seen = [false, false, false, topology.abort];
     for (tag, plan) in topology.producers.iter().enumerate() {
         let Source::Channel { endless, .. } = plan.source else {
             continue;
@@ -3010,11 +2978,9 @@ fn check_channels(
             "{name}'s feeder ended as {fed:?}: it drops its sender or is refused the event after \
              those accepted"
         );
-        let uncounted = uncounted.get(&name).copied().unwrap_or(0);
         ensure!(
-            stage.emitted + uncounted == fed.accepted,
-            "{name}: the report says {} emitted, its channel accepted {} ({fed:?}, {uncounted} \
-             in flight as it stopped)",
+            stage.emitted == fed.accepted,
+            "{name}: the report says {} emitted, its channel accepted {} ({fed:?})",
             stage.emitted,
             fed.accepted
         );
@@ -3029,8 +2995,7 @@ fn check_channels(
             stage.losses,
             fed.accepted
         );
-        // What it never emitted is what its channel held last: the tail of what it accepted (and
-        // the event in flight).
+        // What it never emitted is what its channel held last: the tail of what it accepted.
         let emitted = stage.emitted - unemitted;
         let got = ledger
             .handlers
@@ -3728,14 +3693,14 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [restarted, redelivered, limit, poison] = RESTARTS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
-    let [channels, refused, unemitted, aborted, in_flight] = CHANNELS
+    let [channels, refused, unemitted, aborted] = CHANNELS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
          from_channel producer, {refused} refused a send, {unemitted} lost events never emitted; \
-         {aborted} were aborted, {in_flight} had a send accepted while its producer stopped"
+         {aborted} were aborted"
     );
     assert!(
         failures.is_empty(),

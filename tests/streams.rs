@@ -312,6 +312,39 @@ async fn an_abort_counts_what_from_channel_held_as_lost() {
     assert!(report.balanced(), "{report:?}");
 }
 
+/// An event sent through a place taken in the channel before an abort, and filled just after, is
+/// counted too: a `send` on another thread may be at that instant (chaos seed 31849, where the
+/// report counted one event fewer than `send` accepted). A permit from `reserve` held longer than
+/// the producer waits for it sends into a channel nobody reads: that event is not counted.
+#[tokio::test(start_paused = true)]
+async fn an_abort_counts_an_event_sent_through_a_place_taken_before_it() {
+    for (after, counted) in [
+        (Duration::from_millis(10), true),
+        (Duration::from_secs(1), false),
+    ] {
+        let (jobs, running, _gate, _batches) = eight_accepted().await;
+        let permit = jobs.clone().reserve_owned().await.unwrap();
+        let sent = tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            permit.send(99);
+        });
+        let report = guard(running.abort()).await.unwrap();
+        sent.await.unwrap();
+        let source = stage(&report, "from_channel");
+        let unemitted = if counted { 7 } else { 6 };
+        assert_eq!(source.emitted, 2 + unemitted, "{after:?}");
+        assert_eq!(
+            source.losses,
+            [genstage::Loss {
+                count: unemitted,
+                reason: LossReason::NotEmitted
+            }],
+            "{after:?}"
+        );
+        assert!(report.balanced(), "{report:?}");
+    }
+}
+
 /// Takes control of its demand and never asks: it gets only the initial ask of `max_demand` (1).
 struct NeverAsks {
     batches: Arc<Mutex<Vec<Vec<u64>>>>,

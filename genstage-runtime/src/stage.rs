@@ -243,8 +243,8 @@ pub trait Producer: Send + 'static {
     /// value), the events it had taken in but not emitted, dropped now: the report counts them
     /// emitted and lost ([`LossReason::NotEmitted`]). 0 by default.
     #[doc(hidden)]
-    fn __unemitted(&mut self) -> u64 {
-        0
+    fn __unemitted(&mut self) -> impl Future<Output = u64> + Send {
+        std::future::ready(0)
     }
 }
 

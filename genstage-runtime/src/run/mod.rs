@@ -322,7 +322,7 @@ pub(crate) async fn run_producer<P: Producer>(
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
             break Exit::Aborted;
         }
-        unemitted += stage.__unemitted();
+        unemitted += stage.__unemitted().await;
         // The runtime gets its thread back before each restart (see `Restarts::rebuild`).
         tokio::task::yield_now().await;
         match restarts.rebuild(&env.me) {
@@ -334,7 +334,7 @@ pub(crate) async fn run_producer<P: Producer>(
     };
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
-    unemitted += stage.__unemitted();
+    unemitted += stage.__unemitted().await;
     let buffered = outputs.abandon_buffer();
     let mut losses = close_and_count(
         &mut mailbox,

@@ -2,12 +2,17 @@
 //! a running pipeline, with back-pressure.
 
 use std::fmt;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::options::ProducerOptions;
 use crate::pipeline::{Pipeline, ProducerRef, Stage};
 use crate::stage::{Emit, Producer, StageResult};
+
+/// How long a producer that stopped early waits for a sender to fill a place it holds in the
+/// channel (see [`from_channel`]).
+const PLACE_HELD: Duration = Duration::from_millis(100);
 
 /// A producer fed by other tasks, and the sender that feeds it: a bounded
 /// [`tokio::sync::mpsc`] channel of `capacity` events (at least 1: 0 means 1).
@@ -24,11 +29,10 @@ use crate::stage::{Emit, Producer, StageResult};
 ///   or dropped, and [`shutdown_within`](crate::PipelineHandle::shutdown_within) bounds the wait);
 /// - if the producer stops before it has emitted them (the pipeline is aborted, a shutdown's
 ///   timeout passes, its consumers all leave), the events left in the channel are counted as
-///   emitted and lost, with [`LossReason::NotEmitted`](crate::LossReason::NotEmitted). A permit
-///   reserved before then and used after sends into a channel that nobody reads any more: that
-///   event is not counted. Nor, rarely, is the event of a `send` that another thread is completing
-///   at that very moment: it holds a permit for the instant between taking its place and filling
-///   it, and returns `Ok`.
+///   emitted and lost, with [`LossReason::NotEmitted`](crate::LossReason::NotEmitted), and so is
+///   the event of a `send` completing on another thread at that moment. A permit from `reserve`
+///   held then is waited for 100 ms: an event sent through it later goes into a channel that
+///   nobody reads any more, and is not counted.
 ///
 /// # Examples
 ///
@@ -138,10 +142,14 @@ impl<T: Send + 'static> Producer for FromChannel<T> {
         self.receiver.capacity() < self.receiver.max_capacity()
     }
 
-    fn __unemitted(&mut self) -> u64 {
+    async fn __unemitted(&mut self) -> u64 {
         self.receiver.close();
         let mut left = 0;
-        while self.receiver.try_recv().is_ok() {
+        // Once closed, the channel ends (`None`) when it is empty and no sender holds a place in
+        // it: one that does is filling it (the instant inside `send` that follows taking the
+        // place), or holds a permit from `reserve`. The first is waited for, so that every event a
+        // `send` accepted is counted; the second, only as long.
+        while let Ok(Some(_)) = tokio::time::timeout(PLACE_HELD, self.receiver.recv()).await {
             left += 1;
         }
         left
