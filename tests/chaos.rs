@@ -12,8 +12,11 @@
 //! subscribed, permanently or transiently, to a producer that fails at once, so that the run must
 //! still end. Faults are an `Err` or a panic in any callback, at a random call. Some runs are started
 //! in the background and shut down gracefully at a random moment: nothing already emitted may be
-//! lost then. Some runs without a fault are started in the background and aborted at a random
-//! moment instead: what the stages held then is lost, and must be accounted for all the same.
+//! lost then; half of them are asked for twice through a `ShutdownHandle`, by a task of their own,
+//! while the run's handle is awaited for the report. Some runs without a fault are started in the
+//! background and aborted at a random moment instead: what the stages held then is lost, and must
+//! be accounted for all the same. Each value of a stage runs `init` once, before its other
+//! callbacks: a stage runs it once more than its report counts restarts.
 //!
 //! Some producers are `from_channel` producers, fed their events one at a time, with pauses, by a
 //! spawned task that then drops its sender (the producer ends) or, in a run shut down gracefully,
@@ -475,6 +478,9 @@ struct Topology {
     shutdown_after: Option<usize>,
     /// Only with `shutdown_after`, and in a run without faults: aborted then, not shut down.
     abort: bool,
+    /// Only with a graceful shutdown: asked for twice through a `ShutdownHandle`, by a task of its
+    /// own, while the run's `PipelineHandle` is awaited for the report.
+    by_handle: bool,
     /// Only with `shutdown_after`: done before its yields (which count from the action's end).
     action: Option<Action>,
     producers: Vec<ProducerPlan>,
@@ -510,6 +516,7 @@ impl Topology {
             flavor: Flavor::MultiThread(2),
             shutdown_after: None,
             abort: false,
+            by_handle: false,
             action: None,
             producers,
             middles,
@@ -556,6 +563,8 @@ impl Topology {
             let yields = rng.range(0, 40);
             topology.shutdown_after.get_or_insert(yields);
         }
+        // And, after everything else, half of the graceful shutdowns through a `ShutdownHandle`.
+        topology.by_handle = topology.shutdown_after.is_some() && !topology.abort && rng.chance(50);
         topology
     }
 
@@ -1072,6 +1081,7 @@ impl Topology {
         }
         step(&|t| t.action = None);
         step(&|t| t.abort = false);
+        step(&|t| t.by_handle = false);
         let sources = (0..self.producers.len())
             .map(Node::Producer)
             .chain((0..self.middles.len()).map(Node::Middle));
@@ -1203,7 +1213,11 @@ impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "seed {}, {:?}", self.seed, self.flavor)?;
         if let Some(yields) = self.shutdown_after {
-            let ending = if self.abort { "aborted" } else { "shut down" };
+            let ending = match (self.abort, self.by_handle) {
+                (true, _) => "aborted",
+                (false, true) => "shut down through a ShutdownHandle",
+                (false, false) => "shut down",
+            };
             write!(f, ", {ending} after {yields} yields")?;
         }
         if let Some(Action { after, resubscribe }) = self.action {
@@ -1445,6 +1459,10 @@ struct Ledger {
     marks: Vec<(String, usize, u64, usize)>,
     /// What the feeder of each [`Source::Channel`] producer saw, by the producer's tag.
     fed: HashMap<usize, Fed>,
+    /// The values of each stage that ran `init`.
+    inits: HashMap<String, u64>,
+    /// A callback that ran in a value before its `init`, or an `init` run twice: `(stage, what)`.
+    misordered: Vec<(String, &'static str)>,
 }
 
 /// What the task feeding a [`Source::Channel`] producer saw.
@@ -1581,6 +1599,8 @@ struct Fuse {
     generation: usize,
     /// A sticky strike fires at every call after its own (a producer's); otherwise on its event.
     sticks_to_calls: bool,
+    /// Its `init` has run.
+    inited: bool,
 }
 
 /// How a call of `handle_events` fails: after handling `handled` events of its batch; `again`
@@ -1611,6 +1631,25 @@ impl Fuse {
             progress: progress.clone(),
             generation,
             sticks_to_calls,
+            inited: false,
+        }
+    }
+
+    /// Records the value's `init`, which must be its first callback, once.
+    fn init(&mut self) {
+        let mut ledger = lock(&self.ledger);
+        if std::mem::replace(&mut self.inited, true) {
+            ledger.misordered.push((self.stage.clone(), "init twice"));
+        }
+        *ledger.inits.entry(self.stage.clone()).or_default() += 1;
+    }
+
+    /// Records a callback that ran before the value's `init`.
+    fn after_init(&self, callback: &'static str) {
+        if !self.inited {
+            lock(&self.ledger)
+                .misordered
+                .push((self.stage.clone(), callback));
         }
     }
 
@@ -1621,6 +1660,7 @@ impl Fuse {
     /// Counts a call of a callback that handles no events, and fails it at the planned call (and,
     /// sticky in a producer, at every call after it).
     fn burn(&self) -> StageResult<()> {
+        self.after_init("a callback");
         let calls = {
             let mut progress = self.progress();
             progress.calls += 1;
@@ -1636,6 +1676,7 @@ impl Fuse {
 
     /// Counts a call of `handle_events` with `events`: whether it fails, and after how many.
     fn burn_events(&self, events: &[Event]) -> Option<Fail> {
+        self.after_init("handle_events");
         let mut progress = self.progress();
         progress.calls += 1;
         let strike = self.strike?;
@@ -1790,6 +1831,10 @@ impl Producer for Chaotic {
 
     fn dispatcher(&self) -> Dispatch<Self, Event> {
         dispatch(self.plan.fan)
+    }
+
+    fn init(&mut self, _: &mut Context<'_, Self>) {
+        self.fuse.init();
     }
 
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<Event>> {
@@ -2056,6 +2101,10 @@ impl ProducerConsumer for Middle {
         dispatch(self.fan)
     }
 
+    fn init(&mut self, _: &mut Context<'_, Self>) {
+        self.fuse.init();
+    }
+
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<Vec<Event>> {
         if let Some(fail) = self.fuse.burn_events(&events) {
             return self.fuse.fail_events(events, fail);
@@ -2111,6 +2160,10 @@ struct Sink {
 
 impl Consumer for Sink {
     type Input = Event;
+
+    fn init(&mut self, _: &mut Context<'_, Self>) {
+        self.fuse.init();
+    }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<()> {
         if let Some(fail) = self.fuse.burn_events(&events) {
@@ -2454,6 +2507,21 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
             if topology.abort {
                 lock(&ledger).phase = "aborting".to_owned();
                 tokio::time::timeout(bound, running.abort()).await
+            } else if topology.by_handle {
+                lock(&ledger).phase = "shutting down through a handle".to_owned();
+                // Asked twice, from another task: the second changes nothing.
+                // (A request finding the run ended on its own is refused, `NotRunning`: no failure.)
+                let handle = running.shutdown_handle();
+                let asked = tokio::spawn(async move {
+                    let _ = handle.shutdown();
+                    tokio::task::yield_now().await;
+                    let _ = handle.shutdown();
+                });
+                let result = tokio::time::timeout(bound, running).await;
+                if let Err(error) = asked.await {
+                    return Err(format!("the task asking for a shutdown: {error}"));
+                }
+                result
             } else {
                 lock(&ledger).phase = "shutting down".to_owned();
                 tokio::time::timeout(bound, running.shutdown()).await
@@ -2909,11 +2977,55 @@ fn check(
         );
     }
     check_channels(topology, report, ledger, fell_any, acted)?;
+    check_inits(
+        topology,
+        report,
+        ledger,
+        fell_any || aborted || result.is_err(),
+    )?;
     check_order(ledger)?;
     let exact = !fell_any && !acted && !aborted && failed_batches == 0;
     check_fans(topology, report, ledger, exact)?;
     check_told(topology, ledger, &fell)?;
     check_confirms(ledger)
+}
+
+/// Each value of the test's stages ran `init` once, before its other callbacks; the report counts
+/// the values made again (`restarts`), so a stage ran it `restarts + 1` times. Where the run was
+/// aborted or failed, a value made may have been stopped before it started: one fewer then.
+fn check_inits(
+    topology: &Topology,
+    report: &Report,
+    ledger: &Ledger,
+    stopped: bool,
+) -> Result<(), String> {
+    ensure!(
+        ledger.misordered.is_empty(),
+        "callbacks before init: {:?}",
+        ledger.misordered
+    );
+    let producers = topology
+        .producers
+        .iter()
+        .enumerate()
+        .filter(|(_, plan)| !plan.source.is_channel())
+        .map(|(tag, _)| Node::Producer(tag));
+    let middles = (0..topology.middles.len()).map(Node::Middle);
+    let consumers = (0..topology.consumers.len()).map(Node::Consumer);
+    for node in producers.chain(middles).chain(consumers) {
+        let name = node.to_string();
+        let Some(stage) = report.stage(&name) else {
+            continue;
+        };
+        let inits = ledger.inits.get(&name).copied().unwrap_or(0);
+        let values = stage.restarts + 1;
+        ensure!(
+            inits == values || stopped && inits + 1 == values,
+            "{name} ran init {inits} times, but {values} values of it ran ({:?})",
+            stage.status
+        );
+    }
+    Ok(())
 }
 
 /// How many of the runs so far restarted a stage, redelivered events, reached a restart limit, and
@@ -3795,6 +3907,10 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
         count(&|t| t.shutdown_after.is_some() && !t.abort),
     );
     expect("abort", count(&|t| t.abort));
+    expect(
+        "graceful shutdown through a ShutdownHandle",
+        count(&|t| t.by_handle),
+    );
     for resubscribe in [false, true] {
         expect(
             &format!("abort after an action, resubscribe {resubscribe}"),
