@@ -3001,8 +3001,9 @@ fn check_inits(
 ) -> Result<(), String> {
     ensure!(
         ledger.misordered.is_empty(),
-        "callbacks before init: {:?}",
-        ledger.misordered
+        "{} callbacks before init, or init run twice, by one value: {:?}",
+        ledger.misordered.len(),
+        &ledger.misordered[..ledger.misordered.len().min(5)]
     );
     let producers = topology
         .producers
