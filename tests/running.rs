@@ -153,8 +153,8 @@ impl Consumer for Stuck {
     }
 }
 
-#[tokio::test]
-async fn a_shutdown_that_runs_out_of_time_names_the_busy_stages_and_counts_what_they_held() {
+/// `from_iter(0..1000) -> stuck` (max_demand 10), started, with `stuck` inside its first batch.
+async fn stuck_pipeline() -> genstage::PipelineHandle {
     let mut pipeline = Pipeline::new();
     let numbers = pipeline.add_producer(genstage::from_iter(0..1000u64));
     let (stuck, mut inside) = Stuck::new();
@@ -166,6 +166,12 @@ async fn a_shutdown_that_runs_out_of_time_names_the_busy_stages_and_counts_what_
     );
     let running = pipeline.start();
     inside.recv().await.unwrap();
+    running
+}
+
+#[tokio::test]
+async fn a_shutdown_that_runs_out_of_time_names_the_busy_stages_and_counts_what_they_held() {
+    let running = stuck_pipeline().await;
 
     let error = running
         .shutdown_within(Duration::from_millis(50))
@@ -245,22 +251,6 @@ async fn a_shutdown_handle_drains_the_pipeline_from_another_task_while_the_handl
         report.stage("Greedy").unwrap().status,
         StageStatus::ShutDown
     );
-}
-
-/// `from_iter(0..1000) -> stuck` (max_demand 10), started, with `stuck` inside its first batch.
-async fn stuck_pipeline() -> genstage::PipelineHandle {
-    let mut pipeline = Pipeline::new();
-    let numbers = pipeline.add_producer(genstage::from_iter(0..1000u64));
-    let (stuck, mut inside) = Stuck::new();
-    let stuck = pipeline.add_consumer_named("stuck", stuck);
-    pipeline.subscribe_with(
-        &numbers,
-        &stuck,
-        genstage::SubscribeOptions::new().max_demand(10),
-    );
-    let running = pipeline.start();
-    inside.recv().await.unwrap();
-    running
 }
 
 #[tokio::test]

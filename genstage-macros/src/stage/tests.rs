@@ -214,11 +214,12 @@ fn consumer_with(methods: &str) -> String {
 }
 
 #[test]
-fn message_callbacks_and_terminate_of_the_wrong_shape_give_spanned_errors() {
+fn message_callbacks_init_and_terminate_of_the_wrong_shape_give_spanned_errors() {
     const CALL: &str = "write it `fn handle_call(&mut self, request: M, reply: ReplyTo<R>)` or `fn handle_call(&mut self, request: M, reply: ReplyTo<R>, ctx: &mut Context<Self>)`, returning the events it emits if any";
     const CAST: &str = "write it `fn handle_cast(&mut self, message: M)` or `fn handle_cast(&mut self, message: M, ctx: &mut Context<Self>)`, returning the events it emits if any";
     const INFO: &str = "write it `fn handle_info(&mut self, message: M)` or `fn handle_info(&mut self, message: M, ctx: &mut Context<Self>)`";
     const TERMINATE: &str = "write it `fn terminate(&mut self, status: &StageStatus)`";
+    const INIT: &str = "write it `fn init(&mut self)` or `fn init(&mut self, ctx: &mut Context<Self>)`, returning nothing, not `async`";
     let cases: &[(&str, &str, &str)] = &[
         // handle_call
         ("fn handle_call(&mut self, r: u8) {}", "(&mut", "`handle_call` answers through a `reply: ReplyTo<R>` argument after the request, and this one has none"),
@@ -253,6 +254,14 @@ fn message_callbacks_and_terminate_of_the_wrong_shape_give_spanned_errors() {
         ("fn terminate(&mut self, status: &StageStatus) -> bool { true }", "bool", "`terminate` returns nothing, not `bool`"),
         ("async fn terminate(&mut self, status: &StageStatus) -> Result<(), E> { Ok(()) }", "Result", "`terminate` returns nothing, not `Result<(), E>`"),
         ("fn terminate(&mut self, status: &StageStatus) -> impl Future<Output = u8> { async { 1 } }", "impl", "`terminate` returns nothing, not `u8`"),
+        // init
+        ("async fn init(&mut self) {}", "async", "`init` cannot be `async`: the runtime calls it at once, as the stage starts (work that waits goes in a message to the stage, `ctx.info(…)`)"),
+        ("fn init(&mut self) -> impl Future<Output = ()> { async {} }", "impl", "`init` returns nothing, not a future or an `impl …`"),
+        ("fn init(&mut self) -> StageResult<()> { Ok(()) }", "StageResult", "`init` returns nothing, not `StageResult<()>`"),
+        ("fn init(&mut self, n: u8) {}", "n: u8", "`init` takes `&mut self` and optionally the context, but this one takes 2 arguments"),
+        ("fn init(&mut self, ctx: &mut Context<Self>, n: u8) {}", "n: u8", "but this one takes 3 arguments"),
+        ("fn init(&self) {}", "&self", "`init` takes `&mut self` first"),
+        ("fn init<T>(&mut self) {}", "<T>", "`init` cannot be generic"),
     ];
     for (method, at, message) in cases {
         let item = consumer_with(method);
@@ -263,7 +272,7 @@ fn message_callbacks_and_terminate_of_the_wrong_shape_give_spanned_errors() {
         let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
         let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
         assert_eq!(messages.len(), 1, "{method}: {messages:?}");
-        let shapes = [CALL, CAST, INFO, TERMINATE];
+        let shapes = [CALL, CAST, INFO, TERMINATE, INIT];
         let lists_shapes = shapes.iter().any(|shape| messages[0].contains(shape));
         let about_types = [
             "cannot borrow",
@@ -279,7 +288,13 @@ fn message_callbacks_and_terminate_of_the_wrong_shape_give_spanned_errors() {
         // depend on it, so its uses give no follow-on error.
         let text = generated.expect("the stage expands").to_string();
         assert!(text.contains("Consumer"), "{text}");
-        for message_trait in ["HandleCall", "HandleCast", "HandleInfo", "fn terminate"] {
+        for message_trait in [
+            "HandleCall",
+            "HandleCast",
+            "HandleInfo",
+            "fn terminate",
+            "fn init",
+        ] {
             assert!(!text.contains(message_trait), "{method}: {text}");
         }
     }
@@ -357,32 +372,6 @@ fn init_becomes_the_role_traits_init_on_every_role() {
     );
     assert!(error.is_none(), "{error:?}");
     assert!(!generated.unwrap().to_string().contains("fn init"));
-}
-
-#[test]
-fn init_of_the_wrong_shape_gives_one_spanned_error() {
-    const SHAPES: &str = "write it `fn init(&mut self)` or `fn init(&mut self, ctx: &mut Context<Self>)`, returning nothing, not `async`";
-    let cases: &[(&str, &str, &str)] = &[
-        ("async fn init(&mut self) {}", "async", "`init` cannot be `async`: the runtime calls it at once, as the stage starts (work that waits goes in a message to the stage, `ctx.info(…)`)"),
-        ("fn init(&mut self) -> impl Future<Output = ()> { async {} }", "impl", "`init` returns nothing, not a future or an `impl …`"),
-        ("fn init(&mut self) -> StageResult<()> { Ok(()) }", "StageResult", "`init` returns nothing, not `StageResult<()>`"),
-        ("fn init(&mut self, n: u8) {}", "n: u8", "`init` takes `&mut self` and optionally the context, but this one takes 2 arguments"),
-        ("fn init(&mut self, ctx: &mut Context<Self>, n: u8) {}", "n: u8", "but this one takes 3 arguments"),
-        ("fn init(&self) {}", "&self", "`init` takes `&mut self` first"),
-        ("fn init<T>(&mut self) {}", "<T>", "`init` cannot be generic"),
-    ];
-    for (method, at, message) in cases {
-        let item = consumer_with(method);
-        let nth = item.matches(at).count() - method.matches(at).count();
-        assert_error("consumer", &item, At::Item(at, nth), message);
-        let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
-        let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
-        assert_eq!(messages.len(), 1, "{method}: {messages:?}");
-        assert!(messages[0].contains(SHAPES), "{method}: {messages:?}");
-        // The stage still expands, without it.
-        let text = generated.expect("the stage expands").to_string();
-        assert!(!text.contains("fn init"), "{text}");
-    }
 }
 
 #[test]
