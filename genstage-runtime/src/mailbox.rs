@@ -449,6 +449,18 @@ impl<M> Receiver<M> {
         self.spells = self.spells.wrapping_add(1);
     }
 
+    /// Counts the message the caller is about to take against its share of the task's budget, when
+    /// that share is not spent yet: `true`, and nothing is left to do; otherwise `false`, and the
+    /// caller spends it with [`consume_budget`](Self::consume_budget), which may yield.
+    #[inline]
+    pub(crate) fn spend_share(&mut self) -> bool {
+        if self.unbudgeted + 1 < MESSAGES_PER_BUDGET_UNIT {
+            self.unbudgeted += 1;
+            return true;
+        }
+        false
+    }
+
     /// Spends the task's cooperative budget (tokio's `task::coop`) on the message the caller is about
     /// to take with [`try_recv`](Self::try_recv): one unit per [`MESSAGES_PER_BUDGET_UNIT`]
     /// messages. Once the budget is spent, first yields to the runtime, which runs the worker's other

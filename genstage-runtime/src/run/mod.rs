@@ -934,11 +934,13 @@ async fn transform<S: ProducerConsumer>(
                     events,
                     demand,
                 } => {
-                    // In hand before the stage may yield: `next_step` counted the batch in, and an
-                    // abort there must find it held, to count it lost.
+                    // One message may hold many batches: each spends budget as a message does. In
+                    // hand before the stage may yield for it: `next_step` counted the batch in, and
+                    // an abort there must find it held, to count it lost.
                     in_hand.take(&events, sub, Some(demand), None);
-                    // One message may hold many batches: each spends budget as a message does.
-                    mailbox.consume_budget().await;
+                    if !mailbox.spend_share() {
+                        mailbox.consume_budget().await;
+                    }
                     // While the callback waits, the stage takes in its mail, and stops if its
                     // consumers leave.
                     let called = call_serving(stage.handle_events(events), mailbox, |mail| {
@@ -1195,11 +1197,13 @@ async fn consume<C: Consumer>(
                     events,
                     demand,
                 } => {
-                    // In hand before the stage may yield: `next_step` counted the batch in, and an
-                    // abort there must find it held, to count it lost.
+                    // One message may hold many batches: each spends budget as a message does. In
+                    // hand before the stage may yield for it: `next_step` counted the batch in, and
+                    // an abort there must find it held, to count it lost.
                     in_hand.take(&events, sub, Some(demand), None);
-                    // One message may hold many batches: each spends budget as a message does.
-                    mailbox.consume_budget().await;
+                    if !mailbox.spend_share() {
+                        mailbox.consume_budget().await;
+                    }
                     stage.__batch_from(SubscriptionTag(sub));
                     if let Err(error) = stage.handle_events(events).await {
                         // A `to_stream` sink whose stream was dropped stops normally; the events
