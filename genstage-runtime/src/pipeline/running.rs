@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::dispatcher::Selector;
 use crate::error::PipelineError;
@@ -19,7 +18,7 @@ use crate::report::Report;
 use crate::stage::Consumer;
 use crate::subscription::SubscriptionTag;
 
-use super::supervise::Request;
+use super::supervise::{send_request, Request};
 use super::{ConsumerRef, Pipeline, ShutdownHandle, Sink, Source};
 
 impl Pipeline {
@@ -171,9 +170,7 @@ impl PipelineHandle {
         self,
         timeout: Duration,
     ) -> impl Future<Output = Result<Report, PipelineError>> + Send {
-        // A limit too far to count (`Duration::MAX`) is no limit.
-        let deadline = Instant::now().checked_add(timeout);
-        self.request(Request::Shutdown { deadline })
+        self.request(Request::shutdown_within(timeout))
     }
 
     /// Stops every stage where it stands and returns the report: what the stages held (a batch in a
@@ -520,10 +517,7 @@ impl PipelineHandle {
     }
 
     fn send(&self, request: Request) -> Result<(), PipelineError> {
-        match &self.requests {
-            Some(requests) if requests.send(request).is_ok() => Ok(()),
-            _ => Err(PipelineError::NotRunning),
-        }
+        send_request(self.requests(), request)
     }
 
     /// Sends `request` now, and gives back the handle to await the pipeline's result.

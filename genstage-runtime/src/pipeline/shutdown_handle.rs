@@ -4,11 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::error::PipelineError;
 
-use super::supervise::Request;
+use super::supervise::{send_request, Request};
 use super::PipelineHandle;
 
 /// Ends a running pipeline from another task (a signal handler, an admin endpoint, a health
@@ -67,7 +66,7 @@ impl ShutdownHandle {
     /// [`PipelineError::NotRunning`] when the pipeline has ended, never started, or its
     /// [`PipelineHandle`] had already asked it to end before this handle was made.
     pub fn shutdown(&self) -> Result<(), PipelineError> {
-        self.send(Request::Shutdown { deadline: None })
+        send_request(self.requests.as_ref(), Request::Shutdown { deadline: None })
     }
 
     /// Asks the pipeline to shut down gracefully, aborting the stages still busy after `timeout`
@@ -77,9 +76,7 @@ impl ShutdownHandle {
     ///
     /// As [`shutdown`](Self::shutdown).
     pub fn shutdown_within(&self, timeout: Duration) -> Result<(), PipelineError> {
-        // A limit too far to count (`Duration::MAX`) is no limit.
-        let deadline = Instant::now().checked_add(timeout);
-        self.send(Request::Shutdown { deadline })
+        send_request(self.requests.as_ref(), Request::shutdown_within(timeout))
     }
 
     /// Asks the pipeline to stop every stage where it stands, as [`PipelineHandle::abort`] does.
@@ -88,14 +85,7 @@ impl ShutdownHandle {
     ///
     /// As [`shutdown`](Self::shutdown).
     pub fn abort(&self) -> Result<(), PipelineError> {
-        self.send(Request::Abort)
-    }
-
-    fn send(&self, request: Request) -> Result<(), PipelineError> {
-        match &self.requests {
-            Some(requests) if requests.send(request).is_ok() => Ok(()),
-            _ => Err(PipelineError::NotRunning),
-        }
+        send_request(self.requests.as_ref(), Request::Abort)
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
@@ -49,6 +50,28 @@ pub(super) enum Request {
         tag: SubscriptionTag,
         reply: oneshot::Sender<Result<(), PipelineError>>,
     },
+}
+
+impl Request {
+    /// A graceful shutdown that gives up `timeout` from now.
+    pub(super) fn shutdown_within(timeout: Duration) -> Request {
+        // A limit too far to count (`Duration::MAX`) is no limit.
+        Request::Shutdown {
+            deadline: Instant::now().checked_add(timeout),
+        }
+    }
+}
+
+/// Sends `request` to the supervisor through a handle's channel, `requests`: `NotRunning` when
+/// there is none (the pipeline never started, or was asked to end) or the pipeline has ended.
+pub(super) fn send_request(
+    requests: Option<&mpsc::UnboundedSender<Request>>,
+    request: Request,
+) -> Result<(), PipelineError> {
+    match requests {
+        Some(requests) if requests.send(request).is_ok() => Ok(()),
+        _ => Err(PipelineError::NotRunning),
+    }
 }
 
 impl Pipeline {
