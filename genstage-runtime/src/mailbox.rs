@@ -475,8 +475,7 @@ impl<M> Receiver<M> {
     #[inline]
     pub(crate) fn consume_budget(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.unbudgeted + 1 < MESSAGES_PER_BUDGET_UNIT {
-                self.unbudgeted += 1;
+            if self.spend_share() {
                 return Poll::Ready(());
             }
             let restore = std::task::ready!(tokio::task::coop::poll_proceed(cx));
