@@ -501,12 +501,7 @@ fn message_impl(
         }
         Role::Consumer => quote!(()),
     };
-    // The context is passed on when the callback takes it.
-    let (ctx_param, ctx_arg) = if callback.ctx {
-        (quote!(__ctx), Some(quote!(__ctx)))
-    } else {
-        (quote!(_), None)
-    };
+    let (ctx_param, ctx_arg) = context_param(callback);
     let ctx_arg = ctx_arg.iter();
     let result = quote!(
         impl #private::Future<Output = #krate::StageResult<Self::Emitted>> + #private::stage::Send
@@ -567,6 +562,16 @@ fn message_impl(
     }
 }
 
+/// The context parameter of a generated method, and the argument that passes the context on to the
+/// callback when the callback takes it (`_`, and none, when it does not).
+fn context_param(callback: &Callback) -> (TokenStream, Option<TokenStream>) {
+    if callback.ctx {
+        (quote!(__ctx), Some(quote!(__ctx)))
+    } else {
+        (quote!(_), None)
+    }
+}
+
 /// The role trait's `init`, calling the impl block's; nothing when it has none (the trait's default
 /// does nothing).
 fn init_fn(model: &StageModel) -> TokenStream {
@@ -576,11 +581,7 @@ fn init_fn(model: &StageModel) -> TokenStream {
     let krate = &model.krate;
     let self_ty = &model.item.self_ty;
     let name = &callback.name;
-    let (ctx_param, ctx_arg) = if callback.ctx {
-        (quote!(__ctx), Some(quote!(__ctx)))
-    } else {
-        (quote!(_), None)
-    };
+    let (ctx_param, ctx_arg) = context_param(callback);
     let ctx_arg = ctx_arg.iter();
     quote_spanned! {name.span()=>
         fn init(&mut self, #ctx_param: &mut #krate::Context<'_, Self>) {
@@ -642,12 +643,7 @@ fn subscription_fns(model: &StageModel) -> TokenStream {
             (None, None)
         };
         let reason_arg = reason_arg.iter();
-        // The context is passed on when the callback takes it.
-        let (ctx_param, ctx_arg) = if callback.ctx {
-            (quote!(__ctx), Some(quote!(__ctx)))
-        } else {
-            (quote!(_), None)
-        };
+        let (ctx_param, ctx_arg) = context_param(callback);
         let ctx_arg = ctx_arg.iter();
         let call = quote!(<#self_ty>::#name(self, #subject #(, #reason_arg)* #(, #ctx_arg)*));
         let params = quote! {
