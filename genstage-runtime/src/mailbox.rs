@@ -13,8 +13,9 @@
 //! written on [`Receiver::ready`], and `mailbox/loom_tests.rs` model-checks it with loom.
 //!
 //! # Receiving
-//! A stage loop takes messages with `try_recv` and, when it finds none, waits with `ready`; the message
-//! itself never passes through a future's output, which on the hot path costs several copies of it.
+//! A stage loop waiting for its next message awaits `ready`, which takes in what is queued or, finding
+//! nothing, parks, under one lock, and then takes the message with `try_recv`; the message itself never
+//! passes through a future's output, which on the hot path costs several copies of it.
 //!
 //! A stage in steady flow always finds a message, so it would never return `Pending` and could
 //! starve the other tasks of its worker. So before each `try_recv` it awaits
@@ -242,6 +243,9 @@ pub(crate) struct Receiver<M> {
     /// Whether the last timed busy spell lasted at most [`QUICK_SPELL`]; published in the slot each
     /// time the receiver parks.
     quick: bool,
+    /// Whether it parked since it last took messages in through [`ready`](Self::ready) (a new one
+    /// counts as parked: its task starts as if woken): the next take there begins a busy spell.
+    parked: bool,
     /// Messages taken since the task's budget was last spent, below [`MESSAGES_PER_BUDGET_UNIT`].
     unbudgeted: u32,
 }
@@ -276,6 +280,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             spells: 0,
             busy_since: None,
             quick: false,
+            parked: true,
             unbudgeted: 0,
         },
     )
@@ -384,7 +389,9 @@ impl<M> Drop for Sender<M> {
 impl<M> Receiver<M> {
     /// Waits until [`try_recv`](Self::try_recv) has an answer other than `Empty`: a message, or the
     /// end of the queue. While it waits, messages sent with [`Sender::send_lazy`] wake it only if
-    /// `wake_on_lazy`.
+    /// `wake_on_lazy`. With nothing taken in yet, its first poll takes in what is queued or parks,
+    /// under one lock: a loop that waits for its next message awaits it first and then calls
+    /// `try_recv`, which finds the messages taken in without locking again.
     ///
     /// # The slot's rule
     ///
@@ -414,11 +421,8 @@ impl<M> Receiver<M> {
         }
     }
 
-    /// One poll of [`ready`](Self::ready).
+    /// A poll of [`ready`](Self::ready) with nothing taken in: takes in what is queued, or parks.
     fn poll_ready(&mut self, cx: &mut Context<'_>, wake_on_lazy: bool) -> Poll<()> {
-        if !self.taken.is_empty() {
-            return Poll::Ready(());
-        }
         let mut state = self.shared.lock();
         if !state.queue.is_empty() || state.senders == 0 {
             std::mem::swap(&mut state.queue, &mut self.taken);
@@ -426,7 +430,10 @@ impl<M> Receiver<M> {
             let found = state.clear();
             drop(state);
             found.give();
-            self.start_spell();
+            // Messages that came while it ran continue its spell.
+            if std::mem::take(&mut self.parked) {
+                self.start_spell();
+            }
             return Poll::Ready(());
         }
         // The busy spell ends as the receiver parks (a timed one: see `start_spell`).
@@ -435,6 +442,7 @@ impl<M> Receiver<M> {
         }
         let found = state.park(cx.waker(), wake_on_lazy, self.quick);
         drop(state);
+        self.parked = true;
         // Gives a hand-off, or drops a stale waker, outside the lock.
         found.give();
         Poll::Pending
@@ -546,6 +554,10 @@ impl<M> Future for Ready<'_, M> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // Messages already taken in answer at once, without a call: the common case in steady flow.
+        if !this.receiver.taken.is_empty() {
+            return Poll::Ready(());
+        }
         this.receiver.poll_ready(cx, this.wake_on_lazy)
     }
 }
@@ -577,13 +589,14 @@ mod tests {
         }
     }
 
-    /// How a stage loop receives: `try_recv`, and `ready` while it finds the mailbox empty.
+    /// How a stage loop receives: `ready`, which takes in what is queued or parks, then `try_recv`.
     async fn recv<M>(receiver: &mut Receiver<M>) -> Option<M> {
         loop {
+            receiver.ready(true).await;
             match receiver.try_recv() {
                 Ok(message) => return Some(message),
                 Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => receiver.ready(true).await,
+                Err(TryRecvError::Empty) => {}
             }
         }
     }

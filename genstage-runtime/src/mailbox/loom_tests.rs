@@ -36,13 +36,14 @@ impl CountingWaker {
     }
 }
 
-/// How a stage loop receives: `try_recv`, and `ready` while it finds the mailbox empty.
+/// How a stage loop receives: `ready`, which takes in what is queued or parks, then `try_recv`.
 async fn recv<M>(receiver: &mut Receiver<M>, wake_on_lazy: bool) -> Option<M> {
     loop {
+        receiver.ready(wake_on_lazy).await;
         match receiver.try_recv() {
             Ok(message) => return Some(message),
             Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) => receiver.ready(wake_on_lazy).await,
+            Err(TryRecvError::Empty) => {}
         }
     }
 }

@@ -45,20 +45,19 @@ pub(crate) use abort::Abort;
 pub(crate) use callback::panic_message;
 pub(crate) use restarts::{Build, GaveUp};
 
-/// The next message of a stage loop's mailbox. When none is queued, waits for one and `continue`s the
-/// loop, which first does whatever the wait made possible; when every sender is gone, `break`s it.
-/// A macro, not an async fn: the message must not pass through a future's output (see
-/// [`crate::mailbox`]).
+/// The next message of a stage loop's mailbox, waiting for one when none is queued; when every sender
+/// is gone, `break`s the loop. A macro, not an async fn: the message must not pass through a future's
+/// output (see [`crate::mailbox`]).
 macro_rules! next_mail {
     ($mailbox:ident, wake_on_ask: $wake_on_ask:expr) => {{
         // A stage whose mailbox never runs dry still lets its worker's other tasks run.
         $mailbox.consume_budget().await;
+        // Takes in what is queued, or waits for it, under one lock.
+        $mailbox.ready($wake_on_ask).await;
         match $mailbox.try_recv() {
             Ok(mail) => mail,
-            Err(TryRecvError::Empty) => {
-                $mailbox.ready($wake_on_ask).await;
-                continue;
-            }
+            // `ready` returns only once there is an answer: never met.
+            Err(TryRecvError::Empty) => continue,
             Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
         }
     }};
@@ -624,6 +623,17 @@ async fn produce<P: Producer>(
         // message, so that a producer asked for more than it emits per call still lets other tasks
         // run.
         mailbox.consume_budget().await;
+        // Accumulating, only mail changes anything; forwarding, an ask (or a message) is what sets
+        // a producer with no demand, or with nothing more to emit, going again. Waiting, it takes in
+        // what is queued, or waits for it, under one lock.
+        let waits_for_mail = if state.modes.forwarding() {
+            state.exhausted || outputs.demand() == 0
+        } else {
+            state.modes.accumulating()
+        };
+        if waits_for_mail {
+            mailbox.ready(true).await;
+        }
         match mailbox.try_recv() {
             Ok(Mail::Downstream(mail)) => {
                 state.downstream(mail, outputs);
@@ -635,17 +645,10 @@ async fn produce<P: Producer>(
             }
             // A producer consumes nothing: the pipeline never subscribes it.
             Ok(Mail::Upstream(_)) => {}
+            // Not waiting for mail: replaying, the next round replays the next recorded ask;
+            // emitting, the next asks its callback again, after a back-off's pause if it is in one.
             Err(TryRecvError::Empty) => {
-                if !state.modes.forwarding() {
-                    // Accumulating, only mail changes anything; replaying, the next round replays
-                    // the next recorded ask.
-                    if state.modes.accumulating() {
-                        mailbox.ready(true).await;
-                    }
-                } else if state.exhausted || outputs.demand() == 0 {
-                    // An ask (or a message) is what sets a producer going again.
-                    mailbox.ready(true).await;
-                } else if let Some(at) = retry.waiting_until() {
+                if let Some(at) = retry.waiting_until().filter(|_| state.modes.forwarding()) {
                     tokio::select! {
                         () = mailbox.ready(true) => {}
                         () = tokio::time::sleep_until(at) => {}
