@@ -58,7 +58,7 @@ pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, Subscribe
 pub use pipeline::{
     ends, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
     ProducerConsumerRef, ProducerRef, Run, ShutdownHandle, Sink, Source, Stage, StageId, StageRef,
-    DEFAULT_CALL_TIMEOUT,
+    Subscribing, DEFAULT_CALL_TIMEOUT,
 };
 pub use report::{
     Discard, DiscardReason, EdgeReport, Loss, LossReason, Report, StageReport, StageStatus, Totals,

@@ -51,10 +51,11 @@ use crate::restart::{NoInput, Restart, RestartPolicy};
 use crate::run::{self, Abort, Build, Outcome, StageEnv};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
+use ends::{SinkEnd, SourceEnd};
 use handles::NewEnds;
 pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Source, StageId};
 pub use run_future::Run;
-pub use running::PipelineHandle;
+pub use running::{PipelineHandle, Subscribing};
 pub use shutdown_handle::ShutdownHandle;
 pub use stage::Stage;
 pub use stage_ref::{Call, CallFor, CastFor, InfoFor, StageRef, DEFAULT_CALL_TIMEOUT};
@@ -600,7 +601,7 @@ impl Pipeline {
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
     ) -> &mut Self {
-        self.subscribe_edge(producer, consumer, options, None)
+        self.subscribe_edge(producer.source_end(), consumer.sink_end(), options, None)
     }
 
     /// Subscribes `consumer` to `producer`, a stage that broadcasts its events
@@ -617,7 +618,12 @@ impl Pipeline {
         selector: impl Fn(&T) -> bool + Send + Sync + 'static,
     ) -> &mut Self {
         let selector: Selector<T> = Arc::new(selector);
-        self.subscribe_edge(producer, consumer, options, Some(selector))
+        self.subscribe_edge(
+            producer.source_end(),
+            consumer.sink_end(),
+            options,
+            Some(selector),
+        )
     }
 
     /// How many partitions `producer`'s dispatcher routes its events to, if it partitions them
@@ -631,15 +637,15 @@ impl Pipeline {
         self.stages.get(index)?.dispatch.partitions
     }
 
+    /// Subscribes `sink`'s stage to `source`'s: what `subscribe` and its siblings do, on both
+    /// pipelines and running ones, once the handles' ends are taken.
     pub(super) fn subscribe_edge<T: Send + 'static>(
         &mut self,
-        producer: &impl Source<T>,
-        consumer: &impl Sink<T>,
+        source: SourceEnd<T>,
+        sink: SinkEnd<T>,
         options: SubscribeOptions,
         selector: Option<Selector<T>>,
     ) -> &mut Self {
-        let source = producer.source_end();
-        let sink = consumer.sink_end();
         for id in [source.id, sink.id] {
             if id.pipeline != self.id || id.index >= self.first_index + self.stages.len() {
                 self.error.get_or_insert(PipelineError::ForeignStage {

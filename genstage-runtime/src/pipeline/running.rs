@@ -287,13 +287,12 @@ impl PipelineHandle {
     /// # Cancel safety
     ///
     /// Dropping the future may leave the subscription made, without its tag.
-    pub async fn subscribe<T: Send + 'static>(
+    pub fn subscribe<T: Send + 'static>(
         &self,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
-    ) -> Result<SubscriptionTag, PipelineError> {
+    ) -> Subscribing<'_> {
         self.subscribe_with(producer, consumer, SubscribeOptions::default())
-            .await
     }
 
     /// Subscribes `consumer` to `producer` in the running pipeline; set fields of `options`
@@ -313,13 +312,13 @@ impl PipelineHandle {
     /// # Cancel safety
     ///
     /// As [`subscribe`](Self::subscribe).
-    pub async fn subscribe_with<T: Send + 'static>(
+    pub fn subscribe_with<T: Send + 'static>(
         &self,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
-    ) -> Result<SubscriptionTag, PipelineError> {
-        self.wire(None, producer, consumer, options, None).await
+    ) -> Subscribing<'_> {
+        self.wire(None, producer, consumer, options, None)
     }
 
     /// Subscribes `consumer` to `producer`, a stage that broadcasts its events, in the running
@@ -334,16 +333,15 @@ impl PipelineHandle {
     /// # Cancel safety
     ///
     /// As [`subscribe`](Self::subscribe).
-    pub async fn subscribe_selected<T: Send + 'static>(
+    pub fn subscribe_selected<T: Send + 'static>(
         &self,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
         selector: impl Fn(&T) -> bool + Send + Sync + 'static,
-    ) -> Result<SubscriptionTag, PipelineError> {
+    ) -> Subscribing<'_> {
         let selector: Selector<T> = Arc::new(selector);
         self.wire(None, producer, consumer, options, Some(selector))
-            .await
     }
 
     /// Replaces the subscription `old` of `consumer` by a new one to `producer`, with `options`
@@ -409,15 +407,14 @@ impl PipelineHandle {
     /// assert_eq!(report.totals().lost, 0);
     /// # Ok(()) }
     /// ```
-    pub async fn resubscribe<T: Send + 'static>(
+    pub fn resubscribe<T: Send + 'static>(
         &self,
         old: SubscriptionTag,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
-    ) -> Result<SubscriptionTag, PipelineError> {
+    ) -> Subscribing<'_> {
         self.wire(Some(old), producer, consumer, options, None)
-            .await
     }
 
     /// [`resubscribe`](Self::resubscribe) to a producer that broadcasts, for only the events
@@ -432,46 +429,54 @@ impl PipelineHandle {
     /// # Cancel safety
     ///
     /// As [`resubscribe`](Self::resubscribe).
-    pub async fn resubscribe_selected<T: Send + 'static>(
+    pub fn resubscribe_selected<T: Send + 'static>(
         &self,
         old: SubscriptionTag,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
         selector: impl Fn(&T) -> bool + Send + Sync + 'static,
-    ) -> Result<SubscriptionTag, PipelineError> {
+    ) -> Subscribing<'_> {
         let selector: Selector<T> = Arc::new(selector);
         self.wire(Some(old), producer, consumer, options, Some(selector))
-            .await
     }
 
     /// Subscribes `consumer` to `producer`, replacing `replacing` (see
-    /// [`resubscribe`](Self::resubscribe)).
-    async fn wire<T: Send + 'static>(
+    /// [`resubscribe`](Self::resubscribe)), when the future is first polled. The handles' ends are
+    /// taken now, so that the future's type names neither handle nor `T`: a consumer of the wrong
+    /// type is one error, at the call's argument, rather than one more at the call and one at its
+    /// `.await` for the bounds of a future generic over the handles.
+    fn wire<T: Send + 'static>(
         &self,
         replacing: Option<SubscriptionTag>,
         producer: &impl Source<T>,
         consumer: &impl Sink<T>,
         options: SubscribeOptions,
         selector: Option<Selector<T>>,
-    ) -> Result<SubscriptionTag, PipelineError> {
-        let (reply, answer) = oneshot::channel();
-        {
-            let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
-            staging.subscribe_edge(producer, consumer, options, selector);
-            if let Some(error) = staging.error.take() {
-                return Err(error);
+    ) -> Subscribing<'_> {
+        let (source, sink) = (producer.source_end(), consumer.sink_end());
+        let answer = async move {
+            let (reply, answer) = oneshot::channel();
+            {
+                let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+                staging.subscribe_edge(source, sink, options, selector);
+                if let Some(error) = staging.error.take() {
+                    return Err(error);
+                }
+                let Some(edge) = staging.edges.pop() else {
+                    return Err(PipelineError::NotRunning);
+                };
+                self.send(Request::Subscribe {
+                    edge,
+                    replacing,
+                    reply,
+                })?;
             }
-            let Some(edge) = staging.edges.pop() else {
-                return Err(PipelineError::NotRunning);
-            };
-            self.send(Request::Subscribe {
-                edge,
-                replacing,
-                reply,
-            })?;
+            self.answer(answer).await?
+        };
+        Subscribing {
+            answer: Box::pin(answer),
         }
-        self.answer(answer).await?
     }
 
     /// Ends a subscription made by [`subscribe`](Self::subscribe) or when the pipeline was built
@@ -527,6 +532,32 @@ impl PipelineHandle {
             let _ = requests.send(request);
         }
         self
+    }
+}
+
+/// The answer of [`PipelineHandle::subscribe`] and its siblings: a future of the new
+/// subscription's tag, which asks for the subscription when first polled.
+///
+/// # Cancel safety
+///
+/// As [`PipelineHandle::subscribe`]: dropping the future once polled may leave the subscription
+/// made, without its tag.
+#[must_use = "a subscription is asked for only when the future is `.await`ed"]
+pub struct Subscribing<'a> {
+    answer: Pin<Box<dyn Future<Output = Result<SubscriptionTag, PipelineError>> + Send + 'a>>,
+}
+
+impl Future for Subscribing<'_> {
+    type Output = Result<SubscriptionTag, PipelineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.answer.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Subscribing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Subscribing")
     }
 }
 
