@@ -257,6 +257,12 @@ async fn a_failed_run_reports_every_stage_and_every_lost_event() {
         error.to_string(),
         "stage `C[0]` failed: sink failed at batch 3"
     );
+    // What a `main` returning the error prints: the variant, the message and the report's table,
+    // not every field of every stage on one line.
+    assert_eq!(
+        format!("{error:?}"),
+        format!("StageFailed: stage `C[0]` failed: sink failed at batch 3\n\n{report}")
+    );
     let failures: Vec<&str> = report.failures().map(|s| s.name.as_str()).collect();
     assert_eq!(failures, ["C[0]"]);
     let c0 = stage(&report, "C[0]");

@@ -664,6 +664,11 @@ async fn producer_without_consumer_is_rejected() {
         error.to_string(),
         "stage `lonely` has no consumer: its events would go nowhere"
     );
+    // A mistake found before anything ran carries no report.
+    assert_eq!(
+        format!("{error:?}"),
+        "NoConsumer: stage `lonely` has no consumer: its events would go nowhere"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 0, "a stage ran");
     assert!(taken(&events).is_empty());
 }

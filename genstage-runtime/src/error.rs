@@ -93,7 +93,16 @@ impl std::error::Error for StreamDropped {}
 /// A failure at run time ([`StageFailed`](Self::StageFailed), [`StagePanicked`](Self::StagePanicked))
 /// names the first stage that failed and carries the whole [`Report`] of the run: every stage's
 /// counts, every failure, and the events lost with their reasons ([`PipelineError::report`]).
-#[derive(Debug)]
+///
+/// Its `Debug` form, which a `main` returning the error prints, is the variant's name and the
+/// message, followed by the report's table when the error carries a report:
+///
+/// ```text
+/// Error: StageFailed: stage `Store` failed: disk full
+///
+/// stage    in  out  emitted  discarded  lost  status
+/// ...
+/// ```
 #[non_exhaustive]
 pub enum PipelineError {
     /// A stage's callback returned an error.
@@ -224,6 +233,16 @@ pub enum PipelineError {
         /// What happened.
         message: String,
     },
+}
+
+impl fmt::Debug for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {self}", self.variant())?;
+        match self.report() {
+            Some(report) => write!(f, "\n\n{report}"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for PipelineError {
@@ -372,6 +391,30 @@ impl PipelineError {
             | PipelineError::Internal { .. }
             | PipelineError::UnknownSubscription
             | PipelineError::NotRunning => "",
+        }
+    }
+
+    /// The variant's name, as its `Debug` form begins.
+    fn variant(&self) -> &'static str {
+        match self {
+            PipelineError::StageFailed { .. } => "StageFailed",
+            PipelineError::StagePanicked { .. } => "StagePanicked",
+            PipelineError::NoRuntime => "NoRuntime",
+            PipelineError::InvalidSubscription { .. } => "InvalidSubscription",
+            PipelineError::NoConsumer { .. } => "NoConsumer",
+            PipelineError::NoProducer { .. } => "NoProducer",
+            PipelineError::Cycle { .. } => "Cycle",
+            PipelineError::DuplicateName { .. } => "DuplicateName",
+            PipelineError::EmptyGroup { .. } => "EmptyGroup",
+            PipelineError::InvalidDispatch { .. } => "InvalidDispatch",
+            PipelineError::NotRebuildable { .. } => "NotRebuildable",
+            PipelineError::RestartLimit { .. } => "RestartLimit",
+            PipelineError::ForeignStage { .. } => "ForeignStage",
+            PipelineError::ShutdownTimeout { .. } => "ShutdownTimeout",
+            PipelineError::StageEnded { .. } => "StageEnded",
+            PipelineError::UnknownSubscription => "UnknownSubscription",
+            PipelineError::NotRunning => "NotRunning",
+            PipelineError::Internal { .. } => "Internal",
         }
     }
 
