@@ -305,3 +305,94 @@ async fn a_rate_limiter_takes_at_most_max_demand_events_per_interval() {
     assert!((100..=110).contains(&handled), "{handled}");
     assert!(report.balanced());
 }
+
+/// Emits `0..10` at its first demand, whatever it is asked, and ends: what its consumer has not
+/// asked for waits in its buffer.
+struct AllAtOnce;
+
+impl Producer for AllAtOnce {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::last((0..10).collect()))
+    }
+}
+
+/// A producer_consumer that passes its events on, and asks on its manual subscription only from a
+/// tick it sends itself: for as many events as it received since the last tick.
+struct LimitedMiddle {
+    tag: Option<SubscriptionTag>,
+    since_tick: usize,
+}
+
+impl genstage::ProducerConsumer for LimitedMiddle {
+    type Input = u64;
+    type Output = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.tag = Some(subscription.tag());
+        ctx.info_after(Duration::from_millis(100), Tick);
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        self.since_tick += events.len();
+        Ok(events)
+    }
+}
+
+impl HandleInfo<Tick> for LimitedMiddle {
+    type Emitted = Vec<u64>;
+    async fn handle_info(&mut self, _: Tick, ctx: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+        if let Some(tag) = self.tag {
+            ctx.ask(tag, self.since_tick)?;
+        }
+        self.since_tick = 0;
+        ctx.info_after(Duration::from_millis(100), Tick);
+        Ok(Vec::new())
+    }
+}
+
+/// A producer_consumer in manual demand asks from the infos it sends itself, also while the
+/// pipeline shuts down: its producer's buffer (8 of its 10 events, past the initial ask of 2) is
+/// delivered, and the shutdown ends. (It hung: once shutting down, a producer_consumer dropped
+/// every message, its own ticks too, so it never asked again: chaos seed 237.)
+#[tokio::test(start_paused = true)]
+async fn a_manual_producer_consumer_asks_from_its_own_ticks_while_shutting_down() {
+    let (watch, seen) = Watch::new(false);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(AllAtOnce);
+    let middle = pipeline.add_producer_consumer(LimitedMiddle {
+        tag: None,
+        since_tick: 0,
+    });
+    let watch = pipeline.add_consumer(watch);
+    pipeline.subscribe_with(&numbers, &middle, SubscribeOptions::new().max_demand(2));
+    pipeline.subscribe(&middle, &watch);
+    let running = pipeline.start();
+    // The initial ask's 2 events reach the consumer before any tick: the clock does not move while
+    // this task runs.
+    let handled = || {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .map(|s| match s {
+                Seen::Events(events) => events.len(),
+                _ => 0,
+            })
+            .sum::<usize>()
+    };
+    while handled() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let report = tokio::time::timeout(Duration::from_secs(60), running.shutdown())
+        .await
+        .expect("the shutdown hung")
+        .unwrap();
+    assert_eq!(handled(), 10);
+    assert_eq!(report.stage("Watch").unwrap().events_in, 10);
+    assert_eq!(report.stage("AllAtOnce").unwrap().lost, 0);
+    assert!(report.balanced(), "{report:?}");
+}

@@ -802,10 +802,13 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
 /// Takes in a control message for a stage that is not a producer: letters wait in `letters`. A
 /// shutdown closes `inputs`: a stage in the middle ends when its input does, and one that has no
 /// producer (added to a running pipeline, never subscribed) ends then. From then on, a
-/// producer_consumer takes no more messages, as a producer does, so that senders that keep sending
-/// cannot keep its buffer full and its input from ending: they are dropped (a call is answered
-/// `NoReply`). `buffered` is the stage's buffered count; `None` for a consumer, which has no buffer
-/// and keeps taking messages (they emit nothing, so they cannot keep it going).
+/// producer_consumer takes no more messages from outside, as a producer does, so that senders that
+/// keep sending cannot keep its buffer full and its input from ending: they are dropped (a call is
+/// answered `NoReply`). It still takes those it sends itself (`ctx.info`, a timer's), until its
+/// input has ended: a producer_consumer in manual demand asks from their callbacks, and without
+/// its asks its producers could not deliver what they hold, nor its input end. `buffered` is the
+/// stage's buffered count; `None` for a consumer, which has no buffer and keeps taking messages
+/// (they emit nothing, so they cannot keep it going).
 fn queue_control<T>(
     control: Control,
     letters: &mut VecDeque<Letter>,
@@ -813,8 +816,9 @@ fn queue_control<T>(
     buffered: Option<usize>,
 ) {
     match control {
-        // Once a producer_consumer is shutting down, dropped (see above).
-        Control::Letter(_) if buffered.is_some() && inputs.is_closed() => {}
+        // Once a producer_consumer is shutting down, dropped if from outside (see above).
+        Control::Letter(letter)
+            if buffered.is_some() && inputs.is_closed() && letter.generation().is_none() => {}
         // A producer_consumer's `info_after_buffered` waits behind the input it has received (a
         // consumer's input is never queued when it takes its mail).
         Control::Letter(letter) if letter.is_after_buffered() && !inputs.is_idle() => {
