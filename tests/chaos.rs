@@ -27,6 +27,28 @@
 //! no callback of the test's, the demand dispatcher and no restart policy: a `FromChannel` is given
 //! by value, and a value made again would have no sender.
 //!
+//! Manual demand: some consumers and producer_consumers take manual control (`Demand::Manual`) in
+//! `handle_subscribe` of their subscriptions to the stages upstream that their plan names, and ask
+//! on them with `Context::ask`, keeping within `max_demand` by their own count of what they asked
+//! and got on each: after each batch (`handle_events`, which has no context, sends the stage an
+//! info through its reference; told it, the stage asks each manual subscription for a random amount,
+//! at least one where nothing is outstanding, so that it never waits on a subscription it asked
+//! nothing on), or on a tick it sends itself every millisecond with `info_after` (then only on
+//! subscriptions with a `max_demand` of 50 or more, each tick topping them up: GenStage's rate
+//! limiter). A value made again after a failure, told of its subscriptions again, asks at once. A
+//! producer_consumer in a run shut down gracefully asks on ticks: shutting down, it takes no
+//! messages from outside, but still those it sends itself.
+//!
+//! Streams: some producers that need nothing a `FromStream` lacks are [`from_stream`] producers of
+//! a stream that yields its events now at once, now after a `Pending` (a yield) or a 1 ms sleep, and
+//! ends after them or, in two fifths of the runs shut down, never; a planned panic
+//! becomes a panic of the stream, at an item, after a `Pending` there (so that it strikes a call
+//! that took nothing yet). Some consumers without a planned fault are [`to_stream`] sinks, with
+//! options of their own or their edges', whose stream a task of the test reads, with pauses,
+//! recording each event it gets as handled; two fifths of them drop the stream after a random
+//! number of events (0 included), if it has not ended by then: the sink stops, as a consumer
+//! leaving does, and its producers may stop, left without consumers.
+//!
 //! Restarts: some stages get a restart policy (temporary, transient or permanent, which for a stage
 //! that takes events is transient, and restarts a producer also after it finishes on its own, each
 //! value made after that saying at its first call that it has nothing more; 0 to 5 restarts in a
@@ -92,6 +114,18 @@
 //! handles no event of a mark's producer below the mark after it (a partitioned producer's too: its
 //! infos wait behind the partitions' backlogs).
 //!
+//! Manual demand is checked too: the runs end; `ask` refuses nothing but on a subscription that
+//! has ended; no stage gets more events on a manual subscription than it asked for (by its own
+//! count, where it knows the subscription an event came on: no action through the handle), nor any
+//! stage events in excess by its report. A `from_stream` producer's report counts as emitted each
+//! event its stream yielded, and none other, and it loses only what a producer may (its buffer,
+//! what it sent to consumers gone). A `to_stream` sink's report counts as handled exactly the
+//! events the test's reader got; it ends cancelled only if its stream was dropped (or the run
+//! aborted), and then loses only what it was sent and its stream did not yield (`Unhandled`), its
+//! subscriptions balancing (`sent = handled + lost`); one read to the end loses nothing unless a
+//! stage stopped for good or the run was aborted. A dropped stream counts, for what may be lost,
+//! as a cancel through the handle.
+//!
 //! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
 //! - `CHAOS_SEED=1234`: only that seed, printed topology and all, `CHAOS_REPEAT` times (default 20),
@@ -100,7 +134,10 @@
 //! - `CHAOS_TIMEOUT_MS=500`: the time bound of a run (default 5 000).
 //!
 //! The test prints how many runs restarted a stage, redelivered, reached a restart limit and named
-//! a poison event (`-- --nocapture` shows it).
+//! a poison event, had a `from_channel` producer (refused a send, lost events never emitted), were
+//! aborted, asked on manual subscriptions, had a `from_stream` producer (whose stream panicked), a
+//! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded) (`--
+//! --nocapture` shows it).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
@@ -110,12 +147,17 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use genstage::{
-    from_channel, BufferKeep, CancelMode, CancelReason, Consumer, ConsumerRef, Context, DemandMode,
-    Dispatch, Emit, FromChannel, HandleCast, HandleInfo, LossReason, Partition, Pipeline,
-    PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerConsumerRef,
-    ProducerOptions, ProducerRef, Report, Restart, RestartPolicy, StageRef, StageResult,
-    StageStatus, SubscribeOptions, Subscriber, SubscriptionTag,
+    from_channel, from_stream, to_stream, AskError, BufferKeep, CancelMode, CancelReason, Consumer,
+    ConsumerRef, Context, Demand, DemandMode, Dispatch, Emit, EventStream, FromChannel, FromStream,
+    HandleCast, HandleInfo, LossReason, Partition, Pipeline, PipelineError, PipelineHandle,
+    Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, Restart,
+    RestartPolicy, StageRef, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber,
+    Subscription, SubscriptionTag,
 };
 use tokio::sync::mpsc;
 
@@ -314,11 +356,30 @@ enum Source {
     /// [`channel_feed`]), which then drops its sender or, if `endless` (only in a run shut down
     /// gracefully), sends until a send fails. See [`Topology::plan_channels`].
     Channel { capacity: usize, endless: bool },
+    /// Not a [`Chaotic`] producer: a [`from_stream`] producer of a [`Trickle`], which yields its
+    /// events now at once, now after a yield or a 1 ms sleep, and ends after them or, if
+    /// `endless` (only in a run shut down), never. With `panic_at`, the stream panics when it is
+    /// polled for that item (or for the end, if it has fewer), after saying `Pending` once, so
+    /// that the panic strikes a call that took nothing yet. See [`Topology::plan_streams`].
+    Stream {
+        endless: bool,
+        panic_at: Option<u64>,
+    },
 }
 
 impl Source {
     fn is_channel(self) -> bool {
         matches!(self, Source::Channel { .. })
+    }
+
+    fn is_stream(self) -> bool {
+        matches!(self, Source::Stream { .. })
+    }
+
+    /// A producer of the library's, not of the test's: it runs none of the test's callbacks, and is
+    /// told of nothing.
+    fn is_foreign(self) -> bool {
+        self.is_channel() || self.is_stream()
     }
 }
 
@@ -431,6 +492,7 @@ struct MiddlePlan {
     /// Its own events, `(MIDDLE_TAG + i, seq)`, come from here.
     on_cancel: Option<OnCancel>,
     fan: Fan,
+    manual: Option<ManualPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -439,6 +501,68 @@ struct ConsumerPlan {
     yield_every: Option<usize>,
     strike: Option<Strike>,
     policy: Option<PolicyPlan>,
+    manual: Option<ManualPlan>,
+    /// Not a [`Sink`]: a [`to_stream`] sink, whose stream the test's own task reads.
+    stream: Option<StreamPlan>,
+}
+
+/// A stage that takes manual control (`Demand::Manual`) of some of its subscriptions in
+/// `handle_subscribe`, and asks on them itself ([`Manual`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ManualPlan {
+    /// The stages upstream whose subscriptions it takes: `P{i}` is bit `i`, `M{i}` bit `4 + i`.
+    takes: u8,
+    asks: Asks,
+}
+
+/// When a [`ManualPlan`]'s stage asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asks {
+    /// After each batch: its `handle_events` sends it an [`AskNow`] info through its own
+    /// reference, and told it, it asks each manual subscription for a random amount that keeps
+    /// within `max_demand`, at least one where nothing is outstanding.
+    AfterBatch,
+    /// On a [`Tick`] it sends itself with `info_after` every millisecond, from its first manual
+    /// subscription on: each tops its manual subscriptions up to `max_demand` (GenStage's rate
+    /// limiter). Only subscriptions with a `max_demand` of 50 or more, so that a run takes few
+    /// ticks.
+    Ticks,
+}
+
+impl ManualPlan {
+    /// In a quarter of the stages; taking every subscription in half of those.
+    fn generate(rng: &mut Rng) -> Option<Self> {
+        rng.chance(25).then(|| ManualPlan {
+            takes: match rng.chance(50) {
+                true => u8::MAX,
+                false => rng.range(1, 255) as u8,
+            },
+            asks: match rng.chance(30) {
+                true => Asks::Ticks,
+                false => Asks::AfterBatch,
+            },
+        })
+    }
+
+    /// Whether it takes manual control of a subscription to `producer` with this `max_demand`.
+    fn takes(&self, producer: Node, max_demand: usize) -> bool {
+        let bit = match producer {
+            Node::Producer(i) => i,
+            Node::Middle(i) => 4 + i,
+            Node::Consumer(_) => return false,
+        };
+        self.takes & (1 << bit) != 0 && (self.asks == Asks::AfterBatch || max_demand >= 50)
+    }
+}
+
+/// A [`to_stream`] consumer: the test's task reading its stream ([`read_stream`]) drops it after
+/// `drop_after` events, if it has not ended by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamPlan {
+    drop_after: Option<u64>,
+    /// Its own `max_demand` and `min_demand` (`StreamSink::with_options`): its edges leave them to
+    /// it.
+    options: Option<(usize, usize)>,
 }
 
 /// A stage of the topology.
@@ -502,6 +626,7 @@ impl Topology {
                 policy: None,
                 on_cancel: None,
                 fan: Fan::Demand,
+                manual: None,
             })
             .collect();
         let consumers = (0..rng.range(1, 4))
@@ -509,6 +634,8 @@ impl Topology {
                 yield_every: rng.chance(30).then(|| rng.range(1, 3)),
                 strike: None,
                 policy: None,
+                manual: None,
+                stream: None,
             })
             .collect();
         let mut topology = Topology {
@@ -565,7 +692,84 @@ impl Topology {
         }
         // And, after everything else, half of the graceful shutdowns through a `ShutdownHandle`.
         topology.by_handle = topology.shutdown_after.is_some() && !topology.abort && rng.chance(50);
+        // And, after all that, the streams and manual demand.
+        topology.plan_streams(&mut rng);
+        topology.plan_manual(&mut rng);
         topology
+    }
+
+    /// A fifth of the producers that need nothing a [`from_stream`] producer lacks (no planned
+    /// fault but a panic that strikes once, the demand dispatcher; not stalling, not a channel
+    /// producer) become one ([`Source::Stream`]), endless in two fifths of the runs shut down; a
+    /// planned panic at call `at` becomes one at item `10 * (at - 1)`, so that a producer that must
+    /// fail at its first call still does. It loses what a `FromStream`, given by value, cannot have:
+    /// its restart policy, its `handle_consumer_cancel`'s events, its confirmations. And a fifth of
+    /// the consumers without a planned fault become [`to_stream`] sinks, losing their restart
+    /// policy; two fifths of those are dropped early, half have options of their own.
+    fn plan_streams(&mut self, rng: &mut Rng) {
+        let shut_down = self.shutdown_after.is_some();
+        for producer in &mut self.producers {
+            // Drawn for every producer, fit or not.
+            let chosen = rng.chance(20);
+            let endless = shut_down && rng.chance(40);
+            let fits = matches!(
+                producer.source,
+                Source::Ready | Source::Late | Source::Messages
+            ) && producer.fan == Fan::Demand
+                && producer
+                    .strike
+                    .is_none_or(|s| s.fault == Fault::Panic && !s.sticky);
+            if chosen && fits {
+                let panic_at = producer.strike.map(|s| 10 * (s.at as u64 - 1));
+                producer.source = Source::Stream { endless, panic_at };
+                producer.shape = Shape::Exact;
+                producer.last_separately = false;
+                producer.policy = None;
+                producer.on_cancel = None;
+                producer.confirm = false;
+            }
+        }
+        for consumer in &mut self.consumers {
+            let chosen = rng.chance(20);
+            let drop_after = rng.chance(40).then(|| match rng.range(0, 3) {
+                0 => 0,
+                1 => rng.range(1, 5) as u64,
+                _ => rng.range(0, 300) as u64,
+            });
+            let options = rng.chance(50).then(|| {
+                let edge = EdgePlan::generate(rng, Node::Consumer(0), Node::Consumer(0));
+                (edge.max_demand, edge.min_demand)
+            });
+            if chosen && consumer.strike.is_none() {
+                consumer.stream = Some(StreamPlan {
+                    drop_after,
+                    options,
+                });
+                consumer.policy = None;
+                consumer.yield_every = None;
+            }
+        }
+    }
+
+    /// Manual demand ([`ManualPlan`]) for a quarter of the producer_consumers and of the consumers
+    /// but the `to_stream` sinks. A producer_consumer in a run shut down gracefully asks on ticks:
+    /// shutting down, it takes no messages from outside, so it would not be told to ask after a
+    /// batch ([`AskNow`] comes through its reference), but it still takes those it sends itself.
+    fn plan_manual(&mut self, rng: &mut Rng) {
+        let graceful = self.shutdown_after.is_some() && !self.abort;
+        for middle in &mut self.middles {
+            middle.manual = ManualPlan::generate(rng);
+            match &mut middle.manual {
+                Some(manual) if graceful => manual.asks = Asks::Ticks,
+                _ => {}
+            }
+        }
+        for consumer in &mut self.consumers {
+            let manual = ManualPlan::generate(rng);
+            if consumer.stream.is_none() {
+                consumer.manual = manual;
+            }
+        }
     }
 
     /// No fault is planned: no stage has a [`Strike`], nor fails in a cancel.
@@ -914,6 +1118,29 @@ impl Topology {
             }
             _ => true,
         });
+        // A stream producer has nothing a `FromStream` lacks, and no end only in a run shut down;
+        // a stream consumer has no fault, no policy, and asks as a `StreamSink` does.
+        let streams_fit = self.producers.iter().all(|p| match p.source {
+            Source::Stream { endless, panic_at } => {
+                p.strike
+                    .is_some_and(|s| s.fault == Fault::Panic && !s.sticky)
+                    == panic_at.is_some()
+                    && p.policy.is_none()
+                    && p.on_cancel.is_none()
+                    && !p.confirm
+                    && p.fan == Fan::Demand
+                    && (!endless || self.shutdown_after.is_some())
+            }
+            _ => true,
+        }) && self.consumers.iter().all(|c| {
+            c.stream.is_none() || c.strike.is_none() && c.policy.is_none() && c.manual.is_none()
+        });
+        // A producer_consumer shut down gracefully asks on the ticks it sends itself.
+        let graceful = self.shutdown_after.is_some() && !self.abort;
+        let manual_fits = self
+            .middles
+            .iter()
+            .all(|m| !graceful || m.manual.is_none_or(|manual| manual.asks == Asks::Ticks));
         // Each partition taken by one edge; selectors only from a broadcast.
         let fans_fit = self.edges.iter().all(|e| {
             let fan = self.fan(e.from);
@@ -939,6 +1166,8 @@ impl Topology {
             && acts_while_running
             && fans_fit
             && channels_fit
+            && streams_fit
+            && manual_fits
             && aborts_fit
     }
 
@@ -1056,6 +1285,16 @@ impl Topology {
                 }
             });
             step(&|t| {
+                if t.producers[i].source.is_stream() {
+                    t.producers[i].source = Source::Ready;
+                }
+            });
+            step(&|t| {
+                if let Source::Stream { endless, .. } = &mut t.producers[i].source {
+                    *endless = false;
+                }
+            });
+            step(&|t| {
                 if let Source::Channel { endless, .. } = &mut t.producers[i].source {
                     *endless = false;
                 }
@@ -1066,6 +1305,7 @@ impl Topology {
             step(&|t| t.middles[i].policy = None);
             step(&|t| calmer(&mut t.middles[i].strike));
             step(&|t| t.middles[i].filter = None);
+            step(&|t| t.middles[i].manual = None);
             step(&|t| t.middles[i].on_cancel = None);
             step(&|t| {
                 if let Some(on_cancel) = &mut t.middles[i].on_cancel {
@@ -1078,6 +1318,18 @@ impl Topology {
             step(&|t| t.consumers[i].policy = None);
             step(&|t| calmer(&mut t.consumers[i].strike));
             step(&|t| t.consumers[i].yield_every = None);
+            step(&|t| t.consumers[i].manual = None);
+            step(&|t| t.consumers[i].stream = None);
+            step(&|t| {
+                if let Some(stream) = &mut t.consumers[i].stream {
+                    stream.drop_after = None;
+                }
+            });
+            step(&|t| {
+                if let Some(stream) = &mut t.consumers[i].stream {
+                    stream.options = None;
+                }
+            });
         }
         step(&|t| t.action = None);
         step(&|t| t.abort = false);
@@ -1238,6 +1490,16 @@ impl fmt::Display for Topology {
                         false => write!(f, "{} events", p.events)?,
                     }
                 }
+                Source::Stream { endless, panic_at } => {
+                    write!(f, "  P{i}: from_stream, ")?;
+                    match endless {
+                        true => write!(f, "endless")?,
+                        false => write!(f, "{} events", p.events)?,
+                    }
+                    if let Some(at) = panic_at {
+                        write!(f, ", panics at item {at}")?;
+                    }
+                }
                 _ => write!(
                     f,
                     "  P{i}: {} events, {:?}, {:?}",
@@ -1266,15 +1528,31 @@ impl fmt::Display for Topology {
             if let Some(n) = m.filter {
                 write!(f, ", drops seq % {n} == 0")?;
             }
+            write!(f, "{}", ManualText(m.manual))?;
             write!(f, "{}", OnCancelText(m.on_cancel))?;
             write!(f, "{}", StrikeText(m.strike))?;
             writeln!(f, "{}", PolicyText(m.policy))?;
         }
         for (i, c) in self.consumers.iter().enumerate() {
-            write!(f, "  C{i}: consumer")?;
+            match c.stream {
+                Some(StreamPlan {
+                    drop_after,
+                    options,
+                }) => {
+                    write!(f, "  C{i}: to_stream")?;
+                    if let Some((max, min)) = options {
+                        write!(f, " (max_demand {max}, min_demand {min})")?;
+                    }
+                    if let Some(n) = drop_after {
+                        write!(f, ", dropped after {n} events")?;
+                    }
+                }
+                None => write!(f, "  C{i}: consumer")?,
+            }
             if let Some(n) = c.yield_every {
                 write!(f, ", yields every {n} batches")?;
             }
+            write!(f, "{}", ManualText(c.manual))?;
             write!(f, "{}", StrikeText(c.strike))?;
             writeln!(f, "{}", PolicyText(c.policy))?;
         }
@@ -1299,6 +1577,28 @@ impl fmt::Display for Topology {
 }
 
 struct StrikeText(Option<Strike>);
+
+struct ManualText(Option<ManualPlan>);
+
+impl fmt::Display for ManualText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(ManualPlan { takes, asks }) = self.0 else {
+            return Ok(());
+        };
+        let upstream = (0..3)
+            .map(Node::Producer)
+            .chain((0..2).map(Node::Middle))
+            .filter(|&node| ManualPlan { takes, asks }.takes(node, usize::MAX))
+            .map(|node| node.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        write!(f, ", manual demand from {upstream}")?;
+        match asks {
+            Asks::AfterBatch => write!(f, ", asking after each batch"),
+            Asks::Ticks => write!(f, ", asking on ticks (max_demand >= 50)"),
+        }
+    }
+}
 
 impl fmt::Display for Fan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1463,6 +1763,15 @@ struct Ledger {
     inits: HashMap<String, u64>,
     /// A callback that ran in a value before its `init`, or an `init` run twice: `(stage, what)`.
     misordered: Vec<(String, &'static str)>,
+    /// Asks on manual subscriptions that `Context::ask` took, by stage.
+    asks: HashMap<String, u64>,
+    /// Asks that `Context::ask` refused for another reason than the subscription's end.
+    ask_errors: Vec<(String, AskError)>,
+    /// Manual subscriptions on which a stage got more events than it had asked for: `(stage,
+    /// producer, asked, got)`.
+    overruns: Vec<(String, Node, u64, u64)>,
+    /// The `to_stream` consumers whose stream the test dropped before it ended.
+    streams_dropped: HashSet<usize>,
 }
 
 /// What the task feeding a [`Source::Channel`] producer saw.
@@ -1587,6 +1896,22 @@ struct Progress {
     ended: bool,
     /// The events `M{i}` emitted of its own, `(MIDDLE_TAG + i, 0..own)`.
     own: u64,
+    /// Its manual subscriptions, by tag.
+    manual: HashMap<SubscriptionTag, ManualSub>,
+    /// Every event handed to it, once: a batch handed again by redelivery was asked for once.
+    seen: HashSet<Event>,
+}
+
+/// A manual subscription as its stage counts it, over every value of the stage.
+#[derive(Debug, Clone, Copy)]
+struct ManualSub {
+    producer: Node,
+    max_demand: u64,
+    /// Events asked for on it: its initial `max_demand`, and what the stage asked since.
+    asked: u64,
+    /// Events it got on it (those of a stage it has two subscriptions to, after a resubscribe
+    /// through the handle, count on both: it may ask for more than it should then, never less).
+    got: u64,
 }
 
 /// Counts calls and fires the planned fault at its call, for one value of a stage.
@@ -1760,6 +2085,162 @@ impl Fuse {
 
 /// The tag of the events a producer_consumer emits itself: `MIDDLE_TAG + i` for `M{i}`.
 const MIDDLE_TAG: usize = 1_000;
+
+/// Sent to itself, through its own reference, by the `handle_events` of a stage that asks after
+/// each batch ([`Asks::AfterBatch`]), which has no context to ask with: told it, the stage asks.
+struct AskNow;
+
+/// The clock of a stage that asks on ticks ([`Asks::Ticks`]).
+struct Tick;
+
+/// How often a [`Tick`] comes.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Sends a stage an [`AskNow`]: set once the stage is added, through its reference.
+type AskNowSender = Arc<std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>>;
+
+/// What a value of a stage with a [`ManualPlan`] needs besides its [`Fuse`] (whose [`Progress`]
+/// keeps the stage's manual subscriptions, over all its values).
+struct Manual {
+    plan: ManualPlan,
+    ask_now: AskNowSender,
+    /// This value has started its ticks.
+    ticking: bool,
+    rng: Rng,
+}
+
+impl Manual {
+    /// Whether `handle_subscribe` takes `subscription` into manual mode: one it took before (this
+    /// is a value made after a failure, told of it again: `Some(true)`), or one to a stage its plan
+    /// takes, which it records as asked for `max_demand` (the initial ask, already in place).
+    fn subscribe(&mut self, fuse: &Fuse, subscription: &Subscription) -> Option<bool> {
+        let producer = parse_node(subscription.producer())?;
+        let tag = subscription.tag();
+        let mut progress = fuse.progress();
+        if progress.manual.contains_key(&tag) {
+            return Some(true);
+        }
+        if !self.plan.takes(producer, subscription.max_demand()) {
+            return None;
+        }
+        let max_demand = subscription.max_demand() as u64;
+        let sub = ManualSub {
+            producer,
+            max_demand,
+            asked: max_demand,
+            got: 0,
+        };
+        progress.manual.insert(tag, sub);
+        Some(false)
+    }
+
+    /// At the start of `handle_events` (before a planned fault): counts the events of the batch
+    /// on the manual subscriptions they came on (once, were they handed again), records any beyond
+    /// what was asked, and, asking after each batch, sends the stage an [`AskNow`].
+    fn received(&self, fuse: &Fuse, events: &[Event]) {
+        let mut overran = Vec::new();
+        let mut progress = fuse.progress();
+        let Progress { manual, seen, .. } = &mut *progress;
+        for &event in events {
+            if !seen.insert(event) {
+                continue;
+            }
+            let from = event.last_emitter();
+            for sub in manual.values_mut().filter(|sub| sub.producer == from) {
+                sub.got += 1;
+                if sub.got == sub.asked + 1 {
+                    overran.push((fuse.stage.clone(), from, sub.asked, sub.got));
+                }
+            }
+        }
+        drop(progress);
+        if !overran.is_empty() {
+            lock(&fuse.ledger).overruns.extend(overran);
+        }
+        if self.plan.asks == Asks::AfterBatch {
+            if let Some(ask_now) = self.ask_now.get() {
+                ask_now();
+            }
+        }
+    }
+
+    /// Asks on each manual subscription: up to `max_demand` outstanding if `top_up`; otherwise a
+    /// random amount within it, at least one where nothing is outstanding (so that the stage
+    /// never waits on a subscription it asked nothing on). A subscription that has ended is
+    /// forgotten; any other refusal is recorded.
+    fn ask<S: Send + 'static>(&mut self, fuse: &Fuse, ctx: &mut Context<'_, S>, top_up: bool) {
+        fuse.after_init("a manual ask");
+        let subs: Vec<(SubscriptionTag, ManualSub)> = fuse
+            .progress()
+            .manual
+            .iter()
+            .map(|(&tag, &sub)| (tag, sub))
+            .collect();
+        for (tag, sub) in subs {
+            let outstanding = sub.asked.saturating_sub(sub.got);
+            let room = sub.max_demand.saturating_sub(outstanding) as usize;
+            let amount = match (top_up, outstanding) {
+                (true, _) => room,
+                (false, 0) => self.rng.range(1, room.max(1)),
+                (false, _) => self.rng.range(0, room),
+            };
+            if amount == 0 {
+                continue;
+            }
+            match ctx.ask(tag, amount) {
+                Ok(()) => {
+                    if let Some(sub) = fuse.progress().manual.get_mut(&tag) {
+                        sub.asked += amount as u64;
+                    }
+                    *lock(&fuse.ledger)
+                        .asks
+                        .entry(fuse.stage.clone())
+                        .or_default() += 1;
+                }
+                Err(AskError::Unknown(_)) => drop(fuse.progress().manual.remove(&tag)),
+                Err(error) => lock(&fuse.ledger)
+                    .ask_errors
+                    .push((fuse.stage.clone(), error)),
+            }
+        }
+    }
+
+    /// `handle_cancel`: the subscription is no longer asked on.
+    fn cancel(&self, fuse: &Fuse, subscription: &Subscription) {
+        fuse.progress().manual.remove(&subscription.tag());
+    }
+
+    /// Whether a value that got a [`Tick`] sends itself the next: while it has manual
+    /// subscriptions (a subscription made later starts the ticks again).
+    fn tick_again(&mut self, fuse: &Fuse) -> bool {
+        self.ticking = !fuse.progress().manual.is_empty();
+        self.ticking
+    }
+}
+
+/// `handle_subscribe` of a stage with an optional [`Manual`] `$manual`, its [`Fuse`] `$fuse`:
+/// starts its ticks at its first manual subscription, and asks at once for one it is told of
+/// again after a failure (what its failed value was sent may have gone with it).
+macro_rules! manual_subscribe {
+    ($manual:expr, $fuse:expr, $subscription:expr, $ctx:expr) => {{
+        let Some(manual) = $manual else {
+            return Demand::Automatic;
+        };
+        let Some(again) = manual.subscribe($fuse, $subscription) else {
+            return Demand::Automatic;
+        };
+        match manual.plan.asks {
+            Asks::Ticks if !manual.ticking => {
+                manual.ticking = true;
+                drop($ctx.info_after(TICK, Tick));
+            }
+            Asks::Ticks => {}
+            Asks::AfterBatch if again => $ctx.info(AskNow),
+            Asks::AfterBatch => {}
+        }
+        Demand::Manual
+    }};
+}
 
 // ---------------------------------------------------------------------------------------------
 // The stages
@@ -2077,6 +2558,113 @@ async fn channel_feed(
     lock(&ledger).fed.entry(tag).or_default().dropped = true;
 }
 
+/// The stream of a [`Source::Stream`] producer: `(tag, 0..events)`, each recorded as emitted when
+/// it is yielded; before some it says `Pending` (waking its task at once: a yield), or now and
+/// then sleeps 1 ms. With `panic_at`, it panics when polled for that item (or for its end, if it
+/// has fewer), after a `Pending` there: `from_stream` then takes nothing in the call that polls it,
+/// and the producer panics at once.
+struct Trickle {
+    tag: usize,
+    next: u64,
+    events: u64,
+    panic_at: Option<u64>,
+    /// It has said `Pending` at the item it panics at.
+    primed: bool,
+    nap: Option<Pin<Box<tokio::time::Sleep>>>,
+    rng: Rng,
+    ledger: Shared,
+}
+
+impl futures::Stream for Trickle {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Event>> {
+        let this = self.get_mut();
+        if let Some(nap) = &mut this.nap {
+            if nap.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.nap = None;
+        }
+        let stage = Node::Producer(this.tag).to_string();
+        if this
+            .panic_at
+            .is_some_and(|at| this.next >= at.min(this.events))
+        {
+            if !std::mem::replace(&mut this.primed, true) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let blow = Blow {
+                fault: Fault::Panic,
+                in_events: false,
+                batch: Vec::new(),
+                again: None,
+            };
+            lock(&this.ledger)
+                .blows
+                .entry(stage.clone())
+                .or_default()
+                .push(blow);
+            panic!("{INJECTED} in {stage}'s stream at item {}", this.next);
+        }
+        if this.next == this.events {
+            return Poll::Ready(None);
+        }
+        match this.rng.range(0, 199) {
+            0 => {
+                let mut nap = Box::pin(tokio::time::sleep(Duration::from_millis(1)));
+                if nap.as_mut().poll(cx).is_pending() {
+                    this.nap = Some(nap);
+                    return Poll::Pending;
+                }
+            }
+            1..=50 => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            _ => {}
+        }
+        let event = Event::new(this.tag, this.next);
+        this.next += 1;
+        lock(&this.ledger).emit(&stage, &[event]);
+        Poll::Ready(Some(event))
+    }
+}
+
+/// Reads the stream of the [`to_stream`] consumer `C{consumer}`, pausing before some events (a
+/// yield, or now and then a 1 ms sleep), and records each event it yields as handled by the
+/// consumer; drops the stream once it has read `drop_after` events, if it has not ended by then.
+async fn read_stream(
+    mut rng: Rng,
+    consumer: usize,
+    mut stream: EventStream<Event>,
+    drop_after: Option<u64>,
+    ledger: Shared,
+) {
+    let stage = Node::Consumer(consumer).to_string();
+    let mut read = 0;
+    loop {
+        if drop_after == Some(read) {
+            lock(&ledger).streams_dropped.insert(consumer);
+            drop(stream);
+            return;
+        }
+        match rng.range(0, 199) {
+            0 => tokio::time::sleep(Duration::from_millis(1)).await,
+            1..=59 => tokio::task::yield_now().await,
+            _ => {}
+        }
+        let Some(event) = stream.next().await else {
+            return;
+        };
+        let mut ledger = lock(&ledger);
+        ledger.handle(&stage, &[event]);
+        ledger.delivered += 1;
+        read += 1;
+    }
+}
+
 /// A producer_consumer that passes events on, but for those its filter drops.
 struct Middle {
     /// `i` of `M{i}`.
@@ -2085,6 +2673,7 @@ struct Middle {
     on_cancel: Option<OnCancel>,
     fan: Fan,
     fuse: Fuse,
+    manual: Option<Manual>,
 }
 
 impl Partition<Event> for Middle {
@@ -2106,6 +2695,9 @@ impl ProducerConsumer for Middle {
     }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<Vec<Event>> {
+        if let Some(manual) = &self.manual {
+            manual.received(&self.fuse, &events);
+        }
         if let Some(fail) = self.fuse.burn_events(&events) {
             return self.fuse.fail_events(events, fail);
         }
@@ -2118,6 +2710,26 @@ impl ProducerConsumer for Middle {
         let kept: Vec<Event> = kept.into_iter().map(|e| e.via(self.index)).collect();
         ledger.emit(&self.fuse.stage, &kept);
         Ok(kept)
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        manual_subscribe!(&mut self.manual, &self.fuse, subscription, ctx)
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        _: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<Event>> {
+        if let Some(manual) = &self.manual {
+            manual.cancel(&self.fuse, subscription);
+        }
+        Ok(Vec::new())
     }
 
     fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
@@ -2148,6 +2760,39 @@ impl ProducerConsumer for Middle {
     }
 }
 
+impl HandleInfo<AskNow> for Middle {
+    type Emitted = Vec<Event>;
+
+    async fn handle_info(
+        &mut self,
+        _: AskNow,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<Event>> {
+        if let Some(manual) = &mut self.manual {
+            manual.ask(&self.fuse, ctx, false);
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl HandleInfo<Tick> for Middle {
+    type Emitted = Vec<Event>;
+
+    async fn handle_info(
+        &mut self,
+        _: Tick,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<Event>> {
+        if let Some(manual) = &mut self.manual {
+            manual.ask(&self.fuse, ctx, true);
+            if manual.tick_again(&self.fuse) {
+                drop(ctx.info_after(TICK, Tick));
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
 /// The ledger's key for the events `M{i}` emitted of its own.
 fn own_events(middle: usize) -> String {
     format!("M{middle} own")
@@ -2156,6 +2801,7 @@ fn own_events(middle: usize) -> String {
 struct Sink {
     yield_every: Option<usize>,
     fuse: Fuse,
+    manual: Option<Manual>,
 }
 
 impl Consumer for Sink {
@@ -2166,6 +2812,9 @@ impl Consumer for Sink {
     }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<()> {
+        if let Some(manual) = &self.manual {
+            manual.received(&self.fuse, &events);
+        }
         if let Some(fail) = self.fuse.burn_events(&events) {
             return self.fuse.fail_events(events, fail);
         }
@@ -2176,6 +2825,51 @@ impl Consumer for Sink {
         let mut ledger = lock(&self.fuse.ledger);
         ledger.handle(&self.fuse.stage, &events);
         ledger.delivered += events.len() as u64;
+        Ok(())
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        manual_subscribe!(&mut self.manual, &self.fuse, subscription, ctx)
+    }
+
+    async fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        _: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        if let Some(manual) = &self.manual {
+            manual.cancel(&self.fuse, subscription);
+        }
+        Ok(())
+    }
+}
+
+impl HandleInfo<AskNow> for Sink {
+    type Emitted = ();
+
+    async fn handle_info(&mut self, _: AskNow, ctx: &mut Context<'_, Self>) -> StageResult<()> {
+        if let Some(manual) = &mut self.manual {
+            manual.ask(&self.fuse, ctx, false);
+        }
+        Ok(())
+    }
+}
+
+impl HandleInfo<Tick> for Sink {
+    type Emitted = ();
+
+    async fn handle_info(&mut self, _: Tick, ctx: &mut Context<'_, Self>) -> StageResult<()> {
+        if let Some(manual) = &mut self.manual {
+            manual.ask(&self.fuse, ctx, true);
+            if manual.tick_again(&self.fuse) {
+                drop(ctx.info_after(TICK, Tick));
+            }
+        }
         Ok(())
     }
 }
@@ -2202,12 +2896,14 @@ impl HandleCast<Mark> for Sink {
 enum SourceRef {
     Producer(ProducerRef<Chaotic>),
     Channel(ProducerRef<FromChannel<Event>>),
+    Stream(ProducerRef<FromStream<Trickle>>),
     Middle(ProducerConsumerRef<Middle>),
 }
 
 enum SinkRef {
     Middle(ProducerConsumerRef<Middle>),
     Consumer(ConsumerRef<Sink>),
+    Stream(ConsumerRef<StreamSink<Event>>),
 }
 
 /// `$body` with `$p` the reference of `$source` (a [`SourceRef`]) and `$c` that of `$sink` (a
@@ -2217,10 +2913,16 @@ macro_rules! with_refs {
         match ($source, $sink) {
             (SourceRef::Producer($p), SinkRef::Middle($c)) => $body,
             (SourceRef::Producer($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Producer($p), SinkRef::Stream($c)) => $body,
             (SourceRef::Channel($p), SinkRef::Middle($c)) => $body,
             (SourceRef::Channel($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Channel($p), SinkRef::Stream($c)) => $body,
+            (SourceRef::Stream($p), SinkRef::Middle($c)) => $body,
+            (SourceRef::Stream($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Stream($p), SinkRef::Stream($c)) => $body,
             (SourceRef::Middle($p), SinkRef::Middle($c)) => $body,
             (SourceRef::Middle($p), SinkRef::Consumer($c)) => $body,
+            (SourceRef::Middle($p), SinkRef::Stream($c)) => $body,
         }
     };
 }
@@ -2233,6 +2935,9 @@ struct Built {
     /// The tasks feeding the channel producers: each ends once its producer has (its channel is
     /// closed), if not before.
     feeders: Vec<tokio::task::JoinHandle<()>>,
+    /// The tasks reading the `to_stream` consumers' streams: each ends once its consumer has (its
+    /// stream ends), if it did not drop the stream before.
+    readers: Vec<tokio::task::JoinHandle<()>>,
     /// The stages' references, for the [`Action`].
     sources: HashMap<Node, SourceRef>,
     sinks: HashMap<Node, SinkRef>,
@@ -2244,7 +2949,7 @@ impl Topology {
     /// producer either, which casts no marks and is told of nothing.
     fn marked_by(&self, producer: usize) -> Vec<usize> {
         if self.action.is_some_and(|a| a.resubscribe)
-            || self.producers[producer].source.is_channel()
+            || self.producers[producer].source.is_foreign()
         {
             return Vec::new();
         }
@@ -2299,7 +3004,31 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     let mut sinks: HashMap<Node, SinkRef> = HashMap::new();
     let mut marks_to = Vec::new();
     let mut feeders = Vec::new();
+    let mut readers = Vec::new();
     for (tag, plan) in topology.producers.iter().enumerate() {
+        if let Source::Stream { endless, panic_at } = plan.source {
+            // Added as a value, with no restart policy (see `Topology::plan_streams`).
+            let trickle = Trickle {
+                tag,
+                next: 0,
+                events: if endless { ENDLESS } else { plan.events },
+                panic_at,
+                primed: false,
+                nap: None,
+                rng: Rng::new(topology.seed ^ ((tag as u64 + 1) << 36)),
+                ledger: ledger.clone(),
+            };
+            let name = Node::Producer(tag).to_string();
+            let producer = from_stream(trickle).with_options(plan.options());
+            let handle = pipeline.add_producer_named(name, producer);
+            if let Some(yields) = plan.accumulate {
+                tokio::spawn(forward_after(yields, handle.clone()));
+            }
+            // It casts no marks.
+            marks_to.push(Arc::default());
+            sources.insert(Node::Producer(tag), SourceRef::Stream(handle));
+            continue;
+        }
         if let Source::Channel { capacity, endless } = plan.source {
             // Added as a value, with no restart policy (see `Topology::plan_channels`).
             let (sender, producer) = from_channel::<Event>(capacity);
@@ -2331,7 +3060,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 Supply::Stall(receiver)
             }
             Source::Messages => Supply::Messages,
-            Source::Channel { .. } => unreachable!("added above"),
+            Source::Channel { .. } | Source::Stream { .. } => unreachable!("added above"),
         };
         let name = Node::Producer(tag).to_string();
         let marks = Arc::new(Mutex::new(Vec::new()));
@@ -2368,12 +3097,25 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         let name = Node::Middle(i).to_string();
         let progress = Arc::default();
         let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
-        let make = move || Middle {
-            index: i,
-            filter: plan.filter,
-            on_cancel: plan.on_cancel,
-            fan: plan.fan,
-            fuse: Fuse::new(stage.clone(), plan.strike, &ledger, &progress, false),
+        let ask_now = AskNowSender::default();
+        let asker = ask_now.clone();
+        let seed = topology.seed ^ ((i as u64 + 1) << 40);
+        let make = move || {
+            let fuse = Fuse::new(stage.clone(), plan.strike, &ledger, &progress, false);
+            let manual = plan.manual.map(|plan| Manual {
+                plan,
+                ask_now: asker.clone(),
+                ticking: false,
+                rng: Rng::new(seed ^ fuse.generation as u64),
+            });
+            Middle {
+                index: i,
+                filter: plan.filter,
+                on_cancel: plan.on_cancel,
+                fan: plan.fan,
+                fuse,
+                manual,
+            }
         };
         let handle = match topology.middles[i].policy {
             Some(policy) => {
@@ -2383,16 +3125,47 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             }
             None => pipeline.add_producer_consumer_named(name, make()),
         };
+        let me = handle.clone();
+        let _ = ask_now.set(Box::new(move || drop(me.info(AskNow))));
         sources.insert(Node::Middle(i), SourceRef::Middle(handle.clone()));
         sinks.insert(Node::Middle(i), SinkRef::Middle(handle));
     }
     for (i, plan) in topology.consumers.iter().enumerate() {
         let name = Node::Consumer(i).to_string();
+        if let Some(stream) = plan.stream {
+            // Added as a value, with no restart policy (see `Topology::plan_streams`).
+            let (sink, events) = to_stream::<Event>();
+            let sink = match stream.options {
+                Some((max, min)) => {
+                    sink.with_options(SubscribeOptions::new().max_demand(max).min_demand(min))
+                }
+                None => sink,
+            };
+            let handle = pipeline.add_consumer_named(name, sink);
+            let rng = Rng::new(topology.seed ^ ((i as u64 + 1) << 44));
+            let reader = read_stream(rng, i, events, stream.drop_after, ledger.clone());
+            readers.push(tokio::spawn(reader));
+            sinks.insert(Node::Consumer(i), SinkRef::Stream(handle));
+            continue;
+        }
         let progress = Arc::default();
         let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
-        let make = move || Sink {
-            yield_every: plan.yield_every,
-            fuse: Fuse::new(stage.clone(), plan.strike, &ledger, &progress, false),
+        let ask_now = AskNowSender::default();
+        let asker = ask_now.clone();
+        let seed = topology.seed ^ ((i as u64 + 1) << 48);
+        let make = move || {
+            let fuse = Fuse::new(stage.clone(), plan.strike, &ledger, &progress, false);
+            let manual = plan.manual.map(|plan| Manual {
+                plan,
+                ask_now: asker.clone(),
+                ticking: false,
+                rng: Rng::new(seed ^ fuse.generation as u64),
+            });
+            Sink {
+                yield_every: plan.yield_every,
+                fuse,
+                manual,
+            }
         };
         let handle = match topology.consumers[i].policy {
             Some(policy) => {
@@ -2402,13 +3175,25 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             }
             None => pipeline.add_consumer_named(name, make()),
         };
+        let me = handle.clone();
+        let _ = ask_now.set(Box::new(move || drop(me.info(AskNow))));
         sinks.insert(Node::Consumer(i), SinkRef::Consumer(handle));
     }
     for edge in &topology.edges {
-        let mut options = SubscribeOptions::new()
-            .max_demand(edge.max_demand)
-            .min_demand(edge.min_demand)
-            .cancel(edge.cancel);
+        // A `to_stream` consumer with options of its own gets them from the sink.
+        let own_options = match edge.to {
+            Node::Consumer(i) => topology.consumers[i]
+                .stream
+                .is_some_and(|s| s.options.is_some()),
+            _ => false,
+        };
+        let mut options = match own_options {
+            true => SubscribeOptions::new(),
+            false => SubscribeOptions::new()
+                .max_demand(edge.max_demand)
+                .min_demand(edge.min_demand),
+        }
+        .cancel(edge.cancel);
         if let Some(partition) = edge.partition {
             options = options.partition(partition);
         }
@@ -2432,6 +3217,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         pipeline,
         never,
         feeders,
+        readers,
         sources,
         sinks,
     }
@@ -2460,6 +3246,7 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
         pipeline,
         never,
         feeders,
+        readers,
         sources,
         sinks,
     } = build(topology, &ledger);
@@ -2524,7 +3311,19 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                 result
             } else {
                 lock(&ledger).phase = "shutting down".to_owned();
-                tokio::time::timeout(bound, running.shutdown()).await
+                // Within the bound, so that a hang names the stages still busy.
+                let shutdown = running.shutdown_within(bound);
+                let result = tokio::time::timeout(2 * bound, shutdown).await;
+                if let Ok(Err(PipelineError::ShutdownTimeout { busy, report })) = &result {
+                    let ledger = lock(&ledger);
+                    return Err(format!(
+                        "hang: the shutdown did not end within {bound:?}, busy: {busy:?}; told \
+                         {:?}; faults struck: {:?}; the report then: {report:?}",
+                        ledger.told,
+                        ledger.struck()
+                    ));
+                }
+                result
             }
         }
     };
@@ -2546,6 +3345,18 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
             Err(_) => {
                 return Err(format!(
                     "hang: a channel feeder still runs {bound:?} after the run ended"
+                ))
+            }
+        }
+    }
+    // And its `to_stream` consumers have ended: their streams end.
+    for reader in readers {
+        match tokio::time::timeout(bound, reader).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(format!("a stream reader failed: {error}")),
+            Err(_) => {
+                return Err(format!(
+                    "hang: a stream reader still waits {bound:?} after the run ended"
                 ))
             }
         }
@@ -2580,10 +3391,12 @@ async fn act(
     // keeps the pipeline running: then the wait is bounded, and the action skipped if it ends
     // without one.
     lock(ledger).phase = "waiting for a subscription".to_owned();
-    let endless = topology
-        .producers
-        .iter()
-        .any(|p| matches!(p.source, Source::Channel { endless: true, .. }));
+    let endless = topology.producers.iter().any(|p| {
+        matches!(
+            p.source,
+            Source::Channel { endless: true, .. } | Source::Stream { endless: true, .. }
+        )
+    });
     let mut waited = 0;
     while subscribed().is_empty() && !running.is_finished() && (!endless || waited < 10_000) {
         waited += 1;
@@ -2782,8 +3595,12 @@ fn check(
     }
     let fell_any = !fell.is_empty();
     // A subscription cancelled through the handle may leave a producer without consumers, which
-    // stops with what it buffered: lost, without a fault.
-    let acted = !ledger.cancelled.is_empty() || !ledger.replaced.is_empty();
+    // stops with what it buffered: lost, without a fault. So may a `to_stream` consumer whose
+    // stream the test dropped: it leaves, as if its subscriptions were cancelled.
+    let dropped = |name: &str| matches!(parse_node(name), Some(Node::Consumer(i)) if ledger.streams_dropped.contains(&i));
+    let acted = !ledger.cancelled.is_empty()
+        || !ledger.replaced.is_empty()
+        || !ledger.streams_dropped.is_empty();
     match result {
         Ok(_) => ensure!(
             !fell_any && ended_for_good.is_empty(),
@@ -2839,6 +3656,11 @@ fn check(
                 matches!(stage.status, StageStatus::Finished | StageStatus::Aborted)
                     || acted && stage.status == StageStatus::Cancelled { cause: None }
             }
+            // A `to_stream` consumer whose stream was dropped stops, if it had not finished.
+            None if dropped(name) => matches!(
+                stage.status,
+                StageStatus::Finished | StageStatus::Cancelled { cause: None }
+            ),
             // A stage left without consumers by a cancel through the handle stops.
             None if acted && !name.starts_with('C') => matches!(
                 stage.status,
@@ -2860,6 +3682,8 @@ fn check(
         );
     }
     check_failed_batches(topology, report, ledger, &fell)?;
+    check_manual(topology, report, ledger)?;
+    check_streams(topology, report, ledger, fell_any)?;
     count_restarts(report, result);
     // The batches that failed callbacks held, and were not handed again.
     let failed_batches: u64 = report
@@ -3009,10 +3833,12 @@ fn check_inits(
         .producers
         .iter()
         .enumerate()
-        .filter(|(_, plan)| !plan.source.is_channel())
+        .filter(|(_, plan)| !plan.source.is_foreign())
         .map(|(tag, _)| Node::Producer(tag));
     let middles = (0..topology.middles.len()).map(Node::Middle);
-    let consumers = (0..topology.consumers.len()).map(Node::Consumer);
+    let consumers = (0..topology.consumers.len())
+        .filter(|&i| topology.consumers[i].stream.is_none())
+        .map(Node::Consumer);
     for node in producers.chain(middles).chain(consumers) {
         let name = node.to_string();
         let Some(stage) = report.stage(&name) else {
@@ -3177,6 +4003,131 @@ fn check_channels(
     }
     for (counter, seen) in CHANNELS.iter().zip(seen) {
         if seen {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Manual demand: `Context::ask` refused no ask on a manual subscription but for its end; no
+/// stage got more events on one than it had asked for (where the test knows which subscription an
+/// event came on: one subscription per pair of stages, with no action through the handle), nor,
+/// by the report, on any subscription (`excess`).
+fn check_manual(topology: &Topology, report: &Report, ledger: &Ledger) -> Result<(), String> {
+    ensure!(
+        ledger.ask_errors.is_empty(),
+        "asks refused: {:?}",
+        ledger.ask_errors
+    );
+    ensure!(
+        topology.action.is_some() || ledger.overruns.is_empty(),
+        "manual subscriptions sent more than was asked on them (stage, producer, asked, got): {:?}",
+        ledger.overruns
+    );
+    for stage in &report.stages {
+        ensure!(
+            stage.excess == 0,
+            "{} received {} events in excess",
+            stage.name,
+            stage.excess
+        );
+    }
+    if !ledger.asks.is_empty() {
+        STREAMS[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// How many of the runs so far had a stage that asked on a manual subscription, a from_stream
+/// producer, one whose stream panicked, a to_stream consumer, one whose stream was dropped while it
+/// ran (it ended cancelled), and one that lost events its stream did not yield.
+static STREAMS: [std::sync::atomic::AtomicU64; 6] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 6];
+
+/// The streams in and out. A [`Source::Stream`] producer emitted what its stream yielded (see
+/// [`check`]) and lost only what a producer may: its buffer, and what it sent to consumers gone.
+/// A `to_stream` consumer handled what its reader got (see [`check`]); it ends cancelled only if
+/// its stream was dropped, and then (unless the run was aborted) it loses only the events it was
+/// sent and did not pass on, [`Unhandled`](LossReason::Unhandled): its subscriptions balance
+/// (`sent = handled + lost`). Where no stage stopped for good, a consumer whose stream was not
+/// dropped lost nothing unless the run was aborted.
+fn check_streams(
+    topology: &Topology,
+    report: &Report,
+    ledger: &Ledger,
+    fell_any: bool,
+) -> Result<(), String> {
+    let mut seen = [false; 6];
+    for (tag, plan) in topology.producers.iter().enumerate() {
+        if !plan.source.is_stream() {
+            continue;
+        }
+        seen[1] = true;
+        let name = Node::Producer(tag).to_string();
+        seen[2] |= !ledger.blows(&name).is_empty();
+        let Some(stage) = report.stage(&name) else {
+            return Err(format!("{name} is not in the report"));
+        };
+        ensure!(
+            stage
+                .losses
+                .iter()
+                .all(|l| matches!(l.reason, LossReason::Buffered | LossReason::ConsumerGone)),
+            "{name}, a from_stream producer, lost {:?}",
+            stage.losses
+        );
+    }
+    for (i, plan) in topology.consumers.iter().enumerate() {
+        if plan.stream.is_none() {
+            continue;
+        }
+        seen[3] = true;
+        let name = Node::Consumer(i).to_string();
+        let Some(stage) = report.stage(&name) else {
+            return Err(format!("{name} is not in the report"));
+        };
+        let was_dropped = ledger.streams_dropped.contains(&i);
+        let cut = stage.status == StageStatus::Cancelled { cause: None };
+        seen[4] |= cut;
+        seen[5] |= cut && stage.lost > 0;
+        ensure!(
+            !cut || was_dropped || topology.abort,
+            "{name}, a to_stream consumer, ended {:?} though its stream was read to the end",
+            stage.status
+        );
+        if topology.abort {
+            continue;
+        }
+        if was_dropped {
+            ensure!(
+                stage
+                    .losses
+                    .iter()
+                    .all(|l| l.reason == LossReason::Unhandled),
+                "{name}, a to_stream consumer whose stream was dropped, lost {:?}",
+                stage.losses
+            );
+        } else if !fell_any {
+            ensure!(
+                stage.lost == 0,
+                "{name}, a to_stream consumer read to the end, lost {:?}",
+                stage.losses
+            );
+        }
+        let edges = report.edges.iter().filter(|e| e.consumer == name);
+        let (sent, handled, lost) = edges.fold((0, 0, 0), |(s, h, l), e| {
+            (s + e.sent, h + e.handled, l + e.lost)
+        });
+        ensure!(
+            handled == stage.events_in && sent == handled + lost && stage.lost <= lost,
+            "{name}, a to_stream consumer, handled {} and lost {}; its subscriptions sent it \
+             {sent}, of which {handled} handled and {lost} lost",
+            stage.events_in,
+            stage.lost
+        );
+    }
+    for (counter, seen) in STREAMS[1..].iter().zip(&seen[1..]) {
+        if *seen {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -3809,11 +4760,17 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [channels, refused, unemitted, aborted] = CHANNELS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let [manual, from_streams, panicked, to_streams, cut, unhandled] = STREAMS
+        .each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
          from_channel producer, {refused} refused a send, {unemitted} lost events never emitted; \
-         {aborted} were aborted"
+         {aborted} were aborted; {manual} asked on manual subscriptions; {from_streams} had a \
+         from_stream producer, {panicked} one whose stream panicked; {to_streams} had a \
+         to_stream consumer, {cut} one stopped by dropping its stream, {unhandled} one that lost \
+         what its dropped stream had not yielded"
     );
     assert!(
         failures.is_empty(),
@@ -4302,5 +5259,152 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
             }),
         );
     }
+    // Manual demand.
+    let manual = |t: &Topology, what: &dyn Fn(ManualPlan) -> bool| {
+        let middles = t.middles.iter().map(|m| m.manual);
+        let consumers = t.consumers.iter().map(|c| c.manual);
+        middles.chain(consumers).flatten().any(what)
+    };
+    for asks in [Asks::AfterBatch, Asks::Ticks] {
+        expect(
+            &format!("manual consumer asking {asks:?}"),
+            count(&|t| {
+                t.consumers
+                    .iter()
+                    .any(|c| c.manual.is_some_and(|m| m.asks == asks))
+            }),
+        );
+        expect(
+            &format!("manual producer_consumer asking {asks:?}"),
+            count(&|t| {
+                t.middles
+                    .iter()
+                    .any(|m| m.manual.is_some_and(|m| m.asks == asks))
+            }),
+        );
+    }
+    expect(
+        "manual demand on some subscriptions only",
+        count(&|t| manual(t, &|m| m.takes != u8::MAX)),
+    );
+    expect(
+        "manual demand, shut down",
+        count(&|t| t.shutdown_after.is_some() && !t.abort && manual(t, &|_| true)),
+    );
+    expect(
+        "manual demand, aborted",
+        count(&|t| t.abort && manual(t, &|_| true)),
+    );
+    expect(
+        "manual demand with an action",
+        count(&|t| t.action.is_some() && manual(t, &|_| true)),
+    );
+    expect(
+        "manual stage with a fault and a restart policy",
+        count(&|t| {
+            let middles = t.middles.iter().map(|m| (m.manual, m.strike, m.policy));
+            let consumers = t.consumers.iter().map(|c| (c.manual, c.strike, c.policy));
+            middles.chain(consumers).any(|(manual, strike, policy)| {
+                manual.is_some() && strike.is_some() && PolicyPlan::restarts(policy)
+            })
+        }),
+    );
+    expect(
+        "manual stage fed by a broadcast",
+        count(&|t| {
+            t.edges.iter().any(|e| {
+                t.fan(e.from) == Fan::Broadcast
+                    && match e.to {
+                        Node::Middle(i) => t.middles[i].manual.is_some(),
+                        Node::Consumer(i) => t.consumers[i].manual.is_some(),
+                        Node::Producer(_) => false,
+                    }
+            })
+        }),
+    );
+    // Streams in.
+    let stream = |t: &Topology, what: &dyn Fn(&ProducerPlan) -> bool| {
+        t.producers.iter().any(|p| p.source.is_stream() && what(p))
+    };
+    let endless_stream =
+        |p: &ProducerPlan| matches!(p.source, Source::Stream { endless: true, .. });
+    expect("from_stream producer", count(&|t| stream(t, &|_| true)));
+    expect(
+        "from_stream producer that panics",
+        count(&|t| {
+            stream(t, &|p| {
+                matches!(
+                    p.source,
+                    Source::Stream {
+                        panic_at: Some(_),
+                        ..
+                    }
+                )
+            })
+        }),
+    );
+    expect(
+        "endless from_stream producer, shut down",
+        count(&|t| stream(t, &endless_stream)),
+    );
+    expect(
+        "from_stream producer, aborted",
+        count(&|t| t.abort && stream(t, &|_| true)),
+    );
+    expect(
+        "accumulating from_stream producer",
+        count(&|t| stream(t, &|p| p.accumulate.is_some())),
+    );
+    // Streams out.
+    let sink = |t: &Topology, what: &dyn Fn(StreamPlan) -> bool| {
+        t.consumers.iter().filter_map(|c| c.stream).any(what)
+    };
+    expect("to_stream consumer", count(&|t| sink(t, &|_| true)));
+    expect(
+        "to_stream consumer dropped early",
+        count(&|t| sink(t, &|s| s.drop_after.is_some())),
+    );
+    expect(
+        "to_stream consumer dropped before its first event",
+        count(&|t| sink(t, &|s| s.drop_after == Some(0))),
+    );
+    expect(
+        "to_stream consumer with options of its own",
+        count(&|t| sink(t, &|s| s.options.is_some())),
+    );
+    expect(
+        "to_stream consumer of a producer_consumer",
+        count(&|t| {
+            t.edges.iter().any(|e| {
+                matches!(e.from, Node::Middle(_))
+                    && matches!(e.to, Node::Consumer(i) if t.consumers[i].stream.is_some())
+            })
+        }),
+    );
+    expect(
+        "to_stream consumer with a fault upstream",
+        count(&|t| !t.faultless() && sink(t, &|_| true)),
+    );
+    expect(
+        "to_stream consumer, shut down",
+        count(&|t| t.shutdown_after.is_some() && !t.abort && sink(t, &|_| true)),
+    );
+    expect(
+        "to_stream consumer, aborted",
+        count(&|t| t.abort && sink(t, &|_| true)),
+    );
+    expect(
+        "to_stream consumer dropped early, with an action",
+        count(&|t| t.action.is_some() && sink(t, &|s| s.drop_after.is_some())),
+    );
+    expect(
+        "from_stream into to_stream",
+        count(&|t| {
+            t.edges.iter().any(|e| {
+                matches!(e.from, Node::Producer(i) if t.producers[i].source.is_stream())
+                    && matches!(e.to, Node::Consumer(i) if t.consumers[i].stream.is_some())
+            })
+        }),
+    );
     assert!(missing.is_empty(), "too rare in 2 000 seeds: {missing:?}");
 }
