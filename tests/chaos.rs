@@ -49,6 +49,11 @@
 //! number of events (0 included), if it has not ended by then: the sink stops, as a consumer
 //! leaving does, and its producers may stop, left without consumers.
 //!
+//! Some consumers without a planned fault are [`ConsumerSupervisor`]s (with options of their own
+//! in half), whose children ([`Job`]) record their event handled, some after a yield; in two
+//! thirds of them, children fail (an `Err`, or a panic) on some events, once each: temporary
+//! children lose them (`ChildFailed`), transient ones are run again and succeed then.
+//!
 //! Restarts: some stages get a restart policy (temporary, transient or permanent, which for a stage
 //! that takes events is transient, and restarts a producer also after it finishes on its own, each
 //! value made after that saying at its first call that it has nothing more; 0 to 5 restarts in a
@@ -124,7 +129,10 @@
 //! aborted), and then loses only what it was sent and its stream did not yield (`Unhandled`), its
 //! subscriptions balancing (`sent = handled + lost`); one read to the end loses nothing unless a
 //! stage stopped for good or the run was aborted. A dropped stream counts, for what may be lost,
-//! as a cancel through the handle.
+//! as a cancel through the handle. A `ConsumerSupervisor`'s report counts as handled the events
+//! its children recorded (in any order: they run side by side), and as lost exactly those its
+//! temporary children failed on, and else only, if it stopped early, what its children held then
+//! (`Unhandled`), and the failures of transient children it took in as it stopped (`ChildFailed`).
 //!
 //! `cargo test --test chaos` runs 2 000 seeds. Knobs, for longer runs and for replaying a failure:
 //! - `CHAOS_RUNS=100000`: how many seeds (from 0, or from `CHAOS_FIRST`);
@@ -136,8 +144,9 @@
 //! The test prints how many runs restarted a stage, redelivered, reached a restart limit and named
 //! a poison event, had a `from_channel` producer (refused a send, lost events never emitted), were
 //! aborted, asked on manual subscriptions, had a `from_stream` producer (whose stream panicked), a
-//! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded) (`--
-//! --nocapture` shows it).
+//! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded), and a
+//! `ConsumerSupervisor` (whose temporary children lost events, whose transient children were run
+//! again) (`-- --nocapture` shows it).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
@@ -152,12 +161,12 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use genstage::{
-    from_channel, from_stream, to_stream, AskError, BufferKeep, CancelMode, CancelReason, Consumer,
-    ConsumerRef, Context, Demand, DemandMode, Dispatch, Emit, EventStream, FromChannel, FromStream,
-    HandleCast, HandleInfo, LossReason, Partition, Pipeline, PipelineError, PipelineHandle,
-    Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, Report, Restart,
-    RestartPolicy, StageRef, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber,
-    Subscription, SubscriptionTag,
+    from_channel, from_stream, to_stream, AskError, BufferKeep, CancelMode, CancelReason, Child,
+    Consumer, ConsumerRef, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch, Emit,
+    EventStream, FromChannel, FromStream, HandleCast, HandleInfo, LossReason, Partition, Pipeline,
+    PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerConsumerRef,
+    ProducerOptions, ProducerRef, Report, Restart, RestartPolicy, StageRef, StageResult,
+    StageStatus, StreamSink, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
 };
 use tokio::sync::mpsc;
 
@@ -504,6 +513,20 @@ struct ConsumerPlan {
     manual: Option<ManualPlan>,
     /// Not a [`Sink`]: a [`to_stream`] sink, whose stream the test's own task reads.
     stream: Option<StreamPlan>,
+    /// Not a [`Sink`]: a [`ConsumerSupervisor`] of [`Job`]s.
+    supervisor: Option<SupervisorPlan>,
+}
+
+/// A [`ConsumerSupervisor`] consumer, whose children ([`Job`]) fail on the events whose
+/// `seq % d == d - 1` (with `fail: Some(d)`), by an `Err` or a panic: `temporary` children lose
+/// them; `transient` ones are run again with the same event, and succeed then (the restart
+/// intensity allows them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SupervisorPlan {
+    fail: Option<u64>,
+    transient: bool,
+    /// Its own `max_demand` and `min_demand`, which its edges then leave to it.
+    options: Option<(usize, usize)>,
 }
 
 /// A stage that takes manual control (`Demand::Manual`) of some of its subscriptions in
@@ -636,6 +659,7 @@ impl Topology {
                 policy: None,
                 manual: None,
                 stream: None,
+                supervisor: None,
             })
             .collect();
         let mut topology = Topology {
@@ -695,7 +719,31 @@ impl Topology {
         // And, after all that, the streams and manual demand.
         topology.plan_streams(&mut rng);
         topology.plan_manual(&mut rng);
+        topology.plan_supervisors(&mut rng);
         topology
+    }
+
+    /// A tenth of the consumers without a planned fault that are not `to_stream` sinks become
+    /// [`ConsumerSupervisor`]s ([`SupervisorPlan`]), losing their restart policy and manual demand;
+    /// two thirds of them have children that fail on some events, half of those restarted.
+    fn plan_supervisors(&mut self, rng: &mut Rng) {
+        for consumer in &mut self.consumers {
+            let chosen = rng.chance(10);
+            let plan = SupervisorPlan {
+                fail: rng.chance(66).then(|| rng.range(2, 7) as u64),
+                transient: rng.chance(50),
+                options: rng.chance(50).then(|| {
+                    let edge = EdgePlan::generate(rng, Node::Consumer(0), Node::Consumer(0));
+                    (edge.max_demand, edge.min_demand)
+                }),
+            };
+            if chosen && consumer.strike.is_none() && consumer.stream.is_none() {
+                consumer.supervisor = Some(plan);
+                consumer.manual = None;
+                consumer.policy = None;
+                consumer.yield_every = None;
+            }
+        }
     }
 
     /// A fifth of the producers that need nothing a [`from_stream`] producer lacks (no planned
@@ -1133,7 +1181,12 @@ impl Topology {
             }
             _ => true,
         }) && self.consumers.iter().all(|c| {
-            c.stream.is_none() || c.strike.is_none() && c.policy.is_none() && c.manual.is_none()
+            (c.stream.is_none() || c.strike.is_none() && c.policy.is_none() && c.manual.is_none())
+                && (c.supervisor.is_none()
+                    || c.stream.is_none()
+                        && c.strike.is_none()
+                        && c.policy.is_none()
+                        && c.manual.is_none())
         });
         // A producer_consumer shut down gracefully asks on the ticks it sends itself.
         let graceful = self.shutdown_after.is_some() && !self.abort;
@@ -1320,6 +1373,12 @@ impl Topology {
             step(&|t| t.consumers[i].yield_every = None);
             step(&|t| t.consumers[i].manual = None);
             step(&|t| t.consumers[i].stream = None);
+            step(&|t| t.consumers[i].supervisor = None);
+            step(&|t| {
+                if let Some(supervisor) = &mut t.consumers[i].supervisor {
+                    supervisor.fail = None;
+                }
+            });
             step(&|t| {
                 if let Some(stream) = &mut t.consumers[i].stream {
                     stream.drop_after = None;
@@ -1547,7 +1606,23 @@ impl fmt::Display for Topology {
                         write!(f, ", dropped after {n} events")?;
                     }
                 }
-                None => write!(f, "  C{i}: consumer")?,
+                None => match c.supervisor {
+                    Some(SupervisorPlan {
+                        fail,
+                        transient,
+                        options,
+                    }) => {
+                        let restart = if transient { "transient" } else { "temporary" };
+                        write!(f, "  C{i}: ConsumerSupervisor, {restart} children")?;
+                        if let Some((max, min)) = options {
+                            write!(f, " (max_demand {max}, min_demand {min})")?;
+                        }
+                        if let Some(d) = fail {
+                            write!(f, ", failing on seq % {d} == {}", d - 1)?;
+                        }
+                    }
+                    None => write!(f, "  C{i}: consumer")?,
+                },
             }
             if let Some(n) = c.yield_every {
                 write!(f, ", yields every {n} batches")?;
@@ -1772,6 +1847,9 @@ struct Ledger {
     overruns: Vec<(String, Node, u64, u64)>,
     /// The `to_stream` consumers whose stream the test dropped before it ended.
     streams_dropped: HashSet<usize>,
+    /// The events on which a [`ConsumerSupervisor`]'s child failed, by consumer, and whether it was
+    /// run again (transient) or lost (temporary).
+    child_failures: Vec<(String, Event, bool)>,
 }
 
 /// What the task feeding a [`Source::Channel`] producer saw.
@@ -1833,6 +1911,18 @@ impl Ledger {
         }
         let order = self.order.entry(stage.to_owned()).or_default();
         order.extend_from_slice(events);
+    }
+
+    /// A [`ConsumerSupervisor`]'s child handled `event`: as [`Ledger::handle`], out of order
+    /// (children run side by side).
+    fn handle_unordered(&mut self, stage: &str, event: Event) {
+        *self.handled.entry(stage.to_owned()).or_default() += 1;
+        let bit = parse_node(stage).map_or(0, Node::bit);
+        let handlers = self.handlers.entry(event).or_default();
+        if *handlers & bit != 0 {
+            self.duplicates.push((stage.to_owned(), event));
+        }
+        *handlers |= bit;
     }
 
     fn emit(&mut self, stage: &str, events: &[Event]) {
@@ -2665,6 +2755,49 @@ async fn read_stream(
     }
 }
 
+/// A child of the [`ConsumerSupervisor`] `C{consumer}`: handles its event, after a yield now and
+/// then (so that children run side by side), and records it handled; fails as its
+/// [`SupervisorPlan`] says, by an `Err` on odd sequence numbers and a panic on even ones, once per
+/// event (a transient child run again succeeds).
+struct Job {
+    consumer: usize,
+    plan: SupervisorPlan,
+    /// The events a child failed on.
+    failed: Arc<Mutex<HashSet<Event>>>,
+    ledger: Shared,
+}
+
+impl Child<Event> for Job {
+    type Output = Result<(), String>;
+
+    fn run(&self, event: Event) -> impl Future<Output = Result<(), String>> + Send {
+        let stage = Node::Consumer(self.consumer).to_string();
+        let fails = self.plan.fail.is_some_and(|d| event.seq % d == d - 1)
+            && lock(&self.failed).insert(event);
+        let transient = self.plan.transient;
+        let ledger = self.ledger.clone();
+        async move {
+            if event.seq.is_multiple_of(3) {
+                tokio::task::yield_now().await;
+            }
+            let mut ledger = lock(&ledger);
+            if fails {
+                ledger
+                    .child_failures
+                    .push((stage.clone(), event, transient));
+                drop(ledger);
+                if event.seq.is_multiple_of(2) {
+                    panic!("{INJECTED} in a child of {stage}");
+                }
+                return Err(format!("a child of {stage} failed"));
+            }
+            ledger.handle_unordered(&stage, event);
+            ledger.delivered += 1;
+            Ok(())
+        }
+    }
+}
+
 /// A producer_consumer that passes events on, but for those its filter drops.
 struct Middle {
     /// `i` of `M{i}`.
@@ -2904,6 +3037,7 @@ enum SinkRef {
     Middle(ProducerConsumerRef<Middle>),
     Consumer(ConsumerRef<Sink>),
     Stream(ConsumerRef<StreamSink<Event>>),
+    Supervisor(ConsumerRef<ConsumerSupervisor<Event, Job>>),
 }
 
 /// `$body` with `$p` the reference of `$source` (a [`SourceRef`]) and `$c` that of `$sink` (a
@@ -2914,15 +3048,19 @@ macro_rules! with_refs {
             (SourceRef::Producer($p), SinkRef::Middle($c)) => $body,
             (SourceRef::Producer($p), SinkRef::Consumer($c)) => $body,
             (SourceRef::Producer($p), SinkRef::Stream($c)) => $body,
+            (SourceRef::Producer($p), SinkRef::Supervisor($c)) => $body,
             (SourceRef::Channel($p), SinkRef::Middle($c)) => $body,
             (SourceRef::Channel($p), SinkRef::Consumer($c)) => $body,
             (SourceRef::Channel($p), SinkRef::Stream($c)) => $body,
+            (SourceRef::Channel($p), SinkRef::Supervisor($c)) => $body,
             (SourceRef::Stream($p), SinkRef::Middle($c)) => $body,
             (SourceRef::Stream($p), SinkRef::Consumer($c)) => $body,
             (SourceRef::Stream($p), SinkRef::Stream($c)) => $body,
+            (SourceRef::Stream($p), SinkRef::Supervisor($c)) => $body,
             (SourceRef::Middle($p), SinkRef::Middle($c)) => $body,
             (SourceRef::Middle($p), SinkRef::Consumer($c)) => $body,
             (SourceRef::Middle($p), SinkRef::Stream($c)) => $body,
+            (SourceRef::Middle($p), SinkRef::Supervisor($c)) => $body,
         }
     };
 }
@@ -3148,6 +3286,25 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             sinks.insert(Node::Consumer(i), SinkRef::Stream(handle));
             continue;
         }
+        if let Some(supervisor) = plan.supervisor {
+            // Added as a value, with no restart policy (see `Topology::plan_supervisors`).
+            let job = Job {
+                consumer: i,
+                plan: supervisor,
+                failed: Arc::default(),
+                ledger: ledger.clone(),
+            };
+            let mut stage = ConsumerSupervisor::new(job).max_restarts(u32::MAX);
+            if supervisor.transient {
+                stage = stage.transient();
+            }
+            if let Some((max, min)) = supervisor.options {
+                stage = stage.max_demand(max).min_demand(min);
+            }
+            let handle = pipeline.add_consumer_named(name, stage);
+            sinks.insert(Node::Consumer(i), SinkRef::Supervisor(handle));
+            continue;
+        }
         let progress = Arc::default();
         let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
         let ask_now = AskNowSender::default();
@@ -3180,11 +3337,13 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         sinks.insert(Node::Consumer(i), SinkRef::Consumer(handle));
     }
     for edge in &topology.edges {
-        // A `to_stream` consumer with options of its own gets them from the sink.
+        // A `to_stream` consumer or a supervisor with options of its own gets them from itself.
         let own_options = match edge.to {
-            Node::Consumer(i) => topology.consumers[i]
-                .stream
-                .is_some_and(|s| s.options.is_some()),
+            Node::Consumer(i) => {
+                let plan = &topology.consumers[i];
+                plan.stream.is_some_and(|s| s.options.is_some())
+                    || plan.supervisor.is_some_and(|s| s.options.is_some())
+            }
             _ => false,
         };
         let mut options = match own_options {
@@ -3684,13 +3843,15 @@ fn check(
     check_failed_batches(topology, report, ledger, &fell)?;
     check_manual(topology, report, ledger)?;
     check_streams(topology, report, ledger, fell_any)?;
+    check_supervisors(topology, report, ledger)?;
     count_restarts(report, result);
     // The batches that failed callbacks held, and were not handed again.
+    // (And the events of the supervisors' temporary children that failed: see `check_supervisors`.)
     let failed_batches: u64 = report
         .stages
         .iter()
         .flat_map(|s| &s.losses)
-        .filter(|l| l.reason == LossReason::FailedBatch)
+        .filter(|l| matches!(l.reason, LossReason::FailedBatch | LossReason::ChildFailed))
         .map(|l| l.count)
         .sum();
     let totals = report.totals();
@@ -3745,8 +3906,8 @@ fn check(
                     LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
                     // What a channel producer left without consumers held in its channel.
                     LossReason::NotEmitted => left(name),
-                    // Counted exactly by `check_restarts`.
-                    LossReason::FailedBatch => true,
+                    // Counted exactly by `check_restarts`, and by `check_supervisors`.
+                    LossReason::FailedBatch | LossReason::ChildFailed => true,
                     _ => false,
                 };
                 let acts: Vec<&Told> = ledger
@@ -3838,6 +3999,7 @@ fn check_inits(
     let middles = (0..topology.middles.len()).map(Node::Middle);
     let consumers = (0..topology.consumers.len())
         .filter(|&i| topology.consumers[i].stream.is_none())
+        .filter(|&i| topology.consumers[i].supervisor.is_none())
         .map(Node::Consumer);
     for node in producers.chain(middles).chain(consumers) {
         let name = node.to_string();
@@ -3986,6 +4148,13 @@ fn check_channels(
             .flat_map(|e| ledger.blows(&e.to.to_string()))
             .filter(|b| b.in_events)
             .flat_map(|b| b.batch.iter().copied())
+            .chain(
+                ledger
+                    .child_failures
+                    .iter()
+                    .filter(|&&(_, _, transient)| !transient)
+                    .map(|&(_, event, _)| event),
+            )
             .collect();
         let missing: Vec<Event> = (0..fed.accepted)
             .map(|seq| Event::new(tag, seq))
@@ -4128,6 +4297,64 @@ fn check_streams(
     }
     for (counter, seen) in STREAMS[1..].iter().zip(&seen[1..]) {
         if *seen {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// How many of the runs so far had a [`ConsumerSupervisor`], one whose temporary children lost
+/// events, and one whose transient children were run again.
+static SUPERVISORS: [std::sync::atomic::AtomicU64; 3] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
+/// The [`ConsumerSupervisor`]s: each lost exactly the events its temporary children failed on
+/// (`ChildFailed`), none for its transient children (run again) unless it stopped early (then the
+/// failures it took in as it stopped are not run again: `ChildFailed` too), and else only what it
+/// held when it stopped early (`Unhandled`: its children aborted, their events never handled); its
+/// handled events are those its children recorded (see [`check`]).
+fn check_supervisors(topology: &Topology, report: &Report, ledger: &Ledger) -> Result<(), String> {
+    let mut seen = [false; 3];
+    for (i, plan) in topology.consumers.iter().enumerate() {
+        let Some(supervisor) = plan.supervisor else {
+            continue;
+        };
+        seen[0] = true;
+        let name = Node::Consumer(i).to_string();
+        let Some(stage) = report.stage(&name) else {
+            return Err(format!("{name} is not in the report"));
+        };
+        let failures = ledger.child_failures.iter().filter(|(c, _, _)| *c == name);
+        let (restarted, lost) =
+            failures.fold((0, 0), |(r, l), &(_, _, transient)| match transient {
+                true => (r + 1, l),
+                false => (r, l + 1),
+            });
+        seen[1] |= lost > 0;
+        seen[2] |= restarted > 0;
+        let child_failed = lost_in(stage, LossReason::ChildFailed);
+        let unhandled = lost_in(stage, LossReason::Unhandled);
+        let finished = stage.status == StageStatus::Finished;
+        let failed_right = match supervisor.transient {
+            false => child_failed == lost,
+            true => child_failed == 0 || !finished && child_failed <= restarted,
+        };
+        ensure!(
+            failed_right && child_failed + unhandled == stage.lost && (unhandled == 0 || !finished),
+            "{name}, a ConsumerSupervisor with {} children ({:?}), ended {:?} and lost {:?}; its \
+             children failed on {lost} events lost and {restarted} run again",
+            if supervisor.transient {
+                "transient"
+            } else {
+                "temporary"
+            },
+            supervisor.fail,
+            stage.status,
+            stage.losses
+        );
+    }
+    for (counter, seen) in SUPERVISORS.iter().zip(seen) {
+        if seen {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -4763,6 +4990,9 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [manual, from_streams, panicked, to_streams, cut, unhandled] = STREAMS
         .each_ref()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let [supervisors, children_lost, children_again] = SUPERVISORS
+        .each_ref()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -4770,7 +5000,9 @@ fn random_pipelines_end_and_account_for_every_event() {
          {aborted} were aborted; {manual} asked on manual subscriptions; {from_streams} had a \
          from_stream producer, {panicked} one whose stream panicked; {to_streams} had a \
          to_stream consumer, {cut} one stopped by dropping its stream, {unhandled} one that lost \
-         what its dropped stream had not yielded"
+         what its dropped stream had not yielded; {supervisors} had a ConsumerSupervisor, \
+         {children_lost} one whose temporary children failed, {children_again} one whose \
+         transient children were run again"
     );
     assert!(
         failures.is_empty(),
@@ -5405,6 +5637,36 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
                     && matches!(e.to, Node::Consumer(i) if t.consumers[i].stream.is_some())
             })
         }),
+    );
+    // ConsumerSupervisors.
+    let supervisor = |t: &Topology, what: &dyn Fn(SupervisorPlan) -> bool| {
+        t.consumers.iter().filter_map(|c| c.supervisor).any(what)
+    };
+    for transient in [false, true] {
+        expect(
+            &format!("ConsumerSupervisor with failing children, transient {transient}"),
+            count(&|t| supervisor(t, &|s| s.fail.is_some() && s.transient == transient)),
+        );
+    }
+    expect(
+        "ConsumerSupervisor with options of its own",
+        count(&|t| supervisor(t, &|s| s.options.is_some())),
+    );
+    expect(
+        "ConsumerSupervisor with a fault upstream",
+        count(&|t| !t.faultless() && supervisor(t, &|_| true)),
+    );
+    expect(
+        "ConsumerSupervisor, shut down",
+        count(&|t| t.shutdown_after.is_some() && !t.abort && supervisor(t, &|_| true)),
+    );
+    expect(
+        "ConsumerSupervisor, aborted",
+        count(&|t| t.abort && supervisor(t, &|_| true)),
+    );
+    expect(
+        "ConsumerSupervisor with an action",
+        count(&|t| t.action.is_some() && supervisor(t, &|_| true)),
     );
     assert!(missing.is_empty(), "too rare in 2 000 seeds: {missing:?}");
 }
