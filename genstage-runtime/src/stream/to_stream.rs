@@ -60,6 +60,10 @@ pub struct StreamSink<T> {
 /// The stream of a [`StreamSink`] was dropped: the info its watcher sends the sink's stage.
 struct StreamGone;
 
+/// Set in the count of yielded events once an aborted sink's stage has counted its batch (its
+/// `__handled_of_interrupted_batch`): the stream yields no more of that batch.
+const COUNTED: usize = 1 << (usize::BITS - 1);
+
 impl<T> Drop for StreamSink<T> {
     fn drop(&mut self) {
         if let Some(watch) = self.watch.take() {
@@ -87,7 +91,8 @@ impl<T> Drop for StreamSink<T> {
 pub struct EventStream<T> {
     batches: mpsc::Receiver<Handoff<T>>,
     /// How many events of the current batch it has yielded, for the sink's report if its stage is
-    /// aborted meanwhile.
+    /// aborted meanwhile, and (`COUNTED`) whether such a report has counted them: each event is
+    /// claimed in it before it is yielded.
     yielded: Arc<AtomicUsize>,
     /// The batch being yielded, with how many events it had.
     current: Option<Current<T>>,
@@ -296,8 +301,10 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
 
     const DEFAULT_NAME: Option<&'static str> = Some("to_stream");
 
+    /// Counts once and for all: the stream claims each event before it yields it, and can no more
+    /// once this is done.
     fn __handled_of_interrupted_batch(&self) -> u64 {
-        self.yielded.load(Ordering::Acquire) as u64
+        (self.yielded.fetch_or(COUNTED, Ordering::AcqRel) & !COUNTED) as u64
     }
 }
 
@@ -367,8 +374,20 @@ impl<T> EventStream<T> {
                     continue;
                 }
                 if let Some(event) = current.events.next() {
-                    self.yielded
-                        .store(current.len - current.events.len(), Ordering::Release);
+                    // Claimed against an abort's count, which may come on another thread at any
+                    // moment, also after the check above: an event the sink's report counted lost
+                    // is not the caller's either.
+                    let yielded = current.len - current.events.len();
+                    let claimed = self.yielded.compare_exchange(
+                        yielded - 1,
+                        yielded,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    if claimed.is_err() {
+                        self.current = None;
+                        continue;
+                    }
                     if current.events.as_slice().is_empty() {
                         // The batch's last event: the sink may ask for more while the caller
                         // handles it.
@@ -448,5 +467,40 @@ impl<T> fmt::Debug for EventStream<T> {
             )
             .field("ended", &self.ended)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// An abort counts the events of the sink's batch that the stream has yielded as handled, the
+    /// rest as lost; once it has counted, the stream yields no more of that batch, even before the
+    /// sink's wait for the batch is dropped. (An abort on another thread counts while the caller
+    /// may be in the middle of `next`, past its check that the wait is still there: the caller got
+    /// an event that the report counted lost, about once in a thousand aborts of a stream being
+    /// read.)
+    #[tokio::test]
+    async fn once_an_abort_has_counted_the_batch_the_stream_yields_no_more_of_it() {
+        let (mut sink, mut stream) = to_stream::<u32>();
+        // What the stage loop reads when it is aborted: the same sink's count.
+        let counted = StreamSink {
+            batches: sink.batches.clone(),
+            yielded: sink.yielded.clone(),
+            options: SubscribeOptions::default(),
+            watch: None,
+        };
+        let handing = tokio::spawn(async move { sink.handle_events(vec![10, 11, 12, 13]).await });
+        assert_eq!(stream.next().await, Some(10));
+        assert_eq!(stream.next().await, Some(11));
+        // The abort counts 2 handled, 2 lost; the sink's wait is still there.
+        assert_eq!(counted.__handled_of_interrupted_batch(), 2);
+        assert!(!handing.is_finished());
+        assert_eq!(stream.next().now_or_never(), None, "12 was counted lost");
+        handing.abort();
+        drop(counted);
+        assert_eq!(stream.next().await, None);
     }
 }
