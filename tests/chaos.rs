@@ -44,8 +44,8 @@
 //! ends after them or, in two fifths of the runs shut down, never; a planned panic
 //! becomes a panic of the stream, at an item, after a `Pending` there (so that it strikes a call
 //! that took nothing yet). Some consumers without a planned fault are [`to_stream`] sinks, with
-//! options of their own or their edges', whose stream a task of the test reads, with pauses,
-//! recording each event it gets as handled; two fifths of them drop the stream after a random
+//! options of their own or their edges', whose stream a task of the test reads, with pauses (or,
+//! for half of them, without), recording each event it gets as handled; two fifths of them drop the stream after a random
 //! number of events (0 included), if it has not ended by then: the sink stops, as a consumer
 //! leaving does, and its producers may stop, left without consumers.
 //!
@@ -586,6 +586,8 @@ struct StreamPlan {
     /// Its own `max_demand` and `min_demand` (`StreamSink::with_options`): its edges leave them to
     /// it.
     options: Option<(usize, usize)>,
+    /// Read without pauses, as fast as the stream yields.
+    eager: bool,
 }
 
 /// A stage of the topology.
@@ -788,10 +790,12 @@ impl Topology {
                 let edge = EdgePlan::generate(rng, Node::Consumer(0), Node::Consumer(0));
                 (edge.max_demand, edge.min_demand)
             });
+            let eager = rng.chance(50);
             if chosen && consumer.strike.is_none() {
                 consumer.stream = Some(StreamPlan {
                     drop_after,
                     options,
+                    eager,
                 });
                 consumer.policy = None;
                 consumer.yield_every = None;
@@ -1597,10 +1601,14 @@ impl fmt::Display for Topology {
                 Some(StreamPlan {
                     drop_after,
                     options,
+                    eager,
                 }) => {
                     write!(f, "  C{i}: to_stream")?;
                     if let Some((max, min)) = options {
                         write!(f, " (max_demand {max}, min_demand {min})")?;
+                    }
+                    if eager {
+                        write!(f, ", read without pauses")?;
                     }
                     if let Some(n) = drop_after {
                         write!(f, ", dropped after {n} events")?;
@@ -2723,13 +2731,16 @@ impl futures::Stream for Trickle {
 }
 
 /// Reads the stream of the [`to_stream`] consumer `C{consumer}`, pausing before some events (a
-/// yield, or now and then a 1 ms sleep), and records each event it yields as handled by the
-/// consumer; drops the stream once it has read `drop_after` events, if it has not ended by then.
+/// yield, or now and then a 1 ms sleep) unless it is `eager`, and records each event it yields as
+/// handled by the consumer; drops the stream once it has read `drop_after` events, if it has not
+/// ended by then.
 async fn read_stream(
     mut rng: Rng,
     consumer: usize,
     mut stream: EventStream<Event>,
-    drop_after: Option<u64>,
+    StreamPlan {
+        drop_after, eager, ..
+    }: StreamPlan,
     ledger: Shared,
 ) {
     let stage = Node::Consumer(consumer).to_string();
@@ -2741,6 +2752,7 @@ async fn read_stream(
             return;
         }
         match rng.range(0, 199) {
+            _ if eager => {}
             0 => tokio::time::sleep(Duration::from_millis(1)).await,
             1..=59 => tokio::task::yield_now().await,
             _ => {}
@@ -3281,7 +3293,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             };
             let handle = pipeline.add_consumer_named(name, sink);
             let rng = Rng::new(topology.seed ^ ((i as u64 + 1) << 44));
-            let reader = read_stream(rng, i, events, stream.drop_after, ledger.clone());
+            let reader = read_stream(rng, i, events, stream, ledger.clone());
             readers.push(tokio::spawn(reader));
             sinks.insert(Node::Consumer(i), SinkRef::Stream(handle));
             continue;
@@ -5624,6 +5636,10 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     expect(
         "to_stream consumer, aborted",
         count(&|t| t.abort && sink(t, &|_| true)),
+    );
+    expect(
+        "to_stream consumer read without pauses, aborted",
+        count(&|t| t.abort && sink(t, &|s| s.eager)),
     );
     expect(
         "to_stream consumer dropped early, with an action",
