@@ -171,8 +171,8 @@ pub enum CallError {
         after: Duration,
     },
     /// The stage dropped the [`ReplyTo`] without replying, or stopped before it replied; a
-    /// producer or producer_consumer shutting down takes no more messages, and a call it has not
-    /// opened gets this.
+    /// producer or producer_consumer shutting down takes no more messages from outside, and a call
+    /// it has not opened gets this.
     NoReply {
         /// The stage's name.
         stage: String,
