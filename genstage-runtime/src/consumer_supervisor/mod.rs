@@ -84,7 +84,9 @@ pub use counts::{ChildCounts, CountChildren};
 /// - When the supervisor fails (its restart intensity), is cancelled (a producer failed on a
 ///   `permanent` or `transient` subscription), panics or is aborted, its children are aborted
 ///   where they stand. Their events are reported lost, as
-///   [`LossReason::Unhandled`](crate::LossReason::Unhandled).
+///   [`LossReason::Unhandled`](crate::LossReason::Unhandled); those of children that had already
+///   failed, their failure not yet acted on (a `transient` child not yet run again), as
+///   [`LossReason::ChildFailed`](crate::LossReason::ChildFailed).
 ///
 /// So the report accounts for every event it received, per stage and per edge: `events_in`
 /// (handled) are the children that succeeded, and the others are lost with a reason.
