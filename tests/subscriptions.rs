@@ -396,3 +396,66 @@ async fn a_manual_producer_consumer_asks_from_its_own_ticks_while_shutting_down(
     assert_eq!(report.stage("AllAtOnce").unwrap().lost, 0);
     assert!(report.balanced(), "{report:?}");
 }
+
+/// Sent by [`Chatty`] to itself: each emits events of its own and sends the next.
+struct More;
+
+/// A producer_consumer that passes its input on and, from its subscription on, keeps sending
+/// itself a [`More`] through its context, each of which emits 5 events of its own: more than its
+/// consumer takes, so that its buffer stays full and its input waits for room.
+struct Chatty;
+
+impl genstage::ProducerConsumer for Chatty {
+    type Input = u64;
+    type Output = u64;
+
+    fn handle_subscribe(&mut self, _: &Subscription, ctx: &mut Context<'_, Self>) -> Demand {
+        ctx.info(More);
+        Demand::Automatic
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+}
+
+impl HandleInfo<More> for Chatty {
+    type Emitted = Vec<u64>;
+    async fn handle_info(&mut self, _: More, ctx: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+        ctx.info(More);
+        Ok(vec![1_000; 5])
+    }
+}
+
+/// A graceful shutdown ends a producer_consumer in automatic demand that keeps sending itself
+/// messages that fill its buffer: its input, which waits for room, can end only once they stop.
+/// (It hung: since 263162d a shutting-down producer_consumer took its own messages until its input
+/// ended, which a buffer they kept full never let happen.)
+#[tokio::test]
+async fn a_shutdown_ends_a_producer_consumer_whose_own_messages_keep_its_buffer_full() {
+    let (watch, seen) = Watch::new(false);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0u64..));
+    let chatty = pipeline.add_producer_consumer(Chatty);
+    let watch = pipeline.add_consumer(watch);
+    pipeline.subscribe(&numbers, &chatty);
+    pipeline.subscribe_with(&chatty, &watch, SubscribeOptions::new().max_demand(10));
+    let running = pipeline.start();
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| matches!(s, Seen::Events(_)))
+    {
+        tokio::task::yield_now().await;
+    }
+    let report = tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+        .await
+        .expect("the shutdown hung")
+        .unwrap();
+    assert_eq!(
+        report.stage("Chatty").unwrap().status,
+        StageStatus::Finished
+    );
+    assert!(report.balanced(), "{report}");
+}

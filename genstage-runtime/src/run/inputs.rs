@@ -358,6 +358,13 @@ impl<T> Inputs<T> {
             .collect()
     }
 
+    /// Whether the stage asks for the events of any of its subscriptions itself.
+    pub(super) fn has_manual(&self) -> bool {
+        self.subscriptions
+            .iter()
+            .any(|(_, subscription)| subscription.demand.is_manual())
+    }
+
     /// Makes the subscription manual: the stage asks for its events itself.
     pub(super) fn set_manual(&mut self, tag: SubscriptionTag) {
         if let Some(subscription) = self.subscriptions.get_mut(tag.0) {

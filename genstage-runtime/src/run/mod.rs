@@ -804,11 +804,13 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
 /// producer (added to a running pipeline, never subscribed) ends then. From then on, a
 /// producer_consumer takes no more messages from outside, as a producer does, so that senders that
 /// keep sending cannot keep its buffer full and its input from ending: they are dropped (a call is
-/// answered `NoReply`). It still takes those it sends itself (`ctx.info`, a timer's), until its
-/// input has ended: a producer_consumer in manual demand asks from their callbacks, and without
-/// its asks its producers could not deliver what they hold, nor its input end. `buffered` is the
-/// stage's buffered count; `None` for a consumer, which has no buffer and keeps taking messages
-/// (they emit nothing, so they cannot keep it going).
+/// answered `NoReply`). One with a manual subscription still takes those it sends itself
+/// (`ctx.info`, a timer's), until its input has ended: it asks from their callbacks, and without
+/// its asks its producers could not deliver what they hold, nor its input end. One in automatic
+/// demand drops those too: its own messages could keep its buffer full, and its input waiting for
+/// room, as those from outside could. `buffered` is the stage's buffered count; `None` for a
+/// consumer, which has no buffer and keeps taking messages (they emit nothing, so they cannot keep
+/// it going).
 fn queue_control<T>(
     control: Control,
     letters: &mut VecDeque<Letter>,
@@ -816,9 +818,12 @@ fn queue_control<T>(
     buffered: Option<usize>,
 ) {
     match control {
-        // Once a producer_consumer is shutting down, dropped if from outside (see above).
+        // Once a producer_consumer is shutting down, dropped if from outside, or if it asks on
+        // none of its subscriptions (see above).
         Control::Letter(letter)
-            if buffered.is_some() && inputs.is_closed() && letter.generation().is_none() => {}
+            if buffered.is_some()
+                && inputs.is_closed()
+                && (letter.generation().is_none() || !inputs.has_manual()) => {}
         // A producer_consumer's `info_after_buffered` waits behind the input it has received (a
         // consumer's input is never queued when it takes its mail).
         Control::Letter(letter) if letter.is_after_buffered() && !inputs.is_idle() => {
