@@ -616,8 +616,8 @@ async fn a_permanent_producer_is_restarted_when_it_finishes_until_the_limit() {
     // Four ends for three restarts: the line does not say that each came before a restart.
     assert!(
         report.to_string().lines().any(|line| line
-            == "restarted Counter 3 times; ends its restart policy acted on, oldest first: \
-                finished; finished; finished; finished"),
+            == "restarted Counter 3 times; the last ends its restart policy acted on, oldest \
+                first: finished; finished; finished; finished"),
         "{report}"
     );
     let expected: Vec<u64> = (0..4).flat_map(|_| 0..10).collect();

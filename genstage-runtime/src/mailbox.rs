@@ -406,6 +406,10 @@ impl<M> Receiver<M> {
     /// - whatever the task does next with its mailbox begins with a lock: a hand-off left in the slot
     ///   is given then, before the receiver sees the message that came with it, and only then.
     ///
+    /// The slot is `Parked` only while nothing is taken in: the receiver parks with nothing taken
+    /// in, and every lock that takes messages in clears the slot. So a poll that finds messages
+    /// taken in answers at once, without the lock, and the rule still holds.
+    ///
     /// A stage loop that waits on this future alone is parked exactly while the slot says so; one
     /// that polls it beside a callback and drops it (see `run/callback.rs`) may run on with the slot
     /// still `Parked` until its next `try_recv`, which the rule allows for.

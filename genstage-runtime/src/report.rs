@@ -385,7 +385,7 @@ impl std::fmt::Display for Report {
         for stage in self.stages.iter().filter(|stage| stage.restarts > 0) {
             writeln!(
                 f,
-                "restarted {} {} time{}; ends its restart policy acted on, oldest first: {}",
+                "restarted {} {} time{}; the last ends its restart policy acted on, oldest first: {}",
                 stage.name,
                 stage.restarts,
                 if stage.restarts == 1 { "" } else { "s" },

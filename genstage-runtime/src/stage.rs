@@ -539,7 +539,9 @@ pub trait Consumer: Send + 'static {
 
     /// Not part of the API: how many events of the batch its `handle_events` held when the stage
     /// was aborted had already been handed on (`to_stream`'s sink, whose caller may have read
-    /// some), so that the report counts them handled, not lost. 0 by default.
+    /// some), so that the report counts them handled, not lost. 0 by default. Called once, as the
+    /// stage ends aborted: `to_stream`'s sink freezes the count then, so that its stream yields no
+    /// event the report counts lost.
     #[doc(hidden)]
     fn __handled_of_interrupted_batch(&self) -> u64 {
         0

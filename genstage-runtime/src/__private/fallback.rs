@@ -3,7 +3,8 @@
 //! The macro still emits the role impl and the `Stage` impl, so that the one error under the
 //! user's mistake is the only one: the stage keeps its role (when the attribute named one), its
 //! events are [`Rejected`], and its handle is a [`RejectedRef`], which every `pipeline!` check
-//! accepts silently and which takes any message a stage's reference takes. Nothing here ever runs: the crate does not compile while the error stands.
+//! accepts silently and which takes any message a stage's reference takes. Nothing here ever
+//! runs: the crate does not compile while the error stands.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -57,7 +57,10 @@ macro_rules! next_mail {
         match $mailbox.try_recv() {
             Ok(mail) => mail,
             // `ready` returns only once there is an answer: never met.
-            Err(TryRecvError::Empty) => continue,
+            Err(TryRecvError::Empty) => {
+                debug_assert!(false, "`ready` returned with nothing to take");
+                continue;
+            }
             Err(TryRecvError::Disconnected) => break Exit::Cancelled(None),
         }
     }};

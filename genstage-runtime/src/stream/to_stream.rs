@@ -62,7 +62,7 @@ struct StreamGone;
 
 /// Set in the count of yielded events once an aborted sink's stage has counted its batch (its
 /// `__handled_of_interrupted_batch`): the stream yields no more of that batch.
-const COUNTED: usize = 1 << (usize::BITS - 1);
+const ABORT_COUNTED: usize = 1 << (usize::BITS - 1);
 
 impl<T> Drop for StreamSink<T> {
     fn drop(&mut self) {
@@ -91,7 +91,7 @@ impl<T> Drop for StreamSink<T> {
 pub struct EventStream<T> {
     batches: mpsc::Receiver<Handoff<T>>,
     /// How many events of the current batch it has yielded, for the sink's report if its stage is
-    /// aborted meanwhile, and (`COUNTED`) whether such a report has counted them: each event is
+    /// aborted meanwhile, and (`ABORT_COUNTED`) whether such a report has counted them: each event is
     /// claimed in it before it is yielded.
     yielded: Arc<AtomicUsize>,
     /// The batch being yielded, with how many events it had.
@@ -304,7 +304,7 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
     /// Counts once and for all: the stream claims each event before it yields it, and can no more
     /// once this is done.
     fn __handled_of_interrupted_batch(&self) -> u64 {
-        (self.yielded.fetch_or(COUNTED, Ordering::AcqRel) & !COUNTED) as u64
+        (self.yielded.fetch_or(ABORT_COUNTED, Ordering::AcqRel) & !ABORT_COUNTED) as u64
     }
 }
 
