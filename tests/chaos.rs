@@ -4034,6 +4034,23 @@ fn check_inits(
 static RESTARTS: [std::sync::atomic::AtomicU64; 4] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 4];
 
+/// Counts a run in each of `counters` (one of the statics above or below) whose kind of chaos it
+/// had, as `seen` says, in the same order.
+fn tally<const N: usize>(counters: &[std::sync::atomic::AtomicU64; N], seen: &[bool; N]) {
+    for (counter, &seen) in counters.iter().zip(seen) {
+        if seen {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// What [`tally`] has counted in `counters` so far.
+fn tallied<const N: usize>(counters: &[std::sync::atomic::AtomicU64; N]) -> [u64; N] {
+    counters
+        .each_ref()
+        .map(|counter| counter.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
     let limit = |poison: bool| matches!(result, Err(PipelineError::RestartLimit { poison: p, .. }) if !poison || p.is_some());
     let seen = [
@@ -4042,11 +4059,7 @@ fn count_restarts(report: &Report, result: &Result<Report, PipelineError>) {
         limit(false),
         limit(true),
     ];
-    for (counter, seen) in RESTARTS.iter().zip(seen) {
-        if seen {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    tally(&RESTARTS, &seen);
 }
 
 /// How many of the runs so far had a channel producer, had one whose feeder was refused (a send
@@ -4182,11 +4195,7 @@ fn check_channels(
             &missing[..missing.len().min(10)]
         );
     }
-    for (counter, seen) in CHANNELS.iter().zip(seen) {
-        if seen {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    tally(&CHANNELS, &seen);
     Ok(())
 }
 
@@ -4213,17 +4222,18 @@ fn check_manual(topology: &Topology, report: &Report, ledger: &Ledger) -> Result
             stage.excess
         );
     }
-    if !ledger.asks.is_empty() {
-        STREAMS[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    tally(&MANUAL, &[!ledger.asks.is_empty()]);
     Ok(())
 }
 
-/// How many of the runs so far had a stage that asked on a manual subscription, a from_stream
-/// producer, one whose stream panicked, a to_stream consumer, one whose stream was dropped while it
-/// ran (it ended cancelled), and one that lost events its stream did not yield.
-static STREAMS: [std::sync::atomic::AtomicU64; 6] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 6];
+/// How many of the runs so far had a stage that asked on a manual subscription.
+static MANUAL: [std::sync::atomic::AtomicU64; 1] = [const { std::sync::atomic::AtomicU64::new(0) }];
+
+/// How many of the runs so far had a from_stream producer, one whose stream panicked, a to_stream
+/// consumer, one whose stream was dropped while it ran (it ended cancelled), and one that lost
+/// events its stream did not yield.
+static STREAMS: [std::sync::atomic::AtomicU64; 5] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 5];
 
 /// The streams in and out. A [`Source::Stream`] producer emitted what its stream yielded (see
 /// [`check`]) and lost only what a producer may: its buffer, and what it sent to consumers gone.
@@ -4238,14 +4248,14 @@ fn check_streams(
     ledger: &Ledger,
     fell_any: bool,
 ) -> Result<(), String> {
-    let mut seen = [false; 6];
+    let mut seen = [false; 5];
     for (tag, plan) in topology.producers.iter().enumerate() {
         if !plan.source.is_stream() {
             continue;
         }
-        seen[1] = true;
+        seen[0] = true;
         let name = Node::Producer(tag).to_string();
-        seen[2] |= !ledger.blows(&name).is_empty();
+        seen[1] |= !ledger.blows(&name).is_empty();
         let Some(stage) = report.stage(&name) else {
             return Err(format!("{name} is not in the report"));
         };
@@ -4262,15 +4272,15 @@ fn check_streams(
         if plan.stream.is_none() {
             continue;
         }
-        seen[3] = true;
+        seen[2] = true;
         let name = Node::Consumer(i).to_string();
         let Some(stage) = report.stage(&name) else {
             return Err(format!("{name} is not in the report"));
         };
         let was_dropped = ledger.streams_dropped.contains(&i);
         let cut = stage.status == StageStatus::Cancelled { cause: None };
-        seen[4] |= cut;
-        seen[5] |= cut && stage.lost > 0;
+        seen[3] |= cut;
+        seen[4] |= cut && stage.lost > 0;
         ensure!(
             !cut || was_dropped || topology.abort,
             "{name}, a to_stream consumer, ended {:?} though its stream was read to the end",
@@ -4307,11 +4317,7 @@ fn check_streams(
             stage.lost
         );
     }
-    for (counter, seen) in STREAMS[1..].iter().zip(&seen[1..]) {
-        if *seen {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    tally(&STREAMS, &seen);
     Ok(())
 }
 
@@ -4365,11 +4371,7 @@ fn check_supervisors(topology: &Topology, report: &Report, ledger: &Ledger) -> R
             stage.losses
         );
     }
-    for (counter, seen) in SUPERVISORS.iter().zip(seen) {
-        if seen {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    tally(&SUPERVISORS, &seen);
     Ok(())
 }
 
@@ -4993,18 +4995,11 @@ fn random_pipelines_end_and_account_for_every_event() {
             }
         }
     }
-    let [restarted, redelivered, limit, poison] = RESTARTS
-        .each_ref()
-        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
-    let [channels, refused, unemitted, aborted] = CHANNELS
-        .each_ref()
-        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
-    let [manual, from_streams, panicked, to_streams, cut, unhandled] = STREAMS
-        .each_ref()
-        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
-    let [supervisors, children_lost, children_again] = SUPERVISORS
-        .each_ref()
-        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let [restarted, redelivered, limit, poison] = tallied(&RESTARTS);
+    let [channels, refused, unemitted, aborted] = tallied(&CHANNELS);
+    let [manual] = tallied(&MANUAL);
+    let [from_streams, panicked, to_streams, cut, unhandled] = tallied(&STREAMS);
+    let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
