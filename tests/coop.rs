@@ -151,17 +151,20 @@ struct Wakes {
     first: Arc<tokio::sync::Notify>,
 }
 
+impl Wakes {
+    /// Counts a batch of `len` events handled; wakes the test if it is the first.
+    fn count(&self, len: usize) {
+        if self.handled.fetch_add(len as u64, Ordering::SeqCst) == 0 {
+            self.first.notify_one();
+        }
+    }
+}
+
 impl Consumer for Wakes {
     type Input = u64;
 
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        if self
-            .handled
-            .fetch_add(events.len() as u64, Ordering::SeqCst)
-            == 0
-        {
-            self.first.notify_one();
-        }
+        self.count(events.len());
         Ok(())
     }
 }
@@ -197,24 +200,15 @@ async fn an_abort_while_a_consumer_yields_for_its_budget_counts_in_only_what_it_
     assert!(report.balanced(), "{report:?}");
 }
 
-/// Passes its events on, counting them, and wakes the test at its first batch.
-struct PassWakes {
-    handled: Arc<AtomicU64>,
-    first: Arc<tokio::sync::Notify>,
-}
+/// Passes its events on, counting them as [`Wakes`] does.
+struct PassWakes(Wakes);
 
 impl ProducerConsumer for PassWakes {
     type Input = u64;
     type Output = u64;
 
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
-        if self
-            .handled
-            .fetch_add(events.len() as u64, Ordering::SeqCst)
-            == 0
-        {
-            self.first.notify_one();
-        }
+        self.0.count(events.len());
         Ok(events)
     }
 }
@@ -226,10 +220,10 @@ async fn an_abort_while_a_producer_consumer_yields_for_its_budget_counts_in_only
     let first = Arc::new(tokio::sync::Notify::new());
     let mut pipeline = Pipeline::new();
     let producer = pipeline.add_producer(from_iter(0..10_000u64));
-    let middle = pipeline.add_producer_consumer(PassWakes {
+    let middle = pipeline.add_producer_consumer(PassWakes(Wakes {
         handled: handled.clone(),
         first: first.clone(),
-    });
+    }));
     let consumer = pipeline.add_consumer(Count(Arc::default()));
     pipeline.subscribe_with(
         &producer,
