@@ -135,7 +135,7 @@ pub use genstage_runtime::*;
 pub mod prelude {
     pub use genstage_macros::{pipeline, stage};
     pub use genstage_runtime::{
-        from_channel, from_iter, from_stream, to_stream, AskError, BufferKeep, CallError,
+        from_channel, from_iter, from_stream, to_stream, AskError, Asker, BufferKeep, CallError,
         CancelMode, CancelReason, Child, ChildCounts, Consumer, ConsumerSupervisor, Context,
         CountChildren, Demand, DemandMode, Dispatch, Emit, HandleCall, HandleCast, HandleInfo,
         Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,

@@ -51,7 +51,7 @@ pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use dispatcher::{Dispatch, Partition};
 pub use error::{DemandError, DispatchSetupError, PipelineError, StageError};
 pub use messages::{
-    AsConsumer, AsProducer, AsProducerConsumer, CallError, Context, Emission, HandleCall,
+    AsConsumer, AsProducer, AsProducerConsumer, Asker, CallError, Context, Emission, HandleCall,
     HandleCast, HandleInfo, InfoEmission, InfoToSelf, ReplyTo, StageEvents, Timer,
 };
 pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions};

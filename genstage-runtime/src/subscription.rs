@@ -181,4 +181,6 @@ impl std::error::Error for AskError {}
 /// Where a stage's callbacks ask on its manual subscriptions.
 pub(crate) trait ManualAsks: Send {
     fn ask_manual(&mut self, tag: SubscriptionTag, demand: usize) -> Result<(), AskError>;
+    /// Whether `tag` is one of the stage's subscriptions, manual or not.
+    fn has(&self, tag: SubscriptionTag) -> bool;
 }

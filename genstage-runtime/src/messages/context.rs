@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use super::asker::Asker;
 use super::events::InfoToSelf;
 use super::letter::{after_buffered, PostLetter};
 use super::timer::Timer;
@@ -47,6 +48,25 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     pub fn ask(&mut self, subscription: SubscriptionTag, demand: usize) -> Result<(), AskError> {
         match self.asks.as_mut() {
             Some(asks) => asks.ask_manual(subscription, demand),
+            None => Err(AskError::NotAConsumer),
+        }
+    }
+
+    /// An [`Asker`] for `subscription`: it asks on it where no context is at hand, from the stage's
+    /// `handle_events` or from a task the stage hands work to (GenStage's `from`, kept for
+    /// `ask/2`). Made in `handle_subscribe`, before the subscription is manual: it asks once
+    /// `handle_subscribe` has returned [`Demand::Manual`](crate::Demand::Manual).
+    ///
+    /// # Errors
+    ///
+    /// [`AskError::Unknown`] when the subscription is not this stage's, or has ended;
+    /// [`AskError::NotAConsumer`] in a producer's callbacks.
+    pub fn asker(&self, subscription: SubscriptionTag) -> Result<Asker, AskError> {
+        match self.asks.as_ref() {
+            Some(asks) if asks.has(subscription) => {
+                Ok(Asker::new(subscription, self.name, self.me.clone_port()))
+            }
+            Some(_) => Err(AskError::Unknown(subscription)),
             None => Err(AskError::NotAConsumer),
         }
     }

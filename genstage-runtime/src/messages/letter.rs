@@ -74,6 +74,13 @@ pub(crate) trait OpenLetter: Send {
     fn generation(&self) -> Option<u64> {
         None
     }
+
+    /// Whether it reaches the stage's value also when the value that sent it has been replaced
+    /// since: an [`Asker`](super::Asker)'s ask, made on a subscription that outlives the value (in
+    /// GenStage it goes to the producer at once). False by default.
+    fn outlives_its_sender(&self) -> bool {
+        false
+    }
 }
 
 /// An info to be delivered after the events its stage buffers when it takes the info in (GenStage's

@@ -25,6 +25,7 @@
 //! it ([`InfoToSelf`], [`StageEvents`]) in `events.rs`, and in `letter.rs` the letters that carry a
 //! message and its callback to a stage's mailbox.
 
+mod asker;
 mod context;
 mod events;
 mod letter;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use crate::stage::{Emit, StageResult};
 
+pub use asker::Asker;
 pub use context::Context;
 pub use events::{
     AsConsumer, AsProducer, AsProducerConsumer, InfoEmission, InfoToSelf, StageEvents,

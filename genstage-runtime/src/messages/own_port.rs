@@ -35,9 +35,10 @@ impl OwnPort {
 
     /// Whether `letter` was sent by a value that has since been replaced.
     pub(crate) fn is_stale(&self, letter: &Letter) -> bool {
-        letter
-            .generation()
-            .is_some_and(|sent_by| sent_by < self.generation.load(Ordering::Relaxed))
+        !letter.outlives_its_sender()
+            && letter
+                .generation()
+                .is_some_and(|sent_by| sent_by < self.generation.load(Ordering::Relaxed))
     }
 }
 
@@ -108,5 +109,9 @@ impl OpenLetter for Stamped {
 
     fn generation(&self) -> Option<u64> {
         Some(self.generation)
+    }
+
+    fn outlives_its_sender(&self) -> bool {
+        self.letter.outlives_its_sender()
     }
 }

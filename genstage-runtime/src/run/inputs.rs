@@ -417,6 +417,10 @@ impl<T: Send> ManualAsks for Inputs<T> {
         }
         Ok(())
     }
+
+    fn has(&self, tag: SubscriptionTag) -> bool {
+        self.subscriptions.get(tag.0).is_some()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,174 @@
+//! [`Asker`]: asks on one of a stage's manual subscriptions from where no
+//! [`Context`](crate::Context) is at hand.
+
+use std::any::Any;
+use std::fmt;
+use std::future::{ready, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::letter::{Emitted, Letter, OpenLetter, Opened, PostLetter};
+use super::CallError;
+use crate::stage::StageResult;
+use crate::subscription::{AskError, SubscriptionTag};
+
+/// Asks on one of its stage's manual subscriptions, from anywhere: the stage's `handle_events`
+/// (which gets no [`Context`](crate::Context)), or a task the stage handed work to, which asks once
+/// the work is done. It is GenStage's `from`, kept for `GenStage.ask(from, n)`.
+///
+/// A stage gets one from [`Context::asker`](crate::Context::asker), typically in
+/// `handle_subscribe` as it returns [`Demand::Manual`](crate::Demand::Manual), and keeps it. Cheap
+/// to clone.
+///
+/// An ask goes to the stage's own mailbox, and the stage makes it from there, after the messages
+/// sent before it, as [`Context::ask`](crate::Context::ask) would. So it is made in the stage's
+/// turn, not at once, and it counts as a message the stage sends itself: a producer_consumer
+/// shutting down still takes it while it has a manual subscription. It is made also when the
+/// stage's value that asked fails before, and a restart replaces it: the subscription outlives the
+/// value (in GenStage, `ask/2` goes to the producer at once). An ask on a subscription that has
+/// ended since is dropped, as GenStage drops one sent to a producer that is gone; one on a
+/// subscription the stage's value no longer takes in manual demand is dropped with a warning.
+///
+/// # Examples
+///
+/// A consumer that takes its events one at a time, asking for the next as it handles each:
+///
+/// ```
+/// use genstage_runtime::{
+///     from_iter, Asker, Consumer, Context, Demand, Pipeline, StageResult, SubscribeOptions,
+///     Subscription,
+/// };
+///
+/// #[derive(Default)]
+/// struct OneByOne {
+///     asker: Option<Asker>,
+///     seen: Vec<Vec<u32>>,
+/// }
+///
+/// impl Consumer for OneByOne {
+///     type Input = u32;
+///
+///     fn handle_subscribe(
+///         &mut self,
+///         subscription: &Subscription,
+///         ctx: &mut Context<'_, Self>,
+///     ) -> Demand {
+///         self.asker = ctx.asker(subscription.tag()).ok();
+///         Demand::Manual
+///     }
+///
+///     async fn handle_events(&mut self, events: Vec<u32>) -> StageResult<()> {
+///         self.seen.push(events);
+///         if let Some(asker) = &self.asker {
+///             asker.ask(1)?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut pipeline = Pipeline::new();
+/// let numbers = pipeline.add_producer(from_iter(1..=3u32));
+/// let one_by_one = pipeline.add_consumer(OneByOne::default());
+/// // A manual subscription starts with its first ask made: one event.
+/// let options = SubscribeOptions::new().max_demand(1).min_demand(0);
+/// pipeline.subscribe_with(&numbers, &one_by_one, options);
+/// let report = pipeline.run().await.unwrap();
+/// assert_eq!(report.totals().handled, 3);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Asker {
+    subscription: SubscriptionTag,
+    stage: Arc<str>,
+    port: Arc<dyn PostLetter>,
+}
+
+impl Asker {
+    pub(crate) fn new(
+        subscription: SubscriptionTag,
+        stage: &str,
+        port: Box<dyn PostLetter>,
+    ) -> Self {
+        Asker {
+            subscription,
+            stage: stage.into(),
+            port: Arc::from(port),
+        }
+    }
+
+    /// The subscription it asks on.
+    pub fn subscription(&self) -> SubscriptionTag {
+        self.subscription
+    }
+
+    /// Asks the subscription's producer for `demand` more events, in the stage's turn (see the
+    /// type's docs); `ask(0)` asks for nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Ended`], naming the stage, when the stage has ended.
+    pub fn ask(&self, demand: usize) -> Result<(), CallError> {
+        if demand == 0
+            || self.port.post(Box::new(AskLetter {
+                subscription: self.subscription,
+                demand,
+            }))
+        {
+            Ok(())
+        } else {
+            Err(CallError::Ended {
+                stage: self.stage.to_string(),
+            })
+        }
+    }
+}
+
+impl fmt::Debug for Asker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Asker")
+            .field("subscription", &self.subscription)
+            .field("stage", &self.stage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Asker`]'s ask, made as its stage opens it: the same for a stage of any type.
+struct AskLetter {
+    subscription: SubscriptionTag,
+    demand: usize,
+}
+
+impl OpenLetter for AskLetter {
+    fn open<'a>(
+        self: Box<Self>,
+        _stage: &'a mut (dyn Any + Send),
+        opened: Opened<'a>,
+    ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>> {
+        let asked = match opened.asks {
+            Some(asks) => asks.ask_manual(self.subscription, self.demand),
+            // Only a stage with subscriptions to producers makes an `Asker`.
+            None => Err(AskError::NotAConsumer),
+        };
+        match asked {
+            // The subscription ended since: as an ask sent to a producer that is gone.
+            Ok(()) | Err(AskError::Unknown(_)) => {}
+            Err(error) => tracing::warn!(
+                stage = opened.name,
+                "an Asker's ask for {} events was dropped: {error}",
+                self.demand
+            ),
+        }
+        let emitted: Emitted = Box::new(());
+        Box::pin(ready(Ok(emitted)))
+    }
+
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter> {
+        Err(self)
+    }
+
+    fn outlives_its_sender(&self) -> bool {
+        true
+    }
+}

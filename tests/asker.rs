@@ -1,0 +1,366 @@
+//! `Asker`: a manual subscription asked on from where no `Context` is at hand (GenStage's `from`,
+//! kept for `ask/2`): a stage's `handle_events`, a task the stage hands work to, a shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genstage::{
+    AskError, Asker, CallError, Consumer, Context, Demand, Emit, Pipeline, Producer,
+    ProducerConsumer, RestartPolicy, StageResult, SubscribeOptions, Subscriber, Subscription,
+};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Emits `next..end` as asked, recording each demand it is asked for; a producer's context
+/// cannot make an `Asker`, and it records what making one for its consumer gave.
+struct Numbers {
+    next: u64,
+    end: u64,
+    demands: Arc<Mutex<Vec<usize>>>,
+    asker_made: Arc<Mutex<Option<Result<(), AskError>>>>,
+}
+
+impl Numbers {
+    fn new(end: u64) -> (Self, Arc<Mutex<Vec<usize>>>) {
+        let demands = Arc::new(Mutex::new(Vec::new()));
+        let numbers = Numbers {
+            next: 0,
+            end,
+            demands: demands.clone(),
+            asker_made: Arc::default(),
+        };
+        (numbers, demands)
+    }
+}
+
+impl Producer for Numbers {
+    type Output = u64;
+
+    fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx: &mut Context<'_, Self>) {
+        *self.asker_made.lock().unwrap() = Some(ctx.asker(subscriber.tag()).map(drop));
+    }
+
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        self.demands.lock().unwrap().push(demand);
+        let stop = self.end.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        Ok(if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+}
+
+/// The batches a stage handled, in order.
+type Batches = Arc<Mutex<Vec<Vec<u64>>>>;
+
+/// A manual consumer that asks, from `handle_events`, for as many events as each batch brought;
+/// it keeps a clone of its `Asker` where the test can reach it.
+struct OneByOne {
+    asker: Option<Asker>,
+    batches: Batches,
+    kept: Arc<Mutex<Option<Asker>>>,
+}
+
+impl OneByOne {
+    fn new() -> (Self, Batches, Arc<Mutex<Option<Asker>>>) {
+        let (batches, kept) = (Arc::default(), Arc::default());
+        let stage = OneByOne {
+            asker: None,
+            batches: Arc::clone(&batches),
+            kept: Arc::clone(&kept),
+        };
+        (stage, batches, kept)
+    }
+}
+
+impl Consumer for OneByOne {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        let asker = ctx.asker(subscription.tag()).unwrap();
+        assert_eq!(asker.subscription(), subscription.tag());
+        *self.kept.lock().unwrap() = Some(asker.clone());
+        self.asker = Some(asker);
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let asked = events.len();
+        self.batches.lock().unwrap().push(events);
+        if let Some(asker) = &self.asker {
+            asker.ask(asked)?;
+        }
+        Ok(())
+    }
+}
+
+/// One event per subscription's `max_demand` of 1: without asks from `handle_events`, the
+/// consumer would get the first event only (the initial ask), and the run would never end.
+#[tokio::test]
+async fn a_manual_consumer_asks_from_handle_events_through_its_asker() {
+    let (numbers, demands) = Numbers::new(10);
+    let asker_made = Arc::clone(&numbers.asker_made);
+    let (one_by_one, batches, kept) = OneByOne::new();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(numbers);
+    let one_by_one = pipeline.add_consumer(one_by_one);
+    pipeline.subscribe_with(
+        &numbers,
+        &one_by_one,
+        SubscribeOptions::new().max_demand(1).min_demand(0),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("the run hung")
+        .unwrap();
+
+    let expected: Vec<Vec<u64>> = (0..10).map(|n| vec![n]).collect();
+    assert_eq!(*batches.lock().unwrap(), expected);
+    // The initial ask, then one ask of 1 per event handled but the last.
+    assert_eq!(*demands.lock().unwrap(), vec![1; 10]);
+    assert_eq!(report.stage("OneByOne").unwrap().events_in, 10);
+    assert!(report.balanced(), "{report:?}");
+
+    // A producer's callbacks have no subscriptions to ask on.
+    assert_eq!(
+        *asker_made.lock().unwrap(),
+        Some(Err(AskError::NotAConsumer))
+    );
+
+    // Once the stage has ended, an ask says so, by the stage's name; an ask of 0 asks nothing.
+    let asker = kept.lock().unwrap().clone().unwrap();
+    let ended = asker.ask(1).unwrap_err();
+    assert_eq!(
+        ended,
+        CallError::Ended {
+            stage: "OneByOne".to_owned()
+        }
+    );
+    assert_eq!(ended.to_string(), "stage `OneByOne` has ended");
+    assert_eq!(asker.ask(0), Ok(()));
+}
+
+/// Hands each batch, with a clone of its `Asker`, to a worker task, which asks for as many events
+/// once it has handled them: the consumer's own `handle_events` never asks.
+struct HandsOff {
+    asker: Option<Asker>,
+    work: mpsc::UnboundedSender<(Vec<u64>, Asker)>,
+}
+
+impl Consumer for HandsOff {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.asker = ctx.asker(subscription.tag()).ok();
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let asker = self.asker.clone().ok_or("subscribed without an asker")?;
+        self.work.send((events, asker))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_task_the_consumer_hands_work_to_asks_once_it_is_done() {
+    let (work, mut to_do) = mpsc::unbounded_channel::<(Vec<u64>, Asker)>();
+    let worker = tokio::spawn(async move {
+        let mut done = Vec::new();
+        while let Some((events, asker)) = to_do.recv().await {
+            let asked = events.len();
+            done.extend(events);
+            // The last ask may find the consumer ended: its input ended with the producer.
+            let _ = asker.ask(asked);
+        }
+        done
+    });
+    let (numbers, demands) = Numbers::new(30);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(numbers);
+    let hands_off = pipeline.add_consumer(HandsOff { asker: None, work });
+    pipeline.subscribe_with(
+        &numbers,
+        &hands_off,
+        SubscribeOptions::new().max_demand(3).min_demand(0),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("the run hung")
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker hung")
+        .unwrap();
+
+    assert_eq!(done, (0..30).collect::<Vec<u64>>());
+    assert_eq!(*demands.lock().unwrap(), vec![3; 10]);
+    assert_eq!(report.stage("HandsOff").unwrap().events_in, 30);
+    assert!(report.balanced(), "{report:?}");
+}
+
+/// Emits 10 events at its first ask, whatever it asks for.
+struct AllAtOnce;
+
+impl Producer for AllAtOnce {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::last((0..10).collect()))
+    }
+}
+
+/// A manual producer_consumer that asks through its `Asker` after each batch. Its first batch
+/// waits for the gate to open.
+struct Gated {
+    asker: Option<Asker>,
+    gate: Arc<Semaphore>,
+    at_gate: Arc<Semaphore>,
+}
+
+impl ProducerConsumer for Gated {
+    type Input = u64;
+    type Output = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.asker = ctx.asker(subscription.tag()).ok();
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        self.at_gate.add_permits(1);
+        self.gate.acquire().await?.forget();
+        if let Some(asker) = &self.asker {
+            asker.ask(events.len())?;
+        }
+        Ok(events)
+    }
+}
+
+/// Counts what it handles.
+struct Count(Arc<Mutex<u64>>);
+
+impl Consumer for Count {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        *self.0.lock().unwrap() += events.len() as u64;
+        Ok(())
+    }
+}
+
+/// A producer_consumer shutting down takes no messages from outside, but an `Asker`'s asks are
+/// its own: the 8 events its producer still buffers when the shutdown begins are asked for, and
+/// delivered, and the shutdown ends.
+#[tokio::test]
+async fn a_manual_producer_consumer_asks_through_its_asker_while_shutting_down() {
+    let (gate, at_gate) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let handled = Arc::new(Mutex::new(0));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(AllAtOnce);
+    let gated = pipeline.add_producer_consumer(Gated {
+        asker: None,
+        gate: Arc::clone(&gate),
+        at_gate: Arc::clone(&at_gate),
+    });
+    let count = pipeline.add_consumer(Count(Arc::clone(&handled)));
+    pipeline.subscribe_with(&numbers, &gated, SubscribeOptions::new().max_demand(2));
+    pipeline.subscribe(&gated, &count);
+    let running = pipeline.start();
+
+    // The first batch (the initial ask's 2 events) waits at the gate while the shutdown begins.
+    at_gate.acquire().await.unwrap().forget();
+    running.shutdown_handle().shutdown().unwrap();
+    gate.add_permits(usize::MAX >> 4);
+    let report = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the shutdown hung")
+        .unwrap();
+
+    assert_eq!(*handled.lock().unwrap(), 10);
+    assert_eq!(report.stage("AllAtOnce").unwrap().emitted, 10);
+    assert_eq!(report.totals().lost, 0);
+    assert!(report.balanced(), "{report:?}");
+}
+
+/// A manual consumer that asks for the next event as it handles each, and fails once, after asking,
+/// on event 4.
+struct FailsOnce {
+    asker: Option<Asker>,
+    batches: Batches,
+    failed: Arc<AtomicBool>,
+}
+
+impl Consumer for FailsOnce {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.asker = ctx.asker(subscription.tag()).ok();
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let asked = events.len();
+        let fails = events.contains(&4) && !self.failed.swap(true, Ordering::SeqCst);
+        self.batches.lock().unwrap().push(events);
+        if let Some(asker) = &self.asker {
+            asker.ask(asked)?;
+        }
+        if fails {
+            return Err("event 4 fails once".into());
+        }
+        Ok(())
+    }
+}
+
+/// The ask a value made before it failed is made for the value a restart puts in its place: the
+/// subscription outlives the value (in GenStage the ask goes to the producer at once). The failed
+/// batch is not handed again (no redelivery), so without that ask nothing would ask for event 5.
+#[tokio::test]
+async fn an_ask_made_before_a_failure_is_made_after_the_restart() {
+    let (numbers, demands) = Numbers::new(6);
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(numbers);
+    let (seen, once) = (Arc::clone(&batches), Arc::clone(&failed));
+    let fails_once = pipeline.add_consumer_with(move || FailsOnce {
+        asker: None,
+        batches: Arc::clone(&seen),
+        failed: Arc::clone(&once),
+    });
+    pipeline.set_restart(&fails_once, RestartPolicy::transient());
+    pipeline.subscribe_with(
+        &numbers,
+        &fails_once,
+        SubscribeOptions::new().max_demand(1).min_demand(0),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("the run hung")
+        .unwrap();
+
+    let expected: Vec<Vec<u64>> = (0..6).map(|n| vec![n]).collect();
+    assert_eq!(*batches.lock().unwrap(), expected);
+    assert_eq!(*demands.lock().unwrap(), vec![1; 6]);
+    let stage = report.stage("FailsOnce").unwrap();
+    assert_eq!((stage.restarts, stage.lost), (1, 1));
+    assert!(report.balanced(), "{report:?}");
+}
