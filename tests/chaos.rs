@@ -29,15 +29,17 @@
 //!
 //! Manual demand: some consumers and producer_consumers take manual control (`Demand::Manual`) in
 //! `handle_subscribe` of their subscriptions to the stages upstream that their plan names, and ask
-//! on them with `Context::ask`, keeping within `max_demand` by their own count of what they asked
-//! and got on each: after each batch (`handle_events`, which has no context, sends the stage an
-//! info through its reference; told it, the stage asks each manual subscription for a random amount,
-//! at least one where nothing is outstanding, so that it never waits on a subscription it asked
-//! nothing on), or on a tick it sends itself every millisecond with `info_after` (then only on
+//! on them, keeping within `max_demand` by their own count of what they asked and got on each:
+//! after each batch, either with `Context::ask` (`handle_events`, which has no context, sends the
+//! stage an info through its reference; told it, the stage asks) or from `handle_events` itself,
+//! through the `Asker`s it made in `handle_subscribe`, each manual subscription for a random
+//! amount, at least one where nothing is outstanding, so that it never waits on a subscription it
+//! asked nothing on; or on a tick it sends itself every millisecond with `info_after` (then only on
 //! subscriptions with a `max_demand` of 50 or more, each tick topping them up: GenStage's rate
 //! limiter). A value made again after a failure, told of its subscriptions again, asks at once. A
-//! producer_consumer in a run shut down gracefully asks on ticks: shutting down, it takes no
-//! messages from outside, but still those it sends itself.
+//! producer_consumer in a run shut down gracefully asks on ticks or through its `Asker`s: shutting
+//! down, it takes no messages from outside, but still those it sends itself, and an `Asker`'s asks
+//! are those.
 //!
 //! Streams: some producers that need nothing a `FromStream` lacks are [`from_stream`] producers of
 //! a stream that yields its events now at once, now after a `Pending` (a yield) or a 1 ms sleep, and
@@ -143,7 +145,7 @@
 //!
 //! The test prints how many runs restarted a stage, redelivered, reached a restart limit and named
 //! a poison event, had a `from_channel` producer (refused a send, lost events never emitted), were
-//! aborted, asked on manual subscriptions, had a `from_stream` producer (whose stream panicked), a
+//! aborted, asked on manual subscriptions (through an `Asker`), had a `from_stream` producer (whose stream panicked), a
 //! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded), and a
 //! `ConsumerSupervisor` (whose temporary children lost events, whose transient children were run
 //! again) (`-- --nocapture` shows it).
@@ -161,8 +163,8 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use genstage::{
-    from_channel, from_stream, to_stream, AskError, BufferKeep, CancelMode, CancelReason, Child,
-    Consumer, ConsumerRef, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch, Emit,
+    from_channel, from_stream, to_stream, AskError, Asker, BufferKeep, CancelMode, CancelReason,
+    Child, Consumer, ConsumerRef, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch, Emit,
     EventStream, FromChannel, FromStream, HandleCast, HandleInfo, LossReason, Partition, Pipeline,
     PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerConsumerRef,
     ProducerOptions, ProducerRef, Report, Restart, RestartPolicy, StageRef, StageResult,
@@ -550,6 +552,9 @@ enum Asks {
     /// limiter). Only subscriptions with a `max_demand` of 50 or more, so that a run takes few
     /// ticks.
     Ticks,
+    /// After each batch, as [`AfterBatch`](Self::AfterBatch), but from `handle_events` itself,
+    /// through the [`Asker`]s it made in `handle_subscribe`.
+    Asker,
 }
 
 impl ManualPlan {
@@ -560,9 +565,10 @@ impl ManualPlan {
                 true => u8::MAX,
                 false => rng.range(1, 255) as u8,
             },
-            asks: match rng.chance(30) {
-                true => Asks::Ticks,
-                false => Asks::AfterBatch,
+            asks: match rng.range(0, 9) {
+                0..=2 => Asks::Ticks,
+                3..=5 => Asks::AfterBatch,
+                _ => Asks::Asker,
             },
         })
     }
@@ -574,7 +580,7 @@ impl ManualPlan {
             Node::Middle(i) => 4 + i,
             Node::Consumer(_) => return false,
         };
-        self.takes & (1 << bit) != 0 && (self.asks == Asks::AfterBatch || max_demand >= 50)
+        self.takes & (1 << bit) != 0 && (self.asks != Asks::Ticks || max_demand >= 50)
     }
 }
 
@@ -804,15 +810,18 @@ impl Topology {
     }
 
     /// Manual demand ([`ManualPlan`]) for a quarter of the producer_consumers and of the consumers
-    /// but the `to_stream` sinks. A producer_consumer in a run shut down gracefully asks on ticks:
-    /// shutting down, it takes no messages from outside, so it would not be told to ask after a
-    /// batch ([`AskNow`] comes through its reference), but it still takes those it sends itself.
+    /// but the `to_stream` sinks. A producer_consumer in a run shut down gracefully that would ask
+    /// after each batch on an [`AskNow`] asks through its [`Asker`]s instead: shutting down, it
+    /// takes no messages from outside, so it would not be told to ask (`AskNow` comes through its
+    /// reference), but it still takes those it sends itself, and an `Asker`'s asks are those.
     fn plan_manual(&mut self, rng: &mut Rng) {
         let graceful = self.shutdown_after.is_some() && !self.abort;
         for middle in &mut self.middles {
             middle.manual = ManualPlan::generate(rng);
             match &mut middle.manual {
-                Some(manual) if graceful => manual.asks = Asks::Ticks,
+                Some(manual) if graceful && manual.asks == Asks::AfterBatch => {
+                    manual.asks = Asks::Asker
+                }
                 _ => {}
             }
         }
@@ -1192,12 +1201,14 @@ impl Topology {
                         && c.policy.is_none()
                         && c.manual.is_none())
         });
-        // A producer_consumer shut down gracefully asks on the ticks it sends itself.
+        // A producer_consumer shut down gracefully asks on the ticks it sends itself, or through
+        // its `Asker`s.
         let graceful = self.shutdown_after.is_some() && !self.abort;
-        let manual_fits = self
-            .middles
-            .iter()
-            .all(|m| !graceful || m.manual.is_none_or(|manual| manual.asks == Asks::Ticks));
+        let manual_fits = self.middles.iter().all(|m| {
+            !graceful
+                || m.manual
+                    .is_none_or(|manual| manual.asks != Asks::AfterBatch)
+        });
         // Each partition taken by one edge; selectors only from a broadcast.
         let fans_fit = self.edges.iter().all(|e| {
             let fan = self.fan(e.from);
@@ -1679,6 +1690,7 @@ impl fmt::Display for ManualText {
         match asks {
             Asks::AfterBatch => write!(f, ", asking after each batch"),
             Asks::Ticks => write!(f, ", asking on ticks (max_demand >= 50)"),
+            Asks::Asker => write!(f, ", asking after each batch through its Askers"),
         }
     }
 }
@@ -1846,8 +1858,9 @@ struct Ledger {
     inits: HashMap<String, u64>,
     /// A callback that ran in a value before its `init`, or an `init` run twice: `(stage, what)`.
     misordered: Vec<(String, &'static str)>,
-    /// Asks on manual subscriptions that `Context::ask` took, by stage.
-    asks: HashMap<String, u64>,
+    /// Asks on manual subscriptions that were taken, by stage and by what asked (`Context::ask`,
+    /// or an [`Asker`]).
+    asks: HashMap<(String, &'static str), u64>,
     /// Asks that `Context::ask` refused for another reason than the subscription's end.
     ask_errors: Vec<(String, AskError)>,
     /// Manual subscriptions on which a stage got more events than it had asked for: `(stage,
@@ -2202,6 +2215,8 @@ type AskNowSender = Arc<std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>>;
 struct Manual {
     plan: ManualPlan,
     ask_now: AskNowSender,
+    /// This value's [`Asker`]s, by subscription, asking through them.
+    askers: HashMap<SubscriptionTag, Asker>,
     /// This value has started its ticks.
     ticking: bool,
     rng: Rng,
@@ -2234,8 +2249,9 @@ impl Manual {
 
     /// At the start of `handle_events` (before a planned fault): counts the events of the batch
     /// on the manual subscriptions they came on (once, were they handed again), records any beyond
-    /// what was asked, and, asking after each batch, sends the stage an [`AskNow`].
-    fn received(&self, fuse: &Fuse, events: &[Event]) {
+    /// what was asked, and, asking after each batch, sends the stage an [`AskNow`], or asks
+    /// through its [`Asker`]s.
+    fn received(&mut self, fuse: &Fuse, events: &[Event]) {
         let mut overran = Vec::new();
         let mut progress = fuse.progress();
         let Progress { manual, seen, .. } = &mut *progress;
@@ -2255,11 +2271,36 @@ impl Manual {
         if !overran.is_empty() {
             lock(&fuse.ledger).overruns.extend(overran);
         }
-        if self.plan.asks == Asks::AfterBatch {
-            if let Some(ask_now) = self.ask_now.get() {
-                ask_now();
+        match self.plan.asks {
+            Asks::AfterBatch => {
+                if let Some(ask_now) = self.ask_now.get() {
+                    ask_now();
+                }
             }
+            Asks::Asker => self.ask_through_askers(fuse),
+            Asks::Ticks => {}
         }
+    }
+
+    /// [`ask`](Self::ask)s, not topping up, through its [`Asker`]s, on the subscriptions this value
+    /// has one for: one it was not told of (yet: it is told of them in turn, or they ended before
+    /// a restart made it) it does not ask on. The asks are made in the stage's turn.
+    fn ask_through_askers(&mut self, fuse: &Fuse) {
+        let askers = &self.askers;
+        let has_asker = |tag| askers.contains_key(&tag);
+        Self::ask_each(
+            &mut self.rng,
+            fuse,
+            false,
+            ("Asker", &has_asker),
+            |tag, amount| {
+                match askers.get(&tag) {
+                    // The stage runs: it has not ended.
+                    Some(asker) => asker.ask(amount).map_err(|_| AskError::Unknown(tag)),
+                    None => Err(AskError::Unknown(tag)),
+                }
+            },
+        );
     }
 
     /// Asks on each manual subscription: up to `max_demand` outstanding if `top_up`; otherwise a
@@ -2267,11 +2308,30 @@ impl Manual {
     /// never waits on a subscription it asked nothing on). A subscription that has ended is
     /// forgotten; any other refusal is recorded.
     fn ask<S: Send + 'static>(&mut self, fuse: &Fuse, ctx: &mut Context<'_, S>, top_up: bool) {
+        let every = |_| true;
+        Self::ask_each(
+            &mut self.rng,
+            fuse,
+            top_up,
+            ("Context", &every),
+            |tag, amount| ctx.ask(tag, amount),
+        );
+    }
+
+    /// [`ask`](Self::ask), asking with `ask`, through `by` (what the ledger counts the asks of).
+    fn ask_each(
+        rng: &mut Rng,
+        fuse: &Fuse,
+        top_up: bool,
+        (by, asks_on): (&'static str, &dyn Fn(SubscriptionTag) -> bool),
+        mut ask: impl FnMut(SubscriptionTag, usize) -> Result<(), AskError>,
+    ) {
         fuse.after_init("a manual ask");
         let subs: Vec<(SubscriptionTag, ManualSub)> = fuse
             .progress()
             .manual
             .iter()
+            .filter(|&(&tag, _)| asks_on(tag))
             .map(|(&tag, &sub)| (tag, sub))
             .collect();
         for (tag, sub) in subs {
@@ -2279,20 +2339,20 @@ impl Manual {
             let room = sub.max_demand.saturating_sub(outstanding) as usize;
             let amount = match (top_up, outstanding) {
                 (true, _) => room,
-                (false, 0) => self.rng.range(1, room.max(1)),
-                (false, _) => self.rng.range(0, room),
+                (false, 0) => rng.range(1, room.max(1)),
+                (false, _) => rng.range(0, room),
             };
             if amount == 0 {
                 continue;
             }
-            match ctx.ask(tag, amount) {
+            match ask(tag, amount) {
                 Ok(()) => {
                     if let Some(sub) = fuse.progress().manual.get_mut(&tag) {
                         sub.asked += amount as u64;
                     }
                     *lock(&fuse.ledger)
                         .asks
-                        .entry(fuse.stage.clone())
+                        .entry((fuse.stage.clone(), by))
                         .or_default() += 1;
                 }
                 Err(AskError::Unknown(_)) => drop(fuse.progress().manual.remove(&tag)),
@@ -2335,6 +2395,18 @@ macro_rules! manual_subscribe {
             Asks::Ticks => {}
             Asks::AfterBatch if again => $ctx.info(AskNow),
             Asks::AfterBatch => {}
+            Asks::Asker => {
+                let tag = $subscription.tag();
+                match $ctx.asker(tag) {
+                    Ok(asker) => drop(manual.askers.insert(tag, asker)),
+                    Err(error) => lock(&$fuse.ledger)
+                        .ask_errors
+                        .push(($fuse.stage.clone(), error)),
+                }
+                if again {
+                    manual.ask_through_askers($fuse);
+                }
+            }
         }
         Demand::Manual
     }};
@@ -2840,7 +2912,7 @@ impl ProducerConsumer for Middle {
     }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<Vec<Event>> {
-        if let Some(manual) = &self.manual {
+        if let Some(manual) = &mut self.manual {
             manual.received(&self.fuse, &events);
         }
         if let Some(fail) = self.fuse.burn_events(&events) {
@@ -2957,7 +3029,7 @@ impl Consumer for Sink {
     }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<()> {
-        if let Some(manual) = &self.manual {
+        if let Some(manual) = &mut self.manual {
             manual.received(&self.fuse, &events);
         }
         if let Some(fail) = self.fuse.burn_events(&events) {
@@ -3255,6 +3327,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             let manual = plan.manual.map(|plan| Manual {
                 plan,
                 ask_now: asker.clone(),
+                askers: HashMap::new(),
                 ticking: false,
                 rng: Rng::new(seed ^ fuse.generation as u64),
             });
@@ -3327,6 +3400,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             let manual = plan.manual.map(|plan| Manual {
                 plan,
                 ask_now: asker.clone(),
+                askers: HashMap::new(),
                 ticking: false,
                 rng: Rng::new(seed ^ fuse.generation as u64),
             });
@@ -4222,12 +4296,15 @@ fn check_manual(topology: &Topology, report: &Report, ledger: &Ledger) -> Result
             stage.excess
         );
     }
-    tally(&MANUAL, &[!ledger.asks.is_empty()]);
+    let through_asker = ledger.asks.keys().any(|&(_, by)| by == "Asker");
+    tally(&MANUAL, &[!ledger.asks.is_empty(), through_asker]);
     Ok(())
 }
 
-/// How many of the runs so far had a stage that asked on a manual subscription.
-static MANUAL: [std::sync::atomic::AtomicU64; 1] = [const { std::sync::atomic::AtomicU64::new(0) }];
+/// How many of the runs so far had a stage that asked on a manual subscription, and one that
+/// asked through an [`Asker`].
+static MANUAL: [std::sync::atomic::AtomicU64; 2] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 2];
 
 /// How many of the runs so far had a from_stream producer, one whose stream panicked, a to_stream
 /// consumer, one whose stream was dropped while it ran (it ended cancelled), and one that lost
@@ -4997,14 +5074,15 @@ fn random_pipelines_end_and_account_for_every_event() {
     }
     let [restarted, redelivered, limit, poison] = tallied(&RESTARTS);
     let [channels, refused, unemitted, aborted] = tallied(&CHANNELS);
-    let [manual] = tallied(&MANUAL);
+    let [manual, through_asker] = tallied(&MANUAL);
     let [from_streams, panicked, to_streams, cut, unhandled] = tallied(&STREAMS);
     let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
          from_channel producer, {refused} refused a send, {unemitted} lost events never emitted; \
-         {aborted} were aborted; {manual} asked on manual subscriptions; {from_streams} had a \
+         {aborted} were aborted; {manual} asked on manual subscriptions, {through_asker} through \
+         an Asker; {from_streams} had a \
          from_stream producer, {panicked} one whose stream panicked; {to_streams} had a \
          to_stream consumer, {cut} one stopped by dropping its stream, {unhandled} one that lost \
          what its dropped stream had not yielded; {supervisors} had a ConsumerSupervisor, \
@@ -5504,7 +5582,7 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
         let consumers = t.consumers.iter().map(|c| c.manual);
         middles.chain(consumers).flatten().any(what)
     };
-    for asks in [Asks::AfterBatch, Asks::Ticks] {
+    for asks in [Asks::AfterBatch, Asks::Ticks, Asks::Asker] {
         expect(
             &format!("manual consumer asking {asks:?}"),
             count(&|t| {
@@ -5529,6 +5607,16 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     expect(
         "manual demand, shut down",
         count(&|t| t.shutdown_after.is_some() && !t.abort && manual(t, &|_| true)),
+    );
+    expect(
+        "manual producer_consumer asking through its Askers, shut down",
+        count(&|t| {
+            t.shutdown_after.is_some()
+                && !t.abort
+                && t.middles
+                    .iter()
+                    .any(|m| m.manual.is_some_and(|m| m.asks == Asks::Asker))
+        }),
     );
     expect(
         "manual demand, aborted",
