@@ -56,7 +56,7 @@ pub use messages::{
 };
 pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions};
 pub use pipeline::{
-    ends, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
+    ends, AddingConsumer, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
     ProducerConsumerRef, ProducerRef, Run, ShutdownHandle, Sink, Source, Stage, StageId, StageRef,
     Subscribing, DEFAULT_CALL_TIMEOUT,
 };

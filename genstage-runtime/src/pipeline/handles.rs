@@ -139,9 +139,29 @@ pub struct ProducerConsumerRef<S: ProducerConsumer> {
 
 /// A consumer of type `S` in a [`Pipeline`](super::Pipeline), consuming `S::Input`: what wires it (as
 /// a [`Sink`]) and what reaches it while it runs (through [`StageRef`](crate::StageRef)).
-pub struct ConsumerRef<S: Consumer> {
-    pub(super) sink: SinkEnd<S::Input>,
+// No `S: Consumer` bound on the struct (its impls have it): a type naming `ConsumerRef<S>`, as the
+// future of `PipelineHandle::add_consumer` does, would repeat the bound, and rustc its error, at
+// every expression of that type (the call, its `.await`, its `?`) when `S` is not a consumer.
+pub struct ConsumerRef<S> {
+    pub(super) sink: Arc<dyn ConsumerSink<S>>,
     pub(super) stage: StagePort<S>,
+}
+
+/// A consumer's [`SinkEnd`], held by its [`ConsumerRef`] behind a type that names the consumer only,
+/// not its `Input`, so that the reference's type needs no bound.
+pub(super) trait ConsumerSink<S>: Send + Sync {
+    fn sink_end(&self) -> SinkEnd<S::Input>
+    where
+        S: Consumer;
+}
+
+/// The [`ConsumerSink`] of consumer `S`.
+pub(super) struct SinkOf<S: Consumer>(pub(super) SinkEnd<S::Input>);
+
+impl<S: Consumer> ConsumerSink<S> for SinkOf<S> {
+    fn sink_end(&self) -> SinkEnd<S::Input> {
+        self.0.clone()
+    }
 }
 
 impl<S: Producer> Clone for ProducerRef<S> {
@@ -213,7 +233,7 @@ impl<S: ProducerConsumer> Sink<S::Input> for ProducerConsumerRef<S> {
 }
 impl<S: Consumer> Sink<S::Input> for ConsumerRef<S> {
     fn sink_end(&self) -> SinkEnd<S::Input> {
-        self.sink.clone()
+        self.sink.sink_end()
     }
 }
 

@@ -55,7 +55,7 @@ use ends::{SinkEnd, SourceEnd};
 use handles::NewEnds;
 pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Source, StageId};
 pub use run_future::Run;
-pub use running::{PipelineHandle, Subscribing};
+pub use running::{AddingConsumer, PipelineHandle, Subscribing};
 pub use shutdown_handle::ShutdownHandle;
 pub use stage::Stage;
 pub use stage_ref::{Call, CallFor, CastFor, InfoFor, StageRef, DEFAULT_CALL_TIMEOUT};
@@ -476,7 +476,7 @@ impl Pipeline {
                 Box::pin(run::run_consumer(build, set.unwrap_or(policy), env, inbox))
             },
             |ends| ConsumerRef {
-                sink: ends.sink(),
+                sink: Arc::new(handles::SinkOf(ends.sink())),
                 stage: ends.stage,
             },
         )

@@ -199,11 +199,8 @@ impl PipelineHandle {
     /// # Cancel safety
     ///
     /// Dropping the future may leave the consumer added, without its reference.
-    pub async fn add_consumer<C: Consumer>(
-        &self,
-        stage: C,
-    ) -> Result<ConsumerRef<C>, PipelineError> {
-        self.add_consumer_as(None, stage).await
+    pub fn add_consumer<C: Consumer>(&self, stage: C) -> AddingConsumer<'_, C> {
+        self.add_consumer_as(None, stage)
     }
 
     /// [`add_consumer`](Self::add_consumer) under the given name.
@@ -216,12 +213,12 @@ impl PipelineHandle {
     /// # Cancel safety
     ///
     /// As [`add_consumer`](Self::add_consumer).
-    pub async fn add_consumer_named<C: Consumer>(
+    pub fn add_consumer_named<C: Consumer>(
         &self,
         name: impl Into<String>,
         stage: C,
-    ) -> Result<ConsumerRef<C>, PipelineError> {
-        self.add_consumer_as(Some(name.into()), stage).await
+    ) -> AddingConsumer<'_, C> {
+        self.add_consumer_as(Some(name.into()), stage)
     }
 
     /// [`add_consumer`](Self::add_consumer) for a consumer built by `build`, which builds it again
@@ -235,21 +232,33 @@ impl PipelineHandle {
     /// # Cancel safety
     ///
     /// As [`add_consumer`](Self::add_consumer).
-    pub async fn add_consumer_with<C: Consumer>(
+    pub fn add_consumer_with<C: Consumer>(
         &self,
         build: impl FnMut() -> C + Send + 'static,
-    ) -> Result<ConsumerRef<C>, PipelineError> {
-        self.add_staged(|staging| staging.add_consumer_with(build))
-            .await
+    ) -> AddingConsumer<'_, C> {
+        self.adding(|staging| staging.add_consumer_with(build))
     }
 
-    async fn add_consumer_as<C: Consumer>(
+    fn add_consumer_as<C: Consumer>(
         &self,
         name: Option<String>,
         stage: C,
-    ) -> Result<ConsumerRef<C>, PipelineError> {
-        self.add_staged(|staging| staging.add_consumer_as(name, stage))
-            .await
+    ) -> AddingConsumer<'_, C> {
+        self.adding(|staging| staging.add_consumer_as(name, stage))
+    }
+
+    /// Adds the consumer that `add` adds, when the future is first polled (see
+    /// [`add_staged`](Self::add_staged)). A named future, of a type without bounds, as
+    /// [`ConsumerRef`] is: a stage that is not a consumer is one error, at the call's argument, as
+    /// with the builder, rather than the same error again at the call, its `.await` and its `?` for
+    /// the bounds of an `async fn`'s future and of `ConsumerRef` (five in all).
+    fn adding<C: Consumer>(
+        &self,
+        add: impl FnOnce(&mut Pipeline) -> ConsumerRef<C> + Send + 'static,
+    ) -> AddingConsumer<'_, C> {
+        AddingConsumer {
+            answer: Box::pin(self.add_staged(add)),
+        }
     }
 
     /// Adds a stage with `add` to the pipeline that stages what the handle adds, and starts it in
@@ -558,6 +567,32 @@ impl Future for Subscribing<'_> {
 impl fmt::Debug for Subscribing<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Subscribing")
+    }
+}
+
+/// The answer of [`PipelineHandle::add_consumer`] and its siblings: a future of the new
+/// consumer's reference, which adds the consumer when first polled.
+///
+/// # Cancel safety
+///
+/// As [`PipelineHandle::add_consumer`]: dropping the future once polled may leave the consumer
+/// added, without its reference.
+#[must_use = "a consumer is added only when the future is `.await`ed"]
+pub struct AddingConsumer<'a, C> {
+    answer: Pin<Box<dyn Future<Output = Result<ConsumerRef<C>, PipelineError>> + Send + 'a>>,
+}
+
+impl<C> Future for AddingConsumer<'_, C> {
+    type Output = Result<ConsumerRef<C>, PipelineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.answer.as_mut().poll(cx)
+    }
+}
+
+impl<C> fmt::Debug for AddingConsumer<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AddingConsumer")
     }
 }
 
