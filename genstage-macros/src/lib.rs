@@ -139,7 +139,9 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 ///
 /// `handle_subscribe` runs when the stage is subscribed to a producer, before its first events, and
 /// chooses who asks for them: the runtime (`Demand::Automatic`) or the stage itself
-/// (`Demand::Manual`, with `ctx.ask(subscription.tag(), n)`). `handle_cancel` runs when the
+/// (`Demand::Manual`, with `ctx.ask(subscription.tag(), n)` from a callback that has a context, or
+/// through the `Asker` that `ctx.asker(subscription.tag())` makes, kept for `handle_events` and
+/// the tasks the stage hands work to). `handle_cancel` runs when the
 /// subscription has ended, with its `CancelReason`. On the producer side (GenStage's
 /// `handle_subscribe(:consumer, …)` and `handle_cancel` of a producer), `handle_consumer_subscribe`
 /// runs when a consumer has subscribed to the stage, and `handle_consumer_cancel` when that
