@@ -21,7 +21,8 @@
 //! queued input): its `handle_info` runs once those have been dispatched.
 //!
 //! Here: the message traits, [`CallError`] and [`Emission`]; [`ReplyTo`] in `reply.rs`,
-//! [`Context`] in `context.rs`, the compile-time check of the infos a stage sends itself through
+//! [`Context`] in `context.rs`, [`Asker`] (asks on a manual subscription, as a letter the stage
+//! sends itself) in `asker.rs`, the compile-time check of the infos a stage sends itself through
 //! it ([`InfoToSelf`], [`StageEvents`]) in `events.rs`, and in `letter.rs` the letters that carry a
 //! message and its callback to a stage's mailbox.
 
