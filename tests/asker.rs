@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    AskError, Asker, CallError, Consumer, Context, Demand, Emit, Pipeline, Producer,
-    ProducerConsumer, RestartPolicy, StageResult, SubscribeOptions, Subscriber, Subscription,
+    AskError, Asker, CallError, Consumer, ConsumerRef, Context, Demand, Emit, Pipeline, Producer,
+    ProducerConsumer, Report, RestartPolicy, StageResult, SubscribeOptions, Subscriber,
+    Subscription,
 };
 use tokio::sync::{mpsc, Semaphore};
 
@@ -101,6 +102,27 @@ impl Consumer for OneByOne {
     }
 }
 
+/// Runs `numbers` into the manual consumer `add` adds, subscribed with `max_demand` (and
+/// `min_demand` 0); fails if the run does not end within 30 s.
+async fn run_into<C: Consumer<Input = u64>>(
+    numbers: Numbers,
+    max_demand: usize,
+    add: impl FnOnce(&mut Pipeline) -> ConsumerRef<C>,
+) -> Report {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(numbers);
+    let consumer = add(&mut pipeline);
+    pipeline.subscribe_with(
+        &numbers,
+        &consumer,
+        SubscribeOptions::new().max_demand(max_demand).min_demand(0),
+    );
+    tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("the run hung")
+        .unwrap()
+}
+
 /// One event per subscription's `max_demand` of 1: without asks from `handle_events`, the
 /// consumer would get the first event only (the initial ask), and the run would never end.
 #[tokio::test]
@@ -108,18 +130,7 @@ async fn a_manual_consumer_asks_from_handle_events_through_its_asker() {
     let (numbers, demands) = Numbers::new(10);
     let asker_made = Arc::clone(&numbers.asker_made);
     let (one_by_one, batches, kept) = OneByOne::new();
-    let mut pipeline = Pipeline::new();
-    let numbers = pipeline.add_producer(numbers);
-    let one_by_one = pipeline.add_consumer(one_by_one);
-    pipeline.subscribe_with(
-        &numbers,
-        &one_by_one,
-        SubscribeOptions::new().max_demand(1).min_demand(0),
-    );
-    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
-        .await
-        .expect("the run hung")
-        .unwrap();
+    let report = run_into(numbers, 1, |pipeline| pipeline.add_consumer(one_by_one)).await;
 
     let expected: Vec<Vec<u64>> = (0..10).map(|n| vec![n]).collect();
     assert_eq!(*batches.lock().unwrap(), expected);
@@ -187,18 +198,10 @@ async fn a_task_the_consumer_hands_work_to_asks_once_it_is_done() {
         done
     });
     let (numbers, demands) = Numbers::new(30);
-    let mut pipeline = Pipeline::new();
-    let numbers = pipeline.add_producer(numbers);
-    let hands_off = pipeline.add_consumer(HandsOff { asker: None, work });
-    pipeline.subscribe_with(
-        &numbers,
-        &hands_off,
-        SubscribeOptions::new().max_demand(3).min_demand(0),
-    );
-    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
-        .await
-        .expect("the run hung")
-        .unwrap();
+    let report = run_into(numbers, 3, |pipeline| {
+        pipeline.add_consumer(HandsOff { asker: None, work })
+    })
+    .await;
     let done = tokio::time::timeout(Duration::from_secs(30), worker)
         .await
         .expect("the worker hung")
@@ -338,24 +341,17 @@ async fn an_ask_made_before_a_failure_is_made_after_the_restart() {
     let (numbers, demands) = Numbers::new(6);
     let batches = Arc::new(Mutex::new(Vec::new()));
     let failed = Arc::new(AtomicBool::new(false));
-    let mut pipeline = Pipeline::new();
-    let numbers = pipeline.add_producer(numbers);
-    let (seen, once) = (Arc::clone(&batches), Arc::clone(&failed));
-    let fails_once = pipeline.add_consumer_with(move || FailsOnce {
-        asker: None,
-        batches: Arc::clone(&seen),
-        failed: Arc::clone(&once),
-    });
-    pipeline.set_restart(&fails_once, RestartPolicy::transient());
-    pipeline.subscribe_with(
-        &numbers,
-        &fails_once,
-        SubscribeOptions::new().max_demand(1).min_demand(0),
-    );
-    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
-        .await
-        .expect("the run hung")
-        .unwrap();
+    let seen = Arc::clone(&batches);
+    let report = run_into(numbers, 1, |pipeline| {
+        let fails_once = pipeline.add_consumer_with(move || FailsOnce {
+            asker: None,
+            batches: Arc::clone(&seen),
+            failed: Arc::clone(&failed),
+        });
+        pipeline.set_restart(&fails_once, RestartPolicy::transient());
+        fails_once
+    })
+    .await;
 
     let expected: Vec<Vec<u64>> = (0..6).map(|n| vec![n]).collect();
     assert_eq!(*batches.lock().unwrap(), expected);
