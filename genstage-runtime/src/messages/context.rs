@@ -39,7 +39,9 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     }
 
     /// Asks the producer of a manual subscription for `demand` more events (GenStage's `ask/2`;
-    /// see [`Demand::Manual`](crate::Demand::Manual)); `ask(_, 0)` asks for nothing.
+    /// see [`Demand::Manual`](crate::Demand::Manual)); `ask(_, 0)` asks for nothing. From
+    /// `handle_events`, which has no context, or from another task, an [`Asker`](Self::asker)
+    /// asks.
     ///
     /// # Errors
     ///
