@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    stage, Asker, CallError, Consumer, Context, Demand, Emit, Pipeline, Producer,
-    ProducerConsumer, RestartPolicy, StageResult, SubscribeOptions, Subscription,
+    stage, Asker, CallError, Consumer, Context, Demand, Emit, Pipeline, Producer, ProducerConsumer,
+    RestartPolicy, StageResult, SubscribeOptions, Subscription,
 };
 use tokio::sync::{watch, Semaphore};
 
@@ -131,9 +131,12 @@ struct Handled(watch::Receiver<u64>);
 
 impl Handled {
     async fn reach(&mut self, count: u64) {
-        within(&format!("handling {count} events"), self.0.wait_for(|&n| n >= count))
-            .await
-            .unwrap();
+        within(
+            &format!("handling {count} events"),
+            self.0.wait_for(|&n| n >= count),
+        )
+        .await
+        .unwrap();
     }
 
     fn now(&self) -> u64 {
@@ -863,7 +866,10 @@ async fn clones_asking_from_many_tasks_get_exactly_what_they_asked() {
     handled.reach(401).await;
     let report = within("the shutdown", running.shutdown()).await.unwrap();
 
-    assert_eq!(batches.lock().unwrap().concat(), (0..401).collect::<Vec<u64>>());
+    assert_eq!(
+        batches.lock().unwrap().concat(),
+        (0..401).collect::<Vec<u64>>()
+    );
     assert_eq!(demands.lock().unwrap().iter().sum::<usize>(), 401);
     let stage = report.stage("Asking").unwrap();
     assert_eq!((stage.events_in, stage.excess, stage.lost), (401, 0, 0));
@@ -1095,7 +1101,10 @@ async fn an_abort_while_a_manual_producer_consumer_has_asks_queued_balances() {
     assert!(report.balanced(), "{report:?}");
     let totals = report.totals();
     assert_eq!(report.stage("FiftyAtOnce").unwrap().emitted, 50);
-    assert_eq!(totals.emitted, totals.handled + totals.discarded + totals.lost);
+    assert_eq!(
+        totals.emitted,
+        totals.handled + totals.discarded + totals.lost
+    );
     assert!(report.stages.iter().all(|s| s.excess == 0), "{report:?}");
     assert_eq!(
         asker.ask(1),
@@ -1103,4 +1112,173 @@ async fn an_abort_while_a_manual_producer_consumer_has_asks_queued_balances() {
             stage: "Relay".to_owned()
         })
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A failure during a graceful shutdown.
+
+/// A manual producer_consumer, one event at a time, that asks for the next through its `Asker`
+/// and then fails once on event 4; its first batch waits at a gate.
+struct GatedFailsOnce {
+    asker: Option<Asker>,
+    gate: Arc<Semaphore>,
+    at_gate: Arc<Semaphore>,
+    failed: Arc<AtomicBool>,
+}
+
+impl ProducerConsumer for GatedFailsOnce {
+    type Input = u64;
+    type Output = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.asker = ctx.asker(subscription.tag()).ok();
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        if events.contains(&0) {
+            self.at_gate.add_permits(1);
+            self.gate.acquire().await?.forget();
+        }
+        if let Some(asker) = &self.asker {
+            asker.ask(events.len())?;
+        }
+        if events.contains(&4) && !self.failed.swap(true, Ordering::SeqCst) {
+            return Err("event 4 fails once".into());
+        }
+        Ok(events)
+    }
+}
+
+/// The shutdown begins while the producer_consumer holds event 0 and its producer buffers 49;
+/// it fails on event 4 after asking, and is restarted (with and without redelivery): the ask its
+/// failed value made is made for the new value, every other event is asked for and delivered,
+/// and the shutdown ends.
+async fn a_failure_during_a_shutdown(redeliver: bool) {
+    let demands = Demands::default();
+    let (gate, at_gate) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let (sink, _, batches, _) = Asking::new(Demand::Automatic, none);
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(FiftyAtOnce(Arc::clone(&demands)));
+    let (g, a, f) = (Arc::clone(&gate), Arc::clone(&at_gate), Arc::clone(&failed));
+    let relay = pipeline.add_producer_consumer_with(move || GatedFailsOnce {
+        asker: None,
+        gate: Arc::clone(&g),
+        at_gate: Arc::clone(&a),
+        failed: Arc::clone(&f),
+    });
+    let policy = RestartPolicy::transient();
+    let policy = if redeliver {
+        policy.redeliver()
+    } else {
+        policy
+    };
+    pipeline.set_restart(&relay, policy);
+    let sink = pipeline.add_consumer(sink);
+    pipeline.subscribe_with(&numbers, &relay, one_at_a_time());
+    pipeline.subscribe(&relay, &sink);
+    let running = pipeline.start();
+    within("the gate", at_gate.acquire())
+        .await
+        .unwrap()
+        .forget();
+    running.shutdown_handle().shutdown().unwrap();
+    gate.add_permits(usize::MAX >> 4);
+    let report = within("the shutdown", running).await.unwrap();
+
+    let expected: Vec<u64> = (0..50).filter(|&n| redeliver || n != 4).collect();
+    assert_eq!(batches.lock().unwrap().concat(), expected);
+    let relay = report.stage("GatedFailsOnce").unwrap();
+    assert_eq!(relay.restarts, 1);
+    assert_eq!(relay.lost, u64::from(!redeliver));
+    assert_eq!(relay.redelivered, u64::from(redeliver));
+    assert_eq!(*demands.lock().unwrap(), vec![1]);
+    assert!(report.balanced(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_failure_during_a_shutdown_without_redelivery() {
+    a_failure_during_a_shutdown(false).await;
+}
+
+#[tokio::test]
+async fn a_failure_during_a_shutdown_with_redelivery() {
+    a_failure_during_a_shutdown(true).await;
+}
+
+/// A consumer that fails (no restart) ends, and with it the run: a task asking through its
+/// `Asker` meanwhile gets `Ended` naming it, never a panic or an endless `Ok`.
+#[tokio::test]
+async fn an_asker_of_a_failed_stage_is_ended() {
+    struct FailsAt3 {
+        askers: Askers,
+    }
+    impl Consumer for FailsAt3 {
+        type Input = u64;
+        fn handle_subscribe(
+            &mut self,
+            subscription: &Subscription,
+            ctx: &mut Context<'_, Self>,
+        ) -> Demand {
+            self.askers
+                .lock()
+                .unwrap()
+                .push(ctx.asker(subscription.tag()).unwrap());
+            Demand::Manual
+        }
+        async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+            if events.contains(&3) {
+                return Err("fails at 3".into());
+            }
+            Ok(())
+        }
+    }
+    let (numbers, _) = Numbers::new(None);
+    let askers = Askers::default();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(numbers);
+    let fails = pipeline.add_consumer_named(
+        "fails",
+        FailsAt3 {
+            askers: Arc::clone(&askers),
+        },
+    );
+    pipeline.subscribe_with(&numbers, &fails, one_at_a_time());
+    let running = pipeline.start();
+    let asker = within("the subscription", async {
+        loop {
+            if let Some(asker) = askers.lock().unwrap().first().cloned() {
+                break asker;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let task = tokio::spawn(async move {
+        let mut oks = 0u64;
+        loop {
+            match asker.ask(1) {
+                Ok(()) => oks += 1,
+                Err(error) => break (error, oks),
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let error = within("the run", running).await.unwrap_err();
+    let (ended, oks) = within("the asking task", task).await.unwrap();
+    assert_eq!(
+        ended,
+        CallError::Ended {
+            stage: "fails".to_owned()
+        }
+    );
+    assert!(oks >= 3, "{oks}");
+    let report = error.report().expect("a run-time error carries its report");
+    assert!(report.stage("fails").unwrap().failed(), "{report:?}");
+    assert!(report.balanced(), "{report:?}");
 }
