@@ -25,9 +25,12 @@ use crate::subscription::{AskError, SubscriptionTag};
 /// turn, not at once, and it counts as a message the stage sends itself: a producer_consumer
 /// shutting down still takes it while it has a manual subscription. It is made also when the
 /// stage's value that asked fails before, and a restart replaces it: the subscription outlives the
-/// value (in GenStage, `ask/2` goes to the producer at once). An ask on a subscription that has
-/// ended since is dropped, as GenStage drops one sent to a producer that is gone; one on a
-/// subscription the stage's value no longer takes in manual demand is dropped with a warning.
+/// value (in GenStage, `ask/2` goes to the producer at once). So under a restart policy that
+/// redelivers, ask once the batch's work is done: a batch whose callback asked and then failed is
+/// handed again, and asks again. An ask on a subscription that has ended since is dropped, as
+/// GenStage drops one sent to a producer that is gone; one on a subscription in automatic demand
+/// (its `handle_subscribe` returned [`Demand::Automatic`](crate::Demand::Automatic)) is dropped
+/// with a warning.
 ///
 /// # Examples
 ///
