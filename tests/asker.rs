@@ -360,3 +360,76 @@ async fn an_ask_made_before_a_failure_is_made_after_the_restart() {
     assert_eq!((stage.restarts, stage.lost), (1, 1));
     assert!(report.balanced(), "{report:?}");
 }
+
+/// A manual consumer that fails once, on event 4, before it asks: without redelivery, the new
+/// value asks for what the failed batch took, as `handle_subscribe` is told it again.
+struct TopsUp {
+    asker: Option<Asker>,
+    outstanding: Arc<Mutex<Vec<usize>>>,
+    batches: Batches,
+    failed: Arc<AtomicBool>,
+}
+
+impl Consumer for TopsUp {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.outstanding
+            .lock()
+            .unwrap()
+            .push(subscription.outstanding());
+        let asker = ctx.asker(subscription.tag()).unwrap();
+        asker
+            .ask(subscription.max_demand() - subscription.outstanding())
+            .unwrap();
+        self.asker = Some(asker);
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let asked = events.len();
+        let fails = events.contains(&4) && !self.failed.swap(true, Ordering::SeqCst);
+        self.batches.lock().unwrap().push(events);
+        if fails {
+            return Err("event 4 fails once".into());
+        }
+        if let Some(asker) = &self.asker {
+            asker.ask(asked)?;
+        }
+        Ok(())
+    }
+}
+
+/// `handle_subscribe` sees the initial ask outstanding (1), then, told again after the failure,
+/// nothing: it asks for the failed batch's event again. Without that ask nothing would ask for
+/// event 5 (the run would hang).
+#[tokio::test]
+async fn a_restarted_manual_consumer_asks_again_for_what_its_failed_batch_took() {
+    let (numbers, demands) = Numbers::new(6);
+    let (outstanding, batches) = (Arc::new(Mutex::new(Vec::new())), Batches::default());
+    let failed = Arc::new(AtomicBool::new(false));
+    let (seen, told) = (Arc::clone(&batches), Arc::clone(&outstanding));
+    let report = run_into(numbers, 1, |pipeline| {
+        let tops_up = pipeline.add_consumer_with(move || TopsUp {
+            asker: None,
+            outstanding: Arc::clone(&told),
+            batches: Arc::clone(&seen),
+            failed: Arc::clone(&failed),
+        });
+        pipeline.set_restart(&tops_up, RestartPolicy::transient());
+        tops_up
+    })
+    .await;
+
+    assert_eq!(*outstanding.lock().unwrap(), [1, 0]);
+    let expected: Vec<Vec<u64>> = (0..6).map(|n| vec![n]).collect();
+    assert_eq!(*batches.lock().unwrap(), expected);
+    assert_eq!(*demands.lock().unwrap(), vec![1; 6]);
+    let stage = report.stage("TopsUp").unwrap();
+    assert_eq!((stage.restarts, stage.lost, stage.excess), (1, 1, 0));
+    assert!(report.balanced(), "{report:?}");
+}

@@ -19,9 +19,7 @@ pub struct Subscription {
     pub(crate) producer: String,
     pub(crate) max_demand: usize,
     pub(crate) min_demand: usize,
-    /// Events asked for on it and not yet handed to the stage (its initial ask, at first): what a
-    /// [`ConsumerSupervisor`](crate::ConsumerSupervisor) rebuilt by a restart, told of the
-    /// subscription again, tops up to `max_demand`.
+    /// See [`outstanding`](Self::outstanding).
     pub(crate) outstanding: usize,
 }
 
@@ -44,6 +42,19 @@ impl Subscription {
     /// The subscription's `min_demand`.
     pub fn min_demand(&self) -> usize {
         self.min_demand
+    }
+
+    /// Events asked for on it and not yet handed to the stage, as the stage is told of it:
+    /// `max_demand` for a new subscription, whose initial ask is in place.
+    ///
+    /// A stage restarted after a failure is told of its subscriptions again, and the batch its
+    /// failed value held was asked for and handed: lost, unless its restart policy redelivers it.
+    /// In manual demand the new value asks for that batch's events again, or the subscription keeps
+    /// that much less demand for good: the [`Asker`](crate::Asker) it makes there asks for
+    /// `max_demand() - outstanding()`, which is nothing for a new subscription. (A stage whose
+    /// policy redelivers asks as it handles the batch again instead.)
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
     }
 }
 

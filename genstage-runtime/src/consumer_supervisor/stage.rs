@@ -266,7 +266,7 @@ where
         // gone: asked for now.
         let free = subscription
             .max_demand()
-            .saturating_sub(subscription.outstanding);
+            .saturating_sub(subscription.outstanding());
         if free > 0 {
             // Only a subscription already manual (a restart keeps it so) is told again.
             let _ = ctx.ask(subscription.tag(), free);
