@@ -1118,6 +1118,52 @@ async fn a_consumer_added_to_a_running_pipeline_restarts_when_built_by_a_constru
     assert!(report.balanced(), "{report}");
 }
 
+/// Added with a constructor under a name, through the running handle: the report uses the name,
+/// and a second stage under it is refused.
+#[tokio::test]
+async fn a_consumer_added_to_a_running_pipeline_with_a_constructor_takes_its_name() {
+    let (sender, source) = genstage::from_channel::<u64>(100);
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer(source);
+    let (tags, mut tag) = tokio::sync::mpsc::unbounded_channel();
+    let idle = pipeline.add_consumer(Idle(tags));
+    pipeline.subscribe(&source, &idle);
+    let running = pipeline.start();
+
+    let make = || Flaky {
+        faults: Faults::default(),
+        fault: Fault::Error,
+        seen: Arc::default(),
+        policy: RestartPolicy::transient(),
+        subscribed: Arc::default(),
+    };
+    let named = running
+        .add_consumer_with_as(Some("retried".to_owned()), make)
+        .await
+        .expect("added");
+    let taken = running
+        .add_consumer_with_as(Some("retried".to_owned()), make)
+        .await
+        .expect_err("a name taken");
+    assert!(
+        matches!(taken, PipelineError::DuplicateName { ref name, .. } if name == "retried"),
+        "{taken:?}"
+    );
+    running
+        .subscribe(&source, &named)
+        .await
+        .expect("subscribed");
+    let idle_tag = tag.recv().await.expect("told");
+    running.cancel(idle_tag).await.expect("cancelled");
+    for n in 0..10 {
+        sender.send(n).await.expect("running");
+    }
+    drop(sender);
+    let report = guard(running).await.expect("no fault");
+    assert_eq!(stage(&report, "retried").events_in, 10);
+    assert!(report.balanced(), "{report}");
+}
+
 /// Passes events on; fails once on the batch that holds 9.
 struct FailsOnce(Arc<Mutex<bool>>);
 

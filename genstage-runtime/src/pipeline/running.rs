@@ -194,7 +194,10 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
-    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    /// [`PipelineError::NotRunning`] once the pipeline has ended;
+    /// [`PipelineError::NotRebuildable`] when the consumer's restart policy (its `#[stage]`'s
+    /// `restart` option, or [`Consumer::restart_policy`](crate::Consumer::restart_policy)) restarts it: a value
+    /// cannot be made again, so add it with [`add_consumer_with`](Self::add_consumer_with).
     ///
     /// # Cancel safety
     ///
@@ -208,7 +211,8 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::DuplicateName`] when another stage has the name;
-    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    /// [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
+    /// [`add_consumer`](Self::add_consumer).
     ///
     /// # Cancel safety
     ///
@@ -236,7 +240,26 @@ impl PipelineHandle {
         &self,
         build: impl FnMut() -> C + Send + 'static,
     ) -> AddingConsumer<'_, C> {
-        self.adding(|staging| staging.add_consumer_with(build))
+        self.add_consumer_with_as(None, build)
+    }
+
+    /// [`add_consumer_with`](Self::add_consumer_with), under `name` or, when `None`, under its
+    /// type's name, as [`Pipeline::add_consumer_with_as`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_consumer`](Self::add_consumer).
+    pub fn add_consumer_with_as<C: Consumer>(
+        &self,
+        name: Option<String>,
+        build: impl FnMut() -> C + Send + 'static,
+    ) -> AddingConsumer<'_, C> {
+        self.adding(|staging| staging.add_consumer_with_as(name, build))
     }
 
     fn add_consumer_as<C: Consumer>(
