@@ -182,7 +182,10 @@ impl fmt::Display for AskError {
                 "subscription {} is automatic: the runtime asks for its events",
                 tag.0
             ),
-            AskError::NotAConsumer => f.write_str("only a consumer's callbacks can ask"),
+            AskError::NotAConsumer => f.write_str(
+                "only a consumer's or producer_consumer's callbacks can ask: a producer has no \
+                 subscriptions to producers",
+            ),
         }
     }
 }

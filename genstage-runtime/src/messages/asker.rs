@@ -5,6 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::{ready, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::letter::{Emitted, Letter, OpenLetter, Opened, PostLetter};
@@ -29,8 +30,13 @@ use crate::subscription::{AskError, SubscriptionTag};
 /// redelivers, ask once the batch's work is done: a batch whose callback asked and then failed is
 /// handed again, and asks again. An ask on a subscription that has ended since is dropped, as
 /// GenStage drops one sent to a producer that is gone; one on a subscription in automatic demand
-/// (its `handle_subscribe` returned [`Demand::Automatic`](crate::Demand::Automatic)) is dropped
-/// with a warning.
+/// (its `handle_subscribe` returned [`Demand::Automatic`](crate::Demand::Automatic)) is dropped,
+/// with a `tracing` warning at the first.
+///
+/// The report counts an event handled once `handle_events` has returned: work the stage hands
+/// to a task of its own is the stage's to track. A
+/// [`ConsumerSupervisor`](crate::ConsumerSupervisor) runs a child per event, asks as they end, and
+/// counts the events of failed children as lost.
 ///
 /// # Examples
 ///
@@ -86,6 +92,8 @@ pub struct Asker {
     subscription: SubscriptionTag,
     stage: Arc<str>,
     port: Arc<dyn PostLetter>,
+    /// Whether an ask through it (or a clone) was dropped with a warning: one is enough.
+    warned: Arc<AtomicBool>,
 }
 
 impl Asker {
@@ -98,6 +106,7 @@ impl Asker {
             subscription,
             stage: stage.into(),
             port: Arc::from(port),
+            warned: Arc::default(),
         }
     }
 
@@ -117,6 +126,7 @@ impl Asker {
             || self.port.post(Box::new(AskLetter {
                 subscription: self.subscription,
                 demand,
+                warned: Arc::clone(&self.warned),
             }))
         {
             Ok(())
@@ -141,6 +151,7 @@ impl fmt::Debug for Asker {
 struct AskLetter {
     subscription: SubscriptionTag,
     demand: usize,
+    warned: Arc<AtomicBool>,
 }
 
 impl OpenLetter for AskLetter {
@@ -157,11 +168,13 @@ impl OpenLetter for AskLetter {
         match asked {
             // The subscription ended since: as an ask sent to a producer that is gone.
             Ok(()) | Err(AskError::Unknown(_)) => {}
-            Err(error) => tracing::warn!(
+            // Once per `Asker`: the same mistake would repeat at every ask.
+            Err(error) if !self.warned.swap(true, Ordering::Relaxed) => tracing::warn!(
                 stage = opened.name,
-                "an Asker's ask for {} events was dropped: {error}",
+                "an Asker's ask for {} events was dropped, and its next will be: {error}",
                 self.demand
             ),
+            Err(_) => {}
         }
         let emitted: Emitted = Box::new(());
         Box::pin(ready(Ok(emitted)))
