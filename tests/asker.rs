@@ -433,3 +433,57 @@ async fn a_restarted_manual_consumer_asks_again_for_what_its_failed_batch_took()
     assert_eq!((stage.restarts, stage.lost, stage.excess), (1, 1, 0));
     assert!(report.balanced(), "{report:?}");
 }
+
+/// A GenStage port asks in `handle_subscribe`, as GenStage's RateLimiter does, before the
+/// subscription is manual: the ask is made once `handle_subscribe` has returned `Demand::Manual`.
+struct AsksOnSubscribe {
+    handled: Arc<Mutex<u64>>,
+}
+
+impl Consumer for AsksOnSubscribe {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        ctx.ask(subscription.tag(), 5).unwrap();
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        *self.handled.lock().unwrap() += events.len() as u64;
+        Ok(())
+    }
+}
+
+/// The initial ask (2) and the ask of 5 made in `handle_subscribe`, and no other: 7 events. (It
+/// was refused: "subscription 0 is automatic".)
+#[tokio::test]
+async fn an_ask_in_handle_subscribe_is_made_once_it_returns_manual() {
+    let (numbers, demands) = Numbers::new(100);
+    let handled = Arc::new(Mutex::new(0));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(numbers);
+    let asks = pipeline.add_consumer(AsksOnSubscribe {
+        handled: Arc::clone(&handled),
+    });
+    pipeline.subscribe_with(&numbers, &asks, SubscribeOptions::new().max_demand(2));
+    let running = pipeline.start();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while *handled.lock().unwrap() < 7 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("7 events never came");
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("the shutdown hung")
+        .unwrap();
+
+    assert_eq!(*demands.lock().unwrap(), [2, 5]);
+    assert_eq!(report.stage("AsksOnSubscribe").unwrap().events_in, 7);
+    assert!(report.balanced(), "{report:?}");
+}

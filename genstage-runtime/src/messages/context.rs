@@ -16,6 +16,8 @@ pub struct Context<'a, S> {
     me: &'a dyn PostLetter,
     /// The stage's subscriptions to producers; `None` for a producer.
     asks: Option<&'a mut dyn ManualAsks>,
+    /// The subscription `handle_subscribe` is told of, in that callback's context.
+    subscribing: Option<SubscriptionTag>,
     _stage: PhantomData<fn(&mut S)>,
 }
 
@@ -29,8 +31,16 @@ impl<'a, S: Send + 'static> Context<'a, S> {
             name,
             me,
             asks,
+            subscribing: None,
             _stage: PhantomData,
         }
+    }
+
+    /// The context of `handle_subscribe` for `subscription`, on which it may ask before it is
+    /// manual.
+    pub(crate) fn subscribing(mut self, subscription: SubscriptionTag) -> Self {
+        self.subscribing = Some(subscription);
+        self
     }
 
     /// The stage's name in its pipeline.
@@ -43,14 +53,27 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// `handle_events`, which has no context, or from another task, an [`Asker`](Self::asker)
     /// asks.
     ///
+    /// In `handle_subscribe`, on the subscription it is told of, which is manual only once it has
+    /// returned `Demand::Manual`, the ask is made then (as GenStage's `ask/2` there is), through
+    /// an [`Asker`](Self::asker); it is dropped with a warning if `handle_subscribe` returns
+    /// `Demand::Automatic`.
+    ///
     /// # Errors
     ///
     /// [`AskError`] when the subscription is not a manual one of this stage, or has ended, or this
     /// stage is a producer.
     pub fn ask(&mut self, subscription: SubscriptionTag, demand: usize) -> Result<(), AskError> {
-        match self.asks.as_mut() {
+        let asked = match self.asks.as_mut() {
             Some(asks) => asks.ask_manual(subscription, demand),
             None => Err(AskError::NotAConsumer),
+        };
+        match asked {
+            Err(AskError::Automatic(tag)) if self.subscribing == Some(tag) => self
+                .asker(tag)?
+                .ask(demand)
+                // The stage runs: its mailbox takes the ask.
+                .map_err(|_| AskError::Unknown(tag)),
+            asked => asked,
         }
     }
 

@@ -920,10 +920,9 @@ async fn transform<S: ProducerConsumer>(
         while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
             match step {
                 Step::Subscribed(subscription) => {
-                    let mut ctx = env.context(Some(&mut *inputs));
-                    if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
-                        inputs.set_manual(subscription.tag());
-                    }
+                    tell_subscribed(env, inputs, &subscription, |subscription, ctx| {
+                        stage.handle_subscribe(subscription, ctx)
+                    });
                 }
                 Step::Cancelled {
                     subscription,
@@ -1136,10 +1135,25 @@ fn announce_again<S: Send + 'static, T>(
         return;
     }
     for subscription in inputs.announced() {
-        let mut ctx = env.context(Some(&mut *inputs));
-        if handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
-            inputs.set_manual(subscription.tag());
-        }
+        tell_subscribed(env, inputs, &subscription, &mut handle_subscribe);
+    }
+}
+
+/// Tells the stage of `subscription` through its `handle_subscribe`, whose context may ask on it
+/// before it is manual (see [`Context::ask`]), and makes it manual if the callback says so.
+fn tell_subscribed<S: Send + 'static, T>(
+    env: &StageEnv,
+    inputs: &mut Inputs<T>,
+    subscription: &crate::subscription::Subscription,
+    handle_subscribe: impl FnOnce(&crate::subscription::Subscription, &mut Context<'_, S>) -> Demand,
+) where
+    Inputs<T>: ManualAsks,
+{
+    let mut ctx = env
+        .context(Some(&mut *inputs))
+        .subscribing(subscription.tag());
+    if handle_subscribe(subscription, &mut ctx) == Demand::Manual {
+        inputs.set_manual(subscription.tag());
     }
 }
 
@@ -1186,10 +1200,9 @@ async fn consume<C: Consumer>(
         while let Some(step) = inputs.next_step(true) {
             match step {
                 Step::Subscribed(subscription) => {
-                    let mut ctx = env.context(Some(&mut *inputs));
-                    if stage.handle_subscribe(&subscription, &mut ctx) == Demand::Manual {
-                        inputs.set_manual(subscription.tag());
-                    }
+                    tell_subscribed(env, inputs, &subscription, |subscription, ctx| {
+                        stage.handle_subscribe(subscription, ctx)
+                    });
                 }
                 Step::Cancelled {
                     subscription,
