@@ -519,6 +519,10 @@ impl PipelineHandle {
     /// on with its other producers whatever its cancel mode, and finishes when it has none left; a
     /// producer left without consumers stops.
     ///
+    /// The tag of a subscription made when the pipeline was built is the one its consumer's
+    /// `handle_subscribe` is told ([`Subscription::tag`](crate::Subscription::tag)); one made by
+    /// [`subscribe`](Self::subscribe) is what that returns.
+    ///
     /// # Errors
     ///
     /// [`PipelineError::UnknownSubscription`] if the subscription has ended or is not this
