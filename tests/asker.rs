@@ -384,7 +384,7 @@ impl Consumer for TopsUp {
             .push(subscription.outstanding());
         let asker = ctx.asker(subscription.tag()).unwrap();
         asker
-            .ask(subscription.max_demand() - subscription.outstanding())
+            .ask(subscription.max_demand().saturating_sub(subscription.outstanding()))
             .unwrap();
         self.asker = Some(asker);
         Demand::Manual

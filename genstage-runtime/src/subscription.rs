@@ -51,8 +51,9 @@ impl Subscription {
     /// failed value held was asked for and handed: lost, unless its restart policy redelivers it.
     /// In manual demand the new value asks for that batch's events again, or the subscription keeps
     /// that much less demand for good: the [`Asker`](crate::Asker) it makes there asks for
-    /// `max_demand() - outstanding()`, which is nothing for a new subscription. (A stage whose
-    /// policy redelivers asks as it handles the batch again instead.)
+    /// `max_demand().saturating_sub(outstanding())`, which is nothing for a new subscription
+    /// (saturating: a manual stage may have asked for more than `max_demand`, and then has more
+    /// outstanding). (A stage whose policy redelivers asks as it handles the batch again instead.)
     pub fn outstanding(&self) -> usize {
         self.outstanding
     }
