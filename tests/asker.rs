@@ -384,7 +384,11 @@ impl Consumer for TopsUp {
             .push(subscription.outstanding());
         let asker = ctx.asker(subscription.tag()).unwrap();
         asker
-            .ask(subscription.max_demand().saturating_sub(subscription.outstanding()))
+            .ask(
+                subscription
+                    .max_demand()
+                    .saturating_sub(subscription.outstanding()),
+            )
             .unwrap();
         self.asker = Some(asker);
         Demand::Manual
@@ -485,5 +489,84 @@ async fn an_ask_in_handle_subscribe_is_made_once_it_returns_manual() {
 
     assert_eq!(*demands.lock().unwrap(), [2, 5]);
     assert_eq!(report.stage("AsksOnSubscribe").unwrap().events_in, 7);
+    assert!(report.balanced(), "{report:?}");
+}
+
+/// Emits one event at its first ask, and nothing after: what is asked beyond it stays outstanding.
+struct OneEvent {
+    emitted: bool,
+}
+
+impl Producer for OneEvent {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        let events = if self.emitted { Vec::new() } else { vec![0] };
+        self.emitted = true;
+        Ok(Emit::more(events))
+    }
+}
+
+/// Asks for 5 in its first `handle_subscribe`, and fails on its first batch; tells the test what
+/// `handle_subscribe` sees outstanding each time.
+struct AsksThenFails {
+    told: mpsc::UnboundedSender<usize>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Consumer for AsksThenFails {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        let _ = self.told.send(subscription.outstanding());
+        if !self.failed.load(Ordering::SeqCst) {
+            ctx.ask(subscription.tag(), 5).unwrap();
+        }
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            return Err("the first batch fails".into());
+        }
+        Ok(())
+    }
+}
+
+/// The ask of 5 made in `handle_subscribe` is made as it returns `Demand::Manual`, before the
+/// subscription's first batch is handled: the value restarted after that batch failed sees the
+/// initial ask (1) and the 5 outstanding, less the 1 event handed. (Made later, in the stage's
+/// turn, it came after the batch, and the new value was told 0: the top-up rule then asked again
+/// for what was still asked.)
+#[tokio::test]
+async fn an_ask_in_handle_subscribe_is_made_before_the_first_batch() {
+    let (told, mut outstanding) = mpsc::unbounded_channel();
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut pipeline = Pipeline::new();
+    let one = pipeline.add_producer(OneEvent { emitted: false });
+    let asks = pipeline.add_consumer_with(move || AsksThenFails {
+        told: told.clone(),
+        failed: Arc::clone(&failed),
+    });
+    pipeline.set_restart(&asks, RestartPolicy::transient());
+    pipeline.subscribe_with(
+        &one,
+        &asks,
+        SubscribeOptions::new().max_demand(1).min_demand(0),
+    );
+    let running = pipeline.start();
+
+    let first = outstanding.recv().await.expect("told");
+    let after_restart = outstanding.recv().await.expect("told again");
+    assert_eq!((first, after_restart), (1, 5));
+    let report = tokio::time::timeout(Duration::from_secs(30), running.abort())
+        .await
+        .expect("the abort hung")
+        .unwrap();
+    let stage = report.stage("AsksThenFails").unwrap();
+    assert_eq!((stage.restarts, stage.lost, stage.events_in), (1, 1, 0));
     assert!(report.balanced(), "{report:?}");
 }

@@ -16,8 +16,9 @@ pub struct Context<'a, S> {
     me: &'a dyn PostLetter,
     /// The stage's subscriptions to producers; `None` for a producer.
     asks: Option<&'a mut dyn ManualAsks>,
-    /// The subscription `handle_subscribe` is told of, in that callback's context.
-    subscribing: Option<SubscriptionTag>,
+    /// In `handle_subscribe`'s context: the subscription it is told of, and what the callback
+    /// asked on it, made once it has returned `Demand::Manual` (see `run::tell_subscribed`).
+    subscribing: Option<(SubscriptionTag, usize)>,
     _stage: PhantomData<fn(&mut S)>,
 }
 
@@ -39,8 +40,14 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// The context of `handle_subscribe` for `subscription`, on which it may ask before it is
     /// manual.
     pub(crate) fn subscribing(mut self, subscription: SubscriptionTag) -> Self {
-        self.subscribing = Some(subscription);
+        self.subscribing = Some((subscription, 0));
         self
+    }
+
+    /// What `handle_subscribe` asked on the subscription it is told of, to be made once it has
+    /// returned `Demand::Manual`.
+    pub(crate) fn asked_while_subscribing(&self) -> usize {
+        self.subscribing.map_or(0, |(_, asked)| asked)
     }
 
     /// The stage's name in its pipeline.
@@ -54,9 +61,9 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// asks.
     ///
     /// In `handle_subscribe`, on the subscription it is told of, which is manual only once it has
-    /// returned `Demand::Manual`, the ask is made then (as GenStage's `ask/2` there is), through
-    /// an [`Asker`](Self::asker); it is dropped with a warning if `handle_subscribe` returns
-    /// `Demand::Automatic`.
+    /// returned `Demand::Manual`, the ask is made as it returns, before any of the subscription's
+    /// events is handled (GenStage's `ask/2` there reaches the producer before the callback
+    /// returns); it is dropped with a warning if `handle_subscribe` returns `Demand::Automatic`.
     ///
     /// # Errors
     ///
@@ -67,13 +74,12 @@ impl<'a, S: Send + 'static> Context<'a, S> {
             Some(asks) => asks.ask_manual(subscription, demand),
             None => Err(AskError::NotAConsumer),
         };
-        match asked {
-            Err(AskError::Automatic(tag)) if self.subscribing == Some(tag) => self
-                .asker(tag)?
-                .ask(demand)
-                // The stage runs: its mailbox takes the ask.
-                .map_err(|_| AskError::Unknown(tag)),
-            asked => asked,
+        match (asked, &mut self.subscribing) {
+            (Err(AskError::Automatic(tag)), Some((subscribing, asked))) if *subscribing == tag => {
+                *asked = asked.saturating_add(demand);
+                Ok(())
+            }
+            (asked, _) => asked,
         }
     }
 

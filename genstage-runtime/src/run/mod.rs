@@ -1149,11 +1149,23 @@ fn tell_subscribed<S: Send + 'static, T>(
 ) where
     Inputs<T>: ManualAsks,
 {
-    let mut ctx = env
-        .context(Some(&mut *inputs))
-        .subscribing(subscription.tag());
-    if handle_subscribe(subscription, &mut ctx) == Demand::Manual {
-        inputs.set_manual(subscription.tag());
+    let tag = subscription.tag();
+    let mut ctx = env.context(Some(&mut *inputs)).subscribing(tag);
+    let demand = handle_subscribe(subscription, &mut ctx);
+    let asked = ctx.asked_while_subscribing();
+    if demand == Demand::Manual {
+        inputs.set_manual(tag);
+        // Made now, before the subscription's events are handled: GenStage's `ask/2` in
+        // `handle_subscribe` reaches the producer before the callback returns. The subscription
+        // is this stage's and manual: the ask cannot be refused.
+        let _ = inputs.ask_manual(tag, asked);
+    } else if asked > 0 {
+        tracing::warn!(
+            stage = %env.name,
+            "handle_subscribe asked for {asked} events on subscription {} and returned \
+             Demand::Automatic: the ask was dropped",
+            tag.0
+        );
     }
 }
 
