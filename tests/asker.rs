@@ -487,7 +487,9 @@ async fn an_ask_in_handle_subscribe_is_made_once_it_returns_manual() {
         .expect("the shutdown hung")
         .unwrap();
 
-    assert_eq!(*demands.lock().unwrap(), [2, 5]);
+    // Two asks, 2 and 5; a producer that starts after both reached it may be asked the 7 at once.
+    let demands = demands.lock().unwrap().clone();
+    assert!(demands == [2, 5] || demands == [7], "{demands:?}");
     assert_eq!(report.stage("AsksOnSubscribe").unwrap().events_in, 7);
     assert!(report.balanced(), "{report:?}");
 }

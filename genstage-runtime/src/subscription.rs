@@ -54,6 +54,13 @@ impl Subscription {
     /// `max_demand().saturating_sub(outstanding())`, which is nothing for a new subscription
     /// (saturating: a manual stage may have asked for more than `max_demand`, and then has more
     /// outstanding). (A stage whose policy redelivers asks as it handles the batch again instead.)
+    ///
+    /// It counts the asks made, not those on their way: an ask the failed value sent through an
+    /// `Asker` is made after `handle_subscribe`, and one a task of it still owes, later. Those
+    /// come on top of the top-up, and ask twice for the same events. So the top-up suits a stage
+    /// that asks once a batch's work is done and whose failed value had not asked for its batch
+    /// yet; one whose tasks ask for the batches they work on asks again for the failed batch
+    /// alone, whose size it knows.
     pub fn outstanding(&self) -> usize {
         self.outstanding
     }

@@ -21,9 +21,10 @@ use crate::subscription::{AskError, SubscriptionTag};
 /// `handle_subscribe` as it returns [`Demand::Manual`](crate::Demand::Manual), and keeps it. Cheap
 /// to clone.
 ///
-/// An ask goes to the stage's own mailbox, and the stage makes it from there, after the messages
-/// sent before it, as [`Context::ask`](crate::Context::ask) would. So it is made in the stage's
-/// turn, not at once, and it counts as a message the stage sends itself: a producer_consumer
+/// An ask goes to the stage's own mailbox, and the stage makes it from there, when it next takes
+/// its mail, after what was queued before it (unlike [`Context::ask`](crate::Context::ask), which
+/// is made at once). So it is made in the stage's turn, and it counts as a message the stage sends
+/// itself: a producer_consumer
 /// shutting down still takes it while it has a manual subscription. It is made also when the
 /// stage's value that asked fails before, and a restart replaces it: the subscription outlives the
 /// value (in GenStage, `ask/2` goes to the producer at once). So under a restart policy that
