@@ -572,3 +572,94 @@ async fn an_ask_in_handle_subscribe_is_made_before_the_first_batch() {
     assert_eq!((stage.restarts, stage.lost, stage.events_in), (1, 1, 0));
     assert!(report.balanced(), "{report:?}");
 }
+
+/// A manual consumer that asks through its `Asker` after each event below 9, fails once on event
+/// 4 after asking, and tops up in `handle_subscribe` by the documented rule.
+struct AsksBeforeFailing {
+    asker: Option<Asker>,
+    outstanding: Arc<Mutex<Vec<usize>>>,
+    batches: Batches,
+    failed: Arc<AtomicBool>,
+}
+
+impl Consumer for AsksBeforeFailing {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.outstanding
+            .lock()
+            .unwrap()
+            .push(subscription.outstanding());
+        let asker = ctx.asker(subscription.tag()).unwrap();
+        let top_up = subscription
+            .max_demand()
+            .saturating_sub(subscription.outstanding());
+        asker.ask(top_up).unwrap();
+        self.asker = Some(asker);
+        Demand::Manual
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let asked = events.len();
+        let asks = events.iter().all(|&n| n < 9);
+        let fails = events.contains(&4) && !self.failed.swap(true, Ordering::SeqCst);
+        self.batches.lock().unwrap().push(events);
+        if let (Some(asker), true) = (&self.asker, asks) {
+            asker.ask(asked)?;
+        }
+        if fails {
+            return Err("event 4 fails once, after asking".into());
+        }
+        Ok(())
+    }
+}
+
+/// The ask the failed value made through its `Asker`, still in the stage's mailbox as the new
+/// value is told of the subscription, counts as outstanding (1, not 0): the top-up asks nothing,
+/// and the consumer gets events 0 to 9, one at a time, and no 10th ask. (Without that count it
+/// was told 0 and asked twice for event 5.)
+#[tokio::test]
+async fn an_askers_ask_on_its_way_at_a_restart_counts_as_outstanding() {
+    let (numbers, demands) = Numbers::new(100);
+    let (outstanding, batches) = (Arc::new(Mutex::new(Vec::new())), Batches::default());
+    let failed = Arc::new(AtomicBool::new(false));
+    let (seen, told) = (Arc::clone(&batches), Arc::clone(&outstanding));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(numbers);
+    let consumer = pipeline.add_consumer_with(move || AsksBeforeFailing {
+        asker: None,
+        outstanding: Arc::clone(&told),
+        batches: Arc::clone(&seen),
+        failed: Arc::clone(&failed),
+    });
+    pipeline.set_restart(&consumer, RestartPolicy::transient());
+    pipeline.subscribe_with(
+        &numbers,
+        &consumer,
+        SubscribeOptions::new().max_demand(1).min_demand(0),
+    );
+    let running = pipeline.start();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !batches.lock().unwrap().concat().contains(&9) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("event 9 never came");
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("the shutdown hung")
+        .unwrap();
+
+    assert_eq!(*outstanding.lock().unwrap(), [1, 1]);
+    let expected: Vec<Vec<u64>> = (0..10).map(|n| vec![n]).collect();
+    assert_eq!(*batches.lock().unwrap(), expected);
+    assert_eq!(*demands.lock().unwrap(), vec![1; 10]);
+    let stage = report.stage("AsksBeforeFailing").unwrap();
+    assert_eq!((stage.restarts, stage.lost, stage.excess), (1, 1, 0));
+    assert!(report.balanced(), "{report:?}");
+}

@@ -4,6 +4,8 @@
 //! `handle_subscribe(:consumer, …)` and the producer's `handle_cancel`.
 
 use std::fmt;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use crate::dispatcher::SubscriptionId;
 
@@ -55,12 +57,10 @@ impl Subscription {
     /// (saturating: a manual stage may have asked for more than `max_demand`, and then has more
     /// outstanding). (A stage whose policy redelivers asks as it handles the batch again instead.)
     ///
-    /// It counts the asks made, not those on their way: an ask the failed value sent through an
-    /// `Asker` is made after `handle_subscribe`, and one a task of it still owes, later. Those
-    /// come on top of the top-up, and ask twice for the same events. So the top-up suits a stage
-    /// that asks once a batch's work is done and whose failed value had not asked for its batch
-    /// yet; one whose tasks ask for the batches they work on asks again for the failed batch
-    /// alone, whose size it knows.
+    /// It counts the asks made, and those an [`Asker`](crate::Asker) sent that the stage has not
+    /// made yet (they wait in its mailbox, and are made after `handle_subscribe`), but not those a
+    /// task of the failed value still owes: a stage whose tasks ask for the batches they work on
+    /// asks again for the failed batch alone, whose size it knows, rather than topping up.
     pub fn outstanding(&self) -> usize {
         self.outstanding
     }
@@ -203,6 +203,8 @@ impl std::error::Error for AskError {}
 /// Where a stage's callbacks ask on its manual subscriptions.
 pub(crate) trait ManualAsks: Send {
     fn ask_manual(&mut self, tag: SubscriptionTag, demand: usize) -> Result<(), AskError>;
-    /// Whether `tag` is one of the stage's subscriptions, manual or not.
-    fn has(&self, tag: SubscriptionTag) -> bool;
+    /// The count of what the subscription `tag`'s [`Asker`](crate::Asker)s have asked for and the
+    /// stage has not yet asked (their asks wait in its mailbox), which `outstanding` adds; `None`
+    /// when `tag` is not one of the stage's subscriptions.
+    fn on_their_way(&self, tag: SubscriptionTag) -> Option<Arc<AtomicUsize>>;
 }

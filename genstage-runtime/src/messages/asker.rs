@@ -5,7 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::{ready, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::letter::{Emitted, Letter, OpenLetter, Opened, PostLetter};
@@ -95,6 +95,10 @@ pub struct Asker {
     port: Arc<dyn PostLetter>,
     /// Whether an ask through it (or a clone) was dropped with a warning: one is enough.
     warned: Arc<AtomicBool>,
+    /// What the subscription's `Asker`s have asked for and the stage has not made yet: counted in
+    /// [`Subscription::outstanding`](crate::Subscription::outstanding), so that a restarted stage
+    /// does not ask for it again.
+    on_their_way: Arc<AtomicUsize>,
 }
 
 impl Asker {
@@ -102,12 +106,14 @@ impl Asker {
         subscription: SubscriptionTag,
         stage: &str,
         port: Box<dyn PostLetter>,
+        on_their_way: Arc<AtomicUsize>,
     ) -> Self {
         Asker {
             subscription,
             stage: stage.into(),
             port: Arc::from(port),
             warned: Arc::default(),
+            on_their_way,
         }
     }
 
@@ -123,15 +129,21 @@ impl Asker {
     ///
     /// [`CallError::Ended`], naming the stage, when the stage has ended.
     pub fn ask(&self, demand: usize) -> Result<(), CallError> {
-        if demand == 0
-            || self.port.post(Box::new(AskLetter {
-                subscription: self.subscription,
-                demand,
-                warned: Arc::clone(&self.warned),
-            }))
-        {
+        if demand == 0 {
+            return Ok(());
+        }
+        // Counted before it is posted: the stage subtracts it as it opens the letter.
+        add(&self.on_their_way, demand);
+        let letter = AskLetter {
+            subscription: self.subscription,
+            demand,
+            warned: Arc::clone(&self.warned),
+            on_their_way: Arc::clone(&self.on_their_way),
+        };
+        if self.port.post(Box::new(letter)) {
             Ok(())
         } else {
+            subtract(&self.on_their_way, demand);
             Err(CallError::Ended {
                 stage: self.stage.to_string(),
             })
@@ -153,6 +165,21 @@ struct AskLetter {
     subscription: SubscriptionTag,
     demand: usize,
     warned: Arc<AtomicBool>,
+    on_their_way: Arc<AtomicUsize>,
+}
+
+/// Adds `n` to `count`, saturating (a stage may ask for any `usize`).
+fn add(count: &AtomicUsize, n: usize) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_add(n))
+    });
+}
+
+/// Subtracts `n` from `count`, saturating.
+fn subtract(count: &AtomicUsize, n: usize) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_sub(n))
+    });
 }
 
 impl OpenLetter for AskLetter {
@@ -161,6 +188,8 @@ impl OpenLetter for AskLetter {
         _stage: &'a mut (dyn Any + Send),
         opened: Opened<'a>,
     ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>> {
+        // No longer on its way: from here it is made, or dropped.
+        subtract(&self.on_their_way, self.demand);
         let asked = match opened.asks {
             Some(asks) => asks.ask_manual(self.subscription, self.demand),
             // Only a stage with subscriptions to producers makes an `Asker`.

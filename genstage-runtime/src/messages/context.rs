@@ -94,10 +94,15 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// [`AskError::NotAConsumer`] in a producer's callbacks.
     pub fn asker(&self, subscription: SubscriptionTag) -> Result<Asker, AskError> {
         match self.asks.as_ref() {
-            Some(asks) if asks.has(subscription) => {
-                Ok(Asker::new(subscription, self.name, self.me.clone_port()))
-            }
-            Some(_) => Err(AskError::Unknown(subscription)),
+            Some(asks) => match asks.on_their_way(subscription) {
+                Some(on_their_way) => Ok(Asker::new(
+                    subscription,
+                    self.name,
+                    self.me.clone_port(),
+                    on_their_way,
+                )),
+                None => Err(AskError::Unknown(subscription)),
+            },
             None => Err(AskError::NotAConsumer),
         }
     }

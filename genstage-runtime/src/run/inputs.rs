@@ -2,6 +2,7 @@
 //! not yet handled.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::demand::{BatchDemand, Batches, ConsumerDemand};
@@ -21,6 +22,9 @@ struct Subscription {
     cancel: CancelMode,
     /// Events handed out to `handle_events`, for the report's edge.
     handed: u64,
+    /// What its [`Asker`](crate::Asker)s have asked for and the stage has not yet asked
+    /// (see [`ManualAsks::on_their_way`]).
+    on_their_way: Arc<AtomicUsize>,
 }
 
 impl Subscription {
@@ -32,7 +36,10 @@ impl Subscription {
             producer: self.producer_name.to_string(),
             max_demand: limits.max(),
             min_demand: limits.min(),
-            outstanding: self.demand.outstanding(),
+            outstanding: self
+                .demand
+                .outstanding()
+                .saturating_add(self.on_their_way.load(Ordering::Relaxed)),
         }
     }
 }
@@ -205,6 +212,7 @@ impl<T> Inputs<T> {
             demand,
             cancel,
             handed: 0,
+            on_their_way: Arc::default(),
         };
         self.subscriptions.insert(sub, subscription);
         self.subscribed += 1;
@@ -418,8 +426,10 @@ impl<T: Send> ManualAsks for Inputs<T> {
         Ok(())
     }
 
-    fn has(&self, tag: SubscriptionTag) -> bool {
-        self.subscriptions.get(tag.0).is_some()
+    fn on_their_way(&self, tag: SubscriptionTag) -> Option<Arc<AtomicUsize>> {
+        self.subscriptions
+            .get(tag.0)
+            .map(|subscription| Arc::clone(&subscription.on_their_way))
     }
 }
 
