@@ -261,16 +261,14 @@ where
         }
         self.supervision
             .subscribed(subscription.tag(), subscription.min_demand());
-        // A new subscription has its initial ask of `max_demand` in place. One this value is told
-        // of after a restart of its stage may have free slots, its old value's children being
-        // gone: asked for now.
+        // A new subscription has its initial ask of `max_demand` in place, and nothing is free.
+        // One this value is told of after a restart of its stage may have free slots, its old
+        // value's children being gone: asked for now. (`ctx.ask` here refuses neither: the
+        // subscription is this stage's, and an ask of 0 asks nothing.)
         let free = subscription
             .max_demand()
             .saturating_sub(subscription.outstanding());
-        if free > 0 {
-            // Only a subscription already manual (a restart keeps it so) is told again.
-            let _ = ctx.ask(subscription.tag(), free);
-        }
+        let _ = ctx.ask(subscription.tag(), free);
         Demand::Manual
     }
 
