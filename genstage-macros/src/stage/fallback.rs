@@ -13,11 +13,13 @@
 //! have reported every mistake already.
 
 use proc_macro2::{TokenStream, TokenTree};
-use quote::quote;
-use syn::ItemImpl;
+use quote::{quote, ToTokens};
+use syn::{
+    FnArg, GenericArgument, ImplItem, ImplItemFn, ItemImpl, PathArguments, ReturnType, Type,
+};
 
 use super::expand::stage_generics;
-use super::parse::{not_a_stage_type, Role};
+use super::parse::{container_arg, not_a_stage_type, ungroup, Callback, Role};
 
 /// The role and `Stage` impls of a rejected stage, or nothing when the item is not an impl block
 /// of a type that can be a stage (not of a trait object, see `parse::not_a_stage_type`).
@@ -71,6 +73,7 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
     if trait_name.as_deref() == Some("Stage") {
         return TokenStream::new();
     }
+    let message_impls = message_impls(&item, &krate, &generics, &[]);
     let role_marker = match role {
         Some(Role::Producer) => quote!(#private::pipeline::IsProducer),
         Some(Role::ProducerConsumer) => quote!(#private::pipeline::IsProducerConsumer),
@@ -80,6 +83,7 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
     quote! {
         const _: () = {
             #role_impl
+            #message_impls
 
             impl #impl_generics #krate::Stage for #self_ty #where_clause {
                 type Ref = #private::fallback::RejectedRef<#role_marker>;
@@ -92,6 +96,125 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
                 }
             }
         };
+    }
+}
+
+/// `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for each message callback of the block
+/// whose message type reads plainly, but those in `written` (the sound ones, which `expand.rs`
+/// implements), never called: without them, code that sends the stage a message
+/// (`stage.call(request)` on a builder's reference) reports a rejected callback again at each
+/// send. A call's answer is the `R` of its `ReplyTo<R>` or, without one, what it returns: returning
+/// the answer is the likely mistake. Nothing is emitted for a message type that an impl header
+/// could not name as written (a reference, a lifetime, `Self`, the method's own generics), which
+/// would be an error of its own.
+pub(crate) fn message_impls(
+    item: &ItemImpl,
+    krate: &syn::Path,
+    generics: &syn::Generics,
+    written: &[Callback],
+) -> TokenStream {
+    if item.trait_.is_some() {
+        return TokenStream::new();
+    }
+    let self_ty = &item.self_ty;
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+    let context = quote!(&mut #krate::Context<'_, Self>);
+    let never = quote!(-> #krate::StageResult<()> { ::core::unreachable!() });
+    let mut written: Vec<(String, String)> = written
+        .iter()
+        .filter_map(|callback| {
+            let message = callback.arg.as_ref()?.to_token_stream().to_string();
+            Some((callback.kind.name().to_owned(), message))
+        })
+        .collect();
+    let mut impls = TokenStream::new();
+    for method in item.items.iter().filter_map(|item| match item {
+        ImplItem::Fn(method) if method.sig.generics.params.is_empty() => Some(method),
+        _ => None,
+    }) {
+        let name = method.sig.ident.to_string();
+        let Some(message) = typed_args(method).next().filter(|ty| plain(ty)) else {
+            continue;
+        };
+        let key = (name.clone(), message.to_token_stream().to_string());
+        if written.contains(&key) {
+            continue;
+        }
+        let message_impl = match name.as_str() {
+            "handle_call" => {
+                let returned = match &method.sig.output {
+                    ReturnType::Type(_, ty) => Some(&**ty),
+                    ReturnType::Default => None,
+                };
+                let reply = typed_args(method)
+                    .find_map(|ty| container_arg(ty, &["ReplyTo"]))
+                    .or(returned)
+                    .filter(|ty| plain(ty))
+                    .map_or_else(|| quote!(()), ToTokens::to_token_stream);
+                quote! {
+                    impl #impl_generics #krate::HandleCall<#message> for #self_ty #where_clause {
+                        type Reply = #reply;
+                        type Emitted = ();
+                        async fn handle_call(
+                            &mut self,
+                            _: #message,
+                            _: #krate::ReplyTo<Self::Reply>,
+                            _: #context,
+                        ) #never
+                    }
+                }
+            }
+            "handle_cast" => quote! {
+                impl #impl_generics #krate::HandleCast<#message> for #self_ty #where_clause {
+                    type Emitted = ();
+                    async fn handle_cast(&mut self, _: #message, _: #context) #never
+                }
+            },
+            "handle_info" => quote! {
+                impl #impl_generics #krate::HandleInfo<#message> for #self_ty #where_clause {
+                    type Emitted = ();
+                    async fn handle_info(&mut self, _: #message, _: #context) #never
+                }
+            },
+            _ => continue,
+        };
+        written.push(key);
+        impls.extend(message_impl);
+    }
+    impls
+}
+
+/// The types of a method's arguments after `self`.
+fn typed_args(method: &ImplItemFn) -> impl Iterator<Item = &Type> {
+    method.sig.inputs.iter().filter_map(|arg| match arg {
+        FnArg::Typed(typed) => Some(&*typed.ty),
+        FnArg::Receiver(_) => None,
+    })
+}
+
+/// Whether `ty` is a type an impl header names as written: paths (without `Self`), tuples and
+/// arrays of them, with no reference or lifetime.
+fn plain(ty: &Type) -> bool {
+    match ungroup(ty) {
+        Type::Path(path) => {
+            path.qself.is_none()
+                && path.path.segments.iter().all(|segment| {
+                    segment.ident != "Self"
+                        && match &segment.arguments {
+                            PathArguments::None => true,
+                            PathArguments::AngleBracketed(args) => {
+                                args.args.iter().all(|arg| match arg {
+                                    GenericArgument::Type(ty) => plain(ty),
+                                    _ => false,
+                                })
+                            }
+                            PathArguments::Parenthesized(_) => false,
+                        }
+                })
+        }
+        Type::Tuple(tuple) => tuple.elems.iter().all(plain),
+        Type::Array(array) => plain(&array.elem) && matches!(array.len, syn::Expr::Lit(_)),
+        _ => false,
     }
 }
 

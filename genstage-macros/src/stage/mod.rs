@@ -7,7 +7,8 @@
 //! - `expand.rs` writes the role trait impl, the message trait impls (`handle_call`, `handle_cast`,
 //!   `handle_info`) and the `Stage` impl.
 //! - `fallback.rs` writes them instead when the stage is rejected, with a placeholder event type
-//!   that `pipeline!` accepts silently.
+//!   that `pipeline!` accepts silently, and the message trait impls of rejected message callbacks
+//!   of a stage otherwise expanded.
 //!
 //! The user's impl block is always emitted as written, errors or not (but for a callback defined a
 //! second time, reported and left out), and next to it the generated impls or their fallback, so
@@ -67,7 +68,17 @@ fn expand_checked(
     };
     let (model, error) = validate::validate_stage(attr, stage);
     let expanded = model.map(|model| {
-        let generated = expand::expand_model(&model);
+        let mut generated = expand::expand_model(&model);
+        if error.is_some() {
+            // A message callback rejected is left out of the model: its senders still type-check.
+            let generics = expand::stage_generics(&model.item, &model.krate);
+            generated.extend(fallback::message_impls(
+                &model.item,
+                &model.krate,
+                &generics,
+                &model.messages,
+            ));
+        }
         let rewritten = model.rewritten.then(|| model.item.into_token_stream());
         (rewritten, generated)
     });

@@ -21,3 +21,9 @@ impl Counter {
 fn main() {
     let _ = pipeline! { from_iter(0..10u64) -> Counter { count: 0 } };
 }
+
+// The stage's one mistake is not reported again where it is called: the answer is what
+// `handle_call` returns.
+async fn ask(counter: genstage::ConsumerRef<Counter>) -> Result<u64, CallError> {
+    counter.call(Get).await
+}

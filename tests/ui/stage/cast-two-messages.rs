@@ -16,3 +16,8 @@ impl Scale {
 }
 
 fn main() {}
+
+// The stage's one mistake is not reported again where it is cast to.
+fn rescale(scale: &genstage::ProducerConsumerRef<Scale>) -> Result<(), CallError> {
+    scale.cast(3u64)
+}

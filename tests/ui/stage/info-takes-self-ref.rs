@@ -16,3 +16,8 @@ impl Ticker {
 }
 
 fn main() {}
+
+// The stage's one mistake is not reported again where it is sent an info.
+fn tick(ticker: &genstage::ConsumerRef<Ticker>) -> Result<(), CallError> {
+    ticker.info(Tick)
+}
