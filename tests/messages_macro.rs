@@ -140,7 +140,9 @@ impl Collect {
         reply.reply((self.events.lock().unwrap().len(), self.notes.len()));
     }
 
-    fn handle_cast(&mut self, _message: Mark, ctx: &mut Context<Self>) {
+    // `Context<Self>` in an `async fn` too: `#[stage]` writes out the lifetime Rust does not elide
+    // there (E0726 otherwise).
+    async fn handle_cast(&mut self, _message: Mark, ctx: &mut Context<Self>) {
         self.notes.push("mark");
         ctx.info(Note);
     }

@@ -11,12 +11,14 @@
 //!   of a stage otherwise expanded.
 //!
 //! The user's impl block is always emitted as written, errors or not (but for a callback defined a
-//! second time, reported and left out), and next to it the generated impls or their fallback, so
+//! second time, reported and left out, and `lifetimes.rs`'s `'_` in an async callback's context),
+//! and next to it the generated impls or their fallback, so
 //! that one mistake gives one error and the rest of the crate still type-checks against the
 //! block's methods and uses the stage.
 
 mod expand;
 mod fallback;
+mod lifetimes;
 mod parse;
 mod validate;
 
@@ -39,7 +41,7 @@ pub(crate) fn expand_stage(attr: TokenStream, item: TokenStream) -> TokenStream 
             (item, generated)
         }
     };
-    let mut out = block;
+    let mut out = lifetimes::with_context_lifetimes(block);
     out.extend(generated);
     if let Some(error) = error {
         out.extend(error.into_compile_error());
