@@ -40,6 +40,11 @@
 //! soon as it runs, before it looks at its messages. Each stage is then woken by the one before it,
 //! on the same worker.
 //!
+//! A broadcast chains its consumers the same way: [`Sender::send_deferring`] leaves the wake-up of
+//! one consumer with the next one sent the same events, so that they run one after the other on the
+//! producer's worker, where a producer that wakes two tasks at once has tokio move one of them to
+//! another worker, with a futex wake-up and the events' cache lines (see `run/outputs.rs`).
+//!
 //! A hand-off holds the owed task back for the consumer's whole turn, in tokio's unstealable slot:
 //! a producer that could run alongside a busy consumer would wait for it. So only a consumer whose
 //! last timed busy spell (from being woken to waiting again) lasted at most [`QUICK_SPELL`] takes a
@@ -328,6 +333,30 @@ impl<M> Sender<M> {
             drop(std::mem::take(hand_off));
             waker.wake();
         }
+        Ok(())
+    }
+
+    /// Like [`send_handing_off`](Self::send_handing_off), but a quick receiver is not woken: its
+    /// wake-up takes the place of `hand_off`, for the caller to hand to the next receiver it sends
+    /// to (see the module docs). A receiver that is not quick is woken at once, after `hand_off`.
+    /// Gives the message back when the receiver is gone.
+    pub(crate) fn send_deferring(&self, message: M, hand_off: &mut DeferredWake) -> Result<(), M> {
+        let waker = {
+            let mut state = self.enqueue(message)?;
+            match state.unpark(true) {
+                Some((waker, true)) => {
+                    if let Some(owed) = hand_off.0.take() {
+                        state.leave_hand_off(owed);
+                    }
+                    hand_off.0 = Some(waker);
+                    return Ok(());
+                }
+                Some((waker, false)) => waker,
+                None => return Ok(()),
+            }
+        };
+        drop(std::mem::take(hand_off));
+        waker.wake();
         Ok(())
     }
 

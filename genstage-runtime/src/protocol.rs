@@ -148,6 +148,15 @@ pub(crate) trait EventSink<T>: Send {
         hand_off: &mut DeferredWake,
     ) -> Result<(), Vec<T>>;
 
+    /// Sends `events` as [`send`](Self::send) does, but a quick consumer is not woken: its wake-up
+    /// replaces `hand_off`, to go with the next batch sent.
+    fn send_deferring(
+        &self,
+        sub: SubscriptionId,
+        events: Vec<T>,
+        hand_off: &mut DeferredWake,
+    ) -> Result<(), Vec<T>>;
+
     /// Tells the consumer that `sub` is cancelled, after every event sent on it.
     fn cancelled(&self, sub: SubscriptionId);
 }
@@ -182,6 +191,19 @@ impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out>
         hand_off: &mut DeferredWake,
     ) -> Result<(), Vec<In>> {
         self.send_handing_off(Mail::Upstream(Upstream::Events { sub, events }), hand_off)
+            .map_err(|mail| match mail {
+                Mail::Upstream(Upstream::Events { events, .. }) => events,
+                _ => Vec::new(),
+            })
+    }
+
+    fn send_deferring(
+        &self,
+        sub: SubscriptionId,
+        events: Vec<In>,
+        hand_off: &mut DeferredWake,
+    ) -> Result<(), Vec<In>> {
+        self.send_deferring(Mail::Upstream(Upstream::Events { sub, events }), hand_off)
             .map_err(|mail| match mail {
                 Mail::Upstream(Upstream::Events { events, .. }) => events,
                 _ => Vec::new(),

@@ -96,6 +96,41 @@ fn a_hand_off_racing_ready_is_given_once_and_the_receiver_wakes() {
     }
 }
 
+/// A broadcasting producer_consumer sends to two consumers, chained: the first one's wake-up goes
+/// with the second one's batch, while both park or find their batches first. Quick or not, both
+/// consumers are woken and receive their batch, and the wake-up owed to the producer_consumer's own
+/// producer is given exactly once.
+#[test]
+fn a_chain_of_deferred_wake_ups_wakes_every_receiver() {
+    for quick in [true, false] {
+        loom::model(move || {
+            let (first_tx, mut first_rx) = mailbox::<u32>();
+            let (second_tx, mut second_rx) = mailbox::<u32>();
+            first_rx.quick = quick;
+            second_rx.quick = true;
+            let (owed_to, owed_waker) = CountingWaker::new();
+            let sender = thread::spawn(move || {
+                let mut owed = DeferredWake(Some(owed_waker));
+                first_tx.send_deferring(1, &mut owed).unwrap();
+                second_tx.send_handing_off(2, &mut owed).unwrap();
+                // What the last consumer did not take is given here, as `Outputs::flush` does.
+                drop(owed);
+                (first_tx, second_tx)
+            });
+            let first = thread::spawn(move || {
+                let received = block_on(recv(&mut first_rx, true));
+                assert_idle(&first_rx);
+                received
+            });
+            assert_eq!(block_on(recv(&mut second_rx, true)), Some(2));
+            assert_idle(&second_rx);
+            assert_eq!(first.join().unwrap(), Some(1));
+            let _senders = sender.join().unwrap();
+            assert_eq!(owed_to.count(), 1, "the owed wake-up is given exactly once");
+        });
+    }
+}
+
 /// The receiver parks, drops its wait, looks once more and is dropped while two senders send, one
 /// handing off. A message accepted is received or dropped with the receiver, never stranded in the
 /// queue; one refused comes back to its sender; the owed wake-up is given exactly once.

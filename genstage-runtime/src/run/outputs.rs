@@ -49,8 +49,12 @@ pub(super) struct Outputs<T> {
     /// Subscriptions begun and ended since the stage's loop last told its callbacks.
     notices: VecDeque<ConsumerNotice>,
     /// A wake-up owed to this stage's producer while [`emit_handing_off`](Self::emit_handing_off)
-    /// runs, for the first consumer it wakes to take (see [`crate::mailbox`]).
+    /// runs, for the first consumer it wakes to take, or to a consumer a broadcast sent a copy to,
+    /// for the next one (see [`flush`](Self::flush) and [`crate::mailbox`]).
     hand_off: DeferredWake,
+    /// The path's copies as of the last [`flush`](Self::flush): more now means its deliveries hold
+    /// copies of the same events.
+    copies_flushed: u64,
     /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
     had_consumers: bool,
     /// What went to the subscriptions that have ended, for the report's edges.
@@ -69,6 +73,7 @@ impl<T: Send + 'static> Outputs<T> {
             consumers: BySubscription::new(),
             notices: VecDeque::new(),
             hand_off: DeferredWake::default(),
+            copies_flushed: 0,
             had_consumers: false,
             ended: Vec::new(),
         }
@@ -198,7 +203,7 @@ impl<T: Send + 'static> Outputs<T> {
     #[inline]
     pub(super) fn emit(&mut self, events: Vec<T>, route: Route<'_, T>) {
         match self.path.emit(events, route) {
-            Emitted::Whole(sub, events) => self.deliver(sub, events),
+            Emitted::Whole(sub, events) => self.deliver(sub, events, false),
             Emitted::Dispatched { discarded } => {
                 if discarded > 0 {
                     warn_discarded(&self.stage, discarded);
@@ -351,26 +356,45 @@ impl<T: Send + 'static> Outputs<T> {
     }
 
     /// Sends every delivery the event path has ready.
+    ///
+    /// Copies of the same events (a broadcast) go out chained: each quick consumer's wake-up goes
+    /// with the next batch sent, so that the consumers run one after the other on this worker
+    /// rather than each woken one moving to another (see [`crate::mailbox`]'s hand-offs). A
+    /// broadcast emits again only once every consumer has asked: its consumers gain nothing from
+    /// running side by side, and each move costs a worker's wake-up and the events' cache lines.
+    /// Other deliveries go to consumers whose asks each let the producer go on: those are woken
+    /// at once, for another worker to take.
     #[inline]
     fn flush(&mut self) {
+        let copies =
+            self.path.copies > std::mem::replace(&mut self.copies_flushed, self.path.copies);
         // A failed send cancels its consumer, which may make more deliveries ready.
         while self.path.has_deliveries() {
             let mut deliveries = self.path.take_deliveries();
-            for (sub, batch) in deliveries.drain(..) {
-                self.deliver(sub, batch);
+            let last = deliveries.len().saturating_sub(1);
+            for (i, (sub, batch)) in deliveries.drain(..).enumerate() {
+                self.deliver(sub, batch, copies && i < last);
             }
             // The allocation goes back for the next round.
             self.path.recycle(deliveries);
         }
+        // A wake-up the last consumer did not take (it was not parked, or has gone) is given now.
+        drop(std::mem::take(&mut self.hand_off));
     }
 
-    /// Sends one batch to the consumer of `sub`.
+    /// Sends one batch to the consumer of `sub`; when `chained`, the consumer's wake-up goes with
+    /// the next one sent, if both are quick.
     #[inline]
-    fn deliver(&mut self, sub: SubscriptionId, batch: Vec<T>) {
+    fn deliver(&mut self, sub: SubscriptionId, batch: Vec<T>, chained: bool) {
         let len = batch.len() as u64;
         if let Some(outlet) = self.consumers.get_mut(sub) {
             if !outlet.gone {
-                match outlet.sink.send(sub, batch, &mut self.hand_off) {
+                let sent = if chained {
+                    outlet.sink.send_deferring(sub, batch, &mut self.hand_off)
+                } else {
+                    outlet.sink.send(sub, batch, &mut self.hand_off)
+                };
+                match sent {
                     Ok(()) => outlet.counts.sent += len,
                     // The consumer's task has ended: the events are lost with it, as in GenStage. Its
                     // demand goes too, and what it frees is delivered by the caller's next round; the
