@@ -125,14 +125,15 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// (`'static`), since they cross tasks. `terminate` returns nothing. `ReplyTo`, `Context` and
 /// `StageStatus` are `genstage::ReplyTo`, `genstage::Context` and `genstage::StageStatus`.
 ///
-/// A stage may also be told of its subscriptions, each callback optional, each maybe with
-/// `ctx: &mut Context<Self>` last. A consumer or a producer_consumer is told of its subscriptions to
+/// A stage may also be told of its subscriptions, each callback optional, each but `batch_from`
+/// maybe with `ctx: &mut Context<Self>` last. A consumer or a producer_consumer is told of its subscriptions to
 /// producers, a producer or a producer_consumer of its consumers' subscriptions to it (a producer
 /// has no producers and a consumer no consumers: on one, the other side's callbacks are an error):
 ///
 /// | roles | callback | returns | becomes |
 /// |---|---|---|---|
 /// | consumer, producer_consumer | `handle_subscribe(&mut self, subscription: &Subscription)` | `Demand`, or nothing for `Demand::Automatic`; not `async` | the role trait's `handle_subscribe` |
+/// | consumer, producer_consumer | `batch_from(&mut self, subscription: SubscriptionTag)`, without a context | nothing; not `async` | the role trait's `batch_from` |
 /// | consumer, producer_consumer | `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` | as a message callback: `Vec<O>` or `()` for a producer_consumer, `()` for a consumer, maybe in a `Result<_, E>` | the role trait's `handle_cancel` |
 /// | producer, producer_consumer | `handle_consumer_subscribe(&mut self, subscriber: &Subscriber)` | nothing; not `async` | the role trait's `handle_consumer_subscribe` |
 /// | producer, producer_consumer | `handle_consumer_cancel(&mut self, subscriber: &Subscriber, reason: &CancelReason)` | as a producer_consumer's message callback: `Vec<O>` or `()`, maybe in a `Result<_, E>` (not `Emit<O>`, even for a producer) | the role trait's `handle_consumer_cancel` |
@@ -141,15 +142,19 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// chooses who asks for them: the runtime (`Demand::Automatic`) or the stage itself
 /// (`Demand::Manual`, with `ctx.ask(subscription.tag(), n)` from a callback that has a context, or
 /// through the `Asker` that `ctx.asker(subscription.tag())` makes, kept for `handle_events` and
-/// the tasks the stage hands work to). `handle_cancel` runs when the
+/// the tasks the stage hands work to). `batch_from` runs right before each `handle_events`, with
+/// the tag of the subscription the batch came on (GenStage's `from`, also for a batch handed again
+/// after a restart): a stage in manual demand on several producers keeps it, and `handle_events`
+/// asks through that subscription's `Asker`. `handle_cancel` runs when the
 /// subscription has ended, with its `CancelReason`. On the producer side (GenStage's
 /// `handle_subscribe(:consumer, …)` and `handle_cancel` of a producer), `handle_consumer_subscribe`
 /// runs when a consumer has subscribed to the stage, and `handle_consumer_cancel` when that
 /// subscription has ended: the events it returns go to the stage's other consumers. A producer never
 /// takes control of a consumer's demand, so `handle_consumer_subscribe` returns nothing (GenStage
 /// stops a producer whose `handle_subscribe` returns `:manual`; here it does not compile).
-/// `Subscription`, `Subscriber`, `Demand` and `CancelReason` are `genstage::Subscription`,
-/// `genstage::Subscriber`, `genstage::Demand` and `genstage::CancelReason`.
+/// `Subscription`, `SubscriptionTag`, `Subscriber`, `Demand` and `CancelReason` are
+/// `genstage::Subscription`, `genstage::SubscriptionTag`, `genstage::Subscriber`,
+/// `genstage::Demand` and `genstage::CancelReason`.
 ///
 /// ```
 /// use genstage::prelude::*;

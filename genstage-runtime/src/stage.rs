@@ -325,6 +325,17 @@ pub trait ProducerConsumer: Send + 'static {
         Demand::Automatic
     }
 
+    /// Told, right before each [`handle_events`](Self::handle_events) call, which subscription
+    /// the batch came on: GenStage's `from` in `handle_events(events, from, state)`, which a
+    /// stage in manual demand asks on. As [`Consumer::batch_from`], whose example shows a stage
+    /// subscribed to two producers that asks each for its next event through the
+    /// [`Asker`](crate::Asker) of the subscription the batch came on. The default does nothing,
+    /// and costs nothing.
+    #[inline]
+    fn batch_from(&mut self, subscription: SubscriptionTag) {
+        let _ = subscription;
+    }
+
     /// Called when a subscription to a producer has ended, after every event the producer sent has
     /// been handled (GenStage's `handle_cancel`); then, if the producer failed and the subscription
     /// is not `temporary`, the stage stops. It may emit events. The default does nothing.
@@ -490,6 +501,85 @@ pub trait Consumer: Send + 'static {
         Demand::Automatic
     }
 
+    /// Told, right before each [`handle_events`](Self::handle_events) call, which subscription
+    /// the batch came on: GenStage's `from` in `handle_events(events, from, state)`, which a
+    /// stage in manual demand asks on (`GenStage.ask(from, n)`). `handle_events` has no context:
+    /// a stage subscribed to several producers in manual demand keeps the tag here, and asks
+    /// through the [`Asker`](crate::Asker) it made for that subscription in
+    /// [`handle_subscribe`](Self::handle_subscribe).
+    ///
+    /// It is told of every batch: one handed again after a restart (a policy that
+    /// [redelivers](crate::RestartPolicy::redeliver)), and the last ones of a producer that has
+    /// gone since, whose subscription [`handle_cancel`](Self::handle_cancel) is told of after
+    /// them. The default does nothing, and costs nothing: the runtime passes a `Copy` tag.
+    ///
+    /// # Examples
+    ///
+    /// A consumer that takes its events one at a time from each of two producers, asking the
+    /// producer each event came from for the next:
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// use genstage_runtime::{
+    ///     from_iter, Asker, Consumer, Context, Demand, Pipeline, StageResult, SubscribeOptions,
+    ///     Subscription, SubscriptionTag,
+    /// };
+    ///
+    /// #[derive(Default)]
+    /// struct OneAtATime {
+    ///     askers: HashMap<SubscriptionTag, Asker>,
+    ///     from: Option<SubscriptionTag>,
+    ///     seen: Vec<u32>,
+    /// }
+    ///
+    /// impl Consumer for OneAtATime {
+    ///     type Input = u32;
+    ///
+    ///     fn handle_subscribe(
+    ///         &mut self,
+    ///         subscription: &Subscription,
+    ///         ctx: &mut Context<'_, Self>,
+    ///     ) -> Demand {
+    ///         if let Ok(asker) = ctx.asker(subscription.tag()) {
+    ///             self.askers.insert(subscription.tag(), asker);
+    ///         }
+    ///         Demand::Manual
+    ///     }
+    ///
+    ///     fn batch_from(&mut self, subscription: SubscriptionTag) {
+    ///         self.from = Some(subscription);
+    ///     }
+    ///
+    ///     async fn handle_events(&mut self, events: Vec<u32>) -> StageResult<()> {
+    ///         self.seen.extend(&events);
+    ///         // As many again, from the producer these came from.
+    ///         if let Some(asker) = self.from.take().and_then(|tag| self.askers.get(&tag)) {
+    ///             asker.ask(events.len())?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut pipeline = Pipeline::new();
+    /// let low = pipeline.add_producer(from_iter(1..=3u32));
+    /// let high = pipeline.add_producer(from_iter(101..=103u32));
+    /// let one_at_a_time = pipeline.add_consumer(OneAtATime::default());
+    /// // A manual subscription starts with its first ask made: one event.
+    /// let options = SubscribeOptions::new().max_demand(1).min_demand(0);
+    /// pipeline.subscribe_with(&low, &one_at_a_time, options);
+    /// pipeline.subscribe_with(&high, &one_at_a_time, options);
+    /// let report = pipeline.run().await.unwrap();
+    /// assert_eq!(report.totals().handled, 6);
+    /// # }
+    /// ```
+    #[inline]
+    fn batch_from(&mut self, subscription: SubscriptionTag) {
+        let _ = subscription;
+    }
+
     /// Called when a subscription to a producer has ended, after every event the producer sent has
     /// been handled (GenStage's `handle_cancel`); then, if the producer failed and the subscription
     /// is not `temporary`, the stage stops. The default does nothing.
@@ -545,14 +635,6 @@ pub trait Consumer: Send + 'static {
     #[doc(hidden)]
     fn __handled_of_interrupted_batch(&self) -> u64 {
         0
-    }
-
-    /// Not part of the API: the subscription the batch about to be handed to `handle_events` comes
-    /// from (a [`ConsumerSupervisor`](crate::ConsumerSupervisor) keeps its children's demand per
-    /// producer). Does nothing by default.
-    #[doc(hidden)]
-    fn __batch_from(&mut self, subscription: SubscriptionTag) {
-        let _ = subscription;
     }
 
     /// Not part of the API: whether the stage still has work of its own in flight (a

@@ -1,6 +1,6 @@
-//! Code generation: the role trait impl (with `terminate` and the subscription callbacks,
-//! `handle_subscribe`, `handle_cancel`, `handle_consumer_subscribe` and `handle_consumer_cancel`,
-//! when the block has them), an impl of `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for
+//! Code generation: the role trait impl (with `terminate`, `init`, `batch_from` and the
+//! subscription callbacks, `handle_subscribe`, `handle_cancel`, `handle_consumer_subscribe` and
+//! `handle_consumer_cancel`, when the block has them), an impl of `HandleCall<M>`, `HandleCast<M>` or `HandleInfo<M>` for
 //! each message callback, and the `Stage` impl, next to the user's impl block.
 //!
 //! The event and message types come from the model (read from the callbacks' signatures by
@@ -47,6 +47,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let conversion = Conversion::of_event_callback(model.role);
     let terminate = terminate_fn(model);
     let init = init_fn(model);
+    let batch_from = batch_from_fn(model);
     let subscription_fns = subscription_fns(model);
     let dispatcher_fn = dispatcher_fn(model);
     let restart_fn = restart_fn(model);
@@ -121,6 +122,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #restart_fn
                 #terminate
                 #init
+                #batch_from
                 #subscription_fns
             };
             (
@@ -157,6 +159,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
                 #restart_fn
                 #terminate
                 #init
+                #batch_from
                 #subscription_fns
             };
             (
@@ -586,6 +589,23 @@ fn init_fn(model: &StageModel) -> TokenStream {
     quote_spanned! {name.span()=>
         fn init(&mut self, #ctx_param: &mut #krate::Context<'_, Self>) {
             <#self_ty>::#name(self #(, #ctx_arg)*)
+        }
+    }
+}
+
+/// The role trait's `batch_from`, calling the impl block's; nothing when it has none (the trait's
+/// default does nothing). `validate.rs` keeps it only for a consumer or a producer_consumer.
+fn batch_from_fn(model: &StageModel) -> TokenStream {
+    let Some(callback) = &model.batch_from else {
+        return TokenStream::new();
+    };
+    let krate = &model.krate;
+    let self_ty = &model.item.self_ty;
+    let name = &callback.name;
+    quote_spanned! {name.span()=>
+        #[inline]
+        fn batch_from(&mut self, __subscription: #krate::SubscriptionTag) {
+            <#self_ty>::#name(self, __subscription)
         }
     }
 }

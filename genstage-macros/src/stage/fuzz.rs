@@ -410,6 +410,7 @@ fn generated_item() -> impl Strategy<Value = String> {
         "fn handle_consumer_subscribe(&mut self, s: &Subscriber) {}",
         "fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason) {}",
         "fn init(&mut self) {}",
+        "fn batch_from(&mut self, s: SubscriptionTag) {}",
         "fn helper(&self) -> u64 { 1 }",
     ]);
     let header = prop_oneof![

@@ -181,6 +181,8 @@ pub(crate) enum CallbackKind {
     Init,
     /// `handle_subscribe(&mut self, subscription: &Subscription, ctx?) -> Demand`
     HandleSubscribe,
+    /// `batch_from(&mut self, subscription: SubscriptionTag)`
+    BatchFrom,
     /// `handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx?) -> EMITTED`
     HandleCancel,
     /// `handle_consumer_subscribe(&mut self, subscriber: &Subscriber, ctx?)`
@@ -202,6 +204,7 @@ impl CallbackKind {
             "terminate" => Some(CallbackKind::Terminate),
             "init" => Some(CallbackKind::Init),
             "handle_subscribe" => Some(CallbackKind::HandleSubscribe),
+            "batch_from" => Some(CallbackKind::BatchFrom),
             "handle_cancel" => Some(CallbackKind::HandleCancel),
             "handle_consumer_subscribe" => Some(CallbackKind::HandleConsumerSubscribe),
             "handle_consumer_cancel" => Some(CallbackKind::HandleConsumerCancel),
@@ -222,6 +225,7 @@ impl CallbackKind {
             CallbackKind::Terminate => "terminate",
             CallbackKind::Init => "init",
             CallbackKind::HandleSubscribe => "handle_subscribe",
+            CallbackKind::BatchFrom => "batch_from",
             CallbackKind::HandleCancel => "handle_cancel",
             CallbackKind::HandleConsumerSubscribe => "handle_consumer_subscribe",
             CallbackKind::HandleConsumerCancel => "handle_consumer_cancel",
@@ -254,6 +258,9 @@ impl CallbackKind {
             }
             CallbackKind::HandleSubscribe => {
                 "`fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand` or `fn handle_subscribe(&mut self, subscription: &Subscription, ctx: &mut Context<Self>) -> Demand`, not `async` (without a return type the runtime asks: `Demand::Automatic`)"
+            }
+            CallbackKind::BatchFrom => {
+                "`fn batch_from(&mut self, subscription: SubscriptionTag)`, returning nothing, not `async`"
             }
             CallbackKind::HandleCancel => {
                 "`fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason)` or `fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason, ctx: &mut Context<Self>)`, returning the events it emits if any"
@@ -320,6 +327,10 @@ impl CallbackKind {
                 "nothing",
                 "the runtime calls it at once, as the stage starts (work that waits goes in a message to the stage, `ctx.info(…)`)",
             )),
+            CallbackKind::BatchFrom => Some((
+                "nothing",
+                "the runtime calls it at once, right before each `handle_events`",
+            )),
             _ => None,
         }
     }
@@ -328,7 +339,7 @@ impl CallbackKind {
     /// is more to say than its shapes.
     fn returns_nothing(self) -> Option<&'static str> {
         match self {
-            CallbackKind::Terminate | CallbackKind::Init => Some(""),
+            CallbackKind::Terminate | CallbackKind::Init | CallbackKind::BatchFrom => Some(""),
             CallbackKind::HandleConsumerSubscribe => Some(
                 "; a producer never takes control of its consumers' demand (a consumer does, from its own `handle_subscribe`)",
             ),
@@ -725,8 +736,8 @@ fn parse_callback(kind: CallbackKind, method: &ImplItemFn) -> syn::Result<Callba
     })
 }
 
-/// The one argument of an event callback or of `terminate` (its type), or none for an options
-/// method; a wrong count is an error.
+/// The one argument of an event callback, of `terminate` or of `batch_from` (its type), or none
+/// for an options method; a wrong count is an error.
 fn fixed_args(
     kind: CallbackKind,
     sig: &syn::Signature,
@@ -742,6 +753,7 @@ fn fixed_args(
             CallbackKind::HandleDemand => "`&mut self` and the demand",
             CallbackKind::HandleEvents => "`&mut self` and the events",
             CallbackKind::Terminate => "`&mut self` and the status",
+            CallbackKind::BatchFrom => "`&mut self` and the subscription's tag",
             _ => "only `&self`",
         };
         let message = format!(
@@ -762,6 +774,16 @@ fn fixed_args(
             ty,
             format!(
                 "`terminate` takes the stage's status by reference, `status: &StageStatus`, not `{}`: write it {shapes}",
+                tokens_text(ty)
+            ),
+        ));
+        return None;
+    }
+    if kind == CallbackKind::BatchFrom && !is_named(ty, "SubscriptionTag") {
+        errors.push(syn::Error::new_spanned(
+            ty,
+            format!(
+                "`batch_from` takes the subscription's tag by value, `subscription: SubscriptionTag`, not `{}`: write it {shapes}",
                 tokens_text(ty)
             ),
         ));
@@ -1166,6 +1188,18 @@ fn is_reference_to(ty: &Type, name: &str) -> bool {
         ),
         _ => false,
     }
+}
+
+/// Whether `ty` is the type `name`, without arguments and not a reference (by the last path
+/// segment: `genstage::SubscriptionTag` too).
+fn is_named(ty: &Type, name: &str) -> bool {
+    matches!(
+        ungroup(ty),
+        Type::Path(path) if path.qself.is_none()
+            && path.path.segments.last().is_some_and(|last| {
+                last.ident == name && last.arguments.is_none()
+            })
+    )
 }
 
 /// Whether `ty` is `()`.

@@ -214,12 +214,13 @@ fn consumer_with(methods: &str) -> String {
 }
 
 #[test]
-fn message_callbacks_init_and_terminate_of_the_wrong_shape_give_spanned_errors() {
+fn message_callbacks_init_batch_from_and_terminate_of_the_wrong_shape_give_spanned_errors() {
     const CALL: &str = "write it `fn handle_call(&mut self, request: M, reply: ReplyTo<R>)` or `fn handle_call(&mut self, request: M, reply: ReplyTo<R>, ctx: &mut Context<Self>)`, returning the events it emits if any";
     const CAST: &str = "write it `fn handle_cast(&mut self, message: M)` or `fn handle_cast(&mut self, message: M, ctx: &mut Context<Self>)`, returning the events it emits if any";
     const INFO: &str = "write it `fn handle_info(&mut self, message: M)` or `fn handle_info(&mut self, message: M, ctx: &mut Context<Self>)`";
     const TERMINATE: &str = "write it `fn terminate(&mut self, status: &StageStatus)`";
     const INIT: &str = "write it `fn init(&mut self)` or `fn init(&mut self, ctx: &mut Context<Self>)`, returning nothing, not `async`";
+    const BATCH_FROM: &str = "write it `fn batch_from(&mut self, subscription: SubscriptionTag)`, returning nothing, not `async`";
     let cases: &[(&str, &str, &str)] = &[
         // handle_call
         ("fn handle_call(&mut self, r: u8) {}", "(&mut", "`handle_call` answers through a `reply: ReplyTo<R>` argument after the request, and this one has none"),
@@ -262,6 +263,18 @@ fn message_callbacks_init_and_terminate_of_the_wrong_shape_give_spanned_errors()
         ("fn init(&mut self, ctx: &mut Context<Self>, n: u8) {}", "n: u8", "but this one takes 3 arguments"),
         ("fn init(&self) {}", "&self", "`init` takes `&mut self` first"),
         ("fn init<T>(&mut self) {}", "<T>", "`init` cannot be generic"),
+        // batch_from
+        ("async fn batch_from(&mut self, s: SubscriptionTag) {}", "async", "`batch_from` cannot be `async`: the runtime calls it at once, right before each `handle_events`"),
+        ("fn batch_from(&mut self, s: SubscriptionTag) -> impl Future<Output = ()> { async {} }", "impl", "`batch_from` returns nothing, not a future or an `impl …`"),
+        ("fn batch_from(&mut self, s: SubscriptionTag) -> bool { true }", "bool", "`batch_from` returns nothing, not `bool`"),
+        ("fn batch_from(&mut self, s: &SubscriptionTag) {}", "&SubscriptionTag", "`batch_from` takes the subscription's tag by value, `subscription: SubscriptionTag`, not `&SubscriptionTag`"),
+        ("fn batch_from(&mut self, s: &genstage::Subscription) {}", "&genstage", "not `&genstage::Subscription`"),
+        ("fn batch_from(&mut self, s: Option<SubscriptionTag>) {}", "Option", "not `Option<SubscriptionTag>`"),
+        ("fn batch_from(&mut self) {}", "(&mut", "`batch_from` takes `&mut self` and the subscription's tag, but this one takes 1 argument"),
+        ("fn batch_from(&mut self, s: SubscriptionTag, ctx: &mut Context<Self>) {}", "ctx", "`batch_from` takes `&mut self` and the subscription's tag, but this one takes 3 arguments"),
+        ("fn batch_from(&self, s: SubscriptionTag) {}", "&self", "`batch_from` takes `&mut self` first"),
+        ("fn batch_from(s: SubscriptionTag) {}", "s: Sub", "`batch_from` takes `&mut self` first"),
+        ("fn batch_from<T>(&mut self, s: SubscriptionTag) {}", "<T>", "`batch_from` cannot be generic"),
     ];
     for (method, at, message) in cases {
         let item = consumer_with(method);
@@ -272,7 +285,7 @@ fn message_callbacks_init_and_terminate_of_the_wrong_shape_give_spanned_errors()
         let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
         let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
         assert_eq!(messages.len(), 1, "{method}: {messages:?}");
-        let shapes = [CALL, CAST, INFO, TERMINATE, INIT];
+        let shapes = [CALL, CAST, INFO, TERMINATE, INIT, BATCH_FROM];
         let lists_shapes = shapes.iter().any(|shape| messages[0].contains(shape));
         let about_types = [
             "cannot borrow",
@@ -295,13 +308,14 @@ fn message_callbacks_init_and_terminate_of_the_wrong_shape_give_spanned_errors()
             "handle_info",
             "terminate",
             "init",
+            "batch_from",
         ] {
             assert!(
                 !text.contains(&format!("< S > :: {callback} (self")),
                 "{method}: {text}"
             );
         }
-        for lifecycle in ["fn terminate", "fn init"] {
+        for lifecycle in ["fn terminate", "fn init", "fn batch_from"] {
             assert!(!text.contains(lifecycle), "{method}: {text}");
         }
         for message_trait in ["HandleCall", "HandleCast", "HandleInfo"] {
@@ -387,6 +401,56 @@ fn init_becomes_the_role_traits_init_on_every_role() {
     );
     assert!(error.is_none(), "{error:?}");
     assert!(!generated.unwrap().to_string().contains("fn init"));
+}
+
+#[test]
+fn batch_from_becomes_the_role_traits_batch_from_on_a_consumer_and_a_producer_consumer() {
+    for method in [
+        "fn batch_from(&mut self, subscription: SubscriptionTag) {}",
+        "fn batch_from(&mut self, _: genstage::SubscriptionTag) -> () {}",
+    ] {
+        for (attr, item) in [
+            ("consumer", consumer_with(method)),
+            ("producer_consumer", format!("impl S {{ fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> {{ e }} {method} }}")),
+        ] {
+            let (generated, error) = expand_checked(tokens(attr), tokens(&item));
+            assert!(error.is_none(), "{item}: {error:?}");
+            let text = generated.expect("it expands").to_string();
+            assert!(
+                text.contains("fn batch_from (& mut self , __subscription : :: genstage :: SubscriptionTag) { < S > :: batch_from (self , __subscription) }"),
+                "{text}"
+            );
+        }
+    }
+    // Without it, the trait's default.
+    let text = expand_checked(tokens("consumer"), tokens(CONSUMER))
+        .0
+        .unwrap()
+        .to_string();
+    assert!(!text.contains("batch_from"), "{text}");
+}
+
+#[test]
+fn batch_from_on_a_producer_is_one_error_at_its_name() {
+    for method in [
+        "fn batch_from(&mut self, s: SubscriptionTag) {}",
+        // Of the wrong shape too: reported once, as not the producer's.
+        "async fn batch_from(&self) -> bool { true }",
+    ] {
+        let item = format!(
+            "impl S {{ fn handle_demand(&mut self, d: usize) -> Vec<u8> {{ vec![] }} {method} }}"
+        );
+        assert_error(
+            "producer",
+            &item,
+            At::Item("batch_from", 0),
+            "`batch_from` is not a producer callback: it tells a consumer or a producer_consumer which subscription each batch of `handle_events` came on, and a producer receives no events; use `#[stage(consumer)]` or `#[stage(producer_consumer)]` for a stage that receives events",
+        );
+        let (generated, error) = expand_checked(tokens("producer"), tokens(&item));
+        let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 1, "{method}: {messages:?}");
+        assert!(generated.is_none(), "the fallback expands instead");
+    }
 }
 
 #[test]

@@ -41,6 +41,9 @@ pub(crate) struct StageModel {
     pub(crate) terminate: Option<Callback>,
     /// `init`, when the impl block defines it soundly: the role trait's `init` calls it.
     pub(crate) init: Option<Callback>,
+    /// `batch_from`, when the impl block of a consumer or a producer_consumer defines it soundly:
+    /// the role trait's `batch_from` calls it.
+    pub(crate) batch_from: Option<Callback>,
     /// The subscription callbacks the impl block defines soundly, those of its role
     /// (`handle_subscribe` and `handle_cancel` for a consumer or a producer_consumer,
     /// `handle_consumer_subscribe` and `handle_consumer_cancel` for a producer or a
@@ -485,6 +488,7 @@ pub(crate) fn validate_stage(
     let mut messages = Vec::new();
     let mut terminate = None;
     let mut init = None;
+    let mut batch_from = None;
     let mut subscriptions = Vec::new();
     for (kind, parsed) in stage.callbacks {
         match parsed {
@@ -496,19 +500,23 @@ pub(crate) fn validate_stage(
             },
             Ok(cb) if cb.kind == CallbackKind::Terminate => terminate = Some(cb),
             Ok(cb) if cb.kind == CallbackKind::Init => init = Some(cb),
+            Ok(cb) if cb.kind == CallbackKind::BatchFrom => batch_from = Some(cb),
             Ok(cb) if cb.kind.is_subscription_callback() => subscriptions.push(cb),
             Ok(cb) => {
                 if cb.kind == required && callback.is_none() {
                     callback = Some(cb);
                 }
             }
-            // A message, subscription, `init` or `terminate` callback of the wrong shape is left
-            // out of the expansion; the stage's events and role do not depend on it, so the rest
-            // still expands.
+            // A message, subscription, `init`, `batch_from` or `terminate` callback of the wrong
+            // shape is left out of the expansion; the stage's events and role do not depend on
+            // it, so the rest still expands.
             Err(error)
                 if kind.is_message_callback()
                     || kind.is_subscription_callback()
-                    || matches!(kind, CallbackKind::Terminate | CallbackKind::Init) =>
+                    || matches!(
+                        kind,
+                        CallbackKind::Terminate | CallbackKind::Init | CallbackKind::BatchFrom
+                    ) =>
             {
                 errors.push(error)
             }
@@ -630,6 +638,7 @@ pub(crate) fn validate_stage(
             messages,
             terminate,
             init,
+            batch_from,
             subscriptions,
             dispatcher,
             restart,
@@ -909,7 +918,7 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
         )
         | (
             Role::ProducerConsumer | Role::Consumer,
-            CallbackKind::HandleSubscribe | CallbackKind::HandleCancel,
+            CallbackKind::HandleSubscribe | CallbackKind::HandleCancel | CallbackKind::BatchFrom,
         )
         | (
             Role::Producer | Role::ProducerConsumer,
@@ -926,6 +935,9 @@ fn misplaced_callback(role: Role, kind: CallbackKind) -> Option<String> {
             "`producer_options` configures the buffer of producers and producer_consumers, but this stage is {}, which emits no events",
             role.a()
         )),
+        (_, CallbackKind::BatchFrom) => Some(
+            "`batch_from` is not a producer callback: it tells a consumer or a producer_consumer which subscription each batch of `handle_events` came on, and a producer receives no events; use `#[stage(consumer)]` or `#[stage(producer_consumer)]` for a stage that receives events".to_owned()
+        ),
         (_, CallbackKind::HandleSubscribe | CallbackKind::HandleCancel) => Some(format!(
             "`{}` is told of a subscription to a producer, but this stage is {}, which has no subscriptions to producers: a producer is told of its consumers by `handle_consumer_subscribe` and `handle_consumer_cancel`",
             kind.name(),

@@ -291,7 +291,9 @@ where
         !self.supervision.is_idle()
     }
 
-    fn __batch_from(&mut self, subscription: SubscriptionTag) {
+    /// Keeps the subscription the batch comes on: its children ask that producer for their
+    /// events' replacements as they end.
+    fn batch_from(&mut self, subscription: SubscriptionTag) {
         self.from = Some(subscription);
     }
 

@@ -908,6 +908,7 @@ async fn transform<S: ProducerConsumer>(
             };
             let events = vec![event];
             in_hand.take(&events, sub, None, Some(index));
+            stage.batch_from(SubscriptionTag(sub));
             let emitted = match stage.handle_events(events).await {
                 Ok(emitted) => emitted,
                 Err(error) => break 'run Exit::Failed(error),
@@ -955,6 +956,7 @@ async fn transform<S: ProducerConsumer>(
                     if !mailbox.spend_share() {
                         mailbox.consume_budget().await;
                     }
+                    stage.batch_from(SubscriptionTag(sub));
                     // While the callback waits, the stage takes in its mail, and stops if its
                     // consumers leave.
                     let called = call_serving(stage.handle_events(events), mailbox, |mail| {
@@ -1203,7 +1205,7 @@ async fn consume<C: Consumer>(
         while let Some((index, sub, event)) = redelivery.next() {
             let events = vec![event];
             in_hand.take(&events, sub, None, Some(index));
-            stage.__batch_from(SubscriptionTag(sub));
+            stage.batch_from(SubscriptionTag(sub));
             if let Err(error) = stage.handle_events(events).await {
                 break 'run Exit::Failed(error);
             }
@@ -1244,7 +1246,7 @@ async fn consume<C: Consumer>(
                     if !mailbox.spend_share() {
                         mailbox.consume_budget().await;
                     }
-                    stage.__batch_from(SubscriptionTag(sub));
+                    stage.batch_from(SubscriptionTag(sub));
                     if let Err(error) = stage.handle_events(events).await {
                         // A `to_stream` sink whose stream was dropped stops normally; the events
                         // the stream yielded are handled, the rest of the batch is lost.
