@@ -84,7 +84,9 @@ impl Manual {
         ctx: &mut Context<'_, S>,
     ) -> Demand {
         let tag = subscription.tag();
-        let asker = ctx.asker(tag).expect("a consumer's subscription has an Asker");
+        let asker = ctx
+            .asker(tag)
+            .expect("a consumer's subscription has an Asker");
         self.askers.insert(tag, asker);
         let producer = subscription.producer().to_owned();
         self.told.lock().unwrap().subscribed.push((producer, tag));
@@ -452,7 +454,12 @@ async fn a_batch_handed_again_after_a_restart_is_told_its_subscription_again() {
         };
         let stage = report.stage(name).unwrap();
         assert_eq!(
-            (stage.restarts, stage.redelivered, stage.events_in, stage.lost),
+            (
+                stage.restarts,
+                stage.redelivered,
+                stage.events_in,
+                stage.lost
+            ),
             (2, 2, 2 * COUNT, 0),
             "{producer_consumer}"
         );

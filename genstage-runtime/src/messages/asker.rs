@@ -19,7 +19,10 @@ use crate::subscription::{AskError, SubscriptionTag};
 ///
 /// A stage gets one from [`Context::asker`](crate::Context::asker), typically in
 /// `handle_subscribe` as it returns [`Demand::Manual`](crate::Demand::Manual), and keeps it. Cheap
-/// to clone.
+/// to clone. A stage on several producers keeps one per subscription, by its tag; its
+/// [`batch_from`](crate::Consumer::batch_from) (GenStage's `from` of `handle_events`) tells it,
+/// right before each `handle_events`, which subscription the batch came on, and so which `Asker`
+/// to ask on.
 ///
 /// An ask goes to the stage's own mailbox, and the stage makes it from there, when it next takes
 /// its mail, after what was queued before it (unlike [`Context::ask`](crate::Context::ask), which
