@@ -122,7 +122,9 @@
 //! infos wait behind the partitions' backlogs).
 //!
 //! Manual demand is checked too: the runs end; `ask` refuses nothing but on a subscription that
-//! has ended; no stage gets more events on a manual subscription than it asked for (by its own
+//! has ended; each batch of a stage with manual demand is told its subscription by `batch_from`
+//! (also when handed again), and a manual one holds only events of that subscription's producer
+//! (no action through the handle); no stage gets more events on a manual subscription than it asked for (by its own
 //! count, where it knows the subscription an event came on: no action through the handle), nor any
 //! stage events in excess by its report. A `from_stream` producer's report counts as emitted each
 //! event its stream yielded, and none other, and it loses only what a producer may (its buffer,
@@ -1866,6 +1868,12 @@ struct Ledger {
     /// Manual subscriptions on which a stage got more events than it had asked for: `(stage,
     /// producer, asked, got)`.
     overruns: Vec<(String, Node, u64, u64)>,
+    /// The stages with a manual plan whose `handle_events` got a batch that `batch_from` had not
+    /// told them of.
+    untold_batches: Vec<String>,
+    /// Events that `batch_from` said came on a manual subscription to another stage than the one
+    /// that emitted them: `(stage, the subscription's producer, the event's last emitter)`.
+    wrong_from: Vec<(String, Node, Node)>,
     /// The `to_stream` consumers whose stream the test dropped before it ended.
     streams_dropped: HashSet<usize>,
     /// The events on which a [`ConsumerSupervisor`]'s child failed, by consumer, and whether it was
@@ -2217,6 +2225,9 @@ struct Manual {
     ask_now: AskNowSender,
     /// This value's [`Asker`]s, by subscription, asking through them.
     askers: HashMap<SubscriptionTag, Asker>,
+    /// The subscription of the batch `handle_events` is about to get, as `batch_from` told it;
+    /// taken by [`received`](Self::received), so that each batch must be told its own.
+    from: Option<SubscriptionTag>,
     /// This value has started its ticks.
     ticking: bool,
     rng: Rng,
@@ -2247,14 +2258,26 @@ impl Manual {
         Some(false)
     }
 
-    /// At the start of `handle_events` (before a planned fault): counts the events of the batch
-    /// on the manual subscriptions they came on (once, were they handed again), records any beyond
-    /// what was asked, and, asking after each batch, sends the stage an [`AskNow`], or asks
-    /// through its [`Asker`]s.
+    /// At the start of `handle_events` (before a planned fault): records a batch `batch_from` did
+    /// not tell the stage of, and events of a manual subscription that another stage emitted;
+    /// counts the events of the batch on the manual subscriptions they came on (once, were they
+    /// handed again), records any beyond what was asked, and, asking after each batch, sends the
+    /// stage an [`AskNow`], or asks through its [`Asker`]s.
     fn received(&mut self, fuse: &Fuse, events: &[Event]) {
         let mut overran = Vec::new();
+        let mut wrong_from = Vec::new();
+        let from = self.from.take();
         let mut progress = fuse.progress();
         let Progress { manual, seen, .. } = &mut *progress;
+        if let Some(sub) = from.and_then(|tag| manual.get(&tag)) {
+            wrong_from.extend(
+                events
+                    .iter()
+                    .map(Event::last_emitter)
+                    .filter(|&emitter| emitter != sub.producer)
+                    .map(|emitter| (fuse.stage.clone(), sub.producer, emitter)),
+            );
+        }
         for &event in events {
             if !seen.insert(event) {
                 continue;
@@ -2268,8 +2291,13 @@ impl Manual {
             }
         }
         drop(progress);
-        if !overran.is_empty() {
-            lock(&fuse.ledger).overruns.extend(overran);
+        if !overran.is_empty() || !wrong_from.is_empty() || from.is_none() {
+            let mut ledger = lock(&fuse.ledger);
+            ledger.overruns.extend(overran);
+            ledger.wrong_from.extend(wrong_from);
+            if from.is_none() {
+                ledger.untold_batches.push(fuse.stage.clone());
+            }
         }
         match self.plan.asks {
             Asks::AfterBatch => {
@@ -2911,6 +2939,12 @@ impl ProducerConsumer for Middle {
         self.fuse.init();
     }
 
+    fn batch_from(&mut self, subscription: SubscriptionTag) {
+        if let Some(manual) = &mut self.manual {
+            manual.from = Some(subscription);
+        }
+    }
+
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<Vec<Event>> {
         if let Some(manual) = &mut self.manual {
             manual.received(&self.fuse, &events);
@@ -3026,6 +3060,12 @@ impl Consumer for Sink {
 
     fn init(&mut self, _: &mut Context<'_, Self>) {
         self.fuse.init();
+    }
+
+    fn batch_from(&mut self, subscription: SubscriptionTag) {
+        if let Some(manual) = &mut self.manual {
+            manual.from = Some(subscription);
+        }
     }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<()> {
@@ -3328,6 +3368,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 plan,
                 ask_now: asker.clone(),
                 askers: HashMap::new(),
+                from: None,
                 ticking: false,
                 rng: Rng::new(seed ^ fuse.generation as u64),
             });
@@ -3401,6 +3442,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 plan,
                 ask_now: asker.clone(),
                 askers: HashMap::new(),
+                from: None,
                 ticking: false,
                 rng: Rng::new(seed ^ fuse.generation as u64),
             });
@@ -4273,15 +4315,27 @@ fn check_channels(
     Ok(())
 }
 
-/// Manual demand: `Context::ask` refused no ask on a manual subscription but for its end; no
-/// stage got more events on one than it had asked for (where the test knows which subscription an
-/// event came on: one subscription per pair of stages, with no action through the handle), nor,
-/// by the report, on any subscription (`excess`).
+/// Manual demand: `Context::ask` refused no ask on a manual subscription but for its end; each
+/// batch of a stage with a manual plan was told its subscription by `batch_from`, and one told a
+/// manual subscription held only events its producer emitted (with no action through the handle,
+/// which may replace a subscription); no stage got more events on one than it had asked for (where
+/// the test knows which subscription an event came on: one subscription per pair of stages, with
+/// no action through the handle), nor, by the report, on any subscription (`excess`).
 fn check_manual(topology: &Topology, report: &Report, ledger: &Ledger) -> Result<(), String> {
     ensure!(
         ledger.ask_errors.is_empty(),
         "asks refused: {:?}",
         ledger.ask_errors
+    );
+    ensure!(
+        ledger.untold_batches.is_empty(),
+        "batches handed to handle_events without batch_from, by stage: {:?}",
+        ledger.untold_batches
+    );
+    ensure!(
+        topology.action.is_some() || ledger.wrong_from.is_empty(),
+        "events batch_from said came on a manual subscription to another stage (stage, producer, emitter): {:?}",
+        ledger.wrong_from
     );
     ensure!(
         topology.action.is_some() || ledger.overruns.is_empty(),
