@@ -327,10 +327,12 @@ pub trait ProducerConsumer: Send + 'static {
 
     /// Told, right before each [`handle_events`](Self::handle_events) call, which subscription
     /// the batch came on: GenStage's `from` in `handle_events(events, from, state)`, which a
-    /// stage in manual demand asks on. As [`Consumer::batch_from`], whose example shows a stage
-    /// subscribed to two producers that asks each for its next event through the
-    /// [`Asker`](crate::Asker) of the subscription the batch came on. The default does nothing,
-    /// and costs nothing.
+    /// stage in manual demand asks on, through the [`Asker`](crate::Asker) it made for that
+    /// subscription in [`handle_subscribe`](Self::handle_subscribe). As
+    /// [`Consumer::batch_from`] (whose example shows a stage subscribed to two producers), it is
+    /// told of every batch: also of one handed again after a restart, and of the last ones of a
+    /// producer that has gone since. The default does nothing, and costs nothing: the runtime
+    /// passes a `Copy` tag.
     #[inline]
     fn batch_from(&mut self, subscription: SubscriptionTag) {
         let _ = subscription;
