@@ -45,7 +45,12 @@ fn write_lifetime(ty: &mut Type) -> bool {
         Type::Reference(reference) if reference.mutability.is_some() => reference,
         _ => return false,
     };
-    let Type::Path(path) = &mut *reference.elem else {
+    // `&mut $ctx` of a `macro_rules!` stage: `$ctx` is an invisible group.
+    let mut elem = &mut *reference.elem;
+    while let Type::Group(group) = elem {
+        elem = &mut group.elem;
+    }
+    let Type::Path(path) = elem else {
         return false;
     };
     if path.qself.is_some() {
@@ -98,6 +103,20 @@ mod tests {
         for method in expected {
             assert!(text.contains(method), "{method}\n{text}");
         }
+    }
+
+    #[test]
+    fn a_context_type_from_a_macro_rules_fragment_gets_its_lifetime_too() {
+        // `ctx: &mut $ctx` with `$ctx:ty` = `Context<Self>`: the type behind the reference is an
+        // invisible group.
+        let context = proc_macro2::Group::new(proc_macro2::Delimiter::None, quote!(Context<Self>));
+        let block = quote! {
+            impl S {
+                async fn handle_cast(&mut self, m: u8, ctx: &mut #context) {}
+            }
+        };
+        let text = with_context_lifetimes(block).to_string();
+        assert!(text.contains("Context < '_ , Self >"), "{text}");
     }
 
     #[test]
