@@ -1,0 +1,308 @@
+//! A broadcast's consumers are chained (`run/outputs.rs`, `Outputs::flush`): each quick consumer's
+//! wake-up goes with the next consumer's batch, and the last one's is given at the end of the flush.
+//! A wake-up lost on the way is a consumer that never runs again: a hang. These tests broadcast to
+//! 2 to 5 consumers, quick and slow (busy past the mailbox's quick spell), selective, asking one
+//! event at a time, failing and restarted, behind a broadcasting producer_consumer that asks its
+//! producer lazily, on a multi-threaded runtime, and assert exact counts and a balanced report,
+//! each under a 20 s timeout so that a hang fails instead of blocking.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use genstage::{
+    from_iter, Consumer, Dispatch, Emit, Pipeline, PipelineError, Producer, ProducerConsumer,
+    Report, RestartPolicy, StageResult, SubscribeOptions,
+};
+
+mod dispatch_stages;
+use dispatch_stages::{balanced, Broadcast};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test if it takes more than 20 s (a hang).
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(LIMIT, future)
+        .await
+        .expect("hung: a consumer of the broadcast was never woken")
+}
+
+/// What a consumer of the broadcast is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Counts its events at once: takes hand-offs, and is chained.
+    Quick,
+    /// Busy for 40 µs per batch, past the mailbox's quick spell: woken at once, not chained.
+    Slow,
+    /// Quick, subscribed with a selector taking the multiples of 3 only.
+    Selective,
+    /// Quick, asking for one event at a time.
+    Lazy,
+    /// Quick, failing on every fifth batch it is handed, restarted, and handed the batch again.
+    Flaky,
+}
+
+/// What a consumer handled: its events' count and sum, and the batches it was handed (failed
+/// ones too).
+#[derive(Default)]
+struct Tally {
+    count: AtomicU64,
+    sum: AtomicU64,
+    handed: AtomicU64,
+}
+
+struct Counter {
+    kind: Kind,
+    tally: Arc<Tally>,
+}
+
+impl Consumer for Counter {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let handed = self.tally.handed.fetch_add(1, Ordering::SeqCst);
+        match self.kind {
+            Kind::Slow => {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(40) {
+                    std::hint::spin_loop();
+                }
+            }
+            Kind::Flaky if handed % 5 == 4 => return Err("flaky: every fifth batch".into()),
+            _ => {}
+        }
+        self.tally
+            .count
+            .fetch_add(events.len() as u64, Ordering::SeqCst);
+        self.tally
+            .sum
+            .fetch_add(events.iter().sum::<u64>(), Ordering::SeqCst);
+        Ok(())
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        match self.kind {
+            Kind::Flaky => RestartPolicy::transient()
+                .max_restarts(1_000_000, Duration::from_secs(3600))
+                .redeliver(),
+            _ => RestartPolicy::temporary(),
+        }
+    }
+}
+
+/// A producer_consumer passing its events on, broadcasting.
+struct PassBroadcast;
+
+impl ProducerConsumer for PassBroadcast {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+/// Counts from 0, forever, broadcasting.
+struct Endless {
+    next: u64,
+}
+
+impl Producer for Endless {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let start = self.next;
+        self.next += demand as u64;
+        Ok(Emit::more((start..self.next).collect()))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+/// Adds a consumer of `kind` subscribed to `source`; returns its tally.
+fn add_counter(
+    pipeline: &mut Pipeline,
+    source: &impl genstage::Source<u64>,
+    kind: Kind,
+    index: usize,
+) -> Arc<Tally> {
+    let tally = Arc::new(Tally::default());
+    let consumer = pipeline.add_consumer_with_as(Some(format!("{kind:?}-{index}")), {
+        let tally = tally.clone();
+        move || Counter {
+            kind,
+            tally: tally.clone(),
+        }
+    });
+    let options = match kind {
+        Kind::Lazy => SubscribeOptions::new().max_demand(1).min_demand(0),
+        _ => SubscribeOptions::new().max_demand(8).min_demand(4),
+    };
+    match kind {
+        Kind::Selective => {
+            pipeline.subscribe_selected(source, &consumer, options, |n: &u64| n % 3 == 0);
+        }
+        _ => {
+            pipeline.subscribe_with(source, &consumer, options);
+        }
+    }
+    tally
+}
+
+/// Broadcasts `0..n` to consumers of `kinds` (through a broadcasting producer_consumer when
+/// `through`), and checks that each got every event it selects, exactly once, and the report.
+async fn broadcast(kinds: &[Kind], through: bool, n: u64) {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Broadcast(from_iter(0..n)));
+    let tallies: Vec<(Kind, Arc<Tally>)> = if through {
+        let pass = pipeline.add_producer_consumer_named("pass", PassBroadcast);
+        pipeline.subscribe_with(
+            &numbers,
+            &pass,
+            SubscribeOptions::new().max_demand(8).min_demand(4),
+        );
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| (kind, add_counter(&mut pipeline, &pass, kind, i)))
+            .collect()
+    } else {
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| (kind, add_counter(&mut pipeline, &numbers, kind, i)))
+            .collect()
+    };
+    let report = within(pipeline.run())
+        .await
+        .unwrap_or_else(|error| panic!("{kinds:?}: {error}"));
+    for (kind, tally) in &tallies {
+        let selected: Vec<u64> = match kind {
+            Kind::Selective => (0..n).filter(|n| n % 3 == 0).collect(),
+            _ => (0..n).collect(),
+        };
+        assert_eq!(
+            tally.count.load(Ordering::SeqCst),
+            selected.len() as u64,
+            "{kind:?} of {kinds:?}"
+        );
+        assert_eq!(
+            tally.sum.load(Ordering::SeqCst),
+            selected.iter().sum::<u64>(),
+            "{kind:?} of {kinds:?}"
+        );
+    }
+    assert_eq!(report.stage("numbers").unwrap().emitted, n);
+    balanced(&report);
+}
+
+/// The mixes the tests run: 2 to 5 consumers, each kind first, in the middle and last of the
+/// chain.
+const MIXES: &[&[Kind]] = &[
+    &[Kind::Quick, Kind::Quick],
+    &[Kind::Slow, Kind::Quick],
+    &[Kind::Quick, Kind::Slow],
+    &[Kind::Quick, Kind::Slow, Kind::Quick],
+    &[Kind::Selective, Kind::Quick, Kind::Selective],
+    &[Kind::Quick, Kind::Lazy, Kind::Quick, Kind::Lazy],
+    &[Kind::Flaky, Kind::Quick, Kind::Flaky],
+    &[
+        Kind::Quick,
+        Kind::Flaky,
+        Kind::Slow,
+        Kind::Selective,
+        Kind::Lazy,
+    ],
+    &[
+        Kind::Lazy,
+        Kind::Selective,
+        Kind::Quick,
+        Kind::Flaky,
+        Kind::Quick,
+    ],
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn every_consumer_of_a_broadcast_gets_every_event() {
+    for kinds in MIXES {
+        broadcast(kinds, false, 3000).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn every_consumer_of_a_broadcasting_producer_consumer_gets_every_event() {
+    for kinds in MIXES {
+        broadcast(kinds, true, 3000).await;
+    }
+}
+
+#[tokio::test]
+async fn a_chained_broadcast_on_one_thread_gets_every_event() {
+    for kinds in MIXES {
+        broadcast(kinds, true, 1000).await;
+    }
+}
+
+/// An endless broadcast to quick and slow consumers, ended while its chains run: shut down
+/// gracefully (every copy delivered), or aborted; no hang, and the report balances.
+async fn ended_mid_run(abort: bool) {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Endless { next: 0 });
+    let pass = pipeline.add_producer_consumer_named("pass", PassBroadcast);
+    pipeline.subscribe_with(
+        &numbers,
+        &pass,
+        SubscribeOptions::new().max_demand(8).min_demand(4),
+    );
+    let kinds = [Kind::Quick, Kind::Slow, Kind::Lazy, Kind::Quick];
+    let tallies: Vec<Arc<Tally>> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| add_counter(&mut pipeline, &pass, kind, i))
+        .collect();
+    let running = pipeline.start();
+    within(async {
+        while tallies
+            .iter()
+            .any(|tally| tally.count.load(Ordering::SeqCst) < 500)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let report: Report = if abort {
+        within(running.abort()).await.unwrap()
+    } else {
+        match within(running.shutdown()).await {
+            Ok(report) => report,
+            Err(PipelineError::StageFailed { report, .. }) => *report,
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    if !abort {
+        let counts: Vec<u64> = tallies
+            .iter()
+            .map(|tally| tally.count.load(Ordering::SeqCst))
+            .collect();
+        let emitted = report.stage("pass").unwrap().emitted;
+        assert!(
+            counts.iter().all(|&count| count == emitted),
+            "a graceful shutdown delivers every copy: {counts:?} of {emitted}"
+        );
+    }
+    balanced(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_chained_broadcast_shut_down_mid_run_delivers_every_copy() {
+    for _ in 0..5 {
+        ended_mid_run(false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_chained_broadcast_aborted_mid_run_balances() {
+    for _ in 0..5 {
+        ended_mid_run(true).await;
+    }
+}
