@@ -131,6 +131,55 @@ fn a_chain_of_deferred_wake_ups_wakes_every_receiver() {
     }
 }
 
+/// As [`a_chain_of_deferred_wake_ups_wakes_every_receiver`], with what may become of the second
+/// consumer, the one left the first's wake-up: it is not quick (it is woken after the first's
+/// wake-up is given), or it parks and is then dropped (gone: the send fails, or the wake-up left
+/// with it is given as it closes). The first consumer is woken and receives its batch either way,
+/// and the wake-up owed to the producer_consumer's producer is given exactly once.
+#[test]
+fn a_chain_wakes_its_first_receiver_whatever_becomes_of_the_second() {
+    for (second_quick, second_gone) in [(false, false), (true, true), (false, true)] {
+        loom::model(move || {
+            let (first_tx, mut first_rx) = mailbox::<u32>();
+            let (second_tx, mut second_rx) = mailbox::<u32>();
+            first_rx.quick = true;
+            second_rx.quick = second_quick;
+            let (owed_to, owed_waker) = CountingWaker::new();
+            let sender = thread::spawn(move || {
+                let mut owed = DeferredWake(Some(owed_waker));
+                first_tx.send_deferring(1, &mut owed).unwrap();
+                let sent = second_tx.send_handing_off(2, &mut owed).is_ok();
+                drop(owed);
+                (first_tx, second_tx, sent)
+            });
+            let second = thread::spawn(move || {
+                if second_gone {
+                    // Parks once, then its stage ends.
+                    let (_woken, waker) = CountingWaker::new();
+                    let mut cx = Context::from_waker(&waker);
+                    let mut ready = std::pin::pin!(second_rx.ready(true));
+                    let _ = ready.as_mut().poll(&mut cx);
+                    drop(second_rx);
+                    None
+                } else {
+                    let received = block_on(recv(&mut second_rx, true));
+                    assert_idle(&second_rx);
+                    received
+                }
+            });
+            assert_eq!(block_on(recv(&mut first_rx, true)), Some(1));
+            assert_idle(&first_rx);
+            let received = second.join().unwrap();
+            let (_first_tx, _second_tx, sent) = sender.join().unwrap();
+            if !second_gone {
+                assert!(sent);
+                assert_eq!(received, Some(2));
+            }
+            assert_eq!(owed_to.count(), 1, "the owed wake-up is given exactly once");
+        });
+    }
+}
+
 /// The receiver parks, drops its wait, looks once more and is dropped while two senders send, one
 /// handing off. A message accepted is received or dropped with the receiver, never stranded in the
 /// queue; one refused comes back to its sender; the owed wake-up is given exactly once.
