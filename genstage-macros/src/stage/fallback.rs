@@ -16,10 +16,11 @@ use proc_macro2::{TokenStream, TokenTree};
 use quote::{quote, ToTokens};
 use syn::{
     FnArg, GenericArgument, ImplItem, ImplItemFn, ItemImpl, PathArguments, ReturnType, Type,
+    TypeParamBound,
 };
 
 use super::expand::stage_generics;
-use super::parse::{container_arg, not_a_stage_type, ungroup, Callback, Role};
+use super::parse::{container_arg, future_output, not_a_stage_type, ungroup, Callback, Role};
 
 /// The role and `Stage` impls of a rejected stage, or nothing when the item is not an impl block
 /// of a type that can be a stage (not of a trait object, see `parse::not_a_stage_type`).
@@ -103,10 +104,12 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
 /// whose message type reads plainly, but those in `written` (the sound ones, which `expand.rs`
 /// implements), never called: without them, code that sends the stage a message
 /// (`stage.call(request)` on a builder's reference) reports a rejected callback again at each
-/// send. A call's answer is the `R` of its `ReplyTo<R>` or, without one, what it returns: returning
-/// the answer is the likely mistake. Nothing is emitted for a message type that an impl header
-/// could not name as written (a reference, a lifetime, `Self`, the method's own generics), which
-/// would be an error of its own.
+/// send. A call's answer is the `R` of its `ReplyTo<R>` or, without one, what it returns (the
+/// `Output` of a returned `impl Future`): returning the answer is the likely mistake. Nothing is
+/// emitted for a message type that an impl header could not name as written (a borrow, a lifetime
+/// but `'static`, `Self`, `impl`, the method's own generics), which would be an error of its own.
+/// `item` is the block as written: a callback defined a second time, left out of the block
+/// emitted, still takes its message.
 pub(crate) fn message_impls(
     item: &ItemImpl,
     krate: &syn::Path,
@@ -142,15 +145,19 @@ pub(crate) fn message_impls(
         }
         let message_impl = match name.as_str() {
             "handle_call" => {
+                // The `Output` of a returned `impl Future<Output = …>`.
                 let returned = match &method.sig.output {
-                    ReturnType::Type(_, ty) => Some(&**ty),
+                    ReturnType::Type(_, ty) => match ungroup(ty) {
+                        Type::ImplTrait(opaque) => future_output(&opaque.bounds),
+                        ty => Some(ty.clone()),
+                    },
                     ReturnType::Default => None,
                 };
                 let reply = typed_args(method)
-                    .find_map(|ty| container_arg(ty, &["ReplyTo"]))
+                    .find_map(|ty| container_arg(ty, &["ReplyTo"]).cloned())
                     .or(returned)
-                    .filter(|ty| plain(ty))
-                    .map_or_else(|| quote!(()), ToTokens::to_token_stream);
+                    .filter(plain)
+                    .map_or_else(|| quote!(()), |ty| ty.to_token_stream());
                 quote! {
                     impl #impl_generics #krate::HandleCall<#message> for #self_ty #where_clause {
                         type Reply = #reply;
@@ -192,30 +199,83 @@ fn typed_args(method: &ImplItemFn) -> impl Iterator<Item = &Type> {
     })
 }
 
-/// Whether `ty` is a type an impl header names as written: paths (without `Self`), tuples and
-/// arrays of them, with no reference or lifetime.
+/// Whether `ty` is a sized type an impl header names as written: paths (without `Self`), tuples
+/// and arrays of them, `&'static` references, function pointers, and trait objects behind a
+/// reference or in a path's arguments, with no lifetime but `'static` (elided ones inside a
+/// function's signature are its own).
 fn plain(ty: &Type) -> bool {
     match ungroup(ty) {
-        Type::Path(path) => {
-            path.qself.is_none()
-                && path.path.segments.iter().all(|segment| {
-                    segment.ident != "Self"
-                        && match &segment.arguments {
-                            PathArguments::None => true,
-                            PathArguments::AngleBracketed(args) => {
-                                args.args.iter().all(|arg| match arg {
-                                    GenericArgument::Type(ty) => plain(ty),
-                                    _ => false,
-                                })
-                            }
-                            PathArguments::Parenthesized(_) => false,
-                        }
-                })
-        }
+        Type::Path(path) => path.qself.is_none() && plain_path(&path.path),
         Type::Tuple(tuple) => tuple.elems.iter().all(plain),
         Type::Array(array) => plain(&array.elem) && matches!(array.len, syn::Expr::Lit(_)),
+        Type::Reference(reference) => {
+            reference
+                .lifetime
+                .as_ref()
+                .is_some_and(|lifetime| lifetime.ident == "static")
+                && plain_unsized(&reference.elem)
+        }
+        Type::BareFn(function) => function.lifetimes.is_none() && plain_signature(function),
         _ => false,
     }
+}
+
+/// [`plain`], or a plain slice or trait object, which only a reference or a pointer's argument
+/// (`Box<dyn Fn() + Send>`) holds: a message of one would be an error of its own.
+fn plain_unsized(ty: &Type) -> bool {
+    match ungroup(ty) {
+        Type::Slice(slice) => plain(&slice.elem),
+        Type::TraitObject(object) => object.bounds.iter().all(|bound| match bound {
+            TypeParamBound::Trait(bound) => bound.lifetimes.is_none() && plain_path(&bound.path),
+            TypeParamBound::Lifetime(lifetime) => lifetime.ident == "static",
+            _ => false,
+        }),
+        ty => plain(ty),
+    }
+}
+
+/// Whether each segment of `path` is plain: not `Self`, its arguments plain types, `'static`,
+/// literals, `Item = T` of a plain `T`, or a function's signature, `Fn(A) -> B`.
+fn plain_path(path: &syn::Path) -> bool {
+    path.segments.iter().all(|segment| {
+        segment.ident != "Self"
+            && match &segment.arguments {
+                PathArguments::None => true,
+                PathArguments::AngleBracketed(args) => args.args.iter().all(|arg| match arg {
+                    GenericArgument::Type(ty) => plain_unsized(ty),
+                    GenericArgument::Lifetime(lifetime) => lifetime.ident == "static",
+                    GenericArgument::Const(syn::Expr::Lit(_)) => true,
+                    GenericArgument::AssocType(assoc) => {
+                        assoc.generics.is_none() && plain(&assoc.ty)
+                    }
+                    _ => false,
+                }),
+                PathArguments::Parenthesized(args) => plain_signature(args),
+            }
+    })
+}
+
+/// Whether a function's signature (of `fn(A) -> B` or `Fn(A) -> B`) names no `Self`, no
+/// lifetime but `'static` and no `impl` or `_`: its elided lifetimes are its own.
+fn plain_signature(signature: &impl ToTokens) -> bool {
+    fn plain_tokens(tokens: TokenStream) -> bool {
+        let mut tokens = tokens.into_iter().peekable();
+        while let Some(token) = tokens.next() {
+            let plain = match &token {
+                TokenTree::Ident(ident) => ident != "Self" && ident != "impl" && ident != "_",
+                TokenTree::Punct(punct) if punct.as_char() == '\'' => {
+                    matches!(tokens.peek(), Some(TokenTree::Ident(ident)) if ident == "static")
+                }
+                TokenTree::Group(group) => plain_tokens(group.stream()),
+                _ => true,
+            };
+            if !plain {
+                return false;
+            }
+        }
+        true
+    }
+    plain_tokens(signature.to_token_stream())
 }
 
 /// The role trait's items, with the placeholder event type; the callback is never called.

@@ -59,6 +59,8 @@ fn expand_checked(
     Option<syn::Error>,
 ) {
     let attr = parse::parse_attr(attr);
+    // The block as written, for the message impls of callbacks defined a second time.
+    let as_written = item.clone();
     let stage = parse::parse_impl(item);
     let (attr, stage) = match (attr, stage) {
         (Ok(attr), Ok(stage)) => (attr, stage),
@@ -72,10 +74,19 @@ fn expand_checked(
     let expanded = model.map(|model| {
         let mut generated = expand::expand_model(&model);
         if error.is_some() {
-            // A message callback rejected is left out of the model: its senders still type-check.
+            // A message callback rejected, or defined a second time, is left out of the model: its
+            // senders still type-check.
             let generics = expand::stage_generics(&model.item, &model.krate);
+            let block = model
+                .rewritten
+                .then(|| syn::parse2::<syn::ItemImpl>(as_written).ok())
+                .flatten()
+                .map(|mut block| {
+                    parse::without_trailing_plus(&mut block);
+                    block
+                });
             generated.extend(fallback::message_impls(
-                &model.item,
+                block.as_ref().unwrap_or(&model.item),
                 &model.krate,
                 &generics,
                 &model.messages,

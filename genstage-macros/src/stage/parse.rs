@@ -511,6 +511,12 @@ fn compiled_out(name: &Ident, cfg: &syn::Attribute) -> syn::Error {
     )
 }
 
+/// `item` without the trailing `+` of its trait objects and `impl Trait`s, as [`parse_impl`]
+/// reads it (see [`TrailingPlus`]).
+pub(crate) fn without_trailing_plus(item: &mut ItemImpl) {
+    TrailingPlus.visit_item_impl_mut(item);
+}
+
 /// Drops the trailing `+` of every trait object and `impl Trait` type of the block (`-> Box<dyn
 /// Error +>`, `-> StageResult<()> +`): the expansion writes the block's types before `as`,
 /// `where` or `{`, where a trailing `+` would read as the start of another bound and the
@@ -1253,7 +1259,7 @@ fn is_self_reference(ty: &Type, mutable: bool) -> bool {
 }
 
 /// The `Output` of `impl Future<Output = X> + …`.
-fn future_output(bounds: &Punctuated<TypeParamBound, Token![+]>) -> Option<Type> {
+pub(crate) fn future_output(bounds: &Punctuated<TypeParamBound, Token![+]>) -> Option<Type> {
     bounds.iter().find_map(|bound| {
         let TypeParamBound::Trait(bound) = bound else {
             return None;

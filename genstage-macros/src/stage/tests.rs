@@ -1362,3 +1362,71 @@ fn every_stage_is_added_rebuildable_by_add_with() {
         );
     }
 }
+
+/// A message callback rejected (or defined a second time) still implements its message trait,
+/// never called, for every type an impl header can name: its senders give no second error. Types
+/// it cannot name (a borrow, `Self`, an unsized message) give no impl, which would be an error of
+/// its own.
+#[test]
+fn a_rejected_message_callback_implements_its_trait_for_every_type_it_can_name() {
+    for (method, expected) in [
+        // The answer of a call without `ReplyTo` is what it returns, through a future too.
+        (
+            "fn handle_call(&mut self, r: Get) -> impl Future<Output = u64> + Send { async { 1 } }",
+            &[":: genstage :: HandleCall < Get > for S", "type Reply = u64 ;"][..],
+        ),
+        (
+            "fn handle_call(&self, r: Get, reply: ReplyTo<&'static str>) {}",
+            &[":: genstage :: HandleCall < Get > for S", "type Reply = & 'static str ;"],
+        ),
+        (
+            "fn handle_cast(&self, m: Box<dyn Fn() + Send>) {}",
+            &[":: genstage :: HandleCast < Box < dyn Fn () + Send > > for S"],
+        ),
+        (
+            "fn handle_cast(&self, m: Box<dyn Iterator<Item = u8> + Send + 'static>) {}",
+            &[":: genstage :: HandleCast < Box < dyn Iterator < Item = u8 > + Send + 'static > > for S"],
+        ),
+        (
+            "fn handle_info(&self, m: fn(&str) -> usize) {}",
+            &[":: genstage :: HandleInfo < fn (& str) -> usize > for S"],
+        ),
+        (
+            "fn handle_info(&self, m: &'static [u8]) {}",
+            &[":: genstage :: HandleInfo < & 'static [u8] > for S"],
+        ),
+        // The second definition, left out of the block, still takes its message; the first is
+        // implemented once, by the expansion.
+        (
+            "fn handle_call(&mut self, r: Get, reply: ReplyTo<u64>) {} fn handle_call(&mut self, r: Put, reply: ReplyTo<u8>) {}",
+            &[":: genstage :: HandleCall < Get > for S", ":: genstage :: HandleCall < Put > for S", "type Reply = u8 ;"],
+        ),
+        (
+            "fn handle_cast(&mut self, m: Box<dyn Fn() + Send +>) {} fn handle_cast(&mut self, m: Box<dyn Fn() + Send +>) {}",
+            &[":: genstage :: HandleCast < Box < dyn Fn () + Send > > for S"],
+        ),
+    ] {
+        let item = consumer_with(method);
+        let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
+        assert!(error.is_some(), "{item}");
+        let text = generated.expect("the stage expands").to_string();
+        for expected in expected {
+            assert_eq!(text.matches(expected).count(), 1, "{expected}\n{item}\n{text}");
+        }
+    }
+    for method in [
+        "fn handle_cast(&self, m: Box<dyn Fn(Self) + Send>) {}",
+        "fn handle_cast(&self, m: &'a str) {}",
+        "fn handle_cast(&self, m: &str) {}",
+        "fn handle_cast(&self, m: [u8]) {}",
+        "fn handle_cast(&self, m: dyn Fn() + Send) {}",
+        "fn handle_cast(&self, m: Box<dyn Fn(&'a str) + Send>) {}",
+        "fn handle_cast(&self, m: Vec<impl Send>) {}",
+    ] {
+        let item = consumer_with(method);
+        let (generated, error) = expand_checked(tokens("consumer"), tokens(&item));
+        assert!(error.is_some(), "{item}");
+        let text = generated.expect("the stage expands").to_string();
+        assert!(!text.contains("HandleCast"), "{item}\n{text}");
+    }
+}

@@ -42,4 +42,6 @@ async fn main() {
     pipeline.subscribe(&queue, &printer);
     let _running = pipeline.start();
     let _ = queue.call(Push(1)).await;
+    // The second definition's request is not reported again where it is sent.
+    let _: Result<usize, CallError> = queue.call(Len).await;
 }
