@@ -40,6 +40,8 @@ enum Kind {
     Lazy,
     /// Quick, failing on every fifth batch it is handed, restarted, and handed the batch again.
     Flaky,
+    /// Quick, failing on its tenth batch, not restarted: it leaves the broadcast mid-run.
+    Leaving,
 }
 
 /// What a consumer handled: its events' count and sum, and the batches it was handed (failed
@@ -68,6 +70,7 @@ impl Consumer for Counter {
                 }
             }
             Kind::Flaky if handed % 5 == 4 => return Err("flaky: every fifth batch".into()),
+            Kind::Leaving if handed == 9 => return Err("leaving: the tenth batch".into()),
             _ => {}
         }
         self.tally
@@ -194,6 +197,72 @@ async fn broadcast(kinds: &[Kind], through: bool, n: u64) {
     }
     assert_eq!(report.stage("numbers").unwrap().emitted, n);
     balanced(&report);
+}
+
+/// Broadcasts `0..n` to consumers of `kinds`, one of which leaves mid-run (fails, not
+/// restarted): the run fails with it, each other consumer gets every event, the one that left
+/// handled its 9 batches, and the report balances (the copies sent it after it left are lost).
+async fn broadcast_with_one_leaving(kinds: &[Kind], through: bool, n: u64) {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Broadcast(from_iter(0..n)));
+    let source: Box<dyn Fn(&mut Pipeline, Kind, usize) -> Arc<Tally>> = if through {
+        let pass = pipeline.add_producer_consumer_named("pass", PassBroadcast);
+        pipeline.subscribe_with(
+            &numbers,
+            &pass,
+            SubscribeOptions::new().max_demand(8).min_demand(4),
+        );
+        Box::new(move |pipeline, kind, i| add_counter(pipeline, &pass, kind, i))
+    } else {
+        Box::new(move |pipeline, kind, i| add_counter(pipeline, &numbers, kind, i))
+    };
+    let tallies: Vec<(Kind, Arc<Tally>)> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| (kind, source(&mut pipeline, kind, i)))
+        .collect();
+    let error = within(pipeline.run()).await.unwrap_err();
+    let leaving = kinds
+        .iter()
+        .position(|kind| matches!(kind, Kind::Leaving))
+        .expect("one consumer leaves");
+    assert_eq!(error.stage(), format!("Leaving-{leaving}"), "{error}");
+    for (kind, tally) in &tallies {
+        match kind {
+            Kind::Leaving => assert_eq!(tally.handed.load(Ordering::SeqCst), 10),
+            _ => assert_eq!(
+                tally.count.load(Ordering::SeqCst),
+                n,
+                "{kind:?} of {kinds:?}"
+            ),
+        }
+    }
+    let report = match error {
+        PipelineError::StageFailed { report, .. } => *report,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.stage("numbers").unwrap().emitted, n);
+    balanced(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_consumer_leaving_mid_chain_stalls_none_of_the_others() {
+    for kinds in [
+        &[Kind::Quick, Kind::Leaving, Kind::Quick][..],
+        &[Kind::Leaving, Kind::Quick, Kind::Slow],
+        &[Kind::Quick, Kind::Slow, Kind::Leaving],
+        &[
+            Kind::Lazy,
+            Kind::Leaving,
+            Kind::Quick,
+            Kind::Quick,
+            Kind::Lazy,
+        ],
+    ] {
+        for through in [false, true] {
+            broadcast_with_one_leaving(kinds, through, 3000).await;
+        }
+    }
 }
 
 /// The mixes the tests run: 2 to 5 consumers, each kind first, in the middle and last of the
