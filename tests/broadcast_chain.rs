@@ -143,7 +143,7 @@ fn add_counter(
     };
     match kind {
         Kind::Selective => {
-            pipeline.subscribe_selected(source, &consumer, options, |n: &u64| n % 3 == 0);
+            pipeline.subscribe_selected(source, &consumer, options, |n: &u64| n.is_multiple_of(3));
         }
         _ => {
             pipeline.subscribe_with(source, &consumer, options);
@@ -181,7 +181,7 @@ async fn broadcast(kinds: &[Kind], through: bool, n: u64) {
         .unwrap_or_else(|error| panic!("{kinds:?}: {error}"));
     for (kind, tally) in &tallies {
         let selected: Vec<u64> = match kind {
-            Kind::Selective => (0..n).filter(|n| n % 3 == 0).collect(),
+            Kind::Selective => (0..n).filter(|n| n.is_multiple_of(3)).collect(),
             _ => (0..n).collect(),
         };
         assert_eq!(
@@ -199,13 +199,16 @@ async fn broadcast(kinds: &[Kind], through: bool, n: u64) {
     balanced(&report);
 }
 
+/// Adds a consumer of a kind, the `usize`th, to the stage under test.
+type AddCounter = Box<dyn Fn(&mut Pipeline, Kind, usize) -> Arc<Tally>>;
+
 /// Broadcasts `0..n` to consumers of `kinds`, one of which leaves mid-run (fails, not
 /// restarted): the run fails with it, each other consumer gets every event, the one that left
 /// handled its 9 batches, and the report balances (the copies sent it after it left are lost).
 async fn broadcast_with_one_leaving(kinds: &[Kind], through: bool, n: u64) {
     let mut pipeline = Pipeline::new();
     let numbers = pipeline.add_producer_named("numbers", Broadcast(from_iter(0..n)));
-    let source: Box<dyn Fn(&mut Pipeline, Kind, usize) -> Arc<Tally>> = if through {
+    let source: AddCounter = if through {
         let pass = pipeline.add_producer_consumer_named("pass", PassBroadcast);
         pipeline.subscribe_with(
             &numbers,
