@@ -105,7 +105,8 @@ pub(crate) fn expand_fallback(attr: &TokenStream, item: &TokenStream) -> TokenSt
 /// implements), never called: without them, code that sends the stage a message
 /// (`stage.call(request)` on a builder's reference) reports a rejected callback again at each
 /// send. A call's answer is the `R` of its `ReplyTo<R>` or, without one, what it returns (the
-/// `Output` of a returned `impl Future`): returning the answer is the likely mistake. Nothing is
+/// `Output` of a returned `impl Future`, the `T` of a `Result<T, E>`): returning the answer is the
+/// likely mistake. Nothing is
 /// emitted for a message type that an impl header could not name as written (a borrow, a lifetime
 /// but `'static`, `Self`, `impl`, the method's own generics), which would be an error of its own.
 /// `item` is the block as written: a callback defined a second time, left out of the block
@@ -145,14 +146,16 @@ pub(crate) fn message_impls(
         }
         let message_impl = match name.as_str() {
             "handle_call" => {
-                // The `Output` of a returned `impl Future<Output = …>`.
+                // The `Output` of a returned `impl Future<Output = …>`, and the `T` of a
+                // `Result<T, E>` (a call's error stops the stage: the caller never gets it).
                 let returned = match &method.sig.output {
                     ReturnType::Type(_, ty) => match ungroup(ty) {
                         Type::ImplTrait(opaque) => future_output(&opaque.bounds),
                         ty => Some(ty.clone()),
                     },
                     ReturnType::Default => None,
-                };
+                }
+                .map(|ty| result_ok(&ty).cloned().unwrap_or(ty));
                 let reply = typed_args(method)
                     .find_map(|ty| container_arg(ty, &["ReplyTo"]).cloned())
                     .or(returned)
@@ -189,6 +192,24 @@ pub(crate) fn message_impls(
         impls.extend(message_impl);
     }
     impls
+}
+
+/// The `T` of `Result<T, E>` or `StageResult<T>` (by the last path segment).
+fn result_ok(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ungroup(ty) else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if path.qself.is_some() || (last.ident != "Result" && last.ident != "StageResult") {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(ok) => Some(ok),
+        _ => None,
+    }
 }
 
 /// The types of a method's arguments after `self`.

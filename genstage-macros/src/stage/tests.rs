@@ -1376,6 +1376,14 @@ fn a_rejected_message_callback_implements_its_trait_for_every_type_it_can_name()
             &[":: genstage :: HandleCall < Get > for S", "type Reply = u64 ;"][..],
         ),
         (
+            "async fn handle_call(&mut self, r: Get) -> StageResult<Vec<u8>> { Ok(vec![]) }",
+            &[":: genstage :: HandleCall < Get > for S", "type Reply = Vec < u8 > ;"],
+        ),
+        (
+            "fn handle_call(&mut self, r: Get) -> impl Future<Output = Result<u64, String>> { async { Ok(1) } }",
+            &[":: genstage :: HandleCall < Get > for S", "type Reply = u64 ;"],
+        ),
+        (
             "fn handle_call(&self, r: Get, reply: ReplyTo<&'static str>) {}",
             &[":: genstage :: HandleCall < Get > for S", "type Reply = & 'static str ;"],
         ),
