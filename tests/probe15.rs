@@ -923,13 +923,18 @@ async fn a_supervisor_with_two_producers_restarted_as_a_stage_accounts_per_edge(
     });
     pipeline.subscribe(&a, &jobs).subscribe(&b, &jobs);
     pipeline.set_restart(&jobs, RestartPolicy::transient());
-    let report = guard(pipeline.run()).await.expect("two restarts");
+    let report = guard(pipeline.run()).await.expect("one or two restarts");
     let jobs = stage(&report, "jobs");
     let done = sorted(done.lock().unwrap().clone());
     let mut unique = done.clone();
     unique.dedup();
     assert_eq!(unique, done, "no job handled twice");
-    assert_eq!(jobs.restarts, 2, "{report}");
+    // Each failing job stops the supervisor's value it runs in, so two values fail, unless the
+    // second job (from the other producer, which may run ahead) starts before the first value has
+    // taken in its child's failure: then both fail in one value, which is restarted once (seen
+    // once in CI, under load). What this test is about, the accounting, holds either way.
+    assert!((1..=2).contains(&jobs.restarts), "{report}");
+    assert!(!done.contains(&10) && !done.contains(&120), "{report}");
     assert_eq!(jobs.events_in, done.len() as u64, "{report}");
     assert_eq!(jobs.events_in + jobs.lost, 100, "{report}");
     for edge in &report.edges {
