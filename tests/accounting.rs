@@ -56,7 +56,7 @@ struct Sink {
     batches: usize,
     /// Given a permit just before it fails.
     failing: Option<Arc<Semaphore>>,
-    /// Its first batch waits for this many permits of this semaphore.
+    /// Its first batch waits until this semaphore has this many permits.
     waits_for: Option<(Arc<Semaphore>, u32)>,
 }
 
@@ -85,7 +85,8 @@ impl Consumer for Sink {
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
         self.batches += 1;
         if let Some((gate, permits)) = self.waits_for.take() {
-            gate.acquire_many(permits).await?.forget();
+            // Given back at once: every sink waiting on the gate passes once it is open.
+            drop(gate.acquire_many(permits).await?);
         }
         if Some(self.batches) == self.fail_at {
             if let Some(failing) = &self.failing {
@@ -236,13 +237,23 @@ async fn consumers_leaving_while_producers_emit_fewer_than_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_reports_every_stage_and_every_lost_event() {
     let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    // C1 and C2 hold their first batch until C0 has failed, so that they cannot take every event
+    // before C0 gets its third batch, however the three are scheduled (C0 once finished with two
+    // batches handled in CI, under load).
+    let failed = Arc::new(Semaphore::new(0));
     let mut pipeline = Pipeline::new();
     let numbers = pipeline.add_producer_named("numbers", from_iter(0..20_000u64));
     for (i, seen) in seen.iter().enumerate() {
         let sink = if i == 0 {
-            Sink::failing_at(seen, 3)
+            Sink {
+                failing: Some(failed.clone()),
+                ..Sink::failing_at(seen, 3)
+            }
         } else {
-            Sink::new(seen)
+            Sink {
+                waits_for: Some((failed.clone(), 1)),
+                ..Sink::new(seen)
+            }
         };
         let consumer = pipeline.add_consumer_named(format!("C[{i}]"), sink);
         pipeline.subscribe_with(&numbers, &consumer, demand(100, 50));
