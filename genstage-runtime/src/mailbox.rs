@@ -313,27 +313,7 @@ impl<M> Sender<M> {
         if hand_off.0.is_none() {
             return self.send(message);
         }
-        let waker = {
-            let mut state = self.enqueue(message)?;
-            match state.unpark(true) {
-                Some((waker, takes_hand_off)) => {
-                    if takes_hand_off {
-                        if let Some(owed) = hand_off.0.take() {
-                            state.leave_hand_off(owed);
-                        }
-                    }
-                    Some(waker)
-                }
-                None => None,
-            }
-        };
-        if let Some(waker) = waker {
-            // A hand-off still held here was refused: the owed task goes first, so that tokio's
-            // unstealable slot holds the receiver and another worker may take the owed task.
-            drop(std::mem::take(hand_off));
-            waker.wake();
-        }
-        Ok(())
+        self.pass(message, hand_off, false)
     }
 
     /// Like [`send_handing_off`](Self::send_handing_off), but a quick receiver is not woken: its
@@ -341,20 +321,31 @@ impl<M> Sender<M> {
     /// to (see the module docs). A receiver that is not quick is woken at once, after `hand_off`.
     /// Gives the message back when the receiver is gone.
     pub(crate) fn send_deferring(&self, message: M, hand_off: &mut DeferredWake) -> Result<(), M> {
+        self.pass(message, hand_off, true)
+    }
+
+    /// Queues `message` and passes `hand_off` on to a quick receiver it unparks, which is woken,
+    /// or, when `defer`, whose wake-up takes `hand_off`'s place (see the two callers).
+    #[inline]
+    fn pass(&self, message: M, hand_off: &mut DeferredWake, defer: bool) -> Result<(), M> {
         let waker = {
             let mut state = self.enqueue(message)?;
-            match state.unpark(true) {
-                Some((waker, true)) => {
-                    if let Some(owed) = hand_off.0.take() {
-                        state.leave_hand_off(owed);
-                    }
+            let Some((waker, quick)) = state.unpark(true) else {
+                return Ok(());
+            };
+            if quick {
+                if let Some(owed) = hand_off.0.take() {
+                    state.leave_hand_off(owed);
+                }
+                if defer {
                     hand_off.0 = Some(waker);
                     return Ok(());
                 }
-                Some((waker, false)) => waker,
-                None => return Ok(()),
             }
+            waker
         };
+        // A hand-off still held here was refused: the owed task goes first, so that tokio's
+        // unstealable slot holds the receiver and another worker may take the owed task.
         drop(std::mem::take(hand_off));
         waker.wake();
         Ok(())

@@ -140,21 +140,14 @@ pub(crate) trait ProducerPort: Send + Sync {
 /// What a producer holds of a consumer: where its events go.
 pub(crate) trait EventSink<T>: Send {
     /// Sends one batch, handing off `hand_off` to the consumer if it takes it (see
-    /// [`crate::mailbox`]); gives the batch back when the consumer is gone.
+    /// [`crate::mailbox`]); when `chained`, a quick consumer is not woken, its wake-up replacing
+    /// `hand_off`, to go with the next batch sent. Gives the batch back when the consumer is gone.
     fn send(
         &self,
         sub: SubscriptionId,
         events: Vec<T>,
         hand_off: &mut DeferredWake,
-    ) -> Result<(), Vec<T>>;
-
-    /// Sends `events` as [`send`](Self::send) does, but a quick consumer is not woken: its wake-up
-    /// replaces `hand_off`, to go with the next batch sent.
-    fn send_deferring(
-        &self,
-        sub: SubscriptionId,
-        events: Vec<T>,
-        hand_off: &mut DeferredWake,
+        chained: bool,
     ) -> Result<(), Vec<T>>;
 
     /// Tells the consumer that `sub` is cancelled, after every event sent on it.
@@ -189,25 +182,18 @@ impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out>
         sub: SubscriptionId,
         events: Vec<In>,
         hand_off: &mut DeferredWake,
+        chained: bool,
     ) -> Result<(), Vec<In>> {
-        self.send_handing_off(Mail::Upstream(Upstream::Events { sub, events }), hand_off)
-            .map_err(|mail| match mail {
-                Mail::Upstream(Upstream::Events { events, .. }) => events,
-                _ => Vec::new(),
-            })
-    }
-
-    fn send_deferring(
-        &self,
-        sub: SubscriptionId,
-        events: Vec<In>,
-        hand_off: &mut DeferredWake,
-    ) -> Result<(), Vec<In>> {
-        self.send_deferring(Mail::Upstream(Upstream::Events { sub, events }), hand_off)
-            .map_err(|mail| match mail {
-                Mail::Upstream(Upstream::Events { events, .. }) => events,
-                _ => Vec::new(),
-            })
+        let mail = Mail::Upstream(Upstream::Events { sub, events });
+        let sent = if chained {
+            self.send_deferring(mail, hand_off)
+        } else {
+            self.send_handing_off(mail, hand_off)
+        };
+        sent.map_err(|mail| match mail {
+            Mail::Upstream(Upstream::Events { events, .. }) => events,
+            _ => Vec::new(),
+        })
     }
 
     fn cancelled(&self, sub: SubscriptionId) {

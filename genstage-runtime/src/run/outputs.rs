@@ -389,12 +389,7 @@ impl<T: Send + 'static> Outputs<T> {
         let len = batch.len() as u64;
         if let Some(outlet) = self.consumers.get_mut(sub) {
             if !outlet.gone {
-                let sent = if chained {
-                    outlet.sink.send_deferring(sub, batch, &mut self.hand_off)
-                } else {
-                    outlet.sink.send(sub, batch, &mut self.hand_off)
-                };
-                match sent {
+                match outlet.sink.send(sub, batch, &mut self.hand_off, chained) {
                     Ok(()) => outlet.counts.sent += len,
                     // The consumer's task has ended: the events are lost with it, as in GenStage. Its
                     // demand goes too, and what it frees is delivered by the caller's next round; the
