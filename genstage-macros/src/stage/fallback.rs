@@ -14,13 +14,13 @@
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::{quote, ToTokens};
-use syn::{
-    FnArg, GenericArgument, ImplItem, ImplItemFn, ItemImpl, PathArguments, ReturnType, Type,
-    TypeParamBound,
-};
+use syn::{GenericArgument, ImplItem, ItemImpl, PathArguments, ReturnType, Type, TypeParamBound};
 
 use super::expand::stage_generics;
-use super::parse::{container_arg, future_output, not_a_stage_type, ungroup, Callback, Role};
+use super::parse::{
+    container_arg, future_output, not_a_stage_type, typed, ungroup, Callback, Role,
+};
+use super::validate::result_ok;
 
 /// The role and `Stage` impls of a rejected stage, or nothing when the item is not an impl block
 /// of a type that can be a stage (not of a trait object, see `parse::not_a_stage_type`).
@@ -137,7 +137,14 @@ pub(crate) fn message_impls(
         _ => None,
     }) {
         let name = method.sig.ident.to_string();
-        let Some(message) = typed_args(method).next().filter(|ty| plain(ty)) else {
+        let Some(message) = method
+            .sig
+            .inputs
+            .iter()
+            .filter_map(typed)
+            .next()
+            .filter(|ty| plain(ty))
+        else {
             continue;
         };
         let key = (name.clone(), message.to_token_stream().to_string());
@@ -156,7 +163,11 @@ pub(crate) fn message_impls(
                     ReturnType::Default => None,
                 }
                 .map(|ty| result_ok(&ty).cloned().unwrap_or(ty));
-                let reply = typed_args(method)
+                let reply = method
+                    .sig
+                    .inputs
+                    .iter()
+                    .filter_map(typed)
                     .find_map(|ty| container_arg(ty, &["ReplyTo"]).cloned())
                     .or(returned)
                     .filter(plain)
@@ -192,32 +203,6 @@ pub(crate) fn message_impls(
         impls.extend(message_impl);
     }
     impls
-}
-
-/// The `T` of `Result<T, E>` or `StageResult<T>` (by the last path segment).
-fn result_ok(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = ungroup(ty) else {
-        return None;
-    };
-    let last = path.path.segments.last()?;
-    if path.qself.is_some() || (last.ident != "Result" && last.ident != "StageResult") {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.first()? {
-        GenericArgument::Type(ok) => Some(ok),
-        _ => None,
-    }
-}
-
-/// The types of a method's arguments after `self`.
-fn typed_args(method: &ImplItemFn) -> impl Iterator<Item = &Type> {
-    method.sig.inputs.iter().filter_map(|arg| match arg {
-        FnArg::Typed(typed) => Some(&*typed.ty),
-        FnArg::Receiver(_) => None,
-    })
 }
 
 /// Whether `ty` is a sized type an impl header names as written: paths (without `Self`), tuples

@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::{FnArg, GenericArgument, ImplItem, ItemImpl, Lifetime, PathArguments, Type};
 
-use super::parse::CallbackKind;
+use super::parse::{is_context, ungroup_mut, CallbackKind};
 
 /// `block` with `'_` written into each `&mut Context<…>` argument without a lifetime of its
 /// `async fn` callbacks; `block` itself when there is none, or when it is not an impl block.
@@ -37,31 +37,21 @@ pub(crate) fn with_context_lifetimes(block: TokenStream) -> TokenStream {
     }
 }
 
-/// Writes `'_` into `ty` when it is `&mut …::Context<…>` without a lifetime; says whether it did.
+/// Writes `'_` into `ty` when it is `&mut …::Context<…>` (as validation reads a context
+/// argument, through `macro_rules!` groups too) without a lifetime; says whether it did.
 fn write_lifetime(ty: &mut Type) -> bool {
-    let reference = match ty {
-        Type::Group(group) => return write_lifetime(&mut group.elem),
-        Type::Paren(paren) => return write_lifetime(&mut paren.elem),
-        Type::Reference(reference) if reference.mutability.is_some() => reference,
-        _ => return false,
-    };
-    // `&mut $ctx` of a `macro_rules!` stage: `$ctx` is an invisible group.
-    let mut elem = &mut *reference.elem;
-    while let Type::Group(group) = elem {
-        elem = &mut group.elem;
-    }
-    let Type::Path(path) = elem else {
-        return false;
-    };
-    if path.qself.is_some() {
+    if !is_context(ty) {
         return false;
     }
+    let Type::Reference(reference) = ungroup_mut(ty) else {
+        return false;
+    };
+    let Type::Path(path) = ungroup_mut(&mut reference.elem) else {
+        return false;
+    };
     let Some(last) = path.path.segments.last_mut() else {
         return false;
     };
-    if last.ident != "Context" {
-        return false;
-    }
     let PathArguments::AngleBracketed(args) = &mut last.arguments else {
         return false;
     };

@@ -1151,7 +1151,7 @@ pub(crate) fn parse_partition(
 }
 
 /// The type of a typed argument (`pattern: Type`).
-fn typed(arg: &FnArg) -> Option<&Type> {
+pub(crate) fn typed(arg: &FnArg) -> Option<&Type> {
     match arg {
         FnArg::Typed(typed) => Some(&typed.ty),
         FnArg::Receiver(_) => None,
@@ -1165,7 +1165,7 @@ fn reply_type(ty: &Type) -> Option<&Type> {
 
 /// Whether `ty` is `&mut Context<…>` (by the last path segment: `&mut genstage::Context<'_, Self>`
 /// too). Its arguments are rustc's to check, against the `Context<'_, Self>` the trait passes.
-fn is_context(ty: &Type) -> bool {
+pub(crate) fn is_context(ty: &Type) -> bool {
     match ungroup(ty) {
         Type::Reference(reference) if reference.mutability.is_some() => matches!(
             ungroup(&reference.elem),
@@ -1243,6 +1243,15 @@ pub(crate) fn ungroup(ty: &Type) -> &Type {
     match ty {
         Type::Group(group) => ungroup(&group.elem),
         Type::Paren(paren) => ungroup(&paren.elem),
+        other => other,
+    }
+}
+
+/// [`ungroup`], for a type to change.
+pub(crate) fn ungroup_mut(ty: &mut Type) -> &mut Type {
+    match ty {
+        Type::Group(group) => ungroup_mut(&mut group.elem),
+        Type::Paren(paren) => ungroup_mut(&mut paren.elem),
         other => other,
     }
 }

@@ -881,7 +881,7 @@ fn borrow_in(ty: &Type) -> Option<proc_macro2::TokenStream> {
 }
 
 /// `T` when `ty` is `Result<T, E>`, or any `…Result<T>` alias (`StageResult<T>`, `io::Result<T>`).
-fn result_ok(ty: &Type) -> Option<&Type> {
+pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
     let Type::Path(path) = ungroup(ty) else {
         return None;
     };
