@@ -15,38 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    stage, Asker, Consumer, Context, Demand, Emit, Pipeline, PipelineError, Producer,
-    ProducerConsumer, Report, RestartPolicy, StageResult, SubscribeOptions, Subscription,
-    SubscriptionTag,
+    stage, Asker, Consumer, Context, Demand, Pipeline, PipelineError, ProducerConsumer, Report,
+    RestartPolicy, StageResult, SubscribeOptions, Subscription, SubscriptionTag,
 };
+
+mod numbers;
+use numbers::Numbers;
 
 /// The first event of the low producer, and of the high one: each emits ten.
 const LOW: u64 = 0;
 const HIGH: u64 = 100;
 const COUNT: u64 = 10;
-
-/// Emits `next..end` as asked, recording each demand it is asked for.
-struct Numbers {
-    next: u64,
-    end: u64,
-    demands: Arc<Mutex<Vec<usize>>>,
-}
-
-impl Producer for Numbers {
-    type Output = u64;
-
-    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
-        self.demands.lock().unwrap().push(demand);
-        let stop = self.end.min(self.next + demand as u64);
-        let events = (self.next..stop).collect();
-        self.next = stop;
-        Ok(if stop == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
-    }
-}
 
 /// What a stage on the two producers was told, over all its values: the tag of each subscription
 /// by producer name (`handle_subscribe`), and each batch with the tag `batch_from` gave it.
@@ -228,11 +207,7 @@ fn two_producers(
     };
     let options = SubscribeOptions::new().max_demand(1).min_demand(0);
     for (name, start, recorded) in [("Low", LOW, &demands.low), ("High", HIGH, &demands.high)] {
-        let numbers = Numbers {
-            next: start,
-            end: start + COUNT,
-            demands: Arc::clone(recorded),
-        };
+        let numbers = Numbers::recording(start, Some(start + COUNT), Arc::clone(recorded));
         let producer = pipeline.add_producer_as(Some(name.to_owned()), numbers);
         subscribe(pipeline, &producer, options);
     }

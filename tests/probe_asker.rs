@@ -14,6 +14,9 @@ use genstage::{
 };
 use tokio::sync::{watch, Semaphore};
 
+mod numbers;
+use numbers::{Demands, Numbers};
+
 /// How long any wait may take before the probe calls it a hang.
 const HANG: Duration = Duration::from_secs(20);
 
@@ -25,47 +28,6 @@ async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
 }
 
 /// What a producer was asked for, in order.
-type Demands = Arc<Mutex<Vec<usize>>>;
-
-/// Emits `next..end` (or without end) as asked, exactly what it is asked for (saturating, so that
-/// `usize::MAX` is fine), recording each demand.
-struct Numbers {
-    next: u64,
-    end: Option<u64>,
-    demands: Demands,
-}
-
-impl Numbers {
-    fn new(end: Option<u64>) -> (Self, Demands) {
-        let demands = Demands::default();
-        let numbers = Numbers {
-            next: 0,
-            end,
-            demands: Arc::clone(&demands),
-        };
-        (numbers, demands)
-    }
-}
-
-impl Producer for Numbers {
-    type Output = u64;
-
-    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
-        self.demands.lock().unwrap().push(demand);
-        let wanted = self.next.saturating_add(demand as u64);
-        let stop = self.end.map_or(wanted, |end| end.min(wanted));
-        // At most 10_000 events at once, so that a huge ask does not allocate them all.
-        let stop = stop.min(self.next + 10_000);
-        let events = (self.next..stop).collect();
-        self.next = stop;
-        Ok(if Some(stop) == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
-    }
-}
-
 /// The batches a stage handled, in order.
 type Batches = Arc<Mutex<Vec<Vec<u64>>>>;
 
