@@ -12,6 +12,9 @@ use genstage::{
 };
 use tokio::sync::{mpsc, Semaphore};
 
+mod manual_stages;
+use manual_stages::{Batches, FailsOnce};
+
 /// Emits `next..end` as asked, recording each demand it is asked for; a producer's context
 /// cannot make an `Asker`, and it records what making one for its consumer gave.
 struct Numbers {
@@ -53,9 +56,6 @@ impl Producer for Numbers {
         })
     }
 }
-
-/// The batches a stage handled, in order.
-type Batches = Arc<Mutex<Vec<Vec<u64>>>>;
 
 /// A manual consumer that asks, from `handle_events`, for as many events as each batch brought;
 /// it keeps a clone of its `Asker` where the test can reach it.
@@ -297,40 +297,6 @@ async fn a_manual_producer_consumer_asks_through_its_asker_while_shutting_down()
     assert_eq!(report.stage("AllAtOnce").unwrap().emitted, 10);
     assert_eq!(report.totals().lost, 0);
     assert!(report.balanced(), "{report:?}");
-}
-
-/// A manual consumer that asks for the next event as it handles each, and fails once, after asking,
-/// on event 4.
-struct FailsOnce {
-    asker: Option<Asker>,
-    batches: Batches,
-    failed: Arc<AtomicBool>,
-}
-
-impl Consumer for FailsOnce {
-    type Input = u64;
-
-    fn handle_subscribe(
-        &mut self,
-        subscription: &Subscription,
-        ctx: &mut Context<'_, Self>,
-    ) -> Demand {
-        self.asker = ctx.asker(subscription.tag()).ok();
-        Demand::Manual
-    }
-
-    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        let asked = events.len();
-        let fails = events.contains(&4) && !self.failed.swap(true, Ordering::SeqCst);
-        self.batches.lock().unwrap().push(events);
-        if let Some(asker) = &self.asker {
-            asker.ask(asked)?;
-        }
-        if fails {
-            return Err("event 4 fails once".into());
-        }
-        Ok(())
-    }
 }
 
 /// The ask a value made before it failed is made for the value a restart puts in its place: the

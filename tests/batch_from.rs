@@ -19,8 +19,8 @@ use genstage::{
     RestartPolicy, StageResult, SubscribeOptions, Subscription, SubscriptionTag,
 };
 
-mod numbers;
-use numbers::Numbers;
+mod manual_stages;
+use manual_stages::Numbers;
 
 /// The first event of the low producer, and of the high one: each emits ten.
 const LOW: u64 = 0;

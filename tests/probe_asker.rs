@@ -14,8 +14,8 @@ use genstage::{
 };
 use tokio::sync::{watch, Semaphore};
 
-mod numbers;
-use numbers::{Demands, Numbers};
+mod manual_stages;
+use manual_stages::{Batches, Demands, FailsOnce, Numbers};
 
 /// How long any wait may take before the probe calls it a hang.
 const HANG: Duration = Duration::from_secs(20);
@@ -26,10 +26,6 @@ async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
         .await
         .unwrap_or_else(|_| panic!("{what} hung"))
 }
-
-/// What a producer was asked for, in order.
-/// The batches a stage handled, in order.
-type Batches = Arc<Mutex<Vec<Vec<u64>>>>;
 
 /// Every `Asker` a stage made, in order.
 type Askers = Arc<Mutex<Vec<Asker>>>;
@@ -841,40 +837,6 @@ async fn clones_asking_from_many_tasks_get_exactly_what_they_asked() {
 
 // ---------------------------------------------------------------------------------------------
 // Restarts.
-
-/// A one-at-a-time consumer that asks for the next event from `handle_events` after each event,
-/// then fails once on event 4. Its restart policy redelivers.
-struct FailsOnce {
-    asker: Option<Asker>,
-    batches: Batches,
-    failed: Arc<AtomicBool>,
-}
-
-impl Consumer for FailsOnce {
-    type Input = u64;
-
-    fn handle_subscribe(
-        &mut self,
-        subscription: &Subscription,
-        ctx: &mut Context<'_, Self>,
-    ) -> Demand {
-        self.asker = ctx.asker(subscription.tag()).ok();
-        Demand::Manual
-    }
-
-    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        let asked = events.len();
-        let fails = events.contains(&4) && !self.failed.swap(true, Ordering::SeqCst);
-        self.batches.lock().unwrap().push(events);
-        if let Some(asker) = &self.asker {
-            asker.ask(asked)?;
-        }
-        if fails {
-            return Err("event 4 fails once".into());
-        }
-        Ok(())
-    }
-}
 
 /// With redelivery, event 4 is handled again by the new value, which asks again for it: the ask the
 /// failed value made outlived it, so the subscription has been asked one event more than the
