@@ -170,6 +170,7 @@ fn main() {
     let evens = HEAVY_EVENTS.div_ceil(2);
     let expected = evens * evens.saturating_sub(1);
     let (mut genstage, mut batch) = (Vec::new(), Vec::new());
+    common::print_placement();
     // Run 0 is the warm-up and is not counted.
     for run in 0..=RUNS {
         let gs = measure(HEAVY_EVENTS, expected, "genstage", || {
@@ -190,6 +191,7 @@ fn main() {
             batch.push(mp);
         }
     }
+    common::print_placement();
     let (gs, mp) = (median(&genstage), median(&batch));
     println!(
         "heavy genstage_eps={gs:.0} mpsc_batch_eps={mp:.0} ratio={:.3}",

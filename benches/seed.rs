@@ -437,6 +437,7 @@ fn main() {
     if std::env::args().any(|arg| arg == "alone") {
         return seed_alone(&rt);
     }
+    common::print_placement();
 
     let seed_sum = expected_evens_sum(SEED_EVENTS);
     let ping_sum = expected_sum(PINGPONG_EVENTS);
@@ -489,6 +490,7 @@ fn main() {
             ping_tk.push(pt);
         }
     }
+    common::print_placement();
 
     let (pg, pt) = (median(&ping_gs), median(&ping_tk));
     println!(

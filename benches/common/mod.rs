@@ -18,6 +18,38 @@ pub fn runtime() -> Runtime {
         .expect("tokio runtime")
 }
 
+/// How quickly two threads can pass a cache line between them now: the round trip of one between
+/// two threads spinning on it, printed as `placement crosscore_roundtrip_ns=<ns>`. On a virtual
+/// machine it changes with where the host places the virtual cores, for seconds to minutes at a
+/// time, and the benchmarks whose tasks talk most across cores move with it (see `dispatch.rs`); it
+/// is also far higher while other processes keep the cores busy. A line printed before and after
+/// the runs tells in which conditions they ran.
+pub fn print_placement() {
+    const TRIPS: u64 = 100_000;
+    let flag = Arc::new(AtomicU64::new(0));
+    let echo = {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            for trip in 0..TRIPS {
+                while flag.load(Ordering::Acquire) != 2 * trip + 1 {
+                    std::hint::spin_loop();
+                }
+                flag.store(2 * trip + 2, Ordering::Release);
+            }
+        })
+    };
+    let start = std::time::Instant::now();
+    for trip in 0..TRIPS {
+        flag.store(2 * trip + 1, Ordering::Release);
+        while flag.load(Ordering::Acquire) != 2 * trip + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let round_trip = start.elapsed().as_nanos() / u128::from(TRIPS);
+    echo.join().expect("the echoing thread");
+    println!("placement crosscore_roundtrip_ns={round_trip}");
+}
+
 /// Runs `f`, checks the sum it computed, and returns its `events` per second.
 pub fn measure(events: u64, expected: u64, what: &str, f: impl FnOnce() -> (Duration, u64)) -> f64 {
     let (elapsed, result) = f();
