@@ -39,7 +39,7 @@
 //! partition is the run that suffers: in such a streak it ran at 98 to 110 M events/s, against 247
 //! to 313 around it, while its baseline hardly moved. Its consumers move between the runtime's two
 //! workers far more often than the baseline's tasks do (in a probe with tokio's task hooks, each
-//! consumer ran on another worker than its last poll in about a third of its polls, against 2 to
+//! consumer ran on another worker than its last poll in about a third of its polls, against 1.5 to
 //! 4% for the baseline's tasks), and each move carries its state across the cores. On one worker
 //! thread the same partition ran at 486 to 517 M events/s. Discard runs whose placement lines are
 //! far above the usual figure, or run them again.
