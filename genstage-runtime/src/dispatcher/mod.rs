@@ -171,9 +171,13 @@ impl std::error::Error for ContractBreach {}
 ///     DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
 /// };
 ///
-/// /// Everything to the consumer that subscribed first; the others wait their turn.
+/// /// Everything to the consumer that subscribed first; the others wait their turn, with what they
+/// /// asked for kept, so that the next one is served as soon as the first leaves.
 /// #[derive(Default)]
-/// struct FirstOnly { first: Option<(SubscriptionId, usize)>, others: Vec<SubscriptionId> }
+/// struct FirstOnly {
+///     first: Option<(SubscriptionId, usize)>,
+///     others: Vec<(SubscriptionId, usize)>,
+/// }
 ///
 /// impl<T: Send + 'static> Dispatcher<T> for FirstOnly {
 ///     fn subscribe(&mut self, sub: SubscriptionId, options: &DispatchOptions<T>)
@@ -183,17 +187,19 @@ impl std::error::Error for ContractBreach {}
 ///         }
 ///         match self.first {
 ///             None => self.first = Some((sub, 0)),
-///             Some(_) => self.others.push(sub),
+///             Some(_) => self.others.push((sub, 0)),
 ///         }
 ///         Ok(0)
 ///     }
 ///     fn cancel(&mut self, sub: SubscriptionId) -> usize {
 ///         if self.first.is_some_and(|(first, _)| first == sub) {
-///             self.first = (!self.others.is_empty()).then(|| (self.others.remove(0), 0));
+///             // The next one takes over, with its demand: the producer is asked for it.
+///             self.first = (!self.others.is_empty()).then(|| self.others.remove(0));
+///             self.first.map_or(0, |(_, wants)| wants)
 ///         } else {
-///             self.others.retain(|&other| other != sub);
+///             self.others.retain(|&(other, _)| other != sub);
+///             0
 ///         }
-///         0
 ///     }
 ///     fn ask(&mut self, sub: SubscriptionId, demand: usize, _out: &mut Outbox<'_, T>) -> usize {
 ///         match &mut self.first {
@@ -201,7 +207,13 @@ impl std::error::Error for ContractBreach {}
 ///                 *wants = wants.saturating_add(demand);
 ///                 demand
 ///             }
-///             _ => 0,
+///             _ => {
+///                 // Kept for its turn: the consumer will not ask for it again.
+///                 if let Some((_, wants)) = self.others.iter_mut().find(|(other, _)| *other == sub) {
+///                     *wants = wants.saturating_add(demand);
+///                 }
+///                 0
+///             }
 ///         }
 ///     }
 ///     fn dispatch(&mut self, mut events: Vec<T>, out: &mut Outbox<'_, T>)
@@ -218,12 +230,17 @@ impl std::error::Error for ContractBreach {}
 ///
 /// let mut dispatcher = FirstOnly::default();
 /// Dispatcher::<u8>::subscribe(&mut dispatcher, 1, &DispatchOptions::none()).unwrap();
+/// Dispatcher::<u8>::subscribe(&mut dispatcher, 2, &DispatchOptions::none()).unwrap();
 /// let mut deliveries = Vec::new();
 /// let mut out = Outbox::new(&mut deliveries);
 /// assert_eq!(dispatcher.ask(1, 2, &mut out), 2);
+/// assert_eq!(dispatcher.ask(2, 5, &mut out), 0); // kept for its turn
 /// assert_eq!(dispatcher.dispatch(vec![7u8, 8, 9], &mut out), Ok(vec![9]));
 /// drop(out);
 /// assert_eq!(deliveries, vec![(1, vec![7, 8])]);
+/// // The first leaves: the second takes over with the 5 it asked for.
+/// assert_eq!(Dispatcher::<u8>::cancel(&mut dispatcher, 1), 5);
+/// assert_eq!(Dispatcher::<u8>::capacity(&dispatcher), 5);
 /// ```
 pub trait Dispatcher<T>: Send + 'static {
     /// A consumer subscribed with `options`; returns new upstream demand.

@@ -1,0 +1,448 @@
+//! Probe 16: the open pipeline (issue 13) and the dispatchers (issue 14) attacked as a new user
+//! who knows Elixir's GenStage would, from README.md and the rustdoc alone, through `#[stage]` and
+//! `pipeline!`: a user-written `Dispatcher` (the trait's own documented example in a running
+//! pipeline), calls answered while a producer accumulates or has no demand, the re-ask after a
+//! message, a producer ended from a message, selectors in front of a `to_stream`. Every run is
+//! guarded against hangs, and each test asserts exact values and a balanced report.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use genstage::dispatcher::{DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
+use genstage::prelude::*;
+
+mod run_reports;
+
+use run_reports::{guard, stage};
+
+type Log<T> = Arc<Mutex<Vec<T>>>;
+
+fn log<T>() -> Log<T> {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn taken<T: Clone>(log: &Log<T>) -> Vec<T> {
+    log.lock().unwrap().clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A user-written dispatcher: `Dispatcher`'s documented example, `FirstOnly`, in a pipeline.
+
+/// `Dispatcher`'s documented example, as fixed: everything to the consumer that subscribed first;
+/// the others wait their turn, with what they asked for kept, so that the next one is served once
+/// the first leaves. (As first documented, the others' asks were forgotten, and the next consumer
+/// never got an event: `the_next_consumer_of_first_only_is_served_once_the_first_leaves`.)
+#[derive(Default)]
+struct FirstOnly {
+    first: Option<(SubscriptionId, usize)>,
+    others: Vec<(SubscriptionId, usize)>,
+}
+
+impl<T: Send + 'static> Dispatcher<T> for FirstOnly {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<T>,
+    ) -> Result<usize, DispatchError> {
+        if options.partition.is_some() || options.selector.is_some() {
+            return Err(DispatchError("FirstOnly takes no options".into()));
+        }
+        match self.first {
+            None => self.first = Some((sub, 0)),
+            Some(_) => self.others.push((sub, 0)),
+        }
+        Ok(0)
+    }
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        if self.first.is_some_and(|(first, _)| first == sub) {
+            self.first = (!self.others.is_empty()).then(|| self.others.remove(0));
+            self.first.map_or(0, |(_, wants)| wants)
+        } else {
+            self.others.retain(|&(other, _)| other != sub);
+            0
+        }
+    }
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, _out: &mut Outbox<'_, T>) -> usize {
+        match &mut self.first {
+            Some((first, wants)) if *first == sub => {
+                *wants = wants.saturating_add(demand);
+                demand
+            }
+            _ => {
+                if let Some((_, wants)) = self.others.iter_mut().find(|(other, _)| *other == sub) {
+                    *wants = wants.saturating_add(demand);
+                }
+                0
+            }
+        }
+    }
+    fn dispatch(
+        &mut self,
+        mut events: Vec<T>,
+        out: &mut Outbox<'_, T>,
+    ) -> Result<Vec<T>, DispatchError> {
+        let Some((first, wants)) = &mut self.first else {
+            return Ok(events);
+        };
+        let rest = events.split_off((*wants).min(events.len()));
+        *wants -= events.len();
+        out.send(*first, events);
+        Ok(rest)
+    }
+    fn capacity(&self) -> usize {
+        self.first.map_or(0, |(_, wants)| wants)
+    }
+    fn consumers(&self) -> usize {
+        usize::from(self.first.is_some()) + self.others.len()
+    }
+}
+
+/// Counts from 0 to `end`, then ends; dispatches with `FirstOnly`.
+struct Numbers {
+    next: u64,
+    end: u64,
+}
+
+#[stage(producer)]
+impl Numbers {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        let stop = self.end.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        }
+    }
+
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::custom(FirstOnly::default())
+    }
+}
+
+/// A consumer that takes what its first ask (`max_demand` 10) brings and asks for nothing more;
+/// it tells `tag` its subscription, and `full` once it has its 10 events.
+struct TakesTen {
+    seen: Log<u64>,
+    tag: Arc<Mutex<Option<SubscriptionTag>>>,
+    full: Arc<tokio::sync::Notify>,
+}
+
+#[stage(consumer, max_demand = 10, min_demand = 0)]
+impl TakesTen {
+    fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand {
+        *self.tag.lock().unwrap() = Some(subscription.tag());
+        Demand::Manual
+    }
+
+    fn handle_events(&mut self, events: Vec<u64>) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(events);
+        if seen.len() == 10 {
+            self.full.notify_one();
+        }
+    }
+}
+
+/// Records every event.
+struct Collect(Log<u64>);
+
+#[stage(consumer)]
+impl Collect {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.0.lock().unwrap().extend(events);
+    }
+}
+
+/// The documented `FirstOnly` says the other consumers "wait their turn": once the first leaves
+/// (its subscription cancelled through the handle), the next one gets the rest, nothing lost.
+#[tokio::test]
+async fn the_next_consumer_of_first_only_is_served_once_the_first_leaves() {
+    let (first_seen, next_seen) = (log(), log());
+    let tag = Arc::new(Mutex::new(None));
+    let full = Arc::new(tokio::sync::Notify::new());
+    // The builder, so that `first` subscribes first.
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(Numbers { next: 0, end: 100 });
+    let first = pipeline.add_consumer_named(
+        "first",
+        TakesTen {
+            seen: first_seen.clone(),
+            tag: tag.clone(),
+            full: full.clone(),
+        },
+    );
+    let next = pipeline.add_consumer_named("next", Collect(next_seen.clone()));
+    pipeline
+        .subscribe(&numbers, &first)
+        .subscribe(&numbers, &next);
+    let running = pipeline.start();
+    guard(full.notified()).await;
+    let first_tag = tag.lock().unwrap().expect("told of its subscription");
+    running.cancel(first_tag).await.expect("cancelled");
+    let report = guard(running).await.expect("the run ends");
+    assert_eq!(taken(&first_seen), (0..10).collect::<Vec<_>>());
+    assert_eq!(taken(&next_seen), (10..100).collect::<Vec<_>>());
+    assert_eq!(stage(&report, "next").events_in, 90);
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls answered while the events they emit cannot go out yet.
+
+/// Asks a `Queue` to emit a job.
+struct Push(u64);
+
+/// A producer fed only by calls; each call's events go out with GenStage's `{:reply, …}`.
+struct Queue;
+
+#[stage(producer, demand = accumulate)]
+impl Queue {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_call(&mut self, request: Push, reply: ReplyTo<u64>) -> Vec<u64> {
+        reply.reply(request.0);
+        vec![request.0]
+    }
+}
+
+/// GenStage's `{:reply, reply, events, state}` sends the reply once the events are dispatched *or
+/// buffered*: while the producer accumulates, they are recorded, and the call is answered at once.
+/// After the switch to forward, the consumer gets every pushed job, in order.
+#[tokio::test(start_paused = true)]
+async fn a_call_to_an_accumulating_producer_is_answered_before_the_switch() {
+    let seen = log();
+    let p = pipeline! { queue = Queue -> Collect(seen.clone()) };
+    let queue = p.queue.clone();
+    let running = p.start();
+    for n in 0..3 {
+        let answer = guard(queue.call_timeout(Push(n), Duration::from_secs(1))).await;
+        assert_eq!(
+            answer,
+            Ok(n),
+            "push {n} answered while the producer accumulates"
+        );
+    }
+    assert_eq!(guard(queue.estimate_buffered_count()).await, Ok(3));
+    queue.demand(DemandMode::Forward).expect("the queue runs");
+    assert_eq!(guard(queue.call(Push(3))).await, Ok(3));
+    let report = guard(running.shutdown()).await.expect("shut down");
+    assert_eq!(taken(&seen), [0, 1, 2, 3]);
+    assert_eq!(stage(&report, "queue").emitted, 4);
+    assert!(report.balanced(), "{report}");
+}
+
+/// A producer_consumer fed by a manual consumer that has used up its demand: what a call emits is
+/// buffered, and the call is answered at once (GenStage: "dispatched or buffered").
+struct Relay;
+
+#[stage(producer_consumer)]
+impl Relay {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events
+    }
+
+    fn handle_call(&mut self, request: Push, reply: ReplyTo<u64>) -> Vec<u64> {
+        reply.reply(request.0);
+        vec![request.0; 5]
+    }
+}
+
+/// Takes its first ask (`max_demand` 2) and asks for nothing more until told to (`AskMore`).
+struct Slow {
+    seen: Log<u64>,
+    asker: Option<Asker>,
+}
+
+/// Has a `Slow` ask for `n` more.
+struct AskMore(usize);
+
+#[stage(consumer, max_demand = 2, min_demand = 0)]
+impl Slow {
+    fn handle_subscribe(&mut self, subscription: &Subscription, ctx: &mut Context<Self>) -> Demand {
+        self.asker = ctx.asker(subscription.tag()).ok();
+        Demand::Manual
+    }
+
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.seen.lock().unwrap().extend(events);
+    }
+
+    fn handle_cast(&mut self, message: AskMore) {
+        if let Some(asker) = &self.asker {
+            let _ = asker.ask(message.0);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_to_a_producer_consumer_without_downstream_demand_is_answered_at_once() {
+    let seen = log();
+    let (jobs, source) = from_channel::<u64>(4);
+    let p = pipeline! {
+        source -> relay = Relay -> slow = Slow { seen: seen.clone(), asker: None }
+    };
+    let (relay, slow) = (p.relay.clone(), p.slow.clone());
+    let running = p.start();
+    // 2 go out against the consumer's first ask, 3 stay buffered; then 5 more, all buffered.
+    assert_eq!(
+        guard(relay.call_timeout(Push(7), Duration::from_secs(1))).await,
+        Ok(7)
+    );
+    assert_eq!(
+        guard(relay.call_timeout(Push(8), Duration::from_secs(1))).await,
+        Ok(8)
+    );
+    assert_eq!(guard(relay.estimate_buffered_count()).await, Ok(8));
+    drop(jobs);
+    slow.cast(AskMore(8)).expect("slow runs");
+    let report = guard(running.shutdown()).await.expect("shut down");
+    assert_eq!(taken(&seen), [7, 7, 7, 7, 7, 8, 8, 8, 8, 8]);
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// "After a message, the runtime asks the producer for its outstanding demand again at once."
+
+/// A queue that emits what `Enqueue` casts put in it, as it is asked; empty, it returns no events
+/// (and is asked again after a back-off).
+struct Backlog {
+    jobs: std::collections::VecDeque<u64>,
+}
+
+/// Puts a job in a `Backlog`.
+struct Enqueue(u64);
+
+#[stage(producer)]
+impl Backlog {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let n = demand.min(self.jobs.len());
+        self.jobs.drain(..n).collect()
+    }
+
+    fn handle_cast(&mut self, message: Enqueue) {
+        self.jobs.push_back(message.0);
+    }
+}
+
+/// Tells `arrived` when each event comes.
+struct Arrivals(tokio::sync::mpsc::UnboundedSender<u64>);
+
+#[stage(consumer)]
+impl Arrivals {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        for event in events {
+            let _ = self.0.send(event);
+        }
+    }
+}
+
+/// With the producer backed off (100 ms, after a second of empty batches), a cast that queues a
+/// job makes the runtime ask again at once: the job arrives with no time passing (paused clock).
+#[tokio::test(start_paused = true)]
+async fn a_cast_to_a_backed_off_producer_is_followed_by_an_ask_at_once() {
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let p = pipeline! {
+        backlog = Backlog { jobs: Default::default() } -> Arrivals(arrived)
+    };
+    let backlog = p.backlog.clone();
+    let running = p.start();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = tokio::time::Instant::now();
+    backlog.cast(Enqueue(42)).expect("the backlog runs");
+    assert_eq!(guard(arrivals.recv()).await, Some(42));
+    assert_eq!(
+        sent.elapsed(),
+        Duration::ZERO,
+        "the producer was asked again at once after the cast"
+    );
+    let report = guard(running.shutdown()).await.expect("shut down");
+    assert_eq!(stage(&report, "backlog").emitted, 1);
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A producer ended by a message.
+
+/// Ends the `Closing` producer with its last events.
+struct Close(Vec<u64>);
+
+/// Emits nothing of its own; a `Close` cast emits its events and ends it (`Emit::last`).
+struct Closing;
+
+#[stage(producer)]
+impl Closing {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_cast(&mut self, message: Close) -> Emit<u64> {
+        Emit::last(message.0)
+    }
+}
+
+/// `Emit::last` from a message callback ends the producer once its events are delivered, and the
+/// pipeline ends by itself, with nothing lost.
+#[tokio::test(start_paused = true)]
+async fn emit_last_from_a_cast_ends_the_producer_and_the_run() {
+    let seen = log();
+    let p = pipeline! { closing = Closing -> [Collect(seen.clone()); 2] };
+    let closing = p.closing.clone();
+    let running = p.start();
+    closing.cast(Close((0..50).collect())).expect("runs");
+    let report = guard(running).await.expect("the run ends by itself");
+    let mut all = taken(&seen);
+    all.sort_unstable();
+    assert_eq!(all, (0..50).collect::<Vec<_>>());
+    assert_eq!(stage(&report, "closing").emitted, 50);
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selectors in front of a `to_stream`.
+
+/// Counts to `end`, to every consumer.
+struct Broadcast {
+    next: u64,
+    end: u64,
+}
+
+#[stage(producer, dispatcher = broadcast)]
+impl Broadcast {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        let stop = self.end.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        }
+    }
+}
+
+/// A `to_stream` behind a selector yields exactly the selected events, in order, while another
+/// consumer gets them all; the report counts the copies and the rejected events.
+#[tokio::test]
+async fn a_stream_behind_a_selector_yields_the_selected_events_in_order() {
+    let all = log();
+    let (sink, stream) = to_stream::<u64>();
+    let running = pipeline! {
+        numbers = Broadcast { next: 0, end: 1000 };
+        numbers -[selector = |n| n % 3 == 0, max_demand = 7, min_demand = 3]-> sink;
+        numbers -> Collect(all.clone());
+    }
+    .start();
+    let threes: Vec<u64> = guard(stream.collect()).await;
+    let report = guard(running).await.expect("the run ends");
+    assert_eq!(threes, (0..1000).filter(|n| n % 3 == 0).collect::<Vec<_>>());
+    assert_eq!(taken(&all), (0..1000).collect::<Vec<_>>());
+    let numbers = stage(&report, "numbers");
+    assert_eq!(numbers.emitted, 1000);
+    assert_eq!(numbers.copies, 334);
+    assert!(report.balanced(), "{report}");
+}
