@@ -446,3 +446,144 @@ async fn a_stream_behind_a_selector_yields_the_selected_events_in_order() {
     assert_eq!(numbers.copies, 334);
     assert!(report.balanced(), "{report}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A producer that ends from a message while it accumulates.
+
+/// Emits its last events from a call, while it accumulates.
+struct Finisher;
+
+#[stage(producer, demand = accumulate)]
+impl Finisher {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_call(&mut self, request: Close, reply: ReplyTo<usize>) -> Emit<u64> {
+        reply.reply(request.0.len());
+        Emit::last(request.0)
+    }
+}
+
+/// `Emit::last` from a call while the producer accumulates: its events wait for the switch to
+/// forward, which still reaches the producer and delivers them; then the run ends by itself.
+#[tokio::test(start_paused = true)]
+async fn a_producer_that_ends_while_accumulating_delivers_once_forwarded() {
+    let seen = log();
+    let p = pipeline! { finisher = Finisher -> Collect(seen.clone()) };
+    let finisher = p.finisher.clone();
+    let running = p.start();
+    let answer = guard(finisher.call(Close((0..20).collect()))).await;
+    assert_eq!(answer, Ok(20));
+    assert_eq!(finisher.demand(DemandMode::Forward), Ok(()));
+    let report = guard(running).await.expect("the run ends by itself");
+    assert_eq!(taken(&seen), (0..20).collect::<Vec<_>>());
+    assert_eq!(stage(&report, "finisher").emitted, 20);
+    assert!(report.balanced(), "{report}");
+}
+
+/// The same, shut down instead of forwarded: the shutdown delivers what it holds.
+#[tokio::test(start_paused = true)]
+async fn a_producer_that_ends_while_accumulating_is_drained_by_a_shutdown() {
+    let seen = log();
+    let p = pipeline! { finisher = Finisher -> Collect(seen.clone()) };
+    let finisher = p.finisher.clone();
+    let running = p.start();
+    assert_eq!(guard(finisher.call(Close((0..20).collect()))).await, Ok(20));
+    let report = guard(running.shutdown()).await.expect("shut down");
+    assert_eq!(taken(&seen), (0..20).collect::<Vec<_>>());
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A broadcast fed by casts, with a consumer added while it runs.
+
+/// Emits what it is cast, to every consumer; tells `left` of the consumers that leave, and emits
+/// `1000` for the others when one does.
+struct Feed {
+    left: Log<String>,
+}
+
+/// Has a `Feed` emit these.
+struct Emit2(Vec<u64>);
+
+#[stage(producer, dispatcher = broadcast)]
+impl Feed {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_cast(&mut self, message: Emit2) -> Vec<u64> {
+        message.0
+    }
+
+    fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &Subscriber,
+        reason: &CancelReason,
+    ) -> Vec<u64> {
+        self.left
+            .lock()
+            .unwrap()
+            .push(format!("{} {reason:?}", subscriber.consumer()));
+        vec![1000]
+    }
+}
+
+/// Records every event and the tag of its subscription.
+struct Tagged {
+    seen: Log<u64>,
+    tag: Arc<Mutex<Option<SubscriptionTag>>>,
+}
+
+#[stage(consumer)]
+impl Tagged {
+    fn handle_subscribe(&mut self, subscription: &Subscription) {
+        *self.tag.lock().unwrap() = Some(subscription.tag());
+    }
+
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.seen.lock().unwrap().extend(events);
+    }
+}
+
+/// A consumer subscribed at run time with a selector gets the selected events emitted after its
+/// subscription; the first consumer, cancelled through the handle, is told to the producer, whose
+/// `handle_consumer_cancel` emits to the one left. Every event is accounted for.
+#[tokio::test(start_paused = true)]
+async fn a_selected_consumer_added_to_a_running_broadcast_and_the_first_cancelled() {
+    let (first_seen, later_seen, left) = (log(), log(), log());
+    let first_tag = Arc::new(Mutex::new(None));
+    let p = pipeline! {
+        feed = Feed { left: left.clone() } -> first = Tagged {
+            seen: first_seen.clone(),
+            tag: first_tag.clone(),
+        }
+    };
+    let feed = p.feed.clone();
+    let running = p.start();
+    feed.cast(Emit2((0..10).collect())).expect("feed runs");
+    // A call queued behind the cast: once answered, the cast's events are dispatched.
+    assert_eq!(guard(feed.estimate_buffered_count()).await, Ok(0));
+    let later = guard(running.add_consumer_named("later", Collect(later_seen.clone())))
+        .await
+        .expect("added");
+    guard(
+        running.subscribe_selected(&feed, &later, SubscribeOptions::default(), |n: &u64| {
+            n % 2 == 0
+        }),
+    )
+    .await
+    .expect("subscribed");
+    feed.cast(Emit2((10..20).collect())).expect("feed runs");
+    assert_eq!(guard(feed.estimate_buffered_count()).await, Ok(0));
+    let tag = first_tag.lock().unwrap().expect("told of its subscription");
+    guard(running.cancel(tag)).await.expect("cancelled");
+    let report = guard(running.shutdown()).await.expect("shut down");
+    assert_eq!(taken(&first_seen), (0..20).collect::<Vec<_>>());
+    let mut expected: Vec<u64> = (10..20).filter(|n| n % 2 == 0).collect();
+    expected.push(1000);
+    assert_eq!(taken(&later_seen), expected);
+    assert_eq!(taken(&left), ["first Cancelled"]);
+    assert!(report.balanced(), "{report}");
+}
