@@ -642,12 +642,15 @@ fn expand_edge(
     let selector_let = settings.selector.as_ref().map(|option| {
         let value = &option.value;
         let span = SpanRange::of(&quote!(#value));
-        let make = call_at(
+        // `selector(…)` returns a function of the `Selector` type: the closure is coerced to it
+        // at the call (see `__private::pipeline::selector`).
+        let typed = call_at(
             quote!(#private::selector),
-            quote!(&#producer_stage, &#consumer_stage, #value),
+            quote!(&#producer_stage, &#consumer_stage),
             span,
         );
-        quote!(let #selector = #make;)
+        let arc = call_at(quote!(::std::sync::Arc::new), quote!(#value), span);
+        quote!(let #selector = (#typed)(#arc);)
     });
     let events = match &selector_let {
         Some(_) => call_at(

@@ -175,21 +175,22 @@ impl<T> std::fmt::Debug for Events<T> {
 /// An edge's `selector = …`, evaluated once and shared by the edge's subscriptions.
 pub type Selector<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 
-/// The selector of an edge from the stages `_producers` to the stages `_consumers`: typed by the
-/// producers' events (so that a closure needs no annotation), or by the consumers' when the
-/// producers emit none (a stage in the wrong role, or one whose `#[stage]` was rejected: reported
-/// once, by its own check, not again by the closure).
+/// What makes the selector of an edge from the stages `_producers` to the stages `_consumers`: a
+/// function that takes it as an `Arc` of the closure, typed by the producers' events (so that a
+/// closure needs no annotation), or by the consumers' when the producers emit none (a stage in the
+/// wrong role, or one whose `#[stage]` was rejected: reported once, by its own check, not again by
+/// the closure). The closure is coerced to a `Selector` at that call, not checked against a bound
+/// of a generic function, so that a closure of the wrong type, or one that is not `Send + Sync`, is
+/// reported under the user's closure without naming this item.
 #[inline]
-pub fn selector<A: Wiring, B: Wiring, F>(
+pub fn selector<A: Wiring, B: Wiring>(
     _producers: &[A],
     _consumers: &[B],
-    selector: F,
-) -> Selector<SelectedEvent<A, B>>
+) -> fn(Selector<SelectedEvent<A, B>>) -> Selector<SelectedEvent<A, B>>
 where
     A::Emits: SelectorEvent<A::Out, B::In>,
-    F: Fn(&SelectedEvent<A, B>) -> bool + Send + Sync + 'static,
 {
-    Arc::new(selector)
+    |selector| selector
 }
 
 /// The events an edge's selector takes: see [`selector`].
