@@ -731,9 +731,14 @@ fn dispatcher_fn(model: &StageModel) -> TokenStream {
     };
     let dispatch = match &model.dispatcher {
         DispatchModel::Demand | DispatchModel::Rejected => return TokenStream::new(),
-        DispatchModel::Method => {
+        // Every token at the method's return type, with the expansion's hygiene (its `self`): a
+        // `Dispatch` of another event type is reported there, not at the attribute.
+        DispatchModel::Method(span) => {
             let self_ty = &model.item.self_ty;
-            quote!(<#self_ty>::dispatcher(self))
+            respan(
+                quote!(<#self_ty>::dispatcher(self)),
+                Span::call_site().located_at(*span),
+            )
         }
         // Every token at `broadcast`: an event type that is not `Clone` is reported there.
         DispatchModel::Broadcast(span) => respan(
@@ -824,7 +829,7 @@ fn dispatch_items(model: &StageModel, generics: &syn::Generics) -> TokenStream {
     };
     let kind = match &model.dispatcher {
         // What the block's own `dispatcher` returns is known only when the stage is added.
-        DispatchModel::Rejected | DispatchModel::Method => return TokenStream::new(),
+        DispatchModel::Rejected | DispatchModel::Method(_) => return TokenStream::new(),
         DispatchModel::Demand => quote!(#dispatch::DemandDispatch),
         DispatchModel::Broadcast(_) => quote!(#dispatch::BroadcastDispatch),
         DispatchModel::Partition { count, .. } => {

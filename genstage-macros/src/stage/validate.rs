@@ -82,8 +82,9 @@ pub(crate) enum DispatchModel {
     },
     /// The impl block's own `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of the user's,
     /// `Dispatch::custom`), which the role trait's calls; `pipeline!` cannot see what it returns,
-    /// so `run()` checks the edges after the stage.
-    Method,
+    /// so `run()` checks the edges after the stage. The span of its return type, where a
+    /// `Dispatch` of another event type is reported.
+    Method(proc_macro2::Span),
     /// A `dispatcher` option that was rejected (or a partitioned stage without a sound `partition`
     /// method): the role trait's default, and nothing that `pipeline!` could check against, so
     /// that the mistake gives its one error only.
@@ -577,7 +578,10 @@ pub(crate) fn validate_stage(
             Some(method) => {
                 let shape = format!("fn dispatcher(&self) -> Dispatch<Self, {event}>");
                 match check_dispatcher_method(method, &stage_name, &shape) {
-                    Ok(()) => DispatchModel::Method,
+                    Ok(()) => DispatchModel::Method(match &method.sig.output {
+                        syn::ReturnType::Type(_, ty) => first_span(ty),
+                        syn::ReturnType::Default => method.sig.ident.span(),
+                    }),
                     Err(error) => {
                         errors.push(error);
                         DispatchModel::Rejected
