@@ -12,9 +12,10 @@ use futures::StreamExt;
 use genstage::dispatcher::{DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
 use genstage::prelude::*;
 
+#[allow(dead_code)] // `lost` is not used here
 mod run_reports;
 
-use run_reports::{guard, stage};
+use run_reports::{guard, report_of, stage};
 
 type Log<T> = Arc<Mutex<Vec<T>>>;
 
@@ -585,5 +586,179 @@ async fn a_selected_consumer_added_to_a_running_broadcast_and_the_first_cancelle
     expected.push(1000);
     assert_eq!(taken(&later_seen), expected);
     assert_eq!(taken(&left), ["first Cancelled"]);
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A rate-limited consumer (manual demand, asking on its own ticks) pacing a broadcast, shut down.
+
+/// Counts up from 0 for ever, to every consumer.
+struct Endless {
+    next: u64,
+}
+
+#[stage(producer, dispatcher = broadcast)]
+impl Endless {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let events = (self.next..self.next + demand as u64).collect();
+        self.next += demand as u64;
+        events
+    }
+}
+
+/// A tick of `Limited`.
+struct Tick;
+
+/// GenStage's RateLimiter: manual demand, 5 more events per 10 ms tick, asked from `handle_info`.
+struct Limited {
+    seen: Log<u64>,
+    tag: Option<SubscriptionTag>,
+    started: Arc<tokio::sync::Notify>,
+}
+
+#[stage(consumer, max_demand = 5, min_demand = 0)]
+impl Limited {
+    fn init(&mut self, ctx: &mut Context<Self>) {
+        ctx.info_after(Duration::from_millis(10), Tick);
+    }
+
+    fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand {
+        self.tag = Some(subscription.tag());
+        Demand::Manual
+    }
+
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.seen.lock().unwrap().extend(events);
+        self.started.notify_one();
+    }
+
+    fn handle_info(&mut self, _tick: Tick, ctx: &mut Context<Self>) {
+        if let Some(tag) = self.tag {
+            let _ = ctx.ask(tag, 5);
+        }
+        ctx.info_after(Duration::from_millis(10), Tick);
+    }
+}
+
+/// The broadcast goes at the limited consumer's pace; a graceful shutdown stops the producer and
+/// delivers everything it emitted to both consumers (the limited one keeps asking on its ticks),
+/// then ends: both consumers got the same events, in order, and nothing is lost.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_consumer_of_a_broadcast_is_drained_by_a_shutdown() {
+    let (limited_seen, all_seen) = (log(), log());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let running = pipeline! {
+        numbers = Endless { next: 0 };
+        numbers -> limited = Limited {
+            seen: limited_seen.clone(),
+            tag: None,
+            started: started.clone(),
+        };
+        numbers -> all = Collect(all_seen.clone());
+    }
+    .start();
+    guard(started.notified()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = guard(running.shutdown()).await.expect("shut down");
+    let (limited, all) = (taken(&limited_seen), taken(&all_seen));
+    let emitted = stage(&report, "numbers").emitted;
+    assert_eq!(limited, (0..emitted).collect::<Vec<_>>());
+    assert_eq!(all, limited);
+    // 5 on subscribing, 5 per tick: a shutdown after ~100 ms has seen about 10 ticks, never 1000.
+    assert!(emitted <= 100, "paced by the limited consumer: {emitted}");
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stage that ends its own pipeline through a `ShutdownHandle`.
+
+/// Collects events; once it has `stop_at`, ends the pipeline through the handle (gracefully, or
+/// by an abort).
+struct Stopper {
+    seen: Log<u64>,
+    handle: Arc<std::sync::OnceLock<genstage::ShutdownHandle>>,
+    stop_at: usize,
+    abort: bool,
+}
+
+#[stage(consumer, max_demand = 10, min_demand = 5)]
+impl Stopper {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        let mut seen = self.seen.lock().unwrap();
+        let before = seen.len();
+        seen.extend(events);
+        if before < self.stop_at && seen.len() >= self.stop_at {
+            if let Some(handle) = self.handle.get() {
+                let ended = if self.abort {
+                    handle.abort()
+                } else {
+                    handle.shutdown()
+                };
+                assert!(ended.is_ok(), "{ended:?}");
+            }
+        }
+    }
+}
+
+async fn stopped_from_inside(abort: bool) -> (Vec<u64>, Result<Report, PipelineError>) {
+    let seen = log();
+    let handle = Arc::new(std::sync::OnceLock::new());
+    let running = pipeline! {
+        Endless2 { next: 0 } -> Stopper {
+            seen: seen.clone(),
+            handle: handle.clone(),
+            stop_at: 50,
+            abort,
+        }
+    }
+    .start();
+    let _ = handle.set(running.shutdown_handle());
+    let result = guard(running).await;
+    (taken(&seen), result)
+}
+
+/// Counts up from 0 for ever.
+struct Endless2 {
+    next: u64,
+}
+
+#[stage(producer)]
+impl Endless2 {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let events = (self.next..self.next + demand as u64).collect();
+        self.next += demand as u64;
+        events
+    }
+}
+
+/// A consumer that shuts its own pipeline down from `handle_events`: the run ends, every event
+/// emitted is handled, in order.
+#[tokio::test]
+async fn a_stage_shuts_its_own_pipeline_down() {
+    let (seen, result) = stopped_from_inside(false).await;
+    let report = result.expect("a graceful shutdown");
+    let emitted = stage(&report, "Endless2").emitted;
+    assert!(seen.len() >= 50);
+    assert_eq!(seen, (0..emitted).collect::<Vec<_>>());
+    assert_eq!(stage(&report, "Stopper").events_in, emitted);
+    assert!(report.balanced(), "{report}");
+}
+
+/// The same with an abort from inside the consumer's callback: the run ends, and what was not
+/// handled is counted lost.
+#[tokio::test]
+async fn a_stage_aborts_its_own_pipeline() {
+    let (seen, result) = stopped_from_inside(true).await;
+    let (report, _) = report_of(result);
+    assert!(seen.len() >= 50);
+    let sink = stage(&report, "Stopper");
+    assert_eq!(sink.events_in, seen.len() as u64, "{report}");
+    let producer = stage(&report, "Endless2");
+    let lost_anywhere: u64 = report
+        .stages
+        .iter()
+        .map(|s| s.losses.iter().map(|l| l.count).sum::<u64>())
+        .sum();
+    assert_eq!(producer.emitted, sink.events_in + lost_anywhere, "{report}");
     assert!(report.balanced(), "{report}");
 }
