@@ -762,3 +762,75 @@ async fn a_stage_aborts_its_own_pipeline() {
     assert_eq!(producer.emitted, sink.events_in + lost_anywhere, "{report}");
     assert!(report.balanced(), "{report}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Partition mistakes that `pipeline!` does not see, although the partitions are literals.
+
+/// Splits `0..100` by parity into two partitions.
+struct Parity {
+    next: u64,
+}
+
+#[stage(producer, dispatcher = partition(2))]
+impl Parity {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        let stop = 100.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        if stop == 100 {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        }
+    }
+
+    fn partition(&self, event: &u64) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+}
+
+fn invalid_dispatch(result: Result<Report, PipelineError>) -> String {
+    match result {
+        Err(PipelineError::InvalidDispatch { stage, error }) => format!("{stage}: {error}"),
+        other => panic!("expected InvalidDispatch, got {other:?}"),
+    }
+}
+
+/// A partition taken twice, with literal partitions, compiles and is refused by `run()`, naming
+/// the stage, both consumers and the partition (README, Dispatchers).
+#[tokio::test]
+async fn a_literal_partition_taken_twice_is_refused_by_run() {
+    let (a, b) = (log(), log());
+    let result = guard(
+        pipeline! {
+            split = Parity { next: 0 };
+            split -[partition = 0]-> first = Collect(a.clone());
+            split -[partition = 0]-> second = Collect(b.clone());
+        }
+        .run(),
+    )
+    .await;
+    assert_eq!(
+        invalid_dispatch(result),
+        "split: `second` takes partition 0, already taken by `first`: each partition has exactly one consumer"
+    );
+}
+
+/// A partition left without a consumer, with a literal partition, compiles and is refused by
+/// `run()`, naming the stage and the partition.
+#[tokio::test]
+async fn a_literal_partition_left_without_a_consumer_is_refused_by_run() {
+    let a = log();
+    let result = guard(
+        pipeline! {
+            split = Parity { next: 0 };
+            split -[partition = 1]-> odd = Collect(a.clone());
+        }
+        .run(),
+    )
+    .await;
+    assert_eq!(
+        invalid_dispatch(result),
+        "split: partition 0 of 2 has no consumer: each partition has exactly one"
+    );
+}
