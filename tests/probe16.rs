@@ -834,3 +834,129 @@ async fn a_literal_partition_left_without_a_consumer_is_refused_by_run() {
         "split: partition 0 of 2 has no consumer: each partition has exactly one"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A stream dropped early behind a broadcast.
+
+/// A `to_stream` of a broadcast, dropped after 10 events (GenStage's `Enum.take`), leaves: the
+/// broadcast goes on with its other consumer, which gets every event, and the events the stream
+/// was handed but did not yield are counted lost, so the report balances.
+#[tokio::test]
+async fn a_stream_dropped_early_leaves_a_broadcast_to_its_other_consumer() {
+    let all = log();
+    let (sink, stream) = to_stream::<u64>();
+    let running = pipeline! {
+        numbers = Broadcast { next: 0, end: 1000 };
+        numbers -[max_demand = 4, min_demand = 2]-> taken = sink;
+        numbers -> Collect(all.clone());
+    }
+    .start();
+    let first: Vec<u64> = guard(stream.take(10).collect()).await;
+    assert_eq!(first, (0..10).collect::<Vec<_>>());
+    let report = guard(running).await.expect("the run ends");
+    assert_eq!(taken(&all), (0..1000).collect::<Vec<_>>());
+    let sink = stage(&report, "taken");
+    assert_eq!(sink.events_in, 10, "{report}");
+    assert!(
+        matches!(sink.status, StageStatus::Cancelled { .. }),
+        "{report}"
+    );
+    assert!(report.balanced(), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// An info behind an accumulating producer's buffer, shut down.
+
+/// What `Held` records: its events' fate is the consumer's; here, its infos and its end.
+type Journal = Log<String>;
+
+/// Tells `Held` that its buffer, as it was, has gone out.
+struct Flushed;
+
+/// Accumulates; emits what it is cast; records its infos and its end.
+struct Held {
+    journal: Journal,
+}
+
+#[stage(producer, demand = accumulate)]
+impl Held {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_cast(&mut self, message: Emit2) -> Vec<u64> {
+        message.0
+    }
+
+    fn handle_info(&mut self, _flushed: Flushed) {
+        self.journal.lock().unwrap().push("flushed".to_owned());
+    }
+
+    fn terminate(&mut self, status: &StageStatus) {
+        self.journal
+            .lock()
+            .unwrap()
+            .push(format!("terminate {status:?}"));
+    }
+}
+
+/// README: infos behind the buffer "are delivered during a graceful shutdown". An accumulating
+/// producer holds 5 events and an `info_after_buffered` behind them; the shutdown delivers the
+/// events, then the info, then runs `terminate`.
+#[tokio::test(start_paused = true)]
+async fn an_info_behind_an_accumulating_buffer_is_delivered_by_a_shutdown() {
+    let (seen, journal) = (log(), log());
+    let p = pipeline! { held = Held { journal: journal.clone() } -> Collect(seen.clone()) };
+    let held = p.held.clone();
+    let running = p.start();
+    held.cast(Emit2((0..5).collect())).expect("runs");
+    held.info_after_buffered(Flushed).expect("runs");
+    // Sent right after the start, the count comes behind the cast: it counts its 5 events.
+    assert_eq!(guard(held.estimate_buffered_count()).await, Ok(5));
+    assert_eq!(
+        taken(&journal),
+        [] as [String; 0],
+        "the info waits behind the buffer"
+    );
+    let report = guard(running.shutdown()).await.expect("shut down");
+    assert_eq!(taken(&seen), [0, 1, 2, 3, 4]);
+    assert_eq!(taken(&journal), ["flushed", "terminate ShutDown"]);
+    assert!(report.balanced(), "{report}");
+}
+
+/// Has a `Caster` emit these.
+struct Inject(Vec<u64>);
+
+/// A producer_consumer that passes events on and emits what it is cast.
+struct Caster;
+
+#[stage(producer_consumer)]
+impl Caster {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events
+    }
+
+    fn handle_cast(&mut self, message: Inject) -> Vec<u64> {
+        message.0
+    }
+}
+
+/// A cast then `estimate_buffered_count` right after `start()`, to a producer_consumer whose
+/// consumer takes 2: the count comes behind the cast, and counts the 3 it buffered.
+#[tokio::test(start_paused = true)]
+async fn a_count_right_after_start_counts_what_a_cast_to_a_producer_consumer_buffered() {
+    let seen = log();
+    let (jobs, source) = from_channel::<u64>(1);
+    let p = pipeline! {
+        source -> caster = Caster -> slow = Slow { seen: seen.clone(), asker: None }
+    };
+    let (caster, slow) = (p.caster.clone(), p.slow.clone());
+    let running = p.start();
+    caster.cast(Inject((0..5).collect())).expect("runs");
+    assert_eq!(guard(caster.estimate_buffered_count()).await, Ok(3));
+    drop(jobs);
+    slow.cast(AskMore(3)).expect("slow runs");
+    let report = guard(running.shutdown()).await.expect("shut down");
+    assert_eq!(taken(&seen), [0, 1, 2, 3, 4]);
+    assert!(report.balanced(), "{report}");
+}

@@ -69,6 +69,13 @@ pub(crate) trait OpenLetter: Send {
     /// Gives the letter back when it is not an envelope.
     fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter>;
 
+    /// The answer of an `estimate_buffered_count` that came behind letters not yet opened (see
+    /// [`count_letter`]), to send once they have been, instead of opening it; `None` for any
+    /// other letter.
+    fn take_count(&mut self) -> Option<oneshot::Sender<usize>> {
+        None
+    }
+
     /// The generation of the stage's value that sent it to its own stage (see
     /// [`OwnPort`](super::OwnPort)); `None` for a letter from outside.
     fn generation(&self) -> Option<u64> {
@@ -110,6 +117,39 @@ impl OpenLetter for AfterBuffered {
 
     fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter> {
         Ok(self.0)
+    }
+}
+
+/// An `estimate_buffered_count` that reached a producer behind letters it has not opened yet (it
+/// took them in at its start, or while its `handle_demand` waited): queued behind them, so that the
+/// count includes what they emit, as GenStage's answer, in mailbox order, does. The stage loop
+/// answers it in its turn instead of opening it.
+pub(crate) fn count_letter(reply: oneshot::Sender<usize>) -> Letter {
+    Box::new(CountLetter(Some(reply)))
+}
+
+struct CountLetter(Option<oneshot::Sender<usize>>);
+
+impl OpenLetter for CountLetter {
+    /// Not opened by the loops that queue it; opened elsewhere, it answers 0, as a stage without a
+    /// buffer does.
+    fn open<'a>(
+        self: Box<Self>,
+        _stage: &'a mut (dyn Any + Send),
+        _opened: Opened<'a>,
+    ) -> Pin<Box<dyn Future<Output = StageResult<Emitted>> + Send + 'a>> {
+        if let Some(reply) = self.0 {
+            let _ = reply.send(0);
+        }
+        Box::pin(async { Ok(Box::new(()) as Emitted) })
+    }
+
+    fn into_after_buffered(self: Box<Self>) -> Result<Letter, Letter> {
+        Err(self)
+    }
+
+    fn take_count(&mut self) -> Option<oneshot::Sender<usize>> {
+        self.0.take()
     }
 }
 

@@ -45,8 +45,8 @@ pub use events::{
     AsConsumer, AsProducer, AsProducerConsumer, InfoEmission, InfoToSelf, StageEvents,
 };
 pub(crate) use letter::{
-    after_buffered, call_letter, cast_letter, events_of, typed_info_letter, Letter, Opened,
-    PostLetter,
+    after_buffered, call_letter, cast_letter, count_letter, events_of, typed_info_letter, Letter,
+    Opened, PostLetter,
 };
 pub(crate) use own_port::OwnPort;
 pub(crate) use reply::HeldReplies;

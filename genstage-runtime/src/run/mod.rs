@@ -24,7 +24,9 @@ use crate::dispatcher::{Dispatch, PartitionFns, SubscriptionId};
 use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
 use crate::mailbox::{Receiver, TryRecvError};
-use crate::messages::{events_of, Context, HeldReplies, Letter, Opened, OwnPort, PostLetter};
+use crate::messages::{
+    count_letter, events_of, Context, HeldReplies, Letter, Opened, OwnPort, PostLetter,
+};
 use crate::options::DemandMode;
 use crate::protocol::{Control, Downstream, Mail, Upstream};
 use crate::report::{Discard, Loss, LossReason, StageStatus};
@@ -516,9 +518,19 @@ async fn produce<P: Producer>(
         };
         match mail {
             Mail::Downstream(mail) => state.downstream(mail, outputs),
-            Mail::Control(control) => {
-                state.control(*control, outputs);
-            }
+            // A count sent behind a message that only queued a letter here is answered once that
+            // letter is opened, below, so that it counts what the message emits: a cast then
+            // `estimate_buffered_count` right after `start()` are taken in order, as GenStage's
+            // mailbox takes them. (While `handle_demand` waits, a count is answered at once: a
+            // waiting callback does not hold the control path.)
+            Mail::Control(control) => match *control {
+                Control::BufferedCount(reply) if !state.letters.is_empty() => {
+                    state.letters.push_back(count_letter(reply));
+                }
+                control => {
+                    state.control(control, outputs);
+                }
+            },
             Mail::Upstream(_) => {}
         }
     }
@@ -534,7 +546,11 @@ async fn produce<P: Producer>(
                 return Exit::Failed(error);
             }
         }
-        while let Some(letter) = state.letters.pop_front() {
+        while let Some(mut letter) = state.letters.pop_front() {
+            if let Some(reply) = letter.take_count() {
+                let _ = reply.send(outputs.buffered_count());
+                continue;
+            }
             // An `info_after_buffered` waits behind the buffer (released below).
             let Some(letter) = outputs.place_info(letter) else {
                 continue;
