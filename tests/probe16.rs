@@ -960,3 +960,72 @@ async fn a_count_right_after_start_counts_what_a_cast_to_a_producer_consumer_buf
     assert_eq!(taken(&seen), [0, 1, 2, 3, 4]);
     assert!(report.balanced(), "{report}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A partition count chosen at run time: a `dispatcher` method, and `Partition` by hand.
+
+/// Counts to `end`, partitioned by `n % partitions` into a number of partitions chosen at run
+/// time. `#[stage]` reads a `partition` method only with `dispatcher = partition(N)` (a literal):
+/// with a `dispatcher` method, the stage implements `Partition` itself.
+struct Modulo {
+    next: u64,
+    end: u64,
+    partitions: usize,
+}
+
+#[stage(producer)]
+impl Modulo {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        let stop = self.end.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        }
+    }
+
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::partition(self.partitions)
+    }
+}
+
+impl genstage::Partition<u64> for Modulo {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        Some((*event % self.partitions as u64) as usize)
+    }
+}
+
+/// Instance `i` of a group after it takes partition `i`, although `pipeline!` cannot see the
+/// count; a group of another size is refused by `run()`, naming the stage.
+#[tokio::test]
+async fn a_run_time_partition_count_wires_a_group_by_instance() {
+    let received: Vec<Log<u64>> = (0..3).map(|_| log()).collect();
+    let partitions = 3;
+    let report = guard(
+        pipeline! {
+            split = Modulo { next: 0, end: 300, partitions };
+            split -> [Collect(received[0].clone()); 1];
+            split -[partition = 1]-> one = Collect(received[1].clone());
+            split -[partition = 2]-> two = Collect(received[2].clone());
+        }
+        .run(),
+    )
+    .await
+    .expect("the pipeline runs");
+    for (i, seen) in received.iter().enumerate() {
+        let expected: Vec<u64> = (0..300).filter(|n| n % 3 == i as u64).collect();
+        assert_eq!(taken(seen), expected, "partition {i}");
+    }
+    assert!(report.balanced(), "{report}");
+
+    let wrong = guard(
+        pipeline! { Modulo { next: 0, end: 10, partitions: 2 } -> [Collect(log()); 3] }.run(),
+    )
+    .await;
+    assert!(
+        invalid_dispatch(wrong).starts_with("Modulo: "),
+        "the group of 3 after 2 partitions is refused"
+    );
+}
