@@ -434,13 +434,18 @@ async fn a_stream_behind_a_selector_yields_the_selected_events_in_order() {
     let (sink, stream) = to_stream::<u64>();
     let running = pipeline! {
         numbers = Broadcast { next: 0, end: 1000 };
-        numbers -[selector = |n| n % 3 == 0, max_demand = 7, min_demand = 3]-> sink;
+        numbers -[selector = |n| n.is_multiple_of(3), max_demand = 7, min_demand = 3]-> sink;
         numbers -> Collect(all.clone());
     }
     .start();
     let threes: Vec<u64> = guard(stream.collect()).await;
     let report = guard(running).await.expect("the run ends");
-    assert_eq!(threes, (0..1000).filter(|n| n % 3 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        threes,
+        (0..1000u64)
+            .filter(|n| n.is_multiple_of(3))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(taken(&all), (0..1000).collect::<Vec<_>>());
     let numbers = stage(&report, "numbers");
     assert_eq!(numbers.emitted, 1000);
@@ -571,7 +576,7 @@ async fn a_selected_consumer_added_to_a_running_broadcast_and_the_first_cancelle
         .expect("added");
     guard(
         running.subscribe_selected(&feed, &later, SubscribeOptions::default(), |n: &u64| {
-            n % 2 == 0
+            n.is_multiple_of(2)
         }),
     )
     .await
@@ -582,7 +587,7 @@ async fn a_selected_consumer_added_to_a_running_broadcast_and_the_first_cancelle
     guard(running.cancel(tag)).await.expect("cancelled");
     let report = guard(running.shutdown()).await.expect("shut down");
     assert_eq!(taken(&first_seen), (0..20).collect::<Vec<_>>());
-    let mut expected: Vec<u64> = (10..20).filter(|n| n % 2 == 0).collect();
+    let mut expected: Vec<u64> = (10..20u64).filter(|n| n.is_multiple_of(2)).collect();
     expected.push(1000);
     assert_eq!(taken(&later_seen), expected);
     assert_eq!(taken(&left), ["first Cancelled"]);

@@ -183,15 +183,15 @@ pub type Selector<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 /// of a generic function, so that a closure of the wrong type, or one that is not `Send + Sync`, is
 /// reported under the user's closure without naming this item.
 #[inline]
-pub fn selector<A: Wiring, B: Wiring>(
-    _producers: &[A],
-    _consumers: &[B],
-) -> fn(Selector<SelectedEvent<A, B>>) -> Selector<SelectedEvent<A, B>>
+pub fn selector<A: Wiring, B: Wiring>(_producers: &[A], _consumers: &[B]) -> MakeSelector<A, B>
 where
     A::Emits: SelectorEvent<A::Out, B::In>,
 {
     |selector| selector
 }
+
+/// What [`selector`] returns: the identity on the edge's `Selector`, to coerce the closure at.
+pub type MakeSelector<A, B> = fn(Selector<SelectedEvent<A, B>>) -> Selector<SelectedEvent<A, B>>;
 
 /// The events an edge's selector takes: see [`selector`].
 pub type SelectedEvent<A, B> =
