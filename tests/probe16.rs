@@ -1034,3 +1034,46 @@ async fn a_run_time_partition_count_wires_a_group_by_instance() {
         "the group of 3 after 2 partitions is refused"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A stream whose producer fails.
+
+/// Emits `0..10`, then fails.
+struct Breaks {
+    next: u64,
+}
+
+#[stage(producer)]
+impl Breaks {
+    fn handle_demand(&mut self, demand: usize) -> Result<Vec<u64>, String> {
+        if self.next >= 10 {
+            return Err("the source broke".to_owned());
+        }
+        let stop = 10.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        Ok(events)
+    }
+}
+
+/// A `to_stream` after a producer that fails yields what was emitted, then ends, whatever its
+/// cancel mode; the run fails naming the producer, and its report balances.
+#[tokio::test]
+async fn a_stream_ends_when_its_producer_fails() {
+    for mode in [CancelMode::Permanent, CancelMode::Temporary] {
+        let (sink, stream) = to_stream::<u64>();
+        let sink = sink.with_options(SubscribeOptions::new().max_demand(4).cancel(mode));
+        let running = pipeline! { Breaks { next: 0 } -> sink }.start();
+        let events: Vec<u64> = guard(stream.collect()).await;
+        assert_eq!(events, (0..10).collect::<Vec<_>>(), "{mode:?}");
+        let (report, error) = report_of(guard(running).await);
+        let error = error.expect("the producer failed");
+        assert!(
+            error
+                .to_string()
+                .contains("`Breaks` failed: the source broke"),
+            "{mode:?}: {error}"
+        );
+        assert!(report.balanced(), "{mode:?}: {report}");
+    }
+}
