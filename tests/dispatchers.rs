@@ -295,7 +295,9 @@ async fn a_partition_out_of_range_is_not_restarted_whatever_the_policy_but_a_pan
     balanced(report);
 
     // A panic in the partition function at 3 is a failure of the stage: restarted once, the batch
-    // it was dispatching (3 alone: batches of max - min = 1) lost, the rest delivered.
+    // it was handling (3 alone: batches of max - min = 1) lost, the rest delivered. The batch is
+    // handled only once its output is dispatched, so both are lost with the failed batch: the 3
+    // it took in, and the 3 it emitted.
     let (result, got) = routed_with_restarts(|| {
         Router(|n| {
             assert_ne!(n, 3, "no route for 3");
@@ -305,7 +307,14 @@ async fn a_partition_out_of_range_is_not_restarted_whatever_the_policy_but_a_pan
     .await;
     let report = result.unwrap();
     let route = report.stage("route").unwrap();
-    assert_eq!((route.restarts, route.lost), (1, 1));
+    assert_eq!((route.restarts, route.events_in, route.emitted), (1, 9, 10));
+    assert_eq!(
+        route.losses,
+        [genstage::Loss {
+            count: 2,
+            reason: genstage::LossReason::FailedBatch
+        }]
+    );
     assert_eq!(got, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
     balanced(&report);
 }

@@ -147,8 +147,13 @@ pub(crate) struct EventPath<T, I = Infallible> {
     /// Why the dispatcher could not dispatch, or how it broke its contract; nothing is dispatched
     /// after it.
     failure: Option<Failure>,
-    /// The events of the dispatch that failed.
+    /// The events of a dispatch that never returned: the stage's selector or partition function
+    /// panicked in it (see [`take_interrupted`](Self::take_interrupted)).
     undispatched: u64,
+    /// Where that dispatch's deliveries began.
+    undispatched_from: usize,
+    /// The events of the dispatch that failed (see [`Failure::Refused`]): counted with the buffer.
+    refused: u64,
     /// What the dispatcher holds (its `held` and `stranded`), as this path counts it.
     kept: usize,
     /// Events lost to a dispatcher that broke its contract (see [`broke`](Self::broke)).
@@ -162,6 +167,8 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             unsettled: false,
             failure: None,
             undispatched: 0,
+            undispatched_from: 0,
+            refused: 0,
             kept: 0,
             broken: 0,
             copies: 0,
@@ -298,11 +305,11 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// fails, and counts it as lost to the breach.
     fn dispatch(&mut self, events: Vec<T>, route: Route<'_, T>, capacity: Option<usize>) -> Vec<T> {
         // Counted as not dispatched until the dispatcher returns: a user's selector or partition
-        // function that panics stops the stage with the batch in hand, and it is counted with the
-        // stage's buffer (its deliveries so far are never sent).
+        // function that panics fails the stage with the batch in hand (see `take_interrupted`).
         let count = events.len();
-        self.undispatched += count as u64;
         let before = self.deliveries.len();
+        self.undispatched += count as u64;
+        self.undispatched_from = before;
         let mut out = Outbox::new(&mut self.deliveries);
         if let Some(route) = route {
             out = out.with_partition(route);
@@ -313,6 +320,8 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             Ok(leftover) => leftover,
             Err(error) => {
                 self.deliveries.truncate(before);
+                self.undispatched -= count as u64;
+                self.refused += count as u64;
                 self.failure.get_or_insert(Failure::Refused(error));
                 return Vec::new();
             }
@@ -526,7 +535,19 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         let (count, _infos) = self.buffer.clear();
         self.released.clear();
         self.behind_backlog.clear();
-        count + std::mem::take(&mut self.kept) + self.undispatched as usize
+        count + std::mem::take(&mut self.kept) + std::mem::take(&mut self.refused) as usize
+    }
+
+    /// The events of a dispatch that never returned, because the stage's selector or partition
+    /// function panicked in it, counted once: what the dispatch had put in the deliveries is
+    /// dropped, never sent, since a dispatcher runs the stage's functions before it changes (see
+    /// [`Dispatcher::dispatch`]). The stage counts them as lost with its failed batch.
+    pub(crate) fn take_interrupted(&mut self) -> u64 {
+        let count = std::mem::take(&mut self.undispatched);
+        if count > 0 {
+            self.deliveries.truncate(self.undispatched_from);
+        }
+        count
     }
 
     /// Buffers `events`, then serves what demand there is from the buffer; returns how many the
@@ -1116,6 +1137,65 @@ mod tests {
             )
         );
         assert_eq!((path.broken, path.clear_buffer()), (2, 0));
+    }
+
+    /// Sends each event to subscription 1 as its own batch, and panics at a 13, as a stage's
+    /// selector may, after sending the events before it.
+    struct PanicsAtThirteen;
+
+    impl Dispatcher<u32> for PanicsAtThirteen {
+        fn subscribe(
+            &mut self,
+            _sub: SubscriptionId,
+            _options: &DispatchOptions<u32>,
+        ) -> Result<usize, DispatchError> {
+            Ok(0)
+        }
+        fn cancel(&mut self, _sub: SubscriptionId) -> usize {
+            0
+        }
+        fn ask(&mut self, _sub: SubscriptionId, demand: usize, _: &mut Outbox<'_, u32>) -> usize {
+            demand
+        }
+        fn dispatch(
+            &mut self,
+            events: Vec<u32>,
+            out: &mut Outbox<'_, u32>,
+        ) -> Result<Vec<u32>, DispatchError> {
+            for event in events {
+                assert_ne!(event, 13, "the stage's function panics at 13");
+                out.send(1, vec![event]);
+            }
+            Ok(Vec::new())
+        }
+        fn capacity(&self) -> usize {
+            usize::MAX
+        }
+        fn consumers(&self) -> usize {
+            1
+        }
+    }
+
+    // Found by a probe: a broadcast's selector that panicked left the deliveries it had made
+    // before it, which the restarted stage then sent, while the whole batch was counted lost too.
+    #[test]
+    fn a_dispatch_that_panics_sends_nothing_and_is_counted_once() {
+        let mut path: EventPath<u32> =
+            EventPath::new(Box::new(PanicsAtThirteen), ProducerOptions::for_producer());
+        path.subscribe(1, &DispatchOptions::none()).unwrap();
+        path.emit(vec![1, 2], None);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            path.emit(vec![11, 12, 13, 14], None)
+        }));
+        assert!(panicked.is_err(), "the dispatch panicked");
+        assert_eq!(path.take_interrupted(), 4);
+        assert_eq!(path.take_interrupted(), 0, "counted once");
+        // What was dispatched before the panic goes out; nothing of the interrupted batch does.
+        assert_eq!(sent(&mut path), vec![(1, vec![1]), (1, vec![2])]);
+        // The restarted stage's next batch goes out; nothing is left to count as buffered.
+        path.emit(vec![21], None);
+        assert_eq!(sent(&mut path), vec![(1, vec![21])]);
+        assert_eq!((path.emitted, path.clear_buffer()), (7, 0));
     }
 
     /// How [`Breaking`] breaks the [`Dispatcher`] contract.

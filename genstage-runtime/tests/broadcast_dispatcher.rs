@@ -360,6 +360,47 @@ fn selectors_filter_events_without_using_up_demand() {
     assert_eq!(dispatcher.capacity(), 1);
 }
 
+// Not a GenStage item: a selector that panics (a bug in the user's code) fails the stage, whose
+// restarted value goes on with the same dispatcher; the dispatcher is left exactly as it was, and
+// the call puts nothing in the outbox, even when the consumer before it was already served.
+#[test]
+fn a_selector_that_panics_leaves_the_dispatcher_as_it_was() {
+    let mut dispatcher = BroadcastDispatcher::new();
+    assert_eq!(subscribe(&mut dispatcher, R1), 0);
+    let fussy = DispatchOptions::selector(|event: &char| {
+        assert!(*event != 'x', "the selector panics on x");
+        event.is_alphabetic()
+    });
+    assert_eq!(dispatcher.subscribe(R2, &fussy), Ok(0));
+    assert_eq!(ask(&mut dispatcher, R1, 5), 0);
+    assert_eq!(ask(&mut dispatcher, R2, 3), 3);
+    let before = state(&dispatcher);
+    assert_eq!(before, (vec![(R1, 2), (R2, 0)], 3, 3));
+
+    let mut sent = Vec::new();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut out = Outbox::new(&mut sent);
+        dispatcher.dispatch(chars("axb"), &mut out)
+    }));
+    assert!(panicked.is_err(), "the selector panicked");
+    assert_eq!(sent, Vec::new(), "nothing was put in the outbox");
+    assert_eq!(state(&dispatcher), before);
+
+    // The restarted stage's next batch goes out as if the failed one had never been.
+    let dispatched = dispatch(&mut dispatcher, &chars("a1b"));
+    assert_eq!(
+        dispatched,
+        Dispatched {
+            sent: vec![(R1, chars("a1b")), (R2, chars("ab"))],
+            leftover: vec![],
+            copies: 2,
+            discarded: 0,
+        }
+    );
+    // r2's rejected `1` goes back to its demand: one more event both can take.
+    assert_eq!(state(&dispatcher), (vec![(R1, 1), (R2, 0)], 1, 1));
+}
+
 // Not a GenStage item: a consumer whose selector rejects a whole batch is sent nothing (GenStage
 // sends it an empty list), and its demand stays whole.
 #[test]

@@ -181,11 +181,25 @@ impl<T: BroadcastEvent + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T
         }
         let leftover = events.split_off(self.waiting.min(events.len()));
         let count = events.len();
+        // Every selector's verdicts before anything changes: a selector that panics fails the
+        // stage, whose restarted value goes on with this dispatcher as it was.
+        let selective = self.subscribers.iter().any(|s| s.selector.is_some());
+        let mut verdicts: Vec<Option<Vec<bool>>> = if selective {
+            self.subscribers
+                .iter()
+                .map(|s| {
+                    let selector = s.selector.as_ref()?;
+                    Some(events.iter().map(|event| selector(event)).collect())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.waiting -= count;
         self.requested = self.requested.saturating_sub(count);
         // How many consumers each event goes to, when some select: an event no one takes is
         // discarded, and each one beyond the first is a copy.
-        let mut takers = if self.subscribers.iter().any(|s| s.selector.is_some()) {
+        let mut takers = if selective {
             vec![0usize; count]
         } else {
             Vec::new()
@@ -200,15 +214,17 @@ impl<T: BroadcastEvent + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T
                     .as_ref()
                     .map_or_else(Vec::new, |events| events.clone())
             };
-            let batch: Vec<T> = match &subscriber.selector {
+            let batch: Vec<T> = match verdicts.get_mut(i).and_then(Option::take) {
                 None => {
                     takers.iter_mut().for_each(|n| *n += 1);
                     all
                 }
-                Some(selector) => {
+                Some(accepted) => {
                     let mut batch = Vec::with_capacity(all.len());
-                    for (event, takers) in all.into_iter().zip(takers.iter_mut()) {
-                        if selector(&event) {
+                    for ((event, takers), accepted) in
+                        all.into_iter().zip(takers.iter_mut()).zip(accepted)
+                    {
+                        if accepted {
                             *takers += 1;
                             batch.push(event);
                         }

@@ -268,6 +268,12 @@ pub trait Dispatcher<T>: Send + 'static {
     /// Hands `events` to consumers with demand, through `out`; returns the events no consumer could
     /// take now (the loop buffers them), in order.
     ///
+    /// The stage's own functions (its partition function, through `out`, and subscriptions'
+    /// selectors) may panic: the stage then fails with `events` counted as lost in its failed
+    /// batch, nothing this call put in `out` is sent, and a restarted stage goes on with the same
+    /// dispatcher. So call them all before changing the dispatcher's state, as the dispatchers of
+    /// this crate do.
+    ///
     /// # Errors
     ///
     /// The events cannot be dispatched (a partition function gave a partition that does not

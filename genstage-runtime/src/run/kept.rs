@@ -64,8 +64,14 @@ impl<T> InHand<T> {
         }
     }
 
-    /// The callback returned the batch: nothing is in hand. (What else `take` set is read only
-    /// while a batch is.)
+    /// The ask the batch earns is made: a restart is not to make it again.
+    #[inline]
+    pub(super) fn asked(&mut self) {
+        self.ask = None;
+    }
+
+    /// The batch is handled (a producer_consumer's output dispatched too): nothing is in hand.
+    /// (What else `take` set is read only while a batch is.)
     #[inline]
     pub(super) fn done(&mut self) {
         self.batch = 0;

@@ -303,6 +303,8 @@ pub(crate) async fn run_producer<P: Producer>(
     state.set_demand(options.demand, &mut outputs);
     // Events the stage took in and dropped unemitted (see `Producer::__unemitted`).
     let mut unemitted = 0;
+    // Events whose dispatch a panic in the stage's selector or partition function interrupted.
+    let mut interrupted = 0;
     let exit = loop {
         let stage_loop = produce(
             &mut stage,
@@ -313,6 +315,7 @@ pub(crate) async fn run_producer<P: Producer>(
             &mut state,
         );
         let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
+        interrupted += outputs.take_interrupted();
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {
             break exit;
@@ -343,7 +346,7 @@ pub(crate) async fn run_producer<P: Producer>(
     let mut losses = close_and_count(
         &mut mailbox,
         &InHand::<NoInput>::new(None),
-        0,
+        interrupted,
         0,
         outputs.lost_to_gone_consumers(),
         buffered,
@@ -752,6 +755,8 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     } = dispatch;
     let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
     let mut kept = Kept::new(restarts.redelivery());
+    // Events whose dispatch a panic in the stage's selector or partition function interrupted.
+    let mut interrupted = 0;
     let (exit, aborted) = loop {
         let stage_loop = transform(
             &mut stage,
@@ -763,6 +768,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
             &mut kept,
         );
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
+        interrupted += outputs.take_interrupted();
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {
             break (exit, aborted);
@@ -792,7 +798,7 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     let mut losses = close_and_count(
         &mut mailbox,
         &kept.in_hand,
-        kept.failed(),
+        kept.failed() + interrupted,
         inputs.unhandled() + waiting,
         outputs.lost_to_gone_consumers(),
         buffered,
@@ -1003,15 +1009,19 @@ async fn transform<S: ProducerConsumer>(
                             break 'run Exit::Cancelled(None);
                         }
                     };
-                    in_hand.done();
                     // The ask's wake-up goes with the output, to the consumer it wakes (see
                     // `crate::mailbox`, "Hand-offs"); failing that, the producer is woken before
                     // the consumer, so that it starts refilling while this stage's output waits
                     // its turn.
                     let producer = inputs.ask(sub, demand);
+                    in_hand.asked();
                     routed(&*stage, partition, |route| {
                         outputs.emit_handing_off(emitted, producer, route)
                     });
+                    // Handled once its output is dispatched: a selector or partition function
+                    // that panics on the output fails the batch, which a redelivering stage
+                    // handles again.
+                    in_hand.done();
                     if !letters.is_empty() || outputs.has_notices() {
                         continue 'run;
                     }

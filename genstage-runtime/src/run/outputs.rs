@@ -350,6 +350,14 @@ impl<T: Send + 'static> Outputs<T> {
         }
     }
 
+    /// The events of a dispatch that a panic in the stage's selector or partition function
+    /// interrupted, counted once (see [`EventPath::take_interrupted`]).
+    pub(super) fn take_interrupted(&mut self) -> u64 {
+        // A wake-up owed to the stage's producer that the interrupted emit held is given.
+        drop(std::mem::take(&mut self.hand_off));
+        self.path.take_interrupted()
+    }
+
     /// Drops what is still buffered when the stage stops early; returns how many events that was.
     pub(super) fn abandon_buffer(&mut self) -> u64 {
         self.path.clear_buffer() as u64
