@@ -1,0 +1,814 @@
+//! Probe: fault paths in combination. Panics in every side callback (`init`, `handle_subscribe`,
+//! `batch_from`, `handle_cancel`, `terminate`, and a producer's `handle_consumer_subscribe` and
+//! `handle_consumer_cancel`) under each restart policy; broadcasts (with selectors) and partitions
+//! whose consumer or producer_consumer fails and restarts, with and without redelivery; graceful
+//! shutdowns and aborts arriving while a call waits for its events to be dispatched, while a
+//! producer accumulates, while a manual consumer asks for nothing, while a redelivered batch is
+//! handled; ConsumerSupervisor children failing during a shutdown; consumers added at run time
+//! that fail. Every run is under a timeout, and every report is checked for exact counts, the
+//! reasons of its losses and its balance, per stage and per edge.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genstage::{
+    from_iter, CallError, Consumer, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch,
+    Emit, HandleCall, HandleCast, LossReason, NoInput, Partition, Pipeline, PipelineError,
+    Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, RestartPolicy, StageResult,
+    StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
+};
+use tokio::sync::Semaphore;
+
+mod faults;
+mod run_reports;
+
+use faults::{count_on, fail, Fault, Faults};
+use run_reports::{lost, report_of, stage};
+
+/// Awaits `future`; 20 s without an end is a hang (the runs take milliseconds).
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), future)
+        .await
+        .expect("hung: no end within 20 s")
+}
+
+fn options(max: usize, min: usize) -> SubscribeOptions {
+    SubscribeOptions::new().max_demand(max).min_demand(min)
+}
+
+/// The report balances in total and on every edge, and its totals add up as the stages do.
+fn balanced(report: &Report) {
+    assert!(report.balanced(), "{report}");
+    let totals = report.totals();
+    assert_eq!(
+        totals.emitted,
+        totals.handled + totals.discarded + totals.lost,
+        "{report}"
+    );
+}
+
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+fn taken(seen: &Seen) -> Vec<u64> {
+    seen.lock().unwrap().clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panics in a consumer's side callbacks, under each restart policy.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Side {
+    Init,
+    Subscribe,
+    BatchFrom,
+    Cancel,
+    Terminate,
+}
+
+/// Records what it handles; panics once (its values share `armed`) in the callback `at`.
+struct SideConsumer {
+    at: Side,
+    armed: Arc<AtomicBool>,
+    policy: RestartPolicy<u64>,
+    seen: Seen,
+}
+
+impl SideConsumer {
+    fn strike(&self, here: Side) {
+        if self.at == here && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("SideConsumer panicked in {here:?}");
+        }
+    }
+}
+
+impl Consumer for SideConsumer {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn init(&mut self, _ctx: &mut Context<'_, Self>) {
+        self.strike(Side::Init);
+    }
+    fn handle_subscribe(&mut self, _: &Subscription, _ctx: &mut Context<'_, Self>) -> Demand {
+        self.strike(Side::Subscribe);
+        Demand::Automatic
+    }
+    fn batch_from(&mut self, _: SubscriptionTag) {
+        self.strike(Side::BatchFrom);
+    }
+    async fn handle_cancel(
+        &mut self,
+        _: &Subscription,
+        _: &genstage::CancelReason,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        self.strike(Side::Cancel);
+        Ok(())
+    }
+    async fn terminate(&mut self, _: &StageStatus) {
+        self.strike(Side::Terminate);
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+fn side_run(at: Side, policy: RestartPolicy<u64>) -> (Pipeline, Seen) {
+    let seen = Seen::default();
+    let armed = Arc::new(AtomicBool::new(true));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0..50u64));
+    let s = seen.clone();
+    let side = pipeline.add_consumer_with_as(Some("side".into()), move || SideConsumer {
+        at,
+        armed: armed.clone(),
+        policy,
+        seen: s.clone(),
+    });
+    pipeline.subscribe(&numbers, &side);
+    (pipeline, seen)
+}
+
+/// A temporary consumer that panics in a side callback fails the run, naming it and the
+/// callback's panic; what it had not handled is lost, and the report balances.
+#[tokio::test]
+async fn a_panic_in_a_temporary_consumers_side_callback_fails_it_and_balances() {
+    for at in [
+        Side::Init,
+        Side::Subscribe,
+        Side::BatchFrom,
+        Side::Cancel,
+        Side::Terminate,
+    ] {
+        let (pipeline, seen) = side_run(at, RestartPolicy::temporary());
+        let (report, error) = report_of(within(pipeline.run()).await);
+        balanced(&report);
+        let side = stage(&report, "side");
+        let error = error.unwrap_or_else(|| panic!("{at:?}: the run fails\n{report}"));
+        assert_eq!(error.stage(), "side", "{at:?}: {error:?}");
+        assert!(
+            error.to_string().contains(&format!("panicked in {at:?}")),
+            "{at:?}: {error}"
+        );
+        assert!(side.failed(), "{at:?}: {report}");
+        match at {
+            Side::Init | Side::Subscribe => {
+                assert_eq!(side.events_in, 0, "{at:?}: {report}");
+                assert!(taken(&seen).is_empty());
+            }
+            Side::BatchFrom => {
+                assert_eq!(side.events_in, 0, "{at:?}: {report}");
+                assert_eq!(lost(side, LossReason::FailedBatch), 5, "{at:?}: {report}");
+            }
+            Side::Cancel | Side::Terminate => {
+                assert_eq!(side.events_in, 50, "{at:?}: {report}");
+                assert_eq!(report.totals().lost, 0, "{at:?}: {report}");
+                assert_eq!(taken(&seen), (0..50).collect::<Vec<_>>());
+            }
+        }
+        // What the producer emitted and the consumer did not handle is lost, nothing more.
+        let numbers = stage(&report, "numbers");
+        assert_eq!(
+            numbers.emitted,
+            side.events_in + report.totals().lost,
+            "{at:?}: {report}"
+        );
+    }
+}
+
+/// A transient consumer that panics once in a side callback before the end is restarted and
+/// handles everything but the batch it held (none, but in `batch_from`: that batch, unless
+/// redelivered).
+#[tokio::test]
+async fn a_panic_in_a_transient_consumers_side_callback_restarts_it() {
+    for redeliver in [false, true] {
+        for at in [Side::Init, Side::Subscribe, Side::BatchFrom, Side::Cancel] {
+            let policy = if redeliver {
+                RestartPolicy::transient().redeliver()
+            } else {
+                RestartPolicy::transient()
+            };
+            let case = format!("{at:?} redeliver {redeliver}");
+            let (pipeline, seen) = side_run(at, policy);
+            let (report, error) = report_of(within(pipeline.run()).await);
+            balanced(&report);
+            assert!(error.is_none(), "{case}: {error:?}\n{report}");
+            let side = stage(&report, "side");
+            assert_eq!(side.restarts, 1, "{case}: {report}");
+            assert_eq!(side.status, StageStatus::Finished, "{case}: {report}");
+            let (handled, failed, redelivered) = match (at, redeliver) {
+                (Side::BatchFrom, false) => (45, 5, 0),
+                (Side::BatchFrom, true) => (50, 0, 5),
+                _ => (50, 0, 0),
+            };
+            assert_eq!(
+                (
+                    side.events_in,
+                    lost(side, LossReason::FailedBatch),
+                    side.lost,
+                    side.redelivered
+                ),
+                (handled, failed, failed, redelivered),
+                "{case}: {report}"
+            );
+            let expected: Vec<u64> = if failed > 0 {
+                (5..50).collect()
+            } else {
+                (0..50).collect()
+            };
+            assert_eq!(taken(&seen), expected, "{case}");
+        }
+    }
+}
+
+/// A transient consumer whose `terminate` panics after it finished: it ended on its own, so it
+/// is not restarted, and everything was handled; the panic is reported.
+#[tokio::test]
+async fn a_panic_in_terminate_after_the_end_is_reported_and_balances() {
+    for policy in [
+        RestartPolicy::transient(),
+        RestartPolicy::transient().redeliver(),
+    ] {
+        let (pipeline, seen) = side_run(Side::Terminate, policy);
+        let (report, error) = report_of(within(pipeline.run()).await);
+        balanced(&report);
+        let side = stage(&report, "side");
+        assert_eq!(side.events_in, 50, "{report}");
+        assert_eq!(report.totals().lost, 0, "{report}");
+        assert_eq!(taken(&seen), (0..50).collect::<Vec<_>>());
+        let error = error.expect("the panic fails the run");
+        assert_eq!(error.stage(), "side");
+        assert!(
+            error.to_string().contains("panicked in Terminate"),
+            "{error}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panics in a producer's side callbacks.
+
+/// Counts to 60 (its values share the count); panics once in the callback `at`.
+struct SideProducer {
+    at: Side,
+    armed: Arc<AtomicBool>,
+    next: Arc<AtomicU64>,
+    end: u64,
+    policy: RestartPolicy<NoInput>,
+    told: Arc<Mutex<Vec<(String, genstage::CancelReason)>>>,
+}
+
+impl SideProducer {
+    fn strike(&self, here: Side) {
+        if self.at == here && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("SideProducer panicked in {here:?}");
+        }
+    }
+}
+
+impl Producer for SideProducer {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        Ok(count_on(&self.next, demand, self.end))
+    }
+    fn init(&mut self, _ctx: &mut Context<'_, Self>) {
+        self.strike(Side::Init);
+    }
+    fn handle_consumer_subscribe(&mut self, _: &Subscriber, _ctx: &mut Context<'_, Self>) {
+        self.strike(Side::Subscribe);
+    }
+    async fn handle_consumer_cancel(
+        &mut self,
+        subscriber: &Subscriber,
+        reason: &genstage::CancelReason,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        self.told
+            .lock()
+            .unwrap()
+            .push((subscriber.consumer().to_string(), reason.clone()));
+        self.strike(Side::Cancel);
+        Ok(Vec::new())
+    }
+    async fn terminate(&mut self, _: &StageStatus) {
+        self.strike(Side::Terminate);
+    }
+    fn restart_policy(&self) -> RestartPolicy<NoInput> {
+        self.policy
+    }
+}
+
+/// Records what it handles; with `until`, stops taking (cancels itself by finishing) never: it
+/// is the plain sink of the producer tests.
+struct Collect(Seen);
+
+impl Consumer for Collect {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.0.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+}
+
+/// A producer that panics once in `init` or `handle_consumer_subscribe`: temporary, the run
+/// fails naming it and its consumers are cancelled with nothing lost unaccounted; transient, it
+/// is restarted and every event reaches the two consumers once.
+#[tokio::test]
+async fn a_panic_in_a_producers_side_callback_fails_or_restarts_it() {
+    for at in [Side::Init, Side::Subscribe] {
+        for transient in [false, true] {
+            let case = format!("{at:?} transient {transient}");
+            let (a, b) = (Seen::default(), Seen::default());
+            let armed = Arc::new(AtomicBool::new(true));
+            let next = Arc::new(AtomicU64::new(0));
+            let policy = if transient {
+                RestartPolicy::transient()
+            } else {
+                RestartPolicy::temporary()
+            };
+            let mut pipeline = Pipeline::new();
+            let p = pipeline.add_producer_with_as(Some("p".into()), move || SideProducer {
+                at,
+                armed: armed.clone(),
+                next: next.clone(),
+                end: 60,
+                policy,
+                told: Arc::default(),
+            });
+            let ca = pipeline.add_consumer_named("a", Collect(a.clone()));
+            let cb = pipeline.add_consumer_named("b", Collect(b.clone()));
+            pipeline.subscribe(&p, &ca).subscribe(&p, &cb);
+            let (report, error) = report_of(within(pipeline.run()).await);
+            balanced(&report);
+            let handled = stage(&report, "a").events_in + stage(&report, "b").events_in;
+            if transient {
+                assert!(error.is_none(), "{case}: {error:?}\n{report}");
+                assert_eq!(stage(&report, "p").restarts, 1, "{case}: {report}");
+                assert_eq!(handled, 60, "{case}: {report}");
+                let mut all = taken(&a);
+                all.extend(taken(&b));
+                all.sort_unstable();
+                assert_eq!(all, (0..60).collect::<Vec<_>>(), "{case}");
+            } else {
+                let error = error.unwrap_or_else(|| panic!("{case}: fails\n{report}"));
+                assert_eq!(error.stage(), "p", "{case}");
+                assert!(
+                    error.to_string().contains(&format!("panicked in {at:?}")),
+                    "{case}: {error}"
+                );
+                assert_eq!(
+                    stage(&report, "p").emitted,
+                    handled + report.totals().lost,
+                    "{case}: {report}"
+                );
+            }
+        }
+    }
+}
+
+/// A producer (counting for ever) whose `handle_consumer_cancel` panics when told that one of
+/// its two consumers failed: temporary, the producer fails and stops the other consumer;
+/// transient, it restarts and the other consumer goes on until a graceful shutdown, getting
+/// every event the failed one was not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_handle_consumer_cancel_when_a_consumer_fails() {
+    for transient in [false, true] {
+        let case = format!("transient {transient}");
+        let (a, b) = (Seen::default(), Seen::default());
+        let armed = Arc::new(AtomicBool::new(true));
+        let next = Arc::new(AtomicU64::new(0));
+        let policy = if transient {
+            RestartPolicy::transient()
+        } else {
+            RestartPolicy::temporary()
+        };
+        let mut pipeline = Pipeline::new();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t = told.clone();
+        let p = pipeline.add_producer_with_as(Some("p".into()), move || SideProducer {
+            at: Side::Cancel,
+            armed: armed.clone(),
+            next: next.clone(),
+            end: u64::MAX,
+            policy,
+            told: t.clone(),
+        });
+        let ca = pipeline.add_consumer_named(
+            "a",
+            FailsOn {
+                event: 3,
+                seen: a.clone(),
+                opens: None,
+            },
+        );
+        let cb = pipeline.add_consumer_named("b", Collect(b.clone()));
+        pipeline.subscribe(&p, &ca).subscribe(&p, &cb);
+        let running = pipeline.start();
+        let result = if transient {
+            within(async {
+                while told.lock().unwrap().is_empty() {
+                    tokio::task::yield_now().await;
+                }
+                let before = b.lock().unwrap().len();
+                while b.lock().unwrap().len() < before + 20 {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await;
+            within(running.shutdown()).await
+        } else {
+            within(running).await
+        };
+        let (report, error) = report_of(result);
+        balanced(&report);
+        let told = told.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "{case}: {told:?}\n{report}");
+        assert_eq!(told[0].0, "a", "{case}: {told:?}");
+        assert_eq!(
+            told[0].1,
+            genstage::CancelReason::Failed { cause: "a".into() },
+            "{case}"
+        );
+        let error = error.unwrap_or_else(|| panic!("{case}: a fails\n{report}"));
+        assert_eq!(error.stage(), "a", "{case}: {error:?}");
+        let (sa, sb, sp) = (
+            stage(&report, "a"),
+            stage(&report, "b"),
+            stage(&report, "p"),
+        );
+        assert!(sa.failed(), "{case}: {report}");
+        // `a` was sent 0..10 and failed on its first batch, 0..5.
+        assert_eq!(
+            (sa.events_in, lost(sa, LossReason::FailedBatch), sa.lost),
+            (0, 5, 10),
+            "{case}: {report}"
+        );
+        if transient {
+            assert_eq!(
+                (sp.restarts, sp.status.clone(), report.totals().lost),
+                (1, StageStatus::ShutDown, 10),
+                "{case}: {report}"
+            );
+            assert_eq!(sb.events_in, sp.emitted - 10, "{case}: {report}");
+            assert_eq!(taken(&b), (10..sp.emitted).collect::<Vec<_>>(), "{case}");
+        } else {
+            assert!(sp.failed(), "{case}: {report}");
+            assert_eq!(
+                sp.emitted,
+                sb.events_in + report.totals().lost,
+                "{case}: {report}"
+            );
+            assert_eq!(
+                sb.status,
+                StageStatus::Cancelled {
+                    cause: Some("p".into())
+                },
+                "{case}: {report}"
+            );
+        }
+    }
+}
+
+/// Records what it handles; each batch waits for a permit of `gate` first.
+struct Gated {
+    gate: Arc<Semaphore>,
+    seen: Seen,
+}
+
+impl Consumer for Gated {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.gate.acquire().await.expect("open").forget();
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+}
+
+/// Records what it handles; fails on `event`.
+struct FailsOn {
+    event: u64,
+    seen: Seen,
+    /// Opened wide when it fails.
+    opens: Option<Arc<Semaphore>>,
+}
+
+impl Consumer for FailsOn {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.contains(&self.event) {
+            if let Some(gate) = &self.opens {
+                gate.add_permits(1 << 20);
+            }
+            return Err(format!("FailsOn failed on {}", self.event).into());
+        }
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broadcasts and partitions whose consumer or producer_consumer fails and restarts.
+
+/// Counts `0..end` (its values share the count), broadcast or partitioned by parity.
+struct Caster {
+    next: Arc<AtomicU64>,
+    end: u64,
+    partitioned: bool,
+}
+
+impl Producer for Caster {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        Ok(count_on(&self.next, demand, self.end))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        if self.partitioned {
+            Dispatch::partition(2)
+        } else {
+            Dispatch::broadcast()
+        }
+    }
+}
+
+impl Partition<u64> for Caster {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+}
+
+/// Records the batches it handles; fails (before recording) on a batch holding one of its
+/// faults.
+struct Rec {
+    faults: Faults,
+    fault: Fault,
+    seen: Seen,
+    policy: RestartPolicy<u64>,
+}
+
+impl Consumer for Rec {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if let Some(&event) = events.iter().find(|&&event| self.faults.strikes(event)) {
+            fail(self.fault, "Rec", event)?;
+        }
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+fn transient(redeliver: bool) -> RestartPolicy<u64> {
+    if redeliver {
+        RestartPolicy::transient().redeliver()
+    } else {
+        RestartPolicy::transient()
+    }
+}
+
+/// `expected` less one contiguous run of it holding `failed_on`, of `lost` events, is `seen`.
+fn seen_but_a_batch(seen: &[u64], expected: &[u64], failed_on: u64, lost: u64, case: &str) {
+    let at = expected
+        .iter()
+        .position(|&n| n == failed_on)
+        .expect("fails on an expected event");
+    let start = seen.len().min(at);
+    let end = start + lost as usize;
+    assert!(lost > 0 && end > at, "{case}: lost {lost} around {at}");
+    let mut kept = expected[..start].to_vec();
+    kept.extend_from_slice(&expected[end..]);
+    assert_eq!(seen, kept, "{case}");
+}
+
+/// A broadcast with a selector per consumer (evens, threes, fives: 150 passes all three, 80 of
+/// `0..300` none), one consumer transient, failing once on 150, in each position: the others get
+/// exactly their events; it gets its own, all with redelivery, all but the failed batch without;
+/// the events no selector accepts are discarded; every edge balances.
+#[tokio::test]
+async fn a_selective_broadcast_with_a_restarting_consumer_in_each_position() {
+    let selectors: [fn(&u64) -> bool; 3] = [|n| n % 2 == 0, |n| n % 3 == 0, |n| n % 5 == 0];
+    for failing in 0..3 {
+        for redeliver in [false, true] {
+            for fault in [Fault::Error, Fault::Panic] {
+                let case = format!("failing {failing} redeliver {redeliver} {fault:?}");
+                let mut pipeline = Pipeline::new();
+                let next = Arc::new(AtomicU64::new(0));
+                let p = pipeline.add_producer_named(
+                    "p",
+                    Caster {
+                        next,
+                        end: 300,
+                        partitioned: false,
+                    },
+                );
+                let mut seen = Vec::new();
+                for (i, selector) in selectors.iter().enumerate() {
+                    let s = Seen::default();
+                    seen.push(s.clone());
+                    let faults = Faults::on(&[(150, u32::from(i == failing))]);
+                    let policy = if i == failing {
+                        transient(redeliver)
+                    } else {
+                        RestartPolicy::temporary()
+                    };
+                    let c = pipeline.add_consumer_with_as(Some(format!("c{i}")), move || Rec {
+                        faults: faults.clone(),
+                        fault,
+                        seen: s.clone(),
+                        policy,
+                    });
+                    pipeline.subscribe_selected(&p, &c, options(10, 5), *selector);
+                }
+                let (report, error) = report_of(within(pipeline.run()).await);
+                balanced(&report);
+                assert!(error.is_none(), "{case}: {error:?}\n{report}");
+                assert_eq!(stage(&report, "p").discarded, 80, "{case}: {report}");
+                for (i, selector) in selectors.iter().enumerate() {
+                    let expected: Vec<u64> = (0..300).filter(|n| selector(n)).collect();
+                    let c = stage(&report, &format!("c{i}"));
+                    assert_eq!(c.status, StageStatus::Finished, "{case}: c{i}");
+                    if i != failing || redeliver {
+                        assert_eq!(taken(&seen[i]), expected, "{case}: c{i}");
+                        assert_eq!(
+                            (c.events_in, c.lost),
+                            (expected.len() as u64, 0),
+                            "{case}: c{i}\n{report}"
+                        );
+                    }
+                    if i == failing {
+                        assert_eq!(c.restarts, 1, "{case}: {report}");
+                        if redeliver {
+                            assert!(c.redelivered > 0, "{case}: {report}");
+                        } else {
+                            let failed = lost(c, LossReason::FailedBatch);
+                            assert_eq!(c.lost, failed, "{case}: {report}");
+                            assert_eq!(
+                                c.events_in + failed,
+                                expected.len() as u64,
+                                "{case}: {report}"
+                            );
+                            seen_but_a_batch(&taken(&seen[i]), &expected, 150, failed, &case);
+                        }
+                    } else {
+                        assert_eq!(c.restarts, 0, "{case}: c{i}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Passes events on; fails (emitting nothing of the batch) on a batch holding one of its faults;
+/// broadcasts or partitions by parity.
+struct Relay {
+    faults: Faults,
+    fault: Fault,
+    partitioned: bool,
+    policy: RestartPolicy<u64>,
+}
+
+impl ProducerConsumer for Relay {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        if let Some(&event) = events.iter().find(|&&event| self.faults.strikes(event)) {
+            match self.fault {
+                Fault::Error => return Err(format!("Relay failed on {event}").into()),
+                Fault::Panic => panic!("Relay panicked on {event}"),
+            }
+        }
+        Ok(events)
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        if self.partitioned {
+            Dispatch::partition(2)
+        } else {
+            Dispatch::broadcast()
+        }
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+impl Partition<u64> for Relay {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+}
+
+/// A broadcasting (second consumer with a selector) or partitioning producer_consumer, transient,
+/// failing once on 150: with redelivery every consumer gets exactly its events in order; without,
+/// each loses the part of the failed batch it would have got, and nothing else.
+#[tokio::test]
+async fn a_broadcasting_or_partitioning_producer_consumer_fails_and_restarts() {
+    for partitioned in [false, true] {
+        for redeliver in [false, true] {
+            for fault in [Fault::Error, Fault::Panic] {
+                let case = format!("partitioned {partitioned} redeliver {redeliver} {fault:?}");
+                let mut pipeline = Pipeline::new();
+                let p = pipeline.add_producer_as(Some("p".into()), from_iter(0..300u64));
+                let faults = Faults::on(&[(150, 1)]);
+                let policy = transient(redeliver);
+                let m = pipeline.add_producer_consumer_with_as(Some("m".into()), move || Relay {
+                    faults: faults.clone(),
+                    fault,
+                    partitioned,
+                    policy,
+                });
+                pipeline.subscribe(&p, &m);
+                let (a, b) = (Seen::default(), Seen::default());
+                let ca = pipeline.add_consumer_named("a", Collect(a.clone()));
+                let cb = pipeline.add_consumer_named("b", Collect(b.clone()));
+                let expected_a: Vec<u64>;
+                if partitioned {
+                    pipeline.subscribe_with(&m, &ca, options(10, 5).partition(0));
+                    pipeline.subscribe_with(&m, &cb, options(10, 5).partition(1));
+                    expected_a = (0..300).filter(|n| n % 2 == 0).collect();
+                } else {
+                    pipeline.subscribe(&m, &ca);
+                    pipeline.subscribe_selected(&m, &cb, options(10, 5), |n: &u64| n % 2 == 1);
+                    expected_a = (0..300).collect();
+                }
+                let expected_b: Vec<u64> = (0..300).filter(|n| n % 2 == 1).collect();
+                let (report, error) = report_of(within(pipeline.run()).await);
+                balanced(&report);
+                assert!(error.is_none(), "{case}: {error:?}\n{report}");
+                let sm = stage(&report, "m");
+                assert_eq!(sm.restarts, 1, "{case}: {report}");
+                if redeliver {
+                    assert_eq!(sm.lost, 0, "{case}: {report}");
+                    assert!(sm.redelivered > 0, "{case}: {report}");
+                    assert_eq!(taken(&a), expected_a, "{case}");
+                    assert_eq!(taken(&b), expected_b, "{case}");
+                } else {
+                    // The failed batch, m's input of at most 5 events around 150, is lost at m.
+                    let failed = lost(sm, LossReason::FailedBatch);
+                    assert_eq!(sm.lost, failed, "{case}: {report}");
+                    assert!((1..=5).contains(&failed), "{case}: {report}");
+                    let handled = stage(&report, "a").events_in + stage(&report, "b").events_in;
+                    assert_eq!(
+                        report.totals().lost,
+                        failed,
+                        "{case}: only the failed batch is lost\n{report}"
+                    );
+                    let (a, b) = (taken(&a), taken(&b));
+                    assert_eq!(handled, (a.len() + b.len()) as u64, "{case}: {report}");
+                    // What each misses is its share of one run of the input, around 150.
+                    let missing = |expected: &[u64], got: &[u64]| -> Vec<u64> {
+                        expected
+                            .iter()
+                            .filter(|n| !got.contains(n))
+                            .copied()
+                            .collect()
+                    };
+                    let (missing_a, missing_b) =
+                        (missing(&expected_a, &a), missing(&expected_b, &b));
+                    let mut batch: Vec<u64> = missing_a.iter().chain(&missing_b).copied().collect();
+                    batch.sort_unstable();
+                    batch.dedup();
+                    assert_eq!(batch.len() as u64, failed, "{case}: {batch:?}");
+                    assert!(batch.contains(&150), "{case}: {batch:?}");
+                    assert!(
+                        batch.windows(2).all(|w| w[1] == w[0] + 1),
+                        "{case}: {batch:?}"
+                    );
+                    assert_eq!(
+                        missing(&batch, &missing_a),
+                        missing(&batch, &expected_a),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        missing(&batch, &missing_b),
+                        missing(&batch, &expected_b),
+                        "{case}"
+                    );
+                    // In order, each.
+                    assert!(a.windows(2).all(|w| w[0] < w[1]), "{case}");
+                    assert!(b.windows(2).all(|w| w[0] < w[1]), "{case}");
+                }
+            }
+        }
+    }
+}
