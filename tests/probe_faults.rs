@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    from_iter, CallError, Consumer, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch,
-    Emit, HandleCall, HandleCast, LossReason, NoInput, Partition, Pipeline, PipelineError,
-    Producer, ProducerConsumer, ProducerOptions, ReplyTo, Report, RestartPolicy, StageResult,
+    from_iter, Consumer, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch, Emit,
+    HandleCall, HandleCast, LossReason, NoInput, Partition, Pipeline, PipelineError, Producer,
+    ProducerConsumer, ProducerOptions, ReplyTo, Report, RestartPolicy, StageRef, StageResult,
     StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
 };
 use tokio::sync::Semaphore;
@@ -24,14 +24,8 @@ mod faults;
 mod run_reports;
 
 use faults::{count_on, fail, Fault, Faults};
-use run_reports::{lost, report_of, stage};
-
-/// Awaits `future`; 20 s without an end is a hang (the runs take milliseconds).
-async fn within<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), future)
-        .await
-        .expect("hung: no end within 20 s")
-}
+// Every run is awaited under `guard`'s time limit: a run that does not end is a hang.
+use run_reports::{guard as within, lost, report_of, stage};
 
 fn options(max: usize, min: usize) -> SubscribeOptions {
     SubscribeOptions::new().max_demand(max).min_demand(min)
@@ -590,9 +584,17 @@ fn seen_but_a_batch(seen: &[u64], expected: &[u64], failed_on: u64, lost: u64, c
         .iter()
         .position(|&n| n == failed_on)
         .expect("fails on an expected event");
-    let start = seen.len().min(at);
+    // Where `seen` first differs from `expected`: the failed batch's first event.
+    let start = seen
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(seen.len());
     let end = start + lost as usize;
-    assert!(lost > 0 && end > at, "{case}: lost {lost} around {at}");
+    assert!(
+        lost > 0 && start <= at && end > at,
+        "{case}: lost {lost} around {at}"
+    );
     let mut kept = expected[..start].to_vec();
     kept.extend_from_slice(&expected[end..]);
     assert_eq!(seen, kept, "{case}");
@@ -810,5 +812,602 @@ async fn a_broadcasting_or_partitioning_producer_consumer_fails_and_restarts() {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful shutdowns and aborts arriving while a call waits for its events to go out, while a
+// producer accumulates, while a manual consumer asks for nothing.
+
+/// Emits what it is pushed, from `handle_call` (answered once the events are dispatched) or
+/// `handle_cast`; its `handle_demand` has nothing of its own (it returns nothing, and is asked
+/// again after a back-off, taking its messages in between).
+struct Pusher {
+    accumulate: bool,
+}
+
+struct Push(Vec<u64>);
+
+impl Producer for Pusher {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::more(Vec::new()))
+    }
+    fn producer_options(&self) -> ProducerOptions {
+        let options = ProducerOptions::for_producer();
+        if self.accumulate {
+            options.demand(DemandMode::Accumulate)
+        } else {
+            options
+        }
+    }
+}
+
+impl HandleCall<Push> for Pusher {
+    type Reply = ();
+    type Emitted = Vec<u64>;
+    async fn handle_call(
+        &mut self,
+        Push(events): Push,
+        reply: ReplyTo<()>,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        reply.reply(());
+        Ok(events)
+    }
+}
+
+impl HandleCast<Push> for Pusher {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(
+        &mut self,
+        Push(events): Push,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ending {
+    Shutdown,
+    ShutdownWithin,
+    Abort,
+}
+
+/// A pushed batch waits in the buffer (its consumer, gated, has no demand; the call is answered
+/// once the events are given to the dispatcher, as GenStage's `{:reply, …, events, …}`); the
+/// pipeline is then shut down or aborted. Shut down, the gate opens and every event is handled.
+/// Aborted or timed out, the buffered and unhandled events are lost with their reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ending_while_a_call_waits_for_its_events_to_go_out() {
+    for ending in [Ending::Shutdown, Ending::ShutdownWithin, Ending::Abort] {
+        let case = format!("{ending:?}");
+        let gate = Arc::new(Semaphore::new(0));
+        let seen = Seen::default();
+        let mut pipeline = Pipeline::new();
+        let p = pipeline.add_producer_named("p", Pusher { accumulate: false });
+        let c = pipeline.add_consumer_named(
+            "c",
+            Gated {
+                gate: gate.clone(),
+                seen: seen.clone(),
+            },
+        );
+        pipeline.subscribe(&p, &c);
+        let running = pipeline.start();
+        within(p.call(Push((0..10).collect())))
+            .await
+            .expect("dispatched at once");
+        let second = tokio::spawn({
+            let p = p.clone();
+            async move { p.call(Push((10..20).collect())).await }
+        });
+        within(async {
+            while p.estimate_buffered_count().await.expect("running") < 10 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let result = match ending {
+            Ending::Shutdown => {
+                let shutdown = tokio::spawn(running.shutdown());
+                gate.add_permits(1 << 20);
+                within(shutdown).await.expect("joined")
+            }
+            Ending::ShutdownWithin => {
+                within(running.shutdown_within(Duration::from_millis(50))).await
+            }
+            Ending::Abort => within(running.abort()).await,
+        };
+        let answer = within(second).await.expect("joined");
+        let (report, error) = report_of(result);
+        balanced(&report);
+        let (sp, sc) = (stage(&report, "p"), stage(&report, "c"));
+        assert_eq!(sp.emitted, 20, "{case}: {report}");
+        match ending {
+            Ending::Shutdown => {
+                assert!(error.is_none(), "{case}: {error:?}");
+                assert_eq!(answer, Ok(()), "{case}");
+                assert_eq!((sc.events_in, report.totals().lost), (20, 0), "{case}");
+                assert_eq!(taken(&seen), (0..20).collect::<Vec<_>>(), "{case}");
+                assert_eq!(sp.status, StageStatus::ShutDown, "{case}: {report}");
+            }
+            Ending::ShutdownWithin | Ending::Abort => {
+                assert_eq!(answer, Ok(()), "{case}");
+                assert_eq!(sc.events_in, 0, "{case}: {report}");
+                assert_eq!(
+                    (
+                        lost(sp, LossReason::Buffered),
+                        lost(sc, LossReason::Unhandled)
+                    ),
+                    (10, 10),
+                    "{case}: {report}"
+                );
+                if ending == Ending::ShutdownWithin {
+                    let Some(PipelineError::ShutdownTimeout { busy, .. }) = &error else {
+                        panic!("{case}: {error:?}");
+                    };
+                    assert!(busy.contains(&"c".to_string()), "{case}: {busy:?}");
+                }
+            }
+        }
+    }
+}
+
+/// A producer accumulating demand, with events cast to it waiting in its buffer, is shut down:
+/// a graceful shutdown delivers what it emitted (buffered ones included) or, at the least, ends
+/// within its time limit with the buffered events lost as `Buffered`; an abort loses them as
+/// `Buffered`. Nothing hangs and the report balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accumulating_producer_with_buffered_events_shut_down_or_aborted() {
+    for ending in [Ending::Shutdown, Ending::ShutdownWithin, Ending::Abort] {
+        let case = format!("{ending:?}");
+        let seen = Seen::default();
+        let mut pipeline = Pipeline::new();
+        let p = pipeline.add_producer_named("p", Pusher { accumulate: true });
+        let c = pipeline.add_consumer_named("c", Collect(seen.clone()));
+        pipeline.subscribe(&p, &c);
+        let running = pipeline.start();
+        p.cast(Push((0..7).collect())).expect("running");
+        within(async {
+            while p.estimate_buffered_count().await.expect("running") < 7 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let result = match ending {
+            Ending::Shutdown => within(running.shutdown()).await,
+            Ending::ShutdownWithin => within(running.shutdown_within(Duration::from_secs(5))).await,
+            Ending::Abort => within(running.abort()).await,
+        };
+        let (report, error) = report_of(result);
+        balanced(&report);
+        let (sp, sc) = (stage(&report, "p"), stage(&report, "c"));
+        assert_eq!(sp.emitted, 7, "{case}: {report}");
+        match ending {
+            Ending::Shutdown | Ending::ShutdownWithin => {
+                // What the producer emitted is delivered by a graceful shutdown.
+                assert!(error.is_none(), "{case}: {error:?}\n{report}");
+                assert_eq!(
+                    (sc.events_in, report.totals().lost),
+                    (7, 0),
+                    "{case}: {report}"
+                );
+                assert_eq!(taken(&seen), (0..7).collect::<Vec<_>>(), "{case}");
+            }
+            Ending::Abort => {
+                assert_eq!(lost(sp, LossReason::Buffered), 7, "{case}: {report}");
+                assert_eq!(sc.events_in, 0, "{case}: {report}");
+            }
+        }
+    }
+}
+
+/// A consumer in manual demand that never asks beyond its first `max_demand`, fed by a producer
+/// counting for ever: a graceful shutdown ends at once with the 10 it got handled, nothing lost;
+/// with 10 more waiting in a producer's buffer (pushed), a shutdown cannot deliver them, and
+/// `shutdown_within` ends naming the producer, the 10 lost as `Buffered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_consumer_that_asks_for_nothing_more_is_shut_down() {
+    // Nothing buffered.
+    let seen = Seen::default();
+    let mut pipeline = Pipeline::new();
+    let p = pipeline.add_producer_as(Some("p".into()), from_iter(0u64..));
+    let c = pipeline.add_consumer_named("c", Manual { seen: seen.clone() });
+    pipeline.subscribe(&p, &c);
+    let running = pipeline.start();
+    within(async {
+        while seen.lock().unwrap().len() < 10 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let report = within(running.shutdown()).await.expect("a clean shutdown");
+    balanced(&report);
+    assert_eq!(stage(&report, "c").events_in, 10, "{report}");
+    assert_eq!(report.totals().lost, 0, "{report}");
+    assert_eq!(stage(&report, "p").emitted, 10, "{report}");
+
+    // Ten more buffered, which the consumer never asks for.
+    let seen = Seen::default();
+    let mut pipeline = Pipeline::new();
+    let p = pipeline.add_producer_named("p", Pusher { accumulate: false });
+    let c = pipeline.add_consumer_named("c", Manual { seen: seen.clone() });
+    pipeline.subscribe(&p, &c);
+    let running = pipeline.start();
+    p.cast(Push((0..20).collect())).expect("running");
+    within(async {
+        while seen.lock().unwrap().len() < 10 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let (report, error) =
+        report_of(within(running.shutdown_within(Duration::from_millis(100))).await);
+    balanced(&report);
+    let Some(PipelineError::ShutdownTimeout { busy, .. }) = &error else {
+        panic!("{error:?}\n{report}");
+    };
+    assert!(busy.contains(&"p".to_string()), "{busy:?}\n{report}");
+    assert_eq!(stage(&report, "c").events_in, 10, "{report}");
+    assert_eq!(
+        lost(stage(&report, "p"), LossReason::Buffered),
+        10,
+        "{report}"
+    );
+    assert_eq!(report.totals().lost, 10, "{report}");
+}
+
+/// Manual demand, max 10; records and never asks.
+struct Manual {
+    seen: Seen,
+}
+
+impl Consumer for Manual {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn handle_subscribe(&mut self, _: &Subscription, _ctx: &mut Context<'_, Self>) -> Demand {
+        Demand::Manual
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An ending while a broadcast consumer handles its redelivered batch.
+
+/// Records what it handles; fails once on 20, and holds the redelivered 20 at `gate`, telling
+/// `waiting` when it does.
+struct Redelivered {
+    failed: Arc<AtomicBool>,
+    waiting: Arc<AtomicBool>,
+    gate: Arc<Semaphore>,
+    seen: Seen,
+}
+
+impl Consumer for Redelivered {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.contains(&20) {
+            if !self.failed.swap(true, Ordering::SeqCst) {
+                return Err("Redelivered failed on 20".into());
+            }
+            self.waiting.store(true, Ordering::SeqCst);
+            self.gate.acquire().await.expect("open").forget();
+        }
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient().redeliver()
+    }
+}
+
+/// `p` broadcasts `0..100` to `a` and to `r`, which fails on 20 and holds its redelivery; the
+/// pipeline is shut down (then the gate opens: both get everything, nothing lost), shut down
+/// within a deadline or aborted (the report balances, only `Unhandled`, `Buffered` or
+/// `ConsumerGone` losses, and `a` never handled more than the broadcast's pace allows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ending_while_a_broadcast_consumer_handles_its_redelivered_batch() {
+    for ending in [Ending::Shutdown, Ending::ShutdownWithin, Ending::Abort] {
+        let case = format!("{ending:?}");
+        let gate = Arc::new(Semaphore::new(0));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let (a, r) = (Seen::default(), Seen::default());
+        let mut pipeline = Pipeline::new();
+        let p = pipeline.add_producer_named(
+            "p",
+            Caster {
+                next: Arc::default(),
+                end: 100,
+                partitioned: false,
+            },
+        );
+        let ca = pipeline.add_consumer_named("a", Collect(a.clone()));
+        let (failed, w, g, s) = (
+            Arc::new(AtomicBool::new(false)),
+            waiting.clone(),
+            gate.clone(),
+            r.clone(),
+        );
+        let cr = pipeline.add_consumer_with_as(Some("r".into()), move || Redelivered {
+            failed: failed.clone(),
+            waiting: w.clone(),
+            gate: g.clone(),
+            seen: s.clone(),
+        });
+        pipeline.subscribe(&p, &ca).subscribe(&p, &cr);
+        let running = pipeline.start();
+        within(async {
+            while !waiting.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let result = match ending {
+            Ending::Shutdown => {
+                let shutdown = tokio::spawn(running.shutdown());
+                gate.add_permits(1 << 20);
+                within(shutdown).await.expect("joined")
+            }
+            Ending::ShutdownWithin => {
+                within(running.shutdown_within(Duration::from_millis(50))).await
+            }
+            Ending::Abort => within(running.abort()).await,
+        };
+        let (report, error) = report_of(result);
+        balanced(&report);
+        let (sa, sr) = (stage(&report, "a"), stage(&report, "r"));
+        assert_eq!(sr.restarts, 1, "{case}: {report}");
+        assert!(sr.redelivered >= 1, "{case}: {report}");
+        if ending == Ending::Shutdown {
+            assert!(error.is_none(), "{case}: {error:?}");
+            let emitted = stage(&report, "p").emitted;
+            assert_eq!(
+                (sa.events_in, sr.events_in),
+                (emitted, emitted),
+                "{case}: {report}"
+            );
+            assert_eq!(report.totals().lost, 0, "{case}: {report}");
+            assert_eq!(taken(&a), (0..emitted).collect::<Vec<_>>(), "{case}");
+            assert_eq!(taken(&r), (0..emitted).collect::<Vec<_>>(), "{case}");
+        } else {
+            // `r` handled 0..20 only (the redelivered 20 never returned).
+            assert_eq!(taken(&r), (0..20).collect::<Vec<_>>(), "{case}");
+            assert_eq!(sr.events_in, 20, "{case}: {report}");
+            for row in &report.stages {
+                for loss in &row.losses {
+                    assert!(
+                        matches!(
+                            loss.reason,
+                            LossReason::Unhandled | LossReason::Buffered | LossReason::ConsumerGone
+                        ),
+                        "{case}: {report}"
+                    );
+                }
+            }
+            assert!(sr.lost >= 1, "{case}: {report}");
+            if ending == Ending::ShutdownWithin {
+                let Some(PipelineError::ShutdownTimeout { busy, .. }) = &error else {
+                    panic!("{case}: {error:?}");
+                };
+                assert!(busy.contains(&"r".to_string()), "{case}: {busy:?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConsumerSupervisor children failing during a graceful shutdown.
+
+/// A supervisor's 10 children all run, held, when a graceful shutdown starts; then the odd ones
+/// fail once. Transient, they are restarted during the shutdown and all 10 handled; temporary,
+/// the 5 odd ones are lost as `ChildFailed`; aborted with children waiting for a long restart
+/// delay, they are lost as `Unhandled`. Each ending balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_children_failing_during_a_shutdown() {
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Case {
+        Transient,
+        Temporary,
+        AbortWhileRestarting,
+    }
+    for case in [Case::Transient, Case::Temporary, Case::AbortWhileRestarting] {
+        let gate = Arc::new(Semaphore::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let failed: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let (g, st, f) = (gate.clone(), started.clone(), failed.clone());
+        let child = move |event: u64| {
+            let (g, st, f) = (g.clone(), st.clone(), f.clone());
+            async move {
+                st.fetch_add(1, Ordering::SeqCst);
+                g.acquire().await.expect("open").forget();
+                let mut failed = f.lock().unwrap();
+                if event % 2 == 1 && !failed.contains(&event) {
+                    failed.push(event);
+                    return Err(format!("child failed on {event}"));
+                }
+                Ok(())
+            }
+        };
+        let jobs = ConsumerSupervisor::new(child).max_demand(10).min_demand(0);
+        let jobs = match case {
+            Case::Transient => jobs.transient().max_restarts(100),
+            Case::Temporary => jobs,
+            Case::AbortWhileRestarting => jobs
+                .transient()
+                .max_restarts(100)
+                .restart_delay(Duration::from_secs(3600)),
+        };
+        let counts = jobs.watch_counts();
+        let mut pipeline = Pipeline::new();
+        let p = pipeline.add_producer_as(Some("p".into()), from_iter(0..10u64));
+        let jobs = pipeline.add_consumer_named("jobs", jobs);
+        pipeline.subscribe(&p, &jobs);
+        let running = pipeline.start();
+        within(async {
+            while started.load(Ordering::SeqCst) < 10 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let result = match case {
+            Case::Transient | Case::Temporary => {
+                let shutdown = tokio::spawn(running.shutdown());
+                gate.add_permits(1 << 20);
+                within(shutdown).await.expect("joined")
+            }
+            Case::AbortWhileRestarting => {
+                gate.add_permits(1 << 20);
+                within(async {
+                    loop {
+                        let now = *counts.borrow();
+                        if now.restarting == 5 && now.handled == 5 {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await;
+                within(running.abort()).await
+            }
+        };
+        let (report, error) = report_of(result);
+        balanced(&report);
+        let sj = stage(&report, "jobs");
+        match case {
+            Case::Transient => {
+                assert!(error.is_none(), "{case:?}: {error:?}");
+                assert_eq!((sj.events_in, sj.lost), (10, 0), "{case:?}: {report}");
+                assert_eq!(counts.borrow().restarts, 5, "{case:?}");
+            }
+            Case::Temporary => {
+                assert_eq!((sj.events_in, sj.lost), (5, 5), "{case:?}: {report}");
+                assert_eq!(lost(sj, LossReason::ChildFailed), 5, "{case:?}: {report}");
+            }
+            Case::AbortWhileRestarting => {
+                assert_eq!((sj.events_in, sj.lost), (5, 5), "{case:?}: {report}");
+                assert_eq!(lost(sj, LossReason::Unhandled), 5, "{case:?}: {report}");
+                assert_eq!(sj.status, StageStatus::Aborted, "{case:?}: {report}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A consumer added at run time to a partitioned producer's free partition, failing there.
+
+/// A partitioned producer whose partition 1 has lost its consumer (cancelled through the
+/// handle); a consumer added at run time by a constructor, transient with redelivery, takes it
+/// and fails once on an event: it is restarted, and partition 1's events are each handled once,
+/// in order, between the old consumer and the new, until a graceful shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_added_to_a_free_partition_fails_and_restarts() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (even, old, new) = (Seen::default(), Seen::default(), Seen::default());
+    let tag = Arc::new(Mutex::new(None));
+    let mut pipeline = Pipeline::new();
+    let p = pipeline.add_producer_named(
+        "p",
+        Caster {
+            next: Arc::default(),
+            end: u64::MAX,
+            partitioned: true,
+        },
+    );
+    let ce = pipeline.add_consumer_named("even", Collect(even.clone()));
+    let co = pipeline.add_consumer_named(
+        "old",
+        TaggedGate {
+            tag: tag.clone(),
+            gate: gate.clone(),
+            seen: old.clone(),
+        },
+    );
+    pipeline.subscribe_with(&p, &ce, options(10, 5).partition(0));
+    pipeline.subscribe_with(&p, &co, options(10, 5).partition(1));
+    let running = pipeline.start();
+    gate.add_permits(2);
+    within(async {
+        while old.lock().unwrap().len() < 10 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let t = tag.lock().unwrap().expect("subscribed");
+    within(running.cancel(t)).await.expect("cancelled");
+    gate.add_permits(1 << 20);
+    let last_old = *old.lock().unwrap().last().expect("some");
+    let faults = Faults::on(&[(301, 1)]);
+    let n = new.clone();
+    let cn = within(
+        running.add_consumer_with_as(Some("new".into()), move || Rec {
+            faults: faults.clone(),
+            fault: Fault::Panic,
+            seen: n.clone(),
+            policy: transient(true),
+        }),
+    )
+    .await
+    .expect("added");
+    within(running.subscribe_with(&p, &cn, options(10, 5).partition(1)))
+        .await
+        .expect("subscribed");
+    within(async {
+        while new.lock().unwrap().last().is_none_or(|&n| n < 311) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let (report, error) = report_of(within(running.shutdown()).await);
+    balanced(&report);
+    assert!(error.is_none(), "{error:?}\n{report}");
+    let emitted = stage(&report, "p").emitted;
+    assert_eq!(
+        taken(&even),
+        (0..emitted).filter(|n| n % 2 == 0).collect::<Vec<_>>()
+    );
+    let mut odd = taken(&old);
+    assert!(last_old < 301);
+    odd.extend(taken(&new));
+    assert_eq!(odd, (0..emitted).filter(|n| n % 2 == 1).collect::<Vec<_>>());
+    let sn = stage(&report, "new");
+    assert_eq!((sn.restarts, sn.lost), (1, 0), "{report}");
+    assert!(sn.redelivered >= 1, "{report}");
+    assert_eq!(report.totals().lost, 0, "{report}");
+}
+
+/// Records its subscription's tag, and what it handles, each batch after a permit of `gate`.
+struct TaggedGate {
+    tag: Arc<Mutex<Option<SubscriptionTag>>>,
+    gate: Arc<Semaphore>,
+    seen: Seen,
+}
+
+impl Consumer for TaggedGate {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> Demand {
+        *self.tag.lock().unwrap() = Some(subscription.tag());
+        Demand::Automatic
+    }
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.gate.acquire().await.expect("open").forget();
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
     }
 }
