@@ -1411,3 +1411,269 @@ impl Consumer for TaggedGate {
         options(10, 5)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Panics in a producer_consumer's partition function and selectors, restarted by its policy.
+
+/// Passes events on, partitioned by parity or broadcast to selectors; its partition function
+/// panics once on 150 (or, `always`, every time).
+struct RouteFails {
+    armed: Arc<AtomicBool>,
+    partitioned: bool,
+    policy: RestartPolicy<u64>,
+}
+
+impl ProducerConsumer for RouteFails {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        if self.partitioned {
+            Dispatch::partition(2)
+        } else {
+            Dispatch::broadcast()
+        }
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+impl Partition<u64> for RouteFails {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        if *event == 150 && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("the partition function panicked on 150");
+        }
+        Some((event % 2) as usize)
+    }
+}
+
+/// Runs `0..300` through `m`, a transient producer_consumer (with or without redelivery) that
+/// partitions by parity into `a` and `b`, or broadcasts to `a` (evens) and `b` (odds), whose
+/// partition function, or `b`'s selector, panics once on 150; or, `in_producer`, the same with
+/// the producer itself partitioning or broadcasting. Returns the report and what `a` and `b`
+/// got.
+async fn routing_panic(
+    partitioned: bool,
+    redeliver: bool,
+    in_producer: bool,
+) -> (Report, Option<PipelineError>, Vec<u64>, Vec<u64>) {
+    let armed = Arc::new(AtomicBool::new(true));
+    let mut pipeline = Pipeline::new();
+    let (a, b) = (Seen::default(), Seen::default());
+    let ca = pipeline.add_consumer_named("a", Collect(a.clone()));
+    let cb = pipeline.add_consumer_named("b", Collect(b.clone()));
+    let selector_armed = armed.clone();
+    let odd = move |n: &u64| {
+        if *n == 150 && selector_armed.swap(false, Ordering::SeqCst) {
+            panic!("the selector panicked on 150");
+        }
+        n % 2 == 1
+    };
+    macro_rules! wire {
+        ($m:expr) => {
+            if partitioned {
+                pipeline.subscribe_with(&$m, &ca, options(10, 5).partition(0));
+                pipeline.subscribe_with(&$m, &cb, options(10, 5).partition(1));
+            } else {
+                pipeline.subscribe_selected(&$m, &ca, options(10, 5), |n: &u64| n % 2 == 0);
+                pipeline.subscribe_selected(&$m, &cb, options(10, 5), odd);
+            }
+        };
+    }
+    if in_producer {
+        let next = Arc::new(AtomicU64::new(0));
+        let a2 = armed.clone();
+        let m = pipeline.add_producer_with_as(Some("m".into()), move || RoutingProducer {
+            next: next.clone(),
+            armed: a2.clone(),
+            partitioned,
+        });
+        wire!(m);
+    } else {
+        let p = pipeline.add_producer_as(Some("p".into()), from_iter(0..300u64));
+        let policy = transient(redeliver);
+        let a2 = armed.clone();
+        let m = pipeline.add_producer_consumer_with_as(Some("m".into()), move || RouteFails {
+            armed: a2.clone(),
+            partitioned,
+            policy,
+        });
+        pipeline.subscribe(&p, &m);
+        wire!(m);
+    }
+    let (report, error) = report_of(within(pipeline.run()).await);
+    let (a, b) = (taken(&a), taken(&b));
+    (report, error, a, b)
+}
+
+/// Counts `0..300` (its values share the count), transient; partitions by parity or
+/// broadcasts, its partition function panicking once on 150.
+struct RoutingProducer {
+    next: Arc<AtomicU64>,
+    armed: Arc<AtomicBool>,
+    partitioned: bool,
+}
+
+impl Producer for RoutingProducer {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        Ok(count_on(&self.next, demand.min(10), 300))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        if self.partitioned {
+            Dispatch::partition(2)
+        } else {
+            Dispatch::broadcast()
+        }
+    }
+    fn restart_policy(&self) -> RestartPolicy<NoInput> {
+        RestartPolicy::transient()
+    }
+}
+
+impl Partition<u64> for RoutingProducer {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        if *event == 150 && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("the partition function panicked on 150");
+        }
+        Some((event % 2) as usize)
+    }
+}
+
+/// The report of a run whose routing panicked once balances, each consumer got its events in
+/// order and none twice, and what is missing is what the report counts as lost.
+fn routing_panic_accounted(
+    case: &str,
+    report: &Report,
+    error: Option<&PipelineError>,
+    a: &[u64],
+    b: &[u64],
+) {
+    assert!(error.is_none(), "{case}: {error:?}\n{report}");
+    balanced(report);
+    assert_eq!(stage(report, "m").restarts, 1, "{case}: {report}");
+    assert!(a.windows(2).all(|w| w[0] < w[1]), "{case}: {a:?}");
+    assert!(b.windows(2).all(|w| w[0] < w[1]), "{case}: {b:?}");
+    assert!(
+        a.iter().all(|n| n % 2 == 0) && b.iter().all(|n| n % 2 == 1),
+        "{case}"
+    );
+    let missing = 300 - a.len() - b.len();
+    assert_eq!(
+        missing as u64,
+        report.totals().lost,
+        "{case}: what is missing is what is lost\n{report}"
+    );
+}
+
+/// A transient producer or producer_consumer whose partition function panics once on 150 is
+/// restarted; each partition's consumer gets its events in order, none twice, and the batch
+/// the function panicked on is counted lost: the report balances.
+#[tokio::test]
+async fn a_partition_function_panic_in_a_restarted_stage_is_accounted() {
+    for (redeliver, in_producer) in [(false, false), (true, false), (false, true)] {
+        let case = format!("redeliver {redeliver} in_producer {in_producer}");
+        let (report, error, a, b) = routing_panic(true, redeliver, in_producer).await;
+        routing_panic_accounted(&case, &report, error.as_ref(), &a, &b);
+        assert!(report.totals().lost > 0, "{case}: {report}");
+    }
+}
+
+/// DEFECT: a selector that panics in a restarted broadcasting stage. The broadcast dispatcher
+/// had already put the batch's events into the deliveries of the consumers whose selectors ran
+/// before the one that panicked; the stage counts the whole batch as lost ("in its buffer when
+/// it stopped", `EventPath::dispatch`'s `undispatched`), but the restarted stage then sends
+/// those deliveries: 150, 152 and 154 reach `a` and are counted lost too, and the report does
+/// not balance (emitted 600 = handled 598 + lost 5).
+#[tokio::test]
+#[ignore = "defect: a selector panic in a restarted broadcasting stage counts as lost events that are then delivered; the report does not balance"]
+async fn a_selector_panic_in_a_restarted_broadcasting_stage_is_accounted() {
+    for (redeliver, in_producer) in [(false, false), (true, false), (false, true)] {
+        let case = format!("redeliver {redeliver} in_producer {in_producer}");
+        let (report, error, a, b) = routing_panic(false, redeliver, in_producer).await;
+        routing_panic_accounted(&case, &report, error.as_ref(), &a, &b);
+    }
+}
+
+/// DEFECT (minor): the events a restarted stage's partition function panicked on are reported
+/// as lost "in its buffer when it stopped" (`LossReason::Buffered`), though the stage did not
+/// stop, and with `redeliver` they are lost all the same, where README promises that a
+/// redelivering stage handles every event at least once and a panic in the partition function
+/// is "a failure like a callback's".
+#[tokio::test]
+#[ignore = "defect: a partition function panic in a restarted stage is lost as Buffered (not FailedBatch), even with redeliver"]
+async fn a_partition_function_panic_is_a_failed_batch_and_redelivered() {
+    for redeliver in [false, true] {
+        let case = format!("redeliver {redeliver}");
+        let (report, error, a, b) = routing_panic(true, redeliver, false).await;
+        routing_panic_accounted(&case, &report, error.as_ref(), &a, &b);
+        let m = stage(&report, "m");
+        if redeliver {
+            assert_eq!(m.lost, 0, "{case}: {report}");
+            assert_eq!(a.len() + b.len(), 300, "{case}");
+        } else {
+            assert_eq!(lost(m, LossReason::FailedBatch), m.lost, "{case}: {report}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A side callback that fails every time: the restart limit, not a loop.
+
+/// A consumer that panics in `init`, `handle_subscribe` or `batch_from` every time, restarted
+/// (max 3 restarts): the fourth failure ends it with `RestartLimit`, every failure listed, and
+/// the report balances; with redelivery and `batch_from`, the poison is the batch's first event.
+#[tokio::test]
+async fn a_side_callback_failing_every_time_reaches_the_restart_limit() {
+    for at in [Side::Init, Side::Subscribe, Side::BatchFrom] {
+        for redeliver in [false, true] {
+            let case = format!("{at:?} redeliver {redeliver}");
+            let seen = Seen::default();
+            let mut pipeline = Pipeline::new();
+            let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0..50u64));
+            let s = seen.clone();
+            let policy = transient(redeliver).max_restarts(3, Duration::from_secs(60));
+            let side = pipeline.add_consumer_with_as(Some("side".into()), move || SideConsumer {
+                at,
+                // Armed in every value: fails every time.
+                armed: Arc::new(AtomicBool::new(true)),
+                policy,
+                seen: s.clone(),
+            });
+            pipeline.subscribe(&numbers, &side);
+            let (report, error) = report_of(within(pipeline.run()).await);
+            balanced(&report);
+            let Some(PipelineError::RestartLimit {
+                stage: name,
+                failures,
+                poison,
+                ..
+            }) = &error
+            else {
+                panic!("{case}: {error:?}\n{report}");
+            };
+            assert_eq!(name, "side", "{case}");
+            assert_eq!(failures.len(), 4, "{case}: {failures:?}");
+            assert!(
+                failures
+                    .iter()
+                    .all(|f| f.contains(&format!("panicked in {at:?}"))),
+                "{case}: {failures:?}"
+            );
+            let side = stage(&report, "side");
+            assert_eq!((side.restarts, side.events_in), (3, 0), "{case}: {report}");
+            assert!(taken(&seen).is_empty(), "{case}");
+            if at == Side::BatchFrom && redeliver {
+                assert_eq!(*poison, Some(0), "{case}");
+            } else {
+                assert_eq!(*poison, None, "{case}");
+            }
+        }
+    }
+}
