@@ -1677,3 +1677,237 @@ async fn a_side_callback_failing_every_time_reaches_the_restart_limit() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A failure during a graceful shutdown; a cancel racing a failure.
+
+/// Records what it handles, each batch after a permit of `gate`; fails once (its values share
+/// `armed`), after the gate, on the first batch it is let through with; tells `holding` when it
+/// waits at the gate.
+struct FailsAfterGate {
+    gate: Arc<Semaphore>,
+    armed: Arc<AtomicBool>,
+    holding: Arc<AtomicBool>,
+    tag: Arc<Mutex<Option<SubscriptionTag>>>,
+    seen: Seen,
+    policy: RestartPolicy<u64>,
+}
+
+impl Consumer for FailsAfterGate {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> Demand {
+        *self.tag.lock().unwrap() = Some(subscription.tag());
+        Demand::Automatic
+    }
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.holding.store(true, Ordering::SeqCst);
+        self.gate.acquire().await.expect("open").forget();
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(format!("FailsAfterGate failed on {events:?}").into());
+        }
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Race {
+    /// A graceful shutdown starts while the consumer holds its first batch; then it fails.
+    Shutdown,
+    /// Its subscription is cancelled through the handle while it holds its first batch; then
+    /// it fails.
+    Cancel,
+}
+
+/// A consumer holding its first batch of a producer counting for ever; then a graceful shutdown
+/// or a cancel of its subscription; then it fails on that batch. Transient, it is restarted
+/// and handles every event it was sent but the failed batch (all of them with redelivery);
+/// temporary, the run fails naming it. The run ends, and the report balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_during_a_shutdown_or_racing_a_cancel() {
+    for race in [Race::Shutdown, Race::Cancel] {
+        for policy in [None, Some(false), Some(true)] {
+            let case = format!("{race:?} restart/redeliver {policy:?}");
+            let gate = Arc::new(Semaphore::new(0));
+            let holding = Arc::new(AtomicBool::new(false));
+            let tag = Arc::new(Mutex::new(None));
+            let seen = Seen::default();
+            let mut pipeline = Pipeline::new();
+            let p = pipeline.add_producer_as(Some("p".into()), from_iter(0u64..));
+            let (g, h, t, s) = (gate.clone(), holding.clone(), tag.clone(), seen.clone());
+            let armed = Arc::new(AtomicBool::new(true));
+            let restart = match policy {
+                None => RestartPolicy::temporary(),
+                Some(redeliver) => transient(redeliver),
+            };
+            let c = pipeline.add_consumer_with_as(Some("c".into()), move || FailsAfterGate {
+                gate: g.clone(),
+                armed: armed.clone(),
+                holding: h.clone(),
+                tag: t.clone(),
+                seen: s.clone(),
+                policy: restart,
+            });
+            pipeline.subscribe(&p, &c);
+            let running = pipeline.start();
+            within(async {
+                while !holding.load(Ordering::SeqCst) {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await;
+            let result = match race {
+                Race::Shutdown => {
+                    let shutdown = tokio::spawn(running.shutdown());
+                    gate.add_permits(1 << 20);
+                    within(shutdown).await.expect("joined")
+                }
+                Race::Cancel => {
+                    let tag = tag.lock().unwrap().expect("subscribed");
+                    within(running.cancel(tag)).await.expect("cancelled");
+                    gate.add_permits(1 << 20);
+                    within(running).await
+                }
+            };
+            let (report, error) = report_of(result);
+            balanced(&report);
+            let (sp, sc) = (stage(&report, "p"), stage(&report, "c"));
+            // Cancelled, it was sent its first 10 and nothing more; shut down, what it was sent
+            // before the producer stopped.
+            let emitted = sp.emitted;
+            if race == Race::Cancel {
+                assert_eq!(emitted, 10, "{case}: {report}");
+            }
+            match policy {
+                None => {
+                    let error = error.unwrap_or_else(|| panic!("{case}: fails\n{report}"));
+                    assert_eq!(error.stage(), "c", "{case}");
+                    assert_eq!(lost(sc, LossReason::FailedBatch), 5, "{case}: {report}");
+                    assert_eq!(sc.events_in + sc.lost, emitted, "{case}: {report}");
+                }
+                Some(redeliver) => {
+                    assert!(error.is_none(), "{case}: {error:?}\n{report}");
+                    assert_eq!(sc.restarts, 1, "{case}: {report}");
+                    let (handled, failed) = if redeliver {
+                        (emitted, 0)
+                    } else {
+                        (emitted - 5, 5)
+                    };
+                    assert_eq!(
+                        (sc.events_in, lost(sc, LossReason::FailedBatch), sc.lost),
+                        (handled, failed, failed),
+                        "{case}: {report}"
+                    );
+                    let expected: Vec<u64> = if redeliver {
+                        (0..emitted).collect()
+                    } else {
+                        (5..emitted).collect()
+                    };
+                    assert_eq!(taken(&seen), expected, "{case}");
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A consumer added at run time to a broadcast whose other consumer restarts.
+
+/// Records what it handles; fails once (its values share `armed`) on each batch holding a
+/// multiple of 50 past 0, until `armed` is spent.
+struct FailsOnFifties {
+    armed: Arc<AtomicUsize>,
+    seen: Seen,
+}
+
+impl Consumer for FailsOnFifties {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if let Some(n) = events.iter().find(|&&n| n > 0 && n % 50 == 0) {
+            let left = self.armed.load(Ordering::SeqCst);
+            if left > 0
+                && self
+                    .armed
+                    .compare_exchange(left, left - 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                return Err(format!("FailsOnFifties failed on {n}").into());
+            }
+        }
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+            .redeliver()
+            .max_restarts(10, Duration::from_secs(60))
+    }
+}
+
+/// A broadcast counting for ever to `a` and to `r`, which fails (redelivering) three times;
+/// a consumer with a selector (multiples of 3) is added while it runs; then a graceful
+/// shutdown. `a` and `r` get every event, `late` every multiple of 3 from where it joined, in
+/// order, nothing is lost, and every edge balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_added_to_a_broadcast_whose_other_consumer_restarts() {
+    let (a, r, late) = (Seen::default(), Seen::default(), Seen::default());
+    let mut pipeline = Pipeline::new();
+    let p = pipeline.add_producer_named(
+        "p",
+        Caster {
+            next: Arc::default(),
+            end: u64::MAX,
+            partitioned: false,
+        },
+    );
+    let ca = pipeline.add_consumer_named("a", Collect(a.clone()));
+    let armed = Arc::new(AtomicUsize::new(3));
+    let rs = r.clone();
+    let cr = pipeline.add_consumer_with_as(Some("r".into()), move || FailsOnFifties {
+        armed: armed.clone(),
+        seen: rs.clone(),
+    });
+    pipeline.subscribe(&p, &ca).subscribe(&p, &cr);
+    let running = pipeline.start();
+    let cl = within(running.add_consumer_named("late", Collect(late.clone())))
+        .await
+        .expect("added");
+    within(running.subscribe_selected(&p, &cl, options(10, 5), |n: &u64| n % 3 == 0))
+        .await
+        .expect("subscribed");
+    within(async {
+        while late.lock().unwrap().len() < 60 || r.lock().unwrap().len() < 200 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let report = within(running.shutdown()).await.expect("a clean shutdown");
+    balanced(&report);
+    assert_eq!(report.totals().lost, 0, "{report}");
+    let emitted = stage(&report, "p").emitted;
+    let all: Vec<u64> = (0..emitted).collect();
+    assert_eq!(taken(&a), all);
+    assert_eq!(taken(&r), all);
+    let sr = stage(&report, "r");
+    assert_eq!(sr.restarts, 3, "{report}");
+    assert_eq!(sr.events_in, emitted, "{report}");
+    let late = taken(&late);
+    let from = late[0];
+    assert_eq!(
+        late,
+        (from..emitted).filter(|n| n % 3 == 0).collect::<Vec<_>>()
+    );
+}
