@@ -644,7 +644,7 @@ async fn a_selective_broadcast_with_a_restarting_consumer_in_each_position() {
                 assert!(error.is_none(), "{case}: {error:?}\n{report}");
                 assert_eq!(stage(&report, "p").discarded, 80, "{case}: {report}");
                 for (i, selector) in selectors.iter().enumerate() {
-                    let expected: Vec<u64> = (0..300).filter(|n| selector(n)).collect();
+                    let expected: Vec<u64> = (0..300).filter(selector).collect();
                     let c = stage(&report, &format!("c{i}"));
                     assert_eq!(c.status, StageStatus::Finished, "{case}: c{i}");
                     if i != failing || redeliver {
@@ -743,16 +743,15 @@ async fn a_broadcasting_or_partitioning_producer_consumer_fails_and_restarts() {
                 let (a, b) = (Seen::default(), Seen::default());
                 let ca = pipeline.add_consumer_named("a", Collect(a.clone()));
                 let cb = pipeline.add_consumer_named("b", Collect(b.clone()));
-                let expected_a: Vec<u64>;
-                if partitioned {
+                let expected_a: Vec<u64> = if partitioned {
                     pipeline.subscribe_with(&m, &ca, options(10, 5).partition(0));
                     pipeline.subscribe_with(&m, &cb, options(10, 5).partition(1));
-                    expected_a = (0..300).filter(|n| n % 2 == 0).collect();
+                    (0..300).filter(|n| n % 2 == 0).collect()
                 } else {
                     pipeline.subscribe(&m, &ca);
                     pipeline.subscribe_selected(&m, &cb, options(10, 5), |n: &u64| n % 2 == 1);
-                    expected_a = (0..300).collect();
-                }
+                    (0..300).collect()
+                };
                 let expected_b: Vec<u64> = (0..300).filter(|n| n % 2 == 1).collect();
                 let (report, error) = report_of(within(pipeline.run()).await);
                 balanced(&report);
@@ -1885,7 +1884,7 @@ async fn a_consumer_added_to_a_broadcast_whose_other_consumer_restarts() {
     let cl = within(running.add_consumer_named("late", Collect(late.clone())))
         .await
         .expect("added");
-    within(running.subscribe_selected(&p, &cl, options(10, 5), |n: &u64| n % 3 == 0))
+    within(running.subscribe_selected(&p, &cl, options(10, 5), |n: &u64| n.is_multiple_of(3)))
         .await
         .expect("subscribed");
     within(async {
