@@ -1971,7 +1971,7 @@ async fn consumers_go_on_after_a_routing_panic_in_a_restarted_producer() {
             pipeline.subscribe_with(&m, &cb, options(10, 5).partition(1));
         } else {
             let selector_armed = armed.clone();
-            pipeline.subscribe_selected(&m, &ca, options(10, 5), |n: &u64| n % 2 == 0);
+            pipeline.subscribe_selected(&m, &ca, options(10, 5), |n: &u64| n.is_multiple_of(2));
             pipeline.subscribe_selected(&m, &cb, options(10, 5), move |n: &u64| {
                 if *n == 150 && selector_armed.swap(false, Ordering::SeqCst) {
                     panic!("the selector panicked on 150");
