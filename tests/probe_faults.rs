@@ -2003,3 +2003,85 @@ async fn consumers_go_on_after_a_routing_panic_in_a_restarted_producer() {
         assert!(!a.contains(&150) && !b.contains(&150), "{case}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A resubscription racing a failure.
+
+/// A partition's consumer, transient (with or without redelivery), holds its first batch; its
+/// subscription is replaced by one with other demand settings (same partition) through the
+/// handle; then it fails on that batch. It is restarted, and goes on on the new subscription:
+/// the partition's events are each handled once, in order, but the failed batch (handed again
+/// with redelivery); the other partition is untouched; then a graceful shutdown balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubscription_racing_a_failure_of_a_partition_consumer() {
+    for redeliver in [false, true] {
+        let case = format!("redeliver {redeliver}");
+        let gate = Arc::new(Semaphore::new(0));
+        let holding = Arc::new(AtomicBool::new(false));
+        let tag = Arc::new(Mutex::new(None));
+        let (even, odd) = (Seen::default(), Seen::default());
+        let mut pipeline = Pipeline::new();
+        let p = pipeline.add_producer_named(
+            "p",
+            Caster {
+                next: Arc::default(),
+                end: u64::MAX,
+                partitioned: true,
+            },
+        );
+        let (g, h, t, s) = (gate.clone(), holding.clone(), tag.clone(), even.clone());
+        let armed = Arc::new(AtomicBool::new(true));
+        let ce = pipeline.add_consumer_with_as(Some("even".into()), move || FailsAfterGate {
+            gate: g.clone(),
+            armed: armed.clone(),
+            holding: h.clone(),
+            tag: t.clone(),
+            seen: s.clone(),
+            policy: transient(redeliver),
+        });
+        let co = pipeline.add_consumer_named("odd", Collect(odd.clone()));
+        pipeline.subscribe_with(&p, &ce, options(10, 5).partition(0));
+        pipeline.subscribe_with(&p, &co, options(10, 5).partition(1));
+        let running = pipeline.start();
+        within(async {
+            while !holding.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let old = tag.lock().unwrap().expect("subscribed");
+        let new = within(running.resubscribe(old, &p, &ce, options(20, 10).partition(0)))
+            .await
+            .expect("resubscribed");
+        assert_ne!(old, new, "{case}");
+        gate.add_permits(1 << 20);
+        within(async {
+            while even.lock().unwrap().len() < 500 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let (report, error) = report_of(within(running.shutdown()).await);
+        balanced(&report);
+        assert!(error.is_none(), "{case}: {error:?}\n{report}");
+        let emitted = stage(&report, "p").emitted;
+        let se = stage(&report, "even");
+        assert_eq!(se.restarts, 1, "{case}: {report}");
+        assert_eq!(
+            taken(&odd),
+            (0..emitted).filter(|n| n % 2 == 1).collect::<Vec<_>>(),
+            "{case}"
+        );
+        // The first batch was 0, 2, 4, 6, 8.
+        let expected: Vec<u64> = (0..emitted)
+            .filter(|n| n % 2 == 0 && (redeliver || *n >= 10))
+            .collect();
+        assert_eq!(taken(&even), expected, "{case}\n{report}");
+        let failed = if redeliver { 0 } else { 5 };
+        assert_eq!(
+            (lost(se, LossReason::FailedBatch), report.totals().lost),
+            (failed, failed),
+            "{case}: {report}"
+        );
+    }
+}
