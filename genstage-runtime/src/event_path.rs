@@ -541,13 +541,20 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// The events of a dispatch that never returned, because the stage's selector or partition
     /// function panicked in it, counted once: what the dispatch had put in the deliveries is
     /// dropped, never sent, since a dispatcher runs the stage's functions before it changes (see
-    /// [`Dispatcher::dispatch`]). The stage counts them as lost with its failed batch.
+    /// [`Dispatcher::dispatch`]). The stage counts them as lost with its failed batch, or
+    /// [`retract`](Self::retract)s them.
     pub(crate) fn take_interrupted(&mut self) -> u64 {
         let count = std::mem::take(&mut self.undispatched);
         if count > 0 {
             self.deliveries.truncate(self.undispatched_from);
         }
         count
+    }
+
+    /// Takes back `count` events from those emitted: the output of a batch the stage failed on,
+    /// which is counted lost, or handed again, in their place.
+    pub(crate) fn retract(&mut self, count: u64) {
+        self.emitted -= count;
     }
 
     /// Buffers `events`, then serves what demand there is from the buffer; returns how many the

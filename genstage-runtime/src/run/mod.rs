@@ -755,7 +755,8 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
     } = dispatch;
     let mut outputs = Outputs::new(env.name.clone(), dispatcher, options);
     let mut kept = Kept::new(restarts.redelivery());
-    // Events whose dispatch a panic in the stage's selector or partition function interrupted.
+    // Events emitted from the stage's messages whose dispatch a panic in its selector or partition
+    // function interrupted.
     let mut interrupted = 0;
     let (exit, aborted) = loop {
         let stage_loop = transform(
@@ -768,7 +769,13 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
             &mut kept,
         );
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
-        interrupted += outputs.take_interrupted();
+        let dispatching = outputs.take_interrupted();
+        if kept.in_hand.held().is_some() {
+            // The output of the batch in hand, which is lost, or handed again, in its place.
+            outputs.retract(dispatching);
+        } else {
+            interrupted += dispatching;
+        }
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {
             break (exit, aborted);

@@ -358,6 +358,11 @@ impl<T: Send + 'static> Outputs<T> {
         self.path.take_interrupted()
     }
 
+    /// Takes back `count` events from those emitted (see [`EventPath::retract`]).
+    pub(super) fn retract(&mut self, count: u64) {
+        self.path.retract(count);
+    }
+
     /// Drops what is still buffered when the stage stops early; returns how many events that was.
     pub(super) fn abandon_buffer(&mut self) -> u64 {
         self.path.clear_buffer() as u64
