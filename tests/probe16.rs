@@ -967,11 +967,11 @@ async fn a_count_right_after_start_counts_what_a_cast_to_a_producer_consumer_buf
 }
 
 // ---------------------------------------------------------------------------------------------
-// A partition count chosen at run time: a `dispatcher` method, and `Partition` by hand.
+// A partition count chosen at run time: a `dispatcher` method, and the block's `partition`.
 
 /// Counts to `end`, partitioned by `n % partitions` into a number of partitions chosen at run
-/// time. `#[stage]` reads a `partition` method only with `dispatcher = partition(N)` (a literal):
-/// with a `dispatcher` method, the stage implements `Partition` itself.
+/// time: its `dispatcher` method returns `Dispatch::partition`, and `#[stage]` makes the block's
+/// `partition` method its partition function, as it does with `dispatcher = partition(N)`.
 struct Modulo {
     next: u64,
     end: u64,
@@ -994,9 +994,7 @@ impl Modulo {
     fn dispatcher(&self) -> Dispatch<Self, u64> {
         Dispatch::partition(self.partitions)
     }
-}
 
-impl genstage::Partition<u64> for Modulo {
     fn partition(&self, event: &u64) -> Option<usize> {
         Some((*event % self.partitions as u64) as usize)
     }

@@ -286,8 +286,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// ```
 ///
 /// Instead of the attribute's `dispatcher`, the impl block may define
-/// `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of your own, `Dispatch::custom(…)`),
-/// which the role trait's `dispatcher` then calls.
+/// `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of your own, `Dispatch::custom(…)`,
+/// or `Dispatch::partition(n)` for a number of partitions known at run time), which the role
+/// trait's `dispatcher` then calls; a `partition` method of the shape above is then the stage's
+/// partition function too.
 ///
 /// `pipeline!` reads the attribute's dispatcher from the stage to check the edges after it (see
 /// its documentation); those after a stage whose dispatcher is a method are checked by `run()`.
@@ -371,7 +373,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// `dispatcher = partition(n)` without a `partition` method (`` `Split` has `dispatcher =
 /// partition(2)` but no `partition` method: add `fn partition(&self, event: &u64) ->
 /// Option<usize>` to this impl block, … ``) or with one of another shape (its event by value or of
-/// another type, a result other than `Option<usize>`), `dispatcher = broadcast` with events that
+/// another type, a result other than `Option<usize>`), a `partition` method of that shape in a
+/// stage with neither `dispatcher = partition(n)` nor a `dispatcher` method (the option forgotten:
+/// `` `Split`'s `partition` is its partition function only with `dispatcher = partition(N)`, … ``),
+/// `dispatcher = broadcast` with events that
 /// are not `Clone` (reported under `broadcast`, naming the event type), an unknown restart value
 /// (``unknown restart value `always`: `restart` is `permanent`, `transient` or `temporary` ``),
 /// `max_seconds = 0`, `redeliver` on a producer (it receives no events), `max_restarts`,

@@ -16,7 +16,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::Type;
 
-use super::parse::{Callback, CallbackKind, Role, SubscriptionSide};
+use super::parse::{Callback, CallbackKind, PartitionFn, Role, SubscriptionSide};
 use super::validate::{
     BufferSize, DispatchModel, ProducerOpts, Settings, StageModel, SubscribeOpts,
 };
@@ -733,7 +733,7 @@ fn dispatcher_fn(model: &StageModel) -> TokenStream {
         DispatchModel::Demand | DispatchModel::Rejected => return TokenStream::new(),
         // Every token at the method's return type, with the expansion's hygiene (its `self`): a
         // `Dispatch` of another event type is reported there, not at the attribute.
-        DispatchModel::Method(span) => {
+        DispatchModel::Method { span, .. } => {
             let self_ty = &model.item.self_ty;
             respan(
                 quote!(<#self_ty>::dispatcher(self)),
@@ -815,21 +815,27 @@ fn redeliver_event(krate: &syn::Path) -> TokenStream {
 const LISTED_PARTITIONS: usize = 256;
 
 /// What the dispatcher adds next to the role trait impl: the `Partition` impl of a partitioned
-/// stage, calling the block's `partition` through helper traits spanned at its types, and what
-/// `pipeline!` checks an edge against (`Dispatched`, and `HasPartition<i>` for each partition);
-/// nothing for a consumer or a rejected `dispatcher` option.
+/// stage (see [`partition_impl`]), and what `pipeline!` checks an edge against (`Dispatched`, and
+/// `HasPartition<i>` for each partition); only the `Partition` impl, if the block has a `partition`
+/// method, for a stage with its own `dispatcher`; nothing for a consumer or a rejected `dispatcher`
+/// option.
 fn dispatch_items(model: &StageModel, generics: &syn::Generics) -> TokenStream {
     let krate = &model.krate;
     let private = crate::private_path(krate);
     let dispatch = quote!(#private::dispatch);
     let self_ty = &model.item.self_ty;
     let (impl_generics, _, where_clause) = generics.split_for_impl();
-    let Some(output) = &model.output else {
+    if model.output.is_none() {
         return TokenStream::new();
-    };
+    }
     let kind = match &model.dispatcher {
+        DispatchModel::Rejected => return TokenStream::new(),
         // What the block's own `dispatcher` returns is known only when the stage is added.
-        DispatchModel::Rejected | DispatchModel::Method(_) => return TokenStream::new(),
+        DispatchModel::Method { partition, .. } => {
+            return partition.as_ref().map_or_else(TokenStream::new, |method| {
+                partition_impl(model, method, None, generics)
+            });
+        }
         DispatchModel::Demand => quote!(#dispatch::DemandDispatch),
         DispatchModel::Broadcast(_) => quote!(#dispatch::BroadcastDispatch),
         DispatchModel::Partition { count, .. } => {
@@ -863,6 +869,25 @@ fn dispatch_items(model: &StageModel, generics: &syn::Generics) -> TokenStream {
         });
     }
 
+    out.extend(partition_impl(model, method, Some(*count), generics));
+    out
+}
+
+/// The stage's `Partition` impl, calling the block's `partition` through helper traits spanned at
+/// its types; `count`, the number of partitions, when the attribute gives it.
+fn partition_impl(
+    model: &StageModel,
+    method: &PartitionFn,
+    count: Option<usize>,
+    generics: &syn::Generics,
+) -> TokenStream {
+    let krate = &model.krate;
+    let private = crate::private_path(krate);
+    let self_ty = &model.item.self_ty;
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+    let Some(output) = &model.output else {
+        return TokenStream::new();
+    };
     let stage = escape(&super::parse::tokens_text(self_ty));
     let name = &method.name;
     let event = &method.event;
@@ -872,15 +897,19 @@ fn dispatch_items(model: &StageModel, generics: &syn::Generics) -> TokenStream {
         format!("`{stage}`'s `partition` takes the events it emits, `&{{Out}}`, not `&{{Self}}`");
     let return_message =
         format!("`{stage}`'s `partition` returns the event's partition as an `Option<usize>`, not `{{Self}}`");
+    let below = count.map_or_else(
+        || "below the number of partitions".to_owned(),
+        |count| format!("below {count}"),
+    );
     let return_note =
-        format!("`Some(i)` sends the event to partition `i`, below {count}; `None` discards it");
+        format!("`Some(i)` sends the event to partition `i`, {below}; `None` discards it");
     let from_event = quote_spanned! {first_span(event)=>
         <#event as PartitionEvent<#output>>::from_event
     };
     let into_partition = quote_spanned! {first_span(returned)=>
         <#returned as PartitionReturn>::into_partition
     };
-    out.extend(quote! {
+    quote! {
         #[diagnostic::on_unimplemented(message = #event_message, label = "expected `&{Out}`")]
         trait PartitionEvent<Out> {
             fn from_event(event: &Out) -> &Self;
@@ -913,8 +942,7 @@ fn dispatch_items(model: &StageModel, generics: &syn::Generics) -> TokenStream {
                 #into_partition(<#self_ty>::#name(self, #from_event(__event)))
             }
         }
-    });
-    out
+    }
 }
 
 /// Every token of `tokens` at `span`.

@@ -1254,6 +1254,66 @@ fn a_dispatcher_method_is_called_by_the_role_trait_and_checked_by_run() {
 }
 
 #[test]
+fn a_dispatcher_method_s_stage_has_the_blocks_partition_function() {
+    // A `dispatcher` method may return a `Dispatch::partition` whose count is known at run time:
+    // the block's `partition` is then the stage's `Partition`, as with `dispatcher = partition(N)`.
+    let item = partitioned_with(
+        "fn dispatcher(&self) -> Dispatch<Self, u8> { Dispatch::partition(3) } \
+         fn partition(&self, event: &u8) -> Option<usize> { Some(*event as usize % 3) }",
+    );
+    let text = generated("producer", &item);
+    assert!(
+        text.contains(":: genstage :: Partition < u8 > for S"),
+        "{text}"
+    );
+    assert!(text.contains("below the number of partitions"), "{text}");
+    // Without a `partition` method, or with one of another shape (a method of the user's own),
+    // no `Partition`: the user may implement it by hand.
+    for other in [
+        "",
+        "fn partition(&mut self, all: Vec<u8>) -> (Vec<u8>, Vec<u8>) { todo!() }",
+    ] {
+        let item = partitioned_with(&format!(
+            "fn dispatcher(&self) -> Dispatch<Self, u8> {{ Dispatch::demand() }} {other}"
+        ));
+        let text = generated("producer", &item);
+        assert!(!text.contains("Partition <"), "{text}");
+    }
+}
+
+#[test]
+fn a_partition_function_without_a_partitioned_dispatcher_is_an_error() {
+    let method = "fn partition(&self, event: &u8) -> Option<usize> { Some(0) }";
+    for attr in [
+        "producer",
+        "producer, dispatcher = demand",
+        "producer, dispatcher = broadcast",
+    ] {
+        let role = attr.split(',').next().unwrap_or_default();
+        assert_error(
+            attr,
+            &partitioned_with(method),
+            At::Item("partition", 0),
+            &format!("`S`'s `partition` is its partition function only with `dispatcher = partition(N)`, N the number of partitions, which `S` does not have: add it to `#[stage({role})]`, or give this method another name"),
+        );
+    }
+    assert_error(
+        "producer_consumer",
+        &format!(
+            "impl S {{ fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> {{ e }} {method} }}"
+        ),
+        At::Item("partition", 0),
+        "add it to `#[stage(producer_consumer)]`",
+    );
+    assert_error(
+        "consumer",
+        &format!("impl S {{ fn handle_events(&mut self, e: Vec<u8>) {{}} {method} }}"),
+        At::Item("partition", 0),
+        "`S` is a consumer, which emits no events: `partition` is the partition function of a producer or producer_consumer with `dispatcher = partition(N)`; give this method another name",
+    );
+}
+
+#[test]
 fn restart_options_give_spanned_errors() {
     let never = "is never restarted";
     let fix = "add `restart = transient` (restarted after a failure) or `restart = permanent` (always restarted)";

@@ -81,10 +81,15 @@ pub(crate) enum DispatchModel {
         method: Box<PartitionFn>,
     },
     /// The impl block's own `fn dispatcher(&self) -> Dispatch<Self, T>` (a dispatcher of the user's,
-    /// `Dispatch::custom`), which the role trait's calls; `pipeline!` cannot see what it returns,
-    /// so `run()` checks the edges after the stage. The span of its return type, where a
-    /// `Dispatch` of another event type is reported.
-    Method(proc_macro2::Span),
+    /// `Dispatch::custom`, or one chosen at run time), which the role trait's calls; `pipeline!`
+    /// cannot see what it returns, so `run()` checks the edges after the stage.
+    Method {
+        /// The span of its return type, where a `Dispatch` of another event type is reported.
+        span: proc_macro2::Span,
+        /// The block's `partition` method, when it has one of that shape: the stage's
+        /// `Partition`, for a `Dispatch::partition` the method returns.
+        partition: Option<Box<PartitionFn>>,
+    },
     /// A `dispatcher` option that was rejected (or a partitioned stage without a sound `partition`
     /// method): the role trait's default, and nothing that `pipeline!` could check against, so
     /// that the mistake gives its one error only.
@@ -572,16 +577,27 @@ pub(crate) fn validate_stage(
         ));
         dispatcher = Some(Err(()));
     }
+    let partition_shape = format!("fn partition(&self, event: &{event}) -> Option<usize>");
+    // A `partition` method of the partition function's shape: read by a partitioned stage, and by
+    // one with its own `dispatcher` (which may partition); another stage may have a method of its
+    // own by that name, of another shape.
+    let partition_fn = || {
+        find_method(&stage.item, "partition")
+            .and_then(|method| parse_partition(method, &stage_name, &partition_shape).ok())
+    };
     let dispatcher = match dispatcher {
         None => match own_dispatcher {
             None => DispatchModel::Demand,
             Some(method) => {
                 let shape = format!("fn dispatcher(&self) -> Dispatch<Self, {event}>");
                 match check_dispatcher_method(method, &stage_name, &shape) {
-                    Ok(()) => DispatchModel::Method(match &method.sig.output {
-                        syn::ReturnType::Type(_, ty) => first_span(ty),
-                        syn::ReturnType::Default => method.sig.ident.span(),
-                    }),
+                    Ok(()) => DispatchModel::Method {
+                        span: match &method.sig.output {
+                            syn::ReturnType::Type(_, ty) => first_span(ty),
+                            syn::ReturnType::Default => method.sig.ident.span(),
+                        },
+                        partition: partition_fn().map(Box::new),
+                    },
                     Err(error) => {
                         errors.push(error);
                         DispatchModel::Rejected
@@ -595,7 +611,7 @@ pub(crate) fn validate_stage(
             DispatchModel::Broadcast(first_span(&option.value))
         }
         Some(Ok((Dispatcher::Partition(count), option))) => {
-            let shape = format!("fn partition(&self, event: &{event}) -> Option<usize>");
+            let shape = &partition_shape;
             match find_method(&stage.item, "partition") {
                 None => {
                     errors.push(syn::Error::new_spanned(
@@ -606,7 +622,7 @@ pub(crate) fn validate_stage(
                     ));
                     DispatchModel::Rejected
                 }
-                Some(method) => match parse_partition(method, &stage_name, &shape) {
+                Some(method) => match parse_partition(method, &stage_name, shape) {
                     Ok(method) => DispatchModel::Partition {
                         count,
                         method: Box::new(method),
@@ -619,6 +635,27 @@ pub(crate) fn validate_stage(
             }
         }
     };
+    // A partition function that nothing would read is a forgotten option rather than a method of
+    // the user's own, which would have another shape.
+    if matches!(
+        dispatcher,
+        DispatchModel::Demand | DispatchModel::Broadcast(_)
+    ) {
+        if let Some(method) = find_method(&stage.item, "partition")
+            .filter(|method| parse_partition(method, &stage_name, &partition_shape).is_ok())
+        {
+            let message = match role {
+                Role::Consumer => format!(
+                    "`{stage_name}` is a consumer, which emits no events: `partition` is the partition function of a producer or producer_consumer with `dispatcher = partition(N)`; give this method another name"
+                ),
+                _ => format!(
+                    "`{stage_name}`'s `partition` is its partition function only with `dispatcher = partition(N)`, N the number of partitions, which `{stage_name}` does not have: add it to `#[stage({})]`, or give this method another name",
+                    role.name()
+                ),
+            };
+            errors.push(syn::Error::new(method.sig.ident.span(), message));
+        }
+    }
 
     let model = match callback {
         Some(callback) if sound && !misplaced => Some(StageModel {
