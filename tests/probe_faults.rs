@@ -1625,6 +1625,76 @@ async fn a_partition_function_panic_is_a_failed_batch_and_redelivered() {
     }
 }
 
+/// Passes events on, partitioned by parity; its partition function panics on 150 as long as
+/// `strikes` lasts, one strike each time.
+struct StrikesOn150 {
+    strikes: Arc<AtomicUsize>,
+}
+
+impl ProducerConsumer for StrikesOn150 {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::partition(2)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        transient(true)
+    }
+}
+
+impl Partition<u64> for StrikesOn150 {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        if *event == 150
+            && self
+                .strikes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+        {
+            panic!("the partition function panicked on 150");
+        }
+        Some((event % 2) as usize)
+    }
+}
+
+/// A redelivering producer_consumer whose partition function panics on 150 twice: on the output
+/// of 150's batch, then on that of 150 handed again alone. Each time the event is handed again, as
+/// after a callback's failure, and every event arrives, none lost. (Until the redelivery path
+/// dispatched an event's output after it had counted the event handled, the second panic lost it.)
+#[tokio::test]
+async fn a_routing_panic_on_a_redelivered_event_hands_it_again() {
+    let mut pipeline = Pipeline::new();
+    let (a, b) = (Seen::default(), Seen::default());
+    let ca = pipeline.add_consumer_named("a", Collect(a.clone()));
+    let cb = pipeline.add_consumer_named("b", Collect(b.clone()));
+    let p = pipeline.add_producer_as(Some("p".into()), from_iter(0..300u64));
+    let strikes = Arc::new(AtomicUsize::new(2));
+    let m = pipeline.add_producer_consumer_with_as(Some("m".into()), move || StrikesOn150 {
+        strikes: strikes.clone(),
+    });
+    pipeline.subscribe(&p, &m);
+    pipeline.subscribe_with(&m, &ca, options(10, 5).partition(0));
+    pipeline.subscribe_with(&m, &cb, options(10, 5).partition(1));
+    let (report, error) = report_of(within(pipeline.run()).await);
+    assert!(error.is_none(), "{error:?}\n{report}");
+    balanced(&report);
+    let m = stage(&report, "m");
+    assert_eq!(
+        (m.restarts, m.lost, m.events_in, m.emitted),
+        (2, 0, 300, 300),
+        "{report}"
+    );
+    assert_eq!(taken(&a), (0..300).step_by(2).collect::<Vec<u64>>());
+    assert_eq!(taken(&b), (1..300).step_by(2).collect::<Vec<u64>>());
+}
+
 // ---------------------------------------------------------------------------------------------
 // A side callback that fails every time: the restart limit, not a loop.
 

@@ -942,8 +942,9 @@ async fn transform<S: ProducerConsumer>(
                 Ok(emitted) => emitted,
                 Err(error) => break 'run Exit::Failed(error),
             };
-            in_hand.done();
+            // Handled once its output is dispatched, as a batch is (see below).
             routed(&*stage, partition, |route| outputs.emit(emitted, route));
+            in_hand.done();
         }
         // Input is handled only while consumers downstream have demand (GenStage §1.8), also when
         // it is queued behind an end notice.
