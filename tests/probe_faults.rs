@@ -2261,3 +2261,53 @@ async fn a_dispatching_producer_consumer_panicking_in_a_side_callback_restarts()
         }
     }
 }
+
+/// Emits `0..20`, up to 17 more than it is asked for, the last with its final events (its
+/// values share the count); broadcasts.
+struct Overfull {
+    next: Arc<AtomicU64>,
+}
+
+impl Producer for Overfull {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        Ok(count_on(&self.next, demand + 17, 20))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+    fn restart_policy(&self) -> RestartPolicy<NoInput> {
+        RestartPolicy::transient()
+    }
+}
+
+/// Found by the chaos test (seed 10, shrunk): a broadcasting producer that emitted all its events
+/// at once, more than it was asked for, buffers the rest; its consumer's selector panics on 11
+/// as the buffer is drained, which loses that dispatch (`7..=11`, what the consumer could take).
+/// The restarted producer goes on draining its buffer, and ends. (It waited for an ask that its
+/// consumer, sent nothing, never made: the run hung.)
+#[tokio::test]
+async fn a_selector_panic_draining_the_buffer_lets_the_restarted_producer_drain_it() {
+    let mut pipeline = Pipeline::new();
+    let seen = Seen::default();
+    let c = pipeline.add_consumer_named("c", Collect(seen.clone()));
+    let next = Arc::new(AtomicU64::new(0));
+    let p =
+        pipeline.add_producer_with_as(Some("p".into()), move || Overfull { next: next.clone() });
+    let armed = Arc::new(AtomicBool::new(true));
+    pipeline.subscribe_selected(&p, &c, options(7, 0), move |n: &u64| {
+        if *n == 11 && armed.swap(false, Ordering::SeqCst) {
+            panic!("the selector panicked on 11");
+        }
+        n % 4 == 2
+    });
+    let (report, error) = report_of(within(pipeline.run()).await);
+    assert!(error.is_none(), "{error:?}\n{report}");
+    balanced(&report);
+    assert_eq!(taken(&seen), vec![2, 6, 14, 18], "{report}");
+    assert_eq!(
+        lost(stage(&report, "p"), LossReason::FailedBatch),
+        5,
+        "{report}"
+    );
+}

@@ -142,7 +142,8 @@ pub(crate) struct EventPath<T, I = Infallible> {
     held: bool,
     /// The dispatcher routes by the stage's partition function.
     routed: bool,
-    /// The buffer was not drained for want of the partition function (see [`settle`](Self::settle)).
+    /// The buffer was not drained for want of the partition function, or its drain was interrupted
+    /// (see [`settle`](Self::settle)).
     unsettled: bool,
     /// Why the dispatcher could not dispatch, or how it broke its contract; nothing is dispatched
     /// after it.
@@ -399,13 +400,15 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         );
     }
 
-    /// Whether buffered events wait for the partition function (see [`settle`](Self::settle)).
+    /// Whether buffered events wait for the partition function, or for a restarted stage after an
+    /// interrupted dispatch (see [`settle`](Self::settle)).
     #[inline]
     pub(crate) fn unsettled(&self) -> bool {
         self.unsettled
     }
 
-    /// Dispatches what waited in the buffer for the partition function, now given.
+    /// Dispatches what waited in the buffer for the partition function, now given (or for the
+    /// stage restarted after a dispatch its selector or partition function interrupted).
     pub(crate) fn settle(&mut self, route: Route<'_, T>) {
         self.unsettled = false;
         self.drain_buffer(route);
@@ -547,6 +550,10 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         let count = std::mem::take(&mut self.undispatched);
         if count > 0 {
             self.deliveries.truncate(self.undispatched_from);
+            // The dispatch may have been a drain of the buffer, which the restarted stage goes on
+            // with at once: its consumers' demand, which the dispatcher still holds, may never be
+            // asked again (they got nothing).
+            self.unsettled = true;
         }
         count
     }
