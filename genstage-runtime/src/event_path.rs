@@ -153,6 +153,9 @@ pub(crate) struct EventPath<T, I = Infallible> {
     undispatched: u64,
     /// Where that dispatch's deliveries began.
     undispatched_from: usize,
+    /// That dispatch was of a whole emit, from an empty buffer: nothing of the emit went out, and
+    /// none of the events before it were in it.
+    undispatched_whole: bool,
     /// The events of the dispatch that failed (see [`Failure::Refused`]): counted with the buffer.
     refused: u64,
     /// What the dispatcher holds (its `held` and `stranded`), as this path counts it.
@@ -169,6 +172,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             failure: None,
             undispatched: 0,
             undispatched_from: 0,
+            undispatched_whole: false,
             refused: 0,
             kept: 0,
             broken: 0,
@@ -276,7 +280,10 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
             return Emitted::Whole(sub, events);
         }
+        // Until the dispatch returns: a panic in it interrupts a whole emit (see `take_interrupted`).
+        self.undispatched_whole = true;
         let leftover = self.dispatch(events, route, None);
+        self.undispatched_whole = false;
         let discarded = if leftover.is_empty() {
             0
         } else {
@@ -547,6 +554,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// [`Dispatcher::dispatch`]). The stage counts them as lost with its failed batch, or
     /// [`retract`](Self::retract)s them.
     pub(crate) fn take_interrupted(&mut self) -> u64 {
+        self.undispatched_whole &= self.undispatched > 0;
         let count = std::mem::take(&mut self.undispatched);
         if count > 0 {
             self.deliveries.truncate(self.undispatched_from);
@@ -556,6 +564,13 @@ impl<T: Send + 'static, I> EventPath<T, I> {
             self.unsettled = true;
         }
         count
+    }
+
+    /// Whether the dispatch [`take_interrupted`](Self::take_interrupted) took was of a whole emit,
+    /// from an empty buffer: none of the emit's events went out, nor any emitted before; asked
+    /// once.
+    pub(crate) fn interrupted_whole_emit(&mut self) -> bool {
+        std::mem::take(&mut self.undispatched_whole)
     }
 
     /// Takes back `count` events from those emitted: the output of a batch the stage failed on,

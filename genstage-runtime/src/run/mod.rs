@@ -770,10 +770,17 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         );
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
         let dispatching = outputs.take_interrupted();
-        if kept.in_hand.held().is_some() {
-            // The output of the batch in hand, which is lost, or handed again, in its place.
+        let whole = outputs.interrupted_whole_emit();
+        if kept.in_hand.held().is_some() && whole {
+            // The output of the batch in hand, none of it sent, which is lost, or handed again,
+            // in its place.
             outputs.retract(dispatching);
         } else {
+            if dispatching > 0 {
+                // Part of the batch's output went out already, or the dispatch held events
+                // emitted before it (the buffer's): the batch is handled, and the dispatch lost.
+                kept.in_hand.done();
+            }
             interrupted += dispatching;
         }
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.

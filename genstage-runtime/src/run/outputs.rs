@@ -358,6 +358,12 @@ impl<T: Send + 'static> Outputs<T> {
         self.path.take_interrupted()
     }
 
+    /// Whether the interrupted dispatch was of a whole emit (see
+    /// [`EventPath::interrupted_whole_emit`]).
+    pub(super) fn interrupted_whole_emit(&mut self) -> bool {
+        self.path.interrupted_whole_emit()
+    }
+
     /// Takes back `count` events from those emitted (see [`EventPath::retract`]).
     pub(super) fn retract(&mut self, count: u64) {
         self.path.retract(count);
