@@ -2359,3 +2359,77 @@ async fn a_selector_panic_after_part_of_a_batchs_output_went_out_loses_only_the_
         assert!(missing > 0, "{case}: {b:?}");
     }
 }
+
+/// Emits `0..end`, 33 more than it is asked for, the last with its final events; broadcasts;
+/// temporary.
+struct AllAtOnce {
+    next: Arc<AtomicU64>,
+    end: u64,
+}
+
+impl Producer for AllAtOnce {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        Ok(count_on(&self.next, demand + 33, self.end))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+/// Passes its events on.
+struct Pass;
+
+impl ProducerConsumer for Pass {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+}
+
+/// Found by the chaos test (seed 1380, shrunk): a temporary broadcasting producer emits all its
+/// events at once; its buffer is drained in several dispatches, the last of which `c`'s selector
+/// panics in (on 51). What the dispatches before it sent goes out all the same: `m` gets
+/// `0..=50`, only 51 is lost, and the report balances. (The stage stopped for good with them in
+/// its deliveries, neither sent nor counted lost.)
+#[tokio::test]
+async fn a_selector_panic_stopping_a_stage_for_good_sends_what_went_out_before_it() {
+    let mut pipeline = Pipeline::new();
+    let (from_m, direct) = (Seen::default(), Seen::default());
+    let c = pipeline.add_consumer_named("c", Collect(direct.clone()));
+    let cm = pipeline.add_consumer_named("cm", Collect(from_m.clone()));
+    let p = pipeline.add_producer_named(
+        "p",
+        AllAtOnce {
+            next: Arc::new(AtomicU64::new(0)),
+            end: 52,
+        },
+    );
+    let m = pipeline.add_producer_consumer_named("m", Pass);
+    pipeline.subscribe_with(&p, &m, options(15, 7));
+    pipeline.subscribe_with(&m, &cm, options(1, 0));
+    pipeline.subscribe_selected(&p, &c, options(1, 0), move |n: &u64| {
+        if *n == 51 {
+            panic!("the selector panicked on 51");
+        }
+        n % 4 == 0
+    });
+    let (report, error) = report_of(within(pipeline.run()).await);
+    assert!(
+        matches!(&error, Some(PipelineError::StagePanicked { stage, .. }) if stage == "p"),
+        "{error:?}\n{report}"
+    );
+    balanced(&report);
+    assert_eq!(taken(&from_m), (0..51).collect::<Vec<u64>>(), "{report}");
+    assert_eq!(
+        taken(&direct),
+        (0..51).step_by(4).collect::<Vec<u64>>(),
+        "{report}"
+    );
+    assert_eq!(
+        lost(stage(&report, "p"), LossReason::FailedBatch),
+        1,
+        "{report}"
+    );
+}

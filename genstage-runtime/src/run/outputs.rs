@@ -355,7 +355,14 @@ impl<T: Send + 'static> Outputs<T> {
     pub(super) fn take_interrupted(&mut self) -> u64 {
         // A wake-up owed to the stage's producer that the interrupted emit held is given.
         drop(std::mem::take(&mut self.hand_off));
-        self.path.take_interrupted()
+        let count = self.path.take_interrupted();
+        if count > 0 {
+            // What the dispatches before the interrupted one (of the same emit, or drain of the
+            // buffer) put in the deliveries goes out now: a stage that stops for good sends
+            // nothing more, and they would be neither sent nor counted lost.
+            self.flush();
+        }
+        count
     }
 
     /// Whether the interrupted dispatch was of a whole emit (see
