@@ -59,6 +59,9 @@ pub(super) struct Outputs<T> {
     had_consumers: bool,
     /// What went to the subscriptions that have ended, for the report's edges.
     ended: Vec<(SubscriptionId, SentCounts)>,
+    /// Consumers a send found gone, to leave the dispatcher once the deliveries in hand are out
+    /// (see [`flush`](Self::flush)).
+    leaving: Vec<SubscriptionId>,
 }
 
 impl<T: Send + 'static> Outputs<T> {
@@ -76,6 +79,7 @@ impl<T: Send + 'static> Outputs<T> {
             copies_flushed: 0,
             had_consumers: false,
             ended: Vec::new(),
+            leaving: Vec::new(),
         }
     }
 
@@ -359,8 +363,11 @@ impl<T: Send + 'static> Outputs<T> {
         if count > 0 {
             // What the dispatches before the interrupted one (of the same emit, or drain of the
             // buffer) put in the deliveries goes out now: a stage that stops for good sends
-            // nothing more, and they would be neither sent nor counted lost.
-            self.flush();
+            // nothing more, and they would be neither sent nor counted lost. (Consumers found gone
+            // leave the dispatcher at the next flush, in the restarted stage's loop: the drain that
+            // may follow runs its selector or partition function.)
+            self.deliver_ready();
+            drop(std::mem::take(&mut self.hand_off));
         }
         count
     }
@@ -392,9 +399,25 @@ impl<T: Send + 'static> Outputs<T> {
     /// at once, for another worker to take.
     #[inline]
     fn flush(&mut self) {
+        loop {
+            self.deliver_ready();
+            // A consumer a send found gone leaves the dispatcher once the deliveries in hand are
+            // out, which may make more deliveries ready: a selector or partition function that
+            // panics in that drain loses its dispatch only, not the deliveries in hand.
+            let Some(sub) = self.leaving.pop() else {
+                break;
+            };
+            self.path.cancel(sub);
+        }
+        // A wake-up the last consumer did not take (it was not parked, or has gone) is given now.
+        drop(std::mem::take(&mut self.hand_off));
+    }
+
+    /// Sends the deliveries the event path has ready (see [`flush`](Self::flush)).
+    #[inline]
+    fn deliver_ready(&mut self) {
         let copies =
             self.path.copies > std::mem::replace(&mut self.copies_flushed, self.path.copies);
-        // A failed send cancels its consumer, which may make more deliveries ready.
         while self.path.has_deliveries() {
             let mut deliveries = self.path.take_deliveries();
             let last = deliveries.len().saturating_sub(1);
@@ -404,8 +427,6 @@ impl<T: Send + 'static> Outputs<T> {
             // The allocation goes back for the next round.
             self.path.recycle(deliveries);
         }
-        // A wake-up the last consumer did not take (it was not parked, or has gone) is given now.
-        drop(std::mem::take(&mut self.hand_off));
     }
 
     /// Sends one batch to the consumer of `sub`; when `chained`, the consumer's wake-up goes with
@@ -418,7 +439,7 @@ impl<T: Send + 'static> Outputs<T> {
                 match outlet.sink.send(sub, batch, &mut self.hand_off, chained) {
                     Ok(()) => outlet.counts.sent += len,
                     // The consumer's task has ended: the events are lost with it, as in GenStage. Its
-                    // demand goes too, and what it frees is delivered by the caller's next round; the
+                    // demand goes too, and what it frees is delivered by the flush's next round; the
                     // stage's callback hears of it when the pipeline says why it ended.
                     Err(_) => self.consumer_gone(sub, len),
                 }
@@ -434,7 +455,8 @@ impl<T: Send + 'static> Outputs<T> {
         if let Some(outlet) = self.consumers.get_mut(sub) {
             outlet.gone = true;
         }
-        self.path.cancel(sub);
+        // It leaves the dispatcher once the deliveries in hand are out (see `flush`).
+        self.leaving.push(sub);
         self.lost_to_gone(sub, len);
     }
 
