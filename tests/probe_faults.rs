@@ -2413,7 +2413,7 @@ async fn a_selector_panic_stopping_a_stage_for_good_sends_what_went_out_before_i
         if *n == 51 {
             panic!("the selector panicked on 51");
         }
-        n % 4 == 0
+        n.is_multiple_of(4)
     });
     let (report, error) = report_of(within(pipeline.run()).await);
     assert!(
