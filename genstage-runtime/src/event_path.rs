@@ -280,7 +280,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         if let Some(sub) = self.dispatcher.dispatch_whole(events.len()) {
             return Emitted::Whole(sub, events);
         }
-        // Until the dispatch returns: a panic in it interrupts a whole emit (see `take_interrupted`).
+        // Until the dispatch returns: a panic in it interrupts a whole emit (`take_interrupted`).
         self.undispatched_whole = true;
         let leftover = self.dispatch(events, route, None);
         self.undispatched_whole = false;

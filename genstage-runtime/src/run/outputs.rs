@@ -438,9 +438,9 @@ impl<T: Send + 'static> Outputs<T> {
             if !outlet.gone {
                 match outlet.sink.send(sub, batch, &mut self.hand_off, chained) {
                     Ok(()) => outlet.counts.sent += len,
-                    // The consumer's task has ended: the events are lost with it, as in GenStage. Its
-                    // demand goes too, and what it frees is delivered by the flush's next round; the
-                    // stage's callback hears of it when the pipeline says why it ended.
+                    // The consumer's task has ended: the events are lost with it, as in GenStage.
+                    // Its demand goes too, and what it frees is delivered by the flush's next
+                    // round; the stage's callback hears of it when the pipeline says why it ended.
                     Err(_) => self.consumer_gone(sub, len),
                 }
                 return;
