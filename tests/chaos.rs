@@ -82,11 +82,21 @@
 //! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
 //! them (every consumer gets each, but for those its edge's selector, a residue of the sequence
 //! number, rejects), or partition them (by a function of the event, some to `None`: discarded),
-//! each partition taken by exactly one edge. A producer_consumer appends itself to each event's
-//! route, so that the copies of a broadcast that meet again downstream are told apart. A
-//! subscription to a partitioned stage that is cancelled through the handle may be taken again:
-//! its consumer subscribes anew to the same partition; no other subscription made through the
-//! handle goes to a partitioned stage, nor to a broadcast that already feeds its consumer.
+//! each partition taken by exactly one edge. Routing panics: in some runs not aborted, a stage
+//! that broadcasts or partitions has a partition function, or selectors (one that accepts
+//! everything is added to an edge where none has one), that panic when asked about the n-th
+//! event they had not been asked about (1–60), once, or, sticky, at that event each time again.
+//! The dispatch sends nothing of its events; the stage fails as for a callback's panic, under its
+//! policy. A producer's events of the dispatch are lost (`FailedBatch`), and so are a
+//! producer_consumer's but where the dispatch was of the whole output of its batch in hand: then
+//! that batch is the failed batch, lost or handed again as if `handle_events` had failed on it
+//! (its output not counted emitted). Which of the two the runtime saw is read from the batch
+//! being handed again, or from the report's events in; the test then holds the report to it.
+//! A producer_consumer appends itself to each event's route, so that the copies of a broadcast
+//! that meet again downstream are told apart. A subscription to a partitioned stage that is
+//! cancelled through the handle may be taken again: its consumer subscribes anew to the same
+//! partition; no other subscription made through the handle goes to a partitioned stage, nor to a
+//! broadcast that already feeds its consumer.
 //!
 //! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and
 //! must end within [`time_bound`]. Events are unique `(producer, seq, route)` ids; the stages
@@ -104,22 +114,26 @@
 //! failed batches (the others), and the run's error names a stage that stopped for good, by its
 //! policy (`StageFailed`, `StagePanicked`, or `RestartLimit` with its limit, failures and poison
 //! event; a permanent producer's failures are its faults and its ends, in order, each end one of
-//! the times it said its events were the last); every stage ends as its faults say (a stage
-//! restarted after its faults, as if none had struck), and a run in which no stage stopped for good
-//! succeeds and delivers everything but the failed batches that were not handed again (and but for
-//! what a producer left without consumers by a cancel through the handle held, and what a partition
-//! whose consumer was cancelled through the handle, or left, kept for no one: lost, and counted).
-//! In a run with no fault and no action through the handle, every consumer of a broadcast (that its
-//! selector lets) and of a partition gets each of the stage's events, and the stage's report counts
-//! as copies and as discarded exactly what the consumers say. Each value of a stage is told of each
-//! subscription at most once (never of one it ended before taking in; a value made again after a
-//! failure, of those still running, never of one whose cancel was told), of its cancel at most once
-//! and after it, and with the reason the test knows: `Cancelled` only for a subscription cancelled
-//! or replaced through the handle, `Failed` naming its consumer when that consumer stopped for good
-//! for its fault, `Finished` never then (a consumer restarted after its fault ends its
-//! subscriptions as if none had struck). The infos behind the buffer come in order, and a consumer
-//! handles no event of a mark's producer below the mark after it (a partitioned producer's too: its
-//! infos wait behind the partitions' backlogs).
+//! the times it said its events were the last; a routing panic counts as a fault, a batch in hand
+//! it failed as a failed batch, a dispatch it lost as one event lost at least, and, in a run where
+//! no stage stopped for good, nothing was done through the handle and nothing aborted, as one run
+//! of the stage's events, in the order it emitted them, holding the event it struck on, none of
+//! which reached a consumer, as long as the report says); every stage ends as its faults say (a
+//! stage restarted after its faults, as if none had struck), and a run in which no stage stopped
+//! for good succeeds and delivers everything but the failed batches that were not handed again (and
+//! but for what a producer left without consumers by a cancel through the handle held, and what a
+//! partition whose consumer was cancelled through the handle, or left, kept for no one: lost, and
+//! counted). In a run with no fault and no action through the handle, every consumer of a broadcast
+//! (that its selector lets) and of a partition gets each of the stage's events, and the stage's
+//! report counts as copies and as discarded exactly what the consumers say. Each value of a stage
+//! is told of each subscription at most once (never of one it ended before taking in; a value made
+//! again after a failure, of those still running, never of one whose cancel was told), of its
+//! cancel at most once and after it, and with the reason the test knows: `Cancelled` only for a
+//! subscription cancelled or replaced through the handle, `Failed` naming its consumer when that
+//! consumer stopped for good for its fault, `Finished` never then (a consumer restarted after its
+//! fault ends its subscriptions as if none had struck). The infos behind the buffer come in order,
+//! and a consumer handles no event of a mark's producer below the mark after it (a partitioned
+//! producer's too: its infos wait behind the partitions' backlogs).
 //!
 //! Manual demand is checked too: the runs end; `ask` refuses nothing but on a subscription that
 //! has ended; each batch of a stage with manual demand is told its subscription by `batch_from`
@@ -148,9 +162,11 @@
 //! The test prints how many runs restarted a stage, redelivered, reached a restart limit and named
 //! a poison event, had a `from_channel` producer (refused a send, lost events never emitted), were
 //! aborted, asked on manual subscriptions (through an `Asker`), had a `from_stream` producer (whose stream panicked), a
-//! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded), and a
+//! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded), a
 //! `ConsumerSupervisor` (whose temporary children lost events, whose transient children were run
-//! again) (`-- --nocapture` shows it).
+//! again), and a routing panic (that lost its dispatch, that failed a producer_consumer's batch in
+//! hand, whose batch was handed again, that stopped its stage for good) (`-- --nocapture` shows
+//! it).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
@@ -273,6 +289,22 @@ struct Strike {
     /// Strikes again: in a stage that handles events, whenever it is handed again the event it
     /// struck on (with redelivery: until the restart limit makes it the poison event); in a
     /// producer, at every call after `at`. Otherwise it strikes once, whatever the restarts.
+    sticky: bool,
+}
+
+/// A panic of a stage's routing: its partition function, or the selector of one of its edges,
+/// panics when it is asked about the `at`-th event it has not been asked about before (counting
+/// from 1, over every value of the stage and every selector of its edges), while the stage
+/// dispatches. The dispatch sends nothing of its events; the stage fails, as a callback's panic
+/// fails it. A producer's events of the dispatch are lost (`FailedBatch`); so are a
+/// producer_consumer's when it emitted them with no batch in hand, and otherwise the batch in hand
+/// whose output they are is the failed batch, lost or handed again, as if `handle_events` had
+/// failed on it (its output is not counted emitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RoutingStrike {
+    at: usize,
+    /// Strikes again whenever it is asked about the event it struck on: a producer_consumer that
+    /// redelivers emits it again when it handles its source again.
     sticky: bool,
 }
 
@@ -408,6 +440,8 @@ struct ProducerPlan {
     /// Starts in `DemandMode::Accumulate`; a task switches it to forward after this many yields.
     accumulate: Option<usize>,
     strike: Option<Strike>,
+    /// Only for a [`Fan::Broadcast`] or [`Fan::Partition`] producer.
+    routing: Option<RoutingStrike>,
     policy: Option<PolicyPlan>,
     /// What its `handle_consumer_cancel` does besides recording the call.
     on_cancel: Option<OnCancel>,
@@ -501,6 +535,8 @@ struct MiddlePlan {
     /// Drops the events whose `seq` is a multiple of this.
     filter: Option<u64>,
     strike: Option<Strike>,
+    /// Only for a [`Fan::Broadcast`] or [`Fan::Partition`] producer_consumer.
+    routing: Option<RoutingStrike>,
     policy: Option<PolicyPlan>,
     /// Its own events, `(MIDDLE_TAG + i, seq)`, come from here.
     on_cancel: Option<OnCancel>,
@@ -656,6 +692,7 @@ impl Topology {
             .map(|_| MiddlePlan {
                 filter: rng.chance(25).then(|| rng.range(2, 5) as u64),
                 strike: None,
+                routing: None,
                 policy: None,
                 on_cancel: None,
                 fan: Fan::Demand,
@@ -730,7 +767,50 @@ impl Topology {
         topology.plan_streams(&mut rng);
         topology.plan_manual(&mut rng);
         topology.plan_supervisors(&mut rng);
+        // And, last of all, the routing panics.
+        topology.plan_routing(&mut rng);
         topology
+    }
+
+    /// A routing panic ([`RoutingStrike`]) for a third of the stages that broadcast or partition,
+    /// in a run not aborted (an abort is planned only for runs without a fault), at one of the
+    /// first 60 events they route, sticky in a fifth of them. A broadcasting stage none of whose
+    /// edges has a selector gets one that accepts every event on its first edge, to panic in.
+    fn plan_routing(&mut self, rng: &mut Rng) {
+        let sources: Vec<Node> = (0..self.producers.len())
+            .map(Node::Producer)
+            .chain((0..self.middles.len()).map(Node::Middle))
+            .collect();
+        for source in sources {
+            // Drawn for every stage, fit or not.
+            let chosen = rng.chance(33);
+            let strike = RoutingStrike {
+                at: rng.range(1, 60),
+                sticky: rng.chance(20),
+            };
+            let fan = self.fan(source);
+            if !chosen || self.abort || fan == Fan::Demand {
+                continue;
+            }
+            if fan == Fan::Broadcast
+                && !self
+                    .edges
+                    .iter()
+                    .any(|e| e.from == source && e.selector.is_some())
+            {
+                if let Some(edge) = self.edges.iter_mut().find(|e| e.from == source) {
+                    edge.selector = Some(Selector {
+                        modulus: 1,
+                        residue: 0,
+                    });
+                }
+            }
+            match source {
+                Node::Producer(i) => self.producers[i].routing = Some(strike),
+                Node::Middle(i) => self.middles[i].routing = Some(strike),
+                Node::Consumer(_) => {}
+            }
+        }
     }
 
     /// A tenth of the consumers without a planned fault that are not `to_stream` sinks become
@@ -835,17 +915,21 @@ impl Topology {
         }
     }
 
-    /// No fault is planned: no stage has a [`Strike`], nor fails in a cancel.
+    /// No fault is planned: no stage has a [`Strike`] or a [`RoutingStrike`], nor fails in a
+    /// cancel.
     fn faultless(&self) -> bool {
         let producers = self.producers.iter();
         let middles = self.middles.iter();
-        producers
-            .map(|p| (p.strike, p.on_cancel))
-            .chain(middles.map(|m| (m.strike, m.on_cancel)))
-            .chain(self.consumers.iter().map(|c| (c.strike, None)))
-            .all(|(strike, on_cancel)| {
-                strike.is_none() && on_cancel.is_none_or(|o| o.fault.is_none())
-            })
+        let routed = self.producers.iter().any(|p| p.routing.is_some())
+            || self.middles.iter().any(|m| m.routing.is_some());
+        !routed
+            && producers
+                .map(|p| (p.strike, p.on_cancel))
+                .chain(middles.map(|m| (m.strike, m.on_cancel)))
+                .chain(self.consumers.iter().map(|c| (c.strike, None)))
+                .all(|(strike, on_cancel)| {
+                    strike.is_none() && on_cancel.is_none_or(|o| o.fault.is_none())
+                })
     }
 
     /// A quarter of the producers that need nothing a [`from_channel`] producer lacks (no planned
@@ -947,6 +1031,15 @@ impl Topology {
             Node::Producer(i) => self.producers.get(i)?.strike,
             Node::Middle(i) => self.middles.get(i)?.strike,
             Node::Consumer(i) => self.consumers.get(i)?.strike,
+        }
+    }
+
+    /// The routing panic planned for the stage named `name`, if it has one.
+    fn routing_of(&self, name: &str) -> Option<RoutingStrike> {
+        match parse_node(name)? {
+            Node::Producer(i) => self.producers.get(i)?.routing,
+            Node::Middle(i) => self.middles.get(i)?.routing,
+            Node::Consumer(_) => None,
         }
     }
 
@@ -1229,9 +1322,27 @@ impl Topology {
             }
             _ => true,
         });
+        // A routing panic only where the stage routes: by a partition function, or by a selector
+        // of one of its edges; and not in a run aborted.
+        let routes = |node: Node, routing: Option<RoutingStrike>| {
+            routing.is_none()
+                || !self.abort
+                    && match self.fan(node) {
+                        Fan::Demand => false,
+                        Fan::Broadcast => self
+                            .edges
+                            .iter()
+                            .any(|e| e.from == node && e.selector.is_some()),
+                        Fan::Partition { .. } => true,
+                    }
+        };
+        let routing_fits = (0..self.producers.len())
+            .all(|i| routes(Node::Producer(i), self.producers[i].routing))
+            && (0..self.middles.len()).all(|i| routes(Node::Middle(i), self.middles[i].routing));
         !self.producers.is_empty()
             && !self.consumers.is_empty()
             && wired
+            && routing_fits
             && stalls_end
             && acts_while_running
             && fans_fit
@@ -1332,8 +1443,15 @@ impl Topology {
                 strike.after = 0;
             }
         };
+        let calmer_routing = |routing: &mut Option<RoutingStrike>| {
+            if let Some(routing) = routing {
+                routing.sticky = false;
+            }
+        };
         for i in 0..self.producers.len() {
             step(&|t| t.producers[i].strike = None);
+            step(&|t| t.producers[i].routing = None);
+            step(&|t| calmer_routing(&mut t.producers[i].routing));
             step(&|t| t.producers[i].policy = None);
             step(&|t| calmer(&mut t.producers[i].strike));
             step(&|t| t.producers[i].events /= 2);
@@ -1372,6 +1490,8 @@ impl Topology {
         }
         for i in 0..self.middles.len() {
             step(&|t| t.middles[i].strike = None);
+            step(&|t| t.middles[i].routing = None);
+            step(&|t| calmer_routing(&mut t.middles[i].routing));
             step(&|t| t.middles[i].policy = None);
             step(&|t| calmer(&mut t.middles[i].strike));
             step(&|t| t.middles[i].filter = None);
@@ -1421,6 +1541,11 @@ impl Topology {
                 for edge in t.edges.iter_mut().filter(|e| e.from == source) {
                     edge.selector = None;
                     edge.partition = None;
+                }
+                match source {
+                    Node::Producer(i) => t.producers[i].routing = None,
+                    Node::Middle(i) => t.middles[i].routing = None,
+                    Node::Consumer(_) => {}
                 }
             });
             step(&|t| {
@@ -1529,6 +1654,7 @@ impl ProducerPlan {
             }),
             accumulate: None,
             strike: None,
+            routing: None,
             policy: None,
             on_cancel: None,
             confirm: false,
@@ -1597,6 +1723,7 @@ impl fmt::Display for Topology {
             write!(f, "{}", p.fan)?;
             write!(f, "{}", OnCancelText(p.on_cancel))?;
             write!(f, "{}", StrikeText(p.strike))?;
+            write!(f, "{}", RoutingText(p.routing, p.fan))?;
             writeln!(f, "{}", PolicyText(p.policy))?;
         }
         for (i, m) in self.middles.iter().enumerate() {
@@ -1607,6 +1734,7 @@ impl fmt::Display for Topology {
             write!(f, "{}", ManualText(m.manual))?;
             write!(f, "{}", OnCancelText(m.on_cancel))?;
             write!(f, "{}", StrikeText(m.strike))?;
+            write!(f, "{}", RoutingText(m.routing, m.fan))?;
             writeln!(f, "{}", PolicyText(m.policy))?;
         }
         for (i, c) in self.consumers.iter().enumerate() {
@@ -1746,6 +1874,25 @@ impl fmt::Display for StrikeText {
         if after > 0 {
             write!(f, " after {after} events")?;
         }
+        if sticky {
+            write!(f, " and again")?;
+        }
+        Ok(())
+    }
+}
+
+struct RoutingText(Option<RoutingStrike>, Fan);
+
+impl fmt::Display for RoutingText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(RoutingStrike { at, sticky }) = self.0 else {
+            return Ok(());
+        };
+        let routing = match self.1 {
+            Fan::Broadcast => "a selector",
+            _ => "its partition function",
+        };
+        write!(f, ", {routing} panics at the new event {at}")?;
         if sticky {
             write!(f, " and again")?;
         }
@@ -1904,6 +2051,21 @@ struct Blow {
     /// When a sticky strike struck again on its event: the event's index in the batch it first
     /// came in.
     again: Option<usize>,
+    /// A [`RoutingStrike`]'s panic.
+    routing: Option<Routed>,
+}
+
+/// A [`RoutingStrike`] that struck: on `event`, in a dispatch whose events the test cannot see
+/// (the stage's buffer and its dispatcher's demand decide them), but for the batch in hand.
+#[derive(Debug, Clone)]
+struct Routed {
+    event: Event,
+    /// The batch a producer_consumer's `handle_events` returned last, and its output, if no other
+    /// callback of the stage ran since: the batch in hand, if the dispatch was of its output.
+    pending: Option<(Vec<Event>, Vec<Event>)>,
+    /// The runtime made `pending` the failed batch ([`Ledger::fail_pending`]): the blow is
+    /// `in_events`, with it as its batch. Otherwise the dispatch's events are lost.
+    in_hand: bool,
 }
 
 /// What a stage was told of one of its consumers.
@@ -1986,6 +2148,159 @@ impl Ledger {
     /// The faults that struck `stage`.
     fn blows(&self, stage: &str) -> &[Blow] {
         self.blows.get(stage).map_or(&[], Vec::as_slice)
+    }
+
+    /// The runtime made the batch `pending` in the routing blow `index` of `stage` its failed
+    /// batch: the batch is not handled (as a failed `handle_events`' is not), nor its output
+    /// emitted (the runtime takes it back), and the blow is one in `handle_events`, with that
+    /// batch.
+    fn fail_pending(&mut self, stage: &str, index: usize) {
+        let Some(blow) = self.blows.get_mut(stage).and_then(|b| b.get_mut(index)) else {
+            return;
+        };
+        let Some(routed) = blow.routing.as_mut().filter(|r| !r.in_hand) else {
+            return;
+        };
+        let Some((batch, output)) = routed.pending.clone() else {
+            return;
+        };
+        routed.in_hand = true;
+        blow.in_events = true;
+        blow.batch = batch.clone();
+        let bit = parse_node(stage).map_or(0, Node::bit);
+        *self.handled.entry(stage.to_owned()).or_default() -= batch.len() as u64;
+        let order = self.order.entry(stage.to_owned()).or_default();
+        for event in &batch {
+            if let Some(handlers) = self.handlers.get_mut(event) {
+                *handlers &= !bit;
+            }
+            if let Some(at) = order.iter().rposition(|e| e == event) {
+                order.remove(at);
+            }
+            // Filtered out, if its stage dropped it.
+            let passed = match parse_node(stage) {
+                Some(Node::Middle(i)) => output.contains(&event.via(i)),
+                _ => true,
+            };
+            if !passed {
+                if let Some(at) = self.dropped.iter().rposition(|e| e == event) {
+                    self.dropped.remove(at);
+                }
+            }
+        }
+        *self.emitted.entry(stage.to_owned()).or_default() -= output.len() as u64;
+        let out = self.out.entry(stage.to_owned()).or_default();
+        for event in &output {
+            if let Some(at) = out.iter().position(|e| e == event) {
+                out.remove(at);
+            }
+        }
+    }
+
+    /// The routing blows of `stage` whose events were lost with the dispatch (not a batch in
+    /// hand): each lost at least the event it struck on.
+    fn lost_dispatches(&self, stage: &str) -> Vec<Event> {
+        self.blows(stage)
+            .iter()
+            .filter_map(|b| b.routing.as_ref().filter(|r| !r.in_hand))
+            .map(|r| r.event)
+            .collect()
+    }
+}
+
+/// The routing of a stage with a [`RoutingStrike`]: its partition function, or the selectors of
+/// its edges, ask it about each event they route, and it panics as the strike says. Shared by
+/// every value of the stage and by its selectors, which the dispatcher keeps across restarts.
+struct Router {
+    stage: String,
+    strike: RoutingStrike,
+    ledger: Shared,
+    state: Mutex<Routing>,
+}
+
+#[derive(Debug, Default)]
+struct Routing {
+    /// The events it was asked about.
+    seen: HashSet<Event>,
+    /// The event a sticky strike struck on.
+    poison: Option<Event>,
+    /// See [`Routed::pending`]: set by a producer_consumer's `handle_events` when it returns,
+    /// cleared when any callback of the stage starts.
+    pending: Option<(Vec<Event>, Vec<Event>)>,
+}
+
+impl Router {
+    fn new(stage: String, strike: RoutingStrike, ledger: &Shared) -> Arc<Self> {
+        Arc::new(Router {
+            stage,
+            strike,
+            ledger: ledger.clone(),
+            state: Mutex::default(),
+        })
+    }
+
+    /// Asked about `event` by the stage's partition function or a selector: panics at the
+    /// strike's new event, and, sticky, at that event again.
+    fn route(&self, event: &Event) {
+        let mut state = lock(&self.state);
+        let new = state.seen.insert(*event);
+        let strikes = new && state.seen.len() == self.strike.at || state.poison == Some(*event);
+        if !strikes {
+            return;
+        }
+        if self.strike.sticky {
+            state.poison = Some(*event);
+        }
+        let pending = state.pending.clone();
+        drop(state);
+        let blow = Blow {
+            fault: Fault::Panic,
+            in_events: false,
+            batch: Vec::new(),
+            again: None,
+            routing: Some(Routed {
+                event: *event,
+                pending,
+                in_hand: false,
+            }),
+        };
+        lock(&self.ledger)
+            .blows
+            .entry(self.stage.clone())
+            .or_default()
+            .push(blow);
+        panic!("{INJECTED} in {} routing {event:?}", self.stage);
+    }
+
+    /// A callback of the stage starts: the batch `handle_events` returned last is done.
+    fn settle(&self) {
+        lock(&self.state).pending = None;
+    }
+
+    /// `handle_events` returned `output` for `batch`.
+    fn returned(&self, batch: Vec<Event>, output: Vec<Event>) {
+        lock(&self.state).pending = Some((batch, output));
+    }
+
+    /// `handle_events` is handed `events`: if they are of the batch pending at a routing blow,
+    /// the runtime made that batch the failed one, and hands it again.
+    fn handed(&self, events: &[Event]) {
+        self.settle();
+        let Some(first) = events.first() else {
+            return;
+        };
+        let mut ledger = lock(&self.ledger);
+        let index = ledger.blows(&self.stage).iter().rposition(|b| {
+            b.routing.as_ref().is_some_and(|r| {
+                !r.in_hand
+                    && r.pending
+                        .as_ref()
+                        .is_some_and(|(batch, _)| batch.contains(first))
+            })
+        });
+        if let Some(index) = index {
+            ledger.fail_pending(&self.stage, index);
+        }
     }
 }
 
@@ -2156,6 +2471,7 @@ impl Fuse {
             in_events,
             batch,
             again,
+            routing: None,
         };
         let mut ledger = lock(&self.ledger);
         ledger
@@ -2462,6 +2778,7 @@ struct Chaotic {
     /// The consumers to cast a [`Mark`] to when told a [`Confirm`] (filled once they are added).
     marks_to: Arc<Mutex<Vec<ConsumerRef<Sink>>>>,
     fuse: Fuse,
+    router: Option<Arc<Router>>,
 }
 
 impl Chaotic {
@@ -2492,6 +2809,9 @@ impl Chaotic {
 
 impl Partition<Event> for Chaotic {
     fn partition(&self, event: &Event) -> Option<usize> {
+        if let Some(router) = &self.router {
+            router.route(event);
+        }
         self.plan.fan.route(event)
     }
 }
@@ -2798,6 +3118,7 @@ impl futures::Stream for Trickle {
                 in_events: false,
                 batch: Vec::new(),
                 again: None,
+                routing: None,
             };
             lock(&this.ledger)
                 .blows
@@ -2919,10 +3240,23 @@ struct Middle {
     fan: Fan,
     fuse: Fuse,
     manual: Option<Manual>,
+    router: Option<Arc<Router>>,
+}
+
+impl Middle {
+    /// A callback starts: the batch `handle_events` returned last is done (see [`Router`]).
+    fn settle(&self) {
+        if let Some(router) = &self.router {
+            router.settle();
+        }
+    }
 }
 
 impl Partition<Event> for Middle {
     fn partition(&self, event: &Event) -> Option<usize> {
+        if let Some(router) = &self.router {
+            router.route(event);
+        }
         self.fan.route(event)
     }
 }
@@ -2936,22 +3270,28 @@ impl ProducerConsumer for Middle {
     }
 
     fn init(&mut self, _: &mut Context<'_, Self>) {
+        self.settle();
         self.fuse.init();
     }
 
     fn batch_from(&mut self, subscription: SubscriptionTag) {
+        self.settle();
         if let Some(manual) = &mut self.manual {
             manual.from = Some(subscription);
         }
     }
 
     async fn handle_events(&mut self, events: Vec<Event>) -> StageResult<Vec<Event>> {
+        if let Some(router) = &self.router {
+            router.handed(&events);
+        }
         if let Some(manual) = &mut self.manual {
             manual.received(&self.fuse, &events);
         }
         if let Some(fail) = self.fuse.burn_events(&events) {
             return self.fuse.fail_events(events, fail);
         }
+        let batch = self.router.as_ref().map(|_| events.clone());
         let mut ledger = lock(&self.fuse.ledger);
         ledger.handle(&self.fuse.stage, &events);
         let (kept, dropped): (Vec<Event>, Vec<Event>) = events
@@ -2960,6 +3300,10 @@ impl ProducerConsumer for Middle {
         ledger.dropped.extend(dropped);
         let kept: Vec<Event> = kept.into_iter().map(|e| e.via(self.index)).collect();
         ledger.emit(&self.fuse.stage, &kept);
+        drop(ledger);
+        if let (Some(router), Some(batch)) = (&self.router, batch) {
+            router.returned(batch, kept.clone());
+        }
         Ok(kept)
     }
 
@@ -2968,6 +3312,7 @@ impl ProducerConsumer for Middle {
         subscription: &Subscription,
         ctx: &mut Context<'_, Self>,
     ) -> Demand {
+        self.settle();
         manual_subscribe!(&mut self.manual, &self.fuse, subscription, ctx)
     }
 
@@ -2977,6 +3322,7 @@ impl ProducerConsumer for Middle {
         _: &CancelReason,
         _: &mut Context<'_, Self>,
     ) -> StageResult<Vec<Event>> {
+        self.settle();
         if let Some(manual) = &self.manual {
             manual.cancel(&self.fuse, subscription);
         }
@@ -2984,6 +3330,7 @@ impl ProducerConsumer for Middle {
     }
 
     fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _: &mut Context<'_, Self>) {
+        self.settle();
         lock(&self.fuse.ledger).tell(&self.fuse, subscriber, None);
     }
 
@@ -2993,6 +3340,7 @@ impl ProducerConsumer for Middle {
         reason: &CancelReason,
         _: &mut Context<'_, Self>,
     ) -> StageResult<Vec<Event>> {
+        self.settle();
         lock(&self.fuse.ledger).tell(&self.fuse, subscriber, Some(reason));
         let Some(on_cancel) = self.on_cancel else {
             return Ok(Vec::new());
@@ -3019,6 +3367,7 @@ impl HandleInfo<AskNow> for Middle {
         _: AskNow,
         ctx: &mut Context<'_, Self>,
     ) -> StageResult<Vec<Event>> {
+        self.settle();
         if let Some(manual) = &mut self.manual {
             manual.ask(&self.fuse, ctx, false);
         }
@@ -3034,6 +3383,7 @@ impl HandleInfo<Tick> for Middle {
         _: Tick,
         ctx: &mut Context<'_, Self>,
     ) -> StageResult<Vec<Event>> {
+        self.settle();
         if let Some(manual) = &mut self.manual {
             manual.ask(&self.fuse, ctx, true);
             if manual.tick_again(&self.fuse) {
@@ -3240,18 +3590,22 @@ impl Topology {
     }
 }
 
-/// Subscribes `to` to `from` with `options`, and `selector` if there is one.
+/// Subscribes `to` to `from` with `options`, and `selector` if there is one, which asks `router`
+/// (the [`Router`] of `from`, if it has one) about each event first.
 fn wire(
     pipeline: &mut Pipeline,
     from: &impl genstage::Source<Event>,
     to: &impl genstage::Sink<Event>,
     options: SubscribeOptions,
-    selector: Option<Selector>,
+    (selector, router): (Option<Selector>, Option<Arc<Router>>),
 ) {
     match selector {
-        Some(selector) => {
-            pipeline.subscribe_selected(from, to, options, move |e| selector.accepts(e))
-        }
+        Some(selector) => pipeline.subscribe_selected(from, to, options, move |e| {
+            if let Some(router) = &router {
+                router.route(e);
+            }
+            selector.accepts(e)
+        }),
         None => pipeline.subscribe_with(from, to, options),
     };
 }
@@ -3267,6 +3621,15 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     let mut marks_to = Vec::new();
     let mut feeders = Vec::new();
     let mut readers = Vec::new();
+    let mut routers: HashMap<Node, Arc<Router>> = HashMap::new();
+    let nodes = (0..topology.producers.len())
+        .map(|i| (Node::Producer(i), topology.producers[i].routing))
+        .chain((0..topology.middles.len()).map(|i| (Node::Middle(i), topology.middles[i].routing)));
+    for (node, routing) in nodes {
+        if let Some(strike) = routing {
+            routers.insert(node, Router::new(node.to_string(), strike, ledger));
+        }
+    }
     for (tag, plan) in topology.producers.iter().enumerate() {
         if let Source::Stream { endless, panic_at } = plan.source {
             // Added as a value, with no restart policy (see `Topology::plan_streams`).
@@ -3330,12 +3693,14 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         let supply = Arc::new(tokio::sync::Mutex::new(supply));
         let progress = Arc::default();
         let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
+        let router = routers.get(&Node::Producer(tag)).cloned();
         let make = move || Chaotic {
             tag,
             plan: plan.clone(),
             supply: supply.clone(),
             marks_to: marks.clone(),
             fuse: Fuse::new(stage.clone(), plan.strike, &ledger, &progress, true),
+            router: router.clone(),
         };
         let plan = &topology.producers[tag];
         let handle = match plan.policy {
@@ -3362,6 +3727,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         let ask_now = AskNowSender::default();
         let asker = ask_now.clone();
         let seed = topology.seed ^ ((i as u64 + 1) << 40);
+        let router = routers.get(&Node::Middle(i)).cloned();
         let make = move || {
             let fuse = Fuse::new(stage.clone(), plan.strike, &ledger, &progress, false);
             let manual = plan.manual.map(|plan| Manual {
@@ -3379,6 +3745,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 fan: plan.fan,
                 fuse,
                 manual,
+                router: router.clone(),
             }
         };
         let handle = match topology.middles[i].policy {
@@ -3485,7 +3852,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             options = options.partition(partition);
         }
         let p = &mut pipeline;
-        let selector = edge.selector;
+        let selector = (edge.selector, routers.get(&edge.from).cloned());
         with_refs!(&sources[&edge.from], &sinks[&edge.to], |from, to| {
             wire(p, from, to, options, selector)
         });
@@ -3648,8 +4015,8 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
             }
         }
     }
-    let ledger = std::mem::take(&mut *lock(&ledger));
-    check(topology, &result, &ledger)
+    let mut ledger = std::mem::take(&mut *lock(&ledger));
+    check(topology, &result, &mut ledger)
 }
 
 /// Does `action` through the handle of the running pipeline: cancels a subscription that a
@@ -3822,7 +4189,7 @@ macro_rules! ensure {
 fn check(
     topology: &Topology,
     result: &Result<Report, PipelineError>,
-    ledger: &Ledger,
+    ledger: &mut Ledger,
 ) -> Result<(), String> {
     ensure!(
         ledger.duplicates.is_empty(),
@@ -3835,6 +4202,8 @@ fn check(
             .report()
             .ok_or_else(|| format!("run() failed without a report: {error}"))?,
     };
+    resolve_routing(report, ledger);
+    let ledger = &*ledger;
     // What each stage emitted; for a channel producer, what its channel accepted.
     let emitted_by = |stage: &str| ledger.emitted.get(stage).copied().unwrap_or(0);
     let mut emitted: HashMap<usize, u64> = HashMap::new();
@@ -3881,6 +4250,7 @@ fn check(
         }
     }
     let fell_any = !fell.is_empty();
+    count_routing(topology, ledger, &fell);
     // A subscription cancelled through the handle may leave a producer without consumers, which
     // stops with what it buffered: lost, without a fault. So may a `to_stream` consumer whose
     // stream the test dropped: it leaves, as if its subscriptions were cancelled.
@@ -3914,9 +4284,14 @@ fn check(
         );
         ensure!(
             stage.emitted == emitted_by(name),
-            "{name}: the report says {} emitted, the stage emitted {}",
+            "{name}: the report says {} emitted, the stage emitted {}; routing panics: {:?}",
             stage.emitted,
-            emitted_by(name)
+            emitted_by(name),
+            ledger
+                .blows(name)
+                .iter()
+                .filter_map(|b| b.routing.as_ref())
+                .collect::<Vec<_>>()
         );
         ensure!(
             stage.lost == stage.losses.iter().map(|l| l.count).sum::<u64>(),
@@ -3983,7 +4358,7 @@ fn check(
         .map(|l| l.count)
         .sum();
     let totals = report.totals();
-    ensure!(totals.balanced(), "unbalanced: {totals:?}");
+    ensure!(totals.balanced(), "unbalanced: {totals:?}\n{report}");
     ensure!(
         report.balanced(),
         "unbalanced edges: {:?}",
@@ -4098,9 +4473,76 @@ fn check(
     )?;
     check_order(ledger)?;
     let exact = !fell_any && !acted && !aborted && failed_batches == 0;
-    check_fans(topology, report, ledger, exact)?;
+    check_fans(
+        topology,
+        report,
+        ledger,
+        exact,
+        !fell_any && !acted && !aborted,
+    )?;
     check_told(topology, ledger, &fell)?;
     check_confirms(ledger)
+}
+
+/// The last routing blow of each producer_consumer that had a batch pending (see
+/// [`Routed::pending`]) and that no redelivery of the batch showed in hand (its stage stopped on
+/// it, or does not redeliver): the runtime made the batch the failed one if the report's events in
+/// leave it out (then the ledger is told so: [`Ledger::fail_pending`]), or lost the dispatch's
+/// events; the checks that follow hold the report to what it chose.
+fn resolve_routing(report: &Report, ledger: &mut Ledger) {
+    let stages: Vec<String> = ledger.blows.keys().cloned().collect();
+    for name in stages {
+        let Some(stage) = report.stage(&name) else {
+            continue;
+        };
+        let blows = ledger.blows(&name);
+        let last = blows.iter().rposition(|b| {
+            b.routing
+                .as_ref()
+                .is_some_and(|r| !r.in_hand && r.pending.is_some())
+        });
+        let Some(index) = last else {
+            continue;
+        };
+        let batch = blows[index]
+            .routing
+            .as_ref()
+            .and_then(|r| r.pending.as_ref())
+            .map_or(0, |(batch, _)| batch.len() as u64);
+        let handled = ledger.handled.get(&name).copied().unwrap_or(0);
+        if batch > 0 && stage.events_in + batch == handled {
+            ledger.fail_pending(&name, index);
+        }
+    }
+}
+
+/// How many of the runs so far had a routing panic, one that lost the events of its dispatch,
+/// one that failed a producer_consumer's batch in hand, one whose batch was handed again, and one
+/// that stopped its stage for good.
+static ROUTING: [std::sync::atomic::AtomicU64; 5] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 5];
+
+fn count_routing(topology: &Topology, ledger: &Ledger, fell: &HashMap<String, Fault>) {
+    let routed = || {
+        ledger
+            .blows
+            .iter()
+            .flat_map(|(name, blows)| blows.iter().map(move |b| (name, b)))
+            .filter_map(|(name, b)| Some((name, b.routing.as_ref()?)))
+    };
+    let seen = [
+        routed().next().is_some(),
+        routed().any(|(_, r)| !r.in_hand),
+        routed().any(|(_, r)| r.in_hand),
+        routed().any(|(name, r)| r.in_hand && PolicyPlan::redelivers(topology.policy_of(name))),
+        fell.keys().any(|name| {
+            ledger
+                .blows(name)
+                .last()
+                .is_some_and(|b| b.routing.is_some())
+        }),
+    ];
+    tally(&ROUTING, &seen);
 }
 
 /// Each value of the test's stages ran `init` once, before its other callbacks; the report counts
@@ -4536,6 +4978,10 @@ fn check_error(
             let blows = ledger.blows(stage);
             let policy = topology.policy_of(stage);
             let again = match named(stage) {
+                Some(_) if PolicyPlan::redelivers(policy) => blows
+                    .last()
+                    .filter(|b| b.in_events)
+                    .and_then(|b| handed_again_at(blows).or(b.again)),
                 Some(_) => blows.last().and_then(|b| b.again),
                 None => None,
             };
@@ -4615,7 +5061,12 @@ fn check_permanent(
             || stage.failures.len() as u64 == stage.restarts
             || aborted && stage.failures.len() as u64 == stage.restarts + 1)
         && stage.restarts <= u64::from(policy.max_restarts)
-        && (stage.redelivered, lost_in(stage, LossReason::FailedBatch)) == (0, 0);
+        && stage.redelivered == 0
+        && match ledger.lost_dispatches(name).len() as u64 {
+            // A routing panic loses its dispatch, one event at least.
+            0 => lost_in(stage, LossReason::FailedBatch) == 0,
+            routed => lost_in(stage, LossReason::FailedBatch) >= routed,
+        };
     ensure!(
         right,
         "{name}{}: the report says {} restarts and the failures {:?}; faults struck: {:?}, it \
@@ -4654,25 +5105,21 @@ fn check_restarts(
         false => 0,
     };
     let redelivers = PolicyPlan::redelivers(policy);
-    let (mut again, mut failed) = (0, 0);
-    for (i, blow) in blows.iter().enumerate().filter(|(_, b)| b.in_events) {
-        let stopped_on_it = fell && i + 1 == blows.len();
-        match redelivers && !stopped_on_it {
-            true => again += blow.batch.len() as u64,
-            false => failed += blow.batch.len() as u64,
-        }
-    }
+    let (again, failed) = batch_losses(topology, ledger, name, fell);
+    // The routing blows that lost their dispatch: at least the event each struck on.
+    let dispatches = ledger.lost_dispatches(name).len() as u64;
     let failed_batch = lost_in(stage, LossReason::FailedBatch);
+    let dispatched_lost = match dispatches {
+        0 => failed_batch == failed,
+        _ => failed_batch >= failed + dispatches,
+    };
     ensure!(
-        (
-            stage.restarts,
-            stage.failures.len(),
-            stage.redelivered,
-            failed_batch
-        ) == (restarts, failures, again, failed),
+        (stage.restarts, stage.failures.len(), stage.redelivered) == (restarts, failures, again)
+            && dispatched_lost,
         "{name}{}: the report says {} restarts, {} failures, {} redelivered, {failed_batch} lost \
          in failed batches; {} faults struck it, which make {restarts}, {failures}, {again} and \
-         {failed}; its failures: {:?}",
+         {failed} (and {dispatches} routing panics that lost their dispatch, one event at \
+         least each); its failures: {:?}",
         PolicyText(policy),
         stage.restarts,
         stage.failures.len(),
@@ -4710,7 +5157,55 @@ fn check_restarts(
         stage.status,
         blows.len()
     );
+    // So does a sticky routing panic that failed a batch in hand last: the source of the event it
+    // struck on is handed again, and its output routed again. (One that struck a dispatch with no
+    // batch in hand lost the event.)
+    let poisoned = redelivers
+        && blows
+            .iter()
+            .rev()
+            .find_map(|b| b.routing.as_ref())
+            .is_some_and(|r| r.in_hand)
+        && topology.routing_of(name).is_some_and(|r| r.sticky);
+    ensure!(
+        !poisoned || fell || matches!(stage.status, StageStatus::Cancelled { .. }),
+        "{name}{}: a sticky routing panic failed its batch in hand, yet it did not stop ({:?}); \
+         {} faults struck",
+        PolicyText(policy),
+        stage.status,
+        blows.len()
+    );
     Ok(())
+}
+
+/// The events of the batches in hand when faults struck `name`, in `handle_events` or routing its
+/// output: handed again (with redelivery, but the last if it stopped for good on it) or lost.
+fn batch_losses(topology: &Topology, ledger: &Ledger, name: &str, fell: bool) -> (u64, u64) {
+    let blows = ledger.blows(name);
+    let redelivers = PolicyPlan::redelivers(topology.policy_of(name));
+    let (mut again, mut failed) = (0, 0);
+    for (i, blow) in blows.iter().enumerate().filter(|(_, b)| b.in_events) {
+        let stopped_on_it = fell && i + 1 == blows.len();
+        match redelivers && !stopped_on_it {
+            true => again += blow.batch.len() as u64,
+            false => failed += blow.batch.len() as u64,
+        }
+    }
+    (again, failed)
+}
+
+/// Where the last fault that struck a stage that redelivers struck an event handed again alone:
+/// its index in the batch it first came in, in which a fault struck before (the runtime hands
+/// the events of a failed batch again one at a time).
+fn handed_again_at(blows: &[Blow]) -> Option<usize> {
+    let (last, before) = blows.split_last()?;
+    let [event] = last.batch.as_slice() else {
+        return None;
+    };
+    before
+        .iter()
+        .filter(|b| b.in_events)
+        .find_map(|b| b.batch.iter().position(|e| e == event))
 }
 
 /// The events of the batches a stage's `handle_events` failed on: without redelivery, never
@@ -4784,11 +5279,16 @@ type Taker = (u32, Option<Selector>, Option<usize>);
 /// When `exact` (no fault struck, nothing was done through the handle), a broadcast's and a
 /// partition's events reached every consumer they should have, the stage's report counts as
 /// discarded those that went nowhere (unless its buffer may overflow), and as copies the rest.
+/// When `clean` (no stage stopped for good, nothing was done through the handle, no abort), the
+/// events a routing panic lost with its dispatch are one run of the stage's events, in the order
+/// it emitted them, that holds the event it struck on, reached no consumer, and is as long as the
+/// report says (see [`check_routed`]).
 fn check_fans(
     topology: &Topology,
     report: &Report,
     ledger: &Ledger,
     exact: bool,
+    clean: bool,
 ) -> Result<(), String> {
     let (bit, names) = (Node::bit, Node::named);
     // The subscriptions of each stage: `(consumer, selector, partition)`, those made through the
@@ -4843,6 +5343,9 @@ fn check_fans(
             }
         );
     }
+    if clean {
+        check_routed(topology, report, ledger, &takers)?;
+    }
     if !exact {
         return Ok(());
     }
@@ -4880,6 +5383,73 @@ fn check_fans(
              {discarded} and {copies}",
             stage.discarded,
             stage.copies
+        );
+    }
+    Ok(())
+}
+
+/// A routing panic that lost its dispatch (not a batch in hand), in a run where nothing else loses
+/// what a stage emitted but the batches its consumers failed on: the stage's events that reached
+/// none of the consumers they were for (`takers`), but for those, are one run of its events in
+/// the order it emitted them, which holds the event the panic struck on, and is no longer than
+/// what the report counts as lost with it (`FailedBatch`, less the batches in hand its callbacks
+/// failed on), which is no longer than the run of events around it that reached no consumer (the
+/// dispatch may have held some that went to no one).
+fn check_routed(
+    topology: &Topology,
+    report: &Report,
+    ledger: &Ledger,
+    takers: &dyn Fn(Node, &Event) -> u32,
+) -> Result<(), String> {
+    for name in ledger.blows.keys() {
+        let [struck] = ledger.lost_dispatches(name)[..] else {
+            continue;
+        };
+        let (Some(node), Some(stage)) = (parse_node(name), report.stage(name)) else {
+            return Err(format!("{name} is not in the report"));
+        };
+        // A producer whose small buffer overflows discards some events before they are dispatched.
+        if matches!(node, Node::Producer(i) if topology.producers[i].buffer.is_some()) {
+            continue;
+        }
+        let (_, failed) = batch_losses(topology, ledger, name, false);
+        let lost = lost_in(stage, LossReason::FailedBatch).saturating_sub(failed) as usize;
+        let out = ledger.out.get(name).map_or(&[][..], Vec::as_slice);
+        let failed_downstream: HashSet<Event> = topology
+            .edges
+            .iter()
+            .filter(|e| e.from == node)
+            .flat_map(|e| ledger.blows(&e.to.to_string()))
+            .filter(|b| b.in_events)
+            .flat_map(|b| b.batch.iter().copied())
+            .chain(ledger.child_failures.iter().map(|&(_, event, _)| event))
+            .collect();
+        let reached =
+            |e: &Event| ledger.handlers.get(e).copied().unwrap_or(0) & takers(node, e) != 0;
+        let Some(at) = out.iter().position(|e| *e == struck) else {
+            return Err(format!(
+                "{name}'s routing panicked at {struck:?}, which it did not emit"
+            ));
+        };
+        let missing = out.iter().enumerate().filter(|&(_, e)| {
+            takers(node, e) != 0 && !reached(e) && !failed_downstream.contains(e)
+        });
+        let (lo, hi) = missing.fold((at, at), |(lo, hi), (i, _)| (lo.min(i), hi.max(i)));
+        let delivered: Vec<&Event> = out[lo..=hi].iter().filter(|e| reached(e)).collect();
+        let mut run = lo..hi + 1;
+        while run.start > 0 && !reached(&out[run.start - 1]) {
+            run.start -= 1;
+        }
+        while run.end < out.len() && !reached(&out[run.end]) {
+            run.end += 1;
+        }
+        ensure!(
+            delivered.is_empty() && hi + 1 - lo <= lost && lost <= run.len(),
+            "{name}'s routing panicked at {struck:?} (its event {at}), and it lost {lost} events \
+             with the dispatch; its events {lo}..={hi} reached no consumer ({:?} of them did), \
+             those {:?} around them",
+            &delivered[..delivered.len().min(5)],
+            run
         );
     }
     Ok(())
@@ -5131,6 +5701,7 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [manual, through_asker] = tallied(&MANUAL);
     let [from_streams, panicked, to_streams, cut, unhandled] = tallied(&STREAMS);
     let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
+    let [routed, routed_dispatch, routed_batch, routed_again, routed_fell] = tallied(&ROUTING);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -5141,7 +5712,10 @@ fn random_pipelines_end_and_account_for_every_event() {
          to_stream consumer, {cut} one stopped by dropping its stream, {unhandled} one that lost \
          what its dropped stream had not yielded; {supervisors} had a ConsumerSupervisor, \
          {children_lost} one whose temporary children failed, {children_again} one whose \
-         transient children were run again"
+         transient children were run again; {routed} had a routing panic, {routed_dispatch} one \
+         that lost its dispatch, {routed_batch} one that failed a producer_consumer's batch in \
+         hand, {routed_again} one whose batch was handed again, {routed_fell} one that stopped \
+         its stage for good"
     );
     assert!(
         failures.is_empty(),
@@ -5179,6 +5753,9 @@ fn shrink() {
         break;
     }
     println!("shrunk to:\n{topology}");
+    if let Some(failure) = fails(&topology) {
+        println!("which fails with {failure}");
+    }
 }
 
 /// The generator makes valid topologies, and covers what the chaos test promises in its first 2 000
@@ -5820,6 +6397,70 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     expect(
         "ConsumerSupervisor with an action",
         count(&|t| t.action.is_some() && supervisor(t, &|_| true)),
+    );
+    // Routing panics.
+    for (what, fan) in [
+        ("broadcast", &broadcast as &dyn Fn(Fan) -> bool),
+        ("partition", &partitioned),
+    ] {
+        expect(
+            &format!("routing panic in a {what} producer"),
+            count(&|t| {
+                t.producers
+                    .iter()
+                    .any(|p| fan(p.fan) && p.routing.is_some())
+            }),
+        );
+        expect(
+            &format!("routing panic in a {what} producer_consumer"),
+            count(&|t| t.middles.iter().any(|m| fan(m.fan) && m.routing.is_some())),
+        );
+    }
+    let routed = |t: &Topology, what: &dyn Fn(Option<PolicyPlan>, RoutingStrike) -> bool| {
+        let producers = t.producers.iter().map(|p| (p.policy, p.routing));
+        let middles = t.middles.iter().map(|m| (m.policy, m.routing));
+        producers
+            .chain(middles)
+            .any(|(policy, routing)| routing.is_some_and(|r| what(policy, r)))
+    };
+    expect(
+        "routing panic in a stage that restarts",
+        count(&|t| routed(t, &|p, _| PolicyPlan::restarts(p))),
+    );
+    expect(
+        "routing panic in a stage that does not restart",
+        count(&|t| routed(t, &|p, _| !PolicyPlan::restarts(p))),
+    );
+    expect(
+        "sticky routing panic",
+        count(&|t| routed(t, &|_, r| r.sticky)),
+    );
+    expect(
+        "routing panic in a redelivering producer_consumer",
+        count(&|t| {
+            t.middles.iter().any(|m| {
+                m.routing.is_some()
+                    && PolicyPlan::restarts(m.policy)
+                    && PolicyPlan::redelivers(m.policy)
+            })
+        }),
+    );
+    expect(
+        "routing panic with another fault",
+        count(&|t| {
+            routed(t, &|_, _| true)
+                && (t.producers.iter().any(|p| p.strike.is_some())
+                    || t.middles.iter().any(|m| m.strike.is_some())
+                    || t.consumers.iter().any(|c| c.strike.is_some()))
+        }),
+    );
+    expect(
+        "routing panic, shut down",
+        count(&|t| t.shutdown_after.is_some() && routed(t, &|_, _| true)),
+    );
+    expect(
+        "routing panic with an action",
+        count(&|t| t.action.is_some() && routed(t, &|_, _| true)),
     );
     assert!(missing.is_empty(), "too rare in 2 000 seeds: {missing:?}");
 }
