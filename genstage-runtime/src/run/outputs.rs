@@ -357,8 +357,6 @@ impl<T: Send + 'static> Outputs<T> {
     /// The events of a dispatch that a panic in the stage's selector or partition function
     /// interrupted, counted once (see [`EventPath::take_interrupted`]).
     pub(super) fn take_interrupted(&mut self) -> u64 {
-        // A wake-up owed to the stage's producer that the interrupted emit held is given.
-        drop(std::mem::take(&mut self.hand_off));
         let count = self.path.take_interrupted();
         if count > 0 {
             // What the dispatches before the interrupted one (of the same emit, or drain of the
@@ -367,8 +365,10 @@ impl<T: Send + 'static> Outputs<T> {
             // leave the dispatcher at the next flush, in the restarted stage's loop: the drain that
             // may follow runs its selector or partition function.)
             self.deliver_ready();
-            drop(std::mem::take(&mut self.hand_off));
         }
+        // A wake-up the interrupted emit held for the stage's producer, or that those deliveries
+        // left, is given now.
+        drop(std::mem::take(&mut self.hand_off));
         count
     }
 
