@@ -37,6 +37,15 @@ fn options(max: usize, min: usize) -> SubscribeOptions {
     SubscribeOptions::new().max_demand(max).min_demand(min)
 }
 
+/// Partitioned by parity into two, or broadcast: how the stages of this file fan out.
+fn by_parity_or_to_all<S: Partition<u64>>(partitioned: bool) -> Dispatch<S, u64> {
+    if partitioned {
+        Dispatch::partition(2)
+    } else {
+        Dispatch::broadcast()
+    }
+}
+
 /// The report balances in total and on every edge, and its totals add up as the stages do.
 fn balanced(report: &Report) {
     assert!(report.balanced(), "{report}");
@@ -536,11 +545,7 @@ impl Producer for Caster {
         Ok(count_on(&self.next, demand, self.end))
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
-        if self.partitioned {
-            Dispatch::partition(2)
-        } else {
-            Dispatch::broadcast()
-        }
+        by_parity_or_to_all(self.partitioned)
     }
 }
 
@@ -709,11 +714,7 @@ impl ProducerConsumer for Relay {
         options(10, 5)
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
-        if self.partitioned {
-            Dispatch::partition(2)
-        } else {
-            Dispatch::broadcast()
-        }
+        by_parity_or_to_all(self.partitioned)
     }
     fn restart_policy(&self) -> RestartPolicy<u64> {
         self.policy
@@ -1438,11 +1439,7 @@ impl ProducerConsumer for RouteFails {
         options(10, 5)
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
-        if self.partitioned {
-            Dispatch::partition(2)
-        } else {
-            Dispatch::broadcast()
-        }
+        by_parity_or_to_all(self.partitioned)
     }
     fn restart_policy(&self) -> RestartPolicy<u64> {
         self.policy
@@ -1531,11 +1528,7 @@ impl Producer for RoutingProducer {
         Ok(count_on(&self.next, demand.min(10), 300))
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
-        if self.partitioned {
-            Dispatch::partition(2)
-        } else {
-            Dispatch::broadcast()
-        }
+        by_parity_or_to_all(self.partitioned)
     }
     fn restart_policy(&self) -> RestartPolicy<NoInput> {
         RestartPolicy::transient()
@@ -2002,11 +1995,7 @@ impl Producer for EndlessRouting {
         Ok(count_on(&self.next, demand.min(7), u64::MAX))
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
-        if self.partitioned {
-            Dispatch::partition(2)
-        } else {
-            Dispatch::broadcast()
-        }
+        by_parity_or_to_all(self.partitioned)
     }
     fn restart_policy(&self) -> RestartPolicy<NoInput> {
         RestartPolicy::transient()
@@ -2201,11 +2190,7 @@ impl ProducerConsumer for SideRelay {
         self.strike(Side::Cancel);
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
-        if self.partitioned {
-            Dispatch::partition(2)
-        } else {
-            Dispatch::broadcast()
-        }
+        by_parity_or_to_all(self.partitioned)
     }
     fn restart_policy(&self) -> RestartPolicy<u64> {
         RestartPolicy::transient()
