@@ -369,7 +369,8 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// consumer, a `handle_subscribe` that is `async` or returns
 /// something other than a `Demand`, a `handle_consumer_subscribe` that is `async` or returns
 /// something, an unknown dispatcher (``unknown dispatcher `round_robin` for `Numbers`: `dispatcher`
-/// is `demand`, `broadcast` or `partition(n)` ``), `partition(0)` or more than 65 536 partitions, a `dispatcher` on a consumer,
+/// is `demand`, `broadcast` or `partition(n)` ``), `partition(0)` or more than 65 536 partitions, a `dispatcher` on a consumer
+/// (the option, or a method returning a `Dispatch`),
 /// `dispatcher = partition(n)` without a `partition` method (`` `Split` has `dispatcher =
 /// partition(2)` but no `partition` method: add `fn partition(&self, event: &u64) ->
 /// Option<usize>` to this impl block, … ``) or with one of another shape (its event by value or of

@@ -1209,10 +1209,17 @@ fn a_dispatcher_method_is_called_by_the_role_trait_and_checked_by_run() {
     assert!(text.contains("fn dispatcher (& self) -> :: genstage :: Dispatch < Self , < Self as :: genstage :: Producer > :: Output > { < S > :: dispatcher (self) }"), "{text}");
     // `pipeline!` cannot know what it returns.
     assert!(!text.contains("Dispatched"), "{text}");
-    // A consumer's method of that name is its own.
+    // A consumer's method of that name is its own, unless it returns a `Dispatch`.
     generated(
         "consumer",
         "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn dispatcher(&mut self, x: u8) {} }",
+    );
+    assert_error(
+        "consumer",
+        "impl S { fn handle_events(&mut self, e: Vec<u8>) {} \
+         fn dispatcher(&self) -> genstage::Dispatch<Self, u8> { todo!() } }",
+        At::Item("dispatcher", 0),
+        "`S` is a consumer, which emits no events: `dispatcher` chooses which consumers get the events of a producer or a producer_consumer; give this method another name",
     );
 
     let shape = "write it `fn dispatcher(&self) -> Dispatch<Self, u8>`";

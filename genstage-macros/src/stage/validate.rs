@@ -68,6 +68,21 @@ pub(crate) struct RestartOpts {
     pub(crate) redeliver: Option<proc_macro2::Span>,
 }
 
+/// Whether `method` returns a `Dispatch<…>`, under any path.
+fn returns_dispatch(method: &syn::ImplItemFn) -> bool {
+    match &method.sig.output {
+        syn::ReturnType::Type(_, ty) => match ungroup(ty) {
+            Type::Path(path) => path
+                .path
+                .segments
+                .last()
+                .is_some_and(|segment| segment.ident == "Dispatch"),
+            _ => false,
+        },
+        syn::ReturnType::Default => false,
+    }
+}
+
 /// A stage's dispatcher, as the expansion writes it.
 pub(crate) enum DispatchModel {
     /// No `dispatcher` option, or `dispatcher = demand`: the role trait's default.
@@ -567,7 +582,21 @@ pub(crate) fn validate_stage(
     // partitioned stage's `partition` method, written for its output events.
     let event = output.as_ref().map_or_else(|| "T".to_owned(), tokens_text);
     let own_dispatcher = match role {
-        Role::Consumer => None,
+        Role::Consumer => {
+            // A consumer's method of that name is its own, unless it returns a `Dispatch`: then
+            // it was written for a stage that emits.
+            if let Some(method) =
+                find_method(&stage.item, "dispatcher").filter(|method| returns_dispatch(method))
+            {
+                errors.push(syn::Error::new(
+                    method.sig.ident.span(),
+                    format!(
+                        "`{stage_name}` is a consumer, which emits no events: `dispatcher` chooses which consumers get the events of a producer or a producer_consumer; give this method another name"
+                    ),
+                ));
+            }
+            None
+        }
         _ => find_method(&stage.item, "dispatcher"),
     };
     if let (Some(Ok((_, option))), Some(_)) = (&dispatcher, own_dispatcher) {
