@@ -116,6 +116,17 @@ impl Moved {
     }
 }
 
+/// A dispatch that a panic in the stage's selector or partition function interrupted (see
+/// [`EventPath::take_interrupted`]); none when `events` is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interrupted {
+    /// Its events.
+    pub(crate) events: u64,
+    /// It was the dispatch of a whole emit, from an empty buffer: none of the emit's events went
+    /// out, nor any emitted before.
+    pub(crate) whole_emit: bool,
+}
+
 /// A producer's dispatcher and buffer. Every method that can make events go out appends them to the
 /// deliveries, which the caller takes and sends; infos `I` placed behind buffered events are
 /// released, after the events in front of them, to [`take_released`](Self::take_released).
@@ -548,29 +559,24 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         count + std::mem::take(&mut self.kept) + std::mem::take(&mut self.refused) as usize
     }
 
-    /// The events of a dispatch that never returned, because the stage's selector or partition
-    /// function panicked in it, counted once: what the dispatch had put in the deliveries is
-    /// dropped, never sent, since a dispatcher runs the stage's functions before it changes (see
-    /// [`Dispatcher::dispatch`]). The stage counts them as lost with its failed batch, or
-    /// [`retract`](Self::retract)s them.
-    pub(crate) fn take_interrupted(&mut self) -> u64 {
-        self.undispatched_whole &= self.undispatched > 0;
-        let count = std::mem::take(&mut self.undispatched);
-        if count > 0 {
+    /// The dispatch that never returned, because the stage's selector or partition function
+    /// panicked in it, taken once: what it had put in the deliveries is dropped, never sent, since
+    /// a dispatcher runs the stage's functions before it changes (see [`Dispatcher::dispatch`]).
+    /// The stage counts its events as lost with its failed batch, or [`retract`](Self::retract)s
+    /// them.
+    pub(crate) fn take_interrupted(&mut self) -> Interrupted {
+        let interrupted = Interrupted {
+            events: std::mem::take(&mut self.undispatched),
+            whole_emit: std::mem::take(&mut self.undispatched_whole),
+        };
+        if interrupted.events > 0 {
             self.deliveries.truncate(self.undispatched_from);
             // The dispatch may have been a drain of the buffer, which the restarted stage goes on
             // with at once: its consumers' demand, which the dispatcher still holds, may never be
             // asked again (they got nothing).
             self.unsettled = true;
         }
-        count
-    }
-
-    /// Whether the dispatch [`take_interrupted`](Self::take_interrupted) took was of a whole emit,
-    /// from an empty buffer: none of the emit's events went out, nor any emitted before; asked
-    /// once.
-    pub(crate) fn interrupted_whole_emit(&mut self) -> bool {
-        std::mem::take(&mut self.undispatched_whole)
+        interrupted
     }
 
     /// Takes back `count` events from those emitted: the output of a batch the stage failed on,
@@ -1217,8 +1223,12 @@ mod tests {
             path.emit(vec![11, 12, 13, 14], None)
         }));
         assert!(panicked.is_err(), "the dispatch panicked");
-        assert_eq!(path.take_interrupted(), 4);
-        assert_eq!(path.take_interrupted(), 0, "counted once");
+        let interrupted = Interrupted {
+            events: 4,
+            whole_emit: true,
+        };
+        assert_eq!(path.take_interrupted(), interrupted);
+        assert_eq!(path.take_interrupted().events, 0, "counted once");
         // What was dispatched before the panic goes out; nothing of the interrupted batch does.
         assert_eq!(sent(&mut path), vec![(1, vec![1]), (1, vec![2])]);
         // The restarted stage's next batch goes out; nothing is left to count as buffered.

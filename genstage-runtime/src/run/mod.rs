@@ -315,7 +315,7 @@ pub(crate) async fn run_producer<P: Producer>(
             &mut state,
         );
         let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
-        interrupted += outputs.take_interrupted();
+        interrupted += outputs.take_interrupted().events;
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {
             break exit;
@@ -770,18 +770,17 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         );
         let (exit, aborted) = exit_of(env.abort.guard(stage_loop).await);
         let dispatching = outputs.take_interrupted();
-        let whole = outputs.interrupted_whole_emit();
-        if kept.in_hand.held().is_some() && whole {
+        if kept.in_hand.held().is_some() && dispatching.whole_emit {
             // The output of the batch in hand, none of it sent, which is lost, or handed again,
             // in its place.
-            outputs.retract(dispatching);
+            outputs.retract(dispatching.events);
         } else {
-            if dispatching > 0 {
+            if dispatching.events > 0 {
                 // Part of the batch's output went out already, or the dispatch held events
                 // emitted before it (the buffer's): the batch is handled, and the dispatch lost.
                 kept.in_hand.done();
             }
-            interrupted += dispatching;
+            interrupted += dispatching.events;
         }
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {

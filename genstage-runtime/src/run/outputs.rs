@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::dispatcher::{Dispatcher, SubscriptionId};
 use crate::error::StageError;
-use crate::event_path::{Emitted, EventPath, Failure, Route};
+use crate::event_path::{Emitted, EventPath, Failure, Interrupted, Route};
 use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
 use crate::options::ProducerOptions;
@@ -356,9 +356,9 @@ impl<T: Send + 'static> Outputs<T> {
 
     /// The events of a dispatch that a panic in the stage's selector or partition function
     /// interrupted, counted once (see [`EventPath::take_interrupted`]).
-    pub(super) fn take_interrupted(&mut self) -> u64 {
-        let count = self.path.take_interrupted();
-        if count > 0 {
+    pub(super) fn take_interrupted(&mut self) -> Interrupted {
+        let interrupted = self.path.take_interrupted();
+        if interrupted.events > 0 {
             // What the dispatches before the interrupted one (of the same emit, or drain of the
             // buffer) put in the deliveries goes out now: a stage that stops for good sends
             // nothing more, and they would be neither sent nor counted lost. (Consumers found gone
@@ -369,13 +369,7 @@ impl<T: Send + 'static> Outputs<T> {
         // A wake-up the interrupted emit held for the stage's producer, or that those deliveries
         // left, is given now.
         drop(std::mem::take(&mut self.hand_off));
-        count
-    }
-
-    /// Whether the interrupted dispatch was of a whole emit (see
-    /// [`EventPath::interrupted_whole_emit`]).
-    pub(super) fn interrupted_whole_emit(&mut self) -> bool {
-        self.path.interrupted_whole_emit()
+        interrupted
     }
 
     /// Takes back `count` events from those emitted (see [`EventPath::retract`]).
