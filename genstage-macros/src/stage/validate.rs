@@ -670,9 +670,7 @@ pub(crate) fn validate_stage(
         dispatcher,
         DispatchModel::Demand | DispatchModel::Broadcast(_)
     ) {
-        if let Some(method) = find_method(&stage.item, "partition")
-            .filter(|method| parse_partition(method, &stage_name, &partition_shape).is_ok())
-        {
+        if let Some(partition) = partition_fn() {
             let message = match role {
                 Role::Consumer => format!(
                     "`{stage_name}` is a consumer, which emits no events: `partition` is the partition function of a producer or producer_consumer with `dispatcher = partition(N)`; give this method another name"
@@ -682,7 +680,7 @@ pub(crate) fn validate_stage(
                     role.name()
                 ),
             };
-            errors.push(syn::Error::new(method.sig.ident.span(), message));
+            errors.push(syn::Error::new(partition.name.span(), message));
         }
     }
 
