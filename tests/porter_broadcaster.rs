@@ -1,0 +1,217 @@
+//! GenStage's `Broadcaster` example ported: a producer that callers `call` with an event
+//! (`GenStage.call(pid, {:notify, event})`), answered once the event is taken for dispatch, that
+//! keeps the events (and their callers waiting) while there is no demand, and broadcasts them to
+//! consumers of different demand settings.
+//!
+//! The port differs from the Elixir in one documented way: the Elixir keeps `pending_demand` in its
+//! state, and the runtime here keeps it (README, "Deliberate differences"), so `handle_call` only
+//! queues and `handle_demand` takes what its demand allows.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use genstage::prelude::*;
+use tokio::sync::Semaphore;
+
+/// `{:notify, event}`: answered once the event has been handed to the dispatcher.
+struct Notify(u64);
+
+/// How many events wait in the broadcaster's queue.
+struct Queued;
+
+/// The events waiting for demand, each with the call to answer when it goes out.
+#[derive(Default)]
+struct Broadcaster {
+    queue: VecDeque<(u64, ReplyTo<()>)>,
+}
+
+#[stage(producer, dispatcher = broadcast)]
+impl Broadcaster {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let take = demand.min(self.queue.len());
+        self.queue
+            .drain(..take)
+            .map(|(event, caller)| {
+                caller.reply(());
+                event
+            })
+            .collect()
+    }
+
+    fn handle_call(&mut self, notify: Notify, caller: ReplyTo<()>) -> Vec<u64> {
+        self.queue.push_back((notify.0, caller));
+        Vec::new()
+    }
+}
+
+impl HandleCall<Queued> for Broadcaster {
+    type Reply = usize;
+    type Emitted = Vec<u64>;
+    async fn handle_call(
+        &mut self,
+        _: Queued,
+        reply: ReplyTo<usize>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        reply.reply(self.queue.len());
+        Ok(Vec::new())
+    }
+}
+
+/// Records each batch it handles; when it has a gate, takes a permit before each batch.
+struct Printer {
+    batches: Arc<Mutex<Vec<Vec<u64>>>>,
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl Printer {
+    fn new(gate: Option<Arc<Semaphore>>) -> (Self, Arc<Mutex<Vec<Vec<u64>>>>) {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let printer = Printer {
+            batches: batches.clone(),
+            gate,
+        };
+        (printer, batches)
+    }
+}
+
+#[stage(consumer)]
+impl Printer {
+    async fn handle_events(&mut self, events: Vec<u64>) -> Result<(), String> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.map_err(|e| e.to_string())?.forget();
+        }
+        self.batches.lock().unwrap().push(events);
+        Ok(())
+    }
+}
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn batches_of(log: &Arc<Mutex<Vec<Vec<u64>>>>) -> Vec<Vec<u64>> {
+    log.lock().unwrap().clone()
+}
+
+/// The slow consumer (max 2, min 0, gated) paces both: two events go out against its first ask,
+/// then callers wait, their events queued in the broadcaster, until it has handled both and asks
+/// again; then the two waiting events go out together to both consumers, and both calls return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_waits_for_the_slowest_consumer_and_both_consumers_get_every_event() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (fast, fast_log) = Printer::new(None);
+    let (slow, slow_log) = Printer::new(Some(gate.clone()));
+    let p = pipeline! {
+        broadcaster = Broadcaster::default();
+        broadcaster -[max_demand = 10, min_demand = 5]-> fast;
+        broadcaster -[max_demand = 2, min_demand = 0]-> slow;
+    };
+    let broadcaster = p.broadcaster.clone();
+    let running = p.start();
+
+    // Demand for 2 (the slow consumer's), so the first two notifies return at once.
+    broadcaster.call(Notify(1)).await.unwrap();
+    until("the fast consumer's [1]", || {
+        batches_of(&fast_log).len() == 1
+    })
+    .await;
+    broadcaster.call(Notify(2)).await.unwrap();
+    until("the fast consumer's [2]", || {
+        batches_of(&fast_log).len() == 2
+    })
+    .await;
+
+    // No demand left: the next two are queued, their callers waiting.
+    let mut third = broadcaster.call(Notify(3)).boxed();
+    assert!((&mut third).now_or_never().is_none());
+    let mut fourth = broadcaster.call(Notify(4)).boxed();
+    assert!((&mut fourth).now_or_never().is_none());
+    // The mailbox is FIFO: by the time `Queued` is answered, both notifies have been taken in.
+    assert_eq!(broadcaster.call(Queued).await.unwrap(), 2);
+    assert!((&mut third).now_or_never().is_none());
+    assert!((&mut fourth).now_or_never().is_none());
+    assert_eq!(batches_of(&slow_log), Vec::<Vec<u64>>::new());
+
+    // The slow consumer handles [1]: 1 still outstanding, above its min 0, so no ask.
+    gate.add_permits(1);
+    until("the slow consumer's [1]", || {
+        batches_of(&slow_log).len() == 1
+    })
+    .await;
+    assert_eq!(broadcaster.call(Queued).await.unwrap(), 2);
+    // It handles [2] and asks 2: both waiting events go out, in one batch each.
+    gate.add_permits(2);
+    third.await.unwrap();
+    fourth.await.unwrap();
+    until("the slow consumer's [3, 4]", || {
+        batches_of(&slow_log).len() == 3
+    })
+    .await;
+    assert_eq!(broadcaster.call(Queued).await.unwrap(), 0);
+
+    let expected = vec![vec![1], vec![2], vec![3, 4]];
+    until("the fast consumer's [3, 4]", || {
+        batches_of(&fast_log).len() == 3
+    })
+    .await;
+    assert_eq!(batches_of(&fast_log), expected);
+    assert_eq!(batches_of(&slow_log), expected);
+
+    gate.add_permits(100);
+    let report = running.shutdown().await.unwrap();
+    let totals = report.totals();
+    assert_eq!(report.stage("broadcaster").unwrap().emitted, 4);
+    assert_eq!(report.stage("broadcaster").unwrap().events_out, 8);
+    // Each event goes to both: one copy beyond the first.
+    assert_eq!(report.stage("broadcaster").unwrap().copies, 4);
+    assert_eq!(totals.handled, 8);
+    assert_eq!(totals.lost, 0);
+    assert!(report.balanced(), "{report}");
+}
+
+/// Many callers at once, consumers of different demand settings: every event reaches both, in
+/// the order the broadcaster took the calls, and every call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_notifies_reach_both_consumers_in_call_order() {
+    let (small, small_log) = Printer::new(None);
+    let (large, large_log) = Printer::new(None);
+    let p = pipeline! {
+        broadcaster = Broadcaster::default();
+        broadcaster -[max_demand = 1, min_demand = 0]-> small;
+        broadcaster -[max_demand = 7, min_demand = 3]-> large;
+    };
+    let broadcaster = p.broadcaster.clone();
+    let running = p.start();
+
+    // Each notify is sent when first polled: send them all, in order, before any is answered.
+    let mut waiting = Vec::new();
+    for n in 0..50 {
+        let mut call = broadcaster.call(Notify(n)).boxed();
+        match (&mut call).now_or_never() {
+            Some(answer) => answer.unwrap(),
+            None => waiting.push(call),
+        }
+    }
+    for call in waiting {
+        call.await.unwrap();
+    }
+    let report = running.shutdown().await.unwrap();
+
+    let flat = |log: &Arc<Mutex<Vec<Vec<u64>>>>| batches_of(log).concat();
+    assert_eq!(flat(&small_log), (0..50).collect::<Vec<_>>());
+    assert_eq!(flat(&large_log), (0..50).collect::<Vec<_>>());
+    // The consumer with max_demand 1 paces both: every batch is one event.
+    assert!(batches_of(&small_log).iter().all(|b| b.len() == 1));
+    assert!(batches_of(&large_log).iter().all(|b| b.len() == 1));
+    assert_eq!(report.totals().handled, 100);
+    assert!(report.balanced(), "{report}");
+}
