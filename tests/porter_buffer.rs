@@ -271,3 +271,54 @@ async fn an_info_behind_dropped_events_is_released() {
     assert_eq!(report.stage("counter").unwrap().discarded, 2);
     assert!(report.balanced(), "{report}");
 }
+
+macro_rules! tripler {
+    ($name:ident, $keep:ident) => {
+        /// Emits each event three times, with a buffer of 2.
+        struct $name;
+
+        #[stage(producer_consumer, max_demand = 2, min_demand = 0, buffer_size = 2, buffer_keep = $keep)]
+        impl $name {
+            fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+                events.into_iter().flat_map(|e| [e, e, e]).collect()
+            }
+        }
+    };
+}
+
+tripler!(TriplerKeepFirst, first);
+tripler!(TriplerKeepLast, last);
+
+/// Records each batch it handles, two events at a time.
+struct Batches(Arc<Mutex<Vec<Vec<u64>>>>);
+
+#[stage(consumer, max_demand = 2, min_demand = 0)]
+impl Batches {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.0.lock().unwrap().push(events);
+    }
+}
+
+/// A producer_consumer's buffer overflows as a producer's does (§1.6, §1.8): its input `[0, 1]`
+/// becomes `[0, 0, 0, 1, 1, 1]` against a downstream demand of 2, so 4 are left for a buffer of 2.
+/// Keeping the first leaves `[0, 1]`, keeping the last `[1, 1]`; 2 discarded either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_consumer_buffer_overflows_as_a_producer_does() {
+    for (keep, expected) in [("first", [[0, 0], [0, 1]]), ("last", [[0, 0], [1, 1]])] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let run = if keep == "first" {
+            pipeline! { genstage::from_iter(0..2u64) -> tripler = TriplerKeepFirst -> Batches(seen.clone()) }.run()
+        } else {
+            pipeline! { genstage::from_iter(0..2u64) -> tripler = TriplerKeepLast -> Batches(seen.clone()) }.run()
+        };
+        let report = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the pipeline ends")
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().clone(), expected, "keep {keep}");
+        let tripler = report.stage("tripler").unwrap();
+        assert_eq!(tripler.emitted, 6, "keep {keep}");
+        assert_eq!(tripler.discards, discarded(2), "keep {keep}");
+        assert!(report.balanced(), "{report}");
+    }
+}
