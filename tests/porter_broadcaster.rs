@@ -64,6 +64,7 @@ impl HandleCall<Queued> for Broadcaster {
 struct Printer {
     batches: Arc<Mutex<Vec<Vec<u64>>>>,
     gate: Option<Arc<Semaphore>>,
+    tag: Arc<Mutex<Option<SubscriptionTag>>>,
 }
 
 impl Printer {
@@ -72,6 +73,7 @@ impl Printer {
         let printer = Printer {
             batches: batches.clone(),
             gate,
+            tag: Arc::default(),
         };
         (printer, batches)
     }
@@ -79,6 +81,10 @@ impl Printer {
 
 #[stage(consumer)]
 impl Printer {
+    fn handle_subscribe(&mut self, subscription: &Subscription) {
+        *self.tag.lock().unwrap() = Some(subscription.tag());
+    }
+
     async fn handle_events(&mut self, events: Vec<u64>) -> Result<(), String> {
         if let Some(gate) = &self.gate {
             gate.acquire().await.map_err(|e| e.to_string())?.forget();
@@ -213,5 +219,47 @@ async fn concurrent_notifies_reach_both_consumers_in_call_order() {
     assert!(batches_of(&small_log).iter().all(|b| b.len() == 1));
     assert!(batches_of(&large_log).iter().all(|b| b.len() == 1));
     assert_eq!(report.totals().handled, 100);
+    assert!(report.balanced(), "{report}");
+}
+
+/// Cancelling the slow consumer's subscription while callers wait releases them: the broadcast's
+/// demand is then the fast consumer's alone (GenStage's cancel runs `sync_demands`), so the queued
+/// events go out to it, and both calls return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_slowest_consumer_releases_the_waiting_notifies() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (fast, fast_log) = Printer::new(None);
+    let (slow, slow_log) = Printer::new(Some(gate.clone()));
+    let slow_tag = slow.tag.clone();
+    let p = pipeline! {
+        broadcaster = Broadcaster::default();
+        broadcaster -[max_demand = 10, min_demand = 5]-> fast;
+        broadcaster -[max_demand = 1, min_demand = 0]-> slow;
+    };
+    let broadcaster = p.broadcaster.clone();
+    let running = p.start();
+
+    broadcaster.call(Notify(1)).await.unwrap();
+    let mut second = broadcaster.call(Notify(2)).boxed();
+    let mut third = broadcaster.call(Notify(3)).boxed();
+    assert!((&mut second).now_or_never().is_none());
+    assert!((&mut third).now_or_never().is_none());
+    assert_eq!(broadcaster.call(Queued).await.unwrap(), 2);
+
+    let tag = slow_tag.lock().unwrap().expect("subscribed");
+    running.cancel(tag).await.unwrap();
+    second.await.unwrap();
+    third.await.unwrap();
+    until("the fast consumer's [2, 3]", || {
+        batches_of(&fast_log).concat() == [1, 2, 3]
+    })
+    .await;
+    gate.add_permits(1);
+    let report = running.shutdown().await.unwrap();
+    // The slow consumer handled the one event it had been sent.
+    assert_eq!(batches_of(&slow_log), [vec![1]]);
+    assert_eq!(batches_of(&fast_log).concat(), [1, 2, 3]);
+    assert_eq!(report.stage("broadcaster").unwrap().emitted, 3);
+    assert_eq!(report.totals().lost, 0);
     assert!(report.balanced(), "{report}");
 }
