@@ -3,10 +3,11 @@
 //! some failing (an `Err` or a panic), and the test checks, after each, which children have
 //! started, the supervisor's counts, and exactly what it has asked its producer for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use genstage::prelude::*;
 use genstage::{Loss, LossReason};
 use tokio::sync::{watch, Semaphore};
@@ -306,5 +307,97 @@ async fn restart_intensity_fails_the_supervisor_and_accounts_for_its_children() 
     assert_eq!(jobs.events_in, 0);
     assert_eq!(jobs.lost, 2);
     assert_eq!(h.started(), [0, 0, 1]);
+    assert!(report.balanced(), "{report}");
+}
+
+/// Pushes a job; answered once a child slot has taken it.
+struct Push(u64);
+
+/// GenStage's QueueBroadcaster in front of the supervisor: jobs wait, with their callers, until
+/// the supervisor asks for them.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<(u64, ReplyTo<()>)>,
+}
+
+#[stage(producer)]
+impl Queue {
+    fn handle_demand(&mut self, demand: usize) -> Vec<u64> {
+        let take = demand.min(self.waiting.len());
+        self.waiting
+            .drain(..take)
+            .map(|(job, caller)| {
+                caller.reply(());
+                job
+            })
+            .collect()
+    }
+
+    fn handle_call(&mut self, push: Push, caller: ReplyTo<()>) -> Vec<u64> {
+        self.waiting.push_back((push.0, caller));
+        Vec::new()
+    }
+}
+
+/// A queue producer feeding a supervisor of at most 2 children: pushes return while a slot is
+/// free, the third waits until a child ends (its failure frees the slot too), and the queue hands
+/// out no job the supervisor did not ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_producer_holds_pushes_until_a_child_slot_frees() {
+    fn plan(event: u64, _: u32) -> Outcome {
+        if event == 0 {
+            Outcome::Err
+        } else {
+            Outcome::Ok
+        }
+    }
+    let gates: Vec<_> = (0..4).map(|_| Arc::new(Semaphore::new(0))).collect();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let jobs = ConsumerSupervisor::new(Jobs {
+        gates: gates.clone(),
+        plan,
+        started: started.clone(),
+        attempts: Mutex::new(HashMap::new()),
+    })
+    .max_demand(2)
+    .min_demand(0);
+    let mut h = Harness {
+        gates,
+        started,
+        demands: Arc::default(),
+        counts: jobs.watch_counts(),
+    };
+    let p = pipeline! { queue = Queue::default() -> jobs = jobs };
+    let queue = p.queue.clone();
+    let running = p.start();
+
+    queue.call(Push(0)).await.unwrap();
+    queue.call(Push(1)).await.unwrap();
+    h.reach((2, 0, 0, 0, 0), 2).await;
+    let mut third = queue.call(Push(2)).boxed();
+    assert!((&mut third).now_or_never().is_none());
+    let mut fourth = queue.call(Push(3)).boxed();
+    assert!((&mut fourth).now_or_never().is_none());
+    // Both pushes taken in, neither handed out: the two slots are taken.
+    assert_eq!(queue.estimate_buffered_count().await.unwrap(), 0);
+    assert!((&mut third).now_or_never().is_none());
+    assert_eq!(h.started(), [0, 1]);
+
+    // Job 0 fails: its slot goes to job 2, and job 3 still waits.
+    h.release(0);
+    third.await.unwrap();
+    h.reach((2, 0, 0, 1, 0), 3).await;
+    assert!((&mut fourth).now_or_never().is_none());
+    h.release(1);
+    fourth.await.unwrap();
+    h.reach((2, 0, 1, 1, 0), 4).await;
+    h.release(2);
+    h.release(3);
+    h.reach((0, 0, 3, 1, 0), 4).await;
+
+    let report = running.shutdown().await.unwrap();
+    let jobs = report.stage("jobs").unwrap();
+    assert_eq!(jobs.events_in, 3);
+    assert_eq!(jobs.lost, 1);
     assert!(report.balanced(), "{report}");
 }
