@@ -58,6 +58,7 @@ struct RateLimiter {
     subscription: Option<SubscriptionTag>,
     batches: Shared<Vec<u64>>,
     asks: Shared<Result<(), AskError>>,
+    cancels: Shared<(SubscriptionTag, CancelReason)>,
 }
 
 #[stage(producer_consumer, max_demand = 5)]
@@ -80,6 +81,13 @@ impl RateLimiter {
         let tag = self.subscription.expect("subscribed");
         let asked = ctx.ask(tag, tick.0);
         self.asks.lock().unwrap().push(asked);
+    }
+
+    fn handle_cancel(&mut self, subscription: &Subscription, reason: &CancelReason) {
+        self.cancels
+            .lock()
+            .unwrap()
+            .push((subscription.tag(), reason.clone()));
     }
 
     fn handle_cast(&mut self, _: Automatic) {
@@ -110,6 +118,7 @@ struct Wired {
     demands: Shared<usize>,
     batches: Shared<Vec<u64>>,
     asks: Shared<Result<(), AskError>>,
+    cancels: Shared<(SubscriptionTag, CancelReason)>,
     events: Shared<u64>,
 }
 
@@ -118,6 +127,7 @@ impl Wired {
         let demands = Shared::default();
         let batches = Shared::default();
         let asks = Shared::default();
+        let cancels = Shared::default();
         let events = Shared::default();
         let mut pipeline = Pipeline::new();
         let counter = pipeline.add_producer_named(
@@ -136,6 +146,7 @@ impl Wired {
                 subscription: None,
                 batches: batches.clone(),
                 asks: asks.clone(),
+                cancels: cancels.clone(),
             },
         );
         let sink: ConsumerRef<Sink> = pipeline.add_consumer_named(
@@ -153,6 +164,7 @@ impl Wired {
             demands,
             batches,
             asks,
+            cancels,
             events,
         }
     }
@@ -239,6 +251,15 @@ async fn rate_limiter_asks_from_ticks_then_goes_back_to_automatic_demand() {
         ]
     );
     assert_eq!(w.events.lock().unwrap().clone(), range(0, 30));
+    // The old subscription ended as a cancellation (GenStage's resubscribe cancels it), the new one
+    // when the counter finished.
+    assert_eq!(
+        w.cancels.lock().unwrap().clone(),
+        [
+            (old, CancelReason::Cancelled),
+            (new, CancelReason::Finished)
+        ]
+    );
     assert!(report.balanced(), "{report}");
     assert_eq!(report.totals().lost, 0);
 }
