@@ -252,8 +252,8 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
         {
             #[diagnostic::on_unimplemented(
                 message = "`{Self}` is not a stage",
-                label = "not a producer, producer_consumer or consumer",
-                note = "a stage in `pipeline!` implements `genstage::Stage`: add `#[stage(producer)]`, `#[stage(producer_consumer)]` or `#[stage(consumer)]` to its impl block, or implement `Stage` by hand"
+                label = "no `#[stage]` impl block and no `impl Stage`",
+                note = "a stage in `pipeline!` implements `genstage::Stage`: add `#[stage(producer)]`, `#[stage(producer_consumer)]` or `#[stage(consumer)]` to its impl block; a type that implements `Producer`, `ProducerConsumer` or `Consumer` by hand implements `Stage` too (three lines: see its docs)"
             )]
             trait Stage: ::core::marker::Sized {
                 type Ref;
