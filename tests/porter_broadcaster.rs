@@ -263,3 +263,56 @@ async fn cancelling_the_slowest_consumer_releases_the_waiting_notifies() {
     assert_eq!(report.totals().lost, 0);
     assert!(report.balanced(), "{report}");
 }
+
+/// Events to emit now.
+struct Cast(Vec<u64>);
+
+/// Emits only what it is cast; ends when asked for more.
+struct Caster;
+
+#[stage(producer, dispatcher = broadcast, demand = accumulate)]
+impl Caster {
+    fn handle_demand(&mut self, _demand: usize) -> Emit<u64> {
+        Emit::last(Vec::new())
+    }
+
+    fn handle_cast(&mut self, cast: Cast) -> Vec<u64> {
+        cast.0
+    }
+}
+
+/// Records each batch it handles, three events at a time.
+struct Three(Arc<Mutex<Vec<Vec<u64>>>>);
+
+#[stage(consumer, max_demand = 3, min_demand = 0)]
+impl Three {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.0.lock().unwrap().push(events);
+    }
+}
+
+/// GenStage's advice for a broadcast (§2): start accumulating, subscribe every consumer, then
+/// forward, so that a late subscriber misses nothing. The second consumer joins the running
+/// pipeline after events were cast; on forward both get every event, in the same batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_subscribed_while_accumulating_misses_nothing() {
+    let first = Arc::new(Mutex::new(Vec::new()));
+    let second = Arc::new(Mutex::new(Vec::new()));
+    let p = pipeline! { caster = Caster -> Three(first.clone()) };
+    let caster = p.caster.clone();
+    let running = p.start();
+    caster.cast(Cast(vec![1, 2])).unwrap();
+    let late = running.add_consumer(Three(second.clone())).await.unwrap();
+    running.subscribe(&caster, &late).await.unwrap();
+    caster.cast(Cast(vec![3, 4, 5, 6])).unwrap();
+    assert_eq!(caster.estimate_buffered_count().await.unwrap(), 6);
+    caster.demand(DemandMode::Forward).unwrap();
+    let report = running.shutdown().await.unwrap();
+
+    let expected = vec![vec![1, 2, 3], vec![4, 5, 6]];
+    assert_eq!(batches_of(&first), expected);
+    assert_eq!(batches_of(&second), expected);
+    assert_eq!(report.stage("caster").unwrap().emitted, 6);
+    assert_eq!(report.stage("caster").unwrap().copies, 6);
+    assert!(report.balanced(), "{report}");
+}

@@ -203,3 +203,64 @@ async fn a_temporary_consumer_outlives_a_failing_producer() {
     assert_eq!(report.stage("other").unwrap().status, StageStatus::ShutDown);
     assert!(report.balanced(), "{report}");
 }
+
+/// Emits `[1, 2, 3]`, then fails.
+struct Breaks {
+    calls: u32,
+}
+
+#[stage(producer)]
+impl Breaks {
+    fn handle_demand(&mut self, _demand: usize) -> Result<Vec<u64>, String> {
+        self.calls += 1;
+        if self.calls == 1 {
+            Ok(vec![1, 2, 3])
+        } else {
+            Err("source broke".to_owned())
+        }
+    }
+}
+
+/// Passes its events on; when its producer's subscription ends, emits `99` for its consumer
+/// (GenStage's `handle_cancel` returning `{:noreply, [99], state}`).
+struct Pass;
+
+#[stage(producer_consumer)]
+impl Pass {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events
+    }
+
+    fn handle_cancel(&mut self, _: &Subscription, _: &CancelReason) -> Vec<u64> {
+        vec![99]
+    }
+}
+
+/// A producer_consumer subscribed `permanent` to a producer that fails: its `handle_cancel` runs
+/// after the events the producer sent, and what it emits reaches the consumer before both stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_producer_consumers_handle_cancel_emits_reaches_its_consumer() {
+    let seen = Seen::default();
+    let run = pipeline! {
+        source = Breaks { calls: 0 } -> pass = Pass -> sink = Sink { seen: seen.clone() }
+    }
+    .run();
+    let error = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the pipeline ends")
+        .unwrap_err();
+    assert_eq!(seen.events.lock().unwrap().clone(), [1, 2, 3, 99]);
+    assert_eq!(
+        seen.cancels.lock().unwrap().clone(),
+        [("pass".to_owned(), failed())]
+    );
+    let report = error.report().unwrap();
+    let cancelled = StageStatus::Cancelled {
+        cause: Some("source".to_owned()),
+    };
+    assert_eq!(report.stage("pass").unwrap().status, cancelled);
+    assert_eq!(report.stage("pass").unwrap().emitted, 4);
+    assert_eq!(report.stage("sink").unwrap().status, cancelled);
+    assert_eq!(report.totals().lost, 0);
+    assert!(report.balanced(), "{report}");
+}
