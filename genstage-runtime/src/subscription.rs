@@ -168,7 +168,8 @@ pub enum CancelReason {
     Cancelled,
 }
 
-/// Why [`Context::ask`](crate::Context::ask) asked for nothing.
+/// Why [`Context::ask`](crate::Context::ask) asked for nothing, or
+/// [`Context::cancel`](crate::Context::cancel) cancelled nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AskError {
@@ -176,8 +177,8 @@ pub enum AskError {
     Unknown(SubscriptionTag),
     /// The runtime asks on this subscription (it is not in manual mode).
     Automatic(SubscriptionTag),
-    /// Asked from a callback that cannot ask (a producer's, which has no subscriptions to
-    /// producers).
+    /// Asked or cancelled from a callback that cannot (a producer's, which has no subscriptions
+    /// to producers).
     NotAConsumer,
 }
 
@@ -191,8 +192,8 @@ impl fmt::Display for AskError {
                 tag.0
             ),
             AskError::NotAConsumer => f.write_str(
-                "only a consumer's or producer_consumer's callbacks can ask: a producer has no \
-                 subscriptions to producers",
+                "only a consumer's or producer_consumer's callbacks can ask or cancel: a producer \
+                 has no subscriptions to producers",
             ),
         }
     }

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::cancel_port::CancelPort;
 use super::letter::{Emitted, Letter, OpenLetter, Opened, PostLetter};
 use super::CallError;
 use crate::stage::StageResult;
@@ -15,7 +16,8 @@ use crate::subscription::{AskError, SubscriptionTag};
 
 /// Asks on one of its stage's manual subscriptions, from anywhere: the stage's `handle_events`
 /// (which gets no [`Context`](crate::Context)), or a task the stage handed work to, which asks once
-/// the work is done. It is GenStage's `from`, kept for `GenStage.ask(from, n)`.
+/// the work is done. It is GenStage's `from`, kept for `GenStage.ask(from, n)`; it also cancels
+/// the subscription ([`cancel`](Self::cancel), GenStage's `cancel(from, reason)`).
 ///
 /// A stage gets one from [`Context::asker`](crate::Context::asker), typically in
 /// `handle_subscribe` as it returns [`Demand::Manual`](crate::Demand::Manual), and keeps it. Cheap
@@ -96,6 +98,7 @@ pub struct Asker {
     subscription: SubscriptionTag,
     stage: Arc<str>,
     port: Arc<dyn PostLetter>,
+    cancels: CancelPort,
     /// Whether an ask through it (or a clone) was dropped with a warning: one is enough.
     warned: Arc<AtomicBool>,
     /// What the subscription's `Asker`s have asked for and the stage has not made yet: counted in
@@ -109,12 +112,14 @@ impl Asker {
         subscription: SubscriptionTag,
         stage: &str,
         port: Box<dyn PostLetter>,
+        cancels: CancelPort,
         on_their_way: Arc<AtomicUsize>,
     ) -> Self {
         Asker {
             subscription,
             stage: stage.into(),
             port: Arc::from(port),
+            cancels,
             warned: Arc::default(),
             on_their_way,
         }
@@ -147,6 +152,80 @@ impl Asker {
             Ok(())
         } else {
             subtract(&self.on_their_way, demand);
+            Err(CallError::Ended {
+                stage: self.stage.to_string(),
+            })
+        }
+    }
+
+    /// Cancels the subscription, as [`Context::cancel`](crate::Context::cancel) does: its
+    /// producer sends nothing more on it, the stage handles what was sent, then sees it end
+    /// (`handle_cancel` with [`CancelReason::Cancelled`](crate::CancelReason::Cancelled)), and
+    /// finishes once it has no producer left. Made at once, not in the stage's turn: the cancel
+    /// goes to the producer through the pipeline, and the end of the subscription comes back
+    /// behind the events sent on it. A cancel of a subscription that has ended since does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Ended`], naming the stage, when its pipeline has ended.
+    ///
+    /// # Examples
+    ///
+    /// A consumer of an endless producer that stops itself after its third event: the pipeline
+    /// then ends normally, since a producer left without consumers stops.
+    ///
+    /// ```
+    /// use genstage_runtime::{
+    ///     from_iter, Asker, Consumer, Context, Demand, Pipeline, StageResult, SubscribeOptions,
+    ///     Subscription,
+    /// };
+    ///
+    /// #[derive(Default)]
+    /// struct FirstThree {
+    ///     asker: Option<Asker>,
+    ///     seen: Vec<u64>,
+    /// }
+    ///
+    /// impl Consumer for FirstThree {
+    ///     type Input = u64;
+    ///
+    ///     fn handle_subscribe(
+    ///         &mut self,
+    ///         subscription: &Subscription,
+    ///         ctx: &mut Context<'_, Self>,
+    ///     ) -> Demand {
+    ///         self.asker = ctx.asker(subscription.tag()).ok();
+    ///         Demand::Manual
+    ///     }
+    ///
+    ///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+    ///         self.seen.extend(events);
+    ///         if let Some(asker) = &self.asker {
+    ///             if self.seen.len() < 3 {
+    ///                 asker.ask(1)?;
+    ///             } else {
+    ///                 asker.cancel()?;
+    ///             }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut pipeline = Pipeline::new();
+    /// let numbers = pipeline.add_producer(from_iter(0u64..));
+    /// let first_three = pipeline.add_consumer(FirstThree::default());
+    /// let options = SubscribeOptions::new().max_demand(1).min_demand(0);
+    /// pipeline.subscribe_with(&numbers, &first_three, options);
+    /// let report = pipeline.run().await.unwrap();
+    /// assert_eq!(report.totals().handled, 3);
+    /// # }
+    /// ```
+    pub fn cancel(&self) -> Result<(), CallError> {
+        if self.cancels.cancel(self.subscription) {
+            Ok(())
+        } else {
             Err(CallError::Ended {
                 stage: self.stage.to_string(),
             })

@@ -4,16 +4,19 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use super::asker::Asker;
+use super::cancel_port::CancelPort;
 use super::events::InfoToSelf;
 use super::letter::{after_buffered, PostLetter};
 use super::timer::Timer;
 use crate::subscription::{AskError, ManualAsks, SubscriptionTag};
 
 /// What a stage's message and subscription callbacks get besides their arguments: the stage's name,
-/// a way to send itself messages, and, for a consumer, a way to ask on its manual subscriptions.
+/// a way to send itself messages, and, for a consumer, a way to ask on its manual subscriptions and
+/// to cancel its subscriptions.
 pub struct Context<'a, S> {
     name: &'a str,
     me: &'a dyn PostLetter,
+    cancels: &'a CancelPort,
     /// The stage's subscriptions to producers; `None` for a producer.
     asks: Option<&'a mut dyn ManualAsks>,
     /// In `handle_subscribe`'s context: the subscription it is told of, and what the callback
@@ -26,11 +29,13 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     pub(crate) fn new(
         name: &'a str,
         me: &'a dyn PostLetter,
+        cancels: &'a CancelPort,
         asks: Option<&'a mut dyn ManualAsks>,
     ) -> Self {
         Context {
             name,
             me,
+            cancels,
             asks,
             subscribing: None,
             _stage: PhantomData,
@@ -99,10 +104,40 @@ impl<'a, S: Send + 'static> Context<'a, S> {
                     subscription,
                     self.name,
                     self.me.clone_port(),
+                    self.cancels.clone(),
                     on_their_way,
                 )),
                 None => Err(AskError::Unknown(subscription)),
             },
+            None => Err(AskError::NotAConsumer),
+        }
+    }
+
+    /// Cancels one of this stage's subscriptions to a producer, from the consumer's side
+    /// (GenStage's `cancel/2` called by the consumer), as
+    /// [`PipelineHandle::cancel`](crate::PipelineHandle::cancel) does: the producer sends nothing
+    /// more on it, and this stage handles what was already sent, then sees it end
+    /// (`handle_cancel` with [`CancelReason::Cancelled`](crate::CancelReason::Cancelled)). The
+    /// stage goes on with its other producers, whatever its cancel mode, and finishes normally
+    /// once it has none left: this is how a consumer stops itself (GenStage's
+    /// `{:stop, :normal, state}`) without losing what was sent to it. From `handle_events`, which
+    /// has no context, an [`Asker`]'s [`cancel`](Asker::cancel) does the same.
+    ///
+    /// Asynchronous, as GenStage's is: the cancel reaches the producer through the pipeline, and
+    /// events the producer sends before it takes the cancel in are still handled.
+    ///
+    /// # Errors
+    ///
+    /// [`AskError::Unknown`] when the subscription is not this stage's, or has ended;
+    /// [`AskError::NotAConsumer`] in a producer's callbacks.
+    pub fn cancel(&mut self, subscription: SubscriptionTag) -> Result<(), AskError> {
+        match self.asks.as_ref() {
+            Some(asks) if asks.on_their_way(subscription).is_some() => {
+                // Once the pipeline has ended, so has this stage: there is nothing left to cancel.
+                self.cancels.cancel(subscription);
+                Ok(())
+            }
+            Some(_) => Err(AskError::Unknown(subscription)),
             None => Err(AskError::NotAConsumer),
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::cancel_port::CancelPort;
 use super::reply::{HeldReplies, ReplyTo};
 use super::{Context, Emission, HandleCall, HandleCast, HandleInfo};
 use crate::stage::{Emit, StageResult};
@@ -157,6 +158,7 @@ impl OpenLetter for CountLetter {
 pub(crate) struct Opened<'a> {
     pub(crate) name: &'a str,
     pub(crate) me: &'a dyn PostLetter,
+    pub(crate) cancels: &'a CancelPort,
     pub(crate) held: &'a Arc<HeldReplies>,
     pub(crate) asks: Option<&'a mut dyn ManualAsks>,
 }
@@ -246,7 +248,7 @@ where
 {
     letter::<S, M, _>(message, |stage, message, opened| {
         Box::pin(async move {
-            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
+            let mut ctx = Context::new(opened.name, opened.me, opened.cancels, opened.asks);
             let emitted = stage.handle_info(message, &mut ctx).await?;
             Ok(Box::new(emitted.into_emit()) as Emitted)
         })
@@ -263,7 +265,7 @@ where
 {
     letter::<S, M, _>(message, |stage, message, opened| {
         Box::pin(async move {
-            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
+            let mut ctx = Context::new(opened.name, opened.me, opened.cancels, opened.asks);
             let emitted = stage.handle_cast(message, &mut ctx).await?;
             Ok(Box::new(emitted.into_emit()) as Emitted)
         })
@@ -281,7 +283,7 @@ where
     letter::<S, M, _>(message, move |stage, message, opened| {
         Box::pin(async move {
             let reply = ReplyTo::new(sender, opened.held.clone());
-            let mut ctx = Context::new(opened.name, opened.me, opened.asks);
+            let mut ctx = Context::new(opened.name, opened.me, opened.cancels, opened.asks);
             let emitted = stage.handle_call(message, reply, &mut ctx).await?;
             Ok(Box::new(emitted.into_emit()) as Emitted)
         })

@@ -22,11 +22,13 @@
 //!
 //! Here: the message traits, [`CallError`] and [`Emission`]; [`ReplyTo`] in `reply.rs`,
 //! [`Context`] in `context.rs`, [`Asker`] (asks on a manual subscription, as a letter the stage
-//! sends itself) in `asker.rs`, the compile-time check of the infos a stage sends itself through
+//! sends itself) in `asker.rs`, [`CancelPort`] (where a stage cancels its own subscriptions) in
+//! `cancel_port.rs`, the compile-time check of the infos a stage sends itself through
 //! it ([`InfoToSelf`], [`StageEvents`]) in `events.rs`, and in `letter.rs` the letters that carry a
 //! message and its callback to a stage's mailbox.
 
 mod asker;
+mod cancel_port;
 mod context;
 mod events;
 mod letter;
@@ -40,6 +42,7 @@ use std::time::Duration;
 use crate::stage::{Emit, StageResult};
 
 pub use asker::Asker;
+pub(crate) use cancel_port::CancelPort;
 pub use context::Context;
 pub use events::{
     AsConsumer, AsProducer, AsProducerConsumer, InfoEmission, InfoToSelf, StageEvents,

@@ -44,6 +44,7 @@ use crate::demand::DemandLimits;
 use crate::dispatcher::{Dispatch, DispatchOptions, Selector, SubscriptionId};
 use crate::error::PipelineError;
 use crate::mailbox::{mailbox, Receiver};
+use crate::messages::CancelPort;
 use crate::names::{self, Naming};
 use crate::options::{CancelMode, SubscribeOptions};
 use crate::protocol::{ControlPort, Mail, NewConsumer, Subscribed};
@@ -66,10 +67,12 @@ static NEXT_PIPELINE: AtomicU64 = AtomicU64::new(0);
 type StageTask = Pin<Box<dyn Future<Output = Box<Outcome>> + Send>>;
 
 /// Makes a stage's task once the pipeline starts, when its name is final: from that name, the
-/// pipeline's abort signal, and the restart policy the builder set for it, if any (a
-/// `RestartPolicy` of the stage's input type, see [`Pipeline::set_restart`]).
-type StartStage =
-    Box<dyn FnOnce(Arc<str>, Arc<Abort>, Option<Box<dyn Any + Send>>) -> StageTask + Send>;
+/// pipeline's abort signal, the port through which its callbacks cancel its subscriptions, and the
+/// restart policy the builder set for it, if any (a `RestartPolicy` of the stage's input type, see
+/// [`Pipeline::set_restart`]).
+type StartStage = Box<
+    dyn FnOnce(Arc<str>, Arc<Abort>, CancelPort, Option<Box<dyn Any + Send>>) -> StageTask + Send,
+>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -566,12 +569,16 @@ impl Pipeline {
             restart,
             rebuildable,
             policy: None,
-            start: Box::new(move |name, abort, policy| {
+            start: Box::new(move |name, abort, cancels, policy| {
                 // `set_restart` typed it by the stage's reference: it is the stage's input type.
                 let policy = policy
                     .and_then(|policy| policy.downcast::<RestartPolicy<In>>().ok())
                     .map(|policy| *policy);
-                task(StageEnv::new(name, Box::new(me), abort), inbox, policy)
+                task(
+                    StageEnv::new(name, Box::new(me), abort, cancels),
+                    inbox,
+                    policy,
+                )
             }),
         });
         make_ref(NewEnds {

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::dispatcher::SubscriptionId;
 use crate::error::{DispatchSetupError, PipelineError};
+use crate::messages::CancelPort;
 use crate::options::SubscribeOptions;
 use crate::protocol::{Control, ControlPort, EndReason};
 use crate::report::{EdgeReport, Report, StageReport, StageStatus};
@@ -156,8 +157,11 @@ pub(super) struct Supervisor {
     /// What the stages that ended sent on each subscription, and received and handled.
     sent: HashMap<SubscriptionId, SentCounts>,
     received: HashMap<SubscriptionId, ReceivedCounts>,
-    /// The subscriptions cancelled through the handle.
+    /// The subscriptions cancelled through the handle, or by their consumers.
     cancelled: std::collections::HashSet<SubscriptionId>,
+    /// Where the stages send the cancels of their own subscriptions, and where they arrive.
+    cancel_port: CancelPort,
+    stage_cancels: mpsc::UnboundedReceiver<SubscriptionTag>,
     /// The indexes of stages added while running and refused (see [`add`](Self::add)).
     never_started: std::collections::HashSet<usize>,
     abort: Arc<Abort>,
@@ -175,6 +179,7 @@ pub(super) struct Supervisor {
 
 impl Supervisor {
     fn new(requests: Option<mpsc::UnboundedReceiver<Request>>) -> Self {
+        let (cancel_port, stage_cancels) = CancelPort::channel();
         Supervisor {
             tasks: JoinSet::new(),
             task_stage: HashMap::new(),
@@ -189,6 +194,8 @@ impl Supervisor {
             sent: HashMap::new(),
             received: HashMap::new(),
             cancelled: std::collections::HashSet::new(),
+            cancel_port,
+            stage_cancels,
             never_started: std::collections::HashSet::new(),
             abort: Arc::new(Abort::default()),
             requests,
@@ -232,6 +239,7 @@ impl Supervisor {
         let task = (stage.start)(
             Arc::from(stage.name.as_str()),
             self.abort.clone(),
+            self.cancel_port.clone(),
             stage.policy,
         );
         let handle = self.tasks.spawn(task);
@@ -270,6 +278,11 @@ impl Supervisor {
                     // The handle is gone: the pipeline runs on, detached.
                     None => self.requests = None,
                 },
+                // The supervisor holds a port itself: the channel never closes while it runs.
+                Some(tag) = self.stage_cancels.recv() => {
+                    // One that has ended, or is cancelled already, has nothing left to cancel.
+                    let _ = self.cancel(tag);
+                }
                 () = sleep_until_some(self.deadline) => {
                     // Stages that ended by now are not busy, though not joined yet.
                     self.reap();

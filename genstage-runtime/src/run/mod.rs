@@ -25,7 +25,7 @@ use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
 use crate::mailbox::{Receiver, TryRecvError};
 use crate::messages::{
-    count_letter, events_of, Context, HeldReplies, Letter, Opened, OwnPort, PostLetter,
+    count_letter, events_of, CancelPort, Context, HeldReplies, Letter, Opened, OwnPort, PostLetter,
 };
 use crate::options::DemandMode;
 use crate::protocol::{Control, Downstream, Mail, Upstream};
@@ -130,20 +130,29 @@ pub(crate) struct Outcome {
 }
 
 /// What a stage task has besides its stage and its mailbox: its name, a port to its own mailbox (for
-/// the messages it sends itself), its pipeline's abort signal, and the replies its callbacks hold.
+/// the messages it sends itself), its pipeline's abort signal, where it cancels its own
+/// subscriptions, and the replies its callbacks hold.
 pub(crate) struct StageEnv {
     pub(crate) name: Arc<str>,
     pub(crate) me: OwnPort,
     pub(crate) abort: Arc<Abort>,
+    /// Where its callbacks cancel its subscriptions to producers.
+    cancels: CancelPort,
     held: Arc<HeldReplies>,
 }
 
 impl StageEnv {
-    pub(crate) fn new(name: Arc<str>, me: Box<dyn PostLetter>, abort: Arc<Abort>) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        me: Box<dyn PostLetter>,
+        abort: Arc<Abort>,
+        cancels: CancelPort,
+    ) -> Self {
         StageEnv {
             name,
             me: OwnPort::new(me),
             abort,
+            cancels,
             held: Arc::default(),
         }
     }
@@ -164,6 +173,7 @@ impl StageEnv {
         let opened = Opened {
             name: &self.name,
             me: &self.me,
+            cancels: &self.cancels,
             held: &self.held,
             asks,
         };
@@ -182,7 +192,7 @@ impl StageEnv {
         &'a self,
         inputs: Option<&'a mut dyn ManualAsks>,
     ) -> Context<'a, S> {
-        Context::new(&self.name, &self.me, inputs)
+        Context::new(&self.name, &self.me, &self.cancels, inputs)
     }
 }
 
