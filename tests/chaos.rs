@@ -129,7 +129,9 @@
 //! is told of each subscription at most once (never of one it ended before taking in; a value made
 //! again after a failure, of those still running, never of one whose cancel was told), of its
 //! cancel at most once and after it, and with the reason the test knows: `Cancelled` only for a
-//! subscription cancelled or replaced through the handle, `Failed` naming its consumer when that
+//! subscription cancelled or replaced through the handle, or whose consumer the test told to
+//! cancel it (`Context::cancel`, half of the plain cancels, where the consumer answers calls),
+//! `Failed` naming its consumer when that
 //! consumer stopped for good for its fault, `Finished` never then (a consumer restarted after its
 //! fault ends its subscriptions as if none had struck). The infos behind the buffer come in order,
 //! and a consumer handles no event of a mark's producer below the mark after it (a partitioned
@@ -161,7 +163,8 @@
 //!
 //! The test prints how many runs restarted a stage, redelivered, reached a restart limit and named
 //! a poison event, had a `from_channel` producer (refused a send, lost events never emitted), were
-//! aborted, asked on manual subscriptions (through an `Asker`), had a `from_stream` producer (whose stream panicked), a
+//! aborted, asked on manual subscriptions (through an `Asker`), told a consumer to cancel its own
+//! subscription (which ended so), had a `from_stream` producer (whose stream panicked), a
 //! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded), a
 //! `ConsumerSupervisor` (whose temporary children lost events, whose transient children were run
 //! again), and a routing panic (that lost its dispatch, that failed a producer_consumer's batch in
@@ -183,10 +186,11 @@ use std::task::Poll;
 use genstage::{
     from_channel, from_stream, to_stream, AskError, Asker, BufferKeep, CancelMode, CancelReason,
     Child, Consumer, ConsumerRef, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch, Emit,
-    EventStream, FromChannel, FromStream, HandleCast, HandleInfo, LossReason, Partition, Pipeline,
-    PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerConsumerRef,
-    ProducerOptions, ProducerRef, Report, Restart, RestartPolicy, StageRef, StageResult,
-    StageStatus, StreamSink, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
+    EventStream, FromChannel, FromStream, HandleCall, HandleCast, HandleInfo, LossReason,
+    Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
+    ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo, Report, Restart, RestartPolicy,
+    StageRef, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber, Subscription,
+    SubscriptionTag,
 };
 use tokio::sync::mpsc;
 
@@ -1992,6 +1996,10 @@ struct Ledger {
     /// The subscriptions that the test replaced through the handle (`resubscribe` answered `Ok`):
     /// they end as cancelled if they were still running.
     replaced: HashSet<SubscriptionTag>,
+    /// The subscriptions whose consumer the test told to cancel them itself (`Context::cancel`
+    /// answered `Ok`): they may end as cancelled. The cancel reaches the pipeline after the answer,
+    /// and finds the subscription ended if its producer ended first: then it ends as it would have.
+    self_cancelled: HashSet<SubscriptionTag>,
     /// The subscriptions that the test made through the handle, by producer and consumer.
     made: HashMap<SubscriptionTag, (String, String)>,
     /// The events each consumer or producer_consumer handled, in order.
@@ -3481,6 +3489,41 @@ impl HandleInfo<Tick> for Sink {
     }
 }
 
+/// Tells a consumer or producer_consumer to cancel one of its own subscriptions
+/// (`Context::cancel`); the answer is what that returned.
+struct CancelOwn(SubscriptionTag);
+
+impl HandleCall<CancelOwn> for Sink {
+    type Reply = Result<(), AskError>;
+    type Emitted = ();
+
+    async fn handle_call(
+        &mut self,
+        CancelOwn(tag): CancelOwn,
+        reply: ReplyTo<Result<(), AskError>>,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        reply.reply(ctx.cancel(tag));
+        Ok(())
+    }
+}
+
+impl HandleCall<CancelOwn> for Middle {
+    type Reply = Result<(), AskError>;
+    type Emitted = Vec<Event>;
+
+    async fn handle_call(
+        &mut self,
+        CancelOwn(tag): CancelOwn,
+        reply: ReplyTo<Result<(), AskError>>,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<Event>> {
+        self.settle();
+        reply.reply(ctx.cancel(tag));
+        Ok(Vec::new())
+    }
+}
+
 impl HandleCast<Mark> for Sink {
     type Emitted = ();
 
@@ -3934,12 +3977,13 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                     let ledger = lock(&ledger);
                     return Err(format!(
                         "hang: no end within {bound:?}, {}; told {:?}; cancelled {:?}, \
-                         replaced {:?}, made {:?}; faults struck: {:?}; ended by then: \
-                         {finished}, aborted: {report}",
+                         replaced {:?}, cancelled by their consumers {:?}, made {:?}; faults \
+                         struck: {:?}; ended by then: {finished}, aborted: {report}",
                         ledger.phase,
                         ledger.told,
                         ledger.cancelled,
                         ledger.replaced,
+                        ledger.self_cancelled,
                         ledger.made,
                         ledger.struck()
                     ));
@@ -4120,7 +4164,27 @@ async fn act(
         })
         .collect();
     if !action.resubscribe || upstream.is_empty() && topology.fan(from) == Fan::Broadcast {
-        return cancel().await.map(drop);
+        // Half the time, the consumer cancels it itself, where it can be told to.
+        let own = match &sinks[&to] {
+            SinkRef::Middle(middle) if rng.chance(50) => Some(middle.call(CancelOwn(chosen.tag))),
+            SinkRef::Consumer(sink) if rng.chance(50) => Some(sink.call(CancelOwn(chosen.tag))),
+            _ => None,
+        };
+        let Some(own) = own else {
+            return cancel().await.map(drop);
+        };
+        lock(ledger).phase = format!("telling {to} to cancel {chosen:?}");
+        return match own.await {
+            Ok(Ok(())) => {
+                let mut ledger = lock(ledger);
+                ledger.phase = "told to cancel".to_owned();
+                ledger.self_cancelled.insert(chosen.tag);
+                Ok(())
+            }
+            // Ended since, or the consumer has (or is failing, or its pipeline shutting down).
+            Ok(Err(AskError::Unknown(_))) | Err(_) => Ok(()),
+            Ok(Err(error)) => Err(format!("act: {to} cannot cancel {chosen:?}: {error}")),
+        };
     }
     // The partition the subscription took, which the consumer takes again.
     let partition = topology
@@ -4257,6 +4321,7 @@ fn check(
     let dropped = |name: &str| matches!(parse_node(name), Some(Node::Consumer(i)) if ledger.streams_dropped.contains(&i));
     let acted = !ledger.cancelled.is_empty()
         || !ledger.replaced.is_empty()
+        || !ledger.self_cancelled.is_empty()
         || !ledger.streams_dropped.is_empty();
     match result {
         Ok(_) => ensure!(
@@ -4394,10 +4459,10 @@ fn check(
                 .edges
                 .iter()
                 .any(|e| e.from == node && left(&e.to.to_string()));
-            let cancelled = ledger
-                .told
-                .iter()
-                .any(|t| t.producer == name && ledger.cancelled.contains(&t.tag));
+            let cancelled = ledger.told.iter().any(|t| {
+                t.producer == name
+                    && (ledger.cancelled.contains(&t.tag) || ledger.self_cancelled.contains(&t.tag))
+            });
             matches!(topology.fan(node), Fan::Partition { .. }) && (consumer_left || cancelled)
         };
         for stage in &report.stages {
@@ -4417,7 +4482,9 @@ fn check(
                     .told
                     .iter()
                     .filter(|t| {
-                        ledger.cancelled.contains(&t.tag) || ledger.replaced.contains(&t.tag)
+                        ledger.cancelled.contains(&t.tag)
+                            || ledger.replaced.contains(&t.tag)
+                            || ledger.self_cancelled.contains(&t.tag)
                     })
                     .collect();
                 ensure!(
@@ -4800,6 +4867,11 @@ fn check_manual(topology: &Topology, report: &Report, ledger: &Ledger) -> Result
 /// How many of the runs so far had a stage that asked on a manual subscription, and one that
 /// asked through an [`Asker`].
 static MANUAL: [std::sync::atomic::AtomicU64; 2] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 2];
+
+/// How many of the runs so far told a consumer to cancel one of its own subscriptions, and had
+/// one end so (its producer was told `Cancelled`).
+static OWN_CANCELS: [std::sync::atomic::AtomicU64; 2] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 2];
 
 /// How many of the runs so far had a from_stream producer, one whose stream panicked, a to_stream
@@ -5473,6 +5545,13 @@ fn check_told(
     ledger: &Ledger,
     fell: &HashMap<String, Fault>,
 ) -> Result<(), String> {
+    let ended_by_consumer = ledger.told.iter().any(|t| {
+        ledger.self_cancelled.contains(&t.tag) && t.cancel == Some(CancelReason::Cancelled)
+    });
+    tally(
+        &OWN_CANCELS,
+        &[!ledger.self_cancelled.is_empty(), ended_by_consumer],
+    );
     let mut subscribed: HashMap<(&str, SubscriptionTag), &Told> = HashMap::new();
     let mut ended: HashSet<(&str, SubscriptionTag)> = HashSet::new();
     // Each value of a stage is told of each subscription once: the first when it is made, a value
@@ -5529,7 +5608,9 @@ fn check_told(
             told.tag,
             told.consumer
         );
-        let by_handle = ledger.cancelled.contains(&told.tag) || ledger.replaced.contains(&told.tag);
+        let by_handle = ledger.cancelled.contains(&told.tag)
+            || ledger.replaced.contains(&told.tag)
+            || ledger.self_cancelled.contains(&told.tag);
         let consumer = told.consumer.as_str();
         // A consumer that failed but was restarted ends its subscriptions as if it had not.
         let consumer_failed = fell.contains_key(consumer);
@@ -5699,6 +5780,7 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [restarted, redelivered, limit, poison] = tallied(&RESTARTS);
     let [channels, refused, unemitted, aborted] = tallied(&CHANNELS);
     let [manual, through_asker] = tallied(&MANUAL);
+    let [own_cancels, own_cancelled] = tallied(&OWN_CANCELS);
     let [from_streams, panicked, to_streams, cut, unhandled] = tallied(&STREAMS);
     let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
     let [routed, routed_dispatch, routed_batch, routed_again, routed_fell] = tallied(&ROUTING);
@@ -5707,7 +5789,8 @@ fn random_pipelines_end_and_account_for_every_event() {
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
          from_channel producer, {refused} refused a send, {unemitted} lost events never emitted; \
          {aborted} were aborted; {manual} asked on manual subscriptions, {through_asker} through \
-         an Asker; {from_streams} had a \
+         an Asker; {own_cancels} told a consumer to cancel its own subscription, {own_cancelled} \
+         had one end so; {from_streams} had a \
          from_stream producer, {panicked} one whose stream panicked; {to_streams} had a \
          to_stream consumer, {cut} one stopped by dropping its stream, {unhandled} one that lost \
          what its dropped stream had not yielded; {supervisors} had a ConsumerSupervisor, \
