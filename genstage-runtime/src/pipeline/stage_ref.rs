@@ -174,6 +174,26 @@ impl<S> Clone for StagePort<S> {
 /// assert_eq!(sum.call(Total).await.unwrap_err().to_string(), "stage `Sum` has ended");
 /// # Ok(()) }
 /// ```
+///
+/// # Generic code
+///
+/// A function that messages any stage taking a message bounds the message by [`CallFor`],
+/// [`CastFor`] or [`InfoFor`] of the reference's `Stage` and `Emits`: a bound on the stage alone
+/// (`HandleCast<M>`) is not enough, since the callback must also emit the stage's events.
+///
+/// ```
+/// use genstage_runtime::{CallError, CastFor, StageRef};
+///
+/// /// A job for any stage that takes it as a cast.
+/// struct Job(u64);
+///
+/// fn submit<R: StageRef>(stage: &R, jobs: u64) -> Result<(), CallError>
+/// where
+///     Job: CastFor<R::Stage, R::Emits>,
+/// {
+///     (0..jobs).try_for_each(|n| stage.cast(Job(n)))
+/// }
+/// ```
 pub trait StageRef: Clone + Send + Sync + 'static {
     /// The stage's type.
     type Stage: Send + 'static;
