@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::mailbox::{DeferredWake, Sender};
 use crate::messages::{Letter, PostLetter};
 use crate::options::{CancelMode, DemandMode};
+use crate::subscription::CancelAtProducer;
 
 /// Why a stage ended, as told to the other side of its subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +130,7 @@ pub(crate) enum Downstream<Out> {
 pub(crate) type Mailbox<In, Out> = Sender<Mail<In, Out>>;
 
 /// What a consumer holds of its producer: a way to ask and to cancel, whatever the event types.
-pub(crate) trait ProducerPort: Send + Sync {
+pub(crate) trait ProducerPort: CancelAtProducer {
     /// Sends an ask, lazily: a producer_consumer is owed a wake-up only when it has input or output
     /// waiting for demand (see [`crate::mailbox`]). Returns the wake-up owed, if any, for the caller
     /// to give (by dropping it) or to hand off with the events it sends next; nothing is owed when the
@@ -172,6 +173,12 @@ impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> 
     fn ask(&self, sub: SubscriptionId, demand: usize) -> DeferredWake {
         self.send_lazy(Mail::Downstream(Downstream::Ask { sub, demand }))
             .unwrap_or_default()
+    }
+}
+
+impl<In: Send + 'static, Out: Send + 'static> CancelAtProducer for Mailbox<In, Out> {
+    fn cancel(&self, sub: SubscriptionId) {
+        self.cancel_subscription(sub);
     }
 }
 

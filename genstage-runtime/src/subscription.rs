@@ -208,4 +208,15 @@ pub(crate) trait ManualAsks: Send {
     /// stage has not yet asked (their asks wait in its mailbox), which `outstanding` adds; `None`
     /// when `tag` is not one of the stage's subscriptions.
     fn on_their_way(&self, tag: SubscriptionTag) -> Option<Arc<AtomicUsize>>;
+    /// The producer of the subscription `tag`; `None` when `tag` is not one of the stage's
+    /// subscriptions.
+    fn producer_of(&self, tag: SubscriptionTag) -> Option<Arc<dyn CancelAtProducer>>;
+}
+
+/// What a consumer holds of a subscription's producer to cancel it there (the producer's mailbox,
+/// whatever its event types).
+pub(crate) trait CancelAtProducer: Send + Sync {
+    /// Cancels `sub`: the producer stops sending on it and tells the consumer, after the events it
+    /// sent it. Nothing when the producer is gone.
+    fn cancel(&self, sub: SubscriptionId);
 }

@@ -12,7 +12,7 @@ use super::cancel_port::CancelPort;
 use super::letter::{Emitted, Letter, OpenLetter, Opened, PostLetter};
 use super::CallError;
 use crate::stage::StageResult;
-use crate::subscription::{AskError, SubscriptionTag};
+use crate::subscription::{AskError, CancelAtProducer, SubscriptionTag};
 
 /// Asks on one of its stage's manual subscriptions, from anywhere: the stage's `handle_events`
 /// (which gets no [`Context`](crate::Context)), or a task the stage handed work to, which asks once
@@ -98,7 +98,8 @@ pub struct Asker {
     subscription: SubscriptionTag,
     stage: Arc<str>,
     port: Arc<dyn PostLetter>,
-    cancels: CancelPort,
+    /// Where it cancels the subscription, and the subscription's producer.
+    cancels: (CancelPort, Arc<dyn CancelAtProducer>),
     /// Whether an ask through it (or a clone) was dropped with a warning: one is enough.
     warned: Arc<AtomicBool>,
     /// What the subscription's `Asker`s have asked for and the stage has not made yet: counted in
@@ -112,7 +113,7 @@ impl Asker {
         subscription: SubscriptionTag,
         stage: &str,
         port: Box<dyn PostLetter>,
-        cancels: CancelPort,
+        cancels: (CancelPort, Arc<dyn CancelAtProducer>),
         on_their_way: Arc<AtomicUsize>,
     ) -> Self {
         Asker {
@@ -162,8 +163,8 @@ impl Asker {
     /// producer sends nothing more on it, the stage handles what was sent, then sees it end
     /// (`handle_cancel` with [`CancelReason::Cancelled`](crate::CancelReason::Cancelled)), and
     /// finishes once it has no producer left. Made at once, not in the stage's turn: the cancel
-    /// goes to the producer through the pipeline, and the end of the subscription comes back
-    /// behind the events sent on it. A cancel of a subscription that has ended since does nothing.
+    /// goes to the producer, and the end of the subscription comes back behind the events sent on
+    /// it. A cancel of a subscription that has ended since does nothing.
     ///
     /// # Errors
     ///
@@ -223,7 +224,8 @@ impl Asker {
     /// # }
     /// ```
     pub fn cancel(&self) -> Result<(), CallError> {
-        if self.cancels.cancel(self.subscription) {
+        let (cancels, producer) = &self.cancels;
+        if cancels.cancel(self.subscription, &**producer) {
             Ok(())
         } else {
             Err(CallError::Ended {

@@ -1,14 +1,15 @@
-//! [`CancelPort`]: where a stage sends the cancels of its own subscriptions.
+//! [`CancelPort`]: how a stage cancels its own subscriptions.
 
 use tokio::sync::mpsc;
 
-use crate::subscription::SubscriptionTag;
+use crate::subscription::{CancelAtProducer, SubscriptionTag};
 
-/// Where a stage sends the cancel of one of its own subscriptions to a producer
-/// ([`Context::cancel`](crate::Context::cancel), [`Asker::cancel`](crate::Asker::cancel)): its
-/// pipeline's supervisor, which cancels it as [`PipelineHandle::cancel`](crate::PipelineHandle::cancel)
-/// does, so that what the supervisor knows of the wiring (the partitions taken, the paths its
-/// cycle check follows) stays true.
+/// How a stage cancels one of its own subscriptions to a producer
+/// ([`Context::cancel`](crate::Context::cancel), [`Asker::cancel`](crate::Asker::cancel)): it tells
+/// its pipeline's supervisor, which counts the subscription cancelled as
+/// [`PipelineHandle::cancel`](crate::PipelineHandle::cancel) would (so that a partition it held is
+/// free for another consumer, and the cycle check no longer follows it), then the producer, at
+/// once, as GenStage's consumer does.
 #[derive(Clone)]
 pub(crate) struct CancelPort(mpsc::UnboundedSender<SubscriptionTag>);
 
@@ -19,8 +20,18 @@ impl CancelPort {
         (CancelPort(sender), receiver)
     }
 
-    /// Sends the cancel of `subscription`; false when the pipeline has ended.
-    pub(crate) fn cancel(&self, subscription: SubscriptionTag) -> bool {
-        self.0.send(subscription).is_ok()
+    /// Cancels `subscription`, of `producer`; false when the pipeline has ended.
+    pub(crate) fn cancel(
+        &self,
+        subscription: SubscriptionTag,
+        producer: &dyn CancelAtProducer,
+    ) -> bool {
+        // The supervisor first: whoever learns of the cancel from the producer (the consumer's
+        // `handle_cancel`, then a handle's request) finds the supervisor told before it.
+        let running = self.0.send(subscription).is_ok();
+        if running {
+            producer.cancel(subscription.0);
+        }
+        running
     }
 }

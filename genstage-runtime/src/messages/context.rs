@@ -99,15 +99,18 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// [`AskError::NotAConsumer`] in a producer's callbacks.
     pub fn asker(&self, subscription: SubscriptionTag) -> Result<Asker, AskError> {
         match self.asks.as_ref() {
-            Some(asks) => match asks.on_their_way(subscription) {
-                Some(on_their_way) => Ok(Asker::new(
+            Some(asks) => match (
+                asks.on_their_way(subscription),
+                asks.producer_of(subscription),
+            ) {
+                (Some(on_their_way), Some(producer)) => Ok(Asker::new(
                     subscription,
                     self.name,
                     self.me.clone_port(),
-                    self.cancels.clone(),
+                    (self.cancels.clone(), producer),
                     on_their_way,
                 )),
-                None => Err(AskError::Unknown(subscription)),
+                _ => Err(AskError::Unknown(subscription)),
             },
             None => Err(AskError::NotAConsumer),
         }
@@ -123,8 +126,8 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// `{:stop, :normal, state}`) without losing what was sent to it. From `handle_events`, which
     /// has no context, an [`Asker`]'s [`cancel`](Asker::cancel) does the same.
     ///
-    /// Asynchronous, as GenStage's is: the cancel reaches the producer through the pipeline, and
-    /// events the producer sends before it takes the cancel in are still handled.
+    /// Asynchronous, as GenStage's is: the cancel goes to the producer at once, and events the
+    /// producer sends before it takes the cancel in are still handled.
     ///
     /// # Errors
     ///
@@ -132,12 +135,14 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// [`AskError::NotAConsumer`] in a producer's callbacks.
     pub fn cancel(&mut self, subscription: SubscriptionTag) -> Result<(), AskError> {
         match self.asks.as_ref() {
-            Some(asks) if asks.on_their_way(subscription).is_some() => {
-                // Once the pipeline has ended, so has this stage: there is nothing left to cancel.
-                self.cancels.cancel(subscription);
-                Ok(())
-            }
-            Some(_) => Err(AskError::Unknown(subscription)),
+            Some(asks) => match asks.producer_of(subscription) {
+                Some(producer) => {
+                    // Once the pipeline has ended, so has this stage: nothing is left to cancel.
+                    self.cancels.cancel(subscription, &*producer);
+                    Ok(())
+                }
+                None => Err(AskError::Unknown(subscription)),
+            },
             None => Err(AskError::NotAConsumer),
         }
     }

@@ -159,7 +159,7 @@ pub(super) struct Supervisor {
     received: HashMap<SubscriptionId, ReceivedCounts>,
     /// The subscriptions cancelled through the handle, or by their consumers.
     cancelled: std::collections::HashSet<SubscriptionId>,
-    /// Where the stages send the cancels of their own subscriptions, and where they arrive.
+    /// Where the stages tell of the cancels of their own subscriptions, and where they arrive.
     cancel_port: CancelPort,
     stage_cancels: mpsc::UnboundedReceiver<SubscriptionTag>,
     /// The indexes of stages added while running and refused (see [`add`](Self::add)).
@@ -273,16 +273,17 @@ impl Supervisor {
                     Some(Err(error)) => self.ended(error.id(), lost_task(error)),
                     None => break,
                 },
+                // Before the handle's requests: a request made once a stage's cancel has reached
+                // its producer finds it counted (see `CancelPort::cancel`). The supervisor holds a
+                // port itself: the channel never closes while it runs.
+                Some(tag) = self.stage_cancels.recv() => {
+                    self.cancelled.insert(tag.0);
+                }
                 request = next_request(&mut self.requests) => match request {
                     Some(request) => self.handle(request),
                     // The handle is gone: the pipeline runs on, detached.
                     None => self.requests = None,
                 },
-                // The supervisor holds a port itself: the channel never closes while it runs.
-                Some(tag) = self.stage_cancels.recv() => {
-                    // One that has ended, or is cancelled already, has nothing left to cancel.
-                    let _ = self.cancel(tag);
-                }
                 () = sleep_until_some(self.deadline) => {
                     // Stages that ended by now are not busy, though not joined yet.
                     self.reap();

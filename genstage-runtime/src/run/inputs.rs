@@ -11,7 +11,7 @@ use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Subscribed, Upstream};
-use crate::subscription::{AskError, CancelReason, ManualAsks, SubscriptionTag};
+use crate::subscription::{AskError, CancelAtProducer, CancelReason, ManualAsks, SubscriptionTag};
 
 use super::by_subscription::BySubscription;
 
@@ -431,6 +431,12 @@ impl<T: Send> ManualAsks for Inputs<T> {
             .get(tag.0)
             .map(|subscription| Arc::clone(&subscription.on_their_way))
     }
+
+    fn producer_of(&self, tag: SubscriptionTag) -> Option<Arc<dyn CancelAtProducer>> {
+        self.subscriptions
+            .get(tag.0)
+            .map(|subscription| Arc::clone(&subscription.producer) as Arc<dyn CancelAtProducer>)
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +455,10 @@ mod tests {
             self.0.lock().unwrap().push((sub, demand));
             DeferredWake::default()
         }
+    }
+
+    impl CancelAtProducer for Asks {
+        fn cancel(&self, _: SubscriptionId) {}
     }
 
     fn subscribed(sub: SubscriptionId, producer: &Arc<Asks>, cancel: CancelMode) -> Upstream<u32> {
