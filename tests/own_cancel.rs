@@ -167,29 +167,6 @@ impl Consumer for Quitter {
     }
 }
 
-/// Tells a [`Quitter`] to cancel its subscription to the named producer; the reply is what
-/// `Context::cancel` returned.
-struct Quit(String);
-
-impl HandleCall<Quit> for Quitter {
-    type Reply = Result<(), AskError>;
-    type Emitted = ();
-
-    async fn handle_call(
-        &mut self,
-        Quit(producer): Quit,
-        reply: ReplyTo<Result<(), AskError>>,
-        ctx: &mut Context<'_, Self>,
-    ) -> StageResult<()> {
-        let tag = self.seen.lock().unwrap().tags.get(&producer).copied();
-        reply.reply(match tag {
-            Some(tag) => ctx.cancel(tag),
-            None => Err(AskError::NotAConsumer),
-        });
-        Ok(())
-    }
-}
-
 /// Tells a [`Quitter`] to cancel `tag`, whatever it is.
 struct QuitTag(SubscriptionTag);
 
@@ -226,6 +203,11 @@ impl HandleCall<CancelTag> for Quitter {
     }
 }
 
+/// The tag of the subscription to `producer` that a [`Quitter`] was told of.
+fn tag_of(seen: &Shared, producer: &str) -> SubscriptionTag {
+    seen.lock().unwrap().tags[producer]
+}
+
 async fn until(condition: impl Fn() -> bool) {
     while !condition() {
         tokio::task::yield_now().await;
@@ -255,7 +237,10 @@ async fn a_consumer_that_cancels_its_only_subscription_finishes_and_the_run_ends
     })
     .await;
 
-    assert_eq!(quitter.call(Quit("counter".into())).await, Ok(Ok(())));
+    assert_eq!(
+        quitter.call(CancelTag(tag_of(&seen, "counter"))).await,
+        Ok(Ok(()))
+    );
     let report = running.await.expect("the run ends normally");
 
     let seen = seen.lock().unwrap();
@@ -314,7 +299,10 @@ async fn a_consumer_that_cancels_one_of_two_subscriptions_goes_on_with_the_other
     })
     .await;
 
-    assert_eq!(quitter.call(Quit("low".into())).await, Ok(Ok(())));
+    assert_eq!(
+        quitter.call(CancelTag(tag_of(&seen, "low"))).await,
+        Ok(Ok(()))
+    );
     until(|| !seen.lock().unwrap().ends.is_empty()).await;
     let high_at_cancel = seen.lock().unwrap().events.get("high").map_or(0, Vec::len);
     // The other subscription goes on: `high` keeps sending.
@@ -365,7 +353,10 @@ async fn a_partition_a_consumer_cancels_is_free_for_another_consumer() {
     })
     .await;
 
-    assert_eq!(quitter.call(Quit("split".into())).await, Ok(Ok(())));
+    assert_eq!(
+        quitter.call(CancelTag(tag_of(&seen, "split"))).await,
+        Ok(Ok(()))
+    );
     until(|| !seen.lock().unwrap().ends.is_empty()).await;
     // The quitter still runs, on `other`: partition 0 is free only because the cancel is known.
     let second = running.add_consumer_named("second", second).await.unwrap();
