@@ -363,6 +363,11 @@ impl Supervisor {
             });
         }
         self.spawn(stage);
+        if self.shutting_down {
+            // Added after the shutdown was asked for: it is told, as the others were, so that
+            // without producers it ends at once instead of holding the shutdown open.
+            self.controls[self.names.len() - 1].control(Control::Shutdown);
+        }
         Ok(())
     }
 
