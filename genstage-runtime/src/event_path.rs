@@ -240,8 +240,38 @@ impl<T: Send + 'static, I> EventPath<T, I> {
 
     /// The consumer of `sub` left; its unmet demand goes with it.
     pub(crate) fn cancel(&mut self, sub: SubscriptionId) {
+        self.leave(sub);
+        self.serve_buffer();
+    }
+
+    /// The consumer of `old` left for `new`, in one step (a resubscribe to this stage): the buffer
+    /// is served only once `new` is in, so that a broadcast does not send its other consumers
+    /// what `new` would then never get.
+    ///
+    /// # Errors
+    ///
+    /// The dispatcher refused `new` (`old` has left all the same).
+    pub(crate) fn replace(
+        &mut self,
+        old: SubscriptionId,
+        new: SubscriptionId,
+        options: &DispatchOptions<T>,
+    ) -> Result<(), DispatchError> {
+        self.leave(old);
+        let subscribed = self.subscribe(new, options);
+        self.serve_buffer();
+        subscribed
+    }
+
+    /// Tells the dispatcher that the consumer of `sub` left; serves nothing.
+    fn leave(&mut self, sub: SubscriptionId) {
         self.dispatcher.cancel(sub);
         self.still_held("cancel");
+    }
+
+    /// Sends what the buffer holds to the consumers that can take it now, and releases the infos
+    /// it passes.
+    fn serve_buffer(&mut self) {
         self.drain_buffer(None);
         self.release_passed();
     }
@@ -1057,6 +1087,40 @@ mod tests {
         path.emit(vec![1, 2, 3], Some(&none_for_odd));
         assert_eq!(sent(&mut path), vec![(10, vec![2])]);
         assert_eq!((path.emitted, path.copies, path.discarded), (3, 0, 2));
+    }
+
+    // A broadcast consumer resubscribed (a resubscribe to the same stage) gets every event after
+    // those sent on its old subscription: the buffer is not served to the others between the old
+    // subscription's end and the new one's start, as a plain cancel serves it.
+    #[test]
+    fn a_replaced_broadcast_subscription_lets_no_other_consumer_run_ahead() {
+        let broadcast = || -> EventPath<u32> {
+            let mut path = EventPath::new(
+                Box::new(crate::dispatcher::BroadcastDispatcher::new()),
+                ProducerOptions::for_producer(),
+            );
+            path.subscribe(1, &DispatchOptions::none()).unwrap();
+            path.subscribe(2, &DispatchOptions::none()).unwrap();
+            path.ask(1, 5);
+            path.ask(2, 2);
+            emit(&mut path, (0..6).collect());
+            assert_eq!(sent(&mut path), vec![(1, vec![0, 1]), (2, vec![0, 1])]);
+            path
+        };
+        let mut path = broadcast();
+        path.replace(2, 3, &DispatchOptions::none()).unwrap();
+        assert_eq!(sent(&mut path), vec![]);
+        path.ask(3, 4);
+        assert_eq!(
+            sent(&mut path),
+            vec![(1, vec![2, 3, 4]), (3, vec![2, 3, 4])]
+        );
+        assert_eq!(path.buffered(), 1);
+
+        // Cancelled, consumer 2 leaves the buffer to consumer 1.
+        let mut path = broadcast();
+        path.cancel(2);
+        assert_eq!(sent(&mut path), vec![(1, vec![2, 3, 4])]);
     }
 
     // Scenario 146: an info waits behind a partition's backlog, and is released once that

@@ -389,7 +389,8 @@ impl PipelineHandle {
     ///
     /// To `old`'s producer, `old` is cancelled first, as GenStage cancels the old reference
     /// first, and the producer takes the new subscription in the same step (so it is never left
-    /// without a consumer in between): a partition that `old` took is free for the new
+    /// without a consumer in between, and a broadcast sends its other consumers nothing that the
+    /// new subscription would then miss): a partition that `old` took is free for the new
     /// subscription to take again, and the events the partition kept that `old` had not been sent
     /// go to the new one, in order, after those sent on `old`.
     ///

@@ -114,11 +114,14 @@ impl<T: Send + 'static> Outputs<T> {
         } = consumer;
         // A resubscribe to this producer: the old subscription ends first, as GenStage cancels the
         // old reference first, so that the partition it took is free for the new one. Both in this
-        // one step: the producer is never left without a consumer in between.
-        if let Some(old) = replacing {
-            self.cancel(old, CancelReason::Cancelled);
-        }
-        if let Err(error) = self.path.subscribe(sub, &options) {
+        // one step: the producer is never left without a consumer in between, and sends nothing
+        // before the new one is in (a broadcast's other consumers would get events it never does).
+        let left = replacing.filter(|&old| self.leave(old, CancelReason::Cancelled));
+        let subscribed = match left {
+            Some(old) => self.path.replace(old, sub, &options),
+            None => self.path.subscribe(sub, &options),
+        };
+        if let Err(error) = subscribed {
             // The consumer is told, so that it does not wait for events that will never come.
             tracing::error!(
                 stage = %self.stage,
@@ -152,18 +155,25 @@ impl<T: Send + 'static> Outputs<T> {
     /// subscription is cancelled, which the consumer is told of.
     #[cold]
     fn cancel(&mut self, sub: SubscriptionId, reason: CancelReason) {
-        let Some(outlet) = self.consumers.remove(sub) else {
-            return;
-        };
-        self.ended.push((sub, outlet.counts));
-        if !outlet.gone {
+        if self.leave(sub, reason) {
             self.path.cancel(sub);
         }
+    }
+
+    /// [`cancel`](Self::cancel) but for the event path; says whether the dispatcher is still to
+    /// be told that `sub` left (it had not been, as a consumer found gone is).
+    #[cold]
+    fn leave(&mut self, sub: SubscriptionId, reason: CancelReason) -> bool {
+        let Some(outlet) = self.consumers.remove(sub) else {
+            return false;
+        };
+        self.ended.push((sub, outlet.counts));
         if reason == CancelReason::Cancelled {
             outlet.sink.cancelled(sub);
         }
         self.notices
             .push_back(ConsumerNotice::Cancelled(outlet.seen_as, reason));
+        !outlet.gone
     }
 
     /// Tells a restarted stage's new value of every consumer it has: what the old value was to be
