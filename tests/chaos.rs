@@ -4339,6 +4339,26 @@ fn check(
             check_error(topology, ledger, report, &fell, &ended_for_good, error)?;
         }
     }
+    // A broadcasting stage's selectors are asked about its events only while their consumers are
+    // subscribed: one that left early (its stream dropped, it stopped, a subscription cancelled or
+    // replaced through the handle) takes its selector, and a sticky strike in it, away.
+    let selector_left = |name: &str| {
+        let Some(node) = parse_node(name) else {
+            return false;
+        };
+        topology.fan(node) == Fan::Broadcast
+            && (!ledger.cancelled.is_empty()
+                || !ledger.replaced.is_empty()
+                || topology
+                    .edges
+                    .iter()
+                    .filter(|e| e.from == node && e.selector.is_some())
+                    .any(|e| {
+                        report
+                            .stage(&e.to.to_string())
+                            .is_some_and(|to| to.status != StageStatus::Finished)
+                    }))
+    };
     for stage in &report.stages {
         let name = &stage.name;
         let handled = ledger.handled.get(name).copied().unwrap_or(0);
@@ -4364,7 +4384,13 @@ fn check(
             stage.lost,
             stage.losses
         );
-        check_restarts(topology, ledger, stage, fell.contains_key(name))?;
+        check_restarts(
+            topology,
+            ledger,
+            stage,
+            fell.contains_key(name),
+            selector_left(name),
+        )?;
         // A stage restarted after its failure stops none of its neighbours.
         if let StageStatus::Cancelled { cause: Some(cause) } = &stage.status {
             ensure!(
@@ -5163,6 +5189,7 @@ fn check_restarts(
     ledger: &Ledger,
     stage: &genstage::StageReport,
     fell: bool,
+    selector_left: bool,
 ) -> Result<(), String> {
     let name = &stage.name;
     let policy = topology.policy_of(name);
@@ -5217,9 +5244,12 @@ fn check_restarts(
     }
     // A sticky fault in `handle_events` with redelivery strikes again on its event each time the
     // event is handed again: the stage stops for good (unless it was stopped before, by a
-    // producer's failure or its consumers leaving).
+    // producer's failure or its consumers leaving). A routing panic that failed the batch in hand
+    // is not that fault (see below).
     let poisoned = redelivers
-        && blows.iter().any(|b| b.in_events && !b.batch.is_empty())
+        && blows
+            .iter()
+            .any(|b| b.in_events && b.routing.is_none() && !b.batch.is_empty())
         && topology.strike_of(name).is_some_and(|s| s.sticky);
     ensure!(
         !poisoned || fell || matches!(stage.status, StageStatus::Cancelled { .. }),
@@ -5230,8 +5260,9 @@ fn check_restarts(
         blows.len()
     );
     // So does a sticky routing panic that failed a batch in hand last: the source of the event it
-    // struck on is handed again, and its output routed again. (One that struck a dispatch with no
-    // batch in hand lost the event.)
+    // struck on is handed again, and its output routed again (but not through a selector whose
+    // consumer has left: `selector_left`). (One that struck a dispatch with no batch in hand lost
+    // the event.)
     let poisoned = redelivers
         && blows
             .iter()
@@ -5240,7 +5271,7 @@ fn check_restarts(
             .is_some_and(|r| r.in_hand)
         && topology.routing_of(name).is_some_and(|r| r.sticky);
     ensure!(
-        !poisoned || fell || matches!(stage.status, StageStatus::Cancelled { .. }),
+        !poisoned || fell || selector_left || matches!(stage.status, StageStatus::Cancelled { .. }),
         "{name}{}: a sticky routing panic failed its batch in hand, yet it did not stop ({:?}); \
          {} faults struck",
         PolicyText(policy),
