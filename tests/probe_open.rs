@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    from_iter, Consumer, Context, Demand, Dispatch, Emit, LossReason, Partition, Pipeline,
-    PipelineError, Producer, Report, StageResult, StageStatus, SubscribeOptions, Subscription,
+    from_iter, from_stream, to_stream, CallError, Consumer, ConsumerSupervisor, Context, Demand,
+    Dispatch, Emit, HandleCall, LossReason, Partition, Pipeline, PipelineError, Producer, ReplyTo,
+    Report, RestartPolicy, StageRef, StageResult, StageStatus, SubscribeOptions, Subscription,
     SubscriptionTag,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Semaphore};
 
 // Its `guard` goes unused: `within` here names what hung.
 #[allow(dead_code)]
@@ -318,6 +319,356 @@ async fn a_shutdown_held_by_a_consumer_that_never_asks_is_released_by_the_handle
     for partitioned in [true, false] {
         for release in [Release::Cancel, Release::Resubscribe, Release::Deadline] {
             held_shutdown(partitioned, release).await;
+        }
+    }
+}
+
+/// A `to_stream` reader that stops reading mid-batch while a graceful shutdown waits for it: the
+/// shutdown's time limit names the sink, the report counts what was read as handled and the rest
+/// as lost, and the stream, read again afterwards, yields nothing the report counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_no_longer_read_is_named_by_the_time_limit_and_yields_nothing_lost() {
+    let (sink, mut stream) = to_stream::<u64>();
+    let sink = sink.with_options(options(10, 5));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0..100u64));
+    let sink = pipeline.add_consumer(sink);
+    pipeline.subscribe(&numbers, &sink);
+    let mut running = pipeline.start();
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        read.push(within("reading", stream.next()).await.expect("an event"));
+    }
+    running
+        .shutdown_handle()
+        .shutdown_within(Duration::from_millis(200))
+        .unwrap();
+    let (report, error) = report_of(within("the shutdown", &mut running).await);
+    // Read again: the stream ends without the events counted lost.
+    while let Some(event) = within("reading after the end", stream.next()).await {
+        read.push(event);
+    }
+    balanced(&report);
+    let Some(PipelineError::ShutdownTimeout { busy, .. }) = &error else {
+        panic!("{error:?}\n{report}");
+    };
+    assert_eq!(busy, &["to_stream"], "{report}");
+    let row = stage(&report, "to_stream");
+    assert_eq!(row.status, StageStatus::Aborted, "{report}");
+    assert_eq!(read, [0, 1, 2]);
+    assert_eq!(row.events_in, 3, "{report}");
+    // The producer was asked for the sink's 10 once: 5 in the batch being read, 5 behind it.
+    assert_eq!(stage(&report, "numbers").emitted, 10, "{report}");
+    assert_eq!(
+        stage(&report, "numbers").status,
+        StageStatus::ShutDown,
+        "{report}"
+    );
+    assert_eq!(lost(row, LossReason::Unhandled), 7, "{report}");
+    assert_eq!(report.totals().lost, 7, "{report}");
+}
+
+/// The child of a [`ConsumerSupervisor`]: tells `started` of its event, waits for a permit of
+/// `gate`, then succeeds; but on event 5, waits for a permit of `last`, then fails.
+fn gated_child(
+    gate: Arc<Semaphore>,
+    last: Arc<Semaphore>,
+    started: mpsc::UnboundedSender<u64>,
+) -> impl Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    move |event| {
+        let (gate, last, started) = (gate.clone(), last.clone(), started.clone());
+        Box::pin(async move {
+            let _ = started.send(event);
+            if event == 5 {
+                last.acquire().await.expect("open").forget();
+                return Err(format!("child failed on {event}"));
+            }
+            gate.acquire().await.expect("open").forget();
+            Ok(())
+        })
+    }
+}
+
+/// A graceful shutdown of a `from_stream` source pending for ever, feeding a ConsumerSupervisor
+/// whose children are still running; the supervisor is itself restarted (its restart intensity
+/// reached by a failing child) after its source has ended: the new value has nothing to ask for
+/// and must finish, the shutdown must end, and every event be accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_restarted_during_a_shutdown_after_its_source_ended_finishes() {
+    let (gate, last) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let (started, mut starts) = mpsc::unbounded_channel();
+    let counts: Arc<Mutex<Option<watch::Receiver<genstage::ChildCounts>>>> = Arc::default();
+    let (g, l, s, c) = (gate.clone(), last.clone(), started.clone(), counts.clone());
+    let mut pipeline = Pipeline::new();
+    let source =
+        futures::StreamExt::chain(futures::stream::iter(0..6u64), futures::stream::pending());
+    let source = pipeline.add_producer_as(Some("source".into()), from_stream(source));
+    let jobs = pipeline.add_consumer_with_as(Some("jobs".into()), move || {
+        let jobs = ConsumerSupervisor::new(gated_child(g.clone(), l.clone(), s.clone()))
+            .max_demand(10)
+            .min_demand(0)
+            .transient()
+            .max_restarts(0);
+        // The value built last is the one running.
+        *c.lock().unwrap() = Some(jobs.watch_counts());
+        jobs
+    });
+    pipeline.set_restart(&jobs, RestartPolicy::transient());
+    pipeline.subscribe(&source, &jobs);
+    let mut running = pipeline.start();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(
+            within("a child's start", starts.recv())
+                .await
+                .expect("started"),
+        );
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    running.shutdown_handle().shutdown().unwrap();
+    // Children 0..5 end first, then 5 fails.
+    let mut counts = counts.lock().unwrap().clone().expect("built");
+    gate.add_permits(5);
+    within("five children", counts.wait_for(|now| now.handled == 5))
+        .await
+        .expect("the counts");
+    last.add_permits(1);
+    let (report, error) = report_of(within("the shutdown", &mut running).await);
+    balanced(&report);
+    assert!(error.is_none(), "{error:?}\n{report}");
+    let row = stage(&report, "jobs");
+    assert_eq!(row.restarts, 1, "{report}");
+    assert_eq!(row.status, StageStatus::Finished, "{report}");
+    assert_eq!(row.events_in, 5, "{report}");
+    assert_eq!(lost(row, LossReason::ChildFailed), 1, "{report}");
+    assert_eq!(report.totals().lost, 1, "{report}");
+    let source = stage(&report, "source");
+    assert_eq!(
+        (source.emitted, source.status.clone()),
+        (6, StageStatus::ShutDown)
+    );
+}
+
+/// Which value of a restarted stage answers.
+struct Which;
+
+/// Fails once (the values share `armed`) on the batch holding event 3, after telling `entered`
+/// and waiting for a permit of `gate`; answers [`Which`] with the number of the value (1 for the
+/// first one built to run).
+struct Restarting {
+    value: usize,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    entered: mpsc::UnboundedSender<()>,
+    gate: Arc<Semaphore>,
+    policy: RestartPolicy<u64>,
+}
+
+impl Consumer for Restarting {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.contains(&3) && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.entered.send(());
+            self.gate.acquire().await?.forget();
+            return Err("Restarting failed on 3".into());
+        }
+        Ok(())
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(2, 0)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        self.policy
+    }
+}
+
+impl HandleCall<Which> for Restarting {
+    type Reply = usize;
+    type Emitted = ();
+    async fn handle_call(
+        &mut self,
+        _: Which,
+        reply: ReplyTo<usize>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        reply.reply(self.value);
+        Ok(())
+    }
+}
+
+/// Calls sent to a consumer while its callback fails: with a restart left, the new value answers
+/// them all; at its restart limit, each gets `NoReply` naming the stage at once (no call waits
+/// for its time limit), and the run's error names the stage. Every report balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_while_a_stage_fails_are_answered_by_its_next_value_or_named() {
+    for restarts in [1, 0] {
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered, mut inside) = mpsc::unbounded_channel();
+        let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, g, b) = (armed.clone(), gate.clone(), built.clone());
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0..10u64));
+        let c = pipeline.add_consumer_with_as(Some("c".into()), move || Restarting {
+            value: b.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            armed: a.clone(),
+            entered: entered.clone(),
+            gate: g.clone(),
+            policy: RestartPolicy::transient().max_restarts(restarts, Duration::from_secs(3600)),
+        });
+        pipeline.subscribe(&numbers, &c);
+        let mut running = pipeline.start();
+        within("the failing batch", inside.recv()).await;
+        // The value that runs was built last.
+        let failing = built.load(std::sync::atomic::Ordering::SeqCst) - 1;
+        let mut calls: Vec<_> = (0..3)
+            .map(|_| Box::pin(c.call_timeout(Which, Duration::from_secs(60))))
+            .collect();
+        for call in &mut calls {
+            // Sent: a call sends its request when first polled.
+            assert!(futures::poll!(call).is_pending());
+        }
+        gate.add_permits(1);
+        for call in calls {
+            let answer = within("a call", call).await;
+            match restarts {
+                1 => assert_eq!(answer, Ok(failing + 1)),
+                _ => assert_eq!(
+                    answer,
+                    Err(CallError::NoReply {
+                        stage: "c".to_owned()
+                    })
+                ),
+            }
+        }
+        let (report, error) = report_of(within("the run", &mut running).await);
+        balanced(&report);
+        let row = stage(&report, "c");
+        assert_eq!(lost(row, LossReason::FailedBatch), 2, "{report}");
+        if restarts == 1 {
+            assert!(error.is_none(), "{error:?}\n{report}");
+            assert_eq!((row.restarts, row.events_in), (1, 8), "{report}");
+        } else {
+            let Some(PipelineError::RestartLimit { stage, .. }) = &error else {
+                panic!("{error:?}\n{report}");
+            };
+            assert_eq!(stage, "c");
+            assert_eq!(row.events_in, 2, "{report}");
+        }
+    }
+}
+
+/// What the handle does right after an ending was asked for.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Add,
+    Subscribe,
+    Resubscribe,
+    Cancel,
+}
+
+/// An ending (an abort, a shutdown with no time, a graceful shutdown) asked for through a
+/// `ShutdownHandle`, then, before the pipeline has taken it in or after, a consumer added or a
+/// subscription made, replaced or cancelled through the handle: each request gets an answer
+/// (done, or an error saying the stage or the pipeline has ended), the run ends, and its report
+/// balances; a graceful one loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_an_ending_are_answered_and_the_run_ends() {
+    #[derive(Clone, Copy, Debug)]
+    enum Ending {
+        Abort,
+        WithinZero,
+        Graceful,
+    }
+    for ending in [Ending::Abort, Ending::WithinZero, Ending::Graceful] {
+        for action in [
+            Action::Add,
+            Action::Subscribe,
+            Action::Resubscribe,
+            Action::Cancel,
+        ] {
+            let case = format!("{ending:?}, {action:?}");
+            let tags = Arc::new(Mutex::new(Vec::new()));
+            let (sink, _seen) = Record::new();
+            let (spare, _spare_seen) = Record::new();
+            let (first, mut started) = mpsc::unbounded_channel();
+            let (stingy_batches, mut other_told) = mpsc::unbounded_channel();
+            let mut pipeline = Pipeline::new();
+            let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0u64..));
+            let sink = pipeline.add_consumer_named(
+                "sink",
+                Record {
+                    batches: Some(first),
+                    ..sink
+                },
+            );
+            // Subscribed once, automatically (its first subscription is manual: see below).
+            let other = pipeline.add_consumer_named(
+                "other",
+                Stingy {
+                    seen: Seen::default(),
+                    batches: stingy_batches,
+                    tags: tags.clone(),
+                },
+            );
+            pipeline.subscribe(&numbers, &sink);
+            pipeline.subscribe(&numbers, &other);
+            let mut running = pipeline.start();
+            // Without a producer yet: a pipeline with one would not run.
+            let spare = within("adding spare", running.add_consumer_named("spare", spare))
+                .await
+                .unwrap();
+            within("the first batch", started.recv()).await;
+            let told = within("other's first batch", other_told.recv()).await;
+            assert_eq!(told, Some(1000), "{case}");
+            // `other`'s subscription, manual: it asked once.
+            let old = tags.lock().unwrap()[0];
+            let shutdown = running.shutdown_handle();
+            match ending {
+                Ending::Abort => shutdown.abort(),
+                Ending::WithinZero => shutdown.shutdown_within(Duration::ZERO),
+                Ending::Graceful => shutdown.shutdown(),
+            }
+            .unwrap();
+            let answer: Result<(), PipelineError> = match action {
+                Action::Add => within("add", running.add_consumer(Record::new().0))
+                    .await
+                    .map(drop),
+                Action::Subscribe => within("subscribe", running.subscribe(&numbers, &spare))
+                    .await
+                    .map(drop),
+                Action::Resubscribe => within(
+                    "resubscribe",
+                    running.resubscribe(old, &numbers, &other, options(10, 5)),
+                )
+                .await
+                .map(drop),
+                Action::Cancel => within("cancel", running.cancel(old)).await,
+            };
+            match &answer {
+                Ok(())
+                | Err(PipelineError::NotRunning)
+                | Err(PipelineError::StageEnded { .. })
+                | Err(PipelineError::UnknownSubscription) => {}
+                Err(error) => panic!("{case}: {error}"),
+            }
+            let (report, error) = report_of(within("the run", &mut running).await);
+            balanced(&report);
+            match ending {
+                Ending::Graceful => {
+                    assert!(error.is_none(), "{case}: {error:?}\n{report}");
+                    assert_eq!(report.totals().lost, 0, "{case}\n{report}");
+                }
+                Ending::Abort => assert!(error.is_none(), "{case}: {error:?}\n{report}"),
+                // Ended before the time ran out, or not.
+                Ending::WithinZero => assert!(
+                    matches!(error, None | Some(PipelineError::ShutdownTimeout { .. })),
+                    "{case}: {error:?}\n{report}"
+                ),
+            }
         }
     }
 }
