@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    from_iter, from_stream, to_stream, CallError, Consumer, ConsumerSupervisor, Context, Demand,
-    Dispatch, Emit, HandleCall, LossReason, Partition, Pipeline, PipelineError, Producer, ReplyTo,
-    Report, RestartPolicy, StageRef, StageResult, StageStatus, SubscribeOptions, Subscription,
-    SubscriptionTag,
+    from_iter, from_stream, to_stream, Asker, CallError, Consumer, ConsumerSupervisor, Context,
+    Demand, Dispatch, Emit, HandleCall, LossReason, Partition, Pipeline, PipelineError, Producer,
+    ProducerConsumer, ReplyTo, Report, RestartPolicy, StageRef, StageResult, StageStatus,
+    SubscribeOptions, Subscription, SubscriptionTag,
 };
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -669,6 +669,221 @@ async fn requests_racing_an_ending_are_answered_and_the_run_ends() {
                     "{case}: {error:?}\n{report}"
                 ),
             }
+        }
+    }
+}
+
+/// Counts up from 0, emitting 1000 more than it is asked for the first time, so that its buffer
+/// holds events (the demand dispatcher).
+struct Surplus {
+    next: u64,
+}
+
+impl Producer for Surplus {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let extra = if self.next == 0 { 1000 } else { 0 };
+        let end = self.next + demand as u64 + extra;
+        let events = (self.next..end).collect::<Vec<_>>();
+        self.next = end;
+        Ok(events.into())
+    }
+}
+
+/// A producer_consumer in manual demand that never asks by itself: it hands the test the
+/// `Asker` of its subscription, and passes its events on, telling the test of each batch.
+struct AskedFromOutside {
+    askers: mpsc::UnboundedSender<Asker>,
+    batches: mpsc::UnboundedSender<usize>,
+}
+
+impl ProducerConsumer for AskedFromOutside {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        let _ = self.batches.send(events.len());
+        Ok(events)
+    }
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        let _ = self
+            .askers
+            .send(ctx.asker(subscription.tag()).expect("its own"));
+        Demand::Manual
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+}
+
+/// A manual producer_consumer whose only asks come through its `Asker`, held by another task,
+/// between a producer with 1000 events buffered and a consumer. A graceful shutdown waits for
+/// its asks: asked for the rest through the `Asker` during the shutdown, it takes them (they are
+/// its own asks), and the shutdown ends with nothing lost; never asked, the shutdown's time limit
+/// names it (with the stages it holds up), the report counts the buffer lost, and the `Asker` then
+/// says the stage has ended, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_stage_asked_only_from_outside_during_a_shutdown() {
+    for asked in [true, false] {
+        let (askers, mut asker) = mpsc::unbounded_channel();
+        let (batches, mut told) = mpsc::unbounded_channel();
+        let (sink, seen) = Record::new();
+        let mut pipeline = Pipeline::new();
+        let g = pipeline.add_producer_named("g", Surplus { next: 0 });
+        let mid = pipeline.add_producer_consumer_named("mid", AskedFromOutside { askers, batches });
+        let sink = pipeline.add_consumer_named("sink", sink);
+        pipeline.subscribe(&g, &mid).subscribe(&mid, &sink);
+        let mut running = pipeline.start();
+        let asker = within("the asker", asker.recv()).await.expect("subscribed");
+        assert_eq!(within("mid's first batch", told.recv()).await, Some(10));
+        let shutdown = running.shutdown_handle();
+        if asked {
+            shutdown.shutdown().unwrap();
+            asker.ask(1000).expect("mid runs");
+        } else {
+            shutdown
+                .shutdown_within(Duration::from_millis(200))
+                .unwrap();
+        }
+        let (report, error) = report_of(within("the shutdown", &mut running).await);
+        balanced(&report);
+        assert_eq!(stage(&report, "g").emitted, 1010, "{report}");
+        if asked {
+            assert!(error.is_none(), "{error:?}\n{report}");
+            assert_eq!(*seen.lock().unwrap(), (0..1010).collect::<Vec<u64>>());
+            assert_eq!(report.totals().lost, 0, "{report}");
+            assert_eq!(stage(&report, "mid").status, StageStatus::Finished);
+        } else {
+            let Some(PipelineError::ShutdownTimeout { busy, .. }) = &error else {
+                panic!("{error:?}\n{report}");
+            };
+            assert_eq!(busy, &["g", "mid", "sink"], "{report}");
+            assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<u64>>());
+            assert_eq!(
+                lost(stage(&report, "g"), LossReason::Buffered),
+                1000,
+                "{report}"
+            );
+            assert_eq!(report.totals().lost, 1000, "{report}");
+            assert_eq!(
+                asker.ask(1),
+                Err(CallError::Ended {
+                    stage: "mid".to_owned()
+                })
+            );
+        }
+    }
+}
+
+/// Passes events on; fails once (the values share `armed`) on the batch holding event 3, after
+/// telling `entered` and waiting for a permit of `gate`. Transient, with redelivery.
+struct Flaky {
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    entered: mpsc::UnboundedSender<()>,
+    gate: Arc<Semaphore>,
+}
+
+impl ProducerConsumer for Flaky {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        if events.contains(&3) && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.entered.send(());
+            self.gate.acquire().await?.forget();
+            return Err("Flaky failed on 3".into());
+        }
+        Ok(events)
+    }
+    fn subscribe_options(&self) -> SubscribeOptions {
+        options(10, 5)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient().redeliver()
+    }
+}
+
+/// `0..10` through a producer_consumer that fails on its first batch (`0..5`) and is restarted
+/// to hand it again, one event at a time, as its consumer has demand. A graceful shutdown asked
+/// for while it fails delivers all ten, in order; one with a time limit, while a consumer that
+/// asked for 2 and never asks again holds the redelivery, names both, and counts the three
+/// events waiting to be handed again and the five behind them lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_a_stage_restarts_to_hand_its_batch_again() {
+    for held in [false, true] {
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered, mut inside) = mpsc::unbounded_channel();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (a, e, g) = (armed.clone(), entered.clone(), gate.clone());
+        let (sink_batches, mut sink_told) = mpsc::unbounded_channel();
+        let seen = Seen::default();
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0..10u64));
+        let mid = pipeline.add_producer_consumer_with_as(Some("mid".into()), move || Flaky {
+            armed: a.clone(),
+            entered: e.clone(),
+            gate: g.clone(),
+        });
+        pipeline.subscribe(&numbers, &mid);
+        if held {
+            let sink = pipeline.add_consumer_named(
+                "sink",
+                Stingy {
+                    seen: seen.clone(),
+                    batches: sink_batches,
+                    tags: Arc::default(),
+                },
+            );
+            pipeline.subscribe_with(&mid, &sink, options(2, 0));
+        } else {
+            let sink = pipeline.add_consumer_named(
+                "sink",
+                Record {
+                    seen: seen.clone(),
+                    batches: Some(sink_batches),
+                },
+            );
+            pipeline.subscribe_with(&mid, &sink, options(2, 0));
+        }
+        let mut running = pipeline.start();
+        within("the failing batch", inside.recv()).await;
+        let shutdown = running.shutdown_handle();
+        if held {
+            gate.add_permits(1);
+            // The two events the consumer asked for, handed again one at a time.
+            for _ in 0..2 {
+                assert_eq!(within("the sink's batch", sink_told.recv()).await, Some(1));
+            }
+            shutdown
+                .shutdown_within(Duration::from_millis(200))
+                .unwrap();
+        } else {
+            shutdown.shutdown().unwrap();
+            gate.add_permits(1);
+        }
+        let (report, error) = report_of(within("the shutdown", &mut running).await);
+        balanced(&report);
+        let row = stage(&report, "mid");
+        assert_eq!(row.restarts, 1, "{report}");
+        assert_eq!(stage(&report, "numbers").emitted, 10, "{report}");
+        if held {
+            let Some(PipelineError::ShutdownTimeout { busy, .. }) = &error else {
+                panic!("{error:?}\n{report}");
+            };
+            assert_eq!(busy, &["mid", "sink"], "{report}");
+            assert_eq!(*seen.lock().unwrap(), [0, 1]);
+            // (`redelivered` counts the events queued to be handed again, 5, though three of
+            // them never were: they are the lost ones.)
+            assert_eq!(row.events_in, 2, "{report}");
+            assert_eq!(lost(row, LossReason::Unhandled), 8, "{report}");
+            assert_eq!(report.totals().lost, 8, "{report}");
+        } else {
+            assert!(error.is_none(), "{error:?}\n{report}");
+            assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<u64>>());
+            assert_eq!((row.events_in, row.redelivered), (10, 5), "{report}");
+            assert_eq!(report.totals().lost, 0, "{report}");
         }
     }
 }
