@@ -887,3 +887,259 @@ async fn a_shutdown_while_a_stage_restarts_to_hand_its_batch_again() {
         }
     }
 }
+
+/// A ConsumerSupervisor added and subscribed through the handle, whose subscription is then
+/// cancelled while three of its children still run, a graceful shutdown asked for or not: it waits
+/// for them (their events count as handled, and the slots they free ask nothing of the cancelled
+/// subscription), then finishes; nothing hangs, nothing is lost, the report balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_cancelled_with_children_running_waits_for_them() {
+    for shutdown_too in [false, true] {
+        let gate = Arc::new(Semaphore::new(0));
+        let (started, mut starts) = mpsc::unbounded_channel();
+        let (g, st) = (gate.clone(), started.clone());
+        let child = move |event: u64| {
+            let (g, st) = (g.clone(), st.clone());
+            async move {
+                let _ = st.send(event);
+                g.acquire().await.expect("open").forget();
+            }
+        };
+        let jobs = ConsumerSupervisor::new(child).max_demand(3).min_demand(0);
+        let counts = jobs.watch_counts();
+        let (other, _other_seen) = Record::new();
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0u64..));
+        let other = pipeline.add_consumer_named("other", other);
+        pipeline.subscribe_with(&numbers, &other, options(10, 5));
+        let mut running = pipeline.start();
+        let jobs = within("adding jobs", running.add_consumer_named("jobs", jobs))
+            .await
+            .expect("added");
+        let tag = within("subscribing jobs", running.subscribe(&numbers, &jobs))
+            .await
+            .expect("subscribed");
+        for _ in 0..3 {
+            within("a child's start", starts.recv())
+                .await
+                .expect("started");
+        }
+        within("cancelling", running.cancel(tag))
+            .await
+            .expect("cancelled");
+        if shutdown_too {
+            running.shutdown_handle().shutdown().unwrap();
+        }
+        gate.add_permits(1 << 20);
+        let mut counts = counts.clone();
+        within("the children", counts.wait_for(|now| now.handled == 3))
+            .await
+            .expect("the counts");
+        if !shutdown_too {
+            running.shutdown_handle().shutdown().unwrap();
+        }
+        let (report, error) = report_of(within("the end", &mut running).await);
+        balanced(&report);
+        assert!(error.is_none(), "{error:?}\n{report}");
+        let row = stage(&report, "jobs");
+        assert_eq!((row.events_in, row.lost), (3, 0), "{report}");
+        assert_eq!(row.status, StageStatus::Finished, "{report}");
+        assert_eq!(report.totals().lost, 0, "{report}");
+        // No child ran for the cancelled subscription's freed slots.
+        assert!(starts.try_recv().is_err());
+    }
+}
+
+/// A small deterministic generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// How an [`Endless`] producer dispatches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fan {
+    Demand,
+    Broadcast,
+    /// By parity, into two.
+    Partition,
+}
+
+/// Counts up for ever, exactly as asked, dispatching as its `fan` says.
+struct Endless {
+    next: u64,
+    fan: Fan,
+}
+
+impl Producer for Endless {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let end = self.next + demand as u64;
+        let events = (self.next..end).collect::<Vec<_>>();
+        self.next = end;
+        Ok(events.into())
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        match self.fan {
+            Fan::Demand => Dispatch::demand(),
+            Fan::Broadcast => Dispatch::broadcast(),
+            Fan::Partition => Dispatch::partition(2),
+        }
+    }
+}
+
+impl Partition<u64> for Endless {
+    fn partition(&self, event: &u64) -> Option<usize> {
+        Some((event % 2) as usize)
+    }
+}
+
+/// Seeded runs of a pipeline of three endless producers (demand, broadcast, partition) and
+/// automatic consumers, to which the handle adds consumers, subscribes them (partitions chosen at
+/// random, some refused as taken; selectors on the broadcast), cancels and resubscribes, with
+/// yields in between; an ending (graceful, with a short time limit, or an abort) comes at a random
+/// step, and a few more requests race it. Every request is answered, every run ends, every
+/// report balances, and a graceful shutdown loses only what no consumer could take: a producer's
+/// buffer when its last consumer left, a partition's backlog when it had none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_requests_and_endings_never_hang_and_balance() {
+    let runs: u64 = std::env::var("PROBE_OPEN_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(200);
+    for seed in 0..runs {
+        seeded_run(seed).await;
+    }
+}
+
+async fn seeded_run(seed: u64) {
+    let mut rng = Rng(seed);
+    let mut pipeline = Pipeline::new();
+    let fans = [Fan::Demand, Fan::Broadcast, Fan::Partition];
+    let producers: Vec<_> = fans
+        .iter()
+        .map(|&fan| pipeline.add_producer_named(format!("{fan:?}"), Endless { next: 0, fan }))
+        .collect();
+    let mut consumers = Vec::new();
+    for (i, producer) in producers.iter().enumerate() {
+        let consumer = pipeline.add_consumer_named(format!("c{i}"), Record::new().0);
+        let options = options(1 + rng.below(20), 0);
+        if fans[i] == Fan::Partition {
+            // Every partition taken: a pipeline refuses to run with one left without a consumer.
+            pipeline.subscribe_with(producer, &consumer, options.partition(0));
+            let odd = pipeline.add_consumer_named("c3", Record::new().0);
+            pipeline.subscribe_with(producer, &odd, options.partition(1));
+            consumers.push(odd);
+        } else {
+            pipeline.subscribe_with(producer, &consumer, options);
+        }
+        consumers.push(consumer);
+    }
+    let mut running = pipeline.start();
+    let shutdown = running.shutdown_handle();
+    // Subscriptions made through the handle: tag, producer, consumer, partition.
+    let mut tags: Vec<(SubscriptionTag, usize, usize, Option<usize>)> = Vec::new();
+    let steps = 4 + rng.below(12);
+    let ending_at = rng.below(steps);
+    let ending = rng.below(3);
+    for step in 0..steps {
+        if step == ending_at {
+            match ending {
+                0 => shutdown.shutdown(),
+                1 => shutdown.shutdown_within(Duration::from_millis(rng.below(5) as u64)),
+                _ => shutdown.abort(),
+            }
+            .unwrap();
+        }
+        let case = format!("seed {seed}, step {step}");
+        let answer: Result<(), PipelineError> = match rng.below(4) {
+            0 => {
+                let name = format!("x{step}");
+                within(&case, running.add_consumer_named(name, Record::new().0))
+                    .await
+                    .map(|consumer| consumers.push(consumer))
+            }
+            1 => {
+                let (j, k) = (rng.below(producers.len()), rng.below(consumers.len()));
+                let partition = (fans[j] == Fan::Partition).then(|| rng.below(2));
+                let mut options = options(1 + rng.below(20), 0);
+                if let Some(partition) = partition {
+                    options = options.partition(partition);
+                }
+                let made = if fans[j] == Fan::Broadcast && rng.below(2) == 0 {
+                    let selector = |n: &u64| n % 3 != 0;
+                    running
+                        .subscribe_selected(&producers[j], &consumers[k], options, selector)
+                        .await
+                } else {
+                    running
+                        .subscribe_with(&producers[j], &consumers[k], options)
+                        .await
+                };
+                made.map(|tag| tags.push((tag, j, k, partition)))
+            }
+            2 if !tags.is_empty() => {
+                let (tag, ..) = tags[rng.below(tags.len())];
+                within(&case, running.cancel(tag)).await
+            }
+            3 if !tags.is_empty() => {
+                let (tag, j, k, partition) = tags[rng.below(tags.len())];
+                let mut options = options(1 + rng.below(20), 0);
+                if let Some(partition) = partition {
+                    options = options.partition(partition);
+                }
+                within(
+                    &case,
+                    running.resubscribe(tag, &producers[j], &consumers[k], options),
+                )
+                .await
+                .map(|new| tags.push((new, j, k, partition)))
+            }
+            _ => Ok(()),
+        };
+        match answer {
+            Ok(())
+            | Err(PipelineError::NotRunning)
+            | Err(PipelineError::StageEnded { .. })
+            | Err(PipelineError::UnknownSubscription)
+            | Err(PipelineError::InvalidDispatch { .. }) => {}
+            Err(error) => panic!("{case}: {error}"),
+        }
+        for _ in 0..rng.below(20) {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (report, error) = report_of(within(&format!("seed {seed}"), &mut running).await);
+    balanced(&report);
+    match ending {
+        0 => {
+            assert!(error.is_none(), "seed {seed}: {error:?}\n{report}");
+            for stage in &report.stages {
+                for loss in &stage.losses {
+                    assert_eq!(
+                        loss.reason,
+                        LossReason::Buffered,
+                        "seed {seed}: {}\n{report}",
+                        stage.name
+                    );
+                }
+            }
+        }
+        1 => assert!(
+            matches!(error, None | Some(PipelineError::ShutdownTimeout { .. })),
+            "seed {seed}: {error:?}\n{report}"
+        ),
+        _ => assert!(error.is_none(), "seed {seed}: {error:?}\n{report}"),
+    }
+}
