@@ -1078,7 +1078,7 @@ async fn seeded_run(seed: u64) {
                     options = options.partition(partition);
                 }
                 let made = if fans[j] == Fan::Broadcast && rng.below(2) == 0 {
-                    let selector = |n: &u64| n % 3 != 0;
+                    let selector = |n: &u64| !n.is_multiple_of(3);
                     running
                         .subscribe_selected(&producers[j], &consumers[k], options, selector)
                         .await
