@@ -950,6 +950,55 @@ async fn a_supervisor_cancelled_with_children_running_waits_for_them() {
     }
 }
 
+/// A `from_channel` producer holding accepted events its only consumer (manual, asked once for
+/// 2) never asks for, while its sender stays open: a graceful shutdown closes the channel but
+/// cannot deliver them; its time limit names both stages, and the report counts the three events
+/// never emitted (`NotEmitted`); a send after the end fails, and gives the event back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_events_no_one_asks_for_is_named_by_the_time_limit() {
+    let (jobs, source) = genstage::from_channel::<u64>(8);
+    for job in 0..5 {
+        jobs.send(job).await.expect("room");
+    }
+    let (batches, mut told) = mpsc::unbounded_channel();
+    let seen = Seen::default();
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer_as(Some("source".into()), source);
+    let sink = pipeline.add_consumer_named(
+        "sink",
+        Stingy {
+            seen: seen.clone(),
+            batches,
+            tags: Arc::default(),
+        },
+    );
+    pipeline.subscribe_with(&source, &sink, options(2, 0));
+    let mut running = pipeline.start();
+    let mut got = 0;
+    while got < 2 {
+        got += within("the sink's batches", told.recv())
+            .await
+            .expect("a batch");
+    }
+    running
+        .shutdown_handle()
+        .shutdown_within(Duration::from_millis(200))
+        .unwrap();
+    let (report, error) = report_of(within("the shutdown", &mut running).await);
+    balanced(&report);
+    let Some(PipelineError::ShutdownTimeout { busy, .. }) = &error else {
+        panic!("{error:?}\n{report}");
+    };
+    assert_eq!(busy, &["source", "sink"], "{report}");
+    assert_eq!(*seen.lock().unwrap(), [0, 1]);
+    let row = stage(&report, "source");
+    assert_eq!(row.emitted, 5, "{report}");
+    assert_eq!(lost(row, LossReason::NotEmitted), 3, "{report}");
+    assert_eq!(report.totals().lost, 3, "{report}");
+    let refused = jobs.send(9).await.expect_err("closed");
+    assert_eq!(refused.0, 9);
+}
+
 /// A consumer in manual demand that asks, through its `Asker`, for as many events as each batch
 /// brought, as it handles it: it never holds its producer up for long.
 struct AsksAsItGoes {
