@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use genstage::{
     from_iter, from_stream, to_stream, Asker, CallError, Consumer, ConsumerSupervisor, Context,
-    Demand, Dispatch, Emit, HandleCall, LossReason, Partition, Pipeline, PipelineError, Producer,
-    ProducerConsumer, ReplyTo, Report, RestartPolicy, StageRef, StageResult, StageStatus,
+    Demand, Dispatch, Emit, HandleCall, LossReason, NoInput, Partition, Pipeline, PipelineError,
+    Producer, ProducerConsumer, ReplyTo, Report, RestartPolicy, StageRef, StageResult, StageStatus,
     SubscribeOptions, Subscription, SubscriptionTag,
 };
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -1082,6 +1082,51 @@ fn done(_: u64) -> std::future::Ready<()> {
     std::future::ready(())
 }
 
+/// Passes events on; fails once on each multiple of 41 it is handed (its values share
+/// `failed`), before passing its batch on; transient, with redelivery and restarts enough for any
+/// run.
+struct Relay {
+    failed: Arc<Mutex<std::collections::HashSet<u64>>>,
+}
+
+impl ProducerConsumer for Relay {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        let mut failed = self.failed.lock().unwrap();
+        if let Some(&poison) = events
+            .iter()
+            .find(|&&n| n.is_multiple_of(41) && !failed.contains(&n))
+        {
+            failed.insert(poison);
+            return Err(format!("Relay failed on {poison}").into());
+        }
+        Ok(events)
+    }
+    fn restart_policy(&self) -> RestartPolicy<u64> {
+        RestartPolicy::transient()
+            .redeliver()
+            .max_restarts(1_000_000, Duration::from_secs(3600))
+    }
+}
+
+/// The reference of a stage the seeded runs subscribe consumers to.
+#[derive(Clone)]
+enum Source {
+    Endless(genstage::ProducerRef<Endless>),
+    Relay(genstage::ProducerConsumerRef<Relay>),
+}
+
+/// Calls `$body` with `$p` bound to the stage reference inside `$source`, whatever its kind.
+macro_rules! with_source {
+    ($source:expr, |$p:ident| $body:expr) => {
+        match $source {
+            Source::Endless($p) => $body,
+            Source::Relay($p) => $body,
+        }
+    };
+}
+
 /// A small deterministic generator (splitmix64).
 struct Rng(u64);
 
@@ -1109,18 +1154,40 @@ enum Fan {
 }
 
 /// Counts up for ever, exactly as asked, dispatching as its `fan` says.
+/// Fails (`Err`) at every `fail_every`th call, if not 0, counted over its values (`calls`):
+/// transient, so restarted.
 struct Endless {
     next: u64,
     fan: Fan,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+    fail_every: u64,
+}
+
+impl Endless {
+    fn new(fan: Fan) -> Self {
+        Endless {
+            next: 0,
+            fan,
+            calls: Arc::default(),
+            fail_every: 0,
+        }
+    }
 }
 
 impl Producer for Endless {
     type Output = u64;
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if self.fail_every != 0 && call.is_multiple_of(self.fail_every) {
+            return Err(format!("Endless failed at call {call}").into());
+        }
         let end = self.next + demand as u64;
         let events = (self.next..end).collect::<Vec<_>>();
         self.next = end;
         Ok(events.into())
+    }
+    fn restart_policy(&self) -> RestartPolicy<NoInput> {
+        RestartPolicy::transient().max_restarts(1_000_000, Duration::from_secs(3600))
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
         match self.fan {
@@ -1159,12 +1226,24 @@ async fn seeded_run(seed: u64) {
     let mut rng = Rng(seed);
     let mut pipeline = Pipeline::new();
     let fans = [Fan::Demand, Fan::Broadcast, Fan::Partition];
-    let producers: Vec<_> = fans
+    let mut producers: Vec<_> = fans
         .iter()
-        .map(|&fan| pipeline.add_producer_named(format!("{fan:?}"), Endless { next: 0, fan }))
+        .map(|&fan| {
+            let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let fail_every = [0, 0, 7, 29][rng.below(4)];
+            pipeline.add_producer_with_as(Some(format!("{fan:?}")), move || Endless {
+                calls: calls.clone(),
+                fail_every,
+                ..Endless::new(fan)
+            })
+        })
+        .map(Source::Endless)
         .collect();
     let mut consumers = Vec::new();
-    for (i, producer) in producers.iter().enumerate() {
+    for (i, producer) in producers.clone().iter().enumerate() {
+        let Source::Endless(producer) = producer else {
+            unreachable!("only producers so far");
+        };
         let consumer = pipeline.add_consumer_named(format!("c{i}"), Record::new().0);
         let options = options(1 + rng.below(20), 0);
         if fans[i] == Fan::Partition {
@@ -1178,9 +1257,22 @@ async fn seeded_run(seed: u64) {
         }
         consumers.push(Added::Record(consumer));
     }
+    // A producer_consumer that fails once on each multiple of 41 and hands its batch again, fed by
+    // the demand producer, feeding `c4`.
+    let failed = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let f = failed.clone();
+    let relay = pipeline
+        .add_producer_consumer_with_as(Some("relay".into()), move || Relay { failed: f.clone() });
+    let c4 = pipeline.add_consumer_named("c4", Record::new().0);
+    if let Source::Endless(demand) = &producers[0] {
+        pipeline.subscribe_with(demand, &relay, options(1 + rng.below(20), 0));
+    }
+    pipeline.subscribe_with(&relay, &c4, options(1 + rng.below(20), 0));
+    producers.push(Source::Relay(relay));
+    consumers.push(Added::Record(c4));
+    let fans = [Fan::Demand, Fan::Broadcast, Fan::Partition, Fan::Demand];
     let mut running = pipeline.start();
     let shutdown = running.shutdown_handle();
-    let failed = Arc::new(Mutex::new(std::collections::HashSet::new()));
     let mut readers = Vec::new();
     let mut streams_dropped = false;
     // Subscriptions made through the handle: tag, producer, consumer, partition.
@@ -1262,17 +1354,19 @@ async fn seeded_run(seed: u64) {
                     options = options.partition(partition);
                 }
                 let selected = fans[j] == Fan::Broadcast && rng.below(2) == 0;
-                let producer = &producers[j];
-                let made = with_added!(&consumers[k], |consumer| if selected {
-                    let selector = |n: &u64| !n.is_multiple_of(3);
-                    within(
-                        &case,
-                        running.subscribe_selected(producer, consumer, options, selector),
-                    )
-                    .await
-                } else {
-                    within(&case, running.subscribe_with(producer, consumer, options)).await
-                });
+                let made = with_source!(&producers[j], |producer| with_added!(
+                    &consumers[k],
+                    |consumer| if selected {
+                        let selector = |n: &u64| !n.is_multiple_of(3);
+                        within(
+                            &case,
+                            running.subscribe_selected(producer, consumer, options, selector),
+                        )
+                        .await
+                    } else {
+                        within(&case, running.subscribe_with(producer, consumer, options)).await
+                    }
+                ));
                 made.map(|tag| tags.push((tag, j, k, partition)))
             }
             2 if !tags.is_empty() => {
@@ -1285,12 +1379,11 @@ async fn seeded_run(seed: u64) {
                 if let Some(partition) = partition {
                     options = options.partition(partition);
                 }
-                let producer = &producers[j];
-                with_added!(&consumers[k], |consumer| within(
-                    &case,
-                    running.resubscribe(tag, producer, consumer, options)
-                )
-                .await)
+                with_source!(&producers[j], |producer| with_added!(
+                    &consumers[k],
+                    |consumer| within(&case, running.resubscribe(tag, producer, consumer, options))
+                        .await
+                ))
                 .map(|new| tags.push((new, j, k, partition)))
             }
             _ => Ok(()),
