@@ -1427,10 +1427,25 @@ async fn seeded_run(seed: u64) {
                 }
             }
         }
-        1 => assert!(
-            matches!(error, None | Some(PipelineError::ShutdownTimeout { .. })),
-            "seed {seed}: {error:?}\n{report}"
-        ),
+        1 => match &error {
+            None => {}
+            // Each stage named busy was stopped where it stood.
+            Some(PipelineError::ShutdownTimeout { busy, .. }) => {
+                for name in busy {
+                    assert_eq!(
+                        stage(&report, name).status,
+                        StageStatus::Aborted,
+                        "seed {seed}: {name}\n{report}"
+                    );
+                }
+            }
+            Some(error) => panic!("seed {seed}: {error}\n{report}"),
+        },
         _ => assert!(error.is_none(), "seed {seed}: {error:?}\n{report}"),
+    }
+    if ending == 0 {
+        for row in &report.stages {
+            assert_ne!(row.status, StageStatus::Aborted, "seed {seed}\n{report}");
+        }
     }
 }
