@@ -1051,6 +1051,23 @@ impl Consumer for Redelivering {
     }
 }
 
+/// Fails (`Err`) at its third batch, and is not restarted: it stops, and the run fails naming
+/// it.
+struct Quits {
+    batches: usize,
+}
+
+impl Consumer for Quits {
+    type Input = u64;
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        self.batches += 1;
+        if self.batches == 3 {
+            return Err("Quits quit".into());
+        }
+        Ok(())
+    }
+}
+
 /// A ConsumerSupervisor whose children succeed at once.
 type Jobs = ConsumerSupervisor<u64, fn(u64) -> std::future::Ready<()>>;
 
@@ -1062,6 +1079,7 @@ enum Added {
     Redelivering(genstage::ConsumerRef<Redelivering>),
     Stream(genstage::ConsumerRef<genstage::StreamSink<u64>>),
     Jobs(genstage::ConsumerRef<Jobs>),
+    Quits(genstage::ConsumerRef<Quits>),
 }
 
 /// Calls `$body` with `$c` bound to the consumer reference inside `$added`, whatever its kind.
@@ -1073,6 +1091,7 @@ macro_rules! with_added {
             Added::Redelivering($c) => $body,
             Added::Stream($c) => $body,
             Added::Jobs($c) => $body,
+            Added::Quits($c) => $body,
         }
     };
 }
@@ -1293,7 +1312,7 @@ async fn seeded_run(seed: u64) {
         let answer: Result<(), PipelineError> = match rng.below(4) {
             0 => {
                 let name = format!("x{step}");
-                let added = match rng.below(5) {
+                let added = match rng.below(6) {
                     0 => running
                         .add_consumer_named(name, Record::new().0)
                         .await
@@ -1334,6 +1353,10 @@ async fn seeded_run(seed: u64) {
                             .await
                             .map(Added::Stream)
                     }
+                    4 => running
+                        .add_consumer_named(name, Quits { batches: 0 })
+                        .await
+                        .map(Added::Quits),
                     _ => {
                         let jobs = ConsumerSupervisor::new(done as fn(u64) -> _)
                             .max_demand(1 + rng.below(10))
@@ -1407,20 +1430,33 @@ async fn seeded_run(seed: u64) {
             .expect("the reader");
     }
     balanced(&report);
+    // A `Quits` that quit fails the run, and loses its batch and what was on its way to it.
+    let quit = report
+        .stages
+        .iter()
+        .any(|row| matches!(row.status, StageStatus::Failed(_)));
+    if let Some(PipelineError::StageFailed { stage, .. }) = &error {
+        assert!(quit, "seed {seed}: {stage}\n{report}");
+        let quitter = consumers
+            .iter()
+            .any(|c| matches!(c, Added::Quits(c) if c.name() == *stage));
+        assert!(quitter, "seed {seed}: {stage} failed\n{report}");
+    }
     match ending {
         0 => {
-            assert!(error.is_none(), "seed {seed}: {error:?}\n{report}");
+            assert!(error.is_none() || quit, "seed {seed}: {error:?}\n{report}");
             for stage in &report.stages {
                 for loss in &stage.losses {
-                    // Only what no consumer could take; and, where a reader dropped its stream,
-                    // what its sink held or was sent.
-                    let dropped = streams_dropped
+                    // Only what no consumer could take; and, where a reader dropped its stream or
+                    // a consumer quit, what it held or was sent.
+                    let dropped = (streams_dropped || quit)
                         && matches!(
                             loss.reason,
                             LossReason::Unhandled | LossReason::ConsumerGone
                         );
+                    let failed = quit && loss.reason == LossReason::FailedBatch;
                     assert!(
-                        loss.reason == LossReason::Buffered || dropped,
+                        loss.reason == LossReason::Buffered || dropped || failed,
                         "seed {seed}: {}\n{report}",
                         stage.name
                     );
@@ -1428,7 +1464,7 @@ async fn seeded_run(seed: u64) {
             }
         }
         1 => match &error {
-            None => {}
+            None | Some(PipelineError::StageFailed { .. }) => {}
             // Each stage named busy was stopped where it stood.
             Some(PipelineError::ShutdownTimeout { busy, .. }) => {
                 for name in busy {
@@ -1441,7 +1477,7 @@ async fn seeded_run(seed: u64) {
             }
             Some(error) => panic!("seed {seed}: {error}\n{report}"),
         },
-        _ => assert!(error.is_none(), "seed {seed}: {error:?}\n{report}"),
+        _ => assert!(error.is_none() || quit, "seed {seed}: {error:?}\n{report}"),
     }
     if ending == 0 {
         for row in &report.stages {
