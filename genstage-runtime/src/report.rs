@@ -170,8 +170,10 @@ pub struct StageReport {
     pub excess: u64,
     /// Times it was restarted (see [`RestartPolicy`](crate::RestartPolicy)).
     pub restarts: u64,
-    /// Events handed again to it after a restart (an event handed again twice counts twice);
-    /// handled, they count once in `events_in`.
+    /// Events of the batches it failed on, given back to it after a restart to be handed again
+    /// (an event given back twice counts twice), counted as they are given back: handled, they
+    /// count once in `events_in`; still waiting when the stage stopped (a producer_consumer
+    /// whose consumers had no demand, aborted or out of a shutdown's time), they are in `losses`.
     pub redelivered: u64,
     /// The last ends (at most 10, oldest first) its restart policy acted on, as statuses: those it
     /// was restarted after, and the one that reached its restart limit. Empty for a stage never
