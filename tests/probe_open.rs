@@ -998,28 +998,33 @@ async fn a_channel_whose_events_no_one_asks_for_is_named_by_the_time_limit() {
     assert_eq!(refused.0, 9);
 }
 
-/// A consumer in manual demand that asks, through its `Asker`, for as many events as each batch
-/// brought, as it handles it: it never holds its producer up for long.
+/// A consumer in manual demand that asks, through the `Asker` of the subscription each batch came
+/// on, for as many events as the batch brought, as it handles it: it never holds its producer up
+/// for long, nor asks beyond `max_demand`.
 struct AsksAsItGoes {
-    askers: Vec<Asker>,
+    askers: Vec<(SubscriptionTag, Asker)>,
+    from: Option<SubscriptionTag>,
 }
 
 impl Consumer for AsksAsItGoes {
     type Input = u64;
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        // Its batch came on one of its subscriptions: asking on each keeps every one going.
-        for asker in &self.askers {
-            let _ = asker.ask(events.len().max(1));
+        let asker = self.askers.iter().find(|(tag, _)| Some(*tag) == self.from);
+        if let Some((_, asker)) = asker {
+            let _ = asker.ask(events.len());
         }
         Ok(())
+    }
+    fn batch_from(&mut self, subscription: SubscriptionTag) {
+        self.from = Some(subscription);
     }
     fn handle_subscribe(
         &mut self,
         subscription: &Subscription,
         ctx: &mut Context<'_, Self>,
     ) -> Demand {
-        self.askers
-            .push(ctx.asker(subscription.tag()).expect("its own"));
+        let tag = subscription.tag();
+        self.askers.push((tag, ctx.asker(tag).expect("its own")));
         Demand::Manual
     }
 }
@@ -1240,6 +1245,18 @@ async fn seeded_requests_and_endings_never_hang_and_balance() {
     }
 }
 
+/// [`seeded_requests_and_endings_never_hang_and_balance`] on one thread: other interleavings.
+#[tokio::test]
+async fn seeded_requests_and_endings_on_one_thread() {
+    let runs: u64 = std::env::var("PROBE_OPEN_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(200);
+    for seed in 0..runs {
+        seeded_run(seed).await;
+    }
+}
+
 async fn seeded_run(seed: u64) {
     let mut rng = Rng(seed);
     let mut pipeline = Pipeline::new();
@@ -1317,7 +1334,13 @@ async fn seeded_run(seed: u64) {
                         .await
                         .map(Added::Record),
                     1 => running
-                        .add_consumer_named(name, AsksAsItGoes { askers: Vec::new() })
+                        .add_consumer_named(
+                            name,
+                            AsksAsItGoes {
+                                askers: Vec::new(),
+                                from: None,
+                            },
+                        )
                         .await
                         .map(Added::Asks),
                     2 => {
