@@ -1,12 +1,21 @@
 //! Probe: the open (running) pipeline's endings racing what a service does meanwhile: consumers
-//! added and subscriptions made or cancelled through the handle while a graceful shutdown runs,
-//! `to_stream` readers that stop reading or drop their stream mid-shutdown, `from_stream` and
-//! `from_channel` sources pending for ever, a ConsumerSupervisor with children still running, a
-//! stage restarting (with `redeliver`) at that moment, calls to stages that restart or end, a
-//! manual consumer that never asks, and partition and broadcast consumers that come and go while
-//! events wait in the dispatcher. Every wait is bounded by a generous timeout, a hang detector
-//! only; events are ordered with channels, never with sleeps. Each report is checked for exact
-//! counts, its losses' reasons and its balance.
+//! added and subscriptions made, replaced or cancelled through the handle while a graceful
+//! shutdown runs (or an abort, or a shutdown out of time), `to_stream` readers that stop reading,
+//! `from_stream` and `from_channel` sources pending for ever, a ConsumerSupervisor with children
+//! still running (cancelled, or itself restarted), a stage restarting (with `redeliver`) at that
+//! moment, calls to stages that restart or end, manual stages that never ask or are asked only
+//! through an `Asker` held elsewhere, and partition and broadcast consumers that come and go while
+//! events wait in the dispatcher; then seeded runs of all of it together, on one thread and on
+//! two. Every wait is bounded by a generous timeout, a hang detector only; events are ordered with
+//! channels, never with sleeps. Each report is checked for exact counts, its losses' reasons and
+//! its balance.
+//!
+//! It found two defects, fixed: a consumer added after a graceful shutdown was asked for was
+//! never told of it, and held the shutdown open for ever (`pipeline/supervise.rs`); a
+//! resubscribe to the same broadcasting stage let the old subscription's end serve the buffer to
+//! the other consumers before the new one was in, so the resubscribed consumer never got those
+//! events (`event_path.rs`, `run/outputs.rs`). And one inexact doc: `StageReport::redelivered`
+//! counts the events given back to be handed again, not those handed.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
