@@ -1093,6 +1093,7 @@ enum Added {
     Stream(genstage::ConsumerRef<genstage::StreamSink<u64>>),
     Jobs(genstage::ConsumerRef<Jobs>),
     Quits(genstage::ConsumerRef<Quits>),
+    Stingy(genstage::ConsumerRef<Stingy>),
 }
 
 /// Calls `$body` with `$c` bound to the consumer reference inside `$added`, whatever its kind.
@@ -1105,6 +1106,7 @@ macro_rules! with_added {
             Added::Stream($c) => $body,
             Added::Jobs($c) => $body,
             Added::Quits($c) => $body,
+            Added::Stingy($c) => $body,
         }
     };
 }
@@ -1324,9 +1326,28 @@ async fn seeded_run(seed: u64) {
     let steps = 4 + rng.below(12);
     let ending_at = rng.below(steps);
     let ending = rng.below(3);
+    // A graceful shutdown may be hurried later: a time limit (1) or an abort (2).
+    let hurried = (ending == 0 && rng.below(3) == 0)
+        .then(|| (ending_at + rng.below(steps - ending_at), 1 + rng.below(2)));
+    // A consumer that never asks holds a graceful shutdown for ever: only where one is hurried.
+    let stingy = ending != 0 || hurried.is_some();
+    let ending = hurried.map_or(ending, |(_, how)| how);
     for step in 0..steps {
+        if let Some((at, how)) = hurried.filter(|&(at, _)| at == step) {
+            match how {
+                1 => shutdown.shutdown_within(Duration::from_millis(rng.below(5) as u64)),
+                _ => shutdown.abort(),
+            }
+            // Too late, once the pipeline has ended.
+            .or_else(|error| match error {
+                PipelineError::NotRunning => Ok(()),
+                error => Err(error),
+            })
+            .unwrap_or_else(|error| panic!("seed {seed}, step {at}: {error}"));
+        }
         if step == ending_at {
             match ending {
+                _ if hurried.is_some() => shutdown.shutdown(),
                 0 => shutdown.shutdown(),
                 1 => shutdown.shutdown_within(Duration::from_millis(rng.below(5) as u64)),
                 _ => shutdown.abort(),
@@ -1334,10 +1355,25 @@ async fn seeded_run(seed: u64) {
             .unwrap();
         }
         let case = format!("seed {seed}, step {step}");
+        // A count asked of a stage that emits: answered, or an error naming it, never a wait.
+        if rng.below(3) == 0 {
+            let j = rng.below(producers.len());
+            let (counted, name) = with_source!(&producers[j], |producer| (
+                within(&case, producer.estimate_buffered_count()).await,
+                producer.name()
+            ));
+            match counted {
+                Ok(_) => {}
+                Err(CallError::Ended { stage } | CallError::NoReply { stage }) => {
+                    assert_eq!(stage, name, "{case}")
+                }
+                Err(error) => panic!("{case}: {error}"),
+            }
+        }
         let answer: Result<(), PipelineError> = match rng.below(4) {
             0 => {
                 let name = format!("x{step}");
-                let added = match rng.below(6) {
+                let added = match rng.below(if stingy { 7 } else { 6 }) {
                     0 => running
                         .add_consumer_named(name, Record::new().0)
                         .await
@@ -1388,6 +1424,20 @@ async fn seeded_run(seed: u64) {
                         .add_consumer_named(name, Quits { batches: 0 })
                         .await
                         .map(Added::Quits),
+                    6 => {
+                        let (batches, _) = mpsc::unbounded_channel();
+                        running
+                            .add_consumer_named(
+                                name,
+                                Stingy {
+                                    seen: Seen::default(),
+                                    batches,
+                                    tags: Arc::default(),
+                                },
+                            )
+                            .await
+                            .map(Added::Stingy)
+                    }
                     _ => {
                         let jobs = ConsumerSupervisor::new(done as fn(u64) -> _)
                             .max_demand(1 + rng.below(10))
