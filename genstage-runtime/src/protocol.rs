@@ -76,8 +76,13 @@ pub(crate) enum Upstream<In> {
         sub: SubscriptionId,
         reason: EndReason,
     },
-    /// `sub` is cancelled, and every event its producer sent on it is already in the mailbox.
-    Cancelled { sub: SubscriptionId },
+    /// `sub` is cancelled, and every event its producer sent on it is already in the mailbox;
+    /// `replaced_by`, when it was replaced by a subscription to the same producer (a
+    /// resubscribe), which the pipeline tells the consumer of, maybe only after this.
+    Cancelled {
+        sub: SubscriptionId,
+        replaced_by: Option<SubscriptionId>,
+    },
 }
 
 /// A subscription as its consumer learns of it.
@@ -151,8 +156,9 @@ pub(crate) trait EventSink<T>: Send {
         chained: bool,
     ) -> Result<(), Vec<T>>;
 
-    /// Tells the consumer that `sub` is cancelled, after every event sent on it.
-    fn cancelled(&self, sub: SubscriptionId);
+    /// Tells the consumer that `sub` is cancelled, after every event sent on it; `replaced_by`
+    /// is the subscription that replaces it, if any (see [`Upstream::Cancelled`]).
+    fn cancelled(&self, sub: SubscriptionId, replaced_by: Option<SubscriptionId>);
 }
 
 /// What the pipeline and the stage's handles hold of a stage: its control path, whatever the event
@@ -203,8 +209,8 @@ impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out>
         })
     }
 
-    fn cancelled(&self, sub: SubscriptionId) {
-        let _ = self.send(Mail::Upstream(Upstream::Cancelled { sub }));
+    fn cancelled(&self, sub: SubscriptionId, replaced_by: Option<SubscriptionId>) {
+        let _ = self.send(Mail::Upstream(Upstream::Cancelled { sub, replaced_by }));
     }
 }
 

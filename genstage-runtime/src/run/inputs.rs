@@ -85,6 +85,10 @@ pub(super) struct Inputs<T> {
     subscribed: usize,
     /// The pipeline is shutting down (see [`close`](Self::close)).
     closed: bool,
+    /// Subscriptions that replace one of the stage's (a resubscribe to the same producer), which
+    /// the producer announced as it cancelled the old one, before the pipeline's word of them
+    /// reached the stage: it is not done until they have, though it has no subscription left.
+    awaited: Vec<SubscriptionId>,
     /// Events handed out to `handle_events`, over all subscriptions.
     pub(super) events_in: u64,
     /// Events received beyond outstanding demand, over all subscriptions.
@@ -110,6 +114,7 @@ impl<T> Inputs<T> {
             queue: VecDeque::new(),
             subscribed: 0,
             closed: false,
+            awaited: Vec::new(),
             events_in: 0,
             excess: 0,
             ended: Vec::new(),
@@ -129,7 +134,12 @@ impl<T> Inputs<T> {
             Upstream::Ended { sub, reason } => {
                 self.queue.push_back(Queued::Ended(sub, Some(reason)));
             }
-            Upstream::Cancelled { sub } => self.queue.push_back(Queued::Ended(sub, None)),
+            Upstream::Cancelled { sub, replaced_by } => {
+                // Not yet subscribed: the pipeline's word of it is on its way.
+                let awaited = replaced_by.filter(|&new| self.subscriptions.get(new).is_none());
+                self.awaited.extend(awaited);
+                self.queue.push_back(Queued::Ended(sub, None));
+            }
         }
     }
 
@@ -216,6 +226,7 @@ impl<T> Inputs<T> {
         };
         self.subscriptions.insert(sub, subscription);
         self.subscribed += 1;
+        self.awaited.retain(|&awaited| awaited != sub);
         self.queue.push_back(Queued::Subscribed(sub));
     }
 
@@ -235,12 +246,14 @@ impl<T> Inputs<T> {
         self.queue.is_empty()
     }
 
-    /// Every producer has ended and every event received has been handed out; a stage never
-    /// subscribed is exhausted only once closed.
+    /// Every producer has ended and every event received has been handed out, and no
+    /// subscription replacing one of the stage's is on its way; a stage never subscribed is
+    /// exhausted only once closed.
     pub(super) fn exhausted(&self) -> bool {
         (self.subscribed > 0 || self.closed)
             && self.subscriptions.is_empty()
             && self.queue.is_empty()
+            && self.awaited.is_empty()
     }
 
     /// The pipeline is shutting down: once its subscriptions have ended, or at once if it has none,
@@ -583,6 +596,55 @@ mod tests {
             cancelled(&mut inputs),
             Some((2, CancelReason::Finished, None))
         );
+        assert!(inputs.exhausted());
+    }
+
+    /// A resubscribe to the same producer: the producer, cancelling the old subscription as it
+    /// takes the new one in, may tell the stage before the pipeline's word of the new one has
+    /// reached it (each comes from another task). The stage, left with no subscription then, is
+    /// not done: the new one is on its way. (Found by tests/probe_open.rs: a resubscribed
+    /// consumer finished, about once in a thousand resubscribes on four threads.)
+    #[test]
+    fn a_stage_whose_subscription_was_replaced_waits_for_the_new_one() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        inputs.handle(Upstream::Cancelled {
+            sub: 1,
+            replaced_by: Some(2),
+        });
+        assert_eq!(
+            cancelled(&mut inputs),
+            Some((1, CancelReason::Cancelled, None))
+        );
+        assert!(!inputs.exhausted(), "subscription 2 is on its way");
+        inputs.handle(subscribed(2, &producer, CancelMode::Permanent));
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        assert!(!inputs.exhausted());
+        inputs.handle(Upstream::Cancelled {
+            sub: 2,
+            replaced_by: None,
+        });
+        assert_eq!(
+            cancelled(&mut inputs),
+            Some((2, CancelReason::Cancelled, None))
+        );
+        assert!(inputs.exhausted());
+
+        // Told of the new subscription first, as it usually is: nothing is awaited.
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        inputs.handle(subscribed(2, &producer, CancelMode::Permanent));
+        inputs.handle(Upstream::Cancelled {
+            sub: 1,
+            replaced_by: Some(2),
+        });
+        inputs.handle(Upstream::Cancelled {
+            sub: 2,
+            replaced_by: None,
+        });
+        while inputs.next_step(true).is_some() {}
         assert!(inputs.exhausted());
     }
 

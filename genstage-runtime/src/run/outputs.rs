@@ -116,7 +116,7 @@ impl<T: Send + 'static> Outputs<T> {
         // old reference first, so that the partition it took is free for the new one. Both in this
         // one step: the producer is never left without a consumer in between, and sends nothing
         // before the new one is in (a broadcast's other consumers would get events it never does).
-        let left = replacing.filter(|&old| self.leave(old, CancelReason::Cancelled));
+        let left = replacing.filter(|&old| self.leave(old, CancelReason::Cancelled, Some(sub)));
         let subscribed = match left {
             Some(old) => self.path.replace(old, sub, &options),
             None => self.path.subscribe(sub, &options),
@@ -128,7 +128,7 @@ impl<T: Send + 'static> Outputs<T> {
                 consumer = %consumer_name,
                 "subscription {sub} refused: {error}"
             );
-            consumer.cancelled(sub);
+            consumer.cancelled(sub, None);
             return;
         }
         let seen_as = Subscriber {
@@ -155,21 +155,27 @@ impl<T: Send + 'static> Outputs<T> {
     /// subscription is cancelled, which the consumer is told of.
     #[cold]
     fn cancel(&mut self, sub: SubscriptionId, reason: CancelReason) {
-        if self.leave(sub, reason) {
+        if self.leave(sub, reason, None) {
             self.path.cancel(sub);
         }
     }
 
     /// [`cancel`](Self::cancel) but for the event path; says whether the dispatcher is still to
-    /// be told that `sub` left (it had not been, as a consumer found gone is).
+    /// be told that `sub` left (it had not been, as a consumer found gone is). `replaced_by`: the
+    /// subscription of a resubscribe that replaces it, which its consumer is told of.
     #[cold]
-    fn leave(&mut self, sub: SubscriptionId, reason: CancelReason) -> bool {
+    fn leave(
+        &mut self,
+        sub: SubscriptionId,
+        reason: CancelReason,
+        replaced_by: Option<SubscriptionId>,
+    ) -> bool {
         let Some(outlet) = self.consumers.remove(sub) else {
             return false;
         };
         self.ended.push((sub, outlet.counts));
         if reason == CancelReason::Cancelled {
-            outlet.sink.cancelled(sub);
+            outlet.sink.cancelled(sub, replaced_by);
         }
         self.notices
             .push_back(ConsumerNotice::Cancelled(outlet.seen_as, reason));
