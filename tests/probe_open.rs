@@ -10,12 +10,14 @@
 //! channels, never with sleeps. Each report is checked for exact counts, its losses' reasons and
 //! its balance.
 //!
-//! It found two defects, fixed: a consumer added after a graceful shutdown was asked for was
+//! It found three defects, fixed: a consumer added after a graceful shutdown was asked for was
 //! never told of it, and held the shutdown open for ever (`pipeline/supervise.rs`); a
 //! resubscribe to the same broadcasting stage let the old subscription's end serve the buffer to
 //! the other consumers before the new one was in, so the resubscribed consumer never got those
-//! events (`event_path.rs`, `run/outputs.rs`). And one inexact doc: `StageReport::redelivered`
-//! counts the events given back to be handed again, not those handed.
+//! events (`event_path.rs`, `run/outputs.rs`); a consumer whose only subscription a resubscribe
+//! to the same producer replaced could learn of the old one's end before the new one, and finish
+//! in between (`run/inputs.rs`, about once in a thousand on four threads). And one inexact doc:
+//! `StageReport::redelivered` counts the events given back to be handed again, not those handed.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
