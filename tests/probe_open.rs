@@ -1163,6 +1163,68 @@ macro_rules! with_source {
     };
 }
 
+/// A ConsumerSupervisor resubscribed to the same producer while its children run: the old
+/// subscription's children go on, the new one asks for slots of its own, and a graceful
+/// shutdown then waits for every child: each event started is handled, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_resubscribed_with_children_running_loses_nothing() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (started, mut starts) = mpsc::unbounded_channel();
+    let (g, st) = (gate.clone(), started.clone());
+    let child = move |event: u64| {
+        let (g, st) = (g.clone(), st.clone());
+        async move {
+            let _ = st.send(event);
+            g.acquire().await.expect("open").forget();
+        }
+    };
+    let jobs = ConsumerSupervisor::new(child).max_demand(3).min_demand(0);
+    let counts = jobs.watch_counts();
+    let (other, _) = Record::new();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_as(Some("numbers".into()), from_iter(0u64..));
+    let other = pipeline.add_consumer_named("other", other);
+    pipeline.subscribe_with(&numbers, &other, options(10, 5));
+    let mut running = pipeline.start();
+    let jobs = within("adding jobs", running.add_consumer_named("jobs", jobs))
+        .await
+        .expect("added");
+    let old = within("subscribing jobs", running.subscribe(&numbers, &jobs))
+        .await
+        .expect("subscribed");
+    for _ in 0..3 {
+        within("a child's start", starts.recv())
+            .await
+            .expect("started");
+    }
+    within(
+        "resubscribing jobs",
+        running.resubscribe(old, &numbers, &jobs, options(3, 0)),
+    )
+    .await
+    .expect("resubscribed");
+    // The new subscription's own three slots.
+    for _ in 0..3 {
+        within("a child's start", starts.recv())
+            .await
+            .expect("started");
+    }
+    running.shutdown_handle().shutdown().unwrap();
+    gate.add_permits(1 << 20);
+    let (report, error) = report_of(within("the shutdown", &mut running).await);
+    balanced(&report);
+    assert!(error.is_none(), "{error:?}\n{report}");
+    let mut started = 6;
+    while starts.try_recv().is_ok() {
+        started += 1;
+    }
+    let row = stage(&report, "jobs");
+    assert_eq!(row.status, StageStatus::Finished, "{report}");
+    assert_eq!((row.events_in, row.lost), (started, 0), "{report}");
+    assert_eq!(counts.borrow().handled, started);
+    assert_eq!(report.totals().lost, 0, "{report}");
+}
+
 /// A small deterministic generator (splitmix64).
 struct Rng(u64);
 
