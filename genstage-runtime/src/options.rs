@@ -20,7 +20,14 @@
 ///   sent before the failure. `temporary` consumers go on with their other producers, and finish
 ///   when those end.
 ///
-/// A graceful shutdown and a cancelled subscription end a subscription as a finish does.
+/// A graceful shutdown and a cancelled subscription end a subscription as a finish does, whoever
+/// cancelled it: the pipeline's handle, or the consumer itself
+/// ([`Context::cancel`](crate::Context::cancel), [`Asker::cancel`](crate::Asker::cancel)). In
+/// GenStage a consumer's own `cancel/2` comes back to it with the reason it gave, and stops it by
+/// its mode (scenarios 74 and 75: a `transient` consumer on a reason other than `:normal` or
+/// `:shutdown`, a `permanent` one on any), even when it has other producers; here the cancel has no
+/// reason, and stops no consumer in any mode: the consumer goes on with its other producers, and
+/// finishes normally once it has cancelled the last (GenStage's `{:stop, :normal, state}`).
 ///
 /// So `transient` behaves as `permanent` here: the two differ only on reasons that never stop a
 /// consumer in genstage (`:normal` and `:shutdown` are finishes). Both are kept with GenStage's
