@@ -7,6 +7,7 @@
 //! promise.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -174,6 +175,9 @@ struct Probe {
     cancel_in_terminate: bool,
     /// Fails once (the first value only) in `handle_cancel` of a `Cancelled` subscription.
     fail_in_handle_cancel: bool,
+    /// Right after its cancel through the `Asker`, waits on this for ever (a callback that never
+    /// returns), having said so on `stuck`.
+    hang_after_quit: Option<(Arc<tokio::sync::Notify>, Arc<AtomicBool>)>,
     restart: Option<RestartPolicy<u64>>,
     askers: HashMap<SubscriptionTag, Asker>,
     from: Option<SubscriptionTag>,
@@ -193,6 +197,47 @@ impl Probe {
             .find(|(_, t)| **t == tag)
             .map(|(producer, _)| producer.clone())
             .unwrap_or_default()
+    }
+}
+
+impl Probe {
+    /// Handles a batch; what to wait on for ever, if anything.
+    fn take(&mut self, events: Vec<u64>) -> StageResult<Option<Arc<tokio::sync::Notify>>> {
+        let from = self.from.expect("told before each batch");
+        let producer = self.producer_of(from);
+        let mut seen = self.seen.lock().unwrap();
+        let count = seen.events.get(&producer).map_or(0, Vec::len) + events.len();
+        if let Some(fail_at) = self.fail_for_good_at {
+            if count >= fail_at {
+                return Err(format!("probe fails at {count}").into());
+            }
+        }
+        if self.fail_at.is_some_and(|at| count >= at) && !seen.failed {
+            seen.failed = true;
+            return Err(format!("probe fails once at {count}").into());
+        }
+        if let Some(quit_after) = self.quit_after {
+            let asker = &self.askers[&from];
+            if count < quit_after {
+                asker.ask(1)?;
+            } else {
+                if self.ask_before_quit {
+                    asker.ask(1)?;
+                }
+                let result = asker.cancel();
+                seen.asker_cancels.push(result);
+                if let Some((never, stuck)) = &self.hang_after_quit {
+                    stuck.store(true, Ordering::SeqCst);
+                    return Ok(Some(never.clone()));
+                }
+                if self.fail_after_quit && !seen.failed {
+                    seen.failed = true;
+                    return Err(format!("probe fails after cancelling at {count}").into());
+                }
+            }
+        }
+        seen.events.entry(producer).or_default().extend(events);
+        Ok(None)
     }
 }
 
@@ -239,36 +284,9 @@ impl Consumer for Probe {
     }
 
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
-        let from = self.from.expect("told before each batch");
-        let producer = self.producer_of(from);
-        let mut seen = self.seen.lock().unwrap();
-        let count = seen.events.get(&producer).map_or(0, Vec::len) + events.len();
-        if let Some(fail_at) = self.fail_for_good_at {
-            if count >= fail_at {
-                return Err(format!("probe fails at {count}").into());
-            }
+        if let Some(never) = self.take(events)? {
+            never.notified().await;
         }
-        if self.fail_at.is_some_and(|at| count >= at) && !seen.failed {
-            seen.failed = true;
-            return Err(format!("probe fails once at {count}").into());
-        }
-        if let Some(quit_after) = self.quit_after {
-            let asker = &self.askers[&from];
-            if count < quit_after {
-                asker.ask(1)?;
-            } else {
-                if self.ask_before_quit {
-                    asker.ask(1)?;
-                }
-                let result = asker.cancel();
-                seen.asker_cancels.push(result);
-                if self.fail_after_quit && !seen.failed {
-                    seen.failed = true;
-                    return Err(format!("probe fails after cancelling at {count}").into());
-                }
-            }
-        }
-        seen.events.entry(producer).or_default().extend(events);
         Ok(())
     }
 
@@ -1465,4 +1483,322 @@ impl ProducerConsumer for Relay {
         *self.left.lock().unwrap() = Some(ctx.cancel(self.tag.expect("subscribed")));
         Ok(Vec::new())
     }
+}
+
+// ---- ordering with the handle's requests -----------------------------------------------------
+
+/// A cancel the stage made before the handle's next request is known when that request is
+/// taken: the partition a consumer left, its `Context::cancel` answered, is free for a
+/// subscription made right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_left_is_free_for_a_subscription_made_right_after() {
+    for round in 0..ROUNDS * 5 {
+        let (quitter, _) = Probe::new();
+        let (odd, _) = Probe::new();
+        let (second, second_seen) = Probe::new();
+        let mut pipeline = Pipeline::new();
+        let mut split = Counter::endless(0);
+        split.dispatch = Fan::Partition;
+        let split = pipeline.add_producer_named("split", split);
+        let other = pipeline.add_producer_named("other", Counter::endless(1_000_000));
+        let quitter = pipeline.add_consumer_named("quitter", quitter);
+        let odd = pipeline.add_consumer_named("odd", odd);
+        let options = SubscribeOptions::new().max_demand(10);
+        pipeline.subscribe_with(&split, &quitter, options.partition(0));
+        pipeline.subscribe_with(&split, &odd, options.partition(1));
+        // So that the quitter runs on once it has left the split.
+        pipeline.subscribe_with(&other, &quitter, options);
+        let running = pipeline.start();
+        let second = running.add_consumer_named("second", second).await.unwrap();
+        assert_eq!(quitter.call(Quit("split")).await, Ok(Ok(())));
+        let subscribed = running
+            .subscribe_with(&split, &second, options.partition(0))
+            .await;
+        assert!(subscribed.is_ok(), "round {round}: {subscribed:?}");
+        until("the second's events", || {
+            !events_of(&second_seen, "split").is_empty()
+        })
+        .await;
+        let report = ended("the shutdown", running.shutdown())
+            .await
+            .expect("a graceful shutdown");
+        assert_balanced(&report);
+        drop(odd);
+    }
+}
+
+/// A cancel the stage made before the handle's next request is known when that request is
+/// taken: once `y` has left `x` (its `Context::cancel` answered), `y` may feed `x` without a
+/// cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_cut_by_a_cancel_is_no_cycle_for_a_subscription_made_right_after() {
+    for round in 0..ROUNDS * 5 {
+        let mut pipeline = Pipeline::new();
+        let counter = pipeline.add_producer_named("counter", Counter::endless(0));
+        let other = pipeline.add_producer_named("other", Counter::endless(1_000_000));
+        let x = pipeline.add_producer_consumer_named("x", Joiner::default());
+        let joiner = Joiner::default();
+        let tags = joiner.tags.clone();
+        let y = pipeline.add_producer_consumer_named("y", joiner);
+        let (x_sink, _) = Probe::new();
+        let (y_sink, _) = Probe::new();
+        let x_sink = pipeline.add_consumer_named("x_sink", x_sink);
+        let y_sink = pipeline.add_consumer_named("y_sink", y_sink);
+        pipeline.subscribe(&counter, &x);
+        pipeline.subscribe(&x, &x_sink);
+        pipeline.subscribe(&x, &y);
+        pipeline.subscribe(&other, &y);
+        pipeline.subscribe(&y, &y_sink);
+        let running = pipeline.start();
+        until("y subscribed to both", || tags.lock().unwrap().len() == 2).await;
+        assert_eq!(y.call(Quit("x")).await, Ok(Ok(())));
+        let subscribed = running.subscribe(&y, &x).await;
+        assert!(subscribed.is_ok(), "round {round}: {subscribed:?}");
+        let report = ended("the shutdown", running.shutdown())
+            .await
+            .expect("a graceful shutdown");
+        assert_balanced(&report);
+        drop((x_sink, y_sink));
+    }
+}
+
+/// Passes events on, keeping its subscriptions by producer; leaves one when told to.
+#[derive(Default)]
+struct Joiner {
+    tags: Arc<Mutex<BTreeMap<String, SubscriptionTag>>>,
+}
+
+impl ProducerConsumer for Joiner {
+    type Input = u64;
+    type Output = u64;
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> Demand {
+        self.tags
+            .lock()
+            .unwrap()
+            .insert(subscription.producer().to_owned(), subscription.tag());
+        Demand::Automatic
+    }
+}
+
+impl HandleCall<Quit> for Joiner {
+    type Reply = Result<(), AskError>;
+    type Emitted = Vec<u64>;
+
+    async fn handle_call(
+        &mut self,
+        Quit(producer): Quit,
+        reply: ReplyTo<Result<(), AskError>>,
+        ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        let tag = self.tags.lock().unwrap()[producer];
+        reply.reply(ctx.cancel(tag));
+        Ok(Vec::new())
+    }
+}
+
+/// A detached pipeline (its handle dropped) still takes a stage's own cancel: the consumer stops
+/// itself, and its producer, left without consumers, stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_pipeline_takes_a_stages_own_cancel() {
+    let (mut probe, seen) = Probe::new();
+    probe.quit_after = Some(5);
+    let counter = Counter::endless(0);
+    let consumer_ends = counter.consumer_ends.clone();
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer_named("counter", counter);
+    let probe = pipeline.add_consumer_named("probe", probe);
+    pipeline.subscribe_with(&counter, &probe, one_at_a_time());
+    drop(pipeline.start());
+    until("the probe's end", || {
+        !seen.lock().unwrap().terminated.is_empty()
+    })
+    .await;
+    until("the counter told", || {
+        !consumer_ends.lock().unwrap().is_empty()
+    })
+    .await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.terminated, [StageStatus::Finished]);
+    assert_eq!(seen.events["counter"], first(5));
+    assert_eq!(seen.ends, [("counter".to_owned(), CancelReason::Cancelled)]);
+    assert_eq!(
+        *consumer_ends.lock().unwrap(),
+        [("probe".to_owned(), CancelReason::Cancelled)]
+    );
+}
+
+/// A stage that cancels and then never returns from its callback, as a graceful shutdown with a
+/// time limit begins: the limit aborts it, the error names it, and the report balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_then_a_callback_that_never_returns_under_shutdown_within() {
+    let never = Arc::new(tokio::sync::Notify::new());
+    let stuck = Arc::new(AtomicBool::new(false));
+    let (mut probe, seen) = Probe::new();
+    probe.quit_after = Some(4);
+    probe.hang_after_quit = Some((never.clone(), stuck.clone()));
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer_named("counter", Counter::endless(0));
+    let probe = pipeline.add_consumer_named("probe", probe);
+    pipeline.subscribe_with(&counter, &probe, one_at_a_time());
+    let running = pipeline.start();
+    until("the probe stuck", || stuck.load(Ordering::SeqCst)).await;
+    let error = ended(
+        "the shutdown",
+        running.shutdown_within(Duration::from_millis(100)),
+    )
+    .await
+    .expect_err("the probe is still busy at the limit");
+    let PipelineError::ShutdownTimeout { busy, report } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(*busy, ["probe"]);
+    assert_eq!(report.stage("probe").unwrap().status, StageStatus::Aborted);
+    assert_eq!(seen.lock().unwrap().asker_cancels, [Ok(())]);
+    assert_balanced(report);
+    drop(probe);
+}
+
+/// A stage that cancels its subscription and then fails, in the same `handle_events`: its cancel
+/// was made first, so its producer is told `Cancelled` (as GenStage's producer takes the cancel
+/// before the consumer's exit), every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_then_a_failure_tells_the_producer_cancelled() {
+    let mut told = BTreeMap::new();
+    for round in 0..ROUNDS * 5 {
+        let (mut probe, seen) = Probe::new();
+        probe.quit_after = Some(3);
+        probe.fail_after_quit = true;
+        let (keeper, _) = Probe::new();
+        let counter = Counter::endless(0);
+        let consumer_ends = counter.consumer_ends.clone();
+        let mut pipeline = Pipeline::new();
+        let counter = pipeline.add_producer_named("counter", counter);
+        let probe = pipeline.add_consumer_named("probe", probe);
+        let keeper = pipeline.add_consumer_named("keeper", keeper);
+        pipeline.subscribe_with(&counter, &probe, one_at_a_time());
+        pipeline.subscribe_with(&counter, &keeper, SubscribeOptions::new().max_demand(5));
+        let running = pipeline.start();
+        until("the counter told", || {
+            !consumer_ends.lock().unwrap().is_empty()
+        })
+        .await;
+        let (consumer, reason) = consumer_ends.lock().unwrap()[0].clone();
+        assert_eq!(consumer, "probe", "round {round}");
+        *told.entry(format!("{reason:?}")).or_insert(0) += 1;
+        keeper.call(Quit("counter")).await.unwrap().unwrap();
+        let error = ended("the run", running)
+            .await
+            .expect_err("the probe failed");
+        assert!(error.to_string().contains("probe"), "{error}");
+        assert_balanced(error.report().unwrap());
+        assert_eq!(
+            seen.lock().unwrap().asker_cancels,
+            [Ok(())],
+            "round {round}"
+        );
+    }
+    assert_eq!(told.keys().collect::<Vec<_>>(), ["Cancelled"], "{told:?}");
+}
+
+/// An `Asker` that a thread of the user's cancels through without pause, as fast as it can (here
+/// on a subscription that has ended): the pipeline still takes its stages' ends and finishes (the
+/// stream of cancels does not hold its supervisor), and the thread's cancels fail once it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_without_pause_do_not_hold_the_pipeline() {
+    let (probe, seen) = Probe::new();
+    let (other, _) = Probe::new();
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer_named("counter", Counter::endless(0));
+    let more = pipeline.add_producer_named("more", Counter::endless(0));
+    let probe = pipeline.add_consumer_named("probe", probe);
+    let other = pipeline.add_consumer_named("other", other);
+    pipeline.subscribe(&counter, &probe);
+    pipeline.subscribe(&more, &other);
+    let running = pipeline.start();
+    until("an asker", || seen.lock().unwrap().kept.is_some()).await;
+    let kept = seen.lock().unwrap().kept.clone().unwrap();
+    // The probe leaves: its subscription ends, and the cancels below find nothing to cancel.
+    assert_eq!(probe.call(Quit("counter")).await, Ok(Ok(())));
+    until("the probe's end", || !seen.lock().unwrap().ends.is_empty()).await;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let spammer = std::thread::spawn({
+        let sent = sent.clone();
+        move || {
+            while kept.cancel().is_ok() {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    until("cancels sent", || sent.load(Ordering::Relaxed) > 1000).await;
+    // The other consumer leaves too: its producer and then the pipeline end, under the cancels.
+    assert_eq!(other.call(Quit("more")).await, Ok(Ok(())));
+    let report = ended("the run", running)
+        .await
+        .expect("the run ends normally");
+    spammer.join().unwrap();
+    assert_eq!(report.stage("probe").unwrap().status, StageStatus::Finished);
+    assert_eq!(report.stage("other").unwrap().status, StageStatus::Finished);
+    assert_balanced(&report);
+    drop((probe, other));
+}
+
+/// Under cancels without pause, a graceful shutdown's time limit still comes: the stage still busy
+/// at it is aborted and named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_without_pause_do_not_hold_back_a_shutdowns_time_limit() {
+    let never = Arc::new(tokio::sync::Notify::new());
+    let stuck = Arc::new(AtomicBool::new(false));
+    let (probe, seen) = Probe::new();
+    let (mut busy, _) = Probe::new();
+    busy.quit_after = Some(2);
+    busy.hang_after_quit = Some((never.clone(), stuck.clone()));
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer_named("counter", Counter::endless(0));
+    let more = pipeline.add_producer_named("more", Counter::endless(0));
+    let probe = pipeline.add_consumer_named("probe", probe);
+    let busy = pipeline.add_consumer_named("busy", busy);
+    pipeline.subscribe(&counter, &probe);
+    pipeline.subscribe_with(&more, &busy, one_at_a_time());
+    let running = pipeline.start();
+    until("an asker", || seen.lock().unwrap().kept.is_some()).await;
+    let kept = seen.lock().unwrap().kept.clone().unwrap();
+    assert_eq!(probe.call(Quit("counter")).await, Ok(Ok(())));
+    until("the probe's end", || !seen.lock().unwrap().ends.is_empty()).await;
+    until("the busy one stuck", || stuck.load(Ordering::SeqCst)).await;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let spammer = std::thread::spawn({
+        let sent = sent.clone();
+        move || {
+            while kept.cancel().is_ok() {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    until("cancels sent", || sent.load(Ordering::Relaxed) > 1000).await;
+    let error = ended(
+        "the shutdown",
+        running.shutdown_within(Duration::from_millis(100)),
+    )
+    .await
+    .expect_err("busy is still busy at the limit");
+    spammer.join().unwrap();
+    let PipelineError::ShutdownTimeout {
+        busy: stages,
+        report,
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(*stages, ["busy"]);
+    assert_balanced(report);
+    drop(busy);
 }

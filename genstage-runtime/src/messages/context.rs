@@ -127,7 +127,9 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// has no context, an [`Asker`]'s [`cancel`](Asker::cancel) does the same.
     ///
     /// Asynchronous, as GenStage's is: the cancel goes to the producer at once, and events the
-    /// producer sends before it takes the cancel in are still handled.
+    /// producer sends before it takes the cancel in are still handled. The pipeline knows of it
+    /// before any request its handle makes afterwards: a partition the subscription held is free
+    /// for a subscription made once this has returned.
     ///
     /// # Errors
     ///

@@ -266,24 +266,24 @@ impl Supervisor {
             tokio::select! {
                 // Ends first: a stage that ended is never counted busy at a deadline.
                 biased;
-                joined = self.tasks.join_next_with_id() => match joined {
-                    Some(Ok((task, outcome))) => self.ended(task, outcome),
-                    // Callbacks' panics are caught in the stage loops; this is a panic of the
-                    // runtime itself, and the stage's counts are gone with its task.
-                    Some(Err(error)) => self.ended(error.id(), lost_task(error)),
-                    None => break,
-                },
-                // Before the handle's requests: a request made once a stage's cancel has reached
-                // its producer finds it counted (see `CancelPort::cancel`). The supervisor holds a
-                // port itself: the channel never closes while it runs.
-                Some(tag) = self.stage_cancels.recv() => {
-                    self.cancelled.insert(tag.0);
+                joined = self.tasks.join_next_with_id() => {
+                    self.take_stage_cancels();
+                    match joined {
+                        Some(Ok((task, outcome))) => self.ended(task, outcome),
+                        // Callbacks' panics are caught in the stage loops; this is a panic of the
+                        // runtime itself, and the stage's counts are gone with its task.
+                        Some(Err(error)) => self.ended(error.id(), lost_task(error)),
+                        None => break,
+                    }
                 }
-                request = next_request(&mut self.requests) => match request {
-                    Some(request) => self.handle(request),
-                    // The handle is gone: the pipeline runs on, detached.
-                    None => self.requests = None,
-                },
+                request = next_request(&mut self.requests) => {
+                    self.take_stage_cancels();
+                    match request {
+                        Some(request) => self.handle(request),
+                        // The handle is gone: the pipeline runs on, detached.
+                        None => self.requests = None,
+                    }
+                }
                 () = sleep_until_some(self.deadline) => {
                     // Stages that ended by now are not busy, though not joined yet.
                     self.reap();
@@ -295,6 +295,12 @@ impl Supervisor {
                     );
                     self.deadline = None;
                     self.abort.abort();
+                }
+                // Last, so that a stage that cancels without pause holds back no end, request or
+                // deadline (those it made before one are taken before it: `take_stage_cancels`).
+                // The supervisor holds a port itself: the channel never closes while it runs.
+                Some(tag) = self.stage_cancels.recv() => {
+                    self.cancelled.insert(tag.0);
                 }
             }
         }
@@ -483,8 +489,24 @@ impl Supervisor {
         }
     }
 
+    /// Takes in the cancels the stages have made of their own subscriptions so far, before an end
+    /// or a request: each was made before it, so a request of the handle sent after it finds the
+    /// partition it freed, the path it cut (see `CancelPort::cancel`). Only those queued now: a
+    /// stage that cancels without pause does not hold the supervisor.
+    fn take_stage_cancels(&mut self) {
+        for _ in 0..self.stage_cancels.len() {
+            match self.stage_cancels.try_recv() {
+                Ok(tag) => {
+                    self.cancelled.insert(tag.0);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Takes in the ends of the stages whose tasks have finished.
     fn reap(&mut self) {
+        self.take_stage_cancels();
         while let Some(joined) = self.tasks.try_join_next_with_id() {
             match joined {
                 Ok((task, outcome)) => self.ended(task, outcome),
