@@ -162,14 +162,13 @@ pub(crate) trait EventSink<T>: Send {
 }
 
 /// What the pipeline and the stage's handles hold of a stage: its control path, whatever the event
-/// types.
-pub(crate) trait ControlPort: PostLetter {
+/// types. Its `cancel` ([`CancelAtProducer`]) ends a subscription of one of its consumers, as that
+/// consumer's own cancel does: the stage stops sending on it and tells the consumer.
+pub(crate) trait ControlPort: PostLetter + CancelAtProducer {
     /// The producer of `sub` ended.
     fn upstream_ended(&self, sub: SubscriptionId, reason: EndReason);
     /// The consumer of `sub` has ended, for `reason`.
     fn downstream_ended(&self, sub: SubscriptionId, reason: EndReason);
-    /// `sub` is cancelled: the producer stops sending on it and tells its consumer.
-    fn cancel_subscription(&self, sub: SubscriptionId);
     /// Sends `control`; false when the stage has ended.
     fn control(&self, control: Control) -> bool;
 }
@@ -184,7 +183,7 @@ impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> 
 
 impl<In: Send + 'static, Out: Send + 'static> CancelAtProducer for Mailbox<In, Out> {
     fn cancel(&self, sub: SubscriptionId) {
-        self.cancel_subscription(sub);
+        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub }));
     }
 }
 
@@ -225,10 +224,6 @@ impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
             sub,
             reason: Box::new(reason),
         }));
-    }
-
-    fn cancel_subscription(&self, sub: SubscriptionId) {
-        let _ = self.send(Mail::Downstream(Downstream::Cancel { sub }));
     }
 
     fn control(&self, control: Control) -> bool {

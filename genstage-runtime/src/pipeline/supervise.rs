@@ -553,7 +553,7 @@ impl Supervisor {
         if !self.running(producer) || !self.running(consumer) || !self.cancelled.insert(tag.0) {
             return Err(PipelineError::UnknownSubscription);
         }
-        self.controls[producer].cancel_subscription(tag.0);
+        self.controls[producer].cancel(tag.0);
         Ok(())
     }
 
