@@ -139,10 +139,19 @@ async fn a_manual_consumer_asks_from_handle_events_through_its_asker() {
     assert_eq!(report.stage("OneByOne").unwrap().events_in, 10);
     assert!(report.balanced(), "{report:?}");
 
-    // A producer's callbacks have no subscriptions to ask on.
+    // A producer's callbacks have no subscriptions to ask on; the error names the producer.
+    let not_a_consumer = asker_made.lock().unwrap().clone().unwrap().unwrap_err();
     assert_eq!(
-        *asker_made.lock().unwrap(),
-        Some(Err(AskError::NotAConsumer))
+        not_a_consumer,
+        AskError::NotAConsumer {
+            stage: "Numbers".to_owned()
+        }
+    );
+    assert!(
+        not_a_consumer
+            .to_string()
+            .starts_with("stage `Numbers` is a producer"),
+        "{not_a_consumer}"
     );
 
     // Once the stage has ended, an ask says so, by the stage's name; an ask of 0 asks nothing.

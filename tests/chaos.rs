@@ -2646,10 +2646,14 @@ impl Manual {
             false,
             ("Asker", &has_asker),
             |tag, amount| {
+                let unknown = || AskError::Unknown {
+                    stage: fuse.stage.clone(),
+                    subscription: tag,
+                };
                 match askers.get(&tag) {
                     // The stage runs: it has not ended.
-                    Some(asker) => asker.ask(amount).map_err(|_| AskError::Unknown(tag)),
-                    None => Err(AskError::Unknown(tag)),
+                    Some(asker) => asker.ask(amount).map_err(|_| unknown()),
+                    None => Err(unknown()),
                 }
             },
         );
@@ -2707,7 +2711,7 @@ impl Manual {
                         .entry((fuse.stage.clone(), by))
                         .or_default() += 1;
                 }
-                Err(AskError::Unknown(_)) => drop(fuse.progress().manual.remove(&tag)),
+                Err(AskError::Unknown { .. }) => drop(fuse.progress().manual.remove(&tag)),
                 Err(error) => lock(&fuse.ledger)
                     .ask_errors
                     .push((fuse.stage.clone(), error)),
@@ -4182,7 +4186,7 @@ async fn act(
                 Ok(())
             }
             // Ended since, or the consumer has (or is failing, or its pipeline shutting down).
-            Ok(Err(AskError::Unknown(_))) | Err(_) => Ok(()),
+            Ok(Err(AskError::Unknown { .. })) | Err(_) => Ok(()),
             Ok(Err(error)) => Err(format!("act: {to} cannot cancel {chosen:?}: {error}")),
         };
     }

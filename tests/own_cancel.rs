@@ -401,10 +401,18 @@ async fn cancelling_twice_ends_the_subscription_once_and_bad_cancels_are_errors(
     until(|| !seen.lock().unwrap().events.is_empty()).await;
     let tag = seen.lock().unwrap().tags["counter"];
 
-    // A producer has no subscriptions to producers.
+    // A producer has no subscriptions to producers; the error names it.
+    let not_a_consumer = counter.call(TryCancel(tag)).await.unwrap().unwrap_err();
     assert_eq!(
-        counter.call(TryCancel(tag)).await,
-        Ok(Err(AskError::NotAConsumer))
+        not_a_consumer,
+        AskError::NotAConsumer {
+            stage: "counter".to_owned()
+        }
+    );
+    assert_eq!(
+        not_a_consumer.to_string(),
+        "stage `counter` is a producer: only a consumer's or producer_consumer's callbacks can \
+         ask or cancel, and a producer has no subscriptions to producers"
     );
     // Two cancels queued back to back: both are taken, the subscription ends once.
     quitter.cast(QuitTag(tag)).unwrap();
@@ -435,9 +443,21 @@ async fn a_cancel_of_a_subscription_that_is_not_the_stages_is_an_error() {
     until(|| !other_seen.lock().unwrap().tags.is_empty()).await;
     let others = other_seen.lock().unwrap().tags["counter"];
 
+    // The error names the stage that cancelled, not the subscription's own consumer.
+    let unknown = quitter.call(CancelTag(others)).await.unwrap().unwrap_err();
     assert_eq!(
-        quitter.call(CancelTag(others)).await,
-        Ok(Err(AskError::Unknown(others)))
+        unknown,
+        AskError::Unknown {
+            stage: "quitter".to_owned(),
+            subscription: others
+        }
+    );
+    assert_eq!(unknown.stage(), "quitter");
+    let message = unknown.to_string();
+    assert!(
+        message.starts_with("stage `quitter` has no subscription ")
+            && message.ends_with(": it is another stage's, or has ended"),
+        "{message}"
     );
     let report = running.shutdown().await.expect("a graceful shutdown");
     for seen in [&seen, &other_seen] {

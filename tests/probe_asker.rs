@@ -269,7 +269,7 @@ fn an_asker_on_an_automatic_subscription_never_asks() {
     assert!(
         warnings.iter().all(|line| line.contains("WARN")
             && line.contains("stage=\"auto\"")
-            && line.contains("is automatic: the runtime asks for its events")),
+            && line.contains("of stage `auto` is automatic: the runtime asks for its events")),
         "{warnings:#?}"
     );
 }
@@ -937,8 +937,8 @@ impl Consumer for AsksInCancel {
     }
 }
 
-/// `ctx.asker` for a subscription that has ended, in `handle_cancel`, is `AskError::Unknown`, as
-/// `Context::asker`'s docs say; in `handle_subscribe` it is made.
+/// `ctx.asker` for a subscription that has ended, in `handle_cancel`, is `AskError::Unknown`
+/// naming the stage, as `Context::asker`'s docs say; in `handle_subscribe` it is made.
 #[tokio::test]
 async fn an_asker_for_an_ended_subscription_is_unknown() {
     let (numbers, _) = Numbers::new(Some(2));
@@ -954,7 +954,18 @@ async fn an_asker_for_an_ended_subscription_is_unknown() {
     let made = made.lock().unwrap().clone();
     assert_eq!(made.len(), 2, "{made:?}");
     let tag = made[0].clone().unwrap();
-    assert_eq!(made[1], Err(genstage::AskError::Unknown(tag)));
+    let unknown = genstage::AskError::Unknown {
+        stage: "AsksInCancel".to_owned(),
+        subscription: tag,
+    };
+    assert_eq!(made[1], Err(unknown.clone()));
+    assert_eq!(unknown.stage(), "AsksInCancel");
+    let message = unknown.to_string();
+    assert!(
+        message.starts_with("stage `AsksInCancel` has no subscription ")
+            && message.ends_with(": it is another stage's, or has ended"),
+        "{message}"
+    );
     assert!(report.balanced(), "{report:?}");
 }
 

@@ -168,32 +168,69 @@ pub enum CancelReason {
     Cancelled,
 }
 
-/// Why [`Context::ask`](crate::Context::ask) asked for nothing, or
-/// [`Context::cancel`](crate::Context::cancel) cancelled nothing.
+/// Why [`Context::ask`](crate::Context::ask) asked for nothing,
+/// [`Context::cancel`](crate::Context::cancel) cancelled nothing, or
+/// [`Context::asker`](crate::Context::asker) made no [`Asker`](crate::Asker). Every variant names
+/// the stage whose callback asked ([`stage`](Self::stage)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AskError {
     /// The subscription is not this stage's, or has ended.
-    Unknown(SubscriptionTag),
+    Unknown {
+        /// The stage that asked.
+        stage: String,
+        /// The subscription it named.
+        subscription: SubscriptionTag,
+    },
     /// The runtime asks on this subscription (it is not in manual mode).
-    Automatic(SubscriptionTag),
+    Automatic {
+        /// The stage that asked.
+        stage: String,
+        /// The subscription it named.
+        subscription: SubscriptionTag,
+    },
     /// Asked or cancelled from a callback that cannot (a producer's, which has no subscriptions
     /// to producers).
-    NotAConsumer,
+    NotAConsumer {
+        /// The stage that asked: a producer.
+        stage: String,
+    },
+}
+
+impl AskError {
+    /// The name of the stage whose callback asked.
+    pub fn stage(&self) -> &str {
+        match self {
+            AskError::Unknown { stage, .. }
+            | AskError::Automatic { stage, .. }
+            | AskError::NotAConsumer { stage } => stage,
+        }
+    }
 }
 
 impl fmt::Display for AskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AskError::Unknown(tag) => write!(f, "no subscription {} in this stage", tag.0),
-            AskError::Automatic(tag) => write!(
+            AskError::Unknown {
+                stage,
+                subscription,
+            } => write!(
                 f,
-                "subscription {} is automatic: the runtime asks for its events",
-                tag.0
+                "stage `{stage}` has no subscription {}: it is another stage's, or has ended",
+                subscription.0
             ),
-            AskError::NotAConsumer => f.write_str(
-                "only a consumer's or producer_consumer's callbacks can ask or cancel: a producer \
-                 has no subscriptions to producers",
+            AskError::Automatic {
+                stage,
+                subscription,
+            } => write!(
+                f,
+                "subscription {} of stage `{stage}` is automatic: the runtime asks for its events",
+                subscription.0
+            ),
+            AskError::NotAConsumer { stage } => write!(
+                f,
+                "stage `{stage}` is a producer: only a consumer's or producer_consumer's callbacks \
+                 can ask or cancel, and a producer has no subscriptions to producers"
             ),
         }
     }

@@ -277,11 +277,13 @@ impl OpenLetter for AskLetter {
         let asked = match opened.asks {
             Some(asks) => asks.ask_manual(self.subscription, self.demand),
             // Only a stage with subscriptions to producers makes an `Asker`.
-            None => Err(AskError::NotAConsumer),
+            None => Err(AskError::NotAConsumer {
+                stage: opened.name.to_owned(),
+            }),
         };
         match asked {
             // The subscription ended since: as an ask sent to a producer that is gone.
-            Ok(()) | Err(AskError::Unknown(_)) => {}
+            Ok(()) | Err(AskError::Unknown { .. }) => {}
             // Once per `Asker`: the same mistake would repeat at every ask.
             Err(error) if !self.warned.swap(true, Ordering::Relaxed) => tracing::warn!(
                 stage = opened.name,

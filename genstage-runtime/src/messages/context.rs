@@ -72,15 +72,21 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     ///
     /// # Errors
     ///
-    /// [`AskError`] when the subscription is not a manual one of this stage, or has ended, or this
-    /// stage is a producer.
+    /// [`AskError`], naming this stage: [`Unknown`](AskError::Unknown) when the subscription is
+    /// not this stage's, or has ended; [`Automatic`](AskError::Automatic) when it is not manual;
+    /// [`NotAConsumer`](AskError::NotAConsumer) in a producer's callbacks.
     pub fn ask(&mut self, subscription: SubscriptionTag, demand: usize) -> Result<(), AskError> {
         let asked = match self.asks.as_mut() {
             Some(asks) => asks.ask_manual(subscription, demand),
-            None => Err(AskError::NotAConsumer),
+            None => Err(self.not_a_consumer()),
         };
         match (asked, &mut self.subscribing) {
-            (Err(AskError::Automatic(tag)), Some((subscribing, asked))) if *subscribing == tag => {
+            (
+                Err(AskError::Automatic {
+                    subscription: tag, ..
+                }),
+                Some((subscribing, asked)),
+            ) if *subscribing == tag => {
                 *asked = asked.saturating_add(demand);
                 Ok(())
             }
@@ -95,8 +101,8 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     ///
     /// # Errors
     ///
-    /// [`AskError::Unknown`] when the subscription is not this stage's, or has ended;
-    /// [`AskError::NotAConsumer`] in a producer's callbacks.
+    /// [`AskError::Unknown`], naming this stage, when the subscription is not this stage's, or has
+    /// ended; [`AskError::NotAConsumer`], naming it, in a producer's callbacks.
     pub fn asker(&self, subscription: SubscriptionTag) -> Result<Asker, AskError> {
         match self.asks.as_ref() {
             Some(asks) => match (
@@ -110,9 +116,9 @@ impl<'a, S: Send + 'static> Context<'a, S> {
                     (self.cancels.clone(), producer),
                     on_their_way,
                 )),
-                _ => Err(AskError::Unknown(subscription)),
+                _ => Err(self.unknown(subscription)),
             },
-            None => Err(AskError::NotAConsumer),
+            None => Err(self.not_a_consumer()),
         }
     }
 
@@ -133,8 +139,8 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     ///
     /// # Errors
     ///
-    /// [`AskError::Unknown`] when the subscription is not this stage's, or has ended;
-    /// [`AskError::NotAConsumer`] in a producer's callbacks.
+    /// [`AskError::Unknown`], naming this stage, when the subscription is not this stage's, or has
+    /// ended; [`AskError::NotAConsumer`], naming it, in a producer's callbacks.
     pub fn cancel(&mut self, subscription: SubscriptionTag) -> Result<(), AskError> {
         match self.asks.as_ref() {
             Some(asks) => match asks.producer_of(subscription) {
@@ -143,9 +149,9 @@ impl<'a, S: Send + 'static> Context<'a, S> {
                     self.cancels.cancel(subscription, &*producer);
                     Ok(())
                 }
-                None => Err(AskError::Unknown(subscription)),
+                None => Err(self.unknown(subscription)),
             },
-            None => Err(AskError::NotAConsumer),
+            None => Err(self.not_a_consumer()),
         }
     }
 
@@ -287,6 +293,21 @@ impl<'a, S: Send + 'static> Context<'a, S> {
 }
 
 impl<S> Context<'_, S> {
+    /// The error of an ask or cancel on `subscription`, which is not this stage's, or has ended.
+    fn unknown(&self, subscription: SubscriptionTag) -> AskError {
+        AskError::Unknown {
+            stage: self.name.to_owned(),
+            subscription,
+        }
+    }
+
+    /// The error of an ask or cancel in a producer's callbacks.
+    fn not_a_consumer(&self) -> AskError {
+        AskError::NotAConsumer {
+            stage: self.name.to_owned(),
+        }
+    }
+
     /// An owned port to the stage's own mailbox, for a task of the runtime's that messages it later.
     pub(crate) fn port(&self) -> Box<dyn PostLetter> {
         self.me.clone_port()

@@ -427,10 +427,16 @@ fn warn_excess(stage: &str, sub: SubscriptionId, excess: usize) {
 impl<T: Send> ManualAsks for Inputs<T> {
     fn ask_manual(&mut self, tag: SubscriptionTag, demand: usize) -> Result<(), AskError> {
         let Some(subscription) = self.subscriptions.get_mut(tag.0) else {
-            return Err(AskError::Unknown(tag));
+            return Err(AskError::Unknown {
+                stage: self.stage.to_string(),
+                subscription: tag,
+            });
         };
         if !subscription.demand.is_manual() {
-            return Err(AskError::Automatic(tag));
+            return Err(AskError::Automatic {
+                stage: self.stage.to_string(),
+                subscription: tag,
+            });
         }
         if demand > 0 {
             subscription.demand.ask(demand);
@@ -686,7 +692,10 @@ mod tests {
         assert_eq!(*producer.0.lock().unwrap(), [(1, 6)]);
         assert_eq!(
             inputs.ask_manual(SubscriptionTag(9), 1),
-            Err(AskError::Unknown(SubscriptionTag(9)))
+            Err(AskError::Unknown {
+                stage: "c".to_owned(),
+                subscription: SubscriptionTag(9)
+            })
         );
     }
 
@@ -697,7 +706,10 @@ mod tests {
         inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
         assert_eq!(
             inputs.ask_manual(SubscriptionTag(1), 1),
-            Err(AskError::Automatic(SubscriptionTag(1)))
+            Err(AskError::Automatic {
+                stage: "c".to_owned(),
+                subscription: SubscriptionTag(1)
+            })
         );
     }
 
