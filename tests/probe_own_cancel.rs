@@ -1204,6 +1204,132 @@ async fn an_asker_cancel_after_the_run_is_an_error_naming_the_stage() {
     assert!(error.to_string().contains("probe"), "{error}");
 }
 
+/// An `Asker` whose stage has ended while the rest of its pipeline runs: its cancel is the error
+/// its ask gives, `CallError::Ended` naming the stage (it answered `Ok` for a cancel that cancelled
+/// nothing), before and after the pipeline's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asker_cancel_after_its_stage_ended_is_the_error_its_ask_gives() {
+    let (mut probe, seen) = Probe::new();
+    probe.quit_after = Some(3);
+    let (keeper, keeper_seen) = Probe::new();
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer_named("counter", Counter::endless(0));
+    let other = pipeline.add_producer_named("other", Counter::endless(0));
+    let probe = pipeline.add_consumer_named("probe", probe);
+    let keeper = pipeline.add_consumer_named("keeper", keeper);
+    pipeline.subscribe_with(&counter, &probe, one_at_a_time());
+    pipeline.subscribe(&other, &keeper);
+    let running = pipeline.start();
+    until("the probe's asker", || seen.lock().unwrap().kept.is_some()).await;
+    let kept = seen.lock().unwrap().kept.clone().unwrap();
+    // The probe cancels its only subscription at its third event, and finishes; once it has seen
+    // the subscription end, an ask asks nothing more, and says when the stage has ended.
+    until("the probe's terminate", || {
+        !seen.lock().unwrap().terminated.is_empty()
+    })
+    .await;
+    let asked = ended("the probe's end", async {
+        loop {
+            match kept.ask(1) {
+                Ok(()) => tokio::task::yield_now().await,
+                Err(error) => break error,
+            }
+        }
+    })
+    .await;
+    let expected = CallError::Ended {
+        stage: "probe".into(),
+    };
+    assert_eq!(asked, expected);
+    assert_eq!(kept.cancel(), Err(expected.clone()));
+    // The pipeline still runs: the keeper takes events.
+    let at = events_of(&keeper_seen, "other").len();
+    until("more events for the keeper", || {
+        events_of(&keeper_seen, "other").len() > at
+    })
+    .await;
+
+    let report = ended("the shutdown", running.shutdown()).await.unwrap();
+    assert_eq!(kept.cancel(), Err(expected));
+    assert_eq!(events_of(&seen, "counter"), first(3));
+    assert_eq!(seen.lock().unwrap().asker_cancels, [Ok(())]);
+    assert_eq!(
+        seen.lock().unwrap().ends,
+        [("counter".to_owned(), CancelReason::Cancelled)]
+    );
+    assert_eq!(report.stage("probe").unwrap().status, StageStatus::Finished);
+    assert_balanced(&report);
+    assert_eq!(report.totals().lost, 0);
+}
+
+/// An `Asker` of a subscription that has ended while its stage runs on another: its ask and its
+/// cancel are `Ok` and do nothing, as GenStage's `ask/3` and `cancel/2` of a dead subscription are.
+/// The stage sees the subscription end once, goes on with its other one, asking through that
+/// one's `Asker`, and the producer of the ended one sends nothing more to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asker_of_an_ended_subscription_asks_and_cancels_nothing() {
+    let (mut probe, seen) = Probe::new();
+    // One event at a time on both subscriptions; it never quits by count.
+    probe.quit_after = Some(usize::MAX);
+    let (keeper, keeper_seen) = Probe::new();
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer_named("counter", Counter::endless(0));
+    let other = pipeline.add_producer_named("other", Counter::endless(0));
+    let probe = pipeline.add_consumer_named("probe", probe);
+    let keeper = pipeline.add_consumer_named("keeper", keeper);
+    // `other` first: the `Asker` the probe keeps last is the one of `counter`.
+    pipeline.subscribe_with(&other, &probe, one_at_a_time());
+    pipeline.subscribe_with(&counter, &probe, one_at_a_time());
+    // Keeps `counter` running once the probe has left it.
+    pipeline.subscribe(&counter, &keeper);
+    let running = pipeline.start();
+    until("events on both subscriptions", || {
+        let seen = seen.lock().unwrap();
+        seen.events.len() == 2
+    })
+    .await;
+    let kept = seen.lock().unwrap().kept.clone().unwrap();
+    assert_eq!(kept.subscription(), seen.lock().unwrap().tags["counter"]);
+
+    probe.call(Quit("counter")).await.unwrap().unwrap();
+    until("the subscription's end", || {
+        !seen.lock().unwrap().ends.is_empty()
+    })
+    .await;
+    let from_counter = events_of(&seen, "counter");
+    assert_eq!(kept.ask(5), Ok(()));
+    assert_eq!(kept.cancel(), Ok(()));
+    // The stage goes on with `other`, and so does `counter` with the keeper.
+    let (at, keeper_at) = (
+        events_of(&seen, "other").len(),
+        events_of(&keeper_seen, "counter").len(),
+    );
+    until("more events on the other subscription", || {
+        events_of(&seen, "other").len() >= at + 5
+    })
+    .await;
+    until("more events for the keeper", || {
+        events_of(&keeper_seen, "counter").len() > keeper_at
+    })
+    .await;
+
+    let report = ended("the shutdown", running.shutdown()).await.unwrap();
+    assert_eq!(events_of(&seen, "counter"), from_counter);
+    let ends = seen.lock().unwrap().ends.clone();
+    assert_eq!(ends[0], ("counter".to_owned(), CancelReason::Cancelled));
+    assert_eq!(
+        ends.iter()
+            .filter(|(producer, _)| producer == "counter")
+            .count(),
+        1,
+        "{ends:?}"
+    );
+    assert_eq!(report.stage("probe").unwrap().status, StageStatus::Finished);
+    assert_eq!(report.stage("probe").unwrap().excess, 0);
+    assert_balanced(&report);
+    assert_eq!(report.totals().lost, 0);
+}
+
 /// A restarted stage whose `handle_cancel` failed on the subscription it cancelled: the new value
 /// has no producer left, and finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1710,8 +1836,9 @@ async fn a_cancel_then_a_failure_tells_the_producer_cancelled() {
 }
 
 /// An `Asker` that a thread of the user's cancels through without pause, as fast as it can (here
-/// on a subscription that has ended): the pipeline still takes its stages' ends and finishes (the
-/// stream of cancels does not hold its supervisor), and the thread's cancels fail once it has.
+/// on a subscription that has ended, of a stage that runs on another): the pipeline still takes
+/// its stages' ends and finishes (the stream of cancels does not hold its supervisor), and the
+/// thread's cancels fail once the stage has ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancels_without_pause_do_not_hold_the_pipeline() {
     let (probe, seen) = Probe::new();
@@ -1721,14 +1848,21 @@ async fn cancels_without_pause_do_not_hold_the_pipeline() {
     let more = pipeline.add_producer_named("more", Counter::endless(0));
     let probe = pipeline.add_consumer_named("probe", probe);
     let other = pipeline.add_consumer_named("other", other);
+    // `more` first: the `Asker` the probe keeps last is the one of `counter`.
+    pipeline.subscribe(&more, &probe);
     pipeline.subscribe(&counter, &probe);
     pipeline.subscribe(&more, &other);
     let running = pipeline.start();
-    until("an asker", || seen.lock().unwrap().kept.is_some()).await;
+    until("the askers", || seen.lock().unwrap().tags.len() == 2).await;
     let kept = seen.lock().unwrap().kept.clone().unwrap();
-    // The probe leaves: its subscription ends, and the cancels below find nothing to cancel.
+    assert_eq!(kept.subscription(), seen.lock().unwrap().tags["counter"]);
+    // The probe leaves `counter`: the subscription ends, and the cancels below find nothing to
+    // cancel; the probe runs on with `more`.
     assert_eq!(probe.call(Quit("counter")).await, Ok(Ok(())));
-    until("the probe's end", || !seen.lock().unwrap().ends.is_empty()).await;
+    until("the subscription's end", || {
+        !seen.lock().unwrap().ends.is_empty()
+    })
+    .await;
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let spammer = std::thread::spawn({
         let sent = sent.clone();
@@ -1739,7 +1873,9 @@ async fn cancels_without_pause_do_not_hold_the_pipeline() {
         }
     });
     until("cancels sent", || sent.load(Ordering::Relaxed) > 1000).await;
-    // The other consumer leaves too: its producer and then the pipeline end, under the cancels.
+    // Both consumers leave `more`: the probe ends (which stops the cancels), the producer and
+    // then the pipeline end, under the cancels.
+    assert_eq!(probe.call(Quit("more")).await, Ok(Ok(())));
     assert_eq!(other.call(Quit("more")).await, Ok(Ok(())));
     let report = ended("the run", running)
         .await
@@ -1764,15 +1900,23 @@ async fn cancels_without_pause_do_not_hold_back_a_shutdowns_time_limit() {
     let mut pipeline = Pipeline::new();
     let counter = pipeline.add_producer_named("counter", Counter::endless(0));
     let more = pipeline.add_producer_named("more", Counter::endless(0));
+    let extra = pipeline.add_producer_named("extra", Counter::endless(0));
     let probe = pipeline.add_consumer_named("probe", probe);
     let busy = pipeline.add_consumer_named("busy", busy);
+    // `extra` first: the `Asker` the probe keeps last is the one of `counter`; `extra` keeps the
+    // probe running once it has left `counter`, so that its `Asker` cancels without pause.
+    pipeline.subscribe(&extra, &probe);
     pipeline.subscribe(&counter, &probe);
     pipeline.subscribe_with(&more, &busy, one_at_a_time());
     let running = pipeline.start();
-    until("an asker", || seen.lock().unwrap().kept.is_some()).await;
+    until("the askers", || seen.lock().unwrap().tags.len() == 2).await;
     let kept = seen.lock().unwrap().kept.clone().unwrap();
+    assert_eq!(kept.subscription(), seen.lock().unwrap().tags["counter"]);
     assert_eq!(probe.call(Quit("counter")).await, Ok(Ok(())));
-    until("the probe's end", || !seen.lock().unwrap().ends.is_empty()).await;
+    until("the subscription's end", || {
+        !seen.lock().unwrap().ends.is_empty()
+    })
+    .await;
     until("the busy one stuck", || stuck.load(Ordering::SeqCst)).await;
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let spammer = std::thread::spawn({

@@ -359,6 +359,11 @@ impl<M> Sender<M> {
         self.push(message, false).map(DeferredWake)
     }
 
+    /// Whether the receiver still takes messages: false once it has closed or is gone.
+    pub(crate) fn is_receiving(&self) -> bool {
+        self.shared.lock().receiving
+    }
+
     /// Queues `message`; returns the receiver's waker if the message is to wake it.
     #[inline]
     fn push(&self, message: M, eager: bool) -> Result<Option<Waker>, M> {
@@ -904,6 +909,17 @@ mod tests {
         assert_eq!(waker.0.load(Ordering::SeqCst), 1);
         assert_eq!(poll_recv(&mut rx, &waker), Poll::Ready(None));
         assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    }
+
+    #[test]
+    fn a_sender_sees_whether_the_receiver_still_receives() {
+        let (sender, mut receiver) = mailbox::<u8>();
+        assert!(sender.is_receiving());
+        drop(receiver.close());
+        assert!(!sender.is_receiving());
+        let (sender, receiver) = mailbox::<u8>();
+        drop(receiver);
+        assert!(!sender.is_receiving());
     }
 
     #[test]

@@ -236,6 +236,10 @@ impl<In: Send + 'static, Out: Send + 'static> PostLetter for Mailbox<In, Out> {
         self.control(Control::Letter(letter))
     }
 
+    fn is_open(&self) -> bool {
+        self.is_receiving()
+    }
+
     fn clone_port(&self) -> Box<dyn PostLetter> {
         Box::new(self.clone())
     }

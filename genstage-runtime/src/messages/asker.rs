@@ -134,6 +134,12 @@ impl Asker {
     /// Asks the subscription's producer for `demand` more events, in the stage's turn (see the
     /// type's docs); `ask(0)` asks for nothing.
     ///
+    /// On a subscription that has ended while its stage runs (its producer finished or failed, or
+    /// it was cancelled or replaced), the ask is `Ok` and dropped in the stage's turn, as
+    /// GenStage's `ask/3` to a producer that is gone is a message nobody takes: whether the
+    /// subscription has ended is the stage's to know, and it learns it in its turn too
+    /// (`handle_cancel`).
+    ///
     /// # Errors
     ///
     /// [`CallError::Ended`], naming the stage, when the stage has ended.
@@ -164,11 +170,17 @@ impl Asker {
     /// (`handle_cancel` with [`CancelReason::Cancelled`](crate::CancelReason::Cancelled)), and
     /// finishes once it has no producer left. Made at once, not in the stage's turn: the cancel
     /// goes to the producer, and the end of the subscription comes back behind the events sent on
-    /// it. A cancel of a subscription that has ended since does nothing.
+    /// it.
+    ///
+    /// A cancel of a subscription that has ended since, while its stage runs, is `Ok` and does
+    /// nothing, as GenStage's `cancel/2` of a dead subscription does (and as
+    /// [`ask`](Self::ask) is): the stage has seen, or will see, the subscription end once, for the
+    /// reason it ended, and its other subscriptions are untouched.
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`], naming the stage, when its pipeline has ended.
+    /// [`CallError::Ended`], naming the stage, when the stage has ended (or its pipeline has), as
+    /// [`ask`](Self::ask) then gives.
     ///
     /// # Examples
     ///
@@ -225,7 +237,8 @@ impl Asker {
     /// ```
     pub fn cancel(&self) -> Result<(), CallError> {
         let (cancels, producer) = &self.cancels;
-        if cancels.cancel(self.subscription, &**producer) {
+        // A stage that has ended has no subscription left: the cancel would cancel nothing.
+        if self.port.is_open() && cancels.cancel(self.subscription, &**producer) {
             Ok(())
         } else {
             Err(CallError::Ended {

@@ -167,6 +167,8 @@ pub(crate) struct Opened<'a> {
 pub(crate) trait PostLetter: Send + Sync {
     /// Posts `letter`; false when the stage has ended.
     fn post(&self, letter: Letter) -> bool;
+    /// Whether the stage still takes letters: false once it has ended.
+    fn is_open(&self) -> bool;
     /// An owned port, for a timer task.
     fn clone_port(&self) -> Box<dyn PostLetter>;
 }

@@ -48,6 +48,10 @@ impl PostLetter for OwnPort {
         self.port.post(stamped(generation, letter))
     }
 
+    fn is_open(&self) -> bool {
+        self.port.is_open()
+    }
+
     /// A port for a task of the current value's (a timer): it keeps this value's stamp.
     fn clone_port(&self) -> Box<dyn PostLetter> {
         Box::new(ValuePort {
@@ -66,6 +70,10 @@ struct ValuePort {
 impl PostLetter for ValuePort {
     fn post(&self, letter: Letter) -> bool {
         self.port.post(stamped(self.generation, letter))
+    }
+
+    fn is_open(&self) -> bool {
+        self.port.is_open()
     }
 
     fn clone_port(&self) -> Box<dyn PostLetter> {
