@@ -241,13 +241,21 @@ impl std::error::Error for AskError {}
 /// Where a stage's callbacks ask on its manual subscriptions.
 pub(crate) trait ManualAsks: Send {
     fn ask_manual(&mut self, tag: SubscriptionTag, demand: usize) -> Result<(), AskError>;
-    /// The count of what the subscription `tag`'s [`Asker`](crate::Asker)s have asked for and the
-    /// stage has not yet asked (their asks wait in its mailbox), which `outstanding` adds; `None`
-    /// when `tag` is not one of the stage's subscriptions.
-    fn on_their_way(&self, tag: SubscriptionTag) -> Option<Arc<AtomicUsize>>;
+    /// What an [`Asker`](crate::Asker) for the subscription `tag` shares with the stage, in one
+    /// lookup; `None` when `tag` is not one of the stage's subscriptions.
+    fn asker_ends(&self, tag: SubscriptionTag) -> Option<AskerEnds>;
     /// The producer of the subscription `tag`; `None` when `tag` is not one of the stage's
     /// subscriptions.
     fn producer_of(&self, tag: SubscriptionTag) -> Option<Arc<dyn CancelAtProducer>>;
+}
+
+/// What an [`Asker`](crate::Asker) shares with its stage of one subscription.
+pub(crate) struct AskerEnds {
+    /// The count of what the subscription's `Asker`s have asked for and the stage has not yet
+    /// asked (their asks wait in its mailbox), which `outstanding` adds.
+    pub(crate) on_their_way: Arc<AtomicUsize>,
+    /// The subscription's producer, where an `Asker` cancels it.
+    pub(crate) producer: Arc<dyn CancelAtProducer>,
 }
 
 /// What a consumer holds of a subscription's producer to cancel it there (the producer's mailbox,

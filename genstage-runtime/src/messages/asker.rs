@@ -12,7 +12,7 @@ use super::cancel_port::CancelPort;
 use super::letter::{Emitted, Letter, OpenLetter, Opened, PostLetter};
 use super::CallError;
 use crate::stage::StageResult;
-use crate::subscription::{AskError, CancelAtProducer, SubscriptionTag};
+use crate::subscription::{AskError, AskerEnds, CancelAtProducer, SubscriptionTag};
 
 /// Asks on one of its stage's manual subscriptions, from anywhere: the stage's `handle_events`
 /// (which gets no [`Context`](crate::Context)), or a task the stage handed work to, which asks once
@@ -113,16 +113,16 @@ impl Asker {
         subscription: SubscriptionTag,
         stage: &str,
         port: Box<dyn PostLetter>,
-        cancels: (CancelPort, Arc<dyn CancelAtProducer>),
-        on_their_way: Arc<AtomicUsize>,
+        cancels: CancelPort,
+        ends: AskerEnds,
     ) -> Self {
         Asker {
             subscription,
             stage: stage.into(),
             port: Arc::from(port),
-            cancels,
+            cancels: (cancels, ends.producer),
             warned: Arc::default(),
-            on_their_way,
+            on_their_way: ends.on_their_way,
         }
     }
 

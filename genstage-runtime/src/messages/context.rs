@@ -104,22 +104,17 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// [`AskError::Unknown`], naming this stage, when the subscription is not this stage's, or has
     /// ended; [`AskError::NotAConsumer`], naming it, in a producer's callbacks.
     pub fn asker(&self, subscription: SubscriptionTag) -> Result<Asker, AskError> {
-        match self.asks.as_ref() {
-            Some(asks) => match (
-                asks.on_their_way(subscription),
-                asks.producer_of(subscription),
-            ) {
-                (Some(on_their_way), Some(producer)) => Ok(Asker::new(
-                    subscription,
-                    self.name,
-                    self.me.clone_port(),
-                    (self.cancels.clone(), producer),
-                    on_their_way,
-                )),
-                _ => Err(self.unknown(subscription)),
-            },
-            None => Err(self.not_a_consumer()),
-        }
+        let asks = self.asks.as_ref().ok_or_else(|| self.not_a_consumer())?;
+        let ends = asks
+            .asker_ends(subscription)
+            .ok_or_else(|| self.unknown(subscription))?;
+        Ok(Asker::new(
+            subscription,
+            self.name,
+            self.me.clone_port(),
+            self.cancels.clone(),
+            ends,
+        ))
     }
 
     /// Cancels one of this stage's subscriptions to a producer, from the consumer's side

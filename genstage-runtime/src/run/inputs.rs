@@ -11,7 +11,9 @@ use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
 use crate::options::CancelMode;
 use crate::protocol::{EndReason, ProducerPort, Subscribed, Upstream};
-use crate::subscription::{AskError, CancelAtProducer, CancelReason, ManualAsks, SubscriptionTag};
+use crate::subscription::{
+    AskError, AskerEnds, CancelAtProducer, CancelReason, ManualAsks, SubscriptionTag,
+};
 
 use super::by_subscription::BySubscription;
 
@@ -445,10 +447,11 @@ impl<T: Send> ManualAsks for Inputs<T> {
         Ok(())
     }
 
-    fn on_their_way(&self, tag: SubscriptionTag) -> Option<Arc<AtomicUsize>> {
-        self.subscriptions
-            .get(tag.0)
-            .map(|subscription| Arc::clone(&subscription.on_their_way))
+    fn asker_ends(&self, tag: SubscriptionTag) -> Option<AskerEnds> {
+        self.subscriptions.get(tag.0).map(|subscription| AskerEnds {
+            on_their_way: Arc::clone(&subscription.on_their_way),
+            producer: Arc::clone(&subscription.producer) as Arc<dyn CancelAtProducer>,
+        })
     }
 
     fn producer_of(&self, tag: SubscriptionTag) -> Option<Arc<dyn CancelAtProducer>> {
@@ -697,6 +700,27 @@ mod tests {
                 subscription: SubscriptionTag(9)
             })
         );
+    }
+
+    /// `Context::asker` finds both ends of an `Asker` in one lookup: the subscription's own
+    /// producer and its own count of asks on their way, shared with every `Asker` of it.
+    #[test]
+    fn an_askers_ends_are_those_of_its_subscription() {
+        let (first, second) = (Arc::new(Asks::default()), Arc::new(Asks::default()));
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &first, CancelMode::Permanent));
+        inputs.handle(subscribed(2, &second, CancelMode::Permanent));
+        while let Some(Step::Subscribed(_)) = inputs.next_step(true) {}
+        let address = |producer: &Arc<dyn CancelAtProducer>| Arc::as_ptr(producer).cast::<()>();
+        let ends = inputs.asker_ends(SubscriptionTag(1)).unwrap();
+        assert_eq!(address(&ends.producer), Arc::as_ptr(&first).cast::<()>());
+        ends.on_their_way.store(3, Ordering::Relaxed);
+        let again = inputs.asker_ends(SubscriptionTag(1)).unwrap();
+        assert_eq!(again.on_their_way.load(Ordering::Relaxed), 3);
+        let other = inputs.asker_ends(SubscriptionTag(2)).unwrap();
+        assert_eq!(address(&other.producer), Arc::as_ptr(&second).cast::<()>());
+        assert_eq!(other.on_their_way.load(Ordering::Relaxed), 0);
+        assert!(inputs.asker_ends(SubscriptionTag(9)).is_none());
     }
 
     #[test]
