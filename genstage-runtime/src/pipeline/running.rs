@@ -398,6 +398,18 @@ impl PipelineHandle {
     /// or is another consumer's or another pipeline's) is left alone, and the new subscription made
     /// all the same, as GenStage's `sync_resubscribe` does with an unknown reference.
     ///
+    /// A consumer that cancels `old` itself ([`Context::cancel`](crate::Context::cancel),
+    /// [`Asker::cancel`](crate::Asker::cancel)) while this is on its way races it, as GenStage's
+    /// `cancel/2` from the consumer races a `sync_resubscribe`: the pipeline takes the two in the
+    /// order they reach it. Should the resubscribe come first, `old` is replaced as above. Should
+    /// the cancel, `old` has ended, and the new subscription is made as by
+    /// [`subscribe_with`](Self::subscribe_with): a consumer left with no other producer may
+    /// finish before it is told of the new one, and the resubscribe is then refused
+    /// ([`PipelineError::StageEnded`]) or, the consumer still ending, answered with a subscription
+    /// that ends with it. Either way nothing is lost or handled twice, and the report accounts for
+    /// every event; a consumer that is to stay subscribed keeps `old` for the resubscribe to
+    /// replace, or another producer.
+    ///
     /// # Errors
     ///
     /// As [`subscribe_with`](Self::subscribe_with); a refused subscription leaves `old` as it was.
