@@ -4128,7 +4128,7 @@ async fn act(
     let lost_race = |error: &PipelineError| {
         matches!(
             error,
-            PipelineError::UnknownSubscription
+            PipelineError::UnknownSubscription { .. }
                 | PipelineError::StageEnded { .. }
                 | PipelineError::NotRunning
         )

@@ -140,13 +140,19 @@ async fn a_cancelled_subscription_ends_normally_whatever_the_cancel_mode() {
             few_sender.send(event).await.unwrap();
         }
         drop(few_sender);
-        assert!(
-            matches!(
-                running.cancel(tag).await,
-                Err(PipelineError::UnknownSubscription)
-            ),
-            "{cancel:?}: a subscription is cancelled once"
-        );
+        // A subscription is cancelled once; the error names it and its consumer.
+        match running.cancel(tag).await {
+            Err(error @ PipelineError::UnknownSubscription { subscription, .. }) => {
+                assert_eq!(subscription, tag, "{cancel:?}");
+                assert_eq!(error.stage(), "watcher", "{cancel:?}");
+                let message = error.to_string();
+                assert!(
+                    message.ends_with(" of stage `watcher` has ended"),
+                    "{cancel:?}: {message}"
+                );
+            }
+            other => panic!("{cancel:?}: a second cancel gave {other:?}"),
+        }
         until(|| cancelled.lock().unwrap().len() == 2).await;
 
         let report = running.shutdown().await.unwrap();
@@ -216,6 +222,29 @@ async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
         running.subscribe(&few, &late).await,
         Err(PipelineError::StageEnded { stage }) if stage == "few"
     ));
+    // A subscription of another pipeline is not this one's to cancel, and its own stays.
+    let mut elsewhere = Pipeline::new();
+    let numbers = elsewhere.add_producer(Counter(0));
+    let kept = elsewhere.add_consumer_named("kept", Collect::default());
+    elsewhere.subscribe(&numbers, &kept);
+    let elsewhere = elsewhere.start();
+    let stranger = elsewhere.add_consumer(Collect::default()).await.unwrap();
+    let foreign = elsewhere.subscribe(&numbers, &stranger).await.unwrap();
+    match running.cancel(foreign).await {
+        Err(error @ PipelineError::UnknownSubscription { consumer: None, .. }) => {
+            assert_eq!(error.stage(), "");
+            assert!(
+                error.to_string().ends_with(
+                    " is not one of the pipeline's: it is another \
+                 pipeline's, or was never made"
+                ),
+                "{error}"
+            );
+        }
+        other => panic!("a foreign subscription's cancel gave {other:?}"),
+    }
+    elsewhere.cancel(foreign).await.unwrap();
 
     running.shutdown().await.unwrap();
+    elsewhere.shutdown().await.unwrap();
 }

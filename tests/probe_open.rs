@@ -663,7 +663,7 @@ async fn requests_racing_an_ending_are_answered_and_the_run_ends() {
                 Ok(())
                 | Err(PipelineError::NotRunning)
                 | Err(PipelineError::StageEnded { .. })
-                | Err(PipelineError::UnknownSubscription) => {}
+                | Err(PipelineError::UnknownSubscription { .. }) => {}
                 Err(error) => panic!("{case}: {error}"),
             }
             let (report, error) = report_of(within("the run", &mut running).await);
@@ -1560,7 +1560,7 @@ async fn seeded_run(seed: u64) {
             Ok(())
             | Err(PipelineError::NotRunning)
             | Err(PipelineError::StageEnded { .. })
-            | Err(PipelineError::UnknownSubscription)
+            | Err(PipelineError::UnknownSubscription { .. })
             | Err(PipelineError::InvalidDispatch { .. }) => {}
             Err(error) => panic!("{case}: {error}"),
         }

@@ -883,7 +883,7 @@ async fn scenarios_52_55_resubscribe_with_an_unknown_old_tag_still_subscribes() 
     // Both new subscriptions run: the cancelled tag stays cancelled.
     assert!(matches!(
         running.cancel(cancelled).await,
-        Err(PipelineError::UnknownSubscription)
+        Err(PipelineError::UnknownSubscription { .. })
     ));
     running.cancel(renewed).await.unwrap();
     running.cancel(added).await.unwrap();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::report::Report;
 use crate::restart::Restart;
+use crate::subscription::SubscriptionTag;
 
 /// The error a stage callback returns. Any `std::error::Error + Send + Sync` converts into it with `?`.
 pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -224,7 +225,12 @@ pub enum PipelineError {
         stage: String,
     },
     /// The subscription to cancel is not one of the pipeline's, or has ended already.
-    UnknownSubscription,
+    UnknownSubscription {
+        /// The subscription.
+        subscription: SubscriptionTag,
+        /// Its consumer's name, when it is one of the pipeline's subscriptions that has ended.
+        consumer: Option<String>,
+    },
     /// The pipeline has ended: its handle can add and wire nothing more.
     NotRunning,
     /// The task running a started pipeline was lost: its tokio runtime shut down, or genstage
@@ -346,9 +352,23 @@ impl fmt::Display for PipelineError {
             ),
             PipelineError::Internal { message } => f.write_str(message),
             PipelineError::StageEnded { stage } => write!(f, "stage `{stage}` has ended"),
-            PipelineError::UnknownSubscription => {
-                f.write_str("no such subscription in the pipeline: it has ended, or is another's")
-            }
+            PipelineError::UnknownSubscription {
+                subscription,
+                consumer: Some(consumer),
+            } => write!(
+                f,
+                "subscription {} of stage `{consumer}` has ended",
+                subscription.0
+            ),
+            PipelineError::UnknownSubscription {
+                subscription,
+                consumer: None,
+            } => write!(
+                f,
+                "subscription {} is not one of the pipeline's: it is another pipeline's, or was \
+                 never made",
+                subscription.0
+            ),
             PipelineError::NotRunning => f.write_str("the pipeline has ended"),
         }
     }
@@ -367,8 +387,8 @@ impl std::error::Error for PipelineError {
 
 impl PipelineError {
     /// The name of the stage this error is about (the consumer side, for a subscription; the first
-    /// busy stage, for a shutdown timeout; empty for [`NoRuntime`](Self::NoRuntime) and
-    /// [`Internal`](Self::Internal)).
+    /// busy stage, for a shutdown timeout; empty for [`NoRuntime`](Self::NoRuntime),
+    /// [`Internal`](Self::Internal) and a subscription that was never the pipeline's).
     pub fn stage(&self) -> &str {
         match self {
             PipelineError::StageFailed { stage, .. }
@@ -382,14 +402,18 @@ impl PipelineError {
             | PipelineError::NotRebuildable { stage, .. }
             | PipelineError::RestartLimit { stage, .. }
             | PipelineError::StageEnded { stage } => stage,
-            PipelineError::InvalidSubscription { consumer, .. } => consumer,
+            PipelineError::InvalidSubscription { consumer, .. }
+            | PipelineError::UnknownSubscription {
+                consumer: Some(consumer),
+                ..
+            } => consumer,
             PipelineError::Cycle { stages }
             | PipelineError::ShutdownTimeout { busy: stages, .. } => {
                 stages.first().map(String::as_str).unwrap_or("")
             }
             PipelineError::NoRuntime
             | PipelineError::Internal { .. }
-            | PipelineError::UnknownSubscription
+            | PipelineError::UnknownSubscription { consumer: None, .. }
             | PipelineError::NotRunning => "",
         }
     }
@@ -412,7 +436,7 @@ impl PipelineError {
             PipelineError::ForeignStage { .. } => "ForeignStage",
             PipelineError::ShutdownTimeout { .. } => "ShutdownTimeout",
             PipelineError::StageEnded { .. } => "StageEnded",
-            PipelineError::UnknownSubscription => "UnknownSubscription",
+            PipelineError::UnknownSubscription { .. } => "UnknownSubscription",
             PipelineError::NotRunning => "NotRunning",
             PipelineError::Internal { .. } => "Internal",
         }

@@ -548,10 +548,16 @@ impl Supervisor {
     fn cancel(&mut self, tag: SubscriptionTag) -> Result<(), PipelineError> {
         let wired = self.wiring.iter().find(|&&(sub, ..)| sub == tag.0).copied();
         let Some((_, producer, consumer)) = wired else {
-            return Err(PipelineError::UnknownSubscription);
+            return Err(PipelineError::UnknownSubscription {
+                subscription: tag,
+                consumer: None,
+            });
         };
         if !self.running(producer) || !self.running(consumer) || !self.cancelled.insert(tag.0) {
-            return Err(PipelineError::UnknownSubscription);
+            return Err(PipelineError::UnknownSubscription {
+                subscription: tag,
+                consumer: Some(self.names[consumer].clone()),
+            });
         }
         self.controls[producer].cancel(tag.0);
         Ok(())
