@@ -730,7 +730,7 @@ fn a_callback_defined_a_second_time_is_one_error_and_left_out() {
         "consumer",
         item,
         At::Item("handle_call", 1),
-        "`handle_call` is defined a second time in this impl block: a stage has one `handle_call`, for one request type and one reply type: to answer several requests, make them one enum (and their replies another)",
+        "`handle_call` is defined a second time in this impl block: a `#[stage]` block has one `handle_call`, for one request type and one reply type: to answer `B` too, move this one into a hand-written `impl HandleCall<B> for S` beside the block (its `handle_call` is an `async fn` that also takes `ctx: &mut Context<'_, Self>`; see `genstage::HandleCall`), or make the requests one enum (and their replies another)",
     );
     assert_error(
         "consumer",

@@ -730,13 +730,16 @@ fn remove_second_definitions(stage: &mut StageImpl, errors: &mut Errors) -> bool
         .map(|(&(kind, _), _)| kind)
         .collect();
     let mut seen = HashSet::new();
+    let self_ty = &stage.item.self_ty;
     let firsts: Vec<bool> = stage
         .callback_names
         .iter()
-        .map(|&(kind, ref name)| {
+        .zip(&stage.callbacks)
+        .map(|(&(kind, ref name), (_, callback))| {
             let first = seen.insert(kind);
             if !first && !configured.contains(&kind) {
-                errors.push(second_definition(kind, name));
+                let message = callback.as_ref().ok().and_then(|c| c.arg.as_ref());
+                errors.push(second_definition(kind, name, self_ty, message));
             }
             first
         })
@@ -760,16 +763,40 @@ fn remove_second_definitions(stage: &mut StageImpl, errors: &mut Errors) -> bool
     true
 }
 
-/// The error of a callback defined a second time, at its name.
-fn second_definition(kind: CallbackKind, name: &Ident) -> syn::Error {
+/// The error of a callback defined a second time, at its name. A second `handle_call`,
+/// `handle_cast` or `handle_info` names the way to keep it: a hand-written impl of the message
+/// trait for `message` (its first argument's type, when it parsed) beside the block.
+fn second_definition(
+    kind: CallbackKind,
+    name: &Ident,
+    self_ty: &Type,
+    message: Option<&Type>,
+) -> syn::Error {
+    let stage = super::parse::tokens_text(self_ty);
+    let message = message.map_or_else(|| "M".to_owned(), super::parse::tokens_text);
     let what = match kind {
-        CallbackKind::HandleCall => {
-            "a stage has one `handle_call`, for one request type and one reply type: to answer several requests, make them one enum (and their replies another)"
-        }
+        CallbackKind::HandleCall => format!(
+            "a `#[stage]` block has one `handle_call`, for one request type and one reply type: \
+             to answer `{message}` too, move this one into a hand-written \
+             `impl HandleCall<{message}> for {stage}` beside the block (its `handle_call` is an \
+             `async fn` that also takes `ctx: &mut Context<'_, Self>`; see `genstage::HandleCall`), \
+             or make the requests one enum (and their replies another)"
+        ),
         CallbackKind::HandleCast | CallbackKind::HandleInfo => {
-            "a stage has one, for one message type: to take several messages, make them one enum"
+            let trait_name = if kind == CallbackKind::HandleCast {
+                "HandleCast"
+            } else {
+                "HandleInfo"
+            };
+            format!(
+                "a `#[stage]` block has one `{name}`, for one message type: to take `{message}` \
+                 too, move this one into a hand-written `impl {trait_name}<{message}> for {stage}` \
+                 beside the block (its `{name}` is an `async fn` that also takes \
+                 `ctx: &mut Context<'_, Self>`; see `genstage::{trait_name}`), or make the \
+                 messages one enum"
+            )
         }
-        _ => "a stage has one: remove this one",
+        _ => "a stage has one: remove this one".to_owned(),
     };
     syn::Error::new(
         name.span(),
