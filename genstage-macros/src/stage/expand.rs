@@ -9,8 +9,10 @@
 //! `IntoDone`, `CallReturn`, `CastReturn`, `InfoReturn`, `CancelReturn`, `ConsumerCancelReturn`),
 //! each use spanned at the user's type, so a wrong one is reported there with the helper trait's
 //! `on_unimplemented` sentence. The traits are defined inside the
-//! expansion's `const _` block, so rustc's `help:` line names them plainly ("the trait `IntoDone`
-//! is not implemented for `Vec<u64>`"), never through genstage's hidden module.
+//! expansion's `const _` block, so rustc's `help:` line names them plainly, never through
+//! genstage's hidden module (rustc prints the path of an item of a `#[doc(hidden)]` module), each
+//! after its stage ("the trait `PrinterIntoDone` is not implemented for `Vec<u64>`"), so that the
+//! helpers of two stages in one crate do not share a name (see [`helper_ident`]).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
@@ -44,7 +46,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     // spanned at the user's return type, so a wrong one is reported there.
     let input = model.input.iter();
     let output_event = model.output.iter();
-    let conversion = Conversion::of_event_callback(model.role);
+    let conversion = Conversion::of_event_callback(&model.item.self_ty, model.role);
     let terminate = terminate_fn(model);
     let init = init_fn(model);
     let batch_from = batch_from_fn(model);
@@ -54,8 +56,9 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 
     let (role_trait, (add, add_with), stage_ref, role_items) = match model.role {
         Role::Producer => {
+            let demand_arg = helper_ident(self_ty, "DemandArg");
             let demand = quote_spanned! {arg_span=>
-                <#arg as DemandArg>::from_demand(__demand)
+                <#arg as #demand_arg>::from_demand(__demand)
             };
             let convert = conversion.convert(output, output_span, krate);
             let future = quote_spanned! {name_span=>
@@ -179,25 +182,28 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     if let Some(span) = model.restart.as_ref().and_then(|r| r.redeliver) {
         // At `redeliver` too, so that rustc's notes about the bound point there.
         helpers.extend(respan(
-            redeliver_event(krate),
+            redeliver_event(self_ty, krate),
             Span::call_site().located_at(span),
         ));
     }
     if model.role == Role::Producer {
-        helpers.extend(demand_arg());
+        helpers.extend(demand_arg(self_ty));
     }
     for callback in &model.subscriptions {
         match callback.kind {
-            CallbackKind::HandleSubscribe => helpers.extend(subscribe_return(krate)),
-            CallbackKind::HandleCancel | CallbackKind::HandleConsumerCancel => helpers
-                .extend(Conversion::of_message_callback(model.role, callback.kind).define(krate)),
+            CallbackKind::HandleSubscribe => helpers.extend(subscribe_return(self_ty, krate)),
+            CallbackKind::HandleCancel | CallbackKind::HandleConsumerCancel => helpers.extend(
+                Conversion::of_message_callback(&model.item.self_ty, model.role, callback.kind)
+                    .define(krate),
+            ),
             _ => {}
         }
     }
     let dispatch = dispatch_items(model, &generics);
     let mut messages = TokenStream::new();
     for callback in &model.messages {
-        let conversion = Conversion::of_message_callback(model.role, callback.kind);
+        let conversion =
+            Conversion::of_message_callback(&model.item.self_ty, model.role, callback.kind);
         helpers.extend(conversion.define(krate));
         messages.extend(message_impl(model, callback, &conversion, &generics));
     }
@@ -258,8 +264,10 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 /// Every impl is `do_not_recommend`, so the error is the trait's sentence rather than a list of
 /// impls.
 struct Conversion {
-    /// The trait's name, which rustc's `help:` line shows.
+    /// The trait's name after the stage's (see [`helper_ident`]), which rustc's `help:` line shows.
     name: &'static str,
+    /// The stage's type, whose name the trait's begins with.
+    stage: Type,
     /// Its method's name.
     method: &'static str,
     /// The stage's role: the messages name it, and the events are its `Output`.
@@ -292,7 +300,7 @@ impl Events {
 
 impl Conversion {
     /// The conversion of the role's event callback: `handle_demand` or `handle_events`.
-    fn of_event_callback(role: Role) -> Conversion {
+    fn of_event_callback(stage: &Type, role: Role) -> Conversion {
         let (name, method, kind) = match role {
             Role::Producer => ("IntoEmit", "into_emit", CallbackKind::HandleDemand),
             Role::ProducerConsumer => ("IntoEvents", "into_events", CallbackKind::HandleEvents),
@@ -300,6 +308,7 @@ impl Conversion {
         };
         Conversion {
             name,
+            stage: stage.clone(),
             method,
             role,
             events: Events::of(role),
@@ -309,7 +318,7 @@ impl Conversion {
 
     /// The conversion of a message callback (`handle_call`, `handle_cast` or `handle_info`) or of
     /// `handle_cancel` or `handle_consumer_cancel`, which may emit events as they do.
-    fn of_message_callback(role: Role, kind: CallbackKind) -> Conversion {
+    fn of_message_callback(stage: &Type, role: Role, kind: CallbackKind) -> Conversion {
         let name = match kind {
             CallbackKind::HandleCall => "CallReturn",
             CallbackKind::HandleCast => "CastReturn",
@@ -324,6 +333,7 @@ impl Conversion {
         };
         Conversion {
             name,
+            stage: stage.clone(),
             method: "into_emitted",
             role,
             events,
@@ -341,7 +351,7 @@ impl Conversion {
     }
 
     fn ident(&self) -> syn::Ident {
-        syn::Ident::new(self.name, Span::call_site())
+        helper_ident(&self.stage, self.name)
     }
 
     /// `<#value as Trait<T>>::method`, spanned at `span` (the user's return type), so that a type
@@ -467,6 +477,7 @@ impl Conversion {
         });
         quote! {
             #attribute
+            #[allow(non_camel_case_types)]
             trait #name #generics {
                 fn #method(self) -> #result<#target>;
             }
@@ -676,8 +687,9 @@ fn subscription_fns(model: &StageModel) -> TokenStream {
             CallbackKind::HandleSubscribe => {
                 // Spanned at the user's return type, so that one that is not a `Demand` is
                 // reported there.
+                let subscribe_return = helper_ident(self_ty, "SubscribeReturn");
                 let convert = quote_spanned! {first_span(output)=>
-                    <#output as SubscribeReturn>::into_demand
+                    <#output as #subscribe_return>::into_demand
                 };
                 quote_spanned! {name.span()=>
                     fn #name(#params) -> #krate::Demand {
@@ -692,7 +704,8 @@ fn subscription_fns(model: &StageModel) -> TokenStream {
                 }
             },
             kind => {
-                let conversion = Conversion::of_message_callback(model.role, kind);
+                let conversion =
+                    Conversion::of_message_callback(&model.item.self_ty, model.role, kind);
                 let convert = conversion.convert(output, first_span(output), krate);
                 let awaited = callback.awaited.then(|| quote!(.await));
                 let emitted = match (conversion.events, model.role) {
@@ -793,16 +806,18 @@ fn restart_fn(model: &StageModel) -> TokenStream {
 
 /// `RedeliverEvent`: the events of a stage that redelivers are copied while its callback runs, so
 /// they are `Clone`; with the sentence rustc prints, under `redeliver`, when they are not.
-fn redeliver_event(krate: &syn::Path) -> TokenStream {
+fn redeliver_event(self_ty: &Type, krate: &syn::Path) -> TokenStream {
+    let name = helper_ident(self_ty, "RedeliverEvent");
     quote! {
         #[diagnostic::on_unimplemented(
             message = "`{Self}` cannot be redelivered: it does not implement `Clone`",
             label = "redelivery needs `Clone` events",
             note = "`redeliver` keeps a copy of each batch while the stage handles it, to hand it again to the stage restarted after a failure: derive or implement `Clone` for `{Self}`"
         )]
-        trait RedeliverEvent: ::core::clone::Clone {}
-        impl<__T: ::core::clone::Clone> RedeliverEvent for __T {}
-        fn redeliver<__T: RedeliverEvent>(
+        #[allow(non_camel_case_types)]
+        trait #name: ::core::clone::Clone {}
+        impl<__T: ::core::clone::Clone> #name for __T {}
+        fn redeliver<__T: #name>(
             policy: #krate::RestartPolicy<__T>,
         ) -> #krate::RestartPolicy<__T> {
             policy.redeliver()
@@ -903,19 +918,22 @@ fn partition_impl(
     );
     let return_note =
         format!("`Some(i)` sends the event to partition `i`, {below}; `None` discards it");
+    let partition_event = helper_ident(self_ty, "PartitionEvent");
+    let partition_return = helper_ident(self_ty, "PartitionReturn");
     let from_event = quote_spanned! {first_span(event)=>
-        <#event as PartitionEvent<#output>>::from_event
+        <#event as #partition_event<#output>>::from_event
     };
     let into_partition = quote_spanned! {first_span(returned)=>
-        <#returned as PartitionReturn>::into_partition
+        <#returned as #partition_return>::into_partition
     };
     quote! {
         #[diagnostic::on_unimplemented(message = #event_message, label = "expected `&{Out}`")]
-        trait PartitionEvent<Out> {
+        #[allow(non_camel_case_types)]
+        trait #partition_event<Out> {
             fn from_event(event: &Out) -> &Self;
         }
         #[diagnostic::do_not_recommend]
-        impl<__T> PartitionEvent<__T> for __T {
+        impl<__T> #partition_event<__T> for __T {
             #[inline]
             fn from_event(event: &__T) -> &__T {
                 event
@@ -926,11 +944,12 @@ fn partition_impl(
             label = "expected `Option<usize>`",
             note = #return_note
         )]
-        trait PartitionReturn {
+        #[allow(non_camel_case_types)]
+        trait #partition_return {
             fn into_partition(self) -> #private::Option<#usize>;
         }
         #[diagnostic::do_not_recommend]
-        impl PartitionReturn for #private::Option<#usize> {
+        impl #partition_return for #private::Option<#usize> {
             #[inline]
             fn into_partition(self) -> #private::Option<#usize> {
                 self
@@ -963,6 +982,30 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
+/// The name of one of the expansion's helper traits: `base` after the stage type's name
+/// (`QueueCallReturn` for `Queue`'s `CallReturn`). rustc's `help:` line prints a trait's bare name
+/// only when no other item of the crate has that name; two stages' `CallReturn`s would both print
+/// as `_::CallReturn`, the path through the expansion's `const _`. Two stages of one name in two
+/// modules still share their helpers' names, and print so.
+fn helper_ident(self_ty: &Type, base: &str) -> syn::Ident {
+    let stage = stage_name(self_ty).unwrap_or_else(|| "Stage".to_owned());
+    syn::Ident::new(&format!("{stage}{base}"), Span::call_site())
+}
+
+/// The last name of a stage's type path (`Queue` for `jobs::Queue<T>`), without `r#`.
+fn stage_name(self_ty: &Type) -> Option<String> {
+    match self_ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .map(|segment| syn::ext::IdentExt::unraw(&segment.ident).to_string()),
+        Type::Group(group) => stage_name(&group.elem),
+        Type::Paren(paren) => stage_name(&paren.elem),
+        _ => None,
+    }
+}
+
 /// Text for an `on_unimplemented` format string: braces doubled.
 fn escape(text: &str) -> String {
     text.replace('{', "{{").replace('}', "}}")
@@ -970,8 +1013,9 @@ fn escape(text: &str) -> String {
 
 /// `SubscribeReturn`: what `handle_subscribe` may return (a `Demand`, or nothing for
 /// `Demand::Automatic`), with the sentence rustc prints when it returns something else.
-fn subscribe_return(krate: &syn::Path) -> TokenStream {
+fn subscribe_return(self_ty: &Type, krate: &syn::Path) -> TokenStream {
     let demand = quote!(#krate::Demand);
+    let name = helper_ident(self_ty, "SubscribeReturn");
     quote! {
         #[diagnostic::on_unimplemented(
             message = "`handle_subscribe` returns a `genstage::Demand`, not `{Self}`",
@@ -979,18 +1023,19 @@ fn subscribe_return(krate: &syn::Path) -> TokenStream {
             note = "`Demand::Automatic`: the runtime asks for the subscription's events; `Demand::Manual`: the stage asks, with `ctx.ask(subscription.tag(), n)`",
             note = "write it `fn handle_subscribe(&mut self, subscription: &Subscription) -> Demand`, maybe with `ctx: &mut Context<Self>` last; without a return type it keeps `Demand::Automatic`"
         )]
-        trait SubscribeReturn {
+        #[allow(non_camel_case_types)]
+        trait #name {
             fn into_demand(self) -> #demand;
         }
         #[diagnostic::do_not_recommend]
-        impl SubscribeReturn for #demand {
+        impl #name for #demand {
             #[inline]
             fn into_demand(self) -> #demand {
                 self
             }
         }
         #[diagnostic::do_not_recommend]
-        impl SubscribeReturn for () {
+        impl #name for () {
             #[inline]
             fn into_demand(self) -> #demand {
                 #demand::Automatic
@@ -1001,18 +1046,20 @@ fn subscribe_return(krate: &syn::Path) -> TokenStream {
 
 /// `DemandArg`: what a producer's `handle_demand` may take (`usize`), with the sentence rustc
 /// prints when it takes something else.
-fn demand_arg() -> TokenStream {
+fn demand_arg(self_ty: &Type) -> TokenStream {
+    let name = helper_ident(self_ty, "DemandArg");
     quote! {
         #[diagnostic::on_unimplemented(
             message = "a producer's `handle_demand` takes the demand as a `usize`, not `{Self}`",
             label = "expected `usize`",
             note = "write it `fn handle_demand(&mut self, demand: usize) -> Vec<T>`"
         )]
-        trait DemandArg {
+        #[allow(non_camel_case_types)]
+        trait #name {
             fn from_demand(demand: ::core::primitive::usize) -> Self;
         }
         #[diagnostic::do_not_recommend]
-        impl DemandArg for ::core::primitive::usize {
+        impl #name for ::core::primitive::usize {
             #[inline]
             fn from_demand(demand: ::core::primitive::usize) -> Self {
                 demand

@@ -620,13 +620,13 @@ fn a_subscription_callback_of_the_other_side_is_one_error_at_its_name() {
 fn subscription_callbacks_expand_to_the_role_traits_methods() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} fn handle_subscribe(&mut self, s: &Subscription, ctx: &mut Context<'_, Self>) -> Demand { Demand::Manual } }",
-            &["fn handle_subscribe (& mut self , __subscription : & :: genstage :: Subscription , __ctx : & mut :: genstage :: Context < '_ , Self > ,) -> :: genstage :: Demand", "< Demand as SubscribeReturn > :: into_demand (< S > :: handle_subscribe (self , __subscription , __ctx))", "impl SubscribeReturn for ()"]),
+            &["fn handle_subscribe (& mut self , __subscription : & :: genstage :: Subscription , __ctx : & mut :: genstage :: Context < '_ , Self > ,) -> :: genstage :: Demand", "< Demand as SSubscribeReturn > :: into_demand (< S > :: handle_subscribe (self , __subscription , __ctx))", "impl SSubscribeReturn for ()"]),
         ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } fn handle_subscribe(&mut self, s: &genstage::Subscription) {} }",
-            &["fn handle_subscribe (& mut self , __subscription : & :: genstage :: Subscription , _ : & mut", "< () as SubscribeReturn > :: into_demand (< S > :: handle_subscribe (self , __subscription))"]),
+            &["fn handle_subscribe (& mut self , __subscription : & :: genstage :: Subscription , _ : & mut", "< () as SSubscribeReturn > :: into_demand (< S > :: handle_subscribe (self , __subscription))"]),
         ("consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) {} async fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> Result<(), E> { Ok(()) } }",
-            &["fn handle_cancel (& mut self , __subscription : & :: genstage :: Subscription , __reason : & :: genstage :: CancelReason , _ : & mut :: genstage :: Context < '_ , Self > ,)", "StageResult < () >", "< Result < () , E > as CancelReturn > :: into_emitted (< S > :: handle_cancel (self , __subscription , __reason) . await)", "trait CancelReturn"]),
+            &["fn handle_cancel (& mut self , __subscription : & :: genstage :: Subscription , __reason : & :: genstage :: CancelReason , _ : & mut :: genstage :: Context < '_ , Self > ,)", "StageResult < () >", "< Result < () , E > as SCancelReturn > :: into_emitted (< S > :: handle_cancel (self , __subscription , __reason) . await)", "trait SCancelReturn"]),
         ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason, ctx: &mut Context<Self>) -> Vec<u8> { vec![] } }",
-            &["fn handle_cancel", "StageResult < :: genstage :: __private", "Vec << Self as :: genstage :: ProducerConsumer > :: Output >", "< Vec < u8 > as CancelReturn < < Self as :: genstage :: ProducerConsumer > :: Output > > :: into_emitted (< S > :: handle_cancel (self , __subscription , __reason , __ctx))"]),
+            &["fn handle_cancel", "StageResult < :: genstage :: __private", "Vec << Self as :: genstage :: ProducerConsumer > :: Output >", "< Vec < u8 > as SCancelReturn < < Self as :: genstage :: ProducerConsumer > :: Output > > :: into_emitted (< S > :: handle_cancel (self , __subscription , __reason , __ctx))"]),
         ("producer_consumer", "impl<T> Hold<T> { fn handle_events(&mut self, e: Vec<T>) -> Vec<T> { e } fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) -> impl Future<Output = StageResult<Vec<T>>> + Send { async { Ok(vec![]) } } }",
             &["impl < T > :: genstage :: ProducerConsumer for Hold < T > where", "fn handle_cancel", "(self , __subscription , __reason) . await"]),
         // The producer side's.
@@ -635,10 +635,10 @@ fn subscription_callbacks_expand_to_the_role_traits_methods() {
         ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } fn handle_consumer_subscribe(&mut self, s: &genstage::Subscriber, ctx: &mut Context<'_, Self>) -> () {} }",
             &["fn handle_consumer_subscribe (& mut self , __subscriber : & :: genstage :: Subscriber , __ctx : & mut :: genstage :: Context < '_ , Self > ,) { < S > :: handle_consumer_subscribe (self , __subscriber , __ctx) }"]),
         ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } async fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason) -> Result<Vec<u8>, E> { Ok(vec![]) } }",
-            &["fn handle_consumer_cancel (& mut self , __subscriber : & :: genstage :: Subscriber , __reason : & :: genstage :: CancelReason , _ : & mut :: genstage :: Context < '_ , Self > ,)", "Vec << Self as :: genstage :: Producer > :: Output >", "< Result < Vec < u8 > , E > as ConsumerCancelReturn < < Self as :: genstage :: Producer > :: Output > > :: into_emitted (< S > :: handle_consumer_cancel (self , __subscriber , __reason) . await)", "trait ConsumerCancelReturn < T >", "impl < T , > ConsumerCancelReturn < T > for :: genstage :: __private"]),
+            &["fn handle_consumer_cancel (& mut self , __subscriber : & :: genstage :: Subscriber , __reason : & :: genstage :: CancelReason , _ : & mut :: genstage :: Context < '_ , Self > ,)", "Vec << Self as :: genstage :: Producer > :: Output >", "< Result < Vec < u8 > , E > as SConsumerCancelReturn < < Self as :: genstage :: Producer > :: Output > > :: into_emitted (< S > :: handle_consumer_cancel (self , __subscriber , __reason) . await)", "trait SConsumerCancelReturn < T >", "impl < T , > SConsumerCancelReturn < T > for :: genstage :: __private"]),
         // Both sides' on a producer_consumer, each with its own conversion.
         ("producer_consumer", "impl S { fn handle_events(&mut self, e: Vec<u8>) -> Vec<u8> { e } fn handle_subscribe(&mut self, s: &Subscription) {} fn handle_cancel(&mut self, s: &Subscription, r: &CancelReason) {} fn handle_consumer_subscribe(&mut self, s: &Subscriber) {} fn handle_consumer_cancel(&mut self, s: &Subscriber, r: &CancelReason, ctx: &mut Context<Self>) -> Vec<u8> { vec![] } }",
-            &["fn handle_subscribe (", "fn handle_cancel (", "fn handle_consumer_subscribe (", "trait CancelReturn < T >", "trait ConsumerCancelReturn < T >", "< Vec < u8 > as ConsumerCancelReturn < < Self as :: genstage :: ProducerConsumer > :: Output > > :: into_emitted (< S > :: handle_consumer_cancel (self , __subscriber , __reason , __ctx))"]),
+            &["fn handle_subscribe (", "fn handle_cancel (", "fn handle_consumer_subscribe (", "trait SCancelReturn < T >", "trait SConsumerCancelReturn < T >", "< Vec < u8 > as SConsumerCancelReturn < < Self as :: genstage :: ProducerConsumer > :: Output > > :: into_emitted (< S > :: handle_consumer_cancel (self , __subscriber , __reason , __ctx))"]),
     ];
     for (attr, item, expected) in cases {
         let (generated, error) = expand_checked(tokens(attr), tokens(item));
@@ -1165,7 +1165,7 @@ fn the_dispatcher_option_expands_to_the_role_traits_dispatcher_and_what_pipeline
     );
     assert!(
         partition.contains(
-            "< S > :: partition (self , < u8 as PartitionEvent < u8 >> :: from_event (__event))"
+            "< S > :: partition (self , < u8 as SPartitionEvent < u8 >> :: from_event (__event))"
         ),
         "{partition}"
     );
