@@ -189,6 +189,9 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     if model.role == Role::Producer {
         helpers.extend(demand_arg(self_ty));
     }
+    if model.role != Role::Consumer && matches!(model.dispatcher, DispatchModel::Broadcast(_)) {
+        helpers.extend(broadcast_event(self_ty, krate));
+    }
     for callback in &model.subscriptions {
         match callback.kind {
             CallbackKind::HandleSubscribe => helpers.extend(subscribe_return(self_ty, krate)),
@@ -753,11 +756,15 @@ fn dispatcher_fn(model: &StageModel) -> TokenStream {
                 Span::call_site().located_at(*span),
             )
         }
-        // Every token at `broadcast`: an event type that is not `Clone` is reported there.
-        DispatchModel::Broadcast(span) => respan(
-            quote!(#krate::Dispatch::broadcast()),
-            Span::mixed_site().located_at(*span),
-        ),
+        // Every token at `broadcast`: an event type that is not `Clone` is reported there, with
+        // the helper trait's sentence alone (see `broadcast_event`).
+        DispatchModel::Broadcast(span) => {
+            let broadcast = helper_ident(&model.item.self_ty, "BroadcastEvent");
+            respan(
+                quote!(<<Self as #role_trait>::Output as #broadcast>::dispatch::<Self>()),
+                Span::mixed_site().located_at(*span),
+            )
+        }
         DispatchModel::Partition { count, .. } => {
             let count = proc_macro2::Literal::usize_unsuffixed(*count);
             quote!(#krate::Dispatch::partition(#count))
@@ -792,8 +799,9 @@ fn restart_fn(model: &StageModel) -> TokenStream {
     }
     if let Some(span) = restart.redeliver {
         // Every token at `redeliver`: an event type that is not `Clone` is reported there.
+        let redeliver = helper_ident(&model.item.self_ty, "RedeliverEvent");
         policy = respan(
-            quote!(redeliver(#policy)),
+            quote!(<#input as #redeliver>::redeliver(#policy)),
             Span::mixed_site().located_at(span),
         );
     }
@@ -806,8 +814,12 @@ fn restart_fn(model: &StageModel) -> TokenStream {
 
 /// `RedeliverEvent`: the events of a stage that redelivers are copied while its callback runs, so
 /// they are `Clone`; with the sentence rustc prints, under `redeliver`, when they are not.
+/// `RestartPolicy::redeliver` is called through the trait's method, by a path, and its one impl is
+/// `do_not_recommend`: rustc then reports the trait's sentence alone, without the notes of a
+/// bound (`required for `Job` to implement …`, `required by a bound in …`).
 fn redeliver_event(self_ty: &Type, krate: &syn::Path) -> TokenStream {
     let name = helper_ident(self_ty, "RedeliverEvent");
+    let policy = quote!(#krate::RestartPolicy);
     quote! {
         #[diagnostic::on_unimplemented(
             message = "`{Self}` cannot be redelivered: it does not implement `Clone`",
@@ -815,12 +827,49 @@ fn redeliver_event(self_ty: &Type, krate: &syn::Path) -> TokenStream {
             note = "`redeliver` keeps a copy of each batch while the stage handles it, to hand it again to the stage restarted after a failure: derive or implement `Clone` for `{Self}`"
         )]
         #[allow(non_camel_case_types)]
-        trait #name: ::core::clone::Clone {}
-        impl<__T: ::core::clone::Clone> #name for __T {}
-        fn redeliver<__T: #name>(
-            policy: #krate::RestartPolicy<__T>,
-        ) -> #krate::RestartPolicy<__T> {
-            policy.redeliver()
+        trait #name: ::core::marker::Sized {
+            fn redeliver(policy: #policy<Self>) -> #policy<Self>;
+        }
+        #[diagnostic::do_not_recommend]
+        impl<__T: ::core::clone::Clone> #name for __T {
+            #[inline]
+            fn redeliver(policy: #policy<__T>) -> #policy<__T> {
+                policy.redeliver()
+            }
+        }
+    }
+}
+
+/// `BroadcastEvent`: the events of a broadcasting stage are cloned, once per consumer, so they are
+/// `Clone`; with the sentence rustc prints, under `broadcast`, when they are not. As for
+/// `redeliver` (see [`redeliver_event`]), `Dispatch::broadcast` is called through the trait's
+/// method, so that rustc reports the sentence alone, without pointing into genstage's source.
+fn broadcast_event(self_ty: &Type, krate: &syn::Path) -> TokenStream {
+    let private = crate::private_path(krate);
+    let name = helper_ident(self_ty, "BroadcastEvent");
+    let dispatch = quote!(#krate::Dispatch);
+    let send = quote!(#private::stage::Send);
+    quote! {
+        #[diagnostic::on_unimplemented(
+            message = "`{Self}` cannot be broadcast: it does not implement `Clone`",
+            label = "a broadcast needs `Clone` events",
+            note = "a broadcast dispatcher sends every event to every consumer, one clone each: derive or implement `Clone` for `{Self}`"
+        )]
+        #[allow(non_camel_case_types)]
+        trait #name: ::core::marker::Sized {
+            fn dispatch<__S>() -> #dispatch<__S, Self>
+            where
+                Self: #send + 'static;
+        }
+        #[diagnostic::do_not_recommend]
+        impl<__T: ::core::clone::Clone> #name for __T {
+            #[inline]
+            fn dispatch<__S>() -> #dispatch<__S, __T>
+            where
+                __T: #send + 'static,
+            {
+                #dispatch::broadcast()
+            }
         }
     }
 }

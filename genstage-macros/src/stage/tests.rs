@@ -1136,7 +1136,11 @@ fn the_dispatcher_option_expands_to_the_role_traits_dispatcher_and_what_pipeline
         "producer_consumer, dispatcher = broadcast",
         PRODUCER_CONSUMER,
     );
-    assert!(broadcast.contains("fn dispatcher (& self) -> :: genstage :: Dispatch < Self , < Self as :: genstage :: ProducerConsumer > :: Output > { :: genstage :: Dispatch :: broadcast () }"), "{broadcast}");
+    assert!(broadcast.contains("fn dispatcher (& self) -> :: genstage :: Dispatch < Self , < Self as :: genstage :: ProducerConsumer > :: Output > { << Self as :: genstage :: ProducerConsumer > :: Output as SBroadcastEvent > :: dispatch :: < Self > () }"), "{broadcast}");
+    assert!(
+        broadcast.contains("impl < __T : :: core :: clone :: Clone > SBroadcastEvent for __T"),
+        "{broadcast}"
+    );
     assert!(
         broadcast.contains(&format!("type Kind = {private} :: BroadcastDispatch")),
         "{broadcast}"
@@ -1392,7 +1396,7 @@ fn restart_options_expand_to_the_role_traits_restart_policy() {
     );
     assert_eq!(
         policy("producer_consumer, max_seconds = 60, restart = transient, redeliver", PRODUCER_CONSUMER).as_deref(),
-        Some("fn restart_policy (& self) -> :: genstage :: RestartPolicy < < Self as :: genstage :: ProducerConsumer > :: Input > { redeliver (:: genstage :: RestartPolicy :: new (:: genstage :: Restart :: Transient) . max_restarts (3 , :: core :: time :: Duration :: from_secs (60))) }")
+        Some("fn restart_policy (& self) -> :: genstage :: RestartPolicy < < Self as :: genstage :: ProducerConsumer > :: Input > { < < Self as :: genstage :: ProducerConsumer > :: Input as SRedeliverEvent > :: redeliver (:: genstage :: RestartPolicy :: new (:: genstage :: Restart :: Transient) . max_restarts (3 , :: core :: time :: Duration :: from_secs (60))) }")
     );
     assert_eq!(
         policy("consumer, restart = temporary", CONSUMER).as_deref(),
