@@ -119,9 +119,10 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// The message callbacks may take `ctx: &mut Context<Self>` last, and return the events they emit
 /// as the role's event callback does (`Vec<T>` or `Emit<T>` for a producer, `Vec<T>` for a
 /// producer_consumer), or `()` for none (always, for a consumer), each maybe in a `Result<_, E>`.
-/// `M` and `R` are read from the signature, so a stage answers one type of each (GenStage's several
-/// `handle_call` clauses become one `handle_call` taking an enum of requests; a second definition
-/// is an error that says so); they are owned
+/// `M` and `R` are read from the signature, so a block answers one type of each (GenStage's several
+/// `handle_call` clauses become one `handle_call` taking an enum of requests, or a hand-written
+/// `impl HandleCall<M2> for Stage` beside the block for each further request type; a second
+/// definition in the block is an error that says so); they are owned
 /// (`'static`), since they cross tasks. `terminate` returns nothing. `ReplyTo`, `Context` and
 /// `StageStatus` are `genstage::ReplyTo`, `genstage::Context` and `genstage::StageStatus`.
 ///
