@@ -141,6 +141,6 @@ pub mod prelude {
         HandleInfo, Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
         ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo, Report, Restart, RestartPolicy,
         ShutdownHandle, Stage, StageError, StageRef, StageResult, StageStatus, SubscribeOptions,
-        Subscriber, Subscription, SubscriptionTag, Timer,
+        Subscriber, Subscription, SubscriptionTag, Timer, WithoutConsumers,
     };
 }

@@ -54,7 +54,9 @@ pub use messages::{
     AsConsumer, AsProducer, AsProducerConsumer, Asker, CallError, Context, Emission, HandleCall,
     HandleCast, HandleInfo, InfoEmission, InfoToSelf, ReplyTo, StageEvents, Timer,
 };
-pub use options::{BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions};
+pub use options::{
+    BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions, WithoutConsumers,
+};
 pub use pipeline::{
     ends, AddingConsumer, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
     ProducerConsumerRef, ProducerRef, Run, ShutdownHandle, Sink, Source, Stage, StageId, StageRef,

@@ -156,6 +156,135 @@ pub enum DemandMode {
     Accumulate,
 }
 
+/// What a producer or producer_consumer does when it has no consumer: at the start, or once its
+/// last consumer has left.
+///
+/// [`Stop`](WithoutConsumers::Stop), the default, suits a pipeline that runs a job: a stage must
+/// have a consumer when the pipeline starts ([`PipelineError::NoConsumer`] otherwise), and one
+/// whose consumers have all left (cancelled, finished or failed) stops, counting what it still
+/// buffers as lost. [`Wait`](WithoutConsumers::Wait) suits a service: GenStage's broadcaster,
+/// a producer that consumers subscribe to and leave at any time through the running pipeline's
+/// handle ([`PipelineHandle::add_consumer`](crate::PipelineHandle::add_consumer), then
+/// [`subscribe`](crate::PipelineHandle::subscribe) and [`cancel`](crate::PipelineHandle::cancel)),
+/// and that stays up while it has none.
+///
+/// A stage that waits:
+/// - may start with no consumer;
+/// - when its last consumer leaves, keeps its buffer (within `buffer_size`: an overflow is
+///   discarded and counted as always) and the demand its consumers left, and goes on taking
+///   messages; the next consumer to subscribe gets the buffered events first, in order;
+/// - a producer_consumer keeps its subscriptions to its producers: it stops handling its input
+///   while no consumer asks (its producers hold their events, as for a slow consumer), and goes on
+///   when one does;
+/// - a partitioned one (see [`Dispatch::partition`](crate::Dispatch::partition)) started with no
+///   consumer is not refused for its vacant partitions; it buffers its events until consumers ask,
+///   and then keeps the events of a partition that has no consumer for the next consumer that takes
+///   it, as when a partition's consumer leaves mid-run. Started with consumers, its partitions must
+///   all be taken, as any partitioned stage's;
+/// - still ends by its own end ([`Emit::last`](crate::Emit::last), once it has delivered its
+///   buffer), by a failure, by a graceful shutdown or by an abort. A graceful shutdown ends it at
+///   once when it has no consumer, counting what it still holds as lost
+///   ([`LossReason::Buffered`](crate::LossReason::Buffered) for its buffer, `Unhandled` for a
+///   producer_consumer's input), so that the report balances.
+///
+/// Since such a producer has no end of its own while it may get consumers, `run().await` on its
+/// pipeline returns only once it ends: start the pipeline with
+/// [`start`](crate::Pipeline::start), and end it with
+/// [`shutdown`](crate::PipelineHandle::shutdown) or
+/// [`shutdown_within`](crate::PipelineHandle::shutdown_within).
+///
+/// `pipeline!` still refuses a producer whose events go nowhere (a static graph with a dead end is
+/// most likely a mistake): a waiting broadcaster with no consumer at the start is built with the
+/// [`Pipeline`](crate::Pipeline) builder.
+///
+/// # Examples
+///
+/// A broadcaster started with no consumer, and listeners that come and go:
+///
+/// ```
+/// use genstage_runtime::{
+///     Consumer, Context, Dispatch, Emit, HandleCall, Pipeline, Producer, ProducerOptions,
+///     ReplyTo, StageRef, StageResult, WithoutConsumers,
+/// };
+/// use tokio::sync::mpsc;
+///
+/// /// Emits what it is told to (GenStage's broadcaster): every listener gets every line.
+/// struct Broadcaster;
+/// impl Producer for Broadcaster {
+///     type Output = String;
+///     async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<String>> {
+///         Ok(Emit::more(Vec::new()))
+///     }
+///     fn dispatcher(&self) -> Dispatch<Self, String> {
+///         Dispatch::broadcast()
+///     }
+///     fn producer_options(&self) -> ProducerOptions {
+///         ProducerOptions::for_producer().without_consumers(WithoutConsumers::Wait)
+///     }
+/// }
+///
+/// /// A line to broadcast; answered once it is dispatched (to the listeners, or to the buffer).
+/// struct Say(&'static str);
+/// impl HandleCall<Say> for Broadcaster {
+///     type Reply = ();
+///     type Emitted = Vec<String>;
+///     async fn handle_call(&mut self, Say(line): Say, reply: ReplyTo<()>, _: &mut Context<'_, Self>)
+///         -> StageResult<Vec<String>>
+///     {
+///         reply.reply(());
+///         Ok(vec![line.to_owned()])
+///     }
+/// }
+///
+/// /// Hands on what it hears.
+/// struct Listener(mpsc::UnboundedSender<String>);
+/// impl Consumer for Listener {
+///     type Input = String;
+///     async fn handle_events(&mut self, lines: Vec<String>) -> StageResult<()> {
+///         lines.into_iter().for_each(|line| drop(self.0.send(line)));
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut pipeline = Pipeline::new();
+/// let broadcaster = pipeline.add_producer(Broadcaster);
+/// // No consumer: `start` would refuse a broadcaster that stops without consumers.
+/// let running = pipeline.start();
+/// // Nobody listens yet: the line waits in the broadcaster's buffer.
+/// broadcaster.call(Say("hello")).await?;
+/// assert_eq!(broadcaster.estimate_buffered_count().await?, 1);
+///
+/// let (tell, mut heard) = mpsc::unbounded_channel();
+/// let listener = running.add_consumer(Listener(tell)).await?;
+/// let tag = running.subscribe(&broadcaster, &listener).await?;
+/// assert_eq!(heard.recv().await.as_deref(), Some("hello"));
+/// // The last listener leaves: the broadcaster stays up, and keeps what it is told.
+/// running.cancel(tag).await?;
+/// broadcaster.call(Say("again")).await?;
+/// assert_eq!(broadcaster.estimate_buffered_count().await?, 1);
+///
+/// let report = running.shutdown().await?;
+/// // The line nobody heard is counted lost with the broadcaster's buffer.
+/// assert_eq!(report.stage("Broadcaster").unwrap().lost, 1);
+/// assert!(report.balanced());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`PipelineError::NoConsumer`]: crate::PipelineError::NoConsumer
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WithoutConsumers {
+    /// It must have a consumer at the start, and stops when its last consumer leaves (the
+    /// default).
+    #[default]
+    Stop,
+    /// It may start with no consumer, and stays up, keeping its buffer, while it has none; see the
+    /// type's docs.
+    Wait,
+}
+
 /// Buffer settings of a producer or producer_consumer, and a producer's [`DemandMode`].
 ///
 /// ```
@@ -182,6 +311,8 @@ pub struct ProducerOptions {
     /// The demand mode the stage starts in, if it is a producer: a producer_consumer has none
     /// (GenStage logs an error for one), and ignores it with a warning.
     pub demand: DemandMode,
+    /// What the stage does when it has no consumer; see [`WithoutConsumers`].
+    pub without_consumers: WithoutConsumers,
 }
 
 impl ProducerOptions {
@@ -191,6 +322,7 @@ impl ProducerOptions {
             buffer_size: Some(10_000),
             buffer_keep: BufferKeep::Last,
             demand: DemandMode::Forward,
+            without_consumers: WithoutConsumers::Stop,
         }
     }
 
@@ -200,6 +332,7 @@ impl ProducerOptions {
             buffer_size: None,
             buffer_keep: BufferKeep::Last,
             demand: DemandMode::Forward,
+            without_consumers: WithoutConsumers::Stop,
         }
     }
 
@@ -224,6 +357,13 @@ impl ProducerOptions {
     /// Sets the demand mode a producer starts in (GenStage's `:demand`); see [`DemandMode`].
     pub fn demand(mut self, mode: DemandMode) -> Self {
         self.demand = mode;
+        self
+    }
+
+    /// Sets what the stage does when it has no consumer, at the start or once its last consumer
+    /// has left; see [`WithoutConsumers`].
+    pub fn without_consumers(mut self, without: WithoutConsumers) -> Self {
+        self.without_consumers = without;
         self
     }
 }

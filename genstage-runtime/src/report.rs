@@ -22,7 +22,10 @@ pub enum StageStatus {
     /// Its callback panicked with this message.
     Panicked(String),
     /// A producer stopped by a graceful shutdown, once it had delivered every event it emitted
-    /// ([`PipelineHandle::shutdown`](crate::PipelineHandle::shutdown)).
+    /// ([`PipelineHandle::shutdown`](crate::PipelineHandle::shutdown)); or a producer or
+    /// producer_consumer that waits for consumers
+    /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)), stopped by a graceful shutdown
+    /// while it had none: what it held then is counted as lost.
     ShutDown,
     /// It was stopped where it stood: the pipeline was aborted, or a graceful shutdown ran out of
     /// time while this stage was busy. What it held is counted as lost.
@@ -56,7 +59,9 @@ pub enum LossReason {
     Unhandled,
     /// Sent by the stage to a consumer that had already stopped.
     ConsumerGone,
-    /// In the stage's buffer when it stopped early (its consumers had left, or it failed).
+    /// In the stage's buffer when it stopped early (its consumers had left, or it failed), or when
+    /// a graceful shutdown stopped it while it waited for consumers and had none
+    /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)).
     Buffered,
     /// Its [`ConsumerSupervisor`](crate::ConsumerSupervisor) child failed (returned `Err` or
     /// panicked) and was not restarted: `temporary`, or out of restarts.

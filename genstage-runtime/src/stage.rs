@@ -166,7 +166,8 @@ pub trait Producer: Send + 'static {
     /// on the producer side): the consumer ended ([`CancelReason::Finished`]), failed
     /// ([`CancelReason::Failed`]), or the subscription was cancelled ([`CancelReason::Cancelled`]).
     /// Nothing more is sent to it. The stage keeps running (it stops once every consumer it had has
-    /// left); it may emit events, for its other consumers. The default does nothing.
+    /// left, unless it waits for consumers: [`WithoutConsumers`](crate::WithoutConsumers)); it may
+    /// emit events, for its other consumers. The default does nothing.
     ///
     /// # Errors
     ///
@@ -283,7 +284,8 @@ pub trait ProducerConsumer: Send + 'static {
     /// # Cancel safety
     ///
     /// While it waits, the stage takes in its mail; if all of its consumers leave, the future is
-    /// dropped at its current `.await` and the batch is reported as lost (not handled).
+    /// dropped at its current `.await` and the batch is reported as lost (not handled), unless
+    /// the stage waits for consumers ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)).
     ///
     /// # Errors
     ///
@@ -374,7 +376,8 @@ pub trait ProducerConsumer: Send + 'static {
     /// on the producer side): the consumer ended ([`CancelReason::Finished`]), failed
     /// ([`CancelReason::Failed`]), or the subscription was cancelled ([`CancelReason::Cancelled`]).
     /// Nothing more is sent to it. The stage keeps running (it stops once every consumer it had has
-    /// left); it may emit events, for its other consumers. The default does nothing.
+    /// left, unless it waits for consumers: [`WithoutConsumers`](crate::WithoutConsumers)); it may
+    /// emit events, for its other consumers. The default does nothing.
     ///
     /// # Errors
     ///

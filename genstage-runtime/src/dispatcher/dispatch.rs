@@ -57,7 +57,8 @@ impl<S, T: Send + 'static> Dispatch<S, T> {
 
     /// Each event to the one consumer of its partition, `0..partitions`, by the stage's
     /// [`Partition`] function ([`PartitionDispatcher`]). Every partition must have exactly one
-    /// consumer when the pipeline starts.
+    /// consumer when the pipeline starts, unless the stage waits for consumers and has none then
+    /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)).
     pub fn partition(partitions: usize) -> Self
     where
         S: Partition<T>,

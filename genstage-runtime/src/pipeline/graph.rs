@@ -96,7 +96,8 @@ impl Pipeline {
         for (index, stage) in self.stages.iter().enumerate() {
             let feeds = !out[index].is_empty();
             let fed = fed[index];
-            if stage.role != Role::Consumer && !feeds {
+            // One that waits for consumers may start without: they come through the handle.
+            if stage.role != Role::Consumer && !feeds && !stage.dispatch.waits {
                 return Err(PipelineError::NoConsumer { stage: name(index) });
             }
             if stage.role != Role::Producer && !fed {
@@ -125,7 +126,8 @@ impl Pipeline {
     }
 
     /// Checks the subscriptions to each stage against its dispatcher: a partitioned stage has one
-    /// consumer per partition, and only a broadcast has selectors.
+    /// consumer per partition (none at all is allowed of one that waits for consumers), and only a
+    /// broadcast has selectors.
     fn check_dispatch(&self, out: &[Vec<usize>]) -> Result<(), PipelineError> {
         for (index, stage) in self.stages.iter().enumerate() {
             let name = |i: usize| self.stages[i].name.clone();
@@ -159,7 +161,14 @@ impl Pipeline {
                 }
                 takers[partition] = Some(edge.consumer);
             }
-            if let Some(partition) = takers.iter().position(Option::is_none) {
+            // A stage that waits for consumers and has none at the start keeps its events until
+            // consumers come (see `WithoutConsumers::Wait`); one that has some must have them all.
+            let waits_for_all = info.waits && out[index].is_empty();
+            if let Some(partition) = takers
+                .iter()
+                .position(Option::is_none)
+                .filter(|_| !waits_for_all)
+            {
                 return Err(fail(DispatchSetupError::PartitionVacant {
                     partition,
                     partitions: takers.len(),
@@ -223,5 +232,141 @@ impl Pipeline {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatcher::{Dispatch, Partition};
+    use crate::options::{ProducerOptions, WithoutConsumers};
+    use crate::stage::{Consumer, Emit, Producer, StageResult};
+
+    /// A producer that partitions into two when `partitioned`, and waits for consumers when told.
+    struct Feed {
+        without: WithoutConsumers,
+        partitioned: bool,
+    }
+
+    impl Producer for Feed {
+        type Output = u64;
+        async fn handle_demand(&mut self, _: usize) -> StageResult<Emit<u64>> {
+            Ok(Emit::more(Vec::new()))
+        }
+        fn dispatcher(&self) -> Dispatch<Self, u64> {
+            if self.partitioned {
+                Dispatch::partition(2)
+            } else {
+                Dispatch::demand()
+            }
+        }
+        fn producer_options(&self) -> ProducerOptions {
+            ProducerOptions::for_producer().without_consumers(self.without)
+        }
+    }
+
+    impl Partition<u64> for Feed {
+        fn partition(&self, event: &u64) -> Option<usize> {
+            Some((event % 2) as usize)
+        }
+    }
+
+    struct Sink;
+
+    impl Consumer for Sink {
+        type Input = u64;
+        async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+            Ok(())
+        }
+    }
+
+    /// The checks of a pipeline of one feed, subscribed to by a sink on each of `partitions`
+    /// (`None`: one sink, on no partition; `Some(&[])`: no sink).
+    fn check(without: WithoutConsumers, partitions: Option<&[usize]>) -> Result<(), String> {
+        let mut pipeline = Pipeline::new();
+        let feed = pipeline.add_producer_named(
+            "feed",
+            Feed {
+                without,
+                partitioned: partitions.is_some(),
+            },
+        );
+        match partitions {
+            None => {
+                let sink = pipeline.add_consumer(Sink);
+                pipeline.subscribe(&feed, &sink);
+            }
+            Some(partitions) => {
+                for &partition in partitions {
+                    let sink = pipeline.add_consumer(Sink);
+                    let options = SubscribeOptions::new().partition(partition);
+                    pipeline.subscribe_with(&feed, &sink, options);
+                }
+            }
+        }
+        validated(&pipeline)
+    }
+
+    /// The checks' result, its error as the user reads it (`PipelineError` is not `PartialEq`).
+    fn validated(pipeline: &Pipeline) -> Result<(), String> {
+        pipeline
+            .validate()
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    fn vacant(partition: usize) -> String {
+        PipelineError::InvalidDispatch {
+            stage: "feed".to_owned(),
+            error: DispatchSetupError::PartitionVacant {
+                partition,
+                partitions: 2,
+            },
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn only_a_stage_that_waits_may_start_without_consumers() {
+        let lonely = PipelineError::NoConsumer {
+            stage: "feed".to_owned(),
+        }
+        .to_string();
+        let mut pipeline = Pipeline::new();
+        pipeline.add_producer_named(
+            "feed",
+            Feed {
+                without: WithoutConsumers::Stop,
+                partitioned: false,
+            },
+        );
+        assert_eq!(validated(&pipeline), Err(lonely));
+        let mut pipeline = Pipeline::new();
+        pipeline.add_producer_named(
+            "feed",
+            Feed {
+                without: WithoutConsumers::Wait,
+                partitioned: false,
+            },
+        );
+        assert_eq!(validated(&pipeline), Ok(()));
+        assert_eq!(check(WithoutConsumers::Stop, None), Ok(()));
+        assert_eq!(check(WithoutConsumers::Wait, None), Ok(()));
+    }
+
+    #[test]
+    fn a_partitioned_stage_that_waits_needs_all_its_partitions_taken_or_none() {
+        assert_eq!(
+            check(WithoutConsumers::Stop, Some(&[])),
+            Err(PipelineError::NoConsumer {
+                stage: "feed".to_owned()
+            }
+            .to_string())
+        );
+        assert_eq!(check(WithoutConsumers::Wait, Some(&[])), Ok(()));
+        assert_eq!(check(WithoutConsumers::Wait, Some(&[0])), Err(vacant(1)));
+        assert_eq!(check(WithoutConsumers::Wait, Some(&[1])), Err(vacant(0)));
+        assert_eq!(check(WithoutConsumers::Stop, Some(&[0])), Err(vacant(1)));
+        assert_eq!(check(WithoutConsumers::Wait, Some(&[0, 1])), Ok(()));
     }
 }

@@ -6,14 +6,18 @@
 //! # Completion
 //! A producer ends when it returns [`Emit::last`](crate::Emit::last) and its buffer is empty. A stage
 //! with producers ends once all of them have ended and it has handled (and, for a producer_consumer,
-//! delivered) every event. `run().await` returns when every stage has ended.
+//! delivered) every event. `run().await` returns when every stage has ended: a producer that waits
+//! for consumers ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)) and never returns
+//! `Emit::last` holds it open by design; start such a pipeline with [`Pipeline::start`] and end it
+//! with a shutdown.
 //!
 //! # Failure
 //! A stage whose callback returns an error or panics is restarted if its restart policy says so
 //! (see [`RestartPolicy`](crate::RestartPolicy): rebuilt in its own task, its subscriptions kept,
 //! its neighbours unaware); otherwise it ends at once. Its consumers stop too unless
 //! their subscription is `temporary` (see [`CancelMode`](crate::CancelMode)); its producers see it
-//! cancel, and a producer left without consumers stops, also while its callback waits. Each failure
+//! cancel, and a producer left without consumers stops, also while its callback waits (unless it
+//! waits for consumers: [`WithoutConsumers`](crate::WithoutConsumers)). Each failure
 //! is logged through `tracing` when it happens. Once every stage has ended, `run()` returns
 //! [`PipelineError`] naming the first stage that failed, with the report of the whole run.
 //!
@@ -46,7 +50,7 @@ use crate::error::PipelineError;
 use crate::mailbox::{mailbox, Receiver};
 use crate::messages::CancelPort;
 use crate::names::{self, Naming};
-use crate::options::{CancelMode, SubscribeOptions};
+use crate::options::{CancelMode, ProducerOptions, SubscribeOptions, WithoutConsumers};
 use crate::protocol::{ControlPort, Mail, NewConsumer, Subscribed};
 use crate::restart::{NoInput, Restart, RestartPolicy};
 use crate::run::{self, Abort, Build, Outcome, StageEnv};
@@ -140,14 +144,18 @@ struct DispatchInfo {
     routes: bool,
     /// Its subscriptions may have a selector.
     selects: bool,
+    /// The stage may have no consumer ([`WithoutConsumers::Wait`]): it may start with none, and
+    /// then its partitions, if it partitions, need not all be taken.
+    waits: bool,
 }
 
 impl DispatchInfo {
-    fn of<S, T: 'static>(dispatch: &Dispatch<S, T>) -> Self {
+    fn of<S, T: 'static>(dispatch: &Dispatch<S, T>, options: ProducerOptions) -> Self {
         DispatchInfo {
             partitions: dispatch.dispatcher.partitions(),
             routes: dispatch.partition.is_some(),
             selects: dispatch.dispatcher.selects(),
+            waits: options.without_consumers == WithoutConsumers::Wait,
         }
     }
 }
@@ -324,11 +332,12 @@ impl Pipeline {
     ) -> ProducerRef<P> {
         let defaults = SubscribeOptions::default();
         let dispatch = build.first.dispatcher();
+        let options = build.first.producer_options();
         let policy = build.first.restart_policy();
         self.add_stage(
             names::stage_name::<P>(name, P::DEFAULT_NAME),
             Role::Producer,
-            (defaults, DispatchInfo::of(&dispatch)),
+            (defaults, DispatchInfo::of(&dispatch, options)),
             (policy.restart(), build.rebuildable()),
             move |env, inbox, set: Option<RestartPolicy<NoInput>>| {
                 Box::pin(run::run_producer(
@@ -398,11 +407,12 @@ impl Pipeline {
     ) -> ProducerConsumerRef<S> {
         let defaults = build.first.subscribe_options();
         let dispatch = build.first.dispatcher();
+        let options = build.first.producer_options();
         let policy = build.first.restart_policy();
         self.add_stage(
             names::stage_name::<S>(name, None),
             Role::ProducerConsumer,
-            (defaults, DispatchInfo::of(&dispatch)),
+            (defaults, DispatchInfo::of(&dispatch, options)),
             (policy.restart(), build.rebuildable()),
             move |env, inbox, set: Option<RestartPolicy<S::Input>>| {
                 Box::pin(run::run_producer_consumer(

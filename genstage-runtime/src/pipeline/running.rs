@@ -530,7 +530,9 @@ impl PipelineHandle {
     /// [`CancelReason::Cancelled`](crate::CancelReason::Cancelled); the producer's
     /// `handle_consumer_cancel` is told the same). As for a producer that finishes, the consumer goes
     /// on with its other producers whatever its cancel mode, and finishes when it has none left; a
-    /// producer left without consumers stops.
+    /// producer left without consumers stops, unless it waits for consumers
+    /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)): then it keeps what it buffers for
+    /// the next consumer to subscribe.
     ///
     /// The tag of a subscription made when the pipeline was built is the one its consumer's
     /// `handle_subscribe` is told ([`Subscription::tag`](crate::Subscription::tag)); one made by

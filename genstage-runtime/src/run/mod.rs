@@ -73,7 +73,9 @@ macro_rules! next_mail {
 pub(crate) enum Exit {
     /// It ran to completion: its input ended and everything it emitted was delivered.
     Finished,
-    /// A producer stopped by a graceful shutdown, after delivering everything it emitted.
+    /// A producer stopped by a graceful shutdown, after delivering everything it emitted; or a
+    /// stage that waits for consumers, stopped by a graceful shutdown while it had none (what it
+    /// held is counted lost).
     ShutDown,
     /// It stopped because the named stage failed upstream (a permanent or transient subscription), or
     /// because every consumer it had left.
@@ -651,6 +653,11 @@ async fn produce<P: Producer>(
         if !state.letters.is_empty() {
             continue;
         }
+        // A producer that waits for consumers and has none has no one to deliver to: a shutdown
+        // ends it now, with what it holds lost, rather than hold the pipeline open.
+        if state.shut_down && outputs.waiting_alone() {
+            return Exit::ShutDown;
+        }
         // A round of this loop is a message or a call: either way it spends the task's budget like a
         // message, so that a producer asked for more than it emits per call still lets other tasks
         // run.
@@ -1071,6 +1078,12 @@ async fn transform<S: ProducerConsumer>(
         }
         if outputs.abandoned() {
             break Exit::Cancelled(None);
+        }
+        // One that waits for consumers and has none cannot handle its input nor deliver its
+        // buffer: a shutdown ends it now, with what it holds lost (its producers, left without
+        // it, end in turn).
+        if inputs.is_closed() && outputs.waiting_alone() {
+            break Exit::ShutDown;
         }
         // An ask only matters to a producer_consumer with input or output waiting for demand; one
         // with neither takes it in when events next wake it, before them, and is spared a wake-up

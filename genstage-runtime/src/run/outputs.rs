@@ -8,7 +8,7 @@ use crate::error::StageError;
 use crate::event_path::{Emitted, EventPath, Failure, Interrupted, Route};
 use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
-use crate::options::ProducerOptions;
+use crate::options::{ProducerOptions, WithoutConsumers};
 use crate::protocol::{Downstream, EndReason, EventSink, NewConsumer};
 use crate::report::{Discard, DiscardReason, Loss, LossReason};
 use crate::subscription::{CancelReason, Subscriber, SubscriptionTag};
@@ -55,8 +55,11 @@ pub(super) struct Outputs<T> {
     /// The path's copies as of the last [`flush`](Self::flush): more now means its deliveries hold
     /// copies of the same events.
     copies_flushed: u64,
-    /// Whether any consumer ever subscribed: a producer whose consumers have all left stops.
+    /// Whether any consumer ever subscribed: a producer whose consumers have all left stops,
+    /// unless it `waits`.
     had_consumers: bool,
+    /// It stays up while it has no consumer ([`WithoutConsumers::Wait`]).
+    waits: bool,
     /// What went to the subscriptions that have ended, for the report's edges.
     ended: Vec<(SubscriptionId, SentCounts)>,
     /// Consumers a send found gone, to leave the dispatcher once the deliveries in hand are out
@@ -78,6 +81,7 @@ impl<T: Send + 'static> Outputs<T> {
             hand_off: DeferredWake::default(),
             copies_flushed: 0,
             had_consumers: false,
+            waits: options.without_consumers == WithoutConsumers::Wait,
             ended: Vec::new(),
             leaving: Vec::new(),
         }
@@ -339,9 +343,16 @@ impl<T: Send + 'static> Outputs<T> {
         self.path.copies
     }
 
-    /// Whether every consumer that ever subscribed has left.
+    /// Whether every consumer that ever subscribed has left, and the stage stops for it (it does
+    /// not wait for consumers).
     pub(super) fn abandoned(&self) -> bool {
-        self.had_consumers && self.consumers.is_empty()
+        !self.waits && self.had_consumers && self.consumers.is_empty()
+    }
+
+    /// Whether the stage waits for consumers and has none now: shutting down, it ends at once,
+    /// since nothing it holds can be delivered (its buffer is then counted lost).
+    pub(super) fn waiting_alone(&self) -> bool {
+        self.waits && self.consumers.is_empty()
     }
 
     /// Places an `info_after_buffered` letter behind the events buffered now, and gives back any
