@@ -11,13 +11,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use genstage::{stage, Demand, PipelineHandle};
 use genstage::{
     CallError, Consumer, Context, Dispatch, DispatchSetupError, Emit, HandleCall, Loss, LossReason,
     Partition, Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions, ProducerRef,
     ReplyTo, Report, StageRef, StageResult, StageStatus, SubscribeOptions, Subscription,
     SubscriptionTag, WithoutConsumers,
 };
-use genstage::{Demand, PipelineHandle};
 use tokio::sync::mpsc;
 
 async fn guard<T>(future: impl Future<Output = T>) -> T {
@@ -484,4 +484,69 @@ async fn a_producer_that_does_not_wait_needs_a_consumer_to_start() {
         matches!(&error, PipelineError::NoConsumer { stage } if stage == "lonely"),
         "{error:?}"
     );
+}
+
+/// Broadcasts what it is told, keeping at most 2 events while nobody listens; written with
+/// `#[stage]`.
+struct Announcer;
+
+/// A number to announce; answered once it is dispatched.
+struct Announce(u64);
+
+#[stage(producer, dispatcher = broadcast, buffer_size = 2, without_consumers = wait)]
+impl Announcer {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_call(&mut self, Announce(n): Announce, reply: ReplyTo<()>) -> Vec<u64> {
+        reply.reply(());
+        vec![n]
+    }
+}
+
+/// Halves what it gets; written with `#[stage]`.
+struct Halves;
+
+#[stage(producer_consumer, without_consumers = wait)]
+impl Halves {
+    fn handle_events(&mut self, events: Vec<u64>) -> Vec<u64> {
+        events.into_iter().map(|n| n / 2).collect()
+    }
+}
+
+/// `#[stage(…, without_consumers = wait)]` sets the option, on a producer and a producer_consumer:
+/// both start with no consumer, and keep their events for the one that comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_attribute_sets_without_consumers() {
+    let mut pipeline = Pipeline::new();
+    let announcer = pipeline.add_producer_named("announcer", Announcer);
+    let feed = pipeline.add_producer_named("feed", Feed::new(WithoutConsumers::Stop, Kind::Demand));
+    let halves = pipeline.add_producer_consumer_named("halves", Halves);
+    pipeline.subscribe(&feed, &halves);
+    let running = pipeline.start();
+
+    for n in 1..=3 {
+        guard(announcer.call(Announce(n))).await.unwrap();
+    }
+    assert_eq!(guard(announcer.estimate_buffered_count()).await.unwrap(), 2);
+    push(&feed, &[2, 4, 6]).await;
+
+    let (listener, mut heard) = add_listener(&running, "listener").await;
+    guard(running.subscribe(&announcer, &listener))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut heard, 2).await, [2, 3]);
+    guard(running.subscribe(&halves, &listener)).await.unwrap();
+    assert_eq!(next(&mut heard, 3).await, [1, 2, 3]);
+
+    let report = guard(running.shutdown()).await.unwrap();
+    let announcer = stage(&report, "announcer");
+    assert_eq!(
+        (announcer.emitted, announcer.discarded, announcer.events_out),
+        (3, 1, 2)
+    );
+    assert_eq!(stage(&report, "halves").events_out, 3);
+    assert_eq!(stage(&report, "listener").events_in, 5);
+    assert!(report.balanced(), "{report:?}");
 }

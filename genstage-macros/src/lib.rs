@@ -203,6 +203,7 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// | `buffer_keep` | producer, producer_consumer | `first` or `last` | `last` |
 /// | `dispatcher` | producer, producer_consumer | `demand` (to the consumer with the most demand), `broadcast` (every event to every consumer; the events must be `Clone`) or `partition(n)` (each event to the one consumer of its partition, `0..n`, `n` an integer literal of at least 1, by the block's `partition` method) | `demand` |
 /// | `demand` | producer | `forward` or `accumulate`: whether it serves demand from the start, or records it until switched to forward through its reference (`ProducerRef::demand`) | `forward` |
+/// | `without_consumers` | producer, producer_consumer | `stop` (it must have a consumer at the start, and stops when its last consumer leaves) or `wait` (it may start with none, and stays up, keeping its buffer for the next consumer, when the last leaves: GenStage's broadcaster; see `WithoutConsumers`) | `stop` |
 /// | `restart` | all | `permanent` (always restarted, also when it ends on its own), `transient` (restarted after a failure) or `temporary` (never restarted), OTP's values | `temporary` |
 /// | `max_restarts` | all, with `restart` | at most this many restarts within `max_seconds`, an integer literal (a `u32`; `0` stops it at its first failure) | 3 |
 /// | `max_seconds` | all, with `restart` | the window, in seconds, an integer literal of at least 1 | 5 |

@@ -34,6 +34,9 @@ pub(crate) const BUFFER_SIZE: Symbol = Symbol("buffer_size");
 pub(crate) const BUFFER_KEEP: Symbol = Symbol("buffer_keep");
 /// `demand = forward | accumulate`: a producer's demand mode.
 pub(crate) const DEMAND: Symbol = Symbol("demand");
+/// `without_consumers = stop | wait`: whether a producer or producer_consumer stops without
+/// consumers, or waits for them.
+pub(crate) const WITHOUT_CONSUMERS: Symbol = Symbol("without_consumers");
 /// `dispatcher = demand | broadcast | partition(n)`: which consumers get a stage's events.
 pub(crate) const DISPATCHER: Symbol = Symbol("dispatcher");
 /// `partition = i` (an edge): the partition of a partitioned stage that the edge takes.
@@ -88,6 +91,9 @@ pub(crate) const BUFFER_KEEPS: &[(&str, &str)] = &[("first", "First"), ("last", 
 /// `demand`'s values, with the `DemandMode` variant each names.
 pub(crate) const DEMAND_MODES: &[(&str, &str)] =
     &[("forward", "Forward"), ("accumulate", "Accumulate")];
+
+/// `without_consumers`'s values, with the `WithoutConsumers` variant each names.
+pub(crate) const WITHOUT_CONSUMERS_CHOICES: &[(&str, &str)] = &[("stop", "Stop"), ("wait", "Wait")];
 
 impl Symbol {
     /// The keyword as written.
@@ -579,6 +585,23 @@ mod tests {
         assert_eq!(
             error.unwrap_err().to_string(),
             "unknown demand mode `manual`: `demand` is `forward` or `accumulate`"
+        );
+        let without = choice(
+            &key("without_consumers"),
+            &expr("wait"),
+            WITHOUT_CONSUMERS_CHOICES,
+            "without_consumers value",
+        );
+        assert_eq!(without.unwrap().to_string(), "Wait");
+        let error = choice(
+            &key("without_consumers"),
+            &expr("linger"),
+            WITHOUT_CONSUMERS_CHOICES,
+            "without_consumers value",
+        );
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "unknown without_consumers value `linger`: `without_consumers` is `stop` or `wait`"
         );
     }
 }

@@ -1209,6 +1209,7 @@ fn producer_options(model: &StageModel, constructor: &str) -> TokenStream {
             buffer_size,
             buffer_keep,
             demand,
+            without_consumers,
         }) => {
             let size = match buffer_size {
                 None => None,
@@ -1221,8 +1222,11 @@ fn producer_options(model: &StageModel, constructor: &str) -> TokenStream {
             let demand = demand
                 .iter()
                 .map(|mode| quote!(.demand(#krate::DemandMode::#mode)));
+            let without = without_consumers
+                .iter()
+                .map(|without| quote!(.without_consumers(#krate::WithoutConsumers::#without)));
             quote! {
-                #krate::ProducerOptions::#constructor() #size #(#keep)* #(#demand)*
+                #krate::ProducerOptions::#constructor() #size #(#keep)* #(#demand)* #(#without)*
             }
         }
     };

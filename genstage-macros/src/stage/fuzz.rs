@@ -68,6 +68,10 @@ const CORPUS: &[(&str, &str)] = &[
         "impl Numbers { fn handle_demand(&mut self, demand: usize) -> Vec<u64> { vec![] } }",
     ),
     (
+        "producer, dispatcher = broadcast, without_consumers = wait",
+        "impl Numbers { fn handle_demand(&mut self, demand: usize) -> Vec<u64> { vec![] } }",
+    ),
+    (
         "consumer, max_demand = 10, min_demand = 5",
         "impl Sink { fn handle_events(&mut self, events: Vec<u64>) -> Result<(), String> { Ok(()) } }",
     ),
@@ -364,6 +368,8 @@ fn generated_attr() -> impl Strategy<Value = String> {
         "buffer_keep = last",
         "demand = accumulate",
         "demand = manual",
+        "without_consumers = wait",
+        "without_consumers = linger",
         "restart = transient",
         "restart = temporary",
         "restart = always",

@@ -8,7 +8,7 @@ use syn::{Expr, GenericArgument, GenericParam, Ident, ItemImpl, Lit, PathArgumen
 use crate::options::{
     self, list, Dispatcher, MaxDemand, BUFFER_KEEP, BUFFER_KEEPS, BUFFER_SIZE, CANCEL,
     CANCEL_MODES, CRATE, DEMAND, DEMAND_MODES, DISPATCHER, MAX_DEMAND, MAX_RESTARTS, MAX_SECONDS,
-    MIN_DEMAND, REDELIVER, RESTART, RESTARTS,
+    MIN_DEMAND, REDELIVER, RESTART, RESTARTS, WITHOUT_CONSUMERS, WITHOUT_CONSUMERS_CHOICES,
 };
 
 use super::parse::{
@@ -134,7 +134,8 @@ impl SubscribeOpts {
     }
 }
 
-/// The producer-side options: `buffer_size`, `buffer_keep`, and a producer's `demand`.
+/// The producer-side options: `buffer_size`, `buffer_keep`, `without_consumers`, and a producer's
+/// `demand`.
 #[derive(Default)]
 pub(crate) struct ProducerOpts {
     pub(crate) buffer_size: Option<BufferSize>,
@@ -142,11 +143,16 @@ pub(crate) struct ProducerOpts {
     pub(crate) buffer_keep: Option<Ident>,
     /// `Forward` or `Accumulate`, spanned at the user's value.
     pub(crate) demand: Option<Ident>,
+    /// `Stop` or `Wait`, spanned at the user's value.
+    pub(crate) without_consumers: Option<Ident>,
 }
 
 impl ProducerOpts {
     pub(crate) fn is_empty(&self) -> bool {
-        self.buffer_size.is_none() && self.buffer_keep.is_none() && self.demand.is_none()
+        self.buffer_size.is_none()
+            && self.buffer_keep.is_none()
+            && self.demand.is_none()
+            && self.without_consumers.is_none()
     }
 }
 
@@ -180,6 +186,7 @@ const OPTIONS: &[(options::Symbol, Side)] = &[
     (BUFFER_SIZE, Side::Producer),
     (BUFFER_KEEP, Side::Producer),
     (DEMAND, Side::ProducerOnly),
+    (WITHOUT_CONSUMERS, Side::Producer),
     (DISPATCHER, Side::Dispatch),
     (RESTART, Side::Any),
     (MAX_RESTARTS, Side::Any),
@@ -275,6 +282,10 @@ pub(crate) fn validate_stage(
                     "it configures their subscriptions",
                 ),
                 Side::ProducerOnly => ("producers only", "it sets their demand mode"),
+                _ if key == WITHOUT_CONSUMERS.name() => (
+                    "producers and producer_consumers",
+                    "it says whether they stop or wait when they have no consumer",
+                ),
                 _ => (
                     "producers and producer_consumers",
                     "it configures their buffer",
@@ -369,6 +380,15 @@ pub(crate) fn validate_stage(
                     Err(error) => errors.push(error),
                 }
             }
+            "without_consumers" => match options::choice(
+                &option.key,
+                &option.value,
+                WITHOUT_CONSUMERS_CHOICES,
+                "without_consumers value",
+            ) {
+                Ok(variant) => producer.without_consumers = Some(variant),
+                Err(error) => errors.push(error),
+            },
             "restart" => {
                 match options::choice(&option.key, &option.value, RESTARTS, "restart value") {
                     Ok(variant) => restart = Some(Ok(variant)),
