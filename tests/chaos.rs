@@ -18,6 +18,12 @@
 //! be accounted for all the same. Each value of a stage runs `init` once, before its other
 //! callbacks: a stage runs it once more than its report counts restarts.
 //!
+//! Some producers of the test's own (not one that stalls, nor a `from_channel` or `from_stream`
+//! one) in a run shut down or aborted wait for consumers (`WithoutConsumers::Wait`): left without
+//! consumers, by a cancel through the handle or its consumers' faults, they stay up, keeping their
+//! buffer, until the shutdown ends them; only a producer left so may then lose its buffer (as
+//! `Buffered`) in a run without a fault.
+//!
 //! Some producers are `from_channel` producers, fed their events one at a time, with pauses, by a
 //! spawned task that then drops its sender (the producer ends) or, in a run shut down gracefully,
 //! sends until a send fails. Each event a `send` accepted is in the report as emitted, and lost (as
@@ -168,8 +174,8 @@
 //! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded), a
 //! `ConsumerSupervisor` (whose temporary children lost events, whose transient children were run
 //! again), and a routing panic (that lost its dispatch, that failed a producer_consumer's batch in
-//! hand, whose batch was handed again, that stopped its stage for good) (`-- --nocapture` shows
-//! it).
+//! hand, whose batch was handed again, that stopped its stage for good), and a producer that waits
+//! for consumers (shut down holding events with no consumer) (`-- --nocapture` shows it).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
@@ -190,7 +196,7 @@ use genstage::{
     Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
     ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo, Report, Restart, RestartPolicy,
     StageRef, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber, Subscription,
-    SubscriptionTag,
+    SubscriptionTag, WithoutConsumers,
 };
 use tokio::sync::mpsc;
 
@@ -443,6 +449,9 @@ struct ProducerPlan {
     buffer: Option<(usize, BufferKeep)>,
     /// Starts in `DemandMode::Accumulate`; a task switches it to forward after this many yields.
     accumulate: Option<usize>,
+    /// Waits for consumers (`WithoutConsumers::Wait`): stays up, keeping its buffer, when its
+    /// consumers have all left. Only in a run shut down or aborted, which ends it then.
+    waits: bool,
     strike: Option<Strike>,
     /// Only for a [`Fan::Broadcast`] or [`Fan::Partition`] producer.
     routing: Option<RoutingStrike>,
@@ -773,7 +782,25 @@ impl Topology {
         topology.plan_supervisors(&mut rng);
         // And, last of all, the routing panics.
         topology.plan_routing(&mut rng);
+        // And, after them, the producers that wait for consumers.
+        topology.plan_waits(&mut rng);
         topology
+    }
+
+    /// A third of the producers of the test's own in a run shut down or aborted wait for
+    /// consumers: one whose consumers all leave stays up until that ends it. Not one that stalls,
+    /// which only ends because its consumers leave; nor in a run that must end by itself, where
+    /// one left alone would hold the run open (by design).
+    fn plan_waits(&mut self, rng: &mut Rng) {
+        let ended = self.shutdown_after.is_some();
+        for producer in &mut self.producers {
+            // Drawn for every producer, fit or not.
+            let chosen = rng.chance(33);
+            producer.waits = chosen
+                && ended
+                && !producer.source.is_foreign()
+                && producer.source != Source::Stall;
+        }
     }
 
     /// A routing panic ([`RoutingStrike`]) for a third of the stages that broadcast or partition,
@@ -1464,6 +1491,7 @@ impl Topology {
             step(&|t| t.producers[i].last_separately = false);
             step(&|t| t.producers[i].buffer = None);
             step(&|t| t.producers[i].accumulate = None);
+            step(&|t| t.producers[i].waits = false);
             step(&|t| t.producers[i].on_cancel = None);
             step(&|t| {
                 if let Some(on_cancel) = &mut t.producers[i].on_cancel {
@@ -1615,7 +1643,7 @@ impl OnCancel {
 }
 
 impl ProducerPlan {
-    /// Its buffer and demand mode.
+    /// Its buffer, demand mode and what it does without consumers.
     fn options(&self) -> ProducerOptions {
         let options = match self.buffer {
             Some((size, keep)) => ProducerOptions::for_producer()
@@ -1623,9 +1651,13 @@ impl ProducerPlan {
                 .buffer_keep(keep),
             None => ProducerOptions::for_producer(),
         };
-        match self.accumulate {
+        let options = match self.accumulate {
             Some(_) => options.demand(DemandMode::Accumulate),
             None => options,
+        };
+        match self.waits {
+            true => options.without_consumers(WithoutConsumers::Wait),
+            false => options,
         }
     }
 
@@ -1657,6 +1689,7 @@ impl ProducerPlan {
                 )
             }),
             accumulate: None,
+            waits: false,
             strike: None,
             routing: None,
             policy: None,
@@ -1720,6 +1753,9 @@ impl fmt::Display for Topology {
             }
             if let Some(yields) = p.accumulate {
                 write!(f, ", accumulates for {yields} yields")?;
+            }
+            if p.waits {
+                write!(f, ", waits for consumers")?;
             }
             if p.confirm {
                 write!(f, ", confirms its chunks")?;
@@ -4319,6 +4355,7 @@ fn check(
     }
     let fell_any = !fell.is_empty();
     count_routing(topology, ledger, &fell);
+    count_waits(topology, report);
     // A subscription cancelled through the handle may leave a producer without consumers, which
     // stops with what it buffered: lost, without a fault. So may a `to_stream` consumer whose
     // stream the test dropped: it leaves, as if its subscriptions were cancelled.
@@ -4495,11 +4532,32 @@ fn check(
             });
             matches!(topology.fan(node), Fan::Partition { .. }) && (consumer_left || cancelled)
         };
+        // A producer that waits for consumers, left without them by such a cancel (of a
+        // subscription to it, or of its consumer's, which then left), keeps its buffer until the
+        // shutdown ends it: lost then, and only then.
+        let alone = |stage: &genstage::StageReport| {
+            let Some(node @ Node::Producer(i)) = parse_node(&stage.name) else {
+                return false;
+            };
+            let consumer_left = topology.edges.iter().any(|e| {
+                let to = e.to.to_string();
+                e.from == node && (left(&to) || dropped(&to))
+            });
+            let cancelled = ledger.told.iter().any(|t| {
+                t.producer == stage.name
+                    && (ledger.cancelled.contains(&t.tag)
+                        || ledger.replaced.contains(&t.tag)
+                        || ledger.self_cancelled.contains(&t.tag))
+            });
+            topology.producers[i].waits
+                && stage.status == StageStatus::ShutDown
+                && (consumer_left || cancelled)
+        };
         for stage in &report.stages {
             let name = stage.name.as_str();
             for loss in &stage.losses {
                 let allowed = match loss.reason {
-                    LossReason::Buffered => left(name) || stranded(name),
+                    LossReason::Buffered => left(name) || stranded(name) || alone(stage),
                     LossReason::Unhandled => left(name),
                     LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
                     // What a channel producer left without consumers held in its channel.
@@ -4618,6 +4676,30 @@ fn resolve_routing(report: &Report, ledger: &mut Ledger) {
 /// that stopped its stage for good.
 static ROUTING: [std::sync::atomic::AtomicU64; 5] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 5];
+
+/// Runs with a producer that waits for consumers; of those, runs where one was shut down still
+/// holding events with no consumer to take them (lost, `Buffered`, as it ended `ShutDown`).
+static WAITS: [std::sync::atomic::AtomicU64; 2] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 2];
+
+fn count_waits(topology: &Topology, report: &Report) {
+    let waiting = || {
+        topology
+            .producers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.waits)
+            .filter_map(|(i, _)| report.stage(&format!("P{i}")))
+    };
+    let seen = [
+        waiting().next().is_some(),
+        waiting().any(|s| {
+            s.status == StageStatus::ShutDown
+                && s.losses.iter().any(|l| l.reason == LossReason::Buffered)
+        }),
+    ];
+    tally(&WAITS, &seen);
+}
 
 fn count_routing(topology: &Topology, ledger: &Ledger, fell: &HashMap<String, Fault>) {
     let routed = || {
@@ -5819,6 +5901,7 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [from_streams, panicked, to_streams, cut, unhandled] = tallied(&STREAMS);
     let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
     let [routed, routed_dispatch, routed_batch, routed_again, routed_fell] = tallied(&ROUTING);
+    let [waits, waited_alone] = tallied(&WAITS);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -5833,7 +5916,8 @@ fn random_pipelines_end_and_account_for_every_event() {
          transient children were run again; {routed} had a routing panic, {routed_dispatch} one \
          that lost its dispatch, {routed_batch} one that failed a producer_consumer's batch in \
          hand, {routed_again} one whose batch was handed again, {routed_fell} one that stopped \
-         its stage for good"
+         its stage for good; {waits} had a producer that waits for consumers, {waited_alone} one \
+         shut down holding events with no consumer"
     );
     assert!(
         failures.is_empty(),
@@ -5959,6 +6043,14 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     expect(
         "accumulating producer fed by casts",
         count(&|t| accumulating(t, Source::Messages)),
+    );
+    expect(
+        "producer that waits for consumers",
+        count(&|t| t.producers.iter().any(|p| p.waits)),
+    );
+    expect(
+        "producer that waits for consumers, in a run that cancels a subscription",
+        count(&|t| t.action.is_some() && t.producers.iter().any(|p| p.waits)),
     );
     expect(
         "graceful shutdown of an accumulating producer",
