@@ -19,10 +19,11 @@
 //! callbacks: a stage runs it once more than its report counts restarts.
 //!
 //! Some producers of the test's own (not one that stalls, nor a `from_channel` or `from_stream`
-//! one) in a run shut down or aborted wait for consumers (`WithoutConsumers::Wait`): left without
-//! consumers, by a cancel through the handle or its consumers' faults, they stay up, keeping their
-//! buffer, until the shutdown ends them; only a producer left so may then lose its buffer (as
-//! `Buffered`) in a run without a fault.
+//! one) and producer_consumers in a run shut down or aborted wait for consumers
+//! (`WithoutConsumers::Wait`): left without consumers, by a cancel through the handle or its
+//! consumers' faults, they stay up, keeping their buffer (a producer_consumer its subscriptions,
+//! and its input), until the shutdown ends them; only a stage left so may then lose its buffer (as
+//! `Buffered`) or input (`Unhandled`), as it ends `ShutDown`, in a run without a fault.
 //!
 //! Some producers are `from_channel` producers, fed their events one at a time, with pauses, by a
 //! spawned task that then drops its sender (the producer ends) or, in a run shut down gracefully,
@@ -174,8 +175,9 @@
 //! `to_stream` consumer (stopped by dropping its stream, losing what it had not yielded), a
 //! `ConsumerSupervisor` (whose temporary children lost events, whose transient children were run
 //! again), and a routing panic (that lost its dispatch, that failed a producer_consumer's batch in
-//! hand, whose batch was handed again, that stopped its stage for good), and a producer that waits
-//! for consumers (shut down holding events with no consumer) (`-- --nocapture` shows it).
+//! hand, whose batch was handed again, that stopped its stage for good), and a producer or
+//! producer_consumer that waits for consumers (shut down holding events with no consumer)
+//! (`-- --nocapture` shows it).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
@@ -555,6 +557,9 @@ struct MiddlePlan {
     on_cancel: Option<OnCancel>,
     fan: Fan,
     manual: Option<ManualPlan>,
+    /// Waits for consumers, as a producer may ([`ProducerPlan::waits`]): keeps its subscriptions,
+    /// holding its input, when its consumers have all left.
+    waits: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -710,6 +715,7 @@ impl Topology {
                 on_cancel: None,
                 fan: Fan::Demand,
                 manual: None,
+                waits: false,
             })
             .collect();
         let consumers = (0..rng.range(1, 4))
@@ -787,8 +793,8 @@ impl Topology {
         topology
     }
 
-    /// A third of the producers of the test's own in a run shut down or aborted wait for
-    /// consumers: one whose consumers all leave stays up until that ends it. Not one that stalls,
+    /// A third of the producers of the test's own and of the producer_consumers in a run shut down
+    /// or aborted wait for consumers: one whose consumers all leave stays up until that ends it. Not one that stalls,
     /// which only ends because its consumers leave; nor in a run that must end by itself, where
     /// one left alone would hold the run open (by design).
     fn plan_waits(&mut self, rng: &mut Rng) {
@@ -800,6 +806,10 @@ impl Topology {
                 && ended
                 && !producer.source.is_foreign()
                 && producer.source != Source::Stall;
+        }
+        for middle in &mut self.middles {
+            let chosen = rng.chance(33);
+            middle.waits = chosen && ended;
         }
     }
 
@@ -1522,6 +1532,7 @@ impl Topology {
         }
         for i in 0..self.middles.len() {
             step(&|t| t.middles[i].strike = None);
+            step(&|t| t.middles[i].waits = false);
             step(&|t| t.middles[i].routing = None);
             step(&|t| calmer_routing(&mut t.middles[i].routing));
             step(&|t| t.middles[i].policy = None);
@@ -1772,6 +1783,9 @@ impl fmt::Display for Topology {
                 write!(f, ", drops seq % {n} == 0")?;
             }
             write!(f, "{}", ManualText(m.manual))?;
+            if m.waits {
+                write!(f, ", waits for consumers")?;
+            }
             write!(f, "{}", OnCancelText(m.on_cancel))?;
             write!(f, "{}", StrikeText(m.strike))?;
             write!(f, "{}", RoutingText(m.routing, m.fan))?;
@@ -3289,6 +3303,7 @@ struct Middle {
     fuse: Fuse,
     manual: Option<Manual>,
     router: Option<Arc<Router>>,
+    waits: bool,
 }
 
 impl Middle {
@@ -3315,6 +3330,14 @@ impl ProducerConsumer for Middle {
 
     fn dispatcher(&self) -> Dispatch<Self, Event> {
         dispatch(self.fan)
+    }
+
+    fn producer_options(&self) -> ProducerOptions {
+        let options = ProducerOptions::for_producer_consumer();
+        match self.waits {
+            true => options.without_consumers(WithoutConsumers::Wait),
+            false => options,
+        }
     }
 
     fn init(&mut self, _: &mut Context<'_, Self>) {
@@ -3829,6 +3852,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 fuse,
                 manual,
                 router: router.clone(),
+                waits: plan.waits,
             }
         };
         let handle = match topology.middles[i].policy {
@@ -4515,51 +4539,70 @@ fn check(
                 .stage(name)
                 .is_some_and(|s| s.status == StageStatus::Cancelled { cause: None })
         };
+        // A stage that waits for consumers, left without them by such a cancel (of a subscription
+        // to it, or of its consumer's, which then left or was itself left so), keeps its buffer
+        // (and a producer_consumer its input) until the shutdown ends it: lost then, and only
+        // then. Found from the consumers up (the stages form no cycle).
+        let mut alone: HashSet<String> = HashSet::new();
+        loop {
+            let before = alone.len();
+            for stage in &report.stages {
+                let waits = match parse_node(&stage.name) {
+                    Some(Node::Producer(i)) => topology.producers[i].waits,
+                    Some(Node::Middle(i)) => topology.middles[i].waits,
+                    _ => false,
+                };
+                if !waits || stage.status != StageStatus::ShutDown || alone.contains(&stage.name) {
+                    continue;
+                }
+                let consumer_left = topology.edges.iter().any(|e| {
+                    let to = e.to.to_string();
+                    e.from.to_string() == stage.name
+                        && (left(&to) || dropped(&to) || alone.contains(&to))
+                });
+                let cancelled = ledger.told.iter().any(|t| {
+                    t.producer == stage.name
+                        && (ledger.cancelled.contains(&t.tag)
+                            || ledger.replaced.contains(&t.tag)
+                            || ledger.self_cancelled.contains(&t.tag))
+                });
+                if consumer_left || cancelled {
+                    alone.insert(stage.name.clone());
+                }
+            }
+            if alone.len() == before {
+                break;
+            }
+        }
+        let alone = |name: &str| alone.contains(name);
         // A partition whose consumer was cancelled through the handle, or left (it stopped, left
-        // without consumers by such a cancel), keeps its events for no one: lost when the producer
-        // ends, unless a consumer takes the partition again.
+        // without consumers by such a cancel, or was left alone so while it waited for
+        // consumers), keeps its events for no one: lost when the producer ends, unless a consumer
+        // takes the partition again.
         let stranded = |name: &str| {
             let Some(node) = parse_node(name) else {
                 return false;
             };
-            let consumer_left = topology
-                .edges
-                .iter()
-                .any(|e| e.from == node && left(&e.to.to_string()));
+            let consumer_left = topology.edges.iter().any(|e| {
+                let to = e.to.to_string();
+                e.from == node && (left(&to) || alone(&to))
+            });
             let cancelled = ledger.told.iter().any(|t| {
                 t.producer == name
                     && (ledger.cancelled.contains(&t.tag) || ledger.self_cancelled.contains(&t.tag))
             });
             matches!(topology.fan(node), Fan::Partition { .. }) && (consumer_left || cancelled)
         };
-        // A producer that waits for consumers, left without them by such a cancel (of a
-        // subscription to it, or of its consumer's, which then left), keeps its buffer until the
-        // shutdown ends it: lost then, and only then.
-        let alone = |stage: &genstage::StageReport| {
-            let Some(node @ Node::Producer(i)) = parse_node(&stage.name) else {
-                return false;
-            };
-            let consumer_left = topology.edges.iter().any(|e| {
-                let to = e.to.to_string();
-                e.from == node && (left(&to) || dropped(&to))
-            });
-            let cancelled = ledger.told.iter().any(|t| {
-                t.producer == stage.name
-                    && (ledger.cancelled.contains(&t.tag)
-                        || ledger.replaced.contains(&t.tag)
-                        || ledger.self_cancelled.contains(&t.tag))
-            });
-            topology.producers[i].waits
-                && stage.status == StageStatus::ShutDown
-                && (consumer_left || cancelled)
-        };
         for stage in &report.stages {
             let name = stage.name.as_str();
             for loss in &stage.losses {
                 let allowed = match loss.reason {
-                    LossReason::Buffered => left(name) || stranded(name) || alone(stage),
-                    LossReason::Unhandled => left(name),
-                    LossReason::ConsumerGone => report.stages.iter().any(|s| left(&s.name)),
+                    LossReason::Buffered => left(name) || stranded(name) || alone(name),
+                    LossReason::Unhandled => left(name) || alone(name),
+                    LossReason::ConsumerGone => report
+                        .stages
+                        .iter()
+                        .any(|s| left(&s.name) || alone(&s.name)),
                     // What a channel producer left without consumers held in its channel.
                     LossReason::NotEmitted => left(name),
                     // Counted exactly by `check_restarts`, and by `check_supervisors`.
@@ -4677,25 +4720,31 @@ fn resolve_routing(report: &Report, ledger: &mut Ledger) {
 static ROUTING: [std::sync::atomic::AtomicU64; 5] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 5];
 
-/// Runs with a producer that waits for consumers; of those, runs where one was shut down still
-/// holding events with no consumer to take them (lost, `Buffered`, as it ended `ShutDown`).
+/// Runs with a producer or producer_consumer that waits for consumers; of those, runs where one
+/// was shut down still holding events with no consumer to take them (lost, `Buffered` or
+/// `Unhandled`, as it ended `ShutDown`).
 static WAITS: [std::sync::atomic::AtomicU64; 2] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 2];
 
 fn count_waits(topology: &Topology, report: &Report) {
-    let waiting = || {
-        topology
-            .producers
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.waits)
-            .filter_map(|(i, _)| report.stage(&format!("P{i}")))
-    };
+    let producers = topology.producers.iter().map(|p| p.waits);
+    let middles = topology.middles.iter().map(|m| m.waits);
+    let names = (0..topology.producers.len())
+        .map(|i| format!("P{i}"))
+        .chain((0..topology.middles.len()).map(|i| format!("M{i}")));
+    let waiting: Vec<&genstage::StageReport> = producers
+        .chain(middles)
+        .zip(names)
+        .filter(|&(waits, _)| waits)
+        .filter_map(|(_, name)| report.stage(&name))
+        .collect();
     let seen = [
-        waiting().next().is_some(),
-        waiting().any(|s| {
+        !waiting.is_empty(),
+        waiting.iter().any(|s| {
             s.status == StageStatus::ShutDown
-                && s.losses.iter().any(|l| l.reason == LossReason::Buffered)
+                && s.losses
+                    .iter()
+                    .any(|l| matches!(l.reason, LossReason::Buffered | LossReason::Unhandled))
         }),
     ];
     tally(&WAITS, &seen);
@@ -5916,8 +5965,8 @@ fn random_pipelines_end_and_account_for_every_event() {
          transient children were run again; {routed} had a routing panic, {routed_dispatch} one \
          that lost its dispatch, {routed_batch} one that failed a producer_consumer's batch in \
          hand, {routed_again} one whose batch was handed again, {routed_fell} one that stopped \
-         its stage for good; {waits} had a producer that waits for consumers, {waited_alone} one \
-         shut down holding events with no consumer"
+         its stage for good; {waits} had a producer or producer_consumer that waits for \
+         consumers, {waited_alone} one shut down holding events with no consumer"
     );
     assert!(
         failures.is_empty(),
@@ -6047,6 +6096,10 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     expect(
         "producer that waits for consumers",
         count(&|t| t.producers.iter().any(|p| p.waits)),
+    );
+    expect(
+        "producer_consumer that waits for consumers",
+        count(&|t| t.middles.iter().any(|m| m.waits)),
     );
     expect(
         "producer that waits for consumers, in a run that cancels a subscription",
