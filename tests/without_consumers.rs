@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use genstage::{stage, Demand, PipelineHandle};
+use genstage::{stage, CancelReason, Demand, PipelineHandle, Subscriber};
 use genstage::{
     CallError, Consumer, Context, Dispatch, DispatchSetupError, Emit, HandleCall, Loss, LossReason,
     Partition, Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions, ProducerRef,
@@ -42,6 +42,8 @@ struct Feed {
     buffer_size: Option<usize>,
     /// Where it tells how it ended (its `terminate`).
     ended: Option<mpsc::UnboundedSender<StageStatus>>,
+    /// Where it tells why its consumers left (its `handle_consumer_cancel`).
+    cancels: Option<mpsc::UnboundedSender<CancelReason>>,
 }
 
 impl Feed {
@@ -51,6 +53,7 @@ impl Feed {
             kind,
             buffer_size: None,
             ended: None,
+            cancels: None,
         }
     }
 }
@@ -78,6 +81,17 @@ impl Producer for Feed {
         if let Some(ended) = &self.ended {
             let _ = ended.send(status.clone());
         }
+    }
+    async fn handle_consumer_cancel(
+        &mut self,
+        _: &Subscriber,
+        reason: &CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        if let Some(cancels) = &self.cancels {
+            let _ = cancels.send(reason.clone());
+        }
+        Ok(Vec::new())
     }
 }
 
@@ -283,6 +297,68 @@ async fn a_broadcaster_that_does_not_wait_stops_with_its_last_listener() {
         feed.call(Push(vec![4])).await,
         Err(CallError::Ended { .. })
     ));
+}
+
+/// Fails on its first batch.
+struct Fragile;
+
+impl Consumer for Fragile {
+    type Input = u64;
+    async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+        Err("fragile".into())
+    }
+}
+
+/// A waiting producer whose only consumer fails stays up, and the next consumer gets what it
+/// emitted meanwhile; the run's failure names the consumer, and its report balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_producer_outlives_a_failed_consumer() {
+    let (cancels, mut cancelled) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let feed = pipeline.add_producer_named(
+        "feed",
+        Feed {
+            cancels: Some(cancels),
+            ..Feed::new(WithoutConsumers::Wait, Kind::Demand)
+        },
+    );
+    let running = pipeline.start();
+    let fragile = guard(running.add_consumer_named("fragile", Fragile))
+        .await
+        .unwrap();
+    guard(running.subscribe(&feed, &fragile)).await.unwrap();
+    push(&feed, &[1, 2]).await;
+    assert_eq!(
+        guard(cancelled.recv()).await,
+        Some(CancelReason::Failed {
+            cause: "fragile".to_owned()
+        })
+    );
+    push(&feed, &[3, 4]).await;
+    assert_eq!(guard(feed.estimate_buffered_count()).await.unwrap(), 2);
+    let (listener, mut heard) = add_listener(&running, "next").await;
+    guard(running.subscribe(&feed, &listener)).await.unwrap();
+    assert_eq!(next(&mut heard, 2).await, [3, 4]);
+
+    let error = guard(running.shutdown()).await.unwrap_err();
+    assert!(
+        matches!(&error, PipelineError::StageFailed { stage, .. } if stage == "fragile"),
+        "{error:?}"
+    );
+    let report = error.report().expect("a failed run has its report");
+    let feed = stage(report, "feed");
+    assert_eq!(feed.status, StageStatus::ShutDown);
+    assert_eq!((feed.emitted, feed.events_out, feed.lost), (4, 4, 0));
+    let fragile = stage(report, "fragile");
+    assert_eq!(
+        fragile.losses,
+        [Loss {
+            count: 2,
+            reason: LossReason::FailedBatch
+        }]
+    );
+    assert_eq!(stage(report, "next").events_in, 2);
+    assert!(report.balanced(), "{report:?}");
 }
 
 /// A graceful shutdown of a waiting producer that has no consumer and holds events ends it at

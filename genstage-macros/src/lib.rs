@@ -814,6 +814,11 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | a name defined twice, or never wired | `` the stage name `numbers` is already defined ``, `` the stage `letters` is never wired `` |
 /// | a misspelt name (an ordinary expression, see above) | rustc's `` cannot find value `nubmers` in this scope `` |
 /// | an empty pipeline, a dangling `->`, `[S;]`, stray tokens, a lone stage | `expected a stage after ->`, … |
+///
+/// A producer whose events go nowhere is refused even when it waits for consumers
+/// (`#[stage(producer, without_consumers = wait)]`): in a static graph, a dead end is most likely a
+/// mistake. A broadcaster that starts with no consumer, and has consumers subscribe later through
+/// the running pipeline's handle, is built with the typed builder (see `WithoutConsumers`).
 #[proc_macro]
 pub fn pipeline(input: TokenStream) -> TokenStream {
     pipeline::expand_pipeline(input.into()).into()
