@@ -118,6 +118,23 @@ impl HandleCall<Push> for Feed {
     }
 }
 
+/// The last events to emit (`Emit::last`); answered once they are dispatched.
+struct Last(Vec<u64>);
+
+impl HandleCall<Last> for Feed {
+    type Reply = ();
+    type Emitted = Emit<u64>;
+    async fn handle_call(
+        &mut self,
+        Last(events): Last,
+        reply: ReplyTo<()>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Emit<u64>> {
+        reply.reply(());
+        Ok(Emit::last(events))
+    }
+}
+
 /// Hands every event it handles to the test; keeps the tag of its subscriptions.
 struct Listener {
     heard: mpsc::UnboundedSender<u64>,
@@ -358,6 +375,34 @@ async fn a_waiting_producer_outlives_a_failed_consumer() {
         }]
     );
     assert_eq!(stage(report, "next").events_in, 2);
+    assert!(report.balanced(), "{report:?}");
+}
+
+/// A waiting producer still ends by its own end: alone, at once; with events buffered, once a
+/// consumer has taken them. Either way the run then ends by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_producer_ends_by_its_own_end() {
+    let mut pipeline = Pipeline::new();
+    let feed = pipeline.add_producer_named("feed", Feed::new(WithoutConsumers::Wait, Kind::Demand));
+    let running = pipeline.start();
+    guard(feed.call(Last(Vec::new()))).await.unwrap();
+    let report = guard(running).await.unwrap();
+    assert_eq!(stage(&report, "feed").status, StageStatus::Finished);
+
+    let mut pipeline = Pipeline::new();
+    let feed = pipeline.add_producer_named("feed", Feed::new(WithoutConsumers::Wait, Kind::Demand));
+    let mut running = pipeline.start();
+    guard(feed.call(Last(vec![1, 2]))).await.unwrap();
+    // Its last events wait for a consumer: it has not ended.
+    assert_eq!(guard(feed.estimate_buffered_count()).await.unwrap(), 2);
+    assert!(!running.is_finished());
+    let (listener, mut heard) = add_listener(&running, "late").await;
+    guard(running.subscribe(&feed, &listener)).await.unwrap();
+    assert_eq!(next(&mut heard, 2).await, [1, 2]);
+    let report = guard(&mut running).await.unwrap();
+    assert_eq!(stage(&report, "feed").status, StageStatus::Finished);
+    assert_eq!(stage(&report, "late").status, StageStatus::Finished);
+    assert_eq!(stage(&report, "late").events_in, 2);
     assert!(report.balanced(), "{report:?}");
 }
 
