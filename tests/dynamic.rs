@@ -248,3 +248,49 @@ async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
     running.shutdown().await.unwrap();
     elsewhere.shutdown().await.unwrap();
 }
+
+/// A consumer whose policy restarts it.
+struct Restarting;
+
+impl Consumer for Restarting {
+    type Input = u64;
+    async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+    fn restart_policy(&self) -> genstage::RestartPolicy<u64> {
+        genstage::RestartPolicy::transient()
+    }
+}
+
+/// A stage refused for its restart policy is added again as the error says, with a constructor,
+/// under the same name: the refused one took no name (it took `store`, then `Restarting`, so
+/// that the second was `DuplicateName`, the third `Restarting#2`).
+#[tokio::test]
+async fn a_refused_stage_leaves_its_name_free() {
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer(Counter(0));
+    let first = pipeline.add_consumer_named("first", Collect::default());
+    pipeline.subscribe(&counter, &first);
+    let running = pipeline.start();
+    for name in [Some("store"), None] {
+        let name = name.map(str::to_owned);
+        let refused = match name.clone() {
+            Some(name) => running.add_consumer_named(name, Restarting).await,
+            None => running.add_consumer(Restarting).await,
+        };
+        assert!(matches!(
+            refused,
+            Err(PipelineError::NotRebuildable {
+                constructor: "add_consumer_with",
+                ..
+            })
+        ));
+        let added = running
+            .add_consumer_with_as(name.clone(), || Restarting)
+            .await
+            .unwrap();
+        let expected = name.unwrap_or_else(|| "Restarting".to_owned());
+        assert_eq!(genstage::StageRef::name(&added), expected);
+    }
+    running.shutdown().await.unwrap();
+}

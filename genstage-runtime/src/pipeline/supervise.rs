@@ -353,7 +353,13 @@ impl Supervisor {
         if let Some(error) = stage.unrebuildable() {
             return Err(self.refuse(&stage, error));
         }
-        if self.names.contains(&stage.name) {
+        // A name is taken by a stage that started: one refused leaves its name free.
+        let taken = |name: &str| {
+            let mut started =
+                (0..self.names.len()).filter(|index| !self.never_started.contains(index));
+            started.any(|index| self.names[index] == name)
+        };
+        if taken(&stage.name) {
             if stage.naming.given {
                 let error = PipelineError::DuplicateName {
                     name: stage.name.clone(),
@@ -364,9 +370,7 @@ impl Supervisor {
                 };
                 return Err(self.refuse(&stage, error));
             }
-            stage.name = crate::names::first_free(&stage.name, |name| {
-                !self.names.iter().any(|taken| taken == name)
-            });
+            stage.name = crate::names::first_free(&stage.name, |name| !taken(name));
         }
         self.spawn(stage);
         if self.shutting_down {
