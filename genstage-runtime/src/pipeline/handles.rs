@@ -121,38 +121,80 @@ impl<In: Send + 'static, Out: Send + 'static> SinkPort<In> for Mailbox<In, Out> 
     }
 }
 
+// The references have no bound on `S` (their impls have it): a type naming `ProducerRef<S>`, as
+// the future of `PipelineHandle::add_producer` does, would repeat the bound, and rustc its error,
+// at every expression of that type (the call, its `.await`, its `?`) when `S` is not a producer.
+// Each holds its mailbox's typed ends behind a trait object that names the stage only, not its
+// `Input` or `Output`.
+
 /// A producer of type `S` in a [`Pipeline`](super::Pipeline), emitting `S::Output`: what wires it
 /// (as a [`Source`]) and what reaches it while it runs (through [`StageRef`](crate::StageRef)).
-pub struct ProducerRef<S: Producer> {
-    pub(super) source: SourceEnd<S::Output>,
+pub struct ProducerRef<S> {
+    pub(super) source: Arc<dyn ProducerSource<S>>,
     pub(super) stage: StagePort<S>,
 }
 
 /// A producer_consumer of type `S` in a [`Pipeline`](super::Pipeline), consuming `S::Input` and
 /// emitting `S::Output`: what wires it (as a [`Sink`] and a [`Source`]) and what reaches it while it
 /// runs (through [`StageRef`](crate::StageRef)).
-pub struct ProducerConsumerRef<S: ProducerConsumer> {
-    pub(super) sink: SinkEnd<S::Input>,
-    pub(super) source: SourceEnd<S::Output>,
+pub struct ProducerConsumerRef<S> {
+    pub(super) ends: Arc<dyn ProducerConsumerEnds<S>>,
     pub(super) stage: StagePort<S>,
 }
 
 /// A consumer of type `S` in a [`Pipeline`](super::Pipeline), consuming `S::Input`: what wires it (as
 /// a [`Sink`]) and what reaches it while it runs (through [`StageRef`](crate::StageRef)).
-// No `S: Consumer` bound on the struct (its impls have it): a type naming `ConsumerRef<S>`, as the
-// future of `PipelineHandle::add_consumer` does, would repeat the bound, and rustc its error, at
-// every expression of that type (the call, its `.await`, its `?`) when `S` is not a consumer.
 pub struct ConsumerRef<S> {
     pub(super) sink: Arc<dyn ConsumerSink<S>>,
     pub(super) stage: StagePort<S>,
 }
 
-/// A consumer's [`SinkEnd`], held by its [`ConsumerRef`] behind a type that names the consumer only,
-/// not its `Input`, so that the reference's type needs no bound.
+/// A producer's [`SourceEnd`], held by its [`ProducerRef`].
+pub(super) trait ProducerSource<S>: Send + Sync {
+    fn source_end(&self) -> SourceEnd<S::Output>
+    where
+        S: Producer;
+}
+
+/// A producer_consumer's [`SinkEnd`] and [`SourceEnd`], held by its [`ProducerConsumerRef`].
+pub(super) trait ProducerConsumerEnds<S>: Send + Sync {
+    fn sink_end(&self) -> SinkEnd<S::Input>
+    where
+        S: ProducerConsumer;
+    fn source_end(&self) -> SourceEnd<S::Output>
+    where
+        S: ProducerConsumer;
+}
+
+/// A consumer's [`SinkEnd`], held by its [`ConsumerRef`].
 pub(super) trait ConsumerSink<S>: Send + Sync {
     fn sink_end(&self) -> SinkEnd<S::Input>
     where
         S: Consumer;
+}
+
+/// The [`ProducerSource`] of producer `S`.
+pub(super) struct SourceOf<S: Producer>(pub(super) SourceEnd<S::Output>);
+
+impl<S: Producer> ProducerSource<S> for SourceOf<S> {
+    fn source_end(&self) -> SourceEnd<S::Output> {
+        self.0.clone()
+    }
+}
+
+/// The [`ProducerConsumerEnds`] of producer_consumer `S`.
+pub(super) struct EndsOf<S: ProducerConsumer>(
+    pub(super) SinkEnd<S::Input>,
+    pub(super) SourceEnd<S::Output>,
+);
+
+impl<S: ProducerConsumer> ProducerConsumerEnds<S> for EndsOf<S> {
+    fn sink_end(&self) -> SinkEnd<S::Input> {
+        self.0.clone()
+    }
+    fn source_end(&self) -> SourceEnd<S::Output> {
+        self.1.clone()
+    }
 }
 
 /// The [`ConsumerSink`] of consumer `S`.
@@ -175,8 +217,7 @@ impl<S: Producer> Clone for ProducerRef<S> {
 impl<S: ProducerConsumer> Clone for ProducerConsumerRef<S> {
     fn clone(&self) -> Self {
         ProducerConsumerRef {
-            sink: self.sink.clone(),
-            source: self.source.clone(),
+            ends: self.ends.clone(),
             stage: self.stage.clone(),
         }
     }
@@ -218,17 +259,17 @@ impl<S: Consumer> ends::Sealed for ConsumerRef<S> {}
 
 impl<S: Producer> Source<S::Output> for ProducerRef<S> {
     fn source_end(&self) -> SourceEnd<S::Output> {
-        self.source.clone()
+        self.source.source_end()
     }
 }
 impl<S: ProducerConsumer> Source<S::Output> for ProducerConsumerRef<S> {
     fn source_end(&self) -> SourceEnd<S::Output> {
-        self.source.clone()
+        self.ends.source_end()
     }
 }
 impl<S: ProducerConsumer> Sink<S::Input> for ProducerConsumerRef<S> {
     fn sink_end(&self) -> SinkEnd<S::Input> {
-        self.sink.clone()
+        self.ends.sink_end()
     }
 }
 impl<S: Consumer> Sink<S::Input> for ConsumerRef<S> {

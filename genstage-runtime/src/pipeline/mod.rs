@@ -349,7 +349,7 @@ impl Pipeline {
                 ))
             },
             |ends| ProducerRef {
-                source: ends.source(),
+                source: Arc::new(handles::SourceOf(ends.source())),
                 stage: ends.stage,
             },
         )
@@ -424,8 +424,7 @@ impl Pipeline {
                 ))
             },
             |ends| ProducerConsumerRef {
-                sink: ends.sink(),
-                source: ends.source(),
+                ends: Arc::new(handles::EndsOf(ends.sink(), ends.source())),
                 stage: ends.stage,
             },
         )
