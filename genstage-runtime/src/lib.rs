@@ -58,9 +58,9 @@ pub use options::{
     BufferKeep, CancelMode, DemandMode, ProducerOptions, SubscribeOptions, WithoutConsumers,
 };
 pub use pipeline::{
-    ends, AddingConsumer, Call, CallFor, CastFor, ConsumerRef, InfoFor, Pipeline, PipelineHandle,
-    ProducerConsumerRef, ProducerRef, Run, ShutdownHandle, Sink, Source, Stage, StageId, StageRef,
-    Subscribing, DEFAULT_CALL_TIMEOUT,
+    ends, Adding, AddingConsumer, AddingProducer, AddingProducerConsumer, Call, CallFor, CastFor,
+    ConsumerRef, InfoFor, Pipeline, PipelineHandle, ProducerConsumerRef, ProducerRef, Run,
+    ShutdownHandle, Sink, Source, Stage, StageId, StageRef, Subscribing, DEFAULT_CALL_TIMEOUT,
 };
 pub use report::{
     Discard, DiscardReason, EdgeReport, Loss, LossReason, Report, StageReport, StageStatus, Totals,

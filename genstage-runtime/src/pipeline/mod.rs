@@ -60,7 +60,9 @@ use ends::{SinkEnd, SourceEnd};
 use handles::NewEnds;
 pub use handles::{ends, ConsumerRef, ProducerConsumerRef, ProducerRef, Sink, Source, StageId};
 pub use run_future::Run;
-pub use running::{AddingConsumer, PipelineHandle, Subscribing};
+pub use running::{
+    Adding, AddingConsumer, AddingProducer, AddingProducerConsumer, PipelineHandle, Subscribing,
+};
 pub use shutdown_handle::ShutdownHandle;
 pub use stage::Stage;
 pub use stage_ref::{Call, CallFor, CastFor, InfoFor, StageRef, DEFAULT_CALL_TIMEOUT};

@@ -15,11 +15,13 @@ use crate::dispatcher::Selector;
 use crate::error::PipelineError;
 use crate::options::SubscribeOptions;
 use crate::report::Report;
-use crate::stage::Consumer;
+use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::SubscriptionTag;
 
 use super::supervise::{send_request, Request};
-use super::{ConsumerRef, Pipeline, ShutdownHandle, Sink, Source};
+use super::{
+    ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, ShutdownHandle, Sink, Source,
+};
 
 impl Pipeline {
     /// Starts the pipeline in the background, as a tokio task, and returns its handle: await the
@@ -189,6 +191,232 @@ impl PipelineHandle {
         self.request(Request::Abort)
     }
 
+    /// Adds a producer to the running pipeline and starts it, named after its type (made unique, as
+    /// `Numbers#2`), as GenStage starts a stage at any time for others to `sync_subscribe` to. It
+    /// has no consumer until [`subscribe`](Self::subscribe) gives it one, and waits for it:
+    /// [`PipelineError::NoConsumer`] is a check of the pipeline as it starts, not of what is added
+    /// later. Its `handle_demand` is first called once a consumer asks; from then on it is as one
+    /// added with the pipeline: it ends when it returns [`Emit::last`](crate::Emit::last) or
+    /// fails, and stops once every consumer it had has left. A shutdown stops it as it stops the
+    /// others, with or without consumers.
+    ///
+    /// The reference it returns is usable at once: to [`subscribe`](Self::subscribe) consumers
+    /// to it, and, as a [`StageRef`](crate::StageRef), to reach it (`call`, `cast`, `info`,
+    /// `demand`, `estimate_buffered_count`).
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::NotRunning`] once the pipeline has ended;
+    /// [`PipelineError::NotRebuildable`] when the producer's restart policy (its `#[stage]`'s
+    /// `restart` option, or [`Producer::restart_policy`](crate::Producer::restart_policy))
+    /// restarts it: a value cannot be made again, so add it with
+    /// [`add_producer_with`](Self::add_producer_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the producer added, without its reference.
+    ///
+    /// # Examples
+    ///
+    /// A new source (one per queue, say) added to the worker of a running pipeline:
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult};
+    ///
+    /// /// Counts the events of the second queue, numbered from 1000.
+    /// struct Worker(Arc<AtomicU64>);
+    /// impl Consumer for Worker {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+    ///         let second = events.iter().filter(|&&n| n >= 1000).count() as u64;
+    ///         self.0.fetch_add(second, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let from_second = Arc::new(AtomicU64::new(0));
+    /// let mut pipeline = Pipeline::new();
+    /// let first_queue = pipeline.add_producer_named("queue-1", from_iter((0..1000u64).cycle()));
+    /// let worker = pipeline.add_consumer(Worker(from_second.clone()));
+    /// pipeline.subscribe(&first_queue, &worker);
+    /// let running = pipeline.start();
+    /// // A second queue appears: its producer feeds the same worker.
+    /// let second_queue = running.add_producer_named("queue-2", from_iter(1000..1100u64)).await?;
+    /// running.subscribe(&second_queue, &worker).await?;
+    /// while from_second.load(Ordering::Relaxed) < 100 {
+    ///     tokio::task::yield_now().await;
+    /// }
+    /// let report = running.shutdown().await?;
+    /// assert_eq!(report.stage("queue-2").unwrap().emitted, 100);
+    /// assert!(report.totals().balanced()); // every event emitted was handled
+    /// # Ok(()) }
+    /// ```
+    pub fn add_producer<P: Producer>(&self, stage: P) -> AddingProducer<'_, P> {
+        self.add_producer_as(None, stage)
+    }
+
+    /// [`add_producer`](Self::add_producer) under the given name.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
+    /// [`add_producer`](Self::add_producer).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_producer`](Self::add_producer).
+    pub fn add_producer_named<P: Producer>(
+        &self,
+        name: impl Into<String>,
+        stage: P,
+    ) -> AddingProducer<'_, P> {
+        self.add_producer_as(Some(name.into()), stage)
+    }
+
+    /// [`add_producer`](Self::add_producer) for a producer built by `build`, which builds it again
+    /// each time it is restarted (see [`RestartPolicy`](crate::RestartPolicy)), as
+    /// [`Pipeline::add_producer_with`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_producer`](Self::add_producer).
+    pub fn add_producer_with<P: Producer>(
+        &self,
+        build: impl FnMut() -> P + Send + 'static,
+    ) -> AddingProducer<'_, P> {
+        self.add_producer_with_as(None, build)
+    }
+
+    /// [`add_producer_with`](Self::add_producer_with), under `name` or, when `None`, under its
+    /// type's name, as [`Pipeline::add_producer_with_as`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_producer`](Self::add_producer).
+    pub fn add_producer_with_as<P: Producer>(
+        &self,
+        name: Option<String>,
+        build: impl FnMut() -> P + Send + 'static,
+    ) -> AddingProducer<'_, P> {
+        self.adding(|staging| staging.add_producer_with_as(name, build))
+    }
+
+    fn add_producer_as<P: Producer>(
+        &self,
+        name: Option<String>,
+        stage: P,
+    ) -> AddingProducer<'_, P> {
+        self.adding(|staging| staging.add_producer_as(name, stage))
+    }
+
+    /// Adds a producer_consumer to the running pipeline and starts it, named after its type (made
+    /// unique, as `Parse#2`): a new step to put between a running producer and a consumer. It
+    /// waits for its first producer and its first consumer, which
+    /// [`subscribe`](Self::subscribe) gives it, in either order; from then on it is as one added
+    /// with the pipeline: it ends once its producers have all ended (or, as a consumer, been
+    /// cancelled) and it has delivered what they sent, and stops once every consumer it had has
+    /// left. A shutdown ends it as it ends the others; one that never had a consumer then counts
+    /// what it was sent as lost, having had nowhere to deliver it.
+    ///
+    /// The reference it returns is usable at once, as [`add_producer`](Self::add_producer)'s is.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::NotRunning`] once the pipeline has ended;
+    /// [`PipelineError::NotRebuildable`] when the stage's restart policy (its `#[stage]`'s
+    /// `restart` option, or
+    /// [`ProducerConsumer::restart_policy`](crate::ProducerConsumer::restart_policy)) restarts
+    /// it: a value cannot be made again, so add it with
+    /// [`add_producer_consumer_with`](Self::add_producer_consumer_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the producer_consumer added, without its reference.
+    pub fn add_producer_consumer<S: ProducerConsumer>(
+        &self,
+        stage: S,
+    ) -> AddingProducerConsumer<'_, S> {
+        self.add_producer_consumer_as(None, stage)
+    }
+
+    /// [`add_producer_consumer`](Self::add_producer_consumer) under the given name.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
+    /// [`add_producer_consumer`](Self::add_producer_consumer).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_producer_consumer`](Self::add_producer_consumer).
+    pub fn add_producer_consumer_named<S: ProducerConsumer>(
+        &self,
+        name: impl Into<String>,
+        stage: S,
+    ) -> AddingProducerConsumer<'_, S> {
+        self.add_producer_consumer_as(Some(name.into()), stage)
+    }
+
+    /// [`add_producer_consumer`](Self::add_producer_consumer) for a producer_consumer built by
+    /// `build`, which builds it again each time it is restarted (see
+    /// [`RestartPolicy`](crate::RestartPolicy)), as [`Pipeline::add_producer_consumer_with`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_producer_consumer`](Self::add_producer_consumer).
+    pub fn add_producer_consumer_with<S: ProducerConsumer>(
+        &self,
+        build: impl FnMut() -> S + Send + 'static,
+    ) -> AddingProducerConsumer<'_, S> {
+        self.add_producer_consumer_with_as(None, build)
+    }
+
+    /// [`add_producer_consumer_with`](Self::add_producer_consumer_with), under `name` or, when
+    /// `None`, under its type's name, as [`Pipeline::add_producer_consumer_with_as`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`add_producer_consumer`](Self::add_producer_consumer).
+    pub fn add_producer_consumer_with_as<S: ProducerConsumer>(
+        &self,
+        name: Option<String>,
+        build: impl FnMut() -> S + Send + 'static,
+    ) -> AddingProducerConsumer<'_, S> {
+        self.adding(|staging| staging.add_producer_consumer_with_as(name, build))
+    }
+
+    fn add_producer_consumer_as<S: ProducerConsumer>(
+        &self,
+        name: Option<String>,
+        stage: S,
+    ) -> AddingProducerConsumer<'_, S> {
+        self.adding(|staging| staging.add_producer_consumer_as(name, stage))
+    }
+
     /// Adds a consumer to the running pipeline and starts it, named after its type (made unique, as
     /// `Tap#2`); it has no producer until [`subscribe`](Self::subscribe) gives it one.
     ///
@@ -270,16 +498,17 @@ impl PipelineHandle {
         self.adding(|staging| staging.add_consumer_as(name, stage))
     }
 
-    /// Adds the consumer that `add` adds, when the future is first polled (see
-    /// [`add_staged`](Self::add_staged)). A named future, of a type without bounds, as
-    /// [`ConsumerRef`] is: a stage that is not a consumer is one error, at the call's argument, as
-    /// with the builder, rather than the same error again at the call, its `.await` and its `?` for
-    /// the bounds of an `async fn`'s future and of `ConsumerRef` (five in all).
-    fn adding<C: Consumer>(
+    /// Adds the stage that `add` adds, when the future is first polled (see
+    /// [`add_staged`](Self::add_staged)): the one path of every `add_*` of the handle. A named
+    /// future, of a type without bounds, as the stage references are: a stage of the wrong role is
+    /// one error, at the call's argument, as with the builder, rather than the same error again
+    /// at the call, its `.await` and its `?` for the bounds of an `async fn`'s future and of the
+    /// reference (five in all).
+    fn adding<R: Send + 'static>(
         &self,
-        add: impl FnOnce(&mut Pipeline) -> ConsumerRef<C> + Send + 'static,
-    ) -> AddingConsumer<'_, C> {
-        AddingConsumer {
+        add: impl FnOnce(&mut Pipeline) -> R + Send + 'static,
+    ) -> Adding<'_, R> {
+        Adding {
             answer: Box::pin(self.add_staged(add)),
         }
     }
@@ -612,29 +841,42 @@ impl fmt::Debug for Subscribing<'_> {
     }
 }
 
-/// The answer of [`PipelineHandle::add_consumer`] and its siblings: a future of the new
-/// consumer's reference, which adds the consumer when first polled.
+/// The answer of [`PipelineHandle::add_consumer`], [`add_producer`](PipelineHandle::add_producer),
+/// [`add_producer_consumer`](PipelineHandle::add_producer_consumer) and their siblings: a future of
+/// the new stage's reference `R`, which adds the stage when first polled.
 ///
 /// # Cancel safety
 ///
-/// As [`PipelineHandle::add_consumer`]: dropping the future once polled may leave the consumer
-/// added, without its reference.
-#[must_use = "a consumer is added only when the future is `.await`ed"]
-pub struct AddingConsumer<'a, C> {
-    answer: Pin<Box<dyn Future<Output = Result<ConsumerRef<C>, PipelineError>> + Send + 'a>>,
+/// As [`PipelineHandle::add_consumer`]: dropping the future once polled may leave the stage added,
+/// without its reference.
+#[must_use = "a stage is added only when the future is `.await`ed"]
+pub struct Adding<'a, R> {
+    answer: Pin<Box<dyn Future<Output = Result<R, PipelineError>> + Send + 'a>>,
 }
 
-impl<C> Future for AddingConsumer<'_, C> {
-    type Output = Result<ConsumerRef<C>, PipelineError>;
+/// The answer of [`PipelineHandle::add_consumer`] and its siblings: a future of the new
+/// consumer's reference.
+pub type AddingConsumer<'a, C> = Adding<'a, ConsumerRef<C>>;
+
+/// The answer of [`PipelineHandle::add_producer`] and its siblings: a future of the new
+/// producer's reference.
+pub type AddingProducer<'a, P> = Adding<'a, ProducerRef<P>>;
+
+/// The answer of [`PipelineHandle::add_producer_consumer`] and its siblings: a future of the new
+/// producer_consumer's reference.
+pub type AddingProducerConsumer<'a, S> = Adding<'a, ProducerConsumerRef<S>>;
+
+impl<R> Future for Adding<'_, R> {
+    type Output = Result<R, PipelineError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.answer.as_mut().poll(cx)
     }
 }
 
-impl<C> fmt::Debug for AddingConsumer<'_, C> {
+impl<R> fmt::Debug for Adding<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AddingConsumer")
+        f.write_str("Adding")
     }
 }
 

@@ -653,9 +653,10 @@ async fn produce<P: Producer>(
         if !state.letters.is_empty() {
             continue;
         }
-        // A producer that waits for consumers and has none has no one to deliver to: a shutdown
-        // ends it now, with what it holds lost, rather than hold the pipeline open.
-        if state.shut_down && outputs.waiting_alone() {
+        // A producer with no consumer to deliver to (it waits for consumers and has none, or none
+        // ever subscribed to it): a shutdown ends it now, with what it holds lost, rather than
+        // hold the pipeline open.
+        if state.shut_down && outputs.alone() {
             return Exit::ShutDown;
         }
         // A round of this loop is a message or a call: either way it spends the task's budget like a
@@ -1079,10 +1080,10 @@ async fn transform<S: ProducerConsumer>(
         if outputs.abandoned() {
             break Exit::Cancelled(None);
         }
-        // One that waits for consumers and has none cannot handle its input nor deliver its
-        // buffer: a shutdown ends it now, with what it holds lost (its producers, left without
-        // it, end in turn).
-        if inputs.is_closed() && outputs.waiting_alone() {
+        // One with no consumer (it waits for consumers and has none, or none ever subscribed to
+        // it) can neither handle its input nor deliver its buffer: a shutdown ends it now, with
+        // what it holds lost (its producers, left without it, end in turn).
+        if inputs.is_closed() && outputs.alone() {
             break Exit::ShutDown;
         }
         // An ask only matters to a producer_consumer with input or output waiting for demand; one

@@ -349,10 +349,11 @@ impl<T: Send + 'static> Outputs<T> {
         !self.waits && self.had_consumers && self.consumers.is_empty()
     }
 
-    /// Whether the stage waits for consumers and has none now: shutting down, it ends at once,
-    /// since nothing it holds can be delivered (its buffer is then counted lost).
-    pub(super) fn waiting_alone(&self) -> bool {
-        self.waits && self.consumers.is_empty()
+    /// Whether the stage has no consumer to deliver to, and none that a shutdown would wait for:
+    /// it waits for consumers and has none now, or none ever subscribed to it (a stage added to
+    /// the running pipeline). Shutting down, it ends at once, what it holds counted lost.
+    pub(super) fn alone(&self) -> bool {
+        self.consumers.is_empty() && (self.waits || !self.had_consumers)
     }
 
     /// Places an `info_after_buffered` letter behind the events buffered now, and gives back any
