@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use genstage::{
     from_iter, CancelMode, CancelReason, Consumer, Context, Demand, DemandMode, Emit, HandleCast,
-    NoInput, Pipeline, PipelineError, Producer, ProducerConsumer, Restart, RestartPolicy, StageRef,
-    StageResult, StageStatus, SubscribeOptions, Subscription, SubscriptionTag,
+    LossReason, NoInput, Pipeline, PipelineError, Producer, ProducerConsumer, Restart,
+    RestartPolicy, StageRef, StageResult, StageStatus, SubscribeOptions, Subscription,
+    SubscriptionTag,
 };
 
 /// Counts up from its start for ever, emitting exactly what it is asked.
@@ -566,6 +567,12 @@ async fn a_shutdown_ends_added_stages_that_never_had_a_consumer() {
     let told = running.add_producer_named("told", Told).await.unwrap();
     told.cast(Say(vec![1, 2, 3])).unwrap();
     assert_eq!(told.estimate_buffered_count().await, Ok(3));
+    // `queue` has five events in its channel, accepted by `send`.
+    let (sender, queue) = genstage::from_channel::<u64>(10);
+    let queue = running.add_producer_named("queue", queue).await.unwrap();
+    for n in 0..5 {
+        sender.send(n).await.unwrap();
+    }
     // A consumer of `lone`'s that never has a producer.
     let waiting = running
         .add_consumer_named("waiting", Collect::default())
@@ -582,6 +589,7 @@ async fn a_shutdown_ends_added_stages_that_never_had_a_consumer() {
         lone.name(),
         fed.name(),
         told.name(),
+        queue.name(),
         waiting.name(),
     ] {
         assert!(!running.is_finished(), "{stage}");
@@ -620,7 +628,14 @@ async fn a_shutdown_ends_added_stages_that_never_had_a_consumer() {
         (told.emitted, told.lost, &told.status),
         (3, 3, &no_consumer)
     );
-    assert_eq!(report.totals().lost, to_fed.sent + 3);
+    // `queue` stops as `told` does, and counts what its channel held, never emitted.
+    let queue = report.stage("queue").unwrap();
+    assert_eq!(
+        (queue.emitted, queue.lost, &queue.status),
+        (5, 5, &no_consumer)
+    );
+    assert_eq!(queue.losses[0].reason, LossReason::NotEmitted);
+    assert_eq!(report.totals().lost, to_fed.sent + 3 + 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

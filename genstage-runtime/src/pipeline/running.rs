@@ -198,7 +198,10 @@ impl PipelineHandle {
     /// later. Its `handle_demand` is first called once a consumer asks; from then on it is as one
     /// added with the pipeline: it ends when it returns [`Emit::last`](crate::Emit::last) or
     /// fails, and stops once every consumer it had has left. A shutdown stops it as it stops the
-    /// others, with or without consumers.
+    /// others, with or without consumers; one that never had a consumer and holds events (emitted
+    /// from a message, see [`HandleCast`](crate::HandleCast)) then stops as
+    /// [`Cancelled`](crate::StageStatus::Cancelled) and counts them lost, having had nowhere to
+    /// deliver them.
     ///
     /// The reference it returns is usable at once: to [`subscribe`](Self::subscribe) consumers
     /// to it, and, as a [`StageRef`](crate::StageRef), to reach it (`call`, `cast`, `info`,
@@ -329,8 +332,9 @@ impl PipelineHandle {
     /// [`subscribe`](Self::subscribe) gives it, in either order; from then on it is as one added
     /// with the pipeline: it ends once its producers have all ended (or, as a consumer, been
     /// cancelled) and it has delivered what they sent, and stops once every consumer it had has
-    /// left. A shutdown ends it as it ends the others; one that never had a consumer then counts
-    /// what it was sent as lost, having had nowhere to deliver it.
+    /// left. A shutdown ends it as it ends the others; one that never had a consumer and was sent
+    /// events then stops as [`Cancelled`](crate::StageStatus::Cancelled) and counts them lost,
+    /// having had nowhere to deliver them.
     ///
     /// The reference it returns is usable at once, as [`add_producer`](Self::add_producer)'s is.
     ///
