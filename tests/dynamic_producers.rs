@@ -667,3 +667,45 @@ async fn an_abort_stops_added_producers_with_the_rest() {
     }
     assert!(report.stage("new").unwrap().emitted > 0);
 }
+
+/// An added producer_consumer whose producer ends before it has a consumer keeps what it was sent
+/// for its first consumer, delivers it, and then ends, as its input has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_producer_consumer_keeps_its_input_for_its_first_consumer() {
+    let (running, _old, _sink) = running_old_and_sink(Collect::default());
+    let batch = running
+        .add_producer_named("batch", from_iter(0..30u64))
+        .await
+        .unwrap();
+    let double = running
+        .add_producer_consumer_named("double", Double)
+        .await
+        .unwrap();
+    running.subscribe(&batch, &double).await.unwrap();
+    until_ended(&batch).await;
+    assert_eq!(double.estimate_buffered_count().await, Ok(0));
+
+    let tail = Collect::default();
+    let (events, cancelled) = (tail.events(), tail.cancelled.clone());
+    let tail = running.add_consumer_named("tail", tail).await.unwrap();
+    running.subscribe(&double, &tail).await.unwrap();
+    // `double` ends once it has delivered the thirty, and `tail` with it.
+    until(|| cancelled.lock().unwrap().len() == 1).await;
+    let expected: Vec<u64> = (0..30).map(|n| n * 2).collect();
+    assert_eq!(from(&events, "double"), expected);
+    assert_eq!(
+        *cancelled.lock().unwrap(),
+        [("double".to_owned(), CancelReason::Finished)]
+    );
+
+    let report = running.shutdown().await.unwrap();
+    assert!(report.balanced(), "{report:?}");
+    assert_eq!(report.totals().lost, 0);
+    for stage in ["batch", "double", "tail"] {
+        let stage = report.stage(stage).unwrap();
+        assert_eq!(stage.status, StageStatus::Finished, "{}", stage.name);
+    }
+    let double = report.stage("double").unwrap();
+    assert_eq!((double.events_in, double.emitted), (30, 30));
+    assert_eq!(report.stage("tail").unwrap().events_in, 30);
+}
