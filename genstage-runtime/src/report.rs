@@ -23,9 +23,10 @@ pub enum StageStatus {
     Panicked(String),
     /// A producer stopped by a graceful shutdown, once it had delivered every event it emitted
     /// ([`PipelineHandle::shutdown`](crate::PipelineHandle::shutdown)); or a producer or
-    /// producer_consumer that waits for consumers
-    /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)), stopped by a graceful shutdown
-    /// while it had none: what it held then is counted as lost.
+    /// producer_consumer stopped by a graceful shutdown while it had no consumer to deliver to (it
+    /// waits for consumers, [`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait), or was
+    /// added to the running pipeline and never subscribed to): what it held then is counted as
+    /// lost.
     ShutDown,
     /// It was stopped where it stood: the pipeline was aborted, or a graceful shutdown ran out of
     /// time while this stage was busy. What it held is counted as lost.

@@ -199,8 +199,8 @@ impl PipelineHandle {
     /// added with the pipeline: it ends when it returns [`Emit::last`](crate::Emit::last) or
     /// fails, and stops once every consumer it had has left. A shutdown stops it as it stops the
     /// others, with or without consumers; one that never had a consumer and holds events (emitted
-    /// from a message, see [`HandleCast`](crate::HandleCast)) then stops as
-    /// [`Cancelled`](crate::StageStatus::Cancelled) and counts them lost, having had nowhere to
+    /// from a message, see [`HandleCast`](crate::HandleCast)) then stops at once as
+    /// [`ShutDown`](crate::StageStatus::ShutDown) and counts them lost, having had nowhere to
     /// deliver them.
     ///
     /// The reference it returns is usable at once: to [`subscribe`](Self::subscribe) consumers
@@ -333,8 +333,8 @@ impl PipelineHandle {
     /// with the pipeline: it ends once its producers have all ended (or, as a consumer, been
     /// cancelled) and it has delivered what they sent, and stops once every consumer it had has
     /// left. A shutdown ends it as it ends the others; one that never had a consumer and was sent
-    /// events then stops as [`Cancelled`](crate::StageStatus::Cancelled) and counts them lost,
-    /// having had nowhere to deliver them.
+    /// events then stops at once as [`ShutDown`](crate::StageStatus::ShutDown) and counts them
+    /// lost, having had nowhere to deliver them.
     ///
     /// The reference it returns is usable at once, as [`add_producer`](Self::add_producer)'s is.
     ///
