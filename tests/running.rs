@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::{
-    CallError, Consumer, Context, Emit, HandleCall, HandleCast, HandleInfo, Pipeline,
+    CallError, Consumer, Context, DemandMode, Emit, HandleCall, HandleCast, HandleInfo, Pipeline,
     PipelineError, Producer, ProducerConsumer, ReplyTo, StageRef, StageResult, StageStatus,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -764,4 +764,310 @@ async fn a_pipeline_started_outside_a_runtime_says_so() {
     .join()
     .unwrap();
     assert!(matches!(handle.await, Err(PipelineError::NoRuntime)));
+}
+
+/// Emits ten events when cast `Ten`; counts the `Mark`s it handles, cast or sent as infos; answers
+/// `Ping`.
+struct Feed {
+    marks: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct Ten;
+struct Mark;
+struct Ping;
+
+impl Producer for Feed {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Vec::new().into())
+    }
+}
+
+impl HandleCast<Ten> for Feed {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(&mut self, _: Ten, _: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+        Ok((0..10).collect())
+    }
+}
+
+impl HandleCast<Mark> for Feed {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl HandleInfo<Mark> for Feed {
+    type Emitted = ();
+    async fn handle_info(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl HandleCall<Ping> for Feed {
+    type Reply = ();
+    type Emitted = ();
+    async fn handle_call(
+        &mut self,
+        _: Ping,
+        reply: ReplyTo<()>,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        reply.reply(());
+        Ok(())
+    }
+}
+
+/// Handles each batch once let through its gate.
+struct Gated {
+    gate: Arc<Semaphore>,
+    entered: mpsc::UnboundedSender<()>,
+}
+
+impl Consumer for Gated {
+    type Input = u64;
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        let _ = self.entered.send(());
+        self.gate.acquire().await.unwrap().forget();
+        Ok(())
+    }
+}
+
+/// How a `Mark` is sent in [`a_shutting_down_producer_refuses`].
+#[derive(Clone, Copy)]
+enum Way {
+    Cast,
+    Info,
+}
+
+/// `feed -> gated` (max_demand 2), started, `feed` cast ten events: `gated` holds two and waits at
+/// its gate (the semaphore returned), and `feed` holds the other eight, so that a shutdown stays
+/// open until the gate opens. Also returns the count of `Mark`s `feed` handles.
+async fn feed_held_open() -> (
+    genstage::PipelineHandle,
+    genstage::ProducerRef<Feed>,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<Semaphore>,
+) {
+    let marks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let feed = pipeline.add_producer_named(
+        "feed",
+        Feed {
+            marks: marks.clone(),
+        },
+    );
+    let gated = pipeline.add_consumer(Gated {
+        gate: gate.clone(),
+        entered,
+    });
+    pipeline.subscribe_with(
+        &feed,
+        &gated,
+        genstage::SubscribeOptions::new().max_demand(2),
+    );
+    let running = pipeline.start();
+    feed.cast(Ten).unwrap();
+    inside.recv().await.unwrap();
+    assert_eq!(feed.estimate_buffered_count().await, Ok(8));
+    (running, feed, marks, gate)
+}
+
+/// Calls `feed` until it answers a call with an error, which it does once the shutdown has reached
+/// it (a call is taken in order with the other messages); returns the error.
+async fn until_refused(feed: &genstage::ProducerRef<Feed>) -> CallError {
+    loop {
+        if let Err(error) = feed.call(Ping).await {
+            return error;
+        }
+    }
+}
+
+/// The report of a shutdown of [`feed_held_open`]: every event handled.
+fn assert_all_handled(report: &genstage::Report) {
+    assert!(report.balanced(), "{report:?}");
+    assert_eq!(report.stage("feed").unwrap().emitted, 10);
+    assert_eq!(report.stage("Gated").unwrap().events_in, 10);
+    assert_eq!(report.stage("feed").unwrap().status, StageStatus::ShutDown);
+}
+
+/// [`feed_held_open`]: a `Mark` sent `way` just before the shutdown, and others while it comes,
+/// are each refused (`ShuttingDown`, naming `feed`) or handled; once the shutdown has reached
+/// `feed`, every message from outside is refused. Opened, the gate lets the shutdown end, having
+/// handled every accepted `Mark` and every event.
+async fn a_shutting_down_producer_refuses(way: Way) {
+    let (running, feed, marks, gate) = feed_held_open().await;
+    let send_mark = || match way {
+        Way::Cast => feed.cast(Mark),
+        Way::Info => feed.info(Mark),
+    };
+    let shutting_down = Err(CallError::ShuttingDown {
+        stage: "feed".to_owned(),
+    });
+
+    // Accepted just before the shutdown: handled.
+    send_mark().unwrap();
+    let mut accepted = 1;
+    let shutdown = tokio::spawn(running.shutdown());
+    // Racing the shutdown: each accepted or refused, until a call is refused.
+    loop {
+        match send_mark() {
+            Ok(()) => accepted += 1,
+            refused => assert_eq!(refused, shutting_down),
+        }
+        if let Err(error) = feed.call(Ping).await {
+            // Its message sent after that refused, the call too.
+            assert_eq!(send_mark(), shutting_down);
+            assert_eq!(Err(error), shutting_down);
+            break;
+        }
+    }
+    assert_eq!(feed.info_after_buffered(Mark), shutting_down);
+    assert_eq!(
+        shutting_down.clone().unwrap_err().to_string(),
+        "stage `feed` is shutting down: it takes no more messages from outside"
+    );
+    // What it buffers still goes out, and it still answers a count.
+    assert_eq!(feed.estimate_buffered_count().await, Ok(8));
+
+    gate.add_permits(100);
+    let report = shutdown.await.unwrap().expect("a clean shutdown");
+    assert_eq!(
+        marks.load(std::sync::atomic::Ordering::SeqCst),
+        accepted,
+        "every message accepted is handled, and no other"
+    );
+    assert_all_handled(&report);
+}
+
+#[tokio::test]
+async fn a_cast_to_a_producer_shutting_down_is_refused_naming_it_and_one_accepted_is_handled() {
+    a_shutting_down_producer_refuses(Way::Cast).await;
+}
+
+#[tokio::test]
+async fn an_info_to_a_producer_shutting_down_is_refused_naming_it_and_one_accepted_is_handled() {
+    a_shutting_down_producer_refuses(Way::Info).await;
+}
+
+#[tokio::test]
+async fn a_demand_switch_to_a_producer_shutting_down_is_refused_naming_it() {
+    let (running, feed, _, gate) = feed_held_open().await;
+    // Accepted just before the shutdown: switched.
+    feed.demand(DemandMode::Accumulate).unwrap();
+    assert_eq!(feed.demand_mode().await, Ok(DemandMode::Accumulate));
+    let shutdown = tokio::spawn(running.shutdown());
+    let refused = until_refused(&feed).await;
+    let shutting_down = CallError::ShuttingDown {
+        stage: "feed".to_owned(),
+    };
+    for mode in [DemandMode::Accumulate, DemandMode::Forward] {
+        assert_eq!(feed.demand(mode), Err(shutting_down.clone()));
+    }
+    assert_eq!(refused, shutting_down);
+    // A producer shutting down forwards, to deliver what it holds; it still answers its mode.
+    assert_eq!(feed.demand_mode().await, Ok(DemandMode::Forward));
+    gate.add_permits(100);
+    let report = shutdown.await.unwrap().expect("a clean shutdown");
+    assert_all_handled(&report);
+}
+
+/// Passes its input on, each batch once let through its gate; says which batches it entered, and
+/// counts the `Mark`s it handles.
+struct Relay {
+    gate: Arc<Semaphore>,
+    entered: mpsc::UnboundedSender<Vec<u64>>,
+    marks: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ProducerConsumer for Relay {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        let _ = self.entered.send(events.clone());
+        self.gate.acquire().await.unwrap().forget();
+        Ok(events)
+    }
+}
+
+impl HandleInfo<Mark> for Relay {
+    type Emitted = ();
+    async fn handle_info(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Emits four events when cast `Four`.
+struct Four;
+
+impl HandleCast<Four> for Feed {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(&mut self, _: Four, _: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+        Ok((0..4).collect())
+    }
+}
+
+/// `feed -> relay -> sink`, `relay` inside its first batch: infos accepted by `relay` before the
+/// shutdown are handled; once the shutdown has reached `feed` it has reached `relay` too (the
+/// pipeline tells every stage at once), and `relay` refuses infos, naming itself.
+#[tokio::test]
+async fn a_producer_consumer_shutting_down_refuses_infos_and_handles_those_accepted_before() {
+    let marks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let feed = pipeline.add_producer_named(
+        "feed",
+        Feed {
+            marks: Arc::default(),
+        },
+    );
+    let relay = pipeline.add_producer_consumer_named(
+        "relay",
+        Relay {
+            gate: gate.clone(),
+            entered,
+            marks: marks.clone(),
+        },
+    );
+    let (record, seen, _started) = Record::new();
+    let sink = pipeline.add_consumer(record);
+    pipeline.subscribe_with(
+        &feed,
+        &relay,
+        genstage::SubscribeOptions::new()
+            .max_demand(4)
+            .min_demand(2),
+    );
+    pipeline.subscribe(&relay, &sink);
+    let running = pipeline.start();
+    // `relay` takes all four in one message, and holds the second batch behind the first.
+    feed.cast(Four).unwrap();
+    assert_eq!(inside.recv().await.unwrap(), [0, 1]);
+    relay.info(Mark).unwrap();
+    relay.info_after_buffered(Mark).unwrap();
+
+    let shutdown = tokio::spawn(running.shutdown());
+    // `feed`, holding nothing, may have ended already.
+    let refused = until_refused(&feed).await;
+    assert!(
+        matches!(&refused, CallError::ShuttingDown { stage } | CallError::Ended { stage } if stage == "feed"),
+        "{refused:?}"
+    );
+    let shutting_down = Err(CallError::ShuttingDown {
+        stage: "relay".to_owned(),
+    });
+    assert_eq!(relay.info(Mark), shutting_down);
+    assert_eq!(relay.info_after_buffered(Mark), shutting_down);
+
+    gate.add_permits(100);
+    let report = shutdown.await.unwrap().expect("a clean shutdown");
+    assert_eq!(marks.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3]);
+    assert!(report.balanced(), "{report:?}");
 }

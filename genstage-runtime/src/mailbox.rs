@@ -55,6 +55,14 @@
 //! # Disconnection
 //! `send` fails, giving the message back, once the receiver is dropped. `try_recv` says
 //! `Disconnected` once every sender is dropped and the queue is empty.
+//!
+//! # Closing to outside
+//! A stage shutting down takes no more messages from outside, and its senders must learn so when
+//! they send, not find their message dropped later. [`Sender::send_closing`] queues a message (the
+//! shutdown) and, in the same critical section, closes the mailbox to
+//! [`Sender::send_from_outside`], which is refused from then on: a message from outside is either
+//! queued before the shutdown, and taken before it, or refused. Other sends (events, asks, the
+//! stage's own messages) are not affected and do not read the flag.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -137,6 +145,9 @@ struct State<M> {
     senders: u32,
     /// Whether the receiver still exists: sends fail once it is gone.
     receiving: bool,
+    /// Whether [`Sender::send_from_outside`] is refused: set by [`Sender::send_closing`] in the
+    /// critical section that queues its message, never cleared.
+    closed_to_outside: bool,
 }
 
 impl<M> State<M> {
@@ -255,6 +266,15 @@ pub(crate) struct Receiver<M> {
     unbudgeted: u32,
 }
 
+/// Why [`Sender::send_from_outside`] gave its message back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused<M> {
+    /// The receiver is gone.
+    Gone(M),
+    /// The mailbox was closed to messages from outside (see [`Sender::send_closing`]).
+    ClosedToOutside(M),
+}
+
 /// Why `try_recv` returned no message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum TryRecvError {
@@ -273,6 +293,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             slot: Slot::Idle,
             senders: 1,
             receiving: true,
+            closed_to_outside: false,
         }),
     });
     (
@@ -357,6 +378,44 @@ impl<M> Sender<M> {
     /// to give or hand off. Gives the message back when the receiver is gone.
     pub(crate) fn send_lazy(&self, message: M) -> Result<DeferredWake, M> {
         self.push(message, false).map(DeferredWake)
+    }
+
+    /// Queues `message`, waking the receiver, and closes the mailbox to messages from outside in
+    /// the same critical section: every later [`send_from_outside`](Self::send_from_outside) is
+    /// refused, and every earlier one is queued in front of `message`. Gives the message back when
+    /// the receiver is gone.
+    pub(crate) fn send_closing(&self, message: M) -> Result<(), M> {
+        let waker = {
+            let mut state = self.enqueue(message)?;
+            state.closed_to_outside = true;
+            state.unpark(true).map(|(waker, _)| waker)
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a message from outside the receiver's stage, waking the receiver, unless the mailbox
+    /// has been closed to such messages ([`send_closing`](Self::send_closing)) or the receiver is
+    /// gone, which the error tells, giving the message back. Only messages that may be refused go
+    /// this way: the hot ones (events, asks) never read the flag.
+    pub(crate) fn send_from_outside(&self, message: M) -> Result<(), Refused<M>> {
+        let waker = {
+            let mut state = self.shared.lock();
+            if !state.receiving {
+                return Err(Refused::Gone(message));
+            }
+            if state.closed_to_outside {
+                return Err(Refused::ClosedToOutside(message));
+            }
+            state.queue.push_back(message);
+            state.unpark(true).map(|(waker, _)| waker)
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 
     /// Whether the receiver still takes messages: false once it has closed or is gone.
@@ -920,6 +979,24 @@ mod tests {
         let (sender, receiver) = mailbox::<u8>();
         drop(receiver);
         assert!(!sender.is_receiving());
+    }
+
+    #[test]
+    fn a_send_closing_refuses_later_sends_from_outside_and_no_other() {
+        let (tx, mut rx) = mailbox();
+        tx.send_from_outside("before").unwrap();
+        tx.send_closing("shutdown").unwrap();
+        assert_eq!(
+            tx.send_from_outside("after"),
+            Err(Refused::ClosedToOutside("after"))
+        );
+        tx.send("own").unwrap();
+        drop(tx.send_lazy("ask").unwrap());
+        let got: Vec<_> = (0..4).map(|_| rx.try_recv().unwrap()).collect();
+        assert_eq!(got, ["before", "shutdown", "own", "ask"]);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(rx.close());
+        assert_eq!(tx.send_from_outside("late"), Err(Refused::Gone("late")));
     }
 
     #[test]

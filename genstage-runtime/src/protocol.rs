@@ -18,7 +18,7 @@ use crate::demand::DemandLimits;
 use crate::dispatcher::{DispatchOptions, SubscriptionId};
 use tokio::sync::oneshot;
 
-use crate::mailbox::{DeferredWake, Sender};
+use crate::mailbox::{DeferredWake, Refused, Sender};
 use crate::messages::{Letter, PostLetter};
 use crate::options::{CancelMode, DemandMode};
 use crate::subscription::CancelAtProducer;
@@ -171,6 +171,23 @@ pub(crate) trait ControlPort: PostLetter + CancelAtProducer {
     fn downstream_ended(&self, sub: SubscriptionId, reason: EndReason);
     /// Sends `control`; false when the stage has ended.
     fn control(&self, control: Control) -> bool;
+    /// Sends `control` from outside the stage (a handle's letter or demand switch): refused once
+    /// the stage has ended, or once it was told to shut down with `refuse_outside`.
+    fn control_from_outside(&self, control: Control) -> Result<(), Unsent>;
+    /// Tells the stage to shut down; when `refuse_outside` (a producer or producer_consumer, which
+    /// drop what comes from outside from then on), every later
+    /// [`control_from_outside`](Self::control_from_outside) is refused, decided in the same step
+    /// as the shutdown is queued, so that one sent before it is taken before it.
+    fn shut_down(&self, refuse_outside: bool);
+}
+
+/// Why [`ControlPort::control_from_outside`] sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unsent {
+    /// The stage has ended.
+    Ended,
+    /// The stage is shutting down and takes nothing more from outside.
+    ShuttingDown,
 }
 
 impl<In: Send + 'static, Out: Send + 'static> ProducerPort for Mailbox<In, Out> {
@@ -228,6 +245,26 @@ impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
 
     fn control(&self, control: Control) -> bool {
         self.send(Mail::Control(Box::new(control))).is_ok()
+    }
+
+    fn control_from_outside(&self, control: Control) -> Result<(), Unsent> {
+        // The refused message (a letter, maybe holding a call's reply) is dropped here, outside
+        // the mailbox's lock.
+        self.send_from_outside(Mail::Control(Box::new(control)))
+            .map_err(|refused| match refused {
+                Refused::Gone(_) => Unsent::Ended,
+                Refused::ClosedToOutside(_) => Unsent::ShuttingDown,
+            })
+    }
+
+    fn shut_down(&self, refuse_outside: bool) {
+        let shutdown = Mail::Control(Box::new(Control::Shutdown));
+        // A closed mailbox means the stage has ended already: nothing is left to shut down.
+        let _ = if refuse_outside {
+            self.send_closing(shutdown)
+        } else {
+            self.send(shutdown)
+        };
     }
 }
 

@@ -261,3 +261,45 @@ fn the_last_sender_dropped_while_the_receiver_parks_wakes_it() {
         });
     }
 }
+
+/// A message from outside races the shutdown that closes the mailbox to it, while the receiver
+/// parks and receives until every sender is gone. The outside message is either accepted, and then
+/// received once and before the shutdown, or refused and given back to its sender, never received:
+/// what a stage accepts is what it takes. A message of the stage's own, sent after the shutdown,
+/// is never refused. The receiver is woken for each.
+#[test]
+fn a_message_from_outside_racing_a_closing_send_is_taken_before_it_or_refused() {
+    loom::model(|| {
+        let (tx, mut rx) = mailbox::<u32>();
+        let outside = tx.clone();
+        let closing = thread::spawn(move || {
+            tx.send_closing(0).unwrap();
+            // The stage's own message, after the shutdown: not refused.
+            tx.send(2).unwrap();
+        });
+        let sending = thread::spawn(move || match outside.send_from_outside(1) {
+            Ok(()) => true,
+            Err(Refused::ClosedToOutside(1)) => false,
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        });
+        let got = block_on(async {
+            let mut got = Vec::new();
+            while let Some(message) = recv(&mut rx, true).await {
+                got.push(message);
+            }
+            got
+        });
+        let accepted = sending.join().unwrap();
+        closing.join().unwrap();
+        if accepted {
+            assert_eq!(
+                got,
+                [1, 0, 2],
+                "an accepted message comes before the shutdown"
+            );
+        } else {
+            assert_eq!(got, [0, 2], "a refused message is never received");
+        }
+        assert_idle(&rx);
+    });
+}

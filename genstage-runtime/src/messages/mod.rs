@@ -176,10 +176,15 @@ pub enum CallError {
         /// How long the caller waited.
         after: Duration,
     },
-    /// The stage dropped the [`ReplyTo`] without replying, or stopped before it replied; a
-    /// producer or producer_consumer shutting down takes no more messages from outside, and a call
-    /// it has not opened gets this.
+    /// The stage dropped the [`ReplyTo`] without replying, or stopped before it replied.
     NoReply {
+        /// The stage's name.
+        stage: String,
+    },
+    /// The stage is a producer or producer_consumer shutting down: it takes no more messages from
+    /// outside (calls, casts, infos, demand switches), so that senders that keep sending cannot
+    /// hold the shutdown open. The message was not sent; one sent before the shutdown is handled.
+    ShuttingDown {
         /// The stage's name.
         stage: String,
     },
@@ -194,8 +199,11 @@ impl std::fmt::Display for CallError {
             }
             CallError::NoReply { stage } => write!(
                 f,
-                "stage `{stage}` did not reply: it dropped the reply, or stopped or began shutting \
-                 down before it replied"
+                "stage `{stage}` did not reply: it dropped the reply, or stopped before it replied"
+            ),
+            CallError::ShuttingDown { stage } => write!(
+                f,
+                "stage `{stage}` is shutting down: it takes no more messages from outside"
             ),
         }
     }

@@ -20,7 +20,7 @@ use crate::messages::{
     HandleCast, HandleInfo,
 };
 use crate::options::DemandMode;
-use crate::protocol::{Control, ControlPort};
+use crate::protocol::{Control, ControlPort, Unsent};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 use super::handles::{ConsumerRef, ProducerConsumerRef, ProducerRef, StageId};
@@ -87,13 +87,33 @@ impl<S> StagePort<S> {
         }
     }
 
+    /// Sends what a producer or producer_consumer drops once shutting down (a letter, a demand
+    /// switch): refused then, at once, so that what is accepted is what the stage takes.
+    fn send_refusable(&self, control: Control) -> Result<(), CallError> {
+        self.control
+            .control_from_outside(control)
+            .map_err(|unsent| match unsent {
+                Unsent::Ended => self.ended(),
+                Unsent::ShuttingDown => CallError::ShuttingDown {
+                    stage: self.label.get().to_owned(),
+                },
+            })
+    }
+
+    /// Sends `control` (by [`send_refusable`](Self::send_refusable) when `refusable`) and waits
+    /// for its answer.
     async fn request<R>(
         &self,
         control: Control,
+        refusable: bool,
         answer: oneshot::Receiver<R>,
         timeout: Duration,
     ) -> Result<R, CallError> {
-        self.send(control)?;
+        if refusable {
+            self.send_refusable(control)?;
+        } else {
+            self.send(control)?;
+        }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(answer)) => Ok(answer),
             // The stage dropped the reply: it did not reply, or it ended first.
@@ -222,9 +242,10 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the stage has ended, [`CallError::Timeout`] if it did not answer in
-    /// time, [`CallError::NoReply`] if it dropped the request's [`ReplyTo`](crate::ReplyTo) or
-    /// stopped first.
+    /// [`CallError::Ended`] if the stage has ended, [`CallError::ShuttingDown`] if it is a producer
+    /// or producer_consumer shutting down (the request was not sent), [`CallError::Timeout`] if it
+    /// did not answer in time, [`CallError::NoReply`] if it dropped the request's
+    /// [`ReplyTo`](crate::ReplyTo) or stopped first.
     ///
     /// # Cancel safety
     ///
@@ -253,18 +274,26 @@ pub trait StageRef: Clone + Send + Sync + 'static {
 
     /// Sends `message` to the stage's [`HandleCast`], without waiting.
     ///
+    /// A producer or producer_consumer that is shutting down refuses it at once, and one it has
+    /// accepted before is handled: `Ok` means the stage took it. A stage that ends by itself
+    /// (its input or its events ran out, its consumers left, it failed) may end with a cast
+    /// accepted just before still unopened: it is lost with the stage, as GenStage's cast to a
+    /// process that is exiting is. To know that a message was handled, [`call`](Self::call).
+    ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the stage has ended.
+    /// [`CallError::Ended`] if the stage has ended; [`CallError::ShuttingDown`] if it is a
+    /// producer or producer_consumer shutting down, which takes no more messages from outside.
     fn cast<M: CastFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
         message.__cast(self.port())
     }
 
-    /// Sends `message` to the stage's [`HandleInfo`], without waiting.
+    /// Sends `message` to the stage's [`HandleInfo`], without waiting. What `Ok` means is as for
+    /// [`cast`](Self::cast).
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the stage has ended.
+    /// As [`cast`](Self::cast).
     fn info<M: InfoFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
         message.__info(self.port())
     }
@@ -284,7 +313,7 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the stage has ended.
+    /// As [`cast`](Self::cast).
     ///
     /// # Examples
     ///
@@ -379,7 +408,7 @@ where
     E: Send + 'static,
 {
     fn __cast(self, port: &StagePort<S>) -> Result<(), CallError> {
-        port.send(Control::Letter(cast_letter::<S, M, E>(self)))
+        port.send_refusable(Control::Letter(cast_letter::<S, M, E>(self)))
     }
 }
 
@@ -402,12 +431,12 @@ where
     E: Send + 'static,
 {
     fn __info(self, port: &StagePort<S>) -> Result<(), CallError> {
-        port.send(Control::Letter(typed_info_letter::<S, M, E>(self)))
+        port.send_refusable(Control::Letter(typed_info_letter::<S, M, E>(self)))
     }
 
     fn __info_after_buffered(self, port: &StagePort<S>) -> Result<(), CallError> {
         let letter = after_buffered(typed_info_letter::<S, M, E>(self));
-        port.send(Control::Letter(letter))
+        port.send_refusable(Control::Letter(letter))
     }
 }
 
@@ -438,7 +467,8 @@ where
         let letter = call_letter::<S, M, E>(self, reply);
         Call {
             answer: Box::pin(async move {
-                port.request(Control::Letter(letter), answer, timeout).await
+                port.request(Control::Letter(letter), true, answer, timeout)
+                    .await
             }),
         }
     }
@@ -480,7 +510,7 @@ pub(crate) async fn buffered_count<S>(
     timeout: Duration,
 ) -> Result<usize, CallError> {
     let (reply, answer) = oneshot::channel();
-    port.request(Control::BufferedCount(reply), answer, timeout)
+    port.request(Control::BufferedCount(reply), false, answer, timeout)
         .await
 }
 
@@ -535,7 +565,8 @@ impl<S: Producer> ProducerRef<S> {
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the producer has ended.
+    /// [`CallError::Ended`] if the producer has ended; [`CallError::ShuttingDown`] if it is
+    /// shutting down, when it forwards until it ends, whatever it is told.
     ///
     /// # Examples
     ///
@@ -579,7 +610,7 @@ impl<S: Producer> ProducerRef<S> {
     /// # Ok(()) }
     /// ```
     pub fn demand(&self, mode: DemandMode) -> Result<(), CallError> {
-        self.stage.send(Control::SetDemand(mode))
+        self.stage.send_refusable(Control::SetDemand(mode))
     }
 
     /// The producer's [`DemandMode`] (GenStage's `demand/1`), as it stands once the producer has
@@ -599,7 +630,12 @@ impl<S: Producer> ProducerRef<S> {
     pub async fn demand_mode(&self) -> Result<DemandMode, CallError> {
         let (reply, answer) = oneshot::channel();
         self.stage
-            .request(Control::GetDemand(reply), answer, DEFAULT_CALL_TIMEOUT)
+            .request(
+                Control::GetDemand(reply),
+                false,
+                answer,
+                DEFAULT_CALL_TIMEOUT,
+            )
             .await
     }
 }

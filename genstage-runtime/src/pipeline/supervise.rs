@@ -15,13 +15,13 @@ use crate::dispatcher::SubscriptionId;
 use crate::error::{DispatchSetupError, PipelineError};
 use crate::messages::CancelPort;
 use crate::options::SubscribeOptions;
-use crate::protocol::{Control, ControlPort, EndReason};
+use crate::protocol::{ControlPort, EndReason};
 use crate::report::{EdgeReport, Report, StageReport, StageStatus};
 use crate::run::{panic_message, Abort, Exit, GaveUp, Outcome, ReceivedCounts, SentCounts};
 use crate::subscription::SubscriptionTag;
 
 use super::graph::{edge_partition, edge_terms};
-use super::{DispatchInfo, Edge, Pipeline, Run, StageEntry, Wiring};
+use super::{DispatchInfo, Edge, Pipeline, Role, Run, StageEntry, Wiring};
 
 /// The next subscription's id.
 static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(0);
@@ -147,6 +147,9 @@ pub(super) struct Supervisor {
     /// The partition each subscription to a partitioned stage takes.
     partition_of: HashMap<SubscriptionId, usize>,
     controls: Vec<Arc<dyn ControlPort>>,
+    /// Whether each stage emits events (a producer or producer_consumer): one that does refuses
+    /// messages from outside once told to shut down.
+    emits: Vec<bool>,
     /// Each stage's report, once it has ended.
     reports: Vec<Option<StageReport>>,
     /// Every subscription: its id, producer and consumer.
@@ -188,6 +191,7 @@ impl Supervisor {
             dispatch: Vec::new(),
             partition_of: HashMap::new(),
             controls: Vec::new(),
+            emits: Vec::new(),
             reports: Vec::new(),
             wiring: Vec::new(),
             wiring_of: HashMap::new(),
@@ -252,8 +256,16 @@ impl Supervisor {
         self.defaults.push(stage.subscribe_defaults);
         self.dispatch.push(stage.dispatch);
         self.controls.push(stage.control.clone());
+        self.emits.push(stage.role != Role::Consumer);
         self.reports.push(None);
         self.names.len() - 1
+    }
+
+    /// Tells a stage to shut down. A producer or producer_consumer refuses messages from outside
+    /// from then on (it would drop them, see `run/mod.rs`), in the same step, so that their senders
+    /// learn it when they send; a consumer keeps taking them until it ends.
+    fn shut_down(&self, index: usize) {
+        self.controls[index].shut_down(self.emits[index]);
     }
 
     fn running(&self, index: usize) -> bool {
@@ -315,7 +327,7 @@ impl Supervisor {
                 // producers ends at once).
                 for index in 0..self.names.len() {
                     if self.running(index) {
-                        self.controls[index].control(Control::Shutdown);
+                        self.shut_down(index);
                     }
                 }
                 self.deadline = deadline;
@@ -376,7 +388,7 @@ impl Supervisor {
         if self.shutting_down {
             // Added after the shutdown was asked for: it is told, as the others were, so that
             // without producers it ends at once instead of holding the shutdown open.
-            self.controls[self.names.len() - 1].control(Control::Shutdown);
+            self.shut_down(self.names.len() - 1);
         }
         Ok(())
     }

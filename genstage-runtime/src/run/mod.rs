@@ -412,7 +412,9 @@ impl ProducerState {
     fn control<T: Send + 'static>(&mut self, control: Control, outputs: &mut Outputs<T>) -> bool {
         match control {
             // A producer shutting down takes no more messages, so that senders that keep sending
-            // cannot keep it going: the letter is dropped (a call is answered `NoReply`).
+            // cannot keep it going. Those from outside are refused at its mailbox from the
+            // shutdown on (`ControlPort::shut_down`), so their senders know; its own (`ctx.info`,
+            // a timer's) are dropped here.
             Control::Letter(letter) => {
                 if !self.shut_down {
                     self.letters.push_back(letter);
@@ -435,7 +437,8 @@ impl ProducerState {
                 false
             }
             Control::SetDemand(mode) => {
-                // Once shut down, a producer forwards until it ends.
+                // Once shut down, a producer forwards until it ends (a switch sent since is
+                // refused at its mailbox).
                 if !self.shut_down {
                     self.set_demand(mode, outputs);
                 }
@@ -859,14 +862,15 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
 /// shutdown closes `inputs`: a stage in the middle ends when its input does, and one that has no
 /// producer (added to a running pipeline, never subscribed) ends then. From then on, a
 /// producer_consumer takes no more messages from outside, as a producer does, so that senders that
-/// keep sending cannot keep its buffer full and its input from ending: they are dropped (a call is
-/// answered `NoReply`). One with a manual subscription still takes those it sends itself
-/// (`ctx.info`, a timer's), until its input has ended: it asks from their callbacks, and without
-/// its asks its producers could not deliver what they hold, nor its input end. One in automatic
-/// demand drops those too: its own messages could keep its buffer full, and its input waiting for
-/// room, as those from outside could. `buffered` is the stage's buffered count; `None` for a
-/// consumer, which has no buffer and keeps taking messages (they emit nothing, so they cannot keep
-/// it going).
+/// keep sending cannot keep its buffer full and its input from ending: its mailbox refuses them
+/// from the shutdown on (`ControlPort::shut_down`), so that none reaches here after it, and their
+/// senders get `CallError::ShuttingDown`. One with a manual subscription still takes those it
+/// sends itself (`ctx.info`, a timer's), until its input has ended: it asks from their callbacks,
+/// and without its asks its producers could not deliver what they hold, nor its input end. One in
+/// automatic demand drops those too: its own messages could keep its buffer full, and its input
+/// waiting for room, as those from outside could. `buffered` is the stage's buffered count; `None`
+/// for a consumer, which has no buffer and keeps taking messages (they emit nothing, so they cannot
+/// keep it going).
 fn queue_control<T>(
     control: Control,
     letters: &mut VecDeque<Letter>,
@@ -874,8 +878,8 @@ fn queue_control<T>(
     buffered: Option<usize>,
 ) {
     match control {
-        // Once a producer_consumer is shutting down, dropped if from outside, or if it asks on
-        // none of its subscriptions (see above).
+        // Once a producer_consumer is shutting down, dropped if it asks on none of its
+        // subscriptions (see above); from outside, none comes (refused at the mailbox).
         Control::Letter(letter)
             if buffered.is_some()
                 && inputs.is_closed()
