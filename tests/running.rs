@@ -1071,3 +1071,79 @@ async fn a_producer_consumer_shutting_down_refuses_infos_and_handles_those_accep
     assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3]);
     assert!(report.balanced(), "{report:?}");
 }
+
+/// Passes its input on; says when its input has ended; counts the `Mark`s it handles.
+struct Draining {
+    ended: mpsc::UnboundedSender<()>,
+    marks: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ProducerConsumer for Draining {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    async fn handle_cancel(
+        &mut self,
+        _: &genstage::Subscription,
+        _: &genstage::CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        let _ = self.ended.send(());
+        Ok(Vec::new())
+    }
+}
+
+impl HandleInfo<Mark> for Draining {
+    type Emitted = ();
+    async fn handle_info(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// `from_iter(0..4) -> draining -> gated` (max_demand 2): `gated` holds two events at its gate,
+/// `draining` the other two, after its input has ended; it refuses infos from then on, naming
+/// itself, until it has delivered them and finished, where it took them and dropped them.
+#[tokio::test]
+async fn a_producer_consumer_whose_input_has_ended_refuses_infos_while_it_delivers_what_it_holds() {
+    let marks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let (ended, mut input_ended) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(genstage::from_iter(0..4u64));
+    let draining = pipeline.add_producer_consumer_named(
+        "draining",
+        Draining {
+            ended,
+            marks: marks.clone(),
+        },
+    );
+    let gated = pipeline.add_consumer(Gated {
+        gate: gate.clone(),
+        entered,
+    });
+    pipeline.subscribe(&numbers, &draining);
+    pipeline.subscribe_with(
+        &draining,
+        &gated,
+        genstage::SubscribeOptions::new().max_demand(2),
+    );
+    let running = pipeline.start();
+    inside.recv().await.unwrap();
+    input_ended.recv().await.unwrap();
+    assert_eq!(draining.estimate_buffered_count().await, Ok(2));
+    assert_eq!(
+        draining.info(Mark),
+        Err(CallError::ShuttingDown {
+            stage: "draining".to_owned()
+        })
+    );
+    gate.add_permits(100);
+    let report = running.await.expect("the run ends");
+    assert_eq!(marks.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(report.stage("Gated").unwrap().events_in, 4);
+    assert!(report.balanced(), "{report:?}");
+}

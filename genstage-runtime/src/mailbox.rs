@@ -61,8 +61,9 @@
 //! they send, not find their message dropped later. [`Sender::send_closing`] queues a message (the
 //! shutdown) and, in the same critical section, closes the mailbox to
 //! [`Sender::send_from_outside`], which is refused from then on: a message from outside is either
-//! queued before the shutdown, and taken before it, or refused. Other sends (events, asks, the
-//! stage's own messages) are not affected and do not read the flag.
+//! queued before the shutdown, and taken before it, or refused. A stage ending by itself closes it
+//! with [`Receiver::close_to_outside`]. Other sends (events, asks, the stage's own messages) are
+//! not affected and do not read the flag.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -614,6 +615,13 @@ impl<M> Receiver<M> {
 }
 
 impl<M> Receiver<M> {
+    /// Closes the mailbox to messages from outside, as [`Sender::send_closing`] does, for a stage
+    /// that is ending by itself: every later [`Sender::send_from_outside`] is refused, and every
+    /// earlier one is queued.
+    pub(crate) fn close_to_outside(&self) {
+        self.shared.lock().closed_to_outside = true;
+    }
+
     /// Stops receiving: every later send fails and gives its message back to its sender. Returns
     /// every message not yet received, in order, so that the stage can account for them. Idempotent.
     pub(crate) fn close(&mut self) -> VecDeque<M> {

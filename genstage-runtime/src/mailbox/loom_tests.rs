@@ -303,3 +303,22 @@ fn a_message_from_outside_racing_a_closing_send_is_taken_before_it_or_refused() 
         assert_idle(&rx);
     });
 }
+
+/// A message from outside races the receiver closing its mailbox to such messages, as a stage
+/// ending by itself does: accepted, it is received after the close; refused, it is given back and
+/// never received.
+#[test]
+fn a_message_from_outside_racing_close_to_outside_is_received_or_refused() {
+    loom::model(|| {
+        let (tx, mut rx) = mailbox::<u32>();
+        let sending = thread::spawn(move || match tx.send_from_outside(1) {
+            Ok(()) => true,
+            Err(Refused::ClosedToOutside(1)) => false,
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        });
+        rx.close_to_outside();
+        let got = block_on(recv(&mut rx, true));
+        let accepted = sending.join().unwrap();
+        assert_eq!(got, accepted.then_some(1));
+    });
+}

@@ -181,9 +181,11 @@ pub enum CallError {
         /// The stage's name.
         stage: String,
     },
-    /// The stage is a producer or producer_consumer shutting down: it takes no more messages from
-    /// outside (calls, casts, infos, demand switches), so that senders that keep sending cannot
-    /// hold the shutdown open. The message was not sent; one sent before the shutdown is handled.
+    /// The stage is a producer or producer_consumer shutting down (a graceful shutdown reached it),
+    /// or a producer_consumer whose input has ended and that delivers what it holds before it
+    /// finishes: it takes no more messages from outside (calls, casts, infos, demand switches), so
+    /// that senders that keep sending cannot keep it going. The message was not sent; one accepted
+    /// before is handled.
     ShuttingDown {
         /// The stage's name.
         stage: String,

@@ -242,10 +242,10 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the stage has ended, [`CallError::ShuttingDown`] if it is a producer
-    /// or producer_consumer shutting down (the request was not sent), [`CallError::Timeout`] if it
-    /// did not answer in time, [`CallError::NoReply`] if it dropped the request's
-    /// [`ReplyTo`](crate::ReplyTo) or stopped first.
+    /// [`CallError::Ended`] if the stage has ended, [`CallError::ShuttingDown`] if it takes no more
+    /// messages from outside (see [`cast`](Self::cast); the request was not sent),
+    /// [`CallError::Timeout`] if it did not answer in time, [`CallError::NoReply`] if it dropped
+    /// the request's [`ReplyTo`](crate::ReplyTo) or stopped first.
     ///
     /// # Cancel safety
     ///
@@ -274,16 +274,18 @@ pub trait StageRef: Clone + Send + Sync + 'static {
 
     /// Sends `message` to the stage's [`HandleCast`], without waiting.
     ///
-    /// A producer or producer_consumer that is shutting down refuses it at once, and one it has
-    /// accepted before is handled: `Ok` means the stage took it. A stage that ends by itself
-    /// (its input or its events ran out, its consumers left, it failed) may end with a cast
-    /// accepted just before still unopened: it is lost with the stage, as GenStage's cast to a
-    /// process that is exiting is. To know that a message was handled, [`call`](Self::call).
+    /// A producer or producer_consumer that is shutting down, or a producer_consumer whose input
+    /// has ended and that delivers what it holds, refuses it at once, and one it has accepted
+    /// before is handled: `Ok` means the stage took it. A stage that ends by itself (its input or
+    /// its events ran out, its consumers left, it failed) may end with a cast accepted just before
+    /// still unopened: it is lost with the stage, as GenStage's cast to a process that is exiting
+    /// is. To know that a message was handled, [`call`](Self::call).
     ///
     /// # Errors
     ///
     /// [`CallError::Ended`] if the stage has ended; [`CallError::ShuttingDown`] if it is a
-    /// producer or producer_consumer shutting down, which takes no more messages from outside.
+    /// producer or producer_consumer shutting down, or a producer_consumer whose input has ended,
+    /// which take no more messages from outside.
     fn cast<M: CastFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
         message.__cast(self.port())
     }

@@ -920,6 +920,8 @@ async fn transform<S: ProducerConsumer>(
         stopping,
         ..
     } = kept;
+    // Whether its mailbox refuses messages from outside because its input has ended (see below).
+    let mut closed_to_outside = false;
     'run: loop {
         if let Err(exit) = settle(&*stage, partition, outputs) {
             break exit;
@@ -930,10 +932,12 @@ async fn transform<S: ProducerConsumer>(
                 break Exit::Failed(error);
             }
         }
-        // Once its input has ended, a producer_consumer takes no more messages, so that senders
-        // that keep sending cannot keep it going: they are dropped (a call is answered `NoReply`).
+        // Once its input has ended, a producer_consumer delivers what it holds and ends, taking no
+        // more messages, so that senders that keep sending cannot keep it going: its mailbox
+        // refuses those from outside (below), and those it accepted before are opened; its own
+        // are dropped, as they could keep it going too.
         if !letters.is_empty() && inputs.exhausted() {
-            letters.clear();
+            letters.retain(|letter| letter.generation().is_none());
         }
         // Infos whose events have gone out were taken in before: opened whatever the input.
         outputs.move_released(letters);
@@ -1089,6 +1093,13 @@ async fn transform<S: ProducerConsumer>(
         // what it holds lost (its producers, left without it, end in turn).
         if inputs.is_closed() && outputs.alone() {
             break Exit::ShutDown;
+        }
+        // Its input has ended, and it waits to deliver what it holds: from now on, a message
+        // from outside is refused (`CallError::ShuttingDown`) rather than accepted and dropped
+        // (see above). Decided under the mailbox's lock: one accepted before is taken in.
+        if !closed_to_outside && inputs.exhausted() {
+            mailbox.close_to_outside();
+            closed_to_outside = true;
         }
         // An ask only matters to a producer_consumer with input or output waiting for demand; one
         // with neither takes it in when events next wake it, before them, and is spared a wake-up
