@@ -1147,3 +1147,63 @@ async fn a_producer_consumer_whose_input_has_ended_refuses_infos_while_it_delive
     assert_eq!(report.stage("Gated").unwrap().events_in, 4);
     assert!(report.balanced(), "{report:?}");
 }
+
+/// As [`a_producer_consumer_whose_input_has_ended_refuses_infos_while_it_delivers_what_it_holds`],
+/// then subscribed to another producer through the pipeline's handle while it still delivers: it
+/// has input again, and takes infos again.
+#[tokio::test]
+async fn a_producer_consumer_given_input_again_while_it_delivers_takes_infos_again() {
+    let marks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let (ended, mut input_ended) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(genstage::from_iter(0..4u64));
+    let draining = pipeline.add_producer_consumer_named(
+        "draining",
+        Draining {
+            ended,
+            marks: marks.clone(),
+        },
+    );
+    let gated = pipeline.add_consumer(Gated {
+        gate: gate.clone(),
+        entered,
+    });
+    pipeline.subscribe(&numbers, &draining);
+    pipeline.subscribe_with(
+        &draining,
+        &gated,
+        genstage::SubscribeOptions::new().max_demand(2),
+    );
+    // Another producer, emitting nothing, to subscribe `draining` to later.
+    let feed = pipeline.add_producer_named(
+        "feed",
+        Feed {
+            marks: Arc::default(),
+        },
+    );
+    let (record, _, _) = Record::new();
+    let other = pipeline.add_consumer(record);
+    pipeline.subscribe(&feed, &other);
+    let running = pipeline.start();
+    inside.recv().await.unwrap();
+    input_ended.recv().await.unwrap();
+    assert_eq!(draining.estimate_buffered_count().await, Ok(2));
+    assert_eq!(
+        draining.info(Mark),
+        Err(CallError::ShuttingDown {
+            stage: "draining".to_owned()
+        })
+    );
+
+    running.subscribe(&feed, &draining).await.unwrap();
+    // The subscription is taken in before the count is answered.
+    assert_eq!(draining.estimate_buffered_count().await, Ok(2));
+    draining.info(Mark).unwrap();
+    gate.add_permits(100);
+    let report = running.shutdown().await.expect("a clean shutdown");
+    assert_eq!(marks.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(report.stage("Gated").unwrap().events_in, 4);
+    assert!(report.balanced(), "{report:?}");
+}

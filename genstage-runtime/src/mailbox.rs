@@ -62,8 +62,8 @@
 //! shutdown) and, in the same critical section, closes the mailbox to
 //! [`Sender::send_from_outside`], which is refused from then on: a message from outside is either
 //! queued before the shutdown, and taken before it, or refused. A stage ending by itself closes it
-//! with [`Receiver::close_to_outside`]. Other sends (events, asks, the stage's own messages) are
-//! not affected and do not read the flag.
+//! for as long as it is ending with [`Receiver::hold_closed_to_outside`]. Other sends (events,
+//! asks, the stage's own messages) are not affected and do not read the flag.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -146,9 +146,22 @@ struct State<M> {
     senders: u32,
     /// Whether the receiver still exists: sends fail once it is gone.
     receiving: bool,
-    /// Whether [`Sender::send_from_outside`] is refused: set by [`Sender::send_closing`] in the
-    /// critical section that queues its message, never cleared.
-    closed_to_outside: bool,
+    /// Whether [`Sender::send_from_outside`] is taken.
+    outside: Outside,
+}
+
+/// Whether a mailbox takes messages from outside ([`Sender::send_from_outside`]). One byte, so that
+/// `Shared` stays one cache line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outside {
+    /// Taken.
+    Open,
+    /// Refused for now, by the receiver ([`Receiver::hold_closed_to_outside`]), which may open it
+    /// again.
+    Held,
+    /// Refused for good: set by [`Sender::send_closing`] in the critical section that queues its
+    /// message, never left.
+    Closed,
 }
 
 impl<M> State<M> {
@@ -294,7 +307,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             slot: Slot::Idle,
             senders: 1,
             receiving: true,
-            closed_to_outside: false,
+            outside: Outside::Open,
         }),
     });
     (
@@ -388,7 +401,7 @@ impl<M> Sender<M> {
     pub(crate) fn send_closing(&self, message: M) -> Result<(), M> {
         let waker = {
             let mut state = self.enqueue(message)?;
-            state.closed_to_outside = true;
+            state.outside = Outside::Closed;
             state.unpark(true).map(|(waker, _)| waker)
         };
         if let Some(waker) = waker {
@@ -407,7 +420,7 @@ impl<M> Sender<M> {
             if !state.receiving {
                 return Err(Refused::Gone(message));
             }
-            if state.closed_to_outside {
+            if state.outside != Outside::Open {
                 return Err(Refused::ClosedToOutside(message));
             }
             state.queue.push_back(message);
@@ -615,11 +628,17 @@ impl<M> Receiver<M> {
 }
 
 impl<M> Receiver<M> {
-    /// Closes the mailbox to messages from outside, as [`Sender::send_closing`] does, for a stage
-    /// that is ending by itself: every later [`Sender::send_from_outside`] is refused, and every
-    /// earlier one is queued.
-    pub(crate) fn close_to_outside(&self) {
-        self.shared.lock().closed_to_outside = true;
+    /// Closes the mailbox to messages from outside, as [`Sender::send_closing`] does, while
+    /// `closed`, for a stage that is ending by itself: every later
+    /// [`Sender::send_from_outside`] is refused, and every earlier one is queued. Opened again
+    /// (`closed` false), it takes them as before, unless a `send_closing` closed it for good.
+    pub(crate) fn hold_closed_to_outside(&self, closed: bool) {
+        let mut state = self.shared.lock();
+        state.outside = match (state.outside, closed) {
+            (Outside::Closed, _) => Outside::Closed,
+            (_, true) => Outside::Held,
+            (_, false) => Outside::Open,
+        };
     }
 
     /// Stops receiving: every later send fails and gives its message back to its sender. Returns
@@ -1005,6 +1024,27 @@ mod tests {
         assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
         drop(rx.close());
         assert_eq!(tx.send_from_outside("late"), Err(Refused::Gone("late")));
+    }
+
+    #[test]
+    fn a_receiver_holds_its_mailbox_closed_to_outside_until_it_opens_it_but_not_after_a_closing() {
+        let (tx, mut rx) = mailbox();
+        rx.hold_closed_to_outside(true);
+        assert_eq!(
+            tx.send_from_outside("held"),
+            Err(Refused::ClosedToOutside("held"))
+        );
+        tx.send("own").unwrap();
+        rx.hold_closed_to_outside(false);
+        tx.send_from_outside("open again").unwrap();
+        tx.send_closing("shutdown").unwrap();
+        rx.hold_closed_to_outside(false);
+        assert_eq!(
+            tx.send_from_outside("after"),
+            Err(Refused::ClosedToOutside("after"))
+        );
+        let got: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
+        assert_eq!(got, ["own", "open again", "shutdown"]);
     }
 
     #[test]

@@ -308,7 +308,7 @@ fn a_message_from_outside_racing_a_closing_send_is_taken_before_it_or_refused() 
 /// ending by itself does: accepted, it is received after the close; refused, it is given back and
 /// never received.
 #[test]
-fn a_message_from_outside_racing_close_to_outside_is_received_or_refused() {
+fn a_message_from_outside_racing_hold_closed_to_outside_is_received_or_refused() {
     loom::model(|| {
         let (tx, mut rx) = mailbox::<u32>();
         let sending = thread::spawn(move || match tx.send_from_outside(1) {
@@ -316,7 +316,7 @@ fn a_message_from_outside_racing_close_to_outside_is_received_or_refused() {
             Err(Refused::ClosedToOutside(1)) => false,
             Err(other) => panic!("unexpected refusal: {other:?}"),
         });
-        rx.close_to_outside();
+        rx.hold_closed_to_outside(true);
         let got = block_on(recv(&mut rx, true));
         let accepted = sending.join().unwrap();
         assert_eq!(got, accepted.then_some(1));

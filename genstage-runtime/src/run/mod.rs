@@ -921,7 +921,7 @@ async fn transform<S: ProducerConsumer>(
         ..
     } = kept;
     // Whether its mailbox refuses messages from outside because its input has ended (see below).
-    let mut closed_to_outside = false;
+    let mut held_closed = false;
     'run: loop {
         if let Err(exit) = settle(&*stage, partition, outputs) {
             break exit;
@@ -1082,7 +1082,8 @@ async fn transform<S: ProducerConsumer>(
         }
         // Events waiting to be handed again are input too: they wait for demand as the rest does.
         let waiting = redelivery.len() > 0;
-        if inputs.exhausted() && !waiting && outputs.buffered() == 0 {
+        let exhausted = inputs.exhausted();
+        if exhausted && !waiting && outputs.buffered() == 0 {
             break Exit::Finished;
         }
         if outputs.abandoned() {
@@ -1094,12 +1095,14 @@ async fn transform<S: ProducerConsumer>(
         if inputs.is_closed() && outputs.alone() {
             break Exit::ShutDown;
         }
-        // Its input has ended, and it waits to deliver what it holds: from now on, a message
-        // from outside is refused (`CallError::ShuttingDown`) rather than accepted and dropped
-        // (see above). Decided under the mailbox's lock: one accepted before is taken in.
-        if !closed_to_outside && inputs.exhausted() {
-            mailbox.close_to_outside();
-            closed_to_outside = true;
+        // Its input has ended, and it waits to deliver what it holds: while so, a message from
+        // outside is refused (`CallError::ShuttingDown`) rather than accepted and dropped (see
+        // above), decided under the mailbox's lock, so that one accepted before is taken in. A
+        // subscription made meanwhile (through the pipeline's handle) gives it input again, and
+        // it takes them again, unless a shutdown has closed its mailbox for good.
+        if held_closed != exhausted {
+            mailbox.hold_closed_to_outside(exhausted);
+            held_closed = exhausted;
         }
         // An ask only matters to a producer_consumer with input or output waiting for demand; one
         // with neither takes it in when events next wake it, before them, and is spared a wake-up
