@@ -13,6 +13,7 @@ use syn::ext::IdentExt;
 use syn::{Expr, Ident};
 
 use super::parse::{Link, Node, PipelineInput, StageSyntax};
+use super::ALONE_HINT;
 use crate::errors::Errors;
 
 /// The pipeline as a graph.
@@ -131,9 +132,9 @@ pub(crate) fn build_graph(input: PipelineInput) -> syn::Result<Graph> {
         if statement.links.is_empty() && statement.first.binding.is_none() {
             let message = match statement.first.stage.as_ident() {
                 Some(ident) if defined.contains_key(&ident.to_string()) => format!(
-                    "`{ident}` alone does nothing: wire it with `->`, e.g. `{ident} -> Printer`"
+                    "`{ident}` alone does nothing: wire it with `->`, e.g. `{ident} -> Printer` {ALONE_HINT}"
                 ),
-                _ => "expected `->` after this stage: a statement is a chain `a -> b -> c` or a definition `name = stage`".to_owned(),
+                _ => format!("expected `->` after this stage: a statement is a chain `a -> b -> c` or a definition `name = stage` {ALONE_HINT}"),
             };
             errors.push(syn::Error::new_spanned(&statement.tokens, message));
             continue;

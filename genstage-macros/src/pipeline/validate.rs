@@ -10,6 +10,7 @@ use syn::{Expr, ExprLit, Ident, Lit};
 
 use super::graph::Graph;
 use super::parse::{EdgeOptions, StageSyntax};
+use super::ALONE_HINT;
 use crate::errors::Errors;
 use crate::options::{
     self, list, MaxDemand, CANCEL, CANCEL_MODES, EDGE_OPTIONS, MAX_DEMAND, MIN_DEMAND, PARTITION,
@@ -81,7 +82,7 @@ fn check_wired(graph: &Graph, errors: &mut Errors) {
             errors.push(syn::Error::new(
                     name.span(),
                     format!(
-                        "the stage `{name}` is never wired: use `{name}` in a chain, before or after `->`"
+                        "the stage `{name}` is never wired: use `{name}` in a chain, before or after `->` {ALONE_HINT}"
                     ),
                 ),
             );
