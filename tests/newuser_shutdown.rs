@@ -150,3 +150,66 @@ async fn a_client_casting_through_a_shutdown() -> Result<(), Box<dyn std::error:
     );
     Ok(())
 }
+
+/// A consumer that keeps up: it asks for 1000 at a time, so the counter holds nothing.
+struct Quick {
+    got: Arc<Mutex<Vec<u64>>>,
+}
+
+#[stage(consumer)]
+impl Quick {
+    fn handle_events(&mut self, events: Vec<u64>) {
+        self.got.lock().expect("poisoned").extend(events);
+    }
+}
+
+/// A counter that holds nothing ends as soon as the shutdown reaches it: its client then sees
+/// `Ended` as often as `ShuttingDown`, both naming it, and every cast it got accepted is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_counter_that_holds_nothing() -> Result<(), Box<dyn std::error::Error>> {
+    for _ in 0..20 {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let p = pipeline! { counter = Counter::default() -> Quick { got: got.clone() } };
+        let counter = p.counter.clone();
+        let running = p.start();
+        let accepted_count = Arc::new(AtomicUsize::new(0));
+        let client = tokio::spawn({
+            let accepted_count = accepted_count.clone();
+            async move {
+                let mut accepted = Vec::new();
+                for n in 0u64.. {
+                    match counter.cast(Add(n)) {
+                        Ok(()) => {
+                            accepted.push(n);
+                            accepted_count.store(accepted.len(), Ordering::Release);
+                        }
+                        Err(refused) => return (accepted, refused),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                unreachable!("the counter refuses a cast once it shuts down")
+            }
+        });
+        while accepted_count.load(Ordering::Acquire) < 20 {
+            tokio::task::yield_now().await;
+        }
+        let report = running.shutdown().await?;
+        let (accepted, refused) = tokio::time::timeout(Duration::from_secs(5), client).await??;
+        let stage = "counter".to_string();
+        assert!(
+            refused
+                == CallError::ShuttingDown {
+                    stage: stage.clone()
+                }
+                || refused == CallError::Ended { stage },
+            "{refused:?}"
+        );
+        assert_eq!(*got.lock().expect("poisoned"), accepted);
+        assert_eq!(
+            report.stage("counter").map(|s| s.emitted),
+            Some(accepted.len() as u64)
+        );
+        assert!(report.balanced(), "{report}");
+    }
+    Ok(())
+}

@@ -186,6 +186,11 @@ pub enum CallError {
     /// finishes: it takes no more messages from outside (calls, casts, infos, demand switches), so
     /// that senders that keep sending cannot keep it going. The message was not sent; one accepted
     /// before is handled.
+    ///
+    /// A stage with nothing left to deliver ends as soon as the shutdown reaches it, so a sender
+    /// may get [`Ended`](Self::Ended) without ever getting `ShuttingDown` (most often, for a stage
+    /// that keeps up with its senders): treat both as "stop sending to this stage". Either way,
+    /// what it accepted before the shutdown reached it is handled.
     ShuttingDown {
         /// The stage's name.
         stage: String,

@@ -285,7 +285,8 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// [`CallError::Ended`] if the stage has ended; [`CallError::ShuttingDown`] if it is a
     /// producer or producer_consumer shutting down, or a producer_consumer whose input has ended,
-    /// which take no more messages from outside.
+    /// which take no more messages from outside. A sender that keeps sending through a graceful
+    /// shutdown gets either, first: a stage with nothing left to deliver ends at once.
     fn cast<M: CastFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
         message.__cast(self.port())
     }
