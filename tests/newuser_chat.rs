@@ -70,6 +70,16 @@ async fn heard_n(log: &Log, n: usize) -> Vec<String> {
     heard(log)
 }
 
+/// Why a stage discarded events, read with the prelude's names only.
+fn discards(stage: &StageReport) -> Vec<(u64, DiscardReason)> {
+    stage.discards.iter().map(|d| (d.count, d.reason)).collect()
+}
+
+/// Why a stage lost events, read with the prelude's names only.
+fn losses(stage: &StageReport) -> Vec<(u64, LossReason)> {
+    stage.losses.iter().map(|l| (l.count, l.reason)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_join_and_leave_a_running_room() -> Result<(), Box<dyn std::error::Error>> {
     let mut pipeline = Pipeline::new();
@@ -178,6 +188,7 @@ async fn users_join_and_leave_a_running_room() -> Result<(), Box<dyn std::error:
     assert_eq!(report.stage("dave").map(|s| s.events_in), Some(3));
     assert_eq!(room_report.lost, 0);
     assert_eq!(room_report.discarded, 1);
+    assert_eq!(discards(room_report), [(1, DiscardReason::Unrouted)]);
     assert_eq!(room_report.copies, 1); // 'hi bob' went to two users
     assert!(report.balanced(), "{report}");
     Ok(())
@@ -196,6 +207,7 @@ async fn a_shutdown_with_nobody_in_the_room_counts_what_waits_as_lost(
     let room_report = report.stage("room").expect("room in the report");
     assert_eq!(room_report.emitted, 2);
     assert_eq!(room_report.lost, 2);
+    assert_eq!(losses(room_report), [(2, LossReason::Buffered)]);
     assert_eq!(room_report.status, StageStatus::ShutDown);
     assert!(report.balanced(), "{report}");
     Ok(())
