@@ -61,9 +61,12 @@
 //! they send, not find their message dropped later. [`Sender::send_closing`] queues a message (the
 //! shutdown) and, in the same critical section, closes the mailbox to
 //! [`Sender::send_from_outside`], which is refused from then on: a message from outside is either
-//! queued before the shutdown, and taken before it, or refused. A stage ending by itself closes it
-//! for as long as it is ending with [`Receiver::hold_closed_to_outside`]. Other sends (events,
-//! asks, the stage's own messages) are not affected and do not read the flag.
+//! queued before the shutdown, and taken before it, or refused. A producer_consumer delivering what
+//! it holds once its input has ended closes it for as long as that lasts with
+//! [`Receiver::hold_closed_to_outside`]. A stage that decides to end closes it with
+//! [`Receiver::end_to_outside`] before its last look at its queue ([`Receiver::queued`]): a
+//! message from outside is then found by that look, or refused as [`Refused::Ending`]. Other
+//! sends (events, asks, the stage's own messages) are not affected and do not read the flag.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -162,6 +165,9 @@ enum Outside {
     /// Refused for good: set by [`Sender::send_closing`] in the critical section that queues its
     /// message, never left.
     Closed,
+    /// Refused because the stage is ending ([`Receiver::end_to_outside`]): opened again only if it
+    /// is restarted or given input again.
+    Ending,
 }
 
 impl<M> State<M> {
@@ -287,6 +293,8 @@ pub(crate) enum Refused<M> {
     Gone(M),
     /// The mailbox was closed to messages from outside (see [`Sender::send_closing`]).
     ClosedToOutside(M),
+    /// The stage is ending (see [`Receiver::end_to_outside`]).
+    Ending(M),
 }
 
 /// Why `try_recv` returned no message.
@@ -420,8 +428,10 @@ impl<M> Sender<M> {
             if !state.receiving {
                 return Err(Refused::Gone(message));
             }
-            if state.outside != Outside::Open {
-                return Err(Refused::ClosedToOutside(message));
+            match state.outside {
+                Outside::Open => {}
+                Outside::Ending => return Err(Refused::Ending(message)),
+                Outside::Held | Outside::Closed => return Err(Refused::ClosedToOutside(message)),
             }
             state.queue.push_back(message);
             state.unpark(true).map(|(waker, _)| waker)
@@ -631,14 +641,36 @@ impl<M> Receiver<M> {
     /// Closes the mailbox to messages from outside, as [`Sender::send_closing`] does, while
     /// `closed`, for a stage that is ending by itself: every later
     /// [`Sender::send_from_outside`] is refused, and every earlier one is queued. Opened again
-    /// (`closed` false), it takes them as before, unless a `send_closing` closed it for good.
+    /// (`closed` false), it takes them as before, unless a `send_closing` closed it for good; an
+    /// ending stage ([`end_to_outside`](Self::end_to_outside)) held closed stays ending.
     pub(crate) fn hold_closed_to_outside(&self, closed: bool) {
         let mut state = self.shared.lock();
         state.outside = match (state.outside, closed) {
             (Outside::Closed, _) => Outside::Closed,
+            (Outside::Ending, true) => Outside::Ending,
             (_, true) => Outside::Held,
             (_, false) => Outside::Open,
         };
+    }
+
+    /// Closes the mailbox to messages from outside for a stage that has decided to end: every
+    /// later [`Sender::send_from_outside`] is refused with [`Refused::Ending`] (unless a
+    /// `send_closing` closed it for good), and every earlier one is queued, for the stage's last
+    /// look at its mailbox ([`queued`](Self::queued)) to find.
+    pub(crate) fn end_to_outside(&self) {
+        let mut state = self.shared.lock();
+        if state.outside != Outside::Closed {
+            state.outside = Outside::Ending;
+        }
+    }
+
+    /// Opens the mailbox to messages from outside again for a stage restarted (or given input
+    /// again) after it decided to end, unless a `send_closing` closed it for good.
+    pub(crate) fn reopen_to_outside(&self) {
+        let mut state = self.shared.lock();
+        if state.outside != Outside::Closed {
+            state.outside = Outside::Open;
+        }
     }
 
     /// Stops receiving: every later send fails and gives its message back to its sender. Returns
@@ -1045,6 +1077,32 @@ mod tests {
         );
         let got: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
         assert_eq!(got, ["own", "open again", "shutdown"]);
+    }
+
+    #[test]
+    fn a_receiver_ending_refuses_messages_from_outside_until_it_reopens_but_not_after_a_closing() {
+        let (tx, mut rx) = mailbox();
+        tx.send_from_outside("before").unwrap();
+        rx.end_to_outside();
+        assert_eq!(tx.send_from_outside("late"), Err(Refused::Ending("late")));
+        // Held closed while ending, it stays ending; opened, it takes them again.
+        rx.hold_closed_to_outside(true);
+        assert_eq!(tx.send_from_outside("held"), Err(Refused::Ending("held")));
+        rx.reopen_to_outside();
+        tx.send_from_outside("reopened").unwrap();
+        tx.send_closing("shutdown").unwrap();
+        rx.end_to_outside();
+        assert_eq!(
+            tx.send_from_outside("after"),
+            Err(Refused::ClosedToOutside("after"))
+        );
+        rx.reopen_to_outside();
+        assert_eq!(
+            tx.send_from_outside("after"),
+            Err(Refused::ClosedToOutside("after"))
+        );
+        let got: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
+        assert_eq!(got, ["before", "reopened", "shutdown"]);
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl<In: Send + 'static, Out: Send + 'static> ControlPort for Mailbox<In, Out> {
         // the mailbox's lock.
         self.send_from_outside(Mail::Control(Box::new(control)))
             .map_err(|refused| match refused {
-                Refused::Gone(_) => Unsent::Ended,
+                Refused::Gone(_) | Refused::Ending(_) => Unsent::Ended,
                 Refused::ClosedToOutside(_) => Unsent::ShuttingDown,
             })
     }

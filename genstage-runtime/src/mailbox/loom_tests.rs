@@ -322,3 +322,32 @@ fn a_message_from_outside_racing_hold_closed_to_outside_is_received_or_refused()
         assert_eq!(got, accepted.then_some(1));
     });
 }
+
+/// A message from outside races the receiver deciding to end, as a stage ending by itself does:
+/// the close comes before the receiver's last look, so an accepted message is always found by that
+/// look (`queued`), never left behind; a refused one is refused as ending and never received.
+#[test]
+fn a_message_from_outside_racing_end_to_outside_is_found_by_the_last_look_or_refused() {
+    loom::model(|| {
+        let (tx, mut rx) = mailbox::<u32>();
+        let sending = thread::spawn(move || match tx.send_from_outside(1) {
+            Ok(()) => true,
+            Err(Refused::Ending(1)) => false,
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        });
+        rx.end_to_outside();
+        let found = rx.queued();
+        let accepted = sending.join().unwrap();
+        // Anything accepted is in the queue once the sender is done; the last look, after the
+        // close, found it unless the sender had not yet sent, in which case it was refused.
+        assert!(found <= 1);
+        if found == 0 {
+            assert!(
+                !accepted,
+                "accepted after the last look found the mailbox empty"
+            );
+        }
+        let got = rx.try_recv().ok();
+        assert_eq!(got, accepted.then_some(1));
+    });
+}

@@ -164,7 +164,9 @@ pub trait HandleInfo<M>: Sized + Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
-    /// The stage has ended (or never started, and its pipeline is gone): nothing takes messages.
+    /// The stage has ended (or never started, and its pipeline is gone), or has decided to end (its
+    /// events or its input ran out, it failed, its consumers left or its producer failed): nothing
+    /// takes messages from outside any more. The message was not sent.
     Ended {
         /// The stage's name.
         stage: String,

@@ -242,8 +242,9 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the stage has ended, [`CallError::ShuttingDown`] if it takes no more
-    /// messages from outside (see [`cast`](Self::cast); the request was not sent),
+    /// [`CallError::Ended`] if the stage has ended or decided to end, [`CallError::ShuttingDown`]
+    /// if it takes no more messages from outside (see [`cast`](Self::cast); in both cases the
+    /// request was not sent),
     /// [`CallError::Timeout`] if it did not answer in time, [`CallError::NoReply`] if it dropped
     /// the request's [`ReplyTo`](crate::ReplyTo) or stopped first.
     ///
@@ -276,17 +277,20 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// A producer or producer_consumer that is shutting down, or a producer_consumer whose input
     /// has ended and that delivers what it holds, refuses it at once, and one it has accepted
-    /// before is handled: `Ok` means the stage took it. A stage that ends by itself (its input or
-    /// its events ran out, its consumers left, it failed) may end with a cast accepted just before
-    /// still unopened: it is lost with the stage, as GenStage's cast to a process that is exiting
-    /// is. To know that a message was handled, [`call`](Self::call).
+    /// before is handled. A stage that ends by itself (its events or its input ran out) refuses it
+    /// from the moment it decides to end, and first handles every one it accepted before: `Ok`
+    /// means the stage takes it. The exception is a stage that stops where it stands: one that
+    /// fails (or panics, or is aborted), or is cancelled (its consumers left, or a producer it
+    /// depends on failed), refuses casts from then on, but the casts it had accepted and not yet
+    /// opened are lost with it (a call among them is answered [`CallError::NoReply`]). To know
+    /// that a message was handled, [`call`](Self::call).
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the stage has ended; [`CallError::ShuttingDown`] if it is a
-    /// producer or producer_consumer shutting down, or a producer_consumer whose input has ended,
-    /// which take no more messages from outside. A sender that keeps sending through a graceful
-    /// shutdown gets either, first: a stage with nothing left to deliver ends at once.
+    /// [`CallError::Ended`] if the stage has ended or decided to end; [`CallError::ShuttingDown`]
+    /// if it is a producer or producer_consumer shutting down, or a producer_consumer whose input
+    /// has ended, which take no more messages from outside. A sender that keeps sending through a
+    /// graceful shutdown gets either, first: a stage with nothing left to deliver ends at once.
     fn cast<M: CastFor<Self::Stage, Self::Emits>>(&self, message: M) -> Result<(), CallError> {
         message.__cast(self.port())
     }
@@ -568,8 +572,8 @@ impl<S: Producer> ProducerRef<S> {
     ///
     /// # Errors
     ///
-    /// [`CallError::Ended`] if the producer has ended; [`CallError::ShuttingDown`] if it is
-    /// shutting down, when it forwards until it ends, whatever it is told.
+    /// [`CallError::Ended`] if the producer has ended or decided to end; [`CallError::ShuttingDown`]
+    /// if it is shutting down, when it forwards until it ends, whatever it is told.
     ///
     /// # Examples
     ///

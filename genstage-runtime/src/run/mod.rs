@@ -349,8 +349,13 @@ pub(crate) async fn run_producer<P: Producer>(
             Err(exit) => break exit,
         }
         state.exhausted = state.shut_down;
+        state.ending = false;
+        mailbox.reopen_to_outside();
         outputs.announce_again();
     };
+    // Ending, it refuses messages from outside from now on (`CallError::Ended`), rather than
+    // accept them and drop them with its mailbox.
+    mailbox.end_to_outside();
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
     unemitted += stage.__unemitted().await;
@@ -398,6 +403,10 @@ struct ProducerState {
     exhausted: bool,
     /// The pipeline is shutting down.
     shut_down: bool,
+    /// It has decided to finish and closed its mailbox to messages from outside
+    /// ([`Receiver::end_to_outside`]): it takes in those accepted before, and drops its own,
+    /// which could keep it going.
+    ending: bool,
     /// A shutdown came while the producer could still emit, and it has not been told yet (see
     /// [`heed_shutdown`](Self::heed_shutdown)).
     shutdown_untold: bool,
@@ -416,7 +425,9 @@ impl ProducerState {
             // shutdown on (`ControlPort::shut_down`), so their senders know; its own (`ctx.info`,
             // a timer's) are dropped here.
             Control::Letter(letter) => {
-                if !self.shut_down {
+                // Once it has decided to end, its own are dropped too: they could keep it going.
+                let dropped = self.ending && letter.generation().is_some();
+                if !self.shut_down && !dropped {
                     self.letters.push_back(letter);
                 }
                 false
@@ -644,11 +655,20 @@ async fn produce<P: Producer>(
         outputs.move_released(&mut state.letters);
         state.heed_shutdown(stage);
         if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
-            return if state.shut_down {
-                Exit::ShutDown
-            } else {
-                Exit::Finished
-            };
+            // Its last look at its mailbox comes after the close to outside, under the mailbox's
+            // lock: a message from outside is refused (`CallError::Ended`), or queued before the
+            // close and taken in (below) and handled, never accepted and dropped.
+            if !state.ending {
+                mailbox.end_to_outside();
+                state.ending = true;
+            }
+            if mailbox.queued() == 0 {
+                return if state.shut_down {
+                    Exit::ShutDown
+                } else {
+                    Exit::Finished
+                };
+            }
         }
         if outputs.abandoned() {
             return Exit::Cancelled(None);
@@ -822,8 +842,11 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
             Err(exit) => break (exit, false),
         }
         kept.restarted(&inputs);
+        mailbox.reopen_to_outside();
         outputs.announce_again();
     };
+    // Ending, it refuses messages from outside from now on (see `run_producer`).
+    mailbox.end_to_outside();
     kept.in_hand.interrupted |= aborted;
     let status = exit.status();
     let exit = terminated(&env, exit, stage.terminate(&status)).await;
@@ -876,8 +899,12 @@ fn queue_control<T>(
     letters: &mut VecDeque<Letter>,
     inputs: &mut Inputs<T>,
     buffered: Option<usize>,
+    ending: bool,
 ) {
     match control {
+        // A stage that has decided to finish drops its own messages, which could keep it going;
+        // those from outside it accepted before its close are handled.
+        Control::Letter(letter) if ending && letter.generation().is_some() => {}
         // Once a producer_consumer is shutting down, dropped if it asks on none of its
         // subscriptions (see above); from outside, none comes (refused at the mailbox).
         Control::Letter(letter)
@@ -922,6 +949,9 @@ async fn transform<S: ProducerConsumer>(
     } = kept;
     // Whether its mailbox refuses messages from outside because its input has ended (see below).
     let mut held_closed = false;
+    // Whether it has decided to finish and closed its mailbox to outside (see `run_producer`'s
+    // `produce`).
+    let mut ending = false;
     'run: loop {
         if let Err(exit) = settle(&*stage, partition, outputs) {
             break exit;
@@ -1030,6 +1060,7 @@ async fn transform<S: ProducerConsumer>(
                                 letters,
                                 inputs,
                                 Some(outputs.buffered_count()),
+                                ending,
                             ),
                         }
                         outputs.abandoned()
@@ -1084,7 +1115,14 @@ async fn transform<S: ProducerConsumer>(
         let waiting = redelivery.len() > 0;
         let exhausted = inputs.exhausted();
         if exhausted && !waiting && outputs.buffered() == 0 {
-            break Exit::Finished;
+            // Its last look at its mailbox comes after the close to outside (see `produce`).
+            if !ending {
+                mailbox.end_to_outside();
+                ending = true;
+            }
+            if mailbox.queued() == 0 {
+                break Exit::Finished;
+            }
         }
         if outputs.abandoned() {
             break Exit::Cancelled(None);
@@ -1103,6 +1141,8 @@ async fn transform<S: ProducerConsumer>(
         if held_closed != exhausted {
             mailbox.hold_closed_to_outside(exhausted);
             held_closed = exhausted;
+            // Given input again, it is no longer ending (its mailbox was opened just now).
+            ending &= exhausted;
         }
         // An ask only matters to a producer_consumer with input or output waiting for demand; one
         // with neither takes it in when events next wake it, before them, and is spared a wake-up
@@ -1115,9 +1155,13 @@ async fn transform<S: ProducerConsumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // Downstream demand reaches a producer_consumer as capacity, read above.
             Mail::Downstream(mail) => outputs.handle(mail),
-            Mail::Control(control) => {
-                queue_control(*control, letters, inputs, Some(outputs.buffered_count()))
-            }
+            Mail::Control(control) => queue_control(
+                *control,
+                letters,
+                inputs,
+                Some(outputs.buffered_count()),
+                ending,
+            ),
         }
     }
 }
@@ -1152,7 +1196,10 @@ pub(crate) async fn run_consumer<C: Consumer>(
             Err(exit) => break (exit, false),
         }
         kept.restarted(&inputs);
+        mailbox.reopen_to_outside();
     };
+    // Ending, it refuses messages from outside from now on (see `run_producer`).
+    mailbox.end_to_outside();
     kept.in_hand.interrupted |= aborted;
     if aborted {
         let handled = stage
@@ -1271,6 +1318,8 @@ async fn consume<C: Consumer>(
         stopping,
         ..
     } = kept;
+    // Whether it has decided to finish and closed its mailbox to outside (see `produce`).
+    let mut ending = false;
     'run: loop {
         while let Some(letter) = letters.pop_front() {
             let opened = env.open::<C, Infallible>(stage, letter, Some(inputs)).await;
@@ -1349,7 +1398,18 @@ async fn consume<C: Consumer>(
         }
         // A ConsumerSupervisor finishes once its children have too (they message it as they end).
         if inputs.exhausted() && !stage.__busy() {
-            break Exit::Finished;
+            // Its last look at its mailbox comes after the close to outside (see `produce`).
+            if !ending {
+                mailbox.end_to_outside();
+                ending = true;
+            }
+            if mailbox.queued() == 0 {
+                break Exit::Finished;
+            }
+        } else if ending {
+            // Given input again (a subscription made through the pipeline's handle).
+            mailbox.reopen_to_outside();
+            ending = false;
         }
         // A consumer is never asked.
         let mail = next_mail!(mailbox, wake_on_ask: true);
@@ -1357,7 +1417,7 @@ async fn consume<C: Consumer>(
             Mail::Upstream(mail) => inputs.handle(mail),
             // A consumer emits nothing: the pipeline never subscribes anything to it.
             Mail::Downstream(_) => {}
-            Mail::Control(control) => queue_control(*control, letters, inputs, None),
+            Mail::Control(control) => queue_control(*control, letters, inputs, None, ending),
         }
     }
 }

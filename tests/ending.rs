@@ -1,0 +1,283 @@
+//! Messages from outside to a stage that ends by itself (its events or its input ran out, or it
+//! failed): from the moment it decides to end, a cast is refused with `CallError::Ended` naming it,
+//! and every cast accepted before is handled. `Ok` never means a message dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use genstage::{
+    CallError, Consumer, Context, Emit, HandleCast, Pipeline, PipelineError, Producer,
+    ProducerConsumer, StageRef, StageResult, StageStatus,
+};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Cast to count a message handled.
+struct Mark;
+
+/// Casts `Mark` to `stage` until it is refused; returns how many it accepted and the refusal.
+fn cast_until_refused<R>(stage: R) -> tokio::task::JoinHandle<(u64, CallError)>
+where
+    R: StageRef + Send,
+    Mark: genstage::CastFor<R::Stage, R::Emits>,
+{
+    tokio::spawn(async move {
+        let mut accepted = 0;
+        loop {
+            match stage.cast(Mark) {
+                Ok(()) => accepted += 1,
+                Err(error) => return (accepted, error),
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+}
+
+fn ended(stage: &str) -> CallError {
+    CallError::Ended {
+        stage: stage.to_owned(),
+    }
+}
+
+/// Counts the `Mark`s it is cast; when `hold` is set, its `terminate` tells `ending` and waits for
+/// a permit of `hold`.
+struct Sink {
+    marks: Arc<AtomicU64>,
+    fail_at: Option<u64>,
+    hold: Option<(mpsc::UnboundedSender<StageStatus>, Arc<Semaphore>)>,
+}
+
+impl Sink {
+    fn counting(marks: &Arc<AtomicU64>) -> Self {
+        Sink {
+            marks: marks.clone(),
+            fail_at: None,
+            hold: None,
+        }
+    }
+}
+
+impl Consumer for Sink {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        if events.iter().any(|&event| Some(event) == self.fail_at) {
+            return Err("sink failed on purpose".into());
+        }
+        Ok(())
+    }
+
+    async fn terminate(&mut self, status: &StageStatus) {
+        if let Some((ending, hold)) = &self.hold {
+            let _ = ending.send(status.clone());
+            hold.acquire().await.unwrap().forget();
+        }
+    }
+}
+
+impl HandleCast<Mark> for Sink {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Emits `0..count`, the last batch with `Emit::last`; counts the `Mark`s it is cast.
+struct Counted {
+    next: u64,
+    count: u64,
+    marks: Arc<AtomicU64>,
+}
+
+impl Producer for Counted {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let end = (self.next + demand as u64).min(self.count);
+        let events: Vec<u64> = (self.next..end).collect();
+        self.next = end;
+        Ok(if end == self.count {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+}
+
+impl HandleCast<Mark> for Counted {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Passes its input on; counts the `Mark`s it is cast.
+struct Relay {
+    marks: Arc<AtomicU64>,
+}
+
+impl ProducerConsumer for Relay {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+}
+
+impl HandleCast<Mark> for Relay {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// How many times each race is run: enough that, without the close before the last look, casts
+/// accepted as the stage ends are lost in some run.
+const RUNS: usize = 200;
+
+/// `from_iter(0..64) -> sink`, `sink` cast `Mark`s from another task as its producer ends: every
+/// cast accepted is handled, and the first refused is refused as `Ended`, naming `sink`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_finishing_handles_every_cast_it_accepted_and_refuses_the_rest_as_ended() {
+    for _ in 0..RUNS {
+        let marks = Arc::new(AtomicU64::new(0));
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer(genstage::from_iter(0..64u64));
+        let sink = pipeline.add_consumer_named("sink", Sink::counting(&marks));
+        pipeline.subscribe(&numbers, &sink);
+        let running = pipeline.start();
+        let casting = cast_until_refused(sink);
+        let report = running.await.expect("the run ends");
+        let (accepted, refused) = casting.await.unwrap();
+        assert_eq!(refused, ended("sink"));
+        assert_eq!(marks.load(Ordering::SeqCst), accepted);
+        assert_eq!(report.stage("sink").unwrap().status, StageStatus::Finished);
+        assert_eq!(report.stage("sink").unwrap().events_in, 64);
+        assert!(report.balanced(), "{report:?}");
+    }
+}
+
+/// `counted -> sink` (max_demand 10), `counted` (which ends with `Emit::last`) cast `Mark`s from another task as
+/// it ends: every cast accepted is handled, and the first refused is refused as `Ended`, naming
+/// `counted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_finishing_handles_every_cast_it_accepted_and_refuses_the_rest_as_ended() {
+    for _ in 0..RUNS {
+        let marks = Arc::new(AtomicU64::new(0));
+        let mut pipeline = Pipeline::new();
+        let counted = pipeline.add_producer_named(
+            "counted",
+            Counted {
+                next: 0,
+                count: 1000,
+                marks: marks.clone(),
+            },
+        );
+        let sink = pipeline.add_consumer_named("sink", Sink::counting(&Arc::default()));
+        // Ten events an ask, so that `counted` is still emitting once casts come.
+        pipeline.subscribe_with(
+            &counted,
+            &sink,
+            genstage::SubscribeOptions::new().max_demand(10),
+        );
+        let running = pipeline.start();
+        let casting = cast_until_refused(counted);
+        let report = running.await.expect("the run ends");
+        let (accepted, refused) = casting.await.unwrap();
+        assert_eq!(refused, ended("counted"));
+        assert_eq!(marks.load(Ordering::SeqCst), accepted);
+        assert_eq!(
+            report.stage("counted").unwrap().status,
+            StageStatus::Finished
+        );
+        assert_eq!(report.stage("sink").unwrap().events_in, 1000);
+        assert!(report.balanced(), "{report:?}");
+    }
+}
+
+/// `from_iter(0..64) -> relay -> sink`, `relay` cast `Mark`s from another task as its input ends:
+/// every cast accepted is handled, and the first refused is refused naming `relay`: as
+/// `ShuttingDown` if it came while `relay` still delivered what it held, as `Ended` if once it had
+/// decided to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_consumer_finishing_handles_every_cast_it_accepted_and_refuses_the_rest() {
+    for _ in 0..RUNS {
+        let marks = Arc::new(AtomicU64::new(0));
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer(genstage::from_iter(0..64u64));
+        let relay = pipeline.add_producer_consumer_named(
+            "relay",
+            Relay {
+                marks: marks.clone(),
+            },
+        );
+        let sink = pipeline.add_consumer_named("sink", Sink::counting(&Arc::default()));
+        pipeline.subscribe(&numbers, &relay);
+        pipeline.subscribe(&relay, &sink);
+        let running = pipeline.start();
+        let casting = cast_until_refused(relay);
+        let report = running.await.expect("the run ends");
+        let (accepted, refused) = casting.await.unwrap();
+        let shutting_down = CallError::ShuttingDown {
+            stage: "relay".to_owned(),
+        };
+        assert!(
+            refused == ended("relay") || refused == shutting_down,
+            "{refused:?}"
+        );
+        assert_eq!(marks.load(Ordering::SeqCst), accepted);
+        assert_eq!(report.stage("relay").unwrap().status, StageStatus::Finished);
+        assert_eq!(report.stage("sink").unwrap().events_in, 64);
+        assert!(report.balanced(), "{report:?}");
+    }
+}
+
+/// `from_iter(0..4) -> sink`, `sink` held in its `terminate`: a cast then is refused as `Ended`,
+/// naming `sink`, where it was accepted and dropped with the mailbox. `fail_at` makes `sink` fail
+/// on that event first.
+async fn a_consumer_in_terminate_refuses_casts(fail_at: Option<u64>) -> Result<u64, PipelineError> {
+    let marks = Arc::new(AtomicU64::new(0));
+    let hold = Arc::new(Semaphore::new(0));
+    let (ending, mut in_terminate) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(genstage::from_iter(0..4u64));
+    let sink = pipeline.add_consumer_named(
+        "sink",
+        Sink {
+            marks: marks.clone(),
+            fail_at,
+            hold: Some((ending, hold.clone())),
+        },
+    );
+    pipeline.subscribe(&numbers, &sink);
+    let running = pipeline.start();
+    let status = in_terminate.recv().await.unwrap();
+    assert_eq!(
+        matches!(status, StageStatus::Failed(_)),
+        fail_at.is_some(),
+        "{status:?}"
+    );
+    assert_eq!(sink.cast(Mark), Err(ended("sink")));
+    hold.add_permits(1);
+    running.await?;
+    Ok(marks.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_cast_to_a_consumer_that_has_finished_and_is_in_terminate_is_refused_as_ended() {
+    assert_eq!(
+        a_consumer_in_terminate_refuses_casts(None).await.unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_cast_to_a_consumer_that_has_failed_and_is_in_terminate_is_refused_as_ended() {
+    match a_consumer_in_terminate_refuses_casts(Some(2)).await {
+        Err(PipelineError::StageFailed { stage, report, .. }) => {
+            assert_eq!(stage, "sink");
+            assert!(report.balanced(), "{report:?}");
+        }
+        other => panic!("expected sink to fail: {other:?}"),
+    }
+}
