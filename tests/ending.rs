@@ -38,12 +38,21 @@ fn ended(stage: &str) -> CallError {
     }
 }
 
-/// Counts the `Mark`s it is cast; when `hold` is set, its `terminate` tells `ending` and waits for
-/// a permit of `hold`.
+/// Where a stage's `terminate` says it has been called, with its status, and waits for a permit.
+type Hold = Option<(mpsc::UnboundedSender<StageStatus>, Arc<Semaphore>)>;
+
+async fn held(hold: &Hold, status: &StageStatus) {
+    if let Some((ending, permits)) = hold {
+        let _ = ending.send(status.clone());
+        permits.acquire().await.unwrap().forget();
+    }
+}
+
+/// Counts the `Mark`s it is cast; fails on `fail_at`; its `terminate` waits at `hold`.
 struct Sink {
     marks: Arc<AtomicU64>,
     fail_at: Option<u64>,
-    hold: Option<(mpsc::UnboundedSender<StageStatus>, Arc<Semaphore>)>,
+    hold: Hold,
 }
 
 impl Sink {
@@ -66,10 +75,7 @@ impl Consumer for Sink {
     }
 
     async fn terminate(&mut self, status: &StageStatus) {
-        if let Some((ending, hold)) = &self.hold {
-            let _ = ending.send(status.clone());
-            hold.acquire().await.unwrap().forget();
-        }
+        held(&self.hold, status).await;
     }
 }
 
@@ -81,11 +87,13 @@ impl HandleCast<Mark> for Sink {
     }
 }
 
-/// Emits `0..count`, the last batch with `Emit::last`; counts the `Mark`s it is cast.
+/// Emits `0..count`, the last batch with `Emit::last`; counts the `Mark`s it is cast; its
+/// `terminate` waits at `hold`.
 struct Counted {
     next: u64,
     count: u64,
     marks: Arc<AtomicU64>,
+    hold: Hold,
 }
 
 impl Producer for Counted {
@@ -100,6 +108,10 @@ impl Producer for Counted {
             Emit::more(events)
         })
     }
+
+    async fn terminate(&mut self, status: &StageStatus) {
+        held(&self.hold, status).await;
+    }
 }
 
 impl HandleCast<Mark> for Counted {
@@ -110,9 +122,10 @@ impl HandleCast<Mark> for Counted {
     }
 }
 
-/// Passes its input on; counts the `Mark`s it is cast.
+/// Passes its input on; counts the `Mark`s it is cast; its `terminate` waits at `hold`.
 struct Relay {
     marks: Arc<AtomicU64>,
+    hold: Hold,
 }
 
 impl ProducerConsumer for Relay {
@@ -120,6 +133,10 @@ impl ProducerConsumer for Relay {
     type Output = u64;
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
         Ok(events)
+    }
+
+    async fn terminate(&mut self, status: &StageStatus) {
+        held(&self.hold, status).await;
     }
 }
 
@@ -171,6 +188,7 @@ async fn a_producer_finishing_handles_every_cast_it_accepted_and_refuses_the_res
                 next: 0,
                 count: 1000,
                 marks: marks.clone(),
+                hold: None,
             },
         );
         let sink = pipeline.add_consumer_named("sink", Sink::counting(&Arc::default()));
@@ -209,6 +227,7 @@ async fn a_producer_consumer_finishing_handles_every_cast_it_accepted_and_refuse
             "relay",
             Relay {
                 marks: marks.clone(),
+                hold: None,
             },
         );
         let sink = pipeline.add_consumer_named("sink", Sink::counting(&Arc::default()));
@@ -280,4 +299,45 @@ async fn a_cast_to_a_consumer_that_has_failed_and_is_in_terminate_is_refused_as_
         }
         other => panic!("expected sink to fail: {other:?}"),
     }
+}
+
+/// `counted -> relay -> sink`, `counted` and `relay` each held in its `terminate` once finished: a
+/// cast to either then is refused as `Ended`, naming it, where it was accepted and dropped.
+#[tokio::test]
+async fn a_cast_to_a_producer_or_producer_consumer_that_has_finished_and_is_in_terminate_is_refused_as_ended(
+) {
+    let marks = Arc::new(AtomicU64::new(0));
+    let hold = Arc::new(Semaphore::new(0));
+    let (ending, mut in_terminate) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let counted = pipeline.add_producer_named(
+        "counted",
+        Counted {
+            next: 0,
+            count: 4,
+            marks: marks.clone(),
+            hold: Some((ending.clone(), hold.clone())),
+        },
+    );
+    let relay = pipeline.add_producer_consumer_named(
+        "relay",
+        Relay {
+            marks: marks.clone(),
+            hold: Some((ending, hold.clone())),
+        },
+    );
+    let sink = pipeline.add_consumer_named("sink", Sink::counting(&Arc::default()));
+    pipeline.subscribe(&counted, &relay);
+    pipeline.subscribe(&relay, &sink);
+    let running = pipeline.start();
+    assert_eq!(in_terminate.recv().await, Some(StageStatus::Finished));
+    assert_eq!(counted.cast(Mark), Err(ended("counted")));
+    hold.add_permits(1);
+    assert_eq!(in_terminate.recv().await, Some(StageStatus::Finished));
+    assert_eq!(relay.cast(Mark), Err(ended("relay")));
+    hold.add_permits(1);
+    let report = running.await.expect("the run ends");
+    assert_eq!(marks.load(Ordering::SeqCst), 0);
+    assert_eq!(report.stage("sink").unwrap().events_in, 4);
+    assert!(report.balanced(), "{report:?}");
 }
