@@ -341,3 +341,79 @@ async fn a_cast_to_a_producer_or_producer_consumer_that_has_finished_and_is_in_t
     assert_eq!(report.stage("sink").unwrap().events_in, 4);
     assert!(report.balanced(), "{report:?}");
 }
+
+/// Takes `leave_after` events, then cancels its subscription (from `handle_events`, through an
+/// `Asker`).
+struct Leaver {
+    leave_after: usize,
+    taken: usize,
+    asker: Option<genstage::Asker>,
+}
+
+impl Consumer for Leaver {
+    type Input = u64;
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &genstage::Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> genstage::Demand {
+        self.asker = ctx.asker(subscription.tag()).ok();
+        genstage::Demand::Automatic
+    }
+
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let before = self.taken;
+        self.taken += events.len();
+        if before < self.leave_after && self.taken >= self.leave_after {
+            if let Some(asker) = &self.asker {
+                asker.cancel()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `counted -> leaver` (max_demand 10), `leaver` leaving after 500 events, so that `counted`,
+/// left without consumers, stops, cast `Mark`s from another task meanwhile: every cast accepted is
+/// handled, and the first refused is refused as `Ended`, naming `counted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_its_consumers_left_handles_every_cast_it_accepted_and_refuses_the_rest() {
+    for _ in 0..RUNS {
+        let marks = Arc::new(AtomicU64::new(0));
+        let mut pipeline = Pipeline::new();
+        let counted = pipeline.add_producer_named(
+            "counted",
+            Counted {
+                next: 0,
+                count: u64::MAX,
+                marks: marks.clone(),
+                hold: None,
+            },
+        );
+        let leaver = pipeline.add_consumer_named(
+            "leaver",
+            Leaver {
+                leave_after: 500,
+                taken: 0,
+                asker: None,
+            },
+        );
+        pipeline.subscribe_with(
+            &counted,
+            &leaver,
+            genstage::SubscribeOptions::new().max_demand(10),
+        );
+        let running = pipeline.start();
+        let casting = cast_until_refused(counted);
+        let report = running.await.expect("the run ends");
+        let (accepted, refused) = casting.await.unwrap();
+        assert_eq!(refused, ended("counted"));
+        assert_eq!(marks.load(Ordering::SeqCst), accepted);
+        assert_eq!(
+            report.stage("counted").unwrap().status,
+            StageStatus::Cancelled { cause: None }
+        );
+        assert!(report.balanced(), "{report:?}");
+    }
+}

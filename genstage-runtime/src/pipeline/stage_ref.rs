@@ -277,13 +277,14 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     ///
     /// A producer or producer_consumer that is shutting down, or a producer_consumer whose input
     /// has ended and that delivers what it holds, refuses it at once, and one it has accepted
-    /// before is handled. A stage that ends by itself (its events or its input ran out) refuses it
-    /// from the moment it decides to end, and first handles every one it accepted before: `Ok`
-    /// means the stage takes it. The exception is a stage that stops where it stands: one that
-    /// fails (or panics, or is aborted), or is cancelled (its consumers left, or a producer it
-    /// depends on failed), refuses casts from then on, but the casts it had accepted and not yet
-    /// opened are lost with it (a call among them is answered [`CallError::NoReply`]). To know
-    /// that a message was handled, [`call`](Self::call).
+    /// before is handled. A stage that ends by itself (its events or its input ran out, or, for a
+    /// producer, its consumers all left) refuses it from the moment it decides to end, and first
+    /// handles every one it accepted before: `Ok` means the stage takes it. The exception is a
+    /// stage that stops where it stands: one that fails (or panics, or is aborted), or is
+    /// cancelled otherwise (a producer_consumer whose consumers left, a stage whose producer
+    /// failed), refuses casts from then on, but the casts it had accepted and not yet opened are
+    /// lost with it (a call among them is answered [`CallError::NoReply`]). To know that a
+    /// message was handled, [`call`](Self::call).
     ///
     /// # Errors
     ///

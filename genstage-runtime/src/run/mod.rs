@@ -670,8 +670,16 @@ async fn produce<P: Producer>(
                 };
             }
         }
+        // Left by every consumer, it stops; the same last look first: what it accepted is opened
+        // (what that emits has no consumer, and is counted lost as buffered).
         if outputs.abandoned() {
-            return Exit::Cancelled(None);
+            if !state.ending {
+                mailbox.end_to_outside();
+                state.ending = true;
+            }
+            if state.letters.is_empty() && mailbox.queued() == 0 {
+                return Exit::Cancelled(None);
+            }
         }
         if !state.letters.is_empty() {
             continue;
