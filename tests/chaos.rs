@@ -545,6 +545,15 @@ struct Action {
     resubscribe: bool,
 }
 
+/// A stage of the topology that the run does not start with: after `after` yields of the caller,
+/// it is added through the handle of the run (started in the background), then subscribed along
+/// its edges, each a race with the run's end (see [`Topology::plan_add`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Added {
+    node: Node,
+    after: usize,
+}
+
 #[derive(Debug, Clone)]
 struct MiddlePlan {
     /// Drops the events whose `seq` is a multiple of this.
@@ -694,6 +703,8 @@ struct Topology {
     by_handle: bool,
     /// Only with `shutdown_after`: done before its yields (which count from the action's end).
     action: Option<Action>,
+    /// Only with `shutdown_after`, and without an `action`.
+    added: Option<Added>,
     producers: Vec<ProducerPlan>,
     middles: Vec<MiddlePlan>,
     consumers: Vec<ConsumerPlan>,
@@ -735,6 +746,7 @@ impl Topology {
             abort: false,
             by_handle: false,
             action: None,
+            added: None,
             producers,
             middles,
             consumers,
@@ -790,7 +802,64 @@ impl Topology {
         topology.plan_routing(&mut rng);
         // And, after them, the producers that wait for consumers.
         topology.plan_waits(&mut rng);
+        // And, on a generator of its own (the rest of a seed's topology is what it was), the stage
+        // added while the run goes on.
+        topology.plan_add(&mut Rng::new(seed ^ 0xADD5_0000_0000));
         topology
+    }
+
+    /// Four fifths of the runs started in the background without an [`Action`] add a stage while they
+    /// run: a consumer, or a producer of the test's own, chosen among those whose removal from the
+    /// built pipeline leaves every stage of it wired, and whose edges are plain (the demand
+    /// dispatcher, no selector, no partition: a late consumer would miss a broadcast's or a
+    /// partition's events, which the exact checks count). No restart policy (a stage added
+    /// through the handle has none but its own), and a producer emits only when asked (from
+    /// `Ready` or `Late` supply, not casts: what it held with no consumer would be lost at the
+    /// shutdown). Not in runs with a stalling producer, which need their consumers' fuses.
+    fn plan_add(&mut self, rng: &mut Rng) {
+        let stalls = self.producers.iter().any(|p| p.source == Source::Stall);
+        if self.shutdown_after.is_none() || self.action.is_some() || stalls || !rng.chance(80) {
+            return;
+        }
+        let plain = |e: &EdgePlan| {
+            e.selector.is_none() && e.partition.is_none() && self.fan(e.from) == Fan::Demand
+        };
+        let mut candidates = Vec::new();
+        for i in 0..self.consumers.len() {
+            let node = Node::Consumer(i);
+            let mut ins = self.edges.iter().filter(|e| e.to == node);
+            let fits = ins
+                .all(|e| plain(e) && self.edges.iter().any(|o| o.from == e.from && o.to != node));
+            if fits && self.consumers[i].policy.is_none() {
+                candidates.push(node);
+            }
+        }
+        for (i, plan) in self.producers.iter().enumerate() {
+            let node = Node::Producer(i);
+            let mut outs = self.edges.iter().filter(|e| e.from == node);
+            let fits = matches!(plan.source, Source::Ready | Source::Late)
+                && plan.fan == Fan::Demand
+                && plan.routing.is_none()
+                && plan.policy.is_none()
+                && outs
+                    .all(|e| plain(e) && self.edges.iter().any(|o| o.to == e.to && o.from != node));
+            if fits {
+                candidates.push(node);
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let node = candidates[rng.range(0, candidates.len() - 1)];
+        self.added = Some(Added {
+            node,
+            after: rng.range(0, 8),
+        });
+    }
+
+    /// Whether `node` is the stage added while the run goes on.
+    fn is_added(&self, node: Node) -> bool {
+        self.added.is_some_and(|a| a.node == node)
     }
 
     /// A third of the producers of the test's own and of the producer_consumers in a run shut down
@@ -1613,6 +1682,30 @@ impl Topology {
 }
 
 impl EdgePlan {
+    /// The options of its subscription: a `to_stream` consumer or a supervisor with options of
+    /// its own gets them from itself.
+    fn options(&self, topology: &Topology) -> SubscribeOptions {
+        let own_options = match self.to {
+            Node::Consumer(i) => {
+                let plan = &topology.consumers[i];
+                plan.stream.is_some_and(|s| s.options.is_some())
+                    || plan.supervisor.is_some_and(|s| s.options.is_some())
+            }
+            _ => false,
+        };
+        let mut options = match own_options {
+            true => SubscribeOptions::new(),
+            false => SubscribeOptions::new()
+                .max_demand(self.max_demand)
+                .min_demand(self.min_demand),
+        }
+        .cancel(self.cancel);
+        if let Some(partition) = self.partition {
+            options = options.partition(partition);
+        }
+        options
+    }
+
     fn generate(rng: &mut Rng, from: Node, to: Node) -> Self {
         let max_demand = match rng.range(0, 9) {
             0 => rng.range(1, 4),
@@ -1729,6 +1822,9 @@ impl fmt::Display for Topology {
                 "cancels"
             };
             write!(f, ", {what} a subscription after {after} yields")?;
+        }
+        if let Some(Added { node, after }) = self.added {
+            write!(f, ", adds {node} after {after} yields")?;
         }
         writeln!(f, ":")?;
         for (i, p) in self.producers.iter().enumerate() {
@@ -2052,6 +2148,8 @@ struct Ledger {
     self_cancelled: HashSet<SubscriptionTag>,
     /// The subscriptions that the test made through the handle, by producer and consumer.
     made: HashMap<SubscriptionTag, (String, String)>,
+    /// The stage of [`Topology::added`] was added, and this many of its subscriptions made.
+    added: Option<usize>,
     /// The events each consumer or producer_consumer handled, in order.
     order: HashMap<String, Vec<Event>>,
     /// Each [`Confirm`] a producer was told, in order: `(producer, emitted when it was sent)`.
@@ -3645,6 +3743,15 @@ macro_rules! with_refs {
     };
 }
 
+/// The stage of [`Topology::added`], made but not yet added: the test adds it through the run's
+/// handle ([`add`]).
+enum Pending {
+    Producer(Chaotic, Option<usize>),
+    Consumer(Sink, AskNowSender),
+    Stream(StreamSink<Event>),
+    Supervisor(ConsumerSupervisor<Event, Job>),
+}
+
 /// What the run left behind: its result, and the senders that must outlive it.
 struct Built {
     pipeline: Pipeline,
@@ -3659,6 +3766,8 @@ struct Built {
     /// The stages' references, for the [`Action`].
     sources: HashMap<Node, SourceRef>,
     sinks: HashMap<Node, SinkRef>,
+    /// The stage to add while the run goes on, if there is one.
+    pending: Option<Pending>,
 }
 
 impl Topology {
@@ -3728,6 +3837,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
     let mut feeders = Vec::new();
     let mut readers = Vec::new();
     let mut routers: HashMap<Node, Arc<Router>> = HashMap::new();
+    let mut pending = None;
     let nodes = (0..topology.producers.len())
         .map(|i| (Node::Producer(i), topology.producers[i].routing))
         .chain((0..topology.middles.len()).map(|i| (Node::Middle(i), topology.middles[i].routing)));
@@ -3809,6 +3919,11 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             router: router.clone(),
         };
         let plan = &topology.producers[tag];
+        if topology.is_added(Node::Producer(tag)) {
+            // No restart policy, no casts (see `Topology::plan_add`).
+            pending = Some(Pending::Producer(make(), plan.accumulate));
+            continue;
+        }
         let handle = match plan.policy {
             Some(policy) => {
                 let handle = pipeline.add_producer_with_as(Some(name), make);
@@ -3879,10 +3994,14 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 }
                 None => sink,
             };
-            let handle = pipeline.add_consumer_named(name, sink);
             let rng = Rng::new(topology.seed ^ ((i as u64 + 1) << 44));
             let reader = read_stream(rng, i, events, stream, ledger.clone());
             readers.push(tokio::spawn(reader));
+            if topology.is_added(Node::Consumer(i)) {
+                pending = Some(Pending::Stream(sink));
+                continue;
+            }
+            let handle = pipeline.add_consumer_named(name, sink);
             sinks.insert(Node::Consumer(i), SinkRef::Stream(handle));
             continue;
         }
@@ -3900,6 +4019,10 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             }
             if let Some((max, min)) = supervisor.options {
                 stage = stage.max_demand(max).min_demand(min);
+            }
+            if topology.is_added(Node::Consumer(i)) {
+                pending = Some(Pending::Supervisor(stage));
+                continue;
             }
             let handle = pipeline.add_consumer_named(name, stage);
             sinks.insert(Node::Consumer(i), SinkRef::Supervisor(handle));
@@ -3926,6 +4049,11 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 manual,
             }
         };
+        if topology.is_added(Node::Consumer(i)) {
+            // No restart policy (see `Topology::plan_add`).
+            pending = Some(Pending::Consumer(make(), ask_now));
+            continue;
+        }
         let handle = match topology.consumers[i].policy {
             Some(policy) => {
                 let handle = pipeline.add_consumer_with_as(Some(name), make);
@@ -3939,25 +4067,11 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         sinks.insert(Node::Consumer(i), SinkRef::Consumer(handle));
     }
     for edge in &topology.edges {
-        // A `to_stream` consumer or a supervisor with options of its own gets them from itself.
-        let own_options = match edge.to {
-            Node::Consumer(i) => {
-                let plan = &topology.consumers[i];
-                plan.stream.is_some_and(|s| s.options.is_some())
-                    || plan.supervisor.is_some_and(|s| s.options.is_some())
-            }
-            _ => false,
-        };
-        let mut options = match own_options {
-            true => SubscribeOptions::new(),
-            false => SubscribeOptions::new()
-                .max_demand(edge.max_demand)
-                .min_demand(edge.min_demand),
+        if topology.is_added(edge.from) || topology.is_added(edge.to) {
+            // Subscribed once the stage is added.
+            continue;
         }
-        .cancel(edge.cancel);
-        if let Some(partition) = edge.partition {
-            options = options.partition(partition);
-        }
+        let options = edge.options(topology);
         let p = &mut pipeline;
         let selector = (edge.selector, routers.get(&edge.from).cloned());
         with_refs!(&sources[&edge.from], &sinks[&edge.to], |from, to| {
@@ -3981,6 +4095,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         readers,
         sources,
         sinks,
+        pending,
     }
 }
 
@@ -4008,8 +4123,9 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
         never,
         feeders,
         readers,
-        sources,
-        sinks,
+        mut sources,
+        mut sinks,
+        pending,
     } = build(topology, &ledger);
     let bound = time_bound();
     let result = match topology.shutdown_after {
@@ -4020,6 +4136,10 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                 if let Some(action) = topology.action {
                     let refs = (&sources, &sinks);
                     act(topology, action, &running, refs, &ledger).await?;
+                }
+                if let (Some(added), Some(pending)) = (topology.added, pending) {
+                    let refs = (&mut sources, &mut sinks);
+                    add(topology, added, pending, &running, refs, &ledger).await?;
                 }
                 for _ in 0..yields {
                     tokio::task::yield_now().await;
@@ -4305,6 +4425,97 @@ async fn act(
     }
 }
 
+/// Adds the stage of `added` through the handle of the running pipeline, after its yields, then
+/// subscribes it along its edges, in the topology's order. The run may be ending meanwhile: a
+/// refusal because the pipeline or the stage at the other end of an edge has ended is a race
+/// lost, not a failure (the stage is then left without that subscription, or not added at all).
+async fn add(
+    topology: &Topology,
+    added: Added,
+    pending: Pending,
+    running: &PipelineHandle,
+    (sources, sinks): (&mut HashMap<Node, SourceRef>, &mut HashMap<Node, SinkRef>),
+    ledger: &Shared,
+) -> Result<(), String> {
+    for _ in 0..added.after {
+        tokio::task::yield_now().await;
+    }
+    let node = added.node;
+    let name = node.to_string();
+    lock(ledger).phase = format!("adding {node}");
+    let lost_race = |error: &PipelineError| {
+        matches!(
+            error,
+            PipelineError::StageEnded { .. } | PipelineError::NotRunning
+        )
+    };
+    let made = match pending {
+        Pending::Producer(stage, accumulate) => {
+            running.add_producer_named(name, stage).await.map(|handle| {
+                if let Some(yields) = accumulate {
+                    tokio::spawn(forward_after(yields, handle.clone()));
+                }
+                sources.insert(node, SourceRef::Producer(handle));
+            })
+        }
+        Pending::Consumer(stage, ask_now) => {
+            running.add_consumer_named(name, stage).await.map(|handle| {
+                let me = handle.clone();
+                let _ = ask_now.set(Box::new(move || drop(me.info(AskNow))));
+                sinks.insert(node, SinkRef::Consumer(handle));
+            })
+        }
+        Pending::Stream(stage) => running
+            .add_consumer_named(name, stage)
+            .await
+            .map(|handle| drop(sinks.insert(node, SinkRef::Stream(handle)))),
+        Pending::Supervisor(stage) => running
+            .add_consumer_named(name, stage)
+            .await
+            .map(|handle| drop(sinks.insert(node, SinkRef::Supervisor(handle)))),
+    };
+    match made {
+        Ok(()) => lock(ledger).added = Some(0),
+        Err(error) if lost_race(&error) => {
+            lock(ledger).phase = format!("adding {node}: {error}");
+            return Ok(());
+        }
+        Err(error) => return Err(format!("add: adding {node} failed: {error}")),
+    }
+    let edges = topology
+        .edges
+        .iter()
+        .filter(|e| e.from == node || e.to == node);
+    for edge in edges {
+        let (from, to) = (edge.from, edge.to);
+        lock(ledger).phase = format!("subscribing {to} to {from}");
+        let options = edge.options(topology);
+        let r = running;
+        let made = with_refs!(&sources[&from], &sinks[&to], |p, c| {
+            r.subscribe_with(p, c, options).await
+        });
+        match made {
+            Ok(tag) => {
+                let mut ledger = lock(ledger);
+                ledger.phase = format!("subscribed {to} to {from}");
+                ledger.made.insert(tag, (from.to_string(), to.to_string()));
+                *ledger.added.get_or_insert(0) += 1;
+            }
+            Err(error) if lost_race(&error) => {
+                lock(ledger).phase = format!("subscribing {to} to {from}: {error}");
+            }
+            Err(error) => return Err(format!("add: subscribing {to} to {from} failed: {error}")),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is the stage of [`Topology::added`], and the run ended before it was added: it
+/// is not in the report.
+fn never_added(topology: &Topology, ledger: &Ledger, name: &str) -> bool {
+    parse_node(name).is_some_and(|node| topology.is_added(node)) && ledger.added.is_none()
+}
+
 /// Fails with `message` unless `condition` holds.
 macro_rules! ensure {
     ($condition:expr, $($message:tt)+) => {
@@ -4378,7 +4589,21 @@ fn check(
         }
     }
     let fell_any = !fell.is_empty();
+    if let Some(Added { node, .. }) = topology.added {
+        let name = node.to_string();
+        ensure!(
+            report.stage(&name).is_some() != never_added(topology, ledger, &name),
+            "{name}, added while the run went on ({:?}), is {}in the report",
+            ledger.added,
+            if report.stage(&name).is_some() {
+                ""
+            } else {
+                "not "
+            }
+        );
+    }
     count_routing(topology, ledger, &fell);
+    count_adds(topology, report, ledger);
     count_waits(topology, report);
     // A subscription cancelled through the handle may leave a producer without consumers, which
     // stops with what it buffered: lost, without a fault. So may a `to_stream` consumer whose
@@ -4423,6 +4648,18 @@ fn check(
                             .stage(&e.to.to_string())
                             .is_some_and(|to| to.status != StageStatus::Finished)
                     }))
+    };
+    // Whether `name` is a producer added while the run went on, and each of its subscriptions that
+    // it was told of ended before it did.
+    let added_left = |name: &str| {
+        let Some(node @ Node::Producer(_)) = parse_node(name) else {
+            return false;
+        };
+        let mine = || ledger.told.iter().filter(|t| t.producer == name);
+        topology.is_added(node)
+            && mine()
+                .filter(|t| t.cancel.is_none())
+                .all(|t| mine().any(|c| c.tag == t.tag && c.cancel.is_some()))
     };
     for stage in &report.stages {
         let name = &stage.name;
@@ -4469,6 +4706,12 @@ fn check(
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
             None if fell_any => !stage.failed(),
+            // A producer added while the run went on may have been subscribed to consumers that
+            // were ending (its subscription ends as they end): left without consumers by them, it
+            // stops, as any producer does whose consumers have all left.
+            None if stage.status == StageStatus::Cancelled { cause: None } && added_left(name) => {
+                true
+            }
             // An abort stops the stages that had not finished, where they stand.
             None if topology.abort => {
                 matches!(stage.status, StageStatus::Finished | StageStatus::Aborted)
@@ -4494,9 +4737,12 @@ fn check(
         };
         ensure!(
             expected,
-            "{name} ended {:?}; faults struck: {:?}, stopped for good: {fell:?}",
+            "{name} ended {:?}; faults struck: {:?}, stopped for good: {fell:?}; added {:?}, \
+             {}\n{report}",
             stage.status,
-            ledger.struck()
+            ledger.struck(),
+            ledger.added,
+            ledger.phase
         );
     }
     check_failed_batches(topology, report, ledger, &fell)?;
@@ -4720,6 +4966,28 @@ fn resolve_routing(report: &Report, ledger: &mut Ledger) {
 static ROUTING: [std::sync::atomic::AtomicU64; 5] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 5];
 
+/// Runs that added a stage while they ran; of those, runs that added a producer, runs whose added
+/// stage emitted or handled events, and runs that ended before the stage was added, or before it
+/// had any of its subscriptions.
+static ADDS: [std::sync::atomic::AtomicU64; 4] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+
+fn count_adds(topology: &Topology, report: &Report, ledger: &Ledger) {
+    let Some(Added { node, .. }) = topology.added else {
+        return;
+    };
+    let busy = report
+        .stage(&node.to_string())
+        .is_some_and(|s| s.emitted > 0 || s.events_in > 0);
+    let seen = [
+        ledger.added.is_some(),
+        ledger.added.is_some() && matches!(node, Node::Producer(_)),
+        busy,
+        ledger.added.unwrap_or(0) == 0,
+    ];
+    tally(&ADDS, &seen);
+}
+
 /// Runs with a producer or producer_consumer that waits for consumers; of those, runs where one
 /// was shut down still holding events with no consumer to take them (lost, `Buffered` or
 /// `Unhandled`, as it ended `ShutDown`).
@@ -4878,6 +5146,9 @@ fn check_channels(
         seen[0] = true;
         let name = Node::Producer(tag).to_string();
         let Some(stage) = report.stage(&name) else {
+            if never_added(topology, ledger, &name) {
+                continue;
+            }
             return Err(format!("{name} is not in the report"));
         };
         let fed = ledger.fed.get(&tag).copied().unwrap_or_default();
@@ -5063,6 +5334,9 @@ fn check_streams(
         let name = Node::Producer(tag).to_string();
         seen[1] |= !ledger.blows(&name).is_empty();
         let Some(stage) = report.stage(&name) else {
+            if never_added(topology, ledger, &name) {
+                continue;
+            }
             return Err(format!("{name} is not in the report"));
         };
         ensure!(
@@ -5081,6 +5355,9 @@ fn check_streams(
         seen[2] = true;
         let name = Node::Consumer(i).to_string();
         let Some(stage) = report.stage(&name) else {
+            if never_added(topology, ledger, &name) {
+                continue;
+            }
             return Err(format!("{name} is not in the report"));
         };
         let was_dropped = ledger.streams_dropped.contains(&i);
@@ -5146,6 +5423,9 @@ fn check_supervisors(topology: &Topology, report: &Report, ledger: &Ledger) -> R
         seen[0] = true;
         let name = Node::Consumer(i).to_string();
         let Some(stage) = report.stage(&name) else {
+            if never_added(topology, ledger, &name) {
+                continue;
+            }
             return Err(format!("{name} is not in the report"));
         };
         let failures = ledger.child_failures.iter().filter(|(c, _, _)| *c == name);
@@ -5801,20 +6081,38 @@ fn check_told(
         );
     }
     // Each subscription made when the pipeline was built, and each made through the handle, once.
+    // The edges of the stage added while the run went on are those of its subscriptions that the
+    // test made through the handle: counted as the pipeline's own here.
+    let of_added = |from: &str, to: &str| {
+        [from, to]
+            .iter()
+            .any(|name| parse_node(name).is_some_and(|node| topology.is_added(node)))
+    };
     let mut expected: HashMap<(String, String), usize> = HashMap::new();
-    for edge in &topology.edges {
-        *expected
-            .entry((edge.from.to_string(), edge.to.to_string()))
-            .or_default() += 1;
+    let built = topology
+        .edges
+        .iter()
+        .map(|e| (e.from.to_string(), e.to.to_string()));
+    let added = ledger.made.values().cloned();
+    for (from, to) in built.filter(|(from, to)| !of_added(from, to)) {
+        *expected.entry((from, to)).or_default() += 1;
+    }
+    for (from, to) in added.filter(|(from, to)| of_added(from, to)) {
+        *expected.entry((from, to)).or_default() += 1;
     }
     let mut told_of: HashMap<(String, String), usize> = HashMap::new();
     for (&(producer, tag), told) in &subscribed {
         match ledger.made.get(&tag) {
-            Some((from, to)) => ensure!(
-                from == producer && *to == told.consumer,
-                "{producer} told of {}'s subscription {tag:?}, made for {to} to {from}",
-                told.consumer
-            ),
+            Some((from, to)) => {
+                ensure!(
+                    from == producer && *to == told.consumer,
+                    "{producer} told of {}'s subscription {tag:?}, made for {to} to {from}",
+                    told.consumer
+                );
+                if of_added(from, to) {
+                    *told_of.entry((from.clone(), to.clone())).or_default() += 1;
+                }
+            }
             None => {
                 *told_of
                     .entry((producer.to_owned(), told.consumer.clone()))
@@ -5951,6 +6249,7 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
     let [routed, routed_dispatch, routed_batch, routed_again, routed_fell] = tallied(&ROUTING);
     let [waits, waited_alone] = tallied(&WAITS);
+    let [added, added_producers, added_busy, added_late] = tallied(&ADDS);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -5966,7 +6265,9 @@ fn random_pipelines_end_and_account_for_every_event() {
          that lost its dispatch, {routed_batch} one that failed a producer_consumer's batch in \
          hand, {routed_again} one whose batch was handed again, {routed_fell} one that stopped \
          its stage for good; {waits} had a producer or producer_consumer that waits for \
-         consumers, {waited_alone} one shut down holding events with no consumer"
+         consumers, {waited_alone} one shut down holding events with no consumer; {added} added \
+         a stage while running, {added_producers} of them a producer, {added_busy} one that \
+         emitted or handled events; {added_late} ended before a stage was added or subscribed"
     );
     assert!(
         failures.is_empty(),
