@@ -86,6 +86,18 @@
 //! after each chunk and, told it, cast a mark to the consumers they feed directly (and only so); the
 //! mark follows their events in each consumer's mailbox.
 //!
+//! Added stages: most runs started in the background with no such action leave one stage of their
+//! topology out of the pipeline they start (a consumer of any kind, or a producer of the test's own
+//! that emits only when asked), and add it through the handle after a few yields, then subscribe it
+//! along its edges ([`Topology::plan_add`]). The run may end first: a refusal because the pipeline
+//! or the stage at the other end has ended is a race lost (the stage is then missing from the
+//! report, or lacks that subscription); any other error is a failure. An added stage is held to
+//! every check a built one is (its events, its report, its edges, what its producers are told),
+//! and the run to its strict accounting (no loss without a fault); one that never got a
+//! subscription ends as a built one ends. A producer added to consumers that were ending (a stage
+//! ending takes a subscription and ends it as it ends) stops left without consumers, `Cancelled`,
+//! and only once each subscription it was told of has been cancelled.
+//!
 //! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
 //! them (every consumer gets each, but for those its edge's selector, a residue of the sequence
 //! number, rejects), or partition them (by a function of the event, some to `None`: discarded),
@@ -176,8 +188,9 @@
 //! `ConsumerSupervisor` (whose temporary children lost events, whose transient children were run
 //! again), and a routing panic (that lost its dispatch, that failed a producer_consumer's batch in
 //! hand, whose batch was handed again, that stopped its stage for good), and a producer or
-//! producer_consumer that waits for consumers (shut down holding events with no consumer)
-//! (`-- --nocapture` shows it).
+//! producer_consumer that waits for consumers (shut down holding events with no consumer), and
+//! added a stage while running (a producer, one that emitted or handled events, or one added too
+//! late for any subscription) (`-- --nocapture` shows it).
 //!
 //! `CHAOS_SEED=1234 cargo test --test chaos shrink -- --ignored --nocapture` simplifies a failing
 //! seed's topology step by step, as long as it still fails the same way, and prints the result.
