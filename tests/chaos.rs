@@ -826,9 +826,10 @@ impl Topology {
     /// built pipeline leaves every stage of it wired, and whose edges are plain (the demand
     /// dispatcher, no selector, no partition: a late consumer would miss a broadcast's or a
     /// partition's events, which the exact checks count). No restart policy (a stage added
-    /// through the handle has none but its own), and a producer emits only when asked (from
-    /// `Ready` or `Late` supply, not casts: what it held with no consumer would be lost at the
-    /// shutdown). Not in runs with a stalling producer, which need their consumers' fuses.
+    /// through the handle has none but its own), and a producer of the test's own from `Ready`,
+    /// `Late` or `Messages` supply, which casts no marks (it is cast its events from when it is
+    /// added: what it holds if it never gets a consumer is lost at the shutdown, as `Buffered`).
+    /// Not in runs with a stalling producer, which need their consumers' fuses.
     fn plan_add(&mut self, rng: &mut Rng) {
         let stalls = self.producers.iter().any(|p| p.source == Source::Stall);
         if self.shutdown_after.is_none() || self.action.is_some() || stalls || !rng.chance(80) {
@@ -850,7 +851,7 @@ impl Topology {
         for (i, plan) in self.producers.iter().enumerate() {
             let node = Node::Producer(i);
             let mut outs = self.edges.iter().filter(|e| e.from == node);
-            let fits = matches!(plan.source, Source::Ready | Source::Late)
+            let fits = matches!(plan.source, Source::Ready | Source::Late | Source::Messages)
                 && plan.fan == Fan::Demand
                 && plan.routing.is_none()
                 && plan.policy.is_none()
@@ -864,6 +865,11 @@ impl Topology {
             return;
         }
         let node = candidates[rng.range(0, candidates.len() - 1)];
+        if let Node::Producer(i) = node {
+            // Its marks would go to consumers it is not subscribed to yet, behind events that
+            // reach them only once it is.
+            self.producers[i].confirm = false;
+        }
         self.added = Some(Added {
             node,
             after: rng.range(0, 8),
@@ -4468,6 +4474,13 @@ async fn add(
                 if let Some(yields) = accumulate {
                     tokio::spawn(forward_after(yields, handle.clone()));
                 }
+                if let Node::Producer(tag) = node {
+                    let plan = &topology.producers[tag];
+                    if plan.source == Source::Messages {
+                        let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
+                        tokio::spawn(cast_feed(rng, plan.events, handle.clone()));
+                    }
+                }
                 sources.insert(node, SourceRef::Producer(handle));
             })
         }
@@ -4616,7 +4629,6 @@ fn check(
         );
     }
     count_routing(topology, ledger, &fell);
-    count_adds(topology, report, ledger);
     count_waits(topology, report);
     // A subscription cancelled through the handle may leave a producer without consumers, which
     // stops with what it buffered: lost, without a fault. So may a `to_stream` consumer whose
@@ -4888,19 +4900,39 @@ fn check(
             }
         }
     }
+    // A producer added while the run went on that never had a consumer (none of its
+    // subscriptions made), or whose consumers all left (see `added_left`), loses what it held then
+    // (what it was cast), as `Buffered`, and nothing else.
+    let mut added_lost = 0;
+    if let Some(Added { node, .. }) = topology.added {
+        let name = node.to_string();
+        if let Some(stage) = report.stage(&name) {
+            let alone = match stage.status {
+                StageStatus::ShutDown => ledger.added == Some(0),
+                StageStatus::Cancelled { cause: None } => added_left(&name),
+                _ => false,
+            };
+            if alone && !fell_any && !aborted {
+                added_lost = lost_in(stage, LossReason::Buffered);
+            }
+        }
+    }
+    count_adds(topology, report, ledger, added_lost);
     if !fell_any {
-        // Nothing lost but the batches of failed callbacks that were not handed again.
+        // Nothing lost but the batches of failed callbacks that were not handed again (and what
+        // an added producer held with no consumer).
         if !acted && !aborted {
             ensure!(
-                totals.lost == failed_batches,
-                "{} events lost, {failed_batches} of them in failed batches, and no stage stopped \
-                 for a fault",
+                totals.lost == failed_batches + added_lost,
+                "{} events lost, {failed_batches} of them in failed batches, {added_lost} held by \
+                 an added producer with no consumer, and no stage stopped for a fault",
                 totals.lost
             );
             ensure!(
-                totals.handled + totals.discarded + failed_batches == totals.emitted,
+                totals.handled + totals.discarded + failed_batches + added_lost == totals.emitted,
                 "no stage stopped for a fault, yet not everything emitted was handled but the \
-                 failed batches ({failed_batches}): {totals:?}"
+                 failed batches ({failed_batches}) and what an added producer with no consumer \
+                 held ({added_lost}): {totals:?}"
             );
         }
         let from_producers: u64 = (0..topology.producers.len())
@@ -4980,12 +5012,12 @@ static ROUTING: [std::sync::atomic::AtomicU64; 5] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 5];
 
 /// Runs that added a stage while they ran; of those, runs that added a producer, runs whose added
-/// stage emitted or handled events, and runs that ended before the stage was added, or before it
-/// had any of its subscriptions.
-static ADDS: [std::sync::atomic::AtomicU64; 4] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+/// stage emitted or handled events, runs that ended before the stage was added, or before it
+/// had any of its subscriptions, and runs whose added producer lost what it held with no consumer.
+static ADDS: [std::sync::atomic::AtomicU64; 5] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 5];
 
-fn count_adds(topology: &Topology, report: &Report, ledger: &Ledger) {
+fn count_adds(topology: &Topology, report: &Report, ledger: &Ledger, alone_lost: u64) {
     let Some(Added { node, .. }) = topology.added else {
         return;
     };
@@ -4997,6 +5029,7 @@ fn count_adds(topology: &Topology, report: &Report, ledger: &Ledger) {
         ledger.added.is_some() && matches!(node, Node::Producer(_)),
         busy,
         ledger.added.unwrap_or(0) == 0,
+        alone_lost > 0,
     ];
     tally(&ADDS, &seen);
 }
@@ -6262,7 +6295,7 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
     let [routed, routed_dispatch, routed_batch, routed_again, routed_fell] = tallied(&ROUTING);
     let [waits, waited_alone] = tallied(&WAITS);
-    let [added, added_producers, added_busy, added_late] = tallied(&ADDS);
+    let [added, added_producers, added_busy, added_late, added_alone] = tallied(&ADDS);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -6280,7 +6313,8 @@ fn random_pipelines_end_and_account_for_every_event() {
          its stage for good; {waits} had a producer or producer_consumer that waits for \
          consumers, {waited_alone} one shut down holding events with no consumer; {added} added \
          a stage while running, {added_producers} of them a producer, {added_busy} one that \
-         emitted or handled events; {added_late} ended before a stage was added or subscribed"
+         emitted or handled events, {added_alone} one that lost what it held with no consumer; \
+         {added_late} ended before a stage was added or subscribed"
     );
     assert!(
         failures.is_empty(),
