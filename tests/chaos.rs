@@ -565,6 +565,9 @@ struct Action {
 struct Added {
     node: Node,
     after: usize,
+    /// Not subscribed at all: added and left so until the shutdown ends it (what it holds, a
+    /// producer cast its events, is lost then).
+    alone: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -873,6 +876,7 @@ impl Topology {
         self.added = Some(Added {
             node,
             after: rng.range(0, 8),
+            alone: rng.chance(20),
         });
     }
 
@@ -1842,8 +1846,11 @@ impl fmt::Display for Topology {
             };
             write!(f, ", {what} a subscription after {after} yields")?;
         }
-        if let Some(Added { node, after }) = self.added {
+        if let Some(Added { node, after, alone }) = self.added {
             write!(f, ", adds {node} after {after} yields")?;
+            if alone {
+                write!(f, ", subscribing it to nothing")?;
+            }
         }
         writeln!(f, ":")?;
         for (i, p) in self.producers.iter().enumerate() {
@@ -4511,7 +4518,7 @@ async fn add(
     let edges = topology
         .edges
         .iter()
-        .filter(|e| e.from == node || e.to == node);
+        .filter(|e| !added.alone && (e.from == node || e.to == node));
     for edge in edges {
         let (from, to) = (edge.from, edge.to);
         lock(ledger).phase = format!("subscribing {to} to {from}");
