@@ -87,16 +87,18 @@
 //! mark follows their events in each consumer's mailbox.
 //!
 //! Added stages: most runs started in the background with no such action leave one stage of their
-//! topology out of the pipeline they start (a consumer of any kind, or a producer of the test's own
-//! that emits only when asked), and add it through the handle after a few yields, then subscribe it
+//! topology out of the pipeline they start (a consumer of any kind, a producer of the test's own,
+//! or a producer_consumer), and add it through the handle after a few yields, then subscribe it
 //! along its edges ([`Topology::plan_add`]). The run may end first: a refusal because the pipeline
 //! or the stage at the other end has ended is a race lost (the stage is then missing from the
 //! report, or lacks that subscription); any other error is a failure. An added stage is held to
 //! every check a built one is (its events, its report, its edges, what its producers are told),
-//! and the run to its strict accounting (no loss without a fault); one that never got a
-//! subscription ends as a built one ends. A producer added to consumers that were ending (a stage
-//! ending takes a subscription and ends it as it ends) stops left without consumers, `Cancelled`,
-//! and only once each subscription it was told of has been cancelled.
+//! and the run to its strict accounting (no loss without a fault); a fifth are subscribed to
+//! nothing. One that never got a subscription ends as a built one ends; a producer of them that
+//! was cast events loses them, as `Buffered`, at the shutdown, and nothing else. A producer added
+//! to consumers that were ending (a stage ending takes a subscription and ends it as it ends)
+//! stops left without consumers, `Cancelled`, and only once each subscription it was told of has
+//! been cancelled.
 //!
 //! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
 //! them (every consumer gets each, but for those its edge's selector, a residue of the sequence
@@ -848,6 +850,22 @@ impl Topology {
             let fits = ins
                 .all(|e| plain(e) && self.edges.iter().any(|o| o.from == e.from && o.to != node));
             if fits && self.consumers[i].policy.is_none() {
+                candidates.push(node);
+            }
+        }
+        for (i, plan) in self.middles.iter().enumerate() {
+            let node = Node::Middle(i);
+            let mut ins = self.edges.iter().filter(|e| e.to == node);
+            let mut outs = self.edges.iter().filter(|e| e.from == node);
+            let fits = plan.fan == Fan::Demand
+                && plan.routing.is_none()
+                && plan.policy.is_none()
+                && ins.all(|e| {
+                    plain(e) && self.edges.iter().any(|o| o.from == e.from && o.to != node)
+                })
+                && outs
+                    .all(|e| plain(e) && self.edges.iter().any(|o| o.to == e.to && o.from != node));
+            if fits {
                 candidates.push(node);
             }
         }
@@ -3773,6 +3791,7 @@ macro_rules! with_refs {
 /// handle ([`add`]).
 enum Pending {
     Producer(Chaotic, Option<usize>),
+    Middle(Middle, AskNowSender),
     Consumer(Sink, AskNowSender),
     Stream(StreamSink<Event>),
     Supervisor(ConsumerSupervisor<Event, Job>),
@@ -3996,6 +4015,11 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
                 waits: plan.waits,
             }
         };
+        if topology.is_added(Node::Middle(i)) {
+            // No restart policy (see `Topology::plan_add`).
+            pending = Some(Pending::Middle(make(), ask_now));
+            continue;
+        }
         let handle = match topology.middles[i].policy {
             Some(policy) => {
                 let handle = pipeline.add_producer_consumer_with_as(Some(name), make);
@@ -4491,6 +4515,15 @@ async fn add(
                 sources.insert(node, SourceRef::Producer(handle));
             })
         }
+        Pending::Middle(stage, ask_now) => running
+            .add_producer_consumer_named(name, stage)
+            .await
+            .map(|handle| {
+                let me = handle.clone();
+                let _ = ask_now.set(Box::new(move || drop(me.info(AskNow))));
+                sources.insert(node, SourceRef::Middle(handle.clone()));
+                sinks.insert(node, SinkRef::Middle(handle));
+            }),
         Pending::Consumer(stage, ask_now) => {
             running.add_consumer_named(name, stage).await.map(|handle| {
                 let me = handle.clone();
@@ -5018,11 +5051,12 @@ fn resolve_routing(report: &Report, ledger: &mut Ledger) {
 static ROUTING: [std::sync::atomic::AtomicU64; 5] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 5];
 
-/// Runs that added a stage while they ran; of those, runs that added a producer, runs whose added
+/// Runs that added a stage while they ran; of those, runs that added a producer (and, last, a
+/// producer_consumer), runs whose added
 /// stage emitted or handled events, runs that ended before the stage was added, or before it
 /// had any of its subscriptions, and runs whose added producer lost what it held with no consumer.
-static ADDS: [std::sync::atomic::AtomicU64; 5] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 5];
+static ADDS: [std::sync::atomic::AtomicU64; 6] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 6];
 
 fn count_adds(topology: &Topology, report: &Report, ledger: &Ledger, alone_lost: u64) {
     let Some(Added { node, .. }) = topology.added else {
@@ -5037,6 +5071,7 @@ fn count_adds(topology: &Topology, report: &Report, ledger: &Ledger, alone_lost:
         busy,
         ledger.added.unwrap_or(0) == 0,
         alone_lost > 0,
+        ledger.added.is_some() && matches!(node, Node::Middle(_)),
     ];
     tally(&ADDS, &seen);
 }
@@ -6302,7 +6337,8 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [supervisors, children_lost, children_again] = tallied(&SUPERVISORS);
     let [routed, routed_dispatch, routed_batch, routed_again, routed_fell] = tallied(&ROUTING);
     let [waits, waited_alone] = tallied(&WAITS);
-    let [added, added_producers, added_busy, added_late, added_alone] = tallied(&ADDS);
+    let [added, added_producers, added_busy, added_late, added_alone, added_middles] =
+        tallied(&ADDS);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -6319,9 +6355,10 @@ fn random_pipelines_end_and_account_for_every_event() {
          hand, {routed_again} one whose batch was handed again, {routed_fell} one that stopped \
          its stage for good; {waits} had a producer or producer_consumer that waits for \
          consumers, {waited_alone} one shut down holding events with no consumer; {added} added \
-         a stage while running, {added_producers} of them a producer, {added_busy} one that \
-         emitted or handled events, {added_alone} one that lost what it held with no consumer; \
-         {added_late} ended before a stage was added or subscribed"
+         a stage while running, {added_producers} of them a producer, {added_middles} a \
+         producer_consumer, {added_busy} one that emitted or handled events, {added_alone} one \
+         that lost what it held with no consumer; {added_late} ended before a stage was added or \
+         subscribed"
     );
     assert!(
         failures.is_empty(),
