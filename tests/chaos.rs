@@ -86,19 +86,20 @@
 //! after each chunk and, told it, cast a mark to the consumers they feed directly (and only so); the
 //! mark follows their events in each consumer's mailbox.
 //!
-//! Added stages: most runs started in the background with no such action leave one stage of their
+//! Added stages: the runs started in the background with no such action (and no stalling producer) leave one stage of their
 //! topology out of the pipeline they start (a consumer of any kind, a producer of the test's own,
 //! or a producer_consumer), and add it through the handle after a few yields, then subscribe it
 //! along its edges ([`Topology::plan_add`]). The run may end first: a refusal because the pipeline
 //! or the stage at the other end has ended is a race lost (the stage is then missing from the
 //! report, or lacks that subscription); any other error is a failure. An added stage is held to
 //! every check a built one is (its events, its report, its edges, what its producers are told),
-//! and the run to its strict accounting (no loss without a fault); a fifth are subscribed to
-//! nothing. One that never got a subscription ends as a built one ends; a producer of them that
-//! was cast events loses them, as `Buffered`, at the shutdown, and nothing else. A producer added
-//! to consumers that were ending (a stage ending takes a subscription and ends it as it ends)
-//! stops left without consumers, `Cancelled`, and only once each subscription it was told of has
-//! been cancelled.
+//! and the run to its strict accounting (no loss without a fault); a quarter are subscribed to
+//! nothing. A consumer that never got a subscription ends as a built one ends. A producer or
+//! producer_consumer with no consumer to deliver to ends `ShutDown` at a graceful shutdown only if
+//! none of its subscriptions to consumers was made, or `Cancelled`, left without consumers, only
+//! once each subscription it was told of has ended (it was subscribed to consumers that were
+//! ending: a stage ending takes a subscription and ends it as it ends); it then loses what it held
+//! (`Buffered`, `Unhandled`), and nothing else, and the run's accounting allows exactly that.
 //!
 //! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
 //! them (every consumer gets each, but for those its edge's selector, a residue of the sequence
@@ -826,18 +827,18 @@ impl Topology {
         topology
     }
 
-    /// Four fifths of the runs started in the background without an [`Action`] add a stage while they
+    /// The runs started in the background without an [`Action`] add a stage while they
     /// run: a consumer, or a producer of the test's own, chosen among those whose removal from the
     /// built pipeline leaves every stage of it wired, and whose edges are plain (the demand
     /// dispatcher, no selector, no partition: a late consumer would miss a broadcast's or a
-    /// partition's events, which the exact checks count). No restart policy (a stage added
-    /// through the handle has none but its own), and a producer of the test's own from `Ready`,
+    /// partition's events, which the exact checks count). Its restart policy is dropped (a stage
+    /// added through the handle has none but its own), and a producer of the test's own from `Ready`,
     /// `Late` or `Messages` supply, which casts no marks (it is cast its events from when it is
     /// added: what it holds if it never gets a consumer is lost at the shutdown, as `Buffered`).
     /// Not in runs with a stalling producer, which need their consumers' fuses.
     fn plan_add(&mut self, rng: &mut Rng) {
         let stalls = self.producers.iter().any(|p| p.source == Source::Stall);
-        if self.shutdown_after.is_none() || self.action.is_some() || stalls || !rng.chance(80) {
+        if self.shutdown_after.is_none() || self.action.is_some() || stalls {
             return;
         }
         let plain = |e: &EdgePlan| {
@@ -849,7 +850,7 @@ impl Topology {
             let mut ins = self.edges.iter().filter(|e| e.to == node);
             let fits = ins
                 .all(|e| plain(e) && self.edges.iter().any(|o| o.from == e.from && o.to != node));
-            if fits && self.consumers[i].policy.is_none() {
+            if fits {
                 candidates.push(node);
             }
         }
@@ -859,7 +860,6 @@ impl Topology {
             let mut outs = self.edges.iter().filter(|e| e.from == node);
             let fits = plan.fan == Fan::Demand
                 && plan.routing.is_none()
-                && plan.policy.is_none()
                 && ins.all(|e| {
                     plain(e) && self.edges.iter().any(|o| o.from == e.from && o.to != node)
                 })
@@ -875,26 +875,41 @@ impl Topology {
             let fits = matches!(plan.source, Source::Ready | Source::Late | Source::Messages)
                 && plan.fan == Fan::Demand
                 && plan.routing.is_none()
-                && plan.policy.is_none()
                 && outs
                     .all(|e| plain(e) && self.edges.iter().any(|o| o.to == e.to && o.from != node));
             if fits {
                 candidates.push(node);
             }
         }
+        // Mostly, a rarer one where there is one: a producer_consumer, or a producer cast
+        // its events.
+        let rare = |n: &Node| match *n {
+            Node::Middle(_) => true,
+            Node::Producer(i) => self.producers[i].source == Source::Messages,
+            Node::Consumer(_) => false,
+        };
+        if candidates.iter().any(rare) && rng.chance(65) {
+            candidates.retain(rare);
+        }
         if candidates.is_empty() {
             return;
         }
         let node = candidates[rng.range(0, candidates.len() - 1)];
-        if let Node::Producer(i) = node {
-            // Its marks would go to consumers it is not subscribed to yet, behind events that
-            // reach them only once it is.
-            self.producers[i].confirm = false;
+        // A stage added through the handle has no restart policy but its own.
+        match node {
+            Node::Producer(i) => {
+                self.producers[i].policy = None;
+                // Its marks would go to consumers it is not subscribed to yet, behind events that
+                // reach them only once it is.
+                self.producers[i].confirm = false;
+            }
+            Node::Middle(i) => self.middles[i].policy = None,
+            Node::Consumer(i) => self.consumers[i].policy = None,
         }
         self.added = Some(Added {
             node,
             after: rng.range(0, 8),
-            alone: rng.chance(20),
+            alone: rng.chance(25),
         });
     }
 
@@ -3965,7 +3980,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         };
         let plan = &topology.producers[tag];
         if topology.is_added(Node::Producer(tag)) {
-            // No restart policy, no casts (see `Topology::plan_add`).
+            // No restart policy (see `Topology::plan_add`).
             pending = Some(Pending::Producer(make(), plan.accumulate));
             continue;
         }
@@ -4716,15 +4731,30 @@ fn check(
     };
     // Whether `name` is a producer added while the run went on, and each of its subscriptions that
     // it was told of ended before it did.
-    let added_left = |name: &str| {
-        let Some(node @ Node::Producer(_)) = parse_node(name) else {
+    // Whether `name` is a producer or producer_consumer added while the run went on that was left
+    // with no consumer to deliver to, and ended so: a graceful shutdown found it never subscribed
+    // to (none of its subscriptions to consumers made: `ShutDown`), or it was subscribed to
+    // consumers that were ending (a stage ending takes a subscription and ends it as it ends), and
+    // each subscription it was told of ended before it stopped (`Cancelled`, as any such stage
+    // whose consumers have all left).
+    let added_alone = |stage: &genstage::StageReport| {
+        let name = stage.name.as_str();
+        let Some(node @ (Node::Producer(_) | Node::Middle(_))) = parse_node(name) else {
             return false;
         };
         let mine = || ledger.told.iter().filter(|t| t.producer == name);
-        topology.is_added(node)
-            && mine()
+        let all_left = || {
+            mine()
                 .filter(|t| t.cancel.is_none())
                 .all(|t| mine().any(|c| c.tag == t.tag && c.cancel.is_some()))
+        };
+        let fed = ledger.made.values().any(|(from, _)| from == name);
+        topology.is_added(node)
+            && match stage.status {
+                StageStatus::ShutDown => !fed && !topology.abort,
+                StageStatus::Cancelled { cause: None } => all_left(),
+                _ => false,
+            }
     };
     for stage in &report.stages {
         let name = &stage.name;
@@ -4771,12 +4801,8 @@ fn check(
             Some(Fault::Error) => matches!(stage.status, StageStatus::Failed(_)),
             Some(Fault::Panic) => matches!(stage.status, StageStatus::Panicked(_)),
             None if fell_any => !stage.failed(),
-            // A producer added while the run went on may have been subscribed to consumers that
-            // were ending (its subscription ends as they end): left without consumers by them, it
-            // stops, as any producer does whose consumers have all left.
-            None if stage.status == StageStatus::Cancelled { cause: None } && added_left(name) => {
-                true
-            }
+            // A stage added while the run went on may have been left with no consumer.
+            None if added_alone(stage) => true,
             // An abort stops the stages that had not finished, where they stand.
             None if topology.abort => {
                 matches!(stage.status, StageStatus::Finished | StageStatus::Aborted)
@@ -4908,8 +4934,10 @@ fn check(
             let name = stage.name.as_str();
             for loss in &stage.losses {
                 let allowed = match loss.reason {
-                    LossReason::Buffered => left(name) || stranded(name) || alone(name),
-                    LossReason::Unhandled => left(name) || alone(name),
+                    LossReason::Buffered => {
+                        left(name) || stranded(name) || alone(name) || added_alone(stage)
+                    }
+                    LossReason::Unhandled => left(name) || alone(name) || added_alone(stage),
                     LossReason::ConsumerGone => report
                         .stages
                         .iter()
@@ -4940,23 +4968,19 @@ fn check(
             }
         }
     }
-    // A producer added while the run went on that never had a consumer (none of its
-    // subscriptions made), or whose consumers all left (see `added_left`), loses what it held then
-    // (what it was cast), as `Buffered`, and nothing else.
-    let mut added_lost = 0;
-    if let Some(Added { node, .. }) = topology.added {
-        let name = node.to_string();
-        if let Some(stage) = report.stage(&name) {
-            let alone = match stage.status {
-                StageStatus::ShutDown => ledger.added == Some(0),
-                StageStatus::Cancelled { cause: None } => added_left(&name),
-                _ => false,
-            };
-            if alone && !fell_any && !aborted {
-                added_lost = lost_in(stage, LossReason::Buffered);
-            }
-        }
-    }
+    // A stage added while the run went on and left with no consumer (see `added_alone`) loses
+    // what it held then (a producer what it was cast, a producer_consumer its input), as
+    // `Buffered` or `Unhandled`, and nothing else.
+    let held = |stage: &genstage::StageReport| {
+        lost_in(stage, LossReason::Buffered) + lost_in(stage, LossReason::Unhandled)
+    };
+    let added_lost = match topology
+        .added
+        .and_then(|a| report.stage(&a.node.to_string()))
+    {
+        Some(stage) if added_alone(stage) && !fell_any && !aborted => held(stage),
+        _ => 0,
+    };
     count_adds(topology, report, ledger, added_lost);
     if !fell_any {
         // Nothing lost but the batches of failed callbacks that were not handed again (and what
@@ -6549,6 +6573,36 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     expect(
         "channel producer with an action",
         count(&|t| t.action.is_some() && channel(t, &|_| true)),
+    );
+    let added = |t: &Topology, what: &dyn Fn(Node) -> bool| t.added.is_some_and(|a| what(a.node));
+    expect(
+        "added consumer",
+        count(&|t| added(t, &|n| matches!(n, Node::Consumer(_)))),
+    );
+    expect(
+        "added producer",
+        count(&|t| added(t, &|n| matches!(n, Node::Producer(_)))),
+    );
+    expect(
+        "added producer cast its events",
+        count(&|t| {
+            added(
+                t,
+                &|n| matches!(n, Node::Producer(i) if t.producers[i].source == Source::Messages),
+            )
+        }),
+    );
+    expect(
+        "added producer_consumer",
+        count(&|t| added(t, &|n| matches!(n, Node::Middle(_)))),
+    );
+    expect(
+        "added stage subscribed to nothing",
+        count(&|t| t.added.is_some_and(|a| a.alone)),
+    );
+    expect(
+        "added stage in an abort",
+        count(&|t| t.added.is_some() && t.abort),
     );
     expect(
         "channel producer feeding a faulty stage",
