@@ -96,9 +96,10 @@
 //! and the run to its strict accounting (no loss without a fault); a quarter are subscribed to
 //! nothing. A consumer that never got a subscription ends as a built one ends. A producer or
 //! producer_consumer with no consumer to deliver to ends `ShutDown` at a graceful shutdown only if
-//! none of its subscriptions to consumers was made, or `Cancelled`, left without consumers, only
-//! once each subscription it was told of has ended (it was subscribed to consumers that were
-//! ending: a stage ending takes a subscription and ends it as it ends); it then loses what it held
+//! none of its subscriptions to consumers was made, or `Cancelled`, left without consumers (or,
+//! waiting for consumers, `ShutDown` at the shutdown), only once each subscription it was told of
+//! has ended (it was subscribed to consumers that were ending: a stage ending takes a
+//! subscription and ends it as it ends); it then loses what it held
 //! (`Buffered`, `Unhandled`), and nothing else, and the run's accounting allows exactly that.
 //!
 //! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
@@ -4736,7 +4737,8 @@ fn check(
     // to (none of its subscriptions to consumers made: `ShutDown`), or it was subscribed to
     // consumers that were ending (a stage ending takes a subscription and ends it as it ends), and
     // each subscription it was told of ended before it stopped (`Cancelled`, as any such stage
-    // whose consumers have all left).
+    // whose consumers have all left; `ShutDown` at the shutdown for one that waits for
+    // consumers).
     let added_alone = |stage: &genstage::StageReport| {
         let name = stage.name.as_str();
         let Some(node @ (Node::Producer(_) | Node::Middle(_))) = parse_node(name) else {
@@ -4749,9 +4751,15 @@ fn check(
                 .all(|t| mine().any(|c| c.tag == t.tag && c.cancel.is_some()))
         };
         let fed = ledger.made.values().any(|(from, _)| from == name);
+        let waits = match node {
+            Node::Producer(i) => topology.producers[i].waits,
+            Node::Middle(i) => topology.middles[i].waits,
+            Node::Consumer(_) => false,
+        };
         topology.is_added(node)
             && match stage.status {
-                StageStatus::ShutDown => !fed && !topology.abort,
+                // One that waits for consumers stays up when they have all left, until then.
+                StageStatus::ShutDown => (!fed || waits && all_left()) && !topology.abort,
                 StageStatus::Cancelled { cause: None } => all_left(),
                 _ => false,
             }
