@@ -1697,6 +1697,7 @@ impl Topology {
             });
         }
         step(&|t| t.action = None);
+        step(&|t| t.added = None);
         step(&|t| t.abort = false);
         step(&|t| t.by_handle = false);
         let sources = (0..self.producers.len())
