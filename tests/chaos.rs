@@ -4378,6 +4378,7 @@ async fn act(
             PipelineError::UnknownSubscription { .. }
                 | PipelineError::StageEnded { .. }
                 | PipelineError::NotRunning
+                | PipelineError::ShuttingDown
         )
     };
     let cancel = || async {

@@ -233,6 +233,10 @@ pub enum PipelineError {
     },
     /// The pipeline has ended: its handle can add and wire nothing more.
     NotRunning,
+    /// The pipeline is shutting down (a graceful shutdown or an abort was asked for): its handle
+    /// adds and subscribes nothing more, though it still cancels, and still replaces a running
+    /// subscription by a `resubscribe`.
+    ShuttingDown,
     /// The task running a started pipeline was lost: its tokio runtime shut down, or genstage
     /// itself panicked (a bug: please report it).
     Internal {
@@ -370,6 +374,9 @@ impl fmt::Display for PipelineError {
                 subscription.0
             ),
             PipelineError::NotRunning => f.write_str("the pipeline has ended"),
+            PipelineError::ShuttingDown => {
+                f.write_str("the pipeline is shutting down: it adds and wires nothing more")
+            }
         }
     }
 }
@@ -414,7 +421,8 @@ impl PipelineError {
             PipelineError::NoRuntime
             | PipelineError::Internal { .. }
             | PipelineError::UnknownSubscription { consumer: None, .. }
-            | PipelineError::NotRunning => "",
+            | PipelineError::NotRunning
+            | PipelineError::ShuttingDown => "",
         }
     }
 
@@ -438,6 +446,7 @@ impl PipelineError {
             PipelineError::StageEnded { .. } => "StageEnded",
             PipelineError::UnknownSubscription { .. } => "UnknownSubscription",
             PipelineError::NotRunning => "NotRunning",
+            PipelineError::ShuttingDown => "ShuttingDown",
             PipelineError::Internal { .. } => "Internal",
         }
     }

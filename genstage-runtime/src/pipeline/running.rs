@@ -110,6 +110,16 @@ impl Pipeline {
 /// [`to_stream`](crate::to_stream) sink hands its events on only as its stream is read, so read the
 /// stream while the shutdown runs (spawn the shutdown, or `select!` on both), not after it; and a
 /// consumer with manual demand that never asks again holds its producer's buffer undelivered.
+///
+/// Once a shutdown or an abort has begun (from this handle or a [`ShutdownHandle`]), the pipeline
+/// grows no more: every `add_*` and `subscribe*` is refused at once with
+/// [`PipelineError::ShuttingDown`], and the report holds nothing it would have added. A request
+/// that reached the pipeline before the shutdown was asked for is served as before.
+/// [`cancel`](Self::cancel) keeps working until the pipeline has ended, and so does a
+/// [`resubscribe`](Self::resubscribe) that replaces a running subscription (it adds nothing: it is
+/// how a consumer in manual demand that holds the shutdown open is moved to automatic demand, and
+/// drains what its producer keeps for it); one whose `old` subscription is not running would only
+/// add one, and is refused.
 pub struct PipelineHandle {
     state: State,
     /// `None` once the pipeline has been asked to end, or when it never started.
@@ -209,6 +219,7 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended;
     /// [`PipelineError::NotRebuildable`] when the producer's restart policy (its `#[stage]`'s
     /// `restart` option, or [`Producer::restart_policy`](crate::Producer::restart_policy))
@@ -267,7 +278,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::DuplicateName`] when another stage has the name;
-    /// [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
+    /// [`PipelineError::ShuttingDown`], [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
     /// [`add_producer`](Self::add_producer).
     ///
     /// # Cancel safety
@@ -287,6 +298,7 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
     /// # Cancel safety
@@ -305,6 +317,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
     /// # Cancel safety
@@ -340,6 +353,7 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended;
     /// [`PipelineError::NotRebuildable`] when the stage's restart policy (its `#[stage]`'s
     /// `restart` option, or
@@ -362,7 +376,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::DuplicateName`] when another stage has the name;
-    /// [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
+    /// [`PipelineError::ShuttingDown`], [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
     /// [`add_producer_consumer`](Self::add_producer_consumer).
     ///
     /// # Cancel safety
@@ -382,6 +396,7 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
     /// # Cancel safety
@@ -400,6 +415,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
     /// # Cancel safety
@@ -426,6 +442,7 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended;
     /// [`PipelineError::NotRebuildable`] when the consumer's restart policy (its `#[stage]`'s
     /// `restart` option, or [`Consumer::restart_policy`](crate::Consumer::restart_policy)) restarts it: a value
@@ -443,7 +460,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::DuplicateName`] when another stage has the name;
-    /// [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
+    /// [`PipelineError::ShuttingDown`], [`PipelineError::NotRunning`] and [`PipelineError::NotRebuildable`] as
     /// [`add_consumer`](Self::add_consumer).
     ///
     /// # Cancel safety
@@ -463,6 +480,7 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
     /// # Cancel safety
@@ -481,6 +499,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::DuplicateName`] when another stage has the name;
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun;
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
     /// # Cancel safety
@@ -572,6 +591,7 @@ impl PipelineHandle {
     /// [`PipelineError::Cycle`] when the consumer feeds the producer (through subscriptions not
     /// cancelled),
     /// [`PipelineError::ForeignStage`] for a stage of another pipeline,
+    /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun,
     /// [`PipelineError::NotRunning`] once the pipeline has ended.
     ///
     /// # Cancel safety
@@ -646,6 +666,8 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// As [`subscribe_with`](Self::subscribe_with); a refused subscription leaves `old` as it was.
+    /// Once a shutdown or an abort has begun, [`PipelineError::ShuttingDown`] unless `old` is a
+    /// running subscription of `consumer`: replacing one grows nothing, and is served.
     ///
     /// # Cancel safety
     ///
@@ -702,7 +724,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// As [`subscribe_selected`](Self::subscribe_selected); a refused subscription leaves `old` as
-    /// it was.
+    /// it was. During a shutdown, as [`resubscribe`](Self::resubscribe).
     ///
     /// # Cancel safety
     ///
@@ -774,7 +796,9 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::UnknownSubscription`] if the subscription has ended or is not this
-    /// pipeline's; [`PipelineError::NotRunning`] once the pipeline has ended.
+    /// pipeline's; [`PipelineError::NotRunning`] once the pipeline has ended. A shutdown does not
+    /// refuse it: as GenStage lets a consumer cancel at any time, a subscription may be cancelled
+    /// while the pipeline shuts down, and its consumer then handles what was sent on it, as above.
     ///
     /// # Cancel safety
     ///

@@ -341,9 +341,23 @@ impl Supervisor {
                 }
             }
             Request::Abort => self.abort.abort(),
+            // Once the pipeline is ending, what would grow it is refused: a stage added would end
+            // at once, a subscription with it. A request taken before the shutdown was served. A
+            // resubscribe that replaces a running subscription grows nothing: it stays, as the way
+            // to move a consumer that holds the shutdown open to another demand, losing nothing.
+            Request::AddStage { stage, reply } if self.ending() => {
+                let _ = reply.send(Err(self.refuse(&stage, PipelineError::ShuttingDown)));
+            }
             Request::AddStage { stage, reply } => {
                 let result = self.add(*stage);
                 let _ = reply.send(result);
+            }
+            Request::Subscribe {
+                edge,
+                replacing,
+                reply,
+            } if self.ending() && !self.replaces_running(replacing, edge.consumer) => {
+                let _ = reply.send(Err(PipelineError::ShuttingDown));
             }
             Request::Subscribe {
                 edge,
@@ -353,6 +367,7 @@ impl Supervisor {
                 let result = self.subscribe(edge, replacing);
                 let _ = reply.send(result);
             }
+            // A consumer may cancel at any time, as in GenStage, a shutdown's included.
             Request::Cancel { tag, reply } => {
                 let result = self.cancel(tag);
                 let _ = reply.send(result);
@@ -385,12 +400,24 @@ impl Supervisor {
             stage.name = crate::names::first_free(&stage.name, |name| !taken(name));
         }
         self.spawn(stage);
-        if self.shutting_down {
-            // Added after the shutdown was asked for: it is told, as the others were, so that
-            // without producers it ends at once instead of holding the shutdown open.
-            self.shut_down(self.names.len() - 1);
-        }
         Ok(())
+    }
+
+    /// Whether `replacing` is a subscription of `consumer` still running, both its stages too.
+    fn replaces_running(&self, replacing: Option<SubscriptionTag>, consumer: usize) -> bool {
+        replacing.is_some_and(|tag| {
+            !self.cancelled.contains(&tag.0)
+                && self.wiring.iter().any(|&(sub, producer, wired)| {
+                    sub == tag.0 && wired == consumer && self.running(producer)
+                })
+                && self.running(consumer)
+        })
+    }
+
+    /// Whether a graceful shutdown or an abort has been asked for (or a shutdown's time limit has
+    /// passed): the pipeline takes no new stage nor subscription from then on.
+    fn ending(&self) -> bool {
+        self.shutting_down || self.abort.is_aborted()
     }
 
     /// Refuses a stage added while the pipeline runs, for `error`: its index stays taken, never
