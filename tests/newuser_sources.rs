@@ -141,59 +141,37 @@ async fn sources_added_while_running_feed_the_running_workers(
     Ok(())
 }
 
-/// A worker that tells the test its subscriptions: a subscription made when the pipeline was
-/// built is known by its tag only to its consumer's `handle_subscribe`.
-struct TellingWorker {
-    seen: Seen,
-    tags: Arc<Mutex<Vec<(String, SubscriptionTag)>>>,
-}
-
-#[stage(consumer, max_demand = 4, min_demand = 2)]
-impl TellingWorker {
-    fn handle_subscribe(&mut self, subscription: &Subscription) {
-        let mut tags = self.tags.lock().expect("poisoned");
-        tags.push((subscription.producer().to_string(), subscription.tag()));
-    }
-
-    fn handle_events(&mut self, jobs: Vec<u64>) {
-        self.seen.lock().expect("poisoned").extend(jobs);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_put_between_a_running_source_and_a_running_worker(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let seen = Seen::default();
-    let tags = Arc::new(Mutex::new(Vec::new()));
     let mut pipeline = Pipeline::new();
     let queue = pipeline.add_producer_named("queue", Queue);
     let direct = pipeline.add_consumer_named("direct", Worker { seen: seen.clone() });
-    let telling = pipeline.add_consumer_named(
-        "telling",
-        TellingWorker {
-            seen: seen.clone(),
-            tags: tags.clone(),
-        },
-    );
+    let telling = pipeline.add_consumer_named("telling", Worker { seen: seen.clone() });
     pipeline
         .subscribe(&queue, &direct)
         .subscribe(&queue, &telling);
     let running = pipeline.start();
     push_all(&queue, 0..40).await?;
 
-    // `telling` now takes the queue's jobs through a new `Mark` step.
-    let built = {
-        let tags = tags.lock().expect("poisoned");
-        assert_eq!(tags.len(), 1);
-        assert_eq!(tags[0].0, "queue");
-        tags[0].1
-    };
+    // `telling` now takes the queue's jobs through a new `Mark` step. The subscription made when
+    // the pipeline was built is found by its two stages.
+    let built = running.subscriptions(&queue, &telling).await?;
+    assert_eq!(built.len(), 1);
+    let built = built[0];
     let mark = running.add_producer_consumer_named("mark", Mark).await?;
     running.subscribe(&queue, &mark).await?;
     let through_mark = running
         .resubscribe(built, &mark, &telling, SubscribeOptions::new())
         .await?;
     assert_ne!(through_mark, built);
+    // `telling` is subscribed to `mark` now, no longer to `queue`.
+    assert_eq!(running.subscriptions(&queue, &telling).await?, []);
+    assert_eq!(
+        running.subscriptions(&mark, &telling).await?,
+        [through_mark]
+    );
     push_all(&queue, 40..80).await?;
 
     let report = running.shutdown().await?;
@@ -208,11 +186,6 @@ async fn a_step_put_between_a_running_source_and_a_running_worker(
         handled,
         (0..80).collect::<Vec<u64>>(),
         "every job exactly once"
-    );
-    let tags = tags.lock().expect("poisoned");
-    assert_eq!(
-        tags.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-        ["queue", "mark"]
     );
     assert_eq!(report.stage("queue").map(|s| s.emitted), Some(80));
     assert_eq!(report.totals().lost, 0);

@@ -18,6 +18,7 @@ use crate::report::Report;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::SubscriptionTag;
 
+use super::handles::StageId;
 use super::supervise::{send_request, Request};
 use super::{
     ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, ShutdownHandle, Sink, Source,
@@ -789,7 +790,8 @@ impl PipelineHandle {
     /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)): then it keeps what it buffers for
     /// the next consumer to subscribe.
     ///
-    /// The tag of a subscription made when the pipeline was built is the one its consumer's
+    /// The tag of a subscription made when the pipeline was built is what
+    /// [`subscriptions`](Self::subscriptions) finds by its two stages, and the one its consumer's
     /// `handle_subscribe` is told ([`Subscription::tag`](crate::Subscription::tag)); one made by
     /// [`subscribe`](Self::subscribe) is what that returns.
     ///
@@ -810,6 +812,88 @@ impl PipelineHandle {
             reply,
         })?;
         self.answer(answer).await?
+    }
+
+    /// The tags of the subscriptions of `consumer` to `producer` that still run, oldest first:
+    /// those made when the pipeline was built (by [`Pipeline::subscribe`] and its siblings, or by
+    /// `pipeline!`) as well as those made through the handle, for [`cancel`](Self::cancel) and
+    /// [`resubscribe`](Self::resubscribe). A GenStage consumer subscribed by its `subscribe_to`
+    /// learns its subscription's reference in `handle_subscribe`; here, whoever holds the two
+    /// stage references asks the pipeline. The tag is the one the consumer's `handle_subscribe`
+    /// is told ([`Subscription::tag`](crate::Subscription::tag)).
+    ///
+    /// Usually one tag; none once the subscription has been cancelled, replaced, or either stage
+    /// has ended; several when the consumer was subscribed to the producer more than once.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::ForeignStage`] for a stage of another pipeline;
+    /// [`PipelineError::NotRunning`] once the pipeline has ended. A shutdown does not refuse it.
+    ///
+    /// # Cancel safety
+    ///
+    /// It changes nothing: dropping the future loses only the answer.
+    ///
+    /// # Examples
+    ///
+    /// A subscription made when the pipeline was built, moved to smaller batches while it runs:
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, SubscribeOptions};
+    ///
+    /// struct Sink;
+    /// impl Consumer for Sink {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let mut pipeline = Pipeline::new();
+    /// let numbers = pipeline.add_producer(from_iter(0u64..)); // endless
+    /// let sink = pipeline.add_consumer(Sink);
+    /// pipeline.subscribe(&numbers, &sink);
+    /// let running = pipeline.start();
+    /// let built = running.subscriptions(&numbers, &sink).await?;
+    /// assert_eq!(built.len(), 1);
+    /// let options = SubscribeOptions::new().max_demand(10);
+    /// let smaller = running.resubscribe(built[0], &numbers, &sink, options).await?;
+    /// assert_eq!(running.subscriptions(&numbers, &sink).await?, [smaller]);
+    /// let report = running.shutdown().await?;
+    /// assert!(report.totals().balanced()); // every event emitted was handled
+    /// # Ok(()) }
+    /// ```
+    pub fn subscriptions<T: Send + 'static>(
+        &self,
+        producer: &impl Source<T>,
+        consumer: &impl Sink<T>,
+    ) -> impl Future<Output = Result<Vec<SubscriptionTag>, PipelineError>> + Send + '_ {
+        // The ends' ids are taken now, so that the future names neither handle (see `wire`).
+        let ids = [producer.source_end().id, consumer.sink_end().id];
+        async move {
+            let (reply, answer) = oneshot::channel();
+            let [producer, consumer] = self.indexes(ids)?;
+            self.send(Request::Subscriptions {
+                producer,
+                consumer,
+                reply,
+            })?;
+            self.answer(answer).await
+        }
+    }
+
+    /// The indexes of stages of this pipeline, given their ids: `ForeignStage` for one of another.
+    fn indexes<const N: usize>(&self, ids: [StageId; N]) -> Result<[usize; N], PipelineError> {
+        let staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = staging.first_index + staging.stages.len();
+        for id in ids {
+            if id.pipeline != staging.id || id.index >= known {
+                return Err(PipelineError::ForeignStage {
+                    stage: format!("#{}", id.index),
+                });
+            }
+        }
+        Ok(ids.map(|id| id.index))
     }
 
     /// The supervisor's answer to a request; [`PipelineError::NotRunning`] if it ended without

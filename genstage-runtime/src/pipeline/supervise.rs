@@ -45,6 +45,12 @@ pub(super) enum Request {
         replacing: Option<SubscriptionTag>,
         reply: oneshot::Sender<Result<SubscriptionTag, PipelineError>>,
     },
+    /// The running subscriptions of `consumer` to `producer` (indexes), oldest first.
+    Subscriptions {
+        producer: usize,
+        consumer: usize,
+        reply: oneshot::Sender<Vec<SubscriptionTag>>,
+    },
     /// End this subscription: its producer sends nothing more to it, and its consumer handles what
     /// it was sent, then sees it end (`CancelReason::Cancelled`).
     Cancel {
@@ -367,6 +373,13 @@ impl Supervisor {
                 let result = self.subscribe(edge, replacing);
                 let _ = reply.send(result);
             }
+            Request::Subscriptions {
+                producer,
+                consumer,
+                reply,
+            } => {
+                let _ = reply.send(self.subscriptions(producer, consumer));
+            }
             // A consumer may cancel at any time, as in GenStage, a shutdown's included.
             Request::Cancel { tag, reply } => {
                 let result = self.cancel(tag);
@@ -401,6 +414,22 @@ impl Supervisor {
         }
         self.spawn(stage);
         Ok(())
+    }
+
+    /// The subscriptions of `consumer` to `producer` that still run (not cancelled, both stages
+    /// running), in the order they were made.
+    fn subscriptions(&mut self, producer: usize, consumer: usize) -> Vec<SubscriptionTag> {
+        self.reap();
+        if !self.running(producer) || !self.running(consumer) {
+            return Vec::new();
+        }
+        self.wiring
+            .iter()
+            .filter(|&&(sub, from, to)| {
+                from == producer && to == consumer && !self.cancelled.contains(&sub)
+            })
+            .map(|&(sub, ..)| SubscriptionTag(sub))
+            .collect()
     }
 
     /// Whether `replacing` is a subscription of `consumer` still running, both its stages too.
