@@ -81,7 +81,7 @@ async fn a_built_subscription_is_cancelled_and_resubscribed_by_its_looked_up_tag
     assert_eq!(running.subscriptions(&queue, &b).await?, [moved]);
     push_all(&queue, 20..40).await?;
 
-    // The lookup still answers during a shutdown; it is `NotRunning` once the pipeline has ended.
+    // Once the pipeline has ended, the lookup is `NotRunning`.
     let shutdown = running.shutdown_handle();
     let mut running = running;
     shutdown.shutdown()?;
