@@ -116,8 +116,10 @@ async fn sources_added_while_running_feed_the_running_workers(
 
     let mut handled = seen.lock().expect("poisoned").clone();
     let marked = audited.lock().expect("poisoned").clone();
+    // Only the second queue feeds `Mark`: its jobs pushed after `Mark` subscribed, and any pushed
+    // before that still waited in its buffer then (the workers take 4 at a time).
     assert!(
-        marked.iter().all(|&j| (1_000_200..1_000_300).contains(&j)),
+        marked.iter().all(|&j| (1_000_100..1_000_300).contains(&j)),
         "{marked:?}"
     );
     handled.extend(marked.iter().map(|j| j - 1_000_000));
