@@ -644,13 +644,7 @@ impl<M> Receiver<M> {
     /// (`closed` false), it takes them as before, unless a `send_closing` closed it for good; an
     /// ending stage ([`end_to_outside`](Self::end_to_outside)) held closed stays ending.
     pub(crate) fn hold_closed_to_outside(&self, closed: bool) {
-        let mut state = self.shared.lock();
-        state.outside = match (state.outside, closed) {
-            (Outside::Closed, _) => Outside::Closed,
-            (Outside::Ending, true) => Outside::Ending,
-            (_, true) => Outside::Held,
-            (_, false) => Outside::Open,
-        };
+        self.turn_to_outside(if closed { Outside::Held } else { Outside::Open });
     }
 
     /// Closes the mailbox to messages from outside for a stage that has decided to end: every
@@ -658,19 +652,24 @@ impl<M> Receiver<M> {
     /// `send_closing` closed it for good), and every earlier one is queued, for the stage's last
     /// look at its mailbox ([`queued`](Self::queued)) to find.
     pub(crate) fn end_to_outside(&self) {
-        let mut state = self.shared.lock();
-        if state.outside != Outside::Closed {
-            state.outside = Outside::Ending;
-        }
+        self.turn_to_outside(Outside::Ending);
     }
 
     /// Opens the mailbox to messages from outside again for a stage restarted (or given input
     /// again) after it decided to end, unless a `send_closing` closed it for good.
     pub(crate) fn reopen_to_outside(&self) {
+        self.turn_to_outside(Outside::Open);
+    }
+
+    /// The receiver's one rule for what it asks of messages from outside: a `send_closing`'s
+    /// `Closed` is for good, and an ending stage held closed stays ending; otherwise `to`.
+    fn turn_to_outside(&self, to: Outside) {
         let mut state = self.shared.lock();
-        if state.outside != Outside::Closed {
-            state.outside = Outside::Open;
-        }
+        state.outside = match (state.outside, to) {
+            (Outside::Closed, _) => Outside::Closed,
+            (Outside::Ending, Outside::Held) => Outside::Ending,
+            (_, to) => to,
+        };
     }
 
     /// Stops receiving: every later send fails and gives its message back to its sender. Returns
