@@ -235,6 +235,18 @@ fn close_and_count<In, Out, T>(
     .collect()
 }
 
+/// A stage that has decided to end takes its last look at its mailbox: it closes it to messages
+/// from outside first (once: `ending`), under the mailbox's lock, so that a message from outside
+/// is refused (`CallError::Ended`) or queued before the close, taken in by the caller's loop and
+/// handled, never accepted and dropped. True when nothing is queued: the stage may end now.
+fn last_look<M>(mailbox: &Receiver<M>, ending: &mut bool) -> bool {
+    if !*ending {
+        mailbox.end_to_outside();
+        *ending = true;
+    }
+    mailbox.queued() == 0
+}
+
 /// How a stage's loop run by [`Abort::guard`] (which catches a panic and races the abort signal)
 /// ended; also whether it was aborted (its loop dropped where it stood). A function of the guard's
 /// output, not an `async fn` around it: every poll of a stage would go through one more layer.
@@ -654,32 +666,22 @@ async fn produce<P: Producer>(
         // Infos whose events have gone out are opened as letters, before the producer may end.
         outputs.move_released(&mut state.letters);
         state.heed_shutdown(stage);
-        if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
-            // Its last look at its mailbox comes after the close to outside, under the mailbox's
-            // lock: a message from outside is refused (`CallError::Ended`), or queued before the
-            // close and taken in (below) and handled, never accepted and dropped.
-            if !state.ending {
-                mailbox.end_to_outside();
-                state.ending = true;
-            }
-            if mailbox.queued() == 0 {
-                return if state.shut_down {
-                    Exit::ShutDown
-                } else {
-                    Exit::Finished
-                };
-            }
+        if state.exhausted
+            && outputs.buffered() == 0
+            && state.letters.is_empty()
+            && last_look(mailbox, &mut state.ending)
+        {
+            return if state.shut_down {
+                Exit::ShutDown
+            } else {
+                Exit::Finished
+            };
         }
         // Left by every consumer, it stops; the same last look first: what it accepted is opened
         // (what that emits has no consumer, and is counted lost as buffered).
-        if outputs.abandoned() {
-            if !state.ending {
-                mailbox.end_to_outside();
-                state.ending = true;
-            }
-            if state.letters.is_empty() && mailbox.queued() == 0 {
-                return Exit::Cancelled(None);
-            }
+        if outputs.abandoned() && last_look(mailbox, &mut state.ending) && state.letters.is_empty()
+        {
+            return Exit::Cancelled(None);
         }
         if !state.letters.is_empty() {
             continue;
@@ -1122,15 +1124,8 @@ async fn transform<S: ProducerConsumer>(
         // Events waiting to be handed again are input too: they wait for demand as the rest does.
         let waiting = redelivery.len() > 0;
         let exhausted = inputs.exhausted();
-        if exhausted && !waiting && outputs.buffered() == 0 {
-            // Its last look at its mailbox comes after the close to outside (see `produce`).
-            if !ending {
-                mailbox.end_to_outside();
-                ending = true;
-            }
-            if mailbox.queued() == 0 {
-                break Exit::Finished;
-            }
+        if exhausted && !waiting && outputs.buffered() == 0 && last_look(mailbox, &mut ending) {
+            break Exit::Finished;
         }
         if outputs.abandoned() {
             break Exit::Cancelled(None);
@@ -1406,12 +1401,7 @@ async fn consume<C: Consumer>(
         }
         // A ConsumerSupervisor finishes once its children have too (they message it as they end).
         if inputs.exhausted() && !stage.__busy() {
-            // Its last look at its mailbox comes after the close to outside (see `produce`).
-            if !ending {
-                mailbox.end_to_outside();
-                ending = true;
-            }
-            if mailbox.queued() == 0 {
+            if last_look(mailbox, &mut ending) {
                 break Exit::Finished;
             }
         } else if ending {
