@@ -420,14 +420,9 @@ impl Supervisor {
     /// running), in the order they were made.
     fn subscriptions(&mut self, producer: usize, consumer: usize) -> Vec<SubscriptionTag> {
         self.reap();
-        if !self.running(producer) || !self.running(consumer) {
-            return Vec::new();
-        }
         self.wiring
             .iter()
-            .filter(|&&(sub, from, to)| {
-                from == producer && to == consumer && !self.cancelled.contains(&sub)
-            })
+            .filter(|&&(sub, from, to)| from == producer && to == consumer && self.runs(sub))
             .map(|&(sub, ..)| SubscriptionTag(sub))
             .collect()
     }
@@ -435,12 +430,27 @@ impl Supervisor {
     /// Whether `replacing` is a subscription of `consumer` still running, both its stages too.
     fn replaces_running(&self, replacing: Option<SubscriptionTag>, consumer: usize) -> bool {
         replacing.is_some_and(|tag| {
-            !self.cancelled.contains(&tag.0)
-                && self.wiring.iter().any(|&(sub, producer, wired)| {
-                    sub == tag.0 && wired == consumer && self.running(producer)
-                })
-                && self.running(consumer)
+            self.ends_of(tag.0)
+                .is_some_and(|(_, wired)| wired == consumer)
+                && self.runs(tag.0)
         })
+    }
+
+    /// The producer and the consumer of `sub`, if it is one of the pipeline's subscriptions.
+    fn ends_of(&self, sub: SubscriptionId) -> Option<(usize, usize)> {
+        self.wiring
+            .iter()
+            .find(|&&(wired, ..)| wired == sub)
+            .map(|&(_, producer, consumer)| (producer, consumer))
+    }
+
+    /// Whether `sub` still runs: it is one of the pipeline's subscriptions, not cancelled, and both
+    /// its stages run.
+    fn runs(&self, sub: SubscriptionId) -> bool {
+        !self.cancelled.contains(&sub)
+            && self.ends_of(sub).is_some_and(|(producer, consumer)| {
+                self.running(producer) && self.running(consumer)
+            })
     }
 
     /// Whether a graceful shutdown or an abort has been asked for (or a shutdown's time limit has
@@ -618,19 +628,19 @@ impl Supervisor {
     /// after what the producer sent it. The subscription stays in the wiring: should the
     /// producer end before it takes the cancel in, its end still reaches the consumer.
     fn cancel(&mut self, tag: SubscriptionTag) -> Result<(), PipelineError> {
-        let wired = self.wiring.iter().find(|&&(sub, ..)| sub == tag.0).copied();
-        let Some((_, producer, consumer)) = wired else {
+        let Some((producer, consumer)) = self.ends_of(tag.0) else {
             return Err(PipelineError::UnknownSubscription {
                 subscription: tag,
                 consumer: None,
             });
         };
-        if !self.running(producer) || !self.running(consumer) || !self.cancelled.insert(tag.0) {
+        if !self.runs(tag.0) {
             return Err(PipelineError::UnknownSubscription {
                 subscription: tag,
                 consumer: Some(self.names[consumer].clone()),
             });
         }
+        self.cancelled.insert(tag.0);
         self.controls[producer].cancel(tag.0);
         Ok(())
     }
