@@ -214,10 +214,9 @@ async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
         Err(PipelineError::InvalidSubscription { producer, consumer, .. })
             if producer == "Counter" && consumer == "Collect"
     ));
-    // `few` ends once `other` has its three events: a message to it then says so.
-    while few.estimate_buffered_count().await.is_ok() {
-        tokio::task::yield_now().await;
-    }
+    // `few` ends once `other` has its three events.
+    let ended = running.stage_ended(&few).await.unwrap();
+    assert_eq!((ended.name.as_str(), ended.emitted), ("few", 3));
     assert!(matches!(
         running.subscribe(&few, &late).await,
         Err(PipelineError::StageEnded { stage }) if stage == "few"
@@ -293,4 +292,74 @@ async fn a_refused_stage_leaves_its_name_free() {
         assert_eq!(genstage::StageRef::name(&added), expected);
     }
     running.shutdown().await.unwrap();
+}
+
+/// `stage_ended` waits for a stage's end and gives its report, the one the pipeline's report
+/// holds; from then on the pipeline counts the stage ended, so a subscription to it is refused at
+/// once, with no race against its task's last steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_stage_to_end_gives_its_report_and_the_pipeline_counts_it_ended() {
+    let mut pipeline = Pipeline::new();
+    let counter = pipeline.add_producer(Counter(0));
+    let few = pipeline.add_producer_named("few", from_iter(0..3u64));
+    let first = pipeline.add_consumer_named("first", Collect::default());
+    let other = pipeline.add_consumer_named("other", Collect::default());
+    pipeline.subscribe(&counter, &first);
+    pipeline.subscribe(&few, &other);
+    let mut running = pipeline.start();
+    let late = running.add_consumer(Collect::default()).await.unwrap();
+
+    // Waited for together, before either has ended: `other` ends as `few`'s end reaches it.
+    let (few_end, other_end) = tokio::join!(running.stage_ended(&few), running.stage_ended(&other));
+    let (few_end, other_end) = (few_end.unwrap(), other_end.unwrap());
+    assert_eq!(
+        (few_end.name.as_str(), few_end.emitted, &few_end.status),
+        ("few", 3, &StageStatus::Finished)
+    );
+    assert_eq!(
+        (
+            other_end.name.as_str(),
+            other_end.events_in,
+            &other_end.status
+        ),
+        ("other", 3, &StageStatus::Finished)
+    );
+    // Asked again, at once, the same report.
+    assert_eq!(running.stage_ended(&few).await.unwrap(), few_end);
+    assert!(matches!(
+        running.subscribe(&few, &late).await,
+        Err(PipelineError::StageEnded { stage }) if stage == "few"
+    ));
+    assert!(matches!(
+        running.subscribe(&counter, &other).await,
+        Err(PipelineError::StageEnded { stage }) if stage == "other"
+    ));
+
+    // A stage still running is not waited for by a future polled once and dropped; a stage of
+    // another pipeline is refused.
+    use futures::FutureExt;
+    assert!(running.stage_ended(&first).now_or_never().is_none());
+    let mut elsewhere = Pipeline::new();
+    let stranger = elsewhere.add_producer(Counter(0));
+    assert!(matches!(
+        running.stage_ended(&stranger).await,
+        Err(PipelineError::ForeignStage { .. })
+    ));
+
+    // A stage that ends with a shutdown: its report is the pipeline's.
+    let stop = running.shutdown_handle();
+    let (first_end, asked) = tokio::join!(running.stage_ended(&first), async { stop.shutdown() });
+    asked.unwrap();
+    let first_end = first_end.unwrap();
+    let report = (&mut running).await.unwrap();
+    assert_eq!(report.stage("first"), Some(&first_end));
+    assert_eq!(report.stage("few"), Some(&few_end));
+    assert_eq!(first_end.status, StageStatus::Finished);
+    assert!(first_end.events_in > 0);
+    assert!(report.balanced(), "{report:?}");
+    // Once the pipeline has ended, its report has every stage's.
+    assert!(matches!(
+        running.stage_ended(&first).await,
+        Err(PipelineError::NotRunning)
+    ));
 }

@@ -1075,13 +1075,15 @@ async fn defect_a_shutdown_future_dropped_before_it_is_polled_shuts_nothing_down
     started.recv().await.unwrap();
     drop(running.shutdown());
     // The shutdown is going, detached: the endless producer stops, and so does the sink.
+    // (Its `terminate` is waited for: a call is refused as soon as it decides to end, before.)
     no_hang("the detached shutdown", async {
-        while sink.call(Seen).await.is_ok() {
+        while ended.lock().unwrap().is_none() {
             tokio::task::yield_now().await;
         }
     })
     .await;
     assert_eq!(*ended.lock().unwrap(), Some(StageStatus::Finished));
+    assert!(sink.call(Seen).await.is_err());
 }
 
 impl HandleCast<Fail> for Count {

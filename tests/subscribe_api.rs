@@ -318,6 +318,9 @@ async fn scenario_44_subscribing_a_consumer_that_has_ended_names_it() {
             stage: "gone".to_owned()
         })
     );
+    // Refused by the stage as soon as it decides to end; by the pipeline once its end is in.
+    let ended = running.stage_ended(&gone).await.unwrap();
+    assert_eq!((ended.events_in, ended.status), (3, StageStatus::Finished));
     let error = running.subscribe(&counter, &gone).await.unwrap_err();
     assert!(
         matches!(&error, PipelineError::StageEnded { stage } if stage == "gone"),
@@ -468,9 +471,14 @@ async fn scenarios_47_49_subscribing_to_a_producer_that_has_ended_names_it() {
     let watch = running.add_consumer_named("watch", watch).await.unwrap();
 
     // `few` ends once `done` has its three events.
-    while few.estimate_buffered_count().await.is_ok() {
-        tokio::task::yield_now().await;
-    }
+    let ended = running.stage_ended(&few).await.unwrap();
+    assert_eq!((ended.emitted, ended.status), (3, StageStatus::Finished));
+    assert_eq!(
+        few.estimate_buffered_count().await,
+        Err(CallError::Ended {
+            stage: "few".to_owned()
+        })
+    );
     for cancel in [
         CancelMode::Permanent,
         CancelMode::Transient,

@@ -14,14 +14,14 @@ use tokio::task::JoinHandle;
 use crate::dispatcher::Selector;
 use crate::error::PipelineError;
 use crate::options::SubscribeOptions;
-use crate::report::Report;
+use crate::report::{Report, StageReport};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::SubscriptionTag;
 
 use super::handles::StageId;
 use super::supervise::{send_request, Request};
 use super::{
-    ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, ShutdownHandle, Sink, Source,
+    ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, ShutdownHandle, Sink, Source, StageRef,
 };
 
 impl Pipeline {
@@ -878,6 +878,62 @@ impl PipelineHandle {
                 consumer,
                 reply,
             })?;
+            self.answer(answer).await
+        }
+    }
+
+    /// Waits for `stage` to end, and gives its report: what GenStage's users get by monitoring a
+    /// stage. A stage ends when it finishes, fails (once its restarts are spent), is cancelled
+    /// by its producers' ends, or is shut down or aborted with the pipeline; at once if it has
+    /// ended already. From then on the pipeline counts it ended: a
+    /// [`subscribe`](Self::subscribe) to it is refused with [`PipelineError::StageEnded`]. A
+    /// message to a stage that is ending is refused a little earlier, as soon as the stage has
+    /// decided to end ([`CallError::Ended`](crate::CallError::Ended)), while its `terminate` may
+    /// still run.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::ForeignStage`] for a stage of another pipeline;
+    /// [`PipelineError::NotRunning`] once the pipeline has ended (its report has every stage's).
+    ///
+    /// # Cancel safety
+    ///
+    /// It changes nothing: dropping the future loses only the answer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, StageStatus};
+    ///
+    /// struct Sink;
+    /// impl Consumer for Sink {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let mut pipeline = Pipeline::new();
+    /// let few = pipeline.add_producer(from_iter(0..3u64));
+    /// let sink = pipeline.add_consumer(Sink);
+    /// pipeline.subscribe(&few, &sink);
+    /// let running = pipeline.start();
+    /// let ended = running.stage_ended(&few).await?;
+    /// assert_eq!((ended.emitted, ended.status), (3, StageStatus::Finished));
+    /// let report = running.await?;
+    /// assert_eq!(report.stage("Sink").unwrap().events_in, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn stage_ended(
+        &self,
+        stage: &impl StageRef,
+    ) -> impl Future<Output = Result<StageReport, PipelineError>> + Send + '_ {
+        // The id is taken now, so that the future does not hold the reference (see `wire`).
+        let id = stage.id();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            let [stage] = self.indexes([id])?;
+            self.send(Request::StageEnded { stage, reply })?;
             self.answer(answer).await
         }
     }

@@ -57,6 +57,11 @@ pub(super) enum Request {
         tag: SubscriptionTag,
         reply: oneshot::Sender<Result<(), PipelineError>>,
     },
+    /// This stage's report, once it has ended (at once if it has).
+    StageEnded {
+        stage: usize,
+        reply: oneshot::Sender<StageReport>,
+    },
 }
 
 impl Request {
@@ -158,6 +163,8 @@ pub(super) struct Supervisor {
     emits: Vec<bool>,
     /// Each stage's report, once it has ended.
     reports: Vec<Option<StageReport>>,
+    /// Who waits for which stage's report (`Request::StageEnded`).
+    awaiting_end: Vec<(usize, oneshot::Sender<StageReport>)>,
     /// Every subscription: its id, producer and consumer.
     wiring: Vec<(SubscriptionId, usize, usize)>,
     /// Each stage's subscriptions, either side, as indexes into `wiring`: a stage's end is told
@@ -199,6 +206,7 @@ impl Supervisor {
             controls: Vec::new(),
             emits: Vec::new(),
             reports: Vec::new(),
+            awaiting_end: Vec::new(),
             wiring: Vec::new(),
             wiring_of: HashMap::new(),
             sent: HashMap::new(),
@@ -385,6 +393,22 @@ impl Supervisor {
                 let result = self.cancel(tag);
                 let _ = reply.send(result);
             }
+            Request::StageEnded { stage, reply } => self.await_end(stage, reply),
+        }
+    }
+
+    /// Gives `reply` the stage's report once it has ended: now, if its end is in (a stage whose
+    /// task has finished is taken in first); when it ends, otherwise. A stage refused when added
+    /// never ran: `reply` is dropped, which the handle tells as `NotRunning`.
+    fn await_end(&mut self, stage: usize, reply: oneshot::Sender<StageReport>) {
+        self.reap();
+        if let Some(Some(report)) = self.reports.get(stage) {
+            let _ = reply.send(report.clone());
+        } else if self.running(stage) {
+            // Waiters that gave up are dropped here, so that they do not pile up.
+            self.awaiting_end
+                .retain(|(_, waiting)| !waiting.is_closed());
+            self.awaiting_end.push((stage, reply));
         }
     }
 
@@ -712,7 +736,7 @@ impl Supervisor {
                 self.controls[producer].downstream_ended(sub, reason.clone());
             }
         }
-        self.reports[index] = Some(StageReport {
+        let report = StageReport {
             name,
             events_in,
             events_out,
@@ -727,7 +751,14 @@ impl Supervisor {
             redelivered,
             failures,
             status,
-        });
+        };
+        for (_, reply) in self
+            .awaiting_end
+            .extract_if(.., |(stage, _)| *stage == index)
+        {
+            let _ = reply.send(report.clone());
+        }
+        self.reports[index] = Some(report);
     }
 
     /// The report, or the error that carries it.
