@@ -121,6 +121,9 @@
 //! partition; no other subscription made through the handle goes to a partitioned stage, nor to a
 //! broadcast that already feeds its consumer.
 //!
+//! The runs started in the background ask, as they start, for the end of each built stage
+//! ([`PipelineHandle::stage_ended`]): each answer must be the stage's entry in the run's report.
+//!
 //! Each run has a tokio runtime of its own (current_thread, or 2 or 4 workers, from the seed) and
 //! must end within [`time_bound`]. Events are unique `(producer, seq, route)` ids; the stages
 //! record what they emit and handle in a [`Ledger`], and the run is checked against it: no event
@@ -214,8 +217,8 @@ use genstage::{
     EventStream, FromChannel, FromStream, HandleCall, HandleCast, HandleInfo, LossReason,
     Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
     ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo, Report, Restart, RestartPolicy,
-    StageRef, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber, Subscription,
-    SubscriptionTag, WithoutConsumers,
+    StageRef, StageReport, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber,
+    Subscription, SubscriptionTag, WithoutConsumers,
 };
 use tokio::sync::mpsc;
 
@@ -4195,10 +4198,12 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
         pending,
     } = build(topology, &ledger);
     let bound = time_bound();
+    let mut ends = Vec::new();
     let result = match topology.shutdown_after {
         None => tokio::time::timeout(bound, pipeline.run()).await,
         Some(yields) => {
             let running = pipeline.start();
+            ends = ends_asked(&running, &sources, &sinks);
             let acted = async {
                 if let Some(action) = topology.action {
                     let refs = (&sources, &sinks);
@@ -4286,6 +4291,7 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
             ledger.struck()
         )
     })?;
+    check_ends(topology, &result, ends).await?;
     // The pipeline has ended, and dropped the channels' receivers: the feeders end.
     for feeder in feeders {
         match tokio::time::timeout(bound, feeder).await {
@@ -4312,6 +4318,74 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     }
     let mut ledger = std::mem::take(&mut *lock(&ledger));
     check(topology, &result, &mut ledger)
+}
+
+/// The end of a stage, asked for through the handle.
+type EndAsked = Pin<Box<dyn Future<Output = Result<StageReport, PipelineError>> + Send>>;
+
+/// Asks the running pipeline for the end of each of its built stages, at once.
+fn ends_asked(
+    running: &PipelineHandle,
+    sources: &HashMap<Node, SourceRef>,
+    sinks: &HashMap<Node, SinkRef>,
+) -> Vec<EndAsked> {
+    let mut asked = HashSet::new();
+    let mut ends: Vec<EndAsked> = Vec::new();
+    let mut ask = |name: String, end: EndAsked| {
+        if asked.insert(name) {
+            ends.push(end);
+        }
+    };
+    for source in sources.values() {
+        match source {
+            SourceRef::Producer(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+            SourceRef::Channel(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+            SourceRef::Stream(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+            SourceRef::Middle(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+        }
+    }
+    for sink in sinks.values() {
+        match sink {
+            SinkRef::Middle(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+            SinkRef::Consumer(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+            SinkRef::Stream(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+            SinkRef::Supervisor(stage) => ask(stage.name(), Box::pin(running.stage_ended(stage))),
+        }
+    }
+    ends
+}
+
+/// Each end asked for at the start is the stage's entry in the run's report. On a current_thread
+/// runtime the ask reached the pipeline before anything ran, so it must be answered; on workers, a
+/// pipeline that ended before it did answers `NotRunning`.
+async fn check_ends(
+    topology: &Topology,
+    result: &Result<Report, PipelineError>,
+    ends: Vec<EndAsked>,
+) -> Result<(), String> {
+    let report = match result {
+        Ok(report) => Some(report),
+        Err(error) => error.report(),
+    };
+    for end in ends {
+        match end.await {
+            Ok(ended) => {
+                let entry = report.and_then(|report| report.stage(&ended.name));
+                if report.is_some() && entry != Some(&ended) {
+                    return Err(format!(
+                        "stage_ended gave {ended:?}, the run's report {entry:?}"
+                    ));
+                }
+            }
+            Err(PipelineError::NotRunning) if topology.flavor != Flavor::CurrentThread => {}
+            Err(error) => {
+                return Err(format!(
+                    "the end of a stage, asked for as the run started, gave {error:?}"
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Does `action` through the handle of the running pipeline: cancels a subscription that a

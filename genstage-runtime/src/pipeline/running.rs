@@ -896,6 +896,10 @@ impl PipelineHandle {
     /// [`PipelineError::ForeignStage`] for a stage of another pipeline;
     /// [`PipelineError::NotRunning`] once the pipeline has ended (its report has every stage's).
     ///
+    /// The pipeline is asked when this is called, not when the future is first polled: the future
+    /// holds neither the handle nor the reference, so that it may be spawned, or awaited while the
+    /// handle shuts the pipeline down.
+    ///
     /// # Cancel safety
     ///
     /// It changes nothing: dropping the future loses only the answer.
@@ -922,20 +926,30 @@ impl PipelineHandle {
     /// assert_eq!((ended.emitted, ended.status), (3, StageStatus::Finished));
     /// let report = running.await?;
     /// assert_eq!(report.stage("Sink").unwrap().events_in, 3);
+    ///
+    /// // Waited for from another task, while the handle shuts the pipeline down.
+    /// let mut pipeline = Pipeline::new();
+    /// let endless = pipeline.add_producer(from_iter(0u64..));
+    /// let sink = pipeline.add_consumer(Sink);
+    /// pipeline.subscribe(&endless, &sink);
+    /// let running = pipeline.start();
+    /// let sink_ended = tokio::spawn(running.stage_ended(&sink));
+    /// let report = running.shutdown().await?;
+    /// let sink_ended = sink_ended.await.expect("the task ran")?;
+    /// assert_eq!(report.stage("Sink"), Some(&sink_ended));
     /// # Ok(()) }
     /// ```
     pub fn stage_ended(
         &self,
         stage: &impl StageRef,
-    ) -> impl Future<Output = Result<StageReport, PipelineError>> + Send + '_ {
-        // The id is taken now, so that the future does not hold the reference (see `wire`).
-        let id = stage.id();
-        async move {
+    ) -> impl Future<Output = Result<StageReport, PipelineError>> + Send + 'static {
+        let asked = self.indexes([stage.id()]).and_then(|[stage]| {
             let (reply, answer) = oneshot::channel();
-            let [stage] = self.indexes([id])?;
             self.send(Request::StageEnded { stage, reply })?;
-            self.answer(answer).await
-        }
+            Ok(answer)
+        });
+        let alive = self.supervisor_alive.clone();
+        async move { answer_while(alive, asked?).await }
     }
 
     /// The indexes of stages of this pipeline, given their ids: `ForeignStage` for one of another.
@@ -955,13 +969,7 @@ impl PipelineHandle {
     /// The supervisor's answer to a request; [`PipelineError::NotRunning`] if it ended without
     /// giving one.
     async fn answer<T>(&self, answer: oneshot::Receiver<T>) -> Result<T, PipelineError> {
-        let mut alive = self.supervisor_alive.clone();
-        tokio::pin!(answer);
-        tokio::select! {
-            biased;
-            answered = &mut answer => answered.map_err(|_| PipelineError::NotRunning),
-            _ = alive.changed() => answer.try_recv().map_err(|_| PipelineError::NotRunning),
-        }
+        answer_while(self.supervisor_alive.clone(), answer).await
     }
 
     /// Where requests go, while the pipeline may take them.
@@ -980,6 +988,20 @@ impl PipelineHandle {
             let _ = requests.send(request);
         }
         self
+    }
+}
+
+/// The supervisor's answer to a request, while `alive` tells it runs; [`PipelineError::NotRunning`]
+/// if it ended without giving one.
+async fn answer_while<T>(
+    mut alive: watch::Receiver<()>,
+    answer: oneshot::Receiver<T>,
+) -> Result<T, PipelineError> {
+    tokio::pin!(answer);
+    tokio::select! {
+        biased;
+        answered = &mut answer => answered.map_err(|_| PipelineError::NotRunning),
+        _ = alive.changed() => answer.try_recv().map_err(|_| PipelineError::NotRunning),
     }
 }
 
