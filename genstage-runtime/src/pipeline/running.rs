@@ -891,14 +891,14 @@ impl PipelineHandle {
     /// decided to end ([`CallError::Ended`](crate::CallError::Ended)), while its `terminate` may
     /// still run.
     ///
+    /// The pipeline is asked when this is called, not when the future is first polled: the future
+    /// holds neither the handle nor the reference, so that it may be spawned, or awaited while the
+    /// handle shuts the pipeline down.
+    ///
     /// # Errors
     ///
     /// [`PipelineError::ForeignStage`] for a stage of another pipeline;
     /// [`PipelineError::NotRunning`] once the pipeline has ended (its report has every stage's).
-    ///
-    /// The pipeline is asked when this is called, not when the future is first polled: the future
-    /// holds neither the handle nor the reference, so that it may be spawned, or awaited while the
-    /// handle shuts the pipeline down.
     ///
     /// # Cancel safety
     ///
