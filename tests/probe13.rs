@@ -360,7 +360,7 @@ async fn a_terminate_that_never_returns_is_named_by_shutdown_within() {
     let running = pipeline.start();
     let error = no_hang(
         "shutdown_within",
-        running.shutdown_within(Duration::from_millis(100)),
+        running.shutdown_within(Duration::from_secs(1)),
     )
     .await
     .unwrap_err();
@@ -691,7 +691,7 @@ async fn shutdown_within_names_a_producer_waiting_in_a_message_callback() {
     inside.recv().await.unwrap();
     let error = no_hang(
         "shutdown_within",
-        running.shutdown_within(Duration::from_millis(50)),
+        running.shutdown_within(Duration::from_secs(1)),
     )
     .await
     .unwrap_err();
