@@ -246,6 +246,11 @@ async fn cancelling_the_slowest_consumer_releases_the_waiting_notifies() {
     assert!((&mut third).now_or_never().is_none());
     assert_eq!(broadcaster.call(Queued).await.unwrap(), 2);
 
+    // Its `handle_subscribe` runs in its own task, which the events need not have woken yet.
+    until("the slow consumer's handle_subscribe", || {
+        slow_tag.lock().unwrap().is_some()
+    })
+    .await;
     let tag = slow_tag.lock().unwrap().expect("subscribed");
     running.cancel(tag).await.unwrap();
     second.await.unwrap();
