@@ -1579,6 +1579,11 @@ async fn events_kept_for_a_partition_without_consumer_count_as_buffered() {
     pipeline.subscribe_with(&routed, &odd, synchronizer_options().partition(1));
     let running = pipeline.start();
     settled(&routed).await;
+    // Its `handle_subscribe` runs in its own task, which nothing here has waited for.
+    until("odd's handle_subscribe", || {
+        odd_tag.lock().unwrap().is_some()
+    })
+    .await;
     let tag = odd_tag.lock().unwrap().expect("subscribed");
     no_hang("the cancel", running.cancel(tag)).await.unwrap();
     no_hang("the call", routed.call(Route((0..10).collect())))
