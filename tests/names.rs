@@ -1,5 +1,5 @@
 //! Stage names in the report are unique and the same through the builder and `pipeline!`: the
-//! instances of a group are `C[0]`, `C[1]`, …; two unnamed stages of one type are `C` and `C#2`; a
+//! instances of a group (`[C; n]`, `add_consumers`) are `C[0]`, `C[1]`, …; two unnamed stages of one type are `C` and `C#2`; a
 //! name given explicitly that another stage also has is an error naming both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +81,64 @@ async fn group_instances_keep_their_index_beside_a_single_stage_of_their_type() 
         .sum();
     assert_eq!(all, 100);
     assert_eq!(total.load(Ordering::Relaxed), 100);
+}
+
+#[tokio::test]
+async fn a_group_added_through_the_builder_is_named_as_pipeline_names_one() {
+    let total = Arc::new(AtomicU64::new(0));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", from_iter(0..100u64));
+    let made = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let group = pipeline.add_consumers(2, |i| {
+        made.lock().unwrap().push(i);
+        Collect(total.clone())
+    });
+    let tap = pipeline.add_producer_consumer(Tap);
+    let single = pipeline.add_consumer(Collect(total.clone()));
+    for collect in &group {
+        pipeline.subscribe(&numbers, collect);
+    }
+    pipeline.subscribe(&numbers, &tap).subscribe(&tap, &single);
+    let report = pipeline.run().await.unwrap();
+
+    // As `group_instances_keep_their_index_beside_a_single_stage_of_their_type`'s `pipeline!`.
+    assert_eq!(
+        names(&report),
+        ["numbers", "Collect[0]", "Collect[1]", "Tap", "Collect#2"]
+    );
+    assert_eq!(*made.lock().unwrap(), [0, 1]);
+    assert_eq!(report.instances("Collect").count(), 2);
+    assert_eq!(total.load(Ordering::Relaxed), 100);
+}
+
+#[tokio::test]
+async fn a_named_group_through_the_builder_takes_its_name_with_each_index() {
+    let total = Arc::new(AtomicU64::new(0));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", from_iter(0..30u64));
+    let taps = pipeline.add_producer_consumers_named("taps", 3, |_| Tap);
+    let sinks = pipeline.add_consumers_named("sinks", 1, |_| Collect(total.clone()));
+    for tap in &taps {
+        pipeline.subscribe(&numbers, tap).subscribe(tap, &sinks[0]);
+    }
+    let report = pipeline.run().await.unwrap();
+
+    // A group of one is named as a single stage.
+    assert_eq!(
+        names(&report),
+        ["numbers", "taps[0]", "taps[1]", "taps[2]", "sinks"]
+    );
+    let passed: u64 = (0..3)
+        .map(|i| report.stage(&format!("taps[{i}]")).unwrap().events_out)
+        .sum();
+    assert_eq!(passed, 30);
+    assert_eq!(report.stage("sinks").unwrap().events_in, 30);
+    // None of `make`'s, for a group of none.
+    let mut empty = Pipeline::new();
+    assert!(empty
+        .add_consumers(0, |_| Collect(total.clone()))
+        .is_empty());
+    assert_eq!(total.load(Ordering::Relaxed), 30);
 }
 
 #[tokio::test]

@@ -6,8 +6,9 @@
 //!   `pipeline!`) or **generated** from its type: `Printer` for `my::stages::Printer<u64>`, and
 //!   `from_iter` for a [`from_iter`](crate::from_iter) producer, through the builder and
 //!   `pipeline!` alike.
-//! - The instances of one group `[C; n]` of `pipeline!` (n ≥ 2) share their name and are told apart
-//!   by their index: `Printer[0]`, `Printer[1]`, … (`printers[0]`, … for `printers = [C; n]`).
+//! - The instances of one group `[C; n]` of `pipeline!` (n ≥ 2), or of the builder's
+//!   `add_consumers` and `add_producer_consumers`, share their name and are told apart by their
+//!   index: `Printer[0]`, `Printer[1]`, … (`printers[0]`, … for `printers = [C; n]`).
 //! - Generated names are made unique: a second stage (or group) named after the type `Tap` is
 //!   `Tap#2`, a third `Tap#3` (a suffix whose names are taken already is skipped), so two unnamed
 //!   stages of one type in different chains are legal.

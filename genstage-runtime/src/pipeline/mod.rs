@@ -551,6 +551,96 @@ impl Pipeline {
         self.add_consumer_as(Some(name.into()), stage)
     }
 
+    /// Adds `count` consumers, instance `i` made by `make(i)`, as one group: `pipeline!`'s
+    /// `[Worker::new(); 4]`. The report names them after their type, `Worker[0]`, `Worker[1]`, …
+    /// (a group of one, `Worker`).
+    /// Subscribe each to its producers; to a partitioned producer, instance `i` to partition `i`
+    /// (`SubscribeOptions::partition`), as `pipeline!` does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult};
+    ///
+    /// struct Worker;
+    /// impl Consumer for Worker {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> { Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let mut pipeline = Pipeline::new();
+    /// let jobs = pipeline.add_producer(from_iter(0..10_000u64));
+    /// let workers = pipeline.add_consumers(3, |_| Worker);
+    /// for worker in &workers {
+    ///     pipeline.subscribe(&jobs, worker);
+    /// }
+    /// let report = pipeline.run().await?;
+    /// let handled: u64 = (0..3).map(|i| report.stage(&format!("Worker[{i}]")).unwrap().events_in).sum();
+    /// assert_eq!(handled, 10_000);
+    /// # Ok(()) }
+    /// ```
+    pub fn add_consumers<C: Consumer>(
+        &mut self,
+        count: usize,
+        make: impl FnMut(usize) -> C,
+    ) -> Vec<ConsumerRef<C>> {
+        self.add_group(count, make, |pipeline, stage| pipeline.add_consumer(stage))
+    }
+
+    /// [`add_consumers`](Self::add_consumers) under `name`: `name[0]`, `name[1]`, ….
+    pub fn add_consumers_named<C: Consumer>(
+        &mut self,
+        name: impl Into<String>,
+        count: usize,
+        make: impl FnMut(usize) -> C,
+    ) -> Vec<ConsumerRef<C>> {
+        let name = name.into();
+        self.add_group(count, make, |pipeline, stage| {
+            pipeline.add_consumer_named(name.clone(), stage)
+        })
+    }
+
+    /// Adds `count` producer_consumers, instance `i` made by `make(i)`, as one group, as
+    /// [`add_consumers`](Self::add_consumers) adds consumers.
+    pub fn add_producer_consumers<S: ProducerConsumer>(
+        &mut self,
+        count: usize,
+        make: impl FnMut(usize) -> S,
+    ) -> Vec<ProducerConsumerRef<S>> {
+        self.add_group(count, make, |pipeline, stage| {
+            pipeline.add_producer_consumer(stage)
+        })
+    }
+
+    /// [`add_producer_consumers`](Self::add_producer_consumers) under `name`: `name[0]`,
+    /// `name[1]`, ….
+    pub fn add_producer_consumers_named<S: ProducerConsumer>(
+        &mut self,
+        name: impl Into<String>,
+        count: usize,
+        make: impl FnMut(usize) -> S,
+    ) -> Vec<ProducerConsumerRef<S>> {
+        let name = name.into();
+        self.add_group(count, make, |pipeline, stage| {
+            pipeline.add_producer_consumer_named(name.clone(), stage)
+        })
+    }
+
+    /// Adds `count` stages made by `make`, each by `add`, and marks them as one group.
+    fn add_group<S, R: StageRef>(
+        &mut self,
+        count: usize,
+        make: impl FnMut(usize) -> S,
+        mut add: impl FnMut(&mut Self, S) -> R,
+    ) -> Vec<R> {
+        let group: Vec<R> = (0..count).map(make).map(|stage| add(self, stage)).collect();
+        let ids: Vec<StageId> = group.iter().map(StageRef::id).collect();
+        self.mark_group(&ids);
+        group
+    }
+
     /// Creates the stage's mailbox, records the stage with how to start its task, and hands its ends
     /// to `make_ref`.
     fn add_stage<S: Send + 'static, In: Send + 'static, Out: Send + 'static, R>(
