@@ -183,8 +183,16 @@ async fn a_cancelled_subscription_ends_normally_whatever_the_cancel_mode() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
+/// `Counter -> first` and `few -> other` (`few` emits 0, 1, 2 and ends), started.
+struct Started {
+    running: genstage::PipelineHandle,
+    counter: genstage::ProducerRef<Counter>,
+    few: genstage::ProducerRef<genstage::FromIter<std::ops::Range<u64>>>,
+    first: genstage::ConsumerRef<Collect>,
+    other: genstage::ConsumerRef<Collect>,
+}
+
+fn counter_and_few() -> Started {
     let mut pipeline = Pipeline::new();
     let counter = pipeline.add_producer(Counter(0));
     let few = pipeline.add_producer_named("few", from_iter(0..3u64));
@@ -192,7 +200,23 @@ async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
     let other = pipeline.add_consumer_named("other", Collect::default());
     pipeline.subscribe(&counter, &first);
     pipeline.subscribe(&few, &other);
-    let running = pipeline.start();
+    Started {
+        running: pipeline.start(),
+        counter,
+        few,
+        first,
+        other,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pipeline_refuses_what_it_cannot_do_and_says_why() {
+    let Started {
+        running,
+        counter,
+        few,
+        ..
+    } = counter_and_few();
 
     let late = running.add_consumer(Collect::default()).await.unwrap();
     // Named after its type, made unique.
@@ -299,14 +323,13 @@ async fn a_refused_stage_leaves_its_name_free() {
 /// once, with no race against its task's last steps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_a_stage_to_end_gives_its_report_and_the_pipeline_counts_it_ended() {
-    let mut pipeline = Pipeline::new();
-    let counter = pipeline.add_producer(Counter(0));
-    let few = pipeline.add_producer_named("few", from_iter(0..3u64));
-    let first = pipeline.add_consumer_named("first", Collect::default());
-    let other = pipeline.add_consumer_named("other", Collect::default());
-    pipeline.subscribe(&counter, &first);
-    pipeline.subscribe(&few, &other);
-    let mut running = pipeline.start();
+    let Started {
+        mut running,
+        counter,
+        few,
+        first,
+        other,
+    } = counter_and_few();
     let late = running.add_consumer(Collect::default()).await.unwrap();
 
     // Waited for together, before either has ended: `other` ends as `few`'s end reaches it.
