@@ -37,6 +37,24 @@ impl Worker {
     }
 }
 
+/// Worker `id`, recording into `done`.
+fn worker(id: impl Into<String>, done: &Arc<Mutex<Vec<(String, u64)>>>) -> Worker {
+    let done = done.clone();
+    Worker {
+        id: id.into(),
+        done,
+    }
+}
+
+/// The jobs of `done` that `worker` handled, in order.
+fn handled_by(done: &Mutex<Vec<(String, u64)>>, worker: &str) -> Vec<u64> {
+    let done = done.lock().expect("poisoned");
+    done.iter()
+        .filter(|(w, _)| w == worker)
+        .map(|(_, job)| *job)
+        .collect()
+}
+
 /// Guards a wait that should end against a hang.
 async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), future)
@@ -57,10 +75,7 @@ async fn a_monitor_replaces_the_worker_that_died() -> Result<(), Box<dyn std::er
     let (jobs_in, queue) = genstage::from_channel::<u64>(8);
     let mut pipeline = Pipeline::new();
     let queue = pipeline.add_producer_named("queue", queue);
-    let workers = pipeline.add_consumers(3, |i| Worker {
-        id: format!("Worker[{i}]"),
-        done: done.clone(),
-    });
+    let workers = pipeline.add_consumers(3, |i| worker(format!("Worker[{i}]"), &done));
     // A worker that dies must not take the queue with it.
     let temporary = || SubscribeOptions::new().cancel(CancelMode::Temporary);
     for worker in &workers {
@@ -93,11 +108,6 @@ async fn a_monitor_replaces_the_worker_that_died() -> Result<(), Box<dyn std::er
     assert_eq!(ended.status, StageStatus::Failed("job 13 is poison".into()));
     assert_eq!((ended.lost, ended.losses.len()), (1, 1));
     assert_eq!(ended.losses[0].reason, LossReason::FailedBatch);
-    // Asked again, and by many at once, the same report.
-    let again = futures::future::join_all((0..5).map(|_| running.stage_ended(&workers[dead])));
-    for report in within("the ended worker's report", again).await {
-        assert_eq!(report?, ended);
-    }
     // The dead worker takes no more subscriptions, and the error names it.
     let refused = running.subscribe(&queue, &workers[dead]).await;
     match refused {
@@ -110,10 +120,7 @@ async fn a_monitor_replaces_the_worker_that_died() -> Result<(), Box<dyn std::er
     let replacement = running
         .add_consumer_named(
             replacement_name.clone(),
-            Worker {
-                id: replacement_name.clone(),
-                done: done.clone(),
-            },
+            worker(replacement_name.clone(), &done),
         )
         .await?;
     running
@@ -151,29 +158,226 @@ async fn a_monitor_replaces_the_worker_that_died() -> Result<(), Box<dyn std::er
     assert_eq!(names, expected_names);
     assert_eq!(report.stage(&dead_name), Some(&ended));
     assert_eq!(report.stage(&replacement_name), Some(&replacement_ended));
-    let queue_report = report.stage("queue").expect("the queue's report");
-    assert_eq!(
-        (
-            queue_report.emitted,
-            queue_report.lost,
-            &queue_report.status
-        ),
-        (JOBS, 0, &StageStatus::ShutDown)
-    );
+    let queue = report.stage("queue").expect("the queue's report");
+    assert_eq!((queue.emitted, queue.lost), (JOBS, 0));
+    assert_eq!(queue.status, StageStatus::ShutDown);
     for stage in &report.stages[1..] {
-        let by_it = done
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(w, _)| *w == stage.name)
-            .count();
-        let poison = u64::from(stage.name == dead_name);
-        assert_eq!(stage.events_in, by_it as u64, "{}", stage.name);
-        assert_eq!(stage.lost, poison, "{}", stage.name);
-        if stage.name != dead_name {
-            assert_eq!(stage.status, StageStatus::Finished, "{}", stage.name);
-        }
+        let (name, dead) = (&stage.name, stage.name == dead_name);
+        assert_eq!(
+            stage.events_in,
+            handled_by(&done, name).len() as u64,
+            "{name}"
+        );
+        assert_eq!(stage.lost, u64::from(dead), "{name}");
+        assert!(dead || stage.status == StageStatus::Finished, "{name}");
     }
-    assert_eq!(report.totals().lost, 1);
+    Ok(())
+}
+
+/// A worker that fails on its first batch, restarted by its policy.
+struct Flaky {
+    failed_once: Arc<Mutex<bool>>,
+    done: Arc<Mutex<Vec<u64>>>,
+}
+
+#[stage(consumer, max_demand = 1, min_demand = 0, restart = transient)]
+impl Flaky {
+    fn handle_events(&mut self, jobs: Vec<u64>) -> Result<(), String> {
+        let mut failed_once = self.failed_once.lock().expect("poisoned");
+        if !*failed_once {
+            *failed_once = true;
+            return Err("first batch".into());
+        }
+        self.done.lock().expect("poisoned").extend(jobs);
+        Ok(())
+    }
+}
+
+/// A producer fed by casts only, so that it ends by a shutdown or an abort.
+#[derive(Default)]
+struct Queue;
+
+#[stage(producer, buffer_size = infinity)]
+impl Queue {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_cast(&mut self, job: u64) -> Vec<u64> {
+        vec![job]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_ended_waits_through_restarts_and_answers_every_waiter(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let failed_once = Arc::new(Mutex::new(false));
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let queue = pipeline.add_producer(Queue);
+    let flaky = pipeline.add_consumer_with({
+        let (failed_once, done) = (failed_once.clone(), done.clone());
+        move || Flaky {
+            failed_once: failed_once.clone(),
+            done: done.clone(),
+        }
+    });
+    pipeline.subscribe(&queue, &flaky);
+    let running = pipeline.start();
+
+    // Asked and dropped at once, then many waiters: each gets the one report.
+    drop(running.stage_ended(&flaky));
+    let waiters: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(running.stage_ended(&flaky)))
+        .collect();
+    for job in 0..3 {
+        queue.cast(job)?;
+    }
+    within(
+        "the restarted worker's jobs",
+        until(|| done.lock().unwrap().len() == 2),
+    )
+    .await;
+    // A restart is not an end.
+    assert!(waiters.iter().all(|waiter| !waiter.is_finished()));
+    // A stage of another pipeline is refused, naming what it can.
+    let mut other = Pipeline::new();
+    let stranger = other.add_consumer(worker("", &Arc::default()));
+    assert!(matches!(
+        running.stage_ended(&stranger).await,
+        Err(PipelineError::ForeignStage { .. })
+    ));
+    // One added while running, never subscribed: it ends with the shutdown.
+    let idle = running
+        .add_consumer_named("idle", worker("idle", &Arc::default()))
+        .await?;
+    let idle_ended = tokio::spawn(running.stage_ended(&idle));
+
+    let report = within("the shutdown", running.shutdown()).await?;
+    assert!(report.balanced(), "{report}");
+    let flaky_report = report.stage("Flaky").expect("Flaky's report");
+    let counts = (flaky_report.events_in, flaky_report.lost);
+    assert_eq!((counts, flaky_report.restarts), ((2, 1), 1));
+    assert_eq!(flaky_report.status, StageStatus::Finished);
+    for waiter in waiters {
+        assert_eq!(&within("a waiter", waiter).await??, flaky_report);
+    }
+    let idle_ended = within("the idle stage's end", idle_ended).await??;
+    assert_eq!(idle_ended.status, StageStatus::Finished);
+    assert_eq!(report.stage("idle"), Some(&idle_ended));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_ended_answers_an_abort() -> Result<(), Box<dyn std::error::Error>> {
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let queue = pipeline.add_producer(Queue);
+    let workers = pipeline.add_consumers(2, |i| worker(format!("Worker[{i}]"), &done));
+    for worker in &workers {
+        pipeline.subscribe(&queue, worker);
+    }
+    let running = pipeline.start();
+    let ends: Vec<_> = workers
+        .iter()
+        .map(|w| tokio::spawn(running.stage_ended(w)))
+        .collect();
+    let queue_end = tokio::spawn(running.stage_ended(&queue));
+    let report = within("the abort", running.abort()).await?;
+    assert!(report.balanced(), "{report}");
+    for (i, end) in ends.into_iter().enumerate() {
+        let end = within("a worker's end", end).await??;
+        assert_eq!(end.name, format!("Worker[{i}]"));
+        assert_eq!(report.stage(&end.name), Some(&end));
+    }
+    let queue_end = within("the queue's end", queue_end).await??;
+    assert_eq!(queue_end.status, StageStatus::Aborted);
+    assert_eq!(report.stage("Queue"), Some(&queue_end));
+    Ok(())
+}
+
+/// Routes job `n` to partition `n % 3`.
+#[derive(Default)]
+struct Split;
+
+#[stage(producer, dispatcher = partition(3), buffer_size = infinity)]
+impl Split {
+    fn handle_demand(&mut self, _demand: usize) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn handle_cast(&mut self, job: u64) -> Vec<u64> {
+        vec![job]
+    }
+
+    fn partition(&self, job: &u64) -> Option<usize> {
+        Some((job % 3) as usize)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_waits_for_the_replacement_of_its_dead_worker(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let split = pipeline.add_producer(Split);
+    let workers = pipeline.add_consumers(3, |i| worker(format!("Worker[{i}]"), &done));
+    for (i, worker) in workers.iter().enumerate() {
+        let options = SubscribeOptions::new()
+            .partition(i)
+            .cancel(CancelMode::Temporary);
+        pipeline.subscribe_with(&split, worker, options);
+    }
+    let running = pipeline.start();
+    let dead = running.stage_ended(&workers[1]);
+    for job in 0..30 {
+        split.cast(job)?;
+    }
+    // Partition 1 takes 1, 4, 7, 10 and dies on 13.
+    let dead = within("Worker[1]'s end", dead).await?;
+    assert_eq!(
+        (dead.name.as_str(), dead.events_in, dead.lost),
+        ("Worker[1]", 4, 1)
+    );
+    within(
+        "the other partitions",
+        until(|| done.lock().unwrap().len() == 24),
+    )
+    .await;
+
+    // Its replacement takes partition 1 over, with what waited for it.
+    let replacement = running
+        .add_consumer_named("Worker[1]'", worker("Worker[1]'", &done))
+        .await?;
+    let options = SubscribeOptions::new().partition(1);
+    running
+        .subscribe_with(&split, &replacement, options)
+        .await?;
+    for job in 30..60 {
+        split.cast(job)?;
+    }
+    within("every job", until(|| done.lock().unwrap().len() == 59)).await;
+    let report = match within("the shutdown", running.shutdown()).await {
+        Err(PipelineError::StageFailed { stage, report, .. }) if stage == "Worker[1]" => *report,
+        other => panic!("expected Worker[1]'s failure, got {other:?}"),
+    };
+    assert!(report.balanced(), "{report}");
+    assert_eq!(report.stage("Worker[1]"), Some(&dead));
+    let partition = |p: u64, jobs: std::ops::Range<u64>| jobs.filter(move |j| j % 3 == p);
+    assert_eq!(
+        handled_by(&done, "Worker[0]"),
+        partition(0, 0..60).collect::<Vec<_>>()
+    );
+    assert_eq!(handled_by(&done, "Worker[1]"), [1, 4, 7, 10]);
+    assert_eq!(
+        handled_by(&done, "Worker[1]'"),
+        partition(1, 16..60).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        handled_by(&done, "Worker[2]"),
+        partition(2, 0..60).collect::<Vec<_>>()
+    );
+    let split = report.stage("Split").expect("Split's report");
+    assert_eq!((split.emitted, split.discarded, split.lost), (60, 0, 0));
     Ok(())
 }
