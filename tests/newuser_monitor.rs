@@ -381,3 +381,43 @@ async fn a_partition_waits_for_the_replacement_of_its_dead_worker(
     assert_eq!((split.emitted, split.discarded, split.lost), (60, 0, 0));
     Ok(())
 }
+
+#[tokio::test]
+async fn group_mistakes_are_errors_naming_the_group() {
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let nth = |i: usize| worker(format!("Worker[{i}]"), &done);
+    // A group of none, as `pipeline!`'s `[Worker; n]` with `n` 0: an error, not a quiet no-op.
+    for named in [false, true] {
+        let mut pipeline = Pipeline::new();
+        let jobs = pipeline.add_producer(genstage::from_iter(0..10u64));
+        let other = pipeline.add_consumer_named("other", nth(9));
+        pipeline.subscribe(&jobs, &other);
+        let none = if named {
+            pipeline.add_consumers_named("pool", 0, nth)
+        } else {
+            pipeline.add_consumers(0, nth)
+        };
+        assert!(none.is_empty());
+        match pipeline.run().await {
+            Err(PipelineError::EmptyGroup { group }) => {
+                assert_eq!(group, if named { "pool" } else { "Worker" })
+            }
+            other => panic!("expected EmptyGroup, got {other:?}"),
+        }
+    }
+
+    // A given name that is an instance's: both stages named.
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("Worker[1]", genstage::from_iter(0..10u64));
+    for w in pipeline.add_consumers(2, nth) {
+        pipeline.subscribe(&jobs, &w);
+    }
+    let error = pipeline.run().await.expect_err("a name taken twice");
+    assert_eq!(
+        error.to_string(),
+        "two stages are named `Worker[1]`: stage #0 (named explicitly) and stage #2 (instance 1 \
+         of a group named after its type); a name given explicitly must differ from every other \
+         stage's name"
+    );
+    assert!(done.lock().unwrap().is_empty());
+}

@@ -162,10 +162,12 @@ pub enum PipelineError {
         /// name: `stage #2 (named explicitly)`.
         stages: [String; 2],
     },
-    /// A group `[S; n]` of `pipeline!` has no instance (`n` is 0 at run time): it would start no
-    /// stage.
+    /// A group `[S; n]` of `pipeline!` has no instance (`n` is 0 at run time), or one of
+    /// [`Pipeline::add_consumers`](crate::Pipeline::add_consumers) and its siblings was given a
+    /// count of 0: it would start no stage.
     EmptyGroup {
-        /// The group's name: its name in the pipeline, or its stage expression.
+        /// The group's name: its name in the pipeline, or its stage expression (`pipeline!`); the
+        /// name given, or its type's (the builder).
         group: String,
     },
     /// The subscriptions to a stage do not fit its dispatcher: a partition missing, out of range,

@@ -148,7 +148,8 @@ impl Loss {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageReport {
     /// The stage's name, unique in the report: the one given, or its type's (`Printer`), with
-    /// `[i]` for the instances of a group of `pipeline!` (`Printer[1]`) and `#k` for the k-th stage
+    /// `[i]` for the instances of a group of `pipeline!` or of the builder's `add_consumers` and
+    /// `add_producer_consumers` (`Printer[1]`), and `#k` for the k-th stage
     /// named after one type elsewhere (`Printer#2`).
     pub name: String,
     /// Events its `handle_events` handled: handed to it, and it returned.

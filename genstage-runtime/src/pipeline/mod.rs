@@ -557,6 +557,13 @@ impl Pipeline {
     /// Subscribe each to its producers; to a partitioned producer, instance `i` to partition `i`
     /// (`SubscribeOptions::partition`), as `pipeline!` does.
     ///
+    /// # Errors
+    ///
+    /// A `count` of 0 adds nothing, and `run()` (or `start()`) then fails with
+    /// [`PipelineError::EmptyGroup`] naming the group, as `pipeline!`'s `[Worker; n]` does when
+    /// `n` is 0 at run time: a group computed to be empty starts no stage, which is most likely
+    /// a mistake.
+    ///
     /// # Examples
     ///
     /// ```
@@ -586,10 +593,17 @@ impl Pipeline {
         count: usize,
         make: impl FnMut(usize) -> C,
     ) -> Vec<ConsumerRef<C>> {
-        self.add_group(count, make, |pipeline, stage| pipeline.add_consumer(stage))
+        let group = names::stage_name::<C>(None, C::DEFAULT_NAME).0;
+        self.add_group(group, count, make, |pipeline, stage| {
+            pipeline.add_consumer(stage)
+        })
     }
 
     /// [`add_consumers`](Self::add_consumers) under `name`: `name[0]`, `name[1]`, ….
+    ///
+    /// # Errors
+    ///
+    /// As [`add_consumers`](Self::add_consumers).
     pub fn add_consumers_named<C: Consumer>(
         &mut self,
         name: impl Into<String>,
@@ -597,25 +611,34 @@ impl Pipeline {
         make: impl FnMut(usize) -> C,
     ) -> Vec<ConsumerRef<C>> {
         let name = name.into();
-        self.add_group(count, make, |pipeline, stage| {
+        self.add_group(name.clone(), count, make, |pipeline, stage| {
             pipeline.add_consumer_named(name.clone(), stage)
         })
     }
 
     /// Adds `count` producer_consumers, instance `i` made by `make(i)`, as one group, as
     /// [`add_consumers`](Self::add_consumers) adds consumers.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_consumers`](Self::add_consumers).
     pub fn add_producer_consumers<S: ProducerConsumer>(
         &mut self,
         count: usize,
         make: impl FnMut(usize) -> S,
     ) -> Vec<ProducerConsumerRef<S>> {
-        self.add_group(count, make, |pipeline, stage| {
+        let group = names::stage_name::<S>(None, None).0;
+        self.add_group(group, count, make, |pipeline, stage| {
             pipeline.add_producer_consumer(stage)
         })
     }
 
     /// [`add_producer_consumers`](Self::add_producer_consumers) under `name`: `name[0]`,
     /// `name[1]`, ….
+    ///
+    /// # Errors
+    ///
+    /// As [`add_consumers`](Self::add_consumers).
     pub fn add_producer_consumers_named<S: ProducerConsumer>(
         &mut self,
         name: impl Into<String>,
@@ -623,18 +646,23 @@ impl Pipeline {
         make: impl FnMut(usize) -> S,
     ) -> Vec<ProducerConsumerRef<S>> {
         let name = name.into();
-        self.add_group(count, make, |pipeline, stage| {
+        self.add_group(name.clone(), count, make, |pipeline, stage| {
             pipeline.add_producer_consumer_named(name.clone(), stage)
         })
     }
 
-    /// Adds `count` stages made by `make`, each by `add`, and marks them as one group.
+    /// Adds `count` stages made by `make`, each by `add`, and marks them as one group; records
+    /// [`PipelineError::EmptyGroup`] naming `group` for a count of 0.
     fn add_group<S, R: StageRef>(
         &mut self,
+        group: String,
         count: usize,
         make: impl FnMut(usize) -> S,
         mut add: impl FnMut(&mut Self, S) -> R,
     ) -> Vec<R> {
+        if count == 0 {
+            self.record_error(PipelineError::EmptyGroup { group });
+        }
         let group: Vec<R> = (0..count).map(make).map(|stage| add(self, stage)).collect();
         let ids: Vec<StageId> = group.iter().map(StageRef::id).collect();
         self.mark_group(&ids);
