@@ -283,7 +283,13 @@ async fn stage_ended_answers_an_abort() -> Result<(), Box<dyn std::error::Error>
         .map(|w| tokio::spawn(running.stage_ended(w)))
         .collect();
     let queue_end = tokio::spawn(running.stage_ended(&queue));
+    // An unnamed worker added beside the group is named as the builder names it there.
+    let extra = running.add_consumer(worker("extra", &done)).await?;
+    let extra_end = tokio::spawn(running.stage_ended(&extra));
     let report = within("the abort", running.abort()).await?;
+    let extra_end = within("the extra worker's end", extra_end).await??;
+    assert_eq!(extra_end.name, "Worker#2");
+    assert_eq!(report.instances("Worker").count(), 2);
     assert!(report.balanced(), "{report}");
     for (i, end) in ends.into_iter().enumerate() {
         let end = within("a worker's end", end).await??;

@@ -435,23 +435,30 @@ impl Supervisor {
             return Err(self.refuse(&stage, error));
         }
         // A name is taken by a stage that started: one refused leaves its name free.
-        let taken = |name: &str| {
-            let mut started =
-                (0..self.names.len()).filter(|index| !self.never_started.contains(index));
-            started.any(|index| self.names[index] == name)
+        let started = || (0..self.names.len()).filter(|index| !self.never_started.contains(index));
+        let taken = |name: &str| started().any(|index| self.names[index] == name);
+        // A generated name is also taken as a group's base (`Worker` beside `Worker[0]`,
+        // `Worker[1]`), as the builder names a stage beside a group (see `names.rs`): `Worker#2`.
+        let base_taken = |name: &str| {
+            started().any(|index| {
+                let other = &self.names[index];
+                other == name
+                    || other
+                        .strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('[') && rest.ends_with(']'))
+            })
         };
-        if taken(&stage.name) {
-            if stage.naming.given {
-                let error = PipelineError::DuplicateName {
-                    name: stage.name.clone(),
-                    stages: [
-                        "a stage of the running pipeline".to_owned(),
-                        "the stage added (named explicitly)".to_owned(),
-                    ],
-                };
-                return Err(self.refuse(&stage, error));
-            }
-            stage.name = crate::names::first_free(&stage.name, |name| !taken(name));
+        if stage.naming.given && taken(&stage.name) {
+            let error = PipelineError::DuplicateName {
+                name: stage.name.clone(),
+                stages: [
+                    "a stage of the running pipeline".to_owned(),
+                    "the stage added (named explicitly)".to_owned(),
+                ],
+            };
+            return Err(self.refuse(&stage, error));
+        } else if !stage.naming.given && base_taken(&stage.name) {
+            stage.name = crate::names::first_free(&stage.name, |name| !base_taken(name));
         }
         self.spawn(stage);
         Ok(())
