@@ -427,3 +427,23 @@ async fn group_mistakes_are_errors_naming_the_group() {
     );
     assert!(done.lock().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_ended_gives_the_report_of_a_stage_of_a_pipeline_that_has_ended(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer(genstage::from_iter(0..3u64));
+    let workers = pipeline.add_consumers(2, |i| worker(format!("Worker[{i}]"), &done));
+    for worker in &workers {
+        pipeline.subscribe(&jobs, worker);
+    }
+    let running = pipeline.start();
+    // A monitor that asks only once the (short) run is over, as a slow one may.
+    within("the run's end", until(|| running.is_finished())).await;
+    let late = running.stage_ended(&workers[1]).await?;
+    let report = running.await?;
+    assert_eq!(report.stage("Worker[1]"), Some(&late));
+    assert_eq!(late.status, StageStatus::Finished);
+    Ok(())
+}

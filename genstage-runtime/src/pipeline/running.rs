@@ -19,7 +19,7 @@ use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::SubscriptionTag;
 
 use super::handles::StageId;
-use super::supervise::{send_request, Request};
+use super::supervise::{send_request, Ended, Request};
 use super::{
     ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, ShutdownHandle, Sink, Source, StageRef,
 };
@@ -67,7 +67,7 @@ impl Pipeline {
             ..Pipeline::with_id(self.id)
         });
         let (requests, receiver) = mpsc::unbounded_channel();
-        let (alive, supervisor_alive) = watch::channel(());
+        let (alive, supervisor_alive) = watch::channel(None);
         match self.prepare(Some(receiver)) {
             Ok(mut supervisor) => {
                 supervisor.alive = Some(alive);
@@ -130,7 +130,7 @@ pub struct PipelineHandle {
     staging: Mutex<Pipeline>,
     /// Closed once the supervisor has ended (it holds the sender): a request sent as it ended may
     /// stay in the channel, unanswered, so the answer is awaited against this too.
-    supervisor_alive: watch::Receiver<()>,
+    supervisor_alive: watch::Receiver<Ended>,
 }
 
 enum State {
@@ -885,7 +885,8 @@ impl PipelineHandle {
     /// Waits for `stage` to end, and gives its report: what GenStage's users get by monitoring a
     /// stage. A stage ends when it finishes, fails (once its restarts are spent), is cancelled
     /// by its producers' ends, or is shut down or aborted with the pipeline; at once if it has
-    /// ended already. From then on the pipeline counts it ended: a
+    /// ended already, even once the whole pipeline has (a monitor that asks late gets the report
+    /// the pipeline's report holds). From then on the pipeline counts it ended: a
     /// [`subscribe`](Self::subscribe) to it is refused with [`PipelineError::StageEnded`]. A
     /// message to a stage that is ending is refused a little earlier, as soon as the stage has
     /// decided to end ([`CallError::Ended`](crate::CallError::Ended)), while its `terminate` may
@@ -898,7 +899,8 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::ForeignStage`] for a stage of another pipeline;
-    /// [`PipelineError::NotRunning`] once the pipeline has ended (its report has every stage's).
+    /// [`PipelineError::NotRunning`] when the pipeline never ran: `start()` found it invalid, and
+    /// awaiting the handle gives why.
     ///
     /// # Cancel safety
     ///
@@ -943,13 +945,33 @@ impl PipelineHandle {
         &self,
         stage: &impl StageRef,
     ) -> impl Future<Output = Result<StageReport, PipelineError>> + Send + 'static {
-        let asked = self.indexes([stage.id()]).and_then(|[stage]| {
-            let (reply, answer) = oneshot::channel();
-            self.send(Request::StageEnded { stage, reply })?;
-            Ok(answer)
-        });
         let alive = self.supervisor_alive.clone();
-        async move { answer_while(alive, asked?).await }
+        let asked = self.indexes([stage.id()]).map(|[stage]| {
+            let (reply, answer) = oneshot::channel();
+            (
+                stage,
+                self.send(Request::StageEnded { stage, reply })
+                    .map(|()| answer),
+            )
+        });
+        async move {
+            let (stage, asked) = asked?;
+            let answered = match asked {
+                Ok(answer) => answer_while(alive.clone(), answer).await,
+                Err(error) => Err(error),
+            };
+            match answered {
+                // Asked as the pipeline ended, or after: its report is the one published then.
+                Err(PipelineError::NotRunning) => {
+                    let ended = alive
+                        .borrow()
+                        .as_ref()
+                        .and_then(|ended| ended.get(stage).cloned());
+                    ended.flatten().ok_or(PipelineError::NotRunning)
+                }
+                answered => answered,
+            }
+        }
     }
 
     /// The indexes of stages of this pipeline, given their ids: `ForeignStage` for one of another.
@@ -994,7 +1016,7 @@ impl PipelineHandle {
 /// The supervisor's answer to a request, while `alive` tells it runs; [`PipelineError::NotRunning`]
 /// if it ended without giving one.
 async fn answer_while<T>(
-    mut alive: watch::Receiver<()>,
+    mut alive: watch::Receiver<Ended>,
     answer: oneshot::Receiver<T>,
 ) -> Result<T, PipelineError> {
     tokio::pin!(answer);
@@ -1118,7 +1140,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_stuck_in_the_channel_is_answered_once_the_supervisor_has_ended() {
         let (requests, stuck) = mpsc::unbounded_channel();
-        let (alive, supervisor_alive) = watch::channel(());
+        let (alive, supervisor_alive) = watch::channel(None);
         let handle = PipelineHandle {
             state: State::Ended(None),
             requests: Some(requests),

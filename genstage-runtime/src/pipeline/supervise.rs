@@ -146,6 +146,10 @@ impl Pipeline {
     }
 }
 
+/// Every stage's report by index (`None` for one refused when added), published by the supervisor
+/// as it ends: what a `stage_ended` asked once it has ended is answered from.
+pub(super) type Ended = Option<Arc<Vec<Option<StageReport>>>>;
+
 /// A running pipeline's stages, by index (the order they were added), and its subscriptions.
 pub(super) struct Supervisor {
     tasks: JoinSet<Box<Outcome>>,
@@ -183,7 +187,9 @@ pub(super) struct Supervisor {
     abort: Arc<Abort>,
     requests: Option<mpsc::UnboundedReceiver<Request>>,
     /// Dropped with the supervisor: tells the handle it has ended (see `PipelineHandle::answer`).
-    pub(super) alive: Option<tokio::sync::watch::Sender<()>>,
+    /// Before that, it publishes every stage's report, for `stage_ended` asked too late for the
+    /// supervisor to answer.
+    pub(super) alive: Option<tokio::sync::watch::Sender<Ended>>,
     first_failure: Option<(usize, Failure)>,
     /// A graceful shutdown was asked for.
     shutting_down: bool,
@@ -331,6 +337,9 @@ impl Supervisor {
             }
         }
         self.answer_ends_asked();
+        if let Some(alive) = &self.alive {
+            alive.send_replace(Some(Arc::new(self.reports.clone())));
+        }
         self.finish()
     }
 
