@@ -425,6 +425,20 @@ async fn group_mistakes_are_errors_naming_the_group() {
          of a group named after its type); a name given explicitly must differ from every other \
          stage's name"
     );
+
+    // A group subscribed to a partitioned stage without its partitions: told how, in builder terms.
+    let mut pipeline = Pipeline::new();
+    let split = pipeline.add_producer(Split);
+    for w in pipeline.add_consumers(3, nth) {
+        pipeline.subscribe(&split, &w);
+    }
+    let error = pipeline.run().await.expect_err("partitions missing");
+    assert_eq!(
+        error.to_string(),
+        "the subscriptions to `Split` do not fit its dispatcher: `Worker[0]` subscribes without a \
+         partition: a subscription to a partitioned stage names its partition (`partition = i` in \
+         `pipeline!`, `SubscribeOptions::new().partition(i)` through the builder or the handle)"
+    );
     assert!(done.lock().unwrap().is_empty());
 }
 

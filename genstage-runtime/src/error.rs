@@ -543,7 +543,8 @@ impl fmt::Display for DispatchSetupError {
             DispatchSetupError::PartitionMissing { consumer } => write!(
                 f,
                 "`{consumer}` subscribes without a partition: a subscription to a partitioned \
-                 stage names its partition (`partition = i`)"
+                 stage names its partition (`partition = i` in `pipeline!`, \
+                 `SubscribeOptions::new().partition(i)` through the builder or the handle)"
             ),
             DispatchSetupError::PartitionOutOfRange {
                 consumer,
