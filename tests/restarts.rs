@@ -513,6 +513,59 @@ async fn a_restarted_producer_consumer_keeps_its_consumers_who_see_no_cancellati
     assert!(report.balanced(), "{report}");
 }
 
+/// A group built by `add_producer_consumers_with_as` is restarted instance by instance: the one that
+/// failed is made again by `make` with its own index, under its own name, and the others go on.
+#[tokio::test]
+async fn a_group_built_with_a_constructor_restarts_the_instance_that_failed() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let made = Arc::new(Mutex::new(Vec::new()));
+    let faults = Faults::on(&[(33, 1)]);
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(from_iter(0..100u64));
+    let doublers = pipeline.add_producer_consumers_with_as(Some("doublers".into()), 2, {
+        let made = made.clone();
+        move |i| {
+            made.lock().unwrap().push(i);
+            Doubler {
+                faults: faults.clone(),
+            }
+        }
+    });
+    let collect = pipeline.add_consumer(Collect {
+        seen: seen.clone(),
+        cancels: Arc::default(),
+    });
+    for doubler in &doublers {
+        let options = SubscribeOptions::new().max_demand(10).min_demand(5);
+        pipeline
+            .subscribe_with(&numbers, doubler, options)
+            .subscribe(doubler, &collect);
+    }
+    let report = guard(pipeline.run()).await.expect("one restart");
+    let names: Vec<&str> = report.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["from_iter", "doublers[0]", "doublers[1]", "Collect"]
+    );
+    // Both made once, then the one that met 33 again.
+    let made = made.lock().unwrap().clone();
+    let (failed, other) = match made[..] {
+        [0, 1, failed] if failed < 2 => (failed, 1 - failed),
+        _ => panic!("made {made:?}"),
+    };
+    let failed = stage(&report, &format!("doublers[{failed}]"));
+    assert_eq!((failed.restarts, failed.lost), (1, 5), "{report}");
+    assert!(matches!(failed.status, StageStatus::Finished));
+    let other = stage(&report, &format!("doublers[{other}]"));
+    assert_eq!((other.restarts, other.lost), (0, 0), "{report}");
+    // Every event but the failed batch of 5, 33 among them, doubled.
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(seen.len(), 95);
+    assert!(!seen.contains(&66));
+    assert!(report.balanced(), "{report}");
+}
+
 /// Counts on from a shared counter, so that a rebuilt value goes on where the failed one was;
 /// fails on its `fail_on`-th call, once; ends at `end`.
 struct Counter {

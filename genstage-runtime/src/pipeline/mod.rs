@@ -237,6 +237,17 @@ impl Default for Pipeline {
     }
 }
 
+/// For a group built again on restarts: instance `i`'s builder, `move || make(i)`, all sharing `make`.
+fn builds<S>(
+    make: impl Fn(usize) -> S + Send + Sync + 'static,
+) -> impl FnMut(usize) -> Box<dyn FnMut() -> S + Send> {
+    let make = Arc::new(make);
+    move |i| {
+        let make = make.clone();
+        Box::new(move || make(i))
+    }
+}
+
 impl Pipeline {
     /// An empty pipeline.
     pub fn new() -> Self {
@@ -616,6 +627,69 @@ impl Pipeline {
         })
     }
 
+    /// Adds `count` consumers as one group, as [`add_consumers`](Self::add_consumers) does, each
+    /// built by `make(i)` now and again each time it is restarted, as
+    /// [`add_consumer_with`](Self::add_consumer_with) builds one: for a group whose restart policy
+    /// restarts its instances (a value added as such cannot be made again).
+    ///
+    /// # Errors
+    ///
+    /// As [`add_consumers`](Self::add_consumers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, Consumer, Pipeline, RestartPolicy, StageResult};
+    ///
+    /// /// Fails on job 13 once; restarted, it handles the rest.
+    /// struct Worker { id: usize }
+    /// impl Consumer for Worker {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, jobs: Vec<u64>) -> StageResult<()> {
+    ///         if jobs.contains(&13) { return Err(format!("worker {} dropped job 13", self.id).into()); }
+    ///         Ok(())
+    ///     }
+    ///     fn restart_policy(&self) -> RestartPolicy<u64> { RestartPolicy::transient() }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let mut pipeline = Pipeline::new();
+    /// let jobs = pipeline.add_producer(from_iter(0..100u64));
+    /// for worker in pipeline.add_consumers_with(2, |id| Worker { id }) {
+    ///     pipeline.subscribe(&jobs, &worker);
+    /// }
+    /// let report = pipeline.run().await?;
+    /// let restarts: u64 = report.instances("Worker").map(|worker| worker.restarts).sum();
+    /// assert_eq!(restarts, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn add_consumers_with<C: Consumer>(
+        &mut self,
+        count: usize,
+        make: impl Fn(usize) -> C + Send + Sync + 'static,
+    ) -> Vec<ConsumerRef<C>> {
+        self.add_consumers_with_as(None, count, make)
+    }
+
+    /// [`add_consumers_with`](Self::add_consumers_with), under `name` (`name[0]`, `name[1]`, …) or,
+    /// when `None`, under its type's name.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_consumers`](Self::add_consumers).
+    pub fn add_consumers_with_as<C: Consumer>(
+        &mut self,
+        name: Option<String>,
+        count: usize,
+        make: impl Fn(usize) -> C + Send + Sync + 'static,
+    ) -> Vec<ConsumerRef<C>> {
+        let group = names::stage_name::<C>(name.clone(), C::DEFAULT_NAME).0;
+        self.add_group(group, count, builds(make), |pipeline, build| {
+            pipeline.add_consumer_with_as(name.clone(), build)
+        })
+    }
+
     /// Adds `count` producer_consumers, instance `i` made by `make(i)`, as one group, as
     /// [`add_consumers`](Self::add_consumers) adds consumers.
     ///
@@ -648,6 +722,38 @@ impl Pipeline {
         let name = name.into();
         self.add_group(name.clone(), count, make, |pipeline, stage| {
             pipeline.add_producer_consumer_named(name.clone(), stage)
+        })
+    }
+
+    /// Adds `count` producer_consumers as one group, each built by `make(i)` now and again each time
+    /// it is restarted, as [`add_consumers_with`](Self::add_consumers_with) adds consumers.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_consumers`](Self::add_consumers).
+    pub fn add_producer_consumers_with<S: ProducerConsumer>(
+        &mut self,
+        count: usize,
+        make: impl Fn(usize) -> S + Send + Sync + 'static,
+    ) -> Vec<ProducerConsumerRef<S>> {
+        self.add_producer_consumers_with_as(None, count, make)
+    }
+
+    /// [`add_producer_consumers_with`](Self::add_producer_consumers_with), under `name` (`name[0]`,
+    /// `name[1]`, …) or, when `None`, under its type's name.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_consumers`](Self::add_consumers).
+    pub fn add_producer_consumers_with_as<S: ProducerConsumer>(
+        &mut self,
+        name: Option<String>,
+        count: usize,
+        make: impl Fn(usize) -> S + Send + Sync + 'static,
+    ) -> Vec<ProducerConsumerRef<S>> {
+        let group = names::stage_name::<S>(name.clone(), None).0;
+        self.add_group(group, count, builds(make), |pipeline, build| {
+            pipeline.add_producer_consumer_with_as(name.clone(), build)
         })
     }
 
