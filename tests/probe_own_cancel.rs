@@ -917,10 +917,22 @@ async fn a_cancel_racing_a_resubscribe_of_the_same_subscription() {
                     },
                 )
                 .await;
-                if probe.call(Quit("counter")).await.is_ok() {
-                    "resubscribed"
-                } else {
-                    "resubscribed as the stage ended"
+                // A call refused (`Ended`) as the stage decides to end is not its end: taking the
+                // new subscription in, it may go on, and take a later call.
+                let ended = running.stage_ended(&probe);
+                tokio::pin!(ended);
+                loop {
+                    if probe.call(Quit("counter")).await.is_ok() {
+                        break "resubscribed";
+                    }
+                    tokio::select! {
+                        biased;
+                        end = &mut ended => {
+                            end.unwrap();
+                            break "resubscribed as the stage ended";
+                        }
+                        () = tokio::task::yield_now() => {}
+                    }
                 }
             }
             Err(PipelineError::StageEnded { stage }) => {
