@@ -336,27 +336,10 @@ impl Supervisor {
                 }
             }
         }
-        self.answer_ends_asked();
         if let Some(alive) = &self.alive {
             alive.send_replace(Some(Arc::new(self.reports.clone())));
         }
         self.finish()
-    }
-
-    /// Gives the stage's report to each request for one that is still queued as the last stage
-    /// ends: asked before the pipeline ended, it is answered. Any other request left is dropped,
-    /// which the handle tells as `NotRunning`.
-    fn answer_ends_asked(&mut self) {
-        let Some(requests) = self.requests.as_mut() else {
-            return;
-        };
-        while let Ok(request) = requests.try_recv() {
-            if let Request::StageEnded { stage, reply } = request {
-                if let Some(Some(report)) = self.reports.get(stage) {
-                    let _ = reply.send(report.clone());
-                }
-            }
-        }
     }
 
     fn handle(&mut self, request: Request) {
