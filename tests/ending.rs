@@ -417,3 +417,304 @@ async fn a_producer_its_consumers_left_handles_every_cast_it_accepted_and_refuse
         assert!(report.balanced(), "{report:?}");
     }
 }
+
+/// Cast to hold a [`Gated`] producer in its callback until the gate gives a permit.
+struct Block;
+
+/// A producer that emits nothing; `Block` holds it in its callback, `Mark`s are counted.
+struct Gated {
+    gate: Arc<Semaphore>,
+    entered: mpsc::UnboundedSender<()>,
+    marks: Arc<AtomicU64>,
+}
+
+impl Producer for Gated {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::more(Vec::new()))
+    }
+}
+
+impl HandleCast<Block> for Gated {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Block, _: &mut Context<'_, Self>) -> StageResult<()> {
+        let _ = self.entered.send(());
+        self.gate.acquire().await?.forget();
+        Ok(())
+    }
+}
+
+impl HandleCast<Mark> for Gated {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.marks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A consumer that tells the test when its `handle_subscribe` runs.
+struct Told(mpsc::UnboundedSender<()>);
+
+impl Consumer for Told {
+    type Input = u64;
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        _: &genstage::Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> genstage::Demand {
+        let _ = self.0.send(());
+        genstage::Demand::Automatic
+    }
+}
+
+/// `gated -> first`; while `gated` is held in a callback, `first`'s subscription is cancelled and
+/// `second` is subscribed through the handle. Left without consumers, `gated` decides to end, but
+/// its last look finds `second`'s subscription: it takes it and runs on, and from then on takes
+/// messages from outside again (it refused them for good before the fix).
+#[tokio::test]
+async fn a_producer_its_consumers_left_that_takes_a_new_one_before_it_ends_takes_messages_again() {
+    let gate = Arc::new(Semaphore::new(0));
+    let marks = Arc::new(AtomicU64::new(0));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let gated = pipeline.add_producer_named(
+        "gated",
+        Gated {
+            gate: gate.clone(),
+            entered,
+            marks: marks.clone(),
+        },
+    );
+    let first = pipeline.add_consumer_named("first", Sink::counting(&Arc::default()));
+    pipeline.subscribe(&gated, &first);
+    let running = pipeline.start();
+    gated.estimate_buffered_count().await.unwrap();
+
+    gated.cast(Block).unwrap();
+    inside.recv().await.unwrap();
+    let tags = running.subscriptions(&gated, &first).await.unwrap();
+    running.cancel(tags[0]).await.unwrap();
+    let (subscribed, mut told) = mpsc::unbounded_channel();
+    let second = running
+        .add_consumer_named("second", Told(subscribed))
+        .await
+        .unwrap();
+    running.subscribe(&gated, &second).await.unwrap();
+    gate.add_permits(1);
+
+    told.recv().await.unwrap();
+    // Once it has taken in what the handle sent (a count is answered in its turn), it is open.
+    for round in 1..=3 {
+        assert_eq!(gated.estimate_buffered_count().await, Ok(0));
+        assert_eq!(gated.cast(Mark), Ok(()));
+        assert_eq!(gated.estimate_buffered_count().await, Ok(0));
+        assert_eq!(marks.load(Ordering::SeqCst), round);
+    }
+    let first_report = running.stage_ended(&first).await.unwrap();
+    assert_eq!(first_report.status, StageStatus::Finished);
+
+    let report = running.shutdown().await.unwrap();
+    assert_eq!(report.stage("gated").unwrap().status, StageStatus::ShutDown);
+    assert!(report.balanced(), "{report:?}");
+}
+
+/// What [`GatedSink`] and [`GatedRelay`] share: their casts `Block` and their batches each wait
+/// for a permit of `gate`, telling the test first; `Mark`s are counted. The `handle_subscribe` of
+/// a second subscription tells the test and blocks its thread until `go`.
+struct Stalls {
+    gate: Arc<Semaphore>,
+    entered: mpsc::UnboundedSender<()>,
+    marks: Arc<AtomicU64>,
+    subscribed: usize,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl Stalls {
+    async fn stall(&mut self) -> StageResult<()> {
+        let _ = self.entered.send(());
+        self.gate.acquire().await?.forget();
+        Ok(())
+    }
+
+    fn subscribed(&mut self) -> genstage::Demand {
+        self.subscribed += 1;
+        if self.subscribed == 2 {
+            let _ = self.entered.send(());
+            let _ = self.go.recv();
+        }
+        genstage::Demand::Automatic
+    }
+}
+
+struct GatedSink(Stalls);
+
+impl Consumer for GatedSink {
+    type Input = u64;
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        self.0.stall().await
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        _: &genstage::Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> genstage::Demand {
+        self.0.subscribed()
+    }
+}
+
+impl HandleCast<Block> for GatedSink {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Block, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.0.stall().await
+    }
+}
+
+impl HandleCast<Mark> for GatedSink {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
+        self.0.marks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct GatedRelay(Stalls);
+
+impl ProducerConsumer for GatedRelay {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        self.0.stall().await?;
+        Ok(events)
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        _: &genstage::Subscription,
+        _: &mut Context<'_, Self>,
+    ) -> genstage::Demand {
+        self.0.subscribed()
+    }
+}
+
+impl HandleCast<Block> for GatedRelay {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(&mut self, _: Block, _: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+        self.0.stall().await?;
+        Ok(Vec::new())
+    }
+}
+
+impl HandleCast<Mark> for GatedRelay {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
+        self.0.marks.fetch_add(1, Ordering::SeqCst);
+        Ok(Vec::new())
+    }
+}
+
+/// Emits `[10, 11, 12]` as its last events; tells the test when a consumer subscribes (by then
+/// the consumer's mailbox holds the subscription).
+struct Three(mpsc::UnboundedSender<()>);
+
+impl Producer for Three {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::last(vec![10, 11, 12]))
+    }
+
+    fn handle_consumer_subscribe(&mut self, _: &genstage::Subscriber, _: &mut Context<'_, Self>) {
+        let _ = self.0.send(());
+    }
+}
+
+/// `gated -> stage` (a [`GatedSink`] or a [`GatedRelay`] into a sink, added by `add`); while
+/// `stage` is held in a callback, its subscription is cancelled and `three` is subscribed to it
+/// through the handle. Its input ended, `stage` decides to end, but its last look finds the new
+/// subscription: it takes it, and from its `handle_subscribe` on, it takes messages from outside
+/// again (until its loop came round, it refused them as `Ended`). The test casts while `stage`'s
+/// `handle_subscribe` blocks its thread: on a runtime of two threads.
+async fn given_a_new_producer_once_its_input_ended<R>(add: impl FnOnce(&mut Pipeline, Stalls) -> R)
+where
+    R: genstage::Sink<u64> + StageRef + Send,
+    Block: genstage::CastFor<R::Stage, R::Emits>,
+    Mark: genstage::CastFor<R::Stage, R::Emits>,
+{
+    let gate = Arc::new(Semaphore::new(0));
+    let marks = Arc::new(AtomicU64::new(0));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let gated = pipeline.add_producer_named(
+        "gated",
+        Gated {
+            gate: Arc::new(Semaphore::new(0)),
+            entered: mpsc::unbounded_channel().0,
+            marks: Arc::default(),
+        },
+    );
+    let (go, went) = std::sync::mpsc::channel();
+    let stalls = Stalls {
+        gate: gate.clone(),
+        entered,
+        marks: marks.clone(),
+        subscribed: 0,
+        go: went,
+    };
+    let stage = add(&mut pipeline, stalls);
+    pipeline.subscribe(&gated, &stage);
+    let running = pipeline.start();
+    gated.estimate_buffered_count().await.unwrap();
+
+    stage.cast(Block).unwrap();
+    inside.recv().await.unwrap();
+    let tags = running.subscriptions(&gated, &stage).await.unwrap();
+    running.cancel(tags[0]).await.unwrap();
+    // `gated` tells `stage` of the cancel before it ends.
+    let gated_report = running.stage_ended(&gated).await.unwrap();
+    assert_eq!(gated_report.status, StageStatus::Cancelled { cause: None });
+    let (subscribed, mut told) = mpsc::unbounded_channel();
+    let three = running
+        .add_producer_named("three", Three(subscribed))
+        .await
+        .unwrap();
+    running.subscribe(&three, &stage).await.unwrap();
+    told.recv().await.unwrap();
+    gate.add_permits(1);
+
+    // In its `handle_subscribe` of `three`'s subscription.
+    inside.recv().await.unwrap();
+    assert_eq!(stage.cast(Mark), Ok(()));
+    go.send(()).unwrap();
+    // Held in its batch from `three`.
+    inside.recv().await.unwrap();
+    gate.add_permits(1);
+    let report = running.await.unwrap();
+    assert_eq!(report.stage("stage").unwrap().status, StageStatus::Finished);
+    assert_eq!(report.stage("stage").unwrap().events_in, 3);
+    assert_eq!(marks.load(Ordering::SeqCst), 1);
+    assert!(report.balanced(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_given_a_new_producer_once_its_input_ended_takes_messages_from_then_on() {
+    given_a_new_producer_once_its_input_ended(|pipeline, stalls| {
+        pipeline.add_consumer_named("stage", GatedSink(stalls))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_consumer_given_a_new_producer_once_its_input_ended_takes_messages_from_then_on()
+{
+    given_a_new_producer_once_its_input_ended(|pipeline, stalls| {
+        let relay = pipeline.add_producer_consumer_named("stage", GatedRelay(stalls));
+        let sink = pipeline.add_consumer(Sink::counting(&Arc::default()));
+        pipeline.subscribe(&relay, &sink);
+        relay
+    })
+    .await;
+}

@@ -709,6 +709,13 @@ async fn produce<P: Producer>(
         }
         match mailbox.try_recv() {
             Ok(Mail::Downstream(mail)) => {
+                // Left by its consumers, it decided to end, and a consumer subscribed through the
+                // pipeline's handle meanwhile: it goes on, and takes messages from outside again
+                // before the consumer hears of the subscription.
+                if state.ending && !state.exhausted && matches!(mail, Downstream::Subscribe(_)) {
+                    mailbox.reopen_to_outside();
+                    state.ending = false;
+                }
                 state.downstream(mail, outputs);
                 // New demand is asked for at once, even during a back-off.
                 retry.reset();
@@ -1023,6 +1030,12 @@ async fn transform<S: ProducerConsumer>(
         while let Some(step) = inputs.next_step(outputs.capacity() > 0) {
             match step {
                 Step::Subscribed(subscription) => {
+                    // Given input again (through the pipeline's handle), it takes messages from
+                    // outside again, before its `handle_subscribe` runs.
+                    if held_closed || ending {
+                        mailbox.reopen_to_outside();
+                        (held_closed, ending) = (false, false);
+                    }
                     tell_subscribed(env, inputs, &subscription, |subscription, ctx| {
                         stage.handle_subscribe(subscription, ctx)
                     });
@@ -1348,6 +1361,12 @@ async fn consume<C: Consumer>(
         while let Some(step) = inputs.next_step(true) {
             match step {
                 Step::Subscribed(subscription) => {
+                    // Given input again (through the pipeline's handle), it takes messages from
+                    // outside again, before its `handle_subscribe` runs.
+                    if ending {
+                        mailbox.reopen_to_outside();
+                        ending = false;
+                    }
                     tell_subscribed(env, inputs, &subscription, |subscription, ctx| {
                         stage.handle_subscribe(subscription, ctx)
                     });
