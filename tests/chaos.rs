@@ -5055,15 +5055,29 @@ fn check(
     }
     // A stage added while the run went on and left with no consumer (see `added_alone`) loses
     // what it held then (a producer what it was cast, a producer_consumer its input), as
-    // `Buffered` or `Unhandled`, and nothing else.
+    // `Buffered` or `Unhandled`; its producers lose what they sent it once it had ended (a
+    // shutdown ends it at once), as `ConsumerGone`; nothing else is lost.
     let held = |stage: &genstage::StageReport| {
         lost_in(stage, LossReason::Buffered) + lost_in(stage, LossReason::Unhandled)
+    };
+    let sent_it = |added: &str| -> u64 {
+        report
+            .stages
+            .iter()
+            .filter(|p| {
+                let feeds = |t: &Told| t.producer == p.name && t.consumer == added;
+                ledger.told.iter().any(feeds)
+            })
+            .map(|p| lost_in(p, LossReason::ConsumerGone))
+            .sum()
     };
     let added_lost = match topology
         .added
         .and_then(|a| report.stage(&a.node.to_string()))
     {
-        Some(stage) if added_alone(stage) && !fell_any && !aborted => held(stage),
+        Some(stage) if added_alone(stage) && !fell_any && !aborted => {
+            held(stage) + sent_it(&stage.name)
+        }
         _ => 0,
     };
     count_adds(topology, report, ledger, added_lost);
@@ -5073,15 +5087,15 @@ fn check(
         if !acted && !aborted {
             ensure!(
                 totals.lost == failed_batches + added_lost,
-                "{} events lost, {failed_batches} of them in failed batches, {added_lost} held by \
-                 an added producer with no consumer, and no stage stopped for a fault",
+                "{} events lost, {failed_batches} of them in failed batches, {added_lost} with an \
+                 added stage that had no consumer, and no stage stopped for a fault",
                 totals.lost
             );
             ensure!(
                 totals.handled + totals.discarded + failed_batches + added_lost == totals.emitted,
                 "no stage stopped for a fault, yet not everything emitted was handled but the \
-                 failed batches ({failed_batches}) and what an added producer with no consumer \
-                 held ({added_lost}): {totals:?}"
+                 failed batches ({failed_batches}) and what was lost with an added stage that had \
+                 no consumer ({added_lost}): {totals:?}"
             );
         }
         let from_producers: u64 = (0..topology.producers.len())
