@@ -718,3 +718,77 @@ async fn a_producer_consumer_given_a_new_producer_once_its_input_ended_takes_mes
     })
     .await;
 }
+
+/// A permanent producer: each value emits its number and finishes; the first value's `terminate`
+/// tells the test and waits for a permit of `gate`. `Mark`s are recorded with the number of the
+/// value that took them.
+struct Again {
+    value: u64,
+    gate: Arc<Semaphore>,
+    entered: mpsc::UnboundedSender<()>,
+    marks: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Producer for Again {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::last(vec![self.value]))
+    }
+
+    async fn terminate(&mut self, _: &StageStatus) {
+        if self.value == 0 {
+            let _ = self.entered.send(());
+            self.gate.acquire().await.unwrap().forget();
+        }
+    }
+}
+
+impl HandleCast<Mark> for Again {
+    type Emitted = Emit<u64>;
+    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<Emit<u64>> {
+        self.marks.lock().unwrap().push(self.value);
+        Ok(Emit::more(Vec::new()))
+    }
+}
+
+/// A permanent producer that finishes is restarted: it is not ending, and a message sent while its
+/// value says farewell is taken by the next value, not refused as `Ended` (chaos seed 3280632: a
+/// switch to forward refused so left the next value accumulating, and the run hung).
+#[tokio::test]
+async fn a_permanent_producer_that_finishes_takes_messages_for_its_next_value() {
+    let gate = Arc::new(Semaphore::new(0));
+    let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let mut values = 0..;
+    let again = {
+        let (gate, marks) = (gate.clone(), marks.clone());
+        pipeline.add_producer_with(move || Again {
+            value: values.next().unwrap_or(u64::MAX),
+            gate: gate.clone(),
+            entered: entered.clone(),
+            marks: marks.clone(),
+        })
+    };
+    let seen = Arc::new(AtomicU64::new(0));
+    let sink = pipeline.add_consumer(Sink::counting(&seen));
+    pipeline.subscribe(&again, &sink);
+    pipeline.set_restart(
+        &again,
+        genstage::RestartPolicy::permanent().max_restarts(1, std::time::Duration::from_secs(60)),
+    );
+    let running = pipeline.start();
+
+    inside.recv().await.unwrap();
+    assert_eq!(again.cast(Mark), Ok(()));
+    gate.add_permits(1);
+    let error = running.await.unwrap_err();
+    assert!(
+        matches!(error, PipelineError::RestartLimit { ref stage, .. } if stage == "Again"),
+        "{error:?}"
+    );
+    assert_eq!(*marks.lock().unwrap(), [1]);
+    let report = error.report().unwrap();
+    assert_eq!(report.stage("Again").unwrap().restarts, 1);
+    assert!(report.balanced(), "{report:?}");
+}

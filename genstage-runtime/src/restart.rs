@@ -269,6 +269,17 @@ impl Intensity {
         self.recent.push_back(now);
         true
     }
+
+    /// Whether a restart wanted at `now` would be allowed, recording nothing. One allowed at `now`
+    /// is allowed at any later time too: restarts only ever leave the window.
+    pub(crate) fn would_allow(&self, now: Instant) -> bool {
+        let in_window = self
+            .recent
+            .iter()
+            .filter(|&&at| !self.expired(now.saturating_duration_since(at)))
+            .count();
+        in_window < self.max_restarts as usize
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +306,22 @@ mod tests {
         assert!(intensity.allow(at(1000)));
         assert!(intensity.allow(at(4000)));
         assert!(!intensity.allow(at(4999)));
+    }
+
+    #[test]
+    fn would_allow_says_what_allow_would_and_records_nothing() {
+        let start = Instant::now();
+        let mut intensity = Intensity::new(2, Duration::from_secs(5));
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(intensity.would_allow(at(0)));
+        assert!(intensity.allow(at(0)));
+        assert!(intensity.allow(at(1000)));
+        assert!(!intensity.would_allow(at(5000)));
+        // The first restart leaves the window: allowed from then on, as `allow` says.
+        assert!(intensity.would_allow(at(5001)));
+        assert!(intensity.would_allow(at(9000)));
+        assert!(intensity.allow(at(5001)));
+        assert!(!intensity.would_allow(at(5001)));
     }
 
     #[test]

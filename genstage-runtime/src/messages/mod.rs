@@ -168,11 +168,13 @@ pub enum CallError {
     /// events or its input ran out, it failed, its consumers left or its producer failed): nothing
     /// takes messages from outside any more. The message was not sent.
     ///
-    /// A stage that decided to end for want of input or of consumers goes on after all if a
-    /// subscription made through the pipeline's handle reaches it first; it takes messages again
-    /// from the moment it takes the subscription in (before its `handle_subscribe`, or its
-    /// consumer's, runs). [`PipelineHandle::stage_ended`](crate::PipelineHandle::stage_ended) tells
-    /// for certain that a stage has ended.
+    /// A stage that is restarted is not ended: what is sent while it restarts is taken by its next
+    /// value (a `permanent` producer that finishes, too). A stage that decided to end for want of
+    /// input or of consumers goes on after all if a subscription made through the pipeline's
+    /// handle reaches it first; it takes messages again from the moment it takes the subscription
+    /// in (before its `handle_subscribe`, or its consumer's, runs).
+    /// [`PipelineHandle::stage_ended`](crate::PipelineHandle::stage_ended) tells for certain that a
+    /// stage has ended.
     Ended {
         /// The stage's name.
         stage: String,

@@ -40,7 +40,7 @@ use inputs::{Inputs, Step};
 use kept::{InHand, Kept};
 pub(crate) use outputs::SentCounts;
 use outputs::{ConsumerNotice, Outputs};
-use restarts::{farewell, Restarts};
+use restarts::{farewell, RestartOnFinish, Restarts};
 use retry::Retry;
 
 pub(crate) use abort::Abort;
@@ -330,6 +330,7 @@ pub(crate) async fn run_producer<P: Producer>(
     // Events whose dispatch a panic in the stage's selector or partition function interrupted.
     let mut interrupted = 0;
     let exit = loop {
+        state.restart_on_finish = restarts.on_finish();
         let stage_loop = produce(
             &mut stage,
             partition,
@@ -426,6 +427,9 @@ struct ProducerState {
     letters: VecDeque<Letter>,
     /// Its demand mode, and the asks recorded while it accumulates.
     modes: DemandModes,
+    /// Whether it is restarted if it finishes now: then it is not ending, and messages from
+    /// outside are taken in by its next value.
+    restart_on_finish: RestartOnFinish,
 }
 
 impl ProducerState {
@@ -666,16 +670,18 @@ async fn produce<P: Producer>(
         // Infos whose events have gone out are opened as letters, before the producer may end.
         outputs.move_released(&mut state.letters);
         state.heed_shutdown(stage);
-        if state.exhausted
-            && outputs.buffered() == 0
-            && state.letters.is_empty()
-            && last_look(mailbox, &mut state.ending)
-        {
-            return if state.shut_down {
-                Exit::ShutDown
-            } else {
-                Exit::Finished
-            };
+        if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
+            // Restarted, it is not ending: what comes meanwhile waits for its next value.
+            if !state.shut_down && state.restart_on_finish.now() {
+                return Exit::Finished;
+            }
+            if last_look(mailbox, &mut state.ending) {
+                return if state.shut_down {
+                    Exit::ShutDown
+                } else {
+                    Exit::Finished
+                };
+            }
         }
         // Left by every consumer, it stops; the same last look first: what it accepted is opened
         // (what that emits has no consumer, and is counted lost as buffered).

@@ -53,6 +53,21 @@ pub(crate) struct GaveUp {
     pub(crate) poison: Option<usize>,
 }
 
+/// Whether a stage finishing on its own now is restarted: plain data, which a stage's loop can
+/// hold (a [`Restarts`] holds the stage's constructor). What it says now,
+/// [`Restarts::wanted`] says when asked later too: a restart allowed now stays allowed, as
+/// restarts only ever leave the window.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RestartOnFinish(Option<Intensity>);
+
+impl RestartOnFinish {
+    pub(crate) fn now(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|intensity| intensity.would_allow(tokio::time::Instant::now().into_std()))
+    }
+}
+
 /// A stage's restarts so far, and whether it may restart again.
 pub(crate) struct Restarts<S, T> {
     again: Option<Box<dyn FnMut() -> S + Send>>,
@@ -131,6 +146,13 @@ impl<S, T> Restarts<S, T> {
             "stage {stage} restarts ({restart}) after: {status}"
         );
         true
+    }
+
+    /// What tells whether the stage, finishing on its own, is restarted (a `permanent` producer
+    /// that can be made again, within its limit), for its loop to ask as it finishes.
+    pub(crate) fn on_finish(&self) -> RestartOnFinish {
+        let restarts = self.policy.restart() == Restart::Permanent && self.again.is_some();
+        RestartOnFinish(restarts.then(|| self.intensity.clone()))
     }
 
     /// The stage's new value, made by its constructor, from which on what the failed values sent
