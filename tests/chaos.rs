@@ -5881,15 +5881,28 @@ fn check_restarts(
     }
     // A sticky fault in `handle_events` with redelivery strikes again on its event each time the
     // event is handed again: the stage stops for good (unless it was stopped before, by a
-    // producer's failure or its consumers leaving). A routing panic that failed the batch in hand
+    // producer's failure, its consumers leaving, or a shutdown while it waited for consumers). A routing panic that failed the batch in hand
     // is not that fault (see below).
     let poisoned = redelivers
         && blows
             .iter()
             .any(|b| b.in_events && b.routing.is_none() && !b.batch.is_empty())
         && topology.strike_of(name).is_some_and(|s| s.sticky);
+    // Waiting for consumers, a shutdown found it with none (they had gone, taken down by a
+    // producer's failure) and ended it with what it held, the events to hand again among them.
+    let waits = match parse_node(name) {
+        Some(Node::Producer(i)) => topology.producers[i].waits,
+        Some(Node::Middle(i)) => topology.middles[i].waits,
+        _ => false,
+    };
+    let shut_down_alone = waits
+        && stage.status == StageStatus::ShutDown
+        && lost_in(stage, LossReason::Unhandled) + lost_in(stage, LossReason::Buffered) > 0;
     ensure!(
-        !poisoned || fell || matches!(stage.status, StageStatus::Cancelled { .. }),
+        !poisoned
+            || fell
+            || shut_down_alone
+            || matches!(stage.status, StageStatus::Cancelled { .. }),
         "{name}{}: a sticky fault struck it in handle_events, yet it did not stop ({:?}); \
          {} faults struck",
         PolicyText(policy),
