@@ -99,9 +99,12 @@ async fn a_group_added_through_the_builder_is_named_as_pipeline_names_one() {
         pipeline.subscribe(&numbers, collect);
     }
     pipeline.subscribe(&numbers, &tap).subscribe(&tap, &single);
+    let before: Vec<String> = pipeline.stage_names().collect();
     let report = pipeline.run().await.unwrap();
 
-    // As `group_instances_keep_their_index_beside_a_single_stage_of_their_type`'s `pipeline!`.
+    // As `group_instances_keep_their_index_beside_a_single_stage_of_their_type`'s `pipeline!`;
+    // the pipeline names them so before it runs.
+    assert_eq!(names(&report), before);
     assert_eq!(
         names(&report),
         ["numbers", "Collect[0]", "Collect[1]", "Tap", "Collect#2"]
@@ -201,6 +204,9 @@ async fn a_name_given_twice_or_also_generated_is_an_error() {
     let second = pipeline.add_consumer_as(Some("sink".to_owned()), Collect(total.clone()));
     pipeline.subscribe(&numbers, &first);
     pipeline.subscribe(&numbers, &second);
+    // Listed as given, since no name can be made unique.
+    let listed: Vec<String> = pipeline.stage_names().collect();
+    assert_eq!(listed, ["numbers", "sink", "sink"]);
     let error = pipeline.run().await.unwrap_err();
     assert_eq!(
         error.to_string(),

@@ -655,7 +655,7 @@ async fn a_pipeline_with_names_dereferences_to_its_pipeline() {
     let mut p = pipeline! {
         numbers = from_iter(0..10u64) -> sink = Collect::new(&seen, &ids)
     };
-    let names: Vec<&str> = p.stage_names().collect();
+    let names: Vec<String> = p.stage_names().collect();
     assert_eq!(names, ["numbers", "sink"]);
     // `DerefMut`: a stage added with the builder, and fed by a named stage.
     let extra = p.add_consumer_named("extra", Collect::new(&seen, &ids));

@@ -59,14 +59,19 @@ pub(super) fn edge_partition(
 }
 
 impl Pipeline {
-    /// Makes the stages' names unique (see `names.rs`).
-    pub(super) fn disambiguate_names(&mut self) -> Result<(), PipelineError> {
+    /// The stages' names made unique (see `names.rs`), in the order they were added.
+    pub(super) fn unique_names(&self) -> Result<Vec<String>, PipelineError> {
         let requested: Vec<(&str, Naming)> = self
             .stages
             .iter()
             .map(|stage| (stage.name.as_str(), stage.naming))
             .collect();
-        let unique = names::unique_names(&requested)?;
+        names::unique_names(&requested)
+    }
+
+    /// Makes the stages' names unique (see `names.rs`).
+    pub(super) fn disambiguate_names(&mut self) -> Result<(), PipelineError> {
+        let unique = self.unique_names()?;
         for (stage, name) in self.stages.iter_mut().zip(unique) {
             stage.name = name;
         }

@@ -940,9 +940,35 @@ impl Pipeline {
         self
     }
 
-    /// The stages' names, in the order they were added, as given or generated (`run` makes them
-    /// unique: see [`StageReport::name`](crate::StageReport::name)).
-    pub fn stage_names(&self) -> impl Iterator<Item = &str> {
-        self.stages.iter().map(|s| s.name.as_str())
+    /// The stages' names, in the order they were added: those the run's report gives them (see
+    /// [`StageReport::name`](crate::StageReport::name)), a group's instances `Worker[0]`,
+    /// `Worker[1]`, … and a second unnamed `Worker` `Worker#2`. While a name is given to two
+    /// stages, which [`run`](Self::run) refuses ([`PipelineError::DuplicateName`]), every name
+    /// is listed as given or generated.
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult};
+    ///
+    /// struct Worker;
+    /// impl Consumer for Worker {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let mut pipeline = Pipeline::new();
+    /// let numbers = pipeline.add_producer_named("numbers", from_iter(0..10u64));
+    /// for worker in pipeline.add_consumers(2, |_| Worker) {
+    ///     pipeline.subscribe(&numbers, &worker);
+    /// }
+    /// let names: Vec<String> = pipeline.stage_names().collect();
+    /// assert_eq!(names, ["numbers", "Worker[0]", "Worker[1]"]);
+    /// ```
+    pub fn stage_names(&self) -> impl Iterator<Item = String> {
+        let names = self
+            .unique_names()
+            .unwrap_or_else(|_| self.stages.iter().map(|s| s.name.clone()).collect());
+        names.into_iter()
     }
 }
