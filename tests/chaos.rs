@@ -100,7 +100,13 @@
 //! waiting for consumers, `ShutDown` at the shutdown), only once each subscription it was told of
 //! has ended (it was subscribed to consumers that were ending: a stage ending takes a
 //! subscription and ends it as it ends); it then loses what it held
-//! (`Buffered`, `Unhandled`), and nothing else, and the run's accounting allows exactly that.
+//! (`Buffered`, `Unhandled`), and what its producers sent it once it had ended (their
+//! `ConsumerGone`), and nothing else, and the run's accounting allows exactly that.
+//!
+//! Refusals: a message-fed producer's feeder stops at the first cast refused, and an
+//! accumulating producer's switch to forward may be refused; a refusal as `CallError::Ended`
+//! means the stage has ended or is ending, so no value of it may be made after one (a hang's
+//! message names a stage that was).
 //!
 //! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
 //! them (every consumer gets each, but for those its edge's selector, a residue of the sequence
@@ -212,10 +218,10 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use genstage::{
-    from_channel, from_stream, to_stream, AskError, Asker, BufferKeep, CancelMode, CancelReason,
-    Child, Consumer, ConsumerRef, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch, Emit,
-    EventStream, FromChannel, FromStream, HandleCall, HandleCast, HandleInfo, LossReason,
-    Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
+    from_channel, from_stream, to_stream, AskError, Asker, BufferKeep, CallError, CancelMode,
+    CancelReason, Child, Consumer, ConsumerRef, ConsumerSupervisor, Context, Demand, DemandMode,
+    Dispatch, Emit, EventStream, FromChannel, FromStream, HandleCall, HandleCast, HandleInfo,
+    LossReason, Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
     ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo, Report, Restart, RestartPolicy,
     StageRef, StageReport, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber,
     Subscription, SubscriptionTag, WithoutConsumers,
@@ -2227,6 +2233,10 @@ struct Ledger {
     inits: HashMap<String, u64>,
     /// A callback that ran in a value before its `init`, or an `init` run twice: `(stage, what)`.
     misordered: Vec<(String, &'static str)>,
+    /// Messages refused as `CallError::Ended`: the stage, the values of it made then, and its
+    /// progress, which counts those made since. A stage that refuses so has ended, or is ending:
+    /// it is not made again.
+    refused_ended: Vec<(String, usize, Arc<Mutex<Progress>>)>,
     /// Asks on manual subscriptions that were taken, by stage and by what asked (`Context::ask`,
     /// or an [`Asker`]).
     asks: HashMap<(String, &'static str), u64>,
@@ -2352,6 +2362,16 @@ impl Ledger {
             generation: fuse.generation,
             cancel: cancel.cloned(),
         });
+    }
+
+    /// The stages that refused a message as `Ended` and were made again since: none, when the
+    /// runtime keeps its word (see [`refused_ended`](Self::refused_ended)).
+    fn remade_after_ended(&self) -> Vec<String> {
+        self.refused_ended
+            .iter()
+            .filter(|(_, values, progress)| lock(progress).values != *values)
+            .map(|(stage, _, _)| stage.clone())
+            .collect()
     }
 
     /// The faults that struck, by stage, for a failure's message.
@@ -3220,7 +3240,12 @@ impl HandleCast<Chunk> for Chaotic {
 
 /// Casts a [`Source::Messages`] producer its events in chunks of 1–50, with a yield or a 1 ms sleep
 /// between them; stops when the producer has ended.
-async fn cast_feed(mut rng: Rng, mut events: u64, producer: ProducerRef<Chaotic>) {
+async fn cast_feed(
+    mut rng: Rng,
+    mut events: u64,
+    producer: ProducerRef<Chaotic>,
+    watch: Option<RefusalWatch>,
+) {
     loop {
         if rng.chance(15) {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -3230,19 +3255,42 @@ async fn cast_feed(mut rng: Rng, mut events: u64, producer: ProducerRef<Chaotic>
         let count = (rng.range(1, 50) as u64).min(events);
         events -= count;
         let last = events == 0;
-        if producer.cast(Chunk { count, last }).is_err() || last {
+        if let Err(error) = producer.cast(Chunk { count, last }) {
+            refused(watch.as_ref(), &error);
+            return;
+        }
+        if last {
             return;
         }
     }
 }
 
 /// Switches an accumulating producer to forward after `yields` yields.
-async fn forward_after<P: Producer>(yields: usize, producer: ProducerRef<P>) {
+async fn forward_after<P: Producer>(
+    yields: usize,
+    producer: ProducerRef<P>,
+    watch: Option<RefusalWatch>,
+) {
     for _ in 0..yields {
         tokio::task::yield_now().await;
     }
     // It may have ended already (its consumers failed, or left).
-    let _ = producer.demand(DemandMode::Forward);
+    if let Err(error) = producer.demand(DemandMode::Forward) {
+        refused(watch.as_ref(), &error);
+    }
+}
+
+/// Where a refusal of a message to a producer of the test's own is recorded: the ledger, the
+/// producer's name and its progress.
+type RefusalWatch = (Shared, String, Arc<Mutex<Progress>>);
+
+/// Records a refusal as `Ended` (see [`Ledger::refused_ended`]).
+fn refused(watch: Option<&RefusalWatch>, error: &CallError) {
+    if let (Some((ledger, stage, progress)), CallError::Ended { .. }) = (watch, error) {
+        let values = lock(progress).values;
+        let refusal = (stage.clone(), values, progress.clone());
+        lock(ledger).refused_ended.push(refusal);
+    }
 }
 
 /// Feeds a late producer its events in chunks of 1–50, with a yield or a 1 ms sleep between them.
@@ -3928,7 +3976,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             let producer = from_stream(trickle).with_options(plan.options());
             let handle = pipeline.add_producer_named(name, producer);
             if let Some(yields) = plan.accumulate {
-                tokio::spawn(forward_after(yields, handle.clone()));
+                tokio::spawn(forward_after(yields, handle.clone(), None));
             }
             // It casts no marks.
             marks_to.push(Arc::default());
@@ -3945,7 +3993,7 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
             let feeder = channel_feed(rng, tag, events, sender, ledger.clone());
             feeders.push(tokio::spawn(feeder));
             if let Some(yields) = plan.accumulate {
-                tokio::spawn(forward_after(yields, handle.clone()));
+                tokio::spawn(forward_after(yields, handle.clone(), None));
             }
             // It casts no marks.
             marks_to.push(Arc::default());
@@ -3972,7 +4020,8 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         let marks = Arc::new(Mutex::new(Vec::new()));
         marks_to.push(marks.clone());
         let supply = Arc::new(tokio::sync::Mutex::new(supply));
-        let progress = Arc::default();
+        let progress: Arc<Mutex<Progress>> = Arc::default();
+        let watch = (ledger.clone(), name.clone(), progress.clone());
         let (plan, stage, ledger) = (plan.clone(), name.clone(), ledger.clone());
         let router = routers.get(&Node::Producer(tag)).cloned();
         let make = move || Chaotic {
@@ -3999,10 +4048,11 @@ fn build(topology: &Topology, ledger: &Shared) -> Built {
         };
         if plan.source == Source::Messages {
             let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
-            tokio::spawn(cast_feed(rng, plan.events, handle.clone()));
+            let watch = Some(watch.clone());
+            tokio::spawn(cast_feed(rng, plan.events, handle.clone(), watch));
         }
         if let Some(yields) = plan.accumulate {
-            tokio::spawn(forward_after(yields, handle.clone()));
+            tokio::spawn(forward_after(yields, handle.clone(), Some(watch)));
         }
         sources.insert(Node::Producer(tag), SourceRef::Producer(handle));
     }
@@ -4234,14 +4284,16 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
                     return Err(format!(
                         "hang: no end within {bound:?}, {}; told {:?}; cancelled {:?}, \
                          replaced {:?}, cancelled by their consumers {:?}, made {:?}; faults \
-                         struck: {:?}; ended by then: {finished}, aborted: {report}",
+                         struck: {:?}; refused a message as Ended, then made again: {:?}; ended \
+                         by then: {finished}, aborted: {report}",
                         ledger.phase,
                         ledger.told,
                         ledger.cancelled,
                         ledger.replaced,
                         ledger.self_cancelled,
                         ledger.made,
-                        ledger.struck()
+                        ledger.struck(),
+                        ledger.remade_after_ended()
                     ));
                 }
             }
@@ -4285,10 +4337,12 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let result = result.map_err(|_| {
         let ledger = lock(&ledger);
         format!(
-            "hang: no end within {bound:?}, {}; told {:?}; faults struck: {:?}",
+            "hang: no end within {bound:?}, {}; told {:?}; faults struck: {:?}; refused a \
+             message as Ended, then made again: {:?}",
             ledger.phase,
             ledger.told,
-            ledger.struck()
+            ledger.struck(),
+            ledger.remade_after_ended()
         )
     })?;
     check_ends(&result, ends).await?;
@@ -4594,13 +4648,13 @@ async fn add(
         Pending::Producer(stage, accumulate) => {
             running.add_producer_named(name, stage).await.map(|handle| {
                 if let Some(yields) = accumulate {
-                    tokio::spawn(forward_after(yields, handle.clone()));
+                    tokio::spawn(forward_after(yields, handle.clone(), None));
                 }
                 if let Node::Producer(tag) = node {
                     let plan = &topology.producers[tag];
                     if plan.source == Source::Messages {
                         let rng = Rng::new(topology.seed ^ ((tag as u64 + 1) << 32));
-                        tokio::spawn(cast_feed(rng, plan.events, handle.clone()));
+                        tokio::spawn(cast_feed(rng, plan.events, handle.clone(), None));
                     }
                 }
                 sources.insert(node, SourceRef::Producer(handle));
@@ -5266,6 +5320,12 @@ fn check_inits(
         "{} callbacks before init, or init run twice, by one value: {:?}",
         ledger.misordered.len(),
         &ledger.misordered[..ledger.misordered.len().min(5)]
+    );
+    let remade = ledger.remade_after_ended();
+    ensure!(
+        remade.is_empty(),
+        "{remade:?} refused a message as Ended, then were made again: a stage that is restarted \
+         is not ending"
     );
     let producers = topology
         .producers
