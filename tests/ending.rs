@@ -418,15 +418,11 @@ async fn a_producer_its_consumers_left_handles_every_cast_it_accepted_and_refuse
     }
 }
 
-/// Cast to hold a [`Gated`] producer in its callback until the gate gives a permit.
+/// Cast to hold a stage in its callback until its gate gives a permit (see [`Stalls`]).
 struct Block;
 
 /// A producer that emits nothing; `Block` holds it in its callback, `Mark`s are counted.
-struct Gated {
-    gate: Arc<Semaphore>,
-    entered: mpsc::UnboundedSender<()>,
-    marks: Arc<AtomicU64>,
-}
+struct Gated(Stalls);
 
 impl Producer for Gated {
     type Output = u64;
@@ -438,16 +434,14 @@ impl Producer for Gated {
 impl HandleCast<Block> for Gated {
     type Emitted = ();
     async fn handle_cast(&mut self, _: Block, _: &mut Context<'_, Self>) -> StageResult<()> {
-        let _ = self.entered.send(());
-        self.gate.acquire().await?.forget();
-        Ok(())
+        self.0.stall().await
     }
 }
 
 impl HandleCast<Mark> for Gated {
     type Emitted = ();
     async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
-        self.marks.fetch_add(1, Ordering::SeqCst);
+        self.0.marks.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -481,14 +475,8 @@ async fn a_producer_its_consumers_left_that_takes_a_new_one_before_it_ends_takes
     let marks = Arc::new(AtomicU64::new(0));
     let (entered, mut inside) = mpsc::unbounded_channel();
     let mut pipeline = Pipeline::new();
-    let gated = pipeline.add_producer_named(
-        "gated",
-        Gated {
-            gate: gate.clone(),
-            entered,
-            marks: marks.clone(),
-        },
-    );
+    let (stalls, _) = Stalls::new(&gate, entered, &marks);
+    let gated = pipeline.add_producer_named("gated", Gated(stalls));
     let first = pipeline.add_consumer_named("first", Sink::counting(&Arc::default()));
     pipeline.subscribe(&gated, &first);
     let running = pipeline.start();
@@ -522,9 +510,9 @@ async fn a_producer_its_consumers_left_that_takes_a_new_one_before_it_ends_takes
     assert!(report.balanced(), "{report:?}");
 }
 
-/// What [`GatedSink`] and [`GatedRelay`] share: their casts `Block` and their batches each wait
-/// for a permit of `gate`, telling the test first; `Mark`s are counted. The `handle_subscribe` of
-/// a second subscription tells the test and blocks its thread until `go`.
+/// What [`Gated`], [`GatedSink`] and [`GatedRelay`] share: their casts `Block` and their batches
+/// each wait for a permit of `gate`, telling the test first; `Mark`s are counted. The
+/// `handle_subscribe` of a second subscription tells the test and blocks its thread until `go`.
 struct Stalls {
     gate: Arc<Semaphore>,
     entered: mpsc::UnboundedSender<()>,
@@ -534,6 +522,23 @@ struct Stalls {
 }
 
 impl Stalls {
+    /// Stalls at `gate`, telling `entered`, counting into `marks`; with the sender of `go`.
+    fn new(
+        gate: &Arc<Semaphore>,
+        entered: mpsc::UnboundedSender<()>,
+        marks: &Arc<AtomicU64>,
+    ) -> (Self, std::sync::mpsc::Sender<()>) {
+        let (go, went) = std::sync::mpsc::channel();
+        let stalls = Stalls {
+            gate: gate.clone(),
+            entered,
+            marks: marks.clone(),
+            subscribed: 0,
+            go: went,
+        };
+        (stalls, go)
+    }
+
     async fn stall(&mut self) -> StageResult<()> {
         let _ = self.entered.send(());
         self.gate.acquire().await?.forget();
@@ -648,22 +653,9 @@ where
     let marks = Arc::new(AtomicU64::new(0));
     let (entered, mut inside) = mpsc::unbounded_channel();
     let mut pipeline = Pipeline::new();
-    let gated = pipeline.add_producer_named(
-        "gated",
-        Gated {
-            gate: Arc::new(Semaphore::new(0)),
-            entered: mpsc::unbounded_channel().0,
-            marks: Arc::default(),
-        },
-    );
-    let (go, went) = std::sync::mpsc::channel();
-    let stalls = Stalls {
-        gate: gate.clone(),
-        entered,
-        marks: marks.clone(),
-        subscribed: 0,
-        go: went,
-    };
+    let (idle, _) = Stalls::new(&gate, mpsc::unbounded_channel().0, &Arc::default());
+    let gated = pipeline.add_producer_named("gated", Gated(idle));
+    let (stalls, go) = Stalls::new(&gate, entered, &marks);
     let stage = add(&mut pipeline, stalls);
     pipeline.subscribe(&gated, &stage);
     let running = pipeline.start();
