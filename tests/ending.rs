@@ -421,6 +421,35 @@ async fn a_producer_its_consumers_left_handles_every_cast_it_accepted_and_refuse
 /// Cast to hold a stage in its callback until its gate gives a permit (see [`Stalls`]).
 struct Block;
 
+/// `Block` and `Mark` for a stage whose field is its [`Stalls`], emitting `$none`.
+macro_rules! stalls_casts {
+    ($stage:ty, $emitted:ty, $none:expr) => {
+        impl HandleCast<Block> for $stage {
+            type Emitted = $emitted;
+            async fn handle_cast(
+                &mut self,
+                _: Block,
+                _: &mut Context<'_, Self>,
+            ) -> StageResult<$emitted> {
+                self.0.stall().await?;
+                Ok($none)
+            }
+        }
+
+        impl HandleCast<Mark> for $stage {
+            type Emitted = $emitted;
+            async fn handle_cast(
+                &mut self,
+                _: Mark,
+                _: &mut Context<'_, Self>,
+            ) -> StageResult<$emitted> {
+                self.0.marks.fetch_add(1, Ordering::SeqCst);
+                Ok($none)
+            }
+        }
+    };
+}
+
 /// A producer that emits nothing; `Block` holds it in its callback, `Mark`s are counted.
 struct Gated(Stalls);
 
@@ -431,20 +460,7 @@ impl Producer for Gated {
     }
 }
 
-impl HandleCast<Block> for Gated {
-    type Emitted = ();
-    async fn handle_cast(&mut self, _: Block, _: &mut Context<'_, Self>) -> StageResult<()> {
-        self.0.stall().await
-    }
-}
-
-impl HandleCast<Mark> for Gated {
-    type Emitted = ();
-    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
-        self.0.marks.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
+stalls_casts!(Gated, (), ());
 
 /// A consumer that tells the test when its `handle_subscribe` runs.
 struct Told(mpsc::UnboundedSender<()>);
@@ -572,20 +588,7 @@ impl Consumer for GatedSink {
     }
 }
 
-impl HandleCast<Block> for GatedSink {
-    type Emitted = ();
-    async fn handle_cast(&mut self, _: Block, _: &mut Context<'_, Self>) -> StageResult<()> {
-        self.0.stall().await
-    }
-}
-
-impl HandleCast<Mark> for GatedSink {
-    type Emitted = ();
-    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<()> {
-        self.0.marks.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
+stalls_casts!(GatedSink, (), ());
 
 struct GatedRelay(Stalls);
 
@@ -606,21 +609,7 @@ impl ProducerConsumer for GatedRelay {
     }
 }
 
-impl HandleCast<Block> for GatedRelay {
-    type Emitted = Vec<u64>;
-    async fn handle_cast(&mut self, _: Block, _: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
-        self.0.stall().await?;
-        Ok(Vec::new())
-    }
-}
-
-impl HandleCast<Mark> for GatedRelay {
-    type Emitted = Vec<u64>;
-    async fn handle_cast(&mut self, _: Mark, _: &mut Context<'_, Self>) -> StageResult<Vec<u64>> {
-        self.0.marks.fetch_add(1, Ordering::SeqCst);
-        Ok(Vec::new())
-    }
-}
+stalls_casts!(GatedRelay, Vec<u64>, Vec::new());
 
 /// Emits `[10, 11, 12]` as its last events; tells the test when a consumer subscribes (by then
 /// the consumer's mailbox holds the subscription).
