@@ -773,3 +773,81 @@ async fn a_permanent_producer_that_finishes_takes_messages_for_its_next_value() 
     assert_eq!(report.stage("Again").unwrap().restarts, 1);
     assert!(report.balanced(), "{report:?}");
 }
+
+/// Cast to make a [`Holding`] producer emit its last events: none.
+struct Last;
+
+/// An accumulating producer that emits only what it is told: nothing, and `Emit::last`, when cast
+/// `Last`; `[42]` when a consumer leaves, telling the test. `Block` holds it (see [`Stalls`]).
+struct Holding(Stalls, mpsc::UnboundedSender<()>);
+
+impl Producer for Holding {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::more(Vec::new()))
+    }
+
+    async fn handle_consumer_cancel(
+        &mut self,
+        _: &genstage::Subscriber,
+        _: &genstage::CancelReason,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        let _ = self.1.send(());
+        Ok(vec![42])
+    }
+
+    fn producer_options(&self) -> genstage::ProducerOptions {
+        genstage::ProducerOptions::for_producer().demand(genstage::DemandMode::Accumulate)
+    }
+}
+
+stalls_casts!(Holding, (), ());
+
+impl HandleCast<Last> for Holding {
+    type Emitted = Emit<u64>;
+    async fn handle_cast(&mut self, _: Last, _: &mut Context<'_, Self>) -> StageResult<Emit<u64>> {
+        Ok(Emit::last(Vec::new()))
+    }
+}
+
+/// `holding -> [left, stays]`, accumulating; while `holding` is held in a callback, it is cast
+/// `Last` and `left`'s subscription is cancelled through the handle. With its last events emitted
+/// and none buffered, it decides to end; its last look takes in the cancel, for which it emits
+/// `[42]`, held as it accumulates. It is no longer ending: it takes the switch to forward, which
+/// it refused as `Ended` before the fix (chaos seed 3789828, where the run then hung), and
+/// delivers `42` to `stays` before it finishes.
+#[tokio::test]
+async fn an_accumulating_producer_given_events_in_its_last_look_takes_the_switch_to_forward() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (entered, mut inside) = mpsc::unbounded_channel();
+    let (told, mut cancelled) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new();
+    let (stalls, _) = Stalls::new(&gate, entered, &Arc::default());
+    let holding = pipeline.add_producer_named("holding", Holding(stalls, told));
+    let left = pipeline.add_consumer_named("left", Sink::counting(&Arc::default()));
+    let stays = pipeline.add_consumer_named("stays", Sink::counting(&Arc::default()));
+    pipeline
+        .subscribe(&holding, &left)
+        .subscribe(&holding, &stays);
+    let running = pipeline.start();
+    holding.estimate_buffered_count().await.unwrap();
+
+    holding.cast(Block).unwrap();
+    inside.recv().await.unwrap();
+    holding.cast(Last).unwrap();
+    let tags = running.subscriptions(&holding, &left).await.unwrap();
+    running.cancel(tags[0]).await.unwrap();
+    gate.add_permits(1);
+    cancelled.recv().await.unwrap();
+
+    assert_eq!(holding.demand(genstage::DemandMode::Forward), Ok(()));
+    let report = running.await.unwrap();
+    assert_eq!(
+        report.stage("holding").unwrap().status,
+        StageStatus::Finished
+    );
+    assert_eq!(report.stage("stays").unwrap().events_in, 1);
+    assert_eq!(report.stage("left").unwrap().events_in, 0);
+    assert!(report.balanced(), "{report:?}");
+}

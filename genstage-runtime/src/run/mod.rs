@@ -689,6 +689,18 @@ async fn produce<P: Producer>(
         {
             return Exit::Cancelled(None);
         }
+        // It decided to end, but what its last look took in gave it events, which it holds while
+        // it accumulates: it is not ending until it delivers them, and takes messages from outside
+        // again, the switch to forward among them.
+        if state.ending
+            && !state.shut_down
+            && state.modes.accumulating()
+            && outputs.buffered() > 0
+            && !outputs.abandoned()
+        {
+            mailbox.reopen_to_outside();
+            state.ending = false;
+        }
         if !state.letters.is_empty() {
             continue;
         }
