@@ -105,8 +105,8 @@
 //!
 //! Refusals: a message-fed producer's feeder stops at the first cast refused, and an
 //! accumulating producer's switch to forward may be refused; a refusal as `CallError::Ended`
-//! means the stage has ended or is ending, so no value of it may be made after one (a hang's
-//! message names a stage that was).
+//! means the stage has ended or is ending, so no value of it may be made after one, unless it
+//! failed (on a message accepted before; a hang's message names a stage made again so).
 //!
 //! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
 //! them (every consumer gets each, but for those its edge's selector, a residue of the sequence
@@ -2235,7 +2235,7 @@ struct Ledger {
     misordered: Vec<(String, &'static str)>,
     /// Messages refused as `CallError::Ended`: the stage, the values of it made then, and its
     /// progress, which counts those made since. A stage that refuses so has ended, or is ending:
-    /// it is not made again.
+    /// it is not made again, unless it fails on a message it accepted before.
     refused_ended: Vec<(String, usize, Arc<Mutex<Progress>>)>,
     /// Asks on manual subscriptions that were taken, by stage and by what asked (`Context::ask`,
     /// or an [`Asker`]).
@@ -5321,11 +5321,21 @@ fn check_inits(
         ledger.misordered.len(),
         &ledger.misordered[..ledger.misordered.len().min(5)]
     );
-    let remade = ledger.remade_after_ended();
+    // A stage that decided to end may still fail on a message it accepted before, and be
+    // restarted for it: only a restart for finishing is wrong after a refusal.
+    let remade: Vec<String> = ledger
+        .remade_after_ended()
+        .into_iter()
+        .filter(|name| {
+            report
+                .stage(name)
+                .is_some_and(|stage| stage.failures.iter().all(|f| f == "finished"))
+        })
+        .collect();
     ensure!(
         remade.is_empty(),
-        "{remade:?} refused a message as Ended, then were made again: a stage that is restarted \
-         is not ending"
+        "{remade:?} refused a message as Ended, then were made again, having failed never: a \
+         stage that is restarted when it finishes is not ending"
     );
     let producers = topology
         .producers
