@@ -172,9 +172,10 @@ pub enum CallError {
     /// value (a `permanent` producer that finishes, too). A stage that decided to end for want of
     /// input or of consumers goes on after all if a subscription made through the pipeline's
     /// handle reaches it first; it takes messages again from the moment it takes the subscription
-    /// in (before its `handle_subscribe`, or its consumer's, runs).
-    /// [`PipelineHandle::stage_ended`](crate::PipelineHandle::stage_ended) tells for certain that a
-    /// stage has ended.
+    /// in (before its `handle_subscribe`, or its consumer's, runs); so does an accumulating
+    /// producer whose last look gave it events to hold, which it delivers only once switched to
+    /// forward. [`PipelineHandle::stage_ended`](crate::PipelineHandle::stage_ended) tells for
+    /// certain that a stage has ended.
     Ended {
         /// The stage's name.
         stage: String,
