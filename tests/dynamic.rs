@@ -366,7 +366,7 @@ async fn waiting_for_a_stage_to_end_gives_its_report_and_the_pipeline_counts_it_
     let stranger = elsewhere.add_producer(Counter(0));
     assert!(matches!(
         running.stage_ended(&stranger).await,
-        Err(PipelineError::ForeignStage { .. })
+        Err(PipelineError::ForeignStage { stage }) if stage == "Counter"
     ));
 
     // A stage that ends with a shutdown: its report is the pipeline's.

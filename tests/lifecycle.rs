@@ -912,8 +912,20 @@ async fn stage_of_another_pipeline_is_rejected() {
 
     let error = guard(pipeline.run()).await.unwrap_err();
     assert!(
-        matches!(error, PipelineError::ForeignStage { .. }),
+        matches!(error, PipelineError::ForeignStage { ref stage } if stage == "foreign"),
         "{error:?}"
+    );
+
+    // A restart policy set on it: the same, naming it.
+    let mut pipeline = Pipeline::new();
+    let producer = pipeline.add_producer_named("numbers", Endless { tag: 0, next: 0 });
+    let consumer = pipeline.add_consumer_named("sink", Collect::new(&events));
+    pipeline.subscribe(&producer, &consumer);
+    pipeline.set_restart(&foreign, genstage::RestartPolicy::transient());
+    let error = guard(pipeline.run()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `foreign` belongs to another pipeline"
     );
 }
 

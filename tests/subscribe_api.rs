@@ -442,10 +442,13 @@ async fn a_stage_of_another_pipeline_is_refused_46_48() {
     let stranger = elsewhere.add_consumer_named("stranger", stranger);
     let error = running.subscribe(&counter, &stranger).await.unwrap_err();
     assert!(
-        matches!(&error, PipelineError::ForeignStage { stage } if stage == "#0"),
+        matches!(&error, PipelineError::ForeignStage { stage } if stage == "stranger"),
         "{error:?}"
     );
-    assert_eq!(error.to_string(), "stage `#0` belongs to another pipeline");
+    assert_eq!(
+        error.to_string(),
+        "stage `stranger` belongs to another pipeline"
+    );
     let report = running.shutdown().await.unwrap();
     assert!(log.seen().is_empty());
     assert_eq!(report.stages.len(), 2);

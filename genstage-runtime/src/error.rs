@@ -209,7 +209,7 @@ pub enum PipelineError {
     },
     /// A handle from another pipeline was used.
     ForeignStage {
-        /// The stage's position in its own pipeline, as `#index`.
+        /// The stage's name in its own pipeline.
         stage: String,
     },
     /// A graceful shutdown with a time limit

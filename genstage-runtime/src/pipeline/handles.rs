@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
-use super::stage_ref::StagePort;
+use super::stage_ref::{StageLabel, StagePort};
 use crate::protocol::{
     Downstream, EventSink, Mail, Mailbox, NewConsumer, ProducerPort, Subscribed, Upstream,
 };
@@ -49,12 +49,14 @@ pub mod ends {
     /// Where consumers subscribe to a stage emitting `T`.
     pub struct SourceEnd<T> {
         pub(crate) id: StageId,
+        pub(crate) label: Arc<StageLabel>,
         pub(crate) port: Arc<dyn SourcePort<T>>,
     }
 
     /// Where producers send a stage consuming `T` its events.
     pub struct SinkEnd<T> {
         pub(crate) id: StageId,
+        pub(crate) label: Arc<StageLabel>,
         pub(crate) port: Arc<dyn SinkPort<T>>,
     }
 
@@ -74,6 +76,7 @@ pub mod ends {
         fn clone(&self) -> Self {
             SourceEnd {
                 id: self.id,
+                label: self.label.clone(),
                 port: self.port.clone(),
             }
         }
@@ -83,6 +86,7 @@ pub mod ends {
         fn clone(&self) -> Self {
             SinkEnd {
                 id: self.id,
+                label: self.label.clone(),
                 port: self.port.clone(),
             }
         }
@@ -289,6 +293,7 @@ impl<S, In: Send + 'static, Out: Send + 'static> NewEnds<S, In, Out> {
     pub(super) fn source(&self) -> SourceEnd<Out> {
         SourceEnd {
             id: self.id,
+            label: self.stage.label.clone(),
             port: Arc::new(self.mailbox.clone()),
         }
     }
@@ -296,6 +301,7 @@ impl<S, In: Send + 'static, Out: Send + 'static> NewEnds<S, In, Out> {
     pub(super) fn sink(&self) -> SinkEnd<In> {
         SinkEnd {
             id: self.id,
+            label: self.stage.label.clone(),
             port: Arc::new(self.mailbox.clone()),
         }
     }

@@ -546,7 +546,7 @@ impl Pipeline {
             }
             None => {
                 self.error.get_or_insert(PipelineError::ForeignStage {
-                    stage: format!("#{}", id.index),
+                    stage: stage.name(),
                 });
             }
         }
@@ -888,10 +888,10 @@ impl Pipeline {
         options: SubscribeOptions,
         selector: Option<Selector<T>>,
     ) -> &mut Self {
-        for id in [source.id, sink.id] {
+        for (id, label) in [(source.id, &source.label), (sink.id, &sink.label)] {
             if id.pipeline != self.id || id.index >= self.first_index + self.stages.len() {
                 self.error.get_or_insert(PipelineError::ForeignStage {
-                    stage: format!("#{}", id.index),
+                    stage: label.get().to_owned(),
                 });
                 return self;
             }

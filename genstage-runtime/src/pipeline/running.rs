@@ -869,7 +869,11 @@ impl PipelineHandle {
         consumer: &impl Sink<T>,
     ) -> impl Future<Output = Result<Vec<SubscriptionTag>, PipelineError>> + Send + '_ {
         // The ends' ids are taken now, so that the future names neither handle (see `wire`).
-        let ids = [producer.source_end().id, consumer.sink_end().id];
+        let (producer, consumer) = (producer.source_end(), consumer.sink_end());
+        let ids = [
+            (producer.id, producer.label.get().to_owned()),
+            (consumer.id, consumer.label.get().to_owned()),
+        ];
         async move {
             let (reply, answer) = oneshot::channel();
             let [producer, consumer] = self.indexes(ids)?;
@@ -946,7 +950,7 @@ impl PipelineHandle {
         stage: &impl StageRef,
     ) -> impl Future<Output = Result<StageReport, PipelineError>> + Send + 'static {
         let alive = self.supervisor_alive.clone();
-        let asked = self.indexes([stage.id()]).map(|[stage]| {
+        let asked = self.indexes([(stage.id(), stage.name())]).map(|[stage]| {
             let (reply, answer) = oneshot::channel();
             (
                 stage,
@@ -974,18 +978,22 @@ impl PipelineHandle {
         }
     }
 
-    /// The indexes of stages of this pipeline, given their ids: `ForeignStage` for one of another.
-    fn indexes<const N: usize>(&self, ids: [StageId; N]) -> Result<[usize; N], PipelineError> {
+    /// The indexes of stages of this pipeline, given their ids and names: `ForeignStage` naming
+    /// one of another.
+    fn indexes<const N: usize>(
+        &self,
+        stages: [(StageId, String); N],
+    ) -> Result<[usize; N], PipelineError> {
         let staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
         let known = staging.first_index + staging.stages.len();
-        for id in ids {
+        for (id, name) in &stages {
             if id.pipeline != staging.id || id.index >= known {
                 return Err(PipelineError::ForeignStage {
-                    stage: format!("#{}", id.index),
+                    stage: name.clone(),
                 });
             }
         }
-        Ok(ids.map(|id| id.index))
+        Ok(stages.map(|(id, _)| id.index))
     }
 
     /// The supervisor's answer to a request; [`PipelineError::NotRunning`] if it ended without
