@@ -5981,8 +5981,8 @@ fn check_restarts(
     );
     // So does a sticky routing panic that failed a batch in hand last: the source of the event it
     // struck on is handed again, and its output routed again (but not through a selector whose
-    // consumer has left: `selector_left`). (One that struck a dispatch with no batch in hand lost
-    // the event.)
+    // consumer has left: `selector_left`; nor, as above, in a stage shut down alone). (One that
+    // struck a dispatch with no batch in hand lost the event.)
     let poisoned = redelivers
         && blows
             .iter()
@@ -5991,7 +5991,11 @@ fn check_restarts(
             .is_some_and(|r| r.in_hand)
         && topology.routing_of(name).is_some_and(|r| r.sticky);
     ensure!(
-        !poisoned || fell || selector_left || matches!(stage.status, StageStatus::Cancelled { .. }),
+        !poisoned
+            || fell
+            || selector_left
+            || shut_down_alone
+            || matches!(stage.status, StageStatus::Cancelled { .. }),
         "{name}{}: a sticky routing panic failed its batch in hand, yet it did not stop ({:?}); \
          {} faults struck",
         PolicyText(policy),
