@@ -19,6 +19,7 @@ use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::SubscriptionTag;
 
 use super::handles::StageId;
+use super::stage_ref::StageLabel;
 use super::supervise::{send_request, Ended, Request};
 use super::{
     ConsumerRef, Pipeline, ProducerConsumerRef, ProducerRef, ShutdownHandle, Sink, Source, StageRef,
@@ -870,10 +871,7 @@ impl PipelineHandle {
     ) -> impl Future<Output = Result<Vec<SubscriptionTag>, PipelineError>> + Send + '_ {
         // The ends' ids are taken now, so that the future names neither handle (see `wire`).
         let (producer, consumer) = (producer.source_end(), consumer.sink_end());
-        let ids = [
-            (producer.id, producer.label.get().to_owned()),
-            (consumer.id, consumer.label.get().to_owned()),
-        ];
+        let ids = [(producer.id, producer.label), (consumer.id, consumer.label)];
         async move {
             let (reply, answer) = oneshot::channel();
             let [producer, consumer] = self.indexes(ids)?;
@@ -950,14 +948,17 @@ impl PipelineHandle {
         stage: &impl StageRef,
     ) -> impl Future<Output = Result<StageReport, PipelineError>> + Send + 'static {
         let alive = self.supervisor_alive.clone();
-        let asked = self.indexes([(stage.id(), stage.name())]).map(|[stage]| {
-            let (reply, answer) = oneshot::channel();
-            (
-                stage,
-                self.send(Request::StageEnded { stage, reply })
-                    .map(|()| answer),
-            )
-        });
+        let port = stage.port();
+        let asked = self
+            .indexes([(port.id, port.label.clone())])
+            .map(|[stage]| {
+                let (reply, answer) = oneshot::channel();
+                (
+                    stage,
+                    self.send(Request::StageEnded { stage, reply })
+                        .map(|()| answer),
+                )
+            });
         async move {
             let (stage, asked) = asked?;
             let answered = match asked {
@@ -978,18 +979,18 @@ impl PipelineHandle {
         }
     }
 
-    /// The indexes of stages of this pipeline, given their ids and names: `ForeignStage` naming
+    /// The indexes of stages of this pipeline, given their ids and labels: `ForeignStage` naming
     /// one of another.
     fn indexes<const N: usize>(
         &self,
-        stages: [(StageId, String); N],
+        stages: [(StageId, Arc<StageLabel>); N],
     ) -> Result<[usize; N], PipelineError> {
         let staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
         let known = staging.first_index + staging.stages.len();
-        for (id, name) in &stages {
+        for (id, label) in &stages {
             if id.pipeline != staging.id || id.index >= known {
                 return Err(PipelineError::ForeignStage {
-                    stage: name.clone(),
+                    stage: label.get().to_owned(),
                 });
             }
         }
