@@ -1228,6 +1228,15 @@ impl Topology {
         }
     }
 
+    /// Whether a stage waits for consumers (`WithoutConsumers::Wait`).
+    fn waits(&self, node: Node) -> bool {
+        match node {
+            Node::Producer(i) => self.producers[i].waits,
+            Node::Middle(i) => self.middles[i].waits,
+            Node::Consumer(_) => false,
+        }
+    }
+
     /// The dispatcher of a stage that emits.
     fn fan(&self, node: Node) -> Fan {
         match node {
@@ -4740,11 +4749,7 @@ fn added_alone(topology: &Topology, ledger: &Ledger, stage: &genstage::StageRepo
             .all(|t| mine().any(|c| c.tag == t.tag && c.cancel.is_some()))
     };
     let fed = ledger.made.values().any(|(from, _)| from == name);
-    let waits = match node {
-        Node::Producer(i) => topology.producers[i].waits,
-        Node::Middle(i) => topology.middles[i].waits,
-        Node::Consumer(_) => false,
-    };
+    let waits = topology.waits(node);
     topology.is_added(node)
         && match stage.status {
             // One that waits for consumers stays up when they have all left, until then.
@@ -5023,11 +5028,7 @@ fn check(
         loop {
             let before = alone.len();
             for stage in &report.stages {
-                let waits = match parse_node(&stage.name) {
-                    Some(Node::Producer(i)) => topology.producers[i].waits,
-                    Some(Node::Middle(i)) => topology.middles[i].waits,
-                    _ => false,
-                };
+                let waits = parse_node(&stage.name).is_some_and(|node| topology.waits(node));
                 if !waits || stage.status != StageStatus::ShutDown || alone.contains(&stage.name) {
                     continue;
                 }
@@ -5960,12 +5961,7 @@ fn check_restarts(
         && topology.strike_of(name).is_some_and(|s| s.sticky);
     // Waiting for consumers, a shutdown found it with none (they had gone, taken down by a
     // producer's failure) and ended it with what it held, the events to hand again among them.
-    let waits = match parse_node(name) {
-        Some(Node::Producer(i)) => topology.producers[i].waits,
-        Some(Node::Middle(i)) => topology.middles[i].waits,
-        _ => false,
-    };
-    let shut_down_alone = waits
+    let shut_down_alone = parse_node(name).is_some_and(|node| topology.waits(node))
         && stage.status == StageStatus::ShutDown
         && lost_in(stage, LossReason::Unhandled) + lost_in(stage, LossReason::Buffered) > 0;
     ensure!(
