@@ -92,8 +92,10 @@ impl std::error::Error for StreamDropped {}
 /// Why a pipeline did not run to a clean end. Every variant names the stage(s) involved.
 ///
 /// A failure at run time ([`StageFailed`](Self::StageFailed), [`StagePanicked`](Self::StagePanicked))
-/// names the first stage that failed and carries the whole [`Report`] of the run: every stage's
-/// counts, every failure, and the events lost with their reasons ([`PipelineError::report`]).
+/// names the first stage that failed (leaving out those whose failure the handle dismissed:
+/// [`PipelineHandle::dismiss_failure`](crate::PipelineHandle::dismiss_failure)) and carries the
+/// whole [`Report`] of the run: every stage's counts, every failure, and the events lost with their
+/// reasons ([`PipelineError::report`]).
 ///
 /// Its `Debug` form, which a `main` returning the error prints, is the variant's name and the
 /// message, followed by the report's table when the error carries a report:

@@ -979,6 +979,74 @@ impl PipelineHandle {
         }
     }
 
+    /// Takes `stage`'s failure as dealt with: the run does not fail for it. A service whose monitor
+    /// replaces a worker that died, as an OTP supervisor replaces a temporary child, says so here;
+    /// a failure of another stage still fails the run.
+    ///
+    /// It holds for a failure that has happened and for one to come, of any kind: an `Err`, a
+    /// panic, or a restart limit reached. The report still shows the stage as it ended (its status,
+    /// failures and losses) and still balances; only the run's result changes: `Ok(report)`, or
+    /// the error of the first other stage that failed.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::ForeignStage`] for a stage of another pipeline;
+    /// [`PipelineError::NotRunning`] once the pipeline has ended, or when it never ran. A shutdown
+    /// does not refuse it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the failure dismissed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use genstage_runtime::{from_iter, CancelMode, Consumer, Pipeline, StageResult, StageStatus};
+    /// use genstage_runtime::SubscribeOptions;
+    ///
+    /// struct Worker { sound: bool }
+    /// impl Consumer for Worker {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, _jobs: Vec<u64>) -> StageResult<()> {
+    ///         if self.sound { Ok(()) } else { Err("out of memory".into()) }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// let mut pipeline = Pipeline::new();
+    /// let jobs = pipeline.add_producer(from_iter(0u64..)); // endless: a service
+    /// let worker = pipeline.add_consumer_named("worker", Worker { sound: false });
+    /// let spare = pipeline.add_consumer_named("spare", Worker { sound: true });
+    /// // The worker's end must not take the jobs down.
+    /// let options = || SubscribeOptions::new().max_demand(1).cancel(CancelMode::Temporary);
+    /// pipeline.subscribe_with(&jobs, &worker, options());
+    /// pipeline.subscribe_with(&jobs, &spare, options());
+    /// let running = pipeline.start();
+    /// let ended = running.stage_ended(&worker).await?;
+    /// assert!(matches!(ended.status, StageStatus::Failed(_)));
+    /// running.dismiss_failure(&worker).await?;
+    /// let report = running.shutdown().await?; // `Ok`: the worker's failure was dealt with
+    /// assert_eq!(report.stage("worker"), Some(&ended));
+    /// assert!(report.balanced()); // the worker's lost job included
+    /// # Ok(()) }
+    /// ```
+    pub fn dismiss_failure(
+        &self,
+        stage: &impl StageRef,
+    ) -> impl Future<Output = Result<(), PipelineError>> + Send + 'static {
+        let alive = self.supervisor_alive.clone();
+        let port = stage.port();
+        let asked = self
+            .indexes([(port.id, port.label.clone())])
+            .and_then(|[stage]| {
+                let (reply, answer) = oneshot::channel();
+                self.send(Request::DismissFailure { stage, reply })
+                    .map(|()| answer)
+            });
+        async move { answer_while(alive, asked?).await }
+    }
+
     /// The indexes of stages of this pipeline, given their ids and labels: `ForeignStage` naming
     /// one of another.
     fn indexes<const N: usize>(

@@ -62,6 +62,11 @@ pub(super) enum Request {
         stage: usize,
         reply: oneshot::Sender<StageReport>,
     },
+    /// This stage's failure, past or to come, does not fail the run.
+    DismissFailure {
+        stage: usize,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 impl Request {
@@ -190,7 +195,11 @@ pub(super) struct Supervisor {
     /// Before that, it publishes every stage's report, for `stage_ended` asked too late for the
     /// supervisor to answer.
     pub(super) alive: Option<tokio::sync::watch::Sender<Ended>>,
-    first_failure: Option<(usize, Failure)>,
+    /// The stages that failed for good, in the order they failed: the first not dismissed is
+    /// the run's error.
+    failures: Vec<(usize, Failure)>,
+    /// The stages whose failure does not fail the run (`Request::DismissFailure`).
+    dismissed: std::collections::HashSet<usize>,
     /// A graceful shutdown was asked for.
     shutting_down: bool,
     /// When a graceful shutdown gives up.
@@ -224,7 +233,8 @@ impl Supervisor {
             abort: Arc::new(Abort::default()),
             requests,
             alive: None,
-            first_failure: None,
+            failures: Vec::new(),
+            dismissed: std::collections::HashSet::new(),
             shutting_down: false,
             deadline: None,
             busy_at_deadline: None,
@@ -403,6 +413,10 @@ impl Supervisor {
                 let _ = reply.send(result);
             }
             Request::StageEnded { stage, reply } => self.await_end(stage, reply),
+            Request::DismissFailure { stage, reply } => {
+                self.dismissed.insert(stage);
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -711,27 +725,27 @@ impl Supervisor {
         self.sent.extend(sent);
         self.received.extend(received);
         let status = exit.status();
-        if let Some(gave_up) = gave_up {
-            self.first_failure.get_or_insert((
-                index,
-                Failure::RestartLimit {
-                    gave_up,
-                    failures: failures.clone(),
-                },
-            ));
-        }
-        match exit {
+        let failure = match exit {
             Exit::Failed(error) => {
                 tracing::error!(stage = %name, "stage {name} failed: {error}");
-                self.first_failure
-                    .get_or_insert((index, Failure::Error(error)));
+                Some(Failure::Error(error))
             }
             Exit::Panicked(message) => {
                 tracing::error!(stage = %name, "stage {name} panicked: {message}");
-                self.first_failure
-                    .get_or_insert((index, Failure::Panic(message)));
+                Some(Failure::Panic(message))
             }
-            _ => {}
+            _ => None,
+        };
+        // A stage that gave up on restarting failed once more than its policy allows.
+        let failure = match gave_up {
+            Some(gave_up) => Some(Failure::RestartLimit {
+                gave_up,
+                failures: failures.clone(),
+            }),
+            None => failure,
+        };
+        if let Some(failure) = failure {
+            self.failures.push((index, failure));
         }
         // Tell the neighbours. The root cause travels downstream with a failure.
         let reason = match &status {
@@ -816,7 +830,12 @@ impl Supervisor {
                 report: Box::new(report),
             });
         }
-        match self.first_failure {
+        let dismissed = self.dismissed;
+        let failure = self
+            .failures
+            .into_iter()
+            .find(|(index, _)| !dismissed.contains(index));
+        match failure {
             None => Ok(report),
             Some((index, failure)) => {
                 let stage = self.names[index].clone();

@@ -1,0 +1,192 @@
+//! `PipelineHandle::dismiss_failure`: a failure dealt with by whoever runs the pipeline does not
+//! fail the run, while the report still shows it and any other failure still fails the run.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use genstage::prelude::*;
+use genstage::{
+    from_channel, from_iter, CancelMode, LossReason, Pipeline, PipelineHandle, Report,
+    RestartPolicy, StageStatus, SubscribeOptions,
+};
+
+/// A worker: sound, or failing on its first batch (`Err`, or a panic).
+#[derive(Clone, Copy)]
+enum Worker {
+    Sound,
+    Fails(&'static str),
+    Panics(&'static str),
+}
+
+impl Consumer for Worker {
+    type Input = u64;
+
+    async fn handle_events(&mut self, _jobs: Vec<u64>) -> StageResult<()> {
+        match *self {
+            Worker::Sound => Ok(()),
+            Worker::Fails(why) => Err(why.into()),
+            Worker::Panics(why) => panic!("{why}"),
+        }
+    }
+}
+
+/// One job at a time, and a worker's end does not take the jobs down.
+fn one_at_a_time() -> SubscribeOptions {
+    SubscribeOptions::new()
+        .max_demand(1)
+        .min_demand(0)
+        .cancel(CancelMode::Temporary)
+}
+
+/// Jobs `0..10` to `workers`, named as given, each subscribed one job at a time; started. Each
+/// worker gets a job: the producer serves the subscriptions made before it runs in turn. The jobs
+/// come through a channel, which the producer ends with once it is dropped: until then, the
+/// pipeline runs.
+fn start(
+    workers: Vec<(&str, Worker)>,
+) -> (PipelineHandle, Vec<ConsumerRef<Worker>>, mpsc::Sender<u64>) {
+    let (feed, jobs) = from_channel(10);
+    for job in 0..10 {
+        feed.try_send(job).expect("room for every job");
+    }
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", jobs);
+    let workers: Vec<_> = workers
+        .into_iter()
+        .map(|(name, worker)| {
+            let worker = pipeline.add_consumer_named(name, worker);
+            pipeline.subscribe_with(&jobs, &worker, one_at_a_time());
+            worker
+        })
+        .collect();
+    (pipeline.start(), workers, feed)
+}
+
+/// Guards a wait that should end against a hang.
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("within 10 s")
+}
+
+/// Every job handled by the sound workers, but the one lost with the first batch of each of
+/// `failed`.
+fn assert_every_job_accounted_for(report: &Report, failed: &[&str]) {
+    assert!(report.balanced(), "{report}");
+    let jobs = report.stage("jobs").expect("the producer's report");
+    assert_eq!(
+        (jobs.emitted, jobs.status.clone()),
+        (10, StageStatus::Finished)
+    );
+    let handled: u64 = report.stages[1..].iter().map(|s| s.events_in).sum();
+    let lost: u64 = report.stages[1..].iter().map(|s| s.lost).sum();
+    assert_eq!(
+        (handled, lost),
+        (10 - failed.len() as u64, failed.len() as u64)
+    );
+    for name in failed {
+        let stage = report.stage(name).expect("the failed stage's report");
+        assert_eq!(stage.losses[0].reason, LossReason::FailedBatch, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_dismissed_after_it_happened_leaves_the_run_ok() {
+    let (running, workers, feed) = start(vec![
+        ("broken", Worker::Fails("out of memory")),
+        ("spare", Worker::Sound),
+    ]);
+    let ended = within(running.stage_ended(&workers[0])).await.unwrap();
+    assert_eq!(ended.status, StageStatus::Failed("out of memory".into()));
+    within(running.dismiss_failure(&workers[0])).await.unwrap();
+    drop(feed);
+    let report = within(running).await.expect("the failure was dismissed");
+    assert_eq!(report.stage("broken"), Some(&ended));
+    assert_eq!(report.stage("spare").unwrap().events_in, 9);
+    assert_every_job_accounted_for(&report, &["broken"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_dismissed_as_the_run_starts_leaves_the_run_ok() {
+    // The dismissal may come before the panic or after it: the run is `Ok` either way.
+    let (running, workers, feed) = start(vec![
+        ("panicky", Worker::Panics("boom")),
+        ("spare", Worker::Sound),
+    ]);
+    within(running.dismiss_failure(&workers[0])).await.unwrap();
+    drop(feed);
+    let report = within(running).await.expect("the failure was dismissed");
+    let panicky = report.stage("panicky").unwrap();
+    assert_eq!(panicky.status, StageStatus::Panicked("boom".into()));
+    assert_every_job_accounted_for(&report, &["panicky"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_stages_failure_still_fails_the_run() {
+    let (running, workers, feed) = start(vec![
+        ("first", Worker::Fails("disk full")),
+        ("second", Worker::Fails("out of memory")),
+        ("spare", Worker::Sound),
+    ]);
+    within(running.dismiss_failure(&workers[0])).await.unwrap();
+    drop(feed);
+    match within(running).await {
+        Err(PipelineError::StageFailed {
+            stage,
+            error,
+            report,
+        }) => {
+            assert_eq!(
+                (stage.as_str(), error.to_string()),
+                ("second", "out of memory".into())
+            );
+            assert_eq!(
+                report.stage("first").unwrap().status,
+                StageStatus::Failed("disk full".into())
+            );
+            assert_every_job_accounted_for(&report, &["first", "second"]);
+        }
+        other => panic!("expected the second worker's failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dismissed_restart_limit_leaves_the_run_ok() {
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", from_iter(0..10u64));
+    let broken = || Worker::Fails("out of memory");
+    let worker = pipeline.add_consumer_with_as(Some("broken".into()), broken);
+    let policy = RestartPolicy::transient().max_restarts(2, Duration::from_secs(60));
+    pipeline.set_restart(&worker, policy);
+    pipeline.subscribe_with(&jobs, &worker, one_at_a_time());
+    let running = pipeline.start();
+    within(running.dismiss_failure(&worker)).await.unwrap();
+    let report = within(running).await.expect("the failure was dismissed");
+    let broken = report.stage("broken").unwrap();
+    assert_eq!(broken.status, StageStatus::Failed("out of memory".into()));
+    // Three batches failed: the first, and one after each restart.
+    assert_eq!((broken.restarts, broken.lost), (2, 3));
+    assert_eq!(report.stage("jobs").unwrap().emitted, 3);
+    assert!(report.balanced(), "{report}");
+}
+
+#[tokio::test]
+async fn a_dismissal_names_a_foreign_stage_and_is_refused_once_the_run_has_ended() {
+    let (running, workers, feed) = start(vec![("worker", Worker::Sound)]);
+    let (other, others, other_feed) = start(vec![("other", Worker::Sound)]);
+    match within(running.dismiss_failure(&others[0])).await {
+        Err(PipelineError::ForeignStage { stage }) => assert_eq!(stage, "other"),
+        other => panic!("expected ForeignStage, got {other:?}"),
+    }
+    drop((feed, other_feed));
+    within(other).await.unwrap();
+    within(running.stage_ended(&workers[0])).await.unwrap();
+    let dismissal = running.dismiss_failure(&workers[0]);
+    within(running).await.unwrap();
+    // The pipeline may have ended before or after it took the dismissal.
+    assert!(matches!(
+        within(dismissal).await,
+        Ok(()) | Err(PipelineError::NotRunning)
+    ));
+}
