@@ -16,7 +16,10 @@
 //! while the run's handle is awaited for the report. Some runs without a fault are started in the
 //! background and aborted at a random moment instead: what the stages held then is lost, and must
 //! be accounted for all the same. Each value of a stage runs `init` once, before its other
-//! callbacks: a stage runs it once more than its report counts restarts.
+//! callbacks: a stage runs it once more than its report counts restarts. In the runs started in
+//! the background, a quarter of the stages have their failure dismissed through the handle as the
+//! run starts: the run fails only for a stage that stopped for good and was not dismissed, and
+//! its error names such a stage.
 //!
 //! Some producers of the test's own (not one that stalls, nor a `from_channel` or `from_stream`
 //! one) and producer_consumers in a run shut down or aborted wait for consumers
@@ -490,6 +493,9 @@ struct ProducerPlan {
     /// `info_after_buffered` ([`Confirm`]) and, told it, casts a [`Mark`] to its consumers.
     confirm: bool,
     fan: Fan,
+    /// Its failure is dismissed through the handle as the run starts: the run does not fail for it.
+    /// Only in a run started in the background, and not on the stage added while it runs.
+    dismissed: bool,
 }
 
 /// How a stage that emits hands its events to its consumers: its dispatcher.
@@ -598,6 +604,9 @@ struct MiddlePlan {
     /// Waits for consumers, as a producer may ([`ProducerPlan::waits`]): keeps its subscriptions,
     /// holding its input, when its consumers have all left.
     waits: bool,
+    /// Its failure is dismissed through the handle as the run starts: the run does not fail for it.
+    /// Only in a run started in the background, and not on the stage added while it runs.
+    dismissed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -611,6 +620,9 @@ struct ConsumerPlan {
     stream: Option<StreamPlan>,
     /// Not a [`Sink`]: a [`ConsumerSupervisor`] of [`Job`]s.
     supervisor: Option<SupervisorPlan>,
+    /// Its failure is dismissed through the handle as the run starts: the run does not fail for it.
+    /// Only in a run started in the background, and not on the stage added while it runs.
+    dismissed: bool,
 }
 
 /// A [`ConsumerSupervisor`] consumer, whose children ([`Job`]) fail on the events whose
@@ -756,6 +768,7 @@ impl Topology {
                 fan: Fan::Demand,
                 manual: None,
                 waits: false,
+                dismissed: false,
             })
             .collect();
         let consumers = (0..rng.range(1, 4))
@@ -766,6 +779,7 @@ impl Topology {
                 manual: None,
                 stream: None,
                 supervisor: None,
+                dismissed: false,
             })
             .collect();
         let mut topology = Topology {
@@ -834,7 +848,36 @@ impl Topology {
         // And, on a generator of its own (the rest of a seed's topology is what it was), the stage
         // added while the run goes on.
         topology.plan_add(&mut Rng::new(seed ^ 0xADD5_0000_0000));
+        // And, on another, the failures dismissed.
+        topology.plan_dismissals(&mut Rng::new(seed ^ 0xD155_0000_0000));
         topology
+    }
+
+    /// In a run started in the background, a quarter of the stages built with the pipeline have
+    /// their failure dismissed through the handle as it starts, whether or not they may fail.
+    fn plan_dismissals(&mut self, rng: &mut Rng) {
+        if self.shutdown_after.is_none() {
+            return;
+        }
+        let added = self.added.map(|added| added.node);
+        for (i, producer) in self.producers.iter_mut().enumerate() {
+            producer.dismissed = added != Some(Node::Producer(i)) && rng.chance(25);
+        }
+        for (i, middle) in self.middles.iter_mut().enumerate() {
+            middle.dismissed = added != Some(Node::Middle(i)) && rng.chance(25);
+        }
+        for (i, consumer) in self.consumers.iter_mut().enumerate() {
+            consumer.dismissed = added != Some(Node::Consumer(i)) && rng.chance(25);
+        }
+    }
+
+    /// Whether `node`'s failure is dismissed as the run starts.
+    fn dismissed(&self, node: Node) -> bool {
+        match node {
+            Node::Producer(i) => self.producers[i].dismissed,
+            Node::Middle(i) => self.middles[i].dismissed,
+            Node::Consumer(i) => self.consumers[i].dismissed,
+        }
     }
 
     /// The runs started in the background without an [`Action`] add a stage while they
@@ -1653,6 +1696,7 @@ impl Topology {
                 }
             });
             step(&|t| t.producers[i].confirm = false);
+            step(&|t| t.producers[i].dismissed = false);
             step(&|t| {
                 if matches!(t.producers[i].source, Source::Late | Source::Channel { .. }) {
                     t.producers[i].source = Source::Ready;
@@ -1682,6 +1726,7 @@ impl Topology {
             step(&|t| t.middles[i].policy = None);
             step(&|t| calmer(&mut t.middles[i].strike));
             step(&|t| t.middles[i].filter = None);
+            step(&|t| t.middles[i].dismissed = false);
             step(&|t| t.middles[i].manual = None);
             step(&|t| t.middles[i].on_cancel = None);
             step(&|t| {
@@ -1698,6 +1743,7 @@ impl Topology {
             step(&|t| t.consumers[i].manual = None);
             step(&|t| t.consumers[i].stream = None);
             step(&|t| t.consumers[i].supervisor = None);
+            step(&|t| t.consumers[i].dismissed = false);
             step(&|t| {
                 if let Some(supervisor) = &mut t.consumers[i].supervisor {
                     supervisor.fail = None;
@@ -1876,6 +1922,7 @@ impl ProducerPlan {
             on_cancel: None,
             confirm: false,
             fan: Fan::Demand,
+            dismissed: false,
         }
     }
 }
@@ -1950,7 +1997,8 @@ impl fmt::Display for Topology {
             write!(f, "{}", OnCancelText(p.on_cancel))?;
             write!(f, "{}", StrikeText(p.strike))?;
             write!(f, "{}", RoutingText(p.routing, p.fan))?;
-            writeln!(f, "{}", PolicyText(p.policy))?;
+            write!(f, "{}", PolicyText(p.policy))?;
+            writeln!(f, "{}", DismissedText(p.dismissed))?;
         }
         for (i, m) in self.middles.iter().enumerate() {
             write!(f, "  M{i}: producer_consumer{}", m.fan)?;
@@ -1964,7 +2012,8 @@ impl fmt::Display for Topology {
             write!(f, "{}", OnCancelText(m.on_cancel))?;
             write!(f, "{}", StrikeText(m.strike))?;
             write!(f, "{}", RoutingText(m.routing, m.fan))?;
-            writeln!(f, "{}", PolicyText(m.policy))?;
+            write!(f, "{}", PolicyText(m.policy))?;
+            writeln!(f, "{}", DismissedText(m.dismissed))?;
         }
         for (i, c) in self.consumers.iter().enumerate() {
             match c.stream {
@@ -2007,7 +2056,8 @@ impl fmt::Display for Topology {
             }
             write!(f, "{}", ManualText(c.manual))?;
             write!(f, "{}", StrikeText(c.strike))?;
-            writeln!(f, "{}", PolicyText(c.policy))?;
+            write!(f, "{}", PolicyText(c.policy))?;
+            writeln!(f, "{}", DismissedText(c.dismissed))?;
         }
         for e in &self.edges {
             write!(
@@ -2149,6 +2199,18 @@ impl fmt::Display for PolicyText {
     }
 }
 
+/// A stage's [`ProducerPlan::dismissed`] (and its siblings'), as [`Topology`]'s `Display` shows it.
+struct DismissedText(bool);
+
+impl fmt::Display for DismissedText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            true => write!(f, ", its failure dismissed"),
+            false => Ok(()),
+        }
+    }
+}
+
 impl Node {
     /// The stages that handle events, as bits of a mask: `M{i}` is bit `i`, `C{i}` bit `8 + i`.
     fn bit(self) -> u32 {
@@ -2187,6 +2249,8 @@ impl fmt::Display for Node {
 /// What the stages did, as they saw it, by stage name.
 #[derive(Debug, Default)]
 struct Ledger {
+    /// The stages whose failure the pipeline took as dismissed, as the run started.
+    dismissed: HashSet<String>,
     /// Events each producer or producer_consumer returned from its callback.
     emitted: HashMap<String, u64>,
     /// Events each consumer or producer_consumer handled successfully.
@@ -4258,11 +4322,13 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     } = build(topology, &ledger);
     let bound = time_bound();
     let mut ends = Vec::new();
+    let mut dismissals = Vec::new();
     let result = match topology.shutdown_after {
         None => tokio::time::timeout(bound, pipeline.run()).await,
         Some(yields) => {
             let running = pipeline.start();
             ends = ends_asked(&running, &sources, &sinks);
+            dismissals = dismissals_asked(topology, &running, &sources, &sinks);
             let acted = async {
                 if let Some(action) = topology.action {
                     let refs = (&sources, &sinks);
@@ -4355,6 +4421,7 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
         )
     })?;
     check_ends(&result, ends).await?;
+    let dismissed = dismissals_taken(dismissals).await?;
     // The pipeline has ended, and dropped the channels' receivers: the feeders end.
     for feeder in feeders {
         match tokio::time::timeout(bound, feeder).await {
@@ -4380,7 +4447,65 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
         }
     }
     let mut ledger = std::mem::take(&mut *lock(&ledger));
+    ledger.dismissed = dismissed;
     check(topology, &result, &mut ledger)
+}
+
+/// A failure's dismissal, asked for through the handle: the stage's name, and the answer.
+type Dismissal = (
+    String,
+    Pin<Box<dyn Future<Output = Result<(), PipelineError>> + Send>>,
+);
+
+/// Dismisses the failure of each built stage whose plan says so ([`ProducerPlan::dismissed`] and
+/// its siblings'), at once.
+fn dismissals_asked(
+    topology: &Topology,
+    running: &PipelineHandle,
+    sources: &HashMap<Node, SourceRef>,
+    sinks: &HashMap<Node, SinkRef>,
+) -> Vec<Dismissal> {
+    let mut asked: Vec<Dismissal> = Vec::new();
+    let nodes = (0..topology.producers.len())
+        .map(Node::Producer)
+        .chain((0..topology.middles.len()).map(Node::Middle))
+        .chain((0..topology.consumers.len()).map(Node::Consumer));
+    for node in nodes.filter(|&node| topology.dismissed(node)) {
+        let mut ask = |name: String, dismissal: Pin<Box<_>>| asked.push((name, dismissal));
+        match (sources.get(&node), sinks.get(&node)) {
+            (Some(SourceRef::Producer(s)), _) => {
+                ask(s.name(), Box::pin(running.dismiss_failure(s)))
+            }
+            (Some(SourceRef::Channel(s)), _) => ask(s.name(), Box::pin(running.dismiss_failure(s))),
+            (Some(SourceRef::Stream(s)), _) => ask(s.name(), Box::pin(running.dismiss_failure(s))),
+            (Some(SourceRef::Middle(s)), _) | (None, Some(SinkRef::Middle(s))) => {
+                ask(s.name(), Box::pin(running.dismiss_failure(s)))
+            }
+            (None, Some(SinkRef::Consumer(s))) => {
+                ask(s.name(), Box::pin(running.dismiss_failure(s)))
+            }
+            (None, Some(SinkRef::Stream(s))) => ask(s.name(), Box::pin(running.dismiss_failure(s))),
+            (None, Some(SinkRef::Supervisor(s))) => {
+                ask(s.name(), Box::pin(running.dismiss_failure(s)))
+            }
+            (None, None) => {}
+        }
+    }
+    asked
+}
+
+/// The stages whose dismissal the pipeline took: those answered `Ok`. One answered `NotRunning`
+/// came after the pipeline had ended, and its failure, if any, fails the run.
+async fn dismissals_taken(dismissals: Vec<Dismissal>) -> Result<HashSet<String>, String> {
+    let mut taken = HashSet::new();
+    for (name, dismissal) in dismissals {
+        match dismissal.await {
+            Ok(()) => drop(taken.insert(name)),
+            Err(PipelineError::NotRunning) => {}
+            Err(error) => return Err(format!("the dismissal of {name}'s failure: {error}")),
+        }
+    }
+    Ok(taken)
 }
 
 /// The end of a stage, asked for through the handle.
@@ -4861,22 +4986,38 @@ fn check(
         || !ledger.replaced.is_empty()
         || !ledger.self_cancelled.is_empty()
         || !ledger.streams_dropped.is_empty();
+    // The run fails for a stage that stopped for good, unless its failure was dismissed.
+    let failing = |stage: &String| !ledger.dismissed.contains(stage);
+    let fails = fell.keys().any(failing) || ended_for_good.iter().any(failing);
     match result {
         Ok(_) => ensure!(
-            !fell_any && ended_for_good.is_empty(),
+            !fails,
             "{fell:?} stopped for their faults and {ended_for_good:?} at their restart limit \
-             (struck: {:?}), but run() succeeded",
-            ledger.struck()
+             (struck: {:?}; dismissed: {:?}), but run() succeeded",
+            ledger.struck(),
+            ledger.dismissed
         ),
         Err(error) => {
             ensure!(
-                fell_any || !ended_for_good.is_empty(),
-                "no stage stopped for good (struck: {:?}), but run() failed: {error}",
+                fails,
+                "no stage stopped for good but those dismissed, {:?} (struck: {:?}), but run() \
+                 failed: {error}",
+                ledger.dismissed,
                 ledger.struck()
             );
             check_error(topology, ledger, report, &fell, &ended_for_good, error)?;
         }
     }
+    tally(
+        &DISMISSALS,
+        &[
+            !ledger.dismissed.is_empty(),
+            fell.keys()
+                .chain(&ended_for_good)
+                .any(|s| ledger.dismissed.contains(s)),
+            fell_any && !fails,
+        ],
+    );
     // A broadcasting stage's selectors are asked about its events only while their consumers are
     // subscribed: one that left early (its stream dropped, it stopped, a subscription cancelled or
     // replaced through the handle) takes its selector, and a sticky strike in it, away.
@@ -5365,6 +5506,11 @@ fn check_inits(
     Ok(())
 }
 
+/// How many of the runs so far dismissed a stage's failure, had a dismissed stage stop for good,
+/// and succeeded only because of dismissals (printed at the end).
+static DISMISSALS: [std::sync::atomic::AtomicU64; 3] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
 /// How many of the runs so far restarted a stage, redelivered events, reached a restart limit, and
 /// named a poison event: printed at the end, so that a change that makes them rare shows.
 static RESTARTS: [std::sync::atomic::AtomicU64; 4] =
@@ -5767,6 +5913,7 @@ fn check_error(
     error: &PipelineError,
 ) -> Result<(), String> {
     let named = |stage: &str| fell.get(stage).copied();
+    let dismissed = |stage: &str| ledger.dismissed.contains(stage);
     let right = match error {
         PipelineError::StageFailed { stage, .. } => {
             named(stage) == Some(Fault::Error) && !PolicyPlan::restarts(topology.policy_of(stage))
@@ -5799,10 +5946,18 @@ fn check_error(
         }
         _ => false,
     };
+    let stage = match error {
+        PipelineError::StageFailed { stage, .. }
+        | PipelineError::StagePanicked { stage, .. }
+        | PipelineError::RestartLimit { stage, .. } => Some(stage.as_str()),
+        _ => None,
+    };
     ensure!(
-        right,
-        "run() failed with {error:?}; stopped for good: {fell:?}, faults struck: {:?}",
-        ledger.struck()
+        right && !stage.is_some_and(dismissed),
+        "run() failed with {error:?}; stopped for good: {fell:?}, faults struck: {:?}, \
+         dismissed: {:?}",
+        ledger.struck(),
+        ledger.dismissed
     );
     Ok(())
 }
@@ -6556,6 +6711,7 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [waits, waited_alone] = tallied(&WAITS);
     let [added, added_producers, added_busy, added_late, added_alone, added_middles] =
         tallied(&ADDS);
+    let [dismissing, dismissed_fell, dismissed_ok] = tallied(&DISMISSALS);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -6575,7 +6731,8 @@ fn random_pipelines_end_and_account_for_every_event() {
          a stage while running, {added_producers} of them a producer, {added_middles} a \
          producer_consumer, {added_busy} one that emitted or handled events, {added_alone} one \
          that lost what it held with no consumer; {added_late} ended before a stage was added or \
-         subscribed"
+         subscribed; {dismissing} dismissed a stage's failure, {dismissed_fell} had such a stage \
+         stop for good, {dismissed_ok} succeeded because of it"
     );
     assert!(
         failures.is_empty(),
