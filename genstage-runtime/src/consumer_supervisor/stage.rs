@@ -336,6 +336,9 @@ where
     }
 }
 
+// Not offered as a fix for a stage without `handle_call`: rustc would show this impl, the only
+// one in the crate, to a user whose own stage answers no calls, as if it were meant for theirs.
+#[diagnostic::do_not_recommend]
 impl<T, C> HandleCall<CountChildren> for ConsumerSupervisor<T, C>
 where
     T: Send + 'static,
