@@ -304,6 +304,11 @@ pub(crate) fn validate_stage(
         }
         if !seen.insert(key.clone()) {
             errors.push(options::duplicate(&option.key));
+            if key == "dispatcher" {
+                // Which of the two was meant is unknown: judging the stage by the first would
+                // add a second error (a `partition` method missing, or one nothing reads).
+                dispatcher = Some(Err(()));
+            }
             continue;
         }
         let method = match side {
