@@ -902,6 +902,16 @@ fn event_types(role: Role, callback: &Callback) -> syn::Result<(Option<Type>, Op
                     tokens_text(event)
                 ),
             ));
+        } else if let Some(borrow) = borrow_in(event) {
+            // Left to rustc, this is "missing lifetime in associated type" under the role
+            // trait's `Input`/`Output`, in genstage's own source.
+            errors.push(syn::Error::new_spanned(
+                borrow,
+                format!(
+                    "`{}` cannot be an event type: it borrows, but events are sent to other stages' tasks, so they are `'static`; take an owned type instead (`String` rather than `&str`, `T` rather than `&T`)",
+                    tokens_text(event)
+                ),
+            ));
         }
     }
     errors.check()?;
