@@ -916,10 +916,13 @@ fn dispatch_checks(graph: &Graph, index: usize, settings: &EdgeSettings) -> Toke
                     );
                     let label = format!("{size} instances for {{N}} partitions");
                     let size = Literal::usize_unsuffixed(size);
-                    // Generic over the count, rather than `Group<size>`, so that rustc does not
-                    // point at an impl for the other count.
+                    // The handles fit a group of `size` through a trait of their own, and `Group`
+                    // has one blanket impl over it: an impl of `Group` for the handle itself
+                    // would be shown by rustc as a "similar impl", `Group<size>`, under a message
+                    // that gives the number of partitions (`do_not_recommend` does not hide an
+                    // impl for the same type with other arguments).
                     let impls = handle_impls(
-                        &quote!(Group<__N>),
+                        &quote!(__GroupFits<__N>),
                         &TokenStream::new(),
                         &quote!(#dispatch::Count<__N>: #dispatch::Is<#size>,),
                     );
@@ -932,9 +935,11 @@ fn dispatch_checks(graph: &Graph, index: usize, settings: &EdgeSettings) -> Toke
                             trait Group<const N: ::core::primitive::usize> {
                                 fn check(_: #phantom<#dispatch::Count<N>>, _: #phantom<Self>) {}
                             }
-                            #[diagnostic::do_not_recommend]
-                            impl<const __N: ::core::primitive::usize> Group<__N> for #unchecked {}
+                            trait __GroupFits<const N: ::core::primitive::usize> {}
+                            impl<const __N: ::core::primitive::usize> __GroupFits<__N> for #unchecked {}
                             #impls
+                            #[diagnostic::do_not_recommend]
+                            impl<__H: __GroupFits<__N>, const __N: ::core::primitive::usize> Group<__N> for __H {}
                             #call;
                         }
                     });
