@@ -93,6 +93,8 @@ pub(crate) struct Subscribed {
     pub(crate) producer_name: Arc<str>,
     pub(crate) limits: DemandLimits,
     pub(crate) cancel: CancelMode,
+    /// The partition of the producer it takes, for the consumer's `handle_subscribe`.
+    pub(crate) partition: Option<usize>,
     /// Whether the initial ask of `limits.max()` has been sent on the consumer's behalf (when the
     /// pipeline was wired); if not, the consumer sends it when it takes the subscription in.
     pub(crate) asked: bool,

@@ -21,6 +21,8 @@ pub struct Subscription {
     pub(crate) producer: String,
     pub(crate) max_demand: usize,
     pub(crate) min_demand: usize,
+    /// See [`partition`](Self::partition).
+    pub(crate) partition: Option<usize>,
     /// See [`outstanding`](Self::outstanding).
     pub(crate) outstanding: usize,
 }
@@ -44,6 +46,16 @@ impl Subscription {
     /// The subscription's `min_demand`.
     pub fn min_demand(&self) -> usize {
         self.min_demand
+    }
+
+    /// The partition of the producer this subscription takes (`partition = i` in `pipeline!`,
+    /// `i` for instance `i` of a group after a partitioned stage,
+    /// [`SubscribeOptions::partition`](crate::SubscribeOptions::partition)), or `None` when it
+    /// takes none (its producer is not partitioned). GenStage's consumer finds it in the options
+    /// its `handle_subscribe` is given: a worker of a group learns here which share of the events
+    /// it gets, in each value a restart makes too.
+    pub fn partition(&self) -> Option<usize> {
+        self.partition
     }
 
     /// Events asked for on it and not yet handed to the stage, as the stage is told of it:
@@ -109,6 +121,7 @@ pub struct Subscriber {
     pub(crate) consumer: String,
     pub(crate) max_demand: usize,
     pub(crate) min_demand: usize,
+    pub(crate) partition: Option<usize>,
 }
 
 impl Subscriber {
@@ -130,6 +143,12 @@ impl Subscriber {
     /// The subscription's `min_demand`.
     pub fn min_demand(&self) -> usize {
         self.min_demand
+    }
+
+    /// The partition of this stage the consumer takes, or `None` when the stage is not
+    /// partitioned: the consumer's [`Subscription::partition`].
+    pub fn partition(&self) -> Option<usize> {
+        self.partition
     }
 }
 

@@ -897,6 +897,7 @@ impl Pipeline {
             }
         }
         let selected = selector.is_some();
+        let partition = options.partition;
         let dispatch_options = DispatchOptions {
             partition: options.partition,
             selector,
@@ -924,6 +925,7 @@ impl Pipeline {
                 producer_name: wiring.producer,
                 limits,
                 cancel,
+                partition,
                 asked,
             });
             if asked {

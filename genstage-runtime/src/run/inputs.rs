@@ -22,6 +22,8 @@ struct Subscription {
     producer_name: Arc<str>,
     demand: ConsumerDemand,
     cancel: CancelMode,
+    /// The producer's partition it takes, if it takes one.
+    partition: Option<usize>,
     /// Events handed out to `handle_events`, for the report's edge.
     handed: u64,
     /// What its [`Asker`](crate::Asker)s have asked for and the stage has not yet asked
@@ -38,6 +40,7 @@ impl Subscription {
             producer: self.producer_name.to_string(),
             max_demand: limits.max(),
             min_demand: limits.min(),
+            partition: self.partition,
             outstanding: self
                 .demand
                 .outstanding()
@@ -208,6 +211,7 @@ impl<T> Inputs<T> {
             producer_name,
             limits,
             cancel,
+            partition,
             asked,
         } = subscribed;
         // The initial ask of `max_demand`: queued by the pipeline when it wired the stage, so that
@@ -223,6 +227,7 @@ impl<T> Inputs<T> {
             producer_name,
             demand,
             cancel,
+            partition,
             handed: 0,
             on_their_way: Arc::default(),
         };
@@ -490,6 +495,7 @@ mod tests {
             producer_name: Arc::from("p"),
             limits: DemandLimits::new(10, 5).unwrap(),
             cancel,
+            partition: None,
             asked: true,
         }))
     }

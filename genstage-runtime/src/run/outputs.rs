@@ -140,6 +140,7 @@ impl<T: Send + 'static> Outputs<T> {
             consumer: consumer_name.to_string(),
             max_demand: limits.max(),
             min_demand: limits.min(),
+            partition: options.partition,
         };
         self.notices
             .push_back(ConsumerNotice::Subscribed(seen_as.clone()));
