@@ -286,6 +286,13 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     /// lost with it (a call among them is answered [`CallError::NoReply`]). To know that a
     /// message was handled, [`call`](Self::call).
     ///
+    /// Unlike events, which a stage receives only as it asks for them, messages from outside
+    /// queue in its mailbox without bound, as in a GenStage process's mailbox: a task that casts
+    /// (or sends infos) faster than the stage handles them grows that queue, and memory, for as
+    /// long as it does, and `cast` never waits or refuses for it. A sender that must be held back
+    /// to the stage's pace uses [`call`](Self::call), which waits for each to be handled, or
+    /// feeds the pipeline events instead (a `from_channel` producer waits while it is busy).
+    ///
     /// # Errors
     ///
     /// [`CallError::Ended`] if the stage has ended or decided to end; [`CallError::ShuttingDown`]
