@@ -264,8 +264,9 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
 /// producer_consumer's a `Vec<O>`, a consumer's `()`: `()` from a message callback emits nothing.
 /// `handle_consumer_cancel`'s becomes a `Vec<T>` of the stage's events, whatever its role: the role
 /// traits' method gives that (a producer does not end from it).
-/// Every impl is `do_not_recommend`, so the error is the trait's sentence rather than a list of
-/// impls.
+/// The values implement a hidden trait (`__` before the name), and the named trait has one
+/// blanket impl over it, `do_not_recommend`: the error is the named trait's sentence, with no list
+/// of impls and no "similar impl" for another event type.
 struct Conversion {
     /// The trait's name after the stage's (see [`helper_ident`]), which rustc's `help:` line shows.
     name: &'static str,
@@ -388,22 +389,22 @@ impl Conversion {
         let (message, label, note) = match (self.events, self.unit_emits_nothing()) {
             (Events::Emit, false) => (
                 format!("a producer's `{callback}` cannot return `{{Self}}`"),
-                "expected `Vec<T>`, `Emit<T>`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
+                "expected `Vec<{T}>`, `Emit<{T}>`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
                 format!("`{callback}` returns `Vec<T>`, `Emit<T>`, `Result<Vec<T>, E>` or `Result<Emit<T>, E>`, where `T` is the event type"),
             ),
             (Events::Emit, true) => (
                 format!("a producer's `{callback}` cannot return `{{Self}}`"),
-                "expected `Vec<T>`, `Emit<T>`, `()`, or a `Result` of one of them whose error converts into `genstage::StageError`".to_owned(),
+                "expected `Vec<{T}>`, `Emit<{T}>`, `()`, or a `Result` of one of them whose error converts into `genstage::StageError`".to_owned(),
                 format!("`{callback}` returns the events it emits, `Vec<T>` or `Emit<T>`, or `()` for none, maybe in a `Result<_, E>`, where `T` is the event type"),
             ),
             (Events::Vec, false) => (
                 format!("{whose} cannot return `{{Self}}`"),
-                "expected `Vec<T>` or a `Result<Vec<T>, E>` whose error converts into `genstage::StageError`".to_owned(),
+                "expected `Vec<{T}>` or a `Result<Vec<{T}>, E>` whose error converts into `genstage::StageError`".to_owned(),
                 format!("{whose} returns `Vec<T>` or `Result<Vec<T>, E>`, where `T` is the event type it emits"),
             ),
             (Events::Vec, true) => (
                 format!("{whose} cannot return `{{Self}}`"),
-                "expected `Vec<T>`, `()`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
+                "expected `Vec<{T}>`, `()`, or a `Result` of either whose error converts into `genstage::StageError`".to_owned(),
                 format!("{whose} returns the events it emits, `Vec<T>`, or `()` for none, maybe in a `Result<_, E>`, where `T` is the event type it emits"),
             ),
             (Events::Nothing, _) => (
@@ -456,21 +457,24 @@ impl Conversion {
             };
             containers.push((quote!(()), empty));
         }
+        // The values it converts implement a hidden trait, and the named one has a single
+        // blanket impl over it: were the named trait implemented for `Vec<T>` itself, rustc would
+        // add, to a `Vec` of another event type, the confusing help that the trait "is
+        // implemented for it" with that other type.
+        let inner = syn::Ident::new(&format!("__{name}"), name.span());
+        let params = match self.events {
+            Events::Nothing => TokenStream::new(),
+            _ => quote!(T,),
+        };
         let impls = containers.iter().map(|(ty, wrap)| {
-            let params = match self.events {
-                Events::Nothing => TokenStream::new(),
-                _ => quote!(T,),
-            };
             quote! {
-                #[diagnostic::do_not_recommend]
-                impl<#params> #name #args for #ty {
+                impl<#params> #inner #args for #ty {
                     #[inline]
                     fn #method(self) -> #result<#target> {
                         #private::Ok((#wrap)(self))
                     }
                 }
-                #[diagnostic::do_not_recommend]
-                impl<#params E: #into<#error>> #name #args for #private::Result<#ty, E> {
+                impl<#params E: #into<#error>> #inner #args for #private::Result<#ty, E> {
                     #[inline]
                     fn #method(self) -> #result<#target> {
                         self.map(#wrap).map_err(#into::into)
@@ -484,7 +488,18 @@ impl Conversion {
             trait #name #generics {
                 fn #method(self) -> #result<#target>;
             }
+            #[allow(non_camel_case_types)]
+            trait #inner #generics {
+                fn #method(self) -> #result<#target>;
+            }
             #(#impls)*
+            #[diagnostic::do_not_recommend]
+            impl<#params __V: #inner #args> #name #args for __V {
+                #[inline]
+                fn #method(self) -> #result<#target> {
+                    #inner::#method(self)
+                }
+            }
         }
     }
 }
