@@ -440,7 +440,10 @@ impl PipelineHandle {
     }
 
     /// Adds a consumer to the running pipeline and starts it, named after its type (made unique, as
-    /// `Tap#2`); it has no producer until [`subscribe`](Self::subscribe) gives it one.
+    /// `Tap#2`); it has no producer until [`subscribe`](Self::subscribe) gives it one, and waits
+    /// for it: until then it keeps the pipeline up, so awaiting this handle does not return even
+    /// once every other stage has ended (a shutdown ends such a consumer at once). Once subscribed,
+    /// it finishes when its producers have all ended, as any consumer does.
     ///
     /// # Errors
     ///
