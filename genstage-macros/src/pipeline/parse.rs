@@ -476,8 +476,18 @@ fn parse_node(piece: Piece) -> syn::Result<Node> {
 /// Parses `[expr; count]` or an expression, which must use up the piece.
 fn parse_stage(tokens: &[TokenTree]) -> syn::Result<StageSyntax> {
     if let [TokenTree::Group(group)] = tokens {
-        if group.delimiter() == Delimiter::Bracket {
-            return parse_group(group.clone()).map(|group| StageSyntax::Group(Box::new(group)));
+        match group.delimiter() {
+            Delimiter::Bracket => {
+                return parse_group(group.clone()).map(|group| StageSyntax::Group(Box::new(group)));
+            }
+            // `a -> (b; c)` reads as a fan-out, which rustc would answer with "expected `,`".
+            Delimiter::Parenthesis if has_semicolon(group) => {
+                return Err(syn::Error::new(
+                    group.span(),
+                    "a list of stages is not a stage: to feed several stages from one, name it and write a chain to each, e.g. `src = Source; src -> a; src -> b`",
+                ));
+            }
+            _ => {}
         }
     }
     let stream: TokenStream = tokens.iter().cloned().collect();
@@ -497,6 +507,14 @@ fn parse_stage(tokens: &[TokenTree]) -> syn::Result<StageSyntax> {
     )
 }
 
+/// Whether `group` holds a `;` of its own (not one nested in a group inside it).
+fn has_semicolon(group: &Group) -> bool {
+    group
+        .stream()
+        .into_iter()
+        .any(|tree| matches!(&tree, TokenTree::Punct(p) if p.as_char() == ';'))
+}
+
 /// Parses the inside of `[expr; count]`.
 fn parse_group(group: Group) -> syn::Result<GroupSyntax> {
     let span = group.span();
@@ -507,11 +525,7 @@ fn parse_group(group: Group) -> syn::Result<GroupSyntax> {
             "expected `[stage; count]`, e.g. `[Printer; 2]` for two instances of `Printer`",
         ));
     }
-    let has_semi = content
-        .clone()
-        .into_iter()
-        .any(|tree| matches!(&tree, TokenTree::Punct(p) if p.as_char() == ';'));
-    if !has_semi {
+    if !has_semicolon(&group) {
         return Err(syn::Error::new(
             span,
             "expected `[stage; count]`, e.g. `[Printer; 2]` for two instances of `Printer`; a list of stages is not a stage",
