@@ -762,8 +762,25 @@ fn fixed_args(
             CallbackKind::BatchFrom => "`&mut self` and the subscription's tag",
             _ => "only `&self`",
         };
+        // A context where none is given: say where the stage gets what it wanted it for.
+        let takes_context = args
+            .iter()
+            .skip(wanted_args)
+            .any(|arg| typed(arg).is_some_and(is_context));
+        let why = match kind {
+            CallbackKind::HandleEvents if takes_context => {
+                "; `handle_events` gets no context: a stage in manual demand asks from it through \
+                 the `Asker` that `ctx.asker(subscription.tag())` makes in `handle_subscribe`, \
+                 kept in the stage, and other callbacks (`handle_info`, …) may take the context"
+            }
+            CallbackKind::HandleDemand if takes_context => {
+                "; `handle_demand` gets no context: `init` and the message callbacks \
+                 (`handle_info`, …) may take it"
+            }
+            _ => "",
+        };
         let message = format!(
-            "`{name}` takes {what}, but this one takes {count} argument{}: write it {shapes}",
+            "`{name}` takes {what}, but this one takes {count} argument{}: write it {shapes}{why}",
             if count == 1 { "" } else { "s" },
         );
         errors.push(if args.len() > wanted_args {

@@ -182,6 +182,8 @@ fn malformed_items_give_spanned_errors() {
         ("producer", "impl S { fn handle_demand() -> Vec<u8> { vec![] } }", At::Item("(", 0), "takes `&mut self` first"),
         ("producer", "impl S { fn handle_demand(&mut self) -> Vec<u8> { vec![] } }", At::Item("(", 0), "`handle_demand` takes `&mut self` and the demand, but this one takes 1 argument"),
         ("consumer", "impl S { fn handle_events(&mut self, a: Vec<u8>, b: u8) {} }", At::Item("b", 0), "takes `&mut self` and the events, but this one takes 3 arguments"),
+        ("consumer", "impl S { fn handle_events(&mut self, a: Vec<u8>, ctx: &mut Context<Self>) {} }", At::Item("ctx", 0), "`handle_events` gets no context: a stage in manual demand asks from it through the `Asker` that `ctx.asker(subscription.tag())` makes in `handle_subscribe`"),
+        ("producer", "impl S { fn handle_demand(&mut self, d: usize, ctx: &mut genstage::Context<'_, Self>) -> Vec<u8> { vec![] } }", At::Item("ctx", 0), "`handle_demand` gets no context: `init` and the message callbacks"),
         ("producer", "impl S { fn handle_demand<T>(&mut self, d: usize) -> Vec<T> { vec![] } }", At::Item("<", 0), "`handle_demand` cannot be generic"),
         ("producer", "impl S { fn handle_demand(&mut self, d: usize) -> Vec<u8> where u8: Copy { vec![] } }", At::Item("where", 0), "cannot be generic"),
         ("producer", "impl S { unsafe fn handle_demand(&mut self, d: usize) -> Vec<u8> { vec![] } }", At::Item("unsafe", 0), "cannot be `unsafe`"),
