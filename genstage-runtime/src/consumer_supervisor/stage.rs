@@ -302,8 +302,10 @@ where
     }
 }
 
-// Internal: a user's info of the wrong type is not told of this impl.
+// Internal: a user's info of the wrong type is not told of this impl, nor is it documented (users
+// cannot name the info).
 #[diagnostic::do_not_recommend]
+#[doc(hidden)]
 impl<T, C> HandleInfo<ChildNotes> for ConsumerSupervisor<T, C>
 where
     T: Send + 'static,

@@ -32,6 +32,7 @@ where
     S: HandleInfo<M> + StageEvents<Role>,
     S::Emitted: InfoEmission<S, M, <S as StageEvents<Role>>::Events>,
 {
+    #[doc(hidden)]
     fn __letter(self) -> SelfLetter {
         SelfLetter(typed_info_letter::<S, M, <S as StageEvents<Role>>::Events>(
             self,

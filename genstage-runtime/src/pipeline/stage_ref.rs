@@ -422,6 +422,7 @@ where
     S::Emitted: Emission<E>,
     E: Send + 'static,
 {
+    #[doc(hidden)]
     fn __cast(self, port: &StagePort<S>) -> Result<(), CallError> {
         port.send_refusable(Control::Letter(cast_letter::<S, M, E>(self)))
     }
@@ -445,10 +446,12 @@ where
     S::Emitted: Emission<E>,
     E: Send + 'static,
 {
+    #[doc(hidden)]
     fn __info(self, port: &StagePort<S>) -> Result<(), CallError> {
         port.send_refusable(Control::Letter(typed_info_letter::<S, M, E>(self)))
     }
 
+    #[doc(hidden)]
     fn __info_after_buffered(self, port: &StagePort<S>) -> Result<(), CallError> {
         let letter = after_buffered(typed_info_letter::<S, M, E>(self));
         port.send_refusable(Control::Letter(letter))
@@ -477,6 +480,7 @@ where
 {
     type Reply = S::Reply;
 
+    #[doc(hidden)]
     fn __call(self, port: StagePort<S>, timeout: Duration) -> Call<S::Reply> {
         let (reply, answer) = oneshot::channel();
         let letter = call_letter::<S, M, E>(self, reply);
