@@ -23,7 +23,7 @@ pub const MAX_DEMAND_LIMIT: usize = 1 << 30;
 /// Validated `max_demand` / `min_demand` of one subscription.
 ///
 /// ```
-/// use genstage_runtime::demand::DemandLimits;
+/// use genstage::demand::DemandLimits;
 /// let limits = DemandLimits::new(100, 80).unwrap();
 /// assert_eq!(limits.batch_size(), 20);
 /// assert!(DemandLimits::new(0, 0).is_err());
@@ -104,7 +104,7 @@ pub struct BatchDemand {
 /// The outstanding demand of one subscription.
 ///
 /// ```
-/// use genstage_runtime::demand::{ConsumerDemand, DemandLimits};
+/// use genstage::demand::{ConsumerDemand, DemandLimits};
 /// let mut demand = ConsumerDemand::new(DemandLimits::new(100, 20).unwrap());
 /// assert_eq!(demand.initial_ask(), 100);
 /// assert_eq!(demand.on_batch(80).ask, 80); // 0..79: outstanding 20 <= 20, refill to 100
@@ -183,7 +183,7 @@ impl ConsumerDemand {
 /// Cuts one incoming message into batches of a given size, without copying when it fits whole.
 ///
 /// ```
-/// use genstage_runtime::demand::Batches;
+/// use genstage::demand::Batches;
 /// let mut batches = Batches::new(vec![1, 2, 3, 4, 5]);
 /// assert_eq!(batches.next_batch(2), Some(vec![1, 2]));
 /// assert_eq!(batches.next_batch(2), Some(vec![3, 4]));

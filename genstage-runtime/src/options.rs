@@ -50,7 +50,7 @@ pub enum CancelMode {
 /// `min_demand` `max_demand / 2`, `cancel` permanent.
 ///
 /// ```
-/// use genstage_runtime::{CancelMode, SubscribeOptions};
+/// use genstage::{CancelMode, SubscribeOptions};
 /// let opts = SubscribeOptions::new().max_demand(10).min_demand(5).cancel(CancelMode::Temporary);
 /// assert_eq!(opts.max_demand, Some(10));
 /// ```
@@ -202,7 +202,7 @@ pub enum DemandMode {
 /// A broadcaster started with no consumer, and listeners that come and go:
 ///
 /// ```
-/// use genstage_runtime::{
+/// use genstage::{
 ///     Consumer, Context, Dispatch, Emit, HandleCall, Pipeline, Producer, ProducerOptions,
 ///     ReplyTo, StageRef, StageResult, WithoutConsumers,
 /// };
@@ -288,7 +288,7 @@ pub enum WithoutConsumers {
 /// Buffer settings of a producer or producer_consumer, and a producer's [`DemandMode`].
 ///
 /// ```
-/// use genstage_runtime::{BufferKeep, DemandMode, ProducerOptions};
+/// use genstage::{BufferKeep, DemandMode, ProducerOptions};
 /// assert_eq!(ProducerOptions::for_producer().buffer_size, Some(10_000));
 /// assert_eq!(ProducerOptions::for_producer_consumer().buffer_size, None);
 /// let opts = ProducerOptions::for_producer().buffer_size(5).buffer_keep(BufferKeep::First);

@@ -285,7 +285,7 @@ impl Report {
 /// how it ended), a row of totals, each loss with its reason, and whether the counts balance.
 ///
 /// ```
-/// use genstage_runtime::{Loss, LossReason, Report, StageReport, StageStatus};
+/// use genstage::{Loss, LossReason, Report, StageReport, StageStatus};
 /// let stage = |name: &str, events_in, events_out, emitted, lost, status| StageReport {
 ///     name: name.into(),
 ///     events_in,
@@ -427,7 +427,7 @@ impl std::fmt::Display for Report {
 /// A pipeline's counts, summed over its stages (see [`Report::totals`]).
 ///
 /// ```
-/// use genstage_runtime::Totals;
+/// use genstage::Totals;
 /// let totals = Totals { emitted: 10, handled: 7, discarded: 1, lost: 2 };
 /// assert!(totals.balanced());
 /// ```

@@ -70,7 +70,7 @@ pub type NoInput = Infallible;
 ///
 /// ```
 /// use std::time::Duration;
-/// use genstage_runtime::{Restart, RestartPolicy};
+/// use genstage::{Restart, RestartPolicy};
 ///
 /// let policy = RestartPolicy::<u64>::new(Restart::Transient)
 ///     .max_restarts(10, Duration::from_secs(60))

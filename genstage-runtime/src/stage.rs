@@ -28,7 +28,7 @@ use crate::subscription::{CancelReason, Demand, Subscriber, Subscription, Subscr
 /// then its consumers see it end.
 ///
 /// ```
-/// use genstage_runtime::Emit;
+/// use genstage::Emit;
 /// let more: Emit<u64> = vec![1, 2, 3].into();
 /// assert!(!more.is_last());
 /// assert!(Emit::last(vec![4u64]).is_last());
@@ -78,7 +78,7 @@ pub type StageResult<T> = Result<T, StageError>;
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{Emit, Producer, StageResult};
+/// use genstage::{Emit, Producer, StageResult};
 ///
 /// /// Emits 0, 1, 2, … up to (not including) `end`.
 /// struct Counter { next: u64, end: u64 }
@@ -257,7 +257,7 @@ pub trait Producer: Send + 'static {
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{ProducerConsumer, StageResult};
+/// use genstage::{ProducerConsumer, StageResult};
 ///
 /// struct Evens;
 ///
@@ -440,7 +440,7 @@ pub trait ProducerConsumer: Send + 'static {
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{Consumer, StageResult};
+/// use genstage::{Consumer, StageResult};
 ///
 /// #[derive(Default)]
 /// struct Sum { total: u64 }
@@ -526,7 +526,7 @@ pub trait Consumer: Send + 'static {
     /// ```
     /// use std::collections::HashMap;
     ///
-    /// use genstage_runtime::{
+    /// use genstage::{
     ///     from_iter, Asker, Consumer, Context, Demand, Pipeline, StageResult, SubscribeOptions,
     ///     Subscription, SubscriptionTag,
     /// };

@@ -86,7 +86,7 @@ impl Subscription {
 /// A producer that keeps count of its consumers, and tells the others when one fails:
 ///
 /// ```
-/// use genstage_runtime::{CancelReason, Context, Emit, Producer, StageResult, Subscriber};
+/// use genstage::{CancelReason, Context, Emit, Producer, StageResult, Subscriber};
 ///
 /// struct Announcer { consumers: usize }
 ///

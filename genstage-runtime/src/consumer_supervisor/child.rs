@@ -21,7 +21,7 @@ use crate::run::panic_message;
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::Child;
+/// use genstage::Child;
 ///
 /// /// Fetches a URL; holds what every fetch needs.
 /// struct Fetch { base: String }

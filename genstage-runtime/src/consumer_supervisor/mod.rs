@@ -104,7 +104,7 @@ pub use counts::{ChildCounts, CountChildren};
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{from_iter, ConsumerSupervisor, Pipeline};
+/// use genstage::{from_iter, ConsumerSupervisor, Pipeline};
 ///
 /// async fn handle_job(n: u64) -> Result<(), String> {
 ///     tokio::task::yield_now().await; // some I/O
@@ -112,7 +112,7 @@ pub use counts::{ChildCounts, CountChildren};
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// # async fn main() -> Result<(), genstage::PipelineError> {
 /// let mut pipeline = Pipeline::new();
 /// let queue = pipeline.add_producer(from_iter(0..20u64));
 /// let jobs = pipeline.add_consumer(ConsumerSupervisor::new(handle_job).max_demand(4));
@@ -158,7 +158,7 @@ where
     /// restarts in 5 seconds.
     ///
     /// ```
-    /// use genstage_runtime::{Consumer, ConsumerSupervisor};
+    /// use genstage::{Consumer, ConsumerSupervisor};
     /// async fn send_email(to: String) -> Result<(), std::io::Error> { Ok(()) }
     /// let mailer = ConsumerSupervisor::new(send_email).max_demand(8).min_demand(0);
     /// assert_eq!(mailer.subscribe_options().max_demand, Some(8));
@@ -222,7 +222,7 @@ impl<T, C> ConsumerSupervisor<T, C> {
     /// meanwhile: nothing is asked for it until it succeeds, or is given up.
     ///
     /// ```
-    /// use genstage_runtime::ConsumerSupervisor;
+    /// use genstage::ConsumerSupervisor;
     /// async fn upload(file: String) -> Result<(), String> { Ok(()) }
     /// let uploads = ConsumerSupervisor::new(upload).transient().max_restarts(10).max_seconds(60);
     /// # let _ = uploads;
@@ -258,7 +258,7 @@ impl<T, C> ConsumerSupervisor<T, C> {
     /// they are not restarted for ever.
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, ConsumerSupervisor, Pipeline};
+    /// use genstage::{from_iter, ConsumerSupervisor, Pipeline};
     /// async fn always_fail(_: u64) -> Result<(), String> { Err("nope".into()) }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -298,9 +298,9 @@ impl<T, C> ConsumerSupervisor<T, C> {
     /// counts stay). [`watch::Receiver::changed`] waits for the next change.
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, ConsumerSupervisor, Pipeline};
+    /// use genstage::{from_iter, ConsumerSupervisor, Pipeline};
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let jobs = ConsumerSupervisor::new(|_: u32| async {}).max_demand(2);
     /// let counts = jobs.watch_counts();
     /// let mut pipeline = Pipeline::new();

@@ -35,7 +35,7 @@ struct Subscriber<T> {
 /// or leaving never duplicates upstream demand).
 ///
 /// ```
-/// use genstage_runtime::dispatcher::{BroadcastDispatcher, DispatchOptions, Dispatcher, Outbox};
+/// use genstage::dispatcher::{BroadcastDispatcher, DispatchOptions, Dispatcher, Outbox};
 /// let mut dispatcher = BroadcastDispatcher::new();
 /// dispatcher.subscribe(1, &DispatchOptions::none()).unwrap();
 /// dispatcher.subscribe(2, &DispatchOptions::selector(|n: &u32| n % 2 == 0)).unwrap();

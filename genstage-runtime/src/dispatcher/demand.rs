@@ -11,7 +11,7 @@ use super::{DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId};
 /// [`Dispatcher`].)
 ///
 /// ```
-/// use genstage_runtime::dispatcher::{DemandDispatcher, Dispatcher, Outbox};
+/// use genstage::dispatcher::{DemandDispatcher, Dispatcher, Outbox};
 /// let mut dispatcher = DemandDispatcher::new();
 /// dispatcher.subscribe(1).unwrap();
 /// dispatcher.subscribe(2).unwrap();

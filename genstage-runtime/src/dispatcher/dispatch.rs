@@ -11,7 +11,7 @@ use super::{
 /// [`Dispatcher`] and, for one that partitions, the stage's [`Partition`] function.
 ///
 /// ```
-/// use genstage_runtime::{Dispatch, Emit, Partition, Producer, StageResult};
+/// use genstage::{Dispatch, Emit, Partition, Producer, StageResult};
 ///
 /// /// Numbers, split by parity into two partitions.
 /// struct Numbers(u64);

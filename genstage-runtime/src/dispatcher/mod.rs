@@ -167,7 +167,7 @@ impl std::error::Error for ContractBreach {}
 /// more than once.
 ///
 /// ```
-/// use genstage_runtime::dispatcher::{
+/// use genstage::dispatcher::{
 ///     DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
 /// };
 ///

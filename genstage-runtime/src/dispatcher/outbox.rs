@@ -12,7 +12,7 @@ pub type Deliveries<T> = Vec<(SubscriptionId, Vec<T>)>;
 /// also gives the stage's [`Partition`](super::Partition) function to a dispatcher that routes by it.
 ///
 /// ```
-/// use genstage_runtime::dispatcher::{Deliveries, Outbox};
+/// use genstage::dispatcher::{Deliveries, Outbox};
 /// let mut deliveries: Deliveries<u32> = Vec::new();
 /// let parity = |n: &u32| Some((n % 2) as usize);
 /// let mut out = Outbox::new(&mut deliveries).with_partition(&parity);

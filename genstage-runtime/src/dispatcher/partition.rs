@@ -50,7 +50,7 @@ struct Slot<T> {
 /// lowest-numbered partition first: its oldest events go, and the newest are kept.
 ///
 /// ```
-/// use genstage_runtime::dispatcher::{DispatchOptions, Dispatcher, Outbox, PartitionDispatcher};
+/// use genstage::dispatcher::{DispatchOptions, Dispatcher, Outbox, PartitionDispatcher};
 /// let mut dispatcher = PartitionDispatcher::new(2);
 /// dispatcher.subscribe(10, &DispatchOptions::partition(0)).unwrap();
 /// dispatcher.subscribe(11, &DispatchOptions::partition(1)).unwrap();

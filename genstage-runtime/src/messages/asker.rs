@@ -49,7 +49,7 @@ use crate::subscription::{AskError, AskerEnds, CancelAtProducer, SubscriptionTag
 /// A consumer that takes its events one at a time, asking for the next as it handles each:
 ///
 /// ```
-/// use genstage_runtime::{
+/// use genstage::{
 ///     from_iter, Asker, Consumer, Context, Demand, Pipeline, StageResult, SubscribeOptions,
 ///     Subscription,
 /// };
@@ -188,7 +188,7 @@ impl Asker {
     /// then ends normally, since a producer left without consumers stops.
     ///
     /// ```
-    /// use genstage_runtime::{
+    /// use genstage::{
     ///     from_iter, Asker, Consumer, Context, Demand, Pipeline, StageResult, SubscribeOptions,
     ///     Subscription,
     /// };

@@ -161,7 +161,7 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// A producer that emits a tick's number and sends itself the next tick:
     ///
     /// ```
-    /// use genstage_runtime::{Context, Emit, HandleInfo, Producer, StageResult};
+    /// use genstage::{Context, Emit, HandleInfo, Producer, StageResult};
     ///
     /// struct Ticker(u64);
     /// struct Tick;
@@ -210,7 +210,7 @@ impl<'a, S: Send + 'static> Context<'a, S> {
     /// # Examples
     ///
     /// ```
-    /// use genstage_runtime::{
+    /// use genstage::{
     ///     to_stream, Context, Emit, HandleCast, HandleInfo, Pipeline, Producer, StageRef,
     ///     StageResult, SubscribeOptions,
     /// };

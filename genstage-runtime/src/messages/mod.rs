@@ -67,7 +67,7 @@ pub use timer::Timer;
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{Context, HandleCall, ReplyTo, StageResult};
+/// use genstage::{Context, HandleCall, ReplyTo, StageResult};
 ///
 /// struct Queue { jobs: Vec<String> }
 /// struct Len;

@@ -25,7 +25,7 @@ const CANCELLED: u8 = 2;
 ///
 /// ```
 /// use std::time::Duration;
-/// use genstage_runtime::{Consumer, Context, Demand, HandleInfo, StageResult, Subscription, Timer};
+/// use genstage::{Consumer, Context, Demand, HandleInfo, StageResult, Subscription, Timer};
 ///
 /// struct Flush;
 ///

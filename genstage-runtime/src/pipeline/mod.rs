@@ -177,7 +177,7 @@ struct Wiring {
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{from_iter, Consumer, Pipeline, ProducerConsumer, StageResult};
+/// use genstage::{from_iter, Consumer, Pipeline, ProducerConsumer, StageResult};
 ///
 /// struct Evens;
 /// impl ProducerConsumer for Evens {
@@ -198,7 +198,7 @@ struct Wiring {
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// # async fn main() -> Result<(), genstage::PipelineError> {
 /// let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
 /// let mut pipeline = Pipeline::new();
 /// let numbers = pipeline.add_producer(from_iter(0..100u64));
@@ -297,8 +297,8 @@ impl Pipeline {
     /// # Examples
     ///
     /// ```
-    /// use genstage_runtime::{Emit, Pipeline, Producer, RestartPolicy, StageResult, NoInput};
-    /// # use genstage_runtime::{Consumer};
+    /// use genstage::{Emit, Pipeline, Producer, RestartPolicy, StageResult, NoInput};
+    /// # use genstage::{Consumer};
     ///
     /// struct Numbers { next: u64 }
     /// impl Producer for Numbers {
@@ -517,8 +517,8 @@ impl Pipeline {
     /// # Examples
     ///
     /// ```
-    /// # use genstage_runtime::{Consumer, StageResult, from_iter};
-    /// use genstage_runtime::{Pipeline, RestartPolicy};
+    /// # use genstage::{Consumer, StageResult, from_iter};
+    /// use genstage::{Pipeline, RestartPolicy};
     /// # struct Store;
     /// # impl Consumer for Store { type Input = u64;
     /// #   async fn handle_events(&mut self, _: Vec<u64>) -> StageResult<()> { Ok(()) } }
@@ -578,7 +578,7 @@ impl Pipeline {
     /// # Examples
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult};
+    /// use genstage::{from_iter, Consumer, Pipeline, StageResult};
     ///
     /// struct Worker;
     /// impl Consumer for Worker {
@@ -587,7 +587,7 @@ impl Pipeline {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let mut pipeline = Pipeline::new();
     /// let jobs = pipeline.add_producer(from_iter(0..10_000u64));
     /// let workers = pipeline.add_consumers(3, |_| Worker);
@@ -639,7 +639,7 @@ impl Pipeline {
     /// # Examples
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, RestartPolicy, StageResult};
+    /// use genstage::{from_iter, Consumer, Pipeline, RestartPolicy, StageResult};
     ///
     /// /// Fails on job 13 once; restarted, it handles the rest.
     /// struct Worker { id: usize }
@@ -653,7 +653,7 @@ impl Pipeline {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let mut pipeline = Pipeline::new();
     /// let jobs = pipeline.add_producer(from_iter(0..100u64));
     /// for worker in pipeline.add_consumers_with(2, |id| Worker { id }) {
@@ -949,7 +949,7 @@ impl Pipeline {
     /// is listed as given or generated.
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult};
+    /// use genstage::{from_iter, Consumer, Pipeline, StageResult};
     ///
     /// struct Worker;
     /// impl Consumer for Worker {

@@ -40,7 +40,7 @@ impl Pipeline {
     /// A pipeline that runs until it is shut down, as a service does on Ctrl-C:
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, StageStatus};
+    /// use genstage::{from_iter, Consumer, Pipeline, StageResult, StageStatus};
     ///
     /// struct Sink;
     /// impl Consumer for Sink {
@@ -49,7 +49,7 @@ impl Pipeline {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let mut pipeline = Pipeline::new();
     /// let numbers = pipeline.add_producer(from_iter(0u64..)); // endless
     /// let sink = pipeline.add_consumer(Sink);
@@ -239,7 +239,7 @@ impl PipelineHandle {
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
     /// use std::sync::Arc;
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult};
+    /// use genstage::{from_iter, Consumer, Pipeline, StageResult};
     ///
     /// /// Counts the events of the second queue, numbered from 1000.
     /// struct Worker(Arc<AtomicU64>);
@@ -253,7 +253,7 @@ impl PipelineHandle {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let from_second = Arc::new(AtomicU64::new(0));
     /// let mut pipeline = Pipeline::new();
     /// let first_queue = pipeline.add_producer_named("queue-1", from_iter((0..1000u64).cycle()));
@@ -685,7 +685,7 @@ impl PipelineHandle {
     /// A consumer moves to smaller batches while the pipeline runs:
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, SubscribeOptions};
+    /// use genstage::{from_iter, Consumer, Pipeline, StageResult, SubscribeOptions};
     ///
     /// struct Sink;
     /// impl Consumer for Sink {
@@ -694,7 +694,7 @@ impl PipelineHandle {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let mut pipeline = Pipeline::new();
     /// let numbers = pipeline.add_producer(from_iter(0u64..)); // endless
     /// let first_sink = pipeline.add_consumer(Sink);
@@ -843,7 +843,7 @@ impl PipelineHandle {
     /// A subscription made when the pipeline was built, moved to smaller batches while it runs:
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, SubscribeOptions};
+    /// use genstage::{from_iter, Consumer, Pipeline, StageResult, SubscribeOptions};
     ///
     /// struct Sink;
     /// impl Consumer for Sink {
@@ -852,7 +852,7 @@ impl PipelineHandle {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let mut pipeline = Pipeline::new();
     /// let numbers = pipeline.add_producer(from_iter(0u64..)); // endless
     /// let sink = pipeline.add_consumer(Sink);
@@ -914,7 +914,7 @@ impl PipelineHandle {
     /// # Examples
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, StageStatus};
+    /// use genstage::{from_iter, Consumer, Pipeline, StageResult, StageStatus};
     ///
     /// struct Sink;
     /// impl Consumer for Sink {
@@ -923,7 +923,7 @@ impl PipelineHandle {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let mut pipeline = Pipeline::new();
     /// let few = pipeline.add_producer(from_iter(0..3u64));
     /// let sink = pipeline.add_consumer(Sink);
@@ -1004,8 +1004,8 @@ impl PipelineHandle {
     /// # Examples
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, CancelMode, Consumer, Pipeline, StageResult, StageStatus};
-    /// use genstage_runtime::SubscribeOptions;
+    /// use genstage::{from_iter, CancelMode, Consumer, Pipeline, StageResult, StageStatus};
+    /// use genstage::SubscribeOptions;
     ///
     /// struct Worker { sound: bool }
     /// impl Consumer for Worker {
@@ -1016,7 +1016,7 @@ impl PipelineHandle {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let mut pipeline = Pipeline::new();
     /// let jobs = pipeline.add_producer(from_iter(0u64..)); // endless: a service
     /// let worker = pipeline.add_consumer_named("worker", Worker { sound: false });

@@ -22,7 +22,7 @@ use super::PipelineHandle;
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{from_iter, Consumer, Pipeline, StageResult, StageStatus};
+/// use genstage::{from_iter, Consumer, Pipeline, StageResult, StageStatus};
 ///
 /// struct Sink;
 /// impl Consumer for Sink {
@@ -31,7 +31,7 @@ use super::PipelineHandle;
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// # async fn main() -> Result<(), genstage::PipelineError> {
 /// let mut pipeline = Pipeline::new();
 /// let numbers = pipeline.add_producer(from_iter(0u64..)); // endless
 /// let sink = pipeline.add_consumer(Sink);

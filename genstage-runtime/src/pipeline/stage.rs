@@ -10,7 +10,7 @@ use super::Pipeline;
 /// [`Consumer`](crate::Consumer) implements it in three lines, to be usable in `pipeline!`:
 ///
 /// ```
-/// use genstage_runtime::{Consumer, ConsumerRef, Pipeline, Stage, StageResult};
+/// use genstage::{Consumer, ConsumerRef, Pipeline, Stage, StageResult};
 ///
 /// struct Discard;
 /// impl Consumer for Discard {

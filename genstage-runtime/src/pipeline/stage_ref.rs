@@ -154,7 +154,7 @@ impl<S> Clone for StagePort<S> {
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{
+/// use genstage::{
 ///     from_iter, Consumer, Context, HandleCall, Pipeline, ReplyTo, StageRef, StageResult,
 /// };
 ///
@@ -202,7 +202,7 @@ impl<S> Clone for StagePort<S> {
 /// (`HandleCast<M>`) is not enough, since the callback must also emit the stage's events.
 ///
 /// ```
-/// use genstage_runtime::{CallError, CastFor, StageRef};
+/// use genstage::{CallError, CastFor, StageRef};
 ///
 /// /// A job for any stage that takes it as a cast.
 /// struct Job(u64);
@@ -335,7 +335,7 @@ pub trait StageRef: Clone + Send + Sync + 'static {
     /// Learn when the events a producer holds now have gone out:
     ///
     /// ```
-    /// use genstage_runtime::{
+    /// use genstage::{
     ///     Consumer, Context, Emit, HandleCast, HandleInfo, Pipeline, Producer, StageRef,
     ///     StageResult, SubscribeOptions,
     /// };
@@ -592,7 +592,7 @@ impl<S: Producer> ProducerRef<S> {
     /// Start a producer accumulating, let its consumers subscribe, then let the events flow:
     ///
     /// ```
-    /// use genstage_runtime::{
+    /// use genstage::{
     ///     to_stream, DemandMode, Emit, Pipeline, Producer, ProducerOptions, StageResult,
     /// };
     /// use futures::StreamExt;

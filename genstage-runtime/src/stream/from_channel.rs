@@ -37,7 +37,7 @@ const PLACE_HELD: Duration = Duration::from_millis(100);
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{from_channel, Consumer, Pipeline, StageResult};
+/// use genstage::{from_channel, Consumer, Pipeline, StageResult};
 ///
 /// struct Print;
 /// impl Consumer for Print {
@@ -88,7 +88,7 @@ impl<T> FromChannel<T> {
     /// The same producer with other buffer settings.
     ///
     /// ```
-    /// use genstage_runtime::{from_channel, ProducerOptions};
+    /// use genstage::{from_channel, ProducerOptions};
     /// let (_jobs, producer) = from_channel::<u64>(8);
     /// let producer = producer.with_options(ProducerOptions::for_producer().buffer_size(100));
     /// # let _ = producer;

@@ -18,7 +18,7 @@ pub struct FromIter<I> {
 /// only as many items as its consumers ask for, and ends after the last one has been delivered.
 ///
 /// ```
-/// use genstage_runtime::{from_iter, Producer};
+/// use genstage::{from_iter, Producer};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut numbers = from_iter(0..3u32);
 /// let emitted = numbers.handle_demand(2).await.unwrap();

@@ -19,7 +19,7 @@ use crate::stage::{Emit, Producer, StageResult};
 /// `from_stream` in a pipeline's report:
 ///
 /// ```
-/// use genstage_runtime::{from_stream, FromStream, Pipeline};
+/// use genstage::{from_stream, FromStream, Pipeline};
 ///
 /// let numbers: FromStream<_> = from_stream(futures::stream::iter(0..10u64));
 /// let mut pipeline = Pipeline::new();
@@ -71,7 +71,7 @@ pub struct FromStream<S> {
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::sync::Arc;
 ///
-/// use genstage_runtime::{from_stream, Consumer, Pipeline, StageResult};
+/// use genstage::{from_stream, Consumer, Pipeline, StageResult};
 ///
 /// struct Sum(Arc<AtomicU64>);
 /// impl Consumer for Sum {
@@ -83,7 +83,7 @@ pub struct FromStream<S> {
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// # async fn main() -> Result<(), genstage::PipelineError> {
 /// let (jobs, mut received) = tokio::sync::mpsc::channel::<u64>(4);
 /// tokio::spawn(async move {
 ///     for job in 1..=20 {
@@ -112,7 +112,7 @@ pub struct FromStream<S> {
 /// Called by hand, it returns what is ready, at most what is asked:
 ///
 /// ```
-/// use genstage_runtime::{from_stream, Producer};
+/// use genstage::{from_stream, Producer};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut numbers = from_stream(futures::stream::iter(0..3u32));
 /// let emitted = numbers.handle_demand(2).await.unwrap();
@@ -138,7 +138,7 @@ impl<S> FromStream<S> {
     /// The same producer with other buffer settings.
     ///
     /// ```
-    /// use genstage_runtime::{from_stream, ProducerOptions};
+    /// use genstage::{from_stream, ProducerOptions};
     /// let producer = from_stream(futures::stream::iter(0..10u64))
     ///     .with_options(ProducerOptions::for_producer().buffer_size(100));
     /// # let _ = producer;

@@ -39,7 +39,7 @@ struct Handoff<T> {
 /// together. Unnamed, the stage is called `to_stream` in the report:
 ///
 /// ```
-/// use genstage_runtime::{to_stream, Pipeline, StreamSink};
+/// use genstage::{to_stream, Pipeline, StreamSink};
 ///
 /// let (sink, _stream) = to_stream::<u64>();
 /// let sink: StreamSink<u64> = sink;
@@ -80,7 +80,7 @@ impl<T> Drop for StreamSink<T> {
 /// stream at once:
 ///
 /// ```
-/// use genstage_runtime::{to_stream, EventStream};
+/// use genstage::{to_stream, EventStream};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let (sink, mut stream): (_, EventStream<u64>) = to_stream();
@@ -149,7 +149,7 @@ impl<T> Current<T> {
 /// # Examples
 ///
 /// ```
-/// use genstage_runtime::{from_iter, to_stream, Pipeline, ProducerConsumer, StageResult};
+/// use genstage::{from_iter, to_stream, Pipeline, ProducerConsumer, StageResult};
 ///
 /// struct Evens;
 /// impl ProducerConsumer for Evens {
@@ -161,7 +161,7 @@ impl<T> Current<T> {
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// # async fn main() -> Result<(), genstage::PipelineError> {
 /// let (sink, mut evens) = to_stream::<u64>();
 /// let mut pipeline = Pipeline::new();
 /// let numbers = pipeline.add_producer(from_iter(0..10u64));
@@ -185,10 +185,10 @@ impl<T> Current<T> {
 ///
 /// ```
 /// use futures::StreamExt;
-/// use genstage_runtime::{from_iter, to_stream, Pipeline, StageStatus};
+/// use genstage::{from_iter, to_stream, Pipeline, StageStatus};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+/// # async fn main() -> Result<(), genstage::PipelineError> {
 /// let (sink, stream) = to_stream::<u64>();
 /// let mut pipeline = Pipeline::new();
 /// let numbers = pipeline.add_producer(from_iter(0u64..));
@@ -228,7 +228,7 @@ impl<T> StreamSink<T> {
     /// [`Pipeline::run`] return [`PipelineError::InvalidSubscription`](crate::PipelineError::InvalidSubscription).
     ///
     /// ```
-    /// use genstage_runtime::{to_stream, Consumer, SubscribeOptions};
+    /// use genstage::{to_stream, Consumer, SubscribeOptions};
     /// let (sink, _stream) = to_stream::<u64>();
     /// let sink = sink.with_options(SubscribeOptions::new().max_demand(100));
     /// assert_eq!(sink.subscribe_options().max_demand, Some(100));
@@ -343,10 +343,10 @@ impl<T> EventStream<T> {
     /// before it completes loses nothing.
     ///
     /// ```
-    /// use genstage_runtime::{from_iter, to_stream, Pipeline};
+    /// use genstage::{from_iter, to_stream, Pipeline};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), genstage_runtime::PipelineError> {
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
     /// let (sink, mut stream) = to_stream::<u32>();
     /// let mut pipeline = Pipeline::new();
     /// let numbers = pipeline.add_producer(from_iter(0..2u32));
