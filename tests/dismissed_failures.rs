@@ -190,3 +190,25 @@ async fn a_dismissal_names_a_foreign_stage_and_is_refused_once_the_run_has_ended
         Ok(()) | Err(PipelineError::NotRunning)
     ));
 }
+
+#[tokio::test]
+async fn a_dismissal_asked_before_the_pipeline_ended_counts_though_its_stages_end_first() {
+    // One job, which the worker fails on: the producer finishes and the worker fails without
+    // waiting for anything, so the supervisor may find both ended before it reads the dismissal,
+    // asked for as the run starts. It counts, and says so.
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", from_iter(0..1u64));
+    let worker = pipeline.add_consumer_named("broken", Worker::Fails("out of memory"));
+    pipeline.subscribe(&jobs, &worker);
+    let running = pipeline.start();
+    let dismissal = running.dismiss_failure(&worker);
+    let result = within(running).await;
+    within(dismissal)
+        .await
+        .expect("asked before the pipeline ended");
+    let report = result.expect("the failure was dismissed");
+    let broken = report.stage("broken").unwrap();
+    assert_eq!(broken.status, StageStatus::Failed("out of memory".into()));
+    assert_eq!((broken.lost, report.stage("jobs").unwrap().emitted), (1, 1));
+    assert!(report.balanced(), "{report}");
+}

@@ -994,8 +994,9 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::ForeignStage`] for a stage of another pipeline;
-    /// [`PipelineError::NotRunning`] once the pipeline has ended, or when it never ran. A shutdown
-    /// does not refuse it.
+    /// [`PipelineError::NotRunning`] once the pipeline has ended, or when it never ran: the run's
+    /// result is then as if it had not been asked. `Ok` says the dismissal counts: one asked
+    /// before the pipeline ended does, even as its last stages end. A shutdown does not refuse it.
     ///
     /// # Cancel safety
     ///

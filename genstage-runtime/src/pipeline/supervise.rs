@@ -304,7 +304,8 @@ impl Supervisor {
 
     /// Supervises the stages until every one has ended; returns the report.
     pub(super) async fn run(mut self) -> Result<Report, PipelineError> {
-        loop {
+        // Requests found queued as the last stage ended, answered once the end is published.
+        let unanswered = loop {
             tokio::select! {
                 // Ends first: a stage that ended is never counted busy at a deadline.
                 biased;
@@ -315,7 +316,7 @@ impl Supervisor {
                         // Callbacks' panics are caught in the stage loops; this is a panic of the
                         // runtime itself, and the stage's counts are gone with its task.
                         Some(Err(error)) => self.ended(error.id(), lost_task(error)),
-                        None => break,
+                        None => break self.take_dismissals(),
                     }
                 }
                 request = next_request(&mut self.requests) => {
@@ -345,11 +346,33 @@ impl Supervisor {
                     self.cancelled.insert(tag.0);
                 }
             }
-        }
+        };
         if let Some(alive) = &self.alive {
             alive.send_replace(Some(Arc::new(self.reports.clone())));
         }
+        // Dropped now, so that their askers find the end published: a `stage_ended` its report.
+        drop(unanswered);
         self.finish()
+    }
+
+    /// Takes in the dismissals already asked for when the last stage has ended: one asked before
+    /// the pipeline ended counts, though the stages' ends, which the supervisor takes first, came
+    /// in before it. Returns the other requests queued, which find the pipeline ended.
+    fn take_dismissals(&mut self) -> Vec<Request> {
+        let Some(requests) = &mut self.requests else {
+            return Vec::new();
+        };
+        let mut others = Vec::new();
+        while let Ok(request) = requests.try_recv() {
+            match request {
+                Request::DismissFailure { stage, reply } => {
+                    self.dismissed.insert(stage);
+                    let _ = reply.send(());
+                }
+                other => others.push(other),
+            }
+        }
+        others
     }
 
     fn handle(&mut self, request: Request) {
