@@ -159,7 +159,8 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
-    /// As [`Pipeline::run`]: the first stage that failed, with the report.
+    /// As [`Pipeline::run`]: the first stage that failed, leaving out those whose failure was
+    /// dismissed ([`dismiss_failure`](Self::dismiss_failure)), with the report.
     ///
     /// # Cancel safety
     ///

@@ -911,7 +911,7 @@ fn tokio_with_timers() -> bool {
         && std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
 }
 
-/// The first failure of a run, which its error names.
+/// How a stage failed for good: the run's error, unless it was dismissed.
 enum Failure {
     Error(crate::error::StageError),
     Panic(String),
