@@ -990,7 +990,9 @@ impl PipelineHandle {
     /// It holds for a failure that has happened and for one to come, of any kind: an `Err`, a
     /// panic, or a restart limit reached. The report still shows the stage as it ended (its status,
     /// failures and losses) and still balances; only the run's result changes: `Ok(report)`, or
-    /// the error of the first other stage that failed.
+    /// the error of the first other stage that failed (a shutdown that timed out still gives
+    /// [`PipelineError::ShutdownTimeout`]). It is asked of a running pipeline: one whose stages
+    /// may all end before the call (a short batch) may end first, and then fails for the stage.
     ///
     /// # Errors
     ///
@@ -1001,7 +1003,8 @@ impl PipelineHandle {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future may leave the failure dismissed.
+    /// The dismissal is asked for when `dismiss_failure` is called, not when the future is first
+    /// polled: dropping the future, polled or not, does not withdraw it.
     ///
     /// # Examples
     ///
