@@ -212,3 +212,113 @@ async fn a_dismissal_asked_before_the_pipeline_ended_counts_though_its_stages_en
     assert_eq!((broken.lost, report.stage("jobs").unwrap().emitted), (1, 1));
     assert!(report.balanced(), "{report}");
 }
+
+/// Passes its jobs on, or fails on its first batch.
+struct Relay {
+    sound: bool,
+}
+
+impl ProducerConsumer for Relay {
+    type Input = u64;
+    type Output = u64;
+
+    async fn handle_events(&mut self, jobs: Vec<u64>) -> StageResult<Vec<u64>> {
+        if self.sound {
+            Ok(jobs)
+        } else {
+            Err("relay broke".into())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dismissed_producer_consumer_stops_its_consumers_without_failing_the_run() {
+    // The relay's consumer ends cancelled by the relay's failure: not a failure of its own.
+    let (feed, jobs) = from_channel(1);
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", jobs);
+    let relay = pipeline.add_producer_consumer_named("relay", Relay { sound: false });
+    let worker = pipeline.add_consumer_named("worker", Worker::Sound);
+    pipeline.subscribe(&jobs, &relay);
+    pipeline.subscribe(&relay, &worker);
+    let running = pipeline.start();
+    within(running.dismiss_failure(&relay)).await.unwrap();
+    feed.send(0).await.unwrap();
+    drop(feed);
+    let report = within(running).await.expect("the failure was dismissed");
+    let relay = report.stage("relay").unwrap();
+    assert_eq!(relay.status, StageStatus::Failed("relay broke".into()));
+    assert_eq!((relay.events_in, relay.lost), (0, 1));
+    let worker = report.stage("worker").unwrap();
+    let cause = Some("relay".to_owned());
+    assert_eq!(worker.status, StageStatus::Cancelled { cause });
+    assert_eq!(report.stage("jobs").unwrap().emitted, 1);
+    assert!(report.balanced(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_fails_for_a_restart_limit_after_a_dismissed_panic() {
+    let (feed, jobs) = from_channel(10);
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", jobs);
+    let panicky = pipeline.add_consumer_named("panicky", Worker::Panics("boom"));
+    let broken = || Worker::Fails("out of memory");
+    let limited = pipeline.add_consumer_with_as(Some("limited".into()), broken);
+    let policy = RestartPolicy::transient().max_restarts(0, Duration::from_secs(60));
+    pipeline.set_restart(&limited, policy);
+    let spare = pipeline.add_consumer_named("spare", Worker::Sound);
+    for worker in [&panicky, &limited, &spare] {
+        pipeline.subscribe_with(&jobs, worker, one_at_a_time());
+    }
+    let running = pipeline.start();
+    within(running.dismiss_failure(&panicky)).await.unwrap();
+    for job in 0..10 {
+        feed.send(job).await.unwrap();
+    }
+    drop(feed);
+    match within(running).await {
+        Err(PipelineError::RestartLimit {
+            stage,
+            max_restarts,
+            failures,
+            report,
+            ..
+        }) => {
+            assert_eq!((stage.as_str(), max_restarts), ("limited", 0));
+            assert_eq!(failures, ["failed: out of memory"]);
+            let panicky = report.stage("panicky").unwrap();
+            assert_eq!(panicky.status, StageStatus::Panicked("boom".into()));
+            assert_every_job_accounted_for(&report, &["panicky", "limited"]);
+        }
+        other => panic!("expected the restart limit of `limited`, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dismissed_consumer_supervisor_at_its_restart_intensity_leaves_the_run_ok() {
+    async fn job(_job: u64) -> Result<(), std::io::Error> {
+        Err(std::io::Error::other("child broke"))
+    }
+    let (feed, jobs) = from_channel(10);
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", jobs);
+    let children = ConsumerSupervisor::new(job).transient().max_restarts(1);
+    let children = pipeline.add_consumer_named("children", children);
+    pipeline.subscribe(&jobs, &children);
+    let running = pipeline.start();
+    within(running.dismiss_failure(&children)).await.unwrap();
+    // The jobs stop taking more once the supervisor has failed.
+    for job in 0..10 {
+        if feed.send(job).await.is_err() {
+            break;
+        }
+    }
+    drop(feed);
+    let report = within(running).await.expect("the failure was dismissed");
+    let children = report.stage("children").unwrap();
+    assert!(
+        matches!(&children.status, StageStatus::Failed(why) if why.contains("restart intensity")),
+        "{report}"
+    );
+    assert!(report.balanced(), "{report}");
+}
