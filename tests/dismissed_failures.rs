@@ -322,3 +322,51 @@ async fn a_dismissed_consumer_supervisor_at_its_restart_intensity_leaves_the_run
     );
     assert!(report.balanced(), "{report}");
 }
+
+#[tokio::test]
+async fn a_failure_dismissed_by_the_builder_leaves_a_short_run_ok() {
+    // The run ends before the handle could dismiss anything: the builder dismisses it beforehand.
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", from_iter(0..1u64));
+    let worker = pipeline.add_consumer_named("broken", Worker::Fails("out of memory"));
+    pipeline.subscribe(&jobs, &worker);
+    pipeline.dismiss_failure(&worker);
+    let report = within(pipeline.run())
+        .await
+        .expect("the failure was dismissed");
+    let broken = report.stage("broken").unwrap();
+    assert_eq!(broken.status, StageStatus::Failed("out of memory".into()));
+    assert_eq!((broken.lost, report.stage("jobs").unwrap().emitted), (1, 1));
+    assert!(report.balanced(), "{report}");
+
+    // Another stage's failure still fails the run.
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", from_iter(0..2u64));
+    let dismissed = pipeline.add_consumer_named("dismissed", Worker::Fails("disk full"));
+    let failing = pipeline.add_consumer_named("failing", Worker::Panics("boom"));
+    for worker in [&dismissed, &failing] {
+        pipeline.subscribe_with(&jobs, worker, one_at_a_time());
+    }
+    pipeline.dismiss_failure(&dismissed);
+    match within(pipeline.run()).await {
+        Err(PipelineError::StagePanicked { stage, message, .. }) => {
+            assert_eq!((stage.as_str(), message.as_str()), ("failing", "boom"))
+        }
+        other => panic!("expected the undismissed stage's panic, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_builder_refuses_to_dismiss_a_stage_of_another_pipeline() {
+    let mut other = Pipeline::new();
+    let foreign = other.add_consumer_named("foreign", Worker::Sound);
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", from_iter(0..1u64));
+    let worker = pipeline.add_consumer_named("worker", Worker::Sound);
+    pipeline.subscribe(&jobs, &worker);
+    pipeline.dismiss_failure(&foreign);
+    match within(pipeline.run()).await {
+        Err(PipelineError::ForeignStage { stage }) => assert_eq!(stage, "foreign"),
+        other => panic!("expected ForeignStage, got {other:?}"),
+    }
+}

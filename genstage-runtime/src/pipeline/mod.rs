@@ -105,6 +105,8 @@ struct StageEntry {
     rebuildable: bool,
     /// The restart policy the builder set for it ([`Pipeline::set_restart`]).
     policy: Option<Box<dyn Any + Send>>,
+    /// Its failure does not fail the run ([`Pipeline::dismiss_failure`]).
+    failure_dismissed: bool,
     start: StartStage,
 }
 
@@ -534,23 +536,78 @@ impl Pipeline {
         stage: &R,
         policy: RestartPolicy<R::Receives>,
     ) -> &mut Self {
-        let id = stage.id();
-        let entry = (id.pipeline == self.id)
-            .then(|| id.index.checked_sub(self.first_index))
-            .flatten()
-            .and_then(|index| self.stages.get_mut(index));
-        match entry {
-            Some(entry) => {
-                entry.restart = policy.restart();
-                entry.policy = Some(Box::new(policy));
-            }
-            None => {
-                self.error.get_or_insert(PipelineError::ForeignStage {
-                    stage: stage.name(),
-                });
-            }
+        if let Some(entry) = self.entry_of(stage) {
+            entry.restart = policy.restart();
+            entry.policy = Some(Box::new(policy));
         }
         self
+    }
+
+    /// Takes `stage`'s failure as dealt with from the start: the run does not fail for it, as if
+    /// [`PipelineHandle::dismiss_failure`] had been asked as it started, which a short run may end
+    /// before. The report still shows the stage as it ended; a failure of another stage still
+    /// fails the run.
+    ///
+    /// A stage of another pipeline is reported by [`Pipeline::run`]
+    /// ([`PipelineError::ForeignStage`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use genstage::{from_iter, CancelMode, Consumer, Pipeline, StageResult, StageStatus};
+    /// use genstage::SubscribeOptions;
+    ///
+    /// /// Refuses every job.
+    /// struct Broken;
+    /// impl Consumer for Broken {
+    ///     type Input = u64;
+    ///     async fn handle_events(&mut self, _jobs: Vec<u64>) -> StageResult<()> {
+    ///         Err("out of order".into())
+    ///     }
+    /// }
+    /// # struct Sound;
+    /// # impl Consumer for Sound {
+    /// #     type Input = u64;
+    /// #     async fn handle_events(&mut self, _jobs: Vec<u64>) -> StageResult<()> { Ok(()) }
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), genstage::PipelineError> {
+    /// let mut pipeline = Pipeline::new();
+    /// let jobs = pipeline.add_producer(from_iter(0..10u64));
+    /// let broken = pipeline.add_consumer(Broken);
+    /// let sound = pipeline.add_consumer(Sound);
+    /// let options = || SubscribeOptions::new().max_demand(1).cancel(CancelMode::Temporary);
+    /// pipeline.subscribe_with(&jobs, &broken, options());
+    /// pipeline.subscribe_with(&jobs, &sound, options());
+    /// pipeline.dismiss_failure(&broken);
+    /// let report = pipeline.run().await?; // `Ok`, though `Broken` failed
+    /// let broken = report.stage("Broken").unwrap();
+    /// assert_eq!(broken.status, StageStatus::Failed("out of order".into()));
+    /// assert_eq!(report.stage("Sound").unwrap().events_in, 10 - broken.lost);
+    /// # Ok(()) }
+    /// ```
+    pub fn dismiss_failure(&mut self, stage: &impl StageRef) -> &mut Self {
+        if let Some(entry) = self.entry_of(stage) {
+            entry.failure_dismissed = true;
+        }
+        self
+    }
+
+    /// The entry of `stage`, not yet started; `None`, recording `ForeignStage` for `run()`, for a
+    /// stage of another pipeline.
+    fn entry_of(&mut self, stage: &impl StageRef) -> Option<&mut StageEntry> {
+        let id = stage.id();
+        let index = (id.pipeline == self.id)
+            .then(|| id.index.checked_sub(self.first_index))
+            .flatten()
+            .filter(|&index| index < self.stages.len());
+        if index.is_none() {
+            self.error.get_or_insert(PipelineError::ForeignStage {
+                stage: stage.name(),
+            });
+        }
+        self.stages.get_mut(index?)
     }
 
     /// Adds a consumer under the given name (used in errors and the report).
@@ -804,6 +861,7 @@ impl Pipeline {
             restart,
             rebuildable,
             policy: None,
+            failure_dismissed: false,
             start: Box::new(move |name, abort, cancels, policy| {
                 // `set_restart` typed it by the stage's reference: it is the stage's input type.
                 let policy = policy

@@ -992,7 +992,8 @@ impl PipelineHandle {
     /// failures and losses) and still balances; only the run's result changes: `Ok(report)`, or
     /// the error of the first other stage that failed (a shutdown that timed out still gives
     /// [`PipelineError::ShutdownTimeout`]). It is asked of a running pipeline: one whose stages
-    /// may all end before the call (a short batch) may end first, and then fails for the stage.
+    /// may all end before the call (a short batch) may end first, and then fails for the stage;
+    /// [`Pipeline::dismiss_failure`](crate::Pipeline::dismiss_failure) dismisses it beforehand.
     ///
     /// # Errors
     ///

@@ -270,6 +270,9 @@ impl Supervisor {
     fn spawn(&mut self, stage: StageEntry) {
         stage.label.set_unique(&stage.name);
         let index = self.record(&stage);
+        if stage.failure_dismissed {
+            self.dismissed.insert(index);
+        }
         let task = (stage.start)(
             Arc::from(stage.name.as_str()),
             self.abort.clone(),
