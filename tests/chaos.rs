@@ -16,10 +16,10 @@
 //! while the run's handle is awaited for the report. Some runs without a fault are started in the
 //! background and aborted at a random moment instead: what the stages held then is lost, and must
 //! be accounted for all the same. Each value of a stage runs `init` once, before its other
-//! callbacks: a stage runs it once more than its report counts restarts. In the runs started in
-//! the background, a quarter of the stages have their failure dismissed through the handle as the
-//! run starts: the run fails only for a stage that stopped for good and was not dismissed, and
-//! its error names such a stage.
+//! callbacks: a stage runs it once more than its report counts restarts. A quarter of the stages
+//! have their failure dismissed, through the builder (`Pipeline::dismiss_failure`) or, in the runs
+//! started in the background, through the handle as the run starts: the run fails only for a
+//! stage that stopped for good and was not dismissed, and its error names such a stage.
 //!
 //! Some producers of the test's own (not one that stalls, nor a `from_channel` or `from_stream`
 //! one) and producer_consumers in a run shut down or aborted wait for consumers
@@ -493,8 +493,9 @@ struct ProducerPlan {
     /// `info_after_buffered` ([`Confirm`]) and, told it, casts a [`Mark`] to its consumers.
     confirm: bool,
     fan: Fan,
-    /// Its failure is dismissed through the handle as the run starts: the run does not fail for it.
-    /// Only in a run started in the background, and not on the stage added while it runs.
+    /// Its failure is dismissed: the run does not fail for it. Through the handle as the run starts,
+    /// in a run started in the background (not on the stage added while it runs); through the
+    /// builder in the others.
     dismissed: bool,
 }
 
@@ -604,8 +605,9 @@ struct MiddlePlan {
     /// Waits for consumers, as a producer may ([`ProducerPlan::waits`]): keeps its subscriptions,
     /// holding its input, when its consumers have all left.
     waits: bool,
-    /// Its failure is dismissed through the handle as the run starts: the run does not fail for it.
-    /// Only in a run started in the background, and not on the stage added while it runs.
+    /// Its failure is dismissed: the run does not fail for it. Through the handle as the run starts,
+    /// in a run started in the background (not on the stage added while it runs); through the
+    /// builder in the others.
     dismissed: bool,
 }
 
@@ -620,8 +622,9 @@ struct ConsumerPlan {
     stream: Option<StreamPlan>,
     /// Not a [`Sink`]: a [`ConsumerSupervisor`] of [`Job`]s.
     supervisor: Option<SupervisorPlan>,
-    /// Its failure is dismissed through the handle as the run starts: the run does not fail for it.
-    /// Only in a run started in the background, and not on the stage added while it runs.
+    /// Its failure is dismissed: the run does not fail for it. Through the handle as the run starts,
+    /// in a run started in the background (not on the stage added while it runs); through the
+    /// builder in the others.
     dismissed: bool,
 }
 
@@ -853,12 +856,9 @@ impl Topology {
         topology
     }
 
-    /// In a run started in the background, a quarter of the stages built with the pipeline have
-    /// their failure dismissed through the handle as it starts, whether or not they may fail.
+    /// A quarter of the stages built with the pipeline have their failure dismissed, whether or not
+    /// they may fail ([`ProducerPlan::dismissed`]).
     fn plan_dismissals(&mut self, rng: &mut Rng) {
-        if self.shutdown_after.is_none() {
-            return;
-        }
         let added = self.added.map(|added| added.node);
         for (i, producer) in self.producers.iter_mut().enumerate() {
             producer.dismissed = added != Some(Node::Producer(i)) && rng.chance(25);
@@ -4312,7 +4312,7 @@ fn run_one(topology: &Topology) -> Result<(), String> {
 async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     let ledger = Shared::default();
     let Built {
-        pipeline,
+        mut pipeline,
         never,
         feeders,
         readers,
@@ -4322,7 +4322,12 @@ async fn run_within_bound(topology: &Topology) -> Result<(), String> {
     } = build(topology, &ledger);
     let bound = time_bound();
     let mut ends = Vec::new();
-    let mut dismissals = Vec::new();
+    // Through the builder for a run that ends by itself; through the handle, as it starts, for one
+    // started in the background.
+    let mut dismissals = match topology.shutdown_after {
+        None => dismissed_by_builder(topology, &mut pipeline, &sources, &sinks),
+        Some(_) => Vec::new(),
+    };
     let result = match topology.shutdown_after {
         None => tokio::time::timeout(bound, pipeline.run()).await,
         Some(yields) => {
@@ -4457,8 +4462,30 @@ type Dismissal = (
     Pin<Box<dyn Future<Output = Result<(), PipelineError>> + Send>>,
 );
 
-/// Dismisses the failure of each built stage whose plan says so ([`ProducerPlan::dismissed`] and
-/// its siblings'), at once.
+/// `$body` with `$s` the reference of each built stage whose failure its plan dismisses
+/// ([`ProducerPlan::dismissed`] and its siblings'), whatever its type.
+macro_rules! for_each_dismissed {
+    ($topology:expr, $sources:expr, $sinks:expr, |$s:ident| $body:expr) => {
+        let nodes = (0..$topology.producers.len())
+            .map(Node::Producer)
+            .chain((0..$topology.middles.len()).map(Node::Middle))
+            .chain((0..$topology.consumers.len()).map(Node::Consumer));
+        for node in nodes.filter(|&node| $topology.dismissed(node)) {
+            match ($sources.get(&node), $sinks.get(&node)) {
+                (Some(SourceRef::Producer($s)), _) => $body,
+                (Some(SourceRef::Channel($s)), _) => $body,
+                (Some(SourceRef::Stream($s)), _) => $body,
+                (Some(SourceRef::Middle($s)), _) | (None, Some(SinkRef::Middle($s))) => $body,
+                (None, Some(SinkRef::Consumer($s))) => $body,
+                (None, Some(SinkRef::Stream($s))) => $body,
+                (None, Some(SinkRef::Supervisor($s))) => $body,
+                (None, None) => {}
+            }
+        }
+    };
+}
+
+/// Dismisses, through the handle and at once, the failure of each built stage whose plan says so.
 fn dismissals_asked(
     topology: &Topology,
     running: &PipelineHandle,
@@ -4466,32 +4493,26 @@ fn dismissals_asked(
     sinks: &HashMap<Node, SinkRef>,
 ) -> Vec<Dismissal> {
     let mut asked: Vec<Dismissal> = Vec::new();
-    let nodes = (0..topology.producers.len())
-        .map(Node::Producer)
-        .chain((0..topology.middles.len()).map(Node::Middle))
-        .chain((0..topology.consumers.len()).map(Node::Consumer));
-    for node in nodes.filter(|&node| topology.dismissed(node)) {
-        let mut ask = |name: String, dismissal: Pin<Box<_>>| asked.push((name, dismissal));
-        match (sources.get(&node), sinks.get(&node)) {
-            (Some(SourceRef::Producer(s)), _) => {
-                ask(s.name(), Box::pin(running.dismiss_failure(s)))
-            }
-            (Some(SourceRef::Channel(s)), _) => ask(s.name(), Box::pin(running.dismiss_failure(s))),
-            (Some(SourceRef::Stream(s)), _) => ask(s.name(), Box::pin(running.dismiss_failure(s))),
-            (Some(SourceRef::Middle(s)), _) | (None, Some(SinkRef::Middle(s))) => {
-                ask(s.name(), Box::pin(running.dismiss_failure(s)))
-            }
-            (None, Some(SinkRef::Consumer(s))) => {
-                ask(s.name(), Box::pin(running.dismiss_failure(s)))
-            }
-            (None, Some(SinkRef::Stream(s))) => ask(s.name(), Box::pin(running.dismiss_failure(s))),
-            (None, Some(SinkRef::Supervisor(s))) => {
-                ask(s.name(), Box::pin(running.dismiss_failure(s)))
-            }
-            (None, None) => {}
-        }
-    }
+    for_each_dismissed!(topology, sources, sinks, |stage| {
+        asked.push((stage.name(), Box::pin(running.dismiss_failure(stage))))
+    });
     asked
+}
+
+/// Dismisses, through the builder, the failure of each built stage whose plan says so: each
+/// counts, and is answered `Ok` at once.
+fn dismissed_by_builder(
+    topology: &Topology,
+    pipeline: &mut Pipeline,
+    sources: &HashMap<Node, SourceRef>,
+    sinks: &HashMap<Node, SinkRef>,
+) -> Vec<Dismissal> {
+    let mut dismissed: Vec<Dismissal> = Vec::new();
+    for_each_dismissed!(topology, sources, sinks, |stage| {
+        pipeline.dismiss_failure(stage);
+        dismissed.push((stage.name(), Box::pin(std::future::ready(Ok(())))))
+    });
+    dismissed
 }
 
 /// The stages whose dismissal the pipeline took: those answered `Ok`. One answered `NotRunning`
