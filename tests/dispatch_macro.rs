@@ -231,6 +231,19 @@ async fn a_partitioned_stage_gives_instance_i_of_a_group_partition_i() {
 }
 
 #[tokio::test]
+async fn a_group_of_a_constant_size_takes_the_partitions_of_the_stage_before_it() {
+    // Checked at compile time against the number of partitions, as a literal size is.
+    const HALVES: usize = 2;
+    let received = Received::default();
+    let report = pipeline! { split = Parity(Numbers::upto(10)) -> [received.collector(); HALVES] }
+        .run()
+        .await
+        .expect("the pipeline runs");
+    assert_eq!(received.take(), [vec![0, 2, 4, 6, 8], vec![1, 3, 5, 7, 9]]);
+    assert!(report.balanced(), "{report:?}");
+}
+
+#[tokio::test]
 async fn an_edge_takes_one_partition_for_a_single_consumer() {
     let received = Received::default();
     let report = pipeline! {

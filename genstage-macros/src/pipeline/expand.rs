@@ -377,6 +377,22 @@ fn is_constant(count: &syn::Expr) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// The name of a count that names a constant ([`is_constant`]), as written: `WORKERS`,
+/// `config::WORKERS`.
+fn constant_name(count: &syn::Expr) -> Option<String> {
+    let syn::Expr::Path(path) = count else {
+        return None;
+    };
+    is_constant(count).then(|| {
+        let segments = path.path.segments.iter().map(|s| s.ident.to_string());
+        let name = segments.collect::<Vec<_>>().join("::");
+        match path.path.leading_colon {
+            Some(_) => format!("::{name}"),
+            None => name,
+        }
+    })
+}
+
 /// What a node's position allows, checked against its role.
 fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
     let node = &graph.nodes[index];
@@ -909,13 +925,26 @@ fn dispatch_checks(graph: &Graph, index: usize, settings: &EdgeSettings) -> Toke
                 });
             }
             StageSyntax::Group(group) => {
-                // A group of a literal size; any other size is checked by `run()`.
-                if let Ok(Some(size)) = super::validate::literal_usize(&group.count) {
+                // A group of a literal or constant size (see `is_constant`); any other size is
+                // checked by `run()`.
+                let instances = &group.count;
+                let size = match super::validate::literal_usize(instances) {
+                    Ok(Some(size)) => {
+                        let literal = Literal::usize_unsuffixed(size);
+                        Some((size.to_string(), quote!(#literal)))
+                    }
+                    _ => constant_name(instances).map(|name| {
+                        (
+                            format!("`{name}`"),
+                            quote!({ #instances as ::core::primitive::usize }),
+                        )
+                    }),
+                };
+                if let Some((shown, size)) = size {
                     let message = format!(
-                        "`{from}` has {{N}} partitions, so the group after it has {{N}} instances, one per partition, not {size}"
+                        "`{from}` has {{N}} partitions, so the group after it has {{N}} instances, one per partition, not {shown}"
                     );
-                    let label = format!("{size} instances for {{N}} partitions");
-                    let size = Literal::usize_unsuffixed(size);
+                    let label = format!("{shown} instances for {{N}} partitions");
                     // The handles fit a group of `size` through a trait of their own, and `Group`
                     // has one blanket impl over it: an impl of `Group` for the handle itself
                     // would be shown by rustc as a "similar impl", `Group<size>`, under a message
