@@ -2,9 +2,10 @@
 //!
 //! A queue of 40 jobs, each a simulated request of 20 to 200 ms (a `tokio::time::sleep`). The
 //! supervisor runs one task per job and asks the queue for another job each time one ends
-//! (`min_demand` 0), so 8 jobs run at once from start to end; every 10th job fails on its first
-//! try and is restarted (`transient`) after a 30 ms back-off, holding its slot meanwhile. Every
-//! 50 ms the program prints how many jobs are running, then the final counts and the report.
+//! (`min_demand` 0), so 8 jobs hold a slot at once until the queue runs out; every 10th job fails
+//! on its first try and is restarted (`transient`) after a 30 ms back-off, holding its slot
+//! meanwhile (`running=7 restarting=1`). Every 50 ms the program prints how many jobs are running
+//! and restarting, then the final counts and the report.
 //!
 //! ```text
 //! cargo run --release --example consumer_supervisor
