@@ -6,8 +6,9 @@
 //!
 //! Fan-out splits events, it does not copy them: `evens` uses GenStage's default DemandDispatcher, so
 //! each even number goes either to `merge` or to `audit`, whichever has more demand (a small
-//! `max_demand` on both edges makes them take turns). The report shows how they shared: `merge` and
-//! `audit` together received all 20 even numbers.
+//! `max_demand` on both edges bounds what either takes at once: the first 8 go 4 to each, and the
+//! rest to whichever asks again first, often all to `merge`). The report shows how they shared:
+//! `merge` and `audit` together received all 20 even numbers.
 //!
 //! ```text
 //! cargo run --release --example fan_in_out
