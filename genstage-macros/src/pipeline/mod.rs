@@ -29,7 +29,13 @@ pub(crate) fn expand_pipeline(input: TokenStream) -> TokenStream {
     let mut krate = quote!(::genstage);
     match try_expand(input.clone(), &mut krate) {
         Ok(tokens) => tokens,
-        Err(error) => fallback(&krate, error, input),
+        Err(error) => {
+            // `krate` is set only once the input parsed: read the override from the tokens.
+            if let Some(path) = parse::fallback_crate(input.clone()) {
+                krate = quote!(#path);
+            }
+            fallback(&krate, error, input)
+        }
     }
 }
 

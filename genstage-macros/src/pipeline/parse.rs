@@ -163,6 +163,17 @@ fn parse_crate_override(tokens: &[TokenTree]) -> syn::Result<Option<syn::Path>> 
                     "expected the path of the genstage crate after `crate =`, e.g. `crate = ::genstage;`",
                 ));
             }
+            if let [TokenTree::Literal(literal)] = &tokens[2..] {
+                if let Ok(string) = syn::parse2::<syn::LitStr>(literal.to_token_stream()) {
+                    return Err(syn::Error::new(
+                        literal.span(),
+                        format!(
+                            "`crate =` in `pipeline!` takes a path, not a string: `crate = {};` (a string is `#[stage]`'s form, `crate = \"{0}\"`)",
+                            string.value()
+                        ),
+                    ));
+                }
+            }
             let path = syn::Path::parse_mod_style.parse2(rest)?;
             if let Some(ident) = crate::options::self_in_crate_path(&path) {
                 return Err(syn::Error::new(
@@ -174,6 +185,34 @@ fn parse_crate_override(tokens: &[TokenTree]) -> syn::Result<Option<syn::Path>> 
         }
         _ => Ok(None),
     }
+}
+
+/// The genstage crate for the value of a failed `pipeline!`: the path of a first statement
+/// `crate = path` (or `crate = "path"`, `#[stage]`'s form, reported by `parse_crate_override`),
+/// read from the tokens whether or not the rest parses, so that the value names the crate the
+/// user named and one mistake gives one error. `None` without one, or when it does not parse.
+pub(crate) fn fallback_crate(input: TokenStream) -> Option<syn::Path> {
+    let statement = split_statements(input)
+        .into_iter()
+        .find(|statement| !statement.is_empty())?;
+    let [TokenTree::Ident(krate), TokenTree::Punct(eq), rest @ ..] = statement.as_slice() else {
+        return None;
+    };
+    if krate != "crate" || eq.as_char() != '=' {
+        return None;
+    }
+    let path = match rest {
+        [TokenTree::Literal(literal)] => syn::parse2::<syn::LitStr>(literal.to_token_stream())
+            .ok()?
+            .parse_with(syn::Path::parse_mod_style)
+            .ok()?,
+        _ => syn::Path::parse_mod_style
+            .parse2(rest.iter().cloned().collect())
+            .ok()?,
+    };
+    crate::options::self_in_crate_path(&path)
+        .is_none()
+        .then_some(path)
 }
 
 /// Splits at top-level `;`. Each statement keeps its tokens; a trailing `;` leaves an empty one.

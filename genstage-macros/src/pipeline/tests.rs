@@ -722,3 +722,39 @@ fn the_fan_in_note_names_at_most_eight_producers() {
         )
     );
 }
+
+/// A failed `pipeline!` under `crate = path;` names that crate in its value, not `::genstage`,
+/// which a crate that renamed genstage does not have: else a syntax error anywhere in the
+/// pipeline gives a second error, "cannot find `genstage` in the crate root".
+#[test]
+fn a_failed_pipeline_names_the_crate_of_its_override() {
+    for input in [
+        "crate = gs; Nums ->",
+        "crate = gs; n = Nums; n ->",
+        "crate = ::gs::inner; A -> B B",
+        // `#[stage]`'s form: reported, and still the crate meant.
+        "crate = \"gs\"; A -> B",
+    ] {
+        let tokens = TokenStream::from_str(input).expect("tokenizes");
+        let expansion = super::expand_pipeline(tokens).to_string();
+        assert!(!expansion.contains("genstage"), "`{input}`: {expansion}");
+        assert!(expansion.contains("gs ::"), "`{input}`: {expansion}");
+        assert_eq!(
+            expansion.matches("compile_error").count(),
+            1,
+            "`{input}`: {expansion}"
+        );
+    }
+}
+
+/// `crate = "gs";`, the form `#[stage]` takes, is told apart from other malformed paths.
+#[test]
+fn a_string_crate_path_says_that_pipeline_takes_a_path() {
+    let input = "crate = \"gs\"; A -> B";
+    let error = error_of(input).expect("an error");
+    assert_eq!(
+        error.to_string(),
+        "`crate =` in `pipeline!` takes a path, not a string: `crate = gs;` (a string is `#[stage]`'s form, `crate = \"gs\"`)"
+    );
+    assert_eq!(error.span().start(), position(input, "\"gs\"", 0));
+}
