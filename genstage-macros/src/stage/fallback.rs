@@ -14,6 +14,7 @@
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::{quote, ToTokens};
+use syn::parse::Parser;
 use syn::{GenericArgument, ImplItem, ItemImpl, PathArguments, ReturnType, Type, TypeParamBound};
 
 use super::expand::stage_generics;
@@ -321,7 +322,7 @@ fn role_items(role: Role, krate: &syn::Path) -> TokenStream {
 }
 
 /// The role (when the attribute's first argument is one) and the crate path (`crate = "path"` when
-/// `validate.rs` would accept it, or `::genstage`), read from the attribute's arguments whether or
+/// `validate.rs` would accept it, or the mistaken `crate = path`, or `::genstage`), read from the attribute's arguments whether or
 /// not they parse.
 fn read_attr(attr: &TokenStream) -> (Option<Role>, syn::Path) {
     let mut arguments: Vec<Vec<TokenTree>> = vec![Vec::new()];
@@ -348,6 +349,16 @@ fn read_attr(attr: &TokenStream) -> (Option<Role>, syn::Path) {
                 syn::parse2::<syn::LitStr>(TokenStream::from(TokenTree::Literal(value.clone())))
                     .ok()
                     .and_then(|lit| lit.parse_with(syn::Path::parse_mod_style).ok())
+                    .filter(|path| crate::options::self_in_crate_path(path).is_none())
+            }
+            // `crate = gs`, `pipeline!`'s form without the string: reported by `validate.rs`,
+            // and still the crate meant (`::genstage` may not exist where genstage is renamed).
+            [TokenTree::Ident(key), TokenTree::Punct(eq), path @ ..]
+                if key == "crate" && eq.as_char() == '=' && !path.is_empty() =>
+            {
+                syn::Path::parse_mod_style
+                    .parse2(path.iter().cloned().collect())
+                    .ok()
                     .filter(|path| crate::options::self_in_crate_path(path).is_none())
             }
             _ => None,

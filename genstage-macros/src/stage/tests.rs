@@ -898,6 +898,44 @@ fn a_rejected_stage_falls_back_to_its_role_with_placeholder_events() {
     assert!(!items[0].contains("genstage"), "{}", items[0]);
 }
 
+/// `crate = gs` (`pipeline!`'s form, without the string) is one error: the expansion, or the
+/// fallback, still names the crate meant, where `::genstage` may not exist (it is renamed), which
+/// gave a second error at the attribute ("ambiguous associated type").
+#[test]
+fn a_crate_path_without_its_string_is_still_the_crate_meant() {
+    for (attr, block, meant) in [
+        // Expanded, the rest being sound.
+        (
+            "consumer, crate = gs",
+            "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }",
+            "impl gs :: Consumer for S",
+        ),
+        (
+            "consumer, crate = ::gs::inner",
+            "impl S { fn handle_events(&mut self, e: Vec<u8>) {} }",
+            "impl :: gs :: inner :: Consumer for S",
+        ),
+        // The fallback, the block being rejected too.
+        (
+            "consumer, crate = gs",
+            "impl S { fn handle_events(&self, e: Vec<u8>) {} }",
+            "impl gs :: Consumer for S",
+        ),
+    ] {
+        let (_, items) = expanded_after_item(attr, block);
+        let expansion = items.join(" ");
+        assert!(
+            !expansion.contains(":: genstage ::"),
+            "`{attr}` `{block}`: {expansion}"
+        );
+        assert!(expansion.contains(meant), "`{attr}` `{block}`: {expansion}");
+        assert!(
+            expansion.contains("as a string"),
+            "`{attr}` `{block}`: {expansion}"
+        );
+    }
+}
+
 #[test]
 fn the_fallback_keeps_the_generics_and_bounds_a_borrowing_stage() {
     let (_, items) = expanded_after_item(

@@ -336,7 +336,14 @@ pub(crate) fn validate_stage(
         match key.as_str() {
             "crate" => match parse_crate(option) {
                 Ok(path) => krate = path,
-                Err(error) => errors.push(error),
+                Err(error) => {
+                    // The expansion goes on: with the crate meant by `crate = gs` (`pipeline!`'s
+                    // form), as `::genstage` may not exist where genstage is renamed.
+                    if let Some(path) = unquoted_crate(&option.value) {
+                        krate = path;
+                    }
+                    errors.push(error)
+                }
             },
             "max_demand" => match options::count(&option.key, &option.value).and_then(|literal| {
                 options::check_max_demand(&option.value, literal).map(|()| literal)
@@ -1137,6 +1144,21 @@ fn parse_crate(option: &StageOption) -> syn::Result<syn::Path> {
             "`crate` takes the path of the genstage crate as a string, as in `crate = \"::genstage\"`",
         )),
     }
+}
+
+/// The path of a mistaken `crate = path` (a path of modules not in a string), or `None`.
+fn unquoted_crate(value: &Expr) -> Option<syn::Path> {
+    let Expr::Path(path) = value else {
+        return None;
+    };
+    let plain = path.attrs.is_empty()
+        && path.qself.is_none()
+        && path
+            .path
+            .segments
+            .iter()
+            .all(|segment| segment.arguments.is_none());
+    (plain && crate::options::self_in_crate_path(&path.path).is_none()).then(|| path.path.clone())
 }
 
 /// The span of the first token of `tokens`.
