@@ -24,8 +24,10 @@ struct Subscriber<T> {
 
 /// Sends every event to every consumer, in order. A consumer is sent events only once **every**
 /// consumer has demand for them, so the slowest consumer paces all the others (and a consumer that
-/// subscribes and never asks stops the broadcast): give a slow consumer a larger `max_demand`, or
-/// move its slow work behind a stage of its own with a buffer.
+/// subscribes and never asks stops the broadcast): give a slow consumer a larger `max_demand`, by
+/// which the others may run ahead of it. A producer_consumer put in front of it adds only its own
+/// `max_demand` (and one batch), not its buffer: it handles its input only while its consumers
+/// have demand, so its buffer never takes in what the slow consumer has not asked for.
 ///
 /// A subscription with a [`Selector`] is sent only the events it accepts; the events it rejects do
 /// not use up its demand. An event that every selector rejects goes to no one, and is counted as
