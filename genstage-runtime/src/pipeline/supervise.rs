@@ -362,16 +362,16 @@ impl Supervisor {
     /// the pipeline ended counts, though the stages' ends, which the supervisor takes first, came
     /// in before it. Returns the other requests queued, which find the pipeline ended.
     fn take_dismissals(&mut self) -> Vec<Request> {
-        let Some(requests) = &mut self.requests else {
-            return Vec::new();
-        };
+        let mut queued = Vec::new();
+        if let Some(requests) = &mut self.requests {
+            while let Ok(request) = requests.try_recv() {
+                queued.push(request);
+            }
+        }
         let mut others = Vec::new();
-        while let Ok(request) = requests.try_recv() {
+        for request in queued {
             match request {
-                Request::DismissFailure { stage, reply } => {
-                    self.dismissed.insert(stage);
-                    let _ = reply.send(());
-                }
+                Request::DismissFailure { stage, reply } => self.dismiss(stage, reply),
                 other => others.push(other),
             }
         }
@@ -439,11 +439,14 @@ impl Supervisor {
                 let _ = reply.send(result);
             }
             Request::StageEnded { stage, reply } => self.await_end(stage, reply),
-            Request::DismissFailure { stage, reply } => {
-                self.dismissed.insert(stage);
-                let _ = reply.send(());
-            }
+            Request::DismissFailure { stage, reply } => self.dismiss(stage, reply),
         }
+    }
+
+    /// Takes the stage's failure, past or to come, as dealt with, and says so.
+    fn dismiss(&mut self, stage: usize, reply: oneshot::Sender<()>) {
+        self.dismissed.insert(stage);
+        let _ = reply.send(());
     }
 
     /// Gives `reply` the stage's report once it has ended: now, if its end is in (a stage whose
