@@ -322,8 +322,8 @@ fn role_items(role: Role, krate: &syn::Path) -> TokenStream {
 }
 
 /// The role (when the attribute's first argument is one) and the crate path (`crate = "path"` when
-/// `validate.rs` would accept it, or the mistaken `crate = path`, or `::genstage`), read from the attribute's arguments whether or
-/// not they parse.
+/// `validate.rs` would accept it, or the mistaken `crate = path`, or `::genstage`), read from the
+/// attribute's arguments whether or not they parse.
 fn read_attr(attr: &TokenStream) -> (Option<Role>, syn::Path) {
     let mut arguments: Vec<Vec<TokenTree>> = vec![Vec::new()];
     for tree in attr.clone() {
