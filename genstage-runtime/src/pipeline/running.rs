@@ -952,17 +952,7 @@ impl PipelineHandle {
         stage: &impl StageRef,
     ) -> impl Future<Output = Result<StageReport, PipelineError>> + Send + 'static {
         let alive = self.supervisor_alive.clone();
-        let port = stage.port();
-        let asked = self
-            .indexes([(port.id, port.label.clone())])
-            .map(|[stage]| {
-                let (reply, answer) = oneshot::channel();
-                (
-                    stage,
-                    self.send(Request::StageEnded { stage, reply })
-                        .map(|()| answer),
-                )
-            });
+        let asked = self.ask_about(stage, |stage, reply| Request::StageEnded { stage, reply });
         async move {
             let (stage, asked) = asked?;
             let answered = match asked {
@@ -1045,15 +1035,28 @@ impl PipelineHandle {
         stage: &impl StageRef,
     ) -> impl Future<Output = Result<(), PipelineError>> + Send + 'static {
         let alive = self.supervisor_alive.clone();
+        let asked = self.ask_about(stage, |stage, reply| Request::DismissFailure {
+            stage,
+            reply,
+        });
+        async move {
+            let (_, asked) = asked?;
+            answer_while(alive, asked?).await
+        }
+    }
+
+    /// Sends the supervisor the request `request` makes about `stage`, given its index and where
+    /// to reply: the index, and the answer to wait for (`NotRunning` when the pipeline takes no
+    /// more requests); `ForeignStage` for a stage of another pipeline.
+    fn ask_about<T>(
+        &self,
+        stage: &impl StageRef,
+        request: impl FnOnce(usize, oneshot::Sender<T>) -> Request,
+    ) -> Result<(usize, Result<oneshot::Receiver<T>, PipelineError>), PipelineError> {
         let port = stage.port();
-        let asked = self
-            .indexes([(port.id, port.label.clone())])
-            .and_then(|[stage]| {
-                let (reply, answer) = oneshot::channel();
-                self.send(Request::DismissFailure { stage, reply })
-                    .map(|()| answer)
-            });
-        async move { answer_while(alive, asked?).await }
+        let [index] = self.indexes([(port.id, port.label.clone())])?;
+        let (reply, answer) = oneshot::channel();
+        Ok((index, self.send(request(index, reply)).map(|()| answer)))
     }
 
     /// The indexes of stages of this pipeline, given their ids and labels: `ForeignStage` naming
