@@ -193,15 +193,29 @@ async fn a_dismissal_names_a_foreign_stage_and_is_refused_once_the_run_has_ended
     ));
 }
 
+/// One job, to a worker named `broken` that fails on it: the run ends as soon as it can.
+fn one_job_for_a_broken_worker() -> (Pipeline, ConsumerRef<Worker>) {
+    let mut pipeline = Pipeline::new();
+    let jobs = pipeline.add_producer_named("jobs", from_iter(0..1u64));
+    let worker = pipeline.add_consumer_named("broken", Worker::Fails("out of memory"));
+    pipeline.subscribe(&jobs, &worker);
+    (pipeline, worker)
+}
+
+/// The report of [`one_job_for_a_broken_worker`]: the worker failed, and lost the job.
+fn assert_the_broken_worker_lost_the_job(report: &Report) {
+    let broken = report.stage("broken").unwrap();
+    assert_eq!(broken.status, StageStatus::Failed("out of memory".into()));
+    assert_eq!((broken.lost, report.stage("jobs").unwrap().emitted), (1, 1));
+    assert!(report.balanced(), "{report}");
+}
+
 #[tokio::test]
 async fn a_dismissal_asked_before_the_pipeline_ended_counts_though_its_stages_end_first() {
     // One job, which the worker fails on: the producer finishes and the worker fails without
     // waiting for anything, so the supervisor may find both ended before it reads the dismissal,
     // asked for as the run starts. It counts, and says so.
-    let mut pipeline = Pipeline::new();
-    let jobs = pipeline.add_producer_named("jobs", from_iter(0..1u64));
-    let worker = pipeline.add_consumer_named("broken", Worker::Fails("out of memory"));
-    pipeline.subscribe(&jobs, &worker);
+    let (pipeline, worker) = one_job_for_a_broken_worker();
     let running = pipeline.start();
     let dismissal = running.dismiss_failure(&worker);
     let result = within(running).await;
@@ -209,10 +223,7 @@ async fn a_dismissal_asked_before_the_pipeline_ended_counts_though_its_stages_en
         .await
         .expect("asked before the pipeline ended");
     let report = result.expect("the failure was dismissed");
-    let broken = report.stage("broken").unwrap();
-    assert_eq!(broken.status, StageStatus::Failed("out of memory".into()));
-    assert_eq!((broken.lost, report.stage("jobs").unwrap().emitted), (1, 1));
-    assert!(report.balanced(), "{report}");
+    assert_the_broken_worker_lost_the_job(&report);
 }
 
 /// Passes its jobs on, or fails on its first batch.
@@ -328,18 +339,12 @@ async fn a_dismissed_consumer_supervisor_at_its_restart_intensity_leaves_the_run
 #[tokio::test]
 async fn a_failure_dismissed_by_the_builder_leaves_a_short_run_ok() {
     // The run ends before the handle could dismiss anything: the builder dismisses it beforehand.
-    let mut pipeline = Pipeline::new();
-    let jobs = pipeline.add_producer_named("jobs", from_iter(0..1u64));
-    let worker = pipeline.add_consumer_named("broken", Worker::Fails("out of memory"));
-    pipeline.subscribe(&jobs, &worker);
+    let (mut pipeline, worker) = one_job_for_a_broken_worker();
     pipeline.dismiss_failure(&worker);
     let report = within(pipeline.run())
         .await
         .expect("the failure was dismissed");
-    let broken = report.stage("broken").unwrap();
-    assert_eq!(broken.status, StageStatus::Failed("out of memory".into()));
-    assert_eq!((broken.lost, report.stage("jobs").unwrap().emitted), (1, 1));
-    assert!(report.balanced(), "{report}");
+    assert_the_broken_worker_lost_the_job(&report);
 
     // Another stage's failure still fails the run.
     let mut pipeline = Pipeline::new();
