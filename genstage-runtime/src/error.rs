@@ -525,6 +525,12 @@ pub enum DispatchSetupError {
         /// The consumer.
         consumer: String,
     },
+    /// A consumer subscribes a second time to a stage that broadcasts its events, which would hand
+    /// it every event twice (GenStage's `:already_subscribed`).
+    AlreadySubscribed {
+        /// The consumer.
+        consumer: String,
+    },
 }
 
 impl fmt::Display for DispatchSetupError {
@@ -582,6 +588,12 @@ impl fmt::Display for DispatchSetupError {
                 f,
                 "`{consumer}` has a selector, but the stage does not broadcast its events \
                  (only a broadcast dispatcher filters by selector)"
+            ),
+            DispatchSetupError::AlreadySubscribed { consumer } => write!(
+                f,
+                "`{consumer}` is already subscribed: the stage broadcasts, so a second \
+                 subscription would hand it every event twice (to change a subscription, \
+                 `PipelineHandle::resubscribe` replaces it)"
             ),
         }
     }

@@ -36,6 +36,9 @@ struct Subscriber<T> {
 /// It asks upstream only for demand it has not asked for yet (GenStage #318: a consumer subscribing
 /// or leaving never duplicates upstream demand).
 ///
+/// A consumer subscribes to it once ([`broadcasts`](Dispatcher::broadcasts)): the pipeline refuses
+/// a second subscription of the same consumer, which would be sent every event twice.
+///
 /// ```
 /// use genstage::dispatcher::{BroadcastDispatcher, DispatchOptions, Dispatcher, Outbox};
 /// let mut dispatcher = BroadcastDispatcher::new();
@@ -262,6 +265,10 @@ impl<T: BroadcastEvent + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T
     }
 
     fn selects(&self) -> bool {
+        true
+    }
+
+    fn broadcasts(&self) -> bool {
         true
     }
 }

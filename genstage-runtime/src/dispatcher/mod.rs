@@ -329,6 +329,15 @@ pub trait Dispatcher<T>: Send + 'static {
         false
     }
 
+    /// Whether it sends every subscription every event (a broadcast): a consumer then subscribes
+    /// to the stage at most once, as a second subscription would hand it each event twice (GenStage
+    /// refuses it, `:already_subscribed`), and the pipeline refuses the second. The default is
+    /// `false`: a consumer subscribed twice to a [`DemandDispatcher`] shares the events between its
+    /// two subscriptions, as GenStage's.
+    fn broadcasts(&self) -> bool {
+        false
+    }
+
     /// Where its backlog ends now, for an info that must follow the events held now (GenStage's
     /// `info` callback: `info_after_buffered`); `None` when it holds nothing a consumer will be
     /// sent, and the info may go at once. The default is `None`: nothing is held.

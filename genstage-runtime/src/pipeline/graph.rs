@@ -1,5 +1,7 @@
 //! Checks of a pipeline's wiring before it runs.
 
+use std::collections::HashSet;
+
 use crate::demand::DemandLimits;
 use crate::dispatcher::MAX_PARTITIONS;
 use crate::error::{DispatchSetupError, PipelineError};
@@ -132,7 +134,7 @@ impl Pipeline {
 
     /// Checks the subscriptions to each stage against its dispatcher: a partitioned stage has one
     /// consumer per partition (none at all is allowed of one that waits for consumers), and only a
-    /// broadcast has selectors.
+    /// broadcast has selectors, and each of its consumers once.
     fn check_dispatch(&self, out: &[Vec<usize>]) -> Result<(), PipelineError> {
         for (index, stage) in self.stages.iter().enumerate() {
             let name = |i: usize| self.stages[i].name.clone();
@@ -152,7 +154,13 @@ impl Pipeline {
                 return Err(fail(DispatchSetupError::NoPartitionFunction));
             }
             let mut takers: Vec<Option<usize>> = vec![None; info.partitions.unwrap_or(0)];
+            let mut subscribed = HashSet::new();
             for edge in out[index].iter().map(|&edge| &self.edges[edge]) {
+                if info.broadcasts && !subscribed.insert(edge.consumer) {
+                    return Err(fail(DispatchSetupError::AlreadySubscribed {
+                        consumer: name(edge.consumer),
+                    }));
+                }
                 let taken = edge_partition(info, edge, || name(edge.consumer)).map_err(fail)?;
                 let Some(partition) = taken else {
                     continue;

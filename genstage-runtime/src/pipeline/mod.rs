@@ -148,6 +148,8 @@ struct DispatchInfo {
     routes: bool,
     /// Its subscriptions may have a selector.
     selects: bool,
+    /// It sends every subscription every event: a consumer subscribes to it at most once.
+    broadcasts: bool,
     /// The stage may have no consumer ([`WithoutConsumers::Wait`]): it may start with none, and
     /// then its partitions, if it partitions, need not all be taken.
     waits: bool,
@@ -159,6 +161,7 @@ impl DispatchInfo {
             partitions: dispatch.dispatcher.partitions(),
             routes: dispatch.partition.is_some(),
             selects: dispatch.dispatcher.selects(),
+            broadcasts: dispatch.dispatcher.broadcasts(),
             waits: options.without_consumers == WithoutConsumers::Wait,
         }
     }

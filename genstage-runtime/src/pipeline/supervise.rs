@@ -617,9 +617,9 @@ impl Supervisor {
     }
 
     /// Checks a subscription made while the pipeline runs against its producer's dispatcher, as
-    /// `run` checks the pipeline's (see `graph.rs`); a partition is taken while the subscription
-    /// that took it runs, but for `replaced`, which the producer cancels before it takes the new
-    /// one in.
+    /// `run` checks the pipeline's (see `graph.rs`); a partition is taken, and a broadcast's
+    /// consumer subscribed, while the subscription that did it runs, but for `replaced`, which the
+    /// producer cancels before it takes the new one in.
     fn check_dispatch(
         &self,
         edge: &Edge,
@@ -630,20 +630,24 @@ impl Supervisor {
             stage: self.names[producer].clone(),
             error,
         };
-        let taken = edge_partition(self.dispatch[producer], edge, || {
-            self.names[consumer].clone()
-        })
-        .map_err(fail)?;
-        let Some(partition) = taken else {
-            return Ok(());
-        };
-        let holder = self.wiring.iter().find(|&&(sub, from, to)| {
+        let info = self.dispatch[producer];
+        let taken = edge_partition(info, edge, || self.names[consumer].clone()).map_err(fail)?;
+        // The subscriptions from `producer` that still run, but `replaced`.
+        let mut running = self.wiring.iter().filter(|&&(sub, from, to)| {
             from == producer
                 && Some(sub) != replaced
-                && self.partition_of.get(&sub) == Some(&partition)
                 && !self.cancelled.contains(&sub)
                 && self.running(to)
         });
+        if info.broadcasts && running.clone().any(|&(.., to)| to == consumer) {
+            return Err(fail(DispatchSetupError::AlreadySubscribed {
+                consumer: self.names[consumer].clone(),
+            }));
+        }
+        let Some(partition) = taken else {
+            return Ok(());
+        };
+        let holder = running.find(|&&(sub, ..)| self.partition_of.get(&sub) == Some(&partition));
         match holder {
             Some(&(_, _, to)) => Err(fail(DispatchSetupError::PartitionTaken {
                 consumer: self.names[consumer].clone(),

@@ -1,0 +1,196 @@
+//! A consumer subscribes to a broadcasting stage at most once: a second subscription would hand it
+//! every event twice, and GenStage's `BroadcastDispatcher` refuses it (`:already_subscribed`).
+//! genstage refuses it where the wiring is checked: `run()` for the builder's subscriptions, the
+//! handle's `subscribe` for a running pipeline's, each with an error naming the producer and the
+//! consumer. A demand dispatcher, which shares events between subscriptions, takes a consumer
+//! twice, as GenStage's does.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genstage::{
+    Consumer, Dispatch, DispatchSetupError, Emit, Pipeline, PipelineError, Producer, StageResult,
+    SubscribeOptions,
+};
+
+/// Emits `next, next + 1, …` as asked, to every consumer (or shared, with `broadcast` off), up
+/// to `end` (`None`: never ends).
+struct Numbers {
+    next: u64,
+    end: Option<u64>,
+    broadcast: bool,
+}
+
+impl Numbers {
+    fn broadcast(end: Option<u64>) -> Self {
+        Numbers {
+            next: 0,
+            end,
+            broadcast: true,
+        }
+    }
+}
+
+impl Producer for Numbers {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        let stop = self.next + demand as u64;
+        let stop = self.end.map_or(stop, |end| stop.min(end));
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        Ok(if Some(stop) == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        if self.broadcast {
+            Dispatch::broadcast()
+        } else {
+            Dispatch::demand()
+        }
+    }
+}
+
+/// Records what it handles.
+struct Record(Arc<Mutex<Vec<u64>>>);
+
+impl Record {
+    fn new() -> (Self, Arc<Mutex<Vec<u64>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        (Record(seen.clone()), seen)
+    }
+}
+
+impl Consumer for Record {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.0.lock().expect("not poisoned").extend(events);
+        Ok(())
+    }
+}
+
+fn already_subscribed(error: PipelineError, consumer: &str) {
+    match error {
+        PipelineError::InvalidDispatch { stage, error } => {
+            assert_eq!(stage, "numbers");
+            assert_eq!(
+                error,
+                DispatchSetupError::AlreadySubscribed {
+                    consumer: consumer.into()
+                }
+            );
+        }
+        other => panic!("not a dispatch error: {other:?}"),
+    }
+}
+
+/// How many events were seen, checking that none was seen twice and that they came in order.
+fn each_once_in_order(seen: &Mutex<Vec<u64>>) -> u64 {
+    let seen = seen.lock().expect("not poisoned");
+    if let Some(pair) = seen.windows(2).find(|pair| pair[0] >= pair[1]) {
+        panic!(
+            "{} came after {}: an event twice, or out of order",
+            pair[1], pair[0]
+        );
+    }
+    seen.len() as u64
+}
+
+#[tokio::test]
+async fn run_refuses_a_consumer_subscribed_twice_to_a_broadcast_with_or_without_a_selector() {
+    for selected in [false, true] {
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(Some(10)));
+        let all = pipeline.add_consumer_named("all", Record::new().0);
+        let twice = pipeline.add_consumer_named("twice", Record::new().0);
+        pipeline.subscribe(&numbers, &all);
+        pipeline.subscribe(&numbers, &twice);
+        if selected {
+            pipeline.subscribe_selected(&numbers, &twice, SubscribeOptions::new(), |n| n % 2 == 0);
+        } else {
+            pipeline.subscribe(&numbers, &twice);
+        }
+        already_subscribed(pipeline.run().await.unwrap_err(), "twice");
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_subscribed_twice_to_a_demand_dispatcher_shares_the_events_between_both() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named(
+        "numbers",
+        Numbers {
+            next: 0,
+            end: Some(1000),
+            broadcast: false,
+        },
+    );
+    let (record, seen) = Record::new();
+    let twice = pipeline.add_consumer_named("twice", record);
+    let options = SubscribeOptions::new().max_demand(10);
+    pipeline.subscribe_with(&numbers, &twice, options);
+    pipeline.subscribe_with(&numbers, &twice, options);
+    let report = pipeline.run().await.expect("the pipeline runs");
+    assert_eq!(report.totals().handled, 1000);
+    let mut seen = seen.lock().expect("not poisoned").clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..1000).collect::<Vec<u64>>(), "each event once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handle_refuses_a_second_subscription_to_a_broadcast_until_the_first_is_cancelled() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(None));
+    let (record, seen) = Record::new();
+    let consumer = pipeline.add_consumer_named("consumer", record);
+    pipeline.subscribe_with(&numbers, &consumer, SubscribeOptions::new().max_demand(5));
+    let running = pipeline.start();
+    let built = running.subscriptions(&numbers, &consumer).await.unwrap();
+    assert_eq!(built.len(), 1);
+
+    already_subscribed(
+        running.subscribe(&numbers, &consumer).await.unwrap_err(),
+        "consumer",
+    );
+    already_subscribed(
+        running
+            .subscribe_selected(&numbers, &consumer, SubscribeOptions::new(), |_| true)
+            .await
+            .unwrap_err(),
+        "consumer",
+    );
+    // A consumer added while running, subscribed once: refused the second time too.
+    let late = running
+        .add_consumer_named("late", Record::new().0)
+        .await
+        .unwrap();
+    running.subscribe(&numbers, &late).await.unwrap();
+    already_subscribed(
+        running.subscribe(&numbers, &late).await.unwrap_err(),
+        "late",
+    );
+
+    // Replacing the subscription is not a second one; nor is one made once the first is cancelled.
+    let options = SubscribeOptions::new().max_demand(7);
+    let replaced = running
+        .resubscribe(built[0], &numbers, &consumer, options)
+        .await
+        .unwrap();
+    running.cancel(replaced).await.unwrap();
+    let again = running.subscribe(&numbers, &consumer).await.unwrap();
+    assert_eq!(
+        running.subscriptions(&numbers, &consumer).await.unwrap(),
+        [again]
+    );
+
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("no hang")
+        .expect("the pipeline shuts down");
+    assert!(report.totals().balanced());
+    assert_eq!(report.totals().lost, 0);
+    let handled = each_once_in_order(&seen);
+    assert_eq!(report.stage("consumer").unwrap().events_in, handled);
+}
