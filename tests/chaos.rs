@@ -85,7 +85,8 @@
 //! (counted as a callback call, so a planned fault may strike there), and some fail there at the
 //! first cancel. Some of the runs started in the background cancel a subscription, or resubscribe its
 //! consumer to another stage upstream of it, through the handle at a random moment (a race lost with
-//! the run's end is no failure). Some message-fed producers send themselves an `info_after_buffered`
+//! the run's end is no failure); half of those acting on a broadcast's subscription first subscribe
+//! its consumer to the broadcast again, which must be refused as already subscribed. Some message-fed producers send themselves an `info_after_buffered`
 //! after each chunk and, told it, cast a mark to the consumers they feed directly (and only so); the
 //! mark follows their events in each consumer's mailbox.
 //!
@@ -223,11 +224,11 @@ use std::task::Poll;
 use genstage::{
     from_channel, from_stream, to_stream, AskError, Asker, BufferKeep, CallError, CancelMode,
     CancelReason, Child, Consumer, ConsumerRef, ConsumerSupervisor, Context, Demand, DemandMode,
-    Dispatch, Emit, EventStream, FromChannel, FromStream, HandleCall, HandleCast, HandleInfo,
-    LossReason, Partition, Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer,
-    ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo, Report, Restart, RestartPolicy,
-    StageRef, StageReport, StageResult, StageStatus, StreamSink, SubscribeOptions, Subscriber,
-    Subscription, SubscriptionTag, WithoutConsumers,
+    Dispatch, DispatchSetupError, Emit, EventStream, FromChannel, FromStream, HandleCall,
+    HandleCast, HandleInfo, LossReason, Partition, Pipeline, PipelineError, PipelineHandle,
+    Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo, Report,
+    Restart, RestartPolicy, StageRef, StageReport, StageResult, StageStatus, StreamSink,
+    SubscribeOptions, Subscriber, Subscription, SubscriptionTag, WithoutConsumers,
 };
 use tokio::sync::mpsc;
 
@@ -4663,6 +4664,37 @@ async fn act(
                 | PipelineError::ShuttingDown
         )
     };
+    // Half the time, a broadcast's consumer first subscribes again, which is refused while its
+    // subscription runs (GenStage's `:already_subscribed`), with or without a selector. (A generator
+    // of its own, so that the other choices of each seed stay as they were.)
+    let mut again = Rng::new(topology.seed ^ 0xD0B1_0000_0000);
+    if topology.fan(from) == Fan::Broadcast && again.chance(50) {
+        lock(ledger).phase = format!("subscribing {to} to {from} again, beside {chosen:?}");
+        let r = running;
+        let selected = again.chance(50);
+        let made = with_refs!(&sources[&from], &sinks[&to], |p, c| {
+            if selected {
+                r.subscribe_selected(p, c, SubscribeOptions::new(), |_| true)
+                    .await
+            } else {
+                r.subscribe(p, c).await
+            }
+        });
+        let refused = match made {
+            Err(PipelineError::InvalidDispatch {
+                stage,
+                error: DispatchSetupError::AlreadySubscribed { consumer },
+            }) if stage == from.to_string() && consumer == to.to_string() => true,
+            Err(error) if lost_race(&error) => false,
+            made => {
+                return Err(format!(
+                    "act: {to} subscribed to {from} again, which broadcasts, beside {chosen:?}: \
+                     {made:?}, not refused as already subscribed"
+                ))
+            }
+        };
+        tally(&DUPLICATES, &[true, refused]);
+    }
     let cancel = || async {
         match running.cancel(chosen.tag).await {
             Ok(()) => {
@@ -5531,6 +5563,12 @@ fn check_inits(
 /// and succeeded only because of dismissals (printed at the end).
 static DISMISSALS: [std::sync::atomic::AtomicU64; 3] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
+/// How many of the runs so far had a broadcast's consumer subscribe again while its subscription
+/// ran, and had it refused as already subscribed (the others lost a race with an end; printed at
+/// the end).
+static DUPLICATES: [std::sync::atomic::AtomicU64; 2] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 2];
 
 /// How many of the runs so far restarted a stage, redelivered events, reached a restart limit, and
 /// named a poison event: printed at the end, so that a change that makes them rare shows.
@@ -6733,6 +6771,7 @@ fn random_pipelines_end_and_account_for_every_event() {
     let [added, added_producers, added_busy, added_late, added_alone, added_middles] =
         tallied(&ADDS);
     let [dismissing, dismissed_fell, dismissed_ok] = tallied(&DISMISSALS);
+    let [again, again_refused] = tallied(&DUPLICATES);
     println!(
         "{ran} runs: {restarted} restarted a stage, {redelivered} redelivered events, {limit} \
          reached a restart limit, {poison} of them on a poison event; {channels} had a \
@@ -6753,7 +6792,8 @@ fn random_pipelines_end_and_account_for_every_event() {
          producer_consumer, {added_busy} one that emitted or handled events, {added_alone} one \
          that lost what it held with no consumer; {added_late} ended before a stage was added or \
          subscribed; {dismissing} dismissed a stage's failure, {dismissed_fell} had such a stage \
-         stop for good, {dismissed_ok} succeeded because of it"
+         stop for good, {dismissed_ok} succeeded because of it; {again} subscribed a broadcast's \
+         consumer again, {again_refused} had it refused as already subscribed"
     );
     assert!(
         failures.is_empty(),
