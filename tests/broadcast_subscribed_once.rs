@@ -53,6 +53,16 @@ impl Producer for Numbers {
     }
 }
 
+/// Emits nothing, and never ends.
+struct Idle;
+
+impl Producer for Idle {
+    type Output = u64;
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::more(Vec::new()))
+    }
+}
+
 /// Records what it handles.
 struct Record(Arc<Mutex<Vec<u64>>>);
 
@@ -146,6 +156,10 @@ async fn the_handle_refuses_a_second_subscription_to_a_broadcast_until_the_first
     let (record, seen) = Record::new();
     let consumer = pipeline.add_consumer_named("consumer", record);
     pipeline.subscribe_with(&numbers, &consumer, SubscribeOptions::new().max_demand(5));
+    // Keeps the consumer running while it has no subscription to `numbers`: a consumer left
+    // without producers finishes, and a subscription to it then fails with `StageEnded`.
+    let idle = pipeline.add_producer_named("idle", Idle);
+    pipeline.subscribe(&idle, &consumer);
     let running = pipeline.start();
     let built = running.subscriptions(&numbers, &consumer).await.unwrap();
     assert_eq!(built.len(), 1);
