@@ -5,13 +5,19 @@
 //! consumer. A demand dispatcher, which shares events between subscriptions, takes a consumer
 //! twice, as GenStage's does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use genstage::{
-    Consumer, Dispatch, DispatchSetupError, Emit, Pipeline, PipelineError, Producer, StageResult,
-    SubscribeOptions,
+use genstage::dispatcher::{
+    BroadcastDispatcher, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
 };
+use genstage::{
+    Asker, CancelReason, Consumer, Context, Demand, Dispatch, DispatchSetupError, Emit, Pipeline,
+    PipelineError, Producer, ProducerOptions, StageResult, SubscribeOptions, Subscription,
+    SubscriptionTag, WithoutConsumers,
+};
+use tokio::sync::mpsc;
 
 /// Emits `next, next + 1, …` as asked, to every consumer (or shared, with `broadcast` off), up
 /// to `end` (`None`: never ends).
@@ -207,4 +213,193 @@ async fn the_handle_refuses_a_second_subscription_to_a_broadcast_until_the_first
     assert_eq!(report.totals().lost, 0);
     let handled = each_once_in_order(&seen);
     assert_eq!(report.stage("consumer").unwrap().events_in, handled);
+}
+
+/// What a [`Probe`] tells the test.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Subscribed(SubscriptionTag),
+    Cancelled(SubscriptionTag, CancelReason),
+    /// It cancelled this subscription itself.
+    CancelledItself(SubscriptionTag),
+}
+
+/// A consumer that tells the test of its subscriptions. On its first batch from `numbers`, it
+/// cancels that subscription (`cancel_first`); on its first batch, it fails (`fail`, shared by the
+/// values its restarts make).
+struct Probe {
+    seen: mpsc::UnboundedSender<Seen>,
+    fail: Arc<AtomicBool>,
+    cancel_first: bool,
+    /// Its subscriptions to `numbers`.
+    askers: Vec<(SubscriptionTag, Asker)>,
+    batch_from: Option<SubscriptionTag>,
+}
+
+impl Probe {
+    fn new(seen: mpsc::UnboundedSender<Seen>) -> Self {
+        Probe {
+            seen,
+            fail: Arc::new(AtomicBool::new(false)),
+            cancel_first: false,
+            askers: Vec::new(),
+            batch_from: None,
+        }
+    }
+}
+
+impl Consumer for Probe {
+    type Input = u64;
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Self>,
+    ) -> Demand {
+        if let ("numbers", Ok(asker)) = (subscription.producer(), ctx.asker(subscription.tag())) {
+            self.askers.push((subscription.tag(), asker));
+        }
+        let _ = self.seen.send(Seen::Subscribed(subscription.tag()));
+        Demand::Automatic
+    }
+    fn batch_from(&mut self, subscription: SubscriptionTag) {
+        self.batch_from = Some(subscription);
+    }
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Err("fails once".into());
+        }
+        let from = self.batch_from;
+        let asker = self.askers.iter().find(|(tag, _)| Some(*tag) == from);
+        if let (true, Some((tag, asker))) = (self.cancel_first, asker) {
+            self.cancel_first = false;
+            asker.cancel()?;
+            let _ = self.seen.send(Seen::CancelledItself(*tag));
+        }
+        Ok(())
+    }
+    async fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        reason: &CancelReason,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        let _ = self
+            .seen
+            .send(Seen::Cancelled(subscription.tag(), reason.clone()));
+        Ok(())
+    }
+}
+
+/// What the probe tells next.
+async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(Duration::from_secs(30), seen.recv())
+        .await
+        .expect("no hang")
+        .expect("the probe runs")
+}
+
+/// An endless producer that shares its events: what keeps a probe running whatever its
+/// subscriptions to `numbers` do.
+fn keep_alive() -> Numbers {
+    Numbers {
+        next: 0,
+        end: None,
+        broadcast: false,
+    }
+}
+
+/// A broadcast of a user's own that takes one consumer at a time, and refuses the others as they
+/// subscribe (the refusal [`Dispatcher::subscribe`] documents).
+struct OneAtATime(BroadcastDispatcher<u64>);
+
+impl Dispatcher<u64> for OneAtATime {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<u64>,
+    ) -> Result<usize, DispatchError> {
+        if self.0.consumers() > 0 {
+            return Err(DispatchError("one consumer at a time".into()));
+        }
+        self.0.subscribe(sub, options)
+    }
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        self.0.cancel(sub)
+    }
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, out: &mut Outbox<'_, u64>) -> usize {
+        self.0.ask(sub, demand, out)
+    }
+    fn dispatch(
+        &mut self,
+        events: Vec<u64>,
+        out: &mut Outbox<'_, u64>,
+    ) -> Result<Vec<u64>, DispatchError> {
+        self.0.dispatch(events, out)
+    }
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+    fn consumers(&self) -> usize {
+        self.0.consumers()
+    }
+    fn broadcasts(&self) -> bool {
+        true
+    }
+}
+
+/// Endless, through a [`OneAtATime`] dispatcher; waits for consumers.
+struct OneAtATimeNumbers(Numbers);
+
+impl Producer for OneAtATimeNumbers {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        self.0.handle_demand(demand).await
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::custom(OneAtATime(BroadcastDispatcher::new()))
+    }
+    fn producer_options(&self) -> ProducerOptions {
+        ProducerOptions::for_producer().without_consumers(WithoutConsumers::Wait)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_producer_refused_does_not_hold_the_consumers_place() {
+    let mut pipeline = Pipeline::new();
+    let numbers = Numbers::broadcast(None);
+    let numbers = pipeline.add_producer_named("numbers", OneAtATimeNumbers(numbers));
+    let keep = pipeline.add_producer_named("keep", keep_alive());
+    let (first, _) = Record::new();
+    let first = pipeline.add_consumer_named("first", first);
+    let (seen, mut told) = mpsc::unbounded_channel();
+    let probe = pipeline.add_consumer_named("probe", Probe::new(seen));
+    pipeline.subscribe(&numbers, &first);
+    pipeline.subscribe(&keep, &probe);
+    let running = pipeline.start();
+    let refused = running.subscribe(&numbers, &probe).await.unwrap();
+    let cancelled = loop {
+        if let Seen::Cancelled(tag, reason) = next(&mut told).await {
+            break (tag, reason);
+        }
+    };
+    assert_eq!(cancelled, (refused, CancelReason::Cancelled));
+    // Refused, it is over: not listed, not cancelled again, not in the way of the next one.
+    assert_eq!(running.subscriptions(&numbers, &probe).await.unwrap(), []);
+    assert!(matches!(
+        running.cancel(refused).await,
+        Err(PipelineError::UnknownSubscription { .. })
+    ));
+    let taken = running.subscriptions(&numbers, &first).await.unwrap();
+    running.cancel(taken[0]).await.unwrap();
+    let again = running.subscribe(&numbers, &probe).await.unwrap();
+    assert_eq!(
+        running.subscriptions(&numbers, &probe).await.unwrap(),
+        [again]
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("no hang")
+        .expect("the pipeline shuts down");
+    assert!(report.totals().balanced());
+    assert_eq!(report.totals().lost, 0);
 }

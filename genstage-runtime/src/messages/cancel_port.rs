@@ -1,4 +1,5 @@
-//! [`CancelPort`]: how a stage cancels its own subscriptions.
+//! [`CancelPort`]: how a stage cancels its own subscriptions, and tells of those its dispatcher
+//! refused.
 
 use tokio::sync::mpsc;
 
@@ -33,5 +34,14 @@ impl CancelPort {
             producer.cancel(subscription.0);
         }
         running
+    }
+
+    /// Tells the supervisor that a producer's dispatcher refused `subscription` as it took it in
+    /// ([`Dispatcher::subscribe`](crate::dispatcher::Dispatcher::subscribe) returned an error): it
+    /// never ran, and is counted cancelled, so that it holds no partition nor broadcast
+    /// subscription, and is not listed, for the requests made once its consumer is told.
+    pub(crate) fn refused(&self, subscription: SubscriptionTag) {
+        // Once the pipeline has ended, no one asks.
+        let _ = self.0.send(subscription);
     }
 }

@@ -22,10 +22,10 @@
 //!
 //! Here: the message traits, [`CallError`] and [`Emission`]; [`ReplyTo`] in `reply.rs`,
 //! [`Context`] in `context.rs`, [`Asker`] (asks on a manual subscription, as a letter the stage
-//! sends itself) in `asker.rs`, [`CancelPort`] (where a stage cancels its own subscriptions) in
-//! `cancel_port.rs`, the compile-time check of the infos a stage sends itself through
-//! it ([`InfoToSelf`], [`StageEvents`]) in `events.rs`, and in `letter.rs` the letters that carry a
-//! message and its callback to a stage's mailbox.
+//! sends itself) in `asker.rs`, [`CancelPort`] (where a stage cancels its own subscriptions, and
+//! a producer tells of those it refused) in `cancel_port.rs`, the compile-time check of the infos
+//! a stage sends itself through it ([`InfoToSelf`], [`StageEvents`]) in `events.rs`, and in
+//! `letter.rs` the letters that carry a message and its callback to a stage's mailbox.
 
 mod asker;
 mod cancel_port;

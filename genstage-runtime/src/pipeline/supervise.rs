@@ -182,7 +182,8 @@ pub(super) struct Supervisor {
     /// What the stages that ended sent on each subscription, and received and handled.
     sent: HashMap<SubscriptionId, SentCounts>,
     received: HashMap<SubscriptionId, ReceivedCounts>,
-    /// The subscriptions cancelled through the handle, or by their consumers.
+    /// The subscriptions cancelled through the handle, or by their consumers, and those their
+    /// producers' dispatchers refused.
     cancelled: std::collections::HashSet<SubscriptionId>,
     /// Where the stages tell of the cancels of their own subscriptions, and where they arrive.
     cancel_port: CancelPort,

@@ -7,7 +7,7 @@ use crate::dispatcher::{Dispatcher, SubscriptionId};
 use crate::error::StageError;
 use crate::event_path::{Emitted, EventPath, Failure, Interrupted, Route};
 use crate::mailbox::DeferredWake;
-use crate::messages::Letter;
+use crate::messages::{CancelPort, Letter};
 use crate::options::{ProducerOptions, WithoutConsumers};
 use crate::protocol::{Downstream, EndReason, EventSink, NewConsumer};
 use crate::report::{Discard, DiscardReason, Loss, LossReason};
@@ -65,6 +65,8 @@ pub(super) struct Outputs<T> {
     /// Consumers a send found gone, to leave the dispatcher once the deliveries in hand are out
     /// (see [`flush`](Self::flush)).
     leaving: Vec<SubscriptionId>,
+    /// Where it tells the pipeline of the subscriptions its dispatcher refused.
+    refusals: CancelPort,
 }
 
 impl<T: Send + 'static> Outputs<T> {
@@ -72,6 +74,7 @@ impl<T: Send + 'static> Outputs<T> {
         stage: Arc<str>,
         dispatcher: Box<dyn Dispatcher<T>>,
         options: ProducerOptions,
+        refusals: CancelPort,
     ) -> Self {
         Outputs {
             stage,
@@ -84,6 +87,7 @@ impl<T: Send + 'static> Outputs<T> {
             waits: options.without_consumers == WithoutConsumers::Wait,
             ended: Vec::new(),
             leaving: Vec::new(),
+            refusals,
         }
     }
 
@@ -126,7 +130,10 @@ impl<T: Send + 'static> Outputs<T> {
             None => self.path.subscribe(sub, &options),
         };
         if let Err(error) = subscribed {
-            // The consumer is told, so that it does not wait for events that will never come.
+            // The pipeline is told first, so that whoever learns of the refusal from the consumer
+            // finds the subscription ended, not holding the consumer's place; then the consumer,
+            // so that it does not wait for events that will never come.
+            self.refusals.refused(SubscriptionTag(sub));
             tracing::error!(
                 stage = %self.stage,
                 consumer = %consumer_name,
