@@ -3,19 +3,25 @@
 //! genstage refuses it where the wiring is checked: `run()` for the builder's subscriptions, the
 //! handle's `subscribe` for a running pipeline's, each with an error naming the producer and the
 //! consumer. A demand dispatcher, which shares events between subscriptions, takes a consumer
-//! twice, as GenStage's does.
+//! twice, as GenStage's does, and so does a dispatcher of a user's own that does not say it
+//! broadcasts.
+//!
+//! What is not a second subscription is not refused: a resubscribe that replaces the first (a
+//! restarted consumer keeps its subscription, and replaces it so), a subscription made once the
+//! first was cancelled (by the handle or by the consumer itself) or refused by its producer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::dispatcher::{
-    BroadcastDispatcher, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
+    BroadcastDispatcher, DemandDispatcher, DispatchError, DispatchOptions, Dispatcher, Outbox,
+    SubscriptionId,
 };
 use genstage::{
     Asker, CancelReason, Consumer, Context, Demand, Dispatch, DispatchSetupError, Emit, Pipeline,
-    PipelineError, Producer, ProducerOptions, StageResult, SubscribeOptions, Subscription,
-    SubscriptionTag, WithoutConsumers,
+    PipelineError, Producer, ProducerConsumer, ProducerOptions, RestartPolicy, StageResult,
+    SubscribeOptions, Subscription, SubscriptionTag, WithoutConsumers,
 };
 use tokio::sync::mpsc;
 
@@ -88,9 +94,13 @@ impl Consumer for Record {
 }
 
 fn already_subscribed(error: PipelineError, consumer: &str) {
+    already_subscribed_to(error, "numbers", consumer);
+}
+
+fn already_subscribed_to(error: PipelineError, producer: &str, consumer: &str) {
     match error {
         PipelineError::InvalidDispatch { stage, error } => {
-            assert_eq!(stage, "numbers");
+            assert_eq!(stage, producer);
             assert_eq!(
                 error,
                 DispatchSetupError::AlreadySubscribed {
@@ -215,6 +225,200 @@ async fn the_handle_refuses_a_second_subscription_to_a_broadcast_until_the_first
     assert_eq!(report.stage("consumer").unwrap().events_in, handled);
 }
 
+/// Passes on every event, to every consumer.
+struct Relay;
+
+impl ProducerConsumer for Relay {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::broadcast()
+    }
+}
+
+#[tokio::test]
+async fn run_refuses_an_instance_of_a_group_subscribed_twice_to_a_broadcasting_producer_consumer() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(Some(10)));
+    let relay = pipeline.add_producer_consumer_named("relay", Relay);
+    pipeline.subscribe(&numbers, &relay);
+    for record in pipeline.add_consumers(2, |_| Record::new().0) {
+        pipeline.subscribe(&relay, &record);
+        pipeline.subscribe(&relay, &record);
+    }
+    let error = pipeline.run().await.unwrap_err();
+    already_subscribed_to(error, "relay", "Record[0]");
+}
+
+#[tokio::test]
+async fn consumers_subscribed_once_to_each_of_two_broadcasts_get_every_event_of_each_once() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(Some(100)));
+    let relay = pipeline.add_producer_consumer_named("relay", Relay);
+    pipeline.subscribe(&numbers, &relay);
+    let mut seen = Vec::new();
+    for name in ["a", "b"] {
+        let (record, events) = Record::new();
+        let record = pipeline.add_consumer_named(name, record);
+        pipeline.subscribe(&numbers, &record);
+        pipeline.subscribe(&relay, &record);
+        seen.push(events);
+    }
+    let report = pipeline.run().await.expect("the pipeline runs");
+    assert!(report.totals().balanced());
+    for events in seen {
+        let mut events = events.lock().expect("not poisoned").clone();
+        events.sort_unstable();
+        let twice_each: Vec<u64> = (0..100).flat_map(|n| [n, n]).collect();
+        assert_eq!(events, twice_each, "each event once from each producer");
+    }
+}
+
+/// Shares events between its subscriptions as a [`DemandDispatcher`] does, written by a user who
+/// does not say whether it broadcasts.
+struct Shared(DemandDispatcher);
+
+impl Dispatcher<u64> for Shared {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<u64>,
+    ) -> Result<usize, DispatchError> {
+        Dispatcher::<u64>::subscribe(&mut self.0, sub, options)
+    }
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        Dispatcher::<u64>::cancel(&mut self.0, sub)
+    }
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, out: &mut Outbox<'_, u64>) -> usize {
+        Dispatcher::<u64>::ask(&mut self.0, sub, demand, out)
+    }
+    fn dispatch(
+        &mut self,
+        events: Vec<u64>,
+        out: &mut Outbox<'_, u64>,
+    ) -> Result<Vec<u64>, DispatchError> {
+        self.0.dispatch(events, out)
+    }
+    fn capacity(&self) -> usize {
+        Dispatcher::<u64>::capacity(&self.0)
+    }
+    fn consumers(&self) -> usize {
+        Dispatcher::<u64>::consumers(&self.0)
+    }
+}
+
+/// Emits `0..1000` through a [`Shared`] dispatcher.
+struct SharedNumbers(Numbers);
+
+impl Producer for SharedNumbers {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        self.0.handle_demand(demand).await
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::custom(Shared(DemandDispatcher::new()))
+    }
+}
+
+#[tokio::test]
+async fn a_custom_dispatcher_that_does_not_say_it_broadcasts_takes_a_consumer_twice() {
+    let mut pipeline = Pipeline::new();
+    let numbers = Numbers {
+        next: 0,
+        end: Some(1000),
+        broadcast: false,
+    };
+    let numbers = pipeline.add_producer_named("numbers", SharedNumbers(numbers));
+    let (record, seen) = Record::new();
+    let twice = pipeline.add_consumer_named("twice", record);
+    let options = SubscribeOptions::new().max_demand(10);
+    pipeline.subscribe_with(&numbers, &twice, options);
+    pipeline.subscribe_with(&numbers, &twice, options);
+    let report = pipeline.run().await.expect("the pipeline runs");
+    assert_eq!(report.totals().handled, 1000);
+    assert_eq!(report.edges.len(), 2);
+    let mut seen = seen.lock().expect("not poisoned").clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..1000).collect::<Vec<u64>>(), "each event once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubscribe_is_refused_when_it_would_leave_the_consumer_subscribed_twice() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(None));
+    let more = pipeline.add_producer_named("more", Numbers::broadcast(None));
+    let (record, seen) = Record::new();
+    let consumer = pipeline.add_consumer_named("consumer", record);
+    let (other, _) = Record::new();
+    let other = pipeline.add_consumer_named("other", other);
+    pipeline.subscribe(&numbers, &consumer);
+    pipeline.subscribe(&more, &other);
+    let running = pipeline.start();
+    let first = running.subscriptions(&numbers, &consumer).await.unwrap()[0];
+
+    // `first`, cancelled, replaces nothing: the resubscribe would be a second subscription.
+    let options = SubscribeOptions::new().max_demand(5);
+    let live = running
+        .resubscribe(first, &numbers, &consumer, options)
+        .await
+        .unwrap();
+    already_subscribed(
+        running
+            .resubscribe(first, &numbers, &consumer, options)
+            .await
+            .unwrap_err(),
+        "consumer",
+    );
+    // Nor does a subscription to another producer: `consumer` is on `more` already.
+    let on_more = running.subscribe(&more, &consumer).await.unwrap();
+    already_subscribed_to(
+        running
+            .resubscribe(live, &more, &consumer, options)
+            .await
+            .unwrap_err(),
+        "more",
+        "consumer",
+    );
+    // A refused resubscribe leaves the subscription it was to replace as it was.
+    assert_eq!(
+        running.subscriptions(&numbers, &consumer).await.unwrap(),
+        [live]
+    );
+    assert_eq!(
+        running.subscriptions(&more, &consumer).await.unwrap(),
+        [on_more]
+    );
+    // What replaces a running subscription is allowed, with a selector or to another producer.
+    let selected = running
+        .resubscribe_selected(live, &numbers, &consumer, options, |_| true)
+        .await
+        .unwrap();
+    let moved = running
+        .resubscribe(on_more, &numbers, &other, options)
+        .await
+        .unwrap();
+    assert_eq!(
+        running.subscriptions(&numbers, &consumer).await.unwrap(),
+        [selected]
+    );
+    assert_eq!(
+        running.subscriptions(&numbers, &other).await.unwrap(),
+        [moved]
+    );
+
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("no hang")
+        .expect("the pipeline shuts down");
+    assert!(report.totals().balanced());
+    assert_eq!(report.totals().lost, 0);
+    let handled = seen.lock().expect("not poisoned").len() as u64;
+    assert_eq!(report.stage("consumer").unwrap().events_in, handled);
+}
+
 /// What a [`Probe`] tells the test.
 #[derive(Debug, PartialEq)]
 enum Seen {
@@ -306,6 +510,85 @@ fn keep_alive() -> Numbers {
         end: None,
         broadcast: false,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_cancelled_its_subscription_itself_subscribes_again() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(None));
+    let keep = pipeline.add_producer_named("keep", keep_alive());
+    let (seen, mut told) = mpsc::unbounded_channel();
+    let mut probe = Probe::new(seen);
+    probe.cancel_first = true;
+    let probe = pipeline.add_consumer_named("probe", probe);
+    // Keeps `numbers` running once the probe has left it.
+    let (other, _) = Record::new();
+    let other = pipeline.add_consumer_named("other", other);
+    pipeline.subscribe(&numbers, &probe);
+    pipeline.subscribe(&numbers, &other);
+    pipeline.subscribe(&keep, &probe);
+    let running = pipeline.start();
+    let first = loop {
+        if let Seen::CancelledItself(tag) = next(&mut told).await {
+            break tag;
+        }
+    };
+    // The cancel reached the pipeline before the subscribe: nothing holds the probe's place.
+    let again = running.subscribe(&numbers, &probe).await.unwrap();
+    assert_ne!(again, first);
+    assert_eq!(
+        running.subscriptions(&numbers, &probe).await.unwrap(),
+        [again]
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("no hang")
+        .expect("the pipeline shuts down");
+    assert!(report.totals().balanced());
+    assert_eq!(report.totals().lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_consumer_keeps_its_broadcast_subscription_which_a_resubscribe_replaces() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(None));
+    let (seen, mut told) = mpsc::unbounded_channel();
+    let fail = Arc::new(AtomicBool::new(true));
+    let probe = pipeline.add_consumer_with_as(Some("probe".into()), move || Probe {
+        fail: fail.clone(),
+        ..Probe::new(seen.clone())
+    });
+    pipeline.subscribe(&numbers, &probe);
+    pipeline.set_restart(&probe, RestartPolicy::transient());
+    let running = pipeline.start();
+    let Seen::Subscribed(first) = next(&mut told).await else {
+        panic!("the probe is told of its subscription first");
+    };
+    // The restarted value is told of the subscription again: it is still the probe's.
+    assert_eq!(next(&mut told).await, Seen::Subscribed(first));
+    assert_eq!(
+        running.subscriptions(&numbers, &probe).await.unwrap(),
+        [first]
+    );
+    already_subscribed(
+        running.subscribe(&numbers, &probe).await.unwrap_err(),
+        "probe",
+    );
+    let options = SubscribeOptions::new().max_demand(10);
+    let replaced = running
+        .resubscribe(first, &numbers, &probe, options)
+        .await
+        .unwrap();
+    assert_eq!(
+        running.subscriptions(&numbers, &probe).await.unwrap(),
+        [replaced]
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("no hang")
+        .expect("the pipeline shuts down");
+    assert!(report.totals().balanced());
+    assert_eq!(report.stage("probe").unwrap().restarts, 1);
 }
 
 /// A broadcast of a user's own that takes one consumer at a time, and refuses the others as they
