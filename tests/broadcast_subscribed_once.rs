@@ -143,6 +143,22 @@ async fn run_refuses_a_consumer_subscribed_twice_to_a_broadcast_with_or_without_
 }
 
 #[tokio::test]
+async fn the_refusal_names_both_stages_and_says_what_to_do() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(Some(10)));
+    let twice = pipeline.add_consumer_named("twice", Record::new().0);
+    pipeline.subscribe(&numbers, &twice);
+    pipeline.subscribe(&numbers, &twice);
+    assert_eq!(
+        pipeline.run().await.unwrap_err().to_string(),
+        "the subscriptions to `numbers` do not fit its dispatcher: `twice` is already subscribed \
+         to it: the stage broadcasts, so a second subscription would hand it every event twice; \
+         subscribe it once (one selector can accept what two would), and replace a running \
+         subscription with `PipelineHandle::resubscribe`"
+    );
+}
+
+#[tokio::test]
 async fn a_consumer_subscribed_twice_to_a_demand_dispatcher_shares_the_events_between_both() {
     let mut pipeline = Pipeline::new();
     let numbers = pipeline.add_producer_named(

@@ -173,7 +173,8 @@ pub enum PipelineError {
         group: String,
     },
     /// The subscriptions to a stage do not fit its dispatcher: a partition missing, out of range,
-    /// taken twice or left without a consumer, or a selector on a stage that does not broadcast.
+    /// taken twice or left without a consumer, a selector on a stage that does not broadcast, or a
+    /// consumer subscribed twice to a stage that does.
     InvalidDispatch {
         /// The producer side: the stage whose dispatcher it is.
         stage: String,
@@ -469,7 +470,8 @@ impl PipelineError {
 }
 
 /// How the subscriptions to a stage do not fit its dispatcher
-/// ([`PipelineError::InvalidDispatch`]), found before the pipeline runs.
+/// ([`PipelineError::InvalidDispatch`]), found before the pipeline runs, or, for a subscription
+/// made through a running pipeline's handle, before it is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DispatchSetupError {
@@ -525,8 +527,12 @@ pub enum DispatchSetupError {
         /// The consumer.
         consumer: String,
     },
-    /// A consumer subscribes a second time to a stage that broadcasts its events, which would hand
-    /// it every event twice (GenStage's `:already_subscribed`).
+    /// A consumer subscribes a second time to a stage that broadcasts its events
+    /// ([`Dispatcher::broadcasts`](crate::dispatcher::Dispatcher::broadcasts)), which would hand it
+    /// every event twice (GenStage's `:already_subscribed`): twice in the builder, or through the
+    /// handle while its first subscription there runs. A
+    /// [`resubscribe`](crate::PipelineHandle::resubscribe) that replaces that subscription is not
+    /// a second one.
     AlreadySubscribed {
         /// The consumer.
         consumer: String,
@@ -591,9 +597,10 @@ impl fmt::Display for DispatchSetupError {
             ),
             DispatchSetupError::AlreadySubscribed { consumer } => write!(
                 f,
-                "`{consumer}` is already subscribed: the stage broadcasts, so a second \
-                 subscription would hand it every event twice (to change a subscription, \
-                 `PipelineHandle::resubscribe` replaces it)"
+                "`{consumer}` is already subscribed to it: the stage broadcasts, so a second \
+                 subscription would hand it every event twice; subscribe it once (one selector \
+                 can accept what two would), and replace a running subscription with \
+                 `PipelineHandle::resubscribe`"
             ),
         }
     }

@@ -329,11 +329,18 @@ pub trait Dispatcher<T>: Send + 'static {
         false
     }
 
-    /// Whether it sends every subscription every event (a broadcast): a consumer then subscribes
-    /// to the stage at most once, as a second subscription would hand it each event twice (GenStage
-    /// refuses it, `:already_subscribed`), and the pipeline refuses the second. The default is
-    /// `false`: a consumer subscribed twice to a [`DemandDispatcher`] shares the events between its
-    /// two subscriptions, as GenStage's.
+    /// Whether it sends every subscription every event (a broadcast), as [`BroadcastDispatcher`]
+    /// does: a consumer then subscribes to the stage at most once, as a second subscription would
+    /// hand it each event twice. The pipeline refuses the second, as GenStage does
+    /// (`:already_subscribed`): [`Pipeline::run`](crate::Pipeline::run) and
+    /// [`start`](crate::Pipeline::start) for the builder's subscriptions, the handle's
+    /// [`subscribe`](crate::PipelineHandle::subscribe) and
+    /// [`resubscribe`](crate::PipelineHandle::resubscribe) for a running pipeline's, each with
+    /// [`DispatchSetupError::AlreadySubscribed`](crate::DispatchSetupError::AlreadySubscribed).
+    /// Asked once, when the stage is added; a dispatcher of your own that broadcasts says so here.
+    ///
+    /// The default is `false`: a consumer subscribed twice to a [`DemandDispatcher`] shares the
+    /// events between its two subscriptions, as GenStage's.
     fn broadcasts(&self) -> bool {
         false
     }

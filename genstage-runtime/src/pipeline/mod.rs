@@ -897,7 +897,10 @@ impl Pipeline {
     /// A subscription to a stage that partitions its events names its partition
     /// ([`SubscribeOptions::partition`]).
     ///
-    /// Invalid options are reported by [`Pipeline::run`], naming both stages.
+    /// Invalid options are reported by [`Pipeline::run`], naming both stages; a subscription that
+    /// does not fit `producer`'s dispatcher (a partition missing or taken, or `consumer` subscribed
+    /// a second time to a stage that broadcasts) as [`PipelineError::InvalidDispatch`], naming
+    /// `producer`.
     pub fn subscribe_with<T: Send + 'static>(
         &mut self,
         producer: &impl Source<T>,
@@ -912,7 +915,8 @@ impl Pipeline {
     /// it and do not use up its demand (GenStage's `:selector`).
     ///
     /// A selector on a subscription to a stage that does not broadcast is reported by
-    /// [`Pipeline::run`] ([`PipelineError::InvalidDispatch`]).
+    /// [`Pipeline::run`] ([`PipelineError::InvalidDispatch`]), as is a second subscription of
+    /// `consumer` to `producer`: one selector accepts what two would.
     pub fn subscribe_selected<T: Send + 'static>(
         &mut self,
         producer: &impl Source<T>,

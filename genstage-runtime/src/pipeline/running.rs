@@ -35,6 +35,13 @@ impl Pipeline {
     /// resolves to [`PipelineError::NoRuntime`]. The stage references taken while building reach
     /// the running stages ([`StageRef`](crate::StageRef)).
     ///
+    /// # Errors
+    ///
+    /// None at once: a pipeline that [`run`](Self::run) would refuse before anything runs (a
+    /// wiring mistake, a consumer subscribed twice to a stage that broadcasts, …) starts nothing,
+    /// and its handle resolves to that error, as `run` returns it; its requests are answered
+    /// [`PipelineError::NotRunning`].
+    ///
     /// # Examples
     ///
     /// A pipeline that runs until it is shut down, as a service does on Ctrl-C:
@@ -592,7 +599,11 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// [`PipelineError::InvalidSubscription`] for bad options (naming both stages, with GenStage's
-    /// message), [`PipelineError::StageEnded`] when either stage has ended (a stage still ending,
+    /// message), [`PipelineError::InvalidDispatch`] when the subscription does not fit
+    /// `producer`'s dispatcher (naming `producer`: a partition missing, out of range, or held by a
+    /// running subscription, or, to a stage that broadcasts, `consumer` subscribed there already,
+    /// [`DispatchSetupError::AlreadySubscribed`](crate::DispatchSetupError::AlreadySubscribed)),
+    /// [`PipelineError::StageEnded`] when either stage has ended (a stage still ending,
     /// its `terminate` running, takes the subscription, which ends when the stage does),
     /// [`PipelineError::Cycle`] when the consumer feeds the producer (through subscriptions not
     /// cancelled),
@@ -672,7 +683,10 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// As [`subscribe_with`](Self::subscribe_with); a refused subscription leaves `old` as it was.
-    /// Once a shutdown or an abort has begun, [`PipelineError::ShuttingDown`] unless `old` is a
+    /// To a stage that broadcasts, [`PipelineError::InvalidDispatch`]
+    /// ([`AlreadySubscribed`](crate::DispatchSetupError::AlreadySubscribed)) when `consumer` has a
+    /// running subscription there that `old` is not: `old` already ended, or is to another
+    /// producer. Once a shutdown or an abort has begun, [`PipelineError::ShuttingDown`] unless `old` is a
     /// running subscription of `consumer`: replacing one grows nothing, and is served.
     ///
     /// # Cancel safety
@@ -827,8 +841,9 @@ impl PipelineHandle {
     /// stage references asks the pipeline. The tag is the one the consumer's `handle_subscribe`
     /// is told ([`Subscription::tag`](crate::Subscription::tag)).
     ///
-    /// Usually one tag; none once the subscription has been cancelled, replaced, or either stage
-    /// has ended; several when the consumer was subscribed to the producer more than once.
+    /// Usually one tag; none once the subscription has been cancelled, replaced, refused by the
+    /// producer's dispatcher, or either stage has ended; several when the consumer was subscribed
+    /// more than once to a producer that does not broadcast.
     ///
     /// # Errors
     ///

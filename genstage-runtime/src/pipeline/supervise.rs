@@ -102,7 +102,10 @@ impl Pipeline {
     ///
     /// [`PipelineError::NoRuntime`] outside a tokio runtime; a wiring mistake
     /// ([`PipelineError::NoConsumer`], [`PipelineError::NoProducer`], [`PipelineError::Cycle`],
-    /// [`PipelineError::InvalidSubscription`]) or a name given to two stages
+    /// [`PipelineError::InvalidSubscription`], and [`PipelineError::InvalidDispatch`] for
+    /// subscriptions that do not fit their producer's dispatcher: a partition missing, out of
+    /// range, taken twice or left without a consumer, a selector on a stage that does not
+    /// broadcast, a consumer subscribed twice to one that does) or a name given to two stages
     /// ([`PipelineError::DuplicateName`]) before anything runs; then, once every stage has
     /// ended, the first stage that failed or panicked, with the report of the whole run
     /// ([`PipelineError::report`]): every stage's counts and status, and the events lost.
