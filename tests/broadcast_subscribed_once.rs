@@ -702,3 +702,28 @@ async fn a_subscription_the_producer_refused_does_not_hold_the_consumers_place()
     assert!(report.totals().balanced());
     assert_eq!(report.totals().lost, 0);
 }
+
+async fn job(_n: u64) -> Result<(), String> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_consumer_supervisor_subscribes_to_a_broadcast_once() {
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(Some(20)));
+    let jobs = pipeline.add_consumer_named("jobs", genstage::ConsumerSupervisor::new(job));
+    pipeline.subscribe(&numbers, &jobs);
+    pipeline.subscribe(&numbers, &jobs);
+    already_subscribed(pipeline.run().await.unwrap_err(), "jobs");
+
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer_named("numbers", Numbers::broadcast(Some(20)));
+    let jobs = pipeline.add_consumer_named("jobs", genstage::ConsumerSupervisor::new(job));
+    let (record, _) = Record::new();
+    let record = pipeline.add_consumer_named("record", record);
+    pipeline.subscribe(&numbers, &jobs);
+    pipeline.subscribe(&numbers, &record);
+    let report = pipeline.run().await.expect("the pipeline runs");
+    assert_eq!(report.stage("jobs").unwrap().events_in, 20);
+    assert_eq!(report.stage("record").unwrap().events_in, 20);
+}
