@@ -597,8 +597,10 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   words of `#[stage]`, the others by `run()`, which returns
 ///   `PipelineError::InvalidSubscription` naming both stages. A literal `min_demand` on an edge
 ///   that sets no `max_demand` is checked against the consumer's own `max_demand` (GenStage's
-///   1000, or a literal in its `#[stage]`) at compile time when the consumer is a unit struct
-///   written as its type, `-[min_demand = 5]-> Printer`; otherwise by `run()`.
+///   1000, or a literal in its `#[stage]`), and a literal `max_demand` on an edge that sets no
+///   `min_demand` against a literal `min_demand` in the consumer's `#[stage]`, at compile time
+///   when the consumer is a unit struct written as its type, `-[min_demand = 5]-> Printer`;
+///   otherwise by `run()`.
 /// - **Arrows inside a stage.** Only a `->` between stages is a link: one in a path's generic
 ///   arguments (`Fwd::<fn() -> u64>::new()`) or in a closure's signature belongs to the stage.
 /// - **`crate = path;`**, as the first statement, names the `genstage` crate when it is renamed or

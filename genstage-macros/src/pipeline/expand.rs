@@ -513,34 +513,35 @@ fn node_check(
     }
 }
 
-/// A literal `min_demand` on an edge that sets no `max_demand` is checked against the consumer's
-/// own `max_demand` when `#[stage]` knows it (`Stage::__MAX_DEMAND`), by a `const` assertion spanned
-/// at the literal, so that `cargo check` reports it in `#[stage]`'s words.
+/// An edge's literal demand limit, when it sets only one, is checked against the other that its
+/// consumer's `#[stage]` knows, by a `const` assertion spanned at the literal, so that `cargo check`
+/// reports it in `#[stage]`'s words: a `min_demand` against the consumer's `max_demand`
+/// (`Stage::__MAX_DEMAND`, GenStage's default when the attribute sets none), a `max_demand`
+/// against the `min_demand` its attribute sets (`Stage::__MIN_DEMAND`).
 ///
 /// The `const` item names the consumer's type, so this is done only when the consumer is written
 /// as its type, a unit struct `Printer` (one identifier in upper camel case), which has no type
 /// parameters to infer. Struct literals (whose type may be generic, its parameters inferred),
 /// constructor calls, paths (`stages::Printer`, which may be an enum variant), local variables and
 /// the other forms are checked by `run()` instead.
-fn min_demand_check(
-    graph: &Graph,
-    consumer: usize,
-    settings: &EdgeSettings,
-) -> Option<TokenStream> {
+fn demand_check(graph: &Graph, consumer: usize, settings: &EdgeSettings) -> Option<TokenStream> {
     let krate = &graph.krate;
     let private = crate::private_path(krate);
-    if settings.max_demand.is_some() {
-        return None;
-    }
-    let value = settings.min_demand.as_ref()?;
+    let message = quote!(#private::pipeline::DemandMessage);
+    // The limit the edge sets, and whether it is its `min_demand`.
+    let (limit, is_min) = match (&settings.min_demand, &settings.max_demand) {
+        (Some(min), None) => (min, true),
+        (None, Some(max)) => (max, false),
+        _ => return None,
+    };
     let syn::Expr::Lit(syn::ExprLit {
         lit: syn::Lit::Int(int),
         ..
-    }) = value
+    }) = limit
     else {
         return None;
     };
-    let min: usize = int.base10_parse().ok()?;
+    let value: usize = int.base10_parse().ok()?;
     let path = match graph.nodes[consumer].stage.expr() {
         syn::Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => &path.path,
         _ => return None,
@@ -555,18 +556,25 @@ fn min_demand_check(
         return None;
     }
     let span = int.span();
-    let min = Literal::usize_unsuffixed(min);
-    Some(quote_spanned! {span=>
-        const _: () = if let #private::Some((__max, __default)) =
-            <#ident as #krate::Stage>::__MAX_DEMAND
-        {
-            if #min >= __max {
-                ::core::panic!(
-                    "{}",
-                    #private::pipeline::MinDemandMessage::new(#min, __max, __default).as_str()
-                )
-            }
-        };
+    let value = Literal::usize_unsuffixed(value);
+    Some(if is_min {
+        quote_spanned! {span=>
+            const _: () = if let #private::Some((__max, __default)) =
+                <#ident as #krate::Stage>::__MAX_DEMAND
+            {
+                if #value >= __max {
+                    ::core::panic!("{}", #message::min_demand(#value, __max, __default).as_str())
+                }
+            };
+        }
+    } else {
+        quote_spanned! {span=>
+            const _: () = if let #private::Some(__min) = <#ident as #krate::Stage>::__MIN_DEMAND {
+                if __min >= #value {
+                    ::core::panic!("{}", #message::max_demand(#value, __min).as_str())
+                }
+            };
+        }
     })
 }
 
@@ -715,13 +723,13 @@ fn expand_edge(
     let trait_signature = signature(quote!(Out), quote!(In));
     let consumer_signature = signature(quote!(__O), quote!(__In));
     let skipped_signature = signature(quote!(__T), quote!(__In));
-    let min_demand_check = min_demand_check(graph, edge.to, settings);
+    let demand_check = demand_check(graph, edge.to, settings);
     // The options are evaluated outside the block that defines the check, so that the user's
     // expressions cannot see its local names. The events come first in `wire`, so that rustc
     // knows the trait's parameter before it looks at the impls.
     quote! {
         {
-            #min_demand_check
+            #demand_check
             let #options = #private::edge_options(#max_demand, #min_demand, #cancel, #partition);
             #selector_let
             {

@@ -569,7 +569,10 @@ fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
     ] {
         let expansion = expansion_of(input);
         assert!(expansion.contains("__MAX_DEMAND"), "`{input}`");
-        assert!(expansion.contains("MinDemandMessage"), "`{input}`");
+        assert!(
+            expansion.contains("DemandMessage :: min_demand"),
+            "`{input}`"
+        );
     }
     for input in [
         "A -[min_demand = 10]-> Printer::new()",
@@ -583,6 +586,32 @@ fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
         "A -> Printer",
     ] {
         assert!(!expansion_of(input).contains("__MAX_DEMAND"), "`{input}`");
+    }
+}
+
+#[test]
+fn a_literal_max_demand_is_checked_against_a_consumer_written_as_its_type() {
+    for input in [
+        "A -[max_demand = 4]-> Printer",
+        "A -[max_demand = 4]-> p; p = [Printer; 2]",
+    ] {
+        let expansion = expansion_of(input);
+        assert!(expansion.contains("__MIN_DEMAND"), "`{input}`");
+        assert!(
+            expansion.contains("DemandMessage :: max_demand"),
+            "`{input}`"
+        );
+        assert!(!expansion.contains("__MAX_DEMAND"), "`{input}`");
+    }
+    for input in [
+        "A -[max_demand = 4]-> Printer::new()",
+        "A -[max_demand = 4]-> Printer { id: 1 }",
+        "A -[max_demand = 4]-> stages::Printer",
+        "A -[max_demand = 4]-> printer",
+        "A -[max_demand = m]-> Printer",
+        "A -[max_demand = 20, min_demand = 10]-> Printer",
+    ] {
+        assert!(!expansion_of(input).contains("__MIN_DEMAND"), "`{input}`");
     }
 }
 

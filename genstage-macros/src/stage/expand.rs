@@ -177,6 +177,9 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     let max_demand = known_max_demand(model).map(|(max, default)| {
         quote!(const __MAX_DEMAND: #private::Option<(::core::primitive::usize, ::core::primitive::bool)> = #private::Some((#max, #default));)
     });
+    let min_demand = known_min_demand(model).map(|min| {
+        quote!(const __MIN_DEMAND: #private::Option<::core::primitive::usize> = #private::Some(#min);)
+    });
 
     let mut helpers = conversion.define(krate);
     if let Some(span) = model.restart.as_ref().and_then(|r| r.redeliver) {
@@ -226,6 +229,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             impl #impl_generics #krate::Stage for #self_ty #where_clause {
                 type Ref = #stage_ref;
                 #max_demand
+                #min_demand
                 fn add_to(
                     self,
                     __pipeline: &mut #krate::Pipeline,
@@ -1151,6 +1155,24 @@ fn known_max_demand(model: &StageModel) -> Option<(usize, bool)> {
                 })),
             ..
         }) => int.base10_parse().ok().map(|max| (max, false)),
+        _ => None,
+    }
+}
+
+/// The `min_demand` a consumer or producer_consumer's attribute sets, when a literal.
+fn known_min_demand(model: &StageModel) -> Option<usize> {
+    if model.role == Role::Producer {
+        return None;
+    }
+    match &model.subscribe {
+        Settings::Attribute(SubscribeOpts {
+            min_demand:
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(int),
+                    ..
+                })),
+            ..
+        }) => int.base10_parse().ok(),
         _ => None,
     }
 }

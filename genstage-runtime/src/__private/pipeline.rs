@@ -381,21 +381,25 @@ pub fn empty_group(pipeline: &mut Pipeline, group: &str) {
     });
 }
 
-/// The error of an edge's literal `min_demand` that is not below its consumer's `max_demand`,
-/// written at compile time by a `const` assertion of `pipeline!`, in `#[stage]`'s words.
+/// The error of an edge's literal `min_demand` that is not below its consumer's `max_demand`, or of
+/// its literal `max_demand` not above the consumer's `min_demand`, written at compile time by a
+/// `const` assertion of `pipeline!`, in `#[stage]`'s words.
 #[derive(Debug)]
-pub struct MinDemandMessage {
+pub struct DemandMessage {
     bytes: [u8; 128],
     len: usize,
 }
 
-impl MinDemandMessage {
-    /// The message for `min` against `max` (GenStage's default when `default`).
-    pub const fn new(min: usize, max: usize, default: bool) -> Self {
-        let mut message = MinDemandMessage {
-            bytes: [0; 128],
-            len: 0,
-        };
+impl DemandMessage {
+    const EMPTY: Self = DemandMessage {
+        bytes: [0; 128],
+        len: 0,
+    };
+
+    /// The message for the edge's `min` against the consumer's `max` (GenStage's default when
+    /// `default`).
+    pub const fn min_demand(min: usize, max: usize, default: bool) -> Self {
+        let mut message = Self::EMPTY;
         message.push(b"`min_demand` must be less than `max_demand`, which is ");
         message.number(max);
         if default {
@@ -403,6 +407,16 @@ impl MinDemandMessage {
         }
         message.push(b"; got ");
         message.number(min);
+        message
+    }
+
+    /// The message for the edge's `max` against the consumer's `min`.
+    pub const fn max_demand(max: usize, min: usize) -> Self {
+        let mut message = Self::EMPTY;
+        message.push(b"`max_demand` must be more than `min_demand`, which the consumer sets to ");
+        message.number(min);
+        message.push(b"; got ");
+        message.number(max);
         message
     }
 

@@ -61,4 +61,9 @@ pub trait Stage: Send + Sized + 'static {
     /// `-[min_demand = n]->` against it.
     #[doc(hidden)]
     const __MAX_DEMAND: Option<(usize, bool)> = None;
+
+    /// Not part of the API: the `min_demand` this stage's `#[stage]` attribute sets, when a
+    /// literal. `pipeline!` checks a literal `-[max_demand = n]->` against it.
+    #[doc(hidden)]
+    const __MIN_DEMAND: Option<usize> = None;
 }
