@@ -20,8 +20,8 @@ use genstage::dispatcher::{
 };
 use genstage::{
     Asker, CancelReason, Consumer, Context, Demand, Dispatch, DispatchSetupError, Emit, Pipeline,
-    PipelineError, Producer, ProducerConsumer, ProducerOptions, RestartPolicy, StageResult,
-    SubscribeOptions, Subscription, SubscriptionTag, WithoutConsumers,
+    PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerOptions, Report,
+    RestartPolicy, StageResult, SubscribeOptions, Subscription, SubscriptionTag, WithoutConsumers,
 };
 use tokio::sync::mpsc;
 
@@ -110,6 +110,16 @@ fn already_subscribed_to(error: PipelineError, producer: &str, consumer: &str) {
         }
         other => panic!("not a dispatch error: {other:?}"),
     }
+}
+
+/// Shuts the pipeline down, within a bound against hangs, and checks that its report balances.
+async fn shut_down(running: PipelineHandle) -> Report {
+    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("no hang")
+        .expect("the pipeline shuts down");
+    assert!(report.totals().balanced());
+    report
 }
 
 /// How many events were seen, checking that none was seen twice and that they came in order.
@@ -231,11 +241,7 @@ async fn the_handle_refuses_a_second_subscription_to_a_broadcast_until_the_first
         [again]
     );
 
-    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("the pipeline shuts down");
-    assert!(report.totals().balanced());
+    let report = shut_down(running).await;
     assert_eq!(report.totals().lost, 0);
     let handled = each_once_in_order(&seen);
     assert_eq!(report.stage("consumer").unwrap().events_in, handled);
@@ -425,11 +431,7 @@ async fn a_resubscribe_is_refused_when_it_would_leave_the_consumer_subscribed_tw
         [moved]
     );
 
-    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("the pipeline shuts down");
-    assert!(report.totals().balanced());
+    let report = shut_down(running).await;
     assert_eq!(report.totals().lost, 0);
     let handled = seen.lock().expect("not poisoned").len() as u64;
     assert_eq!(report.stage("consumer").unwrap().events_in, handled);
@@ -556,11 +558,7 @@ async fn a_consumer_that_cancelled_its_subscription_itself_subscribes_again() {
         running.subscriptions(&numbers, &probe).await.unwrap(),
         [again]
     );
-    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("the pipeline shuts down");
-    assert!(report.totals().balanced());
+    let report = shut_down(running).await;
     assert_eq!(report.totals().lost, 0);
 }
 
@@ -599,11 +597,7 @@ async fn a_restarted_consumer_keeps_its_broadcast_subscription_which_a_resubscri
         running.subscriptions(&numbers, &probe).await.unwrap(),
         [replaced]
     );
-    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("the pipeline shuts down");
-    assert!(report.totals().balanced());
+    let report = shut_down(running).await;
     assert_eq!(report.stage("probe").unwrap().restarts, 1);
 }
 
@@ -695,11 +689,7 @@ async fn a_subscription_the_producer_refused_does_not_hold_the_consumers_place()
         running.subscriptions(&numbers, &probe).await.unwrap(),
         [again]
     );
-    let report = tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("the pipeline shuts down");
-    assert!(report.totals().balanced());
+    let report = shut_down(running).await;
     assert_eq!(report.totals().lost, 0);
 }
 
