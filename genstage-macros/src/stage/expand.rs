@@ -182,7 +182,12 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     });
 
     let mut helpers = conversion.define(krate);
-    if let Some(span) = model.restart.as_ref().and_then(|r| r.redeliver) {
+    if let Some(span) = model
+        .restart
+        .as_ref()
+        .and_then(|r| r.redeliver)
+        .filter(|_| !is_generic(&model.item))
+    {
         // At `redeliver` too, so that rustc's notes about the bound point there.
         helpers.extend(respan(
             redeliver_event(self_ty, krate),
@@ -192,7 +197,10 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
     if model.role == Role::Producer {
         helpers.extend(demand_arg(self_ty));
     }
-    if model.role != Role::Consumer && matches!(model.dispatcher, DispatchModel::Broadcast(_)) {
+    if model.role != Role::Consumer
+        && matches!(model.dispatcher, DispatchModel::Broadcast(_))
+        && !is_generic(&model.item)
+    {
         helpers.extend(broadcast_event(self_ty, krate));
     }
     for callback in &model.subscriptions {
@@ -775,6 +783,15 @@ fn dispatcher_fn(model: &StageModel) -> TokenStream {
                 Span::call_site().located_at(*span),
             )
         }
+        // In a generic block, the events' type may be a type parameter, or hold one (`Vec<T>`):
+        // the helper trait would then be the bound rustc's help suggests, by a name the user
+        // cannot write (`_::SrcBroadcastEvent`). `Dispatch::broadcast()` is called as a user would
+        // call it: rustc traces the bound down to the `Clone` the events miss, and suggests
+        // `T: Clone`. Every token at `broadcast`, where the error is reported.
+        DispatchModel::Broadcast(span) if is_generic(&model.item) => respan(
+            quote!(#krate::Dispatch::broadcast()),
+            Span::call_site().located_at(*span),
+        ),
         // Every token at `broadcast`: an event type that is not `Clone` is reported there, with
         // the helper trait's sentence alone (see `broadcast_event`).
         DispatchModel::Broadcast(span) => {
@@ -816,7 +833,14 @@ fn restart_fn(model: &StageModel) -> TokenStream {
         let seconds = proc_macro2::Literal::u64_unsuffixed(seconds);
         policy = quote!(#policy.max_restarts(#max, ::core::time::Duration::from_secs(#seconds)));
     }
-    if let Some(span) = restart.redeliver {
+    if let Some(span) = restart.redeliver.filter(|_| is_generic(&model.item)) {
+        // As for a generic block's broadcast (see `dispatcher_fn`): the method itself, whose
+        // `Clone` bound rustc's help then asks of the type parameter.
+        policy = respan(
+            quote!(#krate::RestartPolicy::redeliver(#policy)),
+            Span::call_site().located_at(span),
+        );
+    } else if let Some(span) = restart.redeliver {
         // Every token at `redeliver`: an event type that is not `Clone` is reported there.
         let redeliver = helper_ident(&model.item.self_ty, "RedeliverEvent");
         policy = respan(
@@ -891,6 +915,11 @@ fn broadcast_event(self_ty: &Type, krate: &syn::Path) -> TokenStream {
             }
         }
     }
+}
+
+/// Whether the impl block has type parameters, which its events' type may name.
+fn is_generic(item: &syn::ItemImpl) -> bool {
+    item.generics.type_params().next().is_some()
 }
 
 /// Partitions listed one by one for `pipeline!`'s check of a literal `partition = i`; a stage

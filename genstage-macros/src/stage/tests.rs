@@ -1456,6 +1456,26 @@ fn restart_options_expand_to_the_role_traits_restart_policy() {
     assert!(!generated("consumer, restart = transient", CONSUMER).contains("RedeliverEvent"));
 }
 
+/// In a generic block the events' type may be a type parameter (or hold one): `broadcast` and
+/// `redeliver` call the runtime's methods as a user would, so that rustc's help asks for
+/// `T: Clone`, not for a helper trait the user cannot name (`_::SBroadcastEvent`).
+#[test]
+fn a_generic_block_broadcasts_and_redelivers_through_the_runtimes_methods() {
+    let relay = "impl<T: Send + 'static> S<T> { fn handle_events(&mut self, events: Vec<T>) -> Vec<T> { events } }";
+    let broadcast = generated("producer_consumer, dispatcher = broadcast", relay);
+    assert!(
+        broadcast.contains("{ :: genstage :: Dispatch :: broadcast () }"),
+        "{broadcast}"
+    );
+    assert!(!broadcast.contains("BroadcastEvent"), "{broadcast}");
+    let redeliver = generated("producer_consumer, restart = transient, redeliver", relay);
+    assert!(
+        redeliver.contains("{ :: genstage :: RestartPolicy :: redeliver (:: genstage :: RestartPolicy :: new (:: genstage :: Restart :: Transient)) }"),
+        "{redeliver}"
+    );
+    assert!(!redeliver.contains("RedeliverEvent"), "{redeliver}");
+}
+
 #[test]
 fn every_stage_is_added_rebuildable_by_add_with() {
     for (attr, item, add) in [
