@@ -156,7 +156,7 @@ const VOCABULARY: &[&str] = &[
     "partition", "dispatcher", "broadcast", "demand", "producer", "consumer", "producer_consumer",
     "selector", "max_demand", "min_demand", "cancel", "temporary", "permanent", "transient",
     "restart", "redeliver", "max_restarts", "max_seconds", "buffer_size", "buffer_keep", "first",
-    "last", "infinity", "accumulate", "forward", "without_consumers", "stop", "wait", "crate",
+    "last", "infinity", "infinite", "Infinity", "accumulate", "forward", "without_consumers", "stop", "wait", "crate",
     // The callbacks.
     "handle_events", "handle_demand", "handle_call", "handle_cast", "handle_info",
     "handle_subscribe", "handle_cancel", "handle_consumer_subscribe", "handle_consumer_cancel",

@@ -199,7 +199,7 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// | `max_demand` | consumer, producer_consumer | a `usize` expression, at least 1 | 1000 |
 /// | `min_demand` | consumer, producer_consumer | a `usize` expression, below `max_demand` | `max_demand / 2` |
 /// | `cancel` | consumer, producer_consumer | `permanent`, `transient` or `temporary` | `permanent` |
-/// | `buffer_size` | producer, producer_consumer | a `usize` expression, or `infinity` | 10 000 for a producer, `infinity` for a producer_consumer |
+/// | `buffer_size` | producer, producer_consumer | a `usize` expression, or `infinity` (a lone name with a lower-case letter close to it, such as `infinite`, `Infinity`, `inf` or `unbounded`, is refused as a misspelling; a constant's upper-case name, such as `INFINITY`, is read as a `usize` expression) | 10 000 for a producer, `infinity` for a producer_consumer |
 /// | `buffer_keep` | producer, producer_consumer | `first` or `last` | `last` |
 /// | `dispatcher` | producer, producer_consumer | `demand` (to the consumer with the most demand), `broadcast` (every event to every consumer; the events must be `Clone`) or `partition(n)` (each event to the one consumer of its partition, `0..n`, `n` an integer literal of at least 1, by the block's `partition` method) | `demand` |
 /// | `demand` | producer | `forward` or `accumulate`: whether it serves demand from the start, or records it until switched to forward through its reference (`ProducerRef::demand`) | `forward` |

@@ -161,6 +161,60 @@ pub(crate) fn count(key: &Ident, value: &Expr) -> syn::Result<Option<usize>> {
     }
 }
 
+/// `buffer_size`'s value for a buffer without bound.
+pub(crate) const INFINITY: &str = "infinity";
+
+/// Other words for [`INFINITY`] that a user may write for it.
+const INFINITY_WORDS: &[&str] = &["inf", "infinite", "unbounded", "unlimited"];
+
+/// A `buffer_size` value that is surely a misspelling of `infinity`, with its error. `buffer_size`
+/// takes any `usize` expression (`SIZE`, `self.size`, `config::SIZE * 2`), so only a lone
+/// identifier with a lower-case letter is judged (the value is read in a method of the stage,
+/// where no local variable is in scope, and a constant's name is in upper case): one within two
+/// edits of `infinity`, letter case aside (`infinite`, `infinty`, `Infinity`), or another word
+/// for it (`inf`, `unbounded`, `unlimited`). An upper-case name (`INFINITY`) may be the user's
+/// constant, and is left to rustc.
+pub(crate) fn misspelled_infinity(value: &Expr) -> Option<syn::Error> {
+    let Expr::Path(path) = value else {
+        return None;
+    };
+    if path.qself.is_some() || !path.attrs.is_empty() {
+        return None;
+    }
+    let ident = path.path.get_ident()?;
+    let name = syn::ext::IdentExt::unraw(ident).to_string();
+    if name == INFINITY || !name.chars().any(|c| c.is_lowercase()) {
+        return None;
+    }
+    let lower = name.to_lowercase();
+    let close = edit_distance(&lower, INFINITY) <= 2 || INFINITY_WORDS.contains(&lower.as_str());
+    close.then(|| {
+        syn::Error::new(
+            ident.span(),
+            format!(
+                "unknown {BUFFER_SIZE} value `{name}`: `{BUFFER_SIZE}` is a number of events (a \
+                 `usize` expression) or `{INFINITY}`, for a buffer without bound"
+            ),
+        )
+    })
+}
+
+/// Levenshtein's distance between two words: the fewest characters inserted, removed or replaced
+/// to make one the other.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let replace = previous[j] + usize::from(ca != *cb);
+            current.push(replace.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// An edge's `partition = i`: the value of an integer literal, checked here, or `None` for any
 /// other expression, which rustc checks to be a `usize` and `run()` to be below the stage's
 /// number of partitions.
@@ -489,6 +543,48 @@ mod tests {
             error.to_string(),
             "`min_demand` is a number of events (a `usize`); `1000000000000000000000` is too large"
         );
+    }
+
+    #[test]
+    fn misspellings_of_infinity_are_caught_and_expressions_are_not() {
+        let error = |text: &str| misspelled_infinity(&expr(text)).map(|e| e.to_string());
+        for wrong in [
+            "infinite",
+            "infinty",
+            "infinit",
+            "Infinity",
+            "infinityy",
+            "inf",
+            "unbounded",
+            "unlimited",
+            "r#infinite",
+        ] {
+            let name = wrong.trim_start_matches("r#");
+            assert_eq!(
+                error(wrong).as_deref(),
+                Some(format!("unknown buffer_size value `{name}`: `buffer_size` is a number of events (a `usize` expression) or `infinity`, for a buffer without bound").as_str()),
+                "{wrong}"
+            );
+        }
+        for right in [
+            "infinity",
+            "INFINITY",
+            "SIZE",
+            "self.size",
+            "size",
+            "config::infinite",
+            "infinite()",
+            "10",
+            "usize::MAX",
+            "<T>::infinite",
+            "finite_size",
+        ] {
+            assert_eq!(error(right), None, "{right}");
+        }
+        assert_eq!(edit_distance("infinity", "infinity"), 0);
+        assert_eq!(edit_distance("infinite", "infinity"), 1);
+        assert_eq!(edit_distance("", "inf"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -112,6 +112,7 @@ fn malformed_attributes_give_spanned_errors() {
         ("consumer, max_demand = 1.5", At::Attr("1.5", 0), "`max_demand` is a number of events (a `usize`), not this literal"),
         ("consumer, min_demand = \"1\"", At::Attr("\"1\"", 0), "not this literal"),
         ("producer, buffer_size = true", At::Attr("true", 0), "or `infinity`, not this literal"),
+        ("producer, buffer_size = infinite", At::Attr("infinite", 0), "unknown buffer_size value `infinite`: `buffer_size` is a number of events (a `usize` expression) or `infinity`, for a buffer without bound"),
         ("consumer, cancel = sometimes", At::Attr("sometimes", 0), "unknown cancel mode `sometimes`: `cancel` is `permanent`, `transient` or `temporary`"),
         ("consumer, cancel = 3", At::Attr("3", 0), "`cancel` is `permanent`, `transient` or `temporary`"),
         ("consumer, cancel = CancelMode::Temporary", At::Attr("CancelMode", 0), "`cancel` is `permanent`"),

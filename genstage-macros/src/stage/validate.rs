@@ -365,8 +365,10 @@ pub(crate) fn validate_stage(
                 }
             }
             "buffer_size" => {
-                if is_ident(&option.value, "infinity") {
+                if is_ident(&option.value, options::INFINITY) {
                     producer.buffer_size = Some(BufferSize::Infinity);
+                } else if let Some(error) = options::misspelled_infinity(&option.value) {
+                    errors.push(error);
                 } else {
                     match options::count(&option.key, &option.value) {
                         Ok(_) => {
