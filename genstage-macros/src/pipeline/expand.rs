@@ -15,7 +15,12 @@
 //! - per edge, `Sink<Out, In>` on the consumer's handle: it consumes the producer's `Out`. Its
 //!   method does the subscribing, so a failed check leaves no second error in the builder call;
 //!   an edge whose side already failed its node check is checked on `Skipped`, which passes.
-//! - per stage expression, a local `Stage` trait over `genstage::Stage`, for a non-stage.
+//! - per stage expression, a local `Stage` trait over `genstage::Stage`, for a non-stage. The
+//!   handle then reaches the node's other checks through the probe of `__private::checked`: as a
+//!   `RejectedRef`, which they all accept, when the expression's type is known not to be a stage
+//!   (`from_iter(5u64)`, `Show::<Point>(…)` whose bounds `Point` misses), so that it is reported
+//!   once. A type whose parameters are inferred from the edges (`Show(PhantomData)`) is not known
+//!   yet when the probe is resolved, and keeps its handle.
 //! - constant checks: a constant group count, and an edge's literal `min_demand` against the
 //!   consumer's known `max_demand` (`const` items, which `cargo check` evaluates).
 //! - per edge, after every subscription, checks against the producer's dispatcher as its
@@ -300,6 +305,29 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
             #add_call
         }
     };
+    // What the node's checks see: its handle when the expression is a stage, a `RejectedRef`
+    // otherwise (see `__private::checked`), so that an expression `add_stage` reports is not
+    // reported again by the node's role check and edges. The method call covers the user's
+    // tokens, as the `add_stage` call does: rustc reports a failed bound there once.
+    let probe = local("__probe", range.first);
+    let probe_let = quote! {
+        #[allow(unused_imports)]
+        use #private::checked::{CheckedStage as _, UncheckedStage as _};
+        let #probe = #private::checked::stage_probe(&#value);
+    };
+    let add = {
+        // `&` at the user's tokens; `__probe` keeps its hygiene (`local` places it there too).
+        let mut borrow = respan(quote!(&), range.first);
+        borrow.extend(quote!(#probe));
+        let mut receiver = Group::new(Delimiter::Parenthesis, borrow);
+        receiver.set_span(range.first);
+        let mut args = Group::new(Delimiter::Parenthesis, add);
+        args.set_span(range.last);
+        let mut out = TokenStream::from(TokenTree::Group(receiver));
+        out.extend(respan(quote!(.checked), range.last));
+        out.extend([TokenTree::Group(args)]);
+        out
+    };
     let bind = if rebuild {
         quote_spanned! {range.first=>
             let #build = move || #expr;
@@ -313,6 +341,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
         StageSyntax::One(_) => quote! {
             let #stage = {
                 #bind
+                #probe_let
                 [#add]
             };
         },
@@ -342,6 +371,7 @@ fn expand_node(graph: &Graph, index: usize, pipeline: &Ident) -> TokenStream {
                     let mut #instances = #private::Vec::with_capacity(#count);
                     for _ in 0..#count {
                         #bind
+                        #probe_let
                         #instances.push(#add);
                     }
                     #private::pipeline::group(&mut #pipeline, &#instances);

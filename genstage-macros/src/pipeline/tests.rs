@@ -787,3 +787,25 @@ fn a_string_crate_path_says_that_pipeline_takes_a_path() {
     );
     assert_eq!(error.span().start(), position(input, "\"gs\"", 0));
 }
+
+/// Each node hands its handle to its checks through the probe of its stage's type (see
+/// `__private::checked`): a stage that fails its `Stage` bound is reported once, by `add_stage`,
+/// and its role and edge checks see a handle they accept.
+#[test]
+fn every_node_hands_its_checks_its_handle_through_the_probe_of_its_stage() {
+    for input in ["A -> B", "A -> [B; 2]"] {
+        let expansion = expansion_of(input);
+        assert_eq!(
+            expansion
+                .matches("checked :: stage_probe (& __value)")
+                .count(),
+            2,
+            "{expansion}"
+        );
+        assert_eq!(expansion.matches(". checked (").count(), 2, "{expansion}");
+        assert!(
+            expansion.contains("checked :: { CheckedStage as _ , UncheckedStage as _ }"),
+            "{expansion}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 //! user who shadows `Vec`, `Result` or `Option` cannot break an expansion, and the macros of another
 //! release cannot reach this one's items.
 
+pub mod checked;
 pub mod dispatch;
 pub mod fallback;
 pub mod pipeline;
