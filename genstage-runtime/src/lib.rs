@@ -76,5 +76,5 @@ mod __private;
 include!(concat!(env!("OUT_DIR"), "/private.rs"));
 pub use stream::{
     from_channel, from_iter, from_stream, to_stream, EventStream, FromChannel, FromIter,
-    FromStream, StreamSink,
+    FromStream, StreamSink, StreamSource,
 };

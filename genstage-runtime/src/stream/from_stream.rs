@@ -121,17 +121,40 @@ pub struct FromStream<S> {
 /// assert_eq!((emitted.events, emitted.last), (vec![2], true));
 /// # }
 /// ```
-pub fn from_stream<S>(stream: S) -> FromStream<S>
-where
-    S: Stream + Send + 'static,
-    S::Item: Send + 'static,
-{
+///
+/// `stream` is a [`StreamSource`]: a `Stream` that is `Send + 'static`, and so are its items. That is
+/// checked where the producer is added (its `Stage` and `Producer` impls ask it), not here, so
+/// that a value of another type (`from_stream(0..3)`) is one error, under the call, in
+/// `from_stream`'s words.
+pub fn from_stream<S>(stream: S) -> FromStream<S> {
     FromStream {
         stream: Box::pin(stream),
         ended: false,
         panic: None,
         options: ProducerOptions::for_producer(),
     }
+}
+
+/// A `Stream` that [`from_stream`] takes: `Send + 'static`, and so are its items (its `Event`s).
+/// Implemented for every such stream.
+#[diagnostic::on_unimplemented(
+    message = "`from_stream` takes a `Stream` of events, and `{Self}` is not one",
+    label = "not a `Stream`",
+    note = "an iterator or a collection becomes a producer by `from_iter`; a stream and its items must be `Send + 'static`"
+)]
+pub trait StreamSource: Stream<Item = <Self as StreamSource>::Event> + Send + 'static {
+    /// The stream's items: the producer's events.
+    type Event: Send + 'static;
+}
+
+// `do_not_recommend`: rustc reports the trait's sentence, not the `Stream` bound beneath it.
+#[diagnostic::do_not_recommend]
+impl<S> StreamSource for S
+where
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    type Event = S::Item;
 }
 
 impl<S> FromStream<S> {
@@ -158,14 +181,10 @@ impl<S> fmt::Debug for FromStream<S> {
     }
 }
 
-impl<S> Producer for FromStream<S>
-where
-    S: Stream + Send + 'static,
-    S::Item: Send + 'static,
-{
-    type Output = S::Item;
+impl<S: StreamSource> Producer for FromStream<S> {
+    type Output = S::Event;
 
-    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<S::Item>> {
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<S::Event>> {
         if let Some(panic) = self.panic.take() {
             resume_unwind(panic);
         }
@@ -215,11 +234,7 @@ where
     const DEFAULT_NAME: Option<&'static str> = Some("from_stream");
 }
 
-impl<S> Stage for FromStream<S>
-where
-    S: Stream + Send + 'static,
-    S::Item: Send + 'static,
-{
+impl<S: StreamSource> Stage for FromStream<S> {
     type Ref = ProducerRef<Self>;
 
     fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {

@@ -15,5 +15,5 @@ mod to_stream;
 
 pub use from_channel::{from_channel, FromChannel};
 pub use from_iter::{from_iter, FromIter};
-pub use from_stream::{from_stream, FromStream};
+pub use from_stream::{from_stream, FromStream, StreamSource};
 pub use to_stream::{to_stream, EventStream, StreamSink};
