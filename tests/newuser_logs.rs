@@ -1,0 +1,357 @@
+//! A new user's log-processing service, written from README.md and the rustdoc alone by someone who
+//! knows Elixir's GenStage: lines pushed in from outside while the pipeline runs, parsed (malformed
+//! ones skipped and counted), broadcast to a partitioned router (per-user order kept in each
+//! worker), a counter and an archiver that takes only errors, then drained from another task.
+//!
+//! ```text
+//! source (from_channel) -> parse (broadcast) -> router (partition(2)) -> [Worker; 2]
+//!                                            -> counter
+//!                                            -[selector: errors]-> archiver
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use genstage::prelude::*;
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+/// Bound on every wait, against hangs only: nothing here waits for time to pass.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Lines fed in; every `MALFORMED_EVERY`-th (from 3) is malformed.
+const LINES: u64 = 700;
+const MALFORMED_EVERY: u64 = 7;
+const USERS: u64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Info,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    user: u64,
+    seq: u64,
+    level: Level,
+    msg: String,
+}
+
+/// Line `i` of the feed: `"<user> <seq> <LEVEL> <msg>"`, or something that does not parse.
+fn line(i: u64, seqs: &mut [u64; USERS as usize]) -> String {
+    if i % MALFORMED_EVERY == 3 {
+        // Four kinds of garbage: empty, too short, a bad number, an unknown level.
+        return match (i / MALFORMED_EVERY) % 4 {
+            0 => String::new(),
+            1 => "garbage".to_string(),
+            2 => format!("{} x INFO nope", i % USERS),
+            _ => format!("{} 0 FATAL nope", i % USERS),
+        };
+    }
+    let user = (i * 3 + i / 11) % USERS;
+    let seq = seqs[user as usize];
+    seqs[user as usize] += 1;
+    let level = if i.is_multiple_of(4) { "ERROR" } else { "INFO" };
+    format!("{user} {seq} {level} line {i}")
+}
+
+fn parse_line(line: &str) -> Option<Record> {
+    let mut parts = line.splitn(4, ' ');
+    let user = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let level = match parts.next()? {
+        "INFO" => Level::Info,
+        "ERROR" => Level::Error,
+        _ => return None,
+    };
+    let msg = parts.next()?.to_string();
+    Some(Record {
+        user,
+        seq,
+        level,
+        msg,
+    })
+}
+
+/// Asks `Parse` how many malformed lines it has skipped.
+struct Malformed;
+
+/// Parses lines; a malformed one is skipped and counted, as a GenStage stage would keep a counter
+/// in its state rather than crash on bad input.
+#[derive(Default)]
+struct Parse {
+    malformed: u64,
+}
+
+#[stage(producer_consumer, dispatcher = broadcast)]
+impl Parse {
+    fn handle_events(&mut self, lines: Vec<String>) -> Vec<Record> {
+        let mut records = Vec::with_capacity(lines.len());
+        for line in lines {
+            match parse_line(&line) {
+                Some(record) => records.push(record),
+                None => self.malformed += 1,
+            }
+        }
+        records
+    }
+
+    fn handle_call(&mut self, _request: Malformed, reply: ReplyTo<u64>) {
+        reply.reply(self.malformed);
+    }
+}
+
+/// Routes records by user: even users to partition 0, odd ones to partition 1.
+struct Router;
+
+#[stage(producer_consumer, dispatcher = partition(2), max_demand = 50)]
+impl Router {
+    fn handle_events(&mut self, records: Vec<Record>) -> Vec<Record> {
+        records
+    }
+
+    fn partition(&self, record: &Record) -> Option<usize> {
+        Some((record.user % 2) as usize)
+    }
+}
+
+/// What the workers saw: (partition, user, seq), in the order each worker handled them.
+type WorkLog = Arc<Mutex<Vec<(usize, u64, u64)>>>;
+
+/// Handles one partition's records; learns which partition from its subscription.
+struct Worker {
+    partition: Option<usize>,
+    log: WorkLog,
+}
+
+#[stage(consumer, max_demand = 20, min_demand = 5)]
+impl Worker {
+    fn handle_subscribe(&mut self, subscription: &Subscription) {
+        self.partition = subscription.partition();
+    }
+
+    fn handle_events(&mut self, records: Vec<Record>) -> Result<(), String> {
+        let partition = self
+            .partition
+            .ok_or_else(|| "a worker without a partition".to_string())?;
+        let mut log = self.log.lock().map_err(|e| e.to_string())?;
+        log.extend(records.iter().map(|r| (partition, r.user, r.seq)));
+        Ok(())
+    }
+}
+
+/// Counts records per level; publishes its total as it goes, and its final counts in `terminate`.
+struct Counter {
+    infos: u64,
+    errors: u64,
+    progress: watch::Sender<u64>,
+    final_counts: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+#[stage(consumer)]
+impl Counter {
+    fn handle_events(&mut self, records: Vec<Record>) {
+        for record in &records {
+            match record.level {
+                Level::Info => self.infos += 1,
+                Level::Error => self.errors += 1,
+            }
+        }
+        self.progress.send_replace(self.infos + self.errors);
+    }
+
+    fn terminate(&mut self, _status: &StageStatus) {
+        if let Ok(mut counts) = self.final_counts.lock() {
+            counts.push((self.infos, self.errors));
+        }
+    }
+}
+
+/// Keeps the error records, in the order received.
+struct Archiver {
+    archive: Arc<Mutex<Vec<Record>>>,
+}
+
+#[stage(consumer, max_demand = 10)]
+impl Archiver {
+    fn handle_events(&mut self, records: Vec<Record>) -> Result<(), String> {
+        self.archive
+            .lock()
+            .map_err(|e| e.to_string())?
+            .extend(records);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
+    // What the feed will hold, computed up front to assert against.
+    let mut seqs = [0u64; USERS as usize];
+    let lines: Vec<String> = (0..LINES).map(|i| line(i, &mut seqs)).collect();
+    let records: Vec<Record> = lines.iter().filter_map(|l| parse_line(l)).collect();
+    let malformed = LINES - records.len() as u64;
+    let errors: Vec<Record> = records
+        .iter()
+        .filter(|r| r.level == Level::Error)
+        .cloned()
+        .collect();
+    let even = records.iter().filter(|r| r.user % 2 == 0).count() as u64;
+    let odd = records.len() as u64 - even;
+    let parsed = records.len() as u64;
+    assert_eq!(malformed, 100);
+    assert!(lines.last().and_then(|l| parse_line(l)).is_some());
+
+    let (feed, source) = from_channel::<String>(16);
+    let (progress, mut progress_rx) = watch::channel(0u64);
+    let final_counts = Arc::new(Mutex::new(Vec::new()));
+    let work_log: WorkLog = Arc::new(Mutex::new(Vec::new()));
+    let archive = Arc::new(Mutex::new(Vec::new()));
+
+    let p = pipeline! {
+        source = source;
+        source -> parse = Parse::default();
+        parse -> router = Router -> workers = [Worker { partition: None, log: work_log.clone() }; 2];
+        parse -> counter = Counter {
+            infos: 0,
+            errors: 0,
+            progress: progress.clone(),
+            final_counts: final_counts.clone(),
+        };
+        parse -[selector = |r: &Record| r.level == Level::Error]-> archiver = Archiver {
+            archive: archive.clone(),
+        };
+    };
+    let parse = p.parse.clone();
+    let running = p.start();
+    let shutdown = running.shutdown_handle();
+
+    // The outside world pushes lines while the pipeline runs; `send` waits while it is busy.
+    let feeder = tokio::spawn({
+        let feed = feed.clone();
+        async move {
+            for line in lines {
+                feed.send(line).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+    });
+    timeout(HANG, feeder)
+        .await
+        .expect("the feeder hung")
+        .expect("the feeder's task")
+        .expect("every line accepted");
+
+    // Once the counter has seen every record, the parser has handled every line (the last line
+    // is valid), so its count of malformed lines is exact.
+    timeout(HANG, progress_rx.wait_for(|n| *n == parsed))
+        .await
+        .expect("the counter never saw every record")
+        .expect("the counter's progress channel");
+    let skipped = timeout(HANG, parse.call(Malformed))
+        .await
+        .expect("the call hung")
+        .expect("the parser answers while running");
+    assert_eq!(skipped, malformed);
+
+    // An admin task drains the service; the feed's sender is still alive, so only the shutdown
+    // ends it.
+    let admin = tokio::spawn(async move { shutdown.shutdown() });
+    timeout(HANG, admin)
+        .await
+        .expect("the admin task hung")
+        .expect("the admin task")
+        .expect("the shutdown is accepted while running");
+    let report = timeout(HANG, running)
+        .await
+        .expect("the shutdown hung")
+        .expect("a graceful shutdown ends without error");
+
+    // The channel is closed: a line pushed now is refused and given back, not silently dropped.
+    let refused = feed.send("0 0 INFO late".to_string()).await;
+    assert_eq!(refused.map_err(|e| e.0), Err("0 0 INFO late".to_string()));
+    // And the parser is gone.
+    assert!(matches!(
+        parse.call(Malformed).await,
+        Err(CallError::Ended { .. })
+    ));
+
+    // Exact counts per stage.
+    let stage = |name: &str| {
+        report
+            .stage(name)
+            .unwrap_or_else(|| panic!("no stage {name} in\n{report}"))
+            .clone()
+    };
+    let source = stage("source");
+    assert_eq!(
+        (source.emitted, source.events_out, source.lost),
+        (LINES, LINES, 0)
+    );
+    assert_eq!(source.status, StageStatus::ShutDown, "{report}");
+
+    let parse_report = stage("parse");
+    assert_eq!(parse_report.events_in, LINES);
+    assert_eq!(parse_report.emitted, parsed);
+    // Each record goes to the router and the counter, and the errors to the archiver too.
+    let deliveries = 2 * parsed + errors.len() as u64;
+    assert_eq!(parse_report.copies, deliveries - parsed, "{report}");
+    assert_eq!(parse_report.events_out, deliveries, "{report}");
+    assert_eq!((parse_report.discarded, parse_report.lost), (0, 0));
+
+    let router = stage("router");
+    assert_eq!(
+        (router.events_in, router.emitted, router.events_out),
+        (parsed, parsed, parsed)
+    );
+    let workers: Vec<u64> = report.instances("workers").map(|s| s.events_in).collect();
+    assert_eq!(workers, [even, odd], "{report}");
+    assert_eq!(stage("counter").events_in, parsed);
+    assert_eq!(stage("archiver").events_in, errors.len() as u64);
+
+    for s in &report.stages {
+        assert_eq!((s.lost, s.discarded, s.excess), (0, 0, 0), "{report}");
+        if s.name != "source" {
+            assert_eq!(s.status, StageStatus::Finished, "{report}");
+        }
+    }
+
+    // emitted = handled + discarded + lost, in total and on every edge.
+    let totals = report.totals();
+    assert_eq!(
+        totals.emitted,
+        LINES + parsed + (deliveries - parsed) + parsed
+    );
+    assert_eq!(
+        totals.handled,
+        LINES + parsed + parsed + parsed + errors.len() as u64
+    );
+    assert_eq!((totals.discarded, totals.lost), (0, 0));
+    assert!(report.balanced(), "{report}");
+
+    // The counter's terminate ran once, with every record counted by level.
+    assert_eq!(
+        *final_counts.lock().expect("counts"),
+        [(parsed - errors.len() as u64, errors.len() as u64)]
+    );
+
+    // The archiver got exactly the errors, in emission order.
+    assert_eq!(*archive.lock().expect("archive"), errors);
+
+    // Each worker got exactly its partition's users, each user's records in order, none missing.
+    let log = work_log.lock().expect("work log");
+    let mut per_user: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for &(partition, user, seq) in log.iter() {
+        assert_eq!(
+            partition as u64,
+            user % 2,
+            "user {user} in partition {partition}"
+        );
+        per_user.entry(user).or_default().push(seq);
+    }
+    for user in 0..USERS {
+        let expected: Vec<u64> = (0..seqs[user as usize]).collect();
+        assert_eq!(per_user.get(&user), Some(&expected), "user {user}");
+    }
+}
