@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::prelude::*;
+use genstage::FromChannel;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -37,6 +38,12 @@ struct Record {
     seq: u64,
     level: Level,
     msg: String,
+}
+
+/// The first `n` lines of the feed.
+fn feed_lines(n: u64) -> Vec<String> {
+    let mut seqs = [0u64; USERS as usize];
+    (0..n).map(|i| line(i, &mut seqs)).collect()
 }
 
 /// Line `i` of the feed: `"<user> <seq> <LEVEL> <msg>"`, or something that does not parse.
@@ -185,26 +192,18 @@ impl Archiver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
-    // What the feed will hold, computed up front to assert against.
-    let mut seqs = [0u64; USERS as usize];
-    let lines: Vec<String> = (0..LINES).map(|i| line(i, &mut seqs)).collect();
-    let records: Vec<Record> = lines.iter().filter_map(|l| parse_line(l)).collect();
-    let malformed = LINES - records.len() as u64;
-    let errors: Vec<Record> = records
-        .iter()
-        .filter(|r| r.level == Level::Error)
-        .cloned()
-        .collect();
-    let even = records.iter().filter(|r| r.user % 2 == 0).count() as u64;
-    let odd = records.len() as u64 - even;
-    let parsed = records.len() as u64;
-    assert_eq!(malformed, 100);
-    assert!(lines.last().and_then(|l| parse_line(l)).is_some());
+/// The running service and what its stages leave behind for the test to read.
+struct Service {
+    running: PipelineHandle,
+    parse: ProducerConsumerRef<Parse>,
+    progress: watch::Receiver<u64>,
+    final_counts: Arc<Mutex<Vec<(u64, u64)>>>,
+    work_log: WorkLog,
+    archive: Arc<Mutex<Vec<Record>>>,
+}
 
-    let (feed, source) = from_channel::<String>(16);
-    let (progress, mut progress_rx) = watch::channel(0u64);
+fn start_service(source: FromChannel<String>) -> Service {
+    let (progress, progress_rx) = watch::channel(0u64);
     let final_counts = Arc::new(Mutex::new(Vec::new()));
     let work_log: WorkLog = Arc::new(Mutex::new(Vec::new()));
     let archive = Arc::new(Mutex::new(Vec::new()));
@@ -224,12 +223,122 @@ async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
         };
     };
     let parse = p.parse.clone();
-    let running = p.start();
-    let shutdown = running.shutdown_handle();
+    Service {
+        running: p.start(),
+        parse,
+        progress: progress_rx,
+        final_counts,
+        work_log,
+        archive,
+    }
+}
+
+/// Asserts the report and what the stages saw against the `accepted` lines the feed took: exact
+/// counts per stage, the broadcast's copies, the totals, per-user order, nothing lost.
+fn check_service(report: &Report, service: &Service, accepted: &[String]) {
+    let lines = accepted.len() as u64;
+    let records: Vec<Record> = accepted.iter().filter_map(|l| parse_line(l)).collect();
+    let parsed = records.len() as u64;
+    let errors: Vec<Record> = records
+        .iter()
+        .filter(|r| r.level == Level::Error)
+        .cloned()
+        .collect();
+    let error_count = errors.len() as u64;
+    let even = records.iter().filter(|r| r.user % 2 == 0).count() as u64;
+    let odd = parsed - even;
+
+    let stage = |name: &str| {
+        report
+            .stage(name)
+            .unwrap_or_else(|| panic!("no stage {name} in\n{report}"))
+            .clone()
+    };
+    let source = stage("source");
+    assert_eq!(
+        (source.emitted, source.events_out, source.lost),
+        (lines, lines, 0),
+        "{report}"
+    );
+    assert_eq!(source.status, StageStatus::ShutDown, "{report}");
+
+    let parse = stage("parse");
+    assert_eq!(parse.events_in, lines, "{report}");
+    assert_eq!(parse.emitted, parsed, "{report}");
+    // Each record goes to the router and the counter, and the errors to the archiver too.
+    let deliveries = 2 * parsed + error_count;
+    assert_eq!(parse.copies, deliveries - parsed, "{report}");
+    assert_eq!(parse.events_out, deliveries, "{report}");
+
+    let router = stage("router");
+    assert_eq!(
+        (router.events_in, router.emitted, router.events_out),
+        (parsed, parsed, parsed),
+        "{report}"
+    );
+    let workers: Vec<u64> = report.instances("workers").map(|s| s.events_in).collect();
+    assert_eq!(workers, [even, odd], "{report}");
+    assert_eq!(stage("counter").events_in, parsed, "{report}");
+    assert_eq!(stage("archiver").events_in, error_count, "{report}");
+
+    for s in &report.stages {
+        assert_eq!((s.lost, s.discarded, s.excess), (0, 0, 0), "{report}");
+        if s.name != "source" {
+            assert_eq!(s.status, StageStatus::Finished, "{report}");
+        }
+    }
+
+    // emitted = handled + discarded + lost, in total and on every edge.
+    let totals = report.totals();
+    assert_eq!(
+        totals.emitted,
+        lines + parsed + (deliveries - parsed) + parsed
+    );
+    assert_eq!(totals.handled, lines + 3 * parsed + error_count);
+    assert_eq!((totals.discarded, totals.lost), (0, 0));
+    assert!(report.balanced(), "{report}");
+
+    // The counter's terminate ran once, with every record counted by level.
+    assert_eq!(
+        *service.final_counts.lock().expect("counts"),
+        [(parsed - error_count, error_count)]
+    );
+    // The archiver got exactly the errors, in emission order.
+    assert_eq!(*service.archive.lock().expect("archive"), errors);
+
+    // Each worker got exactly its partition's users, each user's records in order, none missing.
+    let mut expected: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for record in &records {
+        expected.entry(record.user).or_default().push(record.seq);
+    }
+    let mut seen: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for &(partition, user, seq) in service.work_log.lock().expect("work log").iter() {
+        assert_eq!(
+            partition as u64,
+            user % 2,
+            "user {user} in partition {partition}"
+        );
+        seen.entry(user).or_default().push(seq);
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
+    let lines = feed_lines(LINES);
+    let parsed = lines.iter().filter_map(|l| parse_line(l)).count() as u64;
+    let malformed = LINES - parsed;
+    assert_eq!(malformed, 100);
+    assert!(lines.last().and_then(|l| parse_line(l)).is_some());
+
+    let (feed, source) = from_channel::<String>(16);
+    let mut service = start_service(source);
+    let shutdown = service.running.shutdown_handle();
 
     // The outside world pushes lines while the pipeline runs; `send` waits while it is busy.
     let feeder = tokio::spawn({
         let feed = feed.clone();
+        let lines = lines.clone();
         async move {
             for line in lines {
                 feed.send(line).await.map_err(|e| e.to_string())?;
@@ -245,11 +354,11 @@ async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
 
     // Once the counter has seen every record, the parser has handled every line (the last line
     // is valid), so its count of malformed lines is exact.
-    timeout(HANG, progress_rx.wait_for(|n| *n == parsed))
+    timeout(HANG, service.progress.wait_for(|n| *n == parsed))
         .await
         .expect("the counter never saw every record")
         .expect("the counter's progress channel");
-    let skipped = timeout(HANG, parse.call(Malformed))
+    let skipped = timeout(HANG, service.parse.call(Malformed))
         .await
         .expect("the call hung")
         .expect("the parser answers while running");
@@ -263,7 +372,7 @@ async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
         .expect("the admin task hung")
         .expect("the admin task")
         .expect("the shutdown is accepted while running");
-    let report = timeout(HANG, running)
+    let report = timeout(HANG, &mut service.running)
         .await
         .expect("the shutdown hung")
         .expect("a graceful shutdown ends without error");
@@ -273,85 +382,74 @@ async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
     assert_eq!(refused.map_err(|e| e.0), Err("0 0 INFO late".to_string()));
     // And the parser is gone.
     assert!(matches!(
-        parse.call(Malformed).await,
+        service.parse.call(Malformed).await,
         Err(CallError::Ended { .. })
     ));
+    check_service(&report, &service, &lines);
+}
 
-    // Exact counts per stage.
-    let stage = |name: &str| {
-        report
-            .stage(name)
-            .unwrap_or_else(|| panic!("no stage {name} in\n{report}"))
-            .clone()
-    };
-    let source = stage("source");
-    assert_eq!(
-        (source.emitted, source.events_out, source.lost),
-        (LINES, LINES, 0)
-    );
-    assert_eq!(source.status, StageStatus::ShutDown, "{report}");
+/// Lines accepted by the channel before the pipeline starts are delivered by a shutdown asked for
+/// at once: "a `from_channel` producer closes its channel and delivers what it had accepted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_accepted_before_an_immediate_shutdown_are_all_handled() {
+    let lines = feed_lines(LINES);
+    let (feed, source) = from_channel::<String>(LINES as usize);
+    for line in &lines {
+        feed.try_send(line.clone()).expect("room for every line");
+    }
+    let mut service = start_service(source);
+    let shutdown = service.running.shutdown_handle();
+    tokio::spawn(async move { shutdown.shutdown() })
+        .await
+        .expect("the admin task")
+        .expect("the shutdown is accepted while running");
+    let report = timeout(HANG, &mut service.running)
+        .await
+        .expect("the shutdown hung")
+        .expect("a graceful shutdown ends without error");
+    assert!(feed.send(String::new()).await.is_err());
+    check_service(&report, &service, &lines);
+}
 
-    let parse_report = stage("parse");
-    assert_eq!(parse_report.events_in, LINES);
-    assert_eq!(parse_report.emitted, parsed);
-    // Each record goes to the router and the counter, and the errors to the archiver too.
-    let deliveries = 2 * parsed + errors.len() as u64;
-    assert_eq!(parse_report.copies, deliveries - parsed, "{report}");
-    assert_eq!(parse_report.events_out, deliveries, "{report}");
-    assert_eq!((parse_report.discarded, parse_report.lost), (0, 0));
-
-    let router = stage("router");
-    assert_eq!(
-        (router.events_in, router.emitted, router.events_out),
-        (parsed, parsed, parsed)
-    );
-    let workers: Vec<u64> = report.instances("workers").map(|s| s.events_in).collect();
-    assert_eq!(workers, [even, odd], "{report}");
-    assert_eq!(stage("counter").events_in, parsed);
-    assert_eq!(stage("archiver").events_in, errors.len() as u64);
-
-    for s in &report.stages {
-        assert_eq!((s.lost, s.discarded, s.excess), (0, 0, 0), "{report}");
-        if s.name != "source" {
-            assert_eq!(s.status, StageStatus::Finished, "{report}");
+/// A feeder that never stops is cut off by the shutdown: every line `send` accepted is handled,
+/// and the first refused one is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_feeder_is_cut_off_and_every_accepted_line_handled() {
+    let (feed, source) = from_channel::<String>(4);
+    let mut service = start_service(source);
+    let shutdown = service.running.shutdown_handle();
+    let feeder = tokio::spawn(async move {
+        let mut seqs = [0u64; USERS as usize];
+        let mut accepted = Vec::new();
+        for i in 0.. {
+            let line = line(i, &mut seqs);
+            match feed.send(line.clone()).await {
+                Ok(()) => accepted.push(line),
+                Err(refused) => {
+                    assert_eq!(refused.0, line, "the refused line is given back");
+                    break;
+                }
+            }
         }
-    }
-
-    // emitted = handled + discarded + lost, in total and on every edge.
-    let totals = report.totals();
-    assert_eq!(
-        totals.emitted,
-        LINES + parsed + (deliveries - parsed) + parsed
-    );
-    assert_eq!(
-        totals.handled,
-        LINES + parsed + parsed + parsed + errors.len() as u64
-    );
-    assert_eq!((totals.discarded, totals.lost), (0, 0));
-    assert!(report.balanced(), "{report}");
-
-    // The counter's terminate ran once, with every record counted by level.
-    assert_eq!(
-        *final_counts.lock().expect("counts"),
-        [(parsed - errors.len() as u64, errors.len() as u64)]
-    );
-
-    // The archiver got exactly the errors, in emission order.
-    assert_eq!(*archive.lock().expect("archive"), errors);
-
-    // Each worker got exactly its partition's users, each user's records in order, none missing.
-    let log = work_log.lock().expect("work log");
-    let mut per_user: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for &(partition, user, seq) in log.iter() {
-        assert_eq!(
-            partition as u64,
-            user % 2,
-            "user {user} in partition {partition}"
-        );
-        per_user.entry(user).or_default().push(seq);
-    }
-    for user in 0..USERS {
-        let expected: Vec<u64> = (0..seqs[user as usize]).collect();
-        assert_eq!(per_user.get(&user), Some(&expected), "user {user}");
-    }
+        accepted
+    });
+    // Let some records through, then drain from an admin task.
+    timeout(HANG, service.progress.wait_for(|n| *n >= 200))
+        .await
+        .expect("the counter never saw 200 records")
+        .expect("the counter's progress channel");
+    tokio::spawn(async move { shutdown.shutdown() })
+        .await
+        .expect("the admin task")
+        .expect("the shutdown is accepted while running");
+    let report = timeout(HANG, &mut service.running)
+        .await
+        .expect("the shutdown hung")
+        .expect("a graceful shutdown ends without error");
+    let accepted = timeout(HANG, feeder)
+        .await
+        .expect("the feeder was never refused")
+        .expect("the feeder's task");
+    assert!(accepted.len() >= 200, "{} lines accepted", accepted.len());
+    check_service(&report, &service, &accepted);
 }
