@@ -235,7 +235,8 @@ fn start_service(source: FromChannel<String>) -> Service {
 
 /// Asserts the report and what the stages saw against the `accepted` lines the feed took: exact
 /// counts per stage, the broadcast's copies, the totals, per-user order, nothing lost.
-fn check_service(report: &Report, service: &Service, accepted: &[String]) {
+/// `late` is what a consumer subscribed to `parse` while running received (none when there is none).
+fn check_service(report: &Report, service: &Service, accepted: &[String], late: &[Record]) {
     let lines = accepted.len() as u64;
     let records: Vec<Record> = accepted.iter().filter_map(|l| parse_line(l)).collect();
     let parsed = records.len() as u64;
@@ -266,7 +267,7 @@ fn check_service(report: &Report, service: &Service, accepted: &[String]) {
     assert_eq!(parse.events_in, lines, "{report}");
     assert_eq!(parse.emitted, parsed, "{report}");
     // Each record goes to the router and the counter, and the errors to the archiver too.
-    let deliveries = 2 * parsed + error_count;
+    let deliveries = 2 * parsed + error_count + late.len() as u64;
     assert_eq!(parse.copies, deliveries - parsed, "{report}");
     assert_eq!(parse.events_out, deliveries, "{report}");
 
@@ -294,7 +295,10 @@ fn check_service(report: &Report, service: &Service, accepted: &[String]) {
         totals.emitted,
         lines + parsed + (deliveries - parsed) + parsed
     );
-    assert_eq!(totals.handled, lines + 3 * parsed + error_count);
+    assert_eq!(
+        totals.handled,
+        lines + 3 * parsed + error_count + late.len() as u64
+    );
     assert_eq!((totals.discarded, totals.lost), (0, 0));
     assert!(report.balanced(), "{report}");
 
@@ -385,7 +389,7 @@ async fn a_log_service_fed_from_outside_drains_with_every_line_accounted_for() {
         service.parse.call(Malformed).await,
         Err(CallError::Ended { .. })
     ));
-    check_service(&report, &service, &lines);
+    check_service(&report, &service, &lines, &[]);
 }
 
 /// Lines accepted by the channel before the pipeline starts are delivered by a shutdown asked for
@@ -408,7 +412,7 @@ async fn lines_accepted_before_an_immediate_shutdown_are_all_handled() {
         .expect("the shutdown hung")
         .expect("a graceful shutdown ends without error");
     assert!(feed.send(String::new()).await.is_err());
-    check_service(&report, &service, &lines);
+    check_service(&report, &service, &lines, &[]);
 }
 
 /// A feeder that never stops is cut off by the shutdown: every line `send` accepted is handled,
@@ -451,5 +455,87 @@ async fn an_endless_feeder_is_cut_off_and_every_accepted_line_handled() {
         .expect("the feeder was never refused")
         .expect("the feeder's task");
     assert!(accepted.len() >= 200, "{} lines accepted", accepted.len());
-    check_service(&report, &service, &accepted);
+    check_service(&report, &service, &accepted, &[]);
+}
+
+/// A second archiver joins the running broadcast, as `tail -f` would: it gets exactly the errors
+/// parsed after it subscribed, in order, and the report counts its copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archiver_subscribed_while_running_gets_the_errors_parsed_after_it() {
+    let lines = feed_lines(LINES);
+    let half = LINES as usize / 2;
+    assert!(
+        parse_line(&lines[half - 1]).is_some(),
+        "the first half ends with a record"
+    );
+    let parsed = |lines: &[String]| lines.iter().filter_map(|l| parse_line(l)).count() as u64;
+    let (feed, source) = from_channel::<String>(16);
+    let mut service = start_service(source);
+
+    for line in &lines[..half] {
+        feed.send(line.clone()).await.expect("accepted");
+    }
+    // The counter has every record of the first half, so the broadcast has sent each of them to
+    // every consumer: none is left for a consumer subscribed now.
+    let first = parsed(&lines[..half]);
+    timeout(HANG, service.progress.wait_for(|n| *n == first))
+        .await
+        .expect("the counter never saw the first half")
+        .expect("the counter's progress channel");
+    let late_archive = Arc::new(Mutex::new(Vec::new()));
+    let late = timeout(
+        HANG,
+        service.running.add_consumer(Archiver {
+            archive: late_archive.clone(),
+        }),
+    )
+    .await
+    .expect("adding hung")
+    .expect("a consumer added while running");
+    timeout(
+        HANG,
+        service.running.subscribe_selected(
+            &service.parse,
+            &late,
+            SubscribeOptions::new(),
+            |r: &Record| r.level == Level::Error,
+        ),
+    )
+    .await
+    .expect("subscribing hung")
+    .expect("subscribed to the running broadcast");
+
+    for line in &lines[half..] {
+        feed.send(line.clone()).await.expect("accepted");
+    }
+    let all = parsed(&lines);
+    timeout(HANG, service.progress.wait_for(|n| *n == all))
+        .await
+        .expect("the counter never saw every record")
+        .expect("the counter's progress channel");
+    let shutdown = service.running.shutdown_handle();
+    tokio::spawn(async move { shutdown.shutdown() })
+        .await
+        .expect("the admin task")
+        .expect("the shutdown is accepted while running");
+    let report = timeout(HANG, &mut service.running)
+        .await
+        .expect("the shutdown hung")
+        .expect("a graceful shutdown ends without error");
+
+    let late_errors: Vec<Record> = lines[half..]
+        .iter()
+        .filter_map(|l| parse_line(l))
+        .filter(|r| r.level == Level::Error)
+        .collect();
+    assert!(!late_errors.is_empty());
+    assert_eq!(*late_archive.lock().expect("late archive"), late_errors);
+    assert_eq!(
+        report
+            .stage("Archiver")
+            .map(|s| (s.events_in, s.status.clone())),
+        Some((late_errors.len() as u64, StageStatus::Finished)),
+        "{report}"
+    );
+    check_service(&report, &service, &lines, &late_errors);
 }
