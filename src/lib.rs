@@ -137,11 +137,11 @@ pub mod prelude {
     pub use genstage_runtime::{
         from_channel, from_iter, from_stream, to_stream, AskError, Asker, BufferKeep, CallError,
         CancelMode, CancelReason, Child, ChildCounts, Consumer, ConsumerRef, ConsumerSupervisor,
-        Context, CountChildren, Demand, DemandMode, DiscardReason, Dispatch, Emit, HandleCall,
-        HandleCast, HandleInfo, LossReason, Partition, Pipeline, PipelineError, PipelineHandle,
-        Producer, ProducerConsumer, ProducerConsumerRef, ProducerOptions, ProducerRef, ReplyTo,
-        Report, Restart, RestartPolicy, ShutdownHandle, Stage, StageError, StageRef, StageReport,
-        StageResult, StageStatus, SubscribeOptions, Subscriber, Subscription, SubscriptionTag,
-        Timer, WithoutConsumers,
+        Context, CountChildren, Demand, DemandMode, DiscardReason, Dispatch, Emit, EventStream,
+        FromChannel, HandleCall, HandleCast, HandleInfo, LossReason, Partition, Pipeline,
+        PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerConsumerRef,
+        ProducerOptions, ProducerRef, ReplyTo, Report, Restart, RestartPolicy, ShutdownHandle,
+        Stage, StageError, StageRef, StageReport, StageResult, StageStatus, StreamSink,
+        SubscribeOptions, Subscriber, Subscription, SubscriptionTag, Timer, WithoutConsumers,
     };
 }

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::prelude::*;
-use genstage::FromChannel;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -538,4 +537,68 @@ async fn an_archiver_subscribed_while_running_gets_the_errors_parsed_after_it() 
         "{report}"
     );
     check_service(&report, &service, &lines, &late_errors);
+}
+
+/// A tail of the parsed records, kept in a struct as a caller holds one: the feed's sender, the
+/// records read as a `Stream`, and the running pipeline. The types of its fields and of
+/// `start_tail`'s arguments are named through the prelude alone.
+struct Tail {
+    lines: tokio::sync::mpsc::Sender<String>,
+    records: EventStream<Record>,
+    running: PipelineHandle,
+}
+
+fn start_tail(source: FromChannel<String>, sink: StreamSink<Record>) -> PipelineHandle {
+    pipeline! { source = source; source -> parse = Parse::default() -> sink = sink }.start()
+}
+
+/// The parsed records read by the caller as a stream while another task feeds lines in: exactly
+/// the valid lines' records, in order; dropping the sender ends the pipeline, and so the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_reads_the_parsed_records_as_a_stream() {
+    let (lines, source) = from_channel::<String>(4);
+    let (sink, records) = to_stream::<Record>();
+    let mut tail = Tail {
+        lines,
+        records,
+        running: start_tail(source, sink),
+    };
+
+    let feed = tail.lines.clone();
+    let feeder = tokio::spawn(async move {
+        for line in feed_lines(100) {
+            feed.send(line).await.map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    });
+    // The pipeline takes lines only as the stream is read: read while the feeder feeds.
+    drop(tail.lines);
+    let mut read = Vec::new();
+    while let Some(record) = timeout(HANG, tail.records.next())
+        .await
+        .expect("the stream hung")
+    {
+        read.push(record);
+    }
+    let expected: Vec<Record> = feed_lines(100)
+        .iter()
+        .filter_map(|l| parse_line(l))
+        .collect();
+    assert_eq!(read, expected);
+    timeout(HANG, feeder)
+        .await
+        .expect("the feeder hung")
+        .expect("the feeder's task")
+        .expect("every line accepted");
+    let report = timeout(HANG, tail.running)
+        .await
+        .expect("the pipeline hung")
+        .expect("the pipeline ends without error");
+    assert_eq!(
+        report
+            .stage("sink")
+            .map(|s| (s.events_in, s.status.clone())),
+        Some((expected.len() as u64, StageStatus::Finished))
+    );
+    assert!(report.balanced(), "{report}");
 }
