@@ -202,6 +202,28 @@ async fn selectors_split_a_broadcast_into_evens_and_odds() {
     assert!(report.balanced(), "{report:?}");
 }
 
+// A selector kept for the whole run may capture locals without `move`: `pipeline!` moves them in,
+// as a selector cannot borrow (before, rustc refused the borrow, E0597, with no word of `move`).
+#[tokio::test]
+async fn a_selector_captures_locals_without_move() {
+    let received = Received::default();
+    let wanted = std::collections::HashSet::from([3u64, 30, 300]);
+    let below = 200u64;
+    let report = pipeline! {
+        numbers = Broadcast(Numbers::upto(1000));
+        numbers -[selector = |n| wanted.contains(n)]-> picked = received.collector();
+        numbers -[selector = |n: &u64| *n >= below]-> high = received.collector();
+    }
+    .run()
+    .await
+    .expect("the pipeline runs");
+    let high: Vec<u64> = (200..1000).collect();
+    assert_eq!(received.take(), [vec![3, 30, 300], high]);
+    // `below` was copied in, and is still there.
+    assert_eq!(below, 200);
+    assert!(report.balanced(), "{report:?}");
+}
+
 #[tokio::test]
 async fn a_selector_on_an_edge_to_a_group_applies_to_every_instance() {
     let received = Received::default();

@@ -582,7 +582,8 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///     a **selector**, `numbers -[selector = |n: &u64| n % 3 == 0]-> threes`: the events it
 ///     rejects are not sent to that consumer and do not use up its demand. The selector is any
 ///     `Fn(&T) -> bool + Send + Sync + 'static` (a closure's argument type may be left out: it
-///     is the producer's event type), evaluated once per edge and shared by its subscriptions.
+///     is the producer's event type; a closure is made `move`, as it is kept for the whole run),
+///     evaluated once per edge and shared by its subscriptions.
 ///   - `dispatcher = partition(n)`: each event to the one consumer of its partition. A **group**
 ///     after it, `split -> [Tap; 2]`, gives instance `i` partition `i` (the instances are made in
 ///     order, `0..n`); a single consumer names its partition, `split -[partition = 1]-> odd`.

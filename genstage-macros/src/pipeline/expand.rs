@@ -608,6 +608,20 @@ fn demand_check(graph: &Graph, consumer: usize, settings: &EdgeSettings) -> Opti
     })
 }
 
+/// A selector written as a closure, made `move`: it is kept for the whole run (`'static`), so a
+/// closure that borrowed a local could never be one, and rustc's error for it speaks of lifetimes,
+/// not of `move`. Any other expression is left as written.
+fn moved(selector: &syn::Expr) -> syn::Expr {
+    match selector {
+        syn::Expr::Closure(closure) if closure.capture.is_none() => {
+            let mut closure = closure.clone();
+            closure.capture = Some(syn::Token![move](closure.or1_token.span));
+            syn::Expr::Closure(closure)
+        }
+        other => other.clone(),
+    }
+}
+
 /// How many of the producers feeding a stage the note of a mismatched event type names.
 const FED_BY_NAMES: usize = 8;
 
@@ -694,7 +708,7 @@ fn expand_edge(
     // it), and shared by the edge's subscriptions.
     let selector = local("__selector", range.first);
     let selector_let = settings.selector.as_ref().map(|option| {
-        let value = &option.value;
+        let value = &moved(&option.value);
         let span = SpanRange::of(&quote!(#value));
         // `selector(…)` returns a function of the `Selector` type: the closure is coerced to it
         // at the call (see `__private::pipeline::selector`).
