@@ -86,9 +86,10 @@
 //! first cancel. Some of the runs started in the background cancel a subscription, or resubscribe its
 //! consumer to another stage upstream of it, through the handle at a random moment (a race lost with
 //! the run's end is no failure); half of those acting on a broadcast's subscription first subscribe
-//! its consumer to the broadcast again, which must be refused as already subscribed. Some message-fed producers send themselves an `info_after_buffered`
-//! after each chunk and, told it, cast a mark to the consumers they feed directly (and only so); the
-//! mark follows their events in each consumer's mailbox.
+//! its consumer to the broadcast again, which must be refused as already subscribed. Some
+//! message-fed producers send themselves an `info_after_buffered` after each chunk and, told it,
+//! cast a mark to the consumers they feed directly (and only so); the mark follows their events in
+//! each consumer's mailbox.
 //!
 //! Added stages: the runs started in the background with no such action (and no stalling producer) leave one stage of their
 //! topology out of the pipeline they start (a consumer of any kind, a producer of the test's own,
@@ -4665,8 +4666,8 @@ async fn act(
         )
     };
     // Half the time, a broadcast's consumer first subscribes again, which is refused while its
-    // subscription runs (GenStage's `:already_subscribed`), with or without a selector. (A generator
-    // of its own, so that the other choices of each seed stay as they were.)
+    // subscription runs (GenStage's `:already_subscribed`), with or without a selector. (A
+    // generator of its own, so that the other choices of each seed stay as they were.)
     let mut again = Rng::new(topology.seed ^ 0xD0B1_0000_0000);
     if topology.fan(from) == Fan::Broadcast && again.chance(50) {
         lock(ledger).phase = format!("subscribing {to} to {from} again, beside {chosen:?}");

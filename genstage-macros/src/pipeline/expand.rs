@@ -544,8 +544,8 @@ fn node_check(
 }
 
 /// An edge's literal demand limit, when it sets only one, is checked against the other that its
-/// consumer's `#[stage]` knows, by a `const` assertion spanned at the literal, so that `cargo check`
-/// reports it in `#[stage]`'s words: a `min_demand` against the consumer's `max_demand`
+/// consumer's `#[stage]` knows, by a `const` assertion spanned at the literal, so that `cargo
+/// check` reports it in `#[stage]`'s words: a `min_demand` against the consumer's `max_demand`
 /// (`Stage::__MAX_DEMAND`, GenStage's default when the attribute sets none), a `max_demand`
 /// against the `min_demand` its attribute sets (`Stage::__MIN_DEMAND`).
 ///

@@ -686,8 +686,8 @@ impl PipelineHandle {
     /// To a stage that broadcasts, [`PipelineError::InvalidDispatch`]
     /// ([`AlreadySubscribed`](crate::DispatchSetupError::AlreadySubscribed)) when `consumer` has a
     /// running subscription there that `old` is not: `old` already ended, or is to another
-    /// producer. Once a shutdown or an abort has begun, [`PipelineError::ShuttingDown`] unless `old` is a
-    /// running subscription of `consumer`: replacing one grows nothing, and is served.
+    /// producer. Once a shutdown or an abort has begun, [`PipelineError::ShuttingDown`] unless
+    /// `old` is a running subscription of `consumer`: replacing one grows nothing, and is served.
     ///
     /// # Cancel safety
     ///

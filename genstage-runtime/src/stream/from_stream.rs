@@ -122,9 +122,9 @@ pub struct FromStream<S> {
 /// # }
 /// ```
 ///
-/// `stream` is a [`StreamSource`]: a `Stream` that is `Send + 'static`, and so are its items. That is
-/// checked where the producer is added (its `Stage` and `Producer` impls ask it), not here, so
-/// that a value of another type (`from_stream(0..3)`) is one error, under the call, in
+/// `stream` is a [`StreamSource`]: a `Stream` that is `Send + 'static`, and so are its items.
+/// That is checked where the producer is added (its `Stage` and `Producer` impls ask it), not
+/// here, so that a value of another type (`from_stream(0..3)`) is one error, under the call, in
 /// `from_stream`'s words.
 pub fn from_stream<S>(stream: S) -> FromStream<S> {
     FromStream {
