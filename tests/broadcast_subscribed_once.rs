@@ -122,6 +122,13 @@ async fn shut_down(running: PipelineHandle) -> Report {
     report
 }
 
+/// Checks that `0..n` were seen, each once, in any order (shared between two subscriptions).
+fn each_once(seen: &Mutex<Vec<u64>>, n: u64) {
+    let mut seen = seen.lock().expect("not poisoned").clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..n).collect::<Vec<u64>>(), "each event once");
+}
+
 /// How many events were seen, checking that none was seen twice and that they came in order.
 fn each_once_in_order(seen: &Mutex<Vec<u64>>) -> u64 {
     let seen = seen.lock().expect("not poisoned");
@@ -186,9 +193,7 @@ async fn a_consumer_subscribed_twice_to_a_demand_dispatcher_shares_the_events_be
     pipeline.subscribe_with(&numbers, &twice, options);
     let report = pipeline.run().await.expect("the pipeline runs");
     assert_eq!(report.totals().handled, 1000);
-    let mut seen = seen.lock().expect("not poisoned").clone();
-    seen.sort_unstable();
-    assert_eq!(seen, (0..1000).collect::<Vec<u64>>(), "each event once");
+    each_once(&seen, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,9 +367,7 @@ async fn a_custom_dispatcher_that_does_not_say_it_broadcasts_takes_a_consumer_tw
     let report = pipeline.run().await.expect("the pipeline runs");
     assert_eq!(report.totals().handled, 1000);
     assert_eq!(report.edges.len(), 2);
-    let mut seen = seen.lock().expect("not poisoned").clone();
-    seen.sort_unstable();
-    assert_eq!(seen, (0..1000).collect::<Vec<u64>>(), "each event once");
+    each_once(&seen, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
