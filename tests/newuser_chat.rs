@@ -212,3 +212,26 @@ async fn a_shutdown_with_nobody_in_the_room_counts_what_waits_as_lost(
     assert!(report.balanced(), "{report}");
     Ok(())
 }
+
+// The same room declared with `pipeline!`: a producer that waits for consumers may stand alone
+// as a definition, its users joining through the running pipeline's handle. (Before, `pipeline!`
+// refused it as never wired, and the room had to be added through the builder.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_declared_alone_with_pipeline() -> Result<(), Box<dyn std::error::Error>> {
+    let chat = pipeline! { room = Room; };
+    let room = chat.room.clone();
+    let running = chat.start();
+    room.call(line("sys", "welcome")).await?;
+    let log = Log::default();
+    let alice = running
+        .add_consumer_named("alice", User { heard: log.clone() })
+        .await?;
+    running.subscribe(&room, &alice).await?;
+    room.call(line("bob", "hi")).await?;
+    assert_eq!(heard_n(&log, 2).await, ["sys: welcome", "bob: hi"]);
+    let report = running.shutdown().await?;
+    assert_eq!(report.stage("room").map(|s| s.emitted), Some(2));
+    assert_eq!(report.stage("alice").map(|s| s.events_in), Some(2));
+    assert!(report.balanced(), "{report:?}");
+    Ok(())
+}

@@ -814,14 +814,16 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | an unknown or repeated edge option, an unknown cancel mode | `` unknown edge option `max_demnd`: the options of an edge are `max_demand`, `min_demand`, `cancel`, `partition` and `selector` `` |
 /// | a cycle | `` this arrow closes a cycle: `first -> second -> first` `` |
 /// | the same pair wired twice | `` `printer` is already wired after `numbers` `` |
-/// | a name defined twice, or never wired | `` the stage name `numbers` is already defined ``, `` the stage `letters` is never wired `` |
+/// | a name defined twice, or never wired (but a producer that waits for consumers) | `` the stage name `numbers` is already defined ``, `` the stage `letters` is never wired `` |
 /// | a misspelt name (an ordinary expression, see above) | rustc's `` cannot find value `nubmers` in this scope `` |
 /// | an empty pipeline, a dangling `->`, `[S;]`, stray tokens, a lone stage | `expected a stage after ->`, … |
 ///
-/// A producer whose events go nowhere is refused even when it waits for consumers
-/// (`#[stage(producer, without_consumers = wait)]`): in a static graph, a dead end is most likely a
-/// mistake. A broadcaster that starts with no consumer, and has consumers subscribe later through
-/// the running pipeline's handle, is built with the typed builder (see `WithoutConsumers`).
+/// A stage at the end of a chain whose events would go nowhere is refused even when it waits for
+/// consumers: in a chain, a dead end is most likely a mistake. A producer whose `#[stage]` says
+/// `without_consumers = wait` may stand alone as a definition, `room = Room;`, a broadcaster
+/// that starts with no consumer and has consumers subscribe later through the running pipeline's
+/// handle (see `WithoutConsumers`); any other stage defined and never wired is refused. A
+/// producer written by hand that waits is added alone through the builder.
 #[proc_macro]
 pub fn pipeline(input: TokenStream) -> TokenStream {
     pipeline::expand_pipeline(input.into()).into()

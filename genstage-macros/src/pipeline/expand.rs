@@ -431,6 +431,7 @@ fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
     let as_target = graph.edges.iter().find(|e| e.to == index);
     let mut out = TokenStream::new();
     let krate = &graph.krate;
+    let private = crate::private_path(krate);
     let (producer, producer_consumer, consumer) = (
         quote!(<__S: #krate::Producer> ProducerRef<__S>),
         quote!(<__S: #krate::ProducerConsumer> ProducerConsumerRef<__S>),
@@ -461,6 +462,22 @@ fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
                 SpanRange::of(&edge.source),
             ));
         }
+    }
+    if let (None, None, Some(name)) = (as_source, as_target, &node.name) {
+        // A definition that no chain uses: only a producer that waits for consumers may be one.
+        let waits = quote!(<__S: #krate::Producer + #private::pipeline::Waits> ProducerRef<__S>);
+        out.extend(node_check(
+            graph,
+            index,
+            "Wired",
+            &format!("the stage `{label}` is never wired: use `{label}` in a chain, before or after `->`"),
+            "never wired",
+            "only a producer whose `#[stage]` says `without_consumers = wait` may stand alone (one \
+             written by hand is added alone through the builder): its consumers subscribe through \
+             the running pipeline's handle",
+            &[&waits],
+            SpanRange::of(&quote!(#name)),
+        ));
     }
     if let Some(edge) = as_target {
         out.extend(node_check(

@@ -22,7 +22,7 @@ mod validate;
 /// Added to the errors of a stage left alone: the one such stage that is no mistake, a producer
 /// that waits for its first consumer, cannot be written in `pipeline!` (its graph is checked to
 /// have none), and the error says where it is written instead.
-const ALONE_HINT: &str = "(a producer that starts with no consumer, `without_consumers = wait`, is added with the builder: `Pipeline::add_producer`)";
+const ALONE_HINT: &str = "(a producer that starts with no consumer, `without_consumers = wait` in its `#[stage]`, stands alone as a definition, `hub = Hub::new();`, its consumers subscribed through the running pipeline's handle)";
 
 /// Expands `pipeline! { … }`; errors become `compile_error!`s.
 pub(crate) fn expand_pipeline(input: TokenStream) -> TokenStream {

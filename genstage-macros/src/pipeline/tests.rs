@@ -87,7 +87,6 @@ const MALFORMED: &[(&str, &str, usize, &str)] = &[
         1,
         "the stage name `x` is already defined",
     ),
-    ("x = A; A -> B", "x", 0, "the stage `x` is never wired"),
     (
         "a = A; b = a; a -> b",
         "b = a",
@@ -308,9 +307,23 @@ fn an_empty_pipeline_is_an_error_about_the_whole_call() {
     }
 }
 
+/// A definition no chain uses is checked against its stage's type: only a producer whose
+/// `#[stage]` says `without_consumers = wait` may stand alone (a definition wired is not checked).
+#[test]
+fn a_definition_never_wired_must_be_a_producer_that_waits() {
+    let expansion = expansion_of("x = A; A -> B");
+    assert!(
+        expansion.contains("the stage `x` is never wired"),
+        "{expansion}"
+    );
+    assert!(expansion.contains("Waits"), "{expansion}");
+    let expansion = expansion_of("x = A; x -> B");
+    assert!(!expansion.contains("never wired"), "{expansion}");
+}
+
 #[test]
 fn independent_mistakes_are_all_reported() {
-    let error = error_of("A -[foo = 1]-> [B; 0]; x = C; A -> D").unwrap();
+    let error = error_of("A -[foo = 1]-> [B; 0]; A -> D; E -[max_demand = 0]-> F").unwrap();
     let messages: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
     assert_eq!(messages.len(), 3, "{messages:?}");
 }

@@ -10,7 +10,6 @@ use syn::{Expr, ExprLit, Ident, Lit};
 
 use super::graph::Graph;
 use super::parse::{EdgeOptions, StageSyntax};
-use super::ALONE_HINT;
 use crate::errors::Errors;
 use crate::options::{
     self, list, MaxDemand, CANCEL, CANCEL_MODES, EDGE_OPTIONS, MAX_DEMAND, MIN_DEMAND, PARTITION,
@@ -42,7 +41,6 @@ pub(crate) struct EdgeValue {
 /// Checks the graph and each edge's options.
 pub(crate) fn validate_graph(graph: &Graph) -> syn::Result<Vec<EdgeSettings>> {
     let mut errors = Errors::default();
-    check_wired(graph, &mut errors);
     check_variables_used_once(graph, &mut errors);
     check_groups(graph, &mut errors);
     check_duplicate_edges(graph, &mut errors);
@@ -72,22 +70,6 @@ pub(crate) fn validate_graph(graph: &Graph) -> syn::Result<Vec<EdgeSettings>> {
     }
     errors.check()?;
     Ok(settings)
-}
-
-/// A defined name that no chain uses.
-fn check_wired(graph: &Graph, errors: &mut Errors) {
-    for (index, node) in graph.nodes.iter().enumerate() {
-        let wired = graph.edges.iter().any(|e| e.from == index || e.to == index);
-        if let (false, Some(name)) = (wired, &node.name) {
-            errors.push(syn::Error::new(
-                    name.span(),
-                    format!(
-                        "the stage `{name}` is never wired: use `{name}` in a chain, before or after `->` {ALONE_HINT}"
-                    ),
-                ),
-            );
-        }
-    }
 }
 
 /// A variable used as a stage twice: it holds one stage, which can be added once, so the second

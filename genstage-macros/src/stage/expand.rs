@@ -214,6 +214,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
         }
     }
     let dispatch = dispatch_items(model, &generics);
+    let waits = waits_impl(model, &generics);
     let mut messages = TokenStream::new();
     for callback in &model.messages {
         let conversion =
@@ -233,6 +234,7 @@ pub(crate) fn expand_model(model: &StageModel) -> TokenStream {
             #messages
 
             #dispatch
+            #waits
 
             impl #impl_generics #krate::Stage for #self_ty #where_clause {
                 type Ref = #stage_ref;
@@ -1260,6 +1262,22 @@ fn subscribe_options(model: &StageModel) -> TokenStream {
             #body
         }
     }
+}
+
+/// For a stage whose attribute says `without_consumers = wait`, what lets `pipeline!` have it
+/// stand alone (`__private::pipeline::Waits`); nothing otherwise.
+fn waits_impl(model: &StageModel, generics: &syn::Generics) -> TokenStream {
+    let waits = matches!(
+        &model.producer,
+        Settings::Attribute(ProducerOpts { without_consumers: Some(without), .. }) if without == "Wait"
+    );
+    if !waits {
+        return TokenStream::new();
+    }
+    let private = crate::private_path(&model.krate);
+    let self_ty = &model.item.self_ty;
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+    quote!(impl #impl_generics #private::pipeline::Waits for #self_ty #where_clause {})
 }
 
 /// `fn producer_options` from the attribute's options (over the role's defaults, `constructor`) or

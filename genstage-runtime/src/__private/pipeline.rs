@@ -455,6 +455,10 @@ impl DemandMessage {
     }
 }
 
+/// A stage whose `#[stage]` says `without_consumers = wait`: `pipeline!` lets it stand alone, its
+/// consumers subscribed through the running pipeline's handle. Implemented by the expansion only.
+pub trait Waits {}
+
 /// Subscription options of one edge, from its `-[…]->` settings.
 #[inline]
 pub fn edge_options(
