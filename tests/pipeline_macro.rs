@@ -712,3 +712,46 @@ async fn a_stage_may_have_any_name() {
     p.run().await.unwrap();
     assert_eq!(seen.events(), [0, 1, 2]);
 }
+
+/// Events the `Tally::Count` consumer has handled, and its largest batch.
+static TALLIED: AtomicUsize = AtomicUsize::new(0);
+static LARGEST_TALLY: AtomicUsize = AtomicUsize::new(0);
+
+/// A consumer written as an enum's unit variant brought into scope (`use Tally::Count`).
+enum Tally {
+    Count,
+}
+
+use Tally::Count;
+
+impl Consumer for Tally {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        let Tally::Count = self;
+        TALLIED.fetch_add(events.len(), Ordering::SeqCst);
+        LARGEST_TALLY.fetch_max(events.len(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Stage for Tally {
+    type Ref = ConsumerRef<Self>;
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        pipeline.add_consumer_as(name, self)
+    }
+}
+
+/// A literal demand limit on an edge into a unit variant: the compile-time check of the limit
+/// names the stage by value, so the variant is accepted (named as a type, it was refused:
+/// "expected type, found variant `Count`").
+#[tokio::test]
+async fn a_literal_demand_limit_into_an_enum_variant_compiles_and_applies() {
+    let report = pipeline! { from_iter(0..10u64) -[max_demand = 3]-> Count }
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(TALLIED.load(Ordering::SeqCst), 10);
+    // Batches of at most max_demand - min_demand = 3 - 1 (min_demand defaults to max / 2).
+    assert_eq!(LARGEST_TALLY.load(Ordering::SeqCst), 2);
+    assert_eq!(report.stage("Tally").map(|s| s.events_in), Some(10));
+}

@@ -566,9 +566,9 @@ fn node_check(
 /// (`Stage::__MAX_DEMAND`, GenStage's default when the attribute sets none), a `max_demand`
 /// against the `min_demand` its attribute sets (`Stage::__MIN_DEMAND`).
 ///
-/// The `const` item names the consumer's type, so this is done only when the consumer is written
-/// as its type, a unit struct `Printer` (one identifier in upper camel case), which has no type
-/// parameters to infer. Struct literals (whose type may be generic, its parameters inferred),
+/// The `const` item reads the limits from the type of the consumer's expression, so this is done
+/// only when the consumer is one identifier in upper camel case (a unit struct `Printer`, an enum's
+/// unit variant brought into scope, a constant), a value with no type parameters to infer. Struct literals (whose type may be generic, its parameters inferred),
 /// constructor calls, paths (`stages::Printer`, which may be an enum variant), local variables and
 /// the other forms are checked by `run()` instead.
 fn demand_check(graph: &Graph, consumer: usize, settings: &EdgeSettings) -> Option<TokenStream> {
@@ -604,10 +604,20 @@ fn demand_check(graph: &Graph, consumer: usize, settings: &EdgeSettings) -> Opti
     }
     let span = int.span();
     let value = Literal::usize_unsuffixed(value);
+    // The stage by value, not as a type: `Printer` may be an enum's unit variant brought into
+    // scope, or a constant. Chosen as the node's handle is (`__private::checked`), so that a
+    // unit struct that is not a stage is reported once, by its node. The closure is never called.
+    let probe = quote_spanned! {span=>
+        || {
+            #[allow(unused_imports)]
+            use #private::checked::{CheckedStage as _, UncheckedStage as _};
+            (&#private::checked::stage_probe(&#ident)).known_demand()
+        }
+    };
     Some(if is_min {
         quote_spanned! {span=>
             const _: () = if let #private::Some((__max, __default)) =
-                <#ident as #krate::Stage>::__MAX_DEMAND
+                #private::checked::max_demand_of(#probe)
             {
                 if #value >= __max {
                     ::core::panic!("{}", #message::min_demand(#value, __max, __default).as_str())
@@ -616,7 +626,7 @@ fn demand_check(graph: &Graph, consumer: usize, settings: &EdgeSettings) -> Opti
         }
     } else {
         quote_spanned! {span=>
-            const _: () = if let #private::Some(__min) = <#ident as #krate::Stage>::__MIN_DEMAND {
+            const _: () = if let #private::Some(__min) = #private::checked::min_demand_of(#probe) {
                 if __min >= #value {
                     ::core::panic!("{}", #message::max_demand(#value, __min).as_str())
                 }

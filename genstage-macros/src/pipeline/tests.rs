@@ -581,7 +581,7 @@ fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
         "A -[min_demand = 10]-> p; p = [Printer; 2]",
     ] {
         let expansion = expansion_of(input);
-        assert!(expansion.contains("__MAX_DEMAND"), "`{input}`");
+        assert!(expansion.contains("max_demand_of"), "`{input}`");
         assert!(
             expansion.contains("DemandMessage :: min_demand"),
             "`{input}`"
@@ -598,7 +598,7 @@ fn a_literal_min_demand_is_checked_against_a_consumer_written_as_its_type() {
         "A -[max_demand = 20, min_demand = 10]-> Printer",
         "A -> Printer",
     ] {
-        assert!(!expansion_of(input).contains("__MAX_DEMAND"), "`{input}`");
+        assert!(!expansion_of(input).contains("max_demand_of"), "`{input}`");
     }
 }
 
@@ -609,12 +609,12 @@ fn a_literal_max_demand_is_checked_against_a_consumer_written_as_its_type() {
         "A -[max_demand = 4]-> p; p = [Printer; 2]",
     ] {
         let expansion = expansion_of(input);
-        assert!(expansion.contains("__MIN_DEMAND"), "`{input}`");
+        assert!(expansion.contains("min_demand_of"), "`{input}`");
         assert!(
             expansion.contains("DemandMessage :: max_demand"),
             "`{input}`"
         );
-        assert!(!expansion.contains("__MAX_DEMAND"), "`{input}`");
+        assert!(!expansion.contains("max_demand_of"), "`{input}`");
     }
     for input in [
         "A -[max_demand = 4]-> Printer::new()",
@@ -624,7 +624,7 @@ fn a_literal_max_demand_is_checked_against_a_consumer_written_as_its_type() {
         "A -[max_demand = m]-> Printer",
         "A -[max_demand = 20, min_demand = 10]-> Printer",
     ] {
-        assert!(!expansion_of(input).contains("__MIN_DEMAND"), "`{input}`");
+        assert!(!expansion_of(input).contains("min_demand_of"), "`{input}`");
     }
 }
 

@@ -36,6 +36,11 @@ pub trait CheckedStage {
     fn checked(&self, handle: <Self::Stage as Stage>::Ref) -> <Self::Stage as Stage>::Ref {
         handle
     }
+    /// The stage's demand limits, for [`max_demand_of`] and [`min_demand_of`].
+    #[inline]
+    fn known_demand(&self) -> StageDemand<Self::Stage> {
+        StageDemand(PhantomData)
+    }
 }
 
 impl<S: Stage> CheckedStage for StageProbe<S> {
@@ -50,6 +55,52 @@ pub trait UncheckedStage {
     fn checked<H>(&self, _handle: H) -> RejectedRef<AnyRole> {
         RejectedRef::new()
     }
+    /// No demand limits.
+    #[inline]
+    fn known_demand(&self) -> NoDemand {
+        NoDemand
+    }
 }
 
 impl<S> UncheckedStage for &StageProbe<S> {}
+
+/// The demand limits a node's `#[stage]` records (`Stage::__MAX_DEMAND`, `Stage::__MIN_DEMAND`),
+/// which `pipeline!` checks an edge's literal limit against; none for an expression that is not a
+/// stage, which its `Stage::add_to` reports.
+pub trait KnownDemand {
+    /// The stage's `max_demand`, and whether it is GenStage's default.
+    const MAX: Option<(usize, bool)>;
+    /// The `min_demand` its attribute sets.
+    const MIN: Option<usize>;
+}
+
+/// The limits of a stage, `S`.
+#[derive(Debug)]
+pub struct StageDemand<S>(PhantomData<fn() -> S>);
+
+impl<S: Stage> KnownDemand for StageDemand<S> {
+    const MAX: Option<(usize, bool)> = S::__MAX_DEMAND;
+    const MIN: Option<usize> = S::__MIN_DEMAND;
+}
+
+/// The limits of an expression that is not a stage: none.
+#[derive(Debug)]
+pub struct NoDemand;
+
+impl KnownDemand for NoDemand {
+    const MAX: Option<(usize, bool)> = None;
+    const MIN: Option<usize> = None;
+}
+
+/// The limits of a node's stage, chosen as [`CheckedStage::checked`] is: `probe` is never called,
+/// only its return type is read, so that the node's expression is named by value (a unit struct,
+/// an enum's unit variant, a constant), not as a type, and one that is not a stage is not
+/// reported again here.
+pub const fn max_demand_of<D: KnownDemand>(_probe: fn() -> D) -> Option<(usize, bool)> {
+    D::MAX
+}
+
+/// As [`max_demand_of`], for the `min_demand`.
+pub const fn min_demand_of<D: KnownDemand>(_probe: fn() -> D) -> Option<usize> {
+    D::MIN
+}
