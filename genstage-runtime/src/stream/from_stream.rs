@@ -138,16 +138,17 @@ pub fn from_stream<S>(stream: S) -> FromStream<S> {
 /// A `Stream` that [`from_stream`] takes: `Send + 'static`, and so are its items (its `Event`s).
 /// Implemented for every such stream.
 #[diagnostic::on_unimplemented(
-    message = "`from_stream` takes a `Stream` of events, and `{Self}` is not one",
-    label = "not a `Stream`",
-    note = "an iterator or a collection becomes a producer by `from_iter`; a stream and its items must be `Send + 'static`"
+    message = "`from_stream` takes a `Stream` of events, both `Send + 'static`, and `{Self}` is not one",
+    label = "not a `Stream`, or it or its items are not `Send + 'static`",
+    note = "an iterator or a collection becomes a producer by `from_iter`; a stream that holds or yields an `Rc`, a `RefCell` borrow or a reference is not `Send + 'static`"
 )]
 pub trait StreamSource: Stream<Item = <Self as StreamSource>::Event> + Send + 'static {
     /// The stream's items: the producer's events.
     type Event: Send + 'static;
 }
 
-// `do_not_recommend`: rustc reports the trait's sentence, not the `Stream` bound beneath it.
+// `do_not_recommend`: rustc reports the trait's sentence, not the bound beneath it that fails;
+// the sentence must then hold for each of them (not a `Stream`, not `Send`, items not `Send`).
 #[diagnostic::do_not_recommend]
 impl<S> StreamSource for S
 where
