@@ -568,9 +568,10 @@ fn node_check(
 ///
 /// The `const` item reads the limits from the type of the consumer's expression, so this is done
 /// only when the consumer is one identifier in upper camel case (a unit struct `Printer`, an enum's
-/// unit variant brought into scope, a constant), a value with no type parameters to infer. Struct literals (whose type may be generic, its parameters inferred),
-/// constructor calls, paths (`stages::Printer`, which may be an enum variant), local variables and
-/// the other forms are checked by `run()` instead.
+/// unit variant brought into scope, a constant), a value with no type parameters to infer. Struct
+/// literals (whose type may be generic, its parameters inferred), constructor calls, paths
+/// (`stages::Printer`, which may be an enum variant), local variables and the other forms are
+/// checked by `run()` instead.
 fn demand_check(graph: &Graph, consumer: usize, settings: &EdgeSettings) -> Option<TokenStream> {
     let krate = &graph.krate;
     let private = crate::private_path(krate);
