@@ -193,8 +193,10 @@ pub enum DemandMode {
 /// [`shutdown`](crate::PipelineHandle::shutdown) or
 /// [`shutdown_within`](crate::PipelineHandle::shutdown_within).
 ///
-/// `pipeline!` still refuses a producer whose events go nowhere (a static graph with a dead end is
-/// most likely a mistake): a waiting broadcaster with no consumer at the start is built with the
+/// In `pipeline!`, a producer whose `#[stage]` says `without_consumers = wait` may stand alone as a
+/// definition, `room = Room;`, its consumers subscribed through the handle; a stage at the end of
+/// a chain whose events would go nowhere is still refused (a dead end in a chain is most likely a
+/// mistake). A producer written by hand that waits is added alone with the
 /// [`Pipeline`](crate::Pipeline) builder.
 ///
 /// # Examples
