@@ -235,3 +235,36 @@ async fn the_room_declared_alone_with_pipeline() -> Result<(), Box<dyn std::erro
     assert!(report.balanced(), "{report:?}");
     Ok(())
 }
+
+/// Passes on what is said to every listener; waits for listeners, holding what comes meanwhile.
+struct Relay;
+
+#[stage(producer_consumer, dispatcher = broadcast, without_consumers = wait)]
+impl Relay {
+    fn handle_events(&mut self, lines: Vec<Line>) -> Vec<Line> {
+        lines
+    }
+}
+
+// A producer_consumer that waits for consumers may end a chain in `pipeline!`, its consumers
+// subscribed through the handle. (Before, `pipeline!` refused it: "cannot end the pipeline".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_waits_may_end_a_chain() -> Result<(), Box<dyn std::error::Error>> {
+    let chat = pipeline! { room = Room; room -> relay = Relay; };
+    let (room, relay) = (chat.room.clone(), chat.relay.clone());
+    let running = chat.start();
+    // Said before anyone listens: the relay holds it for the first listener.
+    room.call(line("sys", "welcome")).await?;
+    let log = Log::default();
+    let alice = running
+        .add_consumer_named("alice", User { heard: log.clone() })
+        .await?;
+    running.subscribe(&relay, &alice).await?;
+    room.call(line("bob", "hi")).await?;
+    assert_eq!(heard_n(&log, 2).await, ["sys: welcome", "bob: hi"]);
+    let report = running.shutdown().await?;
+    assert_eq!(report.stage("relay").map(|s| s.events_out), Some(2));
+    assert_eq!(report.stage("alice").map(|s| s.events_in), Some(2));
+    assert!(report.balanced(), "{report:?}");
+    Ok(())
+}

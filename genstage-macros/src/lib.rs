@@ -799,7 +799,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | a producer after `->` | `` `Counter` is a producer, so it cannot stand after `->`: it takes no events `` |
 /// | adjacent stages disagree on the event type (fan-in included) | `` `Shout` cannot be wired after `Double`: it consumes `String` but `Double` emits `u64` `` |
 /// | a producer_consumer starts a chain | `` `Double` is a producer_consumer, so it cannot start the pipeline: nothing would feed it `` |
-/// | a producer_consumer ends every chain it is in | `` `Double` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere `` |
+/// | a producer_consumer ends every chain it is in (but one that waits for consumers) | `` `Double` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere `` |
 /// | not a stage | `` `NotAStage` is not a stage `` |
 /// | `[S; 0]`, `[S; N]` with `const N: usize = 0` | `a group of 0 instances starts no stage: the number of instances must be at least 1` |
 /// | `-[max_demand = 0]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1: a stage that asks for 0 events never gets any ``, `` `min_demand` must be less than `max_demand`, which is 10; got 10 `` |
@@ -818,12 +818,12 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | a misspelt name (an ordinary expression, see above) | rustc's `` cannot find value `nubmers` in this scope `` |
 /// | an empty pipeline, a dangling `->`, `[S;]`, stray tokens, a lone stage | `expected a stage after ->`, … |
 ///
-/// A stage at the end of a chain whose events would go nowhere is refused even when it waits for
-/// consumers: in a chain, a dead end is most likely a mistake. A producer whose `#[stage]` says
-/// `without_consumers = wait` may stand alone as a definition, `room = Room;`, a broadcaster
-/// that starts with no consumer and has consumers subscribe later through the running pipeline's
-/// handle (see `WithoutConsumers`); any other stage defined and never wired is refused. A
-/// producer written by hand that waits is added alone through the builder.
+/// A stage whose events would go nowhere is refused (a dead end is most likely a mistake), unless
+/// its `#[stage]` says `without_consumers = wait`: such a producer may stand alone as a
+/// definition, `room = Room;`, and such a producer_consumer may end a chain, `room -> relay =
+/// Relay;`, their consumers subscribing later through the running pipeline's handle (GenStage's
+/// broadcaster; see `WithoutConsumers`). A stage written by hand that waits is added so through
+/// the builder.
 #[proc_macro]
 pub fn pipeline(input: TokenStream) -> TokenStream {
     pipeline::expand_pipeline(input.into()).into()

@@ -193,11 +193,11 @@ pub enum DemandMode {
 /// [`shutdown`](crate::PipelineHandle::shutdown) or
 /// [`shutdown_within`](crate::PipelineHandle::shutdown_within).
 ///
-/// In `pipeline!`, a producer whose `#[stage]` says `without_consumers = wait` may stand alone as a
-/// definition, `room = Room;`, its consumers subscribed through the handle; a stage at the end of
-/// a chain whose events would go nowhere is still refused (a dead end in a chain is most likely a
-/// mistake). A producer written by hand that waits is added alone with the
-/// [`Pipeline`](crate::Pipeline) builder.
+/// In `pipeline!`, when its `#[stage]` says `without_consumers = wait`, a producer may stand alone
+/// as a definition, `room = Room;`, and a producer_consumer may end a chain, `room -> relay =
+/// Relay;`, their consumers subscribed through the handle; any other stage whose events would go
+/// nowhere is refused (a dead end is most likely a mistake). A stage written by hand that waits is
+/// added so with the [`Pipeline`](crate::Pipeline) builder.
 ///
 /// # Examples
 ///

@@ -491,6 +491,8 @@ fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
             SpanRange::of(&edge.target),
         ));
         if as_source.is_none() {
+            // One that waits for consumers may end a chain: they subscribe through the handle.
+            let waits = quote!(<__S: #krate::ProducerConsumer + #private::pipeline::Waits> ProducerConsumerRef<__S>);
             out.extend(node_check(
                 graph,
                 index,
@@ -499,8 +501,12 @@ fn expand_node_checks(graph: &Graph, index: usize) -> TokenStream {
                     "`{label}` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere"
                 ),
                 "nothing consumes the events of this producer_consumer",
-                &format!("a pipeline ends with a consumer: put one after `{label}` with `->`"),
-                &[&producer, &consumer],
+                &format!(
+                    "a pipeline ends with a consumer: put one after `{label}` with `->` (a \
+                     producer_consumer whose `#[stage]` says `without_consumers = wait` may end a \
+                     chain, its consumers subscribed through the running pipeline's handle)"
+                ),
+                &[&producer, &consumer, &waits],
                 SpanRange::of(&edge.target),
             ));
         }
