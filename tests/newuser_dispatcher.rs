@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::dispatcher::{
-    Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
+    ContractBreach, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
 };
 use genstage::prelude::*;
-use genstage::Loss;
+use genstage::{Discard, Loss};
 use tokio::sync::watch;
 
 /// Long enough for any of these pipelines; only a hang reaches it.
@@ -383,42 +383,63 @@ struct Lane<T> {
     sub: SubscriptionId,
     /// Asked for and not sent.
     wants: usize,
-    /// Held for it, in order: sent before anything newer of theirs.
-    backlog: VecDeque<T>,
+    /// Held for it, with their keys, in order: sent before anything newer of theirs.
+    backlog: VecDeque<(u64, T)>,
+}
+
+/// Where a [`StickyKey`] reads an event's key.
+#[derive(Debug, Clone, Copy)]
+enum KeyFrom<T> {
+    /// A function of its own.
+    Fn(fn(&T) -> u64),
+    /// The stage's `Partition` function, lent through the `Outbox` (the stage gives it with
+    /// `Dispatch::custom_partitioned`): `Some(key)`, or `None` to discard the event.
+    Partition,
 }
 
 /// Each event to the consumer that its key picks among the current subscribers (`key %
 /// subscribers`, in subscription order): all the events of a key to one consumer, in order, while
-/// the subscribers stay. A subscribe or a cancel moves every key to its new consumer, and with it
-/// the events held for that key. An event whose consumer has no demand is held for it (its
-/// backlog); demand is pooled, as a GenStage `PartitionDispatcher`'s is, so the backlogs are
-/// bounded by what the consumers asked for.
+/// the subscribers stay. A subscribe (or a cancel, unless told otherwise) moves every key to its new
+/// consumer, and with it the events held for that key. An event whose consumer has no demand is held
+/// for it (its backlog); demand is pooled, as a GenStage `PartitionDispatcher`'s is, so the backlogs
+/// are bounded by what the consumers asked for.
 #[derive(Debug)]
 struct StickyKey<T> {
-    key: fn(&T) -> u64,
+    key: KeyFrom<T>,
     lanes: Vec<Lane<T>>,
-    /// Held while no consumer is subscribed.
-    stranded: VecDeque<T>,
+    /// Held for no consumer: none was subscribed, or a cancel left them so.
+    stranded: VecDeque<(u64, T)>,
     /// Where a test reads [`Holding`].
     probe: Option<watch::Sender<Holding>>,
-    /// Whether a cancel leaves the leaver's backlog stranded rather than moving it on.
-    strand_on_cancel: bool,
+    /// What a cancel does with the leaver's backlog.
+    on_cancel: OnCancel,
+}
+
+/// What a [`StickyKey`]'s cancel does with what it held for the consumer that left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnCancel {
+    /// Moves it to the key's new consumer.
+    Move,
+    /// Strands it until a consumer subscribes.
+    Strand,
+    /// Drops it and returns its count as upstream demand, as GenStage's `PartitionDispatcher`
+    /// does: a breach of this crate's contract.
+    Drop,
 }
 
 impl<T> StickyKey<T> {
-    fn new(key: fn(&T) -> u64) -> Self {
+    fn new(key: KeyFrom<T>) -> Self {
         StickyKey {
             key,
             lanes: Vec::new(),
             stranded: VecDeque::new(),
             probe: None,
-            strand_on_cancel: false,
+            on_cancel: OnCancel::Move,
         }
     }
 
-    /// A cancel strands what was held for the leaver, until a new consumer subscribes.
-    fn stranding(mut self) -> Self {
-        self.strand_on_cancel = true;
+    fn on_cancel(mut self, on_cancel: OnCancel) -> Self {
+        self.on_cancel = on_cancel;
         self
     }
 
@@ -439,22 +460,22 @@ impl<T> StickyKey<T> {
         wants.saturating_sub(self.held_now() + self.stranded.len())
     }
 
-    fn owner(&self, event: &T) -> Option<usize> {
+    fn owner(&self, key: u64) -> Option<usize> {
         let n = self.lanes.len() as u64;
-        (n > 0).then(|| ((self.key)(event) % n) as usize)
+        (n > 0).then(|| (key % n) as usize)
     }
 
     /// Moves every held event to its key's consumer now: each key's events sit in one backlog,
     /// in order, so they stay in order.
     fn rebalance(&mut self) {
-        let mut held: VecDeque<T> = std::mem::take(&mut self.stranded);
+        let mut held = std::mem::take(&mut self.stranded);
         for lane in &mut self.lanes {
             held.extend(lane.backlog.drain(..));
         }
-        for event in held {
-            match self.owner(&event) {
-                Some(i) => self.lanes[i].backlog.push_back(event),
-                None => self.stranded.push_back(event),
+        for (key, event) in held {
+            match self.owner(key) {
+                Some(i) => self.lanes[i].backlog.push_back((key, event)),
+                None => self.stranded.push_back((key, event)),
             }
         }
     }
@@ -467,7 +488,7 @@ impl<T> StickyKey<T> {
             .map(|lane| {
                 let take = lane.wants.min(lane.backlog.len());
                 lane.wants -= take;
-                lane.backlog.drain(..take).collect()
+                lane.backlog.drain(..take).map(|(_, event)| event).collect()
             })
             .collect()
     }
@@ -476,6 +497,23 @@ impl<T> StickyKey<T> {
     fn send(&self, batches: Vec<Vec<T>>, out: &mut Outbox<'_, T>) {
         for (lane, batch) in self.lanes.iter().zip(batches) {
             out.send(lane.sub, batch);
+        }
+    }
+
+    /// Each event's key, `None` for one to discard; before any change of state, as the
+    /// `dispatch` docs ask, since the stage's function may panic.
+    fn keys(&self, events: &[T], out: &Outbox<'_, T>) -> Result<Vec<Option<u64>>, DispatchError> {
+        match self.key {
+            KeyFrom::Fn(key) => Ok(events.iter().map(|event| Some(key(event))).collect()),
+            KeyFrom::Partition => {
+                let mut routes = Vec::with_capacity(events.len());
+                if !out.partitions_of(events, &mut routes) {
+                    return Err(DispatchError(
+                        "StickyKey by partition needs Dispatch::custom_partitioned".into(),
+                    ));
+                }
+                Ok(routes.into_iter().map(|r| r.map(|k| k as u64)).collect())
+            }
         }
     }
 
@@ -512,9 +550,16 @@ impl<T: Send + 'static> Dispatcher<T> for StickyKey<T> {
         if let Some(i) = self.lanes.iter().position(|lane| lane.sub == sub) {
             let lane = self.lanes.remove(i);
             // Its backlog is still ours to deliver: to the key's new consumer, or stranded.
-            self.stranded.extend(lane.backlog);
-            if !self.strand_on_cancel {
-                self.rebalance();
+            match self.on_cancel {
+                OnCancel::Move => {
+                    self.stranded.extend(lane.backlog);
+                    self.rebalance();
+                }
+                OnCancel::Strand => self.stranded.extend(lane.backlog),
+                OnCancel::Drop => {
+                    self.report();
+                    return lane.backlog.len();
+                }
             }
         }
         self.report();
@@ -536,24 +581,37 @@ impl<T: Send + 'static> Dispatcher<T> for StickyKey<T> {
 
     fn dispatch(
         &mut self,
-        mut events: Vec<T>,
+        events: Vec<T>,
         out: &mut Outbox<'_, T>,
     ) -> Result<Vec<T>, DispatchError> {
+        let keys = self.keys(&events, out)?;
         // What a rebalance left with a consumer that has demand goes first.
         let mut batches = self.flush();
-        let rest = events.split_off(self.room().min(events.len()));
-        for event in events {
-            let Some(i) = self.owner(&event) else {
-                unreachable!("room() is 0 without consumers")
+        let mut room = self.room();
+        let mut discarded = 0;
+        let mut events = events.into_iter();
+        let mut rest = Vec::new();
+        for (event, key) in (&mut events).zip(keys) {
+            let Some(key) = key else {
+                discarded += 1;
+                continue;
             };
+            // No room: nor any consumer (room() is 0 without one).
+            let Some(i) = self.owner(key).filter(|_| room > 0) else {
+                rest.push(event);
+                break;
+            };
+            room -= 1;
             let lane = &mut self.lanes[i];
             if lane.wants > 0 && lane.backlog.is_empty() {
                 lane.wants -= 1;
                 batches[i].push(event);
             } else {
-                lane.backlog.push_back(event);
+                lane.backlog.push_back((key, event));
             }
         }
+        rest.extend(events);
+        out.discard(discarded);
         self.send(batches, out);
         self.report();
         Ok(rest)
@@ -585,7 +643,7 @@ fn key_of(event: &Keyed) -> u64 {
 
 #[test]
 fn sticky_key_as_a_pure_state_machine() {
-    let mut sticky = StickyKey::new(key_of);
+    let mut sticky = StickyKey::new(KeyFrom::Fn(key_of));
     for sub in [1, 2, 3] {
         assert_eq!(sticky.subscribe(sub, &DispatchOptions::none()), Ok(0));
     }
@@ -648,12 +706,37 @@ fn sticky_key_as_a_pure_state_machine() {
     assert_eq!(sticky.subscribe(9, &DispatchOptions::none()), Ok(0));
     assert_eq!((sticky.held(), sticky.stranded()), (1, 0));
     assert_eq!(ask_into(&mut sticky, 9, 5), (4, vec![(9, vec![(0, 2)])]));
+
+    // Keys from the stage's partition function: `None` discards, without using up demand.
+    let mut sticky = StickyKey::new(KeyFrom::Partition);
+    for sub in [1, 2] {
+        assert_eq!(sticky.subscribe(sub, &DispatchOptions::none()), Ok(0));
+    }
+    assert_eq!(ask_into(&mut sticky, 1, 1), (1, vec![]));
+    assert_eq!(ask_into(&mut sticky, 2, 1), (1, vec![]));
+    let mut deliveries = Vec::new();
+    let mut out = Outbox::new(&mut deliveries);
+    assert_eq!(
+        sticky.dispatch(vec![(4, 0)], &mut out),
+        Err(DispatchError(
+            "StickyKey by partition needs Dispatch::custom_partitioned".into()
+        ))
+    );
+    let key = |event: &Keyed| (event.0 != 99).then_some(event.0 as usize);
+    let mut out = Outbox::new(&mut deliveries).with_partition(&key);
+    assert_eq!(
+        sticky.dispatch(vec![(99, 0), (4, 0), (99, 1), (7, 0), (8, 0)], &mut out),
+        Ok(vec![(8, 0)])
+    );
+    assert_eq!(out.discarded(), 2);
+    assert_eq!(deliveries, vec![(1, vec![(4, 0)]), (2, vec![(7, 0)])]);
 }
 
-/// Emits the events each `FeedKeys` call gives it; nothing on demand.
+/// Emits the events each `FeedKeys` call gives it; nothing on demand. Its `partition` method
+/// gives the sticky dispatcher each event's key (not a partition: the dispatcher has none).
 struct KeyFeeder {
     probe: watch::Sender<Holding>,
-    strand: bool,
+    on_cancel: OnCancel,
 }
 
 /// Emit these.
@@ -670,13 +753,17 @@ impl KeyFeeder {
         request.0
     }
 
+    /// The key, for the dispatcher; key 99 is discarded.
+    fn partition(&self, event: &Keyed) -> Option<usize> {
+        (event.0 != 99).then_some(event.0 as usize)
+    }
+
     fn dispatcher(&self) -> Dispatch<Self, Keyed> {
-        let sticky = StickyKey::new(key_of).probed(self.probe.clone());
-        Dispatch::custom(if self.strand {
-            sticky.stranding()
-        } else {
-            sticky
-        })
+        Dispatch::custom_partitioned(
+            StickyKey::new(KeyFrom::Partition)
+                .probed(self.probe.clone())
+                .on_cancel(self.on_cancel),
+        )
     }
 }
 
@@ -720,7 +807,7 @@ impl Lazy {
 /// subscription and the probe.
 async fn sticky_with_two_held(
     handled: &Handled,
-    strand: bool,
+    on_cancel: OnCancel,
 ) -> (
     PipelineHandle,
     ProducerRef<KeyFeeder>,
@@ -729,7 +816,7 @@ async fn sticky_with_two_held(
 ) {
     let (probe, mut holding) = watch::channel(Holding::default());
     let mut pipeline = Pipeline::new();
-    let feeder = pipeline.add_producer(KeyFeeder { probe, strand });
+    let feeder = pipeline.add_producer(KeyFeeder { probe, on_cancel });
     let recorders = pipeline.add_consumers(2, |i| Recorder {
         name: format!("Recorder[{i}]"),
         handled: handled.clone(),
@@ -776,7 +863,7 @@ fn by_consumer(handled: &Handled) -> BTreeMap<String, Vec<Keyed>> {
 #[tokio::test]
 async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves() {
     let handled = Handled::default();
-    let (running, feeder, lazy, mut holding) = sticky_with_two_held(&handled, false).await;
+    let (running, feeder, lazy, mut holding) = sticky_with_two_held(&handled, OnCancel::Move).await;
 
     // Lazy leaves while two events are held for it: its keys move to the recorders, with them.
     running.cancel(lazy).await.expect("cancelled");
@@ -793,7 +880,10 @@ async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves()
         }
     );
     // The next dispatch sends them, ahead of the new event of key 2.
-    feeder.call(FeedKeys(vec![(2, 2)])).await.expect("fed");
+    feeder
+        .call(FeedKeys(vec![(99, 0), (2, 2)]))
+        .await
+        .expect("fed");
     let report = tokio::time::timeout(HANG, running.shutdown())
         .await
         .expect("no hang")
@@ -814,7 +904,18 @@ async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves()
         vec![(0, 0), (3, 0), (0, 1), (3, 1), (2, 1), (2, 2)]
     );
     assert_eq!(by[second], vec![(1, 0), (4, 0), (1, 1), (4, 1), (5, 1)]);
-    assert_eq!(report.stage("KeyFeeder").unwrap().emitted, 13);
+    let feeder = report.stage("KeyFeeder").unwrap();
+    assert_eq!(
+        (feeder.emitted, feeder.events_out, feeder.discarded),
+        (14, 13, 1)
+    );
+    assert_eq!(
+        feeder.discards,
+        vec![Discard {
+            count: 1,
+            reason: DiscardReason::Unrouted
+        }]
+    );
     assert_eq!(report.totals().lost, 0);
     assert!(report.balanced(), "{report}");
 }
@@ -822,7 +923,8 @@ async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves()
 #[tokio::test]
 async fn sticky_key_strands_the_leavers_held_events_for_the_next_subscriber() {
     let handled = Handled::default();
-    let (running, feeder, lazy, mut holding) = sticky_with_two_held(&handled, true).await;
+    let (running, feeder, lazy, mut holding) =
+        sticky_with_two_held(&handled, OnCancel::Strand).await;
     running.cancel(lazy).await.expect("cancelled");
     let now = *tokio::time::timeout(HANG, holding.wait_for(|h| h.consumers == 2))
         .await
@@ -870,7 +972,8 @@ async fn sticky_key_strands_the_leavers_held_events_for_the_next_subscriber() {
 #[tokio::test]
 async fn sticky_key_loses_what_is_stranded_when_the_producer_stops() {
     let handled = Handled::default();
-    let (running, _feeder, lazy, mut holding) = sticky_with_two_held(&handled, true).await;
+    let (running, _feeder, lazy, mut holding) =
+        sticky_with_two_held(&handled, OnCancel::Strand).await;
     running.cancel(lazy).await.expect("cancelled");
     tokio::time::timeout(HANG, holding.wait_for(|h| h.stranded == 2))
         .await
@@ -909,7 +1012,8 @@ async fn sticky_key_loses_what_is_stranded_when_the_producer_stops() {
 #[ignore = "hangs: a cancel cannot send what it moves to a consumer with demand (trial42 finding)"]
 async fn sticky_key_moved_held_events_reach_their_consumer_without_a_further_dispatch() {
     let handled = Handled::default();
-    let (running, _feeder, lazy, mut holding) = sticky_with_two_held(&handled, false).await;
+    let (running, _feeder, lazy, mut holding) =
+        sticky_with_two_held(&handled, OnCancel::Move).await;
     running.cancel(lazy).await.expect("cancelled");
     tokio::time::timeout(HANG, holding.wait_for(|h| h.consumers == 2))
         .await
@@ -921,4 +1025,209 @@ async fn sticky_key_moved_held_events_reach_their_consumer_without_a_further_dis
         .expect("a clean run");
     assert_eq!(report.totals().lost, 0);
     assert!(report.balanced(), "{report}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// 3. Broken dispatchers
+
+/// How a [`Broken`] round robin breaks the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaks {
+    /// `dispatch` sends the first half of what it is handed and drops the rest.
+    Drops,
+    /// `dispatch` sends everything to subscription 424242, which does not exist.
+    UnknownSub,
+    /// `dispatch` hands everything back, though `capacity()` said it fits.
+    HandsBack,
+}
+
+/// A [`RoundRobin`] broken as `breaks` says.
+#[derive(Debug)]
+struct Broken {
+    breaks: Breaks,
+    rr: RoundRobin,
+}
+
+impl Dispatcher<u64> for Broken {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<u64>,
+    ) -> Result<usize, DispatchError> {
+        self.rr.subscribe(sub, options)
+    }
+
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        Dispatcher::<u64>::cancel(&mut self.rr, sub)
+    }
+
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, out: &mut Outbox<'_, u64>) -> usize {
+        self.rr.ask(sub, demand, out)
+    }
+
+    fn dispatch(
+        &mut self,
+        mut events: Vec<u64>,
+        out: &mut Outbox<'_, u64>,
+    ) -> Result<Vec<u64>, DispatchError> {
+        match self.breaks {
+            Breaks::Drops => {
+                events.truncate(events.len() / 2);
+                self.rr.dispatch(events, out)
+            }
+            Breaks::UnknownSub => {
+                out.send(424_242, events);
+                Ok(Vec::new())
+            }
+            Breaks::HandsBack => Ok(events),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        Dispatcher::<u64>::capacity(&self.rr)
+    }
+
+    fn consumers(&self) -> usize {
+        Dispatcher::<u64>::consumers(&self.rr)
+    }
+}
+
+/// `0..100`, as asked, through a [`Broken`] dispatcher.
+struct BrokenSource {
+    next: u64,
+    breaks: Breaks,
+}
+
+#[stage(producer)]
+impl BrokenSource {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        let stop = 100.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        if stop == 100 {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        }
+    }
+
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::custom(Broken {
+            breaks: self.breaks,
+            rr: RoundRobin::default(),
+        })
+    }
+}
+
+/// Runs `BrokenSource` into one `Tally` (max_demand 4) and returns the run's error.
+async fn run_broken(breaks: Breaks) -> (PipelineError, Vec<u64>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let source = pipeline.add_producer_named("source", BrokenSource { next: 0, breaks });
+    let tally = pipeline.add_consumer(Tally { got: got.clone() });
+    pipeline.subscribe(&source, &tally);
+    let error = tokio::time::timeout(HANG, pipeline.run())
+        .await
+        .expect("a broken dispatcher hangs nothing")
+        .expect_err("a broken dispatcher fails its stage");
+    let got = got.lock().unwrap().clone();
+    (error, got)
+}
+
+/// The breach the run failed with, checking that it names `stage` and that the report counts
+/// `lost` events as lost to the broken dispatcher, and balances.
+fn breach_of(error: &PipelineError, name: &str, lost: u64) -> ContractBreach {
+    let PipelineError::StageFailed {
+        stage,
+        error: cause,
+        report,
+    } = error
+    else {
+        panic!("expected StageFailed, got {error:?}");
+    };
+    assert_eq!(stage, name);
+    let source = report.stage(name).unwrap();
+    assert_eq!(
+        source.losses,
+        vec![Loss {
+            count: lost,
+            reason: LossReason::BrokenDispatcher
+        }],
+        "{report}"
+    );
+    assert!(report.balanced(), "{report}");
+    let message = error.to_string();
+    eprintln!("{message}");
+    assert!(message.contains(&format!("`{name}`")), "{message}");
+    assert!(
+        message.contains("its dispatcher broke its contract"),
+        "{message}"
+    );
+    cause
+        .downcast_ref::<ContractBreach>()
+        .expect("the stage's error is the breach")
+        .clone()
+}
+
+#[tokio::test]
+async fn a_dispatcher_that_drops_events_fails_its_stage() {
+    let (error, got) = run_broken(Breaks::Drops).await;
+    // The first dispatch, of the first ask's 4 events, is the breach: none of it goes out.
+    assert_eq!(
+        breach_of(&error, "source", 4),
+        ContractBreach::Unaccounted {
+            call: "dispatch",
+            handed: 4,
+            held: 0,
+            accounted: 2
+        }
+    );
+    assert_eq!(got, Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn a_dispatcher_that_sends_to_an_unknown_subscription_fails_its_stage() {
+    let (error, got) = run_broken(Breaks::UnknownSub).await;
+    assert_eq!(
+        breach_of(&error, "source", 4),
+        ContractBreach::UnknownSubscription {
+            sub: 424_242,
+            events: 4
+        }
+    );
+    assert_eq!(got, Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn a_dispatcher_that_hands_back_what_fits_fails_its_stage() {
+    let (error, got) = run_broken(Breaks::HandsBack).await;
+    assert_eq!(
+        breach_of(&error, "source", 4),
+        ContractBreach::Capacity {
+            capacity: 4,
+            handed: 4,
+            leftover: 4
+        }
+    );
+    assert_eq!(got, Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn a_dispatcher_that_drops_held_events_on_cancel_as_genstage_does_fails_its_stage() {
+    let handled = Handled::default();
+    let (running, _feeder, lazy, _holding) = sticky_with_two_held(&handled, OnCancel::Drop).await;
+    running.cancel(lazy).await.expect("cancelled");
+    let error = tokio::time::timeout(HANG, running)
+        .await
+        .expect("a broken dispatcher hangs nothing")
+        .expect_err("a broken dispatcher fails its stage");
+    assert_eq!(
+        breach_of(&error, "KeyFeeder", 2),
+        ContractBreach::Unaccounted {
+            call: "cancel",
+            handed: 0,
+            held: 2,
+            accounted: 0
+        }
+    );
 }
