@@ -11,7 +11,7 @@ use genstage::dispatcher::{
     ContractBreach, Deliveries, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
 };
 use genstage::prelude::*;
-use genstage::{Discard, Loss};
+use genstage::{Discard, DispatchSetupError, Loss};
 use tokio::sync::watch;
 
 /// Long enough for any of these pipelines; only a hang reaches it.
@@ -1228,6 +1228,170 @@ async fn a_dispatcher_that_drops_held_events_on_cancel_as_genstage_does_fails_it
             handed: 0,
             held: 2,
             accounted: 0
+        }
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 4. A broadcast of one's own: `broadcasts()` and `selects()`
+
+/// Every event to every consumer, once all have demand for it (GenStage's broadcast, without
+/// selectors): says so through `broadcasts()`.
+#[derive(Debug, Default)]
+struct Mirror {
+    consumers: Vec<(SubscriptionId, usize)>,
+}
+
+impl Dispatcher<u64> for Mirror {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<u64>,
+    ) -> Result<usize, DispatchError> {
+        plain("Mirror", options)?;
+        self.consumers.push((sub, 0));
+        Ok(0)
+    }
+
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        self.consumers.retain(|&(s, _)| s != sub);
+        0
+    }
+
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, _out: &mut Outbox<'_, u64>) -> usize {
+        let before = self.capacity();
+        if let Some((_, wants)) = self.consumers.iter_mut().find(|(s, _)| *s == sub) {
+            *wants = wants.saturating_add(demand);
+        }
+        self.capacity().saturating_sub(before)
+    }
+
+    fn dispatch(
+        &mut self,
+        mut events: Vec<u64>,
+        out: &mut Outbox<'_, u64>,
+    ) -> Result<Vec<u64>, DispatchError> {
+        let rest = events.split_off(self.capacity().min(events.len()));
+        if !events.is_empty() {
+            out.copied(events.len() * (self.consumers.len() - 1));
+            for (sub, wants) in &mut self.consumers {
+                *wants -= events.len();
+                out.send(*sub, events.clone());
+            }
+        }
+        Ok(rest)
+    }
+
+    fn capacity(&self) -> usize {
+        self.consumers
+            .iter()
+            .map(|&(_, wants)| wants)
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn consumers(&self) -> usize {
+        self.consumers.len()
+    }
+
+    fn broadcasts(&self) -> bool {
+        true
+    }
+}
+
+/// `0..count` through a [`Mirror`].
+struct Mirrored {
+    next: u64,
+    count: u64,
+}
+
+#[stage(producer)]
+impl Mirrored {
+    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
+        let stop = self.count.min(self.next + demand as u64);
+        let events = (self.next..stop).collect();
+        self.next = stop;
+        if stop == self.count {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        }
+    }
+
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::custom(Mirror::default())
+    }
+}
+
+#[tokio::test]
+async fn a_broadcast_of_ones_own_copies_every_event_and_refuses_a_second_subscription() {
+    let got: Vec<Arc<Mutex<Vec<u64>>>> = (0..2).map(|_| Arc::default()).collect();
+    let mut pipeline = Pipeline::new();
+    let mirrored = pipeline.add_producer(Mirrored {
+        next: 0,
+        count: 1_000,
+    });
+    let tallies = pipeline.add_consumers(2, |i| Tally {
+        got: got[i].clone(),
+    });
+    for tally in &tallies {
+        pipeline.subscribe(&mirrored, tally);
+    }
+    let report = tokio::time::timeout(HANG, pipeline.run())
+        .await
+        .expect("no hang")
+        .expect("a clean run");
+    for got in &got {
+        assert_eq!(*got.lock().unwrap(), (0..1_000).collect::<Vec<_>>());
+    }
+    let stage = report.stage("Mirrored").unwrap();
+    assert_eq!(
+        (stage.emitted, stage.copies, stage.events_out),
+        (1_000, 1_000, 2_000)
+    );
+    assert!(report.balanced(), "{report}");
+
+    // `broadcasts()` says every subscription gets every event: a second one is refused.
+    let mut pipeline = Pipeline::new();
+    let mirrored = pipeline.add_producer(Mirrored { next: 0, count: 10 });
+    let tally = pipeline.add_consumer(Tally {
+        got: Arc::default(),
+    });
+    pipeline
+        .subscribe(&mirrored, &tally)
+        .subscribe(&mirrored, &tally);
+    let error = pipeline.run().await.expect_err("subscribed twice");
+    let PipelineError::InvalidDispatch { stage, error } = &error else {
+        panic!("expected InvalidDispatch, got {error:?}");
+    };
+    assert_eq!(stage, "Mirrored");
+    assert_eq!(
+        *error,
+        DispatchSetupError::AlreadySubscribed {
+            consumer: "Tally".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_selector_on_a_broadcast_that_does_not_select_is_refused() {
+    let mut pipeline = Pipeline::new();
+    let mirrored = pipeline.add_producer(Mirrored { next: 0, count: 10 });
+    let tally = pipeline.add_consumer(Tally {
+        got: Arc::default(),
+    });
+    pipeline.subscribe_selected(&mirrored, &tally, SubscribeOptions::new(), |n: &u64| {
+        n.is_multiple_of(2)
+    });
+    let error = pipeline.run().await.expect_err("Mirror takes no selector");
+    let PipelineError::InvalidDispatch { stage, error } = &error else {
+        panic!("expected InvalidDispatch, got {error:?}");
+    };
+    assert_eq!(stage, "Mirrored");
+    assert_eq!(
+        *error,
+        DispatchSetupError::NotBroadcast {
+            consumer: "Tally".into()
         }
     );
 }
