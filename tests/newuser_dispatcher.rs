@@ -1384,6 +1384,13 @@ async fn a_selector_on_a_broadcast_that_does_not_select_is_refused() {
         n.is_multiple_of(2)
     });
     let error = pipeline.run().await.expect_err("Mirror takes no selector");
+    // The stage broadcasts (`broadcasts()`), but its dispatcher does not `selects()`: the error
+    // must not say that it does not broadcast.
+    assert_eq!(
+        error.to_string(),
+        "the subscriptions to `Mirrored` do not fit its dispatcher: `Tally` has a selector, but \
+         the stage's dispatcher takes none (a broadcast's does)"
+    );
     let PipelineError::InvalidDispatch { stage, error } = &error else {
         panic!("expected InvalidDispatch, got {error:?}");
     };

@@ -522,7 +522,9 @@ pub enum DispatchSetupError {
         /// The consumer.
         consumer: String,
     },
-    /// A subscription has a selector, but the stage does not broadcast its events.
+    /// A subscription has a selector, but the stage's dispatcher takes none (it does not
+    /// [`select`](crate::dispatcher::Dispatcher::selects): a broadcast's does; one of the user's
+    /// may broadcast and still take none).
     NotBroadcast {
         /// The consumer.
         consumer: String,
@@ -592,8 +594,8 @@ impl fmt::Display for DispatchSetupError {
             ),
             DispatchSetupError::NotBroadcast { consumer } => write!(
                 f,
-                "`{consumer}` has a selector, but the stage does not broadcast its events \
-                 (only a broadcast dispatcher filters by selector)"
+                "`{consumer}` has a selector, but the stage's dispatcher takes none (a \
+                 broadcast's does)"
             ),
             DispatchSetupError::AlreadySubscribed { consumer } => write!(
                 f,
