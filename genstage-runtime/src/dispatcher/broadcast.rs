@@ -50,7 +50,6 @@ struct Subscriber<T> {
 /// assert_eq!(dispatcher.ask(2, 4, &mut out), 4);
 /// assert_eq!(dispatcher.dispatch(vec![1, 2, 3, 4], &mut out), Ok(vec![]));
 /// assert_eq!(out.copies(), 2);
-/// drop(out);
 /// assert_eq!(deliveries, vec![(1, vec![1, 2, 3, 4]), (2, vec![2, 4])]);
 /// ```
 pub struct BroadcastDispatcher<T> {

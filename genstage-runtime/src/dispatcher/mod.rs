@@ -236,7 +236,6 @@ impl std::error::Error for ContractBreach {}
 /// assert_eq!(dispatcher.ask(1, 2, &mut out), 2);
 /// assert_eq!(dispatcher.ask(2, 5, &mut out), 0); // kept for its turn
 /// assert_eq!(dispatcher.dispatch(vec![7u8, 8, 9], &mut out), Ok(vec![9]));
-/// drop(out);
 /// assert_eq!(deliveries, vec![(1, vec![7, 8])]);
 /// // The first leaves: the second takes over with the 5 it asked for.
 /// assert_eq!(Dispatcher::<u8>::cancel(&mut dispatcher, 1), 5);

@@ -22,7 +22,6 @@ pub type Deliveries<T> = Vec<(SubscriptionId, Vec<T>)>;
 /// out.send(7, vec![1, 3]);
 /// out.discard(2);
 /// assert_eq!((out.sent(), out.discarded()), (2, 2));
-/// drop(out);
 /// assert_eq!(deliveries, vec![(7, vec![1, 3])]);
 /// ```
 pub struct Outbox<'a, T> {

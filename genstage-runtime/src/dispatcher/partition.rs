@@ -60,7 +60,6 @@ struct Slot<T> {
 /// assert_eq!(dispatcher.ask(10, 3, &mut out), 3);
 /// assert_eq!(dispatcher.ask(11, 3, &mut out), 3);
 /// assert_eq!(dispatcher.dispatch(vec![1, 2, 3, 4, 5, 6, 7], &mut out), Ok(vec![7]));
-/// drop(out);
 /// assert_eq!(deliveries, vec![(10, vec![2, 4, 6]), (11, vec![1, 3, 5])]);
 /// ```
 pub struct PartitionDispatcher<T> {
