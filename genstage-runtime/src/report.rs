@@ -62,7 +62,9 @@ pub enum LossReason {
     ConsumerGone,
     /// In the stage's buffer when it stopped early (its consumers had left, or it failed), or when
     /// a graceful shutdown stopped it while it waited for consumers and had none
-    /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)).
+    /// ([`WithoutConsumers::Wait`](crate::WithoutConsumers::Wait)); also what its dispatcher
+    /// kept for no consumer when it stopped
+    /// ([`Dispatcher::stranded`](crate::dispatcher::Dispatcher::stranded)).
     Buffered,
     /// Its [`ConsumerSupervisor`](crate::ConsumerSupervisor) child failed (returned `Err` or
     /// panicked) and was not restarted: `temporary`, or out of restarts.

@@ -150,7 +150,7 @@ impl std::error::Error for ContractBreach {}
 /// [`held`](Dispatcher::held), so that the producer does not end before they are sent.
 ///
 /// # Breaking the contract
-/// The stage checks every call that hands events in or out: after `dispatch` or `ask`, each event
+/// The stage checks every call: after `dispatch`, `ask`, `subscribe` or `cancel`, each event
 /// it was handed or held before must be sent once (a further copy to another consumer is counted with
 /// [`Outbox::copied`]), discarded ([`Outbox::discard`]), handed back (`dispatch`'s leftover), or still
 /// held; `dispatch` handed at most [`capacity`](Dispatcher::capacity) events must hand none back; and
@@ -256,7 +256,10 @@ pub trait Dispatcher<T>: Send + 'static {
 
     /// A consumer left; returns new upstream demand. What the dispatcher holds (see
     /// [`held`](Self::held) and [`stranded`](Self::stranded)) stays held, kept for no consumer if
-    /// it was this one's: with no [`Outbox`] here, dropping it breaks the contract.
+    /// it was this one's: with no [`Outbox`] here, dropping it breaks the contract. Nothing can be
+    /// sent here either: events moved to another consumer's backlog wait for that consumer's next
+    /// ask or the stage's next dispatch, and a consumer that already has demand outstanding may
+    /// never ask again (the producer then never ends).
     fn cancel(&mut self, sub: SubscriptionId) -> usize;
 
     /// A consumer asked for `demand > 0` more events, which the dispatcher may serve at once from
@@ -309,8 +312,9 @@ pub trait Dispatcher<T>: Send + 'static {
     }
 
     /// Events the dispatcher keeps for no consumer (a partition nobody has taken, or whose consumer
-    /// left): sent if a consumer subscribes to take them, lost if the producer ends first. The
-    /// default is 0.
+    /// left): sent if a consumer subscribes to take them, lost if the producer ends first, even by
+    /// a graceful shutdown (counted as [`LossReason::Buffered`](crate::LossReason::Buffered), as
+    /// its buffer is). The default is 0.
     fn stranded(&self) -> usize {
         0
     }
