@@ -78,7 +78,10 @@ impl<S, T: Send + 'static> Dispatch<S, T> {
         }
     }
 
-    /// A dispatcher of your own that routes by the stage's [`Partition`] function.
+    /// A dispatcher of your own that routes by the stage's [`Partition`] function, which its
+    /// [`Outbox`](super::Outbox) lends it. When the dispatcher has no
+    /// [`partitions`](Dispatcher::partitions) (`None`), the function's values are not checked
+    /// against a count: they may be keys, which the dispatcher maps to consumers as it likes.
     pub fn custom_partitioned(dispatcher: impl Dispatcher<T>) -> Self
     where
         S: Partition<T>,
