@@ -300,6 +300,10 @@ pub trait Dispatcher<T>: Send + 'static {
     /// never get stuck behind demand the dispatcher holds for departed consumers (GenStage #311).
     /// Contract: dispatching at most `capacity()` events leaves no leftover (a dispatcher that
     /// leaves some fails its stage with [`ContractBreach::Capacity`]).
+    ///
+    /// It is also what the producer is asked for, less its buffer: a dispatcher that keeps events
+    /// beyond a consumer's demand (a backlog, [`held`](Self::held)) counts them against it, or it
+    /// is handed more without bound while a consumer without demand falls behind.
     fn capacity(&self) -> usize;
 
     /// How many consumers are subscribed.
