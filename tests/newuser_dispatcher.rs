@@ -865,7 +865,9 @@ async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves()
     let handled = Handled::default();
     let (running, feeder, lazy, mut holding) = sticky_with_two_held(&handled, OnCancel::Move).await;
 
-    // Lazy leaves while two events are held for it: its keys move to the recorders, with them.
+    // Lazy leaves while two events are held for it: its keys move to the recorders, with them,
+    // and the stage's dispatch of no events after the cancel sends them to the recorders, which
+    // have demand.
     running.cancel(lazy).await.expect("cancelled");
     let now = *tokio::time::timeout(HANG, holding.wait_for(|h| h.consumers == 2))
         .await
@@ -874,12 +876,12 @@ async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves()
     assert_eq!(
         now,
         Holding {
-            held: 2,
+            held: 0,
             stranded: 0,
             consumers: 2
         }
     );
-    // The next dispatch sends them, ahead of the new event of key 2.
+    // They were sent ahead of the new event of key 2.
     feeder
         .call(FeedKeys(vec![(99, 0), (2, 2)]))
         .await
@@ -1004,12 +1006,12 @@ async fn sticky_key_loses_what_is_stranded_when_the_producer_stops() {
     assert!(report.balanced(), "{report}");
 }
 
-/// Found by this trial, not fixed: `Dispatcher::cancel` has no `Outbox`, so events that a cancel
-/// moves to a consumer that already has demand wait for that consumer's next ask or the next
-/// dispatch. Here neither comes (the consumers wait for what they asked for, the producer has
-/// nothing more), the producer never ends, and the graceful shutdown waits for ever.
+/// Found by this trial: `Dispatcher::cancel` has no `Outbox`, so events that a cancel moves to a
+/// consumer that already has demand waited for that consumer's next ask or the next dispatch.
+/// Here neither comes (the consumers wait for what they asked for, the producer has nothing more):
+/// the producer never ended, and the graceful shutdown waited for ever. The stage now offers the
+/// dispatcher a dispatch of no events after a cancel, in which it sends them.
 #[tokio::test]
-#[ignore = "hangs: a cancel cannot send what it moves to a consumer with demand (trial42 finding)"]
 async fn sticky_key_moved_held_events_reach_their_consumer_without_a_further_dispatch() {
     let handled = Handled::default();
     let (running, _feeder, lazy, mut holding) =

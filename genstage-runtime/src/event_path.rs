@@ -200,6 +200,16 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         }
     }
 
+    /// The same path, for a stage that lends its dispatcher a partition function (`lent`): then
+    /// the dispatcher is handed events only with it, though it has no partitions of its own (a
+    /// dispatcher of the user's that reads keys, [`Dispatch::custom_partitioned`]).
+    ///
+    /// [`Dispatch::custom_partitioned`]: crate::Dispatch::custom_partitioned
+    pub(crate) fn routed_by_stage(mut self, lent: bool) -> Self {
+        self.routed |= lent;
+        self
+    }
+
     /// A consumer subscribed.
     ///
     /// # Errors
@@ -212,6 +222,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     ) -> Result<(), DispatchError> {
         let subscribed = self.dispatcher.subscribe(sub, options).map(drop);
         self.still_held("subscribe");
+        self.offer_held(None);
         subscribed
     }
 
@@ -241,6 +252,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// The consumer of `sub` left; its unmet demand goes with it.
     pub(crate) fn cancel(&mut self, sub: SubscriptionId) {
         self.leave(sub);
+        self.offer_held(None);
         self.serve_buffer();
     }
 
@@ -261,6 +273,32 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         let subscribed = self.subscribe(new, options);
         self.serve_buffer();
         subscribed
+    }
+
+    /// After a subscribe or a cancel, which may have moved what the dispatcher holds to a consumer
+    /// with demand (a dispatcher of the user's that rebalances its keys): a dispatch of no events
+    /// lets it send that now. It cannot from those calls, which have no outbox, and that consumer,
+    /// waiting for what it asked for, would not ask again: the events would wait for the next
+    /// dispatch, for ever once the producer has nothing more to emit. A routed dispatcher gets it
+    /// once the stage lends its partition function (see [`settle`](Self::settle)).
+    fn offer_held(&mut self, route: Route<'_, T>) {
+        if self.held || self.failure.is_some() || self.dispatcher.held() == 0 {
+            return;
+        }
+        if self.routed && route.is_none() {
+            self.unsettled = true;
+            return;
+        }
+        // No events handed, no capacity promised: it may send what it holds, keep it, or hand it
+        // back, to be buffered as a dispatch's leftover is.
+        let leftover = self.dispatch(Vec::new(), route, None);
+        if !leftover.is_empty() {
+            let stored = self.buffer.store(leftover);
+            self.discarded += stored.discarded as u64;
+            for info in stored.released {
+                self.release(info);
+            }
+        }
     }
 
     /// Tells the dispatcher that the consumer of `sub` left; serves nothing.
@@ -459,6 +497,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// stage restarted after a dispatch its selector or partition function interrupted).
     pub(crate) fn settle(&mut self, route: Route<'_, T>) {
         self.unsettled = false;
+        self.offer_held(route);
         self.drain_buffer(route);
     }
 

@@ -257,9 +257,11 @@ pub trait Dispatcher<T>: Send + 'static {
     /// A consumer left; returns new upstream demand. What the dispatcher holds (see
     /// [`held`](Self::held) and [`stranded`](Self::stranded)) stays held, kept for no consumer if
     /// it was this one's: with no [`Outbox`] here, dropping it breaks the contract. Nothing can be
-    /// sent here either: events moved to another consumer's backlog wait for that consumer's next
-    /// ask or the stage's next dispatch, and a consumer that already has demand outstanding may
-    /// never ask again (the producer then never ends).
+    /// sent here either: events it moves to another consumer are sent in the
+    /// [`dispatch`](Self::dispatch) of no events that the stage makes right after a `subscribe` or
+    /// a `cancel` while the dispatcher [`held`](Self::held) events (or in its next ask or
+    /// dispatch), so that a consumer that already has demand outstanding, and will not ask again,
+    /// gets them.
     fn cancel(&mut self, sub: SubscriptionId) -> usize;
 
     /// A consumer asked for `demand > 0` more events, which the dispatcher may serve at once from

@@ -322,7 +322,14 @@ pub(crate) async fn run_producer<P: Producer>(
         dispatcher,
         partition,
     } = dispatch;
-    let mut outputs = Outputs::new(env.name.clone(), dispatcher, options, env.cancels.clone());
+    let routed = partition.is_some();
+    let mut outputs = Outputs::new(
+        env.name.clone(),
+        dispatcher,
+        options,
+        routed,
+        env.cancels.clone(),
+    );
     let mut state = ProducerState::default();
     state.set_demand(options.demand, &mut outputs);
     // Events the stage took in and dropped unemitted (see `Producer::__unemitted`).
@@ -829,7 +836,14 @@ pub(crate) async fn run_producer_consumer<S: ProducerConsumer>(
         dispatcher,
         partition,
     } = dispatch;
-    let mut outputs = Outputs::new(env.name.clone(), dispatcher, options, env.cancels.clone());
+    let routed = partition.is_some();
+    let mut outputs = Outputs::new(
+        env.name.clone(),
+        dispatcher,
+        options,
+        routed,
+        env.cancels.clone(),
+    );
     let mut kept = Kept::new(restarts.redelivery());
     // Events emitted from the stage's messages whose dispatch a panic in its selector or partition
     // function interrupted.

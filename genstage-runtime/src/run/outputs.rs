@@ -74,11 +74,12 @@ impl<T: Send + 'static> Outputs<T> {
         stage: Arc<str>,
         dispatcher: Box<dyn Dispatcher<T>>,
         options: ProducerOptions,
+        routed: bool,
         refusals: CancelPort,
     ) -> Self {
         Outputs {
             stage,
-            path: EventPath::new(dispatcher, options),
+            path: EventPath::new(dispatcher, options).routed_by_stage(routed),
             consumers: BySubscription::new(),
             notices: VecDeque::new(),
             hand_off: DeferredWake::default(),
