@@ -358,7 +358,9 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// # Errors
 ///
 /// Mistakes are compile errors under the offending tokens: an unknown or missing role, an unknown,
-/// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value, a missing
+/// duplicated or misplaced option (`buffer_size` on a consumer), a bad option value (a misspelt
+/// `infinity`: ``unknown buffer_size value `infinite`: `buffer_size` is a number of events (a
+/// `usize` expression) or `infinity`, for a buffer without bound``), a missing
 /// callback or one that does not belong to the role, a callback defined twice or under `#[cfg]`, a
 /// callback of the
 /// wrong shape (no `&mut self`,
@@ -380,12 +382,14 @@ fn private_path(krate: &impl quote::ToTokens) -> proc_macro2::TokenStream {
 /// stage with neither `dispatcher = partition(n)` nor a `dispatcher` method (the option forgotten:
 /// `` `Split`'s `partition` is its partition function only with `dispatcher = partition(N)`, … ``),
 /// `dispatcher = broadcast` with events that
-/// are not `Clone` (reported under `broadcast`, naming the event type), an unknown restart value
+/// are not `Clone` (reported under `broadcast`, naming the event type; in a generic block, rustc's
+/// help asks for `T: Clone`), an unknown restart value
 /// (``unknown restart value `always`: `restart` is `permanent`, `transient` or `temporary` ``),
 /// `max_seconds = 0`, `redeliver` on a producer (it receives no events), `max_restarts`,
 /// `max_seconds` or `redeliver` on a stage that is never restarted (no `restart`, or `restart =
 /// temporary`), `redeliver` with events that are not `Clone` (reported under `redeliver`: `` `Job`
-/// cannot be redelivered: it does not implement `Clone` ``).
+/// cannot be redelivered: it does not implement `Clone` ``; in a generic block, rustc's help asks
+/// for `T: Clone`).
 ///
 /// A rejected impl block is still emitted as written, and the stage still implements its role and
 /// `Stage`, with a placeholder event type that `pipeline!` accepts anywhere: one mistake gives one
@@ -800,10 +804,11 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | adjacent stages disagree on the event type (fan-in included) | `` `Shout` cannot be wired after `Double`: it consumes `String` but `Double` emits `u64` `` |
 /// | a producer_consumer starts a chain | `` `Double` is a producer_consumer, so it cannot start the pipeline: nothing would feed it `` |
 /// | a producer_consumer ends every chain it is in (but one that waits for consumers) | `` `Double` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere `` |
-/// | not a stage | `` `NotAStage` is not a stage `` |
+/// | not a stage, or an adapter given the wrong value (`from_stream(0..3u64)`, `from_iter(5u64)`) | `` `NotAStage` is not a stage ``, `` `from_stream` takes a `Stream` of events, both `Send + 'static`, and `std::ops::Range<u64>` is not one ``, rustc's `` `u64` is not an iterator `` |
 /// | `[S; 0]`, `[S; N]` with `const N: usize = 0` | `a group of 0 instances starts no stage: the number of instances must be at least 1` |
 /// | `-[max_demand = 0]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1: a stage that asks for 0 events never gets any ``, `` `min_demand` must be less than `max_demand`, which is 10; got 10 `` |
 /// | `-[min_demand = 1000]-> Printer` where `Printer`'s `max_demand` is the default | `` `min_demand` must be less than `max_demand`, which is 1000 by default; got 1000 `` |
+/// | `-[max_demand = 4]-> Printer` where `Printer`'s `#[stage]` sets `min_demand = 5` | `` `max_demand` must be more than `min_demand`, which the consumer sets to 5; got 4 `` |
 /// | a variable used as a stage twice | `` `sink` is used as a stage a second time: a variable holds one stage, … name it, e.g. `sink = sink;` `` |
 /// | a `selector` on an edge from a stage that does not broadcast | `` `numbers` does not broadcast, so the edge to `Tap` cannot take a `selector` `` |
 /// | a `partition` on an edge from a stage that is not partitioned | `` `numbers` is not partitioned, so the edge to `Tap` cannot take a `partition` `` |
@@ -812,6 +817,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | a partitioned stage wired to a group of another literal size | `` `split` has 2 partitions, so the group after it has 2 instances, one per partition, not 3 `` |
 /// | a `partition` on an edge to a group, or with a `selector` | `` `partition` gives one partition of `split` to one consumer, but `Tap` is a group: … ``, `` an edge takes a `selector` (from a stage that broadcasts) or a `partition` (from a partitioned stage), not both: … `` |
 /// | an unknown or repeated edge option, an unknown cancel mode | `` unknown edge option `max_demnd`: the options of an edge are `max_demand`, `min_demand`, `cancel`, `partition` and `selector` `` |
+/// | an edge option's value of the wrong type | `` `max_demand` is a number of events (a `usize`), not this literal ``, `` expected a `Fn(&u64)` closure, found `bool` `` |
 /// | a cycle | `` this arrow closes a cycle: `first -> second -> first` `` |
 /// | the same pair wired twice | `` `printer` is already wired after `numbers` `` |
 /// | a name defined twice, or never wired (but a producer that waits for consumers) | `` the stage name `numbers` is already defined ``, `` the stage `letters` is never wired `` |
