@@ -74,5 +74,6 @@ async fn main() -> Result<(), PipelineError> {
         .await?;
     let slow = report.stage("Slow").map_or(0, |s| s.events_in);
     println!("done: the consumer handled {slow} events, never more than 10 outstanding");
+    println!("{report}");
     Ok(())
 }
