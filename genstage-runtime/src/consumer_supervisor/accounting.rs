@@ -15,9 +15,10 @@
 //!   is asked while it restarts (GenStage 1.3, issue 191).
 //!
 //! So `count + pending + demand the producer still owes = max_demand` at all times: at most
-//! `max_demand` children of one producer are alive at once, and at least `max_demand - min_demand
-//! + 1` slots are in use (children, or demand on its way) when `min_demand > 0`: `min_demand` is
-//! how many slots may idle before the supervisor asks, not a minimum of children (issue 190).
+//! `max_demand` children of one producer are alive at once, and at least
+//! `max_demand - min_demand + 1` slots are in use (children, or demand on its way) when
+//! `min_demand > 0`: `min_demand` is how many slots may idle before the supervisor asks, not a
+//! minimum of children (issue 190).
 //! `min_demand` 0 and 1 both ask after every child that ends.
 
 use std::collections::HashMap;
