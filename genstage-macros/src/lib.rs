@@ -544,6 +544,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// PIPELINE  := ( "crate" "=" PATH ";" )? STATEMENT ( ";" STATEMENT )* ";"?
 /// STATEMENT := NODE ( LINK NODE )*        a chain: each stage subscribes to the one before it
 ///            | NAME "=" STAGE             a definition, wired by the chains that mention NAME
+///                                         (a producer that waits for consumers may stand alone)
 /// NODE      := NAME "=" STAGE             a definition inside a chain
 ///            | NAME                       a stage defined in this pipeline, above or below
 ///            | STAGE                      a new, unnamed stage
@@ -559,7 +560,8 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// - **Chains.** `A -> B -> C`: `B` subscribes to `A`, `C` to `B`. A chain starts with a producer,
-///   ends with a consumer, and has producer_consumers in between.
+///   ends with a consumer (or a producer_consumer that waits for consumers: see the end of
+///   [Compile-time checks](#compile-time-checks)), and has producer_consumers in between.
 /// - **Groups.** `[expr; n]` starts `n` instances of one stage, evaluating `expr` once per instance
 ///   (no `Clone` needed; `[Collect::new(tx.clone()); 4]` gives each instance its own sender).
 ///   `A -> [C; 2]`: each instance of `C` subscribes to `A`. `[B; 2] -> C`: `C` subscribes to each
