@@ -58,11 +58,12 @@
 //!
 //! # Streams in and out
 //!
-//! [`from_stream`] makes a producer of any `Stream` (a channel's receiver, a socket's messages): it
-//! pulls items only as its consumers ask, and ends when the stream does. [`to_stream`] makes a
-//! consumer and the `Stream` of what it receives, for the calling code to read at its own pace
-//! (GenStage's `stream/2`): the consumer asks for more only as the stream is read, and dropping the
-//! stream stops the pipeline, without an error. Run the pipeline in its own task while reading.
+//! [`from_stream`] makes a producer of any `Stream` (a channel's receiver, a socket's messages)
+//! that is `Send + 'static`, as are its items ([`StreamSource`]): it pulls items only as its
+//! consumers ask, and ends when the stream does. [`to_stream`] makes a consumer and the `Stream` of
+//! what it receives, for the calling code to read at its own pace (GenStage's `stream/2`): the
+//! consumer asks for more only as the stream is read, and dropping the stream stops the pipeline,
+//! without an error. Run the pipeline in its own task while reading.
 //!
 //! ```
 //! use futures::StreamExt;
