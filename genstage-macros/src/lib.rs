@@ -808,7 +808,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | a producer_consumer ends every chain it is in (but one that waits for consumers) | `` `Double` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere `` |
 /// | not a stage, or an adapter given the wrong value (`from_stream(0..3u64)`, `from_iter(5u64)`) | `` `NotAStage` is not a stage ``, `` `from_stream` takes a `Stream` of events, both `Send + 'static`, and `std::ops::Range<u64>` is not one ``, rustc's `` `u64` is not an iterator `` |
 /// | `[S; 0]`, `[S; N]` with `const N: usize = 0` | `a group of 0 instances starts no stage: the number of instances must be at least 1` |
-/// | `-[max_demand = 0]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1: a stage that asks for 0 events never gets any ``, `` `min_demand` must be less than `max_demand`, which is 10; got 10 `` |
+/// | `-[max_demand = 0]->`, `-[max_demand = 2_000_000_000]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1: a stage that asks for 0 events never gets any ``, `` `max_demand` must be at most 1073741824 (2^30), … ``, `` `min_demand` must be less than `max_demand`, which is 10; got 10 `` |
 /// | `-[min_demand = 1000]-> Printer` where `Printer`'s `max_demand` is the default | `` `min_demand` must be less than `max_demand`, which is 1000 by default; got 1000 `` |
 /// | `-[max_demand = 4]-> Printer` where `Printer`'s `#[stage]` sets `min_demand = 5` | `` `max_demand` must be more than `min_demand`, which the consumer sets to 5; got 4 `` |
 /// | a variable used as a stage twice | `` `sink` is used as a stage a second time: a variable holds one stage, … name it, e.g. `sink = sink;` `` |
