@@ -885,6 +885,10 @@ impl Pipeline {
     }
 
     /// Subscribes `consumer` to `producer` with the consumer's default options.
+    ///
+    /// A subscription that does not fit is reported by [`Pipeline::run`], as for
+    /// [`subscribe_with`](Self::subscribe_with): calling this twice for the same pair, when
+    /// `producer` broadcasts, makes `run` return [`PipelineError::InvalidDispatch`].
     pub fn subscribe<T: Send + 'static>(
         &mut self,
         producer: &impl Source<T>,
