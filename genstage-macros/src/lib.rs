@@ -806,7 +806,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | adjacent stages disagree on the event type (fan-in included) | `` `Shout` cannot be wired after `Double`: it consumes `String` but `Double` emits `u64` `` |
 /// | a producer_consumer starts a chain | `` `Double` is a producer_consumer, so it cannot start the pipeline: nothing would feed it `` |
 /// | a producer_consumer ends every chain it is in (but one that waits for consumers) | `` `Double` is a producer_consumer, so it cannot end the pipeline: its events would go nowhere `` |
-/// | not a stage, or an adapter given the wrong value (`from_stream(0..3u64)`, `from_iter(5u64)`) | `` `NotAStage` is not a stage ``, `` `from_stream` takes a `Stream` of events, both `Send + 'static`, and `std::ops::Range<u64>` is not one ``, rustc's `` `u64` is not an iterator `` |
+/// | not a stage, an adapter given the wrong value (`from_stream(0..3u64)`, `from_iter(5u64)`), a generic stage whose type arguments miss its bounds | `` `NotAStage` is not a stage ``, `` `from_stream` takes a `Stream` of events, both `Send + 'static`, and `std::ops::Range<u64>` is not one ``, rustc's `` `u64` is not an iterator `` or `` `Point` doesn't implement `std::fmt::Display` `` |
 /// | `[S; 0]`, `[S; N]` with `const N: usize = 0` | `a group of 0 instances starts no stage: the number of instances must be at least 1` |
 /// | `-[max_demand = 0]->`, `-[max_demand = 2_000_000_000]->`, `-[max_demand = 10, min_demand = 10]->` | `` `max_demand` must be at least 1: a stage that asks for 0 events never gets any ``, `` `max_demand` must be at most 1073741824 (2^30), … ``, `` `min_demand` must be less than `max_demand`, which is 10; got 10 `` |
 /// | `-[min_demand = 1000]-> Printer` where `Printer`'s `max_demand` is the default | `` `min_demand` must be less than `max_demand`, which is 1000 by default; got 1000 `` |
@@ -820,6 +820,7 @@ pub fn stage(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | a `partition` on an edge to a group, or with a `selector` | `` `partition` gives one partition of `split` to one consumer, but `Tap` is a group: … ``, `` an edge takes a `selector` (from a stage that broadcasts) or a `partition` (from a partitioned stage), not both: … `` |
 /// | an unknown or repeated edge option, an unknown cancel mode | `` unknown edge option `max_demnd`: the options of an edge are `max_demand`, `min_demand`, `cancel`, `partition` and `selector` `` |
 /// | an edge option's value of the wrong type | `` `max_demand` is a number of events (a `usize`), not this literal ``, `` expected a `Fn(&u64)` closure, found `bool` `` |
+/// | stages listed in parentheses as a fan-out, `a -> (b; c)` | `` a list of stages is not a stage: to feed several stages from one, name it and write a chain to each, e.g. `src = Source; src -> a; src -> b` `` |
 /// | a cycle | `` this arrow closes a cycle: `first -> second -> first` `` |
 /// | the same pair wired twice | `` `printer` is already wired after `numbers` `` |
 /// | a name defined twice, or never wired (but a producer that waits for consumers) | `` the stage name `numbers` is already defined ``, `` the stage `letters` is never wired `` |
