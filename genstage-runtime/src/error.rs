@@ -173,8 +173,8 @@ pub enum PipelineError {
         group: String,
     },
     /// The subscriptions to a stage do not fit its dispatcher: a partition missing, out of range,
-    /// taken twice or left without a consumer, a selector on a stage that does not broadcast, or a
-    /// consumer subscribed twice to a stage that does.
+    /// taken twice or left without a consumer, a selector on a stage whose dispatcher takes none,
+    /// or a consumer subscribed twice to a stage that broadcasts.
     InvalidDispatch {
         /// The producer side: the stage whose dispatcher it is.
         stage: String,

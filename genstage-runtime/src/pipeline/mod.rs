@@ -918,8 +918,9 @@ impl Pipeline {
     /// ([`Dispatch::broadcast`]), for only the events `selector` accepts: the others are not sent to
     /// it and do not use up its demand (GenStage's `:selector`).
     ///
-    /// A selector on a subscription to a stage that does not broadcast is reported by
-    /// [`Pipeline::run`] ([`PipelineError::InvalidDispatch`]), as is a second subscription of
+    /// A selector on a subscription to a stage whose dispatcher takes none (of the built-in ones,
+    /// only a broadcast's does) is reported by [`Pipeline::run`]
+    /// ([`PipelineError::InvalidDispatch`]), as is a second subscription of
     /// `consumer` to `producer`: one selector accepts what two would.
     pub fn subscribe_selected<T: Send + 'static>(
         &mut self,

@@ -630,7 +630,7 @@ impl PipelineHandle {
     /// # Errors
     ///
     /// As [`subscribe_with`](Self::subscribe_with), and [`PipelineError::InvalidDispatch`] when
-    /// `producer` does not broadcast.
+    /// `producer`'s dispatcher takes no selector (of the built-in ones, only a broadcast's does).
     ///
     /// # Cancel safety
     ///
