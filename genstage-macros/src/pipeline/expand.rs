@@ -574,7 +574,8 @@ fn node_check(
 ///
 /// The `const` item reads the limits from the type of the consumer's expression, so this is done
 /// only when the consumer is one identifier in upper camel case (a unit struct `Printer`, an enum's
-/// unit variant brought into scope, a constant), a value with no type parameters to infer. Struct
+/// unit variant brought into scope, a constant so named), a value with no type parameters to
+/// infer; a constant in upper case (`PRINTER`) is checked by `run()`. Struct
 /// literals (whose type may be generic, its parameters inferred), constructor calls, paths
 /// (`stages::Printer`, which may be an enum variant), local variables and the other forms are
 /// checked by `run()` instead.
