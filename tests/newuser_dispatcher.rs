@@ -288,10 +288,30 @@ async fn round_robin_in_a_pipeline_hands_each_batch_to_the_next_consumer() {
     }
 }
 
-/// `count` numbers, as fast as they are asked for, then the end.
+/// `count` numbers, as fast as they are asked for, then the end: by a [`RoundRobin`], or to every
+/// consumer through a [`Mirror`].
 struct Numbers {
     next: u64,
     count: u64,
+    mirror: bool,
+}
+
+impl Numbers {
+    fn round_robin(count: u64) -> Self {
+        Numbers {
+            next: 0,
+            count,
+            mirror: false,
+        }
+    }
+
+    fn mirrored(count: u64) -> Self {
+        Numbers {
+            next: 0,
+            count,
+            mirror: true,
+        }
+    }
 }
 
 #[stage(producer)]
@@ -308,7 +328,11 @@ impl Numbers {
     }
 
     fn dispatcher(&self) -> Dispatch<Self, u64> {
-        Dispatch::custom(RoundRobin::default())
+        if self.mirror {
+            Dispatch::custom(Mirror::default())
+        } else {
+            Dispatch::custom(RoundRobin::default())
+        }
     }
 }
 
@@ -328,10 +352,7 @@ impl Tally {
 async fn round_robin_under_back_pressure_loses_nothing() {
     let got: Vec<Arc<Mutex<Vec<u64>>>> = (0..3).map(|_| Arc::default()).collect();
     let mut pipeline = Pipeline::new();
-    let numbers = pipeline.add_producer(Numbers {
-        next: 0,
-        count: 5_000,
-    });
+    let numbers = pipeline.add_producer(Numbers::round_robin(5_000));
     let tallies = pipeline.add_consumers(3, |i| Tally {
         got: got[i].clone(),
     });
@@ -1301,38 +1322,11 @@ impl Dispatcher<u64> for Mirror {
     }
 }
 
-/// `0..count` through a [`Mirror`].
-struct Mirrored {
-    next: u64,
-    count: u64,
-}
-
-#[stage(producer)]
-impl Mirrored {
-    fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
-        let stop = self.count.min(self.next + demand as u64);
-        let events = (self.next..stop).collect();
-        self.next = stop;
-        if stop == self.count {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        }
-    }
-
-    fn dispatcher(&self) -> Dispatch<Self, u64> {
-        Dispatch::custom(Mirror::default())
-    }
-}
-
 #[tokio::test]
 async fn a_broadcast_of_ones_own_copies_every_event_and_refuses_a_second_subscription() {
     let got: Vec<Arc<Mutex<Vec<u64>>>> = (0..2).map(|_| Arc::default()).collect();
     let mut pipeline = Pipeline::new();
-    let mirrored = pipeline.add_producer(Mirrored {
-        next: 0,
-        count: 1_000,
-    });
+    let mirrored = pipeline.add_producer_named("Mirrored", Numbers::mirrored(1_000));
     let tallies = pipeline.add_consumers(2, |i| Tally {
         got: got[i].clone(),
     });
@@ -1355,7 +1349,7 @@ async fn a_broadcast_of_ones_own_copies_every_event_and_refuses_a_second_subscri
 
     // `broadcasts()` says every subscription gets every event: a second one is refused.
     let mut pipeline = Pipeline::new();
-    let mirrored = pipeline.add_producer(Mirrored { next: 0, count: 10 });
+    let mirrored = pipeline.add_producer_named("Mirrored", Numbers::mirrored(10));
     let tally = pipeline.add_consumer(Tally {
         got: Arc::default(),
     });
@@ -1378,7 +1372,7 @@ async fn a_broadcast_of_ones_own_copies_every_event_and_refuses_a_second_subscri
 #[tokio::test]
 async fn a_selector_on_a_broadcast_that_does_not_select_is_refused() {
     let mut pipeline = Pipeline::new();
-    let mirrored = pipeline.add_producer(Mirrored { next: 0, count: 10 });
+    let mirrored = pipeline.add_producer_named("Mirrored", Numbers::mirrored(10));
     let tally = pipeline.add_consumer(Tally {
         got: Arc::default(),
     });
