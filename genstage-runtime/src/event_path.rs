@@ -293,11 +293,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         // back, to be buffered as a dispatch's leftover is.
         let leftover = self.dispatch(Vec::new(), route, None);
         if !leftover.is_empty() {
-            let stored = self.buffer.store(leftover);
-            self.discarded += stored.discarded as u64;
-            for info in stored.released {
-                self.release(info);
-            }
+            self.keep(leftover);
         }
     }
 
@@ -657,13 +653,20 @@ impl<T: Send + 'static, I> EventPath<T, I> {
     /// Buffers `events`, then serves what demand there is from the buffer; returns how many the
     /// buffer dropped.
     fn store(&mut self, events: Vec<T>, route: Route<'_, T>) -> usize {
+        let discarded = self.keep(events);
+        self.drain_buffer(route);
+        discarded
+    }
+
+    /// Puts `events` in the buffer, behind what it holds, and serves nothing; returns how many
+    /// its overflow discarded.
+    fn keep(&mut self, events: Vec<T>) -> usize {
         let stored = self.buffer.store(events);
         self.discarded += stored.discarded as u64;
         // Infos whose events were all dropped on overflow are released now (GenStage §1.6).
         for info in stored.released {
             self.release(info);
         }
-        self.drain_buffer(route);
         stored.discarded
     }
 
@@ -693,11 +696,7 @@ impl<T: Send + 'static, I> EventPath<T, I> {
                 self.release(info);
             }
             if !leftover.is_empty() {
-                let stored = self.buffer.store(leftover);
-                self.discarded += stored.discarded as u64;
-                for info in stored.released {
-                    self.release(info);
-                }
+                self.keep(leftover);
                 return;
             }
         }
