@@ -70,6 +70,23 @@ async fn heard_n(log: &Log, n: usize) -> Vec<String> {
     heard(log)
 }
 
+/// Adds the user `name` to the running room; returns it, and what it will hear.
+async fn user(
+    running: &PipelineHandle,
+    name: &str,
+) -> Result<(ConsumerRef<User>, Log), PipelineError> {
+    let heard = Log::default();
+    let user = running
+        .add_consumer_named(
+            name,
+            User {
+                heard: heard.clone(),
+            },
+        )
+        .await?;
+    Ok((user, heard))
+}
+
 /// Why a stage discarded events, read with the prelude's names only.
 fn discards(stage: &StageReport) -> Vec<(u64, DiscardReason)> {
     stage.discards.iter().map(|d| (d.count, d.reason)).collect()
@@ -93,15 +110,7 @@ async fn users_join_and_leave_a_running_room() -> Result<(), Box<dyn std::error:
     assert_eq!(room.estimate_buffered_count().await?, 2);
 
     // Alice joins, and hears what was said before.
-    let alice_log = Log::default();
-    let alice = running
-        .add_consumer_named(
-            "alice",
-            User {
-                heard: alice_log.clone(),
-            },
-        )
-        .await?;
+    let (alice, alice_log) = user(&running, "alice").await?;
     let alice_in = running.subscribe(&room, &alice).await?;
     assert_eq!(
         heard_n(&alice_log, 2).await,
@@ -109,15 +118,7 @@ async fn users_join_and_leave_a_running_room() -> Result<(), Box<dyn std::error:
     );
 
     // Bob joins, hearing only what mentions him.
-    let bob_log = Log::default();
-    let bob = running
-        .add_consumer_named(
-            "bob",
-            User {
-                heard: bob_log.clone(),
-            },
-        )
-        .await?;
+    let (bob, bob_log) = user(&running, "bob").await?;
     let bob_in = running
         .subscribe_selected(&room, &bob, SubscribeOptions::new(), |l: &Line| {
             l.text.contains("bob")
@@ -152,15 +153,7 @@ async fn users_join_and_leave_a_running_room() -> Result<(), Box<dyn std::error:
     assert_eq!(room.estimate_buffered_count().await?, 2);
 
     // Dave joins and hears what was said while the room was empty, in order.
-    let dave_log = Log::default();
-    let dave = running
-        .add_consumer_named(
-            "dave",
-            User {
-                heard: dave_log.clone(),
-            },
-        )
-        .await?;
+    let (dave, dave_log) = user(&running, "dave").await?;
     running.subscribe(&room, &dave).await?;
     room.call(line("dave", "sorry, I'm late")).await?;
 
@@ -222,10 +215,7 @@ async fn the_room_declared_alone_with_pipeline() -> Result<(), Box<dyn std::erro
     let room = chat.room.clone();
     let running = chat.start();
     room.call(line("sys", "welcome")).await?;
-    let log = Log::default();
-    let alice = running
-        .add_consumer_named("alice", User { heard: log.clone() })
-        .await?;
+    let (alice, log) = user(&running, "alice").await?;
     running.subscribe(&room, &alice).await?;
     room.call(line("bob", "hi")).await?;
     assert_eq!(heard_n(&log, 2).await, ["sys: welcome", "bob: hi"]);
@@ -255,10 +245,7 @@ async fn a_relay_that_waits_may_end_a_chain() -> Result<(), Box<dyn std::error::
     let running = chat.start();
     // Said before anyone listens: the relay holds it for the first listener.
     room.call(line("sys", "welcome")).await?;
-    let log = Log::default();
-    let alice = running
-        .add_consumer_named("alice", User { heard: log.clone() })
-        .await?;
+    let (alice, log) = user(&running, "alice").await?;
     running.subscribe(&relay, &alice).await?;
     room.call(line("bob", "hi")).await?;
     assert_eq!(heard_n(&log, 2).await, ["sys: welcome", "bob: hi"]);
