@@ -17,6 +17,26 @@ use tokio::sync::watch;
 /// Long enough for any of these pipelines; only a hang reaches it.
 const HANG: Duration = Duration::from_secs(20);
 
+/// Shuts the pipeline down, failing the test on a hang or an error, and gives its report.
+async fn shut_down(running: PipelineHandle) -> Report {
+    tokio::time::timeout(HANG, running.shutdown())
+        .await
+        .expect("no hang")
+        .expect("a clean run")
+}
+
+/// Waits, failing the test on a hang, until the dispatcher's probe shows what `until` accepts;
+/// gives what it shows then.
+async fn shows(
+    holding: &mut watch::Receiver<Holding>,
+    until: impl FnMut(&Holding) -> bool,
+) -> Holding {
+    *tokio::time::timeout(HANG, holding.wait_for(until))
+        .await
+        .expect("no hang")
+        .expect("the probe lives")
+}
+
 /// Refuses the options neither dispatcher here uses, as the `DispatchOptions` docs ask.
 fn plain<T>(name: &str, options: &DispatchOptions<T>) -> Result<(), DispatchError> {
     if options.partition.is_some() || options.selector.is_some() {
@@ -250,10 +270,7 @@ async fn round_robin_in_a_pipeline_hands_each_batch_to_the_next_consumer() {
     for _ in 0..30 {
         feeder.call(Feed(3)).await.expect("the feeder runs");
     }
-    let report = tokio::time::timeout(HANG, running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("a clean run");
+    let report = shut_down(running).await;
 
     let mut all: Vec<u64> = Vec::new();
     let mut firsts = BTreeSet::new();
@@ -857,10 +874,7 @@ async fn sticky_with_two_held(
         .flat_map(|seq| (0..6).map(move |key| (key, seq)))
         .collect();
     feeder.call(FeedKeys(first)).await.expect("fed");
-    let now = *tokio::time::timeout(HANG, holding.wait_for(|h| h.held == 2))
-        .await
-        .expect("no hang")
-        .expect("the probe lives");
+    let now = shows(&mut holding, |h| h.held == 2).await;
     assert_eq!(
         now,
         Holding {
@@ -890,10 +904,7 @@ async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves()
     // and the stage's dispatch of no events after the cancel sends them to the recorders, which
     // have demand.
     running.cancel(lazy).await.expect("cancelled");
-    let now = *tokio::time::timeout(HANG, holding.wait_for(|h| h.consumers == 2))
-        .await
-        .expect("no hang")
-        .expect("the probe lives");
+    let now = shows(&mut holding, |h| h.consumers == 2).await;
     assert_eq!(
         now,
         Holding {
@@ -907,10 +918,7 @@ async fn sticky_key_moves_held_events_to_the_keys_new_consumer_when_one_leaves()
         .call(FeedKeys(vec![(99, 0), (2, 2)]))
         .await
         .expect("fed");
-    let report = tokio::time::timeout(HANG, running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("a clean run");
+    let report = shut_down(running).await;
 
     let by = by_consumer(&handled);
     assert_eq!(by["Lazy"], vec![(2, 0), (5, 0)]);
@@ -949,10 +957,7 @@ async fn sticky_key_strands_the_leavers_held_events_for_the_next_subscriber() {
     let (running, feeder, lazy, mut holding) =
         sticky_with_two_held(&handled, OnCancel::Strand).await;
     running.cancel(lazy).await.expect("cancelled");
-    let now = *tokio::time::timeout(HANG, holding.wait_for(|h| h.consumers == 2))
-        .await
-        .expect("no hang")
-        .expect("the probe lives");
+    let now = shows(&mut holding, |h| h.consumers == 2).await;
     assert_eq!(
         now,
         Holding {
@@ -974,15 +979,9 @@ async fn sticky_key_strands_the_leavers_held_events_for_the_next_subscriber() {
         .await
         .expect("added");
     running.subscribe(&feeder, &late).await.expect("subscribed");
-    let now = *tokio::time::timeout(HANG, holding.wait_for(|h| h.consumers == 3 && h.held == 0))
-        .await
-        .expect("no hang")
-        .expect("the probe lives");
+    let now = shows(&mut holding, |h| h.consumers == 3 && h.held == 0).await;
     assert_eq!(now.stranded, 0);
-    let report = tokio::time::timeout(HANG, running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("a clean run");
+    let report = shut_down(running).await;
     assert_eq!(by_consumer(&handled)["Late"], vec![(2, 1), (5, 1)]);
     let feeder = report.stage("KeyFeeder").unwrap();
     assert_eq!(
@@ -998,15 +997,9 @@ async fn sticky_key_loses_what_is_stranded_when_the_producer_stops() {
     let (running, _feeder, lazy, mut holding) =
         sticky_with_two_held(&handled, OnCancel::Strand).await;
     running.cancel(lazy).await.expect("cancelled");
-    tokio::time::timeout(HANG, holding.wait_for(|h| h.stranded == 2))
-        .await
-        .expect("no hang")
-        .expect("the probe lives");
+    shows(&mut holding, |h| h.stranded == 2).await;
     // Nobody takes keys 2 and 5 again: a graceful shutdown loses the two events, and says so.
-    let report = tokio::time::timeout(HANG, running.shutdown())
-        .await
-        .expect("no hang")
-        .expect("a clean run");
+    let report = shut_down(running).await;
     let feeder = report.stage("KeyFeeder").unwrap();
     assert_eq!(
         (feeder.emitted, feeder.events_out, feeder.lost),
@@ -1038,14 +1031,9 @@ async fn sticky_key_moved_held_events_reach_their_consumer_without_a_further_dis
     let (running, _feeder, lazy, mut holding) =
         sticky_with_two_held(&handled, OnCancel::Move).await;
     running.cancel(lazy).await.expect("cancelled");
-    tokio::time::timeout(HANG, holding.wait_for(|h| h.consumers == 2))
-        .await
-        .expect("no hang")
-        .expect("the probe lives");
-    let report = tokio::time::timeout(HANG, running.shutdown())
-        .await
-        .expect("the shutdown hangs: the held events are never sent")
-        .expect("a clean run");
+    shows(&mut holding, |h| h.consumers == 2).await;
+    // Before the fix, it hung here: the held events were never sent.
+    let report = shut_down(running).await;
     assert_eq!(report.totals().lost, 0);
     assert!(report.balanced(), "{report}");
 }
