@@ -138,9 +138,7 @@ fn genstage(rt: &Runtime, n: u64, partitioned: bool, demand: Demand) -> (Duratio
             partitioned,
         });
         for partition in 0..2 {
-            let sum = pipeline.add_consumer(Sum {
-                total: total.clone(),
-            });
+            let sum = pipeline.add_consumer(Sum::new(&total));
             let (max_demand, min_demand) = demand;
             let options = SubscribeOptions::new()
                 .max_demand(max_demand)

@@ -168,9 +168,7 @@ fn seed_genstage(rt: &Runtime, n: u64) -> (Duration, u64) {
         let mut pipeline = Pipeline::new();
         let counter = pipeline.add_producer(Counter { next: 0, end: n });
         let evens = pipeline.add_producer_consumer(Evens);
-        let sum = pipeline.add_consumer(Sum {
-            total: total.clone(),
-        });
+        let sum = pipeline.add_consumer(Sum::new(&total));
         pipeline.subscribe(&counter, &evens);
         pipeline.subscribe(&evens, &sum);
         let report = pipeline.run().await.expect("the seed pipeline runs");
