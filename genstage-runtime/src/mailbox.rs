@@ -45,6 +45,13 @@
 //! producer's worker, where a producer that wakes two tasks at once has tokio move one of them to
 //! another worker, with a futex wake-up and the events' cache lines (see `run/outputs.rs`).
 //!
+//! A producer whose partition function splits each batch among its consumers chains them the same
+//! way, and offers them its own wake-up as well ([`OwnWake`]): when one takes it, the producer waits
+//! for it rather than take its next ask at once, so that the consumers read their parts on the core
+//! where the producer wrote them, and the producer writes its next batch into memory they freed
+//! there. Otherwise a producer with asks queued runs on by itself on one worker and its consumers on
+//! the other, and every batch crosses between the cores, twice.
+//!
 //! A hand-off holds the owed task back for the consumer's whole turn, in tokio's unstealable slot:
 //! a producer that could run alongside a busy consumer would wait for it. So only a consumer whose
 //! last timed busy spell (from being woken to waiting again) lasted at most [`QUICK_SPELL`] takes a
@@ -236,6 +243,41 @@ impl<M> State<M> {
 #[derive(Default)]
 pub(crate) struct DeferredWake(Option<Waker>);
 
+/// A task's own wake-up, offered to the receivers it sends to as a hand-off: a task that sees it
+/// taken waits for it ([`Receiver::await_hand_off`]) instead of running on, and runs next after
+/// the receiver that gives it, on that receiver's worker (see the module docs).
+pub(crate) struct OwnWake(Waker);
+
+impl OwnWake {
+    /// The current task's wake-up.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it completes at its first poll.
+    pub(crate) async fn current() -> Self {
+        std::future::poll_fn(|cx| Poll::Ready(OwnWake(cx.waker().clone()))).await
+    }
+
+    /// The wake-up, to hand off with [`Sender::send_handing_off`] or
+    /// [`Sender::send_deferring`].
+    pub(crate) fn offer(&self) -> DeferredWake {
+        DeferredWake(Some(self.0.clone()))
+    }
+
+    /// Whether a receiver took the offered wake-up, given what is left of the hand-off: if it is
+    /// still this task's own, nobody took it, and it is withdrawn without waking the task. What
+    /// else is left (the wake-up of the last receiver deferred) stays, for the caller to give.
+    pub(crate) fn taken(&self, left: &mut DeferredWake) -> bool {
+        match &left.0 {
+            Some(waker) if waker.will_wake(&self.0) => {
+                left.0 = None;
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
 impl Drop for DeferredWake {
     #[inline]
     fn drop(&mut self) {
@@ -284,6 +326,9 @@ pub(crate) struct Receiver<M> {
     parked: bool,
     /// Messages taken since the task's budget was last spent, below [`MESSAGES_PER_BUDGET_UNIT`].
     unbudgeted: u32,
+    /// A receiver took the task's own wake-up ([`OwnWake`]): the next
+    /// [`consume_budget`](Self::consume_budget) waits for it.
+    awaits_hand_off: bool,
 }
 
 /// Why [`Sender::send_from_outside`] gave its message back.
@@ -330,6 +375,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             quick: false,
             parked: true,
             unbudgeted: 0,
+            awaits_hand_off: false,
         },
     )
 }
@@ -581,6 +627,17 @@ impl<M> Receiver<M> {
         false
     }
 
+    /// Makes the next [`consume_budget`](Self::consume_budget) return `Pending` once without
+    /// waking the task, for a task whose own wake-up a receiver took ([`OwnWake::taken`]): that
+    /// receiver wakes it, at its next look at its mailbox or as it closes. A wake-up that came
+    /// meanwhile (a receiver that refused the hand-off gives it at once) costs one more poll,
+    /// nothing else. (It waits there, at an await its loop has anyway, rather than at one of its
+    /// own: an await more in a stage's loop cost the ping-pong benchmark 3%.)
+    #[inline]
+    pub(crate) fn await_hand_off(&mut self) {
+        self.awaits_hand_off = true;
+    }
+
     /// Spends the task's cooperative budget (tokio's `task::coop`) on the message the caller is about
     /// to take with [`try_recv`](Self::try_recv): one unit per [`MESSAGES_PER_BUDGET_UNIT`]
     /// messages. Once the budget is spent, first yields to the runtime, which runs the worker's other
@@ -595,6 +652,9 @@ impl<M> Receiver<M> {
     #[inline]
     pub(crate) fn consume_budget(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
+            if std::mem::take(&mut self.awaits_hand_off) {
+                return Poll::Pending;
+            }
             if self.spend_share() {
                 return Poll::Ready(());
             }
@@ -918,6 +978,110 @@ mod tests {
             .unwrap();
         drop(scene.consumer_rx);
         assert_eq!(*scene.log.lock().unwrap(), ["consumer", "producer"]);
+    }
+
+    /// Two consumers waiting, quick or not, and a producer's own wake-up, as a partitioned
+    /// producer holds them when it emits; the log records wake-ups.
+    struct OwnWakeScene {
+        first: (Sender<&'static str>, Receiver<&'static str>, Waker),
+        second: (Sender<&'static str>, Receiver<&'static str>, Waker),
+        own: OwnWake,
+        log: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    fn own_wake_scene(quick: bool) -> OwnWakeScene {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let waker = |name| {
+            Waker::from(Arc::new(LoggingWaker {
+                name,
+                log: log.clone(),
+            }))
+        };
+        let consumer = |name| {
+            let (tx, mut rx) = mailbox();
+            let waker = waker(name);
+            rx.quick = quick;
+            assert_eq!(poll_once(rx.ready(true), &waker), Poll::Pending);
+            (tx, rx, waker)
+        };
+        let (first, second) = (consumer("first"), consumer("second"));
+        let own = poll_once(OwnWake::current(), &waker("producer"));
+        let Poll::Ready(own) = own else {
+            panic!("the current task's wake-up is taken at once");
+        };
+        OwnWakeScene {
+            first,
+            second,
+            own,
+            log,
+        }
+    }
+
+    /// Whether `receiver`, running, finds a message at once, as a stage's loop does.
+    fn runs<M>(receiver: &mut Receiver<M>, waker: &Waker) -> bool {
+        poll_once(receiver.ready(true), waker).is_ready()
+    }
+
+    #[test]
+    fn an_own_wake_up_goes_down_a_chain_of_quick_receivers_and_wakes_its_task_after_them() {
+        let mut scene = own_wake_scene(true);
+        let mut hand_off = scene.own.offer();
+        scene.first.0.send_deferring("a", &mut hand_off).unwrap();
+        scene.second.0.send_handing_off("b", &mut hand_off).unwrap();
+        assert!(scene.own.taken(&mut hand_off));
+        drop(hand_off);
+        assert_eq!(*scene.log.lock().unwrap(), ["second"], "one task woken");
+        assert!(runs(&mut scene.second.1, &scene.second.2));
+        assert_eq!(*scene.log.lock().unwrap(), ["second", "first"]);
+        assert!(runs(&mut scene.first.1, &scene.first.2));
+        assert_eq!(*scene.log.lock().unwrap(), ["second", "first", "producer"]);
+    }
+
+    #[test]
+    fn an_own_wake_up_that_nobody_takes_is_withdrawn_without_waking_its_task() {
+        let scene = own_wake_scene(true);
+        // Both consumers are awake already: neither is owed a wake-up, so neither takes one.
+        scene.first.0.send("woken").unwrap();
+        scene.second.0.send("woken").unwrap();
+        let mut hand_off = scene.own.offer();
+        scene.first.0.send_deferring("a", &mut hand_off).unwrap();
+        scene.second.0.send_handing_off("b", &mut hand_off).unwrap();
+        assert!(!scene.own.taken(&mut hand_off));
+        drop(hand_off);
+        assert_eq!(*scene.log.lock().unwrap(), ["first", "second"]);
+    }
+
+    #[test]
+    fn an_own_wake_up_refused_by_a_busy_receiver_wakes_its_task_at_once() {
+        let scene = own_wake_scene(false);
+        let mut hand_off = scene.own.offer();
+        scene.first.0.send_handing_off("a", &mut hand_off).unwrap();
+        assert!(
+            scene.own.taken(&mut hand_off),
+            "given: the task waits one poll"
+        );
+        assert_eq!(*scene.log.lock().unwrap(), ["producer", "first"]);
+    }
+
+    #[test]
+    fn a_task_that_awaits_a_hand_off_waits_once_at_its_next_budget_and_wakes_nobody() {
+        let (_tx, mut rx) = mailbox::<u32>();
+        let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        rx.await_hand_off();
+        {
+            let mut cx = Context::from_waker(&waker);
+            let mut budget = std::pin::pin!(rx.consume_budget());
+            assert_eq!(budget.as_mut().poll(&mut cx), Poll::Pending);
+            assert_eq!(budget.as_mut().poll(&mut cx), Poll::Ready(()));
+        }
+        assert!(!rx.awaits_hand_off);
+        assert_eq!(
+            poll_once(rx.consume_budget(), &waker),
+            Poll::Ready(()),
+            "it waits once"
+        );
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0, "it wakes nobody");
     }
 
     #[test]

@@ -131,6 +131,48 @@ fn a_chain_of_deferred_wake_ups_wakes_every_receiver() {
     }
 }
 
+/// A partitioned producer sends to two consumers, chained, offering its own wake-up with them, and
+/// waits for it if one took it, while both consumers park or find their batches first. Quick or
+/// not, both consumers receive their batch and the producer runs on: a wake-up it waits for is
+/// always given (a producer never woken shows as a deadlock).
+#[test]
+fn a_producer_that_hands_off_its_own_wake_up_is_woken() {
+    for quick in [true, false] {
+        loom::model(move || {
+            let (first_tx, mut first_rx) = mailbox::<u32>();
+            let (second_tx, mut second_rx) = mailbox::<u32>();
+            first_rx.quick = quick;
+            second_rx.quick = true;
+            let producer = thread::spawn(move || {
+                let (_producer_tx, mut producer_rx) = mailbox::<u32>();
+                block_on(async move {
+                    let own = OwnWake::current().await;
+                    let mut hand_off = own.offer();
+                    first_tx.send_deferring(1, &mut hand_off).unwrap();
+                    second_tx.send_handing_off(2, &mut hand_off).unwrap();
+                    let taken = own.taken(&mut hand_off);
+                    drop(hand_off);
+                    // As the producer's loop waits: at its next budget.
+                    if taken {
+                        producer_rx.await_hand_off();
+                    }
+                    producer_rx.consume_budget().await;
+                    (first_tx, second_tx)
+                })
+            });
+            let first = thread::spawn(move || {
+                let received = block_on(recv(&mut first_rx, true));
+                assert_idle(&first_rx);
+                received
+            });
+            assert_eq!(block_on(recv(&mut second_rx, true)), Some(2));
+            assert_idle(&second_rx);
+            assert_eq!(first.join().unwrap(), Some(1));
+            let _senders = producer.join().unwrap();
+        });
+    }
+}
+
 /// As [`a_chain_of_deferred_wake_ups_wakes_every_receiver`], with what may become of the second
 /// consumer, the one left the first's wake-up: it is not quick (it is woken after the first's
 /// wake-up is given), or it parks and is then dropped (gone: the send fails, or the wake-up left

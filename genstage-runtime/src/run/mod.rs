@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::dispatcher::{Dispatch, PartitionFns, SubscriptionId};
 use crate::error::{StageError, StreamDropped};
 use crate::event_path::Route;
-use crate::mailbox::{Receiver, TryRecvError};
+use crate::mailbox::{OwnWake, Receiver, TryRecvError};
 use crate::messages::{
     count_letter, events_of, CancelPort, Context, HeldReplies, Letter, Opened, OwnPort, PostLetter,
 };
@@ -558,6 +558,13 @@ async fn produce<P: Producer>(
 ) -> Exit {
     stage.init(&mut env.context(None));
     let mut retry = Retry::default();
+    // A producer whose partition function routes what it emits offers its consumers its own
+    // wake-up (see `crate::mailbox`): its task's, the same for the task's whole run.
+    let own = if outputs.routed() {
+        Some(OwnWake::current().await)
+    } else {
+        None
+    };
     // The pipeline wires its subscriptions before its stages start: the producer takes them all in,
     // with their first asks, before it first emits, so that no consumer gets the first events
     // only for having subscribed first (a broadcast starts with every consumer, a partition with
@@ -655,9 +662,18 @@ async fn produce<P: Producer>(
                         }
                     } else {
                         retry.emitted();
-                        routed(&*stage, partition, |route| {
-                            state.emit(emit.events, outputs, route)
-                        });
+                        if let Some(own) = own.as_ref().filter(|_| !state.modes.accumulating()) {
+                            let taken = routed(&*stage, partition, |route| {
+                                outputs.emit_offering(emit.events, own, route)
+                            });
+                            if taken {
+                                mailbox.await_hand_off();
+                            }
+                        } else {
+                            routed(&*stage, partition, |route| {
+                                state.emit(emit.events, outputs, route)
+                            });
+                        }
                     }
                 }
                 Called::Returned(Err(error)) => return Exit::Failed(error),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::dispatcher::{Dispatcher, SubscriptionId};
 use crate::error::StageError;
 use crate::event_path::{Emitted, EventPath, Failure, Interrupted, Route};
-use crate::mailbox::DeferredWake;
+use crate::mailbox::{DeferredWake, OwnWake};
 use crate::messages::{CancelPort, Letter};
 use crate::options::{ProducerOptions, WithoutConsumers};
 use crate::protocol::{Downstream, EndReason, EventSink, NewConsumer};
@@ -67,6 +67,8 @@ pub(super) struct Outputs<T> {
     leaving: Vec<SubscriptionId>,
     /// Where it tells the pipeline of the subscriptions its dispatcher refused.
     refusals: CancelPort,
+    /// The stage's partition function routes its events.
+    routed: bool,
 }
 
 impl<T: Send + 'static> Outputs<T> {
@@ -80,6 +82,7 @@ impl<T: Send + 'static> Outputs<T> {
         Outputs {
             stage,
             path: EventPath::new(dispatcher, options).routed_by_stage(routed),
+            routed,
             consumers: BySubscription::new(),
             notices: VecDeque::new(),
             hand_off: DeferredWake::default(),
@@ -206,6 +209,12 @@ impl<T: Send + 'static> Outputs<T> {
         }
     }
 
+    /// Whether the stage's partition function routes its events.
+    #[inline]
+    pub(super) fn routed(&self) -> bool {
+        self.routed
+    }
+
     /// Whether a subscription has begun or ended that the stage's callbacks have not been told of.
     #[inline]
     pub(super) fn has_notices(&self) -> bool {
@@ -231,10 +240,35 @@ impl<T: Send + 'static> Outputs<T> {
         drop(std::mem::take(&mut self.hand_off));
     }
 
+    /// Like [`emit`](Self::emit), for a producer whose partition function routes its events: offers
+    /// `own`, its own wake-up, to the consumers the events wake (see [`crate::mailbox`]); true when
+    /// one took it, and the producer is to wait for it
+    /// ([`Receiver::await_hand_off`](crate::mailbox::Receiver::await_hand_off)).
+    pub(super) fn emit_offering(
+        &mut self,
+        events: Vec<T>,
+        own: &OwnWake,
+        route: Route<'_, T>,
+    ) -> bool {
+        self.hand_off = own.offer();
+        self.send_emitted(events, route);
+        self.deliver_all();
+        let taken = own.taken(&mut self.hand_off);
+        drop(std::mem::take(&mut self.hand_off));
+        taken
+    }
+
     /// Sends `events` to consumers with demand and buffers the rest; `route` is the stage's
     /// partition function, if its dispatcher partitions.
     #[inline]
     pub(super) fn emit(&mut self, events: Vec<T>, route: Route<'_, T>) {
+        self.send_emitted(events, route);
+        self.flush();
+    }
+
+    /// [`emit`](Self::emit) but for the deliveries that the dispatch leaves ready.
+    #[inline]
+    fn send_emitted(&mut self, events: Vec<T>, route: Route<'_, T>) {
         match self.path.emit(events, route) {
             Emitted::Whole(sub, events) => self.deliver(sub, events, false),
             Emitted::Dispatched { discarded } => {
@@ -243,7 +277,6 @@ impl<T: Send + 'static> Outputs<T> {
                 }
             }
         }
-        self.flush();
     }
 
     /// Emitted events while the producer accumulates demand: all to the buffer, none dispatched.
@@ -421,15 +454,24 @@ impl<T: Send + 'static> Outputs<T> {
 
     /// Sends every delivery the event path has ready.
     ///
-    /// Copies of the same events (a broadcast) go out chained: each quick consumer's wake-up goes
-    /// with the next batch sent, so that the consumers run one after the other on this worker
-    /// rather than each woken one moving to another (see [`crate::mailbox`]'s hand-offs). A
-    /// broadcast emits again only once every consumer has asked: its consumers gain nothing from
-    /// running side by side, and each move costs a worker's wake-up and the events' cache lines.
-    /// Other deliveries go to consumers whose asks each let the producer go on: those are woken
-    /// at once, for another worker to take.
+    /// Copies of the same events (a broadcast) and the parts of a batch that the stage's partition
+    /// function split go out chained: each quick consumer's wake-up goes with the next batch sent,
+    /// so that the consumers run one after the other on this worker rather than each woken one
+    /// moving to another (see [`crate::mailbox`]'s hand-offs). A broadcast emits again only once
+    /// every consumer has asked, and a partition's consumers read what the producer has just
+    /// written here: they gain nothing from running side by side, and each move costs a worker's
+    /// wake-up and the events' cache lines. Other deliveries go to consumers whose asks each let
+    /// the producer go on: those are woken at once, for another worker to take.
     #[inline]
     fn flush(&mut self) {
+        self.deliver_all();
+        // A wake-up the last consumer did not take (it was not parked, or has gone) is given now.
+        drop(std::mem::take(&mut self.hand_off));
+    }
+
+    /// Sends every delivery ready, and those that consumers found gone make ready.
+    #[inline]
+    fn deliver_all(&mut self) {
         loop {
             self.deliver_ready();
             // A consumer a send found gone leaves the dispatcher once the deliveries in hand are
@@ -440,20 +482,18 @@ impl<T: Send + 'static> Outputs<T> {
             };
             self.path.cancel(sub);
         }
-        // A wake-up the last consumer did not take (it was not parked, or has gone) is given now.
-        drop(std::mem::take(&mut self.hand_off));
     }
 
     /// Sends the deliveries the event path has ready (see [`flush`](Self::flush)).
     #[inline]
     fn deliver_ready(&mut self) {
-        let copies =
-            self.path.copies > std::mem::replace(&mut self.copies_flushed, self.path.copies);
+        let chained = self.routed
+            || self.path.copies > std::mem::replace(&mut self.copies_flushed, self.path.copies);
         while self.path.has_deliveries() {
             let mut deliveries = self.path.take_deliveries();
             let last = deliveries.len().saturating_sub(1);
             for (i, (sub, batch)) in deliveries.drain(..).enumerate() {
-                self.deliver(sub, batch, copies && i < last);
+                self.deliver(sub, batch, chained && i < last);
             }
             // The allocation goes back for the next round.
             self.path.recycle(deliveries);
