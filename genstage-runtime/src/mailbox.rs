@@ -50,7 +50,9 @@
 //! for it rather than take its next ask at once, so that the consumers read their parts on the core
 //! where the producer wrote them, and the producer writes its next batch into memory they freed
 //! there. Otherwise a producer with asks queued runs on by itself on one worker and its consumers on
-//! the other, and every batch crosses between the cores, twice.
+//! the other, and every batch crosses between the cores, twice. A broadcasting producer does not
+//! wait for its consumers: it copies the next batch while they handle the last, which measured
+//! faster (`benches/dispatch.rs`).
 //!
 //! A hand-off holds the owed task back for the consumer's whole turn, in tokio's unstealable slot:
 //! a producer that could run alongside a busy consumer would wait for it. So only a consumer whose
