@@ -19,9 +19,10 @@ use genstage::dispatcher::{
     SubscriptionId,
 };
 use genstage::{
-    Asker, CancelReason, Consumer, Context, Demand, Dispatch, DispatchSetupError, Emit, Pipeline,
-    PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerOptions, Report,
-    RestartPolicy, StageResult, SubscribeOptions, Subscription, SubscriptionTag, WithoutConsumers,
+    Asker, CancelMode, CancelReason, Consumer, Context, Demand, Dispatch, DispatchSetupError, Emit,
+    Pipeline, PipelineError, PipelineHandle, Producer, ProducerConsumer, ProducerOptions, Report,
+    RestartPolicy, StageResult, StageStatus, SubscribeOptions, Subscription, SubscriptionRefused,
+    SubscriptionTag, WithoutConsumers,
 };
 use tokio::sync::mpsc;
 
@@ -672,13 +673,19 @@ async fn a_subscription_the_producer_refused_does_not_hold_the_consumers_place()
     pipeline.subscribe(&numbers, &first);
     pipeline.subscribe(&keep, &probe);
     let running = pipeline.start();
-    let refused = running.subscribe(&numbers, &probe).await.unwrap();
+    // Temporary, so that the refusal leaves the probe running.
+    let temporary = SubscribeOptions::new().cancel(CancelMode::Temporary);
+    let refused = running
+        .subscribe_with(&numbers, &probe, temporary)
+        .await
+        .unwrap();
     let cancelled = loop {
         if let Seen::Cancelled(tag, reason) = next(&mut told).await {
             break (tag, reason);
         }
     };
-    assert_eq!(cancelled, (refused, CancelReason::Cancelled));
+    let reason = "one consumer at a time".to_owned();
+    assert_eq!(cancelled, (refused, CancelReason::Refused { reason }));
     // Refused, it is over: not listed, not cancelled again, not in the way of the next one.
     assert_eq!(running.subscriptions(&numbers, &probe).await.unwrap(), []);
     assert!(matches!(
@@ -694,6 +701,105 @@ async fn a_subscription_the_producer_refused_does_not_hold_the_consumers_place()
     );
     let report = shut_down(running).await;
     assert_eq!(report.totals().lost, 0);
+}
+
+/// `numbers`, through a [`OneAtATime`] dispatcher, wired by the builder to `first`, which it takes,
+/// and to `second`, which it refuses, with `second_options` and `second_restarts`.
+fn one_consumer_too_many(
+    second_options: SubscribeOptions,
+    second_restarts: RestartPolicy<u64>,
+) -> (Pipeline, mpsc::UnboundedReceiver<Seen>) {
+    let mut pipeline = Pipeline::new();
+    let numbers = OneAtATimeNumbers(Numbers::broadcast(Some(20)));
+    let numbers = pipeline.add_producer_named("numbers", numbers);
+    let (first, _) = Record::new();
+    let first = pipeline.add_consumer_named("first", first);
+    let (seen, told) = mpsc::unbounded_channel();
+    let second =
+        pipeline.add_consumer_with_as(Some("second".into()), move || Probe::new(seen.clone()));
+    pipeline.subscribe(&numbers, &first);
+    pipeline.subscribe_with(&numbers, &second, second_options);
+    pipeline.set_restart(&second, second_restarts);
+    (pipeline, told)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_subscription_a_dispatcher_refused_fails_with_the_refusal() {
+    let (pipeline, mut told) =
+        one_consumer_too_many(SubscribeOptions::new(), RestartPolicy::temporary());
+    let error = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    let PipelineError::StageFailed {
+        stage,
+        error,
+        report,
+    } = error
+    else {
+        panic!("the refused consumer fails: {error:?}");
+    };
+    assert_eq!(stage, "second");
+    let refused = error.downcast_ref::<SubscriptionRefused>().unwrap();
+    assert_eq!(refused.producer, "numbers");
+    assert_eq!(refused.reason, "one consumer at a time");
+    assert_eq!(
+        error.to_string(),
+        "its subscription to `numbers` was refused by that stage's dispatcher: one consumer at a \
+         time"
+    );
+    // It was told first, with the dispatcher's words, and never got an event.
+    assert!(matches!(next(&mut told).await, Seen::Subscribed(_)));
+    assert!(matches!(
+        next(&mut told).await,
+        Seen::Cancelled(_, CancelReason::Refused { reason }) if reason == "one consumer at a time"
+    ));
+    assert_eq!(report.stage("second").unwrap().events_in, 0);
+    assert_eq!(report.stage("first").unwrap().events_in, 20);
+    let totals = report.totals();
+    assert_eq!(
+        totals.emitted,
+        totals.handled + totals.discarded + totals.lost
+    );
+    assert_eq!(totals.lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_failed_by_a_refusal_is_not_restarted_whatever_its_policy() {
+    let permanent = RestartPolicy::permanent();
+    let (pipeline, _told) = one_consumer_too_many(SubscribeOptions::new(), permanent);
+    let error = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    let PipelineError::StageFailed { stage, report, .. } = error else {
+        panic!("the refused consumer fails once: {error:?}");
+    };
+    assert_eq!(stage, "second");
+    assert_eq!(report.stage("second").unwrap().restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_subscription_a_dispatcher_refused_leaves_its_consumer_running() {
+    let temporary = SubscribeOptions::new().cancel(CancelMode::Temporary);
+    let (pipeline, mut told) = one_consumer_too_many(temporary, RestartPolicy::temporary());
+    let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+        .await
+        .expect("no hang")
+        .expect("a refused temporary subscription fails nothing");
+    assert!(matches!(next(&mut told).await, Seen::Subscribed(_)));
+    assert!(matches!(
+        next(&mut told).await,
+        Seen::Cancelled(_, CancelReason::Refused { reason }) if reason == "one consumer at a time"
+    ));
+    let second = report.stage("second").unwrap();
+    assert_eq!(second.events_in, 0);
+    assert!(
+        !matches!(second.status, StageStatus::Failed(_)),
+        "{:?}",
+        second.status
+    );
+    assert_eq!(report.stage("first").unwrap().events_in, 20);
 }
 
 async fn job(_n: u64) -> Result<(), String> {

@@ -89,6 +89,31 @@ impl fmt::Display for StreamDropped {
 
 impl std::error::Error for StreamDropped {}
 
+/// What a consumer fails with when its producer's dispatcher refused one of its subscriptions
+/// ([`CancelReason::Refused`](crate::CancelReason::Refused)) and the subscription was `permanent`
+/// or `transient`, as by default: the pipeline's run returns it in a
+/// [`PipelineError::StageFailed`] naming the consumer, whose `error.downcast_ref()` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionRefused {
+    /// The producer whose dispatcher refused the subscription.
+    pub producer: String,
+    /// What the dispatcher said.
+    pub reason: String,
+}
+
+impl fmt::Display for SubscriptionRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "its subscription to `{}` was refused by that stage's dispatcher: {}",
+            self.producer, self.reason
+        )
+    }
+}
+
+impl std::error::Error for SubscriptionRefused {}
+
 /// Why a pipeline did not run to a clean end. Every variant names the stage(s) involved.
 ///
 /// A failure at run time ([`StageFailed`](Self::StageFailed), [`StagePanicked`](Self::StagePanicked))

@@ -49,7 +49,7 @@ mod subscription;
 pub use consumer_supervisor::{Child, ChildCounts, ChildOutput, ConsumerSupervisor, CountChildren};
 pub use demand::{DEFAULT_MAX_DEMAND, MAX_DEMAND_LIMIT};
 pub use dispatcher::{Dispatch, Partition};
-pub use error::{DemandError, DispatchSetupError, PipelineError, StageError};
+pub use error::{DemandError, DispatchSetupError, PipelineError, StageError, SubscriptionRefused};
 pub use messages::{
     AsConsumer, AsProducer, AsProducerConsumer, Asker, CallError, Context, Emission, HandleCall,
     HandleCast, HandleInfo, InfoEmission, InfoToSelf, ReplyTo, StageEvents, Timer,

@@ -83,6 +83,11 @@ pub(crate) enum Upstream<In> {
         sub: SubscriptionId,
         replaced_by: Option<SubscriptionId>,
     },
+    /// The dispatcher of the producer of `sub` refused it, for `reason`: nothing was sent on it.
+    Refused {
+        sub: SubscriptionId,
+        reason: Arc<str>,
+    },
 }
 
 /// A subscription as its consumer learns of it.
@@ -161,6 +166,9 @@ pub(crate) trait EventSink<T>: Send {
     /// Tells the consumer that `sub` is cancelled, after every event sent on it; `replaced_by`
     /// is the subscription that replaces it, if any (see [`Upstream::Cancelled`]).
     fn cancelled(&self, sub: SubscriptionId, replaced_by: Option<SubscriptionId>);
+
+    /// Tells the consumer that the producer's dispatcher refused `sub`, for `reason`.
+    fn refused(&self, sub: SubscriptionId, reason: Arc<str>);
 }
 
 /// What the pipeline and the stage's handles hold of a stage: its control path, whatever the event
@@ -229,6 +237,10 @@ impl<In: Send + 'static, Out: Send + 'static> EventSink<In> for Mailbox<In, Out>
 
     fn cancelled(&self, sub: SubscriptionId, replaced_by: Option<SubscriptionId>) {
         let _ = self.send(Mail::Upstream(Upstream::Cancelled { sub, replaced_by }));
+    }
+
+    fn refused(&self, sub: SubscriptionId, reason: Arc<str>) {
+        let _ = self.send(Mail::Upstream(Upstream::Refused { sub, reason }));
     }
 }
 

@@ -341,8 +341,9 @@ pub trait ProducerConsumer: Send + 'static {
     }
 
     /// Called when a subscription to a producer has ended, after every event the producer sent has
-    /// been handled (GenStage's `handle_cancel`); then, if the producer failed and the subscription
-    /// is not `temporary`, the stage stops. It may emit events. The default does nothing.
+    /// been handled (GenStage's `handle_cancel`); then, if the producer failed, or its dispatcher
+    /// refused the subscription ([`CancelReason::Refused`]), and the subscription is not
+    /// `temporary`, the stage stops. It may emit events. The default does nothing.
     ///
     /// # Errors
     ///
@@ -586,8 +587,9 @@ pub trait Consumer: Send + 'static {
     }
 
     /// Called when a subscription to a producer has ended, after every event the producer sent has
-    /// been handled (GenStage's `handle_cancel`); then, if the producer failed and the subscription
-    /// is not `temporary`, the stage stops. The default does nothing.
+    /// been handled (GenStage's `handle_cancel`); then, if the producer failed, or its dispatcher
+    /// refused the subscription ([`CancelReason::Refused`]), and the subscription is not
+    /// `temporary`, the stage stops. The default does nothing.
     ///
     /// # Errors
     ///

@@ -185,6 +185,17 @@ pub enum CancelReason {
     /// [`PipelineHandle::cancel`](crate::PipelineHandle::cancel) (GenStage's `{:cancel, reason}`);
     /// the consumer had every event the producer sent it. Neither side stops for it.
     Cancelled,
+    /// The producer's dispatcher refused the subscription
+    /// ([`Dispatcher::subscribe`](crate::dispatcher::Dispatcher::subscribe) returned an error; GenStage
+    /// cancels it with the dispatcher's reason), so no event ever came on it. Told to the consumer
+    /// only: the producer never had it. A `permanent` or `transient` subscription then stops the
+    /// consumer, failed with a [`SubscriptionRefused`](crate::SubscriptionRefused) error, after
+    /// `handle_cancel` returns, and its restart policy does not restart it (as for a producer's
+    /// failure); a `temporary` one leaves it running.
+    Refused {
+        /// What the dispatcher said.
+        reason: String,
+    },
 }
 
 /// Why [`Context::ask`](crate::Context::ask) asked for nothing,

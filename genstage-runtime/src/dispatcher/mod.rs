@@ -249,11 +249,14 @@ pub trait Dispatcher<T>: Send + 'static {
     /// A [`DispatchError`] refuses the subscription (an option the dispatcher does not use, a
     /// partition already taken); the producer goes on with its other consumers. The refusal is
     /// logged through `tracing`, naming both stages, and the subscription is over at once: its
-    /// consumer is told as of a cancel (`handle_cancel` with
-    /// [`CancelReason::Cancelled`](crate::CancelReason::Cancelled)), and it holds no place of its
-    /// consumer's (no partition, no broadcast subscription), so that a later subscription is not
-    /// refused for it; [`PipelineHandle::subscriptions`](crate::PipelineHandle::subscriptions) no
-    /// longer lists it.
+    /// consumer's `handle_cancel` is told
+    /// [`CancelReason::Refused`](crate::CancelReason::Refused) with the error's words, and then,
+    /// unless the subscription is `temporary`, the consumer stops, failed with a
+    /// [`SubscriptionRefused`](crate::SubscriptionRefused) error that the pipeline's run returns (as
+    /// GenStage's consumer exits with the reason its producer cancelled it for). The subscription
+    /// holds no place of its consumer's (no partition, no broadcast subscription), so that a later
+    /// subscription is not refused for it;
+    /// [`PipelineHandle::subscriptions`](crate::PipelineHandle::subscriptions) no longer lists it.
     fn subscribe(
         &mut self,
         sub: SubscriptionId,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::demand::{BatchDemand, Batches, ConsumerDemand};
 use crate::dispatcher::SubscriptionId;
+use crate::error::SubscriptionRefused;
 use crate::mailbox::DeferredWake;
 use crate::messages::Letter;
 use crate::options::CancelMode;
@@ -16,6 +17,7 @@ use crate::subscription::{
 };
 
 use super::by_subscription::BySubscription;
+use super::Exit;
 
 struct Subscription {
     producer: Arc<dyn ProducerPort>,
@@ -55,9 +57,18 @@ impl Subscription {
 enum Queued<T> {
     Subscribed(SubscriptionId),
     Events(SubscriptionId, Batches<T>),
-    /// The producer ended, for this reason; or (`None`) the subscription was cancelled.
-    Ended(SubscriptionId, Option<EndReason>),
+    Ended(SubscriptionId, Ending),
     Info(Letter),
+}
+
+/// Why a subscription ended, as the stage takes it in.
+enum Ending {
+    /// The subscription was cancelled.
+    Cancelled,
+    /// The producer ended, for this reason.
+    Ended(EndReason),
+    /// The producer's dispatcher refused the subscription, for this reason.
+    Refused(Arc<str>),
 }
 
 /// The next thing a stage loop does with its input.
@@ -70,16 +81,35 @@ pub(super) enum Step<T> {
         events: Vec<T>,
         demand: BatchDemand,
     },
-    /// Tell the stage's `handle_cancel`; then stop, if `stop` names the stage whose failure ended a
-    /// subscription that was not temporary.
+    /// Tell the stage's `handle_cancel`; then stop, if `stop` says why a subscription that was not
+    /// temporary ended.
     Cancelled {
         subscription: crate::subscription::Subscription,
         reason: CancelReason,
-        stop: Option<Arc<str>>,
+        stop: Option<Stop>,
     },
     /// An `info_after_buffered` letter whose input in front of it has been handled: place it behind
     /// the stage's buffer.
     Info(Letter),
+}
+
+/// Why a stage stops once `handle_cancel` returns: a subscription that was not temporary ended
+/// for it.
+pub(super) enum Stop {
+    /// The named stage failed upstream.
+    Failed(Arc<str>),
+    /// The producer's dispatcher refused the subscription.
+    Refused(SubscriptionRefused),
+}
+
+impl Stop {
+    /// How the stage ends: cancelled by the failure, or failed with the refusal.
+    pub(super) fn exit(self) -> Exit {
+        match self {
+            Stop::Failed(cause) => Exit::Cancelled(Some(cause)),
+            Stop::Refused(refused) => Exit::Failed(Box::new(refused)),
+        }
+    }
 }
 
 pub(super) struct Inputs<T> {
@@ -137,13 +167,18 @@ impl<T> Inputs<T> {
                     .push_back(Queued::Events(sub, Batches::new(events)));
             }
             Upstream::Ended { sub, reason } => {
-                self.queue.push_back(Queued::Ended(sub, Some(reason)));
+                self.queue
+                    .push_back(Queued::Ended(sub, Ending::Ended(reason)));
+            }
+            Upstream::Refused { sub, reason } => {
+                self.queue
+                    .push_back(Queued::Ended(sub, Ending::Refused(reason)));
             }
             Upstream::Cancelled { sub, replaced_by } => {
                 // Not yet subscribed: the pipeline's word of it is on its way.
                 let awaited = replaced_by.filter(|&new| self.subscriptions.get(new).is_none());
                 self.awaited.extend(awaited);
-                self.queue.push_back(Queued::Ended(sub, None));
+                self.queue.push_back(Queued::Ended(sub, Ending::Cancelled));
             }
         }
     }
@@ -351,14 +386,26 @@ impl<T> Inputs<T> {
                         continue;
                     };
                     self.ended.push((sub, subscription.handed));
+                    let stops = subscription.cancel != CancelMode::Temporary;
                     let (reason, stop) = match reason {
-                        None => (CancelReason::Cancelled, None),
-                        Some(EndReason::Finished) => (CancelReason::Finished, None),
-                        Some(EndReason::Failed(cause)) => (
+                        Ending::Cancelled => (CancelReason::Cancelled, None),
+                        Ending::Ended(EndReason::Finished) => (CancelReason::Finished, None),
+                        Ending::Ended(EndReason::Failed(cause)) => (
                             CancelReason::Failed {
                                 cause: cause.to_string(),
                             },
-                            (subscription.cancel != CancelMode::Temporary).then_some(cause),
+                            stops.then_some(Stop::Failed(cause)),
+                        ),
+                        Ending::Refused(reason) => (
+                            CancelReason::Refused {
+                                reason: reason.to_string(),
+                            },
+                            stops.then(|| {
+                                Stop::Refused(SubscriptionRefused {
+                                    producer: subscription.producer_name.to_string(),
+                                    reason: reason.to_string(),
+                                })
+                            }),
                         ),
                     };
                     return Some(Step::Cancelled {
@@ -541,7 +588,10 @@ mod tests {
             } => Some((
                 subscription.tag().0,
                 reason,
-                stop.map(|cause| cause.to_string()),
+                stop.map(|stop| match stop {
+                    Stop::Failed(cause) => cause.to_string(),
+                    Stop::Refused(refused) => refused.to_string(),
+                }),
             )),
             _ => panic!("expected the end of a subscription"),
         }
@@ -581,6 +631,31 @@ mod tests {
             Some((1, failed, Some("p".to_owned()))),
             "a permanent subscription stops the stage"
         );
+    }
+
+    #[test]
+    fn a_refused_subscription_stops_the_stage_with_the_refusal_unless_it_is_temporary() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("c"));
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        inputs.handle(subscribed(2, &producer, CancelMode::Temporary));
+        for sub in [1, 2] {
+            inputs.handle(Upstream::Refused {
+                sub,
+                reason: Arc::from("one at a time"),
+            });
+        }
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        let refused = CancelReason::Refused {
+            reason: "one at a time".to_owned(),
+        };
+        let stops = "its subscription to `p` was refused by that stage's dispatcher: one at a time";
+        assert_eq!(
+            cancelled(&mut inputs),
+            Some((1, refused.clone(), Some(stops.to_owned())))
+        );
+        assert_eq!(cancelled(&mut inputs), Some((2, refused, None)));
     }
 
     #[test]

@@ -1103,8 +1103,8 @@ async fn transform<S: ProducerConsumer>(
                         }
                         Err(error) => break 'run Exit::Failed(error),
                     }
-                    if let Some(cause) = stop {
-                        break 'run Exit::Cancelled(Some(cause));
+                    if let Some(stop) = stop {
+                        break 'run stop.exit();
                     }
                 }
                 Step::Handle {
@@ -1431,8 +1431,8 @@ async fn consume<C: Consumer>(
                     {
                         break 'run Exit::Failed(error);
                     }
-                    if let Some(cause) = stop {
-                        break 'run Exit::Cancelled(Some(cause));
+                    if let Some(stop) = stop {
+                        break 'run stop.exit();
                     }
                 }
                 Step::Handle {

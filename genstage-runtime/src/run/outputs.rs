@@ -143,7 +143,7 @@ impl<T: Send + 'static> Outputs<T> {
                 consumer = %consumer_name,
                 "subscription {sub} refused: {error}"
             );
-            consumer.cancelled(sub, None);
+            consumer.refused(sub, Arc::from(error.to_string()));
             return;
         }
         let seen_as = Subscriber {
