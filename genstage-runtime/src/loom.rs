@@ -8,12 +8,12 @@
 
 #[cfg(not(all(test, loom)))]
 pub(crate) mod sync {
-    pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+    pub(crate) use std::sync::{atomic, Arc, Mutex, MutexGuard};
 }
 
 #[cfg(all(test, loom))]
 pub(crate) mod sync {
-    pub(crate) use ::loom::sync::{Arc, Mutex, MutexGuard};
+    pub(crate) use ::loom::sync::{atomic, Arc, Mutex, MutexGuard};
 }
 
 /// The time now, to time a receiver's busy spell; `None` under loom, whose models must take the same

@@ -84,6 +84,7 @@ use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::loom::sync::{Arc, Mutex, MutexGuard};
 
 /// The longest busy spell after which a receiver still takes a hand-off (see the module docs), and so
@@ -247,8 +248,31 @@ pub(crate) struct DeferredWake(Option<Waker>);
 
 /// A task's own wake-up, offered to the receivers it sends to as a hand-off: a task that sees it
 /// taken waits for it ([`Receiver::await_hand_off`]) instead of running on, and runs next after
-/// the receiver that gives it, on that receiver's worker (see the module docs).
-pub(crate) struct OwnWake(Waker);
+/// the receiver that gives it, on that receiver's worker (see the module docs). The wake-up it
+/// offers records that it was given, so that the wait is skipped when the wake-up came before it
+/// (while the task awaited something else, whose poll it then answered).
+pub(crate) struct OwnWake {
+    handed: std::sync::Arc<Handed>,
+    /// A waker of `handed`, made once: offering it is a reference count's increment.
+    waker: Waker,
+}
+
+/// The task's waker, and whether the wake-up offered last was given.
+struct Handed {
+    task: Waker,
+    given: AtomicBool,
+}
+
+impl std::task::Wake for Handed {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.given.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
 
 impl OwnWake {
     /// The current task's wake-up.
@@ -257,13 +281,22 @@ impl OwnWake {
     ///
     /// Cancel safe: it completes at its first poll.
     pub(crate) async fn current() -> Self {
-        std::future::poll_fn(|cx| Poll::Ready(OwnWake(cx.waker().clone()))).await
+        std::future::poll_fn(|cx| {
+            let handed = std::sync::Arc::new(Handed {
+                task: cx.waker().clone(),
+                given: AtomicBool::new(false),
+            });
+            let waker = Waker::from(handed.clone());
+            Poll::Ready(OwnWake { handed, waker })
+        })
+        .await
     }
 
-    /// The wake-up, to hand off with [`Sender::send_handing_off`] or
+    /// The wake-up, not given yet, to hand off with [`Sender::send_handing_off`] or
     /// [`Sender::send_deferring`].
     pub(crate) fn offer(&self) -> DeferredWake {
-        DeferredWake(Some(self.0.clone()))
+        self.handed.given.store(false, Ordering::Release);
+        DeferredWake(Some(self.waker.clone()))
     }
 
     /// Whether a receiver took the offered wake-up, given what is left of the hand-off: if it is
@@ -271,7 +304,7 @@ impl OwnWake {
     /// else is left (the wake-up of the last receiver deferred) stays, for the caller to give.
     pub(crate) fn taken(&self, left: &mut DeferredWake) -> bool {
         match &left.0 {
-            Some(waker) if waker.will_wake(&self.0) => {
+            Some(waker) if waker.will_wake(&self.waker) => {
                 left.0 = None;
                 false
             }
@@ -329,8 +362,8 @@ pub(crate) struct Receiver<M> {
     /// Messages taken since the task's budget was last spent, below [`MESSAGES_PER_BUDGET_UNIT`].
     unbudgeted: u32,
     /// A receiver took the task's own wake-up ([`OwnWake`]): the next
-    /// [`consume_budget`](Self::consume_budget) waits for it.
-    awaits_hand_off: bool,
+    /// [`consume_budget`](Self::consume_budget) waits for it, unless it was given already.
+    awaits_hand_off: Option<std::sync::Arc<Handed>>,
 }
 
 /// Why [`Sender::send_from_outside`] gave its message back.
@@ -377,7 +410,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             quick: false,
             parked: true,
             unbudgeted: 0,
-            awaits_hand_off: false,
+            awaits_hand_off: None,
         },
     )
 }
@@ -630,14 +663,15 @@ impl<M> Receiver<M> {
     }
 
     /// Makes the next [`consume_budget`](Self::consume_budget) return `Pending` once without
-    /// waking the task, for a task whose own wake-up a receiver took ([`OwnWake::taken`]): that
-    /// receiver wakes it, at its next look at its mailbox or as it closes. A wake-up that came
-    /// meanwhile (a receiver that refused the hand-off gives it at once) costs one more poll,
-    /// nothing else. (It waits there, at an await its loop has anyway, rather than at one of its
+    /// waking the task, unless `own` was given by then, for a task whose own wake-up a receiver
+    /// took ([`OwnWake::taken`]): that receiver wakes it, at its next look at its mailbox or as it
+    /// closes. A wake-up given while the task awaited something else on the way woke that await;
+    /// waiting for it again would wait for good, with nothing to wake the task (it is not parked in
+    /// its mailbox). (It waits there, at an await its loop has anyway, rather than at one of its
     /// own: an await more in a stage's loop cost the ping-pong benchmark 3%.)
     #[inline]
-    pub(crate) fn await_hand_off(&mut self) {
-        self.awaits_hand_off = true;
+    pub(crate) fn await_hand_off(&mut self, own: &OwnWake) {
+        self.awaits_hand_off = Some(own.handed.clone());
     }
 
     /// Spends the task's cooperative budget (tokio's `task::coop`) on the message the caller is about
@@ -654,8 +688,10 @@ impl<M> Receiver<M> {
     #[inline]
     pub(crate) fn consume_budget(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if std::mem::take(&mut self.awaits_hand_off) {
-                return Poll::Pending;
+            if let Some(handed) = self.awaits_hand_off.take() {
+                if !handed.given.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
             }
             if self.spend_share() {
                 return Poll::Ready(());
@@ -1070,20 +1106,54 @@ mod tests {
         let (_tx, mut rx) = mailbox::<u32>();
         let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(woken.clone());
-        rx.await_hand_off();
+        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
+            panic!("the current task's wake-up is taken at once");
+        };
+        let offered = own.offer();
+        rx.await_hand_off(&own);
         {
             let mut cx = Context::from_waker(&waker);
             let mut budget = std::pin::pin!(rx.consume_budget());
             assert_eq!(budget.as_mut().poll(&mut cx), Poll::Pending);
             assert_eq!(budget.as_mut().poll(&mut cx), Poll::Ready(()));
         }
-        assert!(!rx.awaits_hand_off);
+        assert!(rx.awaits_hand_off.is_none());
         assert_eq!(
             poll_once(rx.consume_budget(), &waker),
             Poll::Ready(()),
             "it waits once"
         );
         assert_eq!(woken.0.load(Ordering::SeqCst), 0, "it wakes nobody");
+        drop(offered);
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "the hand-off wakes the task"
+        );
+    }
+
+    /// The hand-off was given while the task awaited something else on its way to the wait (a
+    /// callback, a restart's yield), which that wake-up let run on: waiting for it once more
+    /// would wait for good. (Found by the chaos test, seed 7 296 223: a partitioned producer
+    /// restarted after its partition function panicked hung the shutdown.)
+    #[test]
+    fn a_task_does_not_wait_for_a_hand_off_given_already() {
+        let (_tx, mut rx) = mailbox::<u32>();
+        let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
+            panic!("the current task's wake-up is taken at once");
+        };
+        let offered = own.offer();
+        rx.await_hand_off(&own);
+        drop(offered);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Ready(()));
+        // A new offer is not given yet: waited for.
+        let offered = own.offer();
+        rx.await_hand_off(&own);
+        assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
+        drop(offered);
     }
 
     #[test]

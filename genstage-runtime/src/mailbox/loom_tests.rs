@@ -154,7 +154,7 @@ fn a_producer_that_hands_off_its_own_wake_up_is_woken() {
                     drop(hand_off);
                     // As the producer's loop waits: at its next budget.
                     if taken {
-                        producer_rx.await_hand_off();
+                        producer_rx.await_hand_off(&own);
                     }
                     producer_rx.consume_budget().await;
                     (first_tx, second_tx)

@@ -667,7 +667,7 @@ async fn produce<P: Producer>(
                                 outputs.emit_offering(emit.events, own, route)
                             });
                             if taken {
-                                mailbox.await_hand_off();
+                                mailbox.await_hand_off(own);
                             }
                         } else {
                             routed(&*stage, partition, |route| {
