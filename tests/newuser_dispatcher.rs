@@ -1386,3 +1386,124 @@ async fn a_selector_on_a_broadcast_that_does_not_select_is_refused() {
         }
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// Who is who: a dispatcher sees subscription numbers; its stage knows the consumers' names.
+
+/// What the stage learns of its consumers and shares with its dispatcher: each subscription's
+/// number and the consumer's name.
+type Names = Arc<Mutex<BTreeMap<SubscriptionId, String>>>;
+
+/// A round robin that keeps, for each batch it sends, the name of the consumer it went to, looked
+/// up in what its stage shares.
+struct NamingRoundRobin {
+    inner: RoundRobin,
+    names: Names,
+    sent_to: Arc<Mutex<Vec<String>>>,
+}
+
+impl Dispatcher<u64> for NamingRoundRobin {
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        options: &DispatchOptions<u64>,
+    ) -> Result<usize, DispatchError> {
+        self.inner.subscribe(sub, options)
+    }
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        Dispatcher::<u64>::cancel(&mut self.inner, sub)
+    }
+    fn ask(&mut self, sub: SubscriptionId, demand: usize, out: &mut Outbox<'_, u64>) -> usize {
+        self.inner.ask(sub, demand, out)
+    }
+    fn dispatch(
+        &mut self,
+        events: Vec<u64>,
+        out: &mut Outbox<'_, u64>,
+    ) -> Result<Vec<u64>, DispatchError> {
+        let mut deliveries: Deliveries<u64> = Vec::new();
+        let leftover = {
+            let mut mine = Outbox::new(&mut deliveries);
+            self.inner.dispatch(events, &mut mine)?
+        };
+        let names = self.names.lock().unwrap();
+        for (sub, batch) in deliveries {
+            let name = names
+                .get(&sub)
+                .cloned()
+                .unwrap_or_else(|| format!("#{sub}?"));
+            self.sent_to.lock().unwrap().push(name);
+            out.send(sub, batch);
+        }
+        Ok(leftover)
+    }
+    fn capacity(&self) -> usize {
+        Dispatcher::<u64>::capacity(&self.inner)
+    }
+    fn consumers(&self) -> usize {
+        Dispatcher::<u64>::consumers(&self.inner)
+    }
+}
+
+/// Numbers through a [`NamingRoundRobin`] it shares its consumers' names with.
+struct NamedNumbers {
+    numbers: Numbers,
+    names: Names,
+    sent_to: Arc<Mutex<Vec<String>>>,
+}
+
+impl Producer for NamedNumbers {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        Ok(self.numbers.handle_demand(demand))
+    }
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::custom(NamingRoundRobin {
+            inner: RoundRobin::default(),
+            names: self.names.clone(),
+            sent_to: self.sent_to.clone(),
+        })
+    }
+    fn handle_consumer_subscribe(&mut self, subscriber: &Subscriber, _ctx: &mut Context<'_, Self>) {
+        self.names
+            .lock()
+            .unwrap()
+            .insert(subscriber.tag().id(), subscriber.consumer().to_owned());
+    }
+}
+
+#[tokio::test]
+async fn a_dispatcher_names_the_consumers_it_sends_to_through_what_its_stage_shares() {
+    let names = Names::default();
+    let sent_to = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let numbers = pipeline.add_producer(NamedNumbers {
+        numbers: Numbers::round_robin(40),
+        names: names.clone(),
+        sent_to: sent_to.clone(),
+    });
+    for name in ["left", "right"] {
+        let tally = pipeline.add_consumer_named(
+            name,
+            Tally {
+                got: Arc::default(),
+            },
+        );
+        pipeline.subscribe(&numbers, &tally);
+    }
+    let report = tokio::time::timeout(HANG, pipeline.run())
+        .await
+        .expect("no hang")
+        .expect("a clean run");
+    assert_eq!(report.totals().handled, 40);
+    let named: BTreeSet<String> = names.lock().unwrap().values().cloned().collect();
+    assert_eq!(
+        named,
+        BTreeSet::from(["left".to_owned(), "right".to_owned()])
+    );
+    // Every batch's subscription number was one the stage had named.
+    let sent_to = sent_to.lock().unwrap();
+    assert!(sent_to.len() >= 2, "{sent_to:?}");
+    let sent_to: BTreeSet<&str> = sent_to.iter().map(String::as_str).collect();
+    assert_eq!(sent_to, BTreeSet::from(["left", "right"]));
+}

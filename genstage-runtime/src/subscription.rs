@@ -14,6 +14,18 @@ use crate::dispatcher::SubscriptionId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SubscriptionTag(pub(crate) SubscriptionId);
 
+impl SubscriptionTag {
+    /// The subscription's number, as its producer's
+    /// [`Dispatcher`](crate::dispatcher::Dispatcher) knows it (`sub` in its methods). A
+    /// dispatcher sees only that number; the stage links it to its consumer through the
+    /// [`Subscriber`] that `handle_consumer_subscribe` is given, whose [`tag`](Subscriber::tag)
+    /// has this number and whose [`consumer`](Subscriber::consumer) names the consumer: the stage
+    /// can share what it learns there with the dispatcher it made.
+    pub fn id(self) -> SubscriptionId {
+        self.0
+    }
+}
+
 /// A subscription of this stage to a producer, as `handle_subscribe` and `handle_cancel` see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
