@@ -1094,11 +1094,15 @@ mod tests {
         let scene = own_wake_scene(false);
         let mut hand_off = scene.own.offer();
         scene.first.0.send_handing_off("a", &mut hand_off).unwrap();
-        assert!(
-            scene.own.taken(&mut hand_off),
-            "given: the task waits one poll"
-        );
+        assert!(scene.own.taken(&mut hand_off), "not left with the task");
         assert_eq!(*scene.log.lock().unwrap(), ["producer", "first"]);
+        // Given at once: the task does not wait for it.
+        let (_tx, mut rx) = mailbox::<u32>();
+        rx.await_hand_off(&scene.own);
+        assert_eq!(
+            poll_once(rx.consume_budget(), &scene.first.2),
+            Poll::Ready(())
+        );
     }
 
     #[test]

@@ -266,7 +266,8 @@ impl<T: Send + 'static> Outputs<T> {
         self.flush();
     }
 
-    /// [`emit`](Self::emit) but for the deliveries that the dispatch leaves ready.
+    /// Dispatches `events`, sending a batch that one consumer takes whole; the deliveries of any
+    /// other dispatch wait in the event path for [`deliver_all`](Self::deliver_all).
     #[inline]
     fn send_emitted(&mut self, events: Vec<T>, route: Route<'_, T>) {
         match self.path.emit(events, route) {
