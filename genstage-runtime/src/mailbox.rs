@@ -1105,14 +1105,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_task_that_awaits_a_hand_off_waits_once_at_its_next_budget_and_wakes_nobody() {
-        let (_tx, mut rx) = mailbox::<u32>();
+    /// A task's mailbox, its own wake-up, and the count of its wake-ups with the waker that counts
+    /// them.
+    fn task_awaiting_hand_offs() -> (Receiver<u32>, OwnWake, Arc<CountingWaker>, Waker) {
+        let (_, rx) = mailbox::<u32>();
         let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(woken.clone());
         let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
             panic!("the current task's wake-up is taken at once");
         };
+        (rx, own, woken, waker)
+    }
+
+    #[test]
+    fn a_task_that_awaits_a_hand_off_waits_once_at_its_next_budget_and_wakes_nobody() {
+        let (mut rx, own, woken, waker) = task_awaiting_hand_offs();
         let offered = own.offer();
         rx.await_hand_off(&own);
         {
@@ -1142,12 +1149,7 @@ mod tests {
     /// restarted after its partition function panicked hung the shutdown.)
     #[test]
     fn a_task_does_not_wait_for_a_hand_off_given_already() {
-        let (_tx, mut rx) = mailbox::<u32>();
-        let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(woken.clone());
-        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
-            panic!("the current task's wake-up is taken at once");
-        };
+        let (mut rx, own, woken, waker) = task_awaiting_hand_offs();
         let offered = own.offer();
         rx.await_hand_off(&own);
         drop(offered);
