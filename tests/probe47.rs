@@ -12,8 +12,9 @@ use genstage::dispatcher::{
 };
 use genstage::{
     CancelMode, CancelReason, Consumer, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch,
-    Emit, Partition, Pipeline, PipelineError, Producer, ProducerConsumer, ProducerOptions, Report,
-    RestartPolicy, StageResult, SubscribeOptions, Subscription, SubscriptionRefused,
+    Emit, HandleInfo, Partition, Pipeline, PipelineError, Producer, ProducerConsumer,
+    ProducerOptions, Report, RestartPolicy, StageRef, StageResult, SubscribeOptions, Subscription,
+    SubscriptionRefused,
 };
 use tokio::sync::mpsc;
 
@@ -809,4 +810,75 @@ async fn subscriptions_the_handle_makes_and_a_dispatcher_refuses() {
             balanced(&report);
         }
     }
+}
+
+/// Passes its input on, after a yield (its callback waits once).
+struct Yielding;
+
+impl ProducerConsumer for Yielding {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        tokio::task::yield_now().await;
+        Ok(events)
+    }
+}
+
+/// Asks the producer how much it holds, and tells the test it has the answer.
+struct AskProducer(genstage::ProducerRef<Numbers>, mpsc::UnboundedSender<usize>);
+
+impl HandleInfo<AskProducer> for Yielding {
+    type Emitted = ();
+    async fn handle_info(
+        &mut self,
+        info: AskProducer,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        let buffered = info.0.estimate_buffered_count().await?;
+        let _ = info.1.send(buffered);
+        Ok(())
+    }
+}
+
+/// A partition's stage calls its producer from a callback: the producer answers, as it does
+/// without hand-offs, rather than wait for that stage to give back the wake-up it took.
+async fn a_partition_calling_its_producer_gets_an_answer(rounds: usize) {
+    for round in 0..rounds {
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_named("numbers", Numbers::split(None));
+        let calling = pipeline.add_producer_consumer_named("calling", Yielding);
+        let (sink, _) = Record::new();
+        let sink = pipeline.add_consumer_named("sink", sink);
+        let (other, _) = Record::new();
+        let other = pipeline.add_consumer_named("other", other);
+        pipeline.subscribe_with(&numbers, &calling, SubscribeOptions::new().partition(0));
+        pipeline.subscribe_with(&numbers, &other, SubscribeOptions::new().partition(1));
+        pipeline.subscribe(&calling, &sink);
+        let running = pipeline.start();
+        let (answer, mut answers) = mpsc::unbounded_channel();
+        for call in 0..50 {
+            calling
+                .info(AskProducer(numbers.clone(), answer.clone()))
+                .expect("taken");
+            // Well within the call's own timeout of 5 s.
+            tokio::time::timeout(Duration::from_secs(2), answers.recv())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}, call {call}: no answer"))
+                .expect("answered");
+        }
+        let report = bounded("shutdown", running.shutdown())
+            .await
+            .expect("it shuts down");
+        balanced(&report);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_calling_its_producer_gets_an_answer_on_two_workers() {
+    a_partition_calling_its_producer_gets_an_answer(100).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_partition_calling_its_producer_gets_an_answer_on_one_thread() {
+    a_partition_calling_its_producer_gets_an_answer(100).await;
 }

@@ -600,8 +600,10 @@ impl<M> Receiver<M> {
     /// taken in answers at once, without the lock, and the rule still holds.
     ///
     /// A stage loop that waits on this future alone is parked exactly while the slot says so; one
-    /// that polls it beside a callback and drops it (see `run/callback.rs`) may run on with the slot
-    /// still `Parked` until its next `try_recv`, which the rule allows for.
+    /// that polls it beside a callback and drops it (see `run/callback.rs`) runs on with the slot
+    /// still `Parked`, which the rule allows for, and [`unpark`](Self::unpark)s once the callback
+    /// has returned: a hand-off left with it before its next `try_recv` would otherwise wait for
+    /// whatever it awaits next.
     ///
     /// # Cancel safety
     ///
@@ -716,6 +718,23 @@ impl<M> Receiver<M> {
             return Ok(message);
         }
         self.take_queued()
+    }
+
+    /// Unparks the receiver of a task that polled [`ready`](Self::ready) beside other work and
+    /// runs on without it (see `run/callback.rs`): a `Parked` slot left behind would let a sender
+    /// leave it a hand-off (the wake-up of a producer that then waits for it) that it gives only at
+    /// its next lock, which a callback awaited meanwhile may put off for as long as it waits, or
+    /// for good, if it waits for that producer. A hand-off already left is given now. Nothing is
+    /// taken in: what is queued is found at the next lock.
+    pub(crate) fn unpark(&mut self) {
+        let found = {
+            let mut state = self.shared.lock();
+            if state.slot == Slot::Idle {
+                return;
+            }
+            state.clear()
+        };
+        found.give();
     }
 
     /// Takes every queued message under one lock; returns the first.
@@ -1115,6 +1134,32 @@ mod tests {
             panic!("the current task's wake-up is taken at once");
         };
         (rx, own, woken, waker)
+    }
+
+    #[test]
+    fn an_unparked_receiver_takes_no_hand_off_and_is_not_woken() {
+        let scene = own_wake_scene(true);
+        let (tx, mut rx, _) = scene.first;
+        // Parked by a `ready` polled beside a callback, which returned: the stage runs on.
+        rx.unpark();
+        let mut hand_off = scene.own.offer();
+        tx.send_handing_off("a", &mut hand_off).unwrap();
+        assert!(!scene.own.taken(&mut hand_off), "nobody took it");
+        drop(hand_off);
+        assert!(scene.log.lock().unwrap().is_empty(), "nobody woken");
+        assert_eq!(rx.try_recv(), Ok("a"));
+    }
+
+    #[test]
+    fn unparking_gives_a_hand_off_left_meanwhile() {
+        let scene = own_wake_scene(true);
+        let (tx, mut rx, _) = scene.first;
+        let mut hand_off = scene.own.offer();
+        tx.send_handing_off("a", &mut hand_off).unwrap();
+        assert!(scene.own.taken(&mut hand_off));
+        assert_eq!(*scene.log.lock().unwrap(), ["first"]);
+        rx.unpark();
+        assert_eq!(*scene.log.lock().unwrap(), ["first", "producer"]);
     }
 
     #[test]

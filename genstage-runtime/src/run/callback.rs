@@ -29,7 +29,10 @@ pub(super) async fn call_serving<F: Future, M>(
     mut take: impl FnMut(M) -> bool,
 ) -> Called<F::Output> {
     let mut callback = pin!(callback);
-    poll_fn(|cx| {
+    // Whether the mailbox was parked while the callback waited: unparked once it returns, as the
+    // stage then runs on with other awaits before its next look at its mailbox.
+    let mut parked = false;
+    let called = poll_fn(|cx| {
         if let Poll::Ready(output) = callback.as_mut().poll(cx) {
             return Poll::Ready(Called::Returned(output));
         }
@@ -42,6 +45,7 @@ pub(super) async fn call_serving<F: Future, M>(
                 }
                 Err(TryRecvError::Empty) => {
                     if pin!(mailbox.ready(false)).poll(cx).is_pending() {
+                        parked = true;
                         return Poll::Pending;
                     }
                 }
@@ -50,7 +54,11 @@ pub(super) async fn call_serving<F: Future, M>(
             }
         }
     })
-    .await
+    .await;
+    if parked {
+        mailbox.unpark();
+    }
+    called
 }
 
 /// The message of a panic, when it was a string.
