@@ -882,3 +882,67 @@ async fn a_partition_calling_its_producer_gets_an_answer_on_two_workers() {
 async fn a_partition_calling_its_producer_gets_an_answer_on_one_thread() {
     a_partition_calling_its_producer_gets_an_answer(100).await;
 }
+
+impl genstage::Stage for QuotaNumbers {
+    type Ref = genstage::ProducerRef<Self>;
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        pipeline.add_producer_named(name.unwrap_or_else(|| "QuotaNumbers".into()), self)
+    }
+}
+
+impl genstage::Stage for Record {
+    type Ref = genstage::ConsumerRef<Self>;
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        pipeline.add_consumer_named(name.unwrap_or_else(|| "Record".into()), self)
+    }
+}
+
+impl genstage::Stage for Tell {
+    type Ref = genstage::ConsumerRef<Self>;
+    fn add_to(self, pipeline: &mut Pipeline, name: Option<String>) -> Self::Ref {
+        pipeline.add_consumer_named(name.unwrap_or_else(|| "Tell".into()), self)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_macro_consumer_that_a_dispatcher_refuses_fails_unless_temporary() {
+    let (quota_numbers, _) = QuotaNumbers::new(Some(10), 1);
+    let (first, first_seen) = Record::new();
+    let (c, _, mut told) = tell();
+    let pipeline = genstage::pipeline! {
+        picky = quota_numbers;
+        picky -> first = first;
+        picky -> c = c;
+    };
+    let error = bounded("a refused run", pipeline.run())
+        .await
+        .expect_err("c fails");
+    let report = failed_with_refusal(error, "c");
+    balanced(&report);
+    assert_eq!(seen(&first_seen), (0..10).collect::<Vec<_>>());
+    assert_eq!(told.try_recv().ok(), Some(Told::Subscribed("picky".into())));
+    assert_eq!(
+        told.try_recv().ok(),
+        Some(Told::Cancelled("picky".into(), refused()))
+    );
+
+    let (quota_numbers, _) = QuotaNumbers::new(Some(10), 1);
+    let (first, first_seen) = Record::new();
+    let (c, _, mut told) = tell();
+    let pipeline = genstage::pipeline! {
+        picky = quota_numbers;
+        picky -> first = first;
+        picky -[cancel = temporary]-> c = c;
+    };
+    let report = bounded("a run", pipeline.run())
+        .await
+        .expect("a temporary refusal fails nothing");
+    balanced(&report);
+    assert_eq!(seen(&first_seen), (0..10).collect::<Vec<_>>());
+    assert_eq!(report.stage("c").unwrap().events_in, 0);
+    assert_eq!(told.try_recv().ok(), Some(Told::Subscribed("picky".into())));
+    assert_eq!(
+        told.try_recv().ok(),
+        Some(Told::Cancelled("picky".into(), refused()))
+    );
+}

@@ -20,6 +20,12 @@
 ///   sent before the failure. `temporary` consumers go on with their other producers, and finish
 ///   when those end.
 ///
+/// A subscription the producer's dispatcher refused
+/// ([`CancelReason::Refused`](crate::CancelReason::Refused)) never began: it stops `permanent` and
+/// `transient` consumers, failed with a [`SubscriptionRefused`](crate::SubscriptionRefused) error,
+/// as GenStage's consumer exits with the reason its producer cancelled it for; `temporary`
+/// consumers go on.
+///
 /// A graceful shutdown and a cancelled subscription end a subscription as a finish does, whoever
 /// cancelled it: the pipeline's handle, or the consumer itself
 /// ([`Context::cancel`](crate::Context::cancel), [`Asker::cancel`](crate::Asker::cancel)). In
@@ -34,11 +40,13 @@
 /// meaning, so that a pipeline keeps its behaviour should such reasons ever be told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CancelMode {
-    /// The consumer stops when the producer fails (the default).
+    /// The consumer stops when the producer fails, or when its dispatcher refuses the subscription
+    /// (the default).
     #[default]
     Permanent,
-    /// The consumer stops when the producer fails, not when it ends normally or is shut down; see
-    /// the type's docs for why that is the same as `Permanent` in a pipeline today.
+    /// The consumer stops when the producer fails, or when its dispatcher refuses the subscription,
+    /// not when it ends normally or is shut down; see the type's docs for why that is the same as
+    /// `Permanent` in a pipeline today.
     Transient,
     /// The consumer never stops because of this producer; it goes on with its other producers.
     Temporary,
