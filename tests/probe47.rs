@@ -124,6 +124,8 @@ struct Record {
     seen: Arc<Mutex<Vec<u64>>>,
     told: Option<mpsc::UnboundedSender<usize>>,
     fail_on: Option<usize>,
+    /// Whether it panics on batch `fail_on`, rather than return an error.
+    panics: bool,
     batches: usize,
     pause: Option<Duration>,
 }
@@ -135,6 +137,7 @@ impl Record {
             seen: seen.clone(),
             told: None,
             fail_on: None,
+            panics: false,
             batches: 0,
             pause: None,
         };
@@ -147,6 +150,9 @@ impl Consumer for Record {
     async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
         self.batches += 1;
         if Some(self.batches) == self.fail_on {
+            if self.panics {
+                panic!("panics on batch {}", self.batches);
+            }
             return Err(format!("fails on batch {}", self.batches).into());
         }
         if let Some(pause) = self.pause {
@@ -316,13 +322,25 @@ async fn a_partitioned_producer_goes_on_when_one_consumer_is_cancelled_through_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_producer_whose_consumer_fails_after_its_first_batch_ends_the_run() {
-    for round in 0..100 {
+    consumer_fails_after_its_first_batches(100).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_partitioned_producer_whose_consumer_fails_after_its_first_batch_ends_the_run_on_one_thread(
+) {
+    consumer_fails_after_its_first_batches(100).await;
+}
+
+/// One of the two consumers fails (an error, or a panic) on one of its first three batches.
+async fn consumer_fails_after_its_first_batches(rounds: usize) {
+    for round in 0..rounds {
         let mut made = 0;
         let (pipeline, _, _) = split_pipeline(Numbers::split(Some(10_000)), |i| {
             made += 1;
             let (mut record, _) = Record::new();
             if i == round % 2 {
                 record.fail_on = Some(1 + round / 2 % 3);
+                record.panics = round % 4 >= 2;
             }
             record
         });
@@ -330,8 +348,10 @@ async fn a_partitioned_producer_whose_consumer_fails_after_its_first_batch_ends_
         let error = bounded("a failing run", pipeline.run())
             .await
             .expect_err("a consumer fails");
-        let PipelineError::StageFailed { stage, report, .. } = error else {
-            panic!("{error:?}");
+        let (stage, report) = match error {
+            PipelineError::StageFailed { stage, report, .. } if round % 4 < 2 => (stage, report),
+            PipelineError::StagePanicked { stage, report, .. } if round % 4 >= 2 => (stage, report),
+            error => panic!("round {round}: {error:?}"),
         };
         assert_eq!(stage, ["even", "odd"][round % 2]);
         balanced(&report);
@@ -355,6 +375,7 @@ async fn a_partitioned_producer_whose_consumer_restarts_delivers_every_event_onc
                 seen: odd_seen.clone(),
                 told: None,
                 fail_on: None,
+                panics: false,
                 batches: 0,
                 pause: None,
             };
@@ -945,4 +966,38 @@ async fn a_pipeline_macro_consumer_that_a_dispatcher_refuses_fails_unless_tempor
         told.try_recv().ok(),
         Some(Told::Cancelled("picky".into(), refused()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_producer_restarted_each_time_it_finishes_never_stalls() {
+    for round in 0..50 {
+        let logs = [Record::new(), Record::new()];
+        let seen_by: Vec<_> = logs.iter().map(|(_, seen)| seen.clone()).collect();
+        let mut records: Vec<_> = logs.into_iter().map(|(record, _)| Some(record)).collect();
+        let mut pipeline = Pipeline::new();
+        let numbers =
+            pipeline.add_producer_with_as(Some("numbers".into()), || Numbers::split(Some(3_000)));
+        let even = pipeline.add_consumer_named("even", records[0].take().expect("one"));
+        let odd = pipeline.add_consumer_named("odd", records[1].take().expect("one"));
+        pipeline.subscribe_with(&numbers, &even, SubscribeOptions::new().partition(0));
+        pipeline.subscribe_with(&numbers, &odd, SubscribeOptions::new().partition(1));
+        pipeline.set_restart(
+            &numbers,
+            RestartPolicy::permanent().max_restarts(3, Duration::from_secs(60)),
+        );
+        // Restarted each time it finishes, it ends after its fourth run, past its limit.
+        let error = bounded("a restarting run", pipeline.run())
+            .await
+            .expect_err("past its restart limit");
+        assert!(
+            matches!(&error, PipelineError::RestartLimit { stage, .. } if stage == "numbers"),
+            "round {round}: {error:?}"
+        );
+        let report = error.report().expect("a report");
+        balanced(report);
+        assert_eq!(report.stage("numbers").unwrap().restarts, 3);
+        let evens: Vec<u64> = (0..3_000).filter(|n| n % 2 == 0).collect();
+        assert_eq!(seen(&seen_by[0]), evens.repeat(4), "round {round}");
+        assert_eq!(seen(&seen_by[1]).len(), 6_000);
+    }
 }
