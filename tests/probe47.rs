@@ -812,6 +812,15 @@ async fn subscriptions_the_handle_makes_and_a_dispatcher_refuses() {
             ],
             "{mode:?}"
         );
+        // Not listed; or, c stopped by the refusal and both producers left without a consumer,
+        // the pipeline has ended.
+        let listed = bounded("subscriptions", running.subscriptions(&picky, &c)).await;
+        assert!(
+            matches!(&listed, Ok(listed) if listed.is_empty())
+                || (mode != CancelMode::Temporary
+                    && matches!(listed, Err(PipelineError::NotRunning))),
+            "{mode:?}: {listed:?}"
+        );
         if mode == CancelMode::Temporary {
             assert_eq!(
                 bounded("subscriptions", running.subscriptions(&picky, &c))
@@ -999,5 +1008,61 @@ async fn a_partitioned_producer_restarted_each_time_it_finishes_never_stalls() {
         let evens: Vec<u64> = (0..3_000).filter(|n| n % 2 == 0).collect();
         assert_eq!(seen(&seen_by[0]), evens.repeat(4), "round {round}");
         assert_eq!(seen(&seen_by[1]).len(), 6_000);
+    }
+}
+
+/// Passes its input on; told of a refusal, emits `REFUSAL_MARK`.
+struct MarkRefusal;
+
+const REFUSAL_MARK: u64 = 1_000_000;
+
+impl ProducerConsumer for MarkRefusal {
+    type Input = u64;
+    type Output = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<Vec<u64>> {
+        Ok(events)
+    }
+    async fn handle_cancel(
+        &mut self,
+        _subscription: &Subscription,
+        reason: &CancelReason,
+        _ctx: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        Ok(match reason {
+            CancelReason::Refused { .. } => vec![REFUSAL_MARK],
+            _ => Vec::new(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_producer_consumer_whose_handle_cancel_emits_balances() {
+    for round in 0..100 {
+        let mut pipeline = Pipeline::new();
+        let (picky, _) = QuotaNumbers::new(Some(10), 1);
+        let picky = pipeline.add_producer_named("picky", picky);
+        let (first, _) = Record::new();
+        let first = pipeline.add_consumer_named("first", first);
+        let relay = pipeline.add_producer_consumer_named("relay", MarkRefusal);
+        let (sink, sink_seen) = Record::new();
+        let sink = pipeline.add_consumer_named("sink", sink);
+        let numbers = pipeline.add_producer_named("numbers", Numbers::shared(Some(100)));
+        pipeline.subscribe(&numbers, &relay);
+        pipeline.subscribe(&relay, &sink);
+        pipeline.subscribe(&picky, &first);
+        pipeline.subscribe(&picky, &relay);
+        let error = bounded("a refused run", pipeline.run())
+            .await
+            .expect_err("relay fails");
+        let report = failed_with_refusal(error, "relay");
+        balanced(&report);
+        let sink_seen = seen(&sink_seen);
+        assert_eq!(
+            report.stage("sink").unwrap().events_in,
+            sink_seen.len() as u64,
+            "round {round}"
+        );
+        let relay_report = report.stage("relay").unwrap();
+        assert_eq!(relay_report.emitted, relay_report.events_in + 1, "{report}");
     }
 }
