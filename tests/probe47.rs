@@ -14,7 +14,7 @@ use genstage::{
     CancelMode, CancelReason, Consumer, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch,
     Emit, HandleInfo, Partition, Pipeline, PipelineError, Producer, ProducerConsumer,
     ProducerOptions, Report, RestartPolicy, StageRef, StageResult, SubscribeOptions, Subscription,
-    SubscriptionRefused,
+    SubscriptionRefused, WithoutConsumers,
 };
 use tokio::sync::mpsc;
 
@@ -55,6 +55,8 @@ struct Numbers {
     discard_threes: bool,
     panic_at: Option<u64>,
     accumulate: bool,
+    /// Waits for consumers ([`WithoutConsumers::Wait`]).
+    wait: bool,
 }
 
 impl Numbers {
@@ -66,6 +68,7 @@ impl Numbers {
             discard_threes: false,
             panic_at: None,
             accumulate: false,
+            wait: false,
         }
     }
     fn shared(end: Option<u64>) -> Self {
@@ -109,7 +112,10 @@ impl Producer for Numbers {
         }
     }
     fn producer_options(&self) -> ProducerOptions {
-        let options = ProducerOptions::for_producer();
+        let mut options = ProducerOptions::for_producer();
+        if self.wait {
+            options = options.without_consumers(WithoutConsumers::Wait);
+        }
         if self.accumulate {
             options.demand(DemandMode::Accumulate)
         } else {
@@ -1064,5 +1070,59 @@ async fn a_refused_producer_consumer_whose_handle_cancel_emits_balances() {
         );
         let relay_report = report.stage("relay").unwrap();
         assert_eq!(relay_report.emitted, relay_report.events_in + 1, "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_freed_by_a_failed_consumer_takes_a_new_one_through_the_handle() {
+    for round in 0..100 {
+        let mut numbers = Numbers::split(None);
+        numbers.wait = true;
+        let mut made = 0;
+        let (pipeline, producer, [even, _odd]) = split_pipeline(numbers, |i| {
+            made += 1;
+            let (mut record, _) = Record::new();
+            if i == 0 {
+                record.fail_on = Some(1);
+            }
+            record
+        });
+        assert_eq!(made, 2);
+        let running = pipeline.start();
+        let ended = bounded("the even consumer's end", running.stage_ended(&even))
+            .await
+            .expect("it ended");
+        assert!(ended.failed(), "{ended:?}");
+        let (mut again, again_seen) = Record::new();
+        let (told, mut counts) = mpsc::unbounded_channel();
+        again.told = Some(told);
+        let again = bounded("add", running.add_consumer_named("again", again))
+            .await
+            .expect("added");
+        let options = SubscribeOptions::new().partition(0);
+        bounded(
+            "subscribe",
+            running.subscribe_with(&producer, &again, options),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("round {round}: {error:?}"));
+        loop {
+            let count = bounded("events for the new consumer", counts.recv())
+                .await
+                .unwrap_or_else(|| panic!("round {round}: the new consumer stopped"));
+            if count >= 100 {
+                break;
+            }
+        }
+        let error = bounded("shutdown", running.shutdown())
+            .await
+            .expect_err("even failed");
+        let report = error.report().expect("a report");
+        balanced(report);
+        assert_eq!(
+            report.stage("again").unwrap().events_in,
+            seen(&again_seen).len() as u64
+        );
+        assert!(seen(&again_seen).iter().all(|n| n % 2 == 0));
     }
 }
