@@ -132,6 +132,12 @@ pub(super) struct Inputs<T> {
     /// stage's mailbox when it stopped, for the report's edges.
     ended: Vec<(SubscriptionId, u64)>,
     left: Vec<(SubscriptionId, u64)>,
+    /// Ends told by a producer before the pipeline's word of the subscription reached the stage (a
+    /// subscription made while the pipeline runs, which its producer refused, cancelled or ended
+    /// at once: the producer's message and the pipeline's come from two tasks, in either order).
+    /// Each is queued behind its subscription once that arrives, rather than dropped, which left
+    /// the stage waiting on a subscription that was over.
+    early: Vec<(SubscriptionId, Ending)>,
 }
 
 /// What a stage received on one subscription, and handled of it.
@@ -154,6 +160,7 @@ impl<T> Inputs<T> {
             excess: 0,
             ended: Vec::new(),
             left: Vec::new(),
+            early: Vec::new(),
         }
     }
 
@@ -270,6 +277,10 @@ impl<T> Inputs<T> {
         self.subscribed += 1;
         self.awaited.retain(|&awaited| awaited != sub);
         self.queue.push_back(Queued::Subscribed(sub));
+        if let Some(at) = self.early.iter().position(|&(early, _)| early == sub) {
+            let (_, ending) = self.early.swap_remove(at);
+            self.queue.push_back(Queued::Ended(sub, ending));
+        }
     }
 
     /// Events received and not yet handed out.
@@ -383,6 +394,10 @@ impl<T> Inputs<T> {
                         continue;
                     };
                     let Some(subscription) = self.subscriptions.remove(sub) else {
+                        // Not ended yet: not subscribed yet (see `early`).
+                        if !self.ended.iter().any(|&(ended, _)| ended == sub) {
+                            self.early.push((sub, reason));
+                        }
                         continue;
                     };
                     self.ended.push((sub, subscription.handed));
@@ -656,6 +671,48 @@ mod tests {
             Some((1, refused.clone(), Some(stops.to_owned())))
         );
         assert_eq!(cancelled(&mut inputs), Some((2, refused, None)));
+    }
+
+    #[test]
+    fn an_end_told_before_its_subscription_arrived_waits_for_it() {
+        let producer = Arc::new(Asks::default());
+        let mut inputs = Inputs::new(Arc::from("c"));
+        // The producer's refusal overtook the pipeline's word of the subscription.
+        inputs.handle(Upstream::Refused {
+            sub: 1,
+            reason: Arc::from("one at a time"),
+        });
+        assert!(inputs.next_step(true).is_none());
+        inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        let refused = CancelReason::Refused {
+            reason: "one at a time".to_owned(),
+        };
+        let stops = "its subscription to `p` was refused by that stage's dispatcher: one at a time";
+        assert_eq!(
+            cancelled(&mut inputs),
+            Some((1, refused, Some(stops.to_owned())))
+        );
+        // So did a finish.
+        inputs.handle(Upstream::Ended {
+            sub: 2,
+            reason: EndReason::Finished,
+        });
+        assert!(inputs.next_step(true).is_none());
+        inputs.handle(subscribed(2, &producer, CancelMode::Permanent));
+        assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
+        assert_eq!(
+            cancelled(&mut inputs),
+            Some((2, CancelReason::Finished, None))
+        );
+        assert!(inputs.exhausted());
+        // An end told again for a subscription already over is dropped, not kept.
+        inputs.handle(Upstream::Cancelled {
+            sub: 1,
+            replaced_by: None,
+        });
+        assert!(inputs.next_step(true).is_none());
+        assert!(inputs.early.is_empty());
     }
 
     #[test]
