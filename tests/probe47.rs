@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genstage::dispatcher::{
-    DemandDispatcher, DispatchError, DispatchOptions, Dispatcher, Outbox, SubscriptionId,
+    DemandDispatcher, DispatchError, DispatchOptions, Dispatcher, Outbox, PartitionDispatcher,
+    SubscriptionId,
 };
 use genstage::{
     CancelMode, CancelReason, Consumer, ConsumerSupervisor, Context, Demand, DemandMode, Dispatch,
@@ -57,6 +58,8 @@ struct Numbers {
     accumulate: bool,
     /// Waits for consumers ([`WithoutConsumers::Wait`]).
     wait: bool,
+    /// Partitions through `Dispatch::custom_partitioned`, the way a dispatcher of the user's would.
+    custom: bool,
 }
 
 impl Numbers {
@@ -69,6 +72,7 @@ impl Numbers {
             panic_at: None,
             accumulate: false,
             wait: false,
+            custom: false,
         }
     }
     fn shared(end: Option<u64>) -> Self {
@@ -107,6 +111,8 @@ impl Producer for Numbers {
     fn dispatcher(&self) -> Dispatch<Self, u64> {
         if self.parts == 0 {
             Dispatch::demand()
+        } else if self.custom {
+            Dispatch::custom_partitioned(PartitionDispatcher::new(self.parts))
         } else {
             Dispatch::partition(self.parts)
         }
@@ -202,12 +208,12 @@ fn split_pipeline(
 async fn runs_to_its_end_every_time(rounds: u64) {
     for round in 0..rounds {
         let end = 1_000 + round;
+        let mut numbers = Numbers::split(Some(end));
+        numbers.custom = round % 2 == 1;
         let logs = [Record::new(), Record::new()];
         let seen_by: Vec<_> = logs.iter().map(|(_, seen)| seen.clone()).collect();
         let mut records: Vec<_> = logs.into_iter().map(|(record, _)| Some(record)).collect();
-        let (pipeline, _, _) = split_pipeline(Numbers::split(Some(end)), |i| {
-            records[i].take().expect("one each")
-        });
+        let (pipeline, _, _) = split_pipeline(numbers, |i| records[i].take().expect("one each"));
         let report = bounded("a partitioned run", pipeline.run())
             .await
             .expect("it runs");
@@ -880,8 +886,10 @@ impl HandleInfo<AskProducer> for Yielding {
 /// without hand-offs, rather than wait for that stage to give back the wake-up it took.
 async fn a_partition_calling_its_producer_gets_an_answer(rounds: usize) {
     for round in 0..rounds {
+        let mut numbers = Numbers::split(None);
+        numbers.custom = round % 2 == 1;
         let mut pipeline = Pipeline::new();
-        let numbers = pipeline.add_producer_named("numbers", Numbers::split(None));
+        let numbers = pipeline.add_producer_named("numbers", numbers);
         let calling = pipeline.add_producer_consumer_named("calling", Yielding);
         let (sink, _) = Record::new();
         let sink = pipeline.add_consumer_named("sink", sink);
