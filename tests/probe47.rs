@@ -1134,3 +1134,46 @@ async fn a_partition_freed_by_a_failed_consumer_takes_a_new_one_through_the_hand
         assert!(seen(&again_seen).iter().all(|n| n % 2 == 0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_supervisor_refused_through_the_handle_loses_its_running_children() {
+    for round in 0..20 {
+        let mut pipeline = Pipeline::new();
+        let numbers = pipeline.add_producer_named("numbers", Numbers::shared(None));
+        // Takes `first`, refuses `jobs`.
+        let (picky, _) = QuotaNumbers::new(None, 1);
+        let picky = pipeline.add_producer_named("picky", picky);
+        let (started, mut starts) = mpsc::unbounded_channel();
+        let jobs = pipeline.add_consumer_named(
+            "jobs",
+            ConsumerSupervisor::new(move |n: u64| {
+                let _ = started.send(n);
+                // Runs until it is aborted.
+                std::future::pending::<()>()
+            })
+            .max_demand(4),
+        );
+        pipeline.subscribe(&numbers, &jobs);
+        let (first, _) = Record::new();
+        let first = pipeline.add_consumer_named("first", first);
+        pipeline.subscribe(&picky, &first);
+        let running = pipeline.start();
+        for _ in 0..4 {
+            bounded("a child", starts.recv()).await.expect("started");
+        }
+        bounded("subscribe", running.subscribe(&picky, &jobs))
+            .await
+            .expect("made, then refused");
+        let ended = bounded("jobs' end", running.stage_ended(&jobs))
+            .await
+            .expect("it ended");
+        assert!(ended.failed(), "round {round}: {ended:?}");
+        assert_eq!(ended.events_in, 0);
+        assert_eq!(ended.lost, 4, "round {round}: its four children");
+        let error = bounded("shutdown", running.shutdown())
+            .await
+            .expect_err("jobs failed");
+        let report = failed_with_refusal(error, "jobs");
+        balanced(&report);
+    }
+}

@@ -44,7 +44,8 @@ pub trait Child<T>: Send + Sync + 'static {
     /// # Cancel safety
     ///
     /// The future is dropped where it stands when the supervisor is aborted, or stops because it
-    /// failed (its restart intensity) or a producer failed: its event is then reported lost.
+    /// failed (its restart intensity, or a subscription of its refused by a producer's dispatcher)
+    /// or a producer failed: its event is then reported lost.
     fn run(&self, event: T) -> impl Future<Output = Self::Output> + Send;
 }
 

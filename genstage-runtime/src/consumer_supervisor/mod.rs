@@ -81,7 +81,8 @@ pub use counts::{ChildCounts, CountChildren};
 ///   aborts it, with its children, if they take longer.
 /// - A producer whose subscription ends, or fails with a `temporary` subscription, leaves the
 ///   children of its events running; they just ask it for nothing more.
-/// - When the supervisor fails (its restart intensity), is cancelled (a producer failed on a
+/// - When the supervisor fails (its restart intensity, or a producer's dispatcher refused one of
+///   its `permanent` or `transient` subscriptions), is cancelled (a producer failed on a
 ///   `permanent` or `transient` subscription), panics or is aborted, its children are aborted
 ///   where they stand. Their events are reported lost, as
 ///   [`LossReason::Unhandled`](crate::LossReason::Unhandled); those of children that had already
