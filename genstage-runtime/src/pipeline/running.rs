@@ -609,7 +609,10 @@ impl PipelineHandle {
     /// cancelled),
     /// [`PipelineError::ForeignStage`] for a stage of another pipeline,
     /// [`PipelineError::ShuttingDown`] once a shutdown or an abort has begun,
-    /// [`PipelineError::NotRunning`] once the pipeline has ended.
+    /// [`PipelineError::NotRunning`] once the pipeline has ended. A subscription that `producer`'s
+    /// own dispatcher refuses ([`Dispatcher::subscribe`](crate::dispatcher::Dispatcher::subscribe))
+    /// is made here, and its tag returned: the refusal reaches the consumer as its
+    /// [`CancelReason::Refused`](crate::CancelReason::Refused).
     ///
     /// # Cancel safety
     ///
@@ -682,8 +685,13 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
-    /// As [`subscribe_with`](Self::subscribe_with); a refused subscription leaves `old` as it was.
-    /// To a stage that broadcasts, [`PipelineError::InvalidDispatch`]
+    /// As [`subscribe_with`](Self::subscribe_with); a subscription refused with one of these
+    /// errors leaves `old` as it was. One that `producer`'s own dispatcher refuses
+    /// ([`Dispatcher::subscribe`](crate::dispatcher::Dispatcher::subscribe)) is not refused here:
+    /// the new tag comes back and `old` is cancelled, as for any resubscribe, and then the new
+    /// subscription ends at once with [`CancelReason::Refused`](crate::CancelReason::Refused),
+    /// which fails the consumer unless `options` make it `temporary`. To a stage that broadcasts,
+    /// [`PipelineError::InvalidDispatch`]
     /// ([`AlreadySubscribed`](crate::DispatchSetupError::AlreadySubscribed)) when `consumer` has a
     /// running subscription there that `old` is not: `old` already ended, or is to another
     /// producer. Once a shutdown or an abort has begun, [`PipelineError::ShuttingDown`] unless
@@ -743,8 +751,10 @@ impl PipelineHandle {
     ///
     /// # Errors
     ///
-    /// As [`subscribe_selected`](Self::subscribe_selected); a refused subscription leaves `old` as
-    /// it was. During a shutdown, as [`resubscribe`](Self::resubscribe).
+    /// As [`subscribe_selected`](Self::subscribe_selected); a subscription refused with one of
+    /// these errors leaves `old` as it was (one that `producer`'s own dispatcher refuses: see
+    /// [`resubscribe`](Self::resubscribe)). During a shutdown, as
+    /// [`resubscribe`](Self::resubscribe).
     ///
     /// # Cancel safety
     ///
