@@ -48,7 +48,7 @@
 //! `genstage-runtime/src/mailbox.rs`). Before it did, a producer with asks queued ran on by itself
 //! on one worker and its consumers on the other (7.7% of their batches on its thread), every batch
 //! crossed the cores, and the partition ran at 0.66 of its baseline with the baselines' batches,
-//! against about 1.0 since. A broadcast's consumers run one after the other on the producer's
+//! against about 1.1 since. A broadcast's consumers run one after the other on the producer's
 //! worker, but the producer does not wait for them: it copies the next batch while they sum,
 //! which measured faster than waiting.
 //!
