@@ -648,29 +648,38 @@ mod tests {
         );
     }
 
+    /// `p`'s refusal of `sub` ("one at a time"), as the producer tells it.
+    fn refusal(sub: SubscriptionId) -> Upstream<u32> {
+        Upstream::Refused {
+            sub,
+            reason: Arc::from("one at a time"),
+        }
+    }
+
+    /// The end step of `sub` after [`refusal`]: why, and what the stage stops with if it stops.
+    fn refused_step(
+        sub: SubscriptionId,
+        stops: bool,
+    ) -> (SubscriptionId, CancelReason, Option<String>) {
+        let reason = CancelReason::Refused {
+            reason: "one at a time".to_owned(),
+        };
+        let error = "its subscription to `p` was refused by that stage's dispatcher: one at a time";
+        (sub, reason, stops.then(|| error.to_owned()))
+    }
+
     #[test]
     fn a_refused_subscription_stops_the_stage_with_the_refusal_unless_it_is_temporary() {
         let producer = Arc::new(Asks::default());
         let mut inputs = Inputs::new(Arc::from("c"));
         inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
         inputs.handle(subscribed(2, &producer, CancelMode::Temporary));
-        for sub in [1, 2] {
-            inputs.handle(Upstream::Refused {
-                sub,
-                reason: Arc::from("one at a time"),
-            });
-        }
+        inputs.handle(refusal(1));
+        inputs.handle(refusal(2));
         assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
         assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
-        let refused = CancelReason::Refused {
-            reason: "one at a time".to_owned(),
-        };
-        let stops = "its subscription to `p` was refused by that stage's dispatcher: one at a time";
-        assert_eq!(
-            cancelled(&mut inputs),
-            Some((1, refused.clone(), Some(stops.to_owned())))
-        );
-        assert_eq!(cancelled(&mut inputs), Some((2, refused, None)));
+        assert_eq!(cancelled(&mut inputs), Some(refused_step(1, true)));
+        assert_eq!(cancelled(&mut inputs), Some(refused_step(2, false)));
     }
 
     #[test]
@@ -678,21 +687,11 @@ mod tests {
         let producer = Arc::new(Asks::default());
         let mut inputs = Inputs::new(Arc::from("c"));
         // The producer's refusal overtook the pipeline's word of the subscription.
-        inputs.handle(Upstream::Refused {
-            sub: 1,
-            reason: Arc::from("one at a time"),
-        });
+        inputs.handle(refusal(1));
         assert!(inputs.next_step(true).is_none());
         inputs.handle(subscribed(1, &producer, CancelMode::Permanent));
         assert!(matches!(inputs.next_step(true), Some(Step::Subscribed(_))));
-        let refused = CancelReason::Refused {
-            reason: "one at a time".to_owned(),
-        };
-        let stops = "its subscription to `p` was refused by that stage's dispatcher: one at a time";
-        assert_eq!(
-            cancelled(&mut inputs),
-            Some((1, refused, Some(stops.to_owned())))
-        );
+        assert_eq!(cancelled(&mut inputs), Some(refused_step(1, true)));
         // So did a finish.
         inputs.handle(Upstream::Ended {
             sub: 2,
