@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use genstage::StageRef as _;
 use genstage::{
     from_iter, CancelReason, Consumer, Context, Demand, EdgeReport, Emit, LossReason, NoInput,
     Pipeline, PipelineError, Producer, ProducerConsumer, RestartPolicy, StageResult, StageStatus,
@@ -1521,4 +1522,149 @@ async fn a_from_stream_producer_whose_stream_panics_emits_what_it_yielded_first(
         "{report}"
     );
     assert!(report.balanced(), "{report}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// A producer that decided to end is not made again for finishing later.
+
+/// What the second value of an [`EndsTwice`] tells the test, and waits for.
+struct Cues {
+    /// It is finishing, and waits for `release` to finish.
+    finishing: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
+    /// It is busy with a cast it accepted before it decided to end.
+    busy: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The first value finishes at once and is made again. The second, over its restart limit,
+/// finishes with a cast from outside queued, decides to end, takes the cast in and spends two
+/// minutes on it (the clock is paused), long enough for the limit's window to pass; then it
+/// finishes again.
+struct EndsTwice {
+    cues: Option<Cues>,
+    busy: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Sent by each value to itself: finish.
+struct Finish;
+
+/// Cast by the test: what the second value spends two minutes on.
+struct Linger;
+
+impl Producer for EndsTwice {
+    type Output = u64;
+    fn init(&mut self, ctx: &mut Context<'_, Self>) {
+        ctx.info(Finish);
+    }
+    async fn handle_demand(&mut self, _demand: usize) -> StageResult<Emit<u64>> {
+        Ok(Emit::more(Vec::new()))
+    }
+    fn producer_options(&self) -> genstage::ProducerOptions {
+        // Asks are only recorded: the producer is driven by its messages alone.
+        genstage::ProducerOptions::for_producer().demand(genstage::DemandMode::Accumulate)
+    }
+}
+
+impl genstage::HandleInfo<Finish> for EndsTwice {
+    type Emitted = Emit<u64>;
+    async fn handle_info(
+        &mut self,
+        _: Finish,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Emit<u64>> {
+        if let Some(cues) = self.cues.take() {
+            let _ = cues.finishing.send(());
+            let _ = cues.release.await;
+            self.busy = Some(cues.busy);
+        }
+        Ok(Emit::last(Vec::new()))
+    }
+}
+
+impl genstage::HandleCast<Linger> for EndsTwice {
+    type Emitted = Emit<u64>;
+    async fn handle_cast(
+        &mut self,
+        _: Linger,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Emit<u64>> {
+        if let Some(busy) = self.busy.take() {
+            let _ = busy.send(());
+        }
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        Ok(Emit::last(Vec::new()))
+    }
+}
+
+impl genstage::HandleCast<u64> for EndsTwice {
+    type Emitted = ();
+    async fn handle_cast(&mut self, _: u64, _: &mut Context<'_, Self>) -> StageResult<()> {
+        Ok(())
+    }
+}
+
+/// Takes what comes.
+struct Drain;
+
+impl Consumer for Drain {
+    type Input = u64;
+    async fn handle_events(&mut self, _events: Vec<u64>) -> StageResult<()> {
+        Ok(())
+    }
+}
+
+/// Found by the chaos test (seed 7 645 777): a permanent producer whose restart limit did not
+/// allow a restart when it finished decided to end, refused a message as `Ended`, took in what it
+/// had accepted before, and when it finished again, the limit's window having passed, was made
+/// again, though it had told a sender it had ended.
+#[tokio::test(start_paused = true)]
+async fn a_producer_that_refused_a_message_as_ended_is_not_made_again_for_finishing() {
+    use tokio::sync::oneshot::channel;
+    let ((finishing_tx, finishing), (release, release_rx), (busy_tx, busy)) =
+        (channel(), channel(), channel());
+    let cues = Arc::new(Mutex::new(Some(Cues {
+        finishing: finishing_tx,
+        release: release_rx,
+        busy: busy_tx,
+    })));
+    let made = Arc::new(AtomicUsize::new(0));
+    let mut pipeline = Pipeline::new();
+    let producer = {
+        let made = made.clone();
+        pipeline.add_producer_with(move || {
+            let second = made.fetch_add(1, Ordering::SeqCst) == 1;
+            EndsTwice {
+                cues: second.then(|| cues.lock().unwrap().take()).flatten(),
+                busy: None,
+            }
+        })
+    };
+    let drain = pipeline.add_consumer(Drain);
+    pipeline.subscribe(&producer, &drain);
+    pipeline.set_restart(
+        &producer,
+        RestartPolicy::permanent().max_restarts(1, Duration::from_secs(60)),
+    );
+    let running = pipeline.start();
+    finishing.await.expect("the second value finishes");
+    // Queued before the second value decides to end: it is taken in.
+    producer.cast(Linger).expect("accepted");
+    release.send(()).expect("the second value waits");
+    busy.await.expect("the second value takes the cast in");
+    // It has decided to end: a message from outside is refused.
+    let refused = producer.cast(7u64);
+    assert!(
+        matches!(refused, Err(genstage::CallError::Ended { .. })),
+        "{refused:?}"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(600), running)
+        .await
+        .expect("no hang");
+    assert_eq!(made.load(Ordering::SeqCst), 2, "not made a third time");
+    // As when it decides to end with nothing queued: over its limit, the run says so.
+    let Err(PipelineError::RestartLimit { stage, report, .. }) = result else {
+        panic!("the restart limit: {result:?}");
+    };
+    assert_eq!(stage, "EndsTwice");
+    assert_eq!(report.stage("EndsTwice").unwrap().restarts, 1);
 }

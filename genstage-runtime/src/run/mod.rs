@@ -355,7 +355,12 @@ pub(crate) async fn run_producer<P: Producer>(
         // A producer ends on its own when it has delivered its last events, unless the pipeline is
         // shutting down.
         let on_its_own = !state.shut_down;
-        if !restarts.wanted(&env.name, &exit, on_its_own, None) {
+        // A producer that decided to end is judged as of then (see `ProducerState::finished_at`).
+        let judged_at = match exit {
+            Exit::Finished => state.finished_at.take(),
+            _ => None,
+        };
+        if !restarts.wanted_as_of(&env.name, &exit, on_its_own, None, judged_at) {
             break exit;
         }
         if !farewell(&env.abort, &exit, stage.terminate(&exit.status())).await {
@@ -370,6 +375,7 @@ pub(crate) async fn run_producer<P: Producer>(
         }
         state.exhausted = state.shut_down;
         state.ending = false;
+        state.finished_at = None;
         mailbox.reopen_to_outside();
         outputs.announce_again();
     };
@@ -437,6 +443,10 @@ struct ProducerState {
     /// Whether it is restarted if it finishes now: then it is not ending, and messages from
     /// outside are taken in by its next value.
     restart_on_finish: RestartOnFinish,
+    /// When it decided to finish (and so to end, its restart not allowed then): however long
+    /// what it accepted before takes, its restart is judged as of then, not when it finally
+    /// finishes, so that a stage that has refused messages as ending is not made again for it.
+    finished_at: Option<std::time::Instant>,
 }
 
 impl ProducerState {
@@ -694,10 +704,14 @@ async fn produce<P: Producer>(
         outputs.move_released(&mut state.letters);
         state.heed_shutdown(stage);
         if state.exhausted && outputs.buffered() == 0 && state.letters.is_empty() {
-            // Restarted, it is not ending: what comes meanwhile waits for its next value.
-            if !state.shut_down && state.restart_on_finish.now() {
+            // Restarted, it is not ending: what comes meanwhile waits for its next value. Once
+            // it has decided to end, it does not change its mind (see `finished_at`).
+            if !state.shut_down && !state.ending && state.restart_on_finish.now() {
                 return Exit::Finished;
             }
+            state
+                .finished_at
+                .get_or_insert_with(|| tokio::time::Instant::now().into_std());
             if last_look(mailbox, &mut state.ending) {
                 return if state.shut_down {
                     Exit::ShutDown
@@ -723,6 +737,7 @@ async fn produce<P: Producer>(
         {
             mailbox.reopen_to_outside();
             state.ending = false;
+            state.finished_at = None;
         }
         if !state.letters.is_empty() {
             continue;
@@ -756,6 +771,7 @@ async fn produce<P: Producer>(
                 if state.ending && !state.exhausted && matches!(mail, Downstream::Subscribe(_)) {
                     mailbox.reopen_to_outside();
                     state.ending = false;
+                    state.finished_at = None;
                 }
                 state.downstream(mail, outputs);
                 // New demand is asked for at once, even during a back-off.

@@ -112,6 +112,20 @@ impl<S, T> Restarts<S, T> {
         finished_on_its_own: bool,
         poison: Option<usize>,
     ) -> bool {
+        self.wanted_as_of(stage, exit, finished_on_its_own, poison, None)
+    }
+
+    /// [`wanted`](Self::wanted), with the restart limit judged as of `at` (now when `None`): a
+    /// producer that decided to finish when its limit did not allow a restart is judged as of
+    /// that moment, as it was then.
+    pub(crate) fn wanted_as_of(
+        &mut self,
+        stage: &str,
+        exit: &Exit,
+        finished_on_its_own: bool,
+        poison: Option<usize>,
+        at: Option<std::time::Instant>,
+    ) -> bool {
         let restart = self.policy.restart();
         let wanted = match exit {
             Exit::Failed(_) | Exit::Panicked(_) => restart != Restart::Temporary,
@@ -126,7 +140,8 @@ impl<S, T> Restarts<S, T> {
             self.failures.pop_front();
         }
         self.failures.push_back(status.clone());
-        if !self.intensity.allow(tokio::time::Instant::now().into_std()) {
+        let at = at.unwrap_or_else(|| tokio::time::Instant::now().into_std());
+        if !self.intensity.allow(at) {
             let (max_restarts, within) = self.policy.limit();
             tracing::error!(
                 stage,
