@@ -374,9 +374,7 @@ pub(crate) async fn run_producer<P: Producer>(
             Err(exit) => break exit,
         }
         state.exhausted = state.shut_down;
-        state.ending = false;
-        state.finished_at = None;
-        mailbox.reopen_to_outside();
+        state.reopen(&mailbox);
         outputs.announce_again();
     };
     // Ending, it refuses messages from outside from now on (`CallError::Ended`), rather than
@@ -450,6 +448,14 @@ struct ProducerState {
 }
 
 impl ProducerState {
+    /// Takes messages from outside again, as a producer that is not ending: what it decided about
+    /// ending (and when) is forgotten.
+    fn reopen<M>(&mut self, mailbox: &Receiver<M>) {
+        mailbox.reopen_to_outside();
+        self.ending = false;
+        self.finished_at = None;
+    }
+
     /// Takes in a control message; says whether the running callback must stop (a shutdown).
     fn control<T: Send + 'static>(&mut self, control: Control, outputs: &mut Outputs<T>) -> bool {
         match control {
@@ -735,9 +741,7 @@ async fn produce<P: Producer>(
             && outputs.buffered() > 0
             && !outputs.abandoned()
         {
-            mailbox.reopen_to_outside();
-            state.ending = false;
-            state.finished_at = None;
+            state.reopen(mailbox);
         }
         if !state.letters.is_empty() {
             continue;
@@ -769,9 +773,7 @@ async fn produce<P: Producer>(
                 // pipeline's handle meanwhile: it goes on, and takes messages from outside again
                 // before the consumer hears of the subscription.
                 if state.ending && !state.exhausted && matches!(mail, Downstream::Subscribe(_)) {
-                    mailbox.reopen_to_outside();
-                    state.ending = false;
-                    state.finished_at = None;
+                    state.reopen(mailbox);
                 }
                 state.downstream(mail, outputs);
                 // New demand is asked for at once, even during a back-off.
