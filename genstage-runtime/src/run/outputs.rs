@@ -235,9 +235,7 @@ impl<T: Send + 'static> Outputs<T> {
         producer: DeferredWake,
         route: Route<'_, T>,
     ) {
-        self.hand_off = producer;
-        self.emit(events, route);
-        drop(std::mem::take(&mut self.hand_off));
+        drop(self.emit_with(events, producer, route));
     }
 
     /// Like [`emit`](Self::emit), for a producer whose partition function routes its events: offers
@@ -250,12 +248,24 @@ impl<T: Send + 'static> Outputs<T> {
         own: &OwnWake,
         route: Route<'_, T>,
     ) -> bool {
-        self.hand_off = own.offer();
+        let mut left = self.emit_with(events, own.offer(), route);
+        // What else is left, the last consumer's deferred wake-up, is given as `left` drops.
+        own.taken(&mut left)
+    }
+
+    /// Sends `events` as [`emit`](Self::emit) does, with `hand_off` going to the consumers they
+    /// wake; returns what is left of it, not given yet.
+    #[inline]
+    fn emit_with(
+        &mut self,
+        events: Vec<T>,
+        hand_off: DeferredWake,
+        route: Route<'_, T>,
+    ) -> DeferredWake {
+        self.hand_off = hand_off;
         self.send_emitted(events, route);
         self.deliver_all();
-        let taken = own.taken(&mut self.hand_off);
-        drop(std::mem::take(&mut self.hand_off));
-        taken
+        std::mem::take(&mut self.hand_off)
     }
 
     /// Sends `events` to consumers with demand and buffers the rest; `route` is the stage's
