@@ -185,6 +185,23 @@ impl HandleCast<QuitTag> for Quitter {
     }
 }
 
+/// Holds a [`Quitter`] in its callback until the sender is dropped or sends: what is cast to it
+/// meanwhile queues behind.
+struct Hold(tokio::sync::oneshot::Receiver<()>);
+
+impl HandleCast<Hold> for Quitter {
+    type Emitted = ();
+
+    async fn handle_cast(
+        &mut self,
+        Hold(release): Hold,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<()> {
+        let _ = release.await;
+        Ok(())
+    }
+}
+
 /// Tells a [`Quitter`] to cancel `tag`; the reply is what `Context::cancel` returned.
 struct CancelTag(SubscriptionTag);
 
@@ -414,9 +431,13 @@ async fn cancelling_twice_ends_the_subscription_once_and_bad_cancels_are_errors(
         "stage `counter` is a producer: only a consumer's or producer_consumer's callbacks can \
          ask or cancel, and a producer has no subscriptions to producers"
     );
-    // Two cancels queued back to back: both are taken, the subscription ends once.
+    // Two cancels queued back to back, while the stage is held in a callback (else it may take the
+    // first, end, and refuse the second): both are taken, the subscription ends once.
+    let (release, held) = tokio::sync::oneshot::channel();
+    quitter.cast(Hold(held)).unwrap();
     quitter.cast(QuitTag(tag)).unwrap();
     quitter.cast(QuitTag(tag)).unwrap();
+    release.send(()).unwrap();
     let report = running.await.expect("the run ends normally");
     assert_eq!(
         seen.lock().unwrap().ends,
