@@ -4,15 +4,18 @@
 //! 2 to 5 consumers, quick and slow (busy past the mailbox's quick spell), selective, asking one
 //! event at a time, failing and restarted, behind a broadcasting producer_consumer that asks its
 //! producer lazily, on a multi-threaded runtime, and assert exact counts and a balanced report,
-//! each under a 20 s timeout so that a hang fails instead of blocking.
+//! each under a 20 s timeout so that a hang fails instead of blocking. The last test holds a
+//! partitioned producer's chain, whose first consumer's wake-up the producer holds until it waits
+//! (`mailbox::Receiver::await_hand_off`), across a callback that waits for that consumer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use genstage::{
-    from_iter, Consumer, Dispatch, Emit, Pipeline, PipelineError, Producer, ProducerConsumer,
-    Report, RestartPolicy, StageResult, SubscribeOptions,
+    from_iter, Consumer, Context, Dispatch, Emit, HandleCast, Partition, Pipeline, PipelineError,
+    Producer, ProducerConsumer, ProducerRef, Report, RestartPolicy, StageRef, StageResult,
+    SubscribeOptions,
 };
 
 mod dispatch_stages;
@@ -24,7 +27,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 async fn within<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(LIMIT, future)
         .await
-        .expect("hung: a consumer of the broadcast was never woken")
+        .expect("hung: a consumer was never woken")
 }
 
 /// What a consumer of the broadcast is.
@@ -377,4 +380,121 @@ async fn a_chained_broadcast_aborted_mid_run_balances() {
     for _ in 0..5 {
         ended_mid_run(true).await;
     }
+}
+
+/// Counts up from 0 to `end` as asked, into one partition (a partitioned producer chains its
+/// consumers however many it has); a [`WaitForConsumer`] cast waits until its
+/// consumer has handled an event the producer emitted after the cast. Its first call emits
+/// nothing (it is called again a millisecond later), so that its consumer's first busy spell,
+/// which the mailbox times to tell whether it is quick enough to take hand-offs, is only its
+/// subscription.
+struct Waiting {
+    started: bool,
+    next: u64,
+    end: u64,
+    handled_after_cast: Arc<tokio::sync::Notify>,
+}
+
+impl Producer for Waiting {
+    type Output = u64;
+    async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
+        if !std::mem::replace(&mut self.started, true) {
+            return Ok(Emit::more(Vec::new()));
+        }
+        let stop = self.end.min(self.next + demand as u64);
+        let events: Vec<u64> = (self.next..stop).collect();
+        self.next = stop;
+        Ok(if stop == self.end {
+            Emit::last(events)
+        } else {
+            Emit::more(events)
+        })
+    }
+
+    fn dispatcher(&self) -> Dispatch<Self, u64> {
+        Dispatch::partition(1)
+    }
+}
+
+impl Partition<u64> for Waiting {
+    fn partition(&self, _: &u64) -> Option<usize> {
+        Some(0)
+    }
+}
+
+struct WaitForConsumer;
+
+impl HandleCast<WaitForConsumer> for Waiting {
+    type Emitted = Vec<u64>;
+    async fn handle_cast(
+        &mut self,
+        _: WaitForConsumer,
+        _: &mut Context<'_, Self>,
+    ) -> StageResult<Vec<u64>> {
+        self.handled_after_cast.notified().await;
+        Ok(Vec::new())
+    }
+}
+
+/// Takes one event at a time (it asks for 4, then for 1 after each); casts [`WaitForConsumer`] to
+/// its producer as it handles event 1, and tells the producer when it handles an event from 4 on,
+/// the first the producer emits after its first 4.
+struct CastsToItsProducer {
+    producer: ProducerRef<Waiting>,
+    handled_after_cast: Arc<tokio::sync::Notify>,
+    seen: Vec<u64>,
+    all: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Consumer for CastsToItsProducer {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        for event in events {
+            if event == 1 {
+                self.producer.cast(WaitForConsumer)?;
+            }
+            if event >= 4 {
+                self.handled_after_cast.notify_one();
+            }
+            self.seen.push(event);
+        }
+        Ok(())
+    }
+
+    async fn terminate(&mut self, _status: &genstage::StageStatus) {
+        *self.all.lock().unwrap() = std::mem::take(&mut self.seen);
+    }
+}
+
+/// A partitioned producer whose consumer took its wake-up goes on with the messages it took in
+/// with the ask before it waits, holding back the wake-up of the consumer it just sent to
+/// (`mailbox::Receiver::await_hand_off`). Here those messages are an ask and a cast, whose
+/// callback waits for that consumer to handle the events the ask made: held back through the
+/// callback, the wake-up would never come (one thread, so the order is fixed: the consumer's turn
+/// sends the ask, the cast, and three more asks, all taken in at once).
+#[tokio::test]
+async fn a_producer_waiting_in_a_callback_holds_back_no_consumer() {
+    let handled_after_cast = Arc::new(tokio::sync::Notify::new());
+    let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new();
+    let producer = pipeline.add_producer(Waiting {
+        started: false,
+        next: 0,
+        end: 10,
+        handled_after_cast: handled_after_cast.clone(),
+    });
+    let consumer = pipeline.add_consumer(CastsToItsProducer {
+        producer: producer.clone(),
+        handled_after_cast,
+        seen: Vec::new(),
+        all: all.clone(),
+    });
+    let options = SubscribeOptions::new()
+        .max_demand(4)
+        .min_demand(3)
+        .partition(0);
+    pipeline.subscribe_with(&producer, &consumer, options);
+    let report = within(pipeline.run()).await.unwrap();
+    assert_eq!(*all.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    balanced(&report);
 }

@@ -45,14 +45,17 @@
 //! producer's worker, where a producer that wakes two tasks at once has tokio move one of them to
 //! another worker, with a futex wake-up and the events' cache lines (see `run/outputs.rs`).
 //!
-//! A producer whose partition function splits each batch among its consumers chains them the same
-//! way, and offers them its own wake-up as well ([`OwnWake`]): when one takes it, the producer waits
-//! for it rather than take its next ask at once, so that the consumers read their parts on the core
+//! A producer that broadcasts, or whose partition function splits each batch among its consumers,
+//! also offers them its own wake-up ([`OwnWake`]): when one takes it, the producer waits for it
+//! rather than take its next ask at once, so that the consumers read their events on the core
 //! where the producer wrote them, and the producer writes its next batch into memory they freed
 //! there. Otherwise a producer with asks queued runs on by itself on one worker and its consumers on
-//! the other, and every batch crosses between the cores, twice. A broadcasting producer does not
-//! wait for its consumers: it copies the next batch while they handle the last, which measured
-//! faster (`benches/dispatch.rs`).
+//! the other, and every batch crosses between the cores, twice; and a broadcast's producer, parked,
+//! is woken by the first consumer's ask for nothing (it emits once every consumer has asked). It
+//! goes on with the asks it has taken in before it waits, and holds back the wake-up of the
+//! consumer to run first until it does ([`Receiver::await_hand_off`]), so that one wait covers all
+//! its consumers' asks of one turn, and the chain starts only once the producer has stopped
+//! (`benches/dispatch.rs` gives the figures).
 //!
 //! A hand-off holds the owed task back for the consumer's whole turn, in tokio's unstealable slot:
 //! a producer that could run alongside a busy consumer would wait for it. So only a consumer whose
@@ -364,6 +367,9 @@ pub(crate) struct Receiver<M> {
     /// A receiver took the task's own wake-up ([`OwnWake`]): the next
     /// [`consume_budget`](Self::consume_budget) waits for it, unless it was given already.
     awaits_hand_off: Option<std::sync::Arc<Handed>>,
+    /// The wake-up of the receiver to run first, held until the task waits for the hand-off
+    /// ([`await_hand_off`](Self::await_hand_off)); given if the receiver is dropped.
+    held: DeferredWake,
 }
 
 /// Why [`Sender::send_from_outside`] gave its message back.
@@ -411,6 +417,7 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             parked: true,
             unbudgeted: 0,
             awaits_hand_off: None,
+            held: DeferredWake::default(),
         },
     )
 }
@@ -638,8 +645,10 @@ impl<M> Receiver<M> {
         let found = state.park(cx.waker(), wake_on_lazy, self.quick);
         drop(state);
         self.parked = true;
-        // Gives a hand-off, or drops a stale waker, outside the lock.
+        // Gives a hand-off, or drops a stale waker, outside the lock; and what the task held for
+        // its wait, which this is.
         found.give();
+        self.give_held();
         Poll::Pending
     }
 
@@ -664,18 +673,47 @@ impl<M> Receiver<M> {
         false
     }
 
-    /// Makes the next [`consume_budget`](Self::consume_budget) return `Pending` once, for a task
-    /// whose own wake-up a receiver took ([`OwnWake::taken`]): that receiver wakes it, at its next
-    /// look at its mailbox or as it closes. When `own` was given by then, the task wakes itself
-    /// (it yields once, as that wake-up would have had it do): given while the task awaited
-    /// something else on the way, the wake-up woke that await, and waiting for it again would wait
-    /// for good, with nothing to wake the task (it is not parked in its mailbox). Yielding rather
-    /// than running on measured faster (the partition with the baselines' batches, 1.09 of its
-    /// baseline against 0.89). (It waits at an await its loop has anyway rather than at one of its
-    /// own: an await more in a stage's loop cost the ping-pong benchmark 3%.)
+    /// Makes [`consume_budget`](Self::consume_budget) return `Pending` once, for a task whose own
+    /// wake-up a receiver took ([`OwnWake::taken`]): that receiver wakes it, at its next look at
+    /// its mailbox or as it closes. `first` is the wake-up of the receiver to run first (the one
+    /// that hands on to the others), held until then.
+    ///
+    /// The task first goes on with the messages it has taken in already (those queued at its last
+    /// look), and sends what they give to receivers that are not woken yet: a producer whose two
+    /// consumers asked in the same turn emits for both asks, and its consumers take both batches in
+    /// one turn, where waiting after each ask doubles the turns of all three. What comes later
+    /// waits, so that the task does not run on by itself (see the module docs). `first` is given
+    /// only as the task waits (here, or as it parks), or at [`give_held`](Self::give_held), which the
+    /// task calls before any other await: woken earlier, that receiver waits in tokio's run queue
+    /// while the task goes on, where another worker may take it, and then the whole chain.
+    ///
+    /// When `own` was given by the time the task waits, the task wakes itself (it yields once, as
+    /// that wake-up would have had it do): given while the task awaited something else on the way,
+    /// the wake-up woke that await, and waiting for it again would wait for good, with nothing to
+    /// wake the task (it is not parked in its mailbox). Yielding rather than running on measured
+    /// faster (the partition with the baselines' batches, 1.09 of its baseline against 0.89). (It
+    /// waits at an await its loop has anyway rather than at one of its own: an await more in a
+    /// stage's loop cost the ping-pong benchmark 3%.)
     #[inline]
-    pub(crate) fn await_hand_off(&mut self, own: &OwnWake) {
+    pub(crate) fn await_hand_off(&mut self, own: &OwnWake, first: DeferredWake) {
         self.awaits_hand_off = Some(own.handed.clone());
+        self.held = first;
+    }
+
+    /// Whether the task is to wait for a wake-up of its own that a receiver took
+    /// ([`await_hand_off`](Self::await_hand_off)) and has not waited yet: it does not offer it
+    /// again meanwhile, since a new offer forgets whether the one taken was given.
+    #[inline]
+    pub(crate) fn awaits_hand_off(&self) -> bool {
+        self.awaits_hand_off.is_some()
+    }
+
+    /// Gives the wake-up held for the task's wait ([`await_hand_off`](Self::await_hand_off)), if
+    /// any: the task is about to await something else, or to stop, and that receiver must not
+    /// wait for it meanwhile.
+    #[inline]
+    pub(crate) fn give_held(&mut self) {
+        drop(std::mem::take(&mut self.held));
     }
 
     /// Spends the task's cooperative budget (tokio's `task::coop`) on the message the caller is about
@@ -692,11 +730,15 @@ impl<M> Receiver<M> {
     #[inline]
     pub(crate) fn consume_budget(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if let Some(handed) = self.awaits_hand_off.take() {
-                if handed.given.load(Ordering::Acquire) {
-                    cx.waker().wake_by_ref();
+            // A task to wait for a hand-off waits once it has done what it has taken in.
+            if self.taken.is_empty() {
+                if let Some(handed) = self.awaits_hand_off.take() {
+                    self.give_held();
+                    if handed.given.load(Ordering::Acquire) {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
             }
             if self.spend_share() {
                 return Poll::Ready(());
@@ -1120,7 +1162,7 @@ mod tests {
         assert_eq!(*scene.log.lock().unwrap(), ["producer", "first"]);
         // Given at once: the task yields once, woken at once, rather than wait for it.
         let (mut rx, _, woken, waker) = task_awaiting_hand_offs();
-        rx.await_hand_off(&scene.own);
+        rx.await_hand_off(&scene.own, DeferredWake::default());
         assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
     }
@@ -1167,7 +1209,7 @@ mod tests {
     fn a_task_that_awaits_a_hand_off_waits_once_at_its_next_budget_and_wakes_nobody() {
         let (mut rx, own, woken, waker) = task_awaiting_hand_offs();
         let offered = own.offer();
-        rx.await_hand_off(&own);
+        rx.await_hand_off(&own, DeferredWake::default());
         {
             let mut cx = Context::from_waker(&waker);
             let mut budget = std::pin::pin!(rx.consume_budget());
@@ -1189,6 +1231,93 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_whole_chain_is_held_until_its_task_waits_and_its_first_receiver_then_runs_first() {
+        let mut scene = own_wake_scene(true);
+        let mut hand_off = scene.own.offer();
+        scene.first.0.send_deferring("a", &mut hand_off).unwrap();
+        scene.second.0.send_deferring("b", &mut hand_off).unwrap();
+        assert!(scene.own.taken(&mut hand_off));
+        assert!(scene.log.lock().unwrap().is_empty(), "nobody woken yet");
+        let (mut rx, _, woken, waker) = task_awaiting_hand_offs();
+        rx.await_hand_off(&scene.own, hand_off);
+        assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
+        assert_eq!(
+            *scene.log.lock().unwrap(),
+            ["second"],
+            "given as the task waits"
+        );
+        assert!(runs(&mut scene.second.1, &scene.second.2));
+        assert!(runs(&mut scene.first.1, &scene.first.2));
+        assert_eq!(*scene.log.lock().unwrap(), ["second", "first", "producer"]);
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            0,
+            "the task's own waker is not this one"
+        );
+    }
+
+    #[test]
+    fn a_task_awaiting_a_hand_off_goes_on_with_the_messages_it_took_in_first() {
+        let (tx, mut rx) = mailbox::<u32>();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let first = Waker::from(Arc::new(LoggingWaker {
+            name: "first",
+            log: log.clone(),
+        }));
+        let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
+            panic!("the current task's wake-up is taken at once");
+        };
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(rx.try_recv(), Ok(1), "both taken in, one left");
+        let offered = own.offer();
+        rx.await_hand_off(&own, DeferredWake(Some(first)));
+        // What came after its last look waits for the hand-off.
+        tx.send(3).unwrap();
+        assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Ready(()));
+        assert!(log.lock().unwrap().is_empty(), "held while it goes on");
+        assert!(rx.awaits_hand_off());
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
+        assert_eq!(*log.lock().unwrap(), ["first"], "given as it waits");
+        assert!(!rx.awaits_hand_off());
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            0,
+            "it waits for the hand-off"
+        );
+        drop(offered);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Ready(()));
+        assert_eq!(rx.try_recv(), Ok(3));
+    }
+
+    #[test]
+    fn a_wake_up_held_for_a_wait_is_given_as_the_task_parks_or_awaits_else_or_drops_its_mailbox() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let held = |name| {
+            DeferredWake(Some(Waker::from(Arc::new(LoggingWaker {
+                name,
+                log: log.clone(),
+            }))))
+        };
+        let (_tx, mut rx) = mailbox::<u32>();
+        let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
+            panic!("the current task's wake-up is taken at once");
+        };
+        rx.await_hand_off(&own, held("parks"));
+        assert_eq!(poll_once(rx.ready(true), &waker), Poll::Pending);
+        rx.await_hand_off(&own, held("awaits else"));
+        rx.give_held();
+        rx.await_hand_off(&own, held("dropped"));
+        drop(rx);
+        assert_eq!(*log.lock().unwrap(), ["parks", "awaits else", "dropped"]);
+    }
+
     /// The hand-off was given while the task awaited something else on its way to the wait (a
     /// callback, a restart's yield), which that wake-up let run on: waiting for it once more
     /// would wait for good. (Found by the chaos test, seed 7 296 223: a partitioned producer
@@ -1197,7 +1326,7 @@ mod tests {
     fn a_task_does_not_wait_for_a_hand_off_given_already() {
         let (mut rx, own, woken, waker) = task_awaiting_hand_offs();
         let offered = own.offer();
-        rx.await_hand_off(&own);
+        rx.await_hand_off(&own, DeferredWake::default());
         drop(offered);
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
         // It yields once, as the wake-up it got would have had it do, and wakes itself for it.
@@ -1206,7 +1335,7 @@ mod tests {
         assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Ready(()));
         // A new offer is not given yet: waited for, without a wake-up of its own.
         let offered = own.offer();
-        rx.await_hand_off(&own);
+        rx.await_hand_off(&own, DeferredWake::default());
         assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
         assert_eq!(woken.0.load(Ordering::SeqCst), 2);
         drop(offered);

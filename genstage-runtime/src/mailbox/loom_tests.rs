@@ -132,9 +132,10 @@ fn a_chain_of_deferred_wake_ups_wakes_every_receiver() {
 }
 
 /// A partitioned producer sends to two consumers, chained, offering its own wake-up with them, and
-/// waits for it if one took it, while both consumers park or find their batches first. Quick or
-/// not, both consumers receive their batch and the producer runs on: a wake-up it waits for is
-/// always given (a producer never woken shows as a deadlock).
+/// waits for it if one took it, holding the wake-up of the consumer to run first until then, while
+/// both consumers park or find their batches first. Quick or not, both consumers receive their
+/// batch and the producer runs on: a wake-up it waits for is always given (a producer never woken
+/// shows as a deadlock).
 #[test]
 fn a_producer_that_hands_off_its_own_wake_up_is_woken() {
     for quick in [true, false] {
@@ -149,12 +150,13 @@ fn a_producer_that_hands_off_its_own_wake_up_is_woken() {
                     let own = OwnWake::current().await;
                     let mut hand_off = own.offer();
                     first_tx.send_deferring(1, &mut hand_off).unwrap();
-                    second_tx.send_handing_off(2, &mut hand_off).unwrap();
-                    let taken = own.taken(&mut hand_off);
-                    drop(hand_off);
-                    // As the producer's loop waits: at its next budget.
-                    if taken {
-                        producer_rx.await_hand_off(&own);
+                    second_tx.send_deferring(2, &mut hand_off).unwrap();
+                    // Taken, what is left (the second consumer's wake-up, if it took one) is held
+                    // until the producer waits, at its next budget.
+                    if own.taken(&mut hand_off) {
+                        producer_rx.await_hand_off(&own, hand_off);
+                    } else {
+                        drop(hand_off);
                     }
                     producer_rx.consume_budget().await;
                     (first_tx, second_tx)

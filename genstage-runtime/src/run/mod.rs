@@ -347,6 +347,8 @@ pub(crate) async fn run_producer<P: Producer>(
             &mut state,
         );
         let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
+        // Held for a wait the loop left before (see `Receiver::await_hand_off`).
+        mailbox.give_held();
         interrupted += outputs.take_interrupted().events;
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {
@@ -574,9 +576,10 @@ async fn produce<P: Producer>(
 ) -> Exit {
     stage.init(&mut env.context(None));
     let mut retry = Retry::default();
-    // A producer whose partition function routes what it emits offers its consumers its own
-    // wake-up (see `crate::mailbox`): its task's, the same for the task's whole run.
-    let own = if outputs.routed() {
+    // A producer whose partition function splits what it emits, or that broadcasts it, offers its
+    // consumers its own wake-up (see `crate::mailbox`): its task's, the same for the task's whole
+    // run.
+    let own = if outputs.offers_own_wake() {
         Some(OwnWake::current().await)
     } else {
         None
@@ -617,6 +620,8 @@ async fn produce<P: Producer>(
         // emit, or give the producer work.
         // Checked here, not in the callee: an async call costs, on the hot path, even when idle.
         if outputs.has_notices() {
+            // The consumer held for a wait for a hand-off does not wait for a callback too.
+            mailbox.give_held();
             if let Err(error) = tell_producer(stage, partition, env, outputs, state).await {
                 return Exit::Failed(error);
             }
@@ -630,6 +635,7 @@ async fn produce<P: Producer>(
             let Some(letter) = outputs.place_info(letter) else {
                 continue;
             };
+            mailbox.give_held();
             let emit = env.open::<P, P::Output>(stage, letter, None).await;
             match emit {
                 Ok(emit) => {
@@ -678,12 +684,15 @@ async fn produce<P: Producer>(
                         }
                     } else {
                         retry.emitted();
-                        if let Some(own) = own.as_ref().filter(|_| !state.modes.accumulating()) {
-                            let taken = routed(&*stage, partition, |route| {
+                        // Offered once per wait: what the producer emits before it waits goes to
+                        // consumers it has woken already, or wakes them.
+                        let offer = !state.modes.accumulating() && !mailbox.awaits_hand_off();
+                        if let Some(own) = own.as_ref().filter(|_| offer) {
+                            let first = routed(&*stage, partition, |route| {
                                 outputs.emit_offering(emit.events, own, route)
                             });
-                            if taken {
-                                mailbox.await_hand_off(own);
+                            if let Some(first) = first {
+                                mailbox.await_hand_off(own, first);
                             }
                         } else {
                             routed(&*stage, partition, |route| {
@@ -699,6 +708,7 @@ async fn produce<P: Producer>(
         }
         // A consumer that left is told of before the producer stops for want of consumers.
         if outputs.has_notices() {
+            mailbox.give_held();
             if let Err(error) = tell_producer(stage, partition, env, outputs, state).await {
                 return Exit::Failed(error);
             }
@@ -788,6 +798,7 @@ async fn produce<P: Producer>(
             // emitting, the next asks its callback again, after a back-off's pause if it is in one.
             Err(TryRecvError::Empty) => {
                 if let Some(at) = retry.waiting_until().filter(|_| state.modes.forwarding()) {
+                    mailbox.give_held();
                     tokio::select! {
                         () = mailbox.ready(true) => {}
                         () = tokio::time::sleep_until(at) => {}

@@ -69,6 +69,8 @@ pub(super) struct Outputs<T> {
     refusals: CancelPort,
     /// The stage's partition function routes its events.
     routed: bool,
+    /// Its dispatcher sends every consumer every event.
+    broadcasts: bool,
 }
 
 impl<T: Send + 'static> Outputs<T> {
@@ -81,6 +83,7 @@ impl<T: Send + 'static> Outputs<T> {
     ) -> Self {
         Outputs {
             stage,
+            broadcasts: dispatcher.broadcasts(),
             path: EventPath::new(dispatcher, options).routed_by_stage(routed),
             routed,
             consumers: BySubscription::new(),
@@ -209,10 +212,13 @@ impl<T: Send + 'static> Outputs<T> {
         }
     }
 
-    /// Whether the stage's partition function routes its events.
+    /// Whether the stage, a producer, offers its consumers its own wake-up as it emits
+    /// ([`emit_offering`](Self::emit_offering)), and waits for their turn: when each emit goes to
+    /// all of them at once, split by its partition function or copied by a broadcast (see
+    /// [`crate::mailbox`]).
     #[inline]
-    pub(super) fn routed(&self) -> bool {
-        self.routed
+    pub(super) fn offers_own_wake(&self) -> bool {
+        self.routed || self.broadcasts
     }
 
     /// Whether a subscription has begun or ended that the stage's callbacks have not been told of.
@@ -235,36 +241,38 @@ impl<T: Send + 'static> Outputs<T> {
         producer: DeferredWake,
         route: Route<'_, T>,
     ) {
-        drop(self.emit_with(events, producer, route));
+        drop(self.emit_with(events, producer, false, route));
     }
 
     /// Like [`emit`](Self::emit), for a producer whose partition function routes its events: offers
-    /// `own`, its own wake-up, to the consumers the events wake (see [`crate::mailbox`]); true when
-    /// one took it, and the producer is to wait for it
+    /// `own`, its own wake-up, to the consumers the events wake (see [`crate::mailbox`]). When one
+    /// took it, and the producer is to wait for it, returns the wake-up of the consumer to run
+    /// first, not given yet: the producer holds it until it waits
     /// ([`Receiver::await_hand_off`](crate::mailbox::Receiver::await_hand_off)).
     pub(super) fn emit_offering(
         &mut self,
         events: Vec<T>,
         own: &OwnWake,
         route: Route<'_, T>,
-    ) -> bool {
-        let mut left = self.emit_with(events, own.offer(), route);
-        // What else is left, the last consumer's deferred wake-up, is given as `left` drops.
-        own.taken(&mut left)
+    ) -> Option<DeferredWake> {
+        let mut left = self.emit_with(events, own.offer(), true, route);
+        own.taken(&mut left).then_some(left)
     }
 
     /// Sends `events` as [`emit`](Self::emit) does, with `hand_off` going to the consumers they
-    /// wake; returns what is left of it, not given yet.
+    /// wake; returns what is left of it, not given yet. When `defer_last`, the last consumer woken
+    /// is not woken yet either: its wake-up is what is left.
     #[inline]
     fn emit_with(
         &mut self,
         events: Vec<T>,
         hand_off: DeferredWake,
+        defer_last: bool,
         route: Route<'_, T>,
     ) -> DeferredWake {
         self.hand_off = hand_off;
         self.send_emitted(events, route);
-        self.deliver_all();
+        self.deliver_all(defer_last);
         std::mem::take(&mut self.hand_off)
     }
 
@@ -445,7 +453,7 @@ impl<T: Send + 'static> Outputs<T> {
             // nothing more, and they would be neither sent nor counted lost. (Consumers found gone
             // leave the dispatcher at the next flush, in the restarted stage's loop: the drain that
             // may follow runs its selector or partition function.)
-            self.deliver_ready();
+            self.deliver_ready(false);
         }
         // A wake-up the interrupted emit held for the stage's producer, or that those deliveries
         // left, is given now.
@@ -475,16 +483,17 @@ impl<T: Send + 'static> Outputs<T> {
     /// the producer go on: those are woken at once, for another worker to take.
     #[inline]
     fn flush(&mut self) {
-        self.deliver_all();
+        self.deliver_all(false);
         // A wake-up the last consumer did not take (it was not parked, or has gone) is given now.
         drop(std::mem::take(&mut self.hand_off));
     }
 
-    /// Sends every delivery ready, and those that consumers found gone make ready.
+    /// Sends every delivery ready, and those that consumers found gone make ready; `defer_last` as
+    /// in [`emit_with`](Self::emit_with).
     #[inline]
-    fn deliver_all(&mut self) {
+    fn deliver_all(&mut self, defer_last: bool) {
         loop {
-            self.deliver_ready();
+            self.deliver_ready(defer_last);
             // A consumer a send found gone leaves the dispatcher once the deliveries in hand are
             // out, which may make more deliveries ready: a selector or partition function that
             // panics in that drain loses its dispatch only, not the deliveries in hand.
@@ -495,16 +504,17 @@ impl<T: Send + 'static> Outputs<T> {
         }
     }
 
-    /// Sends the deliveries the event path has ready (see [`flush`](Self::flush)).
+    /// Sends the deliveries the event path has ready (see [`flush`](Self::flush)); when
+    /// `defer_last`, the last is chained too, its consumer's wake-up left in `hand_off`.
     #[inline]
-    fn deliver_ready(&mut self) {
+    fn deliver_ready(&mut self, defer_last: bool) {
         let chained = self.routed
             || self.path.copies > std::mem::replace(&mut self.copies_flushed, self.path.copies);
         while self.path.has_deliveries() {
             let mut deliveries = self.path.take_deliveries();
             let last = deliveries.len().saturating_sub(1);
             for (i, (sub, batch)) in deliveries.drain(..).enumerate() {
-                self.deliver(sub, batch, chained && i < last);
+                self.deliver(sub, batch, chained && (i < last || defer_last));
             }
             // The allocation goes back for the next round.
             self.path.recycle(deliveries);
