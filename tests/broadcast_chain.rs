@@ -5,8 +5,8 @@
 //! event at a time, failing and restarted, behind a broadcasting producer_consumer that asks its
 //! producer lazily, on a multi-threaded runtime, and assert exact counts and a balanced report,
 //! each under a 20 s timeout so that a hang fails instead of blocking. The last test holds a
-//! partitioned producer's chain, whose first consumer's wake-up the producer holds until it waits
-//! (`mailbox::Receiver::await_hand_off`), across a callback that waits for that consumer.
+//! partitioned producer's chain, whose first consumer's wake-up the producer holds until its poll
+//! ends (`mailbox::Receiver::await_hand_off`), across a callback that waits for that consumer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -467,8 +467,8 @@ impl Consumer for CastsToItsProducer {
 }
 
 /// A partitioned producer whose consumer took its wake-up goes on with the messages it took in
-/// with the ask before it waits, holding back the wake-up of the consumer it just sent to
-/// (`mailbox::Receiver::await_hand_off`). Here those messages are an ask and a cast, whose
+/// with the ask before it waits, holding back the wake-up of the consumer it just sent to until its
+/// poll ends (`mailbox::Receiver::await_hand_off`). Here those messages are an ask and a cast, whose
 /// callback waits for that consumer to handle the events the ask made: held back through the
 /// callback, the wake-up would never come (one thread, so the order is fixed: the consumer's turn
 /// sends the ask, the cast, and three more asks, all taken in at once).

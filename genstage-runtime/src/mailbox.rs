@@ -52,10 +52,16 @@
 //! there. Otherwise a producer with asks queued runs on by itself on one worker and its consumers on
 //! the other, and every batch crosses between the cores, twice; and a broadcast's producer, parked,
 //! is woken by the first consumer's ask for nothing (it emits once every consumer has asked). It
-//! goes on with the asks it has taken in before it waits, and holds back the wake-up of the
-//! consumer to run first until it does ([`Receiver::await_hand_off`]), so that one wait covers all
-//! its consumers' asks of one turn, and the chain starts only once the producer has stopped
-//! (`benches/dispatch.rs` gives the figures).
+//! goes on with the asks it has taken in before it waits ([`Receiver::await_hand_off`]), so that
+//! one wait covers all its consumers' asks of one turn.
+//!
+//! Such a chain has nothing to do beside the task that holds it, so each of its wake-ups is given
+//! only as that task stops, at the end of its poll ([`Give::AsItWaits`], `mailbox/held.rs`): the
+//! producer holds the wake-up of the consumer to run first, and each consumer the next one's, or
+//! the producer's. tokio runs at most three woken tasks in a row from its unstealable slot and
+//! sends the next through its run queue, waking the other worker, which may take it, and the
+//! chain with it: a wake-up given while its holder goes on gives that worker the holder's whole
+//! turn to do so, one given as it stops next to none (`benches/dispatch.rs` gives the figures).
 //!
 //! A hand-off holds the owed task back for the consumer's whole turn, in tokio's unstealable slot:
 //! a producer that could run alongside a busy consumer would wait for it. So only a consumer whose
@@ -125,9 +131,21 @@ enum Slot {
         takes_hand_off: bool,
     },
     /// A hand-off: the waker is another task's, left by the sender that took the receiver's `Parked`
-    /// waker and woke it, for the receiver to wake at its next lock (before it looks at its
-    /// messages), or when it closes. At most one at a time: it replaces only `Parked`.
-    HandOff,
+    /// waker and woke it, for the receiver to give at its next lock (before it looks at its
+    /// messages) as [`Give`] says, or when it closes. At most one at a time: it replaces only
+    /// `Parked`.
+    HandOff(Give),
+}
+
+/// When a receiver gives a hand-off it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Give {
+    /// As soon as it runs: the wake-up of a producer_consumer's producer, which can work beside
+    /// the receiver.
+    AsItRuns,
+    /// As its task's poll ends ([`held::hold`]): a link of the chain of a producer that waits for
+    /// its consumers, whose next task has nothing to do beside it (see the module docs).
+    AsItWaits,
 }
 
 /// What a receiver found in the slot as it cleared it: a hand-off to give, or a stale waker of its own
@@ -139,11 +157,13 @@ struct Found {
 }
 
 impl Found {
-    /// Gives the hand-off found, if any; drops a stale waker.
+    /// Gives the hand-off found, if any, as it says; drops a stale waker.
     #[inline]
     fn give(self) {
-        if let (Slot::HandOff, Some(waker)) = (self.slot, self.waker) {
-            waker.wake();
+        match (self.slot, self.waker) {
+            (Slot::HandOff(Give::AsItRuns), Some(waker)) => waker.wake(),
+            (Slot::HandOff(Give::AsItWaits), Some(waker)) => held::hold(waker),
+            _ => {}
         }
     }
 }
@@ -200,11 +220,12 @@ impl<M> State<M> {
         }
     }
 
-    /// Leaves `owed` with the receiver just unparked, for it to give at its next lock.
+    /// Leaves `owed` with the receiver just unparked, for it to give at its next lock, as `give`
+    /// says.
     #[inline]
-    fn leave_hand_off(&mut self, owed: Waker) {
+    fn leave_hand_off(&mut self, owed: Waker, give: Give) {
         debug_assert_eq!(self.slot, Slot::Idle);
-        self.slot = Slot::HandOff;
+        self.slot = Slot::HandOff(give);
         self.waker = Some(owed);
     }
 
@@ -244,10 +265,37 @@ impl<M> State<M> {
 
 /// A wake-up owed to a waiting receiver, taken from its mailbox by [`Sender::send_lazy`]. Dropping it
 /// wakes the receiver; [`Sender::send_handing_off`] may instead leave it with another receiver, which
-/// gives it as soon as it runs. Either way it is given once.
+/// gives it as soon as it runs, or, for the chain of a producer that waits for its consumers
+/// ([`OwnWake::offer`]), as its task's poll ends. Either way it is given once.
 #[must_use = "dropping a DeferredWake wakes its receiver at once"]
-#[derive(Default)]
-pub(crate) struct DeferredWake(Option<Waker>);
+pub(crate) struct DeferredWake {
+    waker: Option<Waker>,
+    /// How a receiver it is left with gives it; the chain it starts passes it on.
+    give: Give,
+}
+
+impl Default for DeferredWake {
+    fn default() -> Self {
+        DeferredWake::owed(None)
+    }
+}
+
+impl DeferredWake {
+    /// `waker`, if any, owed as soon as its receiver runs.
+    fn owed(waker: Option<Waker>) -> Self {
+        DeferredWake {
+            waker,
+            give: Give::AsItRuns,
+        }
+    }
+
+    /// Gives it as the poll of the stage's task in progress ends ([`held::hold`]).
+    pub(crate) fn hold(mut self) {
+        if let Some(waker) = self.waker.take() {
+            held::hold(waker);
+        }
+    }
+}
 
 /// A task's own wake-up, offered to the receivers it sends to as a hand-off: a task that sees it
 /// taken waits for it ([`Receiver::await_hand_off`]) instead of running on, and runs next after
@@ -299,16 +347,19 @@ impl OwnWake {
     /// [`Sender::send_deferring`].
     pub(crate) fn offer(&self) -> DeferredWake {
         self.handed.given.store(false, Ordering::Release);
-        DeferredWake(Some(self.waker.clone()))
+        DeferredWake {
+            waker: Some(self.waker.clone()),
+            give: Give::AsItWaits,
+        }
     }
 
     /// Whether a receiver took the offered wake-up, given what is left of the hand-off: if it is
     /// still this task's own, nobody took it, and it is withdrawn without waking the task. What
     /// else is left (the wake-up of the last receiver deferred) stays, for the caller to give.
     pub(crate) fn taken(&self, left: &mut DeferredWake) -> bool {
-        match &left.0 {
+        match &left.waker {
             Some(waker) if waker.will_wake(&self.waker) => {
-                left.0 = None;
+                left.waker = None;
                 false
             }
             _ => true,
@@ -319,7 +370,7 @@ impl OwnWake {
 impl Drop for DeferredWake {
     #[inline]
     fn drop(&mut self) {
-        if let Some(waker) = self.0.take() {
+        if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
@@ -367,9 +418,6 @@ pub(crate) struct Receiver<M> {
     /// A receiver took the task's own wake-up ([`OwnWake`]): the next
     /// [`consume_budget`](Self::consume_budget) waits for it, unless it was given already.
     awaits_hand_off: Option<std::sync::Arc<Handed>>,
-    /// The wake-up of the receiver to run first, held until the task waits for the hand-off
-    /// ([`await_hand_off`](Self::await_hand_off)); given if the receiver is dropped.
-    held: DeferredWake,
 }
 
 /// Why [`Sender::send_from_outside`] gave its message back.
@@ -417,7 +465,6 @@ pub(crate) fn mailbox<M>() -> (Sender<M>, Receiver<M>) {
             parked: true,
             unbudgeted: 0,
             awaits_hand_off: None,
-            held: DeferredWake::default(),
         },
     )
 }
@@ -441,7 +488,7 @@ impl<M> Sender<M> {
         message: M,
         hand_off: &mut DeferredWake,
     ) -> Result<(), M> {
-        if hand_off.0.is_none() {
+        if hand_off.waker.is_none() {
             return self.send(message);
         }
         self.pass(message, hand_off, false)
@@ -465,11 +512,11 @@ impl<M> Sender<M> {
                 return Ok(());
             };
             if quick {
-                if let Some(owed) = hand_off.0.take() {
-                    state.leave_hand_off(owed);
+                if let Some(owed) = hand_off.waker.take() {
+                    state.leave_hand_off(owed, hand_off.give);
                 }
                 if defer {
-                    hand_off.0 = Some(waker);
+                    hand_off.waker = Some(waker);
                     return Ok(());
                 }
             }
@@ -487,7 +534,7 @@ impl<M> Sender<M> {
     /// taken in before anything queued after it. The wake-up owed, if any, is returned for the caller
     /// to give or hand off. Gives the message back when the receiver is gone.
     pub(crate) fn send_lazy(&self, message: M) -> Result<DeferredWake, M> {
-        self.push(message, false).map(DeferredWake)
+        self.push(message, false).map(DeferredWake::owed)
     }
 
     /// Queues `message`, waking the receiver, and closes the mailbox to messages from outside in
@@ -645,10 +692,8 @@ impl<M> Receiver<M> {
         let found = state.park(cx.waker(), wake_on_lazy, self.quick);
         drop(state);
         self.parked = true;
-        // Gives a hand-off, or drops a stale waker, outside the lock; and what the task held for
-        // its wait, which this is.
+        // Gives a hand-off, or drops a stale waker, outside the lock.
         found.give();
-        self.give_held();
         Poll::Pending
     }
 
@@ -676,16 +721,15 @@ impl<M> Receiver<M> {
     /// Makes [`consume_budget`](Self::consume_budget) return `Pending` once, for a task whose own
     /// wake-up a receiver took ([`OwnWake::taken`]): that receiver wakes it, at its next look at
     /// its mailbox or as it closes. `first` is the wake-up of the receiver to run first (the one
-    /// that hands on to the others), held until then.
+    /// that hands on to the others), held until the task's poll ends ([`held`]), however it ends:
+    /// woken earlier, that receiver would wait in tokio's run queue while the task goes on, where
+    /// another worker may take it, and the whole chain with it.
     ///
     /// The task first goes on with the messages it has taken in already (those queued at its last
     /// look), and sends what they give to receivers that are not woken yet: a producer whose two
     /// consumers asked in the same turn emits for both asks, and its consumers take both batches in
     /// one turn, where waiting after each ask doubles the turns of all three. What comes later
-    /// waits, so that the task does not run on by itself (see the module docs). `first` is given
-    /// only as the task waits (here, or as it parks), or at [`give_held`](Self::give_held), which the
-    /// task calls before any other await: woken earlier, that receiver waits in tokio's run queue
-    /// while the task goes on, where another worker may take it, and then the whole chain.
+    /// waits, so that the task does not run on by itself (see the module docs).
     ///
     /// When `own` was given by the time the task waits, the task wakes itself (it yields once, as
     /// that wake-up would have had it do): given while the task awaited something else on the way,
@@ -697,7 +741,7 @@ impl<M> Receiver<M> {
     #[inline]
     pub(crate) fn await_hand_off(&mut self, own: &OwnWake, first: DeferredWake) {
         self.awaits_hand_off = Some(own.handed.clone());
-        self.held = first;
+        first.hold();
     }
 
     /// Whether the task is to wait for a wake-up of its own that a receiver took
@@ -708,14 +752,6 @@ impl<M> Receiver<M> {
         self.awaits_hand_off.is_some()
     }
 
-    /// Gives the wake-up held for the task's wait ([`await_hand_off`](Self::await_hand_off)), if
-    /// any: the task is about to await something else, or to stop, and that receiver must not
-    /// wait for it meanwhile.
-    #[inline]
-    pub(crate) fn give_held(&mut self) {
-        drop(std::mem::take(&mut self.held));
-    }
-
     /// Spends the task's cooperative budget (tokio's `task::coop`) on the message the caller is about
     /// to take with [`try_recv`](Self::try_recv): one unit per [`MESSAGES_PER_BUDGET_UNIT`]
     /// messages. Once the budget is spent, first yields to the runtime, which runs the worker's other
@@ -723,6 +759,9 @@ impl<M> Receiver<M> {
     /// scheduled, and its channels spend one per receive; a stage spends them a little more slowly,
     /// since each of its messages is a batch, so that one whose mailbox never runs dry still lets the
     /// tasks beside it run. Outside a tokio task the budget is unlimited.
+    ///
+    /// A task to wait for a hand-off ([`await_hand_off`](Self::await_hand_off)) waits here instead,
+    /// once it has nothing taken in.
     ///
     /// # Cancel safety
     ///
@@ -733,7 +772,6 @@ impl<M> Receiver<M> {
             // A task to wait for a hand-off waits once it has done what it has taken in.
             if self.taken.is_empty() {
                 if let Some(handed) = self.awaits_hand_off.take() {
-                    self.give_held();
                     if handed.given.load(Ordering::Acquire) {
                         cx.waker().wake_by_ref();
                     }
@@ -876,6 +914,9 @@ impl<M> Drop for Receiver<M> {
         drop(self.close());
     }
 }
+
+mod held;
+pub(crate) use held::GivesHeld;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -1231,23 +1272,51 @@ mod tests {
         );
     }
 
+    /// Polls `task` once as a stage's task is polled ([`GivesHeld`]), with a waker that does
+    /// nothing.
+    fn poll_as_a_stage<T>(task: impl Future<Output = T>) -> Poll<T> {
+        let mut task = GivesHeld::new(Box::pin(task));
+        Pin::new(&mut task).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
     #[test]
-    fn a_whole_chain_is_held_until_its_task_waits_and_its_first_receiver_then_runs_first() {
+    fn a_producer_s_chain_starts_as_its_poll_ends_and_each_link_is_given_as_its_receiver_s_ends() {
         let mut scene = own_wake_scene(true);
-        let mut hand_off = scene.own.offer();
-        scene.first.0.send_deferring("a", &mut hand_off).unwrap();
-        scene.second.0.send_deferring("b", &mut hand_off).unwrap();
-        assert!(scene.own.taken(&mut hand_off));
-        assert!(scene.log.lock().unwrap().is_empty(), "nobody woken yet");
         let (mut rx, _, woken, waker) = task_awaiting_hand_offs();
-        rx.await_hand_off(&scene.own, hand_off);
-        assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
+        let log = scene.log.clone();
+        let producer = poll_as_a_stage(std::future::poll_fn(|_| {
+            let mut hand_off = scene.own.offer();
+            scene.first.0.send_deferring("a", &mut hand_off).unwrap();
+            scene.second.0.send_deferring("b", &mut hand_off).unwrap();
+            assert!(scene.own.taken(&mut hand_off));
+            rx.await_hand_off(&scene.own, hand_off);
+            assert!(
+                log.lock().unwrap().is_empty(),
+                "held while the producer runs"
+            );
+            assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
+            Poll::<()>::Pending
+        }));
+        assert_eq!(producer, Poll::Pending);
         assert_eq!(
             *scene.log.lock().unwrap(),
             ["second"],
-            "given as the task waits"
+            "given as its poll ends"
         );
-        assert!(runs(&mut scene.second.1, &scene.second.2));
+        let second = &mut scene.second;
+        let log = scene.log.clone();
+        let second_ran = poll_as_a_stage(std::future::poll_fn(|_| {
+            assert!(runs(&mut second.1, &second.2));
+            assert_eq!(
+                *log.lock().unwrap(),
+                ["second"],
+                "held while the receiver runs"
+            );
+            Poll::Ready(())
+        }));
+        assert_eq!(second_ran, Poll::Ready(()));
+        assert_eq!(*scene.log.lock().unwrap(), ["second", "first"]);
+        // Outside a stage's poll, a receiver gives its link at its first look, as before.
         assert!(runs(&mut scene.first.1, &scene.first.2));
         assert_eq!(*scene.log.lock().unwrap(), ["second", "first", "producer"]);
         assert_eq!(
@@ -1258,13 +1327,30 @@ mod tests {
     }
 
     #[test]
+    fn a_producer_consumer_s_hand_off_is_given_as_soon_as_its_receiver_runs() {
+        let mut scene = hand_off_scene(true);
+        scene
+            .consumer_tx
+            .send_handing_off("events", &mut scene.owed)
+            .unwrap();
+        let log = scene.log.clone();
+        let consumer = &mut scene.consumer_rx;
+        let waker = scene.consumer_waker.clone();
+        let ran = poll_as_a_stage(std::future::poll_fn(|_| {
+            assert!(runs(consumer, &waker));
+            assert_eq!(
+                *log.lock().unwrap(),
+                ["consumer", "producer"],
+                "given at once"
+            );
+            Poll::Ready(())
+        }));
+        assert_eq!(ran, Poll::Ready(()));
+    }
+
+    #[test]
     fn a_task_awaiting_a_hand_off_goes_on_with_the_messages_it_took_in_first() {
         let (tx, mut rx) = mailbox::<u32>();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let first = Waker::from(Arc::new(LoggingWaker {
-            name: "first",
-            log: log.clone(),
-        }));
         let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(woken.clone());
         let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
@@ -1274,15 +1360,13 @@ mod tests {
         tx.send(2).unwrap();
         assert_eq!(rx.try_recv(), Ok(1), "both taken in, one left");
         let offered = own.offer();
-        rx.await_hand_off(&own, DeferredWake(Some(first)));
+        rx.await_hand_off(&own, DeferredWake::default());
         // What came after its last look waits for the hand-off.
         tx.send(3).unwrap();
         assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Ready(()));
-        assert!(log.lock().unwrap().is_empty(), "held while it goes on");
         assert!(rx.awaits_hand_off());
         assert_eq!(rx.try_recv(), Ok(2));
         assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Pending);
-        assert_eq!(*log.lock().unwrap(), ["first"], "given as it waits");
         assert!(!rx.awaits_hand_off());
         assert_eq!(
             woken.0.load(Ordering::SeqCst),
@@ -1293,29 +1377,6 @@ mod tests {
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
         assert_eq!(poll_once(rx.consume_budget(), &waker), Poll::Ready(()));
         assert_eq!(rx.try_recv(), Ok(3));
-    }
-
-    #[test]
-    fn a_wake_up_held_for_a_wait_is_given_as_the_task_parks_or_awaits_else_or_drops_its_mailbox() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let held = |name| {
-            DeferredWake(Some(Waker::from(Arc::new(LoggingWaker {
-                name,
-                log: log.clone(),
-            }))))
-        };
-        let (_tx, mut rx) = mailbox::<u32>();
-        let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
-        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
-            panic!("the current task's wake-up is taken at once");
-        };
-        rx.await_hand_off(&own, held("parks"));
-        assert_eq!(poll_once(rx.ready(true), &waker), Poll::Pending);
-        rx.await_hand_off(&own, held("awaits else"));
-        rx.give_held();
-        rx.await_hand_off(&own, held("dropped"));
-        drop(rx);
-        assert_eq!(*log.lock().unwrap(), ["parks", "awaits else", "dropped"]);
     }
 
     /// The hand-off was given while the task awaited something else on its way to the wait (a

@@ -78,7 +78,7 @@ fn a_hand_off_racing_ready_is_given_once_and_the_receiver_wakes() {
             rx.quick = quick;
             let (owed_to, owed_waker) = CountingWaker::new();
             let sender = thread::spawn(move || {
-                let mut owed = DeferredWake(Some(owed_waker));
+                let mut owed = DeferredWake::owed(Some(owed_waker));
                 tx.send_handing_off(7, &mut owed).unwrap();
                 // A hand-off the consumer did not take is given here.
                 drop(owed);
@@ -110,7 +110,7 @@ fn a_chain_of_deferred_wake_ups_wakes_every_receiver() {
             second_rx.quick = true;
             let (owed_to, owed_waker) = CountingWaker::new();
             let sender = thread::spawn(move || {
-                let mut owed = DeferredWake(Some(owed_waker));
+                let mut owed = DeferredWake::owed(Some(owed_waker));
                 first_tx.send_deferring(1, &mut owed).unwrap();
                 second_tx.send_handing_off(2, &mut owed).unwrap();
                 // What the last consumer did not take is given here, as `Outputs::flush` does.
@@ -132,10 +132,11 @@ fn a_chain_of_deferred_wake_ups_wakes_every_receiver() {
 }
 
 /// A partitioned producer sends to two consumers, chained, offering its own wake-up with them, and
-/// waits for it if one took it, holding the wake-up of the consumer to run first until then, while
-/// both consumers park or find their batches first. Quick or not, both consumers receive their
-/// batch and the producer runs on: a wake-up it waits for is always given (a producer never woken
-/// shows as a deadlock).
+/// waits for it if one took it, while both consumers park or find their batches first. Each runs as
+/// a stage's task does ([`GivesHeld`]): the producer holds the wake-up of the consumer to run
+/// first, and each consumer the link it finds, until its poll ends. Quick or not, both consumers
+/// receive their batch and the producer runs on: a wake-up it waits for is always given (a
+/// producer never woken shows as a deadlock).
 #[test]
 fn a_producer_that_hands_off_its_own_wake_up_is_woken() {
     for quick in [true, false] {
@@ -146,7 +147,7 @@ fn a_producer_that_hands_off_its_own_wake_up_is_woken() {
             second_rx.quick = true;
             let producer = thread::spawn(move || {
                 let (_producer_tx, mut producer_rx) = mailbox::<u32>();
-                block_on(async move {
+                block_on(GivesHeld::new(Box::pin(async move {
                     let own = OwnWake::current().await;
                     let mut hand_off = own.offer();
                     first_tx.send_deferring(1, &mut hand_off).unwrap();
@@ -160,14 +161,15 @@ fn a_producer_that_hands_off_its_own_wake_up_is_woken() {
                     }
                     producer_rx.consume_budget().await;
                     (first_tx, second_tx)
-                })
+                })))
             });
             let first = thread::spawn(move || {
-                let received = block_on(recv(&mut first_rx, true));
+                let received = block_on(GivesHeld::new(Box::pin(recv(&mut first_rx, true))));
                 assert_idle(&first_rx);
                 received
             });
-            assert_eq!(block_on(recv(&mut second_rx, true)), Some(2));
+            let second = block_on(GivesHeld::new(Box::pin(recv(&mut second_rx, true))));
+            assert_eq!(second, Some(2));
             assert_idle(&second_rx);
             assert_eq!(first.join().unwrap(), Some(1));
             let _senders = producer.join().unwrap();
@@ -190,7 +192,7 @@ fn a_chain_wakes_its_first_receiver_whatever_becomes_of_the_second() {
             second_rx.quick = second_quick;
             let (owed_to, owed_waker) = CountingWaker::new();
             let sender = thread::spawn(move || {
-                let mut owed = DeferredWake(Some(owed_waker));
+                let mut owed = DeferredWake::owed(Some(owed_waker));
                 first_tx.send_deferring(1, &mut owed).unwrap();
                 let sent = second_tx.send_handing_off(2, &mut owed).is_ok();
                 drop(owed);
@@ -241,7 +243,7 @@ fn a_receiver_dropped_while_senders_send_strands_no_message_and_no_wake_up() {
         };
         let (first, second) = (token(0), token(1));
         let handing_off = thread::spawn(move || {
-            let mut owed = DeferredWake(Some(owed_waker));
+            let mut owed = DeferredWake::owed(Some(owed_waker));
             let accepted = tx.send_handing_off(first, &mut owed).is_ok();
             drop(owed);
             // The sender is returned, so that the queue outlives the thread.

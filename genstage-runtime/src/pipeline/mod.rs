@@ -156,6 +156,13 @@ struct DispatchInfo {
 }
 
 impl DispatchInfo {
+    /// Whether its stage, if a producer, waits for its consumers' turn after it emits, handing
+    /// them its own wake-up (see `crate::mailbox`'s hand-offs): a broadcast, or a partition by
+    /// the stage's function.
+    fn chains(&self) -> bool {
+        self.broadcasts || self.routes
+    }
+
     fn of<S, T: 'static>(dispatch: &Dispatch<S, T>, options: ProducerOptions) -> Self {
         DispatchInfo {
             partitions: dispatch.dispatcher.partitions(),

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::dispatcher::SubscriptionId;
 use crate::error::{DispatchSetupError, PipelineError};
+use crate::mailbox::GivesHeld;
 use crate::messages::CancelPort;
 use crate::options::SubscribeOptions;
 use crate::protocol::{ControlPort, EndReason};
@@ -147,6 +148,7 @@ impl Pipeline {
             };
             supervisor.wire(edge, limits, cancel, wiring);
         }
+        supervisor.holds = stages.iter().any(|stage| stage.dispatch.chains());
         for stage in stages {
             supervisor.spawn(stage);
         }
@@ -161,6 +163,11 @@ pub(super) type Ended = Option<Arc<Vec<Option<StageReport>>>>;
 /// A running pipeline's stages, by index (the order they were added), and its subscriptions.
 pub(super) struct Supervisor {
     tasks: JoinSet<Box<Outcome>>,
+    /// A stage of the pipeline waits for its consumers' turns (see [`DispatchInfo::chains`]): the
+    /// tasks started from then on are polled as [`GivesHeld`], so that each wake-up of the chain
+    /// goes as its holder's poll ends. Other pipelines do without it, as a stage that holds a
+    /// wake-up outside such a poll gives it at once: each poll it wraps costs a little.
+    holds: bool,
     task_stage: HashMap<Id, usize>,
     names: Vec<String>,
     /// The options each stage's subscriptions default to.
@@ -217,6 +224,7 @@ impl Supervisor {
         let (cancel_port, stage_cancels) = CancelPort::channel();
         Supervisor {
             tasks: JoinSet::new(),
+            holds: false,
             task_stage: HashMap::new(),
             names: Vec::new(),
             defaults: Vec::new(),
@@ -283,7 +291,12 @@ impl Supervisor {
             self.cancel_port.clone(),
             stage.policy,
         );
-        let handle = self.tasks.spawn(task);
+        self.holds |= stage.dispatch.chains();
+        let handle = if self.holds {
+            self.tasks.spawn(GivesHeld::new(task))
+        } else {
+            self.tasks.spawn(task)
+        };
         self.task_stage.insert(handle.id(), index);
     }
 

@@ -36,8 +36,6 @@ pub(super) async fn call_serving<F: Future, M>(
         if let Poll::Ready(output) = callback.as_mut().poll(cx) {
             return Poll::Ready(Called::Returned(output));
         }
-        // Waiting, the stage holds back no receiver's wake-up (see `Receiver::await_hand_off`).
-        mailbox.give_held();
         loop {
             match mailbox.try_recv() {
                 Ok(mail) => {

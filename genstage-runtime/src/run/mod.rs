@@ -347,8 +347,6 @@ pub(crate) async fn run_producer<P: Producer>(
             &mut state,
         );
         let (exit, _) = exit_of(env.abort.guard(stage_loop).await);
-        // Held for a wait the loop left before (see `Receiver::await_hand_off`).
-        mailbox.give_held();
         interrupted += outputs.take_interrupted().events;
         // A dispatcher that cannot dispatch (a partition function out of range) stays so.
         if outputs.failure().is_some() {
@@ -620,8 +618,6 @@ async fn produce<P: Producer>(
         // emit, or give the producer work.
         // Checked here, not in the callee: an async call costs, on the hot path, even when idle.
         if outputs.has_notices() {
-            // The consumer held for a wait for a hand-off does not wait for a callback too.
-            mailbox.give_held();
             if let Err(error) = tell_producer(stage, partition, env, outputs, state).await {
                 return Exit::Failed(error);
             }
@@ -635,7 +631,6 @@ async fn produce<P: Producer>(
             let Some(letter) = outputs.place_info(letter) else {
                 continue;
             };
-            mailbox.give_held();
             let emit = env.open::<P, P::Output>(stage, letter, None).await;
             match emit {
                 Ok(emit) => {
@@ -708,7 +703,6 @@ async fn produce<P: Producer>(
         }
         // A consumer that left is told of before the producer stops for want of consumers.
         if outputs.has_notices() {
-            mailbox.give_held();
             if let Err(error) = tell_producer(stage, partition, env, outputs, state).await {
                 return Exit::Failed(error);
             }
@@ -798,7 +792,6 @@ async fn produce<P: Producer>(
             // emitting, the next asks its callback again, after a back-off's pause if it is in one.
             Err(TryRecvError::Empty) => {
                 if let Some(at) = retry.waiting_until().filter(|_| state.modes.forwarding()) {
-                    mailbox.give_held();
                     tokio::select! {
                         () = mailbox.ready(true) => {}
                         () = tokio::time::sleep_until(at) => {}

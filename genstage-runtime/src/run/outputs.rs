@@ -244,11 +244,11 @@ impl<T: Send + 'static> Outputs<T> {
         drop(self.emit_with(events, producer, false, route));
     }
 
-    /// Like [`emit`](Self::emit), for a producer whose partition function routes its events: offers
-    /// `own`, its own wake-up, to the consumers the events wake (see [`crate::mailbox`]). When one
-    /// took it, and the producer is to wait for it, returns the wake-up of the consumer to run
-    /// first, not given yet: the producer holds it until it waits
-    /// ([`Receiver::await_hand_off`](crate::mailbox::Receiver::await_hand_off)).
+    /// Like [`emit`](Self::emit), for a producer that offers its own wake-up
+    /// ([`offers_own_wake`](Self::offers_own_wake)): offers `own` to the consumers the events wake
+    /// (see [`crate::mailbox`]). When one took it, and the producer is to wait for it, returns the
+    /// wake-up of the consumer to run first, not given yet: the producer holds it until its poll
+    /// ends ([`Receiver::await_hand_off`](crate::mailbox::Receiver::await_hand_off)).
     pub(super) fn emit_offering(
         &mut self,
         events: Vec<T>,
@@ -505,7 +505,8 @@ impl<T: Send + 'static> Outputs<T> {
     }
 
     /// Sends the deliveries the event path has ready (see [`flush`](Self::flush)); when
-    /// `defer_last`, the last is chained too, its consumer's wake-up left in `hand_off`.
+    /// `defer_last` and they are chained (a stage that routes, or a broadcast's copies), the last
+    /// is chained too, its consumer's wake-up left in `hand_off`.
     #[inline]
     fn deliver_ready(&mut self, defer_last: bool) {
         let chained = self.routed
