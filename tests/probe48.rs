@@ -76,6 +76,8 @@ enum Twist {
     ShutsDown,
     /// The recorder aborts the pipeline as it handles event 1.
     Aborts,
+    /// The recorder's selector (a broadcast's) panics on event 5, which this call emits.
+    SelectorPanics,
 }
 
 /// What the producer and its consumer share: the count, kept across the producer's restarts, and
@@ -331,7 +333,17 @@ async fn twisted(twist: Twist, broadcast: bool, end: u64) -> Ran {
         } else {
             options.partition(0)
         };
-        pipeline.subscribe_with(&producer, &consumer, options);
+        if broadcast && records {
+            pipeline.subscribe_selected(&producer, &consumer, options, move |event: &u64| {
+                assert!(
+                    !(twist == Twist::SelectorPanics && *event == 5),
+                    "the selector panics on event 5"
+                );
+                true
+            });
+        } else {
+            pipeline.subscribe_with(&producer, &consumer, options);
+        }
         seen
     };
     // The broadcast's other consumer casts or cancels, after the ask that makes the producer hold
@@ -445,6 +457,15 @@ async fn a_producer_twisting_mid_drain_on_two_threads_stalls_no_consumer() {
         every_twist(false).await;
         every_twist(true).await;
     }
+}
+
+/// A panic in the recorder's selector mid-drain interrupts the broadcast of event 5: it is lost,
+/// for both consumers, counted so, and the restarted producer goes on.
+#[tokio::test]
+async fn a_selector_panicking_mid_drain_loses_its_dispatch_only() {
+    let ran = twisted(Twist::SelectorPanics, true, 12).await;
+    let expected: Vec<u64> = (0..12).filter(|&n| n != 5).collect();
+    check(ran, true, &expected, 12, 1, Twist::SelectorPanics);
 }
 
 /// A panic in the partition function mid-drain interrupts the dispatch of event 5: it is lost,
@@ -651,5 +672,88 @@ async fn fanned_out_producers_on_one_thread_deliver_every_event_once() {
 async fn fanned_out_producers_on_three_threads_deliver_every_event_once() {
     for _ in 0..5 {
         every_fan_out(3000).await;
+    }
+}
+
+/// Keeps its events; spins for 40 µs per batch (past the mailbox's quick spell) from its
+/// `slow_from`th batch on.
+struct SlowingDown {
+    seen: Arc<Mutex<Vec<u64>>>,
+    batches: usize,
+    slow_from: usize,
+}
+
+impl Consumer for SlowingDown {
+    type Input = u64;
+    async fn handle_events(&mut self, events: Vec<u64>) -> StageResult<()> {
+        self.batches += 1;
+        if self.batches > self.slow_from {
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_micros(40) {
+                std::hint::spin_loop();
+            }
+        }
+        self.seen.lock().unwrap().extend(events);
+        Ok(())
+    }
+}
+
+/// A broadcast whose first consumer selects nothing (the chain starts with no delivery to it),
+/// whose second is quick for its first 50 batches and slow after, and whose third takes its
+/// events one at a time; the counter fails every 11th call and is restarted.
+async fn selective_broadcast(end: u64) {
+    let mut pipeline = Pipeline::new();
+    let (next, calls) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counter = pipeline.add_producer_with_as(Some("counter".into()), move || Counter {
+        next: next.clone(),
+        calls: calls.clone(),
+        end,
+        fan: Fan::Broadcast,
+        fail_every: Some(11),
+        demand: DemandMode::Forward,
+    });
+    let mut seen = Vec::new();
+    for (i, slow_from) in [usize::MAX, 50, usize::MAX].into_iter().enumerate() {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let consumer = pipeline.add_consumer_named(
+            format!("consumer-{i}"),
+            SlowingDown {
+                seen: kept.clone(),
+                batches: 0,
+                slow_from,
+            },
+        );
+        let options = if i == 2 {
+            SubscribeOptions::new().max_demand(4).min_demand(3)
+        } else {
+            SubscribeOptions::new().max_demand(16).min_demand(8)
+        };
+        if i == 0 {
+            pipeline.subscribe_selected(&counter, &consumer, options, |_: &u64| false);
+        } else {
+            pipeline.subscribe_with(&counter, &consumer, options);
+        }
+        seen.push(kept);
+    }
+    let report = within(pipeline.run()).await.unwrap();
+    let all: Vec<u64> = (0..end).collect();
+    assert_eq!(*seen[0].lock().unwrap(), Vec::<u64>::new());
+    assert_eq!(*seen[1].lock().unwrap(), all);
+    assert_eq!(*seen[2].lock().unwrap(), all);
+    let stage = report.stage("counter").unwrap();
+    assert_eq!(stage.emitted, end);
+    assert!(stage.restarts >= 1);
+    balanced(&report);
+}
+
+#[tokio::test]
+async fn a_selective_broadcast_slowing_down_on_one_thread_delivers_every_event() {
+    selective_broadcast(2000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_selective_broadcast_slowing_down_on_three_threads_delivers_every_event() {
+    for _ in 0..10 {
+        selective_broadcast(2000).await;
     }
 }
