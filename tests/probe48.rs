@@ -276,7 +276,13 @@ impl Consumer for Recorder {
                 }
             }
             if event == 1 && self.records {
-                let stop = self.shared.stop.get().expect("started");
+                // On several threads, the recorder may get here before the test has set it.
+                let stop = loop {
+                    match self.shared.stop.get() {
+                        Some(stop) => break stop,
+                        None => tokio::task::yield_now().await,
+                    }
+                };
                 match self.shared.twist {
                     Twist::ShutsDown => stop.shutdown()?,
                     Twist::Aborts => stop.abort()?,
