@@ -113,9 +113,10 @@
 //! means the stage has ended or is ending, so no value of it may be made after one, unless it
 //! failed (on a message accepted before; a hang's message names a stage made again so).
 //!
-//! Producers and producer_consumers hand their events out with the demand dispatcher, or broadcast
-//! them (every consumer gets each, but for those its edge's selector, a residue of the sequence
-//! number, rejects), or partition them (by a function of the event, some to `None`: discarded),
+//! Producers and producer_consumers hand their events out with the demand dispatcher (half of them
+//! with the test's own, `Rotating`, through `Dispatch::custom`, which the same checks hold), or
+//! broadcast them (every consumer gets each, but for those its edge's selector, a residue of the
+//! sequence number, rejects), or partition them (by a function of the event, some to `None`: discarded),
 //! each partition taken by exactly one edge. Routing panics: in some runs not aborted, a stage
 //! that broadcasts or partitions has a partition function, or selectors (one that accepts
 //! everything is added to an edge where none has one), that panic when asked about the n-th
@@ -3135,12 +3136,111 @@ impl Partition<Event> for Chaotic {
     }
 }
 
-/// The dispatcher of a stage whose events go out as `fan` says.
-fn dispatch<S: Partition<Event>>(fan: Fan) -> Dispatch<S, Event> {
+/// The dispatcher of a stage whose events go out as `fan` says; `pick` chooses, for
+/// [`Fan::Demand`], between the crate's dispatcher and the test's own ([`own_dispatcher`]).
+fn dispatch<S: Partition<Event>>(fan: Fan, pick: u64) -> Dispatch<S, Event> {
     match fan {
+        Fan::Demand if own_dispatcher(fan, pick) => Dispatch::custom(Rotating::default()),
         Fan::Demand => Dispatch::demand(),
         Fan::Broadcast => Dispatch::broadcast(),
         Fan::Partition { partitions, .. } => Dispatch::partition(partitions),
+    }
+}
+
+/// Whether a stage whose events go out as `fan` says has the test's own dispatcher, [`Rotating`]:
+/// half the [`Fan::Demand`] stages, by the parity of `pick`, a number of the stage's plan (not a
+/// new draw of the seed's generator, so that each seed's runs stay as they were).
+fn own_dispatcher(fan: Fan, pick: u64) -> bool {
+    fan == Fan::Demand && pick % 2 == 1
+}
+
+/// A dispatcher of the test's own, through [`Dispatch::custom`]: each batch to the consumers that
+/// have demand, in turn, as much as each asked for; what none can take goes back to the stage's
+/// buffer. It keeps no events, and, as the crate's demand dispatcher, sends each event to one
+/// consumer and counts what a departed consumer asked for against later asks, so the checks of a
+/// [`Fan::Demand`] stage hold for it.
+#[derive(Default)]
+struct Rotating {
+    /// Each consumer's subscription and unmet demand, in the order they subscribed.
+    subscribers: Vec<(genstage::dispatcher::SubscriptionId, usize)>,
+    /// Where the next dispatch starts.
+    next: usize,
+    /// Demand asked upstream for consumers that have left, which later asks use first.
+    pending: usize,
+}
+
+impl genstage::dispatcher::Dispatcher<Event> for Rotating {
+    fn subscribe(
+        &mut self,
+        sub: genstage::dispatcher::SubscriptionId,
+        options: &genstage::dispatcher::DispatchOptions<Event>,
+    ) -> Result<usize, genstage::dispatcher::DispatchError> {
+        if options.partition.is_some() || options.selector.is_some() {
+            return Err(genstage::dispatcher::DispatchError(
+                "the rotating dispatcher takes neither a partition nor a selector".to_owned(),
+            ));
+        }
+        self.subscribers.push((sub, 0));
+        Ok(0)
+    }
+
+    fn cancel(&mut self, sub: genstage::dispatcher::SubscriptionId) -> usize {
+        if let Some(at) = self.subscribers.iter().position(|&(s, _)| s == sub) {
+            let (_, unmet) = self.subscribers.remove(at);
+            self.pending = self.pending.saturating_add(unmet);
+            if self.next > at {
+                self.next -= 1;
+            }
+        }
+        0
+    }
+
+    fn ask(
+        &mut self,
+        sub: genstage::dispatcher::SubscriptionId,
+        demand: usize,
+        _: &mut genstage::dispatcher::Outbox<'_, Event>,
+    ) -> usize {
+        let Some((_, unmet)) = self.subscribers.iter_mut().find(|(s, _)| *s == sub) else {
+            return 0;
+        };
+        *unmet = unmet.saturating_add(demand);
+        let covered = demand.min(self.pending);
+        self.pending -= covered;
+        demand - covered
+    }
+
+    fn dispatch(
+        &mut self,
+        mut events: Vec<Event>,
+        out: &mut genstage::dispatcher::Outbox<'_, Event>,
+    ) -> Result<Vec<Event>, genstage::dispatcher::DispatchError> {
+        let count = self.subscribers.len();
+        for _ in 0..count {
+            if events.is_empty() {
+                break;
+            }
+            let at = self.next % count;
+            self.next = (at + 1) % count;
+            let (sub, unmet) = &mut self.subscribers[at];
+            if *unmet == 0 {
+                continue;
+            }
+            let rest = events.split_off((*unmet).min(events.len()));
+            *unmet -= events.len();
+            out.send(*sub, std::mem::replace(&mut events, rest));
+        }
+        Ok(events)
+    }
+
+    fn capacity(&self) -> usize {
+        self.subscribers
+            .iter()
+            .fold(0, |total, &(_, unmet)| total.saturating_add(unmet))
+    }
+
+    fn consumers(&self) -> usize {
+        self.subscribers.len()
     }
 }
 
@@ -3148,7 +3248,7 @@ impl Producer for Chaotic {
     type Output = Event;
 
     fn dispatcher(&self) -> Dispatch<Self, Event> {
-        dispatch(self.plan.fan)
+        dispatch(self.plan.fan, self.plan.events)
     }
 
     fn init(&mut self, _: &mut Context<'_, Self>) {
@@ -3614,7 +3714,7 @@ impl ProducerConsumer for Middle {
     type Output = Event;
 
     fn dispatcher(&self) -> Dispatch<Self, Event> {
-        dispatch(self.fan)
+        dispatch(self.fan, self.index as u64)
     }
 
     fn producer_options(&self) -> ProducerOptions {
@@ -7603,6 +7703,14 @@ fn the_first_seeds_cover_every_kind_of_chaos() {
     expect(
         "routing panic with an action",
         count(&|t| t.action.is_some() && routed(t, &|_, _| true)),
+    );
+    expect(
+        "a producer with a dispatcher of the test's own",
+        count(&|t| t.producers.iter().any(|p| own_dispatcher(p.fan, p.events))),
+    );
+    expect(
+        "a producer_consumer with a dispatcher of the test's own",
+        count(&|t| (t.middles.iter().enumerate()).any(|(i, m)| own_dispatcher(m.fan, i as u64))),
     );
     assert!(missing.is_empty(), "too rare in 2 000 seeds: {missing:?}");
 }
