@@ -19,7 +19,7 @@ use genstage::{
 };
 
 mod dispatch_stages;
-use dispatch_stages::{balanced, Broadcast};
+use dispatch_stages::{balanced, count_up, Broadcast};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -401,14 +401,7 @@ impl Producer for Waiting {
         if !std::mem::replace(&mut self.started, true) {
             return Ok(Emit::more(Vec::new()));
         }
-        let stop = self.end.min(self.next + demand as u64);
-        let events: Vec<u64> = (self.next..stop).collect();
-        self.next = stop;
-        Ok(if stop == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
+        Ok(count_up(&mut self.next, self.end, demand))
     }
 
     fn dispatcher(&self) -> Dispatch<Self, u64> {

@@ -750,14 +750,7 @@ impl Producer for Counted {
     type Output = u64;
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
         self.calls.lock().unwrap().push(demand);
-        let stop = self.end.min(self.next + demand as u64);
-        let events: Vec<u64> = (self.next..stop).collect();
-        self.next = stop;
-        Ok(if stop == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
+        Ok(count_up(&mut self.next, self.end, demand))
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
         Dispatch::broadcast()

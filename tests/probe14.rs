@@ -927,7 +927,7 @@ async fn a_free_partition_is_taken_by_a_new_consumer_and_nothing_is_lost_or_repe
 // ---------------------------------------------------------------------------------------------
 
 mod dsl {
-    use super::{flat, within, Batches};
+    use super::{count_up, flat, within, Batches};
     use genstage::prelude::*;
 
     /// `0..end`, by parity into the partitions, written with odd literal forms.
@@ -936,21 +936,10 @@ mod dsl {
         pub end: u64,
     }
 
-    fn count(next: &mut u64, end: u64, demand: usize) -> Emit<u64> {
-        let stop = end.min(*next + demand as u64);
-        let events = (*next..stop).collect();
-        *next = stop;
-        if stop == end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        }
-    }
-
     #[stage(producer, dispatcher = partition(0x2))]
     impl Hexa {
         fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
-            count(&mut self.next, self.end, demand)
+            count_up(&mut self.next, self.end, demand)
         }
         fn partition(&self, event: &u64) -> std::option::Option<usize> {
             Some((event % 2) as usize)
@@ -966,7 +955,7 @@ mod dsl {
     #[stage(producer, dispatcher = partition(64))]
     impl Wide {
         fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
-            count(&mut self.next, self.end, demand)
+            count_up(&mut self.next, self.end, demand)
         }
         fn partition(&self, event: &u64) -> Option<usize> {
             Some((event % 64) as usize)
@@ -982,7 +971,7 @@ mod dsl {
     #[stage(producer, dispatcher = partition(1))]
     impl One {
         fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
-            count(&mut self.next, self.end, demand)
+            count_up(&mut self.next, self.end, demand)
         }
         fn partition(&self, _event: &u64) -> Option<usize> {
             Some(0)
@@ -998,7 +987,7 @@ mod dsl {
     #[stage(producer, dispatcher = demand)]
     impl Plain {
         fn handle_demand(&mut self, demand: usize) -> Emit<u64> {
-            count(&mut self.next, self.end, demand)
+            count_up(&mut self.next, self.end, demand)
         }
     }
 

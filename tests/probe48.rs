@@ -37,7 +37,7 @@ use genstage::{
 use tokio::sync::Notify;
 
 mod dispatch_stages;
-use dispatch_stages::balanced;
+use dispatch_stages::{balanced, count_up};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -160,14 +160,11 @@ impl Producer for Twisted {
                 _ => {}
             }
         }
-        let stop = shared.end.min(start + demand as u64);
-        shared.next.store(stop, Ordering::SeqCst);
-        let events: Vec<u64> = (start..stop).collect();
-        Ok(if last || stop == shared.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
+        let mut next = start;
+        let mut emit = count_up(&mut next, shared.end, demand);
+        shared.next.store(next, Ordering::SeqCst);
+        emit.last |= last;
+        Ok(emit)
     }
 
     fn dispatcher(&self) -> Dispatch<Self, u64> {
@@ -511,15 +508,10 @@ impl Producer for Counter {
         {
             return Err(format!("fails on call {call}").into());
         }
-        let start = self.next.load(Ordering::SeqCst);
-        let stop = self.end.min(start + demand as u64);
-        self.next.store(stop, Ordering::SeqCst);
-        let events: Vec<u64> = (start..stop).collect();
-        Ok(if stop == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
+        let mut next = self.next.load(Ordering::SeqCst);
+        let emit = count_up(&mut next, self.end, demand);
+        self.next.store(next, Ordering::SeqCst);
+        Ok(emit)
     }
 
     fn dispatcher(&self) -> Dispatch<Self, u64> {

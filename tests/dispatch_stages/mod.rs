@@ -1,6 +1,7 @@
-//! The stages the dispatcher tests share (`dispatchers.rs`, `probe14.rs`): a consumer that keeps
-//! its batches, a broadcasting `from_iter`, a counter partitioned by a function, and a consumer
-//! that records the marks cast to it among its events.
+//! The stages the dispatcher tests share (`dispatchers.rs`, `probe14.rs` and others): a consumer
+//! that keeps its batches, a broadcasting `from_iter`, a counter partitioned by a function, a
+//! consumer that records the marks cast to it among its events, and what a counting producer
+//! emits (`count_up`).
 // Each test file uses a part of it.
 #![allow(dead_code)]
 
@@ -13,6 +14,20 @@ pub type Batches = Arc<Mutex<Vec<Vec<u64>>>>;
 
 pub fn flat(batches: &Batches) -> Vec<u64> {
     batches.lock().unwrap().concat()
+}
+
+/// `next, next + 1, …`, as many as `demand` asks for, up to (not including) `end`, with `next`
+/// moved past them: the last batch is marked last. What a counting producer's `handle_demand`
+/// returns.
+pub fn count_up(next: &mut u64, end: u64, demand: usize) -> Emit<u64> {
+    let stop = end.min(next.saturating_add(demand as u64));
+    let events = (*next..stop).collect();
+    *next = stop;
+    if stop == end {
+        Emit::last(events)
+    } else {
+        Emit::more(events)
+    }
 }
 
 pub fn balanced(report: &Report) {
@@ -113,14 +128,7 @@ impl Partition<u64> for Split {
 impl Producer for Split {
     type Output = u64;
     async fn handle_demand(&mut self, demand: usize) -> StageResult<Emit<u64>> {
-        let stop = self.end.min(self.next + demand as u64);
-        let events: Vec<u64> = (self.next..stop).collect();
-        self.next = stop;
-        Ok(if stop == self.end {
-            Emit::last(events)
-        } else {
-            Emit::more(events)
-        })
+        Ok(count_up(&mut self.next, self.end, demand))
     }
     fn dispatcher(&self) -> Dispatch<Self, u64> {
         Dispatch::partition(self.partitions)
