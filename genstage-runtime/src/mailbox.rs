@@ -1016,6 +1016,22 @@ mod tests {
         }
     }
 
+    /// A waker that appends `name` to `log` when woken ([`LoggingWaker`]).
+    pub(super) fn logging_waker(log: &Arc<Mutex<Vec<&'static str>>>, name: &'static str) -> Waker {
+        Waker::from(Arc::new(LoggingWaker {
+            name,
+            log: log.clone(),
+        }))
+    }
+
+    /// The wake-up of the task that `waker` wakes, as [`OwnWake::current`] takes it.
+    fn current_own_wake(waker: &Waker) -> OwnWake {
+        let Poll::Ready(own) = poll_once(OwnWake::current(), waker) else {
+            panic!("the current task's wake-up is taken at once");
+        };
+        own
+    }
+
     /// A producer's mailbox and a consumer's, both waiting, and the wake-up owed to the producer by
     /// an ask: the state in which a producer_consumer emits. The log records wake-ups.
     struct HandOffScene {
@@ -1029,12 +1045,7 @@ mod tests {
 
     fn hand_off_scene(consumer_quick: bool) -> HandOffScene {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let waker = |name| {
-            Waker::from(Arc::new(LoggingWaker {
-                name,
-                log: log.clone(),
-            }))
-        };
+        let waker = |name| logging_waker(&log, name);
         let (producer_tx, mut producer_rx) = mailbox();
         let (consumer_tx, mut consumer_rx) = mailbox();
         let consumer_waker = waker("consumer");
@@ -1134,12 +1145,7 @@ mod tests {
 
     fn own_wake_scene(quick: bool) -> OwnWakeScene {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let waker = |name| {
-            Waker::from(Arc::new(LoggingWaker {
-                name,
-                log: log.clone(),
-            }))
-        };
+        let waker = |name| logging_waker(&log, name);
         let consumer = |name| {
             let (tx, mut rx) = mailbox();
             let waker = waker(name);
@@ -1148,10 +1154,7 @@ mod tests {
             (tx, rx, waker)
         };
         let (first, second) = (consumer("first"), consumer("second"));
-        let own = poll_once(OwnWake::current(), &waker("producer"));
-        let Poll::Ready(own) = own else {
-            panic!("the current task's wake-up is taken at once");
-        };
+        let own = current_own_wake(&waker("producer"));
         OwnWakeScene {
             first,
             second,
@@ -1214,9 +1217,7 @@ mod tests {
         let (_, rx) = mailbox::<u32>();
         let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(woken.clone());
-        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
-            panic!("the current task's wake-up is taken at once");
-        };
+        let own = current_own_wake(&waker);
         (rx, own, woken, waker)
     }
 
@@ -1274,7 +1275,7 @@ mod tests {
 
     /// Polls `task` once as a stage's task is polled ([`GivesHeld`]), with a waker that does
     /// nothing.
-    fn poll_as_a_stage<T>(task: impl Future<Output = T>) -> Poll<T> {
+    pub(super) fn poll_as_a_stage<T>(task: impl Future<Output = T>) -> Poll<T> {
         let mut task = GivesHeld::new(Box::pin(task));
         Pin::new(&mut task).poll(&mut Context::from_waker(Waker::noop()))
     }
@@ -1353,9 +1354,7 @@ mod tests {
         let (tx, mut rx) = mailbox::<u32>();
         let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(woken.clone());
-        let Poll::Ready(own) = poll_once(OwnWake::current(), &waker) else {
-            panic!("the current task's wake-up is taken at once");
-        };
+        let own = current_own_wake(&waker);
         tx.send(1).unwrap();
         tx.send(2).unwrap();
         assert_eq!(rx.try_recv(), Ok(1), "both taken in, one left");

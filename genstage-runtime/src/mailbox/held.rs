@@ -82,30 +82,8 @@ impl<F: Future + ?Sized> Future for GivesHeld<F> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::mailbox::tests::{logging_waker as logging, poll_as_a_stage};
     use std::sync::{Arc, Mutex};
-
-    struct LoggingWaker {
-        name: &'static str,
-        log: Arc<Mutex<Vec<&'static str>>>,
-    }
-
-    impl std::task::Wake for LoggingWaker {
-        fn wake(self: Arc<Self>) {
-            self.log.lock().unwrap().push(self.name);
-        }
-    }
-
-    fn logging(log: &Arc<Mutex<Vec<&'static str>>>, name: &'static str) -> Waker {
-        Waker::from(Arc::new(LoggingWaker {
-            name,
-            log: log.clone(),
-        }))
-    }
-
-    fn poll<F: Future + ?Sized>(task: &mut GivesHeld<F>) -> Poll<F::Output> {
-        let waker = Waker::noop();
-        Pin::new(task).poll(&mut Context::from_waker(waker))
-    }
 
     #[test]
     fn outside_a_stage_s_poll_a_wake_up_is_given_at_once() {
@@ -118,14 +96,14 @@ mod tests {
     fn a_wake_up_held_in_a_poll_is_given_as_the_poll_ends_and_an_earlier_one_first() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let inside = log.clone();
-        let mut task = GivesHeld::new(Box::pin(std::future::poll_fn(move |_| {
+        let polled = poll_as_a_stage(std::future::poll_fn(move |_| {
             hold(logging(&inside, "first"));
             assert!(inside.lock().unwrap().is_empty(), "held");
             hold(logging(&inside, "second"));
             assert_eq!(*inside.lock().unwrap(), ["first"], "the earlier goes now");
             Poll::<()>::Pending
-        })));
-        assert_eq!(poll(&mut task), Poll::Pending);
+        }));
+        assert_eq!(polled, Poll::Pending);
         assert_eq!(*log.lock().unwrap(), ["first", "second"]);
         hold(logging(&log, "after"));
         assert_eq!(
@@ -139,11 +117,12 @@ mod tests {
     fn a_poll_that_panics_gives_what_it_held() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let inside = log.clone();
-        let mut task = GivesHeld::new(Box::pin(std::future::poll_fn(move |_| -> Poll<()> {
+        let task = std::future::poll_fn(move |_| -> Poll<()> {
             hold(logging(&inside, "held"));
             panic!("the stage's task panics");
-        })));
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll(&mut task)));
+        });
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_as_a_stage(task)));
         assert!(panicked.is_err());
         assert_eq!(*log.lock().unwrap(), ["held"]);
         hold(logging(&log, "after"));
