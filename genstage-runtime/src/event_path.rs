@@ -513,6 +513,11 @@ impl<T: Send + 'static, I> EventPath<T, I> {
         self.dispatcher.stranded()
     }
 
+    /// Whether the dispatcher sends every consumer every event.
+    pub(crate) fn broadcasts(&self) -> bool {
+        self.dispatcher.broadcasts()
+    }
+
     /// Holds the path (a producer that accumulates demand) or releases it. While held, nothing is
     /// dispatched: emitted events go to the buffer ([`hold`](Self::hold)), and neither a cancel nor
     /// an ask drains it (the producer gives no ask to the dispatcher meanwhile). Releasing serves

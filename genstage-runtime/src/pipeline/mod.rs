@@ -158,7 +158,7 @@ struct DispatchInfo {
 impl DispatchInfo {
     /// Whether its stage, if a producer, waits for its consumers' turn after it emits, handing
     /// them its own wake-up (see `crate::mailbox`'s hand-offs): a broadcast, or a partition by
-    /// the stage's function.
+    /// the stage's function, as the stage itself decides (`Outputs::offers_own_wake`).
     fn chains(&self) -> bool {
         self.broadcasts || self.routes
     }

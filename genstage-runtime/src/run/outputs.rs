@@ -69,8 +69,6 @@ pub(super) struct Outputs<T> {
     refusals: CancelPort,
     /// The stage's partition function routes its events.
     routed: bool,
-    /// Its dispatcher sends every consumer every event.
-    broadcasts: bool,
 }
 
 impl<T: Send + 'static> Outputs<T> {
@@ -83,7 +81,6 @@ impl<T: Send + 'static> Outputs<T> {
     ) -> Self {
         Outputs {
             stage,
-            broadcasts: dispatcher.broadcasts(),
             path: EventPath::new(dispatcher, options).routed_by_stage(routed),
             routed,
             consumers: BySubscription::new(),
@@ -218,7 +215,7 @@ impl<T: Send + 'static> Outputs<T> {
     /// [`crate::mailbox`]).
     #[inline]
     pub(super) fn offers_own_wake(&self) -> bool {
-        self.routed || self.broadcasts
+        self.routed || self.path.broadcasts()
     }
 
     /// Whether a subscription has begun or ended that the stage's callbacks have not been told of.
